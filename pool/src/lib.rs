@@ -1,0 +1,104 @@
+//! The block pool: where object bytes live.
+//!
+//! The pool stores *extents* — immutable byte strings of at most [`MAX_EXTENT_LEN`]
+//! (4 MiB), addressed by a random [`ExtentId`]. An object is a list of extents; the
+//! store above keeps that list in its metadata, the pool knows nothing of objects,
+//! buckets or protocols. Later the same pool will hold VM volumes (lists of extents
+//! exported over NBD) and index records.
+//!
+//! [`Pool`] is the interface every engine implements. Today there is one,
+//! [`LocalPool`]: one extent per file under a data directory, each file carrying a
+//! CRC32C per 64 KiB block so corruption is detected on read instead of served. The
+//! multi-node pool (a ring of storage nodes, 2 replicas) will implement the same trait,
+//! so the store does not change when the cluster arrives.
+//!
+//! Key decision: a write returns only once the extent is durable (file and directory
+//! entry fsynced). Extents are immutable and written under a fresh id, so a crash
+//! mid-write leaves at most an unreferenced file, never a torn extent that anything
+//! points at. A failed fsync poisons the pool: every later write fails instead of
+//! pretending the disk is fine.
+//!
+//! This crate depends on no other strata crate (the ring arrives with the cluster) and
+//! opens no sockets.
+
+mod extent_file;
+mod local;
+
+use std::fmt;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+
+pub use local::{LocalPool, LocalPoolConfig};
+
+/// Largest extent the pool accepts. Objects are cut into extents of this size.
+pub const MAX_EXTENT_LEN: usize = 4 * 1024 * 1024;
+
+/// Address of an extent: 128 random bits, so writers never coordinate on ids.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ExtentId(pub [u8; 16]);
+
+impl ExtentId {
+    pub fn random() -> Self {
+        ExtentId(rand::random())
+    }
+
+    pub fn to_hex(&self) -> String {
+        hex::encode(self.0)
+    }
+
+    pub fn from_hex(text: &str) -> Option<Self> {
+        let mut bytes = [0u8; 16];
+        hex::decode_to_slice(text, &mut bytes).ok()?;
+        Some(ExtentId(bytes))
+    }
+}
+
+impl fmt::Debug for ExtentId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "ExtentId({})", self.to_hex())
+    }
+}
+
+impl fmt::Display for ExtentId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.to_hex())
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PoolError {
+    #[error("extent {0} not found")]
+    NotFound(ExtentId),
+    #[error("extent {id} is corrupt: {detail}")]
+    Corrupt { id: ExtentId, detail: String },
+    #[error("extent of {0} bytes exceeds the {MAX_EXTENT_LEN}-byte limit")]
+    TooLarge(usize),
+    #[error("read of {len} bytes at {offset} is outside extent {id} of {extent_len} bytes")]
+    OutOfRange {
+        id: ExtentId,
+        offset: u64,
+        len: u64,
+        extent_len: u64,
+    },
+    #[error("pool is poisoned after a failed fsync; restart after checking the disk")]
+    Poisoned,
+    #[error("pool i/o error: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+pub type Result<T, E = PoolError> = std::result::Result<T, E>;
+
+/// The interface of every pool engine.
+#[async_trait]
+pub trait Pool: Send + Sync + 'static {
+    /// Stores `data` as a new extent and returns once it is durable.
+    async fn write_extent(&self, data: Bytes) -> Result<ExtentId>;
+
+    /// Reads `len` bytes at `offset` of an extent, verifying their checksums.
+    async fn read_extent(&self, id: ExtentId, offset: u64, len: u64) -> Result<Bytes>;
+
+    /// Removes an extent. Removing a missing extent is not an error: deletes are
+    /// retried after crashes and must be idempotent.
+    async fn delete_extent(&self, id: ExtentId) -> Result<()>;
+}

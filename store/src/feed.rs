@@ -1,0 +1,27 @@
+//! The change feed: every mutation appends an event in the same batch that makes it
+//! visible, so the invalidator (and anything else that follows changes) can never
+//! miss one, even across a crash.
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ChangeKind {
+    BucketCreated,
+    BucketDeleted,
+    ObjectPut,
+    ObjectDeleted,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChangeEvent {
+    /// Position in the feed, strictly increasing.
+    pub seq: u64,
+    pub kind: ChangeKind,
+    pub bucket: String,
+    #[serde(default)]
+    pub key: Option<String>,
+    /// ETag of the object written, for puts.
+    #[serde(default)]
+    pub etag: Option<String>,
+    pub at_ms: i64,
+}

@@ -1,0 +1,170 @@
+//! Listings: objects by prefix with an optional delimiter and a marker, and
+//! unfinished multipart uploads. Both are range scans over keys that sort as
+//! (bucket, key), so a page costs what it returns plus the prefixes it skips.
+
+use crate::error::{Result, StoreError};
+use crate::keys::{self, CF_OBJECTS, CF_UPLOADS};
+use crate::multipart::UploadInfo;
+use crate::records::{self, ObjectInfo};
+use crate::store::{Store, cf, decode_object};
+
+/// One page of an object listing.
+#[derive(Debug, Clone, Default)]
+pub struct ListQuery {
+    /// Only keys starting with this.
+    pub prefix: String,
+    /// Roll keys up to the first occurrence of this after the prefix.
+    pub delimiter: Option<String>,
+    /// Only keys (and common prefixes) after this one.
+    pub start_after: Option<String>,
+    /// At most this many entries (objects plus common prefixes).
+    pub max_keys: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ListEntry {
+    Object(Box<ObjectInfo>),
+    /// Keys rolled up by the delimiter: the prefix up to and including it.
+    CommonPrefix(String),
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct ListPage {
+    /// Objects and common prefixes in key order.
+    pub entries: Vec<ListEntry>,
+    pub is_truncated: bool,
+    /// The last key or common prefix of the page: the marker of the next page.
+    pub next_marker: Option<String>,
+}
+
+/// One page of the unfinished multipart uploads of a bucket.
+#[derive(Debug, Clone, Default)]
+pub struct UploadListQuery {
+    pub prefix: String,
+    pub key_marker: Option<String>,
+    /// With `key_marker`: uploads of that key after this upload id.
+    pub upload_id_marker: Option<String>,
+    pub max_uploads: usize,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct UploadListPage {
+    pub uploads: Vec<UploadInfo>,
+    pub is_truncated: bool,
+    pub next_key_marker: Option<String>,
+    pub next_upload_id_marker: Option<String>,
+}
+
+impl Store {
+    pub async fn list_objects(&self, bucket: &str, query: ListQuery) -> Result<ListPage> {
+        let bucket = bucket.to_owned();
+        self.blocking(move |inner| {
+            inner.bucket_info(&bucket)?;
+            let objects = cf(&inner.db, CF_OBJECTS)?;
+            let bucket_prefix = keys::bucket_prefix(&bucket);
+            let scan_prefix = keys::object_key(&bucket, &query.prefix);
+            let delimiter = query.delimiter.as_deref().filter(|delim| !delim.is_empty());
+            let marker = query.start_after.as_deref();
+
+            let mut page = ListPage::default();
+            let mut iter = inner.db.raw_iterator_cf(objects);
+            match marker {
+                Some(marker) if marker >= query.prefix.as_str() => {
+                    iter.seek(keys::object_key(&bucket, marker))
+                }
+                _ => iter.seek(&scan_prefix),
+            }
+            while iter.valid() {
+                let Some(db_key) = iter.key() else { break };
+                if !db_key.starts_with(&scan_prefix) {
+                    break;
+                }
+                let key = std::str::from_utf8(&db_key[bucket_prefix.len()..])
+                    .map_err(|_| StoreError::Corrupt("object key is not UTF-8".into()))?
+                    .to_owned();
+                if marker.is_some_and(|marker| key.as_str() <= marker) {
+                    iter.next();
+                    continue;
+                }
+                let common_prefix = delimiter.and_then(|delim| {
+                    key[query.prefix.len()..]
+                        .find(delim)
+                        .map(|pos| key[..query.prefix.len() + pos + delim.len()].to_owned())
+                });
+                if let Some(common_prefix) = common_prefix {
+                    // Skip every key under it in one seek.
+                    let skip_to = keys::after_prefix(&keys::object_key(&bucket, &common_prefix));
+                    if marker.is_some_and(|marker| common_prefix.as_str() <= marker) {
+                        iter.seek(&skip_to);
+                        continue;
+                    }
+                    if page.entries.len() >= query.max_keys {
+                        page.is_truncated = true;
+                        break;
+                    }
+                    page.next_marker = Some(common_prefix.clone());
+                    page.entries.push(ListEntry::CommonPrefix(common_prefix));
+                    iter.seek(&skip_to);
+                    continue;
+                }
+                if page.entries.len() >= query.max_keys {
+                    page.is_truncated = true;
+                    break;
+                }
+                let value = iter.value().unwrap_or_default();
+                let info = decode_object(&bucket, &key, value)?;
+                page.next_marker = Some(key);
+                page.entries.push(ListEntry::Object(Box::new(info)));
+                iter.next();
+            }
+            iter.status()?;
+            Ok(page)
+        })
+        .await
+    }
+
+    pub async fn list_uploads(
+        &self,
+        bucket: &str,
+        query: UploadListQuery,
+    ) -> Result<UploadListPage> {
+        let bucket = bucket.to_owned();
+        self.blocking(move |inner| {
+            inner.bucket_info(&bucket)?;
+            let uploads = cf(&inner.db, CF_UPLOADS)?;
+            let scan_prefix = keys::object_key(&bucket, &query.prefix);
+            let mut iter = inner.db.raw_iterator_cf(uploads);
+            iter.seek(&scan_prefix);
+            let mut page = UploadListPage::default();
+            while iter.valid() {
+                let (Some(db_key), Some(value)) = (iter.key(), iter.value()) else {
+                    break;
+                };
+                if !db_key.starts_with(&scan_prefix) {
+                    break;
+                }
+                let upload: UploadInfo = records::decode(value)?;
+                let after_marker = match (&query.key_marker, &query.upload_id_marker) {
+                    (None, _) => true,
+                    (Some(key), None) => upload.key > *key,
+                    (Some(key), Some(id)) => {
+                        upload.key > *key || (upload.key == *key && upload.upload_id > *id)
+                    }
+                };
+                if after_marker {
+                    if page.uploads.len() >= query.max_uploads {
+                        page.is_truncated = true;
+                        break;
+                    }
+                    page.next_key_marker = Some(upload.key.clone());
+                    page.next_upload_id_marker = Some(upload.upload_id.clone());
+                    page.uploads.push(upload);
+                }
+                iter.next();
+            }
+            iter.status()?;
+            Ok(page)
+        })
+        .await
+    }
+}

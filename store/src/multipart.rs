@@ -1,0 +1,333 @@
+//! Multipart uploads: an upload record, parts staged and committed one by one, and
+//! completion, which turns the chosen parts' extents into one object in a single
+//! batch. Parts are never copied: the object's extent list is the parts' lists
+//! concatenated.
+
+use md5::{Digest as _, Md5};
+use rocksdb::{Direction, IteratorMode, WriteBatch};
+use serde::{Deserialize, Serialize};
+
+use crate::checksum::ChecksumAlgorithm;
+use crate::error::{Result, StoreError};
+use crate::keys::{self, CF_PARTS, CF_UPLOADS};
+use crate::records::{self, ExtentRef, ObjectInfo, ObjectMeta};
+use crate::store::{Inner, PutConditions, Store, cf, now_ms, validate_key};
+use crate::write::{self, StageError, StageOptions, StagedBody};
+
+/// An unfinished multipart upload.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UploadInfo {
+    pub upload_id: String,
+    pub bucket: String,
+    pub key: String,
+    pub initiated_ms: i64,
+    /// Metadata the object will carry once completed.
+    pub meta: ObjectMeta,
+    #[serde(default)]
+    pub checksum_algorithm: Option<ChecksumAlgorithm>,
+}
+
+/// A part as uploaded.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartInfo {
+    pub part_number: u32,
+    pub size: u64,
+    pub etag: String,
+    pub last_modified_ms: i64,
+    #[serde(default)]
+    pub checksum: Option<(ChecksumAlgorithm, String)>,
+    pub extents: Vec<ExtentRef>,
+}
+
+/// A part as the client names it when completing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CompletedPart {
+    pub part_number: u32,
+    pub etag: String,
+}
+
+impl Store {
+    pub async fn create_upload(
+        &self,
+        bucket: &str,
+        key: &str,
+        meta: ObjectMeta,
+        checksum_algorithm: Option<ChecksumAlgorithm>,
+    ) -> Result<UploadInfo> {
+        validate_key(key)?;
+        let upload = UploadInfo {
+            upload_id: hex::encode(rand::random::<[u8; 16]>()),
+            bucket: bucket.to_owned(),
+            key: key.to_owned(),
+            initiated_ms: now_ms(),
+            meta,
+            checksum_algorithm,
+        };
+        self.blocking(move |inner| {
+            let _shared = inner.bucket_lock.read();
+            inner.bucket_info(&upload.bucket)?;
+            let mut batch = WriteBatch::default();
+            batch.put_cf(
+                cf(&inner.db, CF_UPLOADS)?,
+                keys::upload_key(&upload.bucket, &upload.key, &upload.upload_id),
+                records::encode(&upload)?,
+            );
+            inner.commit(batch)?;
+            Ok(upload)
+        })
+        .await
+    }
+
+    pub async fn upload(&self, bucket: &str, key: &str, upload_id: &str) -> Result<UploadInfo> {
+        let (bucket, key, upload_id) = (bucket.to_owned(), key.to_owned(), upload_id.to_owned());
+        self.blocking(move |inner| inner.upload_info(&bucket, &key, &upload_id))
+            .await
+    }
+
+    /// Stages a part's body. Parts always go to the pool: completion reuses their
+    /// extents as they are.
+    pub async fn stage_part<S, E>(
+        &self,
+        body: S,
+        options: &StageOptions,
+    ) -> Result<StagedBody, StageError<E>>
+    where
+        S: futures::Stream<Item = std::result::Result<bytes::Bytes, E>>,
+    {
+        write::stage(self.inner.pool.clone(), body, options, 0).await
+    }
+
+    /// Commits a staged part, replacing an earlier upload of the same number.
+    pub async fn put_part(
+        &self,
+        upload: &UploadInfo,
+        part_number: u32,
+        staged: StagedBody,
+        checksum: Option<(ChecksumAlgorithm, String)>,
+    ) -> Result<PartInfo> {
+        if part_number == 0 || part_number > self.inner.config.max_part_number {
+            return Err(StoreError::InvalidArgument(format!(
+                "part number must be an integer between 1 and {}",
+                self.inner.config.max_part_number
+            )));
+        }
+        let upload = upload.clone();
+        let part = PartInfo {
+            part_number,
+            size: staged.size,
+            etag: hex::encode(staged.digests.md5),
+            last_modified_ms: now_ms(),
+            checksum,
+            extents: staged.extents.clone(),
+        };
+        self.blocking(move |inner| {
+            let _key_guard = inner.lock_key(&upload.bucket, &upload.key);
+            inner.upload_info(&upload.bucket, &upload.key, &upload.upload_id)?;
+            let parts = cf(&inner.db, CF_PARTS)?;
+            let part_key = keys::part_key(&upload.upload_id, part_number);
+            let mut batch = WriteBatch::default();
+            if let Some(previous) = inner.db.get_cf(parts, &part_key)? {
+                let previous: PartInfo = records::decode(&previous)?;
+                inner.schedule_gc(&mut batch, &previous.extents)?;
+            }
+            batch.put_cf(parts, &part_key, records::encode(&part)?);
+            inner.commit(batch)?;
+            drop(staged.take_extents());
+            Ok(part)
+        })
+        .await
+    }
+
+    /// Parts of an upload numbered above `after`, at most `max_parts` of them, and
+    /// whether more follow.
+    pub async fn list_parts(
+        &self,
+        upload: &UploadInfo,
+        after: u32,
+        max_parts: usize,
+    ) -> Result<(Vec<PartInfo>, bool)> {
+        let upload = upload.clone();
+        self.blocking(move |inner| {
+            inner.upload_info(&upload.bucket, &upload.key, &upload.upload_id)?;
+            let mut parts = inner.parts_of(&upload.upload_id)?;
+            parts.retain(|part| part.part_number > after);
+            let truncated = parts.len() > max_parts;
+            parts.truncate(max_parts);
+            Ok((parts, truncated))
+        })
+        .await
+    }
+
+    pub async fn abort_upload(&self, upload: &UploadInfo) -> Result<()> {
+        let upload = upload.clone();
+        self.blocking(move |inner| {
+            let _key_guard = inner.lock_key(&upload.bucket, &upload.key);
+            inner.upload_info(&upload.bucket, &upload.key, &upload.upload_id)?;
+            let mut batch = WriteBatch::default();
+            let mut freed = Vec::new();
+            inner.drop_upload(&upload, &mut batch, &mut freed)?;
+            inner.schedule_gc(&mut batch, &freed)?;
+            inner.commit(batch)
+        })
+        .await
+    }
+
+    /// Assembles the named parts into the object, atomically: the object appears,
+    /// the upload and its parts disappear, and parts not named are released.
+    pub async fn complete_upload(
+        &self,
+        upload: &UploadInfo,
+        chosen: Vec<CompletedPart>,
+        conditions: PutConditions,
+    ) -> Result<ObjectInfo> {
+        if chosen.is_empty() {
+            return Err(StoreError::InvalidArgument("no parts given".into()));
+        }
+        if chosen
+            .windows(2)
+            .any(|pair| pair[0].part_number >= pair[1].part_number)
+        {
+            return Err(StoreError::InvalidPartOrder);
+        }
+        let upload = upload.clone();
+        let min_part_size = self.inner.config.min_part_size;
+        self.blocking(move |inner| {
+            inner.commit_object(&upload.bucket, &upload.key, &conditions, |inner, batch| {
+                inner.upload_info(&upload.bucket, &upload.key, &upload.upload_id)?;
+                let stored = inner.parts_of(&upload.upload_id)?;
+                let mut md5_of_md5s = Md5::new();
+                let mut extents = Vec::new();
+                let mut part_sizes = Vec::new();
+                for (idx, wanted) in chosen.iter().enumerate() {
+                    let part = stored
+                        .iter()
+                        .find(|part| part.part_number == wanted.part_number)
+                        .ok_or_else(|| {
+                            StoreError::InvalidPart(
+                                wanted.part_number,
+                                "part was not uploaded".into(),
+                            )
+                        })?;
+                    if wanted.etag.trim_matches('"') != part.etag {
+                        return Err(StoreError::InvalidPart(
+                            wanted.part_number,
+                            "ETag does not match the uploaded part".into(),
+                        ));
+                    }
+                    if idx + 1 < chosen.len() && part.size < min_part_size {
+                        return Err(StoreError::PartTooSmall {
+                            part_number: part.part_number,
+                            size: part.size,
+                        });
+                    }
+                    let part_md5 = hex::decode(&part.etag)
+                        .map_err(|_| StoreError::Corrupt("part ETag is not hex".into()))?;
+                    md5_of_md5s.update(&part_md5);
+                    extents.extend_from_slice(&part.extents);
+                    part_sizes.push(part.size);
+                }
+                // Parts uploaded but not chosen are released with the upload.
+                let mut unused = Vec::new();
+                inner.drop_upload(&upload, batch, &mut unused)?;
+                unused.retain(|extent| !extents.contains(extent));
+                inner.schedule_gc(batch, &unused)?;
+                Ok(ObjectInfo {
+                    bucket: upload.bucket.clone(),
+                    key: upload.key.clone(),
+                    size: part_sizes.iter().sum(),
+                    etag: format!("{}-{}", hex::encode(md5_of_md5s.finalize()), chosen.len()),
+                    last_modified_ms: now_ms(),
+                    meta: upload.meta.clone(),
+                    checksum: None,
+                    part_sizes,
+                    extents,
+                    inline: None,
+                })
+            })
+        })
+        .await
+    }
+}
+
+impl Inner {
+    pub(crate) fn upload_info(
+        &self,
+        bucket: &str,
+        key: &str,
+        upload_id: &str,
+    ) -> Result<UploadInfo> {
+        let uploads = cf(&self.db, CF_UPLOADS)?;
+        match self
+            .db
+            .get_cf(uploads, keys::upload_key(bucket, key, upload_id))?
+        {
+            Some(value) => records::decode(&value),
+            None => {
+                self.bucket_info(bucket)?;
+                Err(StoreError::NoSuchUpload)
+            }
+        }
+    }
+
+    fn parts_of(&self, upload_id: &str) -> Result<Vec<PartInfo>> {
+        let parts = cf(&self.db, CF_PARTS)?;
+        let prefix = keys::part_prefix(upload_id);
+        let mut out = Vec::new();
+        for item in self
+            .db
+            .iterator_cf(parts, IteratorMode::From(&prefix, Direction::Forward))
+        {
+            let (key, value) = item?;
+            if !key.starts_with(&prefix) {
+                break;
+            }
+            out.push(records::decode(&value)?);
+        }
+        Ok(out)
+    }
+
+    /// Adds the removal of an upload and its parts to `batch`, collecting the
+    /// parts' extents into `freed`.
+    fn drop_upload(
+        &self,
+        upload: &UploadInfo,
+        batch: &mut WriteBatch,
+        freed: &mut Vec<ExtentRef>,
+    ) -> Result<()> {
+        let parts = cf(&self.db, CF_PARTS)?;
+        for part in self.parts_of(&upload.upload_id)? {
+            freed.extend_from_slice(&part.extents);
+            batch.delete_cf(parts, keys::part_key(&upload.upload_id, part.part_number));
+        }
+        batch.delete_cf(
+            cf(&self.db, CF_UPLOADS)?,
+            keys::upload_key(&upload.bucket, &upload.key, &upload.upload_id),
+        );
+        Ok(())
+    }
+
+    pub(crate) fn drop_uploads_of_bucket(
+        &self,
+        bucket: &str,
+        batch: &mut WriteBatch,
+        freed: &mut Vec<ExtentRef>,
+    ) -> Result<()> {
+        let uploads = cf(&self.db, CF_UPLOADS)?;
+        let prefix = keys::bucket_prefix(bucket);
+        let mut found = Vec::new();
+        for item in self
+            .db
+            .iterator_cf(uploads, IteratorMode::From(&prefix, Direction::Forward))
+        {
+            let (key, value) = item?;
+            if !key.starts_with(&prefix) {
+                break;
+            }
+            found.push(records::decode::<UploadInfo>(&value)?);
+        }
+        for upload in found {
+            self.drop_upload(&upload, batch, freed)?;
+        }
+        Ok(())
+    }
+}

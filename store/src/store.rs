@@ -1,0 +1,677 @@
+//! [`Store`]: opening the metadata database, bucket and object operations, the
+//! commit path shared by puts, deletes and multipart completion, and the background
+//! tasks (extent garbage collection, feed trimming).
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::Stream;
+use parking_lot::{Mutex, RwLock};
+use rocksdb::{
+    ColumnFamilyDescriptor, DB, Direction, IteratorMode, Options, WriteBatch, WriteOptions,
+};
+use strata_pool::{ExtentId, Pool};
+use tokio::sync::broadcast;
+
+use crate::error::{Result, StoreError};
+use crate::feed::{ChangeEvent, ChangeKind};
+use crate::keys::{self, CF_BUCKETS, CF_FEED, CF_GC, CF_OBJECTS};
+use crate::records::{self, BucketInfo, ExtentRef, ObjectInfo, ObjectMeta};
+use crate::write::{self, StageError, StageOptions, StagedBody};
+
+/// Configuration of the object layer.
+#[derive(Debug, Clone)]
+pub struct StoreConfig {
+    /// Directory of the metadata database.
+    pub dir: PathBuf,
+    /// Largest object a single put may store.
+    pub max_object_size: u64,
+    /// Smallest size of every multipart part but the last.
+    pub min_part_size: u64,
+    /// Largest part number of a multipart upload.
+    pub max_part_number: u32,
+    /// Bodies up to this size live inside their metadata record.
+    pub inline_max: usize,
+    /// How long replaced extents stay readable, so that a reader streaming the
+    /// previous version of an object is not cut off.
+    pub gc_grace: Duration,
+    /// How many change-feed events are kept for followers that fall behind.
+    pub feed_retention: u64,
+}
+
+impl StoreConfig {
+    pub fn new(dir: impl Into<PathBuf>) -> Self {
+        StoreConfig {
+            dir: dir.into(),
+            max_object_size: 5 * 1024 * 1024 * 1024,
+            min_part_size: 5 * 1024 * 1024,
+            max_part_number: 10_000,
+            inline_max: 16 * 1024,
+            gc_grace: Duration::from_secs(600),
+            feed_retention: 1_000_000,
+        }
+    }
+}
+
+/// Conditions a write must meet against the object it replaces.
+#[derive(Debug, Clone, Default)]
+pub struct PutConditions {
+    /// `If-Match`: the current ETag must be one of these (`*` matches any object).
+    pub if_match: Option<Vec<String>>,
+    /// `If-None-Match: *`: the key must not exist.
+    pub if_none_match_any: bool,
+}
+
+impl PutConditions {
+    fn check(&self, current: Option<&ObjectInfo>) -> Result<()> {
+        if self.if_none_match_any && current.is_some() {
+            return Err(StoreError::PreconditionFailed);
+        }
+        if let Some(tags) = &self.if_match {
+            let Some(current) = current else {
+                return Err(StoreError::NoSuchKey);
+            };
+            if !tags
+                .iter()
+                .any(|tag| tag == "*" || tag.trim_matches('"') == current.etag)
+            {
+                return Err(StoreError::PreconditionFailed);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Number of lock stripes serialising commits to the same key.
+const KEY_LOCK_STRIPES: usize = 256;
+
+pub(crate) struct Inner {
+    pub(crate) db: DB,
+    pub(crate) pool: Arc<dyn Pool>,
+    pub(crate) config: StoreConfig,
+    /// Object commits hold it shared; creating and deleting buckets hold it
+    /// exclusively, so no object lands in a bucket while it is being deleted.
+    pub(crate) bucket_lock: RwLock<()>,
+    key_locks: Vec<Mutex<()>>,
+    next_feed_seq: AtomicU64,
+    feed_tx: broadcast::Sender<ChangeEvent>,
+}
+
+/// The object layer. Cheap to clone; every clone shares one database and pool.
+#[derive(Clone)]
+pub struct Store {
+    pub(crate) inner: Arc<Inner>,
+}
+
+impl Store {
+    /// Opens (creating if needed) the metadata database in `config.dir` and starts
+    /// the background tasks on the current tokio runtime.
+    pub fn open(config: StoreConfig, pool: Arc<dyn Pool>) -> Result<Store> {
+        let mut options = Options::default();
+        options.create_if_missing(true);
+        options.create_missing_column_families(true);
+        options.set_max_background_jobs(2);
+        options.set_bytes_per_sync(1 << 20);
+        let descriptors = keys::ALL_CFS
+            .iter()
+            .map(|name| ColumnFamilyDescriptor::new(*name, Options::default()));
+        let db = DB::open_cf_descriptors(&options, &config.dir, descriptors)?;
+        let next_feed_seq = {
+            let feed = cf(&db, CF_FEED)?;
+            let mut last = db.iterator_cf(feed, IteratorMode::End);
+            match last.next().transpose()? {
+                Some((key, _)) => seq_from_key(&key)? + 1,
+                None => 1,
+            }
+        };
+        let (feed_tx, _) = broadcast::channel(4096);
+        let store = Store {
+            inner: Arc::new(Inner {
+                db,
+                pool,
+                config,
+                bucket_lock: RwLock::new(()),
+                key_locks: (0..KEY_LOCK_STRIPES).map(|_| Mutex::new(())).collect(),
+                next_feed_seq: AtomicU64::new(next_feed_seq),
+                feed_tx,
+            }),
+        };
+        store.spawn_background_tasks();
+        Ok(store)
+    }
+
+    pub fn config(&self) -> &StoreConfig {
+        &self.inner.config
+    }
+
+    /// Follows the change feed from now on. A follower that lags by more than the
+    /// channel's capacity sees `Lagged` and re-reads with [`Store::feed_since`].
+    pub fn subscribe(&self) -> broadcast::Receiver<ChangeEvent> {
+        self.inner.feed_tx.subscribe()
+    }
+
+    /// Up to `limit` retained events with a sequence number above `after`.
+    pub async fn feed_since(&self, after: u64, limit: usize) -> Result<Vec<ChangeEvent>> {
+        self.blocking(move |inner| {
+            let feed = cf(&inner.db, CF_FEED)?;
+            let start = (after + 1).to_be_bytes();
+            let mut events = Vec::new();
+            for item in inner
+                .db
+                .iterator_cf(feed, IteratorMode::From(&start, Direction::Forward))
+                .take(limit)
+            {
+                let (_, value) = item?;
+                events.push(records::decode(&value)?);
+            }
+            Ok(events)
+        })
+        .await
+    }
+
+    // ---- buckets -------------------------------------------------------------------
+
+    pub async fn create_bucket(
+        &self,
+        account: &str,
+        name: &str,
+        region: &str,
+    ) -> Result<BucketInfo> {
+        validate_bucket_name(name)?;
+        let info = BucketInfo {
+            name: name.to_owned(),
+            account: account.to_owned(),
+            created_ms: now_ms(),
+            region: region.to_owned(),
+        };
+        self.blocking(move |inner| {
+            let _exclusive = inner.bucket_lock.write();
+            let buckets = cf(&inner.db, CF_BUCKETS)?;
+            if let Some(existing) = inner.db.get_cf(buckets, info.name.as_bytes())? {
+                let existing: BucketInfo = records::decode(&existing)?;
+                return Err(if existing.account == info.account {
+                    StoreError::BucketAlreadyOwnedByYou
+                } else {
+                    StoreError::BucketAlreadyExists
+                });
+            }
+            let mut batch = WriteBatch::default();
+            batch.put_cf(buckets, info.name.as_bytes(), records::encode(&info)?);
+            let event = inner.feed_event(
+                &mut batch,
+                ChangeKind::BucketCreated,
+                &info.name,
+                None,
+                None,
+            )?;
+            inner.commit(batch)?;
+            inner.publish(event);
+            Ok(info)
+        })
+        .await
+    }
+
+    pub async fn bucket(&self, name: &str) -> Result<BucketInfo> {
+        let name = name.to_owned();
+        self.blocking(move |inner| inner.bucket_info(&name)).await
+    }
+
+    /// Every bucket `account` owns, by name.
+    pub async fn list_buckets(&self, account: &str) -> Result<Vec<BucketInfo>> {
+        let account = account.to_owned();
+        self.blocking(move |inner| {
+            let buckets = cf(&inner.db, CF_BUCKETS)?;
+            let mut out = Vec::new();
+            for item in inner.db.iterator_cf(buckets, IteratorMode::Start) {
+                let (_, value) = item?;
+                let info: BucketInfo = records::decode(&value)?;
+                if info.account == account {
+                    out.push(info);
+                }
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    /// Deletes an empty bucket; its unfinished multipart uploads go with it.
+    pub async fn delete_bucket(&self, name: &str) -> Result<()> {
+        let name = name.to_owned();
+        self.blocking(move |inner| {
+            let _exclusive = inner.bucket_lock.write();
+            inner.bucket_info(&name)?;
+            let prefix = keys::bucket_prefix(&name);
+            let objects = cf(&inner.db, CF_OBJECTS)?;
+            let mut scan = inner
+                .db
+                .iterator_cf(objects, IteratorMode::From(&prefix, Direction::Forward));
+            if let Some(item) = scan.next() {
+                let (key, _) = item?;
+                if key.starts_with(&prefix) {
+                    return Err(StoreError::BucketNotEmpty);
+                }
+            }
+            let mut batch = WriteBatch::default();
+            let mut freed = Vec::new();
+            inner.drop_uploads_of_bucket(&name, &mut batch, &mut freed)?;
+            batch.delete_cf(cf(&inner.db, CF_BUCKETS)?, name.as_bytes());
+            inner.schedule_gc(&mut batch, &freed)?;
+            let event =
+                inner.feed_event(&mut batch, ChangeKind::BucketDeleted, &name, None, None)?;
+            inner.commit(batch)?;
+            inner.publish(event);
+            Ok(())
+        })
+        .await
+    }
+
+    // ---- objects -------------------------------------------------------------------
+
+    /// Streams a body into the pool. Nothing is visible until the staged body is
+    /// committed with [`Store::put_object`]; dropping it releases its extents.
+    pub async fn stage<S, E>(
+        &self,
+        body: S,
+        options: &StageOptions,
+    ) -> Result<StagedBody, StageError<E>>
+    where
+        S: Stream<Item = std::result::Result<Bytes, E>>,
+    {
+        write::stage(
+            self.inner.pool.clone(),
+            body,
+            options,
+            self.inner.config.inline_max,
+        )
+        .await
+    }
+
+    /// Makes a staged body the current version of `bucket/key`, atomically and
+    /// durably: the record, the change-feed event and the deferred deletion of the
+    /// replaced extents are one fsynced batch.
+    pub async fn put_object(
+        &self,
+        bucket: &str,
+        key: &str,
+        staged: StagedBody,
+        meta: ObjectMeta,
+        checksum: Option<(crate::ChecksumAlgorithm, String)>,
+        conditions: PutConditions,
+    ) -> Result<ObjectInfo> {
+        validate_key(key)?;
+        let size = staged.size;
+        let etag = hex::encode(staged.digests.md5);
+        let inline = staged.inline.clone();
+        let info = ObjectInfo {
+            bucket: bucket.to_owned(),
+            key: key.to_owned(),
+            size,
+            etag,
+            last_modified_ms: now_ms(),
+            meta,
+            checksum,
+            part_sizes: Vec::new(),
+            extents: staged.extents.clone(),
+            inline,
+        };
+        self.blocking(move |inner| {
+            let (bucket, key) = (info.bucket.clone(), info.key.clone());
+            let info = inner.commit_object(&bucket, &key, &conditions, |_, _| Ok(info))?;
+            // Only now do the extents belong to the record.
+            drop(staged.take_extents());
+            Ok(info)
+        })
+        .await
+    }
+
+    pub async fn head_object(&self, bucket: &str, key: &str) -> Result<ObjectInfo> {
+        let (bucket, key) = (bucket.to_owned(), key.to_owned());
+        self.blocking(move |inner| {
+            inner.bucket_info(&bucket)?;
+            inner
+                .object_info(&bucket, &key)?
+                .ok_or(StoreError::NoSuchKey)
+        })
+        .await
+    }
+
+    /// Deletes `bucket/key` and returns what was deleted; a missing key is not an
+    /// error (S3 and Swift both treat deletes as idempotent at this layer).
+    pub async fn delete_object(&self, bucket: &str, key: &str) -> Result<Option<ObjectInfo>> {
+        let (bucket, key) = (bucket.to_owned(), key.to_owned());
+        self.blocking(move |inner| {
+            let _shared = inner.bucket_lock.read();
+            inner.bucket_info(&bucket)?;
+            let _key_guard = inner.lock_key(&bucket, &key);
+            let Some(current) = inner.object_info(&bucket, &key)? else {
+                return Ok(None);
+            };
+            let mut batch = WriteBatch::default();
+            batch.delete_cf(cf(&inner.db, CF_OBJECTS)?, keys::object_key(&bucket, &key));
+            inner.schedule_gc(&mut batch, &current.extents)?;
+            let event = inner.feed_event(
+                &mut batch,
+                ChangeKind::ObjectDeleted,
+                &bucket,
+                Some(&key),
+                Some(&current.etag),
+            )?;
+            inner.commit(batch)?;
+            inner.publish(event);
+            Ok(Some(current))
+        })
+        .await
+    }
+
+    /// Runs metadata work on the blocking pool: RocksDB calls and fsyncs block.
+    pub(crate) async fn blocking<T, F>(&self, work: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Inner) -> Result<T> + Send + 'static,
+    {
+        let inner = self.inner.clone();
+        tokio::task::spawn_blocking(move || work(&inner))
+            .await
+            .map_err(|err| StoreError::Internal(format!("metadata task failed: {err}")))?
+    }
+
+    fn spawn_background_tasks(&self) {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let weak = Arc::downgrade(&self.inner);
+        runtime.spawn(async move {
+            let mut ticker = tokio::time::interval(Duration::from_secs(5));
+            ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                ticker.tick().await;
+                let Some(inner) = weak.upgrade() else { return };
+                let store = Store { inner };
+                if let Err(err) = store.collect_garbage(now_ms() as u64).await {
+                    tracing::warn!(error = %err, "extent garbage collection failed");
+                }
+                if let Err(err) = store.trim_feed().await {
+                    tracing::warn!(error = %err, "change feed trimming failed");
+                }
+            }
+        });
+    }
+
+    /// Deletes the extents whose grace period ended before `now_ms`.
+    pub(crate) async fn collect_garbage(&self, now_ms: u64) -> Result<usize> {
+        let due: Vec<(Vec<u8>, ExtentId)> = self
+            .blocking(move |inner| {
+                let gc = cf(&inner.db, CF_GC)?;
+                let mut due = Vec::new();
+                for item in inner.db.iterator_cf(gc, IteratorMode::Start).take(1024) {
+                    let (key, _) = item?;
+                    let Some((when, extent)) = key.split_at_checked(8) else {
+                        return Err(StoreError::Corrupt("short gc key".into()));
+                    };
+                    let when = u64::from_be_bytes(
+                        when.try_into()
+                            .map_err(|_| StoreError::Corrupt("gc key".into()))?,
+                    );
+                    if when > now_ms {
+                        break;
+                    }
+                    let id: [u8; 16] = extent
+                        .try_into()
+                        .map_err(|_| StoreError::Corrupt("gc key extent".into()))?;
+                    due.push((key.to_vec(), ExtentId(id)));
+                }
+                Ok(due)
+            })
+            .await?;
+        let mut done = Vec::with_capacity(due.len());
+        for (key, id) in due {
+            match self.inner.pool.delete_extent(id).await {
+                Ok(()) => done.push(key),
+                Err(err) => tracing::warn!(extent = %id, error = %err, "could not delete extent"),
+            }
+        }
+        let n_done = done.len();
+        if n_done > 0 {
+            self.blocking(move |inner| {
+                let gc = cf(&inner.db, CF_GC)?;
+                let mut batch = WriteBatch::default();
+                for key in done {
+                    batch.delete_cf(gc, key);
+                }
+                // Losing these deletes in a crash only repeats idempotent work.
+                inner.db.write(batch)?;
+                Ok(())
+            })
+            .await?;
+        }
+        Ok(n_done)
+    }
+
+    async fn trim_feed(&self) -> Result<()> {
+        self.blocking(|inner| {
+            let next = inner.next_feed_seq.load(Ordering::SeqCst);
+            let keep_from = next.saturating_sub(inner.config.feed_retention);
+            if keep_from <= 1 {
+                return Ok(());
+            }
+            let feed = cf(&inner.db, CF_FEED)?;
+            inner
+                .db
+                .delete_range_cf(feed, 0u64.to_be_bytes(), keep_from.to_be_bytes())?;
+            Ok(())
+        })
+        .await
+    }
+}
+
+impl Inner {
+    pub(crate) fn bucket_info(&self, name: &str) -> Result<BucketInfo> {
+        let buckets = cf(&self.db, CF_BUCKETS)?;
+        match self.db.get_cf(buckets, name.as_bytes())? {
+            Some(value) => records::decode(&value),
+            None => Err(StoreError::NoSuchBucket),
+        }
+    }
+
+    pub(crate) fn object_info(&self, bucket: &str, key: &str) -> Result<Option<ObjectInfo>> {
+        let objects = cf(&self.db, CF_OBJECTS)?;
+        match self.db.get_cf(objects, keys::object_key(bucket, key))? {
+            Some(value) => Ok(Some(decode_object(bucket, key, &value)?)),
+            None => Ok(None),
+        }
+    }
+
+    pub(crate) fn lock_key(&self, bucket: &str, key: &str) -> parking_lot::MutexGuard<'_, ()> {
+        use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
+        let hash = BuildHasherDefault::<DefaultHasher>::default().hash_one((bucket, key));
+        self.key_locks[(hash as usize) % KEY_LOCK_STRIPES].lock()
+    }
+
+    /// Writes a new current version of `bucket/key`, checking `conditions` against
+    /// the version it replaces. `build` runs under the key's lock, may add work to the
+    /// same batch (multipart completion removes the upload there) and returns the
+    /// record to store.
+    pub(crate) fn commit_object(
+        &self,
+        bucket: &str,
+        key: &str,
+        conditions: &PutConditions,
+        build: impl FnOnce(&Inner, &mut WriteBatch) -> Result<ObjectInfo>,
+    ) -> Result<ObjectInfo> {
+        let _shared = self.bucket_lock.read();
+        self.bucket_info(bucket)?;
+        let _key_guard = self.lock_key(bucket, key);
+        let current = self.object_info(bucket, key)?;
+        conditions.check(current.as_ref())?;
+        let mut batch = WriteBatch::default();
+        let info = build(self, &mut batch)?;
+        batch.put_cf(
+            cf(&self.db, CF_OBJECTS)?,
+            keys::object_key(bucket, key),
+            encode_object(&info)?,
+        );
+        if let Some(current) = &current {
+            self.schedule_gc(&mut batch, &current.extents)?;
+        }
+        let event = self.feed_event(
+            &mut batch,
+            ChangeKind::ObjectPut,
+            bucket,
+            Some(key),
+            Some(&info.etag),
+        )?;
+        self.commit(batch)?;
+        self.publish(event);
+        Ok(info)
+    }
+
+    /// Applies a batch durably: the WAL is fsynced before this returns.
+    pub(crate) fn commit(&self, batch: WriteBatch) -> Result<()> {
+        let mut options = WriteOptions::default();
+        options.set_sync(true);
+        self.db.write_opt(batch, &options)?;
+        Ok(())
+    }
+
+    pub(crate) fn schedule_gc(&self, batch: &mut WriteBatch, extents: &[ExtentRef]) -> Result<()> {
+        if extents.is_empty() {
+            return Ok(());
+        }
+        let gc = cf(&self.db, CF_GC)?;
+        let due = now_ms() as u64 + self.config.gc_grace.as_millis() as u64;
+        for extent in extents {
+            batch.put_cf(gc, keys::gc_key(due, &extent.id.0), b"");
+        }
+        Ok(())
+    }
+
+    pub(crate) fn feed_event(
+        &self,
+        batch: &mut WriteBatch,
+        kind: ChangeKind,
+        bucket: &str,
+        key: Option<&str>,
+        etag: Option<&str>,
+    ) -> Result<ChangeEvent> {
+        let seq = self.next_feed_seq.fetch_add(1, Ordering::SeqCst);
+        let event = ChangeEvent {
+            seq,
+            kind,
+            bucket: bucket.to_owned(),
+            key: key.map(str::to_owned),
+            etag: etag.map(str::to_owned),
+            at_ms: now_ms(),
+        };
+        batch.put_cf(
+            cf(&self.db, CF_FEED)?,
+            seq.to_be_bytes(),
+            records::encode(&event)?,
+        );
+        Ok(event)
+    }
+
+    pub(crate) fn publish(&self, event: ChangeEvent) {
+        // No subscriber is not an error: the feed is also persisted.
+        let _ = self.feed_tx.send(event);
+    }
+}
+
+pub(crate) fn cf<'a>(db: &'a DB, name: &str) -> Result<&'a rocksdb::ColumnFamily> {
+    db.cf_handle(name)
+        .ok_or_else(|| StoreError::Internal(format!("column family {name} missing")))
+}
+
+/// Records do not repeat their own bucket and key; the database key holds them.
+pub(crate) fn encode_object(info: &ObjectInfo) -> Result<Vec<u8>> {
+    let mut stored = info.clone();
+    stored.bucket.clear();
+    stored.key.clear();
+    records::encode(&stored)
+}
+
+pub(crate) fn decode_object(bucket: &str, key: &str, value: &[u8]) -> Result<ObjectInfo> {
+    let mut info: ObjectInfo = records::decode(value)?;
+    info.bucket = bucket.to_owned();
+    info.key = key.to_owned();
+    Ok(info)
+}
+
+fn seq_from_key(key: &[u8]) -> Result<u64> {
+    let bytes: [u8; 8] = key
+        .try_into()
+        .map_err(|_| StoreError::Corrupt("feed key is not 8 bytes".into()))?;
+    Ok(u64::from_be_bytes(bytes))
+}
+
+pub(crate) fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|elapsed| elapsed.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// The store's own limits on bucket names: doors apply their protocol's stricter
+/// rules on top.
+pub(crate) fn validate_bucket_name(name: &str) -> Result<()> {
+    if name.is_empty() || name.len() > 256 || name.contains(['/', '\0']) {
+        return Err(StoreError::InvalidBucketName(name.to_owned()));
+    }
+    Ok(())
+}
+
+/// Keys are at most 1024 bytes of UTF-8 without NUL, and are paths without empty,
+/// `.` or `..` segments (a trailing `/` is allowed for folder markers): such keys
+/// cannot be mapped onto file systems, FTP or FUSE, and URL normalisation in
+/// clients and proxies rewrites them.
+pub fn validate_key(key: &str) -> Result<()> {
+    let invalid = |why: &str| Err(StoreError::InvalidKey(why.to_owned()));
+    if key.is_empty() {
+        return invalid("key is empty");
+    }
+    if key.len() > 1024 {
+        return invalid("key is longer than 1024 bytes");
+    }
+    if key.contains('\0') {
+        return invalid("key contains NUL");
+    }
+    let segments: Vec<&str> = key.split('/').collect();
+    let last = segments.len() - 1;
+    for (idx, segment) in segments.iter().enumerate() {
+        if *segment == "." || *segment == ".." {
+            return invalid("key has a '.' or '..' segment");
+        }
+        if segment.is_empty() && idx != last {
+            return invalid("key has an empty segment");
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(key: &str, valid: bool) {
+        assert_eq!(validate_key(key).is_ok(), valid, "{key:?}");
+    }
+
+    #[test]
+    fn key_rules() {
+        check("a", true);
+        check("dir/", true);
+        check("a b+c%20ü/日本", true);
+        check("a..b/.hidden", true);
+        check("", false);
+        check("/a", false);
+        check("a//b", false);
+        check("a/../b", false);
+        check("..", false);
+        check("a/.", false);
+        check("a\0b", false);
+        check(&"k".repeat(1024), true);
+        check(&"k".repeat(1025), false);
+    }
+}

@@ -1,0 +1,348 @@
+//! The object layer against a real RocksDB and a real local pool.
+
+#![allow(clippy::unwrap_used)] // a test binary: a failed unwrap is a failed test
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures::{StreamExt, stream};
+use proptest::prelude::*;
+use strata_pool::{LocalPool, LocalPoolConfig};
+use strata_store::{
+    CompletedPart, ListEntry, ListQuery, ObjectMeta, PutConditions, StageOptions, Store,
+    StoreConfig, StoreError,
+};
+
+fn open(dir: &std::path::Path) -> Store {
+    let pool = LocalPool::open(LocalPoolConfig {
+        dir: dir.join("pool"),
+    })
+    .unwrap();
+    let mut config = StoreConfig::new(dir.join("meta"));
+    config.min_part_size = 8;
+    Store::open(config, Arc::new(pool)).unwrap()
+}
+
+/// Opens again once background work of the dropped instance has let go of the
+/// database lock.
+async fn reopen(dir: &std::path::Path) -> Store {
+    for _ in 0..100 {
+        let pool = LocalPool::open(LocalPoolConfig {
+            dir: dir.join("pool"),
+        })
+        .unwrap();
+        let mut config = StoreConfig::new(dir.join("meta"));
+        config.min_part_size = 8;
+        if let Ok(store) = Store::open(config, Arc::new(pool)) {
+            return store;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    panic!("database stayed locked");
+}
+
+fn options() -> StageOptions {
+    StageOptions {
+        sha256: false,
+        checksum: None,
+        max_size: 1 << 30,
+    }
+}
+
+async fn put(store: &Store, bucket: &str, key: &str, body: &[u8]) -> Result<String, StoreError> {
+    let chunks: Vec<Result<Bytes, std::io::Error>> = body
+        .chunks(100_000)
+        .map(|chunk| Ok(Bytes::copy_from_slice(chunk)))
+        .collect();
+    let staged = match store.stage(stream::iter(chunks), &options()).await {
+        Ok(staged) => staged,
+        Err(strata_store::StageError::Store(err)) => return Err(err),
+        Err(strata_store::StageError::Body(err)) => panic!("{err}"),
+    };
+    let info = store
+        .put_object(
+            bucket,
+            key,
+            staged,
+            ObjectMeta::default(),
+            None,
+            PutConditions::default(),
+        )
+        .await?;
+    Ok(info.etag)
+}
+
+async fn get(store: &Store, bucket: &str, key: &str) -> Result<Vec<u8>, StoreError> {
+    let info = store.head_object(bucket, key).await?;
+    let mut reader = store.read(&info, None);
+    let mut out = Vec::new();
+    while let Some(piece) = reader.next().await {
+        out.extend_from_slice(&piece?);
+    }
+    assert_eq!(out.len() as u64, info.size);
+    Ok(out)
+}
+
+fn keys_of(entries: &[ListEntry]) -> Vec<String> {
+    entries
+        .iter()
+        .map(|entry| match entry {
+            ListEntry::Object(info) => info.key.clone(),
+            ListEntry::CommonPrefix(prefix) => format!("P:{prefix}"),
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn objects_survive_reopen_and_ranges_read_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let big: Vec<u8> = (0..9_000_000u32).map(|n| (n % 251) as u8).collect();
+    {
+        let store = open(dir.path());
+        store.create_bucket("acct", "b", "us-east-1").await.unwrap();
+        put(&store, "b", "small", b"hello").await.unwrap();
+        let etag = put(&store, "b", "big", &big).await.unwrap();
+        assert_eq!(etag, hex::encode(<md5::Md5 as md5::Digest>::digest(&big)));
+    }
+    let store = reopen(dir.path()).await;
+    assert_eq!(get(&store, "b", "small").await.unwrap(), b"hello");
+    assert_eq!(get(&store, "b", "big").await.unwrap(), big);
+    let info = store.head_object("b", "big").await.unwrap();
+    let range = 4_194_000..4_195_000u64;
+    let mut reader = store.read(&info, Some(range.clone()));
+    let mut got = Vec::new();
+    while let Some(piece) = reader.next().await {
+        got.extend_from_slice(&piece.unwrap());
+    }
+    assert_eq!(got, &big[range.start as usize..range.end as usize]);
+}
+
+#[tokio::test]
+async fn bucket_rules() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    store.create_bucket("alice", "b", "r").await.unwrap();
+    assert!(matches!(
+        store.create_bucket("alice", "b", "r").await,
+        Err(StoreError::BucketAlreadyOwnedByYou)
+    ));
+    assert!(matches!(
+        store.create_bucket("bob", "b", "r").await,
+        Err(StoreError::BucketAlreadyExists)
+    ));
+    put(&store, "b", "k", b"x").await.unwrap();
+    assert!(matches!(
+        store.delete_bucket("b").await,
+        Err(StoreError::BucketNotEmpty)
+    ));
+    assert!(matches!(
+        put(&store, "nope", "k", b"x").await,
+        Err(StoreError::NoSuchBucket)
+    ));
+    assert!(store.delete_object("b", "k").await.unwrap().is_some());
+    assert!(store.delete_object("b", "k").await.unwrap().is_none());
+    store.delete_bucket("b").await.unwrap();
+    assert!(store.list_buckets("alice").await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn conditional_puts() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    store.create_bucket("a", "b", "r").await.unwrap();
+    let first = put(&store, "b", "k", b"one").await.unwrap();
+    let staged = store
+        .stage(
+            stream::iter([Ok::<_, std::io::Error>(Bytes::from_static(b"two"))]),
+            &options(),
+        )
+        .await
+        .ok()
+        .unwrap();
+    let refused = store
+        .put_object(
+            "b",
+            "k",
+            staged,
+            ObjectMeta::default(),
+            None,
+            PutConditions {
+                if_none_match_any: true,
+                ..Default::default()
+            },
+        )
+        .await;
+    assert!(matches!(refused, Err(StoreError::PreconditionFailed)));
+    assert_eq!(store.head_object("b", "k").await.unwrap().etag, first);
+}
+
+#[tokio::test]
+async fn delimiter_listing_pages_through_prefixes() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    store.create_bucket("a", "b", "r").await.unwrap();
+    for key in ["a", "d/1", "d/2", "e/x/1", "f"] {
+        put(&store, "b", key, b"x").await.unwrap();
+    }
+    let mut query = ListQuery {
+        delimiter: Some("/".into()),
+        max_keys: 2,
+        ..Default::default()
+    };
+    let mut seen = Vec::new();
+    loop {
+        let page = store.list_objects("b", query.clone()).await.unwrap();
+        seen.extend(keys_of(&page.entries));
+        if !page.is_truncated {
+            break;
+        }
+        query.start_after = page.next_marker;
+    }
+    assert_eq!(seen, ["a", "P:d/", "P:e/", "f"]);
+    let page = store
+        .list_objects(
+            "b",
+            ListQuery {
+                prefix: "e/".into(),
+                max_keys: 1000,
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(keys_of(&page.entries), ["e/x/1"]);
+}
+
+#[tokio::test]
+async fn multipart_assembles_chosen_parts() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    store.create_bucket("a", "b", "r").await.unwrap();
+    let upload = store
+        .create_upload("b", "mp", ObjectMeta::default(), None)
+        .await
+        .unwrap();
+    let mut etags = Vec::new();
+    for (number, body) in [(1u32, &b"0123456789"[..]), (2, b"abcdefghij"), (3, b"xyz")] {
+        let staged = store
+            .stage_part(
+                stream::iter([Ok::<_, std::io::Error>(Bytes::from_static(body))]),
+                &options(),
+            )
+            .await
+            .ok()
+            .unwrap();
+        etags.push(
+            store
+                .put_part(&upload, number, staged, None)
+                .await
+                .unwrap()
+                .etag,
+        );
+    }
+    let wrong_order = vec![
+        CompletedPart {
+            part_number: 2,
+            etag: etags[1].clone(),
+        },
+        CompletedPart {
+            part_number: 1,
+            etag: etags[0].clone(),
+        },
+    ];
+    assert!(matches!(
+        store
+            .complete_upload(&upload, wrong_order, PutConditions::default())
+            .await,
+        Err(StoreError::InvalidPartOrder)
+    ));
+    let wrong_etag = vec![CompletedPart {
+        part_number: 1,
+        etag: "00".into(),
+    }];
+    assert!(matches!(
+        store
+            .complete_upload(&upload, wrong_etag, PutConditions::default())
+            .await,
+        Err(StoreError::InvalidPart(1, _))
+    ));
+    let chosen = vec![
+        CompletedPart {
+            part_number: 1,
+            etag: etags[0].clone(),
+        },
+        CompletedPart {
+            part_number: 3,
+            etag: format!("\"{}\"", etags[2]),
+        },
+    ];
+    let info = store
+        .complete_upload(&upload, chosen, PutConditions::default())
+        .await
+        .unwrap();
+    assert!(info.etag.ends_with("-2"));
+    assert_eq!(get(&store, "b", "mp").await.unwrap(), b"0123456789xyz");
+    assert!(matches!(
+        store.upload("b", "mp", &upload.upload_id).await,
+        Err(StoreError::NoSuchUpload)
+    ));
+}
+
+#[derive(Debug, Clone)]
+enum Op {
+    Put(u8, Vec<u8>),
+    Delete(u8),
+    Reopen,
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        4 => (0u8..12, prop::collection::vec(any::<u8>(), 0..40_000)).prop_map(|(k, v)| Op::Put(k, v)),
+        2 => (0u8..12).prop_map(Op::Delete),
+        1 => Just(Op::Reopen),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(12))]
+    /// The store behaves like a map from key to bytes, across reopens.
+    #[test]
+    fn behaves_like_a_map(ops in prop::collection::vec(op(), 1..40)) {
+        let runtime = tokio::runtime::Runtime::new().unwrap();
+        runtime.block_on(async {
+            let dir = tempfile::tempdir().unwrap();
+            let mut store = open(dir.path());
+            store.create_bucket("a", "b", "r").await.unwrap();
+            let mut model: BTreeMap<String, Vec<u8>> = BTreeMap::new();
+            for op in ops {
+                match op {
+                    Op::Put(k, v) => {
+                        let key = format!("k/{k:02}");
+                        put(&store, "b", &key, &v).await.unwrap();
+                        model.insert(key, v);
+                    }
+                    Op::Delete(k) => {
+                        let key = format!("k/{k:02}");
+                        let deleted = store.delete_object("b", &key).await.unwrap();
+                        assert_eq!(deleted.is_some(), model.remove(&key).is_some());
+                    }
+                    Op::Reopen => {
+                        drop(store);
+                        store = reopen(dir.path()).await;
+                    }
+                }
+            }
+            let page = store
+                .list_objects("b", ListQuery { max_keys: 1000, ..Default::default() })
+                .await
+                .unwrap();
+            let listed = keys_of(&page.entries);
+            let expected: Vec<String> = model.keys().cloned().collect();
+            assert_eq!(listed, expected);
+            for (key, value) in &model {
+                assert_eq!(&get(&store, "b", key).await.unwrap(), value);
+            }
+        });
+    }
+}

@@ -61,7 +61,7 @@ enum ChecksumState {
 }
 
 /// Running state of every digest a body needs.
-pub(crate) struct BodyHasher {
+pub struct BodyHasher {
     md5: Md5,
     sha256: Option<sha2::Sha256>,
     checksum: Option<ChecksumState>,

@@ -34,12 +34,12 @@ mod records;
 mod store;
 mod write;
 
-pub use checksum::{ChecksumAlgorithm, Digests};
+pub use checksum::{BodyHasher, ChecksumAlgorithm, Digests};
 pub use error::{Result, StoreError};
 pub use feed::{ChangeEvent, ChangeKind};
 pub use list::{ListEntry, ListPage, ListQuery, UploadListPage, UploadListQuery};
 pub use multipart::{CompletedPart, PartInfo, UploadInfo};
 pub use read::ObjectReader;
 pub use records::{BucketInfo, ObjectInfo, ObjectMeta};
-pub use store::{PutConditions, Store, StoreConfig};
+pub use store::{PutConditions, Store, StoreConfig, validate_key};
 pub use write::{StageError, StageOptions, StagedBody};

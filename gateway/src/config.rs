@@ -1,0 +1,164 @@
+//! The one typed configuration of a gateway, assembled from the TOML file, the
+//! environment and flags, and validated before anything starts.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, bail};
+use serde::Deserialize;
+
+/// Everything a gateway needs to start.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Address to listen on.
+    pub listen: String,
+    /// Data directory (metadata, extents, root credentials).
+    pub data: PathBuf,
+    /// Region reported to clients and expected in SigV4 scopes.
+    pub region: String,
+    /// Root domain for virtual-hosted–style S3 requests.
+    pub s3_domain: Option<String>,
+    pub limits: Limits,
+}
+
+/// Request limits: what is refused, and with which error, is decided here rather
+/// than by accident of buffer sizes.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    /// Largest single PUT (S3: 5 GiB).
+    pub max_object_size: u64,
+    /// Largest request head (request line plus headers), in bytes.
+    pub max_header_bytes: usize,
+    /// Largest XML request body (DeleteObjects, CompleteMultipartUpload …).
+    pub max_xml_body: usize,
+    /// Largest total size of user metadata on an object (S3: 2 KiB).
+    pub max_user_metadata: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_object_size: 5 * 1024 * 1024 * 1024,
+            max_header_bytes: 64 * 1024,
+            max_xml_body: 2 * 1024 * 1024,
+            max_user_metadata: 2048,
+        }
+    }
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: "127.0.0.1:8080".to_owned(),
+            data: PathBuf::from("strata-data"),
+            region: "us-east-1".to_owned(),
+            s3_domain: None,
+            limits: Limits::default(),
+        }
+    }
+}
+
+/// Values given on the command line or in the environment.
+#[derive(Debug, Default)]
+pub struct ConfigOverrides {
+    pub listen: Option<String>,
+    pub data: Option<PathBuf>,
+    pub region: Option<String>,
+    pub s3_domain: Option<String>,
+}
+
+impl Config {
+    pub fn load(file: Option<&Path>, overrides: ConfigOverrides) -> anyhow::Result<Config> {
+        let mut config = match file {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("reading config file {}", path.display()))?;
+                Self::parse_toml(&text)
+                    .with_context(|| format!("in config file {}", path.display()))?
+            }
+            None => Config::default(),
+        };
+        if let Some(listen) = overrides.listen {
+            config.listen = listen;
+        }
+        if let Some(data) = overrides.data {
+            config.data = data;
+        }
+        if let Some(region) = overrides.region {
+            config.region = region;
+        }
+        if let Some(domain) = overrides.s3_domain {
+            config.s3_domain = Some(domain);
+        }
+        config.validate()?;
+        Ok(config)
+    }
+
+    pub fn parse_toml(text: &str) -> anyhow::Result<Config> {
+        Ok(toml::from_str(text)?)
+    }
+
+    pub fn listen_addr(&self) -> anyhow::Result<SocketAddr> {
+        self.listen
+            .parse()
+            .with_context(|| format!("listen address {:?} is not HOST:PORT", self.listen))
+    }
+
+    fn validate(&mut self) -> anyhow::Result<()> {
+        self.listen_addr()?;
+        if self.region.is_empty()
+            || !self
+                .region
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-')
+        {
+            bail!("region {:?} must be letters, digits and '-'", self.region);
+        }
+        if let Some(domain) = &mut self.s3_domain {
+            *domain = domain.trim_matches('.').to_ascii_lowercase();
+            if domain.is_empty() {
+                self.s3_domain = None;
+            }
+        }
+        if self.limits.max_header_bytes < 8192 {
+            bail!("limits.max_header_bytes must be at least 8192");
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_override_the_file_and_unknown_keys_are_refused() {
+        let config = Config::parse_toml("listen = \"0.0.0.0:9000\"\nregion = \"eu-1\"\n").unwrap();
+        assert_eq!(config.listen, "0.0.0.0:9000");
+        assert_eq!(config.data, PathBuf::from("strata-data"));
+        assert!(Config::parse_toml("lsten = \"x\"").is_err());
+        assert!(Config::parse_toml("[limits]\nmax_object_size = 10\n").is_ok());
+
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("strata.toml");
+        std::fs::write(
+            &path,
+            "listen = \"0.0.0.0:9000\"\ns3_domain = \"S3.Example.com.\"\n",
+        )
+        .unwrap();
+        let overrides = ConfigOverrides {
+            listen: Some("127.0.0.1:0".into()),
+            ..Default::default()
+        };
+        let config = Config::load(Some(&path), overrides).unwrap();
+        assert_eq!(config.listen, "127.0.0.1:0");
+        assert_eq!(config.s3_domain.as_deref(), Some("s3.example.com"));
+        let bad = ConfigOverrides {
+            listen: Some("nowhere".into()),
+            ..Default::default()
+        };
+        assert!(Config::load(None, bad).is_err());
+    }
+}

@@ -1,0 +1,258 @@
+//! The S3 door: request addressing (path- and virtual-hosted–style), SigV4
+//! authentication, routing, and the wrapper that turns every outcome into an S3
+//! response with a request id.
+
+mod body;
+mod bucket;
+mod error;
+mod headers;
+mod list;
+mod multipart;
+mod object;
+mod router;
+mod xml;
+
+use std::collections::HashMap;
+use std::time::SystemTime;
+
+use bytes::Bytes;
+use http::{HeaderMap, HeaderValue, Method, StatusCode, Uri};
+use http_body_util::{BodyExt as _, Full, combinators::UnsyncBoxBody};
+use hyper::body::Incoming;
+use strata_auth::{Credential, PayloadMode, SigV4Config, verify_request};
+use strata_store::Store;
+use tracing::Instrument as _;
+
+use crate::config::Limits;
+pub use error::{S3Error, S3Result};
+use router::{Query, S3Op};
+use xml::XmlWriter;
+
+pub type ResponseBody = UnsyncBoxBody<Bytes, std::io::Error>;
+pub type Response = http::Response<ResponseBody>;
+
+/// Everything the S3 handlers share.
+pub struct S3Door {
+    pub store: Store,
+    pub credentials: HashMap<String, Credential>,
+    pub sigv4: SigV4Config,
+    pub region: String,
+    pub s3_domain: Option<String>,
+    pub limits: Limits,
+}
+
+/// One authenticated, routed request.
+pub(crate) struct S3Request {
+    pub op: S3Op,
+    pub headers: HeaderMap,
+    pub query: Query,
+    pub bucket: String,
+    pub key: String,
+    pub credential: Credential,
+    pub payload: PayloadMode,
+}
+
+impl S3Door {
+    /// Answers one HTTP request; never fails (errors become S3 error responses).
+    pub async fn handle(&self, request: http::Request<Incoming>) -> Response {
+        let request_id = hex::encode_upper(rand::random::<[u8; 8]>());
+        let (parts, body) = request.into_parts();
+        if is_health_check(&parts.method, &parts.uri, &parts.headers) {
+            return with_request_id(text_response(StatusCode::OK, "ok\n"), &request_id);
+        }
+        let is_head = parts.method == Method::HEAD;
+        let prepared = self.prepare(parts);
+        let (op, response) = match prepared {
+            Ok(request) => {
+                let op = request.op;
+                let span = tracing::info_span!("s3", op = op.name(), id = %request_id);
+                let outcome = self.dispatch(request, body).instrument(span).await;
+                (Some(op), outcome)
+            }
+            Err(err) => (None, Err(err)),
+        };
+        let response = match response {
+            Ok(response) => response,
+            Err(err) => {
+                let op_name = op.map_or("-", S3Op::name);
+                if err.status.is_server_error() {
+                    tracing::warn!(op = op_name, id = %request_id, code = err.code, message = %err.message, "request failed");
+                } else {
+                    tracing::debug!(op = op_name, id = %request_id, code = err.code, message = %err.message, "request refused");
+                }
+                error_response(&err, &request_id, is_head)
+            }
+        };
+        with_request_id(response, &request_id)
+    }
+
+    fn prepare(&self, parts: http::request::Parts) -> S3Result<S3Request> {
+        let (bucket, key) = self.address(&parts.uri, &parts.headers)?;
+        let query = Query::parse(parts.uri.query())?;
+        let op = router::route(
+            &parts.method,
+            !bucket.is_empty(),
+            !key.is_empty(),
+            &query,
+            parts.headers.contains_key("x-amz-copy-source"),
+        )?;
+        let verified = verify_request(
+            &parts.method,
+            &parts.uri,
+            &parts.headers,
+            &self.credentials,
+            &self.sigv4,
+            SystemTime::now(),
+        )?;
+        if !key.is_empty() {
+            strata_store::validate_key(&key).map_err(S3Error::from)?;
+        }
+        Ok(S3Request {
+            op,
+            headers: parts.headers,
+            query,
+            bucket,
+            key,
+            credential: verified.credential,
+            payload: verified.payload,
+        })
+    }
+
+    /// Bucket and key of a request: from the Host header when it is a subdomain of
+    /// the configured S3 domain, otherwise from the first path segment.
+    fn address(&self, uri: &Uri, headers: &HeaderMap) -> S3Result<(String, String)> {
+        let path = percent_encoding::percent_decode_str(uri.path())
+            .decode_utf8()
+            .map_err(|_| {
+                S3Error::new(
+                    "InvalidURI",
+                    StatusCode::BAD_REQUEST,
+                    "Couldn't parse the specified URI: the path is not UTF-8.",
+                )
+            })?;
+        let path = path.strip_prefix('/').unwrap_or(&path);
+        if let Some(bucket) = self.virtual_host_bucket(uri, headers) {
+            return Ok((bucket, path.to_owned()));
+        }
+        let (bucket, key) = path.split_once('/').unwrap_or((path, ""));
+        Ok((bucket.to_owned(), key.to_owned()))
+    }
+
+    fn virtual_host_bucket(&self, uri: &Uri, headers: &HeaderMap) -> Option<String> {
+        let domain = self.s3_domain.as_deref()?;
+        let host = headers
+            .get(http::header::HOST)
+            .and_then(|value| value.to_str().ok())
+            .or_else(|| uri.authority().map(|authority| authority.as_str()))?;
+        let host = host.rsplit_once(':').map_or(host, |(name, port)| {
+            if port.chars().all(|c| c.is_ascii_digit()) {
+                name
+            } else {
+                host
+            }
+        });
+        let host = host.to_ascii_lowercase();
+        let bucket = host.strip_suffix(domain)?.strip_suffix('.')?;
+        (!bucket.is_empty()).then(|| bucket.to_owned())
+    }
+
+    async fn dispatch(&self, request: S3Request, body: Incoming) -> S3Result<Response> {
+        use S3Op::*;
+        match request.op {
+            ListBuckets => self.list_buckets(&request).await,
+            CreateBucket => self.create_bucket(&request, body).await,
+            HeadBucket => self.head_bucket(&request).await,
+            DeleteBucket => self.delete_bucket(&request).await,
+            GetBucketLocation => self.get_bucket_location(&request).await,
+            GetBucketVersioning => self.get_bucket_versioning(&request).await,
+            GetBucketAcl | GetObjectAcl => self.get_acl(&request).await,
+            ListObjects | ListObjectsV2 | ListObjectVersions => self.list_objects(&request).await,
+            ListMultipartUploads => self.list_uploads(&request).await,
+            DeleteObjects => self.delete_objects(&request, body).await,
+            PutObject => self.put_object(&request, body).await,
+            CopyObject => self.copy_object(&request).await,
+            GetObject => self.get_object(&request, false).await,
+            HeadObject => self.get_object(&request, true).await,
+            DeleteObject => self.delete_object(&request).await,
+            CreateMultipartUpload => self.create_upload(&request).await,
+            UploadPart => self.upload_part(&request, body).await,
+            UploadPartCopy => self.upload_part_copy(&request).await,
+            CompleteMultipartUpload => self.complete_upload(&request, body).await,
+            AbortMultipartUpload => self.abort_upload(&request).await,
+            ListParts => self.list_parts(&request).await,
+        }
+    }
+}
+
+/// `GET /health` without credentials. With credentials it is a listing of a
+/// bucket named `health`, as S3 clients mean it.
+fn is_health_check(method: &Method, uri: &Uri, headers: &HeaderMap) -> bool {
+    (method == Method::GET || method == Method::HEAD)
+        && uri.path() == "/health"
+        && !headers.contains_key(http::header::AUTHORIZATION)
+        && !uri.query().is_some_and(|query| query.contains("X-Amz-"))
+}
+
+pub(crate) fn full_body(bytes: impl Into<Bytes>) -> ResponseBody {
+    Full::new(bytes.into())
+        .map_err(|never| match never {})
+        .boxed_unsync()
+}
+
+pub(crate) fn empty_response(status: StatusCode) -> Response {
+    let mut response = http::Response::new(full_body(Bytes::new()));
+    *response.status_mut() = status;
+    response
+}
+
+pub(crate) fn xml_response(status: StatusCode, document: String) -> Response {
+    let mut response = http::Response::new(full_body(document));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static("application/xml"),
+    );
+    response
+}
+
+fn text_response(status: StatusCode, text: &'static str) -> Response {
+    let mut response = http::Response::new(full_body(text));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain"),
+    );
+    response
+}
+
+fn error_response(err: &S3Error, request_id: &str, is_head: bool) -> Response {
+    let mut response = if is_head {
+        // HEAD answers carry no body, so clients only see the status.
+        empty_response(err.status)
+    } else {
+        let mut xml = XmlWriter::bare("Error");
+        xml.element("Code", err.code)
+            .element("Message", &err.message);
+        for (name, value) in &err.extra {
+            xml.element(name, value);
+        }
+        xml.element("RequestId", request_id);
+        xml_response(err.status, xml.finish())
+    };
+    for (name, value) in &err.headers {
+        if let Ok(value) = HeaderValue::from_str(value) {
+            response.headers_mut().insert(*name, value);
+        }
+    }
+    response
+}
+
+fn with_request_id(mut response: Response, request_id: &str) -> Response {
+    let headers = response.headers_mut();
+    if let Ok(value) = HeaderValue::from_str(request_id) {
+        headers.insert("x-amz-request-id", value.clone());
+        headers.insert("x-amz-id-2", value);
+    }
+    headers.insert(http::header::SERVER, HeaderValue::from_static("strata"));
+    response
+}

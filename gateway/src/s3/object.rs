@@ -1,0 +1,418 @@
+//! Object operations: PutObject, CopyObject, GetObject/HeadObject, DeleteObject
+//! and DeleteObjects.
+
+use std::ops::Range;
+
+use futures::{Stream, StreamExt as _};
+use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
+use http_body_util::{BodyExt as _, StreamBody};
+use hyper::body::{Frame, Incoming};
+use strata_store::{
+    ChecksumAlgorithm, ObjectInfo, PutConditions, StageError, StageOptions, StoreError,
+};
+
+use super::body::{read_small_body, stage_request_body};
+use super::error::{S3Error, S3Result};
+use super::headers::{
+    ConditionOutcome, add_object_headers, evaluate_conditions, header_str, iso8601,
+    meta_from_request, parse_range, quoted_etag,
+};
+use super::xml::{self, DeleteRequest, XmlWriter};
+use super::{Response, ResponseBody, S3Door, S3Request, empty_response, xml_response};
+
+/// The most keys one DeleteObjects request may name.
+const MAX_DELETE_KEYS: usize = 1000;
+
+/// `response-*` query parameters of GetObject and the headers they override.
+const RESPONSE_OVERRIDES: [(&str, &str); 6] = [
+    ("response-cache-control", "cache-control"),
+    ("response-content-disposition", "content-disposition"),
+    ("response-content-encoding", "content-encoding"),
+    ("response-content-language", "content-language"),
+    ("response-content-type", "content-type"),
+    ("response-expires", "expires"),
+];
+
+impl S3Door {
+    pub(crate) async fn put_object(
+        &self,
+        request: &S3Request,
+        body: Incoming,
+    ) -> S3Result<Response> {
+        let meta = meta_from_request(&request.headers, self.limits.max_user_metadata)?;
+        let conditions = put_conditions(&request.headers)?;
+        // Refuse before reading a body that has nowhere to go.
+        self.owned_bucket(request).await?;
+        let (staged, checksum) = stage_request_body(self, request, body, false).await?;
+        let info = self
+            .store
+            .put_object(
+                &request.bucket,
+                &request.key,
+                staged,
+                meta,
+                checksum,
+                conditions,
+            )
+            .await?;
+        let mut response = empty_response(StatusCode::OK);
+        put_etag_and_checksum(response.headers_mut(), &info.etag, info.checksum.as_ref());
+        Ok(response)
+    }
+
+    pub(crate) async fn copy_object(&self, request: &S3Request) -> S3Result<Response> {
+        let source = self.copy_source(request).await?;
+        let directive = header_str(&request.headers, "x-amz-metadata-directive").unwrap_or("COPY");
+        let meta = match directive {
+            "COPY" => {
+                if source.bucket == request.bucket && source.key == request.key {
+                    return Err(S3Error::invalid_request(
+                        "This copy request is illegal because it is trying to copy an object to itself without changing the object's metadata, storage class, website redirect location or encryption attributes.",
+                    ));
+                }
+                source.meta.clone()
+            }
+            "REPLACE" => meta_from_request(&request.headers, self.limits.max_user_metadata)?,
+            _ => {
+                return Err(S3Error::invalid_argument(
+                    "Unknown metadata directive (COPY or REPLACE).",
+                ));
+            }
+        };
+        self.owned_bucket(request).await?;
+        let algorithm = requested_checksum_algorithm(&request.headers)?
+            .or(source.checksum.as_ref().map(|(algo, _)| *algo));
+        let staged = self.stage_copy(&source, None, algorithm, false).await?;
+        let checksum = checksum_of(&staged, algorithm);
+        let info = self
+            .store
+            .put_object(
+                &request.bucket,
+                &request.key,
+                staged,
+                meta,
+                checksum,
+                put_conditions(&request.headers)?,
+            )
+            .await?;
+        let mut xml = XmlWriter::new("CopyObjectResult");
+        xml.element("LastModified", &iso8601(info.last_modified_ms))
+            .element("ETag", &quoted_etag(&info.etag));
+        if let Some((algo, value)) = &info.checksum {
+            xml.element(&format!("Checksum{}", algo.name()), value);
+        }
+        Ok(xml_response(StatusCode::OK, xml.finish()))
+    }
+
+    /// The object named by `x-amz-copy-source`, after its `x-amz-copy-source-if-*`
+    /// conditions.
+    pub(crate) async fn copy_source(&self, request: &S3Request) -> S3Result<ObjectInfo> {
+        let raw = header_str(&request.headers, "x-amz-copy-source").ok_or_else(|| {
+            S3Error::invalid_argument(
+                "Copy Source must mention the source bucket and key: sourcebucket/sourcekey.",
+            )
+        })?;
+        let (path, version) = match raw.split_once('?') {
+            Some((path, query)) => (path, query.strip_prefix("versionId=")),
+            None => (raw, None),
+        };
+        if version.is_some_and(|version| version != "null") {
+            return Err(S3Error::new(
+                "NoSuchVersion",
+                StatusCode::NOT_FOUND,
+                "The specified version does not exist.",
+            ));
+        }
+        let decoded = percent_encoding::percent_decode_str(path)
+            .decode_utf8()
+            .map_err(|_| S3Error::invalid_argument("Copy Source is not valid UTF-8."))?;
+        let decoded = decoded.strip_prefix('/').unwrap_or(&decoded);
+        let Some((bucket, key)) = decoded
+            .split_once('/')
+            .filter(|(b, k)| !b.is_empty() && !k.is_empty())
+        else {
+            return Err(S3Error::invalid_argument(
+                "Copy Source must mention the source bucket and key: sourcebucket/sourcekey.",
+            ));
+        };
+        strata_store::validate_key(key)?;
+        let bucket_info = self.store.bucket(bucket).await?;
+        if bucket_info.account != request.credential.account {
+            return Err(S3Error::access_denied());
+        }
+        let info = self.store.head_object(bucket, key).await?;
+        if evaluate_conditions(&request.headers, "x-amz-copy-source-", &info)
+            != ConditionOutcome::Proceed
+        {
+            return Err(StoreError::PreconditionFailed.into());
+        }
+        Ok(info)
+    }
+
+    /// Streams (a range of) an existing object into a new staged body.
+    pub(crate) async fn stage_copy(
+        &self,
+        source: &ObjectInfo,
+        range: Option<Range<u64>>,
+        checksum: Option<ChecksumAlgorithm>,
+        part: bool,
+    ) -> S3Result<strata_store::StagedBody> {
+        let options = StageOptions {
+            sha256: false,
+            checksum,
+            max_size: if part {
+                self.limits.max_object_size
+            } else {
+                u64::MAX
+            },
+        };
+        let reader = self.store.read(source, range);
+        let staged = if part {
+            self.store.stage_part(reader, &options).await
+        } else {
+            self.store.stage(reader, &options).await
+        };
+        staged.map_err(|err| match err {
+            StageError::Body(err) | StageError::Store(err) => S3Error::from(err),
+        })
+    }
+
+    pub(crate) async fn get_object(&self, request: &S3Request, head: bool) -> S3Result<Response> {
+        self.owned_bucket(request).await?;
+        let info = self
+            .store
+            .head_object(&request.bucket, &request.key)
+            .await?;
+        match evaluate_conditions(&request.headers, "", &info) {
+            ConditionOutcome::Proceed => {}
+            ConditionOutcome::NotModified => {
+                let mut response = empty_response(StatusCode::NOT_MODIFIED);
+                let headers = response.headers_mut();
+                if let Ok(etag) = HeaderValue::from_str(&quoted_etag(&info.etag)) {
+                    headers.insert(http::header::ETAG, etag);
+                }
+                if let Ok(date) =
+                    HeaderValue::from_str(&super::headers::http_date(info.last_modified_ms))
+                {
+                    headers.insert(http::header::LAST_MODIFIED, date);
+                }
+                return Ok(response);
+            }
+            ConditionOutcome::PreconditionFailed => {
+                return Err(StoreError::PreconditionFailed.into());
+            }
+        }
+        let (range, parts_count) = match request.query.get("partNumber") {
+            Some(number) => (
+                Some(part_range(&info, number)?),
+                Some(info.parts_count().unwrap_or(1)),
+            ),
+            None => (
+                parse_range(header_str(&request.headers, "range"), info.size)?,
+                None,
+            ),
+        };
+        let checksum_mode = header_str(&request.headers, "x-amz-checksum-mode")
+            .is_some_and(|mode| mode.eq_ignore_ascii_case("enabled"));
+
+        let body: ResponseBody = if head {
+            super::full_body(bytes::Bytes::new())
+        } else {
+            stream_body(self.store.read(&info, range.clone()))
+        };
+        let mut response = http::Response::new(body);
+        let headers = response.headers_mut();
+        add_object_headers(headers, &info, checksum_mode && range.is_none());
+        for (param, header) in RESPONSE_OVERRIDES {
+            if let Some(value) = request.query.get(param)
+                && let Ok(value) = HeaderValue::from_str(value)
+            {
+                headers.insert(HeaderName::from_static(header), value);
+            }
+        }
+        if let Some(count) = parts_count {
+            headers.insert("x-amz-mp-parts-count", HeaderValue::from(count as u64));
+        }
+        let length = match &range {
+            Some(range) => {
+                *response.status_mut() = StatusCode::PARTIAL_CONTENT;
+                let content_range = format!(
+                    "bytes {}-{}/{}",
+                    range.start,
+                    range.end.saturating_sub(1),
+                    info.size
+                );
+                if let Ok(value) = HeaderValue::from_str(&content_range) {
+                    response
+                        .headers_mut()
+                        .insert(http::header::CONTENT_RANGE, value);
+                }
+                range.end - range.start
+            }
+            None => info.size,
+        };
+        response
+            .headers_mut()
+            .insert(http::header::CONTENT_LENGTH, HeaderValue::from(length));
+        Ok(response)
+    }
+
+    pub(crate) async fn delete_object(&self, request: &S3Request) -> S3Result<Response> {
+        self.owned_bucket(request).await?;
+        self.store
+            .delete_object(&request.bucket, &request.key)
+            .await?;
+        Ok(empty_response(StatusCode::NO_CONTENT))
+    }
+
+    pub(crate) async fn delete_objects(
+        &self,
+        request: &S3Request,
+        body: Incoming,
+    ) -> S3Result<Response> {
+        self.owned_bucket(request).await?;
+        let document = read_small_body(request, body, self.limits.max_xml_body).await?;
+        let delete: DeleteRequest = xml::parse(&document)?;
+        if delete.objects.is_empty() || delete.objects.len() > MAX_DELETE_KEYS {
+            return Err(S3Error::malformed_xml());
+        }
+        let mut xml = XmlWriter::new("DeleteResult");
+        for object in &delete.objects {
+            let outcome = match strata_store::validate_key(&object.key) {
+                Ok(()) => self
+                    .store
+                    .delete_object(&request.bucket, &object.key)
+                    .await
+                    .map(|_| ())
+                    .map_err(S3Error::from),
+                Err(err) => Err(S3Error::from(err)),
+            };
+            match outcome {
+                Ok(()) if delete.quiet => {}
+                Ok(()) => {
+                    xml.open("Deleted").element("Key", &object.key);
+                    xml.optional("VersionId", object.version_id.as_deref());
+                    xml.close();
+                }
+                Err(err) => {
+                    xml.open("Error")
+                        .element("Key", &object.key)
+                        .element("Code", err.code)
+                        .element("Message", &err.message)
+                        .close();
+                }
+            }
+        }
+        Ok(xml_response(StatusCode::OK, xml.finish()))
+    }
+}
+
+/// A store reader as a response body. A failure mid-stream aborts the
+/// connection, so the client sees a short body rather than wrong bytes.
+fn stream_body(
+    reader: impl Stream<Item = Result<bytes::Bytes, StoreError>> + Send + 'static,
+) -> ResponseBody {
+    let frames = reader.map(|piece| {
+        piece.map(Frame::data).map_err(|err| {
+            tracing::error!(error = %err, "object read failed mid-stream");
+            std::io::Error::other(err)
+        })
+    });
+    StreamBody::new(frames).boxed_unsync()
+}
+
+/// The byte range of part `number` of a multipart object (`1` is the whole of
+/// a simple object).
+fn part_range(info: &ObjectInfo, number: &str) -> S3Result<Range<u64>> {
+    let number: usize = number
+        .parse()
+        .ok()
+        .filter(|number| *number >= 1)
+        .ok_or_else(|| {
+            S3Error::invalid_argument(
+                "Part number must be an integer between 1 and 10000, inclusive",
+            )
+        })?;
+    if info.part_sizes.is_empty() {
+        return if number == 1 {
+            Ok(0..info.size)
+        } else {
+            Err(S3Error::new(
+                "InvalidPartNumber",
+                StatusCode::RANGE_NOT_SATISFIABLE,
+                "The requested partnumber is not satisfiable",
+            ))
+        };
+    }
+    let Some(size) = info.part_sizes.get(number - 1) else {
+        return Err(S3Error::new(
+            "InvalidPartNumber",
+            StatusCode::RANGE_NOT_SATISFIABLE,
+            "The requested partnumber is not satisfiable",
+        ));
+    };
+    let start: u64 = info.part_sizes[..number - 1].iter().sum();
+    Ok(start..start + size)
+}
+
+/// `If-None-Match: *` and `If-Match` on writes.
+pub(crate) fn put_conditions(headers: &HeaderMap) -> S3Result<PutConditions> {
+    let mut conditions = PutConditions::default();
+    if let Some(value) = header_str(headers, "if-none-match") {
+        if value.trim() != "*" {
+            return Err(S3Error::not_implemented(
+                "If-None-Match with an ETag on writes",
+            ));
+        }
+        conditions.if_none_match_any = true;
+    }
+    if let Some(value) = header_str(headers, "if-match") {
+        conditions.if_match = Some(value.split(',').map(|tag| tag.trim().to_owned()).collect());
+    }
+    Ok(conditions)
+}
+
+/// `x-amz-checksum-algorithm` (CopyObject, CreateMultipartUpload).
+pub(crate) fn requested_checksum_algorithm(
+    headers: &HeaderMap,
+) -> S3Result<Option<ChecksumAlgorithm>> {
+    match header_str(headers, "x-amz-checksum-algorithm") {
+        None => Ok(None),
+        Some(name) => ChecksumAlgorithm::parse(name.trim())
+            .map(Some)
+            .ok_or_else(|| {
+                S3Error::invalid_request(format!("Unsupported checksum algorithm {name}"))
+            }),
+    }
+}
+
+pub(crate) fn checksum_of(
+    staged: &strata_store::StagedBody,
+    algorithm: Option<ChecksumAlgorithm>,
+) -> Option<(ChecksumAlgorithm, String)> {
+    use base64::Engine as _;
+    let (algo, raw) = staged.digests.checksum.as_ref()?;
+    (Some(*algo) == algorithm)
+        .then(|| (*algo, base64::engine::general_purpose::STANDARD.encode(raw)))
+}
+
+pub(crate) fn put_etag_and_checksum(
+    headers: &mut HeaderMap,
+    etag: &str,
+    checksum: Option<&(ChecksumAlgorithm, String)>,
+) {
+    if let Ok(value) = HeaderValue::from_str(&quoted_etag(etag)) {
+        headers.insert(http::header::ETAG, value);
+    }
+    if let Some((algo, value)) = checksum
+        && let (Ok(name), Ok(value)) = (
+            HeaderName::try_from(format!(
+                "x-amz-checksum-{}",
+                algo.name().to_ascii_lowercase()
+            )),
+            HeaderValue::from_str(value),
+        )
+    {
+        headers.insert(name, value);
+    }
+}

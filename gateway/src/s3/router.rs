@@ -1,0 +1,356 @@
+//! Which S3 operation a request is: decided once, from method, bucket, key and
+//! query, before any handler runs.
+
+use http::Method;
+
+use super::error::{S3Error, S3Result};
+
+/// The decoded query string of a request, in order.
+#[derive(Debug, Default, Clone)]
+pub struct Query(pub Vec<(String, String)>);
+
+impl Query {
+    /// Decodes `a=b&c` (`+` is a space, as S3 and the SigV4 verifier read it).
+    /// Parameters that are not UTF-8 after decoding are refused.
+    pub fn parse(raw: Option<&str>) -> S3Result<Query> {
+        let mut params = Vec::new();
+        for pair in raw.unwrap_or("").split('&').filter(|pair| !pair.is_empty()) {
+            let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+            params.push((decode_component(name)?, decode_component(value)?));
+        }
+        Ok(Query(params))
+    }
+
+    pub fn has(&self, name: &str) -> bool {
+        self.0.iter().any(|(param, _)| param == name)
+    }
+
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.0
+            .iter()
+            .find(|(param, _)| param == name)
+            .map(|(_, value)| value.as_str())
+    }
+}
+
+fn decode_component(text: &str) -> S3Result<String> {
+    let spaced = text.replace('+', " ");
+    percent_encoding::percent_decode_str(&spaced)
+        .decode_utf8()
+        .map(|decoded| decoded.into_owned())
+        .map_err(|_| S3Error::invalid_argument("Query parameters must be UTF-8"))
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum S3Op {
+    ListBuckets,
+    CreateBucket,
+    HeadBucket,
+    DeleteBucket,
+    GetBucketLocation,
+    GetBucketVersioning,
+    GetBucketAcl,
+    ListObjects,
+    ListObjectsV2,
+    ListObjectVersions,
+    ListMultipartUploads,
+    DeleteObjects,
+    PutObject,
+    CopyObject,
+    GetObject,
+    HeadObject,
+    GetObjectAcl,
+    DeleteObject,
+    CreateMultipartUpload,
+    UploadPart,
+    UploadPartCopy,
+    CompleteMultipartUpload,
+    AbortMultipartUpload,
+    ListParts,
+}
+
+/// Sub-resources of S3 this server does not offer: asking for one must not be
+/// mistaken for the plain operation (a `PUT ?tagging` is not a `PutObject`).
+const UNSUPPORTED_SUBRESOURCES: &[&str] = &[
+    "accelerate",
+    "analytics",
+    "attributes",
+    "cors",
+    "encryption",
+    "intelligent-tiering",
+    "inventory",
+    "legal-hold",
+    "lifecycle",
+    "logging",
+    "metadata-table",
+    "metrics",
+    "notification",
+    "object-lock",
+    "ownershipControls",
+    "policy",
+    "policyStatus",
+    "publicAccessBlock",
+    "replication",
+    "requestPayment",
+    "restore",
+    "retention",
+    "select",
+    "tagging",
+    "torrent",
+    "website",
+];
+
+/// Picks the operation. `bucket`/`key` say whether the path named them;
+/// `copy_source` whether `x-amz-copy-source` was sent.
+pub fn route(
+    method: &Method,
+    bucket: bool,
+    key: bool,
+    query: &Query,
+    copy_source: bool,
+) -> S3Result<S3Op> {
+    use S3Op::*;
+    if let Some(name) = UNSUPPORTED_SUBRESOURCES.iter().find(|name| query.has(name)) {
+        return Err(S3Error::not_implemented(&format!(
+            "The ?{name} sub-resource"
+        )));
+    }
+    let op = match (method.as_str(), bucket, key) {
+        ("GET", false, _) => ListBuckets,
+        (_, false, _) => return Err(method_not_allowed()),
+
+        ("PUT", true, false) if query.has("versioning") || query.has("acl") => {
+            return Err(S3Error::not_implemented("Changing versioning or ACLs"));
+        }
+        ("PUT", true, false) => CreateBucket,
+        ("HEAD", true, false) => HeadBucket,
+        ("DELETE", true, false) => DeleteBucket,
+        ("GET", true, false) if query.has("location") => GetBucketLocation,
+        ("GET", true, false) if query.has("versioning") => GetBucketVersioning,
+        ("GET", true, false) if query.has("acl") => GetBucketAcl,
+        ("GET", true, false) if query.has("versions") => ListObjectVersions,
+        ("GET", true, false) if query.has("uploads") => ListMultipartUploads,
+        ("GET", true, false) if query.get("list-type") == Some("2") => ListObjectsV2,
+        ("GET", true, false) if query.has("list-type") => {
+            return Err(S3Error::invalid_argument("list-type must be 2"));
+        }
+        ("GET", true, false) => ListObjects,
+        ("POST", true, false) if query.has("delete") => DeleteObjects,
+        (_, true, false) => return Err(method_not_allowed()),
+
+        ("PUT", true, true) if query.has("acl") => {
+            return Err(S3Error::not_implemented("Changing ACLs"));
+        }
+        ("PUT", true, true) if query.has("partNumber") || query.has("uploadId") => {
+            if !(query.has("partNumber") && query.has("uploadId")) {
+                return Err(S3Error::invalid_request(
+                    "UploadPart needs both partNumber and uploadId",
+                ));
+            }
+            if copy_source {
+                UploadPartCopy
+            } else {
+                UploadPart
+            }
+        }
+        ("PUT", true, true) if copy_source => CopyObject,
+        ("PUT", true, true) => PutObject,
+        ("GET", true, true) if query.has("acl") => GetObjectAcl,
+        ("GET", true, true) if query.has("uploadId") => ListParts,
+        ("GET", true, true) => GetObject,
+        ("HEAD", true, true) => HeadObject,
+        ("DELETE", true, true) if query.has("uploadId") => AbortMultipartUpload,
+        ("DELETE", true, true) => DeleteObject,
+        ("POST", true, true) if query.has("uploads") => CreateMultipartUpload,
+        ("POST", true, true) if query.has("uploadId") => CompleteMultipartUpload,
+        (_, true, true) => return Err(method_not_allowed()),
+    };
+    Ok(op)
+}
+
+fn method_not_allowed() -> S3Error {
+    S3Error::new(
+        "MethodNotAllowed",
+        http::StatusCode::METHOD_NOT_ALLOWED,
+        "The specified method is not allowed against this resource.",
+    )
+}
+
+impl S3Op {
+    /// The operation's name in AWS's API reference, for logs and traces.
+    pub fn name(self) -> &'static str {
+        use S3Op::*;
+        match self {
+            ListBuckets => "ListBuckets",
+            CreateBucket => "CreateBucket",
+            HeadBucket => "HeadBucket",
+            DeleteBucket => "DeleteBucket",
+            GetBucketLocation => "GetBucketLocation",
+            GetBucketVersioning => "GetBucketVersioning",
+            GetBucketAcl => "GetBucketAcl",
+            ListObjects => "ListObjects",
+            ListObjectsV2 => "ListObjectsV2",
+            ListObjectVersions => "ListObjectVersions",
+            ListMultipartUploads => "ListMultipartUploads",
+            DeleteObjects => "DeleteObjects",
+            PutObject => "PutObject",
+            CopyObject => "CopyObject",
+            GetObject => "GetObject",
+            HeadObject => "HeadObject",
+            GetObjectAcl => "GetObjectAcl",
+            DeleteObject => "DeleteObject",
+            CreateMultipartUpload => "CreateMultipartUpload",
+            UploadPart => "UploadPart",
+            UploadPartCopy => "UploadPartCopy",
+            CompleteMultipartUpload => "CompleteMultipartUpload",
+            AbortMultipartUpload => "AbortMultipartUpload",
+            ListParts => "ListParts",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `request` is `METHOD /path?query`, path-style, as in AWS's API reference
+    /// examples; `copy` adds `x-amz-copy-source`.
+    fn check(request: &str, copy: bool, expected: Result<S3Op, &str>) {
+        let (method, target) = request.split_once(' ').unwrap();
+        let (path, query) = match target.split_once('?') {
+            Some((path, query)) => (path, Some(query)),
+            None => (target, None),
+        };
+        let mut parts = path.trim_start_matches('/').splitn(2, '/');
+        let bucket = parts.next().is_some_and(|bucket| !bucket.is_empty());
+        let key = parts.next().is_some_and(|key| !key.is_empty());
+        let query = Query::parse(query).unwrap();
+        let method = Method::from_bytes(method.as_bytes()).unwrap();
+        let got = route(&method, bucket, key, &query, copy).map_err(|err| err.code);
+        assert_eq!(got, expected, "{request}");
+    }
+
+    #[test]
+    fn aws_documented_request_forms() {
+        use S3Op::*;
+        check("GET /", false, Ok(ListBuckets));
+        check("PUT /examplebucket", false, Ok(CreateBucket));
+        check("HEAD /examplebucket", false, Ok(HeadBucket));
+        check("DELETE /examplebucket", false, Ok(DeleteBucket));
+        check("GET /examplebucket?location", false, Ok(GetBucketLocation));
+        check(
+            "GET /examplebucket?versioning",
+            false,
+            Ok(GetBucketVersioning),
+        );
+        check("GET /examplebucket?acl", false, Ok(GetBucketAcl));
+        check(
+            "GET /examplebucket?versions&prefix=photos",
+            false,
+            Ok(ListObjectVersions),
+        );
+        check(
+            "GET /examplebucket?uploads&max-uploads=3",
+            false,
+            Ok(ListMultipartUploads),
+        );
+        check(
+            "GET /examplebucket?list-type=2&max-keys=2",
+            false,
+            Ok(ListObjectsV2),
+        );
+        check(
+            "GET /examplebucket?prefix=N&marker=Ned&max-keys=40",
+            false,
+            Ok(ListObjects),
+        );
+        check("POST /examplebucket?delete", false, Ok(DeleteObjects));
+        check("PUT /examplebucket/my-image.jpg", false, Ok(PutObject));
+        check(
+            "PUT /examplebucket/my-image.jpg?x-id=PutObject",
+            false,
+            Ok(PutObject),
+        );
+        check(
+            "PUT /examplebucket/my-second-image.jpg",
+            true,
+            Ok(CopyObject),
+        );
+        check("GET /examplebucket/my-image.jpg", false, Ok(GetObject));
+        check(
+            "GET /examplebucket/my-image.jpg?response-content-type=text/plain",
+            false,
+            Ok(GetObject),
+        );
+        check("HEAD /examplebucket/my-image.jpg", false, Ok(HeadObject));
+        check(
+            "GET /examplebucket/my-image.jpg?acl",
+            false,
+            Ok(GetObjectAcl),
+        );
+        check(
+            "DELETE /examplebucket/my-image.jpg",
+            false,
+            Ok(DeleteObject),
+        );
+        check(
+            "POST /examplebucket/example-object?uploads",
+            false,
+            Ok(CreateMultipartUpload),
+        );
+        check(
+            "PUT /examplebucket/my-movie.m2ts?partNumber=1&uploadId=VCVsb2FkIElEIGZvciBlbZZpbmcncyBteS1tb3ZpZS5tMnRzIHVwbG9hZR",
+            false,
+            Ok(UploadPart),
+        );
+        check(
+            "PUT /examplebucket/example-object?partNumber=1&uploadId=abc",
+            true,
+            Ok(UploadPartCopy),
+        );
+        check(
+            "POST /examplebucket/example-object?uploadId=AAAsb2FkIElEIGZvciBlbHZpbmcncyWeeS1tb3ZpZS5tMnRzIRRwbG9hZA",
+            false,
+            Ok(CompleteMultipartUpload),
+        );
+        check(
+            "DELETE /examplebucket/example-object?uploadId=VXBsb2FkIElEIGZvciBlbHZpbmcncyBteS1tb3ZpZS5tMnRzIHVwbG9hZ",
+            false,
+            Ok(AbortMultipartUpload),
+        );
+        check(
+            "GET /examplebucket/example-object?uploadId=XXBsb2FkIElEIGZvciBlbHZpbmcncyBteS1tb3ZpZS5tMnRzIHVwbG9hZA&max-parts=2&part-number-marker=1",
+            false,
+            Ok(ListParts),
+        );
+    }
+
+    #[test]
+    fn refusals() {
+        check("PUT /examplebucket?tagging", false, Err("NotImplemented"));
+        check("PUT /examplebucket/k?tagging", false, Err("NotImplemented"));
+        check("GET /examplebucket?policy", false, Err("NotImplemented"));
+        check("POST /examplebucket", false, Err("MethodNotAllowed"));
+        check("PUT /", false, Err("MethodNotAllowed"));
+        check("POST /examplebucket/k", false, Err("MethodNotAllowed"));
+        check(
+            "PUT /examplebucket/k?partNumber=1",
+            false,
+            Err("InvalidRequest"),
+        );
+        check(
+            "GET /examplebucket?list-type=3",
+            false,
+            Err("InvalidArgument"),
+        );
+    }
+
+    #[test]
+    fn query_decoding() {
+        let query = Query::parse(Some("prefix=a+b%2Fc&delimiter=%2F&versions")).unwrap();
+        assert_eq!(query.get("prefix"), Some("a b/c"));
+        assert_eq!(query.get("delimiter"), Some("/"));
+        assert!(query.has("versions"));
+        assert!(Query::parse(Some("prefix=%FF")).is_err());
+    }
+}

@@ -1,0 +1,177 @@
+//! S3 XML: a small writer for responses, and serde shapes of the request bodies.
+
+use quick_xml::escape::escape;
+use serde::Deserialize;
+
+use super::error::{S3Error, S3Result};
+
+const S3_NAMESPACE: &str = "http://s3.amazonaws.com/doc/2006-03-01/";
+
+/// Builds a response document element by element; text is always escaped.
+pub struct XmlWriter {
+    out: String,
+    open: Vec<&'static str>,
+}
+
+impl XmlWriter {
+    /// A document whose root element carries the S3 namespace.
+    pub fn new(root: &'static str) -> Self {
+        let mut out = String::with_capacity(512);
+        out.push_str("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<");
+        out.push_str(root);
+        out.push_str(" xmlns=\"");
+        out.push_str(S3_NAMESPACE);
+        out.push_str("\">");
+        XmlWriter {
+            out,
+            open: vec![root],
+        }
+    }
+
+    /// A document without namespace (error bodies have none).
+    pub fn bare(root: &'static str) -> Self {
+        let mut out = String::with_capacity(256);
+        out.push_str("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<");
+        out.push_str(root);
+        out.push('>');
+        XmlWriter {
+            out,
+            open: vec![root],
+        }
+    }
+
+    pub fn open(&mut self, name: &'static str) -> &mut Self {
+        self.out.push('<');
+        self.out.push_str(name);
+        self.out.push('>');
+        self.open.push(name);
+        self
+    }
+
+    pub fn close(&mut self) -> &mut Self {
+        if let Some(name) = self.open.pop() {
+            self.out.push_str("</");
+            self.out.push_str(name);
+            self.out.push('>');
+        }
+        self
+    }
+
+    pub fn element(&mut self, name: &str, text: &str) -> &mut Self {
+        self.out.push('<');
+        self.out.push_str(name);
+        self.out.push('>');
+        self.out.push_str(&escape(text));
+        self.out.push_str("</");
+        self.out.push_str(name);
+        self.out.push('>');
+        self
+    }
+
+    /// Text directly inside the innermost open element.
+    pub fn text(&mut self, text: &str) -> &mut Self {
+        self.out.push_str(&escape(text));
+        self
+    }
+
+    pub fn optional(&mut self, name: &str, text: Option<&str>) -> &mut Self {
+        if let Some(text) = text {
+            self.element(name, text);
+        }
+        self
+    }
+
+    pub fn finish(mut self) -> String {
+        while !self.open.is_empty() {
+            self.close();
+        }
+        self.out
+    }
+}
+
+/// Parses a request body, turning any failure into `MalformedXML`.
+pub fn parse<T: for<'de> Deserialize<'de>>(body: &[u8]) -> S3Result<T> {
+    let text = std::str::from_utf8(body).map_err(|_| S3Error::malformed_xml())?;
+    quick_xml::de::from_str(text).map_err(|err| {
+        tracing::debug!(error = %err, "malformed XML body");
+        S3Error::malformed_xml()
+    })
+}
+
+/// `<Delete>` of DeleteObjects.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct DeleteRequest {
+    #[serde(rename = "Object", default)]
+    pub objects: Vec<DeleteObjectId>,
+    #[serde(default)]
+    pub quiet: bool,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct DeleteObjectId {
+    pub key: String,
+    #[serde(default)]
+    pub version_id: Option<String>,
+}
+
+/// `<CompleteMultipartUpload>`.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct CompleteRequest {
+    #[serde(rename = "Part", default)]
+    pub parts: Vec<CompletePart>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct CompletePart {
+    pub part_number: u32,
+    #[serde(rename = "ETag")]
+    pub etag: String,
+}
+
+/// `<CreateBucketConfiguration>`.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct CreateBucketConfiguration {
+    #[serde(default)]
+    pub location_constraint: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn writer_escapes_and_closes() {
+        let mut xml = XmlWriter::new("ListAllMyBucketsResult");
+        xml.open("Buckets").open("Bucket").element("Name", "a<b&c");
+        let text = xml.finish();
+        assert!(text.ends_with(
+            "<Buckets><Bucket><Name>a&lt;b&amp;c</Name></Bucket></Buckets></ListAllMyBucketsResult>"
+        ));
+    }
+
+    #[test]
+    fn request_bodies_parse() {
+        let delete: DeleteRequest = parse(
+            br#"<Delete xmlns="http://s3.amazonaws.com/doc/2006-03-01/"><Object><Key>a b</Key></Object><Object><Key>c&amp;d</Key><VersionId>null</VersionId></Object><Quiet>true</Quiet></Delete>"#,
+        )
+        .unwrap();
+        assert!(delete.quiet);
+        assert_eq!(delete.objects.len(), 2);
+        assert_eq!(delete.objects[1].key, "c&d");
+
+        let complete: CompleteRequest = parse(
+            br#"<CompleteMultipartUpload><Part><ETag>"abc"</ETag><PartNumber>1</PartNumber><ChecksumCRC32>x</ChecksumCRC32></Part></CompleteMultipartUpload>"#,
+        )
+        .unwrap();
+        assert_eq!(complete.parts[0].part_number, 1);
+        assert_eq!(complete.parts[0].etag, "\"abc\"");
+
+        assert!(parse::<DeleteRequest>(b"<Delete><Object><Key>").is_err());
+        assert!(parse::<CompleteRequest>(b"not xml").is_err());
+    }
+}

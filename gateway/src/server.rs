@@ -1,0 +1,135 @@
+//! The composition root: opens the pool and the store, loads credentials, and
+//! serves HTTP until the process is stopped.
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use strata_auth::SigV4Config;
+use strata_pool::{LocalPool, LocalPoolConfig};
+use strata_store::{Store, StoreConfig};
+use tokio::net::TcpListener;
+
+use crate::config::Config;
+use crate::credentials::{self, RootKeys};
+use crate::s3::S3Door;
+
+pub async fn run(config: Config) -> anyhow::Result<()> {
+    let addr = config.listen_addr()?;
+    std::fs::create_dir_all(&config.data)
+        .with_context(|| format!("creating data directory {}", config.data.display()))?;
+    let pool = LocalPool::open(LocalPoolConfig {
+        dir: config.data.join("pool"),
+    })
+    .context("opening the extent pool")?;
+    let mut store_config = StoreConfig::new(config.data.join("meta"));
+    store_config.max_object_size = config.limits.max_object_size;
+    let store = Store::open(store_config, Arc::new(pool)).context("opening the metadata store")?;
+
+    let root = credentials::load_or_create(&config.data)?;
+    if let RootKeys::Generated(credential) = &root {
+        println!(
+            "created root account {}: access key {} secret key {} (stored in {}, shown only once)",
+            credential.account,
+            credential.access_key,
+            credential.secret_key,
+            config.data.display()
+        );
+    }
+    let credential = root.credential().clone();
+    let credentials = HashMap::from([(credential.access_key.clone(), credential)]);
+
+    let door = Arc::new(S3Door {
+        store,
+        credentials,
+        sigv4: SigV4Config::new(config.region.clone()),
+        region: config.region.clone(),
+        s3_domain: config.s3_domain.clone(),
+        limits: config.limits.clone(),
+    });
+
+    let listener = TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("binding {addr}"))?;
+    let local = listener.local_addr()?;
+    // Tests and scripts wait for this line; keep its shape.
+    println!("listening on http://{local}");
+    tracing::info!(%local, data = %config.data.display(), "strata serving");
+
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(Duration::from_secs(30))
+        .max_buf_size(config.limits.max_header_bytes)
+        .keep_alive(true);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(config.limits.max_header_bytes as u32);
+    let builder = Arc::new(builder);
+
+    let shutdown = shutdown_signal();
+    tokio::pin!(shutdown);
+    loop {
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(err) => {
+                    // Out of file descriptors and the like: back off, keep serving.
+                    tracing::warn!(error = %err, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => {
+                tracing::info!("shutting down");
+                return Ok(());
+            }
+        };
+        // Small responses must not wait for a delayed ACK (Nagle).
+        if let Err(err) = stream.set_nodelay(true) {
+            tracing::debug!(error = %err, "could not set TCP_NODELAY");
+        }
+        let door = door.clone();
+        let builder = builder.clone();
+        tokio::spawn(async move {
+            let service = hyper::service::service_fn(move |request: hyper::Request<Incoming>| {
+                let door = door.clone();
+                async move { Ok::<_, Infallible>(door.handle(request).await) }
+            });
+            if let Err(err) = builder
+                .serve_connection(TokioIo::new(stream), service)
+                .await
+            {
+                tracing::debug!(%peer, error = %err, "connection ended with an error");
+            }
+        });
+    }
+}
+
+async fn shutdown_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut terminate =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(signal) => signal,
+                Err(_) => {
+                    let _ = interrupt.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = interrupt => {}
+            _ = terminate.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = interrupt.await;
+}

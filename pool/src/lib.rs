@@ -101,4 +101,9 @@ pub trait Pool: Send + Sync + 'static {
     /// Removes an extent. Removing a missing extent is not an error: deletes are
     /// retried after crashes and must be idempotent.
     async fn delete_extent(&self, id: ExtentId) -> Result<()>;
+
+    /// Every extent the pool holds that was written before `older_than`. The
+    /// store uses it to find extents no record refers to (a crash between
+    /// staging a body and committing it leaves such extents behind).
+    async fn list_extents(&self, older_than: std::time::SystemTime) -> Result<Vec<ExtentId>>;
 }

@@ -136,6 +136,30 @@ impl Pool for LocalPool {
         .await
     }
 
+    async fn list_extents(&self, older_than: std::time::SystemTime) -> Result<Vec<ExtentId>> {
+        let extents_dir = self.inner.extents_dir.clone();
+        blocking(move || {
+            let mut found = Vec::new();
+            for fan_out in fs::read_dir(&extents_dir)? {
+                let fan_out = fan_out?;
+                if !fan_out.file_type()?.is_dir() {
+                    continue;
+                }
+                for entry in fs::read_dir(fan_out.path())? {
+                    let entry = entry?;
+                    let Some(id) = entry.file_name().to_str().and_then(ExtentId::from_hex) else {
+                        continue;
+                    };
+                    if entry.metadata()?.modified()? < older_than {
+                        found.push(id);
+                    }
+                }
+            }
+            Ok(found)
+        })
+        .await
+    }
+
     async fn delete_extent(&self, id: ExtentId) -> Result<()> {
         let path = self.path_of(id);
         blocking(move || match fs::remove_file(&path) {
@@ -156,6 +180,17 @@ mod tests {
             dir: dir.to_path_buf(),
         })
         .unwrap()
+    }
+
+    #[tokio::test]
+    async fn listing_finds_old_extents_only() {
+        let tmp = tempfile::tempdir().unwrap();
+        let pool = open(tmp.path());
+        let id = pool.write_extent(Bytes::from_static(b"x")).await.unwrap();
+        let later = std::time::SystemTime::now() + std::time::Duration::from_secs(1);
+        assert_eq!(pool.list_extents(later).await.unwrap(), vec![id]);
+        let earlier = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
+        assert!(pool.list_extents(earlier).await.unwrap().is_empty());
     }
 
     #[tokio::test]

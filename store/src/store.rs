@@ -40,6 +40,9 @@ pub struct StoreConfig {
     pub gc_grace: Duration,
     /// How many change-feed events are kept for followers that fall behind.
     pub feed_retention: u64,
+    /// Extents older than this that no record refers to are deleted. It must
+    /// exceed the longest time a body can take to upload.
+    pub orphan_age: Duration,
 }
 
 impl StoreConfig {
@@ -52,6 +55,7 @@ impl StoreConfig {
             inline_max: 16 * 1024,
             gc_grace: Duration::from_secs(600),
             feed_retention: 1_000_000,
+            orphan_age: Duration::from_secs(24 * 3600),
         }
     }
 }
@@ -84,6 +88,9 @@ impl PutConditions {
         Ok(())
     }
 }
+
+/// How often the background task looks for orphaned extents.
+const ORPHAN_SWEEP_INTERVAL: Duration = Duration::from_secs(6 * 3600);
 
 /// Number of lock stripes serialising commits to the same key.
 const KEY_LOCK_STRIPES: usize = 256;
@@ -386,10 +393,20 @@ impl Store {
         runtime.spawn(async move {
             let mut ticker = tokio::time::interval(Duration::from_secs(5));
             ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let mut last_sweep: Option<std::time::Instant> = None;
             loop {
                 ticker.tick().await;
                 let Some(inner) = weak.upgrade() else { return };
                 let store = Store { inner };
+                if last_sweep.is_none_or(|at| at.elapsed() > ORPHAN_SWEEP_INTERVAL) {
+                    last_sweep = Some(std::time::Instant::now());
+                    let older_than = std::time::SystemTime::now() - store.inner.config.orphan_age;
+                    match store.sweep_orphans(older_than).await {
+                        Ok(0) => {}
+                        Ok(n_swept) => tracing::info!(n_swept, "deleted orphaned extents"),
+                        Err(err) => tracing::warn!(error = %err, "orphan sweep failed"),
+                    }
+                }
                 if let Err(err) = store.collect_garbage(now_ms() as u64).await {
                     tracing::warn!(error = %err, "extent garbage collection failed");
                 }
@@ -450,6 +467,28 @@ impl Store {
         Ok(n_done)
     }
 
+    /// Deletes extents written before `older_than` that no object, part or
+    /// pending deletion refers to: what a crash between staging and commit
+    /// leaves behind.
+    pub async fn sweep_orphans(&self, older_than: std::time::SystemTime) -> Result<usize> {
+        // List before collecting references: an extent committed in between is
+        // then seen as referenced, never swept.
+        let candidates = self.inner.pool.list_extents(older_than).await?;
+        if candidates.is_empty() {
+            return Ok(0);
+        }
+        let referenced = self.blocking(|inner| inner.referenced_extents()).await?;
+        let mut n_swept = 0;
+        for id in candidates {
+            if referenced.contains(&id) {
+                continue;
+            }
+            self.inner.pool.delete_extent(id).await?;
+            n_swept += 1;
+        }
+        Ok(n_swept)
+    }
+
     async fn trim_feed(&self) -> Result<()> {
         self.blocking(|inner| {
             let next = inner.next_feed_seq.load(Ordering::SeqCst);
@@ -468,6 +507,39 @@ impl Store {
 }
 
 impl Inner {
+    fn referenced_extents(&self) -> Result<std::collections::HashSet<ExtentId>> {
+        let mut referenced = std::collections::HashSet::new();
+        for item in self
+            .db
+            .iterator_cf(cf(&self.db, CF_OBJECTS)?, IteratorMode::Start)
+        {
+            let (_, value) = item?;
+            let info: ObjectInfo = records::decode(&value)?;
+            referenced.extend(info.extents.iter().map(|extent| extent.id));
+        }
+        for item in self
+            .db
+            .iterator_cf(cf(&self.db, keys::CF_PARTS)?, IteratorMode::Start)
+        {
+            let (_, value) = item?;
+            let part: crate::multipart::PartInfo = records::decode(&value)?;
+            referenced.extend(part.extents.iter().map(|extent| extent.id));
+        }
+        for item in self
+            .db
+            .iterator_cf(cf(&self.db, CF_GC)?, IteratorMode::Start)
+        {
+            let (key, _) = item?;
+            if let Some(id) = key
+                .get(8..24)
+                .and_then(|raw| <[u8; 16]>::try_from(raw).ok())
+            {
+                referenced.insert(ExtentId(id));
+            }
+        }
+        Ok(referenced)
+    }
+
     pub(crate) fn bucket_info(&self, name: &str) -> Result<BucketInfo> {
         let buckets = cf(&self.db, CF_BUCKETS)?;
         match self.db.get_cf(buckets, name.as_bytes())? {

@@ -119,6 +119,30 @@ async fn objects_survive_reopen_and_ranges_read_back() {
 }
 
 #[tokio::test]
+async fn orphaned_extents_are_swept_and_referenced_ones_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    store.create_bucket("a", "b", "r").await.unwrap();
+    let body: Vec<u8> = (0..100_000u32).map(|n| n as u8).collect();
+    put(&store, "b", "kept", &body).await.unwrap();
+    // A crash after staging and before commit leaves the extents of a body that
+    // no record names; forgetting the staged body reproduces that.
+    let staged = store
+        .stage(
+            stream::iter([Ok::<_, std::io::Error>(Bytes::from(body.clone()))]),
+            &options(),
+        )
+        .await
+        .ok()
+        .unwrap();
+    std::mem::forget(staged);
+    let later = std::time::SystemTime::now() + std::time::Duration::from_secs(1);
+    assert_eq!(store.sweep_orphans(later).await.unwrap(), 1);
+    assert_eq!(store.sweep_orphans(later).await.unwrap(), 0);
+    assert_eq!(get(&store, "b", "kept").await.unwrap(), body);
+}
+
+#[tokio::test]
 async fn bucket_rules() {
     let dir = tempfile::tempdir().unwrap();
     let store = open(dir.path());

@@ -195,10 +195,10 @@ impl Store {
             inner.commit_object(&upload.bucket, &upload.key, &conditions, |inner, batch| {
                 inner.upload_info(&upload.bucket, &upload.key, &upload.upload_id)?;
                 let stored = inner.parts_of(&upload.upload_id)?;
-                let mut md5_of_md5s = Md5::new();
-                let mut extents = Vec::new();
-                let mut part_sizes = Vec::new();
-                for (idx, wanted) in chosen.iter().enumerate() {
+                // Every named part must exist with its ETag before sizes are judged:
+                // AWS answers InvalidPart ahead of EntityTooSmall.
+                let mut resolved = Vec::with_capacity(chosen.len());
+                for wanted in &chosen {
                     let part = stored
                         .iter()
                         .find(|part| part.part_number == wanted.part_number)
@@ -214,7 +214,13 @@ impl Store {
                             "ETag does not match the uploaded part".into(),
                         ));
                     }
-                    if idx + 1 < chosen.len() && part.size < min_part_size {
+                    resolved.push(part);
+                }
+                let mut md5_of_md5s = Md5::new();
+                let mut extents = Vec::new();
+                let mut part_sizes = Vec::new();
+                for (idx, part) in resolved.iter().enumerate() {
+                    if idx + 1 < resolved.len() && part.size < min_part_size {
                         return Err(StoreError::PartTooSmall {
                             part_number: part.part_number,
                             size: part.size,

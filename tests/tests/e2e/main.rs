@@ -1,0 +1,18 @@
+//! The end-to-end suite: every test starts its own `strata serve` (see
+//! `strata_tests::Server`) and drives it with a real client. Tests are
+//! independent processes under nextest and threads under `cargo test`; each
+//! one uses its own server, data directory and bucket names.
+//!
+//! Modules follow the client: `aws_s3api` and `aws_s3` (aws CLI), `multipart`
+//! (aws CLI s3api, multipart uploads), `boto3` (scripts in `tests/py/`),
+//! `s3cmd`, `rclone`, `raw_http` (curl and raw sockets: authentication and
+//! malformed requests), `crash` (SIGKILL during concurrent writes).
+
+mod aws_s3;
+mod aws_s3api;
+mod boto3;
+mod crash;
+mod multipart;
+mod raw_http;
+mod rclone;
+mod s3cmd;

@@ -88,6 +88,26 @@ impl AmzDateTime {
         })
     }
 
+    /// Parses exactly the extended form `YYYY-MM-DDTHH:MM:SSZ` (Swift's
+    /// `temp_url_expires`), with the same rules as [`AmzDateTime::parse`].
+    pub(crate) fn parse_extended(text: &str) -> Option<Self> {
+        let bytes = text.as_bytes();
+        if bytes.len() != 20
+            || bytes[4] != b'-'
+            || bytes[7] != b'-'
+            || bytes[13] != b':'
+            || bytes[16] != b':'
+        {
+            return None;
+        }
+        let basic: String = text.chars().filter(|c| *c != '-' && *c != ':').collect();
+        Self::parse(&basic)
+    }
+
+    pub(crate) fn unix_seconds(&self) -> u64 {
+        self.unix_seconds
+    }
+
     pub(crate) fn system_time(&self) -> SystemTime {
         UNIX_EPOCH + Duration::from_secs(self.unix_seconds)
     }

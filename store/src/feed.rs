@@ -8,8 +8,14 @@ use serde::{Deserialize, Serialize};
 pub enum ChangeKind {
     BucketCreated,
     BucketDeleted,
+    /// The bucket's settings (ACLs, metadata) changed.
+    BucketUpdated,
     ObjectPut,
     ObjectDeleted,
+    /// A catalog record was written; `bucket` is its namespace, `key` its key.
+    CatalogPut,
+    /// A catalog record was deleted; `bucket` is its namespace, `key` its key.
+    CatalogDeleted,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -17,6 +23,7 @@ pub struct ChangeEvent {
     /// Position in the feed, strictly increasing.
     pub seq: u64,
     pub kind: ChangeKind,
+    /// The bucket changed, or the namespace of a catalog record.
     pub bucket: String,
     #[serde(default)]
     pub key: Option<String>,

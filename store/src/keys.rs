@@ -10,7 +10,11 @@ pub const CF_UPLOADS: &str = "uploads";
 pub const CF_PARTS: &str = "parts";
 pub const CF_FEED: &str = "feed";
 pub const CF_GC: &str = "gc";
-pub const ALL_CFS: [&str; 6] = [CF_BUCKETS, CF_OBJECTS, CF_UPLOADS, CF_PARTS, CF_FEED, CF_GC];
+/// `namespace NUL key` → opaque cluster metadata record.
+pub const CF_CATALOG: &str = "catalog";
+pub const ALL_CFS: [&str; 7] = [
+    CF_BUCKETS, CF_OBJECTS, CF_UPLOADS, CF_PARTS, CF_FEED, CF_GC, CF_CATALOG,
+];
 
 const SEP: u8 = 0;
 

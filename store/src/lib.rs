@@ -9,7 +9,10 @@
 //!
 //! Principal types: [`Store`] (open it over a [`strata_pool::Pool`]), [`StagedBody`]
 //! (bytes written to the pool but not yet visible), [`ObjectInfo`], [`ListQuery`] /
-//! [`ListPage`], [`ChangeEvent`].
+//! [`ListPage`], [`ChangeEvent`]. Beside the objects, the catalog
+//! ([`Store::catalog_update`]) keeps cluster metadata records whose types belong
+//! to the layers above (accounts, users, domains), with the same durability and
+//! the same change feed.
 //!
 //! Key decision: a write is two-phase. [`Store::stage`] streams a body into pool
 //! extents (bounded memory: at most two extents in flight) while hashing it; only
@@ -23,6 +26,7 @@
 //! Depends on `strata-pool` only; must not depend on the gateway, auth or any
 //! protocol crate.
 
+mod catalog;
 mod checksum;
 mod error;
 mod feed;
@@ -34,6 +38,7 @@ mod records;
 mod store;
 mod write;
 
+pub use catalog::CatalogWrite;
 pub use checksum::{BodyHasher, ChecksumAlgorithm, Digests};
 pub use error::{Result, StoreError};
 pub use feed::{ChangeEvent, ChangeKind};

@@ -21,6 +21,10 @@ pub struct BucketInfo {
     /// Creation time, milliseconds since the Unix epoch.
     pub created_ms: i64,
     pub region: String,
+    /// Settings the doors keep on the bucket (Swift container metadata and
+    /// ACLs, S3 canned ACL …), by name; opaque to the store.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub attrs: BTreeMap<String, String>,
 }
 
 /// Content type and the metadata a client attached to an object.

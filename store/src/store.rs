@@ -103,6 +103,8 @@ pub(crate) struct Inner {
     /// exclusively, so no object lands in a bucket while it is being deleted.
     pub(crate) bucket_lock: RwLock<()>,
     key_locks: Vec<Mutex<()>>,
+    /// Serialises read-modify-write updates of catalog records.
+    pub(crate) catalog_lock: Mutex<()>,
     next_feed_seq: AtomicU64,
     feed_tx: broadcast::Sender<ChangeEvent>,
 }
@@ -142,6 +144,7 @@ impl Store {
                 config,
                 bucket_lock: RwLock::new(()),
                 key_locks: (0..KEY_LOCK_STRIPES).map(|_| Mutex::new(())).collect(),
+                catalog_lock: Mutex::new(()),
                 next_feed_seq: AtomicU64::new(next_feed_seq),
                 feed_tx,
             }),
@@ -187,12 +190,26 @@ impl Store {
         name: &str,
         region: &str,
     ) -> Result<BucketInfo> {
+        self.create_bucket_with(account, name, region, Default::default())
+            .await
+    }
+
+    /// Creates a bucket with its door settings in place from the start, so
+    /// that no reader sees it without them (a Swift container PUT with ACLs).
+    pub async fn create_bucket_with(
+        &self,
+        account: &str,
+        name: &str,
+        region: &str,
+        attrs: std::collections::BTreeMap<String, String>,
+    ) -> Result<BucketInfo> {
         validate_bucket_name(name)?;
         let info = BucketInfo {
             name: name.to_owned(),
             account: account.to_owned(),
             created_ms: now_ms(),
             region: region.to_owned(),
+            attrs,
         };
         self.blocking(move |inner| {
             let _exclusive = inner.bucket_lock.write();
@@ -214,6 +231,37 @@ impl Store {
                 None,
                 None,
             )?;
+            inner.commit(batch)?;
+            inner.publish(event);
+            Ok(info)
+        })
+        .await
+    }
+
+    /// Changes a bucket's settings with `change`, durably, and announces it
+    /// (`ChangeKind::BucketUpdated`): ACL changes must reach every edge.
+    pub async fn update_bucket<F>(&self, name: &str, change: F) -> Result<BucketInfo>
+    where
+        F: FnOnce(&mut BucketInfo) -> Result<()> + Send + 'static,
+    {
+        let name = name.to_owned();
+        self.blocking(move |inner| {
+            let _exclusive = inner.bucket_lock.write();
+            let mut info = inner.bucket_info(&name)?;
+            let (owner, created_ms) = (info.account.clone(), info.created_ms);
+            change(&mut info)?;
+            // Identity is not the caller's to change.
+            info.name = name.clone();
+            info.account = owner;
+            info.created_ms = created_ms;
+            let mut batch = WriteBatch::default();
+            batch.put_cf(
+                cf(&inner.db, CF_BUCKETS)?,
+                name.as_bytes(),
+                records::encode(&info)?,
+            );
+            let event =
+                inner.feed_event(&mut batch, ChangeKind::BucketUpdated, &name, None, None)?;
             inner.commit(batch)?;
             inner.publish(event);
             Ok(info)

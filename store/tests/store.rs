@@ -10,8 +10,8 @@ use futures::{StreamExt, stream};
 use proptest::prelude::*;
 use strata_pool::{LocalPool, LocalPoolConfig};
 use strata_store::{
-    CompletedPart, ListEntry, ListQuery, ObjectMeta, PutConditions, StageOptions, Store,
-    StoreConfig, StoreError,
+    CatalogWrite, ChangeKind, CompletedPart, ListEntry, ListQuery, ObjectMeta, PutConditions,
+    StageOptions, Store, StoreConfig, StoreError,
 };
 
 fn open(dir: &std::path::Path) -> Store {
@@ -140,6 +140,130 @@ async fn orphaned_extents_are_swept_and_referenced_ones_kept() {
     assert_eq!(store.sweep_orphans(later).await.unwrap(), 1);
     assert_eq!(store.sweep_orphans(later).await.unwrap(), 0);
     assert_eq!(get(&store, "b", "kept").await.unwrap(), body);
+}
+
+#[tokio::test]
+async fn catalog_records_are_durable_and_announced() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let mut feed = store.subscribe();
+    store
+        .catalog_put("users", "acme:ann", b"v1".to_vec())
+        .await
+        .unwrap();
+    store
+        .catalog_put("users", "acme:bob", b"v1".to_vec())
+        .await
+        .unwrap();
+    store
+        .catalog_put("domains", "st.example.com", b"d".to_vec())
+        .await
+        .unwrap();
+    // Only the update that wins the compare writes.
+    let created = store
+        .catalog_update("users", "acme:ann", |current| {
+            Ok(match current {
+                Some(_) => (CatalogWrite::Keep, false),
+                None => (CatalogWrite::Put(b"v2".to_vec()), true),
+            })
+        })
+        .await
+        .unwrap();
+    assert!(!created);
+    assert!(store.catalog_delete("users", "acme:bob").await.unwrap());
+    assert!(!store.catalog_delete("users", "acme:bob").await.unwrap());
+    let kinds: Vec<_> = (0..4)
+        .map(|_| {
+            let event = feed.try_recv().unwrap();
+            (event.kind, event.bucket, event.key.unwrap())
+        })
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            (
+                ChangeKind::CatalogPut,
+                "users".to_owned(),
+                "acme:ann".to_owned()
+            ),
+            (
+                ChangeKind::CatalogPut,
+                "users".to_owned(),
+                "acme:bob".to_owned()
+            ),
+            (
+                ChangeKind::CatalogPut,
+                "domains".to_owned(),
+                "st.example.com".to_owned()
+            ),
+            (
+                ChangeKind::CatalogDeleted,
+                "users".to_owned(),
+                "acme:bob".to_owned()
+            ),
+        ]
+    );
+    assert!(
+        feed.try_recv().is_err(),
+        "a Keep or a no-op delete made an event"
+    );
+    drop(store);
+
+    let store = reopen(dir.path()).await;
+    assert_eq!(
+        store.catalog_list("users").await.unwrap(),
+        [("acme:ann".to_owned(), b"v1".to_vec())]
+    );
+    assert_eq!(
+        store
+            .catalog_get("domains", "st.example.com")
+            .await
+            .unwrap(),
+        Some(b"d".to_vec())
+    );
+    assert_eq!(store.catalog_get("domains", "other").await.unwrap(), None);
+    assert!(store.catalog_put("", "k", Vec::new()).await.is_err());
+    assert!(store.catalog_put("users", "", Vec::new()).await.is_err());
+}
+
+#[tokio::test]
+async fn bucket_settings_change_durably_and_keep_the_owner() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let attrs = BTreeMap::from([("swift-read".to_owned(), ".r:*".to_owned())]);
+    store
+        .create_bucket_with("acme", "site", "r", attrs.clone())
+        .await
+        .unwrap();
+    assert_eq!(store.bucket("site").await.unwrap().attrs, attrs);
+    let mut feed = store.subscribe();
+    let updated = store
+        .update_bucket("site", |info| {
+            info.attrs.remove("swift-read");
+            info.attrs.insert("meta-color".into(), "blue".into());
+            info.account = "thief".into();
+            Ok(())
+        })
+        .await
+        .unwrap();
+    assert_eq!(updated.account, "acme");
+    let event = feed.try_recv().unwrap();
+    assert_eq!(
+        (event.kind, event.bucket.as_str()),
+        (ChangeKind::BucketUpdated, "site")
+    );
+    assert!(matches!(
+        store.update_bucket("missing", |_| Ok(())).await,
+        Err(StoreError::NoSuchBucket)
+    ));
+    drop(store);
+    let store = reopen(dir.path()).await;
+    let info = store.bucket("site").await.unwrap();
+    assert_eq!(info.account, "acme");
+    assert_eq!(
+        info.attrs,
+        BTreeMap::from([("meta-color".to_owned(), "blue".to_owned())])
+    );
 }
 
 #[tokio::test]

@@ -19,6 +19,11 @@ pub struct Config {
     pub region: String,
     /// Root domain for virtual-hosted–style S3 requests.
     pub s3_domain: Option<String>,
+    /// Base of the storage URLs the token endpoint hands out
+    /// (`https://storage.example.com`); from the request's Host when unset.
+    pub public_url: Option<String>,
+    /// How long Swift tokens are valid, in seconds.
+    pub token_lifetime_secs: u64,
     pub limits: Limits,
 }
 
@@ -55,6 +60,8 @@ impl Default for Config {
             data: PathBuf::from("strata-data"),
             region: "us-east-1".to_owned(),
             s3_domain: None,
+            public_url: None,
+            token_lifetime_secs: 24 * 3600,
             limits: Limits::default(),
         }
     }
@@ -121,6 +128,14 @@ impl Config {
             if domain.is_empty() {
                 self.s3_domain = None;
             }
+        }
+        if self.token_lifetime_secs == 0 {
+            bail!("token_lifetime_secs must be positive");
+        }
+        if let Some(url) = &self.public_url
+            && !(url.starts_with("http://") || url.starts_with("https://"))
+        {
+            bail!("public_url {url:?} must start with http:// or https://");
         }
         if self.limits.max_header_bytes < 8192 {
             bail!("limits.max_header_bytes must be at least 8192");

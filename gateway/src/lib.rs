@@ -16,5 +16,7 @@
 pub mod cli;
 pub mod config;
 mod credentials;
+pub mod directory;
 pub mod s3;
 pub mod server;
+pub mod token_door;

@@ -1,7 +1,6 @@
 //! The composition root: opens the pool and the store, loads credentials, and
 //! serves HTTP until the process is stopped.
 
-use std::collections::HashMap;
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,7 +16,9 @@ use tokio::net::TcpListener;
 
 use crate::config::Config;
 use crate::credentials::{self, RootKeys};
-use crate::s3::S3Door;
+use crate::directory::Directory;
+use crate::s3::{Response, S3Door};
+use crate::token_door::TokenDoor;
 
 pub async fn run(config: Config) -> anyhow::Result<()> {
     let addr = config.listen_addr()?;
@@ -41,16 +42,24 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             config.data.display()
         );
     }
-    let credential = root.credential().clone();
-    let credentials = HashMap::from([(credential.access_key.clone(), credential)]);
+    let directory = Directory::open(store.clone(), root.credential())
+        .await
+        .context("loading accounts and users")?;
 
-    let door = Arc::new(S3Door {
-        store,
-        credentials,
-        sigv4: SigV4Config::new(config.region.clone()),
-        region: config.region.clone(),
-        s3_domain: config.s3_domain.clone(),
-        limits: config.limits.clone(),
+    let doors = Arc::new(Doors {
+        tokens: TokenDoor {
+            directory: directory.clone(),
+            token_lifetime_secs: config.token_lifetime_secs,
+            public_url: config.public_url.clone(),
+        },
+        s3: S3Door {
+            store,
+            credentials: directory,
+            sigv4: SigV4Config::new(config.region.clone()),
+            region: config.region.clone(),
+            s3_domain: config.s3_domain.clone(),
+            limits: config.limits.clone(),
+        },
     });
 
     let listener = TcpListener::bind(addr)
@@ -96,12 +105,12 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         if let Err(err) = stream.set_nodelay(true) {
             tracing::debug!(error = %err, "could not set TCP_NODELAY");
         }
-        let door = door.clone();
+        let doors = doors.clone();
         let builder = builder.clone();
         tokio::spawn(async move {
             let service = hyper::service::service_fn(move |request: hyper::Request<Incoming>| {
-                let door = door.clone();
-                async move { Ok::<_, Infallible>(door.handle(request).await) }
+                let doors = doors.clone();
+                async move { Ok::<_, Infallible>(doors.handle(request).await) }
             });
             if let Err(err) = builder
                 .serve_connection(TokioIo::new(stream), service)
@@ -110,6 +119,24 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
                 tracing::debug!(%peer, error = %err, "connection ended with an error");
             }
         });
+    }
+}
+
+/// Every door of this gateway; a request goes to exactly one.
+struct Doors {
+    tokens: TokenDoor,
+    s3: S3Door,
+}
+
+impl Doors {
+    async fn handle(&self, request: hyper::Request<Incoming>) -> Response {
+        if TokenDoor::serves(request.uri().path()) {
+            let trans_id = format!("tx{}", hex::encode(rand::random::<[u8; 12]>()));
+            return self
+                .tokens
+                .handle(request.method(), request.headers(), &trans_id);
+        }
+        self.s3.handle(request).await
     }
 }
 

@@ -46,5 +46,5 @@ pub use list::{ListEntry, ListPage, ListQuery, UploadListPage, UploadListQuery};
 pub use multipart::{CompletedPart, PartInfo, UploadInfo};
 pub use read::ObjectReader;
 pub use records::{BucketInfo, ObjectInfo, ObjectMeta};
-pub use store::{PutConditions, Store, StoreConfig, validate_key};
+pub use store::{PutConditions, Store, StoreConfig, WeakStore, validate_key};
 pub use write::{StageError, StageOptions, StagedBody};

@@ -115,7 +115,26 @@ pub struct Store {
     pub(crate) inner: Arc<Inner>,
 }
 
+/// A handle that does not keep the store open: for tasks that follow the
+/// store but must not outlive it.
+#[derive(Clone)]
+pub struct WeakStore {
+    inner: std::sync::Weak<Inner>,
+}
+
+impl WeakStore {
+    pub fn upgrade(&self) -> Option<Store> {
+        self.inner.upgrade().map(|inner| Store { inner })
+    }
+}
+
 impl Store {
+    pub fn downgrade(&self) -> WeakStore {
+        WeakStore {
+            inner: Arc::downgrade(&self.inner),
+        }
+    }
+
     /// Opens (creating if needed) the metadata database in `config.dir` and starts
     /// the background tasks on the current tokio runtime.
     pub fn open(config: StoreConfig, pool: Arc<dyn Pool>) -> Result<Store> {

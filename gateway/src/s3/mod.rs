@@ -12,7 +12,6 @@ mod object;
 mod router;
 mod xml;
 
-use std::collections::HashMap;
 use std::time::SystemTime;
 
 use bytes::Bytes;
@@ -20,6 +19,8 @@ use http::{HeaderMap, HeaderValue, Method, StatusCode, Uri};
 use http_body_util::{BodyExt as _, Full, combinators::UnsyncBoxBody};
 use hyper::body::Incoming;
 use strata_auth::{Credential, PayloadMode, SigV4Config, verify_request};
+
+use crate::directory::Directory;
 use strata_store::Store;
 use tracing::Instrument as _;
 
@@ -34,7 +35,8 @@ pub type Response = http::Response<ResponseBody>;
 /// Everything the S3 handlers share.
 pub struct S3Door {
     pub store: Store,
-    pub credentials: HashMap<String, Credential>,
+    /// Where access keys are looked up.
+    pub credentials: Directory,
     pub sigv4: SigV4Config,
     pub region: String,
     pub s3_domain: Option<String>,

@@ -1,0 +1,532 @@
+//! Accounts, users and token signing keys: their records in the store's
+//! catalog, and the in-memory view every request consults.
+//!
+//! The view is loaded whole at start and then follows the change feed, so a
+//! user created, rotated or deleted through any gateway takes effect here
+//! without a restart. Lookups never touch the database.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use parking_lot::RwLock;
+use rand::Rng as _;
+use serde::{Deserialize, Serialize};
+use strata_auth::{
+    Credential, CredentialLookup, Principal, Role, TokenClaims, TokenKey, TokenKeyring, hash_key,
+    key_matches,
+};
+use strata_store::{CatalogWrite, ChangeKind, Store, StoreError};
+use tokio::sync::broadcast::error::RecvError;
+
+const NS_ACCOUNTS: &str = "accounts";
+const NS_USERS: &str = "users";
+const NS_CLUSTER: &str = "cluster";
+const KEYRING_KEY: &str = "token-keyring";
+
+/// An account: owns buckets (Swift containers) and users.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AccountRecord {
+    pub name: String,
+    pub created_ms: i64,
+    /// Account metadata (Swift `X-Account-Meta-*`, TempURL keys), by lower-case name.
+    #[serde(default)]
+    pub meta: BTreeMap<String, String>,
+}
+
+/// One S3 access key pair of a user. The secret is kept as is: SigV4 needs
+/// it to recompute signatures.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct S3KeyRecord {
+    pub access_key: String,
+    pub secret_key: String,
+}
+
+impl std::fmt::Debug for S3KeyRecord {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("S3KeyRecord")
+            .field("access_key", &self.access_key)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A user of an account.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserRecord {
+    pub account: String,
+    pub user: String,
+    pub role: String,
+    /// The Swift key, hashed (`strata_auth::hash_key`).
+    pub swift_key_hash: String,
+    #[serde(default)]
+    pub s3_keys: Vec<S3KeyRecord>,
+    /// Tokens carrying an older generation are refused: bumping it revokes them.
+    #[serde(default)]
+    pub token_generation: u32,
+    pub created_ms: i64,
+}
+
+impl UserRecord {
+    pub fn role(&self) -> Option<Role> {
+        Role::parse(&self.role)
+    }
+
+    fn principal(&self) -> Option<Principal> {
+        Some(Principal {
+            account: self.account.clone(),
+            user: self.user.clone(),
+            role: self.role()?,
+        })
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+struct StoredTokenKey {
+    id: u32,
+    secret: String,
+    #[serde(default)]
+    retires_at: Option<u64>,
+}
+
+#[derive(Default)]
+struct View {
+    accounts: HashMap<String, AccountRecord>,
+    /// By `account:user`.
+    users: HashMap<String, UserRecord>,
+    /// Access key → `account:user`.
+    access_keys: HashMap<String, String>,
+    keyring: TokenKeyring,
+}
+
+impl View {
+    fn index_user(&mut self, record: UserRecord) {
+        let id = user_id(&record.account, &record.user);
+        self.unindex_user(&id);
+        for key in &record.s3_keys {
+            self.access_keys.insert(key.access_key.clone(), id.clone());
+        }
+        self.users.insert(id, record);
+    }
+
+    fn unindex_user(&mut self, id: &str) {
+        if let Some(old) = self.users.remove(id) {
+            for key in old.s3_keys {
+                if self.access_keys.get(&key.access_key).map(String::as_str) == Some(id) {
+                    self.access_keys.remove(&key.access_key);
+                }
+            }
+        }
+    }
+}
+
+/// The accounts and users every door authenticates against.
+#[derive(Clone)]
+pub struct Directory {
+    store: Store,
+    view: Arc<RwLock<View>>,
+}
+
+/// How a token request failed; every case is a 401 on the wire.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Refusal {
+    UnknownUser,
+    WrongKey,
+}
+
+impl Directory {
+    /// Loads the catalog, follows its changes, and makes sure the root account
+    /// `root_account` exists with a reseller-admin user of the same name whose
+    /// Swift key is the root S3 secret and whose S3 key is `root`.
+    pub async fn open(store: Store, root: &Credential) -> anyhow::Result<Directory> {
+        let directory = Directory {
+            store: store.clone(),
+            view: Arc::new(RwLock::new(View::default())),
+        };
+        // Subscribe before loading, so no change falls between the two.
+        let changes = store.subscribe();
+        directory.reload().await?;
+        directory.ensure_root(root).await?;
+        directory.ensure_keyring().await?;
+        directory.reload().await?;
+        directory.follow(changes);
+        Ok(directory)
+    }
+
+    pub fn account(&self, name: &str) -> Option<AccountRecord> {
+        self.view.read().accounts.get(name).cloned()
+    }
+
+    pub fn user(&self, account: &str, user: &str) -> Option<UserRecord> {
+        self.view.read().users.get(&user_id(account, user)).cloned()
+    }
+
+    /// Checks a Swift key and issues a token valid for `lifetime_secs` from `now`.
+    pub fn issue_token(
+        &self,
+        account: &str,
+        user: &str,
+        key: &str,
+        now: u64,
+        lifetime_secs: u64,
+    ) -> Result<(String, TokenClaims), Refusal> {
+        let view = self.view.read();
+        let record = view
+            .users
+            .get(&user_id(account, user))
+            .ok_or(Refusal::UnknownUser)?;
+        if !key_matches(&record.swift_key_hash, key) {
+            return Err(Refusal::WrongKey);
+        }
+        let principal = record.principal().ok_or(Refusal::UnknownUser)?;
+        let claims = TokenClaims {
+            principal,
+            expires_at: now.saturating_add(lifetime_secs),
+            generation: record.token_generation,
+        };
+        let token = view
+            .keyring
+            .issue(&claims)
+            .map_err(|_| Refusal::UnknownUser)?;
+        Ok((token, claims))
+    }
+
+    /// The principal a token stands for, if it verifies, has not expired, and
+    /// its user still exists with the same token generation and role.
+    pub fn verify_token(&self, token: &str, now: u64) -> Option<Principal> {
+        let view = self.view.read();
+        let claims = view.keyring.verify(token, now).ok()?;
+        let record = view
+            .users
+            .get(&user_id(&claims.principal.account, &claims.principal.user))?;
+        (record.token_generation == claims.generation
+            && record.role() == Some(claims.principal.role))
+        .then_some(claims.principal)
+    }
+
+    async fn ensure_root(&self, root: &Credential) -> anyhow::Result<()> {
+        let account = AccountRecord {
+            name: root.account.clone(),
+            created_ms: now_ms(),
+            meta: BTreeMap::new(),
+        };
+        let encoded = serde_json::to_vec(&account)?;
+        self.store
+            .catalog_update(NS_ACCOUNTS, &root.account, move |current| {
+                Ok((
+                    if current.is_some() {
+                        CatalogWrite::Keep
+                    } else {
+                        CatalogWrite::Put(encoded)
+                    },
+                    (),
+                ))
+            })
+            .await?;
+        let root = root.clone();
+        self.store
+            .catalog_update(
+                NS_USERS,
+                &user_id(&root.account, &root.user),
+                move |current| {
+                    let existing: Option<UserRecord> = current
+                        .map(serde_json::from_slice)
+                        .transpose()
+                        .map_err(corrupt)?;
+                    let key = S3KeyRecord {
+                        access_key: root.access_key.clone(),
+                        secret_key: root.secret_key.clone(),
+                    };
+                    let up_to_date = existing.as_ref().is_some_and(|user| {
+                        user.s3_keys == [key.clone()]
+                            && key_matches(&user.swift_key_hash, &root.secret_key)
+                    });
+                    if up_to_date {
+                        return Ok((CatalogWrite::Keep, ()));
+                    }
+                    // The root keys come from the environment or the credentials
+                    // file at every start; the record follows them.
+                    let record = UserRecord {
+                        account: root.account.clone(),
+                        user: root.user.clone(),
+                        role: Role::ResellerAdmin.as_str().to_owned(),
+                        swift_key_hash: hash_key(&root.secret_key, &rand::random()),
+                        s3_keys: vec![key],
+                        token_generation: existing.as_ref().map_or(0, |user| user.token_generation),
+                        created_ms: existing
+                            .as_ref()
+                            .map_or_else(now_ms, |user| user.created_ms),
+                    };
+                    let encoded = serde_json::to_vec(&record).map_err(corrupt)?;
+                    Ok((CatalogWrite::Put(encoded), ()))
+                },
+            )
+            .await?;
+        Ok(())
+    }
+
+    async fn ensure_keyring(&self) -> anyhow::Result<()> {
+        self.store
+            .catalog_update(NS_CLUSTER, KEYRING_KEY, |current| {
+                if current.is_some() {
+                    return Ok((CatalogWrite::Keep, ()));
+                }
+                let mut secret = [0u8; 32];
+                rand::rng().fill(&mut secret);
+                let keys = vec![StoredTokenKey {
+                    id: 1,
+                    secret: hex::encode(secret),
+                    retires_at: None,
+                }];
+                let encoded = serde_json::to_vec(&keys).map_err(corrupt)?;
+                Ok((CatalogWrite::Put(encoded), ()))
+            })
+            .await
+            .context("creating the token signing key")
+    }
+
+    async fn reload(&self) -> anyhow::Result<()> {
+        let mut view = View::default();
+        for (name, value) in self.store.catalog_list(NS_ACCOUNTS).await? {
+            let record: AccountRecord =
+                serde_json::from_slice(&value).with_context(|| format!("account record {name}"))?;
+            view.accounts.insert(name, record);
+        }
+        for (id, value) in self.store.catalog_list(NS_USERS).await? {
+            let record: UserRecord =
+                serde_json::from_slice(&value).with_context(|| format!("user record {id}"))?;
+            view.index_user(record);
+        }
+        if let Some(value) = self.store.catalog_get(NS_CLUSTER, KEYRING_KEY).await? {
+            view.keyring = decode_keyring(&value)?;
+        }
+        *self.view.write() = view;
+        Ok(())
+    }
+
+    async fn refresh(&self, namespace: &str, key: &str) -> anyhow::Result<()> {
+        let value = self.store.catalog_get(namespace, key).await?;
+        let mut view = self.view.write();
+        match (namespace, value) {
+            (NS_ACCOUNTS, Some(value)) => {
+                view.accounts
+                    .insert(key.to_owned(), serde_json::from_slice(&value)?);
+            }
+            (NS_ACCOUNTS, None) => {
+                view.accounts.remove(key);
+            }
+            (NS_USERS, Some(value)) => view.index_user(serde_json::from_slice(&value)?),
+            (NS_USERS, None) => view.unindex_user(key),
+            (NS_CLUSTER, Some(value)) if key == KEYRING_KEY => {
+                view.keyring = decode_keyring(&value)?;
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// Applies catalog changes as they happen. The task holds the store only
+    /// weakly: it ends when the store closes, and never keeps it open.
+    fn follow(&self, mut changes: tokio::sync::broadcast::Receiver<strata_store::ChangeEvent>) {
+        let store = self.store.downgrade();
+        let view = Arc::downgrade(&self.view);
+        tokio::spawn(async move {
+            loop {
+                let received = changes.recv().await;
+                let (Some(store), Some(view)) = (store.upgrade(), view.upgrade()) else {
+                    return;
+                };
+                let directory = Directory { store, view };
+                let outcome = match received {
+                    Ok(event) => match (event.kind, event.key.as_deref()) {
+                        (ChangeKind::CatalogPut | ChangeKind::CatalogDeleted, Some(key)) => {
+                            directory.refresh(&event.bucket, key).await
+                        }
+                        _ => Ok(()),
+                    },
+                    // Missed events: read everything again.
+                    Err(RecvError::Lagged(_)) => directory.reload().await,
+                    Err(RecvError::Closed) => return,
+                };
+                if let Err(err) = outcome {
+                    tracing::error!(error = %err, "could not refresh accounts and users");
+                }
+            }
+        });
+    }
+}
+
+impl CredentialLookup for Directory {
+    fn lookup(&self, access_key: &str) -> Option<Credential> {
+        let view = self.view.read();
+        let id = view.access_keys.get(access_key)?;
+        let record = view.users.get(id)?;
+        let key = record
+            .s3_keys
+            .iter()
+            .find(|key| key.access_key == access_key)?;
+        Some(Credential {
+            access_key: key.access_key.clone(),
+            secret_key: key.secret_key.clone(),
+            account: record.account.clone(),
+            user: record.user.clone(),
+        })
+    }
+}
+
+fn decode_keyring(value: &[u8]) -> anyhow::Result<TokenKeyring> {
+    let stored: Vec<StoredTokenKey> =
+        serde_json::from_slice(value).context("token keyring record")?;
+    let keys = stored
+        .into_iter()
+        .map(|key| {
+            let mut secret = [0u8; 32];
+            hex::decode_to_slice(&key.secret, &mut secret)
+                .context("token key is not 32 bytes of hex")?;
+            Ok(TokenKey {
+                id: key.id,
+                secret,
+                retires_at: key.retires_at,
+            })
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    Ok(TokenKeyring::new(keys))
+}
+
+fn corrupt(err: serde_json::Error) -> StoreError {
+    StoreError::Corrupt(format!("catalog record: {err}"))
+}
+
+pub fn user_id(account: &str, user: &str) -> String {
+    format!("{account}:{user}")
+}
+
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|elapsed| elapsed.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use strata_pool::{LocalPool, LocalPoolConfig};
+    use strata_store::StoreConfig;
+
+    fn root() -> Credential {
+        Credential {
+            access_key: "ROOTKEY".into(),
+            secret_key: "root/secret".into(),
+            account: "admin".into(),
+            user: "admin".into(),
+        }
+    }
+
+    async fn open(dir: &std::path::Path, root: &Credential) -> (Store, Directory) {
+        let pool = LocalPool::open(LocalPoolConfig {
+            dir: dir.join("pool"),
+        })
+        .unwrap();
+        let store = Store::open(StoreConfig::new(dir.join("meta")), Arc::new(pool)).unwrap();
+        let directory = Directory::open(store.clone(), root).await.unwrap();
+        (store, directory)
+    }
+
+    /// Waits for the directory to apply a change it follows from the feed.
+    async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
+        for _ in 0..200 {
+            if check() {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        panic!("{what} did not happen");
+    }
+
+    #[tokio::test]
+    async fn root_tokens_and_revocation() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, directory) = open(dir.path(), &root()).await;
+        let found = directory.lookup("ROOTKEY").unwrap();
+        assert_eq!(
+            (found.account.as_str(), found.secret_key.as_str()),
+            ("admin", "root/secret")
+        );
+        assert!(directory.lookup("OTHER").is_none());
+
+        assert_eq!(
+            directory
+                .issue_token("admin", "admin", "wrong", 100, 60)
+                .unwrap_err(),
+            Refusal::WrongKey
+        );
+        let (token, claims) = directory
+            .issue_token("admin", "admin", "root/secret", 100, 60)
+            .unwrap();
+        assert_eq!(claims.principal.role, Role::ResellerAdmin);
+        assert_eq!(
+            directory.verify_token(&token, 159).map(|who| who.role),
+            Some(Role::ResellerAdmin)
+        );
+        assert_eq!(directory.verify_token(&token, 160), None, "expired");
+
+        // Bumping the generation through the catalog revokes the token.
+        store
+            .catalog_update(NS_USERS, "admin:admin", |current| {
+                let mut user: UserRecord = serde_json::from_slice(current.unwrap()).unwrap();
+                user.token_generation += 1;
+                Ok((CatalogWrite::Put(serde_json::to_vec(&user).unwrap()), ()))
+            })
+            .await
+            .unwrap();
+        eventually("revocation", || {
+            directory.verify_token(&token, 120).is_none()
+        })
+        .await;
+    }
+
+    #[tokio::test]
+    async fn root_keys_follow_the_environment_and_the_keyring_persists() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, directory) = open(dir.path(), &root()).await;
+        let (token, _) = directory
+            .issue_token("admin", "admin", "root/secret", 100, 600)
+            .unwrap();
+        drop((store, directory));
+
+        let mut rotated = root();
+        rotated.access_key = "NEWKEY".into();
+        rotated.secret_key = "new/secret".into();
+        let dir_path = dir.path().to_owned();
+        let (_store, directory) = loop {
+            // The dropped store's background task may still hold the lock briefly.
+            let pool = LocalPool::open(LocalPoolConfig {
+                dir: dir_path.join("pool"),
+            })
+            .unwrap();
+            match Store::open(StoreConfig::new(dir_path.join("meta")), Arc::new(pool)) {
+                Ok(store) => {
+                    break (
+                        store.clone(),
+                        Directory::open(store, &rotated).await.unwrap(),
+                    );
+                }
+                Err(_) => tokio::time::sleep(std::time::Duration::from_millis(20)).await,
+            }
+        };
+        assert!(directory.lookup("ROOTKEY").is_none());
+        assert!(directory.lookup("NEWKEY").is_some());
+        assert!(
+            directory
+                .issue_token("admin", "admin", "root/secret", 100, 60)
+                .is_err()
+        );
+        assert!(
+            directory
+                .issue_token("admin", "admin", "new/secret", 100, 60)
+                .is_ok()
+        );
+        // Same signing key after the restart: the old token still verifies.
+        assert!(directory.verify_token(&token, 200).is_some());
+    }
+}

@@ -49,7 +49,8 @@ impl Role {
         self >= Role::AccountAdmin
     }
 
-    fn code(self) -> u8 {
+    /// The byte a token carries for the role.
+    pub(crate) fn code(self) -> u8 {
         match self {
             Role::Reader => 1,
             Role::Writer => 2,
@@ -58,7 +59,7 @@ impl Role {
         }
     }
 
-    fn from_code(code: u8) -> Option<Role> {
+    pub(crate) fn from_code(code: u8) -> Option<Role> {
         Role::ALL.into_iter().find(|role| role.code() == code)
     }
 }
@@ -94,14 +95,6 @@ impl Principal {
     pub fn writes_account(&self, account: &str) -> bool {
         self.role == Role::ResellerAdmin || (self.role.can_write() && self.account == account)
     }
-}
-
-pub(crate) fn role_code(role: Role) -> u8 {
-    role.code()
-}
-
-pub(crate) fn role_from_code(code: u8) -> Option<Role> {
-    Role::from_code(code)
 }
 
 #[cfg(test)]

@@ -89,14 +89,6 @@ pub fn verify_temp_url(
     Err(TempUrlError::SignatureMismatch)
 }
 
-/// The signature a client computes, hex HMAC-SHA256 (for tests and tools).
-pub fn sign_temp_url_sha256(method: &str, expires: u64, path: &str, key: &str) -> String {
-    hex::encode(Digest::Sha256.mac(
-        key.as_bytes(),
-        format!("{method}\n{expires}\n{path}").as_bytes(),
-    ))
-}
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Digest {
     Sha1,
@@ -180,6 +172,14 @@ mod tests {
     use super::*;
 
     const PATH: &str = "/v1/AUTH_acme/photos/a%20b.jpg";
+
+    /// The signature a client computes, hex HMAC-SHA256.
+    fn sign_temp_url_sha256(method: &str, expires: u64, path: &str, key: &str) -> String {
+        hex::encode(Digest::Sha256.mac(
+            key.as_bytes(),
+            format!("{method}\n{expires}\n{path}").as_bytes(),
+        ))
+    }
 
     fn params<'a>(sig: &'a str, expires: &'a str) -> TempUrlParams<'a> {
         TempUrlParams {

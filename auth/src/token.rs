@@ -21,7 +21,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use subtle::ConstantTimeEq as _;
 use thiserror::Error;
 
-use crate::principal::{Principal, role_code, role_from_code};
+use crate::principal::{Principal, Role};
 
 const PREFIX: &str = "AUTH_st1";
 const VERSION: u8 = 1;
@@ -129,7 +129,7 @@ impl TokenKeyring {
         payload.extend_from_slice(&key.id.to_be_bytes());
         payload.extend_from_slice(&claims.expires_at.to_be_bytes());
         payload.extend_from_slice(&claims.generation.to_be_bytes());
-        payload.push(role_code(claims.principal.role));
+        payload.push(claims.principal.role.code());
         payload.push(account.len() as u8);
         payload.extend_from_slice(account);
         payload.push(user.len() as u8);
@@ -176,7 +176,7 @@ impl TokenKeyring {
         }
         let expires_at = reader.u64()?;
         let generation = reader.u32()?;
-        let role = role_from_code(reader.u8()?).ok_or(TokenError::Malformed)?;
+        let role = Role::from_code(reader.u8()?).ok_or(TokenError::Malformed)?;
         let account = reader.name()?;
         let user = reader.name()?;
         if !reader.0.is_empty() {
@@ -237,7 +237,6 @@ impl Reader<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::principal::Role;
 
     fn claims(expires_at: u64) -> TokenClaims {
         TokenClaims {

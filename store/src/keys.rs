@@ -12,8 +12,12 @@ pub const CF_FEED: &str = "feed";
 pub const CF_GC: &str = "gc";
 /// `namespace NUL key` → opaque cluster metadata record.
 pub const CF_CATALOG: &str = "catalog";
-pub const ALL_CFS: [&str; 7] = [
-    CF_BUCKETS, CF_OBJECTS, CF_UPLOADS, CF_PARTS, CF_FEED, CF_GC, CF_CATALOG,
+/// `bucket` → object count and bytes, summed by a merge operator.
+pub const CF_USAGE: &str = "usage";
+/// `due BE u64 · bucket NUL key` → empty: objects by expiry time.
+pub const CF_EXPIRY: &str = "expiry";
+pub const ALL_CFS: [&str; 9] = [
+    CF_BUCKETS, CF_OBJECTS, CF_UPLOADS, CF_PARTS, CF_FEED, CF_GC, CF_CATALOG, CF_USAGE, CF_EXPIRY,
 ];
 
 const SEP: u8 = 0;

@@ -29,6 +29,7 @@
 mod catalog;
 mod checksum;
 mod error;
+mod expiry;
 mod feed;
 mod keys;
 mod list;
@@ -36,6 +37,7 @@ mod multipart;
 mod read;
 mod records;
 mod store;
+mod usage;
 mod write;
 
 pub use catalog::CatalogWrite;
@@ -47,4 +49,5 @@ pub use multipart::{CompletedPart, PartInfo, UploadInfo};
 pub use read::ObjectReader;
 pub use records::{BucketInfo, ObjectInfo, ObjectMeta};
 pub use store::{PutConditions, Store, StoreConfig, WeakStore, validate_key};
+pub use usage::BucketUsage;
 pub use write::{StageError, StageOptions, StagedBody};

@@ -6,7 +6,7 @@ use crate::error::{Result, StoreError};
 use crate::keys::{self, CF_OBJECTS, CF_UPLOADS};
 use crate::multipart::UploadInfo;
 use crate::records::{self, ObjectInfo};
-use crate::store::{Store, cf, decode_object};
+use crate::store::{Inner, Store, cf, decode_object};
 
 /// One page of an object listing.
 #[derive(Debug, Clone, Default)]
@@ -17,6 +17,11 @@ pub struct ListQuery {
     pub delimiter: Option<String>,
     /// Only keys (and common prefixes) after this one.
     pub start_after: Option<String>,
+    /// Only keys before this one (Swift's `end_marker`).
+    pub end_before: Option<String>,
+    /// Descending order (Swift's `reverse`): `start_after` then bounds the
+    /// keys from above and `end_before` from below, as in Swift.
+    pub reverse: bool,
     /// At most this many entries (objects plus common prefixes).
     pub max_keys: usize,
 }
@@ -55,11 +60,26 @@ pub struct UploadListPage {
     pub next_upload_id_marker: Option<String>,
 }
 
+impl ListPage {
+    /// Adds an object record to the page, unless it has expired.
+    fn push_object(&mut self, bucket: &str, key: String, value: &[u8]) -> Result<()> {
+        let info = decode_object(bucket, &key, value)?;
+        if !info.is_expired() {
+            self.next_marker = Some(key);
+            self.entries.push(ListEntry::Object(Box::new(info)));
+        }
+        Ok(())
+    }
+}
+
 impl Store {
     pub async fn list_objects(&self, bucket: &str, query: ListQuery) -> Result<ListPage> {
         let bucket = bucket.to_owned();
         self.blocking(move |inner| {
             inner.bucket_info(&bucket)?;
+            if query.reverse {
+                return list_descending(inner, &bucket, &query);
+            }
             let objects = cf(&inner.db, CF_OBJECTS)?;
             let bucket_prefix = keys::bucket_prefix(&bucket);
             let scan_prefix = keys::object_key(&bucket, &query.prefix);
@@ -79,18 +99,19 @@ impl Store {
                 if !db_key.starts_with(&scan_prefix) {
                     break;
                 }
-                let key = std::str::from_utf8(&db_key[bucket_prefix.len()..])
-                    .map_err(|_| StoreError::Corrupt("object key is not UTF-8".into()))?
-                    .to_owned();
+                let key = object_name(db_key, bucket_prefix.len())?;
                 if marker.is_some_and(|marker| key.as_str() <= marker) {
                     iter.next();
                     continue;
                 }
-                let common_prefix = delimiter.and_then(|delim| {
-                    key[query.prefix.len()..]
-                        .find(delim)
-                        .map(|pos| key[..query.prefix.len() + pos + delim.len()].to_owned())
-                });
+                if query
+                    .end_before
+                    .as_deref()
+                    .is_some_and(|end| key.as_str() >= end)
+                {
+                    break;
+                }
+                let common_prefix = rolled_up(&key, &query.prefix, delimiter);
                 if let Some(common_prefix) = common_prefix {
                     // Skip every key under it in one seek.
                     let skip_to = keys::after_prefix(&keys::object_key(&bucket, &common_prefix));
@@ -111,10 +132,7 @@ impl Store {
                     page.is_truncated = true;
                     break;
                 }
-                let value = iter.value().unwrap_or_default();
-                let info = decode_object(&bucket, &key, value)?;
-                page.next_marker = Some(key);
-                page.entries.push(ListEntry::Object(Box::new(info)));
+                page.push_object(&bucket, key, iter.value().unwrap_or_default())?;
                 iter.next();
             }
             iter.status()?;
@@ -167,4 +185,79 @@ impl Store {
         })
         .await
     }
+}
+
+/// [`Store::list_objects`] walking keys downwards: from just below the
+/// marker (or the end of the prefix) to just above `end_before`.
+fn list_descending(inner: &Inner, bucket: &str, query: &ListQuery) -> Result<ListPage> {
+    let objects = cf(&inner.db, CF_OBJECTS)?;
+    let bucket_prefix = keys::bucket_prefix(bucket);
+    let scan_prefix = keys::object_key(bucket, &query.prefix);
+    let delimiter = query.delimiter.as_deref().filter(|delim| !delim.is_empty());
+    let below = query.start_after.as_deref();
+    let above = query.end_before.as_deref();
+
+    let mut page = ListPage::default();
+    let mut iter = inner.db.raw_iterator_cf(objects);
+    let top = keys::after_prefix(&scan_prefix);
+    match below.map(|marker| keys::object_key(bucket, marker)) {
+        Some(marker) if marker < top => iter.seek_for_prev(marker),
+        _ => iter.seek_for_prev(&top),
+    }
+    while iter.valid() {
+        let Some(db_key) = iter.key() else { break };
+        if !db_key.starts_with(&scan_prefix) {
+            break;
+        }
+        let key = object_name(db_key, bucket_prefix.len())?;
+        if below.is_some_and(|marker| key.as_str() >= marker) {
+            iter.prev();
+            continue;
+        }
+        if above.is_some_and(|end| key.as_str() <= end) {
+            break;
+        }
+        let common_prefix = rolled_up(&key, &query.prefix, delimiter);
+        if page.entries.len() >= query.max_keys {
+            page.is_truncated = true;
+            break;
+        }
+        match common_prefix {
+            Some(common_prefix) => {
+                if above.is_some_and(|end| common_prefix.as_str() <= end) {
+                    break;
+                }
+                // Jump below every key under it, the prefix itself included.
+                let start = keys::object_key(bucket, &common_prefix);
+                iter.seek_for_prev(&start);
+                if iter.valid() && iter.key() == Some(start.as_slice()) {
+                    iter.prev();
+                }
+                page.next_marker = Some(common_prefix.clone());
+                page.entries.push(ListEntry::CommonPrefix(common_prefix));
+            }
+            None => {
+                page.push_object(bucket, key, iter.value().unwrap_or_default())?;
+                iter.prev();
+            }
+        }
+    }
+    iter.status()?;
+    Ok(page)
+}
+
+/// The object key of a database key in the objects column family.
+fn object_name(db_key: &[u8], bucket_prefix_len: usize) -> Result<String> {
+    std::str::from_utf8(&db_key[bucket_prefix_len..])
+        .map(str::to_owned)
+        .map_err(|_| StoreError::Corrupt("object key is not UTF-8".into()))
+}
+
+/// The common prefix `key` rolls up to: up to and including the first
+/// `delimiter` after `prefix`.
+fn rolled_up(key: &str, prefix: &str, delimiter: Option<&str>) -> Option<String> {
+    let delimiter = delimiter?;
+    key[prefix.len()..]
+        .find(delimiter)
+        .map(|pos| key[..prefix.len() + pos + delimiter.len()].to_owned())
 }

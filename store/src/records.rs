@@ -40,6 +40,10 @@ pub struct ObjectMeta {
     /// User metadata, names lower-case without the protocol's prefix.
     #[serde(default)]
     pub user: BTreeMap<String, String>,
+    /// Unix seconds after which the object is gone (Swift's `X-Delete-At`):
+    /// reads and listings no longer see it, and it is deleted soon after.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delete_at: Option<u64>,
 }
 
 /// One extent of an object's bytes.

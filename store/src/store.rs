@@ -18,8 +18,9 @@ use tokio::sync::broadcast;
 
 use crate::error::{Result, StoreError};
 use crate::feed::{ChangeEvent, ChangeKind};
-use crate::keys::{self, CF_BUCKETS, CF_FEED, CF_GC, CF_OBJECTS};
+use crate::keys::{self, CF_BUCKETS, CF_FEED, CF_GC, CF_OBJECTS, CF_USAGE};
 use crate::records::{self, BucketInfo, ExtentRef, ObjectInfo, ObjectMeta};
+use crate::usage::{self, UsageDelta};
 use crate::write::{self, StageError, StageOptions, StagedBody};
 
 /// Configuration of the object layer.
@@ -143,10 +144,20 @@ impl Store {
         options.create_missing_column_families(true);
         options.set_max_background_jobs(2);
         options.set_bytes_per_sync(1 << 20);
-        let descriptors = keys::ALL_CFS
-            .iter()
-            .map(|name| ColumnFamilyDescriptor::new(*name, Options::default()));
+        // A database from before per-bucket usage counters gets them counted once.
+        let existing = DB::list_cf(&options, &config.dir).unwrap_or_default();
+        let count_usage = !existing.is_empty() && !existing.iter().any(|name| name == CF_USAGE);
+        let descriptors = keys::ALL_CFS.iter().map(|name| {
+            let mut cf_options = Options::default();
+            if *name == CF_USAGE {
+                cf_options.set_merge_operator_associative("usage-sum", usage::merge_usage);
+            }
+            ColumnFamilyDescriptor::new(*name, cf_options)
+        });
         let db = DB::open_cf_descriptors(&options, &config.dir, descriptors)?;
+        if count_usage {
+            usage::rebuild(&db)?;
+        }
         let next_feed_seq = {
             let feed = cf(&db, CF_FEED)?;
             let mut last = db.iterator_cf(feed, IteratorMode::End);
@@ -332,6 +343,7 @@ impl Store {
             let mut freed = Vec::new();
             inner.drop_uploads_of_bucket(&name, &mut batch, &mut freed)?;
             batch.delete_cf(cf(&inner.db, CF_BUCKETS)?, name.as_bytes());
+            inner.clear_usage(&mut batch, &name)?;
             inner.schedule_gc(&mut batch, &freed)?;
             let event =
                 inner.feed_event(&mut batch, ChangeKind::BucketDeleted, &name, None, None)?;
@@ -407,6 +419,7 @@ impl Store {
             inner.bucket_info(&bucket)?;
             inner
                 .object_info(&bucket, &key)?
+                .filter(|info| !info.is_expired())
                 .ok_or(StoreError::NoSuchKey)
         })
         .await
@@ -425,6 +438,7 @@ impl Store {
             };
             let mut batch = WriteBatch::default();
             batch.delete_cf(cf(&inner.db, CF_OBJECTS)?, keys::object_key(&bucket, &key));
+            inner.add_usage(&mut batch, &bucket, UsageDelta::remove(&current))?;
             inner.schedule_gc(&mut batch, &current.extents)?;
             let event = inner.feed_event(
                 &mut batch,
@@ -436,6 +450,51 @@ impl Store {
             inner.commit(batch)?;
             inner.publish(event);
             Ok(Some(current))
+        })
+        .await
+    }
+
+    /// Replaces the metadata of `bucket/key`, keeping its bytes (Swift's object
+    /// POST). With `etag`, only if the object still has that ETag, so a
+    /// concurrent overwrite is never given stale metadata.
+    pub async fn replace_object_meta(
+        &self,
+        bucket: &str,
+        key: &str,
+        meta: ObjectMeta,
+        etag: Option<String>,
+    ) -> Result<ObjectInfo> {
+        let (bucket, key) = (bucket.to_owned(), key.to_owned());
+        self.blocking(move |inner| {
+            let _shared = inner.bucket_lock.read();
+            inner.bucket_info(&bucket)?;
+            let _key_guard = inner.lock_key(&bucket, &key);
+            let mut info = inner
+                .object_info(&bucket, &key)?
+                .filter(|info| !info.is_expired())
+                .ok_or(StoreError::NoSuchKey)?;
+            if etag.is_some_and(|etag| etag != info.etag) {
+                return Err(StoreError::PreconditionFailed);
+            }
+            info.meta = meta;
+            info.last_modified_ms = now_ms();
+            let mut batch = WriteBatch::default();
+            inner.index_expiry(&mut batch, &info)?;
+            batch.put_cf(
+                cf(&inner.db, CF_OBJECTS)?,
+                keys::object_key(&bucket, &key),
+                encode_object(&info)?,
+            );
+            let event = inner.feed_event(
+                &mut batch,
+                ChangeKind::ObjectPut,
+                &bucket,
+                Some(&key),
+                Some(&info.etag),
+            )?;
+            inner.commit(batch)?;
+            inner.publish(event);
+            Ok(info)
         })
         .await
     }
@@ -479,6 +538,11 @@ impl Store {
                 }
                 if let Err(err) = store.trim_feed().await {
                     tracing::warn!(error = %err, "change feed trimming failed");
+                }
+                match store.expire_due(crate::expiry::now_secs()).await {
+                    Ok(0) => {}
+                    Ok(n_expired) => tracing::debug!(n_expired, "deleted expired objects"),
+                    Err(err) => tracing::warn!(error = %err, "expiry sweep failed"),
                 }
             }
         });
@@ -652,6 +716,12 @@ impl Inner {
             keys::object_key(bucket, key),
             encode_object(&info)?,
         );
+        self.add_usage(
+            &mut batch,
+            bucket,
+            UsageDelta::replace(current.as_ref(), info.size),
+        )?;
+        self.index_expiry(&mut batch, &info)?;
         if let Some(current) = &current {
             self.schedule_gc(&mut batch, &current.extents)?;
         }

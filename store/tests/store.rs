@@ -2,7 +2,7 @@
 
 #![allow(clippy::unwrap_used)] // a test binary: a failed unwrap is a failed test
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -488,9 +488,204 @@ proptest! {
             let listed = keys_of(&page.entries);
             let expected: Vec<String> = model.keys().cloned().collect();
             assert_eq!(listed, expected);
+            let usage = store.bucket_usage("b").await.unwrap();
+            assert_eq!(usage.objects, model.len() as u64);
+            assert_eq!(usage.bytes, model.values().map(|v| v.len() as u64).sum::<u64>());
             for (key, value) in &model {
                 assert_eq!(&get(&store, "b", key).await.unwrap(), value);
             }
         });
     }
+}
+
+/// What a listing must return, computed from the whole key set.
+fn model_listing(keys: &BTreeSet<String>, query: &ListQuery) -> Vec<String> {
+    let ordered: Vec<&String> = if query.reverse {
+        keys.iter().rev().collect()
+    } else {
+        keys.iter().collect()
+    };
+    let (marker, end) = (query.start_after.as_deref(), query.end_before.as_deref());
+    let mut out: Vec<String> = Vec::new();
+    for key in ordered {
+        if !key.starts_with(&query.prefix) {
+            continue;
+        }
+        let (before_marker, past_end) = if query.reverse {
+            (
+                marker.is_some_and(|m| key.as_str() >= m),
+                end.is_some_and(|e| key.as_str() <= e),
+            )
+        } else {
+            (
+                marker.is_some_and(|m| key.as_str() <= m),
+                end.is_some_and(|e| key.as_str() >= e),
+            )
+        };
+        if before_marker {
+            continue;
+        }
+        if past_end {
+            break;
+        }
+        let rolled = query.delimiter.as_deref().and_then(|delim| {
+            key[query.prefix.len()..]
+                .find(delim)
+                .map(|pos| key[..query.prefix.len() + pos + delim.len()].to_owned())
+        });
+        let entry = match rolled {
+            Some(prefix) => {
+                if !query.reverse && marker.is_some_and(|m| prefix.as_str() <= m) {
+                    continue;
+                }
+                if query.reverse && end.is_some_and(|e| prefix.as_str() <= e) {
+                    break;
+                }
+                format!("P:{prefix}")
+            }
+            None => key.clone(),
+        };
+        if out.last() == Some(&entry) {
+            continue;
+        }
+        if out.len() >= query.max_keys {
+            break;
+        }
+        out.push(entry);
+    }
+    out
+}
+
+fn listing_query() -> impl Strategy<Value = ListQuery> {
+    let bound = prop::option::of("[ab/]{0,4}");
+    (
+        "[ab]{0,2}",
+        prop::option::of(Just("/".to_owned())),
+        bound.clone(),
+        bound,
+        1usize..8,
+        any::<bool>(),
+    )
+        .prop_map(
+            |(prefix, delimiter, start_after, end_before, max_keys, reverse)| ListQuery {
+                prefix,
+                delimiter,
+                start_after,
+                end_before,
+                max_keys,
+                reverse,
+            },
+        )
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+    /// Every listing — forwards or reversed, with prefix, delimiter, both
+    /// markers and a page size — is the model's.
+    #[test]
+    fn listings_match_the_model(
+        keys in prop::collection::btree_set("[ab]{1,2}(/[ab]{1,2}){0,2}", 1..20),
+        queries in prop::collection::vec(listing_query(), 1..8),
+    ) {
+        let runtime = tokio::runtime::Runtime::new().unwrap();
+        runtime.block_on(async {
+            let dir = tempfile::tempdir().unwrap();
+            let store = open(dir.path());
+            store.create_bucket("a", "b", "r").await.unwrap();
+            for key in &keys {
+                put(&store, "b", key, b"x").await.unwrap();
+            }
+            for query in queries {
+                let page = store.list_objects("b", query.clone()).await.unwrap();
+                assert_eq!(keys_of(&page.entries), model_listing(&keys, &query), "{query:?}");
+            }
+        });
+    }
+}
+
+#[tokio::test]
+async fn expired_objects_are_hidden_then_swept() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    store.create_bucket("a", "b", "r").await.unwrap();
+    put(&store, "b", "stays", b"1").await.unwrap();
+    put(&store, "b", "goes", b"22").await.unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let expiring = ObjectMeta {
+        delete_at: Some(now + 3600),
+        ..ObjectMeta::default()
+    };
+    store
+        .replace_object_meta("b", "goes", expiring, None)
+        .await
+        .unwrap();
+    // Not due yet: nothing is swept, the object reads.
+    assert_eq!(store.expire_due(now).await.unwrap(), 0);
+    assert_eq!(get(&store, "b", "goes").await.unwrap(), b"22");
+
+    // Due: swept, gone from reads, listings and usage, announced on the feed.
+    let mut feed = store.subscribe();
+    assert_eq!(store.expire_due(now + 3600).await.unwrap(), 1);
+    assert!(matches!(
+        store.head_object("b", "goes").await,
+        Err(StoreError::NoSuchKey)
+    ));
+    let page = store
+        .list_objects(
+            "b",
+            ListQuery {
+                max_keys: 10,
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(keys_of(&page.entries), ["stays"]);
+    let usage = store.bucket_usage("b").await.unwrap();
+    assert_eq!((usage.objects, usage.bytes), (1, 1));
+    let event = feed.recv().await.unwrap();
+    assert_eq!(
+        (event.kind, event.key.as_deref()),
+        (ChangeKind::ObjectDeleted, Some("goes"))
+    );
+
+    // A stale index entry (the object was overwritten without expiry) deletes nothing.
+    let expiring = ObjectMeta {
+        delete_at: Some(now + 10),
+        ..ObjectMeta::default()
+    };
+    store
+        .replace_object_meta("b", "stays", expiring, None)
+        .await
+        .unwrap();
+    put(&store, "b", "stays", b"333").await.unwrap();
+    assert_eq!(store.expire_due(now + 20).await.unwrap(), 0);
+    assert_eq!(get(&store, "b", "stays").await.unwrap(), b"333");
+}
+
+#[tokio::test]
+async fn usage_follows_puts_overwrites_deletes_and_bucket_deletion() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    store.create_bucket("a", "b", "r").await.unwrap();
+    put(&store, "b", "x", &[0; 100]).await.unwrap();
+    put(&store, "b", "x", &[0; 40]).await.unwrap();
+    put(&store, "b", "y", &[0; 2]).await.unwrap();
+    let usage = store.bucket_usage("b").await.unwrap();
+    assert_eq!((usage.objects, usage.bytes), (2, 42));
+    store.delete_object("b", "y").await.unwrap();
+    store.delete_object("b", "x").await.unwrap();
+    store.delete_bucket("b").await.unwrap();
+    store.create_bucket("a", "b", "r").await.unwrap();
+    let usage = store.bucket_usage("b").await.unwrap();
+    assert_eq!(
+        (usage.objects, usage.bytes),
+        (0, 0),
+        "a new bucket starts from zero"
+    );
+    let accounts = store.account_usage("a").await.unwrap();
+    assert_eq!(accounts.len(), 1);
 }

@@ -1,0 +1,122 @@
+//! Objects with an expiry time (`ObjectMeta::delete_at`, Swift's
+//! `X-Delete-At`): hidden from reads and listings once it passes, and deleted
+//! by the background task soon after, through an index ordered by time.
+//!
+//! The index (`expiry` column family, `due BE u64 · bucket NUL key`) is
+//! written in the commit that sets the time. It may hold stale entries — the
+//! object was overwritten or deleted since — so the sweeper deletes an object
+//! only if its record still carries that very time.
+
+use rocksdb::{IteratorMode, WriteBatch};
+
+use crate::error::{Result, StoreError};
+use crate::feed::ChangeKind;
+use crate::keys::{self, CF_EXPIRY, CF_OBJECTS};
+use crate::records::ObjectInfo;
+use crate::store::{Inner, Store, cf, now_ms};
+use crate::usage::UsageDelta;
+
+/// Most expired objects one sweep deletes; the next tick takes the rest.
+const SWEEP_BATCH: usize = 1000;
+
+impl ObjectInfo {
+    /// Whether the object's expiry time has passed at `now_secs`.
+    pub fn is_expired_at(&self, now_secs: u64) -> bool {
+        self.meta.delete_at.is_some_and(|at| at <= now_secs)
+    }
+
+    pub(crate) fn is_expired(&self) -> bool {
+        self.is_expired_at(now_secs())
+    }
+}
+
+pub(crate) fn now_secs() -> u64 {
+    (now_ms().max(0) as u64) / 1000
+}
+
+fn index_key(due: u64, bucket: &str, key: &str) -> Vec<u8> {
+    let mut out = due.to_be_bytes().to_vec();
+    out.extend_from_slice(&keys::object_key(bucket, key));
+    out
+}
+
+impl Inner {
+    /// Adds `info`'s expiry, if it has one, to the index in `batch`.
+    pub(crate) fn index_expiry(&self, batch: &mut WriteBatch, info: &ObjectInfo) -> Result<()> {
+        if let Some(due) = info.meta.delete_at {
+            batch.put_cf(
+                cf(&self.db, CF_EXPIRY)?,
+                index_key(due, &info.bucket, &info.key),
+                b"",
+            );
+        }
+        Ok(())
+    }
+}
+
+impl Store {
+    /// Deletes the objects whose expiry time is at or before `now_secs`.
+    pub async fn expire_due(&self, now_secs: u64) -> Result<usize> {
+        self.blocking(move |inner| {
+            let index = cf(&inner.db, CF_EXPIRY)?;
+            let mut due = Vec::new();
+            for item in inner
+                .db
+                .iterator_cf(index, IteratorMode::Start)
+                .take(SWEEP_BATCH)
+            {
+                let (raw, _) = item?;
+                let Some((when, object)) = raw.split_at_checked(8) else {
+                    return Err(StoreError::Corrupt("short expiry key".into()));
+                };
+                let when = u64::from_be_bytes(
+                    when.try_into()
+                        .map_err(|_| StoreError::Corrupt("expiry key".into()))?,
+                );
+                if when > now_secs {
+                    break;
+                }
+                let Some(split) = object.iter().position(|byte| *byte == 0) else {
+                    return Err(StoreError::Corrupt("expiry key without bucket".into()));
+                };
+                let bucket = String::from_utf8_lossy(&object[..split]).into_owned();
+                let key = String::from_utf8_lossy(&object[split + 1..]).into_owned();
+                due.push((raw.to_vec(), when, bucket, key));
+            }
+            let mut deleted = 0;
+            for (raw, when, bucket, key) in due {
+                let _shared = inner.bucket_lock.read();
+                let _key_guard = inner.lock_key(&bucket, &key);
+                let mut batch = WriteBatch::default();
+                batch.delete_cf(index, &raw);
+                let current = match inner.object_info(&bucket, &key)? {
+                    Some(current) if current.meta.delete_at == Some(when) => Some(current),
+                    _ => None,
+                };
+                let event = match &current {
+                    Some(current) => {
+                        batch
+                            .delete_cf(cf(&inner.db, CF_OBJECTS)?, keys::object_key(&bucket, &key));
+                        inner.add_usage(&mut batch, &bucket, UsageDelta::remove(current))?;
+                        inner.schedule_gc(&mut batch, &current.extents)?;
+                        Some(inner.feed_event(
+                            &mut batch,
+                            ChangeKind::ObjectDeleted,
+                            &bucket,
+                            Some(&key),
+                            Some(&current.etag),
+                        )?)
+                    }
+                    None => None,
+                };
+                inner.commit(batch)?;
+                if let Some(event) = event {
+                    inner.publish(event);
+                    deleted += 1;
+                }
+            }
+            Ok(deleted)
+        })
+        .await
+    }
+}

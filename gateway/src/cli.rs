@@ -1,12 +1,18 @@
-//! Command line: `strata serve` and its flags. Flags override the environment,
-//! which overrides the config file, which overrides the defaults.
+//! Command line: `strata serve` and its flags (flags override the
+//! environment, which overrides the config file, which overrides the
+//! defaults), and the admin commands `strata account|user|key`, which talk
+//! to a running gateway's admin API.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use crate::config::{Config, ConfigOverrides};
+use http::Method;
+use percent_encoding::{NON_ALPHANUMERIC, utf8_percent_encode};
+
+use crate::admin_client::AdminClient;
+use crate::config::{Config, ConfigOverrides, DoorKind};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -23,6 +29,103 @@ struct Cli {
 enum Command {
     /// Run a gateway with the embedded store (one process, data in a local directory).
     Serve(ServeArgs),
+    /// Manage accounts (through a running gateway).
+    Account {
+        #[command(subcommand)]
+        command: AccountCommand,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// Manage the users of an account (through a running gateway).
+    User {
+        #[command(subcommand)]
+        command: UserCommand,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// Rotate user keys or the token signing key (through a running gateway).
+    Key {
+        #[command(subcommand)]
+        command: KeyCommand,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum AccountCommand {
+    /// Create an account.
+    Create { name: String },
+    /// List accounts with their usage.
+    List,
+    /// Delete an account; refused while it holds containers unless --purge.
+    Delete {
+        name: String,
+        /// Delete its containers and objects too.
+        #[arg(long)]
+        purge: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum UserCommand {
+    /// Create a user; prints its Swift key and S3 key pair (shown only once).
+    Create {
+        account: String,
+        user: String,
+        /// reader, writer, admin (account admin) or reseller-admin.
+        #[arg(long, default_value = "writer")]
+        role: String,
+    },
+    /// List the users of an account.
+    List { account: String },
+    /// Delete a user.
+    Delete { account: String, user: String },
+    /// Revoke every token issued to a user.
+    Revoke { account: String, user: String },
+}
+
+#[derive(Debug, Subcommand)]
+enum KeyCommand {
+    /// Give a user a new Swift key and S3 key pair; the old ones and its tokens stop working.
+    Rotate { account: String, user: String },
+    /// Sign new tokens with a new key; tokens signed by the old one verify for --overlap seconds.
+    RotateSigning {
+        #[arg(long, default_value_t = 86400)]
+        overlap: u64,
+    },
+}
+
+/// How the admin commands reach the gateway.
+#[derive(Debug, clap::Args)]
+struct AdminArgs {
+    /// Base URL of a gateway serving the auth door.
+    #[arg(
+        long,
+        env = "STRATA_URL",
+        default_value = "http://127.0.0.1:8080",
+        global = true
+    )]
+    url: String,
+    /// Reseller admin to log in as, `account:user`.
+    #[arg(
+        long,
+        env = "STRATA_ADMIN_USER",
+        default_value = "admin:admin",
+        global = true
+    )]
+    admin_user: String,
+    /// Their Swift key; by default the root secret of --data.
+    #[arg(long, env = "STRATA_ADMIN_KEY", global = true, hide_env_values = true)]
+    admin_key: Option<String>,
+    /// Data directory whose root credentials to use when no key is given.
+    #[arg(
+        long,
+        env = "STRATA_DATA",
+        default_value = "strata-data",
+        global = true
+    )]
+    data: PathBuf,
 }
 
 #[derive(Debug, clap::Args)]
@@ -42,6 +145,9 @@ struct ServeArgs {
     /// Root domain for virtual-hosted–style requests (`bucket.s3.example.com`).
     #[arg(long, env = "STRATA_S3_DOMAIN")]
     s3_domain: Option<String>,
+    /// Serve only these doors (comma-separated): `--only auth` runs an auth node.
+    #[arg(long, env = "STRATA_ONLY", value_delimiter = ',')]
+    only: Option<Vec<DoorKind>>,
 }
 
 pub fn main() -> ExitCode {
@@ -49,6 +155,9 @@ pub fn main() -> ExitCode {
     init_tracing();
     let result = match cli.command {
         Command::Serve(args) => serve(args),
+        Command::Account { command, admin } => run_admin(admin, Admin::Account(command)),
+        Command::User { command, admin } => run_admin(admin, Admin::User(command)),
+        Command::Key { command, admin } => run_admin(admin, Admin::Key(command)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -65,6 +174,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         data: args.data,
         region: args.region,
         s3_domain: args.s3_domain,
+        only: args.only,
     };
     let config = Config::load(args.config.as_deref(), overrides)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -72,6 +182,151 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .thread_name("strata")
         .build()?;
     runtime.block_on(crate::server::run(config))
+}
+
+enum Admin {
+    Account(AccountCommand),
+    User(UserCommand),
+    Key(KeyCommand),
+}
+
+fn run_admin(args: AdminArgs, command: Admin) -> anyhow::Result<()> {
+    let key = match args.admin_key {
+        Some(key) => key,
+        None => crate::credentials::existing_root_secret(&args.data)?,
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        let client = AdminClient::login(&args.url, &args.admin_user, &key).await?;
+        admin_command(&client, command).await
+    })
+}
+
+async fn admin_command(client: &AdminClient, command: Admin) -> anyhow::Result<()> {
+    let enc = |text: &str| utf8_percent_encode(text, NON_ALPHANUMERIC).to_string();
+    match command {
+        Admin::Account(AccountCommand::Create { name }) => {
+            client
+                .call(Method::PUT, &format!("accounts/{}", enc(&name)))
+                .await?;
+            println!("created account {name}");
+        }
+        Admin::Account(AccountCommand::List) => {
+            let accounts = client.call(Method::GET, "accounts").await?;
+            println!(
+                "{:<24} {:>6} {:>10} {:>10} {:>14}",
+                "ACCOUNT", "USERS", "CONTAINERS", "OBJECTS", "BYTES"
+            );
+            for account in accounts.as_array().into_iter().flatten() {
+                println!(
+                    "{:<24} {:>6} {:>10} {:>10} {:>14}",
+                    account["name"].as_str().unwrap_or(""),
+                    account["users"],
+                    account["containers"],
+                    account["objects"],
+                    account["bytes"]
+                );
+            }
+        }
+        Admin::Account(AccountCommand::Delete { name, purge }) => {
+            let query = if purge { "?purge=true" } else { "" };
+            client
+                .call(Method::DELETE, &format!("accounts/{}{query}", enc(&name)))
+                .await?;
+            println!("deleted account {name}");
+        }
+        Admin::User(UserCommand::Create {
+            account,
+            user,
+            role,
+        }) => {
+            let keys = client
+                .call(
+                    Method::PUT,
+                    &format!(
+                        "accounts/{}/users/{}?role={}",
+                        enc(&account),
+                        enc(&user),
+                        enc(&role)
+                    ),
+                )
+                .await?;
+            print_keys("created", &keys);
+        }
+        Admin::User(UserCommand::List { account }) => {
+            let users = client
+                .call(Method::GET, &format!("accounts/{}/users", enc(&account)))
+                .await?;
+            println!("{:<24} {:<16} ACCESS KEYS", "USER", "ROLE");
+            for user in users.as_array().into_iter().flatten() {
+                let keys: Vec<&str> = user["access_keys"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|key| key.as_str())
+                    .collect();
+                println!(
+                    "{:<24} {:<16} {}",
+                    user["user"].as_str().unwrap_or(""),
+                    user["role"].as_str().unwrap_or(""),
+                    keys.join(",")
+                );
+            }
+        }
+        Admin::User(UserCommand::Delete { account, user }) => {
+            client
+                .call(
+                    Method::DELETE,
+                    &format!("accounts/{}/users/{}", enc(&account), enc(&user)),
+                )
+                .await?;
+            println!("deleted user {account}:{user}");
+        }
+        Admin::User(UserCommand::Revoke { account, user }) => {
+            client
+                .call(
+                    Method::POST,
+                    &format!("accounts/{}/users/{}?op=revoke", enc(&account), enc(&user)),
+                )
+                .await?;
+            println!("revoked the tokens of {account}:{user}");
+        }
+        Admin::Key(KeyCommand::Rotate { account, user }) => {
+            let keys = client
+                .call(
+                    Method::POST,
+                    &format!("accounts/{}/users/{}?op=rotate", enc(&account), enc(&user)),
+                )
+                .await?;
+            print_keys("rotated the keys of", &keys);
+        }
+        Admin::Key(KeyCommand::RotateSigning { overlap }) => {
+            let answer = client
+                .call(Method::POST, &format!("signing-key?overlap={overlap}"))
+                .await?;
+            println!(
+                "token signing key {} in use; older keys verify for {overlap} s",
+                answer["key_id"]
+            );
+        }
+    }
+    Ok(())
+}
+
+/// A user's secrets, shown once, in `KEY=value` lines a script can source.
+fn print_keys(what: &str, keys: &serde_json::Value) {
+    let field = |name: &str| keys[name].as_str().unwrap_or("").to_owned();
+    println!(
+        "{what} user {}:{} ({})",
+        field("account"),
+        field("user"),
+        field("role")
+    );
+    println!("SWIFT_KEY={}", field("swift_key"));
+    println!("AWS_ACCESS_KEY_ID={}", field("access_key"));
+    println!("AWS_SECRET_ACCESS_KEY={}", field("secret_key"));
 }
 
 fn init_tracing() {

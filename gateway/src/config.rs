@@ -24,7 +24,26 @@ pub struct Config {
     pub public_url: Option<String>,
     /// How long Swift tokens are valid, in seconds.
     pub token_lifetime_secs: u64,
+    /// The doors this process serves; the others answer 404 (an auth node
+    /// runs with `only = ["auth"]`).
+    pub only: Vec<DoorKind>,
     pub limits: Limits,
+}
+
+/// A family of endpoints a gateway can serve.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum DoorKind {
+    /// Token endpoints (`/auth/v1.0`, `/v3/auth/tokens`) and the admin API.
+    Auth,
+    /// The Swift API (`/v1/AUTH_…`, `/info`).
+    Swift,
+    /// The S3 API (everything else).
+    S3,
+}
+
+impl DoorKind {
+    pub const ALL: [DoorKind; 3] = [DoorKind::Auth, DoorKind::Swift, DoorKind::S3];
 }
 
 /// Request limits: what is refused, and with which error, is decided here rather
@@ -62,6 +81,7 @@ impl Default for Config {
             s3_domain: None,
             public_url: None,
             token_lifetime_secs: 24 * 3600,
+            only: DoorKind::ALL.to_vec(),
             limits: Limits::default(),
         }
     }
@@ -74,6 +94,7 @@ pub struct ConfigOverrides {
     pub data: Option<PathBuf>,
     pub region: Option<String>,
     pub s3_domain: Option<String>,
+    pub only: Option<Vec<DoorKind>>,
 }
 
 impl Config {
@@ -98,6 +119,9 @@ impl Config {
         }
         if let Some(domain) = overrides.s3_domain {
             config.s3_domain = Some(domain);
+        }
+        if let Some(only) = overrides.only {
+            config.only = only;
         }
         config.validate()?;
         Ok(config)
@@ -128,6 +152,9 @@ impl Config {
             if domain.is_empty() {
                 self.s3_domain = None;
             }
+        }
+        if self.only.is_empty() {
+            bail!("only must name at least one of auth, swift, s3");
         }
         if self.token_lifetime_secs == 0 {
             bail!("token_lifetime_secs must be positive");

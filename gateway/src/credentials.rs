@@ -37,6 +37,27 @@ impl RootKeys {
     }
 }
 
+/// The root secret of an existing data directory, from the environment or
+/// its credentials file, without creating anything: for the admin commands
+/// run on the gateway's machine.
+pub fn existing_root_secret(data_dir: &Path) -> anyhow::Result<String> {
+    if let Ok(secret) = std::env::var(ENV_SECRET_KEY)
+        && !secret.is_empty()
+    {
+        return Ok(secret);
+    }
+    let path = data_dir.join(FILE_NAME);
+    let text = std::fs::read_to_string(&path).with_context(|| {
+        format!(
+            "reading {} (or pass --admin-key / set STRATA_ADMIN_KEY)",
+            path.display()
+        )
+    })?;
+    let keys: StoredKeys =
+        toml::from_str(&text).with_context(|| format!("reading {}", path.display()))?;
+    Ok(keys.secret_key)
+}
+
 pub fn load_or_create(data_dir: &Path) -> anyhow::Result<RootKeys> {
     let from_env = (
         std::env::var(ENV_ACCESS_KEY).ok(),
@@ -60,11 +81,8 @@ pub fn load_or_create(data_dir: &Path) -> anyhow::Result<RootKeys> {
         Err(err) => return Err(err).with_context(|| format!("reading {}", path.display())),
     }
     let keys = StoredKeys {
-        access_key: random_string(20, b"ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"),
-        secret_key: random_string(
-            40,
-            b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/",
-        ),
+        access_key: new_access_key(),
+        secret_key: new_secret_key(),
     };
     write_private(&path, toml::to_string(&keys)?.as_bytes())
         .with_context(|| format!("writing {}", path.display()))?;
@@ -78,6 +96,19 @@ fn root(access_key: String, secret_key: String) -> Credential {
         account: ROOT_ACCOUNT.to_owned(),
         user: ROOT_ACCOUNT.to_owned(),
     }
+}
+
+/// A new S3 access key id: 20 upper-case letters and digits, as AWS's.
+pub(crate) fn new_access_key() -> String {
+    random_string(20, b"ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789")
+}
+
+/// A new secret (S3 secret key or Swift key): 40 base64 characters.
+pub(crate) fn new_secret_key() -> String {
+    random_string(
+        40,
+        b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/",
+    )
 }
 
 fn random_string(len: usize, alphabet: &[u8]) -> String {

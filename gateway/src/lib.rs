@@ -13,10 +13,15 @@
 //!
 //! May depend on every strata library crate; nothing depends on it.
 
+mod admin_client;
+pub mod admin_door;
 pub mod cli;
 pub mod config;
 mod credentials;
 pub mod directory;
 pub mod s3;
 pub mod server;
+pub mod swift;
 pub mod token_door;
+pub mod wire;
+mod xml_writer;

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use http::StatusCode;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
@@ -14,11 +15,14 @@ use strata_pool::{LocalPool, LocalPoolConfig};
 use strata_store::{Store, StoreConfig};
 use tokio::net::TcpListener;
 
-use crate::config::Config;
+use crate::admin_door::AdminDoor;
+use crate::config::{Config, DoorKind};
 use crate::credentials::{self, RootKeys};
 use crate::directory::Directory;
 use crate::s3::{Response, S3Door};
+use crate::swift::SwiftDoor;
 use crate::token_door::TokenDoor;
+use crate::wire::text_response;
 
 pub async fn run(config: Config) -> anyhow::Result<()> {
     let addr = config.listen_addr()?;
@@ -47,10 +51,22 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         .context("loading accounts and users")?;
 
     let doors = Arc::new(Doors {
+        served: config.only.clone(),
         tokens: TokenDoor {
             directory: directory.clone(),
             token_lifetime_secs: config.token_lifetime_secs,
             public_url: config.public_url.clone(),
+            region: config.region.clone(),
+        },
+        admin: AdminDoor {
+            store: store.clone(),
+            directory: directory.clone(),
+        },
+        swift: SwiftDoor {
+            store: store.clone(),
+            directory: directory.clone(),
+            limits: config.limits.clone(),
+            region: config.region.clone(),
         },
         s3: S3Door {
             store,
@@ -124,19 +140,39 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
 
 /// Every door of this gateway; a request goes to exactly one.
 struct Doors {
+    /// The doors this process answers for (`--only`).
+    served: Vec<DoorKind>,
     tokens: TokenDoor,
+    admin: AdminDoor,
+    swift: SwiftDoor,
     s3: S3Door,
 }
 
 impl Doors {
     async fn handle(&self, request: hyper::Request<Incoming>) -> Response {
-        if TokenDoor::serves(request.uri().path()) {
-            let trans_id = format!("tx{}", hex::encode(rand::random::<[u8; 12]>()));
-            return self
-                .tokens
-                .handle(request.method(), request.headers(), &trans_id);
+        if crate::s3::is_health_check(request.method(), request.uri(), request.headers()) {
+            return text_response(StatusCode::OK, "ok\n");
         }
-        self.s3.handle(request).await
+        let path = request.uri().path();
+        let kind = if TokenDoor::serves(path) || AdminDoor::serves(path) {
+            DoorKind::Auth
+        } else if SwiftDoor::serves(&request) {
+            DoorKind::Swift
+        } else {
+            DoorKind::S3
+        };
+        if !self.served.contains(&kind) {
+            return text_response(StatusCode::NOT_FOUND, "Not served by this gateway\n");
+        }
+        match kind {
+            DoorKind::Auth if AdminDoor::serves(path) => self.admin.handle(request).await,
+            DoorKind::Auth => {
+                let trans_id = format!("tx{}", hex::encode(rand::random::<[u8; 12]>()));
+                self.tokens.handle(request, &trans_id).await
+            }
+            DoorKind::Swift => self.swift.handle(request).await,
+            DoorKind::S3 => self.s3.handle(request).await,
+        }
     }
 }
 

@@ -1,15 +1,28 @@
-//! The token endpoint of the auth nodes: Swift v1.0 auth as TempAuth answers it.
+//! The token endpoints of the auth nodes.
 //!
-//! `GET /auth/v1.0` (also `/auth/v1.0/` and `/v1.0`) with `X-Auth-User:
-//! account:user` and `X-Auth-Key` → 200 with `X-Auth-Token`,
-//! `X-Storage-Token`, `X-Storage-Url` and `X-Auth-Token-Expires`; 401 otherwise.
-
-use std::time::{SystemTime, UNIX_EPOCH};
+//! * Swift v1.0, as TempAuth answers it: `GET /auth/v1.0` (also
+//!   `/auth/v1.0/` and `/v1.0`) with `X-Auth-User: account:user` and
+//!   `X-Auth-Key` → 200 with `X-Auth-Token`, `X-Storage-Token`,
+//!   `X-Storage-Url` and `X-Auth-Token-Expires`; 401 otherwise.
+//! * Keystone v3 password authentication, the subset Swift clients use:
+//!   `POST /v3/auth/tokens` with a password identity and a project scope
+//!   (project = account, user name = user, password = Swift key) → 201 with
+//!   `X-Subject-Token` and a catalog whose `object-store` endpoints point at
+//!   `/v1/AUTH_<project>`. `GET /v3` answers version discovery.
+//!
+//! Both issue the same self-contained signed tokens (`Directory::issue_token`).
 
 use http::{HeaderMap, HeaderValue, Method, StatusCode};
+use http_body_util::BodyExt as _;
+use hyper::body::Incoming;
+use serde::Deserialize;
+use serde_json::json;
 
 use crate::directory::Directory;
-use crate::s3::{Response, full_body};
+use crate::wire::{Response, header_str, json_response, text_response, unix_now};
+
+/// Largest Keystone request body.
+const MAX_KEYSTONE_BODY: usize = 64 * 1024;
 
 /// Answers token requests.
 pub struct TokenDoor {
@@ -19,19 +32,30 @@ pub struct TokenDoor {
     /// Base of storage URLs (`https://storage.example.com`); from the request's
     /// Host when unset.
     pub public_url: Option<String>,
+    /// The region Keystone catalogs name.
+    pub region: String,
 }
 
 impl TokenDoor {
     /// Whether this door answers `path`.
     pub fn serves(path: &str) -> bool {
-        matches!(path, "/auth/v1.0" | "/auth/v1.0/" | "/v1.0" | "/v1.0/")
+        matches!(
+            path,
+            "/auth/v1.0" | "/auth/v1.0/" | "/v1.0" | "/v1.0/" | "/v3" | "/v3/" | "/v3/auth/tokens"
+        )
     }
 
-    pub fn handle(&self, method: &Method, headers: &HeaderMap, trans_id: &str) -> Response {
-        let mut response = if method == Method::GET || method == Method::HEAD {
-            self.issue(headers)
-        } else {
-            text(StatusCode::METHOD_NOT_ALLOWED, "Method Not Allowed")
+    pub async fn handle(&self, request: http::Request<Incoming>, trans_id: &str) -> Response {
+        let (parts, body) = request.into_parts();
+        let path = parts.uri.path();
+        let mut response = match (path, &parts.method) {
+            ("/v3" | "/v3/", &Method::GET | &Method::HEAD) => self.discovery(&parts.headers),
+            ("/v3/auth/tokens", &Method::POST) => self.keystone(&parts.headers, body).await,
+            ("/v3" | "/v3/" | "/v3/auth/tokens", _) => {
+                keystone_error(StatusCode::METHOD_NOT_ALLOWED, "Method Not Allowed")
+            }
+            (_, &Method::GET | &Method::HEAD) => self.swift_v1(&parts.headers),
+            _ => text_response(StatusCode::METHOD_NOT_ALLOWED, "Method Not Allowed"),
         };
         if let Ok(value) = HeaderValue::from_str(trans_id) {
             response.headers_mut().insert("x-trans-id", value.clone());
@@ -42,12 +66,8 @@ impl TokenDoor {
         response
     }
 
-    fn issue(&self, headers: &HeaderMap) -> Response {
-        let header = |names: &[&str]| {
-            names
-                .iter()
-                .find_map(|name| headers.get(*name).and_then(|value| value.to_str().ok()))
-        };
+    fn swift_v1(&self, headers: &HeaderMap) -> Response {
+        let header = |names: &[&str]| names.iter().find_map(|name| header_str(headers, name));
         let (Some(auth_user), Some(key)) = (
             header(&["x-auth-user", "x-storage-user"]),
             header(&["x-auth-key", "x-storage-pass"]),
@@ -57,9 +77,7 @@ impl TokenDoor {
         let Some((account, user)) = auth_user.split_once(':') else {
             return unauthorized();
         };
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |elapsed| elapsed.as_secs());
+        let now = unix_now();
         let (token, claims) =
             match self
                 .directory
@@ -71,16 +89,9 @@ impl TokenDoor {
                     return unauthorized();
                 }
             };
-        let base = match &self.public_url {
-            Some(base) => base.trim_end_matches('/').to_owned(),
-            None => {
-                let host = header(&["host"]).unwrap_or("127.0.0.1");
-                format!("http://{host}")
-            }
-        };
-        let storage_url = format!("{base}/v1/AUTH_{}", claims.principal.account);
-        let mut response = text(StatusCode::OK, "");
-        let headers = response.headers_mut();
+        let storage_url = self.storage_url(headers, &claims.principal.account);
+        let mut response = text_response(StatusCode::OK, "");
+        let out = response.headers_mut();
         for (name, value) in [
             ("x-auth-token", token.as_str()),
             ("x-storage-token", token.as_str()),
@@ -91,23 +102,217 @@ impl TokenDoor {
             ),
         ] {
             if let Ok(value) = HeaderValue::from_str(value) {
-                headers.insert(name, value);
+                out.insert(name, value);
             }
         }
         response
     }
+
+    async fn keystone(&self, headers: &HeaderMap, body: Incoming) -> Response {
+        let body = match http_body_util::Limited::new(body, MAX_KEYSTONE_BODY)
+            .collect()
+            .await
+        {
+            Ok(collected) => collected.to_bytes(),
+            Err(_) => {
+                return keystone_error(
+                    StatusCode::BAD_REQUEST,
+                    "The request body is too large or ended early.",
+                );
+            }
+        };
+        let request: KeystoneRequest = match serde_json::from_slice(&body) {
+            Ok(request) => request,
+            Err(err) => {
+                return keystone_error(
+                    StatusCode::BAD_REQUEST,
+                    &format!("Expecting to find auth in request body: {err}"),
+                );
+            }
+        };
+        let identity = request.auth.identity;
+        if !identity.methods.iter().any(|method| method == "password") {
+            return keystone_error(
+                StatusCode::UNAUTHORIZED,
+                "Only password authentication is supported.",
+            );
+        }
+        let Some(password) = identity.password else {
+            return keystone_error(StatusCode::BAD_REQUEST, "The password identity is missing.");
+        };
+        let user = password.user;
+        // The project is the account; without a scope, `account:user` names both.
+        let project = request
+            .auth
+            .scope
+            .and_then(|scope| scope.project)
+            .and_then(|project| project.name.or(project.id));
+        let (account, user_name) = match (project, user.name.as_deref().or(user.id.as_deref())) {
+            (Some(project), Some(name)) => (project, name.to_owned()),
+            (None, Some(name)) => match name.split_once(':') {
+                Some((account, user)) => (account.to_owned(), user.to_owned()),
+                None => {
+                    return keystone_error(
+                        StatusCode::UNAUTHORIZED,
+                        "A project scope is required.",
+                    );
+                }
+            },
+            (_, None) => {
+                return keystone_error(StatusCode::BAD_REQUEST, "The user name is missing.");
+            }
+        };
+        let now = unix_now();
+        let (token, claims) = match self.directory.issue_token(
+            &account,
+            &user_name,
+            &user.password,
+            now,
+            self.token_lifetime_secs,
+        ) {
+            Ok(issued) => issued,
+            Err(refusal) => {
+                tracing::debug!(
+                    account,
+                    user = user_name,
+                    ?refusal,
+                    "keystone token refused"
+                );
+                return keystone_error(
+                    StatusCode::UNAUTHORIZED,
+                    "The request you have made requires authentication.",
+                );
+            }
+        };
+        let url = self.storage_url(headers, &account);
+        let endpoint = |interface: &str| {
+            json!({
+                "id": format!("{account}-{interface}"),
+                "interface": interface,
+                "region": self.region,
+                "region_id": self.region,
+                "url": url,
+            })
+        };
+        let domain = json!({"id": "default", "name": "Default"});
+        let role = claims.principal.role.as_str();
+        let document = json!({
+            "token": {
+                "methods": ["password"],
+                "issued_at": iso_time(now),
+                "expires_at": iso_time(claims.expires_at),
+                "user": {"id": format!("{account}:{user_name}"), "name": user_name, "domain": domain},
+                "project": {"id": account, "name": account, "domain": domain},
+                "roles": [{"id": role, "name": role}],
+                "catalog": [{
+                    "id": "object-store",
+                    "type": "object-store",
+                    "name": "swift",
+                    "endpoints": [endpoint("public"), endpoint("internal"), endpoint("admin")],
+                }],
+            }
+        });
+        let mut response = json_response(StatusCode::CREATED, document.to_string());
+        if let Ok(value) = HeaderValue::from_str(&token) {
+            response.headers_mut().insert("x-subject-token", value);
+        }
+        response
+    }
+
+    fn discovery(&self, headers: &HeaderMap) -> Response {
+        let base = self.base_url(headers);
+        let document = json!({
+            "version": {
+                "id": "v3.14",
+                "status": "stable",
+                "updated": "2020-04-07T00:00:00Z",
+                "links": [{"rel": "self", "href": format!("{base}/v3/")}],
+                "media-types": [{"base": "application/json", "type": "application/vnd.openstack.identity-v3+json"}],
+            }
+        });
+        json_response(StatusCode::OK, document.to_string())
+    }
+
+    fn base_url(&self, headers: &HeaderMap) -> String {
+        match &self.public_url {
+            Some(base) => base.trim_end_matches('/').to_owned(),
+            None => format!(
+                "http://{}",
+                header_str(headers, "host").unwrap_or("127.0.0.1")
+            ),
+        }
+    }
+
+    fn storage_url(&self, headers: &HeaderMap, account: &str) -> String {
+        format!("{}/v1/AUTH_{account}", self.base_url(headers))
+    }
+}
+
+#[derive(Deserialize)]
+struct KeystoneRequest {
+    auth: KeystoneAuth,
+}
+
+#[derive(Deserialize)]
+struct KeystoneAuth {
+    identity: KeystoneIdentity,
+    #[serde(default)]
+    scope: Option<KeystoneScope>,
+}
+
+#[derive(Deserialize)]
+struct KeystoneIdentity {
+    methods: Vec<String>,
+    #[serde(default)]
+    password: Option<KeystonePassword>,
+}
+
+#[derive(Deserialize)]
+struct KeystonePassword {
+    user: KeystoneUser,
+}
+
+#[derive(Deserialize)]
+struct KeystoneUser {
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
+    id: Option<String>,
+    password: String,
+}
+
+#[derive(Deserialize)]
+struct KeystoneScope {
+    #[serde(default)]
+    project: Option<KeystoneProject>,
+}
+
+#[derive(Deserialize)]
+struct KeystoneProject {
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
+    id: Option<String>,
 }
 
 fn unauthorized() -> Response {
-    text(StatusCode::UNAUTHORIZED, "Unauthorized")
+    text_response(StatusCode::UNAUTHORIZED, "Unauthorized")
 }
 
-fn text(status: StatusCode, body: &'static str) -> Response {
-    let mut response = http::Response::new(full_body(body));
-    *response.status_mut() = status;
-    response.headers_mut().insert(
-        http::header::CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
-    response
+fn keystone_error(status: StatusCode, message: &str) -> Response {
+    let document = json!({
+        "error": {
+            "code": status.as_u16(),
+            "title": status.canonical_reason().unwrap_or(""),
+            "message": message,
+        }
+    });
+    json_response(status, document.to_string())
+}
+
+fn iso_time(unix: u64) -> String {
+    chrono::DateTime::from_timestamp(unix as i64, 0)
+        .unwrap_or_default()
+        .format("%Y-%m-%dT%H:%M:%S%.6fZ")
+        .to_string()
 }

@@ -19,6 +19,10 @@ use strata_auth::{
 use strata_store::{CatalogWrite, ChangeKind, Store, StoreError};
 use tokio::sync::broadcast::error::RecvError;
 
+mod manage;
+
+pub use manage::{DirectoryError, NewUserKeys};
+
 const NS_ACCOUNTS: &str = "accounts";
 const NS_USERS: &str = "users";
 const NS_CLUSTER: &str = "cluster";
@@ -134,9 +138,9 @@ pub enum Refusal {
 }
 
 impl Directory {
-    /// Loads the catalog, follows its changes, and makes sure the root account
-    /// `root_account` exists with a reseller-admin user of the same name whose
-    /// Swift key is the root S3 secret and whose S3 key is `root`.
+    /// Loads the catalog, follows its changes, and makes sure `root.account`
+    /// exists with the reseller-admin user `root.user`, whose Swift key is the
+    /// root S3 secret and whose only S3 key pair is `root`'s.
     pub async fn open(store: Store, root: &Credential) -> anyhow::Result<Directory> {
         let directory = Directory {
             store: store.clone(),
@@ -152,12 +156,31 @@ impl Directory {
         Ok(directory)
     }
 
+    /// The account `name`, if it exists.
     pub fn account(&self, name: &str) -> Option<AccountRecord> {
         self.view.read().accounts.get(name).cloned()
     }
 
-    pub fn user(&self, account: &str, user: &str) -> Option<UserRecord> {
-        self.view.read().users.get(&user_id(account, user)).cloned()
+    /// Every account, by name.
+    pub fn accounts(&self) -> Vec<AccountRecord> {
+        let mut accounts: Vec<AccountRecord> =
+            self.view.read().accounts.values().cloned().collect();
+        accounts.sort_by(|a, b| a.name.cmp(&b.name));
+        accounts
+    }
+
+    /// The users of `account`, by name.
+    pub fn users(&self, account: &str) -> Vec<UserRecord> {
+        let mut users: Vec<UserRecord> = self
+            .view
+            .read()
+            .users
+            .values()
+            .filter(|user| user.account == account)
+            .cloned()
+            .collect();
+        users.sort_by(|a, b| a.user.cmp(&b.user));
+        users
     }
 
     /// Checks a Swift key and issues a token valid for `lifetime_secs` from `now`.
@@ -212,14 +235,11 @@ impl Directory {
         let encoded = serde_json::to_vec(&account)?;
         self.store
             .catalog_update(NS_ACCOUNTS, &root.account, move |current| {
-                Ok((
-                    if current.is_some() {
-                        CatalogWrite::Keep
-                    } else {
-                        CatalogWrite::Put(encoded)
-                    },
-                    (),
-                ))
+                let write = match current {
+                    Some(_) => CatalogWrite::Keep,
+                    None => CatalogWrite::Put(encoded),
+                };
+                Ok((write, ()))
             })
             .await?;
         let root = root.clone();
@@ -396,11 +416,11 @@ fn corrupt(err: serde_json::Error) -> StoreError {
     StoreError::Corrupt(format!("catalog record: {err}"))
 }
 
-pub fn user_id(account: &str, user: &str) -> String {
+fn user_id(account: &str, user: &str) -> String {
     format!("{account}:{user}")
 }
 
-pub fn now_ms() -> i64 {
+fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|elapsed| elapsed.as_millis() as i64)
@@ -422,14 +442,21 @@ mod tests {
         }
     }
 
+    /// Opens the store in `dir` and a directory over it, waiting for a store
+    /// dropped just before to let go of the database lock.
     async fn open(dir: &std::path::Path, root: &Credential) -> (Store, Directory) {
-        let pool = LocalPool::open(LocalPoolConfig {
-            dir: dir.join("pool"),
-        })
-        .unwrap();
-        let store = Store::open(StoreConfig::new(dir.join("meta")), Arc::new(pool)).unwrap();
-        let directory = Directory::open(store.clone(), root).await.unwrap();
-        (store, directory)
+        for _ in 0..100 {
+            let pool = LocalPool::open(LocalPoolConfig {
+                dir: dir.join("pool"),
+            })
+            .unwrap();
+            if let Ok(store) = Store::open(StoreConfig::new(dir.join("meta")), Arc::new(pool)) {
+                let directory = Directory::open(store.clone(), root).await.unwrap();
+                return (store, directory);
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        panic!("database stayed locked");
     }
 
     /// Waits for the directory to apply a change it follows from the feed.
@@ -497,23 +524,7 @@ mod tests {
         let mut rotated = root();
         rotated.access_key = "NEWKEY".into();
         rotated.secret_key = "new/secret".into();
-        let dir_path = dir.path().to_owned();
-        let (_store, directory) = loop {
-            // The dropped store's background task may still hold the lock briefly.
-            let pool = LocalPool::open(LocalPoolConfig {
-                dir: dir_path.join("pool"),
-            })
-            .unwrap();
-            match Store::open(StoreConfig::new(dir_path.join("meta")), Arc::new(pool)) {
-                Ok(store) => {
-                    break (
-                        store.clone(),
-                        Directory::open(store, &rotated).await.unwrap(),
-                    );
-                }
-                Err(_) => tokio::time::sleep(std::time::Duration::from_millis(20)).await,
-            }
-        };
+        let (_store, directory) = open(dir.path(), &rotated).await;
         assert!(directory.lookup("ROOTKEY").is_none());
         assert!(directory.lookup("NEWKEY").is_some());
         assert!(

@@ -7,7 +7,7 @@ use strata_store::BucketInfo;
 use super::body::read_small_body;
 use super::error::{S3Error, S3Result};
 use super::headers::iso8601;
-use super::xml::{self, CreateBucketConfiguration, XmlWriter};
+use super::xml::{self, CreateBucketConfiguration};
 use super::{Response, S3Door, S3Request, empty_response, xml_response};
 
 impl S3Door {
@@ -23,7 +23,7 @@ impl S3Door {
     pub(crate) async fn list_buckets(&self, request: &S3Request) -> S3Result<Response> {
         let account = &request.credential.account;
         let buckets = self.store.list_buckets(account).await?;
-        let mut xml = XmlWriter::new("ListAllMyBucketsResult");
+        let mut xml = xml::document("ListAllMyBucketsResult");
         xml.open("Owner")
             .element("ID", account)
             .element("DisplayName", account)
@@ -96,7 +96,7 @@ impl S3Door {
         } else {
             info.region.as_str()
         };
-        let mut xml = XmlWriter::new("LocationConstraint");
+        let mut xml = xml::document("LocationConstraint");
         xml.text(text);
         let document = xml.finish();
         Ok(xml_response(StatusCode::OK, document))
@@ -107,7 +107,7 @@ impl S3Door {
         // Versioning was never enabled: S3 answers an empty configuration.
         Ok(xml_response(
             StatusCode::OK,
-            XmlWriter::new("VersioningConfiguration").finish(),
+            xml::document("VersioningConfiguration").finish(),
         ))
     }
 
@@ -119,7 +119,7 @@ impl S3Door {
                 .head_object(&request.bucket, &request.key)
                 .await?;
         }
-        let mut xml = XmlWriter::new("AccessControlPolicy");
+        let mut xml = xml::document("AccessControlPolicy");
         xml.open("Owner")
             .element("ID", &info.account)
             .element("DisplayName", &info.account)

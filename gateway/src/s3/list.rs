@@ -10,7 +10,7 @@ use strata_store::{ListEntry, ListQuery, UploadListQuery};
 use super::error::{S3Error, S3Result};
 use super::headers::{iso8601, quoted_etag};
 use super::router::{Query, S3Op};
-use super::xml::XmlWriter;
+use super::xml;
 use super::{Response, S3Door, S3Request, xml_response};
 
 /// The most entries one page returns, whatever the client asks for.
@@ -97,6 +97,8 @@ impl S3Door {
                         prefix: prefix.clone(),
                         delimiter: delimiter.clone(),
                         start_after: start_after.clone(),
+                        end_before: None,
+                        reverse: false,
                         max_keys,
                     },
                 )
@@ -111,7 +113,7 @@ impl S3Door {
             S3Op::ListObjectsV2 => query.get("fetch-owner") == Some("true"),
             _ => true,
         };
-        let mut xml = XmlWriter::new(root);
+        let mut xml = xml::document(root);
         xml.element("Name", &bucket.name)
             .element("Prefix", &encoding.apply(&prefix));
         match request.op {
@@ -228,7 +230,7 @@ impl S3Door {
                 },
             )
             .await?;
-        let mut xml = XmlWriter::new("ListMultipartUploadsResult");
+        let mut xml = xml::document("ListMultipartUploadsResult");
         xml.element("Bucket", &bucket.name)
             .element(
                 "KeyMarker",

@@ -14,23 +14,20 @@ mod xml;
 
 use std::time::SystemTime;
 
-use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Method, StatusCode, Uri};
-use http_body_util::{BodyExt as _, Full, combinators::UnsyncBoxBody};
 use hyper::body::Incoming;
 use strata_auth::{Credential, PayloadMode, SigV4Config, verify_request};
-
-use crate::directory::Directory;
 use strata_store::Store;
 use tracing::Instrument as _;
 
 use crate::config::Limits;
+use crate::directory::Directory;
 pub use error::{S3Error, S3Result};
 use router::{Query, S3Op};
 use xml::XmlWriter;
 
-pub type ResponseBody = UnsyncBoxBody<Bytes, std::io::Error>;
-pub type Response = http::Response<ResponseBody>;
+pub use crate::wire::{Response, ResponseBody};
+pub(crate) use crate::wire::{empty_response, full_body};
 
 /// Everything the S3 handlers share.
 pub struct S3Door {
@@ -59,9 +56,6 @@ impl S3Door {
     pub async fn handle(&self, request: http::Request<Incoming>) -> Response {
         let request_id = hex::encode_upper(rand::random::<[u8; 8]>());
         let (parts, body) = request.into_parts();
-        if is_health_check(&parts.method, &parts.uri, &parts.headers) {
-            return with_request_id(text_response(StatusCode::OK, "ok\n"), &request_id);
-        }
         let is_head = parts.method == Method::HEAD;
         let prepared = self.prepare(parts);
         let (op, response) = match prepared {
@@ -90,7 +84,7 @@ impl S3Door {
 
     fn prepare(&self, parts: http::request::Parts) -> S3Result<S3Request> {
         let (bucket, key) = self.address(&parts.uri, &parts.headers)?;
-        let query = Query::parse(parts.uri.query())?;
+        let query = router::parse_query(parts.uri.query())?;
         let op = router::route(
             &parts.method,
             !bucket.is_empty(),
@@ -188,23 +182,11 @@ impl S3Door {
 
 /// `GET /health` without credentials. With credentials it is a listing of a
 /// bucket named `health`, as S3 clients mean it.
-fn is_health_check(method: &Method, uri: &Uri, headers: &HeaderMap) -> bool {
+pub(crate) fn is_health_check(method: &Method, uri: &Uri, headers: &HeaderMap) -> bool {
     (method == Method::GET || method == Method::HEAD)
         && uri.path() == "/health"
         && !headers.contains_key(http::header::AUTHORIZATION)
         && !uri.query().is_some_and(|query| query.contains("X-Amz-"))
-}
-
-pub(crate) fn full_body(bytes: impl Into<Bytes>) -> ResponseBody {
-    Full::new(bytes.into())
-        .map_err(|never| match never {})
-        .boxed_unsync()
-}
-
-pub(crate) fn empty_response(status: StatusCode) -> Response {
-    let mut response = http::Response::new(full_body(Bytes::new()));
-    *response.status_mut() = status;
-    response
 }
 
 pub(crate) fn xml_response(status: StatusCode, document: String) -> Response {
@@ -213,16 +195,6 @@ pub(crate) fn xml_response(status: StatusCode, document: String) -> Response {
     response.headers_mut().insert(
         http::header::CONTENT_TYPE,
         HeaderValue::from_static("application/xml"),
-    );
-    response
-}
-
-fn text_response(status: StatusCode, text: &'static str) -> Response {
-    let mut response = http::Response::new(full_body(text));
-    *response.status_mut() = status;
-    response.headers_mut().insert(
-        http::header::CONTENT_TYPE,
-        HeaderValue::from_static("text/plain"),
     );
     response
 }

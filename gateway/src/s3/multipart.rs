@@ -11,7 +11,7 @@ use super::headers::{header_str, iso8601, meta_from_request, quoted_etag};
 use super::object::{
     checksum_of, put_conditions, put_etag_and_checksum, requested_checksum_algorithm,
 };
-use super::xml::{self, CompleteRequest, XmlWriter};
+use super::xml::{self, CompleteRequest};
 use super::{Response, S3Door, S3Request, empty_response, xml_response};
 
 const MAX_PARTS_PAGE: usize = 1000;
@@ -34,7 +34,7 @@ impl S3Door {
             .store
             .create_upload(&request.bucket, &request.key, meta, algorithm)
             .await?;
-        let mut xml = XmlWriter::new("InitiateMultipartUploadResult");
+        let mut xml = xml::document("InitiateMultipartUploadResult");
         xml.element("Bucket", &upload.bucket)
             .element("Key", &upload.key)
             .element("UploadId", &upload.upload_id);
@@ -82,7 +82,7 @@ impl S3Door {
             .store
             .put_part(&upload, part_number, staged, checksum)
             .await?;
-        let mut xml = XmlWriter::new("CopyPartResult");
+        let mut xml = xml::document("CopyPartResult");
         xml.element("LastModified", &iso8601(part.last_modified_ms))
             .element("ETag", &quoted_etag(&part.etag));
         Ok(xml_response(StatusCode::OK, xml.finish()))
@@ -113,7 +113,7 @@ impl S3Door {
             .complete_upload(&upload, chosen, conditions)
             .await?;
         let host = header_str(&request.headers, "host").unwrap_or("localhost");
-        let mut xml = XmlWriter::new("CompleteMultipartUploadResult");
+        let mut xml = xml::document("CompleteMultipartUploadResult");
         xml.element(
             "Location",
             &format!("http://{host}/{}/{}", info.bucket, info.key),
@@ -155,7 +155,7 @@ impl S3Door {
         };
         let (parts, truncated) = self.store.list_parts(&upload, marker, max_parts).await?;
         let account = &request.credential.account;
-        let mut xml = XmlWriter::new("ListPartsResult");
+        let mut xml = xml::document("ListPartsResult");
         xml.element("Bucket", &upload.bucket)
             .element("Key", &upload.key)
             .element("UploadId", &upload.upload_id);

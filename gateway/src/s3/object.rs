@@ -3,10 +3,8 @@
 
 use std::ops::Range;
 
-use futures::{Stream, StreamExt as _};
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
-use http_body_util::{BodyExt as _, StreamBody};
-use hyper::body::{Frame, Incoming};
+use hyper::body::Incoming;
 use strata_store::{
     ChecksumAlgorithm, ObjectInfo, PutConditions, StageError, StageOptions, StoreError,
 };
@@ -17,8 +15,9 @@ use super::headers::{
     ConditionOutcome, add_object_headers, evaluate_conditions, header_str, iso8601,
     meta_from_request, parse_range, quoted_etag,
 };
-use super::xml::{self, DeleteRequest, XmlWriter};
+use super::xml::{self, DeleteRequest};
 use super::{Response, ResponseBody, S3Door, S3Request, empty_response, xml_response};
+use crate::wire::stream_body;
 
 /// The most keys one DeleteObjects request may name.
 const MAX_DELETE_KEYS: usize = 1000;
@@ -95,7 +94,7 @@ impl S3Door {
                 put_conditions(&request.headers)?,
             )
             .await?;
-        let mut xml = XmlWriter::new("CopyObjectResult");
+        let mut xml = xml::document("CopyObjectResult");
         xml.element("LastModified", &iso8601(info.last_modified_ms))
             .element("ETag", &quoted_etag(&info.etag));
         if let Some((algo, value)) = &info.checksum {
@@ -276,7 +275,7 @@ impl S3Door {
         if delete.objects.is_empty() || delete.objects.len() > MAX_DELETE_KEYS {
             return Err(S3Error::malformed_xml());
         }
-        let mut xml = XmlWriter::new("DeleteResult");
+        let mut xml = xml::document("DeleteResult");
         for object in &delete.objects {
             let outcome = match strata_store::validate_key(&object.key) {
                 Ok(()) => self
@@ -305,20 +304,6 @@ impl S3Door {
         }
         Ok(xml_response(StatusCode::OK, xml.finish()))
     }
-}
-
-/// A store reader as a response body. A failure mid-stream aborts the
-/// connection, so the client sees a short body rather than wrong bytes.
-fn stream_body(
-    reader: impl Stream<Item = Result<bytes::Bytes, StoreError>> + Send + 'static,
-) -> ResponseBody {
-    let frames = reader.map(|piece| {
-        piece.map(Frame::data).map_err(|err| {
-            tracing::error!(error = %err, "object read failed mid-stream");
-            std::io::Error::other(err)
-        })
-    });
-    StreamBody::new(frames).boxed_unsync()
 }
 
 /// The byte range of part `number` of a multipart object (`1` is the whole of

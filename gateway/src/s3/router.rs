@@ -5,40 +5,11 @@ use http::Method;
 
 use super::error::{S3Error, S3Result};
 
-/// The decoded query string of a request, in order.
-#[derive(Debug, Default, Clone)]
-pub struct Query(pub Vec<(String, String)>);
+pub use crate::wire::Query;
 
-impl Query {
-    /// Decodes `a=b&c` (`+` is a space, as S3 and the SigV4 verifier read it).
-    /// Parameters that are not UTF-8 after decoding are refused.
-    pub fn parse(raw: Option<&str>) -> S3Result<Query> {
-        let mut params = Vec::new();
-        for pair in raw.unwrap_or("").split('&').filter(|pair| !pair.is_empty()) {
-            let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
-            params.push((decode_component(name)?, decode_component(value)?));
-        }
-        Ok(Query(params))
-    }
-
-    pub fn has(&self, name: &str) -> bool {
-        self.0.iter().any(|(param, _)| param == name)
-    }
-
-    pub fn get(&self, name: &str) -> Option<&str> {
-        self.0
-            .iter()
-            .find(|(param, _)| param == name)
-            .map(|(_, value)| value.as_str())
-    }
-}
-
-fn decode_component(text: &str) -> S3Result<String> {
-    let spaced = text.replace('+', " ");
-    percent_encoding::percent_decode_str(&spaced)
-        .decode_utf8()
-        .map(|decoded| decoded.into_owned())
-        .map_err(|_| S3Error::invalid_argument("Query parameters must be UTF-8"))
+/// Decodes the query string; parameters that are not UTF-8 are refused.
+pub fn parse_query(raw: Option<&str>) -> S3Result<Query> {
+    Query::parse(raw).ok_or_else(|| S3Error::invalid_argument("Query parameters must be UTF-8"))
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -224,7 +195,7 @@ mod tests {
         let mut parts = path.trim_start_matches('/').splitn(2, '/');
         let bucket = parts.next().is_some_and(|bucket| !bucket.is_empty());
         let key = parts.next().is_some_and(|key| !key.is_empty());
-        let query = Query::parse(query).unwrap();
+        let query = parse_query(query).unwrap();
         let method = Method::from_bytes(method.as_bytes()).unwrap();
         let got = route(&method, bucket, key, &query, copy).map_err(|err| err.code);
         assert_eq!(got, expected, "{request}");
@@ -347,10 +318,10 @@ mod tests {
 
     #[test]
     fn query_decoding() {
-        let query = Query::parse(Some("prefix=a+b%2Fc&delimiter=%2F&versions")).unwrap();
+        let query = parse_query(Some("prefix=a+b%2Fc&delimiter=%2F&versions")).unwrap();
         assert_eq!(query.get("prefix"), Some("a b/c"));
         assert_eq!(query.get("delimiter"), Some("/"));
         assert!(query.has("versions"));
-        assert!(Query::parse(Some("prefix=%FF")).is_err());
+        assert!(parse_query(Some("prefix=%FF")).is_err());
     }
 }

@@ -1,92 +1,15 @@
 //! S3 XML: a small writer for responses, and serde shapes of the request bodies.
 
-use quick_xml::escape::escape;
 use serde::Deserialize;
 
 use super::error::{S3Error, S3Result};
+pub use crate::xml_writer::XmlWriter;
 
 const S3_NAMESPACE: &str = "http://s3.amazonaws.com/doc/2006-03-01/";
 
-/// Builds a response document element by element; text is always escaped.
-pub struct XmlWriter {
-    out: String,
-    open: Vec<&'static str>,
-}
-
-impl XmlWriter {
-    /// A document whose root element carries the S3 namespace.
-    pub fn new(root: &'static str) -> Self {
-        let mut out = String::with_capacity(512);
-        out.push_str("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<");
-        out.push_str(root);
-        out.push_str(" xmlns=\"");
-        out.push_str(S3_NAMESPACE);
-        out.push_str("\">");
-        XmlWriter {
-            out,
-            open: vec![root],
-        }
-    }
-
-    /// A document without namespace (error bodies have none).
-    pub fn bare(root: &'static str) -> Self {
-        let mut out = String::with_capacity(256);
-        out.push_str("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<");
-        out.push_str(root);
-        out.push('>');
-        XmlWriter {
-            out,
-            open: vec![root],
-        }
-    }
-
-    pub fn open(&mut self, name: &'static str) -> &mut Self {
-        self.out.push('<');
-        self.out.push_str(name);
-        self.out.push('>');
-        self.open.push(name);
-        self
-    }
-
-    pub fn close(&mut self) -> &mut Self {
-        if let Some(name) = self.open.pop() {
-            self.out.push_str("</");
-            self.out.push_str(name);
-            self.out.push('>');
-        }
-        self
-    }
-
-    pub fn element(&mut self, name: &str, text: &str) -> &mut Self {
-        self.out.push('<');
-        self.out.push_str(name);
-        self.out.push('>');
-        self.out.push_str(&escape(text));
-        self.out.push_str("</");
-        self.out.push_str(name);
-        self.out.push('>');
-        self
-    }
-
-    /// Text directly inside the innermost open element.
-    pub fn text(&mut self, text: &str) -> &mut Self {
-        self.out.push_str(&escape(text));
-        self
-    }
-
-    pub fn optional(&mut self, name: &str, text: Option<&str>) -> &mut Self {
-        if let Some(text) = text {
-            self.element(name, text);
-        }
-        self
-    }
-
-    pub fn finish(mut self) -> String {
-        while !self.open.is_empty() {
-            self.close();
-        }
-        self.out
-    }
+/// A response document whose root element carries the S3 namespace.
+pub fn document(root: &'static str) -> XmlWriter {
+    XmlWriter::with_attributes(root, &[("xmlns", S3_NAMESPACE)])
 }
 
 /// Parses a request body, turning any failure into `MalformedXML`.
@@ -146,7 +69,7 @@ mod tests {
 
     #[test]
     fn writer_escapes_and_closes() {
-        let mut xml = XmlWriter::new("ListAllMyBucketsResult");
+        let mut xml = document("ListAllMyBucketsResult");
         xml.open("Buckets").open("Bucket").element("Name", "a<b&c");
         let text = xml.finish();
         assert!(text.ends_with(

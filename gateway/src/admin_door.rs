@@ -1,0 +1,251 @@
+//! The admin API the `strata account|user|key` commands talk to: accounts,
+//! users, their keys and the token signing key, as JSON under `/admin/v1/`.
+//! Every request needs the token of a reseller admin (`X-Auth-Token`).
+//!
+//! | request | does |
+//! |---|---|
+//! | `GET /admin/v1/accounts` | accounts with their usage |
+//! | `PUT /admin/v1/accounts/NAME` | creates an account (409 if it exists) |
+//! | `DELETE /admin/v1/accounts/NAME[?purge=true]` | deletes it; 409 while it holds containers, unless purged |
+//! | `GET /admin/v1/accounts/NAME/users` | its users (no secrets) |
+//! | `PUT /admin/v1/accounts/NAME/users/USER?role=R` | creates a user; answers its keys, once |
+//! | `DELETE /admin/v1/accounts/NAME/users/USER` | deletes the user |
+//! | `POST /admin/v1/accounts/NAME/users/USER?op=rotate` | new Swift key and S3 pair; old tokens revoked |
+//! | `POST /admin/v1/accounts/NAME/users/USER?op=revoke` | revokes the user's tokens |
+//! | `POST /admin/v1/signing-key?overlap=SECS` | new token signing key |
+
+use http::{Method, StatusCode};
+use hyper::body::Incoming;
+use serde_json::json;
+use strata_auth::Role;
+use strata_store::{ListEntry, ListQuery, Store};
+
+use crate::directory::{Directory, DirectoryError};
+use crate::wire::{Query, Response, empty_response, header_str, json_response, unix_now};
+
+pub const PREFIX: &str = "/admin/v1/";
+
+/// How long the previous signing key keeps verifying by default.
+const DEFAULT_OVERLAP_SECS: u64 = 24 * 3600;
+
+pub struct AdminDoor {
+    pub store: Store,
+    pub directory: Directory,
+}
+
+/// An admin API failure: status and message, sent as `{"error": …}`.
+struct AdminError(StatusCode, String);
+
+impl From<DirectoryError> for AdminError {
+    fn from(err: DirectoryError) -> Self {
+        let status = match &err {
+            DirectoryError::NotFound(_) => StatusCode::NOT_FOUND,
+            DirectoryError::Exists(_) => StatusCode::CONFLICT,
+            DirectoryError::Invalid(_) => StatusCode::BAD_REQUEST,
+            DirectoryError::Store(store) if !store.is_server_error() => StatusCode::BAD_REQUEST,
+            DirectoryError::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        AdminError(status, err.to_string())
+    }
+}
+
+impl From<strata_store::StoreError> for AdminError {
+    fn from(err: strata_store::StoreError) -> Self {
+        DirectoryError::Store(err).into()
+    }
+}
+
+type AdminResult<T> = Result<T, AdminError>;
+
+impl AdminDoor {
+    pub fn serves(path: &str) -> bool {
+        path.starts_with(PREFIX)
+    }
+
+    pub async fn handle(&self, request: http::Request<Incoming>) -> Response {
+        let outcome = self.answer(&request).await;
+        match outcome {
+            Ok(response) => response,
+            Err(AdminError(status, message)) => {
+                if status.is_server_error() {
+                    tracing::warn!(%status, %message, "admin request failed");
+                }
+                json_response(status, json!({ "error": message }).to_string())
+            }
+        }
+    }
+
+    async fn answer(&self, request: &http::Request<Incoming>) -> AdminResult<Response> {
+        let now = unix_now();
+        let token = header_str(request.headers(), "x-auth-token").unwrap_or("");
+        let principal = self.directory.verify_token(token, now).ok_or_else(|| {
+            AdminError(
+                StatusCode::UNAUTHORIZED,
+                "a reseller admin token is required".into(),
+            )
+        })?;
+        if principal.role != Role::ResellerAdmin {
+            return Err(AdminError(
+                StatusCode::FORBIDDEN,
+                "only reseller admins may use the admin API".into(),
+            ));
+        }
+        let query = Query::parse(request.uri().query()).unwrap_or_default();
+        let path = request
+            .uri()
+            .path()
+            .trim_start_matches(PREFIX)
+            .trim_end_matches('/');
+        let segments: Vec<&str> = path.split('/').collect();
+        let method = request.method();
+        match (method, segments.as_slice()) {
+            (&Method::GET, ["accounts"]) => self.list_accounts().await,
+            (&Method::PUT, ["accounts", name]) => {
+                let record = self.directory.create_account(name).await?;
+                Ok(json_response(
+                    StatusCode::CREATED,
+                    json!({ "name": record.name }).to_string(),
+                ))
+            }
+            (&Method::DELETE, ["accounts", name]) => {
+                if *name == principal.account {
+                    return Err(AdminError(
+                        StatusCode::CONFLICT,
+                        "an admin cannot delete their own account".into(),
+                    ));
+                }
+                self.delete_account(name, query.get("purge") == Some("true"))
+                    .await
+            }
+            (&Method::GET, ["accounts", name, "users"]) => {
+                if self.directory.account(name).is_none() {
+                    return Err(DirectoryError::NotFound(format!("account {name}")).into());
+                }
+                let users: Vec<_> = self
+                    .directory
+                    .users(name)
+                    .into_iter()
+                    .map(|user| {
+                        json!({
+                            "user": user.user,
+                            "role": user.role,
+                            "access_keys": user.s3_keys.iter().map(|key| key.access_key.clone()).collect::<Vec<_>>(),
+                        })
+                    })
+                    .collect();
+                Ok(json_response(StatusCode::OK, json!(users).to_string()))
+            }
+            (&Method::PUT, ["accounts", account, "users", user]) => {
+                let role = match query.get("role") {
+                    None => Role::Writer,
+                    Some(text) => Role::parse(text).ok_or_else(|| {
+                        AdminError(
+                            StatusCode::BAD_REQUEST,
+                            format!(
+                                "unknown role {text:?}: reader, writer, admin or reseller-admin"
+                            ),
+                        )
+                    })?,
+                };
+                let keys = self.directory.create_user(account, user, role).await?;
+                Ok(json_response(StatusCode::CREATED, json!(keys).to_string()))
+            }
+            (&Method::DELETE, ["accounts", account, "users", user]) => {
+                self.directory.delete_user(account, user).await?;
+                Ok(empty_response(StatusCode::NO_CONTENT))
+            }
+            (&Method::POST, ["accounts", account, "users", user]) => match query.get("op") {
+                Some("rotate") => {
+                    let keys = self.directory.rotate_user_keys(account, user).await?;
+                    Ok(json_response(StatusCode::OK, json!(keys).to_string()))
+                }
+                Some("revoke") => {
+                    self.directory.revoke_tokens(account, user).await?;
+                    Ok(empty_response(StatusCode::NO_CONTENT))
+                }
+                _ => Err(AdminError(
+                    StatusCode::BAD_REQUEST,
+                    "op must be rotate or revoke".into(),
+                )),
+            },
+            (&Method::POST, ["signing-key"]) => {
+                let overlap = match query.get("overlap") {
+                    None => DEFAULT_OVERLAP_SECS,
+                    Some(text) => text.parse().map_err(|_| {
+                        AdminError(
+                            StatusCode::BAD_REQUEST,
+                            "overlap must be whole seconds".into(),
+                        )
+                    })?,
+                };
+                let id = self.directory.rotate_signing_key(now, overlap).await?;
+                Ok(json_response(
+                    StatusCode::OK,
+                    json!({ "key_id": id, "overlap_secs": overlap }).to_string(),
+                ))
+            }
+            _ => Err(AdminError(
+                StatusCode::NOT_FOUND,
+                format!("no admin operation {method} {path}"),
+            )),
+        }
+    }
+
+    async fn list_accounts(&self) -> AdminResult<Response> {
+        let mut accounts = Vec::new();
+        for account in self.directory.accounts() {
+            let containers = self.store.account_usage(&account.name).await?;
+            accounts.push(json!({
+                "name": account.name,
+                "users": self.directory.users(&account.name).len(),
+                "containers": containers.len(),
+                "objects": containers.iter().map(|(_, usage)| usage.objects).sum::<u64>(),
+                "bytes": containers.iter().map(|(_, usage)| usage.bytes).sum::<u64>(),
+            }));
+        }
+        Ok(json_response(StatusCode::OK, json!(accounts).to_string()))
+    }
+
+    /// Deletes an account. With `purge`, its objects and containers go
+    /// first; without, an account that holds containers is refused.
+    async fn delete_account(&self, name: &str, purge: bool) -> AdminResult<Response> {
+        if self.directory.account(name).is_none() {
+            return Err(DirectoryError::NotFound(format!("account {name}")).into());
+        }
+        let buckets = self.store.list_buckets(name).await?;
+        if !buckets.is_empty() && !purge {
+            return Err(AdminError(
+                StatusCode::CONFLICT,
+                format!(
+                    "account {name} holds {} containers; delete them first or purge",
+                    buckets.len()
+                ),
+            ));
+        }
+        for bucket in buckets {
+            loop {
+                let page = self
+                    .store
+                    .list_objects(
+                        &bucket.name,
+                        ListQuery {
+                            max_keys: 1000,
+                            ..ListQuery::default()
+                        },
+                    )
+                    .await?;
+                for entry in &page.entries {
+                    if let ListEntry::Object(info) = entry {
+                        self.store.delete_object(&bucket.name, &info.key).await?;
+                    }
+                }
+                if page.entries.is_empty() {
+                    break;
+                }
+            }
+            self.store.delete_bucket(&bucket.name).await?;
+        }
+        self.directory.delete_account(name).await?;
+        Ok(empty_response(StatusCode::NO_CONTENT))
+    }
+}

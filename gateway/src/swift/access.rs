@@ -1,0 +1,202 @@
+//! Who is calling (a token's user, a TempURL, or nobody) and what they may do:
+//! the owning account's roles first, then the container's ACLs, as Swift's
+//! tempauth and tempurl middlewares decide.
+
+use http::HeaderMap;
+use strata_auth::{
+    ContainerAcl, Decision, Principal, TempUrlParams, read_decision, verify_temp_url,
+    write_decision,
+};
+use strata_store::BucketInfo;
+
+use super::error::{SwiftError, SwiftResult};
+use super::{ATTR_META_PREFIX, ATTR_READ_ACL, ATTR_WRITE_ACL, SwiftDoor, SwiftRequest};
+use crate::directory::Directory;
+use crate::wire::{Query, header_str};
+
+/// The identity a request carries.
+#[derive(Debug, Clone)]
+pub(crate) enum Caller {
+    Anonymous,
+    User(Principal),
+    /// A request with `temp_url_sig`; checked against the keys once the
+    /// object's account and container are known.
+    TempUrl,
+}
+
+/// What a request does to the account, container or object it names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Access {
+    /// Read objects.
+    Read,
+    /// List a container or an account, read container metadata.
+    List,
+    /// Write or delete objects.
+    Write,
+    /// Create, change or delete containers; change account metadata.
+    Manage,
+}
+
+/// The token's user, or the way an unauthenticated request may still get in.
+/// A token that does not verify is refused outright (401), as Swift does.
+pub(crate) fn authenticate(
+    directory: &Directory,
+    headers: &HeaderMap,
+    query: &Query,
+    now: u64,
+) -> SwiftResult<Caller> {
+    let token =
+        header_str(headers, "x-auth-token").or_else(|| header_str(headers, "x-storage-token"));
+    if let Some(token) = token {
+        return directory
+            .verify_token(token, now)
+            .map(Caller::User)
+            .ok_or_else(SwiftError::unauthorized);
+    }
+    if query.has("temp_url_sig") {
+        return Ok(Caller::TempUrl);
+    }
+    Ok(Caller::Anonymous)
+}
+
+impl SwiftDoor {
+    /// Refuses the request unless its caller may `access` the account, the
+    /// container `bucket` (`None`: it does not exist, or the request is for
+    /// the account), or an object in it. Refusals are 401 for callers
+    /// without identity and 403 for users, so that nobody learns whether a
+    /// container exists without being allowed to see it.
+    pub(crate) fn authorize(
+        &self,
+        request: &SwiftRequest,
+        bucket: Option<&BucketInfo>,
+        container_level: bool,
+        access: Access,
+    ) -> SwiftResult<()> {
+        let owner = request.account.as_str();
+        let referrer = request.header("referer");
+        let decision = match &request.caller {
+            Caller::User(principal) => match (access, bucket) {
+                (Access::Manage, _) => decide(principal.administers(owner), "account admin"),
+                (Access::Read | Access::List, None) => {
+                    decide(principal.reads_account(owner), "user of the account")
+                }
+                (Access::Write, None) => {
+                    decide(principal.writes_account(owner), "writer in the account")
+                }
+                (Access::Read | Access::List, Some(bucket)) => read_decision(
+                    &acl(bucket, ATTR_READ_ACL),
+                    owner,
+                    Some(principal),
+                    referrer,
+                    access == Access::List,
+                ),
+                (Access::Write, Some(bucket)) => {
+                    write_decision(&acl(bucket, ATTR_WRITE_ACL), owner, principal)
+                }
+            },
+            Caller::Anonymous => match (access, bucket) {
+                (Access::Read | Access::List, Some(bucket)) => read_decision(
+                    &acl(bucket, ATTR_READ_ACL),
+                    owner,
+                    None,
+                    referrer,
+                    access == Access::List,
+                ),
+                _ => Decision::deny("anonymous"),
+            },
+            Caller::TempUrl => self.temp_url_decision(request, bucket, container_level),
+        };
+        if decision.allowed {
+            return Ok(());
+        }
+        tracing::debug!(reason = decision.reason, ?access, "swift access denied");
+        Err(match request.caller {
+            Caller::User(_) => SwiftError::forbidden(),
+            Caller::Anonymous | Caller::TempUrl => SwiftError::unauthorized(),
+        })
+    }
+
+    fn temp_url_decision(
+        &self,
+        request: &SwiftRequest,
+        bucket: Option<&BucketInfo>,
+        container_level: bool,
+    ) -> Decision {
+        if container_level {
+            return Decision::deny("TempURLs are for objects");
+        }
+        let (Some(sig), Some(expires)) = (
+            request.query.get("temp_url_sig"),
+            request.query.get("temp_url_expires"),
+        ) else {
+            return Decision::deny("TempURL without temp_url_expires");
+        };
+        let params = TempUrlParams {
+            sig,
+            expires,
+            prefix: request.query.get("temp_url_prefix"),
+        };
+        let mut keys: Vec<String> = Vec::new();
+        if let Some(account) = self.directory.account(&request.account) {
+            keys.extend(temp_url_keys(|name| account.meta.get(name).cloned()));
+        }
+        if let Some(bucket) = bucket {
+            keys.extend(temp_url_keys(|name| {
+                bucket
+                    .attrs
+                    .get(&format!("{ATTR_META_PREFIX}{name}"))
+                    .cloned()
+            }));
+        }
+        let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
+        // Clients sign the path either as sent or decoded; Swift's middleware
+        // sees the decoded one.
+        let decoded = percent_encoding::percent_decode_str(&request.raw_path)
+            .decode_utf8_lossy()
+            .into_owned();
+        let method = request.method.as_str();
+        let outcome =
+            verify_temp_url(method, &decoded, params, &keys, request.now).or_else(|err| {
+                if decoded == request.raw_path {
+                    Err(err)
+                } else {
+                    verify_temp_url(method, &request.raw_path, params, &keys, request.now)
+                }
+            });
+        match outcome {
+            Ok(()) => Decision::allow("valid TempURL"),
+            Err(err) => {
+                tracing::debug!(error = %err, "TempURL refused");
+                Decision::deny("TempURL refused")
+            }
+        }
+    }
+}
+
+/// The ACL stored on a container; one that no longer parses grants nothing.
+fn acl(bucket: &BucketInfo, attr: &str) -> ContainerAcl {
+    let Some(text) = bucket.attrs.get(attr) else {
+        return ContainerAcl::default();
+    };
+    let parsed = if attr == ATTR_WRITE_ACL {
+        ContainerAcl::parse_write(text)
+    } else {
+        ContainerAcl::parse_read(text)
+    };
+    parsed.unwrap_or_default()
+}
+
+fn temp_url_keys(get: impl Fn(&str) -> Option<String>) -> impl Iterator<Item = String> {
+    ["temp-url-key", "temp-url-key-2"]
+        .into_iter()
+        .filter_map(get)
+        .filter(|key| !key.is_empty())
+}
+
+fn decide(allowed: bool, reason: &'static str) -> Decision {
+    if allowed {
+        Decision::allow(reason)
+    } else {
+        Decision::deny(reason)
+    }
+}

@@ -1,0 +1,271 @@
+//! Container requests: PUT, HEAD, GET (listings), POST (metadata and ACLs),
+//! DELETE.
+
+use std::collections::BTreeMap;
+
+use http::{HeaderMap, StatusCode};
+use strata_auth::ContainerAcl;
+use strata_store::{BucketInfo, BucketUsage, ListEntry, ListQuery, StoreError};
+
+use super::access::{Access, Caller};
+use super::error::{SwiftError, SwiftResult};
+use super::large::listed_view;
+use super::listing::{self, ListParams, ObjectEntry};
+use super::meta::{MetaKind, apply_changes, meta_changes};
+use super::{
+    ATTR_META_PREFIX, ATTR_READ_ACL, ATTR_WRITE_ACL, SwiftDoor, SwiftRequest, put_header,
+    swift_timestamp,
+};
+use crate::wire::{Response, empty_response};
+
+impl SwiftDoor {
+    pub(crate) async fn put_container(
+        &self,
+        request: &SwiftRequest,
+        name: &str,
+    ) -> SwiftResult<Response> {
+        self.authorize(request, None, true, Access::Manage)?;
+        if name.len() > 256 {
+            return Err(SwiftError::bad_request(
+                "Container name length of 257 or more is longer than 256",
+            ));
+        }
+        let settings = ContainerSettings::from_request(request)?;
+        let mut attrs = BTreeMap::new();
+        settings.apply(&mut attrs)?;
+        match self
+            .store
+            .create_bucket_with(&request.account, name, &self.region, attrs)
+            .await
+        {
+            Ok(_) => Ok(empty_response(StatusCode::CREATED)),
+            Err(StoreError::BucketAlreadyOwnedByYou) => {
+                // PUT on an existing container updates its settings: 202.
+                if !settings.is_empty() {
+                    self.store
+                        .update_bucket(name, move |bucket| {
+                            settings
+                                .apply(&mut bucket.attrs)
+                                .map_err(|err| StoreError::InvalidArgument(err.text.into_owned()))
+                        })
+                        .await?;
+                }
+                Ok(empty_response(StatusCode::ACCEPTED))
+            }
+            Err(err) => Err(err.into()),
+        }
+    }
+
+    pub(crate) async fn get_container(
+        &self,
+        request: &SwiftRequest,
+        name: &str,
+        head: bool,
+    ) -> SwiftResult<Response> {
+        let bucket = self.container_of(&request.account, name).await?;
+        self.authorize(request, bucket.as_ref(), true, Access::List)?;
+        let bucket = bucket.ok_or_else(SwiftError::not_found)?;
+        let usage = self.store.bucket_usage(name).await?;
+        let show_acls = matches!(&request.caller, Caller::User(principal) if principal.administers(&request.account));
+        let mut response = if head {
+            empty_response(StatusCode::NO_CONTENT)
+        } else {
+            let params = ListParams::from_request(request)?;
+            let entries = self.list_entries(name, &params).await?;
+            listing::container_listing(listing::format_of(request), name, &entries)?
+        };
+        container_headers(response.headers_mut(), &bucket, usage, show_acls);
+        Ok(response)
+    }
+
+    async fn list_entries(&self, name: &str, params: &ListParams) -> SwiftResult<Vec<ObjectEntry>> {
+        let page = self
+            .store
+            .list_objects(
+                name,
+                ListQuery {
+                    prefix: params.prefix.clone(),
+                    delimiter: params.delimiter.clone(),
+                    start_after: params.marker.clone(),
+                    end_before: params.end_marker.clone(),
+                    max_keys: params.limit,
+                    reverse: params.reverse,
+                },
+            )
+            .await?;
+        let entries = page
+            .entries
+            .into_iter()
+            .map(|entry| match entry {
+                ListEntry::CommonPrefix(subdir) => ObjectEntry::Subdir { subdir },
+                ListEntry::Object(info) => {
+                    let view = listed_view(&info);
+                    ObjectEntry::Object {
+                        name: info.key.clone(),
+                        hash: view.etag,
+                        bytes: view.size,
+                        content_type: info
+                            .meta
+                            .content_type
+                            .clone()
+                            .unwrap_or_else(|| "application/octet-stream".to_owned()),
+                        last_modified: listing::listing_time(info.last_modified_ms),
+                    }
+                }
+            })
+            .collect();
+        Ok(entries)
+    }
+
+    pub(crate) async fn post_container(
+        &self,
+        request: &SwiftRequest,
+        name: &str,
+    ) -> SwiftResult<Response> {
+        self.managed_container(request, name).await?;
+        let settings = ContainerSettings::from_request(request)?;
+        let outcome = self
+            .store
+            .update_bucket(name, move |bucket| {
+                settings
+                    .apply(&mut bucket.attrs)
+                    .map_err(|err| StoreError::InvalidArgument(err.text.into_owned()))
+            })
+            .await;
+        match outcome {
+            Ok(_) => Ok(empty_response(StatusCode::NO_CONTENT)),
+            Err(err) => Err(err.into()),
+        }
+    }
+
+    pub(crate) async fn delete_container(
+        &self,
+        request: &SwiftRequest,
+        name: &str,
+    ) -> SwiftResult<Response> {
+        self.managed_container(request, name).await?;
+        self.store.delete_bucket(name).await?;
+        Ok(empty_response(StatusCode::NO_CONTENT))
+    }
+
+    /// The container, after checking the caller may manage it.
+    async fn managed_container(
+        &self,
+        request: &SwiftRequest,
+        name: &str,
+    ) -> SwiftResult<BucketInfo> {
+        self.authorize(request, None, true, Access::Manage)?;
+        self.container_of(&request.account, name)
+            .await?
+            .ok_or_else(SwiftError::not_found)
+    }
+}
+
+/// What a container PUT or POST changes: metadata and the two ACLs, parsed
+/// before anything is written so that a bad header changes nothing.
+#[derive(Debug, Default)]
+struct ContainerSettings {
+    meta: Vec<(String, Option<String>)>,
+    /// `Some("")` removes the ACL.
+    read_acl: Option<String>,
+    write_acl: Option<String>,
+}
+
+impl ContainerSettings {
+    fn from_request(request: &SwiftRequest) -> SwiftResult<ContainerSettings> {
+        let acl = |name: &str,
+                   removal: &str,
+                   parse: fn(&str) -> Result<ContainerAcl, strata_auth::AclError>|
+         -> SwiftResult<Option<String>> {
+            if request.headers.contains_key(removal) {
+                return Ok(Some(String::new()));
+            }
+            let Some(value) = request.headers.get(name) else {
+                return Ok(None);
+            };
+            let text = value
+                .to_str()
+                .map_err(|_| SwiftError::bad_request("ACLs must be ASCII"))?;
+            let parsed = parse(text).map_err(|err| SwiftError::bad_request(err.0))?;
+            Ok(Some(parsed.to_header()))
+        };
+        Ok(ContainerSettings {
+            meta: meta_changes(&request.headers, MetaKind::Container)?,
+            read_acl: acl(
+                "x-container-read",
+                "x-remove-container-read",
+                ContainerAcl::parse_read,
+            )?,
+            write_acl: acl(
+                "x-container-write",
+                "x-remove-container-write",
+                ContainerAcl::parse_write,
+            )?,
+        })
+    }
+
+    fn is_empty(&self) -> bool {
+        self.meta.is_empty() && self.read_acl.is_none() && self.write_acl.is_none()
+    }
+
+    fn apply(&self, attrs: &mut BTreeMap<String, String>) -> SwiftResult<()> {
+        let mut meta: BTreeMap<String, String> = attrs
+            .iter()
+            .filter_map(|(name, value)| {
+                name.strip_prefix(ATTR_META_PREFIX)
+                    .map(|name| (name.to_owned(), value.clone()))
+            })
+            .collect();
+        apply_changes(&mut meta, self.meta.clone())?;
+        attrs.retain(|name, _| !name.starts_with(ATTR_META_PREFIX));
+        for (name, value) in meta {
+            attrs.insert(format!("{ATTR_META_PREFIX}{name}"), value);
+        }
+        for (attr, acl) in [
+            (ATTR_READ_ACL, &self.read_acl),
+            (ATTR_WRITE_ACL, &self.write_acl),
+        ] {
+            match acl.as_deref() {
+                None => {}
+                Some("") => {
+                    attrs.remove(attr);
+                }
+                Some(text) => {
+                    attrs.insert(attr.to_owned(), text.to_owned());
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+fn container_headers(
+    headers: &mut HeaderMap,
+    bucket: &BucketInfo,
+    usage: BucketUsage,
+    show_acls: bool,
+) {
+    put_header(
+        headers,
+        "x-container-object-count",
+        &usage.objects.to_string(),
+    );
+    put_header(headers, "x-container-bytes-used", &usage.bytes.to_string());
+    put_header(headers, "x-timestamp", &swift_timestamp(bucket.created_ms));
+    put_header(headers, "x-storage-policy", "default");
+    for (name, value) in &bucket.attrs {
+        if let Some(meta) = name.strip_prefix(ATTR_META_PREFIX) {
+            put_header(headers, &MetaKind::Container.header(meta), value);
+        }
+    }
+    if show_acls {
+        for (attr, header) in [
+            (ATTR_READ_ACL, "x-container-read"),
+            (ATTR_WRITE_ACL, "x-container-write"),
+        ] {
+            if let Some(value) = bucket.attrs.get(attr) {
+                put_header(headers, header, value);
+            }
+        }
+    }
+}

@@ -1,0 +1,236 @@
+//! Account and container listings: their query parameters and the three
+//! formats Swift answers in (plain names, JSON, XML).
+
+use http::{HeaderValue, StatusCode};
+use serde::Serialize;
+
+use super::SwiftRequest;
+use super::error::{SwiftError, SwiftResult};
+use crate::wire::{Response, empty_response, text_response};
+use crate::xml_writer::XmlWriter;
+
+/// Most entries one listing returns (Swift's `container_listing_limit`).
+pub(crate) const LISTING_LIMIT: usize = 10_000;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Format {
+    Plain,
+    Json,
+    Xml,
+}
+
+/// `prefix`, `delimiter`, `marker`, `end_marker`, `limit`, `reverse`.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct ListParams {
+    pub prefix: String,
+    pub delimiter: Option<String>,
+    pub marker: Option<String>,
+    pub end_marker: Option<String>,
+    pub limit: usize,
+    pub reverse: bool,
+}
+
+impl ListParams {
+    pub fn from_request(request: &SwiftRequest) -> SwiftResult<ListParams> {
+        let query = &request.query;
+        let limit = match query.get("limit") {
+            None => LISTING_LIMIT,
+            Some(text) => {
+                let limit: usize = text.parse().map_err(|_| {
+                    SwiftError::precondition_failed("Value of limit must be a positive integer")
+                })?;
+                if limit > LISTING_LIMIT {
+                    return Err(SwiftError::precondition_failed(format!(
+                        "Maximum limit is {LISTING_LIMIT}"
+                    )));
+                }
+                limit
+            }
+        };
+        let delimiter = query.get("delimiter").filter(|text| !text.is_empty());
+        if delimiter.is_some_and(|text| text.chars().count() != 1) {
+            return Err(SwiftError::precondition_failed("Bad delimiter"));
+        }
+        let non_empty = |name: &str| {
+            query
+                .get(name)
+                .filter(|text| !text.is_empty())
+                .map(str::to_owned)
+        };
+        let reverse = query.get("reverse").is_some_and(|text| {
+            matches!(
+                text.to_ascii_lowercase().as_str(),
+                "true" | "1" | "yes" | "on" | "t" | "y"
+            )
+        });
+        Ok(ListParams {
+            prefix: query.get("prefix").unwrap_or("").to_owned(),
+            delimiter: delimiter.map(str::to_owned),
+            marker: non_empty("marker"),
+            end_marker: non_empty("end_marker"),
+            limit,
+            reverse,
+        })
+    }
+}
+
+/// The format a listing is asked for: `?format=`, else the `Accept` header.
+pub(crate) fn format_of(request: &SwiftRequest) -> Format {
+    let by_name = |name: &str| match name.trim().to_ascii_lowercase().as_str() {
+        "json" => Some(Format::Json),
+        "xml" => Some(Format::Xml),
+        "plain" | "text" => Some(Format::Plain),
+        _ => None,
+    };
+    if let Some(format) = request.query.get("format").and_then(by_name) {
+        return format;
+    }
+    let accept = request.header("accept").unwrap_or("");
+    if accept.contains("application/json") {
+        Format::Json
+    } else if accept.contains("application/xml") || accept.contains("text/xml") {
+        Format::Xml
+    } else {
+        Format::Plain
+    }
+}
+
+/// One entry of a container listing.
+#[derive(Debug, Clone, Serialize)]
+#[serde(untagged)]
+pub(crate) enum ObjectEntry {
+    Object {
+        name: String,
+        hash: String,
+        bytes: u64,
+        content_type: String,
+        last_modified: String,
+    },
+    Subdir {
+        subdir: String,
+    },
+}
+
+/// One entry of an account listing.
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct ContainerEntry {
+    pub name: String,
+    pub count: u64,
+    pub bytes: u64,
+    pub last_modified: String,
+}
+
+/// `2026-12-02T15:06:48.123000`: listings' time form (UTC, microseconds).
+pub(crate) fn listing_time(ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms)
+        .unwrap_or_default()
+        .format("%Y-%m-%dT%H:%M:%S%.6f")
+        .to_string()
+}
+
+pub(crate) fn container_listing(
+    format: Format,
+    container: &str,
+    entries: &[ObjectEntry],
+) -> SwiftResult<Response> {
+    match format {
+        Format::Plain => Ok(plain(entries.iter().map(|entry| match entry {
+            ObjectEntry::Object { name, .. } => name.as_str(),
+            ObjectEntry::Subdir { subdir } => subdir.as_str(),
+        }))),
+        Format::Json => json(entries),
+        Format::Xml => {
+            let mut xml = XmlWriter::with_attributes("container", &[("name", container)]);
+            for entry in entries {
+                match entry {
+                    ObjectEntry::Object {
+                        name,
+                        hash,
+                        bytes,
+                        content_type,
+                        last_modified,
+                    } => {
+                        xml.open("object")
+                            .element("name", name)
+                            .element("hash", hash)
+                            .element("bytes", &bytes.to_string())
+                            .element("content_type", content_type)
+                            .element("last_modified", last_modified)
+                            .close();
+                    }
+                    ObjectEntry::Subdir { subdir } => {
+                        xml.open_with("subdir", &[("name", subdir)])
+                            .element("name", subdir)
+                            .close();
+                    }
+                }
+            }
+            Ok(typed(
+                text_response(StatusCode::OK, xml.finish()),
+                "application/xml",
+            ))
+        }
+    }
+}
+
+pub(crate) fn account_listing(
+    format: Format,
+    account: &str,
+    entries: &[ContainerEntry],
+) -> SwiftResult<Response> {
+    match format {
+        Format::Plain => Ok(plain(entries.iter().map(|entry| entry.name.as_str()))),
+        Format::Json => json(entries),
+        Format::Xml => {
+            let mut xml = XmlWriter::with_attributes("account", &[("name", account)]);
+            for entry in entries {
+                xml.open("container")
+                    .element("name", &entry.name)
+                    .element("count", &entry.count.to_string())
+                    .element("bytes", &entry.bytes.to_string())
+                    .element("last_modified", &entry.last_modified)
+                    .close();
+            }
+            Ok(typed(
+                text_response(StatusCode::OK, xml.finish()),
+                "application/xml",
+            ))
+        }
+    }
+}
+
+/// One name per line; an empty listing is 204, as Swift answers it.
+fn plain<'a>(names: impl Iterator<Item = &'a str>) -> Response {
+    let mut body = String::new();
+    for name in names {
+        body.push_str(name);
+        body.push('\n');
+    }
+    if body.is_empty() {
+        return typed(empty_response(StatusCode::NO_CONTENT), "text/plain");
+    }
+    typed(text_response(StatusCode::OK, body), "text/plain")
+}
+
+fn json<T: Serialize>(entries: &[T]) -> SwiftResult<Response> {
+    let body = serde_json::to_vec(entries).map_err(|err| {
+        tracing::error!(error = %err, "listing did not serialise");
+        SwiftError::internal()
+    })?;
+    Ok(typed(
+        text_response(StatusCode::OK, body),
+        "application/json",
+    ))
+}
+
+fn typed(mut response: Response, content_type: &'static str) -> Response {
+    let value = match content_type {
+        "application/json" => HeaderValue::from_static("application/json; charset=utf-8"),
+        "application/xml" => HeaderValue::from_static("application/xml; charset=utf-8"),
+        _ => HeaderValue::from_static("text/plain; charset=utf-8"),
+    };
+    response
+        .headers_mut()
+        .insert(http::header::CONTENT_TYPE, value);
+    response
+}

@@ -1,0 +1,322 @@
+//! The Swift door: OpenStack Swift's API v1 over the same store the S3 door
+//! uses. `/v1/AUTH_<account>[/<container>[/<object>]]` with a token from the
+//! auth endpoints, a TempURL, or nothing (public containers); `/info` lists
+//! what this door supports.
+//!
+//! An account is a directory account, a container is a bucket the account
+//! owns, an object is the same record S3 reads (`X-Object-Meta-*` and
+//! `x-amz-meta-*` are one set of metadata). Container settings (ACLs,
+//! metadata) live in the bucket's `attrs` under the `swift:` names below.
+
+mod access;
+mod account;
+mod bulk;
+mod container;
+mod error;
+mod info;
+mod large;
+mod listing;
+mod meta;
+mod object;
+
+use http::{HeaderMap, HeaderValue, Method};
+use hyper::body::Incoming;
+use strata_store::{BucketInfo, Store};
+use tracing::Instrument as _;
+
+use crate::config::Limits;
+use crate::directory::Directory;
+use crate::wire::{Query, Response, empty_response, text_response};
+pub use error::{SwiftError, SwiftResult};
+
+use access::Caller;
+
+/// Bucket attributes owned by this door.
+pub(crate) const ATTR_READ_ACL: &str = "swift:read";
+pub(crate) const ATTR_WRITE_ACL: &str = "swift:write";
+/// Prefix of container metadata (`X-Container-Meta-Color` → `swift:meta:color`).
+pub(crate) const ATTR_META_PREFIX: &str = "swift:meta:";
+
+/// Everything the Swift handlers share.
+pub struct SwiftDoor {
+    pub store: Store,
+    pub directory: Directory,
+    pub limits: Limits,
+    /// The region recorded on containers created through Swift.
+    pub region: String,
+}
+
+/// What a request addresses.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Target {
+    Account,
+    Container(String),
+    Object(String, String),
+}
+
+/// One authenticated, parsed request.
+pub(crate) struct SwiftRequest {
+    pub method: Method,
+    pub headers: HeaderMap,
+    pub query: Query,
+    /// The path as sent, still percent-encoded: TempURL signatures cover it.
+    pub raw_path: String,
+    pub account: String,
+    pub target: Target,
+    pub caller: Caller,
+    /// Unix seconds when the request arrived.
+    pub now: u64,
+}
+
+impl SwiftRequest {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        crate::wire::header_str(&self.headers, name)
+    }
+}
+
+impl SwiftDoor {
+    /// Whether a request is for this door: `/info`, or a path under
+    /// `/v1/AUTH_` without an AWS signature (an S3 bucket may be called `v1`).
+    pub fn serves(request: &http::Request<Incoming>) -> bool {
+        let path = request.uri().path();
+        let swift_path = path == "/info" || path.starts_with("/v1/AUTH_");
+        let aws_signed = request
+            .headers()
+            .get(http::header::AUTHORIZATION)
+            .and_then(|value| value.to_str().ok())
+            .is_some_and(|value| value.starts_with("AWS"))
+            || request
+                .uri()
+                .query()
+                .is_some_and(|query| query.contains("X-Amz-Signature"));
+        swift_path && !aws_signed
+    }
+
+    /// Answers one request; never fails (errors become Swift error responses).
+    pub async fn handle(&self, request: http::Request<Incoming>) -> Response {
+        let trans_id = new_trans_id();
+        let (parts, body) = request.into_parts();
+        let is_head = parts.method == Method::HEAD;
+        let span = tracing::info_span!("swift", method = %parts.method, id = %trans_id);
+        let outcome = async {
+            if parts.uri.path() == "/info" {
+                return info::answer(self, &parts.method);
+            }
+            let request = self.prepare(parts)?;
+            self.dispatch(request, body).await
+        }
+        .instrument(span)
+        .await;
+        let mut response = match outcome {
+            Ok(response) => response,
+            Err(err) => {
+                if err.status.is_server_error() {
+                    tracing::warn!(id = %trans_id, status = %err.status, text = %err.text, "swift request failed");
+                } else {
+                    tracing::debug!(id = %trans_id, status = %err.status, text = %err.text, "swift request refused");
+                }
+                error_response(err, is_head)
+            }
+        };
+        let headers = response.headers_mut();
+        if let Ok(value) = HeaderValue::from_str(&trans_id) {
+            headers.insert("x-trans-id", value.clone());
+            headers.insert("x-openstack-request-id", value);
+        }
+        headers.insert(http::header::SERVER, HeaderValue::from_static("strata"));
+        response
+    }
+
+    fn prepare(&self, parts: http::request::Parts) -> SwiftResult<SwiftRequest> {
+        let raw_path = parts.uri.path().to_owned();
+        let (account, target) = parse_path(&raw_path)?;
+        let query = Query::parse(parts.uri.query())
+            .ok_or_else(|| SwiftError::bad_request("Invalid UTF8 in the query string"))?;
+        let now = crate::wire::unix_now();
+        let caller = access::authenticate(&self.directory, &parts.headers, &query, now)?;
+        if let Target::Object(_, key) = &target {
+            strata_store::validate_key(key)?;
+        }
+        Ok(SwiftRequest {
+            method: parts.method,
+            headers: parts.headers,
+            query,
+            raw_path,
+            account,
+            target,
+            caller,
+            now,
+        })
+    }
+
+    async fn dispatch(&self, request: SwiftRequest, body: Incoming) -> SwiftResult<Response> {
+        let target = request.target.clone();
+        let method = request.method.clone();
+        if request.query.has("bulk-delete")
+            && target == Target::Account
+            && (method == Method::POST || method == Method::DELETE)
+        {
+            return self.bulk_delete(&request, body).await;
+        }
+        match (&target, method) {
+            (Target::Account, Method::HEAD) => self.head_account(&request).await,
+            (Target::Account, Method::GET) => self.list_account(&request).await,
+            (Target::Account, Method::POST) => self.post_account(&request).await,
+            (Target::Container(container), Method::PUT) => {
+                self.put_container(&request, container).await
+            }
+            (Target::Container(container), Method::HEAD) => {
+                self.get_container(&request, container, true).await
+            }
+            (Target::Container(container), Method::GET) => {
+                self.get_container(&request, container, false).await
+            }
+            (Target::Container(container), Method::POST) => {
+                self.post_container(&request, container).await
+            }
+            (Target::Container(container), Method::DELETE) => {
+                self.delete_container(&request, container).await
+            }
+            (Target::Object(container, key), Method::PUT) => {
+                self.put_object(&request, container, key, body).await
+            }
+            (Target::Object(container, key), Method::GET) => {
+                self.get_object(&request, container, key, false).await
+            }
+            (Target::Object(container, key), Method::HEAD) => {
+                self.get_object(&request, container, key, true).await
+            }
+            (Target::Object(container, key), Method::POST) => {
+                self.post_object(&request, container, key).await
+            }
+            (Target::Object(container, key), Method::DELETE) => {
+                self.delete_object(&request, container, key).await
+            }
+            (Target::Object(container, key), method) if method.as_str() == "COPY" => {
+                self.copy_method(&request, container, key).await
+            }
+            _ => Err(SwiftError::method_not_allowed()),
+        }
+    }
+
+    /// The container `name` of the request's account, if it exists. A bucket
+    /// of another account by that name is not this account's container.
+    pub(crate) async fn container_of(
+        &self,
+        account: &str,
+        name: &str,
+    ) -> SwiftResult<Option<BucketInfo>> {
+        match self.store.bucket(name).await {
+            Ok(bucket) if bucket.account == account => Ok(Some(bucket)),
+            Ok(_) | Err(strata_store::StoreError::NoSuchBucket) => Ok(None),
+            Err(err) => Err(err.into()),
+        }
+    }
+}
+
+/// `/v1/AUTH_acct`, `/v1/AUTH_acct/container`, `/v1/AUTH_acct/container/obj/ect`
+/// (a trailing `/` after the container still means the container).
+fn parse_path(raw: &str) -> SwiftResult<(String, Target)> {
+    let rest = raw
+        .strip_prefix("/v1/AUTH_")
+        .ok_or_else(SwiftError::not_found)?;
+    let decode = |text: &str| {
+        percent_encoding::percent_decode_str(text)
+            .decode_utf8()
+            .map(|decoded| decoded.into_owned())
+            .map_err(|_| SwiftError::precondition_failed("Invalid UTF8 or contains NULL"))
+    };
+    let mut pieces = rest.splitn(3, '/');
+    let account = decode(pieces.next().unwrap_or(""))?;
+    if account.is_empty() {
+        return Err(SwiftError::not_found());
+    }
+    let container = decode(pieces.next().unwrap_or(""))?;
+    let object = decode(pieces.next().unwrap_or(""))?;
+    if [&account, &container, &object]
+        .iter()
+        .any(|part| part.contains('\0'))
+    {
+        return Err(SwiftError::precondition_failed(
+            "Invalid UTF8 or contains NULL",
+        ));
+    }
+    let target = match (container.is_empty(), object.is_empty()) {
+        (true, _) => Target::Account,
+        (false, true) => Target::Container(container),
+        (false, false) => Target::Object(container, object),
+    };
+    Ok((account, target))
+}
+
+/// `tx` + 21 random hex digits + `-` + the time in hex, as Swift forms them.
+fn new_trans_id() -> String {
+    let now = crate::wire::unix_now();
+    let random = hex::encode(rand::random::<[u8; 11]>());
+    format!("tx{}-{now:010x}", &random[..21])
+}
+
+fn error_response(err: SwiftError, is_head: bool) -> Response {
+    let mut response = if is_head {
+        empty_response(err.status)
+    } else {
+        text_response(err.status, err.text.into_owned())
+    };
+    for (name, value) in err.headers {
+        if let Ok(value) = HeaderValue::from_str(&value) {
+            response.headers_mut().insert(name, value);
+        }
+    }
+    response
+}
+
+/// `1733150000.12345`: Swift's `X-Timestamp` form.
+pub(crate) fn swift_timestamp(ms: i64) -> String {
+    format!("{}.{:03}00", ms.div_euclid(1000), ms.rem_euclid(1000))
+}
+
+/// Adds a header, skipping values that cannot be sent.
+pub(crate) fn put_header(headers: &mut HeaderMap, name: &str, value: &str) {
+    if let (Ok(name), Ok(value)) = (
+        http::HeaderName::try_from(name),
+        HeaderValue::from_str(value),
+    ) {
+        headers.insert(name, value);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(path: &str, expected: Option<(&str, Target)>) {
+        let got = parse_path(path).ok();
+        let expected = expected.map(|(account, target)| (account.to_owned(), target));
+        assert_eq!(got, expected, "{path}");
+    }
+
+    #[test]
+    fn paths() {
+        use Target::*;
+        check("/v1/AUTH_acct", Some(("acct", Account)));
+        check("/v1/AUTH_acct/", Some(("acct", Account)));
+        check("/v1/AUTH_acct/c", Some(("acct", Container("c".into()))));
+        check("/v1/AUTH_acct/c/", Some(("acct", Container("c".into()))));
+        check(
+            "/v1/AUTH_acct/c/a/b%20c",
+            Some(("acct", Object("c".into(), "a/b c".into()))),
+        );
+        check("/v1/AUTH_", None);
+        check("/v1/acct/c", None);
+        check("/v1/AUTH_acct/c%00/o", None);
+        check("/v1/AUTH_acct/c/%FF", None);
+    }
+
+    #[test]
+    fn trans_ids_look_like_swifts() {
+        let id = new_trans_id();
+        assert_eq!(id.len(), 2 + 21 + 1 + 10, "{id}");
+        assert!(id.starts_with("tx"));
+        assert_eq!(swift_timestamp(1_733_150_000_123), "1733150000.12300");
+    }
+}

@@ -1,0 +1,490 @@
+//! Object requests: PUT (with ETag check, `X-Copy-From`, manifests), GET and
+//! HEAD (conditions, ranges, large objects), POST (metadata), DELETE, COPY.
+
+use http::{HeaderMap, StatusCode};
+use http_body_util::BodyDataStream;
+use hyper::body::Incoming;
+use strata_store::{ObjectInfo, ObjectMeta, PutConditions, StageError, StageOptions};
+
+use super::access::Access;
+use super::error::{SwiftError, SwiftResult};
+use super::large::{HDR_OBJECT_MANIFEST, HDR_SLO, is_slo};
+use super::meta::{MetaKind, apply_changes, meta_changes};
+use super::{SwiftDoor, SwiftRequest, put_header, swift_timestamp};
+use crate::wire::{
+    ConditionOutcome, REPRESENTATION_HEADERS, RangeError, Response, byte_range, empty_response,
+    evaluate_conditions, full_body, http_date, stream_body,
+};
+
+impl SwiftDoor {
+    pub(crate) async fn put_object(
+        &self,
+        request: &SwiftRequest,
+        container: &str,
+        key: &str,
+        body: Incoming,
+    ) -> SwiftResult<Response> {
+        self.writable_container(request, container).await?;
+        if let Some(source) = request.header("x-copy-from") {
+            let (source_container, source_key) = copy_path(source)?;
+            return self
+                .copy_object(request, (&source_container, &source_key), (container, key))
+                .await;
+        }
+        let meta = object_meta(request, key, None)?;
+        if request.query.get("multipart-manifest") == Some("put") {
+            return self.put_slo(request, container, key, body, meta).await;
+        }
+        let declared = declared_length(&request.headers)?;
+        if declared.is_some_and(|length| length > self.limits.max_object_size) {
+            return Err(too_large(self.limits.max_object_size));
+        }
+        let stream = BodyDataStream::new(body);
+        let staged = self
+            .store
+            .stage(
+                stream,
+                &StageOptions {
+                    sha256: false,
+                    checksum: None,
+                    max_size: self.limits.max_object_size,
+                },
+            )
+            .await
+            .map_err(|err| match err {
+                StageError::Store(err) => SwiftError::from(err),
+                StageError::Body(err) => {
+                    tracing::debug!(error = %err, "request body failed");
+                    SwiftError::bad_request("The request body ended early")
+                }
+            })?;
+        if declared.is_some_and(|length| length != staged.size) {
+            return Err(SwiftError::bad_request(
+                "The body is shorter than its Content-Length",
+            ));
+        }
+        let md5 = hex::encode(staged.digests.md5);
+        if let Some(expected) = request.header("etag") {
+            let expected = expected.trim().trim_matches('"').to_ascii_lowercase();
+            if expected != md5 {
+                return Err(SwiftError::unprocessable(
+                    "Unprocessable Entity: the body does not match the ETag header",
+                ));
+            }
+        }
+        let info = self
+            .store
+            .put_object(container, key, staged, meta, None, put_conditions(request))
+            .await?;
+        Ok(created(&info, &info.etag))
+    }
+
+    pub(crate) async fn get_object(
+        &self,
+        request: &SwiftRequest,
+        container: &str,
+        key: &str,
+        head: bool,
+    ) -> SwiftResult<Response> {
+        let info = self.readable_object(request, container, key).await?;
+        let assembled = self.assemble(request, info).await?;
+        let view = &assembled.view;
+        let large = assembled.segments.is_some();
+        match evaluate_conditions(&request.headers, "", view) {
+            ConditionOutcome::Proceed => {}
+            ConditionOutcome::NotModified => {
+                let mut response = empty_response(StatusCode::NOT_MODIFIED);
+                put_header(response.headers_mut(), "etag", &shown_etag(view, large));
+                put_header(
+                    response.headers_mut(),
+                    "last-modified",
+                    &http_date(view.last_modified_ms),
+                );
+                return Ok(response);
+            }
+            ConditionOutcome::PreconditionFailed => {
+                return Err(SwiftError::precondition_failed("Precondition Failed"));
+            }
+        }
+        let range = byte_range(request.header("range"), view.size).map_err(
+            |RangeError::Unsatisfiable| {
+                SwiftError::new(
+                    StatusCode::RANGE_NOT_SATISFIABLE,
+                    "Requested Range Not Satisfiable",
+                )
+                .with_header("content-range", format!("bytes */{}", view.size))
+            },
+        )?;
+        let length = range
+            .as_ref()
+            .map_or(view.size, |range| range.end - range.start);
+        let body = if head {
+            full_body(bytes::Bytes::new())
+        } else {
+            match assembled.segments.clone() {
+                Some(segments) => stream_body(self.segmented_stream(segments, range.clone())),
+                None => stream_body(self.store.read(view, range.clone())),
+            }
+        };
+        let mut response = http::Response::new(body);
+        let headers = response.headers_mut();
+        object_headers(headers, view, large);
+        put_header(headers, "content-length", &length.to_string());
+        if let Some(range) = &range {
+            *response.status_mut() = StatusCode::PARTIAL_CONTENT;
+            put_header(
+                response.headers_mut(),
+                "content-range",
+                &format!(
+                    "bytes {}-{}/{}",
+                    range.start,
+                    range.end.saturating_sub(1),
+                    view.size
+                ),
+            );
+        }
+        Ok(response)
+    }
+
+    pub(crate) async fn post_object(
+        &self,
+        request: &SwiftRequest,
+        container: &str,
+        key: &str,
+    ) -> SwiftResult<Response> {
+        self.writable_container(request, container).await?;
+        let current = self.existing_object(container, key).await?;
+        let meta = object_meta(request, key, Some(&current))?;
+        self.store
+            .replace_object_meta(container, key, meta, Some(current.etag.clone()))
+            .await?;
+        Ok(empty_response(StatusCode::ACCEPTED))
+    }
+
+    pub(crate) async fn delete_object(
+        &self,
+        request: &SwiftRequest,
+        container: &str,
+        key: &str,
+    ) -> SwiftResult<Response> {
+        self.writable_container(request, container).await?;
+        if request.query.get("multipart-manifest") == Some("delete") {
+            let current = self.existing_object(container, key).await?;
+            if is_slo(&current) {
+                let report = self.delete_slo(request, &current).await?;
+                return report.into_response(super::listing::format_of(request));
+            }
+        }
+        match self.store.delete_object(container, key).await? {
+            Some(deleted) if !deleted.is_expired_at(request.now) => {
+                Ok(empty_response(StatusCode::NO_CONTENT))
+            }
+            _ => Err(SwiftError::not_found()),
+        }
+    }
+
+    /// `COPY /v1/AUTH_a/c/o` with `Destination: c2/o2`.
+    pub(crate) async fn copy_method(
+        &self,
+        request: &SwiftRequest,
+        container: &str,
+        key: &str,
+    ) -> SwiftResult<Response> {
+        let destination = request
+            .header("destination")
+            .ok_or_else(|| SwiftError::precondition_failed("Destination header required"))?;
+        let (dest_container, dest_key) = copy_path(destination)?;
+        strata_store::validate_key(&dest_key)?;
+        self.writable_container(request, &dest_container).await?;
+        self.copy_object(request, (container, key), (&dest_container, &dest_key))
+            .await
+    }
+
+    /// Copies an object within the request's account; a large object is
+    /// copied assembled, unless `multipart-manifest=get` asks for the manifest.
+    async fn copy_object(
+        &self,
+        request: &SwiftRequest,
+        (source_container, source_key): (&str, &str),
+        (container, key): (&str, &str),
+    ) -> SwiftResult<Response> {
+        for header in ["destination-account", "x-copy-from-account"] {
+            if let Some(account) = request.header(header)
+                && account.trim_start_matches("AUTH_") != request.account
+            {
+                return Err(SwiftError::precondition_failed(
+                    "Copies between accounts are not supported",
+                ));
+            }
+        }
+        strata_store::validate_key(source_key)?;
+        let source = self
+            .readable_object(request, source_container, source_key)
+            .await?;
+        let assembled = self.assemble(request, source).await?;
+        let source = &assembled.view;
+        let mut meta = object_meta(request, key, Some(source))?;
+        if assembled.segments.is_some() {
+            for name in [HDR_SLO, HDR_OBJECT_MANIFEST, "x-slo-size", "x-slo-etag"] {
+                meta.headers.remove(name);
+            }
+        }
+        if request.header("x-delete-at").is_none() && request.header("x-delete-after").is_none() {
+            meta.delete_at = None;
+        }
+        let options = StageOptions {
+            sha256: false,
+            checksum: None,
+            max_size: u64::MAX,
+        };
+        let staged = match assembled.segments.clone() {
+            Some(segments) => {
+                self.store
+                    .stage(self.segmented_stream(segments, None), &options)
+                    .await
+            }
+            None => {
+                self.store
+                    .stage(self.store.read(source, None), &options)
+                    .await
+            }
+        }
+        .map_err(|err| match err {
+            StageError::Body(err) | StageError::Store(err) => SwiftError::from(err),
+        })?;
+        let info = self
+            .store
+            .put_object(container, key, staged, meta, None, put_conditions(request))
+            .await?;
+        let mut response = created(&info, &info.etag);
+        let headers = response.headers_mut();
+        put_header(
+            headers,
+            "x-copied-from",
+            &format!("{source_container}/{source_key}"),
+        );
+        put_header(
+            headers,
+            "x-copied-from-last-modified",
+            &http_date(source.last_modified_ms),
+        );
+        Ok(response)
+    }
+
+    /// Checks the caller may write objects in `container`, which must exist.
+    async fn writable_container(&self, request: &SwiftRequest, container: &str) -> SwiftResult<()> {
+        let bucket = self.container_of(&request.account, container).await?;
+        self.authorize(request, bucket.as_ref(), false, Access::Write)?;
+        bucket.map(|_| ()).ok_or_else(SwiftError::not_found)
+    }
+
+    /// The object, if the caller may read it and it has not expired.
+    async fn readable_object(
+        &self,
+        request: &SwiftRequest,
+        container: &str,
+        key: &str,
+    ) -> SwiftResult<ObjectInfo> {
+        let bucket = self.container_of(&request.account, container).await?;
+        self.authorize(request, bucket.as_ref(), false, Access::Read)?;
+        if bucket.is_none() {
+            return Err(SwiftError::not_found());
+        }
+        self.existing_object(container, key).await
+    }
+
+    /// The object; an expired one is gone.
+    async fn existing_object(&self, container: &str, key: &str) -> SwiftResult<ObjectInfo> {
+        Ok(self.store.head_object(container, key).await?)
+    }
+}
+
+/// Metadata of a write. With `base` (POST, copies) the stored content type
+/// and headers carry over unless the request changes them; user metadata is
+/// replaced on POST and merged on copies (unless `X-Fresh-Metadata`).
+fn object_meta(
+    request: &SwiftRequest,
+    key: &str,
+    base: Option<&ObjectInfo>,
+) -> SwiftResult<ObjectMeta> {
+    let is_copy = request.header("x-copy-from").is_some() || request.method.as_str() == "COPY";
+    let fresh = request
+        .header("x-fresh-metadata")
+        .is_some_and(|value| value.eq_ignore_ascii_case("true"));
+    let mut meta = ObjectMeta::default();
+    if let Some(base) = base {
+        meta.content_type = base.meta.content_type.clone();
+        meta.headers = base.meta.headers.clone();
+        meta.delete_at = base.meta.delete_at;
+        if is_copy && !fresh {
+            meta.user = base.meta.user.clone();
+        }
+    }
+    apply_changes(
+        &mut meta.user,
+        meta_changes(&request.headers, MetaKind::Object)?,
+    )?;
+    if let Some(content_type) = request
+        .header("content-type")
+        .filter(|value| !value.is_empty())
+    {
+        meta.content_type = Some(content_type.to_owned());
+    }
+    if meta.content_type.is_none() {
+        let guessed = mime_guess::from_path(key).first_or_octet_stream();
+        meta.content_type = Some(guessed.essence_str().to_owned());
+    }
+    for name in REPRESENTATION_HEADERS {
+        if let Some(value) = request.header(name) {
+            meta.headers.insert(name.to_owned(), value.to_owned());
+        }
+    }
+    if let Some(manifest) = request.header(HDR_OBJECT_MANIFEST) {
+        if manifest.trim_start_matches('/').split_once('/').is_none() {
+            return Err(SwiftError::bad_request(
+                "X-Object-Manifest must be in the format container/prefix",
+            ));
+        }
+        meta.headers
+            .insert(HDR_OBJECT_MANIFEST.to_owned(), manifest.to_owned());
+    }
+    if let Some(delete_at) = delete_at(request)? {
+        meta.delete_at = Some(delete_at);
+    } else if request.header("x-remove-delete-at").is_some() {
+        meta.delete_at = None;
+    }
+    Ok(meta)
+}
+
+/// `X-Delete-At` (unix seconds) or `X-Delete-After` (seconds from now);
+/// a time in the past is refused.
+fn delete_at(request: &SwiftRequest) -> SwiftResult<Option<u64>> {
+    let parse = |name: &str, text: &str| {
+        text.trim()
+            .split('.')
+            .next()
+            .and_then(|whole| whole.parse::<u64>().ok())
+            .ok_or_else(|| SwiftError::bad_request(format!("Non-integer {name}")))
+    };
+    let at = match (
+        request.header("x-delete-at"),
+        request.header("x-delete-after"),
+    ) {
+        (Some(at), _) => parse("X-Delete-At", at)?,
+        (None, Some(after)) => request.now.saturating_add(parse("X-Delete-After", after)?),
+        (None, None) => return Ok(None),
+    };
+    if at <= request.now {
+        return Err(SwiftError::bad_request("X-Delete-At in past"));
+    }
+    Ok(Some(at))
+}
+
+fn put_conditions(request: &SwiftRequest) -> PutConditions {
+    PutConditions {
+        if_match: None,
+        if_none_match_any: request
+            .header("if-none-match")
+            .is_some_and(|value| value.trim() == "*"),
+    }
+}
+
+/// `Content-Length`, or `None` for a chunked body; neither is 411.
+fn declared_length(headers: &HeaderMap) -> SwiftResult<Option<u64>> {
+    if let Some(length) = crate::wire::header_str(headers, "content-length") {
+        return length
+            .trim()
+            .parse()
+            .map(Some)
+            .map_err(|_| SwiftError::bad_request("Invalid Content-Length"));
+    }
+    let chunked = crate::wire::header_str(headers, "transfer-encoding")
+        .is_some_and(|value| value.to_ascii_lowercase().contains("chunked"));
+    if chunked {
+        Ok(None)
+    } else {
+        Err(SwiftError::new(
+            StatusCode::LENGTH_REQUIRED,
+            "Length Required",
+        ))
+    }
+}
+
+fn too_large(limit: u64) -> SwiftError {
+    SwiftError::new(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        format!("Request Entity Too Large: objects are at most {limit} bytes"),
+    )
+}
+
+/// `container/object` of `X-Copy-From` and `Destination` (URL-encoded,
+/// with or without a leading `/`).
+fn copy_path(text: &str) -> SwiftResult<(String, String)> {
+    let decoded = percent_encoding::percent_decode_str(text.trim())
+        .decode_utf8()
+        .map_err(|_| SwiftError::precondition_failed("Invalid UTF8 in the copy path"))?;
+    let path = decoded.trim_start_matches('/');
+    match path.split_once('/') {
+        Some((container, key)) if !container.is_empty() && !key.is_empty() => {
+            Ok((container.to_owned(), key.to_owned()))
+        }
+        _ => Err(SwiftError::precondition_failed(
+            "Bad URL: copy paths must be container/object",
+        )),
+    }
+}
+
+/// Large objects show their ETag quoted, as Swift does, plain objects bare.
+fn shown_etag(info: &ObjectInfo, large: bool) -> String {
+    if large {
+        format!("\"{}\"", info.etag)
+    } else {
+        info.etag.clone()
+    }
+}
+
+fn created(info: &ObjectInfo, etag: &str) -> Response {
+    let mut response = empty_response(StatusCode::CREATED);
+    let headers = response.headers_mut();
+    version_headers(headers, info, etag);
+    put_header(headers, "content-type", "text/html; charset=UTF-8");
+    response
+}
+
+/// ETag, Last-Modified and X-Timestamp: which version of the object this is.
+fn version_headers(headers: &mut HeaderMap, info: &ObjectInfo, etag: &str) {
+    put_header(headers, "etag", etag);
+    put_header(headers, "last-modified", &http_date(info.last_modified_ms));
+    put_header(
+        headers,
+        "x-timestamp",
+        &swift_timestamp(info.last_modified_ms),
+    );
+}
+
+fn object_headers(headers: &mut HeaderMap, info: &ObjectInfo, large: bool) {
+    version_headers(headers, info, &shown_etag(info, large));
+    put_header(headers, "accept-ranges", "bytes");
+    put_header(
+        headers,
+        "content-type",
+        info.meta
+            .content_type
+            .as_deref()
+            .unwrap_or("application/octet-stream"),
+    );
+    for (name, value) in &info.meta.headers {
+        if REPRESENTATION_HEADERS.contains(&name.as_str())
+            || name == HDR_OBJECT_MANIFEST
+            || name == HDR_SLO
+        {
+            put_header(headers, name, value);
+        }
+    }
+    if let Some(delete_at) = info.meta.delete_at {
+        put_header(headers, "x-delete-at", &delete_at.to_string());
+    }
+    for (name, value) in &info.meta.user {
+        put_header(headers, &MetaKind::Object.header(name), value);
+    }
+}

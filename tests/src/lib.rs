@@ -1,7 +1,8 @@
 //! End-to-end tests for strata. This crate owns the harness that runs the real
 //! `strata` binary as a child process, and the integration-test binary
 //! (`tests/e2e/`) that drives it with the clients people actually point at an
-//! S3 endpoint: the aws CLI, boto3, s3cmd, rclone and curl.
+//! S3 or Swift endpoint: the aws CLI, boto3, s3cmd, rclone, python-swiftclient
+//! and curl.
 //!
 //! Principal types: [`Server`] is one `strata serve` child listening on a
 //! `127.0.0.1:0` port with its own temporary data directory; it can be
@@ -40,7 +41,7 @@ pub use fixtures::{
     tree_digests, unique_bucket, utf8, write_random_file, write_tree,
 };
 pub use server::{
-    RCLONE_REMOTE, REGION, ROOT_ACCESS_KEY, ROOT_SECRET_KEY, Server, http_get_status,
+    RCLONE_REMOTE, REGION, ROOT_ACCESS_KEY, ROOT_SECRET_KEY, Server, SwiftUser, http_get_status,
 };
 pub use tools::{
     HttpResponse, Signing, ToolOutput, json_str, json_u64, listed_keys, listed_prefixes, run_tool,

@@ -38,6 +38,52 @@ const TOOL_TIMEOUT: Duration = Duration::from_secs(300);
 /// failing tests, whose output the test runner keeps).
 const LOG_TAIL_LINES: usize = 80;
 
+/// A user the Swift clients (and, with its S3 keys, the S3 ones) act as.
+#[derive(Debug, Clone)]
+pub struct SwiftUser {
+    pub account: String,
+    pub user: String,
+    /// The Swift key (`X-Auth-Key`, the Keystone password).
+    pub key: String,
+    pub access_key: String,
+    pub secret_key: String,
+}
+
+impl SwiftUser {
+    /// The root user `admin:admin`, whose Swift key is the root S3 secret.
+    pub fn root() -> SwiftUser {
+        SwiftUser {
+            account: "admin".into(),
+            user: "admin".into(),
+            key: ROOT_SECRET_KEY.into(),
+            access_key: ROOT_ACCESS_KEY.into(),
+            secret_key: ROOT_SECRET_KEY.into(),
+        }
+    }
+
+    /// `account:user`, the v1.0 login.
+    pub fn login(&self) -> String {
+        format!("{}:{}", self.account, self.user)
+    }
+
+    /// The `KEY=value` lines `strata user create` and `strata key rotate` print.
+    pub fn from_cli_output(account: &str, user: &str, text: &str) -> Result<SwiftUser> {
+        let field = |name: &str| {
+            text.lines()
+                .find_map(|line| line.strip_prefix(&format!("{name}=")))
+                .map(str::to_owned)
+                .with_context(|| format!("no {name}= line"))
+        };
+        Ok(SwiftUser {
+            account: account.into(),
+            user: user.into(),
+            key: field("SWIFT_KEY")?,
+            access_key: field("AWS_ACCESS_KEY_ID")?,
+            secret_key: field("AWS_SECRET_ACCESS_KEY")?,
+        })
+    }
+}
+
 /// A running `strata serve` with a private data directory.
 ///
 /// Dropping it kills the child. The port changes on every (re)start, so
@@ -52,6 +98,8 @@ pub struct Server {
     endpoint: String,
     port: u16,
     n_starts: u32,
+    /// Extra `strata serve` arguments (a `--config` file).
+    extra_args: Vec<String>,
 }
 
 impl Server {
@@ -59,6 +107,11 @@ impl Server {
     /// test root credentials and waits until it prints `listening on …` and
     /// answers `GET /health` with 200.
     pub fn start() -> Result<Server> {
+        Self::start_with_config("")
+    }
+
+    /// Like [`Server::start`], with `toml` as the config file (empty: none).
+    pub fn start_with_config(toml: &str) -> Result<Server> {
         let binary = strata_binary()?;
         let data_dir = tempfile::Builder::new()
             .prefix("strata-e2e-data-")
@@ -79,7 +132,13 @@ impl Server {
             endpoint: String::new(),
             port: 0,
             n_starts: 0,
+            extra_args: Vec::new(),
         };
+        if !toml.is_empty() {
+            let path = server.scratch.path().join("strata.toml");
+            fs::write(&path, toml).context("writing the server config")?;
+            server.extra_args = vec!["--config".into(), path.display().to_string()];
+        }
         server.write_static_client_configs()?;
         server.spawn()?;
         Ok(server)
@@ -253,13 +312,7 @@ impl Server {
     /// [`RCLONE_REMOTE`] (`strata:`) defined through `RCLONE_CONFIG_STRATA_*`
     /// variables; does not check the exit status.
     pub fn rclone(&self, args: &[&str]) -> Result<ToolOutput> {
-        let mut command = Command::new("rclone");
-        command
-            .arg("--config")
-            .arg(self.rclone_config_path())
-            .args(["--retries", "1", "--low-level-retries", "2"])
-            .args(args);
-        self.apply_client_env(&mut command);
+        let mut command = self.rclone_command(args);
         let remote = RCLONE_REMOTE.to_uppercase();
         let option = |name: &str| format!("RCLONE_CONFIG_{remote}_{name}");
         command
@@ -274,9 +327,138 @@ impl Server {
         run_tool(&mut command, TOOL_TIMEOUT)
     }
 
+    /// rclone with an empty config file, one attempt per request, and the
+    /// client environment.
+    fn rclone_command(&self, args: &[&str]) -> Command {
+        let mut command = Command::new("rclone");
+        command
+            .arg("--config")
+            .arg(self.rclone_config_path())
+            .args(["--retries", "1", "--low-level-retries", "2"])
+            .args(args);
+        self.apply_client_env(&mut command);
+        command
+    }
+
     /// Runs rclone and requires exit status 0.
     pub fn rclone_ok(&self, args: &[&str]) -> Result<ToolOutput> {
         self.rclone(args)?.expect_success()
+    }
+
+    /// `swift -A <endpoint>/auth/v1.0 -U account:user -K key <args>`
+    /// (python-swiftclient with v1.0 auth); does not check the exit status.
+    pub fn swift(&self, who: &SwiftUser, args: &[&str]) -> Result<ToolOutput> {
+        let auth_url = format!("{}/auth/v1.0", self.endpoint);
+        let login = who.login();
+        self.run_swift(&["-A", &auth_url, "-U", &login, "-K", &who.key], args)
+    }
+
+    fn run_swift(&self, auth: &[&str], args: &[&str]) -> Result<ToolOutput> {
+        let mut command = Command::new("swift");
+        command.args(auth).args(args);
+        self.apply_client_env(&mut command);
+        run_tool(&mut command, TOOL_TIMEOUT)
+    }
+
+    /// Runs the swift CLI (v1.0 auth) and requires exit status 0.
+    pub fn swift_ok(&self, who: &SwiftUser, args: &[&str]) -> Result<ToolOutput> {
+        self.swift(who, args)?.expect_success()
+    }
+
+    /// The swift CLI with Keystone v3 password authentication (project =
+    /// account); does not check the exit status.
+    pub fn swift_v3(&self, who: &SwiftUser, args: &[&str]) -> Result<ToolOutput> {
+        let auth_url = format!("{}/v3", self.endpoint);
+        #[rustfmt::skip]
+        let auth = [
+            "--auth-version", "3", "--os-auth-url", &auth_url,
+            "--os-username", &who.user, "--os-password", &who.key,
+            "--os-project-name", &who.account,
+            "--os-user-domain-name", "Default", "--os-project-domain-name", "Default",
+        ];
+        self.run_swift(&auth, args)
+    }
+
+    /// `rclone --config <empty file> <args>` with the remote `sw:`, rclone's
+    /// swift backend logged in as `who` (v1.0 auth, or Keystone v3 with
+    /// `v3`); does not check the exit status.
+    pub fn rclone_swift(&self, who: &SwiftUser, v3: bool, args: &[&str]) -> Result<ToolOutput> {
+        let mut command = self.rclone_command(args);
+        command
+            .env("RCLONE_CONFIG_SW_TYPE", "swift")
+            .env(
+                "RCLONE_CONFIG_SW_USER",
+                if v3 { who.user.clone() } else { who.login() },
+            )
+            .env("RCLONE_CONFIG_SW_KEY", &who.key);
+        if v3 {
+            command
+                .env("RCLONE_CONFIG_SW_AUTH", format!("{}/v3", self.endpoint))
+                .env("RCLONE_CONFIG_SW_AUTH_VERSION", "3")
+                .env("RCLONE_CONFIG_SW_TENANT", &who.account)
+                .env("RCLONE_CONFIG_SW_DOMAIN", "Default")
+                .env("RCLONE_CONFIG_SW_TENANT_DOMAIN", "Default");
+        } else {
+            command.env(
+                "RCLONE_CONFIG_SW_AUTH",
+                format!("{}/auth/v1.0", self.endpoint),
+            );
+        }
+        run_tool(&mut command, TOOL_TIMEOUT)
+    }
+
+    /// Runs rclone's swift backend and requires exit status 0.
+    pub fn rclone_swift_ok(&self, who: &SwiftUser, v3: bool, args: &[&str]) -> Result<ToolOutput> {
+        self.rclone_swift(who, v3, args)?.expect_success()
+    }
+
+    /// `strata <args>` (the admin commands) pointed at this server, as the
+    /// root reseller admin unless `args` name another `--admin-key`; does
+    /// not check the exit status.
+    pub fn strata(&self, args: &[&str]) -> Result<ToolOutput> {
+        let mut command = Command::new(&self.binary);
+        command.args(args).args(["--url", &self.endpoint]);
+        if !args.contains(&"--admin-key") {
+            command.args(["--admin-key", ROOT_SECRET_KEY]);
+        }
+        self.apply_client_env(&mut command);
+        run_tool(&mut command, TOOL_TIMEOUT)
+    }
+
+    /// Runs a `strata` admin command and requires exit status 0.
+    pub fn strata_ok(&self, args: &[&str]) -> Result<ToolOutput> {
+        self.strata(args)?.expect_success()
+    }
+
+    /// Creates `account` if it does not exist yet and a user in it with
+    /// `role`, through the CLI, and returns the keys it printed.
+    pub fn create_user(&self, account: &str, user: &str, role: &str) -> Result<SwiftUser> {
+        let created = self.strata(&["account", "create", account])?;
+        if !created.success() && !created.stderr_text().contains("409") {
+            bail!("creating account {account}\n{created}");
+        }
+        let output = self.strata_ok(&["user", "create", account, user, "--role", role])?;
+        SwiftUser::from_cli_output(account, user, &output.stdout_text())
+            .with_context(|| format!("parsing the keys of {account}:{user}\n{output}"))
+    }
+
+    /// A token and storage URL for `who`, from `/auth/v1.0`.
+    pub fn swift_token(&self, who: &SwiftUser) -> Result<(String, String)> {
+        let response = self.http(
+            "GET",
+            "/auth/v1.0",
+            Signing::Anonymous,
+            None,
+            &[("X-Auth-User", &who.login()), ("X-Auth-Key", &who.key)],
+        )?;
+        response.expect_status(200)?;
+        let header = |name: &str| {
+            response
+                .header(name)
+                .map(str::to_owned)
+                .with_context(|| format!("no {name}\n{response}"))
+        };
+        Ok((header("x-auth-token")?, header("x-storage-url")?))
     }
 
     /// `curl <args>` with the client environment; does not check the exit
@@ -316,8 +498,18 @@ impl Server {
             "--path-as-is".into(),
             "--max-time".into(),
             "120".into(),
-            "-X".into(),
-            method.into(),
+            // `--head` for HEAD: with `-X HEAD` curl waits for the body that
+            // Content-Length announces.
+            if method == "HEAD" {
+                "--head".into()
+            } else {
+                "-X".into()
+            },
+            if method == "HEAD" {
+                "-sS".into()
+            } else {
+                method.into()
+            },
             "-o".into(),
             body_out.display().to_string(),
             "-D".into(),
@@ -400,6 +592,7 @@ impl Server {
             .arg(self.data_dir.path())
             .arg("--region")
             .arg(REGION)
+            .args(&self.extra_args)
             .env("STRATA_ROOT_ACCESS_KEY", ROOT_ACCESS_KEY)
             .env("STRATA_ROOT_SECRET_KEY", ROOT_SECRET_KEY)
             .env("RUST_BACKTRACE", "1")
@@ -519,6 +712,9 @@ impl Server {
         for (name, _) in std::env::vars_os() {
             let name_text = name.to_string_lossy().to_ascii_uppercase();
             let leaks = name_text.starts_with("AWS_")
+                || name_text.starts_with("OS_")
+                || name_text.starts_with("ST_")
+                || name_text.starts_with("STRATA_")
                 || name_text.starts_with("BOTO_")
                 || name_text.starts_with("RCLONE_")
                 || name_text.starts_with("S3CMD")

@@ -5,8 +5,10 @@
 //!
 //! Modules follow the client: `aws_s3api` and `aws_s3` (aws CLI), `multipart`
 //! (aws CLI s3api, multipart uploads), `boto3` (scripts in `tests/py/`),
-//! `s3cmd`, `rclone`, `swift_auth` (the v1.0 token endpoint), `raw_http` (curl and raw sockets: authentication and
-//! malformed requests), `crash` (SIGKILL during concurrent writes).
+//! `s3cmd`, `rclone`, `swift` (python-swiftclient, rclone's swift backend and
+//! curl against the Swift API, the admin CLI), `swift_auth` (the v1.0 token
+//! endpoint), `raw_http` (curl and raw sockets: authentication and malformed
+//! requests), `crash` (SIGKILL during concurrent writes).
 
 mod aws_s3;
 mod aws_s3api;
@@ -16,4 +18,5 @@ mod multipart;
 mod raw_http;
 mod rclone;
 mod s3cmd;
+mod swift;
 mod swift_auth;

@@ -356,6 +356,10 @@ bench() {
         swift) target_args=(--swift-auth "$swift_auth" --swift-user "$swift_user" --swift-key "$swift_key") ;;
         strata) target_args=(--endpoint "$strata_endpoint" --access-key "$strata_access_key"
             --secret-key "$strata_secret_key" --region us-east-1) ;;
+        # The same strata through its Swift API: the root user admin:admin,
+        # whose Swift key is the root secret.
+        strata-swift) target_args=(--swift-auth "$strata_endpoint/auth/v1.0" --swift-user admin:admin
+            --swift-key "$strata_secret_key") ;;
     esac
     log "$label: $*"
     "$BENCH_BIN" "${target_args[@]}" --label "$label" --bucket "$bucket" --json "$@" >>"$results" ||
@@ -364,7 +368,10 @@ bench() {
 
 targets() {
     echo swift
-    [[ -n $strata_endpoint ]] && echo strata
+    if [[ -n $strata_endpoint ]]; then
+        echo strata
+        echo strata-swift
+    fi
     return 0
 }
 
@@ -463,16 +470,19 @@ print()
 labels = {r["label"] for r in rows}
 if "strata" in labels and "swift" in labels:
     print("Above 1× is better for ops/s and MB/s, below 1× is better for latency.")
+    print("`strata` is strata's S3 API (SigV4), `strata-swift` its Swift API (token auth),")
+    print("both against the same Swift run.")
     print()
-    print("| workload | op | ops/s | MB/s | p50 | p99 |")
-    print("|---|---|---:|---:|---:|---:|")
-    for wl, op in order:
-        s, w = by_key.get(("strata", wl, op)), by_key.get(("swift", wl, op))
-        if not s or not w:
-            continue
-        print(f"| {wl} | {op} | {ratio(s['ops_per_s'], w['ops_per_s'])} | "
-              f"{ratio(s['mb_per_s'], w['mb_per_s'])} | {ratio(s['p50_ms'], w['p50_ms'])} | "
-              f"{ratio(s['p99_ms'], w['p99_ms'])} |")
+    print("| target | workload | op | ops/s | MB/s | p50 | p99 |")
+    print("|---|---|---|---:|---:|---:|---:|")
+    for label in ("strata", "strata-swift"):
+        for wl, op in order:
+            s, w = by_key.get((label, wl, op)), by_key.get(("swift", wl, op))
+            if not s or not w:
+                continue
+            print(f"| {label} | {wl} | {op} | {ratio(s['ops_per_s'], w['ops_per_s'])} | "
+                  f"{ratio(s['mb_per_s'], w['mb_per_s'])} | {ratio(s['p50_ms'], w['p50_ms'])} | "
+                  f"{ratio(s['p99_ms'], w['p99_ms'])} |")
 else:
     print(f"No ratios: strata {os.environ['STRATA_VERSION']}.")
 print()
@@ -493,7 +503,7 @@ print()
 print("| target | workload | op | ops | elapsed s | ops/s | MB/s | p50 ms | p99 ms | errors |")
 print("|---|---|---|---:|---:|---:|---:|---:|---:|---:|")
 for wl, op in order:
-    for label in ("swift", "strata"):
+    for label in ("swift", "strata", "strata-swift"):
         r = by_key.get((label, wl, op))
         if not r:
             continue

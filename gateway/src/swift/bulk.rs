@@ -7,7 +7,7 @@ use hyper::body::Incoming;
 use serde::Serialize;
 use strata_store::StoreError;
 
-use super::access::Access;
+use super::access::{Access, Caller};
 use super::error::{SwiftError, SwiftResult};
 use super::large::read_body;
 use super::listing::{self, Format};
@@ -84,6 +84,11 @@ impl SwiftDoor {
         request: &SwiftRequest,
         body: Incoming,
     ) -> SwiftResult<Response> {
+        // Each name is authorized on its own, but nobody without an identity
+        // gets as far as reading the list.
+        if !matches!(request.caller, Caller::User(_)) {
+            return Err(SwiftError::unauthorized());
+        }
         let body = read_body(body, MAX_BULK_BODY).await?;
         let text = String::from_utf8(body)
             .map_err(|_| SwiftError::bad_request("Invalid UTF8 in the bulk delete body"))?;

@@ -25,6 +25,9 @@ impl SwiftDoor {
         name: &str,
     ) -> SwiftResult<Response> {
         self.authorize(request, None, true, Access::Manage)?;
+        if self.directory.account(&request.account).is_none() {
+            return Err(SwiftError::not_found());
+        }
         if name.len() > 256 {
             return Err(SwiftError::bad_request(
                 "Container name length of 257 or more is longer than 256",

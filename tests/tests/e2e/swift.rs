@@ -1050,6 +1050,19 @@ fn admin_cli_manages_accounts_users_and_keys() -> Result<()> {
         "account still listed"
     );
 
+    // Signing key rotation: old tokens verify through the overlap, and not
+    // once the key that signed them is retired.
+    let root = SwiftUser::root();
+    let (old_token, root_url) = server.swift_token(&root)?;
+    let root_base = root_url.trim_start_matches(server.endpoint()).to_owned();
+    server.strata_ok(&["key", "rotate-signing", "--overlap", "3600"])?;
+    swift_http(&server, &old_token, "HEAD", &root_base, None, &[])?.expect_status(204)?;
+    let (new_token, _) = server.swift_token(&root)?;
+    ensure!(new_token != old_token, "the new key signed the same token");
+    server.strata_ok(&["key", "rotate-signing", "--overlap", "0"])?;
+    swift_http(&server, &old_token, "HEAD", &root_base, None, &[])?.expect_status(401)?;
+    swift_http(&server, &new_token, "HEAD", &root_base, None, &[])?.expect_status(401)?;
+
     // Non-admins cannot use the admin API.
     let other = server.create_user("plain", "pat", "admin")?;
     let output = server.strata(&[

@@ -13,6 +13,9 @@
 //! | `POST /admin/v1/accounts/NAME/users/USER?op=rotate` | new Swift key and S3 pair; old tokens revoked |
 //! | `POST /admin/v1/accounts/NAME/users/USER?op=revoke` | revokes the user's tokens |
 //! | `POST /admin/v1/signing-key?overlap=SECS` | new token signing key |
+//! | `GET /admin/v1/domains` | custom domains |
+//! | `PUT /admin/v1/domains/HOST?account=A[&container=C]` | maps a host to an account (and container) |
+//! | `DELETE /admin/v1/domains/HOST` | removes the mapping |
 
 use http::{Method, StatusCode};
 use hyper::body::Incoming;
@@ -96,7 +99,16 @@ impl AdminDoor {
             .path()
             .trim_start_matches(PREFIX)
             .trim_end_matches('/');
-        let segments: Vec<&str> = path.split('/').collect();
+        // Names arrive percent-encoded, as the CLI sends them.
+        let decoded: Vec<String> = path
+            .split('/')
+            .map(|segment| {
+                percent_encoding::percent_decode_str(segment)
+                    .decode_utf8_lossy()
+                    .into_owned()
+            })
+            .collect();
+        let segments: Vec<&str> = decoded.iter().map(String::as_str).collect();
         let method = request.method();
         match (method, segments.as_slice()) {
             (&Method::GET, ["accounts"]) => self.list_accounts().await,
@@ -168,6 +180,24 @@ impl AdminDoor {
                     "op must be rotate or revoke".into(),
                 )),
             },
+            (&Method::GET, ["domains"]) => {
+                let domains = self.directory.domains();
+                Ok(json_response(StatusCode::OK, json!(domains).to_string()))
+            }
+            (&Method::PUT, ["domains", host]) => {
+                let account = query.get("account").ok_or_else(|| {
+                    AdminError(StatusCode::BAD_REQUEST, "account is required".into())
+                })?;
+                let record = self
+                    .directory
+                    .put_domain(host, account, query.get("container"))
+                    .await?;
+                Ok(json_response(StatusCode::OK, json!(record).to_string()))
+            }
+            (&Method::DELETE, ["domains", host]) => {
+                self.directory.delete_domain(host).await?;
+                Ok(empty_response(StatusCode::NO_CONTENT))
+            }
             (&Method::POST, ["signing-key"]) => {
                 let overlap = match query.get("overlap") {
                     None => DEFAULT_OVERLAP_SECS,

@@ -50,6 +50,24 @@ enum Command {
         #[command(flatten)]
         admin: AdminArgs,
     },
+    /// Map host names to accounts and containers (through a running gateway).
+    Domain {
+        #[command(subcommand)]
+        command: DomainCommand,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum DomainCommand {
+    /// Serve ACCOUNT[/CONTAINER] at http://HOST/ (without a container, the
+    /// first path segment names it).
+    Add { host: String, target: String },
+    /// List the custom domains.
+    List,
+    /// Remove a custom domain.
+    Rm { host: String },
 }
 
 #[derive(Debug, Subcommand)]
@@ -158,6 +176,7 @@ pub fn main() -> ExitCode {
         Command::Account { command, admin } => run_admin(admin, Admin::Account(command)),
         Command::User { command, admin } => run_admin(admin, Admin::User(command)),
         Command::Key { command, admin } => run_admin(admin, Admin::Key(command)),
+        Command::Domain { command, admin } => run_admin(admin, Admin::Domain(command)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -188,6 +207,7 @@ enum Admin {
     Account(AccountCommand),
     User(UserCommand),
     Key(KeyCommand),
+    Domain(DomainCommand),
 }
 
 fn run_admin(args: AdminArgs, command: Admin) -> anyhow::Result<()> {
@@ -301,6 +321,39 @@ async fn admin_command(client: &AdminClient, command: Admin) -> anyhow::Result<(
                 )
                 .await?;
             print_keys("rotated the keys of", &keys);
+        }
+        Admin::Domain(DomainCommand::Add { host, target }) => {
+            let (account, container) = match target.split_once('/') {
+                Some((account, container)) => (account, Some(container)),
+                None => (target.as_str(), None),
+            };
+            let mut path = format!("domains/{}?account={}", enc(&host), enc(account));
+            if let Some(container) = container {
+                path.push_str(&format!("&container={}", enc(container)));
+            }
+            let record = client.call(Method::PUT, &path).await?;
+            println!(
+                "{} serves {target}",
+                record["host"].as_str().unwrap_or(&host)
+            );
+        }
+        Admin::Domain(DomainCommand::List) => {
+            let domains = client.call(Method::GET, "domains").await?;
+            println!("{:<40} TARGET", "HOST");
+            for domain in domains.as_array().into_iter().flatten() {
+                let account = domain["account"].as_str().unwrap_or("");
+                let target = match domain["container"].as_str() {
+                    Some(container) => format!("{account}/{container}"),
+                    None => account.to_owned(),
+                };
+                println!("{:<40} {target}", domain["host"].as_str().unwrap_or(""));
+            }
+        }
+        Admin::Domain(DomainCommand::Rm { host }) => {
+            client
+                .call(Method::DELETE, &format!("domains/{}", enc(&host)))
+                .await?;
+            println!("removed domain {host}");
         }
         Admin::Key(KeyCommand::RotateSigning { overlap }) => {
             let answer = client

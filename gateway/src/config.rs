@@ -28,6 +28,8 @@ pub struct Config {
     /// runs with `only = ["auth"]`).
     pub only: Vec<DoorKind>,
     pub limits: Limits,
+    /// The edge cache (`[cache]`).
+    pub cache: crate::edge::CacheConfig,
 }
 
 /// A family of endpoints a gateway can serve.
@@ -83,6 +85,7 @@ impl Default for Config {
             token_lifetime_secs: 24 * 3600,
             only: DoorKind::ALL.to_vec(),
             limits: Limits::default(),
+            cache: crate::edge::CacheConfig::default(),
         }
     }
 }

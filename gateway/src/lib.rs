@@ -19,6 +19,7 @@ pub mod cli;
 pub mod config;
 mod credentials;
 pub mod directory;
+pub mod edge;
 pub mod s3;
 pub mod server;
 pub mod swift;

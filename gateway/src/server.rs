@@ -10,6 +10,7 @@ use http::StatusCode;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
+use percent_encoding::{NON_ALPHANUMERIC, utf8_percent_encode};
 use strata_auth::SigV4Config;
 use strata_pool::{LocalPool, LocalPoolConfig};
 use strata_store::{Store, StoreConfig};
@@ -18,7 +19,8 @@ use tokio::net::TcpListener;
 use crate::admin_door::AdminDoor;
 use crate::config::{Config, DoorKind};
 use crate::credentials::{self, RootKeys};
-use crate::directory::Directory;
+use crate::directory::{Directory, normalize_host};
+use crate::edge::EdgeCache;
 use crate::s3::{Response, S3Door};
 use crate::swift::SwiftDoor;
 use crate::token_door::TokenDoor;
@@ -50,8 +52,11 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         .await
         .context("loading accounts and users")?;
 
+    let edge = EdgeCache::new(config.cache.clone(), &store);
     let doors = Arc::new(Doors {
+        edge: edge.clone(),
         served: config.only.clone(),
+        directory: directory.clone(),
         tokens: TokenDoor {
             directory: directory.clone(),
             token_lifetime_secs: config.token_lifetime_secs,
@@ -67,6 +72,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             directory: directory.clone(),
             limits: config.limits.clone(),
             region: config.region.clone(),
+            edge: edge.clone(),
         },
         s3: S3Door {
             store,
@@ -142,6 +148,9 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
 struct Doors {
     /// The doors this process answers for (`--only`).
     served: Vec<DoorKind>,
+    /// Where custom domains are looked up.
+    directory: Directory,
+    edge: Arc<EdgeCache>,
     tokens: TokenDoor,
     admin: AdminDoor,
     swift: SwiftDoor,
@@ -153,8 +162,20 @@ impl Doors {
         if crate::s3::is_health_check(request.method(), request.uri(), request.headers()) {
             return text_response(StatusCode::OK, "ok\n");
         }
+        if request.uri().path() == "/metrics"
+            && request.method() == http::Method::GET
+            && !request.headers().contains_key(http::header::AUTHORIZATION)
+        {
+            return text_response(StatusCode::OK, self.edge.metrics_text());
+        }
+        let (request, remapped) = match self.remap_domain(request) {
+            Ok(remapped) => remapped,
+            Err(response) => return response,
+        };
         let path = request.uri().path();
-        let kind = if TokenDoor::serves(path) || AdminDoor::serves(path) {
+        let kind = if remapped {
+            DoorKind::Swift
+        } else if TokenDoor::serves(path) || AdminDoor::serves(path) {
             DoorKind::Auth
         } else if SwiftDoor::serves(&request) {
             DoorKind::Swift
@@ -172,6 +193,45 @@ impl Doors {
             }
             DoorKind::Swift => self.swift.handle(request).await,
             DoorKind::S3 => self.s3.handle(request).await,
+        }
+    }
+}
+
+impl Doors {
+    /// A request to a custom domain becomes the Swift request it stands for:
+    /// `http://st.example.com/logo.gif` → `/v1/AUTH_admin/public/logo.gif`
+    /// for a domain mapped to `admin/public`. Whether the object may be read
+    /// is then the Swift door's decision, as for any Swift URL.
+    #[allow(clippy::result_large_err)]
+    fn remap_domain(
+        &self,
+        mut request: hyper::Request<Incoming>,
+    ) -> Result<(hyper::Request<Incoming>, bool), Response> {
+        let domain = request
+            .headers()
+            .get(http::header::HOST)
+            .and_then(|value| value.to_str().ok())
+            .and_then(normalize_host)
+            .and_then(|host| self.directory.domain(&host));
+        let Some(domain) = domain else {
+            return Ok((request, false));
+        };
+        let mut path = format!("/v1/AUTH_{}", domain.account);
+        if let Some(container) = &domain.container {
+            path.push('/');
+            path.extend(utf8_percent_encode(container, NON_ALPHANUMERIC));
+        }
+        path.push_str(request.uri().path());
+        if let Some(query) = request.uri().query() {
+            path.push('?');
+            path.push_str(query);
+        }
+        match path.parse() {
+            Ok(uri) => {
+                *request.uri_mut() = uri;
+                Ok((request, true))
+            }
+            Err(_) => Err(text_response(StatusCode::BAD_REQUEST, "Bad Request\n")),
         }
     }
 }

@@ -48,6 +48,6 @@ pub use list::{ListEntry, ListPage, ListQuery, UploadListPage, UploadListQuery};
 pub use multipart::{CompletedPart, PartInfo, UploadInfo};
 pub use read::ObjectReader;
 pub use records::{BucketInfo, ObjectInfo, ObjectMeta};
-pub use store::{PutConditions, Store, StoreConfig, WeakStore, validate_key};
+pub use store::{ChangeListener, PutConditions, Store, StoreConfig, WeakStore, validate_key};
 pub use usage::BucketUsage;
 pub use write::{StageError, StageOptions, StagedBody};

@@ -108,7 +108,11 @@ pub(crate) struct Inner {
     pub(crate) catalog_lock: Mutex<()>,
     next_feed_seq: AtomicU64,
     feed_tx: broadcast::Sender<ChangeEvent>,
+    listeners: RwLock<Vec<ChangeListener>>,
 }
+
+/// Called with every change as it is committed, before the write returns.
+pub type ChangeListener = Arc<dyn Fn(&ChangeEvent) + Send + Sync>;
 
 /// The object layer. Cheap to clone; every clone shares one database and pool.
 #[derive(Clone)]
@@ -177,6 +181,7 @@ impl Store {
                 catalog_lock: Mutex::new(()),
                 next_feed_seq: AtomicU64::new(next_feed_seq),
                 feed_tx,
+                listeners: RwLock::new(Vec::new()),
             }),
         };
         store.spawn_background_tasks();
@@ -185,6 +190,14 @@ impl Store {
 
     pub fn config(&self) -> &StoreConfig {
         &self.inner.config
+    }
+
+    /// Calls `listener` with every change, synchronously, after its batch is
+    /// durable and before the write that made it returns: for in-process
+    /// state that must never lag a write this process acknowledged (the
+    /// edge cache). It must be quick and must not call the store.
+    pub fn on_change(&self, listener: ChangeListener) {
+        self.inner.listeners.write().push(listener);
     }
 
     /// Follows the change feed from now on. A follower that lags by more than the
@@ -783,6 +796,9 @@ impl Inner {
     }
 
     pub(crate) fn publish(&self, event: ChangeEvent) {
+        for listener in self.listeners.read().iter() {
+            listener(&event);
+        }
         // No subscriber is not an error: the feed is also persisted.
         let _ = self.feed_tx.send(event);
     }

@@ -282,6 +282,16 @@ impl Server {
         self.python(script, args)?.expect_success()
     }
 
+    /// `/usr/bin/python3 tests/py/<script> <args>`: the system interpreter,
+    /// where Debian's python3-swiftclient is installed; does not check the
+    /// exit status.
+    pub fn system_python(&self, script: &str, args: &[&str]) -> Result<ToolOutput> {
+        let mut command = Command::new("/usr/bin/python3");
+        command.arg(python_scripts_dir().join(script)).args(args);
+        self.apply_client_env(&mut command);
+        run_tool(&mut command, TOOL_TIMEOUT)
+    }
+
     /// The command [`Server::python`] runs, for tests that need to spawn it
     /// and read its output while it runs.
     pub fn python_command(&self, script: &str, args: &[&str]) -> Command {

@@ -11,8 +11,8 @@ use strata_auth::{Role, TokenKeyring, hash_key};
 use strata_store::{CatalogWrite, StoreError};
 
 use super::{
-    AccountRecord, Directory, KEYRING_KEY, NS_ACCOUNTS, NS_CLUSTER, NS_USERS, S3KeyRecord,
-    StoredTokenKey, UserRecord, corrupt, decode_keyring, now_ms, user_id,
+    AccountRecord, Directory, DomainRecord, KEYRING_KEY, NS_ACCOUNTS, NS_CLUSTER, NS_DOMAINS,
+    NS_USERS, S3KeyRecord, StoredTokenKey, UserRecord, corrupt, decode_keyring, now_ms, user_id,
 };
 use crate::credentials::{new_access_key, new_secret_key};
 
@@ -58,7 +58,74 @@ pub fn validate_name(kind: &str, name: &str) -> Result<(), DirectoryError> {
     }
 }
 
+/// A Host header as domain records key it: lower-case, without port and
+/// trailing dot. `None` for what cannot be a DNS name (IP literals, empty
+/// labels, characters outside letters, digits, `-` and `.`).
+pub fn normalize_host(host: &str) -> Option<String> {
+    let host = host.trim();
+    if host.starts_with('[') {
+        return None;
+    }
+    let name = match host.rsplit_once(':') {
+        Some((name, port)) if port.chars().all(|c| c.is_ascii_digit()) => name,
+        Some(_) => return None,
+        None => host,
+    };
+    let name = name.strip_suffix('.').unwrap_or(name).to_ascii_lowercase();
+    let valid = !name.is_empty()
+        && name.len() <= 253
+        && name.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && label
+                    .bytes()
+                    .all(|byte| byte.is_ascii_alphanumeric() || byte == b'-')
+        })
+        && !name
+            .split('.')
+            .all(|label| label.bytes().all(|byte| byte.is_ascii_digit()));
+    valid.then_some(name)
+}
+
 impl Directory {
+    /// Maps `host` to `account` (and `container`), replacing any mapping it had.
+    pub async fn put_domain(
+        &self,
+        host: &str,
+        account: &str,
+        container: Option<&str>,
+    ) -> Result<DomainRecord, DirectoryError> {
+        let host = normalize_host(host)
+            .ok_or_else(|| DirectoryError::Invalid(format!("{host:?} is not a host name")))?;
+        if self.account(account).is_none() {
+            return Err(DirectoryError::NotFound(format!("account {account}")));
+        }
+        if container.is_some_and(|name| name.is_empty() || name.contains('/')) {
+            return Err(DirectoryError::Invalid(
+                "a container name has no '/'".into(),
+            ));
+        }
+        let record = DomainRecord {
+            host: host.clone(),
+            account: account.to_owned(),
+            container: container.map(str::to_owned),
+        };
+        let encoded = serde_json::to_vec(&record).map_err(corrupt)?;
+        self.store.catalog_put(NS_DOMAINS, &host, encoded).await?;
+        self.apply(NS_DOMAINS, &host).await;
+        Ok(record)
+    }
+
+    pub async fn delete_domain(&self, host: &str) -> Result<(), DirectoryError> {
+        let host = normalize_host(host)
+            .ok_or_else(|| DirectoryError::Invalid(format!("{host:?} is not a host name")))?;
+        if !self.store.catalog_delete(NS_DOMAINS, &host).await? {
+            return Err(DirectoryError::NotFound(format!("domain {host}")));
+        }
+        self.apply(NS_DOMAINS, &host).await;
+        Ok(())
+    }
+
     pub async fn create_account(&self, name: &str) -> Result<AccountRecord, DirectoryError> {
         validate_name("account", name)?;
         let record = AccountRecord {
@@ -308,5 +375,29 @@ fn new_keys(account: &str, user: &str, role: Role) -> NewUserKeys {
         swift_key: new_secret_key(),
         access_key: new_access_key(),
         secret_key: new_secret_key(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hosts_normalise_or_are_refused() {
+        let check = |host: &str, expected: Option<&str>| {
+            assert_eq!(normalize_host(host).as_deref(), expected, "{host:?}");
+        };
+        check("st.example.com", Some("st.example.com"));
+        check("ST.Example.COM.", Some("st.example.com"));
+        check("st.example.com:8080", Some("st.example.com"));
+        check("localhost", Some("localhost"));
+        check("127.0.0.1", None);
+        check("127.0.0.1:80", None);
+        check("[::1]:80", None);
+        check("a..b", None);
+        check("bücher.example", None);
+        check("a_b.example", None);
+        check("host:port", None);
+        check("", None);
     }
 }

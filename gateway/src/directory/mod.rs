@@ -21,11 +21,12 @@ use tokio::sync::broadcast::error::RecvError;
 
 mod manage;
 
-pub use manage::{DirectoryError, NewUserKeys};
+pub use manage::{DirectoryError, NewUserKeys, normalize_host};
 
 const NS_ACCOUNTS: &str = "accounts";
 const NS_USERS: &str = "users";
 const NS_CLUSTER: &str = "cluster";
+const NS_DOMAINS: &str = "domains";
 const KEYRING_KEY: &str = "token-keyring";
 
 /// An account: owns buckets (Swift containers) and users.
@@ -36,6 +37,18 @@ pub struct AccountRecord {
     /// Account metadata (Swift `X-Account-Meta-*`, TempURL keys), by lower-case name.
     #[serde(default)]
     pub meta: BTreeMap<String, String>,
+}
+
+/// A custom domain: a host name that serves an account's containers (or one
+/// container) at the root of its URLs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DomainRecord {
+    /// Lower-case, without port or trailing dot.
+    pub host: String,
+    pub account: String,
+    /// With a container, `http://host/key`; without, `http://host/container/key`.
+    #[serde(default)]
+    pub container: Option<String>,
 }
 
 /// One S3 access key pair of a user. The secret is kept as is: SigV4 needs
@@ -100,6 +113,8 @@ struct View {
     /// Access key → `account:user`.
     access_keys: HashMap<String, String>,
     keyring: TokenKeyring,
+    /// By host.
+    domains: HashMap<String, DomainRecord>,
 }
 
 impl View {
@@ -181,6 +196,18 @@ impl Directory {
             .collect();
         users.sort_by(|a, b| a.user.cmp(&b.user));
         users
+    }
+
+    /// The custom domain `host` names (already normalised), if any.
+    pub fn domain(&self, host: &str) -> Option<DomainRecord> {
+        self.view.read().domains.get(host).cloned()
+    }
+
+    /// Every custom domain, by host.
+    pub fn domains(&self) -> Vec<DomainRecord> {
+        let mut domains: Vec<DomainRecord> = self.view.read().domains.values().cloned().collect();
+        domains.sort_by(|a, b| a.host.cmp(&b.host));
+        domains
     }
 
     /// Checks a Swift key and issues a token valid for `lifetime_secs` from `now`.
@@ -319,6 +346,11 @@ impl Directory {
         if let Some(value) = self.store.catalog_get(NS_CLUSTER, KEYRING_KEY).await? {
             view.keyring = decode_keyring(&value)?;
         }
+        for (host, value) in self.store.catalog_list(NS_DOMAINS).await? {
+            let record: DomainRecord =
+                serde_json::from_slice(&value).with_context(|| format!("domain record {host}"))?;
+            view.domains.insert(host, record);
+        }
         *self.view.write() = view;
         Ok(())
     }
@@ -336,6 +368,13 @@ impl Directory {
             }
             (NS_USERS, Some(value)) => view.index_user(serde_json::from_slice(&value)?),
             (NS_USERS, None) => view.unindex_user(key),
+            (NS_DOMAINS, Some(value)) => {
+                view.domains
+                    .insert(key.to_owned(), serde_json::from_slice(&value)?);
+            }
+            (NS_DOMAINS, None) => {
+                view.domains.remove(key);
+            }
             (NS_CLUSTER, Some(value)) if key == KEYRING_KEY => {
                 view.keyring = decode_keyring(&value)?;
             }

@@ -44,6 +44,8 @@ pub struct SwiftDoor {
     pub limits: Limits,
     /// The region recorded on containers created through Swift.
     pub region: String,
+    /// Public reads are answered from here when they can be.
+    pub edge: std::sync::Arc<crate::edge::EdgeCache>,
 }
 
 /// What a request addresses.

@@ -6,7 +6,7 @@ use http_body_util::BodyDataStream;
 use hyper::body::Incoming;
 use strata_store::{ObjectInfo, ObjectMeta, PutConditions, StageError, StageOptions};
 
-use super::access::Access;
+use super::access::{Access, Caller};
 use super::error::{SwiftError, SwiftResult};
 use super::large::{HDR_OBJECT_MANIFEST, HDR_SLO, is_slo};
 use super::meta::{MetaKind, apply_changes, meta_changes};
@@ -86,35 +86,25 @@ impl SwiftDoor {
         key: &str,
         head: bool,
     ) -> SwiftResult<Response> {
+        if matches!(request.caller, Caller::Anonymous)
+            && self.edge.enabled()
+            && request.query.get("multipart-manifest").is_none()
+            && let Some(response) = self.public_read(request, container, key, head).await?
+        {
+            return Ok(response);
+        }
         let info = self.readable_object(request, container, key).await?;
         let assembled = self.assemble(request, info).await?;
         let view = &assembled.view;
         let large = assembled.segments.is_some();
         match evaluate_conditions(&request.headers, "", view) {
             ConditionOutcome::Proceed => {}
-            ConditionOutcome::NotModified => {
-                let mut response = empty_response(StatusCode::NOT_MODIFIED);
-                put_header(response.headers_mut(), "etag", &shown_etag(view, large));
-                put_header(
-                    response.headers_mut(),
-                    "last-modified",
-                    &http_date(view.last_modified_ms),
-                );
-                return Ok(response);
-            }
+            ConditionOutcome::NotModified => return Ok(not_modified(view, large)),
             ConditionOutcome::PreconditionFailed => {
                 return Err(SwiftError::precondition_failed("Precondition Failed"));
             }
         }
-        let range = byte_range(request.header("range"), view.size).map_err(
-            |RangeError::Unsatisfiable| {
-                SwiftError::new(
-                    StatusCode::RANGE_NOT_SATISFIABLE,
-                    "Requested Range Not Satisfiable",
-                )
-                .with_header("content-range", format!("bytes */{}", view.size))
-            },
-        )?;
+        let range = requested_range(request, view.size)?;
         let length = range
             .as_ref()
             .map_or(view.size, |range| range.end - range.start);
@@ -131,19 +121,71 @@ impl SwiftDoor {
         object_headers(headers, view, large);
         put_header(headers, "content-length", &length.to_string());
         if let Some(range) = &range {
-            *response.status_mut() = StatusCode::PARTIAL_CONTENT;
-            put_header(
-                response.headers_mut(),
-                "content-range",
-                &format!(
-                    "bytes {}-{}/{}",
-                    range.start,
-                    range.end.saturating_sub(1),
-                    view.size
-                ),
-            );
+            partial(&mut response, range, view.size);
         }
         Ok(response)
+    }
+
+    /// An anonymous read through the edge cache; `None` when the object is
+    /// not one the cache keeps (the caller reads the store).
+    async fn public_read(
+        &self,
+        request: &SwiftRequest,
+        container: &str,
+        key: &str,
+        head: bool,
+    ) -> SwiftResult<Option<Response>> {
+        let bucket = self
+            .edge
+            .bucket(&self.store, container)
+            .await?
+            .filter(|bucket| bucket.account == request.account);
+        self.authorize(request, bucket.as_deref(), false, Access::Read)?;
+        if bucket.is_none() {
+            return Err(SwiftError::not_found());
+        }
+        let Some((cached, outcome)) = self.edge.get(&self.store, container, key).await else {
+            return Ok(None);
+        };
+        let info = &cached.info;
+        let mut response = match evaluate_conditions(&request.headers, "", info) {
+            ConditionOutcome::Proceed => {
+                let range = requested_range(request, info.size)?;
+                let body = match (&range, head) {
+                    (_, true) => bytes::Bytes::new(),
+                    (Some(range), false) => {
+                        cached.body.slice(range.start as usize..range.end as usize)
+                    }
+                    (None, false) => cached.body.clone(),
+                };
+                let length = range
+                    .as_ref()
+                    .map_or(info.size, |range| range.end - range.start);
+                self.edge
+                    .metrics
+                    .bytes_served
+                    .fetch_add(body.len() as u64, std::sync::atomic::Ordering::Relaxed);
+                let mut response = http::Response::new(full_body(body));
+                object_headers(response.headers_mut(), info, false);
+                put_header(
+                    response.headers_mut(),
+                    "content-length",
+                    &length.to_string(),
+                );
+                if let Some(range) = range {
+                    partial(&mut response, &range, info.size);
+                }
+                response
+            }
+            ConditionOutcome::NotModified => not_modified(info, false),
+            ConditionOutcome::PreconditionFailed => {
+                return Err(SwiftError::precondition_failed("Precondition Failed"));
+            }
+        };
+        let headers = response.headers_mut();
+        put_header(headers, "x-cache", outcome.header());
+        put_header(headers, "age", &cached.age_secs().to_string());
+        Ok(Some(response))
     }
 
     pub(crate) async fn post_object(
@@ -432,6 +474,42 @@ fn copy_path(text: &str) -> SwiftResult<(String, String)> {
             "Bad URL: copy paths must be container/object",
         )),
     }
+}
+
+/// The `Range` of a read; unsatisfiable is 416 with `Content-Range: */size`.
+fn requested_range(request: &SwiftRequest, size: u64) -> SwiftResult<Option<std::ops::Range<u64>>> {
+    byte_range(request.header("range"), size).map_err(|RangeError::Unsatisfiable| {
+        SwiftError::new(
+            StatusCode::RANGE_NOT_SATISFIABLE,
+            "Requested Range Not Satisfiable",
+        )
+        .with_header("content-range", format!("bytes */{size}"))
+    })
+}
+
+/// Makes a response a 206 for `range` of an object of `size` bytes.
+fn partial(response: &mut Response, range: &std::ops::Range<u64>, size: u64) {
+    *response.status_mut() = StatusCode::PARTIAL_CONTENT;
+    put_header(
+        response.headers_mut(),
+        "content-range",
+        &format!(
+            "bytes {}-{}/{size}",
+            range.start,
+            range.end.saturating_sub(1)
+        ),
+    );
+}
+
+fn not_modified(info: &ObjectInfo, large: bool) -> Response {
+    let mut response = empty_response(StatusCode::NOT_MODIFIED);
+    put_header(response.headers_mut(), "etag", &shown_etag(info, large));
+    put_header(
+        response.headers_mut(),
+        "last-modified",
+        &http_date(info.last_modified_ms),
+    );
+    response
 }
 
 /// Large objects show their ETag quoted, as Swift does, plain objects bare.

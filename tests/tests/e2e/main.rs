@@ -8,12 +8,14 @@
 //! `s3cmd`, `rclone`, `swift` (python-swiftclient, rclone's swift backend and
 //! curl against the Swift API, the admin CLI), `swift_auth` (the v1.0 token
 //! endpoint), `raw_http` (curl and raw sockets: authentication and malformed
-//! requests), `crash` (SIGKILL during concurrent writes).
+//! requests), `crash` (SIGKILL during concurrent writes), `edge` (public reads,
+//! custom domains and the cache, with curl).
 
 mod aws_s3;
 mod aws_s3api;
 mod boto3;
 mod crash;
+mod edge;
 mod multipart;
 mod raw_http;
 mod rclone;

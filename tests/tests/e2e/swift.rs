@@ -160,6 +160,19 @@ fn swiftclient_round_trip_with_v1_auth() -> Result<()> {
 }
 
 #[test]
+fn swiftclient_library_with_v1_and_v3_auth() -> Result<()> {
+    let server = Server::start()?;
+    let user = server.create_user("lib", "libby", "admin")?;
+    server
+        .system_python(
+            "swift_library.py",
+            &[server.endpoint(), &user.account, &user.user, &user.key],
+        )?
+        .expect_success()?;
+    Ok(())
+}
+
+#[test]
 fn segmented_uploads_download_byte_identical() -> Result<()> {
     let server = Server::start()?;
     let root = SwiftUser::root();

@@ -1,0 +1,351 @@
+//! The edge cache: public objects kept in RAM on the gateway that serves
+//! them, purged by the store's change feed.
+//!
+//! * What is cached: anonymous reads the container ACL allows, of whole
+//!   objects up to `max_object_bytes` that are not large-object manifests
+//!   and whose `Cache-Control` is neither `no-store` nor `private`. The key
+//!   is (bucket, key): every URL form of an object (Swift path, custom
+//!   domain) shares one entry, so one purge covers them all.
+//! * Eviction: moka's size-aware TinyLFU, weighed in bytes, so one-hit
+//!   wonders do not flush the hot set.
+//! * Freshness: `max-age` from the object's `Cache-Control`, else the
+//!   configured TTL; a stale entry is revalidated against the store's ETag
+//!   (`X-Cache: REVALIDATED`) instead of refetched.
+//! * Purges: the store calls [`EdgeCache::apply`] synchronously for every
+//!   committed change, before the write returns, so this gateway never
+//!   serves what a finished DELETE or overwrite replaced. A fill that read
+//!   the store before a purge is not inserted after it (purge epochs).
+//! * Concurrent misses of one key make one store read; the others wait for
+//!   it.
+//!
+//! Container settings (ACLs) are read from the store on every request, so
+//! making a container private takes effect at once, cache or not.
+
+use std::collections::HashMap;
+use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures::StreamExt as _;
+use parking_lot::Mutex;
+use serde::Deserialize;
+use strata_store::{BucketInfo, ChangeEvent, ChangeKind, ObjectInfo, Store};
+use tokio::sync::OnceCell;
+
+/// Purge epochs are kept per stripe of keys: a purge bumps its stripe.
+const EPOCH_STRIPES: usize = 4096;
+
+/// `[cache]` in the config file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CacheConfig {
+    /// RAM budget of the cache in bytes; 0 turns the cache off.
+    pub ram_bytes: u64,
+    /// Objects larger than this are served from the store, never cached.
+    pub max_object_bytes: u64,
+    /// Freshness of objects whose Cache-Control names no `max-age`.
+    pub default_ttl_secs: u64,
+}
+
+impl Default for CacheConfig {
+    fn default() -> Self {
+        CacheConfig {
+            ram_bytes: 256 * 1024 * 1024,
+            max_object_bytes: 4 * 1024 * 1024,
+            default_ttl_secs: 60,
+        }
+    }
+}
+
+/// One cached object: its record (as the doors need it for headers and
+/// conditions) and its bytes.
+#[derive(Debug)]
+pub struct CachedObject {
+    pub info: ObjectInfo,
+    pub body: Bytes,
+    fetched: Mutex<Instant>,
+    max_age: Duration,
+}
+
+impl CachedObject {
+    /// Seconds since the copy was fetched or last revalidated (`Age`).
+    pub fn age_secs(&self) -> u64 {
+        self.fetched.lock().elapsed().as_secs()
+    }
+
+    fn is_fresh(&self) -> bool {
+        self.fetched.lock().elapsed() < self.max_age
+    }
+}
+
+/// How a read was answered, for `X-Cache`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CacheOutcome {
+    Hit,
+    Miss,
+    Revalidated,
+}
+
+impl CacheOutcome {
+    pub fn header(self) -> &'static str {
+        match self {
+            CacheOutcome::Hit => "HIT",
+            CacheOutcome::Miss => "MISS",
+            CacheOutcome::Revalidated => "REVALIDATED",
+        }
+    }
+}
+
+/// Counters exported at `/metrics`.
+#[derive(Debug, Default)]
+pub struct CacheMetrics {
+    pub hits: AtomicU64,
+    pub misses: AtomicU64,
+    pub revalidations: AtomicU64,
+    /// Store reads made to fill the cache: with coalescing, one per burst
+    /// of concurrent misses.
+    pub fills: AtomicU64,
+    pub fill_failures: AtomicU64,
+    pub purges: AtomicU64,
+    pub bytes_served: AtomicU64,
+}
+
+type ObjectKey = (String, String);
+type Fill = Arc<OnceCell<Option<Arc<CachedObject>>>>;
+
+pub struct EdgeCache {
+    objects: moka::sync::Cache<ObjectKey, Arc<CachedObject>>,
+    /// Bucket records (ACLs) for the public read path, dropped on every
+    /// bucket change.
+    buckets: moka::sync::Cache<String, Arc<BucketInfo>>,
+    inflight: Mutex<HashMap<ObjectKey, Fill>>,
+    epochs: Vec<AtomicU64>,
+    /// Bumped by every bucket change, so a read that raced one is not cached.
+    bucket_epoch: AtomicU64,
+    config: CacheConfig,
+    pub metrics: CacheMetrics,
+}
+
+impl EdgeCache {
+    /// A cache that follows `store`'s changes from now on.
+    pub fn new(config: CacheConfig, store: &Store) -> Arc<EdgeCache> {
+        let objects = moka::sync::Cache::builder()
+            .max_capacity(config.ram_bytes)
+            .weigher(|key: &ObjectKey, value: &Arc<CachedObject>| {
+                let bytes = key.0.len() + key.1.len() + value.body.len() + 512;
+                u32::try_from(bytes).unwrap_or(u32::MAX)
+            })
+            .build();
+        let cache = Arc::new(EdgeCache {
+            objects,
+            buckets: moka::sync::Cache::new(100_000),
+            inflight: Mutex::new(HashMap::new()),
+            epochs: (0..EPOCH_STRIPES).map(|_| AtomicU64::new(0)).collect(),
+            bucket_epoch: AtomicU64::new(0),
+            config,
+            metrics: CacheMetrics::default(),
+        });
+        let weak = Arc::downgrade(&cache);
+        store.on_change(Arc::new(move |event: &ChangeEvent| {
+            if let Some(cache) = weak.upgrade() {
+                cache.apply(event);
+            }
+        }));
+        cache
+    }
+
+    pub fn enabled(&self) -> bool {
+        self.config.ram_bytes > 0
+    }
+
+    /// Purges what a committed change makes stale.
+    pub fn apply(&self, event: &ChangeEvent) {
+        match (event.kind, event.key.as_deref()) {
+            (ChangeKind::ObjectPut | ChangeKind::ObjectDeleted, Some(key)) => {
+                self.purge(&event.bucket, key);
+            }
+            (ChangeKind::BucketCreated | ChangeKind::BucketUpdated, _) => {
+                self.bucket_epoch.fetch_add(1, Ordering::SeqCst);
+                self.buckets.invalidate(&event.bucket);
+            }
+            (ChangeKind::BucketDeleted, _) => {
+                self.bucket_epoch.fetch_add(1, Ordering::SeqCst);
+                self.buckets.invalidate(&event.bucket);
+                let bucket = event.bucket.clone();
+                // Rare, and must not leave a recreated bucket's namesake
+                // objects behind: drop the bucket's entries by predicate.
+                for stripe in &self.epochs {
+                    stripe.fetch_add(1, Ordering::SeqCst);
+                }
+                let _ = self
+                    .objects
+                    .invalidate_entries_if(move |key, _| key.0 == bucket);
+                self.metrics.purges.fetch_add(1, Ordering::Relaxed);
+            }
+            _ => {}
+        }
+    }
+
+    fn purge(&self, bucket: &str, key: &str) {
+        self.epoch(bucket, key).fetch_add(1, Ordering::SeqCst);
+        self.objects
+            .invalidate(&(bucket.to_owned(), key.to_owned()));
+        self.metrics.purges.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn epoch(&self, bucket: &str, key: &str) -> &AtomicU64 {
+        let hash = BuildHasherDefault::<DefaultHasher>::default().hash_one((bucket, key));
+        &self.epochs[(hash as usize) % EPOCH_STRIPES]
+    }
+
+    /// The bucket `name`, from memory when it has not changed since it was
+    /// last read; `None` if it does not exist.
+    pub async fn bucket(
+        &self,
+        store: &Store,
+        name: &str,
+    ) -> strata_store::Result<Option<Arc<BucketInfo>>> {
+        if let Some(bucket) = self.buckets.get(name) {
+            return Ok(Some(bucket));
+        }
+        let epoch = self.bucket_epoch.load(Ordering::SeqCst);
+        match store.bucket(name).await {
+            Ok(bucket) => {
+                let bucket = Arc::new(bucket);
+                if self.bucket_epoch.load(Ordering::SeqCst) == epoch {
+                    self.buckets.insert(name.to_owned(), bucket.clone());
+                }
+                Ok(Some(bucket))
+            }
+            Err(strata_store::StoreError::NoSuchBucket) => Ok(None),
+            Err(err) => Err(err),
+        }
+    }
+
+    /// The object from the cache, revalidated or fetched if need be. `None`
+    /// means the object is not cacheable (too large, a manifest,
+    /// `no-store`) or the store failed: the caller reads the store itself.
+    pub async fn get(
+        &self,
+        store: &Store,
+        bucket: &str,
+        key: &str,
+    ) -> Option<(Arc<CachedObject>, CacheOutcome)> {
+        let cache_key = (bucket.to_owned(), key.to_owned());
+        if let Some(cached) = self.objects.get(&cache_key) {
+            if cached.is_fresh() {
+                self.metrics.hits.fetch_add(1, Ordering::Relaxed);
+                return Some((cached, CacheOutcome::Hit));
+            }
+            // Stale: keep the bytes if the store still has that version.
+            if let Ok(current) = store.head_object(bucket, key).await
+                && current.etag == cached.info.etag
+                && current.last_modified_ms == cached.info.last_modified_ms
+            {
+                *cached.fetched.lock() = Instant::now();
+                self.metrics.revalidations.fetch_add(1, Ordering::Relaxed);
+                return Some((cached, CacheOutcome::Revalidated));
+            }
+            self.objects.invalidate(&cache_key);
+        }
+        self.metrics.misses.fetch_add(1, Ordering::Relaxed);
+        let fill = {
+            let mut inflight = self.inflight.lock();
+            inflight
+                .entry(cache_key.clone())
+                .or_insert_with(|| Arc::new(OnceCell::new()))
+                .clone()
+        };
+        let filled = fill
+            .get_or_init(|| self.fill(store, cache_key.clone()))
+            .await
+            .clone();
+        self.inflight.lock().remove(&cache_key);
+        filled.map(|cached| (cached, CacheOutcome::Miss))
+    }
+
+    async fn fill(&self, store: &Store, cache_key: ObjectKey) -> Option<Arc<CachedObject>> {
+        let (bucket, key) = (&cache_key.0, &cache_key.1);
+        let epoch = self.epoch(bucket, key).load(Ordering::SeqCst);
+        self.metrics.fills.fetch_add(1, Ordering::Relaxed);
+        let info = store.head_object(bucket, key).await.ok()?;
+        let max_age = self.cacheable_for(&info)?;
+        let mut body = Vec::with_capacity(info.size as usize);
+        let mut reader = store.read(&info, None);
+        while let Some(piece) = reader.next().await {
+            match piece {
+                Ok(piece) => body.extend_from_slice(&piece),
+                Err(err) => {
+                    tracing::warn!(error = %err, bucket, key, "cache fill failed");
+                    self.metrics.fill_failures.fetch_add(1, Ordering::Relaxed);
+                    return None;
+                }
+            }
+        }
+        let cached = Arc::new(CachedObject {
+            info,
+            body: Bytes::from(body),
+            fetched: Mutex::new(Instant::now()),
+            max_age,
+        });
+        // A purge since the fill began means these bytes may be the old ones.
+        if self.epoch(bucket, key).load(Ordering::SeqCst) == epoch {
+            self.objects.insert(cache_key.clone(), cached.clone());
+        }
+        Some(cached)
+    }
+
+    /// How long `info` may be served from the cache, if at all.
+    fn cacheable_for(&self, info: &ObjectInfo) -> Option<Duration> {
+        if info.size > self.config.max_object_bytes
+            || info.meta.headers.contains_key("x-object-manifest")
+            || info.meta.headers.contains_key("x-static-large-object")
+        {
+            return None;
+        }
+        let mut max_age = Duration::from_secs(self.config.default_ttl_secs);
+        if let Some(control) = info.meta.headers.get("cache-control") {
+            for directive in control.split(',').map(|d| d.trim().to_ascii_lowercase()) {
+                if directive == "no-store" || directive == "private" || directive == "no-cache" {
+                    return None;
+                }
+                if let Some(seconds) = directive
+                    .strip_prefix("max-age=")
+                    .or_else(|| directive.strip_prefix("s-maxage="))
+                    .and_then(|value| value.parse::<u64>().ok())
+                {
+                    max_age = Duration::from_secs(seconds);
+                }
+            }
+        }
+        Some(max_age)
+    }
+
+    /// Prometheus text exposition of the counters.
+    pub fn metrics_text(&self) -> String {
+        let m = &self.metrics;
+        let counters = [
+            ("strata_cache_hits_total", &m.hits),
+            ("strata_cache_misses_total", &m.misses),
+            ("strata_cache_revalidations_total", &m.revalidations),
+            ("strata_cache_fills_total", &m.fills),
+            ("strata_cache_fill_failures_total", &m.fill_failures),
+            ("strata_cache_purges_total", &m.purges),
+            ("strata_cache_bytes_served_total", &m.bytes_served),
+        ];
+        let mut out = String::new();
+        for (name, value) in counters {
+            out.push_str(&format!(
+                "# TYPE {name} counter\n{name}{{zone=\"ram\"}} {}\n",
+                value.load(Ordering::Relaxed)
+            ));
+        }
+        out.push_str(&format!(
+            "# TYPE strata_cache_bytes gauge\nstrata_cache_bytes{{zone=\"ram\"}} {}\n",
+            self.objects.weighted_size()
+        ));
+        out
+    }
+}

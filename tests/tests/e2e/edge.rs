@@ -1,0 +1,290 @@
+//! The public edge with curl: anonymous reads by container ACL, custom
+//! domains, the RAM cache (hits, 304s and ranges from the cache, coalesced
+//! misses) and purges that make writes visible at once on this gateway.
+
+use anyhow::{Context, Result, ensure};
+use strata_tests::{HttpResponse, Server, Signing, SwiftUser, unique_bucket};
+
+/// A request with the root user's token.
+fn as_root(
+    server: &Server,
+    method: &str,
+    path: &str,
+    body: Option<&[u8]>,
+    headers: &[(&str, &str)],
+) -> Result<HttpResponse> {
+    let (token, _) = server.swift_token(&SwiftUser::root())?;
+    let mut all = vec![("X-Auth-Token", token.as_str())];
+    all.extend_from_slice(headers);
+    server.http(method, path, Signing::Anonymous, body, &all)
+}
+
+fn anonymous(server: &Server, path: &str, headers: &[(&str, &str)]) -> Result<HttpResponse> {
+    server.http("GET", path, Signing::Anonymous, None, headers)
+}
+
+/// The value of counter `name` at `/metrics`.
+fn metric(server: &Server, name: &str) -> Result<u64> {
+    let response = anonymous(server, "/metrics", &[])?;
+    response.expect_status(200)?;
+    let text = response.body_text();
+    text.lines()
+        .find(|line| line.starts_with(name) && !line.starts_with('#'))
+        .and_then(|line| line.rsplit(' ').next())
+        .and_then(|value| value.parse().ok())
+        .with_context(|| format!("no {name} in\n{text}"))
+}
+
+/// A public container of the root account with one object.
+fn public_container(server: &Server, object: &str, body: &[u8]) -> Result<String> {
+    let container = unique_bucket("public");
+    let path = format!("/v1/AUTH_admin/{container}");
+    as_root(
+        server,
+        "PUT",
+        &path,
+        None,
+        &[("X-Container-Read", ".r:*,.rlistings")],
+    )?
+    .expect_status(201)?;
+    as_root(server, "PUT", &format!("{path}/{object}"), Some(body), &[])?.expect_status(201)?;
+    Ok(container)
+}
+
+#[test]
+fn cache_hits_revalidates_and_purges_on_writes() -> Result<()> {
+    let server = Server::start()?;
+    let container = public_container(&server, "logo.gif", b"GIF89a-one")?;
+    let url = format!("/v1/AUTH_admin/{container}/logo.gif");
+
+    let first = anonymous(&server, &url, &[])?;
+    first.expect_status(200)?;
+    ensure!(first.header("x-cache") == Some("MISS"), "{first}");
+    let second = anonymous(&server, &url, &[])?;
+    ensure!(
+        second.header("x-cache") == Some("HIT") && second.body == b"GIF89a-one",
+        "{second}"
+    );
+    ensure!(second.header("age").is_some(), "{second}");
+    let etag = second.header("etag").context("no ETag")?.to_owned();
+    let not_modified = anonymous(&server, &url, &[("If-None-Match", &format!("\"{etag}\""))])?;
+    not_modified.expect_status(304)?;
+    ensure!(
+        not_modified.header("x-cache") == Some("HIT"),
+        "{not_modified}"
+    );
+    let ranged = anonymous(&server, &url, &[("Range", "bytes=0-4")])?;
+    ranged.expect_status(206)?;
+    ensure!(
+        ranged.body == b"GIF89" && ranged.header("x-cache") == Some("HIT"),
+        "{ranged}"
+    );
+    anonymous(&server, &url, &[("Range", "bytes=100-")])?.expect_status(416)?;
+    anonymous(&server, &url, &[("Range", "bytes=garbage")])?.expect_status(200)?;
+
+    // An overwrite is visible at once; so is a delete.
+    as_root(&server, "PUT", &url, Some(b"GIF89a-two"), &[])?.expect_status(201)?;
+    let fresh = anonymous(&server, &url, &[])?;
+    ensure!(
+        fresh.body == b"GIF89a-two",
+        "stale bytes after an overwrite: {fresh}"
+    );
+    ensure!(anonymous(&server, &url, &[])?.header("x-cache") == Some("HIT"));
+    as_root(&server, "DELETE", &url, None, &[])?.expect_status(204)?;
+    anonymous(&server, &url, &[])?.expect_status(404)?;
+
+    // Making the container private takes effect at once, cache included.
+    as_root(&server, "PUT", &url, Some(b"GIF89a-three"), &[])?.expect_status(201)?;
+    anonymous(&server, &url, &[])?.expect_status(200)?;
+    ensure!(anonymous(&server, &url, &[])?.header("x-cache") == Some("HIT"));
+    as_root(
+        &server,
+        "POST",
+        &format!("/v1/AUTH_admin/{container}"),
+        None,
+        &[("X-Remove-Container-Read", "x")],
+    )?
+    .expect_status(204)?;
+    anonymous(&server, &url, &[])?.expect_status(401)?;
+
+    // Objects that say no-store are never kept.
+    let container = public_container(&server, "live.json", b"{}")?;
+    let live = format!("/v1/AUTH_admin/{container}/live.json");
+    as_root(
+        &server,
+        "POST",
+        &live,
+        None,
+        &[("Cache-Control", "no-store")],
+    )?
+    .expect_status(202)?;
+    for _ in 0..2 {
+        let response = anonymous(&server, &live, &[])?;
+        response.expect_status(200)?;
+        ensure!(
+            response.header("x-cache").is_none(),
+            "no-store was cached: {response}"
+        );
+    }
+    Ok(())
+}
+
+#[test]
+fn concurrent_cold_requests_make_one_store_read() -> Result<()> {
+    let server = Server::start()?;
+    let body = vec![7u8; 4 * 1024 * 1024];
+    let container = public_container(&server, "big.bin", &body)?;
+    let url = format!("/v1/AUTH_admin/{container}/big.bin");
+    let fills_before = metric(&server, "strata_cache_fills_total")?;
+    let responses: Vec<Result<HttpResponse>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..16)
+            .map(|_| scope.spawn(|| anonymous(&server, &url, &[])))
+            .collect();
+        handles
+            .into_iter()
+            .map(|handle| {
+                handle
+                    .join()
+                    .unwrap_or_else(|_| Err(anyhow::anyhow!("thread panicked")))
+            })
+            .collect()
+    });
+    for response in responses {
+        let response = response?;
+        response.expect_status(200)?;
+        ensure!(response.body == body, "wrong bytes");
+    }
+    let fills = metric(&server, "strata_cache_fills_total")? - fills_before;
+    ensure!(
+        fills == 1,
+        "16 concurrent cold requests made {fills} store reads"
+    );
+    ensure!(
+        metric(&server, "strata_cache_hits_total")? + metric(&server, "strata_cache_misses_total")?
+            >= 8
+    );
+    Ok(())
+}
+
+#[test]
+fn custom_domains_map_hosts_to_containers() -> Result<()> {
+    let server = Server::start()?;
+    let container = public_container(&server, "logo.gif", b"GIF89a")?;
+    let private = unique_bucket("private");
+    as_root(
+        &server,
+        "PUT",
+        &format!("/v1/AUTH_admin/{private}"),
+        None,
+        &[],
+    )?
+    .expect_status(201)?;
+    as_root(
+        &server,
+        "PUT",
+        &format!("/v1/AUTH_admin/{private}/secret"),
+        Some(b"s"),
+        &[],
+    )?
+    .expect_status(201)?;
+
+    server.strata_ok(&[
+        "domain",
+        "add",
+        "st.example.com",
+        &format!("admin/{container}"),
+    ])?;
+    server.strata_ok(&["domain", "add", "cdn.example.com", "admin"])?;
+    let listed = server.strata_ok(&["domain", "list"])?.stdout_text();
+    ensure!(
+        listed.contains("st.example.com") && listed.contains("cdn.example.com"),
+        "{listed}"
+    );
+
+    for host in ["st.example.com", "ST.Example.COM.", "st.example.com:8443"] {
+        let response = anonymous(&server, "/logo.gif", &[("Host", host)])?;
+        response.expect_status(200)?;
+        ensure!(response.body == b"GIF89a", "{host}: {response}");
+    }
+    let by_account = anonymous(
+        &server,
+        &format!("/{container}/logo.gif"),
+        &[("Host", "cdn.example.com")],
+    )?;
+    ensure!(
+        by_account.status == 200 && by_account.body == b"GIF89a",
+        "{by_account}"
+    );
+    let listing = anonymous(&server, "/?format=json", &[("Host", "st.example.com")])?;
+    listing.expect_status(200)?;
+    ensure!(listing.body_text().contains("logo.gif"), "{listing}");
+
+    // Private stays private through a public host; odd paths are refused.
+    anonymous(
+        &server,
+        &format!("/{private}/secret"),
+        &[("Host", "cdn.example.com")],
+    )?
+    .expect_status(401)?;
+    anonymous(&server, "/", &[("Host", "cdn.example.com")])?.expect_status(401)?;
+    for path in ["/../x", "/%2e%2e/x", "/a//b", "/a%00b"] {
+        let response = anonymous(&server, path, &[("Host", "st.example.com")])?;
+        ensure!(
+            response.status == 400 || response.status == 412,
+            "{path}: {response}"
+        );
+    }
+    // An unknown host, or an IP, falls through to the normal routes.
+    anonymous(&server, "/logo.gif", &[("Host", "other.example.com")])?.expect_status(403)?;
+    anonymous(&server, "/logo.gif", &[("Host", "127.0.0.1")])?.expect_status(403)?;
+
+    ensure!(
+        !server
+            .strata(&["domain", "add", "127.0.0.1", "admin"])?
+            .success(),
+        "an IP became a domain"
+    );
+    ensure!(
+        !server
+            .strata(&["domain", "add", "x.example.com", "nobody"])?
+            .success(),
+        "a domain of a missing account"
+    );
+    server.strata_ok(&["domain", "rm", "st.example.com"])?;
+    anonymous(&server, "/logo.gif", &[("Host", "st.example.com")])?.expect_status(403)?;
+    Ok(())
+}
+
+#[test]
+fn stale_entries_revalidate_and_max_age_wins() -> Result<()> {
+    let server = Server::start_with_config("[cache]\ndefault_ttl_secs = 1\n")?;
+    let container = public_container(&server, "a.txt", b"first")?;
+    let url = format!("/v1/AUTH_admin/{container}/a.txt");
+    ensure!(anonymous(&server, &url, &[])?.header("x-cache") == Some("MISS"));
+    ensure!(anonymous(&server, &url, &[])?.header("x-cache") == Some("HIT"));
+    std::thread::sleep(std::time::Duration::from_millis(1200));
+    let stale = anonymous(&server, &url, &[])?;
+    ensure!(
+        stale.header("x-cache") == Some("REVALIDATED") && stale.body == b"first",
+        "{stale}"
+    );
+
+    // max-age in the object's Cache-Control outlives the default TTL.
+    as_root(
+        &server,
+        "POST",
+        &url,
+        None,
+        &[("Cache-Control", "max-age=3600")],
+    )?
+    .expect_status(202)?;
+    ensure!(anonymous(&server, &url, &[])?.header("x-cache") == Some("MISS"));
+    std::thread::sleep(std::time::Duration::from_millis(1200));
+    let cached = anonymous(&server, &url, &[])?;
+    ensure!(cached.header("x-cache") == Some("HIT"), "{cached}");
+    ensure!(
+        cached.header("cache-control") == Some("max-age=3600"),
+        "{cached}"
+    );
+    Ok(())
+}

@@ -17,6 +17,10 @@
 //!   the store before a purge is not inserted after it (purge epochs).
 //! * Concurrent misses of one key make one store read; the others wait for
 //!   it.
+//! * Public container listings (`.rlistings`) are cached as rendered
+//!   answers under the bucket's listing generation: any change in the
+//!   bucket bumps it, so a purge costs O(1) and every format, prefix and
+//!   page of the bucket's listings goes at once.
 //!
 //! Container settings (ACLs) are read from the store on every request, so
 //! making a container private takes effect at once, cache or not.
@@ -80,6 +84,30 @@ impl CachedObject {
     }
 }
 
+/// A rendered answer (a listing), replayed for later requests of its form.
+#[derive(Debug)]
+pub struct CachedResponse {
+    pub status: http::StatusCode,
+    pub headers: http::HeaderMap,
+    pub body: Bytes,
+    fetched: Instant,
+}
+
+impl CachedResponse {
+    pub fn new(status: http::StatusCode, headers: http::HeaderMap, body: Bytes) -> Self {
+        CachedResponse {
+            status,
+            headers,
+            body,
+            fetched: Instant::now(),
+        }
+    }
+
+    pub fn age_secs(&self) -> u64 {
+        self.fetched.elapsed().as_secs()
+    }
+}
+
 /// How a read was answered, for `X-Cache`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CacheOutcome {
@@ -124,6 +152,9 @@ pub struct EdgeCache {
     epochs: Vec<AtomicU64>,
     /// Bumped by every bucket change, so a read that raced one is not cached.
     bucket_epoch: AtomicU64,
+    /// Rendered listings by (bucket, listing generation, request form).
+    listings: moka::sync::Cache<(String, u64, String), Arc<CachedResponse>>,
+    listing_generations: Mutex<HashMap<String, u64>>,
     config: CacheConfig,
     pub metrics: CacheMetrics,
 }
@@ -144,6 +175,14 @@ impl EdgeCache {
             inflight: Mutex::new(HashMap::new()),
             epochs: (0..EPOCH_STRIPES).map(|_| AtomicU64::new(0)).collect(),
             bucket_epoch: AtomicU64::new(0),
+            listings: moka::sync::Cache::builder()
+                .max_capacity(config.ram_bytes / 8)
+                .weigher(|key: &(String, u64, String), value: &Arc<CachedResponse>| {
+                    let bytes = key.0.len() + key.2.len() + value.body.len() + 512;
+                    u32::try_from(bytes).unwrap_or(u32::MAX)
+                })
+                .build(),
+            listing_generations: Mutex::new(HashMap::new()),
             config,
             metrics: CacheMetrics::default(),
         });
@@ -162,6 +201,20 @@ impl EdgeCache {
 
     /// Purges what a committed change makes stale.
     pub fn apply(&self, event: &ChangeEvent) {
+        if matches!(
+            event.kind,
+            ChangeKind::ObjectPut
+                | ChangeKind::ObjectDeleted
+                | ChangeKind::BucketCreated
+                | ChangeKind::BucketUpdated
+                | ChangeKind::BucketDeleted
+        ) {
+            *self
+                .listing_generations
+                .lock()
+                .entry(event.bucket.clone())
+                .or_default() += 1;
+        }
         match (event.kind, event.key.as_deref()) {
             (ChangeKind::ObjectPut | ChangeKind::ObjectDeleted, Some(key)) => {
                 self.purge(&event.bucket, key);
@@ -321,6 +374,43 @@ impl EdgeCache {
             }
         }
         Some(max_age)
+    }
+
+    /// The current listing generation of `bucket`: a listing rendered under
+    /// it is kept under it, and is gone once the bucket changes.
+    pub fn listing_generation(&self, bucket: &str) -> u64 {
+        self.listing_generations
+            .lock()
+            .get(bucket)
+            .copied()
+            .unwrap_or_default()
+    }
+
+    /// A fresh rendered listing of `bucket` for the request form `form`.
+    pub fn listing(&self, bucket: &str, form: &str) -> Option<Arc<CachedResponse>> {
+        let key = (
+            bucket.to_owned(),
+            self.listing_generation(bucket),
+            form.to_owned(),
+        );
+        let cached = self.listings.get(&key)?;
+        if cached.fetched.elapsed() >= Duration::from_secs(self.config.default_ttl_secs) {
+            self.listings.invalidate(&key);
+            return None;
+        }
+        self.metrics.hits.fetch_add(1, Ordering::Relaxed);
+        Some(cached)
+    }
+
+    /// Keeps a listing rendered while the bucket was at `generation`.
+    pub fn keep_listing(&self, bucket: &str, generation: u64, form: &str, listing: CachedResponse) {
+        if self.enabled() {
+            self.metrics.misses.fetch_add(1, Ordering::Relaxed);
+            self.listings.insert(
+                (bucket.to_owned(), generation, form.to_owned()),
+                Arc::new(listing),
+            );
+        }
     }
 
     /// Prometheus text exposition of the counters.

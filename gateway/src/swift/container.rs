@@ -16,7 +16,9 @@ use super::{
     ATTR_META_PREFIX, ATTR_READ_ACL, ATTR_WRITE_ACL, SwiftDoor, SwiftRequest, put_header,
     swift_timestamp,
 };
-use crate::wire::{Response, empty_response};
+use crate::edge::CachedResponse;
+use crate::wire::{Response, empty_response, full_body};
+use http_body_util::BodyExt as _;
 
 impl SwiftDoor {
     pub(crate) async fn put_container(
@@ -65,6 +67,9 @@ impl SwiftDoor {
         name: &str,
         head: bool,
     ) -> SwiftResult<Response> {
+        if matches!(request.caller, Caller::Anonymous) && self.edge.enabled() && !head {
+            return self.public_listing(request, name).await;
+        }
         let bucket = self.container_of(&request.account, name).await?;
         self.authorize(request, bucket.as_ref(), true, Access::List)?;
         let bucket = bucket.ok_or_else(SwiftError::not_found)?;
@@ -78,6 +83,55 @@ impl SwiftDoor {
             listing::container_listing(listing::format_of(request), name, &entries)?
         };
         container_headers(response.headers_mut(), &bucket, usage, show_acls);
+        Ok(response)
+    }
+
+    /// An anonymous listing, through the edge cache.
+    async fn public_listing(&self, request: &SwiftRequest, name: &str) -> SwiftResult<Response> {
+        let bucket = self
+            .edge
+            .bucket(&self.store, name)
+            .await?
+            .filter(|bucket| bucket.account == request.account);
+        self.authorize(request, bucket.as_deref(), true, Access::List)?;
+        let bucket = bucket.ok_or_else(SwiftError::not_found)?;
+        let format = listing::format_of(request);
+        let mut form = format!("{format:?}");
+        for (param, value) in &request.query.0 {
+            form.push_str(&format!("&{param}={value}"));
+        }
+        if let Some(cached) = self.edge.listing(name, &form) {
+            let mut response = http::Response::new(full_body(cached.body.clone()));
+            *response.status_mut() = cached.status;
+            *response.headers_mut() = cached.headers.clone();
+            put_header(response.headers_mut(), "x-cache", "HIT");
+            put_header(
+                response.headers_mut(),
+                "age",
+                &cached.age_secs().to_string(),
+            );
+            return Ok(response);
+        }
+        let generation = self.edge.listing_generation(name);
+        let usage = self.store.bucket_usage(name).await?;
+        let params = ListParams::from_request(request)?;
+        let entries = self.list_entries(name, &params).await?;
+        let mut response = listing::container_listing(format, name, &entries)?;
+        container_headers(response.headers_mut(), &bucket, usage, false);
+        let (parts, body) = response.into_parts();
+        let body = body
+            .collect()
+            .await
+            .map_err(|_| SwiftError::internal())?
+            .to_bytes();
+        self.edge.keep_listing(
+            name,
+            generation,
+            &form,
+            CachedResponse::new(parts.status, parts.headers.clone(), body.clone()),
+        );
+        let mut response = http::Response::from_parts(parts, full_body(body));
+        put_header(response.headers_mut(), "x-cache", "MISS");
         Ok(response)
     }
 

@@ -288,3 +288,58 @@ fn stale_entries_revalidate_and_max_age_wins() -> Result<()> {
     );
     Ok(())
 }
+
+#[test]
+fn public_listings_are_cached_and_purged_by_any_change() -> Result<()> {
+    let server = Server::start()?;
+    let container = public_container(&server, "a/b/c.txt", b"c")?;
+    let base = format!("/v1/AUTH_admin/{container}");
+    let forms = [
+        "",
+        "?format=json",
+        "?prefix=a/b/&delimiter=/",
+        "?prefix=a/&delimiter=/&format=xml",
+    ];
+    for form in forms {
+        let first = anonymous(&server, &format!("{base}{form}"), &[])?;
+        first.expect_status(200)?;
+        ensure!(first.header("x-cache") == Some("MISS"), "{first}");
+        let second = anonymous(&server, &format!("{base}{form}"), &[])?;
+        ensure!(
+            second.header("x-cache") == Some("HIT") && second.body == first.body,
+            "{second}"
+        );
+    }
+    // A new object under a/b/ shows in every listing at once.
+    as_root(
+        &server,
+        "PUT",
+        &format!("{base}/a/b/d.txt"),
+        Some(b"d"),
+        &[],
+    )?
+    .expect_status(201)?;
+    let deep = anonymous(&server, &format!("{base}?prefix=a/b/&delimiter=/"), &[])?;
+    ensure!(deep.body_text() == "a/b/c.txt\na/b/d.txt\n", "{deep}");
+    let json = anonymous(&server, &format!("{base}?format=json"), &[])?;
+    ensure!(json.body_text().contains("a/b/d.txt"), "{json}");
+    ensure!(
+        json.header("x-container-object-count") == Some("2"),
+        "{json}"
+    );
+    // A delete takes it out again.
+    as_root(&server, "DELETE", &format!("{base}/a/b/c.txt"), None, &[])?.expect_status(204)?;
+    let plain = anonymous(&server, &base, &[])?;
+    ensure!(plain.body_text() == "a/b/d.txt\n", "{plain}");
+    // Without .rlistings, no listing, cached or not.
+    as_root(
+        &server,
+        "POST",
+        &base,
+        None,
+        &[("X-Container-Read", ".r:*")],
+    )?
+    .expect_status(204)?;
+    anonymous(&server, &base, &[])?.expect_status(401)?;
+    Ok(())
+}

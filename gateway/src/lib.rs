@@ -20,6 +20,7 @@ pub mod config;
 mod credentials;
 pub mod directory;
 pub mod edge;
+pub mod public;
 pub mod s3;
 pub mod server;
 pub mod swift;

@@ -6,22 +6,60 @@ use strata_store::BucketInfo;
 
 use super::body::read_small_body;
 use super::error::{S3Error, S3Result};
+use super::headers::header_str;
 use super::headers::iso8601;
 use super::xml::{self, CreateBucketConfiguration};
 use super::{Response, S3Door, S3Request, empty_response, xml_response};
+use crate::public::{self, PUBLIC_READ, PublicPolicy};
+use strata_store::StoreError;
 
 impl S3Door {
     /// The bucket of the request, if the caller's account owns it.
     pub(crate) async fn owned_bucket(&self, request: &S3Request) -> S3Result<BucketInfo> {
+        let account = request.account()?;
         let info = self.store.bucket(&request.bucket).await?;
-        if info.account != request.credential.account {
+        if info.account != account {
             return Err(S3Error::access_denied());
         }
         Ok(info)
     }
 
+    /// The bucket, if the caller owns it or its settings make the
+    /// request's object (`listing`: its listing) public.
+    pub(crate) async fn readable_bucket(
+        &self,
+        request: &S3Request,
+        listing: bool,
+    ) -> S3Result<BucketInfo> {
+        let info = match self.store.bucket(&request.bucket).await {
+            Ok(info) => info,
+            // Anonymous callers do not learn which buckets exist.
+            Err(StoreError::NoSuchBucket) if request.credential.is_none() => {
+                return Err(S3Error::access_denied());
+            }
+            Err(err) => return Err(err.into()),
+        };
+        if request
+            .account()
+            .is_ok_and(|account| account == info.account)
+        {
+            return Ok(info);
+        }
+        let referrer = header_str(&request.headers, "referer");
+        let public = if listing {
+            public::anonymous_listing(&info, referrer)
+        } else {
+            public::anonymous_object_read(&info, Some(&request.key), referrer)
+        };
+        if public {
+            Ok(info)
+        } else {
+            Err(S3Error::access_denied())
+        }
+    }
+
     pub(crate) async fn list_buckets(&self, request: &S3Request) -> S3Result<Response> {
-        let account = &request.credential.account;
+        let account = request.account()?;
         let buckets = self.store.list_buckets(account).await?;
         let mut xml = xml::document("ListAllMyBucketsResult");
         xml.open("Owner")
@@ -61,8 +99,12 @@ impl S3Door {
                 ));
             }
         }
+        let mut attrs = std::collections::BTreeMap::new();
+        if let Some(acl) = canned_acl(&request.headers)? {
+            attrs.insert(public::ATTR_S3_ACL.to_owned(), acl.to_owned());
+        }
         self.store
-            .create_bucket(&request.credential.account, &request.bucket, &self.region)
+            .create_bucket_with(request.account()?, &request.bucket, &self.region, attrs)
             .await?;
         let mut response = empty_response(StatusCode::OK);
         if let Ok(location) = HeaderValue::from_str(&format!("/{}", request.bucket)) {
@@ -129,8 +171,100 @@ impl S3Door {
             .element("ID", &info.account)
             .element("DisplayName", &info.account)
             .close();
-        xml.element("Permission", "FULL_CONTROL");
+        xml.element("Permission", "FULL_CONTROL").close();
+        if request.key.is_empty() && public::is_public_read(&info) {
+            xml.open("Grant")
+                .open("Grantee")
+                .element("URI", ALL_USERS)
+                .close()
+                .element("Permission", "READ")
+                .close();
+        }
         Ok(xml_response(StatusCode::OK, xml.finish()))
+    }
+
+    /// PutBucketAcl: the canned `x-amz-acl` (`private`, `public-read`), or
+    /// an `AccessControlPolicy` body whose only grant beyond the owner's is
+    /// READ to AllUsers.
+    pub(crate) async fn put_bucket_acl(
+        &self,
+        request: &S3Request,
+        body: Incoming,
+    ) -> S3Result<Response> {
+        self.owned_bucket(request).await?;
+        let acl = match canned_acl(&request.headers)? {
+            Some(acl) => acl,
+            None => {
+                let document = read_small_body(request, body, self.limits.max_xml_body).await?;
+                acl_from_policy(&document)?
+            }
+        };
+        self.store
+            .update_bucket(&request.bucket, move |bucket| {
+                if acl == PUBLIC_READ {
+                    bucket
+                        .attrs
+                        .insert(public::ATTR_S3_ACL.to_owned(), acl.to_owned());
+                } else {
+                    bucket.attrs.remove(public::ATTR_S3_ACL);
+                }
+                Ok(())
+            })
+            .await?;
+        Ok(empty_response(StatusCode::OK))
+    }
+
+    pub(crate) async fn get_bucket_policy(&self, request: &S3Request) -> S3Result<Response> {
+        let info = self.owned_bucket(request).await?;
+        let Some(policy) = info.attrs.get(public::ATTR_S3_POLICY) else {
+            return Err(S3Error::new(
+                "NoSuchBucketPolicy",
+                StatusCode::NOT_FOUND,
+                "The bucket policy does not exist",
+            ));
+        };
+        let mut response = crate::wire::json_response(StatusCode::OK, policy.clone());
+        response.headers_mut().insert(
+            http::header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        Ok(response)
+    }
+
+    pub(crate) async fn put_bucket_policy(
+        &self,
+        request: &S3Request,
+        body: Incoming,
+    ) -> S3Result<Response> {
+        self.owned_bucket(request).await?;
+        let document = read_small_body(request, body, self.limits.max_xml_body).await?;
+        let text = String::from_utf8(document.to_vec()).map_err(|_| {
+            S3Error::new(
+                "MalformedPolicy",
+                StatusCode::BAD_REQUEST,
+                "Policies must be UTF-8",
+            )
+        })?;
+        PublicPolicy::parse(&request.bucket, &text)
+            .map_err(|why| S3Error::new("MalformedPolicy", StatusCode::BAD_REQUEST, why))?;
+        self.store
+            .update_bucket(&request.bucket, move |bucket| {
+                bucket.attrs.insert(public::ATTR_S3_POLICY.to_owned(), text);
+                Ok(())
+            })
+            .await?;
+        Ok(empty_response(StatusCode::NO_CONTENT))
+    }
+
+    pub(crate) async fn delete_bucket_policy(&self, request: &S3Request) -> S3Result<Response> {
+        self.owned_bucket(request).await?;
+        self.store
+            .update_bucket(&request.bucket, |bucket| {
+                bucket.attrs.remove(public::ATTR_S3_POLICY);
+                Ok(())
+            })
+            .await?;
+        Ok(empty_response(StatusCode::NO_CONTENT))
     }
 }
 
@@ -160,6 +294,37 @@ pub fn validate_bucket_name(name: &str) -> S3Result<()> {
         )
         .with_extra("BucketName", name))
     }
+}
+
+const ALL_USERS: &str = "http://acs.amazonaws.com/groups/global/AllUsers";
+
+/// `x-amz-acl`, if sent: `private` or `public-read`; the other canned ACLs
+/// grant writes or per-user reads, which strata does not keep.
+fn canned_acl(headers: &http::HeaderMap) -> S3Result<Option<&'static str>> {
+    match header_str(headers, "x-amz-acl").map(str::trim) {
+        None => Ok(None),
+        Some("private") => Ok(Some("private")),
+        Some("public-read") => Ok(Some(PUBLIC_READ)),
+        Some(other) => Err(S3Error::not_implemented(&format!("The canned ACL {other}"))),
+    }
+}
+
+/// The canned ACL an `AccessControlPolicy` document amounts to.
+fn acl_from_policy(document: &[u8]) -> S3Result<&'static str> {
+    let policy: xml::AccessControlPolicy = xml::parse(document)?;
+    let mut public_read = false;
+    for grant in policy.access_control_list.grants {
+        match (grant.grantee.uri.as_deref(), grant.permission.as_str()) {
+            (None, "FULL_CONTROL") => {}
+            (Some(ALL_USERS), "READ") => public_read = true,
+            _ => {
+                return Err(S3Error::not_implemented(
+                    "Grants other than the owner's FULL_CONTROL and READ to AllUsers",
+                ));
+            }
+        }
+    }
+    Ok(if public_read { PUBLIC_READ } else { "private" })
 }
 
 #[cfg(test)]

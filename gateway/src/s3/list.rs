@@ -69,7 +69,7 @@ fn page_size(query: &Query, name: &str) -> S3Result<usize> {
 
 impl S3Door {
     pub(crate) async fn list_objects(&self, request: &S3Request) -> S3Result<Response> {
-        let bucket = self.owned_bucket(request).await?;
+        let bucket = self.readable_bucket(request, true).await?;
         let query = &request.query;
         let encoding = Encoding::from_query(query)?;
         let max_keys = page_size(query, "max-keys")?;

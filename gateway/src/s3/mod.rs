@@ -16,7 +16,7 @@ use std::time::SystemTime;
 
 use http::{HeaderMap, HeaderValue, Method, StatusCode, Uri};
 use hyper::body::Incoming;
-use strata_auth::{Credential, PayloadMode, SigV4Config, verify_request};
+use strata_auth::{AuthError, Credential, PayloadMode, SigV4Config, verify_request};
 use strata_store::Store;
 use tracing::Instrument as _;
 
@@ -47,8 +47,19 @@ pub(crate) struct S3Request {
     pub query: Query,
     pub bucket: String,
     pub key: String,
-    pub credential: Credential,
+    /// `None` for an anonymous request (only `S3Op::allows_anonymous`).
+    pub credential: Option<Credential>,
     pub payload: PayloadMode,
+}
+
+impl S3Request {
+    /// The account that signed the request; anonymous requests are refused.
+    pub fn account(&self) -> S3Result<&str> {
+        self.credential
+            .as_ref()
+            .map(|credential| credential.account.as_str())
+            .ok_or_else(S3Error::access_denied)
+    }
 }
 
 impl S3Door {
@@ -92,14 +103,18 @@ impl S3Door {
             &query,
             parts.headers.contains_key("x-amz-copy-source"),
         )?;
-        let verified = verify_request(
+        let verified = match verify_request(
             &parts.method,
             &parts.uri,
             &parts.headers,
             &self.credentials,
             &self.sigv4,
             SystemTime::now(),
-        )?;
+        ) {
+            Ok(verified) => Some(verified),
+            Err(AuthError::Anonymous) if op.allows_anonymous() => None,
+            Err(err) => return Err(err.into()),
+        };
         if !key.is_empty() {
             strata_store::validate_key(&key).map_err(S3Error::from)?;
         }
@@ -109,8 +124,10 @@ impl S3Door {
             query,
             bucket,
             key,
-            credential: verified.credential,
-            payload: verified.payload,
+            credential: verified
+                .as_ref()
+                .map(|verified| verified.credential.clone()),
+            payload: verified.map_or(PayloadMode::UnsignedPayload, |verified| verified.payload),
         })
     }
 
@@ -162,6 +179,10 @@ impl S3Door {
             GetBucketLocation => self.get_bucket_location(&request).await,
             GetBucketVersioning => self.get_bucket_versioning(&request).await,
             GetBucketAcl | GetObjectAcl => self.get_acl(&request).await,
+            PutBucketAcl => self.put_bucket_acl(&request, body).await,
+            GetBucketPolicy => self.get_bucket_policy(&request).await,
+            PutBucketPolicy => self.put_bucket_policy(&request, body).await,
+            DeleteBucketPolicy => self.delete_bucket_policy(&request).await,
             ListObjects | ListObjectsV2 | ListObjectVersions => self.list_objects(&request).await,
             ListMultipartUploads => self.list_uploads(&request).await,
             DeleteObjects => self.delete_objects(&request, body).await,

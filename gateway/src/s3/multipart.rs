@@ -154,7 +154,7 @@ impl S3Door {
                 })?,
         };
         let (parts, truncated) = self.store.list_parts(&upload, marker, max_parts).await?;
-        let account = &request.credential.account;
+        let account = request.account()?;
         let mut xml = xml::document("ListPartsResult");
         xml.element("Bucket", &upload.bucket)
             .element("Key", &upload.key)

@@ -136,7 +136,7 @@ impl S3Door {
         };
         strata_store::validate_key(key)?;
         let bucket_info = self.store.bucket(bucket).await?;
-        if bucket_info.account != request.credential.account {
+        if bucket_info.account != request.account()? {
             return Err(S3Error::access_denied());
         }
         let info = self.store.head_object(bucket, key).await?;
@@ -177,7 +177,7 @@ impl S3Door {
     }
 
     pub(crate) async fn get_object(&self, request: &S3Request, head: bool) -> S3Result<Response> {
-        self.owned_bucket(request).await?;
+        self.readable_bucket(request, false).await?;
         let info = self
             .store
             .head_object(&request.bucket, &request.key)

@@ -21,6 +21,10 @@ pub enum S3Op {
     GetBucketLocation,
     GetBucketVersioning,
     GetBucketAcl,
+    PutBucketAcl,
+    GetBucketPolicy,
+    PutBucketPolicy,
+    DeleteBucketPolicy,
     ListObjects,
     ListObjectsV2,
     ListObjectVersions,
@@ -58,7 +62,6 @@ const UNSUPPORTED_SUBRESOURCES: &[&str] = &[
     "notification",
     "object-lock",
     "ownershipControls",
-    "policy",
     "policyStatus",
     "publicAccessBlock",
     "replication",
@@ -90,9 +93,13 @@ pub fn route(
         ("GET", false, _) => ListBuckets,
         (_, false, _) => return Err(method_not_allowed()),
 
-        ("PUT", true, false) if query.has("versioning") || query.has("acl") => {
-            return Err(S3Error::not_implemented("Changing versioning or ACLs"));
+        ("PUT", true, false) if query.has("versioning") => {
+            return Err(S3Error::not_implemented("Changing versioning"));
         }
+        ("PUT", true, false) if query.has("acl") => PutBucketAcl,
+        ("PUT", true, false) if query.has("policy") => PutBucketPolicy,
+        ("GET", true, false) if query.has("policy") => GetBucketPolicy,
+        ("DELETE", true, false) if query.has("policy") => DeleteBucketPolicy,
         ("PUT", true, false) => CreateBucket,
         ("HEAD", true, false) => HeadBucket,
         ("DELETE", true, false) => DeleteBucket,
@@ -148,6 +155,15 @@ fn method_not_allowed() -> S3Error {
 }
 
 impl S3Op {
+    /// Operations a request without credentials may attempt; the bucket's
+    /// public settings then decide.
+    pub fn allows_anonymous(self) -> bool {
+        matches!(
+            self,
+            S3Op::GetObject | S3Op::HeadObject | S3Op::ListObjects | S3Op::ListObjectsV2
+        )
+    }
+
     /// The operation's name in AWS's API reference, for logs and traces.
     pub fn name(self) -> &'static str {
         use S3Op::*;
@@ -159,6 +175,10 @@ impl S3Op {
             GetBucketLocation => "GetBucketLocation",
             GetBucketVersioning => "GetBucketVersioning",
             GetBucketAcl => "GetBucketAcl",
+            PutBucketAcl => "PutBucketAcl",
+            GetBucketPolicy => "GetBucketPolicy",
+            PutBucketPolicy => "PutBucketPolicy",
+            DeleteBucketPolicy => "DeleteBucketPolicy",
             ListObjects => "ListObjects",
             ListObjectsV2 => "ListObjectsV2",
             ListObjectVersions => "ListObjectVersions",
@@ -215,6 +235,14 @@ mod tests {
             Ok(GetBucketVersioning),
         );
         check("GET /examplebucket?acl", false, Ok(GetBucketAcl));
+        check("PUT /examplebucket?acl", false, Ok(PutBucketAcl));
+        check("GET /examplebucket?policy", false, Ok(GetBucketPolicy));
+        check("PUT /examplebucket?policy", false, Ok(PutBucketPolicy));
+        check(
+            "DELETE /examplebucket?policy",
+            false,
+            Ok(DeleteBucketPolicy),
+        );
         check(
             "GET /examplebucket?versions&prefix=photos",
             false,
@@ -300,7 +328,11 @@ mod tests {
     fn refusals() {
         check("PUT /examplebucket?tagging", false, Err("NotImplemented"));
         check("PUT /examplebucket/k?tagging", false, Err("NotImplemented"));
-        check("GET /examplebucket?policy", false, Err("NotImplemented"));
+        check(
+            "PUT /examplebucket?versioning",
+            false,
+            Err("NotImplemented"),
+        );
         check("POST /examplebucket", false, Err("MethodNotAllowed"));
         check("PUT /", false, Err("MethodNotAllowed"));
         check("POST /examplebucket/k", false, Err("MethodNotAllowed"));

@@ -55,6 +55,32 @@ pub struct CompletePart {
     pub etag: String,
 }
 
+/// `<AccessControlPolicy>` of PutBucketAcl.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct AccessControlPolicy {
+    pub access_control_list: AccessControlList,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct AccessControlList {
+    #[serde(rename = "Grant", default)]
+    pub grants: Vec<Grant>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct Grant {
+    pub grantee: Grantee,
+    pub permission: String,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct Grantee {
+    #[serde(rename = "URI", default)]
+    pub uri: Option<String>,
+}
+
 /// `<CreateBucketConfiguration>`.
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "PascalCase")]

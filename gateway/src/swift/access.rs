@@ -10,8 +10,9 @@ use strata_auth::{
 use strata_store::BucketInfo;
 
 use super::error::{SwiftError, SwiftResult};
-use super::{ATTR_META_PREFIX, ATTR_READ_ACL, ATTR_WRITE_ACL, SwiftDoor, SwiftRequest};
+use super::{ATTR_META_PREFIX, ATTR_READ_ACL, ATTR_WRITE_ACL, SwiftDoor, SwiftRequest, Target};
 use crate::directory::Directory;
+use crate::public;
 use crate::wire::{Query, header_str};
 
 /// The identity a request carries.
@@ -94,16 +95,23 @@ impl SwiftDoor {
                     write_decision(&acl(bucket, ATTR_WRITE_ACL), owner, principal)
                 }
             },
-            Caller::Anonymous => match (access, bucket) {
-                (Access::Read | Access::List, Some(bucket)) => read_decision(
-                    &acl(bucket, ATTR_READ_ACL),
-                    owner,
-                    None,
-                    referrer,
-                    access == Access::List,
-                ),
-                _ => Decision::deny("anonymous"),
-            },
+            Caller::Anonymous => {
+                let key = match &request.target {
+                    Target::Object(_, key) => Some(key.as_str()),
+                    _ => None,
+                };
+                match (access, bucket) {
+                    (Access::Read, Some(bucket)) => decide(
+                        public::anonymous_object_read(bucket, key, referrer),
+                        "public by the container's ACL or policy",
+                    ),
+                    (Access::List, Some(bucket)) => decide(
+                        public::anonymous_listing(bucket, referrer),
+                        "public listing",
+                    ),
+                    _ => Decision::deny("anonymous"),
+                }
+            }
             Caller::TempUrl => self.temp_url_decision(request, bucket, container_level),
         };
         if decision.allowed {

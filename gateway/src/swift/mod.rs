@@ -32,8 +32,8 @@ pub use error::{SwiftError, SwiftResult};
 use access::Caller;
 
 /// Bucket attributes owned by this door.
-pub(crate) const ATTR_READ_ACL: &str = "swift:read";
-pub(crate) const ATTR_WRITE_ACL: &str = "swift:write";
+pub(crate) const ATTR_READ_ACL: &str = crate::public::ATTR_SWIFT_READ;
+pub(crate) const ATTR_WRITE_ACL: &str = crate::public::ATTR_SWIFT_WRITE;
 /// Prefix of container metadata (`X-Container-Meta-Color` → `swift:meta:color`).
 pub(crate) const ATTR_META_PREFIX: &str = "swift:meta:";
 

@@ -343,3 +343,119 @@ fn public_listings_are_cached_and_purged_by_any_change() -> Result<()> {
     anonymous(&server, &base, &[])?.expect_status(401)?;
     Ok(())
 }
+
+#[test]
+fn s3_public_read_acls_and_policies() -> Result<()> {
+    let server = Server::start()?;
+    let bucket = unique_bucket("s3pub");
+    let work = server.work_dir("s3pub")?;
+    let file = work.join("f.txt");
+    std::fs::write(&file, b"hello public")?;
+    let file = file.display().to_string();
+    server.aws_ok(&[
+        "s3api",
+        "create-bucket",
+        "--bucket",
+        &bucket,
+        "--acl",
+        "public-read",
+    ])?;
+    for key in ["index.html", "img/logo.gif"] {
+        server.aws_ok(&[
+            "s3api",
+            "put-object",
+            "--bucket",
+            &bucket,
+            "--key",
+            key,
+            "--body",
+            &file,
+        ])?;
+    }
+    let object = format!("/{bucket}/index.html");
+    let read = anonymous(&server, &object, &[])?;
+    ensure!(read.status == 200 && read.body == b"hello public", "{read}");
+    let listing = anonymous(&server, &format!("/{bucket}?list-type=2"), &[])?;
+    ensure!(
+        listing.status == 200 && listing.body_text().contains("img/logo.gif"),
+        "{listing}"
+    );
+    let acl = server.aws_json(&["s3api", "get-bucket-acl", "--bucket", &bucket])?;
+    ensure!(acl.to_string().contains("AllUsers"), "{acl}");
+    // The same bucket is public through the Swift path, through the cache.
+    let swift_path = format!("/v1/AUTH_admin/{bucket}/index.html");
+    anonymous(&server, &swift_path, &[])?.expect_status(200)?;
+    ensure!(anonymous(&server, &swift_path, &[])?.header("x-cache") == Some("HIT"));
+
+    // Private again: refused at once, cache included.
+    server.aws_ok(&[
+        "s3api",
+        "put-bucket-acl",
+        "--bucket",
+        &bucket,
+        "--acl",
+        "private",
+    ])?;
+    anonymous(&server, &object, &[])?.expect_s3_error(403, "AccessDenied")?;
+    anonymous(&server, &swift_path, &[])?.expect_status(401)?;
+    anonymous(&server, &format!("/{bucket}"), &[])?.expect_s3_error(403, "AccessDenied")?;
+    anonymous(&server, "/no-such-bucket-here/x", &[])?.expect_s3_error(403, "AccessDenied")?;
+    server.aws_error(
+        &[
+            "s3api",
+            "put-bucket-acl",
+            "--bucket",
+            &bucket,
+            "--acl",
+            "public-read-write",
+        ],
+        "NotImplemented",
+    )?;
+
+    // A policy opening one prefix.
+    let policy = format!(
+        r#"{{"Version":"2012-10-17","Statement":[{{"Effect":"Allow","Principal":"*","Action":"s3:GetObject","Resource":"arn:aws:s3:::{bucket}/img/*"}}]}}"#
+    );
+    server.aws_ok(&[
+        "s3api",
+        "put-bucket-policy",
+        "--bucket",
+        &bucket,
+        "--policy",
+        &policy,
+    ])?;
+    anonymous(&server, &format!("/{bucket}/img/logo.gif"), &[])?.expect_status(200)?;
+    anonymous(&server, &object, &[])?.expect_s3_error(403, "AccessDenied")?;
+    let stored = server.aws_json(&["s3api", "get-bucket-policy", "--bucket", &bucket])?;
+    ensure!(
+        stored["Policy"]
+            .as_str()
+            .is_some_and(|text| text.contains("img/*")),
+        "{stored}"
+    );
+    let broad = policy.replace("s3:GetObject", "s3:*");
+    server.aws_error(
+        &[
+            "s3api",
+            "put-bucket-policy",
+            "--bucket",
+            &bucket,
+            "--policy",
+            &broad,
+        ],
+        "MalformedPolicy",
+    )?;
+    anonymous(&server, &format!("/{bucket}/img/logo.gif"), &[])?.expect_status(200)?;
+    server.aws_ok(&["s3api", "delete-bucket-policy", "--bucket", &bucket])?;
+    anonymous(&server, &format!("/{bucket}/img/logo.gif"), &[])?
+        .expect_s3_error(403, "AccessDenied")?;
+    server.aws_error(
+        &["s3api", "get-bucket-policy", "--bucket", &bucket],
+        "NoSuchBucketPolicy",
+    )?;
+    // Anonymous writes are never allowed.
+    server
+        .http("PUT", &object, Signing::Anonymous, Some(b"x"), &[])?
+        .expect_s3_error(403, "AccessDenied")?;
+    Ok(())
+}

@@ -163,6 +163,9 @@ struct ServeArgs {
     /// Root domain for virtual-hosted–style requests (`bucket.s3.example.com`).
     #[arg(long, env = "STRATA_S3_DOMAIN")]
     s3_domain: Option<String>,
+    /// Swift domain_remap: serve `container.account.DOMAIN/key`.
+    #[arg(long, env = "STRATA_STORAGE_DOMAIN")]
+    storage_domain: Option<String>,
     /// Serve only these doors (comma-separated): `--only auth` runs an auth node.
     #[arg(long, env = "STRATA_ONLY", value_delimiter = ',')]
     only: Option<Vec<DoorKind>>,
@@ -194,6 +197,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         region: args.region,
         s3_domain: args.s3_domain,
         only: args.only,
+        storage_domain: args.storage_domain,
     };
     let config = Config::load(args.config.as_deref(), overrides)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()

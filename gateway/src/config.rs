@@ -19,6 +19,9 @@ pub struct Config {
     pub region: String,
     /// Root domain for virtual-hosted–style S3 requests.
     pub s3_domain: Option<String>,
+    /// Swift's domain_remap: `container.account.<storage_domain>/key` and
+    /// `account.<storage_domain>/container/key` serve Swift paths.
+    pub storage_domain: Option<String>,
     /// Base of the storage URLs the token endpoint hands out
     /// (`https://storage.example.com`); from the request's Host when unset.
     pub public_url: Option<String>,
@@ -81,6 +84,7 @@ impl Default for Config {
             data: PathBuf::from("strata-data"),
             region: "us-east-1".to_owned(),
             s3_domain: None,
+            storage_domain: None,
             public_url: None,
             token_lifetime_secs: 24 * 3600,
             only: DoorKind::ALL.to_vec(),
@@ -98,6 +102,7 @@ pub struct ConfigOverrides {
     pub region: Option<String>,
     pub s3_domain: Option<String>,
     pub only: Option<Vec<DoorKind>>,
+    pub storage_domain: Option<String>,
 }
 
 impl Config {
@@ -125,6 +130,9 @@ impl Config {
         }
         if let Some(only) = overrides.only {
             config.only = only;
+        }
+        if let Some(domain) = overrides.storage_domain {
+            config.storage_domain = Some(domain);
         }
         config.validate()?;
         Ok(config)
@@ -155,6 +163,15 @@ impl Config {
             if domain.is_empty() {
                 self.s3_domain = None;
             }
+        }
+        if let Some(domain) = &mut self.storage_domain {
+            *domain = domain.trim_matches('.').to_ascii_lowercase();
+            if domain.is_empty() {
+                self.storage_domain = None;
+            }
+        }
+        if self.storage_domain.is_some() && self.storage_domain == self.s3_domain {
+            bail!("storage_domain and s3_domain must differ");
         }
         if self.only.is_empty() {
             bail!("only must name at least one of auth, swift, s3");

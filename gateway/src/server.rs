@@ -19,7 +19,7 @@ use tokio::net::TcpListener;
 use crate::admin_door::AdminDoor;
 use crate::config::{Config, DoorKind};
 use crate::credentials::{self, RootKeys};
-use crate::directory::{Directory, normalize_host};
+use crate::directory::{Directory, DomainRecord, normalize_host};
 use crate::edge::EdgeCache;
 use crate::s3::{Response, S3Door};
 use crate::swift::SwiftDoor;
@@ -57,6 +57,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         edge: edge.clone(),
         served: config.only.clone(),
         directory: directory.clone(),
+        storage_domain: config.storage_domain.clone(),
         tokens: TokenDoor {
             directory: directory.clone(),
             token_lifetime_secs: config.token_lifetime_secs,
@@ -81,6 +82,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             region: config.region.clone(),
             s3_domain: config.s3_domain.clone(),
             limits: config.limits.clone(),
+            edge: edge.clone(),
         },
     });
 
@@ -150,6 +152,8 @@ struct Doors {
     served: Vec<DoorKind>,
     /// Where custom domains are looked up.
     directory: Directory,
+    /// Swift domain_remap's storage domain, if configured.
+    storage_domain: Option<String>,
     edge: Arc<EdgeCache>,
     tokens: TokenDoor,
     admin: AdminDoor,
@@ -198,6 +202,26 @@ impl Doors {
 }
 
 impl Doors {
+    /// `container.account.<storage domain>` or `account.<storage domain>`
+    /// (the account label may carry Swift's `auth-` prefix), as Swift's
+    /// domain_remap reads them.
+    fn remapped_host(&self, host: &str) -> Option<DomainRecord> {
+        let domain = self.storage_domain.as_deref()?;
+        let labels = host.strip_suffix(domain)?.strip_suffix('.')?;
+        let (container, account) = match labels.rsplit_once('.') {
+            Some((container, account)) if !container.contains('.') => (Some(container), account),
+            Some(_) => return None,
+            None => (None, labels),
+        };
+        let account = account.strip_prefix("auth-").unwrap_or(account);
+        self.directory.account(account)?;
+        Some(DomainRecord {
+            host: host.to_owned(),
+            account: account.to_owned(),
+            container: container.map(str::to_owned),
+        })
+    }
+
     /// A request to a custom domain becomes the Swift request it stands for:
     /// `http://st.example.com/logo.gif` → `/v1/AUTH_admin/public/logo.gif`
     /// for a domain mapped to `admin/public`. Whether the object may be read
@@ -207,12 +231,16 @@ impl Doors {
         &self,
         mut request: hyper::Request<Incoming>,
     ) -> Result<(hyper::Request<Incoming>, bool), Response> {
-        let domain = request
+        let host = request
             .headers()
             .get(http::header::HOST)
             .and_then(|value| value.to_str().ok())
-            .and_then(normalize_host)
-            .and_then(|host| self.directory.domain(&host));
+            .and_then(normalize_host);
+        let domain = host.as_deref().and_then(|host| {
+            self.directory
+                .domain(host)
+                .or_else(|| self.remapped_host(host))
+        });
         let Some(domain) = domain else {
             return Ok((request, false));
         };

@@ -31,13 +31,12 @@ impl S3Door {
         request: &S3Request,
         listing: bool,
     ) -> S3Result<BucketInfo> {
-        let info = match self.store.bucket(&request.bucket).await {
-            Ok(info) => info,
+        // From the edge's copy: public reads must not cost a metadata read.
+        let info = match self.edge.bucket(&self.store, &request.bucket).await? {
+            Some(info) => BucketInfo::clone(&info),
             // Anonymous callers do not learn which buckets exist.
-            Err(StoreError::NoSuchBucket) if request.credential.is_none() => {
-                return Err(S3Error::access_denied());
-            }
-            Err(err) => return Err(err.into()),
+            None if request.credential.is_none() => return Err(S3Error::access_denied()),
+            None => return Err(StoreError::NoSuchBucket.into()),
         };
         if request
             .account()

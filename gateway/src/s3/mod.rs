@@ -38,6 +38,8 @@ pub struct S3Door {
     pub region: String,
     pub s3_domain: Option<String>,
     pub limits: Limits,
+    /// Anonymous reads of public objects are answered from here when they can be.
+    pub edge: std::sync::Arc<crate::edge::EdgeCache>,
 }
 
 /// One authenticated, routed request.

@@ -17,6 +17,7 @@ use super::headers::{
 };
 use super::xml::{self, DeleteRequest};
 use super::{Response, ResponseBody, S3Door, S3Request, empty_response, xml_response};
+use crate::edge::{CacheOutcome, CachedObject};
 use crate::wire::stream_body;
 
 /// The most keys one DeleteObjects request may name.
@@ -178,25 +179,25 @@ impl S3Door {
 
     pub(crate) async fn get_object(&self, request: &S3Request, head: bool) -> S3Result<Response> {
         self.readable_bucket(request, false).await?;
+        // Anonymous reads of public objects go through the edge cache; with
+        // query parameters (partNumber, response-*) they are not plain reads.
+        if request.credential.is_none()
+            && self.edge.enabled()
+            && request.query.0.is_empty()
+            && let Some((cached, outcome)) = self
+                .edge
+                .get(&self.store, &request.bucket, &request.key)
+                .await
+        {
+            return cached_response(request, &cached, outcome, head);
+        }
         let info = self
             .store
             .head_object(&request.bucket, &request.key)
             .await?;
         match evaluate_conditions(&request.headers, "", &info) {
             ConditionOutcome::Proceed => {}
-            ConditionOutcome::NotModified => {
-                let mut response = empty_response(StatusCode::NOT_MODIFIED);
-                let headers = response.headers_mut();
-                if let Ok(etag) = HeaderValue::from_str(&quoted_etag(&info.etag)) {
-                    headers.insert(http::header::ETAG, etag);
-                }
-                if let Ok(date) =
-                    HeaderValue::from_str(&super::headers::http_date(info.last_modified_ms))
-                {
-                    headers.insert(http::header::LAST_MODIFIED, date);
-                }
-                return Ok(response);
-            }
+            ConditionOutcome::NotModified => return Ok(not_modified(&info)),
             ConditionOutcome::PreconditionFailed => {
                 return Err(StoreError::PreconditionFailed.into());
             }
@@ -304,6 +305,66 @@ impl S3Door {
         }
         Ok(xml_response(StatusCode::OK, xml.finish()))
     }
+}
+
+fn not_modified(info: &ObjectInfo) -> Response {
+    let mut response = empty_response(StatusCode::NOT_MODIFIED);
+    let headers = response.headers_mut();
+    if let Ok(etag) = HeaderValue::from_str(&quoted_etag(&info.etag)) {
+        headers.insert(http::header::ETAG, etag);
+    }
+    if let Ok(date) = HeaderValue::from_str(&super::headers::http_date(info.last_modified_ms)) {
+        headers.insert(http::header::LAST_MODIFIED, date);
+    }
+    response
+}
+
+/// A GetObject/HeadObject answered from the edge cache's copy.
+fn cached_response(
+    request: &S3Request,
+    cached: &CachedObject,
+    outcome: CacheOutcome,
+    head: bool,
+) -> S3Result<Response> {
+    let info = &cached.info;
+    let mut response = match evaluate_conditions(&request.headers, "", info) {
+        ConditionOutcome::Proceed => {
+            let range = parse_range(header_str(&request.headers, "range"), info.size)?;
+            let body = match (&range, head) {
+                (_, true) => bytes::Bytes::new(),
+                (Some(range), false) => cached.body.slice(range.start as usize..range.end as usize),
+                (None, false) => cached.body.clone(),
+            };
+            let length = range
+                .as_ref()
+                .map_or(info.size, |range| range.end - range.start);
+            let mut response = http::Response::new(super::full_body(body));
+            add_object_headers(response.headers_mut(), info, false);
+            response
+                .headers_mut()
+                .insert(http::header::CONTENT_LENGTH, HeaderValue::from(length));
+            if let Some(range) = range {
+                *response.status_mut() = StatusCode::PARTIAL_CONTENT;
+                if let Ok(value) = HeaderValue::from_str(&format!(
+                    "bytes {}-{}/{}",
+                    range.start,
+                    range.end.saturating_sub(1),
+                    info.size
+                )) {
+                    response
+                        .headers_mut()
+                        .insert(http::header::CONTENT_RANGE, value);
+                }
+            }
+            response
+        }
+        ConditionOutcome::NotModified => not_modified(info),
+        ConditionOutcome::PreconditionFailed => return Err(StoreError::PreconditionFailed.into()),
+    };
+    let headers = response.headers_mut();
+    headers.insert("x-cache", HeaderValue::from_static(outcome.header()));
+    headers.insert("age", HeaderValue::from(cached.age_secs()));
+    Ok(response)
 }
 
 /// The byte range of part `number` of a multipart object (`1` is the whole of

@@ -375,6 +375,13 @@ fn s3_public_read_acls_and_policies() -> Result<()> {
     let object = format!("/{bucket}/index.html");
     let read = anonymous(&server, &object, &[])?;
     ensure!(read.status == 200 && read.body == b"hello public", "{read}");
+    let again = anonymous(&server, &object, &[])?;
+    ensure!(
+        again.header("x-cache") == Some("HIT") && again.body == b"hello public",
+        "{again}"
+    );
+    let ranged = anonymous(&server, &object, &[("Range", "bytes=6-11")])?;
+    ensure!(ranged.status == 206 && ranged.body == b"public", "{ranged}");
     let listing = anonymous(&server, &format!("/{bucket}?list-type=2"), &[])?;
     ensure!(
         listing.status == 200 && listing.body_text().contains("img/logo.gif"),
@@ -457,5 +464,37 @@ fn s3_public_read_acls_and_policies() -> Result<()> {
     server
         .http("PUT", &object, Signing::Anonymous, Some(b"x"), &[])?
         .expect_s3_error(403, "AccessDenied")?;
+    Ok(())
+}
+
+#[test]
+fn storage_domain_remaps_container_and_account_hosts() -> Result<()> {
+    let server = Server::start_with_config("storage_domain = \"storage.example.com\"\n")?;
+    let container = public_container(&server, "logo.gif", b"GIF89a")?;
+    let by_container = anonymous(
+        &server,
+        "/logo.gif",
+        &[("Host", &format!("{container}.admin.storage.example.com"))],
+    )?;
+    ensure!(
+        by_container.status == 200 && by_container.body == b"GIF89a",
+        "{by_container}"
+    );
+    let by_account = anonymous(
+        &server,
+        &format!("/{container}/logo.gif"),
+        &[("Host", "AUTH-admin.Storage.Example.com:80")],
+    )?;
+    ensure!(
+        by_account.status == 200 && by_account.body == b"GIF89a",
+        "{by_account}"
+    );
+    // Accounts that do not exist fall through to the S3 routes.
+    anonymous(
+        &server,
+        "/logo.gif",
+        &[("Host", "c.nobody.storage.example.com")],
+    )?
+    .expect_s3_error(403, "AccessDenied")?;
     Ok(())
 }

@@ -1,0 +1,245 @@
+#!/usr/bin/env bash
+# edge-compare.sh: strata's edge cache against nginx proxy_cache and Varnish,
+# each in front of the same strata origin, driven by wrk in one run; the
+# report goes to bench/runs/<date>-<host>-edge.md with ratios first.
+#
+#   bench/edge-compare.sh        (about 3 minutes with the defaults)
+#
+# strata serves a public Swift container (X-Container-Read: .r:*) with one
+# object per size; nginx (proxy_cache on the same disk, proxy_cache_lock) and
+# Varnish (malloc storage) proxy to that strata. Every URL is fetched a few
+# times first, so all three serve from their caches. strata's CPU time per
+# request is read from /proc during its runs (it includes what the kernel
+# spends on its sockets).
+#
+# Environment (defaults in brackets):
+#   STRATA_BIN   strata binary [target/release/strata]
+#   DURATION     wrk duration per run [10s]
+#   CONNECTIONS  wrk connections [64]
+#   THREADS      wrk threads [2]
+#   SIZES        object sizes [1KiB 4KiB 64KiB 1MiB]
+#   OUT_DIR      where the report goes [bench/runs]
+
+set -euo pipefail
+
+repo=$(cd "$(dirname "$0")/.." && pwd)
+STRATA_BIN=${STRATA_BIN:-$repo/target/release/strata}
+DURATION=${DURATION:-10s}
+CONNECTIONS=${CONNECTIONS:-64}
+THREADS=${THREADS:-2}
+SIZES=${SIZES:-1KiB 4KiB 64KiB 1MiB}
+OUT_DIR=${OUT_DIR:-$repo/bench/runs}
+secret=edge-bench-secret
+
+log() { printf '[edge] %s\n' "$*" >&2; }
+die() {
+    log "error: $*"
+    if [[ -n ${work:-} && -d $work/log ]]; then
+        tail -n 20 "$work"/log/* >&2 || true
+    fi
+    exit 1
+}
+
+[[ -x $STRATA_BIN ]] || die "no strata binary at $STRATA_BIN (cargo build --release -p strata-gateway)"
+
+missing=()
+for tool in nginx varnishd wrk curl python3; do
+    command -v "$tool" >/dev/null 2>&1 || missing+=("$tool")
+done
+if ((${#missing[@]})); then
+    log "installing nginx, varnish and wrk from Debian packages"
+    sudo_if_needed() { if [[ $(id -u) == 0 ]]; then "$@"; else sudo "$@"; fi; }
+    sudo_if_needed apt-get update -qq
+    sudo_if_needed env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+        nginx varnish wrk curl >/dev/null
+    # The packages start their own services; this run uses private instances.
+    sudo_if_needed systemctl stop nginx varnish 2>/dev/null || true
+    pkill -x nginx 2>/dev/null || true
+    pkill -x varnishd 2>/dev/null || true
+fi
+
+work=$(mktemp -d /tmp/strata-edge.XXXXXX)
+pids=()
+cleanup() {
+    for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+    wait 2>/dev/null || true
+    rm -rf "$work"
+}
+trap cleanup EXIT
+mkdir -p "$work/log"
+
+free_port() {
+    python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+wait_for() {
+    local what=$1 tries=$2
+    shift 2
+    for _ in $(seq "$tries"); do
+        "$@" >/dev/null 2>&1 && return 0
+        sleep 0.5
+    done
+    die "$what did not come up"
+}
+bytes_of() {
+    python3 -c "import sys; s = sys.argv[1]; u = {'KiB': 1 << 10, 'MiB': 1 << 20}; print(int(s[:-3]) * u[s[-3:]])" "$1"
+}
+
+# --- strata, the origin and the edge under test ---------------------------------
+strata_port=$(free_port)
+STRATA_ROOT_ACCESS_KEY=EDGEBENCHACCESS00000 STRATA_ROOT_SECRET_KEY=$secret \
+    "$STRATA_BIN" serve --listen "127.0.0.1:$strata_port" --data "$work/strata" \
+    >"$work/log/strata.log" 2>&1 &
+strata_pid=$!
+pids+=("$strata_pid")
+strata=http://127.0.0.1:$strata_port
+wait_for "strata" 60 curl -fsS "$strata/health"
+token=$(curl -fsS -D - -o /dev/null -H 'X-Auth-User: admin:admin' -H "X-Auth-Key: $secret" \
+    "$strata/auth/v1.0" | tr -d '\r' | sed -n 's/^[Xx]-[Aa]uth-[Tt]oken: //p')
+curl -fsS -X PUT -H "X-Auth-Token: $token" -H 'X-Container-Read: .r:*' "$strata/v1/AUTH_admin/pub" >/dev/null
+for size in $SIZES; do
+    head -c "$(bytes_of "$size")" /dev/urandom >"$work/obj-$size"
+    curl -fsS -X PUT -H "X-Auth-Token: $token" --data-binary "@$work/obj-$size" \
+        "$strata/v1/AUTH_admin/pub/obj-$size" >/dev/null
+done
+
+# --- nginx proxy_cache ---------------------------------------------------------------
+nginx_port=$(free_port)
+mkdir -p "$work/nginx/cache" "$work/nginx/tmp"
+# Workers run as this user, so that they can write the cache under $work.
+nginx_user=""
+[[ $(id -u) == 0 ]] && nginx_user="user root;"
+cat >"$work/nginx/nginx.conf" <<EOF
+$nginx_user
+worker_processes auto;
+pid $work/nginx/nginx.pid;
+error_log $work/log/nginx-error.log warn;
+events { worker_connections 4096; }
+http {
+    access_log off;
+    client_body_temp_path $work/nginx/tmp;
+    proxy_temp_path $work/nginx/tmp;
+    fastcgi_temp_path $work/nginx/tmp;
+    uwsgi_temp_path $work/nginx/tmp;
+    scgi_temp_path $work/nginx/tmp;
+    proxy_cache_path $work/nginx/cache levels=1:2 keys_zone=edge:64m max_size=4g inactive=1h use_temp_path=off;
+    upstream origin { server 127.0.0.1:$strata_port; keepalive 64; }
+    server {
+        listen 127.0.0.1:$nginx_port;
+        location / {
+            proxy_pass http://origin;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_cache edge;
+            proxy_cache_valid 200 10m;
+            proxy_cache_lock on;
+            proxy_ignore_headers Cache-Control Expires;
+        }
+    }
+}
+EOF
+nginx -c "$work/nginx/nginx.conf" -g 'daemon off;' >"$work/log/nginx.log" 2>&1 &
+pids+=("$!")
+
+# --- Varnish, malloc storage ------------------------------------------------------
+varnish_port=$(free_port)
+varnishd -F -n "$work/varnish" -a "127.0.0.1:$varnish_port" -b "127.0.0.1:$strata_port" \
+    -s malloc,1g -t 600 >"$work/log/varnish.log" 2>&1 &
+pids+=("$!")
+
+wait_for "nginx" 30 curl -fsS -o /dev/null "http://127.0.0.1:$nginx_port/v1/AUTH_admin/pub/obj-${SIZES%% *}"
+wait_for "varnish" 30 curl -fsS -o /dev/null "http://127.0.0.1:$varnish_port/v1/AUTH_admin/pub/obj-${SIZES%% *}"
+
+declare -A base=([strata]=$strata [nginx]=http://127.0.0.1:$nginx_port [varnish]=http://127.0.0.1:$varnish_port)
+for target in strata nginx varnish; do
+    for size in $SIZES; do
+        for _ in 1 2 3; do
+            curl -fsS -o /dev/null "${base[$target]}/v1/AUTH_admin/pub/obj-$size"
+        done
+    done
+done
+hit=$(curl -fsS -D - -o /dev/null "$strata/v1/AUTH_admin/pub/obj-4KiB" | tr -d '\r' | sed -n 's/^[Xx]-[Cc]ache: //p')
+log "strata answers warmed objects with X-Cache: $hit"
+
+cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$strata_pid/stat"; }
+ticks_per_sec=$(getconf CLK_TCK)
+results=$work/results.tsv
+: >"$results"
+for size in $SIZES; do
+    for target in strata nginx varnish; do
+        url="${base[$target]}/v1/AUTH_admin/pub/obj-$size"
+        before=$(cpu_ticks)
+        out=$(wrk -t"$THREADS" -c"$CONNECTIONS" -d"$DURATION" --latency "$url")
+        after=$(cpu_ticks)
+        printf '%s\t%s\t%s\t%s\n' "$target" "$size" "$((after - before))" "$(echo "$out" | tr '\n' '|')" >>"$results"
+        log "$target $size: $(echo "$out" | grep -E 'Requests/sec|Non-2xx' | tr -s ' ' | tr '\n' ' ')"
+    done
+done
+
+mkdir -p "$OUT_DIR"
+host=$(hostname -s 2>/dev/null || hostname)
+out=$OUT_DIR/$(date +%F)-$host-edge.md
+[[ -e $out ]] && out=$OUT_DIR/$(date +%F)-$host-edge-$(date +%H%M%S).md
+commit=$(git -C "$repo" rev-parse --short HEAD 2>/dev/null || echo unknown)
+NGINX_VERSION=$(nginx -v 2>&1 | sed 's/.*nginx\///') VARNISH_VERSION=$(varnishd -V 2>&1 | head -1) \
+    TICKS=$ticks_per_sec COMMIT=$commit DURATION=$DURATION CONNECTIONS=$CONNECTIONS THREADS=$THREADS \
+    python3 - "$results" >"$out" <<'EOF'
+import os, re, sys
+
+def seconds(text):
+    value, unit = re.fullmatch(r"([\d.]+)(us|ms|s|m)", text).groups()
+    return float(value) * {"us": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0}[unit]
+
+def size_bytes(text):
+    for unit, factor in (("KB", 1e3), ("MB", 1e6), ("GB", 1e9), ("B", 1)):
+        if text.endswith(unit):
+            return float(text[: -len(unit)]) * factor
+    return float(text)
+
+rows = {}
+order = []
+for line in open(sys.argv[1]):
+    target, size, ticks, out = line.rstrip("\n").split("\t")
+    out = out.replace("|", "\n")
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+    transfer = size_bytes(re.search(r"Transfer/sec:\s+([\d.]+\w+)", out).group(1))
+    p99 = seconds(re.search(r"\s99%\s+([\d.]+\w+)", out).group(1))
+    requests = int(re.search(r"(\d+) requests in", out).group(1))
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    cpu_us = int(ticks) / int(os.environ["TICKS"]) * 1e6 / max(requests, 1)
+    rows[(target, size)] = dict(rps=rps, mbs=transfer / 1e6, p99=p99 * 1e3, cpu_us=cpu_us,
+                                errors=int(errors.group(1)) if errors else 0)
+    if size not in order:
+        order.append(size)
+
+print(f"# strata edge vs nginx proxy_cache and Varnish")
+print()
+print("## Ratios")
+print()
+print("Cached public objects, wrk on loopback. Above 1x is better for req/s, below 1x for p99.")
+print()
+print("| size | req/s vs nginx | req/s vs Varnish | p99 vs nginx | p99 vs Varnish | strata CPU per request |")
+print("|---|---:|---:|---:|---:|---:|")
+for size in order:
+    s, n, v = rows[("strata", size)], rows[("nginx", size)], rows[("varnish", size)]
+    print(f"| {size} | {s['rps'] / n['rps']:.2f}x | {s['rps'] / v['rps']:.2f}x | "
+          f"{s['p99'] / n['p99']:.2f}x | {s['p99'] / v['p99']:.2f}x | {s['cpu_us']:.1f} µs |")
+print()
+print("## Results")
+print()
+print("| target | size | req/s | MB/s | p99 ms | non-2xx |")
+print("|---|---|---:|---:|---:|---:|")
+for size in order:
+    for target in ("strata", "nginx", "varnish"):
+        r = rows[(target, size)]
+        print(f"| {target} | {size} | {r['rps']:,.0f} | {r['mbs']:,.1f} | {r['p99']:.2f} | {r['errors']} |")
+print()
+print("## Settings")
+print()
+print(f"- wrk -t{os.environ['THREADS']} -c{os.environ['CONNECTIONS']} -d{os.environ['DURATION']} --latency, keep-alive, one URL per run, everything on 127.0.0.1 and the same 2 cores")
+print(f"- strata at {os.environ['COMMIT']}, RAM cache defaults; its CPU per request is utime+stime of the process over the run divided by requests")
+print(f"- nginx {os.environ['NGINX_VERSION']}: proxy_cache on the same disk, proxy_cache_lock, keepalive upstream")
+print(f"- {os.environ['VARNISH_VERSION']}: malloc 1 GiB, default VCL, -t 600")
+print("- all three in front of the same strata origin serving a public Swift container")
+EOF
+log "report: $out"
+cat "$out"

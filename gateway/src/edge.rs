@@ -71,9 +71,31 @@ pub struct CachedObject {
     pub body: Bytes,
     fetched: Mutex<Instant>,
     max_age: Duration,
+    /// The object's response headers as each door renders them, made on
+    /// the first hit through that door: a hit then copies them instead of
+    /// formatting dates and parsing header names again.
+    rendered: [std::sync::OnceLock<http::HeaderMap>; 2],
+}
+
+/// The doors that render cached objects, each in its own header dialect.
+#[derive(Debug, Clone, Copy)]
+pub enum Dialect {
+    Swift = 0,
+    S3 = 1,
 }
 
 impl CachedObject {
+    /// The object's headers in `dialect`, rendered once by `render`.
+    pub fn headers(
+        &self,
+        dialect: Dialect,
+        render: impl FnOnce(&ObjectInfo) -> http::HeaderMap,
+    ) -> http::HeaderMap {
+        self.rendered[dialect as usize]
+            .get_or_init(|| render(&self.info))
+            .clone()
+    }
+
     /// Seconds since the copy was fetched or last revalidated (`Age`).
     pub fn age_secs(&self) -> u64 {
         self.fetched.lock().elapsed().as_secs()
@@ -342,6 +364,7 @@ impl EdgeCache {
             body: Bytes::from(body),
             fetched: Mutex::new(Instant::now()),
             max_age,
+            rendered: Default::default(),
         });
         // A purge since the fill began means these bytes may be the old ones.
         if self.epoch(bucket, key).load(Ordering::SeqCst) == epoch {

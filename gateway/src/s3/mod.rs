@@ -74,7 +74,8 @@ impl S3Door {
         let (op, response) = match prepared {
             Ok(request) => {
                 let op = request.op;
-                let span = tracing::info_span!("s3", op = op.name(), id = %request_id);
+                // Debug level, as in the Swift door: failures log the id themselves.
+                let span = tracing::debug_span!("s3", op = op.name(), id = %request_id);
                 let outcome = self.dispatch(request, body).instrument(span).await;
                 (Some(op), outcome)
             }

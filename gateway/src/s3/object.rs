@@ -17,7 +17,7 @@ use super::headers::{
 };
 use super::xml::{self, DeleteRequest};
 use super::{Response, ResponseBody, S3Door, S3Request, empty_response, xml_response};
-use crate::edge::{CacheOutcome, CachedObject};
+use crate::edge::{CacheOutcome, CachedObject, Dialect};
 use crate::wire::stream_body;
 
 /// The most keys one DeleteObjects request may name.
@@ -339,7 +339,11 @@ fn cached_response(
                 .as_ref()
                 .map_or(info.size, |range| range.end - range.start);
             let mut response = http::Response::new(super::full_body(body));
-            add_object_headers(response.headers_mut(), info, false);
+            *response.headers_mut() = cached.headers(Dialect::S3, |info| {
+                let mut headers = http::HeaderMap::new();
+                add_object_headers(&mut headers, info, false);
+                headers
+            });
             response
                 .headers_mut()
                 .insert(http::header::CONTENT_LENGTH, HeaderValue::from(length));

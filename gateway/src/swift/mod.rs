@@ -99,7 +99,9 @@ impl SwiftDoor {
         let trans_id = new_trans_id();
         let (parts, body) = request.into_parts();
         let is_head = parts.method == Method::HEAD;
-        let span = tracing::info_span!("swift", method = %parts.method, id = %trans_id);
+        // Debug level: at the default info level an enabled span would format
+        // its fields on every request, and failures log the id themselves.
+        let span = tracing::debug_span!("swift", method = %parts.method, id = %trans_id);
         let outcome = async {
             if parts.uri.path() == "/info" {
                 return info::answer(self, &parts.method);

@@ -11,6 +11,7 @@ use super::error::{SwiftError, SwiftResult};
 use super::large::{HDR_OBJECT_MANIFEST, HDR_SLO, is_slo};
 use super::meta::{MetaKind, apply_changes, meta_changes};
 use super::{SwiftDoor, SwiftRequest, put_header, swift_timestamp};
+use crate::edge::Dialect;
 use crate::wire::{
     ConditionOutcome, REPRESENTATION_HEADERS, RangeError, Response, byte_range, empty_response,
     evaluate_conditions, full_body, http_date, stream_body,
@@ -166,11 +167,14 @@ impl SwiftDoor {
                     .bytes_served
                     .fetch_add(body.len() as u64, std::sync::atomic::Ordering::Relaxed);
                 let mut response = http::Response::new(full_body(body));
-                object_headers(response.headers_mut(), info, false);
-                put_header(
-                    response.headers_mut(),
-                    "content-length",
-                    &length.to_string(),
+                *response.headers_mut() = cached.headers(Dialect::Swift, |info| {
+                    let mut headers = HeaderMap::new();
+                    object_headers(&mut headers, info, false);
+                    headers
+                });
+                response.headers_mut().insert(
+                    http::header::CONTENT_LENGTH,
+                    http::HeaderValue::from(length),
                 );
                 if let Some(range) = range {
                     partial(&mut response, &range, info.size);
@@ -183,8 +187,8 @@ impl SwiftDoor {
             }
         };
         let headers = response.headers_mut();
-        put_header(headers, "x-cache", outcome.header());
-        put_header(headers, "age", &cached.age_secs().to_string());
+        headers.insert("x-cache", http::HeaderValue::from_static(outcome.header()));
+        headers.insert("age", http::HeaderValue::from(cached.age_secs()));
         Ok(Some(response))
     }
 

@@ -52,7 +52,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         .await
         .context("loading accounts and users")?;
 
-    let edge = EdgeCache::new(config.cache.clone(), &store);
+    let edge = EdgeCache::new(config.cache.clone(), &store)?;
     let doors = Arc::new(Doors {
         edge: edge.clone(),
         served: config.only.clone(),

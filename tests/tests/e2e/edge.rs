@@ -132,7 +132,7 @@ fn cache_hits_revalidates_and_purges_on_writes() -> Result<()> {
 #[test]
 fn concurrent_cold_requests_make_one_store_read() -> Result<()> {
     let server = Server::start()?;
-    let body = vec![7u8; 4 * 1024 * 1024];
+    let body = vec![7u8; 1024 * 1024];
     let container = public_container(&server, "big.bin", &body)?;
     let url = format!("/v1/AUTH_admin/{container}/big.bin");
     let fills_before = metric(&server, "strata_cache_fills_total")?;
@@ -496,5 +496,87 @@ fn storage_domain_remaps_container_and_account_hosts() -> Result<()> {
         &[("Host", "c.nobody.storage.example.com")],
     )?
     .expect_s3_error(403, "AccessDenied")?;
+    Ok(())
+}
+
+/// The `.obj` files under an SSD zone directory.
+fn zone_files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut files = Vec::new();
+    for shard in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        for file in std::fs::read_dir(shard.path())
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            if file.path().extension().is_some_and(|ext| ext == "obj") {
+                files.push(file.path());
+            }
+        }
+    }
+    files
+}
+
+#[test]
+fn ssd_zone_survives_restarts_and_drops_damaged_files() -> Result<()> {
+    let zone = tempfile::tempdir()?;
+    let config = format!(
+        "[cache]\nram_max_object_bytes = 1024\n[[cache.zone]]\npath = \"{}\"\nmax_bytes = \"64M\"\n",
+        zone.path().display()
+    );
+    let mut server = Server::start_with_config(&config)?;
+    let big = vec![42u8; 200_000];
+    let container = public_container(&server, "big.bin", &big)?;
+    let big_url = format!("/v1/AUTH_admin/{container}/big.bin");
+    ensure!(anonymous(&server, &big_url, &[])?.header("x-cache") == Some("MISS"));
+    // The copy goes to the zone in the background.
+    for _ in 0..100 {
+        if !zone_files(zone.path()).is_empty() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    ensure!(
+        zone_files(zone.path()).len() == 1,
+        "no file in the SSD zone"
+    );
+    // Too large for RAM: the second read comes from the SSD zone.
+    let second = anonymous(&server, &big_url, &[])?;
+    ensure!(
+        second.header("x-cache") == Some("HIT") && second.body == big,
+        "{second}"
+    );
+    ensure!(metric(&server, "strata_cache_ssd_hits_total")? >= 1);
+
+    // After a restart the zone is indexed again and revalidated, not refetched.
+    server.restart()?;
+    let after = anonymous(&server, &big_url, &[])?;
+    ensure!(
+        after.header("x-cache") == Some("REVALIDATED") && after.body == big,
+        "{after}"
+    );
+    ensure!(
+        metric(&server, "strata_cache_fills_total")? == 0,
+        "the store was read again"
+    );
+
+    // A damaged file is dropped and the object read from the store.
+    server.restart()?;
+    let files = zone_files(zone.path());
+    ensure!(files.len() == 1, "{files:?}");
+    let mut bytes = std::fs::read(&files[0])?;
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0xff;
+    std::fs::write(&files[0], bytes)?;
+    let repaired = anonymous(&server, &big_url, &[])?;
+    ensure!(
+        repaired.header("x-cache") == Some("MISS") && repaired.body == big,
+        "{repaired}"
+    );
+
+    // An overwrite purges the zone's copy.
+    let new = vec![7u8; 150_000];
+    as_root(&server, "PUT", &big_url, Some(&new), &[])?.expect_status(201)?;
+    let fresh = anonymous(&server, &big_url, &[])?;
+    ensure!(fresh.body == new, "old bytes after an overwrite");
     Ok(())
 }

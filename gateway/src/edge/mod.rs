@@ -49,8 +49,55 @@ pub struct CacheConfig {
     pub ram_bytes: u64,
     /// Objects larger than this are served from the store, never cached.
     pub max_object_bytes: u64,
+    /// Objects larger than this skip the RAM zone (they live on SSD zones).
+    pub ram_max_object_bytes: u64,
     /// Freshness of objects whose Cache-Control names no `max-age`.
     pub default_ttl_secs: u64,
+    /// SSD zones (`[[cache.zone]]`), keys spread across them by hash.
+    pub zone: Vec<ZoneConfig>,
+}
+
+/// One SSD zone: a directory and its byte budget.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ZoneConfig {
+    pub path: std::path::PathBuf,
+    /// Bytes, as a number or with a unit: `"200G"`, `"512M"`.
+    #[serde(deserialize_with = "byte_size")]
+    pub max_bytes: u64,
+}
+
+fn byte_size<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<u64, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Size {
+        Number(u64),
+        Text(String),
+    }
+    match Size::deserialize(deserializer)? {
+        Size::Number(bytes) => Ok(bytes),
+        Size::Text(text) => parse_size(&text).ok_or_else(|| {
+            serde::de::Error::custom(format!("{text:?} is not a size like 512M or 200G"))
+        }),
+    }
+}
+
+/// `123`, `64K`, `512M`, `200G`, `2T` (powers of 1024; a trailing `B` or
+/// `iB` is allowed).
+pub fn parse_size(text: &str) -> Option<u64> {
+    let text = text.trim();
+    let text = text
+        .strip_suffix("iB")
+        .or_else(|| text.strip_suffix('B'))
+        .unwrap_or(text);
+    let (digits, shift) = match text.chars().last()? {
+        'K' | 'k' => (&text[..text.len() - 1], 10),
+        'M' | 'm' => (&text[..text.len() - 1], 20),
+        'G' | 'g' => (&text[..text.len() - 1], 30),
+        'T' | 't' => (&text[..text.len() - 1], 40),
+        _ => (text, 0),
+    };
+    digits.trim().parse::<u64>().ok()?.checked_mul(1 << shift)
 }
 
 impl Default for CacheConfig {
@@ -58,7 +105,9 @@ impl Default for CacheConfig {
         CacheConfig {
             ram_bytes: 256 * 1024 * 1024,
             max_object_bytes: 4 * 1024 * 1024,
+            ram_max_object_bytes: 1024 * 1024,
             default_ttl_secs: 60,
+            zone: Vec::new(),
         }
     }
 }
@@ -160,10 +209,15 @@ pub struct CacheMetrics {
     pub fill_failures: AtomicU64,
     pub purges: AtomicU64,
     pub bytes_served: AtomicU64,
+    /// Objects brought back from an SSD zone instead of the store.
+    pub ssd_hits: AtomicU64,
 }
 
-type ObjectKey = (String, String);
-type Fill = Arc<OnceCell<Option<Arc<CachedObject>>>>;
+mod ssd;
+
+use ssd::{ObjectKey, SsdZone};
+
+type Fill = Arc<OnceCell<Option<(Arc<CachedObject>, CacheOutcome)>>>;
 
 pub struct EdgeCache {
     objects: moka::sync::Cache<ObjectKey, Arc<CachedObject>>,
@@ -177,13 +231,28 @@ pub struct EdgeCache {
     /// Rendered listings by (bucket, listing generation, request form).
     listings: moka::sync::Cache<(String, u64, String), Arc<CachedResponse>>,
     listing_generations: Mutex<HashMap<String, u64>>,
+    zones: Vec<Arc<SsdZone>>,
+    /// For background writes that must see purges made after they began.
+    self_ref: std::sync::Weak<EdgeCache>,
     config: CacheConfig,
     pub metrics: CacheMetrics,
 }
 
 impl EdgeCache {
-    /// A cache that follows `store`'s changes from now on.
-    pub fn new(config: CacheConfig, store: &Store) -> Arc<EdgeCache> {
+    /// A cache that follows `store`'s changes from now on, with its SSD
+    /// zones reopened (their contents revalidate on first use).
+    pub fn new(config: CacheConfig, store: &Store) -> anyhow::Result<Arc<EdgeCache>> {
+        let zones = config
+            .zone
+            .iter()
+            .map(|zone| {
+                SsdZone::open(&zone.path, zone.max_bytes)
+                    .map(Arc::new)
+                    .map_err(|err| {
+                        anyhow::anyhow!("opening cache zone {}: {err}", zone.path.display())
+                    })
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
         let objects = moka::sync::Cache::builder()
             .max_capacity(config.ram_bytes)
             .weigher(|key: &ObjectKey, value: &Arc<CachedObject>| {
@@ -191,11 +260,13 @@ impl EdgeCache {
                 u32::try_from(bytes).unwrap_or(u32::MAX)
             })
             .build();
-        let cache = Arc::new(EdgeCache {
+        let cache = Arc::new_cyclic(|self_ref| EdgeCache {
+            self_ref: self_ref.clone(),
             objects,
             buckets: moka::sync::Cache::new(100_000),
             inflight: Mutex::new(HashMap::new()),
             epochs: (0..EPOCH_STRIPES).map(|_| AtomicU64::new(0)).collect(),
+            zones,
             bucket_epoch: AtomicU64::new(0),
             listings: moka::sync::Cache::builder()
                 .max_capacity(config.ram_bytes / 8)
@@ -214,7 +285,16 @@ impl EdgeCache {
                 cache.apply(event);
             }
         }));
-        cache
+        Ok(cache)
+    }
+
+    /// The SSD zone `key` lives on, if there are any.
+    fn zone_of(&self, bucket: &str, key: &str) -> Option<&Arc<SsdZone>> {
+        if self.zones.is_empty() {
+            return None;
+        }
+        let hash = BuildHasherDefault::<DefaultHasher>::default().hash_one((key, bucket));
+        self.zones.get((hash as usize) % self.zones.len())
     }
 
     pub fn enabled(&self) -> bool {
@@ -254,6 +334,9 @@ impl EdgeCache {
                 for stripe in &self.epochs {
                     stripe.fetch_add(1, Ordering::SeqCst);
                 }
+                for zone in &self.zones {
+                    zone.purge_bucket(&bucket);
+                }
                 let _ = self
                     .objects
                     .invalidate_entries_if(move |key, _| key.0 == bucket);
@@ -265,14 +348,21 @@ impl EdgeCache {
 
     fn purge(&self, bucket: &str, key: &str) {
         self.epoch(bucket, key).fetch_add(1, Ordering::SeqCst);
-        self.objects
-            .invalidate(&(bucket.to_owned(), key.to_owned()));
+        let cache_key = (bucket.to_owned(), key.to_owned());
+        if let Some(zone) = self.zone_of(bucket, key) {
+            zone.purge(&cache_key);
+        }
+        self.objects.invalidate(&cache_key);
         self.metrics.purges.fetch_add(1, Ordering::Relaxed);
     }
 
     fn epoch(&self, bucket: &str, key: &str) -> &AtomicU64 {
+        &self.epochs[self.epoch_index(bucket, key)]
+    }
+
+    fn epoch_index(&self, bucket: &str, key: &str) -> usize {
         let hash = BuildHasherDefault::<DefaultHasher>::default().hash_one((bucket, key));
-        &self.epochs[(hash as usize) % EPOCH_STRIPES]
+        (hash as usize) % EPOCH_STRIPES
     }
 
     /// The bucket `name`, from memory when it has not changed since it was
@@ -325,7 +415,6 @@ impl EdgeCache {
             }
             self.objects.invalidate(&cache_key);
         }
-        self.metrics.misses.fetch_add(1, Ordering::Relaxed);
         let fill = {
             let mut inflight = self.inflight.lock();
             inflight
@@ -338,12 +427,50 @@ impl EdgeCache {
             .await
             .clone();
         self.inflight.lock().remove(&cache_key);
-        filled.map(|cached| (cached, CacheOutcome::Miss))
+        filled
     }
 
-    async fn fill(&self, store: &Store, cache_key: ObjectKey) -> Option<Arc<CachedObject>> {
+    /// Brings an object into RAM: from its SSD zone when the copy there is
+    /// intact (and, if found at start, still current), else from the store.
+    async fn fill(
+        &self,
+        store: &Store,
+        cache_key: ObjectKey,
+    ) -> Option<(Arc<CachedObject>, CacheOutcome)> {
         let (bucket, key) = (&cache_key.0, &cache_key.1);
         let epoch = self.epoch(bucket, key).load(Ordering::SeqCst);
+        if let Some(zone) = self.zone_of(bucket, key).cloned() {
+            let lookup = cache_key.clone();
+            let found = tokio::task::spawn_blocking(move || zone.read(&lookup))
+                .await
+                .ok()
+                .flatten();
+            if let Some((info, body, entry)) = found {
+                let mut outcome = CacheOutcome::Hit;
+                let current = if entry.needs_revalidation.load(Ordering::Relaxed) {
+                    outcome = CacheOutcome::Revalidated;
+                    store
+                        .head_object(bucket, key)
+                        .await
+                        .ok()
+                        .is_some_and(|now| {
+                            now.etag == info.etag && now.last_modified_ms == info.last_modified_ms
+                        })
+                } else {
+                    true
+                };
+                if current && let Some(max_age) = self.cacheable_for(&info) {
+                    SsdZone::confirm(&entry);
+                    self.metrics.ssd_hits.fetch_add(1, Ordering::Relaxed);
+                    let cached = self.keep(cache_key.clone(), info, body, max_age, epoch);
+                    return Some((cached, outcome));
+                }
+                if let Some(zone) = self.zone_of(bucket, key) {
+                    zone.purge(&cache_key);
+                }
+            }
+        }
+        self.metrics.misses.fetch_add(1, Ordering::Relaxed);
         self.metrics.fills.fetch_add(1, Ordering::Relaxed);
         let info = store.head_object(bucket, key).await.ok()?;
         let max_age = self.cacheable_for(&info)?;
@@ -359,18 +486,56 @@ impl EdgeCache {
                 }
             }
         }
+        let body = Bytes::from(body);
+        if let Some(zone) = self.zone_of(bucket, key).cloned() {
+            let (info, body, cache_key) = (info.clone(), body.clone(), cache_key.clone());
+            let stripe = self.epoch_index(bucket, key);
+            let cache = self.self_ref.clone();
+            tokio::task::spawn_blocking(move || {
+                if let Err(err) = zone.write(&cache_key, &info, &body) {
+                    tracing::warn!(error = %err, "writing to an SSD cache zone failed");
+                    return;
+                }
+                // A purge that came while the file was written wins.
+                let purged = cache
+                    .upgrade()
+                    .is_none_or(|cache| cache.epochs[stripe].load(Ordering::SeqCst) != epoch);
+                if purged {
+                    zone.purge(&cache_key);
+                }
+            });
+        }
+        Some((
+            self.keep(cache_key, info, body, max_age, epoch),
+            CacheOutcome::Miss,
+        ))
+    }
+
+    /// Wraps a fetched copy and keeps it in RAM when it is small enough and
+    /// no purge came since `epoch`.
+    fn keep(
+        &self,
+        cache_key: ObjectKey,
+        info: ObjectInfo,
+        body: Bytes,
+        max_age: Duration,
+        epoch: u64,
+    ) -> Arc<CachedObject> {
         let cached = Arc::new(CachedObject {
             info,
-            body: Bytes::from(body),
+            body,
             fetched: Mutex::new(Instant::now()),
             max_age,
             rendered: Default::default(),
         });
-        // A purge since the fill began means these bytes may be the old ones.
-        if self.epoch(bucket, key).load(Ordering::SeqCst) == epoch {
-            self.objects.insert(cache_key.clone(), cached.clone());
+        let small = cached.body.len() as u64 <= self.config.ram_max_object_bytes;
+        if small
+            && self.epochs[self.epoch_index(&cache_key.0, &cache_key.1)].load(Ordering::SeqCst)
+                == epoch
+        {
+            self.objects.insert(cache_key, cached.clone());
         }
-        Some(cached)
+        cached
     }
 
     /// How long `info` may be served from the cache, if at all.
@@ -456,9 +621,19 @@ impl EdgeCache {
             ));
         }
         out.push_str(&format!(
+            "# TYPE strata_cache_ssd_hits_total counter\nstrata_cache_ssd_hits_total {}\n",
+            m.ssd_hits.load(Ordering::Relaxed)
+        ));
+        out.push_str(&format!(
             "# TYPE strata_cache_bytes gauge\nstrata_cache_bytes{{zone=\"ram\"}} {}\n",
             self.objects.weighted_size()
         ));
+        for (n, zone) in self.zones.iter().enumerate() {
+            out.push_str(&format!(
+                "strata_cache_bytes{{zone=\"ssd{n}\"}} {}\n",
+                zone.bytes()
+            ));
+        }
         out
     }
 }

@@ -17,6 +17,7 @@ mod admin_client;
 pub mod admin_door;
 pub mod cli;
 pub mod config;
+pub mod cors;
 mod credentials;
 pub mod directory;
 pub mod edge;

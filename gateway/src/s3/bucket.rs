@@ -10,6 +10,7 @@ use super::headers::header_str;
 use super::headers::iso8601;
 use super::xml::{self, CreateBucketConfiguration};
 use super::{Response, S3Door, S3Request, empty_response, xml_response};
+use crate::cors::CorsRule;
 use crate::public::{self, PUBLIC_READ, PublicPolicy};
 use strata_store::StoreError;
 
@@ -213,6 +214,72 @@ impl S3Door {
         Ok(empty_response(StatusCode::OK))
     }
 
+    pub(crate) async fn put_bucket_cors(
+        &self,
+        request: &S3Request,
+        body: Incoming,
+    ) -> S3Result<Response> {
+        self.owned_bucket(request).await?;
+        let document = read_small_body(request, body, self.limits.max_xml_body).await?;
+        let configuration: xml::CorsConfiguration = xml::parse(&document)?;
+        let rules = cors_rules(configuration)?;
+        let encoded = serde_json::to_string(&rules).map_err(|_| S3Error::malformed_xml())?;
+        self.store
+            .update_bucket(&request.bucket, move |bucket| {
+                bucket
+                    .attrs
+                    .insert(crate::cors::ATTR_S3_CORS.to_owned(), encoded);
+                Ok(())
+            })
+            .await?;
+        Ok(empty_response(StatusCode::OK))
+    }
+
+    pub(crate) async fn get_bucket_cors(&self, request: &S3Request) -> S3Result<Response> {
+        let info = self.owned_bucket(request).await?;
+        let rules: Vec<CorsRule> = info
+            .attrs
+            .get(crate::cors::ATTR_S3_CORS)
+            .and_then(|text| serde_json::from_str(text).ok())
+            .ok_or_else(|| {
+                S3Error::new(
+                    "NoSuchCORSConfiguration",
+                    StatusCode::NOT_FOUND,
+                    "The CORS configuration does not exist",
+                )
+            })?;
+        let mut xml = xml::document("CORSConfiguration");
+        for rule in &rules {
+            xml.open("CORSRule");
+            for (name, values) in [
+                ("AllowedOrigin", &rule.allowed_origins),
+                ("AllowedMethod", &rule.allowed_methods),
+                ("AllowedHeader", &rule.allowed_headers),
+                ("ExposeHeader", &rule.expose_headers),
+            ] {
+                for value in values {
+                    xml.element(name, value);
+                }
+            }
+            if let Some(age) = rule.max_age_secs {
+                xml.element("MaxAgeSeconds", &age.to_string());
+            }
+            xml.close();
+        }
+        Ok(xml_response(StatusCode::OK, xml.finish()))
+    }
+
+    pub(crate) async fn delete_bucket_cors(&self, request: &S3Request) -> S3Result<Response> {
+        self.owned_bucket(request).await?;
+        self.store
+            .update_bucket(&request.bucket, |bucket| {
+                bucket.attrs.remove(crate::cors::ATTR_S3_CORS);
+                Ok(())
+            })
+            .await?;
+        Ok(empty_response(StatusCode::NO_CONTENT))
+    }
+
     pub(crate) async fn get_bucket_policy(&self, request: &S3Request) -> S3Result<Response> {
         let info = self.owned_bucket(request).await?;
         let Some(policy) = info.attrs.get(public::ATTR_S3_POLICY) else {
@@ -324,6 +391,49 @@ fn acl_from_policy(document: &[u8]) -> S3Result<&'static str> {
         }
     }
     Ok(if public_read { PUBLIC_READ } else { "private" })
+}
+
+/// The rules of a PutBucketCors body, checked as S3 checks them.
+fn cors_rules(configuration: xml::CorsConfiguration) -> S3Result<Vec<CorsRule>> {
+    if configuration.rules.is_empty() || configuration.rules.len() > crate::cors::MAX_RULES {
+        return Err(S3Error::malformed_xml());
+    }
+    configuration
+        .rules
+        .into_iter()
+        .map(|rule| {
+            if rule.allowed_origins.is_empty() || rule.allowed_methods.is_empty() {
+                return Err(S3Error::malformed_xml());
+            }
+            if let Some(method) = rule.allowed_methods.iter().find(|method| {
+                !matches!(method.as_str(), "GET" | "PUT" | "POST" | "DELETE" | "HEAD")
+            }) {
+                return Err(S3Error::invalid_request(format!(
+                    "Found unsupported HTTP method in CORS config. Unsupported method is {method}"
+                )));
+            }
+            if let Some(origin) = rule
+                .allowed_origins
+                .iter()
+                .find(|origin| origin.matches('*').count() > 1)
+            {
+                return Err(S3Error::invalid_request(format!(
+                    "AllowedOrigin \"{origin}\" can not have more than one wildcard."
+                )));
+            }
+            Ok(CorsRule {
+                allowed_origins: rule.allowed_origins,
+                allowed_methods: rule.allowed_methods,
+                allowed_headers: rule
+                    .allowed_headers
+                    .into_iter()
+                    .map(|h| h.to_ascii_lowercase())
+                    .collect(),
+                expose_headers: rule.expose_headers,
+                max_age_secs: rule.max_age_seconds,
+            })
+        })
+        .collect()
 }
 
 #[cfg(test)]

@@ -70,10 +70,16 @@ impl S3Door {
         let request_id = hex::encode_upper(rand::random::<[u8; 8]>());
         let (parts, body) = request.into_parts();
         let is_head = parts.method == Method::HEAD;
+        let origin = crate::wire::header_str(&parts.headers, "origin").map(str::to_owned);
+        let method = parts.method.clone();
         let prepared = self.prepare(parts);
+        let mut cors_bucket = None;
         let (op, response) = match prepared {
             Ok(request) => {
                 let op = request.op;
+                if origin.is_some() && op != S3Op::Preflight && !request.bucket.is_empty() {
+                    cors_bucket = Some(request.bucket.clone());
+                }
                 // Debug level, as in the Swift door: failures log the id themselves.
                 let span = tracing::debug_span!("s3", op = op.name(), id = %request_id);
                 let outcome = self.dispatch(request, body).instrument(span).await;
@@ -93,6 +99,12 @@ impl S3Door {
                 error_response(&err, &request_id, is_head)
             }
         };
+        let mut response = response;
+        if let (Some(origin), Some(name)) = (origin, cors_bucket)
+            && let Ok(Some(bucket)) = self.edge.bucket(&self.store, &name).await
+        {
+            crate::cors::decorate(&bucket, method.as_str(), &origin, response.headers_mut());
+        }
         with_request_id(response, &request_id)
     }
 
@@ -186,6 +198,13 @@ impl S3Door {
             GetBucketPolicy => self.get_bucket_policy(&request).await,
             PutBucketPolicy => self.put_bucket_policy(&request, body).await,
             DeleteBucketPolicy => self.delete_bucket_policy(&request).await,
+            PutBucketCors => self.put_bucket_cors(&request, body).await,
+            GetBucketCors => self.get_bucket_cors(&request).await,
+            DeleteBucketCors => self.delete_bucket_cors(&request).await,
+            Preflight => {
+                let bucket = self.edge.bucket(&self.store, &request.bucket).await?;
+                Ok(crate::cors::preflight(bucket.as_deref(), &request.headers))
+            }
             ListObjects | ListObjectsV2 | ListObjectVersions => self.list_objects(&request).await,
             ListMultipartUploads => self.list_uploads(&request).await,
             DeleteObjects => self.delete_objects(&request, body).await,

@@ -22,6 +22,11 @@ pub enum S3Op {
     GetBucketVersioning,
     GetBucketAcl,
     PutBucketAcl,
+    GetBucketCors,
+    PutBucketCors,
+    DeleteBucketCors,
+    /// A CORS preflight `OPTIONS`.
+    Preflight,
     GetBucketPolicy,
     PutBucketPolicy,
     DeleteBucketPolicy,
@@ -50,7 +55,6 @@ const UNSUPPORTED_SUBRESOURCES: &[&str] = &[
     "accelerate",
     "analytics",
     "attributes",
-    "cors",
     "encryption",
     "intelligent-tiering",
     "inventory",
@@ -97,6 +101,10 @@ pub fn route(
             return Err(S3Error::not_implemented("Changing versioning"));
         }
         ("PUT", true, false) if query.has("acl") => PutBucketAcl,
+        ("PUT", true, false) if query.has("cors") => PutBucketCors,
+        ("GET", true, false) if query.has("cors") => GetBucketCors,
+        ("DELETE", true, false) if query.has("cors") => DeleteBucketCors,
+        ("OPTIONS", true, _) => Preflight,
         ("PUT", true, false) if query.has("policy") => PutBucketPolicy,
         ("GET", true, false) if query.has("policy") => GetBucketPolicy,
         ("DELETE", true, false) if query.has("policy") => DeleteBucketPolicy,
@@ -160,7 +168,11 @@ impl S3Op {
     pub fn allows_anonymous(self) -> bool {
         matches!(
             self,
-            S3Op::GetObject | S3Op::HeadObject | S3Op::ListObjects | S3Op::ListObjectsV2
+            S3Op::GetObject
+                | S3Op::HeadObject
+                | S3Op::ListObjects
+                | S3Op::ListObjectsV2
+                | S3Op::Preflight
         )
     }
 
@@ -176,6 +188,10 @@ impl S3Op {
             GetBucketVersioning => "GetBucketVersioning",
             GetBucketAcl => "GetBucketAcl",
             PutBucketAcl => "PutBucketAcl",
+            GetBucketCors => "GetBucketCors",
+            PutBucketCors => "PutBucketCors",
+            DeleteBucketCors => "DeleteBucketCors",
+            Preflight => "Preflight",
             GetBucketPolicy => "GetBucketPolicy",
             PutBucketPolicy => "PutBucketPolicy",
             DeleteBucketPolicy => "DeleteBucketPolicy",
@@ -243,6 +259,10 @@ mod tests {
             false,
             Ok(DeleteBucketPolicy),
         );
+        check("PUT /examplebucket?cors", false, Ok(PutBucketCors));
+        check("GET /examplebucket?cors", false, Ok(GetBucketCors));
+        check("DELETE /examplebucket?cors", false, Ok(DeleteBucketCors));
+        check("OPTIONS /examplebucket/photo.jpg", false, Ok(Preflight));
         check(
             "GET /examplebucket?versions&prefix=photos",
             false,

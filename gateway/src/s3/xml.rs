@@ -81,6 +81,27 @@ pub struct Grantee {
     pub uri: Option<String>,
 }
 
+/// `<CORSConfiguration>` of PutBucketCors.
+#[derive(Debug, Deserialize)]
+pub struct CorsConfiguration {
+    #[serde(rename = "CORSRule", default)]
+    pub rules: Vec<CorsRuleXml>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct CorsRuleXml {
+    #[serde(rename = "AllowedOrigin", default)]
+    pub allowed_origins: Vec<String>,
+    #[serde(rename = "AllowedMethod", default)]
+    pub allowed_methods: Vec<String>,
+    #[serde(rename = "AllowedHeader", default)]
+    pub allowed_headers: Vec<String>,
+    #[serde(rename = "ExposeHeader", default)]
+    pub expose_headers: Vec<String>,
+    #[serde(rename = "MaxAgeSeconds", default)]
+    pub max_age_seconds: Option<u64>,
+}
+
 /// `<CreateBucketConfiguration>`.
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "PascalCase")]

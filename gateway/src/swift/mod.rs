@@ -102,11 +102,22 @@ impl SwiftDoor {
         // Debug level: at the default info level an enabled span would format
         // its fields on every request, and failures log the id themselves.
         let span = tracing::debug_span!("swift", method = %parts.method, id = %trans_id);
+        let origin = crate::wire::header_str(&parts.headers, "origin").map(str::to_owned);
+        let method = parts.method.clone();
+        let mut cors_container = None;
         let outcome = async {
             if parts.uri.path() == "/info" {
                 return info::answer(self, &parts.method);
             }
             let request = self.prepare(parts)?;
+            if let Target::Container(container) | Target::Object(container, _) = &request.target {
+                if request.method == Method::OPTIONS {
+                    let bucket = self.edge.bucket(&self.store, container).await?;
+                    let bucket = bucket.filter(|bucket| bucket.account == request.account);
+                    return Ok(crate::cors::preflight(bucket.as_deref(), &request.headers));
+                }
+                cors_container = Some(container.clone());
+            }
             self.dispatch(request, body).await
         }
         .instrument(span)
@@ -122,6 +133,11 @@ impl SwiftDoor {
                 error_response(err, is_head)
             }
         };
+        if let (Some(origin), Some(container)) = (origin, cors_container)
+            && let Ok(Some(bucket)) = self.edge.bucket(&self.store, &container).await
+        {
+            crate::cors::decorate(&bucket, method.as_str(), &origin, response.headers_mut());
+        }
         let headers = response.headers_mut();
         if let Ok(value) = HeaderValue::from_str(&trans_id) {
             headers.insert("x-trans-id", value.clone());

@@ -580,3 +580,144 @@ fn ssd_zone_survives_restarts_and_drops_damaged_files() -> Result<()> {
     ensure!(fresh.body == new, "old bytes after an overwrite");
     Ok(())
 }
+
+#[test]
+fn cors_preflights_and_headers_for_allowed_origins_only() -> Result<()> {
+    let server = Server::start()?;
+    let container = public_container(&server, "app.js", b"console.log(1)")?;
+    let object = format!("/v1/AUTH_admin/{container}/app.js");
+    as_root(
+        &server,
+        "POST",
+        &format!("/v1/AUTH_admin/{container}"),
+        None,
+        &[
+            (
+                "X-Container-Meta-Access-Control-Allow-Origin",
+                "https://app.example",
+            ),
+            ("X-Container-Meta-Access-Control-Max-Age", "600"),
+            ("X-Container-Meta-Access-Control-Expose-Headers", "etag"),
+        ],
+    )?
+    .expect_status(204)?;
+    let preflight = |path: &str, origin: &str, method: &str| {
+        server.http(
+            "OPTIONS",
+            path,
+            Signing::Anonymous,
+            None,
+            &[
+                ("Origin", origin),
+                ("Access-Control-Request-Method", method),
+            ],
+        )
+    };
+    let allowed = preflight(&object, "https://app.example", "GET")?;
+    allowed.expect_status(200)?;
+    ensure!(
+        allowed.header("access-control-allow-origin") == Some("https://app.example"),
+        "{allowed}"
+    );
+    ensure!(
+        allowed.header("access-control-max-age") == Some("600"),
+        "{allowed}"
+    );
+    preflight(&object, "https://evil.example", "GET")?.expect_status(403)?;
+    let actual = anonymous(&server, &object, &[("Origin", "https://app.example")])?;
+    ensure!(
+        actual.header("access-control-allow-origin") == Some("https://app.example"),
+        "{actual}"
+    );
+    ensure!(
+        actual.header("access-control-expose-headers") == Some("etag"),
+        "{actual}"
+    );
+    let other = anonymous(&server, &object, &[("Origin", "https://evil.example")])?;
+    ensure!(
+        other.status == 200 && other.header("access-control-allow-origin").is_none(),
+        "{other}"
+    );
+
+    // S3's PutBucketCors.
+    let bucket = unique_bucket("cors");
+    server.aws_ok(&[
+        "s3api",
+        "create-bucket",
+        "--bucket",
+        &bucket,
+        "--acl",
+        "public-read",
+    ])?;
+    let work = server.work_dir("cors")?;
+    let file = work.join("f");
+    std::fs::write(&file, b"x")?;
+    server.aws_ok(&[
+        "s3api",
+        "put-object",
+        "--bucket",
+        &bucket,
+        "--key",
+        "f",
+        "--body",
+        &file.display().to_string(),
+    ])?;
+    let rules = r#"{"CORSRules":[{"AllowedOrigins":["https://*.example.com"],"AllowedMethods":["GET","HEAD"],"AllowedHeaders":["range"],"MaxAgeSeconds":300}]}"#;
+    server.aws_ok(&[
+        "s3api",
+        "put-bucket-cors",
+        "--bucket",
+        &bucket,
+        "--cors-configuration",
+        rules,
+    ])?;
+    let stored = server.aws_json(&["s3api", "get-bucket-cors", "--bucket", &bucket])?;
+    ensure!(
+        stored["CORSRules"][0]["AllowedOrigins"][0] == "https://*.example.com",
+        "{stored}"
+    );
+    let s3_object = format!("/{bucket}/f");
+    let ok = server.http(
+        "OPTIONS",
+        &s3_object,
+        Signing::Anonymous,
+        None,
+        &[
+            ("Origin", "https://www.example.com"),
+            ("Access-Control-Request-Method", "GET"),
+            ("Access-Control-Request-Headers", "Range"),
+        ],
+    )?;
+    ok.expect_status(200)?;
+    ensure!(ok.header("access-control-max-age") == Some("300"), "{ok}");
+    preflight(&s3_object, "https://www.example.com", "PUT")?.expect_status(403)?;
+    preflight(&s3_object, "https://example.org", "GET")?.expect_status(403)?;
+    let actual = anonymous(
+        &server,
+        &s3_object,
+        &[("Origin", "https://www.example.com")],
+    )?;
+    ensure!(
+        actual.header("access-control-allow-origin") == Some("https://www.example.com"),
+        "{actual}"
+    );
+    let bad = rules.replace("\"HEAD\"", "\"PATCH\"");
+    server.aws_error(
+        &[
+            "s3api",
+            "put-bucket-cors",
+            "--bucket",
+            &bucket,
+            "--cors-configuration",
+            &bad,
+        ],
+        "InvalidRequest",
+    )?;
+    server.aws_ok(&["s3api", "delete-bucket-cors", "--bucket", &bucket])?;
+    preflight(&s3_object, "https://www.example.com", "GET")?.expect_status(403)?;
+    server.aws_error(
+        &["s3api", "get-bucket-cors", "--bucket", &bucket],
+        "NoSuchCORSConfiguration",
+    )?;
+    Ok(())
+}

@@ -1,0 +1,201 @@
+//! Cross-origin requests from browsers: the CORS rules of a bucket, from
+//! S3's PutBucketCors (kept as JSON under `s3:cors`) or Swift's
+//! `X-Container-Meta-Access-Control-Allow-Origin` (`-Max-Age`,
+//! `-Expose-Headers`), and the answers built from them — preflight
+//! `OPTIONS`, and the `Access-Control-*` headers on actual requests. CORS
+//! only tells browsers what they may show; who may read is still the ACLs'.
+
+use http::{HeaderMap, HeaderValue, StatusCode};
+use serde::{Deserialize, Serialize};
+use strata_store::BucketInfo;
+
+use crate::wire::{Response, empty_response, header_str, text_response};
+
+/// The S3 CORS configuration, as rules in JSON.
+pub const ATTR_S3_CORS: &str = "s3:cors";
+const SWIFT_ALLOW_ORIGIN: &str = "swift:meta:access-control-allow-origin";
+const SWIFT_MAX_AGE: &str = "swift:meta:access-control-max-age";
+const SWIFT_EXPOSE: &str = "swift:meta:access-control-expose-headers";
+
+/// Most rules one configuration may hold (S3's limit).
+pub const MAX_RULES: usize = 100;
+
+/// One CORS rule.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CorsRule {
+    /// Origins, each exact, `*`, or with one `*` (`https://*.example.com`).
+    pub allowed_origins: Vec<String>,
+    /// Methods, upper-case.
+    pub allowed_methods: Vec<String>,
+    /// Request headers a preflight may ask for, lower-case; `*` for any.
+    pub allowed_headers: Vec<String>,
+    pub expose_headers: Vec<String>,
+    pub max_age_secs: Option<u64>,
+}
+
+impl CorsRule {
+    fn origin_matches(&self, origin: &str) -> bool {
+        self.allowed_origins
+            .iter()
+            .any(|allowed| match allowed.split_once('*') {
+                None => allowed == origin,
+                Some((head, tail)) => {
+                    origin.len() >= head.len() + tail.len()
+                        && origin.starts_with(head)
+                        && origin.ends_with(tail)
+                }
+            })
+    }
+
+    fn header_allowed(&self, header: &str) -> bool {
+        self.allowed_headers
+            .iter()
+            .any(|allowed| allowed == "*" || allowed.eq_ignore_ascii_case(header))
+    }
+}
+
+/// The bucket's rules: S3's first, then the one Swift's metadata makes.
+pub fn rules(bucket: &BucketInfo) -> Vec<CorsRule> {
+    let mut rules: Vec<CorsRule> = bucket
+        .attrs
+        .get(ATTR_S3_CORS)
+        .and_then(|text| serde_json::from_str(text).ok())
+        .unwrap_or_default();
+    if let Some(origins) = bucket.attrs.get(SWIFT_ALLOW_ORIGIN) {
+        rules.push(CorsRule {
+            allowed_origins: origins.split_whitespace().map(str::to_owned).collect(),
+            allowed_methods: ["GET", "HEAD", "PUT", "POST", "DELETE", "COPY"]
+                .map(str::to_owned)
+                .to_vec(),
+            allowed_headers: vec!["*".to_owned()],
+            expose_headers: bucket
+                .attrs
+                .get(SWIFT_EXPOSE)
+                .map(|text| text.split_whitespace().map(str::to_owned).collect())
+                .unwrap_or_default(),
+            max_age_secs: bucket
+                .attrs
+                .get(SWIFT_MAX_AGE)
+                .and_then(|age| age.parse().ok()),
+        });
+    }
+    rules
+}
+
+/// The first rule that allows `origin` to make a `method` request with
+/// `request_headers`.
+fn matching<'a>(
+    rules: &'a [CorsRule],
+    origin: &str,
+    method: &str,
+    request_headers: &[&str],
+) -> Option<&'a CorsRule> {
+    rules.iter().find(|rule| {
+        rule.origin_matches(origin)
+            && rule.allowed_methods.iter().any(|allowed| allowed == method)
+            && request_headers
+                .iter()
+                .all(|header| rule.header_allowed(header))
+    })
+}
+
+/// Answers a preflight `OPTIONS` for `bucket` (`None`: it does not exist).
+pub fn preflight(bucket: Option<&BucketInfo>, headers: &HeaderMap) -> Response {
+    let refused = || {
+        text_response(
+            StatusCode::FORBIDDEN,
+            "CORSResponse: This CORS request is not allowed.",
+        )
+    };
+    let (Some(origin), Some(method)) = (
+        header_str(headers, "origin"),
+        header_str(headers, "access-control-request-method"),
+    ) else {
+        return text_response(
+            StatusCode::BAD_REQUEST,
+            "A preflight needs Origin and Access-Control-Request-Method",
+        );
+    };
+    let Some(bucket) = bucket else {
+        return refused();
+    };
+    let requested: Vec<&str> = header_str(headers, "access-control-request-headers")
+        .unwrap_or("")
+        .split(',')
+        .map(str::trim)
+        .filter(|header| !header.is_empty())
+        .collect();
+    let rules = rules(bucket);
+    let Some(rule) = matching(&rules, origin, method, &requested) else {
+        return refused();
+    };
+    let mut response = empty_response(StatusCode::OK);
+    let out = response.headers_mut();
+    put(out, "access-control-allow-origin", origin);
+    put(
+        out,
+        "access-control-allow-methods",
+        &rule.allowed_methods.join(", "),
+    );
+    if !requested.is_empty() {
+        put(out, "access-control-allow-headers", &requested.join(", "));
+    }
+    if let Some(age) = rule.max_age_secs {
+        put(out, "access-control-max-age", &age.to_string());
+    }
+    out.insert(http::header::VARY, HeaderValue::from_static("Origin"));
+    response
+}
+
+/// Adds the `Access-Control-*` headers an actual request from an allowed
+/// origin gets; nothing for other origins (the browser then hides the
+/// answer).
+pub fn decorate(bucket: &BucketInfo, method: &str, origin: &str, response: &mut HeaderMap) {
+    let rules = rules(bucket);
+    let Some(rule) = matching(&rules, origin, method, &[]) else {
+        return;
+    };
+    put(response, "access-control-allow-origin", origin);
+    if !rule.expose_headers.is_empty() {
+        put(
+            response,
+            "access-control-expose-headers",
+            &rule.expose_headers.join(", "),
+        );
+    }
+    response.append(http::header::VARY, HeaderValue::from_static("Origin"));
+}
+
+fn put(headers: &mut HeaderMap, name: &'static str, value: &str) {
+    if let Ok(value) = HeaderValue::from_str(value) {
+        headers.insert(name, value);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rule(origins: &[&str], methods: &[&str], headers: &[&str]) -> CorsRule {
+        CorsRule {
+            allowed_origins: origins.iter().map(|s| s.to_string()).collect(),
+            allowed_methods: methods.iter().map(|s| s.to_string()).collect(),
+            allowed_headers: headers.iter().map(|s| s.to_string()).collect(),
+            ..CorsRule::default()
+        }
+    }
+
+    #[test]
+    fn origins_methods_and_headers_match() {
+        let rules = [
+            rule(&["https://*.example.com"], &["GET"], &["range"]),
+            rule(&["https://app.test"], &["GET", "PUT"], &["*"]),
+        ];
+        assert!(matching(&rules, "https://cdn.example.com", "GET", &["Range"]).is_some());
+        assert!(matching(&rules, "https://example.com", "GET", &[]).is_none());
+        assert!(matching(&rules, "https://cdn.example.com", "PUT", &[]).is_none());
+        assert!(matching(&rules, "https://cdn.example.com", "GET", &["x-custom"]).is_none());
+        assert!(matching(&rules, "https://app.test", "PUT", &["x-custom"]).is_some());
+        assert!(matching(&rules, "https://evil.test", "GET", &[]).is_none());
+    }
+}

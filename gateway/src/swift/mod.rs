@@ -18,6 +18,7 @@ mod large;
 mod listing;
 mod meta;
 mod object;
+mod web;
 
 use http::{HeaderMap, HeaderValue, Method};
 use hyper::body::Incoming;
@@ -185,11 +186,14 @@ impl SwiftDoor {
             (Target::Container(container), Method::PUT) => {
                 self.put_container(&request, container).await
             }
-            (Target::Container(container), Method::HEAD) => {
-                self.get_container(&request, container, true).await
-            }
-            (Target::Container(container), Method::GET) => {
-                self.get_container(&request, container, false).await
+            (Target::Container(container), Method::HEAD | Method::GET) => {
+                let head = request.method == Method::HEAD;
+                if matches!(request.caller, Caller::Anonymous)
+                    && let Some(page) = self.web_directory(&request, container, "", head).await?
+                {
+                    return Ok(page);
+                }
+                self.get_container(&request, container, head).await
             }
             (Target::Container(container), Method::POST) => {
                 self.post_container(&request, container).await
@@ -200,11 +204,24 @@ impl SwiftDoor {
             (Target::Object(container, key), Method::PUT) => {
                 self.put_object(&request, container, key, body).await
             }
-            (Target::Object(container, key), Method::GET) => {
-                self.get_object(&request, container, key, false).await
-            }
-            (Target::Object(container, key), Method::HEAD) => {
-                self.get_object(&request, container, key, true).await
+            (Target::Object(container, key), Method::HEAD | Method::GET) => {
+                let head = request.method == Method::HEAD;
+                let anonymous = matches!(request.caller, Caller::Anonymous);
+                if anonymous
+                    && key.ends_with('/')
+                    && let Some(page) = self.web_directory(&request, container, key, head).await?
+                {
+                    return Ok(page);
+                }
+                match self.get_object(&request, container, key, head).await {
+                    Err(err) if anonymous && err.status == http::StatusCode::NOT_FOUND => {
+                        match self.web_not_found(&request, container, head).await {
+                            Some(page) => Ok(page),
+                            None => Err(err),
+                        }
+                    }
+                    answer => answer,
+                }
             }
             (Target::Object(container, key), Method::POST) => {
                 self.post_object(&request, container, key).await

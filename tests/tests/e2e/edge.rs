@@ -721,3 +721,89 @@ fn cors_preflights_and_headers_for_allowed_origins_only() -> Result<()> {
     )?;
     Ok(())
 }
+
+#[test]
+fn staticweb_serves_indexes_listings_and_error_pages() -> Result<()> {
+    let server = Server::start()?;
+    let container = public_container(&server, "index.html", b"<h1>home</h1>")?;
+    let base = format!("/v1/AUTH_admin/{container}");
+    for (name, body) in [
+        ("docs/index.html", &b"<h1>docs</h1>"[..]),
+        ("404error.html", b"<h1>missing</h1>"),
+        ("files/a <b>.txt", b"a"),
+    ] {
+        let encoded = name
+            .replace(' ', "%20")
+            .replace('<', "%3C")
+            .replace('>', "%3E");
+        as_root(
+            &server,
+            "PUT",
+            &format!("{base}/{encoded}"),
+            Some(body),
+            &[],
+        )?
+        .expect_status(201)?;
+    }
+    as_root(
+        &server,
+        "POST",
+        &base,
+        None,
+        &[
+            ("X-Container-Meta-Web-Index", "index.html"),
+            ("X-Container-Meta-Web-Error", "error.html"),
+            ("X-Container-Meta-Web-Listings", "true"),
+        ],
+    )?
+    .expect_status(204)?;
+    for path in [base.clone(), format!("{base}/")] {
+        let home = anonymous(&server, &path, &[])?;
+        ensure!(
+            home.status == 200 && home.body == b"<h1>home</h1>",
+            "{path}: {home}"
+        );
+    }
+    let docs = anonymous(&server, &format!("{base}/docs/"), &[])?;
+    ensure!(
+        docs.status == 200 && docs.body == b"<h1>docs</h1>",
+        "{docs}"
+    );
+    let listing = anonymous(&server, &format!("{base}/files/"), &[])?;
+    listing.expect_status(200)?;
+    ensure!(
+        listing
+            .header("content-type")
+            .is_some_and(|t| t.starts_with("text/html")),
+        "{listing}"
+    );
+    ensure!(
+        listing.body_text().contains("a &lt;b&gt;.txt"),
+        "names are escaped: {listing}"
+    );
+    let missing = anonymous(&server, &format!("{base}/nope.html"), &[])?;
+    ensure!(
+        missing.status == 404 && missing.body == b"<h1>missing</h1>",
+        "{missing}"
+    );
+
+    // The same site under a custom domain.
+    server.strata_ok(&[
+        "domain",
+        "add",
+        "site.example.com",
+        &format!("admin/{container}"),
+    ])?;
+    let root = anonymous(&server, "/", &[("Host", "site.example.com")])?;
+    ensure!(
+        root.status == 200 && root.body == b"<h1>home</h1>",
+        "{root}"
+    );
+    let sub = anonymous(&server, "/docs/", &[("Host", "site.example.com")])?;
+    ensure!(sub.body == b"<h1>docs</h1>", "{sub}");
+
+    // The owner still gets the API's answers, not the site.
+    let api = as_root(&server, "GET", &base, None, &[])?;
+    ensure!(api.body_text().contains("404error.html\n"), "{api}");
+    Ok(())
+}

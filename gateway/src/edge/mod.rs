@@ -415,6 +415,8 @@ impl EdgeCache {
             }
             self.objects.invalidate(&cache_key);
         }
+        // A RAM miss, whether it then waits for a fill, reads an SSD zone or the store.
+        self.metrics.misses.fetch_add(1, Ordering::Relaxed);
         let fill = {
             let mut inflight = self.inflight.lock();
             inflight
@@ -470,7 +472,6 @@ impl EdgeCache {
                 }
             }
         }
-        self.metrics.misses.fetch_add(1, Ordering::Relaxed);
         self.metrics.fills.fetch_add(1, Ordering::Relaxed);
         let info = store.head_object(bucket, key).await.ok()?;
         let max_age = self.cacheable_for(&info)?;

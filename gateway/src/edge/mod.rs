@@ -461,7 +461,10 @@ impl EdgeCache {
                 } else {
                     true
                 };
-                if current && let Some(max_age) = self.cacheable_for(&info) {
+                if current
+                    && body.len() as u64 == info.size
+                    && let Some(max_age) = self.cacheable_for(&info)
+                {
                     SsdZone::confirm(&entry);
                     self.metrics.ssd_hits.fetch_add(1, Ordering::Relaxed);
                     let cached = self.keep(cache_key.clone(), info, body, max_age, epoch);
@@ -486,6 +489,16 @@ impl EdgeCache {
                     return None;
                 }
             }
+        }
+        if body.len() as u64 != info.size {
+            // Ranges are served by slicing the copy: it must be whole.
+            tracing::warn!(
+                bucket,
+                key,
+                "cache fill read a different size than the record"
+            );
+            self.metrics.fill_failures.fetch_add(1, Ordering::Relaxed);
+            return None;
         }
         let body = Bytes::from(body);
         if let Some(zone) = self.zone_of(bucket, key).cloned() {
@@ -600,6 +613,28 @@ impl EdgeCache {
                 Arc::new(listing),
             );
         }
+    }
+
+    /// The bytes of `cached` a read answers with: nothing for HEAD, else
+    /// the `range` (already clamped to the object) or all of it. Counted as
+    /// served; every door answers cached reads through here.
+    pub fn serve(
+        &self,
+        cached: &CachedObject,
+        range: Option<&std::ops::Range<u64>>,
+        head: bool,
+    ) -> Bytes {
+        let body = match (range, head) {
+            (_, true) => Bytes::new(),
+            // A copy's length is its record's size (checked when it is
+            // made), so a clamped range is always inside it.
+            (Some(range), false) => cached.body.slice(range.start as usize..range.end as usize),
+            (None, false) => cached.body.clone(),
+        };
+        self.metrics
+            .bytes_served
+            .fetch_add(body.len() as u64, Ordering::Relaxed);
+        body
     }
 
     /// Prometheus text exposition of the counters.

@@ -189,7 +189,7 @@ impl S3Door {
                 .get(&self.store, &request.bucket, &request.key)
                 .await
         {
-            return cached_response(request, &cached, outcome, head);
+            return cached_response(&self.edge, request, &cached, outcome, head);
         }
         let info = self
             .store
@@ -321,6 +321,7 @@ fn not_modified(info: &ObjectInfo) -> Response {
 
 /// A GetObject/HeadObject answered from the edge cache's copy.
 fn cached_response(
+    edge: &crate::edge::EdgeCache,
     request: &S3Request,
     cached: &CachedObject,
     outcome: CacheOutcome,
@@ -330,11 +331,7 @@ fn cached_response(
     let mut response = match evaluate_conditions(&request.headers, "", info) {
         ConditionOutcome::Proceed => {
             let range = parse_range(header_str(&request.headers, "range"), info.size)?;
-            let body = match (&range, head) {
-                (_, true) => bytes::Bytes::new(),
-                (Some(range), false) => cached.body.slice(range.start as usize..range.end as usize),
-                (None, false) => cached.body.clone(),
-            };
+            let body = edge.serve(cached, range.as_ref(), head);
             let length = range
                 .as_ref()
                 .map_or(info.size, |range| range.end - range.start);

@@ -152,20 +152,10 @@ impl SwiftDoor {
         let mut response = match evaluate_conditions(&request.headers, "", info) {
             ConditionOutcome::Proceed => {
                 let range = requested_range(request, info.size)?;
-                let body = match (&range, head) {
-                    (_, true) => bytes::Bytes::new(),
-                    (Some(range), false) => {
-                        cached.body.slice(range.start as usize..range.end as usize)
-                    }
-                    (None, false) => cached.body.clone(),
-                };
+                let body = self.edge.serve(&cached, range.as_ref(), head);
                 let length = range
                     .as_ref()
                     .map_or(info.size, |range| range.end - range.start);
-                self.edge
-                    .metrics
-                    .bytes_served
-                    .fetch_add(body.len() as u64, std::sync::atomic::Ordering::Relaxed);
                 let mut response = http::Response::new(full_body(body));
                 *response.headers_mut() = cached.headers(Dialect::Swift, |info| {
                     let mut headers = HeaderMap::new();

@@ -10,11 +10,11 @@ use bytes::{Bytes, BytesMut};
 use futures::{Stream, StreamExt as _, stream};
 use http::{HeaderMap, StatusCode};
 use http_body_util::BodyExt as _;
+use hyper::body::Incoming;
 use parking_lot::Mutex;
 use strata_auth::{AuthError, AwsChunkedDecoder, ChunkLimits, PayloadMode};
 use strata_store::{ChecksumAlgorithm, Digests, StageError, StageOptions, StagedBody};
 
-use super::RequestBody;
 use super::S3Request;
 use super::error::{S3Error, S3Result};
 
@@ -63,14 +63,14 @@ pub type ChunkedSlot = Arc<Mutex<Option<ChunkedOutcome>>>;
 /// body was aws-chunked, the slot holds its length and trailers once the stream
 /// has ended.
 pub fn payload_stream(
-    body: RequestBody,
+    body: Incoming,
     payload: &PayloadMode,
 ) -> (
     impl Stream<Item = Result<Bytes, BodyError>> + Send + 'static,
     ChunkedSlot,
 ) {
     struct State {
-        body: RequestBody,
+        body: Incoming,
         decoder: Option<AwsChunkedDecoder>,
         slot: ChunkedSlot,
         done: bool,
@@ -206,7 +206,7 @@ impl DeclaredDigests {
 pub async fn stage_request_body(
     door: &super::S3Door,
     request: &S3Request,
-    body: RequestBody,
+    body: Incoming,
     part: bool,
 ) -> S3Result<(StagedBody, Option<(ChecksumAlgorithm, String)>)> {
     let declared = DeclaredDigests::from_headers(&request.headers)?;
@@ -312,11 +312,7 @@ fn verify_digests(
 
 /// Reads a small request body (an XML document) whole, refusing more than `limit`
 /// bytes, and checks its declared digests.
-pub async fn read_small_body(
-    request: &S3Request,
-    body: RequestBody,
-    limit: usize,
-) -> S3Result<Bytes> {
+pub async fn read_small_body(request: &S3Request, body: Incoming, limit: usize) -> S3Result<Bytes> {
     let declared = DeclaredDigests::from_headers(&request.headers)?;
     let (stream, slot) = payload_stream(body, &request.payload);
     let mut stream = std::pin::pin!(stream);

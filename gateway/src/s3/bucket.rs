@@ -1,9 +1,9 @@
 //! Bucket operations: list, create, head, delete, location, versioning, ACL.
 
 use http::{HeaderValue, StatusCode};
+use hyper::body::Incoming;
 use strata_store::BucketInfo;
 
-use super::RequestBody;
 use super::body::read_small_body;
 use super::error::{S3Error, S3Result};
 use super::headers::header_str;
@@ -81,7 +81,7 @@ impl S3Door {
     pub(crate) async fn create_bucket(
         &self,
         request: &S3Request,
-        body: RequestBody,
+        body: Incoming,
     ) -> S3Result<Response> {
         validate_bucket_name(&request.bucket)?;
         let document = read_small_body(request, body, self.limits.max_xml_body).await?;
@@ -189,7 +189,7 @@ impl S3Door {
     pub(crate) async fn put_bucket_acl(
         &self,
         request: &S3Request,
-        body: RequestBody,
+        body: Incoming,
     ) -> S3Result<Response> {
         self.owned_bucket(request).await?;
         let acl = match canned_acl(&request.headers)? {
@@ -217,7 +217,7 @@ impl S3Door {
     pub(crate) async fn put_bucket_cors(
         &self,
         request: &S3Request,
-        body: RequestBody,
+        body: Incoming,
     ) -> S3Result<Response> {
         self.owned_bucket(request).await?;
         let document = read_small_body(request, body, self.limits.max_xml_body).await?;
@@ -300,7 +300,7 @@ impl S3Door {
     pub(crate) async fn put_bucket_policy(
         &self,
         request: &S3Request,
-        body: RequestBody,
+        body: Incoming,
     ) -> S3Result<Response> {
         self.owned_bucket(request).await?;
         let document = read_small_body(request, body, self.limits.max_xml_body).await?;

@@ -14,7 +14,6 @@ mod xml;
 
 use std::time::SystemTime;
 
-use futures::StreamExt as _;
 use http::{HeaderMap, HeaderValue, Method, StatusCode, Uri};
 use hyper::body::Incoming;
 use strata_auth::{AuthError, Credential, PayloadMode, SigV4Config, verify_request};
@@ -29,10 +28,6 @@ use xml::XmlWriter;
 
 pub use crate::wire::{Response, ResponseBody};
 
-/// A request body as the handlers read it: hyper's, possibly with its first
-/// frame already taken (see [`prime_body`]).
-pub(crate) type RequestBody =
-    http_body_util::combinators::UnsyncBoxBody<bytes::Bytes, hyper::Error>;
 pub(crate) use crate::wire::{empty_response, full_body};
 
 /// Everything the S3 handlers share.
@@ -75,7 +70,6 @@ impl S3Door {
     pub async fn handle(&self, request: http::Request<Incoming>) -> Response {
         let request_id = hex::encode_upper(rand::random::<[u8; 8]>());
         let (parts, body) = request.into_parts();
-        let body = prime_body(&parts.headers, body).await;
         let is_head = parts.method == Method::HEAD;
         let origin = crate::wire::header_str(&parts.headers, "origin").map(str::to_owned);
         let method = parts.method.clone();
@@ -191,7 +185,7 @@ impl S3Door {
         (!bucket.is_empty()).then(|| bucket.to_owned())
     }
 
-    async fn dispatch(&self, request: S3Request, body: RequestBody) -> S3Result<Response> {
+    async fn dispatch(&self, request: S3Request, body: Incoming) -> S3Result<Response> {
         use S3Op::*;
         match request.op {
             ListBuckets => self.list_buckets(&request).await,
@@ -228,26 +222,6 @@ impl S3Door {
             ListParts => self.list_parts(&request).await,
         }
     }
-}
-
-/// With `Expect: 100-continue`, polls the body at once: hyper sends `100
-/// Continue` on the first poll, and a client that waited over a second for
-/// it (botocore does, once) has sent the body already and then misreads a
-/// late `100` as the final answer — a multipart upload fails with a missing
-/// ETag on a busy machine. The frame taken is put back in front.
-async fn prime_body(headers: &HeaderMap, mut body: Incoming) -> RequestBody {
-    use http_body_util::BodyExt as _;
-    let expects_continue = headers
-        .get(http::header::EXPECT)
-        .and_then(|value| value.to_str().ok())
-        .is_some_and(|value| value.eq_ignore_ascii_case("100-continue"));
-    if !expects_continue {
-        return body.boxed_unsync();
-    }
-    let first = body.frame().await;
-    let rest = http_body_util::BodyStream::new(body);
-    let frames = futures::stream::iter(first).chain(rest);
-    http_body_util::StreamBody::new(frames).boxed_unsync()
 }
 
 /// `GET /health` without credentials. With credentials it is a listing of a

@@ -2,9 +2,9 @@
 //! abort.
 
 use http::StatusCode;
+use hyper::body::Incoming;
 use strata_store::{CompletedPart, UploadInfo};
 
-use super::RequestBody;
 use super::body::{read_small_body, stage_request_body};
 use super::error::{S3Error, S3Result};
 use super::headers::{header_str, iso8601, meta_from_request, quoted_etag};
@@ -52,7 +52,7 @@ impl S3Door {
     pub(crate) async fn upload_part(
         &self,
         request: &S3Request,
-        body: RequestBody,
+        body: Incoming,
     ) -> S3Result<Response> {
         let part_number = part_number(request)?;
         let upload = self.current_upload(request).await?;
@@ -91,7 +91,7 @@ impl S3Door {
     pub(crate) async fn complete_upload(
         &self,
         request: &S3Request,
-        body: RequestBody,
+        body: Incoming,
     ) -> S3Result<Response> {
         let conditions = put_conditions(&request.headers)?;
         let upload = self.current_upload(request).await?;

@@ -4,11 +4,11 @@
 use std::ops::Range;
 
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
+use hyper::body::Incoming;
 use strata_store::{
     ChecksumAlgorithm, ObjectInfo, PutConditions, StageError, StageOptions, StoreError,
 };
 
-use super::RequestBody;
 use super::body::{read_small_body, stage_request_body};
 use super::error::{S3Error, S3Result};
 use super::headers::{
@@ -37,7 +37,7 @@ impl S3Door {
     pub(crate) async fn put_object(
         &self,
         request: &S3Request,
-        body: RequestBody,
+        body: Incoming,
     ) -> S3Result<Response> {
         let meta = meta_from_request(&request.headers, self.limits.max_user_metadata)?;
         let conditions = put_conditions(&request.headers)?;
@@ -268,7 +268,7 @@ impl S3Door {
     pub(crate) async fn delete_objects(
         &self,
         request: &S3Request,
-        body: RequestBody,
+        body: Incoming,
     ) -> S3Result<Response> {
         self.owned_bucket(request).await?;
         let document = read_small_body(request, body, self.limits.max_xml_body).await?;

@@ -12,7 +12,7 @@ use super::listing::LISTING_LIMIT;
 use super::meta::{
     MAX_META_COUNT, MAX_META_NAME_LENGTH, MAX_META_OVERALL_SIZE, MAX_META_VALUE_LENGTH,
 };
-use crate::wire::{Response, empty_response, text_response};
+use crate::wire::{Response, empty_response, json_response};
 
 pub(crate) fn answer(door: &SwiftDoor, method: &Method) -> SwiftResult<Response> {
     if method != Method::GET && method != Method::HEAD {
@@ -54,11 +54,5 @@ pub(crate) fn answer(door: &SwiftDoor, method: &Method) -> SwiftResult<Response>
     if method == Method::HEAD {
         return Ok(empty_response(StatusCode::OK));
     }
-    let mut response = text_response(StatusCode::OK, info.to_string());
-    super::put_header(
-        response.headers_mut(),
-        "content-type",
-        "application/json; charset=utf-8",
-    );
-    Ok(response)
+    Ok(json_response(StatusCode::OK, info.to_string()))
 }

@@ -6,7 +6,7 @@ use serde::Serialize;
 
 use super::SwiftRequest;
 use super::error::{SwiftError, SwiftResult};
-use crate::wire::{Response, empty_response, text_response};
+use crate::wire::{Response, empty_response, json_response, text_response};
 use crate::xml_writer::XmlWriter;
 
 /// Most entries one listing returns (Swift's `container_listing_limit`).
@@ -167,7 +167,7 @@ pub(crate) fn container_listing(
             }
             Ok(typed(
                 text_response(StatusCode::OK, xml.finish()),
-                "application/xml",
+                "application/xml; charset=utf-8",
             ))
         }
     }
@@ -193,7 +193,7 @@ pub(crate) fn account_listing(
             }
             Ok(typed(
                 text_response(StatusCode::OK, xml.finish()),
-                "application/xml",
+                "application/xml; charset=utf-8",
             ))
         }
     }
@@ -207,9 +207,15 @@ fn plain<'a>(names: impl Iterator<Item = &'a str>) -> Response {
         body.push('\n');
     }
     if body.is_empty() {
-        return typed(empty_response(StatusCode::NO_CONTENT), "text/plain");
+        return typed(
+            empty_response(StatusCode::NO_CONTENT),
+            "text/plain; charset=utf-8",
+        );
     }
-    typed(text_response(StatusCode::OK, body), "text/plain")
+    typed(
+        text_response(StatusCode::OK, body),
+        "text/plain; charset=utf-8",
+    )
 }
 
 fn json<T: Serialize>(entries: &[T]) -> SwiftResult<Response> {
@@ -217,20 +223,13 @@ fn json<T: Serialize>(entries: &[T]) -> SwiftResult<Response> {
         tracing::error!(error = %err, "listing did not serialise");
         SwiftError::internal()
     })?;
-    Ok(typed(
-        text_response(StatusCode::OK, body),
-        "application/json",
-    ))
+    Ok(json_response(StatusCode::OK, body))
 }
 
 fn typed(mut response: Response, content_type: &'static str) -> Response {
-    let value = match content_type {
-        "application/json" => HeaderValue::from_static("application/json; charset=utf-8"),
-        "application/xml" => HeaderValue::from_static("application/xml; charset=utf-8"),
-        _ => HeaderValue::from_static("text/plain; charset=utf-8"),
-    };
-    response
-        .headers_mut()
-        .insert(http::header::CONTENT_TYPE, value);
+    response.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static(content_type),
+    );
     response
 }

@@ -467,6 +467,77 @@ impl Store {
         .await
     }
 
+    /// Moves the object `bucket/key` to `to_bucket/to_key` without copying
+    /// its bytes: one fsynced batch removes the old record and writes the new
+    /// one (replacing whatever was there), so a reader sees the object under
+    /// one name or the other, never both missing and never half of it. The
+    /// change feed gets a delete for the old name and a put for the new, so
+    /// caches purge both. FTP's RNFR/RNTO and FUSE renames are built on it.
+    pub async fn rename_object(
+        &self,
+        bucket: &str,
+        key: &str,
+        to_bucket: &str,
+        to_key: &str,
+    ) -> Result<ObjectInfo> {
+        validate_key(to_key)?;
+        let (bucket, key) = (bucket.to_owned(), key.to_owned());
+        let (to_bucket, to_key) = (to_bucket.to_owned(), to_key.to_owned());
+        self.blocking(move |inner| {
+            let _shared = inner.bucket_lock.read();
+            inner.bucket_info(&bucket)?;
+            inner.bucket_info(&to_bucket)?;
+            let _key_guards = inner.lock_key_pair((&bucket, &key), (&to_bucket, &to_key));
+            let mut info = inner
+                .object_info(&bucket, &key)?
+                .filter(|info| !info.is_expired())
+                .ok_or(StoreError::NoSuchKey)?;
+            if bucket == to_bucket && key == to_key {
+                return Ok(info);
+            }
+            let replaced = inner.object_info(&to_bucket, &to_key)?;
+            let objects = cf(&inner.db, CF_OBJECTS)?;
+            let mut batch = WriteBatch::default();
+            batch.delete_cf(objects, keys::object_key(&bucket, &key));
+            inner.add_usage(&mut batch, &bucket, UsageDelta::remove(&info))?;
+            info.bucket.clone_from(&to_bucket);
+            info.key.clone_from(&to_key);
+            batch.put_cf(
+                objects,
+                keys::object_key(&to_bucket, &to_key),
+                encode_object(&info)?,
+            );
+            inner.add_usage(
+                &mut batch,
+                &to_bucket,
+                UsageDelta::replace(replaced.as_ref(), info.size),
+            )?;
+            inner.index_expiry(&mut batch, &info)?;
+            if let Some(replaced) = &replaced {
+                inner.schedule_gc(&mut batch, &replaced.extents)?;
+            }
+            let deleted = inner.feed_event(
+                &mut batch,
+                ChangeKind::ObjectDeleted,
+                &bucket,
+                Some(&key),
+                Some(&info.etag),
+            )?;
+            let put = inner.feed_event(
+                &mut batch,
+                ChangeKind::ObjectPut,
+                &to_bucket,
+                Some(&to_key),
+                Some(&info.etag),
+            )?;
+            inner.commit(batch)?;
+            inner.publish(deleted);
+            inner.publish(put);
+            Ok(info)
+        })
+        .await
+    }
+
     /// Replaces the metadata of `bucket/key`, keeping its bytes (Swift's object
     /// POST). With `etag`, only if the object still has that ETag, so a
     /// concurrent overwrite is never given stale metadata.
@@ -701,9 +772,32 @@ impl Inner {
     }
 
     pub(crate) fn lock_key(&self, bucket: &str, key: &str) -> parking_lot::MutexGuard<'_, ()> {
+        self.key_locks[self.key_stripe(bucket, key)].lock()
+    }
+
+    /// Locks two keys in stripe order, so that two renames in opposite
+    /// directions cannot deadlock; keys on one stripe take it once.
+    pub(crate) fn lock_key_pair(
+        &self,
+        first: (&str, &str),
+        second: (&str, &str),
+    ) -> Vec<parking_lot::MutexGuard<'_, ()>> {
+        let (a, b) = (
+            self.key_stripe(first.0, first.1),
+            self.key_stripe(second.0, second.1),
+        );
+        let mut stripes = vec![a.min(b), a.max(b)];
+        stripes.dedup();
+        stripes
+            .into_iter()
+            .map(|stripe| self.key_locks[stripe].lock())
+            .collect()
+    }
+
+    fn key_stripe(&self, bucket: &str, key: &str) -> usize {
         use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
         let hash = BuildHasherDefault::<DefaultHasher>::default().hash_one((bucket, key));
-        self.key_locks[(hash as usize) % KEY_LOCK_STRIPES].lock()
+        (hash as usize) % KEY_LOCK_STRIPES
     }
 
     /// Writes a new current version of `bucket/key`, checking `conditions` against

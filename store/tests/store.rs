@@ -689,3 +689,74 @@ async fn usage_follows_puts_overwrites_deletes_and_bucket_deletion() {
     let accounts = store.account_usage("a").await.unwrap();
     assert_eq!(accounts.len(), 1);
 }
+
+#[tokio::test]
+async fn rename_moves_the_record_atomically_and_announces_both_names() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    store.create_bucket("a", "b", "r").await.unwrap();
+    store.create_bucket("a", "c", "r").await.unwrap();
+    let big: Vec<u8> = (0..5_000_000u32).map(|n| (n % 253) as u8).collect();
+    let etag = put(&store, "b", "upload.filepart", &big).await.unwrap();
+    put(&store, "b", "final", b"old bytes").await.unwrap();
+    let mut feed = store.subscribe();
+
+    let moved = store
+        .rename_object("b", "upload.filepart", "b", "final")
+        .await
+        .unwrap();
+    assert_eq!(
+        (moved.key.as_str(), moved.etag.as_str()),
+        ("final", etag.as_str())
+    );
+    assert_eq!(get(&store, "b", "final").await.unwrap(), big);
+    assert!(matches!(
+        store.head_object("b", "upload.filepart").await,
+        Err(StoreError::NoSuchKey)
+    ));
+    let deleted = feed.recv().await.unwrap();
+    assert_eq!(
+        (deleted.kind, deleted.key.as_deref()),
+        (ChangeKind::ObjectDeleted, Some("upload.filepart"))
+    );
+    let written = feed.recv().await.unwrap();
+    assert_eq!(
+        (written.kind, written.key.as_deref()),
+        (ChangeKind::ObjectPut, Some("final"))
+    );
+    // The replaced object's bytes are no longer counted.
+    let usage = store.bucket_usage("b").await.unwrap();
+    assert_eq!((usage.objects, usage.bytes), (1, big.len() as u64));
+
+    // Across buckets, and the usage of both follows.
+    store
+        .rename_object("b", "final", "c", "dir/moved")
+        .await
+        .unwrap();
+    assert_eq!(get(&store, "c", "dir/moved").await.unwrap(), big);
+    let (from, to) = (
+        store.bucket_usage("b").await.unwrap(),
+        store.bucket_usage("c").await.unwrap(),
+    );
+    assert_eq!((from.objects, from.bytes), (0, 0));
+    assert_eq!((to.objects, to.bytes), (1, big.len() as u64));
+
+    // What cannot be renamed changes nothing.
+    assert!(matches!(
+        store.rename_object("b", "missing", "b", "x").await,
+        Err(StoreError::NoSuchKey)
+    ));
+    assert!(matches!(
+        store.rename_object("c", "dir/moved", "c", "../x").await,
+        Err(StoreError::InvalidKey(_))
+    ));
+    assert!(matches!(
+        store.rename_object("c", "dir/moved", "nope", "x").await,
+        Err(StoreError::NoSuchBucket)
+    ));
+    assert_eq!(get(&store, "c", "dir/moved").await.unwrap(), big);
+    // The moved extents survive the old name's garbage collection.
+    let later = std::time::SystemTime::now() + std::time::Duration::from_secs(1);
+    store.sweep_orphans(later).await.unwrap();
+    assert_eq!(get(&store, "c", "dir/moved").await.unwrap(), big);
+}

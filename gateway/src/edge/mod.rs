@@ -211,6 +211,8 @@ pub struct CacheMetrics {
     pub bytes_served: AtomicU64,
     /// Objects brought back from an SSD zone instead of the store.
     pub ssd_hits: AtomicU64,
+    /// Objects pushed out of the RAM zone by its byte budget.
+    pub ram_evictions: Arc<AtomicU64>,
 }
 
 mod ssd;
@@ -253,11 +255,18 @@ impl EdgeCache {
                     })
             })
             .collect::<anyhow::Result<Vec<_>>>()?;
+        let metrics = CacheMetrics::default();
+        let ram_evictions = metrics.ram_evictions.clone();
         let objects = moka::sync::Cache::builder()
             .max_capacity(config.ram_bytes)
             .weigher(|key: &ObjectKey, value: &Arc<CachedObject>| {
                 let bytes = key.0.len() + key.1.len() + value.body.len() + 512;
                 u32::try_from(bytes).unwrap_or(u32::MAX)
+            })
+            .eviction_listener(move |_key, _value, cause| {
+                if cause == moka::notification::RemovalCause::Size {
+                    ram_evictions.fetch_add(1, Ordering::Relaxed);
+                }
             })
             .build();
         let cache = Arc::new_cyclic(|self_ref| EdgeCache {
@@ -277,7 +286,7 @@ impl EdgeCache {
                 .build(),
             listing_generations: Mutex::new(HashMap::new()),
             config,
-            metrics: CacheMetrics::default(),
+            metrics,
         });
         let weak = Arc::downgrade(&cache);
         store.on_change(Arc::new(move |event: &ChangeEvent| {
@@ -668,6 +677,32 @@ impl EdgeCache {
             out.push_str(&format!(
                 "strata_cache_bytes{{zone=\"ssd{n}\"}} {}\n",
                 zone.bytes()
+            ));
+        }
+        out.push_str(&format!(
+            "# TYPE strata_cache_evictions_total counter\nstrata_cache_evictions_total{{zone=\"ram\"}} {}\n",
+            m.ram_evictions.load(Ordering::Relaxed)
+        ));
+        for (n, zone) in self.zones.iter().enumerate() {
+            out.push_str(&format!(
+                "strata_cache_evictions_total{{zone=\"ssd{n}\"}} {}\n",
+                zone.evictions.load(Ordering::Relaxed)
+            ));
+        }
+        // Per SSD zone: copies read back and their bytes (what the RAM zone
+        // then serves is in strata_cache_bytes_served_total).
+        out.push_str("# TYPE strata_cache_zone_reads_total counter\n");
+        for (n, zone) in self.zones.iter().enumerate() {
+            out.push_str(&format!(
+                "strata_cache_zone_reads_total{{zone=\"ssd{n}\"}} {}\n",
+                zone.reads.load(Ordering::Relaxed)
+            ));
+        }
+        out.push_str("# TYPE strata_cache_zone_bytes_read_total counter\n");
+        for (n, zone) in self.zones.iter().enumerate() {
+            out.push_str(&format!(
+                "strata_cache_zone_bytes_read_total{{zone=\"ssd{n}\"}} {}\n",
+                zone.bytes_read.load(Ordering::Relaxed)
             ));
         }
         out

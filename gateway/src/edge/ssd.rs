@@ -16,7 +16,7 @@ use std::fs;
 use std::io::{Read as _, Write as _};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
@@ -50,6 +50,11 @@ struct FileHeader {
 pub struct SsdZone {
     dir: PathBuf,
     index: moka::sync::Cache<ObjectKey, Arc<SsdEntry>>,
+    /// Entries pushed out by the byte budget (not purges or replacements).
+    pub evictions: Arc<AtomicU64>,
+    /// Intact copies read back, and their bytes.
+    pub reads: AtomicU64,
+    pub bytes_read: AtomicU64,
 }
 
 impl SsdZone {
@@ -57,19 +62,27 @@ impl SsdZone {
     /// it already holds.
     pub fn open(dir: &Path, max_bytes: u64) -> std::io::Result<SsdZone> {
         fs::create_dir_all(dir)?;
+        let evictions = Arc::new(AtomicU64::new(0));
+        let evicted = evictions.clone();
         let index = moka::sync::Cache::builder()
             .max_capacity(max_bytes)
             .weigher(|_key: &ObjectKey, entry: &Arc<SsdEntry>| {
                 u32::try_from(entry.len).unwrap_or(u32::MAX)
             })
-            .eviction_listener(|_key, entry: Arc<SsdEntry>, _cause| {
+            .eviction_listener(move |_key, entry: Arc<SsdEntry>, cause| {
                 // Evicted, purged or replaced: the file goes with the entry.
                 let _ = fs::remove_file(&entry.path);
+                if cause == moka::notification::RemovalCause::Size {
+                    evicted.fetch_add(1, Ordering::Relaxed);
+                }
             })
             .build();
         let zone = SsdZone {
             dir: dir.to_owned(),
             index,
+            evictions,
+            reads: AtomicU64::new(0),
+            bytes_read: AtomicU64::new(0),
         };
         let found = zone.reload()?;
         tracing::info!(dir = %dir.display(), found, "SSD cache zone opened");
@@ -115,6 +128,9 @@ impl SsdZone {
         let entry = self.index.get(key)?;
         match read_file(&entry.path) {
             Some((header, body)) if header.bucket == key.0 && header.key == key.1 => {
+                self.reads.fetch_add(1, Ordering::Relaxed);
+                self.bytes_read
+                    .fetch_add(body.len() as u64, Ordering::Relaxed);
                 Some((header.info, body, entry))
             }
             _ => {

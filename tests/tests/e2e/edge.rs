@@ -546,6 +546,10 @@ fn ssd_zone_survives_restarts_and_drops_damaged_files() -> Result<()> {
         "{second}"
     );
     ensure!(metric(&server, "strata_cache_ssd_hits_total")? >= 1);
+    ensure!(metric(&server, "strata_cache_zone_reads_total{zone=\"ssd0\"}")? >= 1);
+    ensure!(
+        metric(&server, "strata_cache_zone_bytes_read_total{zone=\"ssd0\"}")? >= big.len() as u64
+    );
 
     // After a restart the zone is indexed again and revalidated, not refetched.
     server.restart()?;

@@ -169,6 +169,21 @@ struct ServeArgs {
     /// Serve only these doors (comma-separated): `--only auth` runs an auth node.
     #[arg(long, env = "STRATA_ONLY", value_delimiter = ',')]
     only: Option<Vec<DoorKind>>,
+    /// Open the FTP door on `HOST:PORT` (port 0 picks a free one).
+    #[arg(long, env = "STRATA_FTP_LISTEN")]
+    ftp_listen: Option<String>,
+    /// Ports for FTP passive data connections, `FIRST-LAST`.
+    #[arg(long, env = "STRATA_FTP_PASSIVE_PORTS")]
+    ftp_passive_ports: Option<String>,
+    /// PEM certificate chain for explicit FTPS (`AUTH TLS`).
+    #[arg(long, env = "STRATA_FTP_TLS_CERT")]
+    ftp_tls_cert: Option<PathBuf>,
+    /// PEM private key of --ftp-tls-cert.
+    #[arg(long, env = "STRATA_FTP_TLS_KEY")]
+    ftp_tls_key: Option<PathBuf>,
+    /// Refuse FTP sessions that do not switch to TLS.
+    #[arg(long, env = "STRATA_FTP_REQUIRE_TLS")]
+    ftp_require_tls: bool,
 }
 
 pub fn main() -> ExitCode {
@@ -198,6 +213,11 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         s3_domain: args.s3_domain,
         only: args.only,
         storage_domain: args.storage_domain,
+        ftp_listen: args.ftp_listen,
+        ftp_passive_ports: args.ftp_passive_ports,
+        ftp_tls_cert: args.ftp_tls_cert,
+        ftp_tls_key: args.ftp_tls_key,
+        ftp_require_tls: args.ftp_require_tls,
     };
     let config = Config::load(args.config.as_deref(), overrides)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()

@@ -33,6 +33,8 @@ pub struct Config {
     pub limits: Limits,
     /// The edge cache (`[cache]`).
     pub cache: crate::edge::CacheConfig,
+    /// The FTP door (`[ftp]`), off unless it has a listen address.
+    pub ftp: crate::ftp::FtpConfig,
 }
 
 /// A family of endpoints a gateway can serve.
@@ -90,6 +92,7 @@ impl Default for Config {
             only: DoorKind::ALL.to_vec(),
             limits: Limits::default(),
             cache: crate::edge::CacheConfig::default(),
+            ftp: crate::ftp::FtpConfig::default(),
         }
     }
 }
@@ -103,6 +106,11 @@ pub struct ConfigOverrides {
     pub s3_domain: Option<String>,
     pub only: Option<Vec<DoorKind>>,
     pub storage_domain: Option<String>,
+    pub ftp_listen: Option<String>,
+    pub ftp_passive_ports: Option<String>,
+    pub ftp_tls_cert: Option<PathBuf>,
+    pub ftp_tls_key: Option<PathBuf>,
+    pub ftp_require_tls: bool,
 }
 
 impl Config {
@@ -134,6 +142,19 @@ impl Config {
         if let Some(domain) = overrides.storage_domain {
             config.storage_domain = Some(domain);
         }
+        if let Some(listen) = overrides.ftp_listen {
+            config.ftp.listen = Some(listen);
+        }
+        if let Some(ports) = overrides.ftp_passive_ports {
+            config.ftp.passive_ports = ports;
+        }
+        if let Some(cert) = overrides.ftp_tls_cert {
+            config.ftp.tls_cert = Some(cert);
+        }
+        if let Some(key) = overrides.ftp_tls_key {
+            config.ftp.tls_key = Some(key);
+        }
+        config.ftp.require_tls |= overrides.ftp_require_tls;
         config.validate()?;
         Ok(config)
     }
@@ -187,6 +208,7 @@ impl Config {
         if self.limits.max_header_bytes < 8192 {
             bail!("limits.max_header_bytes must be at least 8192");
         }
+        self.ftp.validate()?;
         Ok(())
     }
 }

@@ -1,15 +1,18 @@
-//! The gateway: every door of strata (today the S3 API; Swift, the public web
-//! edge and FTP arrive with their issues), the configuration, and the `strata`
-//! binary's composition root.
+//! The gateway: every door of strata — the S3 API, the Swift API with its
+//! auth endpoints and admin API, the public web edge and FTP — the
+//! configuration, and the `strata` binary's composition root.
 //!
 //! Principal types: [`config::Config`] (one typed config from file, environment
-//! and flags), [`s3::S3Door`] (authenticates, routes and answers S3 requests),
+//! and flags), [`s3::S3Door`] and [`swift::SwiftDoor`] (authenticate, route and
+//! answer their protocol's requests), [`edge::EdgeCache`] (the public read
+//! cache), [`ftp::StoreFileSystem`] (FTP's file system over the store),
 //! [`server::run`] (opens pool and store, accepts connections).
 //!
 //! Key decision: the gateway owns HTTP and nothing below it. Only this crate
 //! knows routing, S3 XML and S3 error codes; it speaks to storage solely through
 //! `strata-store` and to credentials through `strata-auth`, and maps their
-//! protocol-neutral errors in one place per protocol (`s3/error.rs`).
+//! protocol-neutral errors in one place per protocol (`s3/error.rs`,
+//! `swift/error.rs`, the FTP replies in `ftp/backend.rs`).
 //!
 //! May depend on every strata library crate; nothing depends on it.
 
@@ -21,6 +24,7 @@ pub mod cors;
 mod credentials;
 pub mod directory;
 pub mod edge;
+pub mod ftp;
 pub mod public;
 pub mod s3;
 pub mod server;

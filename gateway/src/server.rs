@@ -53,6 +53,18 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         .context("loading accounts and users")?;
 
     let edge = EdgeCache::new(config.cache.clone(), &store)?;
+    if let Some(ftp) = crate::ftp::start(
+        &config.ftp,
+        store.clone(),
+        directory.clone(),
+        config.region.clone(),
+        config.limits.max_object_size,
+    )
+    .await?
+    {
+        // Tests and scripts wait for this line; keep its shape.
+        println!("ftp listening on ftp://{ftp}");
+    }
     let doors = Arc::new(Doors {
         edge: edge.clone(),
         served: config.only.clone(),

@@ -97,6 +97,8 @@ pub struct Server {
     stdout_pump: Option<JoinHandle<()>>,
     endpoint: String,
     port: u16,
+    /// `ftp://127.0.0.1:PORT` of the FTP door.
+    ftp_endpoint: String,
     n_starts: u32,
     /// Extra `strata serve` arguments (a `--config` file).
     extra_args: Vec<String>,
@@ -131,6 +133,7 @@ impl Server {
             stdout_pump: None,
             endpoint: String::new(),
             port: 0,
+            ftp_endpoint: String::new(),
             n_starts: 0,
             extra_args: Vec::new(),
         };
@@ -152,6 +155,12 @@ impl Server {
     /// Port of the running server.
     pub fn port(&self) -> u16 {
         self.port
+    }
+
+    /// `ftp://127.0.0.1:PORT` of the running server's FTP door (every test
+    /// server opens one on a free port).
+    pub fn ftp_endpoint(&self) -> &str {
+        &self.ftp_endpoint
     }
 
     /// The data directory, which survives restarts.
@@ -471,6 +480,31 @@ impl Server {
         Ok((header("x-auth-token")?, header("x-storage-url")?))
     }
 
+    /// Runs an lftp script against the FTP door as `login` (`account:user`)
+    /// with `password`; does not check the exit status. lftp gives up after
+    /// one try and ten seconds, so a refusal fails fast instead of retrying.
+    pub fn lftp(&self, login: &str, password: &str, script: &str) -> Result<ToolOutput> {
+        let settings = "set net:max-retries 1; set net:timeout 10; \
+                        set net:reconnect-interval-base 1; set ftp:passive-mode on; \
+                        set ftp:ssl-allow no; set cmd:fail-exit yes; set xfer:clobber on";
+        let open = format!(
+            "open -u '{},{}' {}",
+            login.replace('\'', ""),
+            password.replace('\'', ""),
+            self.ftp_endpoint
+        );
+        let mut command = Command::new("lftp");
+        command.args(["-c", &format!("{settings}; {open}; {script}")]);
+        command.current_dir(self.scratch.path());
+        self.apply_client_env(&mut command);
+        run_tool(&mut command, TOOL_TIMEOUT)
+    }
+
+    /// [`Server::lftp`] that requires exit status 0.
+    pub fn lftp_ok(&self, login: &str, password: &str, script: &str) -> Result<ToolOutput> {
+        self.lftp(login, password, script)?.expect_success()
+    }
+
     /// `curl <args>` with the client environment; does not check the exit
     /// status. Most tests want [`Server::http`] instead.
     pub fn curl(&self, args: &[&str]) -> Result<ToolOutput> {
@@ -602,6 +636,8 @@ impl Server {
             .arg(self.data_dir.path())
             .arg("--region")
             .arg(REGION)
+            .arg("--ftp-listen")
+            .arg("127.0.0.1:0")
             .args(&self.extra_args)
             .env("STRATA_ROOT_ACCESS_KEY", ROOT_ACCESS_KEY)
             .env("STRATA_ROOT_SECRET_KEY", ROOT_SECRET_KEY)
@@ -624,8 +660,8 @@ impl Server {
         }));
 
         let deadline = Instant::now() + READY_TIMEOUT;
-        let endpoint = match endpoint_rx.recv_timeout(READY_TIMEOUT) {
-            Ok(endpoint) => endpoint,
+        let (endpoint, ftp_endpoint) = match endpoint_rx.recv_timeout(READY_TIMEOUT) {
+            Ok(announced) => announced,
             Err(RecvTimeoutError::Timeout) => bail!(
                 "strata did not print `listening on http://…` within {READY_TIMEOUT:?}; log tail:\n{}",
                 self.log_tail(LOG_TAIL_LINES)
@@ -645,6 +681,7 @@ impl Server {
             .with_context(|| format!("no port in the announced endpoint {endpoint:?}"))?;
         self.endpoint = endpoint;
         self.port = port;
+        self.ftp_endpoint = ftp_endpoint.unwrap_or_default();
         self.write_s3cmd_config()?;
 
         loop {
@@ -851,10 +888,12 @@ pub fn http_get_status(endpoint: &str, path: &str) -> Result<u16> {
 }
 
 /// Copies the server's stdout into the log and reports the endpoint from the
-/// first `listening on http://…` line.
-fn pump_stdout(stdout: ChildStdout, mut log: File, endpoint_tx: Sender<String>) {
+/// first `listening on http://…` line, with the FTP door's `listening on
+/// ftp://…` if it was announced before it.
+fn pump_stdout(stdout: ChildStdout, mut log: File, endpoint_tx: Sender<(String, Option<String>)>) {
     let mut reader = BufReader::new(stdout);
     let mut announced = false;
+    let mut ftp = None;
     let mut line = Vec::new();
     loop {
         line.clear();
@@ -865,14 +904,19 @@ fn pump_stdout(stdout: ChildStdout, mut log: File, endpoint_tx: Sender<String>) 
         let _ = log.write_all(&line);
         if !announced {
             let text = strip_ansi(&String::from_utf8_lossy(&line));
-            if let Some(endpoint) = parse_listening_line(&text) {
-                announced = true;
-                let _ = endpoint_tx.send(endpoint);
+            match parse_listening_line(&text) {
+                Some(url) if url.starts_with("ftp://") => ftp = Some(url),
+                Some(url) => {
+                    announced = true;
+                    let _ = endpoint_tx.send((url, ftp.take()));
+                }
+                None => {}
             }
         }
     }
 }
 
+/// The `http://` or `ftp://` URL of a `listening on …` line.
 fn parse_listening_line(line: &str) -> Option<String> {
     let rest = &line[line.find("listening on ")? + "listening on ".len()..];
     let url: String = rest
@@ -881,7 +925,7 @@ fn parse_listening_line(line: &str) -> Option<String> {
         .take_while(|c| c.is_ascii_alphanumeric() || matches!(c, ':' | '/' | '.' | '[' | ']'))
         .collect();
     let url = url.trim_end_matches(['/', '.']).to_string();
-    url.starts_with("http://").then_some(url)
+    (url.starts_with("http://") || url.starts_with("ftp://")).then_some(url)
 }
 
 fn strip_ansi(text: &str) -> String {
@@ -1033,6 +1077,10 @@ mod tests {
         check(
             "\u{1b}[32m INFO\u{1b}[0m listening on \u{1b}[1mhttp://127.0.0.1:9\u{1b}[0m",
             Some("http://127.0.0.1:9"),
+        );
+        check(
+            "ftp listening on ftp://127.0.0.1:2121",
+            Some("ftp://127.0.0.1:2121"),
         );
         check("starting strata", None);
         check("listening on unix:/tmp/sock", None);

@@ -210,15 +210,15 @@ impl Directory {
         domains
     }
 
-    /// Checks a Swift key and issues a token valid for `lifetime_secs` from `now`.
-    pub fn issue_token(
+    /// Checks a user's Swift key: the principal it stands for and the user's
+    /// token generation. Doors that log in with a password (FTP) use it as
+    /// the token endpoint does.
+    pub fn check_swift_key(
         &self,
         account: &str,
         user: &str,
         key: &str,
-        now: u64,
-        lifetime_secs: u64,
-    ) -> Result<(String, TokenClaims), Refusal> {
+    ) -> Result<(Principal, u32), Refusal> {
         let view = self.view.read();
         let record = view
             .users
@@ -228,12 +228,42 @@ impl Directory {
             return Err(Refusal::WrongKey);
         }
         let principal = record.principal().ok_or(Refusal::UnknownUser)?;
+        Ok((principal, record.token_generation))
+    }
+
+    /// The accounts that have a user called `user`: a login name without an
+    /// account is accepted when exactly one account has it.
+    pub fn accounts_with_user(&self, user: &str) -> Vec<String> {
+        let mut accounts: Vec<String> = self
+            .view
+            .read()
+            .users
+            .values()
+            .filter(|record| record.user == user)
+            .map(|record| record.account.clone())
+            .collect();
+        accounts.sort();
+        accounts
+    }
+
+    /// Checks a Swift key and issues a token valid for `lifetime_secs` from `now`.
+    pub fn issue_token(
+        &self,
+        account: &str,
+        user: &str,
+        key: &str,
+        now: u64,
+        lifetime_secs: u64,
+    ) -> Result<(String, TokenClaims), Refusal> {
+        let (principal, generation) = self.check_swift_key(account, user, key)?;
         let claims = TokenClaims {
             principal,
             expires_at: now.saturating_add(lifetime_secs),
-            generation: record.token_generation,
+            generation,
         };
-        let token = view
+        let token = self
+            .view
+            .read()
             .keyring
             .issue(&claims)
             .map_err(|_| Refusal::UnknownUser)?;

@@ -9,13 +9,15 @@
 //! curl against the Swift API, the admin CLI), `swift_auth` (the v1.0 token
 //! endpoint), `raw_http` (curl and raw sockets: authentication and malformed
 //! requests), `crash` (SIGKILL during concurrent writes), `edge` (public reads,
-//! custom domains and the cache, with curl).
+//! custom domains and the cache, with curl), `ftp` (the FTP door with lftp, curl and
+//! ftplib).
 
 mod aws_s3;
 mod aws_s3api;
 mod boto3;
 mod crash;
 mod edge;
+mod ftp;
 mod multipart;
 mod raw_http;
 mod rclone;

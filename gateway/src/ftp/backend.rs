@@ -1,0 +1,587 @@
+//! The FTP file system over the store: containers and pseudo-directories are
+//! directories, objects are files. Every change is a store write, so it
+//! lands on the change feed and purges the edge like any other door's.
+
+use std::fmt;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::Mutex;
+use std::task::{Context, Poll};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures::{StreamExt, TryStreamExt};
+use strata_store::{
+    ListEntry, ListQuery, ObjectInfo, ObjectMeta, PutConditions, StageError, StageOptions, Store,
+    StoreError,
+};
+use tokio::io::{AsyncRead, ReadBuf};
+use tokio_util::io::{ReaderStream, StreamReader};
+use unftp_core::storage::{self, ErrorKind, FEATURE_RESTART, Fileinfo, Metadata, StorageBackend};
+
+use super::login::FtpUser;
+use super::path::FtpPath;
+
+/// Content type of the empty objects that stand for directories made with
+/// MKD (the convention of Swift, s3fs and rclone).
+const DIRECTORY_MARKER_TYPE: &str = "application/x-directory";
+/// Listing page size when reading a directory from the store.
+const LIST_PAGE: usize = 1000;
+
+/// One FTP session's view of the store.
+#[derive(Clone)]
+pub struct StoreFileSystem {
+    pub store: Store,
+    /// Region new containers are created in.
+    pub region: String,
+    /// Largest file a STOR may write.
+    pub max_object_size: u64,
+}
+
+impl fmt::Debug for StoreFileSystem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("StoreFileSystem")
+    }
+}
+
+/// Size, kind and time of a directory entry.
+#[derive(Debug, Clone)]
+pub struct EntryMeta {
+    size: u64,
+    is_dir: bool,
+    modified_ms: i64,
+}
+
+impl EntryMeta {
+    fn dir(modified_ms: i64) -> EntryMeta {
+        EntryMeta {
+            size: 0,
+            is_dir: true,
+            modified_ms,
+        }
+    }
+
+    fn file(info: &ObjectInfo) -> EntryMeta {
+        EntryMeta {
+            size: info.size,
+            is_dir: false,
+            modified_ms: info.last_modified_ms,
+        }
+    }
+}
+
+impl Metadata for EntryMeta {
+    fn len(&self) -> u64 {
+        self.size
+    }
+    fn is_dir(&self) -> bool {
+        self.is_dir
+    }
+    fn is_file(&self) -> bool {
+        !self.is_dir
+    }
+    fn is_symlink(&self) -> bool {
+        false
+    }
+    fn modified(&self) -> storage::Result<SystemTime> {
+        Ok(UNIX_EPOCH + Duration::from_millis(self.modified_ms.max(0) as u64))
+    }
+    fn gid(&self) -> u32 {
+        0
+    }
+    fn uid(&self) -> u32 {
+        0
+    }
+}
+
+type FtpResult<T> = storage::Result<T>;
+
+fn refused(kind: ErrorKind) -> storage::Error {
+    storage::Error::from(kind)
+}
+
+/// The store's errors as FTP replies: what the client did wrong is a 55x,
+/// what the server failed at a 451 (logged here, where it is handled).
+fn ftp_error(err: StoreError) -> storage::Error {
+    let kind = match &err {
+        StoreError::NoSuchBucket | StoreError::NoSuchKey | StoreError::NoSuchUpload => {
+            ErrorKind::PermanentFileNotAvailable
+        }
+        StoreError::BucketNotEmpty => ErrorKind::PermanentDirectoryNotEmpty,
+        StoreError::BucketAlreadyExists | StoreError::BucketAlreadyOwnedByYou => {
+            ErrorKind::PermanentFileNotAvailable
+        }
+        StoreError::InvalidBucketName(_) | StoreError::InvalidKey(_) => {
+            ErrorKind::FileNameNotAllowedError
+        }
+        StoreError::TooLarge(_) => ErrorKind::ExceededStorageAllocationError,
+        StoreError::PreconditionFailed => ErrorKind::PermanentFileNotAvailable,
+        StoreError::InvalidPart(..)
+        | StoreError::InvalidPartOrder
+        | StoreError::PartTooSmall { .. }
+        | StoreError::InvalidArgument(_) => ErrorKind::PermanentFileNotAvailable,
+        StoreError::Corrupt(_)
+        | StoreError::Pool(_)
+        | StoreError::Db(_)
+        | StoreError::Internal(_) => {
+            tracing::warn!(error = %err, "ftp request failed in the store");
+            ErrorKind::LocalError
+        }
+    };
+    storage::Error::new(kind, err)
+}
+
+fn parse(path: &Path) -> FtpResult<FtpPath> {
+    FtpPath::parse(path).map_err(|_| refused(ErrorKind::FileNameNotAllowedError))
+}
+
+impl StoreFileSystem {
+    /// The container `name` if `user`'s account owns it; another account's
+    /// container is reported as missing, never shown.
+    async fn owned_container(&self, user: &FtpUser, name: &str) -> FtpResult<i64> {
+        match self.store.bucket(name).await {
+            Ok(bucket) if user.principal.reads_account(&bucket.account) => Ok(bucket.created_ms),
+            Ok(_) | Err(StoreError::NoSuchBucket) => {
+                Err(refused(ErrorKind::PermanentDirectoryNotAvailable))
+            }
+            Err(err) => Err(ftp_error(err)),
+        }
+    }
+
+    async fn may_write(&self, user: &FtpUser, container: &str) -> FtpResult<()> {
+        self.owned_container(user, container).await?;
+        let bucket = self.store.bucket(container).await.map_err(ftp_error)?;
+        if user.principal.writes_account(&bucket.account) {
+            Ok(())
+        } else {
+            Err(refused(ErrorKind::PermissionDenied))
+        }
+    }
+
+    /// The object at `container/key`, if there is one.
+    async fn object(&self, container: &str, key: &str) -> FtpResult<Option<ObjectInfo>> {
+        match self.store.head_object(container, key).await {
+            Ok(info) => Ok(Some(info)),
+            Err(StoreError::NoSuchKey) => Ok(None),
+            Err(err) => Err(ftp_error(err)),
+        }
+    }
+
+    /// Whether `prefix` (ending in `/`) is a directory: a marker object or
+    /// any object below it. Returns the marker's time, or now.
+    async fn directory_time(&self, container: &str, prefix: &str) -> FtpResult<Option<i64>> {
+        if let Some(marker) = self.object(container, prefix).await? {
+            return Ok(Some(marker.last_modified_ms));
+        }
+        let page = self
+            .store
+            .list_objects(
+                container,
+                ListQuery {
+                    prefix: prefix.to_owned(),
+                    max_keys: 1,
+                    ..Default::default()
+                },
+            )
+            .await
+            .map_err(ftp_error)?;
+        Ok((!page.entries.is_empty()).then(now_ms))
+    }
+
+    async fn entry_meta(&self, user: &FtpUser, path: &FtpPath) -> FtpResult<EntryMeta> {
+        match path {
+            FtpPath::Root => Ok(EntryMeta::dir(now_ms())),
+            FtpPath::Container(container) => {
+                Ok(EntryMeta::dir(self.owned_container(user, container).await?))
+            }
+            FtpPath::Entry { container, key } => {
+                self.owned_container(user, container).await?;
+                if let Some(info) = self.object(container, key).await? {
+                    return Ok(EntryMeta::file(&info));
+                }
+                match self.directory_time(container, &path.dir_prefix()).await? {
+                    Some(time) => Ok(EntryMeta::dir(time)),
+                    None => Err(refused(ErrorKind::PermanentFileNotAvailable)),
+                }
+            }
+        }
+    }
+
+    /// Every entry of a directory, a page of the store's listing at a time.
+    async fn read_dir(&self, container: &str, prefix: &str) -> FtpResult<Vec<(String, EntryMeta)>> {
+        let mut entries = Vec::new();
+        let mut start_after = None;
+        loop {
+            let page = self
+                .store
+                .list_objects(
+                    container,
+                    ListQuery {
+                        prefix: prefix.to_owned(),
+                        delimiter: Some("/".to_owned()),
+                        start_after: start_after.take(),
+                        max_keys: LIST_PAGE,
+                        ..Default::default()
+                    },
+                )
+                .await
+                .map_err(ftp_error)?;
+            for entry in &page.entries {
+                match entry {
+                    ListEntry::Object(info) => {
+                        let name = &info.key[prefix.len()..];
+                        // The directory's own marker is not one of its entries.
+                        if !name.is_empty() {
+                            entries.push((name.to_owned(), EntryMeta::file(info)));
+                        }
+                    }
+                    ListEntry::CommonPrefix(sub) => {
+                        let name = sub[prefix.len()..].trim_end_matches('/');
+                        if !name.is_empty() {
+                            entries.push((name.to_owned(), EntryMeta::dir(now_ms())));
+                        }
+                    }
+                }
+            }
+            if !page.is_truncated {
+                return Ok(entries);
+            }
+            start_after = page.next_marker;
+        }
+    }
+
+    /// The file path `path` names (container and key), refusing directories
+    /// that cannot be files.
+    fn file_path(path: &Path) -> FtpResult<(String, String)> {
+        match parse(path)? {
+            FtpPath::Entry { container, key } => Ok((container, key)),
+            FtpPath::Root | FtpPath::Container(_) => {
+                Err(refused(ErrorKind::PermanentFileNotAvailable))
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl StorageBackend<FtpUser> for StoreFileSystem {
+    type Metadata = EntryMeta;
+
+    fn name(&self) -> &str {
+        "strata"
+    }
+
+    fn supported_features(&self) -> u32 {
+        FEATURE_RESTART
+    }
+
+    async fn metadata<P: AsRef<Path> + Send + fmt::Debug>(
+        &self,
+        user: &FtpUser,
+        path: P,
+    ) -> FtpResult<EntryMeta> {
+        self.entry_meta(user, &parse(path.as_ref())?).await
+    }
+
+    async fn list<P: AsRef<Path> + Send + fmt::Debug>(
+        &self,
+        user: &FtpUser,
+        path: P,
+    ) -> FtpResult<Vec<Fileinfo<PathBuf, EntryMeta>>> {
+        let path = path.as_ref();
+        let parsed = parse(path)?;
+        let entries = match &parsed {
+            FtpPath::Root => self
+                .store
+                .list_buckets(&user.principal.account)
+                .await
+                .map_err(ftp_error)?
+                .into_iter()
+                .map(|bucket| (bucket.name, EntryMeta::dir(bucket.created_ms)))
+                .collect(),
+            FtpPath::Container(container) | FtpPath::Entry { container, .. } => {
+                if !self.entry_meta(user, &parsed).await?.is_dir {
+                    // LIST of a file lists that file, as ls does.
+                    let meta = self.entry_meta(user, &parsed).await?;
+                    return Ok(vec![Fileinfo {
+                        path: path.to_path_buf(),
+                        metadata: meta,
+                    }]);
+                }
+                self.read_dir(container, &parsed.dir_prefix()).await?
+            }
+        };
+        Ok(entries
+            .into_iter()
+            .map(|(name, metadata)| Fileinfo {
+                path: path.join(name),
+                metadata,
+            })
+            .collect())
+    }
+
+    async fn get<P: AsRef<Path> + Send + fmt::Debug>(
+        &self,
+        user: &FtpUser,
+        path: P,
+        start_pos: u64,
+    ) -> FtpResult<Box<dyn AsyncRead + Send + Sync + Unpin>> {
+        let (container, key) = Self::file_path(path.as_ref())?;
+        self.owned_container(user, &container).await?;
+        let info = self
+            .object(&container, &key)
+            .await?
+            .ok_or_else(|| refused(ErrorKind::PermanentFileNotAvailable))?;
+        if start_pos > info.size {
+            return Err(refused(ErrorKind::PermanentFileNotAvailable));
+        }
+        let pieces = self
+            .store
+            .read(&info, Some(start_pos..info.size))
+            .map_err(io::Error::other);
+        Ok(Box::new(SyncReader(Mutex::new(StreamReader::new(pieces)))))
+    }
+
+    async fn put<P, R>(&self, user: &FtpUser, input: R, path: P, start_pos: u64) -> FtpResult<u64>
+    where
+        P: AsRef<Path> + Send + fmt::Debug,
+        R: AsyncRead + Send + Sync + Unpin + 'static,
+    {
+        let (container, key) = Self::file_path(path.as_ref())?;
+        self.may_write(user, &container).await?;
+        // A resumed upload (REST + STOR) or APPE keeps the first `start_pos`
+        // bytes of the current object and appends the transfer to them; the
+        // result replaces the object only once the transfer has ended well.
+        let kept: strata_store::ObjectReader = if start_pos == 0 {
+            Box::pin(futures::stream::empty())
+        } else {
+            let current = self
+                .object(&container, &key)
+                .await?
+                .ok_or_else(|| refused(ErrorKind::PermanentFileNotAvailable))?;
+            if start_pos > current.size {
+                return Err(refused(ErrorKind::PermanentFileNotAvailable));
+            }
+            self.store.read(&current, Some(0..start_pos))
+        };
+        let kept = kept.map_err(|err| io::Error::other(err.to_string()));
+        let body = kept.chain(ReaderStream::new(input));
+        let options = StageOptions {
+            max_size: self.max_object_size,
+            ..Default::default()
+        };
+        let staged = match self.store.stage(body, &options).await {
+            Ok(staged) => staged,
+            Err(StageError::Store(err)) => return Err(ftp_error(err)),
+            // The client went away or the connection broke: nothing is kept.
+            Err(StageError::Body(err)) => return Err(storage::Error::from(err)),
+        };
+        let written = staged.size.saturating_sub(start_pos);
+        let meta = ObjectMeta {
+            content_type: Some(
+                mime_guess::from_path(&key)
+                    .first_or_octet_stream()
+                    .essence_str()
+                    .to_owned(),
+            ),
+            ..Default::default()
+        };
+        self.store
+            .put_object(
+                &container,
+                &key,
+                staged,
+                meta,
+                None,
+                PutConditions::default(),
+            )
+            .await
+            .map_err(ftp_error)?;
+        Ok(written)
+    }
+
+    async fn del<P: AsRef<Path> + Send + fmt::Debug>(
+        &self,
+        user: &FtpUser,
+        path: P,
+    ) -> FtpResult<()> {
+        let (container, key) = Self::file_path(path.as_ref())?;
+        self.may_write(user, &container).await?;
+        match self.store.delete_object(&container, &key).await {
+            Ok(Some(_)) => Ok(()),
+            Ok(None) => Err(refused(ErrorKind::PermanentFileNotAvailable)),
+            Err(err) => Err(ftp_error(err)),
+        }
+    }
+
+    async fn mkd<P: AsRef<Path> + Send + fmt::Debug>(
+        &self,
+        user: &FtpUser,
+        path: P,
+    ) -> FtpResult<()> {
+        let parsed = parse(path.as_ref())?;
+        match &parsed {
+            FtpPath::Root => Err(refused(ErrorKind::PermanentFileNotAvailable)),
+            FtpPath::Container(container) => {
+                if !user.principal.administers(&user.principal.account) {
+                    return Err(refused(ErrorKind::PermissionDenied));
+                }
+                self.store
+                    .create_bucket(&user.principal.account, container, &self.region)
+                    .await
+                    .map_err(ftp_error)?;
+                Ok(())
+            }
+            FtpPath::Entry { container, key } => {
+                self.may_write(user, container).await?;
+                let prefix = parsed.dir_prefix();
+                if self.object(container, key).await?.is_some()
+                    || self.directory_time(container, &prefix).await?.is_some()
+                {
+                    return Err(refused(ErrorKind::PermanentFileNotAvailable));
+                }
+                let empty = futures::stream::empty::<Result<Bytes, io::Error>>();
+                let staged = self
+                    .store
+                    .stage(empty, &StageOptions::default())
+                    .await
+                    .map_err(|err| match err {
+                        StageError::Store(err) => ftp_error(err),
+                        StageError::Body(err) => storage::Error::from(err),
+                    })?;
+                let meta = ObjectMeta {
+                    content_type: Some(DIRECTORY_MARKER_TYPE.to_owned()),
+                    ..Default::default()
+                };
+                self.store
+                    .put_object(
+                        container,
+                        &prefix,
+                        staged,
+                        meta,
+                        None,
+                        PutConditions::default(),
+                    )
+                    .await
+                    .map_err(ftp_error)?;
+                Ok(())
+            }
+        }
+    }
+
+    async fn rename<P: AsRef<Path> + Send + fmt::Debug>(
+        &self,
+        user: &FtpUser,
+        from: P,
+        to: P,
+    ) -> FtpResult<()> {
+        let (from_container, from_key) = Self::file_path(from.as_ref())?;
+        let (to_container, to_key) = Self::file_path(to.as_ref())?;
+        self.may_write(user, &from_container).await?;
+        self.may_write(user, &to_container).await?;
+        if self.object(&from_container, &from_key).await?.is_none() {
+            // Moving a directory would move every key below it, one by one:
+            // not atomic, so not offered.
+            return Err(
+                match self
+                    .directory_time(&from_container, &format!("{from_key}/"))
+                    .await?
+                {
+                    Some(_) => refused(ErrorKind::CommandNotImplemented),
+                    None => refused(ErrorKind::PermanentFileNotAvailable),
+                },
+            );
+        }
+        self.store
+            .rename_object(&from_container, &from_key, &to_container, &to_key)
+            .await
+            .map_err(ftp_error)?;
+        Ok(())
+    }
+
+    async fn rmd<P: AsRef<Path> + Send + fmt::Debug>(
+        &self,
+        user: &FtpUser,
+        path: P,
+    ) -> FtpResult<()> {
+        let parsed = parse(path.as_ref())?;
+        match &parsed {
+            FtpPath::Root => Err(refused(ErrorKind::PermissionDenied)),
+            FtpPath::Container(container) => {
+                self.owned_container(user, container).await?;
+                if !user.principal.administers(&user.principal.account) {
+                    return Err(refused(ErrorKind::PermissionDenied));
+                }
+                self.store.delete_bucket(container).await.map_err(ftp_error)
+            }
+            FtpPath::Entry { container, .. } => {
+                self.may_write(user, container).await?;
+                let prefix = parsed.dir_prefix();
+                let page = self
+                    .store
+                    .list_objects(
+                        container,
+                        ListQuery {
+                            prefix: prefix.clone(),
+                            max_keys: 2,
+                            ..Default::default()
+                        },
+                    )
+                    .await
+                    .map_err(ftp_error)?;
+                let has_marker = page
+                    .entries
+                    .iter()
+                    .any(|entry| matches!(entry, ListEntry::Object(info) if info.key == prefix));
+                if page.entries.len() > usize::from(has_marker) {
+                    return Err(refused(ErrorKind::PermanentDirectoryNotEmpty));
+                }
+                if !has_marker {
+                    return Err(refused(ErrorKind::PermanentDirectoryNotAvailable));
+                }
+                self.store
+                    .delete_object(container, &prefix)
+                    .await
+                    .map_err(ftp_error)?;
+                Ok(())
+            }
+        }
+    }
+
+    async fn cwd<P: AsRef<Path> + Send + fmt::Debug>(
+        &self,
+        user: &FtpUser,
+        path: P,
+    ) -> FtpResult<()> {
+        match self.entry_meta(user, &parse(path.as_ref())?).await {
+            Ok(meta) if meta.is_dir => Ok(()),
+            Ok(_) | Err(_) => Err(refused(ErrorKind::PermanentDirectoryNotAvailable)),
+        }
+    }
+}
+
+/// libunftp wants a `Sync` reader; the store's stream is only `Send`. A
+/// reader is only ever polled through `&mut`, so `Mutex::get_mut` gives
+/// access without ever locking.
+struct SyncReader<R>(Mutex<R>);
+
+impl<R: AsyncRead + Unpin> AsyncRead for SyncReader<R> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut().0.get_mut() {
+            Ok(reader) => Pin::new(reader).poll_read(cx, buf),
+            Err(_) => Poll::Ready(Err(io::Error::other("reader poisoned"))),
+        }
+    }
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|elapsed| elapsed.as_millis() as i64)
+        .unwrap_or(0)
+}

@@ -1,0 +1,116 @@
+//! FTP logins: `account:user` (or a user name only one account has) with the
+//! user's Swift key, checked against the directory like a token request.
+
+use std::fmt;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use strata_auth::Principal;
+use unftp_core::auth::{
+    AuthenticationError, Authenticator, Credentials, Principal as FtpPrincipal, UserDetail,
+    UserDetailError, UserDetailProvider,
+};
+
+use crate::directory::Directory;
+
+/// A refused password costs this long, so guessing is slow even before the
+/// per-address limit (libunftp's failed-logins policy) blocks the client.
+const REFUSAL_DELAY: Duration = Duration::from_millis(750);
+
+/// The user an FTP session acts as.
+#[derive(Debug, Clone)]
+pub struct FtpUser {
+    pub principal: Principal,
+}
+
+impl fmt::Display for FtpUser {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.principal.account, self.principal.user)
+    }
+}
+
+impl UserDetail for FtpUser {}
+
+/// Checks FTP passwords against the directory's Swift keys.
+#[derive(Clone)]
+pub struct FtpLogin {
+    pub directory: Directory,
+}
+
+impl fmt::Debug for FtpLogin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("FtpLogin")
+    }
+}
+
+impl FtpLogin {
+    /// `account:user`, or `user` when exactly one account has that user.
+    fn resolve(&self, login: &str) -> Option<(String, String)> {
+        if let Some((account, user)) = login.split_once(':') {
+            return Some((account.to_owned(), user.to_owned()));
+        }
+        match self.directory.accounts_with_user(login).as_slice() {
+            [account] => Some((account.clone(), login.to_owned())),
+            _ => None,
+        }
+    }
+}
+
+#[async_trait]
+impl Authenticator for FtpLogin {
+    async fn authenticate(
+        &self,
+        username: &str,
+        creds: &Credentials,
+    ) -> Result<FtpPrincipal, AuthenticationError> {
+        let password = creds.password.as_deref().unwrap_or_default();
+        let checked = self
+            .resolve(username)
+            .ok_or(AuthenticationError::BadUser)
+            .and_then(|(account, user)| {
+                self.directory
+                    .check_swift_key(&account, &user, password)
+                    .map_err(|_| AuthenticationError::BadPassword)
+            });
+        match checked {
+            Ok((principal, _)) => Ok(FtpPrincipal {
+                username: format!("{}:{}", principal.account, principal.user),
+            }),
+            Err(refusal) => {
+                tracing::debug!(username, source = %creds.source_ip, "ftp login refused");
+                tokio::time::sleep(REFUSAL_DELAY).await;
+                Err(refusal)
+            }
+        }
+    }
+
+    fn name(&self) -> &str {
+        "strata"
+    }
+}
+
+#[async_trait]
+impl UserDetailProvider for FtpLogin {
+    type User = FtpUser;
+
+    async fn provide_user_detail(&self, login: &FtpPrincipal) -> Result<FtpUser, UserDetailError> {
+        let not_found = || UserDetailError::UserNotFound {
+            username: login.username.clone(),
+        };
+        let (account, user) = login.username.split_once(':').ok_or_else(not_found)?;
+        let record = self
+            .directory
+            .users(account)
+            .into_iter()
+            .find(|record| record.user == user)
+            .ok_or_else(not_found)?;
+        let role = record.role().ok_or_else(not_found)?;
+        Ok(FtpUser {
+            principal: Principal {
+                account: record.account,
+                user: record.user,
+                role,
+            },
+        })
+    }
+}

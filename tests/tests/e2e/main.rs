@@ -9,8 +9,7 @@
 //! curl against the Swift API, the admin CLI), `swift_auth` (the v1.0 token
 //! endpoint), `raw_http` (curl and raw sockets: authentication and malformed
 //! requests), `crash` (SIGKILL during concurrent writes), `edge` (public reads,
-//! custom domains and the cache, with curl), `ftp` (the FTP door with lftp, curl and
-//! ftplib).
+//! custom domains and the cache, with curl), `ftp` (the FTP door with lftp and curl).
 
 mod aws_s3;
 mod aws_s3api;

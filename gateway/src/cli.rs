@@ -407,8 +407,10 @@ fn print_keys(what: &str, keys: &serde_json::Value) {
 }
 
 fn init_tracing() {
+    // libunftp logs every FTP command at info, with its whole session state
+    // in the span: warnings only, unless STRATA_LOG asks for more.
     let filter = tracing_subscriber::EnvFilter::try_from_env("STRATA_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,libunftp=warn"));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

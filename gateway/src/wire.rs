@@ -65,6 +65,23 @@ pub fn unix_now() -> u64 {
         .map_or(0, |elapsed| elapsed.as_secs())
 }
 
+/// Milliseconds since the Unix epoch (0 if the clock is before it), the unit
+/// of the store's timestamps.
+pub fn unix_now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |elapsed| elapsed.as_millis() as i64)
+}
+
+/// The content type an upload without one gets, guessed from its name as
+/// Swift does (`application/octet-stream` when the name says nothing).
+pub fn content_type_for(key: &str) -> String {
+    mime_guess::from_path(key)
+        .first_or_octet_stream()
+        .essence_str()
+        .to_owned()
+}
+
 pub fn stream_body(
     reader: impl Stream<Item = Result<bytes::Bytes, StoreError>> + Send + 'static,
 ) -> ResponseBody {

@@ -19,6 +19,8 @@ use strata_auth::{
 use strata_store::{CatalogWrite, ChangeKind, Store, StoreError};
 use tokio::sync::broadcast::error::RecvError;
 
+use crate::wire::unix_now_ms as now_ms;
+
 mod manage;
 
 pub use manage::{DirectoryError, NewUserKeys, normalize_host};
@@ -229,6 +231,15 @@ impl Directory {
         }
         let principal = record.principal().ok_or(Refusal::UnknownUser)?;
         Ok((principal, record.token_generation))
+    }
+
+    /// The principal the user `account:user` acts as, if it exists.
+    pub fn principal(&self, account: &str, user: &str) -> Option<Principal> {
+        self.view
+            .read()
+            .users
+            .get(&user_id(account, user))?
+            .principal()
     }
 
     /// The accounts that have a user called `user`: a login name without an
@@ -487,13 +498,6 @@ fn corrupt(err: serde_json::Error) -> StoreError {
 
 fn user_id(account: &str, user: &str) -> String {
     format!("{account}:{user}")
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|elapsed| elapsed.as_millis() as i64)
-        .unwrap_or(0)
 }
 
 #[cfg(test)]

@@ -14,8 +14,8 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
 use strata_store::{
-    ListEntry, ListQuery, ObjectInfo, ObjectMeta, PutConditions, StageError, StageOptions, Store,
-    StoreError,
+    BucketInfo, ListEntry, ListQuery, ObjectInfo, ObjectMeta, PutConditions, StageError,
+    StageOptions, Store, StoreError,
 };
 use tokio::io::{AsyncRead, ReadBuf};
 use tokio_util::io::{ReaderStream, StreamReader};
@@ -23,6 +23,7 @@ use unftp_core::storage::{self, ErrorKind, FEATURE_RESTART, Fileinfo, Metadata, 
 
 use super::login::FtpUser;
 use super::path::FtpPath;
+use crate::wire::{content_type_for, unix_now_ms};
 
 /// Content type of the empty objects that stand for directories made with
 /// MKD (the convention of Swift, s3fs and rclone).
@@ -138,11 +139,11 @@ fn parse(path: &Path) -> FtpResult<FtpPath> {
 }
 
 impl StoreFileSystem {
-    /// The container `name` if `user`'s account owns it; another account's
+    /// The container `name` if `user` may read it; another account's
     /// container is reported as missing, never shown.
-    async fn owned_container(&self, user: &FtpUser, name: &str) -> FtpResult<i64> {
+    async fn readable_container(&self, user: &FtpUser, name: &str) -> FtpResult<BucketInfo> {
         match self.store.bucket(name).await {
-            Ok(bucket) if user.principal.reads_account(&bucket.account) => Ok(bucket.created_ms),
+            Ok(bucket) if user.principal.reads_account(&bucket.account) => Ok(bucket),
             Ok(_) | Err(StoreError::NoSuchBucket) => {
                 Err(refused(ErrorKind::PermanentDirectoryNotAvailable))
             }
@@ -151,13 +152,65 @@ impl StoreFileSystem {
     }
 
     async fn may_write(&self, user: &FtpUser, container: &str) -> FtpResult<()> {
-        self.owned_container(user, container).await?;
-        let bucket = self.store.bucket(container).await.map_err(ftp_error)?;
+        let bucket = self.readable_container(user, container).await?;
         if user.principal.writes_account(&bucket.account) {
             Ok(())
         } else {
             Err(refused(ErrorKind::PermissionDenied))
         }
+    }
+
+    /// Up to `limit` keys starting with `prefix`, without rolling them up.
+    async fn keys_under(
+        &self,
+        container: &str,
+        prefix: &str,
+        limit: usize,
+    ) -> FtpResult<Vec<ListEntry>> {
+        let page = self
+            .store
+            .list_objects(
+                container,
+                ListQuery {
+                    prefix: prefix.to_owned(),
+                    max_keys: limit,
+                    ..Default::default()
+                },
+            )
+            .await
+            .map_err(ftp_error)?;
+        Ok(page.entries)
+    }
+
+    /// Streams `body` into the pool and makes it `container/key` once it has
+    /// ended well; a body that fails leaves nothing. Returns the size.
+    async fn commit(
+        &self,
+        container: &str,
+        key: &str,
+        body: impl futures::Stream<Item = io::Result<Bytes>>,
+        content_type: String,
+    ) -> FtpResult<u64> {
+        let options = StageOptions {
+            max_size: self.max_object_size,
+            ..Default::default()
+        };
+        let staged = match self.store.stage(body, &options).await {
+            Ok(staged) => staged,
+            Err(StageError::Store(err)) => return Err(ftp_error(err)),
+            // The client went away or the connection broke.
+            Err(StageError::Body(err)) => return Err(storage::Error::from(err)),
+        };
+        let size = staged.size;
+        let meta = ObjectMeta {
+            content_type: Some(content_type),
+            ..Default::default()
+        };
+        self.store
+            .put_object(container, key, staged, meta, None, PutConditions::default())
+            .await
+            .map_err(ftp_error)?;
+        Ok(size)
     }
 
     /// The object at `container/key`, if there is one.
@@ -175,29 +228,18 @@ impl StoreFileSystem {
         if let Some(marker) = self.object(container, prefix).await? {
             return Ok(Some(marker.last_modified_ms));
         }
-        let page = self
-            .store
-            .list_objects(
-                container,
-                ListQuery {
-                    prefix: prefix.to_owned(),
-                    max_keys: 1,
-                    ..Default::default()
-                },
-            )
-            .await
-            .map_err(ftp_error)?;
-        Ok((!page.entries.is_empty()).then(now_ms))
+        let below = self.keys_under(container, prefix, 1).await?;
+        Ok((!below.is_empty()).then(unix_now_ms))
     }
 
     async fn entry_meta(&self, user: &FtpUser, path: &FtpPath) -> FtpResult<EntryMeta> {
         match path {
-            FtpPath::Root => Ok(EntryMeta::dir(now_ms())),
-            FtpPath::Container(container) => {
-                Ok(EntryMeta::dir(self.owned_container(user, container).await?))
-            }
+            FtpPath::Root => Ok(EntryMeta::dir(unix_now_ms())),
+            FtpPath::Container(container) => Ok(EntryMeta::dir(
+                self.readable_container(user, container).await?.created_ms,
+            )),
             FtpPath::Entry { container, key } => {
-                self.owned_container(user, container).await?;
+                self.readable_container(user, container).await?;
                 if let Some(info) = self.object(container, key).await? {
                     return Ok(EntryMeta::file(&info));
                 }
@@ -213,6 +255,8 @@ impl StoreFileSystem {
     async fn read_dir(&self, container: &str, prefix: &str) -> FtpResult<Vec<(String, EntryMeta)>> {
         let mut entries = Vec::new();
         let mut start_after = None;
+        // Pseudo-directories have no time of their own.
+        let listed_at = unix_now_ms();
         loop {
             let page = self
                 .store
@@ -240,7 +284,7 @@ impl StoreFileSystem {
                     ListEntry::CommonPrefix(sub) => {
                         let name = sub[prefix.len()..].trim_end_matches('/');
                         if !name.is_empty() {
-                            entries.push((name.to_owned(), EntryMeta::dir(now_ms())));
+                            entries.push((name.to_owned(), EntryMeta::dir(listed_at)));
                         }
                     }
                 }
@@ -301,9 +345,9 @@ impl StorageBackend<FtpUser> for StoreFileSystem {
                 .map(|bucket| (bucket.name, EntryMeta::dir(bucket.created_ms)))
                 .collect(),
             FtpPath::Container(container) | FtpPath::Entry { container, .. } => {
-                if !self.entry_meta(user, &parsed).await?.is_dir {
+                let meta = self.entry_meta(user, &parsed).await?;
+                if !meta.is_dir {
                     // LIST of a file lists that file, as ls does.
-                    let meta = self.entry_meta(user, &parsed).await?;
                     return Ok(vec![Fileinfo {
                         path: path.to_path_buf(),
                         metadata: meta,
@@ -328,7 +372,7 @@ impl StorageBackend<FtpUser> for StoreFileSystem {
         start_pos: u64,
     ) -> FtpResult<Box<dyn AsyncRead + Send + Sync + Unpin>> {
         let (container, key) = Self::file_path(path.as_ref())?;
-        self.owned_container(user, &container).await?;
+        self.readable_container(user, &container).await?;
         let info = self
             .object(&container, &key)
             .await?
@@ -365,40 +409,12 @@ impl StorageBackend<FtpUser> for StoreFileSystem {
             }
             self.store.read(&current, Some(0..start_pos))
         };
-        let kept = kept.map_err(|err| io::Error::other(err.to_string()));
+        let kept = kept.map_err(io::Error::other);
         let body = kept.chain(ReaderStream::new(input));
-        let options = StageOptions {
-            max_size: self.max_object_size,
-            ..Default::default()
-        };
-        let staged = match self.store.stage(body, &options).await {
-            Ok(staged) => staged,
-            Err(StageError::Store(err)) => return Err(ftp_error(err)),
-            // The client went away or the connection broke: nothing is kept.
-            Err(StageError::Body(err)) => return Err(storage::Error::from(err)),
-        };
-        let written = staged.size.saturating_sub(start_pos);
-        let meta = ObjectMeta {
-            content_type: Some(
-                mime_guess::from_path(&key)
-                    .first_or_octet_stream()
-                    .essence_str()
-                    .to_owned(),
-            ),
-            ..Default::default()
-        };
-        self.store
-            .put_object(
-                &container,
-                &key,
-                staged,
-                meta,
-                None,
-                PutConditions::default(),
-            )
-            .await
-            .map_err(ftp_error)?;
-        Ok(written)
+        let size = self
+            .commit(&container, &key, body, content_type_for(&key))
+            .await?;
+        Ok(size.saturating_sub(start_pos))
     }
 
     async fn del<P: AsRef<Path> + Send + fmt::Debug>(
@@ -441,30 +457,9 @@ impl StorageBackend<FtpUser> for StoreFileSystem {
                 {
                     return Err(refused(ErrorKind::PermanentFileNotAvailable));
                 }
-                let empty = futures::stream::empty::<Result<Bytes, io::Error>>();
-                let staged = self
-                    .store
-                    .stage(empty, &StageOptions::default())
-                    .await
-                    .map_err(|err| match err {
-                        StageError::Store(err) => ftp_error(err),
-                        StageError::Body(err) => storage::Error::from(err),
-                    })?;
-                let meta = ObjectMeta {
-                    content_type: Some(DIRECTORY_MARKER_TYPE.to_owned()),
-                    ..Default::default()
-                };
-                self.store
-                    .put_object(
-                        container,
-                        &prefix,
-                        staged,
-                        meta,
-                        None,
-                        PutConditions::default(),
-                    )
-                    .await
-                    .map_err(ftp_error)?;
+                let empty = futures::stream::empty::<io::Result<Bytes>>();
+                self.commit(container, &prefix, empty, DIRECTORY_MARKER_TYPE.to_owned())
+                    .await?;
                 Ok(())
             }
         }
@@ -509,7 +504,7 @@ impl StorageBackend<FtpUser> for StoreFileSystem {
         match &parsed {
             FtpPath::Root => Err(refused(ErrorKind::PermissionDenied)),
             FtpPath::Container(container) => {
-                self.owned_container(user, container).await?;
+                self.readable_container(user, container).await?;
                 if !user.principal.administers(&user.principal.account) {
                     return Err(refused(ErrorKind::PermissionDenied));
                 }
@@ -518,23 +513,11 @@ impl StorageBackend<FtpUser> for StoreFileSystem {
             FtpPath::Entry { container, .. } => {
                 self.may_write(user, container).await?;
                 let prefix = parsed.dir_prefix();
-                let page = self
-                    .store
-                    .list_objects(
-                        container,
-                        ListQuery {
-                            prefix: prefix.clone(),
-                            max_keys: 2,
-                            ..Default::default()
-                        },
-                    )
-                    .await
-                    .map_err(ftp_error)?;
-                let has_marker = page
-                    .entries
+                let below = self.keys_under(container, &prefix, 2).await?;
+                let has_marker = below
                     .iter()
                     .any(|entry| matches!(entry, ListEntry::Object(info) if info.key == prefix));
-                if page.entries.len() > usize::from(has_marker) {
+                if below.len() > usize::from(has_marker) {
                     return Err(refused(ErrorKind::PermanentDirectoryNotEmpty));
                 }
                 if !has_marker {
@@ -577,11 +560,4 @@ impl<R: AsyncRead + Unpin> AsyncRead for SyncReader<R> {
             Err(_) => Poll::Ready(Err(io::Error::other("reader poisoned"))),
         }
     }
-}
-
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|elapsed| elapsed.as_millis() as i64)
-        .unwrap_or(0)
 }

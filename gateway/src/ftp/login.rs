@@ -94,23 +94,13 @@ impl UserDetailProvider for FtpLogin {
     type User = FtpUser;
 
     async fn provide_user_detail(&self, login: &FtpPrincipal) -> Result<FtpUser, UserDetailError> {
-        let not_found = || UserDetailError::UserNotFound {
-            username: login.username.clone(),
-        };
-        let (account, user) = login.username.split_once(':').ok_or_else(not_found)?;
-        let record = self
-            .directory
-            .users(account)
-            .into_iter()
-            .find(|record| record.user == user)
-            .ok_or_else(not_found)?;
-        let role = record.role().ok_or_else(not_found)?;
-        Ok(FtpUser {
-            principal: Principal {
-                account: record.account,
-                user: record.user,
-                role,
-            },
-        })
+        let principal = login
+            .username
+            .split_once(':')
+            .and_then(|(account, user)| self.directory.principal(account, user))
+            .ok_or_else(|| UserDetailError::UserNotFound {
+                username: login.username.clone(),
+            })?;
+        Ok(FtpUser { principal })
     }
 }

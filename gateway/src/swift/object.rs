@@ -13,8 +13,8 @@ use super::meta::{MetaKind, apply_changes, meta_changes};
 use super::{SwiftDoor, SwiftRequest, put_header, swift_timestamp};
 use crate::edge::Dialect;
 use crate::wire::{
-    ConditionOutcome, REPRESENTATION_HEADERS, RangeError, Response, byte_range, empty_response,
-    evaluate_conditions, full_body, http_date, stream_body,
+    ConditionOutcome, REPRESENTATION_HEADERS, RangeError, Response, byte_range, content_type_for,
+    empty_response, evaluate_conditions, full_body, http_date, stream_body,
 };
 
 impl SwiftDoor {
@@ -367,8 +367,7 @@ fn object_meta(
         meta.content_type = Some(content_type.to_owned());
     }
     if meta.content_type.is_none() {
-        let guessed = mime_guess::from_path(key).first_or_octet_stream();
-        meta.content_type = Some(guessed.essence_str().to_owned());
+        meta.content_type = Some(content_type_for(key));
     }
     for name in REPRESENTATION_HEADERS {
         if let Some(value) = request.header(name) {

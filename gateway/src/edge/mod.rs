@@ -669,41 +669,43 @@ impl EdgeCache {
             "# TYPE strata_cache_ssd_hits_total counter\nstrata_cache_ssd_hits_total {}\n",
             m.ssd_hits.load(Ordering::Relaxed)
         ));
-        out.push_str(&format!(
-            "# TYPE strata_cache_bytes gauge\nstrata_cache_bytes{{zone=\"ram\"}} {}\n",
-            self.objects.weighted_size()
-        ));
-        for (n, zone) in self.zones.iter().enumerate() {
-            out.push_str(&format!(
-                "strata_cache_bytes{{zone=\"ssd{n}\"}} {}\n",
-                zone.bytes()
-            ));
-        }
-        out.push_str(&format!(
-            "# TYPE strata_cache_evictions_total counter\nstrata_cache_evictions_total{{zone=\"ram\"}} {}\n",
-            m.ram_evictions.load(Ordering::Relaxed)
-        ));
-        for (n, zone) in self.zones.iter().enumerate() {
-            out.push_str(&format!(
-                "strata_cache_evictions_total{{zone=\"ssd{n}\"}} {}\n",
-                zone.evictions.load(Ordering::Relaxed)
-            ));
-        }
-        // Per SSD zone: copies read back and their bytes (what the RAM zone
-        // then serves is in strata_cache_bytes_served_total).
-        out.push_str("# TYPE strata_cache_zone_reads_total counter\n");
-        for (n, zone) in self.zones.iter().enumerate() {
-            out.push_str(&format!(
-                "strata_cache_zone_reads_total{{zone=\"ssd{n}\"}} {}\n",
+        // Families with one sample per zone: the RAM zone's (if it has one)
+        // and one per SSD zone.
+        type PerZone = fn(&SsdZone) -> u64;
+        let load = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
+        let families: [(&str, &str, Option<u64>, PerZone); 4] = [
+            (
+                "strata_cache_bytes",
+                "gauge",
+                Some(self.objects.weighted_size()),
+                |zone| zone.bytes(),
+            ),
+            (
+                "strata_cache_evictions_total",
+                "counter",
+                Some(load(&m.ram_evictions)),
+                |zone| zone.evictions.load(Ordering::Relaxed),
+            ),
+            // Copies read back from each SSD zone and their bytes (what the
+            // RAM zone then serves is in strata_cache_bytes_served_total).
+            ("strata_cache_zone_reads_total", "counter", None, |zone| {
                 zone.reads.load(Ordering::Relaxed)
-            ));
-        }
-        out.push_str("# TYPE strata_cache_zone_bytes_read_total counter\n");
-        for (n, zone) in self.zones.iter().enumerate() {
-            out.push_str(&format!(
-                "strata_cache_zone_bytes_read_total{{zone=\"ssd{n}\"}} {}\n",
-                zone.bytes_read.load(Ordering::Relaxed)
-            ));
+            }),
+            (
+                "strata_cache_zone_bytes_read_total",
+                "counter",
+                None,
+                |zone| zone.bytes_read.load(Ordering::Relaxed),
+            ),
+        ];
+        for (name, kind, ram, per_zone) in families {
+            out.push_str(&format!("# TYPE {name} {kind}\n"));
+            if let Some(ram) = ram {
+                out.push_str(&format!("{name}{{zone=\"ram\"}} {ram}\n"));
+            }
+            for (n, zone) in self.zones.iter().enumerate() {
+                out.push_str(&format!("{name}{{zone=\"ssd{n}\"}} {}\n", per_zone(zone)));
+            }
         }
         out
     }

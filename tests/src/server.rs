@@ -505,6 +505,33 @@ impl Server {
         self.lftp(login, password, script)?.expect_success()
     }
 
+    /// A Swift request as `who`, with a token from `/auth/v1.0` (`path`
+    /// starts with `/v1/AUTH_…`).
+    pub fn swift_as(
+        &self,
+        who: &SwiftUser,
+        method: &str,
+        path: &str,
+        body: Option<&[u8]>,
+        headers: &[(&str, &str)],
+    ) -> Result<HttpResponse> {
+        let (token, _) = self.swift_token(who)?;
+        let mut all = vec![("X-Auth-Token", token.as_str())];
+        all.extend_from_slice(headers);
+        self.http(method, path, Signing::Anonymous, body, &all)
+    }
+
+    /// [`Server::swift_as`] the root user `admin:admin`.
+    pub fn swift_as_root(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&[u8]>,
+        headers: &[(&str, &str)],
+    ) -> Result<HttpResponse> {
+        self.swift_as(&SwiftUser::root(), method, path, body, headers)
+    }
+
     /// `curl <args>` with the client environment; does not check the exit
     /// status. Most tests want [`Server::http`] instead.
     pub fn curl(&self, args: &[&str]) -> Result<ToolOutput> {

@@ -3,21 +3,7 @@
 //! misses) and purges that make writes visible at once on this gateway.
 
 use anyhow::{Context, Result, ensure};
-use strata_tests::{HttpResponse, Server, Signing, SwiftUser, unique_bucket};
-
-/// A request with the root user's token.
-fn as_root(
-    server: &Server,
-    method: &str,
-    path: &str,
-    body: Option<&[u8]>,
-    headers: &[(&str, &str)],
-) -> Result<HttpResponse> {
-    let (token, _) = server.swift_token(&SwiftUser::root())?;
-    let mut all = vec![("X-Auth-Token", token.as_str())];
-    all.extend_from_slice(headers);
-    server.http(method, path, Signing::Anonymous, body, &all)
-}
+use strata_tests::{HttpResponse, Server, Signing, unique_bucket};
 
 fn anonymous(server: &Server, path: &str, headers: &[(&str, &str)]) -> Result<HttpResponse> {
     server.http("GET", path, Signing::Anonymous, None, headers)
@@ -39,15 +25,17 @@ fn metric(server: &Server, name: &str) -> Result<u64> {
 fn public_container(server: &Server, object: &str, body: &[u8]) -> Result<String> {
     let container = unique_bucket("public");
     let path = format!("/v1/AUTH_admin/{container}");
-    as_root(
-        server,
-        "PUT",
-        &path,
-        None,
-        &[("X-Container-Read", ".r:*,.rlistings")],
-    )?
-    .expect_status(201)?;
-    as_root(server, "PUT", &format!("{path}/{object}"), Some(body), &[])?.expect_status(201)?;
+    server
+        .swift_as_root(
+            "PUT",
+            &path,
+            None,
+            &[("X-Container-Read", ".r:*,.rlistings")],
+        )?
+        .expect_status(201)?;
+    server
+        .swift_as_root("PUT", &format!("{path}/{object}"), Some(body), &[])?
+        .expect_status(201)?;
     Ok(container)
 }
 
@@ -83,41 +71,42 @@ fn cache_hits_revalidates_and_purges_on_writes() -> Result<()> {
     anonymous(&server, &url, &[("Range", "bytes=garbage")])?.expect_status(200)?;
 
     // An overwrite is visible at once; so is a delete.
-    as_root(&server, "PUT", &url, Some(b"GIF89a-two"), &[])?.expect_status(201)?;
+    server
+        .swift_as_root("PUT", &url, Some(b"GIF89a-two"), &[])?
+        .expect_status(201)?;
     let fresh = anonymous(&server, &url, &[])?;
     ensure!(
         fresh.body == b"GIF89a-two",
         "stale bytes after an overwrite: {fresh}"
     );
     ensure!(anonymous(&server, &url, &[])?.header("x-cache") == Some("HIT"));
-    as_root(&server, "DELETE", &url, None, &[])?.expect_status(204)?;
+    server
+        .swift_as_root("DELETE", &url, None, &[])?
+        .expect_status(204)?;
     anonymous(&server, &url, &[])?.expect_status(404)?;
 
     // Making the container private takes effect at once, cache included.
-    as_root(&server, "PUT", &url, Some(b"GIF89a-three"), &[])?.expect_status(201)?;
+    server
+        .swift_as_root("PUT", &url, Some(b"GIF89a-three"), &[])?
+        .expect_status(201)?;
     anonymous(&server, &url, &[])?.expect_status(200)?;
     ensure!(anonymous(&server, &url, &[])?.header("x-cache") == Some("HIT"));
-    as_root(
-        &server,
-        "POST",
-        &format!("/v1/AUTH_admin/{container}"),
-        None,
-        &[("X-Remove-Container-Read", "x")],
-    )?
-    .expect_status(204)?;
+    server
+        .swift_as_root(
+            "POST",
+            &format!("/v1/AUTH_admin/{container}"),
+            None,
+            &[("X-Remove-Container-Read", "x")],
+        )?
+        .expect_status(204)?;
     anonymous(&server, &url, &[])?.expect_status(401)?;
 
     // Objects that say no-store are never kept.
     let container = public_container(&server, "live.json", b"{}")?;
     let live = format!("/v1/AUTH_admin/{container}/live.json");
-    as_root(
-        &server,
-        "POST",
-        &live,
-        None,
-        &[("Cache-Control", "no-store")],
-    )?
-    .expect_status(202)?;
+    server
+        .swift_as_root("POST", &live, None, &[("Cache-Control", "no-store")])?
+        .expect_status(202)?;
     for _ in 0..2 {
         let response = anonymous(&server, &live, &[])?;
         response.expect_status(200)?;
@@ -171,22 +160,17 @@ fn custom_domains_map_hosts_to_containers() -> Result<()> {
     let server = Server::start()?;
     let container = public_container(&server, "logo.gif", b"GIF89a")?;
     let private = unique_bucket("private");
-    as_root(
-        &server,
-        "PUT",
-        &format!("/v1/AUTH_admin/{private}"),
-        None,
-        &[],
-    )?
-    .expect_status(201)?;
-    as_root(
-        &server,
-        "PUT",
-        &format!("/v1/AUTH_admin/{private}/secret"),
-        Some(b"s"),
-        &[],
-    )?
-    .expect_status(201)?;
+    server
+        .swift_as_root("PUT", &format!("/v1/AUTH_admin/{private}"), None, &[])?
+        .expect_status(201)?;
+    server
+        .swift_as_root(
+            "PUT",
+            &format!("/v1/AUTH_admin/{private}/secret"),
+            Some(b"s"),
+            &[],
+        )?
+        .expect_status(201)?;
 
     server.strata_ok(&[
         "domain",
@@ -270,14 +254,9 @@ fn stale_entries_revalidate_and_max_age_wins() -> Result<()> {
     );
 
     // max-age in the object's Cache-Control outlives the default TTL.
-    as_root(
-        &server,
-        "POST",
-        &url,
-        None,
-        &[("Cache-Control", "max-age=3600")],
-    )?
-    .expect_status(202)?;
+    server
+        .swift_as_root("POST", &url, None, &[("Cache-Control", "max-age=3600")])?
+        .expect_status(202)?;
     ensure!(anonymous(&server, &url, &[])?.header("x-cache") == Some("MISS"));
     std::thread::sleep(std::time::Duration::from_millis(1200));
     let cached = anonymous(&server, &url, &[])?;
@@ -311,14 +290,9 @@ fn public_listings_are_cached_and_purged_by_any_change() -> Result<()> {
         );
     }
     // A new object under a/b/ shows in every listing at once.
-    as_root(
-        &server,
-        "PUT",
-        &format!("{base}/a/b/d.txt"),
-        Some(b"d"),
-        &[],
-    )?
-    .expect_status(201)?;
+    server
+        .swift_as_root("PUT", &format!("{base}/a/b/d.txt"), Some(b"d"), &[])?
+        .expect_status(201)?;
     let deep = anonymous(&server, &format!("{base}?prefix=a/b/&delimiter=/"), &[])?;
     ensure!(deep.body_text() == "a/b/c.txt\na/b/d.txt\n", "{deep}");
     let json = anonymous(&server, &format!("{base}?format=json"), &[])?;
@@ -328,18 +302,15 @@ fn public_listings_are_cached_and_purged_by_any_change() -> Result<()> {
         "{json}"
     );
     // A delete takes it out again.
-    as_root(&server, "DELETE", &format!("{base}/a/b/c.txt"), None, &[])?.expect_status(204)?;
+    server
+        .swift_as_root("DELETE", &format!("{base}/a/b/c.txt"), None, &[])?
+        .expect_status(204)?;
     let plain = anonymous(&server, &base, &[])?;
     ensure!(plain.body_text() == "a/b/d.txt\n", "{plain}");
     // Without .rlistings, no listing, cached or not.
-    as_root(
-        &server,
-        "POST",
-        &base,
-        None,
-        &[("X-Container-Read", ".r:*")],
-    )?
-    .expect_status(204)?;
+    server
+        .swift_as_root("POST", &base, None, &[("X-Container-Read", ".r:*")])?
+        .expect_status(204)?;
     anonymous(&server, &base, &[])?.expect_status(401)?;
     Ok(())
 }
@@ -579,7 +550,9 @@ fn ssd_zone_survives_restarts_and_drops_damaged_files() -> Result<()> {
 
     // An overwrite purges the zone's copy.
     let new = vec![7u8; 150_000];
-    as_root(&server, "PUT", &big_url, Some(&new), &[])?.expect_status(201)?;
+    server
+        .swift_as_root("PUT", &big_url, Some(&new), &[])?
+        .expect_status(201)?;
     let fresh = anonymous(&server, &big_url, &[])?;
     ensure!(fresh.body == new, "old bytes after an overwrite");
     Ok(())
@@ -590,21 +563,21 @@ fn cors_preflights_and_headers_for_allowed_origins_only() -> Result<()> {
     let server = Server::start()?;
     let container = public_container(&server, "app.js", b"console.log(1)")?;
     let object = format!("/v1/AUTH_admin/{container}/app.js");
-    as_root(
-        &server,
-        "POST",
-        &format!("/v1/AUTH_admin/{container}"),
-        None,
-        &[
-            (
-                "X-Container-Meta-Access-Control-Allow-Origin",
-                "https://app.example",
-            ),
-            ("X-Container-Meta-Access-Control-Max-Age", "600"),
-            ("X-Container-Meta-Access-Control-Expose-Headers", "etag"),
-        ],
-    )?
-    .expect_status(204)?;
+    server
+        .swift_as_root(
+            "POST",
+            &format!("/v1/AUTH_admin/{container}"),
+            None,
+            &[
+                (
+                    "X-Container-Meta-Access-Control-Allow-Origin",
+                    "https://app.example",
+                ),
+                ("X-Container-Meta-Access-Control-Max-Age", "600"),
+                ("X-Container-Meta-Access-Control-Expose-Headers", "etag"),
+            ],
+        )?
+        .expect_status(204)?;
     let preflight = |path: &str, origin: &str, method: &str| {
         server.http(
             "OPTIONS",
@@ -740,27 +713,22 @@ fn staticweb_serves_indexes_listings_and_error_pages() -> Result<()> {
             .replace(' ', "%20")
             .replace('<', "%3C")
             .replace('>', "%3E");
-        as_root(
-            &server,
-            "PUT",
-            &format!("{base}/{encoded}"),
-            Some(body),
-            &[],
-        )?
-        .expect_status(201)?;
+        server
+            .swift_as_root("PUT", &format!("{base}/{encoded}"), Some(body), &[])?
+            .expect_status(201)?;
     }
-    as_root(
-        &server,
-        "POST",
-        &base,
-        None,
-        &[
-            ("X-Container-Meta-Web-Index", "index.html"),
-            ("X-Container-Meta-Web-Error", "error.html"),
-            ("X-Container-Meta-Web-Listings", "true"),
-        ],
-    )?
-    .expect_status(204)?;
+    server
+        .swift_as_root(
+            "POST",
+            &base,
+            None,
+            &[
+                ("X-Container-Meta-Web-Index", "index.html"),
+                ("X-Container-Meta-Web-Error", "error.html"),
+                ("X-Container-Meta-Web-Listings", "true"),
+            ],
+        )?
+        .expect_status(204)?;
     for path in [base.clone(), format!("{base}/")] {
         let home = anonymous(&server, &path, &[])?;
         ensure!(
@@ -807,7 +775,7 @@ fn staticweb_serves_indexes_listings_and_error_pages() -> Result<()> {
     ensure!(sub.body == b"<h1>docs</h1>", "{sub}");
 
     // The owner still gets the API's answers, not the site.
-    let api = as_root(&server, "GET", &base, None, &[])?;
+    let api = server.swift_as_root("GET", &base, None, &[])?;
     ensure!(api.body_text().contains("404error.html\n"), "{api}");
     Ok(())
 }

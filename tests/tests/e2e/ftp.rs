@@ -3,23 +3,8 @@
 
 use std::fs;
 
-use anyhow::{Context, Result, ensure};
-use strata_tests::{
-    HttpResponse, ROOT_SECRET_KEY, Server, Signing, SwiftUser, random_bytes, unique_bucket,
-};
-
-/// A Swift request with the root user's token.
-fn as_root(
-    server: &Server,
-    method: &str,
-    path: &str,
-    headers: &[(&str, &str)],
-) -> Result<HttpResponse> {
-    let (token, _) = server.swift_token(&SwiftUser::root())?;
-    let mut all = vec![("X-Auth-Token", token.as_str())];
-    all.extend_from_slice(headers);
-    server.http(method, path, Signing::Anonymous, None, &all)
-}
+use anyhow::{Result, ensure};
+use strata_tests::{ROOT_SECRET_KEY, Server, Signing, SwiftUser, random_bytes, unique_bucket};
 
 /// `ftp://HOST:PORT/path` with the root user's unique name `admin` and the
 /// password percent-encoded, for curl.
@@ -75,10 +60,10 @@ fn lftp_uploads_lists_resumes_renames_and_deletes() -> Result<()> {
     ensure!(listing.contains("docs/"), "MKD made a directory: {listing}");
 
     // The same bytes through Swift and S3; the rename left one name only.
-    let swift = as_root(
-        &server,
+    let swift = server.swift_as_root(
         "GET",
         &format!("/v1/AUTH_admin/{container}/docs/big.bin"),
+        None,
         &[],
     )?;
     swift.expect_status(200)?;
@@ -92,20 +77,22 @@ fn lftp_uploads_lists_resumes_renames_and_deletes() -> Result<()> {
     )?;
     s3.expect_status(200)?;
     ensure!(s3.body == b"hello from ftp\n", "{s3}");
-    as_root(
-        &server,
-        "HEAD",
-        &format!("/v1/AUTH_admin/{container}/note.txt.filepart"),
-        &[],
-    )?
-    .expect_status(404)?;
-    as_root(
-        &server,
-        "HEAD",
-        &format!("/v1/AUTH_admin/{container}/docs/"),
-        &[],
-    )?
-    .expect_status(200)?;
+    server
+        .swift_as_root(
+            "HEAD",
+            &format!("/v1/AUTH_admin/{container}/note.txt.filepart"),
+            None,
+            &[],
+        )?
+        .expect_status(404)?;
+    server
+        .swift_as_root(
+            "HEAD",
+            &format!("/v1/AUTH_admin/{container}/docs/"),
+            None,
+            &[],
+        )?
+        .expect_status(200)?;
 
     // A download cut short resumes where it stopped (REST + RETR).
     fs::write(work.join("resumed.bin"), &big[..2_500_000])?;
@@ -134,7 +121,9 @@ fn lftp_uploads_lists_resumes_renames_and_deletes() -> Result<()> {
         &root.key,
         &format!("cd /{container}; rm docs/big.bin note.txt; rmdir docs; cd /; rmdir {container}"),
     )?;
-    as_root(&server, "HEAD", &format!("/v1/AUTH_admin/{container}"), &[])?.expect_status(404)?;
+    server
+        .swift_as_root("HEAD", &format!("/v1/AUTH_admin/{container}"), None, &[])?
+        .expect_status(404)?;
     Ok(())
 }
 
@@ -142,7 +131,9 @@ fn lftp_uploads_lists_resumes_renames_and_deletes() -> Result<()> {
 fn curl_uploads_appends_renames_and_reads_sizes_and_times() -> Result<()> {
     let server = Server::start()?;
     let container = unique_bucket("curlftp");
-    as_root(&server, "PUT", &format!("/v1/AUTH_admin/{container}"), &[])?.expect_status(201)?;
+    server
+        .swift_as_root("PUT", &format!("/v1/AUTH_admin/{container}"), None, &[])?
+        .expect_status(201)?;
     let work = server.work_dir("curlftp")?;
     let body = random_bytes(1_500_000);
     fs::write(work.join("upload.bin"), &body)?;
@@ -224,17 +215,18 @@ fn curl_uploads_appends_renames_and_reads_sizes_and_times() -> Result<()> {
             &curl_url(&server, "/"),
         ])?
         .expect_success()?;
-    as_root(
-        &server,
-        "HEAD",
-        &format!("/v1/AUTH_admin/{container}/in/a.bin"),
-        &[],
-    )?
-    .expect_status(404)?;
-    let moved = as_root(
-        &server,
+    server
+        .swift_as_root(
+            "HEAD",
+            &format!("/v1/AUTH_admin/{container}/in/a.bin"),
+            None,
+            &[],
+        )?
+        .expect_status(404)?;
+    let moved = server.swift_as_root(
         "GET",
         &format!("/v1/AUTH_admin/{container}/b.bin"),
+        None,
         &[],
     )?;
     ensure!(moved.status == 200 && moved.body == appended, "{moved}");
@@ -246,13 +238,14 @@ fn curl_uploads_appends_renames_and_reads_sizes_and_times() -> Result<()> {
             &curl_url(&server, "/"),
         ])?
         .expect_success()?;
-    as_root(
-        &server,
-        "HEAD",
-        &format!("/v1/AUTH_admin/{container}/b.bin"),
-        &[],
-    )?
-    .expect_status(404)?;
+    server
+        .swift_as_root(
+            "HEAD",
+            &format!("/v1/AUTH_admin/{container}/b.bin"),
+            None,
+            &[],
+        )?
+        .expect_status(404)?;
     let missing = server.curl(&["-sS", &curl_url(&server, &format!("/{container}/b.bin"))])?;
     ensure!(
         !missing.success(),
@@ -266,13 +259,14 @@ fn ftp_writes_purge_the_public_edge() -> Result<()> {
     let server = Server::start()?;
     let root = SwiftUser::root();
     let container = unique_bucket("ftpedge");
-    as_root(
-        &server,
-        "PUT",
-        &format!("/v1/AUTH_admin/{container}"),
-        &[("X-Container-Read", ".r:*,.rlistings")],
-    )?
-    .expect_status(201)?;
+    server
+        .swift_as_root(
+            "PUT",
+            &format!("/v1/AUTH_admin/{container}"),
+            None,
+            &[("X-Container-Read", ".r:*,.rlistings")],
+        )?
+        .expect_status(201)?;
     let work = server.work_dir("ftpedge")?;
     let local = work.display();
     fs::write(work.join("logo.gif"), b"GIF89a-first")?;
@@ -335,24 +329,15 @@ fn ftp_writes_purge_the_public_edge() -> Result<()> {
 fn ftp_refuses_wrong_passwords_foreign_containers_and_missing_roles() -> Result<()> {
     let server = Server::start()?;
     let private = unique_bucket("rootonly");
-    as_root(&server, "PUT", &format!("/v1/AUTH_admin/{private}"), &[])?.expect_status(201)?;
+    server
+        .swift_as_root("PUT", &format!("/v1/AUTH_admin/{private}"), None, &[])?
+        .expect_status(201)?;
     let writer = server.create_user("media", "editor", "writer")?;
     let reader = server.create_user("media", "viewer", "reader")?;
     let shared = unique_bucket("media");
-    let (token, storage_url) =
-        server.swift_token(&server.create_user("media", "boss", "admin")?)?;
-    let storage_path = storage_url
-        .split_once("/v1/")
-        .map(|(_, rest)| format!("/v1/{rest}"))
-        .context("storage url")?;
+    let boss = server.create_user("media", "boss", "admin")?;
     server
-        .http(
-            "PUT",
-            &format!("{storage_path}/{shared}"),
-            Signing::Anonymous,
-            None,
-            &[("X-Auth-Token", &token)],
-        )?
+        .swift_as(&boss, "PUT", &format!("/v1/AUTH_media/{shared}"), None, &[])?
         .expect_status(201)?;
 
     let wrong = server.lftp(&writer.login(), "not-the-key", "ls")?;

@@ -390,3 +390,28 @@ fn ftp_refuses_wrong_passwords_foreign_containers_and_missing_roles() -> Result<
     ensure!(fetched.stdout == b"x", "{fetched}");
     Ok(())
 }
+
+#[test]
+fn interrupted_ftp_uploads_leave_nothing_and_the_last_complete_one_wins() -> Result<()> {
+    let mut server = Server::start()?;
+    let root = SwiftUser::root();
+    let container = unique_bucket("ftpcut");
+    server
+        .swift_as_root("PUT", &format!("/v1/AUTH_admin/{container}"), None, &[])?
+        .expect_status(201)?;
+    let output = server.python_ok(
+        "ftp_interrupted_upload.py",
+        &[server.ftp_endpoint(), &root.login(), &root.key, &container],
+    )?;
+    ensure!(output.stdout_text().contains("ok"), "{output}");
+    server
+        .swift_as_root(
+            "HEAD",
+            &format!("/v1/AUTH_admin/{container}/new.bin"),
+            None,
+            &[],
+        )?
+        .expect_status(404)?;
+    server.assert_healthy()?;
+    Ok(())
+}

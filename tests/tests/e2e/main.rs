@@ -9,7 +9,8 @@
 //! curl against the Swift API, the admin CLI), `swift_auth` (the v1.0 token
 //! endpoint), `raw_http` (curl and raw sockets: authentication and malformed
 //! requests), `crash` (SIGKILL during concurrent writes), `edge` (public reads,
-//! custom domains and the cache, with curl), `ftp` (the FTP door with lftp and curl).
+//! custom domains and the cache, with curl), `ftp` (the FTP door with lftp, curl
+//! and ftplib).
 
 mod aws_s3;
 mod aws_s3api;

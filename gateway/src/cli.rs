@@ -57,6 +57,36 @@ enum Command {
         #[command(flatten)]
         admin: AdminArgs,
     },
+    /// Mount an account (or one container) as a folder, through FUSE.
+    Mount(MountArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct MountArgs {
+    /// The gateway, `http://HOST:PORT`, followed by `/CONTAINER` to mount
+    /// only that container.
+    url: String,
+    /// An existing, empty directory.
+    mountpoint: PathBuf,
+    /// Who to log in as, `account:user` (python-swiftclient's variable).
+    #[arg(long, env = "ST_USER")]
+    user: Option<String>,
+    /// A TOML file with `user` and `key`, instead of --user and ST_KEY.
+    #[arg(long)]
+    credentials: Option<PathBuf>,
+    /// Where files being written wait until they are uploaded.
+    #[arg(long, env = "STRATA_MOUNT_SPOOL")]
+    spool: Option<PathBuf>,
+    /// Files above this many MiB are uploaded in segments of this size (a
+    /// Static Large Object).
+    #[arg(long, default_value_t = 256)]
+    segment_mib: u64,
+    /// Seconds listings and attributes are trusted before asking again.
+    #[arg(long, default_value_t = 2.0)]
+    listing_ttl: f64,
+    /// Let other local users use the folder.
+    #[arg(long)]
+    allow_other: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -195,6 +225,7 @@ pub fn main() -> ExitCode {
         Command::User { command, admin } => run_admin(admin, Admin::User(command)),
         Command::Key { command, admin } => run_admin(admin, Admin::Key(command)),
         Command::Domain { command, admin } => run_admin(admin, Admin::Domain(command)),
+        Command::Mount(args) => mount(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -225,6 +256,48 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .thread_name("strata")
         .build()?;
     runtime.block_on(crate::server::run(config))
+}
+
+/// Credentials from a file, or `--user`/`ST_USER` and `ST_KEY`: a key is
+/// never taken from the command line, where `ps` would show it.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MountCredentials {
+    user: String,
+    key: String,
+}
+
+fn mount(args: MountArgs) -> anyhow::Result<()> {
+    use anyhow::Context as _;
+    let credentials = match &args.credentials {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("reading {}", path.display()))?;
+            toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))?
+        }
+        None => MountCredentials {
+            user: args
+                .user
+                .clone()
+                .context("no user: pass --user or set ST_USER")?,
+            key: std::env::var("ST_KEY").context("no key: set ST_KEY or pass --credentials")?,
+        },
+    };
+    if !args.listing_ttl.is_finite() || args.listing_ttl < 0.0 {
+        anyhow::bail!("--listing-ttl must be a number of seconds");
+    }
+    strata_mount::run(strata_mount::MountArgs {
+        url: args.url,
+        mountpoint: args.mountpoint,
+        login: credentials.user,
+        key: credentials.key,
+        spool_dir: args
+            .spool
+            .unwrap_or_else(|| std::env::temp_dir().join("strata-mount-spool")),
+        segment_size: args.segment_mib.max(1) * 1024 * 1024,
+        listing_ttl: std::time::Duration::from_secs_f64(args.listing_ttl),
+        allow_other: args.allow_other,
+    })
 }
 
 enum Admin {
@@ -408,9 +481,11 @@ fn print_keys(what: &str, keys: &serde_json::Value) {
 
 fn init_tracing() {
     // libunftp logs every FTP command at info, with its whole session state
-    // in the span: warnings only, unless STRATA_LOG asks for more.
+    // in the span (warnings only), and fuser warns of every FUSE call it
+    // answers "not implemented" for, xattrs and ioctls (errors only), unless
+    // STRATA_LOG asks for more.
     let filter = tracing_subscriber::EnvFilter::try_from_env("STRATA_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,libunftp=warn"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,libunftp=warn,fuser=error"));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

@@ -1,0 +1,611 @@
+//! The Swift API as the mount uses it: a v1.0 login (repeated when the token
+//! expires), listings with a delimiter, ranged reads, streamed uploads from a
+//! spool file (segmented into a Static Large Object when large), server-side
+//! copies, deletes and directory markers.
+
+use std::io::{self, Seek as _, SeekFrom};
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use futures::TryStreamExt as _;
+use http::header::{CONTENT_LENGTH, CONTENT_TYPE, ETAG, LAST_MODIFIED, RANGE};
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt as _, Empty, Full, StreamBody};
+use hyper::body::{Frame, Incoming};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use parking_lot::RwLock;
+use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
+use serde::Deserialize;
+use tokio::io::{AsyncReadExt as _, AsyncSeekExt as _, AsyncWriteExt as _};
+use tokio_util::io::ReaderStream;
+
+/// What a directory marker object (`a/b/`) is stored as; the FTP door uses
+/// the same type.
+pub const DIRECTORY_MARKER_TYPE: &str = "application/x-directory";
+
+/// Bytes unreserved in a path segment; `/` is kept in object names.
+const OBJECT_NAME: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~')
+    .remove(b'/');
+const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
+
+/// Entries asked for per listing request.
+const LISTING_PAGE: usize = 1000;
+/// Read buffer of an upload's body stream.
+const UPLOAD_CHUNK: usize = 256 * 1024;
+
+type UploadBody = BoxBody<Bytes, io::Error>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("{method} {path}: {status}")]
+    Status {
+        method: Method,
+        path: String,
+        status: StatusCode,
+    },
+    #[error("{0}")]
+    Transport(String),
+    #[error(transparent)]
+    Io(#[from] io::Error),
+}
+
+impl ClientError {
+    pub fn status(&self) -> Option<StatusCode> {
+        match self {
+            ClientError::Status { status, .. } => Some(*status),
+            _ => None,
+        }
+    }
+}
+
+pub type ClientResult<T> = Result<T, ClientError>;
+
+/// One entry of a listing, with its full name (a container, an object, or a
+/// `prefix/` the delimiter rolled up).
+#[derive(Debug, Clone)]
+pub struct Listed {
+    pub name: String,
+    pub rolled_up: bool,
+    pub size: u64,
+    pub modified: SystemTime,
+}
+
+/// The head of one object.
+#[derive(Debug, Clone)]
+pub struct ObjectHead {
+    pub size: u64,
+    pub modified: SystemTime,
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum WireEntry {
+    Subdir {
+        subdir: String,
+    },
+    Object {
+        name: String,
+        #[serde(default)]
+        bytes: u64,
+        #[serde(default)]
+        last_modified: String,
+    },
+}
+
+struct Session {
+    storage_url: String,
+    token: String,
+}
+
+pub struct SwiftClient {
+    base: String,
+    login: String,
+    key: String,
+    session: RwLock<Session>,
+    http: Client<HttpConnector, UploadBody>,
+}
+
+impl SwiftClient {
+    /// Logs in at `base/auth/v1.0` (`base` is `http://host:port`) as
+    /// `account:user` with its Swift key.
+    pub async fn connect(base: &str, login: &str, key: &str) -> anyhow::Result<SwiftClient> {
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        let http = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(30))
+            .build(connector);
+        let base = base.trim_end_matches('/').to_owned();
+        let session = authenticate(&http, &base, login, key).await?;
+        Ok(SwiftClient {
+            base,
+            login: login.to_owned(),
+            key: key.to_owned(),
+            session: RwLock::new(session),
+            http,
+        })
+    }
+
+    /// Sends `method` to `path` (relative to the storage URL, encoded) and
+    /// logs in again once if the token has expired.
+    async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        headers: &[(&str, String)],
+        body: &dyn Fn() -> io::Result<UploadBody>,
+    ) -> ClientResult<Response<Incoming>> {
+        for attempt in 0..2 {
+            let (url, token) = {
+                let session = self.session.read();
+                (
+                    format!("{}{path}", session.storage_url),
+                    session.token.clone(),
+                )
+            };
+            let mut request = Request::builder()
+                .method(method.clone())
+                .uri(&url)
+                .header("x-auth-token", token);
+            for (name, value) in headers {
+                request = request.header(*name, value);
+            }
+            let request = request
+                .body(body()?)
+                .map_err(|err| ClientError::Transport(format!("{method} {path}: {err}")))?;
+            let response = self
+                .http
+                .request(request)
+                .await
+                .map_err(|err| ClientError::Transport(format!("{method} {path}: {err}")))?;
+            if response.status() == StatusCode::UNAUTHORIZED && attempt == 0 {
+                let session = authenticate(&self.http, &self.base, &self.login, &self.key)
+                    .await
+                    .map_err(|err| ClientError::Transport(format!("{err:#}")))?;
+                *self.session.write() = session;
+                continue;
+            }
+            return Ok(response);
+        }
+        Err(ClientError::Status {
+            method,
+            path: path.to_owned(),
+            status: StatusCode::UNAUTHORIZED,
+        })
+    }
+
+    /// Sends a request without a body and checks its status is a success.
+    async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        headers: &[(&str, String)],
+    ) -> ClientResult<Response<Incoming>> {
+        let response = self
+            .send(method.clone(), path, headers, &|| Ok(empty_body()))
+            .await?;
+        expect_success(method, path, response)
+    }
+
+    /// Lists the account's containers (`container` None) or a container's
+    /// objects under `prefix`, rolled up at `/` when `delimited`. Stops after
+    /// `max` entries; the flag says whether the listing is complete.
+    pub async fn list(
+        &self,
+        container: Option<&str>,
+        prefix: &str,
+        delimited: bool,
+        max: usize,
+    ) -> ClientResult<(Vec<Listed>, bool)> {
+        let base = match container {
+            Some(container) => container_path(container),
+            None => String::new(),
+        };
+        let mut listed: Vec<Listed> = Vec::new();
+        let mut marker = String::new();
+        loop {
+            let page = LISTING_PAGE.min(max.saturating_sub(listed.len()).saturating_add(1));
+            let mut path = format!("{base}?format=json&limit={page}");
+            for (name, value) in [("prefix", prefix), ("marker", marker.as_str())] {
+                if !value.is_empty() {
+                    path.push_str(&format!("&{name}={}", utf8_percent_encode(value, SEGMENT)));
+                }
+            }
+            if delimited {
+                path.push_str("&delimiter=%2F");
+            }
+            let response = self.call(Method::GET, &path, &[]).await?;
+            if response.status() == StatusCode::NO_CONTENT {
+                return Ok((listed, true));
+            }
+            let body = collect(&path, response).await?;
+            let entries: Vec<WireEntry> = serde_json::from_slice(&body).map_err(|err| {
+                ClientError::Transport(format!("GET {path}: unreadable listing: {err}"))
+            })?;
+            let Some(last) = entries.last() else {
+                return Ok((listed, true));
+            };
+            marker = match last {
+                WireEntry::Subdir { subdir } => subdir.clone(),
+                WireEntry::Object { name, .. } => name.clone(),
+            };
+            for entry in entries {
+                if listed.len() == max {
+                    return Ok((listed, false));
+                }
+                listed.push(match entry {
+                    WireEntry::Subdir { subdir } => Listed {
+                        name: subdir,
+                        rolled_up: true,
+                        size: 0,
+                        modified: SystemTime::UNIX_EPOCH,
+                    },
+                    WireEntry::Object {
+                        name,
+                        bytes,
+                        last_modified,
+                    } => Listed {
+                        name,
+                        rolled_up: false,
+                        size: bytes,
+                        modified: parse_listing_time(&last_modified),
+                    },
+                });
+            }
+        }
+    }
+
+    /// HEAD of an object; None when it does not exist.
+    pub async fn head_object(
+        &self,
+        container: &str,
+        key: &str,
+    ) -> ClientResult<Option<ObjectHead>> {
+        let path = object_path(container, key);
+        let response = self
+            .send(Method::HEAD, &path, &[], &|| Ok(empty_body()))
+            .await?;
+        if response.status() == StatusCode::NOT_FOUND {
+            return Ok(None);
+        }
+        let response = expect_success(Method::HEAD, &path, response)?;
+        let headers = response.headers();
+        let size = headers
+            .get(CONTENT_LENGTH)
+            .and_then(|value| value.to_str().ok()?.parse().ok())
+            .unwrap_or(0);
+        let modified = headers
+            .get(LAST_MODIFIED)
+            .and_then(|value| value.to_str().ok())
+            .and_then(|value| chrono::DateTime::parse_from_rfc2822(value).ok())
+            .map(SystemTime::from)
+            .unwrap_or(SystemTime::UNIX_EPOCH);
+        Ok(Some(ObjectHead { size, modified }))
+    }
+
+    /// Whether the container exists (and this user may see it).
+    pub async fn container_exists(&self, container: &str) -> ClientResult<bool> {
+        let path = container_path(container);
+        let response = self
+            .send(Method::HEAD, &path, &[], &|| Ok(empty_body()))
+            .await?;
+        match response.status() {
+            StatusCode::NOT_FOUND => Ok(false),
+            _ => expect_success(Method::HEAD, &path, response).map(|_| true),
+        }
+    }
+
+    /// `len` bytes from `offset` (fewer at the end of the object).
+    pub async fn read_range(
+        &self,
+        container: &str,
+        key: &str,
+        offset: u64,
+        len: u64,
+    ) -> ClientResult<Bytes> {
+        if len == 0 {
+            return Ok(Bytes::new());
+        }
+        let path = object_path(container, key);
+        let range = format!("bytes={offset}-{}", offset + len - 1);
+        let response = self
+            .send(Method::GET, &path, &[(RANGE.as_str(), range)], &|| {
+                Ok(empty_body())
+            })
+            .await?;
+        match response.status() {
+            StatusCode::RANGE_NOT_SATISFIABLE => Ok(Bytes::new()),
+            StatusCode::PARTIAL_CONTENT => collect(&path, response).await,
+            // A server that ignores Range sends the whole object.
+            StatusCode::OK => {
+                let whole = collect(&path, response).await?;
+                let start = usize::try_from(offset)
+                    .unwrap_or(usize::MAX)
+                    .min(whole.len());
+                let end = start.saturating_add(len as usize).min(whole.len());
+                Ok(whole.slice(start..end))
+            }
+            _ => expect_success(Method::GET, &path, response).map(|_| Bytes::new()),
+        }
+    }
+
+    /// Streams the whole object into `file` (truncated first); returns its
+    /// size.
+    pub async fn download(
+        &self,
+        container: &str,
+        key: &str,
+        file: &std::fs::File,
+    ) -> ClientResult<u64> {
+        let path = object_path(container, key);
+        let response = self.call(Method::GET, &path, &[]).await?;
+        let mut out = tokio::fs::File::from_std(file.try_clone()?);
+        out.set_len(0).await?;
+        out.seek(SeekFrom::Start(0)).await?;
+        let mut body = response.into_body();
+        let mut written = 0u64;
+        while let Some(frame) = body.frame().await {
+            let frame =
+                frame.map_err(|err| ClientError::Transport(format!("GET {path}: {err}")))?;
+            if let Ok(data) = frame.into_data() {
+                out.write_all(&data).await?;
+                written += data.len() as u64;
+            }
+        }
+        out.flush().await?;
+        Ok(written)
+    }
+
+    /// Uploads the first `size` bytes of `spool` as `container/key`: one PUT,
+    /// or segments plus a Static Large Object manifest when it is larger
+    /// than `segment_size`.
+    pub async fn upload(
+        &self,
+        container: &str,
+        key: &str,
+        spool: &std::fs::File,
+        size: u64,
+        segment_size: u64,
+    ) -> ClientResult<()> {
+        let path = object_path(container, key);
+        if size <= segment_size {
+            self.put_region(&path, spool, 0, size).await?;
+            return Ok(());
+        }
+        // Segments live where python-swiftclient puts them, so Swift tools
+        // recognise them: `<container>_segments/<key>/<time>/<size>/<segment size>/<n>`.
+        let segments_container = format!("{container}_segments");
+        self.put_container(&segments_container).await?;
+        let stamp = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_secs_f64();
+        let mut manifest = Vec::new();
+        let mut offset = 0u64;
+        let mut index = 0u32;
+        while offset < size {
+            let len = segment_size.min(size - offset);
+            let name = format!("{key}/{stamp:.6}/{size}/{segment_size}/{index:08}");
+            let etag = self
+                .put_region(&object_path(&segments_container, &name), spool, offset, len)
+                .await?;
+            manifest.push(serde_json::json!({
+                "path": format!("/{segments_container}/{name}"),
+                "etag": etag,
+                "size_bytes": len,
+            }));
+            offset += len;
+            index += 1;
+        }
+        let manifest = Bytes::from(serde_json::Value::Array(manifest).to_string());
+        let manifest_path = format!("{path}?multipart-manifest=put");
+        let response = self
+            .send(
+                Method::PUT,
+                &manifest_path,
+                &[(CONTENT_LENGTH.as_str(), manifest.len().to_string())],
+                &|| Ok(full_body(manifest.clone())),
+            )
+            .await?;
+        expect_success(Method::PUT, &manifest_path, response).map(drop)
+    }
+
+    /// PUTs `len` bytes of `spool` from `offset` at `path`; returns the ETag.
+    async fn put_region(
+        &self,
+        path: &str,
+        spool: &std::fs::File,
+        offset: u64,
+        len: u64,
+    ) -> ClientResult<String> {
+        let body = || -> io::Result<UploadBody> {
+            let mut file = spool.try_clone()?;
+            file.seek(SeekFrom::Start(offset))?;
+            let reader = tokio::fs::File::from_std(file).take(len);
+            let frames = ReaderStream::with_capacity(reader, UPLOAD_CHUNK).map_ok(Frame::data);
+            Ok(StreamBody::new(frames).boxed())
+        };
+        let response = self
+            .send(
+                Method::PUT,
+                path,
+                &[(CONTENT_LENGTH.as_str(), len.to_string())],
+                &body,
+            )
+            .await?;
+        let response = expect_success(Method::PUT, path, response)?;
+        Ok(response
+            .headers()
+            .get(ETAG)
+            .and_then(|value| value.to_str().ok())
+            .unwrap_or_default()
+            .trim_matches('"')
+            .to_owned())
+    }
+
+    /// Server-side copy of an object (the first half of a rename).
+    pub async fn copy(&self, from: (&str, &str), to: (&str, &str)) -> ClientResult<()> {
+        let source = format!("/{}", object_path(from.0, from.1));
+        self.call(
+            Method::PUT,
+            &object_path(to.0, to.1),
+            &[
+                ("x-copy-from", source),
+                (CONTENT_LENGTH.as_str(), "0".to_owned()),
+            ],
+        )
+        .await
+        .map(drop)
+    }
+
+    /// Deletes an object, and its segments when it is a Static Large Object.
+    pub async fn delete_object(&self, container: &str, key: &str) -> ClientResult<()> {
+        let path = format!("{}?multipart-manifest=delete", object_path(container, key));
+        self.call(Method::DELETE, &path, &[]).await.map(drop)
+    }
+
+    /// Creates a container; false when it already existed.
+    pub async fn put_container(&self, container: &str) -> ClientResult<bool> {
+        let response = self
+            .call(Method::PUT, &container_path(container), &[])
+            .await?;
+        Ok(response.status() == StatusCode::CREATED)
+    }
+
+    /// Deletes an empty container (409 when it is not).
+    pub async fn delete_container(&self, container: &str) -> ClientResult<()> {
+        self.call(Method::DELETE, &container_path(container), &[])
+            .await
+            .map(drop)
+    }
+
+    /// Stores the empty object `prefix` (ending in `/`) that makes an empty
+    /// directory visible.
+    pub async fn put_directory_marker(&self, container: &str, prefix: &str) -> ClientResult<()> {
+        self.call(
+            Method::PUT,
+            &object_path(container, prefix),
+            &[
+                (CONTENT_TYPE.as_str(), DIRECTORY_MARKER_TYPE.to_owned()),
+                (CONTENT_LENGTH.as_str(), "0".to_owned()),
+            ],
+        )
+        .await
+        .map(drop)
+    }
+}
+
+async fn authenticate(
+    http: &Client<HttpConnector, UploadBody>,
+    base: &str,
+    login: &str,
+    key: &str,
+) -> anyhow::Result<Session> {
+    let request = Request::get(format!("{base}/auth/v1.0"))
+        .header("x-auth-user", login)
+        .header("x-auth-key", key)
+        .body(empty_body())?;
+    let response = http
+        .request(request)
+        .await
+        .map_err(|err| anyhow::anyhow!("connecting to {base}: {err}"))?;
+    if response.status() != StatusCode::OK {
+        anyhow::bail!("logging in as {login} at {base}: {}", response.status());
+    }
+    let header = |name: &str| {
+        response
+            .headers()
+            .get(name)
+            .and_then(|value| value.to_str().ok())
+            .map(str::to_owned)
+            .ok_or_else(|| anyhow::anyhow!("the login answer has no {name}"))
+    };
+    Ok(Session {
+        storage_url: header("x-storage-url")?.trim_end_matches('/').to_owned(),
+        token: header("x-auth-token")?,
+    })
+}
+
+fn expect_success(
+    method: Method,
+    path: &str,
+    response: Response<Incoming>,
+) -> ClientResult<Response<Incoming>> {
+    if response.status().is_success() {
+        Ok(response)
+    } else {
+        Err(ClientError::Status {
+            method,
+            path: path.to_owned(),
+            status: response.status(),
+        })
+    }
+}
+
+async fn collect(path: &str, response: Response<Incoming>) -> ClientResult<Bytes> {
+    Ok(response
+        .into_body()
+        .collect()
+        .await
+        .map_err(|err| ClientError::Transport(format!("{path}: {err}")))?
+        .to_bytes())
+}
+
+fn empty_body() -> UploadBody {
+    Empty::new().map_err(|never| match never {}).boxed()
+}
+
+fn full_body(bytes: Bytes) -> UploadBody {
+    Full::new(bytes).map_err(|never| match never {}).boxed()
+}
+
+fn container_path(container: &str) -> String {
+    format!("/{}", utf8_percent_encode(container, SEGMENT))
+}
+
+fn object_path(container: &str, key: &str) -> String {
+    format!(
+        "/{}/{}",
+        utf8_percent_encode(container, SEGMENT),
+        utf8_percent_encode(key, OBJECT_NAME)
+    )
+}
+
+/// Listings' `2026-12-02T15:06:48.123000` (UTC).
+fn parse_listing_time(text: &str) -> SystemTime {
+    chrono::NaiveDateTime::parse_from_str(text, "%Y-%m-%dT%H:%M:%S%.f")
+        .map(|time| SystemTime::from(time.and_utc()))
+        .unwrap_or(SystemTime::UNIX_EPOCH)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_keep_slashes_in_object_names_only() {
+        assert_eq!(object_path("a b", "x/y z.txt"), "/a%20b/x/y%20z.txt");
+        assert_eq!(container_path("c/d"), "/c%2Fd");
+        assert_eq!(object_path("c", "ü?#"), "/c/%C3%BC%3F%23");
+    }
+
+    #[test]
+    fn listing_times_parse_as_utc() {
+        let time = parse_listing_time("1970-01-01T00:00:01.500000");
+        assert_eq!(
+            time.duration_since(SystemTime::UNIX_EPOCH).ok(),
+            Some(Duration::from_millis(1500))
+        );
+        assert_eq!(parse_listing_time(""), SystemTime::UNIX_EPOCH);
+    }
+}

@@ -78,8 +78,9 @@ struct MountArgs {
     #[arg(long, env = "STRATA_MOUNT_SPOOL")]
     spool: Option<PathBuf>,
     /// Files above this many MiB are uploaded in segments of this size (a
-    /// Static Large Object).
-    #[arg(long, default_value_t = 256)]
+    /// Static Large Object). Up to it a file is one object, which S3
+    /// clients read too; the default is the largest object strata accepts.
+    #[arg(long, default_value_t = 5120)]
     segment_mib: u64,
     /// Seconds listings and attributes are trusted before asking again.
     #[arg(long, default_value_t = 2.0)]

@@ -153,6 +153,20 @@ pub fn assert_same_tree(expected_root: &Path, actual_root: &Path) -> Result<()> 
 }
 
 /// A path as `&str`, for command-line arguments.
+/// `text` percent-encoded for a URL: unreserved bytes and those in `keep`
+/// (`b"/"` for a path) stay as they are.
+pub fn url_encode(text: &str, keep: &[u8]) -> String {
+    let mut encoded = String::with_capacity(text.len());
+    for byte in text.bytes() {
+        if byte.is_ascii_alphanumeric() || b"-._~".contains(&byte) || keep.contains(&byte) {
+            encoded.push(byte as char);
+        } else {
+            encoded.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    encoded
+}
+
 pub fn utf8(path: &Path) -> Result<&str> {
     path.to_str()
         .with_context(|| format!("{} is not UTF-8", path.display()))

@@ -331,6 +331,12 @@ impl Server {
     /// [`RCLONE_REMOTE`] (`strata:`) defined through `RCLONE_CONFIG_STRATA_*`
     /// variables; does not check the exit status.
     pub fn rclone(&self, args: &[&str]) -> Result<ToolOutput> {
+        run_tool(&mut self.rclone_s3_command(args), TOOL_TIMEOUT)
+    }
+
+    /// The command [`Server::rclone`] runs, for rclone processes a test
+    /// keeps running itself (`rclone mount`).
+    pub fn rclone_s3_command(&self, args: &[&str]) -> Command {
         let mut command = self.rclone_command(args);
         let remote = RCLONE_REMOTE.to_uppercase();
         let option = |name: &str| format!("RCLONE_CONFIG_{remote}_{name}");
@@ -343,7 +349,16 @@ impl Server {
             .env(option("REGION"), REGION)
             .env(option("ENDPOINT"), &self.endpoint)
             .env(option("FORCE_PATH_STYLE"), "true");
-        run_tool(&mut command, TOOL_TIMEOUT)
+        command
+    }
+
+    /// `program` with the client environment every helper here uses (no
+    /// `AWS_*`, proxy or client settings from the machine), for clients
+    /// without a helper of their own, such as s3fs.
+    pub fn client_command(&self, program: &str) -> Command {
+        let mut command = Command::new(program);
+        self.apply_client_env(&mut command);
+        command
     }
 
     /// rclone with an empty config file, one attempt per request, and the
@@ -429,6 +444,12 @@ impl Server {
     /// Runs rclone's swift backend and requires exit status 0.
     pub fn rclone_swift_ok(&self, who: &SwiftUser, v3: bool, args: &[&str]) -> Result<ToolOutput> {
         self.rclone_swift(who, v3, args)?.expect_success()
+    }
+
+    /// The `strata` binary this server runs, for tests that start other
+    /// subcommands themselves (`strata mount`).
+    pub fn binary(&self) -> &Path {
+        &self.binary
     }
 
     /// `strata <args>` (the admin commands) pointed at this server, as the

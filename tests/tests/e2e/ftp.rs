@@ -4,20 +4,14 @@
 use std::fs;
 
 use anyhow::{Result, ensure};
-use strata_tests::{ROOT_SECRET_KEY, Server, Signing, SwiftUser, random_bytes, unique_bucket};
+use strata_tests::{
+    ROOT_SECRET_KEY, Server, Signing, SwiftUser, random_bytes, unique_bucket, url_encode,
+};
 
 /// `ftp://HOST:PORT/path` with the root user's unique name `admin` and the
 /// password percent-encoded, for curl.
 fn curl_url(server: &Server, path: &str) -> String {
-    let password: String = ROOT_SECRET_KEY
-        .bytes()
-        .map(|byte| match byte {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' => {
-                (byte as char).to_string()
-            }
-            _ => format!("%{byte:02X}"),
-        })
-        .collect();
+    let password = url_encode(ROOT_SECRET_KEY, b"");
     let host = server.ftp_endpoint().trim_start_matches("ftp://");
     format!("ftp://admin:{password}@{host}{path}")
 }

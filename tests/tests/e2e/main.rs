@@ -10,7 +10,8 @@
 //! endpoint), `raw_http` (curl and raw sockets: authentication and malformed
 //! requests), `crash` (SIGKILL during concurrent writes), `edge` (public reads,
 //! custom domains and the cache, with curl), `ftp` (the FTP door with lftp, curl
-//! and ftplib).
+//! and ftplib), `fuse_mounts` (containers mounted with `strata mount`, and buckets
+//! with s3fs-fuse and `rclone mount`, driven with cp, mv, rm and diff).
 
 mod aws_s3;
 mod aws_s3api;
@@ -18,6 +19,7 @@ mod boto3;
 mod crash;
 mod edge;
 mod ftp;
+mod fuse_mounts;
 mod multipart;
 mod raw_http;
 mod rclone;

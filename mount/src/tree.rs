@@ -257,10 +257,14 @@ impl Tree {
     }
 }
 
+/// Longest name one directory entry can have on Linux (`NAME_MAX`).
+const NAME_MAX: usize = 255;
+
 /// The children a listing of `prefix` shows: rolled-up prefixes are
 /// directories, objects are files. Names a file system cannot show (empty,
-/// `.`, `..`, or holding a `/` from a doubled slash) are left out, and a name
-/// that is both a file and a directory shows as the directory.
+/// `.`, `..`, holding a `/` from a doubled slash, longer than `NAME_MAX`
+/// bytes) are left out, and a name that is both a file and a directory
+/// shows as the directory.
 pub fn children_of(listed: Vec<Listed>, prefix: &str, containers: bool) -> Vec<Child> {
     let mut children: BTreeMap<String, Child> = BTreeMap::new();
     for entry in listed {
@@ -276,7 +280,12 @@ pub fn children_of(listed: Vec<Listed>, prefix: &str, containers: bool) -> Vec<C
                 None => (rest, Kind::File),
             }
         };
-        if name.is_empty() || name == "." || name == ".." || name.contains('/') {
+        if name.is_empty()
+            || name == "."
+            || name == ".."
+            || name.contains('/')
+            || name.len() > NAME_MAX
+        {
             continue;
         }
         if kind == Kind::File && children.contains_key(name) {
@@ -320,6 +329,7 @@ mod tests {
                 listed("a/..", false),
                 listed("a/d", false),
                 listed("a/d/", true),
+                listed(&format!("a/{}", "x".repeat(256)), false),
             ],
             "a/",
             false,

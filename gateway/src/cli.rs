@@ -59,6 +59,11 @@ enum Command {
     },
     /// Mount an account (or one container) as a folder, through FUSE.
     Mount(MountArgs),
+    /// Edit a ring builder file and write the ring (as swift-ring-builder).
+    Ring {
+        #[command(subcommand)]
+        command: crate::ring_cli::RingCommand,
+    },
 }
 
 #[derive(Debug, clap::Args)]
@@ -227,6 +232,7 @@ pub fn main() -> ExitCode {
         Command::Key { command, admin } => run_admin(admin, Admin::Key(command)),
         Command::Domain { command, admin } => run_admin(admin, Admin::Domain(command)),
         Command::Mount(args) => mount(args),
+        Command::Ring { command } => crate::ring_cli::run(command),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -26,6 +26,7 @@ pub mod directory;
 pub mod edge;
 pub mod ftp;
 pub mod public;
+pub mod ring_cli;
 pub mod s3;
 pub mod server;
 pub mod swift;

@@ -193,6 +193,7 @@ ratio() { python3 -c "import sys; a, b = map(float, sys.argv[1:]); print(f'{a / 
     echo "($("$STRATA_BIN" --version)), $(nproc) cores. strata mount uses the Swift API,"
     echo "s3fs $(s3fs --version 2>&1 | sed -n 's/.*V\([0-9.]*\).*/\1/p' | head -n1) and rclone mount ($(rclone version | sed -n 1p))"
     echo "the S3 API. Seconds; ratio = client time / strata mount time (lower is better)."
+    echo "strata binary: $STRATA_BIN."
     echo
     echo "| client | in (s) | out (s) | total (s) | total vs strata mount |"
     echo "|---|---:|---:|---:|---:|"

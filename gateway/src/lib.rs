@@ -31,5 +31,6 @@ pub mod s3;
 pub mod server;
 pub mod swift;
 pub mod token_door;
+pub mod website;
 pub mod wire;
 mod xml_writer;

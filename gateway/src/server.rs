@@ -24,7 +24,7 @@ use crate::edge::EdgeCache;
 use crate::s3::{Response, S3Door};
 use crate::swift::SwiftDoor;
 use crate::token_door::TokenDoor;
-use crate::wire::text_response;
+use crate::wire::{PathAsSent, text_response};
 
 pub async fn run(config: Config) -> anyhow::Result<()> {
     let addr = config.listen_addr()?;
@@ -268,6 +268,8 @@ impl Doors {
         }
         match path.parse() {
             Ok(uri) => {
+                let path_as_sent = PathAsSent(request.uri().path().to_owned());
+                request.extensions_mut().insert(path_as_sent);
                 *request.uri_mut() = uri;
                 Ok((request, true))
             }

@@ -155,6 +155,12 @@ pub fn etag_matches(list: &str, etag: &str) -> bool {
         .any(|tag| tag == "*" || tag.trim_start_matches("W/").trim_matches('"') == etag)
 }
 
+/// The path a visitor sent, kept as a request extension when the request
+/// is rewritten (a custom domain's request becomes the Swift path it stands
+/// for): redirects must point at what the visitor can ask for.
+#[derive(Debug, Clone)]
+pub struct PathAsSent(pub String);
+
 /// The decoded query string of a request, in order.
 #[derive(Debug, Default, Clone)]
 pub struct Query(pub Vec<(String, String)>);

@@ -10,6 +10,7 @@ mod list;
 mod multipart;
 mod object;
 mod router;
+mod website;
 mod xml;
 
 use std::time::SystemTime;
@@ -50,6 +51,9 @@ pub(crate) struct S3Request {
     pub query: Query,
     pub bucket: String,
     pub key: String,
+    /// The path as the client sent it, still percent-encoded: website
+    /// redirects append `/` to it whatever the addressing style.
+    pub path_as_sent: String,
     /// `None` for an anonymous request (only `S3Op::allows_anonymous`).
     pub credential: Option<Credential>,
     pub payload: PayloadMode,
@@ -140,6 +144,7 @@ impl S3Door {
             query,
             bucket,
             key,
+            path_as_sent: parts.uri.path().to_owned(),
             credential: verified
                 .as_ref()
                 .map(|verified| verified.credential.clone()),
@@ -187,6 +192,11 @@ impl S3Door {
 
     async fn dispatch(&self, request: S3Request, body: Incoming) -> S3Result<Response> {
         use S3Op::*;
+        if request.credential.is_none()
+            && let Some(response) = self.website_read(&request).await?
+        {
+            return Ok(response);
+        }
         match request.op {
             ListBuckets => self.list_buckets(&request).await,
             CreateBucket => self.create_bucket(&request, body).await,
@@ -202,6 +212,9 @@ impl S3Door {
             PutBucketCors => self.put_bucket_cors(&request, body).await,
             GetBucketCors => self.get_bucket_cors(&request).await,
             DeleteBucketCors => self.delete_bucket_cors(&request).await,
+            PutBucketWebsite => self.put_bucket_website(&request, body).await,
+            GetBucketWebsite => self.get_bucket_website(&request).await,
+            DeleteBucketWebsite => self.delete_bucket_website(&request).await,
             Preflight => {
                 let bucket = self.edge.bucket(&self.store, &request.bucket).await?;
                 Ok(crate::cors::preflight(bucket.as_deref(), &request.headers))

@@ -30,6 +30,9 @@ pub enum S3Op {
     GetBucketPolicy,
     PutBucketPolicy,
     DeleteBucketPolicy,
+    GetBucketWebsite,
+    PutBucketWebsite,
+    DeleteBucketWebsite,
     ListObjects,
     ListObjectsV2,
     ListObjectVersions,
@@ -75,7 +78,6 @@ const UNSUPPORTED_SUBRESOURCES: &[&str] = &[
     "select",
     "tagging",
     "torrent",
-    "website",
 ];
 
 /// Picks the operation. `bucket`/`key` say whether the path named them;
@@ -108,6 +110,9 @@ pub fn route(
         ("PUT", true, false) if query.has("policy") => PutBucketPolicy,
         ("GET", true, false) if query.has("policy") => GetBucketPolicy,
         ("DELETE", true, false) if query.has("policy") => DeleteBucketPolicy,
+        ("PUT", true, false) if query.has("website") => PutBucketWebsite,
+        ("GET", true, false) if query.has("website") => GetBucketWebsite,
+        ("DELETE", true, false) if query.has("website") => DeleteBucketWebsite,
         ("PUT", true, false) => CreateBucket,
         ("HEAD", true, false) => HeadBucket,
         ("DELETE", true, false) => DeleteBucket,
@@ -124,6 +129,12 @@ pub fn route(
         ("POST", true, false) if query.has("delete") => DeleteObjects,
         (_, true, false) => return Err(method_not_allowed()),
 
+        // Website configurations are the bucket's; no object has one.
+        (_, true, true) if query.has("website") => {
+            return Err(S3Error::not_implemented(
+                "The ?website sub-resource on objects",
+            ));
+        }
         ("PUT", true, true) if query.has("acl") => {
             return Err(S3Error::not_implemented("Changing ACLs"));
         }
@@ -164,12 +175,14 @@ fn method_not_allowed() -> S3Error {
 
 impl S3Op {
     /// Operations a request without credentials may attempt; the bucket's
-    /// public settings then decide.
+    /// public settings then decide. An anonymous HeadBucket is a visitor's
+    /// HEAD of a website's root; without a website it is refused.
     pub fn allows_anonymous(self) -> bool {
         matches!(
             self,
             S3Op::GetObject
                 | S3Op::HeadObject
+                | S3Op::HeadBucket
                 | S3Op::ListObjects
                 | S3Op::ListObjectsV2
                 | S3Op::Preflight
@@ -195,6 +208,9 @@ impl S3Op {
             GetBucketPolicy => "GetBucketPolicy",
             PutBucketPolicy => "PutBucketPolicy",
             DeleteBucketPolicy => "DeleteBucketPolicy",
+            GetBucketWebsite => "GetBucketWebsite",
+            PutBucketWebsite => "PutBucketWebsite",
+            DeleteBucketWebsite => "DeleteBucketWebsite",
             ListObjects => "ListObjects",
             ListObjectsV2 => "ListObjectsV2",
             ListObjectVersions => "ListObjectVersions",
@@ -262,6 +278,13 @@ mod tests {
         check("PUT /examplebucket?cors", false, Ok(PutBucketCors));
         check("GET /examplebucket?cors", false, Ok(GetBucketCors));
         check("DELETE /examplebucket?cors", false, Ok(DeleteBucketCors));
+        check("PUT /examplebucket?website", false, Ok(PutBucketWebsite));
+        check("GET /examplebucket?website", false, Ok(GetBucketWebsite));
+        check(
+            "DELETE /examplebucket?website",
+            false,
+            Ok(DeleteBucketWebsite),
+        );
         check("OPTIONS /examplebucket/photo.jpg", false, Ok(Preflight));
         check(
             "GET /examplebucket?versions&prefix=photos",
@@ -354,6 +377,13 @@ mod tests {
             Err("NotImplemented"),
         );
         check("POST /examplebucket", false, Err("MethodNotAllowed"));
+        check(
+            "POST /examplebucket?website",
+            false,
+            Err("MethodNotAllowed"),
+        );
+        check("PUT /examplebucket/k?website", false, Err("NotImplemented"));
+        check("GET /examplebucket/k?website", false, Err("NotImplemented"));
         check("PUT /", false, Err("MethodNotAllowed"));
         check("POST /examplebucket/k", false, Err("MethodNotAllowed"));
         check(

@@ -21,6 +21,24 @@ pub fn parse<T: for<'de> Deserialize<'de>>(body: &[u8]) -> S3Result<T> {
     })
 }
 
+/// Whether the document's root element is `name`, namespace prefix aside:
+/// serde does not look at the root's name, and a body meant for another
+/// sub-resource must not pass for this one.
+pub fn root_is(body: &[u8], name: &str) -> bool {
+    use quick_xml::events::Event;
+    let mut reader = quick_xml::Reader::from_reader(body);
+    let mut buffer = Vec::new();
+    loop {
+        match reader.read_event_into(&mut buffer) {
+            Ok(Event::Start(element) | Event::Empty(element)) => {
+                return element.local_name().as_ref() == name.as_bytes();
+            }
+            Ok(Event::Eof) | Err(_) => return false,
+            Ok(_) => buffer.clear(),
+        }
+    }
+}
+
 /// `<Delete>` of DeleteObjects.
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "PascalCase")]
@@ -100,6 +118,33 @@ pub struct CorsRuleXml {
     pub expose_headers: Vec<String>,
     #[serde(rename = "MaxAgeSeconds", default)]
     pub max_age_seconds: Option<u64>,
+}
+
+/// `<WebsiteConfiguration>` of PutBucketWebsite. The redirect forms are
+/// only recognised, so that they can be refused by name.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct WebsiteConfiguration {
+    #[serde(default)]
+    pub index_document: Option<IndexDocument>,
+    #[serde(default)]
+    pub error_document: Option<ErrorDocument>,
+    #[serde(default)]
+    pub redirect_all_requests_to: Option<serde::de::IgnoredAny>,
+    #[serde(default)]
+    pub routing_rules: Option<serde::de::IgnoredAny>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct IndexDocument {
+    pub suffix: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct ErrorDocument {
+    pub key: String,
 }
 
 /// `<CreateBucketConfiguration>`.

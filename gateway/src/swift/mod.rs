@@ -64,6 +64,9 @@ pub(crate) struct SwiftRequest {
     pub query: Query,
     /// The path as sent, still percent-encoded: TempURL signatures cover it.
     pub raw_path: String,
+    /// The path the visitor sent, before a custom domain's rewrite into
+    /// `raw_path`: website redirects point at it.
+    pub path_as_sent: String,
     pub account: String,
     pub target: Target,
     pub caller: Caller,
@@ -150,6 +153,10 @@ impl SwiftDoor {
 
     fn prepare(&self, parts: http::request::Parts) -> SwiftResult<SwiftRequest> {
         let raw_path = parts.uri.path().to_owned();
+        let path_as_sent = parts
+            .extensions
+            .get::<crate::wire::PathAsSent>()
+            .map_or_else(|| raw_path.clone(), |path| path.0.clone());
         let (account, target) = parse_path(&raw_path)?;
         let query = Query::parse(parts.uri.query())
             .ok_or_else(|| SwiftError::bad_request("Invalid UTF8 in the query string"))?;
@@ -163,6 +170,7 @@ impl SwiftDoor {
             headers: parts.headers,
             query,
             raw_path,
+            path_as_sent,
             account,
             target,
             caller,
@@ -214,11 +222,15 @@ impl SwiftDoor {
                     return Ok(page);
                 }
                 match self.get_object(&request, container, key, head).await {
-                    Err(err) if anonymous && err.status == http::StatusCode::NOT_FOUND => {
-                        match self.web_not_found(&request, container, head).await {
-                            Some(page) => Ok(page),
-                            None => Err(err),
-                        }
+                    Err(err)
+                        if anonymous
+                            && matches!(
+                                err.status,
+                                http::StatusCode::NOT_FOUND | http::StatusCode::UNAUTHORIZED
+                            ) =>
+                    {
+                        self.web_object_missing(&request, container, key, err, head)
+                            .await
                     }
                     answer => answer,
                 }

@@ -3,19 +3,36 @@
 //! root and every `dir/`, `X-Container-Meta-Web-Listings: true` an HTML
 //! listing where there is no index, and `X-Container-Meta-Web-Error:
 //! error.html` the object `404error.html` for what is not found.
+//!
+//! A bucket without these settings but with an S3 website configuration
+//! (`crate::website`) is served by it here too, as custom domains reach
+//! buckets through this door: its index suffix, its one error document,
+//! and a redirect from `dir` to `dir/` where `dir/<index>` exists.
 
 use http::{HeaderValue, StatusCode};
 use strata_store::{BucketInfo, ListEntry, ListQuery};
 
 use super::error::{SwiftError, SwiftResult};
 use super::{ATTR_META_PREFIX, SwiftDoor, SwiftRequest};
+use crate::website::WebsiteConfig;
 use crate::wire::{Response, text_response};
 
 /// A container's staticweb settings.
 pub(crate) struct WebSite {
     index: Option<String>,
-    error: Option<String>,
+    error: Option<ErrorPage>,
     listings: bool,
+    /// Whether `dir` is redirected to `dir/` when `dir/<index>` exists, as
+    /// S3's website endpoint does.
+    redirects_to_directories: bool,
+}
+
+/// Where a site's error pages are.
+enum ErrorPage {
+    /// Swift's `Web-Error: error.html`: `404error.html` for a 404.
+    StatusPrefixed(String),
+    /// S3's ErrorDocument: one object for every status.
+    Object(String),
 }
 
 impl WebSite {
@@ -29,15 +46,25 @@ impl WebSite {
         };
         let site = WebSite {
             index: meta("web-index"),
-            error: meta("web-error"),
+            error: meta("web-error").map(ErrorPage::StatusPrefixed),
             listings: meta("web-listings").is_some_and(|value| {
                 matches!(
                     value.to_ascii_lowercase().as_str(),
                     "true" | "yes" | "on" | "1"
                 )
             }),
+            redirects_to_directories: false,
         };
-        (site.index.is_some() || site.error.is_some() || site.listings).then_some(site)
+        if site.index.is_some() || site.error.is_some() || site.listings {
+            return Some(site);
+        }
+        let s3 = WebsiteConfig::of(bucket)?;
+        Some(WebSite {
+            index: Some(s3.index_suffix),
+            error: s3.error_key.map(ErrorPage::Object),
+            listings: false,
+            redirects_to_directories: true,
+        })
     }
 }
 
@@ -91,10 +118,11 @@ impl SwiftDoor {
                 status.canonical_reason().unwrap_or("Error").to_owned(),
             ))
         };
-        let Some(error) = &site.error else {
-            return plain();
+        let page = match &site.error {
+            None => return plain(),
+            Some(ErrorPage::StatusPrefixed(error)) => format!("{}{error}", status.as_u16()),
+            Some(ErrorPage::Object(key)) => key.clone(),
         };
-        let page = format!("{}{error}", status.as_u16());
         match self.get_object(request, container, &page, head).await {
             Ok(mut response) if response.status() == StatusCode::OK => {
                 *response.status_mut() = status;
@@ -104,19 +132,53 @@ impl SwiftDoor {
         }
     }
 
-    /// A 404 of an anonymous object read, as the container's site shows it.
-    pub(crate) async fn web_not_found(
+    /// An anonymous object read that failed with `err` (404, or 401 for a
+    /// name the visitor may not read), as the container's site shows it: a
+    /// redirect to `key/` when that is a directory of the site, the error
+    /// page for a 404, else `err`.
+    pub(crate) async fn web_object_missing(
         &self,
         request: &SwiftRequest,
         container: &str,
+        key: &str,
+        err: SwiftError,
         head: bool,
-    ) -> Option<Response> {
-        let bucket = self.edge.bucket(&self.store, container).await.ok()??;
-        let site = WebSite::of(&bucket)?;
-        site.error.as_ref()?;
+    ) -> SwiftResult<Response> {
+        let bucket = match self.edge.bucket(&self.store, container).await {
+            Ok(Some(bucket)) if bucket.account == request.account => bucket,
+            _ => return Err(err),
+        };
+        let Some(site) = WebSite::of(&bucket) else {
+            return Err(err);
+        };
+        if site.redirects_to_directories
+            && let Some(index) = &site.index
+            && self
+                .is_web_directory(request, &bucket, &format!("{key}/{index}"))
+                .await
+            && let Some(redirect) = crate::website::redirect_to_directory(&request.path_as_sent)
+        {
+            return Ok(redirect);
+        }
+        if err.status != StatusCode::NOT_FOUND || site.error.is_none() {
+            return Err(err);
+        }
         self.web_error(request, container, &site, StatusCode::NOT_FOUND, head)
             .await
-            .ok()
+            .or(Err(err))
+    }
+
+    /// Whether `index` exists and the visitor may read it: the name it is
+    /// the index of is then a directory.
+    async fn is_web_directory(
+        &self,
+        request: &SwiftRequest,
+        bucket: &BucketInfo,
+        index: &str,
+    ) -> bool {
+        strata_store::validate_key(index).is_ok()
+            && crate::public::anonymous_object_read(bucket, Some(index), request.header("referer"))
+            && self.store.head_object(&bucket.name, index).await.is_ok()
     }
 
     async fn html_listing(&self, container: &str, dir: &str, head: bool) -> SwiftResult<Response> {

@@ -11,7 +11,9 @@
 //! requests), `crash` (SIGKILL during concurrent writes), `edge` (public reads,
 //! custom domains and the cache, with curl), `ftp` (the FTP door with lftp, curl
 //! and ftplib), `fuse_mounts` (containers mounted with `strata mount`, and buckets
-//! with s3fs-fuse and `rclone mount`, driven with cp, mv, rm and diff).
+//! with s3fs-fuse and `rclone mount`, driven with cp, mv, rm and diff),
+//! `s3_website` (S3 website configuration with the aws CLI, its index and
+//! error documents with curl).
 
 mod aws_s3;
 mod aws_s3api;
@@ -23,6 +25,7 @@ mod fuse_mounts;
 mod multipart;
 mod raw_http;
 mod rclone;
+mod s3_website;
 mod s3cmd;
 mod swift;
 mod swift_auth;

@@ -29,6 +29,9 @@ pub const RCLONE_REMOTE: &str = "strata";
 
 /// How long the server gets to print its `listening on` line.
 const READY_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long [`Server::serve_until_exit`] waits for a refused configuration
+/// to end the process.
+const REFUSAL_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long a graceful stop (SIGTERM) may take before SIGKILL.
 const STOP_TIMEOUT: Duration = Duration::from_secs(15);
 /// Upper bound for one external client command; a hung request must fail the
@@ -114,6 +117,16 @@ impl Server {
 
     /// Like [`Server::start`], with `toml` as the config file (empty: none).
     pub fn start_with_config(toml: &str) -> Result<Server> {
+        Self::start_with_config_and_args(toml, &[])
+    }
+
+    /// Like [`Server::start`], with `args` added to the usual `strata serve`
+    /// flags (`--ftp-tls-cert FILE`, …); they are kept for restarts.
+    pub fn start_with_args(args: &[&str]) -> Result<Server> {
+        Self::start_with_config_and_args("", args)
+    }
+
+    fn start_with_config_and_args(toml: &str, args: &[&str]) -> Result<Server> {
         let binary = strata_binary()?;
         let data_dir = tempfile::Builder::new()
             .prefix("strata-e2e-data-")
@@ -142,9 +155,43 @@ impl Server {
             fs::write(&path, toml).context("writing the server config")?;
             server.extra_args = vec!["--config".into(), path.display().to_string()];
         }
+        server
+            .extra_args
+            .extend(args.iter().map(|arg| arg.to_string()));
         server.write_static_client_configs()?;
         server.spawn()?;
         Ok(server)
+    }
+
+    /// Runs `strata serve` with the usual flags plus `args` on a fresh data
+    /// directory and waits for it to exit, for configurations that must be
+    /// refused at start; does not check the exit status. A server that
+    /// starts anyway is killed after [`REFUSAL_TIMEOUT`] and reported as an
+    /// error.
+    pub fn serve_until_exit(args: &[&str]) -> Result<ToolOutput> {
+        let binary = strata_binary()?;
+        let data_dir = tempfile::Builder::new()
+            .prefix("strata-e2e-refused-")
+            .tempdir()
+            .context("creating the server data directory")?;
+        let mut command = Command::new(binary);
+        command
+            .arg("serve")
+            .arg("--listen")
+            .arg("127.0.0.1:0")
+            .arg("--data")
+            .arg(data_dir.path())
+            .arg("--region")
+            .arg(REGION)
+            .arg("--ftp-listen")
+            .arg("127.0.0.1:0")
+            .args(args)
+            .env("STRATA_ROOT_ACCESS_KEY", ROOT_ACCESS_KEY)
+            .env("STRATA_ROOT_SECRET_KEY", ROOT_SECRET_KEY)
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null());
+        run_tool(&mut command, REFUSAL_TIMEOUT)
+            .context("strata serve was expected to refuse its configuration and exit")
     }
 
     /// `http://127.0.0.1:PORT` of the running server.
@@ -505,9 +552,27 @@ impl Server {
     /// with `password`; does not check the exit status. lftp gives up after
     /// one try and ten seconds, so a refusal fails fast instead of retrying.
     pub fn lftp(&self, login: &str, password: &str, script: &str) -> Result<ToolOutput> {
-        let settings = "set net:max-retries 1; set net:timeout 10; \
+        self.lftp_with("", login, password, script)
+    }
+
+    /// [`Server::lftp`] with `settings` (`set …; set …`) applied after the
+    /// defaults and before `open`, such as `set ftp:ssl-force true` for
+    /// FTPS (the defaults keep lftp in plain text).
+    pub fn lftp_with(
+        &self,
+        settings: &str,
+        login: &str,
+        password: &str,
+        script: &str,
+    ) -> Result<ToolOutput> {
+        let defaults = "set net:max-retries 1; set net:timeout 10; \
                         set net:reconnect-interval-base 1; set ftp:passive-mode on; \
                         set ftp:ssl-allow no; set cmd:fail-exit yes; set xfer:clobber on";
+        let settings = if settings.trim().is_empty() {
+            defaults.to_owned()
+        } else {
+            format!("{defaults}; {settings}")
+        };
         let open = format!(
             "open -u '{},{}' {}",
             login.replace('\'', ""),

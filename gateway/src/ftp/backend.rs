@@ -99,6 +99,11 @@ impl Metadata for EntryMeta {
 
 type FtpResult<T> = storage::Result<T>;
 
+/// Most keys one folder rename moves: beyond that the client would wait
+/// minutes for one reply, and a tool that copies in the background fits
+/// better.
+const MAX_FOLDER_RENAME: usize = 10_000;
+
 fn refused(kind: ErrorKind) -> storage::Error {
     storage::Error::from(kind)
 }
@@ -180,6 +185,57 @@ impl StoreFileSystem {
             .await
             .map_err(ftp_error)?;
         Ok(page.entries)
+    }
+
+    /// Moves every key under `from` (a `dir/` prefix, its marker included)
+    /// to the same name under `to`, key by key: each move is atomic, the
+    /// folder's as a whole is not, as with every client that renames
+    /// folders in an object store. Refused when `to` holds keys already (no
+    /// merging) or `from` more than [`MAX_FOLDER_RENAME`].
+    async fn rename_directory(&self, from: (&str, &str), to: (&str, &str)) -> FtpResult<()> {
+        if to.1.starts_with(from.1) && from.0 == to.0 {
+            // Into itself: the moved keys would be listed again.
+            return Err(refused(ErrorKind::FileNameNotAllowedError));
+        }
+        if !self.keys_under(to.0, to.1, 1).await?.is_empty() {
+            return Err(refused(ErrorKind::PermanentFileNotAvailable));
+        }
+        let mut keys = Vec::new();
+        let mut start_after = None;
+        loop {
+            let page = self
+                .store
+                .list_objects(
+                    from.0,
+                    ListQuery {
+                        prefix: from.1.to_owned(),
+                        start_after: start_after.take(),
+                        max_keys: LIST_PAGE,
+                        ..Default::default()
+                    },
+                )
+                .await
+                .map_err(ftp_error)?;
+            keys.extend(page.entries.into_iter().filter_map(|entry| match entry {
+                ListEntry::Object(info) => Some(info.key),
+                ListEntry::CommonPrefix(_) => None,
+            }));
+            if keys.len() > MAX_FOLDER_RENAME {
+                return Err(refused(ErrorKind::ExceededStorageAllocationError));
+            }
+            if !page.is_truncated {
+                break;
+            }
+            start_after = page.next_marker;
+        }
+        for key in keys {
+            let moved = format!("{}{}", to.1, &key[from.1.len()..]);
+            self.store
+                .rename_object(from.0, &key, to.0, &moved)
+                .await
+                .map_err(ftp_error)?;
+        }
+        Ok(())
     }
 
     /// Streams `body` into the pool and makes it `container/key` once it has
@@ -475,24 +531,27 @@ impl StorageBackend<FtpUser> for StoreFileSystem {
         let (to_container, to_key) = Self::file_path(to.as_ref())?;
         self.may_write(user, &from_container).await?;
         self.may_write(user, &to_container).await?;
-        if self.object(&from_container, &from_key).await?.is_none() {
-            // Moving a directory would move every key below it, one by one:
-            // not atomic, so not offered.
-            return Err(
-                match self
-                    .directory_time(&from_container, &format!("{from_key}/"))
-                    .await?
-                {
-                    Some(_) => refused(ErrorKind::CommandNotImplemented),
-                    None => refused(ErrorKind::PermanentFileNotAvailable),
-                },
-            );
+        if self.object(&from_container, &from_key).await?.is_some() {
+            return self
+                .store
+                .rename_object(&from_container, &from_key, &to_container, &to_key)
+                .await
+                .map(drop)
+                .map_err(ftp_error);
         }
-        self.store
-            .rename_object(&from_container, &from_key, &to_container, &to_key)
-            .await
-            .map_err(ftp_error)?;
-        Ok(())
+        let from_prefix = format!("{from_key}/");
+        if self
+            .directory_time(&from_container, &from_prefix)
+            .await?
+            .is_none()
+        {
+            return Err(refused(ErrorKind::PermanentFileNotAvailable));
+        }
+        self.rename_directory(
+            (&from_container, &from_prefix),
+            (&to_container, &format!("{to_key}/")),
+        )
+        .await
     }
 
     async fn rmd<P: AsRef<Path> + Send + fmt::Debug>(

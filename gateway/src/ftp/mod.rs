@@ -10,7 +10,7 @@ mod path;
 
 use std::net::SocketAddr;
 use std::ops::RangeInclusive;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -71,11 +71,29 @@ impl FtpConfig {
             .parse::<SocketAddr>()
             .with_context(|| format!("ftp listen address {listen:?} is not HOST:PORT"))?;
         self.passive_range()?;
-        if self.tls_cert.is_some() != self.tls_key.is_some() {
-            bail!("ftp tls_cert and tls_key go together");
+        match (&self.tls_cert, &self.tls_key) {
+            (Some(cert), Some(key)) => {
+                check_pem(cert, "tls_cert", "certificate", &["CERTIFICATE"])?;
+                check_pem(
+                    key,
+                    "tls_key",
+                    "private key",
+                    &["PRIVATE KEY", "RSA PRIVATE KEY", "EC PRIVATE KEY"],
+                )?;
+            }
+            (Some(_), None) => {
+                bail!("ftp tls_cert (--ftp-tls-cert) is set but tls_key (--ftp-tls-key) is not")
+            }
+            (None, Some(_)) => {
+                bail!("ftp tls_key (--ftp-tls-key) is set but tls_cert (--ftp-tls-cert) is not")
+            }
+            (None, None) => {}
         }
         if self.require_tls && self.tls_cert.is_none() {
-            bail!("ftp require_tls needs tls_cert and tls_key");
+            bail!(
+                "ftp require_tls (--ftp-require-tls) needs tls_cert and tls_key \
+                 (--ftp-tls-cert, --ftp-tls-key)"
+            );
         }
         if self.max_failed_logins == 0 {
             bail!("ftp max_failed_logins must be positive");
@@ -138,9 +156,26 @@ pub async fn start(
             builder = builder.ftps_required(FtpsRequired::All, FtpsRequired::All);
         }
     }
-    let server = builder
-        .build()
-        .map_err(|err| anyhow::anyhow!("ftp server: {err}"))?;
+    let server = builder.build().map_err(|err| {
+        // libunftp's message stops at "error initialising Rustls"; what went
+        // wrong (a key that does not belong to the certificate, …) is its
+        // innermost source.
+        let err = anyhow::Error::new(err);
+        let cause = err.root_cause().to_string();
+        let what = match (&config.tls_cert, &config.tls_key) {
+            (Some(cert), Some(key)) => format!(
+                "ftp TLS with certificate {} and key {}",
+                cert.display(),
+                key.display()
+            ),
+            _ => "ftp server".to_owned(),
+        };
+        if err.to_string().ends_with(&cause) {
+            anyhow::anyhow!("{what}: {err}")
+        } else {
+            anyhow::anyhow!("{what}: {err}: {cause}")
+        }
+    })?;
     let listening = tokio::spawn(async move {
         let ended = server.listen(addr.to_string()).await;
         if let Err(err) = &ended {
@@ -163,6 +198,30 @@ pub async fn start(
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     bail!("ftp listener on {addr} did not start")
+}
+
+/// Fails unless `path` is readable and holds a PEM block labelled one of
+/// `labels`, so that a wrong file is refused with its name at start: libunftp
+/// names no file, and reports a certificate file without certificates as
+/// rustls's "peer sent no certificates".
+fn check_pem(path: &Path, key: &str, what: &str, labels: &[&str]) -> anyhow::Result<()> {
+    let bytes =
+        std::fs::read(path).with_context(|| format!("ftp {key}: reading {}", path.display()))?;
+    let text = String::from_utf8_lossy(&bytes);
+    let has_block = text.lines().any(|line| {
+        line.trim()
+            .strip_prefix("-----BEGIN ")
+            .and_then(|rest| rest.strip_suffix("-----"))
+            .is_some_and(|label| labels.contains(&label))
+    });
+    if !has_block {
+        bail!(
+            "ftp {key}: {} is not a PEM {what} (no -----BEGIN {}----- block)",
+            path.display(),
+            labels.join("----- or -----BEGIN ")
+        );
+    }
+    Ok(())
 }
 
 /// libunftp binds the listener itself, from an address: port 0 is resolved

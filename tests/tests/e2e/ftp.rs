@@ -1,11 +1,16 @@
 //! The FTP door with lftp and curl: what a content manager
-//! does with an FTP client, seen through S3, Swift and the public edge.
+//! does with an FTP client, seen through S3, Swift and the public edge; and
+//! explicit FTPS with a certificate made by the openssl CLI.
 
 use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
 
-use anyhow::{Result, ensure};
+use anyhow::{Context, Result, ensure};
 use strata_tests::{
-    ROOT_SECRET_KEY, Server, Signing, SwiftUser, random_bytes, unique_bucket, url_encode,
+    ROOT_SECRET_KEY, Server, Signing, SwiftUser, ToolOutput, random_bytes, run_tool, unique_bucket,
+    url_encode, utf8,
 };
 
 /// `ftp://HOST:PORT/path` with the root user's unique name `admin` and the
@@ -407,5 +412,402 @@ fn interrupted_ftp_uploads_leave_nothing_and_the_last_complete_one_wins() -> Res
         )?
         .expect_status(404)?;
     server.assert_healthy()?;
+    Ok(())
+}
+
+/// RNFR/RNTO of a folder (FileZilla's "rename" on a directory) moves every
+/// key below it, its marker and subfolders included; renaming onto a folder
+/// that has keys, or into itself, is refused and moves nothing.
+#[test]
+fn ftp_renames_folders_key_by_key() -> Result<()> {
+    let mut server = Server::start()?;
+    let root = SwiftUser::root();
+    let container = unique_bucket("ftp-folders");
+    let put = |key: &str, body: &[u8]| -> Result<()> {
+        let path = format!("/v1/AUTH_admin/{container}/{key}");
+        let response = server.swift_as_root("PUT", &path, Some(body), &[])?;
+        ensure!(response.status == 201, "PUT {key}: {}", response.status);
+        Ok(())
+    };
+    let created = server.swift_as_root("PUT", &format!("/v1/AUTH_admin/{container}"), None, &[])?;
+    ensure!(created.status == 201, "container: {}", created.status);
+    put("site/", b"")?;
+    put("site/index.html", b"<h1>home</h1>")?;
+    put("site/img/logo.gif", b"GIF89a")?;
+    put("other/keep.txt", b"kept")?;
+
+    let refused = server.lftp(
+        &root.login(),
+        &root.key,
+        &format!("cd {container}; mv site other"),
+    )?;
+    ensure!(
+        !refused.status.success(),
+        "renaming onto a folder with keys was accepted:\n{}",
+        refused.stdout_text()
+    );
+    let refused = server.lftp(
+        &root.login(),
+        &root.key,
+        &format!("cd {container}; mv site site/inner"),
+    )?;
+    ensure!(
+        !refused.status.success(),
+        "renaming a folder into itself was accepted"
+    );
+
+    server.lftp_ok(
+        &root.login(),
+        &root.key,
+        &format!("cd {container}; mv site www"),
+    )?;
+    let listing = server.swift_as_root(
+        "GET",
+        &format!("/v1/AUTH_admin/{container}?format=json"),
+        None,
+        &[],
+    )?;
+    let names: Vec<String> = serde_json::from_slice::<Vec<serde_json::Value>>(&listing.body)?
+        .iter()
+        .filter_map(|entry| entry["name"].as_str().map(str::to_owned))
+        .collect();
+    ensure!(
+        names
+            == [
+                "other/keep.txt",
+                "www/",
+                "www/img/logo.gif",
+                "www/index.html"
+            ],
+        "after mv site www: {names:?}"
+    );
+    let logo = server.swift_as_root(
+        "GET",
+        &format!("/v1/AUTH_admin/{container}/www/img/logo.gif"),
+        None,
+        &[],
+    )?;
+    ensure!(logo.body == b"GIF89a", "the moved object's bytes differ");
+    server.assert_healthy()
+}
+
+/// A self-signed certificate for 127.0.0.1 and localhost made with the
+/// openssl CLI in `dir`: `(cert.pem, key.pem)`. It is its own CA, so clients
+/// verify the server against it instead of switching verification off.
+fn self_signed_certificate(dir: &Path) -> Result<(PathBuf, PathBuf)> {
+    fs::create_dir_all(dir)?;
+    let cert = dir.join("cert.pem");
+    let key = dir.join("key.pem");
+    let mut command = Command::new("openssl");
+    command
+        .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes"])
+        .args(["-subj", "/CN=localhost"])
+        .args(["-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost"])
+        .args(["-days", "2", "-keyout"])
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert);
+    run_tool(&mut command, Duration::from_secs(120))?.expect_success()?;
+    Ok((cert, key))
+}
+
+/// `openssl <args>`, which must succeed.
+fn openssl(args: &[&str]) -> Result<ToolOutput> {
+    run_tool(Command::new("openssl").args(args), Duration::from_secs(120))?.expect_success()
+}
+
+/// lftp settings for explicit FTPS: AUTH TLS before the login, PROT P for
+/// data connections, the certificate verified against `ca_file`, and a
+/// debug log of the exchange on stderr.
+fn lftp_tls_settings(ca_file: &Path) -> String {
+    format!(
+        "set ftp:ssl-allow true; set ftp:ssl-force true; set ftp:ssl-protect-data true; \
+         set ssl:verify-certificate true; set ssl:ca-file {}; debug 5",
+        ca_file.display()
+    )
+}
+
+#[test]
+fn ftps_with_lftp_and_curl_verifies_the_certificate_and_keeps_bytes() -> Result<()> {
+    let certs = tempfile::Builder::new().prefix("strata-ftps-").tempdir()?;
+    let (cert, key) = self_signed_certificate(certs.path())?;
+    let server =
+        Server::start_with_args(&["--ftp-tls-cert", utf8(&cert)?, "--ftp-tls-key", utf8(&key)?])?;
+    let root = SwiftUser::root();
+    let container = unique_bucket("ftps");
+    let work = server.work_dir("ftps")?;
+    let local = work.display();
+    let body = random_bytes(3 * 1024 * 1024 + 17);
+    fs::write(work.join("report.bin"), &body)?;
+    let tls = lftp_tls_settings(&cert);
+
+    // lftp: MKD, STOR, LIST and RETR over PASV, every data connection in TLS.
+    let session = server.lftp_with(
+        &tls,
+        &root.login(),
+        &root.key,
+        &format!(
+            "mkdir {container}; cd {container}; lcd {local}; put report.bin; cls -l; \
+             get report.bin -o back-pasv.bin"
+        ),
+    )?;
+    let session = session.expect_success()?;
+    let log = session.stderr_text();
+    ensure!(
+        log.contains("---> AUTH TLS") && log.contains("<--- 234"),
+        "{session}"
+    );
+    ensure!(
+        log.contains("---> PROT P") && log.contains("<--- 200 PROT OK"),
+        "{session}"
+    );
+    ensure!(
+        log.contains("<--- 227 Entering Passive Mode"),
+        "no PASV\n{session}"
+    );
+    ensure!(
+        session.stdout_text().contains("report.bin")
+            && session.stdout_text().contains(&body.len().to_string()),
+        "listing over TLS\n{session}"
+    );
+    ensure!(
+        fs::read(work.join("back-pasv.bin"))? == body,
+        "lftp downloaded different bytes over PASV"
+    );
+    // The same download over EPSV.
+    let epsv = server
+        .lftp_with(
+            &format!("{tls}; set ftp:prefer-epsv true"),
+            &root.login(),
+            &root.key,
+            &format!("lcd {local}; get /{container}/report.bin -o back-epsv.bin"),
+        )?
+        .expect_success()?;
+    ensure!(
+        epsv.stderr_text()
+            .contains("<--- 229 Entering Extended Passive Mode"),
+        "no EPSV\n{epsv}"
+    );
+    ensure!(
+        fs::read(work.join("back-epsv.bin"))? == body,
+        "lftp downloaded different bytes over EPSV"
+    );
+
+    // curl: upload and download with --ssl-reqd (AUTH TLS, PROT P, EPSV).
+    let ftp_host = server.ftp_endpoint().trim_start_matches("ftp://");
+    let password = url_encode(ROOT_SECRET_KEY, b"");
+    let curl_url = format!("ftp://admin:{password}@{ftp_host}/{container}/curl.bin");
+    let cacert = utf8(&cert)?;
+    let upload = utf8(&work.join("report.bin"))?.to_owned();
+    let stored = server
+        .curl(&[
+            "-sS",
+            "-v",
+            "--ssl-reqd",
+            "--cacert",
+            cacert,
+            "-T",
+            &upload,
+            &curl_url,
+        ])?
+        .expect_success()?;
+    let log = stored.stderr_text();
+    ensure!(log.contains("SSL certificate verify ok"), "{stored}");
+    ensure!(
+        log.contains("> PROT P") && log.contains("< 229 "),
+        "{stored}"
+    );
+    // One handshake for the control connection, one for the data connection.
+    ensure!(
+        log.matches("SSL connection using").count() >= 2,
+        "the data connection was not in TLS\n{stored}"
+    );
+    let fetched = server
+        .curl(&["-sS", "--ssl-reqd", "--cacert", cacert, &curl_url])?
+        .expect_success()?;
+    ensure!(
+        fetched.stdout == body,
+        "curl downloaded different bytes ({} bytes)",
+        fetched.stdout.len()
+    );
+    // Without the generated CA the same certificate is not trusted: the
+    // clients above really verified it.
+    let untrusted = server.curl(&["-sS", "--ssl-reqd", &curl_url])?;
+    ensure!(untrusted.status.code() == Some(60), "{untrusted}");
+
+    for name in ["report.bin", "curl.bin"] {
+        let swift = server.swift_as_root(
+            "GET",
+            &format!("/v1/AUTH_admin/{container}/{name}"),
+            None,
+            &[],
+        )?;
+        swift.expect_status(200)?;
+        ensure!(swift.body == body, "Swift read different bytes for {name}");
+    }
+
+    // TLS is offered, not imposed: plain FTP still works on this server.
+    let plain = server
+        .lftp_ok(&root.login(), &root.key, &format!("cls -1 /{container}/"))?
+        .stdout_text();
+    ensure!(plain.contains("curl.bin"), "{plain}");
+    Ok(())
+}
+
+#[test]
+fn ftp_require_tls_refuses_plain_text_and_serves_tls() -> Result<()> {
+    let certs = tempfile::Builder::new().prefix("strata-ftps-").tempdir()?;
+    let (cert, key) = self_signed_certificate(certs.path())?;
+    let mut server = Server::start_with_args(&[
+        "--ftp-tls-cert",
+        utf8(&cert)?,
+        "--ftp-tls-key",
+        utf8(&key)?,
+        "--ftp-require-tls",
+    ])?;
+    let root = SwiftUser::root();
+    let container = unique_bucket("ftpsonly");
+    server
+        .swift_as_root("PUT", &format!("/v1/AUTH_admin/{container}"), None, &[])?
+        .expect_status(201)?;
+    let work = server.work_dir("ftpsonly")?;
+    let local = work.display();
+    let body = random_bytes(700_000);
+    fs::write(work.join("secret.bin"), &body)?;
+    let upload = utf8(&work.join("secret.bin"))?.to_owned();
+    let ftp_host = server
+        .ftp_endpoint()
+        .trim_start_matches("ftp://")
+        .to_owned();
+    let password = url_encode(ROOT_SECRET_KEY, b"");
+    let url = |name: &str| format!("ftp://admin:{password}@{ftp_host}/{container}/{name}");
+
+    // A plain-text login is refused before the password is sent: 534 to USER.
+    let curl_plain = server.curl(&["-sS", "-v", "-T", &upload, &url("curl-plain.bin")])?;
+    ensure!(
+        curl_plain.status.code() == Some(67)
+            && curl_plain
+                .stderr_text()
+                .contains("< 534 A TLS connection is required on the control channel")
+            && !curl_plain.stderr_text().contains("> PASS"),
+        "{curl_plain}"
+    );
+    let lftp_plain = server.lftp(
+        &root.login(),
+        &root.key,
+        &format!("lcd {local}; put secret.bin -o /{container}/lftp-plain.bin"),
+    )?;
+    ensure!(
+        !lftp_plain.success() && lftp_plain.stderr_text().contains("534"),
+        "{lftp_plain}"
+    );
+    // A TLS login that asks for clear data connections (PROT C) gets no
+    // passive data port.
+    let clear_data = server.lftp_with(
+        &format!(
+            "{}; set ftp:ssl-protect-data false",
+            lftp_tls_settings(&cert)
+        ),
+        &root.login(),
+        &root.key,
+        &format!("lcd {local}; put secret.bin -o /{container}/clear-data.bin"),
+    )?;
+    ensure!(
+        !clear_data.success()
+            && clear_data
+                .stderr_text()
+                .contains("534 A TLS connection is required on the data channel"),
+        "{clear_data}"
+    );
+    for name in ["curl-plain.bin", "lftp-plain.bin", "clear-data.bin"] {
+        server
+            .swift_as_root(
+                "HEAD",
+                &format!("/v1/AUTH_admin/{container}/{name}"),
+                None,
+                &[],
+            )?
+            .expect_status(404)?;
+    }
+
+    // TLS sessions on the same server work, in PASV (lftp) and EPSV (curl).
+    server
+        .lftp_with(
+            &lftp_tls_settings(&cert),
+            &root.login(),
+            &root.key,
+            &format!("lcd {local}; put secret.bin -o /{container}/tls.bin"),
+        )?
+        .expect_success()?;
+    let cacert = utf8(&cert)?;
+    let fetched = server
+        .curl(&["-sS", "--ssl-reqd", "--cacert", cacert, &url("tls.bin")])?
+        .expect_success()?;
+    ensure!(fetched.stdout == body, "curl read different bytes over TLS");
+    let swift = server.swift_as_root(
+        "GET",
+        &format!("/v1/AUTH_admin/{container}/tls.bin"),
+        None,
+        &[],
+    )?;
+    swift.expect_status(200)?;
+    ensure!(swift.body == body, "Swift read different bytes");
+    server.assert_healthy()?;
+    Ok(())
+}
+
+#[test]
+fn ftp_tls_misconfiguration_stops_strata_at_start() -> Result<()> {
+    let dir = tempfile::Builder::new().prefix("strata-ftps-").tempdir()?;
+    let (cert, key) = self_signed_certificate(&dir.path().join("good"))?;
+    let (_, other_key) = self_signed_certificate(&dir.path().join("other"))?;
+    let (cert, key, other_key) = (utf8(&cert)?, utf8(&key)?, utf8(&other_key)?);
+    // DER files where PEM is expected: the likeliest mix-up.
+    let cert_der = dir.path().join("cert.der");
+    let key_der = dir.path().join("key.der");
+    let (cert_der, key_der) = (utf8(&cert_der)?, utf8(&key_der)?);
+    openssl(&["x509", "-in", cert, "-outform", "DER", "-out", cert_der])?;
+    openssl(&["pkey", "-in", key, "-outform", "DER", "-out", key_der])?;
+    let missing = dir.path().join("missing.pem");
+    let missing = utf8(&missing)?;
+
+    let check = |args: &[&str], expected: &[&str]| -> Result<()> {
+        let output = Server::serve_until_exit(args)
+            .with_context(|| format!("strata serve {args:?}"))?
+            .expect_failure()?;
+        let stderr = output.stderr_text();
+        ensure!(
+            expected.iter().all(|part| stderr.contains(part)),
+            "expected {expected:?} in the error\n{output}"
+        );
+        ensure!(
+            !output.stdout_text().contains("listening on"),
+            "strata served before refusing\n{output}"
+        );
+        Ok(())
+    };
+    check(&["--ftp-tls-cert", cert], &["--ftp-tls-key", "is not"])?;
+    check(&["--ftp-tls-key", key], &["--ftp-tls-cert", "is not"])?;
+    check(&["--ftp-require-tls"], &["--ftp-require-tls", "needs"])?;
+    check(
+        &["--ftp-tls-cert", cert_der, "--ftp-tls-key", key],
+        &[cert_der, "not a PEM certificate"],
+    )?;
+    check(
+        &["--ftp-tls-cert", cert, "--ftp-tls-key", key_der],
+        &[key_der, "not a PEM private key"],
+    )?;
+    check(
+        &["--ftp-tls-cert", key, "--ftp-tls-key", cert],
+        &[key, "not a PEM certificate"],
+    )?;
+    check(
+        &["--ftp-tls-cert", missing, "--ftp-tls-key", key],
+        &[missing, "No such file"],
+    )?;
+    check(
+        &["--ftp-tls-cert", cert, "--ftp-tls-key", other_key],
+        &[cert, other_key, "KeyMismatch"],
+    )?;
     Ok(())
 }

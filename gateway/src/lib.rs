@@ -25,6 +25,7 @@ mod credentials;
 pub mod directory;
 pub mod edge;
 pub mod ftp;
+pub mod large_object;
 pub mod public;
 pub mod ring_cli;
 pub mod s3;

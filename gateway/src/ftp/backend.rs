@@ -66,7 +66,8 @@ impl EntryMeta {
 
     fn file(info: &ObjectInfo) -> EntryMeta {
         EntryMeta {
-            size: info.size,
+            // A Swift large object shows its assembled size.
+            size: crate::large_object::listed_view(info).size,
             is_dir: false,
             modified_ms: info.last_modified_ms,
         }
@@ -428,18 +429,39 @@ impl StorageBackend<FtpUser> for StoreFileSystem {
         start_pos: u64,
     ) -> FtpResult<Box<dyn AsyncRead + Send + Sync + Unpin>> {
         let (container, key) = Self::file_path(path.as_ref())?;
-        self.readable_container(user, &container).await?;
+        let bucket = self.readable_container(user, &container).await?;
         let info = self
             .object(&container, &key)
             .await?
             .ok_or_else(|| refused(ErrorKind::PermanentFileNotAvailable))?;
-        if start_pos > info.size {
+        // A Swift large object downloads as its segments, as through Swift.
+        let segments = if crate::large_object::is_slo(&info) {
+            let reader = crate::large_object::Reader::Account(&bucket.account);
+            Some(
+                crate::large_object::segments_for(&self.store, &info, reader)
+                    .await
+                    .map_err(ftp_error)?
+                    .ok_or_else(|| refused(ErrorKind::PermanentFileNotAvailable))?,
+            )
+        } else {
+            None
+        };
+        let size = match &segments {
+            Some(segments) => crate::large_object::assembled_view(info.clone(), segments).size,
+            None => info.size,
+        };
+        if start_pos > size {
             return Err(refused(ErrorKind::PermanentFileNotAvailable));
         }
-        let pieces = self
-            .store
-            .read(&info, Some(start_pos..info.size))
-            .map_err(io::Error::other);
+        let pieces: strata_store::ObjectReader = match segments {
+            Some(segments) => Box::pin(crate::large_object::segmented_stream(
+                &self.store,
+                segments,
+                Some(start_pos..size),
+            )),
+            None => self.store.read(&info, Some(start_pos..size)),
+        };
+        let pieces = pieces.map_err(io::Error::other);
         Ok(Box::new(SyncReader(Mutex::new(StreamReader::new(pieces)))))
     }
 

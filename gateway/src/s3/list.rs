@@ -173,14 +173,16 @@ impl S3Door {
         for entry in &page.entries {
             match entry {
                 ListEntry::Object(info) => {
+                    // A Swift large object lists with its assembled size.
+                    let view = crate::large_object::listed_view(info);
                     xml.open(entry_name)
                         .element("Key", &encoding.apply(&info.key));
                     if request.op == S3Op::ListObjectVersions {
                         xml.element("VersionId", "null").element("IsLatest", "true");
                     }
                     xml.element("LastModified", &iso8601(info.last_modified_ms))
-                        .element("ETag", &quoted_etag(&info.etag))
-                        .element("Size", &info.size.to_string())
+                        .element("ETag", &quoted_etag(&view.etag))
+                        .element("Size", &view.size.to_string())
                         .element("StorageClass", "STANDARD");
                     if let Some((algo, _)) = &info.checksum {
                         xml.element("ChecksumAlgorithm", algo.name());

@@ -178,7 +178,7 @@ impl S3Door {
     }
 
     pub(crate) async fn get_object(&self, request: &S3Request, head: bool) -> S3Result<Response> {
-        self.readable_bucket(request, false).await?;
+        let bucket = self.readable_bucket(request, false).await?;
         // Anonymous reads of public objects go through the edge cache; with
         // query parameters (partNumber, response-*) they are not plain reads.
         if request.credential.is_none()
@@ -195,6 +195,34 @@ impl S3Door {
             .store
             .head_object(&request.bucket, &request.key)
             .await?;
+        // A Swift Static Large Object reads as its segments, as through
+        // Swift; the manifest is the Swift door's to show.
+        let (info, segments) = if crate::large_object::is_slo(&info) {
+            use crate::large_object::Reader;
+            let reader = if request
+                .account()
+                .is_ok_and(|account| account == bucket.account)
+            {
+                Reader::Account(&bucket.account)
+            } else {
+                Reader::Anonymous(&bucket.account)
+            };
+            let segments = crate::large_object::segments_for(&self.store, &info, reader)
+                .await?
+                .ok_or_else(|| {
+                    S3Error::new(
+                        "InvalidObjectState",
+                        StatusCode::CONFLICT,
+                        "A segment of this large object is missing, changed or not readable.",
+                    )
+                })?;
+            (
+                crate::large_object::assembled_view(info, &segments),
+                Some(segments),
+            )
+        } else {
+            (info, None)
+        };
         match evaluate_conditions(&request.headers, "", &info) {
             ConditionOutcome::Proceed => {}
             ConditionOutcome::NotModified => return Ok(not_modified(&info)),
@@ -218,7 +246,14 @@ impl S3Door {
         let body: ResponseBody = if head {
             super::full_body(bytes::Bytes::new())
         } else {
-            stream_body(self.store.read(&info, range.clone()))
+            match segments {
+                Some(segments) => stream_body(crate::large_object::segmented_stream(
+                    &self.store,
+                    segments,
+                    range.clone(),
+                )),
+                None => stream_body(self.store.read(&info, range.clone())),
+            }
         };
         let mut response = http::Response::new(body);
         let headers = response.headers_mut();

@@ -20,7 +20,7 @@ use http::StatusCode;
 use http_body_util::BodyExt as _;
 use hyper::body::Incoming;
 use md5::{Digest as _, Md5};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use strata_store::{
     ListEntry, ListQuery, ObjectInfo, ObjectMeta, PutConditions, StageOptions, StoreError,
 };
@@ -31,73 +31,21 @@ use super::error::{SwiftError, SwiftResult};
 use super::{SwiftDoor, SwiftRequest};
 use crate::wire::Response;
 
-pub(crate) const HDR_OBJECT_MANIFEST: &str = "x-object-manifest";
-pub(crate) const HDR_SLO: &str = "x-static-large-object";
-/// The assembled size and ETag of a static large object.
-const HDR_SLO_SIZE: &str = "x-slo-size";
-const HDR_SLO_ETAG: &str = "x-slo-etag";
+pub(crate) use crate::large_object::{
+    HDR_OBJECT_MANIFEST, HDR_SLO, MAX_MANIFEST_SIZE, Segment, is_slo, listed_view,
+};
+use crate::large_object::{HDR_SLO_ETAG, HDR_SLO_SIZE, StoredSegment, assembled_view};
 
 /// Most segments in one SLO manifest (Swift's `max_manifest_segments`).
 pub(crate) const MAX_MANIFEST_SEGMENTS: usize = 1000;
-/// Largest SLO manifest body (Swift's `max_manifest_size`).
-pub(crate) const MAX_MANIFEST_SIZE: usize = 8 * 1024 * 1024;
 /// Most segments a DLO is assembled from.
 pub(crate) const MAX_DLO_SEGMENTS: usize = 10_000;
-
-/// The size and ETag an object shows in listings.
-pub(crate) struct ListedView {
-    pub size: u64,
-    pub etag: String,
-}
-
-pub(crate) fn is_slo(info: &ObjectInfo) -> bool {
-    info.meta
-        .headers
-        .get(HDR_SLO)
-        .is_some_and(|value| value.eq_ignore_ascii_case("true"))
-}
-
-pub(crate) fn listed_view(info: &ObjectInfo) -> ListedView {
-    if is_slo(info) {
-        let size = info
-            .meta
-            .headers
-            .get(HDR_SLO_SIZE)
-            .and_then(|size| size.parse().ok());
-        let etag = info.meta.headers.get(HDR_SLO_ETAG);
-        if let (Some(size), Some(etag)) = (size, etag) {
-            return ListedView {
-                size,
-                etag: etag.clone(),
-            };
-        }
-    }
-    ListedView {
-        size: info.size,
-        etag: info.etag.clone(),
-    }
-}
-
-/// A piece of an assembled object.
-#[derive(Debug, Clone)]
-pub(crate) struct Segment {
-    pub info: ObjectInfo,
-    pub range: Range<u64>,
-}
 
 /// How a GET presents an object: its own bytes, or its segments'.
 pub(crate) struct Assembled {
     /// The record as shown: for large objects, the assembled size and ETag.
     pub view: ObjectInfo,
     pub segments: Option<Vec<Segment>>,
-}
-
-/// A segment as the stored SLO manifest lists it (Swift's stored form).
-#[derive(Debug, Clone, Serialize, Deserialize)]
-struct StoredSegment {
-    name: String,
-    hash: String,
-    bytes: u64,
 }
 
 /// A segment as a client's `multipart-manifest=put` body names it.
@@ -414,65 +362,25 @@ impl SwiftDoor {
         segments: Vec<Segment>,
         range: Option<Range<u64>>,
     ) -> impl Stream<Item = Result<Bytes, StoreError>> + Send + 'static {
-        let store = self.store.clone();
-        let pieces = select_range(segments, range);
-        stream::iter(pieces)
-            .map(move |segment| store.read(&segment.info, Some(segment.range)))
-            .flatten()
+        crate::large_object::segmented_stream(&self.store, segments, range)
     }
 }
 
-fn assembled(mut view: ObjectInfo, segments: Vec<Segment>) -> Assembled {
-    let mut etags = Md5::new();
-    for segment in &segments {
-        etags.update(segment.info.etag.as_bytes());
-    }
-    view.size = segments
-        .iter()
-        .map(|segment| segment.range.end - segment.range.start)
-        .sum();
-    view.etag = hex::encode(etags.finalize());
+fn assembled(view: ObjectInfo, segments: Vec<Segment>) -> Assembled {
     Assembled {
-        view,
+        view: assembled_view(view, &segments),
         segments: Some(segments),
     }
 }
 
-/// The parts of `segments` that cover `range` of their concatenation.
-fn select_range(segments: Vec<Segment>, range: Option<Range<u64>>) -> Vec<Segment> {
-    let Some(range) = range else {
-        return segments;
-    };
-    let mut offset = 0u64;
-    let mut selected = Vec::new();
-    for segment in segments {
-        let len = segment.range.end - segment.range.start;
-        let (start, end) = (offset, offset + len);
-        offset = end;
-        if end <= range.start || start >= range.end {
-            continue;
-        }
-        let from = range.start.max(start) - start + segment.range.start;
-        let to = range.end.min(end) - start + segment.range.start;
-        selected.push(Segment {
-            info: segment.info,
-            range: from..to,
-        });
-    }
-    selected
-}
-
-/// `/container/object` or `container/object`.
+/// `/container/object` or `container/object`, else 400.
 fn split_segment_path(path: &str) -> SwiftResult<(String, String)> {
-    let path = path.trim_start_matches('/');
-    match path.split_once('/') {
-        Some((container, key)) if !container.is_empty() && !key.is_empty() => {
-            Ok((container.to_owned(), key.to_owned()))
-        }
-        _ => Err(SwiftError::bad_request(format!(
-            "{path}: segment paths are /container/object"
-        ))),
-    }
+    crate::large_object::split_segment_path(path).ok_or_else(|| {
+        SwiftError::bad_request(format!(
+            "{}: segment paths are /container/object",
+            path.trim_start_matches('/')
+        ))
+    })
 }
 
 /// A small request body, whole; larger than `limit` is 413.
@@ -491,55 +399,5 @@ pub(crate) async fn read_body(body: Incoming, limit: usize) -> SwiftResult<Vec<u
             ))
         }
         Err(_) => Err(SwiftError::bad_request("The request body ended early")),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn segment(size: u64) -> Segment {
-        Segment {
-            info: ObjectInfo {
-                bucket: "b".into(),
-                key: format!("k{size}"),
-                size,
-                etag: String::new(),
-                last_modified_ms: 0,
-                meta: ObjectMeta::default(),
-                checksum: None,
-                part_sizes: Vec::new(),
-                extents: Vec::new(),
-                inline: None,
-            },
-            range: 0..size,
-        }
-    }
-
-    fn ranges(range: Option<Range<u64>>) -> Vec<Range<u64>> {
-        select_range(vec![segment(10), segment(5), segment(7)], range)
-            .into_iter()
-            .map(|segment| segment.range)
-            .collect()
-    }
-
-    #[test]
-    fn ranges_across_segments() {
-        assert_eq!(ranges(None), vec![0..10, 0..5, 0..7]);
-        assert_eq!(ranges(Some(0..22)), vec![0..10, 0..5, 0..7]);
-        assert_eq!(ranges(Some(3..4)), vec![3..4]);
-        assert_eq!(ranges(Some(8..12)), vec![8..10, 0..2]);
-        assert_eq!(ranges(Some(10..15)), vec![0..5]);
-        assert_eq!(ranges(Some(14..22)), vec![4..5, 0..7]);
-    }
-
-    #[test]
-    fn segment_paths() {
-        assert_eq!(
-            split_segment_path("/c/a/b").unwrap(),
-            ("c".to_owned(), "a/b".to_owned())
-        );
-        assert!(split_segment_path("/c").is_err());
-        assert!(split_segment_path("c/").is_err());
     }
 }

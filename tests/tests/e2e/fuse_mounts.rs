@@ -377,6 +377,34 @@ fn strata_mount_account_containers_and_large_files() -> Result<()> {
     );
     let get = server.swift_as_root("GET", &swift_path("/big.bin"), None, &[])?;
     ensure!(get.body == big, "Swift GET of the large object differs");
+    // The other doors read it assembled too: S3 lists, heads and gets it,
+    // FTP downloads it.
+    let listed = list_objects(&server, &container, "")?;
+    ensure!(
+        listed.get("big.bin").map(|object| object.size) == Some(big.len() as u64),
+        "S3 lists the large object as {:?}",
+        listed.get("big.bin")
+    );
+    let head = head_object(&server, &container, "big.bin")?;
+    ensure!(
+        json_u64(&head, "/ContentLength")? == big.len() as u64,
+        "S3 HeadObject of the large object: {head:#}"
+    );
+    ensure!(
+        s3_get(&server, &container, "big.bin")? == big,
+        "S3 GetObject of the large object differs"
+    );
+    let ftp_copy = work.join("ftp-big.bin");
+    let root = SwiftUser::root();
+    server.lftp_ok(
+        &root.login(),
+        &root.key,
+        &format!("get {container}/big.bin -o {}", utf8(&ftp_copy)?),
+    )?;
+    ensure!(
+        fs::read(&ftp_copy)? == big,
+        "FTP RETR of the large object differs"
+    );
     let segments = format!("/v1/AUTH_admin/{container}_segments");
     let listed = server.swift_as_root("GET", &segments, None, &[])?;
     ensure!(
@@ -958,6 +986,7 @@ fn walk(root: &Path) -> Result<(BTreeMap<String, PathBuf>, BTreeSet<String>)> {
     Ok((files, dirs))
 }
 
+#[derive(Debug)]
 struct S3Object {
     size: u64,
     etag: String,

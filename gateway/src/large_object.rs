@@ -1,0 +1,271 @@
+//! Swift Static Large Objects as every door reads them. The Swift door
+//! writes them (`PUT ?multipart-manifest=put`): the stored body is a JSON
+//! list of segments, and the record's `meta.headers` carry the assembled
+//! size and ETag. A reader of the object wants the segments' bytes, whichever
+//! door it came through: S3 clients, FTP clients and `strata mount` (which
+//! uploads large files this way) see the assembled object, not the
+//! manifest.
+//!
+//! Which segments a caller may read is the caller's decision; this module
+//! parses, checks (every segment still has the ETag the manifest recorded)
+//! and streams.
+
+use std::ops::Range;
+
+use bytes::Bytes;
+use futures::{Stream, StreamExt as _, stream};
+use md5::{Digest as _, Md5};
+use serde::{Deserialize, Serialize};
+use strata_store::{ObjectInfo, Store, StoreError};
+
+pub const HDR_OBJECT_MANIFEST: &str = "x-object-manifest";
+pub const HDR_SLO: &str = "x-static-large-object";
+/// The assembled size and ETag of a static large object.
+pub const HDR_SLO_SIZE: &str = "x-slo-size";
+pub const HDR_SLO_ETAG: &str = "x-slo-etag";
+
+/// Largest SLO manifest body (Swift's `max_manifest_size`).
+pub const MAX_MANIFEST_SIZE: usize = 8 * 1024 * 1024;
+
+/// A segment as the stored SLO manifest lists it (Swift's stored form).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StoredSegment {
+    pub name: String,
+    pub hash: String,
+    pub bytes: u64,
+}
+
+/// A piece of an assembled object.
+#[derive(Debug, Clone)]
+pub struct Segment {
+    pub info: ObjectInfo,
+    pub range: Range<u64>,
+}
+
+/// The size and ETag an object shows in listings.
+pub struct ListedView {
+    pub size: u64,
+    pub etag: String,
+}
+
+pub fn is_slo(info: &ObjectInfo) -> bool {
+    info.meta
+        .headers
+        .get(HDR_SLO)
+        .is_some_and(|value| value.eq_ignore_ascii_case("true"))
+}
+
+/// What a listing shows: a static large object's assembled size and ETag,
+/// any other object's own.
+pub fn listed_view(info: &ObjectInfo) -> ListedView {
+    if is_slo(info) {
+        let size = info
+            .meta
+            .headers
+            .get(HDR_SLO_SIZE)
+            .and_then(|size| size.parse().ok());
+        let etag = info.meta.headers.get(HDR_SLO_ETAG);
+        if let (Some(size), Some(etag)) = (size, etag) {
+            return ListedView {
+                size,
+                etag: etag.clone(),
+            };
+        }
+    }
+    ListedView {
+        size: info.size,
+        etag: info.etag.clone(),
+    }
+}
+
+/// The record as a reader of the assembled object sees it: the segments'
+/// total size, and Swift's ETag of a large object (MD5 of the segments'
+/// ETags).
+pub fn assembled_view(mut view: ObjectInfo, segments: &[Segment]) -> ObjectInfo {
+    let mut etags = Md5::new();
+    for segment in segments {
+        etags.update(segment.info.etag.as_bytes());
+    }
+    view.size = segments
+        .iter()
+        .map(|segment| segment.range.end - segment.range.start)
+        .sum();
+    view.etag = hex::encode(etags.finalize());
+    // The manifest's own checksum and parts describe the manifest.
+    view.checksum = None;
+    view.part_sizes = Vec::new();
+    view
+}
+
+/// The manifest's segments, read from the store; `None` when the stored
+/// manifest does not parse.
+pub async fn stored_segments(
+    store: &Store,
+    manifest: &ObjectInfo,
+) -> Result<Option<Vec<StoredSegment>>, StoreError> {
+    if manifest.size > MAX_MANIFEST_SIZE as u64 {
+        return Ok(None);
+    }
+    let mut body = Vec::with_capacity(manifest.size as usize);
+    let mut reader = store.read(manifest, None);
+    while let Some(piece) = reader.next().await {
+        body.extend_from_slice(&piece?);
+    }
+    Ok(serde_json::from_slice(&body).ok())
+}
+
+/// Who reads a large object outside the Swift door.
+#[derive(Debug, Clone, Copy)]
+pub enum Reader<'a> {
+    /// A user of `account`, who may read its containers.
+    Account(&'a str),
+    /// An anonymous visitor of a public object of `account`: each segment
+    /// must be public too, as Swift requires.
+    Anonymous(&'a str),
+}
+
+/// The segments of SLO `manifest` for `reader`: `None` when a segment is
+/// gone, changed, in another account's container, or not readable by an
+/// anonymous reader, which Swift answers with 409 or 401.
+pub async fn segments_for(
+    store: &Store,
+    manifest: &ObjectInfo,
+    reader: Reader<'_>,
+) -> Result<Option<Vec<Segment>>, StoreError> {
+    let (Reader::Account(account) | Reader::Anonymous(account)) = reader;
+    let Some(stored) = stored_segments(store, manifest).await? else {
+        return Ok(None);
+    };
+    let mut segments = Vec::with_capacity(stored.len());
+    for entry in stored {
+        let Some((container, key)) = split_segment_path(&entry.name) else {
+            return Ok(None);
+        };
+        match store.bucket(&container).await {
+            Ok(bucket) if bucket.account == account => {
+                if matches!(reader, Reader::Anonymous(_))
+                    && !crate::public::anonymous_object_read(&bucket, Some(&key), None)
+                {
+                    return Ok(None);
+                }
+            }
+            Ok(_) | Err(StoreError::NoSuchBucket) => return Ok(None),
+            Err(err) => return Err(err),
+        }
+        let info = match store.head_object(&container, &key).await {
+            Ok(info) if info.etag == entry.hash => info,
+            Ok(_) | Err(StoreError::NoSuchKey) => return Ok(None),
+            Err(err) => return Err(err),
+        };
+        let range = 0..info.size;
+        segments.push(Segment { info, range });
+    }
+    Ok(Some(segments))
+}
+
+/// The body of an assembled object (or a `range` of it) as a stream.
+pub fn segmented_stream(
+    store: &Store,
+    segments: Vec<Segment>,
+    range: Option<Range<u64>>,
+) -> impl Stream<Item = Result<Bytes, StoreError>> + Send + 'static {
+    let store = store.clone();
+    let pieces = select_range(segments, range);
+    stream::iter(pieces)
+        .map(move |segment| store.read(&segment.info, Some(segment.range)))
+        .flatten()
+}
+
+/// The parts of `segments` that cover `range` of their concatenation.
+pub fn select_range(segments: Vec<Segment>, range: Option<Range<u64>>) -> Vec<Segment> {
+    let Some(range) = range else {
+        return segments;
+    };
+    let mut offset = 0u64;
+    let mut selected = Vec::new();
+    for segment in segments {
+        let len = segment.range.end - segment.range.start;
+        let (start, end) = (offset, offset + len);
+        offset = end;
+        if end <= range.start || start >= range.end {
+            continue;
+        }
+        let from = range.start.max(start) - start + segment.range.start;
+        let to = range.end.min(end) - start + segment.range.start;
+        selected.push(Segment {
+            info: segment.info,
+            range: from..to,
+        });
+    }
+    selected
+}
+
+/// `/container/object` or `container/object`.
+pub fn split_segment_path(path: &str) -> Option<(String, String)> {
+    let path = path.trim_start_matches('/');
+    match path.split_once('/') {
+        Some((container, key)) if !container.is_empty() && !key.is_empty() => {
+            Some((container.to_owned(), key.to_owned()))
+        }
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use strata_store::ObjectMeta;
+
+    use super::*;
+
+    fn segment(size: u64) -> Segment {
+        Segment {
+            info: ObjectInfo {
+                bucket: "b".into(),
+                key: format!("k{size}"),
+                size,
+                etag: String::new(),
+                last_modified_ms: 0,
+                meta: ObjectMeta::default(),
+                checksum: None,
+                part_sizes: Vec::new(),
+                extents: Vec::new(),
+                inline: None,
+            },
+            range: 0..size,
+        }
+    }
+
+    fn ranges(range: Option<Range<u64>>) -> Vec<Range<u64>> {
+        select_range(vec![segment(10), segment(5), segment(7)], range)
+            .into_iter()
+            .map(|segment| segment.range)
+            .collect()
+    }
+
+    #[test]
+    fn ranges_across_segments() {
+        assert_eq!(ranges(None), vec![0..10, 0..5, 0..7]);
+        assert_eq!(ranges(Some(0..22)), vec![0..10, 0..5, 0..7]);
+        assert_eq!(ranges(Some(3..4)), vec![3..4]);
+        assert_eq!(ranges(Some(8..12)), vec![8..10, 0..2]);
+        assert_eq!(ranges(Some(10..15)), vec![0..5]);
+        assert_eq!(ranges(Some(14..22)), vec![4..5, 0..7]);
+    }
+
+    #[test]
+    fn segment_paths() {
+        assert_eq!(
+            split_segment_path("/c/a/b"),
+            Some(("c".to_owned(), "a/b".to_owned()))
+        );
+        assert_eq!(split_segment_path("/c"), None);
+        assert_eq!(split_segment_path("c/"), None);
+    }
+
+    #[test]
+    fn the_assembled_view_sums_the_segments() {
+        let view = assembled_view(segment(1).info, &[segment(10), segment(5)]);
+        assert_eq!(view.size, 15);
+        assert_eq!(view.etag.len(), 32);
+    }
+}

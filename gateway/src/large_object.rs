@@ -48,6 +48,14 @@ pub struct ListedView {
     pub etag: String,
 }
 
+/// Whether `name` is one of the headers that make a record a large object
+/// (which a copy of its assembled bytes must not keep).
+pub fn is_large_object_header(name: &str) -> bool {
+    [HDR_SLO, HDR_SLO_SIZE, HDR_SLO_ETAG, HDR_OBJECT_MANIFEST]
+        .iter()
+        .any(|header| name.eq_ignore_ascii_case(header))
+}
+
 pub fn is_slo(info: &ObjectInfo) -> bool {
     info.meta
         .headers

@@ -70,7 +70,12 @@ impl S3Door {
                         "This copy request is illegal because it is trying to copy an object to itself without changing the object's metadata, storage class, website redirect location or encryption attributes.",
                     ));
                 }
-                source.meta.clone()
+                let mut meta = source.meta.clone();
+                // A copy of a Swift large object is its assembled bytes,
+                // a plain object: the manifest's bookkeeping stays behind.
+                meta.headers
+                    .retain(|name, _| !crate::large_object::is_large_object_header(name));
+                meta
             }
             "REPLACE" => meta_from_request(&request.headers, self.limits.max_user_metadata)?,
             _ => {
@@ -166,7 +171,26 @@ impl S3Door {
                 u64::MAX
             },
         };
-        let reader = self.store.read(source, range);
+        let reader: strata_store::ObjectReader = if crate::large_object::is_slo(source) {
+            let owner = self.store.bucket(&source.bucket).await?.account;
+            let reader = crate::large_object::Reader::Account(&owner);
+            let segments = crate::large_object::segments_for(&self.store, source, reader)
+                .await?
+                .ok_or_else(|| {
+                    S3Error::new(
+                        "InvalidObjectState",
+                        StatusCode::CONFLICT,
+                        "A segment of the source large object is missing or changed.",
+                    )
+                })?;
+            Box::pin(crate::large_object::segmented_stream(
+                &self.store,
+                segments,
+                range,
+            ))
+        } else {
+            self.store.read(source, range)
+        };
         let staged = if part {
             self.store.stage_part(reader, &options).await
         } else {

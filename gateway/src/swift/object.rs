@@ -261,9 +261,8 @@ impl SwiftDoor {
         let source = &assembled.view;
         let mut meta = object_meta(request, key, Some(source))?;
         if assembled.segments.is_some() {
-            for name in [HDR_SLO, HDR_OBJECT_MANIFEST, "x-slo-size", "x-slo-etag"] {
-                meta.headers.remove(name);
-            }
+            meta.headers
+                .retain(|name, _| !crate::large_object::is_large_object_header(name));
         }
         if request.header("x-delete-at").is_none() && request.header("x-delete-after").is_none() {
             meta.delete_at = None;

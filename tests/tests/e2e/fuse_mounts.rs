@@ -394,6 +394,34 @@ fn strata_mount_account_containers_and_large_files() -> Result<()> {
         s3_get(&server, &container, "big.bin")? == big,
         "S3 GetObject of the large object differs"
     );
+    // An S3 copy is the assembled bytes as a plain object.
+    server.aws_ok(&[
+        "s3api",
+        "copy-object",
+        "--bucket",
+        &container,
+        "--key",
+        "copy.bin",
+        "--copy-source",
+        &format!("{container}/big.bin"),
+    ])?;
+    let copy = server.swift_as_root("HEAD", &swift_path("/copy.bin"), None, &[])?;
+    ensure!(
+        copy.header("x-static-large-object").is_none()
+            && copy.header("etag").map(|etag| etag.trim_matches('"')) == Some(&md5_hex(&big)),
+        "the S3 copy of the large object is not a plain copy: {:?}",
+        copy.headers
+    );
+    ensure!(
+        s3_get(&server, &container, "copy.bin")? == big,
+        "the S3 copy of the large object differs"
+    );
+    let deleted = server.swift_as_root("DELETE", &swift_path("/copy.bin"), None, &[])?;
+    ensure!(
+        deleted.status == 204,
+        "deleting the copy: {}",
+        deleted.status
+    );
     let ftp_copy = work.join("ftp-big.bin");
     let root = SwiftUser::root();
     server.lftp_ok(

@@ -1,10 +1,12 @@
-//! Swift Static Large Objects as every door reads them. The Swift door
-//! writes them (`PUT ?multipart-manifest=put`): the stored body is a JSON
-//! list of segments, and the record's `meta.headers` carry the assembled
-//! size and ETag. A reader of the object wants the segments' bytes, whichever
-//! door it came through: S3 clients, FTP clients and `strata mount` (which
-//! uploads large files this way) see the assembled object, not the
-//! manifest.
+//! Swift large objects as every door reads them. The Swift door writes
+//! them: a Static Large Object (`PUT ?multipart-manifest=put`) stores a JSON
+//! list of segments as its body, with the assembled size and ETag in the
+//! record's `meta.headers`; a Dynamic Large Object (`X-Object-Manifest:
+//! container/prefix`, what `swift upload --segment-size` makes) is the
+//! concatenation of the objects under a prefix at read time. A reader wants
+//! the segments' bytes, whichever door it came through: S3 clients, FTP
+//! clients and `strata mount` (which uploads large files as SLOs) see the
+//! assembled object, not the manifest.
 //!
 //! Which segments a caller may read is the caller's decision; this module
 //! parses, checks (every segment still has the ETag the manifest recorded)
@@ -16,7 +18,7 @@ use bytes::Bytes;
 use futures::{Stream, StreamExt as _, stream};
 use md5::{Digest as _, Md5};
 use serde::{Deserialize, Serialize};
-use strata_store::{ObjectInfo, Store, StoreError};
+use strata_store::{ListEntry, ListQuery, ObjectInfo, Store, StoreError};
 
 pub const HDR_OBJECT_MANIFEST: &str = "x-object-manifest";
 pub const HDR_SLO: &str = "x-static-large-object";
@@ -26,6 +28,8 @@ pub const HDR_SLO_ETAG: &str = "x-slo-etag";
 
 /// Largest SLO manifest body (Swift's `max_manifest_size`).
 pub const MAX_MANIFEST_SIZE: usize = 8 * 1024 * 1024;
+/// Most segments a DLO is assembled from.
+pub const MAX_DLO_SEGMENTS: usize = 10_000;
 
 /// A segment as the stored SLO manifest lists it (Swift's stored form).
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -132,15 +136,56 @@ pub enum Reader<'a> {
     Anonymous(&'a str),
 }
 
-/// The segments of SLO `manifest` for `reader`: `None` when a segment is
-/// gone, changed, in another account's container, or not readable by an
-/// anonymous reader, which Swift answers with 409 or 401.
-pub async fn segments_for(
+/// How a reader outside the Swift door gets an object's bytes.
+pub enum Assembly {
+    /// The record's own bytes.
+    Plain,
+    /// A large object: these segments, in order.
+    Segments(Vec<Segment>),
+    /// A large object `reader` cannot read whole: a segment is gone or
+    /// changed, in another account, or (for an anonymous reader) not
+    /// public. Swift answers 409 or 401.
+    Unreadable,
+}
+
+/// How `reader` reads `info`: plainly, or as the segments of a large object.
+pub async fn assemble(
+    store: &Store,
+    info: &ObjectInfo,
+    reader: Reader<'_>,
+) -> Result<Assembly, StoreError> {
+    let segments = if is_slo(info) {
+        slo_segments(store, info, reader).await?
+    } else if let Some(manifest) = info.meta.headers.get(HDR_OBJECT_MANIFEST) {
+        dlo_segments(store, manifest, reader).await?
+    } else {
+        return Ok(Assembly::Plain);
+    };
+    Ok(segments.map_or(Assembly::Unreadable, Assembly::Segments))
+}
+
+/// Whether `reader` may read `key` of `container` as a segment.
+async fn may_read_segment(
+    store: &Store,
+    container: &str,
+    key: &str,
+    reader: Reader<'_>,
+) -> Result<bool, StoreError> {
+    let (Reader::Account(account) | Reader::Anonymous(account)) = reader;
+    match store.bucket(container).await {
+        Ok(bucket) => Ok(bucket.account == account
+            && (matches!(reader, Reader::Account(_))
+                || crate::public::anonymous_object_read(&bucket, Some(key), None))),
+        Err(StoreError::NoSuchBucket) => Ok(false),
+        Err(err) => Err(err),
+    }
+}
+
+async fn slo_segments(
     store: &Store,
     manifest: &ObjectInfo,
     reader: Reader<'_>,
 ) -> Result<Option<Vec<Segment>>, StoreError> {
-    let (Reader::Account(account) | Reader::Anonymous(account)) = reader;
     let Some(stored) = stored_segments(store, manifest).await? else {
         return Ok(None);
     };
@@ -149,16 +194,8 @@ pub async fn segments_for(
         let Some((container, key)) = split_segment_path(&entry.name) else {
             return Ok(None);
         };
-        match store.bucket(&container).await {
-            Ok(bucket) if bucket.account == account => {
-                if matches!(reader, Reader::Anonymous(_))
-                    && !crate::public::anonymous_object_read(&bucket, Some(&key), None)
-                {
-                    return Ok(None);
-                }
-            }
-            Ok(_) | Err(StoreError::NoSuchBucket) => return Ok(None),
-            Err(err) => return Err(err),
+        if !may_read_segment(store, &container, &key, reader).await? {
+            return Ok(None);
         }
         let info = match store.head_object(&container, &key).await {
             Ok(info) if info.etag == entry.hash => info,
@@ -169,6 +206,68 @@ pub async fn segments_for(
         segments.push(Segment { info, range });
     }
     Ok(Some(segments))
+}
+
+/// The objects under a DLO's `container/prefix`, in name order, for a
+/// reader who may see them.
+async fn dlo_segments(
+    store: &Store,
+    manifest: &str,
+    reader: Reader<'_>,
+) -> Result<Option<Vec<Segment>>, StoreError> {
+    let (container, prefix) = dlo_location(manifest);
+    if !may_read_segment(store, &container, &prefix, reader).await? {
+        return Ok(None);
+    }
+    objects_under(store, &container, &prefix).await
+}
+
+/// A DLO's `X-Object-Manifest` (`container/prefix`, URL-encoded as sent)
+/// as container and prefix.
+pub fn dlo_location(manifest: &str) -> (String, String) {
+    let decoded = percent_encoding::percent_decode_str(manifest).decode_utf8_lossy();
+    let trimmed = decoded.trim_start_matches('/');
+    match trimmed.split_once('/') {
+        Some((container, prefix)) => (container.to_owned(), prefix.to_owned()),
+        None => (trimmed.to_owned(), String::new()),
+    }
+}
+
+/// Every object under `prefix` of `container`, in name order, as segments;
+/// `None` beyond [`MAX_DLO_SEGMENTS`].
+pub async fn objects_under(
+    store: &Store,
+    container: &str,
+    prefix: &str,
+) -> Result<Option<Vec<Segment>>, StoreError> {
+    let mut segments = Vec::new();
+    let mut start_after = None;
+    loop {
+        let page = store
+            .list_objects(
+                container,
+                ListQuery {
+                    prefix: prefix.to_owned(),
+                    start_after: start_after.take(),
+                    max_keys: 1000,
+                    ..ListQuery::default()
+                },
+            )
+            .await?;
+        for entry in page.entries {
+            if let ListEntry::Object(info) = entry {
+                let range = 0..info.size;
+                segments.push(Segment { info: *info, range });
+            }
+        }
+        if segments.len() > MAX_DLO_SEGMENTS {
+            return Ok(None);
+        }
+        if !page.is_truncated {
+            return Ok(Some(segments));
+        }
+        start_after = page.next_marker;
+    }
 }
 
 /// The body of an assembled object (or a `range` of it) as a stream.

@@ -23,6 +23,7 @@ use unftp_core::storage::{self, ErrorKind, FEATURE_RESTART, Fileinfo, Metadata, 
 
 use super::login::FtpUser;
 use super::path::FtpPath;
+use crate::large_object;
 use crate::wire::{content_type_for, unix_now_ms};
 
 /// Content type of the empty objects that stand for directories made with
@@ -67,7 +68,7 @@ impl EntryMeta {
     fn file(info: &ObjectInfo) -> EntryMeta {
         EntryMeta {
             // A Swift large object shows its assembled size.
-            size: crate::large_object::listed_view(info).size,
+            size: large_object::listed_view(info).size,
             is_dir: false,
             modified_ms: info.last_modified_ms,
         }
@@ -435,26 +436,28 @@ impl StorageBackend<FtpUser> for StoreFileSystem {
             .await?
             .ok_or_else(|| refused(ErrorKind::PermanentFileNotAvailable))?;
         // A Swift large object downloads as its segments, as through Swift.
-        let segments = if crate::large_object::is_slo(&info) {
-            let reader = crate::large_object::Reader::Account(&bucket.account);
-            Some(
-                crate::large_object::segments_for(&self.store, &info, reader)
-                    .await
-                    .map_err(ftp_error)?
-                    .ok_or_else(|| refused(ErrorKind::PermanentFileNotAvailable))?,
-            )
-        } else {
-            None
-        };
-        let size = match &segments {
-            Some(segments) => crate::large_object::assembled_view(info.clone(), segments).size,
-            None => info.size,
+        let reader = large_object::Reader::Account(&bucket.account);
+        let (size, segments) = match large_object::assemble(&self.store, &info, reader)
+            .await
+            .map_err(ftp_error)?
+        {
+            large_object::Assembly::Plain => (info.size, None),
+            large_object::Assembly::Segments(segments) => (
+                segments
+                    .iter()
+                    .map(|segment| segment.range.end - segment.range.start)
+                    .sum(),
+                Some(segments),
+            ),
+            large_object::Assembly::Unreadable => {
+                return Err(refused(ErrorKind::PermanentFileNotAvailable));
+            }
         };
         if start_pos > size {
             return Err(refused(ErrorKind::PermanentFileNotAvailable));
         }
         let pieces: strata_store::ObjectReader = match segments {
-            Some(segments) => Box::pin(crate::large_object::segmented_stream(
+            Some(segments) => Box::pin(large_object::segmented_stream(
                 &self.store,
                 segments,
                 Some(start_pos..size),

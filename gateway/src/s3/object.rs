@@ -18,6 +18,7 @@ use super::headers::{
 use super::xml::{self, DeleteRequest};
 use super::{Response, ResponseBody, S3Door, S3Request, empty_response, xml_response};
 use crate::edge::{CacheOutcome, CachedObject, Dialect};
+use crate::large_object::{Assembly, Reader, Segment, assemble, assembled_view, segmented_stream};
 use crate::wire::stream_body;
 
 /// The most keys one DeleteObjects request may name.
@@ -154,6 +155,25 @@ impl S3Door {
         Ok(info)
     }
 
+    /// `info` as `reader` reads it: a Swift large object becomes its
+    /// assembled view and segments; 409 when a segment is missing, changed
+    /// or not the reader's.
+    async fn assembled(
+        &self,
+        info: ObjectInfo,
+        reader: Reader<'_>,
+    ) -> S3Result<(ObjectInfo, Option<Vec<Segment>>)> {
+        match assemble(&self.store, &info, reader).await? {
+            Assembly::Plain => Ok((info, None)),
+            Assembly::Segments(segments) => Ok((assembled_view(info, &segments), Some(segments))),
+            Assembly::Unreadable => Err(S3Error::new(
+                "InvalidObjectState",
+                StatusCode::CONFLICT,
+                "A segment of this large object is missing, changed or not readable.",
+            )),
+        }
+    }
+
     /// Streams (a range of) an existing object into a new staged body.
     pub(crate) async fn stage_copy(
         &self,
@@ -171,25 +191,13 @@ impl S3Door {
                 u64::MAX
             },
         };
-        let reader: strata_store::ObjectReader = if crate::large_object::is_slo(source) {
-            let owner = self.store.bucket(&source.bucket).await?.account;
-            let reader = crate::large_object::Reader::Account(&owner);
-            let segments = crate::large_object::segments_for(&self.store, source, reader)
-                .await?
-                .ok_or_else(|| {
-                    S3Error::new(
-                        "InvalidObjectState",
-                        StatusCode::CONFLICT,
-                        "A segment of the source large object is missing or changed.",
-                    )
-                })?;
-            Box::pin(crate::large_object::segmented_stream(
-                &self.store,
-                segments,
-                range,
-            ))
-        } else {
-            self.store.read(source, range)
+        let owner = self.store.bucket(&source.bucket).await?.account;
+        let (_, segments) = self
+            .assembled(source.clone(), Reader::Account(&owner))
+            .await?;
+        let reader: strata_store::ObjectReader = match segments {
+            Some(segments) => Box::pin(segmented_stream(&self.store, segments, range)),
+            None => self.store.read(source, range),
         };
         let staged = if part {
             self.store.stage_part(reader, &options).await
@@ -219,34 +227,17 @@ impl S3Door {
             .store
             .head_object(&request.bucket, &request.key)
             .await?;
-        // A Swift Static Large Object reads as its segments, as through
-        // Swift; the manifest is the Swift door's to show.
-        let (info, segments) = if crate::large_object::is_slo(&info) {
-            use crate::large_object::Reader;
-            let reader = if request
-                .account()
-                .is_ok_and(|account| account == bucket.account)
-            {
-                Reader::Account(&bucket.account)
-            } else {
-                Reader::Anonymous(&bucket.account)
-            };
-            let segments = crate::large_object::segments_for(&self.store, &info, reader)
-                .await?
-                .ok_or_else(|| {
-                    S3Error::new(
-                        "InvalidObjectState",
-                        StatusCode::CONFLICT,
-                        "A segment of this large object is missing, changed or not readable.",
-                    )
-                })?;
-            (
-                crate::large_object::assembled_view(info, &segments),
-                Some(segments),
-            )
+        // A Swift large object reads as its segments, as through Swift; the
+        // manifest is the Swift door's to show.
+        let reader = if request
+            .account()
+            .is_ok_and(|account| account == bucket.account)
+        {
+            Reader::Account(&bucket.account)
         } else {
-            (info, None)
+            Reader::Anonymous(&bucket.account)
         };
+        let (info, segments) = self.assembled(info, reader).await?;
         match evaluate_conditions(&request.headers, "", &info) {
             ConditionOutcome::Proceed => {}
             ConditionOutcome::NotModified => return Ok(not_modified(&info)),
@@ -271,11 +262,9 @@ impl S3Door {
             super::full_body(bytes::Bytes::new())
         } else {
             match segments {
-                Some(segments) => stream_body(crate::large_object::segmented_stream(
-                    &self.store,
-                    segments,
-                    range.clone(),
-                )),
+                Some(segments) => {
+                    stream_body(segmented_stream(&self.store, segments, range.clone()))
+                }
                 None => stream_body(self.store.read(&info, range.clone())),
             }
         };

@@ -21,9 +21,7 @@ use http_body_util::BodyExt as _;
 use hyper::body::Incoming;
 use md5::{Digest as _, Md5};
 use serde::Deserialize;
-use strata_store::{
-    ListEntry, ListQuery, ObjectInfo, ObjectMeta, PutConditions, StageOptions, StoreError,
-};
+use strata_store::{ObjectInfo, ObjectMeta, PutConditions, StageOptions, StoreError};
 
 use super::access::Access;
 use super::bulk::DeleteReport;
@@ -32,14 +30,12 @@ use super::{SwiftDoor, SwiftRequest};
 use crate::wire::Response;
 
 pub(crate) use crate::large_object::{
-    HDR_OBJECT_MANIFEST, HDR_SLO, MAX_MANIFEST_SIZE, Segment, is_slo, listed_view,
+    HDR_OBJECT_MANIFEST, HDR_SLO, MAX_DLO_SEGMENTS, MAX_MANIFEST_SIZE, Segment, is_slo, listed_view,
 };
 use crate::large_object::{HDR_SLO_ETAG, HDR_SLO_SIZE, StoredSegment, assembled_view};
 
 /// Most segments in one SLO manifest (Swift's `max_manifest_segments`).
 pub(crate) const MAX_MANIFEST_SEGMENTS: usize = 1000;
-/// Most segments a DLO is assembled from.
-pub(crate) const MAX_DLO_SEGMENTS: usize = 10_000;
 
 /// How a GET presents an object: its own bytes, or its segments'.
 pub(crate) struct Assembled {
@@ -122,50 +118,19 @@ impl SwiftDoor {
         request: &SwiftRequest,
         manifest: &str,
     ) -> SwiftResult<Vec<Segment>> {
-        let decoded = percent_encoding::percent_decode_str(manifest)
-            .decode_utf8_lossy()
-            .into_owned();
-        let (container, prefix) = decoded
-            .trim_start_matches('/')
-            .split_once('/')
-            .map(|(container, prefix)| (container.to_owned(), prefix.to_owned()))
-            .unwrap_or((decoded.clone(), String::new()));
+        let (container, prefix) = crate::large_object::dlo_location(manifest);
         let bucket = self.container_of(&request.account, &container).await?;
         self.authorize(request, bucket.as_ref(), false, Access::Read)?;
         if bucket.is_none() {
             return Ok(Vec::new());
         }
-        let mut segments = Vec::new();
-        let mut marker = None;
-        loop {
-            let page = self
-                .store
-                .list_objects(
-                    &container,
-                    ListQuery {
-                        prefix: prefix.clone(),
-                        start_after: marker.take(),
-                        max_keys: 1000,
-                        ..ListQuery::default()
-                    },
-                )
-                .await?;
-            for entry in page.entries {
-                if let ListEntry::Object(info) = entry {
-                    let range = 0..info.size;
-                    segments.push(Segment { info: *info, range });
-                }
-            }
-            if segments.len() > MAX_DLO_SEGMENTS {
-                return Err(SwiftError::conflict(format!(
+        crate::large_object::objects_under(&self.store, &container, &prefix)
+            .await?
+            .ok_or_else(|| {
+                SwiftError::conflict(format!(
                     "The manifest names more than {MAX_DLO_SEGMENTS} segments"
-                )));
-            }
-            if !page.is_truncated {
-                return Ok(segments);
-            }
-            marker = page.next_marker;
-        }
+                ))
+            })
     }
 
     /// A segment object of the request's account, if it exists and the

@@ -433,6 +433,48 @@ fn strata_mount_account_containers_and_large_files() -> Result<()> {
         fs::read(&ftp_copy)? == big,
         "FTP RETR of the large object differs"
     );
+    // A Dynamic Large Object (what `swift upload --segment-size` makes)
+    // reads assembled through S3 and FTP as well.
+    let dlo_segments = format!("/v1/AUTH_admin/{container}_dlo");
+    let created = server.swift_as_root("PUT", &dlo_segments, None, &[])?;
+    ensure!(
+        created.status == 201,
+        "PUT {dlo_segments}: {}",
+        created.status
+    );
+    for (index, part) in [&b"first part, "[..], b"second part"].iter().enumerate() {
+        let path = format!("{dlo_segments}/dlo/{index}");
+        let put = server.swift_as_root("PUT", &path, Some(part), &[])?;
+        ensure!(put.status == 201, "PUT {path}: {}", put.status);
+    }
+    let manifest = format!("{container}_dlo/dlo/");
+    let put = server.swift_as_root(
+        "PUT",
+        &swift_path("/dlo.txt"),
+        Some(b""),
+        &[("x-object-manifest", &manifest)],
+    )?;
+    ensure!(put.status == 201, "PUT of the DLO manifest: {}", put.status);
+    ensure!(
+        s3_get(&server, &container, "dlo.txt")? == b"first part, second part",
+        "S3 GetObject of a DLO is not its segments"
+    );
+    let ftp_dlo = work.join("ftp-dlo.txt");
+    server.lftp_ok(
+        &root.login(),
+        &root.key,
+        &format!("get {container}/dlo.txt -o {}", utf8(&ftp_dlo)?),
+    )?;
+    ensure!(
+        fs::read(&ftp_dlo)? == b"first part, second part",
+        "FTP RETR of a DLO is not its segments"
+    );
+    let deleted = server.swift_as_root("DELETE", &swift_path("/dlo.txt"), None, &[])?;
+    ensure!(
+        deleted.status == 204,
+        "deleting the DLO: {}",
+        deleted.status
+    );
     let segments = format!("/v1/AUTH_admin/{container}_segments");
     let listed = server.swift_as_root("GET", &segments, None, &[])?;
     ensure!(

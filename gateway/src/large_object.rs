@@ -60,6 +60,11 @@ pub fn is_large_object_header(name: &str) -> bool {
         .any(|header| name.eq_ignore_ascii_case(header))
 }
 
+/// Whether `info` is a large object (SLO or DLO) a reader assembles.
+pub fn is_large_object(info: &ObjectInfo) -> bool {
+    is_slo(info) || info.meta.headers.contains_key(HDR_OBJECT_MANIFEST)
+}
+
 pub fn is_slo(info: &ObjectInfo) -> bool {
     info.meta
         .headers

@@ -191,10 +191,16 @@ impl S3Door {
                 u64::MAX
             },
         };
-        let owner = self.store.bucket(&source.bucket).await?.account;
-        let (_, segments) = self
-            .assembled(source.clone(), Reader::Account(&owner))
-            .await?;
+        // Only a large object needs its bucket's owner (and a clone of the
+        // record): a plain copy costs no extra metadata read.
+        let segments = if crate::large_object::is_large_object(source) {
+            let owner = self.store.bucket(&source.bucket).await?.account;
+            self.assembled(source.clone(), Reader::Account(&owner))
+                .await?
+                .1
+        } else {
+            None
+        };
         let reader: strata_store::ObjectReader = match segments {
             Some(segments) => Box::pin(segmented_stream(&self.store, segments, range)),
             None => self.store.read(source, range),

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use http::StatusCode;
+use http::{HeaderValue, StatusCode};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
@@ -146,7 +146,16 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         tokio::spawn(async move {
             let service = hyper::service::service_fn(move |request: hyper::Request<Incoming>| {
                 let doors = doors.clone();
-                async move { Ok::<_, Infallible>(doors.handle(request).await) }
+                async move {
+                    let close_after = expects_continue_without_body(request.headers());
+                    let mut response = doors.handle(request).await;
+                    if close_after {
+                        response
+                            .headers_mut()
+                            .insert(http::header::CONNECTION, HeaderValue::from_static("close"));
+                    }
+                    Ok::<_, Infallible>(response)
+                }
             });
             if let Err(err) = builder
                 .serve_connection(TokioIo::new(stream), service)
@@ -278,6 +287,27 @@ impl Doors {
     }
 }
 
+/// A request that asks for `100 Continue` but frames no content. RFC 9110
+/// §10.1.1 lets a server skip the interim response then, and hyper does; but
+/// botocore (every Python S3 tool) sends `Expect: 100-continue` with empty
+/// uploads too, keeps the early final status on the pooled connection, and
+/// misreads the next response on it (boto/botocore#3755: `aws s3 sync` of a
+/// tree with an empty file stalled and lost an UploadPart). Closing such a
+/// connection after its response resets the client's state, at the price of
+/// one reconnect per empty upload.
+fn expects_continue_without_body(headers: &http::HeaderMap) -> bool {
+    let expects_continue = headers
+        .get(http::header::EXPECT)
+        .is_some_and(|value| value.as_bytes().eq_ignore_ascii_case(b"100-continue"));
+    if !expects_continue || headers.contains_key(http::header::TRANSFER_ENCODING) {
+        return false;
+    }
+    match headers.get(http::header::CONTENT_LENGTH) {
+        Some(length) => length.as_bytes() == b"0",
+        None => true,
+    }
+}
+
 async fn shutdown_signal() {
     let interrupt = tokio::signal::ctrl_c();
     #[cfg(unix)]
@@ -297,4 +327,49 @@ async fn shutdown_signal() {
     }
     #[cfg(not(unix))]
     let _ = interrupt.await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&'static str, &'static str)]) -> http::HeaderMap {
+        pairs
+            .iter()
+            .map(|(name, value)| {
+                (
+                    http::HeaderName::from_static(name),
+                    HeaderValue::from_static(value),
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn only_bodiless_continue_requests_close_their_connection() {
+        let cases = [
+            (
+                &[("expect", "100-continue"), ("content-length", "0")][..],
+                true,
+            ),
+            (&[("expect", "100-Continue")][..], true),
+            (
+                &[("expect", "100-continue"), ("content-length", "5")][..],
+                false,
+            ),
+            (
+                &[("expect", "100-continue"), ("transfer-encoding", "chunked")][..],
+                false,
+            ),
+            (&[("content-length", "0")][..], false),
+            (&[][..], false),
+        ];
+        for (pairs, closes) in cases {
+            assert_eq!(
+                expects_continue_without_body(&headers(pairs)),
+                closes,
+                "{pairs:?}"
+            );
+        }
+    }
 }

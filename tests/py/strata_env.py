@@ -49,7 +49,7 @@ def client(access_key=None, secret_key=None, **config_overrides):
     settings = dict(
         signature_version="s3v4",
         s3={"addressing_style": "path"},
-        retries={"max_attempts": 1, "mode": "standard"},
+        retries={"total_max_attempts": 1, "mode": "standard"},
         connect_timeout=5,
         read_timeout=120,
     )

@@ -64,6 +64,10 @@ enum Command {
         #[command(subcommand)]
         command: crate::ring_cli::RingCommand,
     },
+    /// Run a storage node: extents for the partitions the ring gives it.
+    Node(crate::cluster_cli::NodeArgs),
+    /// The health of a cluster: every node, its data and its replication.
+    Status(crate::cluster_cli::StatusArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -220,6 +224,12 @@ struct ServeArgs {
     /// Refuse FTP sessions that do not switch to TLS.
     #[arg(long, env = "STRATA_FTP_REQUIRE_TLS")]
     ftp_require_tls: bool,
+    /// Keep extents on the storage nodes of this ring file instead of in --data.
+    #[arg(long, env = "STRATA_RING")]
+    ring: Option<PathBuf>,
+    /// File holding the cluster secret (with --ring).
+    #[arg(long, env = "STRATA_CLUSTER_SECRET_FILE")]
+    cluster_secret_file: Option<PathBuf>,
 }
 
 pub fn main() -> ExitCode {
@@ -233,6 +243,8 @@ pub fn main() -> ExitCode {
         Command::Domain { command, admin } => run_admin(admin, Admin::Domain(command)),
         Command::Mount(args) => mount(args),
         Command::Ring { command } => crate::ring_cli::run(command),
+        Command::Node(args) => crate::cluster_cli::node(args),
+        Command::Status(args) => crate::cluster_cli::status(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -256,6 +268,8 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         ftp_tls_cert: args.ftp_tls_cert,
         ftp_tls_key: args.ftp_tls_key,
         ftp_require_tls: args.ftp_require_tls,
+        ring: args.ring,
+        cluster_secret_file: args.cluster_secret_file,
     };
     let config = Config::load(args.config.as_deref(), overrides)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()

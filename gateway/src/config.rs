@@ -35,6 +35,34 @@ pub struct Config {
     pub cache: crate::edge::CacheConfig,
     /// The FTP door (`[ftp]`), off unless it has a listen address.
     pub ftp: crate::ftp::FtpConfig,
+    /// Storage nodes (`[cluster]`); without a ring, extents stay in `data`.
+    pub cluster: ClusterConfig,
+}
+
+/// Where a gateway keeps extents when it is part of a cluster.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClusterConfig {
+    /// The ring file (`strata ring rebalance` writes it); its devices name
+    /// the storage nodes.
+    pub ring: Option<PathBuf>,
+    /// File holding the cluster secret every node and gateway shares.
+    pub secret_file: Option<PathBuf>,
+    /// Copies fsynced before a write succeeds (default: the ring's replicas).
+    pub write_quorum: Option<usize>,
+    /// Longest wait for one storage node request, in seconds.
+    pub node_timeout_secs: u64,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        ClusterConfig {
+            ring: None,
+            secret_file: None,
+            write_quorum: None,
+            node_timeout_secs: 10,
+        }
+    }
 }
 
 /// A family of endpoints a gateway can serve.
@@ -93,6 +121,7 @@ impl Default for Config {
             limits: Limits::default(),
             cache: crate::edge::CacheConfig::default(),
             ftp: crate::ftp::FtpConfig::default(),
+            cluster: ClusterConfig::default(),
         }
     }
 }
@@ -111,6 +140,8 @@ pub struct ConfigOverrides {
     pub ftp_tls_cert: Option<PathBuf>,
     pub ftp_tls_key: Option<PathBuf>,
     pub ftp_require_tls: bool,
+    pub ring: Option<PathBuf>,
+    pub cluster_secret_file: Option<PathBuf>,
 }
 
 impl Config {
@@ -155,6 +186,12 @@ impl Config {
             config.ftp.tls_key = Some(key);
         }
         config.ftp.require_tls |= overrides.ftp_require_tls;
+        if let Some(ring) = overrides.ring {
+            config.cluster.ring = Some(ring);
+        }
+        if let Some(secret) = overrides.cluster_secret_file {
+            config.cluster.secret_file = Some(secret);
+        }
         config.validate()?;
         Ok(config)
     }
@@ -193,6 +230,12 @@ impl Config {
         }
         if self.storage_domain.is_some() && self.storage_domain == self.s3_domain {
             bail!("storage_domain and s3_domain must differ");
+        }
+        if self.cluster.ring.is_some() != self.cluster.secret_file.is_some() {
+            bail!("a cluster needs both a ring and a cluster secret file");
+        }
+        if self.cluster.node_timeout_secs == 0 {
+            bail!("cluster.node_timeout_secs must be positive");
         }
         if self.only.is_empty() {
             bail!("only must name at least one of auth, swift, s3");

@@ -19,6 +19,7 @@
 mod admin_client;
 pub mod admin_door;
 pub mod cli;
+pub mod cluster_cli;
 pub mod config;
 pub mod cors;
 mod credentials;

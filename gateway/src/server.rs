@@ -12,7 +12,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use percent_encoding::{NON_ALPHANUMERIC, utf8_percent_encode};
 use strata_auth::SigV4Config;
-use strata_pool::{LocalPool, LocalPoolConfig};
+use strata_pool::{LocalPool, LocalPoolConfig, Pool, RingPool, RingPoolConfig};
 use strata_store::{Store, StoreConfig};
 use tokio::net::TcpListener;
 
@@ -30,13 +30,10 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let addr = config.listen_addr()?;
     std::fs::create_dir_all(&config.data)
         .with_context(|| format!("creating data directory {}", config.data.display()))?;
-    let pool = LocalPool::open(LocalPoolConfig {
-        dir: config.data.join("pool"),
-    })
-    .context("opening the extent pool")?;
+    let pool = open_pool(&config).await?;
     let mut store_config = StoreConfig::new(config.data.join("meta"));
     store_config.max_object_size = config.limits.max_object_size;
-    let store = Store::open(store_config, Arc::new(pool)).context("opening the metadata store")?;
+    let store = Store::open(store_config, pool).context("opening the metadata store")?;
 
     let root = credentials::load_or_create(&config.data)?;
     if let RootKeys::Generated(credential) = &root {
@@ -165,6 +162,36 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             }
         });
     }
+}
+
+/// The embedded pool in `data/pool`, or the storage nodes of the ring.
+async fn open_pool(config: &Config) -> anyhow::Result<Arc<dyn Pool>> {
+    let (Some(ring), Some(secret)) = (&config.cluster.ring, &config.cluster.secret_file) else {
+        let pool = LocalPool::open(LocalPoolConfig {
+            dir: config.data.join("pool"),
+        })
+        .context("opening the extent pool")?;
+        return Ok(Arc::new(pool));
+    };
+    let ring = crate::cluster_cli::load_ring(ring)?;
+    let pool = RingPool::new(
+        ring,
+        RingPoolConfig {
+            secret: crate::cluster_cli::load_secret(secret)?,
+            write_quorum: config.cluster.write_quorum,
+            node_timeout: Duration::from_secs(config.cluster.node_timeout_secs),
+        },
+    );
+    let unreachable = pool.announce_ring().await;
+    let ring = pool.ring();
+    tracing::info!(
+        version = ring.version(),
+        partitions = ring.partition_count(),
+        replicas = ring.replicas(),
+        unreachable = unreachable.len(),
+        "extents on the ring's storage nodes"
+    );
+    Ok(Arc::new(pool))
 }
 
 /// Every door of this gateway; a request goes to exactly one.

@@ -54,13 +54,9 @@ pub fn write(file: &mut File, data: &[u8]) -> io::Result<()> {
 /// the range touches. Returns `Ok(Err(_))` for a file that is there but invalid.
 pub fn read_range(file: &File, offset: u64, len: u64) -> io::Result<Result<Vec<u8>, FormatError>> {
     let file_len = file.metadata()?.len();
-    if file_len < TRAILER_LEN as u64 {
-        return Ok(Err(FormatError::Truncated));
-    }
-    let mut trailer = [0u8; TRAILER_LEN];
-    file.read_exact_at(&mut trailer, file_len - TRAILER_LEN as u64)?;
-    let Some(data_len) = parse_trailer(&trailer) else {
-        return Ok(Err(FormatError::BadTrailer));
+    let (data_len, trailer) = match read_trailer(file, file_len)? {
+        Ok(found) => found,
+        Err(err) => return Ok(Err(err)),
     };
     let n_blocks = block_count_u64(data_len);
     if data_len + n_blocks * 4 + TRAILER_LEN as u64 != file_len {
@@ -103,6 +99,31 @@ pub fn read_range(file: &File, offset: u64, len: u64) -> io::Result<Result<Vec<u
     buf.drain(..skip);
     buf.truncate(len as usize);
     Ok(Ok(buf))
+}
+
+/// Reads and verifies the whole extent: every block, the table and the trailer.
+pub fn read_all(file: &File) -> io::Result<Result<Vec<u8>, FormatError>> {
+    let file_len = file.metadata()?.len();
+    match read_trailer(file, file_len)? {
+        Ok((data_len, _)) => read_range(file, 0, data_len),
+        Err(err) => Ok(Err(err)),
+    }
+}
+
+/// The data length the trailer records, and the trailer.
+fn read_trailer(
+    file: &File,
+    file_len: u64,
+) -> io::Result<Result<(u64, [u8; TRAILER_LEN]), FormatError>> {
+    if file_len < TRAILER_LEN as u64 {
+        return Ok(Err(FormatError::Truncated));
+    }
+    let mut trailer = [0u8; TRAILER_LEN];
+    file.read_exact_at(&mut trailer, file_len - TRAILER_LEN as u64)?;
+    Ok(match parse_trailer(&trailer) {
+        Some(data_len) => Ok((data_len, trailer)),
+        None => Err(FormatError::BadTrailer),
+    })
 }
 
 fn block_count_u64(data_len: u64) -> u64 {
@@ -161,6 +182,8 @@ mod tests {
         check(3 * BLOCK_LEN + 5, 3 * b, 5, Ok(()));
         check(4 * 1024 * 1024, 1, 4 * 1024 * 1024 - 2, Ok(()));
         check(10, 5, 6, Err(FormatError::OutOfRange { extent_len: 10 }));
+        let data = vec![3u8; BLOCK_LEN + 1];
+        assert_eq!(read_all(&written(&data).1).unwrap(), Ok(data));
         check(
             10,
             u64::MAX,

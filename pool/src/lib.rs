@@ -6,23 +6,35 @@
 //! buckets or protocols. Later the same pool will hold VM volumes (lists of extents
 //! exported over NBD) and index records.
 //!
-//! [`Pool`] is the interface every engine implements. Today there is one,
-//! [`LocalPool`]: one extent per file under a data directory, each file carrying a
-//! CRC32C per 64 KiB block so corruption is detected on read instead of served. The
-//! multi-node pool (a ring of storage nodes, 2 replicas) will implement the same trait,
-//! so the store does not change when the cluster arrives.
+//! [`Pool`] is the interface every engine implements; the store does not know
+//! which one it has. [`LocalPool`] is the embedded engine: one extent per file
+//! under a data directory, each file carrying a CRC32C per 64 KiB block so
+//! corruption is detected on read instead of served. [`RingPool`] is a cluster's
+//! pool: the ring (`strata-ring`) places each extent's partition on storage nodes
+//! ([`node::run`], `strata node`), every write goes to each replica and succeeds
+//! once the write quorum has fsynced (a handoff node stands in for a primary that
+//! is down), reads fall back from replica to replica and repair copies that were
+//! missing or damaged. Nodes replicate to each other in the background (digests
+//! per partition, then the differences) and audit their own extents.
+//! [`wire`] is the internal protocol, HTTP with a cluster-secret signature.
 //!
 //! Key decision: a write returns only once the extent is durable (file and directory
-//! entry fsynced). Extents are immutable and written under a fresh id, so a crash
-//! mid-write leaves at most an unreferenced file, never a torn extent that anything
-//! points at. A failed fsync poisons the pool: every later write fails instead of
-//! pretending the disk is fine.
+//! entry fsynced, on every required replica). Extents are immutable and written
+//! under a fresh id, so a crash mid-write leaves at most an unreferenced file, never
+//! a torn extent that anything points at. A failed fsync poisons a local pool: every
+//! later write fails instead of pretending the disk is fine. Deletions leave
+//! tombstones, so a replica that was away is told of the deletion instead of
+//! bringing the extent back.
 //!
-//! This crate depends on no other strata crate (the ring arrives with the cluster) and
-//! opens no sockets.
+//! This crate depends on `strata-ring` only among strata crates; it knows no
+//! buckets, keys or client protocols.
 
 mod extent_file;
 mod local;
+pub mod node;
+mod node_client;
+mod ring_pool;
+pub mod wire;
 
 use std::fmt;
 
@@ -30,6 +42,8 @@ use async_trait::async_trait;
 use bytes::Bytes;
 
 pub use local::{LocalPool, LocalPoolConfig};
+pub use node_client::{NodeClient, NodeError};
+pub use ring_pool::{RingPool, RingPoolConfig, RingPoolStats};
 
 /// Largest extent the pool accepts. Objects are cut into extents of this size.
 pub const MAX_EXTENT_LEN: usize = 4 * 1024 * 1024;
@@ -60,6 +74,19 @@ impl fmt::Debug for ExtentId {
     }
 }
 
+impl serde::Serialize for ExtentId {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&self.to_hex())
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for ExtentId {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = <std::borrow::Cow<'de, str>>::deserialize(deserializer)?;
+        ExtentId::from_hex(&text).ok_or_else(|| serde::de::Error::custom("not an extent id"))
+    }
+}
+
 impl fmt::Display for ExtentId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.to_hex())
@@ -83,6 +110,9 @@ pub enum PoolError {
     },
     #[error("pool is poisoned after a failed fsync; restart after checking the disk")]
     Poisoned,
+    /// Too few storage nodes answered (a cluster pool).
+    #[error("storage nodes unavailable: {0}")]
+    Unavailable(String),
     #[error("pool i/o error: {0}")]
     Io(#[from] std::io::Error),
 }

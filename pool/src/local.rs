@@ -57,6 +57,132 @@ impl LocalPool {
     }
 }
 
+impl LocalPool {
+    /// Stores `data` under a given id, replacing any copy already there: how a
+    /// storage node takes a replica (the id was chosen by the writer) and how a
+    /// damaged copy is repaired. The data goes to a temporary file that is
+    /// fsynced and then renamed over the id, so a reader sees the old copy or
+    /// the new one, never a torn mix.
+    pub async fn put_extent(&self, id: ExtentId, data: Bytes) -> Result<()> {
+        if data.len() > MAX_EXTENT_LEN {
+            return Err(PoolError::TooLarge(data.len()));
+        }
+        if self.inner.poisoned.load(Ordering::Acquire) {
+            return Err(PoolError::Poisoned);
+        }
+        let inner = self.inner.clone();
+        blocking(move || {
+            let path = extent_path(&inner.extents_dir, id);
+            let temp = path.with_file_name(format!(".{id}.{:016x}", rand::random::<u64>()));
+            let written = (|| {
+                let mut file = OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .open(&temp)?;
+                extent_file::write(&mut file, &data)?;
+                file.sync_data()?;
+                fs::rename(&temp, &path)?;
+                match path.parent() {
+                    Some(parent) => sync_dir(parent),
+                    None => Ok(()),
+                }
+            })();
+            if let Err(err) = written {
+                let _ = fs::remove_file(&temp);
+                inner.poisoned.store(true, Ordering::Release);
+                tracing::error!(error = %err, "extent write or fsync failed, pool poisoned");
+                return Err(PoolError::Io(err));
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    /// The whole extent, every block verified.
+    pub async fn read_whole(&self, id: ExtentId) -> Result<Bytes> {
+        let path = self.path_of(id);
+        blocking(move || {
+            let file = open_extent(&path, id)?;
+            match extent_file::read_all(&file)? {
+                Ok(bytes) => Ok(Bytes::from(bytes)),
+                Err(format_err) => Err(corrupt(id, format_err)),
+            }
+        })
+        .await
+    }
+
+    /// Moves a damaged extent out of the way (into `quarantine/`), for
+    /// operators to look at; the id then reads as missing and is repaired
+    /// from another copy.
+    pub async fn quarantine(&self, id: ExtentId) -> Result<()> {
+        let path = self.path_of(id);
+        let quarantine = self.inner.extents_dir.with_file_name("quarantine");
+        blocking(move || {
+            fs::create_dir_all(&quarantine)?;
+            match fs::rename(&path, quarantine.join(id.to_hex())) {
+                Ok(()) => Ok(()),
+                Err(err) if err.kind() == io::ErrorKind::NotFound => Ok(()),
+                Err(err) => Err(err.into()),
+            }
+        })
+        .await
+    }
+
+    /// Every extent id held, with its file size, and removes the temporary
+    /// files of writes a crash interrupted. One directory walk; no data read.
+    pub async fn scan(&self) -> Result<Vec<(ExtentId, u64)>> {
+        let extents_dir = self.inner.extents_dir.clone();
+        blocking(move || {
+            let mut found = Vec::new();
+            walk(&extents_dir, |entry, name| {
+                if name.starts_with('.') {
+                    let _ = fs::remove_file(entry.path());
+                } else if let Some(id) = ExtentId::from_hex(name) {
+                    found.push((id, entry.metadata()?.len()));
+                }
+                Ok(())
+            })?;
+            Ok(found)
+        })
+        .await
+    }
+}
+
+/// Calls `visit` with every file in the fan-out directories, and its name.
+fn walk(
+    extents_dir: &Path,
+    mut visit: impl FnMut(&fs::DirEntry, &str) -> io::Result<()>,
+) -> io::Result<()> {
+    for fan_out in fs::read_dir(extents_dir)? {
+        let fan_out = fan_out?;
+        if !fan_out.file_type()?.is_dir() {
+            continue;
+        }
+        for entry in fs::read_dir(fan_out.path())? {
+            let entry = entry?;
+            if let Some(name) = entry.file_name().to_str() {
+                visit(&entry, name)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+fn corrupt(id: ExtentId, format_err: FormatError) -> PoolError {
+    PoolError::Corrupt {
+        id,
+        detail: format!("{format_err:?}"),
+    }
+}
+
+fn open_extent(path: &Path, id: ExtentId) -> Result<File> {
+    match File::open(path) {
+        Ok(file) => Ok(file),
+        Err(err) if err.kind() == io::ErrorKind::NotFound => Err(PoolError::NotFound(id)),
+        Err(err) => Err(err.into()),
+    }
+}
+
 fn extent_path(extents_dir: &Path, id: ExtentId) -> PathBuf {
     let hex = id.to_hex();
     extents_dir.join(&hex[..2]).join(hex)
@@ -78,47 +204,15 @@ async fn blocking<T: Send + 'static>(
 #[async_trait]
 impl Pool for LocalPool {
     async fn write_extent(&self, data: Bytes) -> Result<ExtentId> {
-        if data.len() > MAX_EXTENT_LEN {
-            return Err(PoolError::TooLarge(data.len()));
-        }
-        if self.inner.poisoned.load(Ordering::Acquire) {
-            return Err(PoolError::Poisoned);
-        }
-        let inner = self.inner.clone();
-        blocking(move || {
-            let id = ExtentId::random();
-            let path = extent_path(&inner.extents_dir, id);
-            let mut file = OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .open(&path)?;
-            extent_file::write(&mut file, &data)?;
-            let synced = file.sync_data().and_then(|()| match path.parent() {
-                Some(parent) => sync_dir(parent),
-                None => Ok(()),
-            });
-            if let Err(err) = synced {
-                // After a failed fsync the kernel may have dropped dirty pages: nothing
-                // written since can be trusted, so refuse all further writes.
-                inner.poisoned.store(true, Ordering::Release);
-                tracing::error!(error = %err, "fsync failed, pool poisoned");
-                return Err(PoolError::Io(err));
-            }
-            Ok(id)
-        })
-        .await
+        let id = ExtentId::random();
+        self.put_extent(id, data).await?;
+        Ok(id)
     }
 
     async fn read_extent(&self, id: ExtentId, offset: u64, len: u64) -> Result<Bytes> {
         let path = self.path_of(id);
         blocking(move || {
-            let file = match File::open(&path) {
-                Ok(file) => file,
-                Err(err) if err.kind() == io::ErrorKind::NotFound => {
-                    return Err(PoolError::NotFound(id));
-                }
-                Err(err) => return Err(err.into()),
-            };
+            let file = open_extent(&path, id)?;
             match extent_file::read_range(&file, offset, len)? {
                 Ok(bytes) => Ok(Bytes::from(bytes)),
                 Err(FormatError::OutOfRange { extent_len }) => Err(PoolError::OutOfRange {
@@ -127,10 +221,7 @@ impl Pool for LocalPool {
                     len,
                     extent_len,
                 }),
-                Err(format_err) => Err(PoolError::Corrupt {
-                    id,
-                    detail: format!("{format_err:?}"),
-                }),
+                Err(format_err) => Err(corrupt(id, format_err)),
             }
         })
         .await
@@ -140,21 +231,18 @@ impl Pool for LocalPool {
         let extents_dir = self.inner.extents_dir.clone();
         blocking(move || {
             let mut found = Vec::new();
-            for fan_out in fs::read_dir(&extents_dir)? {
-                let fan_out = fan_out?;
-                if !fan_out.file_type()?.is_dir() {
-                    continue;
+            walk(&extents_dir, |entry, name| {
+                if entry.metadata()?.modified()? >= older_than {
+                    return Ok(());
                 }
-                for entry in fs::read_dir(fan_out.path())? {
-                    let entry = entry?;
-                    let Some(id) = entry.file_name().to_str().and_then(ExtentId::from_hex) else {
-                        continue;
-                    };
-                    if entry.metadata()?.modified()? < older_than {
-                        found.push(id);
-                    }
+                if let Some(id) = ExtentId::from_hex(name) {
+                    found.push(id);
+                } else if name.starts_with('.') {
+                    // The temporary file of a write a crash interrupted.
+                    let _ = fs::remove_file(entry.path());
                 }
-            }
+                Ok(())
+            })?;
             Ok(found)
         })
         .await
@@ -222,6 +310,33 @@ mod tests {
             pool.read_extent(id, 0, 1).await,
             Err(PoolError::NotFound(_))
         ));
+    }
+
+    #[tokio::test]
+    async fn put_by_id_replaces_and_scan_finds_it() {
+        let tmp = tempfile::tempdir().unwrap();
+        let pool = open(tmp.path());
+        let id = ExtentId::random();
+        pool.put_extent(id, Bytes::from_static(b"first"))
+            .await
+            .unwrap();
+        pool.put_extent(id, Bytes::from_static(b"second"))
+            .await
+            .unwrap();
+        assert_eq!(pool.read_whole(id).await.unwrap(), &b"second"[..]);
+        // A temporary file left by a crash is not an extent, and goes.
+        let stale = pool.path_of(id).with_file_name(".stale.tmp");
+        fs::write(&stale, b"torn").unwrap();
+        let found = pool.scan().await.unwrap();
+        assert_eq!(found.len(), 1);
+        assert_eq!(found[0].0, id);
+        assert!(!stale.exists());
+        pool.quarantine(id).await.unwrap();
+        assert!(matches!(
+            pool.read_whole(id).await,
+            Err(PoolError::NotFound(_))
+        ));
+        assert!(tmp.path().join("quarantine").join(id.to_hex()).exists());
     }
 
     #[tokio::test]

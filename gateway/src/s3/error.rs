@@ -166,7 +166,12 @@ impl From<StoreError> for S3Error {
             | StoreError::Db(_)
             | StoreError::Internal(_)) => {
                 tracing::error!(error = %err, "storage failure");
-                if matches!(err, StoreError::Pool(strata_pool::PoolError::Poisoned)) {
+                if matches!(
+                    err,
+                    StoreError::Pool(
+                        strata_pool::PoolError::Poisoned | strata_pool::PoolError::Unavailable(_)
+                    )
+                ) {
                     S3Error::new(
                         "ServiceUnavailable",
                         S::SERVICE_UNAVAILABLE,

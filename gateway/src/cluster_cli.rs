@@ -1,0 +1,230 @@
+//! `strata node` (a storage node) and `strata status` (the cluster's health,
+//! asked of every node the ring names). The node itself is `strata_pool::node`.
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::Context as _;
+use serde::Serialize;
+use strata_pool::NodeClient;
+use strata_pool::node::{NodeConfig, ReplicatorConfig};
+use strata_pool::wire::{ClusterSecret, NodeStatus};
+use strata_ring::Ring;
+
+#[derive(Debug, clap::Args)]
+pub struct NodeArgs {
+    /// Data directory: extents, tombstones, the ring.
+    #[arg(long, env = "STRATA_DATA")]
+    data: PathBuf,
+    /// Address to listen on, `HOST:PORT`.
+    #[arg(long, env = "STRATA_LISTEN")]
+    listen: String,
+    /// The address the ring names this node by (default: --listen).
+    #[arg(long)]
+    advertise: Option<String>,
+    /// File holding the cluster secret.
+    #[arg(long, env = "STRATA_CLUSTER_SECRET_FILE")]
+    cluster_secret_file: PathBuf,
+    /// A ring to start with; gateways and peers hand newer ones over.
+    #[arg(long, env = "STRATA_RING")]
+    ring: Option<PathBuf>,
+    /// Seconds between replication passes.
+    #[arg(long, default_value_t = 30)]
+    replication_interval: u64,
+    /// MiB per second the auditor reads to verify extents.
+    #[arg(long, default_value_t = 10)]
+    audit_mib_per_sec: u64,
+    /// Seconds between two audits of every extent.
+    #[arg(long, default_value_t = 60)]
+    audit_pause: u64,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct StatusArgs {
+    /// The ring file: its devices name the nodes to ask.
+    #[arg(long, env = "STRATA_RING")]
+    ring: PathBuf,
+    /// File holding the cluster secret.
+    #[arg(long, env = "STRATA_CLUSTER_SECRET_FILE")]
+    cluster_secret_file: PathBuf,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn load_secret(path: &Path) -> anyhow::Result<ClusterSecret> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("reading the cluster secret {}", path.display()))?;
+    ClusterSecret::new(text.lines().next().unwrap_or(""))
+        .map_err(|err| anyhow::anyhow!("{}: {err}", path.display()))
+}
+
+pub fn load_ring(path: &Path) -> anyhow::Result<Ring> {
+    let bytes =
+        std::fs::read(path).with_context(|| format!("reading the ring {}", path.display()))?;
+    Ring::from_bytes(&bytes).with_context(|| format!("loading the ring {}", path.display()))
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("strata")
+        .build()?)
+}
+
+pub fn node(args: NodeArgs) -> anyhow::Result<()> {
+    let listen = args
+        .listen
+        .parse()
+        .with_context(|| format!("listen address {:?} is not HOST:PORT", args.listen))?;
+    let ring = args.ring.as_deref().map(load_ring).transpose()?;
+    let config = NodeConfig {
+        data: args.data,
+        listen,
+        advertise: args.advertise,
+        secret: load_secret(&args.cluster_secret_file)?,
+        cluster_id: ring.as_ref().map(|ring| ring.cluster_id().to_owned()),
+        ring,
+        replicator: ReplicatorConfig {
+            interval: Duration::from_secs(args.replication_interval.max(1)),
+            audit_bytes_per_sec: args.audit_mib_per_sec.max(1) * 1024 * 1024,
+            audit_pause: Duration::from_secs(args.audit_pause),
+            ..ReplicatorConfig::default()
+        },
+    };
+    runtime()?.block_on(async {
+        tokio::select! {
+            served = strata_pool::node::run(config) => served,
+            _ = tokio::signal::ctrl_c() => Ok(()),
+        }
+    })
+}
+
+/// One node's answer, or why there was none.
+#[derive(Serialize)]
+struct NodeReport {
+    node: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    status: Option<NodeStatus>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<String>,
+}
+
+#[derive(Serialize)]
+struct ClusterReport {
+    ring_version: u64,
+    nodes_up: usize,
+    nodes: usize,
+    /// Every node answered, holds this ring (or newer), and its last
+    /// replication pass found nothing to send and held no handoff data.
+    settled: bool,
+    reports: Vec<NodeReport>,
+}
+
+pub fn status(args: StatusArgs) -> anyhow::Result<()> {
+    let ring = load_ring(&args.ring)?;
+    let client = NodeClient::new(
+        load_secret(&args.cluster_secret_file)?,
+        Duration::from_secs(5),
+    );
+    let mut nodes: Vec<String> = ring.devices().map(|device| device.node.clone()).collect();
+    nodes.sort();
+    nodes.dedup();
+    let reports = runtime()?.block_on(async {
+        let mut reports = Vec::new();
+        for node in nodes {
+            let report = match client.status(&node).await {
+                Ok(status) => NodeReport {
+                    node,
+                    status: Some(status),
+                    error: None,
+                },
+                Err(err) => NodeReport {
+                    node,
+                    status: None,
+                    error: Some(err.to_string()),
+                },
+            };
+            reports.push(report);
+        }
+        reports
+    });
+    let settled = reports.iter().all(|report| {
+        report.status.as_ref().is_some_and(|status| {
+            status.ring_version >= Some(ring.version())
+                && status.replication.settled()
+                && status.handoff_extents == 0
+        })
+    });
+    let report = ClusterReport {
+        ring_version: ring.version(),
+        nodes_up: reports.iter().filter(|r| r.status.is_some()).count(),
+        nodes: reports.len(),
+        settled,
+        reports,
+    };
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{}", table(&ring, &report));
+    }
+    Ok(())
+}
+
+fn table(ring: &Ring, report: &ClusterReport) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "ring version {} of cluster {:?}: {} partitions, {} replicas",
+        ring.version(),
+        ring.cluster_id(),
+        ring.partition_count(),
+        ring.replicas()
+    );
+    let _ = writeln!(
+        out,
+        "{:<22} {:>5} {:>9} {:>12} {:>8} {:>7} {:>12} {:>9}",
+        "NODE", "RING", "EXTENTS", "BYTES", "HANDOFF", "PASSES", "OUT-OF-SYNC", "PUSHED"
+    );
+    for node in &report.reports {
+        match &node.status {
+            Some(status) => {
+                let _ = writeln!(
+                    out,
+                    "{:<22} {:>5} {:>9} {:>12} {:>8} {:>7} {:>12} {:>9}",
+                    node.node,
+                    status
+                        .ring_version
+                        .map_or_else(|| "-".to_owned(), |v| v.to_string()),
+                    status.extents,
+                    status.bytes,
+                    status.handoff_extents,
+                    status.replication.passes,
+                    status.replication.last_pass_out_of_sync,
+                    status.replication.extents_pushed,
+                );
+            }
+            None => {
+                let _ = writeln!(
+                    out,
+                    "{:<22} DOWN: {}",
+                    node.node,
+                    node.error.as_deref().unwrap_or("")
+                );
+            }
+        }
+    }
+    let _ = writeln!(
+        out,
+        "{} of {} nodes up; replication {}",
+        report.nodes_up,
+        report.nodes,
+        if report.settled {
+            "settled"
+        } else {
+            "in progress (or a node is down)"
+        }
+    );
+    out
+}

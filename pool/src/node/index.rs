@@ -1,0 +1,225 @@
+//! What a storage node holds, grouped by partition: live extents and the
+//! tombstones of deleted ones. Built from one directory walk at start and
+//! kept up to date by every write and delete; the replicator's digests and
+//! listings come from here, never from reading data.
+
+use std::collections::{BTreeMap, HashMap};
+
+use sha2::{Digest as _, Sha256};
+use strata_ring::Ring;
+
+use crate::ExtentId;
+use crate::wire::PartitionListing;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum State {
+    Live {
+        len: u64,
+    },
+    /// Deleted at this unix time; kept until the reclaim age so every replica
+    /// learns of the deletion instead of having the extent pushed back.
+    Deleted {
+        at: u64,
+    },
+}
+
+/// Extents by partition. The partition of an id depends only on the cluster's
+/// salt and part power, which a cluster never changes, so a newer ring of the
+/// same cluster leaves this grouping as it is.
+#[derive(Default)]
+pub struct Index {
+    /// Partition hasher: a ring of this cluster (any version).
+    ring: Option<std::sync::Arc<Ring>>,
+    parts: HashMap<u32, BTreeMap<ExtentId, State>>,
+    /// Entries recorded before the node had a ring.
+    unplaced: BTreeMap<ExtentId, State>,
+    live: u64,
+    bytes: u64,
+    tombstones: u64,
+}
+
+impl Index {
+    /// Gives the index its partition hasher, placing what waited for one.
+    pub fn set_ring(&mut self, ring: std::sync::Arc<Ring>) {
+        let first = self.ring.is_none();
+        self.ring = Some(ring);
+        if first {
+            for (id, state) in std::mem::take(&mut self.unplaced) {
+                self.place(id, state);
+            }
+        }
+    }
+
+    fn place(&mut self, id: ExtentId, state: State) {
+        match &self.ring {
+            Some(ring) => {
+                let part = ring.partition_of(&id.0).index();
+                self.parts.entry(part).or_default().insert(id, state);
+            }
+            None => {
+                self.unplaced.insert(id, state);
+            }
+        }
+    }
+
+    fn count(&mut self, state: State, sign: i64) {
+        let add = |value: &mut u64, by: u64| {
+            *value = if sign > 0 {
+                value.saturating_add(by)
+            } else {
+                value.saturating_sub(by)
+            }
+        };
+        match state {
+            State::Live { len } => {
+                add(&mut self.live, 1);
+                add(&mut self.bytes, len);
+            }
+            State::Deleted { .. } => add(&mut self.tombstones, 1),
+        }
+    }
+
+    pub fn get(&self, id: ExtentId) -> Option<State> {
+        match &self.ring {
+            Some(ring) => self
+                .parts
+                .get(&ring.partition_of(&id.0).index())?
+                .get(&id)
+                .copied(),
+            None => self.unplaced.get(&id).copied(),
+        }
+    }
+
+    /// Records an entry, replacing what the id had.
+    pub fn set(&mut self, id: ExtentId, state: State) {
+        self.remove(id);
+        self.count(state, 1);
+        self.place(id, state);
+    }
+
+    /// Forgets an id entirely (a quarantined copy, a handoff moved home, a
+    /// reclaimed tombstone).
+    pub fn remove(&mut self, id: ExtentId) {
+        let removed = match &self.ring {
+            Some(ring) => {
+                let part = ring.partition_of(&id.0).index();
+                let removed = self.parts.get_mut(&part).and_then(|map| map.remove(&id));
+                if self.parts.get(&part).is_some_and(BTreeMap::is_empty) {
+                    self.parts.remove(&part);
+                }
+                removed
+            }
+            None => self.unplaced.remove(&id),
+        };
+        if let Some(state) = removed {
+            self.count(state, -1);
+        }
+    }
+
+    pub fn listing(&self, part: u32) -> PartitionListing {
+        let mut listing = PartitionListing::default();
+        for (id, state) in self.parts.get(&part).into_iter().flatten() {
+            match state {
+                State::Live { .. } => listing.live.push(*id),
+                State::Deleted { .. } => listing.deleted.push(*id),
+            }
+        }
+        listing
+    }
+
+    /// A digest of a partition's listing: equal digests, equal contents.
+    pub fn digest(&self, part: u32) -> Option<String> {
+        let entries = self.parts.get(&part)?;
+        let mut hasher = Sha256::new();
+        for (id, state) in entries {
+            hasher.update(id.0);
+            hasher.update(match state {
+                State::Live { .. } => b"L",
+                State::Deleted { .. } => b"D",
+            });
+        }
+        Some(hex::encode(hasher.finalize()))
+    }
+
+    /// Partitions holding anything.
+    pub fn partitions(&self) -> Vec<u32> {
+        let mut parts: Vec<u32> = self.parts.keys().copied().collect();
+        parts.sort_unstable();
+        parts
+    }
+
+    /// Live extent ids, in id order, after `after` (for the auditor's walk).
+    pub fn live_after(&self, after: Option<ExtentId>, limit: usize) -> Vec<ExtentId> {
+        let mut ids: Vec<ExtentId> = self
+            .parts
+            .values()
+            .chain(std::iter::once(&self.unplaced))
+            .flat_map(|map| map.iter())
+            .filter(|(id, state)| {
+                matches!(state, State::Live { .. }) && after.is_none_or(|after| **id > after)
+            })
+            .map(|(id, _)| *id)
+            .collect();
+        ids.sort_unstable();
+        ids.truncate(limit);
+        ids
+    }
+
+    /// Tombstones older than `before` (unix seconds).
+    pub fn expired_tombstones(&self, before: u64) -> Vec<ExtentId> {
+        self.parts
+            .values()
+            .flat_map(|map| map.iter())
+            .filter(|(_, state)| matches!(state, State::Deleted { at } if *at < before))
+            .map(|(id, _)| *id)
+            .collect()
+    }
+
+    pub fn totals(&self) -> (u64, u64, u64) {
+        (self.live, self.bytes, self.tombstones)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use strata_ring::{DeviceSpec, RingBuilder};
+
+    fn ring() -> std::sync::Arc<Ring> {
+        let mut builder = RingBuilder::new("test", 4, 1).unwrap();
+        builder
+            .add_device(DeviceSpec {
+                node: "127.0.0.1:1".into(),
+                region: 1,
+                zone: 1,
+                weight: 1,
+                name: None,
+            })
+            .unwrap();
+        builder.rebalance().unwrap();
+        std::sync::Arc::new(builder.ring().unwrap())
+    }
+
+    #[test]
+    fn digests_follow_contents_and_totals_follow_changes() {
+        let mut index = Index::default();
+        let a = ExtentId([1; 16]);
+        let b = ExtentId([2; 16]);
+        index.set(a, State::Live { len: 10 });
+        index.set_ring(ring());
+        index.set(b, State::Live { len: 5 });
+        assert_eq!(index.totals(), (2, 15, 0));
+        let part = ring().partition_of(&a.0).index();
+        let before = index.digest(part);
+        index.set(a, State::Deleted { at: 7 });
+        assert_ne!(index.digest(part), before);
+        assert_eq!(index.totals(), (1, 5, 1));
+        assert_eq!(index.listing(part).deleted, vec![a]);
+        assert_eq!(index.expired_tombstones(8), vec![a]);
+        assert!(index.expired_tombstones(7).is_empty());
+        index.remove(a);
+        index.remove(b);
+        assert_eq!(index.totals(), (0, 0, 0));
+        assert!(index.partitions().is_empty());
+    }
+}

@@ -1,0 +1,475 @@
+//! `strata node`: a storage node. It keeps extents for the partitions the ring
+//! gives its devices in a [`LocalPool`], answers the internal protocol
+//! ([`crate::wire`]) and runs the replicator and the auditor.
+
+mod index;
+mod replicator;
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::fs;
+use std::io;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt as _, Full, Limited};
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use strata_ring::Ring;
+use tokio::net::TcpListener;
+
+use crate::node_client::NodeClient;
+use crate::wire::{self, ClusterSecret, Digests, NodeStatus, ReplicationStatus};
+use crate::{ExtentId, LocalPool, LocalPoolConfig, MAX_EXTENT_LEN, Pool, PoolError};
+use index::{Index, State};
+
+pub use replicator::ReplicatorConfig;
+
+/// How a storage node runs.
+#[derive(Debug, Clone)]
+pub struct NodeConfig {
+    /// Extents, tombstones and the ring live here.
+    pub data: PathBuf,
+    /// Where to listen.
+    pub listen: SocketAddr,
+    /// The address the ring names this node by (defaults to `listen`).
+    pub advertise: Option<String>,
+    pub secret: ClusterSecret,
+    /// A ring to start from when the data directory has none (or an older one).
+    pub ring: Option<Ring>,
+    /// The cluster this node belongs to: rings of other clusters are refused.
+    /// Taken from the first ring when not given.
+    pub cluster_id: Option<String>,
+    pub replicator: ReplicatorConfig,
+}
+
+/// A storage node's shared state.
+pub(crate) struct Node {
+    address: String,
+    data: PathBuf,
+    pool: LocalPool,
+    secret: ClusterSecret,
+    client: NodeClient,
+    ring: Mutex<Option<Arc<Ring>>>,
+    index: Mutex<Index>,
+    status: Mutex<ReplicationStatus>,
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+const RING_FILE: &str = "ring";
+const TOMBSTONES: &str = "tombstones";
+
+/// Opens the node's data, binds, prints `listening on http://ADDR` and serves
+/// until the future is dropped.
+pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
+    fs::create_dir_all(&config.data)?;
+    let pool = LocalPool::open(LocalPoolConfig {
+        dir: config.data.join("pool"),
+    })?;
+    let listener = TcpListener::bind(config.listen).await?;
+    let local = listener.local_addr()?;
+    let address = config
+        .advertise
+        .clone()
+        .unwrap_or_else(|| local.to_string());
+
+    let mut index = Index::default();
+    for (id, file_len) in pool.scan().await? {
+        index.set(id, State::Live { len: file_len });
+    }
+    let tombstones = config.data.join(TOMBSTONES);
+    fs::create_dir_all(&tombstones)?;
+    for (id, at) in read_tombstones(&tombstones)? {
+        // A crash between a tombstone and the removal of its data.
+        if let Some(State::Live { .. }) = index.get(id) {
+            pool.delete_extent(id).await?;
+        }
+        index.set(id, State::Deleted { at });
+    }
+
+    let node = Arc::new(Node {
+        address: address.clone(),
+        data: config.data.clone(),
+        pool,
+        secret: config.secret.clone(),
+        client: NodeClient::new(config.secret.clone(), config.replicator.peer_timeout),
+        ring: Mutex::new(None),
+        index: Mutex::new(index),
+        status: Mutex::new(ReplicationStatus::default()),
+    });
+    let stored = match fs::read(config.data.join(RING_FILE)) {
+        Ok(bytes) => Some(Ring::from_bytes(&bytes)?),
+        Err(err) if err.kind() == io::ErrorKind::NotFound => None,
+        Err(err) => return Err(err.into()),
+    };
+    let cluster_id = config
+        .cluster_id
+        .clone()
+        .or_else(|| stored.as_ref().map(|ring| ring.cluster_id().to_owned()));
+    for ring in [stored, config.ring.clone()].into_iter().flatten() {
+        if let Some(cluster) = &cluster_id {
+            ring.ensure_cluster(cluster)?;
+        }
+        node.offer_ring(ring)?;
+    }
+    if !node.ring_nodes().contains(&address) && node.current_ring().is_some() {
+        tracing::warn!(%address, "the ring names no device on this node's address");
+    }
+
+    // Tests and scripts wait for this line; keep its shape.
+    println!("listening on http://{local}");
+    tracing::info!(%local, %address, data = %config.data.display(), "storage node serving");
+
+    tokio::spawn(replicator::run(node.clone(), config.replicator.clone()));
+
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(Duration::from_secs(30))
+        .keep_alive(true);
+    let builder = Arc::new(builder);
+    loop {
+        let (stream, _peer) = match listener.accept().await {
+            Ok(accepted) => accepted,
+            Err(err) => {
+                tracing::warn!(error = %err, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let node = node.clone();
+        let builder = builder.clone();
+        tokio::spawn(async move {
+            let service = hyper::service::service_fn(move |request: Request<Incoming>| {
+                let node = node.clone();
+                async move { Ok::<_, Infallible>(node.handle(request).await) }
+            });
+            let _ = builder
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+        });
+    }
+}
+
+fn read_tombstones(dir: &Path) -> io::Result<Vec<(ExtentId, u64)>> {
+    let mut found = Vec::new();
+    for entry in fs::read_dir(dir)? {
+        let entry = entry?;
+        let Some(id) = entry.file_name().to_str().and_then(ExtentId::from_hex) else {
+            continue;
+        };
+        let at = fs::read_to_string(entry.path())
+            .ok()
+            .and_then(|text| text.trim().parse().ok())
+            .unwrap_or_else(wire::unix_now);
+        found.push((id, at));
+    }
+    Ok(found)
+}
+
+fn sync_dir(dir: &Path) -> io::Result<()> {
+    fs::File::open(dir)?.sync_all()
+}
+
+type NodeResponse = Response<Full<Bytes>>;
+
+fn reply(status: StatusCode, body: impl Into<Bytes>) -> NodeResponse {
+    let mut response = Response::new(Full::new(body.into()));
+    *response.status_mut() = status;
+    response
+}
+
+fn json_reply(value: &impl serde::Serialize) -> NodeResponse {
+    match serde_json::to_vec(value) {
+        Ok(body) => reply(StatusCode::OK, body),
+        Err(err) => reply(StatusCode::INTERNAL_SERVER_ERROR, err.to_string()),
+    }
+}
+
+fn query_u64(query: &str, name: &str) -> Option<u64> {
+    query
+        .split('&')
+        .filter_map(|pair| pair.split_once('='))
+        .find(|(key, _)| *key == name)
+        .and_then(|(_, value)| value.parse().ok())
+}
+
+impl Node {
+    pub(crate) fn current_ring(&self) -> Option<Arc<Ring>> {
+        lock(&self.ring).clone()
+    }
+
+    fn ring_nodes(&self) -> Vec<String> {
+        self.current_ring()
+            .map(|ring| ring.devices().map(|device| device.node.clone()).collect())
+            .unwrap_or_default()
+    }
+
+    /// Takes a ring if it is of this node's cluster and newer than the one it
+    /// has; persists it first, so a restart keeps it.
+    pub(crate) fn offer_ring(&self, ring: Ring) -> anyhow::Result<bool> {
+        let mut current = lock(&self.ring);
+        if let Some(current) = current.as_ref() {
+            ring.ensure_cluster(current.cluster_id())?;
+            if current.part_power() != ring.part_power() {
+                anyhow::bail!("a ring of another part power cannot replace this one");
+            }
+            if ring.version() <= current.version() {
+                return Ok(false);
+            }
+        }
+        let path = self.data.join(RING_FILE);
+        let temp = self.data.join(".ring.tmp");
+        fs::write(&temp, ring.to_bytes())?;
+        fs::File::open(&temp)?.sync_all()?;
+        fs::rename(&temp, &path)?;
+        sync_dir(&self.data)?;
+        tracing::info!(version = ring.version(), "ring installed");
+        let ring = Arc::new(ring);
+        lock(&self.index).set_ring(ring.clone());
+        *current = Some(ring);
+        Ok(true)
+    }
+
+    /// Partitions for which one of this node's devices is a primary.
+    pub(crate) fn is_primary(&self, ring: &Ring, part: strata_ring::Partition) -> bool {
+        ring.primaries(part).iter().any(|device| {
+            ring.device(*device)
+                .is_some_and(|device| device.node == self.address)
+        })
+    }
+
+    async fn handle(&self, request: Request<Incoming>) -> NodeResponse {
+        let method = request.method().clone();
+        let path_and_query = request
+            .uri()
+            .path_and_query()
+            .map_or("/", |pq| pq.as_str())
+            .to_owned();
+        let signed = request
+            .headers()
+            .get(wire::AUTH_HEADER)
+            .and_then(|value| value.to_str().ok())
+            .is_some_and(|header| self.secret.verify(method.as_str(), &path_and_query, header));
+        if !signed {
+            return reply(
+                StatusCode::UNAUTHORIZED,
+                "request not signed with this cluster's secret\n",
+            );
+        }
+        let path = request.uri().path().to_owned();
+        let query = request.uri().query().unwrap_or("").to_owned();
+        let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+        match (&method, segments.as_slice()) {
+            (&Method::PUT, ["v1", "extents", id]) => match ExtentId::from_hex(id) {
+                Some(id) => self.put(id, request).await,
+                None => reply(StatusCode::BAD_REQUEST, "bad extent id\n"),
+            },
+            (&Method::GET, ["v1", "extents", id]) => match ExtentId::from_hex(id) {
+                Some(id) => self.get(id, &query).await,
+                None => reply(StatusCode::BAD_REQUEST, "bad extent id\n"),
+            },
+            (&Method::DELETE, ["v1", "extents", id]) => match ExtentId::from_hex(id) {
+                Some(id) => self.delete(id).await,
+                None => reply(StatusCode::BAD_REQUEST, "bad extent id\n"),
+            },
+            (&Method::GET, ["v1", "extents"]) => {
+                let older_than = query_u64(&query, "older_than").unwrap_or(0);
+                let before = std::time::UNIX_EPOCH + Duration::from_secs(older_than);
+                match self.pool.list_extents(before).await {
+                    Ok(ids) => json_reply(&ids),
+                    Err(err) => reply(StatusCode::INTERNAL_SERVER_ERROR, err.to_string()),
+                }
+            }
+            (&Method::GET, ["v1", "digests"]) => json_reply(&self.digests()),
+            (&Method::GET, ["v1", "partitions", part]) => match part.parse::<u32>() {
+                Ok(part) => json_reply(&lock(&self.index).listing(part)),
+                Err(_) => reply(StatusCode::BAD_REQUEST, "bad partition\n"),
+            },
+            (&Method::GET, ["v1", "status"]) => json_reply(&self.status()),
+            (&Method::GET, ["v1", "ring"]) => match self.current_ring() {
+                Some(ring) => reply(StatusCode::OK, ring.to_bytes()),
+                None => reply(StatusCode::NOT_FOUND, "no ring yet\n"),
+            },
+            (&Method::PUT, ["v1", "ring"]) => {
+                let body = match read_body(request, 256 * 1024 * 1024).await {
+                    Ok(body) => body,
+                    Err(response) => return response,
+                };
+                let offered = Ring::from_bytes(&body)
+                    .map_err(anyhow::Error::from)
+                    .and_then(|ring| self.offer_ring(ring));
+                match offered {
+                    Ok(_) => reply(StatusCode::NO_CONTENT, ""),
+                    Err(err) => reply(StatusCode::CONFLICT, format!("{err:#}\n")),
+                }
+            }
+            _ => reply(StatusCode::NOT_FOUND, "no such resource\n"),
+        }
+    }
+
+    async fn put(&self, id: ExtentId, request: Request<Incoming>) -> NodeResponse {
+        let expected_crc = request
+            .headers()
+            .get(wire::CRC_HEADER)
+            .and_then(|value| value.to_str().ok())
+            .and_then(|text| text.parse::<u32>().ok());
+        let body = match read_body(request, MAX_EXTENT_LEN).await {
+            Ok(body) => body,
+            Err(response) => return response,
+        };
+        if expected_crc != Some(crc32c::crc32c(&body)) {
+            return reply(
+                StatusCode::BAD_REQUEST,
+                "extent checksum missing or wrong\n",
+            );
+        }
+        if let Some(State::Deleted { .. }) = lock(&self.index).get(id) {
+            return reply(StatusCode::GONE, "extent was deleted\n");
+        }
+        let len = body.len() as u64;
+        match self.pool.put_extent(id, body).await {
+            Ok(()) => {
+                lock(&self.index).set(id, State::Live { len });
+                reply(StatusCode::NO_CONTENT, "")
+            }
+            Err(PoolError::Poisoned) => reply(
+                StatusCode::INSUFFICIENT_STORAGE,
+                "this node's disk failed an fsync\n",
+            ),
+            Err(PoolError::Io(err)) if err.raw_os_error() == Some(28) => {
+                reply(StatusCode::INSUFFICIENT_STORAGE, "disk full\n")
+            }
+            Err(err) => reply(StatusCode::INSUFFICIENT_STORAGE, format!("{err}\n")),
+        }
+    }
+
+    async fn get(&self, id: ExtentId, query: &str) -> NodeResponse {
+        if let Some(State::Deleted { .. }) = lock(&self.index).get(id) {
+            return reply(StatusCode::GONE, "extent was deleted\n");
+        }
+        let range = query_u64(query, "offset").zip(query_u64(query, "len"));
+        let read = match range {
+            Some((offset, len)) => self.pool.read_extent(id, offset, len).await,
+            None => self.pool.read_whole(id).await,
+        };
+        match read {
+            Ok(bytes) => reply(StatusCode::OK, bytes),
+            Err(PoolError::NotFound(_)) => reply(StatusCode::NOT_FOUND, "no such extent\n"),
+            Err(PoolError::OutOfRange { extent_len, .. }) => {
+                reply(StatusCode::RANGE_NOT_SATISFIABLE, extent_len.to_string())
+            }
+            Err(PoolError::Corrupt { detail, .. }) => {
+                tracing::warn!(%id, %detail, "damaged extent quarantined on read");
+                self.quarantine(id).await;
+                reply(StatusCode::UNPROCESSABLE_ENTITY, "extent damaged\n")
+            }
+            Err(err) => reply(StatusCode::SERVICE_UNAVAILABLE, format!("{err}\n")),
+        }
+    }
+
+    pub(crate) async fn quarantine(&self, id: ExtentId) {
+        if let Err(err) = self.pool.quarantine(id).await {
+            tracing::error!(%id, error = %err, "could not quarantine a damaged extent");
+            return;
+        }
+        lock(&self.index).remove(id);
+        lock(&self.status).corrupt_quarantined += 1;
+    }
+
+    /// Records the deletion (a tombstone file, fsynced) before removing the
+    /// data, so a crash between the two leaves a tombstone and no live copy.
+    pub(crate) async fn delete(&self, id: ExtentId) -> NodeResponse {
+        let at = wire::unix_now();
+        let dir = self.data.join(TOMBSTONES);
+        let written = tokio::task::spawn_blocking(move || -> io::Result<()> {
+            let path = dir.join(id.to_hex());
+            fs::write(&path, at.to_string())?;
+            fs::File::open(&path)?.sync_all()?;
+            sync_dir(&dir)
+        })
+        .await
+        .map_err(io::Error::other)
+        .and_then(|result| result);
+        if let Err(err) = written {
+            return reply(StatusCode::SERVICE_UNAVAILABLE, format!("{err}\n"));
+        }
+        lock(&self.index).set(id, State::Deleted { at });
+        match self.pool.delete_extent(id).await {
+            Ok(()) => reply(StatusCode::NO_CONTENT, ""),
+            Err(err) => reply(StatusCode::SERVICE_UNAVAILABLE, format!("{err}\n")),
+        }
+    }
+
+    /// Forgets a tombstone past the reclaim age.
+    pub(crate) fn reclaim(&self, id: ExtentId) {
+        let _ = fs::remove_file(self.data.join(TOMBSTONES).join(id.to_hex()));
+        lock(&self.index).remove(id);
+    }
+
+    fn digests(&self) -> Digests {
+        let index = lock(&self.index);
+        Digests {
+            ring_version: self.current_ring().map(|ring| ring.version()),
+            partitions: index
+                .partitions()
+                .into_iter()
+                .filter_map(|part| Some((part, index.digest(part)?)))
+                .collect(),
+        }
+    }
+
+    fn status(&self) -> NodeStatus {
+        let ring = self.current_ring();
+        let index = lock(&self.index);
+        let (extents, bytes, tombstones) = index.totals();
+        let mut primary_partitions = 0;
+        let mut handoff_extents = 0;
+        if let Some(ring) = &ring {
+            let mut primary: HashMap<u32, bool> = HashMap::new();
+            for part in ring.partitions() {
+                if self.is_primary(ring, part) {
+                    primary_partitions += 1;
+                    primary.insert(part.index(), true);
+                }
+            }
+            for part in index.partitions() {
+                if !primary.contains_key(&part) {
+                    handoff_extents += index.listing(part).live.len() as u64;
+                }
+            }
+        }
+        NodeStatus {
+            node: self.address.clone(),
+            ring_version: ring.map(|ring| ring.version()),
+            extents,
+            bytes,
+            tombstones,
+            primary_partitions,
+            handoff_extents,
+            replication: lock(&self.status).clone(),
+        }
+    }
+}
+
+async fn read_body(request: Request<Incoming>, limit: usize) -> Result<Bytes, NodeResponse> {
+    match Limited::new(request.into_body(), limit).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(err) => Err(reply(
+            StatusCode::BAD_REQUEST,
+            format!("body unreadable or over {limit} bytes: {err}\n"),
+        )),
+    }
+}

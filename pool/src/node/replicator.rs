@@ -1,0 +1,306 @@
+//! The replicator and the auditor of a storage node.
+//!
+//! Push-based, as Swift's object replicator: each pass, a node asks every peer
+//! once for the digests of all partitions it holds, and for each partition of
+//! its own whose digest differs from a fellow replica's, fetches that peer's
+//! listing and sends what the peer lacks: live extents it has no record of, and
+//! deletions (tombstones) for extents it still holds live. The peer does the
+//! same in its own pass, so both converge without a coordinator. A partition
+//! this node holds but is no longer (or never was) a primary of — a handoff
+//! copy, data a rebalance moved — is pushed to every primary and dropped here
+//! once each of them has it. Comparing digests first keeps a pass over a
+//! healthy cluster to one request per peer, however many partitions.
+//!
+//! The auditor reads a bounded number of bytes per pass, verifying every block
+//! checksum, and quarantines damaged extents; the next replication pass of a
+//! healthy replica sends a good copy back.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use strata_ring::Ring;
+
+use super::{Node, lock};
+use crate::node_client::NodeError;
+use crate::ring_pool::placement;
+use crate::wire::{self, Digests, PartitionListing};
+use crate::{ExtentId, Pool as _, PoolError};
+
+#[derive(Debug, Clone)]
+pub struct ReplicatorConfig {
+    /// Pause between passes.
+    pub interval: Duration,
+    /// Longest wait for one peer request.
+    pub peer_timeout: Duration,
+    /// How long tombstones are kept (every replica must see one before it goes).
+    pub reclaim_age: Duration,
+    /// The auditor's read rate, so verification never starves clients.
+    pub audit_bytes_per_sec: u64,
+    /// Pause between two walks of the auditor over every extent.
+    pub audit_pause: Duration,
+}
+
+impl Default for ReplicatorConfig {
+    fn default() -> Self {
+        ReplicatorConfig {
+            interval: Duration::from_secs(30),
+            peer_timeout: Duration::from_secs(10),
+            reclaim_age: Duration::from_secs(7 * 24 * 3600),
+            audit_bytes_per_sec: 10 * 1024 * 1024,
+            audit_pause: Duration::from_secs(60),
+        }
+    }
+}
+
+pub(crate) async fn run(node: Arc<Node>, config: ReplicatorConfig) {
+    tokio::spawn(audit(
+        node.clone(),
+        config.audit_bytes_per_sec.max(1),
+        config.audit_pause,
+    ));
+    loop {
+        if let Some(ring) = node.current_ring() {
+            pass(&node, &ring).await;
+            let before = wire::unix_now().saturating_sub(config.reclaim_age.as_secs());
+            let expired = lock(&node.index).expired_tombstones(before);
+            for id in expired {
+                node.reclaim(id);
+            }
+        }
+        tokio::time::sleep(config.interval).await;
+    }
+}
+
+/// What one pass found, reported in `/v1/status` when it ends.
+#[derive(Default)]
+struct PassReport {
+    out_of_sync: u64,
+    unreachable: HashSet<String>,
+    failures: u64,
+}
+
+async fn pass(node: &Arc<Node>, ring: &Arc<Ring>) {
+    let started = wire::unix_now();
+    let mut report = PassReport::default();
+    let mut peers: Vec<String> = ring
+        .devices()
+        .map(|device| device.node.clone())
+        .filter(|peer| *peer != node.address)
+        .collect();
+    peers.sort();
+    peers.dedup();
+    let mut digests: HashMap<String, Digests> = HashMap::new();
+    for peer in peers {
+        match node.client.digests(&peer).await {
+            Ok(answer) => {
+                if answer.ring_version > Some(ring.version()) {
+                    learn_ring(node, &peer).await;
+                }
+                digests.insert(peer, answer);
+            }
+            Err(err) => {
+                tracing::debug!(%peer, error = %err, "replicator: peer unreachable");
+                report.unreachable.insert(peer);
+            }
+        }
+    }
+    // A newer ring learnt above applies from the next pass.
+    let held = lock(&node.index).partitions();
+    for part_index in held {
+        let Some(part) = ring.partitions().nth(part_index as usize) else {
+            continue;
+        };
+        let (primaries, _) = placement(ring, part);
+        let primary_here = primaries.contains(&node.address);
+        // Taken once: a handoff drops only what every primary confirmed of it,
+        // never an extent written here while the pass ran.
+        let mine = lock(&node.index).listing(part_index);
+        let mine_digest = lock(&node.index).digest(part_index);
+        let mut confirmed_everywhere: Option<HashSet<ExtentId>> = None;
+        let mut flagged = false;
+        for peer in primaries.iter().filter(|peer| **peer != node.address) {
+            let Some(peer_digests) = digests.get(peer) else {
+                flagged = true;
+                confirmed_everywhere = Some(HashSet::new());
+                continue;
+            };
+            let in_sync = peer_digests.partitions.get(&part_index) == mine_digest.as_ref();
+            if in_sync && primary_here {
+                continue;
+            }
+            if !in_sync {
+                flagged = true;
+            }
+            let confirmed = match sync_partition(node, peer, part_index, &mine).await {
+                Ok((confirmed, failures)) => {
+                    report.failures += failures;
+                    confirmed
+                }
+                Err(err) => {
+                    tracing::debug!(%peer, part = part_index, error = %err, "replicator: sync failed");
+                    report.failures += 1;
+                    HashSet::new()
+                }
+            };
+            confirmed_everywhere = Some(match confirmed_everywhere {
+                None => confirmed,
+                Some(so_far) => so_far.intersection(&confirmed).copied().collect(),
+            });
+        }
+        if flagged {
+            report.out_of_sync += 1;
+        }
+        if !primary_here && let Some(confirmed) = confirmed_everywhere {
+            drop_handoff(node, &mine, &confirmed).await;
+        }
+    }
+    let mut status = lock(&node.status);
+    status.passes += 1;
+    status.last_pass_started = started;
+    status.last_pass_out_of_sync = report.out_of_sync;
+    status.last_pass_unreachable = report.unreachable.len() as u64;
+    status.last_pass_failures = report.failures;
+}
+
+async fn learn_ring(node: &Arc<Node>, peer: &str) {
+    let fetched = match node.client.ring(peer).await {
+        Ok(Some(bytes)) => bytes,
+        Ok(None) => return,
+        Err(err) => {
+            tracing::debug!(%peer, error = %err, "replicator: could not fetch a newer ring");
+            return;
+        }
+    };
+    let offered = strata_ring::Ring::from_bytes(&fetched)
+        .map_err(anyhow::Error::from)
+        .and_then(|ring| node.offer_ring(ring));
+    if let Err(err) = offered {
+        tracing::warn!(%peer, error = %format!("{err:#}"), "replicator: refused a peer's ring");
+    }
+}
+
+/// Sends a peer what it lacks of this node's listing of one partition.
+/// Returns the ids the peer is now known to hold as this node does (live, or
+/// deleted), and how many sends failed.
+async fn sync_partition(
+    node: &Arc<Node>,
+    peer: &str,
+    part: u32,
+    mine: &PartitionListing,
+) -> Result<(HashSet<ExtentId>, u64), NodeError> {
+    let theirs: PartitionListing = node.client.partition(peer, part).await?;
+    let their_live: HashSet<ExtentId> = theirs.live.into_iter().collect();
+    let their_deleted: HashSet<ExtentId> = theirs.deleted.into_iter().collect();
+    let mut confirmed = HashSet::new();
+    let mut failures = 0;
+    for &id in &mine.live {
+        if their_live.contains(&id) {
+            confirmed.insert(id);
+            continue;
+        }
+        if their_deleted.contains(&id) {
+            // Deleted while this copy was away: take the deletion.
+            node.delete(id).await;
+            continue;
+        }
+        let data = match node.pool.read_whole(id).await {
+            Ok(data) => data,
+            Err(PoolError::Corrupt { .. }) => {
+                node.quarantine(id).await;
+                continue;
+            }
+            Err(PoolError::NotFound(_)) => {
+                lock(&node.index).remove(id);
+                continue;
+            }
+            Err(err) => {
+                tracing::warn!(%id, error = %err, "replicator: local read failed");
+                failures += 1;
+                continue;
+            }
+        };
+        let len = data.len() as u64;
+        match node.client.put_extent(peer, id, data).await {
+            Ok(()) => {
+                confirmed.insert(id);
+                let mut status = lock(&node.status);
+                status.extents_pushed += 1;
+                status.bytes_pushed += len;
+            }
+            Err(NodeError::Refused { status, .. }) if status == http::StatusCode::GONE => {
+                node.delete(id).await;
+            }
+            Err(err) => {
+                tracing::debug!(%peer, %id, error = %err, "replicator: push failed");
+                failures += 1;
+            }
+        }
+    }
+    for &id in &mine.deleted {
+        if their_deleted.contains(&id) {
+            confirmed.insert(id);
+            continue;
+        }
+        match node.client.delete_extent(peer, id).await {
+            Ok(()) => {
+                confirmed.insert(id);
+                lock(&node.status).deletions_pushed += 1;
+            }
+            Err(err) => {
+                tracing::debug!(%peer, %id, error = %err, "replicator: deletion push failed");
+                failures += 1;
+            }
+        }
+    }
+    Ok((confirmed, failures))
+}
+
+/// Drops the handoff copies every primary confirmed holding.
+async fn drop_handoff(node: &Arc<Node>, mine: &PartitionListing, confirmed: &HashSet<ExtentId>) {
+    for id in mine.live.iter().filter(|id| confirmed.contains(id)) {
+        if node.pool.delete_extent(*id).await.is_ok() {
+            lock(&node.index).remove(*id);
+            lock(&node.status).handoff_extents_moved += 1;
+        }
+    }
+    for id in mine.deleted.iter().filter(|id| confirmed.contains(id)) {
+        node.reclaim(*id);
+    }
+}
+
+/// Walks every live extent in id order, verifying each block, at a bounded
+/// read rate; damaged extents are quarantined. Then pauses, and starts over.
+async fn audit(node: Arc<Node>, bytes_per_sec: u64, pause: Duration) {
+    let mut cursor = None;
+    loop {
+        let batch = lock(&node.index).live_after(cursor, 64);
+        if batch.is_empty() {
+            cursor = None;
+            tokio::time::sleep(pause).await;
+            continue;
+        }
+        for id in batch {
+            cursor = Some(id);
+            let read = match node.pool.read_whole(id).await {
+                Ok(data) => data.len() as u64,
+                Err(PoolError::Corrupt { detail, .. }) => {
+                    tracing::warn!(%id, %detail, "auditor: damaged extent quarantined");
+                    node.quarantine(id).await;
+                    0
+                }
+                Err(PoolError::NotFound(_)) => {
+                    lock(&node.index).remove(id);
+                    0
+                }
+                Err(err) => {
+                    tracing::warn!(%id, error = %err, "auditor: read failed");
+                    0
+                }
+            };
+            lock(&node.status).audited += 1;
+            let seconds = read as f64 / bytes_per_sec as f64;
+            tokio::time::sleep(Duration::from_secs_f64(seconds)).await;
+        }
+    }
+}

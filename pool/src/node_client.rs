@@ -1,0 +1,254 @@
+//! Signed requests to storage nodes: what gateways and replicators send.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Method, Request, StatusCode};
+use http_body_util::{BodyExt as _, Full, Limited};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use serde::de::DeserializeOwned;
+
+use crate::wire::{self, ClusterSecret, Digests, NodeStatus, PartitionListing};
+use crate::{ExtentId, MAX_EXTENT_LEN};
+
+/// Why a request to a node failed. `Unavailable` means "try another replica";
+/// the others are answers from a node that is up.
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    #[error("node {node} unavailable: {detail}")]
+    Unavailable { node: String, detail: String },
+    #[error("extent not on node")]
+    NotFound,
+    #[error("extent deleted on node")]
+    Deleted,
+    #[error("extent damaged on node")]
+    Corrupt,
+    #[error("range outside the extent ({extent_len} bytes)")]
+    OutOfRange { extent_len: u64 },
+    #[error("node {node} answered {status}: {detail}")]
+    Refused {
+        node: String,
+        status: StatusCode,
+        detail: String,
+    },
+}
+
+/// Largest JSON answer read (a listing of a big partition, a ring).
+const MAX_JSON_LEN: usize = 256 * 1024 * 1024;
+
+/// A pooled HTTP client for every node of a cluster. Cheap to clone.
+#[derive(Clone)]
+pub struct NodeClient {
+    http: Client<HttpConnector, Full<Bytes>>,
+    secret: ClusterSecret,
+    timeout: Duration,
+}
+
+impl NodeClient {
+    pub fn new(secret: ClusterSecret, timeout: Duration) -> Self {
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        connector.set_connect_timeout(Some(Duration::from_secs(2)));
+        let http = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(30))
+            .build(connector);
+        NodeClient {
+            http,
+            secret,
+            timeout,
+        }
+    }
+
+    async fn send(
+        &self,
+        node: &str,
+        method: Method,
+        path_and_query: &str,
+        body: Bytes,
+        limit: usize,
+    ) -> Result<(StatusCode, Bytes), NodeError> {
+        let unavailable = |detail: String| NodeError::Unavailable {
+            node: node.to_owned(),
+            detail,
+        };
+        let mut builder = Request::builder()
+            .method(method.clone())
+            .uri(format!("http://{node}{path_and_query}"))
+            .header(
+                wire::AUTH_HEADER,
+                self.secret.sign(method.as_str(), path_and_query),
+            );
+        if method == Method::PUT && path_and_query.starts_with("/v1/extents/") {
+            builder = builder.header(wire::CRC_HEADER, crc32c::crc32c(&body));
+        }
+        let request = builder
+            .body(Full::new(body))
+            .map_err(|err| unavailable(err.to_string()))?;
+        let exchange = async {
+            let response = self
+                .http
+                .request(request)
+                .await
+                .map_err(|err| unavailable(format!("{err:?}")))?;
+            let status = response.status();
+            let body = Limited::new(response.into_body(), limit)
+                .collect()
+                .await
+                .map_err(|err| unavailable(err.to_string()))?
+                .to_bytes();
+            Ok((status, body))
+        };
+        match tokio::time::timeout(self.timeout, exchange).await {
+            Ok(result) => result,
+            Err(_) => Err(unavailable(format!("no answer within {:?}", self.timeout))),
+        }
+    }
+
+    fn refused(node: &str, status: StatusCode, body: &Bytes) -> NodeError {
+        match status {
+            StatusCode::SERVICE_UNAVAILABLE | StatusCode::INSUFFICIENT_STORAGE => {
+                NodeError::Unavailable {
+                    node: node.to_owned(),
+                    detail: String::from_utf8_lossy(body).trim().to_owned(),
+                }
+            }
+            _ => NodeError::Refused {
+                node: node.to_owned(),
+                status,
+                detail: String::from_utf8_lossy(body).trim().to_owned(),
+            },
+        }
+    }
+
+    async fn json<T: DeserializeOwned>(
+        &self,
+        node: &str,
+        path_and_query: &str,
+    ) -> Result<T, NodeError> {
+        let (status, body) = self
+            .send(
+                node,
+                Method::GET,
+                path_and_query,
+                Bytes::new(),
+                MAX_JSON_LEN,
+            )
+            .await?;
+        if status != StatusCode::OK {
+            return Err(Self::refused(node, status, &body));
+        }
+        serde_json::from_slice(&body).map_err(|err| NodeError::Refused {
+            node: node.to_owned(),
+            status,
+            detail: format!("unreadable answer: {err}"),
+        })
+    }
+
+    /// Stores a copy of an extent on a node; returns once the node fsynced it.
+    pub async fn put_extent(&self, node: &str, id: ExtentId, data: Bytes) -> Result<(), NodeError> {
+        let path = format!("/v1/extents/{id}");
+        let (status, body) = self.send(node, Method::PUT, &path, data, 4096).await?;
+        match status {
+            StatusCode::NO_CONTENT | StatusCode::OK | StatusCode::CREATED => Ok(()),
+            _ => Err(Self::refused(node, status, &body)),
+        }
+    }
+
+    pub async fn read_extent(
+        &self,
+        node: &str,
+        id: ExtentId,
+        offset: u64,
+        len: u64,
+    ) -> Result<Bytes, NodeError> {
+        let path = format!("/v1/extents/{id}?offset={offset}&len={len}");
+        let (status, body) = self
+            .send(node, Method::GET, &path, Bytes::new(), MAX_EXTENT_LEN + 1)
+            .await?;
+        match status {
+            StatusCode::OK if body.len() as u64 == len => Ok(body),
+            StatusCode::OK => Err(NodeError::Unavailable {
+                node: node.to_owned(),
+                detail: format!("short read: {} of {len} bytes", body.len()),
+            }),
+            StatusCode::NOT_FOUND => Err(NodeError::NotFound),
+            StatusCode::GONE => Err(NodeError::Deleted),
+            StatusCode::UNPROCESSABLE_ENTITY => Err(NodeError::Corrupt),
+            StatusCode::RANGE_NOT_SATISFIABLE => Err(NodeError::OutOfRange {
+                extent_len: String::from_utf8_lossy(&body).trim().parse().unwrap_or(0),
+            }),
+            _ => Err(Self::refused(node, status, &body)),
+        }
+    }
+
+    /// Reads a whole extent (for repair and replication).
+    pub async fn read_whole(&self, node: &str, id: ExtentId) -> Result<Bytes, NodeError> {
+        let path = format!("/v1/extents/{id}");
+        let (status, body) = self
+            .send(node, Method::GET, &path, Bytes::new(), MAX_EXTENT_LEN + 1)
+            .await?;
+        match status {
+            StatusCode::OK => Ok(body),
+            StatusCode::NOT_FOUND => Err(NodeError::NotFound),
+            StatusCode::GONE => Err(NodeError::Deleted),
+            StatusCode::UNPROCESSABLE_ENTITY => Err(NodeError::Corrupt),
+            _ => Err(Self::refused(node, status, &body)),
+        }
+    }
+
+    pub async fn delete_extent(&self, node: &str, id: ExtentId) -> Result<(), NodeError> {
+        let path = format!("/v1/extents/{id}");
+        let (status, body) = self
+            .send(node, Method::DELETE, &path, Bytes::new(), 4096)
+            .await?;
+        match status {
+            StatusCode::NO_CONTENT | StatusCode::OK => Ok(()),
+            _ => Err(Self::refused(node, status, &body)),
+        }
+    }
+
+    pub async fn list_extents(
+        &self,
+        node: &str,
+        older_than_unix: u64,
+    ) -> Result<Vec<ExtentId>, NodeError> {
+        self.json(node, &format!("/v1/extents?older_than={older_than_unix}"))
+            .await
+    }
+
+    /// Digests of every partition the node holds, and its ring version.
+    pub async fn digests(&self, node: &str) -> Result<Digests, NodeError> {
+        self.json(node, "/v1/digests").await
+    }
+
+    pub async fn partition(&self, node: &str, part: u32) -> Result<PartitionListing, NodeError> {
+        self.json(node, &format!("/v1/partitions/{part}")).await
+    }
+
+    pub async fn status(&self, node: &str) -> Result<NodeStatus, NodeError> {
+        self.json(node, "/v1/status").await
+    }
+
+    /// The node's ring bytes, if it has one.
+    pub async fn ring(&self, node: &str) -> Result<Option<Bytes>, NodeError> {
+        let (status, body) = self
+            .send(node, Method::GET, "/v1/ring", Bytes::new(), MAX_JSON_LEN)
+            .await?;
+        match status {
+            StatusCode::OK => Ok(Some(body)),
+            StatusCode::NOT_FOUND => Ok(None),
+            _ => Err(Self::refused(node, status, &body)),
+        }
+    }
+
+    /// Offers a ring to a node; it keeps it if it is newer than its own.
+    pub async fn push_ring(&self, node: &str, ring: Bytes) -> Result<(), NodeError> {
+        let (status, body) = self.send(node, Method::PUT, "/v1/ring", ring, 4096).await?;
+        match status {
+            StatusCode::NO_CONTENT | StatusCode::OK => Ok(()),
+            _ => Err(Self::refused(node, status, &body)),
+        }
+    }
+}

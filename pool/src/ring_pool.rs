@@ -1,0 +1,325 @@
+//! The pool of a cluster: extents placed by the ring on storage nodes, each
+//! written to every replica of its partition.
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures::stream::{FuturesUnordered, StreamExt as _};
+use strata_ring::{Partition, Ring};
+
+use crate::node_client::{NodeClient, NodeError};
+use crate::wire::ClusterSecret;
+use crate::{ExtentId, MAX_EXTENT_LEN, Pool, PoolError, Result};
+
+/// How a gateway reaches the cluster's pool.
+#[derive(Debug, Clone)]
+pub struct RingPoolConfig {
+    pub secret: ClusterSecret,
+    /// Copies that must be fsynced before a write succeeds; at most the ring's
+    /// replica count, which is also the default.
+    pub write_quorum: Option<usize>,
+    /// Longest wait for one node to answer one request.
+    pub node_timeout: Duration,
+}
+
+/// What the pool did, for `/metrics`.
+#[derive(Debug, Default)]
+pub struct RingPoolStats {
+    pub writes: AtomicU64,
+    /// Copies written to a handoff node because a primary did not take it.
+    pub handoff_writes: AtomicU64,
+    pub write_failures: AtomicU64,
+    /// Reads answered by a later replica after an earlier one failed.
+    pub read_fallbacks: AtomicU64,
+    /// Copies restored on a replica that lacked one or held a damaged one.
+    pub read_repairs: AtomicU64,
+}
+
+/// [`Pool`] over storage nodes. Cheap to clone.
+#[derive(Clone)]
+pub struct RingPool {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    ring: RwLock<Arc<Ring>>,
+    client: NodeClient,
+    write_quorum: Option<usize>,
+    stats: RingPoolStats,
+}
+
+impl RingPool {
+    pub fn new(ring: Ring, config: RingPoolConfig) -> Self {
+        RingPool {
+            inner: Arc::new(Inner {
+                ring: RwLock::new(Arc::new(ring)),
+                client: NodeClient::new(config.secret, config.node_timeout),
+                write_quorum: config.write_quorum,
+                stats: RingPoolStats::default(),
+            }),
+        }
+    }
+
+    pub fn ring(&self) -> Arc<Ring> {
+        self.inner
+            .ring
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
+    }
+
+    pub fn stats(&self) -> &RingPoolStats {
+        &self.inner.stats
+    }
+
+    /// Offers this gateway's ring to every node it names; nodes keep it when
+    /// it is newer than theirs and pass it on to each other. Returns the nodes
+    /// that could not be reached.
+    pub async fn announce_ring(&self) -> Vec<String> {
+        let ring = self.ring();
+        let bytes = Bytes::from(ring.to_bytes());
+        let mut unreachable = Vec::new();
+        for node in nodes_of(&ring) {
+            if let Err(err) = self.inner.client.push_ring(&node, bytes.clone()).await {
+                tracing::warn!(%node, error = %err, "could not give the ring to a node");
+                unreachable.push(node);
+            }
+        }
+        unreachable
+    }
+
+    /// Restores a copy on replicas that lacked the extent or held it damaged,
+    /// from a node that served it. In the background: the reader has its bytes.
+    fn repair(&self, id: ExtentId, source: String, targets: Vec<String>) {
+        let pool = self.clone();
+        tokio::spawn(async move {
+            let data = match pool.inner.client.read_whole(&source, id).await {
+                Ok(data) => data,
+                Err(err) => {
+                    tracing::debug!(%id, error = %err, "read repair: source failed");
+                    return;
+                }
+            };
+            for node in targets {
+                match pool.inner.client.put_extent(&node, id, data.clone()).await {
+                    Ok(()) => {
+                        pool.inner
+                            .stats
+                            .read_repairs
+                            .fetch_add(1, Ordering::Relaxed);
+                        tracing::info!(%id, %node, "read repair restored a copy");
+                    }
+                    Err(err) => tracing::debug!(%id, %node, error = %err, "read repair failed"),
+                }
+            }
+        });
+    }
+}
+
+/// Nodes of the partition's primaries, then the other nodes in handoff
+/// order, each once (a node's devices fail together).
+pub(crate) fn placement(ring: &Ring, part: Partition) -> (Vec<String>, Vec<String>) {
+    let mut seen = HashSet::new();
+    let mut primaries = Vec::new();
+    for device in ring.primaries(part) {
+        if let Some(device) = ring.device(*device)
+            && seen.insert(device.node.clone())
+        {
+            primaries.push(device.node.clone());
+        }
+    }
+    let mut handoffs = Vec::new();
+    for device in ring.handoffs(part) {
+        if let Some(device) = ring.device(device)
+            && seen.insert(device.node.clone())
+        {
+            handoffs.push(device.node.clone());
+        }
+    }
+    (primaries, handoffs)
+}
+
+fn nodes_of(ring: &Ring) -> Vec<String> {
+    let mut nodes: Vec<String> = ring.devices().map(|device| device.node.clone()).collect();
+    nodes.sort();
+    nodes.dedup();
+    nodes
+}
+
+fn unavailable(detail: String) -> PoolError {
+    PoolError::Unavailable(detail)
+}
+
+#[async_trait]
+impl Pool for RingPool {
+    async fn write_extent(&self, data: Bytes) -> Result<ExtentId> {
+        if data.len() > MAX_EXTENT_LEN {
+            return Err(PoolError::TooLarge(data.len()));
+        }
+        let ring = self.ring();
+        let id = ExtentId::random();
+        let (primaries, handoffs) = placement(&ring, ring.partition_of(&id.0));
+        let wanted = primaries.len();
+        let quorum = self
+            .inner
+            .write_quorum
+            .map_or(wanted, |quorum| quorum.clamp(1, wanted.max(1)));
+        let client = &self.inner.client;
+        let put = |node: String| {
+            let data = data.clone();
+            async move {
+                let result = client.put_extent(&node, id, data).await;
+                (node, result)
+            }
+        };
+        let mut in_flight: FuturesUnordered<_> = primaries.into_iter().map(put).collect();
+        let mut handoffs = handoffs.into_iter();
+        let mut stored = 0;
+        let mut errors = Vec::new();
+        while let Some((node, result)) = in_flight.next().await {
+            match result {
+                Ok(()) => stored += 1,
+                Err(err) => {
+                    tracing::warn!(%node, %id, error = %err, "extent write failed on a node");
+                    errors.push(err.to_string());
+                    // Another node takes the copy: the write keeps its durability.
+                    if let Some(next) = handoffs.next() {
+                        self.inner
+                            .stats
+                            .handoff_writes
+                            .fetch_add(1, Ordering::Relaxed);
+                        in_flight.push(put(next));
+                    }
+                }
+            }
+            if stored == wanted {
+                break;
+            }
+        }
+        self.inner.stats.writes.fetch_add(1, Ordering::Relaxed);
+        if stored >= quorum && stored > 0 {
+            return Ok(id);
+        }
+        self.inner
+            .stats
+            .write_failures
+            .fetch_add(1, Ordering::Relaxed);
+        // The copies that did land name nothing; the orphan sweep also finds them.
+        let _ = self.delete_extent(id).await;
+        Err(unavailable(format!(
+            "{stored} of {quorum} required copies stored: {}",
+            errors.join("; ")
+        )))
+    }
+
+    async fn read_extent(&self, id: ExtentId, offset: u64, len: u64) -> Result<Bytes> {
+        let ring = self.ring();
+        let (primaries, handoffs) = placement(&ring, ring.partition_of(&id.0));
+        let primary_count = primaries.len();
+        // A copy is on a primary, or on a handoff while a primary is away: try
+        // as many handoffs as there are primaries before concluding.
+        let candidates = primaries
+            .into_iter()
+            .chain(handoffs.into_iter().take(primary_count));
+        let mut to_repair = Vec::new();
+        let mut missing = 0;
+        let mut damaged = 0;
+        let mut deleted = false;
+        let mut failures = Vec::new();
+        for (index, node) in candidates.enumerate() {
+            match self.inner.client.read_extent(&node, id, offset, len).await {
+                Ok(bytes) => {
+                    if index > 0 {
+                        self.inner
+                            .stats
+                            .read_fallbacks
+                            .fetch_add(1, Ordering::Relaxed);
+                    }
+                    if !to_repair.is_empty() && !deleted {
+                        self.repair(id, node, to_repair);
+                    }
+                    return Ok(bytes);
+                }
+                Err(NodeError::OutOfRange { extent_len }) => {
+                    return Err(PoolError::OutOfRange {
+                        id,
+                        offset,
+                        len,
+                        extent_len,
+                    });
+                }
+                Err(NodeError::NotFound) => {
+                    missing += 1;
+                    if index < primary_count {
+                        to_repair.push(node);
+                    }
+                }
+                Err(NodeError::Corrupt) => {
+                    damaged += 1;
+                    if index < primary_count {
+                        to_repair.push(node);
+                    }
+                }
+                Err(NodeError::Deleted) => deleted = true,
+                Err(err) => failures.push(err.to_string()),
+            }
+        }
+        if deleted || (failures.is_empty() && damaged == 0) {
+            return Err(PoolError::NotFound(id));
+        }
+        if failures.is_empty() && missing == 0 {
+            return Err(PoolError::Corrupt {
+                id,
+                detail: format!("every copy ({damaged}) is damaged"),
+            });
+        }
+        Err(unavailable(format!(
+            "no replica served extent {id}: {}",
+            failures.join("; ")
+        )))
+    }
+
+    async fn delete_extent(&self, id: ExtentId) -> Result<()> {
+        let ring = self.ring();
+        let (primaries, _) = placement(&ring, ring.partition_of(&id.0));
+        let client = &self.inner.client;
+        let results: Vec<_> = primaries
+            .iter()
+            .map(|node| client.delete_extent(node, id))
+            .collect::<FuturesUnordered<_>>()
+            .collect()
+            .await;
+        // One tombstone is enough: replicators carry it to the other copies.
+        if results.iter().any(Result::is_ok) {
+            return Ok(());
+        }
+        Err(unavailable(format!(
+            "no replica took the deletion of {id}: {}",
+            results
+                .iter()
+                .filter_map(|result| result.as_ref().err().map(ToString::to_string))
+                .collect::<Vec<_>>()
+                .join("; ")
+        )))
+    }
+
+    async fn list_extents(&self, older_than: SystemTime) -> Result<Vec<ExtentId>> {
+        let older_than = older_than
+            .duration_since(UNIX_EPOCH)
+            .map(|elapsed| elapsed.as_secs())
+            .unwrap_or(0);
+        let mut found = HashSet::new();
+        for node in nodes_of(&self.ring()) {
+            match self.inner.client.list_extents(&node, older_than).await {
+                Ok(ids) => found.extend(ids),
+                // A node away only means fewer candidates this sweep.
+                Err(err) => tracing::info!(%node, error = %err, "orphan sweep skips a node"),
+            }
+        }
+        Ok(found.into_iter().collect())
+    }
+}

@@ -30,7 +30,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let addr = config.listen_addr()?;
     std::fs::create_dir_all(&config.data)
         .with_context(|| format!("creating data directory {}", config.data.display()))?;
-    let pool = open_pool(&config).await?;
+    let (pool, cluster) = open_pool(&config).await?;
     let mut store_config = StoreConfig::new(config.data.join("meta"));
     store_config.max_object_size = config.limits.max_object_size;
     let store = Store::open(store_config, pool).context("opening the metadata store")?;
@@ -64,6 +64,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     }
     let doors = Arc::new(Doors {
         edge: edge.clone(),
+        cluster,
         served: config.only.clone(),
         directory: directory.clone(),
         storage_domain: config.storage_domain.clone(),
@@ -164,16 +165,18 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     }
 }
 
-/// The embedded pool in `data/pool`, or the storage nodes of the ring.
-async fn open_pool(config: &Config) -> anyhow::Result<Arc<dyn Pool>> {
-    let (Some(ring), Some(secret)) = (&config.cluster.ring, &config.cluster.secret_file) else {
+/// The embedded pool in `data/pool`, or the storage nodes of the ring (then
+/// also returned as itself, for its metrics).
+async fn open_pool(config: &Config) -> anyhow::Result<(Arc<dyn Pool>, Option<RingPool>)> {
+    let (Some(ring_path), Some(secret)) = (&config.cluster.ring, &config.cluster.secret_file)
+    else {
         let pool = LocalPool::open(LocalPoolConfig {
             dir: config.data.join("pool"),
         })
         .context("opening the extent pool")?;
-        return Ok(Arc::new(pool));
+        return Ok((Arc::new(pool), None));
     };
-    let ring = crate::cluster_cli::load_ring(ring)?;
+    let ring = crate::cluster_cli::load_ring(ring_path)?;
     let pool = RingPool::new(
         ring,
         RingPoolConfig {
@@ -182,16 +185,52 @@ async fn open_pool(config: &Config) -> anyhow::Result<Arc<dyn Pool>> {
             node_timeout: Duration::from_secs(config.cluster.node_timeout_secs),
         },
     );
-    let unreachable = pool.announce_ring().await;
+    let refused = pool.announce_ring().await;
+    // A node that refuses the ring as another cluster's must not get writes.
+    for (node, err) in &refused {
+        if let strata_pool::NodeError::Refused { status, detail, .. } = err
+            && *status == StatusCode::CONFLICT
+        {
+            anyhow::bail!(
+                "storage node {node} refused the ring {}: {detail} (a ring of another cluster?)",
+                ring_path.display()
+            );
+        }
+    }
     let ring = pool.ring();
     tracing::info!(
         version = ring.version(),
         partitions = ring.partition_count(),
         replicas = ring.replicas(),
-        unreachable = unreachable.len(),
+        unreachable = refused.len(),
         "extents on the ring's storage nodes"
     );
-    Ok(Arc::new(pool))
+    tokio::spawn(follow_ring_file(pool.clone(), ring_path.clone()));
+    Ok((Arc::new(pool.clone()), Some(pool)))
+}
+
+/// Picks up the ring file an operator rewrote (`strata ring rebalance`) and
+/// hands the new ring to every node; nodes pass it on to each other.
+async fn follow_ring_file(pool: RingPool, path: std::path::PathBuf) {
+    let modified = |path: &std::path::Path| std::fs::metadata(path).and_then(|m| m.modified()).ok();
+    let mut seen = modified(&path);
+    loop {
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let now = modified(&path);
+        if now == seen {
+            continue;
+        }
+        seen = now;
+        let newer = crate::cluster_cli::load_ring(&path).and_then(|ring| Ok(pool.set_ring(ring)?));
+        match newer {
+            Ok(true) => {
+                tracing::info!(version = pool.ring().version(), "new ring loaded");
+                pool.announce_ring().await;
+            }
+            Ok(false) => {}
+            Err(err) => tracing::warn!(error = %format!("{err:#}"), "ring file refused"),
+        }
+    }
 }
 
 /// Every door of this gateway; a request goes to exactly one.
@@ -203,6 +242,8 @@ struct Doors {
     /// Swift domain_remap's storage domain, if configured.
     storage_domain: Option<String>,
     edge: Arc<EdgeCache>,
+    /// The storage nodes' pool, when extents live on a ring.
+    cluster: Option<RingPool>,
     tokens: TokenDoor,
     admin: AdminDoor,
     swift: SwiftDoor,
@@ -218,7 +259,11 @@ impl Doors {
             && request.method() == http::Method::GET
             && !request.headers().contains_key(http::header::AUTHORIZATION)
         {
-            return text_response(StatusCode::OK, self.edge.metrics_text());
+            let mut metrics = self.edge.metrics_text();
+            if let Some(cluster) = &self.cluster {
+                metrics.push_str(&cluster.metrics_text());
+            }
+            return text_response(StatusCode::OK, metrics);
         }
         let (request, remapped) = match self.remap_domain(request) {
             Ok(remapped) => remapped,

@@ -1,10 +1,10 @@
 //! The pool of a cluster: extents placed by the ring on storage nodes, each
 //! written to every replica of its partition.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -50,7 +50,13 @@ struct Inner {
     client: NodeClient,
     write_quorum: Option<usize>,
     stats: RingPoolStats,
+    /// Nodes that failed a request recently, and until when they are passed
+    /// over: a node that is down costs one timeout, not one per request.
+    suspects: std::sync::Mutex<HashMap<String, Instant>>,
 }
+
+/// How long a node that failed is tried last.
+const SUSPECT_FOR: Duration = Duration::from_secs(3);
 
 impl RingPool {
     pub fn new(ring: Ring, config: RingPoolConfig) -> Self {
@@ -60,6 +66,7 @@ impl RingPool {
                 client: NodeClient::new(config.secret, config.node_timeout),
                 write_quorum: config.write_quorum,
                 stats: RingPoolStats::default(),
+                suspects: std::sync::Mutex::new(HashMap::new()),
             }),
         }
     }
@@ -76,20 +83,98 @@ impl RingPool {
         &self.inner.stats
     }
 
+    /// Replaces the ring with a newer one of the same cluster and part power;
+    /// returns whether it did.
+    pub fn set_ring(&self, ring: Ring) -> Result<bool> {
+        let mut current = self
+            .inner
+            .ring
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        current
+            .ensure_cluster(ring.cluster_id())
+            .map_err(|err| PoolError::Unavailable(err.to_string()))?;
+        if ring.part_power() != current.part_power() {
+            return Err(PoolError::Unavailable(
+                "a ring of another part power cannot replace this one".into(),
+            ));
+        }
+        if ring.version() <= current.version() {
+            return Ok(false);
+        }
+        *current = Arc::new(ring);
+        Ok(true)
+    }
+
+    /// The counters in Prometheus' text format.
+    pub fn metrics_text(&self) -> String {
+        let stats = &self.inner.stats;
+        let counters = [
+            ("strata_pool_extent_writes_total", &stats.writes),
+            ("strata_pool_handoff_writes_total", &stats.handoff_writes),
+            ("strata_pool_write_failures_total", &stats.write_failures),
+            ("strata_pool_read_fallbacks_total", &stats.read_fallbacks),
+            ("strata_pool_read_repairs_total", &stats.read_repairs),
+        ];
+        let mut out = String::new();
+        for (name, value) in counters {
+            out.push_str(&format!(
+                "# TYPE {name} counter\n{name} {}\n",
+                value.load(Ordering::Relaxed)
+            ));
+        }
+        out.push_str(&format!(
+            "# TYPE strata_pool_ring_version gauge\nstrata_pool_ring_version {}\n",
+            self.ring().version()
+        ));
+        out
+    }
+
     /// Offers this gateway's ring to every node it names; nodes keep it when
     /// it is newer than theirs and pass it on to each other. Returns the nodes
-    /// that could not be reached.
-    pub async fn announce_ring(&self) -> Vec<String> {
+    /// that did not take it, and why.
+    pub async fn announce_ring(&self) -> Vec<(String, NodeError)> {
         let ring = self.ring();
         let bytes = Bytes::from(ring.to_bytes());
-        let mut unreachable = Vec::new();
+        let mut refused = Vec::new();
         for node in nodes_of(&ring) {
             if let Err(err) = self.inner.client.push_ring(&node, bytes.clone()).await {
                 tracing::warn!(%node, error = %err, "could not give the ring to a node");
-                unreachable.push(node);
+                refused.push((node, err));
             }
         }
-        unreachable
+        refused
+    }
+
+    fn suspect(&self, node: &str) {
+        self.inner
+            .suspects
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .insert(node.to_owned(), Instant::now() + SUSPECT_FOR);
+    }
+
+    fn is_suspect(&self, node: &str) -> bool {
+        let mut suspects = self
+            .inner
+            .suspects
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        match suspects.get(node) {
+            Some(until) if *until > Instant::now() => true,
+            Some(_) => {
+                suspects.remove(node);
+                false
+            }
+            None => false,
+        }
+    }
+
+    /// Moves suspect nodes to the end, keeping the order otherwise.
+    fn healthy_first(&self, nodes: Vec<String>) -> Vec<String> {
+        let (healthy, suspect): (Vec<_>, Vec<_>) =
+            nodes.into_iter().partition(|node| !self.is_suspect(node));
+        healthy.into_iter().chain(suspect).collect()
     }
 
     /// Restores a copy on replicas that lacked the extent or held it damaged,
@@ -164,6 +249,22 @@ impl Pool for RingPool {
         let id = ExtentId::random();
         let (primaries, handoffs) = placement(&ring, ring.partition_of(&id.0));
         let wanted = primaries.len();
+        // A primary known to be down gets no attempt while a healthy handoff
+        // can take its copy.
+        let mut handoffs = self.healthy_first(handoffs).into_iter().peekable();
+        let mut targets = Vec::with_capacity(wanted);
+        for node in primaries {
+            match handoffs.peek() {
+                Some(next) if self.is_suspect(&node) && !self.is_suspect(next) => {
+                    self.inner
+                        .stats
+                        .handoff_writes
+                        .fetch_add(1, Ordering::Relaxed);
+                    targets.extend(handoffs.next());
+                }
+                _ => targets.push(node),
+            }
+        }
         let quorum = self
             .inner
             .write_quorum
@@ -176,14 +277,16 @@ impl Pool for RingPool {
                 (node, result)
             }
         };
-        let mut in_flight: FuturesUnordered<_> = primaries.into_iter().map(put).collect();
-        let mut handoffs = handoffs.into_iter();
+        let mut in_flight: FuturesUnordered<_> = targets.into_iter().map(put).collect();
         let mut stored = 0;
         let mut errors = Vec::new();
         while let Some((node, result)) = in_flight.next().await {
             match result {
                 Ok(()) => stored += 1,
                 Err(err) => {
+                    if matches!(err, NodeError::Unavailable { .. }) {
+                        self.suspect(&node);
+                    }
                     tracing::warn!(%node, %id, error = %err, "extent write failed on a node");
                     errors.push(err.to_string());
                     // Another node takes the copy: the write keeps its durability.
@@ -220,17 +323,20 @@ impl Pool for RingPool {
         let ring = self.ring();
         let (primaries, handoffs) = placement(&ring, ring.partition_of(&id.0));
         let primary_count = primaries.len();
+        let primary_set: HashSet<String> = primaries.iter().cloned().collect();
         // A copy is on a primary, or on a handoff while a primary is away: try
         // as many handoffs as there are primaries before concluding.
-        let candidates = primaries
+        let candidates: Vec<String> = primaries
             .into_iter()
-            .chain(handoffs.into_iter().take(primary_count));
+            .chain(handoffs.into_iter().take(primary_count))
+            .collect();
+        let candidates = self.healthy_first(candidates);
         let mut to_repair = Vec::new();
         let mut missing = 0;
         let mut damaged = 0;
         let mut deleted = false;
         let mut failures = Vec::new();
-        for (index, node) in candidates.enumerate() {
+        for (index, node) in candidates.into_iter().enumerate() {
             match self.inner.client.read_extent(&node, id, offset, len).await {
                 Ok(bytes) => {
                     if index > 0 {
@@ -254,18 +360,23 @@ impl Pool for RingPool {
                 }
                 Err(NodeError::NotFound) => {
                     missing += 1;
-                    if index < primary_count {
+                    if primary_set.contains(&node) {
                         to_repair.push(node);
                     }
                 }
                 Err(NodeError::Corrupt) => {
                     damaged += 1;
-                    if index < primary_count {
+                    if primary_set.contains(&node) {
                         to_repair.push(node);
                     }
                 }
                 Err(NodeError::Deleted) => deleted = true,
-                Err(err) => failures.push(err.to_string()),
+                Err(err) => {
+                    if matches!(err, NodeError::Unavailable { .. }) {
+                        self.suspect(&node);
+                    }
+                    failures.push(err.to_string());
+                }
             }
         }
         if deleted || (failures.is_empty() && damaged == 0) {

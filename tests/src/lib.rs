@@ -32,10 +32,12 @@
 //! installs all of them, and a silently skipped client is a client nobody
 //! tests.
 
+mod cluster;
 mod fixtures;
 mod server;
 mod tools;
 
+pub use cluster::{Cluster, StorageNode, unix_now};
 pub use fixtures::{
     assert_same_tree, content_md5, md5_hex, multipart_etag, random_bytes, sha256_file, sha256_hex,
     tree_digests, unique_bucket, url_encode, utf8, write_random_file, write_tree,
@@ -44,5 +46,6 @@ pub use server::{
     RCLONE_REMOTE, REGION, ROOT_ACCESS_KEY, ROOT_SECRET_KEY, Server, SwiftUser, http_get_status,
 };
 pub use tools::{
-    HttpResponse, Signing, ToolOutput, json_str, json_u64, listed_keys, listed_prefixes, run_tool,
+    HttpResponse, KillOnDrop, Signing, ToolOutput, json_str, json_u64, listed_keys,
+    listed_prefixes, run_tool,
 };

@@ -1084,7 +1084,7 @@ fn python_scripts_dir() -> PathBuf {
 /// a bin target only for the integration tests of its own package, so
 /// `target/<profile>/strata` may be missing or, worse, stale. CI sets
 /// `STRATA_BIN` after an explicit `cargo build --bin strata`.
-fn strata_binary() -> Result<PathBuf> {
+pub(crate) fn strata_binary() -> Result<PathBuf> {
     static BINARY: OnceLock<Result<PathBuf, String>> = OnceLock::new();
     BINARY
         .get_or_init(|| locate_or_build_strata().map_err(|error| format!("{error:#}")))

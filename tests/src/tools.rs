@@ -289,3 +289,16 @@ fn listed_strings(listing: &serde_json::Value, array: &str, field: &str) -> Vec<
         })
         .unwrap_or_default()
 }
+
+/// A child process (a load generator, a reader) killed if the test ends
+/// before it exits.
+pub struct KillOnDrop(pub std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if matches!(self.0.try_wait(), Ok(None)) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}

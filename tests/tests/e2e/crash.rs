@@ -8,14 +8,14 @@
 use std::collections::BTreeMap;
 use std::fs;
 use std::io::{BufRead, BufReader, Read};
-use std::process::{Child, Stdio};
+use std::process::Stdio;
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use rand::Rng;
-use strata_tests::{Server, unique_bucket, utf8};
+use strata_tests::{KillOnDrop, Server, unique_bucket, utf8};
 
 const ROUNDS: u32 = 3;
 /// Time for the writer to reach its ACK threshold.
@@ -164,16 +164,4 @@ fn verify(
     )?;
     eprint!("{}", output.stdout_text());
     Ok(())
-}
-
-/// The writer process, killed if the test fails before it exits.
-struct KillOnDrop(Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        if matches!(self.0.try_wait(), Ok(None)) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
 }

@@ -18,6 +18,7 @@
 mod aws_s3;
 mod aws_s3api;
 mod boto3;
+mod cluster;
 mod crash;
 mod edge;
 mod ftp;

@@ -1,0 +1,108 @@
+"""Load for the cluster tests: objects `load-<n>` of mixed sizes whose
+content follows from n alone, so any reader can check every byte.
+
+usage:
+  cluster_load.py write BUCKET COUNT          PUTs from 8 threads, `ACK n` after each
+  cluster_load.py verify BUCKET COUNT         GETs every object, compares every byte
+  cluster_load.py read-loop BUCKET COUNT STOP reads objects in turn until the file
+                                              STOP exists; any failed read fails
+
+`write` stops at the first failed PUT and exits 1: in a cluster with a
+quorum up, no write may fail.
+"""
+
+import hashlib
+import os
+import random
+import sys
+import threading
+import time
+
+from strata_env import check, client, fail, run
+
+N_THREADS = 8
+# Mostly small objects (just above the 16 KiB kept inline in metadata, so
+# every one reaches the pool), some of several extents.
+SIZES = [17_000] * 12 + [100_000] * 6 + [1024 * 1024 + 1] + [4 * 1024 * 1024 + 5]
+
+
+def key(n):
+    return f"load-{n:05d}"
+
+
+def content(n):
+    seed = hashlib.sha256(f"cluster-load-{n}".encode()).digest()
+    size = SIZES[seed[0] % len(SIZES)]
+    return random.Random(int.from_bytes(seed, "big")).getrandbits(size * 8).to_bytes(size, "little")
+
+
+def write(bucket, count):
+    s3 = client(connect_timeout=5, read_timeout=60)
+    numbers = iter(range(count))
+    lock = threading.Lock()
+    failures = []
+
+    def writer():
+        while not failures:
+            with lock:
+                n = next(numbers, None)
+            if n is None:
+                return
+            try:
+                s3.put_object(Bucket=bucket, Key=key(n), Body=content(n))
+            except Exception as error:  # noqa: BLE001 - reported below
+                failures.append(f"PUT {key(n)}: {type(error).__name__}: {error}")
+                return
+            with lock:
+                sys.stdout.write(f"ACK {n}\n")
+                sys.stdout.flush()
+
+    threads = [threading.Thread(target=writer) for _ in range(N_THREADS)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    check(not failures, "writes failed:\n" + "\n".join(failures))
+
+
+def read_one(s3, bucket, n):
+    expected = content(n)
+    data = s3.get_object(Bucket=bucket, Key=key(n))["Body"].read()
+    if data != expected:
+        fail(f"{key(n)}: {len(data)} bytes read, {len(expected)} expected, content differs")
+
+
+def verify(bucket, count):
+    s3 = client(read_timeout=60)
+    for n in range(count):
+        read_one(s3, bucket, n)
+    print(f"verified {count} objects")
+
+
+def read_loop(bucket, count, stop_file):
+    s3 = client(connect_timeout=5, read_timeout=60)
+    reads = 0
+    n = 0
+    while not os.path.exists(stop_file):
+        read_one(s3, bucket, n % count)
+        reads += 1
+        n += 1
+        if n % count == 0:
+            time.sleep(0.05)
+    print(f"{reads} reads, none failed")
+
+
+def main(args):
+    mode, bucket, count = args[0], args[1], int(args[2])
+    if mode == "write":
+        write(bucket, count)
+    elif mode == "verify":
+        verify(bucket, count)
+    elif mode == "read-loop":
+        read_loop(bucket, count, args[3])
+    else:
+        fail(f"unknown mode {mode}")
+
+
+if __name__ == "__main__":
+    run(main)

@@ -1,0 +1,296 @@
+//! A cluster on loopback: storage nodes (`strata node`, each on its own port
+//! and data directory), the ring and secret files they share, and gateways
+//! (`strata serve --ring`) in front of them.
+
+use std::fs::{self, File};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::thread;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, Result, bail};
+use tempfile::TempDir;
+
+use crate::server::strata_binary;
+use crate::{Server, ToolOutput, run_tool};
+
+/// How long a node may take to accept connections after it was spawned.
+const NODE_READY_TIMEOUT: Duration = Duration::from_secs(30);
+const TOOL_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// One `strata node` child. Killed when dropped.
+pub struct StorageNode {
+    pub address: String,
+    /// The node's device id in the ring.
+    pub device: u32,
+    data: PathBuf,
+    log: PathBuf,
+    args: Vec<String>,
+    child: Option<Child>,
+}
+
+impl StorageNode {
+    fn spawn(&mut self) -> Result<()> {
+        let log = File::options()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .context("opening the node log")?;
+        let mut command = Command::new(strata_binary()?);
+        command
+            .arg("node")
+            .arg("--data")
+            .arg(&self.data)
+            .arg("--listen")
+            .arg(&self.address)
+            .args(&self.args)
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null())
+            .stdout(Stdio::from(log.try_clone()?))
+            .stderr(Stdio::from(log));
+        self.child = Some(command.spawn().context("spawning strata node")?);
+        let deadline = Instant::now() + NODE_READY_TIMEOUT;
+        while TcpStream::connect(&self.address).is_err() {
+            let exited = self
+                .child
+                .as_mut()
+                .and_then(|child| child.try_wait().ok().flatten());
+            if exited.is_some() || Instant::now() > deadline {
+                bail!(
+                    "strata node on {} did not start ({exited:?}); log tail:\n{}",
+                    self.address,
+                    self.log_tail(40)
+                );
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+        Ok(())
+    }
+
+    /// SIGKILL, and wait until the process is gone.
+    pub fn kill9(&mut self) -> Result<()> {
+        if let Some(mut child) = self.child.take() {
+            child.kill().context("killing strata node")?;
+            child.wait()?;
+        }
+        Ok(())
+    }
+
+    /// Starts the node again on the same address and data.
+    pub fn restart(&mut self) -> Result<()> {
+        self.kill9()?;
+        self.spawn()
+    }
+
+    pub fn data_dir(&self) -> &Path {
+        &self.data
+    }
+
+    pub fn log_tail(&self, n_lines: usize) -> String {
+        let text = fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(n_lines)..].join("\n")
+    }
+}
+
+impl Drop for StorageNode {
+    fn drop(&mut self) {
+        let _ = self.kill9();
+    }
+}
+
+/// Storage nodes with a ring builder, the ring and the cluster secret.
+pub struct Cluster {
+    dir: TempDir,
+    pub nodes: Vec<StorageNode>,
+}
+
+impl Cluster {
+    /// `n_nodes` nodes, each in its own zone, in a ring of `2^part_power`
+    /// partitions and `replicas` copies; every node replicates each second.
+    pub fn start(n_nodes: usize, part_power: u8, replicas: u8) -> Result<Cluster> {
+        let dir = tempfile::Builder::new()
+            .prefix("strata-e2e-cluster-")
+            .tempdir()?;
+        fs::write(
+            dir.path().join("secret"),
+            format!("e2e-cluster-secret-{:016x}\n", rand::random::<u64>()),
+        )?;
+        let mut cluster = Cluster {
+            dir,
+            nodes: Vec::new(),
+        };
+        cluster.strata_ok(&[
+            "ring",
+            "create",
+            &cluster.builder(),
+            "--part-power",
+            &part_power.to_string(),
+            "--replicas",
+            &replicas.to_string(),
+            "--cluster-id",
+            "e2e",
+        ])?;
+        for _ in 0..n_nodes {
+            cluster.add_node_to_builder()?;
+        }
+        cluster.rebalance()?;
+        for node in &mut cluster.nodes {
+            node.spawn()?;
+        }
+        Ok(cluster)
+    }
+
+    fn builder(&self) -> String {
+        self.dir.path().join("ring.builder").display().to_string()
+    }
+
+    pub fn ring(&self) -> String {
+        self.dir
+            .path()
+            .join("ring.builder.ring")
+            .display()
+            .to_string()
+    }
+
+    pub fn secret(&self) -> String {
+        self.dir.path().join("secret").display().to_string()
+    }
+
+    /// `strata serve` with extents on this cluster.
+    pub fn gateway(&self) -> Result<Server> {
+        Server::start_with_args(&[
+            "--ring",
+            &self.ring(),
+            "--cluster-secret-file",
+            &self.secret(),
+        ])
+    }
+
+    /// Runs `strata ARGS` with the cluster's files at hand.
+    pub fn strata(&self, args: &[&str]) -> Result<ToolOutput> {
+        let mut command = Command::new(strata_binary()?);
+        command.args(args).env("NO_COLOR", "1");
+        run_tool(&mut command, TOOL_TIMEOUT)
+    }
+
+    pub fn strata_ok(&self, args: &[&str]) -> Result<ToolOutput> {
+        self.strata(args)?.expect_success()
+    }
+
+    /// Adds a device for a new node (a free port, its own zone) to the builder;
+    /// the node is not started.
+    fn add_node_to_builder(&mut self) -> Result<usize> {
+        let address = free_address()?;
+        let index = self.nodes.len();
+        let zone = (index + 1).to_string();
+        let added = self.strata_ok(&[
+            "ring",
+            "add",
+            &self.builder(),
+            "--node",
+            &address,
+            "--zone",
+            &zone,
+            "--weight",
+            "100",
+        ])?;
+        let device = added
+            .stdout_text()
+            .split_whitespace()
+            .nth(2)
+            .and_then(|id| id.parse().ok())
+            .with_context(|| format!("no device id in {added}"))?;
+        let data = self.dir.path().join(format!("node-{index}"));
+        self.nodes.push(StorageNode {
+            log: self.dir.path().join(format!("node-{index}.log")),
+            address,
+            device,
+            data,
+            args: vec![
+                "--cluster-secret-file".into(),
+                self.secret(),
+                "--ring".into(),
+                self.ring(),
+                "--replication-interval".into(),
+                "1".into(),
+                "--audit-mib-per-sec".into(),
+                "64".into(),
+                "--audit-pause".into(),
+                "1".into(),
+            ],
+            child: None,
+        });
+        Ok(index)
+    }
+
+    /// Starts one more node in a zone of its own and rebalances onto it.
+    pub fn add_node(&mut self) -> Result<usize> {
+        let index = self.add_node_to_builder()?;
+        self.nodes[index].spawn()?;
+        self.rebalance()?;
+        Ok(index)
+    }
+
+    /// Takes a node's device out of the ring and rebalances; the node runs on.
+    pub fn remove_node(&mut self, index: usize) -> Result<()> {
+        let device = self.nodes[index].device.to_string();
+        self.strata_ok(&["ring", "remove", &self.builder(), &device])?;
+        self.rebalance()
+    }
+
+    pub fn rebalance(&self) -> Result<()> {
+        self.strata_ok(&["ring", "rebalance", &self.builder()])?;
+        Ok(())
+    }
+
+    /// `strata status --json`.
+    pub fn status(&self) -> Result<serde_json::Value> {
+        let output = self.strata_ok(&[
+            "status",
+            "--json",
+            "--ring",
+            &self.ring(),
+            "--cluster-secret-file",
+            &self.secret(),
+        ])?;
+        output.json()
+    }
+
+    /// Waits until `strata status` says replication has settled, in passes
+    /// that every node started after `since` (unix seconds): all nodes up on
+    /// the current ring, nothing out of sync, no handoff data left.
+    pub fn wait_settled(&self, since: u64, timeout: Duration) -> Result<serde_json::Value> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let status = self.status()?;
+            let fresh = status["reports"].as_array().is_some_and(|reports| {
+                reports.iter().all(|report| {
+                    report["status"]["replication"]["last_pass_started"]
+                        .as_u64()
+                        .is_some_and(|started| started > since)
+                })
+            });
+            if fresh && status["settled"] == true {
+                return Ok(status);
+            }
+            if Instant::now() > deadline {
+                bail!("replication did not settle within {timeout:?}; last status:\n{status:#}");
+            }
+            thread::sleep(Duration::from_millis(250));
+        }
+    }
+}
+
+pub fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |elapsed| elapsed.as_secs())
+}
+
+/// A loopback address with a port nobody listens on now.
+fn free_address() -> Result<String> {
+    let listener = TcpListener::bind("127.0.0.1:0")?;
+    Ok(listener.local_addr()?.to_string())
+}

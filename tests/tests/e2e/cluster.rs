@@ -1,0 +1,362 @@
+//! The cluster on loopback: storage nodes (`strata node`) holding the extents
+//! of a gateway (`strata serve --ring`), two copies of each. Nodes are
+//! SIGKILLed during uploads, brought back, corrupted, added and removed;
+//! every acknowledged object must read back byte-identical throughout, and
+//! `strata status` must report the cluster settled before anything is
+//! assumed repaired.
+
+use std::fs;
+use std::io::{BufRead, BufReader, Read};
+use std::process::Stdio;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail, ensure};
+use strata_tests::{
+    Cluster, KillOnDrop, Server, Signing, SwiftUser, assert_same_tree, unique_bucket, unix_now,
+    utf8, write_tree,
+};
+
+const OBJECTS: usize = 1000;
+const SETTLE_TIMEOUT: Duration = Duration::from_secs(180);
+
+#[test]
+fn node_loss_during_uploads_repair_and_corruption() -> Result<()> {
+    let (mut cluster, server, bucket) = three_nodes_and_a_bucket("cluster")?;
+
+    // A node dies a tenth of the way into the upload; no write may fail.
+    let acked = upload_killing_node(&server, &mut cluster, &bucket, 1, OBJECTS / 10)?;
+    ensure!(acked == OBJECTS, "{acked} of {OBJECTS} writes acknowledged");
+
+    // Swift writes and reads go through the same pool.
+    let root = SwiftUser::root();
+    let container = unique_bucket("cluster-swift");
+    let work = server.work_dir("cluster")?;
+    let tree = work.join("tree");
+    write_tree(
+        &tree,
+        &[
+            ("a/one.bin", 20_000),
+            ("a/two.bin", 5 * 1024 * 1024 + 3),
+            ("b/three.bin", 300_000),
+        ],
+    )?;
+    server.swift_ok(&root, &["post", &container])?;
+    server.swift_ok(
+        &root,
+        &["upload", &container, utf8(&tree)?, "--object-name", "t"],
+    )?;
+
+    let verify = |when| verify_all(&server, &bucket, &work, &container, &tree, when);
+    // Everything reads back while the node is down, through both APIs.
+    verify("node 1 down")?;
+
+    // The node returns; the replicator restores every second copy.
+    let since = unix_now();
+    cluster.nodes[1].restart()?;
+    let settled = cluster.wait_settled(since, SETTLE_TIMEOUT)?;
+    let pushed = replication_total(&settled, "extents_pushed");
+    ensure!(
+        pushed > 0,
+        "nothing was replicated after the node returned:\n{settled:#}"
+    );
+
+    // Proof that two copies exist again: lose another node, read everything.
+    cluster.nodes[0].kill9()?;
+    verify("node 0 down after repair")?;
+    let since = unix_now();
+    cluster.nodes[0].restart()?;
+    cluster.wait_settled(since, SETTLE_TIMEOUT)?;
+
+    // A damaged extent is detected (on read or by the auditor), quarantined
+    // and replaced by a good copy; readers never see the damage.
+    let (victim, original) = corrupt_largest_extent(cluster.nodes[2].data_dir())?;
+    verify("an extent corrupted")?;
+    let deadline = Instant::now() + SETTLE_TIMEOUT;
+    loop {
+        let restored = fs::read(&victim).is_ok_and(|bytes| bytes == original);
+        let status = cluster.status()?;
+        let quarantined = replication_total(&status, "corrupt_quarantined");
+        if restored && quarantined >= 1 && status["settled"] == true {
+            break;
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "the corrupted extent {} was not replaced (restored: {restored}, quarantined: {quarantined}):\n{status:#}\n{}",
+                victim.display(),
+                cluster.nodes[2].log_tail(30)
+            );
+        }
+        thread::sleep(Duration::from_millis(250));
+    }
+
+    // The gateway counted the copies it sent to handoff nodes.
+    let metrics = server
+        .http("GET", "/metrics", Signing::Anonymous, None, &[])?
+        .body_text();
+    let handoffs = metrics
+        .lines()
+        .find_map(|line| line.strip_prefix("strata_pool_handoff_writes_total "))
+        .and_then(|value| value.trim().parse::<u64>().ok())
+        .with_context(|| format!("no handoff counter in /metrics:\n{metrics}"))?;
+    ensure!(handoffs > 0, "no write went to a handoff node:\n{metrics}");
+    Ok(())
+}
+
+#[test]
+fn nodes_refuse_strangers() -> Result<()> {
+    let cluster = Cluster::start(1, 2, 1)?;
+    let node = &cluster.nodes[0].address;
+    let url = format!("http://{node}/v1/extents/00000000000000000000000000000000");
+    let unsigned = cluster_curl(&["-X", "PUT", "--data-binary", "forged", &url])?;
+    ensure!(unsigned == "401", "an unsigned PUT got {unsigned}");
+    let forged = cluster_curl(&["-H", "x-strata-auth: 1:00", &url])?;
+    ensure!(forged == "401", "a forged signature got {forged}");
+
+    // `strata status` with another cluster's secret is refused by every node.
+    let other_secret = tempfile::NamedTempFile::new()?;
+    fs::write(other_secret.path(), "another-cluster-secret-0000\n")?;
+    let status = cluster
+        .strata_ok(&[
+            "status",
+            "--json",
+            "--ring",
+            &cluster.ring(),
+            "--cluster-secret-file",
+            utf8(other_secret.path())?,
+        ])?
+        .json()?;
+    ensure!(
+        status["nodes_up"] == 0 && status["settled"] == false,
+        "a wrong secret was accepted:\n{status:#}"
+    );
+    let error = status["reports"][0]["error"].as_str().unwrap_or_default();
+    ensure!(error.contains("401"), "no 401 in {error}");
+
+    // A gateway holding a ring of another cluster does not start: the node
+    // refuses the ring, and the gateway refuses to write where it would.
+    let foreign = tempfile::tempdir()?;
+    let builder = foreign.path().join("other.builder");
+    let builder = utf8(&builder)?;
+    cluster.strata_ok(&[
+        "ring",
+        "create",
+        builder,
+        "--part-power",
+        "2",
+        "--replicas",
+        "1",
+        "--cluster-id",
+        "other",
+    ])?;
+    cluster.strata_ok(&[
+        "ring", "add", builder, "--node", node, "--zone", "1", "--weight", "1",
+    ])?;
+    cluster.strata_ok(&["ring", "rebalance", builder])?;
+    let refused = Server::serve_until_exit(&[
+        "--ring",
+        &format!("{builder}.ring"),
+        "--cluster-secret-file",
+        &cluster.secret(),
+    ])?;
+    ensure!(
+        !refused.success(),
+        "a gateway with a foreign ring started:\n{refused}"
+    );
+    ensure!(
+        refused.stderr_text().contains("another cluster"),
+        "no reason given:\n{refused}"
+    );
+    // The right ring works.
+    let gateway = cluster.gateway()?;
+    ensure!(gateway.get_status("/health")? == 200, "gateway unhealthy");
+    Ok(())
+}
+
+#[test]
+fn add_and_remove_nodes_while_reading() -> Result<()> {
+    let (mut cluster, server, bucket) = three_nodes_and_a_bucket("rebalance")?;
+    let count = 200;
+    server.python_ok("cluster_load.py", &["write", &bucket, &count.to_string()])?;
+    let since = unix_now();
+    cluster.wait_settled(since, SETTLE_TIMEOUT)?;
+
+    let work = server.work_dir("rebalance")?;
+    let stop = work.join("stop");
+    let reader = Reader::start(&server, &bucket, count, utf8(&stop)?)?;
+
+    // A fourth node joins: partitions move to it, one replica at a time.
+    cluster.add_node()?;
+    let since = unix_now();
+    let status = cluster.wait_settled(since, SETTLE_TIMEOUT)?;
+    let new_node = &status["reports"][3]["status"];
+    ensure!(
+        new_node["extents"].as_u64().unwrap_or(0) > 0,
+        "the new node received nothing:\n{status:#}"
+    );
+
+    // A node leaves: its replicas move to the others.
+    cluster.remove_node(0)?;
+    let since = unix_now();
+    cluster.wait_settled(since, SETTLE_TIMEOUT)?;
+    fs::write(&stop, "")?;
+    let output = reader.finish()?;
+    ensure!(output.contains("none failed"), "reader: {output}");
+
+    // The removed node's copies are no longer needed.
+    cluster.nodes[0].kill9()?;
+    server.python_ok("cluster_load.py", &["verify", &bucket, &count.to_string()])?;
+    Ok(())
+}
+
+/// Three nodes in three zones (64 partitions, 2 replicas), a gateway, and a
+/// bucket on it.
+fn three_nodes_and_a_bucket(prefix: &str) -> Result<(Cluster, Server, String)> {
+    let cluster = Cluster::start(3, 6, 2)?;
+    let server = cluster.gateway()?;
+    let bucket = unique_bucket(prefix);
+    server.aws_ok(&["s3api", "create-bucket", "--bucket", &bucket])?;
+    Ok((cluster, server, bucket))
+}
+
+/// Runs `cluster_load.py write` for `OBJECTS` objects, SIGKILLs node `victim`
+/// after `kill_after` acknowledgements and returns how many were acknowledged.
+fn upload_killing_node(
+    server: &Server,
+    cluster: &mut Cluster,
+    bucket: &str,
+    victim: usize,
+    kill_after: usize,
+) -> Result<usize> {
+    let mut command =
+        server.python_command("cluster_load.py", &["write", bucket, &OBJECTS.to_string()]);
+    command.stdout(Stdio::piped()).stderr(Stdio::piped());
+    let mut writer = KillOnDrop(command.spawn().context("spawning cluster_load.py")?);
+    let stdout = writer.0.stdout.take().context("writer stdout")?;
+    let mut stderr = writer.0.stderr.take().context("writer stderr")?;
+    let stderr_reader = thread::spawn(move || {
+        let mut text = String::new();
+        let _ = stderr.read_to_string(&mut text);
+        text
+    });
+    let mut acked = 0;
+    let mut killed = false;
+    for line in BufReader::new(stdout).lines() {
+        if line?.starts_with("ACK ") {
+            acked += 1;
+        }
+        if acked == kill_after && !killed {
+            cluster.nodes[victim].kill9()?;
+            killed = true;
+        }
+    }
+    let status = writer.0.wait()?;
+    let stderr = stderr_reader.join().unwrap_or_default();
+    ensure!(
+        killed,
+        "the writer ended after {acked} ACKs, before the kill"
+    );
+    ensure!(
+        status.success(),
+        "the writer failed ({status}) after {acked} ACKs:\n{stderr}"
+    );
+    Ok(acked)
+}
+
+/// A replication counter of `strata status --json`, summed over the nodes.
+fn replication_total(status: &serde_json::Value, counter: &str) -> u64 {
+    status["reports"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|report| report["status"]["replication"][counter].as_u64())
+        .sum()
+}
+
+/// Every S3 object and the Swift tree, byte for byte.
+fn verify_all(
+    server: &Server,
+    bucket: &str,
+    work: &std::path::Path,
+    container: &str,
+    tree: &std::path::Path,
+    when: &str,
+) -> Result<()> {
+    server
+        .python_ok("cluster_load.py", &["verify", bucket, &OBJECTS.to_string()])
+        .with_context(|| format!("S3 objects, {when}"))?;
+    let out = work.join(format!("swift-{}", unix_now()));
+    server
+        .swift_ok(
+            &SwiftUser::root(),
+            &["download", container, "--output-dir", utf8(&out)?],
+        )
+        .with_context(|| format!("swift download, {when}"))?;
+    assert_same_tree(tree, &out.join("t")).with_context(|| format!("swift tree, {when}"))
+}
+
+/// Flips a byte in the middle of the node's largest extent file; returns the
+/// file and its bytes before the damage.
+fn corrupt_largest_extent(data: &std::path::Path) -> Result<(std::path::PathBuf, Vec<u8>)> {
+    let mut largest: Option<(u64, std::path::PathBuf)> = None;
+    for fan_out in fs::read_dir(data.join("pool/extents"))? {
+        for entry in fs::read_dir(fan_out?.path())? {
+            let entry = entry?;
+            let len = entry.metadata()?.len();
+            if largest.as_ref().is_none_or(|(best, _)| len > *best) {
+                largest = Some((len, entry.path()));
+            }
+        }
+    }
+    let (len, path) = largest.context("the node holds no extent")?;
+    let original = fs::read(&path)?;
+    let mut damaged = original.clone();
+    damaged[(len / 2) as usize] ^= 0x5a;
+    fs::write(&path, damaged)?;
+    Ok((path, original))
+}
+
+/// `curl -s -o /dev/null -w %{http_code} ARGS`: the status code.
+fn cluster_curl(args: &[&str]) -> Result<String> {
+    let mut command = std::process::Command::new("curl");
+    command
+        .args(["-s", "-o", "/dev/null", "-w", "%{http_code}"])
+        .args(args);
+    let output = strata_tests::run_tool(&mut command, Duration::from_secs(30))?;
+    Ok(output.stdout_text())
+}
+
+/// `cluster_load.py read-loop` in the background.
+struct Reader(KillOnDrop);
+
+impl Reader {
+    fn start(server: &Server, bucket: &str, count: usize, stop: &str) -> Result<Reader> {
+        let mut command = server.python_command(
+            "cluster_load.py",
+            &["read-loop", bucket, &count.to_string(), stop],
+        );
+        command.stdout(Stdio::piped()).stderr(Stdio::piped());
+        Ok(Reader(KillOnDrop(
+            command.spawn().context("spawning the reader")?,
+        )))
+    }
+
+    /// Waits for the reader (after the stop file was written); its output.
+    fn finish(mut self) -> Result<String> {
+        let child = &mut self.0.0;
+        let mut stdout = String::new();
+        let mut stderr = String::new();
+        if let Some(mut out) = child.stdout.take() {
+            out.read_to_string(&mut stdout)?;
+        }
+        if let Some(mut err) = child.stderr.take() {
+            err.read_to_string(&mut stderr)?;
+        }
+        let status = child.wait()?;
+        ensure!(
+            status.success(),
+            "the reader failed ({status}):\n{stdout}\n{stderr}"
+        );
+        Ok(stdout)
+    }
+}

@@ -13,7 +13,8 @@
 //! and ftplib), `fuse_mounts` (containers mounted with `strata mount`, and buckets
 //! with s3fs-fuse and `rclone mount`, driven with cp, mv, rm and diff),
 //! `s3_website` (S3 website configuration with the aws CLI, its index and
-//! error documents with curl).
+//! error documents with curl), `cluster` (storage nodes on loopback behind a
+//! gateway: node loss during uploads, repair, corruption, rebalancing).
 
 mod aws_s3;
 mod aws_s3api;

@@ -1,0 +1,258 @@
+#!/usr/bin/env bash
+# cluster-compare.sh: what the cluster pool costs. The same strata-bench PUT
+# and GET phases run against three set-ups in one run:
+#
+#   embedded   `strata serve`, extents in its own data directory (LocalPool)
+#   1 node     a gateway over one `strata node`, ring of 1 replica
+#   3 nodes    a gateway over three `strata node`s in three zones, 2 replicas
+#
+# and the CPU time of every strata process (gateway and nodes, from /proc) is
+# divided by the requests answered. Then, on the 3-node cluster, one node is
+# stopped, data is written while it is away, and the time from its restart to
+# `strata status` reporting the cluster settled is measured with the bytes
+# the replicators moved. Report: bench/runs/<date>-<host>-cluster.md.
+#
+#   bench/cluster-compare.sh     (about 4 minutes with the defaults)
+#
+# Objects up to 16 KiB are stored inside their metadata record, not in the
+# pool: a 4 KiB PUT costs the same with or without nodes. 64 KiB is the
+# smallest size here whose bytes cross the internal protocol.
+#
+# Environment (defaults in brackets):
+#   STRATA_BIN     strata binary [$CARGO_TARGET_DIR or target/release/strata]
+#   BENCH_BIN      strata-bench binary [same directory]
+#   DURATION       duration of each phase [10s]
+#   CONCURRENCY    connections [16]
+#   SIZES          object sizes [4KiB 64KiB 1MiB]
+#   AWAY_DURATION  how long data is written while a node is away [20s]
+#   OUT_DIR        where the report goes [bench/runs]
+
+set -euo pipefail
+
+repo=$(cd "$(dirname "$0")/.." && pwd)
+target=${CARGO_TARGET_DIR:-$repo/target}
+STRATA_BIN=${STRATA_BIN:-$target/release/strata}
+BENCH_BIN=${BENCH_BIN:-$target/release/strata-bench}
+DURATION=${DURATION:-10s}
+CONCURRENCY=${CONCURRENCY:-16}
+SIZES=${SIZES:-4KiB 64KiB 1MiB}
+AWAY_DURATION=${AWAY_DURATION:-20s}
+OUT_DIR=${OUT_DIR:-$repo/bench/runs}
+access=CLUSTERBENCH00000000
+secret=cluster-bench-secret-key
+
+log() { printf '[cluster] %s\n' "$*" >&2; }
+die() {
+    log "error: $*"
+    [[ -n ${work:-} && -d $work/log ]] && tail -n 20 "$work"/log/* >&2
+    exit 1
+}
+[[ -x $STRATA_BIN ]] || die "no strata at $STRATA_BIN (cargo build --release -p strata-gateway)"
+[[ -x $BENCH_BIN ]] || die "no strata-bench at $BENCH_BIN (cargo build --release -p strata-bench)"
+for tool in curl python3; do command -v "$tool" >/dev/null || die "$tool is missing"; done
+
+work=$(mktemp -d /tmp/strata-cluster-bench.XXXXXX)
+pids=()
+cleanup() {
+    for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+    wait 2>/dev/null || true
+    rm -rf "$work"
+}
+trap cleanup EXIT
+mkdir -p "$work/log"
+echo "cluster-bench-shared-secret-0001" >"$work/cluster.secret"
+
+free_port() {
+    python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+wait_for() {
+    local what=$1
+    shift
+    for _ in $(seq 120); do
+        "$@" >/dev/null 2>&1 && return 0
+        sleep 0.25
+    done
+    die "$what did not come up"
+}
+# CPU ticks (user + system) of every process in the current set-up.
+cpu_ticks() {
+    local total=0 pid fields
+    for pid in "${setup_pids[@]}"; do
+        read -r -a fields <"/proc/$pid/stat"
+        total=$((total + fields[13] + fields[14]))
+    done
+    echo "$total"
+}
+ticks_per_sec=$(getconf CLK_TCK)
+
+# start_node NAME PORT RING: a storage node; its pid joins the set-up.
+start_node() {
+    "$STRATA_BIN" node --data "$work/$1" --listen "127.0.0.1:$2" \
+        --cluster-secret-file "$work/cluster.secret" --ring "$3" \
+        --replication-interval 1 --audit-pause 3600 >"$work/log/$1.log" 2>&1 &
+    pids+=("$!")
+    setup_pids+=("$!")
+    node_pid[$1]=$!
+    wait_for "node $1" bash -c "exec 3<>/dev/tcp/127.0.0.1/$2"
+}
+declare -A node_pid
+
+# make_ring NAME REPLICAS PORT...: a ring over nodes on these ports.
+make_ring() {
+    local builder=$work/$1.builder zone=0 port
+    "$STRATA_BIN" ring create "$builder" --part-power 8 --replicas "$2" --cluster-id bench >/dev/null
+    shift 2
+    for port in "$@"; do
+        zone=$((zone + 1))
+        "$STRATA_BIN" ring add "$builder" --node "127.0.0.1:$port" --zone "$zone" --weight 100 >/dev/null
+    done
+    "$STRATA_BIN" ring rebalance "$builder" >/dev/null
+}
+
+# start_gateway NAME [ARGS...]: strata serve; its pid joins the set-up.
+start_gateway() {
+    local name=$1
+    shift
+    gateway_port=$(free_port)
+    STRATA_ROOT_ACCESS_KEY=$access STRATA_ROOT_SECRET_KEY=$secret \
+        "$STRATA_BIN" serve --listen "127.0.0.1:$gateway_port" --data "$work/$name-gateway" "$@" \
+        >"$work/log/$name-gateway.log" 2>&1 &
+    pids+=("$!")
+    setup_pids+=("$!")
+    wait_for "gateway $name" curl -fsS "http://127.0.0.1:$gateway_port/health"
+}
+
+stop_setup() {
+    local pid
+    for pid in "${setup_pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+    for pid in "${setup_pids[@]}"; do wait "$pid" 2>/dev/null || true; done
+    setup_pids=()
+}
+
+bench() {
+    "$BENCH_BIN" --endpoint "http://127.0.0.1:$gateway_port" --access-key "$access" \
+        --secret-key "$secret" --bucket bench --concurrency "$CONCURRENCY" \
+        --duration "$DURATION" --json "$@"
+}
+
+results=$work/results.tsv
+# measure SETUP: put then get for every size, with CPU per request.
+measure() {
+    local setup=$1 size op before after json
+    for size in $SIZES; do
+        before=$(cpu_ticks)
+        json=$(bench --op put --size "$size" --prefix "$setup-$size/" 2>>"$work/log/bench.log")
+        after=$(cpu_ticks)
+        record "$setup" "$json" $((after - before))
+        # The get phase fills its keys first (untimed): CPU counts from the
+        # moment the fill is reported.
+        rm -f "$work/fill-ticks"
+        json=$(bench --op get --size "$size" --objects 500 --prefix "$setup-$size-get/" \
+            2> >(while IFS= read -r line; do
+                printf '%s\n' "$line" >>"$work/log/bench.log"
+                [[ $line == *fill:* ]] && cpu_ticks >"$work/fill-ticks"
+            done))
+        after=$(cpu_ticks)
+        sleep 0.2
+        before=$(cat "$work/fill-ticks" 2>/dev/null || echo "$after")
+        record "$setup" "$json" $((after - before))
+    done
+}
+record() {
+    python3 - "$1" "$2" "$3" "$ticks_per_sec" >>"$results" <<'EOF'
+import json, sys
+setup, line, ticks, hz = sys.argv[1], json.loads(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+ops = max(line["ops"], 1)
+cpu_us = ticks / hz * 1e6 / ops
+print("\t".join(str(v) for v in (setup, line["op"], line["size"], round(line["ops_per_s"], 1),
+      round(line["mb_per_s"], 1), round(line["p99_ms"], 2), round(cpu_us, 1), line["errors"])))
+EOF
+}
+
+setup_pids=()
+log "embedded: strata serve with its own extents"
+start_gateway embedded
+measure embedded
+stop_setup
+
+log "1 node, 1 replica"
+port1=$(free_port)
+make_ring one 1 "$port1"
+start_node one-n1 "$port1" "$work/one.builder.ring"
+start_gateway one --ring "$work/one.builder.ring" --cluster-secret-file "$work/cluster.secret"
+measure "1 node"
+stop_setup
+
+log "3 nodes, 2 replicas"
+ports=("$(free_port)" "$(free_port)" "$(free_port)")
+make_ring three 2 "${ports[@]}"
+for i in 0 1 2; do start_node "three-n$i" "${ports[$i]}" "$work/three.builder.ring"; done
+start_gateway three --ring "$work/three.builder.ring" --cluster-secret-file "$work/cluster.secret"
+measure "3 nodes"
+
+log "re-replication: node three-n2 away while 1 MiB objects are written for $AWAY_DURATION"
+status() {
+    "$STRATA_BIN" status --json --ring "$work/three.builder.ring" \
+        --cluster-secret-file "$work/cluster.secret"
+}
+kill "${node_pid[three-n2]}"
+wait "${node_pid[three-n2]}" 2>/dev/null || true
+"$BENCH_BIN" --endpoint "http://127.0.0.1:$gateway_port" --access-key "$access" \
+    --secret-key "$secret" --bucket bench --concurrency 8 --duration "$AWAY_DURATION" \
+    --op put --size 1MiB --prefix away/ --json >"$work/away.json" 2>>"$work/log/bench.log"
+pushed_before=$(status | python3 -c 'import json,sys; s=json.load(sys.stdin); print(sum(r.get("status",{}).get("replication",{}).get("bytes_pushed",0) for r in s["reports"]))')
+since=$(date +%s)
+start=$(date +%s.%N)
+start_node three-n2 "${ports[2]}" "$work/three.builder.ring"
+while :; do
+    settled=$(status | python3 -c "
+import json, sys
+s = json.load(sys.stdin)
+fresh = all(r.get('status', {}).get('replication', {}).get('last_pass_started', 0) > $since for r in s['reports'])
+print('yes' if fresh and s['settled'] else 'no')")
+    [[ $settled == yes ]] && break
+    sleep 0.2
+done
+end=$(date +%s.%N)
+pushed_after=$(status | python3 -c 'import json,sys; s=json.load(sys.stdin); print(sum(r.get("status",{}).get("replication",{}).get("bytes_pushed",0) for r in s["reports"]))')
+repair_s=$(python3 -c "print(round($end - $start, 2))")
+moved=$((pushed_after - pushed_before))
+stop_setup
+
+# --- report -------------------------------------------------------------------------
+mkdir -p "$OUT_DIR"
+report=$OUT_DIR/$(date +%F)-$(hostname -s)-cluster.md
+python3 - "$results" "$work/away.json" "$moved" "$repair_s" "$CONCURRENCY" "$DURATION" >"$report" <<'EOF'
+import json, sys
+rows = [line.rstrip("\n").split("\t") for line in open(sys.argv[1])]
+away = json.loads(open(sys.argv[2]).read().splitlines()[-1])
+moved, repair_s, conc, duration = int(sys.argv[3]), float(sys.argv[4]), sys.argv[5], sys.argv[6]
+table = {(r[0], r[1], r[2]): r for r in rows}
+print("# Cluster pool: embedded, 1 node, 3 nodes (2 replicas)\n")
+print(f"strata-bench, {conc} connections, {duration} per phase; CPU = user + system time of every")
+print("strata process (gateway and nodes) per request answered.\n")
+print("## Ratios\n")
+print("| size | op | 3 nodes / 1 node req/s | 3 nodes / 1 node CPU per request | 1 node / embedded CPU per request |")
+print("|---|---|---|---|---|")
+for (setup, op, size), r in table.items():
+    if setup != "3 nodes":
+        continue
+    one, emb = table.get(("1 node", op, size)), table.get(("embedded", op, size))
+    if not one or not emb:
+        continue
+    ratio = lambda a, b: f"{float(a) / float(b):.2f}×" if float(b) else "-"
+    print(f"| {size} | {op} | {ratio(r[3], one[3])} | {ratio(r[6], one[6])} | {ratio(one[6], emb[6])} |")
+print("\n## Figures\n")
+print("| set-up | op | size | req/s | MB/s | p99 ms | CPU µs/request | errors |")
+print("|---|---|---|---|---|---|---|---|")
+for r in rows:
+    print("| " + " | ".join(r) + " |")
+rate = moved / repair_s / 1e6 if repair_s else 0
+print("\n## Re-replication\n")
+print(f"One of three nodes away while {away['ops']} objects of 1 MiB ({away['bytes'] / 2**30:.2f} GiB) were written;")
+print(f"after its restart the replicators moved {moved / 2**30:.2f} GiB (copies home from handoffs and")
+print(f"the missing second copies) and `strata status` reported the cluster settled in **{repair_s} s**")
+print(f"({rate:.0f} MB/s; at that rate 1 GiB takes {2**30 / 1e6 / rate if rate else 0:.1f} s).")
+EOF
+log "report: $report"
+cat "$report"

@@ -37,6 +37,9 @@ pub struct Config {
     pub ftp: crate::ftp::FtpConfig,
     /// Storage nodes (`[cluster]`); without a ring, extents stay in `data`.
     pub cluster: ClusterConfig,
+    /// Seconds a replaced or deleted object's extents are kept, so that
+    /// reads already streaming them finish.
+    pub gc_grace_secs: u64,
 }
 
 /// Where a gateway keeps extents when it is part of a cluster.
@@ -122,6 +125,7 @@ impl Default for Config {
             cache: crate::edge::CacheConfig::default(),
             ftp: crate::ftp::FtpConfig::default(),
             cluster: ClusterConfig::default(),
+            gc_grace_secs: 600,
         }
     }
 }

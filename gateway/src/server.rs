@@ -33,6 +33,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let (pool, cluster) = open_pool(&config).await?;
     let mut store_config = StoreConfig::new(config.data.join("meta"));
     store_config.max_object_size = config.limits.max_object_size;
+    store_config.gc_grace = Duration::from_secs(config.gc_grace_secs);
     let store = Store::open(store_config, pool).context("opening the metadata store")?;
 
     let root = credentials::load_or_create(&config.data)?;

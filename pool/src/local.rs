@@ -74,24 +74,35 @@ impl LocalPool {
         blocking(move || {
             let path = extent_path(&inner.extents_dir, id);
             let temp = path.with_file_name(format!(".{id}.{:016x}", rand::random::<u64>()));
-            let written = (|| {
-                let mut file = OpenOptions::new()
-                    .write(true)
-                    .create_new(true)
-                    .open(&temp)?;
-                extent_file::write(&mut file, &data)?;
-                file.sync_data()?;
-                fs::rename(&temp, &path)?;
-                match path.parent() {
-                    Some(parent) => sync_dir(parent),
-                    None => Ok(()),
+            // A failed write (a full disk, say) leaves nothing behind and the
+            // pool usable; a failed fsync poisons it.
+            let written = OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&temp)
+                .and_then(|mut file| {
+                    extent_file::write(&mut file, &data)?;
+                    Ok(file)
+                });
+            let file = match written {
+                Ok(file) => file,
+                Err(err) => {
+                    let _ = fs::remove_file(&temp);
+                    return Err(PoolError::Io(err));
                 }
-            })();
-            if let Err(err) = written {
+            };
+            if let Err(err) = file.sync_data() {
                 let _ = fs::remove_file(&temp);
-                inner.poisoned.store(true, Ordering::Release);
-                tracing::error!(error = %err, "extent write or fsync failed, pool poisoned");
+                return Err(poison(&inner, err));
+            }
+            if let Err(err) = fs::rename(&temp, &path) {
+                let _ = fs::remove_file(&temp);
                 return Err(PoolError::Io(err));
+            }
+            if let Some(parent) = path.parent()
+                && let Err(err) = sync_dir(parent)
+            {
+                return Err(poison(&inner, err));
             }
             Ok(())
         })
@@ -173,6 +184,14 @@ fn corrupt(id: ExtentId, format_err: FormatError) -> PoolError {
         id,
         detail: format!("{format_err:?}"),
     }
+}
+
+/// After a failed fsync the kernel may have dropped dirty pages: nothing
+/// written since can be trusted, so every later write is refused.
+fn poison(inner: &Inner, err: io::Error) -> PoolError {
+    inner.poisoned.store(true, Ordering::Release);
+    tracing::error!(error = %err, "fsync failed, pool poisoned");
+    PoolError::Io(err)
 }
 
 fn open_extent(path: &Path, id: ExtentId) -> Result<File> {

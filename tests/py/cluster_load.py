@@ -2,10 +2,13 @@
 content follows from n alone, so any reader can check every byte.
 
 usage:
-  cluster_load.py write BUCKET COUNT          PUTs from 8 threads, `ACK n` after each
-  cluster_load.py verify BUCKET COUNT         GETs every object, compares every byte
+  cluster_load.py write BUCKET COUNT [FIRST]  PUTs from 8 threads, `ACK n` after each
+  cluster_load.py verify BUCKET COUNT [FIRST] GETs every object, compares every byte
+  cluster_load.py delete BUCKET COUNT [FIRST] deletes the objects
   cluster_load.py read-loop BUCKET COUNT STOP reads objects in turn until the file
                                               STOP exists; any failed read fails
+
+FIRST (default 0) is the number of the first object.
 
 `write` stops at the first failed PUT and exits 1: in a cluster with a
 quorum up, no write may fail.
@@ -36,9 +39,9 @@ def content(n):
     return random.Random(int.from_bytes(seed, "big")).getrandbits(size * 8).to_bytes(size, "little")
 
 
-def write(bucket, count):
+def write(bucket, count, first):
     s3 = client(connect_timeout=5, read_timeout=60)
-    numbers = iter(range(count))
+    numbers = iter(range(first, first + count))
     lock = threading.Lock()
     failures = []
 
@@ -72,11 +75,20 @@ def read_one(s3, bucket, n):
         fail(f"{key(n)}: {len(data)} bytes read, {len(expected)} expected, content differs")
 
 
-def verify(bucket, count):
+def verify(bucket, count, first):
     s3 = client(read_timeout=60)
-    for n in range(count):
+    for n in range(first, first + count):
         read_one(s3, bucket, n)
     print(f"verified {count} objects")
+
+
+def delete(bucket, count, first):
+    s3 = client(read_timeout=60)
+    numbers = list(range(first, first + count))
+    for start in range(0, len(numbers), 1000):
+        batch = [{"Key": key(n)} for n in numbers[start : start + 1000]]
+        answer = s3.delete_objects(Bucket=bucket, Delete={"Objects": batch, "Quiet": True})
+        check(not answer.get("Errors"), f"deletes failed: {answer.get('Errors')}")
 
 
 def read_loop(bucket, count, stop_file):
@@ -94,10 +106,13 @@ def read_loop(bucket, count, stop_file):
 
 def main(args):
     mode, bucket, count = args[0], args[1], int(args[2])
+    first = int(args[3]) if len(args) > 3 and mode != "read-loop" else 0
     if mode == "write":
-        write(bucket, count)
+        write(bucket, count, first)
     elif mode == "verify":
-        verify(bucket, count)
+        verify(bucket, count, first)
+    elif mode == "delete":
+        delete(bucket, count, first)
     elif mode == "read-loop":
         read_loop(bucket, count, args[3])
     else:

@@ -160,12 +160,20 @@ impl Cluster {
 
     /// `strata serve` with extents on this cluster.
     pub fn gateway(&self) -> Result<Server> {
-        Server::start_with_args(&[
-            "--ring",
-            &self.ring(),
-            "--cluster-secret-file",
-            &self.secret(),
-        ])
+        self.gateway_with_config("")
+    }
+
+    /// Like [`Cluster::gateway`], with a config file (empty: none).
+    pub fn gateway_with_config(&self, toml: &str) -> Result<Server> {
+        Server::start_with_config_and_args(
+            toml,
+            &[
+                "--ring",
+                &self.ring(),
+                "--cluster-secret-file",
+                &self.secret(),
+            ],
+        )
     }
 
     /// Runs `strata ARGS` with the cluster's files at hand.

@@ -126,7 +126,8 @@ impl Server {
         Self::start_with_config_and_args("", args)
     }
 
-    fn start_with_config_and_args(toml: &str, args: &[&str]) -> Result<Server> {
+    /// Like [`Server::start`], with a config file and extra flags.
+    pub fn start_with_config_and_args(toml: &str, args: &[&str]) -> Result<Server> {
         let binary = strata_binary()?;
         let data_dir = tempfile::Builder::new()
             .prefix("strata-e2e-data-")

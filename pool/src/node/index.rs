@@ -116,6 +116,14 @@ impl Index {
         }
     }
 
+    /// Forgets an id only while it is live: a copy found missing or damaged
+    /// must not take a tombstone that a concurrent delete just wrote with it.
+    pub fn forget_live(&mut self, id: ExtentId) {
+        if let Some(State::Live { .. }) = self.get(id) {
+            self.remove(id);
+        }
+    }
+
     pub fn listing(&self, part: u32) -> PartitionListing {
         let mut listing = PartitionListing::default();
         for (id, state) in self.parts.get(&part).into_iter().flatten() {
@@ -217,8 +225,12 @@ mod tests {
         assert_eq!(index.listing(part).deleted, vec![a]);
         assert_eq!(index.expired_tombstones(8), vec![a]);
         assert!(index.expired_tombstones(7).is_empty());
+        // A tombstone survives a "copy went missing" from a racing reader.
+        index.forget_live(a);
+        assert_eq!(index.get(a), Some(State::Deleted { at: 7 }));
+        index.forget_live(b);
+        assert_eq!(index.get(b), None);
         index.remove(a);
-        index.remove(b);
         assert_eq!(index.totals(), (0, 0, 0));
         assert!(index.partitions().is_empty());
     }

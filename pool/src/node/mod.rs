@@ -342,7 +342,19 @@ impl Node {
         let len = body.len() as u64;
         match self.pool.put_extent(id, body).await {
             Ok(()) => {
-                lock(&self.index).set(id, State::Live { len });
+                let deleted_meanwhile = {
+                    let mut index = lock(&self.index);
+                    let deleted = matches!(index.get(id), Some(State::Deleted { .. }));
+                    if !deleted {
+                        index.set(id, State::Live { len });
+                    }
+                    deleted
+                };
+                if deleted_meanwhile {
+                    // A deletion won the race: its tombstone stands.
+                    let _ = self.pool.delete_extent(id).await;
+                    return reply(StatusCode::GONE, "extent was deleted\n");
+                }
                 reply(StatusCode::NO_CONTENT, "")
             }
             Err(PoolError::Poisoned) => reply(
@@ -385,7 +397,7 @@ impl Node {
             tracing::error!(%id, error = %err, "could not quarantine a damaged extent");
             return;
         }
-        lock(&self.index).remove(id);
+        lock(&self.index).forget_live(id);
         lock(&self.status).corrupt_quarantined += 1;
     }
 

@@ -211,7 +211,7 @@ async fn sync_partition(
                 continue;
             }
             Err(PoolError::NotFound(_)) => {
-                lock(&node.index).remove(id);
+                lock(&node.index).forget_live(id);
                 continue;
             }
             Err(err) => {
@@ -260,7 +260,7 @@ async fn sync_partition(
 async fn drop_handoff(node: &Arc<Node>, mine: &PartitionListing, confirmed: &HashSet<ExtentId>) {
     for id in mine.live.iter().filter(|id| confirmed.contains(id)) {
         if node.pool.delete_extent(*id).await.is_ok() {
-            lock(&node.index).remove(*id);
+            lock(&node.index).forget_live(*id);
             lock(&node.status).handoff_extents_moved += 1;
         }
     }
@@ -290,7 +290,7 @@ async fn audit(node: Arc<Node>, bytes_per_sec: u64, pause: Duration) {
                     0
                 }
                 Err(PoolError::NotFound(_)) => {
-                    lock(&node.index).remove(id);
+                    lock(&node.index).forget_live(id);
                     0
                 }
                 Err(err) => {

@@ -209,6 +209,102 @@ fn add_and_remove_nodes_while_reading() -> Result<()> {
     Ok(())
 }
 
+#[test]
+fn a_node_whose_disk_fills() -> Result<()> {
+    let (mut cluster, server, bucket) = three_nodes_and_a_bucket("disk-full")?;
+    // Node 2's data moves onto an 8 MiB tmpfs: it fills early in the upload.
+    cluster.nodes[2].kill9()?;
+    let data = cluster.nodes[2].data_dir().to_path_buf();
+    let kept = data.with_extension("before-tmpfs");
+    fs::rename(&data, &kept)?;
+    fs::create_dir(&data)?;
+    let tmpfs = Tmpfs::mount(&data, "8m")?;
+    copy_tree(&kept, &data)?;
+    cluster.nodes[2].restart()?;
+
+    let count = 300;
+    server.python_ok("cluster_load.py", &["write", &bucket, &count.to_string()])?;
+    server.python_ok("cluster_load.py", &["verify", &bucket, &count.to_string()])?;
+    let status = cluster.status()?;
+    ensure!(
+        status["settled"] == false,
+        "a full node cannot hold its copies, yet the cluster says settled:\n{status:#}"
+    );
+
+    // More room: the replicators complete node 2, and it can stand in for
+    // the others.
+    tmpfs.resize("1g")?;
+    let since = unix_now();
+    cluster.wait_settled(since, SETTLE_TIMEOUT)?;
+    cluster.nodes[0].kill9()?;
+    server.python_ok("cluster_load.py", &["verify", &bucket, &count.to_string()])?;
+    // Nodes stop before their disk goes.
+    drop(cluster);
+    drop(tmpfs);
+    Ok(())
+}
+
+#[test]
+fn a_node_back_with_an_old_copy() -> Result<()> {
+    let mut cluster = Cluster::start(3, 6, 2)?;
+    // Deleted objects' extents go after one second instead of ten minutes.
+    let server = cluster.gateway_with_config("gc_grace_secs = 1\n")?;
+    let bucket = unique_bucket("old-copy");
+    server.aws_ok(&["s3api", "create-bucket", "--bucket", &bucket])?;
+    server.python_ok("cluster_load.py", &["write", &bucket, "200"])?;
+    cluster.wait_settled(unix_now(), SETTLE_TIMEOUT)?;
+
+    // A copy of node 2 as it is now...
+    cluster.nodes[2].kill9()?;
+    let data = cluster.nodes[2].data_dir().to_path_buf();
+    let snapshot = data.with_extension("snapshot");
+    copy_tree(&data, &snapshot)?;
+    cluster.nodes[2].restart()?;
+
+    // ...goes stale: half the objects are deleted, new ones written.
+    server.python_ok("cluster_load.py", &["delete", &bucket, "100"])?;
+    server.python_ok("cluster_load.py", &["write", &bucket, "100", "200"])?;
+    // The gateway deletes the extents of deleted objects after the grace
+    // period, on its 5 s tick: wait until the tombstones stop growing.
+    let deadline = Instant::now() + SETTLE_TIMEOUT;
+    let mut seen = 0;
+    let settled = loop {
+        let status = cluster.wait_settled(unix_now(), SETTLE_TIMEOUT)?;
+        let now = tombstones(&status);
+        if now > 0 && now == seen {
+            break status;
+        }
+        seen = now;
+        ensure!(
+            Instant::now() < deadline,
+            "the deleted objects' extents were never all deleted:\n{status:#}"
+        );
+        thread::sleep(Duration::from_secs(6));
+    };
+    let extents_now = extents(&settled);
+    let files_before = extent_files(&cluster)?;
+
+    // Node 2 comes back with the old copy: deleted extents it still holds
+    // must not return, the new ones must reach it.
+    cluster.nodes[2].kill9()?;
+    fs::remove_dir_all(&data)?;
+    fs::rename(&snapshot, &data)?;
+    let since = unix_now();
+    cluster.nodes[2].restart()?;
+    let settled = cluster.wait_settled(since, SETTLE_TIMEOUT)?;
+    let files_after = extent_files(&cluster)?;
+    let appeared: Vec<_> = files_after.difference(&files_before).collect();
+    let vanished: Vec<_> = files_before.difference(&files_after).collect();
+    ensure!(
+        extents(&settled) == extents_now && appeared.is_empty() && vanished.is_empty(),
+        "{} extent copies after the old node returned, {extents_now} before; appeared {appeared:?}, vanished {vanished:?}:\n{settled:#}",
+        extents(&settled)
+    );
+    cluster.nodes[0].kill9()?;
+    server.python_ok("cluster_load.py", &["verify", &bucket, "200", "100"])?;
+    Ok(())
+}
+
 /// Three nodes in three zones (64 partitions, 2 replicas), a gateway, and a
 /// bucket on it.
 fn three_nodes_and_a_bucket(prefix: &str) -> Result<(Cluster, Server, String)> {
@@ -271,6 +367,83 @@ fn replication_total(status: &serde_json::Value, counter: &str) -> u64 {
         .flatten()
         .filter_map(|report| report["status"]["replication"][counter].as_u64())
         .sum()
+}
+
+fn extents(status: &serde_json::Value) -> u64 {
+    node_total(status, "extents")
+}
+
+fn tombstones(status: &serde_json::Value) -> u64 {
+    node_total(status, "tombstones")
+}
+
+/// A node field of `strata status --json`, summed over the nodes.
+fn node_total(status: &serde_json::Value, field: &str) -> u64 {
+    status["reports"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|report| report["status"][field].as_u64())
+        .sum()
+}
+
+/// (node, extent file name) of every extent on every node's disk.
+fn extent_files(cluster: &Cluster) -> Result<std::collections::BTreeSet<(usize, String)>> {
+    let mut found = std::collections::BTreeSet::new();
+    for (index, node) in cluster.nodes.iter().enumerate() {
+        for fan_out in fs::read_dir(node.data_dir().join("pool/extents"))? {
+            for entry in fs::read_dir(fan_out?.path())? {
+                found.insert((index, entry?.file_name().to_string_lossy().into_owned()));
+            }
+        }
+    }
+    Ok(found)
+}
+
+/// `cp -a FROM TO`.
+fn copy_tree(from: &std::path::Path, to: &std::path::Path) -> Result<()> {
+    let mut command = std::process::Command::new("cp");
+    command
+        .arg("-a")
+        .arg(format!("{}/.", from.display()))
+        .arg(to);
+    fs::create_dir_all(to)?;
+    strata_tests::run_tool(&mut command, Duration::from_secs(60))?.expect_success()?;
+    Ok(())
+}
+
+/// A tmpfs of limited size mounted over a directory; unmounted when dropped.
+struct Tmpfs(std::path::PathBuf);
+
+impl Tmpfs {
+    fn mount(dir: &std::path::Path, size: &str) -> Result<Tmpfs> {
+        let mut command = std::process::Command::new("mount");
+        command
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir);
+        strata_tests::run_tool(&mut command, Duration::from_secs(30))?
+            .expect_success()
+            .context("mounting a tmpfs (the test needs root)")?;
+        Ok(Tmpfs(dir.to_path_buf()))
+    }
+
+    fn resize(&self, size: &str) -> Result<()> {
+        let mut command = std::process::Command::new("mount");
+        command
+            .args(["-o", &format!("remount,size={size}")])
+            .arg(&self.0);
+        strata_tests::run_tool(&mut command, Duration::from_secs(30))?.expect_success()?;
+        Ok(())
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.0)
+            .status();
+    }
 }
 
 /// Every S3 object and the Swift tree, byte for byte.

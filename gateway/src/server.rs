@@ -34,6 +34,12 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let mut store_config = StoreConfig::new(config.data.join("meta"));
     store_config.max_object_size = config.limits.max_object_size;
     store_config.gc_grace = Duration::from_secs(config.gc_grace_secs);
+    if cluster.is_some() {
+        // The nodes hold extents of every gateway that ever used the ring; one
+        // that deleted what its own records do not name would delete theirs.
+        // Orphans (a crash between staging and commit) are left for now.
+        store_config.orphan_age = None;
+    }
     let store = Store::open(store_config, pool).context("opening the metadata store")?;
 
     let root = credentials::load_or_create(&config.data)?;

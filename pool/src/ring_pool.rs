@@ -322,14 +322,12 @@ impl Pool for RingPool {
     async fn read_extent(&self, id: ExtentId, offset: u64, len: u64) -> Result<Bytes> {
         let ring = self.ring();
         let (primaries, handoffs) = placement(&ring, ring.partition_of(&id.0));
-        let primary_count = primaries.len();
         let primary_set: HashSet<String> = primaries.iter().cloned().collect();
-        // A copy is on a primary, or on a handoff while a primary is away: try
-        // as many handoffs as there are primaries before concluding.
-        let candidates: Vec<String> = primaries
-            .into_iter()
-            .chain(handoffs.into_iter().take(primary_count))
-            .collect();
+        // A copy is on a primary, on a handoff while a primary is away, or on
+        // a former primary until the replicator has moved it after a
+        // rebalance: every node is asked before an extent is called missing.
+        // Only the first answer costs anything on a healthy cluster.
+        let candidates: Vec<String> = primaries.into_iter().chain(handoffs).collect();
         let candidates = self.healthy_first(candidates);
         let mut to_repair = Vec::new();
         let mut missing = 0;

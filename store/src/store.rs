@@ -42,8 +42,9 @@ pub struct StoreConfig {
     /// How many change-feed events are kept for followers that fall behind.
     pub feed_retention: u64,
     /// Extents older than this that no record refers to are deleted. It must
-    /// exceed the longest time a body can take to upload.
-    pub orphan_age: Duration,
+    /// exceed the longest time a body can take to upload. `None`: never (a pool
+    /// shared with writers this store does not know of).
+    pub orphan_age: Option<Duration>,
 }
 
 impl StoreConfig {
@@ -56,7 +57,7 @@ impl StoreConfig {
             inline_max: 16 * 1024,
             gc_grace: Duration::from_secs(600),
             feed_retention: 1_000_000,
-            orphan_age: Duration::from_secs(24 * 3600),
+            orphan_age: Some(Duration::from_secs(24 * 3600)),
         }
     }
 }
@@ -608,9 +609,13 @@ impl Store {
                 ticker.tick().await;
                 let Some(inner) = weak.upgrade() else { return };
                 let store = Store { inner };
-                if last_sweep.is_none_or(|at| at.elapsed() > ORPHAN_SWEEP_INTERVAL) {
+                if let Some(orphan_age) = store.inner.config.orphan_age
+                    && last_sweep.is_none_or(|at| at.elapsed() > ORPHAN_SWEEP_INTERVAL)
+                {
                     last_sweep = Some(std::time::Instant::now());
-                    let older_than = std::time::SystemTime::now() - store.inner.config.orphan_age;
+                    let older_than = std::time::SystemTime::now()
+                        .checked_sub(orphan_age)
+                        .unwrap_or(std::time::UNIX_EPOCH);
                     match store.sweep_orphans(older_than).await {
                         Ok(0) => {}
                         Ok(n_swept) => tracing::info!(n_swept, "deleted orphaned extents"),

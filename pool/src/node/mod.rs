@@ -48,7 +48,8 @@ pub struct NodeConfig {
     pub replicator: ReplicatorConfig,
 }
 
-/// A storage node's shared state.
+/// A storage node's shared state. Its mutexes are held briefly and never
+/// two at once, except `index` then `status`.
 pub(crate) struct Node {
     address: String,
     data: PathBuf,
@@ -238,8 +239,10 @@ impl Node {
         sync_dir(&self.data)?;
         tracing::info!(version = ring.version(), "ring installed");
         let ring = Arc::new(ring);
-        lock(&self.index).set_ring(ring.clone());
-        *current = Some(ring);
+        *current = Some(ring.clone());
+        // Never hold both locks: digests and status take the index first.
+        drop(current);
+        lock(&self.index).set_ring(ring);
         Ok(true)
     }
 
@@ -432,9 +435,10 @@ impl Node {
     }
 
     fn digests(&self) -> Digests {
+        let ring_version = self.current_ring().map(|ring| ring.version());
         let index = lock(&self.index);
         Digests {
-            ring_version: self.current_ring().map(|ring| ring.version()),
+            ring_version,
             partitions: index
                 .partitions()
                 .into_iter()

@@ -119,6 +119,11 @@ struct ClusterReport {
     /// Every node answered, holds this ring (or newer), and its last
     /// replication pass found nothing to send and held no handoff data.
     settled: bool,
+    /// Partitions a node's last pass found a fellow replica short of (each
+    /// counted by every replica that noticed).
+    out_of_sync_partitions: u64,
+    /// Bytes held on nodes that are not primaries for them.
+    bytes_to_move: u64,
     reports: Vec<NodeReport>,
 }
 
@@ -157,8 +162,15 @@ pub fn status(args: StatusArgs) -> anyhow::Result<()> {
                 && status.handoff_extents == 0
         })
     });
+    let statuses = || reports.iter().filter_map(|report| report.status.as_ref());
+    let out_of_sync_partitions = statuses()
+        .map(|status| status.replication.last_pass_out_of_sync)
+        .sum();
+    let bytes_to_move = statuses().map(|status| status.handoff_bytes).sum();
     let report = ClusterReport {
         ring_version: ring.version(),
+        out_of_sync_partitions,
+        bytes_to_move,
         nodes_up: reports.iter().filter(|r| r.status.is_some()).count(),
         nodes: reports.len(),
         settled,
@@ -184,22 +196,22 @@ fn table(ring: &Ring, report: &ClusterReport) -> String {
     );
     let _ = writeln!(
         out,
-        "{:<22} {:>5} {:>9} {:>12} {:>8} {:>7} {:>12} {:>9}",
-        "NODE", "RING", "EXTENTS", "BYTES", "HANDOFF", "PASSES", "OUT-OF-SYNC", "PUSHED"
+        "{:<22} {:>5} {:>9} {:>12} {:>12} {:>7} {:>12} {:>9}",
+        "NODE", "RING", "EXTENTS", "BYTES", "TO MOVE", "PASSES", "OUT-OF-SYNC", "PUSHED"
     );
     for node in &report.reports {
         match &node.status {
             Some(status) => {
                 let _ = writeln!(
                     out,
-                    "{:<22} {:>5} {:>9} {:>12} {:>8} {:>7} {:>12} {:>9}",
+                    "{:<22} {:>5} {:>9} {:>12} {:>12} {:>7} {:>12} {:>9}",
                     node.node,
                     status
                         .ring_version
                         .map_or_else(|| "-".to_owned(), |v| v.to_string()),
                     status.extents,
                     status.bytes,
-                    status.handoff_extents,
+                    status.handoff_bytes,
                     status.replication.passes,
                     status.replication.last_pass_out_of_sync,
                     status.replication.extents_pushed,
@@ -217,9 +229,11 @@ fn table(ring: &Ring, report: &ClusterReport) -> String {
     }
     let _ = writeln!(
         out,
-        "{} of {} nodes up; replication {}",
+        "{} of {} nodes up; {} partitions out of sync, {} bytes to move; replication {}",
         report.nodes_up,
         report.nodes,
+        report.out_of_sync_partitions,
+        report.bytes_to_move,
         if report.settled {
             "settled"
         } else {

@@ -126,6 +126,8 @@ pub struct NodeStatus {
     /// Extents the node holds for partitions it is not a primary of (handoff
     /// copies, or data a rebalance moved away), still to be moved home.
     pub handoff_extents: u64,
+    /// Their bytes: what this node still has to move.
+    pub handoff_bytes: u64,
     pub replication: ReplicationStatus,
 }
 

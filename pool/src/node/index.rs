@@ -135,6 +135,18 @@ impl Index {
         listing
     }
 
+    /// Live extents of a partition and their bytes.
+    pub fn live_in(&self, part: u32) -> (u64, u64) {
+        self.parts
+            .get(&part)
+            .into_iter()
+            .flatten()
+            .fold((0, 0), |(count, bytes), (_, state)| match state {
+                State::Live { len } => (count + 1, bytes + len),
+                State::Deleted { .. } => (count, bytes),
+            })
+    }
+
     /// A digest of a partition's listing: equal digests, equal contents.
     pub fn digest(&self, part: u32) -> Option<String> {
         let entries = self.parts.get(&part)?;
@@ -217,6 +229,8 @@ mod tests {
         index.set_ring(ring());
         index.set(b, State::Live { len: 5 });
         assert_eq!(index.totals(), (2, 15, 0));
+        let part_b = ring().partition_of(&b.0).index();
+        assert!(index.live_in(part_b).0 >= 1);
         let part = ring().partition_of(&a.0).index();
         let before = index.digest(part);
         index.set(a, State::Deleted { at: 7 });

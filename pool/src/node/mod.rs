@@ -453,6 +453,7 @@ impl Node {
         let (extents, bytes, tombstones) = index.totals();
         let mut primary_partitions = 0;
         let mut handoff_extents = 0;
+        let mut handoff_bytes = 0;
         if let Some(ring) = &ring {
             let mut primary: HashMap<u32, bool> = HashMap::new();
             for part in ring.partitions() {
@@ -463,7 +464,9 @@ impl Node {
             }
             for part in index.partitions() {
                 if !primary.contains_key(&part) {
-                    handoff_extents += index.listing(part).live.len() as u64;
+                    let (count, bytes) = index.live_in(part);
+                    handoff_extents += count;
+                    handoff_bytes += bytes;
                 }
             }
         }
@@ -475,6 +478,7 @@ impl Node {
             tombstones,
             primary_partitions,
             handoff_extents,
+            handoff_bytes,
             replication: lock(&self.status).clone(),
         }
     }

@@ -19,6 +19,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::stream::{self, StreamExt as _};
 use strata_ring::Ring;
 
 use super::{Node, lock};
@@ -75,6 +76,7 @@ pub(crate) async fn run(node: Arc<Node>, config: ReplicatorConfig) {
 /// What one pass found, reported in `/v1/status` when it ends.
 #[derive(Default)]
 struct PassReport {
+    /// Partitions where a fellow replica lacked something.
     out_of_sync: u64,
     unreachable: HashSet<String>,
     failures: u64,
@@ -105,55 +107,17 @@ async fn pass(node: &Arc<Node>, ring: &Arc<Ring>) {
             }
         }
     }
-    // A newer ring learnt above applies from the next pass.
+    // A newer ring learnt above applies from the next pass. Partitions are
+    // independent: a few at once keep the disk and the network busy.
     let held = lock(&node.index).partitions();
-    for part_index in held {
-        let Some(part) = ring.partitions().nth(part_index as usize) else {
-            continue;
-        };
-        let (primaries, _) = placement(ring, part);
-        let primary_here = primaries.contains(&node.address);
-        // Taken once: a handoff drops only what every primary confirmed of it,
-        // never an extent written here while the pass ran.
-        let mine = lock(&node.index).listing(part_index);
-        let mine_digest = lock(&node.index).digest(part_index);
-        let mut confirmed_everywhere: Option<HashSet<ExtentId>> = None;
-        let mut flagged = false;
-        for peer in primaries.iter().filter(|peer| **peer != node.address) {
-            let Some(peer_digests) = digests.get(peer) else {
-                flagged = true;
-                confirmed_everywhere = Some(HashSet::new());
-                continue;
-            };
-            let in_sync = peer_digests.partitions.get(&part_index) == mine_digest.as_ref();
-            if in_sync && primary_here {
-                continue;
-            }
-            if !in_sync {
-                flagged = true;
-            }
-            let confirmed = match sync_partition(node, peer, part_index, &mine).await {
-                Ok((confirmed, failures)) => {
-                    report.failures += failures;
-                    confirmed
-                }
-                Err(err) => {
-                    tracing::debug!(%peer, part = part_index, error = %err, "replicator: sync failed");
-                    report.failures += 1;
-                    HashSet::new()
-                }
-            };
-            confirmed_everywhere = Some(match confirmed_everywhere {
-                None => confirmed,
-                Some(so_far) => so_far.intersection(&confirmed).copied().collect(),
-            });
-        }
-        if flagged {
-            report.out_of_sync += 1;
-        }
-        if !primary_here && let Some(confirmed) = confirmed_everywhere {
-            drop_handoff(node, &mine, &confirmed).await;
-        }
+    let outcomes: Vec<PartitionOutcome> = stream::iter(held)
+        .map(|part| replicate_partition(node, ring, &digests, part))
+        .buffer_unordered(PARTITIONS_AT_ONCE)
+        .collect()
+        .await;
+    for outcome in outcomes {
+        report.out_of_sync += u64::from(outcome.out_of_sync);
+        report.failures += outcome.failures;
     }
     let mut status = lock(&node.status);
     status.passes += 1;
@@ -161,6 +125,74 @@ async fn pass(node: &Arc<Node>, ring: &Arc<Ring>) {
     status.last_pass_out_of_sync = report.out_of_sync;
     status.last_pass_unreachable = report.unreachable.len() as u64;
     status.last_pass_failures = report.failures;
+}
+
+/// Partitions a node replicates at the same time.
+const PARTITIONS_AT_ONCE: usize = 4;
+
+/// What replicating one partition found.
+struct PartitionOutcome {
+    /// A fellow replica lacked something, or could not be asked.
+    out_of_sync: bool,
+    failures: u64,
+}
+
+/// Brings the other replicas of one partition up to what this node holds of
+/// it; a partition this node is not a primary of is moved to the primaries
+/// and dropped here.
+async fn replicate_partition(
+    node: &Arc<Node>,
+    ring: &Ring,
+    digests: &HashMap<String, Digests>,
+    part_index: u32,
+) -> PartitionOutcome {
+    let mut outcome = PartitionOutcome {
+        out_of_sync: false,
+        failures: 0,
+    };
+    let Some(part) = ring.partitions().nth(part_index as usize) else {
+        return outcome;
+    };
+    let (primaries, _) = placement(ring, part);
+    let primary_here = primaries.contains(&node.address);
+    // Taken once: a handoff drops only what every primary confirmed of it,
+    // never an extent written here while the pass ran.
+    let (mine, mine_digest) = {
+        let index = lock(&node.index);
+        (index.listing(part_index), index.digest(part_index))
+    };
+    let mut confirmed_everywhere: Option<HashSet<ExtentId>> = None;
+    for peer in primaries.iter().filter(|peer| **peer != node.address) {
+        let Some(peer_digests) = digests.get(peer) else {
+            outcome.out_of_sync = true;
+            confirmed_everywhere = Some(HashSet::new());
+            continue;
+        };
+        let in_sync = peer_digests.partitions.get(&part_index) == mine_digest.as_ref();
+        if in_sync && primary_here {
+            continue;
+        }
+        outcome.out_of_sync |= !in_sync;
+        let confirmed = match sync_partition(node, peer, part_index, &mine).await {
+            Ok((confirmed, failures)) => {
+                outcome.failures += failures;
+                confirmed
+            }
+            Err(err) => {
+                tracing::debug!(%peer, part = part_index, error = %err, "replicator: sync failed");
+                outcome.failures += 1;
+                HashSet::new()
+            }
+        };
+        confirmed_everywhere = Some(match confirmed_everywhere {
+            None => confirmed,
+            Some(so_far) => so_far.intersection(&confirmed).copied().collect(),
+        });
+    }
+    if !primary_here && let Some(confirmed) = confirmed_everywhere {
+        drop_handoff(node, &mine, &confirmed).await;
+    }
+    outcome
 }
 
 async fn learn_ring(node: &Arc<Node>, peer: &str) {

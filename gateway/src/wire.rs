@@ -119,7 +119,15 @@ pub fn evaluate_conditions(
     prefix: &str,
     info: &ObjectInfo,
 ) -> ConditionOutcome {
-    let header = |name: &str| header_str(headers, &format!("{prefix}{name}"));
+    // Without a prefix the standard names are looked up as constants: no
+    // string is built or parsed per request on the hot read path.
+    let header = |standard: http::header::HeaderName| {
+        if prefix.is_empty() {
+            headers.get(&standard).and_then(|value| value.to_str().ok())
+        } else {
+            header_str(headers, &format!("{prefix}{}", standard.as_str()))
+        }
+    };
     let modified_secs = info.last_modified_ms.div_euclid(1000);
     let parse_date = |text: &str| {
         httpdate::parse_http_date(text.trim())
@@ -127,20 +135,20 @@ pub fn evaluate_conditions(
             .and_then(|when| when.duration_since(std::time::UNIX_EPOCH).ok())
             .map(|since| since.as_secs() as i64)
     };
-    if let Some(tags) = header("if-match") {
+    if let Some(tags) = header(http::header::IF_MATCH) {
         if !etag_matches(tags, &info.etag) {
             return ConditionOutcome::PreconditionFailed;
         }
-    } else if let Some(date) = header("if-unmodified-since").and_then(parse_date)
+    } else if let Some(date) = header(http::header::IF_UNMODIFIED_SINCE).and_then(parse_date)
         && modified_secs > date
     {
         return ConditionOutcome::PreconditionFailed;
     }
-    if let Some(tags) = header("if-none-match") {
+    if let Some(tags) = header(http::header::IF_NONE_MATCH) {
         if etag_matches(tags, &info.etag) {
             return ConditionOutcome::NotModified;
         }
-    } else if let Some(date) = header("if-modified-since").and_then(parse_date)
+    } else if let Some(date) = header(http::header::IF_MODIFIED_SINCE).and_then(parse_date)
         && modified_secs <= date
     {
         return ConditionOutcome::NotModified;

@@ -149,7 +149,11 @@ impl LocalPool {
                 if name.starts_with('.') {
                     let _ = fs::remove_file(entry.path());
                 } else if let Some(id) = ExtentId::from_hex(name) {
-                    found.push((id, entry.metadata()?.len()));
+                    match entry.metadata() {
+                        Ok(meta) => found.push((id, meta.len())),
+                        Err(err) if err.kind() == io::ErrorKind::NotFound => {}
+                        Err(err) => return Err(err),
+                    }
                 }
                 Ok(())
             })?;
@@ -251,7 +255,14 @@ impl Pool for LocalPool {
         blocking(move || {
             let mut found = Vec::new();
             walk(&extents_dir, |entry, name| {
-                if entry.metadata()?.modified()? >= older_than {
+                // Files come and go during the walk (writes renaming their
+                // temporary file, deletions): a vanished one is skipped.
+                let modified = match entry.metadata().and_then(|meta| meta.modified()) {
+                    Ok(modified) => modified,
+                    Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(()),
+                    Err(err) => return Err(err),
+                };
+                if modified >= older_than {
                     return Ok(());
                 }
                 if let Some(id) = ExtentId::from_hex(name) {

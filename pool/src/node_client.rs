@@ -198,8 +198,18 @@ impl NodeClient {
         }
     }
 
-    pub async fn delete_extent(&self, node: &str, id: ExtentId) -> Result<(), NodeError> {
-        let path = format!("/v1/extents/{id}");
+    /// Deletes a copy; `at` dates the tombstone (a replicator passing on an
+    /// older deletion), the node's clock when `None`.
+    pub async fn delete_extent(
+        &self,
+        node: &str,
+        id: ExtentId,
+        at: Option<u64>,
+    ) -> Result<(), NodeError> {
+        let path = match at {
+            Some(at) => format!("/v1/extents/{id}?at={at}"),
+            None => format!("/v1/extents/{id}"),
+        };
         let (status, body) = self
             .send(node, Method::DELETE, &path, Bytes::new(), 4096)
             .await?;

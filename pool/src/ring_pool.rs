@@ -53,7 +53,13 @@ struct Inner {
     /// Nodes that failed a request recently, and until when they are passed
     /// over: a node that is down costs one timeout, not one per request.
     suspects: std::sync::Mutex<HashMap<String, Instant>>,
+    /// Read repairs in flight: each holds an extent, so they are bounded, and
+    /// one extent is repaired once however many readers notice it.
+    repairs: std::sync::Mutex<HashSet<ExtentId>>,
 }
+
+/// Most read repairs at once; more are skipped (the replicator catches up).
+const MAX_REPAIRS: usize = 16;
 
 /// How long a node that failed is tried last.
 const SUSPECT_FOR: Duration = Duration::from_secs(3);
@@ -67,6 +73,7 @@ impl RingPool {
                 write_quorum: config.write_quorum,
                 stats: RingPoolStats::default(),
                 suspects: std::sync::Mutex::new(HashMap::new()),
+                repairs: std::sync::Mutex::new(HashSet::new()),
             }),
         }
     }
@@ -180,28 +187,47 @@ impl RingPool {
     /// Restores a copy on replicas that lacked the extent or held it damaged,
     /// from a node that served it. In the background: the reader has its bytes.
     fn repair(&self, id: ExtentId, source: String, targets: Vec<String>) {
+        {
+            let mut repairs = self
+                .inner
+                .repairs
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            if repairs.len() >= MAX_REPAIRS || !repairs.insert(id) {
+                return;
+            }
+        }
         let pool = self.clone();
         tokio::spawn(async move {
-            let data = match pool.inner.client.read_whole(&source, id).await {
-                Ok(data) => data,
-                Err(err) => {
-                    tracing::debug!(%id, error = %err, "read repair: source failed");
-                    return;
-                }
-            };
-            for node in targets {
-                match pool.inner.client.put_extent(&node, id, data.clone()).await {
-                    Ok(()) => {
-                        pool.inner
-                            .stats
-                            .read_repairs
-                            .fetch_add(1, Ordering::Relaxed);
-                        tracing::info!(%id, %node, "read repair restored a copy");
-                    }
-                    Err(err) => tracing::debug!(%id, %node, error = %err, "read repair failed"),
-                }
-            }
+            pool.repair_now(id, &source, targets).await;
+            pool.inner
+                .repairs
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+                .remove(&id);
         });
+    }
+
+    async fn repair_now(&self, id: ExtentId, source: &str, targets: Vec<String>) {
+        let data = match self.inner.client.read_whole(source, id).await {
+            Ok(data) => data,
+            Err(err) => {
+                tracing::debug!(%id, error = %err, "read repair: source failed");
+                return;
+            }
+        };
+        for node in targets {
+            match self.inner.client.put_extent(&node, id, data.clone()).await {
+                Ok(()) => {
+                    self.inner
+                        .stats
+                        .read_repairs
+                        .fetch_add(1, Ordering::Relaxed);
+                    tracing::info!(%id, %node, "read repair restored a copy");
+                }
+                Err(err) => tracing::debug!(%id, %node, error = %err, "read repair failed"),
+            }
+        }
     }
 }
 
@@ -332,7 +358,6 @@ impl Pool for RingPool {
         let mut to_repair = Vec::new();
         let mut missing = 0;
         let mut damaged = 0;
-        let mut deleted = false;
         let mut failures = Vec::new();
         for (index, node) in candidates.into_iter().enumerate() {
             match self.inner.client.read_extent(&node, id, offset, len).await {
@@ -343,7 +368,7 @@ impl Pool for RingPool {
                             .read_fallbacks
                             .fetch_add(1, Ordering::Relaxed);
                     }
-                    if !to_repair.is_empty() && !deleted {
+                    if !to_repair.is_empty() {
                         self.repair(id, node, to_repair);
                     }
                     return Ok(bytes);
@@ -368,7 +393,8 @@ impl Pool for RingPool {
                         to_repair.push(node);
                     }
                 }
-                Err(NodeError::Deleted) => deleted = true,
+                // A deletion is final: no other copy may be served.
+                Err(NodeError::Deleted) => return Err(PoolError::NotFound(id)),
                 Err(err) => {
                     if matches!(err, NodeError::Unavailable { .. }) {
                         self.suspect(&node);
@@ -377,13 +403,14 @@ impl Pool for RingPool {
                 }
             }
         }
-        if deleted || (failures.is_empty() && damaged == 0) {
+        if failures.is_empty() && damaged == 0 {
             return Err(PoolError::NotFound(id));
         }
-        if failures.is_empty() && missing == 0 {
+        if failures.is_empty() {
+            // Damaged where present, missing elsewhere: lost, not unavailable.
             return Err(PoolError::Corrupt {
                 id,
-                detail: format!("every copy ({damaged}) is damaged"),
+                detail: format!("{damaged} copies damaged, {missing} missing"),
             });
         }
         Err(unavailable(format!(
@@ -398,7 +425,7 @@ impl Pool for RingPool {
         let client = &self.inner.client;
         let results: Vec<_> = primaries
             .iter()
-            .map(|node| client.delete_extent(node, id))
+            .map(|node| client.delete_extent(node, id, None))
             .collect::<FuturesUnordered<_>>()
             .collect()
             .await;

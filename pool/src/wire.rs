@@ -5,7 +5,7 @@
 //! ```text
 //! PUT    /v1/extents/{id}                  body: the extent      → 204
 //! GET    /v1/extents/{id}?offset=&len=     → 200 bytes | 404 | 410 deleted | 422 corrupt
-//! DELETE /v1/extents/{id}                  → 204 (leaves a tombstone)
+//! DELETE /v1/extents/{id}?at=UNIX          → 204 (leaves a tombstone dated `at`)
 //! GET    /v1/extents?older_than=UNIX       → JSON [id, …]   (orphan sweeps)
 //! GET    /v1/digests                       → JSON Digests (ring version, {partition: digest})
 //! GET    /v1/partitions/{p}                → JSON PartitionListing
@@ -109,7 +109,9 @@ pub fn unix_now() -> u64 {
 #[derive(Debug, Default, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct PartitionListing {
     pub live: Vec<ExtentId>,
-    pub deleted: Vec<ExtentId>,
+    /// Tombstones with the unix time of the deletion, which travels with
+    /// them so that every replica reclaims a tombstone at the same age.
+    pub deleted: Vec<(ExtentId, u64)>,
 }
 
 /// A node's account of itself, for `strata status` and the tests.
@@ -168,6 +170,9 @@ impl ReplicationStatus {
 /// the node's ring version (how nodes learn of a newer ring from each other).
 #[derive(Debug, Default, Clone, Serialize, Deserialize)]
 pub struct Digests {
+    /// The answering node's identity (random, kept in its data directory), so
+    /// that a node reached under another name recognises itself.
+    pub node_id: String,
     pub ring_version: Option<u64>,
     pub partitions: BTreeMap<u32, String>,
 }

@@ -52,6 +52,11 @@ pub struct NodeConfig {
 /// two at once, except `index` then `status`.
 pub(crate) struct Node {
     address: String,
+    /// Random, kept in `DATA/node-id`: who this node is, whatever name a
+    /// peer or the ring uses for it.
+    node_id: String,
+    /// Tombstones older than this are reclaimed, and not created.
+    reclaim_age: Duration,
     data: PathBuf,
     pool: LocalPool,
     secret: ClusterSecret,
@@ -100,6 +105,8 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
 
     let node = Arc::new(Node {
         address: address.clone(),
+        node_id: load_or_create_node_id(&config.data)?,
+        reclaim_age: config.replicator.reclaim_age,
         data: config.data.clone(),
         pool,
         secret: config.secret.clone(),
@@ -162,6 +169,23 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
                 .await;
         });
     }
+}
+
+fn load_or_create_node_id(data: &Path) -> io::Result<String> {
+    let path = data.join("node-id");
+    match fs::read_to_string(&path) {
+        Ok(text) if !text.trim().is_empty() => return Ok(text.trim().to_owned()),
+        Ok(_) => {}
+        Err(err) if err.kind() == io::ErrorKind::NotFound => {}
+        Err(err) => return Err(err),
+    }
+    let id = hex::encode(rand::random::<[u8; 16]>());
+    let temp = data.join(".node-id.tmp");
+    fs::write(&temp, &id)?;
+    fs::File::open(&temp)?.sync_all()?;
+    fs::rename(&temp, &path)?;
+    sync_dir(data)?;
+    Ok(id)
 }
 
 fn read_tombstones(dir: &Path) -> io::Result<Vec<(ExtentId, u64)>> {
@@ -285,12 +309,16 @@ impl Node {
                 None => reply(StatusCode::BAD_REQUEST, "bad extent id\n"),
             },
             (&Method::DELETE, ["v1", "extents", id]) => match ExtentId::from_hex(id) {
-                Some(id) => self.delete(id).await,
+                Some(id) => self.delete(id, query_u64(&query, "at")).await,
                 None => reply(StatusCode::BAD_REQUEST, "bad extent id\n"),
             },
             (&Method::GET, ["v1", "extents"]) => {
                 let older_than = query_u64(&query, "older_than").unwrap_or(0);
-                let before = std::time::UNIX_EPOCH + Duration::from_secs(older_than);
+                let Some(before) =
+                    std::time::UNIX_EPOCH.checked_add(Duration::from_secs(older_than))
+                else {
+                    return reply(StatusCode::BAD_REQUEST, "older_than out of range\n");
+                };
                 match self.pool.list_extents(before).await {
                     Ok(ids) => json_reply(&ids),
                     Err(err) => reply(StatusCode::INTERNAL_SERVER_ERROR, err.to_string()),
@@ -406,8 +434,25 @@ impl Node {
 
     /// Records the deletion (a tombstone file, fsynced) before removing the
     /// data, so a crash between the two leaves a tombstone and no live copy.
-    pub(crate) async fn delete(&self, id: ExtentId) -> NodeResponse {
-        let at = wire::unix_now();
+    /// `at` dates the deletion (never later than now); a deletion already
+    /// past the reclaim age removes the data and leaves no tombstone, so
+    /// replicas reclaiming at slightly different times do not recreate each
+    /// other's tombstones.
+    pub(crate) async fn delete(&self, id: ExtentId, at: Option<u64>) -> NodeResponse {
+        let now = wire::unix_now();
+        let at = at.map_or(now, |at| at.min(now));
+        if at < now.saturating_sub(self.reclaim_age.as_secs()) {
+            self.reclaim(id);
+            return match self.pool.delete_extent(id).await {
+                Ok(()) => reply(StatusCode::NO_CONTENT, ""),
+                Err(err) => reply(StatusCode::SERVICE_UNAVAILABLE, format!("{err}\n")),
+            };
+        }
+        if let Some(State::Deleted { at: recorded }) = lock(&self.index).get(id)
+            && recorded <= at
+        {
+            return reply(StatusCode::NO_CONTENT, "");
+        }
         let dir = self.data.join(TOMBSTONES);
         let written = tokio::task::spawn_blocking(move || -> io::Result<()> {
             let path = dir.join(id.to_hex());
@@ -438,6 +483,7 @@ impl Node {
         let ring_version = self.current_ring().map(|ring| ring.version());
         let index = lock(&self.index);
         Digests {
+            node_id: self.node_id.clone(),
             ring_version,
             partitions: index
                 .partitions()

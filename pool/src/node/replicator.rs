@@ -93,11 +93,21 @@ async fn pass(node: &Arc<Node>, ring: &Arc<Ring>) {
     peers.sort();
     peers.dedup();
     let mut digests: HashMap<String, Digests> = HashMap::new();
+    // The names this node goes by: its own, and any the ring uses for it (a
+    // node listening on 0.0.0.0 is named by its address in the ring). A
+    // node that took itself for a peer would confirm its own copies and drop
+    // them.
+    let mut own_names: HashSet<String> = HashSet::from([node.address.clone()]);
+    let mut newer_ring = false;
     for peer in peers {
         match node.client.digests(&peer).await {
+            Ok(answer) if answer.node_id == node.node_id => {
+                own_names.insert(peer);
+            }
             Ok(answer) => {
                 if answer.ring_version > Some(ring.version()) {
                     learn_ring(node, &peer).await;
+                    newer_ring = true;
                 }
                 digests.insert(peer, answer);
             }
@@ -107,11 +117,19 @@ async fn pass(node: &Arc<Node>, ring: &Arc<Ring>) {
             }
         }
     }
-    // A newer ring learnt above applies from the next pass. Partitions are
-    // independent: a few at once keep the disk and the network busy.
+    if newer_ring {
+        // Placement changed under this pass: start again with the new ring
+        // rather than move data by the old one.
+        report.failures += 1;
+        finish_pass(node, started, &report);
+        return;
+    }
+    // Partitions are independent: a few at once keep the disk and the
+    // network busy.
     let held = lock(&node.index).partitions();
+    let own_names = &own_names;
     let outcomes: Vec<PartitionOutcome> = stream::iter(held)
-        .map(|part| replicate_partition(node, ring, &digests, part))
+        .map(|part| replicate_partition(node, ring, &digests, own_names, part))
         .buffer_unordered(PARTITIONS_AT_ONCE)
         .collect()
         .await;
@@ -119,6 +137,10 @@ async fn pass(node: &Arc<Node>, ring: &Arc<Ring>) {
         report.out_of_sync += u64::from(outcome.out_of_sync);
         report.failures += outcome.failures;
     }
+    finish_pass(node, started, &report);
+}
+
+fn finish_pass(node: &Node, started: u64, report: &PassReport) {
     let mut status = lock(&node.status);
     status.passes += 1;
     status.last_pass_started = started;
@@ -144,6 +166,7 @@ async fn replicate_partition(
     node: &Arc<Node>,
     ring: &Ring,
     digests: &HashMap<String, Digests>,
+    own_names: &HashSet<String>,
     part_index: u32,
 ) -> PartitionOutcome {
     let mut outcome = PartitionOutcome {
@@ -154,7 +177,7 @@ async fn replicate_partition(
         return outcome;
     };
     let (primaries, _) = placement(ring, part);
-    let primary_here = primaries.contains(&node.address);
+    let primary_here = primaries.iter().any(|name| own_names.contains(name));
     // Taken once: a handoff drops only what every primary confirmed of it,
     // never an extent written here while the pass ran.
     let (mine, mine_digest) = {
@@ -162,12 +185,18 @@ async fn replicate_partition(
         (index.listing(part_index), index.digest(part_index))
     };
     let mut confirmed_everywhere: Option<HashSet<ExtentId>> = None;
-    for peer in primaries.iter().filter(|peer| **peer != node.address) {
+    for peer in primaries.iter().filter(|peer| !own_names.contains(*peer)) {
         let Some(peer_digests) = digests.get(peer) else {
             outcome.out_of_sync = true;
             confirmed_everywhere = Some(HashSet::new());
             continue;
         };
+        if peer_digests.ring_version != Some(ring.version()) {
+            // Not yet on this ring: it may take itself for a handoff of this
+            // partition and drop its copy; nothing is dropped here meanwhile.
+            outcome.out_of_sync = true;
+            confirmed_everywhere = Some(HashSet::new());
+        }
         let in_sync = peer_digests.partitions.get(&part_index) == mine_digest.as_ref();
         if in_sync && primary_here {
             continue;
@@ -223,7 +252,7 @@ async fn sync_partition(
 ) -> Result<(HashSet<ExtentId>, u64), NodeError> {
     let theirs: PartitionListing = node.client.partition(peer, part).await?;
     let their_live: HashSet<ExtentId> = theirs.live.into_iter().collect();
-    let their_deleted: HashSet<ExtentId> = theirs.deleted.into_iter().collect();
+    let their_deleted: HashMap<ExtentId, u64> = theirs.deleted.into_iter().collect();
     let mut confirmed = HashSet::new();
     let mut failures = 0;
     for &id in &mine.live {
@@ -231,9 +260,9 @@ async fn sync_partition(
             confirmed.insert(id);
             continue;
         }
-        if their_deleted.contains(&id) {
+        if let Some(&at) = their_deleted.get(&id) {
             // Deleted while this copy was away: take the deletion.
-            node.delete(id).await;
+            node.delete(id, Some(at)).await;
             continue;
         }
         let data = match node.pool.read_whole(id).await {
@@ -261,7 +290,7 @@ async fn sync_partition(
                 status.bytes_pushed += len;
             }
             Err(NodeError::Refused { status, .. }) if status == http::StatusCode::GONE => {
-                node.delete(id).await;
+                node.delete(id, None).await;
             }
             Err(err) => {
                 tracing::debug!(%peer, %id, error = %err, "replicator: push failed");
@@ -269,12 +298,14 @@ async fn sync_partition(
             }
         }
     }
-    for &id in &mine.deleted {
-        if their_deleted.contains(&id) {
+    let reclaimed_before = wire::unix_now().saturating_sub(node.reclaim_age.as_secs());
+    for &(id, at) in &mine.deleted {
+        if their_deleted.contains_key(&id) || at < reclaimed_before {
+            // Known there, or about to be forgotten everywhere.
             confirmed.insert(id);
             continue;
         }
-        match node.client.delete_extent(peer, id).await {
+        match node.client.delete_extent(peer, id, Some(at)).await {
             Ok(()) => {
                 confirmed.insert(id);
                 lock(&node.status).deletions_pushed += 1;
@@ -296,7 +327,7 @@ async fn drop_handoff(node: &Arc<Node>, mine: &PartitionListing, confirmed: &Has
             lock(&node.status).handoff_extents_moved += 1;
         }
     }
-    for id in mine.deleted.iter().filter(|id| confirmed.contains(id)) {
+    for (id, _) in mine.deleted.iter().filter(|(id, _)| confirmed.contains(id)) {
         node.reclaim(*id);
     }
 }
@@ -312,8 +343,8 @@ async fn audit(node: Arc<Node>, bytes_per_sec: u64, pause: Duration) {
             tokio::time::sleep(pause).await;
             continue;
         }
-        for id in batch {
-            cursor = Some(id);
+        for (part, id) in batch {
+            cursor = Some((part, id));
             let read = match node.pool.read_whole(id).await {
                 Ok(data) => data.len() as u64,
                 Err(PoolError::Corrupt { detail, .. }) => {

@@ -34,6 +34,9 @@ pub struct Index {
     parts: BTreeMap<u32, BTreeMap<ExtentId, State>>,
     /// Entries recorded before the node had a ring.
     unplaced: BTreeMap<ExtentId, State>,
+    /// Digests computed since their partition last changed: every peer asks
+    /// for all of them every pass, and most partitions do not change.
+    digests: std::collections::HashMap<u32, String>,
     live: u64,
     bytes: u64,
     tombstones: u64,
@@ -56,6 +59,7 @@ impl Index {
             Some(ring) => {
                 let part = ring.partition_of(&id.0).index();
                 self.parts.entry(part).or_default().insert(id, state);
+                self.digests.remove(&part);
             }
             None => {
                 self.unplaced.insert(id, state);
@@ -105,6 +109,7 @@ impl Index {
             Some(ring) => {
                 let part = ring.partition_of(&id.0).index();
                 let removed = self.parts.get_mut(&part).and_then(|map| map.remove(&id));
+                self.digests.remove(&part);
                 if self.parts.get(&part).is_some_and(BTreeMap::is_empty) {
                     self.parts.remove(&part);
                 }
@@ -149,7 +154,11 @@ impl Index {
     }
 
     /// A digest of a partition's listing: equal digests, equal contents.
-    pub fn digest(&self, part: u32) -> Option<String> {
+    /// Computed once per change of the partition.
+    pub fn digest(&mut self, part: u32) -> Option<String> {
+        if let Some(digest) = self.digests.get(&part) {
+            return Some(digest.clone());
+        }
         let entries = self.parts.get(&part)?;
         let mut hasher = Sha256::new();
         for (id, state) in entries {
@@ -159,7 +168,9 @@ impl Index {
                 State::Deleted { .. } => b"D",
             });
         }
-        Some(hex::encode(hasher.finalize()))
+        let digest = hex::encode(hasher.finalize());
+        self.digests.insert(part, digest.clone());
+        Some(digest)
     }
 
     /// Partitions holding anything, in order.

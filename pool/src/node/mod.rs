@@ -481,7 +481,7 @@ impl Node {
 
     fn digests(&self) -> Digests {
         let ring_version = self.current_ring().map(|ring| ring.version());
-        let index = lock(&self.index);
+        let mut index = lock(&self.index);
         Digests {
             node_id: self.node_id.clone(),
             ring_version,

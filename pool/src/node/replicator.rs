@@ -181,7 +181,7 @@ async fn replicate_partition(
     // Taken once: a handoff drops only what every primary confirmed of it,
     // never an extent written here while the pass ran.
     let (mine, mine_digest) = {
-        let index = lock(&node.index);
+        let mut index = lock(&node.index);
         (index.listing(part_index), index.digest(part_index))
     };
     let mut confirmed_everywhere: Option<HashSet<ExtentId>> = None;

@@ -98,15 +98,20 @@ pub fn listed_view(info: &ObjectInfo) -> ListedView {
 /// The record as a reader of the assembled object sees it: the segments'
 /// total size, and Swift's ETag of a large object (MD5 of the segments'
 /// ETags).
+/// The size of an object assembled from `segments`.
+pub fn assembled_size(segments: &[Segment]) -> u64 {
+    segments
+        .iter()
+        .map(|segment| segment.range.end - segment.range.start)
+        .sum()
+}
+
 pub fn assembled_view(mut view: ObjectInfo, segments: &[Segment]) -> ObjectInfo {
     let mut etags = Md5::new();
     for segment in segments {
         etags.update(segment.info.etag.as_bytes());
     }
-    view.size = segments
-        .iter()
-        .map(|segment| segment.range.end - segment.range.start)
-        .sum();
+    view.size = assembled_size(segments);
     view.etag = hex::encode(etags.finalize());
     // The manifest's own checksum and parts describe the manifest.
     view.checksum = None;

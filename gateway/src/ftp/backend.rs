@@ -442,13 +442,9 @@ impl StorageBackend<FtpUser> for StoreFileSystem {
             .map_err(ftp_error)?
         {
             large_object::Assembly::Plain => (info.size, None),
-            large_object::Assembly::Segments(segments) => (
-                segments
-                    .iter()
-                    .map(|segment| segment.range.end - segment.range.start)
-                    .sum(),
-                Some(segments),
-            ),
+            large_object::Assembly::Segments(segments) => {
+                (large_object::assembled_size(&segments), Some(segments))
+            }
             large_object::Assembly::Unreadable => {
                 return Err(refused(ErrorKind::PermanentFileNotAvailable));
             }

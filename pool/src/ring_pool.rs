@@ -231,27 +231,33 @@ impl RingPool {
     }
 }
 
-/// Nodes of the partition's primaries, then the other nodes in handoff
-/// order, each once (a node's devices fail together).
-pub(crate) fn placement(ring: &Ring, part: Partition) -> (Vec<String>, Vec<String>) {
-    let mut seen = HashSet::new();
-    let mut primaries = Vec::new();
+/// The nodes of a partition's primaries, each once (a node's devices fail
+/// together). Cheap: what every read and write needs.
+pub(crate) fn primary_nodes(ring: &Ring, part: Partition) -> Vec<String> {
+    let mut nodes: Vec<String> = Vec::with_capacity(ring.replicas());
     for device in ring.primaries(part) {
         if let Some(device) = ring.device(*device)
-            && seen.insert(device.node.clone())
+            && !nodes.contains(&device.node)
         {
-            primaries.push(device.node.clone());
+            nodes.push(device.node.clone());
         }
     }
-    let mut handoffs = Vec::new();
+    nodes
+}
+
+/// Every other node, in the partition's handoff order. It ranks every
+/// device, so it is computed only when a primary failed or is suspect.
+fn handoff_nodes(ring: &Ring, part: Partition, primaries: &[String]) -> Vec<String> {
+    let mut nodes: Vec<String> = Vec::new();
     for device in ring.handoffs(part) {
         if let Some(device) = ring.device(device)
-            && seen.insert(device.node.clone())
+            && !primaries.contains(&device.node)
+            && !nodes.contains(&device.node)
         {
-            handoffs.push(device.node.clone());
+            nodes.push(device.node.clone());
         }
     }
-    (primaries, handoffs)
+    nodes
 }
 
 fn nodes_of(ring: &Ring) -> Vec<String> {
@@ -273,23 +279,31 @@ impl Pool for RingPool {
         }
         let ring = self.ring();
         let id = ExtentId::random();
-        let (primaries, handoffs) = placement(&ring, ring.partition_of(&id.0));
+        let part = ring.partition_of(&id.0);
+        let primaries = primary_nodes(&ring, part);
         let wanted = primaries.len();
+        let mut handoffs = None;
+        let spares = || {
+            self.healthy_first(handoff_nodes(&ring, part, &primaries))
+                .into_iter()
+                .peekable()
+        };
         // A primary known to be down gets no attempt while a healthy handoff
         // can take its copy.
-        let mut handoffs = self.healthy_first(handoffs).into_iter().peekable();
         let mut targets = Vec::with_capacity(wanted);
-        for node in primaries {
-            match handoffs.peek() {
-                Some(next) if self.is_suspect(&node) && !self.is_suspect(next) => {
+        for node in &primaries {
+            if self.is_suspect(node) {
+                let spare = handoffs.get_or_insert_with(spares);
+                if spare.peek().is_some_and(|next| !self.is_suspect(next)) {
                     self.inner
                         .stats
                         .handoff_writes
                         .fetch_add(1, Ordering::Relaxed);
-                    targets.extend(handoffs.next());
+                    targets.extend(spare.next());
+                    continue;
                 }
-                _ => targets.push(node),
             }
+            targets.push(node.clone());
         }
         let quorum = self
             .inner
@@ -316,7 +330,7 @@ impl Pool for RingPool {
                     tracing::warn!(%node, %id, error = %err, "extent write failed on a node");
                     errors.push(err.to_string());
                     // Another node takes the copy: the write keeps its durability.
-                    if let Some(next) = handoffs.next() {
+                    if let Some(next) = handoffs.get_or_insert_with(spares).next() {
                         self.inner
                             .stats
                             .handoff_writes
@@ -347,22 +361,43 @@ impl Pool for RingPool {
 
     async fn read_extent(&self, id: ExtentId, offset: u64, len: u64) -> Result<Bytes> {
         let ring = self.ring();
-        let (primaries, handoffs) = placement(&ring, ring.partition_of(&id.0));
-        let primary_set: HashSet<String> = primaries.iter().cloned().collect();
+        let part = ring.partition_of(&id.0);
+        let primaries = primary_nodes(&ring, part);
         // A copy is on a primary, on a handoff while a primary is away, or on
         // a former primary until the replicator has moved it after a
-        // rebalance: every node is asked before an extent is called missing.
-        // Only the first answer costs anything on a healthy cluster.
-        let candidates: Vec<String> = primaries.into_iter().chain(handoffs).collect();
-        let candidates = self.healthy_first(candidates);
+        // rebalance: every node is asked before an extent is called missing,
+        // healthy ones first. The other nodes are ranked only when no healthy
+        // primary served the read.
+        let (mut candidates, mut suspect_primaries): (Vec<String>, Vec<String>) = primaries
+            .iter()
+            .cloned()
+            .partition(|node| !self.is_suspect(node));
+        let mut widened = false;
         let mut to_repair = Vec::new();
         let mut missing = 0;
         let mut damaged = 0;
         let mut failures = Vec::new();
-        for (index, node) in candidates.into_iter().enumerate() {
+        let mut index = 0;
+        loop {
+            if index == candidates.len() {
+                if widened {
+                    break;
+                }
+                widened = true;
+                let (healthy, suspect): (Vec<String>, Vec<String>) =
+                    handoff_nodes(&ring, part, &primaries)
+                        .into_iter()
+                        .partition(|node| !self.is_suspect(node));
+                candidates.extend(healthy);
+                candidates.append(&mut suspect_primaries);
+                candidates.extend(suspect);
+                continue;
+            }
+            let node = candidates[index].clone();
+            index += 1;
             match self.inner.client.read_extent(&node, id, offset, len).await {
                 Ok(bytes) => {
-                    if index > 0 {
+                    if index > 1 {
                         self.inner
                             .stats
                             .read_fallbacks
@@ -383,13 +418,13 @@ impl Pool for RingPool {
                 }
                 Err(NodeError::NotFound) => {
                     missing += 1;
-                    if primary_set.contains(&node) {
+                    if primaries.contains(&node) {
                         to_repair.push(node);
                     }
                 }
                 Err(NodeError::Corrupt) => {
                     damaged += 1;
-                    if primary_set.contains(&node) {
+                    if primaries.contains(&node) {
                         to_repair.push(node);
                     }
                 }
@@ -421,7 +456,7 @@ impl Pool for RingPool {
 
     async fn delete_extent(&self, id: ExtentId) -> Result<()> {
         let ring = self.ring();
-        let (primaries, _) = placement(&ring, ring.partition_of(&id.0));
+        let primaries = primary_nodes(&ring, ring.partition_of(&id.0));
         let client = &self.inner.client;
         let results: Vec<_> = primaries
             .iter()

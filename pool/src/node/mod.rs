@@ -5,7 +5,7 @@
 mod index;
 mod replicator;
 
-use std::collections::HashMap;
+use std::collections::HashSet;
 use std::convert::Infallible;
 use std::fs;
 use std::io;
@@ -501,15 +501,14 @@ impl Node {
         let mut handoff_extents = 0;
         let mut handoff_bytes = 0;
         if let Some(ring) = &ring {
-            let mut primary: HashMap<u32, bool> = HashMap::new();
-            for part in ring.partitions() {
-                if self.is_primary(ring, part) {
-                    primary_partitions += 1;
-                    primary.insert(part.index(), true);
-                }
-            }
+            let primary: HashSet<u32> = ring
+                .partitions()
+                .filter(|part| self.is_primary(ring, *part))
+                .map(|part| part.index())
+                .collect();
+            primary_partitions = primary.len() as u64;
             for part in index.partitions() {
-                if !primary.contains_key(&part) {
+                if !primary.contains(&part) {
                     let (count, bytes) = index.live_in(part);
                     handoff_extents += count;
                     handoff_bytes += bytes;

@@ -24,7 +24,7 @@ use strata_ring::Ring;
 
 use super::{Node, lock};
 use crate::node_client::NodeError;
-use crate::ring_pool::placement;
+use crate::ring_pool::primary_nodes;
 use crate::wire::{self, Digests, PartitionListing};
 use crate::{ExtentId, Pool as _, PoolError};
 
@@ -176,7 +176,7 @@ async fn replicate_partition(
     let Some(part) = ring.partitions().nth(part_index as usize) else {
         return outcome;
     };
-    let (primaries, _) = placement(ring, part);
+    let primaries = primary_nodes(ring, part);
     let primary_here = primaries.iter().any(|name| own_names.contains(name));
     // Taken once: a handoff drops only what every primary confirmed of it,
     // never an extent written here while the pass ran.

@@ -61,6 +61,15 @@ impl NodeClient {
         }
     }
 
+    /// The same client, connections included, with another time limit per
+    /// request.
+    pub fn with_timeout(&self, timeout: Duration) -> NodeClient {
+        NodeClient {
+            timeout,
+            ..self.clone()
+        }
+    }
+
     async fn send(
         &self,
         node: &str,
@@ -144,6 +153,17 @@ impl NodeClient {
             status,
             detail: format!("unreadable answer: {err}"),
         })
+    }
+
+    /// Whether the node answers at all: the cheapest signed request.
+    pub async fn ping(&self, node: &str) -> Result<(), NodeError> {
+        let (status, body) = self
+            .send(node, Method::GET, "/v1/ping", Bytes::new(), 4096)
+            .await?;
+        match status {
+            StatusCode::NO_CONTENT => Ok(()),
+            _ => Err(Self::refused(node, status, &body)),
+        }
     }
 
     /// Stores a copy of an extent on a node; returns once the node fsynced it.

@@ -1,10 +1,10 @@
 //! The pool of a cluster: extents placed by the ring on storage nodes, each
 //! written to every replica of its partition.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::sync::{Arc, RwLock, Weak};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -50,9 +50,10 @@ struct Inner {
     client: NodeClient,
     write_quorum: Option<usize>,
     stats: RingPoolStats,
-    /// Nodes that failed a request recently, and until when they are passed
-    /// over: a node that is down costs one timeout, not one per request.
-    suspects: std::sync::Mutex<HashMap<String, Instant>>,
+    /// Nodes that failed a request and have not answered a probe since:
+    /// they are passed over, so a node that is down or cut off costs one
+    /// timeout per outage, not one per request.
+    suspects: std::sync::Mutex<HashSet<String>>,
     /// Read repairs in flight: each holds an extent, so they are bounded, and
     /// one extent is repaired once however many readers notice it.
     repairs: std::sync::Mutex<HashSet<ExtentId>>,
@@ -61,8 +62,20 @@ struct Inner {
 /// Most read repairs at once; more are skipped (the replicator catches up).
 const MAX_REPAIRS: usize = 16;
 
-/// How long a node that failed is tried last.
-const SUSPECT_FOR: Duration = Duration::from_secs(3);
+/// How often a suspect node is probed, and how long a probe may take.
+const PROBE_INTERVAL: Duration = Duration::from_secs(1);
+const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// A read that has no answer after this long is also asked of the next
+/// replica (the first answer wins): a node cut off from the network, whose
+/// connections hang rather than fail, delays a read by this, not by the node
+/// timeout. Far above a healthy read's latency, so load is not doubled.
+const READ_HEDGE_AFTER: Duration = Duration::from_secs(1);
+
+/// A write whose copies are not all stored after this long also sends a copy
+/// to a handoff for each replica still silent; the write completes with
+/// whichever copies land first.
+const WRITE_HEDGE_AFTER: Duration = Duration::from_secs(2);
 
 impl RingPool {
     pub fn new(ring: Ring, config: RingPoolConfig) -> Self {
@@ -72,7 +85,7 @@ impl RingPool {
                 client: NodeClient::new(config.secret, config.node_timeout),
                 write_quorum: config.write_quorum,
                 stats: RingPoolStats::default(),
-                suspects: std::sync::Mutex::new(HashMap::new()),
+                suspects: std::sync::Mutex::new(HashSet::new()),
                 repairs: std::sync::Mutex::new(HashSet::new()),
             }),
         }
@@ -153,28 +166,28 @@ impl RingPool {
         refused
     }
 
+    /// Passes over `node` until it answers a probe again.
     fn suspect(&self, node: &str) {
+        let newly = self
+            .inner
+            .suspects
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .insert(node.to_owned());
+        if newly {
+            tokio::spawn(probe_until_answers(
+                Arc::downgrade(&self.inner),
+                node.to_owned(),
+            ));
+        }
+    }
+
+    fn is_suspect(&self, node: &str) -> bool {
         self.inner
             .suspects
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .insert(node.to_owned(), Instant::now() + SUSPECT_FOR);
-    }
-
-    fn is_suspect(&self, node: &str) -> bool {
-        let mut suspects = self
-            .inner
-            .suspects
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        match suspects.get(node) {
-            Some(until) if *until > Instant::now() => true,
-            Some(_) => {
-                suspects.remove(node);
-                false
-            }
-            None => false,
-        }
+            .contains(node)
     }
 
     /// Moves suspect nodes to the end, keeping the order otherwise.
@@ -227,6 +240,35 @@ impl RingPool {
                 }
                 Err(err) => tracing::debug!(%id, %node, error = %err, "read repair failed"),
             }
+        }
+    }
+}
+
+/// Probes a suspect node each [`PROBE_INTERVAL`] until it answers or leaves
+/// the ring; then requests go to it again. Ends with the pool.
+async fn probe_until_answers(pool: Weak<Inner>, node: String) {
+    loop {
+        tokio::time::sleep(PROBE_INTERVAL).await;
+        let Some(inner) = pool.upgrade() else {
+            return;
+        };
+        let ring = inner
+            .ring
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone();
+        let in_ring = ring.devices().any(|device| device.node == node);
+        let probe = inner.client.with_timeout(PROBE_TIMEOUT);
+        if !in_ring || probe.ping(&node).await.is_ok() {
+            inner
+                .suspects
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+                .remove(&node);
+            if in_ring {
+                tracing::info!(%node, "node answers again");
+            }
+            return;
         }
     }
 }
@@ -317,10 +359,40 @@ impl Pool for RingPool {
                 (node, result)
             }
         };
+        let mut silent = targets.clone();
         let mut in_flight: FuturesUnordered<_> = targets.into_iter().map(put).collect();
         let mut stored = 0;
         let mut errors = Vec::new();
-        while let Some((node, result)) = in_flight.next().await {
+        let mut hedged = false;
+        while !in_flight.is_empty() {
+            let answer = if hedged {
+                in_flight.next().await
+            } else {
+                tokio::select! {
+                    answer = in_flight.next() => answer,
+                    () = tokio::time::sleep(WRITE_HEDGE_AFTER) => None,
+                }
+            };
+            let Some((node, result)) = answer else {
+                // Replicas that neither stored nor failed may hang on a cut
+                // connection: a handoff each takes a copy meanwhile.
+                hedged = true;
+                let spare = handoffs.get_or_insert_with(spares);
+                for node in &silent {
+                    // Passed over until a probe says it answers: a request
+                    // dropped when the write completes never times out.
+                    self.suspect(node);
+                    let Some(next) = spare.next() else { break };
+                    tracing::info!(%node, handoff = %next, %id, "slow replica: writing a handoff copy too");
+                    self.inner
+                        .stats
+                        .handoff_writes
+                        .fetch_add(1, Ordering::Relaxed);
+                    in_flight.push(put(next));
+                }
+                continue;
+            };
+            silent.retain(|other| *other != node);
             match result {
                 Ok(()) => stored += 1,
                 Err(err) => {
@@ -335,6 +407,7 @@ impl Pool for RingPool {
                             .stats
                             .handoff_writes
                             .fetch_add(1, Ordering::Relaxed);
+                        silent.push(next.clone());
                         in_flight.push(put(next));
                     }
                 }
@@ -373,16 +446,21 @@ impl Pool for RingPool {
             .cloned()
             .partition(|node| !self.is_suspect(node));
         let mut widened = false;
+        let mut asked = 0;
+        let client = &self.inner.client;
+        let read = |node: String| async move {
+            let result = client.read_extent(&node, id, offset, len).await;
+            (node, result)
+        };
+        let mut in_flight = FuturesUnordered::new();
         let mut to_repair = Vec::new();
         let mut missing = 0;
         let mut damaged = 0;
         let mut failures = Vec::new();
-        let mut index = 0;
+        // Each turn asks one more node: at the start, after a failure, and
+        // when the nodes asked are slow to answer.
         loop {
-            if index == candidates.len() {
-                if widened {
-                    break;
-                }
+            if asked == candidates.len() && !widened {
                 widened = true;
                 let (healthy, suspect): (Vec<String>, Vec<String>) =
                     handoff_nodes(&ring, part, &primaries)
@@ -391,13 +469,34 @@ impl Pool for RingPool {
                 candidates.extend(healthy);
                 candidates.append(&mut suspect_primaries);
                 candidates.extend(suspect);
-                continue;
             }
-            let node = candidates[index].clone();
-            index += 1;
-            match self.inner.client.read_extent(&node, id, offset, len).await {
+            if let Some(node) = candidates.get(asked) {
+                in_flight.push(read(node.clone()));
+                asked += 1;
+            }
+            if in_flight.is_empty() {
+                break;
+            }
+            let more_to_ask = asked < candidates.len() || !widened;
+            let answer = if more_to_ask {
+                tokio::select! {
+                    answer = in_flight.next() => answer,
+                    () = tokio::time::sleep(READ_HEDGE_AFTER) => None,
+                }
+            } else {
+                in_flight.next().await
+            };
+            let Some((node, result)) = answer else {
+                // The node asked last is silent; a probe decides when it is
+                // asked first again.
+                if let Some(silent) = asked.checked_sub(1).and_then(|last| candidates.get(last)) {
+                    self.suspect(silent);
+                }
+                continue;
+            };
+            match result {
                 Ok(bytes) => {
-                    if index > 1 {
+                    if candidates.first() != Some(&node) {
                         self.inner
                             .stats
                             .read_fallbacks
@@ -456,7 +555,12 @@ impl Pool for RingPool {
 
     async fn delete_extent(&self, id: ExtentId) -> Result<()> {
         let ring = self.ring();
-        let primaries = primary_nodes(&ring, ring.partition_of(&id.0));
+        let mut primaries = primary_nodes(&ring, ring.partition_of(&id.0));
+        // A suspect node would hold the deletion up for a timeout; the
+        // replicators carry the tombstone to it when it is back.
+        if primaries.iter().any(|node| !self.is_suspect(node)) {
+            primaries.retain(|node| !self.is_suspect(node));
+        }
         let client = &self.inner.client;
         let results: Vec<_> = primaries
             .iter()

@@ -11,6 +11,7 @@
 //! GET    /v1/partitions/{p}                → JSON PartitionListing
 //! GET    /v1/ring   PUT /v1/ring           → the ring's bytes (newer versions only)
 //! GET    /v1/status                        → JSON NodeStatus
+//! GET    /v1/ping                          → 204 (gateways probing a node they stopped using)
 //! ```
 //!
 //! A request is signed as `x-strata-auth: UNIX_SECONDS:HEX(HMAC-SHA256(secret,

@@ -95,13 +95,16 @@ def read_loop(bucket, count, stop_file):
     s3 = client(connect_timeout=5, read_timeout=60)
     reads = 0
     n = 0
+    slowest = 0.0
     while not os.path.exists(stop_file):
+        started = time.monotonic()
         read_one(s3, bucket, n % count)
+        slowest = max(slowest, time.monotonic() - started)
         reads += 1
         n += 1
         if n % count == 0:
             time.sleep(0.05)
-    print(f"{reads} reads, none failed")
+    print(f"{reads} reads, none failed; slowest {slowest:.2f} s")
 
 
 def main(args):

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use anyhow::{Context, Result, bail};
 use tempfile::TempDir;
 
+use crate::proxy::Proxy;
 use crate::server::strata_binary;
 use crate::{Server, ToolOutput, run_tool};
 
@@ -21,7 +22,11 @@ const TOOL_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// One `strata node` child. Killed when dropped.
 pub struct StorageNode {
+    /// The node's name in the ring: where everyone reaches it.
     pub address: String,
+    /// Where the process listens: its address, or behind a proxy another.
+    listen: String,
+    proxy: Option<Proxy>,
     /// The node's device id in the ring.
     pub device: u32,
     data: PathBuf,
@@ -43,7 +48,7 @@ impl StorageNode {
             .arg("--data")
             .arg(&self.data)
             .arg("--listen")
-            .arg(&self.address)
+            .arg(&self.listen)
             .args(&self.args)
             .env("NO_COLOR", "1")
             .stdin(Stdio::null())
@@ -51,7 +56,7 @@ impl StorageNode {
             .stderr(Stdio::from(log));
         self.child = Some(command.spawn().context("spawning strata node")?);
         let deadline = Instant::now() + NODE_READY_TIMEOUT;
-        while TcpStream::connect(&self.address).is_err() {
+        while TcpStream::connect(&self.listen).is_err() {
             let exited = self
                 .child
                 .as_mut()
@@ -83,6 +88,24 @@ impl StorageNode {
         self.spawn()
     }
 
+    /// Cuts the node off the network: requests to it hang (its own requests
+    /// to others still pass). Only for clusters started behind proxies.
+    pub fn cut_off(&self) -> Result<()> {
+        self.proxy
+            .as_ref()
+            .context("the node is not behind a proxy")?
+            .cut();
+        Ok(())
+    }
+
+    pub fn reconnect(&self) -> Result<()> {
+        self.proxy
+            .as_ref()
+            .context("the node is not behind a proxy")?
+            .heal();
+        Ok(())
+    }
+
     pub fn data_dir(&self) -> &Path {
         &self.data
     }
@@ -104,12 +127,29 @@ impl Drop for StorageNode {
 pub struct Cluster {
     dir: TempDir,
     pub nodes: Vec<StorageNode>,
+    /// Whether every node is reached through a [`Proxy`] that can cut it off.
+    behind_proxies: bool,
 }
 
 impl Cluster {
     /// `n_nodes` nodes, each in its own zone, in a ring of `2^part_power`
     /// partitions and `replicas` copies; every node replicates each second.
     pub fn start(n_nodes: usize, part_power: u8, replicas: u8) -> Result<Cluster> {
+        Self::start_with(n_nodes, part_power, replicas, false)
+    }
+
+    /// Like [`Cluster::start`], with each node behind a proxy: the ring names
+    /// the proxy, so gateways and peers alike reach the node through it.
+    pub fn start_behind_proxies(n_nodes: usize, part_power: u8, replicas: u8) -> Result<Cluster> {
+        Self::start_with(n_nodes, part_power, replicas, true)
+    }
+
+    fn start_with(
+        n_nodes: usize,
+        part_power: u8,
+        replicas: u8,
+        behind_proxies: bool,
+    ) -> Result<Cluster> {
         let dir = tempfile::Builder::new()
             .prefix("strata-e2e-cluster-")
             .tempdir()?;
@@ -120,6 +160,7 @@ impl Cluster {
         let mut cluster = Cluster {
             dir,
             nodes: Vec::new(),
+            behind_proxies,
         };
         cluster.strata_ok(&[
             "ring",
@@ -211,9 +252,18 @@ impl Cluster {
             .and_then(|id| id.parse().ok())
             .with_context(|| format!("no device id in {added}"))?;
         let data = self.dir.path().join(format!("node-{index}"));
+        let (listen, proxy) = if self.behind_proxies {
+            let listen = free_address()?;
+            let proxy = Proxy::start(&address, &listen)?;
+            (listen, Some(proxy))
+        } else {
+            (address.clone(), None)
+        };
         self.nodes.push(StorageNode {
             log: self.dir.path().join(format!("node-{index}.log")),
             address,
+            listen,
+            proxy,
             device,
             data,
             args: vec![

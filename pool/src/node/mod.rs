@@ -52,6 +52,12 @@ pub struct NodeConfig {
 /// two at once, except `index` then `status`.
 pub(crate) struct Node {
     address: String,
+    /// Every name the ring uses for this node: its address, and those learnt
+    /// by the replicator when a name answered with this node's id (a node
+    /// behind a proxy or listening on 0.0.0.0 is named otherwise). A name
+    /// that stops answering keeps its standing; one that answers with
+    /// another id loses it.
+    names: Mutex<HashSet<String>>,
     /// Random, kept in `DATA/node-id`: who this node is, whatever name a
     /// peer or the ring uses for it.
     node_id: String,
@@ -105,6 +111,7 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
 
     let node = Arc::new(Node {
         address: address.clone(),
+        names: Mutex::new(HashSet::from([address.clone()])),
         node_id: load_or_create_node_id(&config.data)?,
         reclaim_age: config.replicator.reclaim_age,
         data: config.data.clone(),
@@ -271,11 +278,31 @@ impl Node {
     }
 
     /// Partitions for which one of this node's devices is a primary.
-    pub(crate) fn is_primary(&self, ring: &Ring, part: strata_ring::Partition) -> bool {
-        ring.primaries(part).iter().any(|device| {
-            ring.device(*device)
-                .is_some_and(|device| device.node == self.address)
-        })
+    fn primary_partitions(&self, ring: &Ring) -> HashSet<u32> {
+        let names = self.names();
+        ring.partitions()
+            .filter(|part| {
+                ring.primaries(*part).iter().any(|device| {
+                    ring.device(*device)
+                        .is_some_and(|device| names.contains(&device.node))
+                })
+            })
+            .map(|part| part.index())
+            .collect()
+    }
+
+    pub(crate) fn names(&self) -> HashSet<String> {
+        lock(&self.names).clone()
+    }
+
+    /// Records whether `name` answered with this node's id.
+    pub(crate) fn learn_name(&self, name: &str, is_mine: bool) {
+        let mut names = lock(&self.names);
+        if is_mine {
+            names.insert(name.to_owned());
+        } else if name != self.address {
+            names.remove(name);
+        }
     }
 
     async fn handle(&self, request: Request<Incoming>) -> NodeResponse {
@@ -330,6 +357,7 @@ impl Node {
                 Err(_) => reply(StatusCode::BAD_REQUEST, "bad partition\n"),
             },
             (&Method::GET, ["v1", "status"]) => json_reply(&self.status()),
+            (&Method::GET, ["v1", "ping"]) => reply(StatusCode::NO_CONTENT, ""),
             (&Method::GET, ["v1", "ring"]) => match self.current_ring() {
                 Some(ring) => reply(StatusCode::OK, ring.to_bytes()),
                 None => reply(StatusCode::NOT_FOUND, "no ring yet\n"),
@@ -495,17 +523,16 @@ impl Node {
 
     fn status(&self) -> NodeStatus {
         let ring = self.current_ring();
+        let primary = ring
+            .as_ref()
+            .map(|ring| self.primary_partitions(ring))
+            .unwrap_or_default();
         let index = lock(&self.index);
         let (extents, bytes, tombstones) = index.totals();
         let mut primary_partitions = 0;
         let mut handoff_extents = 0;
         let mut handoff_bytes = 0;
-        if let Some(ring) = &ring {
-            let primary: HashSet<u32> = ring
-                .partitions()
-                .filter(|part| self.is_primary(ring, *part))
-                .map(|part| part.index())
-                .collect();
+        if ring.is_some() {
             primary_partitions = primary.len() as u64;
             for part in index.partitions() {
                 if !primary.contains(&part) {

@@ -93,18 +93,14 @@ async fn pass(node: &Arc<Node>, ring: &Arc<Ring>) {
     peers.sort();
     peers.dedup();
     let mut digests: HashMap<String, Digests> = HashMap::new();
-    // The names this node goes by: its own, and any the ring uses for it (a
-    // node listening on 0.0.0.0 is named by its address in the ring). A
-    // node that took itself for a peer would confirm its own copies and drop
-    // them.
-    let mut own_names: HashSet<String> = HashSet::from([node.address.clone()]);
     let mut newer_ring = false;
     for peer in peers {
         match node.client.digests(&peer).await {
             Ok(answer) if answer.node_id == node.node_id => {
-                own_names.insert(peer);
+                node.learn_name(&peer, true);
             }
             Ok(answer) => {
+                node.learn_name(&peer, false);
                 if answer.ring_version > Some(ring.version()) {
                     learn_ring(node, &peer).await;
                     newer_ring = true;
@@ -124,6 +120,9 @@ async fn pass(node: &Arc<Node>, ring: &Arc<Ring>) {
         finish_pass(node, started, &report);
         return;
     }
+    // The names this node goes by. A node that took itself for a peer would
+    // confirm its own copies and drop them.
+    let own_names = node.names();
     // Partitions are independent: a few at once keep the disk and the
     // network busy.
     let held = lock(&node.index).partitions();

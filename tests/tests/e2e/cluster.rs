@@ -91,15 +91,47 @@ fn node_loss_during_uploads_repair_and_corruption() -> Result<()> {
     }
 
     // The gateway counted the copies it sent to handoff nodes.
-    let metrics = server
-        .http("GET", "/metrics", Signing::Anonymous, None, &[])?
-        .body_text();
-    let handoffs = metrics
-        .lines()
-        .find_map(|line| line.strip_prefix("strata_pool_handoff_writes_total "))
-        .and_then(|value| value.trim().parse::<u64>().ok())
-        .with_context(|| format!("no handoff counter in /metrics:\n{metrics}"))?;
-    ensure!(handoffs > 0, "no write went to a handoff node:\n{metrics}");
+    let handoffs = metric(&server, "strata_pool_handoff_writes_total")?;
+    ensure!(handoffs > 0, "no write went to a handoff node");
+    Ok(())
+}
+
+#[test]
+fn a_node_cut_off_from_the_network() -> Result<()> {
+    let mut cluster = Cluster::start_behind_proxies(3, 6, 2)?;
+    let server = cluster.gateway()?;
+    let bucket = unique_bucket("partition");
+    server.aws_ok(&["s3api", "create-bucket", "--bucket", &bucket])?;
+    server.python_ok("cluster_load.py", &["write", &bucket, "100"])?;
+    cluster.wait_settled(unix_now(), SETTLE_TIMEOUT)?;
+
+    // Node 2 is cut off while a reader runs and writes go on: requests to it
+    // hang rather than fail, which costs a timeout, not a failed request.
+    let work = server.work_dir("partition")?;
+    let stop = work.join("stop");
+    let reader = Reader::start(&server, &bucket, 100, utf8(&stop)?)?;
+    thread::sleep(Duration::from_millis(500));
+    cluster.nodes[2].cut_off()?;
+    server.python_ok("cluster_load.py", &["write", &bucket, "200", "100"])?;
+    server.python_ok("cluster_load.py", &["verify", &bucket, "300"])?;
+    fs::write(&stop, "")?;
+    let output = reader.finish()?;
+    ensure!(output.contains("none failed"), "reader: {output}");
+    eprintln!("reader while node 2 was cut off: {}", output.trim());
+    let status = cluster.status()?;
+    ensure!(
+        status["nodes_up"] == 2 && status["settled"] == false,
+        "node 2 is cut off, yet:\n{status:#}"
+    );
+    let handoffs = metric(&server, "strata_pool_handoff_writes_total")?;
+    ensure!(handoffs > 0, "no write went to a handoff node");
+
+    // Reconnected, it gets every copy written meanwhile: the cluster settles
+    // and another node can go.
+    cluster.nodes[2].reconnect()?;
+    cluster.wait_settled(unix_now(), SETTLE_TIMEOUT)?;
+    cluster.nodes[0].kill9()?;
+    server.python_ok("cluster_load.py", &["verify", &bucket, "300"])?;
     Ok(())
 }
 
@@ -357,6 +389,18 @@ fn upload_killing_node(
         "the writer failed ({status}) after {acked} ACKs:\n{stderr}"
     );
     Ok(acked)
+}
+
+/// A counter of the gateway's `/metrics`.
+fn metric(server: &Server, name: &str) -> Result<u64> {
+    let metrics = server
+        .http("GET", "/metrics", Signing::Anonymous, None, &[])?
+        .body_text();
+    metrics
+        .lines()
+        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' '))
+        .and_then(|value| value.trim().parse::<u64>().ok())
+        .with_context(|| format!("no {name} in /metrics:\n{metrics}"))
 }
 
 /// A replication counter of `strata status --json`, summed over the nodes.

@@ -1,0 +1,132 @@
+//! A TCP proxy that can cut what it carries, as a network partition does:
+//! while cut, no byte passes in either direction and nothing is refused, so
+//! connections hang as they do when packets are dropped, rather than fail
+//! fast as they do when a process is gone. Healed, held bytes flow again.
+
+use std::io::{ErrorKind, Read, Write};
+use std::net::{Shutdown, TcpListener, TcpStream};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+
+/// How often blocked threads look at the cut and closed flags.
+const POLL: Duration = Duration::from_millis(20);
+
+#[derive(Default)]
+struct Flags {
+    cut: AtomicBool,
+    closed: AtomicBool,
+}
+
+impl Flags {
+    /// Waits while the link is cut; false once the proxy is closed.
+    fn wait_until_open(&self) -> bool {
+        while self.cut.load(Ordering::SeqCst) {
+            if self.closed.load(Ordering::SeqCst) {
+                return false;
+            }
+            thread::sleep(POLL);
+        }
+        !self.closed.load(Ordering::SeqCst)
+    }
+}
+
+/// Forwards connections from `address` to a target until dropped.
+pub struct Proxy {
+    pub address: String,
+    flags: Arc<Flags>,
+}
+
+impl Proxy {
+    pub fn start(address: &str, target: &str) -> Result<Proxy> {
+        let listener =
+            TcpListener::bind(address).with_context(|| format!("proxy binding {address}"))?;
+        listener.set_nonblocking(true)?;
+        let flags = Arc::new(Flags::default());
+        let accept_flags = flags.clone();
+        let target = target.to_owned();
+        thread::spawn(move || accept_loop(&listener, &target, &accept_flags));
+        Ok(Proxy {
+            address: address.to_owned(),
+            flags,
+        })
+    }
+
+    /// Stops every byte, in both directions, on every connection.
+    pub fn cut(&self) {
+        self.flags.cut.store(true, Ordering::SeqCst);
+    }
+
+    pub fn heal(&self) {
+        self.flags.cut.store(false, Ordering::SeqCst);
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.flags.closed.store(true, Ordering::SeqCst);
+    }
+}
+
+fn accept_loop(listener: &TcpListener, target: &str, flags: &Arc<Flags>) {
+    while !flags.closed.load(Ordering::SeqCst) {
+        match listener.accept() {
+            Ok((client, _)) => {
+                let flags = flags.clone();
+                let target = target.to_owned();
+                thread::spawn(move || connect(client, &target, &flags));
+            }
+            Err(err) if err.kind() == ErrorKind::WouldBlock => thread::sleep(POLL),
+            Err(_) => thread::sleep(POLL),
+        }
+    }
+}
+
+/// Joins a client to the target (not while cut: the handshake hangs too).
+fn connect(client: TcpStream, target: &str, flags: &Arc<Flags>) {
+    if !flags.wait_until_open() {
+        return;
+    }
+    let Ok(server) = TcpStream::connect(target) else {
+        let _ = client.shutdown(Shutdown::Both);
+        return;
+    };
+    let _ = client.set_nonblocking(false);
+    let _ = client.set_nodelay(true);
+    let _ = server.set_nodelay(true);
+    let (Ok(client_copy), Ok(server_copy)) = (client.try_clone(), server.try_clone()) else {
+        return;
+    };
+    let upstream_flags = flags.clone();
+    thread::spawn(move || pump(client_copy, server_copy, &upstream_flags));
+    pump(server, client, flags);
+}
+
+/// Copies one direction until end of stream, holding bytes while cut.
+fn pump(mut from: TcpStream, mut to: TcpStream, flags: &Flags) {
+    let _ = from.set_read_timeout(Some(POLL * 5));
+    let mut buffer = vec![0; 64 * 1024];
+    loop {
+        if !flags.wait_until_open() {
+            break;
+        }
+        match from.read(&mut buffer) {
+            Ok(0) => {
+                let _ = to.shutdown(Shutdown::Write);
+                return;
+            }
+            Ok(n) => {
+                if !flags.wait_until_open() || to.write_all(&buffer[..n]).is_err() {
+                    break;
+                }
+            }
+            Err(err) if matches!(err.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
+            Err(_) => break,
+        }
+    }
+    let _ = from.shutdown(Shutdown::Both);
+    let _ = to.shutdown(Shutdown::Both);
+}

@@ -20,6 +20,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::stream::{self, StreamExt as _};
+use rand::seq::SliceRandom as _;
 use strata_ring::Ring;
 
 use super::{Node, lock};
@@ -240,6 +241,9 @@ async fn learn_ring(node: &Arc<Node>, peer: &str) {
     }
 }
 
+/// Bytes pushed to a peer, at least, between two listings of its partition.
+const RELIST_AFTER_BYTES: u64 = 1024 * 1024;
+
 /// Sends a peer what it lacks of this node's listing of one partition.
 /// Returns the ids the peer is now known to hold as this node does (live, or
 /// deleted), and how many sends failed.
@@ -250,11 +254,27 @@ async fn sync_partition(
     mine: &PartitionListing,
 ) -> Result<(HashSet<ExtentId>, u64), NodeError> {
     let theirs: PartitionListing = node.client.partition(peer, part).await?;
-    let their_live: HashSet<ExtentId> = theirs.live.into_iter().collect();
-    let their_deleted: HashMap<ExtentId, u64> = theirs.deleted.into_iter().collect();
+    let mut their_live: HashSet<ExtentId> = theirs.live.into_iter().collect();
+    let mut their_deleted: HashMap<ExtentId, u64> = theirs.deleted.into_iter().collect();
     let mut confirmed = HashSet::new();
     let mut failures = 0;
-    for &id in &mine.live {
+    // In an order of its own, looking again at what the peer holds every few
+    // MiB: when two nodes fill one peer (a handoff and a fellow primary, after
+    // an outage), each skips most of what the other already sent.
+    let mut order = mine.live.clone();
+    order.shuffle(&mut rand::rng());
+    let mut pushed_since_listing = 0;
+    for id in order {
+        // A listing costs about 40 bytes per id: relisting after eight
+        // times that keeps its overhead small however small the extents.
+        let listing_len = 40 * (their_live.len() + their_deleted.len()) as u64;
+        if pushed_since_listing >= RELIST_AFTER_BYTES.max(8 * listing_len) {
+            pushed_since_listing = 0;
+            if let Ok(fresh) = node.client.partition(peer, part).await {
+                their_live.extend(fresh.live);
+                their_deleted.extend(fresh.deleted);
+            }
+        }
         if their_live.contains(&id) {
             confirmed.insert(id);
             continue;
@@ -284,6 +304,7 @@ async fn sync_partition(
         match node.client.put_extent(peer, id, data).await {
             Ok(()) => {
                 confirmed.insert(id);
+                pushed_since_listing += len;
                 let mut status = lock(&node.status);
                 status.extents_pushed += 1;
                 status.bytes_pushed += len;

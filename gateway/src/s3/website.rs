@@ -130,11 +130,16 @@ impl S3Door {
                 answer => answer,
             }
         };
+        // As S3's website endpoints: the error document stands in for the
+        // pages a visitor cannot see, missing or private.
         match (answer, &site.error_key) {
-            (Err(err), Some(error_key)) if err.status == StatusCode::NOT_FOUND => self
-                .website_error_document(request, error_key, err, head)
-                .await
-                .map(Some),
+            (Err(err), Some(error_key))
+                if matches!(err.status, StatusCode::NOT_FOUND | StatusCode::FORBIDDEN) =>
+            {
+                self.website_error_document(request, error_key, err, head)
+                    .await
+                    .map(Some)
+            }
             (answer, _) => answer.map(Some),
         }
     }

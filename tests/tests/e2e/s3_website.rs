@@ -409,6 +409,22 @@ fn private_buckets_with_a_website_stay_private() -> Result<()> {
     anonymous(&server, &format!("/{bucket}/"), &[])?.expect_s3_error(403, "AccessDenied")?;
     anonymous(&server, &format!("/{bucket}"), &[])?.expect_s3_error(403, "AccessDenied")?;
     anonymous(&server, &format!("/{bucket}/files"), &[])?.expect_s3_error(403, "AccessDenied")?;
+
+    // A public error document stands in for private pages, as S3 does, with
+    // their 403; missing pages keep their 404.
+    set_website(&server, &bucket, "index.html", "docs/index.html")?;
+    for path in ["/files/a.txt", "/", "/error.html"] {
+        expect_page(
+            &anonymous(&server, &format!("/{bucket}{path}"), &[])?,
+            403,
+            "<h1>docs</h1>",
+        )?;
+    }
+    expect_page(
+        &anonymous(&server, &format!("/{bucket}/docs/nope.html"), &[])?,
+        404,
+        "<h1>docs</h1>",
+    )?;
     Ok(())
 }
 

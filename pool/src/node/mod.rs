@@ -49,7 +49,8 @@ pub struct NodeConfig {
 }
 
 /// A storage node's shared state. Its mutexes are held briefly and never
-/// two at once, except `index` then `status`.
+/// two at once, except `index` then `status`, and `ring_install` (the
+/// slowest: it covers an fsync) over the others.
 pub(crate) struct Node {
     address: String,
     /// Every name the ring uses for this node: its address, and those learnt
@@ -68,6 +69,8 @@ pub(crate) struct Node {
     secret: ClusterSecret,
     client: NodeClient,
     ring: Mutex<Option<Arc<Ring>>>,
+    /// Held while a newer ring is written to disk and installed.
+    ring_install: Mutex<()>,
     index: Mutex<Index>,
     status: Mutex<ReplicationStatus>,
 }
@@ -96,8 +99,8 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
         .unwrap_or_else(|| local.to_string());
 
     let mut index = Index::default();
-    for (id, file_len) in pool.scan().await? {
-        index.set(id, State::Live { len: file_len });
+    for (id, len) in pool.scan().await? {
+        index.set(id, State::Live { len });
     }
     let tombstones = config.data.join(TOMBSTONES);
     fs::create_dir_all(&tombstones)?;
@@ -119,6 +122,7 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
         secret: config.secret.clone(),
         client: NodeClient::new(config.secret.clone(), config.replicator.peer_timeout),
         ring: Mutex::new(None),
+        ring_install: Mutex::new(()),
         index: Mutex::new(index),
         status: Mutex::new(ReplicationStatus::default()),
     });
@@ -252,8 +256,10 @@ impl Node {
     /// Takes a ring if it is of this node's cluster and newer than the one it
     /// has; persists it first, so a restart keeps it.
     pub(crate) fn offer_ring(&self, ring: Ring) -> anyhow::Result<bool> {
-        let mut current = lock(&self.ring);
-        if let Some(current) = current.as_ref() {
+        // One installation at a time; readers of the current ring do not
+        // wait for the file's fsync.
+        let _installing = lock(&self.ring_install);
+        if let Some(current) = self.current_ring() {
             ring.ensure_cluster(current.cluster_id())?;
             if current.part_power() != ring.part_power() {
                 anyhow::bail!("a ring of another part power cannot replace this one");
@@ -270,9 +276,8 @@ impl Node {
         sync_dir(&self.data)?;
         tracing::info!(version = ring.version(), "ring installed");
         let ring = Arc::new(ring);
-        *current = Some(ring.clone());
+        *lock(&self.ring) = Some(ring.clone());
         // Never hold both locks: digests and status take the index first.
-        drop(current);
         lock(&self.index).set_ring(ring);
         Ok(true)
     }

@@ -32,6 +32,15 @@ pub fn block_count(data_len: usize) -> usize {
     data_len.div_ceil(BLOCK_LEN)
 }
 
+/// The data length of a well-formed extent file of `file_len` bytes, from its
+/// size alone (a damaged file is the auditor's to find).
+pub fn data_len(file_len: u64) -> u64 {
+    let rest = file_len.saturating_sub(TRAILER_LEN as u64);
+    // Each block is its data and a 4-byte checksum; only the last is short.
+    let blocks = rest.div_ceil(BLOCK_LEN as u64 + 4);
+    rest.saturating_sub(4 * blocks)
+}
+
 /// Writes data, checksum table and trailer. The caller fsyncs.
 pub fn write(file: &mut File, data: &[u8]) -> io::Result<()> {
     let mut tail = Vec::with_capacity(block_count(data.len()) * 4 + TRAILER_LEN);
@@ -168,6 +177,24 @@ mod tests {
                 );
             }
             Err(err) => assert_eq!(got.unwrap_err(), err),
+        }
+    }
+
+    #[test]
+    fn data_len_from_file_len() {
+        for len in [
+            0,
+            1,
+            100,
+            BLOCK_LEN - 1,
+            BLOCK_LEN,
+            BLOCK_LEN + 1,
+            3 * BLOCK_LEN,
+            4 << 20,
+        ] {
+            let (_file, opened) = written(&vec![7u8; len]);
+            let file_len = opened.metadata().unwrap().len();
+            assert_eq!(data_len(file_len), len as u64, "{len} bytes");
         }
     }
 

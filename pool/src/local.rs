@@ -139,8 +139,9 @@ impl LocalPool {
         .await
     }
 
-    /// Every extent id held, with its file size, and removes the temporary
-    /// files of writes a crash interrupted. One directory walk; no data read.
+    /// Every extent id held, with its data length (from the file's size),
+    /// and removes the temporary files of writes a crash interrupted. One
+    /// directory walk; no data read.
     pub async fn scan(&self) -> Result<Vec<(ExtentId, u64)>> {
         let extents_dir = self.inner.extents_dir.clone();
         blocking(move || {
@@ -150,7 +151,7 @@ impl LocalPool {
                     let _ = fs::remove_file(entry.path());
                 } else if let Some(id) = ExtentId::from_hex(name) {
                     match entry.metadata() {
-                        Ok(meta) => found.push((id, meta.len())),
+                        Ok(meta) => found.push((id, extent_file::data_len(meta.len()))),
                         Err(err) if err.kind() == io::ErrorKind::NotFound => {}
                         Err(err) => return Err(err),
                     }
@@ -358,8 +359,7 @@ mod tests {
         let stale = pool.path_of(id).with_file_name(".stale.tmp");
         fs::write(&stale, b"torn").unwrap();
         let found = pool.scan().await.unwrap();
-        assert_eq!(found.len(), 1);
-        assert_eq!(found[0].0, id);
+        assert_eq!(found, vec![(id, b"second".len() as u64)]);
         assert!(!stale.exists());
         pool.quarantine(id).await.unwrap();
         assert!(matches!(

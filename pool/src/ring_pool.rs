@@ -156,10 +156,22 @@ impl RingPool {
     pub async fn announce_ring(&self) -> Vec<(String, NodeError)> {
         let ring = self.ring();
         let bytes = Bytes::from(ring.to_bytes());
+        // All at once: a node cut off costs one timeout, not one each.
+        let client = &self.inner.client;
+        let offers = nodes_of(&ring).into_iter().map(|node| {
+            let bytes = bytes.clone();
+            async move {
+                let result = client.push_ring(&node, bytes).await;
+                (node, result)
+            }
+        });
         let mut refused = Vec::new();
-        for node in nodes_of(&ring) {
-            if let Err(err) = self.inner.client.push_ring(&node, bytes.clone()).await {
+        for (node, result) in futures::future::join_all(offers).await {
+            if let Err(err) = result {
                 tracing::warn!(%node, error = %err, "could not give the ring to a node");
+                if matches!(err, NodeError::Unavailable { .. }) {
+                    self.suspect(&node);
+                }
                 refused.push((node, err));
             }
         }

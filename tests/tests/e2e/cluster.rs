@@ -99,7 +99,7 @@ fn node_loss_during_uploads_repair_and_corruption() -> Result<()> {
 #[test]
 fn a_node_cut_off_from_the_network() -> Result<()> {
     let mut cluster = Cluster::start_behind_proxies(3, 6, 2)?;
-    let server = cluster.gateway()?;
+    let mut server = cluster.gateway()?;
     let bucket = unique_bucket("partition");
     server.aws_ok(&["s3api", "create-bucket", "--bucket", &bucket])?;
     server.python_ok("cluster_load.py", &["write", &bucket, "100"])?;
@@ -125,6 +125,10 @@ fn a_node_cut_off_from_the_network() -> Result<()> {
     );
     let handoffs = metric(&server, "strata_pool_handoff_writes_total")?;
     ensure!(handoffs > 0, "no write went to a handoff node");
+
+    // A gateway that starts meanwhile is not stopped by the silent node.
+    server.restart()?;
+    server.python_ok("cluster_load.py", &["verify", &bucket, "300"])?;
 
     // Reconnected, it gets every copy written meanwhile: the cluster settles
     // and another node can go.

@@ -95,8 +95,14 @@ async fn pass(node: &Arc<Node>, ring: &Arc<Ring>) {
     peers.dedup();
     let mut digests: HashMap<String, Digests> = HashMap::new();
     let mut newer_ring = false;
-    for peer in peers {
-        match node.client.digests(&peer).await {
+    // Every peer at once: one cut off from the network costs one timeout.
+    let answers = futures::future::join_all(peers.into_iter().map(|peer| async move {
+        let answer = node.client.digests(&peer).await;
+        (peer, answer)
+    }))
+    .await;
+    for (peer, answer) in answers {
+        match answer {
             Ok(answer) if answer.node_id == node.node_id => {
                 node.learn_name(&peer, true);
             }

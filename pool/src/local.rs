@@ -2,6 +2,7 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::io;
+use std::os::unix::fs::MetadataExt as _;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -124,19 +125,47 @@ impl LocalPool {
 
     /// Moves a damaged extent out of the way (into `quarantine/`), for
     /// operators to look at; the id then reads as missing and is repaired
-    /// from another copy.
-    pub async fn quarantine(&self, id: ExtentId) -> Result<()> {
+    /// from another copy. The file is checked first: a good copy that
+    /// replaced the damaged one since it was found (a repair) stays, also one
+    /// that lands between the check and the move. Returns whether a damaged
+    /// file was moved.
+    pub async fn quarantine(&self, id: ExtentId) -> Result<bool> {
         let path = self.path_of(id);
         let quarantine = self.inner.extents_dir.with_file_name("quarantine");
         blocking(move || {
-            fs::create_dir_all(&quarantine)?;
-            match fs::rename(&path, quarantine.join(id.to_hex())) {
-                Ok(()) => Ok(()),
-                Err(err) if err.kind() == io::ErrorKind::NotFound => Ok(()),
-                Err(err) => Err(err.into()),
+            let file = match File::open(&path) {
+                Ok(file) => file,
+                Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(false),
+                Err(err) => return Err(err.into()),
+            };
+            if extent_file::read_all(&file)?.is_ok() {
+                return Ok(false);
             }
+            fs::create_dir_all(&quarantine)?;
+            let moved_to = quarantine.join(id.to_hex());
+            match fs::rename(&path, &moved_to) {
+                Ok(()) => {}
+                Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(false),
+                Err(err) => return Err(err.into()),
+            }
+            let checked = file.metadata()?;
+            let moved = fs::metadata(&moved_to)?;
+            if (moved.dev(), moved.ino()) != (checked.dev(), checked.ino()) {
+                // Written after the check: a good copy (extents are
+                // immutable, every copy holds the same bytes). It goes back.
+                fs::rename(&moved_to, &path)?;
+                return Ok(false);
+            }
+            Ok(true)
         })
         .await
+    }
+
+    /// The data length of the extent's file, if there is one (no data read).
+    pub fn stored_len(&self, id: ExtentId) -> Option<u64> {
+        fs::metadata(self.path_of(id))
+            .ok()
+            .map(|meta| extent_file::data_len(meta.len()))
     }
 
     /// Every extent id held, with its data length (from the file's size),
@@ -361,7 +390,15 @@ mod tests {
         let found = pool.scan().await.unwrap();
         assert_eq!(found, vec![(id, b"second".len() as u64)]);
         assert!(!stale.exists());
-        pool.quarantine(id).await.unwrap();
+        // A good copy is not quarantined (a repair may replace a damaged
+        // one between its discovery and the quarantine).
+        assert!(!pool.quarantine(id).await.unwrap());
+        assert_eq!(pool.stored_len(id), Some(b"second".len() as u64));
+        let mut damaged = fs::read(pool.path_of(id)).unwrap();
+        damaged[0] ^= 0xff;
+        fs::write(pool.path_of(id), damaged).unwrap();
+        assert!(pool.quarantine(id).await.unwrap());
+        assert_eq!(pool.stored_len(id), None);
         assert!(matches!(
             pool.read_whole(id).await,
             Err(PoolError::NotFound(_))

@@ -457,12 +457,22 @@ impl Node {
     }
 
     pub(crate) async fn quarantine(&self, id: ExtentId) {
-        if let Err(err) = self.pool.quarantine(id).await {
-            tracing::error!(%id, error = %err, "could not quarantine a damaged extent");
-            return;
+        match self.pool.quarantine(id).await {
+            Ok(true) => lock(&self.status).corrupt_quarantined += 1,
+            Ok(false) => {}
+            Err(err) => {
+                tracing::error!(%id, error = %err, "could not quarantine a damaged extent");
+                return;
+            }
         }
-        lock(&self.index).forget_live(id);
-        lock(&self.status).corrupt_quarantined += 1;
+        // What is on disk decides, looked at under the index's lock: a
+        // repair that lands later records itself after this.
+        let mut index = lock(&self.index);
+        match self.pool.stored_len(id) {
+            Some(_) if matches!(index.get(id), Some(State::Deleted { .. })) => {}
+            Some(len) => index.set(id, State::Live { len }),
+            None => index.forget_live(id),
+        }
     }
 
     /// Records the deletion (a tombstone file, fsynced) before removing the

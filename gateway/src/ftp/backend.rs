@@ -4,6 +4,7 @@
 
 use std::fmt;
 use std::io;
+use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::Mutex;
@@ -106,6 +107,28 @@ type FtpResult<T> = storage::Result<T>;
 /// better.
 const MAX_FOLDER_RENAME: usize = 10_000;
 
+/// An object's bytes as a file: its own, or a large object's segments.
+struct FileContent {
+    info: ObjectInfo,
+    segments: Option<Vec<large_object::Segment>>,
+    size: u64,
+}
+
+impl FileContent {
+    /// `range` of the file; a range past its end is refused.
+    fn read(self, store: &Store, range: Range<u64>) -> FtpResult<strata_store::ObjectReader> {
+        if range.start > range.end || range.end > self.size {
+            return Err(refused(ErrorKind::PermanentFileNotAvailable));
+        }
+        Ok(match self.segments {
+            Some(segments) => {
+                Box::pin(large_object::segmented_stream(store, segments, Some(range)))
+            }
+            None => store.read(&self.info, Some(range)),
+        })
+    }
+}
+
 fn refused(kind: ErrorKind) -> storage::Error {
     storage::Error::from(kind)
 }
@@ -158,12 +181,46 @@ impl StoreFileSystem {
         }
     }
 
-    async fn may_write(&self, user: &FtpUser, container: &str) -> FtpResult<()> {
+    /// Whether the user may write in the container; its account if so.
+    async fn may_write(&self, user: &FtpUser, container: &str) -> FtpResult<String> {
         let bucket = self.readable_container(user, container).await?;
         if user.principal.writes_account(&bucket.account) {
-            Ok(())
+            Ok(bucket.account)
         } else {
             Err(refused(ErrorKind::PermissionDenied))
+        }
+    }
+
+    /// A file's content as FTP shows it: a Swift large object as its
+    /// segments (read as the container's account), as through Swift.
+    async fn file_content(
+        &self,
+        account: &str,
+        container: &str,
+        key: &str,
+    ) -> FtpResult<FileContent> {
+        let info = self
+            .object(container, key)
+            .await?
+            .ok_or_else(|| refused(ErrorKind::PermanentFileNotAvailable))?;
+        let reader = large_object::Reader::Account(account);
+        match large_object::assemble(&self.store, &info, reader)
+            .await
+            .map_err(ftp_error)?
+        {
+            large_object::Assembly::Plain => Ok(FileContent {
+                size: info.size,
+                info,
+                segments: None,
+            }),
+            large_object::Assembly::Segments(segments) => Ok(FileContent {
+                size: large_object::assembled_size(&segments),
+                info,
+                segments: Some(segments),
+            }),
+            large_object::Assembly::Unreadable => {
+                Err(refused(ErrorKind::PermanentFileNotAvailable))
+            }
         }
     }
 
@@ -431,35 +488,9 @@ impl StorageBackend<FtpUser> for StoreFileSystem {
     ) -> FtpResult<Box<dyn AsyncRead + Send + Sync + Unpin>> {
         let (container, key) = Self::file_path(path.as_ref())?;
         let bucket = self.readable_container(user, &container).await?;
-        let info = self
-            .object(&container, &key)
-            .await?
-            .ok_or_else(|| refused(ErrorKind::PermanentFileNotAvailable))?;
-        // A Swift large object downloads as its segments, as through Swift.
-        let reader = large_object::Reader::Account(&bucket.account);
-        let (size, segments) = match large_object::assemble(&self.store, &info, reader)
-            .await
-            .map_err(ftp_error)?
-        {
-            large_object::Assembly::Plain => (info.size, None),
-            large_object::Assembly::Segments(segments) => {
-                (large_object::assembled_size(&segments), Some(segments))
-            }
-            large_object::Assembly::Unreadable => {
-                return Err(refused(ErrorKind::PermanentFileNotAvailable));
-            }
-        };
-        if start_pos > size {
-            return Err(refused(ErrorKind::PermanentFileNotAvailable));
-        }
-        let pieces: strata_store::ObjectReader = match segments {
-            Some(segments) => Box::pin(large_object::segmented_stream(
-                &self.store,
-                segments,
-                Some(start_pos..size),
-            )),
-            None => self.store.read(&info, Some(start_pos..size)),
-        };
+        let file = self.file_content(&bucket.account, &container, &key).await?;
+        let size = file.size;
+        let pieces = file.read(&self.store, start_pos..size)?;
         let pieces = pieces.map_err(io::Error::other);
         Ok(Box::new(SyncReader(Mutex::new(StreamReader::new(pieces)))))
     }
@@ -470,21 +501,17 @@ impl StorageBackend<FtpUser> for StoreFileSystem {
         R: AsyncRead + Send + Sync + Unpin + 'static,
     {
         let (container, key) = Self::file_path(path.as_ref())?;
-        self.may_write(user, &container).await?;
+        let account = self.may_write(user, &container).await?;
         // A resumed upload (REST + STOR) or APPE keeps the first `start_pos`
-        // bytes of the current object and appends the transfer to them; the
-        // result replaces the object only once the transfer has ended well.
+        // bytes of the current file (a large object's assembled bytes, as
+        // RETR shows them) and appends the transfer to them; the result
+        // replaces the object only once the transfer has ended well.
         let kept: strata_store::ObjectReader = if start_pos == 0 {
             Box::pin(futures::stream::empty())
         } else {
-            let current = self
-                .object(&container, &key)
+            self.file_content(&account, &container, &key)
                 .await?
-                .ok_or_else(|| refused(ErrorKind::PermanentFileNotAvailable))?;
-            if start_pos > current.size {
-                return Err(refused(ErrorKind::PermanentFileNotAvailable));
-            }
-            self.store.read(&current, Some(0..start_pos))
+                .read(&self.store, 0..start_pos)?
         };
         let kept = kept.map_err(io::Error::other);
         let body = kept.chain(ReaderStream::new(input));

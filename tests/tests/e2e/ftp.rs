@@ -162,27 +162,37 @@ fn curl_uploads_appends_renames_and_reads_sizes_and_times() -> Result<()> {
     );
     ensure!(head.contains("Last-Modified:"), "MDTM: {head}");
 
-    // APPE adds to the end of the file.
+    // APPE adds to the end of the file; on a Swift large object, to what
+    // RETR shows (the assembled segments, not the manifest).
     fs::write(work.join("tail.bin"), b"-tail")?;
-    server
-        .curl(&[
-            "-sS",
-            "--append",
-            "-T",
-            &work.join("tail.bin").display().to_string(),
-            &curl_url(&server, &format!("/{container}/in/a.bin")),
-        ])?
-        .expect_success()?;
+    let tail = work.join("tail.bin").display().to_string();
+    server.swift_ok(
+        &SwiftUser::root(),
+        &[
+            "upload",
+            &container,
+            &upload,
+            "--object-name",
+            "slo.bin",
+            "--use-slo",
+            "--segment-size",
+            "500000",
+        ],
+    )?;
     let mut appended = body.clone();
     appended.extend_from_slice(b"-tail");
-    let read = server
-        .curl(&["-sS", &curl_url(&server, &format!("/{container}/in/a.bin"))])?
-        .expect_success()?;
-    ensure!(
-        read.stdout == appended,
-        "APPE result differs ({} bytes)",
-        read.stdout.len()
-    );
+    for file in ["in/a.bin", "slo.bin"] {
+        let url = curl_url(&server, &format!("/{container}/{file}"));
+        server
+            .curl(&["-sS", "--append", "-T", &tail, &url])?
+            .expect_success()?;
+        let read = server.curl(&["-sS", &url])?.expect_success()?;
+        ensure!(
+            read.stdout == appended,
+            "APPE onto {file} differs ({} bytes)",
+            read.stdout.len()
+        );
+    }
 
     // A ranged download (REST) and a listing.
     let ranged = server

@@ -265,6 +265,35 @@ impl SwiftClient {
         }
     }
 
+    /// Swift lists a Dynamic Large Object by its manifest, whose own size
+    /// is 0; its HEAD gives the assembled size. As rclone does, every empty
+    /// file of a listing is asked (a few at a time).
+    pub async fn resolve_empty_sizes(
+        &self,
+        container: &str,
+        listed: &mut [Listed],
+    ) -> ClientResult<()> {
+        let empty: Vec<(usize, String)> = listed
+            .iter()
+            .enumerate()
+            .filter(|(_, entry)| !entry.rolled_up && entry.size == 0 && !entry.name.ends_with('/'))
+            .map(|(index, entry)| (index, entry.name.clone()))
+            .collect();
+        // Scoped: `StreamExt::boxed` would shadow `BodyExt::boxed` file-wide.
+        use futures::StreamExt as _;
+        let heads: Vec<(usize, ClientResult<Option<ObjectHead>>)> = futures::stream::iter(empty)
+            .map(|(index, name)| async move { (index, self.head_object(container, &name).await) })
+            .buffer_unordered(8)
+            .collect()
+            .await;
+        for (index, head) in heads {
+            if let Some(head) = head? {
+                listed[index].size = head.size;
+            }
+        }
+        Ok(())
+    }
+
     /// HEAD of an object; None when it does not exist.
     pub async fn head_object(
         &self,

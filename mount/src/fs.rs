@@ -152,12 +152,17 @@ impl StrataFs {
         let place = self.place(dir)?;
         let (container, prefix) = place.listing();
         let fetched = Instant::now();
-        let (listed, complete) = self
+        let (mut listed, complete) = self
             .runtime
             .block_on(self.client.list(container, &prefix, true, max))
             .map_err(|err| errno(&err))?;
         if !complete {
             return Ok(None);
+        }
+        if let Some(container) = container {
+            self.runtime
+                .block_on(self.client.resolve_empty_sizes(container, &mut listed))
+                .map_err(|err| errno(&err))?;
         }
         let children = children_of(listed, &prefix, container.is_none());
         self.tree

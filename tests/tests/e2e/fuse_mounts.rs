@@ -469,12 +469,6 @@ fn strata_mount_account_containers_and_large_files() -> Result<()> {
         fs::read(&ftp_dlo)? == b"first part, second part",
         "FTP RETR of a DLO is not its segments"
     );
-    let deleted = server.swift_as_root("DELETE", &swift_path("/dlo.txt"), None, &[])?;
-    ensure!(
-        deleted.status == 204,
-        "deleting the DLO: {}",
-        deleted.status
-    );
     let segments = format!("/v1/AUTH_admin/{container}_segments");
     let listed = server.swift_as_root("GET", &segments, None, &[])?;
     ensure!(
@@ -489,6 +483,24 @@ fn strata_mount_account_containers_and_large_files() -> Result<()> {
     ensure!(
         fs::metadata(in_mount.join("big.bin"))?.len() == big.len() as u64,
         "a fresh mount lists the large object with the wrong size"
+    );
+    // Swift lists a DLO's manifest as 0 bytes; the folder shows its size.
+    let dlo_size = fs::read_dir(&in_mount)?
+        .filter_map(|entry| entry.ok())
+        .find(|entry| entry.file_name() == "dlo.txt")
+        .context("the DLO is not in the folder")?
+        .metadata()?
+        .len();
+    ensure!(dlo_size == 23, "the DLO is listed with {dlo_size} bytes");
+    ensure!(
+        fs::read(in_mount.join("dlo.txt"))? == b"first part, second part",
+        "reading the DLO through the mount differs"
+    );
+    let deleted = server.swift_as_root("DELETE", &swift_path("/dlo.txt"), None, &[])?;
+    ensure!(
+        deleted.status == 204,
+        "deleting the DLO: {}",
+        deleted.status
     );
     ensure!(
         fs::read(in_mount.join("big.bin"))? == big,

@@ -46,8 +46,6 @@ pub fn text_response(status: StatusCode, text: impl Into<Bytes>) -> Response {
     response
 }
 
-/// A store reader as a response body. A failure mid-stream aborts the
-/// connection, so the client sees a short body rather than wrong bytes.
 /// A JSON document as a response.
 pub fn json_response(status: StatusCode, body: impl Into<Bytes>) -> Response {
     let mut response = text_response(status, body);
@@ -82,16 +80,26 @@ pub fn content_type_for(key: &str) -> String {
         .to_owned()
 }
 
-pub fn stream_body(
+/// A store reader as a response body. Its first piece is read before the
+/// response starts, so an object the store cannot serve at all (no storage
+/// node answers) gets the door's error, a 503, rather than a 200 cut short.
+/// A failure later aborts the connection, so the client sees a short body
+/// rather than wrong bytes.
+pub async fn stream_body(
     reader: impl Stream<Item = Result<bytes::Bytes, StoreError>> + Send + 'static,
-) -> ResponseBody {
-    let frames = reader.map(|piece| {
+) -> Result<ResponseBody, StoreError> {
+    let mut reader = Box::pin(reader);
+    let first = match reader.next().await {
+        Some(Err(err)) => return Err(err),
+        first => first,
+    };
+    let frames = futures::stream::iter(first).chain(reader).map(|piece| {
         piece.map(Frame::data).map_err(|err| {
             tracing::error!(error = %err, "object read failed mid-stream");
             std::io::Error::other(err)
         })
     });
-    StreamBody::new(frames).boxed_unsync()
+    Ok(StreamBody::new(frames).boxed_unsync())
 }
 
 pub fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {

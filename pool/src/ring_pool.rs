@@ -62,6 +62,8 @@ struct Inner {
 /// Most read repairs at once; more are skipped (the replicator catches up).
 const MAX_REPAIRS: usize = 16;
 
+const NO_NODE_ANSWERS: &str = "no storage node answers";
+
 /// How often a suspect node is probed, and how long a probe may take.
 const PROBE_INTERVAL: Duration = Duration::from_secs(1);
 const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
@@ -359,6 +361,16 @@ impl Pool for RingPool {
             }
             targets.push(node.clone());
         }
+        // Every node is suspect (this gateway is cut off, or the cluster is
+        // down): fail now rather than hold the request for a timeout; the
+        // probes bring the nodes back within a second of their return.
+        if targets.iter().all(|node| self.is_suspect(node)) {
+            self.inner
+                .stats
+                .write_failures
+                .fetch_add(1, Ordering::Relaxed);
+            return Err(unavailable(NO_NODE_ANSWERS.to_owned()));
+        }
         let quorum = self
             .inner
             .write_quorum
@@ -457,6 +469,13 @@ impl Pool for RingPool {
             .iter()
             .cloned()
             .partition(|node| !self.is_suspect(node));
+        if candidates.is_empty()
+            && handoff_nodes(&ring, part, &primaries)
+                .iter()
+                .all(|node| self.is_suspect(node))
+        {
+            return Err(unavailable(NO_NODE_ANSWERS.to_owned()));
+        }
         let mut widened = false;
         let mut asked = 0;
         let client = &self.inner.client;

@@ -269,9 +269,9 @@ impl S3Door {
         } else {
             match segments {
                 Some(segments) => {
-                    stream_body(segmented_stream(&self.store, segments, range.clone()))
+                    stream_body(segmented_stream(&self.store, segments, range.clone())).await?
                 }
-                None => stream_body(self.store.read(&info, range.clone())),
+                None => stream_body(self.store.read(&info, range.clone())).await?,
             }
         };
         let mut response = http::Response::new(body);

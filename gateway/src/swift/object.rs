@@ -113,8 +113,10 @@ impl SwiftDoor {
             full_body(bytes::Bytes::new())
         } else {
             match assembled.segments.clone() {
-                Some(segments) => stream_body(self.segmented_stream(segments, range.clone())),
-                None => stream_body(self.store.read(view, range.clone())),
+                Some(segments) => {
+                    stream_body(self.segmented_stream(segments, range.clone())).await?
+                }
+                None => stream_body(self.store.read(view, range.clone())).await?,
             }
         };
         let mut response = http::Response::new(body);

@@ -136,6 +136,43 @@ fn a_node_cut_off_from_the_network() -> Result<()> {
     cluster.wait_settled(unix_now(), SETTLE_TIMEOUT)?;
     cluster.nodes[0].kill9()?;
     server.python_ok("cluster_load.py", &["verify", &bucket, "300"])?;
+
+    // With no node reachable, requests get a clear 503 (at once, once the
+    // gateway knows), and writes work again as soon as the nodes are back.
+    cluster.nodes[1].cut_off()?;
+    cluster.nodes[2].cut_off()?;
+    let body = vec![7u8; 20_000];
+    let path = format!("/{bucket}/while-cut-off");
+    for _ in 0..2 {
+        server
+            .http("PUT", &path, Signing::Root, Some(&body), &[])?
+            .expect_s3_error(503, "ServiceUnavailable")?;
+        server
+            .http(
+                "GET",
+                &format!("/{bucket}/load-00000"),
+                Signing::Root,
+                None,
+                &[],
+            )?
+            .expect_s3_error(503, "ServiceUnavailable")?;
+    }
+    cluster.nodes[1].reconnect()?;
+    cluster.nodes[2].reconnect()?;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let put = server.http("PUT", &path, Signing::Root, Some(&body), &[])?;
+        if put.status == 200 {
+            break;
+        }
+        ensure!(
+            Instant::now() < deadline,
+            "writes did not resume after the nodes came back:\n{put}"
+        );
+        thread::sleep(Duration::from_millis(200));
+    }
+    let read = server.http("GET", &path, Signing::Root, None, &[])?;
+    ensure!(read.status == 200 && read.body == body, "{read}");
     Ok(())
 }
 

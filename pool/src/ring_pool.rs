@@ -1,7 +1,7 @@
 //! The pool of a cluster: extents placed by the ring on storage nodes, each
 //! written to every replica of its partition.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock, Weak};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -50,10 +50,12 @@ struct Inner {
     client: NodeClient,
     write_quorum: Option<usize>,
     stats: RingPoolStats,
-    /// Nodes that failed a request and have not answered a probe since:
-    /// they are passed over, so a node that is down or cut off costs one
-    /// timeout per outage, not one per request.
-    suspects: std::sync::Mutex<HashSet<String>>,
+    /// Nodes that failed a request or were slow to answer one, and have not
+    /// answered a probe since: they are passed over, so a node that is down
+    /// or cut off costs one timeout per outage, not one per request. The
+    /// flag says the node is down (a request or a probe failed), not merely
+    /// slow: only down nodes make requests fail at once.
+    suspects: std::sync::Mutex<HashMap<String, bool>>,
     /// Read repairs in flight: each holds an extent, so they are bounded, and
     /// one extent is repaired once however many readers notice it.
     repairs: std::sync::Mutex<HashSet<ExtentId>>,
@@ -87,7 +89,7 @@ impl RingPool {
                 client: NodeClient::new(config.secret, config.node_timeout),
                 write_quorum: config.write_quorum,
                 stats: RingPoolStats::default(),
-                suspects: std::sync::Mutex::new(HashSet::new()),
+                suspects: std::sync::Mutex::new(HashMap::new()),
                 repairs: std::sync::Mutex::new(HashSet::new()),
             }),
         }
@@ -172,7 +174,7 @@ impl RingPool {
             if let Err(err) = result {
                 tracing::warn!(%node, error = %err, "could not give the ring to a node");
                 if matches!(err, NodeError::Unavailable { .. }) {
-                    self.suspect(&node);
+                    self.suspect(&node, true);
                 }
                 refused.push((node, err));
             }
@@ -180,14 +182,19 @@ impl RingPool {
         refused
     }
 
-    /// Passes over `node` until it answers a probe again.
-    fn suspect(&self, node: &str) {
-        let newly = self
-            .inner
-            .suspects
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .insert(node.to_owned());
+    /// Passes over `node` until it answers a probe again; `down` when a
+    /// request to it failed, not only took long.
+    fn suspect(&self, node: &str, down: bool) {
+        let newly = {
+            let mut suspects = self
+                .inner
+                .suspects
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            let newly = !suspects.contains_key(node);
+            *suspects.entry(node.to_owned()).or_insert(down) |= down;
+            newly
+        };
         if newly {
             tokio::spawn(probe_until_answers(
                 Arc::downgrade(&self.inner),
@@ -201,7 +208,17 @@ impl RingPool {
             .suspects
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .contains(node)
+            .contains_key(node)
+    }
+
+    fn is_down(&self, node: &str) -> bool {
+        self.inner
+            .suspects
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .get(node)
+            .copied()
+            .unwrap_or(false)
     }
 
     /// Moves suspect nodes to the end, keeping the order otherwise.
@@ -273,17 +290,25 @@ async fn probe_until_answers(pool: Weak<Inner>, node: String) {
             .clone();
         let in_ring = ring.devices().any(|device| device.node == node);
         let probe = inner.client.with_timeout(PROBE_TIMEOUT);
-        if !in_ring || probe.ping(&node).await.is_ok() {
-            inner
-                .suspects
-                .lock()
-                .unwrap_or_else(|poisoned| poisoned.into_inner())
-                .remove(&node);
+        // Any answer counts (a node of an older version knows no ping): the
+        // question is whether it can be reached.
+        let answered = !in_ring
+            || matches!(
+                probe.ping(&node).await,
+                Ok(()) | Err(NodeError::Refused { .. })
+            );
+        let mut suspects = inner
+            .suspects
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if answered {
+            suspects.remove(&node);
             if in_ring {
                 tracing::info!(%node, "node answers again");
             }
             return;
         }
+        suspects.insert(node.clone(), true);
     }
 }
 
@@ -361,20 +386,21 @@ impl Pool for RingPool {
             }
             targets.push(node.clone());
         }
-        // Every node is suspect (this gateway is cut off, or the cluster is
-        // down): fail now rather than hold the request for a timeout; the
-        // probes bring the nodes back within a second of their return.
-        if targets.iter().all(|node| self.is_suspect(node)) {
+        let quorum = self
+            .inner
+            .write_quorum
+            .map_or(wanted, |quorum| quorum.clamp(1, wanted.max(1)));
+        // Too many nodes are down to reach the quorum (this gateway is cut
+        // off, or the cluster is): fail now rather than hold the request for
+        // a timeout; the probes bring nodes back within a second of their
+        // return.
+        if targets.iter().filter(|node| !self.is_down(node)).count() < quorum {
             self.inner
                 .stats
                 .write_failures
                 .fetch_add(1, Ordering::Relaxed);
             return Err(unavailable(NO_NODE_ANSWERS.to_owned()));
         }
-        let quorum = self
-            .inner
-            .write_quorum
-            .map_or(wanted, |quorum| quorum.clamp(1, wanted.max(1)));
         let client = &self.inner.client;
         let put = |node: String| {
             let data = data.clone();
@@ -401,18 +427,24 @@ impl Pool for RingPool {
                 // Replicas that neither stored nor failed may hang on a cut
                 // connection: a handoff each takes a copy meanwhile.
                 hedged = true;
-                let spare = handoffs.get_or_insert_with(spares);
+                // Passed over until a probe says they answer: a request
+                // dropped when the write completes never times out.
                 for node in &silent {
-                    // Passed over until a probe says it answers: a request
-                    // dropped when the write completes never times out.
-                    self.suspect(node);
+                    self.suspect(node, false);
+                }
+                let spare = handoffs.get_or_insert_with(spares);
+                for node in silent.clone() {
                     let Some(next) = spare.next() else { break };
                     tracing::info!(%node, handoff = %next, %id, "slow replica: writing a handoff copy too");
                     self.inner
                         .stats
                         .handoff_writes
                         .fetch_add(1, Ordering::Relaxed);
+                    silent.push(next.clone());
                     in_flight.push(put(next));
+                }
+                if stored >= quorum && silent.iter().all(|node| self.is_suspect(node)) {
+                    break;
                 }
                 continue;
             };
@@ -421,7 +453,7 @@ impl Pool for RingPool {
                 Ok(()) => stored += 1,
                 Err(err) => {
                     if matches!(err, NodeError::Unavailable { .. }) {
-                        self.suspect(&node);
+                        self.suspect(&node, true);
                     }
                     tracing::warn!(%node, %id, error = %err, "extent write failed on a node");
                     errors.push(err.to_string());
@@ -436,7 +468,12 @@ impl Pool for RingPool {
                     }
                 }
             }
-            if stored == wanted {
+            // Done when every copy is stored, or when the quorum is and only
+            // suspect nodes are still to answer (they would hold the write
+            // for a timeout).
+            if stored == wanted
+                || (stored >= quorum && silent.iter().all(|node| self.is_suspect(node)))
+            {
                 break;
             }
         }
@@ -470,9 +507,10 @@ impl Pool for RingPool {
             .cloned()
             .partition(|node| !self.is_suspect(node));
         if candidates.is_empty()
+            && primaries.iter().all(|node| self.is_down(node))
             && handoff_nodes(&ring, part, &primaries)
                 .iter()
-                .all(|node| self.is_suspect(node))
+                .all(|node| self.is_down(node))
         {
             return Err(unavailable(NO_NODE_ANSWERS.to_owned()));
         }
@@ -521,7 +559,7 @@ impl Pool for RingPool {
                 // The node asked last is silent; a probe decides when it is
                 // asked first again.
                 if let Some(silent) = asked.checked_sub(1).and_then(|last| candidates.get(last)) {
-                    self.suspect(silent);
+                    self.suspect(silent, false);
                 }
                 continue;
             };
@@ -562,7 +600,7 @@ impl Pool for RingPool {
                 Err(NodeError::Deleted) => return Err(PoolError::NotFound(id)),
                 Err(err) => {
                     if matches!(err, NodeError::Unavailable { .. }) {
-                        self.suspect(&node);
+                        self.suspect(&node, true);
                     }
                     failures.push(err.to_string());
                 }

@@ -268,11 +268,7 @@ impl SwiftClient {
     /// Swift lists a Dynamic Large Object by its manifest, whose own size
     /// is 0; its HEAD gives the assembled size. As rclone does, every empty
     /// file of a listing is asked (a few at a time).
-    pub async fn resolve_empty_sizes(
-        &self,
-        container: &str,
-        listed: &mut [Listed],
-    ) -> ClientResult<()> {
+    pub async fn resolve_empty_sizes(&self, container: &str, listed: &mut [Listed]) {
         let empty: Vec<(usize, String)> = listed
             .iter()
             .enumerate()
@@ -287,11 +283,16 @@ impl SwiftClient {
             .collect()
             .await;
         for (index, head) in heads {
-            if let Some(head) = head? {
-                listed[index].size = head.size;
+            match head {
+                Ok(Some(head)) => listed[index].size = head.size,
+                Ok(None) => {}
+                // One unreadable file (a DLO whose segments are gone) keeps
+                // its listed size; the folder still lists.
+                Err(err) => {
+                    tracing::debug!(name = %listed[index].name, error = %err, "no size by HEAD");
+                }
             }
         }
-        Ok(())
     }
 
     /// HEAD of an object; None when it does not exist.

@@ -161,8 +161,7 @@ impl StrataFs {
         }
         if let Some(container) = container {
             self.runtime
-                .block_on(self.client.resolve_empty_sizes(container, &mut listed))
-                .map_err(|err| errno(&err))?;
+                .block_on(self.client.resolve_empty_sizes(container, &mut listed));
         }
         let children = children_of(listed, &prefix, container.is_none());
         self.tree

@@ -354,9 +354,15 @@ impl StoreFileSystem {
                 self.readable_container(user, container).await?.created_ms,
             )),
             FtpPath::Entry { container, key } => {
-                self.readable_container(user, container).await?;
+                let bucket = self.readable_container(user, container).await?;
                 if let Some(info) = self.object(container, key).await? {
-                    return Ok(EntryMeta::file(&info));
+                    // SIZE, and the offset APPE appends at: the assembled
+                    // size, also of a DLO (listed by its manifest's 0 bytes).
+                    let mut meta = EntryMeta::file(&info);
+                    if let Ok(content) = self.file_content(&bucket.account, container, key).await {
+                        meta.size = content.size;
+                    }
+                    return Ok(meta);
                 }
                 match self.directory_time(container, &path.dir_prefix()).await? {
                     Some(time) => Ok(EntryMeta::dir(time)),

@@ -179,9 +179,22 @@ fn curl_uploads_appends_renames_and_reads_sizes_and_times() -> Result<()> {
             "500000",
         ],
     )?;
+    // swiftclient makes a DLO without --use-slo.
+    server.swift_ok(
+        &SwiftUser::root(),
+        &[
+            "upload",
+            &container,
+            &upload,
+            "--object-name",
+            "dlo.bin",
+            "--segment-size",
+            "500000",
+        ],
+    )?;
     let mut appended = body.clone();
     appended.extend_from_slice(b"-tail");
-    for file in ["in/a.bin", "slo.bin"] {
+    for file in ["in/a.bin", "slo.bin", "dlo.bin"] {
         let url = curl_url(&server, &format!("/{container}/{file}"));
         server
             .curl(&["-sS", "--append", "-T", &tail, &url])?

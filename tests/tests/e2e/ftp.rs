@@ -166,32 +166,20 @@ fn curl_uploads_appends_renames_and_reads_sizes_and_times() -> Result<()> {
     // RETR shows (the assembled segments, not the manifest).
     fs::write(work.join("tail.bin"), b"-tail")?;
     let tail = work.join("tail.bin").display().to_string();
-    server.swift_ok(
-        &SwiftUser::root(),
-        &[
+    // swiftclient makes an SLO with --use-slo, a DLO without.
+    for (name, kind) in [("slo.bin", Some("--use-slo")), ("dlo.bin", None)] {
+        let mut args = vec![
             "upload",
-            &container,
-            &upload,
+            container.as_str(),
+            upload.as_str(),
             "--object-name",
-            "slo.bin",
-            "--use-slo",
+            name,
             "--segment-size",
             "500000",
-        ],
-    )?;
-    // swiftclient makes a DLO without --use-slo.
-    server.swift_ok(
-        &SwiftUser::root(),
-        &[
-            "upload",
-            &container,
-            &upload,
-            "--object-name",
-            "dlo.bin",
-            "--segment-size",
-            "500000",
-        ],
-    )?;
+        ];
+        args.extend(kind);
+        server.swift_ok(&SwiftUser::root(), &args)?;
+    }
     let mut appended = body.clone();
     appended.extend_from_slice(b"-tail");
     for file in ["in/a.bin", "slo.bin", "dlo.bin"] {

@@ -85,7 +85,10 @@ fn accept_loop(listener: &TcpListener, target: &str, flags: &Arc<Flags>) {
     }
 }
 
-/// Joins a client to the target (not while cut: the handshake hangs too).
+/// Joins a client to the target, once the link is not cut. The kernel has
+/// already accepted the client's connection to the proxy, so a client's
+/// connect timeout never fires: harsher than a real partition, where the
+/// handshake itself would hang.
 fn connect(client: TcpStream, target: &str, flags: &Arc<Flags>) {
     if !flags.wait_until_open() {
         return;

@@ -409,6 +409,15 @@ impl Pool for RingPool {
                 (node, result)
             }
         };
+        let send_to_handoff =
+            |next: String, silent: &mut Vec<String>, in_flight: &mut FuturesUnordered<_>| {
+                self.inner
+                    .stats
+                    .handoff_writes
+                    .fetch_add(1, Ordering::Relaxed);
+                silent.push(next.clone());
+                in_flight.push(put(next));
+            };
         let mut silent = targets.clone();
         let mut in_flight: FuturesUnordered<_> = targets.into_iter().map(put).collect();
         let mut stored = 0;
@@ -423,48 +432,40 @@ impl Pool for RingPool {
                     () = tokio::time::sleep(WRITE_HEDGE_AFTER) => None,
                 }
             };
-            let Some((node, result)) = answer else {
-                // Replicas that neither stored nor failed may hang on a cut
-                // connection: a handoff each takes a copy meanwhile.
-                hedged = true;
-                // Passed over until a probe says they answer: a request
-                // dropped when the write completes never times out.
-                for node in &silent {
-                    self.suspect(node, false);
-                }
-                let spare = handoffs.get_or_insert_with(spares);
-                for node in silent.clone() {
-                    let Some(next) = spare.next() else { break };
-                    tracing::info!(%node, handoff = %next, %id, "slow replica: writing a handoff copy too");
-                    self.inner
-                        .stats
-                        .handoff_writes
-                        .fetch_add(1, Ordering::Relaxed);
-                    silent.push(next.clone());
-                    in_flight.push(put(next));
-                }
-                if stored >= quorum && silent.iter().all(|node| self.is_suspect(node)) {
-                    break;
-                }
-                continue;
-            };
-            silent.retain(|other| *other != node);
-            match result {
-                Ok(()) => stored += 1,
-                Err(err) => {
-                    if matches!(err, NodeError::Unavailable { .. }) {
-                        self.suspect(&node, true);
+            match answer {
+                None => {
+                    // Replicas that neither stored nor failed may hang on a
+                    // cut connection: a handoff each takes a copy meanwhile.
+                    // They are passed over until a probe says they answer: a
+                    // request dropped when the write completes never times out.
+                    hedged = true;
+                    for node in &silent {
+                        self.suspect(node, false);
                     }
-                    tracing::warn!(%node, %id, error = %err, "extent write failed on a node");
-                    errors.push(err.to_string());
-                    // Another node takes the copy: the write keeps its durability.
-                    if let Some(next) = handoffs.get_or_insert_with(spares).next() {
-                        self.inner
-                            .stats
-                            .handoff_writes
-                            .fetch_add(1, Ordering::Relaxed);
-                        silent.push(next.clone());
-                        in_flight.push(put(next));
+                    for node in silent.clone() {
+                        let Some(next) = handoffs.get_or_insert_with(spares).next() else {
+                            break;
+                        };
+                        tracing::info!(%node, handoff = %next, %id, "slow replica: writing a handoff copy too");
+                        send_to_handoff(next, &mut silent, &mut in_flight);
+                    }
+                }
+                Some((node, result)) => {
+                    silent.retain(|other| *other != node);
+                    match result {
+                        Ok(()) => stored += 1,
+                        Err(err) => {
+                            if matches!(err, NodeError::Unavailable { .. }) {
+                                self.suspect(&node, true);
+                            }
+                            tracing::warn!(%node, %id, error = %err, "extent write failed on a node");
+                            errors.push(err.to_string());
+                            // Another node takes the copy: the write keeps its
+                            // durability.
+                            if let Some(next) = handoffs.get_or_insert_with(spares).next() {
+                                send_to_handoff(next, &mut silent, &mut in_flight);
+                            }
+                        }
                     }
                 }
             }

@@ -230,6 +230,11 @@ struct ServeArgs {
     /// File holding the cluster secret (with --ring).
     #[arg(long, env = "STRATA_CLUSTER_SECRET_FILE")]
     cluster_secret_file: Option<PathBuf>,
+    /// Take buckets, objects and accounts from the gateway at `HOST:PORT`
+    /// (the metadata service, with the same ring and secret) instead of
+    /// holding them in --data: several gateways over one cluster.
+    #[arg(long, env = "STRATA_METADATA")]
+    metadata: Option<String>,
 }
 
 pub fn main() -> ExitCode {
@@ -270,6 +275,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         ftp_require_tls: args.ftp_require_tls,
         ring: args.ring,
         cluster_secret_file: args.cluster_secret_file,
+        metadata: args.metadata,
     };
     let config = Config::load(args.config.as_deref(), overrides)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()

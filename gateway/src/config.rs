@@ -55,6 +55,10 @@ pub struct ClusterConfig {
     pub write_quorum: Option<usize>,
     /// Longest wait for one storage node request, in seconds.
     pub node_timeout_secs: u64,
+    /// `HOST:PORT` of the gateway that holds the cluster's metadata (the
+    /// metadata service). Without it, this gateway holds the metadata in
+    /// `data` and serves it to the gateways that name it here.
+    pub metadata: Option<String>,
 }
 
 impl Default for ClusterConfig {
@@ -64,6 +68,7 @@ impl Default for ClusterConfig {
             secret_file: None,
             write_quorum: None,
             node_timeout_secs: 10,
+            metadata: None,
         }
     }
 }
@@ -146,6 +151,7 @@ pub struct ConfigOverrides {
     pub ftp_require_tls: bool,
     pub ring: Option<PathBuf>,
     pub cluster_secret_file: Option<PathBuf>,
+    pub metadata: Option<String>,
 }
 
 impl Config {
@@ -196,6 +202,9 @@ impl Config {
         if let Some(secret) = overrides.cluster_secret_file {
             config.cluster.secret_file = Some(secret);
         }
+        if let Some(metadata) = overrides.metadata {
+            config.cluster.metadata = Some(metadata);
+        }
         config.validate()?;
         Ok(config)
     }
@@ -237,6 +246,19 @@ impl Config {
         }
         if self.cluster.ring.is_some() != self.cluster.secret_file.is_some() {
             bail!("a cluster needs both a ring and a cluster secret file");
+        }
+        if let Some(metadata) = &mut self.cluster.metadata {
+            let address = metadata
+                .trim()
+                .trim_start_matches("http://")
+                .trim_end_matches('/');
+            if address.is_empty() || address.contains(['/', ' ']) {
+                bail!("cluster.metadata {metadata:?} must be the HOST:PORT of a gateway");
+            }
+            *metadata = address.to_owned();
+            if self.cluster.ring.is_none() {
+                bail!("cluster.metadata needs a ring: gateways that share metadata share a pool");
+            }
         }
         if self.cluster.node_timeout_secs == 0 {
             bail!("cluster.node_timeout_secs must be positive");

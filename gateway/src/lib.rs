@@ -27,6 +27,7 @@ pub mod directory;
 pub mod edge;
 pub mod ftp;
 pub mod large_object;
+mod metadata;
 pub mod public;
 pub mod ring_cli;
 pub mod s3;

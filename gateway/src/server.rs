@@ -21,6 +21,7 @@ use crate::config::{Config, DoorKind};
 use crate::credentials::{self, RootKeys};
 use crate::directory::{Directory, DomainRecord, normalize_host};
 use crate::edge::EdgeCache;
+use crate::metadata::HttpMetaTransport;
 use crate::s3::{Response, S3Door};
 use crate::swift::SwiftDoor;
 use crate::token_door::TokenDoor;
@@ -31,6 +32,10 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     std::fs::create_dir_all(&config.data)
         .with_context(|| format!("creating data directory {}", config.data.display()))?;
     let (pool, cluster) = open_pool(&config).await?;
+    let cluster_secret = match &config.cluster.secret_file {
+        Some(path) => Some(crate::cluster_cli::load_secret(path)?),
+        None => None,
+    };
     let mut store_config = StoreConfig::new(config.data.join("meta"));
     store_config.max_object_size = config.limits.max_object_size;
     store_config.gc_grace = Duration::from_secs(config.gc_grace_secs);
@@ -40,10 +45,25 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         // Orphans (a crash between staging and commit) are left for now.
         store_config.orphan_age = None;
     }
-    let store = Store::open(store_config, pool).context("opening the metadata store")?;
+    let store = match (&config.cluster.metadata, &cluster_secret) {
+        (Some(address), Some(secret)) => {
+            let transport = HttpMetaTransport::new(secret.clone(), address.clone());
+            let store = Store::connect(store_config, pool, Arc::new(transport))
+                .await
+                .with_context(|| format!("reaching the metadata service at {address}"))?;
+            tracing::info!(%address, "metadata from the metadata service");
+            store
+        }
+        _ => Store::open(store_config, pool).context("opening the metadata store")?,
+    };
 
-    let root = credentials::load_or_create(&config.data)?;
-    if let RootKeys::Generated(credential) = &root {
+    // The root account's keys belong to the gateway that holds the metadata;
+    // the others take them from its catalog.
+    let root = match store.is_remote() {
+        true => None,
+        false => Some(credentials::load_or_create(&config.data)?),
+    };
+    if let Some(RootKeys::Generated(credential)) = &root {
         println!(
             "created root account {}: access key {} secret key {} (stored in {}, shown only once)",
             credential.account,
@@ -52,7 +72,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             config.data.display()
         );
     }
-    let directory = Directory::open(store.clone(), root.credential())
+    let directory = Directory::open(store.clone(), root.as_ref().map(RootKeys::credential))
         .await
         .context("loading accounts and users")?;
 
@@ -70,6 +90,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         println!("ftp listening on ftp://{ftp}");
     }
     let doors = Arc::new(Doors {
+        metadata: store.clone(),
+        cluster_secret,
         edge: edge.clone(),
         cluster,
         served: config.only.clone(),
@@ -242,6 +264,10 @@ async fn follow_ring_file(pool: RingPool, path: std::path::PathBuf) {
 
 /// Every door of this gateway; a request goes to exactly one.
 struct Doors {
+    /// The store, for other gateways' metadata calls.
+    metadata: Store,
+    /// What those calls must be signed with.
+    cluster_secret: Option<strata_pool::wire::ClusterSecret>,
     /// The doors this process answers for (`--only`).
     served: Vec<DoorKind>,
     /// Where custom domains are looked up.
@@ -271,6 +297,10 @@ impl Doors {
                 metrics.push_str(&cluster.metrics_text());
             }
             return text_response(StatusCode::OK, metrics);
+        }
+        if crate::metadata::serves(&request) {
+            return crate::metadata::handle(&self.metadata, self.cluster_secret.as_ref(), request)
+                .await;
         }
         let (request, remapped) = match self.remap_domain(request) {
             Ok(remapped) => remapped,

@@ -61,6 +61,24 @@ impl NodeClient {
         }
     }
 
+    /// POSTs `body` to `path` on any member of the cluster (the metadata
+    /// service too), the body's SHA-256 in the signed query so that a
+    /// captured signature cannot carry another body.
+    pub async fn post_bound(
+        &self,
+        member: &str,
+        path: &str,
+        body: Bytes,
+    ) -> Result<(StatusCode, Bytes), NodeError> {
+        let path_and_query = format!(
+            "{path}?{}={}",
+            wire::BODY_DIGEST_PARAM,
+            wire::body_digest(&body)
+        );
+        self.send(member, Method::POST, &path_and_query, body, MAX_JSON_LEN)
+            .await
+    }
+
     /// The same client, connections included, with another time limit per
     /// request.
     pub fn with_timeout(&self, timeout: Duration) -> NodeClient {

@@ -88,6 +88,33 @@ impl ClusterSecret {
         self.tag(method, path_and_query, time)
             .is_some_and(|mac| mac.verify_slice(&tag).is_ok())
     }
+
+    /// [`ClusterSecret::verify`] for a request whose body is bound to its
+    /// signature: the signed query carries the body's SHA-256
+    /// ([`BODY_DIGEST_PARAM`]), and the body received must have it.
+    pub fn verify_with_body(
+        &self,
+        method: &str,
+        path_and_query: &str,
+        header: &str,
+        body: &[u8],
+    ) -> bool {
+        let digest = path_and_query
+            .split_once('?')
+            .into_iter()
+            .flat_map(|(_, query)| query.split('&'))
+            .find_map(|pair| pair.strip_prefix(BODY_DIGEST_PARAM)?.strip_prefix('='));
+        digest == Some(body_digest(body).as_str()) && self.verify(method, path_and_query, header)
+    }
+}
+
+/// The query parameter that binds a request body to the request's signature.
+pub const BODY_DIGEST_PARAM: &str = "sha256";
+
+/// Hex SHA-256 of a body, as [`BODY_DIGEST_PARAM`] carries it.
+pub fn body_digest(body: &[u8]) -> String {
+    use sha2::Digest as _;
+    hex::encode(Sha256::digest(body))
 }
 
 impl std::fmt::Debug for ClusterSecret {
@@ -192,5 +219,19 @@ mod tests {
             assert!(!secret.verify("PUT", "/v1/extents/00", bad), "{bad}");
         }
         assert!(ClusterSecret::new("short").is_err());
+    }
+
+    #[test]
+    fn a_bound_body_cannot_be_swapped() {
+        let secret = ClusterSecret::new("correct horse battery staple").unwrap();
+        let path = format!(
+            "/internal/v1/meta?{BODY_DIGEST_PARAM}={}",
+            body_digest(b"call")
+        );
+        let header = secret.sign("POST", &path);
+        assert!(secret.verify_with_body("POST", &path, &header, b"call"));
+        assert!(!secret.verify_with_body("POST", &path, &header, b"other call"));
+        let unbound = secret.sign("POST", "/internal/v1/meta");
+        assert!(!secret.verify_with_body("POST", "/internal/v1/meta", &unbound, b"call"));
     }
 }

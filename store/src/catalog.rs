@@ -12,20 +12,29 @@ use rocksdb::{Direction, IteratorMode, WriteBatch};
 use crate::error::{Result, StoreError};
 use crate::feed::ChangeKind;
 use crate::keys::{self, CF_CATALOG};
+use crate::remote::{Base64, Base64Opt, MetaCall};
 use crate::store::{Store, cf};
 
 /// What [`Store::catalog_update`] does with the record.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum CatalogWrite {
     /// Leave the record as it is (no event).
     Keep,
-    Put(Vec<u8>),
+    Put(#[serde(with = "crate::remote::base64_bytes")] Vec<u8>),
     Delete,
 }
 
 impl Store {
     pub async fn catalog_get(&self, namespace: &str, key: &str) -> Result<Option<Vec<u8>>> {
         validate_name(namespace)?;
+        if let Some(remote) = self.remote() {
+            let call = MetaCall::CatalogGet {
+                namespace: namespace.to_owned(),
+                key: key.to_owned(),
+            };
+            let Base64Opt(value) = remote.call(call).await?;
+            return Ok(value);
+        }
         let db_key = keys::object_key(namespace, key);
         self.blocking(move |inner| Ok(inner.db.get_cf(cf(&inner.db, CF_CATALOG)?, db_key)?))
             .await
@@ -34,6 +43,16 @@ impl Store {
     /// Every record of `namespace`, by key.
     pub async fn catalog_list(&self, namespace: &str) -> Result<Vec<(String, Vec<u8>)>> {
         validate_name(namespace)?;
+        if let Some(remote) = self.remote() {
+            let call = MetaCall::CatalogList {
+                namespace: namespace.to_owned(),
+            };
+            let records: Vec<(String, Base64)> = remote.call(call).await?;
+            return Ok(records
+                .into_iter()
+                .map(|(key, Base64(value))| (key, value))
+                .collect());
+        }
         let prefix = keys::bucket_prefix(namespace);
         self.blocking(move |inner| {
             let catalog = cf(&inner.db, CF_CATALOG)?;
@@ -58,16 +77,23 @@ impl Store {
     /// Reads the record, lets `decide` choose what becomes of it, and applies
     /// that durably — all under one lock, so concurrent updates of the catalog
     /// never lose each other's changes. Returns what `decide` returned.
-    pub async fn catalog_update<T, F>(&self, namespace: &str, key: &str, decide: F) -> Result<T>
+    /// `decide` may run more than once (a store over another gateway's
+    /// decides again when another writer came first).
+    pub async fn catalog_update<T, F>(&self, namespace: &str, key: &str, mut decide: F) -> Result<T>
     where
         T: Send + 'static,
-        F: FnOnce(Option<&[u8]>) -> Result<(CatalogWrite, T)> + Send + 'static,
+        F: FnMut(Option<&[u8]>) -> Result<(CatalogWrite, T)> + Send + 'static,
     {
         validate_name(namespace)?;
         if key.is_empty() || key.contains('\0') {
             return Err(StoreError::InvalidArgument(
                 "catalog key is empty or has NUL".into(),
             ));
+        }
+        if let Some(remote) = self.remote() {
+            return self
+                .remote_catalog_update(remote, namespace, key, decide)
+                .await;
         }
         let (namespace, key) = (namespace.to_owned(), key.to_owned());
         self.blocking(move |inner| {
@@ -101,8 +127,10 @@ impl Store {
 
     /// Writes `value` unconditionally.
     pub async fn catalog_put(&self, namespace: &str, key: &str, value: Vec<u8>) -> Result<()> {
-        self.catalog_update(namespace, key, move |_| Ok((CatalogWrite::Put(value), ())))
-            .await
+        self.catalog_update(namespace, key, move |_| {
+            Ok((CatalogWrite::Put(value.clone()), ()))
+        })
+        .await
     }
 
     /// Deletes the record; whether it existed.

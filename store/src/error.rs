@@ -37,6 +37,12 @@ pub enum StoreError {
     Pool(#[from] PoolError),
     #[error("metadata store: {0}")]
     Db(#[from] rocksdb::Error),
+    /// The metadata service did not answer (a gateway over another's store).
+    #[error("unavailable: {0}")]
+    Unavailable(String),
+    /// Another writer changed the record first, every time it was tried.
+    #[error("the record changed concurrently; try again")]
+    Conflict,
     #[error("internal: {0}")]
     Internal(String),
 }
@@ -50,6 +56,8 @@ impl StoreError {
                 | StoreError::Pool(_)
                 | StoreError::Db(_)
                 | StoreError::Internal(_)
+                | StoreError::Unavailable(_)
+                | StoreError::Conflict
         )
     }
 }

@@ -7,7 +7,8 @@
 //! HTTP routing, S3 XML or Swift headers; errors leave as [`StoreError`] and each door
 //! maps them to its protocol.
 //!
-//! Principal types: [`Store`] (open it over a [`strata_pool::Pool`]), [`StagedBody`]
+//! Principal types: [`Store`] (open it over a [`strata_pool::Pool`], or
+//! [`Store::connect`] it to the store another gateway holds), [`StagedBody`]
 //! (bytes written to the pool but not yet visible), [`ObjectInfo`], [`ListQuery`] /
 //! [`ListPage`], [`ChangeEvent`]. Beside the objects, the catalog
 //! ([`Store::catalog_update`]) keeps cluster metadata records whose types belong
@@ -36,6 +37,7 @@ mod list;
 mod multipart;
 mod read;
 mod records;
+mod remote;
 mod store;
 mod usage;
 mod write;
@@ -48,6 +50,7 @@ pub use list::{ListEntry, ListPage, ListQuery, UploadListPage, UploadListQuery};
 pub use multipart::{CompletedPart, PartInfo, UploadInfo};
 pub use read::ObjectReader;
 pub use records::{BucketInfo, ObjectInfo, ObjectMeta};
+pub use remote::MetaTransport;
 pub use store::{ChangeListener, PutConditions, Store, StoreConfig, WeakStore, validate_key};
 pub use usage::BucketUsage;
 pub use write::{StageError, StageOptions, StagedBody};

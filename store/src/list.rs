@@ -2,14 +2,17 @@
 //! unfinished multipart uploads. Both are range scans over keys that sort as
 //! (bucket, key), so a page costs what it returns plus the prefixes it skips.
 
+use serde::{Deserialize, Serialize};
+
 use crate::error::{Result, StoreError};
 use crate::keys::{self, CF_OBJECTS, CF_UPLOADS};
 use crate::multipart::UploadInfo;
 use crate::records::{self, ObjectInfo};
+use crate::remote::MetaCall;
 use crate::store::{Inner, Store, cf, decode_object};
 
 /// One page of an object listing.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct ListQuery {
     /// Only keys starting with this.
     pub prefix: String,
@@ -26,14 +29,14 @@ pub struct ListQuery {
     pub max_keys: usize,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ListEntry {
     Object(Box<ObjectInfo>),
     /// Keys rolled up by the delimiter: the prefix up to and including it.
     CommonPrefix(String),
 }
 
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct ListPage {
     /// Objects and common prefixes in key order.
     pub entries: Vec<ListEntry>,
@@ -43,7 +46,7 @@ pub struct ListPage {
 }
 
 /// One page of the unfinished multipart uploads of a bucket.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct UploadListQuery {
     pub prefix: String,
     pub key_marker: Option<String>,
@@ -52,7 +55,7 @@ pub struct UploadListQuery {
     pub max_uploads: usize,
 }
 
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct UploadListPage {
     pub uploads: Vec<UploadInfo>,
     pub is_truncated: bool,
@@ -75,6 +78,9 @@ impl ListPage {
 impl Store {
     pub async fn list_objects(&self, bucket: &str, query: ListQuery) -> Result<ListPage> {
         let bucket = bucket.to_owned();
+        if let Some(remote) = self.remote() {
+            return remote.call(MetaCall::ListObjects { bucket, query }).await;
+        }
         self.blocking(move |inner| {
             inner.bucket_info(&bucket)?;
             if query.reverse {
@@ -147,6 +153,9 @@ impl Store {
         query: UploadListQuery,
     ) -> Result<UploadListPage> {
         let bucket = bucket.to_owned();
+        if let Some(remote) = self.remote() {
+            return remote.call(MetaCall::ListUploads { bucket, query }).await;
+        }
         self.blocking(move |inner| {
             inner.bucket_info(&bucket)?;
             let uploads = cf(&inner.db, CF_UPLOADS)?;

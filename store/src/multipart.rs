@@ -11,7 +11,8 @@ use crate::checksum::ChecksumAlgorithm;
 use crate::error::{Result, StoreError};
 use crate::keys::{self, CF_PARTS, CF_UPLOADS};
 use crate::records::{self, ExtentRef, ObjectInfo, ObjectMeta};
-use crate::store::{Inner, PutConditions, Store, cf, now_ms, validate_key};
+use crate::remote::MetaCall;
+use crate::store::{Inner, PutConditions, Store, cf, hand_over, now_ms, validate_key};
 use crate::write::{self, StageError, StageOptions, StagedBody};
 
 /// An unfinished multipart upload.
@@ -40,7 +41,7 @@ pub struct PartInfo {
 }
 
 /// A part as the client names it when completing.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CompletedPart {
     pub part_number: u32,
     pub etag: String,
@@ -55,6 +56,15 @@ impl Store {
         checksum_algorithm: Option<ChecksumAlgorithm>,
     ) -> Result<UploadInfo> {
         validate_key(key)?;
+        if let Some(remote) = self.remote() {
+            let call = MetaCall::CreateUpload {
+                bucket: bucket.to_owned(),
+                key: key.to_owned(),
+                meta,
+                checksum_algorithm,
+            };
+            return remote.call(call).await;
+        }
         let upload = UploadInfo {
             upload_id: hex::encode(rand::random::<[u8; 16]>()),
             bucket: bucket.to_owned(),
@@ -80,6 +90,14 @@ impl Store {
 
     pub async fn upload(&self, bucket: &str, key: &str, upload_id: &str) -> Result<UploadInfo> {
         let (bucket, key, upload_id) = (bucket.to_owned(), key.to_owned(), upload_id.to_owned());
+        if let Some(remote) = self.remote() {
+            let call = MetaCall::Upload {
+                bucket,
+                key,
+                upload_id,
+            };
+            return remote.call(call).await;
+        }
         self.blocking(move |inner| inner.upload_info(&bucket, &key, &upload_id))
             .await
     }
@@ -94,7 +112,7 @@ impl Store {
     where
         S: futures::Stream<Item = std::result::Result<bytes::Bytes, E>>,
     {
-        write::stage(self.inner.pool.clone(), body, options, 0).await
+        write::stage(self.pool().clone(), body, options, 0).await
     }
 
     /// Commits a staged part, replacing an earlier upload of the same number.
@@ -105,10 +123,10 @@ impl Store {
         staged: StagedBody,
         checksum: Option<(ChecksumAlgorithm, String)>,
     ) -> Result<PartInfo> {
-        if part_number == 0 || part_number > self.inner.config.max_part_number {
+        if part_number == 0 || part_number > self.config().max_part_number {
             return Err(StoreError::InvalidArgument(format!(
                 "part number must be an integer between 1 and {}",
-                self.inner.config.max_part_number
+                self.config().max_part_number
             )));
         }
         let upload = upload.clone();
@@ -120,19 +138,23 @@ impl Store {
             checksum,
             extents: staged.extents.clone(),
         };
+        if let Some(remote) = self.remote() {
+            let call = MetaCall::PutPart { upload, part };
+            return hand_over(staged, remote.clone(), call).await;
+        }
         self.blocking(move |inner| {
-            let _key_guard = inner.lock_key(&upload.bucket, &upload.key);
-            inner.upload_info(&upload.bucket, &upload.key, &upload.upload_id)?;
-            let parts = cf(&inner.db, CF_PARTS)?;
-            let part_key = keys::part_key(&upload.upload_id, part_number);
-            let mut batch = WriteBatch::default();
-            if let Some(previous) = inner.db.get_cf(parts, &part_key)? {
-                let previous: PartInfo = records::decode(&previous)?;
-                inner.schedule_gc(&mut batch, &previous.extents)?;
-            }
-            batch.put_cf(parts, &part_key, records::encode(&part)?);
-            inner.commit(batch)?;
+            inner.commit_part(&upload, &part)?;
+            // Only now do the extents belong to the part.
             drop(staged.take_extents());
+            Ok(part)
+        })
+        .await
+    }
+
+    /// The commit of [`Store::put_part`], for the metadata service.
+    pub(crate) async fn commit_part(&self, upload: UploadInfo, part: PartInfo) -> Result<PartInfo> {
+        self.blocking(move |inner| {
+            inner.commit_part(&upload, &part)?;
             Ok(part)
         })
         .await
@@ -147,6 +169,14 @@ impl Store {
         max_parts: usize,
     ) -> Result<(Vec<PartInfo>, bool)> {
         let upload = upload.clone();
+        if let Some(remote) = self.remote() {
+            let call = MetaCall::ListParts {
+                upload,
+                after,
+                max_parts,
+            };
+            return remote.call(call).await;
+        }
         self.blocking(move |inner| {
             inner.upload_info(&upload.bucket, &upload.key, &upload.upload_id)?;
             let mut parts = inner.parts_of(&upload.upload_id)?;
@@ -160,6 +190,9 @@ impl Store {
 
     pub async fn abort_upload(&self, upload: &UploadInfo) -> Result<()> {
         let upload = upload.clone();
+        if let Some(remote) = self.remote() {
+            return remote.call(MetaCall::AbortUpload { upload }).await;
+        }
         self.blocking(move |inner| {
             let _key_guard = inner.lock_key(&upload.bucket, &upload.key);
             inner.upload_info(&upload.bucket, &upload.key, &upload.upload_id)?;
@@ -190,7 +223,15 @@ impl Store {
             return Err(StoreError::InvalidPartOrder);
         }
         let upload = upload.clone();
-        let min_part_size = self.inner.config.min_part_size;
+        if let Some(remote) = self.remote() {
+            let call = MetaCall::CompleteUpload {
+                upload,
+                chosen,
+                conditions,
+            };
+            return remote.call(call).await;
+        }
+        let min_part_size = self.config().min_part_size;
         self.blocking(move |inner| {
             inner.commit_object(&upload.bucket, &upload.key, &conditions, |inner, batch| {
                 inner.upload_info(&upload.bucket, &upload.key, &upload.upload_id)?;
@@ -256,6 +297,20 @@ impl Store {
 }
 
 impl Inner {
+    fn commit_part(&self, upload: &UploadInfo, part: &PartInfo) -> Result<()> {
+        let _key_guard = self.lock_key(&upload.bucket, &upload.key);
+        self.upload_info(&upload.bucket, &upload.key, &upload.upload_id)?;
+        let parts = cf(&self.db, CF_PARTS)?;
+        let part_key = keys::part_key(&upload.upload_id, part.part_number);
+        let mut batch = WriteBatch::default();
+        if let Some(previous) = self.db.get_cf(parts, &part_key)? {
+            let previous: PartInfo = records::decode(&previous)?;
+            self.schedule_gc(&mut batch, &previous.extents)?;
+        }
+        batch.put_cf(parts, &part_key, records::encode(part)?);
+        self.commit(batch)
+    }
+
     pub(crate) fn upload_info(
         &self,
         bucket: &str,

@@ -38,7 +38,7 @@ impl Store {
             return Box::pin(stream::once(async move { Ok(piece) }));
         }
         let pieces = plan_pieces(info, range);
-        let pool = self.inner.pool.clone();
+        let pool = self.pool().clone();
         Box::pin(
             stream::iter(pieces)
                 .map(move |(id, offset, len)| {

@@ -20,6 +20,7 @@ use crate::error::{Result, StoreError};
 use crate::feed::{ChangeEvent, ChangeKind};
 use crate::keys::{self, CF_BUCKETS, CF_FEED, CF_GC, CF_OBJECTS, CF_USAGE};
 use crate::records::{self, BucketInfo, ExtentRef, ObjectInfo, ObjectMeta};
+use crate::remote::{MetaCall, Remote};
 use crate::usage::{self, UsageDelta};
 use crate::write::{self, StageError, StageOptions, StagedBody};
 
@@ -63,7 +64,7 @@ impl StoreConfig {
 }
 
 /// Conditions a write must meet against the object it replaces.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
 pub struct PutConditions {
     /// `If-Match`: the current ETag must be one of these (`*` matches any object).
     pub if_match: Option<Vec<String>>,
@@ -107,38 +108,83 @@ pub(crate) struct Inner {
     key_locks: Vec<Mutex<()>>,
     /// Serialises read-modify-write updates of catalog records.
     pub(crate) catalog_lock: Mutex<()>,
-    next_feed_seq: AtomicU64,
-    feed_tx: broadcast::Sender<ChangeEvent>,
-    listeners: RwLock<Vec<ChangeListener>>,
+    pub(crate) next_feed_seq: AtomicU64,
+    pub(crate) events: Arc<Events>,
 }
 
 /// Called with every change as it is committed, before the write returns.
 pub type ChangeListener = Arc<dyn Fn(&ChangeEvent) + Send + Sync>;
 
-/// The object layer. Cheap to clone; every clone shares one database and pool.
+/// Where changes go once they are durable: this process's listeners and
+/// subscribers.
+pub(crate) struct Events {
+    listeners: RwLock<Vec<ChangeListener>>,
+    feed_tx: broadcast::Sender<ChangeEvent>,
+}
+
+impl Events {
+    pub(crate) fn new() -> Arc<Events> {
+        let (feed_tx, _) = broadcast::channel(4096);
+        Arc::new(Events {
+            listeners: RwLock::new(Vec::new()),
+            feed_tx,
+        })
+    }
+
+    pub(crate) fn publish(&self, event: ChangeEvent) {
+        for listener in self.listeners.read().iter() {
+            listener(&event);
+        }
+        // No subscriber is not an error: the feed is also persisted.
+        let _ = self.feed_tx.send(event);
+    }
+}
+
+/// The object layer. Cheap to clone; every clone shares one database (or one
+/// connection to the metadata service) and pool.
 #[derive(Clone)]
 pub struct Store {
-    pub(crate) inner: Arc<Inner>,
+    pub(crate) engine: Engine,
+}
+
+/// Where the metadata lives: this process's RocksDB, or the gateway that
+/// holds it, reached through [`crate::MetaTransport`].
+#[derive(Clone)]
+pub(crate) enum Engine {
+    Local(Arc<Inner>),
+    Remote(Arc<Remote>),
 }
 
 /// A handle that does not keep the store open: for tasks that follow the
 /// store but must not outlive it.
 #[derive(Clone)]
 pub struct WeakStore {
-    inner: std::sync::Weak<Inner>,
+    engine: WeakEngine,
+}
+
+#[derive(Clone)]
+enum WeakEngine {
+    Local(std::sync::Weak<Inner>),
+    Remote(std::sync::Weak<Remote>),
 }
 
 impl WeakStore {
     pub fn upgrade(&self) -> Option<Store> {
-        self.inner.upgrade().map(|inner| Store { inner })
+        let engine = match &self.engine {
+            WeakEngine::Local(inner) => Engine::Local(inner.upgrade()?),
+            WeakEngine::Remote(remote) => Engine::Remote(remote.upgrade()?),
+        };
+        Some(Store { engine })
     }
 }
 
 impl Store {
     pub fn downgrade(&self) -> WeakStore {
-        WeakStore {
-            inner: Arc::downgrade(&self.inner),
-        }
+        let engine = match &self.engine {
+            Engine::Local(inner) => WeakEngine::Local(Arc::downgrade(inner)),
+            Engine::Remote(remote) => WeakEngine::Remote(Arc::downgrade(remote)),
+        };
+        WeakStore { engine }
     }
 
     /// Opens (creating if needed) the metadata database in `config.dir` and starts
@@ -171,9 +217,8 @@ impl Store {
                 None => 1,
             }
         };
-        let (feed_tx, _) = broadcast::channel(4096);
         let store = Store {
-            inner: Arc::new(Inner {
+            engine: Engine::Local(Arc::new(Inner {
                 db,
                 pool,
                 config,
@@ -181,16 +226,45 @@ impl Store {
                 key_locks: (0..KEY_LOCK_STRIPES).map(|_| Mutex::new(())).collect(),
                 catalog_lock: Mutex::new(()),
                 next_feed_seq: AtomicU64::new(next_feed_seq),
-                feed_tx,
-                listeners: RwLock::new(Vec::new()),
-            }),
+                events: Events::new(),
+            })),
         };
         store.spawn_background_tasks();
         Ok(store)
     }
 
     pub fn config(&self) -> &StoreConfig {
-        &self.inner.config
+        match &self.engine {
+            Engine::Local(inner) => &inner.config,
+            Engine::Remote(remote) => &remote.config,
+        }
+    }
+
+    pub(crate) fn pool(&self) -> &Arc<dyn Pool> {
+        match &self.engine {
+            Engine::Local(inner) => &inner.pool,
+            Engine::Remote(remote) => &remote.pool,
+        }
+    }
+
+    fn events(&self) -> &Events {
+        match &self.engine {
+            Engine::Local(inner) => &inner.events,
+            Engine::Remote(remote) => &remote.events,
+        }
+    }
+
+    /// Whether the metadata lives in another process ([`Store::connect`]).
+    pub fn is_remote(&self) -> bool {
+        self.remote().is_some()
+    }
+
+    /// The metadata service this store is a client of, if it is one.
+    pub(crate) fn remote(&self) -> Option<&Arc<Remote>> {
+        match &self.engine {
+            Engine::Local(_) => None,
+            Engine::Remote(remote) => Some(remote),
+        }
     }
 
     /// Calls `listener` with every change, synchronously, after its batch is
@@ -198,17 +272,27 @@ impl Store {
     /// state that must never lag a write this process acknowledged (the
     /// edge cache). It must be quick and must not call the store.
     pub fn on_change(&self, listener: ChangeListener) {
-        self.inner.listeners.write().push(listener);
+        self.events().listeners.write().push(listener);
     }
 
     /// Follows the change feed from now on. A follower that lags by more than the
     /// channel's capacity sees `Lagged` and re-reads with [`Store::feed_since`].
     pub fn subscribe(&self) -> broadcast::Receiver<ChangeEvent> {
-        self.inner.feed_tx.subscribe()
+        self.events().feed_tx.subscribe()
     }
 
     /// Up to `limit` retained events with a sequence number above `after`.
     pub async fn feed_since(&self, after: u64, limit: usize) -> Result<Vec<ChangeEvent>> {
+        if let Some(remote) = self.remote() {
+            let wait_ms = 0;
+            return remote
+                .call(MetaCall::FeedWait {
+                    after,
+                    limit,
+                    wait_ms,
+                })
+                .await;
+        }
         self.blocking(move |inner| {
             let feed = cf(&inner.db, CF_FEED)?;
             let start = (after + 1).to_be_bytes();
@@ -248,6 +332,16 @@ impl Store {
         attrs: std::collections::BTreeMap<String, String>,
     ) -> Result<BucketInfo> {
         validate_bucket_name(name)?;
+        if let Some(remote) = self.remote() {
+            return remote
+                .call(MetaCall::CreateBucket {
+                    account: account.to_owned(),
+                    name: name.to_owned(),
+                    region: region.to_owned(),
+                    attrs,
+                })
+                .await;
+        }
         let info = BucketInfo {
             name: name.to_owned(),
             account: account.to_owned(),
@@ -284,10 +378,16 @@ impl Store {
 
     /// Changes a bucket's settings with `change`, durably, and announces it
     /// (`ChangeKind::BucketUpdated`): ACL changes must reach every edge.
-    pub async fn update_bucket<F>(&self, name: &str, change: F) -> Result<BucketInfo>
+    ///
+    /// `change` may run more than once (a store over another gateway's
+    /// decides again when another writer came first).
+    pub async fn update_bucket<F>(&self, name: &str, mut change: F) -> Result<BucketInfo>
     where
-        F: FnOnce(&mut BucketInfo) -> Result<()> + Send + 'static,
+        F: FnMut(&mut BucketInfo) -> Result<()> + Send + 'static,
     {
+        if let Some(remote) = self.remote() {
+            return self.remote_update_bucket(remote, name, change).await;
+        }
         let name = name.to_owned();
         self.blocking(move |inner| {
             let _exclusive = inner.bucket_lock.write();
@@ -315,12 +415,18 @@ impl Store {
 
     pub async fn bucket(&self, name: &str) -> Result<BucketInfo> {
         let name = name.to_owned();
+        if let Some(remote) = self.remote() {
+            return remote.call(MetaCall::Bucket { name }).await;
+        }
         self.blocking(move |inner| inner.bucket_info(&name)).await
     }
 
     /// Every bucket `account` owns, by name.
     pub async fn list_buckets(&self, account: &str) -> Result<Vec<BucketInfo>> {
         let account = account.to_owned();
+        if let Some(remote) = self.remote() {
+            return remote.call(MetaCall::ListBuckets { account }).await;
+        }
         self.blocking(move |inner| {
             let buckets = cf(&inner.db, CF_BUCKETS)?;
             let mut out = Vec::new();
@@ -339,6 +445,9 @@ impl Store {
     /// Deletes an empty bucket; its unfinished multipart uploads go with it.
     pub async fn delete_bucket(&self, name: &str) -> Result<()> {
         let name = name.to_owned();
+        if let Some(remote) = self.remote() {
+            return remote.call(MetaCall::DeleteBucket { name }).await;
+        }
         self.blocking(move |inner| {
             let _exclusive = inner.bucket_lock.write();
             inner.bucket_info(&name)?;
@@ -380,13 +489,7 @@ impl Store {
     where
         S: Stream<Item = std::result::Result<Bytes, E>>,
     {
-        write::stage(
-            self.inner.pool.clone(),
-            body,
-            options,
-            self.inner.config.inline_max,
-        )
-        .await
+        write::stage(self.pool().clone(), body, options, self.config().inline_max).await
     }
 
     /// Makes a staged body the current version of `bucket/key`, atomically and
@@ -417,6 +520,10 @@ impl Store {
             extents: staged.extents.clone(),
             inline,
         };
+        if let Some(remote) = self.remote() {
+            let call = MetaCall::PutObject { info, conditions };
+            return hand_over(staged, remote.clone(), call).await;
+        }
         self.blocking(move |inner| {
             let (bucket, key) = (info.bucket.clone(), info.key.clone());
             let info = inner.commit_object(&bucket, &key, &conditions, |_, _| Ok(info))?;
@@ -427,8 +534,25 @@ impl Store {
         .await
     }
 
+    /// The commit of [`Store::put_object`], for the metadata service.
+    pub(crate) async fn commit_put(
+        &self,
+        info: ObjectInfo,
+        conditions: PutConditions,
+    ) -> Result<ObjectInfo> {
+        validate_key(&info.key)?;
+        self.blocking(move |inner| {
+            let (bucket, key) = (info.bucket.clone(), info.key.clone());
+            inner.commit_object(&bucket, &key, &conditions, |_, _| Ok(info))
+        })
+        .await
+    }
+
     pub async fn head_object(&self, bucket: &str, key: &str) -> Result<ObjectInfo> {
         let (bucket, key) = (bucket.to_owned(), key.to_owned());
+        if let Some(remote) = self.remote() {
+            return remote.call(MetaCall::HeadObject { bucket, key }).await;
+        }
         self.blocking(move |inner| {
             inner.bucket_info(&bucket)?;
             inner
@@ -443,6 +567,9 @@ impl Store {
     /// error (S3 and Swift both treat deletes as idempotent at this layer).
     pub async fn delete_object(&self, bucket: &str, key: &str) -> Result<Option<ObjectInfo>> {
         let (bucket, key) = (bucket.to_owned(), key.to_owned());
+        if let Some(remote) = self.remote() {
+            return remote.call(MetaCall::DeleteObject { bucket, key }).await;
+        }
         self.blocking(move |inner| {
             let _shared = inner.bucket_lock.read();
             inner.bucket_info(&bucket)?;
@@ -484,6 +611,15 @@ impl Store {
         validate_key(to_key)?;
         let (bucket, key) = (bucket.to_owned(), key.to_owned());
         let (to_bucket, to_key) = (to_bucket.to_owned(), to_key.to_owned());
+        if let Some(remote) = self.remote() {
+            let call = MetaCall::RenameObject {
+                bucket,
+                key,
+                to_bucket,
+                to_key,
+            };
+            return remote.call(call).await;
+        }
         self.blocking(move |inner| {
             let _shared = inner.bucket_lock.read();
             inner.bucket_info(&bucket)?;
@@ -550,6 +686,15 @@ impl Store {
         etag: Option<String>,
     ) -> Result<ObjectInfo> {
         let (bucket, key) = (bucket.to_owned(), key.to_owned());
+        if let Some(remote) = self.remote() {
+            let call = MetaCall::ReplaceObjectMeta {
+                bucket,
+                key,
+                meta,
+                etag,
+            };
+            return remote.call(call).await;
+        }
         self.blocking(move |inner| {
             let _shared = inner.bucket_lock.read();
             inner.bucket_info(&bucket)?;
@@ -590,7 +735,12 @@ impl Store {
         T: Send + 'static,
         F: FnOnce(&Inner) -> Result<T> + Send + 'static,
     {
-        let inner = self.inner.clone();
+        let Engine::Local(inner) = &self.engine else {
+            return Err(StoreError::Internal(
+                "local metadata work asked of a remote store".into(),
+            ));
+        };
+        let inner = inner.clone();
         tokio::task::spawn_blocking(move || work(&inner))
             .await
             .map_err(|err| StoreError::Internal(format!("metadata task failed: {err}")))?
@@ -600,7 +750,10 @@ impl Store {
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             return;
         };
-        let weak = Arc::downgrade(&self.inner);
+        let Engine::Local(inner) = &self.engine else {
+            return;
+        };
+        let weak = Arc::downgrade(inner);
         runtime.spawn(async move {
             let mut ticker = tokio::time::interval(Duration::from_secs(5));
             ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -608,8 +761,10 @@ impl Store {
             loop {
                 ticker.tick().await;
                 let Some(inner) = weak.upgrade() else { return };
-                let store = Store { inner };
-                if let Some(orphan_age) = store.inner.config.orphan_age
+                let store = Store {
+                    engine: Engine::Local(inner),
+                };
+                if let Some(orphan_age) = store.config().orphan_age
                     && last_sweep.is_none_or(|at| at.elapsed() > ORPHAN_SWEEP_INTERVAL)
                 {
                     last_sweep = Some(std::time::Instant::now());
@@ -665,7 +820,7 @@ impl Store {
             .await?;
         let mut done = Vec::with_capacity(due.len());
         for (key, id) in due {
-            match self.inner.pool.delete_extent(id).await {
+            match self.pool().delete_extent(id).await {
                 Ok(()) => done.push(key),
                 Err(err) => tracing::warn!(extent = %id, error = %err, "could not delete extent"),
             }
@@ -693,7 +848,7 @@ impl Store {
     pub async fn sweep_orphans(&self, older_than: std::time::SystemTime) -> Result<usize> {
         // List before collecting references: an extent committed in between is
         // then seen as referenced, never swept.
-        let candidates = self.inner.pool.list_extents(older_than).await?;
+        let candidates = self.pool().list_extents(older_than).await?;
         if candidates.is_empty() {
             return Ok(0);
         }
@@ -703,7 +858,7 @@ impl Store {
             if referenced.contains(&id) {
                 continue;
             }
-            self.inner.pool.delete_extent(id).await?;
+            self.pool().delete_extent(id).await?;
             n_swept += 1;
         }
         Ok(n_swept)
@@ -895,12 +1050,36 @@ impl Inner {
     }
 
     pub(crate) fn publish(&self, event: ChangeEvent) {
-        for listener in self.listeners.read().iter() {
-            listener(&event);
-        }
-        // No subscriber is not an error: the feed is also persisted.
-        let _ = self.feed_tx.send(event);
+        self.events.publish(event);
     }
+}
+
+/// Commits a staged body through the metadata service. The call runs in its
+/// own task, so a caller that goes away cannot leave the extents of a
+/// committed object deleted; an unanswered call keeps them (a leak, never a
+/// broken object).
+pub(crate) async fn hand_over<T>(
+    staged: StagedBody,
+    remote: Arc<Remote>,
+    call: MetaCall,
+) -> Result<T>
+where
+    T: serde::de::DeserializeOwned + Send + 'static,
+{
+    let commit = tokio::spawn(async move {
+        let outcome = remote.call(call).await;
+        let committed_or_unknown = match &outcome {
+            Ok(_) | Err(StoreError::Unavailable(_)) => true,
+            Err(_) => false,
+        };
+        if committed_or_unknown {
+            drop(staged.take_extents());
+        }
+        outcome
+    });
+    commit
+        .await
+        .map_err(|err| StoreError::Internal(format!("metadata commit task failed: {err}")))?
 }
 
 pub(crate) fn cf<'a>(db: &'a DB, name: &str) -> Result<&'a rocksdb::ColumnFamily> {

@@ -10,10 +10,11 @@ use rocksdb::{DB, IteratorMode, MergeOperands, WriteBatch};
 use crate::error::{Result, StoreError};
 use crate::keys::{CF_OBJECTS, CF_USAGE};
 use crate::records::{self, BucketInfo, ObjectInfo};
+use crate::remote::MetaCall;
 use crate::store::{Inner, Store, cf};
 
 /// What a bucket holds.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct BucketUsage {
     pub objects: u64,
     pub bytes: u64,
@@ -145,6 +146,9 @@ impl Store {
     /// Objects and bytes in `bucket`.
     pub async fn bucket_usage(&self, bucket: &str) -> Result<BucketUsage> {
         let bucket = bucket.to_owned();
+        if let Some(remote) = self.remote() {
+            return remote.call(MetaCall::BucketUsage { bucket }).await;
+        }
         self.blocking(move |inner| {
             inner.bucket_info(&bucket)?;
             inner.usage_of(&bucket)
@@ -154,6 +158,10 @@ impl Store {
 
     /// Every bucket of `account` with its usage, by name.
     pub async fn account_usage(&self, account: &str) -> Result<Vec<(BucketInfo, BucketUsage)>> {
+        if let Some(remote) = self.remote() {
+            let account = account.to_owned();
+            return remote.call(MetaCall::AccountUsage { account }).await;
+        }
         let buckets = self.list_buckets(account).await?;
         self.blocking(move |inner| {
             buckets

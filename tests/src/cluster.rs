@@ -217,6 +217,23 @@ impl Cluster {
         )
     }
 
+    /// A second gateway over this cluster that takes its metadata from
+    /// `service` (`--metadata`), a gateway started with [`Cluster::gateway`].
+    pub fn gateway_over(&self, service: &Server) -> Result<Server> {
+        let address = format!("127.0.0.1:{}", service.port());
+        Server::start_with_config_and_args(
+            "",
+            &[
+                "--ring",
+                &self.ring(),
+                "--cluster-secret-file",
+                &self.secret(),
+                "--metadata",
+                &address,
+            ],
+        )
+    }
+
     /// Runs `strata ARGS` with the cluster's files at hand.
     pub fn strata(&self, args: &[&str]) -> Result<ToolOutput> {
         let mut command = Command::new(strata_binary()?);

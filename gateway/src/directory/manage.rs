@@ -139,7 +139,7 @@ impl Directory {
             .catalog_update(NS_ACCOUNTS, name, move |current| {
                 Ok(match current {
                     Some(_) => (CatalogWrite::Keep, false),
-                    None => (CatalogWrite::Put(encoded), true),
+                    None => (CatalogWrite::Put(encoded.clone()), true),
                 })
             })
             .await?;
@@ -169,10 +169,10 @@ impl Directory {
     pub async fn update_account_meta<F>(
         &self,
         name: &str,
-        change: F,
+        mut change: F,
     ) -> Result<AccountRecord, DirectoryError>
     where
-        F: FnOnce(&mut BTreeMap<String, String>) -> Result<(), String> + Send + 'static,
+        F: FnMut(&mut BTreeMap<String, String>) -> Result<(), String> + Send + 'static,
     {
         let outcome = self
             .store
@@ -185,7 +185,7 @@ impl Directory {
                     return Ok((CatalogWrite::Keep, Err(Some(why))));
                 }
                 let encoded = serde_json::to_vec(&record).map_err(corrupt)?;
-                Ok((CatalogWrite::Put(encoded), Ok(record)))
+                Ok((CatalogWrite::Put(encoded.clone()), Ok(record)))
             })
             .await?;
         self.apply(NS_ACCOUNTS, name).await;
@@ -226,7 +226,7 @@ impl Directory {
             .catalog_update(NS_USERS, &id, move |current| {
                 Ok(match current {
                     Some(_) => (CatalogWrite::Keep, false),
-                    None => (CatalogWrite::Put(encoded), true),
+                    None => (CatalogWrite::Put(encoded.clone()), true),
                 })
             })
             .await?;
@@ -258,8 +258,8 @@ impl Directory {
             secret_key: keys.secret_key.clone(),
         };
         self.change_user(account, user, move |record| {
-            record.swift_key_hash = swift_key_hash;
-            record.s3_keys = vec![s3_key];
+            record.swift_key_hash.clone_from(&swift_key_hash);
+            record.s3_keys = vec![s3_key.clone()];
             record.token_generation = record.token_generation.wrapping_add(1);
         })
         .await?;
@@ -323,7 +323,7 @@ impl Directory {
                         })
                         .collect();
                     let encoded = serde_json::to_vec(&stored).map_err(corrupt)?;
-                    Ok((CatalogWrite::Put(encoded), id))
+                    Ok((CatalogWrite::Put(encoded.clone()), id))
                 })
                 .await?;
         self.apply(NS_CLUSTER, KEYRING_KEY).await;
@@ -334,10 +334,10 @@ impl Directory {
         &self,
         account: &str,
         user: &str,
-        change: F,
+        mut change: F,
     ) -> Result<(), DirectoryError>
     where
-        F: FnOnce(&mut UserRecord) + Send + 'static,
+        F: FnMut(&mut UserRecord) + Send + 'static,
     {
         let id = user_id(account, user);
         let found = self
@@ -349,7 +349,7 @@ impl Directory {
                 let mut record: UserRecord = serde_json::from_slice(current).map_err(corrupt)?;
                 change(&mut record);
                 let encoded = serde_json::to_vec(&record).map_err(corrupt)?;
-                Ok((CatalogWrite::Put(encoded), true))
+                Ok((CatalogWrite::Put(encoded.clone()), true))
             })
             .await?;
         if !found {

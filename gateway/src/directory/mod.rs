@@ -158,7 +158,10 @@ impl Directory {
     /// Loads the catalog, follows its changes, and makes sure `root.account`
     /// exists with the reseller-admin user `root.user`, whose Swift key is the
     /// root S3 secret and whose only S3 key pair is `root`'s.
-    pub async fn open(store: Store, root: &Credential) -> anyhow::Result<Directory> {
+    /// Loads the directory and follows its changes. With `root`, makes sure
+    /// the root account and user exist with those keys (the gateway that
+    /// holds the metadata); without, takes them as they are.
+    pub async fn open(store: Store, root: Option<&Credential>) -> anyhow::Result<Directory> {
         let directory = Directory {
             store: store.clone(),
             view: Arc::new(RwLock::new(View::default())),
@@ -166,7 +169,9 @@ impl Directory {
         // Subscribe before loading, so no change falls between the two.
         let changes = store.subscribe();
         directory.reload().await?;
-        directory.ensure_root(root).await?;
+        if let Some(root) = root {
+            directory.ensure_root(root).await?;
+        }
         directory.ensure_keyring().await?;
         directory.reload().await?;
         directory.follow(changes);
@@ -305,7 +310,7 @@ impl Directory {
             .catalog_update(NS_ACCOUNTS, &root.account, move |current| {
                 let write = match current {
                     Some(_) => CatalogWrite::Keep,
-                    None => CatalogWrite::Put(encoded),
+                    None => CatalogWrite::Put(encoded.clone()),
                 };
                 Ok((write, ()))
             })
@@ -345,7 +350,7 @@ impl Directory {
                             .map_or_else(now_ms, |user| user.created_ms),
                     };
                     let encoded = serde_json::to_vec(&record).map_err(corrupt)?;
-                    Ok((CatalogWrite::Put(encoded), ()))
+                    Ok((CatalogWrite::Put(encoded.clone()), ()))
                 },
             )
             .await?;
@@ -366,7 +371,7 @@ impl Directory {
                     retires_at: None,
                 }];
                 let encoded = serde_json::to_vec(&keys).map_err(corrupt)?;
-                Ok((CatalogWrite::Put(encoded), ()))
+                Ok((CatalogWrite::Put(encoded.clone()), ()))
             })
             .await
             .context("creating the token signing key")
@@ -524,7 +529,7 @@ mod tests {
             })
             .unwrap();
             if let Ok(store) = Store::open(StoreConfig::new(dir.join("meta")), Arc::new(pool)) {
-                let directory = Directory::open(store.clone(), root).await.unwrap();
+                let directory = Directory::open(store.clone(), Some(root)).await.unwrap();
                 return (store, directory);
             }
             tokio::time::sleep(std::time::Duration::from_millis(20)).await;

@@ -153,7 +153,9 @@ fn ftp_error(err: StoreError) -> storage::Error {
         | StoreError::InvalidPartOrder
         | StoreError::PartTooSmall { .. }
         | StoreError::InvalidArgument(_) => ErrorKind::PermanentFileNotAvailable,
-        StoreError::Corrupt(_)
+        StoreError::Conflict => ErrorKind::TransientFileNotAvailable,
+        StoreError::Unavailable(_)
+        | StoreError::Corrupt(_)
         | StoreError::Pool(_)
         | StoreError::Db(_)
         | StoreError::Internal(_) => {

@@ -228,7 +228,7 @@ impl S3Door {
             .update_bucket(&request.bucket, move |bucket| {
                 bucket
                     .attrs
-                    .insert(crate::cors::ATTR_S3_CORS.to_owned(), encoded);
+                    .insert(crate::cors::ATTR_S3_CORS.to_owned(), encoded.clone());
                 Ok(())
             })
             .await?;
@@ -315,7 +315,9 @@ impl S3Door {
             .map_err(|why| S3Error::new("MalformedPolicy", StatusCode::BAD_REQUEST, why))?;
         self.store
             .update_bucket(&request.bucket, move |bucket| {
-                bucket.attrs.insert(public::ATTR_S3_POLICY.to_owned(), text);
+                bucket
+                    .attrs
+                    .insert(public::ATTR_S3_POLICY.to_owned(), text.clone());
                 Ok(())
             })
             .await?;

@@ -161,6 +161,19 @@ impl From<StoreError> for S3Error {
                 "At least one of the pre-conditions you specified did not hold",
             ),
             StoreError::InvalidArgument(message) => S3Error::invalid_argument(message),
+            StoreError::Conflict => S3Error::new(
+                "OperationAborted",
+                S::CONFLICT,
+                "A conflicting conditional operation is currently in progress against this resource. Try again.",
+            ),
+            err @ StoreError::Unavailable(_) => {
+                tracing::error!(error = %err, "metadata service unavailable");
+                S3Error::new(
+                    "ServiceUnavailable",
+                    S::SERVICE_UNAVAILABLE,
+                    "Please reduce your request rate.",
+                )
+            }
             err @ (StoreError::Corrupt(_)
             | StoreError::Pool(_)
             | StoreError::Db(_)

@@ -34,7 +34,9 @@ impl S3Door {
         let encoded = serde_json::to_string(&config).map_err(|_| S3Error::internal())?;
         self.store
             .update_bucket(&request.bucket, move |bucket| {
-                bucket.attrs.insert(ATTR_S3_WEBSITE.to_owned(), encoded);
+                bucket
+                    .attrs
+                    .insert(ATTR_S3_WEBSITE.to_owned(), encoded.clone());
                 Ok(())
             })
             .await?;

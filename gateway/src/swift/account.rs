@@ -76,7 +76,7 @@ impl SwiftDoor {
         let changes = meta_changes(&request.headers, MetaKind::Account)?;
         self.directory
             .update_account_meta(&request.account, move |meta| {
-                apply_changes(meta, changes).map_err(|err| err.text.into_owned())
+                apply_changes(meta, changes.clone()).map_err(|err| err.text.into_owned())
             })
             .await?;
         Ok(empty_response(StatusCode::NO_CONTENT))

@@ -73,6 +73,13 @@ impl SwiftError {
         Self::new(StatusCode::UNPROCESSABLE_ENTITY, text)
     }
 
+    pub fn unavailable() -> Self {
+        Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "Service Unavailable: the storage behind this proxy did not answer; try again.",
+        )
+    }
+
     pub fn internal() -> Self {
         Self::new(
             StatusCode::INTERNAL_SERVER_ERROR,
@@ -106,6 +113,16 @@ impl From<StoreError> for SwiftError {
                 SwiftError::precondition_failed("Precondition Failed")
             }
             StoreError::InvalidArgument(why) => SwiftError::bad_request(why),
+            StoreError::Conflict => {
+                SwiftError::conflict("The record changed concurrently; try again")
+            }
+            StoreError::Unavailable(_)
+            | StoreError::Pool(
+                strata_pool::PoolError::Unavailable(_) | strata_pool::PoolError::Poisoned,
+            ) => {
+                tracing::error!(error = %err, "swift request failed: storage unavailable");
+                SwiftError::unavailable()
+            }
             StoreError::InvalidPart(..)
             | StoreError::InvalidPartOrder
             | StoreError::PartTooSmall { .. } => SwiftError::bad_request(err.to_string()),

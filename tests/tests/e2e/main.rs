@@ -14,7 +14,9 @@
 //! with s3fs-fuse and `rclone mount`, driven with cp, mv, rm and diff),
 //! `s3_website` (S3 website configuration with the aws CLI, its index and
 //! error documents with curl), `cluster` (storage nodes on loopback behind a
-//! gateway: node loss during uploads, repair, corruption, rebalancing).
+//! gateway: node loss during uploads, repair, corruption, rebalancing),
+//! `gateways` (two gateways over one cluster, the second taking its metadata
+//! from the first).
 
 mod aws_s3;
 mod aws_s3api;
@@ -24,6 +26,7 @@ mod crash;
 mod edge;
 mod ftp;
 mod fuse_mounts;
+mod gateways;
 mod multipart;
 mod raw_http;
 mod rclone;

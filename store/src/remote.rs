@@ -1,0 +1,654 @@
+//! Several gateways over one store: one gateway holds the metadata in its
+//! RocksDB (the metadata service) and answers [`Store::serve_meta`]; the others
+//! open their store with [`Store::connect`] and send it every metadata
+//! operation, while bodies go straight between each gateway and the pool.
+//!
+//! A call is one JSON request and one JSON answer. The answer carries the
+//! change-feed events committed while the call ran (the caller's own among
+//! them), which the caller publishes to its listeners before the call returns:
+//! a gateway never serves its edge's old copy after its own write returned.
+//! Changes made through other gateways arrive by a long poll of the feed
+//! ([`MetaCall::FeedWait`]). Operations that read, decide and write (bucket
+//! settings, catalog records) run optimistically on the caller: the service
+//! applies the new value only if the record is still the one the decision
+//! was made on, and the caller decides again otherwise.
+//!
+//! How the bytes travel (HTTP, signatures) is the transport's business: this
+//! crate knows no HTTP.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use strata_pool::Pool;
+
+use crate::catalog::CatalogWrite;
+use crate::checksum::ChecksumAlgorithm;
+use crate::error::{Result, StoreError};
+use crate::feed::ChangeEvent;
+use crate::list::{ListQuery, UploadListQuery};
+use crate::multipart::{CompletedPart, PartInfo, UploadInfo};
+use crate::records::{BucketInfo, ObjectInfo, ObjectMeta};
+use crate::store::{Engine, Events, PutConditions, Store, StoreConfig};
+
+/// Carries a metadata call to the metadata service and brings back its
+/// answer; `Err` when the outcome is unknown (no answer).
+#[async_trait]
+pub trait MetaTransport: Send + Sync + 'static {
+    async fn call(&self, request: Bytes, timeout: Duration) -> std::result::Result<Bytes, String>;
+}
+
+/// How long a call may take, fsyncs on a busy service included.
+const CALL_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long one long poll of the feed waits for a change.
+const FEED_WAIT: Duration = Duration::from_secs(10);
+/// Events fetched per poll.
+const FEED_BATCH: usize = 1000;
+/// Decisions retried when another gateway changed the same record first.
+const SWAP_ATTEMPTS: usize = 16;
+
+pub(crate) struct Remote {
+    pub(crate) pool: Arc<dyn Pool>,
+    pub(crate) config: StoreConfig,
+    pub(crate) events: Arc<Events>,
+    transport: Arc<dyn MetaTransport>,
+}
+
+/// One metadata operation, as sent to the service.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub(crate) enum MetaCall {
+    FeedHead,
+    FeedWait {
+        after: u64,
+        limit: usize,
+        wait_ms: u64,
+    },
+    CreateBucket {
+        account: String,
+        name: String,
+        region: String,
+        attrs: BTreeMap<String, String>,
+    },
+    SwapBucket {
+        expected: BucketInfo,
+        new: BucketInfo,
+    },
+    Bucket {
+        name: String,
+    },
+    ListBuckets {
+        account: String,
+    },
+    DeleteBucket {
+        name: String,
+    },
+    PutObject {
+        info: ObjectInfo,
+        conditions: PutConditions,
+    },
+    HeadObject {
+        bucket: String,
+        key: String,
+    },
+    DeleteObject {
+        bucket: String,
+        key: String,
+    },
+    RenameObject {
+        bucket: String,
+        key: String,
+        to_bucket: String,
+        to_key: String,
+    },
+    ReplaceObjectMeta {
+        bucket: String,
+        key: String,
+        meta: ObjectMeta,
+        etag: Option<String>,
+    },
+    CatalogGet {
+        namespace: String,
+        key: String,
+    },
+    CatalogList {
+        namespace: String,
+    },
+    CatalogSwap {
+        namespace: String,
+        key: String,
+        #[serde(with = "opt_base64")]
+        expected: Option<Vec<u8>>,
+        write: CatalogWrite,
+    },
+    ListObjects {
+        bucket: String,
+        query: ListQuery,
+    },
+    ListUploads {
+        bucket: String,
+        query: UploadListQuery,
+    },
+    CreateUpload {
+        bucket: String,
+        key: String,
+        meta: ObjectMeta,
+        checksum_algorithm: Option<ChecksumAlgorithm>,
+    },
+    Upload {
+        bucket: String,
+        key: String,
+        upload_id: String,
+    },
+    PutPart {
+        upload: UploadInfo,
+        part: PartInfo,
+    },
+    ListParts {
+        upload: UploadInfo,
+        after: u32,
+        max_parts: usize,
+    },
+    AbortUpload {
+        upload: UploadInfo,
+    },
+    CompleteUpload {
+        upload: UploadInfo,
+        chosen: Vec<CompletedPart>,
+        conditions: PutConditions,
+    },
+    BucketUsage {
+        bucket: String,
+    },
+    AccountUsage {
+        account: String,
+    },
+}
+
+/// The service's answer: the outcome, and the events committed meanwhile.
+#[derive(Serialize, Deserialize)]
+struct Answer<T> {
+    outcome: std::result::Result<T, WireError>,
+    #[serde(default)]
+    events: Vec<ChangeEvent>,
+}
+
+/// A [`StoreError`] as it travels; failures of the service's own machinery
+/// (database, pool) arrive as `Internal` or `Unavailable` with their text.
+#[derive(Debug, Serialize, Deserialize)]
+enum WireError {
+    NoSuchBucket,
+    NoSuchKey,
+    NoSuchUpload,
+    BucketAlreadyExists,
+    BucketAlreadyOwnedByYou,
+    BucketNotEmpty,
+    InvalidBucketName(String),
+    InvalidKey(String),
+    TooLarge(u64),
+    InvalidPart(u32, String),
+    InvalidPartOrder,
+    PartTooSmall { part_number: u32, size: u64 },
+    PreconditionFailed,
+    InvalidArgument(String),
+    Conflict,
+    Unavailable(String),
+    Internal(String),
+}
+
+impl From<StoreError> for WireError {
+    fn from(err: StoreError) -> Self {
+        match err {
+            StoreError::NoSuchBucket => WireError::NoSuchBucket,
+            StoreError::NoSuchKey => WireError::NoSuchKey,
+            StoreError::NoSuchUpload => WireError::NoSuchUpload,
+            StoreError::BucketAlreadyExists => WireError::BucketAlreadyExists,
+            StoreError::BucketAlreadyOwnedByYou => WireError::BucketAlreadyOwnedByYou,
+            StoreError::BucketNotEmpty => WireError::BucketNotEmpty,
+            StoreError::InvalidBucketName(name) => WireError::InvalidBucketName(name),
+            StoreError::InvalidKey(why) => WireError::InvalidKey(why),
+            StoreError::TooLarge(limit) => WireError::TooLarge(limit),
+            StoreError::InvalidPart(number, why) => WireError::InvalidPart(number, why),
+            StoreError::InvalidPartOrder => WireError::InvalidPartOrder,
+            StoreError::PartTooSmall { part_number, size } => {
+                WireError::PartTooSmall { part_number, size }
+            }
+            StoreError::PreconditionFailed => WireError::PreconditionFailed,
+            StoreError::InvalidArgument(why) => WireError::InvalidArgument(why),
+            StoreError::Conflict => WireError::Conflict,
+            err @ (StoreError::Unavailable(_)
+            | StoreError::Pool(
+                strata_pool::PoolError::Unavailable(_) | strata_pool::PoolError::Poisoned,
+            )) => WireError::Unavailable(err.to_string()),
+            err @ (StoreError::Corrupt(_)
+            | StoreError::Pool(_)
+            | StoreError::Db(_)
+            | StoreError::Internal(_)) => WireError::Internal(err.to_string()),
+        }
+    }
+}
+
+impl From<WireError> for StoreError {
+    fn from(err: WireError) -> Self {
+        match err {
+            WireError::NoSuchBucket => StoreError::NoSuchBucket,
+            WireError::NoSuchKey => StoreError::NoSuchKey,
+            WireError::NoSuchUpload => StoreError::NoSuchUpload,
+            WireError::BucketAlreadyExists => StoreError::BucketAlreadyExists,
+            WireError::BucketAlreadyOwnedByYou => StoreError::BucketAlreadyOwnedByYou,
+            WireError::BucketNotEmpty => StoreError::BucketNotEmpty,
+            WireError::InvalidBucketName(name) => StoreError::InvalidBucketName(name),
+            WireError::InvalidKey(why) => StoreError::InvalidKey(why),
+            WireError::TooLarge(limit) => StoreError::TooLarge(limit),
+            WireError::InvalidPart(number, why) => StoreError::InvalidPart(number, why),
+            WireError::InvalidPartOrder => StoreError::InvalidPartOrder,
+            WireError::PartTooSmall { part_number, size } => {
+                StoreError::PartTooSmall { part_number, size }
+            }
+            WireError::PreconditionFailed => StoreError::PreconditionFailed,
+            WireError::InvalidArgument(why) => StoreError::InvalidArgument(why),
+            WireError::Conflict => StoreError::Conflict,
+            WireError::Unavailable(why) => StoreError::Unavailable(why),
+            WireError::Internal(why) => StoreError::Internal(format!("metadata service: {why}")),
+        }
+    }
+}
+
+impl Remote {
+    /// Sends `call` and publishes the events its answer carries.
+    pub(crate) async fn call<T: DeserializeOwned>(&self, call: MetaCall) -> Result<T> {
+        self.call_within(call, CALL_TIMEOUT).await
+    }
+
+    async fn call_within<T: DeserializeOwned>(
+        &self,
+        call: MetaCall,
+        timeout: Duration,
+    ) -> Result<T> {
+        let request = serde_json::to_vec(&call)
+            .map_err(|err| StoreError::Internal(format!("encoding a metadata call: {err}")))?;
+        let reply = self
+            .transport
+            .call(Bytes::from(request), timeout)
+            .await
+            .map_err(|why| StoreError::Unavailable(format!("metadata service: {why}")))?;
+        let answer: Answer<T> = serde_json::from_slice(&reply)
+            .map_err(|err| StoreError::Internal(format!("undecodable metadata answer: {err}")))?;
+        for event in answer.events {
+            self.events.publish(event);
+        }
+        answer.outcome.map_err(StoreError::from)
+    }
+}
+
+impl Store {
+    /// A store whose metadata lives in another gateway's store, reached through
+    /// `transport`; bodies are staged into and read from `pool`, which must be
+    /// the same pool the service uses. Waits (up to a minute) for the service
+    /// to answer, then follows its change feed from the current position.
+    pub async fn connect(
+        config: StoreConfig,
+        pool: Arc<dyn Pool>,
+        transport: Arc<dyn MetaTransport>,
+    ) -> Result<Store> {
+        let remote = Arc::new(Remote {
+            pool,
+            config,
+            events: Events::new(),
+            transport,
+        });
+        let mut attempts = 0;
+        let head: u64 = loop {
+            match remote.call(MetaCall::FeedHead).await {
+                Ok(head) => break head,
+                Err(err @ StoreError::Unavailable(_)) if attempts < 240 => {
+                    if attempts % 20 == 0 {
+                        tracing::warn!(error = %err, "waiting for the metadata service");
+                    }
+                    attempts += 1;
+                    tokio::time::sleep(Duration::from_millis(250)).await;
+                }
+                Err(err) => return Err(err),
+            }
+        };
+        tokio::spawn(follow_feed(Arc::downgrade(&remote), head));
+        Ok(Store {
+            engine: Engine::Remote(remote),
+        })
+    }
+
+    /// Answers one metadata call from another gateway (the request body of
+    /// the service's endpoint) with the answer's bytes. Never fails: errors
+    /// travel inside the answer.
+    pub async fn serve_meta(&self, request: &[u8]) -> Vec<u8> {
+        let Engine::Local(inner) = &self.engine else {
+            return encode_answer(
+                Err(StoreError::Internal(
+                    "this gateway is not the metadata service".into(),
+                )),
+                Vec::new(),
+            );
+        };
+        let call: MetaCall = match serde_json::from_slice(request) {
+            Ok(call) => call,
+            Err(err) => {
+                return encode_answer(
+                    Err(StoreError::InvalidArgument(format!(
+                        "undecodable metadata call: {err}"
+                    ))),
+                    Vec::new(),
+                );
+            }
+        };
+        let first_seq = inner
+            .next_feed_seq
+            .load(std::sync::atomic::Ordering::SeqCst);
+        let outcome = self.run_call(call).await;
+        let next_seq = inner
+            .next_feed_seq
+            .load(std::sync::atomic::Ordering::SeqCst);
+        // Events of concurrent calls may be among these; purging for them
+        // twice is harmless, missing the caller's own is not.
+        let events = if next_seq > first_seq {
+            self.feed_since(first_seq - 1, (next_seq - first_seq) as usize)
+                .await
+                .unwrap_or_default()
+        } else {
+            Vec::new()
+        };
+        encode_answer(outcome, events)
+    }
+
+    async fn run_call(&self, call: MetaCall) -> Result<serde_json::Value> {
+        fn value<T: Serialize>(result: Result<T>) -> Result<serde_json::Value> {
+            serde_json::to_value(result?).map_err(|err| StoreError::Internal(err.to_string()))
+        }
+        match call {
+            MetaCall::FeedHead => {
+                let Engine::Local(inner) = &self.engine else {
+                    return Err(StoreError::Internal("no feed here".into()));
+                };
+                value(Ok(inner
+                    .next_feed_seq
+                    .load(std::sync::atomic::Ordering::SeqCst)
+                    - 1))
+            }
+            MetaCall::FeedWait {
+                after,
+                limit,
+                wait_ms,
+            } => value(
+                self.feed_wait(after, limit.min(FEED_BATCH), wait_ms.min(30_000))
+                    .await,
+            ),
+            MetaCall::CreateBucket {
+                account,
+                name,
+                region,
+                attrs,
+            } => value(
+                self.create_bucket_with(&account, &name, &region, attrs)
+                    .await,
+            ),
+            MetaCall::SwapBucket { expected, new } => {
+                let name = expected.name.clone();
+                value(
+                    self.update_bucket(&name, move |info| {
+                        if *info != expected {
+                            return Err(StoreError::Conflict);
+                        }
+                        info.clone_from(&new);
+                        Ok(())
+                    })
+                    .await,
+                )
+            }
+            MetaCall::Bucket { name } => value(self.bucket(&name).await),
+            MetaCall::ListBuckets { account } => value(self.list_buckets(&account).await),
+            MetaCall::DeleteBucket { name } => value(self.delete_bucket(&name).await),
+            MetaCall::PutObject { info, conditions } => {
+                value(self.commit_put(info, conditions).await)
+            }
+            MetaCall::HeadObject { bucket, key } => value(self.head_object(&bucket, &key).await),
+            MetaCall::DeleteObject { bucket, key } => {
+                value(self.delete_object(&bucket, &key).await)
+            }
+            MetaCall::RenameObject {
+                bucket,
+                key,
+                to_bucket,
+                to_key,
+            } => value(self.rename_object(&bucket, &key, &to_bucket, &to_key).await),
+            MetaCall::ReplaceObjectMeta {
+                bucket,
+                key,
+                meta,
+                etag,
+            } => value(self.replace_object_meta(&bucket, &key, meta, etag).await),
+            MetaCall::CatalogGet { namespace, key } => {
+                value(self.catalog_get(&namespace, &key).await.map(Base64Opt))
+            }
+            MetaCall::CatalogList { namespace } => {
+                value(self.catalog_list(&namespace).await.map(|records| {
+                    records
+                        .into_iter()
+                        .map(|(key, value)| (key, Base64(value)))
+                        .collect::<Vec<_>>()
+                }))
+            }
+            MetaCall::CatalogSwap {
+                namespace,
+                key,
+                expected,
+                write,
+            } => value(
+                self.catalog_update(&namespace, &key, move |current| {
+                    if current != expected.as_deref() {
+                        return Err(StoreError::Conflict);
+                    }
+                    Ok((write.clone(), ()))
+                })
+                .await,
+            ),
+            MetaCall::ListObjects { bucket, query } => {
+                value(self.list_objects(&bucket, query).await)
+            }
+            MetaCall::ListUploads { bucket, query } => {
+                value(self.list_uploads(&bucket, query).await)
+            }
+            MetaCall::CreateUpload {
+                bucket,
+                key,
+                meta,
+                checksum_algorithm,
+            } => value(
+                self.create_upload(&bucket, &key, meta, checksum_algorithm)
+                    .await,
+            ),
+            MetaCall::Upload {
+                bucket,
+                key,
+                upload_id,
+            } => value(self.upload(&bucket, &key, &upload_id).await),
+            MetaCall::PutPart { upload, part } => value(self.commit_part(upload, part).await),
+            MetaCall::ListParts {
+                upload,
+                after,
+                max_parts,
+            } => value(self.list_parts(&upload, after, max_parts).await),
+            MetaCall::AbortUpload { upload } => value(self.abort_upload(&upload).await),
+            MetaCall::CompleteUpload {
+                upload,
+                chosen,
+                conditions,
+            } => value(self.complete_upload(&upload, chosen, conditions).await),
+            MetaCall::BucketUsage { bucket } => value(self.bucket_usage(&bucket).await),
+            MetaCall::AccountUsage { account } => value(self.account_usage(&account).await),
+        }
+    }
+
+    /// Events after `after`, waiting up to `wait_ms` for the first one.
+    async fn feed_wait(&self, after: u64, limit: usize, wait_ms: u64) -> Result<Vec<ChangeEvent>> {
+        // Subscribed before reading, so an event committed in between wakes us.
+        let mut changes = self.subscribe();
+        let events = self.feed_since(after, limit).await?;
+        if !events.is_empty() {
+            return Ok(events);
+        }
+        let _ = tokio::time::timeout(Duration::from_millis(wait_ms), async {
+            loop {
+                match changes.recv().await {
+                    Ok(event) if event.seq <= after => continue,
+                    _ => return,
+                }
+            }
+        })
+        .await;
+        self.feed_since(after, limit).await
+    }
+
+    /// The catalog's read-decide-write on a remote store: decide on the
+    /// record as read, and have the service apply the decision only if the
+    /// record is still that one.
+    pub(crate) async fn remote_catalog_update<T, F>(
+        &self,
+        remote: &Remote,
+        namespace: &str,
+        key: &str,
+        mut decide: F,
+    ) -> Result<T>
+    where
+        F: FnMut(Option<&[u8]>) -> Result<(CatalogWrite, T)>,
+    {
+        for _ in 0..SWAP_ATTEMPTS {
+            let current = self.catalog_get(namespace, key).await?;
+            let (write, outcome) = decide(current.as_deref())?;
+            if write == CatalogWrite::Keep {
+                return Ok(outcome);
+            }
+            let swapped: Result<()> = remote
+                .call(MetaCall::CatalogSwap {
+                    namespace: namespace.to_owned(),
+                    key: key.to_owned(),
+                    expected: current,
+                    write,
+                })
+                .await;
+            match swapped {
+                Err(StoreError::Conflict) => continue,
+                Err(err) => return Err(err),
+                Ok(()) => return Ok(outcome),
+            }
+        }
+        Err(StoreError::Conflict)
+    }
+
+    /// [`Store::update_bucket`] on a remote store, decided the same way.
+    pub(crate) async fn remote_update_bucket<F>(
+        &self,
+        remote: &Remote,
+        name: &str,
+        mut change: F,
+    ) -> Result<BucketInfo>
+    where
+        F: FnMut(&mut BucketInfo) -> Result<()>,
+    {
+        for _ in 0..SWAP_ATTEMPTS {
+            let expected = self.bucket(name).await?;
+            let mut new = expected.clone();
+            change(&mut new)?;
+            match remote.call(MetaCall::SwapBucket { expected, new }).await {
+                Err(StoreError::Conflict) => continue,
+                other => return other,
+            }
+        }
+        Err(StoreError::Conflict)
+    }
+}
+
+/// Publishes the changes other gateways make, from the service's feed.
+async fn follow_feed(remote: Weak<Remote>, mut after: u64) {
+    loop {
+        let Some(live) = remote.upgrade() else { return };
+        let call = MetaCall::FeedWait {
+            after,
+            limit: FEED_BATCH,
+            wait_ms: FEED_WAIT.as_millis() as u64,
+        };
+        match live
+            .call_within::<Vec<ChangeEvent>>(call, FEED_WAIT + CALL_TIMEOUT)
+            .await
+        {
+            Ok(events) => {
+                for event in events {
+                    after = after.max(event.seq);
+                    live.events.publish(event);
+                }
+            }
+            Err(err) => {
+                drop(live);
+                tracing::warn!(error = %err, "following the metadata service's feed failed");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+    }
+}
+
+fn encode_answer(outcome: Result<serde_json::Value>, events: Vec<ChangeEvent>) -> Vec<u8> {
+    let answer = Answer {
+        outcome: outcome.map_err(WireError::from),
+        events,
+    };
+    serde_json::to_vec(&answer).unwrap_or_else(|err| {
+        format!(r#"{{"outcome":{{"Err":{{"Internal":"encoding the answer: {err}"}}}}}}"#)
+            .into_bytes()
+    })
+}
+
+/// Catalog values are opaque bytes: they travel as base64.
+#[derive(Serialize, Deserialize)]
+pub(crate) struct Base64(#[serde(with = "base64_bytes")] pub(crate) Vec<u8>);
+
+#[derive(Serialize, Deserialize)]
+pub(crate) struct Base64Opt(#[serde(with = "opt_base64")] pub(crate) Option<Vec<u8>>);
+
+pub(crate) mod base64_bytes {
+    use base64::Engine as _;
+    use base64::engine::general_purpose::STANDARD;
+    use serde::{Deserialize, Deserializer, Serializer, de::Error};
+
+    pub fn serialize<S: Serializer>(data: &[u8], serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&STANDARD.encode(data))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<u8>, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        STANDARD.decode(text).map_err(D::Error::custom)
+    }
+}
+
+mod opt_base64 {
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    #[derive(Serialize, Deserialize)]
+    struct Wrapped(#[serde(with = "super::base64_bytes")] Vec<u8>);
+
+    pub fn serialize<S: Serializer>(
+        data: &Option<Vec<u8>>,
+        serializer: S,
+    ) -> Result<S::Ok, S::Error> {
+        data.as_ref()
+            .map(|data| Wrapped(data.clone()))
+            .serialize(serializer)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<Option<Vec<u8>>, D::Error> {
+        Ok(Option::<Wrapped>::deserialize(deserializer)?.map(|Wrapped(data)| data))
+    }
+}

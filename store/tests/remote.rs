@@ -1,0 +1,323 @@
+//! Two stores over one metadata database: the second reaches the first through
+//! `Store::serve_meta` (in process here; the gateway carries the same bytes
+//! over signed HTTP). Real RocksDB, a real local pool shared by both.
+
+#![allow(clippy::unwrap_used)] // a test binary: a failed unwrap is a failed test
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures::{StreamExt, stream};
+use parking_lot::Mutex;
+use strata_pool::{LocalPool, LocalPoolConfig, Pool};
+use strata_store::{
+    CatalogWrite, ChangeEvent, ChangeKind, CompletedPart, ListQuery, MetaTransport, ObjectMeta,
+    PutConditions, StageOptions, Store, StoreConfig, StoreError,
+};
+
+/// Hands each call to the service's `serve_meta`; can be cut off.
+struct Direct {
+    service: Store,
+    cut: AtomicBool,
+}
+
+#[async_trait]
+impl MetaTransport for Direct {
+    async fn call(&self, request: Bytes, _timeout: Duration) -> Result<Bytes, String> {
+        if self.cut.load(Ordering::SeqCst) {
+            return Err("connection refused".into());
+        }
+        Ok(Bytes::from(self.service.serve_meta(&request).await))
+    }
+}
+
+struct Pair {
+    service: Store,
+    client: Store,
+    transport: Arc<Direct>,
+    _dir: tempfile::TempDir,
+}
+
+async fn pair() -> Pair {
+    let dir = tempfile::tempdir().unwrap();
+    let pool: Arc<dyn Pool> = Arc::new(
+        LocalPool::open(LocalPoolConfig {
+            dir: dir.path().join("pool"),
+        })
+        .unwrap(),
+    );
+    let mut config = StoreConfig::new(dir.path().join("meta"));
+    config.min_part_size = 8;
+    let service = Store::open(config.clone(), pool.clone()).unwrap();
+    let transport = Arc::new(Direct {
+        service: service.clone(),
+        cut: AtomicBool::new(false),
+    });
+    config.dir = dir.path().join("unused");
+    let client = Store::connect(config, pool, transport.clone())
+        .await
+        .unwrap();
+    Pair {
+        service,
+        client,
+        transport,
+        _dir: dir,
+    }
+}
+
+fn options() -> StageOptions {
+    StageOptions {
+        sha256: false,
+        checksum: None,
+        max_size: 1 << 30,
+    }
+}
+
+fn body(bytes: &'static [u8]) -> impl futures::Stream<Item = Result<Bytes, std::io::Error>> {
+    stream::iter([Ok(Bytes::from_static(bytes))])
+}
+
+async fn put(
+    store: &Store,
+    key: &str,
+    bytes: &'static [u8],
+    conditions: PutConditions,
+) -> Result<String, StoreError> {
+    let staged = store.stage(body(bytes), &options()).await.unwrap();
+    let info = store
+        .put_object("b", key, staged, ObjectMeta::default(), None, conditions)
+        .await?;
+    Ok(info.etag)
+}
+
+async fn get(store: &Store, key: &str) -> Result<Vec<u8>, StoreError> {
+    let info = store.head_object("b", key).await?;
+    let mut reader = store.read(&info, None);
+    let mut out = Vec::new();
+    while let Some(piece) = reader.next().await {
+        out.extend_from_slice(&piece?);
+    }
+    Ok(out)
+}
+
+fn record_events(store: &Store) -> Arc<Mutex<Vec<ChangeEvent>>> {
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let sink = seen.clone();
+    store.on_change(Arc::new(move |event: &ChangeEvent| {
+        sink.lock().push(event.clone())
+    }));
+    seen
+}
+
+fn saw(events: &Mutex<Vec<ChangeEvent>>, kind: ChangeKind, key: &str) -> bool {
+    events
+        .lock()
+        .iter()
+        .any(|event| event.kind == kind && event.key.as_deref() == Some(key))
+}
+
+#[tokio::test]
+async fn the_second_store_reads_and_writes_the_first_ones_metadata() {
+    let Pair {
+        service,
+        client,
+        _dir,
+        ..
+    } = pair().await;
+    let client_events = record_events(&client);
+    client.create_bucket("acct", "b", "r").await.unwrap();
+    assert_eq!(service.bucket("b").await.unwrap().account, "acct");
+
+    // A large body (extents) and a small one (inline), written by the client.
+    let large: &'static [u8] = Box::leak(vec![7u8; 3 << 20].into_boxed_slice());
+    put(&client, "large", large, PutConditions::default())
+        .await
+        .unwrap();
+    put(&client, "dir/small", b"small", PutConditions::default())
+        .await
+        .unwrap();
+    assert_eq!(get(&service, "large").await.unwrap(), large);
+    assert_eq!(get(&service, "dir/small").await.unwrap(), b"small");
+    // The client's listeners heard of its own writes before they returned.
+    assert!(saw(&client_events, ChangeKind::ObjectPut, "large"));
+
+    let page = client
+        .list_objects(
+            "b",
+            ListQuery {
+                delimiter: Some("/".into()),
+                max_keys: 10,
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(page.entries.len(), 2, "{page:?}");
+
+    // Errors keep their kind on the way back.
+    assert!(matches!(
+        client.head_object("b", "nothing").await,
+        Err(StoreError::NoSuchKey)
+    ));
+    assert!(matches!(
+        client.bucket("nope").await,
+        Err(StoreError::NoSuchBucket)
+    ));
+    let exclusive = PutConditions {
+        if_none_match_any: true,
+        ..Default::default()
+    };
+    assert!(matches!(
+        put(&client, "large", b"x", exclusive).await,
+        Err(StoreError::PreconditionFailed)
+    ));
+    assert!(matches!(
+        client.delete_bucket("b").await,
+        Err(StoreError::BucketNotEmpty)
+    ));
+
+    // Multipart through the client, read on the service.
+    let upload = client
+        .create_upload("b", "mp", ObjectMeta::default(), None)
+        .await
+        .unwrap();
+    let mut parts = Vec::new();
+    for (number, bytes) in [(1u32, &b"0123456789"[..]), (2, b"tail")] {
+        let staged = client
+            .stage_part(
+                stream::iter([Ok::<_, std::io::Error>(Bytes::from_static(bytes))]),
+                &options(),
+            )
+            .await
+            .ok()
+            .unwrap();
+        let part = client
+            .put_part(&upload, number, staged, None)
+            .await
+            .unwrap();
+        parts.push(CompletedPart {
+            part_number: number,
+            etag: part.etag,
+        });
+    }
+    assert_eq!(client.list_parts(&upload, 0, 10).await.unwrap().0.len(), 2);
+    client
+        .complete_upload(&upload, parts, PutConditions::default())
+        .await
+        .unwrap();
+    assert_eq!(get(&service, "mp").await.unwrap(), b"0123456789tail");
+
+    client.rename_object("b", "mp", "b", "moved").await.unwrap();
+    assert_eq!(get(&service, "moved").await.unwrap(), b"0123456789tail");
+    assert_eq!(client.bucket_usage("b").await.unwrap().objects, 3);
+}
+
+#[tokio::test]
+async fn changes_made_on_the_service_reach_the_second_stores_listeners() {
+    let Pair {
+        service,
+        client,
+        _dir,
+        ..
+    } = pair().await;
+    let client_events = record_events(&client);
+    service.create_bucket("acct", "b", "r").await.unwrap();
+    put(&service, "k", b"v1", PutConditions::default())
+        .await
+        .unwrap();
+    service.delete_object("b", "k").await.unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !saw(&client_events, ChangeKind::ObjectDeleted, "k") {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the delete never arrived"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(saw(&client_events, ChangeKind::ObjectPut, "k"));
+    let feed = client.feed_since(0, 100).await.unwrap();
+    assert!(
+        feed.iter()
+            .any(|event| event.kind == ChangeKind::ObjectDeleted)
+    );
+}
+
+#[tokio::test]
+async fn concurrent_decisions_through_both_stores_lose_no_update() {
+    let Pair {
+        service,
+        client,
+        _dir,
+        ..
+    } = pair().await;
+    service.create_bucket("acct", "b", "r").await.unwrap();
+    let increment = |current: Option<&[u8]>| {
+        let n: u64 = current
+            .map(|raw| std::str::from_utf8(raw).unwrap().parse().unwrap())
+            .unwrap_or(0);
+        Ok((CatalogWrite::Put((n + 1).to_string().into_bytes()), ()))
+    };
+    let bump = |bucket: &mut strata_store::BucketInfo| {
+        let n: u64 = bucket.attrs.get("n").map_or(0, |n| n.parse().unwrap());
+        bucket.attrs.insert("n".into(), (n + 1).to_string());
+        Ok(())
+    };
+    let mut tasks = Vec::new();
+    for store in [&service, &client].into_iter().cycle().take(16) {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move {
+            for _ in 0..4 {
+                store
+                    .catalog_update("counters", "n", increment)
+                    .await
+                    .unwrap();
+                store.update_bucket("b", bump).await.unwrap();
+            }
+        }));
+    }
+    for task in tasks {
+        task.await.unwrap();
+    }
+    assert_eq!(
+        client.catalog_get("counters", "n").await.unwrap().unwrap(),
+        b"64"
+    );
+    assert_eq!(service.bucket("b").await.unwrap().attrs["n"], "64");
+    // The owner is not the decision's to change.
+    let stolen = client
+        .update_bucket("b", |bucket| {
+            bucket.account = "thief".into();
+            Ok(())
+        })
+        .await
+        .unwrap();
+    assert_eq!(stolen.account, "acct");
+}
+
+#[tokio::test]
+async fn a_service_that_does_not_answer_makes_calls_unavailable_until_it_does() {
+    let Pair {
+        service,
+        client,
+        transport,
+        _dir,
+    } = pair().await;
+    service.create_bucket("acct", "b", "r").await.unwrap();
+    transport.cut.store(true, Ordering::SeqCst);
+    assert!(matches!(
+        client.head_object("b", "k").await,
+        Err(StoreError::Unavailable(_))
+    ));
+    assert!(matches!(
+        put(&client, "k", b"v", PutConditions::default()).await,
+        Err(StoreError::Unavailable(_))
+    ));
+    transport.cut.store(false, Ordering::SeqCst);
+    put(&client, "k", b"v", PutConditions::default())
+        .await
+        .unwrap();
+    assert_eq!(get(&service, "k").await.unwrap(), b"v");
+}

@@ -45,6 +45,10 @@ impl From<DirectoryError> for AdminError {
             DirectoryError::NotFound(_) => StatusCode::NOT_FOUND,
             DirectoryError::Exists(_) => StatusCode::CONFLICT,
             DirectoryError::Invalid(_) => StatusCode::BAD_REQUEST,
+            DirectoryError::Store(strata_store::StoreError::Conflict) => StatusCode::CONFLICT,
+            DirectoryError::Store(strata_store::StoreError::Unavailable(_)) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             DirectoryError::Store(store) if !store.is_server_error() => StatusCode::BAD_REQUEST,
             DirectoryError::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
         };

@@ -58,6 +58,12 @@ pub fn existing_root_secret(data_dir: &Path) -> anyhow::Result<String> {
     Ok(keys.secret_key)
 }
 
+/// Whether root keys are set in the environment (which a gateway over
+/// another's metadata does not use).
+pub fn in_environment() -> bool {
+    std::env::var_os(ENV_ACCESS_KEY).is_some() || std::env::var_os(ENV_SECRET_KEY).is_some()
+}
+
 pub fn load_or_create(data_dir: &Path) -> anyhow::Result<RootKeys> {
     let from_env = (
         std::env::var(ENV_ACCESS_KEY).ok(),

@@ -100,6 +100,12 @@ pub async fn handle(
         .and_then(|value| value.to_str().ok())
         .unwrap_or("")
         .to_owned();
+    // The signature (which covers the body's digest in the query) is checked
+    // before a stranger's body is read.
+    if !secret.verify("POST", &path_and_query, &signature) {
+        tracing::warn!("metadata call without a valid cluster signature refused");
+        return text_response(StatusCode::FORBIDDEN, "bad or missing cluster signature\n");
+    }
     let body = match http_body_util::Limited::new(request.into_body(), MAX_CALL_BYTES)
         .collect()
         .await
@@ -112,9 +118,9 @@ pub async fn handle(
             );
         }
     };
-    if !secret.verify_with_body("POST", &path_and_query, &signature, &body) {
-        tracing::warn!("metadata call without a valid cluster signature refused");
-        return text_response(StatusCode::FORBIDDEN, "bad or missing cluster signature\n");
+    if !wire::body_matches(&path_and_query, &body) {
+        tracing::warn!("metadata call whose body is not the one signed refused");
+        return text_response(StatusCode::FORBIDDEN, "body does not match its signature\n");
     }
     let answer = store.serve_meta(&body).await;
     let mut response = http::Response::new(full_body(Bytes::from(answer)));

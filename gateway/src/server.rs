@@ -60,7 +60,14 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     // The root account's keys belong to the gateway that holds the metadata;
     // the others take them from its catalog.
     let root = match store.is_remote() {
-        true => None,
+        true => {
+            if credentials::in_environment() {
+                tracing::warn!(
+                    "root keys in the environment are not used: the metadata service's are"
+                );
+            }
+            None
+        }
         false => Some(credentials::load_or_create(&config.data)?),
     };
     if let Some(RootKeys::Generated(credential)) = &root {

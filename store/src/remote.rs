@@ -49,7 +49,15 @@ const FEED_WAIT: Duration = Duration::from_secs(10);
 /// Events fetched per poll.
 const FEED_BATCH: usize = 1000;
 /// Decisions retried when another gateway changed the same record first.
-const SWAP_ATTEMPTS: usize = 16;
+const SWAP_ATTEMPTS: u32 = 32;
+/// How long `Store::connect` waits for the service to answer.
+const CONNECT_PATIENCE: Duration = Duration::from_secs(60);
+/// How long a hole in the feed's numbers is waited for: a number taken by a
+/// commit still in flight fills in, one whose commit failed never does.
+const FEED_HOLE_WAIT: Duration = Duration::from_secs(5);
+/// Events before the service's position at connect that are read anyway,
+/// in case their commits were still in flight then.
+const FEED_START_OVERLAP: u64 = 256;
 
 pub(crate) struct Remote {
     pub(crate) pool: Arc<dyn Pool>,
@@ -173,8 +181,10 @@ pub(crate) enum MetaCall {
 #[derive(Serialize, Deserialize)]
 struct Answer<T> {
     outcome: std::result::Result<T, WireError>,
+    /// Decoded one by one: an event of a kind this version does not know
+    /// (a newer service) is skipped, not a reason to lose the answer.
     #[serde(default)]
-    events: Vec<ChangeEvent>,
+    events: Vec<serde_json::Value>,
 }
 
 /// A [`StoreError`] as it travels; failures of the service's own machinery
@@ -276,10 +286,18 @@ impl Remote {
             .call(Bytes::from(request), timeout)
             .await
             .map_err(|why| StoreError::Unavailable(format!("metadata service: {why}")))?;
-        let answer: Answer<T> = serde_json::from_slice(&reply)
-            .map_err(|err| StoreError::Internal(format!("undecodable metadata answer: {err}")))?;
+        // An answer that cannot be read leaves the outcome unknown: the call
+        // may have been applied.
+        let answer: Answer<T> = serde_json::from_slice(&reply).map_err(|err| {
+            StoreError::Unavailable(format!("undecodable metadata answer: {err}"))
+        })?;
         for event in answer.events {
-            self.events.publish(event);
+            match serde_json::from_value::<ChangeEvent>(event) {
+                Ok(event) => self.events.publish(event),
+                Err(err) => {
+                    tracing::debug!(error = %err, "change event of an unknown kind skipped")
+                }
+            }
         }
         answer.outcome.map_err(StoreError::from)
     }
@@ -301,16 +319,21 @@ impl Store {
             events: Events::new(),
             transport,
         });
-        let mut attempts = 0;
+        let deadline = tokio::time::Instant::now() + CONNECT_PATIENCE;
+        let mut attempts = 0u32;
         let head: u64 = loop {
-            match remote.call(MetaCall::FeedHead).await {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            match remote
+                .call_within(MetaCall::FeedHead, left.min(CALL_TIMEOUT))
+                .await
+            {
                 Ok(head) => break head,
-                Err(err @ StoreError::Unavailable(_)) if attempts < 240 => {
-                    if attempts % 20 == 0 {
+                Err(err @ StoreError::Unavailable(_)) if !left.is_zero() => {
+                    if attempts.is_multiple_of(20) {
                         tracing::warn!(error = %err, "waiting for the metadata service");
                     }
                     attempts += 1;
-                    tokio::time::sleep(Duration::from_millis(250)).await;
+                    tokio::time::sleep(Duration::from_millis(250).min(left)).await;
                 }
                 Err(err) => return Err(err),
             }
@@ -524,7 +547,8 @@ impl Store {
     where
         F: FnMut(Option<&[u8]>) -> Result<(CatalogWrite, T)>,
     {
-        for _ in 0..SWAP_ATTEMPTS {
+        for attempt in 0..SWAP_ATTEMPTS {
+            back_off(attempt).await;
             let current = self.catalog_get(namespace, key).await?;
             let (write, outcome) = decide(current.as_deref())?;
             if write == CatalogWrite::Keep {
@@ -557,7 +581,8 @@ impl Store {
     where
         F: FnMut(&mut BucketInfo) -> Result<()>,
     {
-        for _ in 0..SWAP_ATTEMPTS {
+        for attempt in 0..SWAP_ATTEMPTS {
+            back_off(attempt).await;
             let expected = self.bucket(name).await?;
             let mut new = expected.clone();
             change(&mut new)?;
@@ -570,30 +595,79 @@ impl Store {
     }
 }
 
+/// After a lost race for a record, waits a little (more each time, with
+/// jitter) so that racing deciders spread out.
+async fn back_off(attempt: u32) {
+    if attempt > 0 {
+        let most = 2u64 << attempt.min(6);
+        tokio::time::sleep(Duration::from_millis(rand::random_range(1..=most))).await;
+    }
+}
+
 /// Publishes the changes other gateways make, from the service's feed.
-async fn follow_feed(remote: Weak<Remote>, mut after: u64) {
+///
+/// Feed numbers are taken before the commit's fsync, so a later number can
+/// be readable before an earlier one: events past a hole are published at
+/// once, and the position stays at the hole until it fills or
+/// [`FEED_HOLE_WAIT`] shows its commit failed.
+async fn follow_feed(remote: Weak<Remote>, head: u64) {
+    // Published: everything up to `done`, and `ahead` past a hole.
+    let mut done = head.saturating_sub(FEED_START_OVERLAP);
+    let mut ahead = std::collections::BTreeSet::new();
+    let mut hole_since: Option<tokio::time::Instant> = None;
     loop {
         let Some(live) = remote.upgrade() else { return };
-        let call = MetaCall::FeedWait {
-            after,
-            limit: FEED_BATCH,
-            wait_ms: FEED_WAIT.as_millis() as u64,
+        let wait = if ahead.is_empty() {
+            FEED_WAIT
+        } else {
+            Duration::ZERO
         };
-        match live
-            .call_within::<Vec<ChangeEvent>>(call, FEED_WAIT + CALL_TIMEOUT)
+        let call = MetaCall::FeedWait {
+            after: done,
+            limit: FEED_BATCH,
+            wait_ms: wait.as_millis() as u64,
+        };
+        let events = match live
+            .call_within::<Vec<serde_json::Value>>(call, wait + CALL_TIMEOUT)
             .await
         {
-            Ok(events) => {
-                for event in events {
-                    after = after.max(event.seq);
-                    live.events.publish(event);
-                }
-            }
+            Ok(events) => events,
             Err(err) => {
                 drop(live);
                 tracing::warn!(error = %err, "following the metadata service's feed failed");
                 tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
             }
+        };
+        for event in events {
+            let Some(seq) = event.get("seq").and_then(serde_json::Value::as_u64) else {
+                continue;
+            };
+            if seq <= done || !ahead.insert(seq) {
+                continue;
+            }
+            match serde_json::from_value::<ChangeEvent>(event) {
+                Ok(event) => live.events.publish(event),
+                Err(err) => {
+                    tracing::debug!(error = %err, "change event of an unknown kind skipped")
+                }
+            }
+        }
+        while ahead.remove(&(done + 1)) {
+            done += 1;
+        }
+        if ahead.is_empty() {
+            hole_since = None;
+            continue;
+        }
+        let since = *hole_since.get_or_insert_with(tokio::time::Instant::now);
+        if since.elapsed() >= FEED_HOLE_WAIT {
+            // A number burnt by a failed commit: step over it.
+            done += 1;
+            hole_since = None;
+        } else {
+            drop(live);
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
 }
@@ -601,11 +675,16 @@ async fn follow_feed(remote: Weak<Remote>, mut after: u64) {
 fn encode_answer(outcome: Result<serde_json::Value>, events: Vec<ChangeEvent>) -> Vec<u8> {
     let answer = Answer {
         outcome: outcome.map_err(WireError::from),
-        events,
+        events: events
+            .iter()
+            .filter_map(|event| serde_json::to_value(event).ok())
+            .collect(),
     };
     serde_json::to_vec(&answer).unwrap_or_else(|err| {
-        format!(r#"{{"outcome":{{"Err":{{"Internal":"encoding the answer: {err}"}}}}}}"#)
-            .into_bytes()
+        let fallback = serde_json::json!({
+            "outcome": { "Err": { "Internal": format!("encoding the answer: {err}") } }
+        });
+        fallback.to_string().into_bytes()
     })
 }
 

@@ -1068,11 +1068,10 @@ where
 {
     let commit = tokio::spawn(async move {
         let outcome = remote.call(call).await;
-        let committed_or_unknown = match &outcome {
-            Ok(_) | Err(StoreError::Unavailable(_)) => true,
-            Err(_) => false,
-        };
-        if committed_or_unknown {
+        // Only a refusal (the request's fault) proves nothing was committed;
+        // after a server-side failure the record may exist.
+        let refused = matches!(&outcome, Err(err) if !err.is_server_error());
+        if !refused {
             drop(staged.take_extents());
         }
         outcome

@@ -38,6 +38,7 @@ struct Pair {
     service: Store,
     client: Store,
     transport: Arc<Direct>,
+    pool: Arc<dyn Pool>,
     _dir: tempfile::TempDir,
 }
 
@@ -57,13 +58,14 @@ async fn pair() -> Pair {
         cut: AtomicBool::new(false),
     });
     config.dir = dir.path().join("unused");
-    let client = Store::connect(config, pool, transport.clone())
+    let client = Store::connect(config, pool.clone(), transport.clone())
         .await
         .unwrap();
     Pair {
         service,
         client,
         transport,
+        pool,
         _dir: dir,
     }
 }
@@ -304,6 +306,7 @@ async fn a_service_that_does_not_answer_makes_calls_unavailable_until_it_does() 
         client,
         transport,
         _dir,
+        ..
     } = pair().await;
     service.create_bucket("acct", "b", "r").await.unwrap();
     transport.cut.store(true, Ordering::SeqCst);
@@ -320,4 +323,89 @@ async fn a_service_that_does_not_answer_makes_calls_unavailable_until_it_does() 
         .await
         .unwrap();
     assert_eq!(get(&service, "k").await.unwrap(), b"v");
+}
+
+/// The service's feed as read while the commit holding number `hidden` is
+/// still in flight (later numbers already readable): the follower must not
+/// step past it.
+struct HidingFeed {
+    inner: Arc<Direct>,
+    hidden: Mutex<Option<(u64, std::time::Instant)>>,
+}
+
+#[async_trait]
+impl MetaTransport for HidingFeed {
+    async fn call(&self, request: Bytes, timeout: Duration) -> Result<Bytes, String> {
+        let answer = self.inner.call(request.clone(), timeout).await?;
+        let call: serde_json::Value = serde_json::from_slice(&request).unwrap();
+        let hidden = *self.hidden.lock();
+        match hidden {
+            Some((seq, until))
+                if call["op"] == "feed_wait" && std::time::Instant::now() < until =>
+            {
+                let mut answer: serde_json::Value = serde_json::from_slice(&answer).unwrap();
+                if let Some(events) = answer["outcome"]["Ok"].as_array_mut() {
+                    events.retain(|event| event["seq"] != seq);
+                }
+                Ok(Bytes::from(serde_json::to_vec(&answer).unwrap()))
+            }
+            _ => Ok(answer),
+        }
+    }
+}
+
+#[tokio::test]
+async fn the_follower_waits_for_an_event_committed_after_a_later_one() {
+    let Pair {
+        service,
+        transport,
+        pool,
+        _dir,
+        ..
+    } = pair().await;
+    service.create_bucket("acct", "b", "r").await.unwrap();
+    let hiding = Arc::new(HidingFeed {
+        inner: transport,
+        hidden: Mutex::new(None),
+    });
+    let config = StoreConfig::new(_dir.path().join("unused-2"));
+    let client = Store::connect(config, pool, hiding.clone()).await.unwrap();
+    let events = record_events(&client);
+    let next = service
+        .feed_since(0, 1000)
+        .await
+        .unwrap()
+        .last()
+        .unwrap()
+        .seq
+        + 1;
+    let reveal_at = std::time::Instant::now() + Duration::from_millis(1500);
+    *hiding.hidden.lock() = Some((next, reveal_at));
+    put(&service, "first", b"1", PutConditions::default())
+        .await
+        .unwrap();
+    put(&service, "second", b"2", PutConditions::default())
+        .await
+        .unwrap();
+
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !saw(&events, ChangeKind::ObjectPut, "second") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the later event never arrived"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(
+        !saw(&events, ChangeKind::ObjectPut, "first"),
+        "the hidden event was seen while hidden"
+    );
+    while !saw(&events, ChangeKind::ObjectPut, "first") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the event committed late was skipped"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(std::time::Instant::now() >= reveal_at);
 }

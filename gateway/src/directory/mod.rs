@@ -7,6 +7,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context as _;
 use parking_lot::RwLock;
@@ -454,6 +455,15 @@ impl Directory {
                 };
                 if let Err(err) = outcome {
                     tracing::error!(error = %err, "could not refresh accounts and users");
+                    // A change left unapplied (the metadata service did not
+                    // answer) would keep a revoked key valid: read everything
+                    // again until that works.
+                    let mut pause = Duration::from_millis(250);
+                    while let Err(err) = directory.reload().await {
+                        tracing::warn!(error = %err, "reloading accounts and users failed");
+                        tokio::time::sleep(pause).await;
+                        pause = (pause * 2).min(Duration::from_secs(5));
+                    }
                 }
             }
         });

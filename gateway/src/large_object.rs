@@ -280,6 +280,20 @@ pub async fn objects_under(
     }
 }
 
+/// The bytes of `info` (or a `range` of them) as readers see them: the
+/// segments [`assemble`] found for a large object, its own bytes otherwise.
+pub fn read_assembled(
+    store: &Store,
+    info: &ObjectInfo,
+    segments: Option<Vec<Segment>>,
+    range: Option<Range<u64>>,
+) -> strata_store::ObjectReader {
+    match segments {
+        Some(segments) => Box::pin(segmented_stream(store, segments, range)),
+        None => store.read(info, range),
+    }
+}
+
 /// The body of an assembled object (or a `range` of it) as a stream.
 pub fn segmented_stream(
     store: &Store,

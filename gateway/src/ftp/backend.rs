@@ -120,12 +120,12 @@ impl FileContent {
         if range.start > range.end || range.end > self.size {
             return Err(refused(ErrorKind::PermanentFileNotAvailable));
         }
-        Ok(match self.segments {
-            Some(segments) => {
-                Box::pin(large_object::segmented_stream(store, segments, Some(range)))
-            }
-            None => store.read(&self.info, Some(range)),
-        })
+        Ok(large_object::read_assembled(
+            store,
+            &self.info,
+            self.segments,
+            Some(range),
+        ))
     }
 }
 

@@ -18,7 +18,7 @@ use super::headers::{
 use super::xml::{self, DeleteRequest};
 use super::{Response, ResponseBody, S3Door, S3Request, empty_response, xml_response};
 use crate::edge::{CacheOutcome, CachedObject, Dialect};
-use crate::large_object::{Assembly, Reader, Segment, assemble, assembled_view, segmented_stream};
+use crate::large_object::{Assembly, Reader, Segment, assemble, assembled_view, read_assembled};
 use crate::wire::stream_body;
 
 /// The most keys one DeleteObjects request may name.
@@ -201,10 +201,7 @@ impl S3Door {
         } else {
             None
         };
-        let reader: strata_store::ObjectReader = match segments {
-            Some(segments) => Box::pin(segmented_stream(&self.store, segments, range)),
-            None => self.store.read(source, range),
-        };
+        let reader = read_assembled(&self.store, source, segments, range);
         let staged = if part {
             self.store.stage_part(reader, &options).await
         } else {
@@ -267,12 +264,7 @@ impl S3Door {
         let body: ResponseBody = if head {
             super::full_body(bytes::Bytes::new())
         } else {
-            match segments {
-                Some(segments) => {
-                    stream_body(segmented_stream(&self.store, segments, range.clone())).await?
-                }
-                None => stream_body(self.store.read(&info, range.clone())).await?,
-            }
+            stream_body(read_assembled(&self.store, &info, segments, range.clone())).await?
         };
         let mut response = http::Response::new(body);
         let headers = response.headers_mut();

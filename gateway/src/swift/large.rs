@@ -12,10 +12,8 @@
 //! The record's `meta.headers` hold the door's bookkeeping under the names
 //! below; the S3 door does not show them.
 
-use std::ops::Range;
-
 use bytes::Bytes;
-use futures::{Stream, StreamExt as _, stream};
+use futures::{StreamExt as _, stream};
 use http::StatusCode;
 use http_body_util::BodyExt as _;
 use hyper::body::Incoming;
@@ -319,15 +317,6 @@ impl SwiftDoor {
             .await;
         report.record(&format!("/{}/{}", info.bucket, info.key), outcome);
         Ok(report)
-    }
-
-    /// The body of an assembled object (or a range of it) as a stream.
-    pub(crate) fn segmented_stream(
-        &self,
-        segments: Vec<Segment>,
-        range: Option<Range<u64>>,
-    ) -> impl Stream<Item = Result<Bytes, StoreError>> + Send + 'static {
-        crate::large_object::segmented_stream(&self.store, segments, range)
     }
 }
 

@@ -12,6 +12,7 @@ use super::large::{HDR_OBJECT_MANIFEST, HDR_SLO, is_slo};
 use super::meta::{MetaKind, apply_changes, meta_changes};
 use super::{SwiftDoor, SwiftRequest, put_header, swift_timestamp};
 use crate::edge::Dialect;
+use crate::large_object::read_assembled;
 use crate::wire::{
     ConditionOutcome, REPRESENTATION_HEADERS, RangeError, Response, byte_range, content_type_for,
     empty_response, evaluate_conditions, full_body, http_date, stream_body,
@@ -112,12 +113,8 @@ impl SwiftDoor {
         let body = if head {
             full_body(bytes::Bytes::new())
         } else {
-            match assembled.segments.clone() {
-                Some(segments) => {
-                    stream_body(self.segmented_stream(segments, range.clone())).await?
-                }
-                None => stream_body(self.store.read(view, range.clone())).await?,
-            }
+            let segments = assembled.segments.clone();
+            stream_body(read_assembled(&self.store, view, segments, range.clone())).await?
         };
         let mut response = http::Response::new(body);
         let headers = response.headers_mut();
@@ -274,21 +271,14 @@ impl SwiftDoor {
             checksum: None,
             max_size: u64::MAX,
         };
-        let staged = match assembled.segments.clone() {
-            Some(segments) => {
-                self.store
-                    .stage(self.segmented_stream(segments, None), &options)
-                    .await
-            }
-            None => {
-                self.store
-                    .stage(self.store.read(source, None), &options)
-                    .await
-            }
-        }
-        .map_err(|err| match err {
-            StageError::Body(err) | StageError::Store(err) => SwiftError::from(err),
-        })?;
+        let body = read_assembled(&self.store, source, assembled.segments.clone(), None);
+        let staged = self
+            .store
+            .stage(body, &options)
+            .await
+            .map_err(|err| match err {
+                StageError::Body(err) | StageError::Store(err) => SwiftError::from(err),
+            })?;
         let info = self
             .store
             .put_object(container, key, staged, meta, None, put_conditions(request))

@@ -125,10 +125,11 @@ impl Drop for StorageNode {
 
 /// Storage nodes with a ring builder, the ring and the cluster secret.
 pub struct Cluster {
-    dir: TempDir,
+    /// Dropped first: nodes stop before their files are removed.
     pub nodes: Vec<StorageNode>,
     /// Whether every node is reached through a [`Proxy`] that can cut it off.
     behind_proxies: bool,
+    dir: TempDir,
 }
 
 impl Cluster {

@@ -23,6 +23,9 @@ const SETTLE_TIMEOUT: Duration = Duration::from_secs(180);
 #[test]
 fn node_loss_during_uploads_repair_and_corruption() -> Result<()> {
     let (mut cluster, server, bucket) = three_nodes_and_a_bucket("cluster")?;
+    // A second gateway over the first one's metadata: writes and reads go
+    // through both.
+    let second = cluster.gateway_over(&server)?;
 
     // A node dies a tenth of the way into the upload; no write may fail.
     let acked = upload_killing_node(&server, &mut cluster, &bucket, 1, OBJECTS / 10)?;
@@ -41,15 +44,24 @@ fn node_loss_during_uploads_repair_and_corruption() -> Result<()> {
             ("b/three.bin", 300_000),
         ],
     )?;
-    server.swift_ok(&root, &["post", &container])?;
-    server.swift_ok(
+    second.swift_ok(&root, &["post", &container])?;
+    second.swift_ok(
         &root,
         &["upload", &container, utf8(&tree)?, "--object-name", "t"],
     )?;
 
     let verify = |when| verify_all(&server, &bucket, &work, &container, &tree, when);
-    // Everything reads back while the node is down, through both APIs.
+    // Everything reads back while the node is down, through both APIs and
+    // both gateways.
     verify("node 1 down")?;
+    verify_all(
+        &second,
+        &bucket,
+        &work,
+        &container,
+        &tree,
+        "node 1 down, second gateway",
+    )?;
 
     // The node returns; the replicator restores every second copy.
     let since = unix_now();
@@ -311,9 +323,13 @@ fn a_node_whose_disk_fills() -> Result<()> {
     cluster.wait_settled(since, SETTLE_TIMEOUT)?;
     cluster.nodes[0].kill9()?;
     server.python_ok("cluster_load.py", &["verify", &bucket, &count.to_string()])?;
-    // Nodes stop before their disk goes.
-    drop(cluster);
+    // Nodes stop before their disk goes, and the disk before the cluster's
+    // directory (a mount point inside it would keep it from being removed).
+    for node in &mut cluster.nodes {
+        node.kill9()?;
+    }
     drop(tmpfs);
+    drop(cluster);
     Ok(())
 }
 

@@ -10,7 +10,11 @@
 # divided by the requests answered. Then, on the 3-node cluster, one node is
 # stopped, data is written while it is away, and the time from its restart to
 # `strata status` reporting the cluster settled is measured with the bytes
-# the replicators moved. Report: bench/runs/<date>-<host>-cluster.md.
+# the replicators moved. Between the two, a second gateway joins the 3-node
+# cluster, taking its metadata from the first (`--metadata`): the same phases
+# run through it, and `purge_latency.py` times how long an overwrite (and a
+# new key in a listing) made through the first takes to reach the second's
+# edge cache. Report: bench/runs/<date>-<host>-cluster.md.
 #
 #   bench/cluster-compare.sh     (about 4 minutes with the defaults)
 #
@@ -25,6 +29,7 @@
 #   CONCURRENCY    connections [16]
 #   SIZES          object sizes [4KiB 64KiB 1MiB]
 #   AWAY_DURATION  how long data is written while a node is away [20s]
+#   PURGE_ROUNDS   overwrites timed from one gateway to the other [200]
 #   OUT_DIR        where the report goes [bench/runs]
 
 set -euo pipefail
@@ -37,6 +42,7 @@ DURATION=${DURATION:-10s}
 CONCURRENCY=${CONCURRENCY:-16}
 SIZES=${SIZES:-4KiB 64KiB 1MiB}
 AWAY_DURATION=${AWAY_DURATION:-20s}
+PURGE_ROUNDS=${PURGE_ROUNDS:-200}
 OUT_DIR=${OUT_DIR:-$repo/bench/runs}
 access=CLUSTERBENCH00000000
 secret=cluster-bench-secret-key
@@ -190,6 +196,16 @@ for i in 0 1 2; do start_node "three-n$i" "${ports[$i]}" "$work/three.builder.ri
 start_gateway three --ring "$work/three.builder.ring" --cluster-secret-file "$work/cluster.secret"
 measure "3 nodes"
 
+log "3 nodes, a second gateway over the first one's metadata"
+first_port=$gateway_port
+start_gateway second --ring "$work/three.builder.ring" --cluster-secret-file "$work/cluster.secret" \
+    --metadata "127.0.0.1:$first_port"
+measure "2nd gateway"
+STRATA_ROOT_SECRET_KEY=$secret python3 "$repo/bench/purge_latency.py" \
+    "http://127.0.0.1:$first_port" "http://127.0.0.1:$gateway_port" "$PURGE_ROUNDS" \
+    >"$work/purge.json" || die "purge_latency.py failed"
+gateway_port=$first_port
+
 log "re-replication: node three-n2 away while 1 MiB objects are written for $AWAY_DURATION"
 status() {
     "$STRATA_BIN" status --json --ring "$work/three.builder.ring" \
@@ -222,11 +238,12 @@ stop_setup
 # --- report -------------------------------------------------------------------------
 mkdir -p "$OUT_DIR"
 report=$OUT_DIR/$(date +%F)-$(hostname -s)-cluster.md
-python3 - "$results" "$work/away.json" "$moved" "$repair_s" "$CONCURRENCY" "$DURATION" >"$report" <<'EOF'
+python3 - "$results" "$work/away.json" "$moved" "$repair_s" "$CONCURRENCY" "$DURATION" "$work/purge.json" >"$report" <<'EOF'
 import json, sys
 rows = [line.rstrip("\n").split("\t") for line in open(sys.argv[1])]
 away = json.loads(open(sys.argv[2]).read().splitlines()[-1])
 moved, repair_s, conc, duration = int(sys.argv[3]), float(sys.argv[4]), sys.argv[5], sys.argv[6]
+purge = json.loads(open(sys.argv[7]).read().splitlines()[-1])
 table = {(r[0], r[1], r[2]): r for r in rows}
 print("# Cluster pool: embedded, 1 node, 3 nodes (2 replicas)\n")
 print(f"strata-bench, {conc} connections, {duration} per phase; CPU = user + system time of every")
@@ -242,6 +259,22 @@ for (setup, op, size), r in table.items():
         continue
     ratio = lambda a, b: f"{float(a) / float(b):.2f}×" if float(b) else "-"
     print(f"| {size} | {op} | {ratio(r[3], one[3])} | {ratio(r[6], one[6])} | {ratio(one[6], emb[6])} |")
+print("\n## A second gateway over the first one's metadata\n")
+print("Both gateways run (CPU counts both, and the nodes); requests go through the second,")
+print("whose every metadata operation is a call to the first.\n")
+print("| size | op | 2nd gateway / 3 nodes req/s | 2nd gateway / 3 nodes CPU per request |")
+print("|---|---|---|---|")
+for (setup, op, size), r in table.items():
+    base = table.get(("3 nodes", op, size))
+    if setup != "2nd gateway" or not base:
+        continue
+    ratio = lambda a, b: f"{float(a) / float(b):.2f}×" if float(b) else "-"
+    print(f"| {size} | {op} | {ratio(r[3], base[3])} | {ratio(r[6], base[6])} |")
+print(f"\nAn overwrite through the first gateway, until the second serves the new bytes")
+print(f"({purge['rounds']} rounds, the object a cache HIT on the second before each):")
+print(f"p50 **{purge['object_p50_ms']} ms**, p99 **{purge['object_p99_ms']} ms**, max {purge['object_max_ms']} ms.")
+print(f"A new key, until the second gateway's cached listing of its folder shows it:")
+print(f"p50 **{purge['listing_p50_ms']} ms**, p99 **{purge['listing_p99_ms']} ms**, max {purge['listing_max_ms']} ms.")
 print("\n## Figures\n")
 print("| set-up | op | size | req/s | MB/s | p99 ms | CPU µs/request | errors |")
 print("|---|---|---|---|---|---|---|---|")

@@ -277,6 +277,11 @@ impl Store {
 
     /// Follows the change feed from now on. A follower that lags by more than the
     /// channel's capacity sees `Lagged` and re-reads with [`Store::feed_since`].
+    ///
+    /// On a store [`Store::connect`]ed to another gateway's, events arrive as
+    /// that gateway's answers and feed bring them: an event may come twice, and
+    /// after a later one. What follows changes must be idempotent (purges and
+    /// reloads are).
     pub fn subscribe(&self) -> broadcast::Receiver<ChangeEvent> {
         self.events().feed_tx.subscribe()
     }

@@ -245,6 +245,28 @@ fn the_second_gateways_edge_follows_changes_made_through_the_first() -> Result<(
     let reverse = within_bound("the second gateway's write on the first", || {
         Ok(anonymous(&service, &url)?.body == b"four")
     })?;
+
+    // A custom domain added through the first gateway serves on the second;
+    // removed, the host falls through to the normal routes again.
+    let host = format!("{container}.example.com");
+    service.strata_ok(&["domain", "add", &host, &format!("admin/{container}")])?;
+    let on_domain = |server: &Server| -> Result<HttpResponse> {
+        server.http(
+            "GET",
+            "/logo.gif",
+            Signing::Anonymous,
+            None,
+            &[("Host", &host)],
+        )
+    };
+    within_bound("the new domain on the second gateway", || {
+        let response = on_domain(&second)?;
+        Ok(response.status == 200 && response.body == b"four")
+    })?;
+    service.strata_ok(&["domain", "rm", &host])?;
+    within_bound("the removed domain on the second gateway", || {
+        Ok(on_domain(&second)?.status != 200)
+    })?;
     println!(
         "seen on the other gateway after: overwrite {overwrite:?}, listing {relisted:?}, reverse {reverse:?}"
     );

@@ -29,7 +29,7 @@ use strata_pool::Pool;
 use crate::catalog::CatalogWrite;
 use crate::checksum::ChecksumAlgorithm;
 use crate::error::{Result, StoreError};
-use crate::feed::ChangeEvent;
+use crate::feed::{ChangeEvent, ChangeKind};
 use crate::list::{ListQuery, UploadListQuery};
 use crate::multipart::{CompletedPart, PartInfo, UploadInfo};
 use crate::records::{BucketInfo, ObjectInfo, ObjectMeta};
@@ -58,12 +58,28 @@ const FEED_HOLE_WAIT: Duration = Duration::from_secs(5);
 /// Events before the service's position at connect that are read anyway,
 /// in case their commits were still in flight then.
 const FEED_START_OVERLAP: u64 = 256;
+/// Longest a bucket record read once serves later reads: the feed drops it
+/// at its next change; this bounds the case where the feed could not.
+const BUCKET_TTL: Duration = Duration::from_secs(10);
+/// Bucket records kept at most (all are dropped when there are more).
+const MAX_CACHED_BUCKETS: usize = 100_000;
 
 pub(crate) struct Remote {
     pub(crate) pool: Arc<dyn Pool>,
     pub(crate) config: StoreConfig,
     pub(crate) events: Arc<Events>,
     transport: Arc<dyn MetaTransport>,
+    /// Bucket records as read, so that checking a bucket (every write does)
+    /// is not a call; dropped by every change the feed or an answer brings.
+    buckets: parking_lot::Mutex<BucketCache>,
+}
+
+#[derive(Default)]
+struct BucketCache {
+    records: std::collections::HashMap<String, (BucketInfo, tokio::time::Instant)>,
+    /// Counts changes to any bucket: a record read before a change must not
+    /// be kept after it.
+    generation: u64,
 }
 
 /// One metadata operation, as sent to the service.
@@ -177,6 +193,29 @@ pub(crate) enum MetaCall {
     },
 }
 
+impl MetaCall {
+    /// Whether the call may change something: only then does its answer
+    /// carry the events committed meanwhile (the caller's own among them).
+    fn writes(&self) -> bool {
+        !matches!(
+            self,
+            MetaCall::FeedHead
+                | MetaCall::FeedWait { .. }
+                | MetaCall::Bucket { .. }
+                | MetaCall::ListBuckets { .. }
+                | MetaCall::HeadObject { .. }
+                | MetaCall::CatalogGet { .. }
+                | MetaCall::CatalogList { .. }
+                | MetaCall::ListObjects { .. }
+                | MetaCall::ListUploads { .. }
+                | MetaCall::Upload { .. }
+                | MetaCall::ListParts { .. }
+                | MetaCall::BucketUsage { .. }
+                | MetaCall::AccountUsage { .. }
+        )
+    }
+}
+
 /// The service's answer: the outcome, and the events committed meanwhile.
 #[derive(Serialize, Deserialize)]
 struct Answer<T> {
@@ -269,6 +308,50 @@ impl From<WireError> for StoreError {
 }
 
 impl Remote {
+    /// A bucket's record: as read before, unless it changed since (or is
+    /// older than [`BUCKET_TTL`]).
+    pub(crate) async fn bucket(&self, name: String) -> Result<BucketInfo> {
+        let generation = {
+            let cache = self.buckets.lock();
+            if let Some((info, read_at)) = cache.records.get(&name)
+                && read_at.elapsed() < BUCKET_TTL
+            {
+                return Ok(info.clone());
+            }
+            cache.generation
+        };
+        let info: BucketInfo = self.call(MetaCall::Bucket { name: name.clone() }).await?;
+        let mut cache = self.buckets.lock();
+        if cache.generation == generation {
+            if cache.records.len() >= MAX_CACHED_BUCKETS {
+                cache.records.clear();
+            }
+            let read_at = tokio::time::Instant::now();
+            cache.records.insert(name, (info.clone(), read_at));
+        }
+        Ok(info)
+    }
+
+    fn forget_buckets(&self) {
+        let mut cache = self.buckets.lock();
+        cache.records.clear();
+        cache.generation += 1;
+    }
+
+    /// Hands a change to this process's listeners, after dropping what it
+    /// makes stale here.
+    fn publish(&self, event: ChangeEvent) {
+        if matches!(
+            event.kind,
+            ChangeKind::BucketCreated | ChangeKind::BucketDeleted | ChangeKind::BucketUpdated
+        ) {
+            let mut cache = self.buckets.lock();
+            cache.records.remove(&event.bucket);
+            cache.generation += 1;
+        }
+        self.events.publish(event);
+    }
+
     /// Sends `call` and publishes the events its answer carries.
     pub(crate) async fn call<T: DeserializeOwned>(&self, call: MetaCall) -> Result<T> {
         self.call_within(call, CALL_TIMEOUT).await
@@ -293,7 +376,7 @@ impl Remote {
         })?;
         for event in answer.events {
             match serde_json::from_value::<ChangeEvent>(event) {
-                Ok(event) => self.events.publish(event),
+                Ok(event) => self.publish(event),
                 Err(err) => {
                     tracing::debug!(error = %err, "change event of an unknown kind skipped")
                 }
@@ -318,6 +401,7 @@ impl Store {
             config,
             events: Events::new(),
             transport,
+            buckets: parking_lot::Mutex::new(BucketCache::default()),
         });
         let deadline = tokio::time::Instant::now() + CONNECT_PATIENCE;
         let mut attempts = 0u32;
@@ -370,13 +454,14 @@ impl Store {
         let first_seq = inner
             .next_feed_seq
             .load(std::sync::atomic::Ordering::SeqCst);
+        let writes = call.writes();
         let outcome = self.run_call(call).await;
         let next_seq = inner
             .next_feed_seq
             .load(std::sync::atomic::Ordering::SeqCst);
         // Events of concurrent calls may be among these; purging for them
         // twice is harmless, missing the caller's own is not.
-        let events = if next_seq > first_seq {
+        let events = if writes && next_seq > first_seq {
             self.feed_since(first_seq - 1, (next_seq - first_seq) as usize)
                 .await
                 .unwrap_or_default()
@@ -583,7 +668,9 @@ impl Store {
     {
         for attempt in 0..SWAP_ATTEMPTS {
             back_off(attempt).await;
-            let expected = self.bucket(name).await?;
+            // Decided on the record as it is, not as this gateway last saw it.
+            let name = name.to_owned();
+            let expected: BucketInfo = remote.call(MetaCall::Bucket { name }).await?;
             let mut new = expected.clone();
             change(&mut new)?;
             match remote.call(MetaCall::SwapBucket { expected, new }).await {
@@ -633,6 +720,8 @@ async fn follow_feed(remote: Weak<Remote>, head: u64) {
         {
             Ok(events) => events,
             Err(err) => {
+                // Changes may go unseen for a while: read buckets afresh.
+                live.forget_buckets();
                 drop(live);
                 tracing::warn!(error = %err, "following the metadata service's feed failed");
                 tokio::time::sleep(Duration::from_secs(1)).await;
@@ -647,7 +736,7 @@ async fn follow_feed(remote: Weak<Remote>, head: u64) {
                 continue;
             }
             match serde_json::from_value::<ChangeEvent>(event) {
-                Ok(event) => live.events.publish(event),
+                Ok(event) => live.publish(event),
                 Err(err) => {
                     tracing::debug!(error = %err, "change event of an unknown kind skipped")
                 }

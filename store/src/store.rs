@@ -421,7 +421,7 @@ impl Store {
     pub async fn bucket(&self, name: &str) -> Result<BucketInfo> {
         let name = name.to_owned();
         if let Some(remote) = self.remote() {
-            return remote.call(MetaCall::Bucket { name }).await;
+            return remote.bucket(name).await;
         }
         self.blocking(move |inner| inner.bucket_info(&name)).await
     }

@@ -245,6 +245,49 @@ async fn changes_made_on_the_service_reach_the_second_stores_listeners() {
         feed.iter()
             .any(|event| event.kind == ChangeKind::ObjectDeleted)
     );
+
+    // The client keeps bucket records it read; a change through the service
+    // drops them (well within their 10 s lifetime), one of its own at once.
+    assert!(client.bucket("b").await.unwrap().attrs.is_empty());
+    let set = |name: &'static str| {
+        move |bucket: &mut strata_store::BucketInfo| {
+            bucket.attrs.insert(name.into(), "1".into());
+            Ok(())
+        }
+    };
+    service.update_bucket("b", set("by-service")).await.unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while !client
+        .bucket("b")
+        .await
+        .unwrap()
+        .attrs
+        .contains_key("by-service")
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "a stale bucket record was kept"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    client.update_bucket("b", set("by-client")).await.unwrap();
+    assert!(
+        client
+            .bucket("b")
+            .await
+            .unwrap()
+            .attrs
+            .contains_key("by-client")
+    );
+    service.delete_bucket("b").await.unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while client.bucket("b").await.is_ok() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "a deleted bucket stayed"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
 }
 
 #[tokio::test]
@@ -346,6 +389,10 @@ impl MetaTransport for HidingFeed {
                 let mut answer: serde_json::Value = serde_json::from_slice(&answer).unwrap();
                 if let Some(events) = answer["outcome"]["Ok"].as_array_mut() {
                     events.retain(|event| event["seq"] != seq);
+                    if events.is_empty() {
+                        // As the service would: a long poll finds nothing yet.
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
                 }
                 Ok(Bytes::from(serde_json::to_vec(&answer).unwrap()))
             }
@@ -379,7 +426,7 @@ async fn the_follower_waits_for_an_event_committed_after_a_later_one() {
         .unwrap()
         .seq
         + 1;
-    let reveal_at = std::time::Instant::now() + Duration::from_millis(1500);
+    let reveal_at = std::time::Instant::now() + Duration::from_secs(3);
     *hiding.hidden.lock() = Some((next, reveal_at));
     put(&service, "first", b"1", PutConditions::default())
         .await

@@ -33,7 +33,7 @@ use crate::feed::{ChangeEvent, ChangeKind};
 use crate::list::{ListQuery, UploadListQuery};
 use crate::multipart::{CompletedPart, PartInfo, UploadInfo};
 use crate::records::{BucketInfo, ObjectInfo, ObjectMeta};
-use crate::store::{Engine, Events, PutConditions, Store, StoreConfig};
+use crate::store::{Engine, Events, Inner, PutConditions, Store, StoreConfig};
 
 /// Carries a metadata call to the metadata service and brings back its
 /// answer; `Err` when the outcome is unknown (no answer).
@@ -451,14 +451,10 @@ impl Store {
                 );
             }
         };
-        let first_seq = inner
-            .next_feed_seq
-            .load(std::sync::atomic::Ordering::SeqCst);
+        let first_seq = inner.next_feed_seq();
         let writes = call.writes();
-        let outcome = self.run_call(call).await;
-        let next_seq = inner
-            .next_feed_seq
-            .load(std::sync::atomic::Ordering::SeqCst);
+        let outcome = self.run_call(inner, call).await;
+        let next_seq = inner.next_feed_seq();
         // Events of concurrent calls may be among these; purging for them
         // twice is harmless, missing the caller's own is not.
         let events = if writes && next_seq > first_seq {
@@ -471,20 +467,12 @@ impl Store {
         encode_answer(outcome, events)
     }
 
-    async fn run_call(&self, call: MetaCall) -> Result<serde_json::Value> {
+    async fn run_call(&self, inner: &Inner, call: MetaCall) -> Result<serde_json::Value> {
         fn value<T: Serialize>(result: Result<T>) -> Result<serde_json::Value> {
             serde_json::to_value(result?).map_err(|err| StoreError::Internal(err.to_string()))
         }
         match call {
-            MetaCall::FeedHead => {
-                let Engine::Local(inner) = &self.engine else {
-                    return Err(StoreError::Internal("no feed here".into()));
-                };
-                value(Ok(inner
-                    .next_feed_seq
-                    .load(std::sync::atomic::Ordering::SeqCst)
-                    - 1))
-            }
+            MetaCall::FeedHead => value(Ok(inner.next_feed_seq() - 1)),
             MetaCall::FeedWait {
                 after,
                 limit,

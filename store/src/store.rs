@@ -108,7 +108,7 @@ pub(crate) struct Inner {
     key_locks: Vec<Mutex<()>>,
     /// Serialises read-modify-write updates of catalog records.
     pub(crate) catalog_lock: Mutex<()>,
-    pub(crate) next_feed_seq: AtomicU64,
+    next_feed_seq: AtomicU64,
     pub(crate) events: Arc<Events>,
 }
 
@@ -871,7 +871,7 @@ impl Store {
 
     async fn trim_feed(&self) -> Result<()> {
         self.blocking(|inner| {
-            let next = inner.next_feed_seq.load(Ordering::SeqCst);
+            let next = inner.next_feed_seq();
             let keep_from = next.saturating_sub(inner.config.feed_retention);
             if keep_from <= 1 {
                 return Ok(());
@@ -1052,6 +1052,11 @@ impl Inner {
             records::encode(&event)?,
         );
         Ok(event)
+    }
+
+    /// The number the next change-feed event will get.
+    pub(crate) fn next_feed_seq(&self) -> u64 {
+        self.next_feed_seq.load(Ordering::SeqCst)
     }
 
     pub(crate) fn publish(&self, event: ChangeEvent) {

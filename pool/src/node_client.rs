@@ -70,8 +70,9 @@ impl NodeClient {
         path: &str,
         body: Bytes,
     ) -> Result<(StatusCode, Bytes), NodeError> {
+        let separator = if path.contains('?') { '&' } else { '?' };
         let path_and_query = format!(
-            "{path}?{}={}",
+            "{path}{separator}{}={}",
             wire::BODY_DIGEST_PARAM,
             wire::body_digest(&body)
         );

@@ -394,7 +394,19 @@ impl Pool for RingPool {
         // off, or the cluster is): fail now rather than hold the request for
         // a timeout; the probes bring nodes back within a second of their
         // return.
-        if targets.iter().filter(|node| !self.is_down(node)).count() < quorum {
+        let is_up = |node: &&String| !self.is_down(node);
+        let up_targets = targets.iter().filter(is_up).count();
+        // A target that fails is replaced by a later handoff: those count too,
+        // looked up only when the targets alone fall short.
+        if up_targets < quorum
+            && up_targets
+                + handoff_nodes(&ring, part, &primaries)
+                    .iter()
+                    .filter(|node| !targets.contains(node))
+                    .filter(is_up)
+                    .count()
+                < quorum
+        {
             self.inner
                 .stats
                 .write_failures

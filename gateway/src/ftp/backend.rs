@@ -205,6 +205,11 @@ impl StoreFileSystem {
             .object(container, key)
             .await?
             .ok_or_else(|| refused(ErrorKind::PermanentFileNotAvailable))?;
+        self.content_of(account, info).await
+    }
+
+    /// [`Self::file_content`] of a record already read.
+    async fn content_of(&self, account: &str, info: ObjectInfo) -> FtpResult<FileContent> {
         let reader = large_object::Reader::Account(account);
         match large_object::assemble(&self.store, &info, reader)
             .await
@@ -361,8 +366,9 @@ impl StoreFileSystem {
                     // SIZE, and the offset APPE appends at: the assembled
                     // size, also of a DLO (listed by its manifest's 0 bytes).
                     let mut meta = EntryMeta::file(&info);
-                    if let Ok(content) = self.file_content(&bucket.account, container, key).await {
-                        meta.size = content.size;
+                    match self.content_of(&bucket.account, info).await {
+                        Ok(content) => meta.size = content.size,
+                        Err(err) => tracing::debug!(error = %err, "size of a large object unknown"),
                     }
                     return Ok(meta);
                 }

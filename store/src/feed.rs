@@ -16,6 +16,11 @@ pub enum ChangeKind {
     CatalogPut,
     /// A catalog record was deleted; `bucket` is its namespace, `key` its key.
     CatalogDeleted,
+    /// Changes may have gone unseen by this process (a store connected to
+    /// the metadata service lost its feed for a while, or fell behind what
+    /// the service keeps): anything learnt from the store before may be
+    /// stale. Published by that process only, never stored in the feed.
+    Resync,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -51,6 +51,8 @@ pub use multipart::{CompletedPart, PartInfo, UploadInfo};
 pub use read::ObjectReader;
 pub use records::{BucketInfo, ObjectInfo, ObjectMeta};
 pub use remote::MetaTransport;
-pub use store::{ChangeListener, PutConditions, Store, StoreConfig, WeakStore, validate_key};
+pub use store::{
+    ChangeListener, FeedLease, PutConditions, Store, StoreConfig, WeakStore, validate_key,
+};
 pub use usage::BucketUsage;
 pub use write::{StageError, StageOptions, StagedBody};

@@ -46,6 +46,11 @@ pub trait MetaTransport: Send + Sync + 'static {
 const CALL_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long one long poll of the feed waits for a change.
 const FEED_WAIT: Duration = Duration::from_secs(10);
+/// How late a long poll's answer may be before the poll counts as failed.
+const FEED_SLACK: Duration = Duration::from_secs(5);
+/// How long a connected store counts as following the feed after its last
+/// answer: a healthy long poll answers at least every [`FEED_WAIT`].
+const FEED_LEASE: Duration = FEED_WAIT.saturating_add(FEED_SLACK);
 /// Events fetched per poll.
 const FEED_BATCH: usize = 1000;
 /// Decisions retried when another gateway changed the same record first.
@@ -72,6 +77,36 @@ pub(crate) struct Remote {
     /// Bucket records as read, so that checking a bucket (every write does)
     /// is not a call; dropped by every change the feed or an answer brings.
     buckets: parking_lot::Mutex<BucketCache>,
+    /// When the feed last answered.
+    pub(crate) contact: Arc<FeedContact>,
+}
+
+/// When a connected store last heard from the service's feed.
+pub(crate) struct FeedContact {
+    base: std::time::Instant,
+    /// Milliseconds after `base`, plus one; 0 until the first answer.
+    last: std::sync::atomic::AtomicU64,
+}
+
+impl FeedContact {
+    fn new() -> FeedContact {
+        FeedContact {
+            base: std::time::Instant::now(),
+            last: std::sync::atomic::AtomicU64::new(0),
+        }
+    }
+
+    fn touch(&self) {
+        let now = self.base.elapsed().as_millis() as u64 + 1;
+        self.last.store(now, std::sync::atomic::Ordering::Release);
+    }
+
+    /// Whether the feed answered within [`FEED_LEASE`].
+    pub(crate) fn holds(&self) -> bool {
+        let last = self.last.load(std::sync::atomic::Ordering::Acquire);
+        let now = self.base.elapsed().as_millis() as u64 + 1;
+        last != 0 && now.saturating_sub(last) < FEED_LEASE.as_millis() as u64
+    }
 }
 
 #[derive(Default)]
@@ -87,6 +122,8 @@ struct BucketCache {
 #[serde(tag = "op", rename_all = "snake_case")]
 pub(crate) enum MetaCall {
     FeedHead,
+    /// The oldest event the service still keeps.
+    FeedOldest,
     FeedWait {
         after: u64,
         limit: usize,
@@ -200,6 +237,7 @@ impl MetaCall {
         !matches!(
             self,
             MetaCall::FeedHead
+                | MetaCall::FeedOldest
                 | MetaCall::FeedWait { .. }
                 | MetaCall::Bucket { .. }
                 | MetaCall::ListBuckets { .. }
@@ -315,6 +353,7 @@ impl Remote {
             let cache = self.buckets.lock();
             if let Some((info, read_at)) = cache.records.get(&name)
                 && read_at.elapsed() < BUCKET_TTL
+                && self.contact.holds()
             {
                 return Ok(info.clone());
             }
@@ -402,6 +441,7 @@ impl Store {
             events: Events::new(),
             transport,
             buckets: parking_lot::Mutex::new(BucketCache::default()),
+            contact: Arc::new(FeedContact::new()),
         });
         let deadline = tokio::time::Instant::now() + CONNECT_PATIENCE;
         let mut attempts = 0u32;
@@ -411,7 +451,10 @@ impl Store {
                 .call_within(MetaCall::FeedHead, left.min(CALL_TIMEOUT))
                 .await
             {
-                Ok(head) => break head,
+                Ok(head) => {
+                    remote.contact.touch();
+                    break head;
+                }
                 Err(err @ StoreError::Unavailable(_)) if !left.is_zero() => {
                     if attempts.is_multiple_of(20) {
                         tracing::warn!(error = %err, "waiting for the metadata service");
@@ -473,6 +516,7 @@ impl Store {
         }
         match call {
             MetaCall::FeedHead => value(Ok(inner.next_feed_seq() - 1)),
+            MetaCall::FeedOldest => value(self.blocking(|inner| inner.oldest_feed_seq()).await),
             MetaCall::FeedWait {
                 after,
                 limit,
@@ -684,12 +728,16 @@ async fn back_off(attempt: u32) {
 /// Feed numbers are taken before the commit's fsync, so a later number can
 /// be readable before an earlier one: events past a hole are published at
 /// once, and the position stays at the hole until it fills or
-/// [`FEED_HOLE_WAIT`] shows its commit failed.
+/// [`FEED_HOLE_WAIT`] shows its commit failed. Where changes may have gone
+/// unseen (the feed failed to answer, or the service no longer keeps the
+/// events after the position), a [`ChangeKind::Resync`] tells the listeners.
 async fn follow_feed(remote: Weak<Remote>, head: u64) {
     // Published: everything up to `done`, and `ahead` past a hole.
     let mut done = head.saturating_sub(FEED_START_OVERLAP);
     let mut ahead = std::collections::BTreeSet::new();
     let mut hole_since: Option<tokio::time::Instant> = None;
+    // Whether the feed failed since the last Resync.
+    let mut lost = false;
     loop {
         let Some(live) = remote.upgrade() else { return };
         let wait = if ahead.is_empty() {
@@ -703,13 +751,21 @@ async fn follow_feed(remote: Weak<Remote>, head: u64) {
             wait_ms: wait.as_millis() as u64,
         };
         let events = match live
-            .call_within::<Vec<serde_json::Value>>(call, wait + CALL_TIMEOUT)
+            .call_within::<Vec<serde_json::Value>>(call, wait + FEED_SLACK)
             .await
         {
-            Ok(events) => events,
+            Ok(events) => {
+                live.contact.touch();
+                lost = false;
+                events
+            }
             Err(err) => {
                 // Changes may go unseen for a while: read buckets afresh.
                 live.forget_buckets();
+                if !lost {
+                    lost = true;
+                    live.publish(resync_event(done));
+                }
                 drop(live);
                 tracing::warn!(error = %err, "following the metadata service's feed failed");
                 tokio::time::sleep(Duration::from_secs(1)).await;
@@ -737,15 +793,45 @@ async fn follow_feed(remote: Weak<Remote>, head: u64) {
             hole_since = None;
             continue;
         }
+        if hole_since.is_none()
+            && let Ok(oldest) = live.call::<u64>(MetaCall::FeedOldest).await
+            && oldest > done + 1
+        {
+            // The service dropped events this follower never saw.
+            tracing::warn!(
+                position = done,
+                oldest,
+                "the metadata service no longer keeps the changes after this gateway's position"
+            );
+            live.publish(resync_event(done));
+            done = oldest - 1;
+            while ahead.remove(&(done + 1)) {
+                done += 1;
+            }
+            continue;
+        }
         let since = *hole_since.get_or_insert_with(tokio::time::Instant::now);
         if since.elapsed() >= FEED_HOLE_WAIT {
-            // A number burnt by a failed commit: step over it.
-            done += 1;
+            // Numbers burnt by failed commits: step over to the next event.
+            done = ahead.first().map_or(done + 1, |first| first - 1);
             hole_since = None;
         } else {
             drop(live);
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+    }
+}
+
+/// Tells this process's listeners that changes before `position` may have
+/// gone unseen.
+fn resync_event(position: u64) -> ChangeEvent {
+    ChangeEvent {
+        seq: position,
+        kind: ChangeKind::Resync,
+        bucket: String::new(),
+        key: None,
+        etag: None,
+        at_ms: crate::store::now_ms(),
     }
 }
 

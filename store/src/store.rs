@@ -140,6 +140,16 @@ impl Events {
     }
 }
 
+/// See [`Store::feed_lease`]. Holds no reference to the store itself.
+#[derive(Clone)]
+pub struct FeedLease(Option<Arc<crate::remote::FeedContact>>);
+
+impl FeedLease {
+    pub fn holds(&self) -> bool {
+        self.0.as_ref().is_none_or(|contact| contact.holds())
+    }
+}
+
 /// The object layer. Cheap to clone; every clone shares one database (or one
 /// connection to the metadata service) and pool.
 #[derive(Clone)]
@@ -260,6 +270,15 @@ impl Store {
     }
 
     /// The metadata service this store is a client of, if it is one.
+    /// Whether this process has seen every change to the store until a
+    /// moment ago, through [`Store::on_change`] and [`Store::subscribe`]:
+    /// always for the store that holds the metadata; for a connected one,
+    /// while the service's feed keeps answering. What a gateway keeps from
+    /// the store (its edge cache) is to be trusted only while this holds.
+    pub fn feed_lease(&self) -> FeedLease {
+        FeedLease(self.remote().map(|remote| remote.contact.clone()))
+    }
+
     pub(crate) fn remote(&self) -> Option<&Arc<Remote>> {
         match &self.engine {
             Engine::Local(_) => None,
@@ -1052,6 +1071,22 @@ impl Inner {
             records::encode(&event)?,
         );
         Ok(event)
+    }
+
+    /// The number of the oldest change-feed event kept (the next one's when
+    /// none is).
+    pub(crate) fn oldest_feed_seq(&self) -> Result<u64> {
+        let feed = cf(&self.db, CF_FEED)?;
+        match self.db.iterator_cf(feed, IteratorMode::Start).next() {
+            Some(item) => {
+                let (key, _) = item?;
+                let bytes: [u8; 8] = key.as_ref().try_into().map_err(|_| {
+                    StoreError::Corrupt(format!("a feed key of {} bytes", key.len()))
+                })?;
+                Ok(u64::from_be_bytes(bytes))
+            }
+            None => Ok(self.next_feed_seq()),
+        }
     }
 
     /// The number the next change-feed event will get.

@@ -43,6 +43,11 @@ struct Pair {
 }
 
 async fn pair() -> Pair {
+    pair_with(|_| {}).await
+}
+
+/// A pair whose service runs with `tune`'s settings.
+async fn pair_with(tune: impl FnOnce(&mut StoreConfig)) -> Pair {
     let dir = tempfile::tempdir().unwrap();
     let pool: Arc<dyn Pool> = Arc::new(
         LocalPool::open(LocalPoolConfig {
@@ -52,6 +57,7 @@ async fn pair() -> Pair {
     );
     let mut config = StoreConfig::new(dir.path().join("meta"));
     config.min_part_size = 8;
+    tune(&mut config);
     let service = Store::open(config.clone(), pool.clone()).unwrap();
     let transport = Arc::new(Direct {
         service: service.clone(),
@@ -455,4 +461,99 @@ async fn the_follower_waits_for_an_event_committed_after_a_later_one() {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     assert!(std::time::Instant::now() >= reveal_at);
+    assert!(
+        !events
+            .lock()
+            .iter()
+            .any(|event| event.kind == ChangeKind::Resync),
+        "a hole in the feed's numbers was taken for lost events"
+    );
+}
+
+fn resyncs(events: &Mutex<Vec<ChangeEvent>>) -> usize {
+    events
+        .lock()
+        .iter()
+        .filter(|event| event.kind == ChangeKind::Resync)
+        .count()
+}
+
+async fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while !done() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{what}: not within 20 s"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_follower_that_lost_the_feed_or_fell_behind_it_tells_its_listeners() {
+    let Pair {
+        service,
+        client,
+        transport,
+        _dir,
+        ..
+    } = pair_with(|config| config.feed_retention = 4).await;
+    service.create_bucket("acct", "b", "r").await.unwrap();
+    let events = record_events(&client);
+    assert!(client.feed_lease().holds());
+    put(&service, "before", b"0", PutConditions::default())
+        .await
+        .unwrap();
+    wait_until("the change before the cut", || {
+        saw(&events, ChangeKind::ObjectPut, "before")
+    })
+    .await;
+    assert_eq!(resyncs(&events), 0);
+
+    // Cut off: the next poll fails, and the listeners hear of it.
+    transport.cut.store(true, Ordering::SeqCst);
+    put(&service, "during-1", b"1", PutConditions::default())
+        .await
+        .unwrap();
+    wait_until("a resync after the feed failed", || resyncs(&events) == 1).await;
+
+    // Meanwhile the service moves on and drops the events the follower needs.
+    for n in 0..12 {
+        put(
+            &service,
+            &format!("during-{n}"),
+            b"2",
+            PutConditions::default(),
+        )
+        .await
+        .unwrap();
+    }
+    let missed = service.feed_since(0, 1).await.unwrap()[0].seq - 1;
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while service.feed_since(0, 1).await.unwrap()[0].seq <= missed + 8 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the feed was not trimmed"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let before_reconnect = events.lock().len();
+
+    // Back: the gap is told as a second resync, and following goes on.
+    transport.cut.store(false, Ordering::SeqCst);
+    wait_until("a resync for the trimmed events", || resyncs(&events) == 2).await;
+    put(&service, "after", b"3", PutConditions::default())
+        .await
+        .unwrap();
+    wait_until("the change after the gap", || {
+        saw(&events, ChangeKind::ObjectPut, "after")
+    })
+    .await;
+    let resync_at = events
+        .lock()
+        .iter()
+        .rposition(|event| event.kind == ChangeKind::Resync)
+        .unwrap();
+    assert!(resync_at >= before_reconnect);
+    assert!(client.feed_lease().holds());
 }

@@ -221,7 +221,12 @@ impl Cluster {
     /// A second gateway over this cluster that takes its metadata from
     /// `service` (`--metadata`), a gateway started with [`Cluster::gateway`].
     pub fn gateway_over(&self, service: &Server) -> Result<Server> {
-        let address = format!("127.0.0.1:{}", service.port());
+        self.gateway_over_address(&format!("127.0.0.1:{}", service.port()))
+    }
+
+    /// A second gateway that reaches the metadata service at `address` (a
+    /// [`crate::Proxy`] in front of it, say).
+    pub fn gateway_over_address(&self, address: &str) -> Result<Server> {
         Server::start_with_config_and_args(
             "",
             &[
@@ -230,7 +235,7 @@ impl Cluster {
                 "--cluster-secret-file",
                 &self.secret(),
                 "--metadata",
-                &address,
+                address,
             ],
         )
     }

@@ -41,18 +41,18 @@ pub struct Proxy {
 }
 
 impl Proxy {
+    /// A proxy listening on `address` (`127.0.0.1:0`: a port the OS picks,
+    /// then in [`Proxy::address`]).
     pub fn start(address: &str, target: &str) -> Result<Proxy> {
         let listener =
             TcpListener::bind(address).with_context(|| format!("proxy binding {address}"))?;
+        let address = listener.local_addr()?.to_string();
         listener.set_nonblocking(true)?;
         let flags = Arc::new(Flags::default());
         let accept_flags = flags.clone();
         let target = target.to_owned();
         thread::spawn(move || accept_loop(&listener, &target, &accept_flags));
-        Ok(Proxy {
-            address: address.to_owned(),
-            flags,
-        })
+        Ok(Proxy { address, flags })
     }
 
     /// Stops every byte, in both directions, on every connection.

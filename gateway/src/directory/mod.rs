@@ -447,6 +447,7 @@ impl Directory {
                         (ChangeKind::CatalogPut | ChangeKind::CatalogDeleted, Some(key)) => {
                             directory.refresh(&event.bucket, key).await
                         }
+                        (ChangeKind::Resync, _) => directory.reload().await,
                         _ => Ok(()),
                     },
                     // Missed events: read everything again.

@@ -17,6 +17,11 @@
 //!   the store before a purge is not inserted after it (purge epochs).
 //! * Concurrent misses of one key make one store read; the others wait for
 //!   it.
+//! * A gateway connected to another's metadata trusts its copies only while
+//!   it follows that gateway's feed ([`strata_store::FeedLease`]); short of
+//!   that every hit revalidates, and after a gap in the feed (a
+//!   [`ChangeKind::Resync`]) every copy revalidates once, listings and
+//!   bucket records are read again.
 //! * Public container listings (`.rlistings`) are cached as rendered
 //!   answers under the bucket's listing generation: any change in the
 //!   bucket bumps it, so a purge costs O(1) and every format, prefix and
@@ -35,7 +40,7 @@ use bytes::Bytes;
 use futures::StreamExt as _;
 use parking_lot::Mutex;
 use serde::Deserialize;
-use strata_store::{BucketInfo, ChangeEvent, ChangeKind, ObjectInfo, Store};
+use strata_store::{BucketInfo, ChangeEvent, ChangeKind, FeedLease, ObjectInfo, Store};
 use tokio::sync::OnceCell;
 
 /// Purge epochs are kept per stripe of keys: a purge bumps its stripe.
@@ -120,6 +125,8 @@ pub struct CachedObject {
     pub body: Bytes,
     fetched: Mutex<Instant>,
     max_age: Duration,
+    /// The cache's resync count when the copy was read or last confirmed.
+    resync: AtomicU64,
     /// The object's response headers as each door renders them, made on
     /// the first hit through that door: a hit then copies them instead of
     /// formatting dates and parsing header names again.
@@ -233,6 +240,11 @@ pub struct EdgeCache {
     /// Rendered listings by (bucket, listing generation, request form).
     listings: moka::sync::Cache<(String, u64, String), Arc<CachedResponse>>,
     listing_generations: Mutex<HashMap<String, u64>>,
+    /// Counts [`ChangeKind::Resync`]s: copies made before the last one
+    /// revalidate.
+    resyncs: AtomicU64,
+    /// Whether this gateway is following the store's changes.
+    feed: FeedLease,
     zones: Vec<Arc<SsdZone>>,
     /// For background writes that must see purges made after they began.
     self_ref: std::sync::Weak<EdgeCache>,
@@ -285,6 +297,8 @@ impl EdgeCache {
                 })
                 .build(),
             listing_generations: Mutex::new(HashMap::new()),
+            resyncs: AtomicU64::new(0),
+            feed: store.feed_lease(),
             config,
             metrics,
         });
@@ -312,6 +326,10 @@ impl EdgeCache {
 
     /// Purges what a committed change makes stale.
     pub fn apply(&self, event: &ChangeEvent) {
+        if event.kind == ChangeKind::Resync {
+            self.resync();
+            return;
+        }
         if matches!(
             event.kind,
             ChangeKind::ObjectPut
@@ -355,6 +373,26 @@ impl EdgeCache {
         }
     }
 
+    /// Changes may have gone unseen: every copy revalidates at its next
+    /// hit, and listings and bucket records are read again.
+    fn resync(&self) {
+        self.resyncs.fetch_add(1, Ordering::SeqCst);
+        self.bucket_epoch.fetch_add(1, Ordering::SeqCst);
+        self.buckets.invalidate_all();
+        self.listings.invalidate_all();
+        for zone in &self.zones {
+            zone.revalidate_all();
+        }
+        self.metrics.purges.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Whether `cached` may be served without asking the store.
+    fn trusted(&self, cached: &CachedObject) -> bool {
+        cached.is_fresh()
+            && cached.resync.load(Ordering::SeqCst) == self.resyncs.load(Ordering::SeqCst)
+            && self.feed.holds()
+    }
+
     fn purge(&self, bucket: &str, key: &str) {
         self.epoch(bucket, key).fetch_add(1, Ordering::SeqCst);
         let cache_key = (bucket.to_owned(), key.to_owned());
@@ -381,14 +419,15 @@ impl EdgeCache {
         store: &Store,
         name: &str,
     ) -> strata_store::Result<Option<Arc<BucketInfo>>> {
-        if let Some(bucket) = self.buckets.get(name) {
+        let following = self.feed.holds();
+        if following && let Some(bucket) = self.buckets.get(name) {
             return Ok(Some(bucket));
         }
         let epoch = self.bucket_epoch.load(Ordering::SeqCst);
         match store.bucket(name).await {
             Ok(bucket) => {
                 let bucket = Arc::new(bucket);
-                if self.bucket_epoch.load(Ordering::SeqCst) == epoch {
+                if following && self.bucket_epoch.load(Ordering::SeqCst) == epoch {
                     self.buckets.insert(name.to_owned(), bucket.clone());
                 }
                 Ok(Some(bucket))
@@ -409,16 +448,18 @@ impl EdgeCache {
     ) -> Option<(Arc<CachedObject>, CacheOutcome)> {
         let cache_key = (bucket.to_owned(), key.to_owned());
         if let Some(cached) = self.objects.get(&cache_key) {
-            if cached.is_fresh() {
+            if self.trusted(&cached) {
                 self.metrics.hits.fetch_add(1, Ordering::Relaxed);
                 return Some((cached, CacheOutcome::Hit));
             }
             // Stale: keep the bytes if the store still has that version.
+            let resync = self.resyncs.load(Ordering::SeqCst);
             if let Ok(current) = store.head_object(bucket, key).await
                 && current.etag == cached.info.etag
                 && current.last_modified_ms == cached.info.last_modified_ms
             {
                 *cached.fetched.lock() = Instant::now();
+                cached.resync.store(resync, Ordering::SeqCst);
                 self.metrics.revalidations.fetch_add(1, Ordering::Relaxed);
                 return Some((cached, CacheOutcome::Revalidated));
             }
@@ -450,6 +491,7 @@ impl EdgeCache {
     ) -> Option<(Arc<CachedObject>, CacheOutcome)> {
         let (bucket, key) = (&cache_key.0, &cache_key.1);
         let epoch = self.epoch(bucket, key).load(Ordering::SeqCst);
+        let resync = self.resyncs.load(Ordering::SeqCst);
         if let Some(zone) = self.zone_of(bucket, key).cloned() {
             let lookup = cache_key.clone();
             let found = tokio::task::spawn_blocking(move || zone.read(&lookup))
@@ -458,7 +500,9 @@ impl EdgeCache {
                 .flatten();
             if let Some((info, body, entry)) = found {
                 let mut outcome = CacheOutcome::Hit;
-                let current = if entry.needs_revalidation.load(Ordering::Relaxed) {
+                let current = if entry.needs_revalidation.load(Ordering::Relaxed)
+                    || !self.feed.holds()
+                {
                     outcome = CacheOutcome::Revalidated;
                     store
                         .head_object(bucket, key)
@@ -476,7 +520,7 @@ impl EdgeCache {
                 {
                     SsdZone::confirm(&entry);
                     self.metrics.ssd_hits.fetch_add(1, Ordering::Relaxed);
-                    let cached = self.keep(cache_key.clone(), info, body, max_age, epoch);
+                    let cached = self.keep(cache_key.clone(), info, body, max_age, (epoch, resync));
                     return Some((cached, outcome));
                 }
                 if let Some(zone) = self.zone_of(bucket, key) {
@@ -519,36 +563,39 @@ impl EdgeCache {
                     tracing::warn!(error = %err, "writing to an SSD cache zone failed");
                     return;
                 }
-                // A purge that came while the file was written wins.
-                let purged = cache
-                    .upgrade()
-                    .is_none_or(|cache| cache.epochs[stripe].load(Ordering::SeqCst) != epoch);
+                // A purge or resync that came while the file was written wins.
+                let purged = cache.upgrade().is_none_or(|cache| {
+                    cache.epochs[stripe].load(Ordering::SeqCst) != epoch
+                        || cache.resyncs.load(Ordering::SeqCst) != resync
+                });
                 if purged {
                     zone.purge(&cache_key);
                 }
             });
         }
         Some((
-            self.keep(cache_key, info, body, max_age, epoch),
+            self.keep(cache_key, info, body, max_age, (epoch, resync)),
             CacheOutcome::Miss,
         ))
     }
 
     /// Wraps a fetched copy and keeps it in RAM when it is small enough and
-    /// no purge came since `epoch`.
+    /// no purge came since `epoch` (the key's purge epoch and the resync
+    /// count when the fetch began).
     fn keep(
         &self,
         cache_key: ObjectKey,
         info: ObjectInfo,
         body: Bytes,
         max_age: Duration,
-        epoch: u64,
+        (epoch, resync): (u64, u64),
     ) -> Arc<CachedObject> {
         let cached = Arc::new(CachedObject {
             info,
             body,
             fetched: Mutex::new(Instant::now()),
             max_age,
+            resync: AtomicU64::new(resync),
             rendered: Default::default(),
         });
         let small = cached.body.len() as u64 <= self.config.ram_max_object_bytes;
@@ -588,17 +635,23 @@ impl EdgeCache {
     }
 
     /// The current listing generation of `bucket`: a listing rendered under
-    /// it is kept under it, and is gone once the bucket changes.
+    /// it is kept under it, and is gone once the bucket changes (or a
+    /// resync comes: the count of those is the high half).
     pub fn listing_generation(&self, bucket: &str) -> u64 {
-        self.listing_generations
+        let changes = self
+            .listing_generations
             .lock()
             .get(bucket)
             .copied()
-            .unwrap_or_default()
+            .unwrap_or_default();
+        (self.resyncs.load(Ordering::SeqCst) << 32).wrapping_add(changes)
     }
 
     /// A fresh rendered listing of `bucket` for the request form `form`.
     pub fn listing(&self, bucket: &str, form: &str) -> Option<Arc<CachedResponse>> {
+        if !self.feed.holds() {
+            return None;
+        }
         let key = (
             bucket.to_owned(),
             self.listing_generation(bucket),

@@ -204,6 +204,14 @@ impl SsdZone {
         self.index.weighted_size()
     }
 
+    /// Makes every entry's next hit ask the store for the current version
+    /// (changes may have gone unseen).
+    pub fn revalidate_all(&self) {
+        for (_, entry) in self.index.iter() {
+            entry.needs_revalidation.store(true, Ordering::Relaxed);
+        }
+    }
+
     /// Marks an entry fresh after the store confirmed its version.
     pub fn confirm(entry: &SsdEntry) {
         entry.needs_revalidation.store(false, Ordering::Relaxed);

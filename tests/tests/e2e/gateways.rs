@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
 use strata_tests::{
-    Cluster, HttpResponse, Server, Signing, SwiftUser, assert_same_tree, unique_bucket, utf8,
-    write_tree,
+    Cluster, HttpResponse, Proxy, Server, Signing, SwiftUser, assert_same_tree, unique_bucket,
+    utf8, write_tree,
 };
 
 /// How long a change made through one gateway may take to show on the other's
@@ -270,5 +270,88 @@ fn the_second_gateways_edge_follows_changes_made_through_the_first() -> Result<(
     println!(
         "seen on the other gateway after: overwrite {overwrite:?}, listing {relisted:?}, reverse {reverse:?}"
     );
+    Ok(())
+}
+
+/// The body of an anonymous `GET path` if the gateway answers 200 within
+/// 3 s; `None` for any other answer or none.
+fn body_if_quick(server: &Server, path: &str) -> Result<Option<Vec<u8>>> {
+    let output = std::process::Command::new("curl")
+        .args(["-s", "--max-time", "3", "-w", "\n%{http_code}"])
+        .arg(format!("{}{path}", server.endpoint()))
+        .output()
+        .context("running curl")?;
+    let mut answer = output.stdout;
+    let Some(split) = answer.iter().rposition(|byte| *byte == b'\n') else {
+        return Ok(None);
+    };
+    let status = answer.split_off(split);
+    Ok((output.status.success() && status == b"\n200").then_some(answer))
+}
+
+#[test]
+fn a_gateway_cut_off_from_the_metadata_service_stops_trusting_its_edge() -> Result<()> {
+    let cluster = Cluster::start(3, 6, 2)?;
+    let service = cluster.gateway()?;
+    let link = Proxy::start("127.0.0.1:0", &format!("127.0.0.1:{}", service.port()))?;
+    let mut second = cluster.gateway_over_address(&link.address)?;
+
+    let container = unique_bucket("edge-away");
+    let base = format!("/v1/AUTH_admin/{container}");
+    service
+        .swift_as_root("PUT", &base, None, &[("X-Container-Read", ".r:*")])?
+        .expect_status(201)?;
+    let url = format!("{base}/logo.gif");
+    service
+        .swift_as_root("PUT", &url, Some(b"one"), &[])?
+        .expect_status(201)?;
+    within_bound("the object on the second gateway", || {
+        Ok(anonymous(&second, &url)?.status == 200)
+    })?;
+    let cached = anonymous(&second, &url)?;
+    ensure!(cached.header("x-cache") == Some("HIT"), "{cached}");
+
+    // Cut off, the second gateway cannot hear of this overwrite. It may
+    // serve its copy while its hold on the feed lasts (15 s), not after.
+    link.cut();
+    service
+        .swift_as_root("PUT", &url, Some(b"two"), &[])?
+        .expect_status(201)?;
+    let cut_at = Instant::now();
+    loop {
+        match body_if_quick(&second, &url)? {
+            Some(body) if body == b"one" => {
+                ensure!(
+                    cut_at.elapsed() < Duration::from_secs(25),
+                    "the cut-off gateway still serves the replaced bytes after {:?}",
+                    cut_at.elapsed()
+                );
+                thread::sleep(Duration::from_millis(500));
+            }
+            Some(body) => bail!(
+                "unexpected bytes while cut off: {}",
+                String::from_utf8_lossy(&body)
+            ),
+            None => break,
+        }
+    }
+    let untrusted_after = cut_at.elapsed();
+
+    // Back on the network: the new bytes, and the gateway is well.
+    link.heal();
+    let started = Instant::now();
+    while anonymous(&second, &url)?.body != b"two" {
+        ensure!(
+            started.elapsed() < Duration::from_secs(60),
+            "the reconnected gateway never served the new bytes"
+        );
+        thread::sleep(Duration::from_millis(100));
+    }
+    eprintln!(
+        "cut-off gateway stopped serving its copy after {untrusted_after:?}, \
+         served the new bytes {:?} after reconnecting",
+        started.elapsed()
+    );
+    second.assert_healthy()?;
     Ok(())
 }

@@ -79,6 +79,9 @@ pub(crate) struct Remote {
     buckets: parking_lot::Mutex<BucketCache>,
     /// When the feed last answered.
     pub(crate) contact: Arc<FeedContact>,
+    /// Set while the feed's polls fail: calls then fail at once instead of
+    /// each waiting out its timeout on a service that does not answer.
+    unreachable: std::sync::atomic::AtomicBool,
 }
 
 /// When a connected store last heard from the service's feed.
@@ -393,6 +396,11 @@ impl Remote {
 
     /// Sends `call` and publishes the events its answer carries.
     pub(crate) async fn call<T: DeserializeOwned>(&self, call: MetaCall) -> Result<T> {
+        if self.unreachable.load(std::sync::atomic::Ordering::Acquire) {
+            return Err(StoreError::Unavailable(
+                "metadata service unreachable (its feed does not answer)".into(),
+            ));
+        }
         self.call_within(call, CALL_TIMEOUT).await
     }
 
@@ -442,6 +450,7 @@ impl Store {
             transport,
             buckets: parking_lot::Mutex::new(BucketCache::default()),
             contact: Arc::new(FeedContact::new()),
+            unreachable: std::sync::atomic::AtomicBool::new(false),
         });
         let deadline = tokio::time::Instant::now() + CONNECT_PATIENCE;
         let mut attempts = 0u32;
@@ -740,7 +749,8 @@ async fn follow_feed(remote: Weak<Remote>, head: u64) {
     let mut lost = false;
     loop {
         let Some(live) = remote.upgrade() else { return };
-        let wait = if ahead.is_empty() {
+        // After a failure, a poll that answers at once: calls wait for it.
+        let wait = if ahead.is_empty() && !lost {
             FEED_WAIT
         } else {
             Duration::ZERO
@@ -756,10 +766,14 @@ async fn follow_feed(remote: Weak<Remote>, head: u64) {
         {
             Ok(events) => {
                 live.contact.touch();
+                live.unreachable
+                    .store(false, std::sync::atomic::Ordering::Release);
                 lost = false;
                 events
             }
             Err(err) => {
+                live.unreachable
+                    .store(true, std::sync::atomic::Ordering::Release);
                 // Changes may go unseen for a while: read buckets afresh.
                 live.forget_buckets();
                 if !lost {

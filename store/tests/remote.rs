@@ -367,10 +367,19 @@ async fn a_service_that_does_not_answer_makes_calls_unavailable_until_it_does() 
         put(&client, "k", b"v", PutConditions::default()).await,
         Err(StoreError::Unavailable(_))
     ));
+    // Back: calls work again once the feed answered (the follower retries
+    // each second; until then calls fail at once, without waiting).
     transport.cut.store(false, Ordering::SeqCst);
-    put(&client, "k", b"v", PutConditions::default())
-        .await
-        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        match put(&client, "k", b"v", PutConditions::default()).await {
+            Ok(_) => break,
+            Err(StoreError::Unavailable(_)) if std::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            Err(err) => panic!("the service answers again, the client does not: {err}"),
+        }
+    }
     assert_eq!(get(&service, "k").await.unwrap(), b"v");
 }
 

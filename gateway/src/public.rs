@@ -38,40 +38,48 @@ pub fn anonymous_object_read(
     {
         return true;
     }
-    read_decision(
-        &swift_read_acl(bucket),
-        &bucket.account,
-        None,
-        referrer,
-        false,
-    )
-    .allowed
+    with_swift_read_acl(bucket, |acl| {
+        read_decision(acl, &bucket.account, None, referrer, false).allowed
+    })
 }
 
 /// May anyone list `bucket`, coming from `referrer`?
 pub fn anonymous_listing(bucket: &BucketInfo, referrer: Option<&str>) -> bool {
     is_public_read(bucket)
-        || read_decision(
-            &swift_read_acl(bucket),
-            &bucket.account,
-            None,
-            referrer,
-            true,
-        )
-        .allowed
+        || with_swift_read_acl(bucket, |acl| {
+            read_decision(acl, &bucket.account, None, referrer, true).allowed
+        })
+}
+
+/// Calls `f` with the stored Swift read ACL, parsed (one that no longer
+/// parses grants nothing). Anonymous reads need it on every request and
+/// most containers carry one of a few short ACLs, so each thread keeps the
+/// last one it parsed.
+fn with_swift_read_acl<R>(bucket: &BucketInfo, f: impl FnOnce(&ContainerAcl) -> R) -> R {
+    thread_local! {
+        static LAST: std::cell::RefCell<Option<(String, ContainerAcl)>> =
+            const { std::cell::RefCell::new(None) };
+    }
+    let Some(text) = bucket.attrs.get(ATTR_SWIFT_READ) else {
+        return f(&ContainerAcl::default());
+    };
+    LAST.with(|last| {
+        let mut last = last.borrow_mut();
+        if !matches!(&*last, Some((seen, _)) if seen == text) {
+            *last = Some((
+                text.clone(),
+                ContainerAcl::parse_read(text).unwrap_or_default(),
+            ));
+        }
+        match &*last {
+            Some((_, acl)) => f(acl),
+            None => f(&ContainerAcl::default()),
+        }
+    })
 }
 
 pub fn is_public_read(bucket: &BucketInfo) -> bool {
     bucket.attrs.get(ATTR_S3_ACL).map(String::as_str) == Some(PUBLIC_READ)
-}
-
-/// The stored Swift read ACL; one that no longer parses grants nothing.
-pub fn swift_read_acl(bucket: &BucketInfo) -> ContainerAcl {
-    bucket
-        .attrs
-        .get(ATTR_SWIFT_READ)
-        .and_then(|text| ContainerAcl::parse_read(text).ok())
-        .unwrap_or_default()
 }
 
 /// The part of the S3 policy language strata accepts: statements that

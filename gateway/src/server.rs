@@ -368,6 +368,9 @@ impl Doors {
         &self,
         mut request: hyper::Request<Incoming>,
     ) -> Result<(hyper::Request<Incoming>, bool), Response> {
+        if self.storage_domain.is_none() && !self.directory.has_domains() {
+            return Ok((request, false));
+        }
         let host = request
             .headers()
             .get(http::header::HOST)

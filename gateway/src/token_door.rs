@@ -67,7 +67,7 @@ impl TokenDoor {
     }
 
     fn swift_v1(&self, headers: &HeaderMap) -> Response {
-        let header = |names: &[&str]| names.iter().find_map(|name| header_str(headers, name));
+        let header = |names: &[&str]| names.iter().find_map(|name| header_str(headers, *name));
         let (Some(auth_user), Some(key)) = (
             header(&["x-auth-user", "x-storage-user"]),
             header(&["x-auth-key", "x-storage-pass"]),

@@ -102,8 +102,21 @@ pub async fn stream_body(
     Ok(StreamBody::new(frames).boxed_unsync())
 }
 
-pub fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+pub fn header_str(headers: &HeaderMap, name: impl http::header::AsHeaderName) -> Option<&str> {
     headers.get(name).and_then(|value| value.to_str().ok())
+}
+
+/// Header names the read path uses on every request: a `HeaderName` made
+/// once is not parsed again (a `&str` name is, at each use).
+pub mod names {
+    use http::HeaderName;
+
+    pub const X_AUTH_TOKEN: HeaderName = HeaderName::from_static("x-auth-token");
+    pub const X_STORAGE_TOKEN: HeaderName = HeaderName::from_static("x-storage-token");
+    pub const X_TRANS_ID: HeaderName = HeaderName::from_static("x-trans-id");
+    pub const X_OPENSTACK_REQUEST_ID: HeaderName =
+        HeaderName::from_static("x-openstack-request-id");
+    pub const X_CACHE: HeaderName = HeaderName::from_static("x-cache");
 }
 
 pub fn http_date(ms: i64) -> String {
@@ -133,7 +146,7 @@ pub fn evaluate_conditions(
         if prefix.is_empty() {
             headers.get(&standard).and_then(|value| value.to_str().ok())
         } else {
-            header_str(headers, &format!("{prefix}{}", standard.as_str()))
+            header_str(headers, format!("{prefix}{}", standard.as_str()))
         }
     };
     let modified_secs = info.last_modified_ms.div_euclid(1000);

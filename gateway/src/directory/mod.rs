@@ -211,6 +211,11 @@ impl Directory {
         self.view.read().domains.get(host).cloned()
     }
 
+    /// Whether any custom domain is mapped.
+    pub fn has_domains(&self) -> bool {
+        !self.view.read().domains.is_empty()
+    }
+
     /// Every custom domain, by host.
     pub fn domains(&self) -> Vec<DomainRecord> {
         let mut domains: Vec<DomainRecord> = self.view.read().domains.values().cloned().collect();

@@ -46,8 +46,8 @@ pub(crate) fn authenticate(
     query: &Query,
     now: u64,
 ) -> SwiftResult<Caller> {
-    let token =
-        header_str(headers, "x-auth-token").or_else(|| header_str(headers, "x-storage-token"));
+    use crate::wire::names::{X_AUTH_TOKEN, X_STORAGE_TOKEN};
+    let token = header_str(headers, X_AUTH_TOKEN).or_else(|| header_str(headers, X_STORAGE_TOKEN));
     if let Some(token) = token {
         return directory
             .verify_token(token, now)

@@ -106,7 +106,8 @@ impl SwiftDoor {
         // Debug level: at the default info level an enabled span would format
         // its fields on every request, and failures log the id themselves.
         let span = tracing::debug_span!("swift", method = %parts.method, id = %trans_id);
-        let origin = crate::wire::header_str(&parts.headers, "origin").map(str::to_owned);
+        let origin =
+            crate::wire::header_str(&parts.headers, http::header::ORIGIN).map(str::to_owned);
         let method = parts.method.clone();
         let mut cors_container = None;
         let outcome = async {
@@ -144,8 +145,8 @@ impl SwiftDoor {
         }
         let headers = response.headers_mut();
         if let Ok(value) = HeaderValue::from_str(&trans_id) {
-            headers.insert("x-trans-id", value.clone());
-            headers.insert("x-openstack-request-id", value);
+            headers.insert(crate::wire::names::X_TRANS_ID, value.clone());
+            headers.insert(crate::wire::names::X_OPENSTACK_REQUEST_ID, value);
         }
         headers.insert(http::header::SERVER, HeaderValue::from_static("strata"));
         response
@@ -302,12 +303,20 @@ fn parse_path(raw: &str) -> SwiftResult<(String, Target)> {
 /// `tx` + 21 random hex digits + `-` + the time in hex, as Swift's proxy
 /// makes them; built in place, since every request carries one.
 fn new_trans_id() -> String {
-    use std::fmt::Write as _;
+    /// `value`'s low `digits` hex digits, most significant first.
+    fn push_hex(id: &mut String, value: u128, digits: u32) {
+        for shift in (0..digits).rev() {
+            let nibble = ((value >> (shift * 4)) & 0xf) as u32;
+            id.push(char::from_digit(nibble, 16).unwrap_or('0'));
+        }
+    }
     let random: u128 = rand::random();
     let mut id = String::with_capacity(2 + 21 + 1 + 10);
     id.push_str("tx");
-    // 21 hex digits are 84 bits.
-    let _ = write!(id, "{:021x}-{:010x}", random >> 44, crate::wire::unix_now());
+    // 21 hex digits are 84 bits; then the time, as Swift writes it.
+    push_hex(&mut id, random, 21);
+    id.push('-');
+    push_hex(&mut id, u128::from(crate::wire::unix_now()), 10);
     id
 }
 

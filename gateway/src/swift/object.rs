@@ -176,8 +176,14 @@ impl SwiftDoor {
             }
         };
         let headers = response.headers_mut();
-        headers.insert("x-cache", http::HeaderValue::from_static(outcome.header()));
-        headers.insert("age", http::HeaderValue::from(cached.age_secs()));
+        headers.insert(
+            crate::wire::names::X_CACHE,
+            http::HeaderValue::from_static(outcome.header()),
+        );
+        headers.insert(
+            http::header::AGE,
+            http::HeaderValue::from(cached.age_secs()),
+        );
         Ok(Some(response))
     }
 

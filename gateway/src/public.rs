@@ -63,18 +63,13 @@ fn with_swift_read_acl<R>(bucket: &BucketInfo, f: impl FnOnce(&ContainerAcl) -> 
     let Some(text) = bucket.attrs.get(ATTR_SWIFT_READ) else {
         return f(&ContainerAcl::default());
     };
-    LAST.with(|last| {
-        let mut last = last.borrow_mut();
-        if !matches!(&*last, Some((seen, _)) if seen == text) {
-            *last = Some((
-                text.clone(),
-                ContainerAcl::parse_read(text).unwrap_or_default(),
-            ));
+    let parse = || ContainerAcl::parse_read(text).unwrap_or_default();
+    LAST.with_borrow_mut(|last| {
+        let (seen, acl) = last.get_or_insert_with(|| (text.clone(), parse()));
+        if seen != text {
+            (*seen, *acl) = (text.clone(), parse());
         }
-        match &*last {
-            Some((_, acl)) => f(acl),
-            None => f(&ContainerAcl::default()),
-        }
+        f(acl)
     })
 }
 

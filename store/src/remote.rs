@@ -745,12 +745,11 @@ async fn follow_feed(remote: Weak<Remote>, head: u64) {
     let mut done = head.saturating_sub(FEED_START_OVERLAP);
     let mut ahead = std::collections::BTreeSet::new();
     let mut hole_since: Option<tokio::time::Instant> = None;
-    // Whether the feed failed since the last Resync.
-    let mut lost = false;
     loop {
         let Some(live) = remote.upgrade() else { return };
+        let failing = live.unreachable.load(std::sync::atomic::Ordering::Acquire);
         // After a failure, a poll that answers at once: calls wait for it.
-        let wait = if ahead.is_empty() && !lost {
+        let wait = if ahead.is_empty() && !failing {
             FEED_WAIT
         } else {
             Duration::ZERO
@@ -768,16 +767,16 @@ async fn follow_feed(remote: Weak<Remote>, head: u64) {
                 live.contact.touch();
                 live.unreachable
                     .store(false, std::sync::atomic::Ordering::Release);
-                lost = false;
                 events
             }
             Err(err) => {
-                live.unreachable
-                    .store(true, std::sync::atomic::Ordering::Release);
-                // Changes may go unseen for a while: read buckets afresh.
+                // Changes may go unseen for a while: read buckets afresh,
+                // and tell the listeners once per outage.
                 live.forget_buckets();
-                if !lost {
-                    lost = true;
+                if !live
+                    .unreachable
+                    .swap(true, std::sync::atomic::Ordering::AcqRel)
+                {
                     live.publish(resync_event(done));
                 }
                 drop(live);
@@ -819,9 +818,7 @@ async fn follow_feed(remote: Weak<Remote>, head: u64) {
             );
             live.publish(resync_event(done));
             done = oldest - 1;
-            while ahead.remove(&(done + 1)) {
-                done += 1;
-            }
+            // The next poll (at once: `ahead` is not empty) publishes from there.
             continue;
         }
         let since = *hole_since.get_or_insert_with(tokio::time::Instant::now);

@@ -233,8 +233,14 @@ struct ServeArgs {
     /// Take buckets, objects and accounts from the gateway at `HOST:PORT`
     /// (the metadata service, with the same ring and secret) instead of
     /// holding them in --data: several gateways over one cluster.
+    /// Several comma-separated addresses name the members of a replicated
+    /// metadata service.
     #[arg(long, env = "STRATA_METADATA")]
     metadata: Option<String>,
+    /// Be member N (from 1, the position in --metadata) of the replicated
+    /// metadata service: keep a replica of the metadata in --data.
+    #[arg(long, env = "STRATA_METADATA_MEMBER")]
+    metadata_member: Option<u64>,
 }
 
 pub fn main() -> ExitCode {
@@ -276,6 +282,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         ring: args.ring,
         cluster_secret_file: args.cluster_secret_file,
         metadata: args.metadata,
+        metadata_member: args.metadata_member,
     };
     let config = Config::load(args.config.as_deref(), overrides)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()

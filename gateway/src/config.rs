@@ -56,9 +56,26 @@ pub struct ClusterConfig {
     /// Longest wait for one storage node request, in seconds.
     pub node_timeout_secs: u64,
     /// `HOST:PORT` of the gateway that holds the cluster's metadata (the
-    /// metadata service). Without it, this gateway holds the metadata in
-    /// `data` and serves it to the gateways that name it here.
+    /// metadata service), or of every member of a replicated metadata
+    /// service, comma-separated. Without it, this gateway holds the metadata
+    /// in `data` and serves it to the gateways that name it here.
     pub metadata: Option<String>,
+    /// This gateway is member N (its position in `metadata`, from 1) of the
+    /// replicated metadata service: it keeps a replica in `data` and takes
+    /// part in the Raft group of the members listed there.
+    pub metadata_member: Option<u64>,
+}
+
+impl ClusterConfig {
+    /// The addresses in `metadata` (one, or every member of a replicated
+    /// service).
+    pub fn metadata_addresses(&self) -> Vec<String> {
+        self.metadata
+            .iter()
+            .flat_map(|metadata| metadata.split(','))
+            .map(str::to_owned)
+            .collect()
+    }
 }
 
 impl Default for ClusterConfig {
@@ -69,6 +86,7 @@ impl Default for ClusterConfig {
             write_quorum: None,
             node_timeout_secs: 10,
             metadata: None,
+            metadata_member: None,
         }
     }
 }
@@ -152,6 +170,7 @@ pub struct ConfigOverrides {
     pub ring: Option<PathBuf>,
     pub cluster_secret_file: Option<PathBuf>,
     pub metadata: Option<String>,
+    pub metadata_member: Option<u64>,
 }
 
 impl Config {
@@ -205,6 +224,9 @@ impl Config {
         if let Some(metadata) = overrides.metadata {
             config.cluster.metadata = Some(metadata);
         }
+        if let Some(member) = overrides.metadata_member {
+            config.cluster.metadata_member = Some(member);
+        }
         config.validate()?;
         Ok(config)
     }
@@ -248,17 +270,36 @@ impl Config {
             bail!("a cluster needs both a ring and a cluster secret file");
         }
         if let Some(metadata) = &mut self.cluster.metadata {
-            let address = metadata
-                .trim()
-                .trim_start_matches("http://")
-                .trim_end_matches('/');
-            if address.is_empty() || address.contains(['/', ' ']) {
-                bail!("cluster.metadata {metadata:?} must be the HOST:PORT of a gateway");
+            let mut addresses = Vec::new();
+            for address in metadata.split(',') {
+                let address = address
+                    .trim()
+                    .trim_start_matches("http://")
+                    .trim_end_matches('/');
+                if address.is_empty() || address.contains(['/', ' ']) {
+                    bail!(
+                        "cluster.metadata {metadata:?} must be HOST:PORT of gateways, comma-separated"
+                    );
+                }
+                if addresses.iter().any(|known| known == address) {
+                    bail!("cluster.metadata names {address} twice");
+                }
+                addresses.push(address.to_owned());
             }
-            *metadata = address.to_owned();
+            *metadata = addresses.join(",");
+            if let Some(member) = self.cluster.metadata_member
+                && (member == 0 || member as usize > addresses.len())
+            {
+                bail!(
+                    "cluster.metadata_member {member} is not a position (from 1) in cluster.metadata"
+                );
+            }
             if self.cluster.ring.is_none() {
                 bail!("cluster.metadata needs a ring: gateways that share metadata share a pool");
             }
+        }
+        if self.cluster.metadata_member.is_some() && self.cluster.metadata.is_none() {
+            bail!("cluster.metadata_member needs cluster.metadata, the list of members");
         }
         if self.cluster.node_timeout_secs == 0 {
             bail!("cluster.node_timeout_secs must be positive");

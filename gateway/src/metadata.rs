@@ -1,13 +1,20 @@
-//! The metadata service over HTTP: how gateways that name another gateway in
-//! `cluster.metadata` reach its store, and how that gateway answers them.
+//! The metadata service over HTTP: how gateways that name other gateways in
+//! `cluster.metadata` reach the metadata, and how those gateways answer —
+//! one gateway's own store, or the members of a replicated service
+//! (`strata_meta`), which also send each other Raft's messages.
 //!
 //! ```text
-//! POST /internal/v1/meta?sha256=HEX   body: a JSON call   → 200 JSON answer
+//! POST /internal/v1/meta?sha256=HEX         a JSON call  → 200 JSON answer
+//!                                                         421 {"leader": ADDR|null}: ask the leader
+//!                                                         503 no quorum, or outcome unknown
+//! POST /internal/v1/raft/{append,vote,snapshot}?sha256=HEX  → 200 JSON Result
 //! ```
 //!
 //! Requests are signed with the cluster secret like every request between
 //! members, and the body's digest is part of what is signed.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -15,6 +22,7 @@ use bytes::Bytes;
 use http::StatusCode;
 use http_body_util::BodyExt as _;
 use hyper::body::Incoming;
+use strata_meta::{MetaService, RaftRpc, RaftTransport, Routed};
 use strata_pool::NodeClient;
 use strata_pool::wire::{self, ClusterSecret};
 use strata_store::{MetaTransport, Store};
@@ -26,34 +34,138 @@ pub const META_PATH: &str = "/internal/v1/meta";
 /// Largest call accepted (a multipart completion of 10,000 parts is ~1 MB).
 const MAX_CALL_BYTES: usize = 16 << 20;
 
-/// Calls to the metadata service at `address` (`HOST:PORT`).
+pub const RAFT_PATH: &str = "/internal/v1/raft/";
+
+/// How long a call waits for a group without a leader to elect one.
+const LEADER_PATIENCE: Duration = Duration::from_secs(10);
+
+/// Calls to the metadata service: one gateway, or the members of a
+/// replicated service, of which the one that answered last (the leader) is
+/// asked first.
 pub struct HttpMetaTransport {
     client: NodeClient,
-    address: String,
+    addresses: Vec<String>,
+    /// Index in `addresses` of the member asked first.
+    leader: AtomicUsize,
 }
 
 impl HttpMetaTransport {
-    pub fn new(secret: ClusterSecret, address: String) -> Self {
+    pub fn new(secret: ClusterSecret, addresses: Vec<String>) -> Self {
         HttpMetaTransport {
             client: NodeClient::new(secret, Duration::from_secs(30)),
-            address,
+            addresses,
+            leader: AtomicUsize::new(0),
         }
     }
+}
+
+/// What a member that is not the leader answers.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct NotLeader {
+    leader: Option<String>,
 }
 
 #[async_trait]
 impl MetaTransport for HttpMetaTransport {
     async fn call(&self, request: Bytes, timeout: Duration) -> Result<Bytes, String> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let election_deadline = tokio::time::Instant::now() + LEADER_PATIENCE.min(timeout);
+        let mut index = self.leader.load(Ordering::Relaxed) % self.addresses.len().max(1);
+        let mut redirected_without_leader = 0;
+        let mut refused = 0;
+        loop {
+            let Some(address) = self.addresses.get(index) else {
+                return Err("no metadata service configured".into());
+            };
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            let sent = self
+                .client
+                .with_timeout(left)
+                .post_bound(address, META_PATH, request.clone())
+                .await;
+            let (status, body) = match sent {
+                Ok(answer) => answer,
+                // Nothing reached a member that is down: ask the next one.
+                Err(err)
+                    if err.to_string().contains("onnection refused")
+                        && refused < self.addresses.len() =>
+                {
+                    refused += 1;
+                    index = (index + 1) % self.addresses.len();
+                    continue;
+                }
+                Err(err) => {
+                    // The request may have been applied: not sent again, but
+                    // the next call starts with another member.
+                    self.leader
+                        .store((index + 1) % self.addresses.len(), Ordering::Relaxed);
+                    return Err(err.to_string());
+                }
+            };
+            if status == StatusCode::OK {
+                self.leader.store(index, Ordering::Relaxed);
+                return Ok(body);
+            }
+            if status != StatusCode::MISDIRECTED_REQUEST {
+                return Err(format!(
+                    "{address} answered {status}: {}",
+                    String::from_utf8_lossy(&body).trim()
+                ));
+            }
+            // Nothing was done: ask the leader it named, or the next member.
+            let hint = serde_json::from_slice::<NotLeader>(&body)
+                .ok()
+                .and_then(|not_leader| not_leader.leader)
+                .and_then(|leader| self.addresses.iter().position(|known| *known == leader));
+            index = match hint {
+                Some(leader) if leader != index => leader,
+                _ => {
+                    redirected_without_leader += 1;
+                    if redirected_without_leader % self.addresses.len() == 0 {
+                        if tokio::time::Instant::now() >= election_deadline {
+                            return Err("the metadata service has no leader".into());
+                        }
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                    (index + 1) % self.addresses.len()
+                }
+            };
+        }
+    }
+}
+
+/// Raft's messages to other members of the replicated metadata service.
+pub struct HttpRaftTransport {
+    client: NodeClient,
+}
+
+impl HttpRaftTransport {
+    pub fn new(secret: ClusterSecret) -> Self {
+        HttpRaftTransport {
+            client: NodeClient::new(secret, Duration::from_secs(5)),
+        }
+    }
+}
+
+#[async_trait]
+impl RaftTransport for HttpRaftTransport {
+    async fn send(
+        &self,
+        address: &str,
+        rpc: RaftRpc,
+        body: Bytes,
+        timeout: Duration,
+    ) -> Result<Bytes, String> {
+        let path = format!("{RAFT_PATH}{}", rpc.name());
         let (status, body) = self
             .client
             .with_timeout(timeout)
-            .post_bound(&self.address, META_PATH, request)
+            .post_bound(address, &path, body)
             .await
             .map_err(|err| err.to_string())?;
         if status != StatusCode::OK {
             return Err(format!(
-                "{} answered {status}: {}",
-                self.address,
+                "{address} answered {status}: {}",
                 String::from_utf8_lossy(&body).trim()
             ));
         }
@@ -61,20 +173,28 @@ impl MetaTransport for HttpMetaTransport {
     }
 }
 
+/// Who answers this gateway's internal endpoints.
+pub struct Internal {
+    pub secret: Option<ClusterSecret>,
+    /// The store, when this gateway holds the metadata alone.
+    pub store: std::sync::OnceLock<Store>,
+    /// This gateway's membership of a replicated metadata service.
+    pub service: Option<Arc<MetaService>>,
+}
+
 /// Whether a request is for the metadata service: its path, signed as
 /// members sign (so an S3 object `v1/meta` in a bucket `internal` stays
 /// reachable).
 pub fn serves(request: &hyper::Request<Incoming>) -> bool {
-    request.uri().path() == META_PATH && request.headers().contains_key(wire::AUTH_HEADER)
+    let path = request.uri().path();
+    (path == META_PATH || path.starts_with(RAFT_PATH))
+        && request.headers().contains_key(wire::AUTH_HEADER)
 }
 
-/// Answers a call from another gateway, if it carries the cluster's signature.
-pub async fn handle(
-    store: &Store,
-    secret: Option<&ClusterSecret>,
-    request: hyper::Request<Incoming>,
-) -> Response {
-    let Some(secret) = secret else {
+/// Answers a metadata call or a Raft message from another gateway, if it
+/// carries the cluster's signature.
+pub async fn handle(internal: &Internal, request: hyper::Request<Incoming>) -> Response {
+    let Some(secret) = &internal.secret else {
         return text_response(
             StatusCode::NOT_FOUND,
             "this gateway is not a metadata service (it has no cluster secret)\n",
@@ -83,12 +203,48 @@ pub async fn handle(
     if request.method() != http::Method::POST {
         return text_response(StatusCode::METHOD_NOT_ALLOWED, "POST only\n");
     }
-    if store.is_remote() {
-        return text_response(
+    let path = request.uri().path().to_owned();
+    let body = match signed_body(secret, request).await {
+        Ok(body) => body,
+        Err(response) => return response,
+    };
+    if let Some(name) = path.strip_prefix(RAFT_PATH) {
+        let (Some(service), Some(rpc)) = (&internal.service, RaftRpc::from_name(name)) else {
+            return text_response(StatusCode::NOT_FOUND, "no such raft endpoint here\n");
+        };
+        return match service.handle_rpc(rpc, &body).await {
+            Ok(answer) => json_response(StatusCode::OK, answer),
+            Err(why) => text_response(StatusCode::BAD_REQUEST, format!("{why}\n")),
+        };
+    }
+    if let Some(service) = &internal.service {
+        return match service.call(&body).await {
+            Routed::Answer(answer) => json_response(StatusCode::OK, answer),
+            Routed::NotLeader(leader) => json_response(
+                StatusCode::MISDIRECTED_REQUEST,
+                serde_json::to_vec(&NotLeader { leader }).unwrap_or_default(),
+            ),
+            Routed::Unavailable(why) => {
+                text_response(StatusCode::SERVICE_UNAVAILABLE, format!("{why}\n"))
+            }
+        };
+    }
+    match internal.store.get() {
+        Some(store) => json_response(StatusCode::OK, store.serve_meta(&body).await),
+        _ => text_response(
             StatusCode::MISDIRECTED_REQUEST,
             "this gateway takes its metadata from another; ask that one\n",
-        );
+        ),
     }
+}
+
+/// The body of a request signed with the cluster secret, whose digest is
+/// part of what is signed; the signature is checked before a stranger's
+/// body is read.
+async fn signed_body(
+    secret: &ClusterSecret,
+    request: hyper::Request<Incoming>,
+) -> Result<Bytes, Response> {
     let path_and_query = request
         .uri()
         .path_and_query()
@@ -100,11 +256,12 @@ pub async fn handle(
         .and_then(|value| value.to_str().ok())
         .unwrap_or("")
         .to_owned();
-    // The signature (which covers the body's digest in the query) is checked
-    // before a stranger's body is read.
     if !secret.verify("POST", &path_and_query, &signature) {
-        tracing::warn!("metadata call without a valid cluster signature refused");
-        return text_response(StatusCode::FORBIDDEN, "bad or missing cluster signature\n");
+        tracing::warn!("internal call without a valid cluster signature refused");
+        return Err(text_response(
+            StatusCode::FORBIDDEN,
+            "bad or missing cluster signature\n",
+        ));
     }
     let body = match http_body_util::Limited::new(request.into_body(), MAX_CALL_BYTES)
         .collect()
@@ -112,18 +269,25 @@ pub async fn handle(
     {
         Ok(collected) => collected.to_bytes(),
         Err(err) => {
-            return text_response(
+            return Err(text_response(
                 StatusCode::PAYLOAD_TOO_LARGE,
-                format!("metadata call not read: {err}\n"),
-            );
+                format!("internal call not read: {err}\n"),
+            ));
         }
     };
     if !wire::body_matches(&path_and_query, &body) {
-        tracing::warn!("metadata call whose body is not the one signed refused");
-        return text_response(StatusCode::FORBIDDEN, "body does not match its signature\n");
+        tracing::warn!("internal call whose body is not the one signed refused");
+        return Err(text_response(
+            StatusCode::FORBIDDEN,
+            "body does not match its signature\n",
+        ));
     }
-    let answer = store.serve_meta(&body).await;
-    let mut response = http::Response::new(full_body(Bytes::from(answer)));
+    Ok(body)
+}
+
+fn json_response(status: StatusCode, body: Vec<u8>) -> Response {
+    let mut response = http::Response::new(full_body(Bytes::from(body)));
+    *response.status_mut() = status;
     response.headers_mut().insert(
         http::header::CONTENT_TYPE,
         http::HeaderValue::from_static("application/json"),

@@ -17,15 +17,17 @@ use strata_store::{Store, StoreConfig};
 use tokio::net::TcpListener;
 
 use crate::admin_door::AdminDoor;
+use crate::config::Limits;
 use crate::config::{Config, DoorKind};
 use crate::credentials::{self, RootKeys};
 use crate::directory::{Directory, DomainRecord, normalize_host};
 use crate::edge::EdgeCache;
-use crate::metadata::HttpMetaTransport;
+use crate::metadata::{HttpMetaTransport, HttpRaftTransport, Internal};
 use crate::s3::{Response, S3Door};
 use crate::swift::SwiftDoor;
 use crate::token_door::TokenDoor;
 use crate::wire::{PathAsSent, text_response};
+use strata_meta::MetaService;
 
 pub async fn run(config: Config) -> anyhow::Result<()> {
     let addr = config.listen_addr()?;
@@ -45,13 +47,51 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         // Orphans (a crash between staging and commit) are left for now.
         store_config.orphan_age = None;
     }
-    let store = match (&config.cluster.metadata, &cluster_secret) {
-        (Some(address), Some(secret)) => {
-            let transport = HttpMetaTransport::new(secret.clone(), address.clone());
+    // The listener answers members' internal calls from the start: the
+    // members of a replicated metadata service elect a leader before any of
+    // them can open its doors.
+    let listener = TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("binding {addr}"))?;
+    let local = listener.local_addr()?;
+    let addresses = config.cluster.metadata_addresses();
+    let service = match (config.cluster.metadata_member, &cluster_secret) {
+        (Some(member), Some(secret)) => {
+            let mut replica_config = store_config.clone();
+            replica_config.background_expiry = false;
+            let replica = Store::open(replica_config, pool.clone())
+                .context("opening the metadata replica")?;
+            let members = (1..).zip(addresses.iter().cloned()).collect();
+            let service = MetaService::start(
+                member,
+                members,
+                &config.data.join("raft"),
+                replica,
+                Arc::new(HttpRaftTransport::new(secret.clone())),
+            )
+            .await
+            .map_err(|why| anyhow::anyhow!("starting the metadata service: {why}"))?;
+            tracing::info!(member, "member of the replicated metadata service");
+            Some(service)
+        }
+        _ => None,
+    };
+    let served = Arc::new(Served {
+        doors: std::sync::OnceLock::new(),
+        internal: Internal {
+            secret: cluster_secret.clone(),
+            store: std::sync::OnceLock::new(),
+            service,
+        },
+    });
+    let accepting = tokio::spawn(accept_loop(listener, served.clone(), config.limits.clone()));
+    let store = match &cluster_secret {
+        Some(secret) if !addresses.is_empty() => {
+            let transport = HttpMetaTransport::new(secret.clone(), addresses.clone());
             let store = Store::connect(store_config, pool, Arc::new(transport))
                 .await
-                .with_context(|| format!("reaching the metadata service at {address}"))?;
-            tracing::info!(%address, "metadata from the metadata service");
+                .with_context(|| format!("reaching the metadata service at {addresses:?}"))?;
+            tracing::info!(?addresses, "metadata from the metadata service");
             store
         }
         _ => Store::open(store_config, pool).context("opening the metadata store")?,
@@ -59,7 +99,12 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
 
     // The root account's keys belong to the gateway that holds the metadata;
     // the others take them from its catalog.
-    let root = match store.is_remote() {
+    // Of the members of a replicated service, the first holds them.
+    let holds_root = match config.cluster.metadata_member {
+        Some(member) => member == 1,
+        None => !store.is_remote(),
+    };
+    let root = match !holds_root {
         true => {
             if credentials::in_environment() {
                 tracing::warn!(
@@ -96,9 +141,12 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         // Tests and scripts wait for this line; keep its shape.
         println!("ftp listening on ftp://{ftp}");
     }
+    if !store.is_remote() {
+        // Only read once doors are set: no call arrives before.
+        let _ = served.internal.store.set(store.clone());
+    }
     let doors = Arc::new(Doors {
-        metadata: store.clone(),
-        cluster_secret,
+        metadata_service: served.internal.service.clone(),
         edge: edge.clone(),
         cluster,
         served: config.only.clone(),
@@ -132,57 +180,79 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         },
     });
 
-    let listener = TcpListener::bind(addr)
-        .await
-        .with_context(|| format!("binding {addr}"))?;
-    let local = listener.local_addr()?;
+    if served.doors.set(doors).is_err() {
+        anyhow::bail!("doors opened twice");
+    }
     // Tests and scripts wait for this line; keep its shape.
     println!("listening on http://{local}");
     tracing::info!(%local, data = %config.data.display(), "strata serving");
 
+    let shutdown = shutdown_signal();
+    tokio::pin!(shutdown);
+    tokio::select! {
+        ended = accepting => ended.context("accept loop")?,
+        () = &mut shutdown => tracing::info!("shutting down"),
+    }
+    if let Some(service) = &served.internal.service {
+        service.shutdown().await;
+    }
+    Ok(())
+}
+
+/// What a connection is answered by: the internal endpoints from the
+/// start, the doors once they are open.
+struct Served {
+    doors: std::sync::OnceLock<Arc<Doors>>,
+    internal: Internal,
+}
+
+impl Served {
+    async fn handle(&self, request: hyper::Request<Incoming>) -> Response {
+        if crate::metadata::serves(&request) {
+            return crate::metadata::handle(&self.internal, request).await;
+        }
+        match self.doors.get() {
+            Some(doors) => doors.handle(request).await,
+            None => text_response(StatusCode::SERVICE_UNAVAILABLE, "starting\n"),
+        }
+    }
+}
+
+async fn accept_loop(listener: TcpListener, served: Arc<Served>, limits: Limits) {
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(Duration::from_secs(30))
-        .max_buf_size(config.limits.max_header_bytes)
+        .max_buf_size(limits.max_header_bytes)
         .keep_alive(true);
     builder
         .http2()
         .timer(TokioTimer::new())
-        .max_header_list_size(config.limits.max_header_bytes as u32);
+        .max_header_list_size(limits.max_header_bytes as u32);
     let builder = Arc::new(builder);
-
-    let shutdown = shutdown_signal();
-    tokio::pin!(shutdown);
     loop {
-        let (stream, peer) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
-                Err(err) => {
-                    // Out of file descriptors and the like: back off, keep serving.
-                    tracing::warn!(error = %err, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-            () = &mut shutdown => {
-                tracing::info!("shutting down");
-                return Ok(());
+        let (stream, peer) = match listener.accept().await {
+            Ok(accepted) => accepted,
+            Err(err) => {
+                // Out of file descriptors and the like: back off, keep serving.
+                tracing::warn!(error = %err, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
             }
         };
         // Small responses must not wait for a delayed ACK (Nagle).
         if let Err(err) = stream.set_nodelay(true) {
             tracing::debug!(error = %err, "could not set TCP_NODELAY");
         }
-        let doors = doors.clone();
+        let served = served.clone();
         let builder = builder.clone();
         tokio::spawn(async move {
             let service = hyper::service::service_fn(move |request: hyper::Request<Incoming>| {
-                let doors = doors.clone();
+                let served = served.clone();
                 async move {
                     let close_after = expects_continue_without_body(request.headers());
-                    let mut response = doors.handle(request).await;
+                    let mut response = served.handle(request).await;
                     if close_after {
                         response
                             .headers_mut()
@@ -199,6 +269,25 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             }
         });
     }
+}
+
+/// A member's view of the replicated metadata service (a leader of 0: none
+/// known).
+fn metadata_metrics(status: &strata_meta::MetaStatus) -> String {
+    format!(
+        "# TYPE strata_metadata_member gauge\n\
+         strata_metadata_member {}\n\
+         # TYPE strata_metadata_leader gauge\n\
+         strata_metadata_leader {}\n\
+         # TYPE strata_metadata_term gauge\n\
+         strata_metadata_term {}\n\
+         # TYPE strata_metadata_last_applied gauge\n\
+         strata_metadata_last_applied {}\n",
+        status.id,
+        status.leader.unwrap_or(0),
+        status.term,
+        status.last_applied.unwrap_or(0),
+    )
 }
 
 /// The embedded pool in `data/pool`, or the storage nodes of the ring (then
@@ -271,10 +360,9 @@ async fn follow_ring_file(pool: RingPool, path: std::path::PathBuf) {
 
 /// Every door of this gateway; a request goes to exactly one.
 struct Doors {
-    /// The store, for other gateways' metadata calls.
-    metadata: Store,
-    /// What those calls must be signed with.
-    cluster_secret: Option<strata_pool::wire::ClusterSecret>,
+    /// This gateway's membership of a replicated metadata service, for
+    /// `/metrics`.
+    metadata_service: Option<Arc<MetaService>>,
     /// The doors this process answers for (`--only`).
     served: Vec<DoorKind>,
     /// Where custom domains are looked up.
@@ -303,11 +391,10 @@ impl Doors {
             if let Some(cluster) = &self.cluster {
                 metrics.push_str(&cluster.metrics_text());
             }
+            if let Some(service) = &self.metadata_service {
+                metrics.push_str(&metadata_metrics(&service.status()));
+            }
             return text_response(StatusCode::OK, metrics);
-        }
-        if crate::metadata::serves(&request) {
-            return crate::metadata::handle(&self.metadata, self.cluster_secret.as_ref(), request)
-                .await;
         }
         let (request, remapped) = match self.remap_domain(request) {
             Ok(remapped) => remapped,

@@ -55,6 +55,24 @@ impl Inner {
 }
 
 impl Store {
+    /// Whether some object's expiry time is at or before `now_secs`.
+    pub async fn expiry_due(&self, now_secs: u64) -> Result<bool> {
+        self.blocking(move |inner| {
+            let index = cf(&inner.db, CF_EXPIRY)?;
+            let Some(first) = inner.db.iterator_cf(index, IteratorMode::Start).next() else {
+                return Ok(false);
+            };
+            let (raw, _) = first?;
+            let when = raw
+                .get(..8)
+                .and_then(|when| when.try_into().ok())
+                .map(u64::from_be_bytes)
+                .ok_or_else(|| StoreError::Corrupt("short expiry key".into()))?;
+            Ok(when <= now_secs)
+        })
+        .await
+    }
+
     /// Deletes the objects whose expiry time is at or before `now_secs`.
     pub async fn expire_due(&self, now_secs: u64) -> Result<usize> {
         self.blocking(move |inner| {

@@ -12,7 +12,7 @@ use crate::error::{Result, StoreError};
 use crate::keys::{self, CF_PARTS, CF_UPLOADS};
 use crate::records::{self, ExtentRef, ObjectInfo, ObjectMeta};
 use crate::remote::MetaCall;
-use crate::store::{Inner, PutConditions, Store, cf, hand_over, now_ms, validate_key};
+use crate::store::{Inner, PutConditions, Store, cf, hand_over, validate_key};
 use crate::write::{self, StageError, StageOptions, StagedBody};
 
 /// An unfinished multipart upload.
@@ -66,10 +66,10 @@ impl Store {
             return remote.call(call).await;
         }
         let upload = UploadInfo {
-            upload_id: hex::encode(rand::random::<[u8; 16]>()),
+            upload_id: hex::encode(self.fresh_id()),
             bucket: bucket.to_owned(),
             key: key.to_owned(),
-            initiated_ms: now_ms(),
+            initiated_ms: self.now_ms(),
             meta,
             checksum_algorithm,
         };
@@ -134,7 +134,7 @@ impl Store {
             part_number,
             size: staged.size,
             etag: hex::encode(staged.digests.md5),
-            last_modified_ms: now_ms(),
+            last_modified_ms: self.now_ms(),
             checksum,
             extents: staged.extents.clone(),
         };
@@ -283,7 +283,7 @@ impl Store {
                     key: upload.key.clone(),
                     size: part_sizes.iter().sum(),
                     etag: format!("{}-{}", hex::encode(md5_of_md5s.finalize()), chosen.len()),
-                    last_modified_ms: now_ms(),
+                    last_modified_ms: inner.now_ms(),
                     meta: upload.meta.clone(),
                     checksum: None,
                     part_sizes,

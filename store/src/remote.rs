@@ -33,7 +33,9 @@ use crate::feed::{ChangeEvent, ChangeKind};
 use crate::list::{ListQuery, UploadListQuery};
 use crate::multipart::{CompletedPart, PartInfo, UploadInfo};
 use crate::records::{BucketInfo, ObjectInfo, ObjectMeta};
-use crate::store::{Engine, Events, Inner, PutConditions, Store, StoreConfig};
+use crate::store::{
+    APPLIED_MARKER, Engine, Events, Inner, Pinned, PutConditions, Store, StoreConfig,
+};
 
 /// Carries a metadata call to the metadata service and brings back its
 /// answer; `Err` when the outcome is unknown (no answer).
@@ -231,6 +233,10 @@ pub(crate) enum MetaCall {
     AccountUsage {
         account: String,
     },
+    /// Deletes the objects whose expiry time is before `now_secs`.
+    ExpireDue {
+        now_secs: u64,
+    },
 }
 
 impl MetaCall {
@@ -255,6 +261,23 @@ impl MetaCall {
                 | MetaCall::AccountUsage { .. }
         )
     }
+}
+
+fn decode_call(request: &[u8]) -> Result<MetaCall> {
+    serde_json::from_slice(request)
+        .map_err(|err| StoreError::InvalidArgument(format!("undecodable metadata call: {err}")))
+}
+
+/// What a replicated log entry brings besides its call (see
+/// [`Store::apply_meta`]).
+#[derive(Debug, Clone)]
+pub struct ApplyContext {
+    /// The time the entry's changes are stamped with (chosen by the leader).
+    pub at_ms: i64,
+    /// Random bytes for what the call names (an upload id).
+    pub nonce: [u8; 16],
+    /// Opaque to the store: written with the entry's changes.
+    pub marker: Vec<u8>,
 }
 
 /// The service's answer: the outcome, and the events committed meanwhile.
@@ -492,17 +515,92 @@ impl Store {
                 Vec::new(),
             );
         };
-        let call: MetaCall = match serde_json::from_slice(request) {
-            Ok(call) => call,
-            Err(err) => {
-                return encode_answer(
-                    Err(StoreError::InvalidArgument(format!(
-                        "undecodable metadata call: {err}"
-                    ))),
-                    Vec::new(),
-                );
+        match decode_call(request) {
+            Ok(call) => {
+                let (outcome, events) = self.answer_call(inner, call).await;
+                encode_answer(outcome, events)
             }
+            Err(err) => encode_answer(Err(err), Vec::new()),
+        }
+    }
+
+    /// Whether a metadata call (as [`Store::serve_meta`] takes it) may change
+    /// something; `None` when it cannot be decoded. A replicated service
+    /// puts such calls in its log and answers the others itself.
+    pub fn meta_call_writes(request: &[u8]) -> Option<bool> {
+        decode_call(request).ok().map(|call| call.writes())
+    }
+
+    /// The call that deletes the objects expired before `now_secs`, for the
+    /// leader of a replicated log to append (replicas do not expire objects
+    /// on their own: see [`StoreConfig::background_expiry`]).
+    pub fn expiry_call(now_secs: u64) -> Vec<u8> {
+        serde_json::to_vec(&MetaCall::ExpireDue { now_secs }).unwrap_or_default()
+    }
+
+    /// Applies one entry of a replicated metadata log: the call runs as
+    /// [`Store::serve_meta`] runs it, but with the entry's clock and random
+    /// bytes, so every replica applying the same entries in the same order
+    /// holds the same records and the same feed; every batch it commits also
+    /// records `context.marker` ([`Store::applied_marker`]), so a replica
+    /// restarting knows which entries its database already holds. Entries
+    /// must be applied one at a time. `Err` is a failure of this store's
+    /// own database, not an answer: the replica no longer matches the others.
+    pub async fn apply_meta(&self, request: &[u8], context: ApplyContext) -> Result<Vec<u8>> {
+        let Engine::Local(inner) = &self.engine else {
+            return Err(StoreError::Internal(
+                "a replica must be a local store".into(),
+            ));
         };
+        let call = match decode_call(request) {
+            Ok(call) => call,
+            Err(err) => return Ok(encode_answer(Err(err), Vec::new())),
+        };
+        /// Unpins the clock however the call ends (a dropped future too).
+        struct Unpin<'a>(&'a Inner);
+        impl Drop for Unpin<'_> {
+            fn drop(&mut self) {
+                *self.0.pinned.lock() = None;
+            }
+        }
+        *inner.pinned.lock() = Some(Pinned {
+            at_ms: context.at_ms,
+            nonce: context.nonce,
+            marker: context.marker,
+        });
+        let _unpin = Unpin(inner);
+        match self.answer_call(inner, call).await {
+            (
+                Err(err @ (StoreError::Db(_) | StoreError::Corrupt(_) | StoreError::Internal(_))),
+                _,
+            ) => Err(err),
+            (outcome, events) => Ok(encode_answer(outcome, events)),
+        }
+    }
+
+    /// The marker of the last applied entry whose call changed something
+    /// (entries after it changed nothing, or are not applied yet).
+    pub async fn applied_marker(&self) -> Result<Option<Vec<u8>>> {
+        self.blocking(|inner| Ok(inner.db.get(APPLIED_MARKER)?))
+            .await
+    }
+
+    /// Records `marker` alone: for entries that carry no call (membership
+    /// changes) but must not be applied twice either.
+    pub async fn record_applied_marker(&self, marker: Vec<u8>) -> Result<()> {
+        self.blocking(move |inner| {
+            let mut batch = rocksdb::WriteBatch::default();
+            batch.put(APPLIED_MARKER, marker);
+            inner.commit(batch)
+        })
+        .await
+    }
+
+    async fn answer_call(
+        &self,
+        inner: &Inner,
+        call: MetaCall,
+    ) -> (Result<serde_json::Value>, Vec<ChangeEvent>) {
         let first_seq = inner.next_feed_seq();
         let writes = call.writes();
         let outcome = self.run_call(inner, call).await;
@@ -516,7 +614,7 @@ impl Store {
         } else {
             Vec::new()
         };
-        encode_answer(outcome, events)
+        (outcome, events)
     }
 
     async fn run_call(&self, inner: &Inner, call: MetaCall) -> Result<serde_json::Value> {
@@ -637,6 +735,7 @@ impl Store {
             } => value(self.complete_upload(&upload, chosen, conditions).await),
             MetaCall::BucketUsage { bucket } => value(self.bucket_usage(&bucket).await),
             MetaCall::AccountUsage { account } => value(self.account_usage(&account).await),
+            MetaCall::ExpireDue { now_secs } => value(self.expire_due(now_secs).await),
         }
     }
 

@@ -46,6 +46,10 @@ pub struct StoreConfig {
     /// exceed the longest time a body can take to upload. `None`: never (a pool
     /// shared with writers this store does not know of).
     pub orphan_age: Option<Duration>,
+    /// Whether a background task deletes expired objects. A replica of a
+    /// replicated log must not change anything on its own: its leader puts
+    /// the deletions in the log ([`Store::expiry_call`]).
+    pub background_expiry: bool,
 }
 
 impl StoreConfig {
@@ -59,6 +63,7 @@ impl StoreConfig {
             gc_grace: Duration::from_secs(600),
             feed_retention: 1_000_000,
             orphan_age: Some(Duration::from_secs(24 * 3600)),
+            background_expiry: true,
         }
     }
 }
@@ -110,6 +115,18 @@ pub(crate) struct Inner {
     pub(crate) catalog_lock: Mutex<()>,
     next_feed_seq: AtomicU64,
     pub(crate) events: Arc<Events>,
+    /// Set while a replicated log entry is applied: its clock, its random
+    /// bytes and the marker its batch records (see `Store::apply_meta`).
+    pub(crate) pinned: Mutex<Option<Pinned>>,
+}
+
+/// What makes applying one log entry the same on every replica: the time
+/// and the random bytes the leader chose, and the marker (the entry's
+/// position) written in the same batch as the entry's changes.
+pub(crate) struct Pinned {
+    pub(crate) at_ms: i64,
+    pub(crate) nonce: [u8; 16],
+    pub(crate) marker: Vec<u8>,
 }
 
 /// Called with every change as it is committed, before the write returns.
@@ -237,6 +254,7 @@ impl Store {
                 catalog_lock: Mutex::new(()),
                 next_feed_seq: AtomicU64::new(next_feed_seq),
                 events: Events::new(),
+                pinned: Mutex::new(None),
             })),
         };
         store.spawn_background_tasks();
@@ -369,7 +387,7 @@ impl Store {
         let info = BucketInfo {
             name: name.to_owned(),
             account: account.to_owned(),
-            created_ms: now_ms(),
+            created_ms: self.now_ms(),
             region: region.to_owned(),
             attrs,
         };
@@ -537,7 +555,7 @@ impl Store {
             key: key.to_owned(),
             size,
             etag,
-            last_modified_ms: now_ms(),
+            last_modified_ms: self.now_ms(),
             meta,
             checksum,
             part_sizes: Vec::new(),
@@ -731,7 +749,7 @@ impl Store {
                 return Err(StoreError::PreconditionFailed);
             }
             info.meta = meta;
-            info.last_modified_ms = now_ms();
+            info.last_modified_ms = inner.now_ms();
             let mut batch = WriteBatch::default();
             inner.index_expiry(&mut batch, &info)?;
             batch.put_cf(
@@ -807,10 +825,12 @@ impl Store {
                 if let Err(err) = store.trim_feed().await {
                     tracing::warn!(error = %err, "change feed trimming failed");
                 }
-                match store.expire_due(crate::expiry::now_secs()).await {
-                    Ok(0) => {}
-                    Ok(n_expired) => tracing::debug!(n_expired, "deleted expired objects"),
-                    Err(err) => tracing::warn!(error = %err, "expiry sweep failed"),
+                if store.config().background_expiry {
+                    match store.expire_due(crate::expiry::now_secs()).await {
+                        Ok(0) => {}
+                        Ok(n_expired) => tracing::debug!(n_expired, "deleted expired objects"),
+                        Err(err) => tracing::warn!(error = %err, "expiry sweep failed"),
+                    }
                 }
             }
         });
@@ -1029,7 +1049,10 @@ impl Inner {
     }
 
     /// Applies a batch durably: the WAL is fsynced before this returns.
-    pub(crate) fn commit(&self, batch: WriteBatch) -> Result<()> {
+    pub(crate) fn commit(&self, mut batch: WriteBatch) -> Result<()> {
+        if let Some(pinned) = &*self.pinned.lock() {
+            batch.put(APPLIED_MARKER, &pinned.marker);
+        }
         let mut options = WriteOptions::default();
         options.set_sync(true);
         self.db.write_opt(batch, &options)?;
@@ -1041,7 +1064,7 @@ impl Inner {
             return Ok(());
         }
         let gc = cf(&self.db, CF_GC)?;
-        let due = now_ms() as u64 + self.config.gc_grace.as_millis() as u64;
+        let due = self.now_ms() as u64 + self.config.gc_grace.as_millis() as u64;
         for extent in extents {
             batch.put_cf(gc, keys::gc_key(due, &extent.id.0), b"");
         }
@@ -1063,7 +1086,7 @@ impl Inner {
             bucket: bucket.to_owned(),
             key: key.map(str::to_owned),
             etag: etag.map(str::to_owned),
-            at_ms: now_ms(),
+            at_ms: self.now_ms(),
         };
         batch.put_cf(
             cf(&self.db, CF_FEED)?,
@@ -1151,6 +1174,44 @@ fn seq_from_key(key: &[u8]) -> Result<u64> {
         .try_into()
         .map_err(|_| StoreError::Corrupt("feed key is not 8 bytes".into()))?;
     Ok(u64::from_be_bytes(bytes))
+}
+
+/// Key (default column family) of the marker `Store::apply_meta` writes.
+pub(crate) const APPLIED_MARKER: &[u8] = b"replicated-log-applied";
+
+impl Inner {
+    /// The time a change is stamped with: the applied entry's when one is.
+    pub(crate) fn now_ms(&self) -> i64 {
+        match &*self.pinned.lock() {
+            Some(pinned) => pinned.at_ms,
+            None => now_ms(),
+        }
+    }
+
+    /// Random bytes for a new name (an upload id): the applied entry's when
+    /// one is, so that every replica names it alike.
+    pub(crate) fn fresh_id(&self) -> [u8; 16] {
+        match &*self.pinned.lock() {
+            Some(pinned) => pinned.nonce,
+            None => rand::random(),
+        }
+    }
+}
+
+impl Store {
+    pub(crate) fn now_ms(&self) -> i64 {
+        match &self.engine {
+            Engine::Local(inner) => inner.now_ms(),
+            Engine::Remote(_) => now_ms(),
+        }
+    }
+
+    pub(crate) fn fresh_id(&self) -> [u8; 16] {
+        match &self.engine {
+            Engine::Local(inner) => inner.fresh_id(),
+            Engine::Remote(_) => rand::random(),
+        }
+    }
 }
 
 pub(crate) fn now_ms() -> i64 {

@@ -240,6 +240,46 @@ impl Cluster {
         )
     }
 
+    /// Starts `n` gateways that are the members of a replicated metadata
+    /// service (all at once: none is ready before a majority is up).
+    pub fn metadata_group(&self, n: usize) -> Result<Vec<Server>> {
+        let addresses = (0..n).map(|_| free_address()).collect::<Result<Vec<_>>>()?;
+        let members = addresses.join(",");
+        let (ring, secret) = (self.ring(), self.secret());
+        std::thread::scope(|scope| {
+            let starting: Vec<_> = addresses
+                .iter()
+                .enumerate()
+                .map(|(index, address)| {
+                    let member = (index + 1).to_string();
+                    let args = [
+                        "--ring",
+                        ring.as_str(),
+                        "--cluster-secret-file",
+                        secret.as_str(),
+                        "--metadata",
+                        members.as_str(),
+                        "--metadata-member",
+                        member.as_str(),
+                    ]
+                    .map(str::to_owned);
+                    scope.spawn(move || {
+                        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+                        Server::start_listening_on(address, "", &args)
+                    })
+                })
+                .collect();
+            starting
+                .into_iter()
+                .map(|handle| {
+                    handle
+                        .join()
+                        .map_err(|_| anyhow::anyhow!("starting a member panicked"))?
+                })
+                .collect()
+        })
+    }
+
     /// Runs `strata ARGS` with the cluster's files at hand.
     pub fn strata(&self, args: &[&str]) -> Result<ToolOutput> {
         let mut command = Command::new(strata_binary()?);

@@ -105,6 +105,9 @@ pub struct Server {
     n_starts: u32,
     /// Extra `strata serve` arguments (a `--config` file).
     extra_args: Vec<String>,
+    /// What `--listen` is given: a free port by default, a fixed address
+    /// for a server others must name before it starts.
+    listen: String,
 }
 
 impl Server {
@@ -128,6 +131,12 @@ impl Server {
 
     /// Like [`Server::start`], with a config file and extra flags.
     pub fn start_with_config_and_args(toml: &str, args: &[&str]) -> Result<Server> {
+        Self::start_listening_on("127.0.0.1:0", toml, args)
+    }
+
+    /// Starts a server on `listen` (`HOST:PORT`), which it keeps across
+    /// restarts.
+    pub fn start_listening_on(listen: &str, toml: &str, args: &[&str]) -> Result<Server> {
         let binary = strata_binary()?;
         let data_dir = tempfile::Builder::new()
             .prefix("strata-e2e-data-")
@@ -150,6 +159,7 @@ impl Server {
             ftp_endpoint: String::new(),
             n_starts: 0,
             extra_args: Vec::new(),
+            listen: listen.to_owned(),
         };
         if !toml.is_empty() {
             let path = server.scratch.path().join("strata.toml");
@@ -745,7 +755,7 @@ impl Server {
         command
             .arg("serve")
             .arg("--listen")
-            .arg("127.0.0.1:0")
+            .arg(&self.listen)
             .arg("--data")
             .arg(self.data_dir.path())
             .arg("--region")

@@ -27,6 +27,7 @@ mod edge;
 mod ftp;
 mod fuse_mounts;
 mod gateways;
+mod metadata_group;
 mod multipart;
 mod raw_http;
 mod rclone;

@@ -1,0 +1,279 @@
+//! The replicated metadata service: a Raft group (openraft) of gateways whose
+//! log holds every metadata call that changes something, and whose state
+//! machine on each member is a local [`strata_store::Store`].
+//!
+//! Owns: the log's storage (`log_store.rs`, RocksDB), the state machine
+//! (`state_machine.rs`: entries applied with [`Store::apply_meta`], so every
+//! member holds the same records and the same change feed), the encoding of
+//! Raft's messages (`network.rs`), and [`MetaService`], which decides where a
+//! call goes: a change into the log on the leader, a read on the leader after
+//! it confirmed its leadership, anything on another member back to the
+//! caller with the leader's address.
+//!
+//! Must not know HTTP or depend on the gateway: messages between members
+//! travel through the [`RaftTransport`] the gateway provides, as metadata
+//! calls travel through `strata_store::MetaTransport`.
+
+mod log_store;
+mod network;
+mod state_machine;
+
+use std::collections::BTreeMap;
+use std::io::Cursor;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use openraft::error::{CheckIsLeaderError, ClientWriteError, RaftError};
+use openraft::{BasicNode, Config, Raft, SnapshotPolicy};
+use serde::{Deserialize, Serialize};
+use strata_store::Store;
+
+pub use network::{RaftRpc, RaftTransport};
+
+openraft::declare_raft_types!(
+    /// Strata's Raft types: entries carry metadata calls, nodes are named by
+    /// the address of their gateway.
+    pub TypeConfig:
+        D = MetaEntry,
+        R = MetaAnswer,
+        NodeId = u64,
+        Node = BasicNode,
+);
+
+/// One change in the log: the call as the store takes it, and what makes
+/// applying it the same everywhere (see [`strata_store::ApplyContext`]).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct MetaEntry {
+    /// The JSON call.
+    pub call: String,
+    /// The leader's clock when it took the call.
+    pub at_ms: i64,
+    /// Random bytes the leader drew for the call.
+    pub nonce: [u8; 16],
+}
+
+/// The store's answer to an applied entry (JSON, as `serve_meta` answers).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct MetaAnswer(pub Vec<u8>);
+
+/// Where a metadata call went.
+#[derive(Debug)]
+pub enum Routed {
+    /// The store's answer.
+    Answer(Vec<u8>),
+    /// This member is not the leader; the leader's address when known.
+    /// Nothing was done: the call may be sent there.
+    NotLeader(Option<String>),
+    /// No answer: the group has no quorum, or leadership moved while the
+    /// call was in the log (its outcome is unknown).
+    Unavailable(String),
+}
+
+/// The members of a group: id → gateway address (`HOST:PORT`).
+pub type Members = BTreeMap<u64, String>;
+
+/// How long a change may wait to be committed by a majority, and a read for
+/// the leader to confirm it still leads: without a majority, calls fail
+/// after this rather than hang.
+const QUORUM_WAIT: Duration = Duration::from_secs(5);
+
+/// How often the leader puts the expiry of due objects in the log.
+const EXPIRY_INTERVAL: Duration = Duration::from_secs(10);
+
+/// One member of the replicated metadata service.
+pub struct MetaService {
+    id: u64,
+    raft: Raft<TypeConfig>,
+    store: Store,
+}
+
+impl MetaService {
+    /// Starts member `id` of the group `members`, with its log under
+    /// `log_dir` and `store` (a local store opened with background expiry
+    /// off) as its replica. Every member starts with the same `members`; a
+    /// group that was never initialised is initialised by each of them alike.
+    pub async fn start(
+        id: u64,
+        members: Members,
+        log_dir: &Path,
+        store: Store,
+        transport: Arc<dyn RaftTransport>,
+    ) -> Result<Arc<MetaService>, String> {
+        if !members.contains_key(&id) {
+            return Err(format!("member {id} is not among the members {members:?}"));
+        }
+        let config = Config {
+            cluster_name: "strata-metadata".into(),
+            heartbeat_interval: 250,
+            election_timeout_min: 1000,
+            election_timeout_max: 2000,
+            // The log is kept whole: a member that was away catches up from it
+            // (snapshots of the store are not built yet).
+            snapshot_policy: SnapshotPolicy::Never,
+            max_in_snapshot_log_to_keep: u64::MAX,
+            ..Default::default()
+        }
+        .validate()
+        .map_err(|err| format!("raft configuration: {err}"))?;
+        let log_store = log_store::LogStore::open(log_dir)?;
+        let state_machine = state_machine::StateMachine::open(store.clone()).await?;
+        let network = network::Network::new(transport);
+        let raft = Raft::new(id, Arc::new(config), network, log_store, state_machine)
+            .await
+            .map_err(|err| format!("starting raft: {err}"))?;
+        let initialized = raft
+            .is_initialized()
+            .await
+            .map_err(|err| format!("raft: {err}"))?;
+        if !initialized {
+            let nodes: BTreeMap<u64, BasicNode> = members
+                .iter()
+                .map(|(id, address)| (*id, BasicNode::new(address)))
+                .collect();
+            // Every member proposes the same first membership: whichever is
+            // first, the others' proposals are the same entry.
+            if let Err(err) = raft.initialize(nodes).await {
+                tracing::debug!(error = %err, "raft group already initialised");
+            }
+        }
+        let service = Arc::new(MetaService { id, raft, store });
+        tokio::spawn(expire_while_leading(Arc::downgrade(&service)));
+        Ok(service)
+    }
+
+    /// Routes one metadata call (the body of the service's endpoint).
+    pub async fn call(&self, request: &[u8]) -> Routed {
+        let Some(writes) = Store::meta_call_writes(request) else {
+            // The store answers with the decoding error.
+            return Routed::Answer(self.store.serve_meta(request).await);
+        };
+        if writes {
+            self.write(request).await
+        } else {
+            self.read(request).await
+        }
+    }
+
+    async fn write(&self, request: &[u8]) -> Routed {
+        let leader = self.raft.current_leader().await;
+        if leader != Some(self.id) {
+            return Routed::NotLeader(self.address_of(leader));
+        }
+        let Ok(call) = String::from_utf8(request.to_vec()) else {
+            return Routed::Unavailable("metadata call is not UTF-8".into());
+        };
+        let entry = MetaEntry {
+            call,
+            at_ms: unix_ms(),
+            nonce: rand::random(),
+        };
+        let Ok(written) = tokio::time::timeout(QUORUM_WAIT, self.raft.client_write(entry)).await
+        else {
+            return Routed::Unavailable(
+                "no majority of the metadata service confirmed the change in time; outcome unknown"
+                    .into(),
+            );
+        };
+        match written {
+            Ok(written) => Routed::Answer(written.data.0),
+            // Leadership may have moved after the entry was appended: it
+            // may still commit, so the call must not be sent elsewhere.
+            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_))) => Routed::Unavailable(
+                "metadata leadership changed while the call was in flight; outcome unknown".into(),
+            ),
+            Err(err) => Routed::Unavailable(format!("metadata log: {err}")),
+        }
+    }
+
+    async fn read(&self, request: &[u8]) -> Routed {
+        let Ok(confirmed) =
+            tokio::time::timeout(QUORUM_WAIT, self.raft.ensure_linearizable()).await
+        else {
+            return Routed::Unavailable(
+                "no majority of the metadata service answered in time".into(),
+            );
+        };
+        match confirmed {
+            Ok(_) => Routed::Answer(self.store.serve_meta(request).await),
+            Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(forward))) => {
+                Routed::NotLeader(forward.leader_node.map(|node| node.addr))
+            }
+            Err(err) => Routed::Unavailable(format!("metadata read: {err}")),
+        }
+    }
+
+    fn address_of(&self, id: Option<u64>) -> Option<String> {
+        let id = id?;
+        let metrics = self.raft.metrics().borrow().clone();
+        metrics
+            .membership_config
+            .membership()
+            .get_node(&id)
+            .map(|node| node.addr.clone())
+    }
+
+    /// Answers a Raft message from another member.
+    pub async fn handle_rpc(&self, rpc: RaftRpc, body: &[u8]) -> Result<Vec<u8>, String> {
+        network::serve(&self.raft, rpc, body).await
+    }
+
+    /// This member's view of the group, for `/metrics` and status pages.
+    pub fn status(&self) -> MetaStatus {
+        let metrics = self.raft.metrics().borrow().clone();
+        MetaStatus {
+            id: self.id,
+            leader: metrics.current_leader,
+            term: metrics.current_term,
+            last_log_index: metrics.last_log_index,
+            last_applied: metrics.last_applied.map(|log_id| log_id.index),
+        }
+    }
+
+    /// Stops taking part in the group (the log and the replica stay).
+    pub async fn shutdown(&self) {
+        if let Err(err) = self.raft.shutdown().await {
+            tracing::warn!(error = %err, "raft did not shut down cleanly");
+        }
+    }
+}
+
+/// A member's view of its group.
+#[derive(Debug, Clone, Serialize)]
+pub struct MetaStatus {
+    pub id: u64,
+    pub leader: Option<u64>,
+    pub term: u64,
+    pub last_log_index: Option<u64>,
+    pub last_applied: Option<u64>,
+}
+
+/// The leader appends the deletion of expired objects now and then:
+/// replicas never change anything outside the log.
+async fn expire_while_leading(service: std::sync::Weak<MetaService>) {
+    let mut ticker = tokio::time::interval(EXPIRY_INTERVAL);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticker.tick().await;
+        let Some(service) = service.upgrade() else {
+            return;
+        };
+        if service.raft.current_leader().await != Some(service.id) {
+            continue;
+        }
+        let now_secs = (unix_ms().max(0) as u64) / 1000;
+        if !service.store.expiry_due(now_secs).await.unwrap_or(false) {
+            continue;
+        }
+        if let Routed::Unavailable(why) = service.write(&Store::expiry_call(now_secs)).await {
+            tracing::debug!(%why, "expiry not logged");
+        }
+    }
+}
+
+fn unix_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|elapsed| elapsed.as_millis() as i64)
+        .unwrap_or(0)
+}

@@ -1,0 +1,174 @@
+//! Raft's messages between members: JSON requests and answers carried by a
+//! [`RaftTransport`] (the gateway's signed HTTP). An answer is the receiving
+//! member's `Result`, so a refusal (a higher term, a fatal error) arrives as
+//! Raft's own error, and only a message that got no answer is a network
+//! error.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use openraft::error::{
+    InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable,
+};
+use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
+    VoteRequest, VoteResponse,
+};
+use openraft::{BasicNode, Raft};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::TypeConfig;
+
+/// The messages members send each other.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RaftRpc {
+    Append,
+    Vote,
+    Snapshot,
+}
+
+impl RaftRpc {
+    /// The message's name in a path.
+    pub fn name(self) -> &'static str {
+        match self {
+            RaftRpc::Append => "append",
+            RaftRpc::Vote => "vote",
+            RaftRpc::Snapshot => "snapshot",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<RaftRpc> {
+        [RaftRpc::Append, RaftRpc::Vote, RaftRpc::Snapshot]
+            .into_iter()
+            .find(|rpc| rpc.name() == name)
+    }
+}
+
+/// Carries one message to the member at `address` and brings back its
+/// answer's bytes; `Err` when there was no answer.
+#[async_trait]
+pub trait RaftTransport: Send + Sync + 'static {
+    async fn send(
+        &self,
+        address: &str,
+        rpc: RaftRpc,
+        body: Bytes,
+        timeout: Duration,
+    ) -> Result<Bytes, String>;
+}
+
+pub(crate) struct Network {
+    transport: Arc<dyn RaftTransport>,
+}
+
+impl Network {
+    pub(crate) fn new(transport: Arc<dyn RaftTransport>) -> Network {
+        Network { transport }
+    }
+}
+
+impl RaftNetworkFactory<TypeConfig> for Network {
+    type Network = Peer;
+
+    async fn new_client(&mut self, target: u64, node: &BasicNode) -> Peer {
+        Peer {
+            transport: self.transport.clone(),
+            target,
+            address: node.addr.clone(),
+        }
+    }
+}
+
+pub(crate) struct Peer {
+    transport: Arc<dyn RaftTransport>,
+    target: u64,
+    address: String,
+}
+
+#[derive(Debug)]
+struct Failure(String);
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Failure {}
+
+impl Peer {
+    async fn send<Request, Answer, E>(
+        &self,
+        rpc: RaftRpc,
+        request: &Request,
+        option: &RPCOption,
+    ) -> Result<Answer, RPCError<u64, BasicNode, E>>
+    where
+        Request: Serialize,
+        Answer: DeserializeOwned,
+        E: std::error::Error + DeserializeOwned,
+    {
+        let body = serde_json::to_vec(request)
+            .map_err(|err| RPCError::Network(NetworkError::new(&err)))?;
+        let reply = self
+            .transport
+            .send(&self.address, rpc, Bytes::from(body), option.hard_ttl())
+            .await
+            .map_err(|why| RPCError::Unreachable(Unreachable::new(&Failure(why))))?;
+        let answer: Result<Answer, E> = serde_json::from_slice(&reply)
+            .map_err(|err| RPCError::Network(NetworkError::new(&err)))?;
+        answer.map_err(|err| RPCError::RemoteError(RemoteError::new(self.target, err)))
+    }
+}
+
+impl RaftNetwork<TypeConfig> for Peer {
+    async fn append_entries(
+        &mut self,
+        rpc: AppendEntriesRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<AppendEntriesResponse<u64>, RPCError<u64, BasicNode, RaftError<u64>>> {
+        self.send(RaftRpc::Append, &rpc, &option).await
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        rpc: InstallSnapshotRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<
+        InstallSnapshotResponse<u64>,
+        RPCError<u64, BasicNode, RaftError<u64, InstallSnapshotError>>,
+    > {
+        self.send(RaftRpc::Snapshot, &rpc, &option).await
+    }
+
+    async fn vote(
+        &mut self,
+        rpc: VoteRequest<u64>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<u64>, RPCError<u64, BasicNode, RaftError<u64>>> {
+        self.send(RaftRpc::Vote, &rpc, &option).await
+    }
+}
+
+/// Answers one message from another member with the bytes of its `Result`.
+pub(crate) async fn serve(
+    raft: &Raft<TypeConfig>,
+    rpc: RaftRpc,
+    body: &[u8],
+) -> Result<Vec<u8>, String> {
+    fn decode<T: DeserializeOwned>(body: &[u8]) -> Result<T, String> {
+        serde_json::from_slice(body).map_err(|err| format!("undecodable raft message: {err}"))
+    }
+    fn encode<T: Serialize>(answer: &T) -> Result<Vec<u8>, String> {
+        serde_json::to_vec(answer).map_err(|err| format!("encoding a raft answer: {err}"))
+    }
+    match rpc {
+        RaftRpc::Append => encode(&raft.append_entries(decode(body)?).await),
+        RaftRpc::Vote => encode(&raft.vote(decode(body)?).await),
+        RaftRpc::Snapshot => encode(&raft.install_snapshot(decode(body)?).await),
+    }
+}

@@ -1,0 +1,155 @@
+//! Three gateways that are the members of a replicated metadata service
+//! (`--metadata A,B,C --metadata-member N`: a Raft group) over one cluster of
+//! storage nodes, and a gateway that is not a member. Whatever was
+//! acknowledged survives the loss of the leader; without a majority the
+//! last member refuses changes rather than diverge; members that come back
+//! catch up from the log.
+
+use std::thread;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail, ensure};
+use strata_tests::{Cluster, Server, Signing, unique_bucket};
+
+/// How long the group may take to elect a new leader and take changes
+/// again (elections time out after 1–2 s; the bound leaves room for a
+/// loaded CI machine).
+const FAILOVER_BOUND: Duration = Duration::from_secs(20);
+
+/// The member a member believes leads (0: none).
+fn believed_leader(member: &Server) -> Result<u64> {
+    let metrics = member.http("GET", "/metrics", Signing::Anonymous, None, &[])?;
+    let text = String::from_utf8_lossy(&metrics.body).into_owned();
+    text.lines()
+        .find_map(|line| line.strip_prefix("strata_metadata_leader "))
+        .and_then(|id| id.trim().parse().ok())
+        .with_context(|| format!("no strata_metadata_leader in /metrics:\n{text}"))
+}
+
+/// The leader all running members agree on.
+fn agreed_leader(members: &[&Server]) -> Result<u64> {
+    let started = Instant::now();
+    loop {
+        let views = members
+            .iter()
+            .map(|member| believed_leader(member))
+            .collect::<Result<Vec<_>>>()?;
+        if views[0] != 0 && views.iter().all(|view| *view == views[0]) {
+            return Ok(views[0]);
+        }
+        if started.elapsed() > FAILOVER_BOUND {
+            bail!("members do not agree on a leader: {views:?}");
+        }
+        thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn put(gateway: &Server, bucket: &str, key: &str, body: &[u8]) -> Result<u16> {
+    Ok(gateway
+        .http(
+            "PUT",
+            &format!("/{bucket}/{key}"),
+            Signing::Root,
+            Some(body),
+            &[],
+        )?
+        .status)
+}
+
+/// What a GET of `bucket/key` answers: status and body.
+fn get(gateway: &Server, bucket: &str, key: &str) -> Result<(u16, Vec<u8>)> {
+    let response = gateway.http("GET", &format!("/{bucket}/{key}"), Signing::Root, None, &[])?;
+    Ok((response.status, response.body))
+}
+
+#[test]
+fn a_replicated_metadata_service_outlives_its_leader_and_refuses_changes_without_a_majority()
+-> Result<()> {
+    let cluster = Cluster::start(2, 4, 2)?;
+    let mut members = cluster.metadata_group(3)?;
+    let addresses: Vec<String> = members
+        .iter()
+        .map(|member| member.endpoint().trim_start_matches("http://").to_owned())
+        .collect();
+    let outsider = cluster.gateway_over_address(&addresses.join(","))?;
+
+    // Changes through any member read back through every other and the
+    // outsider.
+    let bucket = unique_bucket("raft");
+    members[0].aws_ok(&["s3api", "create-bucket", "--bucket", &bucket])?;
+    members[1].python_ok("cluster_load.py", &["write", &bucket, "40"])?;
+    members[2].python_ok("cluster_load.py", &["verify", &bucket, "40"])?;
+    outsider.python_ok("cluster_load.py", &["write", &bucket, "10", "40"])?;
+    members[0].python_ok("cluster_load.py", &["verify", &bucket, "50"])?;
+
+    // The leader dies: the others elect another and take changes again.
+    let all: Vec<&Server> = members.iter().collect();
+    let leader = agreed_leader(&all)? as usize - 1;
+    members[leader].kill9()?;
+    let survivors: Vec<usize> = (0..3).filter(|index| *index != leader).collect();
+    let killed_at = Instant::now();
+    loop {
+        if put(
+            &members[survivors[0]],
+            &bucket,
+            "after-failover",
+            b"new leader",
+        )? == 200
+        {
+            break;
+        }
+        ensure!(
+            killed_at.elapsed() < FAILOVER_BOUND,
+            "no change accepted within {FAILOVER_BOUND:?} of the leader's death"
+        );
+        thread::sleep(Duration::from_millis(200));
+    }
+    eprintln!(
+        "changes accepted again {:?} after the leader died",
+        killed_at.elapsed()
+    );
+    // Nothing acknowledged before was lost, and everyone sees the new change.
+    members[survivors[1]].python_ok("cluster_load.py", &["verify", &bucket, "50"])?;
+    outsider.python_ok("cluster_load.py", &["verify", &bucket, "50"])?;
+    ensure!(get(&outsider, &bucket, "after-failover")? == (200, b"new leader".to_vec()));
+
+    // A second death leaves one member of three: it refuses changes and
+    // reads (503) instead of answering on its own.
+    members[survivors[1]].kill9()?;
+    let lone = &members[survivors[0]];
+    let status = put(lone, &bucket, "minority", b"must not diverge")?;
+    ensure!(
+        status == 503,
+        "a member without a majority answered a PUT with {status}"
+    );
+    let (status, _) = get(lone, &bucket, "after-failover")?;
+    ensure!(
+        status == 503,
+        "a member without a majority answered a GET with {status}"
+    );
+
+    // Back to a majority: the members that were away catch up from the log,
+    // and all of them agree on everything, the refused change included
+    // (its outcome was unknown: present everywhere or nowhere).
+    members[leader].restart()?;
+    members[survivors[1]].restart()?;
+    let all: Vec<&Server> = members.iter().collect();
+    agreed_leader(&all)?;
+    for member in &members {
+        member.python_ok("cluster_load.py", &["verify", &bucket, "50"])?;
+        ensure!(get(member, &bucket, "after-failover")? == (200, b"new leader".to_vec()));
+    }
+    let minority: Vec<(u16, Vec<u8>)> = members
+        .iter()
+        .map(|member| get(member, &bucket, "minority"))
+        .collect::<Result<_>>()?;
+    ensure!(
+        minority.iter().all(|answer| *answer == minority[0]),
+        "members disagree about the refused change: {:?}",
+        minority
+            .iter()
+            .map(|(status, _)| status)
+            .collect::<Vec<_>>()
+    );
+    Ok(())
+}

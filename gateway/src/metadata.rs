@@ -33,6 +33,8 @@ pub const META_PATH: &str = "/internal/v1/meta";
 
 /// Largest call accepted (a multipart completion of 10,000 parts is ~1 MB).
 const MAX_CALL_BYTES: usize = 16 << 20;
+/// Largest Raft message accepted (a batch of up to 32 entries).
+const MAX_RAFT_BYTES: usize = 64 << 20;
 
 pub const RAFT_PATH: &str = "/internal/v1/raft/";
 
@@ -71,7 +73,7 @@ impl MetaTransport for HttpMetaTransport {
         let deadline = tokio::time::Instant::now() + timeout;
         let election_deadline = tokio::time::Instant::now() + LEADER_PATIENCE.min(timeout);
         let mut index = self.leader.load(Ordering::Relaxed) % self.addresses.len().max(1);
-        let mut redirected_without_leader = 0;
+        let mut redirected = 0;
         let mut refused = 0;
         loop {
             let Some(address) = self.addresses.get(index) else {
@@ -117,18 +119,18 @@ impl MetaTransport for HttpMetaTransport {
                 .ok()
                 .and_then(|not_leader| not_leader.leader)
                 .and_then(|leader| self.addresses.iter().position(|known| *known == leader));
+            // Members that disagree about the leader (an election under
+            // way) are asked again after a pause, not in a tight loop.
+            redirected += 1;
+            if redirected % self.addresses.len() == 0 {
+                if tokio::time::Instant::now() >= election_deadline {
+                    return Err("the metadata service has no leader".into());
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
             index = match hint {
                 Some(leader) if leader != index => leader,
-                _ => {
-                    redirected_without_leader += 1;
-                    if redirected_without_leader % self.addresses.len() == 0 {
-                        if tokio::time::Instant::now() >= election_deadline {
-                            return Err("the metadata service has no leader".into());
-                        }
-                        tokio::time::sleep(Duration::from_millis(100)).await;
-                    }
-                    (index + 1) % self.addresses.len()
-                }
+                _ => (index + 1) % self.addresses.len(),
             };
         }
     }
@@ -204,7 +206,11 @@ pub async fn handle(internal: &Internal, request: hyper::Request<Incoming>) -> R
         return text_response(StatusCode::METHOD_NOT_ALLOWED, "POST only\n");
     }
     let path = request.uri().path().to_owned();
-    let body = match signed_body(secret, request).await {
+    let limit = match path.starts_with(RAFT_PATH) {
+        true => MAX_RAFT_BYTES,
+        false => MAX_CALL_BYTES,
+    };
+    let body = match signed_body(secret, request, limit).await {
         Ok(body) => body,
         Err(response) => return response,
     };
@@ -230,11 +236,14 @@ pub async fn handle(internal: &Internal, request: hyper::Request<Incoming>) -> R
         };
     }
     match internal.store.get() {
-        Some(store) => json_response(StatusCode::OK, store.serve_meta(&body).await),
-        _ => text_response(
+        Some(store) if !store.is_remote() => {
+            json_response(StatusCode::OK, store.serve_meta(&body).await)
+        }
+        Some(_) => text_response(
             StatusCode::MISDIRECTED_REQUEST,
             "this gateway takes its metadata from another; ask that one\n",
         ),
+        None => text_response(StatusCode::SERVICE_UNAVAILABLE, "starting\n"),
     }
 }
 
@@ -244,6 +253,7 @@ pub async fn handle(internal: &Internal, request: hyper::Request<Incoming>) -> R
 async fn signed_body(
     secret: &ClusterSecret,
     request: hyper::Request<Incoming>,
+    limit: usize,
 ) -> Result<Bytes, Response> {
     let path_and_query = request
         .uri()
@@ -263,7 +273,7 @@ async fn signed_body(
             "bad or missing cluster signature\n",
         ));
     }
-    let body = match http_body_util::Limited::new(request.into_body(), MAX_CALL_BYTES)
+    let body = match http_body_util::Limited::new(request.into_body(), limit)
         .collect()
         .await
     {

@@ -141,10 +141,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         // Tests and scripts wait for this line; keep its shape.
         println!("ftp listening on ftp://{ftp}");
     }
-    if !store.is_remote() {
-        // Only read once doors are set: no call arrives before.
-        let _ = served.internal.store.set(store.clone());
-    }
+    // Metadata calls before this are answered 503 (starting).
+    let _ = served.internal.store.set(store.clone());
     let doors = Arc::new(Doors {
         metadata_service: served.internal.service.clone(),
         edge: edge.clone(),

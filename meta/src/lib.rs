@@ -105,9 +105,14 @@ impl MetaService {
         }
         let config = Config {
             cluster_name: "strata-metadata".into(),
-            heartbeat_interval: 250,
-            election_timeout_min: 1000,
-            election_timeout_max: 2000,
+            // Also the timeout of one append (openraft's): room for a batch
+            // of large entries and an fsync on a loaded machine.
+            heartbeat_interval: 500,
+            election_timeout_min: 1500,
+            election_timeout_max: 3000,
+            // An entry may be ~1 MB (a completion of 10,000 parts): a batch
+            // stays well under what a member accepts in one message.
+            max_payload_entries: 32,
             // The log is kept whole: a member that was away catches up from it
             // (snapshots of the store are not built yet).
             snapshot_policy: SnapshotPolicy::Never,

@@ -49,10 +49,18 @@ impl LogStore {
             .ok_or_else(|| format!("column family {name} missing"))
     }
 
-    fn write_synced(&self, batch: WriteBatch) -> Result<(), rocksdb::Error> {
-        let mut options = rocksdb::WriteOptions::default();
-        options.set_sync(true);
-        self.db.write_opt(batch, &options)
+    /// Writes `batch` off the runtime's threads (Raft's own task must keep
+    /// its heartbeats going while an fsync takes its time).
+    async fn write(&self, batch: WriteBatch, sync: bool) -> Result<(), String> {
+        let db = self.db.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut options = rocksdb::WriteOptions::default();
+            options.set_sync(sync);
+            db.write_opt(batch, &options)
+        })
+        .await
+        .map_err(|err| format!("log write task: {err}"))?
+        .map_err(|err| err.to_string())
     }
 
     fn get_state<T: serde::de::DeserializeOwned>(&self, key: &[u8]) -> Result<Option<T>, String> {
@@ -65,12 +73,17 @@ impl LogStore {
         }
     }
 
-    fn put_state<T: serde::Serialize>(&self, key: &[u8], value: &T) -> Result<(), String> {
+    async fn put_state<T: serde::Serialize>(
+        &self,
+        key: &[u8],
+        value: &T,
+        sync: bool,
+    ) -> Result<(), String> {
         let bytes = serde_json::to_vec(value).map_err(|err| err.to_string())?;
         let cf = self.cf(CF_STATE)?;
         let mut batch = WriteBatch::default();
         batch.put_cf(cf, key, bytes);
-        self.write_synced(batch).map_err(|err| err.to_string())
+        self.write(batch, sync).await
     }
 
     fn last_entry_id(&self) -> Result<Option<LogId<u64>>, String> {
@@ -146,7 +159,8 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn save_vote(&mut self, vote: &Vote<u64>) -> StorageResult<()> {
-        self.put_state(VOTE, vote)
+        self.put_state(VOTE, vote, true)
+            .await
             .map_err(|why| StorageIOError::write_vote(openraft::AnyError::error(why)).into())
     }
 
@@ -156,7 +170,10 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn save_committed(&mut self, committed: Option<LogId<u64>>) -> StorageResult<()> {
-        self.put_state(COMMITTED, &committed).map_err(write_error)
+        // Only saves replaying committed entries at start: no fsync needed.
+        self.put_state(COMMITTED, &committed, false)
+            .await
+            .map_err(write_error)
     }
 
     async fn read_committed(&mut self) -> StorageResult<Option<LogId<u64>>> {
@@ -177,7 +194,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             let bytes = serde_json::to_vec(&entry).map_err(write_error)?;
             batch.put_cf(cf, entry.log_id.index.to_be_bytes(), bytes);
         }
-        let written = self.write_synced(batch).map_err(std::io::Error::other);
+        let written = self.write(batch, true).await.map_err(std::io::Error::other);
         let failed = written.as_ref().err().map(ToString::to_string);
         callback.log_io_completed(written);
         match failed {
@@ -192,14 +209,16 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         batch.delete_range_cf(cf, log_id.index.to_be_bytes(), u64::MAX.to_be_bytes());
         // delete_range excludes its end: the last possible index goes too.
         batch.delete_cf(cf, u64::MAX.to_be_bytes());
-        self.write_synced(batch).map_err(write_error)
+        self.write(batch, true).await.map_err(write_error)
     }
 
     async fn purge(&mut self, log_id: LogId<u64>) -> StorageResult<()> {
-        self.put_state(LAST_PURGED, &log_id).map_err(write_error)?;
+        self.put_state(LAST_PURGED, &log_id, true)
+            .await
+            .map_err(write_error)?;
         let cf = self.cf(CF_LOGS).map_err(write_error)?;
         let mut batch = WriteBatch::default();
         batch.delete_range_cf(cf, 0u64.to_be_bytes(), (log_id.index + 1).to_be_bytes());
-        self.write_synced(batch).map_err(write_error)
+        self.write(batch, true).await.map_err(write_error)
     }
 }

@@ -52,7 +52,22 @@ impl StateMachine {
             .await
             .map_err(|err| format!("reading the applied marker: {err}"))?
         {
-            None => Marker::default(),
+            None => {
+                // The log would be applied again on top of what is there.
+                let changed = store
+                    .feed_since(0, 1)
+                    .await
+                    .map_err(|err| format!("reading the replica's feed: {err}"))?;
+                if !changed.is_empty() {
+                    return Err(
+                        "the replica's database holds metadata that did not come from the \
+                         replicated log (a gateway that held the metadata alone?): a member \
+                         starts from an empty data directory"
+                            .into(),
+                    );
+                }
+                Marker::default()
+            }
             Some(bytes) => serde_json::from_slice(&bytes)
                 .map_err(|err| format!("undecodable applied marker: {err}"))?,
         };

@@ -37,9 +37,12 @@ impl RaftTransport for InProcess {
 }
 
 struct Group {
-    services: Vec<Arc<MetaService>>,
-    replicas: Vec<Store>,
-    _dir: tempfile::TempDir,
+    services: Vec<Option<Arc<MetaService>>>,
+    replicas: Vec<Option<Store>>,
+    members: Members,
+    transport: Arc<InProcess>,
+    pool: Arc<LocalPool>,
+    dir: tempfile::TempDir,
 }
 
 async fn start_group() -> Group {
@@ -50,50 +53,87 @@ async fn start_group() -> Group {
         })
         .expect("pool"),
     );
-    let members: Members = (1..=3).map(|id| (id, format!("member-{id}"))).collect();
-    let transport = Arc::new(InProcess::default());
-    let mut starting = Vec::new();
-    for id in 1..=3u64 {
-        let mut config = StoreConfig::new(dir.path().join(format!("replica-{id}")));
-        config.background_expiry = false;
-        let replica = Store::open(config, pool.clone()).expect("replica");
-        let (members, transport) = (members.clone(), transport.clone());
-        let log_dir = dir.path().join(format!("log-{id}"));
-        starting.push(tokio::spawn(async move {
-            let service = MetaService::start(id, members, &log_dir, replica.clone(), transport)
-                .await
-                .expect("member starts");
-            (service, replica)
-        }));
-    }
     let mut group = Group {
-        services: Vec::new(),
-        replicas: Vec::new(),
-        _dir: dir,
+        services: vec![None, None, None],
+        replicas: vec![None, None, None],
+        members: (1..=3).map(|id| (id, format!("member-{id}"))).collect(),
+        transport: Arc::new(InProcess::default()),
+        pool,
+        dir,
     };
-    for started in starting {
-        let (service, replica) = started.await.expect("start task");
-        transport.members.write().insert(
-            format!("member-{}", service.status().id),
-            Arc::downgrade(&service),
-        );
-        group.services.push(service);
-        group.replicas.push(replica);
+    // All at once: none can finish starting alone.
+    let starting: Vec<_> = (1..=3).map(|id| group.start_member(id)).collect();
+    for (index, (service, replica)) in futures_join(starting).await.into_iter().enumerate() {
+        group.services[index] = Some(service);
+        group.replicas[index] = Some(replica);
     }
     group
 }
 
+async fn futures_join<T: Send + 'static>(tasks: Vec<tokio::task::JoinHandle<T>>) -> Vec<T> {
+    let mut done = Vec::new();
+    for task in tasks {
+        done.push(task.await.expect("start task"));
+    }
+    done
+}
+
 impl Group {
-    /// Sends `call` to members in turn until one answers.
+    /// Starts member `id` over its directories (kept across restarts).
+    fn start_member(&self, id: u64) -> tokio::task::JoinHandle<(Arc<MetaService>, Store)> {
+        let mut config = StoreConfig::new(self.dir.path().join(format!("replica-{id}")));
+        config.background_expiry = false;
+        let log_dir = self.dir.path().join(format!("log-{id}"));
+        let (pool, members, transport) = (
+            self.pool.clone(),
+            self.members.clone(),
+            self.transport.clone(),
+        );
+        tokio::spawn(async move {
+            let replica = Store::open(config, pool).expect("replica");
+            let service =
+                MetaService::start(id, members, &log_dir, replica.clone(), transport.clone())
+                    .await
+                    .expect("member starts");
+            transport
+                .members
+                .write()
+                .insert(format!("member-{id}"), Arc::downgrade(&service));
+            (service, replica)
+        })
+    }
+
+    async fn restart_member(&mut self, id: u64) {
+        let (service, replica) = self.start_member(id).await.expect("restart task");
+        self.services[id as usize - 1] = Some(service);
+        self.replicas[id as usize - 1] = Some(replica);
+    }
+
+    async fn stop_member(&mut self, id: u64) {
+        let index = id as usize - 1;
+        if let Some(service) = self.services[index].take() {
+            service.shutdown().await;
+        }
+        self.replicas[index] = None;
+        // Let the replica's database close before it is opened again.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    fn running(&self) -> impl Iterator<Item = &Arc<MetaService>> {
+        self.services.iter().flatten()
+    }
+
+    /// Sends `call` to members in turn until the leader takes it.
     async fn call(&self, call: serde_json::Value) -> serde_json::Value {
         let request = serde_json::to_vec(&call).expect("encodable call");
         for _ in 0..200 {
-            for service in &self.services {
+            for service in self.running() {
                 match service.call(&request).await {
                     Routed::Answer(answer) => {
                         return serde_json::from_slice(&answer).expect("JSON answer");
                     }
-                    Routed::NotLeader(_) | Routed::Unavailable(_) => {}
+                    Routed::NotLeader(_) => {}
+                    Routed::Unavailable(why) => panic!("{call}: {why}"),
                 }
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
@@ -101,12 +141,11 @@ impl Group {
         panic!("no member answered {call}");
     }
 
-    /// Waits until every member applied what the leader applied.
+    /// Waits until every running member applied what the leader applied.
     async fn settle(&self) {
-        for _ in 0..200 {
+        for _ in 0..400 {
             let applied: Vec<_> = self
-                .services
-                .iter()
+                .running()
                 .map(|service| service.status().last_applied)
                 .collect();
             if applied
@@ -119,17 +158,68 @@ impl Group {
         }
         panic!("members did not converge");
     }
+
+    /// Every replica's feed, the same on each (checked).
+    async fn same_feed_everywhere(&self) -> Vec<strata_store::ChangeEvent> {
+        let mut feeds = Vec::new();
+        for replica in self.replicas.iter().flatten() {
+            feeds.push(replica.feed_since(0, 10_000).await.expect("feed"));
+        }
+        let encoded: Vec<String> = feeds
+            .iter()
+            .map(|feed| serde_json::to_string(feed).expect("events"))
+            .collect();
+        assert!(
+            encoded.iter().all(|feed| *feed == encoded[0]),
+            "the replicas' feeds differ:\n{}",
+            encoded.join("\n")
+        );
+        feeds.swap_remove(0)
+    }
+}
+
+fn unix_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock after 1970")
+        .as_secs()
+}
+
+/// The call that puts a small object whose body lives in its record.
+fn put_call(key: &str, body: &[u8], delete_at: Option<u64>) -> serde_json::Value {
+    let info = strata_store::ObjectInfo {
+        bucket: "shared".into(),
+        key: key.into(),
+        size: body.len() as u64,
+        etag: "0".repeat(32),
+        last_modified_ms: 1,
+        meta: strata_store::ObjectMeta {
+            delete_at,
+            ..Default::default()
+        },
+        checksum: None,
+        part_sizes: Vec::new(),
+        extents: Vec::new(),
+        inline: Some(Bytes::copy_from_slice(body)),
+    };
+    serde_json::json!({
+        "op": "put_object",
+        "info": info,
+        "conditions": strata_store::PutConditions::default(),
+    })
+}
+
+fn create_bucket_call(account: &str) -> serde_json::Value {
+    serde_json::json!({
+        "op": "create_bucket", "account": account, "name": "shared",
+        "region": "r1", "attrs": {}
+    })
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_member_applies_the_same_changes_alike() {
     let group = start_group().await;
-    let created = group
-        .call(serde_json::json!({
-            "op": "create_bucket", "account": "acct", "name": "shared",
-            "region": "r1", "attrs": {}
-        }))
-        .await;
+    let created = group.call(create_bucket_call("acct")).await;
     assert!(created["outcome"]["Ok"].is_object(), "{created}");
     let upload = group
         .call(serde_json::json!({
@@ -142,21 +232,18 @@ async fn every_member_applies_the_same_changes_alike() {
         .unwrap_or_else(|| panic!("no upload id in {upload}"))
         .to_owned();
     // A change refused by the store is refused alike everywhere.
-    let refused = group
-        .call(serde_json::json!({
-            "op": "create_bucket", "account": "other", "name": "shared",
-            "region": "r1", "attrs": {}
-        }))
-        .await;
+    let refused = group.call(create_bucket_call("other")).await;
     assert!(refused["outcome"]["Err"].is_string(), "{refused}");
     group.settle().await;
 
-    let first = &group.replicas[0];
-    let bucket = first.bucket("shared").await.expect("bucket on member 1");
-    let feed = first.feed_since(0, 100).await.expect("feed of member 1");
     // The bucket's creation (an upload starting is not a change of the feed).
-    assert_eq!(feed.len(), 1, "{feed:?}");
-    for replica in &group.replicas[1..] {
+    assert_eq!(group.same_feed_everywhere().await.len(), 1);
+    let replicas: Vec<&Store> = group.replicas.iter().flatten().collect();
+    let bucket = replicas[0]
+        .bucket("shared")
+        .await
+        .expect("bucket on member 1");
+    for replica in &replicas[1..] {
         // The leader's clock: the same creation time everywhere.
         assert_eq!(replica.bucket("shared").await.expect("bucket"), bucket);
         // The leader's random bytes: the same upload id everywhere.
@@ -164,28 +251,80 @@ async fn every_member_applies_the_same_changes_alike() {
             .upload("shared", "big", &upload_id)
             .await
             .expect("the upload under the leader's id");
-        let events = replica.feed_since(0, 100).await.expect("feed");
-        assert_eq!(
-            serde_json::to_string(&events).expect("events"),
-            serde_json::to_string(&feed).expect("events"),
-            "the feeds differ"
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_back_from_a_restart_applies_what_it_missed_as_the_others_did() {
+    let mut group = start_group().await;
+    group.call(create_bucket_call("acct")).await;
+    let soon = unix_secs() + 4;
+    group
+        .call(put_call("brief", b"gone soon", Some(soon)))
+        .await;
+    group.call(put_call("kept", b"stays", None)).await;
+    group.settle().await;
+    let leader = group
+        .running()
+        .find_map(|service| service.status().leader)
+        .expect("a leader");
+    let away = (1..=3).find(|id| *id != leader).expect("a follower");
+    group.stop_member(away).await;
+
+    // While it is away: a rename just before the object expires (it
+    // applies it after: the leader's clock decides, not its own), the
+    // expiry itself, and more changes than one message carries.
+    let renamed = group
+        .call(serde_json::json!({
+            "op": "rename_object", "bucket": "shared", "key": "brief",
+            "to_bucket": "shared", "to_key": "brief-renamed"
+        }))
+        .await;
+    assert!(renamed["outcome"]["Ok"].is_object(), "{renamed}");
+    for n in 0..40 {
+        group.call(put_call(&format!("many-{n}"), b"x", None)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(soon + 1 - unix_secs().min(soon + 1))).await;
+    let expired = group
+        .call(serde_json::from_slice(&Store::expiry_call(unix_secs())).expect("expiry call"))
+        .await;
+    assert_eq!(expired["outcome"]["Ok"], 1, "{expired}");
+
+    group.restart_member(away).await;
+    group.settle().await;
+    let feed = group.same_feed_everywhere().await;
+    // bucket, 2 puts, rename (a delete and a put), 40 puts, the expiry.
+    assert_eq!(feed.len(), 1 + 2 + 2 + 40 + 1, "{feed:?}");
+    for replica in group.replicas.iter().flatten() {
+        assert!(replica.head_object("shared", "kept").await.is_ok());
+        assert!(
+            replica
+                .head_object("shared", "brief-renamed")
+                .await
+                .is_err()
         );
     }
+
+    // Restarted again with nothing missed: nothing is applied twice.
+    group.stop_member(away).await;
+    group.restart_member(away).await;
+    group.call(put_call("last", b"y", None)).await;
+    group.settle().await;
+    assert_eq!(group.same_feed_everywhere().await.len(), feed.len() + 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_member_that_does_not_lead_sends_callers_to_the_leader() {
     let group = start_group().await;
-    // Any read settles who leads.
-    group.call(serde_json::json!({"op": "feed_head"})).await;
+    // A change everyone applied: every member has heard from the leader.
+    group.call(create_bucket_call("acct")).await;
+    group.settle().await;
     let leader = group
-        .services
-        .iter()
+        .running()
         .find_map(|service| service.status().leader)
         .expect("a leader");
     let follower = group
-        .services
-        .iter()
+        .running()
         .find(|service| service.status().id != leader)
         .expect("a follower");
     let request = serde_json::to_vec(&serde_json::json!({
@@ -199,7 +338,7 @@ async fn a_member_that_does_not_lead_sends_callers_to_the_leader() {
     }
     // Nothing was done there.
     group.settle().await;
-    for replica in &group.replicas {
+    for replica in group.replicas.iter().flatten() {
         assert!(replica.bucket("elsewhere").await.is_err());
     }
 }

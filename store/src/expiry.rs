@@ -25,6 +25,8 @@ impl ObjectInfo {
         self.meta.delete_at.is_some_and(|at| at <= now_secs)
     }
 
+    /// Whether it has expired by the clock: for reads. Writes ask
+    /// `Inner::now_ms`, which a replicated log pins.
     pub(crate) fn is_expired(&self) -> bool {
         self.is_expired_at(now_secs())
     }
@@ -101,37 +103,35 @@ impl Store {
                 let key = String::from_utf8_lossy(&object[split + 1..]).into_owned();
                 due.push((raw.to_vec(), when, bucket, key));
             }
-            let mut deleted = 0;
+            // One batch for the whole sweep (under the exclusive bucket lock,
+            // so no commit interleaves): a replica applying it from the log
+            // holds all of it or none of it.
+            let _exclusive = inner.bucket_lock.write();
+            let mut batch = WriteBatch::default();
+            let mut events = Vec::new();
             for (raw, when, bucket, key) in due {
-                let _shared = inner.bucket_lock.read();
-                let _key_guard = inner.lock_key(&bucket, &key);
-                let mut batch = WriteBatch::default();
                 batch.delete_cf(index, &raw);
-                let current = match inner.object_info(&bucket, &key)? {
-                    Some(current) if current.meta.delete_at == Some(when) => Some(current),
-                    _ => None,
+                let Some(current) = inner
+                    .object_info(&bucket, &key)?
+                    .filter(|current| current.meta.delete_at == Some(when))
+                else {
+                    continue;
                 };
-                let event = match &current {
-                    Some(current) => {
-                        batch
-                            .delete_cf(cf(&inner.db, CF_OBJECTS)?, keys::object_key(&bucket, &key));
-                        inner.add_usage(&mut batch, &bucket, UsageDelta::remove(current))?;
-                        inner.schedule_gc(&mut batch, &current.extents)?;
-                        Some(inner.feed_event(
-                            &mut batch,
-                            ChangeKind::ObjectDeleted,
-                            &bucket,
-                            Some(&key),
-                            Some(&current.etag),
-                        )?)
-                    }
-                    None => None,
-                };
-                inner.commit(batch)?;
-                if let Some(event) = event {
-                    inner.publish(event);
-                    deleted += 1;
-                }
+                batch.delete_cf(cf(&inner.db, CF_OBJECTS)?, keys::object_key(&bucket, &key));
+                inner.add_usage(&mut batch, &bucket, UsageDelta::remove(&current))?;
+                inner.schedule_gc(&mut batch, &current.extents)?;
+                events.push(inner.feed_event(
+                    &mut batch,
+                    ChangeKind::ObjectDeleted,
+                    &bucket,
+                    Some(&key),
+                    Some(&current.etag),
+                )?);
+            }
+            inner.commit(batch)?;
+            let deleted = events.len();
+            for event in events {
+                inner.publish(event);
             }
             Ok(deleted)
         })

@@ -546,6 +546,8 @@ impl Store {
     /// restarting knows which entries its database already holds. Entries
     /// must be applied one at a time. `Err` is a failure of this store's
     /// own database, not an answer: the replica no longer matches the others.
+    /// A call that commits writes so in one batch (an entry is applied
+    /// whole or not at all).
     pub async fn apply_meta(&self, request: &[u8], context: ApplyContext) -> Result<Vec<u8>> {
         let Engine::Local(inner) = &self.engine else {
             return Err(StoreError::Internal(
@@ -556,25 +558,21 @@ impl Store {
             Ok(call) => call,
             Err(err) => return Ok(encode_answer(Err(err), Vec::new())),
         };
-        /// Unpins the clock however the call ends (a dropped future too).
-        struct Unpin<'a>(&'a Inner);
-        impl Drop for Unpin<'_> {
-            fn drop(&mut self) {
-                *self.0.pinned.lock() = None;
-            }
-        }
         *inner.pinned.lock() = Some(Pinned {
             at_ms: context.at_ms,
             nonce: context.nonce,
             marker: context.marker,
         });
-        let _unpin = Unpin(inner);
-        match self.answer_call(inner, call).await {
-            (
-                Err(err @ (StoreError::Db(_) | StoreError::Corrupt(_) | StoreError::Internal(_))),
-                _,
-            ) => Err(err),
-            (outcome, events) => Ok(encode_answer(outcome, events)),
+        let (outcome, events) = self.answer_call(inner, call).await;
+        // Not unpinned when the future is dropped (only at shutdown): the
+        // blocking part of the call may still commit, and must do so with
+        // the entry's marker and clock; the next entry pins its own.
+        *inner.pinned.lock() = None;
+        match outcome {
+            // The replica's own database failed: no answer, the member stops.
+            Err(err @ StoreError::Db(_)) => Err(err),
+            // Anything else the call met, every replica meets alike.
+            outcome => Ok(encode_answer(outcome, events)),
         }
     }
 

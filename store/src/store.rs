@@ -75,10 +75,31 @@ pub struct PutConditions {
     pub if_match: Option<Vec<String>>,
     /// `If-None-Match: *`: the key must not exist.
     pub if_none_match_any: bool,
+    /// The account the writer found owning the bucket when it decided the
+    /// write was allowed. A bucket deleted and created again by another
+    /// account since is not the bucket it meant: the write is refused
+    /// (`NoSuchBucket`) instead of landing there.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bucket_owner: Option<String>,
 }
 
 impl PutConditions {
-    fn check(&self, current: Option<&ObjectInfo>) -> Result<()> {
+    /// Conditions that only pin the bucket's owner (see `bucket_owner`).
+    pub fn owned_by(account: &str) -> PutConditions {
+        PutConditions {
+            bucket_owner: Some(account.to_owned()),
+            ..PutConditions::default()
+        }
+    }
+
+    fn check(&self, bucket: &BucketInfo, current: Option<&ObjectInfo>) -> Result<()> {
+        if self
+            .bucket_owner
+            .as_ref()
+            .is_some_and(|owner| *owner != bucket.account)
+        {
+            return Err(StoreError::NoSuchBucket);
+        }
         if self.if_none_match_any && current.is_some() {
             return Err(StoreError::PreconditionFailed);
         }
@@ -669,7 +690,7 @@ impl Store {
             let _key_guards = inner.lock_key_pair((&bucket, &key), (&to_bucket, &to_key));
             let mut info = inner
                 .object_info(&bucket, &key)?
-                .filter(|info| !info.is_expired())
+                .filter(|info| !info.is_expired_at(inner.now_secs()))
                 .ok_or(StoreError::NoSuchKey)?;
             if bucket == to_bucket && key == to_key {
                 return Ok(info);
@@ -743,7 +764,7 @@ impl Store {
             let _key_guard = inner.lock_key(&bucket, &key);
             let mut info = inner
                 .object_info(&bucket, &key)?
-                .filter(|info| !info.is_expired())
+                .filter(|info| !info.is_expired_at(inner.now_secs()))
                 .ok_or(StoreError::NoSuchKey)?;
             if etag.is_some_and(|etag| etag != info.etag) {
                 return Err(StoreError::PreconditionFailed);
@@ -1016,10 +1037,10 @@ impl Inner {
         build: impl FnOnce(&Inner, &mut WriteBatch) -> Result<ObjectInfo>,
     ) -> Result<ObjectInfo> {
         let _shared = self.bucket_lock.read();
-        self.bucket_info(bucket)?;
+        let bucket_info = self.bucket_info(bucket)?;
         let _key_guard = self.lock_key(bucket, key);
         let current = self.object_info(bucket, key)?;
-        conditions.check(current.as_ref())?;
+        conditions.check(&bucket_info, current.as_ref())?;
         let mut batch = WriteBatch::default();
         let info = build(self, &mut batch)?;
         batch.put_cf(
@@ -1186,6 +1207,10 @@ impl Inner {
             Some(pinned) => pinned.at_ms,
             None => now_ms(),
         }
+    }
+
+    pub(crate) fn now_secs(&self) -> u64 {
+        (self.now_ms().max(0) as u64) / 1000
     }
 
     /// Random bytes for a new name (an upload id): the applied entry's when

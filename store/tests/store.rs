@@ -326,6 +326,57 @@ async fn conditional_puts() {
 }
 
 #[tokio::test]
+async fn a_write_checked_against_one_owner_does_not_land_in_anothers_bucket() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    store.create_bucket("first", "b", "r").await.unwrap();
+    let options = options();
+    let stage = |body: &'static [u8]| {
+        store.stage(
+            stream::iter([Ok::<_, std::io::Error>(Bytes::from_static(body))]),
+            &options,
+        )
+    };
+    // The writer checked that "first" owns the bucket; meanwhile the bucket
+    // was deleted and "second" created one of the same name.
+    let staged = stage(b"meant for first").await.ok().unwrap();
+    store.delete_bucket("b").await.unwrap();
+    store.create_bucket("second", "b", "r").await.unwrap();
+    let refused = store
+        .put_object(
+            "b",
+            "k",
+            staged,
+            ObjectMeta::default(),
+            None,
+            PutConditions::owned_by("first"),
+        )
+        .await;
+    assert!(
+        matches!(refused, Err(StoreError::NoSuchBucket)),
+        "{refused:?}"
+    );
+    assert!(matches!(
+        store.head_object("b", "k").await,
+        Err(StoreError::NoSuchKey)
+    ));
+    // The owner's own write goes in.
+    let staged = stage(b"for second").await.ok().unwrap();
+    store
+        .put_object(
+            "b",
+            "k",
+            staged,
+            ObjectMeta::default(),
+            None,
+            PutConditions::owned_by("second"),
+        )
+        .await
+        .unwrap();
+    assert_eq!(get(&store, "b", "k").await.unwrap(), b"for second");
+}
+
+#[tokio::test]
 async fn delimiter_listing_pages_through_prefixes() {
     let dir = tempfile::tempdir().unwrap();
     let store = open(dir.path());

@@ -308,6 +308,7 @@ impl StoreFileSystem {
     /// ended well; a body that fails leaves nothing. Returns the size.
     async fn commit(
         &self,
+        account: &str,
         container: &str,
         key: &str,
         body: impl futures::Stream<Item = io::Result<Bytes>>,
@@ -329,7 +330,14 @@ impl StoreFileSystem {
             ..Default::default()
         };
         self.store
-            .put_object(container, key, staged, meta, None, PutConditions::default())
+            .put_object(
+                container,
+                key,
+                staged,
+                meta,
+                None,
+                PutConditions::owned_by(account),
+            )
             .await
             .map_err(ftp_error)?;
         Ok(size)
@@ -530,7 +538,7 @@ impl StorageBackend<FtpUser> for StoreFileSystem {
         let kept = kept.map_err(io::Error::other);
         let body = kept.chain(ReaderStream::new(input));
         let size = self
-            .commit(&container, &key, body, content_type_for(&key))
+            .commit(&account, &container, &key, body, content_type_for(&key))
             .await?;
         Ok(size.saturating_sub(start_pos))
     }
@@ -568,7 +576,7 @@ impl StorageBackend<FtpUser> for StoreFileSystem {
                 Ok(())
             }
             FtpPath::Entry { container, key } => {
-                self.may_write(user, container).await?;
+                let account = self.may_write(user, container).await?;
                 let prefix = parsed.dir_prefix();
                 if self.object(container, key).await?.is_some()
                     || self.directory_time(container, &prefix).await?.is_some()
@@ -576,8 +584,14 @@ impl StorageBackend<FtpUser> for StoreFileSystem {
                     return Err(refused(ErrorKind::PermanentFileNotAvailable));
                 }
                 let empty = futures::stream::empty::<io::Result<Bytes>>();
-                self.commit(container, &prefix, empty, DIRECTORY_MARKER_TYPE.to_owned())
-                    .await?;
+                self.commit(
+                    &account,
+                    container,
+                    &prefix,
+                    empty,
+                    DIRECTORY_MARKER_TYPE.to_owned(),
+                )
+                .await?;
                 Ok(())
             }
         }

@@ -93,7 +93,9 @@ impl S3Door {
         request: &S3Request,
         body: Incoming,
     ) -> S3Result<Response> {
-        let conditions = put_conditions(&request.headers)?;
+        let mut conditions = put_conditions(&request.headers)?;
+        // `current_upload` checked that the caller's account owns the bucket.
+        conditions.bucket_owner = Some(request.account()?.to_owned());
         let upload = self.current_upload(request).await?;
         let document = read_small_body(request, body, self.limits.max_xml_body).await?;
         let complete: CompleteRequest = xml::parse(&document)?;

@@ -41,9 +41,9 @@ impl S3Door {
         body: Incoming,
     ) -> S3Result<Response> {
         let meta = meta_from_request(&request.headers, self.limits.max_user_metadata)?;
-        let conditions = put_conditions(&request.headers)?;
+        let mut conditions = put_conditions(&request.headers)?;
         // Refuse before reading a body that has nowhere to go.
-        self.owned_bucket(request).await?;
+        conditions.bucket_owner = Some(self.owned_bucket(request).await?.account);
         let (staged, checksum) = stage_request_body(self, request, body, false).await?;
         let info = self
             .store
@@ -85,7 +85,8 @@ impl S3Door {
                 ));
             }
         };
-        self.owned_bucket(request).await?;
+        let mut conditions = put_conditions(&request.headers)?;
+        conditions.bucket_owner = Some(self.owned_bucket(request).await?.account);
         let algorithm = requested_checksum_algorithm(&request.headers)?
             .or(source.checksum.as_ref().map(|(algo, _)| *algo));
         let staged = self.stage_copy(&source, None, algorithm, false).await?;
@@ -98,7 +99,7 @@ impl S3Door {
                 staged,
                 meta,
                 checksum,
-                put_conditions(&request.headers)?,
+                conditions,
             )
             .await?;
         let mut xml = xml::document("CopyObjectResult");

@@ -282,7 +282,14 @@ impl SwiftDoor {
             })?;
         let info = self
             .store
-            .put_object(container, key, staged, meta, None, PutConditions::default())
+            .put_object(
+                container,
+                key,
+                staged,
+                meta,
+                None,
+                PutConditions::owned_by(&request.account),
+            )
             .await?;
         let mut response = crate::wire::empty_response(StatusCode::CREATED);
         super::put_header(response.headers_mut(), "etag", &format!("\"{slo_etag}\""));

@@ -412,12 +412,14 @@ fn delete_at(request: &SwiftRequest) -> SwiftResult<Option<u64>> {
     Ok(Some(at))
 }
 
+/// A container is the account's: the write was allowed on that account's.
 fn put_conditions(request: &SwiftRequest) -> PutConditions {
     PutConditions {
         if_match: None,
         if_none_match_any: request
             .header("if-none-match")
             .is_some_and(|value| value.trim() == "*"),
+        bucket_owner: Some(request.account.clone()),
     }
 }
 

@@ -419,12 +419,24 @@ impl Remote {
 
     /// Sends `call` and publishes the events its answer carries.
     pub(crate) async fn call<T: DeserializeOwned>(&self, call: MetaCall) -> Result<T> {
+        self.try_call(call).await.map_err(|(err, _)| err)
+    }
+
+    /// As [`Remote::call`], and on failure whether the call was sent at all
+    /// (one that was not cannot have been applied).
+    pub(crate) async fn try_call<T: DeserializeOwned>(
+        &self,
+        call: MetaCall,
+    ) -> std::result::Result<T, (StoreError, bool)> {
         if self.unreachable.load(std::sync::atomic::Ordering::Acquire) {
-            return Err(StoreError::Unavailable(
+            let err = StoreError::Unavailable(
                 "metadata service unreachable (its feed does not answer)".into(),
-            ));
+            );
+            return Err((err, false));
         }
-        self.call_within(call, CALL_TIMEOUT).await
+        self.call_within(call, CALL_TIMEOUT)
+            .await
+            .map_err(|err| (err, true))
     }
 
     async fn call_within<T: DeserializeOwned>(

@@ -1156,14 +1156,18 @@ where
     T: serde::de::DeserializeOwned + Send + 'static,
 {
     let commit = tokio::spawn(async move {
-        let outcome = remote.call(call).await;
-        // Only a refusal (the request's fault) proves nothing was committed;
-        // after a server-side failure the record may exist.
-        let refused = matches!(&outcome, Err(err) if !err.is_server_error());
-        if !refused {
+        let outcome = remote.try_call(call).await;
+        // Only a refusal (the request's fault) or a call never sent proves
+        // nothing was committed (the staged extents are then deleted with
+        // `staged`); after a server-side failure the record may exist.
+        let committed_nothing = match &outcome {
+            Ok(_) => false,
+            Err((err, sent)) => !sent || !err.is_server_error(),
+        };
+        if !committed_nothing {
             drop(staged.take_extents());
         }
-        outcome
+        outcome.map_err(|(err, _)| err)
     });
     commit
         .await

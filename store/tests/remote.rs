@@ -566,3 +566,64 @@ async fn a_follower_that_lost_the_feed_or_fell_behind_it_tells_its_listeners() {
     assert!(resync_at >= before_reconnect);
     assert!(client.feed_lease().holds());
 }
+
+#[tokio::test]
+async fn a_commit_that_never_left_deletes_its_staged_body_and_an_unanswered_one_keeps_it() {
+    let Pair {
+        service,
+        client,
+        transport,
+        pool,
+        _dir,
+    } = pair().await;
+    service.create_bucket("acct", "b", "r").await.unwrap();
+    let events = record_events(&client);
+    let extents = || async {
+        let far_future = std::time::SystemTime::now() + Duration::from_secs(3600);
+        pool.list_extents(far_future).await.unwrap().len()
+    };
+    static BIG: [u8; 100_000] = [7; 100_000];
+
+    // Cut off, and the follower noticed: the call fails before it is sent,
+    // so nothing can have been committed and the staged body goes.
+    transport.cut.store(true, Ordering::SeqCst);
+    wait_until("the follower noticed the cut", || resyncs(&events) > 0).await;
+    let refused = put(&client, "big", &BIG, PutConditions::default()).await;
+    assert!(
+        matches!(refused, Err(StoreError::Unavailable(_))),
+        "{refused:?}"
+    );
+    assert_eq!(
+        extents().await,
+        0,
+        "a body whose commit never left was kept"
+    );
+
+    // A call that was sent but got no answer may have been applied: its
+    // body stays (a leak at worst, never an object without its bytes).
+    transport.cut.store(false, Ordering::SeqCst);
+    wait_until("the follower is back", || client.feed_lease().holds()).await;
+    let failing = Arc::new(Direct {
+        service: service.clone(),
+        cut: AtomicBool::new(false),
+    });
+    let blind = Store::connect(
+        StoreConfig::new(_dir.path().join("blind")),
+        pool.clone(),
+        failing.clone(),
+    )
+    .await
+    .unwrap();
+    // Its follower is in a long poll by now: the cut shows to the put first.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    failing.cut.store(true, Ordering::SeqCst);
+    let unknown = put(&blind, "big", &BIG, PutConditions::default()).await;
+    assert!(
+        matches!(unknown, Err(StoreError::Unavailable(_))),
+        "{unknown:?}"
+    );
+    assert!(
+        extents().await > 0,
+        "a body whose commit may have landed was deleted"
+    );
+}

@@ -35,145 +35,14 @@
 set -euo pipefail
 
 repo=$(cd "$(dirname "$0")/.." && pwd)
-target=${CARGO_TARGET_DIR:-$repo/target}
-STRATA_BIN=${STRATA_BIN:-$target/release/strata}
-BENCH_BIN=${BENCH_BIN:-$target/release/strata-bench}
-DURATION=${DURATION:-10s}
-CONCURRENCY=${CONCURRENCY:-16}
 SIZES=${SIZES:-4KiB 64KiB 1MiB}
 AWAY_DURATION=${AWAY_DURATION:-20s}
 PURGE_ROUNDS=${PURGE_ROUNDS:-200}
-OUT_DIR=${OUT_DIR:-$repo/bench/runs}
 access=CLUSTERBENCH00000000
 secret=cluster-bench-secret-key
-
-log() { printf '[cluster] %s\n' "$*" >&2; }
-die() {
-    log "error: $*"
-    [[ -n ${work:-} && -d $work/log ]] && tail -n 20 "$work"/log/* >&2
-    exit 1
-}
-[[ -x $STRATA_BIN ]] || die "no strata at $STRATA_BIN (cargo build --release -p strata-gateway)"
-[[ -x $BENCH_BIN ]] || die "no strata-bench at $BENCH_BIN (cargo build --release -p strata-bench)"
-for tool in curl python3; do command -v "$tool" >/dev/null || die "$tool is missing"; done
-
-work=$(mktemp -d /tmp/strata-cluster-bench.XXXXXX)
-pids=()
-cleanup() {
-    for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-    wait 2>/dev/null || true
-    rm -rf "$work"
-}
-trap cleanup EXIT
-mkdir -p "$work/log"
-echo "cluster-bench-shared-secret-0001" >"$work/cluster.secret"
-
-free_port() {
-    python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
-wait_for() {
-    local what=$1
-    shift
-    for _ in $(seq 120); do
-        "$@" >/dev/null 2>&1 && return 0
-        sleep 0.25
-    done
-    die "$what did not come up"
-}
-# CPU ticks (user + system) of every process in the current set-up.
-cpu_ticks() {
-    local total=0 pid fields
-    for pid in "${setup_pids[@]}"; do
-        read -r -a fields <"/proc/$pid/stat"
-        total=$((total + fields[13] + fields[14]))
-    done
-    echo "$total"
-}
-ticks_per_sec=$(getconf CLK_TCK)
-
-# start_node NAME PORT RING: a storage node; its pid joins the set-up.
-start_node() {
-    "$STRATA_BIN" node --data "$work/$1" --listen "127.0.0.1:$2" \
-        --cluster-secret-file "$work/cluster.secret" --ring "$3" \
-        --replication-interval 1 --audit-pause 3600 >"$work/log/$1.log" 2>&1 &
-    pids+=("$!")
-    setup_pids+=("$!")
-    node_pid[$1]=$!
-    wait_for "node $1" bash -c "exec 3<>/dev/tcp/127.0.0.1/$2"
-}
-declare -A node_pid
-
-# make_ring NAME REPLICAS PORT...: a ring over nodes on these ports.
-make_ring() {
-    local builder=$work/$1.builder zone=0 port
-    "$STRATA_BIN" ring create "$builder" --part-power 8 --replicas "$2" --cluster-id bench >/dev/null
-    shift 2
-    for port in "$@"; do
-        zone=$((zone + 1))
-        "$STRATA_BIN" ring add "$builder" --node "127.0.0.1:$port" --zone "$zone" --weight 100 >/dev/null
-    done
-    "$STRATA_BIN" ring rebalance "$builder" >/dev/null
-}
-
-# start_gateway NAME [ARGS...]: strata serve; its pid joins the set-up.
-start_gateway() {
-    local name=$1
-    shift
-    gateway_port=$(free_port)
-    STRATA_ROOT_ACCESS_KEY=$access STRATA_ROOT_SECRET_KEY=$secret \
-        "$STRATA_BIN" serve --listen "127.0.0.1:$gateway_port" --data "$work/$name-gateway" "$@" \
-        >"$work/log/$name-gateway.log" 2>&1 &
-    pids+=("$!")
-    setup_pids+=("$!")
-    wait_for "gateway $name" curl -fsS "http://127.0.0.1:$gateway_port/health"
-}
-
-stop_setup() {
-    local pid
-    for pid in "${setup_pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-    for pid in "${setup_pids[@]}"; do wait "$pid" 2>/dev/null || true; done
-    setup_pids=()
-}
-
-bench() {
-    "$BENCH_BIN" --endpoint "http://127.0.0.1:$gateway_port" --access-key "$access" \
-        --secret-key "$secret" --bucket bench --concurrency "$CONCURRENCY" \
-        --duration "$DURATION" --json "$@"
-}
-
-results=$work/results.tsv
-# measure SETUP: put then get for every size, with CPU per request.
-measure() {
-    local setup=$1 size op before after json
-    for size in $SIZES; do
-        before=$(cpu_ticks)
-        json=$(bench --op put --size "$size" --prefix "$setup-$size/" 2>>"$work/log/bench.log")
-        after=$(cpu_ticks)
-        record "$setup" "$json" $((after - before))
-        # The get phase fills its keys first (untimed): CPU counts from the
-        # moment the fill is reported.
-        rm -f "$work/fill-ticks"
-        json=$(bench --op get --size "$size" --objects 500 --prefix "$setup-$size-get/" \
-            2> >(while IFS= read -r line; do
-                printf '%s\n' "$line" >>"$work/log/bench.log"
-                [[ $line == *fill:* ]] && cpu_ticks >"$work/fill-ticks"
-            done))
-        after=$(cpu_ticks)
-        sleep 0.2
-        before=$(cat "$work/fill-ticks" 2>/dev/null || echo "$after")
-        record "$setup" "$json" $((after - before))
-    done
-}
-record() {
-    python3 - "$1" "$2" "$3" "$ticks_per_sec" >>"$results" <<'EOF'
-import json, sys
-setup, line, ticks, hz = sys.argv[1], json.loads(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
-ops = max(line["ops"], 1)
-cpu_us = ticks / hz * 1e6 / ops
-print("\t".join(str(v) for v in (setup, line["op"], line["size"], round(line["ops_per_s"], 1),
-      round(line["mb_per_s"], 1), round(line["p99_ms"], 2), round(cpu_us, 1), line["errors"])))
-EOF
-}
+bench_name=cluster
+# shellcheck source=bench/cluster-lib.sh
+source "$repo/bench/cluster-lib.sh"
 
 setup_pids=()
 log "embedded: strata serve with its own extents"

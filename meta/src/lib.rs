@@ -70,6 +70,17 @@ pub enum Routed {
     Unavailable(String),
 }
 
+impl Routed {
+    /// A refusal, for the other reads of the same round.
+    fn clone_refusal(&self) -> Routed {
+        match self {
+            Routed::Answer(_) => Routed::Unavailable("no answer".into()),
+            Routed::NotLeader(leader) => Routed::NotLeader(leader.clone()),
+            Routed::Unavailable(why) => Routed::Unavailable(why.clone()),
+        }
+    }
+}
+
 /// The members of a group: id → gateway address (`HOST:PORT`).
 pub type Members = BTreeMap<u64, String>;
 
@@ -86,6 +97,21 @@ pub struct MetaService {
     id: u64,
     raft: Raft<TypeConfig>,
     store: Store,
+    confirmations: Confirmations,
+}
+
+/// Rounds in which the leader confirms with a majority that it still leads
+/// (`ensure_linearizable`), one at a time: the reads that arrive during a
+/// round share the next, so concurrent reads cost one round trip, not one
+/// each.
+#[derive(Default)]
+struct Confirmations {
+    /// Rounds started so far.
+    started: std::sync::atomic::AtomicU64,
+    /// Held while a round runs.
+    running: tokio::sync::Mutex<()>,
+    /// The last round to finish, and what it found.
+    last: parking_lot::Mutex<(u64, Option<Routed>)>,
 }
 
 impl MetaService {
@@ -142,7 +168,12 @@ impl MetaService {
                 tracing::debug!(error = %err, "raft group already initialised");
             }
         }
-        let service = Arc::new(MetaService { id, raft, store });
+        let service = Arc::new(MetaService {
+            id,
+            raft,
+            store,
+            confirmations: Confirmations::default(),
+        });
         tokio::spawn(expire_while_leading(Arc::downgrade(&service)));
         Ok(service)
     }
@@ -192,20 +223,40 @@ impl MetaService {
     }
 
     async fn read(&self, request: &[u8]) -> Routed {
-        let Ok(confirmed) =
-            tokio::time::timeout(QUORUM_WAIT, self.raft.ensure_linearizable()).await
-        else {
-            return Routed::Unavailable(
-                "no majority of the metadata service answered in time".into(),
-            );
-        };
-        match confirmed {
-            Ok(_) => Routed::Answer(self.store.serve_meta(request).await),
-            Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(forward))) => {
-                Routed::NotLeader(forward.leader_node.map(|node| node.addr))
-            }
-            Err(err) => Routed::Unavailable(format!("metadata read: {err}")),
+        match self.confirm_leadership().await {
+            None => Routed::Answer(self.store.serve_meta(request).await),
+            Some(refusal) => refusal,
         }
+    }
+
+    /// Waits for a round of confirmation that started after this call did
+    /// (so every change acknowledged before the read is in the replica);
+    /// `None` when this member still leads.
+    async fn confirm_leadership(&self) -> Option<Routed> {
+        use std::sync::atomic::Ordering;
+        let rounds = &self.confirmations;
+        let arrived_after = rounds.started.load(Ordering::Acquire);
+        let _running = rounds.running.lock().await;
+        {
+            let last = rounds.last.lock();
+            if last.0 > arrived_after {
+                return last.1.as_ref().map(Routed::clone_refusal);
+            }
+        }
+        let round = rounds.started.fetch_add(1, Ordering::AcqRel) + 1;
+        let confirmed = tokio::time::timeout(QUORUM_WAIT, self.raft.ensure_linearizable()).await;
+        let outcome = match confirmed {
+            Err(_) => Some(Routed::Unavailable(
+                "no majority of the metadata service answered in time".into(),
+            )),
+            Ok(Ok(_)) => None,
+            Ok(Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(forward)))) => {
+                Some(Routed::NotLeader(forward.leader_node.map(|node| node.addr)))
+            }
+            Ok(Err(err)) => Some(Routed::Unavailable(format!("metadata read: {err}"))),
+        };
+        *rounds.last.lock() = (round, outcome.as_ref().map(Routed::clone_refusal));
+        outcome
     }
 
     fn address_of(&self, id: Option<u64>) -> Option<String> {

@@ -269,10 +269,6 @@ async fn every_member_applies_the_same_changes_alike() {
 async fn a_member_back_from_a_restart_applies_what_it_missed_as_the_others_did() {
     let mut group = start_group().await;
     group.call(create_bucket_call("acct")).await;
-    let soon = unix_secs() + 4;
-    group
-        .call(put_call("brief", b"gone soon", Some(soon)))
-        .await;
     group.call(put_call("kept", b"stays", None)).await;
     group.settle().await;
     let leader = group
@@ -282,9 +278,15 @@ async fn a_member_back_from_a_restart_applies_what_it_missed_as_the_others_did()
     let away = (1..=3).find(|id| *id != leader).expect("a follower");
     group.stop_member(away).await;
 
-    // While it is away: a rename just before the object expires (it
-    // applies it after: the leader's clock decides, not its own), the
-    // expiry itself, and more changes than one message carries.
+    // While it is away: an object that expires soon, renamed before it
+    // does (the member applies both after: the leader's clock decides, not
+    // its own), the expiry itself, and more changes than one message
+    // carries.
+    let soon = unix_secs() + 3;
+    let put = group
+        .call(put_call("brief", b"gone soon", Some(soon)))
+        .await;
+    assert!(put["outcome"]["Ok"].is_object(), "{put}");
     let renamed = group
         .call(serde_json::json!({
             "op": "rename_object", "bucket": "shared", "key": "brief",

@@ -595,8 +595,8 @@ impl Store {
             .await
     }
 
-    /// Records `marker` alone: for entries that carry no call (membership
-    /// changes) but must not be applied twice either.
+    /// Records `marker` alone (fsynced): for entries that carry no call
+    /// (membership changes) but must not be applied twice either.
     pub async fn record_applied_marker(&self, marker: Vec<u8>) -> Result<()> {
         self.blocking(move |inner| {
             let mut batch = rocksdb::WriteBatch::default();

@@ -1070,12 +1070,19 @@ impl Inner {
     }
 
     /// Applies a batch durably: the WAL is fsynced before this returns.
+    /// An entry of a replicated log is applied without an fsync: the log
+    /// holds it durably, and a batch lost in a crash (with its marker) is
+    /// applied again from the log at restart.
     pub(crate) fn commit(&self, mut batch: WriteBatch) -> Result<()> {
-        if let Some(pinned) = &*self.pinned.lock() {
-            batch.put(APPLIED_MARKER, &pinned.marker);
-        }
+        let applying = match &*self.pinned.lock() {
+            Some(pinned) => {
+                batch.put(APPLIED_MARKER, &pinned.marker);
+                true
+            }
+            None => false,
+        };
         let mut options = WriteOptions::default();
-        options.set_sync(true);
+        options.set_sync(!applying);
         self.db.write_opt(batch, &options)?;
         Ok(())
     }

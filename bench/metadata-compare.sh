@@ -1,0 +1,113 @@
+#!/usr/bin/env bash
+# metadata-compare.sh: what replicating the metadata service costs. On one
+# cluster of three storage nodes (2 replicas), the same strata-bench PUT and
+# GET phases run through a gateway in two set-ups, in one run:
+#
+#   single    a gateway holds the metadata alone; the requests go through a
+#             second gateway over it (--metadata A): one hop per call
+#   raft      three gateways are the members of a replicated metadata
+#             service (--metadata A,B,C --metadata-member N); the requests go
+#             through a fourth gateway over them: one hop to the leader, which
+#             has a majority fsync each change in its log before applying it
+#
+# and the CPU time of every strata process is divided by the requests
+# answered. Then the leader is SIGKILLed while small PUTs go through the
+# fourth gateway (`failover_gap.py`), timing how long changes are refused.
+# Report: bench/runs/<date>-<host>-metadata.md.
+#
+#   bench/metadata-compare.sh     (about 2 minutes with the defaults)
+#
+# Objects up to 16 KiB live inside their metadata record: a 4 KiB PUT is a
+# metadata change and nothing else, the case replication costs most.
+#
+# Environment (defaults in brackets):
+#   STRATA_BIN     strata binary [$CARGO_TARGET_DIR or target/release/strata]
+#   BENCH_BIN      strata-bench binary [same directory]
+#   DURATION       duration of each phase [10s]
+#   CONCURRENCY    connections [16]
+#   SIZES          object sizes [4KiB 64KiB]
+#   OUT_DIR        where the report goes [bench/runs]
+
+set -euo pipefail
+
+repo=$(cd "$(dirname "$0")/.." && pwd)
+SIZES=${SIZES:-4KiB 64KiB}
+access=METADATABENCH0000000
+secret=metadata-bench-secret-key
+bench_name=metadata
+# shellcheck source=bench/cluster-lib.sh
+source "$repo/bench/cluster-lib.sh"
+
+setup_pids=()
+node_ports=("$(free_port)" "$(free_port)" "$(free_port)")
+make_ring three 2 "${node_ports[@]}"
+ring=(--ring "$work/three.builder.ring" --cluster-secret-file "$work/cluster.secret")
+for i in 0 1 2; do start_node "n$i" "${node_ports[$i]}" "$work/three.builder.ring"; done
+node_pids=("${setup_pids[@]}")
+
+log "single: a gateway over one gateway's metadata"
+start_gateway service "${ring[@]}"
+service_port=$gateway_port
+start_gateway single "${ring[@]}" --metadata "127.0.0.1:$service_port"
+measure single
+kill "${gateway_pid[service]}" "${gateway_pid[single]}"
+wait "${gateway_pid[service]}" "${gateway_pid[single]}" 2>/dev/null || true
+setup_pids=("${node_pids[@]}")
+
+log "raft: a gateway over a replicated metadata service of three members"
+member_ports=("$(free_port)" "$(free_port)" "$(free_port)")
+members=$(printf '127.0.0.1:%s,' "${member_ports[@]}")
+members=${members%,}
+for i in 0 1 2; do
+    launch_gateway "member$((i + 1))" "${member_ports[$i]}" "${ring[@]}" \
+        --metadata "$members" --metadata-member $((i + 1))
+done
+for port in "${member_ports[@]}"; do
+    wait_for "member on $port" curl -fsS "http://127.0.0.1:$port/health"
+done
+start_gateway outsider "${ring[@]}" --metadata "$members"
+measure raft
+
+leader=$(curl -fsS "http://127.0.0.1:${member_ports[0]}/metrics" |
+    awk '$1 == "strata_metadata_leader" { print $2 }')
+[[ $leader =~ ^[123]$ ]] || die "no leader in member 1's /metrics"
+log "failover: member $leader (the leader) SIGKILLed while PUTs run"
+STRATA_ROOT_SECRET_KEY=$secret python3 "$repo/bench/failover_gap.py" \
+    "http://127.0.0.1:$gateway_port" 20 5 "${gateway_pid[member$leader]}" \
+    >"$work/failover.json" || die "failover_gap.py failed"
+stop_setup
+
+# --- report -------------------------------------------------------------------------
+mkdir -p "$OUT_DIR"
+report=$OUT_DIR/$(date +%F)-$(hostname -s)-metadata.md
+python3 - "$results" "$CONCURRENCY" "$DURATION" "$work/failover.json" >"$report" <<'PY'
+import json, sys
+rows = [line.rstrip("\n").split("\t") for line in open(sys.argv[1])]
+conc, duration = sys.argv[2], sys.argv[3]
+failover = json.loads(open(sys.argv[4]).read().splitlines()[-1])
+table = {(r[0], r[1], r[2]): r for r in rows}
+ratio = lambda a, b: f"{float(a) / float(b):.2f}×" if float(b) else "-"
+print("# Metadata service: one gateway's store, and a Raft group of three\n")
+print(f"strata-bench, {conc} connections, {duration} per phase, through a gateway that is not")
+print("a member; three storage nodes, 2 replicas. CPU = user + system time of every")
+print("strata process (gateways and nodes) per request answered.\n")
+print("## Ratios\n")
+print("| size | op | raft / single req/s | raft / single CPU per request |")
+print("|---|---|---|---|")
+for (setup, op, size), r in table.items():
+    base = table.get(("single", op, size))
+    if setup != "raft" or not base:
+        continue
+    print(f"| {size} | {op} | {ratio(r[3], base[3])} | {ratio(r[6], base[6])} |")
+print("\n## Figures\n")
+print("| set-up | op | size | req/s | MB/s | p99 ms | CPU µs/request | errors |")
+print("|---|---|---|---|---|---|---|---|")
+for r in rows:
+    print("| " + " | ".join(r) + " |")
+print("\n## Failover\n")
+print("The leader SIGKILLed 5 s into 20 s of sequential 1 KiB Swift PUTs through the")
+print(f"gateway that is not a member: {failover['answered']} PUTs acknowledged, {failover['failed']} refused;")
+print(f"the first PUT acknowledged after the kill came **{failover['recovery_ms']} ms** after it.")
+PY
+log "report: $report"
+cat "$report"

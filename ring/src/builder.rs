@@ -150,9 +150,10 @@ impl RingBuilder {
     /// lost nothing, at most one replica each is released: first where a zone
     /// holds more (or fewer) of the partition than spread allows, then from zones
     /// above their quota to zones below it (directly or through a third zone),
-    /// then from devices above their quota. Finally every empty slot is filled
-    /// with the best device for it (see `Placement::fill`). Deterministic: the
-    /// partition order is a fixed hash of cluster id and version.
+    /// then from devices above their quota (directly or through a zone peer).
+    /// Finally every empty slot is filled with the best device for it (see
+    /// `Placement::fill`). Deterministic: the partition order is a fixed hash of
+    /// cluster id and version.
     pub fn rebalance(&mut self) -> Result<RebalanceReport, RingError> {
         let replicas = self.replicas();
         let n_parts = 1usize << self.part_power;
@@ -418,6 +419,75 @@ impl Placement<'_> {
         self.release_while(order, vacated, live, Level::Zone);
         self.relay_zone_surplus(order, vacated);
         self.release_while(order, vacated, live, Level::Device);
+        self.relay_device_surplus(order, vacated, live);
+    }
+
+    /// The same two hops inside a zone: when every partition holding device `over`
+    /// also holds `under`, `over` gives to a zone peer in one partition while that
+    /// peer gives to `under` in another. Without this a drained device can keep a
+    /// few replicas forever once its peers sit exactly at their quota. The zone's
+    /// counts do not change, so neither does the spread.
+    fn relay_device_surplus(&mut self, order: &[usize], vacated: &mut [bool], live: &[DeviceId]) {
+        let over: Vec<DeviceId> = self
+            .devices
+            .iter()
+            .flatten()
+            .filter(|d| self.excess_of(d.id) > 0)
+            .map(|d| d.id)
+            .collect();
+        for over in over {
+            let zone = self.device(over).map(Device::zone_key);
+            let peers: Vec<DeviceId> = live
+                .iter()
+                .copied()
+                .filter(|&id| id != over && self.device(id).map(Device::zone_key) == zone)
+                .collect();
+            for &under in &peers {
+                for &via in &peers {
+                    if via == under {
+                        continue;
+                    }
+                    while self.excess_of(over) > 0 && self.excess_of(under) < 0 {
+                        let Some(give) = self.find_device_release(order, vacated, via, under, None)
+                        else {
+                            break;
+                        };
+                        let Some(take) =
+                            self.find_device_release(order, vacated, over, via, Some(give.0))
+                        else {
+                            break;
+                        };
+                        self.release(give.0, give.1, vacated);
+                        self.release(take.0, take.1, vacated);
+                    }
+                }
+            }
+        }
+    }
+
+    /// A partition (not yet moved, not `except`) holding device `from` but not `to`,
+    /// and the slot `from` holds.
+    fn find_device_release(
+        &self,
+        order: &[usize],
+        vacated: &[bool],
+        from: DeviceId,
+        to: DeviceId,
+        except: Option<usize>,
+    ) -> Option<(usize, usize)> {
+        order
+            .iter()
+            .copied()
+            .filter(|&part| !vacated[part] && Some(part) != except)
+            .find_map(|part| {
+                let mut slots = self.slots(part);
+                if slots.clone().any(|s| self.assignment[s] == Some(to)) {
+                    return None;
+                }
+                slots
+                    .find(|&s| self.assignment[s] == Some(from))
+                    .map(|slot| (part, slot))
+            })
     }
 
     /// Moves zone surplus in two hops where one cannot do: when every partition
@@ -760,6 +830,44 @@ mod tests {
         assert!(
             ring.partitions()
                 .all(|p| !ring.primaries(p).contains(&DeviceId(0)))
+        );
+    }
+
+    #[test]
+    fn zero_weight_drains_when_its_only_taker_shares_its_partitions() {
+        // Two zones, three replicas (proptest cc 6f3b01ba). Draining d4 into the new
+        // d5 leaves d4's last replicas in partitions that already hold d5, while d0
+        // and d2 sit exactly at their quota: only a relay through d0 or d2 empties
+        // d4. Before, it kept four replicas however often it was rebalanced.
+        let mut builder = RingBuilder::new("test-cluster", 8, 3).expect("shape");
+        let add = |builder: &mut RingBuilder, zone: u32, weight: u64| {
+            let mut spec = device(zone, weight);
+            spec.node = format!("10.0.{zone}.{}:7001", builder.devices.len());
+            spec.region = 2;
+            builder.add_device(spec).expect("device")
+        };
+        for (zone, weight) in [(4, 102), (5, 50), (4, 100), (5, 100), (4, 200)] {
+            add(&mut builder, zone, weight);
+        }
+        let settle = |builder: &mut RingBuilder| {
+            for _ in 0..20 {
+                let report = builder.rebalance().expect("rebalance");
+                if report.moved + report.recovered + report.placed == 0 {
+                    return report;
+                }
+            }
+            panic!("rebalance did not settle in 20 rounds");
+        };
+        settle(&mut builder);
+        builder.set_weight(DeviceId(4), 0).expect("present");
+        add(&mut builder, 4, 200);
+        builder.set_weight(DeviceId(1), 297).expect("present");
+        let report = settle(&mut builder);
+        assert_eq!(report.held_back, 0);
+        let ring = builder.ring().expect("ring");
+        assert!(
+            ring.partitions()
+                .all(|p| !ring.primaries(p).contains(&DeviceId(4)))
         );
     }
 

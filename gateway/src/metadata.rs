@@ -72,9 +72,9 @@ impl MetaTransport for HttpMetaTransport {
     async fn call(&self, request: Bytes, timeout: Duration) -> Result<Bytes, String> {
         let deadline = tokio::time::Instant::now() + timeout;
         let election_deadline = tokio::time::Instant::now() + LEADER_PATIENCE.min(timeout);
-        let mut index = self.leader.load(Ordering::Relaxed) % self.addresses.len().max(1);
-        let mut redirected = 0;
-        let mut refused = 0;
+        let n_members = self.addresses.len();
+        let mut index = self.leader.load(Ordering::Relaxed) % n_members.max(1);
+        let mut not_sent = 0;
         loop {
             let Some(address) = self.addresses.get(index) else {
                 return Err("no metadata service configured".into());
@@ -85,44 +85,42 @@ impl MetaTransport for HttpMetaTransport {
                 .with_timeout(left)
                 .post_bound(address, META_PATH, request.clone())
                 .await;
-            let (status, body) = match sent {
-                Ok(answer) => answer,
-                // Nothing reached a member that is down: ask the next one.
-                Err(err)
-                    if err.to_string().contains("onnection refused")
-                        && refused < self.addresses.len() =>
-                {
-                    refused += 1;
-                    index = (index + 1) % self.addresses.len();
-                    continue;
-                }
+            // Where to go when nothing was done here: the leader a member
+            // named, else the next member.
+            let hint = match sent {
+                // A member that is down received nothing. One service alone
+                // is simply unavailable; in a group the others elect a leader
+                // (its last leader may still be named by the rest meanwhile).
+                Err(err) if n_members > 1 && err.to_string().contains("onnection refused") => None,
                 Err(err) => {
                     // The request may have been applied: not sent again, but
                     // the next call starts with another member.
                     self.leader
-                        .store((index + 1) % self.addresses.len(), Ordering::Relaxed);
+                        .store((index + 1) % n_members, Ordering::Relaxed);
                     return Err(err.to_string());
                 }
+                Ok((StatusCode::OK, body)) => {
+                    self.leader.store(index, Ordering::Relaxed);
+                    return Ok(body);
+                }
+                Ok((StatusCode::MISDIRECTED_REQUEST, body)) => {
+                    serde_json::from_slice::<NotLeader>(&body)
+                        .ok()
+                        .and_then(|not_leader| not_leader.leader)
+                        .and_then(|leader| self.addresses.iter().position(|known| *known == leader))
+                }
+                Ok((status, body)) => {
+                    return Err(format!(
+                        "{address} answered {status}: {}",
+                        String::from_utf8_lossy(&body).trim()
+                    ));
+                }
             };
-            if status == StatusCode::OK {
-                self.leader.store(index, Ordering::Relaxed);
-                return Ok(body);
-            }
-            if status != StatusCode::MISDIRECTED_REQUEST {
-                return Err(format!(
-                    "{address} answered {status}: {}",
-                    String::from_utf8_lossy(&body).trim()
-                ));
-            }
-            // Nothing was done: ask the leader it named, or the next member.
-            let hint = serde_json::from_slice::<NotLeader>(&body)
-                .ok()
-                .and_then(|not_leader| not_leader.leader)
-                .and_then(|leader| self.addresses.iter().position(|known| *known == leader));
-            // Members that disagree about the leader (an election under
-            // way) are asked again after a pause, not in a tight loop.
-            redirected += 1;
-            if redirected % self.addresses.len() == 0 {
+            // While members disagree or are down (an election under way),
+            // each round of them is asked again after a pause, not in a
+            // tight loop.
+            not_sent += 1;
+            if not_sent % n_members == 0 {
                 if tokio::time::Instant::now() >= election_deadline {
                     return Err("the metadata service has no leader".into());
                 }
@@ -130,7 +128,7 @@ impl MetaTransport for HttpMetaTransport {
             }
             index = match hint {
                 Some(leader) if leader != index => leader,
-                _ => (index + 1) % self.addresses.len(),
+                _ => (index + 1) % n_members,
             };
         }
     }

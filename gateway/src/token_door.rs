@@ -18,7 +18,7 @@ use hyper::body::Incoming;
 use serde::Deserialize;
 use serde_json::json;
 
-use crate::directory::Directory;
+use crate::directory::{Directory, Refusal};
 use crate::wire::{Response, header_str, json_response, text_response, unix_now};
 
 /// Largest Keystone request body.
@@ -84,6 +84,7 @@ impl TokenDoor {
                 .issue_token(account, user, key, now, self.token_lifetime_secs)
             {
                 Ok(issued) => issued,
+                Err(Refusal::Stale) => return stale(),
                 Err(refusal) => {
                     tracing::debug!(account, user, ?refusal, "token refused");
                     return unauthorized();
@@ -171,6 +172,12 @@ impl TokenDoor {
             self.token_lifetime_secs,
         ) {
             Ok(issued) => issued,
+            Err(Refusal::Stale) => {
+                return keystone_error(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "The metadata service is unreachable; try again.",
+                );
+            }
             Err(refusal) => {
                 tracing::debug!(
                     account,
@@ -293,6 +300,14 @@ struct KeystoneProject {
     name: Option<String>,
     #[serde(default)]
     id: Option<String>,
+}
+
+/// Keys are not checked against a directory that may be stale.
+fn stale() -> Response {
+    text_response(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "The metadata service is unreachable; try again.\n",
+    )
 }
 
 fn unauthorized() -> Response {

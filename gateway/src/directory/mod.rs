@@ -153,6 +153,10 @@ pub struct Directory {
 pub enum Refusal {
     UnknownUser,
     WrongKey,
+    /// The metadata service's feed has not answered for a while: a key
+    /// revoked meanwhile may still be here, so none is accepted (the
+    /// caller answers 503, not "wrong key").
+    Stale,
 }
 
 impl Directory {
@@ -232,6 +236,9 @@ impl Directory {
         user: &str,
         key: &str,
     ) -> Result<(Principal, u32), Refusal> {
+        if !self.store.feed_lease().holds() {
+            return Err(Refusal::Stale);
+        }
         let view = self.view.read();
         let record = view
             .users

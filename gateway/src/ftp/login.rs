@@ -11,7 +11,7 @@ use unftp_core::auth::{
     UserDetailError, UserDetailProvider,
 };
 
-use crate::directory::Directory;
+use crate::directory::{Directory, Refusal};
 
 /// A refused password costs this long, so guessing is slow even before the
 /// per-address limit (libunftp's failed-logins policy) blocks the client.
@@ -70,7 +70,14 @@ impl Authenticator for FtpLogin {
             .and_then(|(account, user)| {
                 self.directory
                     .check_swift_key(&account, &user, password)
-                    .map_err(|_| AuthenticationError::BadPassword)
+                    .map_err(|refusal| match refusal {
+                        Refusal::Stale => {
+                            AuthenticationError::new("the metadata service is unreachable")
+                        }
+                        Refusal::UnknownUser | Refusal::WrongKey => {
+                            AuthenticationError::BadPassword
+                        }
+                    })
             });
         match checked {
             Ok((principal, _)) => Ok(FtpPrincipal {

@@ -346,6 +346,20 @@ fn a_gateway_cut_off_from_the_metadata_service_stops_trusting_its_edge() -> Resu
         }
     }
     let untrusted_after = cut_at.elapsed();
+    // Nor does it check keys against accounts it can no longer follow (one
+    // revoked meanwhile would still pass): a token request is a 503 too.
+    let root = SwiftUser::root();
+    let token_request = |gateway: &Server| {
+        gateway.http(
+            "GET",
+            "/auth/v1.0",
+            Signing::Anonymous,
+            None,
+            &[("X-Auth-User", &root.login()), ("X-Auth-Key", &root.key)],
+        )
+    };
+    let refused = token_request(&second)?;
+    ensure!(refused.status == 503, "a token while cut off: {refused}");
 
     // Back on the network: the new bytes, and the gateway is well.
     link.heal();
@@ -362,6 +376,7 @@ fn a_gateway_cut_off_from_the_metadata_service_stops_trusting_its_edge() -> Resu
          served the new bytes {:?} after reconnecting",
         started.elapsed()
     );
+    token_request(&second)?.expect_status(200)?;
     second.assert_healthy()?;
     Ok(())
 }

@@ -67,6 +67,22 @@ fn get(gateway: &Server, bucket: &str, key: &str) -> Result<(u16, Vec<u8>)> {
     Ok((response.status, response.body))
 }
 
+/// Waits until `gateway` reads `bucket/key` again: a gateway whose feed
+/// failed refuses calls at once until its next poll is answered (clients
+/// retry a 503; the load script does not).
+fn until_serving(gateway: &Server, bucket: &str, key: &str) -> Result<()> {
+    let started = Instant::now();
+    while get(gateway, bucket, key)?.0 != 200 {
+        ensure!(
+            started.elapsed() < FAILOVER_BOUND,
+            "{} does not serve {bucket}/{key} again",
+            gateway.endpoint()
+        );
+        thread::sleep(Duration::from_millis(100));
+    }
+    Ok(())
+}
+
 #[test]
 fn a_replicated_metadata_service_outlives_its_leader_and_refuses_changes_without_a_majority()
 -> Result<()> {
@@ -114,6 +130,8 @@ fn a_replicated_metadata_service_outlives_its_leader_and_refuses_changes_without
         killed_at.elapsed()
     );
     // Nothing acknowledged before was lost, and everyone sees the new change.
+    until_serving(&members[survivors[1]], &bucket, "after-failover")?;
+    until_serving(&outsider, &bucket, "after-failover")?;
     members[survivors[1]].python_ok("cluster_load.py", &["verify", &bucket, "50"])?;
     outsider.python_ok("cluster_load.py", &["verify", &bucket, "50"])?;
     ensure!(get(&outsider, &bucket, "after-failover")? == (200, b"new leader".to_vec()));
@@ -139,6 +157,7 @@ fn a_replicated_metadata_service_outlives_its_leader_and_refuses_changes_without
     let all: Vec<&Server> = members.iter().collect();
     agreed_leader(&all)?;
     for member in &members {
+        until_serving(member, &bucket, "after-failover")?;
         member.python_ok("cluster_load.py", &["verify", &bucket, "50"])?;
         ensure!(get(member, &bucket, "after-failover")? == (200, b"new leader".to_vec()));
     }

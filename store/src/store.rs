@@ -1069,8 +1069,8 @@ impl Inner {
         Ok(info)
     }
 
-    /// Applies a batch durably: the WAL is fsynced before this returns.
-    /// An entry of a replicated log is applied without an fsync: the log
+    /// Applies a batch durably: the WAL is fsynced before this returns,
+    /// except for an entry of a replicated log, applied without an fsync: the log
     /// holds it durably, and a batch lost in a crash (with its marker) is
     /// applied again from the log at restart.
     pub(crate) fn commit(&self, mut batch: WriteBatch) -> Result<()> {

@@ -118,6 +118,10 @@ struct View {
     keyring: TokenKeyring,
     /// By host.
     domains: HashMap<String, DomainRecord>,
+    /// Changes may have been missed (the feed failed, fell behind, or a
+    /// change could not be read) and the view not read again since: a key
+    /// revoked meanwhile would still be here.
+    stale: bool,
 }
 
 impl View {
@@ -236,7 +240,7 @@ impl Directory {
         user: &str,
         key: &str,
     ) -> Result<(Principal, u32), Refusal> {
-        if !self.store.feed_lease().holds() {
+        if !self.is_current() {
             return Err(Refusal::Stale);
         }
         let view = self.view.read();
@@ -249,6 +253,13 @@ impl Directory {
         }
         let principal = record.principal().ok_or(Refusal::UnknownUser)?;
         Ok((principal, record.token_generation))
+    }
+
+    /// Whether the view holds every change to accounts and keys: the feed
+    /// answers, and nothing it may have missed is still to be read again.
+    /// Keys are not checked otherwise (callers answer 503).
+    pub fn is_current(&self) -> bool {
+        !self.view.read().stale && self.store.feed_lease().holds()
     }
 
     /// The principal the user `account:user` acts as, if it exists.
@@ -459,14 +470,21 @@ impl Directory {
                         (ChangeKind::CatalogPut | ChangeKind::CatalogDeleted, Some(key)) => {
                             directory.refresh(&event.bucket, key).await
                         }
-                        (ChangeKind::Resync, _) => directory.reload().await,
+                        (ChangeKind::Resync, _) => {
+                            directory.view.write().stale = true;
+                            directory.reload().await
+                        }
                         _ => Ok(()),
                     },
                     // Missed events: read everything again.
-                    Err(RecvError::Lagged(_)) => directory.reload().await,
+                    Err(RecvError::Lagged(_)) => {
+                        directory.view.write().stale = true;
+                        directory.reload().await
+                    }
                     Err(RecvError::Closed) => return,
                 };
                 if let Err(err) = outcome {
+                    directory.view.write().stale = true;
                     tracing::error!(error = %err, "could not refresh accounts and users");
                     // A change left unapplied (the metadata service did not
                     // answer) would keep a revoked key valid: read everything

@@ -123,14 +123,24 @@ impl S3Door {
             &query,
             parts.headers.contains_key("x-amz-copy-source"),
         )?;
-        let verified = match verify_request(
+        let verdict = verify_request(
             &parts.method,
             &parts.uri,
             &parts.headers,
             &self.credentials,
             &self.sigv4,
             SystemTime::now(),
-        ) {
+        );
+        // Keys are not judged by a directory that may have missed a change
+        // (a key revoked or added while the metadata service was away).
+        if !matches!(verdict, Err(AuthError::Anonymous)) && !self.credentials.is_current() {
+            return Err(S3Error::new(
+                "ServiceUnavailable",
+                StatusCode::SERVICE_UNAVAILABLE,
+                "Please reduce your request rate.",
+            ));
+        }
+        let verified = match verdict {
             Ok(verified) => Some(verified),
             Err(AuthError::Anonymous) if op.allows_anonymous() => None,
             Err(err) => return Err(err.into()),

@@ -376,7 +376,20 @@ fn a_gateway_cut_off_from_the_metadata_service_stops_trusting_its_edge() -> Resu
          served the new bytes {:?} after reconnecting",
         started.elapsed()
     );
-    token_request(&second)?.expect_status(200)?;
+    // Keys are checked again once accounts have been read afresh (the
+    // directory retries with a pause of up to 5 s).
+    let started = Instant::now();
+    loop {
+        let token = token_request(&second)?;
+        if token.status == 200 {
+            break;
+        }
+        ensure!(
+            token.status == 503 && started.elapsed() < Duration::from_secs(15),
+            "a token after reconnecting: {token}"
+        );
+        thread::sleep(Duration::from_millis(100));
+    }
     second.assert_healthy()?;
     Ok(())
 }

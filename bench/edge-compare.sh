@@ -3,18 +3,24 @@
 # each in front of the same strata origin, driven by wrk in one run; the
 # report goes to bench/runs/<date>-<host>-edge.md with ratios first.
 #
-#   bench/edge-compare.sh        (about 3 minutes with the defaults)
+#   bench/edge-compare.sh        (about 7 minutes with the defaults)
 #
 # strata serves a public Swift container (X-Container-Read: .r:*) with one
 # object per size; nginx (proxy_cache on the same disk, proxy_cache_lock) and
 # Varnish (malloc storage) proxy to that strata. Every URL is fetched a few
-# times first, so all three serve from their caches. strata's CPU time per
-# request is read from /proc during its runs (it includes what the kernel
-# spends on its sockets).
+# times first, so all three serve from their caches. Each target's CPU time
+# per request (every process of it: nginx's master and workers, Varnish's
+# manager and child) is read from /proc during its runs; it includes what
+# the kernel spends on its sockets.
+#
+# The machine is shared and drifts: the three are measured in ROUNDS rounds,
+# each round running them back to back in a rotated order, and the report
+# gives each figure's median over the rounds.
 #
 # Environment (defaults in brackets):
 #   STRATA_BIN   strata binary [target/release/strata]
 #   DURATION     wrk duration per run [10s]
+#   ROUNDS       rounds of all three per size [3]
 #   CONNECTIONS  wrk connections [64]
 #   THREADS      wrk threads [2]
 #   SIZES        object sizes [1KiB 4KiB 64KiB 1MiB]
@@ -25,6 +31,7 @@ set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
 STRATA_BIN=${STRATA_BIN:-$repo/target/release/strata}
 DURATION=${DURATION:-10s}
+ROUNDS=${ROUNDS:-3}
 CONNECTIONS=${CONNECTIONS:-64}
 THREADS=${THREADS:-2}
 SIZES=${SIZES:-1KiB 4KiB 64KiB 1MiB}
@@ -138,13 +145,15 @@ http {
 }
 EOF
 nginx -c "$work/nginx/nginx.conf" -g 'daemon off;' >"$work/log/nginx.log" 2>&1 &
-pids+=("$!")
+nginx_pid=$!
+pids+=("$nginx_pid")
 
 # --- Varnish, malloc storage ------------------------------------------------------
 varnish_port=$(free_port)
 varnishd -F -n "$work/varnish" -a "127.0.0.1:$varnish_port" -b "127.0.0.1:$strata_port" \
     -s malloc,1g -t 600 >"$work/log/varnish.log" 2>&1 &
-pids+=("$!")
+varnish_pid=$!
+pids+=("$varnish_pid")
 
 wait_for "nginx" 30 curl -fsS -o /dev/null "http://127.0.0.1:$nginx_port/v1/AUTH_admin/pub/obj-${SIZES%% *}"
 wait_for "varnish" 30 curl -fsS -o /dev/null "http://127.0.0.1:$varnish_port/v1/AUTH_admin/pub/obj-${SIZES%% *}"
@@ -160,18 +169,35 @@ done
 hit=$(curl -fsS -D - -o /dev/null "$strata/v1/AUTH_admin/pub/obj-4KiB" | tr -d '\r' | sed -n 's/^[Xx]-[Cc]ache: //p')
 log "strata answers warmed objects with X-Cache: $hit"
 
-cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$strata_pid/stat"; }
+# CPU ticks (user + system) of a process and its children: nginx's workers,
+# Varnish's cache process.
+cpu_ticks() {
+    local total=0 pid
+    for pid in "$1" $(pgrep -P "$1"); do
+        [[ -r /proc/$pid/stat ]] || continue
+        total=$((total + $(awk '{ print $14 + $15 }' "/proc/$pid/stat")))
+    done
+    echo "$total"
+}
+declare -A root_pid=([strata]=$strata_pid [nginx]=$nginx_pid [varnish]=$varnish_pid)
 ticks_per_sec=$(getconf CLK_TCK)
 results=$work/results.tsv
 : >"$results"
+targets=(strata nginx varnish)
 for size in $SIZES; do
-    for target in strata nginx varnish; do
-        url="${base[$target]}/v1/AUTH_admin/pub/obj-$size"
-        before=$(cpu_ticks)
-        out=$(wrk -t"$THREADS" -c"$CONNECTIONS" -d"$DURATION" --latency "$url")
-        after=$(cpu_ticks)
-        printf '%s\t%s\t%s\t%s\n' "$target" "$size" "$((after - before))" "$(echo "$out" | tr '\n' '|')" >>"$results"
-        log "$target $size: $(echo "$out" | grep -E 'Requests/sec|Non-2xx' | tr -s ' ' | tr '\n' ' ')"
+    for round in $(seq "$ROUNDS"); do
+        # Rotate who goes first, so that none always runs on the warmest
+        # (or the most disturbed) stretch of the round.
+        shift_by=$(((round - 1) % ${#targets[@]}))
+        order=("${targets[@]:shift_by}" "${targets[@]:0:shift_by}")
+        for target in "${order[@]}"; do
+            url="${base[$target]}/v1/AUTH_admin/pub/obj-$size"
+            before=$(cpu_ticks "${root_pid[$target]}")
+            out=$(wrk -t"$THREADS" -c"$CONNECTIONS" -d"$DURATION" --latency "$url")
+            after=$(cpu_ticks "${root_pid[$target]}")
+            printf '%s\t%s\t%s\t%s\n' "$target" "$size" "$((after - before))" "$(echo "$out" | tr '\n' '|')" >>"$results"
+            log "round $round $target $size: $(echo "$out" | grep -E 'Requests/sec| 99%|Non-2xx' | tr -s ' ' | tr '\n' ' ')"
+        done
     done
 done
 
@@ -181,7 +207,7 @@ out=$OUT_DIR/$(date +%F)-$host-edge.md
 [[ -e $out ]] && out=$OUT_DIR/$(date +%F)-$host-edge-$(date +%H%M%S).md
 commit=$(git -C "$repo" rev-parse --short HEAD 2>/dev/null || echo unknown)
 NGINX_VERSION=$(nginx -v 2>&1 | sed 's/.*nginx\///') VARNISH_VERSION=$(varnishd -V 2>&1 | head -1) \
-    TICKS=$ticks_per_sec COMMIT=$commit DURATION=$DURATION CONNECTIONS=$CONNECTIONS THREADS=$THREADS \
+    TICKS=$ticks_per_sec COMMIT=$commit DURATION=$DURATION CONNECTIONS=$CONNECTIONS THREADS=$THREADS ROUNDS=$ROUNDS \
     python3 - "$results" >"$out" <<'EOF'
 import os, re, sys
 
@@ -195,7 +221,7 @@ def size_bytes(text):
             return float(text[: -len(unit)]) * factor
     return float(text)
 
-rows = {}
+runs = {}
 order = []
 for line in open(sys.argv[1]):
     target, size, ticks, out = line.rstrip("\n").split("\t")
@@ -206,37 +232,63 @@ for line in open(sys.argv[1]):
     requests = int(re.search(r"(\d+) requests in", out).group(1))
     errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     cpu_us = int(ticks) / int(os.environ["TICKS"]) * 1e6 / max(requests, 1)
-    rows[(target, size)] = dict(rps=rps, mbs=transfer / 1e6, p99=p99 * 1e3, cpu_us=cpu_us,
-                                errors=int(errors.group(1)) if errors else 0)
+    runs.setdefault((target, size), []).append(
+        dict(rps=rps, mbs=transfer / 1e6, p99=p99 * 1e3, cpu_us=cpu_us,
+             errors=int(errors.group(1)) if errors else 0))
     if size not in order:
         order.append(size)
+
+def median(values):
+    values = sorted(values)
+    middle = len(values) // 2
+    return values[middle] if len(values) % 2 else (values[middle - 1] + values[middle]) / 2
+
+# Each figure's median over the rounds; errors are summed.
+rows = {
+    key: dict({field: median([run[field] for run in taken]) for field in ("rps", "mbs", "p99", "cpu_us")},
+              errors=sum(run["errors"] for run in taken), rounds=len(taken),
+              rps_spread=(min(run["rps"] for run in taken), max(run["rps"] for run in taken)))
+    for key, taken in runs.items()
+}
 
 print(f"# strata edge vs nginx proxy_cache and Varnish")
 print()
 print("## Ratios")
 print()
-print("Cached public objects, wrk on loopback. Above 1x is better for req/s, below 1x for p99.")
+print(f"Cached public objects, wrk on loopback. Each ratio is the median over {os.environ['ROUNDS']} rounds "
+      "of strata's figure over the peer's in the same round. "
+      "Above 1x is better for req/s, below 1x for p99 and CPU per request.")
 print()
-print("| size | req/s vs nginx | req/s vs Varnish | p99 vs nginx | p99 vs Varnish | strata CPU per request |")
-print("|---|---:|---:|---:|---:|---:|")
+print("| size | req/s vs nginx | req/s vs Varnish | p99 vs nginx | p99 vs Varnish | CPU/request vs nginx | CPU/request vs Varnish | strata CPU per request |")
+print("|---|---:|---:|---:|---:|---:|---:|---:|")
+def paired(size, peer, field):
+    """The median over the rounds of strata's figure over the peer's from
+    the same round: runs minutes apart are compared, not the whole hour."""
+    return median([ours[field] / theirs[field]
+                   for ours, theirs in zip(runs[("strata", size)], runs[(peer, size)])])
+
 for size in order:
-    s, n, v = rows[("strata", size)], rows[("nginx", size)], rows[("varnish", size)]
-    print(f"| {size} | {s['rps'] / n['rps']:.2f}x | {s['rps'] / v['rps']:.2f}x | "
-          f"{s['p99'] / n['p99']:.2f}x | {s['p99'] / v['p99']:.2f}x | {s['cpu_us']:.1f} µs |")
+    cells = [paired(size, peer, field) for field in ("rps", "p99", "cpu_us") for peer in ("nginx", "varnish")]
+    print(f"| {size} | " + " | ".join(f"{cell:.2f}x" for cell in cells) +
+          f" | {rows[('strata', size)]['cpu_us']:.1f} µs |")
 print()
 print("## Results")
 print()
-print("| target | size | req/s | MB/s | p99 ms | non-2xx |")
-print("|---|---|---:|---:|---:|---:|")
+print("| target | size | req/s (median) | req/s (min–max) | MB/s | p99 ms | CPU µs/request | non-2xx |")
+print("|---|---|---:|---:|---:|---:|---:|---:|")
 for size in order:
     for target in ("strata", "nginx", "varnish"):
         r = rows[(target, size)]
-        print(f"| {target} | {size} | {r['rps']:,.0f} | {r['mbs']:,.1f} | {r['p99']:.2f} | {r['errors']} |")
+        low, high = r["rps_spread"]
+        print(f"| {target} | {size} | {r['rps']:,.0f} | {low:,.0f}–{high:,.0f} | {r['mbs']:,.1f} | "
+              f"{r['p99']:.2f} | {r['cpu_us']:.1f} | {r['errors']} |")
 print()
 print("## Settings")
 print()
 print(f"- wrk -t{os.environ['THREADS']} -c{os.environ['CONNECTIONS']} -d{os.environ['DURATION']} --latency, keep-alive, one URL per run, everything on 127.0.0.1 and the same 2 cores")
-print(f"- strata at {os.environ['COMMIT']}, RAM cache defaults; its CPU per request is utime+stime of the process over the run divided by requests")
+print(f"- {os.environ['ROUNDS']} rounds per size, the three back to back in each round, in a rotated order")
+print(f"- strata at {os.environ['COMMIT']}, RAM cache defaults")
+print("- CPU per request: utime + stime of every process of the target (nginx master and workers, Varnish manager and child) over its run, divided by the requests it answered")
 print(f"- nginx {os.environ['NGINX_VERSION']}: proxy_cache on the same disk, proxy_cache_lock, keepalive upstream")
 print(f"- {os.environ['VARNISH_VERSION']}: malloc 1 GiB, default VCL, -t 600")
 print("- all three in front of the same strata origin serving a public Swift container")

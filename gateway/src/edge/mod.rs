@@ -46,6 +46,9 @@ use tokio::sync::OnceCell;
 /// Purge epochs are kept per stripe of keys: a purge bumps its stripe.
 const EPOCH_STRIPES: usize = 4096;
 
+/// Bucket records kept for the public read path before the map starts over.
+const MAX_BUCKET_RECORDS: usize = 100_000;
+
 /// `[cache]` in the config file.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -141,14 +144,23 @@ pub enum Dialect {
 }
 
 impl CachedObject {
-    /// The object's headers in `dialect`, rendered once by `render`.
+    /// The object's headers in `dialect`, rendered once by `render` into a
+    /// map with room for what every answer adds (length, cache status, age,
+    /// request ids, server, date), so that a hit's inserts into its copy do
+    /// not grow and rehash the map.
     pub fn headers(
         &self,
         dialect: Dialect,
         render: impl FnOnce(&ObjectInfo) -> http::HeaderMap,
     ) -> http::HeaderMap {
+        const ADDED_PER_ANSWER: usize = 8;
         self.rendered[dialect as usize]
-            .get_or_init(|| render(&self.info))
+            .get_or_init(|| {
+                let rendered = render(&self.info);
+                let mut headers = http::HeaderMap::with_capacity(rendered.len() + ADDED_PER_ANSWER);
+                headers.extend(rendered);
+                headers
+            })
             .clone()
     }
 
@@ -231,8 +243,11 @@ type Fill = Arc<OnceCell<Option<(Arc<CachedObject>, CacheOutcome)>>>;
 pub struct EdgeCache {
     objects: moka::sync::Cache<ObjectKey, Arc<CachedObject>>,
     /// Bucket records (ACLs) for the public read path, dropped on every
-    /// bucket change.
-    buckets: moka::sync::Cache<String, Arc<BucketInfo>>,
+    /// bucket change. A plain map: the records are few and small, each is
+    /// read on every public request, and nothing about them needs an
+    /// eviction policy (the map is emptied when it reaches
+    /// [`MAX_BUCKET_RECORDS`]).
+    buckets: parking_lot::RwLock<HashMap<String, Arc<BucketInfo>>>,
     inflight: Mutex<HashMap<ObjectKey, Fill>>,
     epochs: Vec<AtomicU64>,
     /// Bumped by every bucket change, so a read that raced one is not cached.
@@ -284,7 +299,7 @@ impl EdgeCache {
         let cache = Arc::new_cyclic(|self_ref| EdgeCache {
             self_ref: self_ref.clone(),
             objects,
-            buckets: moka::sync::Cache::new(100_000),
+            buckets: parking_lot::RwLock::new(HashMap::new()),
             inflight: Mutex::new(HashMap::new()),
             epochs: (0..EPOCH_STRIPES).map(|_| AtomicU64::new(0)).collect(),
             zones,
@@ -350,11 +365,11 @@ impl EdgeCache {
             }
             (ChangeKind::BucketCreated | ChangeKind::BucketUpdated, _) => {
                 self.bucket_epoch.fetch_add(1, Ordering::SeqCst);
-                self.buckets.invalidate(&event.bucket);
+                self.buckets.write().remove(&event.bucket);
             }
             (ChangeKind::BucketDeleted, _) => {
                 self.bucket_epoch.fetch_add(1, Ordering::SeqCst);
-                self.buckets.invalidate(&event.bucket);
+                self.buckets.write().remove(&event.bucket);
                 let bucket = event.bucket.clone();
                 // Rare, and must not leave a recreated bucket's namesake
                 // objects behind: drop the bucket's entries by predicate.
@@ -378,7 +393,7 @@ impl EdgeCache {
     fn resync(&self) {
         self.resyncs.fetch_add(1, Ordering::SeqCst);
         self.bucket_epoch.fetch_add(1, Ordering::SeqCst);
-        self.buckets.invalidate_all();
+        self.buckets.write().clear();
         self.listings.invalidate_all();
         for zone in &self.zones {
             zone.revalidate_all();
@@ -420,15 +435,23 @@ impl EdgeCache {
         name: &str,
     ) -> strata_store::Result<Option<Arc<BucketInfo>>> {
         let following = self.feed.holds();
-        if following && let Some(bucket) = self.buckets.get(name) {
-            return Ok(Some(bucket));
+        if following && let Some(bucket) = self.buckets.read().get(name) {
+            return Ok(Some(bucket.clone()));
         }
         let epoch = self.bucket_epoch.load(Ordering::SeqCst);
         match store.bucket(name).await {
             Ok(bucket) => {
                 let bucket = Arc::new(bucket);
-                if following && self.bucket_epoch.load(Ordering::SeqCst) == epoch {
-                    self.buckets.insert(name.to_owned(), bucket.clone());
+                if following {
+                    let mut buckets = self.buckets.write();
+                    // Checked under the lock: a change applied meanwhile
+                    // bumped the epoch before it took the lock to remove.
+                    if self.bucket_epoch.load(Ordering::SeqCst) == epoch {
+                        if buckets.len() >= MAX_BUCKET_RECORDS {
+                            buckets.clear();
+                        }
+                        buckets.insert(name.to_owned(), bucket.clone());
+                    }
                 }
                 Ok(Some(bucket))
             }

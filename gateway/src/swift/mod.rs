@@ -299,25 +299,27 @@ fn parse_path(raw: &str) -> SwiftResult<(String, Target)> {
     Ok((account, target))
 }
 
-/// `tx` + 21 random hex digits + `-` + the time in hex, as Swift forms them.
 /// `tx` + 21 random hex digits + `-` + the time in hex, as Swift's proxy
 /// makes them; built in place, since every request carries one.
 fn new_trans_id() -> String {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
     /// `value`'s low `digits` hex digits, most significant first.
-    fn push_hex(id: &mut String, value: u128, digits: u32) {
-        for shift in (0..digits).rev() {
-            let nibble = ((value >> (shift * 4)) & 0xf) as u32;
-            id.push(char::from_digit(nibble, 16).unwrap_or('0'));
-        }
+    fn push_hex(id: &mut Vec<u8>, value: u128, digits: u32) {
+        id.extend(
+            (0..digits)
+                .rev()
+                .map(|shift| HEX[((value >> (shift * 4)) & 0xf) as usize]),
+        );
     }
     let random: u128 = rand::random();
-    let mut id = String::with_capacity(2 + 21 + 1 + 10);
-    id.push_str("tx");
+    let mut id = Vec::with_capacity(2 + 21 + 1 + 10);
+    id.extend_from_slice(b"tx");
     // 21 hex digits are 84 bits; then the time, as Swift writes it.
     push_hex(&mut id, random, 21);
-    id.push('-');
+    id.push(b'-');
     push_hex(&mut id, u128::from(crate::wire::unix_now()), 10);
-    id
+    // Only ASCII hex digits, `t`, `x` and `-` were written.
+    String::from_utf8(id).unwrap_or_default()
 }
 
 fn error_response(err: SwiftError, is_head: bool) -> Response {

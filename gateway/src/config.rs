@@ -266,6 +266,7 @@ impl Config {
         if self.storage_domain.is_some() && self.storage_domain == self.s3_domain {
             bail!("storage_domain and s3_domain must differ");
         }
+        self.cache.validate()?;
         if self.cluster.ring.is_some() != self.cluster.secret_file.is_some() {
             bail!("a cluster needs both a ring and a cluster secret file");
         }
@@ -354,5 +355,19 @@ mod tests {
             ..Default::default()
         };
         assert!(Config::load(None, bad).is_err());
+    }
+
+    #[test]
+    fn cached_objects_are_bounded_by_what_one_request_may_hold() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("strata.toml");
+        std::fs::write(&path, "[cache]\nmax_object_bytes = 67108864\n").unwrap();
+        assert!(Config::load(Some(&path), ConfigOverrides::default()).is_ok());
+        std::fs::write(&path, "[cache]\nmax_object_bytes = 67108865\n").unwrap();
+        let refused = Config::load(Some(&path), ConfigOverrides::default()).unwrap_err();
+        assert!(
+            refused.to_string().contains("cache.max_object_bytes"),
+            "{refused}"
+        );
     }
 }

@@ -49,6 +49,26 @@ const EPOCH_STRIPES: usize = 4096;
 /// Bucket records kept for the public read path before the map starts over.
 const MAX_BUCKET_RECORDS: usize = 100_000;
 
+/// The largest `max_object_bytes` accepted. A fill, and a hit served from an
+/// SSD zone, hold the whole object in memory while they answer (an SSD copy
+/// is checked against its CRC32C before a byte of it is sent), so this
+/// bounds the memory of one request; larger objects stream from the store.
+pub const MAX_CACHEABLE_OBJECT_BYTES: u64 = 64 * 1024 * 1024;
+
+impl CacheConfig {
+    pub fn validate(&self) -> anyhow::Result<()> {
+        if self.max_object_bytes > MAX_CACHEABLE_OBJECT_BYTES {
+            anyhow::bail!(
+                "cache.max_object_bytes is {} bytes; at most {MAX_CACHEABLE_OBJECT_BYTES} \
+                 (64 MiB) is accepted: a cached object is held in memory while it is \
+                 answered, larger objects stream from the store",
+                self.max_object_bytes
+            );
+        }
+        Ok(())
+    }
+}
+
 /// `[cache]` in the config file.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]

@@ -29,121 +29,23 @@
 set -euo pipefail
 
 repo=$(cd "$(dirname "$0")/.." && pwd)
-STRATA_BIN=${STRATA_BIN:-$repo/target/release/strata}
 DURATION=${DURATION:-10s}
 ROUNDS=${ROUNDS:-3}
 CONNECTIONS=${CONNECTIONS:-64}
 THREADS=${THREADS:-2}
 SIZES=${SIZES:-1KiB 4KiB 64KiB 1MiB}
 OUT_DIR=${OUT_DIR:-$repo/bench/runs}
-secret=edge-bench-secret
-
-log() { printf '[edge] %s\n' "$*" >&2; }
-die() {
-    log "error: $*"
-    if [[ -n ${work:-} && -d $work/log ]]; then
-        tail -n 20 "$work"/log/* >&2 || true
-    fi
-    exit 1
-}
-
-[[ -x $STRATA_BIN ]] || die "no strata binary at $STRATA_BIN (cargo build --release -p strata-gateway)"
-
-missing=()
-for tool in nginx varnishd wrk curl python3; do
-    command -v "$tool" >/dev/null 2>&1 || missing+=("$tool")
-done
-if ((${#missing[@]})); then
-    log "installing nginx, varnish and wrk from Debian packages"
-    sudo_if_needed() { if [[ $(id -u) == 0 ]]; then "$@"; else sudo "$@"; fi; }
-    sudo_if_needed apt-get update -qq
-    sudo_if_needed env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
-        nginx varnish wrk curl >/dev/null
-    # The packages start their own services; this run uses private instances.
-    sudo_if_needed systemctl stop nginx varnish 2>/dev/null || true
-    pkill -x nginx 2>/dev/null || true
-    pkill -x varnishd 2>/dev/null || true
-fi
-
-work=$(mktemp -d /tmp/strata-edge.XXXXXX)
-pids=()
-cleanup() {
-    for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-    wait 2>/dev/null || true
-    rm -rf "$work"
-}
-trap cleanup EXIT
-mkdir -p "$work/log"
-
-free_port() {
-    python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
-wait_for() {
-    local what=$1 tries=$2
-    shift 2
-    for _ in $(seq "$tries"); do
-        "$@" >/dev/null 2>&1 && return 0
-        sleep 0.5
-    done
-    die "$what did not come up"
-}
-bytes_of() {
-    python3 -c "import sys; s = sys.argv[1]; u = {'KiB': 1 << 10, 'MiB': 1 << 20}; print(int(s[:-3]) * u[s[-3:]])" "$1"
-}
+bench_name=edge
+packages=(nginx varnish wrk curl python3)
+# shellcheck source=bench/edge-lib.sh
+source "$repo/bench/edge-lib.sh"
 
 # --- strata, the origin and the edge under test ---------------------------------
-strata_port=$(free_port)
-STRATA_ROOT_ACCESS_KEY=EDGEBENCHACCESS00000 STRATA_ROOT_SECRET_KEY=$secret \
-    "$STRATA_BIN" serve --listen "127.0.0.1:$strata_port" --data "$work/strata" \
-    >"$work/log/strata.log" 2>&1 &
-strata_pid=$!
-pids+=("$strata_pid")
-strata=http://127.0.0.1:$strata_port
-wait_for "strata" 60 curl -fsS "$strata/health"
-token=$(curl -fsS -D - -o /dev/null -H 'X-Auth-User: admin:admin' -H "X-Auth-Key: $secret" \
-    "$strata/auth/v1.0" | tr -d '\r' | sed -n 's/^[Xx]-[Aa]uth-[Tt]oken: //p')
-curl -fsS -X PUT -H "X-Auth-Token: $token" -H 'X-Container-Read: .r:*' "$strata/v1/AUTH_admin/pub" >/dev/null
-for size in $SIZES; do
-    head -c "$(bytes_of "$size")" /dev/urandom >"$work/obj-$size"
-    curl -fsS -X PUT -H "X-Auth-Token: $token" --data-binary "@$work/obj-$size" \
-        "$strata/v1/AUTH_admin/pub/obj-$size" >/dev/null
-done
+start_origin
 
 # --- nginx proxy_cache ---------------------------------------------------------------
 nginx_port=$(free_port)
-mkdir -p "$work/nginx/cache" "$work/nginx/tmp"
-# Workers run as this user, so that they can write the cache under $work.
-nginx_user=""
-[[ $(id -u) == 0 ]] && nginx_user="user root;"
-cat >"$work/nginx/nginx.conf" <<EOF
-$nginx_user
-worker_processes auto;
-pid $work/nginx/nginx.pid;
-error_log $work/log/nginx-error.log warn;
-events { worker_connections 4096; }
-http {
-    access_log off;
-    client_body_temp_path $work/nginx/tmp;
-    proxy_temp_path $work/nginx/tmp;
-    fastcgi_temp_path $work/nginx/tmp;
-    uwsgi_temp_path $work/nginx/tmp;
-    scgi_temp_path $work/nginx/tmp;
-    proxy_cache_path $work/nginx/cache levels=1:2 keys_zone=edge:64m max_size=4g inactive=1h use_temp_path=off;
-    upstream origin { server 127.0.0.1:$strata_port; keepalive 64; }
-    server {
-        listen 127.0.0.1:$nginx_port;
-        location / {
-            proxy_pass http://origin;
-            proxy_http_version 1.1;
-            proxy_set_header Connection "";
-            proxy_cache edge;
-            proxy_cache_valid 200 10m;
-            proxy_cache_lock on;
-            proxy_ignore_headers Cache-Control Expires;
-        }
-    }
-}
-EOF
+write_nginx_conf "$work/nginx/nginx.conf" "$nginx_port" "worker_processes auto;"
 nginx -c "$work/nginx/nginx.conf" -g 'daemon off;' >"$work/log/nginx.log" 2>&1 &
 nginx_pid=$!
 pids+=("$nginx_pid")
@@ -155,18 +57,12 @@ varnishd -F -n "$work/varnish" -a "127.0.0.1:$varnish_port" -b "127.0.0.1:$strat
 varnish_pid=$!
 pids+=("$varnish_pid")
 
-wait_for "nginx" 30 curl -fsS -o /dev/null "http://127.0.0.1:$nginx_port/v1/AUTH_admin/pub/obj-${SIZES%% *}"
-wait_for "varnish" 30 curl -fsS -o /dev/null "http://127.0.0.1:$varnish_port/v1/AUTH_admin/pub/obj-${SIZES%% *}"
+wait_for "nginx" curl -fsS -o /dev/null "http://127.0.0.1:$nginx_port/v1/AUTH_admin/pub/obj-${SIZES%% *}"
+wait_for "varnish" curl -fsS -o /dev/null "http://127.0.0.1:$varnish_port/v1/AUTH_admin/pub/obj-${SIZES%% *}"
 
 declare -A base=([strata]=$strata [nginx]=http://127.0.0.1:$nginx_port [varnish]=http://127.0.0.1:$varnish_port)
-for target in strata nginx varnish; do
-    for size in $SIZES; do
-        for _ in 1 2 3; do
-            curl -fsS -o /dev/null "${base[$target]}/v1/AUTH_admin/pub/obj-$size"
-        done
-    done
-done
-hit=$(curl -fsS -D - -o /dev/null "$strata/v1/AUTH_admin/pub/obj-4KiB" | tr -d '\r' | sed -n 's/^[Xx]-[Cc]ache: //p')
+warm "${base[@]}"
+hit=$(curl -fsS -D - -o /dev/null "$strata/v1/AUTH_admin/pub/obj-${SIZES%% *}" | tr -d '\r' | sed -n 's/^[Xx]-[Cc]ache: //p')
 log "strata answers warmed objects with X-Cache: $hit"
 
 # CPU ticks (user + system) of a process and its children: nginx's workers,

@@ -16,114 +16,19 @@
 set -euo pipefail
 
 repo=$(cd "$(dirname "$0")/.." && pwd)
-STRATA_BIN=${STRATA_BIN:-$repo/target/release/strata}
 DURATION=${DURATION:-8s}
 SIZES=${SIZES:-1KiB 4KiB}
-secret=edge-bench-secret
-
-log() { printf '[instructions] %s\n' "$*" >&2; }
-die() {
-    log "error: $*"
-    [[ -n ${work:-} && -d $work/log ]] && tail -n 20 "$work"/log/* >&2
-    exit 1
-}
-
-[[ -x $STRATA_BIN ]] || die "no strata binary at $STRATA_BIN (cargo build --release -p strata-gateway)"
-missing=()
-for tool in nginx wrk curl valgrind callgrind_control python3; do
-    command -v "$tool" >/dev/null 2>&1 || missing+=("$tool")
-done
-if ((${#missing[@]})); then
-    log "installing nginx, wrk and valgrind from Debian packages"
-    sudo_if_needed() { if [[ $(id -u) == 0 ]]; then "$@"; else sudo "$@"; fi; }
-    sudo_if_needed apt-get update -qq
-    sudo_if_needed env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
-        nginx wrk curl valgrind >/dev/null
-    sudo_if_needed systemctl stop nginx 2>/dev/null || true
-    pkill -x nginx 2>/dev/null || true
-fi
-
-work=$(mktemp -d /tmp/strata-instructions.XXXXXX)
-pids=()
-cleanup() {
-    for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-    wait 2>/dev/null || true
-    rm -rf "$work"
-}
-trap cleanup EXIT
-mkdir -p "$work/log"
-
-free_port() {
-    python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
-wait_for() {
-    local what=$1
-    shift
-    for _ in $(seq 240); do
-        "$@" >/dev/null 2>&1 && return 0
-        sleep 0.5
-    done
-    die "$what did not come up"
-}
-bytes_of() {
-    python3 -c "import sys; s = sys.argv[1]; u = {'KiB': 1 << 10, 'MiB': 1 << 20}; print(int(s[:-3]) * u[s[-3:]])" "$1"
-}
+bench_name=instructions
+packages=(nginx wrk curl valgrind python3)
+# shellcheck source=bench/edge-lib.sh
+source "$repo/bench/edge-lib.sh"
 
 # strata under callgrind, instrumentation off until the measurement starts.
-strata_port=$(free_port)
-STRATA_ROOT_ACCESS_KEY=EDGEBENCHACCESS00000 STRATA_ROOT_SECRET_KEY=$secret \
-    valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="$work/strata.%p.out" \
-    "$STRATA_BIN" serve --listen "127.0.0.1:$strata_port" --data "$work/strata" \
-    >"$work/log/strata.log" 2>&1 &
-strata_pid=$!
-pids+=("$strata_pid")
-strata=http://127.0.0.1:$strata_port
-wait_for "strata" curl -fsS "$strata/health"
-token=$(curl -fsS -D - -o /dev/null -H 'X-Auth-User: admin:admin' -H "X-Auth-Key: $secret" \
-    "$strata/auth/v1.0" | tr -d '\r' | sed -n 's/^[Xx]-[Aa]uth-[Tt]oken: //p')
-curl -fsS -X PUT -H "X-Auth-Token: $token" -H 'X-Container-Read: .r:*' "$strata/v1/AUTH_admin/pub" >/dev/null
-for size in $SIZES; do
-    head -c "$(bytes_of "$size")" /dev/urandom >"$work/obj-$size"
-    curl -fsS -X PUT -H "X-Auth-Token: $token" --data-binary "@$work/obj-$size" \
-        "$strata/v1/AUTH_admin/pub/obj-$size" >/dev/null
-done
+start_origin valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="$work/strata.%p.out"
 
 # nginx, one process (no master), under callgrind, caching from that strata.
 nginx_port=$(free_port)
-mkdir -p "$work/nginx/cache" "$work/nginx/tmp"
-nginx_user=""
-[[ $(id -u) == 0 ]] && nginx_user="user root;"
-cat >"$work/nginx/nginx.conf" <<CONF
-$nginx_user
-master_process off;
-daemon off;
-worker_processes 1;
-pid $work/nginx/nginx.pid;
-error_log $work/log/nginx-error.log warn;
-events { worker_connections 1024; }
-http {
-    access_log off;
-    client_body_temp_path $work/nginx/tmp;
-    proxy_temp_path $work/nginx/tmp;
-    fastcgi_temp_path $work/nginx/tmp;
-    uwsgi_temp_path $work/nginx/tmp;
-    scgi_temp_path $work/nginx/tmp;
-    proxy_cache_path $work/nginx/cache levels=1:2 keys_zone=edge:64m max_size=4g inactive=1h use_temp_path=off;
-    upstream origin { server 127.0.0.1:$strata_port; keepalive 64; }
-    server {
-        listen 127.0.0.1:$nginx_port;
-        location / {
-            proxy_pass http://origin;
-            proxy_http_version 1.1;
-            proxy_set_header Connection "";
-            proxy_cache edge;
-            proxy_cache_valid 200 10m;
-            proxy_cache_lock on;
-            proxy_ignore_headers Cache-Control Expires;
-        }
-    }
-}
-CONF
+write_nginx_conf "$work/nginx/nginx.conf" "$nginx_port" "master_process off; daemon off; worker_processes 1;"
 valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="$work/nginx.%p.out" \
     nginx -c "$work/nginx/nginx.conf" >"$work/log/nginx.log" 2>&1 &
 nginx_pid=$!
@@ -132,13 +37,7 @@ wait_for "nginx" curl -fsS -o /dev/null "http://127.0.0.1:$nginx_port/v1/AUTH_ad
 
 declare -A base=([strata]=$strata [nginx]=http://127.0.0.1:$nginx_port)
 declare -A pid_of=([strata]=$strata_pid [nginx]=$nginx_pid)
-for target in strata nginx; do
-    for size in $SIZES; do
-        for _ in 1 2 3; do
-            curl -fsS -o /dev/null "${base[$target]}/v1/AUTH_admin/pub/obj-$size"
-        done
-    done
-done
+warm "${base[@]}"
 
 # Instructions of the whole process (every thread) over one wrk run.
 measure() {

@@ -25,7 +25,7 @@ use hyper::body::Incoming;
 use strata_meta::{MetaService, RaftRpc, RaftTransport, Routed};
 use strata_pool::NodeClient;
 use strata_pool::wire::{self, ClusterSecret};
-use strata_store::{MetaTransport, Store};
+use strata_store::{MetaTransport, Store, TransportError};
 
 use crate::wire::{Response, full_body, text_response};
 
@@ -69,7 +69,7 @@ struct NotLeader {
 
 #[async_trait]
 impl MetaTransport for HttpMetaTransport {
-    async fn call(&self, request: Bytes, timeout: Duration) -> Result<Bytes, String> {
+    async fn call(&self, request: Bytes, timeout: Duration) -> Result<Bytes, TransportError> {
         let deadline = tokio::time::Instant::now() + timeout;
         let election_deadline = tokio::time::Instant::now() + LEADER_PATIENCE.min(timeout);
         let n_members = self.addresses.len();
@@ -77,7 +77,9 @@ impl MetaTransport for HttpMetaTransport {
         let mut not_sent = 0;
         loop {
             let Some(address) = self.addresses.get(index) else {
-                return Err("no metadata service configured".into());
+                return Err(TransportError::NotSent(
+                    "no metadata service configured".into(),
+                ));
             };
             let left = deadline.saturating_duration_since(tokio::time::Instant::now());
             let sent = self
@@ -88,16 +90,20 @@ impl MetaTransport for HttpMetaTransport {
             // Where to go when nothing was done here: the leader a member
             // named, else the next member.
             let hint = match sent {
-                // A member that is down received nothing. One service alone
-                // is simply unavailable; in a group the others elect a leader
-                // (its last leader may still be named by the rest meanwhile).
-                Err(err) if n_members > 1 && err.to_string().contains("onnection refused") => None,
+                // A member that could not be reached received nothing. One
+                // service alone is simply unavailable; in a group the others
+                // elect a leader (its last leader may still be named by the
+                // rest meanwhile).
+                Err(err) if err.never_reached() && n_members == 1 => {
+                    return Err(TransportError::NotSent(err.to_string()));
+                }
+                Err(err) if err.never_reached() => None,
                 Err(err) => {
                     // The request may have been applied: not sent again, but
                     // the next call starts with another member.
                     self.leader
                         .store((index + 1) % n_members, Ordering::Relaxed);
-                    return Err(err.to_string());
+                    return Err(TransportError::Unknown(err.to_string()));
                 }
                 Ok((StatusCode::OK, body)) => {
                     self.leader.store(index, Ordering::Relaxed);
@@ -109,11 +115,13 @@ impl MetaTransport for HttpMetaTransport {
                         .and_then(|not_leader| not_leader.leader)
                         .and_then(|leader| self.addresses.iter().position(|known| *known == leader))
                 }
+                // A leader that could not confirm the outcome (503), among
+                // others: it may still apply.
                 Ok((status, body)) => {
-                    return Err(format!(
+                    return Err(TransportError::Unknown(format!(
                         "{address} answered {status}: {}",
                         String::from_utf8_lossy(&body).trim()
-                    ));
+                    )));
                 }
             };
             // While members disagree or are down (an election under way),
@@ -121,8 +129,12 @@ impl MetaTransport for HttpMetaTransport {
             // tight loop.
             not_sent += 1;
             if not_sent % n_members == 0 {
+                // Every member so far was unreachable or not the leader:
+                // none of them took the call.
                 if tokio::time::Instant::now() >= election_deadline {
-                    return Err("the metadata service has no leader".into());
+                    return Err(TransportError::NotSent(
+                        "the metadata service has no leader".into(),
+                    ));
                 }
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }

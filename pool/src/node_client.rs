@@ -17,8 +17,15 @@ use crate::{ExtentId, MAX_EXTENT_LEN};
 /// the others are answers from a node that is up.
 #[derive(Debug, thiserror::Error)]
 pub enum NodeError {
+    /// No usable answer. `reached` is false only when the request certainly
+    /// never got to the node (no connection could be made), so whatever it
+    /// asked was not done; otherwise it may have been.
     #[error("node {node} unavailable: {detail}")]
-    Unavailable { node: String, detail: String },
+    Unavailable {
+        node: String,
+        detail: String,
+        reached: bool,
+    },
     #[error("extent not on node")]
     NotFound,
     #[error("extent deleted on node")]
@@ -33,6 +40,14 @@ pub enum NodeError {
         status: StatusCode,
         detail: String,
     },
+}
+
+impl NodeError {
+    /// Whether the request certainly never got to the node, so that nothing
+    /// it asked for was done there.
+    pub fn never_reached(&self) -> bool {
+        matches!(self, NodeError::Unavailable { reached: false, .. })
+    }
 }
 
 /// Largest JSON answer read (a listing of a big partition, a ring).
@@ -100,6 +115,7 @@ impl NodeClient {
         let unavailable = |detail: String| NodeError::Unavailable {
             node: node.to_owned(),
             detail,
+            reached: true,
         };
         let mut builder = Request::builder()
             .method(method.clone())
@@ -113,13 +129,20 @@ impl NodeClient {
         }
         let request = builder
             .body(Full::new(body))
-            .map_err(|err| unavailable(err.to_string()))?;
+            .map_err(|err| NodeError::Unavailable {
+                node: node.to_owned(),
+                detail: err.to_string(),
+                reached: false,
+            })?;
         let exchange = async {
-            let response = self
-                .http
-                .request(request)
-                .await
-                .map_err(|err| unavailable(format!("{err:?}")))?;
+            let response = self.http.request(request).await.map_err(|err| {
+                // A connection that could not be made carried nothing.
+                NodeError::Unavailable {
+                    node: node.to_owned(),
+                    detail: format!("{err:?}"),
+                    reached: !err.is_connect(),
+                }
+            })?;
             let status = response.status();
             let body = Limited::new(response.into_body(), limit)
                 .collect()
@@ -140,6 +163,7 @@ impl NodeClient {
                 NodeError::Unavailable {
                     node: node.to_owned(),
                     detail: String::from_utf8_lossy(body).trim().to_owned(),
+                    reached: true,
                 }
             }
             _ => NodeError::Refused {
@@ -211,6 +235,7 @@ impl NodeClient {
             StatusCode::OK => Err(NodeError::Unavailable {
                 node: node.to_owned(),
                 detail: format!("short read: {} of {len} bytes", body.len()),
+                reached: true,
             }),
             StatusCode::NOT_FOUND => Err(NodeError::NotFound),
             StatusCode::GONE => Err(NodeError::Deleted),

@@ -50,7 +50,7 @@ pub use list::{ListEntry, ListPage, ListQuery, UploadListPage, UploadListQuery};
 pub use multipart::{CompletedPart, PartInfo, UploadInfo};
 pub use read::ObjectReader;
 pub use records::{BucketInfo, ObjectInfo, ObjectMeta};
-pub use remote::{ApplyContext, MetaTransport};
+pub use remote::{ApplyContext, MetaTransport, TransportError};
 pub use store::{
     ChangeListener, FeedLease, PutConditions, Store, StoreConfig, WeakStore, validate_key,
 };

@@ -38,10 +38,27 @@ use crate::store::{
 };
 
 /// Carries a metadata call to the metadata service and brings back its
-/// answer; `Err` when the outcome is unknown (no answer).
+/// answer.
 #[async_trait]
 pub trait MetaTransport: Send + Sync + 'static {
-    async fn call(&self, request: Bytes, timeout: Duration) -> std::result::Result<Bytes, String>;
+    async fn call(
+        &self,
+        request: Bytes,
+        timeout: Duration,
+    ) -> std::result::Result<Bytes, TransportError>;
+}
+
+/// Why a call brought back no answer.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum TransportError {
+    /// The call certainly reached no member that could apply it (no
+    /// connection could be made, or every member said it is not the
+    /// leader): nothing was done.
+    #[error("{0}")]
+    NotSent(String),
+    /// The call may have been received and applied.
+    #[error("{0}")]
+    Unknown(String),
 }
 
 /// How long a call may take, fsyncs on a busy service included.
@@ -434,9 +451,7 @@ impl Remote {
             );
             return Err((err, false));
         }
-        self.call_within(call, CALL_TIMEOUT)
-            .await
-            .map_err(|err| (err, true))
+        self.exchange(call, CALL_TIMEOUT).await
     }
 
     async fn call_within<T: DeserializeOwned>(
@@ -444,16 +459,37 @@ impl Remote {
         call: MetaCall,
         timeout: Duration,
     ) -> Result<T> {
-        let request = serde_json::to_vec(&call)
-            .map_err(|err| StoreError::Internal(format!("encoding a metadata call: {err}")))?;
+        self.exchange(call, timeout).await.map_err(|(err, _)| err)
+    }
+
+    /// Sends `call` and reads its answer; on failure, whether the call may
+    /// have reached the service (one that did not cannot have been applied).
+    async fn exchange<T: DeserializeOwned>(
+        &self,
+        call: MetaCall,
+        timeout: Duration,
+    ) -> std::result::Result<T, (StoreError, bool)> {
+        let request = serde_json::to_vec(&call).map_err(|err| {
+            let err = StoreError::Internal(format!("encoding a metadata call: {err}"));
+            (err, false)
+        })?;
         let reply = self
             .transport
             .call(Bytes::from(request), timeout)
             .await
-            .map_err(|why| StoreError::Unavailable(format!("metadata service: {why}")))?;
+            .map_err(|why| {
+                let reached = matches!(why, TransportError::Unknown(_));
+                let err = StoreError::Unavailable(format!("metadata service: {why}"));
+                (err, reached)
+            })?;
+        self.take_answer(&reply).map_err(|err| (err, true))
+    }
+
+    /// The outcome an answer carries, after publishing its events.
+    fn take_answer<T: DeserializeOwned>(&self, reply: &[u8]) -> Result<T> {
         // An answer that cannot be read leaves the outcome unknown: the call
         // may have been applied.
-        let answer: Answer<T> = serde_json::from_slice(&reply).map_err(|err| {
+        let answer: Answer<T> = serde_json::from_slice(reply).map_err(|err| {
             StoreError::Unavailable(format!("undecodable metadata answer: {err}"))
         })?;
         for event in answer.events {

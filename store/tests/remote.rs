@@ -15,20 +15,36 @@ use parking_lot::Mutex;
 use strata_pool::{LocalPool, LocalPoolConfig, Pool};
 use strata_store::{
     CatalogWrite, ChangeEvent, ChangeKind, CompletedPart, ListQuery, MetaTransport, ObjectMeta,
-    PutConditions, StageOptions, Store, StoreConfig, StoreError,
+    PutConditions, StageOptions, Store, StoreConfig, StoreError, TransportError,
 };
 
-/// Hands each call to the service's `serve_meta`; can be cut off.
+/// Hands each call to the service's `serve_meta`. Cut off, calls go
+/// unanswered (as a link that drops everything: they may have arrived);
+/// refusing, they are refused before anything is sent.
 struct Direct {
     service: Store,
     cut: AtomicBool,
+    refusing: AtomicBool,
+}
+
+impl Direct {
+    fn new(service: Store) -> Direct {
+        Direct {
+            service,
+            cut: AtomicBool::new(false),
+            refusing: AtomicBool::new(false),
+        }
+    }
 }
 
 #[async_trait]
 impl MetaTransport for Direct {
-    async fn call(&self, request: Bytes, _timeout: Duration) -> Result<Bytes, String> {
+    async fn call(&self, request: Bytes, _timeout: Duration) -> Result<Bytes, TransportError> {
+        if self.refusing.load(Ordering::SeqCst) {
+            return Err(TransportError::NotSent("connection refused".into()));
+        }
         if self.cut.load(Ordering::SeqCst) {
-            return Err("connection refused".into());
+            return Err(TransportError::Unknown("no answer".into()));
         }
         Ok(Bytes::from(self.service.serve_meta(&request).await))
     }
@@ -59,10 +75,7 @@ async fn pair_with(tune: impl FnOnce(&mut StoreConfig)) -> Pair {
     config.min_part_size = 8;
     tune(&mut config);
     let service = Store::open(config.clone(), pool.clone()).unwrap();
-    let transport = Arc::new(Direct {
-        service: service.clone(),
-        cut: AtomicBool::new(false),
-    });
+    let transport = Arc::new(Direct::new(service.clone()));
     config.dir = dir.path().join("unused");
     let client = Store::connect(config, pool.clone(), transport.clone())
         .await
@@ -393,7 +406,7 @@ struct HidingFeed {
 
 #[async_trait]
 impl MetaTransport for HidingFeed {
-    async fn call(&self, request: Bytes, timeout: Duration) -> Result<Bytes, String> {
+    async fn call(&self, request: Bytes, timeout: Duration) -> Result<Bytes, TransportError> {
         let answer = self.inner.call(request.clone(), timeout).await?;
         let call: serde_json::Value = serde_json::from_slice(&request).unwrap();
         let hidden = *self.hidden.lock();
@@ -599,14 +612,11 @@ async fn a_commit_that_never_left_deletes_its_staged_body_and_an_unanswered_one_
         "a body whose commit never left was kept"
     );
 
-    // A call that was sent but got no answer may have been applied: its
-    // body stays (a leak at worst, never an object without its bytes).
+    // A call the transport could not deliver (connection refused) before
+    // the follower noticed anything: nothing was committed, the body goes.
     transport.cut.store(false, Ordering::SeqCst);
     wait_until("the follower is back", || client.feed_lease().holds()).await;
-    let failing = Arc::new(Direct {
-        service: service.clone(),
-        cut: AtomicBool::new(false),
-    });
+    let failing = Arc::new(Direct::new(service.clone()));
     let blind = Store::connect(
         StoreConfig::new(_dir.path().join("blind")),
         pool.clone(),
@@ -614,8 +624,23 @@ async fn a_commit_that_never_left_deletes_its_staged_body_and_an_unanswered_one_
     )
     .await
     .unwrap();
-    // Its follower is in a long poll by now: the cut shows to the put first.
+    // Its follower is in a long poll by now: the failure shows to the put first.
     tokio::time::sleep(Duration::from_millis(200)).await;
+    failing.refusing.store(true, Ordering::SeqCst);
+    let not_sent = put(&blind, "big", &BIG, PutConditions::default()).await;
+    assert!(
+        matches!(not_sent, Err(StoreError::Unavailable(_))),
+        "{not_sent:?}"
+    );
+    assert_eq!(
+        extents().await,
+        0,
+        "a body whose commit was never delivered was kept"
+    );
+
+    // A call that was sent but got no answer may have been applied: its
+    // body stays (a leak at worst, never an object without its bytes).
+    failing.refusing.store(false, Ordering::SeqCst);
     failing.cut.store(true, Ordering::SeqCst);
     let unknown = put(&blind, "big", &BIG, PutConditions::default()).await;
     assert!(

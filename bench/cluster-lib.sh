@@ -12,12 +12,8 @@ DURATION=${DURATION:-10s}
 CONCURRENCY=${CONCURRENCY:-16}
 OUT_DIR=${OUT_DIR:-$repo/bench/runs}
 
-log() { printf '[%s] %s\n' "$bench_name" "$*" >&2; }
-die() {
-    log "error: $*"
-    [[ -n ${work:-} && -d $work/log ]] && tail -n 20 "$work"/log/* >&2
-    exit 1
-}
+# shellcheck source=bench/lib.sh
+source "$repo/bench/lib.sh"
 [[ -x $STRATA_BIN ]] || die "no strata at $STRATA_BIN (cargo build --release -p strata-gateway)"
 [[ -x $BENCH_BIN ]] || die "no strata-bench at $BENCH_BIN (cargo build --release -p strata-bench)"
 for tool in curl python3; do command -v "$tool" >/dev/null || die "$tool is missing"; done
@@ -34,18 +30,6 @@ trap cleanup EXIT
 mkdir -p "$work/log"
 echo "cluster-bench-shared-secret-0001" >"$work/cluster.secret"
 
-free_port() {
-    python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
-wait_for() {
-    local what=$1
-    shift
-    for _ in $(seq 120); do
-        "$@" >/dev/null 2>&1 && return 0
-        sleep 0.25
-    done
-    die "$what did not come up"
-}
 # CPU ticks (user + system) of every process in the current set-up.
 cpu_ticks() {
     local total=0 pid fields

@@ -1,23 +1,17 @@
 # edge-lib.sh: what the edge benchmarks share. Sourced after setting repo,
 # bench_name, SIZES and the Debian packages the script needs (packages);
 # reads STRATA_BIN, installs what is missing, makes the work directory and
-# defines the helpers: `start_origin [WRAPPER...]` (a strata with a public
-# Swift container holding one object per size; sets strata, strata_port,
-# strata_pid) and `write_nginx_conf FILE PORT [MAIN DIRECTIVES]` (nginx
-# proxy_cache in front of that strata, its cache on the same disk), and
-# `warm BASE_URL...`.
+# defines, besides lib.sh's helpers: `start_origin [WRAPPER...]` (a strata
+# with a public Swift container holding one object per size; sets strata,
+# strata_port, strata_pid), `write_nginx_conf FILE PORT [MAIN DIRECTIVES]`
+# (nginx proxy_cache in front of that strata, its cache on the same disk)
+# and `warm BASE_URL...`.
 
 STRATA_BIN=${STRATA_BIN:-${CARGO_TARGET_DIR:-$repo/target}/release/strata}
 secret=edge-bench-secret
 
-log() { printf '[%s] %s\n' "$bench_name" "$*" >&2; }
-die() {
-    log "error: $*"
-    if [[ -n ${work:-} && -d $work/log ]]; then
-        tail -n 20 "$work"/log/* >&2 || true
-    fi
-    exit 1
-}
+# shellcheck source=bench/lib.sh
+source "$repo/bench/lib.sh"
 
 [[ -x $STRATA_BIN ]] || die "no strata binary at $STRATA_BIN (cargo build --release -p strata-gateway)"
 
@@ -49,20 +43,6 @@ cleanup() {
 trap cleanup EXIT
 mkdir -p "$work/log"
 
-free_port() {
-    python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
-# wait_for WHAT COMMAND...: until COMMAND succeeds, at most two minutes
-# (strata under valgrind starts slowly).
-wait_for() {
-    local what=$1
-    shift
-    for _ in $(seq 240); do
-        "$@" >/dev/null 2>&1 && return 0
-        sleep 0.5
-    done
-    die "$what did not come up"
-}
 bytes_of() {
     python3 -c "import sys; s = sys.argv[1]; u = {'KiB': 1 << 10, 'MiB': 1 << 20}; print(int(s[:-3]) * u[s[-3:]])" "$1"
 }

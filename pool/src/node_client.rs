@@ -112,10 +112,10 @@ impl NodeClient {
         body: Bytes,
         limit: usize,
     ) -> Result<(StatusCode, Bytes), NodeError> {
-        let unavailable = |detail: String| NodeError::Unavailable {
+        let unavailable = |detail: String, reached: bool| NodeError::Unavailable {
             node: node.to_owned(),
             detail,
-            reached: true,
+            reached,
         };
         let mut builder = Request::builder()
             .method(method.clone())
@@ -129,31 +129,28 @@ impl NodeClient {
         }
         let request = builder
             .body(Full::new(body))
-            .map_err(|err| NodeError::Unavailable {
-                node: node.to_owned(),
-                detail: err.to_string(),
-                reached: false,
-            })?;
+            .map_err(|err| unavailable(err.to_string(), false))?;
         let exchange = async {
-            let response = self.http.request(request).await.map_err(|err| {
-                // A connection that could not be made carried nothing.
-                NodeError::Unavailable {
-                    node: node.to_owned(),
-                    detail: format!("{err:?}"),
-                    reached: !err.is_connect(),
-                }
-            })?;
+            // A connection that could not be made carried nothing.
+            let response = self
+                .http
+                .request(request)
+                .await
+                .map_err(|err| unavailable(format!("{err:?}"), !err.is_connect()))?;
             let status = response.status();
             let body = Limited::new(response.into_body(), limit)
                 .collect()
                 .await
-                .map_err(|err| unavailable(err.to_string()))?
+                .map_err(|err| unavailable(err.to_string(), true))?
                 .to_bytes();
             Ok((status, body))
         };
         match tokio::time::timeout(self.timeout, exchange).await {
             Ok(result) => result,
-            Err(_) => Err(unavailable(format!("no answer within {:?}", self.timeout))),
+            Err(_) => Err(unavailable(
+                format!("no answer within {:?}", self.timeout),
+                true,
+            )),
         }
     }
 

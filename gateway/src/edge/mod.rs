@@ -165,9 +165,10 @@ pub enum Dialect {
 
 impl CachedObject {
     /// The object's headers in `dialect`, rendered once by `render` into a
-    /// map with room for what every answer adds (length, cache status, age,
-    /// request ids, server, date), so that a hit's inserts into its copy do
-    /// not grow and rehash the map.
+    /// map whose index has room for what every answer adds (length, cache
+    /// status, age, request ids, server, date): a hit's copy keeps that
+    /// room, so its inserts do not rehash the map (its entry list, copied
+    /// to size, still grows once).
     pub fn headers(
         &self,
         dialect: Dialect,

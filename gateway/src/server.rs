@@ -249,9 +249,15 @@ async fn accept_loop(listener: TcpListener, served: Arc<Served>, limits: Limits)
             let service = hyper::service::service_fn(move |request: hyper::Request<Incoming>| {
                 let served = served.clone();
                 async move {
-                    let close_after = expects_continue_without_body(request.headers());
+                    let expects_continue = expects_continue_without_body(request.headers());
+                    let may_leave_body_unread = request.version() <= http::Version::HTTP_11
+                        && frames_a_body(request.headers());
                     let mut response = served.handle(request).await;
-                    if close_after {
+                    let status = response.status();
+                    if expects_continue
+                        || (may_leave_body_unread
+                            && (status.is_client_error() || status.is_server_error()))
+                    {
                         response
                             .headers_mut()
                             .insert(http::header::CONNECTION, HeaderValue::from_static("close"));
@@ -512,6 +518,22 @@ fn expects_continue_without_body(headers: &http::HeaderMap) -> bool {
     }
 }
 
+/// Whether an HTTP/1 request carries content. An error answer often goes out
+/// before that content is read (a PUT to a missing bucket is refused on its
+/// headers), and hyper then closes the connection after the response unless
+/// the unread rest was already buffered; whether the response says so
+/// depends on when hyper notices. A client that reuses the connection then
+/// fails its next request (`RemoteDisconnected` in botocore, which does not
+/// retry it with `AWS_MAX_ATTEMPTS=1`). So error answers to such requests
+/// always say `Connection: close`; errors are rare enough that the lost
+/// keep-alive costs nothing measurable.
+fn frames_a_body(headers: &http::HeaderMap) -> bool {
+    headers.contains_key(http::header::TRANSFER_ENCODING)
+        || headers
+            .get(http::header::CONTENT_LENGTH)
+            .is_some_and(|length| length.as_bytes() != b"0")
+}
+
 async fn shutdown_signal() {
     let interrupt = tokio::signal::ctrl_c();
     #[cfg(unix)]
@@ -574,6 +596,19 @@ mod tests {
                 closes,
                 "{pairs:?}"
             );
+        }
+    }
+
+    #[test]
+    fn requests_with_content_are_told_apart_from_bodiless_ones() {
+        let cases = [
+            (&[("content-length", "1")][..], true),
+            (&[("transfer-encoding", "chunked")][..], true),
+            (&[("content-length", "0")][..], false),
+            (&[][..], false),
+        ];
+        for (pairs, framed) in cases {
+            assert_eq!(frames_a_body(&headers(pairs)), framed, "{pairs:?}");
         }
     }
 }

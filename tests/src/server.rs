@@ -12,7 +12,7 @@ use std::sync::mpsc::{self, RecvTimeoutError, Sender};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, anyhow, bail};
+use anyhow::{Context, Result, anyhow, bail, ensure};
 use tempfile::TempDir;
 
 use crate::tools::{HttpResponse, Signing, ToolOutput, run_tool};
@@ -1009,6 +1009,24 @@ pub fn http_get_status(endpoint: &str, path: &str) -> Result<u16> {
         .nth(1)
         .and_then(|code| code.parse().ok())
         .with_context(|| format!("malformed HTTP status line {status_line:?}"))
+}
+
+/// Reads one HTTP/1 response head from `reader`: the status line, then the
+/// headers, each lower-cased and without its line end. For tests that speak
+/// raw HTTP to see exactly what goes over the wire.
+pub fn read_response_head(reader: &mut impl BufRead) -> Result<Vec<String>> {
+    let mut head = Vec::new();
+    loop {
+        let mut line = String::new();
+        ensure!(
+            reader.read_line(&mut line)? > 0,
+            "connection closed in the response head: {head:?}"
+        );
+        if line == "\r\n" {
+            return Ok(head);
+        }
+        head.push(line.trim_end().to_ascii_lowercase());
+    }
 }
 
 /// Copies the server's stdout into the log and reports the endpoint from the

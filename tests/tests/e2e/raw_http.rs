@@ -3,9 +3,10 @@
 //! path traversal, absurd parameters, clients that hang up. Every one must
 //! get an S3 XML error, and the server must keep answering `/health`.
 
-use anyhow::{Result, ensure};
+use anyhow::{Context as _, Result, ensure};
 use strata_tests::{
-    Server, Signing, content_md5, md5_hex, random_bytes, sha256_hex, unique_bucket,
+    Server, Signing, content_md5, md5_hex, random_bytes, read_response_head, sha256_hex,
+    unique_bucket,
 };
 
 #[test]
@@ -274,6 +275,47 @@ fn curl_malformed_requests() -> Result<()> {
 fn client_disconnect_mid_upload() -> Result<()> {
     let mut server = Server::start()?;
     server.python_ok("disconnect_upload.py", &[&unique_bucket("disconnect")])?;
+    server.assert_healthy()?;
+    Ok(())
+}
+
+/// An upload refused on its headers (here: anonymous, to a missing bucket)
+/// is answered before its body arrives. The server cannot reuse that
+/// connection, so the answer must say `Connection: close`: a client that
+/// pooled it would lose its next request (botocore did, after a PUT to a
+/// missing bucket whose one-byte body came in a second packet).
+#[test]
+fn refused_upload_closes_its_connection_and_says_so() -> Result<()> {
+    use std::io::{BufReader, Read as _, Write as _};
+
+    let mut server = Server::start()?;
+    let authority = server
+        .endpoint()
+        .strip_prefix("http://")
+        .context("endpoint is not http://")?
+        .to_owned();
+    let mut stream = std::net::TcpStream::connect(&authority)?;
+    stream.set_read_timeout(Some(std::time::Duration::from_secs(10)))?;
+    let bucket = unique_bucket("refused-upload");
+    // The headers promise five bytes that are never sent.
+    write!(
+        stream,
+        "PUT /{bucket}/key HTTP/1.1\r\nHost: {authority}\r\nContent-Length: 5\r\n\r\n"
+    )?;
+    let mut reader = BufReader::new(stream);
+    let head = read_response_head(&mut reader)?;
+    let status = head.first().cloned().unwrap_or_default();
+    ensure!(
+        status.starts_with("http/1.1 4"),
+        "expected a 4xx refusal, got {head:?}"
+    );
+    ensure!(
+        head.iter().any(|line| line == "connection: close"),
+        "a refusal sent before the body was read must say Connection: close: {head:?}"
+    );
+    // The rest is the error document, then the server hangs up.
+    let mut rest = Vec::new();
+    reader.read_to_end(&mut rest)?;
     server.assert_healthy()?;
     Ok(())
 }

@@ -98,6 +98,16 @@ impl StorageNode {
         Ok(())
     }
 
+    /// Lets `bytes` more of the node's replies through, then holds the
+    /// rest until [`StorageNode::reconnect`]. Only behind proxies.
+    pub fn throttle(&self, bytes: u64) -> Result<()> {
+        self.proxy
+            .as_ref()
+            .context("the node is not behind a proxy")?
+            .throttle(bytes);
+        Ok(())
+    }
+
     pub fn reconnect(&self) -> Result<()> {
         self.proxy
             .as_ref()

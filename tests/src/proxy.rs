@@ -2,11 +2,13 @@
 //! while cut, no byte passes in either direction and nothing is refused, so
 //! connections hang as they do when packets are dropped, rather than fail
 //! fast as they do when a process is gone. Healed, held bytes flow again.
+//! It can also let a given number of bytes through from the target and then
+//! hold the rest, to stop a transfer part-way.
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread;
 use std::time::Duration;
 
@@ -19,6 +21,9 @@ const POLL: Duration = Duration::from_millis(20);
 struct Flags {
     cut: AtomicBool,
     closed: AtomicBool,
+    /// Whether bytes from the target count against `allowance`.
+    metered: AtomicBool,
+    allowance: AtomicU64,
 }
 
 impl Flags {
@@ -31,6 +36,36 @@ impl Flags {
             thread::sleep(POLL);
         }
         !self.closed.load(Ordering::SeqCst)
+    }
+
+    /// Up to `want` bytes from the target may pass now; waits while the
+    /// allowance is spent. `None` once the proxy is closed.
+    fn take_allowance(&self, want: usize) -> Option<usize> {
+        loop {
+            if self.closed.load(Ordering::SeqCst) {
+                return None;
+            }
+            if !self.metered.load(Ordering::SeqCst) {
+                return Some(want);
+            }
+            let left = self.allowance.load(Ordering::SeqCst);
+            if left == 0 {
+                thread::sleep(POLL);
+                continue;
+            }
+            let take = left.min(want as u64);
+            if self
+                .allowance
+                .compare_exchange(left, left - take, Ordering::SeqCst, Ordering::SeqCst)
+                .is_ok()
+            {
+                return Some(take as usize);
+            }
+        }
+    }
+
+    fn give_back(&self, unused: usize) {
+        self.allowance.fetch_add(unused as u64, Ordering::SeqCst);
     }
 }
 
@@ -60,7 +95,17 @@ impl Proxy {
         self.flags.cut.store(true, Ordering::SeqCst);
     }
 
+    /// Lets `bytes` more pass from the target, over all connections, then
+    /// holds what follows until [`Proxy::heal`]. What goes to the target
+    /// still passes.
+    pub fn throttle(&self, bytes: u64) {
+        self.flags.allowance.store(bytes, Ordering::SeqCst);
+        self.flags.metered.store(true, Ordering::SeqCst);
+    }
+
+    /// Ends a cut or a throttle.
     pub fn heal(&self) {
+        self.flags.metered.store(false, Ordering::SeqCst);
         self.flags.cut.store(false, Ordering::SeqCst);
     }
 }
@@ -104,19 +149,32 @@ fn connect(client: TcpStream, target: &str, flags: &Arc<Flags>) {
         return;
     };
     let upstream_flags = flags.clone();
-    thread::spawn(move || pump(client_copy, server_copy, &upstream_flags));
-    pump(server, client, flags);
+    thread::spawn(move || pump(client_copy, server_copy, &upstream_flags, false));
+    pump(server, client, flags, true);
 }
 
-/// Copies one direction until end of stream, holding bytes while cut.
-fn pump(mut from: TcpStream, mut to: TcpStream, flags: &Flags) {
+/// Copies one direction until end of stream, holding bytes while cut (and,
+/// `from_target`, beyond a throttle's allowance).
+fn pump(mut from: TcpStream, mut to: TcpStream, flags: &Flags, from_target: bool) {
     let _ = from.set_read_timeout(Some(POLL * 5));
     let mut buffer = vec![0; 64 * 1024];
     loop {
         if !flags.wait_until_open() {
             break;
         }
-        match from.read(&mut buffer) {
+        let allowed = if from_target {
+            match flags.take_allowance(buffer.len()) {
+                Some(allowed) => allowed,
+                None => break,
+            }
+        } else {
+            buffer.len()
+        };
+        let read = from.read(&mut buffer[..allowed]);
+        if from_target {
+            flags.give_back(allowed - *read.as_ref().unwrap_or(&0));
+        }
+        match read {
             Ok(0) => {
                 let _ = to.shutdown(Shutdown::Write);
                 return;

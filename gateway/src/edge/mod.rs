@@ -15,8 +15,11 @@
 //!   committed change, before the write returns, so this gateway never
 //!   serves what a finished DELETE or overwrite replaced. A fill that read
 //!   the store before a purge is not inserted after it (purge epochs).
-//! * Concurrent misses of one key make one store read; the others wait for
-//!   it.
+//! * Concurrent misses of one key make one store read, in a task of its own
+//!   ([`Filling`]): the first request waits for the first bytes, then it and
+//!   every request that misses the key meanwhile stream the copy as it
+//!   arrives (a cold large object is not held back until it is whole), and
+//!   the copy is kept once it is.
 //! * A gateway connected to another's metadata trusts its copies only while
 //!   it follows that gateway's feed ([`strata_store::FeedLease`]); short of
 //!   that every hit revalidates, and after a gap in the feed (a
@@ -38,10 +41,14 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures::StreamExt as _;
+use http_body_util::{BodyExt as _, StreamBody};
+use hyper::body::Frame;
 use parking_lot::Mutex;
 use serde::Deserialize;
 use strata_store::{BucketInfo, ChangeEvent, ChangeKind, FeedLease, ObjectInfo, Store};
 use tokio::sync::OnceCell;
+
+use crate::wire::{ResponseBody, full_body};
 
 /// Purge epochs are kept per stripe of keys: a purge bumps its stripe.
 const EPOCH_STRIPES: usize = 4096;
@@ -154,6 +161,101 @@ pub struct CachedObject {
     /// the first hit through that door: a hit then copies them instead of
     /// formatting dates and parsing header names again.
     rendered: [std::sync::OnceLock<http::HeaderMap>; 2],
+    /// For the answer to a miss: the fill its bytes come from (`body` is
+    /// empty then). Never set on a copy the cache keeps.
+    filling: Option<Arc<Filling>>,
+}
+
+/// An object on its way from the store into the cache. Every request that
+/// missed it streams from here while the fill goes on in its own task, so a
+/// client that hangs up neither stops the fill nor the others' answers.
+#[derive(Debug, Default)]
+pub struct Filling {
+    progress: tokio::sync::watch::Sender<FillProgress>,
+}
+
+#[derive(Debug, Default)]
+struct FillProgress {
+    /// The pieces read so far, in order; dropped once the copy is whole.
+    pieces: Vec<Bytes>,
+    received: u64,
+    end: FillEnd,
+}
+
+#[derive(Debug, Default)]
+enum FillEnd {
+    #[default]
+    Reading,
+    /// The whole copy (its length checked against the record).
+    Whole(Bytes),
+    Failed,
+}
+
+impl FillProgress {
+    fn started(&self) -> bool {
+        self.received > 0 || !matches!(self.end, FillEnd::Reading)
+    }
+
+    /// What has arrived of `offset..end` (`offset < end`, both inside the
+    /// object), from its start: `None` if nothing of it has yet.
+    fn available(&self, offset: u64, end: u64) -> Option<Bytes> {
+        if let FillEnd::Whole(body) = &self.end {
+            return Some(body.slice(offset as usize..end as usize));
+        }
+        let mut start = 0;
+        for piece in &self.pieces {
+            let piece_end = start + piece.len() as u64;
+            if offset < piece_end {
+                return Some(
+                    piece.slice((offset - start) as usize..(end.min(piece_end) - start) as usize),
+                );
+            }
+            start = piece_end;
+        }
+        None
+    }
+}
+
+impl Filling {
+    /// `range` of the object as it arrives; the stream fails if the fill
+    /// does (the response is cut, as when a store read fails mid-stream).
+    fn stream(
+        &self,
+        range: std::ops::Range<u64>,
+    ) -> impl futures::Stream<Item = Result<Bytes, std::io::Error>> + Send + 'static {
+        let progress = self.progress.subscribe();
+        futures::stream::unfold(
+            (progress, range.start),
+            move |(mut progress, offset)| async move {
+                if offset >= range.end {
+                    return None;
+                }
+                loop {
+                    let next = {
+                        let arrived = progress.borrow_and_update();
+                        match arrived.available(offset, range.end) {
+                            Some(bytes) => Ok(Some(bytes)),
+                            None if matches!(arrived.end, FillEnd::Failed) => Err(()),
+                            None => Ok(None),
+                        }
+                    };
+                    match next {
+                        Ok(Some(bytes)) => {
+                            let offset = offset + bytes.len() as u64;
+                            return Some((Ok(bytes), (progress, offset)));
+                        }
+                        // The fill task ends every fill with Whole or
+                        // Failed; a dropped sender means it went away.
+                        Ok(None) if progress.changed().await.is_ok() => {}
+                        Ok(None) | Err(()) => {
+                            let failed = std::io::Error::other("the cache fill failed");
+                            return Some((Err(failed), (progress, range.end)));
+                        }
+                    }
+                }
+            },
+        )
+    }
 }
 
 /// The doors that render cached objects, each in its own header dialect.
@@ -259,6 +361,8 @@ mod ssd;
 
 use ssd::{ObjectKey, SsdZone};
 
+/// A miss in progress: resolved with the answer to every request that
+/// missed the key while it is in `EdgeCache::inflight`.
 type Fill = Arc<OnceCell<Option<(Arc<CachedObject>, CacheOutcome)>>>;
 
 pub struct EdgeCache {
@@ -269,6 +373,8 @@ pub struct EdgeCache {
     /// eviction policy (the map is emptied when it reaches
     /// [`MAX_BUCKET_RECORDS`]).
     buckets: parking_lot::RwLock<HashMap<String, Arc<BucketInfo>>>,
+    /// Misses being filled; a purge removes the key's entry, so a request
+    /// after it never joins a fill that read the old object.
     inflight: Mutex<HashMap<ObjectKey, Fill>>,
     epochs: Vec<AtomicU64>,
     /// Bumped by every bucket change, so a read that raced one is not cached.
@@ -391,6 +497,7 @@ impl EdgeCache {
             (ChangeKind::BucketDeleted, _) => {
                 self.bucket_epoch.fetch_add(1, Ordering::SeqCst);
                 self.buckets.write().remove(&event.bucket);
+                self.inflight.lock().retain(|key, _| key.0 != event.bucket);
                 let bucket = event.bucket.clone();
                 // Rare, and must not leave a recreated bucket's namesake
                 // objects behind: drop the bucket's entries by predicate.
@@ -415,6 +522,7 @@ impl EdgeCache {
         self.resyncs.fetch_add(1, Ordering::SeqCst);
         self.bucket_epoch.fetch_add(1, Ordering::SeqCst);
         self.buckets.write().clear();
+        self.inflight.lock().clear();
         self.listings.invalidate_all();
         for zone in &self.zones {
             zone.revalidate_all();
@@ -432,6 +540,7 @@ impl EdgeCache {
     fn purge(&self, bucket: &str, key: &str) {
         self.epoch(bucket, key).fetch_add(1, Ordering::SeqCst);
         let cache_key = (bucket.to_owned(), key.to_owned());
+        self.inflight.lock().remove(&cache_key);
         if let Some(zone) = self.zone_of(bucket, key) {
             zone.purge(&cache_key);
         }
@@ -519,11 +628,28 @@ impl EdgeCache {
                 .clone()
         };
         let filled = fill
-            .get_or_init(|| self.fill(store, cache_key.clone()))
+            .get_or_init(|| self.fill(store, cache_key.clone(), fill.clone()))
             .await
             .clone();
-        self.inflight.lock().remove(&cache_key);
+        // A fill still streaming stays in flight until its task ends it.
+        if filled
+            .as_ref()
+            .is_none_or(|(cached, _)| cached.filling.is_none())
+        {
+            self.end_fill(&cache_key, &fill);
+        }
         filled
+    }
+
+    /// Takes `fill` out of flight, unless a purge already replaced it.
+    fn end_fill(&self, cache_key: &ObjectKey, fill: &Fill) {
+        let mut inflight = self.inflight.lock();
+        if inflight
+            .get(cache_key)
+            .is_some_and(|current| Arc::ptr_eq(current, fill))
+        {
+            inflight.remove(cache_key);
+        }
     }
 
     /// Brings an object into RAM: from its SSD zone when the copy there is
@@ -532,6 +658,7 @@ impl EdgeCache {
         &self,
         store: &Store,
         cache_key: ObjectKey,
+        in_flight: Fill,
     ) -> Option<(Arc<CachedObject>, CacheOutcome)> {
         let (bucket, key) = (&cache_key.0, &cache_key.1);
         let epoch = self.epoch(bucket, key).load(Ordering::SeqCst);
@@ -575,52 +702,138 @@ impl EdgeCache {
         self.metrics.fills.fetch_add(1, Ordering::Relaxed);
         let info = store.head_object(bucket, key).await.ok()?;
         let max_age = self.cacheable_for(&info)?;
-        let mut body = Vec::with_capacity(info.size as usize);
+        let filling = Arc::new(Filling::default());
+        let mut progress = filling.progress.subscribe();
+        let cache = self.self_ref.upgrade()?;
+        tokio::spawn(cache.read_into_cache(
+            store.clone(),
+            cache_key,
+            info.clone(),
+            max_age,
+            (epoch, resync),
+            (filling.clone(), in_flight),
+        ));
+        // Answer once the store delivered something: a store that cannot
+        // serve the object is then read by the caller itself (and answers
+        // an error status), instead of cutting a 200 short.
+        let started = progress.wait_for(FillProgress::started).await.ok()?;
+        if matches!(started.end, FillEnd::Failed) {
+            return None;
+        }
+        drop(started);
+        let answer = Arc::new(CachedObject {
+            info,
+            body: Bytes::new(),
+            fetched: Mutex::new(Instant::now()),
+            max_age,
+            resync: AtomicU64::new(resync),
+            rendered: Default::default(),
+            filling: Some(filling),
+        });
+        Some((answer, CacheOutcome::Miss))
+    }
+
+    /// The fill task: reads the object into `filling` for the requests that
+    /// stream it, then keeps the whole copy (unless a purge came since
+    /// `epochs`) and takes the fill out of flight.
+    async fn read_into_cache(
+        self: Arc<Self>,
+        store: Store,
+        cache_key: ObjectKey,
+        info: ObjectInfo,
+        max_age: Duration,
+        epochs: (u64, u64),
+        (filling, in_flight): (Arc<Filling>, Fill),
+    ) {
+        let (bucket, key) = (&cache_key.0, &cache_key.1);
+        let mut pieces = Vec::new();
+        let mut received = 0u64;
         let mut reader = store.read(&info, None);
+        let mut failed = false;
         while let Some(piece) = reader.next().await {
             match piece {
-                Ok(piece) => body.extend_from_slice(&piece),
+                Ok(piece) => {
+                    received += piece.len() as u64;
+                    pieces.push(piece.clone());
+                    filling.progress.send_modify(|progress| {
+                        progress.received = received;
+                        progress.pieces.push(piece);
+                    });
+                }
                 Err(err) => {
                     tracing::warn!(error = %err, bucket, key, "cache fill failed");
-                    self.metrics.fill_failures.fetch_add(1, Ordering::Relaxed);
-                    return None;
+                    failed = true;
+                    break;
                 }
             }
         }
-        if body.len() as u64 != info.size {
+        if !failed && received != info.size {
             // Ranges are served by slicing the copy: it must be whole.
             tracing::warn!(
                 bucket,
                 key,
                 "cache fill read a different size than the record"
             );
+            failed = true;
+        }
+        if failed {
             self.metrics.fill_failures.fetch_add(1, Ordering::Relaxed);
-            return None;
-        }
-        let body = Bytes::from(body);
-        if let Some(zone) = self.zone_of(bucket, key).cloned() {
-            let (info, body, cache_key) = (info.clone(), body.clone(), cache_key.clone());
-            let stripe = self.epoch_index(bucket, key);
-            let cache = self.self_ref.clone();
-            tokio::task::spawn_blocking(move || {
-                if let Err(err) = zone.write(&cache_key, &info, &body) {
-                    tracing::warn!(error = %err, "writing to an SSD cache zone failed");
-                    return;
-                }
-                // A purge or resync that came while the file was written wins.
-                let purged = cache.upgrade().is_none_or(|cache| {
-                    cache.epochs[stripe].load(Ordering::SeqCst) != epoch
-                        || cache.resyncs.load(Ordering::SeqCst) != resync
-                });
-                if purged {
-                    zone.purge(&cache_key);
-                }
+            filling.progress.send_modify(|progress| {
+                progress.pieces.clear();
+                progress.end = FillEnd::Failed;
             });
+            self.end_fill(&cache_key, &in_flight);
+            return;
         }
-        Some((
-            self.keep(cache_key, info, body, max_age, (epoch, resync)),
-            CacheOutcome::Miss,
-        ))
+        let body = match pieces.as_slice() {
+            [one] => one.clone(),
+            _ => {
+                let mut whole = Vec::with_capacity(info.size as usize);
+                for piece in &pieces {
+                    whole.extend_from_slice(piece);
+                }
+                Bytes::from(whole)
+            }
+        };
+        drop(pieces);
+        self.write_to_zone(&cache_key, &info, &body, epochs);
+        self.keep(cache_key.clone(), info, body.clone(), max_age, epochs);
+        filling.progress.send_modify(|progress| {
+            progress.pieces = Vec::new();
+            progress.end = FillEnd::Whole(body);
+        });
+        self.end_fill(&cache_key, &in_flight);
+    }
+
+    /// Writes a fetched copy to its SSD zone, if there are zones, in the
+    /// background; a purge or resync since `epochs` removes it again.
+    fn write_to_zone(
+        &self,
+        cache_key: &ObjectKey,
+        info: &ObjectInfo,
+        body: &Bytes,
+        (epoch, resync): (u64, u64),
+    ) {
+        let Some(zone) = self.zone_of(&cache_key.0, &cache_key.1).cloned() else {
+            return;
+        };
+        let (info, body, cache_key) = (info.clone(), body.clone(), cache_key.clone());
+        let stripe = self.epoch_index(&cache_key.0, &cache_key.1);
+        let cache = self.self_ref.clone();
+        tokio::task::spawn_blocking(move || {
+            if let Err(err) = zone.write(&cache_key, &info, &body) {
+                tracing::warn!(error = %err, "writing to an SSD cache zone failed");
+                return;
+            }
+            // A purge or resync that came while the file was written wins.
+            let purged = cache.upgrade().is_none_or(|cache| {
+                cache.epochs[stripe].load(Ordering::SeqCst) != epoch
+                    || cache.resyncs.load(Ordering::SeqCst) != resync
+            });
+            if purged {
+                zone.purge(&cache_key);
+            }
+        });
     }
 
     /// Wraps a fetched copy and keeps it in RAM when it is small enough and
@@ -641,6 +854,7 @@ impl EdgeCache {
             max_age,
             resync: AtomicU64::new(resync),
             rendered: Default::default(),
+            filling: None,
         });
         let small = cached.body.len() as u64 <= self.config.ram_max_object_bytes;
         if small
@@ -721,26 +935,38 @@ impl EdgeCache {
         }
     }
 
-    /// The bytes of `cached` a read answers with: nothing for HEAD, else
-    /// the `range` (already clamped to the object) or all of it. Counted as
-    /// served; every door answers cached reads through here.
+    /// The body a read of `cached` answers with: nothing for HEAD, else
+    /// the `range` (already clamped to the object) or all of it, streamed
+    /// from the fill if the copy is still arriving. Counted as served;
+    /// every door answers cached reads through here.
     pub fn serve(
         &self,
         cached: &CachedObject,
         range: Option<&std::ops::Range<u64>>,
         head: bool,
-    ) -> Bytes {
-        let body = match (range, head) {
-            (_, true) => Bytes::new(),
-            // A copy's length is its record's size (checked when it is
-            // made), so a clamped range is always inside it.
-            (Some(range), false) => cached.body.slice(range.start as usize..range.end as usize),
-            (None, false) => cached.body.clone(),
+    ) -> ResponseBody {
+        let range = match (range, head) {
+            (_, true) => 0..0,
+            (Some(range), false) => range.clone(),
+            (None, false) => 0..cached.info.size,
         };
         self.metrics
             .bytes_served
-            .fetch_add(body.len() as u64, Ordering::Relaxed);
-        body
+            .fetch_add(range.end - range.start, Ordering::Relaxed);
+        // A copy's length is its record's size (checked when it is made),
+        // so a clamped range is always inside it.
+        let whole = match &cached.filling {
+            None => cached.body.clone(),
+            Some(_) if range.is_empty() => Bytes::new(),
+            Some(filling) => match &filling.progress.borrow().end {
+                FillEnd::Whole(body) => body.clone(),
+                _ => {
+                    let stream = filling.stream(range).map(|piece| piece.map(Frame::data));
+                    return StreamBody::new(stream).boxed_unsync();
+                }
+            },
+        };
+        full_body(whole.slice(range.start as usize..range.end as usize))
     }
 
     /// Prometheus text exposition of the counters.

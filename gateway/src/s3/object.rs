@@ -382,7 +382,7 @@ fn cached_response(
             let length = range
                 .as_ref()
                 .map_or(info.size, |range| range.end - range.start);
-            let mut response = http::Response::new(super::full_body(body));
+            let mut response = http::Response::new(body);
             *response.headers_mut() = cached.headers(Dialect::S3, |info| {
                 let mut headers = http::HeaderMap::new();
                 add_object_headers(&mut headers, info, false);

@@ -155,7 +155,7 @@ impl SwiftDoor {
                 let length = range
                     .as_ref()
                     .map_or(info.size, |range| range.end - range.start);
-                let mut response = http::Response::new(full_body(body));
+                let mut response = http::Response::new(body);
                 *response.headers_mut() = cached.headers(Dialect::Swift, |info| {
                     let mut headers = HeaderMap::new();
                     object_headers(&mut headers, info, false);

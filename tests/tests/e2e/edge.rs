@@ -1,9 +1,12 @@
 //! The public edge with curl: anonymous reads by container ACL, custom
 //! domains, the RAM cache (hits, 304s and ranges from the cache, coalesced
-//! misses) and purges that make writes visible at once on this gateway.
+//! misses, cold objects streamed while they fill) and purges that make
+//! writes visible at once on this gateway.
 
 use anyhow::{Context, Result, ensure};
-use strata_tests::{HttpResponse, Server, Signing, unique_bucket};
+use strata_tests::{
+    Cluster, HttpResponse, Server, Signing, random_bytes, read_response_head, unique_bucket,
+};
 
 fn anonymous(server: &Server, path: &str, headers: &[(&str, &str)]) -> Result<HttpResponse> {
     server.http("GET", path, Signing::Anonymous, None, headers)
@@ -151,6 +154,77 @@ fn concurrent_cold_requests_make_one_store_read() -> Result<()> {
     ensure!(
         metric(&server, "strata_cache_hits_total")? + metric(&server, "strata_cache_misses_total")?
             >= 8
+    );
+    Ok(())
+}
+
+/// A cold object larger than one store read reaches its clients while the
+/// store is still sending it: the storage node behind a proxy lets 4 MiB of
+/// its replies through and holds the rest, and two clients (the second
+/// joining the first one's fill) must each get the first MiB of a 24 MiB
+/// object before the hold is lifted. Then every byte arrives intact, the
+/// store was read once, and the next request is a hit.
+#[test]
+fn a_cold_large_object_streams_while_the_cache_fills() -> Result<()> {
+    use std::io::{BufReader, Read as _, Write as _};
+
+    let cluster = Cluster::start_behind_proxies(1, 4, 1)?;
+    let server = cluster.gateway_with_config(
+        "[cache]\nmax_object_bytes = 33554432\nram_max_object_bytes = 33554432\n",
+    )?;
+    let body = random_bytes(24 << 20);
+    let container = public_container(&server, "film.bin", &body)?;
+    let url = format!("/v1/AUTH_admin/{container}/film.bin");
+    let fills_before = metric(&server, "strata_cache_fills_total")?;
+    let authority = server
+        .endpoint()
+        .strip_prefix("http://")
+        .context("endpoint is not http://")?
+        .to_owned();
+    // A GET whose head and first MiB have arrived, with the rest to come.
+    let start_get = || -> Result<(BufReader<std::net::TcpStream>, Vec<u8>)> {
+        let mut stream = std::net::TcpStream::connect(&authority)?;
+        stream.set_read_timeout(Some(std::time::Duration::from_secs(30)))?;
+        write!(
+            stream,
+            "GET {url} HTTP/1.1\r\nHost: {authority}\r\nConnection: close\r\n\r\n"
+        )?;
+        let mut reader = BufReader::new(stream);
+        let head = read_response_head(&mut reader)?;
+        ensure!(
+            head.first()
+                .is_some_and(|status| status.starts_with("http/1.1 200")),
+            "{head:?}"
+        );
+        ensure!(head.iter().any(|line| line == "x-cache: miss"), "{head:?}");
+        let mut first = vec![0; 1 << 20];
+        reader.read_exact(&mut first)?;
+        Ok((reader, first))
+    };
+
+    cluster.nodes[0].throttle(4 << 20)?;
+    let started = start_get().and_then(|first| Ok((first, start_get()?)));
+    // Lifted whatever happened, so a failure does not leave the node held.
+    cluster.nodes[0].reconnect()?;
+    let (first, second) =
+        started.context("the first MiB did not come while the store held back the rest")?;
+    for (mut reader, mut received) in [first, second] {
+        reader.read_to_end(&mut received)?;
+        ensure!(
+            received == body,
+            "the streamed copy differs from the object ({} of {} bytes)",
+            received.len(),
+            body.len()
+        );
+    }
+    let fills = metric(&server, "strata_cache_fills_total")? - fills_before;
+    ensure!(fills == 1, "two streamed misses made {fills} store reads");
+
+    let again = anonymous(&server, &url, &[])?;
+    again.expect_status(200)?;
+    ensure!(
+        again.header("x-cache") == Some("HIT") && again.body == body,
+        "the filled copy was not kept: {again}"
     );
     Ok(())
 }

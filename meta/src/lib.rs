@@ -134,8 +134,14 @@ impl MetaService {
             // Also the timeout of one append (openraft's): room for a batch
             // of large entries and an fsync on a loaded machine.
             heartbeat_interval: 500,
-            election_timeout_min: 1500,
-            election_timeout_max: 3000,
+            // A follower that has known a leader stands for election
+            // `election_timeout_max` (the leader's lease, during which the
+            // others refuse to vote) plus a random timeout after its last
+            // heartbeat: here 2.5–3 s of silence, five heartbeats missed at
+            // the least. (1.5–3 s took 4.5–6 s: changes were refused for
+            // 5.5–6.6 s after a leader's SIGKILL.)
+            election_timeout_min: 1000,
+            election_timeout_max: 1500,
             // An entry may be ~1 MB (a completion of 10,000 parts): a batch
             // stays well under what a member accepts in one message.
             max_payload_entries: 32,

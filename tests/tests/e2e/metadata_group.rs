@@ -12,8 +12,8 @@ use anyhow::{Context, Result, bail, ensure};
 use strata_tests::{Cluster, Server, Signing, unique_bucket};
 
 /// How long the group may take to elect a new leader and take changes
-/// again (elections time out after 1–2 s; the bound leaves room for a
-/// loaded CI machine).
+/// again (a follower stands for election after 2.5–3 s without a
+/// heartbeat; the bound leaves room for a loaded CI machine).
 const FAILOVER_BOUND: Duration = Duration::from_secs(20);
 
 /// A member's gauge `name` from its `/metrics`.

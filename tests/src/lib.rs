@@ -46,7 +46,7 @@ pub use fixtures::{
 pub use proxy::Proxy;
 pub use server::{
     RCLONE_REMOTE, REGION, ROOT_ACCESS_KEY, ROOT_SECRET_KEY, Server, SwiftUser, http_get_status,
-    read_response_head,
+    raw_request, read_response_head,
 };
 pub use tools::{
     HttpResponse, KillOnDrop, Signing, ToolOutput, json_str, json_u64, listed_keys,

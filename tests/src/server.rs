@@ -1011,6 +1011,31 @@ pub fn http_get_status(endpoint: &str, path: &str) -> Result<u16> {
         .with_context(|| format!("malformed HTTP status line {status_line:?}"))
 }
 
+/// Sends `method path` over a new plain TCP connection to `endpoint`
+/// (`http://host:port`) with `Host` and the `extra_headers` lines (each
+/// ending in CRLF) and no body, and reads the response head: for tests that
+/// must see exactly what goes over the wire. Returns the head (see
+/// [`read_response_head`]) and the connection, positioned at the body.
+pub fn raw_request(
+    endpoint: &str,
+    method: &str,
+    path: &str,
+    extra_headers: &str,
+) -> Result<(Vec<String>, BufReader<TcpStream>)> {
+    let authority = endpoint
+        .strip_prefix("http://")
+        .with_context(|| format!("endpoint {endpoint:?} is not http://"))?;
+    let mut stream = TcpStream::connect(authority)?;
+    stream.set_read_timeout(Some(Duration::from_secs(30)))?;
+    write!(
+        stream,
+        "{method} {path} HTTP/1.1\r\nHost: {authority}\r\n{extra_headers}\r\n"
+    )?;
+    let mut reader = BufReader::new(stream);
+    let head = read_response_head(&mut reader)?;
+    Ok((head, reader))
+}
+
 /// Reads one HTTP/1 response head from `reader`: the status line, then the
 /// headers, each lower-cased and without its line end. For tests that speak
 /// raw HTTP to see exactly what goes over the wire.

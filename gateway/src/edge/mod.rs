@@ -56,11 +56,17 @@ const EPOCH_STRIPES: usize = 4096;
 /// Bucket records kept for the public read path before the map starts over.
 const MAX_BUCKET_RECORDS: usize = 100_000;
 
-/// The largest `max_object_bytes` accepted. A fill, and a hit served from an
-/// SSD zone, hold the whole object in memory while they answer (an SSD copy
-/// is checked against its CRC32C before a byte of it is sent), so this
-/// bounds the memory of one request; larger objects stream from the store.
+/// The largest `max_object_bytes` accepted. A fill holds the whole object
+/// in memory until it is kept (the requests that missed it stream from
+/// there), so this bounds the memory of one fill; larger objects stream
+/// from the store. Hits on SSD copies hold one block at a time.
 pub const MAX_CACHEABLE_OBJECT_BYTES: u64 = 64 * 1024 * 1024;
+
+/// SSD copies up to this size are read and checked whole before a hit
+/// answers, so a damaged one is found in time to read the store instead;
+/// larger ones stream a checked block at a time, and damage cuts the
+/// answer short (and drops the file) rather than delay every first byte.
+const SSD_READ_WHOLE_BYTES: u64 = 4 * 1024 * 1024;
 
 impl CacheConfig {
     pub fn validate(&self) -> anyhow::Result<()> {
@@ -161,9 +167,39 @@ pub struct CachedObject {
     /// the first hit through that door: a hit then copies them instead of
     /// formatting dates and parsing header names again.
     rendered: [std::sync::OnceLock<http::HeaderMap>; 2],
-    /// For the answer to a miss: the fill its bytes come from (`body` is
-    /// empty then). Never set on a copy the cache keeps.
-    filling: Option<Arc<Filling>>,
+    /// Where the bytes come from when they are not in `body` (which is
+    /// empty then): never set on a copy the cache keeps.
+    streamed: Option<Streamed>,
+}
+
+impl CachedObject {
+    /// An answer whose bytes stream from `source`, for the requests that
+    /// share it (never kept in the cache).
+    fn streamed(
+        info: ObjectInfo,
+        max_age: Duration,
+        resync: u64,
+        source: Streamed,
+    ) -> Arc<CachedObject> {
+        Arc::new(CachedObject {
+            info,
+            body: Bytes::new(),
+            fetched: Mutex::new(Instant::now()),
+            max_age,
+            resync: AtomicU64::new(resync),
+            rendered: Default::default(),
+            streamed: Some(source),
+        })
+    }
+}
+
+/// The source of an answer streamed rather than sliced from memory.
+#[derive(Debug)]
+enum Streamed {
+    /// The answer to a miss: the fill in progress.
+    Fill(Arc<Filling>),
+    /// A hit on an SSD copy too large to read whole first.
+    Ssd(Arc<SsdCopy>),
 }
 
 /// An object on its way from the store into the cache. Every request that
@@ -256,6 +292,37 @@ impl Filling {
             },
         )
     }
+}
+
+/// `range` of an SSD copy, a checked block at a time (read off the
+/// runtime); a damaged block ends the stream with an error.
+fn stream_copy(
+    copy: Arc<SsdCopy>,
+    range: std::ops::Range<u64>,
+) -> impl futures::Stream<Item = Result<Bytes, std::io::Error>> + Send + 'static {
+    futures::stream::unfold(range.start, move |offset| {
+        let copy = copy.clone();
+        async move {
+            if offset >= range.end {
+                return None;
+            }
+            let index = offset / ssd::BLOCK;
+            let block = tokio::task::spawn_blocking(move || copy.block(index))
+                .await
+                .map_err(std::io::Error::other)
+                .and_then(|block| block);
+            let block_start = index * ssd::BLOCK;
+            Some(match block {
+                Ok(block) => {
+                    let end = range.end.min(block_start + block.len() as u64);
+                    let piece =
+                        block.slice((offset - block_start) as usize..(end - block_start) as usize);
+                    (Ok(piece), end)
+                }
+                Err(err) => (Err(err), range.end),
+            })
+        }
+    })
 }
 
 /// The doors that render cached objects, each in its own header dialect.
@@ -359,7 +426,7 @@ pub struct CacheMetrics {
 
 mod ssd;
 
-use ssd::{ObjectKey, SsdZone};
+use ssd::{ObjectKey, SsdCopy, SsdZone};
 
 /// A miss in progress: resolved with the answer to every request that
 /// missed the key while it is in `EdgeCache::inflight`.
@@ -634,7 +701,7 @@ impl EdgeCache {
         // A fill still streaming stays in flight until its task ends it.
         if filled
             .as_ref()
-            .is_none_or(|(cached, _)| cached.filling.is_none())
+            .is_none_or(|(cached, _)| !matches!(cached.streamed, Some(Streamed::Fill(_))))
         {
             self.end_fill(&cache_key, &fill);
         }
@@ -665,13 +732,14 @@ impl EdgeCache {
         let resync = self.resyncs.load(Ordering::SeqCst);
         if let Some(zone) = self.zone_of(bucket, key).cloned() {
             let lookup = cache_key.clone();
-            let found = tokio::task::spawn_blocking(move || zone.read(&lookup))
+            let found = tokio::task::spawn_blocking(move || zone.open_copy(&lookup))
                 .await
                 .ok()
                 .flatten();
-            if let Some((info, body, entry)) = found {
+            if let Some(copy) = found {
+                let info = copy.info().clone();
                 let mut outcome = CacheOutcome::Hit;
-                let current = if entry.needs_revalidation.load(Ordering::Relaxed)
+                let current = if copy.entry.needs_revalidation.load(Ordering::Relaxed)
                     || !self.feed.holds()
                 {
                     outcome = CacheOutcome::Revalidated;
@@ -685,16 +753,30 @@ impl EdgeCache {
                 } else {
                     true
                 };
-                if current
-                    && body.len() as u64 == info.size
-                    && let Some(max_age) = self.cacheable_for(&info)
-                {
-                    SsdZone::confirm(&entry);
-                    self.metrics.ssd_hits.fetch_add(1, Ordering::Relaxed);
-                    let cached = self.keep(cache_key.clone(), info, body, max_age, (epoch, resync));
-                    return Some((cached, outcome));
-                }
-                if let Some(zone) = self.zone_of(bucket, key) {
+                if current && let Some(max_age) = self.cacheable_for(&info) {
+                    SsdZone::confirm(&copy.entry);
+                    let copy = Arc::new(copy);
+                    if info.size > SSD_READ_WHOLE_BYTES.max(self.config.ram_max_object_bytes) {
+                        // Streamed block by block: a damaged block cuts
+                        // the answer (and drops the file), never sent.
+                        self.metrics.ssd_hits.fetch_add(1, Ordering::Relaxed);
+                        let answer =
+                            CachedObject::streamed(info, max_age, resync, Streamed::Ssd(copy));
+                        return Some((answer, outcome));
+                    }
+                    // Read and checked whole before answering: damage is
+                    // found in time to read the store instead.
+                    let whole = tokio::task::spawn_blocking(move || copy.read_all())
+                        .await
+                        .ok()
+                        .and_then(Result::ok);
+                    if let Some(body) = whole {
+                        self.metrics.ssd_hits.fetch_add(1, Ordering::Relaxed);
+                        let cached =
+                            self.keep(cache_key.clone(), info, body, max_age, (epoch, resync));
+                        return Some((cached, outcome));
+                    }
+                } else if let Some(zone) = self.zone_of(bucket, key) {
                     zone.purge(&cache_key);
                 }
             }
@@ -721,15 +803,7 @@ impl EdgeCache {
             return None;
         }
         drop(started);
-        let answer = Arc::new(CachedObject {
-            info,
-            body: Bytes::new(),
-            fetched: Mutex::new(Instant::now()),
-            max_age,
-            resync: AtomicU64::new(resync),
-            rendered: Default::default(),
-            filling: Some(filling),
-        });
+        let answer = CachedObject::streamed(info, max_age, resync, Streamed::Fill(filling));
         Some((answer, CacheOutcome::Miss))
     }
 
@@ -755,10 +829,15 @@ impl EdgeCache {
                 Ok(piece) => {
                     received += piece.len() as u64;
                     pieces.push(piece.clone());
-                    filling.progress.send_modify(|progress| {
-                        progress.received = received;
-                        progress.pieces.push(piece);
-                    });
+                    // The piece that completes the object goes out with
+                    // the kept copy (below): a client that has read every
+                    // byte then finds the copy kept.
+                    if received < info.size {
+                        filling.progress.send_modify(|progress| {
+                            progress.received = received;
+                            progress.pieces.push(piece);
+                        });
+                    }
                 }
                 Err(err) => {
                     tracing::warn!(error = %err, bucket, key, "cache fill failed");
@@ -796,18 +875,21 @@ impl EdgeCache {
             }
         };
         drop(pieces);
-        self.write_to_zone(&cache_key, &info, &body, epochs);
-        self.keep(cache_key.clone(), info, body.clone(), max_age, epochs);
+        let kept = self.keep(cache_key.clone(), info, body.clone(), max_age, epochs);
         filling.progress.send_modify(|progress| {
             progress.pieces = Vec::new();
-            progress.end = FillEnd::Whole(body);
+            progress.end = FillEnd::Whole(body.clone());
         });
+        // Until the SSD copy is written, requests join this fill (and are
+        // answered from `body`) rather than read the store again.
+        self.write_to_zone(&cache_key, &kept.info, &body, epochs)
+            .await;
         self.end_fill(&cache_key, &in_flight);
     }
 
-    /// Writes a fetched copy to its SSD zone, if there are zones, in the
-    /// background; a purge or resync since `epochs` removes it again.
-    fn write_to_zone(
+    /// Writes a fetched copy to its SSD zone, if there are zones, off the
+    /// runtime; a purge or resync since `epochs` removes it again.
+    async fn write_to_zone(
         &self,
         cache_key: &ObjectKey,
         info: &ObjectInfo,
@@ -820,7 +902,7 @@ impl EdgeCache {
         let (info, body, cache_key) = (info.clone(), body.clone(), cache_key.clone());
         let stripe = self.epoch_index(&cache_key.0, &cache_key.1);
         let cache = self.self_ref.clone();
-        tokio::task::spawn_blocking(move || {
+        let written = tokio::task::spawn_blocking(move || {
             if let Err(err) = zone.write(&cache_key, &info, &body) {
                 tracing::warn!(error = %err, "writing to an SSD cache zone failed");
                 return;
@@ -834,6 +916,9 @@ impl EdgeCache {
                 zone.purge(&cache_key);
             }
         });
+        if let Err(err) = written.await {
+            tracing::warn!(error = %err, "the SSD cache zone write task failed");
+        }
     }
 
     /// Wraps a fetched copy and keeps it in RAM when it is small enough and
@@ -854,7 +939,7 @@ impl EdgeCache {
             max_age,
             resync: AtomicU64::new(resync),
             rendered: Default::default(),
-            filling: None,
+            streamed: None,
         });
         let small = cached.body.len() as u64 <= self.config.ram_max_object_bytes;
         if small
@@ -955,16 +1040,20 @@ impl EdgeCache {
             .fetch_add(range.end - range.start, Ordering::Relaxed);
         // A copy's length is its record's size (checked when it is made),
         // so a clamped range is always inside it.
-        let whole = match &cached.filling {
+        let whole = match &cached.streamed {
             None => cached.body.clone(),
             Some(_) if range.is_empty() => Bytes::new(),
-            Some(filling) => match &filling.progress.borrow().end {
+            Some(Streamed::Fill(filling)) => match &filling.progress.borrow().end {
                 FillEnd::Whole(body) => body.clone(),
                 _ => {
                     let stream = filling.stream(range).map(|piece| piece.map(Frame::data));
                     return StreamBody::new(stream).boxed_unsync();
                 }
             },
+            Some(Streamed::Ssd(copy)) => {
+                let stream = stream_copy(copy.clone(), range).map(|piece| piece.map(Frame::data));
+                return StreamBody::new(stream).boxed_unsync();
+            }
         };
         full_body(whole.slice(range.start as usize..range.end as usize))
     }

@@ -1,11 +1,14 @@
 //! SSD zones of the edge cache: cached objects as files in a directory with
 //! its own byte budget, found again after a restart.
 //!
-//! A file is `<zone>/<hh>/<hash>.obj`: a magic, the length of a JSON header
-//! (bucket, key, the object's record, the body's CRC32C and length), the
-//! header, the body. Files are written to a temporary name and renamed, so a
-//! reader sees a whole file or none; a torn or corrupted file fails its
-//! checksum on read and is dropped, never served.
+//! A file is `<zone>/<hh>/<hash>-<random>.obj`: a magic, the length of a
+//! JSON header (bucket, key, the object's record, the body's length and a
+//! CRC32C per [`BLOCK`] of it), the header, the body. Files are written to a
+//! temporary name and renamed, so a reader sees a whole file or none. A copy
+//! is read a block at a time ([`SsdCopy`]), each block checked before any of
+//! it is used: a hit streams a large object, and a range reads only the
+//! blocks it covers, yet no damaged byte is ever served. A damaged file is
+//! dropped when a read finds it.
 //!
 //! On start a zone reads each file's header only, to rebuild its index, and
 //! marks every entry for revalidation: while the gateway was away the object
@@ -14,6 +17,7 @@
 
 use std::fs;
 use std::io::{Read as _, Write as _};
+use std::os::unix::fs::FileExt as _;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -22,7 +26,11 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use strata_store::ObjectInfo;
 
-const MAGIC: &[u8; 8] = b"STRATAC1";
+/// `STRATAC1` files (one CRC for the whole body) are dropped at start.
+const MAGIC: &[u8; 8] = b"STRATAC2";
+/// Bytes of the body under one CRC: what a read checks at once, so a range
+/// reads at most one block beyond each of its ends.
+pub const BLOCK: u64 = 1 << 20;
 /// Longest header accepted when reading a file back.
 const MAX_HEADER: usize = 1 << 20;
 
@@ -42,8 +50,9 @@ struct FileHeader {
     bucket: String,
     key: String,
     info: ObjectInfo,
-    crc32c: u32,
     body_len: u64,
+    /// CRC32C of each [`BLOCK`] of the body, the last one possibly short.
+    block_crcs: Vec<u32>,
 }
 
 /// A zone: a directory of cached objects within a byte budget.
@@ -102,8 +111,12 @@ impl SsdZone {
                     let _ = fs::remove_file(&path);
                     continue;
                 }
-                match read_header(&path) {
-                    Some((header, len)) => {
+                let header = fs::File::open(&path)
+                    .ok()
+                    .and_then(|mut file| read_header(&mut file));
+                match header {
+                    Some((header, body_start)) => {
+                        let len = body_start + header.body_len;
                         let entry = SsdEntry {
                             path,
                             len,
@@ -122,22 +135,40 @@ impl SsdZone {
         Ok(found)
     }
 
-    /// The object's record and bytes, if the zone has them intact. A file
-    /// that fails its checks is dropped. Blocking: call off the runtime.
-    pub fn read(&self, key: &ObjectKey) -> Option<(ObjectInfo, Bytes, Arc<SsdEntry>)> {
+    /// The zone's copy of `key`, opened: its header is read and checked,
+    /// its body is not (see [`SsdCopy::block`]). A file that fails the
+    /// checks is dropped. Blocking: call off the runtime.
+    pub fn open_copy(self: &Arc<Self>, key: &ObjectKey) -> Option<SsdCopy> {
         let entry = self.index.get(key)?;
-        match read_file(&entry.path) {
-            Some((header, body)) if header.bucket == key.0 && header.key == key.1 => {
-                self.reads.fetch_add(1, Ordering::Relaxed);
-                self.bytes_read
-                    .fetch_add(body.len() as u64, Ordering::Relaxed);
-                Some((header.info, body, entry))
-            }
-            _ => {
-                tracing::warn!(path = %entry.path.display(), "dropping a damaged cache file");
-                self.index.invalidate(key);
-                None
-            }
+        let opened = fs::File::open(&entry.path).ok().and_then(|mut file| {
+            let (header, body_start) = read_header(&mut file)?;
+            (header.bucket == key.0 && header.key == key.1 && header.info.size == header.body_len)
+                .then_some((file, header, body_start))
+        });
+        let Some((file, header, body_start)) = opened else {
+            self.drop_damaged(key, &entry);
+            return None;
+        };
+        self.reads.fetch_add(1, Ordering::Relaxed);
+        Some(SsdCopy {
+            zone: self.clone(),
+            key: key.clone(),
+            file,
+            body_start,
+            header,
+            entry,
+        })
+    }
+
+    /// Drops `entry`, found damaged, unless a new copy replaced it since.
+    fn drop_damaged(&self, key: &ObjectKey, entry: &Arc<SsdEntry>) {
+        tracing::warn!(path = %entry.path.display(), "dropping a damaged cache file");
+        if self
+            .index
+            .get(key)
+            .is_some_and(|current| Arc::ptr_eq(&current, entry))
+        {
+            self.index.invalidate(key);
         }
     }
 
@@ -163,8 +194,8 @@ impl SsdZone {
                 inline: None,
                 ..info.clone()
             },
-            crc32c: crc32c::crc32c(body),
             body_len: body.len() as u64,
+            block_crcs: body.chunks(BLOCK as usize).map(crc32c::crc32c).collect(),
         };
         let encoded = serde_json::to_vec(&header).map_err(std::io::Error::other)?;
         let header_len = u32::try_from(encoded.len()).map_err(std::io::Error::other)?;
@@ -229,8 +260,77 @@ impl SsdZone {
     }
 }
 
-fn read_header(path: &Path) -> Option<(FileHeader, u64)> {
-    let mut file = fs::File::open(path).ok()?;
+/// One copy in a zone, open for reading. The file stays readable while
+/// the copy is open, even if it is evicted or purged meanwhile.
+pub struct SsdCopy {
+    zone: Arc<SsdZone>,
+    key: ObjectKey,
+    file: fs::File,
+    body_start: u64,
+    header: FileHeader,
+    pub entry: Arc<SsdEntry>,
+}
+
+impl std::fmt::Debug for SsdCopy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SsdCopy")
+            .field("path", &self.entry.path)
+            .field("body_len", &self.header.body_len)
+            .finish()
+    }
+}
+
+impl SsdCopy {
+    /// The object's record as it was cached.
+    pub fn info(&self) -> &ObjectInfo {
+        &self.header.info
+    }
+
+    /// Block `index` of the body, checked against its CRC. A damaged block
+    /// drops the file and is an `InvalidData` error. Blocking.
+    pub fn block(&self, index: u64) -> std::io::Result<Bytes> {
+        let damaged = || {
+            self.zone.drop_damaged(&self.key, &self.entry);
+            std::io::Error::new(std::io::ErrorKind::InvalidData, "damaged cache file")
+        };
+        let start = index * BLOCK;
+        let expected = self.header.block_crcs.get(index as usize).copied();
+        let (Some(expected), true) = (expected, start < self.header.body_len) else {
+            return Err(damaged());
+        };
+        let len = BLOCK.min(self.header.body_len - start) as usize;
+        let mut block = vec![0u8; len];
+        if self
+            .file
+            .read_exact_at(&mut block, self.body_start + start)
+            .is_err()
+            || crc32c::crc32c(&block) != expected
+        {
+            return Err(damaged());
+        }
+        self.zone
+            .bytes_read
+            .fetch_add(len as u64, Ordering::Relaxed);
+        Ok(Bytes::from(block))
+    }
+
+    /// The whole body, every block checked. Blocking.
+    pub fn read_all(&self) -> std::io::Result<Bytes> {
+        let blocks = self.header.body_len.div_ceil(BLOCK);
+        if blocks == 1 {
+            return self.block(0);
+        }
+        let mut body = Vec::with_capacity(self.header.body_len as usize);
+        for index in 0..blocks {
+            body.extend_from_slice(&self.block(index)?);
+        }
+        Ok(Bytes::from(body))
+    }
+}
+
+/// Reads a file's header; `None` if the file is not a whole copy. Returns
+/// the header and where the body starts.
+fn read_header(file: &mut fs::File) -> Option<(FileHeader, u64)> {
     let len = file.metadata().ok()?.len();
     let mut prefix = [0u8; 12];
     file.read_exact(&mut prefix).ok()?;
@@ -244,28 +344,17 @@ fn read_header(path: &Path) -> Option<(FileHeader, u64)> {
     let mut encoded = vec![0u8; header_len];
     file.read_exact(&mut encoded).ok()?;
     let header: FileHeader = serde_json::from_slice(&encoded).ok()?;
+    let body_start = 12 + header_len as u64;
     // A file cut short (a crash while it was written) is not worth indexing.
-    (len == 12 + header_len as u64 + header.body_len).then_some((header, len))
-}
-
-fn read_file(path: &Path) -> Option<(FileHeader, Bytes)> {
-    let bytes = fs::read(path).ok()?;
-    if bytes.len() < 12 || &bytes[..8] != MAGIC {
-        return None;
-    }
-    let header_len = u32::from_le_bytes(bytes[8..12].try_into().ok()?) as usize;
-    let body_start = 12usize.checked_add(header_len)?;
-    let header: FileHeader = serde_json::from_slice(bytes.get(12..body_start)?).ok()?;
-    let body = bytes.get(body_start..)?;
-    if body.len() as u64 != header.body_len || crc32c::crc32c(body) != header.crc32c {
-        return None;
-    }
-    let body = Bytes::copy_from_slice(body);
-    Some((header, body))
+    let whole = len == body_start + header.body_len
+        && header.block_crcs.len() as u64 == header.body_len.div_ceil(BLOCK);
+    whole.then_some((header, body_start))
 }
 
 #[cfg(test)]
 mod tests {
+    use std::os::unix::fs::FileExt as _;
+
     use super::*;
 
     fn info(size: u64) -> ObjectInfo {
@@ -283,43 +372,52 @@ mod tests {
         }
     }
 
+    fn open(dir: &Path) -> Arc<SsdZone> {
+        Arc::new(SsdZone::open(dir, 64 << 20).unwrap())
+    }
+
+    fn read(zone: &Arc<SsdZone>, key: &ObjectKey) -> Option<Bytes> {
+        zone.open_copy(key)?.read_all().ok()
+    }
+
     #[test]
     fn files_survive_reopen_and_damage_is_dropped() {
         let dir = tempfile::tempdir().unwrap();
         let key = ("b".to_owned(), "k".to_owned());
         let other = ("b".to_owned(), "other".to_owned());
         {
-            let zone = SsdZone::open(dir.path(), 1 << 20).unwrap();
+            let zone = open(dir.path());
             zone.write(&key, &info(5), b"hello").unwrap();
             zone.write(&other, &info(3), b"xyz").unwrap();
-            let (read, body, entry) = zone.read(&key).unwrap();
-            assert_eq!((read.etag.as_str(), &body[..]), ("e", &b"hello"[..]));
-            assert!(!entry.needs_revalidation.load(Ordering::Relaxed));
+            let copy = zone.open_copy(&key).unwrap();
+            assert_eq!(copy.info().etag, "e");
+            assert_eq!(&copy.read_all().unwrap()[..], b"hello");
+            assert!(!copy.entry.needs_revalidation.load(Ordering::Relaxed));
         }
         // Damage one file's body.
-        let zone = SsdZone::open(dir.path(), 1 << 20).unwrap();
+        let zone = open(dir.path());
         let path = zone.index.get(&other).unwrap().path.clone();
         let mut bytes = fs::read(&path).unwrap();
         let last = bytes.len() - 1;
         bytes[last] ^= 0xff;
         fs::write(&path, bytes).unwrap();
 
-        let (_, body, entry) = zone.read(&key).unwrap();
-        assert_eq!(&body[..], b"hello");
+        let copy = zone.open_copy(&key).unwrap();
+        assert_eq!(&copy.read_all().unwrap()[..], b"hello");
         assert!(
-            entry.needs_revalidation.load(Ordering::Relaxed),
+            copy.entry.needs_revalidation.load(Ordering::Relaxed),
             "found at start"
         );
         assert!(
-            zone.read(&other).is_none(),
+            read(&zone, &other).is_none(),
             "a damaged file is never served"
         );
-        assert!(zone.read(&other).is_none());
+        assert!(zone.open_copy(&other).is_none(), "and it is dropped");
 
         let path = zone.index.get(&key).unwrap().path.clone();
         zone.purge(&key);
         zone.index.run_pending_tasks();
-        assert!(zone.read(&key).is_none());
+        assert!(zone.open_copy(&key).is_none());
         assert!(!path.exists(), "a purge deletes the file");
         // A second copy of a key replaces the first, file included.
         zone.write(&key, &info(2), b"v1").unwrap();
@@ -327,6 +425,46 @@ mod tests {
         zone.write(&key, &info(2), b"v2").unwrap();
         zone.index.run_pending_tasks();
         assert!(!first.exists());
-        assert_eq!(&zone.read(&key).unwrap().1[..], b"v2");
+        assert_eq!(&read(&zone, &key).unwrap()[..], b"v2");
+    }
+
+    #[test]
+    fn blocks_are_checked_one_by_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let zone = open(dir.path());
+        let key = ("b".to_owned(), "big".to_owned());
+        let body: Vec<u8> = (0..(2 * BLOCK + 10)).map(|i| (i % 251) as u8).collect();
+        zone.write(&key, &info(body.len() as u64), &body).unwrap();
+        let copy = zone.open_copy(&key).unwrap();
+        assert_eq!(&copy.block(2).unwrap()[..], &body[2 * BLOCK as usize..]);
+        assert_eq!(copy.read_all().unwrap(), body);
+        assert!(copy.block(3).is_err(), "past the end");
+
+        // Damage the middle block: the others still read, that one never.
+        zone.write(&key, &info(body.len() as u64), &body).unwrap();
+        let copy = zone.open_copy(&key).unwrap();
+        let path = copy.entry.path.clone();
+        let file = fs::OpenOptions::new().write(true).open(&path).unwrap();
+        file.write_all_at(b"\xff", copy.body_start + BLOCK + 7)
+            .unwrap();
+        assert_eq!(&copy.block(0).unwrap()[..], &body[..BLOCK as usize]);
+        let damaged = copy.block(1).unwrap_err();
+        assert_eq!(damaged.kind(), std::io::ErrorKind::InvalidData);
+        zone.index.run_pending_tasks();
+        assert!(
+            zone.open_copy(&key).is_none(),
+            "the damaged file is dropped"
+        );
+        assert!(!path.exists());
+        // A copy already open reads on: the file is unlinked, not gone.
+        assert_eq!(&copy.block(2).unwrap()[..], &body[2 * BLOCK as usize..]);
+
+        // A file from before block CRCs is dropped when the zone opens.
+        let old = dir.path().join("aa");
+        fs::create_dir_all(&old).unwrap();
+        fs::write(old.join("x.obj"), b"STRATAC1\0\0\0\0").unwrap();
+        drop((zone, copy));
+        let _zone = open(dir.path());
+        assert!(!old.join("x.obj").exists());
     }
 }

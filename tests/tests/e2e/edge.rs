@@ -5,11 +5,29 @@
 
 use anyhow::{Context, Result, ensure};
 use strata_tests::{
-    Cluster, HttpResponse, Server, Signing, random_bytes, read_response_head, unique_bucket,
+    Cluster, HttpResponse, Server, Signing, random_bytes, raw_request, unique_bucket,
 };
+
+/// The extra header line of raw requests that read to the end.
+const CLOSE: &str = "Connection: close\r\n";
 
 fn anonymous(server: &Server, path: &str, headers: &[(&str, &str)]) -> Result<HttpResponse> {
     server.http("GET", path, Signing::Anonymous, None, headers)
+}
+
+/// The first anonymous GET of `path` that is a cache HIT. A fill hands the
+/// last bytes to its clients a moment before it keeps the copy; a request
+/// in between joins the finished fill (a MISS that reads nothing more).
+fn until_hit(server: &Server, path: &str) -> Result<HttpResponse> {
+    for _ in 0..50 {
+        let response = anonymous(server, path, &[])?;
+        response.expect_status(200)?;
+        if response.header("x-cache") == Some("HIT") {
+            return Ok(response);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    anyhow::bail!("{path} never became a cache HIT")
 }
 
 /// The value of counter `name` at `/metrics`.
@@ -166,7 +184,7 @@ fn concurrent_cold_requests_make_one_store_read() -> Result<()> {
 /// store was read once, and the next request is a hit.
 #[test]
 fn a_cold_large_object_streams_while_the_cache_fills() -> Result<()> {
-    use std::io::{BufReader, Read as _, Write as _};
+    use std::io::{BufReader, Read as _};
 
     let cluster = Cluster::start_behind_proxies(1, 4, 1)?;
     let server = cluster.gateway_with_config(
@@ -176,21 +194,9 @@ fn a_cold_large_object_streams_while_the_cache_fills() -> Result<()> {
     let container = public_container(&server, "film.bin", &body)?;
     let url = format!("/v1/AUTH_admin/{container}/film.bin");
     let fills_before = metric(&server, "strata_cache_fills_total")?;
-    let authority = server
-        .endpoint()
-        .strip_prefix("http://")
-        .context("endpoint is not http://")?
-        .to_owned();
     // A GET whose head and first MiB have arrived, with the rest to come.
     let start_get = || -> Result<(BufReader<std::net::TcpStream>, Vec<u8>)> {
-        let mut stream = std::net::TcpStream::connect(&authority)?;
-        stream.set_read_timeout(Some(std::time::Duration::from_secs(30)))?;
-        write!(
-            stream,
-            "GET {url} HTTP/1.1\r\nHost: {authority}\r\nConnection: close\r\n\r\n"
-        )?;
-        let mut reader = BufReader::new(stream);
-        let head = read_response_head(&mut reader)?;
+        let (head, mut reader) = raw_request(server.endpoint(), "GET", &url, CLOSE)?;
         ensure!(
             head.first()
                 .is_some_and(|status| status.starts_with("http/1.1 200")),
@@ -220,11 +226,12 @@ fn a_cold_large_object_streams_while_the_cache_fills() -> Result<()> {
     let fills = metric(&server, "strata_cache_fills_total")? - fills_before;
     ensure!(fills == 1, "two streamed misses made {fills} store reads");
 
-    let again = anonymous(&server, &url, &[])?;
-    again.expect_status(200)?;
+    let again = until_hit(&server, &url)?;
+    ensure!(again.body == body, "the kept copy differs from the object");
+    let fills = metric(&server, "strata_cache_fills_total")? - fills_before;
     ensure!(
-        again.header("x-cache") == Some("HIT") && again.body == body,
-        "the filled copy was not kept: {again}"
+        fills == 1,
+        "the object was read from the store {fills} times"
     );
     Ok(())
 }
@@ -561,6 +568,17 @@ fn zone_files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     files
 }
 
+/// The one file of an SSD zone, once the background write made it.
+fn zone_file(dir: &std::path::Path) -> Result<std::path::PathBuf> {
+    for _ in 0..200 {
+        if let [file] = zone_files(dir).as_slice() {
+            return Ok(file.clone());
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    anyhow::bail!("not one file in the SSD zone: {:?}", zone_files(dir))
+}
+
 #[test]
 fn ssd_zone_survives_restarts_and_drops_damaged_files() -> Result<()> {
     let zone = tempfile::tempdir()?;
@@ -573,23 +591,10 @@ fn ssd_zone_survives_restarts_and_drops_damaged_files() -> Result<()> {
     let container = public_container(&server, "big.bin", &big)?;
     let big_url = format!("/v1/AUTH_admin/{container}/big.bin");
     ensure!(anonymous(&server, &big_url, &[])?.header("x-cache") == Some("MISS"));
-    // The copy goes to the zone in the background.
-    for _ in 0..100 {
-        if !zone_files(zone.path()).is_empty() {
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
-    ensure!(
-        zone_files(zone.path()).len() == 1,
-        "no file in the SSD zone"
-    );
+    zone_file(zone.path())?;
     // Too large for RAM: the second read comes from the SSD zone.
-    let second = anonymous(&server, &big_url, &[])?;
-    ensure!(
-        second.header("x-cache") == Some("HIT") && second.body == big,
-        "{second}"
-    );
+    let second = until_hit(&server, &big_url)?;
+    ensure!(second.body == big, "{second}");
     ensure!(metric(&server, "strata_cache_ssd_hits_total")? >= 1);
     ensure!(metric(&server, "strata_cache_zone_reads_total{zone=\"ssd0\"}")? >= 1);
     ensure!(
@@ -851,5 +856,83 @@ fn staticweb_serves_indexes_listings_and_error_pages() -> Result<()> {
     // The owner still gets the API's answers, not the site.
     let api = server.swift_as_root("GET", &base, None, &[])?;
     ensure!(api.body_text().contains("404error.html\n"), "{api}");
+    Ok(())
+}
+
+/// An SSD copy larger than what is read whole before answering streams a
+/// checked 1 MiB block at a time: a range reads only the blocks it covers,
+/// and a damaged block cuts the answer before any of it is sent, drops the
+/// file, and the next request reads the store.
+#[test]
+fn large_ssd_copies_stream_checked_blocks() -> Result<()> {
+    use std::io::Read as _;
+    const MIB: usize = 1 << 20;
+
+    let zone = tempfile::tempdir()?;
+    let config = format!(
+        "[cache]\nmax_object_bytes = 33554432\nram_max_object_bytes = 1024\n\
+         [[cache.zone]]\npath = \"{}\"\nmax_bytes = \"64M\"\n",
+        zone.path().display()
+    );
+    let server = Server::start_with_config(&config)?;
+    let body = random_bytes(9 * MIB + 123);
+    let container = public_container(&server, "video.bin", &body)?;
+    let url = format!("/v1/AUTH_admin/{container}/video.bin");
+    ensure!(anonymous(&server, &url, &[])?.header("x-cache") == Some("MISS"));
+    let file = zone_file(zone.path())?;
+
+    let read = || metric(&server, "strata_cache_zone_bytes_read_total{zone=\"ssd0\"}");
+    ensure!(until_hit(&server, &url)?.body == body);
+    let before = read()?;
+    let hit = anonymous(&server, &url, &[])?;
+    ensure!(
+        hit.header("x-cache") == Some("HIT") && hit.body == body,
+        "{hit}"
+    );
+    ensure!(
+        read()? - before == body.len() as u64,
+        "a whole hit reads every block once"
+    );
+    for (first, last, blocks) in [(5_000_000, 5_000_099, 1), (MIB - 6, MIB + 3, 2)] {
+        let before = read()?;
+        let range = anonymous(
+            &server,
+            &url,
+            &[("Range", &format!("bytes={first}-{last}"))],
+        )?;
+        range.expect_status(206)?;
+        ensure!(range.header("x-cache") == Some("HIT"), "{range}");
+        ensure!(
+            range.body == body[first..=last],
+            "wrong bytes for {first}-{last}"
+        );
+        let blocks_read = (read()? - before) / MIB as u64;
+        ensure!(
+            blocks_read == blocks,
+            "bytes {first}-{last} read {blocks_read} blocks, not {blocks}"
+        );
+    }
+
+    // Damage block 5 of the body, which ends the file.
+    let body_start = std::fs::metadata(&file)?.len() - body.len() as u64;
+    let damaged_at = body_start + 5 * MIB as u64 + 100;
+    let mut bytes = std::fs::read(&file)?;
+    bytes[damaged_at as usize] ^= 0xff;
+    std::fs::write(&file, bytes)?;
+    let (head, mut reader) = raw_request(server.endpoint(), "GET", &url, CLOSE)?;
+    ensure!(head.iter().any(|line| line == "x-cache: hit"), "{head:?}");
+    let mut received = Vec::new();
+    // The server hangs up mid-body; a reset is as good as an EOF here.
+    let _ = reader.read_to_end(&mut received);
+    ensure!(
+        received.len() <= 5 * MIB && received == body[..received.len()],
+        "{} bytes arrived, not a prefix of the blocks before the damage",
+        received.len()
+    );
+    let refetched = anonymous(&server, &url, &[])?;
+    ensure!(
+        refetched.header("x-cache") == Some("MISS") && refetched.body == body,
+        "after the damage: {refetched}"
+    );
     Ok(())
 }

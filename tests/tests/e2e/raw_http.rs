@@ -3,10 +3,9 @@
 //! path traversal, absurd parameters, clients that hang up. Every one must
 //! get an S3 XML error, and the server must keep answering `/health`.
 
-use anyhow::{Context as _, Result, ensure};
+use anyhow::{Result, ensure};
 use strata_tests::{
-    Server, Signing, content_md5, md5_hex, random_bytes, read_response_head, sha256_hex,
-    unique_bucket,
+    Server, Signing, content_md5, md5_hex, random_bytes, raw_request, sha256_hex, unique_bucket,
 };
 
 #[test]
@@ -286,24 +285,17 @@ fn client_disconnect_mid_upload() -> Result<()> {
 /// missing bucket whose one-byte body came in a second packet).
 #[test]
 fn refused_upload_closes_its_connection_and_says_so() -> Result<()> {
-    use std::io::{BufReader, Read as _, Write as _};
+    use std::io::Read as _;
 
     let mut server = Server::start()?;
-    let authority = server
-        .endpoint()
-        .strip_prefix("http://")
-        .context("endpoint is not http://")?
-        .to_owned();
-    let mut stream = std::net::TcpStream::connect(&authority)?;
-    stream.set_read_timeout(Some(std::time::Duration::from_secs(10)))?;
     let bucket = unique_bucket("refused-upload");
     // The headers promise five bytes that are never sent.
-    write!(
-        stream,
-        "PUT /{bucket}/key HTTP/1.1\r\nHost: {authority}\r\nContent-Length: 5\r\n\r\n"
+    let (head, mut reader) = raw_request(
+        server.endpoint(),
+        "PUT",
+        &format!("/{bucket}/key"),
+        "Content-Length: 5\r\n",
     )?;
-    let mut reader = BufReader::new(stream);
-    let head = read_response_head(&mut reader)?;
     let status = head.first().cloned().unwrap_or_default();
     ensure!(
         status.starts_with("http/1.1 4"),

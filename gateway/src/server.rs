@@ -286,11 +286,17 @@ fn metadata_metrics(status: &strata_meta::MetaStatus) -> String {
          # TYPE strata_metadata_term gauge\n\
          strata_metadata_term {}\n\
          # TYPE strata_metadata_last_applied gauge\n\
-         strata_metadata_last_applied {}\n",
+         strata_metadata_last_applied {}\n\
+         # TYPE strata_metadata_snapshot_index gauge\n\
+         strata_metadata_snapshot_index {}\n\
+         # TYPE strata_metadata_purged_index gauge\n\
+         strata_metadata_purged_index {}\n",
         status.id,
         status.leader.unwrap_or(0),
         status.term,
         status.last_applied.unwrap_or(0),
+        status.snapshot.unwrap_or(0),
+        status.purged.unwrap_or(0),
     )
 }
 

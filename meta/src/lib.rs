@@ -92,6 +92,32 @@ const QUORUM_WAIT: Duration = Duration::from_secs(5);
 /// How often the leader puts the expiry of due objects in the log.
 const EXPIRY_INTERVAL: Duration = Duration::from_secs(10);
 
+/// When the log is compacted: a snapshot of the replica is taken every
+/// `snapshot_every` applied entries, and the log is then purged up to
+/// `keep_after_snapshot` entries before it (a member that was away briefly
+/// catches up from those; one further behind is sent the snapshot).
+#[derive(Debug, Clone, Copy)]
+pub struct Compaction {
+    pub snapshot_every: u64,
+    pub keep_after_snapshot: u64,
+}
+
+impl Default for Compaction {
+    fn default() -> Self {
+        Compaction {
+            snapshot_every: 50_000,
+            keep_after_snapshot: 10_000,
+        }
+    }
+}
+
+/// Where a member keeps its snapshot: beside the log's database, not in it.
+fn snapshot_dir(log_dir: &Path) -> std::path::PathBuf {
+    let mut name = log_dir.file_name().unwrap_or_default().to_owned();
+    name.push("-snapshots");
+    log_dir.with_file_name(name)
+}
+
 /// One member of the replicated metadata service.
 pub struct MetaService {
     id: u64,
@@ -126,6 +152,26 @@ impl MetaService {
         store: Store,
         transport: Arc<dyn RaftTransport>,
     ) -> Result<Arc<MetaService>, String> {
+        Self::start_with(
+            id,
+            members,
+            log_dir,
+            store,
+            transport,
+            Compaction::default(),
+        )
+        .await
+    }
+
+    /// [`MetaService::start`], compacting the log as `compaction` says.
+    pub async fn start_with(
+        id: u64,
+        members: Members,
+        log_dir: &Path,
+        store: Store,
+        transport: Arc<dyn RaftTransport>,
+        compaction: Compaction,
+    ) -> Result<Arc<MetaService>, String> {
         if !members.contains_key(&id) {
             return Err(format!("member {id} is not among the members {members:?}"));
         }
@@ -145,16 +191,15 @@ impl MetaService {
             // An entry may be ~1 MB (a completion of 10,000 parts): a batch
             // stays well under what a member accepts in one message.
             max_payload_entries: 32,
-            // The log is kept whole: a member that was away catches up from it
-            // (snapshots of the store are not built yet).
-            snapshot_policy: SnapshotPolicy::Never,
-            max_in_snapshot_log_to_keep: u64::MAX,
+            snapshot_policy: SnapshotPolicy::LogsSinceLast(compaction.snapshot_every),
+            max_in_snapshot_log_to_keep: compaction.keep_after_snapshot,
             ..Default::default()
         }
         .validate()
         .map_err(|err| format!("raft configuration: {err}"))?;
         let log_store = log_store::LogStore::open(log_dir)?;
-        let state_machine = state_machine::StateMachine::open(store.clone()).await?;
+        let state_machine =
+            state_machine::StateMachine::open(store.clone(), &snapshot_dir(log_dir)).await?;
         let network = network::Network::new(transport);
         let raft = Raft::new(id, Arc::new(config), network, log_store, state_machine)
             .await
@@ -289,6 +334,8 @@ impl MetaService {
             term: metrics.current_term,
             last_log_index: metrics.last_log_index,
             last_applied: metrics.last_applied.map(|log_id| log_id.index),
+            snapshot: metrics.snapshot.map(|log_id| log_id.index),
+            purged: metrics.purged.map(|log_id| log_id.index),
         }
     }
 
@@ -308,6 +355,10 @@ pub struct MetaStatus {
     pub term: u64,
     pub last_log_index: Option<u64>,
     pub last_applied: Option<u64>,
+    /// The last entry in this member's snapshot, if it has one.
+    pub snapshot: Option<u64>,
+    /// The last entry purged from this member's log.
+    pub purged: Option<u64>,
 }
 
 /// The leader appends the deletion of expired objects now and then:

@@ -5,8 +5,16 @@
 //! membership then), so a member that restarts neither repeats nor skips a
 //! change. Entries whose call changed nothing leave no marker; applying them
 //! again after a restart changes nothing again.
+//!
+//! Snapshots are the replica's export ([`Store::export_replica`], the
+//! marker inside), taken while no entry is being applied and kept in the
+//! directory beside the log's (`snapshot`, `snapshot.meta`), so the log can be purged
+//! up to them; a member that lacks purged entries installs one
+//! ([`Store::import_replica`]). A member that crashed in the middle of an
+//! install starts empty and is sent a snapshot again.
 
 use std::io::Cursor;
+use std::path::{Path, PathBuf};
 
 use openraft::BasicNode;
 use openraft::storage::RaftStateMachine;
@@ -24,6 +32,7 @@ type StorageResult<T> = Result<T, StorageError<u64>>;
 pub(crate) struct StateMachine {
     store: Store,
     applied: Marker,
+    snapshots: SnapshotFiles,
 }
 
 /// What the store records of the log.
@@ -37,16 +46,27 @@ fn state_error(why: impl ToString) -> StorageError<u64> {
     StorageIOError::write_state_machine(openraft::AnyError::error(why)).into()
 }
 
-fn snapshot_error() -> StorageError<u64> {
-    StorageIOError::read_snapshot(
-        None,
-        openraft::AnyError::error("this member keeps the whole log and builds no snapshots"),
-    )
-    .into()
+fn snapshot_error(why: impl ToString) -> StorageError<u64> {
+    StorageIOError::read_snapshot(None, openraft::AnyError::error(why)).into()
 }
 
 impl StateMachine {
-    pub(crate) async fn open(store: Store) -> Result<StateMachine, String> {
+    /// Opens the state machine over `store`, with its snapshot kept in
+    /// `snapshot_dir` (created if missing).
+    pub(crate) async fn open(store: Store, snapshot_dir: &Path) -> Result<StateMachine, String> {
+        std::fs::create_dir_all(snapshot_dir)
+            .map_err(|err| format!("creating {}: {err}", snapshot_dir.display()))?;
+        let interrupted = store
+            .replica_import_interrupted()
+            .await
+            .map_err(|err| format!("reading the replica: {err}"))?;
+        if interrupted {
+            tracing::warn!("a snapshot install was cut short: the replica starts empty");
+            store
+                .wipe_replica()
+                .await
+                .map_err(|err| format!("wiping the replica: {err}"))?;
+        }
         let applied = match store
             .applied_marker()
             .await
@@ -71,7 +91,13 @@ impl StateMachine {
             Some(bytes) => serde_json::from_slice(&bytes)
                 .map_err(|err| format!("undecodable applied marker: {err}"))?,
         };
-        Ok(StateMachine { store, applied })
+        Ok(StateMachine {
+            store,
+            applied,
+            snapshots: SnapshotFiles {
+                dir: snapshot_dir.to_owned(),
+            },
+        })
     }
 
     fn marker(&self) -> Result<Vec<u8>, serde_json::Error> {
@@ -80,7 +106,7 @@ impl StateMachine {
 }
 
 impl RaftStateMachine<TypeConfig> for StateMachine {
-    type SnapshotBuilder = NoSnapshots;
+    type SnapshotBuilder = SnapshotBuilder;
 
     async fn applied_state(
         &mut self,
@@ -130,33 +156,158 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         Ok(answers)
     }
 
-    async fn get_snapshot_builder(&mut self) -> NoSnapshots {
-        NoSnapshots
+    async fn get_snapshot_builder(&mut self) -> SnapshotBuilder {
+        // Exported here, between two applies: the builder runs in a task of
+        // its own while entries go on being applied.
+        let exported = self
+            .store
+            .export_replica()
+            .await
+            .map_err(|err| err.to_string());
+        SnapshotBuilder {
+            last_log_id: self.applied.last_applied,
+            membership: self.applied.membership.clone(),
+            exported,
+            snapshots: self.snapshots.clone(),
+        }
     }
 
     async fn begin_receiving_snapshot(&mut self) -> StorageResult<Box<Cursor<Vec<u8>>>> {
-        Err(snapshot_error())
+        Ok(Box::new(Cursor::new(Vec::new())))
     }
 
     async fn install_snapshot(
         &mut self,
-        _meta: &SnapshotMeta<u64, BasicNode>,
-        _snapshot: Box<Cursor<Vec<u8>>>,
+        meta: &SnapshotMeta<u64, BasicNode>,
+        snapshot: Box<Cursor<Vec<u8>>>,
     ) -> StorageResult<()> {
-        Err(snapshot_error())
+        let blob = snapshot.into_inner();
+        // Kept first: once the replica is replaced, its snapshot must be
+        // there to send on.
+        self.snapshots
+            .save(meta, &blob)
+            .await
+            .map_err(state_error)?;
+        self.store.import_replica(blob).await.map_err(state_error)?;
+        self.applied = Marker {
+            last_applied: meta.last_log_id,
+            membership: meta.last_membership.clone(),
+        };
+        tracing::info!(last = ?meta.last_log_id, "metadata snapshot installed");
+        Ok(())
     }
 
     async fn get_current_snapshot(&mut self) -> StorageResult<Option<Snapshot<TypeConfig>>> {
-        Ok(None)
+        self.snapshots.load().await.map_err(snapshot_error)
     }
 }
 
-/// Snapshots are never built (the policy is `Never` and the log is never
-/// purged), so a member behind catches up from the log.
-pub(crate) struct NoSnapshots;
+/// Builds a snapshot from an export taken when the builder was made.
+pub(crate) struct SnapshotBuilder {
+    last_log_id: Option<LogId<u64>>,
+    membership: StoredMembership<u64, BasicNode>,
+    exported: Result<Vec<u8>, String>,
+    snapshots: SnapshotFiles,
+}
 
-impl RaftSnapshotBuilder<TypeConfig> for NoSnapshots {
+impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
     async fn build_snapshot(&mut self) -> StorageResult<Snapshot<TypeConfig>> {
-        Err(snapshot_error())
+        let blob = std::mem::replace(&mut self.exported, Err("already built".into()))
+            .map_err(snapshot_error)?;
+        let id = self
+            .last_log_id
+            .map_or_else(|| "empty".to_owned(), |log_id| log_id.to_string());
+        let meta = SnapshotMeta {
+            last_log_id: self.last_log_id,
+            last_membership: self.membership.clone(),
+            snapshot_id: format!("{id}-{:08x}", rand::random::<u32>()),
+        };
+        self.snapshots
+            .save(&meta, &blob)
+            .await
+            .map_err(state_error)?;
+        tracing::info!(last = ?meta.last_log_id, bytes = blob.len(), "metadata snapshot built");
+        Ok(Snapshot {
+            meta,
+            snapshot: Box::new(Cursor::new(blob)),
+        })
     }
+}
+
+/// The latest snapshot, as two files in the log's directory.
+#[derive(Clone)]
+struct SnapshotFiles {
+    dir: PathBuf,
+}
+
+impl SnapshotFiles {
+    /// Replaces the kept snapshot (the data first, then its description,
+    /// each fsynced and renamed into place).
+    async fn save(&self, meta: &SnapshotMeta<u64, BasicNode>, blob: &[u8]) -> Result<(), String> {
+        let encoded_meta = serde_json::to_vec(meta).map_err(|err| err.to_string())?;
+        let (dir, blob) = (self.dir.clone(), blob.to_vec());
+        tokio::task::spawn_blocking(move || {
+            // The description names the data by its length and CRC, so a
+            // crash between the two renames is caught at load.
+            let described = SnapshotDescription {
+                meta: serde_json::from_slice(&encoded_meta).map_err(|err| err.to_string())?,
+                len: blob.len() as u64,
+                crc32c: crc32c::crc32c(&blob),
+            };
+            let description = serde_json::to_vec(&described).map_err(|err| err.to_string())?;
+            write_durably(&dir, SNAPSHOT_DATA, &blob)?;
+            write_durably(&dir, SNAPSHOT_META, &description)
+        })
+        .await
+        .map_err(|err| format!("snapshot write task: {err}"))?
+    }
+
+    async fn load(&self) -> Result<Option<Snapshot<TypeConfig>>, String> {
+        let dir = self.dir.clone();
+        tokio::task::spawn_blocking(move || {
+            let description = match std::fs::read(dir.join(SNAPSHOT_META)) {
+                Ok(bytes) => bytes,
+                Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+                Err(err) => return Err(format!("reading the snapshot's description: {err}")),
+            };
+            let description: SnapshotDescription =
+                serde_json::from_slice(&description).map_err(|err| err.to_string())?;
+            let blob = std::fs::read(dir.join(SNAPSHOT_DATA))
+                .map_err(|err| format!("reading the snapshot: {err}"))?;
+            if blob.len() as u64 != description.len || crc32c::crc32c(&blob) != description.crc32c {
+                return Err("the kept snapshot does not match its description".into());
+            }
+            Ok(Some(Snapshot {
+                meta: description.meta,
+                snapshot: Box::new(Cursor::new(blob)),
+            }))
+        })
+        .await
+        .map_err(|err| format!("snapshot read task: {err}"))?
+    }
+}
+
+const SNAPSHOT_DATA: &str = "snapshot";
+const SNAPSHOT_META: &str = "snapshot.meta";
+
+#[derive(Serialize, Deserialize)]
+struct SnapshotDescription {
+    meta: SnapshotMeta<u64, BasicNode>,
+    len: u64,
+    crc32c: u32,
+}
+
+/// Writes `name` in `dir` through a temporary file, fsynced, then renamed
+/// and the directory fsynced.
+fn write_durably(dir: &Path, name: &str, bytes: &[u8]) -> Result<(), String> {
+    use std::io::Write as _;
+    let tmp = dir.join(format!("{name}.tmp"));
+    let fail = |err: std::io::Error| format!("writing {name}: {err}");
+    let mut file = std::fs::File::create(&tmp).map_err(fail)?;
+    file.write_all(bytes).map_err(fail)?;
+    file.sync_all().map_err(fail)?;
+    std::fs::rename(&tmp, dir.join(name)).map_err(fail)?;
+    std::fs::File::open(dir)
+        .and_then(|dir| dir.sync_all())
+        .map_err(fail)
 }

@@ -11,7 +11,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use bytes::Bytes;
 use parking_lot::RwLock;
-use strata_meta::{Members, MetaService, RaftRpc, RaftTransport, Routed};
+use strata_meta::{Compaction, Members, MetaService, RaftRpc, RaftTransport, Routed};
 use strata_pool::{LocalPool, LocalPoolConfig};
 use strata_store::{Store, StoreConfig};
 
@@ -42,10 +42,15 @@ struct Group {
     members: Members,
     transport: Arc<InProcess>,
     pool: Arc<LocalPool>,
+    compaction: Compaction,
     dir: tempfile::TempDir,
 }
 
 async fn start_group() -> Group {
+    start_group_with(Compaction::default()).await
+}
+
+async fn start_group_with(compaction: Compaction) -> Group {
     let dir = tempfile::tempdir().expect("temporary directory");
     let pool = Arc::new(
         LocalPool::open(LocalPoolConfig {
@@ -59,6 +64,7 @@ async fn start_group() -> Group {
         members: (1..=3).map(|id| (id, format!("member-{id}"))).collect(),
         transport: Arc::new(InProcess::default()),
         pool,
+        compaction,
         dir,
     };
     // All at once: none can finish starting alone.
@@ -84,17 +90,24 @@ impl Group {
         let mut config = StoreConfig::new(self.dir.path().join(format!("replica-{id}")));
         config.background_expiry = false;
         let log_dir = self.dir.path().join(format!("log-{id}"));
-        let (pool, members, transport) = (
+        let (pool, members, transport, compaction) = (
             self.pool.clone(),
             self.members.clone(),
             self.transport.clone(),
+            self.compaction,
         );
         tokio::spawn(async move {
             let replica = Store::open(config, pool).expect("replica");
-            let service =
-                MetaService::start(id, members, &log_dir, replica.clone(), transport.clone())
-                    .await
-                    .expect("member starts");
+            let service = MetaService::start_with(
+                id,
+                members,
+                &log_dir,
+                replica.clone(),
+                transport.clone(),
+                compaction,
+            )
+            .await
+            .expect("member starts");
             transport
                 .members
                 .write()
@@ -139,6 +152,26 @@ impl Group {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         panic!("no member answered {call}");
+    }
+
+    /// A member that does not lead.
+    fn a_follower(&self) -> u64 {
+        let leader = self
+            .running()
+            .find_map(|service| service.status().leader)
+            .expect("a leader");
+        (1..=3).find(|id| *id != leader).expect("a follower")
+    }
+
+    /// Renames an object of the shared bucket, which must succeed.
+    async fn rename(&self, from: &str, to: &str) {
+        let renamed = self
+            .call(serde_json::json!({
+                "op": "rename_object", "bucket": "shared", "key": from,
+                "to_bucket": "shared", "to_key": to
+            }))
+            .await;
+        assert!(renamed["outcome"]["Ok"].is_object(), "{renamed}");
     }
 
     /// Waits until every running member applied what the leader applied:
@@ -271,11 +304,7 @@ async fn a_member_back_from_a_restart_applies_what_it_missed_as_the_others_did()
     group.call(create_bucket_call("acct")).await;
     group.call(put_call("kept", b"stays", None)).await;
     group.settle().await;
-    let leader = group
-        .running()
-        .find_map(|service| service.status().leader)
-        .expect("a leader");
-    let away = (1..=3).find(|id| *id != leader).expect("a follower");
+    let away = group.a_follower();
     group.stop_member(away).await;
 
     // While it is away: an object that expires soon, renamed before it
@@ -287,13 +316,7 @@ async fn a_member_back_from_a_restart_applies_what_it_missed_as_the_others_did()
         .call(put_call("brief", b"gone soon", Some(soon)))
         .await;
     assert!(put["outcome"]["Ok"].is_object(), "{put}");
-    let renamed = group
-        .call(serde_json::json!({
-            "op": "rename_object", "bucket": "shared", "key": "brief",
-            "to_bucket": "shared", "to_key": "brief-renamed"
-        }))
-        .await;
-    assert!(renamed["outcome"]["Ok"].is_object(), "{renamed}");
+    group.rename("brief", "brief-renamed").await;
     for n in 0..40 {
         group.call(put_call(&format!("many-{n}"), b"x", None)).await;
     }
@@ -354,4 +377,73 @@ async fn a_member_that_does_not_lead_sends_callers_to_the_leader() {
     for replica in group.replicas.iter().flatten() {
         assert!(replica.bucket("elsewhere").await.is_err());
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_behind_the_compacted_log_is_sent_a_snapshot() {
+    let mut group = start_group_with(Compaction {
+        snapshot_every: 20,
+        keep_after_snapshot: 5,
+    })
+    .await;
+    group.call(create_bucket_call("acct")).await;
+    group.call(put_call("before", b"old", None)).await;
+    group.settle().await;
+    let away = group.a_follower();
+    let away_applied = group.services[away as usize - 1]
+        .as_ref()
+        .and_then(|service| service.status().last_applied)
+        .expect("applied entries");
+    group.stop_member(away).await;
+
+    // Enough changes for snapshots and purges past what the member has;
+    // one of them removes a record the member holds.
+    group.rename("before", "after").await;
+    for n in 0..80 {
+        group.call(put_call(&format!("many-{n}"), b"x", None)).await;
+    }
+    group.settle().await;
+    let mut purged = None;
+    for _ in 0..200 {
+        purged = group
+            .running()
+            .filter_map(|service| service.status().purged)
+            .min();
+        if purged.is_some_and(|purged| purged > away_applied) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert!(
+        purged.is_some_and(|purged| purged > away_applied),
+        "the logs were not purged past entry {away_applied}: {purged:?}"
+    );
+
+    group.restart_member(away).await;
+    group.settle().await;
+    let feed = group.same_feed_everywhere().await;
+    // bucket, put, rename (a delete and a put), 80 puts.
+    assert_eq!(feed.len(), 1 + 1 + 2 + 80, "{feed:?}");
+    let status = group.services[away as usize - 1]
+        .as_ref()
+        .expect("running")
+        .status();
+    assert!(
+        status.snapshot.is_some(),
+        "no snapshot installed: {status:?}"
+    );
+    for replica in group.replicas.iter().flatten() {
+        assert!(replica.head_object("shared", "before").await.is_err());
+        assert!(replica.head_object("shared", "after").await.is_ok());
+        assert!(replica.head_object("shared", "many-79").await.is_ok());
+    }
+
+    // It goes on applying, and a restart over the installed snapshot
+    // applies nothing twice.
+    group.call(put_call("last", b"y", None)).await;
+    group.stop_member(away).await;
+    group.restart_member(away).await;
+    group.call(put_call("later", b"z", None)).await;
+    group.settle().await;
+    assert_eq!(group.same_feed_everywhere().await.len(), feed.len() + 2);
 }

@@ -38,6 +38,7 @@ mod multipart;
 mod read;
 mod records;
 mod remote;
+mod replica;
 mod store;
 mod usage;
 mod write;

@@ -980,7 +980,7 @@ async fn follow_feed(remote: Weak<Remote>, head: u64) {
 
 /// Tells this process's listeners that changes before `position` may have
 /// gone unseen.
-fn resync_event(position: u64) -> ChangeEvent {
+pub(crate) fn resync_event(position: u64) -> ChangeEvent {
     ChangeEvent {
         seq: position,
         kind: ChangeKind::Resync,

@@ -257,14 +257,7 @@ impl Store {
         if count_usage {
             usage::rebuild(&db)?;
         }
-        let next_feed_seq = {
-            let feed = cf(&db, CF_FEED)?;
-            let mut last = db.iterator_cf(feed, IteratorMode::End);
-            match last.next().transpose()? {
-                Some((key, _)) => seq_from_key(&key)? + 1,
-                None => 1,
-            }
-        };
+        let next_feed_seq = feed_seq_after_last(&db)?;
         let store = Store {
             engine: Engine::Local(Arc::new(Inner {
                 db,
@@ -1140,6 +1133,14 @@ impl Inner {
         }
     }
 
+    /// Numbers events after the feed's last again (its records were
+    /// replaced wholesale).
+    pub(crate) fn reset_feed_seq(&self) -> Result<()> {
+        let next = feed_seq_after_last(&self.db)?;
+        self.next_feed_seq.store(next, Ordering::SeqCst);
+        Ok(())
+    }
+
     /// The number the next change-feed event will get.
     pub(crate) fn next_feed_seq(&self) -> u64 {
         self.next_feed_seq.load(Ordering::SeqCst)
@@ -1199,6 +1200,16 @@ pub(crate) fn decode_object(bucket: &str, key: &str, value: &[u8]) -> Result<Obj
     info.bucket = bucket.to_owned();
     info.key = key.to_owned();
     Ok(info)
+}
+
+/// The number the next change-feed event of `db` gets.
+fn feed_seq_after_last(db: &DB) -> Result<u64> {
+    let feed = cf(db, CF_FEED)?;
+    let mut last = db.iterator_cf(feed, IteratorMode::End);
+    match last.next().transpose()? {
+        Some((key, _)) => Ok(seq_from_key(&key)? + 1),
+        None => Ok(1),
+    }
 }
 
 fn seq_from_key(key: &[u8]) -> Result<u64> {

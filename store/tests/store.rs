@@ -811,3 +811,50 @@ async fn rename_moves_the_record_atomically_and_announces_both_names() {
     store.sweep_orphans(later).await.unwrap();
     assert_eq!(get(&store, "c", "dir/moved").await.unwrap(), big);
 }
+
+#[tokio::test]
+async fn a_replica_export_replaces_another_replicas_records() {
+    let (source_dir, target_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (source, target) = (open(source_dir.path()), open(target_dir.path()));
+    source.create_bucket("a", "kept", "r").await.unwrap();
+    put(&source, "kept", "x", b"from the source").await.unwrap();
+    target.create_bucket("a", "stale", "r").await.unwrap();
+    put(&target, "stale", "y", b"only on the target")
+        .await
+        .unwrap();
+    put(&target, "stale", "z", b"and more of it").await.unwrap();
+
+    let blob = source.export_replica().await.unwrap();
+    // A blob cut short is refused before anything is removed.
+    let cut = blob[..blob.len() - 3].to_vec();
+    assert!(target.import_replica(cut).await.is_err());
+    assert!(target.head_object("stale", "y").await.is_ok());
+
+    let mut events = target.subscribe();
+    target.import_replica(blob).await.unwrap();
+    assert_eq!(events.recv().await.unwrap().kind, ChangeKind::Resync);
+    assert!(matches!(
+        target.bucket("stale").await,
+        Err(StoreError::NoSuchBucket)
+    ));
+    assert!(target.head_object("kept", "x").await.is_ok());
+    assert!(!target.replica_import_interrupted().await.unwrap());
+    let feed = |store: Store| async move { store.feed_since(0, 100).await.unwrap() };
+    let (source_feed, target_feed) = (feed(source.clone()).await, feed(target.clone()).await);
+    assert_eq!(
+        serde_json::to_string(&source_feed).unwrap(),
+        serde_json::to_string(&target_feed).unwrap()
+    );
+    // New events follow the imported feed's numbers.
+    put(&target, "kept", "w", b"after").await.unwrap();
+    let after = target.feed_since(0, 100).await.unwrap();
+    assert_eq!(after.len(), source_feed.len() + 1);
+    assert_eq!(
+        after.last().unwrap().seq,
+        source_feed.last().unwrap().seq + 1
+    );
+
+    target.wipe_replica().await.unwrap();
+    assert!(target.head_object("kept", "x").await.is_err());
+    assert!(target.feed_since(0, 100).await.unwrap().is_empty());
+}

@@ -62,19 +62,26 @@ const MAX_BUCKET_RECORDS: usize = 100_000;
 /// from the store. Hits on SSD copies hold one block at a time.
 pub const MAX_CACHEABLE_OBJECT_BYTES: u64 = 64 * 1024 * 1024;
 
-/// SSD copies up to this size are read and checked whole before a hit
+/// SSD copies up to this size (or up to `ram_max_object_bytes`, when that
+/// is larger: those go back to RAM) are read and checked whole before a hit
 /// answers, so a damaged one is found in time to read the store instead;
 /// larger ones stream a checked block at a time, and damage cuts the
 /// answer short (and drops the file) rather than delay every first byte.
 const SSD_READ_WHOLE_BYTES: u64 = 4 * 1024 * 1024;
+
+/// What all fills in progress may hold, in KiB (a fill holds its object,
+/// and twice that while it joins the pieces). Fills run on after their
+/// clients hang up, so without a bound a client could start many and
+/// leave them; a miss beyond it is answered from the store, uncached.
+const FILL_BUDGET_KIB: u32 = 512 * 1024;
 
 impl CacheConfig {
     pub fn validate(&self) -> anyhow::Result<()> {
         if self.max_object_bytes > MAX_CACHEABLE_OBJECT_BYTES {
             anyhow::bail!(
                 "cache.max_object_bytes is {} bytes; at most {MAX_CACHEABLE_OBJECT_BYTES} \
-                 (64 MiB) is accepted: a cached object is held in memory while it is \
-                 answered, larger objects stream from the store",
+                 (64 MiB) is accepted: a fill holds the object in memory until it is \
+                 kept; larger objects stream from the store",
                 self.max_object_bytes
             );
         }
@@ -281,7 +288,8 @@ impl Filling {
                             return Some((Ok(bytes), (progress, offset)));
                         }
                         // The fill task ends every fill with Whole or
-                        // Failed; a dropped sender means it went away.
+                        // Failed (`FillEnder`); a dropped sender would
+                        // mean it went away all the same.
                         Ok(None) if progress.changed().await.is_ok() => {}
                         Ok(None) | Err(()) => {
                             let failed = std::io::Error::other("the cache fill failed");
@@ -323,6 +331,27 @@ fn stream_copy(
             })
         }
     })
+}
+
+/// Ends a fill that did not finish: its clients get what had arrived, then
+/// an error, and the key is taken out of flight.
+struct FillEnder {
+    cache: Arc<EdgeCache>,
+    cache_key: ObjectKey,
+    filling: Arc<Filling>,
+    in_flight: Fill,
+    finished: bool,
+}
+
+impl Drop for FillEnder {
+    fn drop(&mut self) {
+        if !self.finished {
+            self.filling
+                .progress
+                .send_modify(|progress| progress.end = FillEnd::Failed);
+            self.cache.end_fill(&self.cache_key, &self.in_flight);
+        }
+    }
 }
 
 /// The doors that render cached objects, each in its own header dialect.
@@ -416,6 +445,8 @@ pub struct CacheMetrics {
     /// of concurrent misses.
     pub fills: AtomicU64,
     pub fill_failures: AtomicU64,
+    /// Misses answered from the store uncached: the fill budget was spent.
+    pub fills_refused: AtomicU64,
     pub purges: AtomicU64,
     pub bytes_served: AtomicU64,
     /// Objects brought back from an SSD zone instead of the store.
@@ -444,6 +475,11 @@ pub struct EdgeCache {
     /// after it never joins a fill that read the old object.
     inflight: Mutex<HashMap<ObjectKey, Fill>>,
     epochs: Vec<AtomicU64>,
+    /// Per stripe: held by a purge across its epoch bump and removals, and
+    /// by whatever keeps a copy across its epoch check and insert, so a
+    /// copy read before a purge is never kept after it.
+    stripe_locks: Vec<Mutex<()>>,
+    fill_budget: Arc<tokio::sync::Semaphore>,
     /// Bumped by every bucket change, so a read that raced one is not cached.
     bucket_epoch: AtomicU64,
     /// Rendered listings by (bucket, listing generation, request form).
@@ -496,6 +532,8 @@ impl EdgeCache {
             buckets: parking_lot::RwLock::new(HashMap::new()),
             inflight: Mutex::new(HashMap::new()),
             epochs: (0..EPOCH_STRIPES).map(|_| AtomicU64::new(0)).collect(),
+            stripe_locks: (0..EPOCH_STRIPES).map(|_| Mutex::new(())).collect(),
+            fill_budget: Arc::new(tokio::sync::Semaphore::new(FILL_BUDGET_KIB as usize)),
             zones,
             bucket_epoch: AtomicU64::new(0),
             listings: moka::sync::Cache::builder()
@@ -605,7 +643,9 @@ impl EdgeCache {
     }
 
     fn purge(&self, bucket: &str, key: &str) {
-        self.epoch(bucket, key).fetch_add(1, Ordering::SeqCst);
+        let stripe = self.epoch_index(bucket, key);
+        let _keeping = self.stripe_locks[stripe].lock();
+        self.epochs[stripe].fetch_add(1, Ordering::SeqCst);
         let cache_key = (bucket.to_owned(), key.to_owned());
         self.inflight.lock().remove(&cache_key);
         if let Some(zone) = self.zone_of(bucket, key) {
@@ -694,10 +734,20 @@ impl EdgeCache {
                 .or_insert_with(|| Arc::new(OnceCell::new()))
                 .clone()
         };
-        let filled = fill
-            .get_or_init(|| self.fill(store, cache_key.clone(), fill.clone()))
-            .await
-            .clone();
+        let cache = self.self_ref.upgrade()?;
+        let (store, key, shared) = (store.clone(), cache_key.clone(), fill.clone());
+        // In a task of its own: a client that hangs up while the first
+        // bytes are awaited must not cancel the fill the others wait for
+        // (another would then start it again).
+        let filled = tokio::spawn(async move {
+            shared
+                .get_or_init(|| cache.fill(&store, key, shared.clone()))
+                .await
+                .clone()
+        })
+        .await
+        .ok()
+        .flatten();
         // A fill still streaming stays in flight until its task ends it.
         if filled
             .as_ref()
@@ -784,6 +834,11 @@ impl EdgeCache {
         self.metrics.fills.fetch_add(1, Ordering::Relaxed);
         let info = store.head_object(bucket, key).await.ok()?;
         let max_age = self.cacheable_for(&info)?;
+        let kib = u32::try_from(info.size.div_ceil(1024).max(1) * 2).ok()?;
+        let Ok(budget) = self.fill_budget.clone().try_acquire_many_owned(kib) else {
+            self.metrics.fills_refused.fetch_add(1, Ordering::Relaxed);
+            return None;
+        };
         let filling = Arc::new(Filling::default());
         let mut progress = filling.progress.subscribe();
         let cache = self.self_ref.upgrade()?;
@@ -794,6 +849,7 @@ impl EdgeCache {
             max_age,
             (epoch, resync),
             (filling.clone(), in_flight),
+            budget,
         ));
         // Answer once the store delivered something: a store that cannot
         // serve the object is then read by the caller itself (and answers
@@ -810,6 +866,7 @@ impl EdgeCache {
     /// The fill task: reads the object into `filling` for the requests that
     /// stream it, then keeps the whole copy (unless a purge came since
     /// `epochs`) and takes the fill out of flight.
+    #[allow(clippy::too_many_arguments)] // the one spawn site names each part
     async fn read_into_cache(
         self: Arc<Self>,
         store: Store,
@@ -818,50 +875,50 @@ impl EdgeCache {
         max_age: Duration,
         epochs: (u64, u64),
         (filling, in_flight): (Arc<Filling>, Fill),
+        _budget: tokio::sync::OwnedSemaphorePermit,
     ) {
+        // Ends the fill as failed on any way out but the last line (a
+        // panic included), so clients are cut rather than left waiting.
+        let mut unfinished = FillEnder {
+            cache: self.clone(),
+            cache_key: cache_key.clone(),
+            filling: filling.clone(),
+            in_flight,
+            finished: false,
+        };
         let (bucket, key) = (&cache_key.0, &cache_key.1);
         let mut pieces = Vec::new();
         let mut received = 0u64;
         let mut reader = store.read(&info, None);
-        let mut failed = false;
         while let Some(piece) = reader.next().await {
-            match piece {
-                Ok(piece) => {
-                    received += piece.len() as u64;
-                    pieces.push(piece.clone());
-                    // The piece that completes the object goes out with
-                    // the kept copy (below): a client that has read every
-                    // byte then finds the copy kept.
-                    if received < info.size {
-                        filling.progress.send_modify(|progress| {
-                            progress.received = received;
-                            progress.pieces.push(piece);
-                        });
-                    }
-                }
+            let piece = match piece {
+                Ok(piece) => piece,
                 Err(err) => {
                     tracing::warn!(error = %err, bucket, key, "cache fill failed");
-                    failed = true;
-                    break;
+                    self.metrics.fill_failures.fetch_add(1, Ordering::Relaxed);
+                    return;
                 }
+            };
+            received += piece.len() as u64;
+            pieces.push(piece.clone());
+            // The piece that completes the object goes out with the kept
+            // copy (below): a client that has read every byte then finds
+            // the copy kept.
+            if received < info.size {
+                filling.progress.send_modify(|progress| {
+                    progress.received = received;
+                    progress.pieces.push(piece);
+                });
             }
         }
-        if !failed && received != info.size {
+        if received != info.size {
             // Ranges are served by slicing the copy: it must be whole.
             tracing::warn!(
                 bucket,
                 key,
                 "cache fill read a different size than the record"
             );
-            failed = true;
-        }
-        if failed {
             self.metrics.fill_failures.fetch_add(1, Ordering::Relaxed);
-            filling.progress.send_modify(|progress| {
-                progress.pieces.clear();
-                progress.end = FillEnd::Failed;
-            });
-            self.end_fill(&cache_key, &in_flight);
             return;
         }
         let body = match pieces.as_slice() {
@@ -884,7 +941,8 @@ impl EdgeCache {
         // answered from `body`) rather than read the store again.
         self.write_to_zone(&cache_key, &kept.info, &body, epochs)
             .await;
-        self.end_fill(&cache_key, &in_flight);
+        unfinished.finished = true;
+        self.end_fill(&cache_key, &unfinished.in_flight);
     }
 
     /// Writes a fetched copy to its SSD zone, if there are zones, off the
@@ -903,17 +961,24 @@ impl EdgeCache {
         let stripe = self.epoch_index(&cache_key.0, &cache_key.1);
         let cache = self.self_ref.clone();
         let written = tokio::task::spawn_blocking(move || {
-            if let Err(err) = zone.write(&cache_key, &info, &body) {
-                tracing::warn!(error = %err, "writing to an SSD cache zone failed");
-                return;
-            }
+            let file = match zone.write_file(&cache_key, &info, &body) {
+                Ok(file) => file,
+                Err(err) => {
+                    tracing::warn!(error = %err, "writing to an SSD cache zone failed");
+                    return;
+                }
+            };
             // A purge or resync that came while the file was written wins.
-            let purged = cache.upgrade().is_none_or(|cache| {
-                cache.epochs[stripe].load(Ordering::SeqCst) != epoch
-                    || cache.resyncs.load(Ordering::SeqCst) != resync
-            });
-            if purged {
-                zone.purge(&cache_key);
+            let Some(cache) = cache.upgrade() else {
+                return zone.discard(file);
+            };
+            let _keeping = cache.stripe_locks[stripe].lock();
+            if cache.epochs[stripe].load(Ordering::SeqCst) == epoch
+                && cache.resyncs.load(Ordering::SeqCst) == resync
+            {
+                zone.insert(cache_key, file);
+            } else {
+                zone.discard(file);
             }
         });
         if let Err(err) = written.await {
@@ -941,12 +1006,12 @@ impl EdgeCache {
             rendered: Default::default(),
             streamed: None,
         });
-        let small = cached.body.len() as u64 <= self.config.ram_max_object_bytes;
-        if small
-            && self.epochs[self.epoch_index(&cache_key.0, &cache_key.1)].load(Ordering::SeqCst)
-                == epoch
-        {
-            self.objects.insert(cache_key, cached.clone());
+        if cached.body.len() as u64 <= self.config.ram_max_object_bytes {
+            let stripe = self.epoch_index(&cache_key.0, &cache_key.1);
+            let _keeping = self.stripe_locks[stripe].lock();
+            if self.epochs[stripe].load(Ordering::SeqCst) == epoch {
+                self.objects.insert(cache_key, cached.clone());
+            }
         }
         cached
     }
@@ -1067,6 +1132,7 @@ impl EdgeCache {
             ("strata_cache_revalidations_total", &m.revalidations),
             ("strata_cache_fills_total", &m.fills),
             ("strata_cache_fill_failures_total", &m.fill_failures),
+            ("strata_cache_fills_refused_total", &m.fills_refused),
             ("strata_cache_purges_total", &m.purges),
             ("strata_cache_bytes_served_total", &m.bytes_served),
         ];

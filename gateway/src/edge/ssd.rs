@@ -61,7 +61,8 @@ pub struct SsdZone {
     index: moka::sync::Cache<ObjectKey, Arc<SsdEntry>>,
     /// Entries pushed out by the byte budget (not purges or replacements).
     pub evictions: Arc<AtomicU64>,
-    /// Intact copies read back, and their bytes.
+    /// Copies opened to be read (their headers intact), and the bytes of
+    /// the blocks read from them that passed their checks.
     pub reads: AtomicU64,
     pub bytes_read: AtomicU64,
 }
@@ -173,7 +174,21 @@ impl SsdZone {
     }
 
     /// Stores a copy. Blocking: call off the runtime.
+    #[cfg(test)]
     pub fn write(&self, key: &ObjectKey, info: &ObjectInfo, body: &[u8]) -> std::io::Result<()> {
+        let file = self.write_file(key, info, body)?;
+        self.insert(key.clone(), file);
+        Ok(())
+    }
+
+    /// Writes a copy's file, not yet indexed: [`SsdZone::insert`] makes it
+    /// the key's copy, [`SsdZone::discard`] removes it. Blocking.
+    pub fn write_file(
+        &self,
+        key: &ObjectKey,
+        info: &ObjectInfo,
+        body: &[u8],
+    ) -> std::io::Result<SsdEntry> {
         // A new name per copy: replacing the index entry deletes the old file.
         let stem = self.path_of(key);
         let name = stem
@@ -209,15 +224,22 @@ impl SsdZone {
         }
         fs::rename(&tmp, &path)?;
         let len = (MAGIC.len() + 4 + encoded.len() + body.len()) as u64;
-        self.index.insert(
-            key.clone(),
-            Arc::new(SsdEntry {
-                path,
-                len,
-                needs_revalidation: AtomicBool::new(false),
-            }),
-        );
-        Ok(())
+        Ok(SsdEntry {
+            path,
+            len,
+            needs_revalidation: AtomicBool::new(false),
+        })
+    }
+
+    /// Makes a written file the key's copy (replacing, and deleting, any
+    /// other).
+    pub fn insert(&self, key: ObjectKey, file: SsdEntry) {
+        self.index.insert(key, Arc::new(file));
+    }
+
+    /// Deletes a written file that will not be indexed.
+    pub fn discard(&self, file: SsdEntry) {
+        let _ = fs::remove_file(&file.path);
     }
 
     pub fn purge(&self, key: &ObjectKey) {

@@ -236,6 +236,51 @@ fn a_cold_large_object_streams_while_the_cache_fills() -> Result<()> {
     Ok(())
 }
 
+/// A client that hangs up before the first byte of a cold object leaves
+/// the fill to the clients still waiting: the store is read once.
+#[test]
+fn a_fill_outlives_the_client_that_started_it() -> Result<()> {
+    let cluster = Cluster::start_behind_proxies(1, 4, 1)?;
+    let server = cluster.gateway_with_config("[cache]\nmax_object_bytes = 8388608\n")?;
+    let body = random_bytes(3 << 20);
+    let container = public_container(&server, "late.bin", &body)?;
+    let url = format!("/v1/AUTH_admin/{container}/late.bin");
+    let fills_before = metric(&server, "strata_cache_fills_total")?;
+
+    cluster.nodes[0].throttle(0)?;
+    let waiting = (|| -> Result<()> {
+        // Sent, then dropped before any answer (the store holds it back).
+        let leaving = std::net::TcpStream::connect(
+            server
+                .endpoint()
+                .strip_prefix("http://")
+                .context("endpoint is not http://")?,
+        )?;
+        std::io::Write::write_all(
+            &mut &leaving,
+            format!("GET {url} HTTP/1.1\r\nHost: edge\r\n\r\n").as_bytes(),
+        )?;
+        std::thread::sleep(std::time::Duration::from_millis(500));
+        drop(leaving);
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        Ok(())
+    })();
+    let staying = std::thread::scope(|scope| {
+        let staying = scope.spawn(|| anonymous(&server, &url, &[]));
+        std::thread::sleep(std::time::Duration::from_millis(500));
+        let lifted = cluster.nodes[0].reconnect();
+        let staying = staying.join();
+        lifted.map(|()| staying)
+    })?;
+    waiting?;
+    let staying = staying.map_err(|_| anyhow::anyhow!("the waiting client panicked"))??;
+    staying.expect_status(200)?;
+    ensure!(staying.body == body, "the waiting client got other bytes");
+    let fills = metric(&server, "strata_cache_fills_total")? - fills_before;
+    ensure!(fills == 1, "the store was read {fills} times");
+    Ok(())
+}
+
 #[test]
 fn custom_domains_map_hosts_to_containers() -> Result<()> {
     let server = Server::start()?;

@@ -93,13 +93,21 @@ pub async fn stream_body(
         Some(Err(err)) => return Err(err),
         first => first,
     };
-    let frames = futures::stream::iter(first).chain(reader).map(|piece| {
-        piece.map(Frame::data).map_err(|err| {
+    let pieces = futures::stream::iter(first).chain(reader).map(|piece| {
+        piece.map_err(|err| {
             tracing::error!(error = %err, "object read failed mid-stream");
             std::io::Error::other(err)
         })
     });
-    Ok(StreamBody::new(frames).boxed_unsync())
+    Ok(streamed_body(pieces))
+}
+
+/// A stream of pieces as a response body; an error aborts the connection,
+/// so the client sees a short body rather than wrong bytes.
+pub fn streamed_body(
+    pieces: impl Stream<Item = Result<bytes::Bytes, std::io::Error>> + Send + 'static,
+) -> ResponseBody {
+    StreamBody::new(pieces.map(|piece| piece.map(Frame::data))).boxed_unsync()
 }
 
 pub fn header_str(headers: &HeaderMap, name: impl http::header::AsHeaderName) -> Option<&str> {

@@ -181,11 +181,11 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         meta: &SnapshotMeta<u64, BasicNode>,
         snapshot: Box<Cursor<Vec<u8>>>,
     ) -> StorageResult<()> {
-        let blob = snapshot.into_inner();
         // Kept first: once the replica is replaced, its snapshot must be
         // there to send on.
-        self.snapshots
-            .save(meta, &blob)
+        let blob = self
+            .snapshots
+            .save(meta, snapshot.into_inner())
             .await
             .map_err(state_error)?;
         self.store.import_replica(blob).await.map_err(state_error)?;
@@ -222,8 +222,9 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
             last_membership: self.membership.clone(),
             snapshot_id: format!("{id}-{:08x}", rand::random::<u32>()),
         };
-        self.snapshots
-            .save(&meta, &blob)
+        let blob = self
+            .snapshots
+            .save(&meta, blob)
             .await
             .map_err(state_error)?;
         tracing::info!(last = ?meta.last_log_id, bytes = blob.len(), "metadata snapshot built");
@@ -234,7 +235,7 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
     }
 }
 
-/// The latest snapshot, as two files in the log's directory.
+/// The latest snapshot, as two files in the directory beside the log's.
 #[derive(Clone)]
 struct SnapshotFiles {
     dir: PathBuf,
@@ -242,21 +243,25 @@ struct SnapshotFiles {
 
 impl SnapshotFiles {
     /// Replaces the kept snapshot (the data first, then its description,
-    /// each fsynced and renamed into place).
-    async fn save(&self, meta: &SnapshotMeta<u64, BasicNode>, blob: &[u8]) -> Result<(), String> {
-        let encoded_meta = serde_json::to_vec(meta).map_err(|err| err.to_string())?;
-        let (dir, blob) = (self.dir.clone(), blob.to_vec());
+    /// each fsynced and renamed into place), and hands `blob` back.
+    async fn save(
+        &self,
+        meta: &SnapshotMeta<u64, BasicNode>,
+        blob: Vec<u8>,
+    ) -> Result<Vec<u8>, String> {
+        let (dir, meta) = (self.dir.clone(), meta.clone());
         tokio::task::spawn_blocking(move || {
             // The description names the data by its length and CRC, so a
             // crash between the two renames is caught at load.
             let described = SnapshotDescription {
-                meta: serde_json::from_slice(&encoded_meta).map_err(|err| err.to_string())?,
+                meta,
                 len: blob.len() as u64,
                 crc32c: crc32c::crc32c(&blob),
             };
             let description = serde_json::to_vec(&described).map_err(|err| err.to_string())?;
             write_durably(&dir, SNAPSHOT_DATA, &blob)?;
-            write_durably(&dir, SNAPSHOT_META, &description)
+            write_durably(&dir, SNAPSHOT_META, &description)?;
+            Ok(blob)
         })
         .await
         .map_err(|err| format!("snapshot write task: {err}"))?

@@ -128,49 +128,27 @@ impl Store {
     }
 }
 
-/// A batch that deletes every record of every family.
+/// A batch that deletes every record of every family: from the empty key
+/// to just past the last one.
 fn wipe(inner: &Inner) -> Result<WriteBatch> {
     let mut batch = WriteBatch::default();
     for (_, name) in families() {
-        let bounds = match name {
-            None => bounds(inner.db.iterator(IteratorMode::Start), || {
-                inner.db.iterator(IteratorMode::End)
-            })?,
-            Some(name) => {
-                let family = cf(&inner.db, name)?;
-                bounds(inner.db.iterator_cf(family, IteratorMode::Start), || {
-                    inner.db.iterator_cf(family, IteratorMode::End)
-                })?
-            }
+        let family = name.map(|name| cf(&inner.db, name)).transpose()?;
+        let mut from_end = match family {
+            None => inner.db.iterator(IteratorMode::End),
+            Some(family) => inner.db.iterator_cf(family, IteratorMode::End),
         };
-        let Some((first, mut end)) = bounds else {
+        let Some((last, _)) = from_end.next().transpose()? else {
             continue;
         };
-        // The range's end is exclusive: just past the last key.
+        let mut end = last.to_vec();
         end.push(0);
-        match name {
-            None => batch.delete_range(first, end),
-            Some(name) => batch.delete_range_cf(cf(&inner.db, name)?, first, end),
+        match family {
+            None => batch.delete_range(&[][..], &end[..]),
+            Some(family) => batch.delete_range_cf(family, &[][..], &end[..]),
         }
     }
     Ok(batch)
-}
-
-type Keys<'a> = rocksdb::DBIteratorWithThreadMode<'a, rocksdb::DB>;
-
-/// The first and the last key of a family, if it has any.
-fn bounds<'a>(
-    mut from_start: Keys<'a>,
-    from_end: impl FnOnce() -> Keys<'a>,
-) -> Result<Option<(Vec<u8>, Vec<u8>)>> {
-    let Some((first, _)) = from_start.next().transpose()? else {
-        return Ok(None);
-    };
-    let last = match from_end().next().transpose()? {
-        Some((last, _)) => last.to_vec(),
-        None => first.to_vec(),
-    };
-    Ok(Some((first.to_vec(), last)))
 }
 
 fn write(inner: &Inner, batch: WriteBatch, sync: bool) -> Result<()> {

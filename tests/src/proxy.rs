@@ -17,12 +17,13 @@ use anyhow::{Context, Result};
 /// How often blocked threads look at the cut and closed flags.
 const POLL: Duration = Duration::from_millis(20);
 
-#[derive(Default)]
+/// The allowance of a proxy that is not throttled.
+const UNMETERED: u64 = u64::MAX;
+
 struct Flags {
     cut: AtomicBool,
     closed: AtomicBool,
-    /// Whether bytes from the target count against `allowance`.
-    metered: AtomicBool,
+    /// Bytes from the target that may still pass ([`UNMETERED`]: any).
     allowance: AtomicU64,
 }
 
@@ -45,10 +46,10 @@ impl Flags {
             if self.closed.load(Ordering::SeqCst) {
                 return None;
             }
-            if !self.metered.load(Ordering::SeqCst) {
+            let left = self.allowance.load(Ordering::SeqCst);
+            if left == UNMETERED {
                 return Some(want);
             }
-            let left = self.allowance.load(Ordering::SeqCst);
             if left == 0 {
                 thread::sleep(POLL);
                 continue;
@@ -65,7 +66,12 @@ impl Flags {
     }
 
     fn give_back(&self, unused: usize) {
-        self.allowance.fetch_add(unused as u64, Ordering::SeqCst);
+        // Not into an allowance lifted meanwhile.
+        let _ = self
+            .allowance
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |left| {
+                (left != UNMETERED).then(|| left + unused as u64)
+            });
     }
 }
 
@@ -83,7 +89,11 @@ impl Proxy {
             TcpListener::bind(address).with_context(|| format!("proxy binding {address}"))?;
         let address = listener.local_addr()?.to_string();
         listener.set_nonblocking(true)?;
-        let flags = Arc::new(Flags::default());
+        let flags = Arc::new(Flags {
+            cut: AtomicBool::new(false),
+            closed: AtomicBool::new(false),
+            allowance: AtomicU64::new(UNMETERED),
+        });
         let accept_flags = flags.clone();
         let target = target.to_owned();
         thread::spawn(move || accept_loop(&listener, &target, &accept_flags));
@@ -99,13 +109,14 @@ impl Proxy {
     /// holds what follows until [`Proxy::heal`]. What goes to the target
     /// still passes.
     pub fn throttle(&self, bytes: u64) {
-        self.flags.allowance.store(bytes, Ordering::SeqCst);
-        self.flags.metered.store(true, Ordering::SeqCst);
+        self.flags
+            .allowance
+            .store(bytes.min(UNMETERED - 1), Ordering::SeqCst);
     }
 
     /// Ends a cut or a throttle.
     pub fn heal(&self) {
-        self.flags.metered.store(false, Ordering::SeqCst);
+        self.flags.allowance.store(UNMETERED, Ordering::SeqCst);
         self.flags.cut.store(false, Ordering::SeqCst);
     }
 }

@@ -988,22 +988,8 @@ impl Drop for Server {
 /// Status code of an unauthenticated `GET path` against `endpoint`
 /// (`http://host:port`), spoken over a plain TCP socket.
 pub fn http_get_status(endpoint: &str, path: &str) -> Result<u16> {
-    let authority = endpoint
-        .strip_prefix("http://")
-        .with_context(|| format!("endpoint {endpoint:?} is not http://"))?;
-    let address = authority
-        .to_socket_addrs()?
-        .next()
-        .with_context(|| format!("{authority} resolves to nothing"))?;
-    let mut stream = TcpStream::connect_timeout(&address, Duration::from_secs(2))?;
-    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
-    stream.set_write_timeout(Some(Duration::from_secs(10)))?;
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: {authority}\r\nConnection: close\r\n\r\n"
-    )?;
-    let mut status_line = String::new();
-    BufReader::new(stream).read_line(&mut status_line)?;
+    let (head, _) = raw_request(endpoint, "GET", path, "Connection: close\r\n")?;
+    let status_line = head.first().map(String::as_str).unwrap_or_default();
     status_line
         .split_whitespace()
         .nth(1)
@@ -1025,8 +1011,13 @@ pub fn raw_request(
     let authority = endpoint
         .strip_prefix("http://")
         .with_context(|| format!("endpoint {endpoint:?} is not http://"))?;
-    let mut stream = TcpStream::connect(authority)?;
+    let address = authority
+        .to_socket_addrs()?
+        .next()
+        .with_context(|| format!("{authority} resolves to nothing"))?;
+    let mut stream = TcpStream::connect_timeout(&address, Duration::from_secs(2))?;
     stream.set_read_timeout(Some(Duration::from_secs(30)))?;
+    stream.set_write_timeout(Some(Duration::from_secs(10)))?;
     write!(
         stream,
         "{method} {path} HTTP/1.1\r\nHost: {authority}\r\n{extra_headers}\r\n"

@@ -41,14 +41,12 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures::StreamExt as _;
-use http_body_util::{BodyExt as _, StreamBody};
-use hyper::body::Frame;
 use parking_lot::Mutex;
 use serde::Deserialize;
 use strata_store::{BucketInfo, ChangeEvent, ChangeKind, FeedLease, ObjectInfo, Store};
 use tokio::sync::OnceCell;
 
-use crate::wire::{ResponseBody, full_body};
+use crate::wire::{ResponseBody, full_body, streamed_body};
 
 /// Purge epochs are kept per stripe of keys: a purge bumps its stripe.
 const EPOCH_STRIPES: usize = 4096;
@@ -221,7 +219,6 @@ pub struct Filling {
 struct FillProgress {
     /// The pieces read so far, in order; dropped once the copy is whole.
     pieces: Vec<Bytes>,
-    received: u64,
     end: FillEnd,
 }
 
@@ -236,7 +233,7 @@ enum FillEnd {
 
 impl FillProgress {
     fn started(&self) -> bool {
-        self.received > 0 || !matches!(self.end, FillEnd::Reading)
+        !self.pieces.is_empty() || !matches!(self.end, FillEnd::Reading)
     }
 
     /// What has arrived of `offset..end` (`offset < end`, both inside the
@@ -333,8 +330,9 @@ fn stream_copy(
     })
 }
 
-/// Ends a fill that did not finish: its clients get what had arrived, then
-/// an error, and the key is taken out of flight.
+/// Takes a fill out of flight when its task ends, however it ends; one
+/// that did not finish (a failed read, a panic) is marked failed first, so
+/// its clients get what had arrived, then an error, not a wait forever.
 struct FillEnder {
     cache: Arc<EdgeCache>,
     cache_key: ObjectKey,
@@ -349,8 +347,8 @@ impl Drop for FillEnder {
             self.filling
                 .progress
                 .send_modify(|progress| progress.end = FillEnd::Failed);
-            self.cache.end_fill(&self.cache_key, &self.in_flight);
         }
+        self.cache.end_fill(&self.cache_key, &self.in_flight);
     }
 }
 
@@ -877,9 +875,7 @@ impl EdgeCache {
         (filling, in_flight): (Arc<Filling>, Fill),
         _budget: tokio::sync::OwnedSemaphorePermit,
     ) {
-        // Ends the fill as failed on any way out but the last line (a
-        // panic included), so clients are cut rather than left waiting.
-        let mut unfinished = FillEnder {
+        let mut ender = FillEnder {
             cache: self.clone(),
             cache_key: cache_key.clone(),
             filling: filling.clone(),
@@ -905,10 +901,9 @@ impl EdgeCache {
             // copy (below): a client that has read every byte then finds
             // the copy kept.
             if received < info.size {
-                filling.progress.send_modify(|progress| {
-                    progress.received = received;
-                    progress.pieces.push(piece);
-                });
+                filling
+                    .progress
+                    .send_modify(|progress| progress.pieces.push(piece));
             }
         }
         if received != info.size {
@@ -941,8 +936,7 @@ impl EdgeCache {
         // answered from `body`) rather than read the store again.
         self.write_to_zone(&cache_key, &kept.info, &body, epochs)
             .await;
-        unfinished.finished = true;
-        self.end_fill(&cache_key, &unfinished.in_flight);
+        ender.finished = true;
     }
 
     /// Writes a fetched copy to its SSD zone, if there are zones, off the
@@ -1110,15 +1104,9 @@ impl EdgeCache {
             Some(_) if range.is_empty() => Bytes::new(),
             Some(Streamed::Fill(filling)) => match &filling.progress.borrow().end {
                 FillEnd::Whole(body) => body.clone(),
-                _ => {
-                    let stream = filling.stream(range).map(|piece| piece.map(Frame::data));
-                    return StreamBody::new(stream).boxed_unsync();
-                }
+                _ => return streamed_body(filling.stream(range)),
             },
-            Some(Streamed::Ssd(copy)) => {
-                let stream = stream_copy(copy.clone(), range).map(|piece| piece.map(Frame::data));
-                return StreamBody::new(stream).boxed_unsync();
-            }
+            Some(Streamed::Ssd(copy)) => return streamed_body(stream_copy(copy.clone(), range)),
         };
         full_body(whole.slice(range.start as usize..range.end as usize))
     }

@@ -246,6 +246,17 @@ fn a_fill_outlives_the_client_that_started_it() -> Result<()> {
     let container = public_container(&server, "late.bin", &body)?;
     let url = format!("/v1/AUTH_admin/{container}/late.bin");
     let fills_before = metric(&server, "strata_cache_fills_total")?;
+    let misses_before = metric(&server, "strata_cache_misses_total")?;
+    // Until the gateway has counted `n` more misses of the object.
+    let until_missed = |n: u64| -> Result<()> {
+        for _ in 0..200 {
+            if metric(&server, "strata_cache_misses_total")? - misses_before >= n {
+                return Ok(());
+            }
+            std::thread::sleep(std::time::Duration::from_millis(25));
+        }
+        anyhow::bail!("the gateway did not count {n} misses")
+    };
 
     cluster.nodes[0].throttle(0)?;
     let waiting = (|| -> Result<()> {
@@ -260,15 +271,16 @@ fn a_fill_outlives_the_client_that_started_it() -> Result<()> {
             &mut &leaving,
             format!("GET {url} HTTP/1.1\r\nHost: edge\r\n\r\n").as_bytes(),
         )?;
-        std::thread::sleep(std::time::Duration::from_millis(500));
+        until_missed(1)?;
         drop(leaving);
+        // Time for the gateway to notice the hang-up (nothing to observe).
         std::thread::sleep(std::time::Duration::from_millis(200));
         Ok(())
     })();
     let staying = std::thread::scope(|scope| {
         let staying = scope.spawn(|| anonymous(&server, &url, &[]));
-        std::thread::sleep(std::time::Duration::from_millis(500));
-        let lifted = cluster.nodes[0].reconnect();
+        let joined = until_missed(2);
+        let lifted = cluster.nodes[0].reconnect().and(joined);
         let staying = staying.join();
         lifted.map(|()| staying)
     })?;

@@ -67,12 +67,6 @@ pub const MAX_CACHEABLE_OBJECT_BYTES: u64 = 64 * 1024 * 1024;
 /// answer short (and drops the file) rather than delay every first byte.
 const SSD_READ_WHOLE_BYTES: u64 = 4 * 1024 * 1024;
 
-/// What all fills in progress may hold, in KiB (a fill holds its object,
-/// and twice that while it joins the pieces). Fills run on after their
-/// clients hang up, so without a bound a client could start many and
-/// leave them; a miss beyond it is answered from the store, uncached.
-const FILL_BUDGET_KIB: u32 = 512 * 1024;
-
 impl CacheConfig {
     pub fn validate(&self) -> anyhow::Result<()> {
         if self.max_object_bytes > MAX_CACHEABLE_OBJECT_BYTES {
@@ -99,6 +93,12 @@ pub struct CacheConfig {
     pub ram_max_object_bytes: u64,
     /// Freshness of objects whose Cache-Control names no `max-age`.
     pub default_ttl_secs: u64,
+    /// What all fills in progress may hold (a fill holds its object, and
+    /// twice that while it joins the pieces). Fills run on after their
+    /// clients hang up, so without a bound a client could start many and
+    /// leave them; a miss beyond it is answered from the store, uncached.
+    #[serde(deserialize_with = "byte_size")]
+    pub fill_memory_bytes: u64,
     /// SSD zones (`[[cache.zone]]`), keys spread across them by hash.
     pub zone: Vec<ZoneConfig>,
 }
@@ -153,6 +153,7 @@ impl Default for CacheConfig {
             max_object_bytes: 4 * 1024 * 1024,
             ram_max_object_bytes: 1024 * 1024,
             default_ttl_secs: 60,
+            fill_memory_bytes: 512 * 1024 * 1024,
             zone: Vec::new(),
         }
     }
@@ -531,7 +532,11 @@ impl EdgeCache {
             inflight: Mutex::new(HashMap::new()),
             epochs: (0..EPOCH_STRIPES).map(|_| AtomicU64::new(0)).collect(),
             stripe_locks: (0..EPOCH_STRIPES).map(|_| Mutex::new(())).collect(),
-            fill_budget: Arc::new(tokio::sync::Semaphore::new(FILL_BUDGET_KIB as usize)),
+            fill_budget: Arc::new(tokio::sync::Semaphore::new(
+                usize::try_from(config.fill_memory_bytes / 1024)
+                    .unwrap_or(usize::MAX)
+                    .min(tokio::sync::Semaphore::MAX_PERMITS),
+            )),
             zones,
             bucket_epoch: AtomicU64::new(0),
             listings: moka::sync::Cache::builder()
@@ -805,8 +810,10 @@ impl EdgeCache {
                     SsdZone::confirm(&copy.entry);
                     let copy = Arc::new(copy);
                     if info.size > SSD_READ_WHOLE_BYTES.max(self.config.ram_max_object_bytes) {
-                        // Streamed block by block: a damaged block cuts
-                        // the answer (and drops the file), never sent.
+                        // Streamed block by block, never sending a damaged
+                        // one (it drops the file): the first is checked
+                        // before the answer starts (`serve`), a later one
+                        // cuts it short.
                         self.metrics.ssd_hits.fetch_add(1, Ordering::Relaxed);
                         let answer =
                             CachedObject::streamed(info, max_age, resync, Streamed::Ssd(copy));
@@ -873,7 +880,7 @@ impl EdgeCache {
         max_age: Duration,
         epochs: (u64, u64),
         (filling, in_flight): (Arc<Filling>, Fill),
-        _budget: tokio::sync::OwnedSemaphorePermit,
+        budget: tokio::sync::OwnedSemaphorePermit,
     ) {
         let mut ender = FillEnder {
             cache: self.clone(),
@@ -927,6 +934,10 @@ impl EdgeCache {
             }
         };
         drop(pieces);
+        // The pieces are gone and the copy is the cache's from here (in
+        // the RAM zone's budget, or on its way to a zone file): released
+        // before it can be a hit, so a hit means the share is back.
+        drop(budget);
         let kept = self.keep(cache_key.clone(), info, body.clone(), max_age, epochs);
         filling.progress.send_modify(|progress| {
             progress.pieces = Vec::new();
@@ -1083,20 +1094,23 @@ impl EdgeCache {
     /// the `range` (already clamped to the object) or all of it, streamed
     /// from the fill if the copy is still arriving. Counted as served;
     /// every door answers cached reads through here.
-    pub fn serve(
+    ///
+    /// `None` when the copy is an SSD copy whose first block is damaged
+    /// (the file is dropped): the caller reads the store instead, as for
+    /// an object the cache does not keep. Checking that block before the
+    /// status goes out is what lets the request still succeed; damage in a
+    /// later block can only cut the answer short.
+    pub async fn serve(
         &self,
         cached: &CachedObject,
         range: Option<&std::ops::Range<u64>>,
         head: bool,
-    ) -> ResponseBody {
+    ) -> Option<ResponseBody> {
         let range = match (range, head) {
             (_, true) => 0..0,
             (Some(range), false) => range.clone(),
             (None, false) => 0..cached.info.size,
         };
-        self.metrics
-            .bytes_served
-            .fetch_add(range.end - range.start, Ordering::Relaxed);
         // A copy's length is its record's size (checked when it is made),
         // so a clamped range is always inside it.
         let whole = match &cached.streamed {
@@ -1104,11 +1118,31 @@ impl EdgeCache {
             Some(_) if range.is_empty() => Bytes::new(),
             Some(Streamed::Fill(filling)) => match &filling.progress.borrow().end {
                 FillEnd::Whole(body) => body.clone(),
-                _ => return streamed_body(filling.stream(range)),
+                _ => {
+                    self.count_served(&range);
+                    return Some(streamed_body(filling.stream(range)));
+                }
             },
-            Some(Streamed::Ssd(copy)) => return streamed_body(stream_copy(copy.clone(), range)),
+            Some(Streamed::Ssd(copy)) => {
+                let mut blocks = Box::pin(stream_copy(copy.clone(), range.clone()));
+                let first = match blocks.next().await {
+                    Some(Err(_)) => return None,
+                    first => first,
+                };
+                self.count_served(&range);
+                return Some(streamed_body(futures::stream::iter(first).chain(blocks)));
+            }
         };
-        full_body(whole.slice(range.start as usize..range.end as usize))
+        self.count_served(&range);
+        Some(full_body(
+            whole.slice(range.start as usize..range.end as usize),
+        ))
+    }
+
+    fn count_served(&self, range: &std::ops::Range<u64>) {
+        self.metrics
+            .bytes_served
+            .fetch_add(range.end - range.start, Ordering::Relaxed);
     }
 
     /// Prometheus text exposition of the counters.

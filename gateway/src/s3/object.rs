@@ -224,8 +224,10 @@ impl S3Door {
                 .edge
                 .get(&self.store, &request.bucket, &request.key)
                 .await
+            && let Some(response) =
+                cached_response(&self.edge, request, &cached, outcome, head).await?
         {
-            return cached_response(&self.edge, request, &cached, outcome, head);
+            return Ok(response);
         }
         let info = self
             .store
@@ -366,19 +368,22 @@ fn not_modified(info: &ObjectInfo) -> Response {
     response
 }
 
-/// A GetObject/HeadObject answered from the edge cache's copy.
-fn cached_response(
+/// A GetObject/HeadObject answered from the edge cache's copy; `None` when
+/// the copy turned out damaged (the caller reads the store).
+async fn cached_response(
     edge: &crate::edge::EdgeCache,
     request: &S3Request,
     cached: &CachedObject,
     outcome: CacheOutcome,
     head: bool,
-) -> S3Result<Response> {
+) -> S3Result<Option<Response>> {
     let info = &cached.info;
     let mut response = match evaluate_conditions(&request.headers, "", info) {
         ConditionOutcome::Proceed => {
             let range = parse_range(header_str(&request.headers, "range"), info.size)?;
-            let body = edge.serve(cached, range.as_ref(), head);
+            let Some(body) = edge.serve(cached, range.as_ref(), head).await else {
+                return Ok(None);
+            };
             let length = range
                 .as_ref()
                 .map_or(info.size, |range| range.end - range.start);
@@ -412,7 +417,7 @@ fn cached_response(
     let headers = response.headers_mut();
     headers.insert("x-cache", HeaderValue::from_static(outcome.header()));
     headers.insert("age", HeaderValue::from(cached.age_secs()));
-    Ok(response)
+    Ok(Some(response))
 }
 
 /// The byte range of part `number` of a multipart object (`1` is the whole of

@@ -127,7 +127,8 @@ impl SwiftDoor {
     }
 
     /// An anonymous read through the edge cache; `None` when the object is
-    /// not one the cache keeps (the caller reads the store).
+    /// not one the cache keeps or its copy turned out damaged (the caller
+    /// reads the store).
     async fn public_read(
         &self,
         request: &SwiftRequest,
@@ -151,7 +152,9 @@ impl SwiftDoor {
         let mut response = match evaluate_conditions(&request.headers, "", info) {
             ConditionOutcome::Proceed => {
                 let range = requested_range(request, info.size)?;
-                let body = self.edge.serve(&cached, range.as_ref(), head);
+                let Some(body) = self.edge.serve(&cached, range.as_ref(), head).await else {
+                    return Ok(None);
+                };
                 let length = range
                     .as_ref()
                     .map_or(info.size, |range| range.end - range.start);

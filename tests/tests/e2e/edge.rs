@@ -176,6 +176,55 @@ fn concurrent_cold_requests_make_one_store_read() -> Result<()> {
     Ok(())
 }
 
+/// Fills hold at most `fill_memory_bytes` between them (twice each
+/// object): an object that would take more is answered from the store and
+/// not cached, and a finished fill gives its share back.
+#[test]
+fn fills_stay_within_their_memory_budget() -> Result<()> {
+    let server = Server::start_with_config("[cache]\nfill_memory_bytes = \"1M\"\n")?;
+    let small = random_bytes(300 * 1024);
+    let large = random_bytes(1024 * 1024);
+    let container = public_container(&server, "a.bin", &small)?;
+    server
+        .swift_as_root(
+            "PUT",
+            &format!("/v1/AUTH_admin/{container}/b.bin"),
+            Some(&small),
+            &[],
+        )?
+        .expect_status(201)?;
+    server
+        .swift_as_root(
+            "PUT",
+            &format!("/v1/AUTH_admin/{container}/large.bin"),
+            Some(&large),
+            &[],
+        )?
+        .expect_status(201)?;
+    // 600 KiB each: b.bin fills only if a.bin's fill gave its share back.
+    for name in ["a.bin", "b.bin"] {
+        let url = format!("/v1/AUTH_admin/{container}/{name}");
+        let miss = anonymous(&server, &url, &[])?;
+        ensure!(
+            miss.header("x-cache") == Some("MISS") && miss.body == small,
+            "{name}: {miss}"
+        );
+        ensure!(until_hit(&server, &url)?.body == small);
+    }
+    ensure!(metric(&server, "strata_cache_fills_refused_total")? == 0);
+    let url = format!("/v1/AUTH_admin/{container}/large.bin");
+    for attempt in 1..=2 {
+        let uncached = anonymous(&server, &url, &[])?;
+        uncached.expect_status(200)?;
+        ensure!(
+            uncached.header("x-cache").is_none() && uncached.body == large,
+            "large.bin, attempt {attempt}: {uncached}"
+        );
+        ensure!(metric(&server, "strata_cache_fills_refused_total")? == attempt);
+    }
+    Ok(())
+}
+
 /// A cold object larger than one store read reaches its clients while the
 /// store is still sending it: the storage node behind a proxy lets 4 MiB of
 /// its replies through and holds the rest, and two clients (the second
@@ -990,6 +1039,26 @@ fn large_ssd_copies_stream_checked_blocks() -> Result<()> {
     ensure!(
         refetched.header("x-cache") == Some("MISS") && refetched.body == body,
         "after the damage: {refetched}"
+    );
+
+    // Damage in the first block a request needs is found before the answer
+    // starts: that request reads the store and succeeds.
+    ensure!(until_hit(&server, &url)?.body == body);
+    let file = zone_file(zone.path())?;
+    let body_start = std::fs::metadata(&file)?.len() - body.len() as u64;
+    let mut bytes = std::fs::read(&file)?;
+    bytes[body_start as usize + 10] ^= 0xff;
+    std::fs::write(&file, bytes)?;
+    let from_store = anonymous(&server, &url, &[])?;
+    from_store.expect_status(200)?;
+    ensure!(
+        from_store.header("x-cache") != Some("HIT") && from_store.body == body,
+        "a damaged first block: {from_store}"
+    );
+    let refilled = anonymous(&server, &url, &[])?;
+    ensure!(
+        refilled.header("x-cache") == Some("MISS") && refilled.body == body,
+        "after a damaged first block: {refilled}"
     );
     Ok(())
 }

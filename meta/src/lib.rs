@@ -6,14 +6,16 @@
 //! (`state_machine.rs`: entries applied with [`Store::apply_meta`], so every
 //! member holds the same records and the same change feed), the encoding of
 //! Raft's messages (`network.rs`), and [`MetaService`], which decides where a
-//! call goes: a change into the log on the leader, a read on the leader after
-//! it confirmed its leadership, anything on another member back to the
-//! caller with the leader's address.
+//! call goes: a change into the log on the leader (batched with the changes
+//! that arrive meanwhile, `batch.rs`), a read on the leader after it
+//! confirmed its leadership, anything on another member back to the caller
+//! with the leader's address.
 //!
 //! Must not know HTTP or depend on the gateway: messages between members
 //! travel through the [`RaftTransport`] the gateway provides, as metadata
 //! calls travel through `strata_store::MetaTransport`.
 
+mod batch;
 mod log_store;
 mod network;
 mod state_machine;
@@ -24,7 +26,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use openraft::error::{CheckIsLeaderError, ClientWriteError, RaftError};
+use openraft::error::{CheckIsLeaderError, RaftError};
 use openraft::{BasicNode, Config, Raft, SnapshotPolicy};
 use serde::{Deserialize, Serialize};
 use strata_store::Store;
@@ -41,10 +43,19 @@ openraft::declare_raft_types!(
         Node = BasicNode,
 );
 
-/// One change in the log: the call as the store takes it, and what makes
-/// applying it the same everywhere (see [`strata_store::ApplyContext`]).
+/// One entry in the log: the changes the leader took while the entry
+/// before it was being committed, applied in order. Batching them is what
+/// lets concurrent changes share one append, one fsync on each member and
+/// one message to each follower.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct MetaEntry {
+    pub calls: Vec<LoggedCall>,
+}
+
+/// One change: the call as the store takes it, and what makes applying it
+/// the same everywhere (see [`strata_store::ApplyContext`]).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LoggedCall {
     /// The JSON call.
     pub call: String,
     /// The leader's clock when it took the call.
@@ -53,9 +64,10 @@ pub struct MetaEntry {
     pub nonce: [u8; 16],
 }
 
-/// The store's answer to an applied entry (JSON, as `serve_meta` answers).
+/// The store's answers to an applied entry's calls, in order (JSON, as
+/// `serve_meta` answers); none for an entry without calls.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
-pub struct MetaAnswer(pub Vec<u8>);
+pub struct MetaAnswer(pub Vec<Vec<u8>>);
 
 /// Where a metadata call went.
 #[derive(Debug)]
@@ -123,6 +135,7 @@ pub struct MetaService {
     id: u64,
     raft: Raft<TypeConfig>,
     store: Store,
+    batcher: Arc<batch::Batcher>,
     confirmations: Confirmations,
 }
 
@@ -199,7 +212,7 @@ impl MetaService {
         .map_err(|err| format!("raft configuration: {err}"))?;
         let log_store = log_store::LogStore::open(log_dir)?;
         let state_machine =
-            state_machine::StateMachine::open(store.clone(), &snapshot_dir(log_dir)).await?;
+            state_machine::StateMachine::open(id, store.clone(), &snapshot_dir(log_dir)).await?;
         let network = network::Network::new(transport);
         let raft = Raft::new(id, Arc::new(config), network, log_store, state_machine)
             .await
@@ -221,6 +234,7 @@ impl MetaService {
         }
         let service = Arc::new(MetaService {
             id,
+            batcher: batch::Batcher::new(raft.clone()),
             raft,
             store,
             confirmations: Confirmations::default(),
@@ -250,27 +264,12 @@ impl MetaService {
         let Ok(call) = String::from_utf8(request.to_vec()) else {
             return Routed::Unavailable("metadata call is not UTF-8".into());
         };
-        let entry = MetaEntry {
+        let call = LoggedCall {
             call,
             at_ms: unix_ms(),
             nonce: rand::random(),
         };
-        let Ok(written) = tokio::time::timeout(QUORUM_WAIT, self.raft.client_write(entry)).await
-        else {
-            return Routed::Unavailable(
-                "no majority of the metadata service confirmed the change in time; outcome unknown"
-                    .into(),
-            );
-        };
-        match written {
-            Ok(written) => Routed::Answer(written.data.0),
-            // Leadership may have moved after the entry was appended: it
-            // may still commit, so the call must not be sent elsewhere.
-            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_))) => Routed::Unavailable(
-                "metadata leadership changed while the call was in flight; outcome unknown".into(),
-            ),
-            Err(err) => Routed::Unavailable(format!("metadata log: {err}")),
-        }
+        self.batcher.write(call).await
     }
 
     async fn read(&self, request: &[u8]) -> Routed {

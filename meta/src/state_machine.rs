@@ -1,10 +1,11 @@
 //! The state machine: a local store that applies the log's calls in order.
 //!
 //! What has been applied is recorded in the store itself, in the same batch
-//! as each applied change (the marker: the entry's log id and the
-//! membership then), so a member that restarts neither repeats nor skips a
-//! change. Entries whose call changed nothing leave no marker; applying them
-//! again after a restart changes nothing again.
+//! as each applied change (the marker: the last whole entry's log id, how
+//! many calls of the next one are applied, and the membership), so a
+//! member that restarts neither repeats nor skips a call. Calls that
+//! changed nothing leave no marker; applying them again after a restart
+//! changes nothing again.
 //!
 //! Snapshots are the replica's export ([`Store::export_replica`], the
 //! marker inside), taken while no entry is being applied and kept in the
@@ -25,11 +26,13 @@ use openraft::{
 use serde::{Deserialize, Serialize};
 use strata_store::{ApplyContext, Store};
 
-use crate::{MetaAnswer, TypeConfig};
+use crate::{MetaAnswer, MetaEntry, TypeConfig};
 
 type StorageResult<T> = Result<T, StorageError<u64>>;
 
 pub(crate) struct StateMachine {
+    /// This member's id.
+    id: u64,
     store: Store,
     applied: Marker,
     snapshots: SnapshotFiles,
@@ -38,8 +41,14 @@ pub(crate) struct StateMachine {
 /// What the store records of the log.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 struct Marker {
+    /// The last entry whose calls are all applied.
     last_applied: Option<LogId<u64>>,
     membership: StoredMembership<u64, BasicNode>,
+    /// The entry after it when only its first calls are applied: its id
+    /// and how many. A member that stops in between applies the others
+    /// at its restart, not those again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    partial: Option<(LogId<u64>, usize)>,
 }
 
 fn state_error(why: impl ToString) -> StorageError<u64> {
@@ -53,7 +62,11 @@ fn snapshot_error(why: impl ToString) -> StorageError<u64> {
 impl StateMachine {
     /// Opens the state machine over `store`, with its snapshot kept in
     /// `snapshot_dir` (created if missing).
-    pub(crate) async fn open(store: Store, snapshot_dir: &Path) -> Result<StateMachine, String> {
+    pub(crate) async fn open(
+        id: u64,
+        store: Store,
+        snapshot_dir: &Path,
+    ) -> Result<StateMachine, String> {
         std::fs::create_dir_all(snapshot_dir)
             .map_err(|err| format!("creating {}: {err}", snapshot_dir.display()))?;
         let interrupted = store
@@ -92,6 +105,7 @@ impl StateMachine {
                 .map_err(|err| format!("undecodable applied marker: {err}"))?,
         };
         Ok(StateMachine {
+            id,
             store,
             applied,
             snapshots: SnapshotFiles {
@@ -121,26 +135,53 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     {
         let mut answers = Vec::new();
         for entry in entries {
-            self.applied.last_applied = Some(entry.log_id);
             match entry.payload {
-                EntryPayload::Normal(call) => {
-                    let context = ApplyContext {
-                        at_ms: call.at_ms,
-                        nonce: call.nonce,
-                        marker: self.marker().map_err(state_error)?,
+                EntryPayload::Normal(MetaEntry { calls }) => {
+                    // The calls applied before a restart are not applied
+                    // again (nobody waits for their answers any more).
+                    let done = match self.applied.partial {
+                        Some((log_id, done)) if log_id == entry.log_id => done,
+                        _ => 0,
                     };
-                    // A failure of this member's own database is not the
-                    // call's answer: the replica would no longer match the
-                    // others, so the member stops.
-                    let answer = self
-                        .store
-                        .apply_meta(call.call.as_bytes(), context)
-                        .await
-                        .map_err(state_error)?;
-                    answers.push(MetaAnswer(answer));
+                    // Only the member that proposed the entry has callers
+                    // waiting (a member that leads later was not asked).
+                    let proposed_here = entry.log_id.leader_id.node_id == self.id;
+                    let count = calls.len();
+                    let mut answered = vec![Vec::new(); done.min(count)];
+                    for (index, call) in calls.into_iter().enumerate().skip(done) {
+                        let mut next = self.applied.clone();
+                        if index + 1 == count {
+                            next.last_applied = Some(entry.log_id);
+                            next.partial = None;
+                        } else {
+                            next.partial = Some((entry.log_id, index + 1));
+                        }
+                        let context = ApplyContext {
+                            at_ms: call.at_ms,
+                            nonce: call.nonce,
+                            marker: serde_json::to_vec(&next).map_err(state_error)?,
+                            answered: proposed_here,
+                        };
+                        // A failure of this member's own database is not
+                        // the call's answer: the replica would no longer
+                        // match the others, so the member stops.
+                        let answer = self
+                            .store
+                            .apply_meta(call.call.as_bytes(), context)
+                            .await
+                            .map_err(state_error)?;
+                        answered.push(answer);
+                        self.applied = next;
+                    }
+                    if count == 0 {
+                        self.applied.last_applied = Some(entry.log_id);
+                    }
+                    answers.push(MetaAnswer(answered));
                 }
                 // No call to apply, but not to be applied twice either.
                 payload => {
+                    self.applied.last_applied = Some(entry.log_id);
+                    self.applied.partial = None;
                     if let EntryPayload::Membership(membership) = payload {
                         self.applied.membership =
                             StoredMembership::new(Some(entry.log_id), membership);
@@ -192,6 +233,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         self.applied = Marker {
             last_applied: meta.last_log_id,
             membership: meta.last_membership.clone(),
+            partial: None,
         };
         tracing::info!(last = ?meta.last_log_id, "metadata snapshot installed");
         Ok(())
@@ -315,4 +357,96 @@ fn write_durably(dir: &Path, name: &str, bytes: &[u8]) -> Result<(), String> {
     std::fs::File::open(dir)
         .and_then(|dir| dir.sync_all())
         .map_err(fail)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use openraft::{CommittedLeaderId, Entry, EntryPayload, LogId};
+    use strata_pool::{LocalPool, LocalPoolConfig};
+    use strata_store::{Store, StoreConfig};
+
+    use super::*;
+    use crate::LoggedCall;
+
+    fn logged(call: serde_json::Value) -> LoggedCall {
+        LoggedCall {
+            call: call.to_string(),
+            at_ms: 1_700_000_000_000,
+            nonce: [7; 16],
+        }
+    }
+
+    fn create_bucket(name: &str) -> LoggedCall {
+        logged(serde_json::json!({
+            "op": "create_bucket", "account": "acct", "name": name,
+            "region": "r1", "attrs": {}
+        }))
+    }
+
+    async fn open(dir: &Path, pool: &Arc<LocalPool>) -> (StateMachine, Store) {
+        let mut config = StoreConfig::new(dir.join("replica"));
+        config.background_expiry = false;
+        let store = Store::open(config, pool.clone()).expect("replica");
+        let machine = StateMachine::open(1, store.clone(), &dir.join("snapshots"))
+            .await
+            .expect("state machine");
+        (machine, store)
+    }
+
+    /// A member that stops between two calls of an entry applies the rest
+    /// of it at its restart, and not the calls it had applied. The state
+    /// a stop after the first call leaves is made by an entry whose second
+    /// call changes nothing (and so records nothing).
+    #[tokio::test]
+    async fn an_entry_cut_short_is_applied_from_where_it_stopped() {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let pool = Arc::new(
+            LocalPool::open(LocalPoolConfig {
+                dir: dir.path().join("pool"),
+            })
+            .expect("pool"),
+        );
+        let log_id = LogId::new(CommittedLeaderId::new(1, 1), 1);
+        let entry = |calls| Entry {
+            log_id,
+            payload: EntryPayload::Normal(MetaEntry { calls }),
+        };
+        {
+            let (mut machine, _store) = open(dir.path(), &pool).await;
+            // The second creation is refused: it changes nothing.
+            let answers = machine
+                .apply([entry(vec![create_bucket("a"), create_bucket("a")])])
+                .await
+                .expect("applied");
+            assert_eq!(answers[0].0.len(), 2);
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        let (mut machine, store) = open(dir.path(), &pool).await;
+        let (last_applied, _) = machine.applied_state().await.expect("applied state");
+        assert_eq!(last_applied, None, "the entry is not whole");
+        assert_eq!(machine.applied.partial, Some((log_id, 1)));
+
+        let answers = machine
+            .apply([entry(vec![create_bucket("a"), create_bucket("b")])])
+            .await
+            .expect("applied");
+        // Applied again, the first creation would have been refused.
+        assert!(
+            answers[0].0[0].is_empty(),
+            "the first call was applied again"
+        );
+        let second: serde_json::Value =
+            serde_json::from_slice(&answers[0].0[1]).expect("an answer");
+        assert!(second["outcome"]["Ok"].is_object(), "{second}");
+        assert!(store.bucket("b").await.is_ok());
+        drop((machine, store));
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+
+        let (mut machine, _store) = open(dir.path(), &pool).await;
+        let (last_applied, _) = machine.applied_state().await.expect("applied state");
+        assert_eq!(last_applied, Some(log_id));
+        assert_eq!(machine.applied.partial, None);
+    }
 }

@@ -447,3 +447,49 @@ async fn a_member_behind_the_compacted_log_is_sent_a_snapshot() {
     group.settle().await;
     assert_eq!(group.same_feed_everywhere().await.len(), feed.len() + 2);
 }
+
+/// Changes that arrive while an entry is being committed share the next
+/// entry: 32 concurrent PUTs take fewer than 32 entries, each PUT gets its
+/// own answer, and every replica holds every object.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_changes_share_log_entries() {
+    let group = start_group().await;
+    let created = group.call(create_bucket_call("acct")).await;
+    assert!(created["outcome"]["Ok"].is_object(), "{created}");
+    group.settle().await;
+    let leader = group
+        .running()
+        .find(|service| service.status().leader == Some(service.status().id))
+        .expect("a leader")
+        .clone();
+    let before = leader.status().last_log_index.expect("a log");
+    let puts: Vec<_> = (0..32)
+        .map(|index| {
+            let leader = leader.clone();
+            let request = serde_json::to_vec(&put_call(&format!("k{index}"), b"body", None))
+                .expect("encodable call");
+            tokio::spawn(async move { leader.call(&request).await })
+        })
+        .collect();
+    for (index, answered) in futures_join(puts).await.into_iter().enumerate() {
+        let Routed::Answer(answer) = answered else {
+            panic!("PUT {index} not answered: {answered:?}");
+        };
+        let answer: serde_json::Value = serde_json::from_slice(&answer).expect("JSON answer");
+        assert!(answer["outcome"]["Ok"].is_object(), "PUT {index}: {answer}");
+    }
+    let entries = leader.status().last_log_index.expect("a log") - before;
+    assert!(
+        (1..32).contains(&entries),
+        "32 concurrent PUTs took {entries} log entries"
+    );
+    group.settle().await;
+    for replica in group.replicas.iter().flatten() {
+        for index in 0..32 {
+            replica
+                .head_object("shared", &format!("k{index}"))
+                .await
+                .expect("every object on every replica");
+        }
+    }
+}

@@ -295,6 +295,10 @@ pub struct ApplyContext {
     pub nonce: [u8; 16],
     /// Opaque to the store: written with the entry's changes.
     pub marker: Vec<u8>,
+    /// Whether anyone waits for the answer. Only the member that proposed
+    /// an entry answers its callers: the others apply it and skip reading
+    /// back its events and encoding an answer nobody reads.
+    pub answered: bool,
 }
 
 /// The service's answer: the outcome, and the events committed meanwhile.
@@ -595,7 +599,8 @@ impl Store {
     /// must be applied one at a time. `Err` is a failure of this store's
     /// own database, not an answer: the replica no longer matches the others.
     /// A call that commits writes so in one batch (an entry is applied
-    /// whole or not at all).
+    /// whole or not at all). The answer is empty when `context.answered`
+    /// is false.
     pub async fn apply_meta(&self, request: &[u8], context: ApplyContext) -> Result<Vec<u8>> {
         let Engine::Local(inner) = &self.engine else {
             return Err(StoreError::Internal(
@@ -611,7 +616,11 @@ impl Store {
             nonce: context.nonce,
             marker: context.marker,
         });
-        let (outcome, events) = self.answer_call(inner, call).await;
+        let (outcome, events) = if context.answered {
+            self.answer_call(inner, call).await
+        } else {
+            (self.run_call(inner, call).await, Vec::new())
+        };
         // Not unpinned when the future is dropped (only at shutdown): the
         // blocking part of the call may still commit, and must do so with
         // the entry's marker and clock; the next entry pins its own.
@@ -620,7 +629,8 @@ impl Store {
             // The replica's own database failed: no answer, the member stops.
             Err(err @ StoreError::Db(_)) => Err(err),
             // Anything else the call met, every replica meets alike.
-            outcome => Ok(encode_answer(outcome, events)),
+            outcome if context.answered => Ok(encode_answer(outcome, events)),
+            _ => Ok(Vec::new()),
         }
     }
 

@@ -1,0 +1,140 @@
+//! Group commit on the leader: the changes that arrive while an entry is
+//! being committed wait and go into the next entry together, so that
+//! concurrent changes share one append, one fsync on each member and one
+//! message to each follower, instead of queueing for one each.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+use openraft::Raft;
+use openraft::error::{ClientWriteError, RaftError};
+use parking_lot::Mutex;
+use tokio::sync::oneshot;
+
+use crate::{LoggedCall, MetaEntry, QUORUM_WAIT, Routed, TypeConfig};
+
+/// A batch stops growing at this many bytes of calls (it always takes at
+/// least one): with `max_payload_entries` entries per message, a message
+/// stays well under what a member accepts.
+const BATCH_BYTES: usize = 1 << 20;
+
+pub(crate) struct Batcher {
+    raft: Raft<TypeConfig>,
+    queue: Mutex<Queue>,
+}
+
+#[derive(Default)]
+struct Queue {
+    waiting: VecDeque<Waiting>,
+    /// Whether a task is committing batches (it takes every call queued
+    /// before it finds the queue empty).
+    committing: bool,
+}
+
+struct Waiting {
+    call: LoggedCall,
+    answer: oneshot::Sender<Routed>,
+}
+
+impl Batcher {
+    pub(crate) fn new(raft: Raft<TypeConfig>) -> Arc<Batcher> {
+        Arc::new(Batcher {
+            raft,
+            queue: Mutex::new(Queue::default()),
+        })
+    }
+
+    /// Logs `call` in the next entry: its answer once a majority has the
+    /// entry and it is applied here, or why there is none.
+    pub(crate) async fn write(self: &Arc<Self>, call: LoggedCall) -> Routed {
+        let (answer, answered) = oneshot::channel();
+        let start = {
+            let mut queue = self.queue.lock();
+            queue.waiting.push_back(Waiting { call, answer });
+            !std::mem::replace(&mut queue.committing, true)
+        };
+        if start {
+            // A task of its own: a caller that hangs up must not stop the
+            // commit that the other callers wait for.
+            tokio::spawn(self.clone().commit_queued());
+        }
+        answered.await.unwrap_or_else(|_| {
+            Routed::Unavailable("the metadata commit stopped; outcome unknown".into())
+        })
+    }
+
+    async fn commit_queued(self: Arc<Self>) {
+        let mut stopped = Stopped(&self, false);
+        loop {
+            let batch = {
+                let mut queue = self.queue.lock();
+                if queue.waiting.is_empty() {
+                    queue.committing = false;
+                    stopped.1 = true;
+                    return;
+                }
+                let mut bytes = 0;
+                let mut batch = Vec::new();
+                while let Some(next) = queue.waiting.front() {
+                    if !batch.is_empty() && bytes + next.call.call.len() > BATCH_BYTES {
+                        break;
+                    }
+                    bytes += next.call.call.len();
+                    batch.extend(queue.waiting.pop_front());
+                }
+                batch
+            };
+            self.commit(batch).await;
+        }
+    }
+
+    async fn commit(&self, batch: Vec<Waiting>) {
+        let (calls, answers): (Vec<_>, Vec<_>) = batch
+            .into_iter()
+            .map(|waiting| (waiting.call, waiting.answer))
+            .unzip();
+        let written =
+            tokio::time::timeout(QUORUM_WAIT, self.raft.client_write(MetaEntry { calls })).await;
+        let why = match written {
+            Ok(Ok(written)) => {
+                // One answer per call (the state machine's); a missing one
+                // drops its sender, which its caller reports.
+                for (answer, bytes) in answers.into_iter().zip(written.data.0) {
+                    let _ = answer.send(Routed::Answer(bytes));
+                }
+                return;
+            }
+            Err(_) => "no majority of the metadata service confirmed the change in time; \
+                       outcome unknown"
+                .to_string(),
+            // Leadership may have moved after the entry was appended: it
+            // may still commit, so the calls must not be sent elsewhere.
+            Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_)))) => {
+                "metadata leadership changed while the call was in flight; outcome unknown".into()
+            }
+            Ok(Err(err)) => format!("metadata log: {err}"),
+        };
+        for answer in answers {
+            let _ = answer.send(Routed::Unavailable(why.clone()));
+        }
+    }
+}
+
+/// Ends a commit task that stopped short (a panic): the calls still queued
+/// are refused rather than left waiting, and the next call starts a task.
+struct Stopped<'a>(&'a Batcher, bool);
+
+impl Drop for Stopped<'_> {
+    fn drop(&mut self) {
+        if self.1 {
+            return;
+        }
+        let mut queue = self.0.queue.lock();
+        queue.committing = false;
+        for waiting in queue.waiting.drain(..) {
+            let _ = waiting.answer.send(Routed::Unavailable(
+                "the metadata commit stopped; outcome unknown".into(),
+            ));
+        }
+    }
+}

@@ -440,6 +440,9 @@ mod tests {
         let second: serde_json::Value =
             serde_json::from_slice(&answers[0].0[1]).expect("an answer");
         assert!(second["outcome"]["Ok"].is_object(), "{second}");
+        // The answer names the change, for the caller's edge to purge.
+        let events = second["events"].as_array().expect("events");
+        assert!(events.len() == 1 && events[0]["bucket"] == "b", "{second}");
         assert!(store.bucket("b").await.is_ok());
         drop((machine, store));
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;

@@ -296,8 +296,8 @@ pub struct ApplyContext {
     /// Opaque to the store: written with the entry's changes.
     pub marker: Vec<u8>,
     /// Whether anyone waits for the answer. Only the member that proposed
-    /// an entry answers its callers: the others apply it and skip reading
-    /// back its events and encoding an answer nobody reads.
+    /// an entry answers its callers: the others apply it and skip keeping
+    /// its events and encoding an answer nobody reads.
     pub answered: bool,
 }
 
@@ -615,16 +615,20 @@ impl Store {
             at_ms: context.at_ms,
             nonce: context.nonce,
             marker: context.marker,
+            events: context.answered.then(Vec::new),
         });
-        let (outcome, events) = if context.answered {
-            self.answer_call(inner, call).await
-        } else {
-            (self.run_call(inner, call).await, Vec::new())
-        };
+        let outcome = self.run_call(inner, call).await;
         // Not unpinned when the future is dropped (only at shutdown): the
         // blocking part of the call may still commit, and must do so with
         // the entry's marker and clock; the next entry pins its own.
-        *inner.pinned.lock() = None;
+        // Entries are applied one at a time, so the events published
+        // meanwhile are exactly this call's.
+        let events = inner
+            .pinned
+            .lock()
+            .take()
+            .and_then(|pinned| pinned.events)
+            .unwrap_or_default();
         match outcome {
             // The replica's own database failed: no answer, the member stops.
             Err(err @ StoreError::Db(_)) => Err(err),

@@ -148,6 +148,9 @@ pub(crate) struct Pinned {
     pub(crate) at_ms: i64,
     pub(crate) nonce: [u8; 16],
     pub(crate) marker: Vec<u8>,
+    /// The events the entry's call published, for its answer (kept only
+    /// when someone waits for it).
+    pub(crate) events: Option<Vec<ChangeEvent>>,
 }
 
 /// Called with every change as it is committed, before the write returns.
@@ -1147,6 +1150,13 @@ impl Inner {
     }
 
     pub(crate) fn publish(&self, event: ChangeEvent) {
+        if let Some(Pinned {
+            events: Some(events),
+            ..
+        }) = &mut *self.pinned.lock()
+        {
+            events.push(event.clone());
+        }
         self.events.publish(event);
     }
 }

@@ -13,12 +13,21 @@ use tokio::sync::oneshot;
 
 use crate::{LoggedCall, MetaEntry, QUORUM_WAIT, Routed, TypeConfig};
 
-/// A batch stops growing at this many bytes of calls (it always takes at
-/// least one): with `max_payload_entries` entries per message, a message
-/// stays well under what a member accepts.
+/// A batch stops growing at this many bytes of encoded calls (it always
+/// takes at least one): with `max_payload_entries` (32) entries per
+/// message, a message of batches stays under half of what a member
+/// accepts (64 MiB).
 const BATCH_BYTES: usize = 1 << 20;
 
+/// What a call may take in an entry's JSON: its text as a JSON string
+/// (each quote escaped) and its clock and nonce.
+fn encoded_len(call: &LoggedCall) -> usize {
+    2 * call.call.len() + 160
+}
+
 pub(crate) struct Batcher {
+    /// This member's id.
+    id: u64,
     raft: Raft<TypeConfig>,
     queue: Mutex<Queue>,
 }
@@ -37,8 +46,9 @@ struct Waiting {
 }
 
 impl Batcher {
-    pub(crate) fn new(raft: Raft<TypeConfig>) -> Arc<Batcher> {
+    pub(crate) fn new(id: u64, raft: Raft<TypeConfig>) -> Arc<Batcher> {
         Arc::new(Batcher {
+            id,
             raft,
             queue: Mutex::new(Queue::default()),
         })
@@ -76,10 +86,11 @@ impl Batcher {
                 let mut bytes = 0;
                 let mut batch = Vec::new();
                 while let Some(next) = queue.waiting.front() {
-                    if !batch.is_empty() && bytes + next.call.call.len() > BATCH_BYTES {
+                    let len = encoded_len(&next.call);
+                    if !batch.is_empty() && bytes + len > BATCH_BYTES {
                         break;
                     }
-                    bytes += next.call.call.len();
+                    bytes += len;
                     batch.extend(queue.waiting.pop_front());
                 }
                 batch
@@ -93,6 +104,16 @@ impl Batcher {
             .into_iter()
             .map(|waiting| (waiting.call, waiting.answer))
             .unzip();
+        // Leadership may have moved while these calls waited: nothing was
+        // done with them yet, so their callers can go to the new leader.
+        let leader = self.raft.current_leader().await;
+        if leader != Some(self.id) {
+            let address = crate::address_of(&self.raft, leader);
+            for answer in answers {
+                let _ = answer.send(Routed::NotLeader(address.clone()));
+            }
+            return;
+        }
         let written =
             tokio::time::timeout(QUORUM_WAIT, self.raft.client_write(MetaEntry { calls })).await;
         let why = match written {

@@ -234,7 +234,7 @@ impl MetaService {
         }
         let service = Arc::new(MetaService {
             id,
-            batcher: batch::Batcher::new(raft.clone()),
+            batcher: batch::Batcher::new(id, raft.clone()),
             raft,
             store,
             confirmations: Confirmations::default(),
@@ -259,7 +259,7 @@ impl MetaService {
     async fn write(&self, request: &[u8]) -> Routed {
         let leader = self.raft.current_leader().await;
         if leader != Some(self.id) {
-            return Routed::NotLeader(self.address_of(leader));
+            return Routed::NotLeader(address_of(&self.raft, leader));
         }
         let Ok(call) = String::from_utf8(request.to_vec()) else {
             return Routed::Unavailable("metadata call is not UTF-8".into());
@@ -307,16 +307,6 @@ impl MetaService {
         };
         *rounds.last.lock() = (round, outcome.as_ref().map(Routed::clone_refusal));
         outcome
-    }
-
-    fn address_of(&self, id: Option<u64>) -> Option<String> {
-        let id = id?;
-        let metrics = self.raft.metrics().borrow().clone();
-        metrics
-            .membership_config
-            .membership()
-            .get_node(&id)
-            .map(|node| node.addr.clone())
     }
 
     /// Answers a Raft message from another member.
@@ -381,6 +371,18 @@ async fn expire_while_leading(service: std::sync::Weak<MetaService>) {
             tracing::debug!(%why, "expiry not logged");
         }
     }
+}
+
+/// The address of member `id`, as the group's membership names it.
+fn address_of(raft: &Raft<TypeConfig>, id: Option<u64>) -> Option<String> {
+    let id = id?;
+    let metrics = raft.metrics();
+    let metrics = metrics.borrow();
+    metrics
+        .membership_config
+        .membership()
+        .get_node(&id)
+        .map(|node| node.addr.clone())
 }
 
 fn unix_ms() -> i64 {

@@ -934,10 +934,11 @@ impl EdgeCache {
             }
         };
         drop(pieces);
-        // The pieces are gone and the copy is the cache's from here (in
-        // the RAM zone's budget, or on its way to a zone file): released
-        // before it can be a hit, so a hit means the share is back.
-        drop(budget);
+        // Without an SSD zone to write, the copy is the RAM zone's from
+        // here (and in its budget): released before it can be a hit, so a
+        // hit means the share is back. A copy on its way to a zone file
+        // holds its share until the file is written.
+        let budget = self.zone_of(bucket, key).is_some().then_some(budget);
         let kept = self.keep(cache_key.clone(), info, body.clone(), max_age, epochs);
         filling.progress.send_modify(|progress| {
             progress.pieces = Vec::new();
@@ -947,6 +948,7 @@ impl EdgeCache {
         // answered from `body`) rather than read the store again.
         self.write_to_zone(&cache_key, &kept.info, &body, epochs)
             .await;
+        drop(budget);
         ender.finished = true;
     }
 

@@ -68,9 +68,17 @@ impl Batcher {
             // commit that the other callers wait for.
             tokio::spawn(self.clone().commit_queued());
         }
-        answered.await.unwrap_or_else(|_| {
-            Routed::Unavailable("the metadata commit stopped; outcome unknown".into())
-        })
+        // The batch ahead of this call's and its own each wait at most
+        // QUORUM_WAIT for a majority; a caller never waits much longer.
+        match tokio::time::timeout(2 * QUORUM_WAIT, answered).await {
+            Ok(Ok(routed)) => routed,
+            Ok(Err(_)) => {
+                Routed::Unavailable("the metadata commit stopped; outcome unknown".into())
+            }
+            Err(_) => Routed::Unavailable(
+                "the metadata service did not commit the change in time; outcome unknown".into(),
+            ),
+        }
     }
 
     async fn commit_queued(self: Arc<Self>) {

@@ -448,7 +448,9 @@ pub struct CacheMetrics {
     pub fills_refused: AtomicU64,
     pub purges: AtomicU64,
     pub bytes_served: AtomicU64,
-    /// Objects brought back from an SSD zone instead of the store.
+    /// Objects brought back from an SSD zone instead of the store; a copy
+    /// too large to bring back whole counts once per answer streamed from
+    /// it (once its first block proved intact).
     pub ssd_hits: AtomicU64,
     /// Objects pushed out of the RAM zone by its byte budget.
     pub ram_evictions: Arc<AtomicU64>,
@@ -813,8 +815,7 @@ impl EdgeCache {
                         // Streamed block by block, never sending a damaged
                         // one (it drops the file): the first is checked
                         // before the answer starts (`serve`), a later one
-                        // cuts it short.
-                        self.metrics.ssd_hits.fetch_add(1, Ordering::Relaxed);
+                        // cuts it short. Counted as an SSD hit there.
                         let answer =
                             CachedObject::streamed(info, max_age, resync, Streamed::Ssd(copy));
                         return Some((answer, outcome));
@@ -1131,6 +1132,7 @@ impl EdgeCache {
                     Some(Err(_)) => return None,
                     first => first,
                 };
+                self.metrics.ssd_hits.fetch_add(1, Ordering::Relaxed);
                 self.count_served(&range);
                 return Some(streamed_body(futures::stream::iter(first).chain(blocks)));
             }

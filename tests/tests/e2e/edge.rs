@@ -1049,8 +1049,13 @@ fn large_ssd_copies_stream_checked_blocks() -> Result<()> {
     let mut bytes = std::fs::read(&file)?;
     bytes[body_start as usize + 10] ^= 0xff;
     std::fs::write(&file, bytes)?;
+    let ssd_hits = metric(&server, "strata_cache_ssd_hits_total")?;
     let from_store = anonymous(&server, &url, &[])?;
     from_store.expect_status(200)?;
+    ensure!(
+        metric(&server, "strata_cache_ssd_hits_total")? == ssd_hits,
+        "an answer from the store counted as an SSD hit"
+    );
     ensure!(
         from_store.header("x-cache") != Some("HIT") && from_store.body == body,
         "a damaged first block: {from_store}"

@@ -88,18 +88,31 @@ pub fn content_type_for(key: &str) -> String {
 pub async fn stream_body(
     reader: impl Stream<Item = Result<bytes::Bytes, StoreError>> + Send + 'static,
 ) -> Result<ResponseBody, StoreError> {
-    let mut reader = Box::pin(reader);
-    let first = match reader.next().await {
-        Some(Err(err)) => return Err(err),
-        first => first,
-    };
-    let pieces = futures::stream::iter(first).chain(reader).map(|piece| {
+    let pieces = first_read(reader).await?.map(|piece| {
         piece.map_err(|err| {
             tracing::error!(error = %err, "object read failed mid-stream");
             std::io::Error::other(err)
         })
     });
     Ok(streamed_body(pieces))
+}
+
+/// `pieces` with its first piece already read, so that a failure there
+/// comes back before anything is answered (as an error status, or a reason
+/// to read elsewhere); a later failure stays in the stream.
+pub async fn first_read<T, E>(
+    pieces: impl Stream<Item = Result<T, E>> + Send + 'static,
+) -> Result<impl Stream<Item = Result<T, E>> + Send + 'static, E>
+where
+    T: Send + 'static,
+    E: Send + 'static,
+{
+    let mut pieces = Box::pin(pieces);
+    let first = match pieces.next().await {
+        Some(Err(err)) => return Err(err),
+        first => first,
+    };
+    Ok(futures::stream::iter(first).chain(pieces))
 }
 
 /// A stream of pieces as a response body; an error aborts the connection,

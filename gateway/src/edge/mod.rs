@@ -46,7 +46,7 @@ use serde::Deserialize;
 use strata_store::{BucketInfo, ChangeEvent, ChangeKind, FeedLease, ObjectInfo, Store};
 use tokio::sync::OnceCell;
 
-use crate::wire::{ResponseBody, full_body, streamed_body};
+use crate::wire::{ResponseBody, first_read, full_body, streamed_body};
 
 /// Purge epochs are kept per stripe of keys: a purge bumps its stripe.
 const EPOCH_STRIPES: usize = 4096;
@@ -1116,37 +1116,33 @@ impl EdgeCache {
         };
         // A copy's length is its record's size (checked when it is made),
         // so a clamped range is always inside it.
-        let whole = match &cached.streamed {
-            None => cached.body.clone(),
-            Some(_) if range.is_empty() => Bytes::new(),
-            Some(Streamed::Fill(filling)) => match &filling.progress.borrow().end {
-                FillEnd::Whole(body) => body.clone(),
-                _ => {
-                    self.count_served(&range);
-                    return Some(streamed_body(filling.stream(range)));
-                }
-            },
-            Some(Streamed::Ssd(copy)) => {
-                let mut blocks = Box::pin(stream_copy(copy.clone(), range.clone()));
-                let first = match blocks.next().await {
-                    Some(Err(_)) => return None,
-                    first => first,
+        let slice =
+            |whole: &Bytes| full_body(whole.slice(range.start as usize..range.end as usize));
+        let body = match &cached.streamed {
+            None => slice(&cached.body),
+            Some(_) if range.is_empty() => full_body(Bytes::new()),
+            Some(Streamed::Fill(filling)) => {
+                let whole = match &filling.progress.borrow().end {
+                    FillEnd::Whole(body) => Some(body.clone()),
+                    _ => None,
                 };
+                match whole {
+                    Some(whole) => slice(&whole),
+                    None => streamed_body(filling.stream(range.clone())),
+                }
+            }
+            Some(Streamed::Ssd(copy)) => {
+                let blocks = first_read(stream_copy(copy.clone(), range.clone()))
+                    .await
+                    .ok()?;
                 self.metrics.ssd_hits.fetch_add(1, Ordering::Relaxed);
-                self.count_served(&range);
-                return Some(streamed_body(futures::stream::iter(first).chain(blocks)));
+                streamed_body(blocks)
             }
         };
-        self.count_served(&range);
-        Some(full_body(
-            whole.slice(range.start as usize..range.end as usize),
-        ))
-    }
-
-    fn count_served(&self, range: &std::ops::Range<u64>) {
         self.metrics
             .bytes_served
             .fetch_add(range.end - range.start, Ordering::Relaxed);
+        Some(body)
     }
 
     /// Prometheus text exposition of the counters.

@@ -154,12 +154,20 @@ impl Group {
         panic!("no member answered {call}");
     }
 
-    /// A member that does not lead.
-    fn a_follower(&self) -> u64 {
-        let leader = self
+    /// The member that leads, as the running members know it.
+    fn leader(&self) -> &Arc<MetaService> {
+        let id = self
             .running()
             .find_map(|service| service.status().leader)
             .expect("a leader");
+        self.running()
+            .find(|service| service.status().id == id)
+            .expect("the leader runs")
+    }
+
+    /// A member that does not lead.
+    fn a_follower(&self) -> u64 {
+        let leader = self.leader().status().id;
         (1..=3).find(|id| *id != leader).expect("a follower")
     }
 
@@ -355,10 +363,7 @@ async fn a_member_that_does_not_lead_sends_callers_to_the_leader() {
     // A change everyone applied: every member has heard from the leader.
     group.call(create_bucket_call("acct")).await;
     group.settle().await;
-    let leader = group
-        .running()
-        .find_map(|service| service.status().leader)
-        .expect("a leader");
+    let leader = group.leader().status().id;
     let follower = group
         .running()
         .find(|service| service.status().id != leader)
@@ -457,11 +462,7 @@ async fn concurrent_changes_share_log_entries() {
     let created = group.call(create_bucket_call("acct")).await;
     assert!(created["outcome"]["Ok"].is_object(), "{created}");
     group.settle().await;
-    let leader = group
-        .running()
-        .find(|service| service.status().leader == Some(service.status().id))
-        .expect("a leader")
-        .clone();
+    let leader = group.leader().clone();
     let before = leader.status().last_log_index.expect("a log");
     let puts: Vec<_> = (0..32)
         .map(|index| {

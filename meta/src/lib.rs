@@ -21,7 +21,6 @@ mod network;
 mod state_machine;
 
 use std::collections::BTreeMap;
-use std::io::Cursor;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -32,6 +31,7 @@ use serde::{Deserialize, Serialize};
 use strata_store::Store;
 
 pub use network::{RaftRpc, RaftTransport};
+pub use state_machine::SnapshotFile;
 
 openraft::declare_raft_types!(
     /// Strata's Raft types: entries carry metadata calls, nodes are named by
@@ -41,6 +41,7 @@ openraft::declare_raft_types!(
         R = MetaAnswer,
         NodeId = u64,
         Node = BasicNode,
+        SnapshotData = SnapshotFile,
 );
 
 /// One entry in the log: the changes the leader took while the entry

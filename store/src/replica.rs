@@ -1,25 +1,40 @@
-//! A replica's whole metadata as one blob, for the snapshots of the
-//! replicated metadata service (`strata_meta`): a member whose log was
-//! compacted past what another member lacks sends it this instead.
+//! A replica's whole metadata as one stream of records, for the snapshots
+//! of the replicated metadata service (`strata_meta`): a member whose log
+//! was compacted past what another member lacks sends it this instead.
 //!
-//! The blob is every record of every column family (the applied marker
-//! included), read under one RocksDB snapshot: `STRATAR1`, then records of
-//! a family index byte, the key and the value, each length-prefixed (u32
-//! little-endian). An import replaces everything; it is not atomic, so it
-//! is bracketed by a marker that a replica finds at start after a crash
-//! midway, and such a replica is wiped and fetches a snapshot again.
+//! An export is every record of every column family (the applied marker
+//! included) at one instant: `STRATAR1`, then records of a family index
+//! byte, the key and the value, each length-prefixed (u32 little-endian).
+//! It is taken in two steps so that neither holds the records in memory nor
+//! stops the replica for long: a RocksDB checkpoint (a flush and hard links
+//! to the database's files: milliseconds, whatever the size), then the
+//! stream written from the checkpoint, while the replica goes on changing.
+//! An import reads a stream twice (checked whole, then written in batches);
+//! it replaces everything and is not atomic, so it is bracketed by a marker
+//! that a replica finds at start after a crash midway, and such a replica
+//! is wiped and fetches a snapshot again.
 
-use rocksdb::{IteratorMode, WriteBatch, WriteOptions};
+use std::io::{BufReader, BufWriter, Read, Seek, Write};
+use std::path::PathBuf;
+
+use rocksdb::checkpoint::Checkpoint;
+use rocksdb::{DB, IteratorMode, WriteBatch, WriteOptions};
 
 use crate::error::{Result, StoreError};
 use crate::keys::ALL_CFS;
-use crate::store::{Inner, Store, cf};
+use crate::store::{Inner, Store, cf, db_options, family_descriptors};
 
 const FORMAT: &[u8; 8] = b"STRATAR1";
 /// Written (synced) before an import starts, removed when it has ended.
 const IMPORTING: &[u8] = b"replica-import-in-progress";
 /// Records written per batch during an import.
 const BATCH_BYTES: usize = 4 << 20;
+/// The largest key or value an export may name: far above any record
+/// (a completed upload of 10,000 parts is ~1 MB), so a damaged length is
+/// refused before it is allocated.
+const MAX_PART_BYTES: usize = 64 << 20;
+/// Buffered between the database and the export file, each way.
+const IO_BUFFER_BYTES: usize = 1 << 20;
 
 /// Family 0 is the default one; 1.. are [`ALL_CFS`] in order.
 fn family_name(index: u8) -> Option<Option<&'static str>> {
@@ -38,52 +53,99 @@ fn families() -> impl Iterator<Item = (u8, Option<&'static str>)> {
     )
 }
 
-impl Store {
-    /// Every record of this replica, read at one instant.
-    pub async fn export_replica(&self) -> Result<Vec<u8>> {
-        self.blocking(|inner| {
-            let snapshot = inner.db.snapshot();
-            let mut out = FORMAT.to_vec();
-            for (index, name) in families() {
-                let records = match name {
-                    None => snapshot.iterator(IteratorMode::Start),
-                    Some(name) => snapshot.iterator_cf(cf(&inner.db, name)?, IteratorMode::Start),
-                };
-                for record in records {
-                    let (key, value) = record?;
-                    if index == 0 && &*key == IMPORTING {
-                        continue;
-                    }
-                    out.push(index);
-                    for part in [&key, &value] {
-                        let len = u32::try_from(part.len())
-                            .map_err(|_| StoreError::Internal("a record over 4 GiB".into()))?;
-                        out.extend_from_slice(&len.to_le_bytes());
-                        out.extend_from_slice(part);
-                    }
+fn io_error(doing: &str) -> impl Fn(std::io::Error) -> StoreError + '_ {
+    move |err| StoreError::Internal(format!("{doing}: {err}"))
+}
+
+/// A replica's records at the instant it was taken, as a RocksDB
+/// checkpoint in a directory of its own, removed when this is dropped.
+pub struct ReplicaCheckpoint {
+    dir: PathBuf,
+}
+
+impl ReplicaCheckpoint {
+    /// Writes the export of the checkpoint's records to `out`. It blocks:
+    /// call it where blocking is allowed.
+    pub fn export(&self, out: impl Write) -> Result<()> {
+        let db = DB::open_cf_descriptors_read_only(
+            &db_options(),
+            &self.dir,
+            family_descriptors(),
+            false,
+        )?;
+        let mut out = BufWriter::with_capacity(IO_BUFFER_BYTES, out);
+        let fail = io_error("writing a replica export");
+        out.write_all(FORMAT).map_err(&fail)?;
+        for (index, name) in families() {
+            let records = match name {
+                None => db.iterator(IteratorMode::Start),
+                Some(name) => db.iterator_cf(cf(&db, name)?, IteratorMode::Start),
+            };
+            for record in records {
+                let (key, value) = record?;
+                if index == 0 && &*key == IMPORTING {
+                    continue;
+                }
+                out.write_all(&[index]).map_err(&fail)?;
+                for part in [&key, &value] {
+                    let len = u32::try_from(part.len())
+                        .map_err(|_| StoreError::Internal("a record over 4 GiB".into()))?;
+                    out.write_all(&len.to_le_bytes()).map_err(&fail)?;
+                    out.write_all(part).map_err(&fail)?;
                 }
             }
-            Ok(out)
+        }
+        out.flush().map_err(&fail)
+    }
+}
+
+impl Drop for ReplicaCheckpoint {
+    fn drop(&mut self) {
+        if let Err(err) = std::fs::remove_dir_all(&self.dir) {
+            tracing::warn!(dir = %self.dir.display(), "removing a replica checkpoint: {err}");
+        }
+    }
+}
+
+impl Store {
+    /// Takes a checkpoint of every record of this replica, now, in `dir`
+    /// (replaced if it exists; on the database's file system, so that the
+    /// checkpoint is hard links rather than copies).
+    pub async fn checkpoint_replica(&self, dir: PathBuf) -> Result<ReplicaCheckpoint> {
+        self.blocking(move |inner| {
+            match std::fs::remove_dir_all(&dir) {
+                Err(err) if err.kind() != std::io::ErrorKind::NotFound => {
+                    return Err(io_error("removing an old replica checkpoint")(err));
+                }
+                _ => {}
+            }
+            Checkpoint::new(&inner.db)?.create_checkpoint(&dir)?;
+            Ok(ReplicaCheckpoint { dir })
         })
         .await
     }
 
-    /// Replaces every record of this replica with `blob` (from
-    /// [`Store::export_replica`]), then tells this process's listeners to
-    /// resync: anything they derived from the old records may be stale.
-    pub async fn import_replica(&self, blob: Vec<u8>) -> Result<()> {
+    /// Replaces every record of this replica with the export in `source`
+    /// (from [`ReplicaCheckpoint::export`], read from its start), then
+    /// tells this process's listeners to resync: anything they derived from
+    /// the old records may be stale.
+    pub async fn import_replica<R>(&self, source: R) -> Result<()>
+    where
+        R: Read + Seek + Send + 'static,
+    {
         self.blocking(move |inner| {
-            // The whole blob is checked before anything is removed.
-            for record in Records::new(&blob)? {
-                record?;
-            }
+            let mut source = BufReader::with_capacity(IO_BUFFER_BYTES, source);
+            // The whole export is checked before anything is removed.
+            for_each_record(&mut source, |_, _, _| Ok(()))?;
+            source
+                .rewind()
+                .map_err(io_error("rereading a replica export"))?;
             let mut started = WriteBatch::default();
             started.put(IMPORTING, b"");
             write(inner, started, true)?;
             let mut batch = wipe(inner)?;
             batch.put(IMPORTING, b"");
-            for record in Records::new(&blob)? {
-                let (family, key, value) = record?;
+            for_each_record(&mut source, |family, key, value| {
                 match family {
                     None => batch.put(key, value),
                     Some(name) => batch.put_cf(cf(&inner.db, name)?, key, value),
@@ -91,7 +153,8 @@ impl Store {
                 if batch.size_in_bytes() >= BATCH_BYTES {
                     write(inner, std::mem::take(&mut batch), false)?;
                 }
-            }
+                Ok(())
+            })?;
             batch.delete(IMPORTING);
             write(inner, batch, true)?;
             inner.reset_feed_seq()
@@ -158,52 +221,43 @@ fn write(inner: &Inner, batch: WriteBatch, sync: bool) -> Result<()> {
     Ok(())
 }
 
-/// The records of a blob, in order.
-struct Records<'a> {
-    rest: &'a [u8],
-}
-
-impl<'a> Records<'a> {
-    fn new(blob: &'a [u8]) -> Result<Records<'a>> {
-        let rest = blob
-            .strip_prefix(FORMAT)
-            .ok_or_else(|| StoreError::Corrupt("not a replica export".into()))?;
-        Ok(Records { rest })
+/// Calls `each` with every record of the export `source`, in order, and
+/// refuses an export that is not one or is cut short.
+fn for_each_record(
+    source: &mut impl Read,
+    mut each: impl FnMut(Option<&'static str>, &[u8], &[u8]) -> Result<()>,
+) -> Result<()> {
+    let corrupt = |why: &str| StoreError::Corrupt(format!("a replica export {why}"));
+    let cut_short = |err: std::io::Error| match err.kind() {
+        std::io::ErrorKind::UnexpectedEof => corrupt("cut short"),
+        _ => io_error("reading a replica export")(err),
+    };
+    let mut format = [0; FORMAT.len()];
+    source.read_exact(&mut format).map_err(cut_short)?;
+    if &format != FORMAT {
+        return Err(corrupt("of an unknown format"));
     }
-
-    fn take(&mut self, len: usize) -> Result<&'a [u8]> {
-        if self.rest.len() < len {
-            return Err(StoreError::Corrupt("a replica export cut short".into()));
+    let (mut key, mut value) = (Vec::new(), Vec::new());
+    loop {
+        let mut index = [0];
+        match source.read(&mut index) {
+            Ok(0) => return Ok(()),
+            Ok(_) => {}
+            Err(err) if err.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(err) => return Err(cut_short(err)),
         }
-        let (taken, rest) = self.rest.split_at(len);
-        self.rest = rest;
-        Ok(taken)
-    }
-
-    fn take_part(&mut self) -> Result<&'a [u8]> {
-        let len = self.take(4)?;
-        let len = u32::from_le_bytes([len[0], len[1], len[2], len[3]]) as usize;
-        self.take(len)
-    }
-}
-
-impl<'a> Iterator for Records<'a> {
-    type Item = Result<(Option<&'static str>, &'a [u8], &'a [u8])>;
-
-    fn next(&mut self) -> Option<Self::Item> {
-        if self.rest.is_empty() {
-            return None;
+        let family =
+            family_name(index[0]).ok_or_else(|| corrupt(&format!("names family {}", index[0])))?;
+        for part in [&mut key, &mut value] {
+            let mut len = [0; 4];
+            source.read_exact(&mut len).map_err(cut_short)?;
+            let len = u32::from_le_bytes(len) as usize;
+            if len > MAX_PART_BYTES {
+                return Err(corrupt(&format!("names a record part of {len} bytes")));
+            }
+            part.resize(len, 0);
+            source.read_exact(part).map_err(cut_short)?;
         }
-        let record = (|| {
-            let index = self.take(1)?[0];
-            let family = family_name(index).ok_or_else(|| {
-                StoreError::Corrupt(format!("a replica export names family {index}"))
-            })?;
-            Ok((family, self.take_part()?, self.take_part()?))
-        })();
-        if record.is_err() {
-            self.rest = &[];
-        }
-        Some(record)
+        each(family, &key, &value)?;
     }
 }

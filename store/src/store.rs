@@ -241,22 +241,11 @@ impl Store {
     /// Opens (creating if needed) the metadata database in `config.dir` and starts
     /// the background tasks on the current tokio runtime.
     pub fn open(config: StoreConfig, pool: Arc<dyn Pool>) -> Result<Store> {
-        let mut options = Options::default();
-        options.create_if_missing(true);
-        options.create_missing_column_families(true);
-        options.set_max_background_jobs(2);
-        options.set_bytes_per_sync(1 << 20);
+        let options = db_options();
         // A database from before per-bucket usage counters gets them counted once.
         let existing = DB::list_cf(&options, &config.dir).unwrap_or_default();
         let count_usage = !existing.is_empty() && !existing.iter().any(|name| name == CF_USAGE);
-        let descriptors = keys::ALL_CFS.iter().map(|name| {
-            let mut cf_options = Options::default();
-            if *name == CF_USAGE {
-                cf_options.set_merge_operator_associative("usage-sum", usage::merge_usage);
-            }
-            ColumnFamilyDescriptor::new(*name, cf_options)
-        });
-        let db = DB::open_cf_descriptors(&options, &config.dir, descriptors)?;
+        let db = DB::open_cf_descriptors(&options, &config.dir, family_descriptors())?;
         if count_usage {
             usage::rebuild(&db)?;
         }
@@ -1190,6 +1179,28 @@ where
     commit
         .await
         .map_err(|err| StoreError::Internal(format!("metadata commit task failed: {err}")))?
+}
+
+/// How the metadata database is opened (also read-only, from a
+/// checkpoint of it: `replica.rs`).
+pub(crate) fn db_options() -> Options {
+    let mut options = Options::default();
+    options.create_if_missing(true);
+    options.create_missing_column_families(true);
+    options.set_max_background_jobs(2);
+    options.set_bytes_per_sync(1 << 20);
+    options
+}
+
+/// Every column family, with the merge operator of the usage counters.
+pub(crate) fn family_descriptors() -> impl Iterator<Item = ColumnFamilyDescriptor> {
+    keys::ALL_CFS.iter().map(|name| {
+        let mut cf_options = Options::default();
+        if *name == CF_USAGE {
+            cf_options.set_merge_operator_associative("usage-sum", usage::merge_usage);
+        }
+        ColumnFamilyDescriptor::new(*name, cf_options)
+    })
 }
 
 pub(crate) fn cf<'a>(db: &'a DB, name: &str) -> Result<&'a rocksdb::ColumnFamily> {

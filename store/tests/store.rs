@@ -824,23 +824,49 @@ async fn a_replica_export_replaces_another_replicas_records() {
         .unwrap();
     put(&target, "stale", "z", b"and more of it").await.unwrap();
 
-    let blob = source.export_replica().await.unwrap();
-    // A blob cut short is refused before anything is removed.
+    let checkpoint = source
+        .checkpoint_replica(source_dir.path().join("checkpoint"))
+        .await
+        .unwrap();
+    let source_feed = source.feed_since(0, 100).await.unwrap();
+    // The export is of the instant of the checkpoint, not of its writing.
+    put(&source, "kept", "later", b"after the checkpoint")
+        .await
+        .unwrap();
+    let mut blob = Vec::new();
+    checkpoint.export(&mut blob).unwrap();
+    drop(checkpoint);
+    assert!(!source_dir.path().join("checkpoint").exists());
+    // An export cut short is refused before anything is removed.
     let cut = blob[..blob.len() - 3].to_vec();
-    assert!(target.import_replica(cut).await.is_err());
+    assert!(
+        target
+            .import_replica(std::io::Cursor::new(cut))
+            .await
+            .is_err()
+    );
     assert!(target.head_object("stale", "y").await.is_ok());
 
     let mut events = target.subscribe();
-    target.import_replica(blob).await.unwrap();
+    target
+        .import_replica(std::io::Cursor::new(blob))
+        .await
+        .unwrap();
     assert_eq!(events.recv().await.unwrap().kind, ChangeKind::Resync);
     assert!(matches!(
         target.bucket("stale").await,
         Err(StoreError::NoSuchBucket)
     ));
     assert!(target.head_object("kept", "x").await.is_ok());
+    assert!(matches!(
+        target.head_object("kept", "later").await,
+        Err(StoreError::NoSuchKey)
+    ));
+    // The usage counters (merged records) travel as they read.
+    let usage = target.bucket_usage("kept").await.unwrap();
+    assert_eq!((usage.objects, usage.bytes), (1, 15));
     assert!(!target.replica_import_interrupted().await.unwrap());
-    let feed = |store: Store| async move { store.feed_since(0, 100).await.unwrap() };
-    let (source_feed, target_feed) = (feed(source.clone()).await, feed(target.clone()).await);
+    let target_feed = target.feed_since(0, 100).await.unwrap();
     assert_eq!(
         serde_json::to_string(&source_feed).unwrap(),
         serde_json::to_string(&target_feed).unwrap()

@@ -121,10 +121,6 @@ impl StateMachine {
             snapshots,
         })
     }
-
-    fn marker(&self) -> Result<Vec<u8>, serde_json::Error> {
-        serde_json::to_vec(&self.applied)
-    }
 }
 
 impl RaftStateMachine<TypeConfig> for StateMachine {
@@ -141,6 +137,85 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         I: IntoIterator<Item = Entry<TypeConfig>> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
+        // The whole batch is applied on one blocking thread: a hop per
+        // call, to a thread that had to be woken, cost more than the call.
+        let entries: Vec<_> = entries.into_iter().collect();
+        let mut applier = Applier {
+            id: self.id,
+            store: self.store.clone(),
+            applied: self.applied.clone(),
+        };
+        let (applier, answers) = self
+            .store
+            .applying(move || async move {
+                let answers = applier.apply(entries).await;
+                (applier, answers)
+            })
+            .await
+            .map_err(state_error)?;
+        // Kept even after a failure: it is what the replica holds.
+        self.applied = applier.applied;
+        answers
+    }
+
+    async fn get_snapshot_builder(&mut self) -> SnapshotBuilder {
+        // Taken here, between two applies; the builder writes it out in a
+        // task of its own while entries go on being applied.
+        let checkpoint = self
+            .store
+            .checkpoint_replica(self.snapshots.checkpoint_dir())
+            .await
+            .map_err(|err| err.to_string());
+        SnapshotBuilder {
+            last_log_id: self.applied.last_applied,
+            membership: self.applied.membership.clone(),
+            checkpoint: Some(checkpoint),
+            snapshots: self.snapshots.clone(),
+        }
+    }
+
+    async fn begin_receiving_snapshot(&mut self) -> StorageResult<Box<SnapshotFile>> {
+        let file = self.snapshots.receiving().await.map_err(state_error)?;
+        Ok(Box::new(file))
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        meta: &SnapshotMeta<u64, BasicNode>,
+        snapshot: Box<SnapshotFile>,
+    ) -> StorageResult<()> {
+        // Kept first: once the replica is replaced, its snapshot must be
+        // there to send on.
+        let kept = self
+            .snapshots
+            .keep_received(meta, *snapshot)
+            .await
+            .map_err(state_error)?;
+        self.store.import_replica(kept).await.map_err(state_error)?;
+        self.applied = Marker {
+            last_applied: meta.last_log_id,
+            membership: meta.last_membership.clone(),
+            partial: None,
+        };
+        tracing::info!(last = ?meta.last_log_id, "metadata snapshot installed");
+        Ok(())
+    }
+
+    async fn get_current_snapshot(&mut self) -> StorageResult<Option<Snapshot<TypeConfig>>> {
+        self.snapshots.load().await.map_err(snapshot_error)
+    }
+}
+
+/// Applies entries to the replica, keeping the marker in step.
+struct Applier {
+    /// This member's id.
+    id: u64,
+    store: Store,
+    applied: Marker,
+}
+
+impl Applier {
+    async fn apply(&mut self, entries: Vec<Entry<TypeConfig>>) -> StorageResult<Vec<MetaAnswer>> {
         let mut answers = Vec::new();
         for entry in entries {
             match entry.payload {
@@ -194,8 +269,9 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                         self.applied.membership =
                             StoredMembership::new(Some(entry.log_id), membership);
                     }
+                    let marker = serde_json::to_vec(&self.applied).map_err(state_error)?;
                     self.store
-                        .record_applied_marker(self.marker().map_err(state_error)?)
+                        .record_applied_marker(marker)
                         .await
                         .map_err(state_error)?;
                     answers.push(MetaAnswer::default());
@@ -203,53 +279,6 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             }
         }
         Ok(answers)
-    }
-
-    async fn get_snapshot_builder(&mut self) -> SnapshotBuilder {
-        // Taken here, between two applies; the builder writes it out in a
-        // task of its own while entries go on being applied.
-        let checkpoint = self
-            .store
-            .checkpoint_replica(self.snapshots.checkpoint_dir())
-            .await
-            .map_err(|err| err.to_string());
-        SnapshotBuilder {
-            last_log_id: self.applied.last_applied,
-            membership: self.applied.membership.clone(),
-            checkpoint: Some(checkpoint),
-            snapshots: self.snapshots.clone(),
-        }
-    }
-
-    async fn begin_receiving_snapshot(&mut self) -> StorageResult<Box<SnapshotFile>> {
-        let file = self.snapshots.receiving().await.map_err(state_error)?;
-        Ok(Box::new(file))
-    }
-
-    async fn install_snapshot(
-        &mut self,
-        meta: &SnapshotMeta<u64, BasicNode>,
-        snapshot: Box<SnapshotFile>,
-    ) -> StorageResult<()> {
-        // Kept first: once the replica is replaced, its snapshot must be
-        // there to send on.
-        let kept = self
-            .snapshots
-            .keep_received(meta, *snapshot)
-            .await
-            .map_err(state_error)?;
-        self.store.import_replica(kept).await.map_err(state_error)?;
-        self.applied = Marker {
-            last_applied: meta.last_log_id,
-            membership: meta.last_membership.clone(),
-            partial: None,
-        };
-        tracing::info!(last = ?meta.last_log_id, "metadata snapshot installed");
-        Ok(())
-    }
-
-    async fn get_current_snapshot(&mut self) -> StorageResult<Option<Snapshot<TypeConfig>>> {
-        self.snapshots.load().await.map_err(snapshot_error)
     }
 }
 

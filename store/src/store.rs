@@ -777,7 +777,8 @@ impl Store {
         .await
     }
 
-    /// Runs metadata work on the blocking pool: RocksDB calls and fsyncs block.
+    /// Runs metadata work on the blocking pool: RocksDB calls and fsyncs
+    /// block. On a thread of [`Store::applying`], it runs right there.
     pub(crate) async fn blocking<T, F>(&self, work: F) -> Result<T>
     where
         T: Send + 'static,
@@ -788,6 +789,9 @@ impl Store {
                 "local metadata work asked of a remote store".into(),
             ));
         };
+        if ON_APPLYING_THREAD.get() {
+            return work(inner);
+        }
         let inner = inner.clone();
         tokio::task::spawn_blocking(move || work(&inner))
             .await
@@ -1179,6 +1183,40 @@ where
     commit
         .await
         .map_err(|err| StoreError::Internal(format!("metadata commit task failed: {err}")))?
+}
+
+thread_local! {
+    /// Whether this thread runs [`Store::applying`]'s future.
+    static ON_APPLYING_THREAD: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+impl Store {
+    /// Runs the future `make` returns on a blocking thread of its own,
+    /// where every database call of this store runs without another hop:
+    /// for a replica applying a batch of log entries, whose calls
+    /// ([`Store::apply_meta`]) each did one. Applied calls write unsynced
+    /// (the log is the durable copy), so each blocks for little.
+    pub async fn applying<F, Fut, T>(&self, make: F) -> Result<T>
+    where
+        F: FnOnce() -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = T>,
+        T: Send + 'static,
+    {
+        struct Unset;
+        impl Drop for Unset {
+            fn drop(&mut self) {
+                ON_APPLYING_THREAD.set(false);
+            }
+        }
+        let runtime = tokio::runtime::Handle::current();
+        tokio::task::spawn_blocking(move || {
+            ON_APPLYING_THREAD.set(true);
+            let _unset = Unset;
+            runtime.block_on(make())
+        })
+        .await
+        .map_err(|err| StoreError::Internal(format!("applying task failed: {err}")))
+    }
 }
 
 /// How the metadata database is opened (also read-only, from a

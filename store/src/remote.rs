@@ -72,6 +72,11 @@ const FEED_SLACK: Duration = Duration::from_secs(5);
 const FEED_LEASE: Duration = FEED_WAIT.saturating_add(FEED_SLACK);
 /// Events fetched per poll.
 const FEED_BATCH: usize = 1000;
+/// How long a long poll woken by a change waits for the changes that come
+/// with it: under load, answering each change alone cost every follower a
+/// round trip (and a replicated service a confirmation of its leadership)
+/// per change, while it delays a follower's purges by this much at most.
+const FEED_LINGER: Duration = Duration::from_millis(5);
 /// Decisions retried when another gateway changed the same record first.
 const SWAP_ATTEMPTS: u32 = 32;
 /// How long `Store::connect` waits for the service to answer.
@@ -807,7 +812,7 @@ impl Store {
         if !events.is_empty() {
             return Ok(events);
         }
-        let _ = tokio::time::timeout(Duration::from_millis(wait_ms), async {
+        let woken = tokio::time::timeout(Duration::from_millis(wait_ms), async {
             loop {
                 match changes.recv().await {
                     Ok(event) if event.seq <= after => continue,
@@ -816,6 +821,9 @@ impl Store {
             }
         })
         .await;
+        if woken.is_ok() {
+            tokio::time::sleep(FEED_LINGER).await;
+        }
         self.feed_since(after, limit).await
     }
 

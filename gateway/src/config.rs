@@ -357,16 +357,36 @@ mod tests {
         assert!(Config::load(None, bad).is_err());
     }
 
+    /// Fills held in memory are bounded (64 MiB); fills written to an SSD
+    /// zone are not.
     #[test]
-    fn cached_objects_are_bounded_by_what_one_request_may_hold() {
+    fn cached_objects_are_bounded_by_what_one_fill_may_hold_in_memory() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("strata.toml");
-        std::fs::write(&path, "[cache]\nmax_object_bytes = 67108864\n").unwrap();
-        assert!(Config::load(Some(&path), ConfigOverrides::default()).is_ok());
-        std::fs::write(&path, "[cache]\nmax_object_bytes = 67108865\n").unwrap();
-        let refused = Config::load(Some(&path), ConfigOverrides::default()).unwrap_err();
+        let load = |toml: &str| {
+            std::fs::write(&path, toml).unwrap();
+            Config::load(Some(&path), ConfigOverrides::default())
+        };
+        assert!(load("[cache]\nmax_object_bytes = 67108864\n").is_ok());
+        let refused = load("[cache]\nmax_object_bytes = 67108865\n").unwrap_err();
         assert!(
             refused.to_string().contains("cache.max_object_bytes"),
+            "{refused}"
+        );
+        let zone = format!(
+            "[[cache.zone]]\npath = \"{}\"\nmax_bytes = \"1G\"\n",
+            dir.path().join("zone").display()
+        );
+        assert!(
+            load(&format!(
+                "[cache]\nmax_object_bytes = 1099511627776\n{zone}"
+            ))
+            .is_ok()
+        );
+        let refused =
+            load(&format!("[cache]\nram_max_object_bytes = 67108865\n{zone}")).unwrap_err();
+        assert!(
+            refused.to_string().contains("cache.ram_max_object_bytes"),
             "{refused}"
         );
     }

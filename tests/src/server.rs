@@ -211,6 +211,11 @@ impl Server {
     }
 
     /// Port of the running server.
+    /// The process id of the running server.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(std::process::Child::id)
+    }
+
     pub fn port(&self) -> u16 {
         self.port
     }

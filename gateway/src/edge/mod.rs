@@ -54,11 +54,22 @@ const EPOCH_STRIPES: usize = 4096;
 /// Bucket records kept for the public read path before the map starts over.
 const MAX_BUCKET_RECORDS: usize = 100_000;
 
-/// The largest `max_object_bytes` accepted. A fill holds the whole object
-/// in memory until it is kept (the requests that missed it stream from
-/// there), so this bounds the memory of one fill; larger objects stream
-/// from the store. Hits on SSD copies hold one block at a time.
-pub const MAX_CACHEABLE_OBJECT_BYTES: u64 = 64 * 1024 * 1024;
+/// The largest object a fill holds in memory: one that is not written to
+/// an SSD zone as it arrives (no zones, or small enough for the RAM zone)
+/// is held whole until it is kept, and the requests that missed it stream
+/// from there. Without SSD zones it bounds `max_object_bytes`, and it
+/// always bounds `ram_max_object_bytes`; fills of larger objects go
+/// straight to their zone file, and hits on SSD copies hold one block at a
+/// time.
+pub const MAX_IN_MEMORY_FILL_BYTES: u64 = 64 * 1024 * 1024;
+
+/// What a fill written to its zone file counts against
+/// `fill_memory_bytes`: the store read's pieces in flight.
+const SPOOLED_FILL_KIB: u32 = 4 * 1024;
+
+/// Read from a zone file being filled at once, for a request that streams
+/// the fill.
+const SPOOL_READ_BYTES: u64 = 1 << 20;
 
 /// SSD copies up to this size (or up to `ram_max_object_bytes`, when that
 /// is larger: those go back to RAM) are read and checked whole before a hit
@@ -69,12 +80,20 @@ const SSD_READ_WHOLE_BYTES: u64 = 4 * 1024 * 1024;
 
 impl CacheConfig {
     pub fn validate(&self) -> anyhow::Result<()> {
-        if self.max_object_bytes > MAX_CACHEABLE_OBJECT_BYTES {
+        if self.zone.is_empty() && self.max_object_bytes > MAX_IN_MEMORY_FILL_BYTES {
             anyhow::bail!(
-                "cache.max_object_bytes is {} bytes; at most {MAX_CACHEABLE_OBJECT_BYTES} \
-                 (64 MiB) is accepted: a fill holds the object in memory until it is \
-                 kept; larger objects stream from the store",
+                "cache.max_object_bytes is {} bytes; without a [[cache.zone]] at most \
+                 {MAX_IN_MEMORY_FILL_BYTES} (64 MiB) is accepted: a fill holds the object \
+                 in memory until it is kept. With SSD zones, larger objects are written \
+                 to their zone as they arrive",
                 self.max_object_bytes
+            );
+        }
+        if self.ram_max_object_bytes > MAX_IN_MEMORY_FILL_BYTES {
+            anyhow::bail!(
+                "cache.ram_max_object_bytes is {} bytes; at most {MAX_IN_MEMORY_FILL_BYTES} \
+                 (64 MiB) is accepted: a fill for the RAM zone holds the object in memory",
+                self.ram_max_object_bytes
             );
         }
         Ok(())
@@ -220,6 +239,10 @@ pub struct Filling {
 struct FillProgress {
     /// The pieces read so far, in order; dropped once the copy is whole.
     pieces: Vec<Bytes>,
+    /// For a fill written to its zone file as it arrives: the file, where
+    /// the body starts in it, and how much of the body is written.
+    spool: Option<(Arc<std::fs::File>, u64)>,
+    spooled: u64,
     end: FillEnd,
 }
 
@@ -229,32 +252,65 @@ enum FillEnd {
     Reading,
     /// The whole copy (its length checked against the record).
     Whole(Bytes),
+    /// The whole copy is in the spool file (and kept, unless purged).
+    Spooled,
     Failed,
+}
+
+/// What a request streaming a fill can have next.
+enum Arrived {
+    Bytes(Bytes),
+    /// `len` bytes at `at` in a zone file being filled.
+    OnDisk {
+        file: Arc<std::fs::File>,
+        at: u64,
+        len: usize,
+    },
 }
 
 impl FillProgress {
     fn started(&self) -> bool {
-        !self.pieces.is_empty() || !matches!(self.end, FillEnd::Reading)
+        !self.pieces.is_empty() || self.spooled > 0 || !matches!(self.end, FillEnd::Reading)
     }
 
     /// What has arrived of `offset..end` (`offset < end`, both inside the
     /// object), from its start: `None` if nothing of it has yet.
-    fn available(&self, offset: u64, end: u64) -> Option<Bytes> {
+    fn available(&self, offset: u64, end: u64) -> Option<Arrived> {
         if let FillEnd::Whole(body) = &self.end {
-            return Some(body.slice(offset as usize..end as usize));
+            return Some(Arrived::Bytes(body.slice(offset as usize..end as usize)));
+        }
+        if let Some((file, body_start)) = &self.spool {
+            let until = end.min(self.spooled).min(offset + SPOOL_READ_BYTES);
+            return (offset < until).then(|| Arrived::OnDisk {
+                file: file.clone(),
+                at: body_start + offset,
+                len: (until - offset) as usize,
+            });
         }
         let mut start = 0;
         for piece in &self.pieces {
             let piece_end = start + piece.len() as u64;
             if offset < piece_end {
-                return Some(
-                    piece.slice((offset - start) as usize..(end.min(piece_end) - start) as usize),
-                );
+                return Some(Arrived::Bytes(piece.slice(
+                    (offset - start) as usize..(end.min(piece_end) - start) as usize,
+                )));
             }
             start = piece_end;
         }
         None
     }
+}
+
+/// Reads `len` bytes at `at` of a zone file being filled, off the runtime.
+async fn read_spooled(file: Arc<std::fs::File>, at: u64, len: usize) -> std::io::Result<Bytes> {
+    use std::os::unix::fs::FileExt as _;
+    tokio::task::spawn_blocking(move || {
+        let mut bytes = vec![0; len];
+        file.read_exact_at(&mut bytes, at)?;
+        Ok(Bytes::from(bytes))
+    })
+    .await
+    .map_err(std::io::Error::other)?
 }
 
 impl Filling {
@@ -279,6 +335,20 @@ impl Filling {
                             None if matches!(arrived.end, FillEnd::Failed) => Err(()),
                             None => Ok(None),
                         }
+                    };
+                    let next = match next {
+                        Ok(Some(Arrived::OnDisk { file, at, len })) => {
+                            match read_spooled(file, at, len).await {
+                                Ok(bytes) => Ok(Some(bytes)),
+                                Err(err) => {
+                                    tracing::warn!(error = %err, "reading a cache fill's file");
+                                    Err(())
+                                }
+                            }
+                        }
+                        Ok(Some(Arrived::Bytes(bytes))) => Ok(Some(bytes)),
+                        Ok(None) => Ok(None),
+                        Err(()) => Err(()),
                     };
                     match next {
                         Ok(Some(bytes)) => {
@@ -840,7 +910,10 @@ impl EdgeCache {
         self.metrics.fills.fetch_add(1, Ordering::Relaxed);
         let info = store.head_object(bucket, key).await.ok()?;
         let max_age = self.cacheable_for(&info)?;
-        let kib = u32::try_from(info.size.div_ceil(1024).max(1) * 2).ok()?;
+        let kib = match self.spools(bucket, key, &info) {
+            true => SPOOLED_FILL_KIB,
+            false => u32::try_from(info.size.div_ceil(1024).max(1) * 2).ok()?,
+        };
         let Ok(budget) = self.fill_budget.clone().try_acquire_many_owned(kib) else {
             self.metrics.fills_refused.fetch_add(1, Ordering::Relaxed);
             return None;
@@ -891,6 +964,13 @@ impl EdgeCache {
             finished: false,
         };
         let (bucket, key) = (&cache_key.0, &cache_key.1);
+        if self.spools(bucket, key, &info) {
+            ender.finished = self
+                .spool_into_zone(&store, &cache_key, &info, epochs, &filling)
+                .await;
+            drop(budget);
+            return;
+        }
         let mut pieces = Vec::new();
         let mut received = 0u64;
         let mut reader = store.read(&info, None);
@@ -953,6 +1033,114 @@ impl EdgeCache {
         ender.finished = true;
     }
 
+    /// Whether a fill of `info` goes straight to its SSD zone's file as it
+    /// arrives (there is a zone, and the RAM zone would not keep it)
+    /// rather than through memory.
+    fn spools(&self, bucket: &str, key: &str, info: &ObjectInfo) -> bool {
+        info.size > self.config.ram_max_object_bytes && self.zone_of(bucket, key).is_some()
+    }
+
+    /// The fill of an object written to its zone file as it arrives: the
+    /// requests streaming it read what is written from the file, so the
+    /// fill holds no more than the store's pieces in flight. Whether the
+    /// copy is whole (and kept, unless a purge or resync came since
+    /// `epochs`).
+    async fn spool_into_zone(
+        &self,
+        store: &Store,
+        cache_key: &ObjectKey,
+        info: &ObjectInfo,
+        epochs: (u64, u64),
+        filling: &Filling,
+    ) -> bool {
+        let Some(zone) = self.zone_of(&cache_key.0, &cache_key.1).cloned() else {
+            return false;
+        };
+        let failed = |why: &str, err: &dyn std::fmt::Display| {
+            tracing::warn!(error = %err, bucket = cache_key.0, key = cache_key.1, "cache fill failed: {why}");
+            self.metrics.fill_failures.fetch_add(1, Ordering::Relaxed);
+            false
+        };
+        let begun = {
+            let (zone, cache_key, info) = (zone.clone(), cache_key.clone(), info.clone());
+            tokio::task::spawn_blocking(move || zone.begin_file(&cache_key, &info)).await
+        };
+        let mut writer = match begun {
+            Ok(Ok(writer)) => writer,
+            Ok(Err(err)) => return failed("starting the zone file", &err),
+            Err(err) => return failed("starting the zone file", &err),
+        };
+        let spool = writer.body_reader();
+        filling
+            .progress
+            .send_modify(|progress| progress.spool = Some(spool));
+        let mut received = 0u64;
+        let mut reader = store.read(info, None);
+        while let Some(piece) = reader.next().await {
+            let piece = match piece {
+                Ok(piece) => piece,
+                Err(err) => return failed("reading the store", &err),
+            };
+            received += piece.len() as u64;
+            let appended =
+                tokio::task::spawn_blocking(move || writer.append(&piece).map(|()| writer)).await;
+            writer = match appended {
+                Ok(Ok(writer)) => writer,
+                Ok(Err(err)) => return failed("writing the zone file", &err),
+                Err(err) => return failed("writing the zone file", &err),
+            };
+            // The bytes that complete the object go out with the kept copy
+            // (below): a client that has read every byte then finds it kept.
+            if received < info.size {
+                filling
+                    .progress
+                    .send_modify(|progress| progress.spooled = received);
+            }
+        }
+        let cache = self.self_ref.clone();
+        let cache_key = cache_key.clone();
+        let kept = tokio::task::spawn_blocking(move || {
+            let file = writer.finish()?;
+            if let Some(cache) = cache.upgrade() {
+                cache.keep_file(&zone, cache_key, file, epochs);
+            } else {
+                zone.discard(file);
+            }
+            Ok::<_, std::io::Error>(())
+        })
+        .await;
+        match kept {
+            Ok(Ok(())) => {}
+            Ok(Err(err)) => return failed("ending the zone file", &err),
+            Err(err) => return failed("ending the zone file", &err),
+        }
+        filling.progress.send_modify(|progress| {
+            progress.spooled = received;
+            progress.end = FillEnd::Spooled;
+        });
+        true
+    }
+
+    /// Makes a written zone file the key's copy, unless a purge or resync
+    /// came since `epochs` (then it is removed). Blocking.
+    fn keep_file(
+        &self,
+        zone: &SsdZone,
+        cache_key: ObjectKey,
+        file: ssd::SsdEntry,
+        (epoch, resync): (u64, u64),
+    ) {
+        let stripe = self.epoch_index(&cache_key.0, &cache_key.1);
+        let _keeping = self.stripe_locks[stripe].lock();
+        if self.epochs[stripe].load(Ordering::SeqCst) == epoch
+            && self.resyncs.load(Ordering::SeqCst) == resync
+        {
+            zone.insert(cache_key, file);
+        } else {
+            zone.discard(file);
+        }
+    }
+
     /// Writes a fetched copy to its SSD zone, if there are zones, off the
     /// runtime; a purge or resync since `epochs` removes it again.
     async fn write_to_zone(
@@ -966,7 +1154,6 @@ impl EdgeCache {
             return;
         };
         let (info, body, cache_key) = (info.clone(), body.clone(), cache_key.clone());
-        let stripe = self.epoch_index(&cache_key.0, &cache_key.1);
         let cache = self.self_ref.clone();
         let written = tokio::task::spawn_blocking(move || {
             let file = match zone.write_file(&cache_key, &info, &body) {
@@ -977,16 +1164,9 @@ impl EdgeCache {
                 }
             };
             // A purge or resync that came while the file was written wins.
-            let Some(cache) = cache.upgrade() else {
-                return zone.discard(file);
-            };
-            let _keeping = cache.stripe_locks[stripe].lock();
-            if cache.epochs[stripe].load(Ordering::SeqCst) == epoch
-                && cache.resyncs.load(Ordering::SeqCst) == resync
-            {
-                zone.insert(cache_key, file);
-            } else {
-                zone.discard(file);
+            match cache.upgrade() {
+                Some(cache) => cache.keep_file(&zone, cache_key, file, (epoch, resync)),
+                None => zone.discard(file),
             }
         });
         if let Err(err) = written.await {

@@ -2,13 +2,16 @@
 //! its own byte budget, found again after a restart.
 //!
 //! A file is `<zone>/<hh>/<hash>-<random>.obj`: a magic, the length of a
-//! JSON header (bucket, key, the object's record, the body's length and a
-//! CRC32C per [`BLOCK`] of it), the header, the body. Files are written to a
-//! temporary name and renamed, so a reader sees a whole file or none. A copy
-//! is read a block at a time ([`SsdCopy`]), each block checked before any of
-//! it is used: a hit streams a large object, and a range reads only the
-//! blocks it covers, yet no damaged byte is ever served. A damaged file is
-//! dropped when a read finds it.
+//! JSON header (bucket, key, the object's record, the body's length), the
+//! header, the body, then a CRC32C per [`BLOCK`] of the body (u32
+//! little-endian each). The checksums come last so that a copy can be
+//! written as its bytes arrive ([`ZoneWriter`]): a fill of an object too
+//! large for memory streams into its file. Files are written to a
+//! temporary name and renamed, so a reader sees a whole file or none. A
+//! copy is read a block at a time ([`SsdCopy`]), each block checked before
+//! any of it is used: a hit streams a large object, and a range reads only
+//! the blocks it covers, yet no damaged byte is ever served. A damaged file
+//! is dropped when a read finds it.
 //!
 //! On start a zone reads each file's header only, to rebuild its index, and
 //! marks every entry for revalidation: while the gateway was away the object
@@ -26,8 +29,9 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use strata_store::ObjectInfo;
 
-/// `STRATAC1` files (one CRC for the whole body) are dropped at start.
-const MAGIC: &[u8; 8] = b"STRATAC2";
+/// Files of earlier layouts (`STRATAC1`: one CRC for the whole body;
+/// `STRATAC2`: the CRCs in the header) are dropped at start.
+const MAGIC: &[u8; 8] = b"STRATAC3";
 /// Bytes of the body under one CRC: what a read checks at once, so a range
 /// reads at most one block beyond each of its ends.
 pub const BLOCK: u64 = 1 << 20;
@@ -51,8 +55,11 @@ struct FileHeader {
     key: String,
     info: ObjectInfo,
     body_len: u64,
-    /// CRC32C of each [`BLOCK`] of the body, the last one possibly short.
-    block_crcs: Vec<u32>,
+}
+
+/// Bytes of the CRCs after a body of `body_len` bytes.
+fn crcs_len(body_len: u64) -> u64 {
+    body_len.div_ceil(BLOCK) * 4
 }
 
 /// A zone: a directory of cached objects within a byte budget.
@@ -117,7 +124,7 @@ impl SsdZone {
                     .and_then(|mut file| read_header(&mut file));
                 match header {
                     Some((header, body_start)) => {
-                        let len = body_start + header.body_len;
+                        let len = body_start + header.body_len + crcs_len(header.body_len);
                         let entry = SsdEntry {
                             path,
                             len,
@@ -143,10 +150,20 @@ impl SsdZone {
         let entry = self.index.get(key)?;
         let opened = fs::File::open(&entry.path).ok().and_then(|mut file| {
             let (header, body_start) = read_header(&mut file)?;
-            (header.bucket == key.0 && header.key == key.1 && header.info.size == header.body_len)
-                .then_some((file, header, body_start))
+            if header.bucket != key.0 || header.key != key.1 || header.info.size != header.body_len
+            {
+                return None;
+            }
+            let mut crcs = vec![0u8; usize::try_from(crcs_len(header.body_len)).ok()?];
+            file.read_exact_at(&mut crcs, body_start + header.body_len)
+                .ok()?;
+            let block_crcs = crcs
+                .chunks_exact(4)
+                .map(|crc| u32::from_le_bytes([crc[0], crc[1], crc[2], crc[3]]))
+                .collect();
+            Some((file, header, body_start, block_crcs))
         });
-        let Some((file, header, body_start)) = opened else {
+        let Some((file, header, body_start, block_crcs)) = opened else {
             self.drop_damaged(key, &entry);
             return None;
         };
@@ -157,6 +174,7 @@ impl SsdZone {
             file,
             body_start,
             header,
+            block_crcs,
             entry,
         })
     }
@@ -189,6 +207,13 @@ impl SsdZone {
         info: &ObjectInfo,
         body: &[u8],
     ) -> std::io::Result<SsdEntry> {
+        let mut writer = self.begin_file(key, info)?;
+        writer.append(body)?;
+        writer.finish()
+    }
+
+    /// Starts a copy's file, to be written as the body arrives. Blocking.
+    pub fn begin_file(&self, key: &ObjectKey, info: &ObjectInfo) -> std::io::Result<ZoneWriter> {
         // A new name per copy: replacing the index entry deletes the old file.
         let stem = self.path_of(key);
         let name = stem
@@ -209,26 +234,34 @@ impl SsdZone {
                 inline: None,
                 ..info.clone()
             },
-            body_len: body.len() as u64,
-            block_crcs: body.chunks(BLOCK as usize).map(crc32c::crc32c).collect(),
+            body_len: info.size,
         };
         let encoded = serde_json::to_vec(&header).map_err(std::io::Error::other)?;
         let header_len = u32::try_from(encoded.len()).map_err(std::io::Error::other)?;
         let tmp = path.with_extension("tmp");
-        {
-            let mut file = fs::File::create(&tmp)?;
-            file.write_all(MAGIC)?;
-            file.write_all(&header_len.to_le_bytes())?;
-            file.write_all(&encoded)?;
-            file.write_all(body)?;
-        }
-        fs::rename(&tmp, &path)?;
-        let len = (MAGIC.len() + 4 + encoded.len() + body.len()) as u64;
-        Ok(SsdEntry {
+        let file = fs::File::options()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&tmp)?;
+        // Made first, so that a failure below removes the file.
+        let writer = ZoneWriter {
+            file: Arc::new(file),
+            tmp,
             path,
-            len,
-            needs_revalidation: AtomicBool::new(false),
-        })
+            body_start: (MAGIC.len() + 4 + encoded.len()) as u64,
+            body_len: info.size,
+            written: 0,
+            block_crcs: Vec::new(),
+            block_crc: 0,
+            finished: false,
+        };
+        let mut file = &*writer.file;
+        file.write_all(MAGIC)?;
+        file.write_all(&header_len.to_le_bytes())?;
+        file.write_all(&encoded)?;
+        Ok(writer)
     }
 
     /// Makes a written file the key's copy (replacing, and deleting, any
@@ -290,6 +323,8 @@ pub struct SsdCopy {
     file: fs::File,
     body_start: u64,
     header: FileHeader,
+    /// CRC32C of each [`BLOCK`] of the body, the last one possibly short.
+    block_crcs: Vec<u32>,
     pub entry: Arc<SsdEntry>,
 }
 
@@ -316,8 +351,8 @@ impl SsdCopy {
             std::io::Error::new(std::io::ErrorKind::InvalidData, "damaged cache file")
         };
         let start = index * BLOCK;
-        // The header's CRC count matches its length (checked at open).
-        let Some(&expected) = self.header.block_crcs.get(index as usize) else {
+        // The CRC count matches the body's length (read so at open).
+        let Some(&expected) = self.block_crcs.get(index as usize) else {
             return Err(std::io::Error::new(
                 std::io::ErrorKind::InvalidInput,
                 "a block past the end of a cache file",
@@ -371,9 +406,80 @@ fn read_header(file: &mut fs::File) -> Option<(FileHeader, u64)> {
     let header: FileHeader = serde_json::from_slice(&encoded).ok()?;
     let body_start = 12 + header_len as u64;
     // A file cut short (a crash while it was written) is not worth indexing.
-    let whole = len == body_start + header.body_len
-        && header.block_crcs.len() as u64 == header.body_len.div_ceil(BLOCK);
+    let whole = len == body_start + header.body_len + crcs_len(header.body_len);
     whole.then_some((header, body_start))
+}
+
+/// A copy's file being written, a piece at a time; removed unless
+/// [`ZoneWriter::finish`]ed. What is written can be read meanwhile
+/// ([`ZoneWriter::body_reader`]).
+pub struct ZoneWriter {
+    file: Arc<fs::File>,
+    tmp: PathBuf,
+    path: PathBuf,
+    body_start: u64,
+    body_len: u64,
+    written: u64,
+    block_crcs: Vec<u32>,
+    /// The CRC of the block being written.
+    block_crc: u32,
+    finished: bool,
+}
+
+impl ZoneWriter {
+    /// Appends the next bytes of the body. Blocking.
+    pub fn append(&mut self, mut bytes: &[u8]) -> std::io::Result<()> {
+        if self.written + bytes.len() as u64 > self.body_len {
+            return Err(std::io::Error::other("more bytes than the record says"));
+        }
+        (&*self.file).write_all(bytes)?;
+        while !bytes.is_empty() {
+            let room = (BLOCK - self.written % BLOCK) as usize;
+            let (now, rest) = bytes.split_at(room.min(bytes.len()));
+            self.block_crc = crc32c::crc32c_append(self.block_crc, now);
+            self.written += now.len() as u64;
+            if self.written.is_multiple_of(BLOCK) || self.written == self.body_len {
+                self.block_crcs.push(std::mem::take(&mut self.block_crc));
+            }
+            bytes = rest;
+        }
+        Ok(())
+    }
+
+    /// The file, to read the body written so far from: `(file, where the
+    /// body starts)`. Reads use offsets (`read_at`), never the cursor.
+    pub fn body_reader(&self) -> (Arc<fs::File>, u64) {
+        (self.file.clone(), self.body_start)
+    }
+
+    /// Ends the file once the whole body is written: the checksums, then
+    /// the rename to its name. Blocking.
+    pub fn finish(mut self) -> std::io::Result<SsdEntry> {
+        if self.written != self.body_len {
+            return Err(std::io::Error::other("fewer bytes than the record says"));
+        }
+        let crcs: Vec<u8> = self
+            .block_crcs
+            .iter()
+            .flat_map(|crc| crc.to_le_bytes())
+            .collect();
+        (&*self.file).write_all(&crcs)?;
+        fs::rename(&self.tmp, &self.path)?;
+        self.finished = true;
+        Ok(SsdEntry {
+            path: self.path.clone(),
+            len: self.body_start + self.body_len + crcs.len() as u64,
+            needs_revalidation: AtomicBool::new(false),
+        })
+    }
+}
+
+impl Drop for ZoneWriter {
+    fn drop(&mut self) {
+        if !self.finished {
+            let _ = fs::remove_file(&self.tmp);
+        }
+    }
 }
 
 #[cfg(test)]
@@ -491,5 +597,50 @@ mod tests {
         drop((zone, copy));
         let _zone = open(dir.path());
         assert!(!old.join("x.obj").exists());
+    }
+
+    /// A copy written as its bytes arrive, in pieces that straddle blocks:
+    /// what is written reads back meanwhile, the finished file is checked
+    /// block by block like any other, and an unfinished one leaves nothing.
+    #[test]
+    fn copies_are_written_piece_by_piece() {
+        use std::os::unix::fs::FileExt as _;
+
+        let dir = tempfile::tempdir().unwrap();
+        let zone = open(dir.path());
+        let key = ("b".to_owned(), "spooled".to_owned());
+        let body: Vec<u8> = (0..(2 * BLOCK + 77)).map(|i| (i % 253) as u8).collect();
+        let mut writer = zone.begin_file(&key, &info(body.len() as u64)).unwrap();
+        let (reader, body_start) = writer.body_reader();
+        let mut written = 0;
+        for piece in body.chunks(BLOCK as usize / 3 + 5) {
+            writer.append(piece).unwrap();
+            written += piece.len();
+            let mut back = vec![0; written];
+            reader.read_exact_at(&mut back, body_start).unwrap();
+            assert_eq!(back, body[..written]);
+        }
+        assert!(writer.append(b"x").is_err(), "past the record's size");
+        zone.insert(key.clone(), writer.finish().unwrap());
+        let copy = zone.open_copy(&key).unwrap();
+        assert_eq!(copy.read_all().unwrap(), body);
+        assert_eq!(copy.block_crcs.len(), 3);
+
+        let short = ("b".to_owned(), "short".to_owned());
+        let mut writer = zone.begin_file(&short, &info(10)).unwrap();
+        writer.append(b"12345").unwrap();
+        assert!(writer.finish().is_err(), "short of the record's size");
+        let mut writer = zone.begin_file(&short, &info(10)).unwrap();
+        writer.append(b"12345").unwrap();
+        drop(writer);
+        let tmp_files = fs::read_dir(dir.path())
+            .unwrap()
+            .flat_map(|shard| fs::read_dir(shard.unwrap().path()).unwrap())
+            .filter(|file| {
+                let path = file.as_ref().unwrap().path();
+                path.extension().is_some_and(|ext| ext == "tmp")
+            })
+            .count();
+        assert_eq!(tmp_files, 0, "an unfinished copy leaves no file");
     }
 }

@@ -231,21 +231,20 @@ fn fills_stay_within_their_memory_budget() -> Result<()> {
 /// joining the first one's fill) must each get the first MiB of a 24 MiB
 /// object before the hold is lifted. Then every byte arrives intact, the
 /// store was read once, and the next request is a hit.
-#[test]
-fn a_cold_large_object_streams_while_the_cache_fills() -> Result<()> {
+/// Two GETs of the cold object at `url` (the cluster's one node behind a
+/// proxy) whose heads, both MISS, and first MiB arrive while the store
+/// holds back all but 4 MiB of the object; then each reads the rest, which
+/// must be `body`.
+fn two_misses_while_the_store_holds_back(
+    cluster: &Cluster,
+    server: &Server,
+    url: &str,
+    body: &[u8],
+) -> Result<()> {
     use std::io::{BufReader, Read as _};
 
-    let cluster = Cluster::start_behind_proxies(1, 4, 1)?;
-    let server = cluster.gateway_with_config(
-        "[cache]\nmax_object_bytes = 33554432\nram_max_object_bytes = 33554432\n",
-    )?;
-    let body = random_bytes(24 << 20);
-    let container = public_container(&server, "film.bin", &body)?;
-    let url = format!("/v1/AUTH_admin/{container}/film.bin");
-    let fills_before = metric(&server, "strata_cache_fills_total")?;
-    // A GET whose head and first MiB have arrived, with the rest to come.
     let start_get = || -> Result<(BufReader<std::net::TcpStream>, Vec<u8>)> {
-        let (head, mut reader) = raw_request(server.endpoint(), "GET", &url, CLOSE)?;
+        let (head, mut reader) = raw_request(server.endpoint(), "GET", url, CLOSE)?;
         ensure!(
             head.first()
                 .is_some_and(|status| status.starts_with("http/1.1 200")),
@@ -256,7 +255,6 @@ fn a_cold_large_object_streams_while_the_cache_fills() -> Result<()> {
         reader.read_exact(&mut first)?;
         Ok((reader, first))
     };
-
     cluster.nodes[0].throttle(4 << 20)?;
     let started = start_get().and_then(|first| Ok((first, start_get()?)));
     // Lifted whatever happened, so a failure does not leave the node held.
@@ -272,6 +270,20 @@ fn a_cold_large_object_streams_while_the_cache_fills() -> Result<()> {
             body.len()
         );
     }
+    Ok(())
+}
+
+#[test]
+fn a_cold_large_object_streams_while_the_cache_fills() -> Result<()> {
+    let cluster = Cluster::start_behind_proxies(1, 4, 1)?;
+    let server = cluster.gateway_with_config(
+        "[cache]\nmax_object_bytes = 33554432\nram_max_object_bytes = 33554432\n",
+    )?;
+    let body = random_bytes(24 << 20);
+    let container = public_container(&server, "film.bin", &body)?;
+    let url = format!("/v1/AUTH_admin/{container}/film.bin");
+    let fills_before = metric(&server, "strata_cache_fills_total")?;
+    two_misses_while_the_store_holds_back(&cluster, &server, &url, &body)?;
     let fills = metric(&server, "strata_cache_fills_total")? - fills_before;
     ensure!(fills == 1, "two streamed misses made {fills} store reads");
 
@@ -281,6 +293,55 @@ fn a_cold_large_object_streams_while_the_cache_fills() -> Result<()> {
     ensure!(
         fills == 1,
         "the object was read from the store {fills} times"
+    );
+    Ok(())
+}
+
+/// The most memory a process has held (`VmHWM`), in bytes.
+fn peak_memory(server: &Server) -> Result<u64> {
+    let pid = server.pid().context("the server is not running")?;
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmHWM:"))
+        .and_then(|value| value.trim().strip_suffix("kB"))
+        .and_then(|kib| kib.trim().parse::<u64>().ok())
+        .map(|kib| kib * 1024)
+        .context("no VmHWM in /proc/PID/status")
+}
+
+/// An object larger than any fill may hold in memory (64 MiB) is cached on
+/// an SSD zone all the same: its fill is written to the zone file as it
+/// arrives, two requests that missed it stream from that file while the
+/// store holds back the rest, and the next request is an SSD hit. The
+/// gateway's memory never holds the object, and the fill counts only its
+/// pieces in flight against a fill budget far smaller than the object.
+#[test]
+fn objects_beyond_memory_fill_straight_to_their_ssd_zone() -> Result<()> {
+    let zone = tempfile::tempdir()?;
+    let cluster = Cluster::start_behind_proxies(1, 4, 1)?;
+    let server = cluster.gateway_with_config(&format!(
+        "[cache]\nmax_object_bytes = 134217728\nfill_memory_bytes = \"8M\"\n\
+         [[cache.zone]]\npath = \"{}\"\nmax_bytes = \"256M\"\n",
+        zone.path().display()
+    ))?;
+    let body = random_bytes(72 << 20);
+    let container = public_container(&server, "disk.iso", &body)?;
+    let url = format!("/v1/AUTH_admin/{container}/disk.iso");
+    let peak_before = peak_memory(&server)?;
+    two_misses_while_the_store_holds_back(&cluster, &server, &url, &body)?;
+    ensure!(metric(&server, "strata_cache_fills_total")? == 1);
+    ensure!(metric(&server, "strata_cache_fills_refused_total")? == 0);
+    zone_file(zone.path())?;
+    let hit = until_hit(&server, &url)?;
+    ensure!(hit.body == body, "the SSD copy differs from the object");
+    ensure!(metric(&server, "strata_cache_ssd_hits_total")? >= 1);
+    ensure!(metric(&server, "strata_cache_fills_total")? == 1);
+    let grown = peak_memory(&server)?.saturating_sub(peak_before);
+    ensure!(
+        grown < 40 << 20,
+        "the gateway's peak memory grew by {} MiB for a 72 MiB object",
+        grown >> 20
     );
     Ok(())
 }
@@ -674,6 +735,13 @@ fn zone_files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     files
 }
 
+/// Where the body of a `body_len`-byte object starts in its zone file:
+/// the file ends with the body and a 4-byte CRC per MiB of it.
+fn zone_body_start(file: &std::path::Path, body_len: usize) -> Result<usize> {
+    let crcs = body_len.div_ceil(1 << 20) * 4;
+    Ok(std::fs::metadata(file)?.len() as usize - body_len - crcs)
+}
+
 /// The one file of an SSD zone, once the background write made it.
 fn zone_file(dir: &std::path::Path) -> Result<std::path::PathBuf> {
     for _ in 0..200 {
@@ -1019,11 +1087,10 @@ fn large_ssd_copies_stream_checked_blocks() -> Result<()> {
         );
     }
 
-    // Damage block 5 of the body, which ends the file.
-    let body_start = std::fs::metadata(&file)?.len() - body.len() as u64;
-    let damaged_at = body_start + 5 * MIB as u64 + 100;
+    // Damage block 5 of the body, its last.
+    let damaged_at = zone_body_start(&file, body.len())? + 5 * MIB + 100;
     let mut bytes = std::fs::read(&file)?;
-    bytes[damaged_at as usize] ^= 0xff;
+    bytes[damaged_at] ^= 0xff;
     std::fs::write(&file, bytes)?;
     let (head, mut reader) = raw_request(server.endpoint(), "GET", &url, CLOSE)?;
     ensure!(head.iter().any(|line| line == "x-cache: hit"), "{head:?}");
@@ -1045,9 +1112,9 @@ fn large_ssd_copies_stream_checked_blocks() -> Result<()> {
     // starts: that request reads the store and succeeds.
     ensure!(until_hit(&server, &url)?.body == body);
     let file = zone_file(zone.path())?;
-    let body_start = std::fs::metadata(&file)?.len() - body.len() as u64;
+    let body_start = zone_body_start(&file, body.len())?;
     let mut bytes = std::fs::read(&file)?;
-    bytes[body_start as usize + 10] ^= 0xff;
+    bytes[body_start + 10] ^= 0xff;
     std::fs::write(&file, bytes)?;
     let ssd_hits = metric(&server, "strata_cache_ssd_hits_total")?;
     let from_store = anonymous(&server, &url, &[])?;

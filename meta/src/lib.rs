@@ -97,6 +97,46 @@ impl Routed {
 /// The members of a group: id → gateway address (`HOST:PORT`).
 pub type Members = BTreeMap<u64, String>;
 
+/// How a member starts.
+#[derive(Debug, Clone)]
+pub enum Joining {
+    /// One of the members the group was founded with: a group never
+    /// initialised is initialised by each of them alike.
+    Founding(Members),
+    /// A member added later ([`MembershipChange::Add`]): it waits to be
+    /// sent the log, and never initialises a group of its own.
+    Added,
+}
+
+/// A change of the group's members, made by the leader. Members change one
+/// at a time, so every majority of the old members overlaps every majority
+/// of the new ones.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum MembershipChange {
+    /// Sends member `id` (started with [`Joining::Added`]) the log, then
+    /// makes it a voting member once it has caught up.
+    Add { id: u64, address: String },
+    /// Takes member `id` out of the group (it may be the leader, which
+    /// then steps down).
+    Remove { id: u64 },
+    /// Changes nothing: the answer is the members.
+    Show,
+}
+
+/// The group's members as one member sees them.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Membership {
+    pub leader: Option<u64>,
+    /// Voting members: id → address.
+    pub members: Members,
+    /// Members being sent the log, not voting yet.
+    pub learners: Members,
+}
+
+/// How long adding a member waits for it to catch up with the log.
+const CATCH_UP_WAIT: Duration = Duration::from_secs(120);
+
 /// How long a change may wait to be committed by a majority, and a read for
 /// the leader to confirm it still leads: without a majority, calls fail
 /// after this rather than hang.
@@ -168,7 +208,7 @@ impl MetaService {
     ) -> Result<Arc<MetaService>, String> {
         Self::start_with(
             id,
-            members,
+            Joining::Founding(members),
             log_dir,
             store,
             transport,
@@ -177,16 +217,19 @@ impl MetaService {
         .await
     }
 
-    /// [`MetaService::start`], compacting the log as `compaction` says.
+    /// [`MetaService::start`] of a member that founds the group or joins
+    /// it, compacting the log as `compaction` says.
     pub async fn start_with(
         id: u64,
-        members: Members,
+        joining: Joining,
         log_dir: &Path,
         store: Store,
         transport: Arc<dyn RaftTransport>,
         compaction: Compaction,
     ) -> Result<Arc<MetaService>, String> {
-        if !members.contains_key(&id) {
+        if let Joining::Founding(members) = &joining
+            && !members.contains_key(&id)
+        {
             return Err(format!("member {id} is not among the members {members:?}"));
         }
         let config = Config {
@@ -222,7 +265,7 @@ impl MetaService {
             .is_initialized()
             .await
             .map_err(|err| format!("raft: {err}"))?;
-        if !initialized {
+        if let (false, Joining::Founding(members)) = (initialized, &joining) {
             let nodes: BTreeMap<u64, BasicNode> = members
                 .iter()
                 .map(|(id, address)| (*id, BasicNode::new(address)))
@@ -326,6 +369,74 @@ impl MetaService {
             last_applied: metrics.last_applied.map(|log_id| log_id.index),
             snapshot: metrics.snapshot.map(|log_id| log_id.index),
             purged: metrics.purged.map(|log_id| log_id.index),
+        }
+    }
+
+    /// Changes the group's members, on the leader (elsewhere the answer is
+    /// the leader's address); the answer is the members after the change.
+    pub async fn change_membership(&self, change: MembershipChange) -> Result<Membership, Routed> {
+        use openraft::ChangeMembers;
+        let changes = match change {
+            MembershipChange::Show => return Ok(self.membership()),
+            MembershipChange::Add { id, address } => {
+                self.leading().await?;
+                let added = tokio::time::timeout(
+                    CATCH_UP_WAIT,
+                    self.raft.add_learner(id, BasicNode::new(address), true),
+                )
+                .await;
+                match added {
+                    Err(_) => {
+                        return Err(Routed::Unavailable(format!(
+                            "member {id} did not catch up with the log in {} s",
+                            CATCH_UP_WAIT.as_secs()
+                        )));
+                    }
+                    Ok(Err(err)) => return Err(Routed::Unavailable(err.to_string())),
+                    Ok(Ok(_)) => {}
+                }
+                ChangeMembers::AddVoterIds([id].into())
+            }
+            MembershipChange::Remove { id } => {
+                self.leading().await?;
+                if !self.membership().members.contains_key(&id) {
+                    return Err(Routed::Unavailable(format!("there is no member {id}")));
+                }
+                ChangeMembers::RemoveVoters([id].into())
+            }
+        };
+        let changed =
+            tokio::time::timeout(QUORUM_WAIT, self.raft.change_membership(changes, false)).await;
+        match changed {
+            Err(_) => Err(Routed::Unavailable(
+                "no majority of the metadata service answered in time".into(),
+            )),
+            Ok(Err(err)) => Err(Routed::Unavailable(err.to_string())),
+            Ok(Ok(_)) => Ok(self.membership()),
+        }
+    }
+
+    /// `Ok` while this member leads, else where to go.
+    async fn leading(&self) -> Result<(), Routed> {
+        let leader = self.raft.current_leader().await;
+        match leader == Some(self.id) {
+            true => Ok(()),
+            false => Err(Routed::NotLeader(address_of(&self.raft, leader))),
+        }
+    }
+
+    /// The members, as this member's latest membership names them.
+    pub fn membership(&self) -> Membership {
+        let metrics = self.raft.metrics().borrow().clone();
+        let config = metrics.membership_config.membership();
+        let addresses = |ids: &mut dyn Iterator<Item = u64>| -> Members {
+            ids.filter_map(|id| Some((id, config.get_node(&id)?.addr.clone())))
+                .collect()
+        };
+        Membership {
+            leader: metrics.current_leader,
+            members: addresses(&mut config.voter_ids()),
+            learners: addresses(&mut config.learner_ids()),
         }
     }
 

@@ -11,7 +11,9 @@ use std::time::Duration;
 use async_trait::async_trait;
 use bytes::Bytes;
 use parking_lot::RwLock;
-use strata_meta::{Compaction, Members, MetaService, RaftRpc, RaftTransport, Routed};
+use strata_meta::{
+    Compaction, Joining, Members, MembershipChange, MetaService, RaftRpc, RaftTransport, Routed,
+};
 use strata_pool::{LocalPool, LocalPoolConfig};
 use strata_store::{Store, StoreConfig};
 
@@ -87,20 +89,28 @@ async fn futures_join<T: Send + 'static>(tasks: Vec<tokio::task::JoinHandle<T>>)
 impl Group {
     /// Starts member `id` over its directories (kept across restarts).
     fn start_member(&self, id: u64) -> tokio::task::JoinHandle<(Arc<MetaService>, Store)> {
+        let joining = match self.members.contains_key(&id) {
+            true => Joining::Founding(self.members.clone()),
+            false => Joining::Added,
+        };
+        self.start_member_as(id, joining)
+    }
+
+    fn start_member_as(
+        &self,
+        id: u64,
+        joining: Joining,
+    ) -> tokio::task::JoinHandle<(Arc<MetaService>, Store)> {
         let mut config = StoreConfig::new(self.dir.path().join(format!("replica-{id}")));
         config.background_expiry = false;
         let log_dir = self.dir.path().join(format!("log-{id}"));
-        let (pool, members, transport, compaction) = (
-            self.pool.clone(),
-            self.members.clone(),
-            self.transport.clone(),
-            self.compaction,
-        );
+        let (pool, transport, compaction) =
+            (self.pool.clone(), self.transport.clone(), self.compaction);
         tokio::spawn(async move {
             let replica = Store::open(config, pool).expect("replica");
             let service = MetaService::start_with(
                 id,
-                members,
+                joining,
                 &log_dir,
                 replica.clone(),
                 transport.clone(),
@@ -118,8 +128,13 @@ impl Group {
 
     async fn restart_member(&mut self, id: u64) {
         let (service, replica) = self.start_member(id).await.expect("restart task");
-        self.services[id as usize - 1] = Some(service);
-        self.replicas[id as usize - 1] = Some(replica);
+        let index = id as usize - 1;
+        if self.services.len() <= index {
+            self.services.resize(index + 1, None);
+            self.replicas.resize(index + 1, None);
+        }
+        self.services[index] = Some(service);
+        self.replicas[index] = Some(replica);
     }
 
     async fn stop_member(&mut self, id: u64) {
@@ -492,5 +507,79 @@ async fn concurrent_changes_share_log_entries() {
                 .await
                 .expect("every object on every replica");
         }
+    }
+}
+
+/// A member is replaced while the group serves: a fourth one, started to
+/// join, is added (it catches up from the log), the first is stopped and
+/// taken out, and the group then outlives the loss of another of the
+/// original three, which it could not have with the first still counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_is_replaced_while_the_group_serves() {
+    let mut group = start_group().await;
+    let created = group.call(create_bucket_call("acct")).await;
+    assert!(created["outcome"]["Ok"].is_object(), "{created}");
+    for n in 0..5 {
+        let put = group
+            .call(put_call(&format!("before-{n}"), b"x", None))
+            .await;
+        assert!(put["outcome"]["Ok"].is_object(), "{put}");
+    }
+
+    group.restart_member(4).await;
+    let add = MembershipChange::Add {
+        id: 4,
+        address: "member-4".into(),
+    };
+    // Only the leader changes members; the others name it.
+    let follower = group.a_follower();
+    let refused = group.services[follower as usize - 1]
+        .as_ref()
+        .expect("runs")
+        .change_membership(add.clone())
+        .await;
+    assert!(matches!(refused, Err(Routed::NotLeader(_))));
+    let membership = group
+        .leader()
+        .change_membership(add)
+        .await
+        .unwrap_or_else(|refusal| panic!("{refusal:?}"));
+    assert_eq!(
+        membership.members.keys().copied().collect::<Vec<_>>(),
+        [1, 2, 3, 4]
+    );
+
+    group.stop_member(1).await;
+    let put = group.call(put_call("three-of-four", b"x", None)).await;
+    assert!(put["outcome"]["Ok"].is_object(), "{put}");
+    let mut removed = None;
+    for _ in 0..200 {
+        match group
+            .leader()
+            .change_membership(MembershipChange::Remove { id: 1 })
+            .await
+        {
+            Ok(membership) => {
+                removed = Some(membership);
+                break;
+            }
+            // Leadership may still be moving after member 1 stopped.
+            Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+        }
+    }
+    let removed = removed.expect("member 1 removed");
+    assert_eq!(
+        removed.members.keys().copied().collect::<Vec<_>>(),
+        [2, 3, 4]
+    );
+
+    group.stop_member(2).await;
+    let put = group.call(put_call("two-of-three", b"x", None)).await;
+    assert!(put["outcome"]["Ok"].is_object(), "{put}");
+    // The member added later holds everything, from before it came too.
+    let feed = group.same_feed_everywhere().await;
+    let keys: Vec<_> = feed.iter().filter_map(|event| event.key.clone()).collect();
+    for key in ["before-0", "before-4", "three-of-four", "two-of-three"] {
+        assert!(keys.iter().any(|k| k == key), "{key} missing: {keys:?}");
     }
 }

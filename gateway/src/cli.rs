@@ -68,6 +68,8 @@ enum Command {
     Node(crate::cluster_cli::NodeArgs),
     /// The health of a cluster: every node, its data and its replication.
     Status(crate::cluster_cli::StatusArgs),
+    /// The members of a replicated metadata service: show, add, remove.
+    Metadata(crate::cluster_cli::MetadataArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -241,6 +243,10 @@ struct ServeArgs {
     /// metadata service: keep a replica of the metadata in --data.
     #[arg(long, env = "STRATA_METADATA_MEMBER")]
     metadata_member: Option<u64>,
+    /// With --metadata-member: this member joins a running group (it is
+    /// added with `strata metadata add`) rather than founding one.
+    #[arg(long, env = "STRATA_METADATA_JOIN", requires = "metadata_member")]
+    metadata_join: bool,
 }
 
 pub fn main() -> ExitCode {
@@ -256,6 +262,7 @@ pub fn main() -> ExitCode {
         Command::Ring { command } => crate::ring_cli::run(command),
         Command::Node(args) => crate::cluster_cli::node(args),
         Command::Status(args) => crate::cluster_cli::status(args),
+        Command::Metadata(args) => crate::cluster_cli::metadata(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -283,6 +290,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         cluster_secret_file: args.cluster_secret_file,
         metadata: args.metadata,
         metadata_member: args.metadata_member,
+        metadata_join: args.metadata_join,
     };
     let config = Config::load(args.config.as_deref(), overrides)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()

@@ -1,5 +1,7 @@
-//! `strata node` (a storage node) and `strata status` (the cluster's health,
-//! asked of every node the ring names). The node itself is `strata_pool::node`.
+//! `strata node` (a storage node), `strata status` (the cluster's health,
+//! asked of every node the ring names) and `strata metadata` (the members of
+//! a replicated metadata service, asked of its leader). The node itself is
+//! `strata_pool::node`.
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -7,6 +9,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use serde::Serialize;
+use strata_meta::{Membership, MembershipChange};
 use strata_pool::NodeClient;
 use strata_pool::node::{NodeConfig, ReplicatorConfig};
 use strata_pool::wire::{ClusterSecret, NodeStatus};
@@ -125,6 +128,121 @@ struct ClusterReport {
     /// Bytes held on nodes that are not primaries for them.
     bytes_to_move: u64,
     reports: Vec<NodeReport>,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct MetadataArgs {
+    /// Members to ask, `HOST:PORT`, comma-separated (as `strata serve
+    /// --metadata` names them); the leader answers.
+    #[arg(long, env = "STRATA_METADATA")]
+    metadata: String,
+    /// File holding the cluster secret.
+    #[arg(long, env = "STRATA_CLUSTER_SECRET_FILE")]
+    cluster_secret_file: PathBuf,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    json: bool,
+    #[command(subcommand)]
+    command: Option<MetadataCommand>,
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum MetadataCommand {
+    /// The members and the leader (the default).
+    Show,
+    /// Adds member ID at ADDRESS, a gateway started with `--metadata-member
+    /// ID --metadata-join`: it is sent the log, then votes.
+    Add { id: u64, address: String },
+    /// Takes member ID out of the group.
+    Remove { id: u64 },
+}
+
+pub fn metadata(args: MetadataArgs) -> anyhow::Result<()> {
+    let change = match args.command.unwrap_or(MetadataCommand::Show) {
+        MetadataCommand::Show => MembershipChange::Show,
+        MetadataCommand::Add { id, address } => MembershipChange::Add { id, address },
+        MetadataCommand::Remove { id } => MembershipChange::Remove { id },
+    };
+    // Adding waits for the new member to catch up (2 minutes at most).
+    let client = NodeClient::new(
+        load_secret(&args.cluster_secret_file)?,
+        Duration::from_secs(150),
+    );
+    let addresses = args.metadata.split(',').map(str::to_owned).collect();
+    let body = bytes::Bytes::from(serde_json::to_vec(&change)?);
+    let membership = runtime()?.block_on(ask_leader(&client, addresses, body))?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&membership)?);
+        return Ok(());
+    }
+    println!("{:<8} {:<24} ROLE", "MEMBER", "ADDRESS");
+    let voters = membership.members.iter().map(|member| (member, "voter"));
+    let learners = membership.learners.iter().map(|member| (member, "learner"));
+    for ((id, address), role) in voters.chain(learners) {
+        let role = match Some(*id) == membership.leader {
+            true => "leader",
+            false => role,
+        };
+        println!("{id:<8} {address:<24} {role}");
+    }
+    Ok(())
+}
+
+/// Sends a membership change to the members in turn, following their
+/// hints to the leader, until one answers it.
+async fn ask_leader(
+    client: &NodeClient,
+    mut addresses: Vec<String>,
+    body: bytes::Bytes,
+) -> anyhow::Result<Membership> {
+    use crate::metadata::{MEMBERS_PATH, NotLeader};
+    use http::StatusCode;
+    let mut index = 0;
+    let mut unreachable = Vec::new();
+    // Each member a few times over: an election may be under way.
+    for attempt in 0..addresses.len() * 10 {
+        let address = addresses[index % addresses.len()].clone();
+        let hint = match client
+            .post_bound(&address, MEMBERS_PATH, body.clone())
+            .await
+        {
+            Ok((StatusCode::OK, answer)) => return Ok(serde_json::from_slice(&answer)?),
+            Ok((StatusCode::MISDIRECTED_REQUEST, answer)) => {
+                serde_json::from_slice::<NotLeader>(&answer)
+                    .ok()
+                    .and_then(|not_leader| not_leader.leader)
+            }
+            Ok((status, answer)) => anyhow::bail!(
+                "{address} answered {status}: {}",
+                String::from_utf8_lossy(&answer).trim()
+            ),
+            // Sent, and perhaps done: not sent again.
+            Err(err) if !err.never_reached() => anyhow::bail!("{address}: {err}"),
+            Err(err) => {
+                unreachable.push(format!("{address}: {err}"));
+                None
+            }
+        };
+        index = match hint {
+            Some(leader) => match addresses.iter().position(|known| *known == leader) {
+                Some(position) => position,
+                None => {
+                    addresses.push(leader);
+                    addresses.len() - 1
+                }
+            },
+            None => {
+                if attempt % addresses.len() == addresses.len() - 1 {
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+                index + 1
+            }
+        };
+    }
+    anyhow::bail!(
+        "no member of {addresses:?} led the metadata service ({})",
+        unreachable.join("; ")
+    )
 }
 
 pub fn status(args: StatusArgs) -> anyhow::Result<()> {

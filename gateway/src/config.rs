@@ -64,6 +64,10 @@ pub struct ClusterConfig {
     /// replicated metadata service: it keeps a replica in `data` and takes
     /// part in the Raft group of the members listed there.
     pub metadata_member: Option<u64>,
+    /// This member was added to a running group (`strata metadata add`):
+    /// it waits to be sent the log instead of founding a group with the
+    /// members listed in `metadata`.
+    pub metadata_join: bool,
 }
 
 impl ClusterConfig {
@@ -87,6 +91,7 @@ impl Default for ClusterConfig {
             node_timeout_secs: 10,
             metadata: None,
             metadata_member: None,
+            metadata_join: false,
         }
     }
 }
@@ -171,6 +176,7 @@ pub struct ConfigOverrides {
     pub cluster_secret_file: Option<PathBuf>,
     pub metadata: Option<String>,
     pub metadata_member: Option<u64>,
+    pub metadata_join: bool,
 }
 
 impl Config {
@@ -227,6 +233,7 @@ impl Config {
         if let Some(member) = overrides.metadata_member {
             config.cluster.metadata_member = Some(member);
         }
+        config.cluster.metadata_join |= overrides.metadata_join;
         config.validate()?;
         Ok(config)
     }
@@ -298,6 +305,11 @@ impl Config {
             if self.cluster.ring.is_none() {
                 bail!("cluster.metadata needs a ring: gateways that share metadata share a pool");
             }
+        }
+        if self.cluster.metadata_join && self.cluster.metadata_member.is_none() {
+            anyhow::bail!(
+                "cluster.metadata_join needs cluster.metadata_member: the member that joins"
+            );
         }
         if self.cluster.metadata_member.is_some() && self.cluster.metadata.is_none() {
             bail!("cluster.metadata_member needs cluster.metadata, the list of members");

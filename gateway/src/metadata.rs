@@ -8,6 +8,8 @@
 //!                                                         421 {"leader": ADDR|null}: ask the leader
 //!                                                         503 no quorum, or outcome unknown
 //! POST /internal/v1/raft/{append,vote,snapshot}?sha256=HEX  → 200 JSON Result
+//! POST /internal/v1/members?sha256=HEX      a JSON MembershipChange → 200 JSON Membership
+//!                                                         421 {"leader": ADDR|null}: ask the leader
 //! ```
 //!
 //! Requests are signed with the cluster secret like every request between
@@ -22,7 +24,7 @@ use bytes::Bytes;
 use http::StatusCode;
 use http_body_util::BodyExt as _;
 use hyper::body::Incoming;
-use strata_meta::{MetaService, RaftRpc, RaftTransport, Routed};
+use strata_meta::{MembershipChange, MetaService, RaftRpc, RaftTransport, Routed};
 use strata_pool::NodeClient;
 use strata_pool::wire::{self, ClusterSecret};
 use strata_store::{MetaTransport, Store, TransportError};
@@ -38,6 +40,9 @@ const MAX_RAFT_BYTES: usize = 64 << 20;
 
 pub const RAFT_PATH: &str = "/internal/v1/raft/";
 
+/// Changes (or shows) a replicated service's members: `strata metadata`.
+pub const MEMBERS_PATH: &str = "/internal/v1/members";
+
 /// How long a call waits for a group without a leader to elect one.
 const LEADER_PATIENCE: Duration = Duration::from_secs(10);
 
@@ -46,7 +51,9 @@ const LEADER_PATIENCE: Duration = Duration::from_secs(10);
 /// asked first.
 pub struct HttpMetaTransport {
     client: NodeClient,
-    addresses: Vec<String>,
+    /// The members configured, then any leader a member named that was
+    /// not among them (one added since).
+    addresses: parking_lot::RwLock<Vec<String>>,
     /// Index in `addresses` of the member asked first.
     leader: AtomicUsize,
 }
@@ -55,16 +62,37 @@ impl HttpMetaTransport {
     pub fn new(secret: ClusterSecret, addresses: Vec<String>) -> Self {
         HttpMetaTransport {
             client: NodeClient::new(secret, Duration::from_secs(30)),
-            addresses,
+            addresses: parking_lot::RwLock::new(addresses),
             leader: AtomicUsize::new(0),
+        }
+    }
+
+    /// The index of `address` among the members, learnt if it is new.
+    fn index_of(&self, address: &str) -> usize {
+        if let Some(index) = self
+            .addresses
+            .read()
+            .iter()
+            .position(|known| known == address)
+        {
+            return index;
+        }
+        let mut addresses = self.addresses.write();
+        match addresses.iter().position(|known| known == address) {
+            Some(index) => index,
+            None => {
+                tracing::info!(address, "a metadata member not configured leads: asking it");
+                addresses.push(address.to_owned());
+                addresses.len() - 1
+            }
         }
     }
 }
 
 /// What a member that is not the leader answers.
 #[derive(serde::Serialize, serde::Deserialize)]
-struct NotLeader {
-    leader: Option<String>,
+pub(crate) struct NotLeader {
+    pub(crate) leader: Option<String>,
 }
 
 #[async_trait]
@@ -72,11 +100,15 @@ impl MetaTransport for HttpMetaTransport {
     async fn call(&self, request: Bytes, timeout: Duration) -> Result<Bytes, TransportError> {
         let deadline = tokio::time::Instant::now() + timeout;
         let election_deadline = tokio::time::Instant::now() + LEADER_PATIENCE.min(timeout);
-        let n_members = self.addresses.len();
-        let mut index = self.leader.load(Ordering::Relaxed) % n_members.max(1);
+        let mut index = self.leader.load(Ordering::Relaxed);
         let mut not_sent = 0;
         loop {
-            let Some(address) = self.addresses.get(index) else {
+            let (n_members, address) = {
+                let addresses = self.addresses.read();
+                index %= addresses.len().max(1);
+                (addresses.len(), addresses.get(index).cloned())
+            };
+            let Some(address) = address else {
                 return Err(TransportError::NotSent(
                     "no metadata service configured".into(),
                 ));
@@ -85,7 +117,7 @@ impl MetaTransport for HttpMetaTransport {
             let sent = self
                 .client
                 .with_timeout(left)
-                .post_bound(address, META_PATH, request.clone())
+                .post_bound(&address, META_PATH, request.clone())
                 .await;
             // Where to go when nothing was done here: the leader a member
             // named, else the next member.
@@ -113,7 +145,7 @@ impl MetaTransport for HttpMetaTransport {
                     serde_json::from_slice::<NotLeader>(&body)
                         .ok()
                         .and_then(|not_leader| not_leader.leader)
-                        .and_then(|leader| self.addresses.iter().position(|known| *known == leader))
+                        .map(|leader| self.index_of(&leader))
                 }
                 // A leader that could not confirm the outcome (503), among
                 // others: it may still apply.
@@ -199,7 +231,7 @@ pub struct Internal {
 /// reachable).
 pub fn serves(request: &hyper::Request<Incoming>) -> bool {
     let path = request.uri().path();
-    (path == META_PATH || path.starts_with(RAFT_PATH))
+    (path == META_PATH || path == MEMBERS_PATH || path.starts_with(RAFT_PATH))
         && request.headers().contains_key(wire::AUTH_HEADER)
 }
 
@@ -233,17 +265,32 @@ pub async fn handle(internal: &Internal, request: hyper::Request<Incoming>) -> R
             Err(why) => text_response(StatusCode::BAD_REQUEST, format!("{why}\n")),
         };
     }
-    if let Some(service) = &internal.service {
-        return match service.call(&body).await {
-            Routed::Answer(answer) => json_response(StatusCode::OK, answer),
-            Routed::NotLeader(leader) => json_response(
-                StatusCode::MISDIRECTED_REQUEST,
-                serde_json::to_vec(&NotLeader { leader }).unwrap_or_default(),
-            ),
-            Routed::Unavailable(why) => {
-                text_response(StatusCode::SERVICE_UNAVAILABLE, format!("{why}\n"))
+    if path == MEMBERS_PATH {
+        let Some(service) = &internal.service else {
+            return text_response(
+                StatusCode::NOT_FOUND,
+                "this gateway is not a member of a replicated metadata service\n",
+            );
+        };
+        let change = match serde_json::from_slice::<MembershipChange>(&body) {
+            Ok(change) => change,
+            Err(err) => {
+                return text_response(
+                    StatusCode::BAD_REQUEST,
+                    format!("not a membership change: {err}\n"),
+                );
             }
         };
+        return match service.change_membership(change).await {
+            Ok(membership) => json_response(
+                StatusCode::OK,
+                serde_json::to_vec(&membership).unwrap_or_default(),
+            ),
+            Err(refusal) => routed_response(refusal),
+        };
+    }
+    if let Some(service) = &internal.service {
+        return routed_response(service.call(&body).await);
     }
     match internal.store.get() {
         Some(store) if !store.is_remote() => {
@@ -303,6 +350,20 @@ async fn signed_body(
         ));
     }
     Ok(body)
+}
+
+/// A call the service did not answer: where the leader is, or why not.
+fn routed_response(refusal: Routed) -> Response {
+    match refusal {
+        Routed::Answer(answer) => json_response(StatusCode::OK, answer),
+        Routed::NotLeader(leader) => json_response(
+            StatusCode::MISDIRECTED_REQUEST,
+            serde_json::to_vec(&NotLeader { leader }).unwrap_or_default(),
+        ),
+        Routed::Unavailable(why) => {
+            text_response(StatusCode::SERVICE_UNAVAILABLE, format!("{why}\n"))
+        }
+    }
 }
 
 fn json_response(status: StatusCode, body: Vec<u8>) -> Response {

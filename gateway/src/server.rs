@@ -27,7 +27,7 @@ use crate::s3::{Response, S3Door};
 use crate::swift::SwiftDoor;
 use crate::token_door::TokenDoor;
 use crate::wire::{PathAsSent, text_response};
-use strata_meta::MetaService;
+use strata_meta::{Compaction, Joining, MetaService};
 
 pub async fn run(config: Config) -> anyhow::Result<()> {
     let addr = config.listen_addr()?;
@@ -61,13 +61,17 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             replica_config.background_expiry = false;
             let replica = Store::open(replica_config, pool.clone())
                 .context("opening the metadata replica")?;
-            let members = (1..).zip(addresses.iter().cloned()).collect();
-            let service = MetaService::start(
+            let joining = match config.cluster.metadata_join {
+                true => Joining::Added,
+                false => Joining::Founding((1..).zip(addresses.iter().cloned()).collect()),
+            };
+            let service = MetaService::start_with(
                 member,
-                members,
+                joining,
                 &config.data.join("raft"),
                 replica,
                 Arc::new(HttpRaftTransport::new(secret.clone())),
+                Compaction::default(),
             )
             .await
             .map_err(|why| anyhow::anyhow!("starting the metadata service: {why}"))?;

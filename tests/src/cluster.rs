@@ -237,17 +237,21 @@ impl Cluster {
     /// A second gateway that reaches the metadata service at `address` (a
     /// [`crate::Proxy`] in front of it, say).
     pub fn gateway_over_address(&self, address: &str) -> Result<Server> {
-        Server::start_with_config_and_args(
-            "",
-            &[
-                "--ring",
-                &self.ring(),
-                "--cluster-secret-file",
-                &self.secret(),
-                "--metadata",
-                address,
-            ],
-        )
+        let args = self.metadata_args(address);
+        Server::start_with_config_and_args("", &args.each_ref().map(String::as_str))
+    }
+
+    /// The arguments of a gateway on this cluster whose metadata service is
+    /// at `metadata`.
+    fn metadata_args(&self, metadata: &str) -> [String; 6] {
+        [
+            "--ring".into(),
+            self.ring(),
+            "--cluster-secret-file".into(),
+            self.secret(),
+            "--metadata".into(),
+            metadata.into(),
+        ]
     }
 
     /// Starts `n` gateways that are the members of a replicated metadata
@@ -288,6 +292,20 @@ impl Cluster {
                 })
                 .collect()
         })
+    }
+
+    /// Starts a gateway that joins the replicated metadata service whose
+    /// members are at `members` as member `members.len() + 1`, to be added
+    /// with `strata metadata add`.
+    pub fn metadata_joiner(&self, members: &[String]) -> Result<Server> {
+        let address = free_address()?;
+        let all = format!("{},{address}", members.join(","));
+        let id = (members.len() + 1).to_string();
+        let mut args: Vec<&str> = Vec::new();
+        let metadata_args = self.metadata_args(&all);
+        args.extend(metadata_args.iter().map(String::as_str));
+        args.extend(["--metadata-member", &id, "--metadata-join"]);
+        Server::start_listening_on(&address, "", &args)
     }
 
     /// Runs `strata ARGS` with the cluster's files at hand.

@@ -210,12 +210,12 @@ impl Server {
         &self.endpoint
     }
 
-    /// Port of the running server.
     /// The process id of the running server.
     pub fn pid(&self) -> Option<u32> {
         self.child.as_ref().map(std::process::Child::id)
     }
 
+    /// Port of the running server.
     pub fn port(&self) -> u16 {
         self.port
     }

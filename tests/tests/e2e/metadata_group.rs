@@ -49,6 +49,14 @@ fn agreed_leader(members: &[&Server]) -> Result<u64> {
     }
 }
 
+/// `HOST:PORT` of each gateway, as `--metadata` names them.
+fn addresses_of(gateways: &[Server]) -> Vec<String> {
+    gateways
+        .iter()
+        .map(|gateway| gateway.endpoint().trim_start_matches("http://").to_owned())
+        .collect()
+}
+
 fn put(gateway: &Server, bucket: &str, key: &str, body: &[u8]) -> Result<u16> {
     Ok(gateway
         .http(
@@ -88,10 +96,7 @@ fn a_replicated_metadata_service_outlives_its_leader_and_refuses_changes_without
 -> Result<()> {
     let cluster = Cluster::start(2, 4, 2)?;
     let mut members = cluster.metadata_group(3)?;
-    let addresses: Vec<String> = members
-        .iter()
-        .map(|member| member.endpoint().trim_start_matches("http://").to_owned())
-        .collect();
+    let addresses = addresses_of(&members);
     let outsider = cluster.gateway_over_address(&addresses.join(","))?;
 
     // Changes through any member read back through every other and the
@@ -178,5 +183,69 @@ fn a_replicated_metadata_service_outlives_its_leader_and_refuses_changes_without
         );
         thread::sleep(Duration::from_millis(100));
     }
+    Ok(())
+}
+
+/// A member is replaced with `strata metadata`: a gateway started to join
+/// is added and catches up, a founding member is killed and removed, and
+/// the group then outlives the death of a second founder, which it could
+/// not with the first still counted. The added member serves what was
+/// written before it came.
+#[test]
+fn a_member_is_replaced_with_strata_metadata() -> Result<()> {
+    let cluster = Cluster::start(2, 4, 2)?;
+    let mut members = cluster.metadata_group(3)?;
+    let addresses = addresses_of(&members);
+    let bucket = unique_bucket("swap");
+    members[0].aws_ok(&["s3api", "create-bucket", "--bucket", &bucket])?;
+    members[1].python_ok("cluster_load.py", &["write", &bucket, "20"])?;
+
+    let joiner = cluster.metadata_joiner(&addresses)?;
+    let joiner_address = joiner.endpoint().trim_start_matches("http://").to_owned();
+    let (listed, secret) = (addresses.join(","), cluster.secret());
+    let metadata = |args: &[&str]| -> Result<serde_json::Value> {
+        let mut command = vec!["metadata", "--metadata", &listed];
+        command.extend(["--cluster-secret-file", &secret, "--json"]);
+        command.extend(args);
+        Ok(serde_json::from_slice(
+            &cluster.strata_ok(&command)?.stdout,
+        )?)
+    };
+    let voters = |membership: &serde_json::Value| -> Vec<String> {
+        membership["members"]
+            .as_object()
+            .map(|members| members.keys().cloned().collect())
+            .unwrap_or_default()
+    };
+    let added = metadata(&["add", "4", &joiner_address])?;
+    ensure!(voters(&added) == ["1", "2", "3", "4"], "{added}");
+    ensure!(added["members"]["4"] == joiner_address.as_str(), "{added}");
+    joiner.python_ok("cluster_load.py", &["verify", &bucket, "20"])?;
+
+    members[0].kill9()?;
+    let killed_at = Instant::now();
+    let removed = loop {
+        // Refused while the others elect a leader, if member 1 led.
+        match metadata(&["remove", "1"]) {
+            Ok(removed) => break removed,
+            Err(err) if killed_at.elapsed() > FAILOVER_BOUND => return Err(err),
+            Err(_) => thread::sleep(Duration::from_millis(500)),
+        }
+    };
+    ensure!(voters(&removed) == ["2", "3", "4"], "{removed}");
+    ensure!(voters(&metadata(&["show"])?) == ["2", "3", "4"]);
+
+    members[1].kill9()?;
+    let killed_at = Instant::now();
+    while put(&joiner, &bucket, "after", b"two of three")? != 200 {
+        ensure!(
+            killed_at.elapsed() < FAILOVER_BOUND,
+            "no change accepted by members 3 and 4 within {FAILOVER_BOUND:?}"
+        );
+        thread::sleep(Duration::from_millis(200));
+    }
+    until_serving(&members[2], &bucket, "after")?;
+    members[2].python_ok("cluster_load.py", &["verify", &bucket, "20"])?;
+    ensure!(get(&joiner, &bucket, "after")? == (200, b"two of three".to_vec()));
     Ok(())
 }

@@ -248,6 +248,11 @@ impl MetaService {
             // An entry may be ~1 MB (a completion of 10,000 parts): a batch
             // stays well under what a member accepts in one message.
             max_payload_entries: 32,
+            // Each snapshot chunk, and the last one's install (a fsync, a
+            // CRC pass and the import of the whole replica), must answer
+            // within this: openraft's 200 ms would have the leader send a
+            // large snapshot again and again.
+            install_snapshot_timeout: 60_000,
             snapshot_policy: SnapshotPolicy::LogsSinceLast(compaction.snapshot_every),
             max_in_snapshot_log_to_keep: compaction.keep_after_snapshot,
             ..Default::default()

@@ -325,6 +325,18 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
 pub struct SnapshotFile {
     file: tokio::fs::File,
     path: PathBuf,
+    /// A file being received is removed if it is dropped before it is
+    /// kept: openraft drops one that another stream replaced, one older
+    /// than what is committed, and one whose write failed.
+    remove_unless_kept: bool,
+}
+
+impl Drop for SnapshotFile {
+    fn drop(&mut self) {
+        if self.remove_unless_kept {
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
 }
 
 impl AsyncRead for SnapshotFile {
@@ -380,6 +392,8 @@ struct SnapshotFiles {
 }
 
 const SNAPSHOT_META: &str = "snapshot.meta";
+/// The data file of the layout before `data-…` files.
+const LEGACY_DATA: &str = "snapshot";
 const DATA_PREFIX: &str = "data-";
 const RECEIVING_PREFIX: &str = "receiving-";
 const CHECKPOINT_PREFIX: &str = "checkpoint-";
@@ -431,7 +445,11 @@ impl SnapshotFiles {
             .open(&path)
             .await
             .map_err(|err| format!("creating {}: {err}", path.display()))?;
-        Ok(SnapshotFile { file, path })
+        Ok(SnapshotFile {
+            file,
+            path,
+            remove_unless_kept: true,
+        })
     }
 
     /// Keeps a snapshot written by `write` as the current one, and opens it
@@ -462,6 +480,7 @@ impl SnapshotFiles {
         Ok(SnapshotFile {
             file: tokio::fs::File::from_std(file),
             path,
+            remove_unless_kept: false,
         })
     }
 
@@ -474,7 +493,15 @@ impl SnapshotFiles {
     ) -> Result<std::fs::File, String> {
         let _held = self.lock.lock().await;
         let (dir, meta) = (self.dir.clone(), meta.clone());
-        let SnapshotFile { file, path } = received;
+        let mut received = received;
+        received.remove_unless_kept = false;
+        let path = received.path.clone();
+        let file = received
+            .file
+            .try_clone()
+            .await
+            .map_err(|err| err.to_string())?;
+        drop(received);
         let mut file = file.into_std().await;
         blocking(move || {
             let fail = |err: std::io::Error| format!("keeping {}: {err}", path.display());
@@ -512,6 +539,7 @@ impl SnapshotFiles {
             snapshot: Box::new(SnapshotFile {
                 file: tokio::fs::File::from_std(file),
                 path,
+                remove_unless_kept: false,
             }),
         }))
     }
@@ -534,6 +562,16 @@ fn keep(
     name: String,
     file: &mut std::fs::File,
 ) -> Result<(), String> {
+    // A build from an older checkpoint that ends after a newer snapshot
+    // was installed must not replace it: the log is purged up to that one.
+    if let Some(kept) = read_description(dir)?
+        && kept.meta.last_log_id > meta.last_log_id
+    {
+        tracing::info!(kept = ?kept.meta.last_log_id, built = ?meta.last_log_id,
+            "a newer snapshot is kept: the older one is dropped");
+        let _ = std::fs::remove_file(dir.join(&name));
+        return file.rewind().map_err(|err| err.to_string());
+    }
     // The data's name is made durable before a description names it.
     sync_dir(dir)?;
     let (len, crc32c) = len_and_crc(file)?;
@@ -571,9 +609,14 @@ fn len_and_crc(file: &mut std::fs::File) -> Result<(u64, u32), String> {
 
 fn read_description(dir: &Path) -> Result<Option<SnapshotDescription>, String> {
     match std::fs::read(dir.join(SNAPSHOT_META)) {
-        Ok(bytes) => serde_json::from_slice(&bytes)
-            .map(Some)
-            .map_err(|err| format!("undecodable snapshot description: {err}")),
+        // A description of the layout before data files had names of their
+        // own (`snapshot`) counts as none: openraft builds a new snapshot
+        // when the log needs one.
+        Ok(bytes) => Ok(serde_json::from_slice(&bytes)
+            .inspect_err(|err| {
+                tracing::warn!("an old or damaged snapshot description is ignored: {err}")
+            })
+            .ok()),
         Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(err) => Err(format!("reading the snapshot's description: {err}")),
     }
@@ -590,6 +633,7 @@ fn remove_unnamed(dir: &Path, unfinished: bool) -> Result<(), String> {
         let entry = entry.map_err(|err| format!("listing {}: {err}", dir.display()))?;
         let name = entry.file_name().to_string_lossy().into_owned();
         let leftover = (name.starts_with(DATA_PREFIX) && Some(&name) != named.as_ref())
+            || (named.is_none() && (name == LEGACY_DATA || name == SNAPSHOT_META))
             || (unfinished
                 && (name.starts_with(RECEIVING_PREFIX) || name.starts_with(CHECKPOINT_PREFIX)));
         if !leftover {
@@ -835,5 +879,44 @@ mod tests {
         bytes[last] ^= 1;
         std::fs::write(&data, bytes).expect("write");
         assert!(target.get_current_snapshot().await.is_err());
+    }
+
+    /// A snapshot being received that openraft drops goes with it, and a
+    /// snapshot of the layout before `data-…` files neither stops a member
+    /// from starting nor stays.
+    #[tokio::test]
+    async fn abandoned_and_old_snapshot_files_are_removed() {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let pool = local_pool(dir.path());
+        let snapshots = dir.path().join("snapshots");
+        std::fs::create_dir_all(&snapshots).expect("mkdir");
+        std::fs::write(snapshots.join(LEGACY_DATA), b"STRATAR1").expect("write");
+        std::fs::write(
+            snapshots.join(SNAPSHOT_META),
+            br#"{"meta":{"last_log_id":null,"last_membership":{"log_id":null,"membership":{"configs":[],"nodes":{}}},"snapshot_id":"x"},"len":8,"crc32c":1}"#,
+        )
+        .expect("write");
+        let (mut machine, _store) = open(dir.path(), &pool).await;
+        assert!(
+            names_in(&snapshots).is_empty(),
+            "{:?}",
+            names_in(&snapshots)
+        );
+        assert!(
+            machine
+                .get_current_snapshot()
+                .await
+                .expect("load")
+                .is_none()
+        );
+
+        let receiving = machine.begin_receiving_snapshot().await.expect("receiving");
+        assert_eq!(names_in(&snapshots).len(), 1);
+        drop(receiving);
+        assert!(
+            names_in(&snapshots).is_empty(),
+            "{:?}",
+            names_in(&snapshots)
+        );
     }
 }

@@ -790,7 +790,10 @@ impl Store {
             ));
         };
         if ON_APPLYING_THREAD.get() {
-            return work(inner);
+            // A panic stays the call's failure, as on the blocking pool,
+            // alike on every replica, instead of stopping the member.
+            return std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| work(inner)))
+                .unwrap_or_else(|_| Err(StoreError::Internal("metadata task panicked".into())));
         }
         let inner = inner.clone();
         tokio::task::spawn_blocking(move || work(&inner))

@@ -57,8 +57,8 @@ const MAX_BUCKET_RECORDS: usize = 100_000;
 /// The largest object a fill holds in memory: one that is not written to
 /// an SSD zone as it arrives (no zones, or small enough for the RAM zone)
 /// is held whole until it is kept, and the requests that missed it stream
-/// from there. Without SSD zones it bounds `max_object_bytes`, and it
-/// always bounds `ram_max_object_bytes`; fills of larger objects go
+/// from there. Without SSD zones it bounds `max_object_bytes`; with them,
+/// fills of objects larger than it (or than `ram_max_object_bytes`) go
 /// straight to their zone file, and hits on SSD copies hold one block at a
 /// time.
 pub const MAX_IN_MEMORY_FILL_BYTES: u64 = 64 * 1024 * 1024;
@@ -89,13 +89,6 @@ impl CacheConfig {
                 self.max_object_bytes
             );
         }
-        if self.ram_max_object_bytes > MAX_IN_MEMORY_FILL_BYTES {
-            anyhow::bail!(
-                "cache.ram_max_object_bytes is {} bytes; at most {MAX_IN_MEMORY_FILL_BYTES} \
-                 (64 MiB) is accepted: a fill for the RAM zone holds the object in memory",
-                self.ram_max_object_bytes
-            );
-        }
         Ok(())
     }
 }
@@ -112,8 +105,9 @@ pub struct CacheConfig {
     pub ram_max_object_bytes: u64,
     /// Freshness of objects whose Cache-Control names no `max-age`.
     pub default_ttl_secs: u64,
-    /// What all fills in progress may hold (a fill holds its object, and
-    /// twice that while it joins the pieces). Fills run on after their
+    /// What all fills in progress may hold: a fill held in memory counts
+    /// twice its object (it joins the pieces), one written to its SSD zone
+    /// as it arrives 4 MiB (its pieces in flight). Fills run on after their
     /// clients hang up, so without a bound a client could start many and
     /// leave them; a miss beyond it is answered from the store, uncached.
     #[serde(deserialize_with = "byte_size")]
@@ -910,13 +904,34 @@ impl EdgeCache {
         self.metrics.fills.fetch_add(1, Ordering::Relaxed);
         let info = store.head_object(bucket, key).await.ok()?;
         let max_age = self.cacheable_for(&info)?;
-        let kib = match self.spools(bucket, key, &info) {
+        let spools = self.spools(bucket, key, &info);
+        let kib = match spools {
             true => SPOOLED_FILL_KIB,
             false => u32::try_from(info.size.div_ceil(1024).max(1) * 2).ok()?,
         };
-        let Ok(budget) = self.fill_budget.clone().try_acquire_many_owned(kib) else {
+        let refused = || {
             self.metrics.fills_refused.fetch_add(1, Ordering::Relaxed);
+        };
+        let Ok(budget) = self.fill_budget.clone().try_acquire_many_owned(kib) else {
+            refused();
             return None;
+        };
+        // A fill written to its zone file takes room on the disk as well.
+        let zone_room = match spools {
+            false => None,
+            true => {
+                let room = u32::try_from(info.size.div_ceil(1024))
+                    .ok()
+                    .zip(self.zone_of(bucket, key))
+                    .and_then(|(kib, zone)| {
+                        zone.filling_room.clone().try_acquire_many_owned(kib).ok()
+                    });
+                if room.is_none() {
+                    refused();
+                    return None;
+                }
+                room
+            }
         };
         let filling = Arc::new(Filling::default());
         let mut progress = filling.progress.subscribe();
@@ -928,7 +943,7 @@ impl EdgeCache {
             max_age,
             (epoch, resync),
             (filling.clone(), in_flight),
-            budget,
+            (budget, zone_room),
         ));
         // Answer once the store delivered something: a store that cannot
         // serve the object is then read by the caller itself (and answers
@@ -954,7 +969,10 @@ impl EdgeCache {
         max_age: Duration,
         epochs: (u64, u64),
         (filling, in_flight): (Arc<Filling>, Fill),
-        budget: tokio::sync::OwnedSemaphorePermit,
+        (budget, zone_room): (
+            tokio::sync::OwnedSemaphorePermit,
+            Option<tokio::sync::OwnedSemaphorePermit>,
+        ),
     ) {
         let mut ender = FillEnder {
             cache: self.clone(),
@@ -968,7 +986,7 @@ impl EdgeCache {
             ender.finished = self
                 .spool_into_zone(&store, &cache_key, &info, epochs, &filling)
                 .await;
-            drop(budget);
+            drop((budget, zone_room));
             return;
         }
         let mut pieces = Vec::new();
@@ -1037,7 +1055,11 @@ impl EdgeCache {
     /// arrives (there is a zone, and the RAM zone would not keep it)
     /// rather than through memory.
     fn spools(&self, bucket: &str, key: &str, info: &ObjectInfo) -> bool {
-        info.size > self.config.ram_max_object_bytes && self.zone_of(bucket, key).is_some()
+        let in_memory = self
+            .config
+            .ram_max_object_bytes
+            .min(MAX_IN_MEMORY_FILL_BYTES);
+        info.size > in_memory && self.zone_of(bucket, key).is_some()
     }
 
     /// The fill of an object written to its zone file as it arrives: the

@@ -72,6 +72,11 @@ pub struct SsdZone {
     /// the blocks read from them that passed their checks.
     pub reads: AtomicU64,
     pub bytes_read: AtomicU64,
+    /// Room, in KiB, for the files of fills still being written (not yet
+    /// in the index, so not in its budget): half the zone's bytes. A fill
+    /// that finds no room is answered uncached rather than overfill the
+    /// disk, and an object larger than that is never written.
+    pub filling_room: Arc<tokio::sync::Semaphore>,
 }
 
 impl SsdZone {
@@ -81,10 +86,11 @@ impl SsdZone {
         fs::create_dir_all(dir)?;
         let evictions = Arc::new(AtomicU64::new(0));
         let evicted = evictions.clone();
+        // Weighed in KiB: moka's weights are u32, and copies may pass 4 GiB.
         let index = moka::sync::Cache::builder()
-            .max_capacity(max_bytes)
+            .max_capacity(max_bytes.div_ceil(1024))
             .weigher(|_key: &ObjectKey, entry: &Arc<SsdEntry>| {
-                u32::try_from(entry.len).unwrap_or(u32::MAX)
+                u32::try_from(entry.len.div_ceil(1024)).unwrap_or(u32::MAX)
             })
             .eviction_listener(move |_key, entry: Arc<SsdEntry>, cause| {
                 // Evicted, purged or replaced: the file goes with the entry.
@@ -94,10 +100,12 @@ impl SsdZone {
                 }
             })
             .build();
+        let room_kib = (max_bytes / 2 / 1024).min(tokio::sync::Semaphore::MAX_PERMITS as u64);
         let zone = SsdZone {
             dir: dir.to_owned(),
             index,
             evictions,
+            filling_room: Arc::new(tokio::sync::Semaphore::new(room_kib as usize)),
             reads: AtomicU64::new(0),
             bytes_read: AtomicU64::new(0),
         };
@@ -286,8 +294,9 @@ impl SsdZone {
             .invalidate_entries_if(move |key, _| key.0 == bucket);
     }
 
+    /// The bytes of the files indexed (to the KiB).
     pub fn bytes(&self) -> u64 {
-        self.index.weighted_size()
+        self.index.weighted_size() * 1024
     }
 
     /// Makes every entry's next hit ask the store for the current version

@@ -346,6 +346,31 @@ fn objects_beyond_memory_fill_straight_to_their_ssd_zone() -> Result<()> {
     Ok(())
 }
 
+/// The files of fills still being written may take half of their zone: an
+/// object larger than that is answered from the store, uncached, and never
+/// written to the zone.
+#[test]
+fn fills_written_to_a_zone_stay_within_half_of_it() -> Result<()> {
+    let zone = tempfile::tempdir()?;
+    let server = Server::start_with_config(&format!(
+        "[cache]\nmax_object_bytes = 134217728\n\
+         [[cache.zone]]\npath = \"{}\"\nmax_bytes = \"8M\"\n",
+        zone.path().display()
+    ))?;
+    let body = random_bytes((4 << 20) + 1);
+    let container = public_container(&server, "big.bin", &body)?;
+    let url = format!("/v1/AUTH_admin/{container}/big.bin");
+    for _ in 0..2 {
+        let answer = anonymous(&server, &url, &[])?;
+        answer.expect_status(200)?;
+        ensure!(answer.body == body, "wrong bytes from the store");
+        ensure!(answer.header("x-cache") != Some("HIT"), "{answer}");
+    }
+    ensure!(metric(&server, "strata_cache_fills_refused_total")? == 2);
+    ensure!(zone_files(zone.path()).is_empty());
+    Ok(())
+}
+
 /// A client that hangs up before the first byte of a cold object leaves
 /// the fill to the clients still waiting: the store is read once.
 #[test]

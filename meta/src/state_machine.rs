@@ -184,6 +184,21 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         meta: &SnapshotMeta<u64, BasicNode>,
         snapshot: Box<SnapshotFile>,
     ) -> StorageResult<()> {
+        // Checked before it replaces the snapshot kept: a damaged transfer
+        // must not take the place of a good one.
+        // (A duplicate of the file shares its offset: read from the start.)
+        let mut check = snapshot
+            .file
+            .try_clone()
+            .await
+            .map_err(state_error)?
+            .into_std()
+            .await;
+        check.rewind().map_err(state_error)?;
+        self.store
+            .check_replica_export(check)
+            .await
+            .map_err(state_error)?;
         // Kept first: once the replica is replaced, its snapshot must be
         // there to send on.
         let kept = self
@@ -515,6 +530,8 @@ impl SnapshotFiles {
     }
 
     async fn load(&self) -> Result<Option<Snapshot<TypeConfig>>, String> {
+        // Read whole for its CRC each time it is to be sent (only to a
+        // member behind the purged log): damage on disk is never sent.
         let _held = self.lock.lock().await;
         let dir = self.dir.clone();
         let loaded = blocking(move || {
@@ -820,6 +837,12 @@ mod tests {
             .expect("a snapshot");
         assert_eq!(sent.meta.snapshot_id, built.meta.snapshot_id);
         let (mut target, target_store) = open(&target_dir, &pool).await;
+        // A transfer cut short is refused, and leaves nothing behind.
+        let mut cut = target.begin_receiving_snapshot().await.expect("receiving");
+        cut.write_all(b"STRATAR1\x01").await.expect("write");
+        cut.shutdown().await.expect("shutdown");
+        assert!(target.install_snapshot(&sent.meta, cut).await.is_err());
+        assert!(names_in(&target_dir.join("snapshots")).is_empty());
         let mut received = target.begin_receiving_snapshot().await.expect("receiving");
         // As openraft sends it: chunks at offsets, the first one twice.
         let end = sent

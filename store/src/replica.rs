@@ -125,6 +125,19 @@ impl Store {
         .await
     }
 
+    /// Checks that `source` is a whole export (as [`Store::import_replica`]
+    /// does before it removes anything), without changing anything.
+    pub async fn check_replica_export<R>(&self, source: R) -> Result<()>
+    where
+        R: Read + Send + 'static,
+    {
+        self.blocking(move |_| {
+            let mut source = BufReader::with_capacity(IO_BUFFER_BYTES, source);
+            for_each_record(&mut source, |_, _, _| Ok(()))
+        })
+        .await
+    }
+
     /// Replaces every record of this replica with the export in `source`
     /// (from [`ReplicaCheckpoint::export`], read from its start), then
     /// tells this process's listeners to resync: anything they derived from

@@ -82,13 +82,16 @@ impl Batcher {
     }
 
     async fn commit_queued(self: Arc<Self>) {
-        let mut stopped = Stopped(&self, false);
+        let mut stopped = StoppedShort {
+            batcher: &self,
+            finished: false,
+        };
         loop {
             let batch = {
                 let mut queue = self.queue.lock();
                 if queue.waiting.is_empty() {
                     queue.committing = false;
-                    stopped.1 = true;
+                    stopped.finished = true;
                     return;
                 }
                 let mut bytes = 0;
@@ -151,14 +154,18 @@ impl Batcher {
 
 /// Ends a commit task that stopped short (a panic): the calls still queued
 /// are refused rather than left waiting, and the next call starts a task.
-struct Stopped<'a>(&'a Batcher, bool);
+struct StoppedShort<'a> {
+    batcher: &'a Batcher,
+    /// Set when the task ends with nothing left to commit.
+    finished: bool,
+}
 
-impl Drop for Stopped<'_> {
+impl Drop for StoppedShort<'_> {
     fn drop(&mut self) {
-        if self.1 {
+        if self.finished {
             return;
         }
-        let mut queue = self.0.queue.lock();
+        let mut queue = self.batcher.queue.lock();
         queue.committing = false;
         for waiting in queue.waiting.drain(..) {
             let _ = waiting.answer.send(Routed::Unavailable(

@@ -148,11 +148,13 @@ const EXPIRY_INTERVAL: Duration = Duration::from_secs(10);
 /// When the log is compacted: a snapshot of the replica is taken every
 /// `snapshot_every` applied entries, and the log is then purged up to
 /// `keep_after_snapshot` entries before it (a member that was away briefly
-/// catches up from those; one further behind is sent the snapshot).
+/// catches up from those; one further behind is sent the snapshot, in
+/// messages of `snapshot_chunk_bytes`).
 #[derive(Debug, Clone, Copy)]
 pub struct Compaction {
     pub snapshot_every: u64,
     pub keep_after_snapshot: u64,
+    pub snapshot_chunk_bytes: u64,
 }
 
 impl Default for Compaction {
@@ -160,6 +162,9 @@ impl Default for Compaction {
         Compaction {
             snapshot_every: 50_000,
             keep_after_snapshot: 10_000,
+            // openraft's default: about 11 MiB of JSON a message, well
+            // under what a member accepts (64 MiB).
+            snapshot_chunk_bytes: 3 << 20,
         }
     }
 }
@@ -255,6 +260,7 @@ impl MetaService {
             install_snapshot_timeout: 60_000,
             snapshot_policy: SnapshotPolicy::LogsSinceLast(compaction.snapshot_every),
             max_in_snapshot_log_to_keep: compaction.keep_after_snapshot,
+            snapshot_max_chunk_size: compaction.snapshot_chunk_bytes,
             ..Default::default()
         }
         .validate()

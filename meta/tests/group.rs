@@ -401,9 +401,12 @@ async fn a_member_that_does_not_lead_sends_callers_to_the_leader() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_member_behind_the_compacted_log_is_sent_a_snapshot() {
+    // Chunks far smaller than the snapshot: it goes in many messages,
+    // each written into the receiving member's file at its offset.
     let mut group = start_group_with(Compaction {
         snapshot_every: 20,
         keep_after_snapshot: 5,
+        snapshot_chunk_bytes: 1024,
     })
     .await;
     group.call(create_bucket_call("acct")).await;

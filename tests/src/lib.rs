@@ -36,6 +36,7 @@ mod cluster;
 mod fixtures;
 mod proxy;
 mod server;
+mod tmpfs;
 mod tools;
 
 pub use cluster::{Cluster, StorageNode, unix_now};
@@ -48,6 +49,7 @@ pub use server::{
     RCLONE_REMOTE, REGION, ROOT_ACCESS_KEY, ROOT_SECRET_KEY, Server, SwiftUser, http_get_status,
     raw_request, read_response_head,
 };
+pub use tmpfs::Tmpfs;
 pub use tools::{
     HttpResponse, KillOnDrop, Signing, ToolOutput, json_str, json_u64, listed_keys,
     listed_prefixes, run_tool,

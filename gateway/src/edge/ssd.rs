@@ -253,18 +253,34 @@ impl SsdZone {
             .create(true)
             .truncate(true)
             .open(&tmp)?;
+        let body_start = (MAGIC.len() + 4 + encoded.len()) as u64;
         // Made first, so that a failure below removes the file.
         let writer = ZoneWriter {
             file: Arc::new(file),
             tmp,
             path,
-            body_start: (MAGIC.len() + 4 + encoded.len()) as u64,
+            body_start,
             body_len: info.size,
             written: 0,
             block_crcs: Vec::new(),
             block_crc: 0,
             finished: false,
         };
+        // The whole file's room is taken now: a full disk then fails the
+        // fill before anything was answered from it, not halfway through
+        // the answers that stream from the file.
+        let file_len = body_start + info.size + crcs_len(info.size);
+        match rustix::fs::fallocate(
+            &*writer.file,
+            rustix::fs::FallocateFlags::empty(),
+            0,
+            file_len,
+        ) {
+            Ok(()) => {}
+            // A file system that cannot reserve is written as it comes.
+            Err(rustix::io::Errno::OPNOTSUPP) => {}
+            Err(err) => return Err(err.into()),
+        }
         let mut file = &*writer.file;
         file.write_all(MAGIC)?;
         file.write_all(&header_len.to_le_bytes())?;

@@ -13,8 +13,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
 use strata_tests::{
-    Cluster, KillOnDrop, Server, Signing, SwiftUser, assert_same_tree, unique_bucket, unix_now,
-    utf8, write_tree,
+    Cluster, KillOnDrop, Server, Signing, SwiftUser, Tmpfs, assert_same_tree, unique_bucket,
+    unix_now, utf8, write_tree,
 };
 
 const OBJECTS: usize = 1000;
@@ -511,40 +511,6 @@ fn copy_tree(from: &std::path::Path, to: &std::path::Path) -> Result<()> {
     fs::create_dir_all(to)?;
     strata_tests::run_tool(&mut command, Duration::from_secs(60))?.expect_success()?;
     Ok(())
-}
-
-/// A tmpfs of limited size mounted over a directory; unmounted when dropped.
-struct Tmpfs(std::path::PathBuf);
-
-impl Tmpfs {
-    fn mount(dir: &std::path::Path, size: &str) -> Result<Tmpfs> {
-        let mut command = std::process::Command::new("mount");
-        command
-            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
-            .arg(dir);
-        strata_tests::run_tool(&mut command, Duration::from_secs(30))?
-            .expect_success()
-            .context("mounting a tmpfs (the test needs root)")?;
-        Ok(Tmpfs(dir.to_path_buf()))
-    }
-
-    fn resize(&self, size: &str) -> Result<()> {
-        let mut command = std::process::Command::new("mount");
-        command
-            .args(["-o", &format!("remount,size={size}")])
-            .arg(&self.0);
-        strata_tests::run_tool(&mut command, Duration::from_secs(30))?.expect_success()?;
-        Ok(())
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("umount")
-            .arg("-l")
-            .arg(&self.0)
-            .status();
-    }
 }
 
 /// Every S3 object and the Swift tree, byte for byte.

@@ -371,6 +371,32 @@ fn fills_written_to_a_zone_stay_within_half_of_it() -> Result<()> {
     Ok(())
 }
 
+/// A zone whose disk is full (a tmpfs smaller than the zone's budget) fails
+/// a fill before its first byte is answered, so the request is answered
+/// from the store, whole, and nothing half-written stays in the zone.
+#[test]
+fn a_full_zone_disk_never_cuts_an_answer_short() -> Result<()> {
+    let zone = tempfile::tempdir()?;
+    let _tmpfs = strata_tests::Tmpfs::mount(zone.path(), "6m")?;
+    let server = Server::start_with_config(&format!(
+        "[cache]\nmax_object_bytes = 134217728\n\
+         [[cache.zone]]\npath = \"{}\"\nmax_bytes = \"64M\"\n",
+        zone.path().display()
+    ))?;
+    let body = random_bytes(8 << 20);
+    let container = public_container(&server, "big.bin", &body)?;
+    let url = format!("/v1/AUTH_admin/{container}/big.bin");
+    for _ in 0..2 {
+        let answer = anonymous(&server, &url, &[])?;
+        answer.expect_status(200)?;
+        ensure!(answer.body == body, "an answer that is not the object");
+    }
+    ensure!(metric(&server, "strata_cache_fill_failures_total")? >= 2);
+    ensure!(zone_files(zone.path()).is_empty());
+    drop(server);
+    Ok(())
+}
+
 /// A client that hangs up before the first byte of a cold object leaves
 /// the fill to the clients still waiting: the store is read once.
 #[test]

@@ -117,8 +117,8 @@ impl Batcher {
             .unzip();
         // Leadership may have moved while these calls waited: nothing was
         // done with them yet, so their callers can go to the new leader.
-        let leader = self.raft.current_leader().await;
-        if leader != Some(self.id) {
+        if !crate::leads(&self.raft) {
+            let leader = self.raft.current_leader().await.filter(|id| *id != self.id);
             let address = crate::address_of(&self.raft, leader);
             for answer in answers {
                 let _ = answer.send(Routed::NotLeader(address.clone()));

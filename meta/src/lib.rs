@@ -312,9 +312,8 @@ impl MetaService {
     }
 
     async fn write(&self, request: &[u8]) -> Routed {
-        let leader = self.raft.current_leader().await;
-        if leader != Some(self.id) {
-            return Routed::NotLeader(address_of(&self.raft, leader));
+        if let Err(refusal) = self.leading().await {
+            return refusal;
         }
         let Ok(call) = String::from_utf8(request.to_vec()) else {
             return Routed::Unavailable("metadata call is not UTF-8".into());
@@ -387,52 +386,95 @@ impl MetaService {
     /// the leader's address); the answer is the members after the change.
     pub async fn change_membership(&self, change: MembershipChange) -> Result<Membership, Routed> {
         use openraft::ChangeMembers;
+        self.leading().await?;
+        let refused = |why: String| Err(Routed::Unavailable(why));
+        let known = self.membership();
         let changes = match change {
-            MembershipChange::Show => return Ok(self.membership()),
+            MembershipChange::Show => return Ok(known),
             MembershipChange::Add { id, address } => {
-                self.leading().await?;
-                let added = tokio::time::timeout(
-                    CATCH_UP_WAIT,
-                    self.raft.add_learner(id, BasicNode::new(address), true),
-                )
-                .await;
-                match added {
-                    Err(_) => {
-                        return Err(Routed::Unavailable(format!(
-                            "member {id} did not catch up with the log in {} s",
-                            CATCH_UP_WAIT.as_secs()
-                        )));
-                    }
-                    Ok(Err(err)) => return Err(Routed::Unavailable(err.to_string())),
-                    Ok(Ok(_)) => {}
+                let listed = known.members.get(&id).or(known.learners.get(&id));
+                if listed.is_some_and(|listed| *listed != address) {
+                    return refused(format!(
+                        "member {id} is already at {}: remove it first",
+                        listed.map_or("", String::as_str)
+                    ));
+                }
+                // openraft's own blocking add gives up waiting after a
+                // moment and answers all the same: the catching up is
+                // waited for here, so a member that does not answer never
+                // becomes a voter.
+                let added = self
+                    .raft
+                    .add_learner(id, BasicNode::new(address), false)
+                    .await;
+                let target = match added {
+                    Ok(added) => added.log_id.index,
+                    Err(err) => return Err(self.refusal(err.to_string()).await),
+                };
+                let caught_up = self
+                    .raft
+                    .wait(Some(CATCH_UP_WAIT))
+                    .metrics(
+                        |metrics| {
+                            metrics
+                                .replication
+                                .as_ref()
+                                .and_then(|matched| matched.get(&id).cloned().flatten())
+                                .is_some_and(|matched| matched.index >= target)
+                        },
+                        "the new member caught up",
+                    )
+                    .await;
+                if caught_up.is_err() {
+                    return refused(format!(
+                        "member {id} did not catch up with the log in {} s (it stays a \
+                         learner: add it again, or remove it)",
+                        CATCH_UP_WAIT.as_secs()
+                    ));
                 }
                 ChangeMembers::AddVoterIds([id].into())
             }
-            MembershipChange::Remove { id } => {
-                self.leading().await?;
-                if !self.membership().members.contains_key(&id) {
-                    return Err(Routed::Unavailable(format!("there is no member {id}")));
-                }
+            MembershipChange::Remove { id } if known.members.contains_key(&id) => {
                 ChangeMembers::RemoveVoters([id].into())
             }
+            MembershipChange::Remove { id } if known.learners.contains_key(&id) => {
+                ChangeMembers::RemoveNodes([id].into())
+            }
+            MembershipChange::Remove { id } => return refused(format!("there is no member {id}")),
         };
-        let changed =
-            tokio::time::timeout(QUORUM_WAIT, self.raft.change_membership(changes, false)).await;
-        match changed {
-            Err(_) => Err(Routed::Unavailable(
-                "no majority of the metadata service answered in time".into(),
-            )),
-            Ok(Err(err)) => Err(Routed::Unavailable(err.to_string())),
-            Ok(Ok(_)) => Ok(self.membership()),
+        // openraft commits a change in two entries, the second driven by
+        // the caller's future: run it in a task of its own, so that a
+        // caller that gives up does not leave the group between the two.
+        let raft = self.raft.clone();
+        let changing = tokio::spawn(async move { raft.change_membership(changes, false).await });
+        match tokio::time::timeout(QUORUM_WAIT, changing).await {
+            Err(_) => refused(
+                "no majority of the metadata service answered in time: the change may be \
+                 half made; make it again to finish it"
+                    .into(),
+            ),
+            Ok(Err(err)) => refused(format!("membership change task: {err}")),
+            Ok(Ok(Err(err))) => Err(self.refusal(err.to_string()).await),
+            Ok(Ok(Ok(_))) => Ok(self.membership()),
+        }
+    }
+
+    /// A change refused: sent to the leader if leadership moved meanwhile.
+    async fn refusal(&self, why: String) -> Routed {
+        match self.leading().await {
+            Ok(()) => Routed::Unavailable(why),
+            Err(not_leader) => not_leader,
         }
     }
 
     /// `Ok` while this member leads, else where to go.
     async fn leading(&self) -> Result<(), Routed> {
-        let leader = self.raft.current_leader().await;
-        match leader == Some(self.id) {
+        match leads(&self.raft) {
             true => Ok(()),
-            false => Err(Routed::NotLeader(address_of(&self.raft, leader))),
+            false => {
+                let leader = self.raft.current_leader().await.filter(|id| *id != self.id);
+                Err(Routed::NotLeader(address_of(&self.raft, leader)))
+            }
         }
     }
 
@@ -483,7 +525,7 @@ async fn expire_while_leading(service: std::sync::Weak<MetaService>) {
         let Some(service) = service.upgrade() else {
             return;
         };
-        if service.raft.current_leader().await != Some(service.id) {
+        if !leads(&service.raft) {
             continue;
         }
         let now_secs = (unix_ms().max(0) as u64) / 1000;
@@ -494,6 +536,13 @@ async fn expire_while_leading(service: std::sync::Weak<MetaService>) {
             tracing::debug!(%why, "expiry not logged");
         }
     }
+}
+
+/// Whether this member is the leader. Its state says so, not
+/// `current_leader`: a leader that removed itself keeps its own vote (and
+/// so names itself) after it stepped down.
+pub(crate) fn leads(raft: &Raft<TypeConfig>) -> bool {
+    raft.metrics().borrow().state == openraft::ServerState::Leader
 }
 
 /// The address of member `id`, as the group's membership names it.

@@ -626,14 +626,17 @@ fn len_and_crc(file: &mut std::fs::File) -> Result<(u64, u32), String> {
 
 fn read_description(dir: &Path) -> Result<Option<SnapshotDescription>, String> {
     match std::fs::read(dir.join(SNAPSHOT_META)) {
-        // A description of the layout before data files had names of their
-        // own (`snapshot`) counts as none: openraft builds a new snapshot
-        // when the log needs one.
-        Ok(bytes) => Ok(serde_json::from_slice(&bytes)
-            .inspect_err(|err| {
-                tracing::warn!("an old or damaged snapshot description is ignored: {err}")
-            })
-            .ok()),
+        Ok(bytes) => match serde_json::from_slice(&bytes) {
+            Ok(description) => Ok(Some(description)),
+            // The layout before data files had names of their own (its data
+            // is `snapshot`) counts as none: the member that has it takes a
+            // new snapshot with its next build.
+            Err(_) if dir.join(LEGACY_DATA).exists() => {
+                tracing::warn!("a snapshot of an earlier layout is dropped");
+                Ok(None)
+            }
+            Err(err) => Err(format!("undecodable snapshot description: {err}")),
+        },
         Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(err) => Err(format!("reading the snapshot's description: {err}")),
     }

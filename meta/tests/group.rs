@@ -586,3 +586,75 @@ async fn a_member_is_replaced_while_the_group_serves() {
         assert!(keys.iter().any(|k| k == key), "{key} missing: {keys:?}");
     }
 }
+
+/// The leader may remove itself while it runs: it steps down and sends
+/// callers on instead of taking changes it can no longer commit, and the
+/// others elect a leader among themselves. A member never made a voter
+/// (a learner) can be removed too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_running_leader_removes_itself_and_steps_down() {
+    let mut group = start_group().await;
+    group.call(create_bucket_call("acct")).await;
+    let leader = group.leader().clone();
+    let leader_id = leader.status().id;
+    let membership = leader
+        .change_membership(MembershipChange::Remove { id: leader_id })
+        .await
+        .unwrap_or_else(|refusal| panic!("{refusal:?}"));
+    assert!(
+        !membership.members.contains_key(&leader_id),
+        "{membership:?}"
+    );
+    // It steps down once the change is committed (until then, what it
+    // commits is committed by the new members).
+    let put = serde_json::to_vec(&put_call("during", b"x", None)).expect("call");
+    let mut stepped_down = false;
+    for _ in 0..100 {
+        if let Routed::NotLeader(_) = leader.call(&put).await {
+            stepped_down = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(stepped_down, "the removed leader still takes changes");
+    // The others go on; the removed member answers nothing any more.
+    group.services[leader_id as usize - 1] = None;
+    let answer = group.call(put_call("after", b"x", None)).await;
+    assert!(answer["outcome"]["Ok"].is_object(), "{answer}");
+
+    // A learner that never caught up (nothing runs at its address) goes.
+    let ghost = MembershipChange::Add {
+        id: 9,
+        address: "member-9".into(),
+    };
+    let mut learners = Default::default();
+    for _ in 0..20 {
+        // Sent again until the group's leader took it (an election may
+        // still be settling); it never completes: member 9 never answers.
+        let new_leader = group.leader().clone();
+        let ghost = ghost.clone();
+        let adding = tokio::spawn(async move { new_leader.change_membership(ghost).await });
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        // It must still be waiting (member 9 never answers), unless it
+        // went to a member that no longer leads.
+        if adding.is_finished() {
+            match adding.await {
+                Ok(Err(Routed::NotLeader(_))) => continue,
+                other => panic!("a member that never answered was added: {other:?}"),
+            }
+        }
+        adding.abort();
+        learners = group.leader().membership().learners;
+        if learners.contains_key(&9) {
+            break;
+        }
+    }
+    assert!(learners.contains_key(&9), "{learners:?}");
+    let removed = group
+        .leader()
+        .change_membership(MembershipChange::Remove { id: 9 })
+        .await
+        .unwrap_or_else(|refusal| panic!("{refusal:?}"));
+    assert!(removed.learners.is_empty(), "{removed:?}");
+    drop(leader);
+}

@@ -72,7 +72,7 @@ const SPOOLED_FILL_KIB: u32 = 4 * 1024;
 const SPOOL_READ_BYTES: u64 = 1 << 20;
 
 /// SSD copies up to this size (or up to `ram_max_object_bytes`, when that
-/// is larger: those go back to RAM) are read and checked whole before a hit
+/// is larger, up to 64 MiB: those go back to RAM) are read and checked whole before a hit
 /// answers, so a damaged one is found in time to read the store instead;
 /// larger ones stream a checked block at a time, and damage cuts the
 /// answer short (and drops the file) rather than delay every first byte.
@@ -875,7 +875,12 @@ impl EdgeCache {
                 if current && let Some(max_age) = self.cacheable_for(&info) {
                     SsdZone::confirm(&copy.entry);
                     let copy = Arc::new(copy);
-                    if info.size > SSD_READ_WHOLE_BYTES.max(self.config.ram_max_object_bytes) {
+                    let read_whole = SSD_READ_WHOLE_BYTES.max(
+                        self.config
+                            .ram_max_object_bytes
+                            .min(MAX_IN_MEMORY_FILL_BYTES),
+                    );
+                    if info.size > read_whole {
                         // Streamed block by block, never sending a damaged
                         // one (it drops the file): the first is checked
                         // before the answer starts (`serve`), a later one

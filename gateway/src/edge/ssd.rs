@@ -272,13 +272,15 @@ impl SsdZone {
         let file_len = body_start + info.size + crcs_len(info.size);
         match rustix::fs::fallocate(
             &*writer.file,
-            rustix::fs::FallocateFlags::empty(),
+            // The length stays what is written: a file cut short by a
+            // crash still reads as cut short.
+            rustix::fs::FallocateFlags::KEEP_SIZE,
             0,
             file_len,
         ) {
             Ok(()) => {}
             // A file system that cannot reserve is written as it comes.
-            Err(rustix::io::Errno::OPNOTSUPP) => {}
+            Err(rustix::io::Errno::OPNOTSUPP | rustix::io::Errno::NOSYS) => {}
             Err(err) => return Err(err.into()),
         }
         let mut file = &*writer.file;

@@ -508,21 +508,23 @@ impl SnapshotFiles {
     ) -> Result<std::fs::File, String> {
         let _held = self.lock.lock().await;
         let (dir, meta) = (self.dir.clone(), meta.clone());
-        let mut received = received;
-        received.remove_unless_kept = false;
-        let path = received.path.clone();
         let file = received
             .file
             .try_clone()
             .await
             .map_err(|err| err.to_string())?;
-        drop(received);
         let mut file = file.into_std().await;
         blocking(move || {
+            // Until it is renamed, dropping `received` removes the file.
+            let mut received = received;
+            let path = received.path.clone();
             let fail = |err: std::io::Error| format!("keeping {}: {err}", path.display());
             file.sync_all().map_err(fail)?;
             let name = random_name(DATA_PREFIX);
             std::fs::rename(&path, dir.join(&name)).map_err(fail)?;
+            received.remove_unless_kept = false;
+            drop(received);
+            // Named by no description if this fails: removed at start.
             keep(&dir, meta, name, &mut file)?;
             Ok(file)
         })

@@ -295,16 +295,24 @@ impl FillProgress {
     }
 }
 
+/// Runs file work on the blocking pool; a task that failed is an I/O error.
+async fn off_runtime<T: Send + 'static>(
+    work: impl FnOnce() -> std::io::Result<T> + Send + 'static,
+) -> std::io::Result<T> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(std::io::Error::other)?
+}
+
 /// Reads `len` bytes at `at` of a zone file being filled, off the runtime.
 async fn read_spooled(file: Arc<std::fs::File>, at: u64, len: usize) -> std::io::Result<Bytes> {
     use std::os::unix::fs::FileExt as _;
-    tokio::task::spawn_blocking(move || {
+    off_runtime(move || {
         let mut bytes = vec![0; len];
         file.read_exact_at(&mut bytes, at)?;
         Ok(Bytes::from(bytes))
     })
     .await
-    .map_err(std::io::Error::other)?
 }
 
 impl Filling {
@@ -377,10 +385,7 @@ fn stream_copy(
                 return None;
             }
             let index = offset / ssd::BLOCK;
-            let block = tokio::task::spawn_blocking(move || copy.block(index))
-                .await
-                .map_err(std::io::Error::other)
-                .and_then(|block| block);
+            let block = off_runtime(move || copy.block(index)).await;
             let block_start = index * ssd::BLOCK;
             Some(match block {
                 Ok(block) => {
@@ -1090,11 +1095,10 @@ impl EdgeCache {
         };
         let begun = {
             let (zone, cache_key, info) = (zone.clone(), cache_key.clone(), info.clone());
-            tokio::task::spawn_blocking(move || zone.begin_file(&cache_key, &info)).await
+            off_runtime(move || zone.begin_file(&cache_key, &info)).await
         };
         let mut writer = match begun {
-            Ok(Ok(writer)) => writer,
-            Ok(Err(err)) => return failed("starting the zone file", &err),
+            Ok(writer) => writer,
             Err(err) => return failed("starting the zone file", &err),
         };
         let spool = writer.body_reader();
@@ -1109,11 +1113,8 @@ impl EdgeCache {
                 Err(err) => return failed("reading the store", &err),
             };
             received += piece.len() as u64;
-            let appended =
-                tokio::task::spawn_blocking(move || writer.append(&piece).map(|()| writer)).await;
-            writer = match appended {
-                Ok(Ok(writer)) => writer,
-                Ok(Err(err)) => return failed("writing the zone file", &err),
+            writer = match off_runtime(move || writer.append(&piece).map(|()| writer)).await {
+                Ok(writer) => writer,
                 Err(err) => return failed("writing the zone file", &err),
             };
             // The bytes that complete the object go out with the kept copy
@@ -1126,20 +1127,17 @@ impl EdgeCache {
         }
         let cache = self.self_ref.clone();
         let cache_key = cache_key.clone();
-        let kept = tokio::task::spawn_blocking(move || {
+        let kept = off_runtime(move || {
             let file = writer.finish()?;
-            if let Some(cache) = cache.upgrade() {
-                cache.keep_file(&zone, cache_key, file, epochs);
-            } else {
-                zone.discard(file);
+            match cache.upgrade() {
+                Some(cache) => cache.keep_file(&zone, cache_key, file, epochs),
+                None => zone.discard(file),
             }
-            Ok::<_, std::io::Error>(())
+            Ok(())
         })
         .await;
-        match kept {
-            Ok(Ok(())) => {}
-            Ok(Err(err)) => return failed("ending the zone file", &err),
-            Err(err) => return failed("ending the zone file", &err),
+        if let Err(err) = kept {
+            return failed("ending the zone file", &err);
         }
         filling.progress.send_modify(|progress| {
             progress.spooled = received;

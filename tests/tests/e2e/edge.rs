@@ -320,10 +320,10 @@ fn peak_memory(server: &Server) -> Result<u64> {
 fn objects_beyond_memory_fill_straight_to_their_ssd_zone() -> Result<()> {
     let zone = tempfile::tempdir()?;
     let cluster = Cluster::start_behind_proxies(1, 4, 1)?;
-    let server = cluster.gateway_with_config(&format!(
-        "[cache]\nmax_object_bytes = 134217728\nfill_memory_bytes = \"8M\"\n\
-         [[cache.zone]]\npath = \"{}\"\nmax_bytes = \"256M\"\n",
-        zone.path().display()
+    let server = cluster.gateway_with_config(&zone_config(
+        "max_object_bytes = 134217728\nfill_memory_bytes = \"8M\"\n",
+        zone.path(),
+        "256M",
     ))?;
     let body = random_bytes(72 << 20);
     let container = public_container(&server, "disk.iso", &body)?;
@@ -352,10 +352,10 @@ fn objects_beyond_memory_fill_straight_to_their_ssd_zone() -> Result<()> {
 #[test]
 fn fills_written_to_a_zone_stay_within_half_of_it() -> Result<()> {
     let zone = tempfile::tempdir()?;
-    let server = Server::start_with_config(&format!(
-        "[cache]\nmax_object_bytes = 134217728\n\
-         [[cache.zone]]\npath = \"{}\"\nmax_bytes = \"8M\"\n",
-        zone.path().display()
+    let server = Server::start_with_config(&zone_config(
+        "max_object_bytes = 134217728\n",
+        zone.path(),
+        "8M",
     ))?;
     let body = random_bytes((4 << 20) + 1);
     let container = public_container(&server, "big.bin", &body)?;
@@ -378,10 +378,10 @@ fn fills_written_to_a_zone_stay_within_half_of_it() -> Result<()> {
 fn a_full_zone_disk_never_cuts_an_answer_short() -> Result<()> {
     let zone = tempfile::tempdir()?;
     let _tmpfs = strata_tests::Tmpfs::mount(zone.path(), "6m")?;
-    let server = Server::start_with_config(&format!(
-        "[cache]\nmax_object_bytes = 134217728\n\
-         [[cache.zone]]\npath = \"{}\"\nmax_bytes = \"64M\"\n",
-        zone.path().display()
+    let server = Server::start_with_config(&zone_config(
+        "max_object_bytes = 134217728\n",
+        zone.path(),
+        "64M",
     ))?;
     let body = random_bytes(8 << 20);
     let container = public_container(&server, "big.bin", &body)?;
@@ -767,6 +767,14 @@ fn storage_domain_remaps_container_and_account_hosts() -> Result<()> {
     )?
     .expect_s3_error(403, "AccessDenied")?;
     Ok(())
+}
+
+/// A config with `cache` lines and one SSD zone at `zone` of `max_bytes`.
+fn zone_config(cache: &str, zone: &std::path::Path, max_bytes: &str) -> String {
+    format!(
+        "[cache]\n{cache}[[cache.zone]]\npath = \"{}\"\nmax_bytes = \"{max_bytes}\"\n",
+        zone.display()
+    )
 }
 
 /// The `.obj` files under an SSD zone directory.

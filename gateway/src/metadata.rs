@@ -56,6 +56,8 @@ pub struct HttpMetaTransport {
     addresses: parking_lot::RwLock<Vec<String>>,
     /// Index in `addresses` of the member asked first.
     leader: AtomicUsize,
+    /// This gateway's own member of the service, when it is one.
+    local: Option<Arc<MetaService>>,
 }
 
 impl HttpMetaTransport {
@@ -64,6 +66,23 @@ impl HttpMetaTransport {
             client: NodeClient::new(secret, Duration::from_secs(30)),
             addresses: parking_lot::RwLock::new(addresses),
             leader: AtomicUsize::new(0),
+            local: None,
+        }
+    }
+
+    /// The transport of a gateway that is itself the member `local`: each
+    /// call goes to its own member first, which answers when it leads and
+    /// otherwise names the leader it follows. Its view of who leads is the
+    /// group's, so a leader cut off by a partition is left as soon as the
+    /// others elect another, instead of being asked until a call times out.
+    pub fn of_member(
+        secret: ClusterSecret,
+        addresses: Vec<String>,
+        local: Arc<MetaService>,
+    ) -> Self {
+        HttpMetaTransport {
+            local: Some(local),
+            ..HttpMetaTransport::new(secret, addresses)
         }
     }
 
@@ -87,6 +106,29 @@ impl HttpMetaTransport {
             }
         }
     }
+
+    /// Asks this gateway's own member, if it is one: `Ok` with the
+    /// answer, or the refusal to return, or `Err` with the member to send
+    /// the call to (`None`: not a member, or it knows no leader, as while
+    /// it joins: the members configured are asked then).
+    async fn ask_local(
+        &self,
+        request: &Bytes,
+        deadline: tokio::time::Instant,
+    ) -> Result<Result<Bytes, TransportError>, Option<usize>> {
+        let Some(local) = &self.local else {
+            return Err(None);
+        };
+        match tokio::time::timeout_at(deadline, local.call(request)).await {
+            Ok(Routed::Answer(answer)) => Ok(Ok(Bytes::from(answer))),
+            // Not confirmed by a majority: as a leader's 503.
+            Ok(Routed::Unavailable(why)) => Ok(Err(TransportError::Unknown(why))),
+            Err(_) => Ok(Err(TransportError::Unknown(
+                "the metadata service did not answer in time".into(),
+            ))),
+            Ok(Routed::NotLeader(leader)) => Err(leader.map(|leader| self.index_of(&leader))),
+        }
+    }
 }
 
 /// What a member that is not the leader answers.
@@ -100,7 +142,10 @@ impl MetaTransport for HttpMetaTransport {
     async fn call(&self, request: Bytes, timeout: Duration) -> Result<Bytes, TransportError> {
         let deadline = tokio::time::Instant::now() + timeout;
         let election_deadline = tokio::time::Instant::now() + LEADER_PATIENCE.min(timeout);
-        let mut index = self.leader.load(Ordering::Relaxed);
+        let mut index = match self.ask_local(&request, deadline).await {
+            Ok(outcome) => return outcome,
+            Err(leader) => leader.unwrap_or_else(|| self.leader.load(Ordering::Relaxed)),
+        };
         let mut not_sent = 0;
         loop {
             let (n_members, address) = {
@@ -114,11 +159,17 @@ impl MetaTransport for HttpMetaTransport {
                 ));
             };
             let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-            let sent = self
-                .client
-                .with_timeout(left)
-                .post_bound(&address, META_PATH, request.clone())
-                .await;
+            let client = self.client.with_timeout(left);
+            let attempt = client.post_bound(&address, META_PATH, request.clone());
+            // `None`: this gateway's member follows another leader now, so
+            // the one asked was deposed and will not answer.
+            let sent = match &self.local {
+                Some(local) => tokio::select! {
+                    sent = attempt => Some(sent),
+                    () = local.leader_moved_from(&address) => None,
+                },
+                None => Some(attempt.await),
+            };
             // Where to go when nothing was done here: the leader a member
             // named, else the next member.
             let hint = match sent {
@@ -126,22 +177,31 @@ impl MetaTransport for HttpMetaTransport {
                 // service alone is simply unavailable; in a group the others
                 // elect a leader (its last leader may still be named by the
                 // rest meanwhile).
-                Err(err) if err.never_reached() && n_members == 1 => {
+                Some(Err(err)) if err.never_reached() && n_members == 1 => {
                     return Err(TransportError::NotSent(err.to_string()));
                 }
-                Err(err) if err.never_reached() => None,
-                Err(err) => {
+                Some(Err(err)) if err.never_reached() => None,
+                // A read changes nothing wherever it arrived: it goes on to
+                // the next member (or the leader this gateway's member
+                // follows), as if it had not been sent.
+                None | Some(Err(_)) if Store::meta_call_writes(&request) == Some(false) => None,
+                None => {
+                    return Err(TransportError::Unknown(format!(
+                        "{address} was deposed while the call waited for its answer"
+                    )));
+                }
+                Some(Err(err)) => {
                     // The request may have been applied: not sent again, but
                     // the next call starts with another member.
                     self.leader
                         .store((index + 1) % n_members, Ordering::Relaxed);
                     return Err(TransportError::Unknown(err.to_string()));
                 }
-                Ok((StatusCode::OK, body)) => {
+                Some(Ok((StatusCode::OK, body))) => {
                     self.leader.store(index, Ordering::Relaxed);
                     return Ok(body);
                 }
-                Ok((StatusCode::MISDIRECTED_REQUEST, body)) => {
+                Some(Ok((StatusCode::MISDIRECTED_REQUEST, body))) => {
                     serde_json::from_slice::<NotLeader>(&body)
                         .ok()
                         .and_then(|not_leader| not_leader.leader)
@@ -149,7 +209,7 @@ impl MetaTransport for HttpMetaTransport {
                 }
                 // A leader that could not confirm the outcome (503), among
                 // others: it may still apply.
-                Ok((status, body)) => {
+                Some(Ok((status, body))) => {
                     return Err(TransportError::Unknown(format!(
                         "{address} answered {status}: {}",
                         String::from_utf8_lossy(&body).trim()
@@ -172,6 +232,19 @@ impl MetaTransport for HttpMetaTransport {
             }
             index = match hint {
                 Some(leader) if leader != index => leader,
+                _ if self.local.is_some() => {
+                    // The member asked is not (or no longer) the leader and
+                    // named none: this gateway's member learns of the next
+                    // one first. Each time after a pause (unless the round's
+                    // pause was just taken), not in a tight loop.
+                    if not_sent % n_members != 0 {
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                    match self.ask_local(&request, deadline).await {
+                        Ok(outcome) => return outcome,
+                        Err(leader) => leader.unwrap_or((index + 1) % n_members),
+                    }
+                }
                 _ => (index + 1) % n_members,
             };
         }

@@ -91,7 +91,12 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let accepting = tokio::spawn(accept_loop(listener, served.clone(), config.limits.clone()));
     let store = match &cluster_secret {
         Some(secret) if !addresses.is_empty() => {
-            let transport = HttpMetaTransport::new(secret.clone(), addresses.clone());
+            let transport = match &served.internal.service {
+                Some(member) => {
+                    HttpMetaTransport::of_member(secret.clone(), addresses.clone(), member.clone())
+                }
+                None => HttpMetaTransport::new(secret.clone(), addresses.clone()),
+            };
             let store = Store::connect(store_config, pool, Arc::new(transport))
                 .await
                 .with_context(|| format!("reaching the metadata service at {addresses:?}"))?;

@@ -478,6 +478,29 @@ impl MetaService {
         }
     }
 
+    /// Resolves once this member follows a leader other than the member at
+    /// `address`: a caller waiting on that member for an answer then knows
+    /// it was deposed (cut off from the others, say) and will not answer.
+    /// Pending while no leader is known.
+    pub async fn leader_moved_from(&self, address: &str) {
+        let mut metrics = self.raft.metrics();
+        let moved = metrics
+            .wait_for(|metrics| {
+                metrics.current_leader.is_some_and(|leader| {
+                    let membership = metrics.membership_config.membership();
+                    membership
+                        .get_node(&leader)
+                        .is_some_and(|node| node.addr != address)
+                })
+            })
+            .await
+            .is_ok();
+        if !moved {
+            // Raft stopped: it will name no other leader.
+            std::future::pending::<()>().await;
+        }
+    }
+
     /// The members, as this member's latest membership names them.
     pub fn membership(&self) -> Membership {
         let metrics = self.raft.metrics().borrow().clone();

@@ -6,13 +6,14 @@ use std::fs::{self, File};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result, bail};
 use tempfile::TempDir;
 
-use crate::proxy::Proxy;
+use crate::proxy::{Partition, Proxy};
 use crate::server::strata_binary;
 use crate::{Server, ToolOutput, run_tool};
 
@@ -258,7 +259,35 @@ impl Cluster {
     /// service (all at once: none is ready before a majority is up).
     pub fn metadata_group(&self, n: usize) -> Result<Vec<Server>> {
         let addresses = (0..n).map(|_| free_address()).collect::<Result<Vec<_>>>()?;
-        let members = addresses.join(",");
+        self.start_metadata_group(&addresses, &addresses.join(","))
+    }
+
+    /// Starts `n` members of a replicated metadata service, each reached
+    /// by the others (and by whoever is given the returned `--metadata`
+    /// list) only through its front proxy in `partition`, as host `index`
+    /// (from 0), so that the test can cut links between them.
+    pub fn metadata_group_behind(
+        &self,
+        partition: &Arc<Partition>,
+        n: usize,
+    ) -> Result<(Vec<Server>, Vec<Proxy>)> {
+        let addresses = (0..n).map(|_| free_address()).collect::<Result<Vec<_>>>()?;
+        let fronts = addresses
+            .iter()
+            .enumerate()
+            .map(|(host, address)| Proxy::front(partition, host, address))
+            .collect::<Result<Vec<_>>>()?;
+        let listed: Vec<&str> = fronts.iter().map(|front| front.address.as_str()).collect();
+        let members = self.start_metadata_group(&addresses, &listed.join(","))?;
+        for (host, member) in members.iter().enumerate() {
+            partition.place(host, member.pid().context("a member is not running")?);
+        }
+        Ok((members, fronts))
+    }
+
+    /// Starts the members listening on `addresses`, each told the members
+    /// are `members` (all at once: none is ready before a majority is up).
+    fn start_metadata_group(&self, addresses: &[String], members: &str) -> Result<Vec<Server>> {
         let (ring, secret) = (self.ring(), self.secret());
         std::thread::scope(|scope| {
             let starting: Vec<_> = addresses
@@ -272,7 +301,7 @@ impl Cluster {
                         "--cluster-secret-file",
                         secret.as_str(),
                         "--metadata",
-                        members.as_str(),
+                        members,
                         "--metadata-member",
                         member.as_str(),
                     ]

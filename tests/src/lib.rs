@@ -44,7 +44,7 @@ pub use fixtures::{
     assert_same_tree, content_md5, md5_hex, multipart_etag, random_bytes, sha256_file, sha256_hex,
     tree_digests, unique_bucket, url_encode, utf8, write_random_file, write_tree,
 };
-pub use proxy::Proxy;
+pub use proxy::{Partition, Proxy};
 pub use server::{
     RCLONE_REMOTE, REGION, ROOT_ACCESS_KEY, ROOT_SECRET_KEY, Server, SwiftUser, http_get_status,
     raw_request, read_response_head,

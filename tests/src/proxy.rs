@@ -4,11 +4,18 @@
 //! fast as they do when a process is gone. Healed, held bytes flow again.
 //! It can also let a given number of bytes through from the target and then
 //! hold the rest, to stop a transfer part-way.
+//!
+//! A [`Partition`] cuts links between given processes instead: each host is
+//! reached through a proxy of its own ([`Proxy::front`]), which tells which
+//! host a connection comes from by the process owning its other end (read
+//! from `/proc`), so the links between two hosts can be cut both ways while
+//! each still reaches the rest.
 
+use std::collections::{BTreeSet, HashMap};
 use std::io::{ErrorKind, Read, Write};
-use std::net::{Shutdown, TcpListener, TcpStream};
-use std::sync::Arc;
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::thread;
 use std::time::Duration;
 
@@ -25,20 +32,11 @@ struct Flags {
     closed: AtomicBool,
     /// Bytes from the target that may still pass ([`UNMETERED`]: any).
     allowance: AtomicU64,
+    /// The partition whose host this proxy fronts, and that host.
+    front: Option<(Arc<Partition>, usize)>,
 }
 
 impl Flags {
-    /// Waits while the link is cut; false once the proxy is closed.
-    fn wait_until_open(&self) -> bool {
-        while self.cut.load(Ordering::SeqCst) {
-            if self.closed.load(Ordering::SeqCst) {
-                return false;
-            }
-            thread::sleep(POLL);
-        }
-        !self.closed.load(Ordering::SeqCst)
-    }
-
     /// Up to `want` bytes from the target may pass now; waits while the
     /// allowance is spent. `None` once the proxy is closed.
     fn take_allowance(&self, want: usize) -> Option<usize> {
@@ -85,6 +83,20 @@ impl Proxy {
     /// A proxy listening on `address` (`127.0.0.1:0`: a port the OS picks,
     /// then in [`Proxy::address`]).
     pub fn start(address: &str, target: &str) -> Result<Proxy> {
+        Proxy::start_with(address, target, None)
+    }
+
+    /// A proxy on a port the OS picks through which `host` of `partition`,
+    /// at `target`, is reached: the partition's cuts apply to it.
+    pub fn front(partition: &Arc<Partition>, host: usize, target: &str) -> Result<Proxy> {
+        Proxy::start_with("127.0.0.1:0", target, Some((partition.clone(), host)))
+    }
+
+    fn start_with(
+        address: &str,
+        target: &str,
+        front: Option<(Arc<Partition>, usize)>,
+    ) -> Result<Proxy> {
         let listener =
             TcpListener::bind(address).with_context(|| format!("proxy binding {address}"))?;
         let address = listener.local_addr()?.to_string();
@@ -93,6 +105,7 @@ impl Proxy {
             cut: AtomicBool::new(false),
             closed: AtomicBool::new(false),
             allowance: AtomicU64::new(UNMETERED),
+            front,
         });
         let accept_flags = flags.clone();
         let target = target.to_owned();
@@ -130,10 +143,17 @@ impl Drop for Proxy {
 fn accept_loop(listener: &TcpListener, target: &str, flags: &Arc<Flags>) {
     while !flags.closed.load(Ordering::SeqCst) {
         match listener.accept() {
-            Ok((client, _)) => {
-                let flags = flags.clone();
+            Ok((client, peer)) => {
+                let link = Arc::new(Link {
+                    flags: flags.clone(),
+                    client_socket: listener
+                        .local_addr()
+                        .ok()
+                        .and_then(|proxy| socket_inode(peer, proxy)),
+                    source: OnceLock::new(),
+                });
                 let target = target.to_owned();
-                thread::spawn(move || connect(client, &target, &flags));
+                thread::spawn(move || connect(client, &target, &link));
             }
             Err(err) if err.kind() == ErrorKind::WouldBlock => thread::sleep(POLL),
             Err(_) => thread::sleep(POLL),
@@ -145,8 +165,8 @@ fn accept_loop(listener: &TcpListener, target: &str, flags: &Arc<Flags>) {
 /// already accepted the client's connection to the proxy, so a client's
 /// connect timeout never fires: harsher than a real partition, where the
 /// handshake itself would hang.
-fn connect(client: TcpStream, target: &str, flags: &Arc<Flags>) {
-    if !flags.wait_until_open() {
+fn connect(client: TcpStream, target: &str, link: &Arc<Link>) {
+    if !link.wait_until_open() {
         return;
     }
     let Ok(server) = TcpStream::connect(target) else {
@@ -159,18 +179,19 @@ fn connect(client: TcpStream, target: &str, flags: &Arc<Flags>) {
     let (Ok(client_copy), Ok(server_copy)) = (client.try_clone(), server.try_clone()) else {
         return;
     };
-    let upstream_flags = flags.clone();
-    thread::spawn(move || pump(client_copy, server_copy, &upstream_flags, false));
-    pump(server, client, flags, true);
+    let upstream = link.clone();
+    thread::spawn(move || pump(client_copy, server_copy, &upstream, false));
+    pump(server, client, link, true);
 }
 
 /// Copies one direction until end of stream, holding bytes while cut (and,
 /// `from_target`, beyond a throttle's allowance).
-fn pump(mut from: TcpStream, mut to: TcpStream, flags: &Flags, from_target: bool) {
+fn pump(mut from: TcpStream, mut to: TcpStream, link: &Link, from_target: bool) {
+    let flags = &link.flags;
     let _ = from.set_read_timeout(Some(POLL * 5));
     let mut buffer = vec![0; 64 * 1024];
     loop {
-        if !flags.wait_until_open() {
+        if !link.wait_until_open() {
             break;
         }
         let allowed = if from_target {
@@ -191,7 +212,7 @@ fn pump(mut from: TcpStream, mut to: TcpStream, flags: &Flags, from_target: bool
                 return;
             }
             Ok(n) => {
-                if !flags.wait_until_open() || to.write_all(&buffer[..n]).is_err() {
+                if !link.wait_until_open() || to.write_all(&buffer[..n]).is_err() {
                     break;
                 }
             }
@@ -201,4 +222,128 @@ fn pump(mut from: TcpStream, mut to: TcpStream, flags: &Flags, from_target: bool
     }
     let _ = from.shutdown(Shutdown::Both);
     let _ = to.shutdown(Shutdown::Both);
+}
+
+/// One connection through a proxy.
+struct Link {
+    flags: Arc<Flags>,
+    /// The inode of the client's end of the connection.
+    client_socket: Option<u64>,
+    /// The host the client is, once known.
+    source: OnceLock<usize>,
+}
+
+impl Link {
+    /// Waits while the link is cut; false once the proxy is closed.
+    fn wait_until_open(&self) -> bool {
+        while self.is_cut() {
+            if self.flags.closed.load(Ordering::SeqCst) {
+                return false;
+            }
+            thread::sleep(POLL);
+        }
+        !self.flags.closed.load(Ordering::SeqCst)
+    }
+
+    fn is_cut(&self) -> bool {
+        if self.flags.cut.load(Ordering::SeqCst) {
+            return true;
+        }
+        let Some((partition, host)) = &self.flags.front else {
+            return false;
+        };
+        partition.cuts(self, *host)
+    }
+}
+
+/// Hosts (numbered by the test) that are processes, and the links cut
+/// between them.
+#[derive(Default)]
+pub struct Partition {
+    /// Process id → host.
+    hosts: Mutex<HashMap<u32, usize>>,
+    /// (from, to): no byte passes on connections from `from` to `to`.
+    cut: Mutex<BTreeSet<(usize, usize)>>,
+}
+
+impl Partition {
+    pub fn new() -> Arc<Partition> {
+        Arc::default()
+    }
+
+    /// Host `host` runs as process `pid` (again after a restart).
+    pub fn place(&self, host: usize, pid: u32) {
+        let mut hosts = lock(&self.hosts);
+        hosts.retain(|_, placed| *placed != host);
+        hosts.insert(pid, host);
+    }
+
+    /// Cuts the links between `host` and each of `others`, both ways.
+    pub fn isolate(&self, host: usize, others: &[usize]) {
+        let mut cut = lock(&self.cut);
+        for other in others {
+            cut.insert((host, *other));
+            cut.insert((*other, host));
+        }
+    }
+
+    /// Ends every cut.
+    pub fn heal(&self) {
+        lock(&self.cut).clear();
+    }
+
+    fn cuts(&self, link: &Link, to: usize) -> bool {
+        if lock(&self.cut).is_empty() {
+            return false;
+        }
+        let from = match link.source.get() {
+            Some(from) => *from,
+            None => match link.client_socket.and_then(|inode| self.owner_of(inode)) {
+                Some(from) => *link.source.get_or_init(|| from),
+                // Not a host's connection (a test's own, say): never cut.
+                None => return false,
+            },
+        };
+        lock(&self.cut).contains(&(from, to))
+    }
+
+    /// The host whose process holds socket `inode`.
+    fn owner_of(&self, inode: u64) -> Option<usize> {
+        let wanted = format!("socket:[{inode}]");
+        let hosts = lock(&self.hosts).clone();
+        hosts.into_iter().find_map(|(pid, host)| {
+            std::fs::read_dir(format!("/proc/{pid}/fd"))
+                .ok()?
+                .flatten()
+                .any(|fd| std::fs::read_link(fd.path()).is_ok_and(|target| target == *wanted))
+                .then_some(host)
+        })
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// The inode of the IPv4 socket at `local` connected to `remote`, from
+/// `/proc/net/tcp` (addresses and ports in hex, the inode tenth).
+fn socket_inode(local: SocketAddr, remote: SocketAddr) -> Option<u64> {
+    let table = std::fs::read_to_string("/proc/net/tcp").ok()?;
+    let port_of = |field: &str| {
+        field
+            .rsplit_once(':')
+            .and_then(|(_, port)| u16::from_str_radix(port, 16).ok())
+    };
+    table.lines().skip(1).find_map(|line| {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        let matches = fields.len() > 9
+            && port_of(fields[1]) == Some(local.port())
+            && port_of(fields[2]) == Some(remote.port());
+        matches
+            .then(|| fields[9].parse().ok())
+            .flatten()
+            .filter(|inode| *inode != 0)
+    })
 }

@@ -3,13 +3,14 @@
 //! storage nodes, and a gateway that is not a member. Whatever was
 //! acknowledged survives the loss of the leader; without a majority the
 //! last member refuses changes rather than diverge; members that come back
-//! catch up from the log.
+//! catch up from the log; a leader cut off from the others by a network
+//! partition refuses everything until it rejoins, and then takes their log.
 
 use std::thread;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
-use strata_tests::{Cluster, Server, Signing, unique_bucket};
+use strata_tests::{Cluster, Partition, Server, Signing, unique_bucket};
 
 /// How long the group may take to elect a new leader and take changes
 /// again (a follower stands for election after 2.5–3 s without a
@@ -75,6 +76,43 @@ fn get(gateway: &Server, bucket: &str, key: &str) -> Result<(u16, Vec<u8>)> {
     Ok((response.status, response.body))
 }
 
+/// PUTs `object` through `gateway` until it is taken, within
+/// [`FAILOVER_BOUND`] of the `event` at `since` (a group that lost its
+/// leader takes no change until it elected another).
+fn put_again_within_bound(
+    gateway: &Server,
+    (bucket, key, body): (&str, &str, &[u8]),
+    since: Instant,
+    event: &str,
+) -> Result<()> {
+    while put(gateway, bucket, key, body)? != 200 {
+        ensure!(
+            since.elapsed() < FAILOVER_BOUND,
+            "no change taken within {FAILOVER_BOUND:?} of {event}"
+        );
+        thread::sleep(Duration::from_millis(200));
+    }
+    eprintln!("changes taken again {:?} after {event}", since.elapsed());
+    Ok(())
+}
+
+/// Checks that `member`, without a majority, answers 503 to a PUT of
+/// `bucket/minority` and to a GET of `bucket/known` (which exists) instead
+/// of answering on its own.
+fn refuses_without_majority(member: &Server, bucket: &str, known: &str) -> Result<()> {
+    let status = put(member, bucket, "minority", b"must not diverge")?;
+    ensure!(
+        status == 503,
+        "a member without a majority answered a PUT with {status}"
+    );
+    let (status, _) = get(member, bucket, known)?;
+    ensure!(
+        status == 503,
+        "a member without a majority answered a GET with {status}"
+    );
+    Ok(())
+}
+
 /// Waits until `gateway` reads `bucket/key` again: a gateway whose feed
 /// failed refuses calls at once until its next poll is answered (clients
 /// retry a 503; the load script does not).
@@ -114,26 +152,12 @@ fn a_replicated_metadata_service_outlives_its_leader_and_refuses_changes_without
     members[leader].kill9()?;
     let survivors: Vec<usize> = (0..3).filter(|index| *index != leader).collect();
     let killed_at = Instant::now();
-    loop {
-        if put(
-            &members[survivors[0]],
-            &bucket,
-            "after-failover",
-            b"new leader",
-        )? == 200
-        {
-            break;
-        }
-        ensure!(
-            killed_at.elapsed() < FAILOVER_BOUND,
-            "no change accepted within {FAILOVER_BOUND:?} of the leader's death"
-        );
-        thread::sleep(Duration::from_millis(200));
-    }
-    eprintln!(
-        "changes accepted again {:?} after the leader died",
-        killed_at.elapsed()
-    );
+    put_again_within_bound(
+        &members[survivors[0]],
+        (&bucket, "after-failover", b"new leader"),
+        killed_at,
+        "the leader's death",
+    )?;
     // Nothing acknowledged before was lost, and everyone sees the new change.
     until_serving(&members[survivors[1]], &bucket, "after-failover")?;
     until_serving(&outsider, &bucket, "after-failover")?;
@@ -144,17 +168,7 @@ fn a_replicated_metadata_service_outlives_its_leader_and_refuses_changes_without
     // A second death leaves one member of three: it refuses changes and
     // reads (503) instead of answering on its own.
     members[survivors[1]].kill9()?;
-    let lone = &members[survivors[0]];
-    let status = put(lone, &bucket, "minority", b"must not diverge")?;
-    ensure!(
-        status == 503,
-        "a member without a majority answered a PUT with {status}"
-    );
-    let (status, _) = get(lone, &bucket, "after-failover")?;
-    ensure!(
-        status == 503,
-        "a member without a majority answered a GET with {status}"
-    );
+    refuses_without_majority(&members[survivors[0]], &bucket, "after-failover")?;
 
     // Back to a majority: the members that were away catch up from the log.
     members[leader].restart()?;
@@ -166,8 +180,13 @@ fn a_replicated_metadata_service_outlives_its_leader_and_refuses_changes_without
         member.python_ok("cluster_load.py", &["verify", &bucket, "50"])?;
         ensure!(get(member, &bucket, "after-failover")? == (200, b"new leader".to_vec()));
     }
-    // Every member applied the same log (calls are answered by the leader's
-    // replica; this is what says the others hold the same).
+    same_log_applied(&members)
+}
+
+/// Waits until every member applied the same amount of the log (calls are
+/// answered by the leader's replica; this is what says the others hold
+/// the same).
+fn same_log_applied(members: &[Server]) -> Result<()> {
     let started = Instant::now();
     loop {
         let applied = members
@@ -175,7 +194,7 @@ fn a_replicated_metadata_service_outlives_its_leader_and_refuses_changes_without
             .map(|member| gauge(member, "strata_metadata_last_applied"))
             .collect::<Result<Vec<_>>>()?;
         if applied.iter().all(|index| *index == applied[0]) {
-            break;
+            return Ok(());
         }
         ensure!(
             started.elapsed() < FAILOVER_BOUND,
@@ -183,7 +202,60 @@ fn a_replicated_metadata_service_outlives_its_leader_and_refuses_changes_without
         );
         thread::sleep(Duration::from_millis(100));
     }
-    Ok(())
+}
+
+/// The leader is cut off from the other members, both ways, while every
+/// process runs on (each member reaches the others only through proxies
+/// that tell who is calling). The majority elects another leader and goes
+/// on; the old leader, which has not heard that it lost, refuses changes
+/// and reads instead of answering alone. Healed, it takes the majority's
+/// log: the change it was sent while cut off is nowhere.
+#[test]
+fn a_partitioned_leader_refuses_changes_and_rejoins_without_diverging() -> Result<()> {
+    let cluster = Cluster::start(2, 4, 2)?;
+    let partition = Partition::new();
+    let (members, _fronts) = cluster.metadata_group_behind(&partition, 3)?;
+    let bucket = unique_bucket("split");
+    members[0].aws_ok(&["s3api", "create-bucket", "--bucket", &bucket])?;
+    members[1].python_ok("cluster_load.py", &["write", &bucket, "20"])?;
+    ensure!(put(&members[2], &bucket, "before-split", b"everyone")? == 200);
+
+    let all: Vec<&Server> = members.iter().collect();
+    let leader = agreed_leader(&all)? as usize - 1;
+    let majority: Vec<usize> = (0..3).filter(|member| *member != leader).collect();
+    partition.isolate(leader, &majority);
+    let cut_at = Instant::now();
+    put_again_within_bound(
+        &members[majority[0]],
+        (&bucket, "after-split", b"majority"),
+        cut_at,
+        "the split",
+    )?;
+    let majority_leader = agreed_leader(&[&members[majority[0]], &members[majority[1]]])?;
+    ensure!(
+        majority_leader as usize - 1 != leader,
+        "the majority follows the member it cannot reach"
+    );
+
+    // The old leader still runs and still believes it leads, but it can
+    // confirm nothing with a majority.
+    refuses_without_majority(&members[leader], &bucket, "before-split")?;
+
+    partition.heal();
+    agreed_leader(&all)?;
+    for member in &members {
+        until_serving(member, &bucket, "after-split")?;
+        ensure!(get(member, &bucket, "after-split")? == (200, b"majority".to_vec()));
+        ensure!(get(member, &bucket, "before-split")? == (200, b"everyone".to_vec()));
+        let (status, _) = get(member, &bucket, "minority")?;
+        ensure!(
+            status == 404,
+            "{}: the change sent to the cut-off leader answers {status}",
+            member.endpoint()
+        );
+        member.python_ok("cluster_load.py", &["verify", &bucket, "20"])?;
+    }
+    same_log_applied(&members)
 }
 
 /// A member is replaced with `strata metadata`: a gateway started to join

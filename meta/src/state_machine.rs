@@ -185,7 +185,8 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         snapshot: Box<SnapshotFile>,
     ) -> StorageResult<()> {
         // Checked before it replaces the snapshot kept: a damaged transfer
-        // must not take the place of a good one.
+        // must not take the place of a good one. The same read sums the
+        // file for its description.
         // (A duplicate of the file shares its offset: read from the start.)
         let mut check = snapshot
             .file
@@ -195,15 +196,16 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             .into_std()
             .await;
         check.rewind().map_err(state_error)?;
-        self.store
-            .check_replica_export(check)
+        let checked = self
+            .store
+            .check_replica_export(Tally::new(check))
             .await
             .map_err(state_error)?;
         // Kept first: once the replica is replaced, its snapshot must be
         // there to send on.
         let kept = self
             .snapshots
-            .keep_received(meta, *snapshot)
+            .keep_received(meta, *snapshot, checked.sums())
             .await
             .map_err(state_error)?;
         self.store.import_replica(kept).await.map_err(state_error)?;
@@ -472,7 +474,7 @@ impl SnapshotFiles {
     async fn save(
         &self,
         meta: &SnapshotMeta<u64, BasicNode>,
-        write: impl FnOnce(&mut std::fs::File) -> Result<(), String> + Send + 'static,
+        write: impl FnOnce(&mut Tally<&mut std::fs::File>) -> Result<(), String> + Send + 'static,
     ) -> Result<SnapshotFile, String> {
         let _held = self.lock.lock().await;
         let (dir, meta) = (self.dir.clone(), meta.clone());
@@ -486,9 +488,12 @@ impl SnapshotFiles {
                 .create_new(true)
                 .open(&path)
                 .map_err(fail)?;
-            write(&mut file)?;
+            let mut written = Tally::new(&mut file);
+            write(&mut written)?;
+            let sums = written.sums();
             file.sync_all().map_err(fail)?;
-            keep(&dir, meta, name, &mut file)?;
+            keep(&dir, meta, name, sums)?;
+            file.rewind().map_err(fail)?;
             Ok((file, path))
         })
         .await?;
@@ -499,12 +504,14 @@ impl SnapshotFiles {
         })
     }
 
-    /// Keeps a received snapshot as the current one, and hands back its
-    /// file, from its start, to be imported.
+    /// Keeps a received snapshot, whose length and CRC32C are `sums`, as
+    /// the current one, and hands back its file, from its start, to be
+    /// imported.
     async fn keep_received(
         &self,
         meta: &SnapshotMeta<u64, BasicNode>,
         received: SnapshotFile,
+        sums: (u64, u32),
     ) -> Result<std::fs::File, String> {
         let _held = self.lock.lock().await;
         let (dir, meta) = (self.dir.clone(), meta.clone());
@@ -525,7 +532,8 @@ impl SnapshotFiles {
             received.remove_unless_kept = false;
             drop(received);
             // Named by no description if this fails: removed at start.
-            keep(&dir, meta, name, &mut file)?;
+            keep(&dir, meta, name, sums)?;
+            file.rewind().map_err(fail)?;
             Ok(file)
         })
         .await
@@ -572,14 +580,13 @@ async fn blocking<T: Send + 'static>(
         .map_err(|err| format!("snapshot file task: {err}"))?
 }
 
-/// Describes the synced data file `name` (`file`, read from its start) as
-/// the current snapshot, removes the data it replaces, and leaves `file`
-/// at its start.
+/// Describes the synced data file `name`, of the length and CRC32C in
+/// `sums`, as the current snapshot, and removes the data it replaces.
 fn keep(
     dir: &Path,
     meta: SnapshotMeta<u64, BasicNode>,
     name: String,
-    file: &mut std::fs::File,
+    (len, crc32c): (u64, u32),
 ) -> Result<(), String> {
     // A build from an older checkpoint that ends after a newer snapshot
     // was installed must not replace it: the log is purged up to that one.
@@ -589,11 +596,10 @@ fn keep(
         tracing::info!(kept = ?kept.meta.last_log_id, built = ?meta.last_log_id,
             "a newer snapshot is kept: the older one is dropped");
         let _ = std::fs::remove_file(dir.join(&name));
-        return file.rewind().map_err(|err| err.to_string());
+        return Ok(());
     }
     // The data's name is made durable before a description names it.
     sync_dir(dir)?;
-    let (len, crc32c) = len_and_crc(file)?;
     let description = SnapshotDescription {
         meta,
         file: name,
@@ -603,6 +609,53 @@ fn keep(
     let description = serde_json::to_vec(&description).map_err(|err| err.to_string())?;
     write_durably(dir, SNAPSHOT_META, &description)?;
     remove_unnamed(dir, false)
+}
+
+/// A reader or writer that counts and sums (CRC32C) the bytes through it.
+pub struct Tally<T> {
+    inner: T,
+    len: u64,
+    crc: u32,
+}
+
+impl<T> Tally<T> {
+    fn new(inner: T) -> Self {
+        Tally {
+            inner,
+            len: 0,
+            crc: 0,
+        }
+    }
+
+    /// The length and CRC32C of what went through.
+    fn sums(&self) -> (u64, u32) {
+        (self.len, self.crc)
+    }
+
+    fn count(&mut self, bytes: &[u8]) {
+        self.len += bytes.len() as u64;
+        self.crc = crc32c::crc32c_append(self.crc, bytes);
+    }
+}
+
+impl<T: Read> Read for Tally<T> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let read = self.inner.read(buf)?;
+        self.count(&buf[..read]);
+        Ok(read)
+    }
+}
+
+impl<T: Write> Write for Tally<T> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let written = self.inner.write(buf)?;
+        self.count(&buf[..written]);
+        Ok(written)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
 }
 
 /// The length and CRC32C of `file` from its start, read a buffer at a

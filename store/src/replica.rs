@@ -3,18 +3,23 @@
 //! was compacted past what another member lacks sends it this instead.
 //!
 //! An export is every record of every column family (the applied marker
-//! included) at one instant: `STRATAR1`, then records of a family index
-//! byte, the key and the value, each length-prefixed (u32 little-endian).
+//! included) at one instant: `STRATAR2`, then records of a family index
+//! byte, the key and the value, each length-prefixed (u32 little-endian),
+//! then an end: the byte 0xFF, the number of records (u64) and the CRC32C
+//! of every byte before the CRC (both little-endian), so an export cut
+//! anywhere, even between two records, or damaged is refused. (`STRATAR1`,
+//! the same without the end, is still read.)
 //! It is taken in two steps so that neither holds the records in memory nor
 //! stops the replica for long: a RocksDB checkpoint (a flush and hard links
 //! to the database's files: milliseconds, whatever the size), then the
 //! stream written from the checkpoint, while the replica goes on changing.
-//! An import reads a stream twice (checked whole, then written in batches);
-//! it replaces everything and is not atomic, so it is bracketed by a marker
-//! that a replica finds at start after a crash midway, and such a replica
-//! is wiped and fetches a snapshot again.
+//! An import replaces everything and is not atomic, so it is bracketed by a
+//! marker that a replica finds at start after a crash midway (or an export
+//! found damaged midway), and such a replica is wiped and fetches a
+//! snapshot again. A caller checks the export first
+//! ([`Store::check_replica_export`]), then imports it with one more read.
 
-use std::io::{BufReader, BufWriter, Read, Seek, Write};
+use std::io::{BufReader, BufWriter, Read, Write};
 use std::path::PathBuf;
 
 use rocksdb::checkpoint::Checkpoint;
@@ -24,7 +29,11 @@ use crate::error::{Result, StoreError};
 use crate::keys::ALL_CFS;
 use crate::store::{Inner, Store, cf, db_options, family_descriptors};
 
-const FORMAT: &[u8; 8] = b"STRATAR1";
+const FORMAT: &[u8; 8] = b"STRATAR2";
+/// The format before exports had an end.
+const FORMAT_WITHOUT_END: &[u8; 8] = b"STRATAR1";
+/// The family index byte that starts an export's end.
+const END: u8 = 0xFF;
 /// Written (synced) before an import starts, removed when it has ended.
 const IMPORTING: &[u8] = b"replica-import-in-progress";
 /// Records written per batch during an import.
@@ -73,9 +82,10 @@ impl ReplicaCheckpoint {
             family_descriptors(),
             false,
         )?;
-        let mut out = BufWriter::with_capacity(IO_BUFFER_BYTES, out);
+        let mut out = Summed::new(BufWriter::with_capacity(IO_BUFFER_BYTES, out));
         let fail = io_error("writing a replica export");
         out.write_all(FORMAT).map_err(&fail)?;
+        let mut written = 0u64;
         for (index, name) in families() {
             let records = match name {
                 None => db.iterator(IteratorMode::Start),
@@ -93,8 +103,13 @@ impl ReplicaCheckpoint {
                     out.write_all(&len.to_le_bytes()).map_err(&fail)?;
                     out.write_all(part).map_err(&fail)?;
                 }
+                written += 1;
             }
         }
+        out.write_all(&[END]).map_err(&fail)?;
+        out.write_all(&written.to_le_bytes()).map_err(&fail)?;
+        let crc = out.crc;
+        out.write_all(&crc.to_le_bytes()).map_err(&fail)?;
         out.flush().map_err(&fail)
     }
 }
@@ -125,15 +140,17 @@ impl Store {
         .await
     }
 
-    /// Checks that `source` is a whole export (as [`Store::import_replica`]
-    /// does before it removes anything), without changing anything.
-    pub async fn check_replica_export<R>(&self, source: R) -> Result<()>
+    /// Checks that `source` is a whole, undamaged export, without changing
+    /// anything, and hands it back read to its end (so that a reader that
+    /// sums what passes through it has seen every byte).
+    pub async fn check_replica_export<R>(&self, source: R) -> Result<R>
     where
         R: Read + Send + 'static,
     {
         self.blocking(move |_| {
             let mut source = BufReader::with_capacity(IO_BUFFER_BYTES, source);
-            for_each_record(&mut source, |_, _, _| Ok(()))
+            for_each_record(&mut source, |_, _, _| Ok(()))?;
+            Ok(source.into_inner())
         })
         .await
     }
@@ -141,18 +158,16 @@ impl Store {
     /// Replaces every record of this replica with the export in `source`
     /// (from [`ReplicaCheckpoint::export`], read from its start), then
     /// tells this process's listeners to resync: anything they derived from
-    /// the old records may be stale.
+    /// the old records may be stale. Check the export first
+    /// ([`Store::check_replica_export`]): one found damaged midway fails the
+    /// import with the replica half replaced and marked so
+    /// ([`Store::replica_import_interrupted`]).
     pub async fn import_replica<R>(&self, source: R) -> Result<()>
     where
-        R: Read + Seek + Send + 'static,
+        R: Read + Send + 'static,
     {
         self.blocking(move |inner| {
             let mut source = BufReader::with_capacity(IO_BUFFER_BYTES, source);
-            // The whole export is checked before anything is removed.
-            for_each_record(&mut source, |_, _, _| Ok(()))?;
-            source
-                .rewind()
-                .map_err(io_error("rereading a replica export"))?;
             let mut started = WriteBatch::default();
             started.put(IMPORTING, b"");
             write(inner, started, true)?;
@@ -235,7 +250,9 @@ fn write(inner: &Inner, batch: WriteBatch, sync: bool) -> Result<()> {
 }
 
 /// Calls `each` with every record of the export `source`, in order, and
-/// refuses an export that is not one or is cut short.
+/// refuses an export that is not one, is cut short or is damaged (its end
+/// does not count or sum what came before it). Every record has been
+/// passed to `each` by the time the end is checked.
 fn for_each_record(
     source: &mut impl Read,
     mut each: impl FnMut(Option<&'static str>, &[u8], &[u8]) -> Result<()>,
@@ -245,19 +262,42 @@ fn for_each_record(
         std::io::ErrorKind::UnexpectedEof => corrupt("cut short"),
         _ => io_error("reading a replica export")(err),
     };
+    let mut source = Summed::new(source);
     let mut format = [0; FORMAT.len()];
     source.read_exact(&mut format).map_err(cut_short)?;
-    if &format != FORMAT {
-        return Err(corrupt("of an unknown format"));
-    }
+    let has_end = match &format {
+        FORMAT => true,
+        FORMAT_WITHOUT_END => false,
+        _ => return Err(corrupt("of an unknown format")),
+    };
     let (mut key, mut value) = (Vec::new(), Vec::new());
+    let mut records = 0u64;
     loop {
         let mut index = [0];
         match source.read(&mut index) {
+            Ok(0) if has_end => return Err(corrupt("cut short (it has no end)")),
             Ok(0) => return Ok(()),
             Ok(_) => {}
             Err(err) if err.kind() == std::io::ErrorKind::Interrupted => continue,
             Err(err) => return Err(cut_short(err)),
+        }
+        if has_end && index[0] == END {
+            let mut counted = [0; 8];
+            source.read_exact(&mut counted).map_err(cut_short)?;
+            let summed = source.crc;
+            let mut crc = [0; 4];
+            source.read_exact(&mut crc).map_err(cut_short)?;
+            if u64::from_le_bytes(counted) != records {
+                return Err(corrupt("has lost or gained records"));
+            }
+            if u32::from_le_bytes(crc) != summed {
+                return Err(corrupt("is damaged (its CRC32C does not match)"));
+            }
+            return match source.read(&mut index) {
+                Ok(0) => Ok(()),
+                Ok(_) => Err(corrupt("goes on after its end")),
+                Err(err) => Err(cut_short(err)),
+            };
         }
         let family =
             family_name(index[0]).ok_or_else(|| corrupt(&format!("names family {}", index[0])))?;
@@ -272,5 +312,38 @@ fn for_each_record(
             source.read_exact(part).map_err(cut_short)?;
         }
         each(family, &key, &value)?;
+        records += 1;
+    }
+}
+
+/// A reader or writer that keeps the CRC32C of the bytes through it.
+struct Summed<T> {
+    inner: T,
+    crc: u32,
+}
+
+impl<T> Summed<T> {
+    fn new(inner: T) -> Self {
+        Summed { inner, crc: 0 }
+    }
+}
+
+impl<T: Read> Read for Summed<T> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let read = self.inner.read(buf)?;
+        self.crc = crc32c::crc32c_append(self.crc, &buf[..read]);
+        Ok(read)
+    }
+}
+
+impl<T: Write> Write for Summed<T> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let written = self.inner.write(buf)?;
+        self.crc = crc32c::crc32c_append(self.crc, &buf[..written]);
+        Ok(written)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
     }
 }

@@ -837,15 +837,43 @@ async fn a_replica_export_replaces_another_replicas_records() {
     checkpoint.export(&mut blob).unwrap();
     drop(checkpoint);
     assert!(!source_dir.path().join("checkpoint").exists());
-    // An export cut short is refused before anything is removed.
-    let cut = blob[..blob.len() - 3].to_vec();
+    // An export cut anywhere (even between two records: without its end),
+    // damaged, or with bytes after its end is refused by the check, which
+    // changes nothing.
+    let without_end = blob[..blob.len() - 13].to_vec();
+    let mut damaged = blob.clone();
+    damaged[blob.len() / 2] ^= 0x10;
+    let mut trailing = blob.clone();
+    trailing.push(0);
+    for bad in [
+        blob[..blob.len() - 3].to_vec(),
+        without_end.clone(),
+        damaged,
+        trailing,
+    ] {
+        let checked = target.check_replica_export(std::io::Cursor::new(bad)).await;
+        assert!(
+            matches!(checked, Err(StoreError::Corrupt(_))),
+            "{checked:?}"
+        );
+    }
+    assert!(target.head_object("stale", "y").await.is_ok());
+    // The format before exports had an end is still read.
+    let mut without_end_format = without_end.clone();
+    without_end_format[..8].copy_from_slice(b"STRATAR1");
+    target
+        .check_replica_export(std::io::Cursor::new(without_end_format))
+        .await
+        .unwrap();
+    // One found bad while it is imported leaves the replica marked as cut
+    // short, for the member to wipe it.
     assert!(
         target
-            .import_replica(std::io::Cursor::new(cut))
+            .import_replica(std::io::Cursor::new(without_end))
             .await
             .is_err()
     );
-    assert!(target.head_object("stale", "y").await.is_ok());
+    assert!(target.replica_import_interrupted().await.unwrap());
 
     let mut events = target.subscribe();
     target

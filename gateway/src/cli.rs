@@ -236,11 +236,12 @@ struct ServeArgs {
     /// (the metadata service, with the same ring and secret) instead of
     /// holding them in --data: several gateways over one cluster.
     /// Several comma-separated addresses name the members of a replicated
-    /// metadata service.
+    /// metadata service, each optionally with its member id: `ID=HOST:PORT`.
     #[arg(long, env = "STRATA_METADATA")]
     metadata: Option<String>,
-    /// Be member N (from 1, the position in --metadata) of the replicated
-    /// metadata service: keep a replica of the metadata in --data.
+    /// Be member N of the replicated metadata service (its id in
+    /// --metadata: `ID=HOST:PORT` entries, or without ids its position from
+    /// 1): keep a replica of the metadata in --data.
     #[arg(long, env = "STRATA_METADATA_MEMBER")]
     metadata_member: Option<u64>,
     /// With --metadata-member: this member joins a running group (it is

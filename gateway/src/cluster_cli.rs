@@ -132,8 +132,8 @@ struct ClusterReport {
 
 #[derive(Debug, clap::Args)]
 pub struct MetadataArgs {
-    /// Members to ask, `HOST:PORT`, comma-separated (as `strata serve
-    /// --metadata` names them); the leader answers.
+    /// Members to ask, `HOST:PORT` (or `ID=HOST:PORT`), comma-separated, as
+    /// `strata serve --metadata` names them; the leader answers.
     #[arg(long, env = "STRATA_METADATA")]
     metadata: String,
     /// File holding the cluster secret.
@@ -168,7 +168,10 @@ pub fn metadata(args: MetadataArgs) -> anyhow::Result<()> {
         load_secret(&args.cluster_secret_file)?,
         Duration::from_secs(150),
     );
-    let addresses = args.metadata.split(',').map(str::to_owned).collect();
+    let addresses = crate::config::parse_metadata_members(&args.metadata)?
+        .into_iter()
+        .map(|(_, address)| address)
+        .collect();
     let body = bytes::Bytes::from(serde_json::to_vec(&change)?);
     let membership = runtime()?.block_on(ask_leader(&client, addresses, body))?;
     if args.json {

@@ -57,12 +57,14 @@ pub struct ClusterConfig {
     pub node_timeout_secs: u64,
     /// `HOST:PORT` of the gateway that holds the cluster's metadata (the
     /// metadata service), or of every member of a replicated metadata
-    /// service, comma-separated. Without it, this gateway holds the metadata
-    /// in `data` and serves it to the gateways that name it here.
+    /// service, comma-separated, each optionally with its member id
+    /// (`ID=HOST:PORT`; without ids, a member's id is its position, from
+    /// 1). Without it, this gateway holds the metadata in `data` and serves
+    /// it to the gateways that name it here.
     pub metadata: Option<String>,
-    /// This gateway is member N (its position in `metadata`, from 1) of the
-    /// replicated metadata service: it keeps a replica in `data` and takes
-    /// part in the Raft group of the members listed there.
+    /// This gateway is member N (its id in `metadata`) of the replicated
+    /// metadata service: it keeps a replica in `data` and takes part in the
+    /// Raft group of the members listed there.
     pub metadata_member: Option<u64>,
     /// This member was added to a running group (`strata metadata add`):
     /// it waits to be sent the log instead of founding a group with the
@@ -74,12 +76,60 @@ impl ClusterConfig {
     /// The addresses in `metadata` (one, or every member of a replicated
     /// service).
     pub fn metadata_addresses(&self) -> Vec<String> {
-        self.metadata
-            .iter()
-            .flat_map(|metadata| metadata.split(','))
-            .map(str::to_owned)
+        self.metadata_members()
+            .into_iter()
+            .map(|(_, address)| address)
             .collect()
     }
+
+    /// The members in `metadata` (validated) with their ids.
+    pub fn metadata_members(&self) -> Vec<(u64, String)> {
+        self.metadata
+            .as_deref()
+            .and_then(|metadata| parse_metadata_members(metadata).ok())
+            .unwrap_or_default()
+    }
+}
+
+/// The members a `metadata` list names, `HOST:PORT` or `ID=HOST:PORT`
+/// each (all with ids or none: a member's id is then its position, from
+/// 1), with their ids.
+pub fn parse_metadata_members(metadata: &str) -> anyhow::Result<Vec<(u64, String)>> {
+    let mut members: Vec<(u64, String)> = Vec::new();
+    let mut with_ids = None;
+    for (position, entry) in (1..).zip(metadata.split(',')) {
+        let (id, address) = match entry.trim().split_once('=') {
+            Some((id, address)) => {
+                let id = id.trim().parse::<u64>().ok().filter(|id| *id > 0);
+                let id = id.with_context(|| {
+                    format!("cluster.metadata entry {entry:?}: a member id is a number from 1")
+                })?;
+                (id, address)
+            }
+            None => (position, entry),
+        };
+        if *with_ids.get_or_insert(entry.contains('=')) != entry.contains('=') {
+            bail!("cluster.metadata {metadata:?} gives ids to some members only: all or none");
+        }
+        let address = address
+            .trim()
+            .trim_start_matches("http://")
+            .trim_end_matches('/');
+        if address.is_empty() || address.contains(['/', ' ', '=']) {
+            bail!(
+                "cluster.metadata {metadata:?} must be HOST:PORT (or ID=HOST:PORT) of gateways, \
+                 comma-separated"
+            );
+        }
+        if members.iter().any(|(_, known)| known == address) {
+            bail!("cluster.metadata names {address} twice");
+        }
+        if members.iter().any(|(known, _)| *known == id) {
+            bail!("cluster.metadata names member {id} twice");
+        }
+        members.push((id, address.to_owned()));
+    }
+    Ok(members)
 }
 
 impl Default for ClusterConfig {
@@ -278,28 +328,19 @@ impl Config {
             bail!("a cluster needs both a ring and a cluster secret file");
         }
         if let Some(metadata) = &mut self.cluster.metadata {
-            let mut addresses = Vec::new();
-            for address in metadata.split(',') {
-                let address = address
-                    .trim()
-                    .trim_start_matches("http://")
-                    .trim_end_matches('/');
-                if address.is_empty() || address.contains(['/', ' ']) {
-                    bail!(
-                        "cluster.metadata {metadata:?} must be HOST:PORT of gateways, comma-separated"
-                    );
-                }
-                if addresses.iter().any(|known| known == address) {
-                    bail!("cluster.metadata names {address} twice");
-                }
-                addresses.push(address.to_owned());
-            }
-            *metadata = addresses.join(",");
+            let members = parse_metadata_members(metadata)?;
+            // Kept with every id written out.
+            *metadata = members
+                .iter()
+                .map(|(id, address)| format!("{id}={address}"))
+                .collect::<Vec<_>>()
+                .join(",");
             if let Some(member) = self.cluster.metadata_member
-                && (member == 0 || member as usize > addresses.len())
+                && !members.iter().any(|(id, _)| *id == member)
             {
                 bail!(
-                    "cluster.metadata_member {member} is not a position (from 1) in cluster.metadata"
+                    "cluster.metadata_member {member} is not a member of cluster.metadata \
+                     (its id, or without ids its position from 1)"
                 );
             }
             if self.cluster.ring.is_none() {
@@ -367,6 +408,48 @@ mod tests {
             ..Default::default()
         };
         assert!(Config::load(None, bad).is_err());
+    }
+
+    /// Members of a replicated metadata service are named by position or
+    /// by id; a member must be one of them.
+    #[test]
+    fn metadata_members_are_named_by_position_or_by_id() {
+        let dir = tempfile::tempdir().unwrap();
+        let (ring, secret) = (dir.path().join("ring"), dir.path().join("secret"));
+        let load = |metadata: &str, member: Option<u64>| {
+            let overrides = ConfigOverrides {
+                ring: Some(ring.clone()),
+                cluster_secret_file: Some(secret.clone()),
+                metadata: Some(metadata.into()),
+                metadata_member: member,
+                ..Default::default()
+            };
+            Config::load(None, overrides).map(|config| config.cluster)
+        };
+        let positional = load("a:1, http://b:2/,c:3", Some(3)).unwrap();
+        assert_eq!(
+            positional.metadata_members(),
+            [(1, "a:1".into()), (2, "b:2".into()), (3, "c:3".into())]
+        );
+        let named = load("4=d:4,2=b:2,3=c:3", Some(4)).unwrap();
+        assert_eq!(
+            named.metadata_members(),
+            [(4, "d:4".into()), (2, "b:2".into()), (3, "c:3".into())]
+        );
+        assert_eq!(named.metadata_addresses(), ["d:4", "b:2", "c:3"]);
+        for (bad, member, why) in [
+            ("4=d:4,2=b:2", Some(1), "not a member"),
+            ("a:1,b:2", Some(3), "not a member"),
+            ("4=d:4,b:2", None, "all or none"),
+            ("0=a:1", None, "from 1"),
+            ("x=a:1", None, "from 1"),
+            ("1=a:1,1=b:2", None, "member 1 twice"),
+            ("1=a:1,2=a:1", None, "a:1 twice"),
+            ("1=a:1=2", None, "HOST:PORT"),
+        ] {
+            let refused = load(bad, member).unwrap_err().to_string();
+            assert!(refused.contains(why), "{bad}: {refused}");
+        }
     }
 
     /// Fills held in memory are bounded (64 MiB); fills written to an SSD

@@ -63,7 +63,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
                 .context("opening the metadata replica")?;
             let joining = match config.cluster.metadata_join {
                 true => Joining::Added,
-                false => Joining::Founding((1..).zip(addresses.iter().cloned()).collect()),
+                false => Joining::Founding(config.cluster.metadata_members().into_iter().collect()),
             };
             let service = MetaService::start_with(
                 member,

@@ -324,12 +324,20 @@ impl Cluster {
     }
 
     /// Starts a gateway that joins the replicated metadata service whose
-    /// members are at `members` as member `members.len() + 1`, to be added
-    /// with `strata metadata add`.
+    /// members are at `members` (ids 1, 2, …) as member `members.len() +
+    /// 1`, to be added with `strata metadata add`. Its `--metadata` names
+    /// every member with its id, itself first: ids, not positions.
     pub fn metadata_joiner(&self, members: &[String]) -> Result<Server> {
         let address = free_address()?;
-        let all = format!("{},{address}", members.join(","));
         let id = (members.len() + 1).to_string();
+        let all = std::iter::once(format!("{id}={address}"))
+            .chain(
+                (1..)
+                    .zip(members)
+                    .map(|(id, member)| format!("{id}={member}")),
+            )
+            .collect::<Vec<_>>()
+            .join(",");
         let mut args: Vec<&str> = Vec::new();
         let metadata_args = self.metadata_args(&all);
         args.extend(metadata_args.iter().map(String::as_str));

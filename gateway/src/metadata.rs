@@ -46,9 +46,14 @@ pub const MEMBERS_PATH: &str = "/internal/v1/members";
 /// How long a call waits for a group without a leader to elect one.
 const LEADER_PATIENCE: Duration = Duration::from_secs(10);
 
+/// How long a gateway that is not a member waits on a member's answer
+/// before it asks another, every as long again, whether it leads now: a
+/// leader answers within a few seconds, or says it cannot.
+const LEADER_PROBE_INTERVAL: Duration = Duration::from_secs(2);
+
 /// Calls to the metadata service: one gateway, or the members of a
 /// replicated service, of which the one that answered last (the leader) is
-/// asked first.
+/// asked first; on a member, its own member is asked before any.
 pub struct HttpMetaTransport {
     client: NodeClient,
     /// The members configured, then any leader a member named that was
@@ -107,6 +112,51 @@ impl HttpMetaTransport {
         }
     }
 
+    /// Resolves once the member at `waited_on` is known not to lead: this
+    /// gateway's own member follows another, or (on a gateway that is not a
+    /// member) another member confirmed with a majority that it leads. A
+    /// call waiting on a leader that a partition cut off from the others
+    /// then stops waiting when they elect a new one, not when its timeout
+    /// ends.
+    async fn deposed(&self, waited_on: &str) {
+        if let Some(local) = &self.local {
+            return local.leader_moved_from(waited_on).await;
+        }
+        let probe = Bytes::from(Store::leader_probe_call());
+        let mut next: Option<String> = None;
+        for turn in 0usize.. {
+            tokio::time::sleep(LEADER_PROBE_INTERVAL).await;
+            // The leader another member named last, else each in turn.
+            let other = next.take().or_else(|| {
+                let addresses = self.addresses.read();
+                let others: Vec<&String> = addresses
+                    .iter()
+                    .filter(|address| *address != waited_on)
+                    .collect();
+                (!others.is_empty()).then(|| others[turn % others.len()].clone())
+            });
+            // One service alone: nobody else to ask.
+            let Some(other) = other else {
+                return std::future::pending().await;
+            };
+            let client = self.client.with_timeout(LEADER_PROBE_INTERVAL);
+            match client.post_bound(&other, META_PATH, probe.clone()).await {
+                // A leader answers a read once a majority confirmed it
+                // leads: then `waited_on` does not.
+                Ok((StatusCode::OK, _)) => return,
+                // Only a hint: members that have not heard of an election
+                // still name the old leader, so it is asked, not believed.
+                Ok((StatusCode::MISDIRECTED_REQUEST, body)) => {
+                    next = serde_json::from_slice::<NotLeader>(&body)
+                        .ok()
+                        .and_then(|not_leader| not_leader.leader)
+                        .filter(|leader| leader != waited_on);
+                }
+                _ => {}
+            }
+        }
+    }
+
     /// Asks this gateway's own member, if it is one: `Ok` with the
     /// answer, or the refusal to return, or `Err` with the member to send
     /// the call to (`None`: not a member, or it knows no leader, as while
@@ -159,16 +209,18 @@ impl MetaTransport for HttpMetaTransport {
                 ));
             };
             let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            if left.is_zero() {
+                // Only calls that nothing was done for come round again.
+                return Err(TransportError::NotSent(format!(
+                    "no member of the metadata service answered within {timeout:?}"
+                )));
+            }
             let client = self.client.with_timeout(left);
             let attempt = client.post_bound(&address, META_PATH, request.clone());
-            // `None`: this gateway's member follows another leader now, so
-            // the one asked was deposed and will not answer.
-            let sent = match &self.local {
-                Some(local) => tokio::select! {
-                    sent = attempt => Some(sent),
-                    () = local.leader_moved_from(&address) => None,
-                },
-                None => Some(attempt.await),
+            // `None`: the member asked was deposed and will not answer.
+            let sent = tokio::select! {
+                sent = attempt => Some(sent),
+                () = self.deposed(&address) => None,
             };
             // Where to go when nothing was done here: the leader a member
             // named, else the next member.
@@ -181,10 +233,25 @@ impl MetaTransport for HttpMetaTransport {
                     return Err(TransportError::NotSent(err.to_string()));
                 }
                 Some(Err(err)) if err.never_reached() => None,
-                // A read changes nothing wherever it arrived: it goes on to
-                // the next member (or the leader this gateway's member
-                // follows), as if it had not been sent.
-                None | Some(Err(_)) if Store::meta_call_writes(&request) == Some(false) => None,
+                Some(Ok((StatusCode::OK, body))) => {
+                    self.leader.store(index, Ordering::Relaxed);
+                    return Ok(body);
+                }
+                Some(Ok((StatusCode::MISDIRECTED_REQUEST, body))) => {
+                    serde_json::from_slice::<NotLeader>(&body)
+                        .ok()
+                        .and_then(|not_leader| not_leader.leader)
+                        .map(|leader| self.index_of(&leader))
+                }
+                // In a group, a read changes nothing wherever it arrived:
+                // it goes on to the next member (or the leader this
+                // gateway's member follows), and so does the next call. A
+                // leader cut off from the others answers 503.
+                _ if n_members > 1 && Store::meta_call_writes(&request) == Some(false) => {
+                    self.leader
+                        .store((index + 1) % n_members, Ordering::Relaxed);
+                    None
+                }
                 None => {
                     return Err(TransportError::Unknown(format!(
                         "{address} was deposed while the call waited for its answer"
@@ -196,16 +263,6 @@ impl MetaTransport for HttpMetaTransport {
                     self.leader
                         .store((index + 1) % n_members, Ordering::Relaxed);
                     return Err(TransportError::Unknown(err.to_string()));
-                }
-                Some(Ok((StatusCode::OK, body))) => {
-                    self.leader.store(index, Ordering::Relaxed);
-                    return Ok(body);
-                }
-                Some(Ok((StatusCode::MISDIRECTED_REQUEST, body))) => {
-                    serde_json::from_slice::<NotLeader>(&body)
-                        .ok()
-                        .and_then(|not_leader| not_leader.leader)
-                        .map(|leader| self.index_of(&leader))
                 }
                 // A leader that could not confirm the outcome (503), among
                 // others: it may still apply.

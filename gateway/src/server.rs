@@ -136,6 +136,14 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let directory = Directory::open(store.clone(), root.as_ref().map(RootKeys::credential))
         .await
         .context("loading accounts and users")?;
+    if config.cluster.metadata_member.is_some()
+        && directory.account(credentials::ROOT_ACCOUNT).is_none()
+    {
+        tracing::warn!(
+            "the metadata service has no root account: member 1 creates it, and \
+             cluster.metadata names no member 1 (found a group with a member 1)"
+        );
+    }
 
     let edge = EdgeCache::new(config.cache.clone(), &store)?;
     if let Some(ftp) = crate::ftp::start(

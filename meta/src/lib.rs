@@ -253,8 +253,9 @@ impl MetaService {
             // An entry may be ~1 MB (a completion of 10,000 parts): a batch
             // stays well under what a member accepts in one message.
             max_payload_entries: 32,
-            // Each snapshot chunk, and the last one's install (a fsync, a
-            // CRC pass and the import of the whole replica), must answer
+            // Each snapshot chunk, and the last one's install (a pass that
+            // checks and sums it, a fsync and the import of the whole
+            // replica), must answer
             // within this: openraft's 200 ms would have the leader send a
             // large snapshot again and again.
             install_snapshot_timeout: 60_000,
@@ -479,19 +480,23 @@ impl MetaService {
     }
 
     /// Resolves once this member follows a leader other than the member at
-    /// `address`: a caller waiting on that member for an answer then knows
-    /// it was deposed (cut off from the others, say) and will not answer.
-    /// Pending while no leader is known.
+    /// `address` and other than the one it followed when this was called:
+    /// a caller waiting on that member for an answer then knows it was
+    /// deposed (cut off from the others, say) and will not answer. (A
+    /// caller sent on to a new leader that this member has not heard of yet
+    /// is not told so.) Pending while no leader is known.
     pub async fn leader_moved_from(&self, address: &str) {
+        let leader_address = |metrics: &openraft::RaftMetrics<u64, BasicNode>| {
+            let leader = metrics.current_leader?;
+            let membership = metrics.membership_config.membership();
+            membership.get_node(&leader).map(|node| node.addr.clone())
+        };
         let mut metrics = self.raft.metrics();
+        let followed = leader_address(&metrics.borrow());
         let moved = metrics
             .wait_for(|metrics| {
-                metrics.current_leader.is_some_and(|leader| {
-                    let membership = metrics.membership_config.membership();
-                    membership
-                        .get_node(&leader)
-                        .is_some_and(|node| node.addr != address)
-                })
+                leader_address(metrics)
+                    .is_some_and(|leader| leader != address && Some(&leader) != followed.as_ref())
             })
             .await
             .is_ok();

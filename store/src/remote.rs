@@ -588,6 +588,13 @@ impl Store {
         decode_call(request).ok().map(|call| call.writes())
     }
 
+    /// A call that reads next to nothing, to learn who leads a replicated
+    /// service: its leader answers it as any read, another member names
+    /// the leader it follows.
+    pub fn leader_probe_call() -> Vec<u8> {
+        serde_json::to_vec(&MetaCall::FeedHead).unwrap_or_default()
+    }
+
     /// The call that deletes the objects expired before `now_secs`, for the
     /// leader of a replicated log to append (replicas do not expire objects
     /// on their own: see [`StoreConfig::background_expiry`]).

@@ -207,18 +207,23 @@ fn same_log_applied(members: &[Server]) -> Result<()> {
 /// The leader is cut off from the other members, both ways, while every
 /// process runs on (each member reaches the others only through proxies
 /// that tell who is calling). The majority elects another leader and goes
-/// on; the old leader, which has not heard that it lost, refuses changes
-/// and reads instead of answering alone. Healed, it takes the majority's
-/// log: the change it was sent while cut off is nowhere.
+/// on, and so does a gateway that is not a member, which reaches every
+/// member; the old leader, which has not heard that it lost, refuses
+/// changes and reads instead of answering alone. Healed, it takes the
+/// majority's log: the change it was sent while cut off is nowhere.
 #[test]
 fn a_partitioned_leader_refuses_changes_and_rejoins_without_diverging() -> Result<()> {
     let cluster = Cluster::start(2, 4, 2)?;
     let partition = Partition::new();
-    let (members, _fronts) = cluster.metadata_group_behind(&partition, 3)?;
+    let (members, fronts) = cluster.metadata_group_behind(&partition, 3)?;
+    let listed: Vec<&str> = fronts.iter().map(|front| front.address.as_str()).collect();
+    // A gateway that is not a member, never cut off from any of them.
+    let outsider = cluster.gateway_over_address(&listed.join(","))?;
     let bucket = unique_bucket("split");
     members[0].aws_ok(&["s3api", "create-bucket", "--bucket", &bucket])?;
     members[1].python_ok("cluster_load.py", &["write", &bucket, "20"])?;
-    ensure!(put(&members[2], &bucket, "before-split", b"everyone")? == 200);
+    // The outsider's calls go to the leader from here on.
+    ensure!(put(&outsider, &bucket, "before-split", b"everyone")? == 200);
 
     let all: Vec<&Server> = members.iter().collect();
     let leader = agreed_leader(&all)? as usize - 1;
@@ -237,6 +242,17 @@ fn a_partitioned_leader_refuses_changes_and_rejoins_without_diverging() -> Resul
         "the majority follows the member it cannot reach"
     );
 
+    // The outsider's next call goes to the old leader, which holds it
+    // without an answer; the outsider gives up on it once the others name
+    // another leader, not when the call times out (30 s), and goes there.
+    put_again_within_bound(
+        &outsider,
+        (&bucket, "through-outsider", b"outsider"),
+        Instant::now(),
+        "the outsider's first call after the split",
+    )?;
+    until_serving(&outsider, &bucket, "after-split")?;
+
     // The old leader still runs and still believes it leads, but it can
     // confirm nothing with a majority.
     refuses_without_majority(&members[leader], &bucket, "before-split")?;
@@ -247,6 +263,7 @@ fn a_partitioned_leader_refuses_changes_and_rejoins_without_diverging() -> Resul
         until_serving(member, &bucket, "after-split")?;
         ensure!(get(member, &bucket, "after-split")? == (200, b"majority".to_vec()));
         ensure!(get(member, &bucket, "before-split")? == (200, b"everyone".to_vec()));
+        ensure!(get(member, &bucket, "through-outsider")? == (200, b"outsider".to_vec()));
         let (status, _) = get(member, &bucket, "minority")?;
         ensure!(
             status == 404,

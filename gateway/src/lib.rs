@@ -30,6 +30,7 @@ pub mod large_object;
 mod metadata;
 pub mod public;
 pub mod ring_cli;
+mod ring_share;
 pub mod s3;
 pub mod server;
 pub mod swift;

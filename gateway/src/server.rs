@@ -136,6 +136,9 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let directory = Directory::open(store.clone(), root.as_ref().map(RootKeys::credential))
         .await
         .context("loading accounts and users")?;
+    if let (Some(pool), Some(ring_path)) = (&cluster, &config.cluster.ring) {
+        crate::ring_share::share(&store, pool, ring_path.clone()).await?;
+    }
     if config.cluster.metadata_member.is_some()
         && directory.account(credentials::ROOT_ACCOUNT).is_none()
     {
@@ -357,32 +360,7 @@ async fn open_pool(config: &Config) -> anyhow::Result<(Arc<dyn Pool>, Option<Rin
         unreachable = refused.len(),
         "extents on the ring's storage nodes"
     );
-    tokio::spawn(follow_ring_file(pool.clone(), ring_path.clone()));
     Ok((Arc::new(pool.clone()), Some(pool)))
-}
-
-/// Picks up the ring file an operator rewrote (`strata ring rebalance`) and
-/// hands the new ring to every node; nodes pass it on to each other.
-async fn follow_ring_file(pool: RingPool, path: std::path::PathBuf) {
-    let modified = |path: &std::path::Path| std::fs::metadata(path).and_then(|m| m.modified()).ok();
-    let mut seen = modified(&path);
-    loop {
-        tokio::time::sleep(Duration::from_secs(2)).await;
-        let now = modified(&path);
-        if now == seen {
-            continue;
-        }
-        seen = now;
-        let newer = crate::cluster_cli::load_ring(&path).and_then(|ring| Ok(pool.set_ring(ring)?));
-        match newer {
-            Ok(true) => {
-                tracing::info!(version = pool.ring().version(), "new ring loaded");
-                pool.announce_ring().await;
-            }
-            Ok(false) => {}
-            Err(err) => tracing::warn!(error = %format!("{err:#}"), "ring file refused"),
-        }
-    }
 }
 
 /// Every door of this gateway; a request goes to exactly one.

@@ -242,8 +242,16 @@ impl Cluster {
         Server::start_with_config_and_args("", &args.each_ref().map(String::as_str))
     }
 
+    /// Like [`Cluster::gateway_over`], with a ring file of its own at
+    /// `ring` (a copy, which a rebalance does not rewrite).
+    pub fn gateway_over_with_ring(&self, service: &Server, ring: &str) -> Result<Server> {
+        let mut args = self.metadata_args(&format!("127.0.0.1:{}", service.port()));
+        args[1] = ring.to_owned();
+        Server::start_with_config_and_args("", &args.each_ref().map(String::as_str))
+    }
+
     /// The arguments of a gateway on this cluster whose metadata service is
-    /// at `metadata`.
+    /// at `metadata` (the ring's path second).
     fn metadata_args(&self, metadata: &str) -> [String; 6] {
         [
             "--ring".into(),

@@ -28,7 +28,7 @@ pub use manage::{DirectoryError, NewUserKeys, normalize_host};
 
 const NS_ACCOUNTS: &str = "accounts";
 const NS_USERS: &str = "users";
-const NS_CLUSTER: &str = "cluster";
+pub(crate) const NS_CLUSTER: &str = "cluster";
 const NS_DOMAINS: &str = "domains";
 const KEYRING_KEY: &str = "token-keyring";
 
@@ -426,6 +426,12 @@ impl Directory {
     }
 
     async fn refresh(&self, namespace: &str, key: &str) -> anyhow::Result<()> {
+        // Other records (the ring) are not read for nothing.
+        if !matches!(namespace, NS_ACCOUNTS | NS_USERS | NS_DOMAINS)
+            && (namespace, key) != (NS_CLUSTER, KEYRING_KEY)
+        {
+            return Ok(());
+        }
         let value = self.store.catalog_get(namespace, key).await?;
         let mut view = self.view.write();
         match (namespace, value) {

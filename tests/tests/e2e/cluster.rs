@@ -294,6 +294,52 @@ fn add_and_remove_nodes_while_reading() -> Result<()> {
     Ok(())
 }
 
+/// A ring rewritten beside one gateway reaches another gateway, whose own
+/// ring file stays old, through the metadata service: it routes by the new
+/// ring within seconds, and again when it restarts with its old file.
+#[test]
+fn a_new_ring_reaches_every_gateway_through_the_metadata() -> Result<()> {
+    let (mut cluster, first, bucket) = three_nodes_and_a_bucket("ring-share")?;
+    let copies = tempfile::tempdir()?;
+    let old_ring = copies.path().join("old.ring");
+    fs::copy(cluster.ring(), &old_ring)?;
+    let mut second = cluster.gateway_over_with_ring(&first, utf8(&old_ring)?)?;
+    let version = "strata_pool_ring_version";
+    let before = metric(&second, version)?;
+    ensure!(metric(&first, version)? == before);
+
+    // A fourth node joins: the rebalance rewrites the first gateway's file.
+    cluster.add_node()?;
+    let started = Instant::now();
+    let after = loop {
+        let first_version = metric(&first, version)?;
+        if first_version > before && metric(&second, version)? == first_version {
+            break first_version;
+        }
+        ensure!(
+            started.elapsed() < Duration::from_secs(30),
+            "the second gateway kept ring version {} while the first has {first_version}",
+            metric(&second, version)?
+        );
+        thread::sleep(Duration::from_millis(200));
+    };
+    eprintln!(
+        "ring version {after} reached the second gateway {:?} after the rebalance",
+        started.elapsed()
+    );
+    second.python_ok("cluster_load.py", &["write", &bucket, "50"])?;
+    first.python_ok("cluster_load.py", &["verify", &bucket, "50"])?;
+
+    // Restarted with its old ring file, it starts with the cluster's.
+    second.restart()?;
+    ensure!(
+        metric(&second, version)? == after,
+        "restarted with an old ring file, the second gateway runs version {}",
+        metric(&second, version)?
+    );
+    Ok(())
+}
+
 #[test]
 fn a_node_whose_disk_fills() -> Result<()> {
     let (mut cluster, server, bucket) = three_nodes_and_a_bucket("disk-full")?;

@@ -541,9 +541,14 @@ impl StrataFs {
         }
     }
 
+    /// Replies an entry: the kernel then holds one more lookup of it,
+    /// until it forgets it.
     fn reply_entry(&self, reply: ReplyEntry, found: Result<u64, Errno>) {
-        match found.and_then(|ino| self.attr(ino).ok_or(Errno::ENOENT)) {
-            Ok(attr) => reply.entry(&self.entry_ttl(), &attr, Generation(0)),
+        match found.and_then(|ino| Ok((ino, self.attr(ino).ok_or(Errno::ENOENT)?))) {
+            Ok((ino, attr)) => {
+                self.tree.lock().looked_up(ino);
+                reply.entry(&self.entry_ttl(), &attr, Generation(0));
+            }
             Err(err) => reply.error(err),
         }
     }
@@ -701,16 +706,24 @@ impl Filesystem for StrataFs {
             file.dirty = true;
             Ok((ino, self.add_open_file(file, true)))
         })();
-        match made.and_then(|(ino, fh)| Ok((self.attr(ino).ok_or(Errno::EIO)?, fh))) {
-            Ok((attr, fh)) => reply.created(
-                &self.entry_ttl(),
-                &attr,
-                Generation(0),
-                FileHandle(fh),
-                FopenFlags::empty(),
-            ),
+        match made.and_then(|(ino, fh)| Ok((ino, self.attr(ino).ok_or(Errno::EIO)?, fh))) {
+            Ok((ino, attr, fh)) => {
+                self.tree.lock().looked_up(ino);
+                reply.created(
+                    &self.entry_ttl(),
+                    &attr,
+                    Generation(0),
+                    FileHandle(fh),
+                    FopenFlags::empty(),
+                );
+            }
             Err(err) => reply.error(err),
         }
+    }
+
+    // (fuser's `batch_forget` calls this for each inode.)
+    fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
+        self.tree.lock().forget(ino.0, nlookup);
     }
 
     fn read(

@@ -1,6 +1,12 @@
 //! What the mount knows of the namespace: inode numbers for the places it has
 //! seen (the account, containers, objects, `a/b/` pseudo-directories), their
 //! attributes, and briefly cached directory listings. Pure bookkeeping: no I/O.
+//!
+//! A node is kept while the kernel holds it (each entry replied counts one
+//! lookup, each `forget` takes them back), while a cached listing shows it,
+//! or while it is a file written here and not uploaded yet; stale listings
+//! are dropped as new ones come. So what the mount holds follows what the
+//! kernel caches and what was listed lately, not everything ever seen.
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant, SystemTime};
@@ -74,6 +80,10 @@ pub struct Node {
     /// Created here and not uploaded yet: listings do not show it, but it
     /// must stay visible.
     pub pending: bool,
+    /// Lookups the kernel holds (entries replied, less those forgotten).
+    kernel_refs: u64,
+    /// Cached listings that show it.
+    listing_refs: u32,
 }
 
 /// A directory's children as of `fetched`.
@@ -97,7 +107,12 @@ pub struct Tree {
     listings: HashMap<u64, Listing>,
     next_ino: u64,
     listing_ttl: Duration,
+    /// Listings installed since stale ones were last dropped.
+    installs_since_sweep: u32,
 }
+
+/// Listings installed between two sweeps of the stale ones.
+const SWEEP_EVERY: u32 = 64;
 
 impl Tree {
     pub fn new(root: Place, listing_ttl: Duration) -> Tree {
@@ -107,6 +122,7 @@ impl Tree {
             listings: HashMap::new(),
             next_ino: ROOT + 1,
             listing_ttl,
+            installs_since_sweep: 0,
         };
         tree.by_place.insert(root.clone(), ROOT);
         tree.nodes.insert(
@@ -117,9 +133,105 @@ impl Tree {
                 size: 0,
                 modified: SystemTime::now(),
                 pending: false,
+                kernel_refs: 0,
+                listing_refs: 0,
             },
         );
         tree
+    }
+
+    /// How many nodes are known (the root included).
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.nodes.len()
+    }
+
+    /// The kernel was handed `ino` in an entry: it holds one more lookup.
+    pub fn looked_up(&mut self, ino: u64) {
+        if let Some(node) = self.nodes.get_mut(&ino) {
+            node.kernel_refs += 1;
+        }
+    }
+
+    /// The kernel let go of `lookups` of `ino`.
+    pub fn forget(&mut self, ino: u64, lookups: u64) {
+        if let Some(node) = self.nodes.get_mut(&ino) {
+            node.kernel_refs = node.kernel_refs.saturating_sub(lookups);
+            self.release(vec![ino]);
+        }
+    }
+
+    /// Drops the nodes in `candidates` that nothing holds any more, with
+    /// the listings of those that are directories (whose children may then
+    /// go too).
+    fn release(&mut self, mut candidates: Vec<u64>) {
+        while let Some(ino) = candidates.pop() {
+            let unheld = self.nodes.get(&ino).is_some_and(|node| {
+                node.kernel_refs == 0 && node.listing_refs == 0 && !node.pending
+            });
+            if ino == ROOT || !unheld {
+                continue;
+            }
+            if let Some(node) = self.nodes.remove(&ino)
+                && self.by_place.get(&node.place) == Some(&ino)
+            {
+                self.by_place.remove(&node.place);
+            }
+            if let Some(listing) = self.listings.remove(&ino) {
+                candidates.extend(self.unlist(listing.children.into_values()));
+            }
+        }
+    }
+
+    /// Counts one listing fewer showing each of `children`; hands them back.
+    fn unlist(&mut self, children: impl IntoIterator<Item = u64>) -> Vec<u64> {
+        let children: Vec<u64> = children.into_iter().collect();
+        for ino in &children {
+            if let Some(node) = self.nodes.get_mut(ino) {
+                node.listing_refs = node.listing_refs.saturating_sub(1);
+            }
+        }
+        children
+    }
+
+    fn list(&mut self, ino: u64) {
+        if let Some(node) = self.nodes.get_mut(&ino) {
+            node.listing_refs += 1;
+        }
+    }
+
+    /// Replaces `dir`'s listing, releasing what only the old one held.
+    fn set_listing(&mut self, dir: u64, listing: Listing) {
+        for ino in listing.children.values().copied().collect::<Vec<_>>() {
+            self.list(ino);
+        }
+        if let Some(old) = self.listings.insert(dir, listing) {
+            let released = self.unlist(old.children.into_values());
+            self.release(released);
+        }
+    }
+
+    /// Drops the listings that are no longer fresh (those showing a file
+    /// not uploaded yet stay: a refresh carries it over).
+    fn sweep_stale_listings(&mut self, now: Instant) {
+        let stale: Vec<u64> = self
+            .listings
+            .iter()
+            .filter(|(_, listing)| now.duration_since(listing.fetched) >= self.listing_ttl)
+            .filter(|(_, listing)| {
+                !listing
+                    .children
+                    .values()
+                    .any(|ino| self.nodes.get(ino).is_some_and(|node| node.pending))
+            })
+            .map(|(dir, _)| *dir)
+            .collect();
+        for dir in stale {
+            if let Some(listing) = self.listings.remove(&dir) {
+                let released = self.unlist(listing.children.into_values());
+                self.release(released);
+            }
+        }
     }
 
     pub fn node(&self, ino: u64) -> Option<&Node> {
@@ -154,6 +266,8 @@ impl Tree {
                 size: child.size,
                 modified: child.modified,
                 pending: false,
+                kernel_refs: 0,
+                listing_refs: 0,
             },
         );
         ino
@@ -190,19 +304,24 @@ impl Tree {
         let Some(dir_place) = self.nodes.get(&dir).map(|node| node.place.clone()) else {
             return;
         };
+        self.installs_since_sweep += 1;
+        if self.installs_since_sweep >= SWEEP_EVERY {
+            self.installs_since_sweep = 0;
+            self.sweep_stale_listings(fetched);
+        }
         let mut names = BTreeMap::new();
         for child in children {
             let ino = self.intern(dir_place.child(&child.name), &child);
             names.insert(child.name, ino);
         }
-        if let Some(old) = self.listings.remove(&dir) {
-            for (name, ino) in old.children {
-                if self.nodes.get(&ino).is_some_and(|node| node.pending) {
-                    names.entry(name).or_insert(ino);
+        if let Some(old) = self.listings.get(&dir) {
+            for (name, ino) in &old.children {
+                if self.nodes.get(ino).is_some_and(|node| node.pending) {
+                    names.entry(name.clone()).or_insert(*ino);
                 }
             }
         }
-        self.listings.insert(
+        self.set_listing(
             dir,
             Listing {
                 fetched,
@@ -214,40 +333,72 @@ impl Tree {
     /// Records a child made here (or found by a lookup) in `dir`'s listing,
     /// if one is cached.
     pub fn add_child(&mut self, dir: u64, name: &str, ino: u64) {
-        if let Some(listing) = self.listings.get_mut(&dir) {
-            listing.children.insert(name.to_owned(), ino);
+        let Some(listing) = self.listings.get_mut(&dir) else {
+            return;
+        };
+        let replaced = listing.children.insert(name.to_owned(), ino);
+        if replaced == Some(ino) {
+            return;
+        }
+        self.list(ino);
+        if let Some(replaced) = replaced {
+            let released = self.unlist([replaced]);
+            self.release(released);
         }
     }
 
     /// Forgets `name` in `dir`: its place no longer names an inode.
     pub fn remove_child(&mut self, dir: u64, name: &str) {
-        if let Some(listing) = self.listings.get_mut(&dir) {
-            listing.children.remove(name);
+        let mut released = Vec::new();
+        if let Some(removed) = self
+            .listings
+            .get_mut(&dir)
+            .and_then(|listing| listing.children.remove(name))
+        {
+            released.extend(self.unlist([removed]));
         }
         if let Some(place) = self.nodes.get(&dir).map(|node| node.place.child(name))
             && let Some(ino) = self.by_place.remove(&place)
         {
-            self.listings.remove(&ino);
+            if let Some(listing) = self.listings.remove(&ino) {
+                released.extend(self.unlist(listing.children.into_values()));
+            }
+            released.push(ino);
         }
+        self.release(released);
     }
 
     /// Moves file `ino` to `name` in `dir` after the store has.
     pub fn move_file(&mut self, ino: u64, from: (u64, &str), to: (u64, &str)) {
-        self.remove_child(from.0, from.1);
+        // What `to` named is gone: the store replaced it.
         self.remove_child(to.0, to.1);
         let Some(place) = self.nodes.get(&to.0).map(|node| node.place.child(to.1)) else {
             return;
         };
+        // The file leaves `from` without being released on the way.
+        if let Some(removed) = self
+            .listings
+            .get_mut(&from.0)
+            .and_then(|listing| listing.children.remove(from.1))
+        {
+            self.unlist([removed]);
+        }
+        if let Some(old_place) = self.nodes.get(&from.0).map(|node| node.place.child(from.1))
+            && self.by_place.get(&old_place) == Some(&ino)
+        {
+            self.by_place.remove(&old_place);
+        }
         if let Some(node) = self.nodes.get_mut(&ino) {
             node.place = place.clone();
         }
         self.by_place.insert(place, ino);
         self.add_child(to.0, to.1, ino);
+        self.release(vec![ino]);
     }
 
     /// Marks `dir` as freshly listed with no children (a directory just made).
     pub fn mark_empty(&mut self, dir: u64, now: Instant) {
-        self.listings.insert(
+        self.set_listing(
             dir,
             Listing {
                 fetched: now,
@@ -357,6 +508,105 @@ mod tests {
             "account → container → key"
         );
         assert_eq!(place.listing(), (Some("photos"), "2026/a.jpg/".to_owned()));
+    }
+
+    fn file(name: &str) -> Child {
+        Child {
+            name: name.to_owned(),
+            kind: Kind::File,
+            size: 1,
+            modified: SystemTime::UNIX_EPOCH,
+        }
+    }
+
+    fn directory(name: &str) -> Child {
+        Child {
+            kind: Kind::Directory,
+            ..file(name)
+        }
+    }
+
+    /// Nodes live while the kernel holds them or a cached listing shows
+    /// them; listing a big directory, then letting go of it, leaves nothing
+    /// behind.
+    #[test]
+    fn nodes_go_once_neither_the_kernel_nor_a_listing_holds_them() {
+        let ttl = Duration::from_secs(1);
+        let mut tree = Tree::new(Place::Container("c".into()), ttl);
+        let start = Instant::now();
+        let names: Vec<String> = (0..1000).map(|n| format!("f{n}")).collect();
+        let mut children: Vec<Child> = names.iter().map(|name| file(name)).collect();
+        children.push(directory("sub"));
+        tree.install_listing(ROOT, children, start);
+        assert_eq!(tree.len(), 1002);
+        let sub = tree.cached_child(ROOT, "sub", start).flatten().unwrap();
+        tree.install_listing(sub, vec![file("deep")], start);
+        let deep = tree.cached_child(sub, "deep", start).flatten().unwrap();
+
+        // The kernel looks up one file and the subdirectory's file.
+        let held = tree.cached_child(ROOT, "f7", start).flatten().unwrap();
+        tree.looked_up(held);
+        tree.looked_up(held);
+        tree.looked_up(deep);
+        // The listing is refreshed without most files: they go.
+        let later = start + ttl * 2;
+        tree.install_listing(ROOT, vec![file("f7"), directory("sub")], later);
+        assert_eq!(tree.len(), 4, "root, f7, sub, deep");
+        assert_eq!(tree.cached_child(ROOT, "f7", later), Some(Some(held)));
+
+        // The kernel forgets in part, then wholly.
+        tree.forget(held, 1);
+        assert!(tree.node(held).is_some());
+        // Stale listings go as new ones come: sub's, then root's.
+        let much_later = later + ttl * 2;
+        for n in 0..SWEEP_EVERY {
+            let dir = tree.intern(
+                Place::Container("c".into()).child(&format!("d{n}")),
+                &directory("x"),
+            );
+            tree.install_listing(dir, vec![], much_later);
+        }
+        assert!(tree.node(deep).is_some(), "the kernel holds it");
+        assert!(tree.node(held).is_some(), "the kernel holds it");
+        tree.forget(deep, 1);
+        tree.forget(held, 1);
+        assert!(tree.node(deep).is_none());
+        assert!(tree.node(held).is_none());
+        assert!(
+            tree.node(sub).is_none(),
+            "no listing shows it, nobody holds it"
+        );
+        // Left: the root and the directories listed last, whose fresh
+        // listings are empty (and whom nothing else holds: they go too
+        // once their listings are stale).
+        assert_eq!(tree.len(), 1 + SWEEP_EVERY as usize);
+        // A forgotten place gets a new inode when it is seen again.
+        let again = tree.intern(Place::Container("c".into()).child("f7"), &file("f7"));
+        assert_ne!(again, held);
+    }
+
+    /// A file moved keeps its inode and stays held by what holds it.
+    #[test]
+    fn a_moved_file_keeps_its_inode() {
+        let mut tree = Tree::new(Place::Container("c".into()), Duration::from_secs(1));
+        let start = Instant::now();
+        tree.install_listing(ROOT, vec![file("a"), file("b")], start);
+        let a = tree.cached_child(ROOT, "a", start).flatten().unwrap();
+        let b = tree.cached_child(ROOT, "b", start).flatten().unwrap();
+        tree.looked_up(a);
+        tree.move_file(a, (ROOT, "a"), (ROOT, "b"));
+        assert_eq!(tree.cached_child(ROOT, "a", start), Some(None));
+        assert_eq!(tree.cached_child(ROOT, "b", start), Some(Some(a)));
+        assert!(tree.node(b).is_none(), "the replaced file went");
+        assert_eq!(
+            tree.node(a).map(|node| node.place.clone()),
+            Some(Place::Container("c".into()).child("b"))
+        );
+        tree.forget(a, 1);
+        assert!(tree.node(a).is_some(), "the listing still shows it");
+        tree.remove_child(ROOT, "b");
+        assert!(tree.node(a).is_none());
+        assert_eq!(tree.len(), 1);
     }
 
     #[test]

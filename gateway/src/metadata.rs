@@ -48,7 +48,8 @@ const LEADER_PATIENCE: Duration = Duration::from_secs(10);
 
 /// How long a gateway that is not a member waits on a member's answer
 /// before it asks another, every as long again, whether it leads now: a
-/// leader answers within a few seconds, or says it cannot.
+/// leader answers within a few seconds, or says it cannot (a long poll of
+/// the feed is given its wait on top).
 const LEADER_PROBE_INTERVAL: Duration = Duration::from_secs(2);
 
 /// Calls to the metadata service: one gateway, or the members of a
@@ -118,14 +119,20 @@ impl HttpMetaTransport {
     /// call waiting on a leader that a partition cut off from the others
     /// then stops waiting when they elect a new one, not when its timeout
     /// ends.
-    async fn deposed(&self, waited_on: &str) {
+    async fn deposed(&self, waited_on: &str, request: &Bytes) {
         if let Some(local) = &self.local {
             return local.leader_moved_from(waited_on).await;
         }
+        // A long poll is held that long by design: asking about it before
+        // then would cost the others requests for nothing, all the time.
+        tokio::time::sleep(LEADER_PROBE_INTERVAL).await;
+        tokio::time::sleep(Store::meta_call_wait(request)).await;
         let probe = Bytes::from(Store::leader_probe_call());
         let mut next: Option<String> = None;
         for turn in 0usize.. {
-            tokio::time::sleep(LEADER_PROBE_INTERVAL).await;
+            if turn > 0 {
+                tokio::time::sleep(LEADER_PROBE_INTERVAL).await;
+            }
             // The leader another member named last, else each in turn.
             let other = next.take().or_else(|| {
                 let addresses = self.addresses.read();
@@ -220,7 +227,7 @@ impl MetaTransport for HttpMetaTransport {
             // `None`: the member asked was deposed and will not answer.
             let sent = tokio::select! {
                 sent = attempt => Some(sent),
-                () = self.deposed(&address) => None,
+                () = self.deposed(&address, &request) => None,
             };
             // Where to go when nothing was done here: the leader a member
             // named, else the next member.
@@ -244,15 +251,20 @@ impl MetaTransport for HttpMetaTransport {
                         .map(|leader| self.index_of(&leader))
                 }
                 // In a group, a read changes nothing wherever it arrived:
-                // it goes on to the next member (or the leader this
-                // gateway's member follows), and so does the next call. A
-                // leader cut off from the others answers 503.
-                _ if n_members > 1 && Store::meta_call_writes(&request) == Some(false) => {
+                // one that got no answer, or a 503 (a leader cut off from
+                // the others), goes on to the next member (or the leader
+                // this gateway's member follows), and so does the next call.
+                None | Some(Err(_)) | Some(Ok((StatusCode::SERVICE_UNAVAILABLE, _)))
+                    if n_members > 1 && Store::meta_call_writes(&request) == Some(false) =>
+                {
                     self.leader
                         .store((index + 1) % n_members, Ordering::Relaxed);
                     None
                 }
                 None => {
+                    // Not asked first again.
+                    self.leader
+                        .store((index + 1) % n_members, Ordering::Relaxed);
                     return Err(TransportError::Unknown(format!(
                         "{address} was deposed while the call waited for its answer"
                     )));

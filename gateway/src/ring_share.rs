@@ -7,7 +7,7 @@
 //! restarted with an old ring file starts with the cluster's.
 
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use anyhow::Context;
 use strata_pool::RingPool;
@@ -21,44 +21,118 @@ use crate::directory::NS_CLUSTER;
 /// The ring's key in the catalog's `cluster` namespace.
 pub const RING_KEY: &str = "ring";
 
-/// How often the ring file is looked at.
-const FILE_POLL: Duration = Duration::from_secs(2);
+/// How often the ring file is looked at, and a ring not yet taken from or
+/// kept in the metadata is tried again.
+const TICK: Duration = Duration::from_secs(2);
 
 /// Brings the pool's ring and the catalog's to the newer of the two, then
-/// follows both the catalog and the ring file at `path`. Fails when the
-/// catalog keeps a ring of another cluster (the metadata service is another
-/// cluster's).
-pub async fn share(store: &Store, pool: &RingPool, path: PathBuf) -> anyhow::Result<()> {
+/// follows both the catalog and the ring file at `path` (from its state
+/// when the pool loaded it, `loaded`). Fails only when the catalog keeps a
+/// ring of another cluster (the metadata service is another cluster's);
+/// what the metadata service could not answer now is tried again later.
+pub async fn share(
+    store: &Store,
+    pool: &RingPool,
+    path: PathBuf,
+    loaded: Option<SystemTime>,
+) -> anyhow::Result<()> {
     // Subscribed first: no change falls between the read and the follow.
     let changes = store.subscribe();
-    adopt_kept(store, pool)
-        .await
-        .context("taking the ring the metadata service keeps")?;
-    publish(store, pool).await?;
-    tokio::spawn(follow_catalog(store.downgrade(), pool.clone(), changes));
-    tokio::spawn(follow_file(store.downgrade(), pool.clone(), path));
+    let mut state = Pending::default();
+    match adopt_kept(store, pool).await {
+        Err(Adopt::ForeignCluster(why)) => {
+            anyhow::bail!("the metadata service keeps another cluster's ring: {why}")
+        }
+        Err(Adopt::Unavailable(why)) => {
+            tracing::warn!(error = %why, "the ring in the metadata not read yet");
+            state.adopt = true;
+        }
+        Ok(_) => {}
+    }
+    if let Err(err) = publish(store, pool).await {
+        tracing::warn!(error = %format!("{err:#}"), "ring not kept in the metadata yet");
+        state.publish = true;
+    }
+    tokio::spawn(follow(
+        store.downgrade(),
+        pool.clone(),
+        changes,
+        path,
+        loaded,
+        state,
+    ));
     Ok(())
 }
 
-/// Takes the catalog's ring if it is newer than the pool's, and hands it to
-/// the nodes; whether it did.
-async fn adopt_kept(store: &Store, pool: &RingPool) -> anyhow::Result<bool> {
-    let Some(kept) = store.catalog_get(NS_CLUSTER, RING_KEY).await? else {
-        return Ok(false);
-    };
-    let ring = Ring::from_bytes(&kept).context("the ring in the metadata")?;
-    let newer = pool.set_ring(ring)?;
-    if newer {
-        tracing::info!(
-            version = pool.ring().version(),
-            "newer ring taken from the metadata"
-        );
-        pool.announce_ring().await;
-    }
-    Ok(newer)
+/// What is left to do with the metadata once it answers.
+#[derive(Default)]
+struct Pending {
+    /// Take the catalog's ring, if newer.
+    adopt: bool,
+    /// Keep this gateway's ring there, if newer.
+    publish: bool,
 }
 
-/// Keeps the pool's ring in the catalog unless the catalog's is as new.
+enum Adopt {
+    ForeignCluster(String),
+    Unavailable(String),
+}
+
+/// Takes the catalog's ring if it is newer than the pool's, and hands it to
+/// the nodes; whether it did. A ring there that cannot be read (damaged, or
+/// of a format this gateway does not know) or of another part power is left
+/// with a warning: this gateway keeps its own.
+async fn adopt_kept(store: &Store, pool: &RingPool) -> Result<bool, Adopt> {
+    let kept = store
+        .catalog_get(NS_CLUSTER, RING_KEY)
+        .await
+        .map_err(|err| Adopt::Unavailable(err.to_string()))?;
+    let Some(kept) = kept else {
+        return Ok(false);
+    };
+    let ring = match Ring::from_bytes(&kept) {
+        Ok(ring) => ring,
+        Err(err) => {
+            tracing::warn!(error = %err, "the ring in the metadata does not read: ignored");
+            return Ok(false);
+        }
+    };
+    let current = pool.ring();
+    if let Err(err) = current.ensure_cluster(ring.cluster_id()) {
+        return Err(Adopt::ForeignCluster(err.to_string()));
+    }
+    if ring.version() <= current.version() {
+        return Ok(false);
+    }
+    match pool.set_ring(ring) {
+        Ok(true) => {
+            tracing::info!(
+                version = pool.ring().version(),
+                "newer ring taken from the metadata"
+            );
+            pool.announce_ring().await;
+            Ok(true)
+        }
+        Ok(false) => Ok(false),
+        Err(err) => {
+            tracing::warn!(error = %err, "the ring in the metadata cannot replace this one");
+            Ok(false)
+        }
+    }
+}
+
+/// What keeping a ring in the catalog found there.
+enum Published {
+    Kept,
+    AsNew,
+    /// The same version, other assignments: two rings were built apart.
+    Differs,
+    /// A ring of a format this gateway cannot read (a newer gateway's).
+    Unreadable,
+}
+
+/// Keeps the pool's ring in the catalog unless the catalog's is as new (or
+/// is one this gateway cannot read).
 async fn publish(store: &Store, pool: &RingPool) -> anyhow::Result<()> {
     let ring = pool.ring();
     let (version, cluster, bytes) = (
@@ -66,93 +140,118 @@ async fn publish(store: &Store, pool: &RingPool) -> anyhow::Result<()> {
         ring.cluster_id().to_owned(),
         ring.to_bytes(),
     );
-    let published = store
+    let outcome = store
         .catalog_update(NS_CLUSTER, RING_KEY, move |current| {
-            let kept = current.map(Ring::from_bytes);
-            let write = match kept {
-                // Another cluster's ring is never replaced: `adopt_kept`
-                // refused it already, this is a race with its writer.
-                Some(Ok(kept)) if kept.cluster_id() != cluster || kept.version() >= version => {
-                    CatalogWrite::Keep
+            let (write, outcome) = match current.map(|kept| (kept, Ring::from_bytes(kept))) {
+                // Another cluster's ring is never replaced (`adopt_kept`
+                // refused it already; this is a race with its writer).
+                Some((_, Ok(kept))) if kept.cluster_id() != cluster => {
+                    (CatalogWrite::Keep, Published::AsNew)
                 }
-                // None kept, an older one, or one that no longer reads.
-                _ => CatalogWrite::Put(bytes.clone()),
+                Some((kept, Ok(parsed))) if parsed.version() == version && kept != &bytes[..] => {
+                    (CatalogWrite::Keep, Published::Differs)
+                }
+                Some((_, Ok(kept))) if kept.version() >= version => {
+                    (CatalogWrite::Keep, Published::AsNew)
+                }
+                Some((_, Err(strata_ring::RingError::UnsupportedFormat(_)))) => {
+                    (CatalogWrite::Keep, Published::Unreadable)
+                }
+                // None kept, an older one, or a damaged one.
+                _ => (CatalogWrite::Put(bytes.clone()), Published::Kept),
             };
-            let put = matches!(write, CatalogWrite::Put(_));
-            Ok((write, put))
+            Ok((write, outcome))
         })
         .await
         .context("keeping the ring in the metadata")?;
-    if published {
-        tracing::info!(version, "ring kept in the metadata for every gateway");
+    match outcome {
+        Published::Kept => tracing::info!(version, "ring kept in the metadata for every gateway"),
+        Published::AsNew => {}
+        Published::Differs => tracing::warn!(
+            version,
+            "the metadata keeps another ring of the same version: rings built apart \
+             (rebalance once more beside one builder file)"
+        ),
+        Published::Unreadable => tracing::warn!(
+            "the metadata keeps a ring of a format this gateway cannot read: left as it is"
+        ),
     }
     Ok(())
 }
 
-/// Takes each newer ring the catalog gets (or may have got, after a resync).
-async fn follow_catalog(
+/// Takes each newer ring the catalog gets (or may have got, after a
+/// resync), picks up the ring file an operator rewrote (handing it to every
+/// node, which pass it on, and keeping it in the catalog), and retries
+/// whatever the metadata service did not answer.
+async fn follow(
     store: WeakStore,
     pool: RingPool,
     mut changes: tokio::sync::broadcast::Receiver<ChangeEvent>,
+    path: PathBuf,
+    loaded: Option<SystemTime>,
+    mut pending: Pending,
 ) {
+    let mut seen = loaded;
+    let mut tick = tokio::time::interval(TICK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        let received = changes.recv().await;
-        let Some(store) = store.upgrade() else {
-            return;
-        };
-        let look = match received {
-            Ok(event) => match event.kind {
-                ChangeKind::CatalogPut => {
-                    event.bucket == NS_CLUSTER && event.key.as_deref() == Some(RING_KEY)
+        tokio::select! {
+            received = changes.recv() => match received {
+                Ok(event) => {
+                    pending.adopt |= match event.kind {
+                        ChangeKind::CatalogPut => {
+                            event.bucket == NS_CLUSTER && event.key.as_deref() == Some(RING_KEY)
+                        }
+                        ChangeKind::Resync => true,
+                        _ => false,
+                    };
                 }
-                ChangeKind::Resync => true,
-                _ => false,
+                Err(RecvError::Lagged(_)) => pending.adopt = true,
+                Err(RecvError::Closed) => return,
             },
-            Err(RecvError::Lagged(_)) => true,
-            Err(RecvError::Closed) => return,
-        };
-        if look && let Err(err) = adopt_kept(&store, &pool).await {
-            tracing::warn!(error = %format!("{err:#}"), "ring in the metadata not taken");
+            _ = tick.tick() => {
+                let now = modified(&path);
+                if now != seen {
+                    seen = now;
+                    match load_ring(&path).and_then(|ring| Ok(pool.set_ring(ring)?)) {
+                        Ok(true) => {
+                            tracing::info!(version = pool.ring().version(), "new ring loaded");
+                            pool.announce_ring().await;
+                            pending.publish = true;
+                        }
+                        Ok(false) => {}
+                        Err(err) => tracing::warn!(error = %format!("{err:#}"), "ring file refused"),
+                    }
+                }
+            }
         }
-    }
-}
-
-/// Picks up the ring file an operator rewrote, hands the new ring to every
-/// node (nodes pass it on to each other) and keeps it in the catalog.
-async fn follow_file(store: WeakStore, pool: RingPool, path: PathBuf) {
-    let mut seen = modified(&path);
-    // A ring loaded but not kept yet (the metadata service did not answer).
-    let mut unpublished = false;
-    loop {
-        tokio::time::sleep(FILE_POLL).await;
         let Some(store) = store.upgrade() else {
             return;
         };
-        let now = modified(&path);
-        if now != seen {
-            seen = now;
-            let newer = load_ring(&path).and_then(|ring| Ok(pool.set_ring(ring)?));
-            match newer {
-                Ok(true) => {
-                    tracing::info!(version = pool.ring().version(), "new ring loaded");
-                    pool.announce_ring().await;
-                    unpublished = true;
+        if pending.adopt {
+            match adopt_kept(&store, &pool).await {
+                Ok(_) => pending.adopt = false,
+                Err(Adopt::Unavailable(why)) => {
+                    tracing::warn!(error = %why, "the ring in the metadata not read yet")
                 }
-                Ok(false) => {}
-                Err(err) => tracing::warn!(error = %format!("{err:#}"), "ring file refused"),
+                Err(Adopt::ForeignCluster(why)) => {
+                    pending.adopt = false;
+                    tracing::error!(error = %why, "the metadata keeps another cluster's ring")
+                }
             }
         }
-        if unpublished {
+        if pending.publish {
             match publish(&store, &pool).await {
-                Ok(()) => unpublished = false,
+                Ok(()) => pending.publish = false,
                 Err(err) => {
-                    tracing::warn!(error = %format!("{err:#}"), "new ring not kept in the metadata yet")
+                    tracing::warn!(error = %format!("{err:#}"), "ring not kept in the metadata yet")
                 }
             }
         }
     }
 }
 
-fn modified(path: &Path) -> Option<std::time::SystemTime> {
+/// When the ring file was last written, as [`share`] takes it.
+pub fn modified(path: &Path) -> Option<SystemTime> {
     std::fs::metadata(path).and_then(|m| m.modified()).ok()
 }

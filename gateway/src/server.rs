@@ -33,6 +33,12 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let addr = config.listen_addr()?;
     std::fs::create_dir_all(&config.data)
         .with_context(|| format!("creating data directory {}", config.data.display()))?;
+    // Before the file is read: a rewrite from now on is picked up.
+    let ring_loaded = config
+        .cluster
+        .ring
+        .as_deref()
+        .and_then(crate::ring_share::modified);
     let (pool, cluster) = open_pool(&config).await?;
     let cluster_secret = match &config.cluster.secret_file {
         Some(path) => Some(crate::cluster_cli::load_secret(path)?),
@@ -137,7 +143,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         .await
         .context("loading accounts and users")?;
     if let (Some(pool), Some(ring_path)) = (&cluster, &config.cluster.ring) {
-        crate::ring_share::share(&store, pool, ring_path.clone()).await?;
+        crate::ring_share::share(&store, pool, ring_path.clone(), ring_loaded).await?;
     }
     if config.cluster.metadata_member.is_some()
         && directory.account(credentials::ROOT_ACCOUNT).is_none()

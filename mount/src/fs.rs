@@ -171,25 +171,41 @@ impl StrataFs {
     }
 
     /// The inode of `name` in `parent`, from a fresh cached listing, a new
-    /// listing of a small directory, or a question about the one name.
-    fn resolve(&self, parent: u64, name: &OsStr) -> Result<u64, Errno> {
+    /// listing of a small directory, or a question about the one name; held
+    /// (counted under the lock that found it) until the operation is done
+    /// with it or hands it to the kernel.
+    fn resolve(&self, parent: u64, name: &OsStr) -> Result<Held<'_>, Errno> {
         let (place, name) = self.child_place(parent, name)?;
-        if let Some(found) = self.tree.lock().cached_child(parent, &name, Instant::now()) {
-            return found.ok_or(Errno::ENOENT);
+        {
+            let mut tree = self.tree.lock();
+            if let Some(found) = tree.cached_child(parent, &name, Instant::now()) {
+                let ino = found.ok_or(Errno::ENOENT)?;
+                tree.looked_up(ino);
+                return Ok(self.held(ino));
+            }
         }
         if self.fetch_listing(parent, CACHED_DIRECTORY_MAX)?.is_some() {
-            return self
-                .tree
-                .lock()
-                .cached_child(parent, &name, Instant::now())
-                .flatten()
-                .ok_or(Errno::ENOENT);
+            let mut tree = self.tree.lock();
+            // The listing just installed, fresh or not (a zero TTL).
+            if let Some(found) = tree.listed_child(parent, &name) {
+                let ino = found.ok_or(Errno::ENOENT)?;
+                tree.looked_up(ino);
+                return Ok(self.held(ino));
+            }
         }
         let child = self.probe(&place, &name)?.ok_or(Errno::ENOENT)?;
         let mut tree = self.tree.lock();
         let ino = tree.intern(place, &child);
+        tree.looked_up(ino);
         tree.add_child(parent, &name, ino);
-        Ok(ino)
+        Ok(self.held(ino))
+    }
+
+    fn held(&self, ino: u64) -> Held<'_> {
+        Held {
+            tree: &self.tree,
+            ino,
+        }
     }
 
     /// Asks the store whether `place` is a file or a directory.
@@ -384,7 +400,8 @@ impl StrataFs {
     }
 
     fn remove_file(&self, parent: u64, name: &OsStr) -> Result<(), Errno> {
-        let ino = self.resolve(parent, name)?;
+        let held = self.resolve(parent, name)?;
+        let ino = held.ino;
         let (place, name) = self.child_place(parent, name)?;
         let node = self.tree.lock().node(ino).cloned().ok_or(Errno::ENOENT)?;
         if node.kind == Kind::Directory {
@@ -404,7 +421,8 @@ impl StrataFs {
     }
 
     fn remove_directory(&self, parent: u64, name: &OsStr) -> Result<(), Errno> {
-        let ino = self.resolve(parent, name)?;
+        let held = self.resolve(parent, name)?;
+        let ino = held.ino;
         let (place, name) = self.child_place(parent, name)?;
         if self.tree.lock().node(ino).map(|node| node.kind) != Some(Kind::Directory) {
             return Err(Errno::ENOTDIR);
@@ -472,6 +490,8 @@ impl StrataFs {
         );
         tree.add_child(parent, &name, ino);
         tree.mark_empty(ino, Instant::now());
+        // Counted for the kernel, which the entry replied hands it to.
+        tree.looked_up(ino);
         Ok(ino)
     }
 
@@ -484,7 +504,8 @@ impl StrataFs {
         if flags.contains(RenameFlags::RENAME_EXCHANGE) {
             return Err(Errno::EINVAL);
         }
-        let ino = self.resolve(from.0, from.1)?;
+        let held = self.resolve(from.0, from.1)?;
+        let ino = held.ino;
         let (source, from_name) = self.child_place(from.0, from.1)?;
         let (target, to_name) = self.child_place(to.0, to.1)?;
         if self.tree.lock().node(ino).map(|node| node.kind) != Some(Kind::File) {
@@ -498,7 +519,9 @@ impl StrataFs {
                 if flags.contains(RenameFlags::RENAME_NOREPLACE) {
                     return Err(Errno::EEXIST);
                 }
-                if self.tree.lock().node(existing).map(|node| node.kind) == Some(Kind::Directory) {
+                if self.tree.lock().node(existing.ino).map(|node| node.kind)
+                    == Some(Kind::Directory)
+                {
                     return Err(Errno::EISDIR);
                 }
             }
@@ -541,16 +564,40 @@ impl StrataFs {
         }
     }
 
-    /// Replies an entry: the kernel then holds one more lookup of it,
-    /// until it forgets it.
+    /// Replies an entry for `found`, already counted as one lookup the
+    /// kernel holds (until it forgets it); a failed reply takes it back.
     fn reply_entry(&self, reply: ReplyEntry, found: Result<u64, Errno>) {
-        match found.and_then(|ino| Ok((ino, self.attr(ino).ok_or(Errno::ENOENT)?))) {
-            Ok((ino, attr)) => {
-                self.tree.lock().looked_up(ino);
-                reply.entry(&self.entry_ttl(), &attr, Generation(0));
+        match found.map(|ino| (ino, self.attr(ino))) {
+            Ok((_, Some(attr))) => reply.entry(&self.entry_ttl(), &attr, Generation(0)),
+            Ok((ino, None)) => {
+                self.tree.lock().forget(ino, 1);
+                reply.error(Errno::ENOENT);
             }
             Err(err) => reply.error(err),
         }
+    }
+}
+
+/// One lookup of a node counted for an operation that uses it: dropped,
+/// the count goes (and the node with it, if nothing else holds it); handed
+/// to the kernel with an entry reply, it becomes the kernel's lookup.
+/// (Dropped without the tree's lock held.)
+struct Held<'a> {
+    tree: &'a Mutex<Tree>,
+    ino: u64,
+}
+
+impl Held<'_> {
+    fn into_kernel(self) -> u64 {
+        let ino = self.ino;
+        std::mem::forget(self);
+        ino
+    }
+}
+
+impl Drop for Held<'_> {
+    fn drop(&mut self) {
+        self.tree.lock().forget(self.ino, 1);
     }
 }
 
@@ -579,7 +626,7 @@ impl Filesystem for StrataFs {
     }
 
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
-        self.reply_entry(reply, self.resolve(parent.0, name));
+        self.reply_entry(reply, self.resolve(parent.0, name).map(Held::into_kernel));
     }
 
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
@@ -699,6 +746,8 @@ impl Filesystem for StrataFs {
                 node.size = 0;
             }
             tree.add_child(parent.0, &name, ino);
+            // Counted for the kernel, which the entry replied hands it to.
+            tree.looked_up(ino);
             drop(tree);
             let mut file = OpenFile::new(ino);
             file.spool = Some(spool);
@@ -706,9 +755,15 @@ impl Filesystem for StrataFs {
             file.dirty = true;
             Ok((ino, self.add_open_file(file, true)))
         })();
-        match made.and_then(|(ino, fh)| Ok((ino, self.attr(ino).ok_or(Errno::EIO)?, fh))) {
-            Ok((ino, attr, fh)) => {
-                self.tree.lock().looked_up(ino);
+        let made = made.and_then(|(ino, fh)| match self.attr(ino) {
+            Some(attr) => Ok((attr, fh)),
+            None => {
+                self.tree.lock().forget(ino, 1);
+                Err(Errno::EIO)
+            }
+        });
+        match made {
+            Ok((attr, fh)) => {
                 reply.created(
                     &self.entry_ttl(),
                     &attr,
@@ -841,11 +896,8 @@ impl Filesystem for StrataFs {
                 if let Err(err) = self.fetch_listing(ino.0, usize::MAX) {
                     return reply.error(err);
                 }
-                // Just installed; a zero TTL still yields this listing once.
-                self.tree
-                    .lock()
-                    .cached_children(ino.0, Instant::now())
-                    .unwrap_or_default()
+                // Just installed: read as it is, fresh or not (a zero TTL).
+                self.tree.lock().listed_children(ino.0).unwrap_or_default()
             }
         };
         let fh = self.next_handle.fetch_add(1, Ordering::Relaxed);

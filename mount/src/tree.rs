@@ -228,7 +228,9 @@ impl Tree {
             .collect();
         for dir in stale {
             if let Some(listing) = self.listings.remove(&dir) {
-                let released = self.unlist(listing.children.into_values());
+                let mut released = self.unlist(listing.children.into_values());
+                // The directory itself, if only its listing kept it.
+                released.push(dir);
                 self.release(released);
             }
         }
@@ -276,13 +278,26 @@ impl Tree {
     /// The children of `dir` if its listing is fresh: Some(None) when the
     /// name is absent, None when the listing must be fetched.
     pub fn cached_child(&self, dir: u64, name: &str, now: Instant) -> Option<Option<u64>> {
-        let listing = self.fresh_listing(dir, now)?;
+        self.fresh_listing(dir, now)?;
+        self.listed_child(dir, name)
+    }
+
+    /// Like [`Tree::cached_child`], from the listing cached however old
+    /// (one just installed, with a zero TTL).
+    pub fn listed_child(&self, dir: u64, name: &str) -> Option<Option<u64>> {
+        let listing = self.listings.get(&dir)?;
         Some(listing.children.get(name).copied())
     }
 
     /// The children of `dir` (name, inode, kind) if its listing is fresh.
     pub fn cached_children(&self, dir: u64, now: Instant) -> Option<DirEntries> {
-        let listing = self.fresh_listing(dir, now)?;
+        self.fresh_listing(dir, now)?;
+        self.listed_children(dir)
+    }
+
+    /// Like [`Tree::cached_children`], from the listing cached however old.
+    pub fn listed_children(&self, dir: u64) -> Option<DirEntries> {
+        let listing = self.listings.get(&dir)?;
         Some(
             listing
                 .children
@@ -576,10 +591,14 @@ mod tests {
             tree.node(sub).is_none(),
             "no listing shows it, nobody holds it"
         );
-        // Left: the root and the directories listed last, whose fresh
-        // listings are empty (and whom nothing else holds: they go too
-        // once their listings are stale).
+        // Left: the root and the directories listed last, whose listings
+        // are still fresh; once those are stale, a sweep takes them, and the
+        // directories with them, which nothing else holds.
         assert_eq!(tree.len(), 1 + SWEEP_EVERY as usize);
+        for _ in 0..SWEEP_EVERY {
+            tree.install_listing(ROOT, vec![], much_later + ttl * 2);
+        }
+        assert_eq!(tree.len(), 1);
         // A forgotten place gets a new inode when it is seen again.
         let again = tree.intern(Place::Container("c".into()).child("f7"), &file("f7"));
         assert_ne!(again, held);

@@ -588,6 +588,15 @@ impl Store {
         decode_call(request).ok().map(|call| call.writes())
     }
 
+    /// How long the service may hold `request` before answering by design
+    /// (a long poll of the feed); zero for other calls.
+    pub fn meta_call_wait(request: &[u8]) -> Duration {
+        match decode_call(request) {
+            Ok(MetaCall::FeedWait { wait_ms, .. }) => Duration::from_millis(wait_ms.min(30_000)),
+            _ => Duration::ZERO,
+        }
+    }
+
     /// A call that reads next to nothing, to learn who leads a replicated
     /// service: its leader answers it as any read, another member names
     /// the leader it follows.

@@ -34,8 +34,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
 use strata_tests::{
-    RCLONE_REMOTE, REGION, ROOT_ACCESS_KEY, ROOT_SECRET_KEY, Server, SwiftUser, ToolOutput,
-    assert_same_tree, json_str, json_u64, md5_hex, run_tool, unique_bucket, utf8,
+    RCLONE_REMOTE, REGION, ROOT_ACCESS_KEY, ROOT_SECRET_KEY, Server, Signing, SwiftUser,
+    ToolOutput, assert_same_tree, json_str, json_u64, md5_hex, run_tool, unique_bucket, utf8,
     write_random_file,
 };
 
@@ -532,6 +532,50 @@ fn strata_mount_account_containers_and_large_files() -> Result<()> {
     );
     mount.unmount()?;
     server.assert_healthy()
+}
+
+/// With `--listing-ttl 0` nothing is trusted from one call to the next,
+/// and names still resolve: a lookup reads the listing it just fetched, and
+/// so does a directory being opened.
+#[test]
+fn strata_mount_trusting_no_listing() -> Result<()> {
+    require_fuse()?;
+    let server = Server::start()?;
+    let bucket = unique_bucket("mount-ttl0");
+    server.aws_ok(&["s3api", "create-bucket", "--bucket", &bucket])?;
+    for (key, body) in [("a.txt", "first"), ("dir/b.txt", "second")] {
+        let status = server
+            .http(
+                "PUT",
+                &format!("/{bucket}/{key}"),
+                Signing::Root,
+                Some(body.as_bytes()),
+                &[],
+            )?
+            .status;
+        ensure!(status == 200, "PUT {key}: {status}");
+    }
+    let work = server.work_dir("ttl0")?;
+    let mountpoint = work.join("mnt");
+    fs::create_dir_all(&mountpoint)?;
+    let url = format!("{}/{bucket}", server.endpoint());
+    let command = strata_mount_command(&server, &url, &mountpoint, &["--listing-ttl", "0"])?;
+    let output = work.join("mount.out");
+    let _mount = MountGuard::start(
+        "strata-mount",
+        command,
+        &mountpoint,
+        vec![output.clone()],
+        output,
+    )?;
+    let mut names: Vec<String> = fs::read_dir(&mountpoint)?
+        .map(|entry| Ok(entry?.file_name().to_string_lossy().into_owned()))
+        .collect::<Result<_>>()?;
+    names.sort();
+    ensure!(names == ["a.txt", "dir"], "the mount lists {names:?}");
+    ensure!(fs::read_to_string(mountpoint.join("a.txt"))? == "first");
+    ensure!(fs::read_to_string(mountpoint.join("dir/b.txt"))? == "second");
+    Ok(())
 }
 
 /// `strata mount URL MOUNTPOINT` as the root user, with `extra` flags and a

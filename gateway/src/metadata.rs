@@ -129,10 +129,12 @@ impl HttpMetaTransport {
         tokio::time::sleep(Store::meta_call_wait(request)).await;
         let probe = Bytes::from(Store::leader_probe_call());
         let mut next: Option<String> = None;
+        let mut pause = false;
         for turn in 0usize.. {
-            if turn > 0 {
+            if pause {
                 tokio::time::sleep(LEADER_PROBE_INTERVAL).await;
             }
+            let following_hint = next.is_some();
             // The leader another member named last, else each in turn.
             let other = next.take().or_else(|| {
                 let addresses = self.addresses.read();
@@ -161,6 +163,9 @@ impl HttpMetaTransport {
                 }
                 _ => {}
             }
+            // A leader just named is asked at once, once: members with
+            // stale views may name each other.
+            pause = next.is_none() || following_hint;
         }
     }
 

@@ -207,8 +207,8 @@ fn same_log_applied(members: &[Server]) -> Result<()> {
 /// The leader is cut off from the other members, both ways, while every
 /// process runs on (each member reaches the others only through proxies
 /// that tell who is calling). The majority elects another leader and goes
-/// on, and so does a gateway that is not a member, which reaches every
-/// member; the old leader, which has not heard that it lost, refuses
+/// on, and so does a gateway that is not a member, on the majority's side;
+/// the old leader, which has not heard that it lost, refuses
 /// changes and reads instead of answering alone. Healed, it takes the
 /// majority's log: the change it was sent while cut off is nowhere.
 #[test]
@@ -217,8 +217,9 @@ fn a_partitioned_leader_refuses_changes_and_rejoins_without_diverging() -> Resul
     let partition = Partition::new();
     let (members, fronts) = cluster.metadata_group_behind(&partition, 3)?;
     let listed: Vec<&str> = fronts.iter().map(|front| front.address.as_str()).collect();
-    // A gateway that is not a member, never cut off from any of them.
+    // A gateway that is not a member: host 3, on the majority's side.
     let outsider = cluster.gateway_over_address(&listed.join(","))?;
+    partition.place(3, outsider.pid().context("the outsider is not running")?);
     let bucket = unique_bucket("split");
     members[0].aws_ok(&["s3api", "create-bucket", "--bucket", &bucket])?;
     members[1].python_ok("cluster_load.py", &["write", &bucket, "20"])?;
@@ -228,7 +229,7 @@ fn a_partitioned_leader_refuses_changes_and_rejoins_without_diverging() -> Resul
     let all: Vec<&Server> = members.iter().collect();
     let leader = agreed_leader(&all)? as usize - 1;
     let majority: Vec<usize> = (0..3).filter(|member| *member != leader).collect();
-    partition.isolate(leader, &majority);
+    partition.isolate(leader, &[majority[0], majority[1], 3]);
     let cut_at = Instant::now();
     put_again_within_bound(
         &members[majority[0]],
@@ -242,9 +243,9 @@ fn a_partitioned_leader_refuses_changes_and_rejoins_without_diverging() -> Resul
         "the majority follows the member it cannot reach"
     );
 
-    // The outsider's next call goes to the old leader, which holds it
-    // without an answer; the outsider gives up on it once the others name
-    // another leader, not when the call times out (30 s), and goes there.
+    // The outsider's next call goes to the old leader, whose connections
+    // hang; the outsider gives up on it once another member answers as
+    // leader, not when the call times out (30 s), and goes there.
     put_again_within_bound(
         &outsider,
         (&bucket, "through-outsider", b"outsider"),

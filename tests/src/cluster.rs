@@ -34,6 +34,8 @@ pub struct StorageNode {
     log: PathBuf,
     args: Vec<String>,
     child: Option<Child>,
+    /// The partition the node is host `.1` of, if it is behind a front.
+    host: Option<(Arc<Partition>, usize)>,
 }
 
 impl StorageNode {
@@ -55,7 +57,11 @@ impl StorageNode {
             .stdin(Stdio::null())
             .stdout(Stdio::from(log.try_clone()?))
             .stderr(Stdio::from(log));
-        self.child = Some(command.spawn().context("spawning strata node")?);
+        let child = command.spawn().context("spawning strata node")?;
+        if let Some((partition, host)) = &self.host {
+            partition.place(*host, child.id());
+        }
+        self.child = Some(child);
         let deadline = Instant::now() + NODE_READY_TIMEOUT;
         while TcpStream::connect(&self.listen).is_err() {
             let exited = self
@@ -140,6 +146,9 @@ pub struct Cluster {
     pub nodes: Vec<StorageNode>,
     /// Whether every node is reached through a [`Proxy`] that can cut it off.
     behind_proxies: bool,
+    /// With `behind_proxies`, the partition whose fronts the proxies are
+    /// (node `i` is its host `i`).
+    partition: Option<Arc<Partition>>,
     dir: TempDir,
 }
 
@@ -147,13 +156,25 @@ impl Cluster {
     /// `n_nodes` nodes, each in its own zone, in a ring of `2^part_power`
     /// partitions and `replicas` copies; every node replicates each second.
     pub fn start(n_nodes: usize, part_power: u8, replicas: u8) -> Result<Cluster> {
-        Self::start_with(n_nodes, part_power, replicas, false)
+        Self::start_with(n_nodes, part_power, replicas, false, None)
     }
 
     /// Like [`Cluster::start`], with each node behind a proxy: the ring names
     /// the proxy, so gateways and peers alike reach the node through it.
     pub fn start_behind_proxies(n_nodes: usize, part_power: u8, replicas: u8) -> Result<Cluster> {
-        Self::start_with(n_nodes, part_power, replicas, true)
+        Self::start_with(n_nodes, part_power, replicas, true, None)
+    }
+
+    /// Like [`Cluster::start_behind_proxies`], with the proxies the fronts
+    /// of `partition`, node `i` its host `i`: links between two nodes can
+    /// be cut while each still reaches the rest.
+    pub fn start_partitionable(
+        partition: &Arc<Partition>,
+        n_nodes: usize,
+        part_power: u8,
+        replicas: u8,
+    ) -> Result<Cluster> {
+        Self::start_with(n_nodes, part_power, replicas, true, Some(partition.clone()))
     }
 
     fn start_with(
@@ -161,6 +182,7 @@ impl Cluster {
         part_power: u8,
         replicas: u8,
         behind_proxies: bool,
+        partition: Option<Arc<Partition>>,
     ) -> Result<Cluster> {
         let dir = tempfile::Builder::new()
             .prefix("strata-e2e-cluster-")
@@ -173,6 +195,7 @@ impl Cluster {
             dir,
             nodes: Vec::new(),
             behind_proxies,
+            partition,
         };
         cluster.strata_ok(&[
             "ring",
@@ -283,7 +306,7 @@ impl Cluster {
         let fronts = addresses
             .iter()
             .enumerate()
-            .map(|(host, address)| Proxy::front(partition, host, address))
+            .map(|(host, address)| Proxy::front(partition, host, "127.0.0.1:0", address))
             .collect::<Result<Vec<_>>>()?;
         let listed: Vec<&str> = fronts.iter().map(|front| front.address.as_str()).collect();
         let members = self.start_metadata_group(&addresses, &listed.join(","))?;
@@ -388,9 +411,13 @@ impl Cluster {
             .and_then(|id| id.parse().ok())
             .with_context(|| format!("no device id in {added}"))?;
         let data = self.dir.path().join(format!("node-{index}"));
+        let host = self.partition.clone().map(|partition| (partition, index));
         let (listen, proxy) = if self.behind_proxies {
             let listen = free_address()?;
-            let proxy = Proxy::start(&address, &listen)?;
+            let proxy = match &host {
+                Some((partition, host)) => Proxy::front(partition, *host, &address, &listen)?,
+                None => Proxy::start(&address, &listen)?,
+            };
             (listen, Some(proxy))
         } else {
             (address.clone(), None)
@@ -415,6 +442,7 @@ impl Cluster {
                 "1".into(),
             ],
             child: None,
+            host,
         });
         Ok(index)
     }

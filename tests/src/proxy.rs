@@ -86,10 +86,16 @@ impl Proxy {
         Proxy::start_with(address, target, None)
     }
 
-    /// A proxy on a port the OS picks through which `host` of `partition`,
-    /// at `target`, is reached: the partition's cuts apply to it.
-    pub fn front(partition: &Arc<Partition>, host: usize, target: &str) -> Result<Proxy> {
-        Proxy::start_with("127.0.0.1:0", target, Some((partition.clone(), host)))
+    /// A proxy on `address` (`127.0.0.1:0`: a port the OS picks) through
+    /// which `host` of `partition`, at `target`, is reached: the
+    /// partition's cuts apply to it.
+    pub fn front(
+        partition: &Arc<Partition>,
+        host: usize,
+        address: &str,
+        target: &str,
+    ) -> Result<Proxy> {
+        Proxy::start_with(address, target, Some((partition.clone(), host)))
     }
 
     fn start_with(

@@ -13,8 +13,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
 use strata_tests::{
-    Cluster, KillOnDrop, Server, Signing, SwiftUser, Tmpfs, assert_same_tree, unique_bucket,
-    unix_now, utf8, write_tree,
+    Cluster, KillOnDrop, Partition, Server, Signing, SwiftUser, Tmpfs, assert_same_tree,
+    unique_bucket, unix_now, utf8, write_tree,
 };
 
 const OBJECTS: usize = 1000;
@@ -291,6 +291,50 @@ fn add_and_remove_nodes_while_reading() -> Result<()> {
     // The removed node's copies are no longer needed.
     cluster.nodes[0].kill9()?;
     server.python_ok("cluster_load.py", &["verify", &bucket, &count.to_string()])?;
+    Ok(())
+}
+
+/// Two storage nodes cut off from each other, both ways, while the gateway
+/// reaches every node: uploads go on and read back, their replicators wait
+/// on each other, and once healed every partition is brought back to its
+/// two copies (as `strata status` tells, settled), with nothing lost.
+#[test]
+fn nodes_cut_off_from_each_other() -> Result<()> {
+    let partition = Partition::new();
+    let cluster = Cluster::start_partitionable(&partition, 3, 4, 2)?;
+    let server = cluster.gateway()?;
+    let bucket = unique_bucket("node-split");
+    server.aws_ok(&["s3api", "create-bucket", "--bucket", &bucket])?;
+    server.python_ok("cluster_load.py", &["write", &bucket, "50"])?;
+    cluster.wait_settled(unix_now(), SETTLE_TIMEOUT)?;
+
+    partition.isolate(0, &[1]);
+    server.python_ok("cluster_load.py", &["write", &bucket, "100", "50"])?;
+    server.python_ok("cluster_load.py", &["verify", &bucket, "150"])?;
+    // Meanwhile nodes 0 and 1 compare partitions with each other in vain,
+    // and say so.
+    let cut_at = Instant::now();
+    loop {
+        let status = cluster.status()?;
+        let unreachable = replication_total(&status, "last_pass_unreachable")
+            + replication_total(&status, "last_pass_failures");
+        if unreachable > 0 {
+            break;
+        }
+        ensure!(
+            cut_at.elapsed() < SETTLE_TIMEOUT,
+            "no node found a peer unreachable while cut off:\n{status:#}"
+        );
+        thread::sleep(Duration::from_millis(500));
+    }
+
+    partition.heal();
+    let status = cluster.wait_settled(unix_now(), SETTLE_TIMEOUT)?;
+    ensure!(
+        extents(&status) > 0,
+        "no extents reported once settled:\n{status:#}"
+    );
+    server.python_ok("cluster_load.py", &["verify", &bucket, "150"])?;
     Ok(())
 }
 

@@ -883,6 +883,16 @@ impl Filesystem for StrataFs {
             Ok(()) => reply.ok(),
             Err(err) => {
                 tracing::warn!(?err, "upload on release failed; the changes are lost");
+                // A file made here that never reached the store, with no
+                // writer left, is no longer shown as still to come: the next
+                // listing leaves it out, and nothing keeps its node.
+                if self.writers_of(handle.ino).is_empty() {
+                    let mut tree = self.tree.lock();
+                    if let Some(node) = tree.node_mut(handle.ino) {
+                        node.pending = false;
+                    }
+                    tree.forget(handle.ino, 0);
+                }
                 reply.error(err)
             }
         }

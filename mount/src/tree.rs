@@ -153,7 +153,8 @@ impl Tree {
         }
     }
 
-    /// The kernel let go of `lookups` of `ino`.
+    /// The kernel let go of `lookups` of `ino` (none: only whether anything
+    /// still holds it is looked at again).
     pub fn forget(&mut self, ino: u64, lookups: u64) {
         if let Some(node) = self.nodes.get_mut(&ino) {
             node.kernel_refs = node.kernel_refs.saturating_sub(lookups);

@@ -196,19 +196,27 @@ async fn follow(
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
-            received = changes.recv() => match received {
-                Ok(event) => {
-                    pending.adopt |= match event.kind {
+            received = changes.recv() => {
+                let ring_may_have_changed = match received {
+                    Ok(event) => match event.kind {
                         ChangeKind::CatalogPut => {
                             event.bucket == NS_CLUSTER && event.key.as_deref() == Some(RING_KEY)
                         }
                         ChangeKind::Resync => true,
                         _ => false,
-                    };
+                    },
+                    Err(RecvError::Lagged(_)) => true,
+                    Err(RecvError::Closed) => return,
+                };
+                // Every object's change passes here: only the ring's lead
+                // to work (at once; a failure is retried on the ticks, so a
+                // busy feed never turns into a stream of retries).
+                if !ring_may_have_changed || pending.adopt {
+                    pending.adopt |= ring_may_have_changed;
+                    continue;
                 }
-                Err(RecvError::Lagged(_)) => pending.adopt = true,
-                Err(RecvError::Closed) => return,
-            },
+                pending.adopt = true;
+            }
             _ = tick.tick() => {
                 let now = modified(&path);
                 if now != seen {

@@ -147,8 +147,8 @@ impl StrataFs {
     }
 
     /// Lists `dir` from the store, whole or up to `max` entries; installs the
-    /// listing when it is complete.
-    fn fetch_listing(&self, dir: u64, max: usize) -> Result<Option<Vec<Child>>, Errno> {
+    /// listing when it is complete, and what it shows.
+    fn fetch_listing(&self, dir: u64, max: usize) -> Result<Option<DirEntries>, Errno> {
         let place = self.place(dir)?;
         let (container, prefix) = place.listing();
         let fetched = Instant::now();
@@ -164,10 +164,9 @@ impl StrataFs {
                 .block_on(self.client.resolve_empty_sizes(container, &mut listed));
         }
         let children = children_of(listed, &prefix, container.is_none());
-        self.tree
-            .lock()
-            .install_listing(dir, children.clone(), fetched);
-        Ok(Some(children))
+        Ok(Some(
+            self.tree.lock().install_listing(dir, children, fetched),
+        ))
     }
 
     /// The inode of `name` in `parent`, from a fresh cached listing, a new
@@ -184,11 +183,14 @@ impl StrataFs {
                 return Ok(self.held(ino));
             }
         }
-        if self.fetch_listing(parent, CACHED_DIRECTORY_MAX)?.is_some() {
-            let mut tree = self.tree.lock();
+        if let Some(listed) = self.fetch_listing(parent, CACHED_DIRECTORY_MAX)? {
             // The listing just installed, fresh or not (a zero TTL).
-            if let Some(found) = tree.listed_child(parent, &name) {
-                let ino = found.ok_or(Errno::ENOENT)?;
+            let Some(&(_, ino, _)) = listed.iter().find(|(listed, _, _)| *listed == name) else {
+                return Err(Errno::ENOENT);
+            };
+            let mut tree = self.tree.lock();
+            // Unless a sweep dropped it meanwhile: then asked about alone.
+            if tree.node(ino).is_some() {
                 tree.looked_up(ino);
                 return Ok(self.held(ino));
             }
@@ -879,20 +881,24 @@ impl Filesystem for StrataFs {
         };
         // close() has flushed already; this catches writes after a dup'd
         // descriptor was closed.
-        match self.upload(&mut handle.file.lock()) {
+        let uploaded = self.upload(&mut handle.file.lock());
+        // A file made here that has not reached the store when its last
+        // writer is done (its upload failed, here or on another handle) is
+        // no longer shown as still to come: the next listing leaves it
+        // out, and nothing keeps its node. (An upload clears `pending`.)
+        if self.writers_of(handle.ino).is_empty() {
+            let mut tree = self.tree.lock();
+            if let Some(node) = tree.node_mut(handle.ino)
+                && node.pending
+            {
+                node.pending = false;
+                tree.forget(handle.ino, 0);
+            }
+        }
+        match uploaded {
             Ok(()) => reply.ok(),
             Err(err) => {
                 tracing::warn!(?err, "upload on release failed; the changes are lost");
-                // A file made here that never reached the store, with no
-                // writer left, is no longer shown as still to come: the next
-                // listing leaves it out, and nothing keeps its node.
-                if self.writers_of(handle.ino).is_empty() {
-                    let mut tree = self.tree.lock();
-                    if let Some(node) = tree.node_mut(handle.ino) {
-                        node.pending = false;
-                    }
-                    tree.forget(handle.ino, 0);
-                }
                 reply.error(err)
             }
         }
@@ -902,13 +908,11 @@ impl Filesystem for StrataFs {
         let cached = self.tree.lock().cached_children(ino.0, Instant::now());
         let children = match cached {
             Some(children) => children,
-            None => {
-                if let Err(err) = self.fetch_listing(ino.0, usize::MAX) {
-                    return reply.error(err);
-                }
-                // Just installed: read as it is, fresh or not (a zero TTL).
-                self.tree.lock().listed_children(ino.0).unwrap_or_default()
-            }
+            // As installed, fresh or not (a zero TTL).
+            None => match self.fetch_listing(ino.0, usize::MAX) {
+                Ok(listed) => listed.unwrap_or_default(),
+                Err(err) => return reply.error(err),
+            },
         };
         let fh = self.next_handle.fetch_add(1, Ordering::Relaxed);
         self.directories.lock().insert(fh, children);

@@ -315,10 +315,16 @@ impl Tree {
     }
 
     /// Installs the complete listing of `dir` fetched at `fetched`; files
-    /// created here and not uploaded yet stay.
-    pub fn install_listing(&mut self, dir: u64, children: Vec<Child>, fetched: Instant) {
+    /// created here and not uploaded yet stay. Returns what it shows, as
+    /// installed (another thread's sweep may drop it right after).
+    pub fn install_listing(
+        &mut self,
+        dir: u64,
+        children: Vec<Child>,
+        fetched: Instant,
+    ) -> DirEntries {
         let Some(dir_place) = self.nodes.get(&dir).map(|node| node.place.clone()) else {
-            return;
+            return DirEntries::new();
         };
         self.installs_since_sweep += 1;
         if self.installs_since_sweep >= SWEEP_EVERY {
@@ -344,6 +350,7 @@ impl Tree {
                 children: names,
             },
         );
+        self.listed_children(dir).unwrap_or_default()
     }
 
     /// Records a child made here (or found by a lookup) in `dir`'s listing,

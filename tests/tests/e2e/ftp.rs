@@ -730,7 +730,30 @@ fn ftp_require_tls_refuses_plain_text_and_serves_tls() -> Result<()> {
                 .contains("534 A TLS connection is required on the data channel"),
         "{clear_data}"
     );
-    for name in ["curl-plain.bin", "lftp-plain.bin", "clear-data.bin"] {
+    // Nor an extended passive one (EPSV).
+    let clear_epsv = server.lftp_with(
+        &format!(
+            "{}; set ftp:ssl-protect-data false; set ftp:prefer-epsv true",
+            lftp_tls_settings(&cert)
+        ),
+        &root.login(),
+        &root.key,
+        &format!("lcd {local}; put secret.bin -o /{container}/clear-epsv.bin"),
+    )?;
+    ensure!(
+        !clear_epsv.success()
+            && clear_epsv.stderr_text().contains("---> EPSV")
+            && clear_epsv
+                .stderr_text()
+                .contains("534 A TLS connection is required on the data channel"),
+        "{clear_epsv}"
+    );
+    for name in [
+        "curl-plain.bin",
+        "lftp-plain.bin",
+        "clear-data.bin",
+        "clear-epsv.bin",
+    ] {
         server
             .swift_as_root(
                 "HEAD",

@@ -18,7 +18,7 @@
 //! crashed in the middle of an install starts empty and is sent a snapshot
 //! again.
 
-use std::io::{Read, Seek, Write};
+use std::io::{Seek, Write};
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::Arc;
@@ -31,7 +31,7 @@ use openraft::{
     StorageError, StorageIOError, StoredMembership,
 };
 use serde::{Deserialize, Serialize};
-use strata_store::{ApplyContext, ReplicaCheckpoint, Store};
+use strata_store::{ApplyContext, ReplicaCheckpoint, Store, Tally};
 use tokio::io::{AsyncRead, AsyncSeek, AsyncWrite, ReadBuf};
 
 use crate::{MetaAnswer, MetaEntry, TypeConfig};
@@ -492,6 +492,8 @@ impl SnapshotFiles {
             write(&mut written)?;
             let sums = written.sums();
             file.sync_all().map_err(fail)?;
+            // Not kept when a newer snapshot came meanwhile: openraft is
+            // handed this one anyway, and sends the newer kept one.
             keep(&dir, meta, name, sums)?;
             file.rewind().map_err(fail)?;
             Ok((file, path))
@@ -532,7 +534,11 @@ impl SnapshotFiles {
             received.remove_unless_kept = false;
             drop(received);
             // Named by no description if this fails: removed at start.
-            keep(&dir, meta, name, sums)?;
+            // An older snapshot than the one kept must not roll the
+            // replica back.
+            if !keep(&dir, meta, name, sums)? {
+                return Err("a snapshot older than the one kept is not installed".into());
+            }
             file.rewind().map_err(fail)?;
             Ok(file)
         })
@@ -581,13 +587,14 @@ async fn blocking<T: Send + 'static>(
 }
 
 /// Describes the synced data file `name`, of the length and CRC32C in
-/// `sums`, as the current snapshot, and removes the data it replaces.
+/// `sums`, as the current snapshot, and removes the data it replaces;
+/// whether it did (not when a newer snapshot is kept: `name` is removed).
 fn keep(
     dir: &Path,
     meta: SnapshotMeta<u64, BasicNode>,
     name: String,
     (len, crc32c): (u64, u32),
-) -> Result<(), String> {
+) -> Result<bool, String> {
     // A build from an older checkpoint that ends after a newer snapshot
     // was installed must not replace it: the log is purged up to that one.
     if let Some(kept) = read_description(dir)?
@@ -596,7 +603,7 @@ fn keep(
         tracing::info!(kept = ?kept.meta.last_log_id, built = ?meta.last_log_id,
             "a newer snapshot is kept: the older one is dropped");
         let _ = std::fs::remove_file(dir.join(&name));
-        return Ok(());
+        return Ok(false);
     }
     // The data's name is made durable before a description names it.
     sync_dir(dir)?;
@@ -608,54 +615,8 @@ fn keep(
     };
     let description = serde_json::to_vec(&description).map_err(|err| err.to_string())?;
     write_durably(dir, SNAPSHOT_META, &description)?;
-    remove_unnamed(dir, false)
-}
-
-/// A reader or writer that counts and sums (CRC32C) the bytes through it.
-pub struct Tally<T> {
-    inner: T,
-    len: u64,
-    crc: u32,
-}
-
-impl<T> Tally<T> {
-    fn new(inner: T) -> Self {
-        Tally {
-            inner,
-            len: 0,
-            crc: 0,
-        }
-    }
-
-    /// The length and CRC32C of what went through.
-    fn sums(&self) -> (u64, u32) {
-        (self.len, self.crc)
-    }
-
-    fn count(&mut self, bytes: &[u8]) {
-        self.len += bytes.len() as u64;
-        self.crc = crc32c::crc32c_append(self.crc, bytes);
-    }
-}
-
-impl<T: Read> Read for Tally<T> {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let read = self.inner.read(buf)?;
-        self.count(&buf[..read]);
-        Ok(read)
-    }
-}
-
-impl<T: Write> Write for Tally<T> {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        let written = self.inner.write(buf)?;
-        self.count(&buf[..written]);
-        Ok(written)
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        self.inner.flush()
-    }
+    remove_unnamed(dir, false)?;
+    Ok(true)
 }
 
 /// The length and CRC32C of `file` from its start, read a buffer at a
@@ -663,20 +624,14 @@ impl<T: Write> Write for Tally<T> {
 fn len_and_crc(file: &mut std::fs::File) -> Result<(u64, u32), String> {
     let fail = |err: std::io::Error| format!("reading a snapshot: {err}");
     file.rewind().map_err(fail)?;
-    let (mut len, mut crc) = (0u64, 0u32);
-    let mut buffer = vec![0; READ_BUFFER_BYTES];
-    loop {
-        let read = match file.read(&mut buffer) {
-            Ok(0) => break,
-            Ok(read) => read,
-            Err(err) if err.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(err) => return Err(fail(err)),
-        };
-        crc = crc32c::crc32c_append(crc, &buffer[..read]);
-        len += read as u64;
-    }
+    let mut summed = Tally::new(std::io::BufReader::with_capacity(
+        READ_BUFFER_BYTES,
+        &mut *file,
+    ));
+    std::io::copy(&mut summed, &mut std::io::sink()).map_err(fail)?;
+    let sums = summed.sums();
     file.rewind().map_err(fail)?;
-    Ok((len, crc))
+    Ok(sums)
 }
 
 fn read_description(dir: &Path) -> Result<Option<SnapshotDescription>, String> {

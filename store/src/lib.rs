@@ -52,7 +52,7 @@ pub use multipart::{CompletedPart, PartInfo, UploadInfo};
 pub use read::ObjectReader;
 pub use records::{BucketInfo, ObjectInfo, ObjectMeta};
 pub use remote::{ApplyContext, MetaTransport, TransportError};
-pub use replica::ReplicaCheckpoint;
+pub use replica::{ReplicaCheckpoint, Tally};
 pub use store::{
     ChangeListener, FeedLease, PutConditions, Store, StoreConfig, WeakStore, validate_key,
 };

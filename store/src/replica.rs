@@ -82,7 +82,7 @@ impl ReplicaCheckpoint {
             family_descriptors(),
             false,
         )?;
-        let mut out = Summed::new(BufWriter::with_capacity(IO_BUFFER_BYTES, out));
+        let mut out = Tally::new(BufWriter::with_capacity(IO_BUFFER_BYTES, out));
         let fail = io_error("writing a replica export");
         out.write_all(FORMAT).map_err(&fail)?;
         let mut written = 0u64;
@@ -108,7 +108,7 @@ impl ReplicaCheckpoint {
         }
         out.write_all(&[END]).map_err(&fail)?;
         out.write_all(&written.to_le_bytes()).map_err(&fail)?;
-        let crc = out.crc;
+        let (_, crc) = out.sums();
         out.write_all(&crc.to_le_bytes()).map_err(&fail)?;
         out.flush().map_err(&fail)
     }
@@ -262,7 +262,7 @@ fn for_each_record(
         std::io::ErrorKind::UnexpectedEof => corrupt("cut short"),
         _ => io_error("reading a replica export")(err),
     };
-    let mut source = Summed::new(source);
+    let mut source = Tally::new(source);
     let mut format = [0; FORMAT.len()];
     source.read_exact(&mut format).map_err(cut_short)?;
     let has_end = match &format {
@@ -284,7 +284,7 @@ fn for_each_record(
         if has_end && index[0] == END {
             let mut counted = [0; 8];
             source.read_exact(&mut counted).map_err(cut_short)?;
-            let summed = source.crc;
+            let (_, summed) = source.sums();
             let mut crc = [0; 4];
             source.read_exact(&mut crc).map_err(cut_short)?;
             if u64::from_le_bytes(counted) != records {
@@ -316,30 +316,46 @@ fn for_each_record(
     }
 }
 
-/// A reader or writer that keeps the CRC32C of the bytes through it.
-struct Summed<T> {
+/// A reader or writer that counts and sums (CRC32C) the bytes through it:
+/// exports are checked with it, and snapshot files described.
+pub struct Tally<T> {
     inner: T,
+    len: u64,
     crc: u32,
 }
 
-impl<T> Summed<T> {
-    fn new(inner: T) -> Self {
-        Summed { inner, crc: 0 }
+impl<T> Tally<T> {
+    pub fn new(inner: T) -> Self {
+        Tally {
+            inner,
+            len: 0,
+            crc: 0,
+        }
+    }
+
+    /// The length and CRC32C of what went through.
+    pub fn sums(&self) -> (u64, u32) {
+        (self.len, self.crc)
+    }
+
+    fn count(&mut self, bytes: &[u8]) {
+        self.len += bytes.len() as u64;
+        self.crc = crc32c::crc32c_append(self.crc, bytes);
     }
 }
 
-impl<T: Read> Read for Summed<T> {
+impl<T: Read> Read for Tally<T> {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         let read = self.inner.read(buf)?;
-        self.crc = crc32c::crc32c_append(self.crc, &buf[..read]);
+        self.count(&buf[..read]);
         Ok(read)
     }
 }
 
-impl<T: Write> Write for Summed<T> {
+impl<T: Write> Write for Tally<T> {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
         let written = self.inner.write(buf)?;
-        self.crc = crc32c::crc32c_append(self.crc, &buf[..written]);
+        self.count(&buf[..written]);
         Ok(written)
     }
 

@@ -316,56 +316,33 @@ fn nodes_cut_off_from_each_other() -> Result<()> {
     partition.isolate(1, &[0, 3]);
     server.python_ok("cluster_load.py", &["write", &bucket, "100", "50"])?;
     server.python_ok("cluster_load.py", &["verify", &bucket, "150"])?;
-    let cut_at = Instant::now();
-    loop {
+    within_settle_timeout(|| {
         let status = cluster.status()?;
         let unreachable = replication_total(&status, "last_pass_unreachable")
             + replication_total(&status, "last_pass_failures");
-        if unreachable > 0 {
-            break;
-        }
-        ensure!(
-            cut_at.elapsed() < SETTLE_TIMEOUT,
-            "no node found a peer unreachable while cut off:\n{status:#}"
-        );
-        thread::sleep(Duration::from_millis(500));
-    }
+        Ok((unreachable == 0)
+            .then(|| format!("no node found a peer unreachable while cut off:\n{status:#}")))
+    })?;
     // Node 2 carries what node 1 missed to it; node 0 keeps the handoff
     // copies it took for node 1, which it may drop only once node 1
     // confirmed it has them: some extents are on three nodes.
-    let most_copies = |cluster: &Cluster| -> Result<(usize, usize)> {
-        let mut copies: BTreeMap<String, usize> = BTreeMap::new();
-        for (_, name) in extent_files(cluster)? {
-            *copies.entry(name).or_default() += 1;
-        }
-        let fewest = copies.values().copied().min().unwrap_or(0);
-        Ok((fewest, copies.values().copied().max().unwrap_or(0)))
+    let copies_between = |wanted: (usize, usize), when: &str| {
+        within_settle_timeout(|| {
+            let mut copies: BTreeMap<String, usize> = BTreeMap::new();
+            for (_, name) in extent_files(&cluster)? {
+                *copies.entry(name).or_default() += 1;
+            }
+            let fewest = copies.values().copied().min().unwrap_or(0);
+            let most = copies.values().copied().max().unwrap_or(0);
+            Ok(((fewest, most) != wanted)
+                .then(|| format!("{when}, extents have {fewest} to {most} copies, not {wanted:?}")))
+        })
     };
-    loop {
-        let (fewest, most) = most_copies(&cluster)?;
-        if (fewest, most) == (2, 3) {
-            break;
-        }
-        ensure!(
-            cut_at.elapsed() < SETTLE_TIMEOUT,
-            "while cut off, extents have {fewest} to {most} copies, not 2 to 3"
-        );
-        thread::sleep(Duration::from_millis(500));
-    }
+    copies_between((2, 3), "while cut off")?;
 
     partition.heal();
-    let started = Instant::now();
-    loop {
-        cluster.wait_settled(unix_now(), SETTLE_TIMEOUT)?;
-        let (fewest, most) = most_copies(&cluster)?;
-        if (fewest, most) == (2, 2) {
-            break;
-        }
-        ensure!(
-            started.elapsed() < SETTLE_TIMEOUT,
-            "healed and settled, extents have {fewest} to {most} copies, not 2"
-        );
-    }
+    cluster.wait_settled(unix_now(), SETTLE_TIMEOUT)?;
+    copies_between((2, 2), "healed and settled")?;
     server.python_ok("cluster_load.py", &["verify", &bucket, "150"])?;
     Ok(())
 }
@@ -568,6 +545,19 @@ fn upload_killing_node(
         "the writer failed ({status}) after {acked} ACKs:\n{stderr}"
     );
     Ok(acked)
+}
+
+/// Calls `check` every half second until it finds nothing wrong (`None`);
+/// fails with what it last found once [`SETTLE_TIMEOUT`] has passed.
+fn within_settle_timeout(mut check: impl FnMut() -> Result<Option<String>>) -> Result<()> {
+    let started = Instant::now();
+    loop {
+        let Some(wrong) = check()? else {
+            return Ok(());
+        };
+        ensure!(started.elapsed() < SETTLE_TIMEOUT, "{wrong}");
+        thread::sleep(Duration::from_millis(500));
+    }
 }
 
 /// A counter of the gateway's `/metrics`.

@@ -880,11 +880,7 @@ impl EdgeCache {
                 if current && let Some(max_age) = self.cacheable_for(&info) {
                     SsdZone::confirm(&copy.entry);
                     let copy = Arc::new(copy);
-                    let read_whole = SSD_READ_WHOLE_BYTES.max(
-                        self.config
-                            .ram_max_object_bytes
-                            .min(MAX_IN_MEMORY_FILL_BYTES),
-                    );
+                    let read_whole = SSD_READ_WHOLE_BYTES.max(self.in_memory_fill_limit());
                     if info.size > read_whole {
                         // Streamed block by block, never sending a damaged
                         // one (it drops the file): the first is checked
@@ -914,10 +910,10 @@ impl EdgeCache {
         self.metrics.fills.fetch_add(1, Ordering::Relaxed);
         let info = store.head_object(bucket, key).await.ok()?;
         let max_age = self.cacheable_for(&info)?;
-        let spools = self.spools(bucket, key, &info);
-        let kib = match spools {
-            true => SPOOLED_FILL_KIB,
-            false => u32::try_from(info.size.div_ceil(1024).max(1) * 2).ok()?,
+        let spool_zone = self.spool_zone(bucket, key, &info);
+        let kib = match spool_zone {
+            Some(_) => SPOOLED_FILL_KIB,
+            None => u32::try_from(info.size.div_ceil(1024).max(1) * 2).ok()?,
         };
         let refused = || {
             self.metrics.fills_refused.fetch_add(1, Ordering::Relaxed);
@@ -927,20 +923,17 @@ impl EdgeCache {
             return None;
         };
         // A fill written to its zone file takes room on the disk as well.
-        let zone_room = match spools {
-            false => None,
-            true => {
+        let spool = match spool_zone {
+            None => None,
+            Some(zone) => {
                 let room = u32::try_from(info.size.div_ceil(1024))
                     .ok()
-                    .zip(self.zone_of(bucket, key))
-                    .and_then(|(kib, zone)| {
-                        zone.filling_room.clone().try_acquire_many_owned(kib).ok()
-                    });
-                if room.is_none() {
+                    .and_then(|kib| zone.filling_room.clone().try_acquire_many_owned(kib).ok());
+                let Some(room) = room else {
                     refused();
                     return None;
-                }
-                room
+                };
+                Some((zone, room))
             }
         };
         let filling = Arc::new(Filling::default());
@@ -953,7 +946,7 @@ impl EdgeCache {
             max_age,
             (epoch, resync),
             (filling.clone(), in_flight),
-            (budget, zone_room),
+            (budget, spool),
         ));
         // Answer once the store delivered something: a store that cannot
         // serve the object is then read by the caller itself (and answers
@@ -979,9 +972,9 @@ impl EdgeCache {
         max_age: Duration,
         epochs: (u64, u64),
         (filling, in_flight): (Arc<Filling>, Fill),
-        (budget, zone_room): (
+        (budget, spool): (
             tokio::sync::OwnedSemaphorePermit,
-            Option<tokio::sync::OwnedSemaphorePermit>,
+            Option<(Arc<SsdZone>, tokio::sync::OwnedSemaphorePermit)>,
         ),
     ) {
         let mut ender = FillEnder {
@@ -992,9 +985,9 @@ impl EdgeCache {
             finished: false,
         };
         let (bucket, key) = (&cache_key.0, &cache_key.1);
-        if self.spools(bucket, key, &info) {
+        if let Some((zone, zone_room)) = spool {
             ender.finished = self
-                .spool_into_zone(&store, &cache_key, &info, epochs, &filling)
+                .spool_into_zone(zone, &store, &cache_key, &info, epochs, &filling)
                 .await;
             drop((budget, zone_room));
             return;
@@ -1061,15 +1054,22 @@ impl EdgeCache {
         ender.finished = true;
     }
 
-    /// Whether a fill of `info` goes straight to its SSD zone's file as it
-    /// arrives (there is a zone, and the RAM zone would not keep it)
-    /// rather than through memory.
-    fn spools(&self, bucket: &str, key: &str, info: &ObjectInfo) -> bool {
-        let in_memory = self
-            .config
+    /// The largest object a fill holds in memory (and an SSD hit reads
+    /// whole): what the RAM zone keeps, 64 MiB at most.
+    fn in_memory_fill_limit(&self) -> u64 {
+        self.config
             .ram_max_object_bytes
-            .min(MAX_IN_MEMORY_FILL_BYTES);
-        info.size > in_memory && self.zone_of(bucket, key).is_some()
+            .min(MAX_IN_MEMORY_FILL_BYTES)
+    }
+
+    /// The SSD zone whose file a fill of `info` goes straight to as it
+    /// arrives, rather than through memory: its zone, when the RAM zone
+    /// would not keep it.
+    fn spool_zone(&self, bucket: &str, key: &str, info: &ObjectInfo) -> Option<Arc<SsdZone>> {
+        if info.size <= self.in_memory_fill_limit() {
+            return None;
+        }
+        self.zone_of(bucket, key).cloned()
     }
 
     /// The fill of an object written to its zone file as it arrives: the
@@ -1079,15 +1079,13 @@ impl EdgeCache {
     /// `epochs`).
     async fn spool_into_zone(
         &self,
+        zone: Arc<SsdZone>,
         store: &Store,
         cache_key: &ObjectKey,
         info: &ObjectInfo,
         epochs: (u64, u64),
         filling: &Filling,
     ) -> bool {
-        let Some(zone) = self.zone_of(&cache_key.0, &cache_key.1).cloned() else {
-            return false;
-        };
         let failed = |why: &str, err: &dyn std::fmt::Display| {
             tracing::warn!(error = %err, bucket = cache_key.0, key = cache_key.1, "cache fill failed: {why}");
             self.metrics.fill_failures.fetch_add(1, Ordering::Relaxed);

@@ -183,14 +183,12 @@ impl StrataFs {
                 return Ok(self.held(ino));
             }
         }
-        if let Some(listed) = self.fetch_listing(parent, CACHED_DIRECTORY_MAX)? {
-            // The listing just installed, fresh or not (a zero TTL).
-            let Some(&(_, ino, _)) = listed.iter().find(|(listed, _, _)| *listed == name) else {
-                return Err(Errno::ENOENT);
-            };
+        if self.fetch_listing(parent, CACHED_DIRECTORY_MAX)?.is_some() {
             let mut tree = self.tree.lock();
-            // Unless a sweep dropped it meanwhile: then asked about alone.
-            if tree.node(ino).is_some() {
+            // The listing just installed, fresh or not (a zero TTL); unless
+            // a sweep dropped it meanwhile: then the name is asked about.
+            if let Some(found) = tree.listed_child(parent, &name) {
+                let ino = found.ok_or(Errno::ENOENT)?;
                 tree.looked_up(ino);
                 return Ok(self.held(ino));
             }
@@ -887,13 +885,7 @@ impl Filesystem for StrataFs {
         // no longer shown as still to come: the next listing leaves it
         // out, and nothing keeps its node. (An upload clears `pending`.)
         if self.writers_of(handle.ino).is_empty() {
-            let mut tree = self.tree.lock();
-            if let Some(node) = tree.node_mut(handle.ino)
-                && node.pending
-            {
-                node.pending = false;
-                tree.forget(handle.ino, 0);
-            }
+            self.tree.lock().abandon_pending(handle.ino);
         }
         match uploaded {
             Ok(()) => reply.ok(),

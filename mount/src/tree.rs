@@ -153,8 +153,18 @@ impl Tree {
         }
     }
 
-    /// The kernel let go of `lookups` of `ino` (none: only whether anything
-    /// still holds it is looked at again).
+    /// `ino` was made here and did not reach the store: it is no longer
+    /// shown as still to come, nor kept for it.
+    pub fn abandon_pending(&mut self, ino: u64) {
+        if let Some(node) = self.nodes.get_mut(&ino)
+            && node.pending
+        {
+            node.pending = false;
+            self.release(vec![ino]);
+        }
+    }
+
+    /// The kernel let go of `lookups` of `ino`.
     pub fn forget(&mut self, ino: u64, lookups: u64) {
         if let Some(node) = self.nodes.get_mut(&ino) {
             node.kernel_refs = node.kernel_refs.saturating_sub(lookups);
@@ -178,9 +188,16 @@ impl Tree {
             {
                 self.by_place.remove(&node.place);
             }
-            if let Some(listing) = self.listings.remove(&ino) {
-                candidates.extend(self.unlist(listing.children.into_values()));
-            }
+            candidates.extend(self.drop_listing(ino));
+        }
+    }
+
+    /// Drops `dir`'s cached listing, if any; hands back the children it
+    /// showed, to be released.
+    fn drop_listing(&mut self, dir: u64) -> Vec<u64> {
+        match self.listings.remove(&dir) {
+            Some(listing) => self.unlist(listing.children.into_values()),
+            None => Vec::new(),
         }
     }
 
@@ -203,8 +220,8 @@ impl Tree {
 
     /// Replaces `dir`'s listing, releasing what only the old one held.
     fn set_listing(&mut self, dir: u64, listing: Listing) {
-        for ino in listing.children.values().copied().collect::<Vec<_>>() {
-            self.list(ino);
+        for ino in listing.children.values() {
+            self.list(*ino);
         }
         if let Some(old) = self.listings.insert(dir, listing) {
             let released = self.unlist(old.children.into_values());
@@ -228,12 +245,10 @@ impl Tree {
             .map(|(dir, _)| *dir)
             .collect();
         for dir in stale {
-            if let Some(listing) = self.listings.remove(&dir) {
-                let mut released = self.unlist(listing.children.into_values());
-                // The directory itself, if only its listing kept it.
-                released.push(dir);
-                self.release(released);
-            }
+            let mut released = self.drop_listing(dir);
+            // The directory itself, if only its listing kept it.
+            released.push(dir);
+            self.release(released);
         }
     }
 
@@ -383,9 +398,7 @@ impl Tree {
         if let Some(place) = self.nodes.get(&dir).map(|node| node.place.child(name))
             && let Some(ino) = self.by_place.remove(&place)
         {
-            if let Some(listing) = self.listings.remove(&ino) {
-                released.extend(self.unlist(listing.children.into_values()));
-            }
+            released.extend(self.drop_listing(ino));
             released.push(ino);
         }
         self.release(released);

@@ -198,7 +198,7 @@ async fn ask_leader(
     mut addresses: Vec<String>,
     body: bytes::Bytes,
 ) -> anyhow::Result<Membership> {
-    use crate::metadata::{MEMBERS_PATH, NotLeader};
+    use crate::metadata::{MEMBERS_PATH, leader_hint};
     use http::StatusCode;
     let mut index = 0;
     let mut unreachable = Vec::new();
@@ -210,11 +210,7 @@ async fn ask_leader(
             .await
         {
             Ok((StatusCode::OK, answer)) => return Ok(serde_json::from_slice(&answer)?),
-            Ok((StatusCode::MISDIRECTED_REQUEST, answer)) => {
-                serde_json::from_slice::<NotLeader>(&answer)
-                    .ok()
-                    .and_then(|not_leader| not_leader.leader)
-            }
+            Ok((StatusCode::MISDIRECTED_REQUEST, answer)) => leader_hint(&answer),
             Ok((status, answer)) => anyhow::bail!(
                 "{address} answered {status}: {}",
                 String::from_utf8_lossy(&answer).trim()

@@ -156,10 +156,7 @@ impl HttpMetaTransport {
                 // Only a hint: members that have not heard of an election
                 // still name the old leader, so it is asked, not believed.
                 Ok((StatusCode::MISDIRECTED_REQUEST, body)) => {
-                    next = serde_json::from_slice::<NotLeader>(&body)
-                        .ok()
-                        .and_then(|not_leader| not_leader.leader)
-                        .filter(|leader| leader != waited_on);
+                    next = leader_hint(&body).filter(|leader| leader != waited_on);
                 }
                 _ => {}
             }
@@ -195,8 +192,15 @@ impl HttpMetaTransport {
 
 /// What a member that is not the leader answers.
 #[derive(serde::Serialize, serde::Deserialize)]
-pub(crate) struct NotLeader {
-    pub(crate) leader: Option<String>,
+struct NotLeader {
+    leader: Option<String>,
+}
+
+/// The leader a 421 answer (`NotLeader`) names, if any.
+pub(crate) fn leader_hint(body: &[u8]) -> Option<String> {
+    serde_json::from_slice::<NotLeader>(body)
+        .ok()
+        .and_then(|not_leader| not_leader.leader)
 }
 
 #[async_trait]
@@ -250,10 +254,7 @@ impl MetaTransport for HttpMetaTransport {
                     return Ok(body);
                 }
                 Some(Ok((StatusCode::MISDIRECTED_REQUEST, body))) => {
-                    serde_json::from_slice::<NotLeader>(&body)
-                        .ok()
-                        .and_then(|not_leader| not_leader.leader)
-                        .map(|leader| self.index_of(&leader))
+                    leader_hint(&body).map(|leader| self.index_of(&leader))
                 }
                 // In a group, a read changes nothing wherever it arrived:
                 // one that got no answer, or a 503 (a leader cut off from

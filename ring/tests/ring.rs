@@ -23,7 +23,8 @@ const BALANCE_PERCENT: f64 = 3.0;
 const BALANCE_SLACK: f64 = 3.0;
 
 /// Movement allowed over what the weights require. The model's figure (replicas
-/// above each device's new share) is a lower bound that ignores zones: when a
+/// above each device's new share, or after a removal the moves the zone rule
+/// forces, `Model::zone_forced_moves`) is a lower bound: when a
 /// replica cannot go straight to the device that wants it, because its partition
 /// already has a replica in that device's zone, it goes to a third zone whose
 /// surplus moves on, so zone constraints can make a move two hops. Allowed: twice
@@ -164,6 +165,60 @@ impl Model {
     }
 }
 
+impl Model {
+    /// A lower bound on the moves that replace removed devices' replicas: each of
+    /// those moves once, and a zone that must grow takes from them only the
+    /// replicas of partitions it may still hold a replica of. The rest of its
+    /// growth comes from live replicas, a move each. A removed device whose
+    /// partitions mostly have a replica in the growing zone forces nearly one extra
+    /// move per replica, which the count of replicas above their share misses.
+    fn zone_forced_moves(&self, ring: &Ring, shares: &BTreeMap<u32, f64>) -> f64 {
+        let bounds = self.zone_bounds(ring.replicas());
+        let zone_of = |id: &DeviceId| {
+            self.devices
+                .get(&id.0)
+                .filter(|d| d.weight > 0)
+                .map(|d| (d.region, d.zone))
+        };
+        let mut vacated = 0usize;
+        let mut held: BTreeMap<(u32, u32), usize> = BTreeMap::new();
+        // Per zone: vacated replicas of partitions it may take one more of.
+        let mut open: BTreeMap<(u32, u32), usize> = BTreeMap::new();
+        for part in ring.partitions() {
+            let owners = ring.primaries(part);
+            let gone = owners
+                .iter()
+                .filter(|id| !self.devices.contains_key(&id.0))
+                .count();
+            vacated += gone;
+            let mut in_zone: BTreeMap<(u32, u32), usize> = BTreeMap::new();
+            for zone in owners.iter().filter_map(zone_of) {
+                *in_zone.entry(zone).or_insert(0) += 1;
+            }
+            for (zone, n) in &in_zone {
+                *held.entry(*zone).or_insert(0) += n;
+            }
+            if gone > 0 {
+                for (zone, &(_, max)) in &bounds {
+                    let room = max.saturating_sub(in_zone.get(zone).copied().unwrap_or(0));
+                    *open.entry(*zone).or_insert(0) += room.min(gone);
+                }
+            }
+        }
+        let mut forced = 0.0;
+        for zone in bounds.keys() {
+            let share: f64 = self
+                .live()
+                .filter(|(_, d)| (d.region, d.zone) == *zone)
+                .map(|(id, _)| shares.get(id).copied().unwrap_or(0.0))
+                .sum();
+            let growth = share - held.get(zone).copied().unwrap_or(0) as f64;
+            forced += (growth - open.get(zone).copied().unwrap_or(0) as f64).max(0.0);
+        }
+        vacated as f64 + forced
+    }
+}
+
 /// Shares of `total` in proportion to weight within bounds, by fixing the worse
 /// side of the violators at their bound and sharing the rest again.
 fn proportional(weights: &[f64], lo: &[f64], hi: &[f64], total: f64) -> Vec<f64> {
@@ -273,13 +328,17 @@ impl Scenario {
         }
         let shares = self.model.shares(n_parts, replicas);
         // What the weights require to move: replicas above each device's new share,
-        // and everything on removed devices.
+        // and everything on removed devices; or, where zones force more, the
+        // moves they force.
         let required: f64 = match &self.ring {
             None => 0.0,
-            Some(ring) => counts(ring)
-                .iter()
-                .map(|(id, &n)| (n as f64 - shares.get(id).copied().unwrap_or(0.0)).max(0.0))
-                .sum(),
+            Some(ring) => {
+                let above_share: f64 = counts(ring)
+                    .iter()
+                    .map(|(id, &n)| (n as f64 - shares.get(id).copied().unwrap_or(0.0)).max(0.0))
+                    .sum();
+                above_share.max(self.model.zone_forced_moves(ring, &shares))
+            }
         };
         let mut total_moved = 0;
         for _round in 0..20 {

@@ -56,6 +56,7 @@ pub struct StrataFs {
     runtime: Handle,
     options: FsOptions,
     tree: Mutex<Tree>,
+    /// Taken after `tree` when both are held, never before.
     files: Mutex<HashMap<u64, Arc<OpenHandle>>>,
     directories: Mutex<HashMap<u64, DirEntries>>,
     next_handle: AtomicU64,
@@ -704,13 +705,16 @@ impl Filesystem for StrataFs {
     }
 
     fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
-        match self.tree.lock().node(ino.0).map(|node| node.kind) {
+        // Opened under the tree's lock, as `create` does: see `release`.
+        let tree = self.tree.lock();
+        match tree.node(ino.0).map(|node| node.kind) {
             None => return reply.error(Errno::ENOENT),
             Some(Kind::Directory) => return reply.error(Errno::EISDIR),
             Some(Kind::File) => {}
         }
         let writable = flags.acc_mode() != OpenAccMode::O_RDONLY;
         let fh = self.add_open_file(OpenFile::new(ino.0), writable);
+        drop(tree);
         reply.opened(FileHandle(fh), FopenFlags::empty());
     }
 
@@ -748,12 +752,16 @@ impl Filesystem for StrataFs {
             tree.add_child(parent.0, &name, ino);
             // Counted for the kernel, which the entry replied hands it to.
             tree.looked_up(ino);
-            drop(tree);
             let mut file = OpenFile::new(ino);
             file.spool = Some(spool);
             // An empty file closed right away is still an object.
             file.dirty = true;
-            Ok((ino, self.add_open_file(file, true)))
+            // Its writer is known before the tree's lock is let go, so that
+            // a `release` of an earlier handle of the same file does not
+            // take it for abandoned.
+            let fh = self.add_open_file(file, true);
+            drop(tree);
+            Ok((ino, fh))
         })();
         let made = made.and_then(|(ino, fh)| match self.attr(ino) {
             Some(attr) => Ok((attr, fh)),
@@ -884,9 +892,13 @@ impl Filesystem for StrataFs {
         // writer is done (its upload failed, here or on another handle) is
         // no longer shown as still to come: the next listing leaves it
         // out, and nothing keeps its node. (An upload clears `pending`.)
+        // Decided under the tree's lock, under which `create` and `open`
+        // make writers (lock order: tree, then files).
+        let mut tree = self.tree.lock();
         if self.writers_of(handle.ino).is_empty() {
-            self.tree.lock().abandon_pending(handle.ino);
+            tree.abandon_pending(handle.ino);
         }
+        drop(tree);
         match uploaded {
             Ok(()) => reply.ok(),
             Err(err) => {

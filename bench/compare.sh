@@ -57,11 +57,9 @@ swift_key=testing
 strata_access_key=strata-bench
 strata_secret_key=strata-bench-secret-key
 
-log() { printf '[compare] %s\n' "$*" >&2; }
-die() {
-    log "error: $*"
-    exit 1
-}
+bench_name=compare
+# shellcheck source=bench/lib.sh
+source "$repo/bench/lib.sh"
 
 # --- Processes we start, and their cleanup -------------------------------
 
@@ -99,23 +97,6 @@ start() {
     shift
     setsid "$@" >"$work/log/$name.log" 2>&1 </dev/null &
     started_pids+=("$!")
-}
-
-free_port() {
-    python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
-
-# wait_for WHAT SECONDS COMMAND...: retries COMMAND until it succeeds
-wait_for() {
-    local what=$1 seconds=$2
-    shift 2
-    local deadline=$((SECONDS + seconds))
-    until "$@" >/dev/null 2>&1; do
-        if ((SECONDS >= deadline)); then
-            die "$what not ready after ${seconds}s (logs in $work/log)"
-        fi
-        sleep 0.2
-    done
 }
 
 # --- Swift installation ----------------------------------------------------
@@ -304,8 +285,8 @@ start_swift() {
     start object swift-object-server "$etc/object-server.conf" -v
     start proxy swift-proxy-server "$etc/proxy-server.conf" -v
     swift_auth=http://127.0.0.1:$swift_port/auth/v1.0
-    wait_for "Swift proxy" 60 curl -fsS "http://127.0.0.1:$swift_port/healthcheck"
-    wait_for "Swift auth" 30 curl -fsS -o /dev/null \
+    wait_for "Swift proxy" curl -fsS "http://127.0.0.1:$swift_port/healthcheck"
+    wait_for "Swift auth" curl -fsS -o /dev/null \
         -H "X-Auth-User: $swift_user" -H "X-Auth-Key: $swift_key" "$swift_auth"
     log "Swift ready: --swift-auth $swift_auth --swift-user $swift_user --swift-key $swift_key"
 }
@@ -325,9 +306,9 @@ start_strata() {
     port=$(free_port)
     STRATA_ROOT_ACCESS_KEY=$strata_access_key STRATA_ROOT_SECRET_KEY=$strata_secret_key \
         start strata "$STRATA_BIN" serve --listen "127.0.0.1:$port" --data "$work/strata"
-    wait_for "strata (listening line)" 60 grep -q 'listening on http://' "$work/log/strata.log"
+    wait_for "strata (listening line)" grep -q 'listening on http://' "$work/log/strata.log"
     strata_endpoint=$(grep -o -m1 'listening on http://[^ ]*' "$work/log/strata.log" | sed 's/^listening on //')
-    wait_for "strata /health" 30 curl -fsS -o /dev/null "$strata_endpoint/health"
+    wait_for "strata /health" curl -fsS -o /dev/null "$strata_endpoint/health"
     log "strata ready at $strata_endpoint"
 }
 

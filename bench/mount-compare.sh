@@ -28,15 +28,9 @@ MAX_SIZE=${MAX_SIZE:-8192}
 CLIENTS=${CLIENTS:-strata s3fs rclone}
 OUT_DIR=${OUT_DIR:-$repo/bench/runs}
 
-log() { printf '[mount] %s\n' "$*" >&2; }
-die() {
-    log "error: $*"
-    grep fuse /proc/self/mountinfo >&2 || true
-    if [[ -n ${work:-} && -d $work/log ]]; then
-        tail -n 20 "$work"/log/* >&2 || true
-    fi
-    exit 1
-}
+bench_name=mount
+# shellcheck source=bench/lib.sh
+source "$repo/bench/lib.sh"
 
 [[ -x $STRATA_BIN ]] || die "no strata binary at $STRATA_BIN (cargo build --release -p strata-gateway)"
 [[ -e /dev/fuse ]] || die "/dev/fuse is missing: FUSE is unavailable on this machine"
@@ -71,20 +65,11 @@ mkdir -p "$work/log" "$work/mnt"
 
 now() { date +%s.%N; }
 elapsed() { python3 -c "import sys; print(f'{float(sys.argv[2]) - float(sys.argv[1]):.2f}')" "$1" "$2"; }
-wait_for() {
-    local what=$1 tries=$2
-    shift 2
-    for _ in $(seq "$tries"); do
-        "$@" >/dev/null 2>&1 && return 0
-        sleep 0.2
-    done
-    die "$what did not come up"
-}
 
 log "starting strata"
 "$STRATA_BIN" serve --listen 127.0.0.1:0 --data "$work/data" >"$work/log/strata.out" 2>"$work/log/strata.log" &
 pids+=($!)
-wait_for "strata" 100 grep -q '^listening on http://' "$work/log/strata.out"
+wait_for "strata" grep -q '^listening on http://' "$work/log/strata.out"
 endpoint=$(sed -n 's/^listening on \(http:[^ ]*\).*/\1/p' "$work/log/strata.out" | head -n1)
 access_key=$(sed -n 's/^access_key = "\(.*\)"/\1/p' "$work/data/root-credentials.toml")
 secret_key=$(sed -n 's/^secret_key = "\(.*\)"/\1/p' "$work/data/root-credentials.toml")
@@ -139,7 +124,7 @@ mount_client() {
     client_pid=$!
     pids+=("$client_pid")
     mounts+=("$mnt")
-    wait_for "$client mount" 100 mountpoint -q "$mnt"
+    wait_for "$client mount" mountpoint -q "$mnt"
 }
 # unmount MOUNTPOINT: unmounts and waits for the client to exit, so that the
 # next mount at the same place is not the old client's to clean up.

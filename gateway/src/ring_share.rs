@@ -6,6 +6,7 @@
 //! reaches every gateway and node without copying files, and a gateway
 //! restarted with an old ring file starts with the cluster's.
 
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
@@ -34,7 +35,7 @@ pub async fn share(
     store: &Store,
     pool: &RingPool,
     path: PathBuf,
-    loaded: Option<SystemTime>,
+    loaded: Option<FileStamp>,
 ) -> anyhow::Result<()> {
     // Subscribed first: no change falls between the read and the follow.
     let changes = store.subscribe();
@@ -188,7 +189,7 @@ async fn follow(
     pool: RingPool,
     mut changes: tokio::sync::broadcast::Receiver<ChangeEvent>,
     path: PathBuf,
-    loaded: Option<SystemTime>,
+    loaded: Option<FileStamp>,
     mut pending: Pending,
 ) {
     let mut seen = loaded;
@@ -218,7 +219,7 @@ async fn follow(
                 pending.adopt = true;
             }
             _ = tick.tick() => {
-                let now = modified(&path);
+                let now = stamp(&path);
                 if now != seen {
                     seen = now;
                     match load_ring(&path).and_then(|ring| Ok(pool.set_ring(ring)?)) {
@@ -259,7 +260,25 @@ async fn follow(
     }
 }
 
-/// When the ring file was last written, as [`share`] takes it.
-pub fn modified(path: &Path) -> Option<SystemTime> {
-    std::fs::metadata(path).and_then(|m| m.modified()).ok()
+/// What tells one version of the ring file from the next: its modification
+/// time alone misses a file replaced within the file system's timestamp
+/// granularity; `strata ring` replaces it by a rename, which changes the
+/// inode, and an editor that writes in place changes the change time.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FileStamp {
+    modified: SystemTime,
+    changed: (i64, i64),
+    inode: (u64, u64),
+    len: u64,
+}
+
+/// The ring file's stamp now, as [`share`] takes it.
+pub fn stamp(path: &Path) -> Option<FileStamp> {
+    let metadata = std::fs::metadata(path).ok()?;
+    Some(FileStamp {
+        modified: metadata.modified().ok()?,
+        changed: (metadata.ctime(), metadata.ctime_nsec()),
+        inode: (metadata.dev(), metadata.ino()),
+        len: metadata.len(),
+    })
 }

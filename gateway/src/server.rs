@@ -38,7 +38,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         .cluster
         .ring
         .as_deref()
-        .and_then(crate::ring_share::modified);
+        .and_then(crate::ring_share::stamp);
     let (pool, cluster) = open_pool(&config).await?;
     let cluster_secret = match &config.cluster.secret_file {
         Some(path) => Some(crate::cluster_cli::load_secret(path)?),

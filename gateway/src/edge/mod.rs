@@ -141,6 +141,14 @@ fn byte_size<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<u64, D
     }
 }
 
+/// The time left until `at` (Unix seconds, as `X-Delete-At`); zero once past.
+pub(crate) fn until_unix_secs(at: u64) -> Duration {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    Duration::from_secs(at).saturating_sub(now)
+}
+
 /// `123`, `64K`, `512M`, `200G`, `2T` (powers of 1024; a trailing `B` or
 /// `iB` is allowed).
 pub fn parse_size(text: &str) -> Option<u64> {
@@ -468,6 +476,8 @@ pub struct CachedResponse {
     pub headers: http::HeaderMap,
     pub body: Bytes,
     fetched: Instant,
+    /// When an object it shows expires (`X-Delete-At`), if one does.
+    shows_expiring: Option<Instant>,
 }
 
 impl CachedResponse {
@@ -477,7 +487,15 @@ impl CachedResponse {
             headers,
             body,
             fetched: Instant::now(),
+            shows_expiring: None,
         }
+    }
+
+    /// Kept no longer than until `delete_at` (Unix seconds), the first
+    /// expiry of an object it shows: past it, the store no longer lists it.
+    pub fn showing_expiry(mut self, delete_at: Option<u64>) -> Self {
+        self.shows_expiring = delete_at.map(|at| self.fetched + until_unix_secs(at));
+        self
     }
 
     pub fn age_secs(&self) -> u64 {
@@ -595,6 +613,8 @@ impl EdgeCache {
                     ram_evictions.fetch_add(1, Ordering::Relaxed);
                 }
             })
+            // For a deleted bucket's purge.
+            .support_invalidation_closures()
             .build();
         let cache = Arc::new_cyclic(|self_ref| EdgeCache {
             self_ref: self_ref.clone(),
@@ -686,9 +706,12 @@ impl EdgeCache {
                 for zone in &self.zones {
                     zone.purge_bucket(&bucket);
                 }
-                let _ = self
+                if let Err(err) = self
                     .objects
-                    .invalidate_entries_if(move |key, _| key.0 == bucket);
+                    .invalidate_entries_if(move |key, _| key.0 == bucket)
+                {
+                    tracing::error!(error = %err, bucket = event.bucket, "a deleted bucket's copies were not purged");
+                }
                 self.metrics.purges.fetch_add(1, Ordering::Relaxed);
             }
             _ => {}
@@ -1227,8 +1250,22 @@ impl EdgeCache {
         cached
     }
 
-    /// How long `info` may be served from the cache, if at all.
+    /// How long `info` may be served from the cache, if at all: never past
+    /// its expiry (`X-Delete-At`), which the store's sweep may delete only
+    /// seconds later.
     fn cacheable_for(&self, info: &ObjectInfo) -> Option<Duration> {
+        let max_age = self.cacheable_for_headers(info)?;
+        match info.meta.delete_at {
+            None => Some(max_age),
+            Some(at) => {
+                let left = until_unix_secs(at);
+                (!left.is_zero()).then(|| max_age.min(left))
+            }
+        }
+    }
+
+    /// How long the object's size and headers let it be cached.
+    fn cacheable_for_headers(&self, info: &ObjectInfo) -> Option<Duration> {
         if info.size > self.config.max_object_bytes
             || info.meta.headers.contains_key("x-object-manifest")
             || info.meta.headers.contains_key("x-static-large-object")
@@ -1277,7 +1314,11 @@ impl EdgeCache {
             form.to_owned(),
         );
         let cached = self.listings.get(&key)?;
-        if cached.fetched.elapsed() >= Duration::from_secs(self.config.default_ttl_secs) {
+        if cached.fetched.elapsed() >= Duration::from_secs(self.config.default_ttl_secs)
+            || cached
+                .shows_expiring
+                .is_some_and(|expiry| Instant::now() >= expiry)
+        {
             self.listings.invalidate(&key);
             return None;
         }

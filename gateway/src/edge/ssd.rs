@@ -92,6 +92,8 @@ impl SsdZone {
             .weigher(|_key: &ObjectKey, entry: &Arc<SsdEntry>| {
                 u32::try_from(entry.len.div_ceil(1024)).unwrap_or(u32::MAX)
             })
+            // For `purge_bucket`.
+            .support_invalidation_closures()
             .eviction_listener(move |_key, entry: Arc<SsdEntry>, cause| {
                 // Evicted, purged or replaced: the file goes with the entry.
                 let _ = fs::remove_file(&entry.path);
@@ -306,10 +308,13 @@ impl SsdZone {
     }
 
     pub fn purge_bucket(&self, bucket: &str) {
-        let bucket = bucket.to_owned();
-        let _ = self
+        let owned = bucket.to_owned();
+        if let Err(err) = self
             .index
-            .invalidate_entries_if(move |key, _| key.0 == bucket);
+            .invalidate_entries_if(move |key, _| key.0 == owned)
+        {
+            tracing::error!(error = %err, bucket, "a deleted bucket's copies were not purged");
+        }
     }
 
     /// The bytes of the files indexed (to the KiB).
@@ -584,6 +589,22 @@ mod tests {
         zone.index.run_pending_tasks();
         assert!(!first.exists());
         assert_eq!(&read(&zone, &key).unwrap()[..], b"v2");
+    }
+
+    #[test]
+    fn a_bucket_purge_drops_its_copies_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let zone = open(dir.path());
+        let gone = ("b".to_owned(), "k".to_owned());
+        let kept = ("c".to_owned(), "k".to_owned());
+        zone.write(&gone, &info(1), b"1").unwrap();
+        zone.write(&kept, &info(1), b"2").unwrap();
+        let path = zone.index.get(&gone).unwrap().path.clone();
+        zone.purge_bucket("b");
+        zone.index.run_pending_tasks();
+        assert!(zone.open_copy(&gone).is_none());
+        assert!(!path.exists(), "the file goes with it");
+        assert_eq!(&read(&zone, &kept).unwrap()[..], b"2");
     }
 
     #[test]

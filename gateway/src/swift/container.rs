@@ -79,7 +79,7 @@ impl SwiftDoor {
             empty_response(StatusCode::NO_CONTENT)
         } else {
             let params = ListParams::from_request(request)?;
-            let entries = self.list_entries(name, &params).await?;
+            let (entries, _) = self.list_entries(name, &params).await?;
             listing::container_listing(listing::format_of(request), name, &entries)?
         };
         container_headers(response.headers_mut(), &bucket, usage, show_acls);
@@ -96,9 +96,12 @@ impl SwiftDoor {
         self.authorize(request, bucket.as_deref(), true, Access::List)?;
         let bucket = bucket.ok_or_else(SwiftError::not_found)?;
         let format = listing::format_of(request);
+        // The decoded parameters, each led by its length: joined as they came,
+        // `prefix=a%26x%3D` would share a key with `prefix=a&x=`, and an
+        // anonymous caller could fill the other's entry.
         let mut form = format!("{format:?}");
         for (param, value) in &request.query.0 {
-            form.push_str(&format!("&{param}={value}"));
+            form.push_str(&format!("&{}:{param}{}:{value}", param.len(), value.len()));
         }
         if let Some(cached) = self.edge.listing(name, &form) {
             let mut response = http::Response::new(full_body(cached.body.clone()));
@@ -115,7 +118,7 @@ impl SwiftDoor {
         let generation = self.edge.listing_generation(name);
         let usage = self.store.bucket_usage(name).await?;
         let params = ListParams::from_request(request)?;
-        let entries = self.list_entries(name, &params).await?;
+        let (entries, first_expiry) = self.list_entries(name, &params).await?;
         let mut response = listing::container_listing(format, name, &entries)?;
         container_headers(response.headers_mut(), &bucket, usage, false);
         let (parts, body) = response.into_parts();
@@ -128,14 +131,21 @@ impl SwiftDoor {
             name,
             generation,
             &form,
-            CachedResponse::new(parts.status, parts.headers.clone(), body.clone()),
+            CachedResponse::new(parts.status, parts.headers.clone(), body.clone())
+                .showing_expiry(first_expiry),
         );
         let mut response = http::Response::from_parts(parts, full_body(body));
         put_header(response.headers_mut(), "x-cache", "MISS");
         Ok(response)
     }
 
-    async fn list_entries(&self, name: &str, params: &ListParams) -> SwiftResult<Vec<ObjectEntry>> {
+    /// A page of the listing, and the first expiry (`X-Delete-At`) of an
+    /// object on it.
+    async fn list_entries(
+        &self,
+        name: &str,
+        params: &ListParams,
+    ) -> SwiftResult<(Vec<ObjectEntry>, Option<u64>)> {
         let page = self
             .store
             .list_objects(
@@ -150,12 +160,16 @@ impl SwiftDoor {
                 },
             )
             .await?;
+        let mut first_expiry: Option<u64> = None;
         let entries = page
             .entries
             .into_iter()
             .map(|entry| match entry {
                 ListEntry::CommonPrefix(subdir) => ObjectEntry::Subdir { subdir },
                 ListEntry::Object(info) => {
+                    if let Some(at) = info.meta.delete_at {
+                        first_expiry = Some(first_expiry.map_or(at, |first| first.min(at)));
+                    }
                     let view = listed_view(&info);
                     ObjectEntry::Object {
                         name: info.key.clone(),
@@ -171,7 +185,7 @@ impl SwiftDoor {
                 }
             })
             .collect();
-        Ok(entries)
+        Ok((entries, first_expiry))
     }
 
     pub(crate) async fn post_container(

@@ -575,6 +575,32 @@ fn stale_entries_revalidate_and_max_age_wins() -> Result<()> {
     Ok(())
 }
 
+/// An object with `X-Delete-After` is served from the cache, and listed by
+/// cached listings, only until it expires, not until the store's expiry sweep
+/// (every 5 s) deletes it.
+#[test]
+fn expiring_objects_leave_the_cache_when_they_expire() -> Result<()> {
+    let server = Server::start()?;
+    let container = public_container(&server, "kept.txt", b"kept")?;
+    let base = format!("/v1/AUTH_admin/{container}");
+    let url = format!("{base}/brief.txt");
+    server
+        .swift_as_root("PUT", &url, Some(b"brief"), &[("X-Delete-After", "2")])?
+        .expect_status(201)?;
+    let put_at = std::time::Instant::now();
+    ensure!(until_hit(&server, &url)?.body == b"brief");
+    let listing = anonymous(&server, &base, &[])?;
+    ensure!(listing.body_text() == "brief.txt\nkept.txt\n", "{listing}");
+    let listing = anonymous(&server, &base, &[])?;
+    ensure!(listing.header("x-cache") == Some("HIT"), "{listing}");
+
+    std::thread::sleep(std::time::Duration::from_millis(2200).saturating_sub(put_at.elapsed()));
+    anonymous(&server, &url, &[])?.expect_status(404)?;
+    let listing = anonymous(&server, &base, &[])?;
+    ensure!(listing.body_text() == "kept.txt\n", "{listing}");
+    Ok(())
+}
+
 #[test]
 fn public_listings_are_cached_and_purged_by_any_change() -> Result<()> {
     let server = Server::start()?;
@@ -596,6 +622,18 @@ fn public_listings_are_cached_and_purged_by_any_change() -> Result<()> {
             "{second}"
         );
     }
+    // A parameter whose value spells out another parameter is its own listing:
+    // an anonymous caller cannot fill the entry of the form it spells.
+    let spelt = anonymous(&server, &format!("{base}?prefix=a%26delimiter%3D/"), &[])?;
+    ensure!(
+        spelt.header("x-cache") == Some("MISS") && spelt.body_text().is_empty(),
+        "{spelt}"
+    );
+    let real = anonymous(&server, &format!("{base}?prefix=a&delimiter=/"), &[])?;
+    ensure!(
+        real.header("x-cache") == Some("MISS") && real.body_text() == "a/\n",
+        "{real}"
+    );
     // A new object under a/b/ shows in every listing at once.
     server
         .swift_as_root("PUT", &format!("{base}/a/b/d.txt"), Some(b"d"), &[])?

@@ -201,17 +201,18 @@ pub struct CachedObject {
 
 impl CachedObject {
     /// An answer whose bytes stream from `source`, for the requests that
-    /// share it (never kept in the cache).
+    /// share it (never kept in the cache); fresh for `max_age` from
+    /// `fetched`.
     fn streamed(
         info: ObjectInfo,
-        max_age: Duration,
+        (max_age, fetched): (Duration, Instant),
         resync: u64,
         source: Streamed,
     ) -> Arc<CachedObject> {
         Arc::new(CachedObject {
             info,
             body: Bytes::new(),
-            fetched: Mutex::new(Instant::now()),
+            fetched: Mutex::new(fetched),
             max_age,
             resync: AtomicU64::new(resync),
             rendered: Default::default(),
@@ -885,23 +886,36 @@ impl EdgeCache {
                 .flatten();
             if let Some(copy) = found {
                 let info = copy.info().clone();
+                let max_age = self.cacheable_for(&info);
                 let mut outcome = CacheOutcome::Hit;
-                let current = if copy.entry.needs_revalidation.load(Ordering::Relaxed)
-                    || !self.feed.holds()
-                {
-                    outcome = CacheOutcome::Revalidated;
-                    store
-                        .head_object(bucket, key)
-                        .await
-                        .ok()
-                        .is_some_and(|now| {
-                            now.etag == info.etag && now.last_modified_ms == info.last_modified_ms
-                        })
-                } else {
-                    true
+                let current = match max_age {
+                    None => false,
+                    // Found at start, changes perhaps unseen, or stale.
+                    Some(max_age)
+                        if copy.entry.needs_revalidation.load(Ordering::Relaxed)
+                            || !self.feed.holds()
+                            || copy.entry.confirmed_at().elapsed() >= max_age =>
+                    {
+                        outcome = CacheOutcome::Revalidated;
+                        let current =
+                            store
+                                .head_object(bucket, key)
+                                .await
+                                .ok()
+                                .is_some_and(|now| {
+                                    now.etag == info.etag
+                                        && now.last_modified_ms == info.last_modified_ms
+                                });
+                        if current {
+                            SsdZone::confirm(&copy.entry);
+                            self.metrics.revalidations.fetch_add(1, Ordering::Relaxed);
+                        }
+                        current
+                    }
+                    Some(_) => true,
                 };
-                if current && let Some(max_age) = self.cacheable_for(&info) {
-                    SsdZone::confirm(&copy.entry);
+                if current && let Some(max_age) = max_age {
+                    let fetched = copy.entry.confirmed_at();
                     let copy = Arc::new(copy);
                     let read_whole = SSD_READ_WHOLE_BYTES.max(self.in_memory_fill_limit());
                     if info.size > read_whole {
@@ -909,8 +923,12 @@ impl EdgeCache {
                         // one (it drops the file): the first is checked
                         // before the answer starts (`serve`), a later one
                         // cuts it short. Counted as an SSD hit there.
-                        let answer =
-                            CachedObject::streamed(info, max_age, resync, Streamed::Ssd(copy));
+                        let answer = CachedObject::streamed(
+                            info,
+                            (max_age, fetched),
+                            resync,
+                            Streamed::Ssd(copy),
+                        );
                         return Some((answer, outcome));
                     }
                     // Read and checked whole before answering: damage is
@@ -921,8 +939,13 @@ impl EdgeCache {
                         .and_then(Result::ok);
                     if let Some(body) = whole {
                         self.metrics.ssd_hits.fetch_add(1, Ordering::Relaxed);
-                        let cached =
-                            self.keep(cache_key.clone(), info, body, max_age, (epoch, resync));
+                        let cached = self.keep(
+                            cache_key.clone(),
+                            info,
+                            body,
+                            (max_age, fetched),
+                            (epoch, resync),
+                        );
                         return Some((cached, outcome));
                     }
                 } else if let Some(zone) = self.zone_of(bucket, key) {
@@ -979,7 +1002,12 @@ impl EdgeCache {
             return None;
         }
         drop(started);
-        let answer = CachedObject::streamed(info, max_age, resync, Streamed::Fill(filling));
+        let answer = CachedObject::streamed(
+            info,
+            (max_age, Instant::now()),
+            resync,
+            Streamed::Fill(filling),
+        );
         Some((answer, CacheOutcome::Miss))
     }
 
@@ -1064,7 +1092,13 @@ impl EdgeCache {
         // hit means the share is back. A copy on its way to a zone file
         // holds its share until the file is written.
         let budget = self.zone_of(bucket, key).is_some().then_some(budget);
-        let kept = self.keep(cache_key.clone(), info, body.clone(), max_age, epochs);
+        let kept = self.keep(
+            cache_key.clone(),
+            info,
+            body.clone(),
+            (max_age, Instant::now()),
+            epochs,
+        );
         filling.progress.send_modify(|progress| {
             progress.pieces = Vec::new();
             progress.end = FillEnd::Whole(body.clone());
@@ -1220,21 +1254,22 @@ impl EdgeCache {
         }
     }
 
-    /// Wraps a fetched copy and keeps it in RAM when it is small enough and
-    /// no purge came since `epoch` (the key's purge epoch and the resync
-    /// count when the fetch began).
+    /// Wraps a copy fetched (or last confirmed current) at `fetched`, fresh
+    /// for `max_age`, and keeps it in RAM when it is small enough and no
+    /// purge came since `epoch` (the key's purge epoch and the resync count
+    /// when the fetch began).
     fn keep(
         &self,
         cache_key: ObjectKey,
         info: ObjectInfo,
         body: Bytes,
-        max_age: Duration,
+        (max_age, fetched): (Duration, Instant),
         (epoch, resync): (u64, u64),
     ) -> Arc<CachedObject> {
         let cached = Arc::new(CachedObject {
             info,
             body,
-            fetched: Mutex::new(Instant::now()),
+            fetched: Mutex::new(fetched),
             max_age,
             resync: AtomicU64::new(resync),
             rendered: Default::default(),

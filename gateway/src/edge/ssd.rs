@@ -47,6 +47,25 @@ pub struct SsdEntry {
     len: u64,
     /// Set for entries found at start: their first hit revalidates.
     pub needs_revalidation: AtomicBool,
+    /// When the copy was last known current: written, or revalidated. Its
+    /// age, and its freshness against the object's max-age, count from
+    /// there (an entry found at start revalidates at its first hit anyway).
+    confirmed: parking_lot::Mutex<std::time::Instant>,
+}
+
+impl SsdEntry {
+    fn new(path: PathBuf, len: u64, needs_revalidation: bool) -> SsdEntry {
+        SsdEntry {
+            path,
+            len,
+            needs_revalidation: AtomicBool::new(needs_revalidation),
+            confirmed: parking_lot::Mutex::new(std::time::Instant::now()),
+        }
+    }
+
+    pub fn confirmed_at(&self) -> std::time::Instant {
+        *self.confirmed.lock()
+    }
 }
 
 #[derive(Serialize, Deserialize)]
@@ -135,11 +154,7 @@ impl SsdZone {
                 match header {
                     Some((header, body_start)) => {
                         let len = body_start + header.body_len + crcs_len(header.body_len);
-                        let entry = SsdEntry {
-                            path,
-                            len,
-                            needs_revalidation: AtomicBool::new(true),
-                        };
+                        let entry = SsdEntry::new(path, len, true);
                         self.index
                             .insert((header.bucket, header.key), Arc::new(entry));
                         found += 1;
@@ -331,7 +346,9 @@ impl SsdZone {
     }
 
     /// Marks an entry fresh after the store confirmed its version.
+    /// The store confirmed that `entry` is the object's current version.
     pub fn confirm(entry: &SsdEntry) {
+        *entry.confirmed.lock() = std::time::Instant::now();
         entry.needs_revalidation.store(false, Ordering::Relaxed);
     }
 
@@ -498,11 +515,11 @@ impl ZoneWriter {
         (&*self.file).write_all(&crcs)?;
         fs::rename(&self.tmp, &self.path)?;
         self.finished = true;
-        Ok(SsdEntry {
-            path: self.path.clone(),
-            len: self.body_start + self.body_len + crcs.len() as u64,
-            needs_revalidation: AtomicBool::new(false),
-        })
+        Ok(SsdEntry::new(
+            self.path.clone(),
+            self.body_start + self.body_len + crcs.len() as u64,
+            false,
+        ))
     }
 }
 

@@ -575,6 +575,44 @@ fn stale_entries_revalidate_and_max_age_wins() -> Result<()> {
     Ok(())
 }
 
+/// A copy in an SSD zone ages like one in RAM: `Age` counts from its fetch,
+/// and past the TTL its next hit revalidates it with the store.
+#[test]
+fn ssd_copies_age_and_revalidate_when_stale() -> Result<()> {
+    let zone = tempfile::tempdir()?;
+    // Above ram_max_object_bytes: the copy lives in the SSD zone only.
+    let server = Server::start_with_config(&zone_config(
+        "default_ttl_secs = 2\nram_max_object_bytes = 1024\n",
+        zone.path(),
+        "16M",
+    ))?;
+    let body = random_bytes(4096);
+    let container = public_container(&server, "ssd.bin", &body)?;
+    let url = format!("/v1/AUTH_admin/{container}/ssd.bin");
+    ensure!(anonymous(&server, &url, &[])?.header("x-cache") == Some("MISS"));
+    zone_file(zone.path())?;
+    until_hit(&server, &url)?;
+    let hit_at = std::time::Instant::now();
+    ensure!(metric(&server, "strata_cache_ssd_hits_total")? >= 1);
+
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    let aged = anonymous(&server, &url, &[])?;
+    ensure!(
+        aged.header("x-cache") == Some("HIT") && aged.header("age") == Some("1"),
+        "{aged}"
+    );
+    std::thread::sleep(std::time::Duration::from_millis(2100).saturating_sub(hit_at.elapsed()));
+    let stale = anonymous(&server, &url, &[])?;
+    ensure!(
+        stale.header("x-cache") == Some("REVALIDATED")
+            && stale.header("age") == Some("0")
+            && stale.body == body,
+        "{stale}"
+    );
+    ensure!(anonymous(&server, &url, &[])?.header("x-cache") == Some("HIT"));
+    Ok(())
+}
+
 /// An object with `X-Delete-After` is served from the cache, and listed by
 /// cached listings, only until it expires, not until the store's expiry sweep
 /// (every 5 s) deletes it.

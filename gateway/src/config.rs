@@ -355,6 +355,9 @@ impl Config {
         if self.cluster.metadata_member.is_some() && self.cluster.metadata.is_none() {
             bail!("cluster.metadata_member needs cluster.metadata, the list of members");
         }
+        if self.cluster.write_quorum == Some(0) {
+            bail!("cluster.write_quorum must be at least 1");
+        }
         if self.cluster.node_timeout_secs == 0 {
             bail!("cluster.node_timeout_secs must be positive");
         }
@@ -408,6 +411,9 @@ mod tests {
             ..Default::default()
         };
         assert!(Config::load(None, bad).is_err());
+        std::fs::write(&path, "[cluster]\nwrite_quorum = 0\n").unwrap();
+        let refused = Config::load(Some(&path), ConfigOverrides::default()).unwrap_err();
+        assert!(refused.to_string().contains("write_quorum"), "{refused}");
     }
 
     /// Members of a replicated metadata service are named by position or

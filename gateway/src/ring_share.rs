@@ -222,13 +222,25 @@ async fn follow(
                 let now = stamp(&path);
                 if now != seen {
                     seen = now;
-                    match load_ring(&path).and_then(|ring| Ok(pool.set_ring(ring)?)) {
-                        Ok(true) => {
+                    let loaded = load_ring(&path).and_then(|ring| {
+                        let version = ring.version();
+                        Ok((version, pool.set_ring(ring)?))
+                    });
+                    match loaded {
+                        Ok((_, true)) => {
                             tracing::info!(version = pool.ring().version(), "new ring loaded");
                             pool.announce_ring().await;
                             pending.publish = true;
                         }
-                        Ok(false) => {}
+                        // A builder recreated or restored from a backup
+                        // starts its versions again: said, since the
+                        // operator expects the change to apply.
+                        Ok((version, false)) => tracing::warn!(
+                            file_version = version,
+                            running = pool.ring().version(),
+                            path = %path.display(),
+                            "the ring file changed but is not newer than the running ring: ignored"
+                        ),
                         Err(err) => tracing::warn!(error = %format!("{err:#}"), "ring file refused"),
                     }
                 }

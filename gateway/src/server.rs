@@ -338,6 +338,15 @@ async fn open_pool(config: &Config) -> anyhow::Result<(Arc<dyn Pool>, Option<Rin
         return Ok((Arc::new(pool), None));
     };
     let ring = crate::cluster_cli::load_ring(ring_path)?;
+    if let Some(quorum) = config.cluster.write_quorum
+        && quorum > ring.replicas()
+    {
+        anyhow::bail!(
+            "cluster.write_quorum {quorum} is more than the {} copies the ring {} keeps",
+            ring.replicas(),
+            ring_path.display()
+        );
+    }
     let pool = RingPool::new(
         ring,
         RingPoolConfig {

@@ -188,14 +188,9 @@ impl S3Door {
             .get(http::header::HOST)
             .and_then(|value| value.to_str().ok())
             .or_else(|| uri.authority().map(|authority| authority.as_str()))?;
-        let host = host.rsplit_once(':').map_or(host, |(name, port)| {
-            if port.chars().all(|c| c.is_ascii_digit()) {
-                name
-            } else {
-                host
-            }
-        });
-        let host = host.to_ascii_lowercase();
+        // Port, trailing dot and case as the other host routes take them; an
+        // IP or a malformed host is no virtual host.
+        let host = crate::directory::normalize_host(host)?;
         let bucket = host.strip_suffix(domain)?.strip_suffix('.')?;
         (!bucket.is_empty()).then(|| bucket.to_owned())
     }

@@ -441,7 +441,13 @@ fn websites_on_virtual_hosts_and_custom_domains() -> Result<()> {
     ])?;
 
     let virtual_host = format!("{bucket}.s3.example.com");
-    for host in [virtual_host.as_str(), "www.example.com"] {
+    // Case, a trailing dot and a port do not change the host.
+    let spelt_otherwise = format!("{}.S3.Example.COM.:8080", bucket.to_uppercase());
+    for host in [
+        virtual_host.as_str(),
+        spelt_otherwise.as_str(),
+        "www.example.com",
+    ] {
         let on = |path: &str| anonymous(&server, path, &[("Host", host)]);
         expect_page(&on("/")?, 200, "<h1>home</h1>")?;
         expect_page(&on("/docs/")?, 200, "<h1>docs</h1>")?;

@@ -70,6 +70,12 @@ pub struct ClusterConfig {
     /// it waits to be sent the log instead of founding a group with the
     /// members listed in `metadata`.
     pub metadata_join: bool,
+    /// Extents on the nodes that no record names and that are older than
+    /// this (a gateway killed between storing a body and committing it)
+    /// are deleted by the metadata service (its leader), in seconds. It
+    /// must be longer than any upload takes: an upload's first extents are
+    /// named by no record until it commits.
+    pub orphan_age_secs: u64,
 }
 
 impl ClusterConfig {
@@ -142,6 +148,7 @@ impl Default for ClusterConfig {
             metadata: None,
             metadata_member: None,
             metadata_join: false,
+            orphan_age_secs: 24 * 3600,
         }
     }
 }
@@ -354,6 +361,9 @@ impl Config {
         }
         if self.cluster.metadata_member.is_some() && self.cluster.metadata.is_none() {
             bail!("cluster.metadata_member needs cluster.metadata, the list of members");
+        }
+        if self.cluster.orphan_age_secs < 2 {
+            bail!("cluster.orphan_age_secs must be at least 2");
         }
         if self.cluster.write_quorum == Some(0) {
             bail!("cluster.write_quorum must be at least 1");

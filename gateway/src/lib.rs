@@ -28,6 +28,7 @@ pub mod edge;
 pub mod ftp;
 pub mod large_object;
 mod metadata;
+mod orphan_sweep;
 pub mod public;
 pub mod ring_cli;
 mod ring_share;

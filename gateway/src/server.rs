@@ -48,9 +48,9 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     store_config.max_object_size = config.limits.max_object_size;
     store_config.gc_grace = Duration::from_secs(config.gc_grace_secs);
     if cluster.is_some() {
-        // The nodes hold extents of every gateway that ever used the ring; one
-        // that deleted what its own records do not name would delete theirs.
-        // Orphans (a crash between staging and commit) are left for now.
+        // Not the store's own sweep: the nodes hold the extents of every
+        // gateway of the cluster, and only the metadata service (its
+        // leader) knows every record (`orphan_sweep`).
         store_config.orphan_age = None;
     }
     // The listener answers members' internal calls from the start: the
@@ -144,6 +144,21 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         .context("loading accounts and users")?;
     if let (Some(pool), Some(ring_path)) = (&cluster, &config.cluster.ring) {
         crate::ring_share::share(&store, pool, ring_path.clone(), ring_loaded).await?;
+        let service = crate::orphan_sweep::service_id(&store).await?;
+        crate::orphan_sweep::claim_nodes(pool, &service).await?;
+        let records = match (&served.internal.service, store.is_remote()) {
+            (Some(member), _) => Some(crate::orphan_sweep::Records::Member(Arc::downgrade(member))),
+            (None, false) => Some(crate::orphan_sweep::Records::Local(store.downgrade())),
+            (None, true) => None,
+        };
+        if let Some(records) = records {
+            crate::orphan_sweep::spawn_sweeper(
+                records,
+                pool.clone(),
+                service,
+                Duration::from_secs(config.cluster.orphan_age_secs),
+            );
+        }
     }
     if config.cluster.metadata_member.is_some()
         && directory.account(credentials::ROOT_ACCOUNT).is_none()

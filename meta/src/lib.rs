@@ -364,6 +364,17 @@ impl MetaService {
         outcome
     }
 
+    /// This member's replica, if it leads and a majority confirmed so since
+    /// this was called: the replica then holds every change acknowledged
+    /// before. For work that reads the whole replica and acts outside the
+    /// log, such as deleting the extents no record names (the orphan sweep).
+    pub async fn replica_while_leading(&self) -> Option<Store> {
+        match self.confirm_leadership().await {
+            None => Some(self.store.clone()),
+            Some(_) => None,
+        }
+    }
+
     /// Answers a Raft message from another member.
     pub async fn handle_rpc(&self, rpc: RaftRpc, body: &[u8]) -> Result<Vec<u8>, String> {
         network::serve(&self.raft, rpc, body).await

@@ -314,6 +314,19 @@ impl NodeClient {
         }
     }
 
+    /// Claims a node for the metadata service `service` (`NodeError::Refused`
+    /// with 409 when another service holds it).
+    pub async fn claim(&self, node: &str, service: &str) -> Result<(), NodeError> {
+        let body = Bytes::from(service.to_owned());
+        let (status, body) = self
+            .send(node, Method::PUT, "/v1/owner", body, 4096)
+            .await?;
+        match status {
+            StatusCode::NO_CONTENT | StatusCode::OK => Ok(()),
+            _ => Err(Self::refused(node, status, &body)),
+        }
+    }
+
     /// Offers a ring to a node; it keeps it if it is newer than its own.
     pub async fn push_ring(&self, node: &str, ring: Bytes) -> Result<(), NodeError> {
         let (status, body) = self.send(node, Method::PUT, "/v1/ring", ring, 4096).await?;

@@ -182,6 +182,30 @@ impl RingPool {
         refused
     }
 
+    /// Claims every node of the ring for the metadata service `service`
+    /// (see `strata node`'s `/v1/owner`); the nodes that did not take the
+    /// claim, and why: `NodeError::Refused` with 409 for a node another
+    /// service holds. A node silent for `wait` is reported unavailable.
+    pub async fn claim_nodes(&self, service: &str, wait: Duration) -> Vec<(String, NodeError)> {
+        let client = &self.inner.client;
+        let claims = nodes_of(&self.ring()).into_iter().map(|node| async move {
+            let result = match tokio::time::timeout(wait, client.claim(&node, service)).await {
+                Ok(result) => result,
+                Err(_) => Err(NodeError::Unavailable {
+                    node: node.clone(),
+                    detail: format!("no answer within {wait:?}"),
+                    reached: true,
+                }),
+            };
+            (node, result)
+        });
+        futures::future::join_all(claims)
+            .await
+            .into_iter()
+            .filter_map(|(node, result)| result.err().map(|err| (node, err)))
+            .collect()
+    }
+
     /// Passes over `node` until it answers a probe again; `down` when a
     /// request to it failed, not only took long.
     fn suspect(&self, node: &str, down: bool) {

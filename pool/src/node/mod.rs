@@ -69,7 +69,8 @@ pub(crate) struct Node {
     secret: ClusterSecret,
     client: NodeClient,
     ring: Mutex<Option<Arc<Ring>>>,
-    /// Held while a newer ring is written to disk and installed.
+    /// Held while a newer ring is written to disk and installed, or the
+    /// owner (`claim`).
     ring_install: Mutex<()>,
     index: Mutex<Index>,
     status: Mutex<ReplicationStatus>,
@@ -82,6 +83,14 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 const RING_FILE: &str = "ring";
+/// The id of the metadata service whose records name this node's extents.
+const OWNER_FILE: &str = "owner";
+
+enum Claim {
+    Taken,
+    /// Another service's id.
+    Another(String),
+}
 const TOMBSTONES: &str = "tombstones";
 
 /// Opens the node's data, binds, prints `listening on http://ADDR` and serves
@@ -380,8 +389,56 @@ impl Node {
                     Err(err) => reply(StatusCode::CONFLICT, format!("{err:#}\n")),
                 }
             }
+            (&Method::PUT, ["v1", "owner"]) => {
+                let body = match read_body(request, 1024).await {
+                    Ok(body) => body,
+                    Err(response) => return response,
+                };
+                match self.claim(&body) {
+                    Ok(Claim::Taken) => reply(StatusCode::NO_CONTENT, ""),
+                    Ok(Claim::Another(owner)) => reply(
+                        StatusCode::CONFLICT,
+                        format!("this node holds the extents of metadata service {owner}\n"),
+                    ),
+                    Err(err) => reply(StatusCode::BAD_REQUEST, format!("{err:#}\n")),
+                }
+            }
             _ => reply(StatusCode::NOT_FOUND, "no such resource\n"),
         }
+    }
+
+    /// Records `body`, a metadata service's id, as the one whose records
+    /// name this node's extents, unless another already is: only that
+    /// service may delete extents its records do not name (`Claim::Taken`
+    /// for it). Persisted before the answer.
+    fn claim(&self, body: &[u8]) -> anyhow::Result<Claim> {
+        let claimed = std::str::from_utf8(body)
+            .ok()
+            .map(str::trim)
+            .filter(|id| {
+                !id.is_empty() && id.len() <= 64 && id.bytes().all(|b| b.is_ascii_alphanumeric())
+            })
+            .ok_or_else(|| {
+                anyhow::anyhow!("a metadata service id is 1 to 64 letters and digits")
+            })?;
+        let _one_at_a_time = lock(&self.ring_install);
+        let path = self.data.join(OWNER_FILE);
+        match fs::read_to_string(&path) {
+            Ok(owner) if owner.trim() == claimed => return Ok(Claim::Taken),
+            Ok(owner) => return Ok(Claim::Another(owner.trim().to_owned())),
+            Err(err) if err.kind() == io::ErrorKind::NotFound => {}
+            Err(err) => return Err(err.into()),
+        }
+        let temp = self.data.join(".owner.tmp");
+        fs::write(&temp, claimed)?;
+        fs::File::open(&temp)?.sync_all()?;
+        fs::rename(&temp, &path)?;
+        sync_dir(&self.data)?;
+        tracing::info!(
+            service = claimed,
+            "this node now holds the extents of a metadata service"
+        );
+        Ok(Claim::Taken)
     }
 
     async fn put(&self, id: ExtentId, request: Request<Incoming>) -> NodeResponse {

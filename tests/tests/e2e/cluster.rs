@@ -495,6 +495,92 @@ fn a_node_back_with_an_old_copy() -> Result<()> {
 
 /// Three nodes in three zones (64 partitions, 2 replicas), a gateway, and a
 /// bucket on it.
+/// Extents that no record names, left by a gateway killed in the middle of
+/// an upload, are deleted by the metadata service once older than
+/// `orphan_age_secs`; committed extents are not. A gateway with a metadata
+/// service of its own does not start over nodes that serve another.
+#[test]
+fn extents_no_record_names_are_swept() -> Result<()> {
+    let cluster = Cluster::start(3, 4, 2)?;
+    let service = cluster.gateway_with_config("[cluster]\norphan_age_secs = 2\n")?;
+    let container = unique_bucket("orphans");
+    let base = format!("/v1/AUTH_admin/{container}");
+    service
+        .swift_as_root("PUT", &base, None, &[])?
+        .expect_status(201)?;
+    // Two extents, two copies each.
+    let kept = strata_tests::random_bytes(5 << 20);
+    service
+        .swift_as_root("PUT", &format!("{base}/kept"), Some(&kept), &[])?
+        .expect_status(201)?;
+    let committed = extents(&cluster.status()?);
+    ensure!(
+        committed == 4,
+        "{committed} extent copies for a 5 MiB object"
+    );
+
+    // A slow upload through a second gateway, killed once it stored an
+    // extent and before it committed anything.
+    let mut second = cluster.gateway_over(&service)?;
+    let (token, storage_url) = second.swift_token(&SwiftUser::root())?;
+    let work = second.work_dir("orphans")?;
+    let big = work.join("big.bin");
+    fs::write(&big, strata_tests::random_bytes(24 << 20))?;
+    let _upload = KillOnDrop(
+        std::process::Command::new("curl")
+            .args([
+                "-sS",
+                "-o",
+                "/dev/null",
+                "--limit-rate",
+                "2M",
+                "-T",
+                utf8(&big)?,
+            ])
+            .args(["-H", &format!("X-Auth-Token: {token}")])
+            .arg(format!("{storage_url}/{container}/big"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("spawning curl")?,
+    );
+    let started = Instant::now();
+    while extents(&cluster.status()?) < committed + 2 {
+        ensure!(
+            started.elapsed() < Duration::from_secs(30),
+            "the upload stored no extent"
+        );
+        thread::sleep(Duration::from_millis(200));
+    }
+    second.kill9()?;
+    let orphaned = extents(&cluster.status()?);
+    ensure!(orphaned > committed, "no orphan left: {orphaned} copies");
+
+    within_settle_timeout(|| {
+        let now = extents(&cluster.status()?);
+        Ok((now != committed).then(|| format!("{now} extent copies, {committed} committed")))
+    })?;
+    let read = service.swift_as_root("GET", &format!("{base}/kept"), None, &[])?;
+    ensure!(read.status == 200 && read.body == kept, "{read}");
+
+    // Another metadata service over the same nodes is refused.
+    let refused = Server::serve_until_exit(&[
+        "--ring",
+        &cluster.ring(),
+        "--cluster-secret-file",
+        &cluster.secret(),
+    ])?;
+    ensure!(
+        !refused.success(),
+        "a second metadata service started:\n{refused}"
+    );
+    ensure!(
+        refused.stderr_text().contains("another metadata service"),
+        "no reason given:\n{refused}"
+    );
+    Ok(())
+}
+
 fn three_nodes_and_a_bucket(prefix: &str) -> Result<(Cluster, Server, String)> {
     let cluster = Cluster::start(3, 6, 2)?;
     let server = cluster.gateway()?;

@@ -1,0 +1,131 @@
+//! Which metadata service a cluster's storage nodes serve, and the sweep of
+//! the extents no record of it names.
+//!
+//! A body is stored before its record is committed: a gateway killed in
+//! between, or a commit whose outcome stayed unknown and did not happen,
+//! leaves extents that no record names. Only the metadata service holds
+//! every record, so only it deletes them (a replicated service's leader,
+//! from its replica, once a majority confirmed it leads), and only on nodes
+//! that serve it: each node records the first service that claims it and
+//! refuses the others. Two services over the same nodes by mistake would
+//! otherwise delete each other's extents; with the claims, the second
+//! gateway stops at start instead.
+
+use std::sync::Weak;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyhow::Context as _;
+use http::StatusCode;
+use strata_meta::MetaService;
+use strata_pool::{NodeError, RingPool};
+use strata_store::{CatalogWrite, Store, StoreError, WeakStore};
+
+use crate::directory::NS_CLUSTER;
+
+/// The catalog record holding the service's id.
+const SERVICE_KEY: &str = "service-id";
+
+/// The longest pause between two sweeps (shorter when extents are orphans
+/// sooner: a quarter of `cluster.orphan_age_secs`).
+const MAX_SWEEP_INTERVAL: Duration = Duration::from_secs(6 * 3600);
+
+/// How long the sweep waits for a node to take the claim.
+const NODE_WAIT_IN_SWEEP: Duration = Duration::from_secs(10);
+
+/// Where the sweep reads the records.
+pub enum Records {
+    /// This gateway's own store is the metadata service.
+    Local(WeakStore),
+    /// This gateway is a member of a replicated service: its replica, while
+    /// it leads.
+    Member(Weak<MetaService>),
+}
+
+/// The metadata service's id: random, made by the first gateway to ask.
+pub async fn service_id(store: &Store) -> anyhow::Result<String> {
+    let made = hex::encode(rand::random::<[u8; 16]>());
+    store
+        .catalog_update(NS_CLUSTER, SERVICE_KEY, move |kept| match kept {
+            None => Ok((CatalogWrite::Put(made.clone().into_bytes()), made.clone())),
+            Some(kept) => match std::str::from_utf8(kept) {
+                Ok(id) => Ok((CatalogWrite::Keep, id.to_owned())),
+                Err(_) => Err(StoreError::Corrupt(
+                    "the metadata service's id is not UTF-8".into(),
+                )),
+            },
+        })
+        .await
+        .context("reading the metadata service's id")
+}
+
+/// How long a gateway's start waits for a node to take its claim: a node
+/// that is down or cut off must not hold the start for a whole timeout.
+const CLAIM_WAIT_AT_START: Duration = Duration::from_secs(2);
+
+/// Claims the ring's nodes for `service`. Fails when one serves another
+/// service; a node that does not answer is claimed later, by the sweep.
+pub async fn claim_nodes(pool: &RingPool, service: &str) -> anyhow::Result<()> {
+    for (node, err) in pool.claim_nodes(service, CLAIM_WAIT_AT_START).await {
+        if let NodeError::Refused {
+            status: StatusCode::CONFLICT,
+            detail,
+            ..
+        } = &err
+        {
+            anyhow::bail!(
+                "storage node {node} serves another metadata service: {detail} \
+                 (this gateway's is {service}; a gateway of a cluster names the \
+                 cluster's one metadata service with --metadata)"
+            );
+        }
+        tracing::warn!(%node, error = %err, "storage node not claimed for the metadata service yet");
+    }
+    Ok(())
+}
+
+/// Deletes, every quarter of `orphan_age` (at most every 6 hours), the
+/// extents older than `orphan_age` that no record names, while every node
+/// that answers serves `service`.
+pub fn spawn_sweeper(records: Records, pool: RingPool, service: String, orphan_age: Duration) {
+    let interval = (orphan_age / 4).clamp(Duration::from_secs(1), MAX_SWEEP_INTERVAL);
+    tokio::spawn(async move {
+        let mut ticker = tokio::time::interval(interval);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            ticker.tick().await;
+            let store = match &records {
+                Records::Local(store) => match store.upgrade() {
+                    Some(store) => store,
+                    None => return,
+                },
+                Records::Member(member) => match member.upgrade() {
+                    Some(member) => match member.replica_while_leading().await {
+                        Some(replica) => replica,
+                        None => continue,
+                    },
+                    None => return,
+                },
+            };
+            // A node that refused the claim (another service's, or one that
+            // does not know claims) may hold extents this service's records
+            // do not name: nothing is swept until every node that answers
+            // took it. One that does not answer is not listed either.
+            let refused = pool.claim_nodes(&service, NODE_WAIT_IN_SWEEP).await;
+            if let Some((node, err)) = refused
+                .iter()
+                .find(|(_, err)| matches!(err, NodeError::Refused { .. }))
+            {
+                tracing::error!(%node, error = %err, "orphan sweep skipped: a node did not take this metadata service's claim");
+                continue;
+            }
+            let older_than = SystemTime::now()
+                .checked_sub(orphan_age)
+                .unwrap_or(UNIX_EPOCH);
+            match store.sweep_orphans(older_than).await {
+                Ok(0) => {}
+                Ok(n_swept) => tracing::info!(n_swept, "deleted extents no record names"),
+                Err(err) => tracing::warn!(error = %err, "orphan sweep failed"),
+            }
+        }
+    });
+}

@@ -273,11 +273,10 @@ pub fn status(args: StatusArgs) -> anyhow::Result<()> {
     };
     let reports = runtime()?.block_on(futures::future::join_all(nodes.into_iter().map(ask)));
     let settled = reports.iter().all(|report| {
-        report.status.as_ref().is_some_and(|status| {
-            status.ring_version >= Some(ring.version())
-                && status.replication.settled()
-                && status.handoff_extents == 0
-        })
+        report
+            .status
+            .as_ref()
+            .is_some_and(|status| status.settled_at(ring.version()))
     });
     let statuses = || reports.iter().filter_map(|report| report.status.as_ref());
     let out_of_sync_partitions = statuses()

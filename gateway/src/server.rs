@@ -144,6 +144,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         .context("loading accounts and users")?;
     if let (Some(pool), Some(ring_path)) = (&cluster, &config.cluster.ring) {
         crate::ring_share::share(&store, pool, ring_path.clone(), ring_loaded).await?;
+        tokio::spawn(pool.clone().watch_health());
         let service = crate::orphan_sweep::service_id(&store).await?;
         crate::orphan_sweep::claim_nodes(pool, &service).await?;
         let records = match (&served.internal.service, store.is_remote()) {

@@ -59,7 +59,27 @@ struct Inner {
     /// Read repairs in flight: each holds an extent, so they are bounded, and
     /// one extent is repaired once however many readers notice it.
     repairs: std::sync::Mutex<HashSet<ExtentId>>,
+    /// The nodes' last reports, for `/metrics` (`watch_health`).
+    health: std::sync::Mutex<Option<ClusterHealth>>,
 }
+
+/// The cluster as the nodes last reported it.
+#[derive(Debug, Default, Clone)]
+struct ClusterHealth {
+    nodes_up: u64,
+    nodes_unreachable: u64,
+    extent_copies: u64,
+    /// Partitions a node's last pass found a peer lacking (summed over the
+    /// nodes: each replica that noticed counts).
+    partitions_out_of_sync: u64,
+    /// Handoff bytes still to move home.
+    bytes_to_move: u64,
+    /// Every node answered and its last pass found nothing to send.
+    settled: bool,
+}
+
+/// How often `watch_health` asks every node for its status.
+const HEALTH_INTERVAL: Duration = Duration::from_secs(5);
 
 /// Most read repairs at once; more are skipped (the replicator catches up).
 const MAX_REPAIRS: usize = 16;
@@ -91,6 +111,7 @@ impl RingPool {
                 stats: RingPoolStats::default(),
                 suspects: std::sync::Mutex::new(HashMap::new()),
                 repairs: std::sync::Mutex::new(HashSet::new()),
+                health: std::sync::Mutex::new(None),
             }),
         }
     }
@@ -151,7 +172,93 @@ impl RingPool {
             "# TYPE strata_pool_ring_version gauge\nstrata_pool_ring_version {}\n",
             self.ring().version()
         ));
+        let passed_over = self
+            .inner
+            .suspects
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .len();
+        out.push_str(&format!(
+            "# TYPE strata_pool_nodes_passed_over gauge\nstrata_pool_nodes_passed_over {passed_over}\n"
+        ));
+        let health = self
+            .inner
+            .health
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone();
+        if let Some(health) = health {
+            out.push_str(&format!(
+                "# TYPE strata_cluster_nodes gauge\n\
+                 strata_cluster_nodes{{state=\"up\"}} {}\n\
+                 strata_cluster_nodes{{state=\"unreachable\"}} {}\n",
+                health.nodes_up, health.nodes_unreachable
+            ));
+            let gauges = [
+                ("strata_cluster_extent_copies", health.extent_copies),
+                (
+                    "strata_cluster_partitions_out_of_sync",
+                    health.partitions_out_of_sync,
+                ),
+                ("strata_cluster_bytes_to_move", health.bytes_to_move),
+                ("strata_cluster_settled", u64::from(health.settled)),
+            ];
+            for (name, value) in gauges {
+                out.push_str(&format!("# TYPE {name} gauge\n{name} {value}\n"));
+            }
+        }
         out
+    }
+
+    /// Asks every node of the ring for its status every few seconds, for
+    /// the cluster's health in `/metrics` (what `strata status` shows).
+    /// Runs as long as the pool.
+    pub async fn watch_health(self) {
+        let pool = Arc::downgrade(&self.inner);
+        drop(self);
+        let mut ticker = tokio::time::interval(HEALTH_INTERVAL);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            ticker.tick().await;
+            let Some(inner) = pool.upgrade() else {
+                return;
+            };
+            let ring = inner
+                .ring
+                .read()
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+                .clone();
+            let client = &inner.client.with_timeout(HEALTH_INTERVAL);
+            let reports = futures::future::join_all(
+                nodes_of(&ring)
+                    .into_iter()
+                    .map(|node| async move { client.status(&node).await }),
+            )
+            .await;
+            let mut health = ClusterHealth {
+                settled: true,
+                ..ClusterHealth::default()
+            };
+            for report in reports {
+                match report {
+                    Ok(status) => {
+                        health.nodes_up += 1;
+                        health.extent_copies += status.extents;
+                        health.partitions_out_of_sync += status.replication.last_pass_out_of_sync;
+                        health.bytes_to_move += status.handoff_bytes;
+                        health.settled &= status.settled_at(ring.version());
+                    }
+                    Err(_) => {
+                        health.nodes_unreachable += 1;
+                        health.settled = false;
+                    }
+                }
+            }
+            *inner
+                .health
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(health);
+        }
     }
 
     /// Offers this gateway's ring to every node it names; nodes keep it when

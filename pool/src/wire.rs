@@ -152,6 +152,17 @@ pub struct NodeStatus {
     pub replication: ReplicationStatus,
 }
 
+impl NodeStatus {
+    /// Whether this node is done with the ring of `ring_version`: it runs
+    /// it (or a newer one), its last pass found every partition in sync,
+    /// and it holds nothing to move home.
+    pub fn settled_at(&self, ring_version: u64) -> bool {
+        self.ring_version >= Some(ring_version)
+            && self.replication.settled()
+            && self.handoff_extents == 0
+    }
+}
+
 /// The replicator's progress; counters since the node started.
 #[derive(Debug, Default, Clone, Serialize, Deserialize)]
 pub struct ReplicationStatus {

@@ -64,10 +64,23 @@ fn node_loss_during_uploads_repair_and_corruption() -> Result<()> {
         "node 1 down, second gateway",
     )?;
 
+    // The gateway's /metrics shows the cluster's health too.
+    within_settle_timeout(|| {
+        let unreachable = metric(&server, "strata_cluster_nodes{state=\"unreachable\"}")?;
+        Ok((unreachable != 1).then(|| format!("{unreachable} nodes unreachable in /metrics")))
+    })?;
+    ensure!(metric(&server, "strata_cluster_settled")? == 0);
+
     // The node returns; the replicator restores every second copy.
     let since = unix_now();
     cluster.nodes[1].restart()?;
     let settled = cluster.wait_settled(since, SETTLE_TIMEOUT)?;
+    within_settle_timeout(|| {
+        let settled = metric(&server, "strata_cluster_settled")?;
+        let up = metric(&server, "strata_cluster_nodes{state=\"up\"}")?;
+        Ok((settled != 1 || up != 3)
+            .then(|| format!("settled {settled}, {up} nodes up in /metrics")))
+    })?;
     let pushed = replication_total(&settled, "extents_pushed");
     ensure!(
         pushed > 0,

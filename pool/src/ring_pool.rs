@@ -81,6 +81,15 @@ struct ClusterHealth {
 /// How often `watch_health` asks every node for its status.
 const HEALTH_INTERVAL: Duration = Duration::from_secs(5);
 
+impl Inner {
+    fn ring(&self) -> Arc<Ring> {
+        self.ring
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
+    }
+}
+
 /// Most read repairs at once; more are skipped (the replicator catches up).
 const MAX_REPAIRS: usize = 16;
 
@@ -117,11 +126,7 @@ impl RingPool {
     }
 
     pub fn ring(&self) -> Arc<Ring> {
-        self.inner
-            .ring
-            .read()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .clone()
+        self.inner.ring()
     }
 
     pub fn stats(&self) -> &RingPoolStats {
@@ -223,11 +228,7 @@ impl RingPool {
             let Some(inner) = pool.upgrade() else {
                 return;
             };
-            let ring = inner
-                .ring
-                .read()
-                .unwrap_or_else(|poisoned| poisoned.into_inner())
-                .clone();
+            let ring = inner.ring();
             let client = &inner.client.with_timeout(HEALTH_INTERVAL);
             let reports = futures::future::join_all(
                 nodes_of(&ring)
@@ -414,11 +415,7 @@ async fn probe_until_answers(pool: Weak<Inner>, node: String) {
         let Some(inner) = pool.upgrade() else {
             return;
         };
-        let ring = inner
-            .ring
-            .read()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .clone();
+        let ring = inner.ring();
         let in_ring = ring.devices().any(|device| device.node == node);
         let probe = inner.client.with_timeout(PROBE_TIMEOUT);
         // Any answer counts (a node of an older version knows no ping): the

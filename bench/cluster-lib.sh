@@ -56,7 +56,7 @@ declare -A node_pid
 # make_ring NAME REPLICAS PORT...: a ring over nodes on these ports.
 make_ring() {
     local builder=$work/$1.builder zone=0 port
-    "$STRATA_BIN" ring create "$builder" --part-power 8 --replicas "$2" --cluster-id bench >/dev/null
+    "$STRATA_BIN" ring create "$builder" --part-power 8 --replicas "$2" --cluster-id bench --min-part-hours 0 >/dev/null
     shift 2
     for port in "$@"; do
         zone=$((zone + 1))

@@ -24,6 +24,11 @@ pub enum RingCommand {
         /// Salts the placement hash; nodes refuse a ring of another cluster.
         #[arg(long)]
         cluster_id: String,
+        /// Hours a partition's replicas stay put after one of them moved, so
+        /// that a rebalance soon after another never moves a second replica
+        /// before the first was copied (Swift's min_part_hours).
+        #[arg(long, default_value_t = 1)]
+        min_part_hours: u64,
     },
     /// Add a device: a storage node's address, its zone (and region) and a
     /// weight (its capacity, in any unit used alike for every device).
@@ -49,8 +54,12 @@ pub enum RingCommand {
         device: u32,
         weight: u64,
     },
+    /// Change how long a partition's replicas stay put after one moved.
+    SetMinPartHours { builder: PathBuf, hours: u64 },
     /// Move partitions towards the weights (at most one replica of each per
-    /// rebalance) and write the ring (`BUILDER.ring` unless --ring names it).
+    /// rebalance, and none of a partition that moved within the last
+    /// min-part-hours) and write the ring (`BUILDER.ring` unless --ring
+    /// names it).
     Rebalance {
         builder: PathBuf,
         #[arg(long)]
@@ -67,11 +76,13 @@ pub fn run(command: RingCommand) -> anyhow::Result<()> {
             part_power,
             replicas,
             cluster_id,
+            min_part_hours,
         } => {
             if builder.exists() {
                 bail!("{} exists already", builder.display());
             }
-            let ring = RingBuilder::new(cluster_id, part_power, replicas)?;
+            let mut ring = RingBuilder::new(cluster_id, part_power, replicas)?;
+            ring.set_min_part_seconds(min_part_hours.saturating_mul(3600));
             save(&builder, &ring)?;
             println!(
                 "created {}: {} partitions, {replicas} replicas",
@@ -117,9 +128,18 @@ pub fn run(command: RingCommand) -> anyhow::Result<()> {
             save(&builder, &ring)?;
             println!("device {device} weighs {weight} (rebalance to apply)");
         }
+        RingCommand::SetMinPartHours { builder, hours } => {
+            let mut ring = load(&builder)?;
+            ring.set_min_part_seconds(hours.saturating_mul(3600));
+            save(&builder, &ring)?;
+            println!("a partition's replicas stay put {hours} h after one moved");
+        }
         RingCommand::Rebalance { builder, ring } => {
             let mut state = load(&builder)?;
-            let report = state.rebalance()?;
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |elapsed| elapsed.as_secs());
+            let report = state.rebalance_at(now)?;
             let table = state.ring()?;
             let ring_path = ring.unwrap_or_else(|| ring_path_of(&builder));
             // The builder first: a ring without its builder could not be
@@ -137,6 +157,15 @@ pub fn run(command: RingCommand) -> anyhow::Result<()> {
                 report.worst_deviation_percent,
                 ring_path.display()
             );
+            if let Some(until) = report.waiting_until {
+                let when = chrono::DateTime::from_timestamp(until as i64, 0)
+                    .map_or_else(|| until.to_string(), |at| at.to_rfc3339());
+                println!(
+                    "{} partitions moved a replica within the last {} h and wait until {when}",
+                    report.waiting,
+                    state.min_part_seconds() / 3600
+                );
+            }
             if report.held_back > 0 {
                 println!("rebalance again once the moved data has been copied");
             }
@@ -195,11 +224,13 @@ fn show(ring: &RingBuilder) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "cluster {}, version {}: {partitions} partitions, {} replicas, {} devices",
+        "cluster {}, version {}: {partitions} partitions, {} replicas, {} devices; \
+         min part hours {}",
         ring.cluster_id(),
         ring.version(),
         ring.replicas(),
-        ring.devices().count()
+        ring.devices().count(),
+        ring.min_part_seconds() / 3600
     );
     let _ = writeln!(
         out,
@@ -258,6 +289,7 @@ mod tests {
             part_power: 6,
             replicas: 2,
             cluster_id: "test-cluster".to_owned(),
+            min_part_hours: 1,
         })?;
         assert!(
             run(RingCommand::Create {
@@ -265,6 +297,7 @@ mod tests {
                 part_power: 6,
                 replicas: 2,
                 cluster_id: "other".to_owned(),
+                min_part_hours: 1,
             })
             .is_err(),
             "create must not overwrite a builder"

@@ -27,6 +27,22 @@ pub struct RingBuilder {
     /// `replicas` slots per partition, partition after partition. `None` until the
     /// first rebalance; slots naming a removed device stay until the next one.
     assignment: Vec<Option<DeviceId>>,
+    /// After one replica of a partition moved, its others stay put this long
+    /// (Swift's `min_part_hours`): a rebalance right after another would
+    /// otherwise move a second replica before the first was copied.
+    #[serde(default = "default_min_part_seconds")]
+    min_part_seconds: u64,
+    /// When a replica of each partition last moved ([`rebalance_at`]'s `now`,
+    /// Unix seconds; 0: never). Empty until the first such rebalance.
+    ///
+    /// [`rebalance_at`]: Self::rebalance_at
+    #[serde(default)]
+    moved_at: Vec<u64>,
+}
+
+/// An hour, as Swift's default `min_part_hours`.
+fn default_min_part_seconds() -> u64 {
+    3600
 }
 
 /// What a rebalance did.
@@ -44,6 +60,11 @@ pub struct RebalanceReport {
     pub held_back: usize,
     /// Worst deviation of a device from its quota, in percent of the quota.
     pub worst_deviation_percent: f64,
+    /// Partitions that moved a replica less than `min_part_seconds` ago and so
+    /// moved nothing now but replicas of removed devices.
+    pub waiting: usize,
+    /// When the last of those may move again (Unix seconds), if any wait.
+    pub waiting_until: Option<u64>,
 }
 
 impl RingBuilder {
@@ -64,7 +85,19 @@ impl RingBuilder {
             version: 0,
             devices: Vec::new(),
             assignment: vec![None; (1usize << part_power) * usize::from(replicas)],
+            min_part_seconds: default_min_part_seconds(),
+            moved_at: Vec::new(),
         })
+    }
+
+    /// How long the replicas of a partition stay put after one of them moved
+    /// (see [`rebalance_at`](Self::rebalance_at)).
+    pub fn min_part_seconds(&self) -> u64 {
+        self.min_part_seconds
+    }
+
+    pub fn set_min_part_seconds(&mut self, seconds: u64) {
+        self.min_part_seconds = seconds;
     }
 
     pub fn cluster_id(&self) -> &str {
@@ -154,7 +187,25 @@ impl RingBuilder {
     /// Finally every empty slot is filled with the best device for it (see
     /// `Placement::fill`). Deterministic: the partition order is a fixed hash of
     /// cluster id and version.
+    ///
+    /// This form knows no time: it ignores `min_part_seconds` and records no
+    /// moves, for plans and tests. Operators rebalance with
+    /// [`rebalance_at`](Self::rebalance_at).
     pub fn rebalance(&mut self) -> Result<RebalanceReport, RingError> {
+        self.rebalance_with_clock(None)
+    }
+
+    /// A rebalance at `now` (Unix seconds): as [`rebalance`](Self::rebalance),
+    /// except that a partition one of whose replicas moved less than
+    /// `min_part_seconds` before `now` moves nothing but replicas of removed
+    /// devices (the report counts it as `waiting`), and every partition that
+    /// moves a replica records `now`. Replicas move one per partition per
+    /// rebalance; this keeps it so however soon the operator rebalances again.
+    pub fn rebalance_at(&mut self, now: u64) -> Result<RebalanceReport, RingError> {
+        self.rebalance_with_clock(Some(now))
+    }
+
+    fn rebalance_with_clock(&mut self, now: Option<u64>) -> Result<RebalanceReport, RingError> {
         let replicas = self.replicas();
         let n_parts = 1usize << self.part_power;
         let live: Vec<DeviceId> = self
@@ -184,6 +235,21 @@ impl RingBuilder {
             seed,
         };
         let mut vacated = placement.vacate_removed(n_parts);
+        // A partition that moved recently releases nothing: marked as one
+        // that moves already (its empty slots, if a device of it was
+        // removed, are filled all the same).
+        let mut waiting = 0;
+        let mut waiting_until = None;
+        if let Some(now) = now {
+            for (part, moved_at) in self.moved_at.iter().enumerate().take(n_parts) {
+                let until = moved_at.saturating_add(self.min_part_seconds);
+                if *moved_at > 0 && now < until {
+                    waiting += 1;
+                    waiting_until = waiting_until.max(Some(until));
+                    vacated[part] = true;
+                }
+            }
+        }
         placement.release_for_spread(&order, &mut vacated);
         placement.release_for_weight(&order, &mut vacated, &live);
         placement.fill(&order, &vacated, &live, &previous);
@@ -193,14 +259,25 @@ impl RingBuilder {
         let mut report = RebalanceReport {
             held_back,
             worst_deviation_percent,
+            waiting,
+            waiting_until,
             ..RebalanceReport::default()
         };
-        for (before, after) in previous.iter().zip(self.assignment.iter()) {
+        for (slot, (before, after)) in previous.iter().zip(self.assignment.iter()).enumerate() {
             match before {
                 _ if before == after => {}
                 None => report.placed += 1,
-                Some(d) if self.device(*d).is_none() => report.recovered += 1,
-                Some(_) => report.moved += 1,
+                Some(d) => {
+                    if self.device(*d).is_none() {
+                        report.recovered += 1;
+                    } else {
+                        report.moved += 1;
+                    }
+                    if let Some(now) = now {
+                        self.moved_at.resize(n_parts, 0);
+                        self.moved_at[slot / replicas] = now;
+                    }
+                }
             }
         }
         if previous != self.assignment {
@@ -266,6 +343,13 @@ impl RingBuilder {
             return Err(RingError::DamagedBuilder(format!(
                 "{} assignment slots, expected {expected}",
                 builder.assignment.len()
+            )));
+        }
+        if !builder.moved_at.is_empty() && builder.moved_at.len() != 1usize << builder.part_power {
+            return Err(RingError::DamagedBuilder(format!(
+                "{} partition move times, expected {}",
+                builder.moved_at.len(),
+                1usize << builder.part_power
             )));
         }
         if let Some(d) = builder
@@ -810,6 +894,66 @@ mod tests {
         assert_eq!(report.placed, 48);
         assert_eq!(report.worst_deviation_percent, 0.0);
         assert!(builder.ring().is_ok());
+    }
+
+    /// The partitions of each part, to compare two moments of a builder.
+    fn parts(builder: &RingBuilder) -> Vec<Vec<Option<DeviceId>>> {
+        (0..1u32 << builder.part_power())
+            .map(|part| builder.assignment(part))
+            .collect()
+    }
+
+    /// After a rebalance at `now`, the partitions it moved move nothing more
+    /// for `min_part_seconds`, except off removed devices.
+    #[test]
+    fn a_partition_that_moved_waits_before_it_moves_again() {
+        let mut builder = RingBuilder::new("c", 6, 2).unwrap();
+        let ids: Vec<DeviceId> = (1..=3)
+            .map(|zone| builder.add_device(device(zone, 100)).unwrap())
+            .collect();
+        let first = builder.rebalance_at(1_000).unwrap();
+        assert_eq!(
+            (first.placed, first.waiting),
+            (128, 0),
+            "placing is no move"
+        );
+
+        let added = builder.add_device(device(4, 100)).unwrap();
+        let before = parts(&builder);
+        let moved = builder.rebalance_at(2_000).unwrap();
+        let after_add = parts(&builder);
+        let moved_parts: Vec<usize> = (0..before.len())
+            .filter(|&part| before[part] != after_add[part])
+            .collect();
+        assert!(moved.moved > 0 && moved.waiting == 0);
+
+        // A minute later, a new weight: what moved waits, the rest moves.
+        builder.set_weight(added, 400).unwrap();
+        let soon = builder.rebalance_at(2_060).unwrap();
+        let after_reweight = parts(&builder);
+        assert_eq!(soon.waiting, moved_parts.len());
+        assert_eq!(soon.waiting_until, Some(2_000 + 3_600));
+        assert!(soon.moved > 0, "partitions that did not move may");
+        for &part in &moved_parts {
+            assert_eq!(
+                after_add[part], after_reweight[part],
+                "partition {part} moved twice"
+            );
+        }
+
+        // A removed device's replicas move whatever the clock says.
+        builder.remove_device(ids[0]).unwrap();
+        let removal = builder.rebalance_at(2_100).unwrap();
+        assert!(removal.recovered > 0);
+        assert!(builder.ring().is_ok(), "every slot is filled");
+
+        // Once the time has passed, they move again; the builder keeps it all.
+        builder.set_weight(added, 100).unwrap();
+        let reloaded = RingBuilder::from_json(&builder.to_json()).unwrap();
+        assert_eq!(reloaded, builder);
+        let later = builder.rebalance_at(2_100 + 3_600).unwrap();
+        assert_eq!((later.waiting, later.waiting_until), (0, None));
+        assert!(later.moved > 0);
     }
 
     #[test]

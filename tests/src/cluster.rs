@@ -207,6 +207,10 @@ impl Cluster {
             &replicas.to_string(),
             "--cluster-id",
             "e2e",
+            // Tests rebalance again within seconds, after the replicator
+            // moved what the last rebalance asked (`wait_settled`).
+            "--min-part-hours",
+            "0",
         ])?;
         for _ in 0..n_nodes {
             cluster.add_node_to_builder()?;

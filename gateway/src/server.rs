@@ -494,10 +494,18 @@ impl Doors {
         if self.storage_domain.is_none() && !self.directory.has_domains() {
             return Ok((request, false));
         }
+        // HTTP/2 carries the host as the :authority, which hyper puts in
+        // the URI; HTTP/1.1 in the Host header.
         let host = request
             .headers()
             .get(http::header::HOST)
             .and_then(|value| value.to_str().ok())
+            .or_else(|| {
+                request
+                    .uri()
+                    .authority()
+                    .map(|authority| authority.as_str())
+            })
             .and_then(normalize_host);
         let domain = host.as_deref().and_then(|host| {
             self.directory

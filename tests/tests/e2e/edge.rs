@@ -497,6 +497,16 @@ fn custom_domains_map_hosts_to_containers() -> Result<()> {
         response.expect_status(200)?;
         ensure!(response.body == b"GIF89a", "{host}: {response}");
     }
+    // Over HTTP/2 the host is the :authority (curl makes it of Host).
+    let h2 = server.curl(&[
+        "-sS",
+        "--fail",
+        "--http2-prior-knowledge",
+        "-H",
+        "Host: st.example.com",
+        &format!("{}/logo.gif", server.endpoint()),
+    ])?;
+    ensure!(h2.success() && h2.stdout == b"GIF89a", "{h2}");
     let by_account = anonymous(
         &server,
         &format!("/{container}/logo.gif"),

@@ -45,6 +45,20 @@ pub struct ListPage {
     pub next_marker: Option<String>,
 }
 
+impl ListPage {
+    /// The first expiry (`ObjectMeta::delete_at`, Unix seconds) of an object
+    /// on the page: past it the page no longer shows what the store lists.
+    pub fn first_expiry(&self) -> Option<u64> {
+        self.entries
+            .iter()
+            .filter_map(|entry| match entry {
+                ListEntry::Object(info) => info.meta.delete_at,
+                ListEntry::CommonPrefix(_) => None,
+            })
+            .min()
+    }
+}
+
 /// One page of the unfinished multipart uploads of a bucket.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct UploadListQuery {

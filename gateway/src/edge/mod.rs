@@ -141,6 +141,20 @@ fn byte_size<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<u64, D
     }
 }
 
+/// The key of a rendered listing among its bucket's: `kind` (the door and
+/// format) and every query parameter, sorted, each name and value led by its
+/// length. Joined as they came, `prefix=a%26x%3D` would share a key with
+/// `prefix=a&x=`, and an anonymous caller could fill the other's entry.
+pub fn listing_form(kind: &str, params: &[(String, String)]) -> String {
+    let mut sorted: Vec<&(String, String)> = params.iter().collect();
+    sorted.sort();
+    let mut form = kind.to_owned();
+    for (param, value) in sorted {
+        form.push_str(&format!("&{}:{param}{}:{value}", param.len(), value.len()));
+    }
+    form
+}
+
 /// The time left until `at` (Unix seconds, as `X-Delete-At`); zero once past.
 pub(crate) fn until_unix_secs(at: u64) -> Duration {
     let now = std::time::SystemTime::now()
@@ -490,6 +504,17 @@ impl CachedResponse {
             fetched: Instant::now(),
             shows_expiring: None,
         }
+    }
+
+    /// The answer to replay, marked as the cache's (`X-Cache: HIT`, `Age`).
+    pub fn replay(&self) -> crate::wire::Response {
+        let mut response = http::Response::new(full_body(self.body.clone()));
+        *response.status_mut() = self.status;
+        *response.headers_mut() = self.headers.clone();
+        let headers = response.headers_mut();
+        headers.insert("x-cache", http::HeaderValue::from_static("HIT"));
+        headers.insert("age", http::HeaderValue::from(self.age_secs()));
+        response
     }
 
     /// Kept no longer than until `delete_at` (Unix seconds), the first

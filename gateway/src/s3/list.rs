@@ -12,6 +12,7 @@ use super::headers::{iso8601, quoted_etag};
 use super::router::{Query, S3Op};
 use super::xml;
 use super::{Response, S3Door, S3Request, xml_response};
+use crate::edge::CachedResponse;
 
 /// The most entries one page returns, whatever the client asks for.
 const MAX_PAGE: usize = 1000;
@@ -70,6 +71,19 @@ fn page_size(query: &Query, name: &str) -> S3Result<usize> {
 impl S3Door {
     pub(crate) async fn list_objects(&self, request: &S3Request) -> S3Result<Response> {
         let bucket = self.readable_bucket(request, true).await?;
+        // An anonymous listing (of a public bucket) goes through the edge
+        // cache, as a public Swift container's does, under the same
+        // per-bucket generation that any change in the bucket bumps.
+        let public_form = request
+            .credential
+            .is_none()
+            .then(|| crate::edge::listing_form(&format!("s3 {:?}", request.op), &request.query.0));
+        if let Some(form) = &public_form
+            && let Some(cached) = self.edge.listing(&bucket.name, form)
+        {
+            return Ok(cached.replay());
+        }
+        let generation = self.edge.listing_generation(&bucket.name);
         let query = &request.query;
         let encoding = Encoding::from_query(query)?;
         let max_keys = page_size(query, "max-keys")?;
@@ -202,7 +216,21 @@ impl S3Door {
                 }
             }
         }
-        Ok(xml_response(StatusCode::OK, xml.finish()))
+        let body = bytes::Bytes::from(xml.finish());
+        let mut response = xml_response(StatusCode::OK, body.clone());
+        if let Some(form) = public_form {
+            self.edge.keep_listing(
+                &bucket.name,
+                generation,
+                &form,
+                CachedResponse::new(StatusCode::OK, response.headers().clone(), body)
+                    .showing_expiry(page.first_expiry()),
+            );
+            response
+                .headers_mut()
+                .insert("x-cache", http::HeaderValue::from_static("MISS"));
+        }
+        Ok(response)
     }
 
     pub(crate) async fn list_uploads(&self, request: &S3Request) -> S3Result<Response> {

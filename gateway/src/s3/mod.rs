@@ -251,7 +251,7 @@ pub(crate) fn is_health_check(method: &Method, uri: &Uri, headers: &HeaderMap) -
         && !uri.query().is_some_and(|query| query.contains("X-Amz-"))
 }
 
-pub(crate) fn xml_response(status: StatusCode, document: String) -> Response {
+pub(crate) fn xml_response(status: StatusCode, document: impl Into<bytes::Bytes>) -> Response {
     let mut response = http::Response::new(full_body(document));
     *response.status_mut() = status;
     response.headers_mut().insert(

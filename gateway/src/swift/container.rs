@@ -96,24 +96,9 @@ impl SwiftDoor {
         self.authorize(request, bucket.as_deref(), true, Access::List)?;
         let bucket = bucket.ok_or_else(SwiftError::not_found)?;
         let format = listing::format_of(request);
-        // The decoded parameters, each led by its length: joined as they came,
-        // `prefix=a%26x%3D` would share a key with `prefix=a&x=`, and an
-        // anonymous caller could fill the other's entry.
-        let mut form = format!("{format:?}");
-        for (param, value) in &request.query.0 {
-            form.push_str(&format!("&{}:{param}{}:{value}", param.len(), value.len()));
-        }
+        let form = crate::edge::listing_form(&format!("swift {format:?}"), &request.query.0);
         if let Some(cached) = self.edge.listing(name, &form) {
-            let mut response = http::Response::new(full_body(cached.body.clone()));
-            *response.status_mut() = cached.status;
-            *response.headers_mut() = cached.headers.clone();
-            put_header(response.headers_mut(), "x-cache", "HIT");
-            put_header(
-                response.headers_mut(),
-                "age",
-                &cached.age_secs().to_string(),
-            );
-            return Ok(response);
+            return Ok(cached.replay());
         }
         let generation = self.edge.listing_generation(name);
         let usage = self.store.bucket_usage(name).await?;
@@ -160,16 +145,13 @@ impl SwiftDoor {
                 },
             )
             .await?;
-        let mut first_expiry: Option<u64> = None;
+        let first_expiry = page.first_expiry();
         let entries = page
             .entries
             .into_iter()
             .map(|entry| match entry {
                 ListEntry::CommonPrefix(subdir) => ObjectEntry::Subdir { subdir },
                 ListEntry::Object(info) => {
-                    if let Some(at) = info.meta.delete_at {
-                        first_expiry = Some(first_expiry.map_or(at, |first| first.min(at)));
-                    }
                     let view = listed_view(&info);
                     ObjectEntry::Object {
                         name: info.key.clone(),

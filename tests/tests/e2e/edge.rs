@@ -746,11 +746,30 @@ fn s3_public_read_acls_and_policies() -> Result<()> {
     );
     let ranged = anonymous(&server, &object, &[("Range", "bytes=6-11")])?;
     ensure!(ranged.status == 206 && ranged.body == b"public", "{ranged}");
-    let listing = anonymous(&server, &format!("/{bucket}?list-type=2"), &[])?;
+    let list = format!("/{bucket}?list-type=2");
+    let listing = anonymous(&server, &list, &[])?;
     ensure!(
-        listing.status == 200 && listing.body_text().contains("img/logo.gif"),
+        listing.status == 200
+            && listing.body_text().contains("img/logo.gif")
+            && listing.header("x-cache") == Some("MISS"),
         "{listing}"
     );
+    // Anonymous listings are cached like Swift's, and purged by any change.
+    let cached = anonymous(&server, &list, &[])?;
+    ensure!(
+        cached.header("x-cache") == Some("HIT") && cached.body == listing.body,
+        "{cached}"
+    );
+    server.aws_ok(&[
+        "s3api",
+        "put-object",
+        "--bucket",
+        &bucket,
+        "--key",
+        "new.txt",
+    ])?;
+    let changed = anonymous(&server, &list, &[])?;
+    ensure!(changed.body_text().contains("new.txt"), "{changed}");
     let acl = server.aws_json(&["s3api", "get-bucket-acl", "--bucket", &bucket])?;
     ensure!(acl.to_string().contains("AllUsers"), "{acl}");
     // The same bucket is public through the Swift path, through the cache.

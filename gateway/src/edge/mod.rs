@@ -619,11 +619,9 @@ impl EdgeCache {
             .zone
             .iter()
             .map(|zone| {
-                SsdZone::open(&zone.path, zone.max_bytes)
-                    .map(Arc::new)
-                    .map_err(|err| {
-                        anyhow::anyhow!("opening cache zone {}: {err}", zone.path.display())
-                    })
+                SsdZone::open(&zone.path, zone.max_bytes).map_err(|err| {
+                    anyhow::anyhow!("opening cache zone {}: {err}", zone.path.display())
+                })
             })
             .collect::<anyhow::Result<Vec<_>>>()?;
         let metrics = CacheMetrics::default();
@@ -1477,7 +1475,7 @@ impl EdgeCache {
         // and one per SSD zone.
         type PerZone = fn(&SsdZone) -> u64;
         let load = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
-        let families: [(&str, &str, Option<u64>, PerZone); 4] = [
+        let families: [(&str, &str, Option<u64>, PerZone); 5] = [
             (
                 "strata_cache_bytes",
                 "gauge",
@@ -1501,6 +1499,10 @@ impl EdgeCache {
                 None,
                 |zone| zone.bytes_read.load(Ordering::Relaxed),
             ),
+            // 1 once the files of earlier runs are indexed.
+            ("strata_cache_zone_indexed", "gauge", None, |zone| {
+                u64::from(zone.loaded.load(Ordering::Acquire))
+            }),
         ];
         for (name, kind, ram, per_zone) in families {
             out.push_str(&format!("# TYPE {name} {kind}\n"));

@@ -13,7 +13,9 @@
 //! the blocks it covers, yet no damaged byte is ever served. A damaged file
 //! is dropped when a read finds it.
 //!
-//! On start a zone reads each file's header only, to rebuild its index, and
+//! On start a zone reads each file's header only, to rebuild its index, on a
+//! thread of its own while the gateway serves (a copy not indexed yet is a
+//! miss, and one this run cached meanwhile wins over the older file), and
 //! marks every entry for revalidation: while the gateway was away the object
 //! may have changed, so its first hit asks the store for the current ETag.
 //! Eviction (moka, weighed by file size) and purges delete the file.
@@ -91,6 +93,12 @@ pub struct SsdZone {
     /// the blocks read from them that passed their checks.
     pub reads: AtomicU64,
     pub bytes_read: AtomicU64,
+    /// Set once the files found at start are indexed (in the background:
+    /// the gateway serves meanwhile, and a copy not indexed yet is a miss).
+    pub loaded: AtomicBool,
+    /// While the loader runs, the files this run writes (named before they
+    /// are created): never taken for an earlier run's leftovers.
+    written_while_loading: parking_lot::Mutex<Option<std::collections::HashSet<PathBuf>>>,
     /// Room, in KiB, for the files of fills still being written (not yet
     /// in the index, so not in its budget): half the zone's bytes. A fill
     /// that finds no room is answered uncached rather than overfill the
@@ -100,8 +108,37 @@ pub struct SsdZone {
 
 impl SsdZone {
     /// Opens the zone in `dir` (created if missing) and indexes the files
-    /// it already holds.
-    pub fn open(dir: &Path, max_bytes: u64) -> std::io::Result<SsdZone> {
+    /// it already holds on a thread of its own (see `loaded`).
+    pub fn open(dir: &Path, max_bytes: u64) -> std::io::Result<Arc<SsdZone>> {
+        let zone = Arc::new(SsdZone::create(dir, max_bytes)?);
+        let loader = zone.clone();
+        std::thread::Builder::new()
+            .name("cache-zone-load".into())
+            .spawn(move || {
+                match loader.reload() {
+                    Ok(found) => {
+                        tracing::info!(dir = %loader.dir.display(), found, "SSD cache zone indexed")
+                    }
+                    // Left unindexed: its files are evicted as new ones come.
+                    Err(err) => {
+                        tracing::warn!(dir = %loader.dir.display(), error = %err, "SSD cache zone not indexed")
+                    }
+                }
+                loader.finish_loading();
+            })?;
+        Ok(zone)
+    }
+
+    /// Opens the zone and indexes its files before returning.
+    #[cfg(test)]
+    fn open_loaded(dir: &Path, max_bytes: u64) -> std::io::Result<Arc<SsdZone>> {
+        let zone = SsdZone::create(dir, max_bytes)?;
+        zone.reload()?;
+        zone.finish_loading();
+        Ok(Arc::new(zone))
+    }
+
+    fn create(dir: &Path, max_bytes: u64) -> std::io::Result<SsdZone> {
         fs::create_dir_all(dir)?;
         let evictions = Arc::new(AtomicU64::new(0));
         let evicted = evictions.clone();
@@ -129,12 +166,15 @@ impl SsdZone {
             filling_room: Arc::new(tokio::sync::Semaphore::new(room_kib as usize)),
             reads: AtomicU64::new(0),
             bytes_read: AtomicU64::new(0),
+            loaded: AtomicBool::new(false),
+            written_while_loading: parking_lot::Mutex::new(Some(Default::default())),
         };
-        let found = zone.reload()?;
-        tracing::info!(dir = %dir.display(), found, "SSD cache zone opened");
         Ok(zone)
     }
 
+    /// Indexes the files of earlier runs (their headers only) and removes
+    /// their unfinished ones; a key a fill of this run has cached already
+    /// keeps that copy, and the older file goes.
     fn reload(&self) -> std::io::Result<usize> {
         let mut found = 0;
         for shard in fs::read_dir(&self.dir)? {
@@ -144,6 +184,14 @@ impl SsdZone {
             }
             for file in fs::read_dir(&shard)? {
                 let path = file?.path();
+                let this_run = self
+                    .written_while_loading
+                    .lock()
+                    .as_ref()
+                    .is_some_and(|written| written.contains(&path));
+                if this_run {
+                    continue;
+                }
                 if path.extension().is_some_and(|ext| ext == "tmp") {
                     let _ = fs::remove_file(&path);
                     continue;
@@ -151,21 +199,30 @@ impl SsdZone {
                 let header = fs::File::open(&path)
                     .ok()
                     .and_then(|mut file| read_header(&mut file));
-                match header {
-                    Some((header, body_start)) => {
-                        let len = body_start + header.body_len + crcs_len(header.body_len);
-                        let entry = SsdEntry::new(path, len, true);
-                        self.index
-                            .insert((header.bucket, header.key), Arc::new(entry));
-                        found += 1;
-                    }
-                    None => {
-                        let _ = fs::remove_file(&path);
-                    }
+                let Some((header, body_start)) = header else {
+                    let _ = fs::remove_file(&path);
+                    continue;
+                };
+                let len = body_start + header.body_len + crcs_len(header.body_len);
+                let entry = Arc::new(SsdEntry::new(path.clone(), len, true));
+                let kept = self
+                    .index
+                    .entry((header.bucket, header.key))
+                    .or_insert_with(|| entry);
+                if kept.is_fresh() {
+                    found += 1;
+                } else if kept.value().path != path {
+                    let _ = fs::remove_file(&path);
                 }
             }
         }
         Ok(found)
+    }
+
+    /// The loader is done (indexed or not): files are no longer named for it.
+    fn finish_loading(&self) {
+        *self.written_while_loading.lock() = None;
+        self.loaded.store(true, Ordering::Release);
     }
 
     /// The zone's copy of `key`, opened: its header is read and checked,
@@ -264,6 +321,10 @@ impl SsdZone {
         let encoded = serde_json::to_vec(&header).map_err(std::io::Error::other)?;
         let header_len = u32::try_from(encoded.len()).map_err(std::io::Error::other)?;
         let tmp = path.with_extension("tmp");
+        if let Some(written) = self.written_while_loading.lock().as_mut() {
+            written.insert(tmp.clone());
+            written.insert(path.clone());
+        }
         let file = fs::File::options()
             .read(true)
             .write(true)
@@ -553,7 +614,7 @@ mod tests {
     }
 
     fn open(dir: &Path) -> Arc<SsdZone> {
-        Arc::new(SsdZone::open(dir, 64 << 20).unwrap())
+        SsdZone::open_loaded(dir, 64 << 20).unwrap()
     }
 
     fn read(zone: &Arc<SsdZone>, key: &ObjectKey) -> Option<Bytes> {
@@ -606,6 +667,48 @@ mod tests {
         zone.index.run_pending_tasks();
         assert!(!first.exists());
         assert_eq!(&read(&zone, &key).unwrap()[..], b"v2");
+    }
+
+    /// Indexing in the background while fills run: a copy made in this run
+    /// wins over the earlier run's file of the same key, which goes, and
+    /// this run's files (finished or not) are left alone.
+    #[test]
+    fn the_loader_keeps_what_this_run_cached() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = ("b".to_owned(), "k".to_owned());
+        let other = ("b".to_owned(), "other".to_owned());
+        {
+            let zone = open(dir.path());
+            zone.write(&key, &info(3), b"old").unwrap();
+            zone.write(&other, &info(5), b"kept!").unwrap();
+        }
+        let zone = Arc::new(SsdZone::create(dir.path(), 64 << 20).unwrap());
+        let old_file = zone_files(dir.path());
+        zone.write(&key, &info(3), b"new").unwrap();
+        let unfinished = zone.begin_file(&other, &info(5)).unwrap();
+        assert_eq!(
+            zone.reload().unwrap(),
+            1,
+            "only `other` is taken from before"
+        );
+        zone.index.run_pending_tasks();
+        assert_eq!(&read(&zone, &key).unwrap()[..], b"new");
+        assert_eq!(&read(&zone, &other).unwrap()[..], b"kept!");
+        let now = zone_files(dir.path());
+        assert_eq!(now.len(), 2, "the old copy of `key` went: {now:?}");
+        assert!(old_file.iter().filter(|file| now.contains(file)).count() == 1);
+        assert!(unfinished.tmp.exists(), "a fill of this run is not removed");
+    }
+
+    fn zone_files(dir: &Path) -> Vec<PathBuf> {
+        let mut files: Vec<PathBuf> = fs::read_dir(dir)
+            .unwrap()
+            .flat_map(|shard| fs::read_dir(shard.unwrap().path()).unwrap())
+            .map(|file| file.unwrap().path())
+            .filter(|path| path.extension().is_some_and(|ext| ext == "obj"))
+            .collect();
+        files.sort();
+        files
     }
 
     #[test]

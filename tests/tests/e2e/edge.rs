@@ -890,6 +890,17 @@ fn zone_config(cache: &str, zone: &std::path::Path, max_bytes: &str) -> String {
     )
 }
 
+/// Waits for the gateway's SSD zone to have indexed the files it found.
+fn until_zone_indexed(server: &Server) -> Result<()> {
+    for _ in 0..100 {
+        if metric(server, "strata_cache_zone_indexed{zone=\"ssd0\"}")? == 1 {
+            return Ok(());
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    anyhow::bail!("the SSD zone was not indexed within 5 s")
+}
+
 /// The `.obj` files under an SSD zone directory.
 fn zone_files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     let mut files = Vec::new();
@@ -947,8 +958,10 @@ fn ssd_zone_survives_restarts_and_drops_damaged_files() -> Result<()> {
         metric(&server, "strata_cache_zone_bytes_read_total{zone=\"ssd0\"}")? >= big.len() as u64
     );
 
-    // After a restart the zone is indexed again and revalidated, not refetched.
+    // After a restart the zone is indexed again (in the background, while
+    // the gateway serves) and revalidated, not refetched.
     server.restart()?;
+    until_zone_indexed(&server)?;
     let after = anonymous(&server, &big_url, &[])?;
     ensure!(
         after.header("x-cache") == Some("REVALIDATED") && after.body == big,
@@ -961,6 +974,7 @@ fn ssd_zone_survives_restarts_and_drops_damaged_files() -> Result<()> {
 
     // A damaged file is dropped and the object read from the store.
     server.restart()?;
+    until_zone_indexed(&server)?;
     let files = zone_files(zone.path());
     ensure!(files.len() == 1, "{files:?}");
     let mut bytes = std::fs::read(&files[0])?;

@@ -2,7 +2,9 @@
 content follows from n alone, so any reader can check every byte.
 
 usage:
-  cluster_load.py write BUCKET COUNT [FIRST]  PUTs from 8 threads, `ACK n` after each
+  cluster_load.py write BUCKET COUNT [FIRST]  PUTs from 8 threads, `ACK n` after each:
+                                              even n through S3 (boto3), odd n
+                                              through Swift (the root user's token)
   cluster_load.py verify BUCKET COUNT [FIRST] GETs every object, compares every byte
   cluster_load.py delete BUCKET COUNT [FIRST] deletes the objects
   cluster_load.py read-loop BUCKET COUNT STOP reads objects in turn until the file
@@ -20,8 +22,9 @@ import random
 import sys
 import threading
 import time
+import urllib.request
 
-from strata_env import check, client, fail, run
+from strata_env import check, client, endpoint, fail, run
 
 N_THREADS = 8
 # Mostly small objects (just above the 16 KiB kept inline in metadata, so
@@ -39,8 +42,29 @@ def content(n):
     return random.Random(int.from_bytes(seed, "big")).getrandbits(size * 8).to_bytes(size, "little")
 
 
+def swift_login():
+    """The root user's token and storage URL (its Swift key is the root S3
+    secret)."""
+    request = urllib.request.Request(
+        endpoint() + "/auth/v1.0",
+        headers={"X-Auth-User": "admin:admin", "X-Auth-Key": os.environ["AWS_SECRET_ACCESS_KEY"]},
+    )
+    with urllib.request.urlopen(request, timeout=10) as answer:
+        return answer.headers["X-Auth-Token"], answer.headers["X-Storage-Url"]
+
+
+def swift_put(login, container, name, body):
+    token, storage_url = login
+    request = urllib.request.Request(
+        f"{storage_url}/{container}/{name}", data=body, method="PUT", headers={"X-Auth-Token": token}
+    )
+    with urllib.request.urlopen(request, timeout=60) as answer:
+        check(answer.status == 201, f"Swift PUT {name}: {answer.status}")
+
+
 def write(bucket, count, first):
     s3 = client(connect_timeout=5, read_timeout=60)
+    login = swift_login()
     numbers = iter(range(first, first + count))
     lock = threading.Lock()
     failures = []
@@ -52,7 +76,10 @@ def write(bucket, count, first):
             if n is None:
                 return
             try:
-                s3.put_object(Bucket=bucket, Key=key(n), Body=content(n))
+                if n % 2 == 0:
+                    s3.put_object(Bucket=bucket, Key=key(n), Body=content(n))
+                else:
+                    swift_put(login, bucket, key(n), content(n))
             except Exception as error:  # noqa: BLE001 - reported below
                 failures.append(f"PUT {key(n)}: {type(error).__name__}: {error}")
                 return

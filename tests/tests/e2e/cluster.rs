@@ -28,7 +28,8 @@ fn node_loss_during_uploads_repair_and_corruption() -> Result<()> {
     // through both.
     let second = cluster.gateway_over(&server)?;
 
-    // A node dies a tenth of the way into the upload; no write may fail.
+    // A node dies a tenth of the way into the upload (every other object
+    // through S3, the rest through Swift); no write may fail.
     let acked = upload_killing_node(&server, &mut cluster, &bucket, 1, OBJECTS / 10)?;
     ensure!(acked == OBJECTS, "{acked} of {OBJECTS} writes acknowledged");
 

@@ -940,27 +940,23 @@ impl Store {
 
 impl Inner {
     fn referenced_extents(&self) -> Result<std::collections::HashSet<ExtentId>> {
+        // One snapshot for the three scans: an extent moves between them in
+        // one batch (a completed upload's parts become its object's, a
+        // replaced object's go to the deletion queue), and scans of three
+        // moments could each miss it.
+        let snapshot = self.db.snapshot();
         let mut referenced = std::collections::HashSet::new();
-        for item in self
-            .db
-            .iterator_cf(cf(&self.db, CF_OBJECTS)?, IteratorMode::Start)
-        {
+        for item in snapshot.iterator_cf(cf(&self.db, CF_OBJECTS)?, IteratorMode::Start) {
             let (_, value) = item?;
             let info: ObjectInfo = records::decode(&value)?;
             referenced.extend(info.extents.iter().map(|extent| extent.id));
         }
-        for item in self
-            .db
-            .iterator_cf(cf(&self.db, keys::CF_PARTS)?, IteratorMode::Start)
-        {
+        for item in snapshot.iterator_cf(cf(&self.db, keys::CF_PARTS)?, IteratorMode::Start) {
             let (_, value) = item?;
             let part: crate::multipart::PartInfo = records::decode(&value)?;
             referenced.extend(part.extents.iter().map(|extent| extent.id));
         }
-        for item in self
-            .db
-            .iterator_cf(cf(&self.db, CF_GC)?, IteratorMode::Start)
-        {
+        for item in snapshot.iterator_cf(cf(&self.db, CF_GC)?, IteratorMode::Start) {
             let (key, _) = item?;
             if let Some(id) = key
                 .get(8..24)

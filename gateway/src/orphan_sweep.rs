@@ -63,8 +63,21 @@ pub async fn service_id(store: &Store) -> anyhow::Result<String> {
 const CLAIM_WAIT_AT_START: Duration = Duration::from_secs(2);
 
 /// Claims the ring's nodes for `service`. Fails when one serves another
-/// service; a node that does not answer is claimed later, by the sweep.
+/// service, before claiming any: a gateway that stops here leaves the nodes
+/// no one claimed free for the service they belong to. A node that does not
+/// answer is claimed later, by the sweep.
 pub async fn claim_nodes(pool: &RingPool, service: &str) -> anyhow::Result<()> {
+    for (node, owner) in pool.node_owners(CLAIM_WAIT_AT_START).await {
+        if let Ok(Some(owner)) = owner
+            && owner != service
+        {
+            anyhow::bail!(
+                "storage node {node} serves another metadata service, {owner} \
+                 (this gateway's is {service}; a gateway of a cluster names the \
+                 cluster's one metadata service with --metadata)"
+            );
+        }
+    }
     for (node, err) in pool.claim_nodes(service, CLAIM_WAIT_AT_START).await {
         if let NodeError::Refused {
             status: StatusCode::CONFLICT,
@@ -84,8 +97,8 @@ pub async fn claim_nodes(pool: &RingPool, service: &str) -> anyhow::Result<()> {
 }
 
 /// Deletes, every quarter of `orphan_age` (at most every 6 hours), the
-/// extents older than `orphan_age` that no record names, while every node
-/// that answers serves `service`.
+/// extents older than `orphan_age` that no record names, when every node of
+/// the ring took `service`'s claim.
 pub fn spawn_sweeper(records: Records, pool: RingPool, service: String, orphan_age: Duration) {
     let interval = (orphan_age / 4).clamp(Duration::from_secs(1), MAX_SWEEP_INTERVAL);
     tokio::spawn(async move {
@@ -106,16 +119,18 @@ pub fn spawn_sweeper(records: Records, pool: RingPool, service: String, orphan_a
                     None => return,
                 },
             };
-            // A node that refused the claim (another service's, or one that
-            // does not know claims) may hold extents this service's records
-            // do not name: nothing is swept until every node that answers
-            // took it. One that does not answer is not listed either.
+            // A node that did not take the claim (another service's, one
+            // that does not know claims, or one that did not answer and may
+            // answer the listing) may hold extents this service's records do
+            // not name: nothing is swept until every node of the ring took it.
             let refused = pool.claim_nodes(&service, NODE_WAIT_IN_SWEEP).await;
-            if let Some((node, err)) = refused
-                .iter()
-                .find(|(_, err)| matches!(err, NodeError::Refused { .. }))
-            {
-                tracing::error!(%node, error = %err, "orphan sweep skipped: a node did not take this metadata service's claim");
+            if let Some((node, err)) = refused.first() {
+                match err {
+                    NodeError::Refused { .. } => tracing::error!(%node, error = %err,
+                        "orphan sweep skipped: a node refused this metadata service's claim"),
+                    _ => tracing::info!(%node, error = %err,
+                        "orphan sweep put off: a node did not take the claim"),
+                }
                 continue;
             }
             let older_than = SystemTime::now()

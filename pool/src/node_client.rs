@@ -314,6 +314,18 @@ impl NodeClient {
         }
     }
 
+    /// The metadata service that claimed the node, if one did.
+    pub async fn owner(&self, node: &str) -> Result<Option<String>, NodeError> {
+        let (status, body) = self
+            .send(node, Method::GET, "/v1/owner", Bytes::new(), 4096)
+            .await?;
+        match status {
+            StatusCode::OK => Ok(Some(String::from_utf8_lossy(&body).trim().to_owned())),
+            StatusCode::NOT_FOUND => Ok(None),
+            _ => Err(Self::refused(node, status, &body)),
+        }
+    }
+
     /// Claims a node for the metadata service `service` (`NodeError::Refused`
     /// with 409 when another service holds it).
     pub async fn claim(&self, node: &str, service: &str) -> Result<(), NodeError> {

@@ -290,28 +290,58 @@ impl RingPool {
         refused
     }
 
+    /// The metadata service each node of the ring serves (`None`: none
+    /// claimed it yet), or why it did not say within `wait`.
+    pub async fn node_owners(
+        &self,
+        wait: Duration,
+    ) -> Vec<(String, Result<Option<String>, NodeError>)> {
+        self.ask_every_node(
+            wait,
+            |client, node| async move { client.owner(&node).await },
+        )
+        .await
+    }
+
+    /// `ask` of every node of the ring at once; a node silent for `wait` is
+    /// reported unavailable.
+    async fn ask_every_node<'a, T, Asked>(
+        &'a self,
+        wait: Duration,
+        ask: impl Fn(&'a NodeClient, String) -> Asked,
+    ) -> Vec<(String, Result<T, NodeError>)>
+    where
+        Asked: std::future::Future<Output = Result<T, NodeError>> + 'a,
+    {
+        let asks = nodes_of(&self.ring()).into_iter().map(|node| {
+            let asked = ask(&self.inner.client, node.clone());
+            async move {
+                let result = match tokio::time::timeout(wait, asked).await {
+                    Ok(result) => result,
+                    Err(_) => Err(NodeError::Unavailable {
+                        node: node.clone(),
+                        detail: format!("no answer within {wait:?}"),
+                        reached: true,
+                    }),
+                };
+                (node, result)
+            }
+        });
+        futures::future::join_all(asks).await
+    }
+
     /// Claims every node of the ring for the metadata service `service`
     /// (see `strata node`'s `/v1/owner`); the nodes that did not take the
     /// claim, and why: `NodeError::Refused` with 409 for a node another
     /// service holds. A node silent for `wait` is reported unavailable.
     pub async fn claim_nodes(&self, service: &str, wait: Duration) -> Vec<(String, NodeError)> {
-        let client = &self.inner.client;
-        let claims = nodes_of(&self.ring()).into_iter().map(|node| async move {
-            let result = match tokio::time::timeout(wait, client.claim(&node, service)).await {
-                Ok(result) => result,
-                Err(_) => Err(NodeError::Unavailable {
-                    node: node.clone(),
-                    detail: format!("no answer within {wait:?}"),
-                    reached: true,
-                }),
-            };
-            (node, result)
-        });
-        futures::future::join_all(claims)
-            .await
-            .into_iter()
-            .filter_map(|(node, result)| result.err().map(|err| (node, err)))
-            .collect()
+        self.ask_every_node(wait, |client, node| async move {
+            client.claim(&node, service).await
+        })
+        .await
+        .into_iter()
+        .filter_map(|(node, result)| result.err().map(|err| (node, err)))
+        .collect()
     }
 
     /// Passes over `node` until it answers a probe again; `down` when a

@@ -389,6 +389,15 @@ impl Node {
                     Err(err) => reply(StatusCode::CONFLICT, format!("{err:#}\n")),
                 }
             }
+            (&Method::GET, ["v1", "owner"]) => match fs::read_to_string(self.data.join(OWNER_FILE))
+            {
+                Ok(owner) => reply(StatusCode::OK, owner.trim().to_owned()),
+                Err(err) if err.kind() == io::ErrorKind::NotFound => reply(
+                    StatusCode::NOT_FOUND,
+                    "no metadata service claimed this node\n",
+                ),
+                Err(err) => reply(StatusCode::INTERNAL_SERVER_ERROR, format!("{err}\n")),
+            },
             (&Method::PUT, ["v1", "owner"]) => {
                 let body = match read_body(request, 1024).await {
                     Ok(body) => body,

@@ -516,7 +516,7 @@ fn a_node_back_with_an_old_copy() -> Result<()> {
 #[test]
 fn extents_no_record_names_are_swept() -> Result<()> {
     let cluster = Cluster::start(3, 4, 2)?;
-    let service = cluster.gateway_with_config("[cluster]\norphan_age_secs = 2\n")?;
+    let service = cluster.gateway_with_config("[cluster]\norphan_age_secs = 5\n")?;
     let container = unique_bucket("orphans");
     let base = format!("/v1/AUTH_admin/{container}");
     service

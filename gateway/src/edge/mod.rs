@@ -142,14 +142,13 @@ fn byte_size<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<u64, D
 }
 
 /// The key of a rendered listing among its bucket's: `kind` (the door and
-/// format) and every query parameter, sorted, each name and value led by its
-/// length. Joined as they came, `prefix=a%26x%3D` would share a key with
-/// `prefix=a&x=`, and an anonymous caller could fill the other's entry.
+/// format) and every query parameter in the order sent (a repeated one is
+/// read at its first), each name and value led by its length. Joined as they
+/// came, `prefix=a%26x%3D` would share a key with `prefix=a&x=`, and an
+/// anonymous caller could fill the other's entry.
 pub fn listing_form(kind: &str, params: &[(String, String)]) -> String {
-    let mut sorted: Vec<&(String, String)> = params.iter().collect();
-    sorted.sort();
     let mut form = kind.to_owned();
-    for (param, value) in sorted {
+    for (param, value) in params {
         form.push_str(&format!("&{}:{param}{}:{value}", param.len(), value.len()));
     }
     form
@@ -479,8 +478,15 @@ impl CachedObject {
         self.fetched.lock().elapsed().as_secs()
     }
 
+    /// Within its max-age, and never past the object's expiry, however
+    /// recently revalidated (`max_age` was capped when the copy was made).
     fn is_fresh(&self) -> bool {
         self.fetched.lock().elapsed() < self.max_age
+            && self
+                .info
+                .meta
+                .delete_at
+                .is_none_or(|at| !until_unix_secs(at).is_zero())
     }
 }
 
@@ -920,15 +926,18 @@ impl EdgeCache {
                             || copy.entry.confirmed_at().elapsed() >= max_age =>
                     {
                         outcome = CacheOutcome::Revalidated;
-                        let current =
-                            store
-                                .head_object(bucket, key)
-                                .await
-                                .ok()
-                                .is_some_and(|now| {
-                                    now.etag == info.etag
-                                        && now.last_modified_ms == info.last_modified_ms
-                                });
+                        use strata_store::StoreError::{NoSuchBucket, NoSuchKey};
+                        let current = match store.head_object(bucket, key).await {
+                            Ok(now) => {
+                                now.etag == info.etag
+                                    && now.last_modified_ms == info.last_modified_ms
+                            }
+                            Err(NoSuchKey | NoSuchBucket) => false,
+                            // The store did not say (an outage): the copy is
+                            // kept for when it does, and the caller reads
+                            // the store itself.
+                            Err(_) => return None,
+                        };
                         if current {
                             SsdZone::confirm(&copy.entry);
                             self.metrics.revalidations.fetch_add(1, Ordering::Relaxed);

@@ -119,7 +119,8 @@ impl SsdZone {
                     Ok(found) => {
                         tracing::info!(dir = %loader.dir.display(), found, "SSD cache zone indexed")
                     }
-                    // Left unindexed: its files are evicted as new ones come.
+                    // The zone's directory could not be read: its files stay
+                    // out of the index (and of its budget); fills go on.
                     Err(err) => {
                         tracing::warn!(dir = %loader.dir.display(), error = %err, "SSD cache zone not indexed")
                     }
@@ -177,13 +178,22 @@ impl SsdZone {
     /// keeps that copy, and the older file goes.
     fn reload(&self) -> std::io::Result<usize> {
         let mut found = 0;
-        for shard in fs::read_dir(&self.dir)? {
-            let shard = shard?.path();
+        // An entry that cannot be read is passed over, not the rest: what is
+        // not indexed is not in the zone's budget either.
+        for shard in fs::read_dir(&self.dir)?.flatten() {
+            let shard = shard.path();
             if !shard.is_dir() {
                 continue;
             }
-            for file in fs::read_dir(&shard)? {
-                let path = file?.path();
+            let files = match fs::read_dir(&shard) {
+                Ok(files) => files,
+                Err(err) => {
+                    tracing::warn!(dir = %shard.display(), error = %err, "cache zone directory unreadable");
+                    continue;
+                }
+            };
+            for file in files.flatten() {
+                let path = file.path();
                 let this_run = self
                     .written_while_loading
                     .lock()

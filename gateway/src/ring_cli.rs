@@ -166,7 +166,7 @@ pub fn run(command: RingCommand) -> anyhow::Result<()> {
                     state.min_part_seconds() / 3600
                 );
             }
-            if report.held_back > 0 {
+            if report.held_back > 0 && report.waiting == 0 {
                 println!("rebalance again once the moved data has been copied");
             }
         }

@@ -8,8 +8,10 @@ use crate::hash::{cluster_seed, mix, rank};
 use crate::quota::{Targets, ZoneSpread, targets};
 use crate::{Device, DeviceId, DeviceSpec, MAX_PART_POWER, MAX_REPLICAS, Ring, RingError, ZoneKey};
 
-/// Format of [`RingBuilder::to_json`]; bumped when the layout changes incompatibly.
-const BUILDER_FORMAT: u32 = 1;
+/// Format of [`RingBuilder::to_json`]; bumped when the layout changes in a way
+/// older binaries must not read (2: partition move times, which a format-1
+/// binary would drop on its next save). Format 1 is still read.
+const BUILDER_FORMAT: u32 = 2;
 
 /// The editable state of a ring: its devices and which device holds each replica of
 /// each partition. Operators change devices, then [`rebalance`](Self::rebalance),
@@ -319,13 +321,16 @@ impl RingBuilder {
 
     /// A builder saved by [`to_json`](Self::to_json), checked for consistency.
     pub fn from_json(text: &str) -> Result<RingBuilder, RingError> {
-        let builder: RingBuilder =
+        let mut builder: RingBuilder =
             serde_json::from_str(text).map_err(|e| RingError::DamagedBuilder(e.to_string()))?;
-        if builder.format != BUILDER_FORMAT {
-            return Err(RingError::DamagedBuilder(format!(
-                "format {} is not supported",
-                builder.format
-            )));
+        match builder.format {
+            BUILDER_FORMAT => {}
+            1 => builder.format = BUILDER_FORMAT,
+            other => {
+                return Err(RingError::DamagedBuilder(format!(
+                    "format {other} is not supported"
+                )));
+            }
         }
         check_shape(&builder.cluster_id, builder.part_power, builder.replicas)?;
         for (index, device) in builder.devices.iter().enumerate() {
@@ -1042,10 +1047,20 @@ mod tests {
             RingBuilder::from_json(&stranger),
             Err(RingError::DamagedBuilder(_))
         ));
-        let format = json.replacen("\"format\":1", "\"format\":9", 1);
+        let format = json.replacen("\"format\":2", "\"format\":9", 1);
         assert!(matches!(
             RingBuilder::from_json(&format),
             Err(RingError::DamagedBuilder(_))
         ));
+        // A builder saved in format 1 (no move times) reads as today's, with
+        // the default min part hours.
+        let mut old: serde_json::Value = serde_json::from_str(&json).expect("json");
+        let fields = old.as_object_mut().expect("object");
+        fields.remove("min_part_seconds");
+        fields.remove("moved_at");
+        fields.insert("format".into(), serde_json::json!(1));
+        let read = RingBuilder::from_json(&old.to_string()).expect("format 1");
+        assert_eq!(read, builder);
+        assert_eq!(read.min_part_seconds(), 3600);
     }
 }

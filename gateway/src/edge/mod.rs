@@ -210,27 +210,64 @@ pub struct CachedObject {
     /// Where the bytes come from when they are not in `body` (which is
     /// empty then): never set on a copy the cache keeps.
     streamed: Option<Streamed>,
+    /// The zone the answer's bytes are counted to (`/metrics`).
+    source: Source,
+}
+
+/// Where an answer's bytes were found: the RAM zone, an SSD zone, or the
+/// store (a fill, streamed as it arrives).
+enum Source {
+    Ram,
+    Zone(Arc<SsdZone>),
+    Store,
+}
+
+impl std::fmt::Debug for Source {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Source::Ram => f.write_str("Ram"),
+            Source::Zone(zone) => write!(f, "Zone({})", zone.dir().display()),
+            Source::Store => f.write_str("Store"),
+        }
+    }
 }
 
 impl CachedObject {
+    fn new(
+        info: ObjectInfo,
+        body: Bytes,
+        (max_age, fetched): (Duration, Instant),
+        resync: u64,
+        source: Source,
+    ) -> CachedObject {
+        CachedObject {
+            info,
+            body,
+            fetched: Mutex::new(fetched),
+            max_age,
+            resync: AtomicU64::new(resync),
+            rendered: Default::default(),
+            streamed: None,
+            source,
+        }
+    }
+
     /// An answer whose bytes stream from `source`, for the requests that
     /// share it (never kept in the cache); fresh for `max_age` from
     /// `fetched`.
     fn streamed(
         info: ObjectInfo,
-        (max_age, fetched): (Duration, Instant),
+        freshness: (Duration, Instant),
         resync: u64,
-        source: Streamed,
+        streamed: Streamed,
     ) -> Arc<CachedObject> {
-        Arc::new(CachedObject {
-            info,
-            body: Bytes::new(),
-            fetched: Mutex::new(fetched),
-            max_age,
-            resync: AtomicU64::new(resync),
-            rendered: Default::default(),
-            streamed: Some(source),
-        })
+        let source = match &streamed {
+            Streamed::Fill(_) => Source::Store,
+            Streamed::Ssd(copy) => Source::Zone(copy.zone().clone()),
+        };
+        let mut answer = CachedObject::new(info, Bytes::new(), freshness, resync, source);
+        answer.streamed = Some(streamed);
+        Arc::new(answer)
     }
 }
 
@@ -566,7 +603,10 @@ pub struct CacheMetrics {
     /// Misses answered from the store uncached: the fill budget was spent.
     pub fills_refused: AtomicU64,
     pub purges: AtomicU64,
+    /// Bytes answered from the RAM zone (per SSD zone: `SsdZone::bytes_served`).
     pub bytes_served: AtomicU64,
+    /// Bytes answered as a fill brought them from the store.
+    pub bytes_served_from_store: AtomicU64,
     /// Objects brought back from an SSD zone instead of the store; a copy
     /// too large to bring back whole counts once per answer streamed from
     /// it (once its first block proved intact).
@@ -914,6 +954,7 @@ impl EdgeCache {
                 .ok()
                 .flatten();
             if let Some(copy) = found {
+                let zone = copy.zone().clone();
                 let info = copy.info().clone();
                 let max_age = self.cacheable_for(&info);
                 let mut outcome = CacheOutcome::Hit;
@@ -971,14 +1012,23 @@ impl EdgeCache {
                         .and_then(Result::ok);
                     if let Some(body) = whole {
                         self.metrics.ssd_hits.fetch_add(1, Ordering::Relaxed);
-                        let cached = self.keep(
+                        let kept = self.keep(
                             cache_key.clone(),
                             info,
                             body,
                             (max_age, fetched),
                             (epoch, resync),
                         );
-                        return Some((cached, outcome));
+                        // This answer's bytes are the zone's; later hits
+                        // on the kept copy are the RAM zone's.
+                        let answer = CachedObject::new(
+                            kept.info.clone(),
+                            kept.body.clone(),
+                            (max_age, fetched),
+                            resync,
+                            Source::Zone(zone.clone()),
+                        );
+                        return Some((Arc::new(answer), outcome));
                     }
                 } else if let Some(zone) = self.zone_of(bucket, key) {
                     zone.purge(&cache_key);
@@ -1295,18 +1345,16 @@ impl EdgeCache {
         cache_key: ObjectKey,
         info: ObjectInfo,
         body: Bytes,
-        (max_age, fetched): (Duration, Instant),
+        freshness: (Duration, Instant),
         (epoch, resync): (u64, u64),
     ) -> Arc<CachedObject> {
-        let cached = Arc::new(CachedObject {
+        let cached = Arc::new(CachedObject::new(
             info,
             body,
-            fetched: Mutex::new(fetched),
-            max_age,
-            resync: AtomicU64::new(resync),
-            rendered: Default::default(),
-            streamed: None,
-        });
+            freshness,
+            resync,
+            Source::Ram,
+        ));
         if cached.body.len() as u64 <= self.config.ram_max_object_bytes {
             let stripe = self.epoch_index(&cache_key.0, &cache_key.1);
             let _keeping = self.stripe_locks[stripe].lock();
@@ -1450,9 +1498,12 @@ impl EdgeCache {
                 streamed_body(blocks)
             }
         };
-        self.metrics
-            .bytes_served
-            .fetch_add(range.end - range.start, Ordering::Relaxed);
+        let served = match &cached.source {
+            Source::Ram => &self.metrics.bytes_served,
+            Source::Zone(zone) => &zone.bytes_served,
+            Source::Store => &self.metrics.bytes_served_from_store,
+        };
+        served.fetch_add(range.end - range.start, Ordering::Relaxed);
         Some(body)
     }
 
@@ -1467,7 +1518,6 @@ impl EdgeCache {
             ("strata_cache_fill_failures_total", &m.fill_failures),
             ("strata_cache_fills_refused_total", &m.fills_refused),
             ("strata_cache_purges_total", &m.purges),
-            ("strata_cache_bytes_served_total", &m.bytes_served),
         ];
         let mut out = String::new();
         for (name, value) in counters {
@@ -1484,7 +1534,15 @@ impl EdgeCache {
         // and one per SSD zone.
         type PerZone = fn(&SsdZone) -> u64;
         let load = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
-        let families: [(&str, &str, Option<u64>, PerZone); 5] = [
+        let families: [(&str, &str, Option<u64>, PerZone); 6] = [
+            // The bytes of answers, by the zone they came from (and below,
+            // those streamed from the store as a fill brought them).
+            (
+                "strata_cache_bytes_served_total",
+                "counter",
+                Some(load(&m.bytes_served)),
+                |zone| zone.bytes_served.load(Ordering::Relaxed),
+            ),
             (
                 "strata_cache_bytes",
                 "gauge",
@@ -1497,8 +1555,7 @@ impl EdgeCache {
                 Some(load(&m.ram_evictions)),
                 |zone| zone.evictions.load(Ordering::Relaxed),
             ),
-            // Copies read back from each SSD zone and their bytes (what the
-            // RAM zone then serves is in strata_cache_bytes_served_total).
+            // Copies read back from each SSD zone and their bytes.
             ("strata_cache_zone_reads_total", "counter", None, |zone| {
                 zone.reads.load(Ordering::Relaxed)
             }),
@@ -1520,6 +1577,12 @@ impl EdgeCache {
             }
             for (n, zone) in self.zones.iter().enumerate() {
                 out.push_str(&format!("{name}{{zone=\"ssd{n}\"}} {}\n", per_zone(zone)));
+            }
+            if name == "strata_cache_bytes_served_total" {
+                out.push_str(&format!(
+                    "{name}{{zone=\"store\"}} {}\n",
+                    load(&m.bytes_served_from_store)
+                ));
             }
         }
         out

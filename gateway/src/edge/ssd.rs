@@ -93,6 +93,8 @@ pub struct SsdZone {
     /// the blocks read from them that passed their checks.
     pub reads: AtomicU64,
     pub bytes_read: AtomicU64,
+    /// Bytes of the answers made from this zone's copies.
+    pub bytes_served: AtomicU64,
     /// Set once the files found at start are indexed (in the background:
     /// the gateway serves meanwhile, and a copy not indexed yet is a miss).
     pub loaded: AtomicBool,
@@ -167,6 +169,7 @@ impl SsdZone {
             filling_room: Arc::new(tokio::sync::Semaphore::new(room_kib as usize)),
             reads: AtomicU64::new(0),
             bytes_read: AtomicU64::new(0),
+            bytes_served: AtomicU64::new(0),
             loaded: AtomicBool::new(false),
             written_while_loading: parking_lot::Mutex::new(Some(Default::default())),
         };
@@ -227,6 +230,11 @@ impl SsdZone {
             }
         }
         Ok(found)
+    }
+
+    /// The zone's directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
     }
 
     /// The loader is done (indexed or not): files are no longer named for it.
@@ -458,6 +466,11 @@ impl std::fmt::Debug for SsdCopy {
 }
 
 impl SsdCopy {
+    /// The zone the copy is in.
+    pub fn zone(&self) -> &Arc<SsdZone> {
+        &self.zone
+    }
+
     /// The object's record as it was cached.
     pub fn info(&self) -> &ObjectInfo {
         &self.header.info

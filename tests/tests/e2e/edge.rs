@@ -956,6 +956,17 @@ fn ssd_zone_survives_restarts_and_drops_damaged_files() -> Result<()> {
     ensure!(
         metric(&server, "strata_cache_zone_bytes_read_total{zone=\"ssd0\"}")? >= big.len() as u64
     );
+    // Bytes served are counted to the zone they came from: the miss's to the
+    // store, the hit's to the SSD zone, none to RAM (the copy is too large).
+    let served = |zone: &str| {
+        metric(
+            &server,
+            &format!("strata_cache_bytes_served_total{{zone=\"{zone}\"}}"),
+        )
+    };
+    ensure!(served("store")? >= big.len() as u64, "store bytes");
+    ensure!(served("ssd0")? >= big.len() as u64, "SSD zone bytes");
+    ensure!(served("ram")? == 0, "RAM bytes");
 
     // After a restart the zone is indexed again (in the background, while
     // the gateway serves) and revalidated, not refetched.

@@ -245,33 +245,39 @@ async fn ask_leader(
 }
 
 pub fn status(args: StatusArgs) -> anyhow::Result<()> {
-    let ring = load_ring(&args.ring)?;
+    let mut ring = load_ring(&args.ring)?;
     let client = NodeClient::new(
         load_secret(&args.cluster_secret_file)?,
         Duration::from_secs(5),
     );
-    let mut nodes: Vec<String> = ring.devices().map(|device| device.node.clone()).collect();
-    nodes.sort();
-    nodes.dedup();
-    // All nodes at once: a node cut off costs one timeout, not one each.
-    let ask = |node: String| {
-        let client = &client;
-        async move {
-            match client.status(&node).await {
-                Ok(status) => NodeReport {
-                    node,
-                    status: Some(status),
-                    error: None,
-                },
-                Err(err) => NodeReport {
-                    node,
-                    status: None,
-                    error: Some(err.to_string()),
-                },
-            }
+    let runtime = runtime()?;
+    let mut reports = runtime.block_on(node_reports(&client, &ring));
+    // The nodes pass newer rings on to each other: a ring file not copied
+    // since a rebalance would judge the cluster by an old ring (and miss
+    // new nodes). The newest ring a node runs is the cluster's.
+    let newest = reports
+        .iter()
+        .filter_map(|report| Some((report.status.as_ref()?.ring_version?, &report.node)))
+        .max();
+    if let Some((version, node)) = newest
+        && version > ring.version()
+    {
+        let newer = runtime
+            .block_on(client.ring(node))?
+            .map(|bytes| Ring::from_bytes(&bytes))
+            .transpose()?
+            .filter(|newer| newer.cluster_id() == ring.cluster_id());
+        if let Some(newer) = newer {
+            eprintln!(
+                "the nodes run ring version {} ({} has {}): shown against it",
+                newer.version(),
+                args.ring.display(),
+                ring.version()
+            );
+            ring = newer;
+            reports = runtime.block_on(node_reports(&client, &ring));
         }
-    };
-    let reports = runtime()?.block_on(futures::future::join_all(nodes.into_iter().map(ask)));
+    }
     let settled = reports.iter().all(|report| {
         report
             .status
@@ -298,6 +304,29 @@ pub fn status(args: StatusArgs) -> anyhow::Result<()> {
         print!("{}", table(&ring, &report));
     }
     Ok(())
+}
+
+/// Every node of `ring` asked for its status at once: a node cut off costs
+/// one timeout, not one each.
+async fn node_reports(client: &NodeClient, ring: &Ring) -> Vec<NodeReport> {
+    let mut nodes: Vec<String> = ring.devices().map(|device| device.node.clone()).collect();
+    nodes.sort();
+    nodes.dedup();
+    let ask = |node: String| async move {
+        match client.status(&node).await {
+            Ok(status) => NodeReport {
+                node,
+                status: Some(status),
+                error: None,
+            },
+            Err(err) => NodeReport {
+                node,
+                status: None,
+                error: Some(err.to_string()),
+            },
+        }
+    };
+    futures::future::join_all(nodes.into_iter().map(ask)).await
 }
 
 fn table(ring: &Ring, report: &ClusterReport) -> String {

@@ -397,6 +397,22 @@ fn a_new_ring_reaches_every_gateway_through_the_metadata() -> Result<()> {
     second.python_ok("cluster_load.py", &["write", &bucket, "50"])?;
     first.python_ok("cluster_load.py", &["verify", &bucket, "50"])?;
 
+    // `strata status` with the old file shows the cluster by the nodes' ring.
+    let status = cluster
+        .strata_ok(&[
+            "status",
+            "--json",
+            "--ring",
+            utf8(&old_ring)?,
+            "--cluster-secret-file",
+            &cluster.secret(),
+        ])?
+        .json()?;
+    ensure!(
+        status["ring_version"] == after && status["nodes"] == 4,
+        "status with an old ring file:\n{status:#}"
+    );
+
     // Restarted with its old ring file, it starts with the cluster's.
     second.restart()?;
     ensure!(

@@ -41,6 +41,15 @@ use std::fmt;
 use async_trait::async_trait;
 use bytes::Bytes;
 
+/// A mutex's guard, poisoned or not: every lock of this crate guards state
+/// that is whole between two statements, so a panic elsewhere leaves nothing
+/// half-done to refuse.
+pub(crate) fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
 pub use local::{LocalPool, LocalPoolConfig};
 pub use node_client::{NodeClient, NodeError};
 pub use ring_pool::{RingPool, RingPoolConfig, RingPoolStats};

@@ -11,6 +11,7 @@ use bytes::Bytes;
 use futures::stream::{FuturesUnordered, StreamExt as _};
 use strata_ring::{Partition, Ring};
 
+use crate::lock;
 use crate::node_client::{NodeClient, NodeError};
 use crate::wire::ClusterSecret;
 use crate::{ExtentId, MAX_EXTENT_LEN, Pool, PoolError, Result};
@@ -177,21 +178,11 @@ impl RingPool {
             "# TYPE strata_pool_ring_version gauge\nstrata_pool_ring_version {}\n",
             self.ring().version()
         ));
-        let passed_over = self
-            .inner
-            .suspects
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .len();
+        let passed_over = lock(&self.inner.suspects).len();
         out.push_str(&format!(
             "# TYPE strata_pool_nodes_passed_over gauge\nstrata_pool_nodes_passed_over {passed_over}\n"
         ));
-        let health = self
-            .inner
-            .health
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .clone();
+        let health = lock(&self.inner.health).clone();
         if let Some(health) = health {
             out.push_str(&format!(
                 "# TYPE strata_cluster_nodes gauge\n\
@@ -255,10 +246,7 @@ impl RingPool {
                     }
                 }
             }
-            *inner
-                .health
-                .lock()
-                .unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(health);
+            *lock(&inner.health) = Some(health);
         }
     }
 
@@ -348,11 +336,7 @@ impl RingPool {
     /// request to it failed, not only took long.
     fn suspect(&self, node: &str, down: bool) {
         let newly = {
-            let mut suspects = self
-                .inner
-                .suspects
-                .lock()
-                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            let mut suspects = lock(&self.inner.suspects);
             let newly = !suspects.contains_key(node);
             *suspects.entry(node.to_owned()).or_insert(down) |= down;
             newly
@@ -366,18 +350,11 @@ impl RingPool {
     }
 
     fn is_suspect(&self, node: &str) -> bool {
-        self.inner
-            .suspects
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .contains_key(node)
+        lock(&self.inner.suspects).contains_key(node)
     }
 
     fn is_down(&self, node: &str) -> bool {
-        self.inner
-            .suspects
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        lock(&self.inner.suspects)
             .get(node)
             .copied()
             .unwrap_or(false)
@@ -394,11 +371,7 @@ impl RingPool {
     /// from a node that served it. In the background: the reader has its bytes.
     fn repair(&self, id: ExtentId, source: String, targets: Vec<String>) {
         {
-            let mut repairs = self
-                .inner
-                .repairs
-                .lock()
-                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            let mut repairs = lock(&self.inner.repairs);
             if repairs.len() >= MAX_REPAIRS || !repairs.insert(id) {
                 return;
             }
@@ -406,11 +379,7 @@ impl RingPool {
         let pool = self.clone();
         tokio::spawn(async move {
             pool.repair_now(id, &source, targets).await;
-            pool.inner
-                .repairs
-                .lock()
-                .unwrap_or_else(|poisoned| poisoned.into_inner())
-                .remove(&id);
+            lock(&pool.inner.repairs).remove(&id);
         });
     }
 
@@ -455,10 +424,7 @@ async fn probe_until_answers(pool: Weak<Inner>, node: String) {
                 probe.ping(&node).await,
                 Ok(()) | Err(NodeError::Refused { .. })
             );
-        let mut suspects = inner
-            .suspects
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut suspects = lock(&inner.suspects);
         if answered {
             suspects.remove(&node);
             if in_ring {

@@ -11,7 +11,7 @@ use std::fs;
 use std::io;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -23,6 +23,7 @@ use hyper_util::server::conn::auto;
 use strata_ring::Ring;
 use tokio::net::TcpListener;
 
+use crate::lock;
 use crate::node_client::NodeClient;
 use crate::wire::{self, ClusterSecret, Digests, NodeStatus, ReplicationStatus};
 use crate::{ExtentId, LocalPool, LocalPoolConfig, MAX_EXTENT_LEN, Pool, PoolError};
@@ -74,12 +75,6 @@ pub(crate) struct Node {
     ring_install: Mutex<()>,
     index: Mutex<Index>,
     status: Mutex<ReplicationStatus>,
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 const RING_FILE: &str = "ring";

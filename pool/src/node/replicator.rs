@@ -23,7 +23,8 @@ use futures::stream::{self, StreamExt as _};
 use rand::seq::SliceRandom as _;
 use strata_ring::Ring;
 
-use super::{Node, lock};
+use super::Node;
+use crate::lock;
 use crate::node_client::NodeError;
 use crate::ring_pool::primary_nodes;
 use crate::wire::{self, Digests, PartitionListing};

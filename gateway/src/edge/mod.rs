@@ -147,19 +147,36 @@ fn byte_size<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<u64, D
 /// came, `prefix=a%26x%3D` would share a key with `prefix=a&x=`, and an
 /// anonymous caller could fill the other's entry.
 pub fn listing_form(kind: &str, params: &[(String, String)]) -> String {
+    use std::fmt::Write as _;
     let mut form = kind.to_owned();
     for (param, value) in params {
-        form.push_str(&format!("&{}:{param}{}:{value}", param.len(), value.len()));
+        // Writing to a String cannot fail.
+        let _ = write!(form, "&{}:{param}{}:{value}", param.len(), value.len());
     }
     form
 }
 
+/// Whether the store still holds the version `cached` is a copy of; `None`
+/// when it did not say (it failed, or the metadata service is away).
+async fn still_current(store: &Store, cached: &ObjectInfo) -> Option<bool> {
+    use strata_store::StoreError::{NoSuchBucket, NoSuchKey};
+    match store.head_object(&cached.bucket, &cached.key).await {
+        Ok(now) => Some(now.etag == cached.etag && now.last_modified_ms == cached.last_modified_ms),
+        Err(NoSuchKey | NoSuchBucket) => Some(false),
+        Err(_) => None,
+    }
+}
+
 /// The time left until `at` (Unix seconds, as `X-Delete-At`); zero once past.
-pub(crate) fn until_unix_secs(at: u64) -> Duration {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default();
-    Duration::from_secs(at).saturating_sub(now)
+fn until_unix_secs(at: u64) -> Duration {
+    let now_ms = u64::try_from(crate::wire::unix_now_ms()).unwrap_or(0);
+    Duration::from_secs(at).saturating_sub(Duration::from_millis(now_ms))
+}
+
+/// When `delete_at` (Unix seconds) comes, as an instant; `None` for none, or
+/// one too far ahead to count (`Instant` arithmetic would overflow).
+fn expiry_instant(delete_at: Option<u64>) -> Option<Instant> {
+    Instant::now().checked_add(until_unix_secs(delete_at?))
 }
 
 /// `123`, `64K`, `512M`, `200G`, `2T` (powers of 1024; a trailing `B` or
@@ -212,6 +229,9 @@ pub struct CachedObject {
     streamed: Option<Streamed>,
     /// The zone the answer's bytes are counted to (`/metrics`).
     source: Source,
+    /// The object's expiry (`X-Delete-At`): never served past it, however
+    /// recently revalidated.
+    expires: Option<Instant>,
 }
 
 /// Where an answer's bytes were found: the RAM zone, an SSD zone, or the
@@ -241,6 +261,7 @@ impl CachedObject {
         source: Source,
     ) -> CachedObject {
         CachedObject {
+            expires: expiry_instant(info.meta.delete_at),
             info,
             body,
             fetched: Mutex::new(fetched),
@@ -519,11 +540,7 @@ impl CachedObject {
     /// recently revalidated (`max_age` was capped when the copy was made).
     fn is_fresh(&self) -> bool {
         self.fetched.lock().elapsed() < self.max_age
-            && self
-                .info
-                .meta
-                .delete_at
-                .is_none_or(|at| !until_unix_secs(at).is_zero())
+            && self.expires.is_none_or(|expires| Instant::now() < expires)
     }
 }
 
@@ -534,40 +551,26 @@ pub struct CachedResponse {
     pub headers: http::HeaderMap,
     pub body: Bytes,
     fetched: Instant,
-    /// When an object it shows expires (`X-Delete-At`), if one does.
-    shows_expiring: Option<Instant>,
+    /// The end of its life: the TTL, or sooner the first expiry of an
+    /// object it shows (past it, the store no longer lists that object).
+    expires: Instant,
 }
 
 impl CachedResponse {
-    pub fn new(status: http::StatusCode, headers: http::HeaderMap, body: Bytes) -> Self {
-        CachedResponse {
-            status,
-            headers,
-            body,
-            fetched: Instant::now(),
-            shows_expiring: None,
-        }
-    }
-
-    /// The answer to replay, marked as the cache's (`X-Cache: HIT`, `Age`).
-    pub fn replay(&self) -> crate::wire::Response {
+    /// The answer, marked as the cache's (`X-Cache`, and `Age` on a hit).
+    fn respond(&self, outcome: CacheOutcome) -> crate::wire::Response {
         let mut response = http::Response::new(full_body(self.body.clone()));
         *response.status_mut() = self.status;
         *response.headers_mut() = self.headers.clone();
         let headers = response.headers_mut();
-        headers.insert("x-cache", http::HeaderValue::from_static("HIT"));
-        headers.insert("age", http::HeaderValue::from(self.age_secs()));
+        headers.insert("x-cache", http::HeaderValue::from_static(outcome.header()));
+        if outcome == CacheOutcome::Hit {
+            headers.insert("age", http::HeaderValue::from(self.age_secs()));
+        }
         response
     }
 
-    /// Kept no longer than until `delete_at` (Unix seconds), the first
-    /// expiry of an object it shows: past it, the store no longer lists it.
-    pub fn showing_expiry(mut self, delete_at: Option<u64>) -> Self {
-        self.shows_expiring = delete_at.map(|at| self.fetched + until_unix_secs(at));
-        self
-    }
-
-    pub fn age_secs(&self) -> u64 {
+    fn age_secs(&self) -> u64 {
         self.fetched.elapsed().as_secs()
     }
 }
@@ -879,12 +882,11 @@ impl EdgeCache {
                 self.metrics.hits.fetch_add(1, Ordering::Relaxed);
                 return Some((cached, CacheOutcome::Hit));
             }
-            // Stale: keep the bytes if the store still has that version.
+            // Stale: keep the bytes if the store still has that version
+            // (and, while it does not answer, for when it does: the caller
+            // reads the store itself meanwhile).
             let resync = self.resyncs.load(Ordering::SeqCst);
-            if let Ok(current) = store.head_object(bucket, key).await
-                && current.etag == cached.info.etag
-                && current.last_modified_ms == cached.info.last_modified_ms
-            {
+            if still_current(store, &cached.info).await? {
                 *cached.fetched.lock() = Instant::now();
                 cached.resync.store(resync, Ordering::SeqCst);
                 self.metrics.revalidations.fetch_add(1, Ordering::Relaxed);
@@ -967,18 +969,9 @@ impl EdgeCache {
                             || copy.entry.confirmed_at().elapsed() >= max_age =>
                     {
                         outcome = CacheOutcome::Revalidated;
-                        use strata_store::StoreError::{NoSuchBucket, NoSuchKey};
-                        let current = match store.head_object(bucket, key).await {
-                            Ok(now) => {
-                                now.etag == info.etag
-                                    && now.last_modified_ms == info.last_modified_ms
-                            }
-                            Err(NoSuchKey | NoSuchBucket) => false,
-                            // The store did not say (an outage): the copy is
-                            // kept for when it does, and the caller reads
-                            // the store itself.
-                            Err(_) => return None,
-                        };
+                        // The store did not say: the copy is kept for when
+                        // it does, and the caller reads the store itself.
+                        let current = still_current(store, &info).await?;
                         if current {
                             SsdZone::confirm(&copy.entry);
                             self.metrics.revalidations.fetch_add(1, Ordering::Relaxed);
@@ -1408,7 +1401,7 @@ impl EdgeCache {
     /// The current listing generation of `bucket`: a listing rendered under
     /// it is kept under it, and is gone once the bucket changes (or a
     /// resync comes: the count of those is the high half).
-    pub fn listing_generation(&self, bucket: &str) -> u64 {
+    fn listing_generation(&self, bucket: &str) -> u64 {
         let changes = self
             .listing_generations
             .lock()
@@ -1418,31 +1411,51 @@ impl EdgeCache {
         (self.resyncs.load(Ordering::SeqCst) << 32).wrapping_add(changes)
     }
 
-    /// A fresh rendered listing of `bucket` for the request form `form`.
-    pub fn listing(&self, bucket: &str, form: &str) -> Option<Arc<CachedResponse>> {
+    /// The answer to a listing of `bucket` in the request form `form`, if
+    /// a fresh one is kept (`X-Cache: HIT`); otherwise the bucket's listing
+    /// generation, under which to render and [`keep_listing`] it.
+    ///
+    /// [`keep_listing`]: Self::keep_listing
+    pub fn listing(&self, bucket: &str, form: &str) -> Result<crate::wire::Response, u64> {
+        let generation = self.listing_generation(bucket);
         if !self.feed.holds() {
-            return None;
+            return Err(generation);
         }
-        let key = (
-            bucket.to_owned(),
-            self.listing_generation(bucket),
-            form.to_owned(),
-        );
-        let cached = self.listings.get(&key)?;
-        if cached.fetched.elapsed() >= Duration::from_secs(self.config.default_ttl_secs)
-            || cached
-                .shows_expiring
-                .is_some_and(|expiry| Instant::now() >= expiry)
-        {
+        let key = (bucket.to_owned(), generation, form.to_owned());
+        let Some(cached) = self.listings.get(&key) else {
+            return Err(generation);
+        };
+        if Instant::now() >= cached.expires {
             self.listings.invalidate(&key);
-            return None;
+            return Err(generation);
         }
         self.metrics.hits.fetch_add(1, Ordering::Relaxed);
-        Some(cached)
+        Ok(cached.respond(CacheOutcome::Hit))
     }
 
-    /// Keeps a listing rendered while the bucket was at `generation`.
-    pub fn keep_listing(&self, bucket: &str, generation: u64, form: &str, listing: CachedResponse) {
+    /// Keeps a listing rendered while the bucket was at `generation`, for
+    /// the TTL or until `first_expiry` (Unix seconds) of an object it
+    /// shows, whichever is first, and returns it as the answer
+    /// (`X-Cache: MISS`).
+    pub fn keep_listing(
+        &self,
+        (bucket, generation, form): (&str, u64, &str),
+        (status, headers, body): (http::StatusCode, http::HeaderMap, Bytes),
+        first_expiry: Option<u64>,
+    ) -> crate::wire::Response {
+        let fetched = Instant::now();
+        // A year stands for longer: `Instant` arithmetic must not overflow.
+        let ttl = Duration::from_secs(self.config.default_ttl_secs)
+            .min(first_expiry.map_or(Duration::MAX, until_unix_secs))
+            .min(Duration::from_secs(365 * 86_400));
+        let listing = CachedResponse {
+            status,
+            headers,
+            body,
+            fetched,
+            expires: fetched.checked_add(ttl).unwrap_or(fetched),
+        };
+        let response = listing.respond(CacheOutcome::Miss);
         if self.enabled() {
             self.metrics.misses.fetch_add(1, Ordering::Relaxed);
             self.listings.insert(
@@ -1450,6 +1463,7 @@ impl EdgeCache {
                 Arc::new(listing),
             );
         }
+        response
     }
 
     /// The body a read of `cached` answers with: nothing for HEAD, else
@@ -1567,7 +1581,7 @@ impl EdgeCache {
             ),
             // 1 once the files of earlier runs are indexed.
             ("strata_cache_zone_indexed", "gauge", None, |zone| {
-                u64::from(zone.loaded.load(Ordering::Acquire))
+                u64::from(zone.indexed())
             }),
         ];
         for (name, kind, ram, per_zone) in families {

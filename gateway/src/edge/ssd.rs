@@ -95,9 +95,6 @@ pub struct SsdZone {
     pub bytes_read: AtomicU64,
     /// Bytes of the answers made from this zone's copies.
     pub bytes_served: AtomicU64,
-    /// Set once the files found at start are indexed (in the background:
-    /// the gateway serves meanwhile, and a copy not indexed yet is a miss).
-    pub loaded: AtomicBool,
     /// While the loader runs, the files this run writes (named before they
     /// are created): never taken for an earlier run's leftovers.
     written_while_loading: parking_lot::Mutex<Option<std::collections::HashSet<PathBuf>>>,
@@ -110,7 +107,7 @@ pub struct SsdZone {
 
 impl SsdZone {
     /// Opens the zone in `dir` (created if missing) and indexes the files
-    /// it already holds on a thread of its own (see `loaded`).
+    /// it already holds on a thread of its own (see `indexed`).
     pub fn open(dir: &Path, max_bytes: u64) -> std::io::Result<Arc<SsdZone>> {
         let zone = Arc::new(SsdZone::create(dir, max_bytes)?);
         let loader = zone.clone();
@@ -170,7 +167,6 @@ impl SsdZone {
             reads: AtomicU64::new(0),
             bytes_read: AtomicU64::new(0),
             bytes_served: AtomicU64::new(0),
-            loaded: AtomicBool::new(false),
             written_while_loading: parking_lot::Mutex::new(Some(Default::default())),
         };
         Ok(zone)
@@ -232,6 +228,12 @@ impl SsdZone {
         Ok(found)
     }
 
+    /// Whether the files found at start are indexed (in the background:
+    /// the gateway serves meanwhile, and a copy not indexed yet is a miss).
+    pub fn indexed(&self) -> bool {
+        self.written_while_loading.lock().is_none()
+    }
+
     /// The zone's directory.
     pub fn dir(&self) -> &Path {
         &self.dir
@@ -240,7 +242,6 @@ impl SsdZone {
     /// The loader is done (indexed or not): files are no longer named for it.
     fn finish_loading(&self) {
         *self.written_while_loading.lock() = None;
-        self.loaded.store(true, Ordering::Release);
     }
 
     /// The zone's copy of `key`, opened: its header is read and checked,
@@ -706,7 +707,7 @@ mod tests {
             zone.write(&other, &info(5), b"kept!").unwrap();
         }
         let zone = Arc::new(SsdZone::create(dir.path(), 64 << 20).unwrap());
-        let old_file = zone_files(dir.path());
+        let old_file = zone_files(dir.path(), "obj");
         zone.write(&key, &info(3), b"new").unwrap();
         let unfinished = zone.begin_file(&other, &info(5)).unwrap();
         assert_eq!(
@@ -717,18 +718,19 @@ mod tests {
         zone.index.run_pending_tasks();
         assert_eq!(&read(&zone, &key).unwrap()[..], b"new");
         assert_eq!(&read(&zone, &other).unwrap()[..], b"kept!");
-        let now = zone_files(dir.path());
+        let now = zone_files(dir.path(), "obj");
         assert_eq!(now.len(), 2, "the old copy of `key` went: {now:?}");
         assert!(old_file.iter().filter(|file| now.contains(file)).count() == 1);
         assert!(unfinished.tmp.exists(), "a fill of this run is not removed");
     }
 
-    fn zone_files(dir: &Path) -> Vec<PathBuf> {
+    /// The files of the zone in `dir` named `*.extension`, sorted.
+    fn zone_files(dir: &Path, extension: &str) -> Vec<PathBuf> {
         let mut files: Vec<PathBuf> = fs::read_dir(dir)
             .unwrap()
             .flat_map(|shard| fs::read_dir(shard.unwrap().path()).unwrap())
             .map(|file| file.unwrap().path())
-            .filter(|path| path.extension().is_some_and(|ext| ext == "obj"))
+            .filter(|path| path.extension().is_some_and(|ext| ext == extension))
             .collect();
         files.sort();
         files
@@ -824,14 +826,10 @@ mod tests {
         let mut writer = zone.begin_file(&short, &info(10)).unwrap();
         writer.append(b"12345").unwrap();
         drop(writer);
-        let tmp_files = fs::read_dir(dir.path())
-            .unwrap()
-            .flat_map(|shard| fs::read_dir(shard.unwrap().path()).unwrap())
-            .filter(|file| {
-                let path = file.as_ref().unwrap().path();
-                path.extension().is_some_and(|ext| ext == "tmp")
-            })
-            .count();
-        assert_eq!(tmp_files, 0, "an unfinished copy leaves no file");
+        assert_eq!(
+            zone_files(dir.path(), "tmp").len(),
+            0,
+            "an unfinished copy leaves no file"
+        );
     }
 }

@@ -12,7 +12,6 @@ use super::headers::{iso8601, quoted_etag};
 use super::router::{Query, S3Op};
 use super::xml;
 use super::{Response, S3Door, S3Request, xml_response};
-use crate::edge::CachedResponse;
 
 /// The most entries one page returns, whatever the client asks for.
 const MAX_PAGE: usize = 1000;
@@ -78,12 +77,13 @@ impl S3Door {
             .credential
             .is_none()
             .then(|| crate::edge::listing_form(&format!("s3 {:?}", request.op), &request.query.0));
-        if let Some(form) = &public_form
-            && let Some(cached) = self.edge.listing(&bucket.name, form)
-        {
-            return Ok(cached.replay());
-        }
-        let generation = self.edge.listing_generation(&bucket.name);
+        let generation = match &public_form {
+            Some(form) => match self.edge.listing(&bucket.name, form) {
+                Ok(cached) => return Ok(cached),
+                Err(generation) => generation,
+            },
+            None => 0,
+        };
         let query = &request.query;
         let encoding = Encoding::from_query(query)?;
         let max_keys = page_size(query, "max-keys")?;
@@ -217,20 +217,16 @@ impl S3Door {
             }
         }
         let body = bytes::Bytes::from(xml.finish());
-        let mut response = xml_response(StatusCode::OK, body.clone());
-        if let Some(form) = public_form {
-            self.edge.keep_listing(
-                &bucket.name,
-                generation,
-                &form,
-                CachedResponse::new(StatusCode::OK, response.headers().clone(), body)
-                    .showing_expiry(page.first_expiry()),
-            );
-            response
-                .headers_mut()
-                .insert("x-cache", http::HeaderValue::from_static("MISS"));
-        }
-        Ok(response)
+        let response = xml_response(StatusCode::OK, body.clone());
+        let Some(form) = public_form else {
+            return Ok(response);
+        };
+        let (parts, _) = response.into_parts();
+        Ok(self.edge.keep_listing(
+            (&bucket.name, generation, &form),
+            (parts.status, parts.headers, body),
+            page.first_expiry(),
+        ))
     }
 
     pub(crate) async fn list_uploads(&self, request: &S3Request) -> S3Result<Response> {

@@ -16,8 +16,7 @@ use super::{
     ATTR_META_PREFIX, ATTR_READ_ACL, ATTR_WRITE_ACL, SwiftDoor, SwiftRequest, put_header,
     swift_timestamp,
 };
-use crate::edge::CachedResponse;
-use crate::wire::{Response, empty_response, full_body};
+use crate::wire::{Response, empty_response};
 use http_body_util::BodyExt as _;
 
 impl SwiftDoor {
@@ -97,10 +96,10 @@ impl SwiftDoor {
         let bucket = bucket.ok_or_else(SwiftError::not_found)?;
         let format = listing::format_of(request);
         let form = crate::edge::listing_form(&format!("swift {format:?}"), &request.query.0);
-        if let Some(cached) = self.edge.listing(name, &form) {
-            return Ok(cached.replay());
-        }
-        let generation = self.edge.listing_generation(name);
+        let generation = match self.edge.listing(name, &form) {
+            Ok(cached) => return Ok(cached),
+            Err(generation) => generation,
+        };
         let usage = self.store.bucket_usage(name).await?;
         let params = ListParams::from_request(request)?;
         let (entries, first_expiry) = self.list_entries(name, &params).await?;
@@ -112,16 +111,11 @@ impl SwiftDoor {
             .await
             .map_err(|_| SwiftError::internal())?
             .to_bytes();
-        self.edge.keep_listing(
-            name,
-            generation,
-            &form,
-            CachedResponse::new(parts.status, parts.headers.clone(), body.clone())
-                .showing_expiry(first_expiry),
-        );
-        let mut response = http::Response::from_parts(parts, full_body(body));
-        put_header(response.headers_mut(), "x-cache", "MISS");
-        Ok(response)
+        Ok(self.edge.keep_listing(
+            (name, generation, &form),
+            (parts.status, parts.headers, body),
+            first_expiry,
+        ))
     }
 
     /// A page of the listing, and the first expiry (`X-Delete-At`) of an

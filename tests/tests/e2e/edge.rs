@@ -640,6 +640,24 @@ fn expiring_objects_leave_the_cache_when_they_expire() -> Result<()> {
     let listing = anonymous(&server, &base, &[])?;
     ensure!(listing.header("x-cache") == Some("HIT"), "{listing}");
 
+    // An expiry too far ahead to add to a clock is no expiry, not a crash.
+    let forever = format!("{base}/forever.txt");
+    server
+        .swift_as_root(
+            "PUT",
+            &forever,
+            Some(b"f"),
+            &[("X-Delete-At", "18446744073709551615")],
+        )?
+        .expect_status(201)?;
+    for _ in 0..2 {
+        anonymous(&server, &base, &[])?.expect_status(200)?;
+        anonymous(&server, &forever, &[])?.expect_status(200)?;
+    }
+    server
+        .swift_as_root("DELETE", &forever, None, &[])?
+        .expect_status(204)?;
+
     // Whole seconds: it expires 4 to 5 s after the PUT.
     std::thread::sleep(std::time::Duration::from_millis(5200).saturating_sub(put_at.elapsed()));
     anonymous(&server, &url, &[])?.expect_status(404)?;

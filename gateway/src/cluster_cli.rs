@@ -262,11 +262,23 @@ pub fn status(args: StatusArgs) -> anyhow::Result<()> {
     if let Some((version, node)) = newest
         && version > ring.version()
     {
-        let newer = runtime
-            .block_on(client.ring(node))?
-            .map(|bytes| Ring::from_bytes(&bytes))
-            .transpose()?
-            .filter(|newer| newer.cluster_id() == ring.cluster_id());
+        // Not had (the node went, or its ring is of a format this binary
+        // cannot read): the file's ring is shown, with a word.
+        let fetched = runtime
+            .block_on(client.ring(node))
+            .map_err(anyhow::Error::from);
+        let newer = match fetched.and_then(|bytes| {
+            bytes
+                .map(|bytes| Ring::from_bytes(&bytes))
+                .transpose()
+                .map_err(anyhow::Error::from)
+        }) {
+            Ok(newer) => newer.filter(|newer| newer.cluster_id() == ring.cluster_id()),
+            Err(err) => {
+                eprintln!("{node} runs ring version {version}, not read: {err:#}");
+                None
+            }
+        };
         if let Some(newer) = newer {
             eprintln!(
                 "the nodes run ring version {} ({} has {}): shown against it",

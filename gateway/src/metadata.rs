@@ -113,6 +113,12 @@ impl HttpMetaTransport {
         }
     }
 
+    /// The next call asks the member after the one at `index` first.
+    fn ask_next_first(&self, index: usize, n_members: usize) {
+        self.leader
+            .store((index + 1) % n_members, Ordering::Relaxed);
+    }
+
     /// Resolves once the member at `waited_on` is known not to lead: this
     /// gateway's own member follows another, or (on a gateway that is not a
     /// member) another member confirmed with a majority that it leads. A
@@ -263,14 +269,12 @@ impl MetaTransport for HttpMetaTransport {
                 None | Some(Err(_)) | Some(Ok((StatusCode::SERVICE_UNAVAILABLE, _)))
                     if n_members > 1 && Store::meta_call_writes(&request) == Some(false) =>
                 {
-                    self.leader
-                        .store((index + 1) % n_members, Ordering::Relaxed);
+                    self.ask_next_first(index, n_members);
                     None
                 }
                 None => {
                     // Not asked first again.
-                    self.leader
-                        .store((index + 1) % n_members, Ordering::Relaxed);
+                    self.ask_next_first(index, n_members);
                     return Err(TransportError::Unknown(format!(
                         "{address} was deposed while the call waited for its answer"
                     )));
@@ -278,8 +282,7 @@ impl MetaTransport for HttpMetaTransport {
                 Some(Err(err)) => {
                     // The request may have been applied: not sent again, but
                     // the next call starts with another member.
-                    self.leader
-                        .store((index + 1) % n_members, Ordering::Relaxed);
+                    self.ask_next_first(index, n_members);
                     return Err(TransportError::Unknown(err.to_string()));
                 }
                 // A leader that could not confirm the outcome (503), among

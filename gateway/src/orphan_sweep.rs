@@ -106,19 +106,6 @@ pub fn spawn_sweeper(records: Records, pool: RingPool, service: String, orphan_a
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             ticker.tick().await;
-            let store = match &records {
-                Records::Local(store) => match store.upgrade() {
-                    Some(store) => store,
-                    None => return,
-                },
-                Records::Member(member) => match member.upgrade() {
-                    Some(member) => match member.replica_while_leading().await {
-                        Some(replica) => replica,
-                        None => continue,
-                    },
-                    None => return,
-                },
-            };
             // A node that did not take the claim (another service's, one
             // that does not know claims, or one that did not answer and may
             // answer the listing) may hold extents this service's records do
@@ -133,6 +120,21 @@ pub fn spawn_sweeper(records: Records, pool: RingPool, service: String, orphan_a
                 }
                 continue;
             }
+            // Leadership last: the replica read right after it was
+            // confirmed holds every change acknowledged before.
+            let store = match &records {
+                Records::Local(store) => match store.upgrade() {
+                    Some(store) => store,
+                    None => return,
+                },
+                Records::Member(member) => match member.upgrade() {
+                    Some(member) => match member.replica_while_leading().await {
+                        Some(replica) => replica,
+                        None => continue,
+                    },
+                    None => return,
+                },
+            };
             let older_than = SystemTime::now()
                 .checked_sub(orphan_age)
                 .unwrap_or(UNIX_EPOCH);

@@ -82,7 +82,7 @@ pub fn run(command: RingCommand) -> anyhow::Result<()> {
                 bail!("{} exists already", builder.display());
             }
             let mut ring = RingBuilder::new(cluster_id, part_power, replicas)?;
-            ring.set_min_part_seconds(min_part_hours.saturating_mul(3600));
+            ring.set_min_part_seconds(hours_in_seconds(min_part_hours));
             save(&builder, &ring)?;
             println!(
                 "created {}: {} partitions, {replicas} replicas",
@@ -130,16 +130,13 @@ pub fn run(command: RingCommand) -> anyhow::Result<()> {
         }
         RingCommand::SetMinPartHours { builder, hours } => {
             let mut ring = load(&builder)?;
-            ring.set_min_part_seconds(hours.saturating_mul(3600));
+            ring.set_min_part_seconds(hours_in_seconds(hours));
             save(&builder, &ring)?;
             println!("a partition's replicas stay put {hours} h after one moved");
         }
         RingCommand::Rebalance { builder, ring } => {
             let mut state = load(&builder)?;
-            let now = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |elapsed| elapsed.as_secs());
-            let report = state.rebalance_at(now)?;
+            let report = state.rebalance_at(crate::wire::unix_now())?;
             let table = state.ring()?;
             let ring_path = ring.unwrap_or_else(|| ring_path_of(&builder));
             // The builder first: a ring without its builder could not be
@@ -173,6 +170,10 @@ pub fn run(command: RingCommand) -> anyhow::Result<()> {
         RingCommand::Show { builder } => print!("{}", show(&load(&builder)?)),
     }
     Ok(())
+}
+
+fn hours_in_seconds(hours: u64) -> u64 {
+    hours.saturating_mul(3600)
 }
 
 /// `ring.builder` → `ring.builder.ring`.

@@ -48,7 +48,7 @@ pub async fn share(
             tracing::warn!(error = %why, "the ring in the metadata not read yet");
             state.adopt = true;
         }
-        Ok(_) => {}
+        Ok(()) => {}
     }
     if let Err(err) = publish(store, pool).await {
         tracing::warn!(error = %format!("{err:#}"), "ring not kept in the metadata yet");
@@ -83,27 +83,24 @@ enum Adopt {
 /// the nodes; whether it did. A ring there that cannot be read (damaged, or
 /// of a format this gateway does not know) or of another part power is left
 /// with a warning: this gateway keeps its own.
-async fn adopt_kept(store: &Store, pool: &RingPool) -> Result<bool, Adopt> {
+async fn adopt_kept(store: &Store, pool: &RingPool) -> Result<(), Adopt> {
     let kept = store
         .catalog_get(NS_CLUSTER, RING_KEY)
         .await
         .map_err(|err| Adopt::Unavailable(err.to_string()))?;
     let Some(kept) = kept else {
-        return Ok(false);
+        return Ok(());
     };
     let ring = match Ring::from_bytes(&kept) {
         Ok(ring) => ring,
         Err(err) => {
             tracing::warn!(error = %err, "the ring in the metadata does not read: ignored");
-            return Ok(false);
+            return Ok(());
         }
     };
-    let current = pool.ring();
-    if let Err(err) = current.ensure_cluster(ring.cluster_id()) {
+    // Told apart from the other refusals of `set_ring`: it stops a start.
+    if let Err(err) = pool.ring().ensure_cluster(ring.cluster_id()) {
         return Err(Adopt::ForeignCluster(err.to_string()));
-    }
-    if ring.version() <= current.version() {
-        return Ok(false);
     }
     match pool.set_ring(ring) {
         Ok(true) => {
@@ -112,14 +109,13 @@ async fn adopt_kept(store: &Store, pool: &RingPool) -> Result<bool, Adopt> {
                 "newer ring taken from the metadata"
             );
             pool.announce_ring().await;
-            Ok(true)
         }
-        Ok(false) => Ok(false),
+        Ok(false) => {}
         Err(err) => {
-            tracing::warn!(error = %err, "the ring in the metadata cannot replace this one");
-            Ok(false)
+            tracing::warn!(error = %err, "the ring in the metadata cannot replace this one")
         }
     }
+    Ok(())
 }
 
 /// What keeping a ring in the catalog found there.
@@ -251,7 +247,7 @@ async fn follow(
         };
         if pending.adopt {
             match adopt_kept(&store, &pool).await {
-                Ok(_) => pending.adopt = false,
+                Ok(()) => pending.adopt = false,
                 Err(Adopt::Unavailable(why)) => {
                     tracing::warn!(error = %why, "the ring in the metadata not read yet")
                 }

@@ -20,7 +20,7 @@ use crate::admin_door::AdminDoor;
 use crate::config::Limits;
 use crate::config::{Config, DoorKind};
 use crate::credentials::{self, RootKeys};
-use crate::directory::{Directory, DomainRecord, normalize_host};
+use crate::directory::{Directory, DomainRecord, request_host};
 use crate::edge::EdgeCache;
 use crate::metadata::{HttpMetaTransport, HttpRaftTransport, Internal};
 use crate::s3::{Response, S3Door};
@@ -494,19 +494,7 @@ impl Doors {
         if self.storage_domain.is_none() && !self.directory.has_domains() {
             return Ok((request, false));
         }
-        // HTTP/2 carries the host as the :authority, which hyper puts in
-        // the URI; HTTP/1.1 in the Host header.
-        let host = request
-            .headers()
-            .get(http::header::HOST)
-            .and_then(|value| value.to_str().ok())
-            .or_else(|| {
-                request
-                    .uri()
-                    .authority()
-                    .map(|authority| authority.as_str())
-            })
-            .and_then(normalize_host);
+        let host = request_host(request.uri(), request.headers());
         let domain = host.as_deref().and_then(|host| {
             self.directory
                 .domain(host)

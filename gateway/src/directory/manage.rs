@@ -58,6 +58,16 @@ pub fn validate_name(kind: &str, name: &str) -> Result<(), DirectoryError> {
     }
 }
 
+/// The host a request names, as [`normalize_host`] reads it: the Host
+/// header (HTTP/1.1), else the URI's authority (HTTP/2's `:authority`).
+pub fn request_host(uri: &http::Uri, headers: &http::HeaderMap) -> Option<String> {
+    let host = headers
+        .get(http::header::HOST)
+        .and_then(|value| value.to_str().ok())
+        .or_else(|| uri.authority().map(|authority| authority.as_str()))?;
+    normalize_host(host)
+}
+
 /// A Host header as domain records key it: lower-case, without port and
 /// trailing dot. `None` for what cannot be a DNS name (IP literals, empty
 /// labels, characters outside letters, digits, `-` and `.`).

@@ -24,7 +24,7 @@ use crate::wire::unix_now_ms as now_ms;
 
 mod manage;
 
-pub use manage::{DirectoryError, NewUserKeys, normalize_host};
+pub use manage::{DirectoryError, NewUserKeys, normalize_host, request_host};
 
 const NS_ACCOUNTS: &str = "accounts";
 const NS_USERS: &str = "users";

@@ -184,13 +184,9 @@ impl S3Door {
 
     fn virtual_host_bucket(&self, uri: &Uri, headers: &HeaderMap) -> Option<String> {
         let domain = self.s3_domain.as_deref()?;
-        let host = headers
-            .get(http::header::HOST)
-            .and_then(|value| value.to_str().ok())
-            .or_else(|| uri.authority().map(|authority| authority.as_str()))?;
         // Port, trailing dot and case as the other host routes take them; an
         // IP or a malformed host is no virtual host.
-        let host = crate::directory::normalize_host(host)?;
+        let host = crate::directory::request_host(uri, headers)?;
         let bucket = host.strip_suffix(domain)?.strip_suffix('.')?;
         (!bucket.is_empty()).then(|| bucket.to_owned())
     }

@@ -203,11 +203,17 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             .map_err(state_error)?;
         // Kept first: once the replica is replaced, its snapshot must be
         // there to send on.
-        let kept = self
+        let Some(kept) = self
             .snapshots
             .keep_received(meta, *snapshot, checked.sums())
             .await
-            .map_err(state_error)?;
+            .map_err(state_error)?
+        else {
+            // Older than the one kept (openraft does not send such): the
+            // replica is not rolled back, and nothing is wrong with it.
+            tracing::info!(last = ?meta.last_log_id, "an older metadata snapshot is not installed");
+            return Ok(());
+        };
         self.store.import_replica(kept).await.map_err(state_error)?;
         self.applied = Marker {
             last_applied: meta.last_log_id,
@@ -508,13 +514,13 @@ impl SnapshotFiles {
 
     /// Keeps a received snapshot, whose length and CRC32C are `sums`, as
     /// the current one, and hands back its file, from its start, to be
-    /// imported.
+    /// imported (`None`: it is older than the one kept, and was dropped).
     async fn keep_received(
         &self,
         meta: &SnapshotMeta<u64, BasicNode>,
         received: SnapshotFile,
         sums: (u64, u32),
-    ) -> Result<std::fs::File, String> {
+    ) -> Result<Option<std::fs::File>, String> {
         let _held = self.lock.lock().await;
         let (dir, meta) = (self.dir.clone(), meta.clone());
         let file = received
@@ -537,10 +543,10 @@ impl SnapshotFiles {
             // An older snapshot than the one kept must not roll the
             // replica back.
             if !keep(&dir, meta, name, sums)? {
-                return Err("a snapshot older than the one kept is not installed".into());
+                return Ok(None);
             }
             file.rewind().map_err(fail)?;
-            Ok(file)
+            Ok(Some(file))
         })
         .await
     }

@@ -296,24 +296,16 @@ impl RingPool {
     async fn ask_every_node<'a, T, Asked>(
         &'a self,
         wait: Duration,
-        ask: impl Fn(&'a NodeClient, String) -> Asked,
+        ask: impl Fn(NodeClient, String) -> Asked,
     ) -> Vec<(String, Result<T, NodeError>)>
     where
         Asked: std::future::Future<Output = Result<T, NodeError>> + 'a,
     {
+        // The client's own timeout: a node silent for `wait` is unavailable.
+        let client = self.inner.client.with_timeout(wait);
         let asks = nodes_of(&self.ring()).into_iter().map(|node| {
-            let asked = ask(&self.inner.client, node.clone());
-            async move {
-                let result = match tokio::time::timeout(wait, asked).await {
-                    Ok(result) => result,
-                    Err(_) => Err(NodeError::Unavailable {
-                        node: node.clone(),
-                        detail: format!("no answer within {wait:?}"),
-                        reached: true,
-                    }),
-                };
-                (node, result)
-            }
+            let asked = ask(client.clone(), node.clone());
+            async move { (node, asked.await) }
         });
         futures::future::join_all(asks).await
     }

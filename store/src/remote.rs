@@ -62,6 +62,9 @@ pub enum TransportError {
 }
 
 /// How long a call may take, fsyncs on a busy service included.
+/// The longest a feed long poll is held (`MetaCall::FeedWait`).
+const MAX_FEED_WAIT_MS: u64 = 30_000;
+
 const CALL_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long one long poll of the feed waits for a change.
 const FEED_WAIT: Duration = Duration::from_secs(10);
@@ -592,7 +595,9 @@ impl Store {
     /// (a long poll of the feed); zero for other calls.
     pub fn meta_call_wait(request: &[u8]) -> Duration {
         match decode_call(request) {
-            Ok(MetaCall::FeedWait { wait_ms, .. }) => Duration::from_millis(wait_ms.min(30_000)),
+            Ok(MetaCall::FeedWait { wait_ms, .. }) => {
+                Duration::from_millis(wait_ms.min(MAX_FEED_WAIT_MS))
+            }
             _ => Duration::ZERO,
         }
     }
@@ -710,7 +715,7 @@ impl Store {
                 limit,
                 wait_ms,
             } => value(
-                self.feed_wait(after, limit.min(FEED_BATCH), wait_ms.min(30_000))
+                self.feed_wait(after, limit.min(FEED_BATCH), wait_ms.min(MAX_FEED_WAIT_MS))
                     .await,
             ),
             MetaCall::CreateBucket {

@@ -85,6 +85,8 @@ enum Claim {
     Taken,
     /// Another service's id.
     Another(String),
+    /// Not an id.
+    Invalid,
 }
 const TOMBSTONES: &str = "tombstones";
 
@@ -187,20 +189,32 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
 }
 
 fn load_or_create_node_id(data: &Path) -> io::Result<String> {
-    let path = data.join("node-id");
-    match fs::read_to_string(&path) {
-        Ok(text) if !text.trim().is_empty() => return Ok(text.trim().to_owned()),
-        Ok(_) => {}
-        Err(err) if err.kind() == io::ErrorKind::NotFound => {}
-        Err(err) => return Err(err),
+    if let Some(id) = read_text(&data.join("node-id"))?.filter(|id| !id.is_empty()) {
+        return Ok(id);
     }
     let id = hex::encode(rand::random::<[u8; 16]>());
-    let temp = data.join(".node-id.tmp");
-    fs::write(&temp, &id)?;
-    fs::File::open(&temp)?.sync_all()?;
-    fs::rename(&temp, &path)?;
-    sync_dir(data)?;
+    write_durably(data, "node-id", id.as_bytes())?;
     Ok(id)
+}
+
+/// A small text file of the node's, trimmed; `None` if there is none.
+fn read_text(path: &Path) -> io::Result<Option<String>> {
+    match fs::read_to_string(path) {
+        Ok(text) => Ok(Some(text.trim().to_owned())),
+        Err(err) if err.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(err) => Err(err),
+    }
+}
+
+/// Replaces `dir/name` with `bytes` so that a crash leaves the old file or
+/// the new one, whole: written to a temporary name, fsynced, renamed, and
+/// the directory fsynced.
+fn write_durably(dir: &Path, name: &str, bytes: &[u8]) -> io::Result<()> {
+    let temp = dir.join(format!(".{name}.tmp"));
+    fs::write(&temp, bytes)?;
+    fs::File::open(&temp)?.sync_all()?;
+    fs::rename(&temp, dir.join(name))?;
+    sync_dir(dir)
 }
 
 fn read_tombstones(dir: &Path) -> io::Result<Vec<(ExtentId, u64)>> {
@@ -272,12 +286,7 @@ impl Node {
                 return Ok(false);
             }
         }
-        let path = self.data.join(RING_FILE);
-        let temp = self.data.join(".ring.tmp");
-        fs::write(&temp, ring.to_bytes())?;
-        fs::File::open(&temp)?.sync_all()?;
-        fs::rename(&temp, &path)?;
-        sync_dir(&self.data)?;
+        write_durably(&self.data, RING_FILE, &ring.to_bytes())?;
         tracing::info!(version = ring.version(), "ring installed");
         let ring = Arc::new(ring);
         *lock(&self.ring) = Some(ring.clone());
@@ -384,10 +393,9 @@ impl Node {
                     Err(err) => reply(StatusCode::CONFLICT, format!("{err:#}\n")),
                 }
             }
-            (&Method::GET, ["v1", "owner"]) => match fs::read_to_string(self.data.join(OWNER_FILE))
-            {
-                Ok(owner) => reply(StatusCode::OK, owner.trim().to_owned()),
-                Err(err) if err.kind() == io::ErrorKind::NotFound => reply(
+            (&Method::GET, ["v1", "owner"]) => match read_text(&self.data.join(OWNER_FILE)) {
+                Ok(Some(owner)) => reply(StatusCode::OK, owner),
+                Ok(None) => reply(
                     StatusCode::NOT_FOUND,
                     "no metadata service claimed this node\n",
                 ),
@@ -404,7 +412,12 @@ impl Node {
                         StatusCode::CONFLICT,
                         format!("this node holds the extents of metadata service {owner}\n"),
                     ),
-                    Err(err) => reply(StatusCode::BAD_REQUEST, format!("{err:#}\n")),
+                    Ok(Claim::Invalid) => reply(
+                        StatusCode::BAD_REQUEST,
+                        "a metadata service id is 1 to 64 letters and digits\n",
+                    ),
+                    // The node's disk, not the request.
+                    Err(err) => reply(StatusCode::INTERNAL_SERVER_ERROR, format!("{err}\n")),
                 }
             }
             _ => reply(StatusCode::NOT_FOUND, "no such resource\n"),
@@ -415,29 +428,19 @@ impl Node {
     /// name this node's extents, unless another already is: only that
     /// service may delete extents its records do not name (`Claim::Taken`
     /// for it). Persisted before the answer.
-    fn claim(&self, body: &[u8]) -> anyhow::Result<Claim> {
-        let claimed = std::str::from_utf8(body)
-            .ok()
-            .map(str::trim)
-            .filter(|id| {
-                !id.is_empty() && id.len() <= 64 && id.bytes().all(|b| b.is_ascii_alphanumeric())
-            })
-            .ok_or_else(|| {
-                anyhow::anyhow!("a metadata service id is 1 to 64 letters and digits")
-            })?;
+    fn claim(&self, body: &[u8]) -> io::Result<Claim> {
+        let Some(claimed) = std::str::from_utf8(body).ok().map(str::trim).filter(|id| {
+            !id.is_empty() && id.len() <= 64 && id.bytes().all(|b| b.is_ascii_alphanumeric())
+        }) else {
+            return Ok(Claim::Invalid);
+        };
         let _one_at_a_time = lock(&self.ring_install);
-        let path = self.data.join(OWNER_FILE);
-        match fs::read_to_string(&path) {
-            Ok(owner) if owner.trim() == claimed => return Ok(Claim::Taken),
-            Ok(owner) => return Ok(Claim::Another(owner.trim().to_owned())),
-            Err(err) if err.kind() == io::ErrorKind::NotFound => {}
-            Err(err) => return Err(err.into()),
+        match read_text(&self.data.join(OWNER_FILE))? {
+            Some(owner) if owner == claimed => return Ok(Claim::Taken),
+            Some(owner) => return Ok(Claim::Another(owner)),
+            None => {}
         }
-        let temp = self.data.join(".owner.tmp");
-        fs::write(&temp, claimed)?;
-        fs::File::open(&temp)?.sync_all()?;
-        fs::rename(&temp, &path)?;
-        sync_dir(&self.data)?;
+        write_durably(&self.data, OWNER_FILE, claimed.as_bytes())?;
         tracing::info!(
             service = claimed,
             "this node now holds the extents of a metadata service"

@@ -30,6 +30,11 @@ fn until_hit(server: &Server, path: &str) -> Result<HttpResponse> {
     anyhow::bail!("{path} never became a cache HIT")
 }
 
+/// Sleeps until `deadline` (at once if it has passed).
+fn sleep_until(deadline: std::time::Instant) {
+    std::thread::sleep(deadline.saturating_duration_since(std::time::Instant::now()));
+}
+
 /// The value of counter `name` at `/metrics`.
 fn metric(server: &Server, name: &str) -> Result<u64> {
     let response = anonymous(server, "/metrics", &[])?;
@@ -586,30 +591,37 @@ fn stale_entries_revalidate_and_max_age_wins() -> Result<()> {
 }
 
 /// A copy in an SSD zone ages like one in RAM: `Age` counts from its fetch,
-/// and past the TTL (4 s here) its next hit revalidates it with the store.
+/// and past the TTL (8 s here) its next hit revalidates it with the store.
 #[test]
 fn ssd_copies_age_and_revalidate_when_stale() -> Result<()> {
     let zone = tempfile::tempdir()?;
     // Above ram_max_object_bytes: the copy lives in the SSD zone only.
     let server = Server::start_with_config(&zone_config(
-        "default_ttl_secs = 4\nram_max_object_bytes = 1024\n",
+        "default_ttl_secs = 8\nram_max_object_bytes = 1024\n",
         zone.path(),
         "16M",
     ))?;
     let body = random_bytes(4096);
     let container = public_container(&server, "ssd.bin", &body)?;
     let url = format!("/v1/AUTH_admin/{container}/ssd.bin");
+    // The copy is made between the MISS and its file's appearing: its age
+    // is at least the time since the file was seen, at most since the MISS.
+    let missed = std::time::Instant::now();
     ensure!(anonymous(&server, &url, &[])?.header("x-cache") == Some("MISS"));
     zone_file(zone.path())?;
+    let written = std::time::Instant::now();
     until_hit(&server, &url)?;
-    let hit_at = std::time::Instant::now();
     ensure!(metric(&server, "strata_cache_ssd_hits_total")? >= 1);
 
-    std::thread::sleep(std::time::Duration::from_millis(1100));
+    sleep_until(written + std::time::Duration::from_millis(1100));
     let aged = anonymous(&server, &url, &[])?;
     let age: u64 = aged.header("age").unwrap_or("0").parse()?;
-    ensure!(aged.header("x-cache") == Some("HIT") && age >= 1, "{aged}");
-    std::thread::sleep(std::time::Duration::from_millis(4200).saturating_sub(hit_at.elapsed()));
+    ensure!(
+        aged.header("x-cache") == Some("HIT") && age >= 1,
+        "{aged} ({:?} after the miss)",
+        missed.elapsed()
+    );
+    sleep_until(written + std::time::Duration::from_millis(8200));
     let stale = anonymous(&server, &url, &[])?;
     ensure!(
         stale.header("x-cache") == Some("REVALIDATED")
@@ -631,7 +643,7 @@ fn expiring_objects_leave_the_cache_when_they_expire() -> Result<()> {
     let base = format!("/v1/AUTH_admin/{container}");
     let url = format!("{base}/brief.txt");
     server
-        .swift_as_root("PUT", &url, Some(b"brief"), &[("X-Delete-After", "5")])?
+        .swift_as_root("PUT", &url, Some(b"brief"), &[("X-Delete-After", "8")])?
         .expect_status(201)?;
     let put_at = std::time::Instant::now();
     ensure!(until_hit(&server, &url)?.body == b"brief");
@@ -658,8 +670,8 @@ fn expiring_objects_leave_the_cache_when_they_expire() -> Result<()> {
         .swift_as_root("DELETE", &forever, None, &[])?
         .expect_status(204)?;
 
-    // Whole seconds: it expires 4 to 5 s after the PUT.
-    std::thread::sleep(std::time::Duration::from_millis(5200).saturating_sub(put_at.elapsed()));
+    // Whole seconds: it expires 7 to 8 s after the PUT.
+    sleep_until(put_at + std::time::Duration::from_millis(8200));
     anonymous(&server, &url, &[])?.expect_status(404)?;
     let listing = anonymous(&server, &base, &[])?;
     ensure!(listing.body_text() == "kept.txt\n", "{listing}");
@@ -909,13 +921,13 @@ fn zone_config(cache: &str, zone: &std::path::Path, max_bytes: &str) -> String {
 
 /// Waits for the gateway's SSD zone to have indexed the files it found.
 fn until_zone_indexed(server: &Server) -> Result<()> {
-    for _ in 0..100 {
+    for _ in 0..600 {
         if metric(server, "strata_cache_zone_indexed{zone=\"ssd0\"}")? == 1 {
             return Ok(());
         }
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
-    anyhow::bail!("the SSD zone was not indexed within 5 s")
+    anyhow::bail!("the SSD zone was not indexed within 30 s")
 }
 
 /// The `.obj` files under an SSD zone directory.

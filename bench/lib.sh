@@ -1,6 +1,6 @@
 # lib.sh: helpers every benchmark library shares. Sourced after setting
 # bench_name; `die` shows the tail of the logs under $work/log once $work is
-# made.
+# made, then runs the script's `on_die` if it has one.
 
 log() { printf '[%s] %s\n' "$bench_name" "$*" >&2; }
 die() {
@@ -8,6 +8,8 @@ die() {
     if [[ -n ${work:-} && -d $work/log ]]; then
         tail -n 20 "$work"/log/* >&2 || true
     fi
+    # A script may add what it knows (mount-compare.sh: the FUSE mounts).
+    if declare -F on_die >/dev/null; then on_die >&2 || true; fi
     exit 1
 }
 

@@ -31,6 +31,7 @@ OUT_DIR=${OUT_DIR:-$repo/bench/runs}
 bench_name=mount
 # shellcheck source=bench/lib.sh
 source "$repo/bench/lib.sh"
+on_die() { grep fuse /proc/self/mountinfo; }
 
 [[ -x $STRATA_BIN ]] || die "no strata binary at $STRATA_BIN (cargo build --release -p strata-gateway)"
 [[ -e /dev/fuse ]] || die "/dev/fuse is missing: FUSE is unavailable on this machine"

@@ -179,9 +179,7 @@ impl StrataFs {
         {
             let mut tree = self.tree.lock();
             if let Some(found) = tree.cached_child(parent, &name, Instant::now()) {
-                let ino = found.ok_or(Errno::ENOENT)?;
-                tree.looked_up(ino);
-                return Ok(self.held(ino));
+                return Ok(self.hold(&mut tree, found.ok_or(Errno::ENOENT)?));
             }
         }
         if self.fetch_listing(parent, CACHED_DIRECTORY_MAX)?.is_some() {
@@ -189,20 +187,20 @@ impl StrataFs {
             // The listing just installed, fresh or not (a zero TTL); unless
             // a sweep dropped it meanwhile: then the name is asked about.
             if let Some(found) = tree.listed_child(parent, &name) {
-                let ino = found.ok_or(Errno::ENOENT)?;
-                tree.looked_up(ino);
-                return Ok(self.held(ino));
+                return Ok(self.hold(&mut tree, found.ok_or(Errno::ENOENT)?));
             }
         }
         let child = self.probe(&place, &name)?.ok_or(Errno::ENOENT)?;
         let mut tree = self.tree.lock();
         let ino = tree.intern(place, &child);
-        tree.looked_up(ino);
         tree.add_child(parent, &name, ino);
-        Ok(self.held(ino))
+        Ok(self.hold(&mut tree, ino))
     }
 
-    fn held(&self, ino: u64) -> Held<'_> {
+    /// Counts a lookup of `ino` under the tree's lock the caller holds, and
+    /// guards it until the operation is done with it.
+    fn hold(&self, tree: &mut Tree, ino: u64) -> Held<'_> {
+        tree.looked_up(ino);
         Held {
             tree: &self.tree,
             ino,
@@ -264,6 +262,14 @@ impl StrataFs {
         };
         self.files.lock().insert(fh, Arc::new(handle));
         fh
+    }
+
+    /// Whether `ino` has an open handle that may write.
+    fn has_writers(&self, ino: u64) -> bool {
+        self.files
+            .lock()
+            .values()
+            .any(|handle| handle.ino == ino && handle.writable)
     }
 
     /// The open handles of `ino` that may write.
@@ -895,7 +901,7 @@ impl Filesystem for StrataFs {
         // Decided under the tree's lock, under which `create` and `open`
         // make writers (lock order: tree, then files).
         let mut tree = self.tree.lock();
-        if self.writers_of(handle.ino).is_empty() {
+        if !self.has_writers(handle.ino) {
             tree.abandon_pending(handle.ino);
         }
         drop(tree);

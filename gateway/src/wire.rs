@@ -88,13 +88,21 @@ pub fn content_type_for(key: &str) -> String {
 pub async fn stream_body(
     reader: impl Stream<Item = Result<bytes::Bytes, StoreError>> + Send + 'static,
 ) -> Result<ResponseBody, StoreError> {
-    let pieces = first_read(reader).await?.map(|piece| {
+    Ok(lazy_store_body(first_read(reader).await?))
+}
+
+/// A store reader as a response body, nothing read until the body is
+/// polled: for the later parts of a multi-range answer, whose status is
+/// out before they start.
+pub fn lazy_store_body(
+    reader: impl Stream<Item = Result<bytes::Bytes, StoreError>> + Send + 'static,
+) -> ResponseBody {
+    streamed_body(reader.map(|piece| {
         piece.map_err(|err| {
             tracing::error!(error = %err, "object read failed mid-stream");
             std::io::Error::other(err)
         })
-    });
-    Ok(streamed_body(pieces))
+    }))
 }
 
 /// `pieces` with its first piece already read, so that a failure there
@@ -254,56 +262,192 @@ pub enum RangeError {
 }
 
 /// The byte range a `Range` header asks for, clamped to `size`. `Ok(None)` means
-/// the whole object: no header, or a form S3 and Swift both ignore (several
-/// ranges, another unit, a malformed spec).
+/// the whole object: no header, or a form S3 ignores (several ranges,
+/// another unit, a malformed spec).
 pub fn byte_range(header: Option<&str>, size: u64) -> Result<Option<Range<u64>>, RangeError> {
-    let Some(header) = header else {
-        return Ok(None);
-    };
-    let Some(spec) = header.trim().strip_prefix("bytes=") else {
-        return Ok(None);
-    };
-    if spec.contains(',') {
-        return Ok(None);
+    match range_specs(header).as_deref() {
+        Some([spec]) => spec.clamp(size).map(Some).ok_or(RangeError::Unsatisfiable),
+        _ => Ok(None),
     }
-    let Some((first, last)) = spec.split_once('-') else {
-        return Ok(None);
+}
+
+/// What a `Range` header asks of an object, read as Swift reads it: one
+/// range or several (a `multipart/byteranges` answer).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ByteRanges {
+    /// No header, or one to ignore: another unit or a malformed spec.
+    Whole,
+    One(Range<u64>),
+    /// Two or more satisfiable ranges, in the order asked.
+    Several(Vec<Range<u64>>),
+}
+
+impl ByteRanges {
+    /// The range of a single-part answer; `None` for the whole object.
+    pub fn single(&self) -> Option<Range<u64>> {
+        match self {
+            ByteRanges::One(range) => Some(range.clone()),
+            _ => None,
+        }
+    }
+}
+
+/// More ranges than this in one request are refused (416), as Swift does.
+const MAX_RANGES: usize = 50;
+/// Refused when more than this many pairs of the ranges overlap.
+const MAX_RANGE_OVERLAPS: usize = 2;
+/// Refused when this many ranges or more are out of ascending order.
+const MAX_NONASCENDING_RANGES: usize = 8;
+
+/// The ranges a `Range` header asks for, clamped to `size`: those no byte
+/// satisfies are dropped, and if none is left the answer is 416. Requests
+/// RFC 9110 §14.1.1 calls egregious (many ranges, overlapping ranges, many
+/// out of order) are refused with 416, as Swift's proxy refuses them, so a
+/// few header bytes cannot make the gateway read an object many times over.
+pub fn byte_ranges(header: Option<&str>, size: u64) -> Result<ByteRanges, RangeError> {
+    let Some(specs) = range_specs(header) else {
+        return Ok(ByteRanges::Whole);
     };
-    let (first, last) = (first.trim(), last.trim());
-    let parse = |text: &str| text.parse::<u64>().ok();
-    let range = match (first.is_empty(), last.is_empty()) {
-        (false, _) => {
-            let Some(start) = parse(first) else {
-                return Ok(None);
-            };
-            let end = if last.is_empty() {
-                size
-            } else {
-                let Some(last) = parse(last) else {
-                    return Ok(None);
-                };
-                if last < start {
-                    return Ok(None);
+    let mut ranges: Vec<Range<u64>> = specs.iter().filter_map(|spec| spec.clamp(size)).collect();
+    let overlapping_pairs = ranges
+        .iter()
+        .enumerate()
+        .flat_map(|(i, a)| ranges[i + 1..].iter().map(move |b| (a, b)))
+        .filter(|(a, b)| a.start < b.end && b.start < a.end)
+        .count();
+    let ascending = ranges.windows(2).all(|pair| pair[0].start <= pair[1].start);
+    if ranges.is_empty()
+        || ranges.len() > MAX_RANGES
+        || overlapping_pairs > MAX_RANGE_OVERLAPS
+        || (!ascending && ranges.len() >= MAX_NONASCENDING_RANGES)
+    {
+        return Err(RangeError::Unsatisfiable);
+    }
+    Ok(match ranges.len() {
+        1 => ByteRanges::One(ranges.remove(0)),
+        _ => ByteRanges::Several(ranges),
+    })
+}
+
+/// One `byte-range-spec`: `first-last`, `first-`, or `-suffix`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum RangeSpec {
+    From { first: u64, last: Option<u64> },
+    Suffix(u64),
+}
+
+impl RangeSpec {
+    /// The bytes of an object of `size` this spec covers; `None` when none.
+    fn clamp(self, size: u64) -> Option<Range<u64>> {
+        match self {
+            RangeSpec::From { first, .. } if first >= size => None,
+            RangeSpec::From { first, last } => {
+                let end = last.map_or(size, |last| last.saturating_add(1).min(size));
+                Some(first..end)
+            }
+            RangeSpec::Suffix(suffix) if suffix == 0 || size == 0 => None,
+            RangeSpec::Suffix(suffix) => Some(size.saturating_sub(suffix)..size),
+        }
+    }
+}
+
+/// The specs of a `bytes=` header, `None` when it is to be ignored: absent,
+/// another unit, or any spec malformed (RFC 9110 §14.2: a recipient ignores
+/// a range set with an invalid spec). Spaces are allowed anywhere.
+fn range_specs(header: Option<&str>) -> Option<Vec<RangeSpec>> {
+    let compact: String = header?.chars().filter(|c| *c != ' ').collect();
+    let unit = compact.get(..6)?;
+    if !unit.eq_ignore_ascii_case("bytes=") {
+        return None;
+    }
+    let digits = |text: &str| {
+        (!text.is_empty() && text.bytes().all(|b| b.is_ascii_digit()))
+            .then(|| text.parse::<u64>().ok())
+            .flatten()
+    };
+    compact[6..]
+        .split(',')
+        .map(|spec| {
+            let (first, last) = spec.split_once('-')?;
+            match (first.is_empty(), last.is_empty()) {
+                (false, true) => Some(RangeSpec::From {
+                    first: digits(first)?,
+                    last: None,
+                }),
+                (false, false) => {
+                    let (first, last) = (digits(first)?, digits(last)?);
+                    (last >= first).then_some(RangeSpec::From {
+                        first,
+                        last: Some(last),
+                    })
                 }
-                last.saturating_add(1).min(size)
-            };
-            if start >= size {
-                return Err(RangeError::Unsatisfiable);
+                (true, false) => Some(RangeSpec::Suffix(digits(last)?)),
+                (true, true) => None,
             }
-            start..end
+        })
+        .collect()
+}
+
+/// A `multipart/byteranges` answer (RFC 9110 §14.6) for several ranges of
+/// an object: each part its range's bytes under a `Content-Type` and a
+/// `Content-Range`. Its length is known before any byte is read.
+pub struct MultipartRanges {
+    boundary: String,
+    part_heads: Vec<Bytes>,
+    length: u64,
+}
+
+impl MultipartRanges {
+    pub fn new(ranges: &[Range<u64>], size: u64, part_type: &str) -> MultipartRanges {
+        let boundary = hex::encode(rand::random::<[u8; 16]>());
+        let part_heads: Vec<Bytes> = ranges
+            .iter()
+            .map(|range| {
+                Bytes::from(format!(
+                    "--{boundary}\r\nContent-Type: {part_type}\r\n\
+                     Content-Range: bytes {}-{}/{size}\r\n\r\n",
+                    range.start,
+                    range.end - 1
+                ))
+            })
+            .collect();
+        // Each part is its head, its bytes and a CRLF; then the last boundary.
+        let length = ranges
+            .iter()
+            .zip(&part_heads)
+            .map(|(range, head)| head.len() as u64 + (range.end - range.start) + 2)
+            .sum::<u64>()
+            + boundary.len() as u64
+            + 4;
+        MultipartRanges {
+            boundary,
+            part_heads,
+            length,
         }
-        (true, false) => {
-            let Some(suffix) = parse(last) else {
-                return Ok(None);
-            };
-            if suffix == 0 {
-                return Err(RangeError::Unsatisfiable);
-            }
-            size.saturating_sub(suffix)..size
-        }
-        (true, true) => return Ok(None),
-    };
-    Ok(Some(range))
+    }
+
+    pub fn content_type(&self) -> String {
+        format!("multipart/byteranges; boundary={}", self.boundary)
+    }
+
+    pub fn content_length(&self) -> u64 {
+        self.length
+    }
+
+    /// The body, from one body per range, in the order of the ranges.
+    pub fn body(self, parts: Vec<ResponseBody>) -> ResponseBody {
+        let closing = Bytes::from(format!("--{}--", self.boundary));
+        let pieces = self.part_heads.into_iter().zip(parts).map(|(head, part)| {
+            futures::stream::iter([Ok(head)])
+                .chain(part.into_data_stream())
+                .chain(futures::stream::iter([Ok(Bytes::from_static(b"\r\n"))]))
+        });
+        streamed_body(
+            futures::stream::iter(pieces)
+                .flatten()
+                .chain(futures::stream::iter([Ok(closing)])),
+        )
+    }
 }
 
 #[cfg(test)]
@@ -330,6 +474,87 @@ mod tests {
         check(Some("bytes=0-1,3-4"), 10, Ok(None));
         check(Some("items=0-1"), 10, Ok(None));
         check(Some("bytes=x-1"), 10, Ok(None));
+        check(Some("bytes=-5"), 0, Err(RangeError::Unsatisfiable));
+        check(Some("Bytes = 2 - 3"), 10, Ok(Some(2..4)));
+    }
+
+    #[test]
+    fn several_ranges() {
+        use ByteRanges::*;
+        let ranges = |header: &str, size| byte_ranges(Some(header), size);
+        assert_eq!(byte_ranges(None, 10), Ok(Whole));
+        assert_eq!(ranges("bytes=0-1,4-5", 10), Ok(Several(vec![0..2, 4..6])));
+        assert_eq!(ranges("bytes=-2,0-0", 10), Ok(Several(vec![8..10, 0..1])));
+        // Unsatisfiable ranges drop out; one left is a single-part answer.
+        assert_eq!(ranges("bytes=0-1,50-60", 10), Ok(One(0..2)));
+        assert_eq!(ranges("bytes=20-,30-", 10), Err(RangeError::Unsatisfiable));
+        // One malformed spec voids the header.
+        assert_eq!(ranges("bytes=0-1,x-2", 10), Ok(Whole));
+        assert_eq!(ranges("bytes=0-1,", 10), Ok(Whole));
+        assert_eq!(ranges("bytes=0-1,5-3", 10), Ok(Whole));
+        // Egregious sets are refused.
+        let many = (0..51)
+            .map(|i| format!("{i}-{i}"))
+            .collect::<Vec<_>>()
+            .join(",");
+        assert_eq!(
+            ranges(&format!("bytes={many}"), 100),
+            Err(RangeError::Unsatisfiable)
+        );
+        assert_eq!(
+            ranges("bytes=0-5,1-6,2-7,3-8", 10),
+            Err(RangeError::Unsatisfiable)
+        );
+        assert!(ranges("bytes=0-5,1-6,20-30", 100).is_ok());
+        let backwards = (0..8)
+            .rev()
+            .map(|i| format!("{i}-{i}"))
+            .collect::<Vec<_>>()
+            .join(",");
+        assert_eq!(
+            ranges(&format!("bytes={backwards}"), 100),
+            Err(RangeError::Unsatisfiable)
+        );
+        let few_backwards = "bytes=5-5,3-3,1-1";
+        assert_eq!(
+            ranges(few_backwards, 10),
+            Ok(Several(vec![5..6, 3..4, 1..2]))
+        );
+    }
+
+    #[tokio::test]
+    async fn multipart_length_is_the_body_length() {
+        let object = b"0123456789";
+        let ranges = [2..4, 7..10];
+        let multipart = MultipartRanges::new(&ranges, 10, "text/plain");
+        let boundary = multipart
+            .content_type()
+            .rsplit('=')
+            .next()
+            .unwrap_or_default()
+            .to_owned();
+        let length = multipart.content_length();
+        let parts = ranges
+            .iter()
+            .map(|range| {
+                full_body(Bytes::copy_from_slice(
+                    &object[range.start as usize..range.end as usize],
+                ))
+            })
+            .collect();
+        let body = multipart
+            .body(parts)
+            .collect()
+            .await
+            .expect("body")
+            .to_bytes();
+        let expected = format!(
+            "--{boundary}\r\nContent-Type: text/plain\r\nContent-Range: bytes 2-3/10\r\n\r\n23\r\n\
+             --{boundary}\r\nContent-Type: text/plain\r\nContent-Range: bytes 7-9/10\r\n\r\n789\r\n\
+             --{boundary}--"
+        );
+        assert_eq!(String::from_utf8_lossy(&body), expected);
+        assert_eq!(length, body.len() as u64);
     }
 
     #[test]

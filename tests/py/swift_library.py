@@ -1,12 +1,14 @@
 """python-swiftclient as a library (swiftclient.client.Connection), with
 v1.0 and Keystone v3 auth: containers, objects with metadata, listings with
-prefix and delimiter, ranges, copies, errors as ClientException.
+prefix and delimiter, ranges (one and several), copies, errors as ClientException.
 
 Runs under the system python3, where Debian's python3-swiftclient lives.
 
 usage: swift_library.py ENDPOINT ACCOUNT USER KEY
 """
 
+import email.parser
+import email.policy
 import hashlib
 import os
 import sys
@@ -37,6 +39,55 @@ def connections(endpoint, account, user, key):
     )
 
 
+def check_multipart_ranges(name, conn, container, body):
+    """Several ranges come back as multipart/byteranges (RFC 9110 14.6),
+    read here by the standard library's MIME parser."""
+    wanted = [(0, 9), (150_000, 150_099), (299_990, 299_999)]
+    spec = ",".join(f"{first}-{last}" for first, last in wanted)
+    headers, got = conn.get_object(
+        container, "dir/data.bin", headers={"Range": f"bytes={spec}"}
+    )
+    content_type = headers.get("content-type", "")
+    check(
+        content_type.startswith("multipart/byteranges"),
+        f"{name}: multi-range type {content_type}",
+    )
+    check(
+        int(headers.get("content-length")) == len(got),
+        f"{name}: multi-range length {headers.get('content-length')} vs {len(got)}",
+    )
+    message = email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(
+        f"Content-Type: {content_type}\r\n\r\n".encode() + got
+    )
+    parts = list(message.iter_parts())
+    check(len(parts) == len(wanted), f"{name}: {len(parts)} parts")
+    for part, (first, last) in zip(parts, wanted):
+        check(
+            part["Content-Range"] == f"bytes {first}-{last}/{len(body)}",
+            f"{name}: part range {part['Content-Range']}",
+        )
+        check(
+            part.get_content_type() == "application/octet-stream",
+            f"{name}: part type {part.get_content_type()}",
+        )
+        check(
+            part.get_payload(decode=True) == body[first : last + 1],
+            f"{name}: part {first}-{last} bytes differ",
+        )
+    # Ranges that cannot all be satisfied keep the ones that can.
+    headers, got = conn.get_object(
+        container, "dir/data.bin", headers={"Range": "bytes=5-9,900000-"}
+    )
+    check(got == body[5:10], f"{name}: one satisfiable range of two")
+    try:
+        conn.get_object(
+            container, "dir/data.bin", headers={"Range": "bytes=0-9,1-10,2-11,3-12"}
+        )
+        raise AssertionError(f"{name}: overlapping ranges were served")
+    except ClientException as err:
+        check(err.http_status == 416, f"{name}: overlapping ranges {err.http_status}")
+
+
 def exercise(name, conn):
     container = f"lib-{name.replace('.', '')}-{os.getpid()}"
     conn.put_container(container, headers={"X-Container-Meta-Owner": "lib"})
@@ -55,6 +106,7 @@ def exercise(name, conn):
         container, "dir/data.bin", headers={"Range": "bytes=100-199"}
     )
     check(got == body[100:200], f"{name}: range differs")
+    check_multipart_ranges(name, conn, container, body)
 
     _, listing = conn.get_container(container, prefix="dir/", delimiter="/")
     names = [entry.get("name") or entry.get("subdir") for entry in listing]

@@ -1487,6 +1487,41 @@ impl EdgeCache {
             (Some(range), false) => range.clone(),
             (None, false) => 0..cached.info.size,
         };
+        let body = self.body_of(cached, range.clone(), true).await?;
+        self.count_served(cached, range.end - range.start);
+        Some(body)
+    }
+
+    /// The bodies of several `ranges` of `cached` (each clamped to the
+    /// object), for a multi-range answer. As [`Edge::serve`], `None` when
+    /// the first block read shows an SSD copy damaged; only the first
+    /// range is read before answering, so that a request for many ranges
+    /// holds no more than one block in memory at a time.
+    pub async fn serve_parts(
+        &self,
+        cached: &CachedObject,
+        ranges: &[std::ops::Range<u64>],
+    ) -> Option<Vec<ResponseBody>> {
+        let mut bodies = Vec::with_capacity(ranges.len());
+        for (index, range) in ranges.iter().enumerate() {
+            bodies.push(self.body_of(cached, range.clone(), index == 0).await?);
+        }
+        self.count_served(
+            cached,
+            ranges.iter().map(|range| range.end - range.start).sum(),
+        );
+        Some(bodies)
+    }
+
+    /// `range` of `cached`, streamed from the fill if the copy is still
+    /// arriving. With `check_first`, an SSD copy's first block is read
+    /// (and checked) now.
+    async fn body_of(
+        &self,
+        cached: &CachedObject,
+        range: std::ops::Range<u64>,
+        check_first: bool,
+    ) -> Option<ResponseBody> {
         // A copy's length is its record's size (checked when it is made),
         // so a clamped range is always inside it.
         let slice =
@@ -1504,21 +1539,25 @@ impl EdgeCache {
                     None => streamed_body(filling.stream(range.clone())),
                 }
             }
-            Some(Streamed::Ssd(copy)) => {
+            Some(Streamed::Ssd(copy)) if check_first => {
                 let blocks = first_read(stream_copy(copy.clone(), range.clone()))
                     .await
                     .ok()?;
                 self.metrics.ssd_hits.fetch_add(1, Ordering::Relaxed);
                 streamed_body(blocks)
             }
+            Some(Streamed::Ssd(copy)) => streamed_body(stream_copy(copy.clone(), range.clone())),
         };
+        Some(body)
+    }
+
+    fn count_served(&self, cached: &CachedObject, bytes: u64) {
         let served = match &cached.source {
             Source::Ram => &self.metrics.bytes_served,
             Source::Zone(zone) => &zone.bytes_served,
             Source::Store => &self.metrics.bytes_served_from_store,
         };
-        served.fetch_add(range.end - range.start, Ordering::Relaxed);
-        Some(body)
+        served.fetch_add(bytes, Ordering::Relaxed);
     }
 
     /// Prometheus text exposition of the counters.

@@ -14,8 +14,9 @@ use super::{SwiftDoor, SwiftRequest, put_header, swift_timestamp};
 use crate::edge::Dialect;
 use crate::large_object::read_assembled;
 use crate::wire::{
-    ConditionOutcome, REPRESENTATION_HEADERS, RangeError, Response, byte_range, content_type_for,
-    empty_response, evaluate_conditions, full_body, http_date, stream_body,
+    ByteRanges, ConditionOutcome, MultipartRanges, REPRESENTATION_HEADERS, RangeError, Response,
+    ResponseBody, byte_ranges, content_type_for, empty_response, evaluate_conditions, full_body,
+    http_date, lazy_store_body, stream_body,
 };
 
 impl SwiftDoor {
@@ -106,7 +107,27 @@ impl SwiftDoor {
                 return Err(SwiftError::precondition_failed("Precondition Failed"));
             }
         }
-        let range = requested_range(request, view.size)?;
+        let ranges = requested_ranges(request, view.size)?;
+        if let ByteRanges::Several(parts) = &ranges {
+            let bodies = if head {
+                None
+            } else {
+                let mut bodies = Vec::with_capacity(parts.len());
+                for (index, range) in parts.iter().enumerate() {
+                    let segments = assembled.segments.clone();
+                    let reader = read_assembled(&self.store, view, segments, Some(range.clone()));
+                    bodies.push(match index {
+                        0 => stream_body(reader).await?,
+                        _ => lazy_store_body(reader),
+                    });
+                }
+                Some(bodies)
+            };
+            let mut headers = HeaderMap::new();
+            object_headers(&mut headers, view, large);
+            return Ok(multipart_response(headers, parts, view.size, bodies));
+        }
+        let range = ranges.single();
         let length = range
             .as_ref()
             .map_or(view.size, |range| range.end - range.start);
@@ -151,27 +172,43 @@ impl SwiftDoor {
         let info = &cached.info;
         let mut response = match evaluate_conditions(&request.headers, "", info) {
             ConditionOutcome::Proceed => {
-                let range = requested_range(request, info.size)?;
-                let Some(body) = self.edge.serve(&cached, range.as_ref(), head).await else {
-                    return Ok(None);
+                let ranges = requested_ranges(request, info.size)?;
+                let cached_headers = || {
+                    cached.headers(Dialect::Swift, |info| {
+                        let mut headers = HeaderMap::new();
+                        object_headers(&mut headers, info, false);
+                        headers
+                    })
                 };
-                let length = range
-                    .as_ref()
-                    .map_or(info.size, |range| range.end - range.start);
-                let mut response = http::Response::new(body);
-                *response.headers_mut() = cached.headers(Dialect::Swift, |info| {
-                    let mut headers = HeaderMap::new();
-                    object_headers(&mut headers, info, false);
-                    headers
-                });
-                response.headers_mut().insert(
-                    http::header::CONTENT_LENGTH,
-                    http::HeaderValue::from(length),
-                );
-                if let Some(range) = range {
-                    partial(&mut response, &range, info.size);
+                if let ByteRanges::Several(parts) = &ranges {
+                    let bodies = if head {
+                        None
+                    } else {
+                        let Some(bodies) = self.edge.serve_parts(&cached, parts).await else {
+                            return Ok(None);
+                        };
+                        Some(bodies)
+                    };
+                    multipart_response(cached_headers(), parts, info.size, bodies)
+                } else {
+                    let range = ranges.single();
+                    let Some(body) = self.edge.serve(&cached, range.as_ref(), head).await else {
+                        return Ok(None);
+                    };
+                    let length = range
+                        .as_ref()
+                        .map_or(info.size, |range| range.end - range.start);
+                    let mut response = http::Response::new(body);
+                    *response.headers_mut() = cached_headers();
+                    response.headers_mut().insert(
+                        http::header::CONTENT_LENGTH,
+                        http::HeaderValue::from(length),
+                    );
+                    if let Some(range) = range {
+                        partial(&mut response, &range, info.size);
+                    }
+                    response
                 }
-                response
             }
             ConditionOutcome::NotModified => not_modified(info, false),
             ConditionOutcome::PreconditionFailed => {
@@ -472,8 +509,8 @@ fn copy_path(text: &str) -> SwiftResult<(String, String)> {
 }
 
 /// The `Range` of a read; unsatisfiable is 416 with `Content-Range: */size`.
-fn requested_range(request: &SwiftRequest, size: u64) -> SwiftResult<Option<std::ops::Range<u64>>> {
-    byte_range(request.header("range"), size).map_err(|RangeError::Unsatisfiable| {
+fn requested_ranges(request: &SwiftRequest, size: u64) -> SwiftResult<ByteRanges> {
+    byte_ranges(request.header("range"), size).map_err(|RangeError::Unsatisfiable| {
         SwiftError::new(
             StatusCode::RANGE_NOT_SATISFIABLE,
             "Requested Range Not Satisfiable",
@@ -494,6 +531,34 @@ fn partial(response: &mut Response, range: &std::ops::Range<u64>, size: u64) {
             range.end.saturating_sub(1)
         ),
     );
+}
+
+/// A 206 of several `ranges` of an object of `size` bytes, as one
+/// `multipart/byteranges` body (`None` for HEAD); each part is of the
+/// object's type, which `headers` carry.
+fn multipart_response(
+    mut headers: HeaderMap,
+    ranges: &[std::ops::Range<u64>],
+    size: u64,
+    bodies: Option<Vec<ResponseBody>>,
+) -> Response {
+    let part_type = crate::wire::header_str(&headers, http::header::CONTENT_TYPE)
+        .unwrap_or("application/octet-stream")
+        .to_owned();
+    let multipart = MultipartRanges::new(ranges, size, &part_type);
+    put_header(&mut headers, "content-type", &multipart.content_type());
+    headers.insert(
+        http::header::CONTENT_LENGTH,
+        http::HeaderValue::from(multipart.content_length()),
+    );
+    let body = match bodies {
+        Some(bodies) => multipart.body(bodies),
+        None => full_body(bytes::Bytes::new()),
+    };
+    let mut response = http::Response::new(body);
+    *response.status_mut() = StatusCode::PARTIAL_CONTENT;
+    *response.headers_mut() = headers;
+    response
 }
 
 fn not_modified(info: &ObjectInfo, large: bool) -> Response {

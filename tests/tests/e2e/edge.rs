@@ -48,6 +48,14 @@ fn metric(server: &Server, name: &str) -> Result<u64> {
 }
 
 /// A public container of the root account with one object.
+/// The boundary of a `multipart/byteranges` answer.
+fn multipart_boundary(response: &HttpResponse) -> Result<&str> {
+    response
+        .header("content-type")
+        .and_then(|value| value.strip_prefix("multipart/byteranges; boundary="))
+        .with_context(|| format!("not multipart: {response}"))
+}
+
 fn public_container(server: &Server, object: &str, body: &[u8]) -> Result<String> {
     let container = unique_bucket("public");
     let path = format!("/v1/AUTH_admin/{container}");
@@ -95,6 +103,22 @@ fn cache_hits_revalidates_and_purges_on_writes() -> Result<()> {
     );
     anonymous(&server, &url, &[("Range", "bytes=100-")])?.expect_status(416)?;
     anonymous(&server, &url, &[("Range", "bytes=garbage")])?.expect_status(200)?;
+    // Several ranges: one multipart/byteranges answer from the cached copy.
+    let several = anonymous(&server, &url, &[("Range", "bytes=0-2,-3")])?;
+    several.expect_status(206)?;
+    let boundary = multipart_boundary(&several)?;
+    let object_type = first.header("content-type").context("no type")?;
+    let part = |range: &str, bytes: &str| {
+        format!(
+            "--{boundary}\r\nContent-Type: {object_type}\r\nContent-Range: bytes {range}/10\r\n\r\n{bytes}\r\n"
+        )
+    };
+    let expected = format!("{}{}--{boundary}--", part("0-2", "GIF"), part("7-9", "one"));
+    ensure!(
+        several.body_text() == expected && several.header("x-cache") == Some("HIT"),
+        "{several}"
+    );
+    anonymous(&server, &url, &[("Range", "bytes=0-5,1-6,2-7,3-8")])?.expect_status(416)?;
 
     // An overwrite is visible at once; so is a delete.
     server
@@ -1312,6 +1336,31 @@ fn large_ssd_copies_stream_checked_blocks() -> Result<()> {
             "bytes {first}-{last} read {blocks_read} blocks, not {blocks}"
         );
     }
+    // Several ranges stream from their own blocks, the later ones after
+    // the status is out.
+    let before = read()?;
+    let several = anonymous(&server, &url, &[("Range", "bytes=10-19,8388608-8388615")])?;
+    several.expect_status(206)?;
+    let boundary = multipart_boundary(&several)?;
+    let mut expected = Vec::new();
+    for (first, last) in [(10, 19), (8 * MIB, 8 * MIB + 7)] {
+        expected.extend_from_slice(
+            format!(
+                "--{boundary}\r\nContent-Type: application/octet-stream\r\n\
+                 Content-Range: bytes {first}-{last}/{}\r\n\r\n",
+                body.len()
+            )
+            .as_bytes(),
+        );
+        expected.extend_from_slice(&body[first..=last]);
+        expected.extend_from_slice(b"\r\n");
+    }
+    expected.extend_from_slice(format!("--{boundary}--").as_bytes());
+    ensure!(several.body == expected, "wrong multipart body");
+    ensure!(
+        (read()? - before) / MIB as u64 == 2,
+        "two ranges in two blocks read other blocks"
+    );
 
     // Damage block 5 of the body, its last.
     let damaged_at = zone_body_start(&file, body.len())? + 5 * MIB + 100;

@@ -1572,10 +1572,12 @@ impl EdgeCache {
             ("strata_cache_fills_refused_total", &m.fills_refused),
             ("strata_cache_purges_total", &m.purges),
         ];
+        // These count answers and fills of the whole cache, whichever zone
+        // keeps the copy: no zone label.
         let mut out = String::new();
         for (name, value) in counters {
             out.push_str(&format!(
-                "# TYPE {name} counter\n{name}{{zone=\"ram\"}} {}\n",
+                "# TYPE {name} counter\n{name} {}\n",
                 value.load(Ordering::Relaxed)
             ));
         }

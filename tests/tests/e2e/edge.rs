@@ -47,7 +47,6 @@ fn metric(server: &Server, name: &str) -> Result<u64> {
         .with_context(|| format!("no {name} in\n{text}"))
 }
 
-/// A public container of the root account with one object.
 /// The boundary of a `multipart/byteranges` answer.
 fn multipart_boundary(response: &HttpResponse) -> Result<&str> {
     response
@@ -56,6 +55,7 @@ fn multipart_boundary(response: &HttpResponse) -> Result<&str> {
         .with_context(|| format!("not multipart: {response}"))
 }
 
+/// A public container of the root account with one object.
 fn public_container(server: &Server, object: &str, body: &[u8]) -> Result<String> {
     let container = unique_bucket("public");
     let path = format!("/v1/AUTH_admin/{container}");

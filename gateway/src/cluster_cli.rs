@@ -373,6 +373,19 @@ fn table(ring: &Ring, report: &ClusterReport) -> String {
                     status.replication.last_pass_out_of_sync,
                     status.replication.extents_pushed,
                 );
+                if status.disk_failed {
+                    let _ = writeln!(
+                        out,
+                        "{:<22} DISK FAILED an fsync: takes no writes; check the disk, then restart it",
+                        ""
+                    );
+                } else if let Some(reason) = &status.last_write_refusal {
+                    let _ = writeln!(
+                        out,
+                        "{:<22} refused {} writes since it started, the last: {reason}",
+                        "", status.writes_refused
+                    );
+                }
             }
             None => {
                 let _ = writeln!(

@@ -59,6 +59,12 @@ impl LocalPool {
 }
 
 impl LocalPool {
+    /// Whether a failed fsync poisoned the pool: it takes no more writes
+    /// until the process restarts.
+    pub fn is_poisoned(&self) -> bool {
+        self.inner.poisoned.load(Ordering::Acquire)
+    }
+
     /// Stores `data` under a given id, replacing any copy already there: how a
     /// storage node takes a replica (the id was chosen by the writer) and how a
     /// damaged copy is repaired. The data goes to a temporary file that is

@@ -69,6 +69,10 @@ struct Inner {
 struct ClusterHealth {
     nodes_up: u64,
     nodes_unreachable: u64,
+    /// Nodes up whose disk failed an fsync: they take no writes.
+    nodes_disk_failed: u64,
+    /// Extent writes the nodes refused since they started.
+    writes_refused: u64,
     extent_copies: u64,
     /// Partitions a node's last pass found a peer lacking (summed over the
     /// nodes: each replica that noticed counts).
@@ -197,6 +201,8 @@ impl RingPool {
                     health.partitions_out_of_sync,
                 ),
                 ("strata_cluster_bytes_to_move", health.bytes_to_move),
+                ("strata_cluster_nodes_disk_failed", health.nodes_disk_failed),
+                ("strata_cluster_writes_refused", health.writes_refused),
                 ("strata_cluster_settled", u64::from(health.settled)),
             ];
             for (name, value) in gauges {
@@ -238,6 +244,8 @@ impl RingPool {
                         health.extent_copies += status.extents;
                         health.partitions_out_of_sync += status.replication.last_pass_out_of_sync;
                         health.bytes_to_move += status.handoff_bytes;
+                        health.nodes_disk_failed += u64::from(status.disk_failed);
+                        health.writes_refused += status.writes_refused;
                         health.settled &= status.settled_at(ring.version());
                     }
                     Err(_) => {

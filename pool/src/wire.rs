@@ -150,14 +150,27 @@ pub struct NodeStatus {
     /// Their bytes: what this node still has to move.
     pub handoff_bytes: u64,
     pub replication: ReplicationStatus,
+    /// Extent writes this node refused since it started (a full disk, an
+    /// I/O error), and why it refused the last one. Writes go elsewhere
+    /// meanwhile, so the only other sign is copies missing here.
+    #[serde(default)]
+    pub writes_refused: u64,
+    #[serde(default)]
+    pub last_write_refusal: Option<String>,
+    /// A failed fsync poisoned the node's pool: it refuses every write until
+    /// it is restarted, after the disk is checked.
+    #[serde(default)]
+    pub disk_failed: bool,
 }
 
 impl NodeStatus {
     /// Whether this node is done with the ring of `ring_version`: it runs
     /// it (or a newer one), its last pass found every partition in sync,
-    /// and it holds nothing to move home.
+    /// it holds nothing to move home, and its disk takes writes (a node
+    /// whose disk failed cannot take the copies a peer may yet send it).
     pub fn settled_at(&self, ring_version: u64) -> bool {
-        self.ring_version >= Some(ring_version)
+        !self.disk_failed
+            && self.ring_version >= Some(ring_version)
             && self.replication.settled()
             && self.handoff_extents == 0
     }

@@ -75,6 +75,8 @@ pub(crate) struct Node {
     ring_install: Mutex<()>,
     index: Mutex<Index>,
     status: Mutex<ReplicationStatus>,
+    /// Extent writes refused since start, and the reason of the last one.
+    refusals: Mutex<(u64, Option<String>)>,
 }
 
 const RING_FILE: &str = "ring";
@@ -131,6 +133,7 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
         ring_install: Mutex::new(()),
         index: Mutex::new(index),
         status: Mutex::new(ReplicationStatus::default()),
+        refusals: Mutex::new((0, None)),
     });
     let stored = match fs::read(config.data.join(RING_FILE)) {
         Ok(bytes) => Some(Ring::from_bytes(&bytes)?),
@@ -485,14 +488,22 @@ impl Node {
                 }
                 reply(StatusCode::NO_CONTENT, "")
             }
-            Err(PoolError::Poisoned) => reply(
-                StatusCode::INSUFFICIENT_STORAGE,
-                "this node's disk failed an fsync\n",
-            ),
-            Err(PoolError::Io(err)) if err.raw_os_error() == Some(28) => {
-                reply(StatusCode::INSUFFICIENT_STORAGE, "disk full\n")
+            Err(err) => {
+                let reason = match &err {
+                    PoolError::Poisoned => "this node's disk failed an fsync".to_owned(),
+                    PoolError::Io(err) if err.kind() == io::ErrorKind::StorageFull => {
+                        "disk full".to_owned()
+                    }
+                    err => err.to_string(),
+                };
+                let mut refusals = lock(&self.refusals);
+                refusals.0 += 1;
+                if refusals.1.as_deref() != Some(reason.as_str()) {
+                    tracing::warn!(%id, %reason, "refused an extent write");
+                }
+                refusals.1 = Some(reason.clone());
+                reply(StatusCode::INSUFFICIENT_STORAGE, format!("{reason}\n"))
             }
-            Err(err) => reply(StatusCode::INSUFFICIENT_STORAGE, format!("{err}\n")),
         }
     }
 
@@ -606,6 +617,7 @@ impl Node {
             .as_ref()
             .map(|ring| self.primary_partitions(ring))
             .unwrap_or_default();
+        let refusals = lock(&self.refusals).clone();
         let index = lock(&self.index);
         let (extents, bytes, tombstones) = index.totals();
         let mut primary_partitions = 0;
@@ -631,6 +643,9 @@ impl Node {
             handoff_extents,
             handoff_bytes,
             replication: lock(&self.status).clone(),
+            writes_refused: refusals.0,
+            last_write_refusal: refusals.1,
+            disk_failed: self.pool.is_poisoned(),
         }
     }
 }

@@ -444,6 +444,25 @@ fn a_node_whose_disk_fills() -> Result<()> {
         status["settled"] == false,
         "a full node cannot hold its copies, yet the cluster says settled:\n{status:#}"
     );
+    // The full node says why it is short of copies.
+    let full = status["reports"]
+        .as_array()
+        .and_then(|reports| {
+            reports
+                .iter()
+                .find(|report| report["node"] == cluster.nodes[2].address.as_str())
+        })
+        .with_context(|| format!("no report of node 2 in {status:#}"))?;
+    ensure!(
+        full["status"]["writes_refused"].as_u64() > Some(0)
+            && full["status"]["last_write_refusal"] == "disk full"
+            && full["status"]["disk_failed"] == false,
+        "node 2 does not say it refused writes: {full:#}"
+    );
+    within_settle_timeout(|| {
+        let refused = metric(&server, "strata_cluster_writes_refused")?;
+        Ok((refused == 0).then(|| "/metrics shows no refused writes".to_owned()))
+    })?;
 
     // More room: the replicators complete node 2, and it can stand in for
     // the others.

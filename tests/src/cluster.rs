@@ -123,6 +123,14 @@ impl StorageNode {
         Ok(())
     }
 
+    /// Sets a command-line option of `strata node` for the next (re)start.
+    pub fn set_option(&mut self, flag: &str, value: &str) {
+        match self.args.iter().position(|arg| arg == flag) {
+            Some(at) if at + 1 < self.args.len() => self.args[at + 1] = value.to_owned(),
+            _ => self.args.extend([flag.to_owned(), value.to_owned()]),
+        }
+    }
+
     pub fn data_dir(&self) -> &Path {
         &self.data
     }

@@ -5,7 +5,7 @@
 //! `strata status` must report the cluster settled before anything is
 //! assumed repaired.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::io::{BufRead, BufReader, Read};
 use std::process::Stdio;
@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail, ensure};
 use strata_tests::{
     Cluster, KillOnDrop, Partition, Server, Signing, SwiftUser, Tmpfs, assert_same_tree,
-    unique_bucket, unix_now, utf8, write_tree,
+    random_bytes, unique_bucket, unix_now, utf8, write_tree,
 };
 
 const OBJECTS: usize = 1000;
@@ -622,6 +622,77 @@ fn extents_no_record_names_are_swept() -> Result<()> {
     Ok(())
 }
 
+/// A read that finds a replica's copy damaged or missing answers from the
+/// other copy and puts a good one back. The replicator and the auditor are
+/// held off for an hour here, so only reads can have repaired anything.
+#[test]
+fn reads_repair_damaged_and_missing_copies() -> Result<()> {
+    let mut cluster = Cluster::start(2, 4, 2)?;
+    for node in &mut cluster.nodes {
+        // Started empty, the auditor finds nothing and sleeps its pause.
+        node.set_option("--replication-interval", "3600");
+        node.set_option("--audit-pause", "3600");
+        node.restart()?;
+    }
+    let server = cluster.gateway()?;
+    let container = format!("/v1/AUTH_admin/{}", unique_bucket("repair"));
+    server
+        .swift_as_root("PUT", &container, None, &[])?
+        .expect_status(201)?;
+    // Over the 16 KiB kept inside records: each is one extent on both nodes.
+    let objects: Vec<(String, Vec<u8>)> = (0..40)
+        .map(|i| (format!("{container}/object-{i}"), random_bytes(100_000 + i)))
+        .collect();
+    for (url, body) in &objects {
+        server
+            .swift_as_root("PUT", url, Some(body), &[])?
+            .expect_status(201)?;
+    }
+    let files = extent_files(&cluster)?;
+    ensure!(files.len() == 80, "{} extent files, not 80", files.len());
+    // Whichever node a partition's reads go to first, a quarter of the
+    // extents is damaged on each node and a quarter missing on each.
+    let mut damaged = Vec::new();
+    let mut missing = Vec::new();
+    let names: BTreeSet<&String> = files.iter().map(|(_, name)| name).collect();
+    for (i, name) in names.into_iter().enumerate() {
+        let node = i % 2;
+        let path = extent_path(cluster.nodes[node].data_dir(), name);
+        let original = fs::read(&path)?;
+        if i % 4 < 2 {
+            let mut bytes = original.clone();
+            bytes[original.len() / 2] ^= 0x5a;
+            fs::write(&path, bytes)?;
+            damaged.push((path, original));
+        } else {
+            fs::remove_file(&path)?;
+            missing.push((path, original));
+        }
+    }
+    for (url, body) in &objects {
+        let got = server.swift_as_root("GET", url, None, &[])?;
+        got.expect_status(200)?;
+        ensure!(got.body == *body, "{url}: wrong bytes");
+    }
+    let restored = |copies: &[(std::path::PathBuf, Vec<u8>)]| {
+        copies
+            .iter()
+            .filter(|(path, original)| fs::read(path).is_ok_and(|bytes| bytes == *original))
+            .count()
+    };
+    within_settle_timeout(|| {
+        let (damaged, missing) = (restored(&damaged), restored(&missing));
+        Ok((damaged == 0 || missing == 0)
+            .then(|| format!("reads restored {damaged} damaged copies and {missing} missing ones")))
+    })?;
+    // Every object still reads back, from either copy.
+    for (url, body) in &objects {
+        let got = server.swift_as_root("GET", url, None, &[])?;
+        ensure!(got.status == 200 && got.body == *body, "{url}: wrong bytes");
+    }
+    Ok(())
+}
+
 /// Three nodes in three zones (64 partitions, 2 replicas), a gateway, and a
 /// bucket on it.
 fn three_nodes_and_a_bucket(prefix: &str) -> Result<(Cluster, Server, String)> {
@@ -740,6 +811,11 @@ fn extent_files(cluster: &Cluster) -> Result<std::collections::BTreeSet<(usize, 
         }
     }
     Ok(found)
+}
+
+/// Where a node keeps the extent whose file is `name`.
+fn extent_path(data: &std::path::Path, name: &str) -> std::path::PathBuf {
+    data.join("pool/extents").join(&name[..2]).join(name)
 }
 
 /// `cp -a FROM TO`.

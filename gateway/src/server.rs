@@ -354,15 +354,6 @@ async fn open_pool(config: &Config) -> anyhow::Result<(Arc<dyn Pool>, Option<Rin
         return Ok((Arc::new(pool), None));
     };
     let ring = crate::cluster_cli::load_ring(ring_path)?;
-    if let Some(quorum) = config.cluster.write_quorum
-        && quorum > ring.replicas()
-    {
-        anyhow::bail!(
-            "cluster.write_quorum {quorum} is more than the {} copies the ring {} keeps",
-            ring.replicas(),
-            ring_path.display()
-        );
-    }
     let pool = RingPool::new(
         ring,
         RingPoolConfig {
@@ -370,7 +361,13 @@ async fn open_pool(config: &Config) -> anyhow::Result<(Arc<dyn Pool>, Option<Rin
             write_quorum: config.cluster.write_quorum,
             node_timeout: Duration::from_secs(config.cluster.node_timeout_secs),
         },
-    );
+    )
+    .with_context(|| {
+        format!(
+            "cluster.write_quorum against the ring {}",
+            ring_path.display()
+        )
+    })?;
     let refused = pool.announce_ring().await;
     // A node that refuses the ring as another cluster's must not get writes.
     for (node, err) in &refused {

@@ -119,6 +119,10 @@ pub enum PoolError {
     },
     #[error("pool is poisoned after a failed fsync; restart after checking the disk")]
     Poisoned,
+    /// A pool asked to work in a way it cannot (a cluster pool's settings
+    /// against its ring).
+    #[error("pool configuration: {0}")]
+    Config(String),
     /// Too few storage nodes answered (a cluster pool).
     #[error("storage nodes unavailable: {0}")]
     Unavailable(String),

@@ -116,8 +116,18 @@ const READ_HEDGE_AFTER: Duration = Duration::from_secs(1);
 const WRITE_HEDGE_AFTER: Duration = Duration::from_secs(2);
 
 impl RingPool {
-    pub fn new(ring: Ring, config: RingPoolConfig) -> Self {
-        RingPool {
+    /// A pool over the nodes of `ring`. Refuses a write quorum of 0 or of
+    /// more copies than the ring keeps: either would be silently changed.
+    pub fn new(ring: Ring, config: RingPoolConfig) -> Result<Self> {
+        if let Some(quorum) = config.write_quorum
+            && !(1..=ring.replicas()).contains(&quorum)
+        {
+            return Err(PoolError::Config(format!(
+                "a write quorum of {quorum} with a ring of {} replicas",
+                ring.replicas()
+            )));
+        }
+        Ok(RingPool {
             inner: Arc::new(Inner {
                 ring: RwLock::new(Arc::new(ring)),
                 client: NodeClient::new(config.secret, config.node_timeout),
@@ -127,7 +137,7 @@ impl RingPool {
                 repairs: std::sync::Mutex::new(HashSet::new()),
                 health: std::sync::Mutex::new(None),
             }),
-        }
+        })
     }
 
     pub fn ring(&self) -> Arc<Ring> {
@@ -156,6 +166,19 @@ impl RingPool {
         }
         if ring.version() <= current.version() {
             return Ok(false);
+        }
+        // Taken all the same: a gateway left on the old ring would send
+        // writes where the cluster no longer looks for them.
+        if let Some(quorum) = self.inner.write_quorum
+            && quorum > ring.replicas()
+        {
+            tracing::warn!(
+                quorum,
+                replicas = ring.replicas(),
+                version = ring.version(),
+                "the new ring keeps fewer copies than the write quorum: \
+                 writes now need every copy"
+            );
         }
         *current = Arc::new(ring);
         Ok(true)
@@ -802,5 +825,48 @@ impl Pool for RingPool {
             }
         }
         Ok(found.into_iter().collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use strata_ring::{DeviceSpec, RingBuilder};
+
+    use super::*;
+
+    fn ring(replicas: u8) -> Ring {
+        let mut builder = RingBuilder::new("c", 4, replicas).expect("shape");
+        for zone in 1..=3 {
+            builder
+                .add_device(DeviceSpec {
+                    node: format!("127.0.0.1:{}", 7000 + zone),
+                    region: 1,
+                    zone,
+                    weight: 100,
+                    name: None,
+                })
+                .expect("device");
+        }
+        builder.rebalance().expect("rebalance");
+        builder.ring().expect("ring")
+    }
+
+    #[tokio::test]
+    async fn write_quorum_is_checked_against_the_ring() {
+        let pool = |quorum| {
+            RingPool::new(
+                ring(2),
+                RingPoolConfig {
+                    secret: ClusterSecret::new("correct horse battery staple").expect("secret"),
+                    write_quorum: quorum,
+                    node_timeout: Duration::from_secs(1),
+                },
+            )
+        };
+        assert!(pool(None).is_ok());
+        assert!(pool(Some(1)).is_ok());
+        assert!(pool(Some(2)).is_ok());
+        assert!(matches!(pool(Some(0)), Err(PoolError::Config(_))));
+        assert!(matches!(pool(Some(3)), Err(PoolError::Config(_))));
     }
 }

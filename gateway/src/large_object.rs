@@ -301,17 +301,18 @@ pub fn segmented_stream(
     range: Option<Range<u64>>,
 ) -> impl Stream<Item = Result<Bytes, StoreError>> + Send + 'static {
     let store = store.clone();
-    let pieces = select_range(segments, range);
+    let pieces = match range {
+        Some(range) => select_range(&segments, range),
+        None => segments,
+    };
     stream::iter(pieces)
         .map(move |segment| store.read(&segment.info, Some(segment.range)))
         .flatten()
 }
 
-/// The parts of `segments` that cover `range` of their concatenation.
-pub fn select_range(segments: Vec<Segment>, range: Option<Range<u64>>) -> Vec<Segment> {
-    let Some(range) = range else {
-        return segments;
-    };
+/// The parts of `segments` that cover `range` of their concatenation (only
+/// those are copied: a multi-range read selects once per range).
+pub fn select_range(segments: &[Segment], range: Range<u64>) -> Vec<Segment> {
     let mut offset = 0u64;
     let mut selected = Vec::new();
     for segment in segments {
@@ -324,7 +325,7 @@ pub fn select_range(segments: Vec<Segment>, range: Option<Range<u64>>) -> Vec<Se
         let from = range.start.max(start) - start + segment.range.start;
         let to = range.end.min(end) - start + segment.range.start;
         selected.push(Segment {
-            info: segment.info,
+            info: segment.info.clone(),
             range: from..to,
         });
     }
@@ -366,8 +367,8 @@ mod tests {
         }
     }
 
-    fn ranges(range: Option<Range<u64>>) -> Vec<Range<u64>> {
-        select_range(vec![segment(10), segment(5), segment(7)], range)
+    fn ranges(range: Range<u64>) -> Vec<Range<u64>> {
+        select_range(&[segment(10), segment(5), segment(7)], range)
             .into_iter()
             .map(|segment| segment.range)
             .collect()
@@ -375,12 +376,11 @@ mod tests {
 
     #[test]
     fn ranges_across_segments() {
-        assert_eq!(ranges(None), vec![0..10, 0..5, 0..7]);
-        assert_eq!(ranges(Some(0..22)), vec![0..10, 0..5, 0..7]);
-        assert_eq!(ranges(Some(3..4)), vec![3..4]);
-        assert_eq!(ranges(Some(8..12)), vec![8..10, 0..2]);
-        assert_eq!(ranges(Some(10..15)), vec![0..5]);
-        assert_eq!(ranges(Some(14..22)), vec![4..5, 0..7]);
+        assert_eq!(ranges(0..22), vec![0..10, 0..5, 0..7]);
+        assert_eq!(ranges(3..4), vec![3..4]);
+        assert_eq!(ranges(8..12), vec![8..10, 0..2]);
+        assert_eq!(ranges(10..15), vec![0..5]);
+        assert_eq!(ranges(14..22), vec![4..5, 0..7]);
     }
 
     #[test]

@@ -12,7 +12,7 @@ use super::large::{HDR_OBJECT_MANIFEST, HDR_SLO, is_slo};
 use super::meta::{MetaKind, apply_changes, meta_changes};
 use super::{SwiftDoor, SwiftRequest, put_header, swift_timestamp};
 use crate::edge::Dialect;
-use crate::large_object::read_assembled;
+use crate::large_object::{read_assembled, select_range};
 use crate::wire::{
     ByteRanges, ConditionOutcome, MultipartRanges, REPRESENTATION_HEADERS, RangeError, Response,
     ResponseBody, byte_ranges, content_type_for, empty_response, evaluate_conditions, full_body,
@@ -107,15 +107,19 @@ impl SwiftDoor {
                 return Err(SwiftError::precondition_failed("Precondition Failed"));
             }
         }
-        let ranges = requested_ranges(request, view.size)?;
+        let ranges = requested_ranges(request, view.size, head)?;
         if let ByteRanges::Several(parts) = &ranges {
             let bodies = if head {
                 None
             } else {
                 let mut bodies = Vec::with_capacity(parts.len());
                 for (index, range) in parts.iter().enumerate() {
-                    let segments = assembled.segments.clone();
-                    let reader = read_assembled(&self.store, view, segments, Some(range.clone()));
+                    // The range's own segments, not a copy of all of them per range.
+                    let (segments, range) = match &assembled.segments {
+                        Some(all) => (Some(select_range(all, range.clone())), None),
+                        None => (None, Some(range.clone())),
+                    };
+                    let reader = read_assembled(&self.store, view, segments, range);
                     bodies.push(match index {
                         0 => stream_body(reader).await?,
                         _ => lazy_store_body(reader),
@@ -172,7 +176,7 @@ impl SwiftDoor {
         let info = &cached.info;
         let mut response = match evaluate_conditions(&request.headers, "", info) {
             ConditionOutcome::Proceed => {
-                let ranges = requested_ranges(request, info.size)?;
+                let ranges = requested_ranges(request, info.size, head)?;
                 let cached_headers = || {
                     cached.headers(Dialect::Swift, |info| {
                         let mut headers = HeaderMap::new();
@@ -509,7 +513,12 @@ fn copy_path(text: &str) -> SwiftResult<(String, String)> {
 }
 
 /// The `Range` of a read; unsatisfiable is 416 with `Content-Range: */size`.
-fn requested_ranges(request: &SwiftRequest, size: u64) -> SwiftResult<ByteRanges> {
+/// HEAD ignores it (RFC 9110 §14.2 defines ranges for GET only; Swift
+/// answers a ranged HEAD with the whole object's headers).
+fn requested_ranges(request: &SwiftRequest, size: u64, head: bool) -> SwiftResult<ByteRanges> {
+    if head {
+        return Ok(ByteRanges::Whole);
+    }
     byte_ranges(request.header("range"), size).map_err(|RangeError::Unsatisfiable| {
         SwiftError::new(
             StatusCode::RANGE_NOT_SATISFIABLE,

@@ -647,6 +647,17 @@ fn objects_conditions_ranges_and_bad_input() -> Result<()> {
     let partial = get(&[("Range", "bytes=10-19")])?;
     partial.expect_status(206)?;
     ensure!(partial.body == bytes[10..20], "range bytes differ");
+    // HEAD ignores Range: the whole object's length, not a part's.
+    let head = swift_http(
+        &server,
+        &token,
+        "HEAD",
+        &object,
+        None,
+        &[("Range", "bytes=0-1,5-6")],
+    )?;
+    head.expect_status(200)?;
+    ensure!(head.header("content-length") == Some("1000"), "{head}");
     let unsatisfiable = get(&[("Range", "bytes=5000-")])?;
     unsatisfiable.expect_status(416)?;
     ensure!(

@@ -64,18 +64,21 @@ const UNSUPPORTED_SUBRESOURCES: &[&str] = &[
     "legal-hold",
     "lifecycle",
     "logging",
-    "metadata-table",
+    "metadataConfiguration",
+    "metadataTable",
     "metrics",
     "notification",
     "object-lock",
     "ownershipControls",
     "policyStatus",
     "publicAccessBlock",
+    "renameObject",
     "replication",
     "requestPayment",
     "restore",
     "retention",
     "select",
+    "session",
     "tagging",
     "torrent",
 ];
@@ -113,6 +116,14 @@ pub fn route(
         ("PUT", true, false) if query.has("website") => PutBucketWebsite,
         ("GET", true, false) if query.has("website") => GetBucketWebsite,
         ("DELETE", true, false) if query.has("website") => DeleteBucketWebsite,
+        // CreateBucket and DeleteBucket take no parameter: any other is a
+        // sub-resource this list does not know yet, never a reason to
+        // create or delete the bucket.
+        ("PUT" | "DELETE", true, false) if let Some(name) = unknown_parameter(query) => {
+            return Err(S3Error::not_implemented(&format!(
+                "The ?{name} sub-resource"
+            )));
+        }
         ("PUT", true, false) => CreateBucket,
         ("HEAD", true, false) => HeadBucket,
         ("DELETE", true, false) => DeleteBucket,
@@ -163,6 +174,19 @@ pub fn route(
         (_, true, true) => return Err(method_not_allowed()),
     };
     Ok(op)
+}
+
+/// A query parameter that is neither a signature's (presigned SigV4 or V2)
+/// nor the operation name SDKs add (`x-id`).
+fn unknown_parameter(query: &Query) -> Option<&str> {
+    const SIGNATURE_V2: [&str; 3] = ["AWSAccessKeyId", "Expires", "Signature"];
+    query.0.iter().map(|(name, _)| name.as_str()).find(|name| {
+        !(*name == "x-id"
+            || SIGNATURE_V2.contains(name)
+            || name
+                .get(..6)
+                .is_some_and(|start| start.eq_ignore_ascii_case("x-amz-")))
+    })
 }
 
 fn method_not_allowed() -> S3Error {
@@ -371,6 +395,29 @@ mod tests {
     fn refusals() {
         check("PUT /examplebucket?tagging", false, Err("NotImplemented"));
         check("PUT /examplebucket/k?tagging", false, Err("NotImplemented"));
+        check(
+            "DELETE /examplebucket?metadataTable",
+            false,
+            Err("NotImplemented"),
+        );
+        check(
+            "PUT /examplebucket/k?renameObject",
+            true,
+            Err("NotImplemented"),
+        );
+        // A sub-resource nobody listed yet never deletes or creates a bucket.
+        check("DELETE /examplebucket?abac", false, Err("NotImplemented"));
+        check("PUT /examplebucket?newthing", false, Err("NotImplemented"));
+        check(
+            "DELETE /examplebucket?x-id=DeleteBucket",
+            false,
+            Ok(S3Op::DeleteBucket),
+        );
+        check(
+            "PUT /examplebucket?X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Expires=60",
+            false,
+            Ok(S3Op::CreateBucket),
+        );
         check(
             "PUT /examplebucket?versioning",
             false,

@@ -123,13 +123,7 @@ impl S3Door {
             Some((path, query)) => (path, query.strip_prefix("versionId=")),
             None => (raw, None),
         };
-        if version.is_some_and(|version| version != "null") {
-            return Err(S3Error::new(
-                "NoSuchVersion",
-                StatusCode::NOT_FOUND,
-                "The specified version does not exist.",
-            ));
-        }
+        only_null_version(version)?;
         let decoded = percent_encoding::percent_decode_str(path)
             .decode_utf8()
             .map_err(|_| S3Error::invalid_argument("Copy Source is not valid UTF-8."))?;
@@ -215,6 +209,7 @@ impl S3Door {
 
     pub(crate) async fn get_object(&self, request: &S3Request, head: bool) -> S3Result<Response> {
         let bucket = self.readable_bucket(request, false).await?;
+        only_null_version(request.query.get("versionId"))?;
         // Anonymous reads of public objects go through the edge cache; with
         // query parameters (partNumber, response-*) they are not plain reads.
         if request.credential.is_none()
@@ -308,6 +303,8 @@ impl S3Door {
 
     pub(crate) async fn delete_object(&self, request: &S3Request) -> S3Result<Response> {
         self.owned_bucket(request).await?;
+        // Never the current object in place of a version it is not.
+        only_null_version(request.query.get("versionId"))?;
         self.store
             .delete_object(&request.bucket, &request.key)
             .await?;
@@ -321,20 +318,26 @@ impl S3Door {
     ) -> S3Result<Response> {
         self.owned_bucket(request).await?;
         let document = read_small_body(request, body, self.limits.max_xml_body).await?;
+        if !xml::root_is(&document, "Delete") {
+            return Err(S3Error::malformed_xml());
+        }
         let delete: DeleteRequest = xml::parse(&document)?;
         if delete.objects.is_empty() || delete.objects.len() > MAX_DELETE_KEYS {
             return Err(S3Error::malformed_xml());
         }
         let mut xml = xml::document("DeleteResult");
         for object in &delete.objects {
-            let outcome = match strata_store::validate_key(&object.key) {
+            let outcome = match strata_store::validate_key(&object.key)
+                .map_err(S3Error::from)
+                .and_then(|()| only_null_version(object.version_id.as_deref()))
+            {
                 Ok(()) => self
                     .store
                     .delete_object(&request.bucket, &object.key)
                     .await
                     .map(|_| ())
                     .map_err(S3Error::from),
-                Err(err) => Err(S3Error::from(err)),
+                Err(err) => Err(err),
             };
             match outcome {
                 Ok(()) if delete.quiet => {}
@@ -353,6 +356,20 @@ impl S3Door {
             }
         }
         Ok(xml_response(StatusCode::OK, xml.finish()))
+    }
+}
+
+/// Versioning is never on here, so the only version of an object is the one
+/// S3 calls `null`; any other id names nothing (and must never be taken
+/// for the current object by a read or, worse, a delete).
+fn only_null_version(version: Option<&str>) -> S3Result<()> {
+    match version {
+        None | Some("null") => Ok(()),
+        Some(_) => Err(S3Error::new(
+            "NoSuchVersion",
+            StatusCode::NOT_FOUND,
+            "The specified version does not exist.",
+        )),
     }
 }
 

@@ -7,8 +7,8 @@ use std::fs;
 use anyhow::{Context, Result, bail, ensure};
 use serde_json::{Value, json};
 use strata_tests::{
-    REGION, Server, json_str, json_u64, listed_keys, listed_prefixes, md5_hex, unique_bucket, utf8,
-    write_random_file, write_tree,
+    REGION, Server, Signing, content_md5, json_str, json_u64, listed_keys, listed_prefixes,
+    md5_hex, unique_bucket, utf8, write_random_file, write_tree,
 };
 
 /// Eight keys over two levels of "directories", uploaded in one `aws s3 cp`.
@@ -476,6 +476,50 @@ fn delete_objects_quiet_and_verbose() -> Result<()> {
     let server = Server::start()?;
     let bucket = unique_bucket("s3api-delete");
     upload_listing_tree(&server, &bucket)?;
+
+    // Buckets keep one version, `null`: another version id deletes nothing.
+    let key = "docs/b.txt";
+    let versioned = |op: &str, version: &str| {
+        let args = [
+            "s3api",
+            op,
+            "--bucket",
+            &bucket,
+            "--key",
+            key,
+            "--version-id",
+            version,
+        ];
+        server.aws(&args)
+    };
+    let refused =
+        versioned("delete-object", "3HL4kqtJlcpXroDTDmJ.rmSpXd3dIbrHY")?.expect_failure()?;
+    ensure!(refused.stderr_text().contains("NoSuchVersion"), "{refused}");
+    versioned("head-object", "null")?.expect_success()?;
+    let mixed = server.aws_json(&[
+        "s3api",
+        "delete-objects",
+        "--bucket",
+        &bucket,
+        "--delete",
+        &json!({"Objects": [{"Key": key, "VersionId": "not-a-version"}]}).to_string(),
+    ])?;
+    ensure!(
+        mixed["Errors"][0]["Code"] == "NoSuchVersion" && mixed.get("Deleted").is_none(),
+        "{mixed:#}"
+    );
+    versioned("head-object", "null")?.expect_success()?;
+    // A body whose root is not <Delete> deletes nothing either.
+    let body = format!("<Remove><Object><Key>{key}</Key></Object></Remove>");
+    let wrong_root = server.http(
+        "POST",
+        &format!("/{bucket}?delete="),
+        Signing::Root,
+        Some(body.as_bytes()),
+        &[("Content-MD5", &content_md5(body.as_bytes()))],
+    )?;
+    wrong_root.expect_s3_error(400, "MalformedXML")?;
+    versioned("head-object", "null")?.expect_success()?;
 
     // Quiet: nothing reported on success, a missing key is no error.
     let quiet = server.aws_json(&[

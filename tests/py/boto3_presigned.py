@@ -1,10 +1,11 @@
 """Presigned URLs made by boto3 and used by a plain HTTP client (urllib, no
-AWS code): GET and PUT work, and a tampered, expired or re-targeted URL is
-refused with an S3 XML error.
+AWS code): GET and PUT work, a PUT without a Content-Length is refused, and a
+tampered, expired or re-targeted URL is refused with an S3 XML error.
 
 usage: boto3_presigned.py BUCKET
 """
 
+from http.client import HTTPConnection
 import os
 import time
 import urllib.error
@@ -72,6 +73,26 @@ def main(args):
     check(status == 200, f"presigned PUT: HTTP {status}: {data[:300]!r}")
     got = s3.get_object(Bucket=bucket, Key=put_key)["Body"].read()
     check(got == put_body, "object uploaded through a presigned PUT differs")
+
+    # A PUT without a body or a Content-Length is refused (411), not stored
+    # empty; http.client sends exactly the headers it is given.
+    bare_key = "presigned/bare.bin"
+    url = s3.generate_presigned_url(
+        "put_object", Params={"Bucket": bucket, "Key": bare_key}, ExpiresIn=600
+    )
+    parts = urllib.parse.urlsplit(url)
+    connection = HTTPConnection(parts.hostname, parts.port, timeout=60)
+    connection.putrequest("PUT", f"{parts.path}?{parts.query}", skip_accept_encoding=True)
+    connection.endheaders()
+    response = connection.getresponse()
+    text = response.read().decode("utf-8", "replace")
+    check(
+        response.status == 411 and "<Code>MissingContentLength</Code>" in text,
+        f"PUT without Content-Length: HTTP {response.status}: {text[:300]}",
+    )
+    connection.close()
+    listed = s3.list_objects_v2(Bucket=bucket, Prefix=bare_key).get("KeyCount")
+    check(listed == 0, "a PUT without Content-Length stored an object")
 
     # A signed Content-Type must be sent as signed and is then stored.
     typed_key = "presigned/typed.json"

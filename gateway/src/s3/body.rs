@@ -210,11 +210,17 @@ pub async fn stage_request_body(
     part: bool,
 ) -> S3Result<(StagedBody, Option<(ChecksumAlgorithm, String)>)> {
     let declared = DeclaredDigests::from_headers(&request.headers)?;
-    if request.payload.is_aws_chunked() && declared.decoded_length.is_none() {
+    // A body without a length, or no body at all and no length saying it is
+    // empty (`curl -X PUT` of a presigned URL): S3 wants the length.
+    let unannounced = !request.headers.contains_key(http::header::CONTENT_LENGTH)
+        && hyper::body::Body::is_end_stream(&body);
+    if (request.payload.is_aws_chunked() && declared.decoded_length.is_none())
+        || (!request.payload.is_aws_chunked() && unannounced)
+    {
         return Err(S3Error::new(
             "MissingContentLength",
             StatusCode::LENGTH_REQUIRED,
-            "You must provide the Content-Length (x-amz-decoded-content-length) HTTP header.",
+            "You must provide the Content-Length HTTP header.",
         ));
     }
     let announced = declared.decoded_length.or_else(|| {

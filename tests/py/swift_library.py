@@ -88,6 +88,26 @@ def check_multipart_ranges(name, conn, container, body):
         check(err.http_status == 416, f"{name}: overlapping ranges {err.http_status}")
 
 
+def check_account_rollup(name, conn):
+    """Containers roll up under a delimiter as {"subdir": ...}, and paging
+    one entry at a time ends: a rolled-up prefix given back as the marker
+    does not come again."""
+    base = f"acct-{name.replace('.', '')}-{os.getpid()}-"
+    suffixes = ("logs-2024", "logs-2025", "other")
+    for suffix in suffixes:
+        conn.put_container(base + suffix)
+    seen, marker = [], ""
+    for _ in range(10):
+        _, page = conn.get_account(prefix=base, delimiter="-", limit=1, marker=marker)
+        if not page:
+            break
+        marker = page[0].get("subdir") or page[0]["name"]
+        seen.append(marker)
+    check(seen == [base + "logs-", base + "other"], f"{name}: account pages {seen}")
+    for suffix in suffixes:
+        conn.delete_container(base + suffix)
+
+
 def exercise(name, conn):
     container = f"lib-{name.replace('.', '')}-{os.getpid()}"
     conn.put_container(container, headers={"X-Container-Meta-Owner": "lib"})
@@ -107,6 +127,7 @@ def exercise(name, conn):
     )
     check(got == body[100:200], f"{name}: range differs")
     check_multipart_ranges(name, conn, container, body)
+    check_account_rollup(name, conn)
 
     _, listing = conn.get_container(container, prefix="dir/", delimiter="/")
     names = [entry.get("name") or entry.get("subdir") for entry in listing]

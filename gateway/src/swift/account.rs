@@ -5,7 +5,7 @@ use http::{HeaderMap, StatusCode};
 
 use super::access::Access;
 use super::error::{SwiftError, SwiftResult};
-use super::listing::{self, ContainerEntry, ListParams};
+use super::listing::{self, AccountEntry, ContainerEntry, ListParams};
 use super::meta::{MetaKind, apply_changes, meta_changes};
 use super::{SwiftDoor, SwiftRequest, put_header, swift_timestamp};
 use crate::directory::AccountRecord;
@@ -40,7 +40,7 @@ impl SwiftDoor {
             Some(end) => name < end.as_str(),
             None => true,
         };
-        let mut page: Vec<ContainerEntry> = Vec::new();
+        let mut page: Vec<AccountEntry> = Vec::new();
         for entry in selected {
             if !beyond_marker(&entry.name) {
                 continue;
@@ -53,18 +53,18 @@ impl SwiftDoor {
                 && let Some(pos) = entry.name[params.prefix.len()..].find(delimiter.as_str())
             {
                 let rolled = &entry.name[..params.prefix.len() + pos + delimiter.len()];
-                if page.last().is_some_and(|last| last.name == rolled) {
-                    continue;
+                // A page that ended on this prefix is followed with it as
+                // the marker: it must not come again (clients page until
+                // a page is empty).
+                let shown = matches!(page.last(), Some(AccountEntry::Subdir { subdir }) if subdir == rolled);
+                if !shown && beyond_marker(rolled) {
+                    page.push(AccountEntry::Subdir {
+                        subdir: rolled.to_owned(),
+                    });
                 }
-                page.push(ContainerEntry {
-                    name: rolled.to_owned(),
-                    count: 0,
-                    bytes: 0,
-                    last_modified: String::new(),
-                });
                 continue;
             }
-            page.push(entry.clone());
+            page.push(AccountEntry::Container(entry.clone()));
         }
         let mut response = listing::account_listing(format, &request.account, &page)?;
         account_headers(response.headers_mut(), &record, &containers);

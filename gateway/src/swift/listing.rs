@@ -111,13 +111,22 @@ pub(crate) enum ObjectEntry {
     },
 }
 
-/// One entry of an account listing.
+/// A container of an account, with its usage.
 #[derive(Debug, Clone, Serialize)]
 pub(crate) struct ContainerEntry {
     pub name: String,
     pub count: u64,
     pub bytes: u64,
     pub last_modified: String,
+}
+
+/// One entry of an account listing: a container, or with a delimiter the
+/// names rolled up under a common prefix.
+#[derive(Debug, Clone, Serialize)]
+#[serde(untagged)]
+pub(crate) enum AccountEntry {
+    Container(ContainerEntry),
+    Subdir { subdir: String },
 }
 
 /// `2026-12-02T15:06:48.123000`: listings' time form (UTC, microseconds).
@@ -176,20 +185,31 @@ pub(crate) fn container_listing(
 pub(crate) fn account_listing(
     format: Format,
     account: &str,
-    entries: &[ContainerEntry],
+    entries: &[AccountEntry],
 ) -> SwiftResult<Response> {
     match format {
-        Format::Plain => Ok(plain(entries.iter().map(|entry| entry.name.as_str()))),
+        Format::Plain => Ok(plain(entries.iter().map(|entry| match entry {
+            AccountEntry::Container(container) => container.name.as_str(),
+            AccountEntry::Subdir { subdir } => subdir.as_str(),
+        }))),
         Format::Json => json(entries),
         Format::Xml => {
             let mut xml = XmlWriter::with_attributes("account", &[("name", account)]);
             for entry in entries {
-                xml.open("container")
-                    .element("name", &entry.name)
-                    .element("count", &entry.count.to_string())
-                    .element("bytes", &entry.bytes.to_string())
-                    .element("last_modified", &entry.last_modified)
-                    .close();
+                match entry {
+                    AccountEntry::Container(container) => {
+                        xml.open("container")
+                            .element("name", &container.name)
+                            .element("count", &container.count.to_string())
+                            .element("bytes", &container.bytes.to_string())
+                            .element("last_modified", &container.last_modified)
+                            .close();
+                    }
+                    // Swift's account form: the name as an attribute only.
+                    AccountEntry::Subdir { subdir } => {
+                        xml.open_with("subdir", &[("name", subdir)]).close();
+                    }
+                }
             }
             Ok(typed(
                 text_response(StatusCode::OK, xml.finish()),

@@ -391,8 +391,22 @@ fn object_meta(
     let mut meta = ObjectMeta::default();
     if let Some(base) = base {
         meta.content_type = base.meta.content_type.clone();
-        meta.headers = base.meta.headers.clone();
-        meta.delete_at = base.meta.delete_at;
+        if request.method == http::Method::POST {
+            // A POST replaces the metadata as Swift's object server does:
+            // what it does not send (X-Delete-At, X-Object-Manifest,
+            // Content-Disposition…) is gone; the content type and the SLO
+            // marker, kept with the data, stay.
+            meta.headers = base
+                .meta
+                .headers
+                .iter()
+                .filter(|(name, _)| name.as_str() == HDR_SLO)
+                .map(|(name, value)| (name.clone(), value.clone()))
+                .collect();
+        } else {
+            meta.headers = base.meta.headers.clone();
+            meta.delete_at = base.meta.delete_at;
+        }
         if is_copy && !fresh {
             meta.user = base.meta.user.clone();
         }

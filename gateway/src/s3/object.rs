@@ -247,6 +247,11 @@ impl S3Door {
             }
         }
         let (range, parts_count) = match request.query.get("partNumber") {
+            Some(_) if request.headers.contains_key(http::header::RANGE) => {
+                return Err(S3Error::invalid_request(
+                    "Cannot specify both Range header and partNumber query parameter",
+                ));
+            }
             Some(number) => (
                 Some(part_range(&info, number)?),
                 Some(info.parts_count().unwrap_or(1)),
@@ -258,6 +263,7 @@ impl S3Door {
         };
         let checksum_mode = header_str(&request.headers, "x-amz-checksum-mode")
             .is_some_and(|mode| mode.eq_ignore_ascii_case("enabled"));
+        let overrides = response_overrides(request)?;
 
         let body: ResponseBody = if head {
             super::full_body(bytes::Bytes::new())
@@ -267,12 +273,8 @@ impl S3Door {
         let mut response = http::Response::new(body);
         let headers = response.headers_mut();
         add_object_headers(headers, &info, checksum_mode && range.is_none());
-        for (param, header) in RESPONSE_OVERRIDES {
-            if let Some(value) = request.query.get(param)
-                && let Ok(value) = HeaderValue::from_str(value)
-            {
-                headers.insert(HeaderName::from_static(header), value);
-            }
+        for (name, value) in overrides {
+            headers.insert(name, value);
         }
         if let Some(count) = parts_count {
             headers.insert("x-amz-mp-parts-count", HeaderValue::from(count as u64));
@@ -359,6 +361,29 @@ impl S3Door {
     }
 }
 
+/// The `response-*` parameters as the headers they replace. Refused for
+/// anonymous requests, as S3 refuses them.
+fn response_overrides(request: &S3Request) -> S3Result<Vec<(HeaderName, HeaderValue)>> {
+    let mut overrides = Vec::new();
+    for (param, header) in RESPONSE_OVERRIDES {
+        let Some(value) = request.query.get(param) else {
+            continue;
+        };
+        if request.credential.is_none() {
+            return Err(S3Error::invalid_request(
+                "Request specific response headers cannot be used for anonymous GET requests.",
+            ));
+        }
+        // UTF-8 goes through as is (a filename= in any language); only
+        // control characters cannot be in a header.
+        let value = HeaderValue::from_bytes(value.as_bytes()).map_err(|_| {
+            S3Error::invalid_argument(format!("{param} is not a valid header value"))
+        })?;
+        overrides.push((HeaderName::from_static(header), value));
+    }
+    Ok(overrides)
+}
+
 /// Versioning is never on here, so the only version of an object is the one
 /// S3 calls `null`; any other id names nothing (and must never be taken
 /// for the current object by a read or, worse, a delete).
@@ -443,7 +468,7 @@ fn part_range(info: &ObjectInfo, number: &str) -> S3Result<Range<u64>> {
     let number: usize = number
         .parse()
         .ok()
-        .filter(|number| *number >= 1)
+        .filter(|number| (1..=10_000).contains(number))
         .ok_or_else(|| {
             S3Error::invalid_argument(
                 "Part number must be an integer between 1 and 10000, inclusive",

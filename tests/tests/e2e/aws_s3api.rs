@@ -8,7 +8,7 @@ use anyhow::{Context, Result, bail, ensure};
 use serde_json::{Value, json};
 use strata_tests::{
     REGION, Server, Signing, content_md5, json_str, json_u64, listed_keys, listed_prefixes,
-    md5_hex, unique_bucket, utf8, write_random_file, write_tree,
+    md5_hex, unique_bucket, url_encode, utf8, write_random_file, write_tree,
 };
 
 /// Eight keys over two levels of "directories", uploaded in one `aws s3 cp`.
@@ -737,6 +737,63 @@ fn get_object_range_and_conditionals() -> Result<()> {
         utf8(&source)?,
     ])?;
     let etag = format!("\"{}\"", md5_hex(&content));
+
+    // partNumber: 1..=10000, and never with a Range.
+    let object = format!("/{bucket}/k");
+    let signed = |query: &str, headers: &[(&str, &str)]| {
+        server.http(
+            "GET",
+            &format!("{object}?{query}"),
+            Signing::Root,
+            None,
+            headers,
+        )
+    };
+    signed("partNumber=1", &[])?.expect_status(206)?;
+    signed("partNumber=10001", &[])?.expect_s3_error(400, "InvalidArgument")?;
+    signed("partNumber=1", &[("Range", "bytes=0-9")])?.expect_s3_error(400, "InvalidRequest")?;
+    // response-* overrides, UTF-8 included; refused to anonymous callers.
+    let disposition = "attachment; filename=\"résumé.pdf\"";
+    let query = format!(
+        "response-content-disposition={}&response-content-type=application%2Fpdf",
+        url_encode(disposition, b"")
+    );
+    let overridden = signed(&query, &[])?;
+    overridden.expect_status(200)?;
+    ensure!(
+        overridden.header("content-type") == Some("application/pdf")
+            && overridden.header("content-disposition") == Some(disposition),
+        "{overridden}"
+    );
+    server.aws_ok(&[
+        "s3api",
+        "put-bucket-acl",
+        "--bucket",
+        &bucket,
+        "--acl",
+        "public-read",
+    ])?;
+    server
+        .http("GET", &object, Signing::Anonymous, None, &[])?
+        .expect_status(200)?;
+    server
+        .http(
+            "GET",
+            &format!("{object}?{query}"),
+            Signing::Anonymous,
+            None,
+            &[],
+        )?
+        .expect_s3_error(400, "InvalidRequest")?;
+    server.aws_ok(&[
+        "s3api",
+        "put-bucket-acl",
+        "--bucket",
+        &bucket,
+        "--acl",
+        "private",
+    ])?;
+
     let target = work.join("part.bin");
     let target_arg = utf8(&target)?;
 

@@ -33,19 +33,20 @@ pub(crate) struct ListParams {
 impl ListParams {
     pub fn from_request(request: &SwiftRequest) -> SwiftResult<ListParams> {
         let query = &request.query;
-        let limit = match query.get("limit") {
+        // As Swift's servers read it: anything but digits is no limit.
+        let limit = match query
+            .get("limit")
+            .filter(|text| !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit()))
+        {
             None => LISTING_LIMIT,
-            Some(text) => {
-                let limit: usize = text.parse().map_err(|_| {
-                    SwiftError::precondition_failed("Value of limit must be a positive integer")
-                })?;
-                if limit > LISTING_LIMIT {
+            Some(text) => match text.parse::<usize>() {
+                Ok(limit) if limit <= LISTING_LIMIT => limit,
+                _ => {
                     return Err(SwiftError::precondition_failed(format!(
                         "Maximum limit is {LISTING_LIMIT}"
                     )));
                 }
-                limit
-            }
+            },
         };
         let delimiter = query.get("delimiter").filter(|text| !text.is_empty());
         if delimiter.is_some_and(|text| text.chars().count() != 1) {
@@ -74,16 +75,15 @@ impl ListParams {
     }
 }
 
-/// The format a listing is asked for: `?format=`, else the `Accept` header.
+/// The format a listing is asked for: `?format=` (one Swift does not know
+/// is plain, as in Swift), else the `Accept` header.
 pub(crate) fn format_of(request: &SwiftRequest) -> Format {
-    let by_name = |name: &str| match name.trim().to_ascii_lowercase().as_str() {
-        "json" => Some(Format::Json),
-        "xml" => Some(Format::Xml),
-        "plain" | "text" => Some(Format::Plain),
-        _ => None,
-    };
-    if let Some(format) = request.query.get("format").and_then(by_name) {
-        return format;
+    if let Some(name) = request.query.get("format").filter(|name| !name.is_empty()) {
+        return match name.trim().to_ascii_lowercase().as_str() {
+            "json" => Format::Json,
+            "xml" => Format::Xml,
+            _ => Format::Plain,
+        };
     }
     let accept = request.header("accept").unwrap_or("");
     if accept.contains("application/json") {

@@ -485,6 +485,15 @@ fn listings_in_every_format() -> Result<()> {
         "an empty plain listing is 204"
     );
     get("limit=10001")?.expect_status(412)?;
+    // As Swift: a limit that is not digits is no limit; an unknown format
+    // is plain.
+    for query in ["limit=abc", "limit=-1", "format=yaml"] {
+        let listing = get(query)?;
+        ensure!(
+            listing.body_text() == "a\nb/1\nb/2\nc\nd/x/y\n",
+            "{query}: {listing}"
+        );
+    }
 
     let json = get("format=json&delimiter=/")?;
     let entries: serde_json::Value = serde_json::from_slice(&json.body)?;

@@ -72,7 +72,7 @@ impl S3Door {
         let source = self.copy_source(request).await?;
         let range = match header_str(&request.headers, "x-amz-copy-source-range") {
             None => None,
-            Some(text) => Some(copy_range(text, source.size)?),
+            Some(text) => Some(copy_range(text, source.view.size)?),
         };
         let staged = self
             .stage_copy(&source, range, upload.checksum_algorithm, true)

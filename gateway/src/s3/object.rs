@@ -62,7 +62,8 @@ impl S3Door {
     }
 
     pub(crate) async fn copy_object(&self, request: &S3Request) -> S3Result<Response> {
-        let source = self.copy_source(request).await?;
+        let copied = self.copy_source(request).await?;
+        let source = &copied.record;
         let directive = header_str(&request.headers, "x-amz-metadata-directive").unwrap_or("COPY");
         let meta = match directive {
             "COPY" => {
@@ -89,7 +90,7 @@ impl S3Door {
         conditions.bucket_owner = Some(self.owned_bucket(request).await?.account);
         let algorithm = requested_checksum_algorithm(&request.headers)?
             .or(source.checksum.as_ref().map(|(algo, _)| *algo));
-        let staged = self.stage_copy(&source, None, algorithm, false).await?;
+        let staged = self.stage_copy(&copied, None, algorithm, false).await?;
         let checksum = checksum_of(&staged, algorithm);
         let info = self
             .store
@@ -112,8 +113,9 @@ impl S3Door {
     }
 
     /// The object named by `x-amz-copy-source`, after its `x-amz-copy-source-if-*`
-    /// conditions.
-    pub(crate) async fn copy_source(&self, request: &S3Request) -> S3Result<ObjectInfo> {
+    /// conditions (on the bytes a copy reads: a Swift large object's
+    /// assembled ETag and dates).
+    pub(crate) async fn copy_source(&self, request: &S3Request) -> S3Result<CopySource> {
         let raw = header_str(&request.headers, "x-amz-copy-source").ok_or_else(|| {
             S3Error::invalid_argument(
                 "Copy Source must mention the source bucket and key: sourcebucket/sourcekey.",
@@ -141,13 +143,23 @@ impl S3Door {
         if bucket_info.account != request.account()? {
             return Err(S3Error::access_denied());
         }
-        let info = self.store.head_object(bucket, key).await?;
-        if evaluate_conditions(&request.headers, "x-amz-copy-source-", &info)
+        let record = self.store.head_object(bucket, key).await?;
+        let (view, segments) = if crate::large_object::is_large_object(&record) {
+            self.assembled(record.clone(), Reader::Account(&bucket_info.account))
+                .await?
+        } else {
+            (record.clone(), None)
+        };
+        if evaluate_conditions(&request.headers, "x-amz-copy-source-", &view)
             != ConditionOutcome::Proceed
         {
             return Err(StoreError::PreconditionFailed.into());
         }
-        Ok(info)
+        Ok(CopySource {
+            record,
+            view,
+            segments,
+        })
     }
 
     /// `info` as `reader` reads it: a Swift large object becomes its
@@ -172,7 +184,7 @@ impl S3Door {
     /// Streams (a range of) an existing object into a new staged body.
     pub(crate) async fn stage_copy(
         &self,
-        source: &ObjectInfo,
+        source: &CopySource,
         range: Option<Range<u64>>,
         checksum: Option<ChecksumAlgorithm>,
         part: bool,
@@ -186,17 +198,7 @@ impl S3Door {
                 u64::MAX
             },
         };
-        // Only a large object needs its bucket's owner (and a clone of the
-        // record): a plain copy costs no extra metadata read.
-        let segments = if crate::large_object::is_large_object(source) {
-            let owner = self.store.bucket(&source.bucket).await?.account;
-            self.assembled(source.clone(), Reader::Account(&owner))
-                .await?
-                .1
-        } else {
-            None
-        };
-        let reader = read_assembled(&self.store, source, segments, range);
+        let reader = read_assembled(&self.store, &source.record, source.segments.clone(), range);
         let staged = if part {
             self.store.stage_part(reader, &options).await
         } else {
@@ -359,6 +361,15 @@ impl S3Door {
         }
         Ok(xml_response(StatusCode::OK, xml.finish()))
     }
+}
+
+/// The object a copy reads: its record and, for a Swift large object, the
+/// assembled view (whose size and ETag the copy's range and conditions are
+/// about) and the segments found once.
+pub(crate) struct CopySource {
+    pub record: ObjectInfo,
+    pub view: ObjectInfo,
+    segments: Option<Vec<Segment>>,
 }
 
 /// The `response-*` parameters as the headers they replace. Refused for

@@ -394,7 +394,9 @@ fn strata_mount_account_containers_and_large_files() -> Result<()> {
         s3_get(&server, &container, "big.bin")? == big,
         "S3 GetObject of the large object differs"
     );
-    // An S3 copy is the assembled bytes as a plain object.
+    // An S3 copy is the assembled bytes as a plain object; its conditions
+    // are about those bytes, as HeadObject shows them.
+    let assembled_etag = json_str(&head, "/ETag")?;
     server.aws_ok(&[
         "s3api",
         "copy-object",
@@ -404,6 +406,8 @@ fn strata_mount_account_containers_and_large_files() -> Result<()> {
         "copy.bin",
         "--copy-source",
         &format!("{container}/big.bin"),
+        "--copy-source-if-match",
+        assembled_etag,
     ])?;
     let copy = server.swift_as_root("HEAD", &swift_path("/copy.bin"), None, &[])?;
     ensure!(

@@ -179,12 +179,6 @@ pub fn evaluate_conditions(
         }
     };
     let modified_secs = info.last_modified_ms.div_euclid(1000);
-    let parse_date = |text: &str| {
-        httpdate::parse_http_date(text.trim())
-            .ok()
-            .and_then(|when| when.duration_since(std::time::UNIX_EPOCH).ok())
-            .map(|since| since.as_secs() as i64)
-    };
     if let Some(tags) = header(http::header::IF_MATCH) {
         if !etag_matches(tags, &info.etag) {
             return ConditionOutcome::PreconditionFailed;
@@ -204,6 +198,34 @@ pub fn evaluate_conditions(
         return ConditionOutcome::NotModified;
     }
     ConditionOutcome::Proceed
+}
+
+/// Unix seconds of an HTTP date.
+fn parse_date(text: &str) -> Option<i64> {
+    httpdate::parse_http_date(text.trim())
+        .ok()
+        .and_then(|when| when.duration_since(std::time::UNIX_EPOCH).ok())
+        .map(|since| since.as_secs() as i64)
+}
+
+/// The `Range` header of a read of `info`, unless an `If-Range` says the
+/// client's copy is another version (RFC 9110 §13.1.5): then the answer
+/// must be the whole object, or a resumed download would splice new bytes
+/// onto old ones. An entity tag matches strongly (a weak one never does);
+/// a date matches when it is the object's Last-Modified.
+pub fn range_header<'a>(headers: &'a HeaderMap, info: &ObjectInfo) -> Option<&'a str> {
+    let range = header_str(headers, http::header::RANGE)?;
+    let Some(validator) = header_str(headers, http::header::IF_RANGE).map(str::trim) else {
+        return Some(range);
+    };
+    let current = if validator.starts_with('"') {
+        validator.trim_matches('"') == info.etag.trim_matches('"')
+    } else if validator.starts_with("W/") {
+        false
+    } else {
+        parse_date(validator) == Some(info.last_modified_ms.div_euclid(1000))
+    };
+    current.then_some(range)
 }
 
 /// Whether a list of entity tags (`"a", W/"b"`, or `*`) names `etag`.
@@ -577,6 +599,41 @@ mod tests {
         );
         assert_eq!(String::from_utf8_lossy(&body), expected);
         assert_eq!(length, body.len() as u64);
+    }
+
+    #[test]
+    fn if_range_keeps_the_range_only_for_the_same_version() {
+        let info = ObjectInfo {
+            bucket: "b".into(),
+            key: "k".into(),
+            size: 10,
+            etag: "abc".into(),
+            last_modified_ms: 1_700_000_000_123,
+            meta: strata_store::ObjectMeta::default(),
+            checksum: None,
+            part_sizes: Vec::new(),
+            extents: Vec::new(),
+            inline: None,
+        };
+        let with = |if_range: Option<&str>| {
+            let mut headers = HeaderMap::new();
+            headers.insert(http::header::RANGE, HeaderValue::from_static("bytes=5-"));
+            if let Some(value) = if_range {
+                headers.insert(
+                    http::header::IF_RANGE,
+                    HeaderValue::from_str(value).unwrap(),
+                );
+            }
+            range_header(&headers, &info).map(str::to_owned)
+        };
+        let range = Some("bytes=5-".to_owned());
+        assert_eq!(with(None), range);
+        assert_eq!(with(Some("\"abc\"")), range);
+        assert_eq!(with(Some("\"abd\"")), None);
+        assert_eq!(with(Some("W/\"abc\"")), None);
+        assert_eq!(with(Some("Tue, 14 Nov 2023 22:13:20 GMT")), range);
+        assert_eq!(with(Some("Tue, 14 Nov 2023 22:13:21 GMT")), None);
+        assert_eq!(with(Some("garbage")), None);
     }
 
     #[test]

@@ -19,7 +19,7 @@ use super::xml::{self, DeleteRequest};
 use super::{Response, ResponseBody, S3Door, S3Request, empty_response, xml_response};
 use crate::edge::{CacheOutcome, CachedObject, Dialect};
 use crate::large_object::{Assembly, Reader, Segment, assemble, assembled_view, read_assembled};
-use crate::wire::stream_body;
+use crate::wire::{range_header, stream_body};
 
 /// The most keys one DeleteObjects request may name.
 const MAX_DELETE_KEYS: usize = 1000;
@@ -259,7 +259,7 @@ impl S3Door {
                 Some(info.parts_count().unwrap_or(1)),
             ),
             None => (
-                parse_range(header_str(&request.headers, "range"), info.size)?,
+                parse_range(range_header(&request.headers, &info), info.size)?,
                 None,
             ),
         };
@@ -433,7 +433,7 @@ async fn cached_response(
     let info = &cached.info;
     let mut response = match evaluate_conditions(&request.headers, "", info) {
         ConditionOutcome::Proceed => {
-            let range = parse_range(header_str(&request.headers, "range"), info.size)?;
+            let range = parse_range(range_header(&request.headers, info), info.size)?;
             let Some(body) = edge.serve(cached, range.as_ref(), head).await else {
                 return Ok(None);
             };

@@ -16,7 +16,7 @@ use crate::large_object::{read_assembled, select_range};
 use crate::wire::{
     ByteRanges, ConditionOutcome, MultipartRanges, REPRESENTATION_HEADERS, RangeError, Response,
     ResponseBody, byte_ranges, content_type_for, empty_response, evaluate_conditions, full_body,
-    http_date, lazy_store_body, stream_body,
+    http_date, lazy_store_body, range_header, stream_body,
 };
 
 impl SwiftDoor {
@@ -107,7 +107,7 @@ impl SwiftDoor {
                 return Err(SwiftError::precondition_failed("Precondition Failed"));
             }
         }
-        let ranges = requested_ranges(request, view.size, head)?;
+        let ranges = requested_ranges(request, view, head)?;
         if let ByteRanges::Several(parts) = &ranges {
             let bodies = if head {
                 None
@@ -176,7 +176,7 @@ impl SwiftDoor {
         let info = &cached.info;
         let mut response = match evaluate_conditions(&request.headers, "", info) {
             ConditionOutcome::Proceed => {
-                let ranges = requested_ranges(request, info.size, head)?;
+                let ranges = requested_ranges(request, info, head)?;
                 let cached_headers = || {
                     cached.headers(Dialect::Swift, |info| {
                         let mut headers = HeaderMap::new();
@@ -529,11 +529,16 @@ fn copy_path(text: &str) -> SwiftResult<(String, String)> {
 /// The `Range` of a read; unsatisfiable is 416 with `Content-Range: */size`.
 /// HEAD ignores it (RFC 9110 §14.2 defines ranges for GET only; Swift
 /// answers a ranged HEAD with the whole object's headers).
-fn requested_ranges(request: &SwiftRequest, size: u64, head: bool) -> SwiftResult<ByteRanges> {
+fn requested_ranges(
+    request: &SwiftRequest,
+    info: &ObjectInfo,
+    head: bool,
+) -> SwiftResult<ByteRanges> {
     if head {
         return Ok(ByteRanges::Whole);
     }
-    byte_ranges(request.header("range"), size).map_err(|RangeError::Unsatisfiable| {
+    let size = info.size;
+    byte_ranges(range_header(&request.headers, info), size).map_err(|RangeError::Unsatisfiable| {
         SwiftError::new(
             StatusCode::RANGE_NOT_SATISFIABLE,
             "Requested Range Not Satisfiable",

@@ -752,6 +752,25 @@ fn get_object_range_and_conditionals() -> Result<()> {
     signed("partNumber=1", &[])?.expect_status(206)?;
     signed("partNumber=10001", &[])?.expect_s3_error(400, "InvalidArgument")?;
     signed("partNumber=1", &[("Range", "bytes=0-9")])?.expect_s3_error(400, "InvalidRequest")?;
+    // If-Range: the range only for the version the client has.
+    let resume = |validator: &str| {
+        server.http(
+            "GET",
+            &object,
+            Signing::Root,
+            None,
+            &[("Range", "bytes=990-"), ("If-Range", validator)],
+        )
+    };
+    let resumed = resume(&etag)?;
+    resumed.expect_status(206)?;
+    ensure!(resumed.body == content[990..], "{resumed}");
+    let whole = resume("\"another-version\"")?;
+    whole.expect_status(200)?;
+    ensure!(
+        whole.body == content,
+        "If-Range of another version: not the whole object"
+    );
     // response-* overrides, UTF-8 included; refused to anonymous callers.
     let disposition = "attachment; filename=\"résumé.pdf\"";
     let query = format!(

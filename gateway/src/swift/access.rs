@@ -10,7 +10,7 @@ use strata_auth::{
 use strata_store::BucketInfo;
 
 use super::error::{SwiftError, SwiftResult};
-use super::{ATTR_META_PREFIX, ATTR_READ_ACL, ATTR_WRITE_ACL, SwiftDoor, SwiftRequest, Target};
+use super::{ATTR_META_PREFIX, ATTR_READ_ACL, ATTR_WRITE_ACL, SwiftDoor, SwiftRequest};
 use crate::directory::Directory;
 use crate::public;
 use crate::wire::{Query, header_str};
@@ -63,14 +63,17 @@ pub(crate) fn authenticate(
 impl SwiftDoor {
     /// Refuses the request unless its caller may `access` the account, the
     /// container `bucket` (`None`: it does not exist, or the request is for
-    /// the account), or an object in it. Refusals are 401 for callers
-    /// without identity and 403 for users, so that nobody learns whether a
-    /// container exists without being allowed to see it.
+    /// the account), or its `object` — the one actually read, which is not
+    /// the URL's for a large object's segments or a site's index and error
+    /// pages: a bucket policy may make some keys public and not others.
+    /// Refusals are 401 for callers without identity and 403 for users, so
+    /// that nobody learns whether a container exists without being allowed
+    /// to see it.
     pub(crate) fn authorize(
         &self,
         request: &SwiftRequest,
         bucket: Option<&BucketInfo>,
-        container_level: bool,
+        object: Option<&str>,
         access: Access,
     ) -> SwiftResult<()> {
         let owner = request.account.as_str();
@@ -95,24 +98,18 @@ impl SwiftDoor {
                     write_decision(&acl(bucket, ATTR_WRITE_ACL), owner, principal)
                 }
             },
-            Caller::Anonymous => {
-                let key = match &request.target {
-                    Target::Object(_, key) => Some(key.as_str()),
-                    _ => None,
-                };
-                match (access, bucket) {
-                    (Access::Read, Some(bucket)) => decide(
-                        public::anonymous_object_read(bucket, key, referrer),
-                        "public by the container's ACL or policy",
-                    ),
-                    (Access::List, Some(bucket)) => decide(
-                        public::anonymous_listing(bucket, referrer),
-                        "public listing",
-                    ),
-                    _ => Decision::deny("anonymous"),
-                }
-            }
-            Caller::TempUrl => self.temp_url_decision(request, bucket, container_level),
+            Caller::Anonymous => match (access, bucket) {
+                (Access::Read, Some(bucket)) => decide(
+                    public::anonymous_object_read(bucket, object, referrer),
+                    "public by the container's ACL or policy",
+                ),
+                (Access::List, Some(bucket)) => decide(
+                    public::anonymous_listing(bucket, referrer),
+                    "public listing",
+                ),
+                _ => Decision::deny("anonymous"),
+            },
+            Caller::TempUrl => self.temp_url_decision(request, bucket, object.is_none()),
         };
         if decision.allowed {
             return Ok(());

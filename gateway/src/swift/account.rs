@@ -72,7 +72,7 @@ impl SwiftDoor {
     }
 
     pub(crate) async fn post_account(&self, request: &SwiftRequest) -> SwiftResult<Response> {
-        self.authorize(request, None, true, Access::Manage)?;
+        self.authorize(request, None, None, Access::Manage)?;
         let changes = meta_changes(&request.headers, MetaKind::Account)?;
         self.directory
             .update_account_meta(&request.account, move |meta| {
@@ -88,7 +88,7 @@ impl SwiftDoor {
         &self,
         request: &SwiftRequest,
     ) -> SwiftResult<(AccountRecord, Vec<ContainerEntry>)> {
-        self.authorize(request, None, true, Access::List)?;
+        self.authorize(request, None, None, Access::List)?;
         let record = self
             .directory
             .account(&request.account)

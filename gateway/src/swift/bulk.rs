@@ -138,7 +138,7 @@ impl SwiftDoor {
         let bucket = self.container_of(&request.account, container).await?;
         match key {
             Some(key) => {
-                self.authorize(request, bucket.as_ref(), false, Access::Write)?;
+                self.authorize(request, bucket.as_ref(), Some(key), Access::Write)?;
                 if bucket.is_none() {
                     return Err(SwiftError::not_found());
                 }
@@ -148,7 +148,7 @@ impl SwiftDoor {
                 }
             }
             None => {
-                self.authorize(request, None, true, Access::Manage)?;
+                self.authorize(request, None, None, Access::Manage)?;
                 if bucket.is_none() {
                     return Err(SwiftError::not_found());
                 }

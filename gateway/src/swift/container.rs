@@ -25,7 +25,7 @@ impl SwiftDoor {
         request: &SwiftRequest,
         name: &str,
     ) -> SwiftResult<Response> {
-        self.authorize(request, None, true, Access::Manage)?;
+        self.authorize(request, None, None, Access::Manage)?;
         if self.directory.account(&request.account).is_none() {
             return Err(SwiftError::not_found());
         }
@@ -70,7 +70,7 @@ impl SwiftDoor {
             return self.public_listing(request, name).await;
         }
         let bucket = self.container_of(&request.account, name).await?;
-        self.authorize(request, bucket.as_ref(), true, Access::List)?;
+        self.authorize(request, bucket.as_ref(), None, Access::List)?;
         let bucket = bucket.ok_or_else(SwiftError::not_found)?;
         let usage = self.store.bucket_usage(name).await?;
         let show_acls = matches!(&request.caller, Caller::User(principal) if principal.administers(&request.account));
@@ -92,7 +92,7 @@ impl SwiftDoor {
             .bucket(&self.store, name)
             .await?
             .filter(|bucket| bucket.account == request.account);
-        self.authorize(request, bucket.as_deref(), true, Access::List)?;
+        self.authorize(request, bucket.as_deref(), None, Access::List)?;
         let bucket = bucket.ok_or_else(SwiftError::not_found)?;
         let format = listing::format_of(request);
         let form = crate::edge::listing_form(&format!("swift {format:?}"), &request.query.0);
@@ -201,7 +201,7 @@ impl SwiftDoor {
         request: &SwiftRequest,
         name: &str,
     ) -> SwiftResult<BucketInfo> {
-        self.authorize(request, None, true, Access::Manage)?;
+        self.authorize(request, None, None, Access::Manage)?;
         self.container_of(&request.account, name)
             .await?
             .ok_or_else(SwiftError::not_found)

@@ -118,17 +118,28 @@ impl SwiftDoor {
     ) -> SwiftResult<Vec<Segment>> {
         let (container, prefix) = crate::large_object::dlo_location(manifest);
         let bucket = self.container_of(&request.account, &container).await?;
-        self.authorize(request, bucket.as_ref(), false, Access::Read)?;
-        if bucket.is_none() {
+        let Some(bucket) = bucket else {
+            self.authorize(request, None, Some(&prefix), Access::Read)?;
             return Ok(Vec::new());
-        }
-        crate::large_object::objects_under(&self.store, &container, &prefix)
+        };
+        let segments = crate::large_object::objects_under(&self.store, &container, &prefix)
             .await?
             .ok_or_else(|| {
                 SwiftError::conflict(format!(
                     "The manifest names more than {MAX_DLO_SEGMENTS} segments"
                 ))
-            })
+            })?;
+        // Each segment on its own key, as a read of it would be.
+        self.authorize(request, Some(&bucket), Some(&prefix), Access::Read)?;
+        for segment in &segments {
+            self.authorize(
+                request,
+                Some(&bucket),
+                Some(&segment.info.key),
+                Access::Read,
+            )?;
+        }
+        Ok(segments)
     }
 
     /// A segment object of the request's account, if it exists and the
@@ -140,7 +151,7 @@ impl SwiftDoor {
         key: &str,
     ) -> SwiftResult<Option<ObjectInfo>> {
         let bucket = self.container_of(&request.account, container).await?;
-        self.authorize(request, bucket.as_ref(), false, Access::Read)?;
+        self.authorize(request, bucket.as_ref(), Some(key), Access::Read)?;
         if bucket.is_none() {
             return Ok(None);
         }

@@ -27,7 +27,7 @@ impl SwiftDoor {
         key: &str,
         body: Incoming,
     ) -> SwiftResult<Response> {
-        self.writable_container(request, container).await?;
+        self.writable_container(request, container, key).await?;
         if let Some(source) = request.header("x-copy-from") {
             let (source_container, source_key) = copy_path(source)?;
             return self
@@ -166,7 +166,7 @@ impl SwiftDoor {
             .bucket(&self.store, container)
             .await?
             .filter(|bucket| bucket.account == request.account);
-        self.authorize(request, bucket.as_deref(), false, Access::Read)?;
+        self.authorize(request, bucket.as_deref(), Some(key), Access::Read)?;
         if bucket.is_none() {
             return Err(SwiftError::not_found());
         }
@@ -237,7 +237,7 @@ impl SwiftDoor {
         container: &str,
         key: &str,
     ) -> SwiftResult<Response> {
-        self.writable_container(request, container).await?;
+        self.writable_container(request, container, key).await?;
         let current = self.existing_object(container, key).await?;
         let meta = object_meta(request, key, Some(&current))?;
         self.store
@@ -252,7 +252,7 @@ impl SwiftDoor {
         container: &str,
         key: &str,
     ) -> SwiftResult<Response> {
-        self.writable_container(request, container).await?;
+        self.writable_container(request, container, key).await?;
         if request.query.get("multipart-manifest") == Some("delete") {
             let current = self.existing_object(container, key).await?;
             if is_slo(&current) {
@@ -280,7 +280,8 @@ impl SwiftDoor {
             .ok_or_else(|| SwiftError::precondition_failed("Destination header required"))?;
         let (dest_container, dest_key) = copy_path(destination)?;
         strata_store::validate_key(&dest_key)?;
-        self.writable_container(request, &dest_container).await?;
+        self.writable_container(request, &dest_container, &dest_key)
+            .await?;
         self.copy_object(request, (container, key), (&dest_container, &dest_key))
             .await
     }
@@ -348,10 +349,15 @@ impl SwiftDoor {
         Ok(response)
     }
 
-    /// Checks the caller may write objects in `container`, which must exist.
-    async fn writable_container(&self, request: &SwiftRequest, container: &str) -> SwiftResult<()> {
+    /// Checks the caller may write `key` in `container`, which must exist.
+    async fn writable_container(
+        &self,
+        request: &SwiftRequest,
+        container: &str,
+        key: &str,
+    ) -> SwiftResult<()> {
         let bucket = self.container_of(&request.account, container).await?;
-        self.authorize(request, bucket.as_ref(), false, Access::Write)?;
+        self.authorize(request, bucket.as_ref(), Some(key), Access::Write)?;
         bucket.map(|_| ()).ok_or_else(SwiftError::not_found)
     }
 
@@ -363,7 +369,7 @@ impl SwiftDoor {
         key: &str,
     ) -> SwiftResult<ObjectInfo> {
         let bucket = self.container_of(&request.account, container).await?;
-        self.authorize(request, bucket.as_ref(), false, Access::Read)?;
+        self.authorize(request, bucket.as_ref(), Some(key), Access::Read)?;
         if bucket.is_none() {
             return Err(SwiftError::not_found());
         }

@@ -94,7 +94,7 @@ impl SwiftDoor {
             }
         }
         if site.listings {
-            self.authorize(request, Some(&bucket), true, super::access::Access::List)?;
+            self.authorize(request, Some(&bucket), None, super::access::Access::List)?;
             return self.html_listing(container, dir, head).await.map(Some);
         }
         self.web_error(request, container, &site, StatusCode::NOT_FOUND, head)

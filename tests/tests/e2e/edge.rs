@@ -879,6 +879,26 @@ fn s3_public_read_acls_and_policies() -> Result<()> {
     ])?;
     anonymous(&server, &format!("/{bucket}/img/logo.gif"), &[])?.expect_status(200)?;
     anonymous(&server, &object, &[])?.expect_s3_error(403, "AccessDenied")?;
+    // A large object under the open prefix whose segments are outside it
+    // is refused: each segment is checked on its own key, in both doors.
+    let swift = |path: &str| format!("/v1/AUTH_admin/{bucket}/{path}");
+    server
+        .swift_as_root("PUT", &swift("private/seg-1"), Some(b"secret"), &[])?
+        .expect_status(201)?;
+    let manifest = format!("{bucket}/private/seg-");
+    server
+        .swift_as_root(
+            "PUT",
+            &swift("img/large"),
+            Some(b""),
+            &[("X-Object-Manifest", &manifest)],
+        )?
+        .expect_status(201)?;
+    let large = anonymous(&server, &swift("img/large"), &[])?;
+    ensure!(large.status == 401 && large.body != b"secret", "{large}");
+    // The S3 door says a segment is not readable.
+    anonymous(&server, &format!("/{bucket}/img/large"), &[])?
+        .expect_s3_error(409, "InvalidObjectState")?;
     let stored = server.aws_json(&["s3api", "get-bucket-policy", "--bucket", &bucket])?;
     ensure!(
         stored["Policy"]

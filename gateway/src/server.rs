@@ -413,10 +413,31 @@ struct Doors {
 
 impl Doors {
     async fn handle(&self, request: hyper::Request<Incoming>) -> Response {
-        if crate::s3::is_health_check(request.method(), request.uri(), request.headers()) {
+        // RFC 9112 §3.2: one Host header, and one at all in HTTP/1.1 (an
+        // absolute-form target names the host itself). Two could route by
+        // one and sign or cache by the other.
+        let hosts = request.headers().get_all(http::header::HOST).iter().count();
+        if hosts > 1
+            || (hosts == 0
+                && request.version() == http::Version::HTTP_11
+                && request.uri().authority().is_none())
+        {
+            return text_response(StatusCode::BAD_REQUEST, "Bad Request: one Host header\n");
+        }
+        let (request, remapped) = match self.remap_domain(request) {
+            Ok(remapped) => remapped,
+            Err(response) => return response,
+        };
+        // The gateway's own paths, only on its own names: on a customer's
+        // domain or a bucket's host, /health and /metrics are objects.
+        let own_host = !remapped && !self.s3.is_virtual_host(request.uri(), request.headers());
+        if own_host
+            && crate::s3::is_health_check(request.method(), request.uri(), request.headers())
+        {
             return text_response(StatusCode::OK, "ok\n");
         }
-        if request.uri().path() == "/metrics"
+        if own_host
+            && request.uri().path() == "/metrics"
             && request.method() == http::Method::GET
             && !request.headers().contains_key(http::header::AUTHORIZATION)
         {
@@ -429,10 +450,6 @@ impl Doors {
             }
             return text_response(StatusCode::OK, metrics);
         }
-        let (request, remapped) = match self.remap_domain(request) {
-            Ok(remapped) => remapped,
-            Err(response) => return response,
-        };
         let path = request.uri().path();
         let kind = if remapped {
             DoorKind::Swift

@@ -58,13 +58,19 @@ pub fn validate_name(kind: &str, name: &str) -> Result<(), DirectoryError> {
     }
 }
 
-/// The host a request names, as [`normalize_host`] reads it: the Host
-/// header (HTTP/1.1), else the URI's authority (HTTP/2's `:authority`).
+/// The host a request names, as [`normalize_host`] reads it: the URI's
+/// authority when it has one (HTTP/2's `:authority`, or an absolute-form
+/// target, which RFC 9112 §3.2.2 puts before the Host header), else the
+/// Host header.
 pub fn request_host(uri: &http::Uri, headers: &http::HeaderMap) -> Option<String> {
-    let host = headers
-        .get(http::header::HOST)
-        .and_then(|value| value.to_str().ok())
-        .or_else(|| uri.authority().map(|authority| authority.as_str()))?;
+    let host = uri
+        .authority()
+        .map(|authority| authority.host())
+        .or_else(|| {
+            headers
+                .get(http::header::HOST)
+                .and_then(|value| value.to_str().ok())
+        })?;
     normalize_host(host)
 }
 

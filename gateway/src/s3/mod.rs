@@ -182,6 +182,11 @@ impl S3Door {
         Ok((bucket.to_owned(), key.to_owned()))
     }
 
+    /// Whether the request's host names a bucket (virtual-hosted style).
+    pub(crate) fn is_virtual_host(&self, uri: &Uri, headers: &HeaderMap) -> bool {
+        self.virtual_host_bucket(uri, headers).is_some()
+    }
+
     fn virtual_host_bucket(&self, uri: &Uri, headers: &HeaderMap) -> Option<String> {
         let domain = self.s3_domain.as_deref()?;
         // Port, trailing dot and case as the other host routes take them; an

@@ -558,6 +558,27 @@ fn custom_domains_map_hosts_to_containers() -> Result<()> {
     let listing = anonymous(&server, "/?format=json", &[("Host", "st.example.com")])?;
     listing.expect_status(200)?;
     ensure!(listing.body_text().contains("logo.gif"), "{listing}");
+    // On a customer's domain, /health and /metrics are the customer's paths.
+    for path in ["/health", "/metrics"] {
+        anonymous(&server, path, &[("Host", "st.example.com")])?.expect_status(404)?;
+    }
+    anonymous(&server, "/metrics", &[])?.expect_status(200)?;
+    // An absolute-form target names the host, whatever Host says (the
+    // gateway's address here); two Host headers are refused.
+    let (head, _) = raw_request(
+        server.endpoint(),
+        "GET",
+        "http://st.example.com/logo.gif",
+        "Connection: close\r\n",
+    )?;
+    ensure!(head[0].contains(" 200 "), "{head:?}");
+    let (head, _) = raw_request(
+        server.endpoint(),
+        "GET",
+        "/logo.gif",
+        "Host: st.example.com\r\nConnection: close\r\n",
+    )?;
+    ensure!(head[0].contains(" 400 "), "two Host headers: {head:?}");
 
     // Private stays private through a public host; odd paths are refused.
     anonymous(

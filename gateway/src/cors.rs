@@ -37,20 +37,41 @@ impl CorsRule {
     fn origin_matches(&self, origin: &str) -> bool {
         self.allowed_origins
             .iter()
-            .any(|allowed| match allowed.split_once('*') {
-                None => allowed == origin,
-                Some((head, tail)) => {
-                    origin.len() >= head.len() + tail.len()
-                        && origin.starts_with(head)
-                        && origin.ends_with(tail)
-                }
-            })
+            .any(|allowed| wildcard_matches(allowed, origin, false))
     }
 
+    /// S3 allows one `*` in an AllowedHeader too (`x-amz-*`); header names
+    /// match case-insensitively.
     fn header_allowed(&self, header: &str) -> bool {
         self.allowed_headers
             .iter()
-            .any(|allowed| allowed == "*" || allowed.eq_ignore_ascii_case(header))
+            .any(|allowed| wildcard_matches(allowed, header, true))
+    }
+}
+
+/// Whether `text` is `pattern`, which may hold one `*` standing for any run
+/// of characters.
+fn wildcard_matches(pattern: &str, text: &str, ignore_case: bool) -> bool {
+    let starts = |text: &str, head: &str| match ignore_case {
+        true => text
+            .get(..head.len())
+            .is_some_and(|start| start.eq_ignore_ascii_case(head)),
+        false => text.starts_with(head),
+    };
+    let ends = |text: &str, tail: &str| match ignore_case {
+        true => text
+            .len()
+            .checked_sub(tail.len())
+            .and_then(|at| text.get(at..))
+            .is_some_and(|end| end.eq_ignore_ascii_case(tail)),
+        false => text.ends_with(tail),
+    };
+    match pattern.split_once('*') {
+        None if ignore_case => pattern.eq_ignore_ascii_case(text),
+        None => pattern == text,
+        Some((head, tail)) => {
+            text.len() >= head.len() + tail.len() && starts(text, head) && ends(text, tail)
+        }
     }
 }
 
@@ -149,12 +170,19 @@ pub fn preflight(bucket: Option<&BucketInfo>, headers: &HeaderMap) -> Response {
 
 /// Adds the `Access-Control-*` headers an actual request from an allowed
 /// origin gets; nothing for other origins (the browser then hides the
-/// answer).
-pub fn decorate(bucket: &BucketInfo, method: &str, origin: &str, response: &mut HeaderMap) {
+/// answer). With CORS rules, every answer varies by `Origin`, with one or
+/// not: a shared cache must not give the answer to a request without
+/// `Origin` (no CORS headers) to a browser from an allowed origin.
+pub fn decorate(bucket: &BucketInfo, method: &str, origin: Option<&str>, response: &mut HeaderMap) {
     let rules = rules(bucket);
-    let Some(rule) = matching(&rules, origin, method, &[]) else {
+    if rules.is_empty() {
+        return;
+    }
+    response.append(http::header::VARY, HeaderValue::from_static("Origin"));
+    let Some(rule) = origin.and_then(|origin| matching(&rules, origin, method, &[])) else {
         return;
     };
+    let origin = origin.unwrap_or_default();
     put(response, "access-control-allow-origin", origin);
     if !rule.expose_headers.is_empty() {
         put(
@@ -163,7 +191,6 @@ pub fn decorate(bucket: &BucketInfo, method: &str, origin: &str, response: &mut 
             &rule.expose_headers.join(", "),
         );
     }
-    response.append(http::header::VARY, HeaderValue::from_static("Origin"));
 }
 
 fn put(headers: &mut HeaderMap, name: &'static str, value: &str) {
@@ -197,5 +224,17 @@ mod tests {
         assert!(matching(&rules, "https://cdn.example.com", "GET", &["x-custom"]).is_none());
         assert!(matching(&rules, "https://app.test", "PUT", &["x-custom"]).is_some());
         assert!(matching(&rules, "https://evil.test", "GET", &[]).is_none());
+        let amz = [rule(&["*"], &["PUT"], &["x-amz-*", "Content-Type"])];
+        assert!(
+            matching(
+                &amz,
+                "https://a.test",
+                "PUT",
+                &["X-Amz-Date", "content-type"]
+            )
+            .is_some()
+        );
+        assert!(matching(&amz, "https://a.test", "PUT", &["x-other"]).is_none());
+        assert!(matching(&amz, "https://a.test", "PUT", &["x-am"]).is_none());
     }
 }

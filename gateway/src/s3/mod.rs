@@ -82,7 +82,12 @@ impl S3Door {
         let (op, response) = match prepared {
             Ok(request) => {
                 let op = request.op;
-                if origin.is_some() && op != S3Op::Preflight && !request.bucket.is_empty() {
+                // Reads too without an Origin: their answers vary by it.
+                let cacheable = method == Method::GET || method == Method::HEAD;
+                if (origin.is_some() || cacheable)
+                    && op != S3Op::Preflight
+                    && !request.bucket.is_empty()
+                {
                     cors_bucket = Some(request.bucket.clone());
                 }
                 // Debug level, as in the Swift door: failures log the id themselves.
@@ -105,10 +110,11 @@ impl S3Door {
             }
         };
         let mut response = response;
-        if let (Some(origin), Some(name)) = (origin, cors_bucket)
+        if let Some(name) = cors_bucket
             && let Ok(Some(bucket)) = self.edge.bucket(&self.store, &name).await
         {
-            crate::cors::decorate(&bucket, method.as_str(), &origin, response.headers_mut());
+            let origin = origin.as_deref();
+            crate::cors::decorate(&bucket, method.as_str(), origin, response.headers_mut());
         }
         with_request_id(response, &request_id)
     }

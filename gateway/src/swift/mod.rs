@@ -138,10 +138,12 @@ impl SwiftDoor {
                 error_response(err, is_head)
             }
         };
-        if let (Some(origin), Some(container)) = (origin, cors_container)
+        let varies = origin.is_some() || method == Method::GET || method == Method::HEAD;
+        if let Some(container) = cors_container.filter(|_| varies)
             && let Ok(Some(bucket)) = self.edge.bucket(&self.store, &container).await
         {
-            crate::cors::decorate(&bucket, method.as_str(), &origin, response.headers_mut());
+            let origin = origin.as_deref();
+            crate::cors::decorate(&bucket, method.as_str(), origin, response.headers_mut());
         }
         let headers = response.headers_mut();
         if let Ok(value) = HeaderValue::from_str(&trans_id) {

@@ -1169,6 +1169,13 @@ fn cors_preflights_and_headers_for_allowed_origins_only() -> Result<()> {
         other.status == 200 && other.header("access-control-allow-origin").is_none(),
         "{other}"
     );
+    // Without an Origin the answer still varies by it, for shared caches.
+    let plain = anonymous(&server, &object, &[])?;
+    ensure!(
+        plain.header("vary") == Some("Origin")
+            && plain.header("access-control-allow-origin").is_none(),
+        "{plain}"
+    );
 
     // S3's PutBucketCors.
     let bucket = unique_bucket("cors");
@@ -1193,7 +1200,7 @@ fn cors_preflights_and_headers_for_allowed_origins_only() -> Result<()> {
         "--body",
         &file.display().to_string(),
     ])?;
-    let rules = r#"{"CORSRules":[{"AllowedOrigins":["https://*.example.com"],"AllowedMethods":["GET","HEAD"],"AllowedHeaders":["range"],"MaxAgeSeconds":300}]}"#;
+    let rules = r#"{"CORSRules":[{"AllowedOrigins":["https://*.example.com"],"AllowedMethods":["GET","HEAD"],"AllowedHeaders":["range","x-amz-*"],"MaxAgeSeconds":300}]}"#;
     server.aws_ok(&[
         "s3api",
         "put-bucket-cors",
@@ -1216,7 +1223,7 @@ fn cors_preflights_and_headers_for_allowed_origins_only() -> Result<()> {
         &[
             ("Origin", "https://www.example.com"),
             ("Access-Control-Request-Method", "GET"),
-            ("Access-Control-Request-Headers", "Range"),
+            ("Access-Control-Request-Headers", "Range, X-Amz-Date"),
         ],
     )?;
     ok.expect_status(200)?;

@@ -323,7 +323,16 @@ impl StrataFs {
         if !file.dirty {
             return Ok(());
         }
-        let place = self.place(file.ino)?;
+        let place = {
+            let tree = self.tree.lock();
+            let node = tree.node(file.ino).ok_or(Errno::ENOENT)?;
+            if node.unlinked {
+                // Removed or replaced since: its bytes go with it.
+                file.dirty = false;
+                return Ok(());
+            }
+            node.place.clone()
+        };
         let (container, key) = place.object().ok_or(Errno::EPERM)?;
         let spool = file.spool.as_ref().ok_or(Errno::EIO)?;
         self.runtime
@@ -338,6 +347,7 @@ impl StrataFs {
         file.dirty = false;
         if let Some(node) = self.tree.lock().node_mut(file.ino) {
             node.pending = false;
+            node.unsaved = false;
             node.size = file.size;
             node.modified = SystemTime::now();
         }
@@ -373,7 +383,7 @@ impl StrataFs {
     }
 
     fn set_size(&self, ino: u64, fh: Option<FileHandle>, size: u64) -> Result<(), Errno> {
-        let open = match fh {
+        let open_handle = match fh {
             Some(fh) => Some(self.open_file(fh)?),
             None => self.writers_of(ino).into_iter().next(),
         };
@@ -389,7 +399,8 @@ impl StrataFs {
             file.dirty = true;
             Ok(())
         };
-        match open {
+        let open = open_handle.is_some();
+        match open_handle {
             Some(handle) => truncate(&mut handle.file.lock())?,
             None => {
                 // A truncate without an open file: done on a private copy and
@@ -401,6 +412,7 @@ impl StrataFs {
         }
         if let Some(node) = self.tree.lock().node_mut(ino) {
             node.size = size;
+            node.unsaved |= open;
             node.modified = SystemTime::now();
         }
         Ok(())
@@ -522,6 +534,8 @@ impl StrataFs {
             return Err(Errno::EXDEV);
         }
         match self.resolve(to.0, to.1) {
+            // rename(2) of a name onto itself does nothing.
+            Ok(existing) if existing.ino == ino => return Ok(()),
             Ok(existing) => {
                 if flags.contains(RenameFlags::RENAME_NOREPLACE) {
                     return Err(Errno::EEXIST);
@@ -849,6 +863,7 @@ impl Filesystem for StrataFs {
             Ok(size) => {
                 if let Some(node) = self.tree.lock().node_mut(ino.0) {
                     node.size = size;
+                    node.unsaved = true;
                 }
                 reply.written(data.len() as u32);
             }
@@ -903,6 +918,10 @@ impl Filesystem for StrataFs {
         let mut tree = self.tree.lock();
         if !self.has_writers(handle.ino) {
             tree.abandon_pending(handle.ino);
+            // No writer is left to upload more: listings say what is stored.
+            if let Some(node) = tree.node_mut(handle.ino) {
+                node.unsaved = false;
+            }
         }
         drop(tree);
         match uploaded {

@@ -80,6 +80,14 @@ pub struct Node {
     /// Created here and not uploaded yet: listings do not show it, but it
     /// must stay visible.
     pub pending: bool,
+    /// Written here since its last upload: a listing's size and time are
+    /// older than the writer's (an append must not go back to the stored
+    /// end of the file).
+    pub unsaved: bool,
+    /// Removed or replaced while open: what its writers still write goes
+    /// nowhere, as with an unlinked file (uploading it would bring the name
+    /// back, or overwrite what replaced it).
+    pub unlinked: bool,
     /// Lookups the kernel holds (entries replied, less those forgotten).
     kernel_refs: u64,
     /// Cached listings that show it.
@@ -133,6 +141,8 @@ impl Tree {
                 size: 0,
                 modified: SystemTime::now(),
                 pending: false,
+                unsaved: false,
+                unlinked: false,
                 kernel_refs: 0,
                 listing_refs: 0,
             },
@@ -266,7 +276,7 @@ impl Tree {
             && let Some(node) = self.nodes.get_mut(&ino)
         {
             // A file being written here keeps its local size until uploaded.
-            if !node.pending {
+            if !node.pending && !node.unsaved {
                 node.kind = child.kind;
                 node.size = child.size;
                 node.modified = child.modified;
@@ -284,6 +294,8 @@ impl Tree {
                 size: child.size,
                 modified: child.modified,
                 pending: false,
+                unsaved: false,
+                unlinked: false,
                 kernel_refs: 0,
                 listing_refs: 0,
             },
@@ -398,6 +410,9 @@ impl Tree {
         if let Some(place) = self.nodes.get(&dir).map(|node| node.place.child(name))
             && let Some(ino) = self.by_place.remove(&place)
         {
+            if let Some(node) = self.nodes.get_mut(&ino) {
+                node.unlinked = true;
+            }
             released.extend(self.drop_listing(ino));
             released.push(ino);
         }
@@ -634,9 +649,15 @@ mod tests {
         let a = tree.cached_child(ROOT, "a", start).flatten().unwrap();
         let b = tree.cached_child(ROOT, "b", start).flatten().unwrap();
         tree.looked_up(a);
+        tree.looked_up(b);
         tree.move_file(a, (ROOT, "a"), (ROOT, "b"));
         assert_eq!(tree.cached_child(ROOT, "a", start), Some(None));
         assert_eq!(tree.cached_child(ROOT, "b", start), Some(Some(a)));
+        // The replaced file lives while the kernel holds it, unlinked: its
+        // writers must not upload over what replaced it.
+        assert!(tree.node(b).is_some_and(|node| node.unlinked));
+        assert!(tree.node(a).is_some_and(|node| !node.unlinked));
+        tree.forget(b, 1);
         assert!(tree.node(b).is_none(), "the replaced file went");
         assert_eq!(
             tree.node(a).map(|node| node.place.clone()),
@@ -647,6 +668,27 @@ mod tests {
         tree.remove_child(ROOT, "b");
         assert!(tree.node(a).is_none());
         assert_eq!(tree.len(), 1);
+    }
+
+    /// A listing refresh does not take back the size of a file written here
+    /// and not uploaded yet (an append would then overwrite its own end).
+    #[test]
+    fn unsaved_writes_keep_their_size_through_a_refresh() {
+        let mut tree = Tree::new(Place::Container("c".into()), Duration::from_secs(1));
+        let start = Instant::now();
+        tree.install_listing(ROOT, vec![file("log")], start);
+        let log = tree.cached_child(ROOT, "log", start).flatten().unwrap();
+        if let Some(node) = tree.node_mut(log) {
+            node.size = 4096;
+            node.unsaved = true;
+        }
+        tree.install_listing(ROOT, vec![file("log")], start + Duration::from_secs(2));
+        assert_eq!(tree.node(log).map(|node| node.size), Some(4096));
+        if let Some(node) = tree.node_mut(log) {
+            node.unsaved = false;
+        }
+        tree.install_listing(ROOT, vec![file("log")], start + Duration::from_secs(4));
+        assert_ne!(tree.node(log).map(|node| node.size), Some(4096));
     }
 
     #[test]

@@ -582,6 +582,86 @@ fn strata_mount_trusting_no_listing() -> Result<()> {
     Ok(())
 }
 
+/// Open files as programs use them: an append survives a listing refresh
+/// (it must not go back to the stored end of the file), and a file removed
+/// while open stays removed when it is closed.
+#[test]
+fn strata_mount_open_files_appended_and_removed() -> Result<()> {
+    use std::io::Write as _;
+    require_fuse()?;
+    let server = Server::start()?;
+    let bucket = unique_bucket("mount-open");
+    server.aws_ok(&["s3api", "create-bucket", "--bucket", &bucket])?;
+    let put = server.http(
+        "PUT",
+        &format!("/{bucket}/log.txt"),
+        Signing::Root,
+        Some(b"first\n"),
+        &[],
+    )?;
+    ensure!(put.status == 200, "{put}");
+    let work = server.work_dir("open-files")?;
+    let mountpoint = work.join("mnt");
+    fs::create_dir_all(&mountpoint)?;
+    let url = format!("{}/{bucket}", server.endpoint());
+    // Every stat lists again: a refresh between two appends.
+    let command = strata_mount_command(&server, &url, &mountpoint, &["--listing-ttl", "0"])?;
+    let output = work.join("mount.out");
+    let _mount = MountGuard::start(
+        "strata-mount",
+        command,
+        &mountpoint,
+        vec![output.clone()],
+        output,
+    )?;
+    let log = mountpoint.join("log.txt");
+    {
+        let mut appender = fs::OpenOptions::new().append(true).open(&log)?;
+        appender.write_all(b"second\n")?;
+        let listed = fs::read_dir(&mountpoint)?.count();
+        ensure!(listed == 1, "{listed} entries");
+        fs::metadata(&log)?;
+        appender.write_all(b"third\n")?;
+    }
+    let stored = server.http(
+        "GET",
+        &format!("/{bucket}/log.txt"),
+        Signing::Root,
+        None,
+        &[],
+    )?;
+    ensure!(
+        stored.body == b"first\nsecond\nthird\n",
+        "after two appends the object holds {:?}",
+        stored.body_text()
+    );
+
+    let scratch = mountpoint.join("scratch.txt");
+    {
+        let mut file = fs::File::create(&scratch)?;
+        file.write_all(b"scratch")?;
+        file.sync_all()?;
+        fs::remove_file(&scratch)?;
+        file.write_all(b" written after the remove")?;
+    }
+    ensure!(
+        !scratch.exists(),
+        "a file removed while open came back on close"
+    );
+    let head = server.http(
+        "HEAD",
+        &format!("/{bucket}/scratch.txt"),
+        Signing::Root,
+        None,
+        &[],
+    )?;
+    ensure!(
+        head.status == 404,
+        "the removed file is in the bucket again: {head}"
+    );
+    Ok(())
+}
+
 /// `strata mount URL MOUNTPOINT` as the root user, with `extra` flags and a
 /// spool directory of its own.
 fn strata_mount_command(

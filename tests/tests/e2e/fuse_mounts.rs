@@ -559,19 +559,7 @@ fn strata_mount_trusting_no_listing() -> Result<()> {
             .status;
         ensure!(status == 200, "PUT {key}: {status}");
     }
-    let work = server.work_dir("ttl0")?;
-    let mountpoint = work.join("mnt");
-    fs::create_dir_all(&mountpoint)?;
-    let url = format!("{}/{bucket}", server.endpoint());
-    let command = strata_mount_command(&server, &url, &mountpoint, &["--listing-ttl", "0"])?;
-    let output = work.join("mount.out");
-    let _mount = MountGuard::start(
-        "strata-mount",
-        command,
-        &mountpoint,
-        vec![output.clone()],
-        output,
-    )?;
+    let (mountpoint, _mount) = mount_listing_nothing(&server, &bucket, "ttl0")?;
     let mut names: Vec<String> = fs::read_dir(&mountpoint)?
         .map(|entry| Ok(entry?.file_name().to_string_lossy().into_owned()))
         .collect::<Result<_>>()?;
@@ -600,20 +588,8 @@ fn strata_mount_open_files_appended_and_removed() -> Result<()> {
         &[],
     )?;
     ensure!(put.status == 200, "{put}");
-    let work = server.work_dir("open-files")?;
-    let mountpoint = work.join("mnt");
-    fs::create_dir_all(&mountpoint)?;
-    let url = format!("{}/{bucket}", server.endpoint());
     // Every stat lists again: a refresh between two appends.
-    let command = strata_mount_command(&server, &url, &mountpoint, &["--listing-ttl", "0"])?;
-    let output = work.join("mount.out");
-    let _mount = MountGuard::start(
-        "strata-mount",
-        command,
-        &mountpoint,
-        vec![output.clone()],
-        output,
-    )?;
+    let (mountpoint, _mount) = mount_listing_nothing(&server, &bucket, "open-files")?;
     let log = mountpoint.join("log.txt");
     {
         let mut appender = fs::OpenOptions::new().append(true).open(&log)?;
@@ -660,6 +636,29 @@ fn strata_mount_open_files_appended_and_removed() -> Result<()> {
         "the removed file is in the bucket again: {head}"
     );
     Ok(())
+}
+
+/// `bucket` mounted by `strata mount --listing-ttl 0` (every lookup lists
+/// again) in a work directory named `tag`: its mountpoint and guard.
+fn mount_listing_nothing(
+    server: &Server,
+    bucket: &str,
+    tag: &str,
+) -> Result<(std::path::PathBuf, MountGuard)> {
+    let work = server.work_dir(tag)?;
+    let mountpoint = work.join("mnt");
+    fs::create_dir_all(&mountpoint)?;
+    let url = format!("{}/{bucket}", server.endpoint());
+    let command = strata_mount_command(server, &url, &mountpoint, &["--listing-ttl", "0"])?;
+    let output = work.join("mount.out");
+    let guard = MountGuard::start(
+        "strata-mount",
+        command,
+        &mountpoint,
+        vec![output.clone()],
+        output,
+    )?;
+    Ok((mountpoint, guard))
 }
 
 /// `strata mount URL MOUNTPOINT` as the root user, with `extra` flags and a

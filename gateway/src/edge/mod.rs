@@ -1380,22 +1380,31 @@ impl EdgeCache {
         {
             return None;
         }
-        let mut max_age = Duration::from_secs(self.config.default_ttl_secs);
+        let (mut max_age, mut shared_max_age) = (None, None);
         if let Some(control) = info.meta.headers.get("cache-control") {
             for directive in control.split(',').map(|d| d.trim().to_ascii_lowercase()) {
                 if directive == "no-store" || directive == "private" || directive == "no-cache" {
                     return None;
                 }
-                if let Some(seconds) = directive
-                    .strip_prefix("max-age=")
-                    .or_else(|| directive.strip_prefix("s-maxage="))
-                    .and_then(|value| value.parse::<u64>().ok())
-                {
-                    max_age = Duration::from_secs(seconds);
+                let seconds = |name: &str| {
+                    directive
+                        .strip_prefix(name)
+                        .and_then(|value| value.trim_matches('"').parse::<u64>().ok())
+                };
+                if let Some(seconds) = seconds("max-age=") {
+                    max_age = Some(seconds);
+                }
+                if let Some(seconds) = seconds("s-maxage=") {
+                    shared_max_age = Some(seconds);
                 }
             }
         }
-        Some(max_age)
+        // A shared cache takes s-maxage over max-age, wherever each is
+        // written (RFC 9111 §5.2.2.10).
+        let seconds = shared_max_age
+            .or(max_age)
+            .unwrap_or(self.config.default_ttl_secs);
+        Some(Duration::from_secs(seconds))
     }
 
     /// The current listing generation of `bucket`: a listing rendered under

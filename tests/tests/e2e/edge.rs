@@ -630,18 +630,17 @@ fn stale_entries_revalidate_and_max_age_wins() -> Result<()> {
         "{stale}"
     );
 
-    // max-age in the object's Cache-Control outlives the default TTL.
+    // The object's Cache-Control outlives the default TTL; for a shared
+    // cache s-maxage wins over max-age, in whatever order they come.
+    let control = "s-maxage=3600, max-age=1";
     server
-        .swift_as_root("POST", &url, None, &[("Cache-Control", "max-age=3600")])?
+        .swift_as_root("POST", &url, None, &[("Cache-Control", control)])?
         .expect_status(202)?;
     ensure!(anonymous(&server, &url, &[])?.header("x-cache") == Some("MISS"));
     std::thread::sleep(std::time::Duration::from_millis(1200));
     let cached = anonymous(&server, &url, &[])?;
     ensure!(cached.header("x-cache") == Some("HIT"), "{cached}");
-    ensure!(
-        cached.header("cache-control") == Some("max-age=3600"),
-        "{cached}"
-    );
+    ensure!(cached.header("cache-control") == Some(control), "{cached}");
     Ok(())
 }
 

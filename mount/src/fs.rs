@@ -190,6 +190,13 @@ impl StrataFs {
                 return Ok(self.hold(&mut tree, found.ok_or(Errno::ENOENT)?));
             }
         }
+        {
+            // A file being written here, in a directory too large to list.
+            let mut tree = self.tree.lock();
+            if let Some(ino) = tree.pending_at(&place) {
+                return Ok(self.hold(&mut tree, ino));
+            }
+        }
         let child = self.probe(&place, &name)?.ok_or(Errno::ENOENT)?;
         let mut tree = self.tree.lock();
         let ino = tree.intern(place, &child);
@@ -448,11 +455,16 @@ impl StrataFs {
         }
         self.runtime.block_on(async {
             match &place {
-                Place::Container(container) => self
-                    .client
-                    .delete_container(container)
-                    .await
-                    .map_err(|err| errno(&err)),
+                Place::Container(container) => {
+                    self.client
+                        .delete_container(container)
+                        .await
+                        .map_err(|err| match err.status() {
+                            // Swift's answer for a container with objects.
+                            Some(StatusCode::CONFLICT) => Errno::ENOTEMPTY,
+                            _ => errno(&err),
+                        })
+                }
                 Place::Object { container, key } => {
                     let marker = format!("{key}/");
                     let (under, _) = self
@@ -478,8 +490,11 @@ impl StrataFs {
 
     fn make_directory(&self, parent: u64, name: &OsStr) -> Result<u64, Errno> {
         let (place, name) = self.child_place(parent, name)?;
-        if self.resolve(parent, OsStr::new(&name)).is_ok() {
-            return Err(Errno::EEXIST);
+        match self.resolve(parent, OsStr::new(&name)) {
+            Ok(_) => return Err(Errno::EEXIST),
+            Err(Errno::ENOENT) => {}
+            // Not known to be absent: nothing is made.
+            Err(err) => return Err(err),
         }
         self.runtime
             .block_on(async {
@@ -495,7 +510,11 @@ impl StrataFs {
                     Place::Account => Ok(()),
                 }
             })
-            .map_err(|err| errno(&err))?;
+            .map_err(|err| match err.status() {
+                // The name is another account's container.
+                Some(StatusCode::CONFLICT) => Errno::EEXIST,
+                _ => errno(&err),
+            })?;
         let now = SystemTime::now();
         let mut tree = self.tree.lock();
         let ino = tree.intern(
@@ -1009,7 +1028,8 @@ fn errno(err: &ClientError) -> Errno {
     match err.status() {
         Some(StatusCode::NOT_FOUND) => Errno::ENOENT,
         Some(StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN) => Errno::EACCES,
-        Some(StatusCode::CONFLICT) => Errno::ENOTEMPTY,
+        // A write that met another (a bucket changed meanwhile): again.
+        Some(StatusCode::CONFLICT) => Errno::EAGAIN,
         Some(StatusCode::PAYLOAD_TOO_LARGE) => Errno::EFBIG,
         Some(StatusCode::INSUFFICIENT_STORAGE) => Errno::ENOSPC,
         Some(StatusCode::BAD_REQUEST | StatusCode::PRECONDITION_FAILED) => Errno::EINVAL,

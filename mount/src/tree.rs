@@ -262,6 +262,15 @@ impl Tree {
         }
     }
 
+    /// The file made here at `place` and not uploaded yet: no listing or
+    /// question to the store knows it.
+    pub fn pending_at(&self, place: &Place) -> Option<u64> {
+        self.by_place
+            .get(place)
+            .copied()
+            .filter(|ino| self.nodes.get(ino).is_some_and(|node| node.pending))
+    }
+
     pub fn node(&self, ino: u64) -> Option<&Node> {
         self.nodes.get(&ino)
     }
@@ -707,6 +716,8 @@ mod tests {
             node.pending = true;
         }
         tree.add_child(ROOT, "new.txt", ino);
+        let place = Place::Container("c".into()).child("new.txt");
+        assert_eq!(tree.pending_at(&place), Some(ino));
         assert_eq!(tree.cached_child(ROOT, "new.txt", start), Some(Some(ino)));
         assert_eq!(
             tree.cached_child(ROOT, "new.txt", start + Duration::from_secs(2)),
@@ -722,5 +733,6 @@ mod tests {
             tree.cached_child(ROOT, "new.txt", start + Duration::from_secs(2)),
             Some(None)
         );
+        assert_eq!(tree.pending_at(&place), None);
     }
 }

@@ -142,7 +142,7 @@ pub(crate) fn container_listing(
     container: &str,
     entries: &[ObjectEntry],
 ) -> SwiftResult<Response> {
-    match format {
+    varying_by_accept(match format {
         Format::Plain => Ok(plain(entries.iter().map(|entry| match entry {
             ObjectEntry::Object { name, .. } => name.as_str(),
             ObjectEntry::Subdir { subdir } => subdir.as_str(),
@@ -179,7 +179,7 @@ pub(crate) fn container_listing(
                 "application/xml; charset=utf-8",
             ))
         }
-    }
+    })
 }
 
 pub(crate) fn account_listing(
@@ -187,7 +187,7 @@ pub(crate) fn account_listing(
     account: &str,
     entries: &[AccountEntry],
 ) -> SwiftResult<Response> {
-    match format {
+    varying_by_accept(match format {
         Format::Plain => Ok(plain(entries.iter().map(|entry| match entry {
             AccountEntry::Container(container) => container.name.as_str(),
             AccountEntry::Subdir { subdir } => subdir.as_str(),
@@ -216,7 +216,7 @@ pub(crate) fn account_listing(
                 "application/xml; charset=utf-8",
             ))
         }
-    }
+    })
 }
 
 /// One name per line; an empty listing is 204, as Swift answers it.
@@ -244,6 +244,17 @@ fn json<T: Serialize>(entries: &[T]) -> SwiftResult<Response> {
         SwiftError::internal()
     })?;
     Ok(json_response(StatusCode::OK, body))
+}
+
+/// A listing whose format may come from `Accept` varies by it, for caches
+/// between here and the client.
+fn varying_by_accept(response: SwiftResult<Response>) -> SwiftResult<Response> {
+    response.map(|mut response| {
+        response
+            .headers_mut()
+            .append(http::header::VARY, HeaderValue::from_static("Accept"));
+        response
+    })
 }
 
 fn typed(mut response: Response, content_type: &'static str) -> Response {

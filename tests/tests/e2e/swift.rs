@@ -496,6 +496,7 @@ fn listings_in_every_format() -> Result<()> {
     }
 
     let json = get("format=json&delimiter=/")?;
+    ensure!(json.header("vary") == Some("Accept"), "{json}");
     let entries: serde_json::Value = serde_json::from_slice(&json.body)?;
     ensure!(
         entries[0]["name"] == "a" && entries[0]["bytes"] == 1,

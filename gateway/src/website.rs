@@ -59,8 +59,14 @@ impl WebsiteConfig {
 /// inside the directory. `path_as_sent` is the request's path as the
 /// visitor sent it (still percent-encoded), whatever URL form it used.
 pub fn redirect_to_directory(path_as_sent: &str) -> Option<Response> {
+    redirect_with_slash(path_as_sent, StatusCode::FOUND)
+}
+
+/// A redirect of `path_as_sent` to itself with a trailing slash, with
+/// `status` (S3's website endpoint answers 302, Swift's staticweb 301).
+pub fn redirect_with_slash(path_as_sent: &str, status: StatusCode) -> Option<Response> {
     let location = HeaderValue::from_str(&format!("{path_as_sent}/")).ok()?;
-    let mut response = empty_response(StatusCode::FOUND);
+    let mut response = empty_response(status);
     response
         .headers_mut()
         .insert(http::header::LOCATION, location);

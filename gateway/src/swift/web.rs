@@ -4,10 +4,15 @@
 //! listing where there is no index, and `X-Container-Meta-Web-Error:
 //! error.html` the object `404error.html` for what is not found.
 //!
+//! As in Swift, `dir` and the container itself are redirected (301) to
+//! `dir/` and `container/` where they are directories of the site, and a
+//! `dir/` with nothing under it is a 404, not an empty listing.
+//!
 //! A bucket without these settings but with an S3 website configuration
 //! (`crate::website`) is served by it here too, as custom domains reach
 //! buckets through this door: its index suffix, its one error document,
-//! and a redirect from `dir` to `dir/` where `dir/<index>` exists.
+//! and a redirect (302, as S3's website endpoint) from `dir` to `dir/`
+//! where `dir/<index>` exists.
 
 use http::{HeaderValue, StatusCode};
 use strata_store::{BucketInfo, ListEntry, ListQuery};
@@ -22,9 +27,9 @@ pub(crate) struct WebSite {
     index: Option<String>,
     error: Option<ErrorPage>,
     listings: bool,
-    /// Whether `dir` is redirected to `dir/` when `dir/<index>` exists, as
-    /// S3's website endpoint does.
-    redirects_to_directories: bool,
+    /// The status of the redirect from `dir` to `dir/`: 301 in Swift's
+    /// staticweb, 302 at S3's website endpoint.
+    directory_redirect: StatusCode,
 }
 
 /// Where a site's error pages are.
@@ -53,7 +58,7 @@ impl WebSite {
                     "true" | "yes" | "on" | "1"
                 )
             }),
-            redirects_to_directories: false,
+            directory_redirect: StatusCode::MOVED_PERMANENTLY,
         };
         if site.index.is_some() || site.error.is_some() || site.listings {
             return Some(site);
@@ -63,7 +68,7 @@ impl WebSite {
             index: Some(s3.index_suffix),
             error: s3.error_key.map(ErrorPage::Object),
             listings: false,
-            redirects_to_directories: true,
+            directory_redirect: StatusCode::FOUND,
         })
     }
 }
@@ -84,6 +89,14 @@ impl SwiftDoor {
         let Some(site) = WebSite::of(&bucket).filter(|_| bucket.account == request.account) else {
             return Ok(None);
         };
+        // The container's root as `/v1/AUTH_a/c`: relative links need `c/`.
+        if dir.is_empty()
+            && !request.path_as_sent.ends_with('/')
+            && let Some(redirect) =
+                crate::website::redirect_with_slash(&request.path_as_sent, site.directory_redirect)
+        {
+            return Ok(Some(redirect));
+        }
         if let Some(index) = &site.index {
             match self
                 .get_object(request, container, &format!("{dir}{index}"), head)
@@ -95,7 +108,9 @@ impl SwiftDoor {
         }
         if site.listings {
             self.authorize(request, Some(&bucket), None, super::access::Access::List)?;
-            return self.html_listing(container, dir, head).await.map(Some);
+            if let Some(listing) = self.html_listing(container, dir, head).await? {
+                return Ok(Some(listing));
+            }
         }
         self.web_error(request, container, &site, StatusCode::NOT_FOUND, head)
             .await
@@ -151,12 +166,9 @@ impl SwiftDoor {
         let Some(site) = WebSite::of(&bucket) else {
             return Err(err);
         };
-        if site.redirects_to_directories
-            && let Some(index) = &site.index
-            && self
-                .is_web_directory(request, &bucket, &format!("{key}/{index}"))
-                .await
-            && let Some(redirect) = crate::website::redirect_to_directory(&request.path_as_sent)
+        if self.is_web_directory(request, &bucket, &site, key).await
+            && let Some(redirect) =
+                crate::website::redirect_with_slash(&request.path_as_sent, site.directory_redirect)
         {
             return Ok(redirect);
         }
@@ -168,20 +180,52 @@ impl SwiftDoor {
             .or(Err(err))
     }
 
-    /// Whether `index` exists and the visitor may read it: the name it is
-    /// the index of is then a directory.
+    /// Whether `key` is a directory of the site: its index exists and the
+    /// visitor may read it, or (with listings) something is under `key/`.
     async fn is_web_directory(
         &self,
         request: &SwiftRequest,
         bucket: &BucketInfo,
-        index: &str,
+        site: &WebSite,
+        key: &str,
     ) -> bool {
-        strata_store::validate_key(index).is_ok()
-            && crate::public::anonymous_object_read(bucket, Some(index), request.header("referer"))
-            && self.store.head_object(&bucket.name, index).await.is_ok()
+        if let Some(index) = &site.index {
+            let index = format!("{key}/{index}");
+            if strata_store::validate_key(&index).is_ok()
+                && crate::public::anonymous_object_read(
+                    bucket,
+                    Some(&index),
+                    request.header("referer"),
+                )
+                && self.store.head_object(&bucket.name, &index).await.is_ok()
+            {
+                return true;
+            }
+        }
+        site.listings
+            && crate::public::anonymous_listing(bucket, request.header("referer"))
+            && self
+                .store
+                .list_objects(
+                    &bucket.name,
+                    ListQuery {
+                        prefix: format!("{key}/"),
+                        max_keys: 1,
+                        ..ListQuery::default()
+                    },
+                )
+                .await
+                .is_ok_and(|page| !page.entries.is_empty())
     }
 
-    async fn html_listing(&self, container: &str, dir: &str, head: bool) -> SwiftResult<Response> {
+    /// The HTML listing of `dir/`; `None` when nothing is under it (a 404,
+    /// as in Swift, not an empty page for any name at all).
+    async fn html_listing(
+        &self,
+        container: &str,
+        dir: &str,
+        head: bool,
+    ) -> SwiftResult<Option<Response>> {
         let page = self
             .store
             .list_objects(
@@ -194,6 +238,9 @@ impl SwiftDoor {
                 },
             )
             .await?;
+        if !dir.is_empty() && page.entries.is_empty() {
+            return Ok(None);
+        }
         let title = escape(&format!("Listing of /{container}/{dir}"));
         let mut html = format!(
             "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>{title}</title></head><body>\n<h1>{title}</h1>\n<table>\n"
@@ -211,7 +258,9 @@ impl SwiftDoor {
                 ),
             };
             let relative = &name[dir.len()..];
+            // `./`: a name starting with `/` (under `dir//`) is no root link.
             let href = percent_encoding::utf8_percent_encode(relative, HREF).to_string();
+            let href = format!("./{href}");
             html.push_str(&format!(
                 "<tr><td><a href=\"{href}\">{}</a></td><td>{size}</td><td>{modified}</td></tr>\n",
                 escape(relative)
@@ -223,7 +272,7 @@ impl SwiftDoor {
             http::header::CONTENT_TYPE,
             HeaderValue::from_static("text/html; charset=utf-8"),
         );
-        Ok(response)
+        Ok(Some(response))
     }
 }
 

@@ -1289,17 +1289,34 @@ fn staticweb_serves_indexes_listings_and_error_pages() -> Result<()> {
             ],
         )?
         .expect_status(204)?;
-    for path in [base.clone(), format!("{base}/")] {
-        let home = anonymous(&server, &path, &[])?;
+    // As Swift's staticweb: the container and its directories without a
+    // slash are sent to their slashed names (relative links need them).
+    for (path, location) in [
+        (base.clone(), format!("{base}/")),
+        (format!("{base}/docs"), format!("{base}/docs/")),
+        (format!("{base}/files"), format!("{base}/files/")),
+    ] {
+        let redirect = anonymous(&server, &path, &[])?;
         ensure!(
-            home.status == 200 && home.body == b"<h1>home</h1>",
-            "{path}: {home}"
+            redirect.status == 301 && redirect.header("location") == Some(location.as_str()),
+            "{path}: {redirect}"
         );
     }
+    let home = anonymous(&server, &format!("{base}/"), &[])?;
+    ensure!(
+        home.status == 200 && home.body == b"<h1>home</h1>",
+        "{home}"
+    );
     let docs = anonymous(&server, &format!("{base}/docs/"), &[])?;
     ensure!(
         docs.status == 200 && docs.body == b"<h1>docs</h1>",
         "{docs}"
+    );
+    // A directory with nothing in it is not found, not an empty listing.
+    let empty = anonymous(&server, &format!("{base}/no-such-dir/"), &[])?;
+    ensure!(
+        empty.status == 404 && empty.body == b"<h1>missing</h1>",
+        "{empty}"
     );
     let listing = anonymous(&server, &format!("{base}/files/"), &[])?;
     listing.expect_status(200)?;

@@ -25,6 +25,8 @@ use unftp_core::storage::{self, ErrorKind, FEATURE_RESTART, Fileinfo, Metadata, 
 use super::login::FtpUser;
 use super::path::FtpPath;
 use crate::large_object;
+use crate::public::{ATTR_SWIFT_READ, ATTR_SWIFT_WRITE};
+use crate::swift::container_acl;
 use crate::wire::{content_type_for, unix_now_ms};
 
 /// Content type of the empty objects that stand for directories made with
@@ -170,12 +172,37 @@ fn parse(path: &Path) -> FtpResult<FtpPath> {
     FtpPath::parse(path).map_err(|_| refused(ErrorKind::FileNameNotAllowedError))
 }
 
+/// Whether `user` may read in `bucket`: by their role in its account, or
+/// by the container's Swift read ACL, as through the Swift door.
+fn may_read_in(user: &FtpUser, bucket: &BucketInfo) -> bool {
+    user.principal.reads_account(&bucket.account)
+        || strata_auth::read_decision(
+            &container_acl(bucket, ATTR_SWIFT_READ),
+            &bucket.account,
+            Some(&user.principal),
+            None,
+            false,
+        )
+        .allowed
+}
+
+/// Whether `user` may write in `bucket`: by role, or by its write ACL.
+fn may_write_in(user: &FtpUser, bucket: &BucketInfo) -> bool {
+    user.principal.writes_account(&bucket.account)
+        || strata_auth::write_decision(
+            &container_acl(bucket, ATTR_SWIFT_WRITE),
+            &bucket.account,
+            &user.principal,
+        )
+        .allowed
+}
+
 impl StoreFileSystem {
-    /// The container `name` if `user` may read it; another account's
-    /// container is reported as missing, never shown.
+    /// The container `name` if `user` may read it; one they may not is
+    /// reported as missing, never shown.
     async fn readable_container(&self, user: &FtpUser, name: &str) -> FtpResult<BucketInfo> {
         match self.store.bucket(name).await {
-            Ok(bucket) if user.principal.reads_account(&bucket.account) => Ok(bucket),
+            Ok(bucket) if may_read_in(user, &bucket) => Ok(bucket),
             Ok(_) | Err(StoreError::NoSuchBucket) => {
                 Err(refused(ErrorKind::PermanentDirectoryNotAvailable))
             }
@@ -183,13 +210,22 @@ impl StoreFileSystem {
         }
     }
 
-    /// Whether the user may write in the container; its account if so.
+    /// Whether the user may write in the container (a write ACL is enough,
+    /// as in Swift, without read access); its account if so.
     async fn may_write(&self, user: &FtpUser, container: &str) -> FtpResult<String> {
-        let bucket = self.readable_container(user, container).await?;
-        if user.principal.writes_account(&bucket.account) {
+        let bucket = match self.store.bucket(container).await {
+            Ok(bucket) => bucket,
+            Err(StoreError::NoSuchBucket) => {
+                return Err(refused(ErrorKind::PermanentDirectoryNotAvailable));
+            }
+            Err(err) => return Err(ftp_error(err)),
+        };
+        if may_write_in(user, &bucket) {
             Ok(bucket.account)
-        } else {
+        } else if may_read_in(user, &bucket) {
             Err(refused(ErrorKind::PermissionDenied))
+        } else {
+            Err(refused(ErrorKind::PermanentDirectoryNotAvailable))
         }
     }
 
@@ -605,6 +641,8 @@ impl StorageBackend<FtpUser> for StoreFileSystem {
     ) -> FtpResult<()> {
         let (from_container, from_key) = Self::file_path(from.as_ref())?;
         let (to_container, to_key) = Self::file_path(to.as_ref())?;
+        // A rename reads the source (a copy) and writes both places.
+        self.readable_container(user, &from_container).await?;
         self.may_write(user, &from_container).await?;
         self.may_write(user, &to_container).await?;
         if self.object(&from_container, &from_key).await?.is_some() {
@@ -639,8 +677,9 @@ impl StorageBackend<FtpUser> for StoreFileSystem {
         match &parsed {
             FtpPath::Root => Err(refused(ErrorKind::PermissionDenied)),
             FtpPath::Container(container) => {
-                self.readable_container(user, container).await?;
-                if !user.principal.administers(&user.principal.account) {
+                let bucket = self.readable_container(user, container).await?;
+                // Only its account's admins delete a container, ACLs or not.
+                if !user.principal.administers(&bucket.account) {
                     return Err(refused(ErrorKind::PermissionDenied));
                 }
                 self.store.delete_bucket(container).await.map_err(ftp_error)

@@ -179,7 +179,9 @@ impl SwiftDoor {
 }
 
 /// The ACL stored on a container; one that no longer parses grants nothing.
-fn acl(bucket: &BucketInfo, attr: &str) -> ContainerAcl {
+/// The container's Swift ACL kept under `attr` (read or write); one that
+/// no longer parses grants nothing. The FTP door decides by it too.
+pub(crate) fn acl(bucket: &BucketInfo, attr: &str) -> ContainerAcl {
     let Some(text) = bucket.attrs.get(attr) else {
         return ContainerAcl::default();
     };

@@ -9,6 +9,7 @@
 //! metadata) live in the bucket's `attrs` under the `swift:` names below.
 
 mod access;
+pub(crate) use access::acl as container_acl;
 mod account;
 mod bulk;
 mod container;

@@ -398,6 +398,51 @@ fn ftp_refuses_wrong_passwords_foreign_containers_and_missing_roles() -> Result<
         &format!("cat /{shared}/f.txt"),
     )?;
     ensure!(fetched.stdout == b"x", "{fetched}");
+
+    // A container's write ACL lets the reader in, as through Swift; the
+    // container is still not theirs to delete.
+    let drop_box = unique_bucket("dropbox");
+    server
+        .swift_as(
+            &boss,
+            "PUT",
+            &format!("/v1/AUTH_media/{drop_box}"),
+            None,
+            &[("X-Container-Write", "media:viewer")],
+        )?
+        .expect_status(201)?;
+    server.lftp_ok(
+        &reader.login(),
+        &reader.key,
+        &format!("lcd {local}; put f.txt -o /{drop_box}/from-viewer.txt"),
+    )?;
+    server
+        .swift_as(
+            &boss,
+            "HEAD",
+            &format!("/v1/AUTH_media/{drop_box}/from-viewer.txt"),
+            None,
+            &[],
+        )?
+        .expect_status(200)?;
+    let removed = server.lftp(
+        &reader.login(),
+        &reader.key,
+        &format!("rm /{drop_box}/from-viewer.txt; rmdir /{drop_box}"),
+    )?;
+    ensure!(
+        !removed.success(),
+        "a reader removed the container\n{removed}"
+    );
+    server
+        .swift_as(
+            &boss,
+            "HEAD",
+            &format!("/v1/AUTH_media/{drop_box}"),
+            None,
+            &[],
+        )?
+        .expect_status(204)?;
     Ok(())
 }
 

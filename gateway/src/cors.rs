@@ -174,15 +174,18 @@ pub fn preflight(bucket: Option<&BucketInfo>, headers: &HeaderMap) -> Response {
 /// not: a shared cache must not give the answer to a request without
 /// `Origin` (no CORS headers) to a browser from an allowed origin.
 pub fn decorate(bucket: &BucketInfo, method: &str, origin: Option<&str>, response: &mut HeaderMap) {
-    let rules = rules(bucket);
-    if rules.is_empty() {
+    // Whether there are rules, without parsing them: most reads have no Origin.
+    if !bucket.attrs.contains_key(ATTR_S3_CORS) && !bucket.attrs.contains_key(SWIFT_ALLOW_ORIGIN) {
         return;
     }
     response.append(http::header::VARY, HeaderValue::from_static("Origin"));
-    let Some(rule) = origin.and_then(|origin| matching(&rules, origin, method, &[])) else {
+    let Some(origin) = origin else {
         return;
     };
-    let origin = origin.unwrap_or_default();
+    let rules = rules(bucket);
+    let Some(rule) = matching(&rules, origin, method, &[]) else {
+        return;
+    };
     put(response, "access-control-allow-origin", origin);
     if !rule.expose_headers.is_empty() {
         put(

@@ -144,6 +144,12 @@ pub enum Reader<'a> {
     /// An anonymous visitor of a public object of `account`: each segment
     /// must be public too, as Swift requires.
     Anonymous(&'a str),
+    /// A user reading an object of `account`, perhaps by a container ACL
+    /// only: each segment's container must let them read too.
+    User {
+        account: &'a str,
+        principal: &'a strata_auth::Principal,
+    },
 }
 
 /// How a reader outside the Swift door gets an object's bytes.
@@ -181,14 +187,23 @@ async fn may_read_segment(
     key: &str,
     reader: Reader<'_>,
 ) -> Result<bool, StoreError> {
-    let (Reader::Account(account) | Reader::Anonymous(account)) = reader;
-    match store.bucket(container).await {
-        Ok(bucket) => Ok(bucket.account == account
-            && (matches!(reader, Reader::Account(_))
-                || crate::public::anonymous_object_read(&bucket, Some(key), None))),
-        Err(StoreError::NoSuchBucket) => Ok(false),
-        Err(err) => Err(err),
-    }
+    let (Reader::Account(account) | Reader::Anonymous(account) | Reader::User { account, .. }) =
+        reader;
+    let bucket = match store.bucket(container).await {
+        Ok(bucket) => bucket,
+        Err(StoreError::NoSuchBucket) => return Ok(false),
+        Err(err) => return Err(err),
+    };
+    Ok(bucket.account == account
+        && match reader {
+            Reader::Account(_) => true,
+            Reader::Anonymous(_) => crate::public::anonymous_object_read(&bucket, Some(key), None),
+            Reader::User { principal, .. } => {
+                principal.reads_account(account)
+                    || crate::swift::container_acl(&bucket, crate::public::ATTR_SWIFT_READ)
+                        .grants(principal)
+            }
+        })
 }
 
 async fn slo_segments(

@@ -413,17 +413,6 @@ struct Doors {
 
 impl Doors {
     async fn handle(&self, request: hyper::Request<Incoming>) -> Response {
-        // RFC 9112 §3.2: one Host header, and one at all in HTTP/1.1 (an
-        // absolute-form target names the host itself). Two could route by
-        // one and sign or cache by the other.
-        let hosts = request.headers().get_all(http::header::HOST).iter().count();
-        if hosts > 1
-            || (hosts == 0
-                && request.version() == http::Version::HTTP_11
-                && request.uri().authority().is_none())
-        {
-            return text_response(StatusCode::BAD_REQUEST, "Bad Request: one Host header\n");
-        }
         let (request, remapped) = match self.remap_domain(request) {
             Ok(remapped) => remapped,
             Err(response) => return response,
@@ -449,6 +438,18 @@ impl Doors {
                 metrics.push_str(&metadata_metrics(&service.status()));
             }
             return text_response(StatusCode::OK, metrics);
+        }
+        // RFC 9112 §3.2: one Host header, and one at all in HTTP/1.1 (an
+        // absolute-form target names the host itself). Two could route by
+        // one and sign or cache by the other. (Health probes that send none
+        // were answered above.)
+        let hosts = request.headers().get_all(http::header::HOST).iter().count();
+        if hosts > 1
+            || (hosts == 0
+                && request.version() == http::Version::HTTP_11
+                && request.uri().authority().is_none())
+        {
+            return text_response(StatusCode::BAD_REQUEST, "Bad Request: one Host header\n");
         }
         let path = request.uri().path();
         let kind = if remapped {

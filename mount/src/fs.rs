@@ -1028,8 +1028,9 @@ fn errno(err: &ClientError) -> Errno {
     match err.status() {
         Some(StatusCode::NOT_FOUND) => Errno::ENOENT,
         Some(StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN) => Errno::EACCES,
-        // A write that met another (a bucket changed meanwhile): again.
-        Some(StatusCode::CONFLICT) => Errno::EAGAIN,
+        // Where the operation has no better word (a segment gone, a
+        // conflict): an I/O error, which programs do not retry forever.
+        Some(StatusCode::CONFLICT) => Errno::EIO,
         Some(StatusCode::PAYLOAD_TOO_LARGE) => Errno::EFBIG,
         Some(StatusCode::INSUFFICIENT_STORAGE) => Errno::ENOSPC,
         Some(StatusCode::BAD_REQUEST | StatusCode::PRECONDITION_FAILED) => Errno::EINVAL,

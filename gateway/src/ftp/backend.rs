@@ -174,16 +174,11 @@ fn parse(path: &Path) -> FtpResult<FtpPath> {
 
 /// Whether `user` may read in `bucket`: by their role in its account, or
 /// by the container's Swift read ACL, as through the Swift door.
+/// Only grants to users count: a referrer grant (`.r:*`) makes objects
+/// readable by URL, not containers browsable by every FTP user.
 fn may_read_in(user: &FtpUser, bucket: &BucketInfo) -> bool {
     user.principal.reads_account(&bucket.account)
-        || strata_auth::read_decision(
-            &container_acl(bucket, ATTR_SWIFT_READ),
-            &bucket.account,
-            Some(&user.principal),
-            None,
-            false,
-        )
-        .allowed
+        || container_acl(bucket, ATTR_SWIFT_READ).grants(&user.principal)
 }
 
 /// Whether `user` may write in `bucket`: by role, or by its write ACL.
@@ -230,9 +225,10 @@ impl StoreFileSystem {
     }
 
     /// A file's content as FTP shows it: a Swift large object as its
-    /// segments (read as the container's account), as through Swift.
+    /// segments (those `user` may read), as through Swift.
     async fn file_content(
         &self,
+        user: &FtpUser,
         account: &str,
         container: &str,
         key: &str,
@@ -241,12 +237,22 @@ impl StoreFileSystem {
             .object(container, key)
             .await?
             .ok_or_else(|| refused(ErrorKind::PermanentFileNotAvailable))?;
-        self.content_of(account, info).await
+        self.content_of(user, account, info).await
     }
 
     /// [`Self::file_content`] of a record already read.
-    async fn content_of(&self, account: &str, info: ObjectInfo) -> FtpResult<FileContent> {
-        let reader = large_object::Reader::Account(account);
+    async fn content_of(
+        &self,
+        user: &FtpUser,
+        account: &str,
+        info: ObjectInfo,
+    ) -> FtpResult<FileContent> {
+        // Segments as this user may read them: a container ACL opens the
+        // manifest's container, not every container of its account.
+        let reader = large_object::Reader::User {
+            account,
+            principal: &user.principal,
+        };
         match large_object::assemble(&self.store, &info, reader)
             .await
             .map_err(ftp_error)?
@@ -410,7 +416,7 @@ impl StoreFileSystem {
                     // SIZE, and the offset APPE appends at: the assembled
                     // size, also of a DLO (listed by its manifest's 0 bytes).
                     let mut meta = EntryMeta::file(&info);
-                    match self.content_of(&bucket.account, info).await {
+                    match self.content_of(user, &bucket.account, info).await {
                         Ok(content) => meta.size = content.size,
                         Err(err) => tracing::debug!(error = %err, "size of a large object unknown"),
                     }
@@ -546,7 +552,9 @@ impl StorageBackend<FtpUser> for StoreFileSystem {
     ) -> FtpResult<Box<dyn AsyncRead + Send + Sync + Unpin>> {
         let (container, key) = Self::file_path(path.as_ref())?;
         let bucket = self.readable_container(user, &container).await?;
-        let file = self.file_content(&bucket.account, &container, &key).await?;
+        let file = self
+            .file_content(user, &bucket.account, &container, &key)
+            .await?;
         let size = file.size;
         let pieces = file.read(&self.store, start_pos..size)?;
         let pieces = pieces.map_err(io::Error::other);
@@ -567,7 +575,7 @@ impl StorageBackend<FtpUser> for StoreFileSystem {
         let kept: strata_store::ObjectReader = if start_pos == 0 {
             Box::pin(futures::stream::empty())
         } else {
-            self.file_content(&account, &container, &key)
+            self.file_content(user, &account, &container, &key)
                 .await?
                 .read(&self.store, 0..start_pos)?
         };

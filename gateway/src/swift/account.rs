@@ -57,7 +57,7 @@ impl SwiftDoor {
                 // the marker: it must not come again (clients page until
                 // a page is empty).
                 let shown = matches!(page.last(), Some(AccountEntry::Subdir { subdir }) if subdir == rolled);
-                if !shown && beyond_marker(rolled) {
+                if !shown && params.marker.as_deref() != Some(rolled) {
                     page.push(AccountEntry::Subdir {
                         subdir: rolled.to_owned(),
                     });

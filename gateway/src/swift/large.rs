@@ -118,8 +118,14 @@ impl SwiftDoor {
     ) -> SwiftResult<Vec<Segment>> {
         let (container, prefix) = crate::large_object::dlo_location(manifest);
         let bucket = self.container_of(&request.account, &container).await?;
+        // Users and TempURLs are decided by the container, once and before
+        // anything is listed; an anonymous reader by each segment's key,
+        // which a bucket policy may open or not.
+        let anonymous = matches!(request.caller, super::access::Caller::Anonymous);
+        if !anonymous || bucket.is_none() {
+            self.authorize(request, bucket.as_ref(), Some(&prefix), Access::Read)?;
+        }
         let Some(bucket) = bucket else {
-            self.authorize(request, None, Some(&prefix), Access::Read)?;
             return Ok(Vec::new());
         };
         let segments = crate::large_object::objects_under(&self.store, &container, &prefix)
@@ -129,15 +135,15 @@ impl SwiftDoor {
                     "The manifest names more than {MAX_DLO_SEGMENTS} segments"
                 ))
             })?;
-        // Each segment on its own key, as a read of it would be.
-        self.authorize(request, Some(&bucket), Some(&prefix), Access::Read)?;
-        for segment in &segments {
-            self.authorize(
-                request,
-                Some(&bucket),
-                Some(&segment.info.key),
-                Access::Read,
-            )?;
+        if anonymous {
+            for segment in &segments {
+                self.authorize(
+                    request,
+                    Some(&bucket),
+                    Some(&segment.info.key),
+                    Access::Read,
+                )?;
+            }
         }
         Ok(segments)
     }

@@ -400,13 +400,16 @@ fn object_meta(
         if request.method == http::Method::POST {
             // A POST replaces the metadata as Swift's object server does:
             // what it does not send (X-Delete-At, X-Object-Manifest,
-            // Content-Disposition…) is gone; the content type and the SLO
-            // marker, kept with the data, stay.
+            // Content-Disposition…) is gone; the content type and an SLO's
+            // marker, size and ETag, kept with the data, stay.
             meta.headers = base
                 .meta
                 .headers
                 .iter()
-                .filter(|(name, _)| name.as_str() == HDR_SLO)
+                .filter(|(name, _)| {
+                    crate::large_object::is_large_object_header(name)
+                        && name.as_str() != HDR_OBJECT_MANIFEST
+                })
                 .map(|(name, value)| (name.clone(), value.clone()))
                 .collect();
         } else {

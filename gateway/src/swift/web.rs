@@ -91,6 +91,7 @@ impl SwiftDoor {
         };
         // The container's root as `/v1/AUTH_a/c`: relative links need `c/`.
         if dir.is_empty()
+            && (site.index.is_some() || site.listings)
             && !request.path_as_sent.ends_with('/')
             && let Some(redirect) =
                 crate::website::redirect_with_slash(&request.path_as_sent, site.directory_redirect)

@@ -443,6 +443,22 @@ fn ftp_refuses_wrong_passwords_foreign_containers_and_missing_roles() -> Result<
             &[],
         )?
         .expect_status(204)?;
+    // A container public by URL (.r:*) is not browsable by every FTP user.
+    server
+        .swift_as(
+            &boss,
+            "POST",
+            &format!("/v1/AUTH_media/{shared}"),
+            None,
+            &[("X-Container-Read", ".r:*")],
+        )?
+        .expect_status(204)?;
+    let outsider = server.create_user("outsiders", "olga", "admin")?;
+    let browsed = server.lftp(&outsider.login(), &outsider.key, &format!("cls /{shared}/"))?;
+    ensure!(
+        !browsed.success(),
+        "a public-read container was listed over FTP\n{browsed}"
+    );
     Ok(())
 }
 

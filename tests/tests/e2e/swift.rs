@@ -808,6 +808,36 @@ fn objects_conditions_ranges_and_bad_input() -> Result<()> {
         assembled.body == [bytes.clone(), bytes.clone()].concat(),
         "SLO bytes differ"
     );
+    // A POST keeps what the SLO is: its size in listings, its bytes.
+    let slo_path = format!("{object}-slo");
+    swift_http(
+        &server,
+        &token,
+        "POST",
+        &slo_path,
+        None,
+        &[("X-Object-Meta-K", "v")],
+    )?
+    .expect_status(202)?;
+    let listing = swift_http(
+        &server,
+        &token,
+        "GET",
+        &format!("{base}/{container}?format=json&prefix=thing-slo"),
+        None,
+        &[],
+    )?;
+    let entries: serde_json::Value = serde_json::from_slice(&listing.body)?;
+    ensure!(
+        entries[0]["bytes"] == 2000,
+        "after a POST the SLO lists as {entries}"
+    );
+    let read = swift_http(&server, &token, "GET", &slo_path, None, &[])?;
+    ensure!(
+        read.body.len() == 2000,
+        "after a POST the SLO reads {} bytes",
+        read.body.len()
+    );
 
     // Expiry: gone from reads and listings once X-Delete-At passes.
     swift_http(

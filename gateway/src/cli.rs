@@ -28,7 +28,7 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run a gateway with the embedded store (one process, data in a local directory).
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Manage accounts (through a running gateway).
     Account {
         #[command(subcommand)]
@@ -217,6 +217,10 @@ struct ServeArgs {
     /// Ports for FTP passive data connections, `FIRST-LAST`.
     #[arg(long, env = "STRATA_FTP_PASSIVE_PORTS")]
     ftp_passive_ports: Option<String>,
+    /// The address PASV replies name, an IPv4 address or a DNS name, for a
+    /// gateway behind NAT (default: the control connection's own).
+    #[arg(long, env = "STRATA_FTP_PASSIVE_HOST")]
+    ftp_passive_host: Option<String>,
     /// PEM certificate chain for explicit FTPS (`AUTH TLS`).
     #[arg(long, env = "STRATA_FTP_TLS_CERT")]
     ftp_tls_cert: Option<PathBuf>,
@@ -254,7 +258,7 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     init_tracing();
     let result = match cli.command {
-        Command::Serve(args) => serve(args),
+        Command::Serve(args) => serve(*args),
         Command::Account { command, admin } => run_admin(admin, Admin::Account(command)),
         Command::User { command, admin } => run_admin(admin, Admin::User(command)),
         Command::Key { command, admin } => run_admin(admin, Admin::Key(command)),
@@ -284,6 +288,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         storage_domain: args.storage_domain,
         ftp_listen: args.ftp_listen,
         ftp_passive_ports: args.ftp_passive_ports,
+        ftp_passive_host: args.ftp_passive_host,
         ftp_tls_cert: args.ftp_tls_cert,
         ftp_tls_key: args.ftp_tls_key,
         ftp_require_tls: args.ftp_require_tls,

@@ -226,6 +226,7 @@ pub struct ConfigOverrides {
     pub storage_domain: Option<String>,
     pub ftp_listen: Option<String>,
     pub ftp_passive_ports: Option<String>,
+    pub ftp_passive_host: Option<String>,
     pub ftp_tls_cert: Option<PathBuf>,
     pub ftp_tls_key: Option<PathBuf>,
     pub ftp_require_tls: bool,
@@ -270,6 +271,9 @@ impl Config {
         }
         if let Some(ports) = overrides.ftp_passive_ports {
             config.ftp.passive_ports = ports;
+        }
+        if let Some(host) = overrides.ftp_passive_host {
+            config.ftp.passive_host = Some(host);
         }
         if let Some(cert) = overrides.ftp_tls_cert {
             config.ftp.tls_cert = Some(cert);

@@ -33,6 +33,9 @@ pub struct FtpConfig {
     pub listen: Option<String>,
     /// Ports for passive data connections, `FIRST-LAST`.
     pub passive_ports: String,
+    /// The address PASV replies name: an IPv4 address or a DNS name (for a
+    /// gateway behind NAT); by default the control connection's own.
+    pub passive_host: Option<String>,
     /// PEM certificate chain for explicit FTPS (`AUTH TLS`).
     pub tls_cert: Option<PathBuf>,
     /// PEM private key of `tls_cert`.
@@ -52,6 +55,7 @@ impl Default for FtpConfig {
         FtpConfig {
             listen: None,
             passive_ports: "49152-65535".to_owned(),
+            passive_host: None,
             tls_cert: None,
             tls_key: None,
             require_tls: false,
@@ -144,6 +148,13 @@ pub async fn start(
     .authenticator(login)
     .greeting("strata FTP")
     .passive_ports(config.passive_range()?)
+    .passive_host(match config.passive_host.as_deref().map(str::trim) {
+        None | Some("") => libunftp::options::PassiveHost::FromConnection,
+        Some(host) => match host.parse::<std::net::Ipv4Addr>() {
+            Ok(ip) => libunftp::options::PassiveHost::Ip(ip),
+            Err(_) => libunftp::options::PassiveHost::Dns(host.to_owned()),
+        },
+    })
     .idle_session_timeout(config.idle_timeout_secs)
     .failed_logins_policy(FailedLoginsPolicy::new(
         config.max_failed_logins,

@@ -906,3 +906,27 @@ fn ftp_tls_misconfiguration_stops_strata_at_start() -> Result<()> {
     )?;
     Ok(())
 }
+
+/// Behind NAT, PASV replies name the address clients reach the gateway at
+/// (`--ftp-passive-host`), not the control connection's.
+#[test]
+fn passive_replies_name_the_configured_host() -> Result<()> {
+    let server = Server::start_with_args(&["--ftp-passive-host", "203.0.113.7"])?;
+    // curl is told to use the control connection's address for the data
+    // connection anyway: 203.0.113.7 is not reachable from here.
+    let listing = server.curl(&[
+        "-sS",
+        "-v",
+        "--disable-epsv",
+        "--ftp-skip-pasv-ip",
+        &curl_url(&server, "/"),
+    ])?;
+    ensure!(listing.success(), "{listing}");
+    ensure!(
+        listing
+            .stderr_text()
+            .contains("227 Entering Passive Mode (203,0,113,7,"),
+        "{listing}"
+    );
+    Ok(())
+}

@@ -174,11 +174,9 @@ pub fn preflight(bucket: Option<&BucketInfo>, headers: &HeaderMap) -> Response {
 /// not: a shared cache must not give the answer to a request without
 /// `Origin` (no CORS headers) to a browser from an allowed origin.
 pub fn decorate(bucket: &BucketInfo, method: &str, origin: Option<&str>, response: &mut HeaderMap) {
-    // Whether there are rules, without parsing them: most reads have no Origin.
-    if !bucket.attrs.contains_key(ATTR_S3_CORS) && !bucket.attrs.contains_key(SWIFT_ALLOW_ORIGIN) {
+    if !vary_by_origin(bucket, response) {
         return;
     }
-    response.append(http::header::VARY, HeaderValue::from_static("Origin"));
     let Some(origin) = origin else {
         return;
     };
@@ -194,6 +192,19 @@ pub fn decorate(bucket: &BucketInfo, method: &str, origin: Option<&str>, respons
             &rule.expose_headers.join(", "),
         );
     }
+}
+
+/// Adds `Vary: Origin` when `bucket` has CORS rules (its answers then
+/// depend on the Origin, sent or not); whether it has. The public read
+/// paths call it for requests without Origin, with the bucket they hold.
+pub fn vary_by_origin(bucket: &BucketInfo, response: &mut HeaderMap) -> bool {
+    // Whether there are rules, without parsing them.
+    let has_rules =
+        bucket.attrs.contains_key(ATTR_S3_CORS) || bucket.attrs.contains_key(SWIFT_ALLOW_ORIGIN);
+    if has_rules {
+        response.append(http::header::VARY, HeaderValue::from_static("Origin"));
+    }
+    has_rules
 }
 
 fn put(headers: &mut HeaderMap, name: &'static str, value: &str) {

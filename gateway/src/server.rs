@@ -419,16 +419,16 @@ impl Doors {
         };
         // The gateway's own paths, only on its own names: on a customer's
         // domain or a bucket's host, /health and /metrics are objects.
-        let own_host = !remapped && !self.s3.is_virtual_host(request.uri(), request.headers());
-        if own_host
-            && crate::s3::is_health_check(request.method(), request.uri(), request.headers())
+        let own_host = || !remapped && !self.s3.is_virtual_host(request.uri(), request.headers());
+        if crate::s3::is_health_check(request.method(), request.uri(), request.headers())
+            && own_host()
         {
             return text_response(StatusCode::OK, "ok\n");
         }
-        if own_host
-            && request.uri().path() == "/metrics"
+        if request.uri().path() == "/metrics"
             && request.method() == http::Method::GET
             && !request.headers().contains_key(http::header::AUTHORIZATION)
+            && own_host()
         {
             let mut metrics = self.edge.metrics_text();
             if let Some(cluster) = &self.cluster {

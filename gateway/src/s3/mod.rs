@@ -82,12 +82,7 @@ impl S3Door {
         let (op, response) = match prepared {
             Ok(request) => {
                 let op = request.op;
-                // Reads too without an Origin: their answers vary by it.
-                let cacheable = method == Method::GET || method == Method::HEAD;
-                if (origin.is_some() || cacheable)
-                    && op != S3Op::Preflight
-                    && !request.bucket.is_empty()
-                {
+                if origin.is_some() && op != S3Op::Preflight && !request.bucket.is_empty() {
                     cors_bucket = Some(request.bucket.clone());
                 }
                 // Debug level, as in the Swift door: failures log the id themselves.

@@ -224,6 +224,12 @@ impl S3Door {
             && let Some(response) =
                 cached_response(&self.edge, request, &cached, outcome, head).await?
         {
+            let mut response = response;
+            // With an Origin the door's wrapper decorates the answer;
+            // without, a shared cache must still know it varies by one.
+            if !request.headers.contains_key(http::header::ORIGIN) {
+                crate::cors::vary_by_origin(&bucket, response.headers_mut());
+            }
             return Ok(response);
         }
         let info = self

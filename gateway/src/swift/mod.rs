@@ -139,8 +139,7 @@ impl SwiftDoor {
                 error_response(err, is_head)
             }
         };
-        let varies = origin.is_some() || method == Method::GET || method == Method::HEAD;
-        if let Some(container) = cors_container.filter(|_| varies)
+        if let Some(container) = cors_container.filter(|_| origin.is_some())
             && let Ok(Some(bucket)) = self.edge.bucket(&self.store, &container).await
         {
             let origin = origin.as_deref();

@@ -228,6 +228,13 @@ impl SwiftDoor {
             http::header::AGE,
             http::HeaderValue::from(cached.age_secs()),
         );
+        // With an Origin the door's wrapper decorates the answer; without,
+        // a shared cache must still know it varies by one.
+        if !request.headers.contains_key(http::header::ORIGIN)
+            && let Some(bucket) = &bucket
+        {
+            crate::cors::vary_by_origin(bucket, headers);
+        }
         Ok(Some(response))
     }
 

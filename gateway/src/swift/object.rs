@@ -109,24 +109,20 @@ impl SwiftDoor {
         }
         let ranges = requested_ranges(request, view, head)?;
         if let ByteRanges::Several(parts) = &ranges {
-            let bodies = if head {
-                None
-            } else {
-                let mut bodies = Vec::with_capacity(parts.len());
-                for (index, range) in parts.iter().enumerate() {
-                    // The range's own segments, not a copy of all of them per range.
-                    let (segments, range) = match &assembled.segments {
-                        Some(all) => (Some(select_range(all, range.clone())), None),
-                        None => (None, Some(range.clone())),
-                    };
-                    let reader = read_assembled(&self.store, view, segments, range);
-                    bodies.push(match index {
-                        0 => stream_body(reader).await?,
-                        _ => lazy_store_body(reader),
-                    });
-                }
-                Some(bodies)
-            };
+            // Never a HEAD: requested_ranges answers those Whole.
+            let mut bodies = Vec::with_capacity(parts.len());
+            for (index, range) in parts.iter().enumerate() {
+                // The range's own segments, not a copy of all of them per range.
+                let (segments, range) = match &assembled.segments {
+                    Some(all) => (Some(select_range(all, range.clone())), None),
+                    None => (None, Some(range.clone())),
+                };
+                let reader = read_assembled(&self.store, view, segments, range);
+                bodies.push(match index {
+                    0 => stream_body(reader).await?,
+                    _ => lazy_store_body(reader),
+                });
+            }
             let mut headers = HeaderMap::new();
             object_headers(&mut headers, view, large);
             return Ok(multipart_response(headers, parts, view.size, bodies));
@@ -185,13 +181,8 @@ impl SwiftDoor {
                     })
                 };
                 if let ByteRanges::Several(parts) = &ranges {
-                    let bodies = if head {
-                        None
-                    } else {
-                        let Some(bodies) = self.edge.serve_parts(&cached, parts).await else {
-                            return Ok(None);
-                        };
-                        Some(bodies)
+                    let Some(bodies) = self.edge.serve_parts(&cached, parts).await else {
+                        return Ok(None);
                     };
                     multipart_response(cached_headers(), parts, info.size, bodies)
                 } else {
@@ -578,13 +569,13 @@ fn partial(response: &mut Response, range: &std::ops::Range<u64>, size: u64) {
 }
 
 /// A 206 of several `ranges` of an object of `size` bytes, as one
-/// `multipart/byteranges` body (`None` for HEAD); each part is of the
+/// `multipart/byteranges` body of `bodies`; each part is of the
 /// object's type, which `headers` carry.
 fn multipart_response(
     mut headers: HeaderMap,
     ranges: &[std::ops::Range<u64>],
     size: u64,
-    bodies: Option<Vec<ResponseBody>>,
+    bodies: Vec<ResponseBody>,
 ) -> Response {
     let part_type = crate::wire::header_str(&headers, http::header::CONTENT_TYPE)
         .unwrap_or("application/octet-stream")
@@ -595,11 +586,7 @@ fn multipart_response(
         http::header::CONTENT_LENGTH,
         http::HeaderValue::from(multipart.content_length()),
     );
-    let body = match bodies {
-        Some(bodies) => multipart.body(bodies),
-        None => full_body(bytes::Bytes::new()),
-    };
-    let mut response = http::Response::new(body);
+    let mut response = http::Response::new(multipart.body(bodies));
     *response.status_mut() = StatusCode::PARTIAL_CONTENT;
     *response.headers_mut() = headers;
     response

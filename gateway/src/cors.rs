@@ -173,13 +173,10 @@ pub fn preflight(bucket: Option<&BucketInfo>, headers: &HeaderMap) -> Response {
 /// answer). With CORS rules, every answer varies by `Origin`, with one or
 /// not: a shared cache must not give the answer to a request without
 /// `Origin` (no CORS headers) to a browser from an allowed origin.
-pub fn decorate(bucket: &BucketInfo, method: &str, origin: Option<&str>, response: &mut HeaderMap) {
+pub fn decorate(bucket: &BucketInfo, method: &str, origin: &str, response: &mut HeaderMap) {
     if !vary_by_origin(bucket, response) {
         return;
     }
-    let Some(origin) = origin else {
-        return;
-    };
     let rules = rules(bucket);
     let Some(rule) = matching(&rules, origin, method, &[]) else {
         return;

@@ -198,11 +198,7 @@ async fn may_read_segment(
         && match reader {
             Reader::Account(_) => true,
             Reader::Anonymous(_) => crate::public::anonymous_object_read(&bucket, Some(key), None),
-            Reader::User { principal, .. } => {
-                principal.reads_account(account)
-                    || crate::swift::container_acl(&bucket, crate::public::ATTR_SWIFT_READ)
-                        .grants(principal)
-            }
+            Reader::User { principal, .. } => crate::swift::user_reads(principal, &bucket),
         })
 }
 

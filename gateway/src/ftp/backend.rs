@@ -25,7 +25,7 @@ use unftp_core::storage::{self, ErrorKind, FEATURE_RESTART, Fileinfo, Metadata, 
 use super::login::FtpUser;
 use super::path::FtpPath;
 use crate::large_object;
-use crate::public::{ATTR_SWIFT_READ, ATTR_SWIFT_WRITE};
+use crate::public::ATTR_SWIFT_WRITE;
 use crate::swift::container_acl;
 use crate::wire::{content_type_for, unix_now_ms};
 
@@ -172,13 +172,11 @@ fn parse(path: &Path) -> FtpResult<FtpPath> {
     FtpPath::parse(path).map_err(|_| refused(ErrorKind::FileNameNotAllowedError))
 }
 
-/// Whether `user` may read in `bucket`: by their role in its account, or
-/// by the container's Swift read ACL, as through the Swift door.
-/// Only grants to users count: a referrer grant (`.r:*`) makes objects
+/// Whether `user` may read in `bucket`: by role or a user grant of its
+/// read ACL (`swift::user_reads`); a referrer grant (`.r:*`) makes objects
 /// readable by URL, not containers browsable by every FTP user.
 fn may_read_in(user: &FtpUser, bucket: &BucketInfo) -> bool {
-    user.principal.reads_account(&bucket.account)
-        || container_acl(bucket, ATTR_SWIFT_READ).grants(&user.principal)
+    crate::swift::user_reads(&user.principal, bucket)
 }
 
 /// Whether `user` may write in `bucket`: by role, or by its write ACL.

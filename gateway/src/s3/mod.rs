@@ -105,11 +105,10 @@ impl S3Door {
             }
         };
         let mut response = response;
-        if let Some(name) = cors_bucket
+        if let (Some(origin), Some(name)) = (origin, cors_bucket)
             && let Ok(Some(bucket)) = self.edge.bucket(&self.store, &name).await
         {
-            let origin = origin.as_deref();
-            crate::cors::decorate(&bucket, method.as_str(), origin, response.headers_mut());
+            crate::cors::decorate(&bucket, method.as_str(), &origin, response.headers_mut());
         }
         with_request_id(response, &request_id)
     }

@@ -179,6 +179,14 @@ impl SwiftDoor {
 }
 
 /// The ACL stored on a container; one that no longer parses grants nothing.
+/// Whether `principal` may read in `bucket` without a token's other routes:
+/// by their role in its account, or by a user grant of its read ACL
+/// (referrer grants are for URLs, not users). FTP and large-object
+/// segments read for a user decide by it.
+pub(crate) fn user_reads(principal: &strata_auth::Principal, bucket: &BucketInfo) -> bool {
+    principal.reads_account(&bucket.account) || acl(bucket, ATTR_READ_ACL).grants(principal)
+}
+
 /// The container's Swift ACL kept under `attr` (read or write); one that
 /// no longer parses grants nothing. The FTP door decides by it too.
 pub(crate) fn acl(bucket: &BucketInfo, attr: &str) -> ContainerAcl {

@@ -9,7 +9,7 @@
 //! metadata) live in the bucket's `attrs` under the `swift:` names below.
 
 mod access;
-pub(crate) use access::acl as container_acl;
+pub(crate) use access::{acl as container_acl, user_reads};
 mod account;
 mod bulk;
 mod container;
@@ -139,11 +139,10 @@ impl SwiftDoor {
                 error_response(err, is_head)
             }
         };
-        if let Some(container) = cors_container.filter(|_| origin.is_some())
+        if let (Some(origin), Some(container)) = (origin, cors_container)
             && let Ok(Some(bucket)) = self.edge.bucket(&self.store, &container).await
         {
-            let origin = origin.as_deref();
-            crate::cors::decorate(&bucket, method.as_str(), origin, response.headers_mut());
+            crate::cors::decorate(&bucket, method.as_str(), &origin, response.headers_mut());
         }
         let headers = response.headers_mut();
         if let Ok(value) = HeaderValue::from_str(&trans_id) {

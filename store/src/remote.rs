@@ -61,10 +61,10 @@ pub enum TransportError {
     Unknown(String),
 }
 
-/// How long a call may take, fsyncs on a busy service included.
 /// The longest a feed long poll is held (`MetaCall::FeedWait`).
 const MAX_FEED_WAIT_MS: u64 = 30_000;
 
+/// How long a call may take, fsyncs on a busy service included.
 const CALL_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long one long poll of the feed waits for a change.
 const FEED_WAIT: Duration = Duration::from_secs(10);

@@ -13,7 +13,7 @@ use hyper_util::server::conn::auto;
 use percent_encoding::{NON_ALPHANUMERIC, utf8_percent_encode};
 use strata_auth::SigV4Config;
 use strata_pool::{LocalPool, LocalPoolConfig, Pool, RingPool, RingPoolConfig};
-use strata_store::{Store, StoreConfig};
+use strata_store::{FeedFollower, FollowerTag, Store, StoreConfig};
 use tokio::net::TcpListener;
 
 use crate::admin_door::AdminDoor;
@@ -61,6 +61,11 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         .with_context(|| format!("binding {addr}"))?;
     let local = listener.local_addr()?;
     let addresses = config.cluster.metadata_addresses();
+    store_config.follower = FollowerTag {
+        id: strata_pool::node::load_or_create_id(&config.data, "gateway-id")
+            .context("reading the gateway's id")?,
+        name: format!("{}:{}", host_name(), local.port()),
+    };
     let service = match (config.cluster.metadata_member, &cluster_secret) {
         (Some(member), Some(secret)) => {
             let mut replica_config = store_config.clone();
@@ -317,6 +322,52 @@ async fn accept_loop(listener: TcpListener, served: Arc<Served>, limits: Limits)
     }
 }
 
+/// This machine's name, for telling gateways apart in another's metrics.
+fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|name| name.trim().to_owned())
+        .ok()
+        .filter(|name| !name.is_empty())
+        .unwrap_or_else(|| "gateway".to_owned())
+}
+
+/// The gateways following this one's change feed, as their polls confirmed
+/// them: how many events each has yet to apply, and since when it is silent.
+fn feed_follower_metrics(followers: &[FeedFollower]) -> String {
+    let mut out = format!(
+        "# TYPE strata_feed_followers gauge\nstrata_feed_followers {}\n",
+        followers.len()
+    );
+    if followers.is_empty() {
+        return out;
+    }
+    let mut gauge = |name: &str, value: &dyn Fn(&FeedFollower) -> String| {
+        out.push_str(&format!("# TYPE {name} gauge\n"));
+        for follower in followers {
+            out.push_str(&format!(
+                "{name}{{follower=\"{}\",id=\"{}\"}} {}\n",
+                label_value(&follower.name),
+                label_value(&follower.id),
+                value(follower)
+            ));
+        }
+    };
+    gauge("strata_feed_follower_behind_events", &|follower| {
+        follower.behind.to_string()
+    });
+    gauge("strata_feed_follower_idle_seconds", &|follower| {
+        format!("{:.3}", follower.idle.as_secs_f64())
+    });
+    out
+}
+
+/// A Prometheus label value: backslash, quote and newline escaped.
+fn label_value(text: &str) -> String {
+    text.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
 /// A member's view of the replicated metadata service (a leader of 0: none
 /// known).
 fn metadata_metrics(status: &strata_meta::MetaStatus) -> String {
@@ -434,9 +485,14 @@ impl Doors {
             if let Some(cluster) = &self.cluster {
                 metrics.push_str(&cluster.metrics_text());
             }
-            if let Some(service) = &self.metadata_service {
-                metrics.push_str(&metadata_metrics(&service.status()));
-            }
+            let followers = match &self.metadata_service {
+                Some(service) => {
+                    metrics.push_str(&metadata_metrics(&service.status()));
+                    service.feed_followers()
+                }
+                None => self.admin.store.feed_followers(),
+            };
+            metrics.push_str(&feed_follower_metrics(&followers));
             return text_response(StatusCode::OK, metrics);
         }
         // RFC 9112 §3.2: one Host header, and one at all in HTTP/1.1 (an

@@ -394,6 +394,12 @@ impl MetaService {
         }
     }
 
+    /// The gateways following the feed of this member's replica: known on
+    /// the leader, which answers the feed's polls.
+    pub fn feed_followers(&self) -> Vec<strata_store::FeedFollower> {
+        self.store.feed_followers()
+    }
+
     /// Changes the group's members, on the leader (elsewhere the answer is
     /// the leader's address); the answer is the members after the change.
     pub async fn change_membership(&self, change: MembershipChange) -> Result<Membership, Routed> {

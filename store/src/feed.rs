@@ -37,3 +37,96 @@ pub struct ChangeEvent {
     pub etag: Option<String>,
     pub at_ms: i64,
 }
+
+/// How a store following another's feed ([`crate::Store::connect`]) names
+/// itself to the service: `id` is stable across restarts (a gateway that
+/// comes back takes its own place instead of leaving a stale one), `name`
+/// is for people (host and port).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FollowerTag {
+    pub id: String,
+    pub name: String,
+}
+
+impl FollowerTag {
+    /// A tag of its own for a process that keeps none.
+    pub fn random() -> FollowerTag {
+        let id = format!("{:016x}", rand::random::<u64>());
+        FollowerTag {
+            name: id.clone(),
+            id,
+        }
+    }
+}
+
+/// A follower of this store's feed, as its polls confirmed it: every event
+/// up to `position` has reached it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FeedFollower {
+    pub id: String,
+    pub name: String,
+    pub position: u64,
+    /// Events committed after `position`.
+    pub behind: u64,
+    /// Since its last poll.
+    pub idle: std::time::Duration,
+}
+
+/// The followers of a feed served to other gateways, by their last poll.
+/// A poll asking for the events after `n` confirms every event up to `n`.
+/// Kept in memory: after a restart, followers are known again within one
+/// long poll ([`Followers::complete`] says when).
+pub(crate) struct Followers {
+    marks: parking_lot::Mutex<std::collections::HashMap<String, Mark>>,
+    started: std::time::Instant,
+}
+
+struct Mark {
+    name: String,
+    position: u64,
+    polled: std::time::Instant,
+}
+
+impl Followers {
+    pub(crate) fn new() -> Followers {
+        Followers {
+            marks: Default::default(),
+            started: std::time::Instant::now(),
+        }
+    }
+
+    pub(crate) fn confirm(&self, tag: FollowerTag, position: u64) {
+        self.marks.lock().insert(
+            tag.id,
+            Mark {
+                name: tag.name,
+                position,
+                polled: std::time::Instant::now(),
+            },
+        );
+    }
+
+    /// The followers that polled within `within` (the others are forgotten).
+    pub(crate) fn current(&self, within: std::time::Duration, head: u64) -> Vec<FeedFollower> {
+        let mut marks = self.marks.lock();
+        marks.retain(|_, mark| mark.polled.elapsed() < within);
+        let mut followers: Vec<FeedFollower> = marks
+            .iter()
+            .map(|(id, mark)| FeedFollower {
+                id: id.clone(),
+                name: mark.name.clone(),
+                position: mark.position,
+                behind: head.saturating_sub(mark.position),
+                idle: mark.polled.elapsed(),
+            })
+            .collect();
+        followers.sort_by(|a, b| a.name.cmp(&b.name).then_with(|| a.id.cmp(&b.id)));
+        followers
+    }
+
+    /// Whether every follower still following has polled since this
+    /// process started: a healthy long poll comes within `lease`.
+    pub(crate) fn complete(&self, lease: std::time::Duration) -> bool {
+        self.started.elapsed() >= lease
+    }
+}

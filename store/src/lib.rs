@@ -46,7 +46,7 @@ mod write;
 pub use catalog::CatalogWrite;
 pub use checksum::{BodyHasher, ChecksumAlgorithm, Digests};
 pub use error::{Result, StoreError};
-pub use feed::{ChangeEvent, ChangeKind};
+pub use feed::{ChangeEvent, ChangeKind, FeedFollower, FollowerTag};
 pub use list::{ListEntry, ListPage, ListQuery, UploadListPage, UploadListQuery};
 pub use multipart::{CompletedPart, PartInfo, UploadInfo};
 pub use read::ObjectReader;

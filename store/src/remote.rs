@@ -13,6 +13,11 @@
 //! applies the new value only if the record is still the one the decision
 //! was made on, and the caller decides again otherwise.
 //!
+//! A follower's poll names it ([`FollowerTag`]) and confirms every event up
+//! to its position: the service knows who follows and how far
+//! ([`Store::feed_followers`], in `/metrics`), and keeps the events a
+//! follower heard from lately has not confirmed ([`StoreConfig::feed_hold`]).
+//!
 //! How the bytes travel (HTTP, signatures) is the transport's business: this
 //! crate knows no HTTP.
 
@@ -29,7 +34,7 @@ use strata_pool::Pool;
 use crate::catalog::CatalogWrite;
 use crate::checksum::ChecksumAlgorithm;
 use crate::error::{Result, StoreError};
-use crate::feed::{ChangeEvent, ChangeKind};
+use crate::feed::{ChangeEvent, ChangeKind, FollowerTag};
 use crate::list::{ListQuery, UploadListQuery};
 use crate::multipart::{CompletedPart, PartInfo, UploadInfo};
 use crate::records::{BucketInfo, ObjectInfo, ObjectMeta};
@@ -72,7 +77,7 @@ const FEED_WAIT: Duration = Duration::from_secs(10);
 const FEED_SLACK: Duration = Duration::from_secs(5);
 /// How long a connected store counts as following the feed after its last
 /// answer: a healthy long poll answers at least every [`FEED_WAIT`].
-const FEED_LEASE: Duration = FEED_WAIT.saturating_add(FEED_SLACK);
+pub(crate) const FEED_LEASE: Duration = FEED_WAIT.saturating_add(FEED_SLACK);
 /// Events fetched per poll.
 const FEED_BATCH: usize = 1000;
 /// How long a long poll woken by a change waits for the changes that come
@@ -154,10 +159,14 @@ pub(crate) enum MetaCall {
     FeedHead,
     /// The oldest event the service still keeps.
     FeedOldest,
+    /// The events after `after`; from a follower, also its confirmation
+    /// of every event up to `after`.
     FeedWait {
         after: u64,
         limit: usize,
         wait_ms: u64,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        follower: Option<FollowerTag>,
     },
     CreateBucket {
         account: String,
@@ -714,10 +723,14 @@ impl Store {
                 after,
                 limit,
                 wait_ms,
-            } => value(
+                follower,
+            } => value({
+                if let Some(tag) = follower {
+                    inner.followers.confirm(tag, after);
+                }
                 self.feed_wait(after, limit.min(FEED_BATCH), wait_ms.min(MAX_FEED_WAIT_MS))
-                    .await,
-            ),
+                    .await
+            }),
             MetaCall::CreateBucket {
                 account,
                 name,
@@ -946,6 +959,7 @@ async fn follow_feed(remote: Weak<Remote>, head: u64) {
             after: done,
             limit: FEED_BATCH,
             wait_ms: wait.as_millis() as u64,
+            follower: Some(live.config.follower.clone()),
         };
         let events = match live
             .call_within::<Vec<serde_json::Value>>(call, wait + FEED_SLACK)

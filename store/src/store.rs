@@ -17,10 +17,10 @@ use strata_pool::{ExtentId, Pool};
 use tokio::sync::broadcast;
 
 use crate::error::{Result, StoreError};
-use crate::feed::{ChangeEvent, ChangeKind};
+use crate::feed::{ChangeEvent, ChangeKind, FeedFollower, FollowerTag, Followers};
 use crate::keys::{self, CF_BUCKETS, CF_FEED, CF_GC, CF_OBJECTS, CF_USAGE};
 use crate::records::{self, BucketInfo, ExtentRef, ObjectInfo, ObjectMeta};
-use crate::remote::{MetaCall, Remote};
+use crate::remote::{FEED_LEASE, MetaCall, Remote};
 use crate::usage::{self, UsageDelta};
 use crate::write::{self, StageError, StageOptions, StagedBody};
 
@@ -40,8 +40,18 @@ pub struct StoreConfig {
     /// How long replaced extents stay readable, so that a reader streaming the
     /// previous version of an object is not cut off.
     pub gc_grace: Duration,
-    /// How many change-feed events are kept for followers that fall behind.
+    /// How many change-feed events are kept whatever the followers confirmed.
     pub feed_retention: u64,
+    /// Events a follower that polled within this time has not confirmed
+    /// are kept beyond `feed_retention`, so a gateway cut off for a while
+    /// purges exactly what changed instead of revalidating everything.
+    pub feed_hold: Duration,
+    /// The most events kept for followers that lag ([`StoreConfig::feed_hold`]):
+    /// one gone for good must not grow the feed without end.
+    pub feed_hold_max: u64,
+    /// How this store names itself to the service whose feed it follows
+    /// (connected stores only).
+    pub follower: FollowerTag,
     /// Extents older than this that no record refers to are deleted. It must
     /// exceed the longest time a body can take to upload. `None`: never (a pool
     /// shared with writers this store does not know of).
@@ -62,6 +72,9 @@ impl StoreConfig {
             inline_max: 16 * 1024,
             gc_grace: Duration::from_secs(600),
             feed_retention: 1_000_000,
+            feed_hold: Duration::from_secs(3600),
+            feed_hold_max: 10_000_000,
+            follower: FollowerTag::random(),
             orphan_age: Some(Duration::from_secs(24 * 3600)),
             background_expiry: true,
         }
@@ -139,6 +152,8 @@ pub(crate) struct Inner {
     /// Set while a replicated log entry is applied: its clock, its random
     /// bytes and the marker its batch records (see `Store::apply_meta`).
     pub(crate) pinned: Mutex<Option<Pinned>>,
+    /// Who follows this store's feed from other gateways, and how far.
+    pub(crate) followers: Followers,
 }
 
 /// What makes applying one log entry the same on every replica: the time
@@ -261,6 +276,7 @@ impl Store {
                 next_feed_seq: AtomicU64::new(next_feed_seq),
                 events: Events::new(),
                 pinned: Mutex::new(None),
+                followers: Followers::new(),
             })),
         };
         store.spawn_background_tasks();
@@ -338,6 +354,7 @@ impl Store {
                     after,
                     limit,
                     wait_ms,
+                    follower: None,
                 })
                 .await;
         }
@@ -921,10 +938,41 @@ impl Store {
         Ok(n_swept)
     }
 
+    /// The stores following this one's feed from other gateways that
+    /// polled within [`StoreConfig::feed_hold`], by name; none on a
+    /// connected store.
+    pub fn feed_followers(&self) -> Vec<FeedFollower> {
+        match &self.engine {
+            Engine::Local(inner) => inner
+                .followers
+                .current(inner.config.feed_hold, inner.next_feed_seq() - 1),
+            Engine::Remote(_) => Vec::new(),
+        }
+    }
+
     async fn trim_feed(&self) -> Result<()> {
         self.blocking(|inner| {
             let next = inner.next_feed_seq();
-            let keep_from = next.saturating_sub(inner.config.feed_retention);
+            let config = &inner.config;
+            let mut keep_from = next.saturating_sub(config.feed_retention);
+            if !config.feed_hold.is_zero() {
+                // Until every follower had the time to poll since the start,
+                // the slowest is not known: nothing held is trimmed.
+                if !inner.followers.complete(config.feed_hold.min(FEED_LEASE)) {
+                    return Ok(());
+                }
+                let slowest = inner
+                    .followers
+                    .current(config.feed_hold, next - 1)
+                    .iter()
+                    .map(|follower| follower.position + 1)
+                    .min();
+                if let Some(unconfirmed) = slowest {
+                    let most_held =
+                        next.saturating_sub(config.feed_hold_max.max(config.feed_retention));
+                    keep_from = keep_from.min(unconfirmed.max(most_held));
+                }
+            }
             if keep_from <= 1 {
                 return Ok(());
             }

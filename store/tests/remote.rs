@@ -14,8 +14,8 @@ use futures::{StreamExt, stream};
 use parking_lot::Mutex;
 use strata_pool::{LocalPool, LocalPoolConfig, Pool};
 use strata_store::{
-    CatalogWrite, ChangeEvent, ChangeKind, CompletedPart, ListQuery, MetaTransport, ObjectMeta,
-    PutConditions, StageOptions, Store, StoreConfig, StoreError, TransportError,
+    CatalogWrite, ChangeEvent, ChangeKind, CompletedPart, FollowerTag, ListQuery, MetaTransport,
+    ObjectMeta, PutConditions, StageOptions, Store, StoreConfig, StoreError, TransportError,
 };
 
 /// Hands each call to the service's `serve_meta`. Cut off, calls go
@@ -529,6 +529,86 @@ async fn poll_until<F: std::future::Future<Output = bool>>(
 }
 
 #[tokio::test]
+async fn the_service_keeps_what_a_follower_cut_off_has_not_confirmed() {
+    let Pair {
+        service,
+        client,
+        transport,
+        _dir,
+        ..
+    } = pair_with(|config| {
+        config.feed_retention = 4;
+        config.follower = FollowerTag {
+            id: "7d1e".into(),
+            name: "edge-b:8080".into(),
+        };
+    })
+    .await;
+    service.create_bucket("acct", "b", "r").await.unwrap();
+    let events = record_events(&client);
+    put(&service, "before", b"0", PutConditions::default())
+        .await
+        .unwrap();
+    let follower = || service.feed_followers();
+    wait_until("the follower confirmed the change before the cut", || {
+        follower()
+            .first()
+            .is_some_and(|follower| follower.behind == 0)
+    })
+    .await;
+    let [named] = &follower()[..] else {
+        panic!("followers: {:?}", follower())
+    };
+    assert_eq!(
+        (named.id.as_str(), named.name.as_str()),
+        ("7d1e", "edge-b:8080")
+    );
+    let position = named.position;
+
+    transport.cut.store(true, Ordering::SeqCst);
+    wait_until("a resync after the feed failed", || resyncs(&events) == 1).await;
+    for n in 0..12 {
+        put(
+            &service,
+            &format!("during-{n}"),
+            b"1",
+            PutConditions::default(),
+        )
+        .await
+        .unwrap();
+    }
+    assert_eq!(follower()[0].position, position);
+    assert!(follower()[0].behind >= 12, "{:?}", follower());
+    // Trimming goes as far as the retention allows, but not past what the
+    // follower confirmed.
+    let oldest = || async { service.feed_since(0, 1).await.unwrap()[0].seq };
+    let deadline = std::time::Instant::now() + Duration::from_secs(40);
+    while oldest().await <= position {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the feed was not trimmed up to the follower"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // A few trimming rounds more: it still holds the follower's events.
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    assert_eq!(oldest().await, position + 1);
+
+    // Back: every change made meanwhile is purged one by one, with no
+    // second resync (which would revalidate every copy).
+    transport.cut.store(false, Ordering::SeqCst);
+    wait_until("the changes made while cut off", || {
+        (0..12).all(|n| saw(&events, ChangeKind::ObjectPut, &format!("during-{n}")))
+    })
+    .await;
+    assert_eq!(resyncs(&events), 1);
+    wait_until("the follower confirmed everything", || {
+        follower()[0].behind == 0
+    })
+    .await;
+}
+
+#[tokio::test]
 async fn a_follower_that_lost_the_feed_or_fell_behind_it_tells_its_listeners() {
     let Pair {
         service,
@@ -536,7 +616,12 @@ async fn a_follower_that_lost_the_feed_or_fell_behind_it_tells_its_listeners() {
         transport,
         _dir,
         ..
-    } = pair_with(|config| config.feed_retention = 4).await;
+    } = pair_with(|config| {
+        config.feed_retention = 4;
+        // Events held for the follower cut off: no more than the retention.
+        config.feed_hold_max = 4;
+    })
+    .await;
     service.create_bucket("acct", "b", "r").await.unwrap();
     let events = record_events(&client);
     assert!(client.feed_lease().holds());
@@ -568,7 +653,8 @@ async fn a_follower_that_lost_the_feed_or_fell_behind_it_tells_its_listeners() {
         .unwrap();
     }
     let missed = service.feed_since(0, 1).await.unwrap()[0].seq - 1;
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    // Trimming waits for followers to poll after the service's start.
+    let deadline = std::time::Instant::now() + Duration::from_secs(40);
     while service.feed_since(0, 1).await.unwrap()[0].seq <= missed + 8 {
         assert!(
             std::time::Instant::now() < deadline,

@@ -220,6 +220,24 @@ impl Server {
         self.port
     }
 
+    /// The text of `GET /metrics`.
+    pub fn metrics(&self) -> Result<String> {
+        let response = self.http("GET", "/metrics", Signing::Anonymous, None, &[])?;
+        response.expect_status(200)?;
+        Ok(response.body_text())
+    }
+
+    /// The value of one series of `/metrics`, named as it is written there
+    /// (`strata_cluster_nodes{state="up"}`).
+    pub fn metric(&self, series: &str) -> Result<u64> {
+        let metrics = self.metrics()?;
+        metrics
+            .lines()
+            .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
+            .and_then(|value| value.trim().parse::<u64>().ok())
+            .with_context(|| format!("no {series} in /metrics:\n{metrics}"))
+    }
+
     /// `ftp://127.0.0.1:PORT` of the running server's FTP door (every test
     /// server opens one on a free port).
     pub fn ftp_endpoint(&self) -> &str {

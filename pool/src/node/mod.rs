@@ -123,7 +123,7 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
     let node = Arc::new(Node {
         address: address.clone(),
         names: Mutex::new(HashSet::from([address.clone()])),
-        node_id: load_or_create_node_id(&config.data)?,
+        node_id: load_or_create_id(&config.data, "node-id")?,
         reclaim_age: config.replicator.reclaim_age,
         data: config.data.clone(),
         pool,
@@ -191,12 +191,14 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
     }
 }
 
-fn load_or_create_node_id(data: &Path) -> io::Result<String> {
-    if let Some(id) = read_text(&data.join("node-id"))?.filter(|id| !id.is_empty()) {
+/// The random id kept in `data/file`, made (and fsynced) the first time:
+/// who a process is across restarts, whatever address it has.
+pub fn load_or_create_id(data: &Path, file: &str) -> io::Result<String> {
+    if let Some(id) = read_text(&data.join(file))?.filter(|id| !id.is_empty()) {
         return Ok(id);
     }
     let id = hex::encode(rand::random::<[u8; 16]>());
-    write_durably(data, "node-id", id.as_bytes())?;
+    write_durably(data, file, id.as_bytes())?;
     Ok(id)
 }
 

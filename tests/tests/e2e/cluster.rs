@@ -67,18 +67,18 @@ fn node_loss_during_uploads_repair_and_corruption() -> Result<()> {
 
     // The gateway's /metrics shows the cluster's health too.
     within_settle_timeout(|| {
-        let unreachable = metric(&server, "strata_cluster_nodes{state=\"unreachable\"}")?;
+        let unreachable = server.metric("strata_cluster_nodes{state=\"unreachable\"}")?;
         Ok((unreachable != 1).then(|| format!("{unreachable} nodes unreachable in /metrics")))
     })?;
-    ensure!(metric(&server, "strata_cluster_settled")? == 0);
+    ensure!(server.metric("strata_cluster_settled")? == 0);
 
     // The node returns; the replicator restores every second copy.
     let since = unix_now();
     cluster.nodes[1].restart()?;
     let settled = cluster.wait_settled(since, SETTLE_TIMEOUT)?;
     within_settle_timeout(|| {
-        let settled = metric(&server, "strata_cluster_settled")?;
-        let up = metric(&server, "strata_cluster_nodes{state=\"up\"}")?;
+        let settled = server.metric("strata_cluster_settled")?;
+        let up = server.metric("strata_cluster_nodes{state=\"up\"}")?;
         Ok((settled != 1 || up != 3)
             .then(|| format!("settled {settled}, {up} nodes up in /metrics")))
     })?;
@@ -118,7 +118,7 @@ fn node_loss_during_uploads_repair_and_corruption() -> Result<()> {
     }
 
     // The gateway counted the copies it sent to handoff nodes.
-    let handoffs = metric(&server, "strata_pool_handoff_writes_total")?;
+    let handoffs = server.metric("strata_pool_handoff_writes_total")?;
     ensure!(handoffs > 0, "no write went to a handoff node");
     Ok(())
 }
@@ -150,7 +150,7 @@ fn a_node_cut_off_from_the_network() -> Result<()> {
         status["nodes_up"] == 2 && status["settled"] == false,
         "node 2 is cut off, yet:\n{status:#}"
     );
-    let handoffs = metric(&server, "strata_pool_handoff_writes_total")?;
+    let handoffs = server.metric("strata_pool_handoff_writes_total")?;
     ensure!(handoffs > 0, "no write went to a handoff node");
 
     // A gateway that starts meanwhile is not stopped by the silent node.
@@ -372,21 +372,21 @@ fn a_new_ring_reaches_every_gateway_through_the_metadata() -> Result<()> {
     fs::copy(cluster.ring(), &old_ring)?;
     let mut second = cluster.gateway_over_with_ring(&first, utf8(&old_ring)?)?;
     let version = "strata_pool_ring_version";
-    let before = metric(&second, version)?;
-    ensure!(metric(&first, version)? == before);
+    let before = second.metric(version)?;
+    ensure!(first.metric(version)? == before);
 
     // A fourth node joins: the rebalance rewrites the first gateway's file.
     cluster.add_node()?;
     let started = Instant::now();
     let after = loop {
-        let first_version = metric(&first, version)?;
-        if first_version > before && metric(&second, version)? == first_version {
+        let first_version = first.metric(version)?;
+        if first_version > before && second.metric(version)? == first_version {
             break first_version;
         }
         ensure!(
             started.elapsed() < Duration::from_secs(30),
             "the second gateway kept ring version {} while the first has {first_version}",
-            metric(&second, version)?
+            second.metric(version)?
         );
         thread::sleep(Duration::from_millis(200));
     };
@@ -416,9 +416,9 @@ fn a_new_ring_reaches_every_gateway_through_the_metadata() -> Result<()> {
     // Restarted with its old ring file, it starts with the cluster's.
     second.restart()?;
     ensure!(
-        metric(&second, version)? == after,
+        second.metric(version)? == after,
         "restarted with an old ring file, the second gateway runs version {}",
-        metric(&second, version)?
+        second.metric(version)?
     );
     Ok(())
 }
@@ -460,7 +460,7 @@ fn a_node_whose_disk_fills() -> Result<()> {
         "node 2 does not say it refused writes: {full:#}"
     );
     within_settle_timeout(|| {
-        let refused = metric(&server, "strata_cluster_writes_refused")?;
+        let refused = server.metric("strata_cluster_writes_refused")?;
         Ok((refused == 0).then(|| "/metrics shows no refused writes".to_owned()))
     })?;
 
@@ -760,18 +760,6 @@ fn within_settle_timeout(mut check: impl FnMut() -> Result<Option<String>>) -> R
     }
 }
 
-/// A counter of the gateway's `/metrics`.
-fn metric(server: &Server, name: &str) -> Result<u64> {
-    let metrics = server
-        .http("GET", "/metrics", Signing::Anonymous, None, &[])?
-        .body_text();
-    metrics
-        .lines()
-        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' '))
-        .and_then(|value| value.trim().parse::<u64>().ok())
-        .with_context(|| format!("no {name} in /metrics:\n{metrics}"))
-}
-
 /// A replication counter of `strata status --json`, summed over the nodes.
 fn replication_total(status: &serde_json::Value, counter: &str) -> u64 {
     status["reports"]
@@ -800,14 +788,27 @@ fn node_total(status: &serde_json::Value, field: &str) -> u64 {
         .sum()
 }
 
+/// Where a node keeps its extent files: `pool/extents/<first two
+/// characters of the name>/<name>`.
+const EXTENT_DIR: &str = "pool/extents";
+
+/// Every extent file of the node with data directory `data`.
+fn node_extent_files(data: &std::path::Path) -> Result<Vec<fs::DirEntry>> {
+    let mut found = Vec::new();
+    for fan_out in fs::read_dir(data.join(EXTENT_DIR))? {
+        for entry in fs::read_dir(fan_out?.path())? {
+            found.push(entry?);
+        }
+    }
+    Ok(found)
+}
+
 /// (node, extent file name) of every extent on every node's disk.
 fn extent_files(cluster: &Cluster) -> Result<std::collections::BTreeSet<(usize, String)>> {
     let mut found = std::collections::BTreeSet::new();
     for (index, node) in cluster.nodes.iter().enumerate() {
-        for fan_out in fs::read_dir(node.data_dir().join("pool/extents"))? {
-            for entry in fs::read_dir(fan_out?.path())? {
-                found.insert((index, entry?.file_name().to_string_lossy().into_owned()));
-            }
+        for entry in node_extent_files(node.data_dir())? {
+            found.insert((index, entry.file_name().to_string_lossy().into_owned()));
         }
     }
     Ok(found)
@@ -815,7 +816,7 @@ fn extent_files(cluster: &Cluster) -> Result<std::collections::BTreeSet<(usize, 
 
 /// Where a node keeps the extent whose file is `name`.
 fn extent_path(data: &std::path::Path, name: &str) -> std::path::PathBuf {
-    data.join("pool/extents").join(&name[..2]).join(name)
+    data.join(EXTENT_DIR).join(&name[..2]).join(name)
 }
 
 /// `cp -a FROM TO`.
@@ -856,13 +857,10 @@ fn verify_all(
 /// file and its bytes before the damage.
 fn corrupt_largest_extent(data: &std::path::Path) -> Result<(std::path::PathBuf, Vec<u8>)> {
     let mut largest: Option<(u64, std::path::PathBuf)> = None;
-    for fan_out in fs::read_dir(data.join("pool/extents"))? {
-        for entry in fs::read_dir(fan_out?.path())? {
-            let entry = entry?;
-            let len = entry.metadata()?.len();
-            if largest.as_ref().is_none_or(|(best, _)| len > *best) {
-                largest = Some((len, entry.path()));
-            }
+    for entry in node_extent_files(data)? {
+        let len = entry.metadata()?.len();
+        if largest.as_ref().is_none_or(|(best, _)| len > *best) {
+            largest = Some((len, entry.path()));
         }
     }
     let (len, path) = largest.context("the node holds no extent")?;

@@ -267,6 +267,18 @@ fn the_second_gateways_edge_follows_changes_made_through_the_first() -> Result<(
     within_bound("the removed domain on the second gateway", || {
         Ok(on_domain(&second)?.status != 200)
     })?;
+
+    // The first gateway knows who follows its feed and how far: the second
+    // gateway, by its host and port, with every change confirmed.
+    let port = format!(":{}\",", second.port());
+    within_bound("the second gateway's confirmation in /metrics", || {
+        Ok(service.metrics()?.lines().any(|line| {
+            line.starts_with("strata_feed_follower_behind_events{follower=\"")
+                && line.contains(&port)
+                && line.ends_with("} 0")
+        }))
+    })?;
+    ensure!(service.metric("strata_feed_followers")? == 1);
     println!(
         "seen on the other gateway after: overwrite {overwrite:?}, listing {relisted:?}, reverse {reverse:?}"
     );

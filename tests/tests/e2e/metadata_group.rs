@@ -17,19 +17,9 @@ use strata_tests::{Cluster, Partition, Server, Signing, unique_bucket};
 /// heartbeat; the bound leaves room for a loaded CI machine).
 const FAILOVER_BOUND: Duration = Duration::from_secs(20);
 
-/// A member's gauge `name` from its `/metrics`.
-fn gauge(member: &Server, name: &str) -> Result<u64> {
-    let metrics = member.http("GET", "/metrics", Signing::Anonymous, None, &[])?;
-    let text = String::from_utf8_lossy(&metrics.body).into_owned();
-    text.lines()
-        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' '))
-        .and_then(|value| value.trim().parse().ok())
-        .with_context(|| format!("no {name} in /metrics:\n{text}"))
-}
-
 /// The member a member believes leads (0: none).
 fn believed_leader(member: &Server) -> Result<u64> {
-    gauge(member, "strata_metadata_leader")
+    member.metric("strata_metadata_leader")
 }
 
 /// The leader all running members agree on.
@@ -162,6 +152,19 @@ fn a_replicated_metadata_service_outlives_its_leader_and_refuses_changes_without
     members[survivors[1]].python_ok("cluster_load.py", &["verify", &bucket, "50"])?;
     outsider.python_ok("cluster_load.py", &["verify", &bucket, "50"])?;
     ensure!(get(&outsider, &bucket, "after-failover")? == (200, b"new leader".to_vec()));
+    // The new leader answers the feed: it knows the gateways that follow it
+    // (both members' doors and the outsider) once each has polled.
+    let alive: Vec<&Server> = survivors.iter().map(|index| &members[*index]).collect();
+    let new_leader = &members[agreed_leader(&alive)? as usize - 1];
+    let started = Instant::now();
+    while new_leader.metric("strata_feed_followers")? != 3 {
+        ensure!(
+            started.elapsed() < FAILOVER_BOUND,
+            "the new leader's followers:\n{}",
+            new_leader.metrics()?
+        );
+        thread::sleep(Duration::from_millis(100));
+    }
 
     // A second death leaves one member of three: it refuses changes and
     // reads (503) instead of answering on its own.
@@ -189,7 +192,7 @@ fn same_log_applied(members: &[Server]) -> Result<()> {
     loop {
         let applied = members
             .iter()
-            .map(|member| gauge(member, "strata_metadata_last_applied"))
+            .map(|member| member.metric("strata_metadata_last_applied"))
             .collect::<Result<Vec<_>>>()?;
         if applied.iter().all(|index| *index == applied[0]) {
             return Ok(());

@@ -31,6 +31,9 @@ pub struct CorsRule {
     pub allowed_headers: Vec<String>,
     pub expose_headers: Vec<String>,
     pub max_age_secs: Option<u64>,
+    /// Made from Swift's container metadata, which grants no credentials.
+    #[serde(skip)]
+    pub from_swift: bool,
 }
 
 impl CorsRule {
@@ -38,6 +41,25 @@ impl CorsRule {
         self.allowed_origins
             .iter()
             .any(|allowed| wildcard_matches(allowed, origin, false))
+    }
+
+    /// The `Access-Control-Allow-*` origin headers for `origin`, which this
+    /// rule allows. As S3 and Swift answer: a rule open to every origin
+    /// says `*` (and a browser then sends no cookies or credentials); one
+    /// naming origins names the caller's, and an S3 rule lets a browser
+    /// send its credentials (`fetch(url, {credentials: "include"})`).
+    fn allow_origin(&self, origin: &str, response: &mut HeaderMap) {
+        if self.allowed_origins.iter().any(|allowed| allowed == "*") {
+            response.insert("access-control-allow-origin", HeaderValue::from_static("*"));
+            return;
+        }
+        put(response, "access-control-allow-origin", origin);
+        if !self.from_swift {
+            response.insert(
+                "access-control-allow-credentials",
+                HeaderValue::from_static("true"),
+            );
+        }
     }
 
     /// S3 allows one `*` in an AllowedHeader too (`x-amz-*`); header names
@@ -98,6 +120,7 @@ pub fn rules(bucket: &BucketInfo) -> Vec<CorsRule> {
                 .attrs
                 .get(SWIFT_MAX_AGE)
                 .and_then(|age| age.parse().ok()),
+            from_swift: true,
         });
     }
     rules
@@ -152,7 +175,7 @@ pub fn preflight(bucket: Option<&BucketInfo>, headers: &HeaderMap) -> Response {
     };
     let mut response = empty_response(StatusCode::OK);
     let out = response.headers_mut();
-    put(out, "access-control-allow-origin", origin);
+    rule.allow_origin(origin, out);
     put(
         out,
         "access-control-allow-methods",
@@ -181,7 +204,7 @@ pub fn decorate(bucket: &BucketInfo, method: &str, origin: &str, response: &mut 
     let Some(rule) = matching(&rules, origin, method, &[]) else {
         return;
     };
-    put(response, "access-control-allow-origin", origin);
+    rule.allow_origin(origin, response);
     if !rule.expose_headers.is_empty() {
         put(
             response,
@@ -247,5 +270,30 @@ mod tests {
         );
         assert!(matching(&amz, "https://a.test", "PUT", &["x-other"]).is_none());
         assert!(matching(&amz, "https://a.test", "PUT", &["x-am"]).is_none());
+    }
+
+    #[test]
+    fn an_open_rule_says_any_origin_and_a_named_one_grants_credentials() {
+        let allowed = |rule: &CorsRule| {
+            let mut headers = HeaderMap::new();
+            rule.allow_origin("https://app.test", &mut headers);
+            let value = |name| headers.get(name).and_then(|v| v.to_str().ok());
+            (
+                value("access-control-allow-origin").map(str::to_owned),
+                value("access-control-allow-credentials").map(str::to_owned),
+            )
+        };
+        let open = rule(&["https://x.test", "*"], &["GET"], &[]);
+        assert_eq!(allowed(&open), (Some("*".into()), None));
+        let named = rule(&["https://*.test"], &["GET"], &[]);
+        assert_eq!(
+            allowed(&named),
+            (Some("https://app.test".into()), Some("true".into()))
+        );
+        let swift = CorsRule {
+            from_swift: true,
+            ..named
+        };
+        assert_eq!(allowed(&swift), (Some("https://app.test".into()), None));
     }
 }

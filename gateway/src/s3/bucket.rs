@@ -433,6 +433,7 @@ fn cors_rules(configuration: xml::CorsConfiguration) -> S3Result<Vec<CorsRule>> 
                     .collect(),
                 expose_headers: rule.expose_headers,
                 max_age_secs: rule.max_age_seconds,
+                from_swift: false,
             })
         })
         .collect()

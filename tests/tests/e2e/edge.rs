@@ -35,18 +35,6 @@ fn sleep_until(deadline: std::time::Instant) {
     std::thread::sleep(deadline.saturating_duration_since(std::time::Instant::now()));
 }
 
-/// The value of counter `name` at `/metrics`.
-fn metric(server: &Server, name: &str) -> Result<u64> {
-    let response = anonymous(server, "/metrics", &[])?;
-    response.expect_status(200)?;
-    let text = response.body_text();
-    text.lines()
-        .find(|line| line.starts_with(name) && !line.starts_with('#'))
-        .and_then(|line| line.rsplit(' ').next())
-        .and_then(|value| value.parse().ok())
-        .with_context(|| format!("no {name} in\n{text}"))
-}
-
 /// The boundary of a `multipart/byteranges` answer.
 fn multipart_boundary(response: &HttpResponse) -> Result<&str> {
     response
@@ -184,7 +172,7 @@ fn concurrent_cold_requests_make_one_store_read() -> Result<()> {
     let body = vec![7u8; 1024 * 1024];
     let container = public_container(&server, "big.bin", &body)?;
     let url = format!("/v1/AUTH_admin/{container}/big.bin");
-    let fills_before = metric(&server, "strata_cache_fills_total")?;
+    let fills_before = server.metric("strata_cache_fills_total")?;
     let responses: Vec<Result<HttpResponse>> = std::thread::scope(|scope| {
         let handles: Vec<_> = (0..16)
             .map(|_| scope.spawn(|| anonymous(&server, &url, &[])))
@@ -203,13 +191,13 @@ fn concurrent_cold_requests_make_one_store_read() -> Result<()> {
         response.expect_status(200)?;
         ensure!(response.body == body, "wrong bytes");
     }
-    let fills = metric(&server, "strata_cache_fills_total")? - fills_before;
+    let fills = server.metric("strata_cache_fills_total")? - fills_before;
     ensure!(
         fills == 1,
         "16 concurrent cold requests made {fills} store reads"
     );
     ensure!(
-        metric(&server, "strata_cache_hits_total")? + metric(&server, "strata_cache_misses_total")?
+        server.metric("strata_cache_hits_total")? + server.metric("strata_cache_misses_total")?
             >= 8
     );
     Ok(())
@@ -250,7 +238,7 @@ fn fills_stay_within_their_memory_budget() -> Result<()> {
         );
         ensure!(until_hit(&server, &url)?.body == small);
     }
-    ensure!(metric(&server, "strata_cache_fills_refused_total")? == 0);
+    ensure!(server.metric("strata_cache_fills_refused_total")? == 0);
     let url = format!("/v1/AUTH_admin/{container}/large.bin");
     for attempt in 1..=2 {
         let uncached = anonymous(&server, &url, &[])?;
@@ -259,7 +247,7 @@ fn fills_stay_within_their_memory_budget() -> Result<()> {
             uncached.header("x-cache").is_none() && uncached.body == large,
             "large.bin, attempt {attempt}: {uncached}"
         );
-        ensure!(metric(&server, "strata_cache_fills_refused_total")? == attempt);
+        ensure!(server.metric("strata_cache_fills_refused_total")? == attempt);
     }
     Ok(())
 }
@@ -321,14 +309,14 @@ fn a_cold_large_object_streams_while_the_cache_fills() -> Result<()> {
     let body = random_bytes(24 << 20);
     let container = public_container(&server, "film.bin", &body)?;
     let url = format!("/v1/AUTH_admin/{container}/film.bin");
-    let fills_before = metric(&server, "strata_cache_fills_total")?;
+    let fills_before = server.metric("strata_cache_fills_total")?;
     two_misses_while_the_store_holds_back(&cluster, &server, &url, &body)?;
-    let fills = metric(&server, "strata_cache_fills_total")? - fills_before;
+    let fills = server.metric("strata_cache_fills_total")? - fills_before;
     ensure!(fills == 1, "two streamed misses made {fills} store reads");
 
     let again = until_hit(&server, &url)?;
     ensure!(again.body == body, "the kept copy differs from the object");
-    let fills = metric(&server, "strata_cache_fills_total")? - fills_before;
+    let fills = server.metric("strata_cache_fills_total")? - fills_before;
     ensure!(
         fills == 1,
         "the object was read from the store {fills} times"
@@ -378,13 +366,13 @@ fn objects_beyond_memory_fill_straight_to_their_ssd_zone() -> Result<()> {
     reset_peak_memory(&server)?;
     let peak_before = peak_memory(&server)?;
     two_misses_while_the_store_holds_back(&cluster, &server, &url, &body)?;
-    ensure!(metric(&server, "strata_cache_fills_total")? == 1);
-    ensure!(metric(&server, "strata_cache_fills_refused_total")? == 0);
+    ensure!(server.metric("strata_cache_fills_total")? == 1);
+    ensure!(server.metric("strata_cache_fills_refused_total")? == 0);
     zone_file(zone.path())?;
     let hit = until_hit(&server, &url)?;
     ensure!(hit.body == body, "the SSD copy differs from the object");
-    ensure!(metric(&server, "strata_cache_ssd_hits_total")? >= 1);
-    ensure!(metric(&server, "strata_cache_fills_total")? == 1);
+    ensure!(server.metric("strata_cache_ssd_hits_total")? >= 1);
+    ensure!(server.metric("strata_cache_fills_total")? == 1);
     let grown = peak_memory(&server)?.saturating_sub(peak_before);
     ensure!(
         grown < 40 << 20,
@@ -414,7 +402,7 @@ fn fills_written_to_a_zone_stay_within_half_of_it() -> Result<()> {
         ensure!(answer.body == body, "wrong bytes from the store");
         ensure!(answer.header("x-cache") != Some("HIT"), "{answer}");
     }
-    ensure!(metric(&server, "strata_cache_fills_refused_total")? == 2);
+    ensure!(server.metric("strata_cache_fills_refused_total")? == 2);
     ensure!(zone_files(zone.path()).is_empty());
     Ok(())
 }
@@ -439,7 +427,7 @@ fn a_full_zone_disk_never_cuts_an_answer_short() -> Result<()> {
         answer.expect_status(200)?;
         ensure!(answer.body == body, "an answer that is not the object");
     }
-    ensure!(metric(&server, "strata_cache_fill_failures_total")? >= 2);
+    ensure!(server.metric("strata_cache_fill_failures_total")? >= 2);
     ensure!(zone_files(zone.path()).is_empty());
     Ok(())
 }
@@ -453,12 +441,12 @@ fn a_fill_outlives_the_client_that_started_it() -> Result<()> {
     let body = random_bytes(3 << 20);
     let container = public_container(&server, "late.bin", &body)?;
     let url = format!("/v1/AUTH_admin/{container}/late.bin");
-    let fills_before = metric(&server, "strata_cache_fills_total")?;
-    let misses_before = metric(&server, "strata_cache_misses_total")?;
+    let fills_before = server.metric("strata_cache_fills_total")?;
+    let misses_before = server.metric("strata_cache_misses_total")?;
     // Until the gateway has counted `n` more misses of the object.
     let until_missed = |n: u64| -> Result<()> {
         for _ in 0..200 {
-            if metric(&server, "strata_cache_misses_total")? - misses_before >= n {
+            if server.metric("strata_cache_misses_total")? - misses_before >= n {
                 return Ok(());
             }
             std::thread::sleep(std::time::Duration::from_millis(25));
@@ -496,7 +484,7 @@ fn a_fill_outlives_the_client_that_started_it() -> Result<()> {
     let staying = staying.map_err(|_| anyhow::anyhow!("the waiting client panicked"))??;
     staying.expect_status(200)?;
     ensure!(staying.body == body, "the waiting client got other bytes");
-    let fills = metric(&server, "strata_cache_fills_total")? - fills_before;
+    let fills = server.metric("strata_cache_fills_total")? - fills_before;
     ensure!(fills == 1, "the store was read {fills} times");
     Ok(())
 }
@@ -665,7 +653,7 @@ fn ssd_copies_age_and_revalidate_when_stale() -> Result<()> {
     zone_file(zone.path())?;
     let written = std::time::Instant::now();
     until_hit(&server, &url)?;
-    ensure!(metric(&server, "strata_cache_ssd_hits_total")? >= 1);
+    ensure!(server.metric("strata_cache_ssd_hits_total")? >= 1);
 
     sleep_until(written + std::time::Duration::from_millis(1100));
     let aged = anonymous(&server, &url, &[])?;
@@ -996,7 +984,7 @@ fn zone_config(cache: &str, zone: &std::path::Path, max_bytes: &str) -> String {
 /// Waits for the gateway's SSD zone to have indexed the files it found.
 fn until_zone_indexed(server: &Server) -> Result<()> {
     for _ in 0..600 {
-        if metric(server, "strata_cache_zone_indexed{zone=\"ssd0\"}")? == 1 {
+        if server.metric("strata_cache_zone_indexed{zone=\"ssd0\"}")? == 1 {
             return Ok(());
         }
         std::thread::sleep(std::time::Duration::from_millis(50));
@@ -1055,18 +1043,17 @@ fn ssd_zone_survives_restarts_and_drops_damaged_files() -> Result<()> {
     // Too large for RAM: the second read comes from the SSD zone.
     let second = until_hit(&server, &big_url)?;
     ensure!(second.body == big, "{second}");
-    ensure!(metric(&server, "strata_cache_ssd_hits_total")? >= 1);
-    ensure!(metric(&server, "strata_cache_zone_reads_total{zone=\"ssd0\"}")? >= 1);
+    ensure!(server.metric("strata_cache_ssd_hits_total")? >= 1);
+    ensure!(server.metric("strata_cache_zone_reads_total{zone=\"ssd0\"}")? >= 1);
     ensure!(
-        metric(&server, "strata_cache_zone_bytes_read_total{zone=\"ssd0\"}")? >= big.len() as u64
+        server.metric("strata_cache_zone_bytes_read_total{zone=\"ssd0\"}")? >= big.len() as u64
     );
     // Bytes served are counted to the zone they came from: the miss's to the
     // store, the hit's to the SSD zone, none to RAM (the copy is too large).
     let served = |zone: &str| {
-        metric(
-            &server,
-            &format!("strata_cache_bytes_served_total{{zone=\"{zone}\"}}"),
-        )
+        server.metric(&format!(
+            "strata_cache_bytes_served_total{{zone=\"{zone}\"}}"
+        ))
     };
     ensure!(served("store")? >= big.len() as u64, "store bytes");
     ensure!(served("ssd0")? >= big.len() as u64, "SSD zone bytes");
@@ -1082,7 +1069,7 @@ fn ssd_zone_survives_restarts_and_drops_damaged_files() -> Result<()> {
         "{after}"
     );
     ensure!(
-        metric(&server, "strata_cache_fills_total")? == 0,
+        server.metric("strata_cache_fills_total")? == 0,
         "the store was read again"
     );
 
@@ -1155,8 +1142,10 @@ fn cors_preflights_and_headers_for_allowed_origins_only() -> Result<()> {
     );
     preflight(&object, "https://evil.example", "GET")?.expect_status(403)?;
     let actual = anonymous(&server, &object, &[("Origin", "https://app.example")])?;
+    // Swift grants no credentials.
     ensure!(
-        actual.header("access-control-allow-origin") == Some("https://app.example"),
+        actual.header("access-control-allow-origin") == Some("https://app.example")
+            && actual.header("access-control-allow-credentials").is_none(),
         "{actual}"
     );
     ensure!(
@@ -1235,8 +1224,13 @@ fn cors_preflights_and_headers_for_allowed_origins_only() -> Result<()> {
         &[("Origin", "https://www.example.com")],
     )?;
     ensure!(
-        actual.header("access-control-allow-origin") == Some("https://www.example.com"),
+        actual.header("access-control-allow-origin") == Some("https://www.example.com")
+            && actual.header("access-control-allow-credentials") == Some("true"),
         "{actual}"
+    );
+    ensure!(
+        ok.header("access-control-allow-credentials") == Some("true"),
+        "{ok}"
     );
     let bad = rules.replace("\"HEAD\"", "\"PATCH\"");
     server.aws_error(
@@ -1379,7 +1373,7 @@ fn large_ssd_copies_stream_checked_blocks() -> Result<()> {
     ensure!(anonymous(&server, &url, &[])?.header("x-cache") == Some("MISS"));
     let file = zone_file(zone.path())?;
 
-    let read = || metric(&server, "strata_cache_zone_bytes_read_total{zone=\"ssd0\"}");
+    let read = || server.metric("strata_cache_zone_bytes_read_total{zone=\"ssd0\"}");
     ensure!(until_hit(&server, &url)?.body == body);
     let before = read()?;
     let hit = anonymous(&server, &url, &[])?;
@@ -1465,11 +1459,11 @@ fn large_ssd_copies_stream_checked_blocks() -> Result<()> {
     let mut bytes = std::fs::read(&file)?;
     bytes[body_start + 10] ^= 0xff;
     std::fs::write(&file, bytes)?;
-    let ssd_hits = metric(&server, "strata_cache_ssd_hits_total")?;
+    let ssd_hits = server.metric("strata_cache_ssd_hits_total")?;
     let from_store = anonymous(&server, &url, &[])?;
     from_store.expect_status(200)?;
     ensure!(
-        metric(&server, "strata_cache_ssd_hits_total")? == ssd_hits,
+        server.metric("strata_cache_ssd_hits_total")? == ssd_hits,
         "an answer from the store counted as an SSD hit"
     );
     ensure!(

@@ -1,7 +1,8 @@
 //! The FUSE file system over [`SwiftClient`]: lookups answered from briefly
 //! cached listings (or a HEAD when a directory is too large to cache), reads
 //! through a growing read-ahead window of ranged GETs, writes into a local
-//! spool file uploaded on flush/fsync/close, renames as copy + delete.
+//! spool file (one per file, shared by its open handles) uploaded on
+//! flush/fsync/close, renames as copy + delete.
 //!
 //! fuser calls these methods on its own threads; each blocks on the tokio
 //! runtime for its requests. The tree lock is never held across a request;
@@ -67,7 +68,10 @@ pub struct StrataFs {
 struct OpenHandle {
     ino: u64,
     writable: bool,
-    file: Mutex<OpenFile>,
+    /// Shared by every handle open on the file at once: two writers (a
+    /// daemon's log and an `echo >>`) write into one spool, and a reader
+    /// sees what they wrote.
+    file: Arc<Mutex<OpenFile>>,
 }
 
 struct OpenFile {
@@ -260,14 +264,34 @@ impl StrataFs {
         self.files.lock().get(&fh.0).cloned().ok_or(Errno::EBADF)
     }
 
-    fn add_open_file(&self, file: OpenFile, writable: bool) -> u64 {
+    /// A new handle on `file`'s inode. It shares the state of the handles
+    /// already open on it, if any; `file` replaces that state when
+    /// `replaces` (a create truncates), and is dropped otherwise.
+    fn add_open_file(&self, file: OpenFile, writable: bool, replaces: bool) -> u64 {
         let fh = self.next_handle.fetch_add(1, Ordering::Relaxed);
-        let handle = OpenHandle {
-            ino: file.ino,
-            writable,
-            file: Mutex::new(file),
+        let ino = file.ino;
+        let mut files = self.files.lock();
+        let shared = files
+            .values()
+            .find(|handle| handle.ino == ino)
+            .map(|handle| handle.file.clone());
+        let file = match shared {
+            Some(shared) => {
+                if replaces {
+                    *shared.lock() = file;
+                }
+                shared
+            }
+            None => Arc::new(Mutex::new(file)),
         };
-        self.files.lock().insert(fh, Arc::new(handle));
+        files.insert(
+            fh,
+            Arc::new(OpenHandle {
+                ino,
+                writable,
+                file,
+            }),
+        );
         fh
     }
 
@@ -752,7 +776,7 @@ impl Filesystem for StrataFs {
             Some(Kind::File) => {}
         }
         let writable = flags.acc_mode() != OpenAccMode::O_RDONLY;
-        let fh = self.add_open_file(OpenFile::new(ino.0), writable);
+        let fh = self.add_open_file(OpenFile::new(ino.0), writable, false);
         drop(tree);
         reply.opened(FileHandle(fh), FopenFlags::empty());
     }
@@ -798,7 +822,7 @@ impl Filesystem for StrataFs {
             // Its writer is known before the tree's lock is let go, so that
             // a `release` of an earlier handle of the same file does not
             // take it for abandoned.
-            let fh = self.add_open_file(file, true);
+            let fh = self.add_open_file(file, true, true);
             drop(tree);
             Ok((ino, fh))
         })();

@@ -591,6 +591,15 @@ fn strata_mount_open_files_appended_and_removed() -> Result<()> {
     // Every stat lists again: a refresh between two appends.
     let (mountpoint, _mount) = mount_listing_nothing(&server, &bucket, "open-files")?;
     let log = mountpoint.join("log.txt");
+    let stored_log = || {
+        server.http(
+            "GET",
+            &format!("/{bucket}/log.txt"),
+            Signing::Root,
+            None,
+            &[],
+        )
+    };
     {
         let mut appender = fs::OpenOptions::new().append(true).open(&log)?;
         appender.write_all(b"second\n")?;
@@ -599,16 +608,35 @@ fn strata_mount_open_files_appended_and_removed() -> Result<()> {
         fs::metadata(&log)?;
         appender.write_all(b"third\n")?;
     }
-    let stored = server.http(
-        "GET",
-        &format!("/{bucket}/log.txt"),
-        Signing::Root,
-        None,
-        &[],
-    )?;
+    let stored = stored_log()?;
     ensure!(
         stored.body == b"first\nsecond\nthird\n",
         "after two appends the object holds {:?}",
+        stored.body_text()
+    );
+
+    // Two writers at once (a daemon's log and an `echo >>`), each closing
+    // in turn: neither overwrites what the other wrote, and a reader open
+    // meanwhile reads both.
+    {
+        let mut daemon = fs::OpenOptions::new().append(true).open(&log)?;
+        let mut echo = fs::OpenOptions::new().append(true).open(&log)?;
+        daemon.write_all(b"a\n")?;
+        echo.write_all(b"b\n")?;
+        daemon.write_all(b"c\n")?;
+        let read = fs::read(&log)?;
+        ensure!(
+            read == b"first\nsecond\nthird\na\nb\nc\n",
+            "a reader got {:?}",
+            String::from_utf8_lossy(&read)
+        );
+        drop(echo);
+        daemon.write_all(b"d\n")?;
+    }
+    let stored = stored_log()?;
+    ensure!(
+        stored.body == b"first\nsecond\nthird\na\nb\nc\nd\n",
+        "after two writers the object holds {:?}",
         stored.body_text()
     );
 

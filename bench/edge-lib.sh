@@ -19,6 +19,7 @@ missing=()
 for package in "${packages[@]}"; do
     tool=$package
     [[ $package == varnish ]] && tool=varnishd
+    [[ $package == linux-perf ]] && tool=perf
     command -v "$tool" >/dev/null 2>&1 || missing+=("$package")
 done
 if ((${#missing[@]})); then

@@ -90,9 +90,10 @@ struct MountArgs {
     spool: Option<PathBuf>,
     /// Files above this many MiB are uploaded in segments of this size (a
     /// Static Large Object). Up to it a file is one object, which S3
-    /// clients read too; the default is the largest object strata accepts.
-    #[arg(long, default_value_t = 5120)]
-    segment_mib: u64,
+    /// clients read too; the default is the largest object the server
+    /// takes (its /info's max_file_size), and so is the most.
+    #[arg(long)]
+    segment_mib: Option<u64>,
     /// Seconds listings and attributes are trusted before asking again.
     #[arg(long, default_value_t = 2.0)]
     listing_ttl: f64,
@@ -342,7 +343,7 @@ fn mount(args: MountArgs) -> anyhow::Result<()> {
         spool_dir: args
             .spool
             .unwrap_or_else(|| std::env::temp_dir().join("strata-mount-spool")),
-        segment_size: args.segment_mib.max(1) * 1024 * 1024,
+        segment_size: args.segment_mib.map(|mib| mib.max(1) * 1024 * 1024),
         listing_ttl: std::time::Duration::from_secs_f64(args.listing_ttl),
         allow_other: args.allow_other,
     })

@@ -136,6 +136,21 @@ impl SwiftClient {
         })
     }
 
+    /// The largest object the server takes (`swift.max_file_size` of its
+    /// `/info`), if it says.
+    pub async fn largest_object(&self) -> Option<u64> {
+        let request = Request::get(format!("{}/info", self.base))
+            .body(empty_body())
+            .ok()?;
+        let response = self.http.request(request).await.ok()?;
+        if !response.status().is_success() {
+            return None;
+        }
+        let body = response.into_body().collect().await.ok()?.to_bytes();
+        let info: serde_json::Value = serde_json::from_slice(&body).ok()?;
+        info["swift"]["max_file_size"].as_u64()
+    }
+
     /// Sends `method` to `path` (relative to the storage URL, encoded) and
     /// logs in again once if the token has expired.
     async fn send(

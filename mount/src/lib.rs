@@ -37,13 +37,18 @@ pub struct MountArgs {
     pub key: String,
     /// Where files being written are spooled until they are uploaded.
     pub spool_dir: PathBuf,
-    /// Files larger than this are uploaded in segments of this size.
-    pub segment_size: u64,
+    /// Files larger than this are uploaded in segments of this size; by
+    /// default, the largest object the server takes.
+    pub segment_size: Option<u64>,
     /// How long listings and attributes are trusted before asking again.
     pub listing_ttl: Duration,
     /// Let other local users in (`allow_other`).
     pub allow_other: bool,
 }
+
+/// Segments of a server that does not say how large an object it takes:
+/// Swift's and strata's default largest object.
+const DEFAULT_SEGMENT_SIZE: u64 = 5 * 1024 * 1024 * 1024;
 
 /// Mounts, then serves the file system until SIGINT/SIGTERM or an external
 /// `umount`.
@@ -75,9 +80,28 @@ pub fn run(args: MountArgs) -> anyhow::Result<()> {
         }
         None => Place::Account,
     };
+    // A segment the server refuses would make every large file fail.
+    let largest = runtime.block_on(client.largest_object());
+    let segment_size = match (args.segment_size, largest) {
+        (Some(asked), Some(largest)) if asked > largest => {
+            tracing::warn!(
+                asked,
+                largest,
+                "segments larger than the server takes: uploading in segments of its largest object"
+            );
+            largest
+        }
+        (Some(asked), _) => asked,
+        (None, Some(largest)) => largest,
+        (None, None) => DEFAULT_SEGMENT_SIZE,
+    };
+    tracing::debug!(
+        segment_size,
+        "files above this size are uploaded in segments"
+    );
     let options = FsOptions {
         spool_dir: args.spool_dir.clone(),
-        segment_size: args.segment_size.max(1),
+        segment_size: segment_size.max(1),
         listing_ttl: args.listing_ttl,
         uid: metadata.uid(),
         gid: metadata.gid(),

@@ -35,8 +35,8 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail, ensure};
 use strata_tests::{
     RCLONE_REMOTE, REGION, ROOT_ACCESS_KEY, ROOT_SECRET_KEY, Server, Signing, SwiftUser,
-    ToolOutput, assert_same_tree, json_str, json_u64, md5_hex, run_tool, unique_bucket, utf8,
-    write_random_file,
+    ToolOutput, assert_same_tree, json_str, json_u64, md5_hex, random_bytes, run_tool,
+    unique_bucket, utf8, write_random_file,
 };
 
 const MIB: usize = 1024 * 1024;
@@ -666,6 +666,50 @@ fn strata_mount_open_files_appended_and_removed() -> Result<()> {
     Ok(())
 }
 
+/// A server that takes objects of 1 MiB at most: the mount learns it from
+/// `/info` and uploads a larger file in segments of that size, without
+/// being told (with `--segment-mib` above it too).
+#[test]
+fn strata_mount_segments_at_the_servers_largest_object() -> Result<()> {
+    require_fuse()?;
+    let server = Server::start_with_config("[limits]\nmax_object_size = 1048576\n")?;
+    let bucket = unique_bucket("mount-limit");
+    server.aws_ok(&["s3api", "create-bucket", "--bucket", &bucket])?;
+    let body = random_bytes(2 * 1024 * 1024 + 100);
+    for (name, extra) in [
+        ("default.bin", &[][..]),
+        ("asked.bin", &["--segment-mib", "4"][..]),
+    ] {
+        let (mountpoint, _mount) = mount_listing_nothing_with(&server, &bucket, name, extra)?;
+        fs::write(mountpoint.join(name), &body)?;
+        let path = format!("/v1/AUTH_admin/{bucket}/{name}");
+        let head = server.swift_as_root("HEAD", &path, None, &[])?;
+        ensure!(
+            head.status == 200 && head.header("x-static-large-object") == Some("True"),
+            "{name}: {head}"
+        );
+        ensure!(
+            fs::read(mountpoint.join(name))? == body,
+            "{name} reads back other bytes"
+        );
+        let manifest = server
+            .swift_as_root("GET", &format!("{path}?multipart-manifest=get"), None, &[])?
+            .body_text();
+        let manifest: serde_json::Value = serde_json::from_str(&manifest)?;
+        let sizes: Vec<u64> = manifest
+            .as_array()
+            .context("a manifest is a list")?
+            .iter()
+            .filter_map(|segment| segment["bytes"].as_u64())
+            .collect();
+        ensure!(
+            sizes == [1_048_576, 1_048_576, 100],
+            "{name}: segments of {sizes:?}"
+        );
+    }
+    Ok(())
+}
+
 /// `bucket` mounted by `strata mount --listing-ttl 0` (every lookup lists
 /// again) in a work directory named `tag`: its mountpoint and guard.
 fn mount_listing_nothing(
@@ -673,11 +717,23 @@ fn mount_listing_nothing(
     bucket: &str,
     tag: &str,
 ) -> Result<(std::path::PathBuf, MountGuard)> {
+    mount_listing_nothing_with(server, bucket, tag, &[])
+}
+
+/// [`mount_listing_nothing`] with `extra` flags.
+fn mount_listing_nothing_with(
+    server: &Server,
+    bucket: &str,
+    tag: &str,
+    extra: &[&str],
+) -> Result<(std::path::PathBuf, MountGuard)> {
     let work = server.work_dir(tag)?;
     let mountpoint = work.join("mnt");
     fs::create_dir_all(&mountpoint)?;
     let url = format!("{}/{bucket}", server.endpoint());
-    let command = strata_mount_command(server, &url, &mountpoint, &["--listing-ttl", "0"])?;
+    let mut flags = vec!["--listing-ttl", "0"];
+    flags.extend_from_slice(extra);
+    let command = strata_mount_command(server, &url, &mountpoint, &flags)?;
     let output = work.join("mount.out");
     let guard = MountGuard::start(
         "strata-mount",

@@ -413,8 +413,73 @@ impl SwiftClient {
 
     /// Uploads the first `size` bytes of `spool` as `container/key`: one PUT,
     /// or segments plus a Static Large Object manifest when it is larger
-    /// than `segment_size`.
+    /// than `segment_size`. When `replaces` (something may be stored there
+    /// already), the segments of the large object it replaces are deleted
+    /// once the new one is in place, as `swift upload` does.
     pub async fn upload(
+        &self,
+        container: &str,
+        key: &str,
+        (spool, size): (&std::fs::File, u64),
+        segment_size: u64,
+        replaces: bool,
+    ) -> ClientResult<()> {
+        let replaced = match replaces {
+            true => self.own_segments(container, key).await?,
+            false => Vec::new(),
+        };
+        self.put_file(container, key, spool, size, segment_size)
+            .await?;
+        for segment in replaced {
+            match self.call(Method::DELETE, &segment, &[]).await {
+                Ok(_) => {}
+                Err(err) if err.status() == Some(StatusCode::NOT_FOUND) => {}
+                // The new file is in place: a segment left is only space.
+                Err(err) => {
+                    tracing::warn!(%segment, error = %err, "a replaced segment was not deleted")
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The segments of the Static Large Object at `container/key` that are
+    /// its own: under `<container>_segments/<key>/`, where this client and
+    /// python-swiftclient put them (others may be shared with other
+    /// manifests). None when there is no such object there.
+    async fn own_segments(&self, container: &str, key: &str) -> ClientResult<Vec<String>> {
+        let path = object_path(container, key);
+        let head = self
+            .send(Method::HEAD, &path, &[], &|| Ok(empty_body()))
+            .await?;
+        let large = head
+            .headers()
+            .get("x-static-large-object")
+            .and_then(|value| value.to_str().ok())
+            .is_some_and(|value| value.eq_ignore_ascii_case("true"));
+        if head.status() == StatusCode::NOT_FOUND || !large {
+            return Ok(Vec::new());
+        }
+        expect_success(Method::HEAD, &path, head)?;
+        let manifest_path = format!("{path}?multipart-manifest=get");
+        let response = self.call(Method::GET, &manifest_path, &[]).await?;
+        let body = response
+            .into_body()
+            .collect()
+            .await
+            .map_err(|err| ClientError::Transport(format!("GET {manifest_path}: {err}")))?
+            .to_bytes();
+        let manifest: Vec<serde_json::Value> = serde_json::from_slice(&body).unwrap_or_default();
+        let own = format!("/{container}_segments/{key}/");
+        Ok(manifest
+            .iter()
+            .filter_map(|segment| segment["name"].as_str()?.strip_prefix(&own))
+            .map(|rest| object_path(&format!("{container}_segments"), &format!("{key}/{rest}")))
+            .collect())
+    }
+
+    /// [`SwiftClient::upload`]'s PUTs.
+    async fn put_file(
         &self,
         container: &str,
         key: &str,

@@ -354,7 +354,7 @@ impl StrataFs {
         if !file.dirty {
             return Ok(());
         }
-        let place = {
+        let (place, stored) = {
             let tree = self.tree.lock();
             let node = tree.node(file.ino).ok_or(Errno::ENOENT)?;
             if node.unlinked {
@@ -362,7 +362,8 @@ impl StrataFs {
                 file.dirty = false;
                 return Ok(());
             }
-            node.place.clone()
+            // A file made here and not uploaded yet replaces nothing.
+            (node.place.clone(), !node.pending)
         };
         let (container, key) = place.object().ok_or(Errno::EPERM)?;
         let spool = file.spool.as_ref().ok_or(Errno::EIO)?;
@@ -370,9 +371,9 @@ impl StrataFs {
             .block_on(self.client.upload(
                 container,
                 key,
-                spool,
-                file.size,
+                (spool, file.size),
                 self.options.segment_size,
+                stored,
             ))
             .map_err(|err| errno(&err))?;
         file.dirty = false;

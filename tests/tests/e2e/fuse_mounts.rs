@@ -510,6 +510,19 @@ fn strata_mount_account_containers_and_large_files() -> Result<()> {
         fs::read(in_mount.join("big.bin"))? == big,
         "reading the large object back differs"
     );
+    // Overwritten, the large object leaves no segments behind: only the
+    // new one's are there.
+    let big = write_random_file(&in_mount.join("big.bin"), 2 * MIB + 3)?;
+    let listed = server.swift_as_root("GET", &segments, None, &[])?;
+    ensure!(
+        listed.body_text().lines().count() == 3,
+        "after the overwrite, expected the new object's 3 segments:\n{}",
+        listed.body_text()
+    );
+    ensure!(
+        fs::read(in_mount.join("big.bin"))? == big,
+        "the overwritten large object reads back other bytes"
+    );
     fs::rename(in_mount.join("big.bin"), in_mount.join("moved.bin"))?;
     ensure!(
         fs::read(in_mount.join("moved.bin"))? == big,

@@ -220,6 +220,17 @@ impl Server {
         self.port
     }
 
+    /// Replaces the config file of a server started with one; the next
+    /// [`Server::restart`] reads it.
+    pub fn rewrite_config(&self, toml: &str) -> Result<()> {
+        let path = self.scratch.path().join("strata.toml");
+        ensure!(
+            path.exists(),
+            "this server was started without a config file"
+        );
+        fs::write(&path, toml).context("rewriting the server config")
+    }
+
     /// The text of `GET /metrics`.
     pub fn metrics(&self) -> Result<String> {
         let response = self.http("GET", "/metrics", Signing::Anonymous, None, &[])?;

@@ -97,11 +97,15 @@ impl CacheConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct CacheConfig {
-    /// RAM budget of the cache in bytes; 0 turns the cache off.
+    /// RAM budget of the cache in bytes; 0 turns the cache off. Like every
+    /// size here, a number or with a unit: `"256M"`.
+    #[serde(deserialize_with = "byte_size")]
     pub ram_bytes: u64,
     /// Objects larger than this are served from the store, never cached.
+    #[serde(deserialize_with = "byte_size")]
     pub max_object_bytes: u64,
     /// Objects larger than this skip the RAM zone (they live on SSD zones).
+    #[serde(deserialize_with = "byte_size")]
     pub ram_max_object_bytes: u64,
     /// Freshness of objects whose Cache-Control names no `max-age`.
     pub default_ttl_secs: u64,
@@ -614,6 +618,10 @@ pub struct CacheMetrics {
     /// too large to bring back whole counts once per answer streamed from
     /// it (once its first block proved intact).
     pub ssd_hits: AtomicU64,
+    /// SSD hits answered block by block as they are read: copies too large
+    /// to read whole first, or any while the fill budget is spent (a whole
+    /// read holds the copy in memory).
+    pub ssd_hits_streamed: AtomicU64,
     /// Objects pushed out of the RAM zone by its byte budget.
     pub ram_evictions: Arc<AtomicU64>,
 }
@@ -984,11 +992,22 @@ impl EdgeCache {
                     let fetched = copy.entry.confirmed_at();
                     let copy = Arc::new(copy);
                     let read_whole = SSD_READ_WHOLE_BYTES.max(self.in_memory_fill_limit());
-                    if info.size > read_whole {
+                    // A whole read holds the copy in memory: it is a fill's
+                    // worth of the budget, for as long as the read and keep.
+                    let budget = (info.size <= read_whole)
+                        .then(|| {
+                            let kib = u32::try_from(info.size.div_ceil(1024).max(1)).ok()?;
+                            self.fill_budget.clone().try_acquire_many_owned(kib).ok()
+                        })
+                        .flatten();
+                    if budget.is_none() {
                         // Streamed block by block, never sending a damaged
                         // one (it drops the file): the first is checked
                         // before the answer starts (`serve`), a later one
                         // cuts it short. Counted as an SSD hit there.
+                        self.metrics
+                            .ssd_hits_streamed
+                            .fetch_add(1, Ordering::Relaxed);
                         let answer = CachedObject::streamed(
                             info,
                             (max_age, fetched),
@@ -1003,6 +1022,8 @@ impl EdgeCache {
                         .await
                         .ok()
                         .and_then(Result::ok);
+                    // Kept (in the RAM zone's budget) or answered from here.
+                    drop(budget);
                     if let Some(body) = whole {
                         self.metrics.ssd_hits.fetch_add(1, Ordering::Relaxed);
                         let kept = self.keep(
@@ -1591,8 +1612,11 @@ impl EdgeCache {
             ));
         }
         out.push_str(&format!(
-            "# TYPE strata_cache_ssd_hits_total counter\nstrata_cache_ssd_hits_total {}\n",
-            m.ssd_hits.load(Ordering::Relaxed)
+            "# TYPE strata_cache_ssd_hits_total counter\nstrata_cache_ssd_hits_total {}\n\
+             # TYPE strata_cache_ssd_hits_streamed_total counter\n\
+             strata_cache_ssd_hits_streamed_total {}\n",
+            m.ssd_hits.load(Ordering::Relaxed),
+            m.ssd_hits_streamed.load(Ordering::Relaxed)
         ));
         // Families with one sample per zone: the RAM zone's (if it has one)
         // and one per SSD zone.

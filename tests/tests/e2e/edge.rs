@@ -1027,6 +1027,47 @@ fn zone_file(dir: &std::path::Path) -> Result<std::path::PathBuf> {
     anyhow::bail!("not one file in the SSD zone: {:?}", zone_files(dir))
 }
 
+/// A hit on an SSD copy small enough to be read whole into memory is
+/// streamed block by block instead while the fill budget cannot hold it:
+/// many such hits at once must not take more memory than fills may.
+#[test]
+fn an_ssd_hit_beyond_the_fill_budget_streams_its_copy() -> Result<()> {
+    let zone = tempfile::tempdir()?;
+    let config = |fill_memory: &str| {
+        zone_config(
+            &format!("max_object_bytes = \"8M\"\nfill_memory_bytes = \"{fill_memory}\"\n"),
+            zone.path(),
+            "64M",
+        )
+    };
+    let mut server = Server::start_with_config(&config("512M"))?;
+    let big = random_bytes(3 * 1024 * 1024 + 7);
+    let container = public_container(&server, "big.bin", &big)?;
+    let url = format!("/v1/AUTH_admin/{container}/big.bin");
+    ensure!(anonymous(&server, &url, &[])?.header("x-cache") == Some("MISS"));
+    zone_file(zone.path())?;
+    // With room in the budget, the copy (3 MiB: over the RAM zone's 1 MiB
+    // objects) is read whole.
+    let hit = until_hit(&server, &url)?;
+    ensure!(hit.body == big, "{hit}");
+    ensure!(server.metric("strata_cache_ssd_hits_streamed_total")? == 0);
+
+    // A budget of 1 MiB cannot hold it.
+    server.rewrite_config(&config("1M"))?;
+    server.restart()?;
+    until_zone_indexed(&server)?;
+    for _ in 0..2 {
+        let hit = anonymous(&server, &url, &[])?;
+        ensure!(
+            hit.status == 200 && hit.body == big && hit.header("x-cache") != Some("MISS"),
+            "{hit}"
+        );
+    }
+    ensure!(server.metric("strata_cache_ssd_hits_streamed_total")? == 2);
+    ensure!(server.metric("strata_cache_fills_total")? == 0);
+    Ok(())
+}
+
 #[test]
 fn ssd_zone_survives_restarts_and_drops_damaged_files() -> Result<()> {
     let zone = tempfile::tempdir()?;

@@ -425,22 +425,40 @@ impl SwiftClient {
         replaces: bool,
     ) -> ClientResult<()> {
         let replaced = match replaces {
-            true => self.own_segments(container, key).await?,
+            true => self.replaced_segments(container, key).await,
             false => Vec::new(),
         };
         self.put_file(container, key, spool, size, segment_size)
             .await?;
-        for segment in replaced {
+        self.delete_segments(replaced).await;
+        Ok(())
+    }
+
+    /// [`SwiftClient::own_segments`], for a write about to replace the
+    /// object: a failure to read them leaves them, and does not stop the
+    /// write.
+    async fn replaced_segments(&self, container: &str, key: &str) -> Vec<String> {
+        self.own_segments(container, key)
+            .await
+            .unwrap_or_else(|err| {
+                tracing::warn!(container, key, error = %err, "the segments of a replaced object are left");
+                Vec::new()
+            })
+    }
+
+    /// Deletes segments (paths as `own_segments` gives them) of an object
+    /// replaced since. The new object is in place: a segment left is only
+    /// space, and is logged.
+    async fn delete_segments(&self, segments: Vec<String>) {
+        for segment in segments {
             match self.call(Method::DELETE, &segment, &[]).await {
                 Ok(_) => {}
                 Err(err) if err.status() == Some(StatusCode::NOT_FOUND) => {}
-                // The new file is in place: a segment left is only space.
                 Err(err) => {
                     tracing::warn!(%segment, error = %err, "a replaced segment was not deleted")
                 }
             }
         }
-        Ok(())
     }
 
     /// The segments of the Static Large Object at `container/key` that are
@@ -563,9 +581,11 @@ impl SwiftClient {
             .to_owned())
     }
 
-    /// Server-side copy of an object (the first half of a rename).
+    /// Server-side copy of an object (the first half of a rename); the
+    /// segments of a large object it replaces are deleted, as an upload's.
     pub async fn copy(&self, from: (&str, &str), to: (&str, &str)) -> ClientResult<()> {
         let source = format!("/{}", object_path(from.0, from.1));
+        let replaced = self.replaced_segments(to.0, to.1).await;
         self.call(
             Method::PUT,
             &object_path(to.0, to.1),
@@ -574,8 +594,9 @@ impl SwiftClient {
                 (CONTENT_LENGTH.as_str(), "0".to_owned()),
             ],
         )
-        .await
-        .map(drop)
+        .await?;
+        self.delete_segments(replaced).await;
+        Ok(())
     }
 
     /// Deletes an object, and its segments when it is a Static Large Object.

@@ -72,6 +72,9 @@ struct OpenHandle {
     /// daemon's log and an `echo >>`) write into one spool, and a reader
     /// sees what they wrote.
     file: Arc<Mutex<OpenFile>>,
+    /// This handle's own: two readers at different places each keep their
+    /// window.
+    read_ahead: Mutex<ReadAhead>,
 }
 
 struct OpenFile {
@@ -81,7 +84,6 @@ struct OpenFile {
     spool: Option<std::fs::File>,
     size: u64,
     dirty: bool,
-    read_ahead: ReadAhead,
 }
 
 /// The last ranged GET of a reader and the window of the next one, which
@@ -265,34 +267,32 @@ impl StrataFs {
     }
 
     /// A new handle on `file`'s inode. It shares the state of the handles
-    /// already open on it, if any; `file` replaces that state when
-    /// `replaces` (a create truncates), and is dropped otherwise.
-    fn add_open_file(&self, file: OpenFile, writable: bool, replaces: bool) -> u64 {
+    /// already open on it, if any (and `file` is dropped). Never waits for
+    /// an open file's lock.
+    fn add_open_file(&self, file: OpenFile, writable: bool) -> u64 {
         let fh = self.next_handle.fetch_add(1, Ordering::Relaxed);
         let ino = file.ino;
         let mut files = self.files.lock();
-        let shared = files
+        let file = files
             .values()
             .find(|handle| handle.ino == ino)
-            .map(|handle| handle.file.clone());
-        let file = match shared {
-            Some(shared) => {
-                if replaces {
-                    *shared.lock() = file;
-                }
-                shared
-            }
-            None => Arc::new(Mutex::new(file)),
-        };
+            .map(|handle| handle.file.clone())
+            .unwrap_or_else(|| Arc::new(Mutex::new(file)));
         files.insert(
             fh,
             Arc::new(OpenHandle {
                 ino,
                 writable,
                 file,
+                read_ahead: Mutex::new(ReadAhead::new()),
             }),
         );
         fh
+    }
+
+    /// Whether `ino` has an open handle.
+    fn is_open(&self, ino: u64) -> bool {
+        self.files.lock().values().any(|handle| handle.ino == ino)
     }
 
     /// Whether `ino` has an open handle that may write.
@@ -386,9 +386,14 @@ impl StrataFs {
         Ok(())
     }
 
-    /// Reads through the read-ahead window of `file`.
-    fn read_remote(&self, file: &mut OpenFile, offset: u64, size: u64) -> Result<Bytes, Errno> {
-        let ahead = &mut file.read_ahead;
+    /// Reads `ino`'s stored bytes through a handle's read-ahead window.
+    fn read_remote(
+        &self,
+        ino: u64,
+        ahead: &mut ReadAhead,
+        offset: u64,
+        size: u64,
+    ) -> Result<Bytes, Errno> {
         let end = ahead.start + ahead.data.len() as u64;
         if offset >= ahead.start && offset + size <= end {
             let from = (offset - ahead.start) as usize;
@@ -399,7 +404,7 @@ impl StrataFs {
         } else {
             READ_AHEAD_MIN
         };
-        let place = self.place(file.ino)?;
+        let place = self.place(ino)?;
         let (container, key) = place.object().ok_or(Errno::EISDIR)?;
         let data = self
             .runtime
@@ -415,10 +420,17 @@ impl StrataFs {
     }
 
     fn set_size(&self, ino: u64, fh: Option<FileHandle>, size: u64) -> Result<(), Errno> {
+        // Any handle: they share the file's state.
         let open_handle = match fh {
             Some(fh) => Some(self.open_file(fh)?),
-            None => self.writers_of(ino).into_iter().next(),
+            None => self
+                .files
+                .lock()
+                .values()
+                .find(|handle| handle.ino == ino)
+                .cloned(),
         };
+        let writers = self.has_writers(ino);
         let truncate = |file: &mut OpenFile| -> Result<(), Errno> {
             let spool = if size == 0 && file.spool.is_none() {
                 file.spool = Some(self.new_spool()?);
@@ -431,9 +443,16 @@ impl StrataFs {
             file.dirty = true;
             Ok(())
         };
-        let open = open_handle.is_some();
+        // A writer's close uploads; without one, it is done at once.
+        let left_unsaved = open_handle.is_some() && writers;
         match open_handle {
-            Some(handle) => truncate(&mut handle.file.lock())?,
+            Some(handle) => {
+                let mut file = handle.file.lock();
+                truncate(&mut file)?;
+                if !writers {
+                    self.upload(&mut file)?;
+                }
+            }
             None => {
                 // A truncate without an open file: done on a private copy and
                 // uploaded at once.
@@ -444,7 +463,7 @@ impl StrataFs {
         }
         if let Some(node) = self.tree.lock().node_mut(ino) {
             node.size = size;
-            node.unsaved |= open;
+            node.unsaved |= left_unsaved;
             node.modified = SystemTime::now();
         }
         Ok(())
@@ -673,11 +692,16 @@ impl OpenFile {
             spool: None,
             size: 0,
             dirty: false,
-            read_ahead: ReadAhead {
-                start: 0,
-                data: Bytes::new(),
-                window: READ_AHEAD_MIN,
-            },
+        }
+    }
+}
+
+impl ReadAhead {
+    fn new() -> ReadAhead {
+        ReadAhead {
+            start: 0,
+            data: Bytes::new(),
+            window: READ_AHEAD_MIN,
         }
     }
 }
@@ -777,7 +801,7 @@ impl Filesystem for StrataFs {
             Some(Kind::File) => {}
         }
         let writable = flags.acc_mode() != OpenAccMode::O_RDONLY;
-        let fh = self.add_open_file(OpenFile::new(ino.0), writable, false);
+        let fh = self.add_open_file(OpenFile::new(ino.0), writable);
         drop(tree);
         reply.opened(FileHandle(fh), FopenFlags::empty());
     }
@@ -800,6 +824,13 @@ impl Filesystem for StrataFs {
             }
             let spool = self.new_spool()?;
             let mut tree = self.tree.lock();
+            // A name whose file is still open here (a lookup said it was
+            // gone: another client removed it): the new file replaces that
+            // one, as if it had been removed here, and what its handles
+            // write is not uploaded over the new one.
+            if tree.ino_at(&place).is_some_and(|ino| self.is_open(ino)) {
+                tree.remove_child(parent.0, &name);
+            }
             let ino = tree.intern(
                 place,
                 &Child {
@@ -823,7 +854,7 @@ impl Filesystem for StrataFs {
             // Its writer is known before the tree's lock is let go, so that
             // a `release` of an earlier handle of the same file does not
             // take it for abandoned.
-            let fh = self.add_open_file(file, true, true);
+            let fh = self.add_open_file(file, true);
             drop(tree);
             Ok((ino, fh))
         })();
@@ -865,7 +896,7 @@ impl Filesystem for StrataFs {
         reply: ReplyData,
     ) {
         let result = self.open_file(fh).and_then(|handle| {
-            let mut file = handle.file.lock();
+            let file = handle.file.lock();
             match &file.spool {
                 Some(spool) => {
                     let len = u64::from(size).min(file.size.saturating_sub(offset));
@@ -873,7 +904,13 @@ impl Filesystem for StrataFs {
                     spool.read_exact_at(&mut buffer, offset).map_err(io_errno)?;
                     Ok(Bytes::from(buffer))
                 }
-                None => self.read_remote(&mut file, offset, u64::from(size)),
+                None => {
+                    // Nothing written here: the stored bytes, without
+                    // holding up the file's other handles.
+                    drop(file);
+                    let mut ahead = handle.read_ahead.lock();
+                    self.read_remote(handle.ino, &mut ahead, offset, u64::from(size))
+                }
             }
         });
         match result {
@@ -923,7 +960,16 @@ impl Filesystem for StrataFs {
         _lock_owner: LockOwner,
         reply: ReplyEmpty,
     ) {
-        reply_empty(reply, self.upload_handle(fh));
+        // A reader's close uploads nothing, and fails for nothing a writer
+        // did.
+        let writer = self.open_file(fh).map(|handle| handle.writable);
+        reply_empty(
+            reply,
+            writer.and_then(|writer| match writer {
+                true => self.upload_handle(fh),
+                false => Ok(()),
+            }),
+        );
     }
 
     fn fsync(
@@ -951,8 +997,11 @@ impl Filesystem for StrataFs {
             return reply.error(Errno::EBADF);
         };
         // close() has flushed already; this catches writes after a dup'd
-        // descriptor was closed.
-        let uploaded = self.upload(&mut handle.file.lock());
+        // descriptor was closed. A reader's release uploads nothing.
+        let uploaded = match handle.writable {
+            true => self.upload(&mut handle.file.lock()),
+            false => Ok(()),
+        };
         // A file made here that has not reached the store when its last
         // writer is done (its upload failed, here or on another handle) is
         // no longer shown as still to come: the next listing leaves it

@@ -406,6 +406,11 @@ impl Tree {
         }
     }
 
+    /// The inode `place` names, if any.
+    pub fn ino_at(&self, place: &Place) -> Option<u64> {
+        self.by_place.get(place).copied()
+    }
+
     /// Forgets `name` in `dir`: its place no longer names an inode.
     pub fn remove_child(&mut self, dir: u64, name: &str) {
         let mut released = Vec::new();

@@ -523,6 +523,9 @@ fn strata_mount_account_containers_and_large_files() -> Result<()> {
         fs::read(in_mount.join("big.bin"))? == big,
         "the overwritten large object reads back other bytes"
     );
+    // Moved over another large file: the segments of both go, the moved
+    // one's with its manifest, the replaced one's as an overwrite's.
+    write_random_file(&in_mount.join("moved.bin"), 2 * MIB + 1)?;
     fs::rename(in_mount.join("big.bin"), in_mount.join("moved.bin"))?;
     ensure!(
         fs::read(in_mount.join("moved.bin"))? == big,

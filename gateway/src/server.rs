@@ -334,10 +334,10 @@ fn host_name() -> String {
 /// The gateways following this one's change feed, as their polls confirmed
 /// them: how many events each has yet to apply, and since when it is silent.
 fn feed_follower_metrics(followers: &[FeedFollower]) -> String {
-    let mut out = format!(
-        "# TYPE strata_feed_followers gauge\nstrata_feed_followers {}\n",
-        followers.len()
-    );
+    // Those polling now; the series below also name those silent for less
+    // than the hold (an hour), whose changes are kept for them.
+    let current = followers.iter().filter(|f| f.is_current()).count();
+    let mut out = format!("# TYPE strata_feed_followers gauge\nstrata_feed_followers {current}\n");
     if followers.is_empty() {
         return out;
     }

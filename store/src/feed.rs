@@ -72,6 +72,14 @@ pub struct FeedFollower {
     pub idle: std::time::Duration,
 }
 
+impl FeedFollower {
+    /// Whether it polled within the lease a healthy follower's long polls
+    /// keep (the others are away, or gone).
+    pub fn is_current(&self) -> bool {
+        self.idle < crate::remote::FEED_LEASE
+    }
+}
+
 /// The followers of a feed served to other gateways, by their last poll.
 /// A poll asking for the events after `n` confirms every event up to `n`.
 /// Kept in memory: after a restart, followers are known again within one

@@ -590,7 +590,7 @@ async fn the_service_keeps_what_a_follower_cut_off_has_not_confirmed() {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    // A few trimming rounds more: it still holds the follower's events.
+    // Another trimming round (one each 5 s): it still holds them.
     tokio::time::sleep(Duration::from_secs(6)).await;
     assert_eq!(oldest().await, position + 1);
 

@@ -597,6 +597,19 @@ impl CacheOutcome {
     }
 }
 
+/// Bytes that hold their room in the fill budget until the last clone of
+/// them is dropped.
+struct Budgeted {
+    body: Bytes,
+    _room: tokio::sync::OwnedSemaphorePermit,
+}
+
+impl AsRef<[u8]> for Budgeted {
+    fn as_ref(&self) -> &[u8] {
+        &self.body
+    }
+}
+
 /// Counters exported at `/metrics`.
 #[derive(Debug, Default)]
 pub struct CacheMetrics {
@@ -1022,9 +1035,16 @@ impl EdgeCache {
                         .await
                         .ok()
                         .and_then(Result::ok);
-                    // Kept (in the RAM zone's budget) or answered from here.
-                    drop(budget);
                     if let Some(body) = whole {
+                        // Kept in RAM, the copy is the RAM zone's budget's;
+                        // otherwise it lives as long as the answer sending
+                        // it, and holds its room in the fill budget as long.
+                        let body = match budget {
+                            Some(room) if body.len() as u64 > self.config.ram_max_object_bytes => {
+                                Bytes::from_owner(Budgeted { body, _room: room })
+                            }
+                            _ => body,
+                        };
                         self.metrics.ssd_hits.fetch_add(1, Ordering::Relaxed);
                         let kept = self.keep(
                             cache_key.clone(),

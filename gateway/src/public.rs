@@ -73,6 +73,24 @@ fn with_swift_read_acl<R>(bucket: &BucketInfo, f: impl FnOnce(&ContainerAcl) -> 
     })
 }
 
+/// Adds `Vary: Referer` when whether anyone may read `bucket` depends on
+/// the Referer sent (Swift's `.r:example.com`, `.r:-bad.example`): a
+/// shared cache in front (a CDN) must not hand an answer given for one
+/// referrer to another, or hotlink protection is undone.
+pub fn vary_by_referrer(bucket: &BucketInfo, response: &mut http::HeaderMap) {
+    let depends = !is_public_read(bucket)
+        && bucket.attrs.contains_key(ATTR_SWIFT_READ)
+        && with_swift_read_acl(bucket, |acl| {
+            acl.referrers.iter().any(|referrer| referrer != "*")
+        });
+    if depends {
+        response.append(
+            http::header::VARY,
+            http::HeaderValue::from_static("Referer"),
+        );
+    }
+}
+
 pub fn is_public_read(bucket: &BucketInfo) -> bool {
     bucket.attrs.get(ATTR_S3_ACL).map(String::as_str) == Some(PUBLIC_READ)
 }

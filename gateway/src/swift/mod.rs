@@ -111,6 +111,8 @@ impl SwiftDoor {
             crate::wire::header_str(&parts.headers, http::header::ORIGIN).map(str::to_owned);
         let method = parts.method.clone();
         let mut cors_container = None;
+        // An anonymous request's answer may depend on its Referer.
+        let mut anonymous = false;
         let outcome = async {
             if parts.uri.path() == "/info" {
                 return info::answer(self, &parts.method);
@@ -123,6 +125,7 @@ impl SwiftDoor {
                     return Ok(crate::cors::preflight(bucket.as_deref(), &request.headers));
                 }
                 cors_container = Some(container.clone());
+                anonymous = matches!(request.caller, access::Caller::Anonymous);
             }
             self.dispatch(request, body).await
         }
@@ -139,10 +142,15 @@ impl SwiftDoor {
                 error_response(err, is_head)
             }
         };
-        if let (Some(origin), Some(container)) = (origin, cors_container)
+        if let Some(container) = cors_container.filter(|_| origin.is_some() || anonymous)
             && let Ok(Some(bucket)) = self.edge.bucket(&self.store, &container).await
         {
-            crate::cors::decorate(&bucket, method.as_str(), &origin, response.headers_mut());
+            if let Some(origin) = &origin {
+                crate::cors::decorate(&bucket, method.as_str(), origin, response.headers_mut());
+            }
+            if anonymous {
+                crate::public::vary_by_referrer(&bucket, response.headers_mut());
+            }
         }
         let headers = response.headers_mut();
         if let Ok(value) = HeaderValue::from_str(&trans_id) {

@@ -61,6 +61,56 @@ fn public_container(server: &Server, object: &str, body: &[u8]) -> Result<String
     Ok(container)
 }
 
+/// Whether `response` varies by `header`, among all its `Vary` headers.
+fn varies_by(response: &HttpResponse, header: &str) -> bool {
+    response
+        .headers
+        .iter()
+        .filter(|(name, _)| name == "vary")
+        .flat_map(|(_, value)| value.split(','))
+        .any(|name| name.trim().eq_ignore_ascii_case(header))
+}
+
+/// Hotlink protection (`.r:example.com`): every anonymous answer, allowed,
+/// refused or cached, varies by Referer, so a CDN in front keeps one per
+/// referrer; a container open to every referrer does not.
+#[test]
+fn hotlink_protected_answers_vary_by_referer() -> Result<()> {
+    let server = Server::start()?;
+    let container = public_container(&server, "logo.gif", b"GIF89a")?;
+    let url = format!("/v1/AUTH_admin/{container}/logo.gif");
+    let open = anonymous(&server, &url, &[])?;
+    ensure!(open.status == 200 && !varies_by(&open, "Referer"), "{open}");
+
+    server
+        .swift_as_root(
+            "POST",
+            &format!("/v1/AUTH_admin/{container}"),
+            None,
+            &[("X-Container-Read", ".r:example.com,.rlistings")],
+        )?
+        .expect_status(204)?;
+    let from_site = [("Referer", "http://example.com/page.html")];
+    for _ in 0..2 {
+        let allowed = anonymous(&server, &url, &from_site)?;
+        ensure!(
+            allowed.status == 200 && varies_by(&allowed, "Referer"),
+            "{allowed}"
+        );
+    }
+    let hotlinked = anonymous(&server, &url, &[("Referer", "http://other.example/")])?;
+    ensure!(
+        hotlinked.status == 401 && varies_by(&hotlinked, "Referer"),
+        "{hotlinked}"
+    );
+    let listing = anonymous(&server, &format!("/v1/AUTH_admin/{container}"), &from_site)?;
+    ensure!(
+        listing.status == 200 && varies_by(&listing, "Referer") && varies_by(&listing, "Accept"),
+        "{listing}"
+    );
+    Ok(())
+}
+
 #[test]
 fn cache_hits_revalidates_and_purges_on_writes() -> Result<()> {
     let server = Server::start()?;

@@ -78,11 +78,11 @@ fn with_swift_read_acl<R>(bucket: &BucketInfo, f: impl FnOnce(&ContainerAcl) -> 
 /// shared cache in front (a CDN) must not hand an answer given for one
 /// referrer to another, or hotlink protection is undone.
 pub fn vary_by_referrer(bucket: &BucketInfo, response: &mut http::HeaderMap) {
-    let depends = !is_public_read(bucket)
-        && bucket.attrs.contains_key(ATTR_SWIFT_READ)
-        && with_swift_read_acl(bucket, |acl| {
-            acl.referrers.iter().any(|referrer| referrer != "*")
-        });
+    // On every public hit: the cheap test first (most ACLs are `.r:*`;
+    // none parses as granting nothing).
+    let depends = with_swift_read_acl(bucket, |acl| {
+        acl.referrers.iter().any(|referrer| referrer != "*")
+    }) && !is_public_read(bucket);
     if depends {
         response.append(
             http::header::VARY,

@@ -97,7 +97,10 @@ impl SwiftDoor {
         let format = listing::format_of(request);
         let form = crate::edge::listing_form(&format!("swift {format:?}"), &request.query.0);
         let generation = match self.edge.listing(name, &form) {
-            Ok(cached) => return Ok(cached),
+            Ok(mut cached) => {
+                crate::public::vary_by_referrer(&bucket, cached.headers_mut());
+                return Ok(cached);
+            }
             Err(generation) => generation,
         };
         let usage = self.store.bucket_usage(name).await?;
@@ -111,11 +114,13 @@ impl SwiftDoor {
             .await
             .map_err(|_| SwiftError::internal())?
             .to_bytes();
-        Ok(self.edge.keep_listing(
+        let mut response = self.edge.keep_listing(
             (name, generation, &form),
             (parts.status, parts.headers, body),
             first_expiry,
-        ))
+        );
+        crate::public::vary_by_referrer(&bucket, response.headers_mut());
+        Ok(response)
     }
 
     /// A page of the listing, and the first expiry (`X-Delete-At`) of an

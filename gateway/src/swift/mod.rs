@@ -142,13 +142,17 @@ impl SwiftDoor {
                 error_response(err, is_head)
             }
         };
-        if let Some(container) = cors_container.filter(|_| origin.is_some() || anonymous)
+        // Answers from the edge cache (`X-Cache`) said whether they vary by
+        // Referer where they had the record: a public hit looks it up once.
+        let vary_referrer =
+            anonymous && !response.headers().contains_key(crate::wire::names::X_CACHE);
+        if let Some(container) = cors_container.filter(|_| origin.is_some() || vary_referrer)
             && let Ok(Some(bucket)) = self.edge.bucket(&self.store, &container).await
         {
             if let Some(origin) = &origin {
                 crate::cors::decorate(&bucket, method.as_str(), origin, response.headers_mut());
             }
-            if anonymous {
+            if vary_referrer {
                 crate::public::vary_by_referrer(&bucket, response.headers_mut());
             }
         }

@@ -221,10 +221,13 @@ impl SwiftDoor {
         );
         // With an Origin the door's wrapper decorates the answer; without,
         // a shared cache must still know it varies by one.
-        if !request.headers.contains_key(http::header::ORIGIN)
-            && let Some(bucket) = &bucket
-        {
-            crate::cors::vary_by_origin(bucket, headers);
+        if let Some(bucket) = &bucket {
+            if !request.headers.contains_key(http::header::ORIGIN) {
+                crate::cors::vary_by_origin(bucket, headers);
+            }
+            // Here, with the record at hand: the door's wrapper leaves
+            // answers from the cache (`X-Cache`) alone.
+            crate::public::vary_by_referrer(bucket, headers);
         }
         Ok(Some(response))
     }

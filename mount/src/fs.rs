@@ -290,27 +290,14 @@ impl StrataFs {
         fh
     }
 
-    /// Whether `ino` has an open handle.
-    fn is_open(&self, ino: u64) -> bool {
-        self.files.lock().values().any(|handle| handle.ino == ino)
-    }
-
-    /// Whether `ino` has an open handle that may write.
-    fn has_writers(&self, ino: u64) -> bool {
+    /// A handle open on `ino` (one that may write, if `writer`). The
+    /// handles of a file share its state: any stands for all.
+    fn open_handle(&self, ino: u64, writer: bool) -> Option<Arc<OpenHandle>> {
         self.files
             .lock()
             .values()
-            .any(|handle| handle.ino == ino && handle.writable)
-    }
-
-    /// The open handles of `ino` that may write.
-    fn writers_of(&self, ino: u64) -> Vec<Arc<OpenHandle>> {
-        self.files
-            .lock()
-            .values()
-            .filter(|handle| handle.ino == ino && handle.writable)
+            .find(|handle| handle.ino == ino && (handle.writable || !writer))
             .cloned()
-            .collect()
     }
 
     fn new_spool(&self) -> Result<std::fs::File, Errno> {
@@ -420,17 +407,11 @@ impl StrataFs {
     }
 
     fn set_size(&self, ino: u64, fh: Option<FileHandle>, size: u64) -> Result<(), Errno> {
-        // Any handle: they share the file's state.
         let open_handle = match fh {
             Some(fh) => Some(self.open_file(fh)?),
-            None => self
-                .files
-                .lock()
-                .values()
-                .find(|handle| handle.ino == ino)
-                .cloned(),
+            None => self.open_handle(ino, false),
         };
-        let writers = self.has_writers(ino);
+        let writers = self.open_handle(ino, true).is_some();
         let truncate = |file: &mut OpenFile| -> Result<(), Errno> {
             let spool = if size == 0 && file.spool.is_none() {
                 file.spool = Some(self.new_spool()?);
@@ -615,8 +596,8 @@ impl StrataFs {
         let ((from_container, from_key), (to_container, to_key)) =
             source.object().zip(target.object()).ok_or(Errno::EPERM)?;
         // Whatever writers have written goes first, so the copy carries it.
-        for handle in self.writers_of(ino) {
-            self.upload(&mut handle.file.lock())?;
+        if let Some(writer) = self.open_handle(ino, true) {
+            self.upload(&mut writer.file.lock())?;
         }
         self.runtime
             .block_on(async {
@@ -828,7 +809,10 @@ impl Filesystem for StrataFs {
             // gone: another client removed it): the new file replaces that
             // one, as if it had been removed here, and what its handles
             // write is not uploaded over the new one.
-            if tree.ino_at(&place).is_some_and(|ino| self.is_open(ino)) {
+            if tree
+                .ino_at(&place)
+                .is_some_and(|ino| self.open_handle(ino, false).is_some())
+            {
                 tree.remove_child(parent.0, &name);
             }
             let ino = tree.intern(
@@ -1009,7 +993,7 @@ impl Filesystem for StrataFs {
         // Decided under the tree's lock, under which `create` and `open`
         // make writers (lock order: tree, then files).
         let mut tree = self.tree.lock();
-        if !self.has_writers(handle.ino) {
+        if self.open_handle(handle.ino, true).is_none() {
             tree.abandon_pending(handle.ino);
             // No writer is left to upload more: listings say what is stored.
             if let Some(node) = tree.node_mut(handle.ino) {

@@ -607,14 +607,20 @@ fn strata_mount_open_files_appended_and_removed() -> Result<()> {
     // Every stat lists again: a refresh between two appends.
     let (mountpoint, _mount) = mount_listing_nothing(&server, &bucket, "open-files")?;
     let log = mountpoint.join("log.txt");
-    let stored_log = || {
-        server.http(
+    let expect_stored = |expected: &[u8], after: &str| -> Result<()> {
+        let stored = server.http(
             "GET",
             &format!("/{bucket}/log.txt"),
             Signing::Root,
             None,
             &[],
-        )
+        )?;
+        ensure!(
+            stored.body == expected,
+            "after {after} the object holds {:?}",
+            stored.body_text()
+        );
+        Ok(())
     };
     {
         let mut appender = fs::OpenOptions::new().append(true).open(&log)?;
@@ -624,12 +630,7 @@ fn strata_mount_open_files_appended_and_removed() -> Result<()> {
         fs::metadata(&log)?;
         appender.write_all(b"third\n")?;
     }
-    let stored = stored_log()?;
-    ensure!(
-        stored.body == b"first\nsecond\nthird\n",
-        "after two appends the object holds {:?}",
-        stored.body_text()
-    );
+    expect_stored(b"first\nsecond\nthird\n", "two appends")?;
 
     // Two writers at once (a daemon's log and an `echo >>`), each closing
     // in turn: neither overwrites what the other wrote, and a reader open
@@ -649,12 +650,7 @@ fn strata_mount_open_files_appended_and_removed() -> Result<()> {
         drop(echo);
         daemon.write_all(b"d\n")?;
     }
-    let stored = stored_log()?;
-    ensure!(
-        stored.body == b"first\nsecond\nthird\na\nb\nc\nd\n",
-        "after two writers the object holds {:?}",
-        stored.body_text()
-    );
+    expect_stored(b"first\nsecond\nthird\na\nb\nc\nd\n", "two writers")?;
 
     let scratch = mountpoint.join("scratch.txt");
     {

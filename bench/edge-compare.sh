@@ -44,11 +44,7 @@ source "$repo/bench/edge-lib.sh"
 start_origin
 
 # --- nginx proxy_cache ---------------------------------------------------------------
-nginx_port=$(free_port)
-write_nginx_conf "$work/nginx/nginx.conf" "$nginx_port" "worker_processes auto;"
-nginx -c "$work/nginx/nginx.conf" -g 'daemon off;' >"$work/log/nginx.log" 2>&1 &
-nginx_pid=$!
-pids+=("$nginx_pid")
+start_nginx "worker_processes auto;"
 
 # --- Varnish, malloc storage ------------------------------------------------------
 varnish_port=$(free_port)
@@ -57,7 +53,6 @@ varnishd -F -n "$work/varnish" -a "127.0.0.1:$varnish_port" -b "127.0.0.1:$strat
 varnish_pid=$!
 pids+=("$varnish_pid")
 
-wait_for "nginx" curl -fsS -o /dev/null "http://127.0.0.1:$nginx_port/v1/AUTH_admin/pub/obj-${SIZES%% *}"
 wait_for "varnish" curl -fsS -o /dev/null "http://127.0.0.1:$varnish_port/v1/AUTH_admin/pub/obj-${SIZES%% *}"
 
 declare -A base=([strata]=$strata [nginx]=http://127.0.0.1:$nginx_port [varnish]=http://127.0.0.1:$varnish_port)

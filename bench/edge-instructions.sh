@@ -27,13 +27,8 @@ source "$repo/bench/edge-lib.sh"
 start_origin valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="$work/strata.%p.out"
 
 # nginx, one process (no master), under callgrind, caching from that strata.
-nginx_port=$(free_port)
-write_nginx_conf "$work/nginx/nginx.conf" "$nginx_port" "master_process off; daemon off; worker_processes 1;"
-valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="$work/nginx.%p.out" \
-    nginx -c "$work/nginx/nginx.conf" >"$work/log/nginx.log" 2>&1 &
-nginx_pid=$!
-pids+=("$nginx_pid")
-wait_for "nginx" curl -fsS -o /dev/null "http://127.0.0.1:$nginx_port/v1/AUTH_admin/pub/obj-${SIZES%% *}"
+start_nginx "master_process off; worker_processes 1;" \
+    valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="$work/nginx.%p.out"
 
 declare -A base=([strata]=$strata [nginx]=http://127.0.0.1:$nginx_port)
 declare -A pid_of=([strata]=$strata_pid [nginx]=$nginx_pid)

@@ -3,9 +3,9 @@
 # reads STRATA_BIN, installs what is missing, makes the work directory and
 # defines, besides lib.sh's helpers: `start_origin [WRAPPER...]` (a strata
 # with a public Swift container holding one object per size; sets strata,
-# strata_port, strata_pid), `write_nginx_conf FILE PORT [MAIN DIRECTIVES]`
-# (nginx proxy_cache in front of that strata, its cache on the same disk)
-# and `warm BASE_URL...`.
+# strata_port, strata_pid), `start_nginx MAIN_DIRECTIVES [WRAPPER...]`
+# (nginx proxy_cache in front of that strata, its cache on the same disk;
+# sets nginx_port, nginx_pid) and `warm BASE_URL...`.
 
 STRATA_BIN=${STRATA_BIN:-${CARGO_TARGET_DIR:-$repo/target}/release/strata}
 secret=edge-bench-secret
@@ -82,6 +82,20 @@ warm() {
             done
         done
     done
+}
+
+# start_nginx MAIN_DIRECTIVES [WRAPPER...]: nginx (run by WRAPPER, if given)
+# on a free port in front of the origin, in the foreground; returns once it
+# answers.
+start_nginx() {
+    local main=$1
+    shift
+    nginx_port=$(free_port)
+    write_nginx_conf "$work/nginx/nginx.conf" "$nginx_port" "$main daemon off;"
+    "$@" nginx -c "$work/nginx/nginx.conf" >"$work/log/nginx.log" 2>&1 &
+    nginx_pid=$!
+    pids+=("$nginx_pid")
+    wait_for "nginx" curl -fsS -o /dev/null "http://127.0.0.1:$nginx_port/v1/AUTH_admin/pub/obj-${SIZES%% *}"
 }
 
 # write_nginx_conf FILE PORT [MAIN DIRECTIVES]: nginx listening on PORT as a

@@ -28,12 +28,7 @@ source "$repo/bench/edge-lib.sh"
 command -v perf >/dev/null || die "perf is missing (Debian package linux-perf)"
 
 start_origin
-nginx_port=$(free_port)
-write_nginx_conf "$work/nginx/nginx.conf" "$nginx_port" "worker_processes auto;"
-nginx -c "$work/nginx/nginx.conf" -g 'daemon off;' >"$work/log/nginx.log" 2>&1 &
-nginx_pid=$!
-pids+=("$nginx_pid")
-wait_for "nginx" curl -fsS -o /dev/null "http://127.0.0.1:$nginx_port/v1/AUTH_admin/pub/obj-${SIZES%% *}"
+start_nginx "worker_processes auto;"
 declare -A base=([strata]=$strata [nginx]=http://127.0.0.1:$nginx_port)
 warm "${base[@]}"
 

@@ -69,7 +69,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let service = match (config.cluster.metadata_member, &cluster_secret) {
         (Some(member), Some(secret)) => {
             let mut replica_config = store_config.clone();
-            replica_config.background_expiry = false;
+            replica_config.log_replica = true;
             let replica = Store::open(replica_config, pool.clone())
                 .context("opening the metadata replica")?;
             let joining = match config.cluster.metadata_join {

@@ -142,8 +142,9 @@ const CATCH_UP_WAIT: Duration = Duration::from_secs(120);
 /// after this rather than hang.
 const QUORUM_WAIT: Duration = Duration::from_secs(5);
 
-/// How often the leader puts the expiry of due objects in the log.
-const EXPIRY_INTERVAL: Duration = Duration::from_secs(10);
+/// How often the leader puts the expiry of due objects and the trimming of
+/// the change feed in the log.
+const MAINTENANCE_INTERVAL: Duration = Duration::from_secs(5);
 
 /// When the log is compacted: a snapshot of the replica is taken every
 /// `snapshot_every` applied entries, and the log is then purged up to
@@ -295,7 +296,7 @@ impl MetaService {
             store,
             confirmations: Confirmations::default(),
         });
-        tokio::spawn(expire_while_leading(Arc::downgrade(&service)));
+        tokio::spawn(maintain_while_leading(Arc::downgrade(&service)));
         Ok(service)
     }
 
@@ -560,25 +561,51 @@ pub struct MetaStatus {
     pub purged: Option<u64>,
 }
 
-/// The leader appends the deletion of expired objects now and then:
-/// replicas never change anything outside the log.
-async fn expire_while_leading(service: std::sync::Weak<MetaService>) {
-    let mut ticker = tokio::time::interval(EXPIRY_INTERVAL);
+/// The leader appends the deletion of expired objects and the trimming of
+/// the change feed now and then: replicas never change anything outside
+/// the log.
+async fn maintain_while_leading(service: std::sync::Weak<MetaService>) {
+    let mut ticker = tokio::time::interval(MAINTENANCE_INTERVAL);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // The term this member leads in, and since when (as seen by this loop:
+    // late by a tick at most, which only delays the first trim).
+    let mut leading: Option<(u64, std::time::Instant)> = None;
     loop {
         ticker.tick().await;
         let Some(service) = service.upgrade() else {
             return;
         };
-        if !leads(&service.raft) {
+        let term = {
+            let metrics = service.raft.metrics();
+            let metrics = metrics.borrow();
+            (metrics.state == openraft::ServerState::Leader).then_some(metrics.current_term)
+        };
+        let Some(term) = term else {
+            leading = None;
             continue;
-        }
+        };
+        let since = match leading {
+            Some((led_term, since)) if led_term == term => since,
+            _ => {
+                let now = std::time::Instant::now();
+                leading = Some((term, now));
+                now
+            }
+        };
         let now_secs = (unix_ms().max(0) as u64) / 1000;
-        if !service.store.expiry_due(now_secs).await.unwrap_or(false) {
-            continue;
-        }
-        if let Routed::Unavailable(why) = service.write(&Store::expiry_call(now_secs)).await {
+        if service.store.expiry_due(now_secs).await.unwrap_or(false)
+            && let Routed::Unavailable(why) = service.write(&Store::expiry_call(now_secs)).await
+        {
             tracing::debug!(%why, "expiry not logged");
+        }
+        match service.store.feed_trim_call(since).await {
+            Ok(Some(call)) => {
+                if let Routed::Unavailable(why) = service.write(&call).await {
+                    tracing::debug!(%why, "feed trimming not logged");
+                }
+            }
+            Ok(None) => {}
+            Err(err) => tracing::warn!(error = %err, "change feed trimming not planned"),
         }
     }
 }

@@ -740,7 +740,7 @@ mod tests {
 
     async fn open(dir: &Path, pool: &Arc<LocalPool>) -> (StateMachine, Store) {
         let mut config = StoreConfig::new(dir.join("replica"));
-        config.background_expiry = false;
+        config.log_replica = true;
         let store = Store::open(config, pool.clone()).expect("replica");
         let machine = StateMachine::open(1, store.clone(), &dir.join("snapshots"))
             .await

@@ -80,10 +80,24 @@ impl FeedFollower {
     }
 }
 
+/// A follower's mark as the feed's trimming records it, in the store and,
+/// for a replicated service, in its log: every member (and this one after
+/// a restart) then holds what the follower has not confirmed, not only the
+/// member whose memory saw its polls.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct RecordedMark {
+    pub(crate) id: String,
+    pub(crate) name: String,
+    pub(crate) position: u64,
+    /// The wall clock of its last poll (milliseconds since the epoch).
+    pub(crate) polled_ms: i64,
+}
+
 /// The followers of a feed served to other gateways, by their last poll.
 /// A poll asking for the events after `n` confirms every event up to `n`.
-/// Kept in memory: after a restart, followers are known again within one
-/// long poll ([`Followers::complete`] says when).
+/// Polls are noted in memory; trimming records the marks with the trim
+/// ([`RecordedMark`]), and those recorded are taken back at start, after a
+/// replica import and on every replica applying a trim ([`Followers::adopt`]).
 pub(crate) struct Followers {
     marks: parking_lot::Mutex<std::collections::HashMap<String, Mark>>,
     started: std::time::Instant,
@@ -114,6 +128,32 @@ impl Followers {
         );
     }
 
+    /// Takes recorded marks back (`now_ms`: the wall clock now), where
+    /// they are newer than what this process saw itself.
+    pub(crate) fn adopt(&self, recorded: &[RecordedMark], now_ms: i64) {
+        let now = std::time::Instant::now();
+        let mut marks = self.marks.lock();
+        for mark in recorded {
+            let age = std::time::Duration::from_millis(
+                now_ms.saturating_sub(mark.polled_ms).max(0) as u64,
+            );
+            // Near the machine's boot an instant that old does not exist:
+            // counting the poll as recent only holds more.
+            let polled = now.checked_sub(age).unwrap_or(now);
+            let newer = marks.get(&mark.id).is_none_or(|seen| seen.polled < polled);
+            if newer {
+                marks.insert(
+                    mark.id.clone(),
+                    Mark {
+                        name: mark.name.clone(),
+                        position: mark.position,
+                        polled,
+                    },
+                );
+            }
+        }
+    }
+
     /// The followers that polled within `within` (the others are forgotten).
     pub(crate) fn current(&self, within: std::time::Duration, head: u64) -> Vec<FeedFollower> {
         let mut marks = self.marks.lock();
@@ -133,8 +173,14 @@ impl Followers {
     }
 
     /// Whether every follower still following has polled since this
-    /// process started: a healthy long poll comes within `lease`.
-    pub(crate) fn complete(&self, lease: std::time::Duration) -> bool {
-        self.started.elapsed() >= lease
+    /// process started, and since `polled_since` (when a replicated
+    /// service's member began to lead, and so to be polled): a healthy
+    /// long poll comes within `lease`.
+    pub(crate) fn complete(
+        &self,
+        polled_since: Option<std::time::Instant>,
+        lease: std::time::Duration,
+    ) -> bool {
+        self.started.elapsed() >= lease && polled_since.is_none_or(|since| since.elapsed() >= lease)
     }
 }

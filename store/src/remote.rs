@@ -39,7 +39,7 @@ use crate::list::{ListQuery, UploadListQuery};
 use crate::multipart::{CompletedPart, PartInfo, UploadInfo};
 use crate::records::{BucketInfo, ObjectInfo, ObjectMeta};
 use crate::store::{
-    APPLIED_MARKER, Engine, Events, Inner, Pinned, PutConditions, Store, StoreConfig,
+    APPLIED_MARKER, Engine, Events, FeedTrim, Inner, Pinned, PutConditions, Store, StoreConfig,
 };
 
 /// Carries a metadata call to the metadata service and brings back its
@@ -270,6 +270,10 @@ pub(crate) enum MetaCall {
     /// Deletes the objects whose expiry time is before `now_secs`.
     ExpireDue {
         now_secs: u64,
+    },
+    /// Cuts the change feed (a replicated service's leader decides where).
+    TrimFeed {
+        trim: FeedTrim,
     },
 }
 
@@ -620,9 +624,26 @@ impl Store {
 
     /// The call that deletes the objects expired before `now_secs`, for the
     /// leader of a replicated log to append (replicas do not expire objects
-    /// on their own: see [`StoreConfig::background_expiry`]).
+    /// on their own: see [`StoreConfig::log_replica`]).
     pub fn expiry_call(now_secs: u64) -> Vec<u8> {
         serde_json::to_vec(&MetaCall::ExpireDue { now_secs }).unwrap_or_default()
+    }
+
+    /// The call that trims the change feed as this replica's followers
+    /// allow, for the leader of a replicated log to append; `None` when
+    /// nothing is to be trimmed. The cut and the follower marks behind it
+    /// travel in the log, so every replica holds the same events for the
+    /// same followers and a new leader keeps what a lagging one has not
+    /// confirmed. `leading_since`: when this member began to lead (the
+    /// followers' polls come to the leader only).
+    pub async fn feed_trim_call(
+        &self,
+        leading_since: std::time::Instant,
+    ) -> Result<Option<Vec<u8>>> {
+        let trim = self
+            .blocking(move |inner| inner.plan_feed_trim(Some(leading_since)))
+            .await?;
+        Ok(trim.and_then(|trim| serde_json::to_vec(&MetaCall::TrimFeed { trim }).ok()))
     }
 
     /// Applies one entry of a replicated metadata log: the call runs as
@@ -835,6 +856,9 @@ impl Store {
             MetaCall::BucketUsage { bucket } => value(self.bucket_usage(&bucket).await),
             MetaCall::AccountUsage { account } => value(self.account_usage(&account).await),
             MetaCall::ExpireDue { now_secs } => value(self.expire_due(now_secs).await),
+            MetaCall::TrimFeed { trim } => {
+                value(self.blocking(move |inner| inner.trim_feed(&trim)).await)
+            }
         }
     }
 

@@ -185,7 +185,8 @@ impl Store {
             })?;
             batch.delete(IMPORTING);
             write(inner, batch, true)?;
-            inner.reset_feed_seq()
+            inner.reset_feed_seq()?;
+            inner.adopt_recorded_followers()
         })
         .await?;
         self.publish_resync();

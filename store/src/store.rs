@@ -17,7 +17,7 @@ use strata_pool::{ExtentId, Pool};
 use tokio::sync::broadcast;
 
 use crate::error::{Result, StoreError};
-use crate::feed::{ChangeEvent, ChangeKind, FeedFollower, FollowerTag, Followers};
+use crate::feed::{ChangeEvent, ChangeKind, FeedFollower, FollowerTag, Followers, RecordedMark};
 use crate::keys::{self, CF_BUCKETS, CF_FEED, CF_GC, CF_OBJECTS, CF_USAGE};
 use crate::records::{self, BucketInfo, ExtentRef, ObjectInfo, ObjectMeta};
 use crate::remote::{FEED_LEASE, MetaCall, Remote};
@@ -56,10 +56,11 @@ pub struct StoreConfig {
     /// exceed the longest time a body can take to upload. `None`: never (a pool
     /// shared with writers this store does not know of).
     pub orphan_age: Option<Duration>,
-    /// Whether a background task deletes expired objects. A replica of a
-    /// replicated log must not change anything on its own: its leader puts
-    /// the deletions in the log ([`Store::expiry_call`]).
-    pub background_expiry: bool,
+    /// Whether this store is one replica of a replicated metadata log: it
+    /// then changes nothing on its own — no expiry sweep, no feed trimming —
+    /// and the log's leader puts those changes in the log
+    /// ([`Store::expiry_call`], [`Store::feed_trim_call`]).
+    pub log_replica: bool,
 }
 
 impl StoreConfig {
@@ -76,7 +77,7 @@ impl StoreConfig {
             feed_hold_max: 10_000_000,
             follower: FollowerTag::random(),
             orphan_age: Some(Duration::from_secs(24 * 3600)),
-            background_expiry: true,
+            log_replica: false,
         }
     }
 }
@@ -279,6 +280,9 @@ impl Store {
                 followers: Followers::new(),
             })),
         };
+        if let Engine::Local(inner) = &store.engine {
+            inner.adopt_recorded_followers()?;
+        }
         store.spawn_background_tasks();
         Ok(store)
     }
@@ -852,15 +856,22 @@ impl Store {
                 if let Err(err) = store.collect_garbage(now_ms() as u64).await {
                     tracing::warn!(error = %err, "extent garbage collection failed");
                 }
-                if let Err(err) = store.trim_feed().await {
+                if store.config().log_replica {
+                    continue;
+                }
+                let trimmed = store
+                    .blocking(|inner| match inner.plan_feed_trim(None)? {
+                        Some(trim) => inner.trim_feed(&trim),
+                        None => Ok(()),
+                    })
+                    .await;
+                if let Err(err) = trimmed {
                     tracing::warn!(error = %err, "change feed trimming failed");
                 }
-                if store.config().background_expiry {
-                    match store.expire_due(crate::expiry::now_secs()).await {
-                        Ok(0) => {}
-                        Ok(n_expired) => tracing::debug!(n_expired, "deleted expired objects"),
-                        Err(err) => tracing::warn!(error = %err, "expiry sweep failed"),
-                    }
+                match store.expire_due(crate::expiry::now_secs()).await {
+                    Ok(0) => {}
+                    Ok(n_expired) => tracing::debug!(n_expired, "deleted expired objects"),
+                    Err(err) => tracing::warn!(error = %err, "expiry sweep failed"),
                 }
             }
         });
@@ -949,44 +960,86 @@ impl Store {
             Engine::Remote(_) => Vec::new(),
         }
     }
+}
 
-    async fn trim_feed(&self) -> Result<()> {
-        self.blocking(|inner| {
-            let next = inner.next_feed_seq();
-            let config = &inner.config;
-            let mut keep_from = next.saturating_sub(config.feed_retention);
-            if !config.feed_hold.is_zero() {
-                // Until every follower had the time to poll since the start,
-                // the slowest is not known: nothing held is trimmed.
-                if !inner.followers.complete(config.feed_hold.min(FEED_LEASE)) {
-                    return Ok(());
-                }
-                let slowest = inner
-                    .followers
-                    .current(config.feed_hold, next - 1)
-                    .iter()
-                    .map(|follower| follower.position + 1)
-                    .min();
-                if let Some(unconfirmed) = slowest {
-                    let most_held =
-                        next.saturating_sub(config.feed_hold_max.max(config.feed_retention));
-                    keep_from = keep_from.min(unconfirmed.max(most_held));
-                }
-            }
-            if keep_from <= 1 {
-                return Ok(());
-            }
-            let feed = cf(&inner.db, CF_FEED)?;
-            inner
-                .db
-                .delete_range_cf(feed, 0u64.to_be_bytes(), keep_from.to_be_bytes())?;
-            Ok(())
-        })
-        .await
-    }
+/// A cut of the change feed: the events before `keep_from` go, and the
+/// follower marks that decided it are recorded with the cut (every replica
+/// of a replicated service applies the same one, from its log).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub(crate) struct FeedTrim {
+    pub(crate) keep_from: u64,
+    pub(crate) followers: Vec<RecordedMark>,
 }
 
 impl Inner {
+    /// Where the feed may be cut now: events are kept for
+    /// [`StoreConfig::feed_retention`], and beyond it those a follower
+    /// heard from within [`StoreConfig::feed_hold`] has not confirmed, up
+    /// to [`StoreConfig::feed_hold_max`]. `None` when nothing would go.
+    /// `polled_since`: when this store began to answer the followers' polls
+    /// (a replicated service's leader), if later than its start.
+    pub(crate) fn plan_feed_trim(
+        &self,
+        polled_since: Option<std::time::Instant>,
+    ) -> Result<Option<FeedTrim>> {
+        let next = self.next_feed_seq();
+        let config = &self.config;
+        let mut keep_from = next.saturating_sub(config.feed_retention);
+        let mut marks = Vec::new();
+        if !config.feed_hold.is_zero() {
+            // Until every follower had the time to poll, the slowest is not
+            // known: nothing is trimmed.
+            let lease = config.feed_hold.min(FEED_LEASE);
+            if !self.followers.complete(polled_since, lease) {
+                return Ok(None);
+            }
+            let followers = self.followers.current(config.feed_hold, next - 1);
+            if let Some(slowest) = followers.iter().map(|follower| follower.position + 1).min() {
+                let most_held =
+                    next.saturating_sub(config.feed_hold_max.max(config.feed_retention));
+                keep_from = keep_from.min(slowest.max(most_held));
+            }
+            let now = now_ms();
+            marks = followers
+                .into_iter()
+                .map(|follower| RecordedMark {
+                    polled_ms: now.saturating_sub(follower.idle.as_millis() as i64),
+                    id: follower.id,
+                    name: follower.name,
+                    position: follower.position,
+                })
+                .collect();
+        }
+        if keep_from <= self.oldest_feed_seq()? {
+            return Ok(None);
+        }
+        Ok(Some(FeedTrim {
+            keep_from,
+            followers: marks,
+        }))
+    }
+
+    /// Cuts the feed as `trim` says, recording its marks in the same batch.
+    pub(crate) fn trim_feed(&self, trim: &FeedTrim) -> Result<()> {
+        let feed = cf(&self.db, CF_FEED)?;
+        let keep_from = trim.keep_from.min(self.next_feed_seq());
+        let mut batch = WriteBatch::default();
+        batch.delete_range_cf(feed, 0u64.to_be_bytes(), keep_from.to_be_bytes());
+        batch.put(FEED_FOLLOWERS, records::encode(&trim.followers)?);
+        self.commit(batch)?;
+        self.followers.adopt(&trim.followers, now_ms());
+        Ok(())
+    }
+
+    /// Takes back the follower marks the last trim recorded.
+    pub(crate) fn adopt_recorded_followers(&self) -> Result<()> {
+        if let Some(bytes) = self.db.get(FEED_FOLLOWERS)? {
+            let marks: Vec<RecordedMark> = records::decode(&bytes)?;
+            self.followers.adopt(&marks, now_ms());
+        }
+        Ok(())
+    }
+
     fn referenced_extents(&self) -> Result<std::collections::HashSet<ExtentId>> {
         // One snapshot for the three scans: an extent moves between them in
         // one batch (a completed upload's parts become its object's, a
@@ -1327,6 +1380,9 @@ fn seq_from_key(key: &[u8]) -> Result<u64> {
 
 /// Key (default column family) of the marker `Store::apply_meta` writes.
 pub(crate) const APPLIED_MARKER: &[u8] = b"replicated-log-applied";
+/// The follower marks the feed's last trim kept events for
+/// ([`FeedTrim::followers`]).
+const FEED_FOLLOWERS: &[u8] = b"feed-followers";
 
 impl Inner {
     /// The time a change is stamped with: the applied entry's when one is.

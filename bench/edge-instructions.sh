@@ -12,6 +12,7 @@
 #   STRATA_BIN   strata binary [target/release/strata]
 #   DURATION     wrk duration per measurement [8s]
 #   SIZES        object sizes [1KiB 4KiB]
+#   KEEP_WORK    set: keep the profiles (callgrind_annotate strata.*.out*)
 
 set -euo pipefail
 

@@ -39,7 +39,8 @@ pids=()
 cleanup() {
     for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
     wait 2>/dev/null || true
-    rm -rf "$work"
+    # KEEP_WORK=1 keeps the logs and profiles (callgrind's, for callgrind_annotate).
+    if [[ -n ${KEEP_WORK:-} ]]; then echo "kept $work" >&2; else rm -rf "$work"; fi
 }
 trap cleanup EXIT
 mkdir -p "$work/log"

@@ -450,10 +450,28 @@ impl StrataFs {
         Ok(())
     }
 
+    /// The open state of those of `inos` that have a writer here, to be
+    /// locked (in inode order, so that two operations on the same files
+    /// cannot deadlock) around a change of their names in the store: an
+    /// upload in progress (another handle's close) finishes first, and none
+    /// starts until the names in the tree say where the file went, so an
+    /// upload never puts back what a remove or a rename just deleted.
+    fn writers_of(&self, inos: &[u64]) -> Vec<Arc<Mutex<OpenFile>>> {
+        let mut inos = inos.to_vec();
+        inos.sort_unstable();
+        inos.dedup();
+        inos.into_iter()
+            .filter_map(|ino| self.open_handle(ino, true))
+            .map(|handle| handle.file.clone())
+            .collect()
+    }
+
     fn remove_file(&self, parent: u64, name: &OsStr) -> Result<(), Errno> {
         let held = self.resolve(parent, name)?;
         let ino = held.ino;
         let (place, name) = self.child_place(parent, name)?;
+        let writers = self.writers_of(&[ino]);
+        let _uploads_held: Vec<_> = writers.iter().map(|file| file.lock()).collect();
         let node = self.tree.lock().node(ino).cloned().ok_or(Errno::ENOENT)?;
         if node.kind == Kind::Directory {
             return Err(Errno::EISDIR);
@@ -577,7 +595,7 @@ impl StrataFs {
             // could do anyway.
             return Err(Errno::EXDEV);
         }
-        match self.resolve(to.0, to.1) {
+        let replaced = match self.resolve(to.0, to.1) {
             // rename(2) of a name onto itself does nothing.
             Ok(existing) if existing.ino == ino => return Ok(()),
             Ok(existing) => {
@@ -589,15 +607,25 @@ impl StrataFs {
                 {
                     return Err(Errno::EISDIR);
                 }
+                Some(existing.ino)
             }
-            Err(err) if err == Errno::ENOENT => {}
+            Err(err) if err == Errno::ENOENT => None,
             Err(err) => return Err(err),
-        }
+        };
         let ((from_container, from_key), (to_container, to_key)) =
             source.object().zip(target.object()).ok_or(Errno::EPERM)?;
+        // Neither the moved file nor the one it replaces uploads while the
+        // store moves them: it would land under a name that is gone.
+        let writers = self.writers_of(
+            &[Some(ino), replaced]
+                .into_iter()
+                .flatten()
+                .collect::<Vec<_>>(),
+        );
+        let mut uploads_held: Vec<_> = writers.iter().map(|file| file.lock()).collect();
         // Whatever writers have written goes first, so the copy carries it.
-        if let Some(writer) = self.open_handle(ino, true) {
-            self.upload(&mut writer.file.lock())?;
+        if let Some(moved) = uploads_held.iter_mut().find(|file| file.ino == ino) {
+            self.upload(moved)?;
         }
         self.runtime
             .block_on(async {

@@ -664,17 +664,46 @@ fn strata_mount_open_files_appended_and_removed() -> Result<()> {
         !scratch.exists(),
         "a file removed while open came back on close"
     );
-    let head = server.http(
-        "HEAD",
-        &format!("/{bucket}/scratch.txt"),
-        Signing::Root,
-        None,
-        &[],
-    )?;
-    ensure!(
-        head.status == 404,
-        "the removed file is in the bucket again: {head}"
-    );
+    expect_no_key(&server, &bucket, "scratch.txt")?;
+    Ok(())
+}
+
+/// `rm` of a file while another process's close is still uploading it
+/// (4 request threads in the mount): the upload must not put the file back
+/// once the remove has deleted it.
+#[test]
+fn strata_mount_file_removed_during_its_upload_stays_removed() -> Result<()> {
+    require_fuse()?;
+    let server = Server::start()?;
+    let bucket = unique_bucket("mount-rm-upload");
+    server.aws_ok(&["s3api", "create-bucket", "--bucket", &bucket])?;
+    let (mountpoint, _mount) = mount_listing_nothing(&server, &bucket, "rm-upload")?;
+    let path = mountpoint.join("video.bin");
+    let body = random_bytes(64 * MIB);
+    for round in 0..3 {
+        let (closing, closed) = std::sync::mpsc::channel();
+        let writer = {
+            let (path, body) = (path.clone(), body.clone());
+            thread::spawn(move || -> std::io::Result<()> {
+                let mut file = File::create(&path)?;
+                file.write_all(&body)?;
+                let _ = closing.send(());
+                // close(): the mount uploads the 64 MiB now.
+                drop(file);
+                Ok(())
+            })
+        };
+        closed
+            .recv_timeout(UPLOAD_TIMEOUT)
+            .context("the writer did not finish writing")?;
+        thread::sleep(Duration::from_millis(100));
+        fs::remove_file(&path).with_context(|| format!("round {round}: rm"))?;
+        // The close may report the upload or nothing; either way the
+        // file is gone.
+        let _ = writer.join();
+        ensure!(!path.exists(), "round {round}: the removed file is back");
+        expect_no_key(&server, &bucket, "video.bin").with_context(|| format!("round {round}"))?;
+    }
     Ok(())
 }
 

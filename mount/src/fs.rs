@@ -424,15 +424,23 @@ impl StrataFs {
             file.dirty = true;
             Ok(())
         };
-        // A writer's close uploads; without one, it is done at once.
-        let left_unsaved = open_handle.is_some() && writers;
+        let note_size = |left_unsaved: bool| {
+            if let Some(node) = self.tree.lock().node_mut(ino) {
+                node.size = size;
+                node.unsaved |= left_unsaved;
+                node.modified = SystemTime::now();
+            }
+        };
         match open_handle {
             Some(handle) => {
                 let mut file = handle.file.lock();
                 truncate(&mut file)?;
+                // A writer's close uploads; without one, it is done at once.
                 if !writers {
                     self.upload(&mut file)?;
                 }
+                // Under the file's lock, as a write notes its size.
+                note_size(writers);
             }
             None => {
                 // A truncate without an open file: done on a private copy and
@@ -440,12 +448,8 @@ impl StrataFs {
                 let mut file = OpenFile::new(ino);
                 truncate(&mut file)?;
                 self.upload(&mut file)?;
+                note_size(false);
             }
-        }
-        if let Some(node) = self.tree.lock().node_mut(ino) {
-            node.size = size;
-            node.unsaved |= left_unsaved;
-            node.modified = SystemTime::now();
         }
         Ok(())
     }
@@ -950,16 +954,17 @@ impl Filesystem for StrataFs {
                 .map_err(io_errno)?;
             file.size = file.size.max(offset + data.len() as u64);
             file.dirty = true;
-            Ok(file.size)
+            // Still under the file's lock: a write or an upload of another
+            // handle in between would leave the node an older size, or
+            // marked unsaved after its upload.
+            if let Some(node) = self.tree.lock().node_mut(ino.0) {
+                node.size = file.size;
+                node.unsaved = true;
+            }
+            Ok(())
         });
         match result {
-            Ok(size) => {
-                if let Some(node) = self.tree.lock().node_mut(ino.0) {
-                    node.size = size;
-                    node.unsaved = true;
-                }
-                reply.written(data.len() as u32);
-            }
+            Ok(()) => reply.written(data.len() as u32),
             Err(err) => reply.error(err),
         }
     }

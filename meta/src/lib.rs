@@ -395,10 +395,14 @@ impl MetaService {
         }
     }
 
-    /// The gateways following the feed of this member's replica: known on
-    /// the leader, which answers the feed's polls.
+    /// The gateways following the group's feed, as the leader, which
+    /// answers the feed's polls, knows them; none on another member (its
+    /// replica holds the marks the last trim recorded, not the polls).
     pub fn feed_followers(&self) -> Vec<strata_store::FeedFollower> {
-        self.store.feed_followers()
+        match leads(&self.raft) {
+            true => self.store.feed_followers(),
+            false => Vec::new(),
+        }
     }
 
     /// Changes the group's members, on the leader (elsewhere the answer is

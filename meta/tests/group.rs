@@ -755,9 +755,26 @@ async fn every_member_and_the_next_leader_keep_what_a_follower_has_not_confirmed
         (follower.id.as_str(), follower.position),
         ("edge-b", position)
     );
-    // ...and still holds its events after a lease and a trimming round
-    // (its first trim comes 15 to 25 s after it began to lead).
-    tokio::time::sleep(Duration::from_secs(30)).await;
+    // ...and still holds its events once it trims: a second gateway,
+    // current, polls it; when the other member has the new leader's record
+    // of both, a trim was planned after its lease.
+    let head = group.call(serde_json::json!({"op": "feed_head"})).await;
+    let head = head["outcome"]["Ok"].as_u64().expect("feed head");
+    group
+        .call(serde_json::json!({
+            "op": "feed_wait", "after": head, "limit": 100, "wait_ms": 0,
+            "follower": {"id": "edge-c", "name": "edge-c:8080"}
+        }))
+        .await;
+    let other = (1..=3)
+        .find(|id| ![old_leader, new_leader].contains(id))
+        .expect("a third member");
+    let other = group.replicas[other as usize - 1].clone().expect("it runs");
+    wait_for("the new leader's trim", Duration::from_secs(60), || async {
+        let ids: Vec<String> = other.feed_followers().into_iter().map(|f| f.id).collect();
+        ids == ["edge-b", "edge-c"]
+    })
+    .await;
     assert_eq!(oldest_events(&group).await, [position + 1, position + 1]);
 
     // Back, it confirms a few more on the new leader: trimming follows it.

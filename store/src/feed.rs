@@ -98,6 +98,8 @@ pub(crate) struct RecordedMark {
 /// Polls are noted in memory; trimming records the marks with the trim
 /// ([`RecordedMark`]), and those recorded are taken back at start, after a
 /// replica import and on every replica applying a trim ([`Followers::adopt`]).
+/// Polls are timed by the wall clock, as recorded marks travel between
+/// machines and restarts.
 pub(crate) struct Followers {
     marks: parking_lot::Mutex<std::collections::HashMap<String, Mark>>,
     started: std::time::Instant,
@@ -106,7 +108,12 @@ pub(crate) struct Followers {
 struct Mark {
     name: String,
     position: u64,
-    polled: std::time::Instant,
+    polled_ms: i64,
+}
+
+/// How long ago `then_ms` was, by the wall clock (never negative).
+fn since_ms(then_ms: i64, now_ms: i64) -> std::time::Duration {
+    std::time::Duration::from_millis(now_ms.saturating_sub(then_ms).max(0) as u64)
 }
 
 impl Followers {
@@ -117,37 +124,32 @@ impl Followers {
         }
     }
 
-    pub(crate) fn confirm(&self, tag: FollowerTag, position: u64) {
+    pub(crate) fn confirm(&self, tag: FollowerTag, position: u64, now_ms: i64) {
         self.marks.lock().insert(
             tag.id,
             Mark {
                 name: tag.name,
                 position,
-                polled: std::time::Instant::now(),
+                polled_ms: now_ms,
             },
         );
     }
 
-    /// Takes recorded marks back (`now_ms`: the wall clock now), where
-    /// they are newer than what this process saw itself.
-    pub(crate) fn adopt(&self, recorded: &[RecordedMark], now_ms: i64) {
-        let now = std::time::Instant::now();
+    /// Takes recorded marks back, where they are newer than what this
+    /// process saw itself.
+    pub(crate) fn adopt(&self, recorded: &[RecordedMark]) {
         let mut marks = self.marks.lock();
         for mark in recorded {
-            let age = std::time::Duration::from_millis(
-                now_ms.saturating_sub(mark.polled_ms).max(0) as u64,
-            );
-            // Near the machine's boot an instant that old does not exist:
-            // counting the poll as recent only holds more.
-            let polled = now.checked_sub(age).unwrap_or(now);
-            let newer = marks.get(&mark.id).is_none_or(|seen| seen.polled < polled);
+            let newer = marks
+                .get(&mark.id)
+                .is_none_or(|seen| seen.polled_ms < mark.polled_ms);
             if newer {
                 marks.insert(
                     mark.id.clone(),
                     Mark {
                         name: mark.name.clone(),
                         position: mark.position,
-                        polled,
+                        polled_ms: mark.polled_ms,
                     },
                 );
             }
@@ -155,9 +157,14 @@ impl Followers {
     }
 
     /// The followers that polled within `within` (the others are forgotten).
-    pub(crate) fn current(&self, within: std::time::Duration, head: u64) -> Vec<FeedFollower> {
+    pub(crate) fn current(
+        &self,
+        within: std::time::Duration,
+        head: u64,
+        now_ms: i64,
+    ) -> Vec<FeedFollower> {
         let mut marks = self.marks.lock();
-        marks.retain(|_, mark| mark.polled.elapsed() < within);
+        marks.retain(|_, mark| since_ms(mark.polled_ms, now_ms) < within);
         let mut followers: Vec<FeedFollower> = marks
             .iter()
             .map(|(id, mark)| FeedFollower {
@@ -165,7 +172,7 @@ impl Followers {
                 name: mark.name.clone(),
                 position: mark.position,
                 behind: head.saturating_sub(mark.position),
-                idle: mark.polled.elapsed(),
+                idle: since_ms(mark.polled_ms, now_ms),
             })
             .collect();
         followers.sort_by(|a, b| a.name.cmp(&b.name).then_with(|| a.id.cmp(&b.id)));

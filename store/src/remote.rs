@@ -747,7 +747,7 @@ impl Store {
                 follower,
             } => value({
                 if let Some(tag) = follower {
-                    inner.followers.confirm(tag, after);
+                    inner.followers.confirm(tag, after, crate::store::now_ms());
                 }
                 self.feed_wait(after, limit.min(FEED_BATCH), wait_ms.min(MAX_FEED_WAIT_MS))
                     .await

@@ -954,9 +954,11 @@ impl Store {
     /// connected store.
     pub fn feed_followers(&self) -> Vec<FeedFollower> {
         match &self.engine {
-            Engine::Local(inner) => inner
-                .followers
-                .current(inner.config.feed_hold, inner.next_feed_seq() - 1),
+            Engine::Local(inner) => {
+                inner
+                    .followers
+                    .current(inner.config.feed_hold, inner.next_feed_seq() - 1, now_ms())
+            }
             Engine::Remote(_) => Vec::new(),
         }
     }
@@ -975,9 +977,12 @@ impl Inner {
     /// Where the feed may be cut now: events are kept for
     /// [`StoreConfig::feed_retention`], and beyond it those a follower
     /// heard from within [`StoreConfig::feed_hold`] has not confirmed, up
-    /// to [`StoreConfig::feed_hold_max`]. `None` when nothing would go.
-    /// `polled_since`: when this store began to answer the followers' polls
-    /// (a replicated service's leader), if later than its start.
+    /// to [`StoreConfig::feed_hold_max`]. `None` when nothing would go and
+    /// the followers' positions are those the last trim recorded (so a
+    /// quiet feed below its retention still records who follows it, for a
+    /// restart or the next leader). `polled_since`: when this store began
+    /// to answer the followers' polls (a replicated service's leader), if
+    /// later than its start.
     pub(crate) fn plan_feed_trim(
         &self,
         polled_since: Option<std::time::Instant>,
@@ -993,13 +998,13 @@ impl Inner {
             if !self.followers.complete(polled_since, lease) {
                 return Ok(None);
             }
-            let followers = self.followers.current(config.feed_hold, next - 1);
+            let now = now_ms();
+            let followers = self.followers.current(config.feed_hold, next - 1, now);
             if let Some(slowest) = followers.iter().map(|follower| follower.position + 1).min() {
                 let most_held =
                     next.saturating_sub(config.feed_hold_max.max(config.feed_retention));
                 keep_from = keep_from.min(slowest.max(most_held));
             }
-            let now = now_ms();
             marks = followers
                 .into_iter()
                 .map(|follower| RecordedMark {
@@ -1011,7 +1016,15 @@ impl Inner {
                 .collect();
         }
         if keep_from <= self.oldest_feed_seq()? {
-            return Ok(None);
+            let positions = |marks: &[RecordedMark]| {
+                marks
+                    .iter()
+                    .map(|mark| (mark.id.clone(), mark.position))
+                    .collect::<Vec<_>>()
+            };
+            if positions(&self.recorded_followers()?) == positions(&marks) {
+                return Ok(None);
+            }
         }
         Ok(Some(FeedTrim {
             keep_from,
@@ -1027,16 +1040,21 @@ impl Inner {
         batch.delete_range_cf(feed, 0u64.to_be_bytes(), keep_from.to_be_bytes());
         batch.put(FEED_FOLLOWERS, records::encode(&trim.followers)?);
         self.commit(batch)?;
-        self.followers.adopt(&trim.followers, now_ms());
+        self.followers.adopt(&trim.followers);
         Ok(())
+    }
+
+    /// The follower marks the last trim recorded.
+    fn recorded_followers(&self) -> Result<Vec<RecordedMark>> {
+        match self.db.get(FEED_FOLLOWERS)? {
+            Some(bytes) => records::decode(&bytes),
+            None => Ok(Vec::new()),
+        }
     }
 
     /// Takes back the follower marks the last trim recorded.
     pub(crate) fn adopt_recorded_followers(&self) -> Result<()> {
-        if let Some(bytes) = self.db.get(FEED_FOLLOWERS)? {
-            let marks: Vec<RecordedMark> = records::decode(&bytes)?;
-            self.followers.adopt(&marks, now_ms());
-        }
+        self.followers.adopt(&self.recorded_followers()?);
         Ok(())
     }
 

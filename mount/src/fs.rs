@@ -460,6 +460,10 @@ impl StrataFs {
     /// upload in progress (another handle's close) finishes first, and none
     /// starts until the names in the tree say where the file went, so an
     /// upload never puts back what a remove or a rename just deleted.
+    ///
+    /// Writes, truncates and fsyncs need not be waited for: the kernel
+    /// holds the file's inode lock across an unlink or a rename, and they
+    /// take it too; closes (flush, release) do not.
     fn writers_of(&self, inos: &[u64]) -> Vec<Arc<Mutex<OpenFile>>> {
         let mut inos = inos.to_vec();
         inos.sort_unstable();
@@ -1010,15 +1014,18 @@ impl Filesystem for StrataFs {
         _flush: bool,
         reply: ReplyEmpty,
     ) {
-        let Some(handle) = self.files.lock().remove(&fh.0) else {
+        let Some(handle) = self.files.lock().get(&fh.0).cloned() else {
             return reply.error(Errno::EBADF);
         };
         // close() has flushed already; this catches writes after a dup'd
-        // descriptor was closed. A reader's release uploads nothing.
+        // descriptor was closed (and a flush whose upload failed). A
+        // reader's release uploads nothing. The handle stays listed until
+        // its upload is done, so a remove or rename waits for it.
         let uploaded = match handle.writable {
             true => self.upload(&mut handle.file.lock()),
             false => Ok(()),
         };
+        self.files.lock().remove(&fh.0);
         // A file made here that has not reached the store when its last
         // writer is done (its upload failed, here or on another handle) is
         // no longer shown as still to come: the next listing leaves it

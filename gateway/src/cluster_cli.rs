@@ -125,7 +125,9 @@ struct ClusterReport {
     /// Partitions a node's last pass found a fellow replica short of (each
     /// counted by every replica that noticed).
     out_of_sync_partitions: u64,
-    /// Bytes held on nodes that are not primaries for them.
+    /// Bytes held on nodes that are not primaries for them, and bytes
+    /// primaries lack that another primary holds (estimated from partition
+    /// sizes: a replaced disk, copies lost).
     bytes_to_move: u64,
     reports: Vec<NodeReport>,
 }
@@ -300,7 +302,7 @@ pub fn status(args: StatusArgs) -> anyhow::Result<()> {
     let out_of_sync_partitions = statuses()
         .map(|status| status.replication.last_pass_out_of_sync)
         .sum();
-    let bytes_to_move = statuses().map(|status| status.handoff_bytes).sum();
+    let bytes_to_move = statuses().map(|status| status.bytes_to_move()).sum();
     let report = ClusterReport {
         ring_version: ring.version(),
         out_of_sync_partitions,

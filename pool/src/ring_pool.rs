@@ -266,7 +266,7 @@ impl RingPool {
                         health.nodes_up += 1;
                         health.extent_copies += status.extents;
                         health.partitions_out_of_sync += status.replication.last_pass_out_of_sync;
-                        health.bytes_to_move += status.handoff_bytes;
+                        health.bytes_to_move += status.bytes_to_move();
                         health.nodes_disk_failed += u64::from(status.disk_failed);
                         health.writes_refused += status.writes_refused;
                         health.settled &= status.settled_at(ring.version());

@@ -164,6 +164,13 @@ pub struct NodeStatus {
 }
 
 impl NodeStatus {
+    /// What this node still has to move: its handoff copies and the copies
+    /// fellow primaries lack.
+    pub fn bytes_to_move(&self) -> u64 {
+        self.handoff_bytes
+            .saturating_add(self.replication.bytes_to_push)
+    }
+
     /// Whether this node is done with the ring of `ring_version`: it runs
     /// it (or a newer one), its last pass found every partition in sync,
     /// it holds nothing to move home, and its disk takes writes (a node
@@ -197,6 +204,13 @@ pub struct ReplicationStatus {
     pub corrupt_quarantined: u64,
     /// Extents the auditor has verified.
     pub audited: u64,
+    /// Bytes this node still has to copy to fellow primaries of its
+    /// partitions that lack them (a replaced disk, copies lost): estimated
+    /// from the partitions' sizes at the start of the pass, less what the
+    /// pass has pushed since. What handoff nodes hold for those primaries
+    /// is theirs to move (`NodeStatus::handoff_bytes`), not counted here.
+    #[serde(default)]
+    pub bytes_to_push: u64,
 }
 
 impl ReplicationStatus {
@@ -218,6 +232,11 @@ pub struct Digests {
     pub node_id: String,
     pub ring_version: Option<u64>,
     pub partitions: BTreeMap<u32, String>,
+    /// The bytes of the live extents of each partition in `partitions`
+    /// (empty from a node that predates it): what the replicator estimates
+    /// the copies missing elsewhere from.
+    #[serde(default)]
+    pub live_bytes: BTreeMap<u32, u64>,
 }
 
 #[cfg(test)]

@@ -131,6 +131,11 @@ impl Ring {
         (0..self.partition_count()).map(Partition)
     }
 
+    /// Partition number `index`, if this ring has it.
+    pub fn partition(&self, index: u32) -> Option<Partition> {
+        (index < self.partition_count()).then_some(Partition(index))
+    }
+
     /// The partition a record key belongs to: the top `part_power` bits of
     /// MD5(cluster salt ‖ key).
     pub fn partition_of(&self, key: &[u8]) -> Partition {

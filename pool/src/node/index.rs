@@ -34,9 +34,10 @@ pub struct Index {
     parts: BTreeMap<u32, BTreeMap<ExtentId, State>>,
     /// Entries recorded before the node had a ring.
     unplaced: BTreeMap<ExtentId, State>,
-    /// Digests computed since their partition last changed: every peer asks
-    /// for all of them every pass, and most partitions do not change.
-    digests: std::collections::HashMap<u32, String>,
+    /// Digests (and live bytes) computed since their partition last
+    /// changed: every peer asks for all of them every pass, and most
+    /// partitions do not change.
+    digests: std::collections::HashMap<u32, (String, u64)>,
     live: u64,
     bytes: u64,
     tombstones: u64,
@@ -154,23 +155,32 @@ impl Index {
     }
 
     /// A digest of a partition's listing: equal digests, equal contents.
-    /// Computed once per change of the partition.
     pub fn digest(&mut self, part: u32) -> Option<String> {
-        if let Some(digest) = self.digests.get(&part) {
-            return Some(digest.clone());
+        self.summary(part).map(|(digest, _)| digest)
+    }
+
+    /// A partition's digest and the bytes of its live extents, computed
+    /// once per change of the partition.
+    pub fn summary(&mut self, part: u32) -> Option<(String, u64)> {
+        if let Some(summary) = self.digests.get(&part) {
+            return Some(summary.clone());
         }
         let entries = self.parts.get(&part)?;
         let mut hasher = Sha256::new();
+        let mut live_bytes = 0;
         for (id, state) in entries {
             hasher.update(id.0);
             hasher.update(match state {
-                State::Live { .. } => b"L",
+                State::Live { len } => {
+                    live_bytes += len;
+                    b"L"
+                }
                 State::Deleted { .. } => b"D",
             });
         }
-        let digest = hex::encode(hasher.finalize());
-        self.digests.insert(part, digest.clone());
-        Some(digest)
+        let summary = (hex::encode(hasher.finalize()), live_bytes);
+        self.digests.insert(part, summary.clone());
+        Some(summary)
     }
 
     /// Partitions holding anything, in order.
@@ -261,6 +271,10 @@ mod tests {
         assert_eq!(index.live_after(None, 1), vec![all[0]]);
         let part_b = ring().partition_of(&b.0).index();
         assert!(index.live_in(part_b).0 >= 1);
+        assert_eq!(
+            index.summary(part_b).map(|(_, bytes)| bytes),
+            Some(index.live_in(part_b).1)
+        );
         let part = ring().partition_of(&a.0).index();
         let before = index.digest(part);
         index.set(a, State::Deleted { at: 7 });

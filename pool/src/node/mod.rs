@@ -602,15 +602,18 @@ impl Node {
     fn digests(&self) -> Digests {
         let ring_version = self.current_ring().map(|ring| ring.version());
         let mut index = lock(&self.index);
-        Digests {
+        let mut digests = Digests {
             node_id: self.node_id.clone(),
             ring_version,
-            partitions: index
-                .partitions()
-                .into_iter()
-                .filter_map(|part| Some((part, index.digest(part)?)))
-                .collect(),
+            ..Digests::default()
+        };
+        for part in index.partitions() {
+            if let Some((digest, live_bytes)) = index.summary(part) {
+                digests.partitions.insert(part, digest);
+                digests.live_bytes.insert(part, live_bytes);
+            }
         }
+        digests
     }
 
     fn status(&self) -> NodeStatus {

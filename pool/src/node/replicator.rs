@@ -131,6 +131,7 @@ async fn pass(node: &Arc<Node>, ring: &Arc<Ring>) {
     // The names this node goes by. A node that took itself for a peer would
     // confirm its own copies and drop them.
     let own_names = node.names();
+    lock(&node.status).bytes_to_push = bytes_peers_lack(node, ring, &digests, &own_names);
     // Partitions are independent: a few at once keep the disk and the
     // network busy.
     let held = lock(&node.index).partitions();
@@ -145,6 +146,74 @@ async fn pass(node: &Arc<Node>, ring: &Arc<Ring>) {
         report.failures += outcome.failures;
     }
     finish_pass(node, started, &report);
+}
+
+/// An estimate of the bytes this node has to copy to fellow primaries of
+/// its partitions, from the sizes in every node's digests: for each fellow
+/// primary whose copy differs, what this node holds beyond that copy and
+/// beyond what handoff nodes hold of the partition (theirs to move). A
+/// partition whose holders of one same copy are several is counted by the
+/// first of them in the ring's order only. Unreachable peers, and peers
+/// that send no sizes, count for nothing.
+fn bytes_peers_lack(
+    node: &Node,
+    ring: &Ring,
+    digests: &HashMap<String, Digests>,
+    own_names: &HashSet<String>,
+) -> u64 {
+    let held: Vec<(u32, String, u64)> = {
+        let mut index = lock(&node.index);
+        index
+            .partitions()
+            .into_iter()
+            .filter_map(|part| {
+                let (digest, bytes) = index.summary(part)?;
+                Some((part, digest, bytes))
+            })
+            .collect()
+    };
+    let mut lacking = 0u64;
+    for (part_index, mine, my_bytes) in held {
+        let Some(part) = ring.partition(part_index) else {
+            continue;
+        };
+        let primaries = primary_nodes(ring, part);
+        let copy_of = |name: &String| match own_names.contains(name) {
+            true => Some(&mine),
+            false => digests.get(name)?.partitions.get(&part_index),
+        };
+        // This node counts the partition if it is the first primary
+        // holding this copy (which it is among the primaries if it is one).
+        let first_holder = primaries.iter().find(|name| copy_of(name) == Some(&mine));
+        if !first_holder.is_some_and(|name| own_names.contains(name)) {
+            continue;
+        }
+        let handoff_bytes: u64 = digests
+            .iter()
+            .filter(|(name, _)| !primaries.contains(name))
+            .filter_map(|(_, peer)| peer.live_bytes.get(&part_index))
+            .sum();
+        for peer in primaries.iter().filter(|name| !own_names.contains(*name)) {
+            let Some(peer_digests) = digests.get(peer) else {
+                continue;
+            };
+            let sized = peer_digests.partitions.is_empty() || !peer_digests.live_bytes.is_empty();
+            if !sized || peer_digests.partitions.get(&part_index) == Some(&mine) {
+                continue;
+            }
+            let theirs = peer_digests
+                .live_bytes
+                .get(&part_index)
+                .copied()
+                .unwrap_or(0);
+            lacking = lacking.saturating_add(
+                my_bytes
+                    .saturating_sub(theirs)
+                    .saturating_sub(handoff_bytes),
+            );
+        }
+    }
+    lacking
 }
 
 fn finish_pass(node: &Node, started: u64, report: &PassReport) {
@@ -180,7 +249,7 @@ async fn replicate_partition(
         out_of_sync: false,
         failures: 0,
     };
-    let Some(part) = ring.partitions().nth(part_index as usize) else {
+    let Some(part) = ring.partition(part_index) else {
         return outcome;
     };
     let primaries = primary_nodes(ring, part);
@@ -315,6 +384,7 @@ async fn sync_partition(
                 let mut status = lock(&node.status);
                 status.extents_pushed += 1;
                 status.bytes_pushed += len;
+                status.bytes_to_push = status.bytes_to_push.saturating_sub(len);
             }
             Err(NodeError::Refused { status, .. }) if status == http::StatusCode::GONE => {
                 node.delete(id, None).await;

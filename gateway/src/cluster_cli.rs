@@ -370,7 +370,7 @@ fn table(ring: &Ring, report: &ClusterReport) -> String {
                         .map_or_else(|| "-".to_owned(), |v| v.to_string()),
                     status.extents,
                     status.bytes,
-                    status.handoff_bytes,
+                    status.bytes_to_move(),
                     status.replication.passes,
                     status.replication.last_pass_out_of_sync,
                     status.replication.extents_pushed,

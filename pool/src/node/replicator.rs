@@ -96,6 +96,7 @@ async fn pass(node: &Arc<Node>, ring: &Arc<Ring>) {
     peers.dedup();
     let mut digests: HashMap<String, Digests> = HashMap::new();
     let mut newer_ring = false;
+    let own = own_summaries(node);
     // Every peer at once: one cut off from the network costs one timeout.
     let answers = futures::future::join_all(peers.into_iter().map(|peer| async move {
         let answer = node.client.digests(&peer).await;
@@ -131,7 +132,9 @@ async fn pass(node: &Arc<Node>, ring: &Arc<Ring>) {
     // The names this node goes by. A node that took itself for a peer would
     // confirm its own copies and drop them.
     let own_names = node.names();
-    lock(&node.status).bytes_to_push = bytes_peers_lack(node, ring, &digests, &own_names);
+    // Computed before the status is locked: never both locks at once.
+    let estimate = bytes_peers_lack(ring, &own, &digests, &own_names);
+    lock(&node.status).bytes_to_push = estimate;
     // Partitions are independent: a few at once keep the disk and the
     // network busy.
     let held = lock(&node.index).partitions();
@@ -148,67 +151,94 @@ async fn pass(node: &Arc<Node>, ring: &Arc<Ring>) {
     finish_pass(node, started, &report);
 }
 
+/// Each held partition's digest and live bytes.
+fn own_summaries(node: &Node) -> Vec<(u32, String, u64)> {
+    let mut index = lock(&node.index);
+    index
+        .partitions()
+        .into_iter()
+        .filter_map(|part| {
+            let (digest, bytes) = index.summary(part)?;
+            Some((part, digest, bytes))
+        })
+        .collect()
+}
+
 /// An estimate of the bytes this node has to copy to fellow primaries of
 /// its partitions, from the sizes in every node's digests: for each fellow
 /// primary whose copy differs, what this node holds beyond that copy and
-/// beyond what handoff nodes hold of the partition (theirs to move). A
-/// partition whose holders of one same copy are several is counted by the
-/// first of them in the ring's order only. Unreachable peers, and peers
-/// that send no sizes, count for nothing.
+/// beyond what handoff nodes hold of the partition (theirs to move). Of
+/// the primaries that could fill one, the largest counts it (the first in
+/// the ring's order among equals), so no copy is counted twice. A
+/// partition some node lists without sizes (an older version) is not
+/// counted; nor are unreachable peers. `own` is read before the peers'
+/// digests, so that writes meanwhile make peers look fuller, not emptier.
 fn bytes_peers_lack(
-    node: &Node,
     ring: &Ring,
+    own: &[(u32, String, u64)],
     digests: &HashMap<String, Digests>,
     own_names: &HashSet<String>,
 ) -> u64 {
-    let held: Vec<(u32, String, u64)> = {
-        let mut index = lock(&node.index);
-        index
-            .partitions()
-            .into_iter()
-            .filter_map(|part| {
-                let (digest, bytes) = index.summary(part)?;
-                Some((part, digest, bytes))
-            })
-            .collect()
-    };
+    let sized = |peer: &Digests| peer.partitions.is_empty() || !peer.live_bytes.is_empty();
     let mut lacking = 0u64;
-    for (part_index, mine, my_bytes) in held {
-        let Some(part) = ring.partition(part_index) else {
+    for (part_index, mine, my_bytes) in own {
+        let Some(part) = ring.partition(*part_index) else {
             continue;
         };
         let primaries = primary_nodes(ring, part);
-        let copy_of = |name: &String| match own_names.contains(name) {
-            true => Some(&mine),
-            false => digests.get(name)?.partitions.get(&part_index),
-        };
-        // This node counts the partition if it is the first primary
-        // holding this copy (which it is among the primaries if it is one).
-        let first_holder = primaries.iter().find(|name| copy_of(name) == Some(&mine));
-        if !first_holder.is_some_and(|name| own_names.contains(name)) {
+        if !primaries.iter().any(|name| own_names.contains(name)) {
+            // A handoff: its bytes are `handoff_bytes`.
             continue;
         }
-        let handoff_bytes: u64 = digests
-            .iter()
-            .filter(|(name, _)| !primaries.contains(name))
-            .filter_map(|(_, peer)| peer.live_bytes.get(&part_index))
-            .sum();
-        for peer in primaries.iter().filter(|name| !own_names.contains(*name)) {
-            let Some(peer_digests) = digests.get(peer) else {
-                continue;
-            };
-            let sized = peer_digests.partitions.is_empty() || !peer_digests.live_bytes.is_empty();
-            if !sized || peer_digests.partitions.get(&part_index) == Some(&mine) {
+        // Each primary's copy: its digest and live bytes (None: unknown).
+        let copy = |name: &String| -> Option<(Option<&String>, u64)> {
+            if own_names.contains(name) {
+                return Some((Some(mine), *my_bytes));
+            }
+            let peer = digests.get(name).filter(|peer| sized(peer))?;
+            let digest = peer.partitions.get(part_index);
+            Some((
+                digest,
+                peer.live_bytes.get(part_index).copied().unwrap_or(0),
+            ))
+        };
+        let mut handoff_bytes = 0u64;
+        let mut unsized_handoff = false;
+        for (name, peer) in digests {
+            if primaries.contains(name) || !peer.partitions.contains_key(part_index) {
                 continue;
             }
-            let theirs = peer_digests
-                .live_bytes
-                .get(&part_index)
-                .copied()
-                .unwrap_or(0);
+            match peer.live_bytes.get(part_index) {
+                Some(bytes) if sized(peer) => handoff_bytes = handoff_bytes.saturating_add(*bytes),
+                _ => unsized_handoff = true,
+            }
+        }
+        if unsized_handoff {
+            continue;
+        }
+        for short in primaries.iter().filter(|name| !own_names.contains(*name)) {
+            let Some((their_digest, their_bytes)) = copy(short) else {
+                continue;
+            };
+            if their_digest == Some(mine) {
+                continue;
+            }
+            // The largest other copy fills it; this node counts it only if
+            // that is this node's.
+            let filler = primaries
+                .iter()
+                .filter(|name| *name != short)
+                .filter_map(|name| Some((name, copy(name)?.1)))
+                .fold(None::<(&String, u64)>, |best, (name, bytes)| match best {
+                    Some((_, most)) if most >= bytes => best,
+                    _ => Some((name, bytes)),
+                });
+            if !filler.is_some_and(|(name, _)| own_names.contains(name)) {
+                continue;
+            }
             lacking = lacking.saturating_add(
                 my_bytes
-                    .saturating_sub(theirs)
+                    .saturating_sub(their_bytes)
                     .saturating_sub(handoff_bytes),
             );
         }
@@ -223,6 +253,10 @@ fn finish_pass(node: &Node, started: u64, report: &PassReport) {
     status.last_pass_out_of_sync = report.out_of_sync;
     status.last_pass_unreachable = report.unreachable.len() as u64;
     status.last_pass_failures = report.failures;
+    if report.failures == 0 {
+        // Whatever the estimate said beyond what was pushed was not missing.
+        status.bytes_to_push = 0;
+    }
 }
 
 /// Partitions a node replicates at the same time.
@@ -278,7 +312,7 @@ async fn replicate_partition(
             continue;
         }
         outcome.out_of_sync |= !in_sync;
-        let confirmed = match sync_partition(node, peer, part_index, &mine).await {
+        let confirmed = match sync_partition(node, peer, part_index, &mine, primary_here).await {
             Ok((confirmed, failures)) => {
                 outcome.failures += failures;
                 confirmed
@@ -322,12 +356,14 @@ const RELIST_AFTER_BYTES: u64 = 1024 * 1024;
 
 /// Sends a peer what it lacks of this node's listing of one partition.
 /// Returns the ids the peer is now known to hold as this node does (live, or
-/// deleted), and how many sends failed.
+/// deleted), and how many sends failed. `counted`: the partition is one of
+/// this node's primaries, whose pushes the pass's estimate counts down.
 async fn sync_partition(
     node: &Arc<Node>,
     peer: &str,
     part: u32,
     mine: &PartitionListing,
+    counted: bool,
 ) -> Result<(HashSet<ExtentId>, u64), NodeError> {
     let theirs: PartitionListing = node.client.partition(peer, part).await?;
     let mut their_live: HashSet<ExtentId> = theirs.live.into_iter().collect();
@@ -384,7 +420,9 @@ async fn sync_partition(
                 let mut status = lock(&node.status);
                 status.extents_pushed += 1;
                 status.bytes_pushed += len;
-                status.bytes_to_push = status.bytes_to_push.saturating_sub(len);
+                if counted {
+                    status.bytes_to_push = status.bytes_to_push.saturating_sub(len);
+                }
             }
             Err(NodeError::Refused { status, .. }) if status == http::StatusCode::GONE => {
                 node.delete(id, None).await;

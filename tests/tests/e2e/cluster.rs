@@ -723,8 +723,6 @@ fn reads_repair_damaged_and_missing_copies() -> Result<()> {
     Ok(())
 }
 
-/// Three nodes in three zones (64 partitions, 2 replicas), a gateway, and a
-/// bucket on it.
 /// A node back on a new, empty disk: the copies it lost are bytes to move
 /// in `strata status` until the other primaries have pushed them back (a
 /// handoff holds none of them). The new disk is too small at first, so
@@ -739,8 +737,8 @@ fn a_replaced_disk_is_bytes_to_move_until_refilled() -> Result<()> {
 
     // Node 2 keeps its identity and its ring, on a new 1 MiB disk.
     let tmpfs = move_to_tmpfs(&mut cluster, 2, "1m", NewDisk::Empty)?;
-    // About 20 MiB of copies were node 2's (100 objects of 300 KB on
-    // average, 2 copies over 3 nodes); 1 MiB fits.
+    // About 35 MiB of copies were node 2's (100 objects of 52 MiB in all,
+    // 2 copies over 3 nodes, several of 4 MiB); 1 MiB fits.
     within_settle_timeout(|| {
         let status = cluster.status()?;
         let to_move = status["bytes_to_move"].as_u64().unwrap_or(0);
@@ -757,6 +755,8 @@ fn a_replaced_disk_is_bytes_to_move_until_refilled() -> Result<()> {
     stop_over_tmpfs(cluster, tmpfs)
 }
 
+/// Three nodes in three zones (64 partitions, 2 replicas), a gateway, and a
+/// bucket on it.
 fn three_nodes_and_a_bucket(prefix: &str) -> Result<(Cluster, Server, String)> {
     let cluster = Cluster::start(3, 6, 2)?;
     let server = cluster.gateway()?;

@@ -117,9 +117,10 @@ pub fn run(args: MountArgs) -> anyhow::Result<()> {
     if args.allow_other {
         config.acl = SessionACL::All;
     }
-    // Several threads, so that one slow upload does not stall every other
-    // process using the folder.
-    config.n_threads = Some(4);
+    // Several threads, so that slow uploads do not stall every other
+    // process using the folder: a close uploads on its thread, and a
+    // remove or rename of a file being uploaded waits for it on another.
+    config.n_threads = Some(16);
     let session = fuser::spawn_mount(fs, &args.mountpoint, &config)
         .with_context(|| format!("mounting at {}", args.mountpoint.display()))?;
     println!("mounted {} at {}", args.url, args.mountpoint.display());

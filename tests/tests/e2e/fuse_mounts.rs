@@ -669,7 +669,7 @@ fn strata_mount_open_files_appended_and_removed() -> Result<()> {
 }
 
 /// `rm` of a file while another process's close is still uploading it
-/// (4 request threads in the mount): the upload must not put the file back
+/// (on another of the mount's request threads): the upload must not put the file back
 /// once the remove has deleted it.
 #[test]
 fn strata_mount_file_removed_during_its_upload_stays_removed() -> Result<()> {

@@ -45,11 +45,14 @@ impl CorsRule {
 
     /// The `Access-Control-Allow-*` origin headers for `origin`, which this
     /// rule allows. As S3 and Swift answer: a rule open to every origin
-    /// says `*` (and a browser then sends no cookies or credentials); one
-    /// naming origins names the caller's, and an S3 rule lets a browser
-    /// send its credentials (`fetch(url, {credentials: "include"})`).
-    fn allow_origin(&self, origin: &str, response: &mut HeaderMap) {
-        if self.allowed_origins.iter().any(|allowed| allowed == "*") {
+    /// says `*` to an anonymous request (and a browser then sends no
+    /// cookies or credentials); otherwise the caller's origin is named, and
+    /// an S3 rule lets a browser send its credentials (`fetch(url,
+    /// {credentials: "include"})`): a signed request from a page of any
+    /// origin reads its answer, as S3 lets it (ceph s3-tests,
+    /// `test_cors_origin_wildcard`).
+    fn allow_origin(&self, origin: &str, signed: bool, response: &mut HeaderMap) {
+        if !signed && self.allowed_origins.iter().any(|allowed| allowed == "*") {
             response.insert("access-control-allow-origin", HeaderValue::from_static("*"));
             return;
         }
@@ -175,7 +178,8 @@ pub fn preflight(bucket: Option<&BucketInfo>, headers: &HeaderMap) -> Response {
     };
     let mut response = empty_response(StatusCode::OK);
     let out = response.headers_mut();
-    rule.allow_origin(origin, out);
+    // Browsers send preflights without credentials or signatures.
+    rule.allow_origin(origin, false, out);
     put(
         out,
         "access-control-allow-methods",
@@ -191,20 +195,29 @@ pub fn preflight(bucket: Option<&BucketInfo>, headers: &HeaderMap) -> Response {
     response
 }
 
+/// What of an actual (not preflight) cross-origin request its answer's
+/// CORS headers depend on.
+pub struct CorsRequest<'a> {
+    pub method: &'a str,
+    pub origin: &'a str,
+    /// Whether it carried a signature (S3 names the origin to those).
+    pub signed: bool,
+}
+
 /// Adds the `Access-Control-*` headers an actual request from an allowed
 /// origin gets; nothing for other origins (the browser then hides the
 /// answer). With CORS rules, every answer varies by `Origin`, with one or
 /// not: a shared cache must not give the answer to a request without
 /// `Origin` (no CORS headers) to a browser from an allowed origin.
-pub fn decorate(bucket: &BucketInfo, method: &str, origin: &str, response: &mut HeaderMap) {
+pub fn decorate(bucket: &BucketInfo, request: &CorsRequest<'_>, response: &mut HeaderMap) {
     if !vary_by_origin(bucket, response) {
         return;
     }
     let rules = rules(bucket);
-    let Some(rule) = matching(&rules, origin, method, &[]) else {
+    let Some(rule) = matching(&rules, request.origin, request.method, &[]) else {
         return;
     };
-    rule.allow_origin(origin, response);
+    rule.allow_origin(request.origin, request.signed, response);
     if !rule.expose_headers.is_empty() {
         put(
             response,
@@ -274,17 +287,23 @@ mod tests {
 
     #[test]
     fn an_open_rule_says_any_origin_and_a_named_one_grants_credentials() {
-        let allowed = |rule: &CorsRule| {
+        let answer = |rule: &CorsRule, signed: bool| {
             let mut headers = HeaderMap::new();
-            rule.allow_origin("https://app.test", &mut headers);
+            rule.allow_origin("https://app.test", signed, &mut headers);
             let value = |name| headers.get(name).and_then(|v| v.to_str().ok());
             (
                 value("access-control-allow-origin").map(str::to_owned),
                 value("access-control-allow-credentials").map(str::to_owned),
             )
         };
+        let allowed = |rule: &CorsRule| answer(rule, false);
         let open = rule(&["https://x.test", "*"], &["GET"], &[]);
         assert_eq!(allowed(&open), (Some("*".into()), None));
+        // A signed request gets its origin named, with credentials.
+        assert_eq!(
+            answer(&open, true),
+            (Some("https://app.test".into()), Some("true".into()))
+        );
         let named = rule(&["https://*.test"], &["GET"], &[]);
         assert_eq!(
             allowed(&named),

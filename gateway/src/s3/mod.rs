@@ -83,7 +83,7 @@ impl S3Door {
             Ok(request) => {
                 let op = request.op;
                 if origin.is_some() && op != S3Op::Preflight && !request.bucket.is_empty() {
-                    cors_bucket = Some(request.bucket.clone());
+                    cors_bucket = Some((request.bucket.clone(), request.credential.is_some()));
                 }
                 // Debug level, as in the Swift door: failures log the id themselves.
                 let span = tracing::debug_span!("s3", op = op.name(), id = %request_id);
@@ -105,10 +105,15 @@ impl S3Door {
             }
         };
         let mut response = response;
-        if let (Some(origin), Some(name)) = (origin, cors_bucket)
+        if let (Some(origin), Some((name, signed))) = (origin, cors_bucket)
             && let Ok(Some(bucket)) = self.edge.bucket(&self.store, &name).await
         {
-            crate::cors::decorate(&bucket, method.as_str(), &origin, response.headers_mut());
+            let request = crate::cors::CorsRequest {
+                method: method.as_str(),
+                origin: &origin,
+                signed,
+            };
+            crate::cors::decorate(&bucket, &request, response.headers_mut());
         }
         with_request_id(response, &request_id)
     }

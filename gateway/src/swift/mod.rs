@@ -150,7 +150,13 @@ impl SwiftDoor {
             && let Ok(Some(bucket)) = self.edge.bucket(&self.store, &container).await
         {
             if let Some(origin) = &origin {
-                crate::cors::decorate(&bucket, method.as_str(), origin, response.headers_mut());
+                let request = crate::cors::CorsRequest {
+                    method: method.as_str(),
+                    origin,
+                    // Swift answers `*` to a wildcard rule whoever asks.
+                    signed: false,
+                };
+                crate::cors::decorate(&bucket, &request, response.headers_mut());
             }
             if vary_referrer {
                 crate::public::vary_by_referrer(&bucket, response.headers_mut());

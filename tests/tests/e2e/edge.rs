@@ -1280,14 +1280,18 @@ fn cors_preflights_and_headers_for_allowed_origins_only() -> Result<()> {
         &file.display().to_string(),
     ])?;
     let rules = r#"{"CORSRules":[{"AllowedOrigins":["https://*.example.com"],"AllowedMethods":["GET","HEAD"],"AllowedHeaders":["range","x-amz-*"],"MaxAgeSeconds":300}]}"#;
-    server.aws_ok(&[
-        "s3api",
-        "put-bucket-cors",
-        "--bucket",
-        &bucket,
-        "--cors-configuration",
-        rules,
-    ])?;
+    let put_cors = |rules: &str| -> Result<()> {
+        server.aws_ok(&[
+            "s3api",
+            "put-bucket-cors",
+            "--bucket",
+            &bucket,
+            "--cors-configuration",
+            rules,
+        ])?;
+        Ok(())
+    };
+    put_cors(rules)?;
     let stored = server.aws_json(&["s3api", "get-bucket-cors", "--bucket", &bucket])?;
     ensure!(
         stored["CORSRules"][0]["AllowedOrigins"][0] == "https://*.example.com",
@@ -1322,6 +1326,25 @@ fn cors_preflights_and_headers_for_allowed_origins_only() -> Result<()> {
     ensure!(
         ok.header("access-control-allow-credentials") == Some("true"),
         "{ok}"
+    );
+    // A rule open to every origin: `*` to anonymous requests, and the
+    // origin named, with credentials, to signed ones, as S3 answers.
+    let open = r#"{"CORSRules":[{"AllowedOrigins":["*"],"AllowedMethods":["GET"]}]}"#;
+    put_cors(open)?;
+    let origin = [("Origin", "https://app.example.org")];
+    let unsigned = anonymous(&server, &s3_object, &origin)?;
+    ensure!(
+        unsigned.header("access-control-allow-origin") == Some("*")
+            && unsigned
+                .header("access-control-allow-credentials")
+                .is_none(),
+        "{unsigned}"
+    );
+    let signed = server.http("GET", &s3_object, Signing::Root, None, &origin)?;
+    ensure!(
+        signed.header("access-control-allow-origin") == Some("https://app.example.org")
+            && signed.header("access-control-allow-credentials") == Some("true"),
+        "{signed}"
     );
     let bad = rules.replace("\"HEAD\"", "\"PATCH\"");
     server.aws_error(

@@ -43,6 +43,8 @@ pub struct StoreFileSystem {
     pub region: String,
     /// Largest file a STOR may write.
     pub max_object_size: u64,
+    /// Entries a listing may hold ([`super::FtpConfig::max_list_entries`]).
+    pub max_list_entries: usize,
 }
 
 impl fmt::Debug for StoreFileSystem {
@@ -465,6 +467,21 @@ impl StoreFileSystem {
                         }
                     }
                 }
+            }
+            if entries.len() > self.max_list_entries {
+                tracing::info!(
+                    container,
+                    prefix,
+                    max = self.max_list_entries,
+                    "ftp listing refused: the folder holds more entries than one listing may"
+                );
+                return Err(storage::Error::new(
+                    ErrorKind::PermanentDirectoryNotAvailable,
+                    format!(
+                        "the folder holds more than {} entries",
+                        self.max_list_entries
+                    ),
+                ));
             }
             if !page.is_truncated {
                 return Ok(entries);

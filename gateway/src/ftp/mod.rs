@@ -48,6 +48,11 @@ pub struct FtpConfig {
     pub login_block_secs: u64,
     /// Sessions idle for this long are closed.
     pub idle_timeout_secs: u64,
+    /// Entries one LIST, NLST or MLSD answers with at most (libunftp
+    /// builds a listing whole before sending it). A folder holding more is
+    /// refused (550) rather than listed in part: a mirroring client would
+    /// take a cut listing for the whole folder, and delete the rest.
+    pub max_list_entries: usize,
 }
 
 impl Default for FtpConfig {
@@ -62,6 +67,7 @@ impl Default for FtpConfig {
             max_failed_logins: 5,
             login_block_secs: 300,
             idle_timeout_secs: 600,
+            max_list_entries: 100_000,
         }
     }
 }
@@ -140,6 +146,7 @@ pub async fn start(
         store,
         region,
         max_object_size,
+        max_list_entries: config.max_list_entries,
     };
     let mut builder = ServerBuilder::with_user_detail_provider(
         Box::new(move || file_system.clone()),

@@ -930,3 +930,40 @@ fn passive_replies_name_the_configured_host() -> Result<()> {
     );
     Ok(())
 }
+
+/// A folder holding more entries than one listing may (`[ftp]
+/// max_list_entries`) is refused whole (550), never listed in part; a
+/// smaller one, and files in the large one, still work.
+#[test]
+fn a_listing_over_the_configured_size_is_refused_whole() -> Result<()> {
+    let server = Server::start_with_config("[ftp]\nmax_list_entries = 3\n")?;
+    let container = unique_bucket("ftp-big-folder");
+    server.aws_ok(&["s3api", "create-bucket", "--bucket", &container])?;
+    for key in ["small/a", "big/1", "big/2", "big/3", "big/4"] {
+        let put = server.http(
+            "PUT",
+            &format!("/{container}/{key}"),
+            Signing::Root,
+            Some(b"x"),
+            &[],
+        )?;
+        ensure!(put.status == 200, "{put}");
+    }
+    let small = server.curl(&["-sS", &curl_url(&server, &format!("/{container}/small/"))])?;
+    ensure!(
+        small.success() && small.stdout_text().contains(" a"),
+        "{small}"
+    );
+    let big = server.curl(&[
+        "-sS",
+        "-v",
+        &curl_url(&server, &format!("/{container}/big/")),
+    ])?;
+    ensure!(
+        !big.success() && big.stderr_text().contains("< 550"),
+        "a folder of 4 entries was listed with a limit of 3: {big}"
+    );
+    let file = server.curl(&["-sS", &curl_url(&server, &format!("/{container}/big/4"))])?;
+    ensure!(file.success() && file.stdout_text() == "x", "{file}");
+    Ok(())
+}

@@ -375,6 +375,8 @@ pub struct Internal {
     pub store: std::sync::OnceLock<Store>,
     /// This gateway's membership of a replicated metadata service.
     pub service: Option<Arc<MetaService>>,
+    /// The signed calls already taken (a replayed one is refused).
+    pub replays: wire::ReplayGuard,
 }
 
 /// Whether a request is for the metadata service: its path, signed as
@@ -403,7 +405,7 @@ pub async fn handle(internal: &Internal, request: hyper::Request<Incoming>) -> R
         true => MAX_RAFT_BYTES,
         false => MAX_CALL_BYTES,
     };
-    let body = match signed_body(secret, request, limit).await {
+    let body = match signed_body(secret, &internal.replays, request, limit).await {
         Ok(body) => body,
         Err(response) => return response,
     };
@@ -456,10 +458,11 @@ pub async fn handle(internal: &Internal, request: hyper::Request<Incoming>) -> R
 }
 
 /// The body of a request signed with the cluster secret, whose digest is
-/// part of what is signed; the signature is checked before a stranger's
-/// body is read.
+/// part of what is signed, and that was not taken before; the signature is
+/// checked before a stranger's body is read.
 async fn signed_body(
     secret: &ClusterSecret,
+    replays: &wire::ReplayGuard,
     request: hyper::Request<Incoming>,
     limit: usize,
 ) -> Result<Bytes, Response> {
@@ -500,7 +503,21 @@ async fn signed_body(
             "body does not match its signature\n",
         ));
     }
-    Ok(body)
+    // Checked last: a request refused above must not use up its signature.
+    match replays.first_use(&path_and_query, &signature) {
+        Ok(true) => Ok(body),
+        Ok(false) => {
+            tracing::warn!("internal call taken before refused (a replay)");
+            Err(text_response(
+                StatusCode::FORBIDDEN,
+                "this signed call was taken before\n",
+            ))
+        }
+        Err(wire::ReplayGuardFull) => Err(text_response(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "too many signed calls to tell a replay; try again\n",
+        )),
+    }
 }
 
 /// A call the service did not answer: where the leader is, or why not.

@@ -97,6 +97,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             secret: cluster_secret.clone(),
             store: std::sync::OnceLock::new(),
             service,
+            replays: strata_pool::wire::ReplayGuard::new(),
         },
     });
     let accepting = tokio::spawn(accept_loop(listener, served.clone(), config.limits.clone()));

@@ -78,7 +78,8 @@ impl NodeClient {
 
     /// POSTs `body` to `path` on any member of the cluster (the metadata
     /// service too), the body's SHA-256 in the signed query so that a
-    /// captured signature cannot carry another body.
+    /// captured signature cannot carry another body, and random bytes so
+    /// that the receiver can refuse it sent again ([`wire::ReplayGuard`]).
     pub async fn post_bound(
         &self,
         member: &str,
@@ -87,9 +88,11 @@ impl NodeClient {
     ) -> Result<(StatusCode, Bytes), NodeError> {
         let separator = if path.contains('?') { '&' } else { '?' };
         let path_and_query = format!(
-            "{path}{separator}{}={}",
+            "{path}{separator}{}={}&{}={:016x}",
             wire::BODY_DIGEST_PARAM,
-            wire::body_digest(&body)
+            wire::body_digest(&body),
+            wire::NONCE_PARAM,
+            rand::random::<u64>()
         );
         self.send(member, Method::POST, &path_and_query, body, MAX_JSON_LEN)
             .await

@@ -90,16 +90,95 @@ impl ClusterSecret {
     }
 }
 
+/// The value of query parameter `name` in a request's path and query.
+fn query_param<'a>(path_and_query: &'a str, name: &str) -> Option<&'a str> {
+    path_and_query
+        .split_once('?')
+        .into_iter()
+        .flat_map(|(_, query)| query.split('&'))
+        .find_map(|pair| pair.strip_prefix(name)?.strip_prefix('='))
+}
+
 /// Whether `body` is the one a request's signed query names by its SHA-256
 /// ([`BODY_DIGEST_PARAM`]): with [`ClusterSecret::verify`] on the same
 /// path and query, the body is as signed.
 pub fn body_matches(path_and_query: &str, body: &[u8]) -> bool {
-    let digest = path_and_query
-        .split_once('?')
-        .into_iter()
-        .flat_map(|(_, query)| query.split('&'))
-        .find_map(|pair| pair.strip_prefix(BODY_DIGEST_PARAM)?.strip_prefix('='));
-    digest == Some(body_digest(body).as_str())
+    query_param(path_and_query, BODY_DIGEST_PARAM) == Some(body_digest(body).as_str())
+}
+
+/// The query parameter holding random bytes, so that two requests of one
+/// body sent in one second sign differently ([`ReplayGuard`]).
+pub const NONCE_PARAM: &str = "nonce";
+
+/// Signed requests already taken, so that a captured one cannot be sent
+/// again while its time is within [`MAX_CLOCK_SKEW_SECS`] (a replayed
+/// metadata change or membership change would apply twice): remembered
+/// by signature, in one bucket per signed second, each dropped once its
+/// second is out of the window. Requests without a [`NONCE_PARAM`] in
+/// their signed query (older senders, which sign two equal requests in
+/// one second alike) are not remembered.
+pub struct ReplayGuard {
+    seen: std::sync::Mutex<Seen>,
+}
+
+#[derive(Default)]
+struct Seen {
+    by_second: BTreeMap<u64, std::collections::HashSet<u64>>,
+    count: usize,
+}
+
+/// Why [`ReplayGuard::first_use`] could not tell.
+#[derive(Debug, PartialEq, Eq)]
+pub struct ReplayGuardFull;
+
+impl ReplayGuard {
+    /// Signatures remembered at most (about 40 bytes each): far above what
+    /// a metadata service takes in a window (its changes are fsynced).
+    pub const MAX_REMEMBERED: usize = 4_000_000;
+
+    pub fn new() -> ReplayGuard {
+        ReplayGuard {
+            seen: std::sync::Mutex::new(Seen::default()),
+        }
+    }
+
+    /// Whether a request whose signature `header` was verified for
+    /// `path_and_query` is taken for the first time. Full: refuse it (it
+    /// may be a replay), the sender tries again later.
+    pub fn first_use(&self, path_and_query: &str, header: &str) -> Result<bool, ReplayGuardFull> {
+        if query_param(path_and_query, NONCE_PARAM).is_none() {
+            return Ok(true);
+        }
+        let Some((time, tag)) = header.split_once(':') else {
+            return Ok(false);
+        };
+        let (Ok(time), Some(Ok(tag))) = (
+            time.parse::<u64>(),
+            tag.get(..16).map(|hex| u64::from_str_radix(hex, 16)),
+        ) else {
+            return Ok(false);
+        };
+        let mut seen = crate::lock(&self.seen);
+        let oldest_kept = unix_now().saturating_sub(MAX_CLOCK_SKEW_SECS + 1);
+        let kept = seen.by_second.split_off(&oldest_kept);
+        let dropped: usize = std::mem::replace(&mut seen.by_second, kept)
+            .values()
+            .map(std::collections::HashSet::len)
+            .sum();
+        seen.count -= dropped;
+        if seen.count >= Self::MAX_REMEMBERED {
+            return Err(ReplayGuardFull);
+        }
+        let first = seen.by_second.entry(time).or_default().insert(tag);
+        seen.count += usize::from(first);
+        Ok(first)
+    }
+}
+
+impl Default for ReplayGuard {
+    fn default() -> Self {
+        ReplayGuard::new()
+    }
 }
 
 /// The query parameter that binds a request body to the request's signature.
@@ -271,5 +350,37 @@ mod tests {
         assert!(!body_matches("/internal/v1/meta", b"call"));
         let other_digest = path.replace(&body_digest(b"call"), &body_digest(b"other call"));
         assert!(!secret.verify("POST", &other_digest, &header));
+    }
+
+    #[test]
+    fn a_request_with_a_nonce_is_taken_once() {
+        let secret = ClusterSecret::new("correct horse battery staple").unwrap();
+        let guard = ReplayGuard::new();
+        let with_nonce =
+            |nonce: &str| format!("/internal/v1/meta?{BODY_DIGEST_PARAM}=00&{NONCE_PARAM}={nonce}");
+        let first = with_nonce("01");
+        let header = secret.sign("POST", &first);
+        assert_eq!(guard.first_use(&first, &header), Ok(true));
+        assert_eq!(guard.first_use(&first, &header), Ok(false));
+        // The same body again, sent anew: another nonce, another signature.
+        let again = with_nonce("02");
+        assert_eq!(
+            guard.first_use(&again, &secret.sign("POST", &again)),
+            Ok(true)
+        );
+        // Without a nonce (an older sender), nothing is remembered.
+        let old = "/internal/v1/meta?sha256=00";
+        let old_header = secret.sign("POST", old);
+        assert_eq!(guard.first_use(old, &old_header), Ok(true));
+        assert_eq!(guard.first_use(old, &old_header), Ok(true));
+        // Seconds out of the window are forgotten.
+        let stale = format!(
+            "{}:{}",
+            unix_now() - 2 * MAX_CLOCK_SKEW_SECS,
+            &header[header.len() - 64..]
+        );
+        assert_eq!(guard.first_use(&first, &stale), Ok(true));
+        let _ = guard.first_use(&again, &secret.sign("POST", &again));
+        assert_eq!(crate::lock(&guard.seen).count, 2);
     }
 }

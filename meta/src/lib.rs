@@ -579,12 +579,7 @@ async fn maintain_while_leading(service: std::sync::Weak<MetaService>) {
         let Some(service) = service.upgrade() else {
             return;
         };
-        let term = {
-            let metrics = service.raft.metrics();
-            let metrics = metrics.borrow();
-            (metrics.state == openraft::ServerState::Leader).then_some(metrics.current_term)
-        };
-        let Some(term) = term else {
+        let Some(term) = leading_term(&service.raft) else {
             leading = None;
             continue;
         };
@@ -618,7 +613,14 @@ async fn maintain_while_leading(service: std::sync::Weak<MetaService>) {
 /// `current_leader`: a leader that removed itself keeps its own vote (and
 /// so names itself) after it stepped down.
 pub(crate) fn leads(raft: &Raft<TypeConfig>) -> bool {
-    raft.metrics().borrow().state == openraft::ServerState::Leader
+    leading_term(raft).is_some()
+}
+
+/// The term this member leads in, if it leads (as [`leads`] decides).
+fn leading_term(raft: &Raft<TypeConfig>) -> Option<u64> {
+    let metrics = raft.metrics();
+    let metrics = metrics.borrow();
+    (metrics.state == openraft::ServerState::Leader).then_some(metrics.current_term)
 }
 
 /// The address of member `id`, as the group's membership names it.

@@ -101,14 +101,8 @@ pub(crate) struct RecordedMark {
 /// Polls are timed by the wall clock, as recorded marks travel between
 /// machines and restarts.
 pub(crate) struct Followers {
-    marks: parking_lot::Mutex<std::collections::HashMap<String, Mark>>,
+    marks: parking_lot::Mutex<std::collections::HashMap<String, RecordedMark>>,
     started: std::time::Instant,
-}
-
-struct Mark {
-    name: String,
-    position: u64,
-    polled_ms: i64,
 }
 
 /// How long ago `then_ms` was, by the wall clock (never negative).
@@ -125,14 +119,13 @@ impl Followers {
     }
 
     pub(crate) fn confirm(&self, tag: FollowerTag, position: u64, now_ms: i64) {
-        self.marks.lock().insert(
-            tag.id,
-            Mark {
-                name: tag.name,
-                position,
-                polled_ms: now_ms,
-            },
-        );
+        let mark = RecordedMark {
+            id: tag.id,
+            name: tag.name,
+            position,
+            polled_ms: now_ms,
+        };
+        self.marks.lock().insert(mark.id.clone(), mark);
     }
 
     /// Takes recorded marks back, where they are newer than what this
@@ -144,39 +137,39 @@ impl Followers {
                 .get(&mark.id)
                 .is_none_or(|seen| seen.polled_ms < mark.polled_ms);
             if newer {
-                marks.insert(
-                    mark.id.clone(),
-                    Mark {
-                        name: mark.name.clone(),
-                        position: mark.position,
-                        polled_ms: mark.polled_ms,
-                    },
-                );
+                marks.insert(mark.id.clone(), mark.clone());
             }
         }
     }
 
-    /// The followers that polled within `within` (the others are forgotten).
+    /// The marks of the followers that polled within `within` (the others
+    /// are forgotten), by name.
+    pub(crate) fn marks(&self, within: std::time::Duration, now_ms: i64) -> Vec<RecordedMark> {
+        let mut marks = self.marks.lock();
+        marks.retain(|_, mark| since_ms(mark.polled_ms, now_ms) < within);
+        let mut kept: Vec<RecordedMark> = marks.values().cloned().collect();
+        kept.sort_by(|a, b| a.name.cmp(&b.name).then_with(|| a.id.cmp(&b.id)));
+        kept
+    }
+
+    /// The followers that polled within `within`, as [`Followers::marks`]
+    /// has them, against the feed's `head`.
     pub(crate) fn current(
         &self,
         within: std::time::Duration,
         head: u64,
         now_ms: i64,
     ) -> Vec<FeedFollower> {
-        let mut marks = self.marks.lock();
-        marks.retain(|_, mark| since_ms(mark.polled_ms, now_ms) < within);
-        let mut followers: Vec<FeedFollower> = marks
-            .iter()
-            .map(|(id, mark)| FeedFollower {
-                id: id.clone(),
-                name: mark.name.clone(),
-                position: mark.position,
+        self.marks(within, now_ms)
+            .into_iter()
+            .map(|mark| FeedFollower {
                 behind: head.saturating_sub(mark.position),
                 idle: since_ms(mark.polled_ms, now_ms),
+                id: mark.id,
+                name: mark.name,
+                position: mark.position,
             })
-            .collect();
-        followers.sort_by(|a, b| a.name.cmp(&b.name).then_with(|| a.id.cmp(&b.id)));
-        followers
+            .collect()
     }
 
     /// Whether every follower still following has polled since this

@@ -998,33 +998,23 @@ impl Inner {
             if !self.followers.complete(polled_since, lease) {
                 return Ok(None);
             }
-            let now = now_ms();
-            let followers = self.followers.current(config.feed_hold, next - 1, now);
-            if let Some(slowest) = followers.iter().map(|follower| follower.position + 1).min() {
+            marks = self.followers.marks(config.feed_hold, now_ms());
+            if let Some(slowest) = marks.iter().map(|mark| mark.position + 1).min() {
                 let most_held =
                     next.saturating_sub(config.feed_hold_max.max(config.feed_retention));
                 keep_from = keep_from.min(slowest.max(most_held));
             }
-            marks = followers
-                .into_iter()
-                .map(|follower| RecordedMark {
-                    polled_ms: now.saturating_sub(follower.idle.as_millis() as i64),
-                    id: follower.id,
-                    name: follower.name,
-                    position: follower.position,
-                })
-                .collect();
         }
-        if keep_from <= self.oldest_feed_seq()? {
-            let positions = |marks: &[RecordedMark]| {
-                marks
-                    .iter()
-                    .map(|mark| (mark.id.clone(), mark.position))
-                    .collect::<Vec<_>>()
-            };
-            if positions(&self.recorded_followers()?) == positions(&marks) {
-                return Ok(None);
-            }
+        let positions = |marks: &[RecordedMark]| {
+            marks
+                .iter()
+                .map(|mark| (mark.id.clone(), mark.position))
+                .collect::<Vec<_>>()
+        };
+        if keep_from <= self.oldest_feed_seq()?
+            && positions(&self.recorded_followers()?) == positions(&marks)
+        {
+            return Ok(None);
         }
         Ok(Some(FeedTrim {
             keep_from,

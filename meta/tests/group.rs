@@ -681,6 +681,18 @@ async fn oldest_events(group: &Group) -> Vec<u64> {
     oldest
 }
 
+/// Waits until every running replica's feed starts at event `oldest`.
+async fn wait_until_oldest(group: &Group, oldest: u64, patience: Duration) {
+    let what = format!("every feed trimmed to start at {oldest}");
+    wait_for(&what, patience, || async {
+        oldest_events(group)
+            .await
+            .iter()
+            .all(|first| *first == oldest)
+    })
+    .await;
+}
+
 /// Polls `done` every 100 ms; fails the test after `patience`.
 async fn wait_for<F: std::future::Future<Output = bool>>(
     what: &str,
@@ -722,17 +734,7 @@ async fn every_member_and_the_next_leader_keep_what_a_follower_has_not_confirmed
     }
     // The retention (4) would cut far past the follower; every replica
     // stops right after it (the leader trims once it has led for a lease).
-    wait_for(
-        "the feed trimmed up to the follower everywhere",
-        Duration::from_secs(60),
-        || async {
-            oldest_events(&group)
-                .await
-                .iter()
-                .all(|oldest| *oldest == position + 1)
-        },
-    )
-    .await;
+    wait_until_oldest(&group, position + 1, Duration::from_secs(60)).await;
 
     let old_leader = group.leader().status().id;
     group.stop_member(old_leader).await;
@@ -779,15 +781,5 @@ async fn every_member_and_the_next_leader_keep_what_a_follower_has_not_confirmed
 
     // Back, it confirms a few more on the new leader: trimming follows it.
     group.call(poll(position + 5)).await;
-    wait_for(
-        "the feed trimmed up to the follower's new position",
-        Duration::from_secs(30),
-        || async {
-            oldest_events(&group)
-                .await
-                .iter()
-                .all(|oldest| *oldest == position + 6)
-        },
-    )
-    .await;
+    wait_until_oldest(&group, position + 6, Duration::from_secs(30)).await;
 }

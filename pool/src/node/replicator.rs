@@ -96,7 +96,7 @@ async fn pass(node: &Arc<Node>, ring: &Arc<Ring>) {
     peers.dedup();
     let mut digests: HashMap<String, Digests> = HashMap::new();
     let mut newer_ring = false;
-    let own = own_summaries(node);
+    let own = node.digests();
     // Every peer at once: one cut off from the network costs one timeout.
     let answers = futures::future::join_all(peers.into_iter().map(|peer| async move {
         let answer = node.client.digests(&peer).await;
@@ -151,19 +151,6 @@ async fn pass(node: &Arc<Node>, ring: &Arc<Ring>) {
     finish_pass(node, started, &report);
 }
 
-/// Each held partition's digest and live bytes.
-fn own_summaries(node: &Node) -> Vec<(u32, String, u64)> {
-    let mut index = lock(&node.index);
-    index
-        .partitions()
-        .into_iter()
-        .filter_map(|part| {
-            let (digest, bytes) = index.summary(part)?;
-            Some((part, digest, bytes))
-        })
-        .collect()
-}
-
 /// An estimate of the bytes this node has to copy to fellow primaries of
 /// its partitions, from the sizes in every node's digests: for each fellow
 /// primary whose copy differs, what this node holds beyond that copy and
@@ -175,13 +162,14 @@ fn own_summaries(node: &Node) -> Vec<(u32, String, u64)> {
 /// digests, so that writes meanwhile make peers look fuller, not emptier.
 fn bytes_peers_lack(
     ring: &Ring,
-    own: &[(u32, String, u64)],
+    own: &Digests,
     digests: &HashMap<String, Digests>,
     own_names: &HashSet<String>,
 ) -> u64 {
     let sized = |peer: &Digests| peer.partitions.is_empty() || !peer.live_bytes.is_empty();
     let mut lacking = 0u64;
-    for (part_index, mine, my_bytes) in own {
+    for (part_index, mine) in &own.partitions {
+        let my_bytes = own.live_bytes.get(part_index).copied().unwrap_or(0);
         let Some(part) = ring.partition(*part_index) else {
             continue;
         };
@@ -193,7 +181,7 @@ fn bytes_peers_lack(
         // Each primary's copy: its digest and live bytes (None: unknown).
         let copy = |name: &String| -> Option<(Option<&String>, u64)> {
             if own_names.contains(name) {
-                return Some((Some(mine), *my_bytes));
+                return Some((Some(mine), my_bytes));
             }
             let peer = digests.get(name).filter(|peer| sized(peer))?;
             let digest = peer.partitions.get(part_index);

@@ -470,15 +470,20 @@ impl SwiftClient {
         let head = self
             .send(Method::HEAD, &path, &[], &|| Ok(empty_body()))
             .await?;
+        if head.status() == StatusCode::NOT_FOUND {
+            return Ok(Vec::new());
+        }
+        // A failed HEAD is an error (the caller leaves the segments and
+        // says so), not an object without segments.
+        let head = expect_success(Method::HEAD, &path, head)?;
         let large = head
             .headers()
             .get("x-static-large-object")
             .and_then(|value| value.to_str().ok())
             .is_some_and(|value| value.eq_ignore_ascii_case("true"));
-        if head.status() == StatusCode::NOT_FOUND || !large {
+        if !large {
             return Ok(Vec::new());
         }
-        expect_success(Method::HEAD, &path, head)?;
         let manifest_path = format!("{path}?multipart-manifest=get");
         let response = self.call(Method::GET, &manifest_path, &[]).await?;
         let body = response

@@ -464,8 +464,8 @@ impl StrataFs {
     /// Writes, truncates and fsyncs need not be waited for: the kernel
     /// holds the file's inode lock across an unlink or a rename, and they
     /// take it too; closes (flush, release) do not.
-    fn writers_of(&self, inos: &[u64]) -> Vec<Arc<Mutex<OpenFile>>> {
-        let mut inos = inos.to_vec();
+    fn writers_of(&self, inos: impl IntoIterator<Item = u64>) -> Vec<Arc<Mutex<OpenFile>>> {
+        let mut inos: Vec<u64> = inos.into_iter().collect();
         inos.sort_unstable();
         inos.dedup();
         inos.into_iter()
@@ -478,7 +478,7 @@ impl StrataFs {
         let held = self.resolve(parent, name)?;
         let ino = held.ino;
         let (place, name) = self.child_place(parent, name)?;
-        let writers = self.writers_of(&[ino]);
+        let writers = self.writers_of([ino]);
         let _uploads_held: Vec<_> = writers.iter().map(|file| file.lock()).collect();
         let node = self.tree.lock().node(ino).cloned().ok_or(Errno::ENOENT)?;
         if node.kind == Kind::Directory {
@@ -624,12 +624,7 @@ impl StrataFs {
             source.object().zip(target.object()).ok_or(Errno::EPERM)?;
         // Neither the moved file nor the one it replaces uploads while the
         // store moves them: it would land under a name that is gone.
-        let writers = self.writers_of(
-            &[Some(ino), replaced]
-                .into_iter()
-                .flatten()
-                .collect::<Vec<_>>(),
-        );
+        let writers = self.writers_of(std::iter::once(ino).chain(replaced));
         let mut uploads_held: Vec<_> = writers.iter().map(|file| file.lock()).collect();
         // Whatever writers have written goes first, so the copy carries it.
         if let Some(moved) = uploads_held.iter_mut().find(|file| file.ino == ino) {
@@ -649,7 +644,16 @@ impl StrataFs {
         Ok(())
     }
 
-    /// Uploads what the writers of handle `fh` wrote (close() and fsync()).
+    /// Uploads what the file's writers wrote when `handle` is one of them: a
+    /// reader's close uploads nothing, and fails for nothing a writer did.
+    fn upload_if_writer(&self, handle: &OpenHandle) -> Result<(), Errno> {
+        match handle.writable {
+            true => self.upload(&mut handle.file.lock()),
+            false => Ok(()),
+        }
+    }
+
+    /// Uploads what the writers of handle `fh` wrote (fsync()).
     fn upload_handle(&self, fh: FileHandle) -> Result<(), Errno> {
         self.upload(&mut self.open_file(fh)?.file.lock())
     }
@@ -981,15 +985,10 @@ impl Filesystem for StrataFs {
         _lock_owner: LockOwner,
         reply: ReplyEmpty,
     ) {
-        // A reader's close uploads nothing, and fails for nothing a writer
-        // did.
-        let writer = self.open_file(fh).map(|handle| handle.writable);
         reply_empty(
             reply,
-            writer.and_then(|writer| match writer {
-                true => self.upload_handle(fh),
-                false => Ok(()),
-            }),
+            self.open_file(fh)
+                .and_then(|handle| self.upload_if_writer(&handle)),
         );
     }
 
@@ -1018,13 +1017,10 @@ impl Filesystem for StrataFs {
             return reply.error(Errno::EBADF);
         };
         // close() has flushed already; this catches writes after a dup'd
-        // descriptor was closed (and a flush whose upload failed). A
-        // reader's release uploads nothing. The handle stays listed until
-        // its upload is done, so a remove or rename waits for it.
-        let uploaded = match handle.writable {
-            true => self.upload(&mut handle.file.lock()),
-            false => Ok(()),
-        };
+        // descriptor was closed (and a flush whose upload failed). The
+        // handle stays listed until its upload is done, so a remove or
+        // rename waits for it.
+        let uploaded = self.upload_if_writer(&handle);
         self.files.lock().remove(&fh.0);
         // A file made here that has not reached the store when its last
         // writer is done (its upload failed, here or on another handle) is

@@ -253,6 +253,17 @@ struct ServeArgs {
     /// added with `strata metadata add`) rather than founding one.
     #[arg(long, env = "STRATA_METADATA_JOIN", requires = "metadata_member")]
     metadata_join: bool,
+    /// PEM certificate chain: the listener also speaks TLS (HTTPS) with it,
+    /// on the same port as plain HTTP.
+    #[arg(long, env = "STRATA_TLS_CERT", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert.
+    #[arg(long, env = "STRATA_TLS_KEY", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// PEM file of the cluster's CA: members speak TLS to each other and
+    /// present certificates it signed (with --ring).
+    #[arg(long, env = "STRATA_CLUSTER_TLS_CA")]
+    cluster_tls_ca: Option<PathBuf>,
 }
 
 pub fn main() -> ExitCode {
@@ -298,6 +309,9 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         metadata: args.metadata,
         metadata_member: args.metadata_member,
         metadata_join: args.metadata_join,
+        tls_cert: args.tls_cert,
+        tls_key: args.tls_key,
+        cluster_tls_ca: args.cluster_tls_ca,
     };
     let config = Config::load(args.config.as_deref(), overrides)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()

@@ -10,9 +10,9 @@ use std::time::Duration;
 use anyhow::Context as _;
 use serde::Serialize;
 use strata_meta::{Membership, MembershipChange};
-use strata_pool::NodeClient;
 use strata_pool::node::{NodeConfig, ReplicatorConfig};
 use strata_pool::wire::{ClusterSecret, NodeStatus};
+use strata_pool::{ClusterTls, NodeClient};
 use strata_ring::Ring;
 
 #[derive(Debug, clap::Args)]
@@ -29,6 +29,17 @@ pub struct NodeArgs {
     /// File holding the cluster secret.
     #[arg(long, env = "STRATA_CLUSTER_SECRET_FILE")]
     cluster_secret_file: PathBuf,
+    /// PEM certificate chain: the node serves TLS only, presenting it (it
+    /// must name the address the ring gives the node).
+    #[arg(long, env = "STRATA_TLS_CERT", requires_all = ["tls_key", "cluster_tls_ca"])]
+    tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert.
+    #[arg(long, env = "STRATA_TLS_KEY", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// PEM file of the cluster's CA, when members speak TLS: nodes and
+    /// members are called over TLS and must present a certificate it signed.
+    #[arg(long, env = "STRATA_CLUSTER_TLS_CA", requires = "tls_cert")]
+    cluster_tls_ca: Option<PathBuf>,
     /// A ring to start with; gateways and peers hand newer ones over.
     #[arg(long, env = "STRATA_RING")]
     ring: Option<PathBuf>,
@@ -51,6 +62,10 @@ pub struct StatusArgs {
     /// File holding the cluster secret.
     #[arg(long, env = "STRATA_CLUSTER_SECRET_FILE")]
     cluster_secret_file: PathBuf,
+    /// PEM file of the cluster's CA, when members speak TLS: nodes and
+    /// members are called over TLS and must present a certificate it signed.
+    #[arg(long, env = "STRATA_CLUSTER_TLS_CA")]
+    cluster_tls_ca: Option<PathBuf>,
     /// Print JSON instead of a table.
     #[arg(long)]
     json: bool,
@@ -61,6 +76,23 @@ pub fn load_secret(path: &Path) -> anyhow::Result<ClusterSecret> {
         .with_context(|| format!("reading the cluster secret {}", path.display()))?;
     ClusterSecret::new(text.lines().next().unwrap_or(""))
         .map_err(|err| anyhow::anyhow!("{}: {err}", path.display()))
+}
+
+/// TLS between members as configured: trusting the CA in `ca`, and
+/// presenting `serving` (certificate chain, key) when given; `None` without
+/// a CA (members talk plain HTTP).
+pub fn load_cluster_tls(
+    ca: Option<&Path>,
+    serving: Option<(&Path, &Path)>,
+) -> anyhow::Result<Option<ClusterTls>> {
+    let Some(ca) = ca else {
+        return Ok(None);
+    };
+    let mut tls = ClusterTls::trusting(ca)?;
+    if let Some((cert, key)) = serving {
+        tls = tls.presenting(cert, key)?;
+    }
+    Ok(Some(tls))
 }
 
 pub fn load_ring(path: &Path) -> anyhow::Result<Ring> {
@@ -87,6 +119,10 @@ pub fn node(args: NodeArgs) -> anyhow::Result<()> {
         listen,
         advertise: args.advertise,
         secret: load_secret(&args.cluster_secret_file)?,
+        tls: load_cluster_tls(
+            args.cluster_tls_ca.as_deref(),
+            args.tls_cert.as_deref().zip(args.tls_key.as_deref()),
+        )?,
         cluster_id: ring.as_ref().map(|ring| ring.cluster_id().to_owned()),
         ring,
         replicator: ReplicatorConfig {
@@ -141,6 +177,10 @@ pub struct MetadataArgs {
     /// File holding the cluster secret.
     #[arg(long, env = "STRATA_CLUSTER_SECRET_FILE")]
     cluster_secret_file: PathBuf,
+    /// PEM file of the cluster's CA, when members speak TLS: nodes and
+    /// members are called over TLS and must present a certificate it signed.
+    #[arg(long, env = "STRATA_CLUSTER_TLS_CA")]
+    cluster_tls_ca: Option<PathBuf>,
     /// Print JSON instead of a table.
     #[arg(long)]
     json: bool,
@@ -168,6 +208,7 @@ pub fn metadata(args: MetadataArgs) -> anyhow::Result<()> {
     // Adding waits for the new member to catch up (2 minutes at most).
     let client = NodeClient::new(
         load_secret(&args.cluster_secret_file)?,
+        load_cluster_tls(args.cluster_tls_ca.as_deref(), None)?.as_ref(),
         Duration::from_secs(150),
     );
     let addresses = crate::config::parse_metadata_members(&args.metadata)?
@@ -250,6 +291,7 @@ pub fn status(args: StatusArgs) -> anyhow::Result<()> {
     let mut ring = load_ring(&args.ring)?;
     let client = NodeClient::new(
         load_secret(&args.cluster_secret_file)?,
+        load_cluster_tls(args.cluster_tls_ca.as_deref(), None)?.as_ref(),
         Duration::from_secs(5),
     );
     let runtime = runtime()?;

@@ -40,6 +40,11 @@ pub struct Config {
     /// Seconds a replaced or deleted object's extents are kept, so that
     /// reads already streaming them finish.
     pub gc_grace_secs: u64,
+    /// PEM certificate chain: the listener also speaks TLS (HTTPS) with it,
+    /// on the same port as plain HTTP, to clients and cluster members.
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of `tls_cert`.
+    pub tls_key: Option<PathBuf>,
 }
 
 /// Where a gateway keeps extents when it is part of a cluster.
@@ -76,6 +81,12 @@ pub struct ClusterConfig {
     /// must be longer than any upload takes: an upload's first extents are
     /// named by no record until it commits.
     pub orphan_age_secs: u64,
+    /// PEM file of the cluster's CA: members speak TLS to each other. Calls
+    /// to nodes and members go over TLS and trust the certificates this CA
+    /// signed, and only those; metadata calls that arrive in plain text are
+    /// refused. A gateway that members call (it holds the metadata, or is a
+    /// member) presents `tls_cert`.
+    pub tls_ca: Option<PathBuf>,
 }
 
 impl ClusterConfig {
@@ -149,6 +160,7 @@ impl Default for ClusterConfig {
             metadata_member: None,
             metadata_join: false,
             orphan_age_secs: 24 * 3600,
+            tls_ca: None,
         }
     }
 }
@@ -211,6 +223,8 @@ impl Default for Config {
             ftp: crate::ftp::FtpConfig::default(),
             cluster: ClusterConfig::default(),
             gc_grace_secs: 600,
+            tls_cert: None,
+            tls_key: None,
         }
     }
 }
@@ -235,6 +249,9 @@ pub struct ConfigOverrides {
     pub metadata: Option<String>,
     pub metadata_member: Option<u64>,
     pub metadata_join: bool,
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    pub cluster_tls_ca: Option<PathBuf>,
 }
 
 impl Config {
@@ -295,12 +312,34 @@ impl Config {
             config.cluster.metadata_member = Some(member);
         }
         config.cluster.metadata_join |= overrides.metadata_join;
+        if let Some(cert) = overrides.tls_cert {
+            config.tls_cert = Some(cert);
+        }
+        if let Some(key) = overrides.tls_key {
+            config.tls_key = Some(key);
+        }
+        if let Some(ca) = overrides.cluster_tls_ca {
+            config.cluster.tls_ca = Some(ca);
+        }
         config.validate()?;
         Ok(config)
     }
 
     pub fn parse_toml(text: &str) -> anyhow::Result<Config> {
         Ok(toml::from_str(text)?)
+    }
+
+    /// What the listener accepts TLS with, if it speaks TLS.
+    pub fn listener_tls(&self) -> anyhow::Result<Option<strata_pool::TlsAcceptor>> {
+        let Some((cert, key)) = self.tls_cert.as_deref().zip(self.tls_key.as_deref()) else {
+            return Ok(None);
+        };
+        Ok(Some(strata_pool::tls_acceptor(cert, key)?))
+    }
+
+    /// How this gateway calls nodes and members: over TLS with a cluster CA.
+    pub fn cluster_tls(&self) -> anyhow::Result<Option<strata_pool::ClusterTls>> {
+        crate::cluster_cli::load_cluster_tls(self.cluster.tls_ca.as_deref(), None)
     }
 
     pub fn listen_addr(&self) -> anyhow::Result<SocketAddr> {
@@ -365,6 +404,24 @@ impl Config {
         }
         if self.cluster.metadata_member.is_some() && self.cluster.metadata.is_none() {
             bail!("cluster.metadata_member needs cluster.metadata, the list of members");
+        }
+        if self.tls_cert.is_some() != self.tls_key.is_some() {
+            bail!("tls_cert and tls_key go together");
+        }
+        if self.cluster.tls_ca.is_some() {
+            if self.cluster.ring.is_none() {
+                bail!("cluster.tls_ca is for a cluster: it needs a ring and a cluster secret");
+            }
+            // Members and the gateway holding the metadata are called by
+            // the others, over TLS only.
+            let is_called =
+                self.cluster.metadata.is_none() || self.cluster.metadata_member.is_some();
+            if is_called && self.tls_cert.is_none() {
+                bail!(
+                    "cluster.tls_ca on a gateway that other gateways call (it holds the metadata \
+                     or is a member of its service) needs tls_cert and tls_key"
+                );
+            }
         }
         if self.cluster.orphan_age_secs < 2 {
             bail!("cluster.orphan_age_secs must be at least 2");
@@ -469,6 +526,34 @@ mod tests {
         ] {
             let refused = load(bad, member).unwrap_err().to_string();
             assert!(refused.contains(why), "{bad}: {refused}");
+        }
+    }
+
+    /// A cluster's CA needs a cluster, and a certificate on every gateway
+    /// that others call; a certificate goes with its key.
+    #[test]
+    fn tls_settings_go_together() {
+        let load = |toml: &str| Config::parse_toml(toml).and_then(|mut c| c.validate().map(|_| c));
+        let cluster = "[cluster]\nring = \"r\"\nsecret_file = \"s\"\ntls_ca = \"ca.pem\"\n";
+        let certificate = "tls_cert = \"c.pem\"\ntls_key = \"k.pem\"\n";
+        assert!(load(certificate).is_ok(), "HTTPS without a cluster");
+        assert!(load(&format!("{certificate}{cluster}")).is_ok());
+        let client = format!("{cluster}metadata = \"a:1\"\n");
+        assert!(
+            load(&client).is_ok(),
+            "a gateway nobody calls needs no certificate"
+        );
+        for (toml, why) in [
+            ("tls_cert = \"c.pem\"\n".to_owned(), "go together"),
+            (
+                "[cluster]\ntls_ca = \"ca.pem\"\n".to_owned(),
+                "needs a ring",
+            ),
+            (cluster.to_owned(), "needs tls_cert"),
+            (format!("{client}metadata_member = 1\n"), "needs tls_cert"),
+        ] {
+            let refused = load(&toml).unwrap_err().to_string();
+            assert!(refused.contains(why), "{toml}: {refused}");
         }
     }
 

@@ -25,8 +25,8 @@ use http::StatusCode;
 use http_body_util::BodyExt as _;
 use hyper::body::Incoming;
 use strata_meta::{MembershipChange, MetaService, RaftRpc, RaftTransport, Routed};
-use strata_pool::NodeClient;
 use strata_pool::wire::{self, ClusterSecret};
+use strata_pool::{ClusterTls, NodeClient};
 use strata_store::{MetaTransport, Store, TransportError};
 
 use crate::wire::{Response, full_body, text_response};
@@ -67,9 +67,9 @@ pub struct HttpMetaTransport {
 }
 
 impl HttpMetaTransport {
-    pub fn new(secret: ClusterSecret, addresses: Vec<String>) -> Self {
+    pub fn new(secret: ClusterSecret, tls: Option<&ClusterTls>, addresses: Vec<String>) -> Self {
         HttpMetaTransport {
-            client: NodeClient::new(secret, Duration::from_secs(30)),
+            client: NodeClient::new(secret, tls, Duration::from_secs(30)),
             addresses: parking_lot::RwLock::new(addresses),
             leader: AtomicUsize::new(0),
             local: None,
@@ -83,12 +83,13 @@ impl HttpMetaTransport {
     /// others elect another, instead of being asked until a call times out.
     pub fn of_member(
         secret: ClusterSecret,
+        tls: Option<&ClusterTls>,
         addresses: Vec<String>,
         local: Arc<MetaService>,
     ) -> Self {
         HttpMetaTransport {
             local: Some(local),
-            ..HttpMetaTransport::new(secret, addresses)
+            ..HttpMetaTransport::new(secret, tls, addresses)
         }
     }
 
@@ -335,9 +336,9 @@ pub struct HttpRaftTransport {
 }
 
 impl HttpRaftTransport {
-    pub fn new(secret: ClusterSecret) -> Self {
+    pub fn new(secret: ClusterSecret, tls: Option<&ClusterTls>) -> Self {
         HttpRaftTransport {
-            client: NodeClient::new(secret, Duration::from_secs(5)),
+            client: NodeClient::new(secret, tls, Duration::from_secs(5)),
         }
     }
 }
@@ -371,6 +372,9 @@ impl RaftTransport for HttpRaftTransport {
 /// Who answers this gateway's internal endpoints.
 pub struct Internal {
     pub secret: Option<ClusterSecret>,
+    /// Members speak TLS: a call that came in plain text is refused (a
+    /// member never sends one, so it is someone else's).
+    pub requires_tls: bool,
     /// The store, when this gateway holds the metadata alone.
     pub store: std::sync::OnceLock<Store>,
     /// This gateway's membership of a replicated metadata service.
@@ -390,13 +394,23 @@ pub fn serves(request: &hyper::Request<Incoming>) -> bool {
 
 /// Answers a metadata call or a Raft message from another gateway, if it
 /// carries the cluster's signature.
-pub async fn handle(internal: &Internal, request: hyper::Request<Incoming>) -> Response {
+pub async fn handle(
+    internal: &Internal,
+    request: hyper::Request<Incoming>,
+    over_tls: bool,
+) -> Response {
     let Some(secret) = &internal.secret else {
         return text_response(
             StatusCode::NOT_FOUND,
             "this gateway is not a metadata service (it has no cluster secret)\n",
         );
     };
+    if internal.requires_tls && !over_tls {
+        return text_response(
+            StatusCode::FORBIDDEN,
+            "members of this cluster speak TLS: call over https\n",
+        );
+    }
     if request.method() != http::Method::POST {
         return text_response(StatusCode::METHOD_NOT_ALLOWED, "POST only\n");
     }

@@ -12,7 +12,9 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use percent_encoding::{NON_ALPHANUMERIC, utf8_percent_encode};
 use strata_auth::SigV4Config;
-use strata_pool::{LocalPool, LocalPoolConfig, Pool, RingPool, RingPoolConfig};
+use strata_pool::{
+    ClusterTls, LocalPool, LocalPoolConfig, Pool, RingPool, RingPoolConfig, TlsAcceptor,
+};
 use strata_store::{FeedFollower, FollowerTag, Store, StoreConfig};
 use tokio::net::TcpListener;
 
@@ -39,7 +41,9 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         .ring
         .as_deref()
         .and_then(crate::ring_share::stamp);
-    let (pool, cluster) = open_pool(&config).await?;
+    let cluster_tls = config.cluster_tls()?;
+    let listener_tls = config.listener_tls()?;
+    let (pool, cluster) = open_pool(&config, cluster_tls.as_ref()).await?;
     let cluster_secret = match &config.cluster.secret_file {
         Some(path) => Some(crate::cluster_cli::load_secret(path)?),
         None => None,
@@ -81,7 +85,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
                 joining,
                 &config.data.join("raft"),
                 replica,
-                Arc::new(HttpRaftTransport::new(secret.clone())),
+                Arc::new(HttpRaftTransport::new(secret.clone(), cluster_tls.as_ref())),
                 Compaction::default(),
             )
             .await
@@ -95,19 +99,30 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         doors: std::sync::OnceLock::new(),
         internal: Internal {
             secret: cluster_secret.clone(),
+            requires_tls: cluster_tls.is_some(),
             store: std::sync::OnceLock::new(),
             service,
             replays: strata_pool::wire::ReplayGuard::new(),
         },
     });
-    let accepting = tokio::spawn(accept_loop(listener, served.clone(), config.limits.clone()));
+    let accepting = tokio::spawn(accept_loop(
+        listener,
+        listener_tls,
+        served.clone(),
+        config.limits.clone(),
+    ));
     let store = match &cluster_secret {
         Some(secret) if !addresses.is_empty() => {
             let transport = match &served.internal.service {
-                Some(member) => {
-                    HttpMetaTransport::of_member(secret.clone(), addresses.clone(), member.clone())
+                Some(member) => HttpMetaTransport::of_member(
+                    secret.clone(),
+                    cluster_tls.as_ref(),
+                    addresses.clone(),
+                    member.clone(),
+                ),
+                None => {
+                    HttpMetaTransport::new(secret.clone(), cluster_tls.as_ref(), addresses.clone())
                 }
-                None => HttpMetaTransport::new(secret.clone(), addresses.clone()),
             };
             let store = Store::connect(store_config, pool, Arc::new(transport))
                 .await
@@ -253,9 +268,9 @@ struct Served {
 }
 
 impl Served {
-    async fn handle(&self, request: hyper::Request<Incoming>) -> Response {
+    async fn handle(&self, request: hyper::Request<Incoming>, over_tls: bool) -> Response {
         if crate::metadata::serves(&request) {
-            return crate::metadata::handle(&self.internal, request).await;
+            return crate::metadata::handle(&self.internal, request, over_tls).await;
         }
         match self.doors.get() {
             Some(doors) => doors.handle(request).await,
@@ -264,7 +279,12 @@ impl Served {
     }
 }
 
-async fn accept_loop(listener: TcpListener, served: Arc<Served>, limits: Limits) {
+async fn accept_loop(
+    listener: TcpListener,
+    tls: Option<TlsAcceptor>,
+    served: Arc<Served>,
+    limits: Limits,
+) {
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
@@ -293,33 +313,68 @@ async fn accept_loop(listener: TcpListener, served: Arc<Served>, limits: Limits)
         }
         let served = served.clone();
         let builder = builder.clone();
+        let tls = tls.clone();
         tokio::spawn(async move {
-            let service = hyper::service::service_fn(move |request: hyper::Request<Incoming>| {
-                let served = served.clone();
-                async move {
-                    let expects_continue = expects_continue_without_body(request.headers());
-                    let may_leave_body_unread = request.version() <= http::Version::HTTP_11
-                        && frames_a_body(request.headers());
-                    let mut response = served.handle(request).await;
-                    let status = response.status();
-                    if expects_continue
-                        || (may_leave_body_unread
-                            && (status.is_client_error() || status.is_server_error()))
-                    {
-                        response
-                            .headers_mut()
-                            .insert(http::header::CONNECTION, HeaderValue::from_static("close"));
-                    }
-                    Ok::<_, Infallible>(response)
+            let Some(acceptor) = tls else {
+                serve_connection(&builder, TokioIo::new(stream), served, false, peer).await;
+                return;
+            };
+            // One port for both: a TLS connection opens with a handshake
+            // record, an HTTP one with a method's letter.
+            let mut first = [0u8; 1];
+            match tokio::time::timeout(HANDSHAKE_TIMEOUT, stream.peek(&mut first)).await {
+                Ok(Ok(1)) if first[0] == strata_pool::TLS_HANDSHAKE_BYTE => {}
+                Ok(Ok(1)) => {
+                    serve_connection(&builder, TokioIo::new(stream), served, false, peer).await;
+                    return;
                 }
-            });
-            if let Err(err) = builder
-                .serve_connection(TokioIo::new(stream), service)
-                .await
-            {
-                tracing::debug!(%peer, error = %err, "connection ended with an error");
+                _ => return,
+            }
+            match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+                Ok(Ok(stream)) => {
+                    serve_connection(&builder, TokioIo::new(stream), served, true, peer).await;
+                }
+                Ok(Err(err)) => tracing::debug!(%peer, error = %err, "TLS handshake failed"),
+                Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
             }
         });
+    }
+}
+
+/// The longest a client may take to open its connection: its first byte
+/// and its TLS handshake each get the time a request's head may take.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Serves the requests of one connection, plain or TLS (`over_tls`).
+async fn serve_connection<I>(
+    builder: &auto::Builder<TokioExecutor>,
+    io: I,
+    served: Arc<Served>,
+    over_tls: bool,
+    peer: std::net::SocketAddr,
+) where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    let service = hyper::service::service_fn(move |request: hyper::Request<Incoming>| {
+        let served = served.clone();
+        async move {
+            let expects_continue = expects_continue_without_body(request.headers());
+            let may_leave_body_unread =
+                request.version() <= http::Version::HTTP_11 && frames_a_body(request.headers());
+            let mut response = served.handle(request, over_tls).await;
+            let status = response.status();
+            if expects_continue
+                || (may_leave_body_unread && (status.is_client_error() || status.is_server_error()))
+            {
+                response
+                    .headers_mut()
+                    .insert(http::header::CONNECTION, HeaderValue::from_static("close"));
+            }
+            Ok::<_, Infallible>(response)
+        }
+    });
+    if let Err(err) = builder.serve_connection(io, service).await {
+        tracing::debug!(%peer, error = %err, "connection ended with an error");
     }
 }
 
@@ -396,7 +451,10 @@ fn metadata_metrics(status: &strata_meta::MetaStatus) -> String {
 
 /// The embedded pool in `data/pool`, or the storage nodes of the ring (then
 /// also returned as itself, for its metrics).
-async fn open_pool(config: &Config) -> anyhow::Result<(Arc<dyn Pool>, Option<RingPool>)> {
+async fn open_pool(
+    config: &Config,
+    tls: Option<&ClusterTls>,
+) -> anyhow::Result<(Arc<dyn Pool>, Option<RingPool>)> {
     let (Some(ring_path), Some(secret)) = (&config.cluster.ring, &config.cluster.secret_file)
     else {
         let pool = LocalPool::open(LocalPoolConfig {
@@ -410,6 +468,7 @@ async fn open_pool(config: &Config) -> anyhow::Result<(Arc<dyn Pool>, Option<Rin
         ring,
         RingPoolConfig {
             secret: crate::cluster_cli::load_secret(secret)?,
+            tls: tls.cloned(),
             write_quorum: config.cluster.write_quorum,
             node_timeout: Duration::from_secs(config.cluster.node_timeout_secs),
         },

@@ -5,11 +5,13 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::{Method, Request, StatusCode};
 use http_body_util::{BodyExt as _, Full, Limited};
-use hyper_util::client::legacy::Client;
+use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::{Client, ResponseFuture};
 use hyper_util::rt::TokioExecutor;
 use serde::de::DeserializeOwned;
 
+use crate::tls::ClusterTls;
 use crate::wire::{self, ClusterSecret, Digests, NodeStatus, PartitionListing};
 use crate::{ExtentId, MAX_EXTENT_LEN};
 
@@ -56,21 +58,60 @@ const MAX_JSON_LEN: usize = 256 * 1024 * 1024;
 /// A pooled HTTP client for every node of a cluster. Cheap to clone.
 #[derive(Clone)]
 pub struct NodeClient {
-    http: Client<HttpConnector, Full<Bytes>>,
+    http: Connections,
     secret: ClusterSecret,
     timeout: Duration,
 }
 
-impl NodeClient {
-    pub fn new(secret: ClusterSecret, timeout: Duration) -> Self {
+/// The pooled connections to members: plain, or TLS only (never plain
+/// for a cluster that speaks TLS).
+#[derive(Clone)]
+enum Connections {
+    Plain(Client<HttpConnector, Full<Bytes>>),
+    Tls(Client<HttpsConnector<HttpConnector>, Full<Bytes>>),
+}
+
+impl Connections {
+    fn new(tls: Option<&ClusterTls>) -> Self {
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
         connector.set_connect_timeout(Some(Duration::from_secs(2)));
-        let http = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(30))
-            .build(connector);
+        let mut builder = Client::builder(TokioExecutor::new());
+        builder.pool_idle_timeout(Duration::from_secs(30));
+        match tls {
+            None => Connections::Plain(builder.build(connector)),
+            Some(tls) => {
+                connector.enforce_http(false);
+                let connector = hyper_rustls::HttpsConnectorBuilder::new()
+                    .with_tls_config((*tls.client_config()).clone())
+                    .https_only()
+                    .enable_http1()
+                    .wrap_connector(connector);
+                Connections::Tls(builder.build(connector))
+            }
+        }
+    }
+
+    fn scheme(&self) -> &'static str {
+        match self {
+            Connections::Plain(_) => "http",
+            Connections::Tls(_) => "https",
+        }
+    }
+
+    fn request(&self, request: Request<Full<Bytes>>) -> ResponseFuture {
+        match self {
+            Connections::Plain(client) => client.request(request),
+            Connections::Tls(client) => client.request(request),
+        }
+    }
+}
+
+impl NodeClient {
+    /// Requests signed with `secret`, over TLS when the cluster speaks it.
+    pub fn new(secret: ClusterSecret, tls: Option<&ClusterTls>, timeout: Duration) -> Self {
         NodeClient {
-            http,
+            http: Connections::new(tls),
             secret,
             timeout,
         }
@@ -122,7 +163,7 @@ impl NodeClient {
         };
         let mut builder = Request::builder()
             .method(method.clone())
-            .uri(format!("http://{node}{path_and_query}"))
+            .uri(format!("{}://{node}{path_and_query}", self.http.scheme()))
             .header(
                 wire::AUTH_HEADER,
                 self.secret.sign(method.as_str(), path_and_query),

@@ -20,6 +20,8 @@ use crate::{ExtentId, MAX_EXTENT_LEN, Pool, PoolError, Result};
 #[derive(Debug, Clone)]
 pub struct RingPoolConfig {
     pub secret: ClusterSecret,
+    /// TLS to the nodes, when the cluster speaks it.
+    pub tls: Option<crate::ClusterTls>,
     /// Copies that must be fsynced before a write succeeds; at most the ring's
     /// replica count, which is also the default.
     pub write_quorum: Option<usize>,
@@ -130,7 +132,7 @@ impl RingPool {
         Ok(RingPool {
             inner: Arc::new(Inner {
                 ring: RwLock::new(Arc::new(ring)),
-                client: NodeClient::new(config.secret, config.node_timeout),
+                client: NodeClient::new(config.secret, config.tls.as_ref(), config.node_timeout),
                 write_quorum: config.write_quorum,
                 stats: RingPoolStats::default(),
                 suspects: std::sync::Mutex::new(HashMap::new()),
@@ -858,6 +860,7 @@ mod tests {
                 ring(2),
                 RingPoolConfig {
                     secret: ClusterSecret::new("correct horse battery staple").expect("secret"),
+                    tls: None,
                     write_quorum: quorum,
                     node_timeout: Duration::from_secs(1),
                 },

@@ -13,6 +13,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use anyhow::{Context, Result, bail};
 use tempfile::TempDir;
 
+use crate::certs::Certificates;
 use crate::proxy::{Partition, Proxy};
 use crate::server::strata_binary;
 use crate::{Server, ToolOutput, run_tool};
@@ -157,6 +158,8 @@ pub struct Cluster {
     /// With `behind_proxies`, the partition whose fronts the proxies are
     /// (node `i` is its host `i`).
     partition: Option<Arc<Partition>>,
+    /// Members speak TLS, with certificates of this CA.
+    tls: Option<Certificates>,
     dir: TempDir,
 }
 
@@ -164,13 +167,20 @@ impl Cluster {
     /// `n_nodes` nodes, each in its own zone, in a ring of `2^part_power`
     /// partitions and `replicas` copies; every node replicates each second.
     pub fn start(n_nodes: usize, part_power: u8, replicas: u8) -> Result<Cluster> {
-        Self::start_with(n_nodes, part_power, replicas, false, None)
+        Self::start_with(n_nodes, part_power, replicas, false, None, false)
+    }
+
+    /// Like [`Cluster::start`], with members that speak TLS to each other:
+    /// nodes serve TLS only, and gateways (started with the cluster's
+    /// arguments) present a certificate of the cluster's CA, [`Cluster::tls`].
+    pub fn start_with_tls(n_nodes: usize, part_power: u8, replicas: u8) -> Result<Cluster> {
+        Self::start_with(n_nodes, part_power, replicas, false, None, true)
     }
 
     /// Like [`Cluster::start`], with each node behind a proxy: the ring names
     /// the proxy, so gateways and peers alike reach the node through it.
     pub fn start_behind_proxies(n_nodes: usize, part_power: u8, replicas: u8) -> Result<Cluster> {
-        Self::start_with(n_nodes, part_power, replicas, true, None)
+        Self::start_with(n_nodes, part_power, replicas, true, None, false)
     }
 
     /// Like [`Cluster::start_behind_proxies`], with the proxies the fronts
@@ -182,7 +192,14 @@ impl Cluster {
         part_power: u8,
         replicas: u8,
     ) -> Result<Cluster> {
-        Self::start_with(n_nodes, part_power, replicas, true, Some(partition.clone()))
+        Self::start_with(
+            n_nodes,
+            part_power,
+            replicas,
+            true,
+            Some(partition.clone()),
+            false,
+        )
     }
 
     fn start_with(
@@ -191,10 +208,15 @@ impl Cluster {
         replicas: u8,
         behind_proxies: bool,
         partition: Option<Arc<Partition>>,
+        tls: bool,
     ) -> Result<Cluster> {
         let dir = tempfile::Builder::new()
             .prefix("strata-e2e-cluster-")
             .tempdir()?;
+        let tls = match tls {
+            true => Some(Certificates::make(&dir.path().join("tls"))?),
+            false => None,
+        };
         fs::write(
             dir.path().join("secret"),
             format!("e2e-cluster-secret-{:016x}\n", rand::random::<u64>()),
@@ -204,6 +226,7 @@ impl Cluster {
             nodes: Vec::new(),
             behind_proxies,
             partition,
+            tls,
         };
         cluster.strata_ok(&[
             "ring",
@@ -246,6 +269,41 @@ impl Cluster {
         self.dir.path().join("secret").display().to_string()
     }
 
+    /// The CA and the certificate of a cluster that speaks TLS.
+    pub fn tls(&self) -> Option<&Certificates> {
+        self.tls.as_ref()
+    }
+
+    /// What every command of the cluster is given: `--ring`, then
+    /// `--cluster-secret-file` and, if it speaks TLS, `--cluster-tls-ca`.
+    pub fn cluster_args(&self) -> Vec<String> {
+        let mut args = vec![
+            "--ring".into(),
+            self.ring(),
+            "--cluster-secret-file".into(),
+            self.secret(),
+        ];
+        if let Some(tls) = &self.tls {
+            args.extend(["--cluster-tls-ca".into(), tls.ca.display().to_string()]);
+        }
+        args
+    }
+
+    /// What a gateway or a node of the cluster is given: the cluster's
+    /// arguments and, if it speaks TLS, the certificate it presents.
+    fn member_args(&self) -> Vec<String> {
+        let mut args = self.cluster_args();
+        if let Some(tls) = &self.tls {
+            args.extend([
+                "--tls-cert".into(),
+                tls.cert.display().to_string(),
+                "--tls-key".into(),
+                tls.key.display().to_string(),
+            ]);
+        }
+        args
+    }
+
     /// `strata serve` with extents on this cluster.
     pub fn gateway(&self) -> Result<Server> {
         self.gateway_with_config("")
@@ -253,14 +311,10 @@ impl Cluster {
 
     /// Like [`Cluster::gateway`], with a config file (empty: none).
     pub fn gateway_with_config(&self, toml: &str) -> Result<Server> {
+        let args = self.member_args();
         Server::start_with_config_and_args(
             toml,
-            &[
-                "--ring",
-                &self.ring(),
-                "--cluster-secret-file",
-                &self.secret(),
-            ],
+            &args.iter().map(String::as_str).collect::<Vec<_>>(),
         )
     }
 
@@ -274,7 +328,7 @@ impl Cluster {
     /// [`crate::Proxy`] in front of it, say).
     pub fn gateway_over_address(&self, address: &str) -> Result<Server> {
         let args = self.metadata_args(address);
-        Server::start_with_config_and_args("", &args.each_ref().map(String::as_str))
+        Server::start_with_config_and_args("", &args.iter().map(String::as_str).collect::<Vec<_>>())
     }
 
     /// Like [`Cluster::gateway_over`], with a ring file of its own at
@@ -282,20 +336,15 @@ impl Cluster {
     pub fn gateway_over_with_ring(&self, service: &Server, ring: &str) -> Result<Server> {
         let mut args = self.metadata_args(&format!("127.0.0.1:{}", service.port()));
         args[1] = ring.to_owned();
-        Server::start_with_config_and_args("", &args.each_ref().map(String::as_str))
+        Server::start_with_config_and_args("", &args.iter().map(String::as_str).collect::<Vec<_>>())
     }
 
     /// The arguments of a gateway on this cluster whose metadata service is
     /// at `metadata` (the ring's path second).
-    fn metadata_args(&self, metadata: &str) -> [String; 6] {
-        [
-            "--ring".into(),
-            self.ring(),
-            "--cluster-secret-file".into(),
-            self.secret(),
-            "--metadata".into(),
-            metadata.into(),
-        ]
+    fn metadata_args(&self, metadata: &str) -> Vec<String> {
+        let mut args = self.member_args();
+        args.extend(["--metadata".into(), metadata.into()]);
+        args
     }
 
     /// Starts `n` gateways that are the members of a replicated metadata
@@ -331,24 +380,13 @@ impl Cluster {
     /// Starts the members listening on `addresses`, each told the members
     /// are `members` (all at once: none is ready before a majority is up).
     fn start_metadata_group(&self, addresses: &[String], members: &str) -> Result<Vec<Server>> {
-        let (ring, secret) = (self.ring(), self.secret());
         std::thread::scope(|scope| {
             let starting: Vec<_> = addresses
                 .iter()
                 .enumerate()
                 .map(|(index, address)| {
-                    let member = (index + 1).to_string();
-                    let args = [
-                        "--ring",
-                        ring.as_str(),
-                        "--cluster-secret-file",
-                        secret.as_str(),
-                        "--metadata",
-                        members,
-                        "--metadata-member",
-                        member.as_str(),
-                    ]
-                    .map(str::to_owned);
+                    let mut args = self.metadata_args(members);
+                    args.extend(["--metadata-member".into(), (index + 1).to_string()]);
                     scope.spawn(move || {
                         let args: Vec<&str> = args.iter().map(String::as_str).collect();
                         Server::start_listening_on(address, "", &args)
@@ -441,18 +479,18 @@ impl Cluster {
             proxy,
             device,
             data,
-            args: vec![
-                "--cluster-secret-file".into(),
-                self.secret(),
-                "--ring".into(),
-                self.ring(),
-                "--replication-interval".into(),
-                "1".into(),
-                "--audit-mib-per-sec".into(),
-                "64".into(),
-                "--audit-pause".into(),
-                "1".into(),
-            ],
+            args: [
+                self.member_args(),
+                vec![
+                    "--replication-interval".into(),
+                    "1".into(),
+                    "--audit-mib-per-sec".into(),
+                    "64".into(),
+                    "--audit-pause".into(),
+                    "1".into(),
+                ],
+            ]
+            .concat(),
             child: None,
             host,
         });
@@ -481,15 +519,14 @@ impl Cluster {
 
     /// `strata status --json`.
     pub fn status(&self) -> Result<serde_json::Value> {
-        let output = self.strata_ok(&[
-            "status",
-            "--json",
-            "--ring",
-            &self.ring(),
-            "--cluster-secret-file",
-            &self.secret(),
-        ])?;
-        output.json()
+        self.status_with(&self.cluster_args())
+    }
+
+    /// `strata status --json ARGS`.
+    pub fn status_with(&self, args: &[String]) -> Result<serde_json::Value> {
+        let mut command = vec!["status", "--json"];
+        command.extend(args.iter().map(String::as_str));
+        self.strata_ok(&command)?.json()
     }
 
     /// Waits until `strata status` says replication has settled, in passes

@@ -32,6 +32,7 @@
 //! installs all of them, and a silently skipped client is a client nobody
 //! tests.
 
+mod certs;
 mod cluster;
 mod fixtures;
 mod proxy;
@@ -39,6 +40,7 @@ mod server;
 mod tmpfs;
 mod tools;
 
+pub use certs::{Certificates, openssl};
 pub use cluster::{Cluster, StorageNode, unix_now};
 pub use fixtures::{
     assert_same_tree, content_md5, md5_hex, multipart_etag, random_bytes, sha256_file, sha256_hex,

@@ -25,6 +25,7 @@ use tokio::net::TcpListener;
 
 use crate::lock;
 use crate::node_client::NodeClient;
+use crate::tls::ClusterTls;
 use crate::wire::{self, ClusterSecret, Digests, NodeStatus, ReplicationStatus};
 use crate::{ExtentId, LocalPool, LocalPoolConfig, MAX_EXTENT_LEN, Pool, PoolError};
 use index::{Index, State};
@@ -41,6 +42,9 @@ pub struct NodeConfig {
     /// The address the ring names this node by (defaults to `listen`).
     pub advertise: Option<String>,
     pub secret: ClusterSecret,
+    /// TLS, when the cluster speaks it: the node then serves TLS only and
+    /// calls its peers over TLS.
+    pub tls: Option<ClusterTls>,
     /// A ring to start from when the data directory has none (or an older one).
     pub ring: Option<Ring>,
     /// The cluster this node belongs to: rings of other clusters are refused.
@@ -128,7 +132,11 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
         data: config.data.clone(),
         pool,
         secret: config.secret.clone(),
-        client: NodeClient::new(config.secret.clone(), config.replicator.peer_timeout),
+        client: NodeClient::new(
+            config.secret.clone(),
+            config.tls.as_ref(),
+            config.replicator.peer_timeout,
+        ),
         ring: Mutex::new(None),
         ring_install: Mutex::new(()),
         index: Mutex::new(index),
@@ -155,7 +163,12 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
     }
 
     // Tests and scripts wait for this line; keep its shape.
-    println!("listening on http://{local}");
+    let scheme = if config.tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    println!("listening on {scheme}://{local}");
     tracing::info!(%local, %address, data = %config.data.display(), "storage node serving");
 
     tokio::spawn(replicator::run(node.clone(), config.replicator.clone()));
@@ -167,8 +180,9 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
         .header_read_timeout(Duration::from_secs(30))
         .keep_alive(true);
     let builder = Arc::new(builder);
+    let acceptor = config.tls.as_ref().and_then(ClusterTls::acceptor);
     loop {
-        let (stream, _peer) = match listener.accept().await {
+        let (stream, peer) = match listener.accept().await {
             Ok(accepted) => accepted,
             Err(err) => {
                 tracing::warn!(error = %err, "accept failed");
@@ -179,17 +193,34 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
         let _ = stream.set_nodelay(true);
         let node = node.clone();
         let builder = builder.clone();
+        let acceptor = acceptor.clone();
         tokio::spawn(async move {
             let service = hyper::service::service_fn(move |request: Request<Incoming>| {
                 let node = node.clone();
                 async move { Ok::<_, Infallible>(node.handle(request).await) }
             });
-            let _ = builder
-                .serve_connection(TokioIo::new(stream), service)
-                .await;
+            let Some(acceptor) = acceptor else {
+                let _ = builder
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+                return;
+            };
+            // Within the time a request's head may take, as for plain HTTP.
+            match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+                Ok(Ok(stream)) => {
+                    let _ = builder
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                }
+                Ok(Err(err)) => tracing::debug!(%peer, error = %err, "TLS handshake failed"),
+                Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+            }
         });
     }
 }
+
+/// The longest a caller may take over its TLS handshake.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The random id kept in `data/file`, made (and fsynced) the first time:
 /// who a process is across restarts, whatever address it has.

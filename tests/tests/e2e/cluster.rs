@@ -14,8 +14,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
 use strata_tests::{
-    Cluster, KillOnDrop, Partition, Server, Signing, SwiftUser, Tmpfs, assert_same_tree,
-    random_bytes, sha256_hex, unique_bucket, unix_now, utf8, write_tree,
+    Certificates, Cluster, KillOnDrop, Partition, Server, Signing, SwiftUser, Tmpfs,
+    assert_same_tree, random_bytes, sha256_hex, unique_bucket, unix_now, utf8, write_tree,
 };
 
 const OBJECTS: usize = 1000;
@@ -277,14 +277,39 @@ fn nodes_refuse_strangers() -> Result<()> {
 /// window (a captured metadata change replayed), it is refused.
 #[test]
 fn a_replayed_internal_call_is_refused() -> Result<()> {
-    use hmac::Mac as _;
     let cluster = Cluster::start(1, 2, 1)?;
     let server = cluster.gateway()?;
+    let (path, signature) = signed_feed_head(&cluster)?;
+    let url = format!("{}{path}", server.endpoint());
+    let send = || {
+        cluster_curl(&[
+            "-X",
+            "POST",
+            "-H",
+            &signature,
+            "--data-binary",
+            FEED_HEAD,
+            &url,
+        ])
+    };
+    let first = send()?;
+    ensure!(first == "200", "the signed call got {first}");
+    let replayed = send()?;
+    ensure!(replayed == "403", "the replayed call got {replayed}");
+    Ok(())
+}
+
+/// A metadata call that changes nothing.
+const FEED_HEAD: &str = r#"{"op":"feed_head"}"#;
+
+/// The path and the `x-strata-auth` header of a [`FEED_HEAD`] call signed
+/// with the cluster's secret as members sign it, with a nonce of its own.
+fn signed_feed_head(cluster: &Cluster) -> Result<(String, String)> {
+    use hmac::Mac as _;
     let secret = fs::read_to_string(cluster.secret())?;
-    let body = r#"{"op":"feed_head"}"#;
     let path = format!(
         "/internal/v1/meta?sha256={}&nonce={:016x}",
-        sha256_hex(body.as_bytes()),
+        sha256_hex(FEED_HEAD.as_bytes()),
         rand::random::<u64>()
     );
     let time = unix_now();
@@ -294,13 +319,94 @@ fn a_replayed_internal_call_is_refused() -> Result<()> {
         "x-strata-auth: {time}:{}",
         hex::encode(mac.finalize().into_bytes())
     );
-    let url = format!("{}{path}", server.endpoint());
-    let send = || cluster_curl(&["-X", "POST", "-H", &signature, "--data-binary", body, &url]);
-    let first = send()?;
-    ensure!(first == "200", "the signed call got {first}");
-    let replayed = send()?;
-    ensure!(replayed == "403", "the replayed call got {replayed}");
-    Ok(())
+    Ok((path, signature))
+}
+
+/// Members that speak TLS: nodes serve TLS only; the members of a
+/// replicated metadata service send Raft's messages, and gateways their
+/// metadata calls and bodies, over TLS; a gateway serves HTTPS beside HTTP
+/// on one port; a metadata call in plain text is refused however well
+/// signed; a CA other than the cluster's trusts no member.
+#[test]
+fn a_cluster_speaking_tls_keeps_member_calls_off_plain_text() -> Result<()> {
+    let cluster = Cluster::start_with_tls(3, 6, 2)?;
+    let ca = utf8(&cluster.tls().context("the cluster's certificates")?.ca)?.to_owned();
+    let mut members = cluster.metadata_group(3)?;
+    let addresses: Vec<String> = members
+        .iter()
+        .map(|member| format!("127.0.0.1:{}", member.port()))
+        .collect();
+    let addresses = addresses.join(",");
+    let outsider = cluster.gateway_over_address(&addresses)?;
+    let bucket = unique_bucket("tls");
+    outsider.aws_ok(&["s3api", "create-bucket", "--bucket", &bucket])?;
+    outsider.python_ok("cluster_load.py", &["write", &bucket, "40"])?;
+    members[2].python_ok("cluster_load.py", &["verify", &bucket, "40"])?;
+    let mut ask_leader = vec!["metadata", "--json", "--metadata", &addresses];
+    let cluster_args = cluster.cluster_args();
+    ask_leader.extend(cluster_args[2..].iter().map(String::as_str));
+    let membership = cluster.strata_ok(&ask_leader)?.json()?;
+    let leader = membership["leader"]
+        .as_u64()
+        .and_then(|id| usize::try_from(id).ok())
+        .with_context(|| format!("no leader in {membership:#}"))?;
+    let service = &mut members[leader - 1];
+    // Nodes replicate to each other, and `strata status` asks them, over TLS.
+    cluster.wait_settled(unix_now(), SETTLE_TIMEOUT)?;
+
+    // A node does not answer plain HTTP; over TLS it answers (refusing an
+    // unsigned request).
+    let node = format!("{}/v1/status", cluster.nodes[0].address);
+    let plain = cluster_curl(&[&format!("http://{node}")])?;
+    ensure!(plain == "000", "a node answered plain HTTP with {plain}");
+    let unsigned = cluster_curl(&["--cacert", &ca, &format!("https://{node}")])?;
+    ensure!(
+        unsigned == "401",
+        "a node answered an unsigned call over TLS with {unsigned}"
+    );
+
+    // The gateway's port speaks both; metadata calls only over TLS.
+    let https = format!("https://127.0.0.1:{}", service.port());
+    let health = cluster_curl(&["--cacert", &ca, &format!("{https}/health")])?;
+    ensure!(health == "200", "/health over TLS got {health}");
+    let untrusted = cluster_curl(&[&format!("{https}/health")])?;
+    ensure!(
+        untrusted == "000",
+        "curl trusted the cluster's CA by itself: {untrusted}"
+    );
+    let (path, signature) = signed_feed_head(&cluster)?;
+    let call = |base: &str, extra: &[&str]| {
+        let mut args = vec!["-X", "POST", "-H", &signature, "--data-binary", FEED_HEAD];
+        args.extend(extra);
+        let url = format!("{base}{path}");
+        args.push(&url);
+        cluster_curl(&args)
+    };
+    let in_plain_text = call(service.endpoint(), &[])?;
+    ensure!(
+        in_plain_text == "403",
+        "a plain-text metadata call got {in_plain_text}"
+    );
+    let over_tls = call(&https, &["--cacert", &ca])?;
+    ensure!(over_tls == "200", "the same call over TLS got {over_tls}");
+
+    // Members of another CA are not trusted.
+    let elsewhere = tempfile::Builder::new()
+        .prefix("strata-other-ca-")
+        .tempdir()?;
+    let other = Certificates::make(elsewhere.path())?;
+    let mut args = cluster.cluster_args();
+    let ca_position = args.len() - 1;
+    args[ca_position] = utf8(&other.ca)?.to_owned();
+    let status = cluster.status_with(&args)?;
+    ensure!(
+        status["nodes_up"] == 0,
+        "nodes answered through another CA:\n{status:#}"
+    );
+    let errors = status["reports"].to_string();
+    ensure!(errors.contains("InvalidCertificate"), "{status:#}");
+    outsider.aws_ok(&["s3", "ls", &format!("s3://{bucket}")])?;
+    service.assert_healthy()
 }
 
 #[test]

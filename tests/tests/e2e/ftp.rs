@@ -1,16 +1,14 @@
 //! The FTP door with lftp and curl: what a content manager
 //! does with an FTP client, seen through S3, Swift and the public edge; and
-//! explicit FTPS with a certificate made by the openssl CLI.
+//! explicit FTPS with a certificate of a test CA (`Certificates`).
 
 use std::fs;
-use std::path::{Path, PathBuf};
-use std::process::Command;
-use std::time::Duration;
+use std::path::Path;
 
 use anyhow::{Context, Result, ensure};
 use strata_tests::{
-    ROOT_SECRET_KEY, Server, Signing, SwiftUser, ToolOutput, random_bytes, run_tool, unique_bucket,
-    url_encode, utf8,
+    Certificates, ROOT_SECRET_KEY, Server, Signing, SwiftUser, openssl, random_bytes,
+    unique_bucket, url_encode, utf8,
 };
 
 /// `ftp://HOST:PORT/path` with the root user's unique name `admin` and the
@@ -563,31 +561,6 @@ fn ftp_renames_folders_key_by_key() -> Result<()> {
     server.assert_healthy()
 }
 
-/// A self-signed certificate for 127.0.0.1 and localhost made with the
-/// openssl CLI in `dir`: `(cert.pem, key.pem)`. It is its own CA, so clients
-/// verify the server against it instead of switching verification off.
-fn self_signed_certificate(dir: &Path) -> Result<(PathBuf, PathBuf)> {
-    fs::create_dir_all(dir)?;
-    let cert = dir.join("cert.pem");
-    let key = dir.join("key.pem");
-    let mut command = Command::new("openssl");
-    command
-        .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes"])
-        .args(["-subj", "/CN=localhost"])
-        .args(["-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost"])
-        .args(["-days", "2", "-keyout"])
-        .arg(&key)
-        .arg("-out")
-        .arg(&cert);
-    run_tool(&mut command, Duration::from_secs(120))?.expect_success()?;
-    Ok((cert, key))
-}
-
-/// `openssl <args>`, which must succeed.
-fn openssl(args: &[&str]) -> Result<ToolOutput> {
-    run_tool(Command::new("openssl").args(args), Duration::from_secs(120))?.expect_success()
-}
-
 /// lftp settings for explicit FTPS: AUTH TLS before the login, PROT P for
 /// data connections, the certificate verified against `ca_file`, and a
 /// debug log of the exchange on stderr.
@@ -602,7 +575,7 @@ fn lftp_tls_settings(ca_file: &Path) -> String {
 #[test]
 fn ftps_with_lftp_and_curl_verifies_the_certificate_and_keeps_bytes() -> Result<()> {
     let certs = tempfile::Builder::new().prefix("strata-ftps-").tempdir()?;
-    let (cert, key) = self_signed_certificate(certs.path())?;
+    let Certificates { ca, cert, key } = Certificates::make(certs.path())?;
     let server =
         Server::start_with_args(&["--ftp-tls-cert", utf8(&cert)?, "--ftp-tls-key", utf8(&key)?])?;
     let root = SwiftUser::root();
@@ -611,7 +584,7 @@ fn ftps_with_lftp_and_curl_verifies_the_certificate_and_keeps_bytes() -> Result<
     let local = work.display();
     let body = random_bytes(3 * 1024 * 1024 + 17);
     fs::write(work.join("report.bin"), &body)?;
-    let tls = lftp_tls_settings(&cert);
+    let tls = lftp_tls_settings(&ca);
 
     // lftp: MKD, STOR, LIST and RETR over PASV, every data connection in TLS.
     let session = server.lftp_with(
@@ -669,7 +642,7 @@ fn ftps_with_lftp_and_curl_verifies_the_certificate_and_keeps_bytes() -> Result<
     let ftp_host = server.ftp_endpoint().trim_start_matches("ftp://");
     let password = url_encode(ROOT_SECRET_KEY, b"");
     let curl_url = format!("ftp://admin:{password}@{ftp_host}/{container}/curl.bin");
-    let cacert = utf8(&cert)?;
+    let cacert = utf8(&ca)?;
     let upload = utf8(&work.join("report.bin"))?.to_owned();
     let stored = server
         .curl(&[
@@ -729,7 +702,7 @@ fn ftps_with_lftp_and_curl_verifies_the_certificate_and_keeps_bytes() -> Result<
 #[test]
 fn ftp_require_tls_refuses_plain_text_and_serves_tls() -> Result<()> {
     let certs = tempfile::Builder::new().prefix("strata-ftps-").tempdir()?;
-    let (cert, key) = self_signed_certificate(certs.path())?;
+    let Certificates { ca, cert, key } = Certificates::make(certs.path())?;
     let mut server = Server::start_with_args(&[
         "--ftp-tls-cert",
         utf8(&cert)?,
@@ -776,10 +749,7 @@ fn ftp_require_tls_refuses_plain_text_and_serves_tls() -> Result<()> {
     // A TLS login that asks for clear data connections (PROT C) gets no
     // passive data port.
     let clear_data = server.lftp_with(
-        &format!(
-            "{}; set ftp:ssl-protect-data false",
-            lftp_tls_settings(&cert)
-        ),
+        &format!("{}; set ftp:ssl-protect-data false", lftp_tls_settings(&ca)),
         &root.login(),
         &root.key,
         &format!("lcd {local}; put secret.bin -o /{container}/clear-data.bin"),
@@ -795,7 +765,7 @@ fn ftp_require_tls_refuses_plain_text_and_serves_tls() -> Result<()> {
     let clear_epsv = server.lftp_with(
         &format!(
             "{}; set ftp:ssl-protect-data false; set ftp:prefer-epsv true",
-            lftp_tls_settings(&cert)
+            lftp_tls_settings(&ca)
         ),
         &root.login(),
         &root.key,
@@ -828,13 +798,13 @@ fn ftp_require_tls_refuses_plain_text_and_serves_tls() -> Result<()> {
     // TLS sessions on the same server work, in PASV (lftp) and EPSV (curl).
     server
         .lftp_with(
-            &lftp_tls_settings(&cert),
+            &lftp_tls_settings(&ca),
             &root.login(),
             &root.key,
             &format!("lcd {local}; put secret.bin -o /{container}/tls.bin"),
         )?
         .expect_success()?;
-    let cacert = utf8(&cert)?;
+    let cacert = utf8(&ca)?;
     let fetched = server
         .curl(&["-sS", "--ssl-reqd", "--cacert", cacert, &url("tls.bin")])?
         .expect_success()?;
@@ -854,8 +824,8 @@ fn ftp_require_tls_refuses_plain_text_and_serves_tls() -> Result<()> {
 #[test]
 fn ftp_tls_misconfiguration_stops_strata_at_start() -> Result<()> {
     let dir = tempfile::Builder::new().prefix("strata-ftps-").tempdir()?;
-    let (cert, key) = self_signed_certificate(&dir.path().join("good"))?;
-    let (_, other_key) = self_signed_certificate(&dir.path().join("other"))?;
+    let Certificates { cert, key, .. } = Certificates::make(&dir.path().join("good"))?;
+    let other_key = Certificates::make(&dir.path().join("other"))?.key;
     let (cert, key, other_key) = (utf8(&cert)?, utf8(&key)?, utf8(&other_key)?);
     // DER files where PEM is expected: the likeliest mix-up.
     let cert_der = dir.path().join("cert.der");

@@ -131,6 +131,7 @@ pub fn parse_metadata_members(metadata: &str) -> anyhow::Result<Vec<(u64, String
         let address = address
             .trim()
             .trim_start_matches("http://")
+            .trim_start_matches("https://")
             .trim_end_matches('/');
         if address.is_empty() || address.contains(['/', ' ', '=']) {
             bail!(
@@ -503,7 +504,7 @@ mod tests {
             };
             Config::load(None, overrides).map(|config| config.cluster)
         };
-        let positional = load("a:1, http://b:2/,c:3", Some(3)).unwrap();
+        let positional = load("a:1, http://b:2/,https://c:3", Some(3)).unwrap();
         assert_eq!(
             positional.metadata_members(),
             [(1, "a:1".into()), (2, "b:2".into()), (3, "c:3".into())]

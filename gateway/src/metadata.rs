@@ -29,7 +29,7 @@ use strata_pool::wire::{self, ClusterSecret};
 use strata_pool::{ClusterTls, NodeClient};
 use strata_store::{MetaTransport, Store, TransportError};
 
-use crate::wire::{Response, full_body, text_response};
+use crate::wire::{OverTls, Response, full_body, text_response};
 
 pub const META_PATH: &str = "/internal/v1/meta";
 
@@ -394,18 +394,14 @@ pub fn serves(request: &hyper::Request<Incoming>) -> bool {
 
 /// Answers a metadata call or a Raft message from another gateway, if it
 /// carries the cluster's signature.
-pub async fn handle(
-    internal: &Internal,
-    request: hyper::Request<Incoming>,
-    over_tls: bool,
-) -> Response {
+pub async fn handle(internal: &Internal, request: hyper::Request<Incoming>) -> Response {
     let Some(secret) = &internal.secret else {
         return text_response(
             StatusCode::NOT_FOUND,
             "this gateway is not a metadata service (it has no cluster secret)\n",
         );
     };
-    if internal.requires_tls && !over_tls {
+    if internal.requires_tls && request.extensions().get::<OverTls>().is_none() {
         return text_response(
             StatusCode::FORBIDDEN,
             "members of this cluster speak TLS: call over https\n",

@@ -28,7 +28,7 @@ use crate::metadata::{HttpMetaTransport, HttpRaftTransport, Internal};
 use crate::s3::{Response, S3Door};
 use crate::swift::SwiftDoor;
 use crate::token_door::TokenDoor;
-use crate::wire::{PathAsSent, text_response};
+use crate::wire::{OverTls, PathAsSent, text_response};
 use strata_meta::{Compaction, Joining, MetaService};
 
 pub async fn run(config: Config) -> anyhow::Result<()> {
@@ -268,9 +268,9 @@ struct Served {
 }
 
 impl Served {
-    async fn handle(&self, request: hyper::Request<Incoming>, over_tls: bool) -> Response {
+    async fn handle(&self, request: hyper::Request<Incoming>) -> Response {
         if crate::metadata::serves(&request) {
-            return crate::metadata::handle(&self.internal, request, over_tls).await;
+            return crate::metadata::handle(&self.internal, request).await;
         }
         match self.doors.get() {
             Some(doors) => doors.handle(request).await,
@@ -355,13 +355,16 @@ async fn serve_connection<I>(
 ) where
     I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
 {
-    let service = hyper::service::service_fn(move |request: hyper::Request<Incoming>| {
+    let service = hyper::service::service_fn(move |mut request: hyper::Request<Incoming>| {
         let served = served.clone();
+        if over_tls {
+            request.extensions_mut().insert(OverTls);
+        }
         async move {
             let expects_continue = expects_continue_without_body(request.headers());
             let may_leave_body_unread =
                 request.version() <= http::Version::HTTP_11 && frames_a_body(request.headers());
-            let mut response = served.handle(request, over_tls).await;
+            let mut response = served.handle(request).await;
             let status = response.status();
             if expects_continue
                 || (may_leave_body_unread && (status.is_client_error() || status.is_server_error()))

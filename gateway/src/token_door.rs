@@ -19,7 +19,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use crate::directory::{Directory, Refusal};
-use crate::wire::{Response, header_str, json_response, text_response, unix_now};
+use crate::wire::{Origin, Response, header_str, json_response, text_response, unix_now};
 
 /// Largest Keystone request body.
 const MAX_KEYSTONE_BODY: usize = 64 * 1024;
@@ -48,13 +48,14 @@ impl TokenDoor {
     pub async fn handle(&self, request: http::Request<Incoming>, trans_id: &str) -> Response {
         let (parts, body) = request.into_parts();
         let path = parts.uri.path();
+        let base = self.base_url(&parts);
         let mut response = match (path, &parts.method) {
-            ("/v3" | "/v3/", &Method::GET | &Method::HEAD) => self.discovery(&parts.headers),
-            ("/v3/auth/tokens", &Method::POST) => self.keystone(&parts.headers, body).await,
+            ("/v3" | "/v3/", &Method::GET | &Method::HEAD) => self.discovery(&base),
+            ("/v3/auth/tokens", &Method::POST) => self.keystone(body, &base).await,
             ("/v3" | "/v3/" | "/v3/auth/tokens", _) => {
                 keystone_error(StatusCode::METHOD_NOT_ALLOWED, "Method Not Allowed")
             }
-            (_, &Method::GET | &Method::HEAD) => self.swift_v1(&parts.headers),
+            (_, &Method::GET | &Method::HEAD) => self.swift_v1(&parts.headers, &base),
             _ => text_response(StatusCode::METHOD_NOT_ALLOWED, "Method Not Allowed"),
         };
         if let Ok(value) = HeaderValue::from_str(trans_id) {
@@ -66,7 +67,8 @@ impl TokenDoor {
         response
     }
 
-    fn swift_v1(&self, headers: &HeaderMap) -> Response {
+    /// `base`: the URL the storage URLs handed out start with.
+    fn swift_v1(&self, headers: &HeaderMap, base: &str) -> Response {
         let header = |names: &[&str]| names.iter().find_map(|name| header_str(headers, *name));
         let (Some(auth_user), Some(key)) = (
             header(&["x-auth-user", "x-storage-user"]),
@@ -90,7 +92,7 @@ impl TokenDoor {
                     return unauthorized();
                 }
             };
-        let storage_url = self.storage_url(headers, &claims.principal.account);
+        let storage_url = storage_url(base, &claims.principal.account);
         let mut response = text_response(StatusCode::OK, "");
         let out = response.headers_mut();
         for (name, value) in [
@@ -109,7 +111,7 @@ impl TokenDoor {
         response
     }
 
-    async fn keystone(&self, headers: &HeaderMap, body: Incoming) -> Response {
+    async fn keystone(&self, body: Incoming, base: &str) -> Response {
         let body = match http_body_util::Limited::new(body, MAX_KEYSTONE_BODY)
             .collect()
             .await
@@ -191,7 +193,7 @@ impl TokenDoor {
                 );
             }
         };
-        let url = self.storage_url(headers, &account);
+        let url = storage_url(base, &account);
         let endpoint = |interface: &str| {
             json!({
                 "id": format!("{account}-{interface}"),
@@ -226,8 +228,7 @@ impl TokenDoor {
         response
     }
 
-    fn discovery(&self, headers: &HeaderMap) -> Response {
-        let base = self.base_url(headers);
+    fn discovery(&self, base: &str) -> Response {
         let document = json!({
             "version": {
                 "id": "v3.14",
@@ -240,19 +241,18 @@ impl TokenDoor {
         json_response(StatusCode::OK, document.to_string())
     }
 
-    fn base_url(&self, headers: &HeaderMap) -> String {
+    /// `public_url`, or the gateway as the request reached it: its Host,
+    /// over HTTPS when the request came over TLS.
+    fn base_url(&self, request: &http::request::Parts) -> String {
         match &self.public_url {
             Some(base) => base.trim_end_matches('/').to_owned(),
-            None => format!(
-                "http://{}",
-                header_str(headers, "host").unwrap_or("127.0.0.1")
-            ),
+            None => Origin::of(request).url(&request.headers, "127.0.0.1"),
         }
     }
+}
 
-    fn storage_url(&self, headers: &HeaderMap, account: &str) -> String {
-        format!("{}/v1/AUTH_{account}", self.base_url(headers))
-    }
+fn storage_url(base: &str, account: &str) -> String {
+    format!("{base}/v1/AUTH_{account}")
 }
 
 #[derive(Deserialize)]

@@ -36,6 +36,41 @@ pub fn empty_response(status: StatusCode) -> Response {
     response
 }
 
+/// Marks a request that came over a TLS connection (a request extension).
+#[derive(Debug, Clone, Copy)]
+pub struct OverTls;
+
+/// The gateway as a request reached it: the scheme of its connection and
+/// the host (with port) it named, in the target (HTTP/2's `:authority`, an
+/// absolute-form target) or else in its Host header. What URLs the gateway
+/// hands out (Swift storage URLs, an upload's `Location`) start with.
+#[derive(Debug, Clone)]
+pub struct Origin {
+    over_tls: bool,
+    authority: Option<http::uri::Authority>,
+}
+
+impl Origin {
+    pub fn of(request: &http::request::Parts) -> Origin {
+        Origin {
+            over_tls: request.extensions.get::<OverTls>().is_some(),
+            authority: request.uri.authority().cloned(),
+        }
+    }
+
+    /// `scheme://host[:port]`, with `fallback` as the host when the request
+    /// named none.
+    pub fn url(&self, headers: &HeaderMap, fallback: &str) -> String {
+        let scheme = if self.over_tls { "https" } else { "http" };
+        let host = match &self.authority {
+            // Userinfo is never part of what a client is sent back.
+            Some(authority) => authority.as_str().rsplit('@').next().unwrap_or_default(),
+            None => header_str(headers, "host").unwrap_or(fallback),
+        };
+        format!("{scheme}://{host}")
+    }
+}
+
 pub fn text_response(status: StatusCode, text: impl Into<Bytes>) -> Response {
     let mut response = http::Response::new(full_body(text));
     *response.status_mut() = status;

@@ -23,6 +23,7 @@ use tracing::Instrument as _;
 
 use crate::config::Limits;
 use crate::directory::Directory;
+use crate::wire::Origin;
 pub use error::{S3Error, S3Result};
 use router::{Query, S3Op};
 use xml::XmlWriter;
@@ -57,6 +58,8 @@ pub(crate) struct S3Request {
     /// `None` for an anonymous request (only `S3Op::allows_anonymous`).
     pub credential: Option<Credential>,
     pub payload: PayloadMode,
+    /// How the client reached the gateway, for URLs in answers.
+    pub origin: Origin,
 }
 
 impl S3Request {
@@ -153,6 +156,7 @@ impl S3Door {
         if !key.is_empty() {
             strata_store::validate_key(&key).map_err(S3Error::from)?;
         }
+        let origin = Origin::of(&parts);
         Ok(S3Request {
             op,
             headers: parts.headers,
@@ -164,6 +168,7 @@ impl S3Door {
                 .as_ref()
                 .map(|verified| verified.credential.clone()),
             payload: verified.map_or(PayloadMode::UnsignedPayload, |verified| verified.payload),
+            origin,
         })
     }
 

@@ -114,11 +114,11 @@ impl S3Door {
             .store
             .complete_upload(&upload, chosen, conditions)
             .await?;
-        let host = header_str(&request.headers, "host").unwrap_or("localhost");
+        let origin = request.origin.url(&request.headers, "localhost");
         let mut xml = xml::document("CompleteMultipartUploadResult");
         xml.element(
             "Location",
-            &format!("http://{host}/{}/{}", info.bucket, info.key),
+            &format!("{origin}/{}/{}", info.bucket, info.key),
         )
         .element("Bucket", &info.bucket)
         .element("Key", &info.key)

@@ -173,6 +173,7 @@ impl S3Door {
             path_as_sent: request.path_as_sent.clone(),
             credential: None,
             payload: request.payload.clone(),
+            origin: request.origin.clone(),
         };
         self.get_object(&document, head).await
     }

@@ -16,7 +16,7 @@
 //! error documents with curl), `cluster` (storage nodes on loopback behind a
 //! gateway: node loss during uploads, repair, corruption, rebalancing),
 //! `gateways` (two gateways over one cluster, the second taking its metadata
-//! from the first).
+//! from the first), `https` (the gateway's port speaking TLS too).
 
 mod aws_s3;
 mod aws_s3api;
@@ -27,6 +27,7 @@ mod edge;
 mod ftp;
 mod fuse_mounts;
 mod gateways;
+mod https;
 mod metadata_group;
 mod multipart;
 mod raw_http;

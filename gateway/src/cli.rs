@@ -74,8 +74,8 @@ enum Command {
 
 #[derive(Debug, clap::Args)]
 struct MountArgs {
-    /// The gateway, `http://HOST:PORT`, followed by `/CONTAINER` to mount
-    /// only that container.
+    /// The gateway, `http://HOST:PORT` or `https://HOST[:PORT]`, followed
+    /// by `/CONTAINER` to mount only that container.
     url: String,
     /// An existing, empty directory.
     mountpoint: PathBuf,
@@ -100,6 +100,10 @@ struct MountArgs {
     /// Let other local users use the folder.
     #[arg(long)]
     allow_other: bool,
+    /// Over HTTPS, also trust the CA certificates in this PEM file (the
+    /// system's are trusted).
+    #[arg(long)]
+    cacert: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -360,6 +364,7 @@ fn mount(args: MountArgs) -> anyhow::Result<()> {
         segment_size: args.segment_mib.map(|mib| mib.max(1) * 1024 * 1024),
         listing_ttl: std::time::Duration::from_secs_f64(args.listing_ttl),
         allow_other: args.allow_other,
+        ca_file: args.cacert,
     })
 }
 

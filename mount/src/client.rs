@@ -4,8 +4,11 @@
 //! copies, deletes and directory markers.
 
 use std::io::{self, Seek as _, SeekFrom};
+use std::path::Path;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use anyhow::Context as _;
 use bytes::Bytes;
 use futures::TryStreamExt as _;
 use http::header::{CONTENT_LENGTH, CONTENT_TYPE, ETAG, LAST_MODIFIED, RANGE};
@@ -13,11 +16,14 @@ use http::{Method, Request, Response, StatusCode};
 use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt as _, Empty, Full, StreamBody};
 use hyper::body::{Frame, Incoming};
+use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use parking_lot::RwLock;
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
+use rustls::pki_types::CertificateDer;
+use rustls::pki_types::pem::PemObject as _;
 use serde::Deserialize;
 use tokio::io::{AsyncReadExt as _, AsyncSeekExt as _, AsyncWriteExt as _};
 use tokio_util::io::ReaderStream;
@@ -45,6 +51,59 @@ const LISTING_PAGE: usize = 1000;
 const UPLOAD_CHUNK: usize = 256 * 1024;
 
 type UploadBody = BoxBody<Bytes, io::Error>;
+
+/// Connections to the gateway, plain or TLS as its URLs say.
+type Http = Client<HttpsConnector<HttpConnector>, UploadBody>;
+
+/// An HTTP client that speaks TLS to `https://` URLs, trusting the system's
+/// CAs (as curl does) and those in `ca_file` (a PEM file), and plain HTTP
+/// to `http://` ones.
+fn http_client(ca_file: Option<&Path>) -> anyhow::Result<Http> {
+    let mut roots = rustls::RootCertStore::empty();
+    // Certificates the system holds that rustls cannot use are left out,
+    // as curl leaves them out.
+    roots.add_parsable_certificates(rustls_native_certs::load_native_certs().certs);
+    if let Some(path) = ca_file {
+        let certs = CertificateDer::pem_file_iter(path)
+            .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+            .with_context(|| format!("reading CA certificates from {}", path.display()))?;
+        anyhow::ensure!(!certs.is_empty(), "{}: no PEM certificate", path.display());
+        for cert in certs {
+            roots
+                .add(cert)
+                .with_context(|| format!("{}: not a CA certificate", path.display()))?;
+        }
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let tls = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let mut connector = HttpConnector::new();
+    connector.set_nodelay(true);
+    connector.enforce_http(false);
+    let connector = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(tls)
+        .https_or_http()
+        .enable_http1()
+        .wrap_connector(connector);
+    Ok(Client::builder(TokioExecutor::new())
+        .pool_idle_timeout(Duration::from_secs(30))
+        .build(connector))
+}
+
+/// An error with its causes, which name what failed in a TLS handshake
+/// (hyper's own message says only that connecting failed).
+fn with_causes(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut cause = err.source();
+    while let Some(err) = cause {
+        text.push_str(": ");
+        text.push_str(&err.to_string());
+        cause = err.source();
+    }
+    text
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
@@ -113,18 +172,20 @@ pub struct SwiftClient {
     login: String,
     key: String,
     session: RwLock<Session>,
-    http: Client<HttpConnector, UploadBody>,
+    http: Http,
 }
 
 impl SwiftClient {
-    /// Logs in at `base/auth/v1.0` (`base` is `http://host:port`) as
-    /// `account:user` with its Swift key.
-    pub async fn connect(base: &str, login: &str, key: &str) -> anyhow::Result<SwiftClient> {
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        let http = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(30))
-            .build(connector);
+    /// Logs in at `base/auth/v1.0` (`base` is `http://host:port` or
+    /// `https://…`) as `account:user` with its Swift key, trusting the
+    /// system's CAs and those in `ca_file` over TLS.
+    pub async fn connect(
+        base: &str,
+        login: &str,
+        key: &str,
+        ca_file: Option<&Path>,
+    ) -> anyhow::Result<SwiftClient> {
+        let http = http_client(ca_file)?;
         let base = base.trim_end_matches('/').to_owned();
         let session = authenticate(&http, &base, login, key).await?;
         Ok(SwiftClient {
@@ -641,12 +702,7 @@ impl SwiftClient {
     }
 }
 
-async fn authenticate(
-    http: &Client<HttpConnector, UploadBody>,
-    base: &str,
-    login: &str,
-    key: &str,
-) -> anyhow::Result<Session> {
+async fn authenticate(http: &Http, base: &str, login: &str, key: &str) -> anyhow::Result<Session> {
     let request = Request::get(format!("{base}/auth/v1.0"))
         .header("x-auth-user", login)
         .header("x-auth-key", key)
@@ -654,7 +710,7 @@ async fn authenticate(
     let response = http
         .request(request)
         .await
-        .map_err(|err| anyhow::anyhow!("connecting to {base}: {err}"))?;
+        .map_err(|err| anyhow::anyhow!("connecting to {base}: {}", with_causes(&err)))?;
     if response.status() != StatusCode::OK {
         anyhow::bail!("logging in as {login} at {base}: {}", response.status());
     }
@@ -666,8 +722,16 @@ async fn authenticate(
             .map(str::to_owned)
             .ok_or_else(|| anyhow::anyhow!("the login answer has no {name}"))
     };
+    let storage_url = header("x-storage-url")?.trim_end_matches('/').to_owned();
+    // The token must not leave a TLS login in plain text.
+    if base.starts_with("https://") && !storage_url.starts_with("https://") {
+        anyhow::bail!(
+            "logging in over HTTPS at {base}, the gateway hands out the storage URL \
+             {storage_url}: the token would travel in plain text (is its public_url http://?)"
+        );
+    }
     Ok(Session {
-        storage_url: header("x-storage-url")?.trim_end_matches('/').to_owned(),
+        storage_url,
         token: header("x-auth-token")?,
     })
 }

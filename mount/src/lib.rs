@@ -27,8 +27,8 @@ use tree::Place;
 /// What `strata mount` was asked for.
 #[derive(Debug, Clone)]
 pub struct MountArgs {
-    /// `http://host:port` mounts the account; `http://host:port/container`
-    /// one container.
+    /// `http://host:port` (or `https://`) mounts the account;
+    /// `http://host:port/container` one container.
     pub url: String,
     pub mountpoint: PathBuf,
     /// `account:user`.
@@ -44,6 +44,8 @@ pub struct MountArgs {
     pub listing_ttl: Duration,
     /// Let other local users in (`allow_other`).
     pub allow_other: bool,
+    /// CA certificates (PEM) trusted over HTTPS besides the system's.
+    pub ca_file: Option<PathBuf>,
 }
 
 /// Segments of a server that does not say how large an object it takes:
@@ -69,7 +71,12 @@ pub fn run(args: MountArgs) -> anyhow::Result<()> {
         .enable_all()
         .thread_name("strata-mount")
         .build()?;
-    let client = runtime.block_on(SwiftClient::connect(&base, &args.login, &args.key))?;
+    let client = runtime.block_on(SwiftClient::connect(
+        &base,
+        &args.login,
+        &args.key,
+        args.ca_file.as_deref(),
+    ))?;
     let root = match container {
         Some(container) => {
             let exists = runtime.block_on(client.container_exists(&container))?;
@@ -155,8 +162,9 @@ pub fn run(args: MountArgs) -> anyhow::Result<()> {
 
 /// `http://host:port[/container]` → the gateway's base URL and the container.
 fn split_url(url: &str) -> anyhow::Result<(String, Option<String>)> {
-    let Some(rest) = url.strip_prefix("http://") else {
-        bail!("{url}: strata mount speaks http:// (put a TLS proxy's plain side here)");
+    let (scheme, rest) = match url.split_once("://") {
+        Some((scheme @ ("http" | "https"), rest)) => (scheme, rest),
+        _ => bail!("{url}: the gateway's URL starts with http:// or https://"),
     };
     let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
     if authority.is_empty() {
@@ -173,7 +181,7 @@ fn split_url(url: &str) -> anyhow::Result<(String, Option<String>)> {
                 .into_owned(),
         ),
     };
-    Ok((format!("http://{authority}"), container))
+    Ok((format!("{scheme}://{authority}"), container))
 }
 
 #[cfg(test)]
@@ -191,7 +199,12 @@ mod tests {
             ("http://h:1".to_owned(), Some("my photos".to_owned()))
         );
         assert!(split_url("http://h:1/a/b").is_err());
-        assert!(split_url("https://h").is_err());
+        assert_eq!(
+            split_url("https://st.example.com/c")?,
+            ("https://st.example.com".to_owned(), Some("c".to_owned()))
+        );
+        assert!(split_url("ftp://h").is_err());
+        assert!(split_url("h:1").is_err());
         assert!(split_url("http:///c").is_err());
         Ok(())
     }

@@ -34,8 +34,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
 use strata_tests::{
-    RCLONE_REMOTE, REGION, ROOT_ACCESS_KEY, ROOT_SECRET_KEY, Server, Signing, SwiftUser,
-    ToolOutput, assert_same_tree, json_str, json_u64, md5_hex, random_bytes, run_tool,
+    Certificates, RCLONE_REMOTE, REGION, ROOT_ACCESS_KEY, ROOT_SECRET_KEY, Server, Signing,
+    SwiftUser, ToolOutput, assert_same_tree, json_str, json_u64, md5_hex, random_bytes, run_tool,
     unique_bucket, utf8, write_random_file,
 };
 
@@ -343,14 +343,7 @@ fn strata_mount_account_containers_and_large_files() -> Result<()> {
             &mountpoint,
             &["--segment-mib", "1"],
         )?;
-        let output = work.join("mount.out");
-        MountGuard::start(
-            "strata-mount",
-            command,
-            &mountpoint,
-            vec![output.clone()],
-            output,
-        )
+        start_strata_mount(command, &work, &mountpoint)
     };
     let container = unique_bucket("account-mount");
     let swift_path = |key: &str| format!("/v1/AUTH_admin/{container}{key}");
@@ -775,15 +768,68 @@ fn mount_listing_nothing_with(
     let mut flags = vec!["--listing-ttl", "0"];
     flags.extend_from_slice(extra);
     let command = strata_mount_command(server, &url, &mountpoint, &flags)?;
+    let guard = start_strata_mount(command, &work, &mountpoint)?;
+    Ok((mountpoint, guard))
+}
+
+/// `strata mount https://…` through the gateway's TLS port: without the
+/// gateway's CA it refuses to start, naming the certificate; with
+/// `--cacert` a file copied in reads back in plain HTTP.
+#[test]
+fn strata_mount_over_https_trusts_the_given_ca() -> Result<()> {
+    require_fuse()?;
+    let certs_dir = tempfile::Builder::new()
+        .prefix("strata-mount-tls-")
+        .tempdir()?;
+    let certs = Certificates::make(certs_dir.path())?;
+    let server = Server::start_with_args(&[
+        "--tls-cert",
+        utf8(&certs.cert)?,
+        "--tls-key",
+        utf8(&certs.key)?,
+    ])?;
+    let bucket = unique_bucket("mount-https");
+    server.aws_ok(&["s3api", "create-bucket", "--bucket", &bucket])?;
+    let url = format!("https://127.0.0.1:{}/{bucket}", server.port());
+    let work = server.work_dir("https")?;
+    let mountpoint = work.join("mnt");
+    fs::create_dir_all(&mountpoint)?;
+
+    let mut untrusting = strata_mount_command(&server, &url, &mountpoint, &[])?;
+    let refused = run_tool(&mut untrusting, MOUNT_TIMEOUT)?.expect_failure()?;
+    ensure!(refused.stderr_text().contains("UnknownIssuer"), "{refused}");
+
+    let ca = utf8(&certs.ca)?;
+    let command = strata_mount_command(&server, &url, &mountpoint, &["--cacert", ca])?;
+    let _mount = start_strata_mount(command, &work, &mountpoint)?;
+    fs::write(mountpoint.join("hello.txt"), "over TLS")?;
+    let read = server.http(
+        "GET",
+        &format!("/{bucket}/hello.txt"),
+        Signing::Root,
+        None,
+        &[],
+    )?;
+    ensure!(
+        read.status == 200 && read.body == b"over TLS",
+        "{} {:?}",
+        read.status,
+        String::from_utf8_lossy(&read.body)
+    );
+    Ok(())
+}
+
+/// Runs a [`strata_mount_command`] until it has mounted, its output in
+/// `work/mount.out`.
+fn start_strata_mount(command: Command, work: &Path, mountpoint: &Path) -> Result<MountGuard> {
     let output = work.join("mount.out");
-    let guard = MountGuard::start(
+    MountGuard::start(
         "strata-mount",
         command,
-        &mountpoint,
+        mountpoint,
         vec![output.clone()],
         output,
-    )?;
-    Ok((mountpoint, guard))
+    )
 }
 
 /// `strata mount URL MOUNTPOINT` as the root user, with `extra` flags and a

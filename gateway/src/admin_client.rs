@@ -5,30 +5,35 @@ use anyhow::{Context as _, bail};
 use bytes::Bytes;
 use http::{Method, Request, StatusCode};
 use http_body_util::{BodyExt as _, Full};
+use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
 
 pub struct AdminClient {
     base: String,
     token: String,
-    client: Client<HttpConnector, Full<Bytes>>,
+    client: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
 }
 
 impl AdminClient {
-    /// Logs in to the gateway at `base` (`http://127.0.0.1:8080`) as
+    /// Logs in to the gateway at `base` (`http://127.0.0.1:8080`, or
+    /// `https://…`, trusting the system's CAs and those of `ca_file`) as
     /// `account:user` with `key`.
-    pub async fn login(base: &str, login: &str, key: &str) -> anyhow::Result<AdminClient> {
-        let client = Client::builder(TokioExecutor::new()).build_http();
+    pub async fn login(
+        base: &str,
+        login: &str,
+        key: &str,
+        ca_file: Option<&std::path::Path>,
+    ) -> anyhow::Result<AdminClient> {
+        let client = strata_mount::http_client(ca_file)?;
         let base = base.trim_end_matches('/').to_owned();
         let request = Request::get(format!("{base}/auth/v1.0"))
             .header("x-auth-user", login)
             .header("x-auth-key", key)
             .body(Full::new(Bytes::new()))?;
-        let response = client
-            .request(request)
-            .await
-            .with_context(|| format!("connecting to {base}"))?;
+        let response = client.request(request).await.map_err(|err| {
+            anyhow::anyhow!("connecting to {base}: {}", strata_mount::with_causes(&err))
+        })?;
         if response.status() != StatusCode::OK {
             bail!("logging in as {login} at {base}: {}", response.status());
         }

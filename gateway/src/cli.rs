@@ -180,6 +180,10 @@ struct AdminArgs {
         global = true
     )]
     admin_user: String,
+    /// Over HTTPS, also trust the CA certificates in this PEM file (the
+    /// system's are trusted).
+    #[arg(long, env = "STRATA_CACERT", global = true)]
+    cacert: Option<PathBuf>,
     /// Their Swift key; by default the root secret of --data.
     #[arg(long, env = "STRATA_ADMIN_KEY", global = true, hide_env_values = true)]
     admin_key: Option<String>,
@@ -384,7 +388,8 @@ fn run_admin(args: AdminArgs, command: Admin) -> anyhow::Result<()> {
         .enable_all()
         .build()?;
     runtime.block_on(async {
-        let client = AdminClient::login(&args.url, &args.admin_user, &key).await?;
+        let client =
+            AdminClient::login(&args.url, &args.admin_user, &key, args.cacert.as_deref()).await?;
         admin_command(&client, command).await
     })
 }

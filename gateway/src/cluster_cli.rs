@@ -211,6 +211,7 @@ pub fn metadata(args: MetadataArgs) -> anyhow::Result<()> {
         load_cluster_tls(args.cluster_tls_ca.as_deref(), None)?.as_ref(),
         Duration::from_secs(150),
     );
+    crate::config::refuse_https_without_ca(&args.metadata, args.cluster_tls_ca.is_some())?;
     let addresses = crate::config::parse_metadata_members(&args.metadata)?
         .into_iter()
         .map(|(_, address)| address)

@@ -108,6 +108,18 @@ impl ClusterConfig {
     }
 }
 
+/// Refuses a `metadata` list that writes `https://` when no cluster CA is
+/// given: its calls would go in plain text, whatever the list says.
+pub fn refuse_https_without_ca(metadata: &str, has_ca: bool) -> anyhow::Result<()> {
+    if !has_ca && metadata.contains("https://") {
+        bail!(
+            "cluster.metadata {metadata:?} names https:// members, but no cluster CA is given \
+             (cluster.tls_ca, --cluster-tls-ca): members are called over TLS only with one"
+        );
+    }
+    Ok(())
+}
+
 /// The members a `metadata` list names, `HOST:PORT` or `ID=HOST:PORT`
 /// each (all with ids or none: a member's id is then its position, from
 /// 1), with their ids.
@@ -379,6 +391,7 @@ impl Config {
             bail!("a cluster needs both a ring and a cluster secret file");
         }
         if let Some(metadata) = &mut self.cluster.metadata {
+            refuse_https_without_ca(metadata, self.cluster.tls_ca.is_some())?;
             let members = parse_metadata_members(metadata)?;
             // Kept with every id written out.
             *metadata = members
@@ -504,7 +517,7 @@ mod tests {
             };
             Config::load(None, overrides).map(|config| config.cluster)
         };
-        let positional = load("a:1, http://b:2/,https://c:3", Some(3)).unwrap();
+        let positional = load("a:1, http://b:2/,c:3", Some(3)).unwrap();
         assert_eq!(
             positional.metadata_members(),
             [(1, "a:1".into()), (2, "b:2".into()), (3, "c:3".into())]
@@ -539,7 +552,7 @@ mod tests {
         let certificate = "tls_cert = \"c.pem\"\ntls_key = \"k.pem\"\n";
         assert!(load(certificate).is_ok(), "HTTPS without a cluster");
         assert!(load(&format!("{certificate}{cluster}")).is_ok());
-        let client = format!("{cluster}metadata = \"a:1\"\n");
+        let client = format!("{cluster}metadata = \"https://a:1\"\n");
         assert!(
             load(&client).is_ok(),
             "a gateway nobody calls needs no certificate"
@@ -552,6 +565,11 @@ mod tests {
             ),
             (cluster.to_owned(), "needs tls_cert"),
             (format!("{client}metadata_member = 1\n"), "needs tls_cert"),
+            (
+                "[cluster]\nring = \"r\"\nsecret_file = \"s\"\nmetadata = \"https://a:1\"\n"
+                    .to_owned(),
+                "no cluster CA",
+            ),
         ] {
             let refused = load(&toml).unwrap_err().to_string();
             assert!(refused.contains(why), "{toml}: {refused}");

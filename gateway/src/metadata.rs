@@ -401,12 +401,6 @@ pub async fn handle(internal: &Internal, request: hyper::Request<Incoming>) -> R
             "this gateway is not a metadata service (it has no cluster secret)\n",
         );
     };
-    if internal.requires_tls && request.extensions().get::<OverTls>().is_none() {
-        return text_response(
-            StatusCode::FORBIDDEN,
-            "members of this cluster speak TLS: call over https\n",
-        );
-    }
     if request.method() != http::Method::POST {
         return text_response(StatusCode::METHOD_NOT_ALLOWED, "POST only\n");
     }
@@ -415,10 +409,19 @@ pub async fn handle(internal: &Internal, request: hyper::Request<Incoming>) -> R
         true => MAX_RAFT_BYTES,
         false => MAX_CALL_BYTES,
     };
+    let over_tls = request.extensions().get::<OverTls>().is_some();
     let body = match signed_body(secret, &internal.replays, request, limit).await {
         Ok(body) => body,
         Err(response) => return response,
     };
+    // Refused only once its signature was taken: a call that a misconfigured
+    // member sent in plain text cannot be replayed over TLS.
+    if internal.requires_tls && !over_tls {
+        return text_response(
+            StatusCode::FORBIDDEN,
+            "members of this cluster speak TLS: call over https\n",
+        );
+    }
     if let Some(name) = path.strip_prefix(RAFT_PATH) {
         let (Some(service), Some(rpc)) = (&internal.service, RaftRpc::from_name(name)) else {
             return text_response(StatusCode::NOT_FOUND, "no such raft endpoint here\n");

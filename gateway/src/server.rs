@@ -292,9 +292,13 @@ async fn accept_loop(
         .header_read_timeout(Duration::from_secs(30))
         .max_buf_size(limits.max_header_bytes)
         .keep_alive(true);
+    // HTTP/2 (offered to TLS clients through ALPN) has no header timeout:
+    // pings find the peers that went away.
     builder
         .http2()
         .timer(TokioTimer::new())
+        .keep_alive_interval(Some(Duration::from_secs(20)))
+        .keep_alive_timeout(Duration::from_secs(20))
         .max_header_list_size(limits.max_header_bytes as u32);
     let builder = Arc::new(builder);
     loop {
@@ -320,30 +324,44 @@ async fn accept_loop(
                 return;
             };
             // One port for both: a TLS connection opens with a handshake
-            // record, an HTTP one with a method's letter.
-            let mut first = [0u8; 1];
-            match tokio::time::timeout(HANDSHAKE_TIMEOUT, stream.peek(&mut first)).await {
-                Ok(Ok(1)) if first[0] == strata_pool::TLS_HANDSHAKE_BYTE => {}
-                Ok(Ok(1)) => {
-                    serve_connection(&builder, TokioIo::new(stream), served, false, peer).await;
-                    return;
+            // record, an HTTP one with a method's letter. One deadline covers
+            // the first byte and the handshake, so that a silent client holds
+            // its connection no longer than a slow one needs.
+            let opening = async {
+                let mut first = [0u8; 1];
+                match stream.peek(&mut first).await {
+                    Ok(1) if first[0] == strata_pool::TLS_HANDSHAKE_BYTE => acceptor
+                        .accept(stream)
+                        .await
+                        .map(|stream| Opened::Tls(Box::new(stream))),
+                    Ok(1) => Ok(Opened::Plain(stream)),
+                    Ok(_) => Err(std::io::ErrorKind::UnexpectedEof.into()),
+                    Err(err) => Err(err),
                 }
-                _ => return,
-            }
-            match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
-                Ok(Ok(stream)) => {
+            };
+            match tokio::time::timeout(OPENING_TIMEOUT, opening).await {
+                Ok(Ok(Opened::Tls(stream))) => {
                     serve_connection(&builder, TokioIo::new(stream), served, true, peer).await;
                 }
+                Ok(Ok(Opened::Plain(stream))) => {
+                    serve_connection(&builder, TokioIo::new(stream), served, false, peer).await;
+                }
                 Ok(Err(err)) => tracing::debug!(%peer, error = %err, "TLS handshake failed"),
-                Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+                Err(_) => tracing::debug!(%peer, "no request or TLS handshake in time"),
             }
         });
     }
 }
 
-/// The longest a client may take to open its connection: its first byte
-/// and its TLS handshake each get the time a request's head may take.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
+/// A connection on the port that speaks both, once it said which.
+enum Opened {
+    Plain(tokio::net::TcpStream),
+    Tls(Box<tokio_rustls::server::TlsStream<tokio::net::TcpStream>>),
+}
+
+/// The longest a client may take to open its connection: to send its first
+/// byte and, for TLS, finish its handshake.
+const OPENING_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Serves the requests of one connection, plain or TLS (`over_tls`).
 async fn serve_connection<I>(

@@ -65,7 +65,10 @@ impl Origin {
         let host = match &self.authority {
             // Userinfo is never part of what a client is sent back.
             Some(authority) => authority.as_str().rsplit('@').next().unwrap_or_default(),
-            None => header_str(headers, "host").unwrap_or(fallback),
+            // A Host that is not a host[:port] does not make the URL.
+            None => header_str(headers, "host")
+                .filter(|host| !host.contains('@') && host.parse::<http::uri::Authority>().is_ok())
+                .unwrap_or(fallback),
         };
         format!("{scheme}://{host}")
     }
@@ -547,6 +550,44 @@ mod tests {
         check(Some("bytes=-5"), 0, Ok(None));
         check(Some("bytes=0-"), 0, Err(RangeError::Unsatisfiable));
         check(Some("Bytes = 2 - 3"), 10, Ok(Some(2..4)));
+    }
+
+    /// URLs handed out name the host as the client did, with its port and
+    /// its connection's scheme; a Host that is not one is not echoed.
+    #[test]
+    fn origins() {
+        let origin = |target: &str, host: Option<&str>, tls: bool| {
+            let mut request = http::Request::get(target);
+            if let Some(host) = host {
+                request = request.header("host", host);
+            }
+            let (mut parts, ()) = request.body(()).unwrap().into_parts();
+            if tls {
+                parts.extensions.insert(OverTls);
+            }
+            Origin::of(&parts).url(&parts.headers, "fallback")
+        };
+        assert_eq!(
+            origin("/x", Some("st.example.com:8443"), true),
+            "https://st.example.com:8443"
+        );
+        assert_eq!(
+            origin("/x", Some("127.0.0.1:80"), false),
+            "http://127.0.0.1:80"
+        );
+        // HTTP/2 and absolute-form targets carry the host in the target.
+        assert_eq!(
+            origin("https://a.example:9/x", None, true),
+            "https://a.example:9"
+        );
+        assert_eq!(
+            origin("http://u:p@a.example/x", None, false),
+            "http://a.example"
+        );
+        assert_eq!(origin("/x", None, false), "http://fallback");
+        for bad in ["evil/x?", "a b", "u@evil", ""] {
+            assert_eq!(origin("/x", Some(bad), false), "http://fallback", "{bad:?}");
+        }
     }
 
     #[test]

@@ -57,8 +57,14 @@ type Http = Client<HttpsConnector<HttpConnector>, UploadBody>;
 
 /// An HTTP client that speaks TLS to `https://` URLs, trusting the system's
 /// CAs (as curl does) and those in `ca_file` (a PEM file), and plain HTTP
-/// to `http://` ones.
-fn http_client(ca_file: Option<&Path>) -> anyhow::Result<Http> {
+/// to `http://` ones. Also the client of the admin commands.
+pub fn http_client<B>(
+    ca_file: Option<&Path>,
+) -> anyhow::Result<Client<HttpsConnector<HttpConnector>, B>>
+where
+    B: http_body::Body + Send + 'static,
+    B::Data: Send,
+{
     let mut roots = rustls::RootCertStore::empty();
     // Certificates the system holds that rustls cannot use are left out,
     // as curl leaves them out.
@@ -94,7 +100,7 @@ fn http_client(ca_file: Option<&Path>) -> anyhow::Result<Http> {
 
 /// An error with its causes, which name what failed in a TLS handshake
 /// (hyper's own message says only that connecting failed).
-fn with_causes(err: &dyn std::error::Error) -> String {
+pub fn with_causes(err: &dyn std::error::Error) -> String {
     let mut text = err.to_string();
     let mut cause = err.source();
     while let Some(err) = cause {

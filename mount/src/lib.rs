@@ -19,8 +19,8 @@ use std::time::Duration;
 use anyhow::{Context as _, bail};
 use fuser::{MountOption, SessionACL};
 
-pub use client::DIRECTORY_MARKER_TYPE;
 use client::SwiftClient;
+pub use client::{DIRECTORY_MARKER_TYPE, http_client, with_causes};
 use fs::{FsOptions, StrataFs};
 use tree::Place;
 

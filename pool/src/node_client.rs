@@ -68,7 +68,52 @@ pub struct NodeClient {
 #[derive(Clone)]
 enum Connections {
     Plain(Client<HttpConnector, Full<Bytes>>),
-    Tls(Client<HttpsConnector<HttpConnector>, Full<Bytes>>),
+    Tls(Client<WithDeadline<HttpsConnector<HttpConnector>>, Full<Bytes>>),
+}
+
+/// The longest a TLS connection may take to open, handshake included: a
+/// member that takes the TCP connection and then stalls is passed over as
+/// one that could not be reached (the request never left), not waited out
+/// as one that may have done it.
+const TLS_OPENING_TIMEOUT: Duration = Duration::from_secs(4);
+
+/// A connector whose connections must be open within `limit`.
+#[derive(Clone)]
+struct WithDeadline<C> {
+    inner: C,
+    limit: Duration,
+}
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+impl<C> tower_service::Service<http::Uri> for WithDeadline<C>
+where
+    C: tower_service::Service<http::Uri>,
+    C::Future: Send + 'static,
+    C::Error: Into<BoxError>,
+{
+    type Response = C::Response;
+    type Error = BoxError;
+    type Future =
+        std::pin::Pin<Box<dyn std::future::Future<Output = Result<C::Response, BoxError>> + Send>>;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), BoxError>> {
+        self.inner.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, uri: http::Uri) -> Self::Future {
+        let opening = self.inner.call(uri);
+        let limit = self.limit;
+        Box::pin(async move {
+            match tokio::time::timeout(limit, opening).await {
+                Ok(opened) => opened.map_err(Into::into),
+                Err(_) => Err(format!("no connection within {limit:?}").into()),
+            }
+        })
+    }
 }
 
 impl Connections {
@@ -87,7 +132,10 @@ impl Connections {
                     .https_only()
                     .enable_http1()
                     .wrap_connector(connector);
-                Connections::Tls(builder.build(connector))
+                Connections::Tls(builder.build(WithDeadline {
+                    inner: connector,
+                    limit: TLS_OPENING_TIMEOUT,
+                }))
             }
         }
     }

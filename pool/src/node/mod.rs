@@ -205,7 +205,6 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
                     .await;
                 return;
             };
-            // Within the time a request's head may take, as for plain HTTP.
             match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
                 Ok(Ok(stream)) => {
                     let _ = builder
@@ -220,7 +219,7 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
 }
 
 /// The longest a caller may take over its TLS handshake.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The random id kept in `data/file`, made (and fsynced) the first time:
 /// who a process is across restarts, whatever address it has.

@@ -374,21 +374,27 @@ fn a_cluster_speaking_tls_keeps_member_calls_off_plain_text() -> Result<()> {
         untrusted == "000",
         "curl trusted the cluster's CA by itself: {untrusted}"
     );
-    let (path, signature) = signed_feed_head(&cluster)?;
-    let call = |base: &str, extra: &[&str]| {
-        let mut args = vec!["-X", "POST", "-H", &signature, "--data-binary", FEED_HEAD];
+    let call = |base: &str, extra: &[&str], (path, signature): &(String, String)| {
+        let mut args = vec!["-X", "POST", "-H", signature, "--data-binary", FEED_HEAD];
         args.extend(extra);
         let url = format!("{base}{path}");
         args.push(&url);
         cluster_curl(&args)
     };
-    let in_plain_text = call(service.endpoint(), &[])?;
+    let captured = signed_feed_head(&cluster)?;
+    let in_plain_text = call(service.endpoint(), &[], &captured)?;
     ensure!(
         in_plain_text == "403",
         "a plain-text metadata call got {in_plain_text}"
     );
-    let over_tls = call(&https, &["--cacert", &ca])?;
-    ensure!(over_tls == "200", "the same call over TLS got {over_tls}");
+    // What a plain-text call showed the network cannot be replayed over TLS.
+    let replayed = call(&https, &["--cacert", &ca], &captured)?;
+    ensure!(
+        replayed == "403",
+        "a captured call replayed over TLS got {replayed}"
+    );
+    let over_tls = call(&https, &["--cacert", &ca], &signed_feed_head(&cluster)?)?;
+    ensure!(over_tls == "200", "a call over TLS got {over_tls}");
 
     // Members of another CA are not trusted.
     let elsewhere = tempfile::Builder::new()

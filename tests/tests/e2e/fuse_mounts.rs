@@ -773,7 +773,8 @@ fn mount_listing_nothing_with(
 }
 
 /// `strata mount https://…` through the gateway's TLS port: without the
-/// gateway's CA it refuses to start, naming the certificate; with
+/// gateway's CA it refuses to start, naming the certificate, and so it does
+/// when a login over TLS is handed a plain-text storage URL; with
 /// `--cacert` a file copied in reads back in plain HTTP.
 #[test]
 fn strata_mount_over_https_trusts_the_given_ca() -> Result<()> {
@@ -800,6 +801,27 @@ fn strata_mount_over_https_trusts_the_given_ca() -> Result<()> {
     ensure!(refused.stderr_text().contains("UnknownIssuer"), "{refused}");
 
     let ca = utf8(&certs.ca)?;
+    // A gateway that hands out plain-text storage URLs would get the token
+    // in clear: the mount refuses it.
+    let downgrading = Server::start_with_config_and_args(
+        "public_url = \"http://127.0.0.1:9\"\n",
+        &[
+            "--tls-cert",
+            utf8(&certs.cert)?,
+            "--tls-key",
+            utf8(&certs.key)?,
+        ],
+    )?;
+    let downgrading_url = format!("https://127.0.0.1:{}", downgrading.port());
+    let mut downgraded = strata_mount_command(
+        &downgrading,
+        &downgrading_url,
+        &mountpoint,
+        &["--cacert", ca],
+    )?;
+    let refused = run_tool(&mut downgraded, MOUNT_TIMEOUT)?.expect_failure()?;
+    ensure!(refused.stderr_text().contains("plain text"), "{refused}");
+
     let command = strata_mount_command(&server, &url, &mountpoint, &["--cacert", ca])?;
     let _mount = start_strata_mount(command, &work, &mountpoint)?;
     fs::write(mountpoint.join("hello.txt"), "over TLS")?;

@@ -5,7 +5,9 @@
 use std::fs;
 
 use anyhow::{Result, ensure};
-use strata_tests::{Certificates, Server, SwiftUser, random_bytes, run_tool, unique_bucket, utf8};
+use strata_tests::{
+    Certificates, ROOT_SECRET_KEY, Server, SwiftUser, random_bytes, run_tool, unique_bucket, utf8,
+};
 
 #[test]
 fn https_and_http_share_the_port_and_swift_logins_over_tls_get_https_urls() -> Result<()> {
@@ -54,6 +56,52 @@ fn https_and_http_share_the_port_and_swift_logins_over_tls_get_https_urls() -> R
     ensure!(
         fs::read(&back)? == body,
         "bytes written over TLS read back differently"
+    );
+
+    // A multipart upload completed over TLS is located over TLS.
+    let upload = aws_over_tls(&[
+        "s3api",
+        "create-multipart-upload",
+        "--bucket",
+        &bucket,
+        "--key",
+        "parts.bin",
+    ])?
+    .json()?;
+    let upload_id = upload["UploadId"].as_str().unwrap_or_default().to_owned();
+    let part = aws_over_tls(&[
+        "s3api",
+        "upload-part",
+        "--bucket",
+        &bucket,
+        "--key",
+        "parts.bin",
+        "--part-number",
+        "1",
+        "--upload-id",
+        &upload_id,
+        "--body",
+        utf8(&file)?,
+    ])?
+    .json()?;
+    let parts = serde_json::json!({"Parts": [{"ETag": part["ETag"], "PartNumber": 1}]});
+    let completed = aws_over_tls(&[
+        "s3api",
+        "complete-multipart-upload",
+        "--bucket",
+        &bucket,
+        "--key",
+        "parts.bin",
+        "--upload-id",
+        &upload_id,
+        "--multipart-upload",
+        &parts.to_string(),
+    ])?
+    .json()?;
+    let location = completed["Location"].as_str().unwrap_or_default();
+    ensure!(
+        location == format!("{https}/{bucket}/parts.bin"),
+        "{completed:#}"
     );
 
     // A Swift login over TLS hands out an https storage URL, one in plain
@@ -107,7 +155,23 @@ fn https_and_http_share_the_port_and_swift_logins_over_tls_get_https_urls() -> R
         ])
         .args(["--os-cacert", ca, "list", &bucket]);
     let listed = run_tool(&mut swift, std::time::Duration::from_secs(60))?.expect_success()?;
-    ensure!(listed.stdout_text().trim() == "up.bin", "{listed}");
+    ensure!(listed.stdout_text() == "parts.bin\nup.bin\n", "{listed}");
+
+    // The admin commands log in over TLS too, trusting --cacert.
+    let admin = |extra: &[&str]| {
+        let mut command = server.client_command(utf8(server.binary())?);
+        command
+            .args(["account", "create", "over-tls", "--url", &https])
+            .args(["--admin-key", ROOT_SECRET_KEY])
+            .args(extra);
+        run_tool(&mut command, std::time::Duration::from_secs(60))
+    };
+    let untrusting = admin(&[])?.expect_failure()?;
+    ensure!(
+        untrusting.stderr_text().contains("UnknownIssuer"),
+        "{untrusting}"
+    );
+    admin(&["--cacert", ca])?.expect_success()?;
 
     // HTTP/2 is offered to TLS clients; an untrusted certificate is refused
     // by curl, so the clients above did verify it.

@@ -190,10 +190,21 @@ fn bytes_peers_lack(
                 peer.live_bytes.get(part_index).copied().unwrap_or(0),
             ))
         };
+        // Nodes by identity, not by name: a node the ring (or a learnt
+        // name) reaches under two names holds its bytes once, and a
+        // primary reached under another name holds no handoff bytes.
+        let mut counted: HashSet<&str> = primaries
+            .iter()
+            .filter_map(|name| digests.get(name))
+            .map(|peer| peer.node_id.as_str())
+            .collect();
         let mut handoff_bytes = 0u64;
         let mut unsized_handoff = false;
         for (name, peer) in digests {
-            if primaries.contains(name) || !peer.partitions.contains_key(part_index) {
+            if primaries.contains(name)
+                || !peer.partitions.contains_key(part_index)
+                || !counted.insert(peer.node_id.as_str())
+            {
                 continue;
             }
             match peer.live_bytes.get(part_index) {
@@ -488,5 +499,84 @@ async fn audit(node: Arc<Node>, bytes_per_sec: u64, pause: Duration) {
             let seconds = read as f64 / bytes_per_sec as f64;
             tokio::time::sleep(Duration::from_secs_f64(seconds)).await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use strata_ring::{DeviceSpec, RingBuilder};
+
+    use super::*;
+
+    fn node(zone: u32) -> String {
+        format!("127.0.0.1:{}", 7000 + zone)
+    }
+
+    fn digests(node_id: &str, part: u32, digest: &str, bytes: u64) -> Digests {
+        Digests {
+            node_id: node_id.to_owned(),
+            ring_version: None,
+            partitions: BTreeMap::from([(part, digest.to_owned())]),
+            live_bytes: BTreeMap::from([(part, bytes)]),
+        }
+    }
+
+    /// What a fellow primary lacks is counted once per node, whatever names
+    /// reach it: a handoff under two names holds its bytes once, and a
+    /// primary under another name holds no handoff bytes.
+    #[test]
+    fn nodes_are_counted_once_whatever_their_names() {
+        let mut builder = RingBuilder::new("c", 4, 2).expect("shape");
+        for zone in 1..=3 {
+            let spec = DeviceSpec {
+                node: node(zone),
+                region: 1,
+                zone,
+                weight: 100,
+                name: None,
+            };
+            builder.add_device(spec).expect("device");
+        }
+        builder.rebalance().expect("rebalance");
+        let ring = builder.ring().expect("ring");
+        let (me, fellow, other) = (node(1), node(2), node(3));
+        let part = (0..16u32)
+            .find(|index| {
+                let primaries = ring
+                    .partition(*index)
+                    .map(|part| primary_nodes(&ring, part))
+                    .unwrap_or_default();
+                primaries.contains(&me) && primaries.contains(&fellow)
+            })
+            .expect("a partition of nodes 1 and 2");
+        let own = digests("a", part, "mine", 100);
+        let own_names = HashSet::from([me]);
+        let lacking = |peers: &[(&str, Digests)]| {
+            let peers: HashMap<String, Digests> = peers
+                .iter()
+                .map(|(name, digests)| ((*name).to_owned(), digests.clone()))
+                .collect();
+            bytes_peers_lack(&ring, &own, &peers, &own_names)
+        };
+        let short = digests("b", part, "theirs", 10);
+        let handoff = digests("c", part, "handoff", 30);
+        assert_eq!(lacking(&[(&fellow, short.clone())]), 90);
+        assert_eq!(
+            lacking(&[(&fellow, short.clone()), (&other, handoff.clone())]),
+            60
+        );
+        assert_eq!(
+            lacking(&[
+                (&fellow, short.clone()),
+                (&other, handoff.clone()),
+                ("c.example:7003", handoff),
+                ("b.example:7002", short.clone()),
+            ]),
+            60
+        );
+        let same = digests("b", part, "mine", 100);
+        assert_eq!(lacking(&[(&fellow, same)]), 0);
     }
 }

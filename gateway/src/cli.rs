@@ -268,6 +268,11 @@ struct ServeArgs {
     /// PEM private key of --tls-cert.
     #[arg(long, env = "STRATA_TLS_KEY", requires = "tls_cert")]
     tls_key: Option<PathBuf>,
+    /// A directory of HOST.pem files (chain and key; `_.example.com.pem`
+    /// for `*.example.com`) presented to clients asking for HOST over TLS
+    /// (SNI); reread every few seconds.
+    #[arg(long, env = "STRATA_TLS_CERT_DIR")]
+    tls_cert_dir: Option<PathBuf>,
     /// PEM file of the cluster's CA: members speak TLS to each other and
     /// present certificates it signed (with --ring).
     #[arg(long, env = "STRATA_CLUSTER_TLS_CA")]
@@ -319,6 +324,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         metadata_join: args.metadata_join,
         tls_cert: args.tls_cert,
         tls_key: args.tls_key,
+        tls_cert_dir: args.tls_cert_dir,
         cluster_tls_ca: args.cluster_tls_ca,
     };
     let config = Config::load(args.config.as_deref(), overrides)?;

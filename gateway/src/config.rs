@@ -3,6 +3,7 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use anyhow::{Context, bail};
 use serde::Deserialize;
@@ -45,6 +46,10 @@ pub struct Config {
     pub tls_cert: Option<PathBuf>,
     /// PEM private key of `tls_cert`.
     pub tls_key: Option<PathBuf>,
+    /// A directory of `HOST.pem` files (certificate chain and key; `_.`
+    /// for a wildcard) presented to clients that ask for HOST over TLS,
+    /// reread while serving; `tls_cert` serves the other names.
+    pub tls_cert_dir: Option<PathBuf>,
 }
 
 /// Where a gateway keeps extents when it is part of a cluster.
@@ -238,6 +243,7 @@ impl Default for Config {
             gc_grace_secs: 600,
             tls_cert: None,
             tls_key: None,
+            tls_cert_dir: None,
         }
     }
 }
@@ -264,6 +270,7 @@ pub struct ConfigOverrides {
     pub metadata_join: bool,
     pub tls_cert: Option<PathBuf>,
     pub tls_key: Option<PathBuf>,
+    pub tls_cert_dir: Option<PathBuf>,
     pub cluster_tls_ca: Option<PathBuf>,
 }
 
@@ -331,6 +338,9 @@ impl Config {
         if let Some(key) = overrides.tls_key {
             config.tls_key = Some(key);
         }
+        if let Some(dir) = overrides.tls_cert_dir {
+            config.tls_cert_dir = Some(dir);
+        }
         if let Some(ca) = overrides.cluster_tls_ca {
             config.cluster.tls_ca = Some(ca);
         }
@@ -342,12 +352,16 @@ impl Config {
         Ok(toml::from_str(text)?)
     }
 
-    /// What the listener accepts TLS with, if it speaks TLS.
-    pub fn listener_tls(&self) -> anyhow::Result<Option<strata_pool::TlsAcceptor>> {
-        let Some((cert, key)) = self.tls_cert.as_deref().zip(self.tls_key.as_deref()) else {
+    /// The certificates the listener presents, if it speaks TLS.
+    pub fn listener_tls(
+        &self,
+    ) -> anyhow::Result<Option<Arc<crate::listener_tls::ListenerCertificates>>> {
+        let default = self.tls_cert.as_deref().zip(self.tls_key.as_deref());
+        if default.is_none() && self.tls_cert_dir.is_none() {
             return Ok(None);
-        };
-        Ok(Some(strata_pool::tls_acceptor(cert, key)?))
+        }
+        crate::listener_tls::ListenerCertificates::load(default, self.tls_cert_dir.as_deref())
+            .map(Some)
     }
 
     /// How this gateway calls nodes and members: over TLS with a cluster CA.

@@ -27,6 +27,7 @@ pub mod directory;
 pub mod edge;
 pub mod ftp;
 pub mod large_object;
+pub mod listener_tls;
 mod metadata;
 mod orphan_sweep;
 pub mod public;

@@ -12,11 +12,10 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use percent_encoding::{NON_ALPHANUMERIC, utf8_percent_encode};
 use strata_auth::SigV4Config;
-use strata_pool::{
-    ClusterTls, LocalPool, LocalPoolConfig, Pool, RingPool, RingPoolConfig, TlsAcceptor,
-};
+use strata_pool::{ClusterTls, LocalPool, LocalPoolConfig, Pool, RingPool, RingPoolConfig};
 use strata_store::{FeedFollower, FollowerTag, Store, StoreConfig};
 use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
 
 use crate::admin_door::AdminDoor;
 use crate::config::Limits;
@@ -42,7 +41,14 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         .as_deref()
         .and_then(crate::ring_share::stamp);
     let cluster_tls = config.cluster_tls()?;
-    let listener_tls = config.listener_tls()?;
+    let listener_certificates = config.listener_tls()?;
+    let listener_tls = match &listener_certificates {
+        Some(certificates) => {
+            certificates.spawn_rereading();
+            Some(certificates.acceptor()?)
+        }
+        None => None,
+    };
     let (pool, cluster) = open_pool(&config, cluster_tls.as_ref()).await?;
     let cluster_secret = match &config.cluster.secret_file {
         Some(path) => Some(crate::cluster_cli::load_secret(path)?),

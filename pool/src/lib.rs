@@ -54,8 +54,7 @@ pub(crate) fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, 
 pub use local::{LocalPool, LocalPoolConfig};
 pub use node_client::{NodeClient, NodeError};
 pub use ring_pool::{RingPool, RingPoolConfig, RingPoolStats};
-pub use tls::{ClusterTls, TLS_HANDSHAKE_BYTE, TlsError, acceptor as tls_acceptor};
-pub use tokio_rustls::TlsAcceptor;
+pub use tls::{ClusterTls, TLS_HANDSHAKE_BYTE, TlsError};
 
 /// Largest extent the pool accepts. Objects are cut into extents of this size.
 pub const MAX_EXTENT_LEN: usize = 4 * 1024 * 1024;

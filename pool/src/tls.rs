@@ -88,7 +88,7 @@ impl ClusterTls {
 
 /// Serves TLS presenting `cert` (a PEM chain, the server's own certificate
 /// first) with its private key `key`, to HTTP/1.1 and HTTP/2 clients.
-pub fn acceptor(cert: &Path, key: &Path) -> Result<TlsAcceptor, TlsError> {
+fn acceptor(cert: &Path, key: &Path) -> Result<TlsAcceptor, TlsError> {
     let chain = read_certs(cert)?;
     let key_der = PrivateKeyDer::from_pem_file(key)
         .map_err(|err| TlsError::new(key, format!("no private key: {err}")))?;

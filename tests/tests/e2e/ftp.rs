@@ -575,7 +575,7 @@ fn lftp_tls_settings(ca_file: &Path) -> String {
 #[test]
 fn ftps_with_lftp_and_curl_verifies_the_certificate_and_keeps_bytes() -> Result<()> {
     let certs = tempfile::Builder::new().prefix("strata-ftps-").tempdir()?;
-    let Certificates { ca, cert, key } = Certificates::make(certs.path())?;
+    let Certificates { ca, cert, key, .. } = Certificates::make(certs.path())?;
     let server =
         Server::start_with_args(&["--ftp-tls-cert", utf8(&cert)?, "--ftp-tls-key", utf8(&key)?])?;
     let root = SwiftUser::root();
@@ -702,7 +702,7 @@ fn ftps_with_lftp_and_curl_verifies_the_certificate_and_keeps_bytes() -> Result<
 #[test]
 fn ftp_require_tls_refuses_plain_text_and_serves_tls() -> Result<()> {
     let certs = tempfile::Builder::new().prefix("strata-ftps-").tempdir()?;
-    let Certificates { ca, cert, key } = Certificates::make(certs.path())?;
+    let Certificates { ca, cert, key, .. } = Certificates::make(certs.path())?;
     let mut server = Server::start_with_args(&[
         "--ftp-tls-cert",
         utf8(&cert)?,

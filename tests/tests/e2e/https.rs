@@ -3,6 +3,7 @@
 //! test CA, beside clients that stay on plain HTTP.
 
 use std::fs;
+use std::time::{Duration, Instant};
 
 use anyhow::{Result, ensure};
 use strata_tests::{
@@ -39,7 +40,7 @@ fn https_and_http_share_the_port_and_swift_logins_over_tls_get_https_urls() -> R
             "json",
         ]);
         command.args(args);
-        run_tool(&mut command, std::time::Duration::from_secs(60))?.expect_success()
+        run_tool(&mut command, Duration::from_secs(60))?.expect_success()
     };
     aws_over_tls(&["s3api", "create-bucket", "--bucket", &bucket])?;
     aws_over_tls(&["s3", "cp", utf8(&file)?, &format!("s3://{bucket}/up.bin")])?;
@@ -154,7 +155,7 @@ fn https_and_http_share_the_port_and_swift_logins_over_tls_get_https_urls() -> R
             &root.key,
         ])
         .args(["--os-cacert", ca, "list", &bucket]);
-    let listed = run_tool(&mut swift, std::time::Duration::from_secs(60))?.expect_success()?;
+    let listed = run_tool(&mut swift, Duration::from_secs(60))?.expect_success()?;
     ensure!(listed.stdout_text() == "parts.bin\nup.bin\n", "{listed}");
 
     // The admin commands log in over TLS too, trusting --cacert.
@@ -164,7 +165,7 @@ fn https_and_http_share_the_port_and_swift_logins_over_tls_get_https_urls() -> R
             .args(["account", "create", "over-tls", "--url", &https])
             .args(["--admin-key", ROOT_SECRET_KEY])
             .args(extra);
-        run_tool(&mut command, std::time::Duration::from_secs(60))
+        run_tool(&mut command, Duration::from_secs(60))
     };
     let untrusting = admin(&[])?.expect_failure()?;
     ensure!(
@@ -191,5 +192,76 @@ fn https_and_http_share_the_port_and_swift_logins_over_tls_get_https_urls() -> R
     ensure!(version.stdout_text() == "2", "{version}");
     let untrusted = server.curl(&["-sS", &format!("{https}/health")])?;
     ensure!(untrusted.status.code() == Some(60), "{untrusted}");
+    server.assert_healthy()
+}
+
+/// Certificates per host from `--tls-cert-dir`, chosen by the name a client
+/// asks for (SNI): a custom domain and a wildcard get their own, other names
+/// the default one (which does not name them, so curl refuses it); a file
+/// added while the gateway serves is presented within seconds; a file
+/// without its key is left out and the others still served.
+#[test]
+fn host_certificates_are_chosen_by_name_and_picked_up_while_serving() -> Result<()> {
+    let dir = tempfile::Builder::new().prefix("strata-sni-").tempdir()?;
+    let certs = Certificates::make(&dir.path().join("ca"))?;
+    let hosts = dir.path().join("hosts");
+    certs.issue(&hosts, "st.example.com.pem", "DNS:st.example.com")?;
+    certs.issue(&hosts, "_.cdn.example.net.pem", "DNS:*.cdn.example.net")?;
+    fs::write(
+        hosts.join("keyless.example.org.pem"),
+        fs::read(&certs.cert)?,
+    )?;
+    let mut server = Server::start_with_args(&[
+        "--tls-cert",
+        utf8(&certs.cert)?,
+        "--tls-key",
+        utf8(&certs.key)?,
+        "--tls-cert-dir",
+        utf8(&hosts)?,
+    ])?;
+    let (port, ca) = (server.port(), utf8(&certs.ca)?);
+    let reach = |host: &str| {
+        server.curl(&[
+            "-sS",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "--cacert",
+            ca,
+            "--resolve",
+            &format!("{host}:{port}:127.0.0.1"),
+            &format!("https://{host}:{port}/"),
+        ])
+    };
+    for host in ["st.example.com", "a.cdn.example.net", "localhost"] {
+        let reached = reach(host)?;
+        ensure!(
+            reached.success() && reached.stdout_text() != "000",
+            "{host}: {reached}"
+        );
+    }
+    for host in [
+        "other.example.org",
+        "keyless.example.org",
+        "cdn.example.net",
+        "a.b.cdn.example.net",
+    ] {
+        let refused = reach(host)?;
+        ensure!(
+            matches!(refused.status.code(), Some(51 | 60)),
+            "{host} was not refused the default certificate: {refused}"
+        );
+    }
+
+    certs.issue(&hosts, "late.example.com.pem", "DNS:late.example.com")?;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !reach("late.example.com")?.success() {
+        ensure!(
+            Instant::now() < deadline,
+            "a certificate added while serving was not presented"
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
     server.assert_healthy()
 }

@@ -10,7 +10,7 @@
 //! key of HOST (`st.example.com.pem`); `_.example.com.pem` serves every
 //! `*.example.com`. Other files are ignored.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -33,9 +33,32 @@ pub struct ListenerCertificates {
     dir: Option<PathBuf>,
     /// By host name (`*.example.com` for a wildcard), lower-case.
     hosts: parking_lot::RwLock<Arc<HashMap<String, Arc<CertifiedKey>>>>,
-    /// The directory as last read: each file's name, length and mtime.
-    read_as: parking_lot::Mutex<Vec<(String, u64, Option<SystemTime>)>>,
+    /// The directory as last read.
+    read_as: parking_lot::Mutex<DirectoryState>,
     provider: Arc<CryptoProvider>,
+}
+
+#[derive(Default)]
+struct DirectoryState {
+    files: BTreeMap<String, LoadedFile>,
+    /// The directory could not be read last time (warned about once).
+    unreadable: bool,
+}
+
+/// A file as it was when read: a rewrite changes one of these (a symlink
+/// is followed, so a renewal that points it elsewhere does too).
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Stamp {
+    len: u64,
+    modified: Option<SystemTime>,
+    inode: u64,
+}
+
+struct LoadedFile {
+    stamp: Stamp,
+    /// The host it serves and its certificate; `None` when it serves none
+    /// (not a host's name, or never loaded).
+    served: Option<(String, Arc<CertifiedKey>)>,
 }
 
 impl std::fmt::Debug for ListenerCertificates {
@@ -59,18 +82,32 @@ impl ListenerCertificates {
     ) -> anyhow::Result<Arc<ListenerCertificates>> {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let default = match default {
-            Some((cert, key)) => Some(Arc::new(certified_key(cert, key, &provider)?)),
+            Some((cert, key)) => {
+                let read = |path: &Path| {
+                    fs::read(path).with_context(|| format!("reading {}", path.display()))
+                };
+                let key = certified_key(&read(cert)?, &read(key)?, &provider)
+                    .with_context(|| format!("{} with {}", cert.display(), key.display()))?;
+                Some(Arc::new(key))
+            }
             None => None,
         };
         if let Some(dir) = dir {
             fs::read_dir(dir)
                 .with_context(|| format!("reading the certificate directory {}", dir.display()))?;
+            if default.is_none() {
+                tracing::warn!(
+                    dir = %dir.display(),
+                    "no default certificate (tls_cert): TLS clients that name no host of the \
+                     directory (by IP address, say) are refused"
+                );
+            }
         }
         let certificates = Arc::new(ListenerCertificates {
             default,
             dir: dir.map(Path::to_owned),
             hosts: parking_lot::RwLock::new(Arc::new(HashMap::new())),
-            read_as: parking_lot::Mutex::new(Vec::new()),
+            read_as: parking_lot::Mutex::new(DirectoryState::default()),
             provider,
         });
         certificates.reread_if_changed();
@@ -105,50 +142,101 @@ impl ListenerCertificates {
         });
     }
 
-    /// Loads the directory again if a file was added, removed or changed
-    /// since it was last read.
+    /// Loads what changed in the directory since it was last read: new and
+    /// rewritten files are loaded, removed ones dropped, the others kept as
+    /// loaded. A rewritten file that cannot be used (caught halfway through
+    /// its writing, say) keeps serving the certificate it had.
     pub fn reread_if_changed(&self) {
         let Some(dir) = &self.dir else {
             return;
         };
+        let mut state = self.read_as.lock();
         let listing = match list_pem_files(dir) {
             Ok(listing) => listing,
             Err(err) => {
-                tracing::warn!(dir = %dir.display(), error = %err, "certificate directory unreadable");
+                if !std::mem::replace(&mut state.unreadable, true) {
+                    tracing::warn!(dir = %dir.display(), error = %err, "certificate directory unreadable; serving what was loaded");
+                }
                 return;
             }
         };
-        let mut read_as = self.read_as.lock();
-        if *read_as == listing {
+        state.unreadable = false;
+        let unchanged = listing.len() == state.files.len()
+            && listing
+                .iter()
+                .all(|(file, stamp)| state.files.get(file).is_some_and(|f| f.stamp == *stamp));
+        if unchanged {
             return;
         }
-        let mut hosts = HashMap::new();
-        for (file, _, _) in &listing {
-            let Some(host) = host_of_file(file) else {
-                continue;
+        let mut files = BTreeMap::new();
+        for (file, stamp) in listing {
+            let before = state.files.remove(&file);
+            let served = match before {
+                Some(before) if before.stamp == stamp => before.served,
+                before => {
+                    let loaded = self.load_file(&dir.join(&file), &file);
+                    loaded.or_else(|| {
+                        let kept = before.and_then(|before| before.served);
+                        if kept.is_some() {
+                            tracing::warn!(file, "keeping the certificate loaded before");
+                        }
+                        kept
+                    })
+                }
             };
-            let path = dir.join(file);
-            match certified_key(&path, &path, &self.provider)
-                .and_then(|key| check_names(&key, &host).map(|()| key))
+            files.insert(file, LoadedFile { stamp, served });
+        }
+        let mut hosts = HashMap::new();
+        for (file, loaded) in &files {
+            if let Some((host, key)) = &loaded.served
+                && hosts.insert(host.clone(), key.clone()).is_some()
             {
-                Ok(key) => {
-                    hosts.insert(host, Arc::new(key));
-                }
-                Err(err) => {
-                    tracing::warn!(file = %path.display(), error = %format!("{err:#}"), "certificate left out");
-                }
+                tracing::warn!(
+                    file,
+                    host,
+                    "another file serves this host too; this one is used"
+                );
             }
         }
         tracing::info!(dir = %dir.display(), hosts = hosts.len(), "host certificates loaded");
         *self.hosts.write() = Arc::new(hosts);
-        *read_as = listing;
+        state.files = files;
+    }
+
+    /// The host `file` serves and its certificate, or `None` (warned).
+    fn load_file(&self, path: &Path, file: &str) -> Option<(String, Arc<CertifiedKey>)> {
+        let Some(host) = host_of_file(file) else {
+            tracing::warn!(file = %path.display(), "not HOST.pem nor _.DOMAIN.pem (ASCII host names, punycode for others): left out");
+            return None;
+        };
+        // Read once: chain and key from the same bytes, never from two
+        // versions of a file being rewritten.
+        let loaded = fs::read(path)
+            .map_err(anyhow::Error::from)
+            .and_then(|pem| certified_key(&pem, &pem, &self.provider))
+            .and_then(|key| check_names(&key, &host).map(|()| key));
+        match loaded {
+            Ok(key) => Some((host, Arc::new(key))),
+            Err(err) => {
+                tracing::warn!(file = %path.display(), error = %format!("{err:#}"), "certificate left out");
+                None
+            }
+        }
     }
 }
 
 impl ResolvesServerCert for ListenerCertificates {
     fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
         if let Some(name) = hello.server_name() {
-            let name = name.to_ascii_lowercase();
+            let name = name.trim_end_matches('.').to_ascii_lowercase();
+            // A name the default certificate covers gets it: members call
+            // each other by names the cluster's certificates hold, which a
+            // customer's wildcard must not take over.
+            if let Some(default) = &self.default
+                && check_names(default, &name).is_ok()
+            {
+                return Some(default.clone());
+            }
             let hosts = self.hosts.read().clone();
             let wildcard = || {
                 let (_, parent) = name.split_once('.')?;
@@ -162,9 +250,10 @@ impl ResolvesServerCert for ListenerCertificates {
     }
 }
 
-/// The `.pem` files of `dir`, sorted, with their lengths and mtimes.
-fn list_pem_files(dir: &Path) -> std::io::Result<Vec<(String, u64, Option<SystemTime>)>> {
-    let mut files = Vec::new();
+/// The `.pem` files of `dir` with their stamps, symlinks followed.
+fn list_pem_files(dir: &Path) -> std::io::Result<BTreeMap<String, Stamp>> {
+    use std::os::unix::fs::MetadataExt as _;
+    let mut files = BTreeMap::new();
     for entry in fs::read_dir(dir)? {
         let entry = entry?;
         let Ok(name) = entry.file_name().into_string() else {
@@ -173,10 +262,21 @@ fn list_pem_files(dir: &Path) -> std::io::Result<Vec<(String, u64, Option<System
         if !name.ends_with(".pem") {
             continue;
         }
-        let metadata = entry.metadata()?;
-        files.push((name, metadata.len(), metadata.modified().ok()));
+        // A dangling link is a file that cannot be loaded, like any other.
+        let stamp = match fs::metadata(entry.path()) {
+            Ok(metadata) => Stamp {
+                len: metadata.len(),
+                modified: metadata.modified().ok(),
+                inode: metadata.ino(),
+            },
+            Err(_) => Stamp {
+                len: 0,
+                modified: None,
+                inode: 0,
+            },
+        };
+        files.insert(name, stamp);
     }
-    files.sort();
     Ok(files)
 }
 
@@ -199,28 +299,21 @@ fn host_of_file(file: &str) -> Option<String> {
     })
 }
 
-/// The certificate chain in `cert` and the private key in `key` (the same
-/// file for a host's), checked to belong together.
+/// The certificate chain in the PEM `certs` and the private key in the PEM
+/// `key` (the same bytes for a host's file), checked to belong together.
 fn certified_key(
-    cert: &Path,
-    key: &Path,
+    certs: &[u8],
+    key: &[u8],
     provider: &CryptoProvider,
 ) -> anyhow::Result<CertifiedKey> {
-    let chain = CertificateDer::pem_file_iter(cert)
-        .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
-        .with_context(|| format!("reading certificates from {}", cert.display()))?;
+    let chain = CertificateDer::pem_slice_iter(certs)
+        .collect::<Result<Vec<_>, _>>()
+        .context("reading PEM certificates")?;
     if chain.is_empty() {
-        bail!("{}: holds no PEM certificate", cert.display());
+        bail!("holds no PEM certificate");
     }
-    let private_key = PrivateKeyDer::from_pem_file(key)
-        .with_context(|| format!("reading a private key from {}", key.display()))?;
-    CertifiedKey::from_der(chain, private_key, provider).with_context(|| {
-        format!(
-            "{} and {}: the key is not the certificate's",
-            cert.display(),
-            key.display()
-        )
-    })
+    let private_key = PrivateKeyDer::from_pem_slice(key).context("reading a PEM private key")?;
+    CertifiedKey::from_der(chain, private_key, provider).context("the key is not the certificate's")
 }
 
 /// Refuses a certificate that does not name `host` (a file under the wrong

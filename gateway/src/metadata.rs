@@ -490,7 +490,8 @@ async fn signed_body(
         .and_then(|value| value.to_str().ok())
         .unwrap_or("")
         .to_owned();
-    if !secret.verify("POST", &path_and_query, &signature) {
+    let over_tls = request.extensions().get::<OverTls>().is_some();
+    if !secret.verify("POST", &path_and_query, &signature, over_tls) {
         tracing::warn!("internal call without a valid cluster signature refused");
         return Err(text_response(
             StatusCode::FORBIDDEN,

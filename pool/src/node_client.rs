@@ -140,10 +140,14 @@ impl Connections {
         }
     }
 
+    fn is_tls(&self) -> bool {
+        matches!(self, Connections::Tls(_))
+    }
+
     fn scheme(&self) -> &'static str {
-        match self {
-            Connections::Plain(_) => "http",
-            Connections::Tls(_) => "https",
+        match self.is_tls() {
+            false => "http",
+            true => "https",
         }
     }
 
@@ -214,7 +218,8 @@ impl NodeClient {
             .uri(format!("{}://{node}{path_and_query}", self.http.scheme()))
             .header(
                 wire::AUTH_HEADER,
-                self.secret.sign(method.as_str(), path_and_query),
+                self.secret
+                    .sign(method.as_str(), path_and_query, self.http.is_tls()),
             );
         if method == Method::PUT && path_and_query.starts_with("/v1/extents/") {
             builder = builder.header(wire::CRC_HEADER, crc32c::crc32c(&body));

@@ -53,28 +53,40 @@ impl ClusterSecret {
 
     /// The signature of a request; `None` only if HMAC refused the key,
     /// which it does for no length (kept as an `Option` instead of a panic).
-    fn tag(&self, method: &str, path_and_query: &str, time: u64) -> Option<Hmac<Sha256>> {
+    /// A request sent over TLS is signed as such, so that one a member sent
+    /// in plain text (misconfigured, and seen on the network) is refused
+    /// over TLS by every member, not only by the one it reached.
+    fn tag(
+        &self,
+        method: &str,
+        path_and_query: &str,
+        time: u64,
+        over_tls: bool,
+    ) -> Option<Hmac<Sha256>> {
         let mut mac = Hmac::<Sha256>::new_from_slice(&self.0).ok()?;
         mac.update(method.as_bytes());
         mac.update(b"\n");
         mac.update(path_and_query.as_bytes());
         mac.update(b"\n");
         mac.update(time.to_string().as_bytes());
+        if over_tls {
+            mac.update(b"\ntls");
+        }
         Some(mac)
     }
 
     /// The `x-strata-auth` value for a request sent now.
-    pub fn sign(&self, method: &str, path_and_query: &str) -> String {
+    pub fn sign(&self, method: &str, path_and_query: &str, over_tls: bool) -> String {
         let time = unix_now();
         let tag = self
-            .tag(method, path_and_query, time)
+            .tag(method, path_and_query, time, over_tls)
             .map(|mac| hex::encode(mac.finalize().into_bytes()))
             .unwrap_or_default();
         format!("{time}:{tag}")
     }
 
     /// Checks a request's `x-strata-auth` value against the secret and the clock.
-    pub fn verify(&self, method: &str, path_and_query: &str, header: &str) -> bool {
+    pub fn verify(&self, method: &str, path_and_query: &str, header: &str, over_tls: bool) -> bool {
         let Some((time, tag)) = header.split_once(':') else {
             return false;
         };
@@ -85,7 +97,7 @@ impl ClusterSecret {
             return false;
         }
         // Constant-time comparison.
-        self.tag(method, path_and_query, time)
+        self.tag(method, path_and_query, time, over_tls)
             .is_some_and(|mac| mac.verify_slice(&tag).is_ok())
     }
 }
@@ -338,14 +350,19 @@ mod tests {
     #[test]
     fn signatures_bind_method_path_and_secret() {
         let secret = ClusterSecret::new("correct horse battery staple").unwrap();
-        let header = secret.sign("PUT", "/v1/extents/00");
-        assert!(secret.verify("PUT", "/v1/extents/00", &header));
-        assert!(!secret.verify("DELETE", "/v1/extents/00", &header));
-        assert!(!secret.verify("PUT", "/v1/extents/01", &header));
+        let header = secret.sign("PUT", "/v1/extents/00", false);
+        assert!(secret.verify("PUT", "/v1/extents/00", &header, false));
+        assert!(!secret.verify("DELETE", "/v1/extents/00", &header, false));
+        assert!(!secret.verify("PUT", "/v1/extents/01", &header, false));
         let other = ClusterSecret::new("another cluster's secret").unwrap();
-        assert!(!other.verify("PUT", "/v1/extents/00", &header));
+        assert!(!other.verify("PUT", "/v1/extents/00", &header, false));
+        // Signed for plain text, refused over TLS, and the other way round.
+        assert!(!secret.verify("PUT", "/v1/extents/00", &header, true));
+        let over_tls = secret.sign("PUT", "/v1/extents/00", true);
+        assert!(secret.verify("PUT", "/v1/extents/00", &over_tls, true));
+        assert!(!secret.verify("PUT", "/v1/extents/00", &over_tls, false));
         for bad in ["", "12", "x:y", "1:00", &format!("1:{}", &header[11..])] {
-            assert!(!secret.verify("PUT", "/v1/extents/00", bad), "{bad}");
+            assert!(!secret.verify("PUT", "/v1/extents/00", bad, false), "{bad}");
         }
         assert!(ClusterSecret::new("short").is_err());
     }
@@ -357,12 +374,12 @@ mod tests {
             "/internal/v1/meta?{BODY_DIGEST_PARAM}={}",
             body_digest(b"call")
         );
-        let header = secret.sign("POST", &path);
-        assert!(secret.verify("POST", &path, &header) && body_matches(&path, b"call"));
+        let header = secret.sign("POST", &path, false);
+        assert!(secret.verify("POST", &path, &header, false) && body_matches(&path, b"call"));
         assert!(!body_matches(&path, b"other call"));
         assert!(!body_matches("/internal/v1/meta", b"call"));
         let other_digest = path.replace(&body_digest(b"call"), &body_digest(b"other call"));
-        assert!(!secret.verify("POST", &other_digest, &header));
+        assert!(!secret.verify("POST", &other_digest, &header, false));
     }
 
     #[test]
@@ -372,16 +389,16 @@ mod tests {
         let with_nonce =
             |nonce: &str| format!("/internal/v1/meta?{BODY_DIGEST_PARAM}=00&{NONCE_PARAM}={nonce}");
         let first = with_nonce("01");
-        let header = secret.sign("POST", &first);
+        let header = secret.sign("POST", &first, false);
         assert_eq!(guard.first_use(&first, &header), Ok(true));
         assert_eq!(guard.first_use(&first, &header), Ok(false));
         // The same body again, sent anew: another nonce, another signature.
         let again = with_nonce("02");
-        let again_header = secret.sign("POST", &again);
+        let again_header = secret.sign("POST", &again, false);
         assert_eq!(guard.first_use(&again, &again_header), Ok(true));
         // Without a nonce (an older sender), nothing is remembered.
         let old = "/internal/v1/meta?sha256=00";
-        let old_header = secret.sign("POST", old);
+        let old_header = secret.sign("POST", old, false);
         assert_eq!(guard.first_use(old, &old_header), Ok(true));
         assert_eq!(guard.first_use(old, &old_header), Ok(true));
         // A time out of the window is refused here too (its second may be

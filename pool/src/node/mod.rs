@@ -72,6 +72,8 @@ pub(crate) struct Node {
     data: PathBuf,
     pool: LocalPool,
     secret: ClusterSecret,
+    /// The node serves TLS only (the cluster has a CA).
+    serves_tls: bool,
     client: NodeClient,
     ring: Mutex<Option<Arc<Ring>>>,
     /// Held while a newer ring is written to disk and installed, or the
@@ -132,6 +134,7 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
         data: config.data.clone(),
         pool,
         secret: config.secret.clone(),
+        serves_tls: config.tls.is_some(),
         client: NodeClient::new(
             config.secret.clone(),
             config.tls.as_ref(),
@@ -369,7 +372,12 @@ impl Node {
             .headers()
             .get(wire::AUTH_HEADER)
             .and_then(|value| value.to_str().ok())
-            .is_some_and(|header| self.secret.verify(method.as_str(), &path_and_query, header));
+            .is_some_and(|header| {
+                // A node of a TLS cluster takes nothing else.
+                let over_tls = self.serves_tls;
+                self.secret
+                    .verify(method.as_str(), &path_and_query, header, over_tls)
+            });
         if !signed {
             return reply(
                 StatusCode::UNAUTHORIZED,

@@ -279,7 +279,7 @@ fn nodes_refuse_strangers() -> Result<()> {
 fn a_replayed_internal_call_is_refused() -> Result<()> {
     let cluster = Cluster::start(1, 2, 1)?;
     let server = cluster.gateway()?;
-    let (path, signature) = signed_feed_head(&cluster)?;
+    let (path, signature) = signed_feed_head(&cluster, false)?;
     let url = format!("{}{path}", server.endpoint());
     let send = || {
         cluster_curl(&[
@@ -303,8 +303,9 @@ fn a_replayed_internal_call_is_refused() -> Result<()> {
 const FEED_HEAD: &str = r#"{"op":"feed_head"}"#;
 
 /// The path and the `x-strata-auth` header of a [`FEED_HEAD`] call signed
-/// with the cluster's secret as members sign it, with a nonce of its own.
-fn signed_feed_head(cluster: &Cluster) -> Result<(String, String)> {
+/// with the cluster's secret as members sign it, with a nonce of its own,
+/// to be sent in plain text or over TLS.
+fn signed_feed_head(cluster: &Cluster, over_tls: bool) -> Result<(String, String)> {
     use hmac::Mac as _;
     let secret = fs::read_to_string(cluster.secret())?;
     let path = format!(
@@ -315,6 +316,9 @@ fn signed_feed_head(cluster: &Cluster) -> Result<(String, String)> {
     let time = unix_now();
     let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(secret.trim().as_bytes())?;
     mac.update(format!("POST\n{path}\n{time}").as_bytes());
+    if over_tls {
+        mac.update(b"\ntls");
+    }
     let signature = format!(
         "x-strata-auth: {time}:{}",
         hex::encode(mac.finalize().into_bytes())
@@ -350,6 +354,7 @@ fn a_cluster_speaking_tls_keeps_member_calls_off_plain_text() -> Result<()> {
         .as_u64()
         .and_then(|id| usize::try_from(id).ok())
         .with_context(|| format!("no leader in {membership:#}"))?;
+    let follower = format!("https://127.0.0.1:{}", members[leader % 3].port());
     let service = &mut members[leader - 1];
     // Nodes replicate to each other, and `strata status` asks them, over TLS.
     cluster.wait_settled(unix_now(), SETTLE_TIMEOUT)?;
@@ -381,19 +386,27 @@ fn a_cluster_speaking_tls_keeps_member_calls_off_plain_text() -> Result<()> {
         args.push(&url);
         cluster_curl(&args)
     };
-    let captured = signed_feed_head(&cluster)?;
+    let captured = signed_feed_head(&cluster, false)?;
     let in_plain_text = call(service.endpoint(), &[], &captured)?;
     ensure!(
         in_plain_text == "403",
         "a plain-text metadata call got {in_plain_text}"
     );
-    // What a plain-text call showed the network cannot be replayed over TLS.
-    let replayed = call(&https, &["--cacert", &ca], &captured)?;
-    ensure!(
-        replayed == "403",
-        "a captured call replayed over TLS got {replayed}"
-    );
-    let over_tls = call(&https, &["--cacert", &ca], &signed_feed_head(&cluster)?)?;
+    // What a plain-text call showed the network cannot be replayed over
+    // TLS, to the member it reached nor to another (which, taking it,
+    // would answer that it does not lead: 421).
+    for member in [&https, &follower] {
+        let replayed = call(member, &["--cacert", &ca], &captured)?;
+        ensure!(
+            replayed == "403",
+            "a captured call replayed over TLS to {member} got {replayed}"
+        );
+    }
+    let over_tls = call(
+        &https,
+        &["--cacert", &ca],
+        &signed_feed_head(&cluster, true)?,
+    )?;
     ensure!(over_tls == "200", "a call over TLS got {over_tls}");
 
     // Members of another CA are not trusted.

@@ -263,5 +263,21 @@ fn host_certificates_are_chosen_by_name_and_picked_up_while_serving() -> Result<
         );
         std::thread::sleep(Duration::from_millis(250));
     }
+
+    // A file caught halfway through a rewrite keeps its host served.
+    fs::write(hosts.join("st.example.com.pem"), "-----BEGIN CERT")?;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !server
+        .log_tail(200)
+        .contains("keeping the certificate loaded before")
+    {
+        ensure!(Instant::now() < deadline, "the rewrite was not read");
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    let still = reach("st.example.com")?;
+    ensure!(
+        still.success(),
+        "a broken rewrite took the certificate away: {still}"
+    );
     server.assert_healthy()
 }

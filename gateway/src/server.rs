@@ -326,17 +326,19 @@ async fn accept_loop(
         let tls = tls.clone();
         tokio::spawn(async move {
             let Some(acceptor) = tls else {
-                let stream = TokioIo::new(FirstByteDeadline::new(stream));
+                let stream = TokioIo::new(strata_pool::FirstByteDeadline::new(stream));
                 serve_connection(&builder, stream, served, false, peer).await;
                 return;
             };
             // One port for both: a TLS connection opens with a handshake
             // record, an HTTP one with a method's letter.
             let mut first = [0u8; 1];
-            match tokio::time::timeout(FIRST_BYTE_TIMEOUT, stream.peek(&mut first)).await {
+            match tokio::time::timeout(strata_pool::FIRST_BYTE_TIMEOUT, stream.peek(&mut first))
+                .await
+            {
                 Ok(Ok(1)) if first[0] == strata_pool::TLS_HANDSHAKE_BYTE => {}
                 Ok(Ok(1)) => {
-                    let stream = TokioIo::new(FirstByteDeadline::new(stream));
+                    let stream = TokioIo::new(strata_pool::FirstByteDeadline::new(stream));
                     serve_connection(&builder, stream, served, false, peer).await;
                     return;
                 }
@@ -344,7 +346,7 @@ async fn accept_loop(
             }
             match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
                 Ok(Ok(stream)) => {
-                    let stream = TokioIo::new(FirstByteDeadline::new(stream));
+                    let stream = TokioIo::new(strata_pool::FirstByteDeadline::new(stream));
                     serve_connection(&builder, stream, served, true, peer).await;
                 }
                 Ok(Err(err)) => tracing::debug!(%peer, error = %err, "TLS handshake failed"),
@@ -354,94 +356,8 @@ async fn accept_loop(
     }
 }
 
-/// The longest a connection may wait for its first byte (of its first
-/// request, or of a TLS handshake), as long as hyper gives a request's head.
-const FIRST_BYTE_TIMEOUT: Duration = Duration::from_secs(30);
-
 /// The longest a TLS handshake may take once it started.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// A stream whose first read must bring bytes within [`FIRST_BYTE_TIMEOUT`]:
-/// hyper's timers start only once it knows the protocol (HTTP/1's header
-/// timeout, HTTP/2's pings), so a connection that never sends a byte would
-/// be held forever. Afterwards it adds nothing but a branch per read.
-struct FirstByteDeadline<S> {
-    inner: S,
-    deadline: Option<std::pin::Pin<Box<tokio::time::Sleep>>>,
-}
-
-impl<S> FirstByteDeadline<S> {
-    fn new(inner: S) -> Self {
-        Self::within(inner, FIRST_BYTE_TIMEOUT)
-    }
-
-    fn within(inner: S, limit: Duration) -> Self {
-        FirstByteDeadline {
-            inner,
-            deadline: Some(Box::pin(tokio::time::sleep(limit))),
-        }
-    }
-}
-
-impl<S: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for FirstByteDeadline<S> {
-    fn poll_read(
-        self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-        buf: &mut tokio::io::ReadBuf<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        let this = self.get_mut();
-        let filled = buf.filled().len();
-        let read = std::pin::Pin::new(&mut this.inner).poll_read(cx, buf);
-        if read.is_pending() {
-            if let Some(deadline) = &mut this.deadline
-                && deadline.as_mut().poll(cx).is_ready()
-            {
-                return std::task::Poll::Ready(Err(std::io::ErrorKind::TimedOut.into()));
-            }
-        } else if buf.filled().len() > filled {
-            this.deadline = None;
-        }
-        read
-    }
-}
-
-impl<S: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for FirstByteDeadline<S> {
-    fn poll_write(
-        self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-        buf: &[u8],
-    ) -> std::task::Poll<std::io::Result<usize>> {
-        std::pin::Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
-    }
-
-    // Responses go out as one gathered write of head and body: delegated,
-    // not flattened.
-    fn poll_write_vectored(
-        self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-        bufs: &[std::io::IoSlice<'_>],
-    ) -> std::task::Poll<std::io::Result<usize>> {
-        std::pin::Pin::new(&mut self.get_mut().inner).poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
-    }
-
-    fn poll_flush(
-        self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        std::pin::Pin::new(&mut self.get_mut().inner).poll_flush(cx)
-    }
-
-    fn poll_shutdown(
-        self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        std::pin::Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
-    }
-}
 
 /// Serves the requests of one connection, plain or TLS (`over_tls`).
 async fn serve_connection<I>(
@@ -818,31 +734,6 @@ async fn shutdown_signal() {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// A connection silent past the limit is cut; one that spoke in time
-    /// is not cut later, however long it then waits.
-    #[tokio::test]
-    async fn a_connection_must_speak_first_within_the_limit() {
-        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-        let limit = Duration::from_millis(50);
-        let (_client, server) = tokio::io::duplex(64);
-        let mut silent = FirstByteDeadline::within(server, limit);
-        let mut buf = [0u8; 8];
-        let cut = silent.read(&mut buf).await.unwrap_err();
-        assert_eq!(cut.kind(), std::io::ErrorKind::TimedOut);
-
-        let (mut client, server) = tokio::io::duplex(64);
-        let mut speaking = FirstByteDeadline::within(server, limit);
-        client.write_all(b"GET").await.unwrap();
-        assert_eq!(speaking.read(&mut buf).await.unwrap(), 3);
-        let later = tokio::spawn(async move {
-            tokio::time::sleep(limit * 3).await;
-            client.write_all(b" /").await.unwrap();
-            client
-        });
-        assert_eq!(speaking.read(&mut buf).await.unwrap(), 2);
-        drop(later.await.unwrap());
-    }
 
     fn headers(pairs: &[(&'static str, &'static str)]) -> http::HeaderMap {
         pairs

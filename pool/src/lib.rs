@@ -30,6 +30,7 @@
 //! buckets, keys or client protocols.
 
 mod extent_file;
+mod first_byte;
 mod local;
 pub mod node;
 mod node_client;
@@ -51,6 +52,7 @@ pub(crate) fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, 
         .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
+pub use first_byte::{FIRST_BYTE_TIMEOUT, FirstByteDeadline};
 pub use local::{LocalPool, LocalPoolConfig};
 pub use node_client::{NodeClient, NodeError};
 pub use ring_pool::{RingPool, RingPoolConfig, RingPoolStats};

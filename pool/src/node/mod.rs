@@ -23,6 +23,7 @@ use hyper_util::server::conn::auto;
 use strata_ring::Ring;
 use tokio::net::TcpListener;
 
+use crate::first_byte::FirstByteDeadline;
 use crate::lock;
 use crate::node_client::NodeClient;
 use crate::tls::ClusterTls;
@@ -203,16 +204,14 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
                 async move { Ok::<_, Infallible>(node.handle(request).await) }
             });
             let Some(acceptor) = acceptor else {
-                let _ = builder
-                    .serve_connection(TokioIo::new(stream), service)
-                    .await;
+                let stream = TokioIo::new(FirstByteDeadline::new(stream));
+                let _ = builder.serve_connection(stream, service).await;
                 return;
             };
             match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
                 Ok(Ok(stream)) => {
-                    let _ = builder
-                        .serve_connection(TokioIo::new(stream), service)
-                        .await;
+                    let stream = TokioIo::new(FirstByteDeadline::new(stream));
+                    let _ = builder.serve_connection(stream, service).await;
                 }
                 Ok(Err(err)) => tracing::debug!(%peer, error = %err, "TLS handshake failed"),
                 Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),

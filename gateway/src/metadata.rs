@@ -410,7 +410,7 @@ pub async fn handle(internal: &Internal, request: hyper::Request<Incoming>) -> R
         false => MAX_CALL_BYTES,
     };
     let over_tls = request.extensions().get::<OverTls>().is_some();
-    let body = match signed_body(secret, &internal.replays, request, limit).await {
+    let body = match signed_body(secret, &internal.replays, request, over_tls, limit).await {
         Ok(body) => body,
         Err(response) => return response,
     };
@@ -470,13 +470,15 @@ pub async fn handle(internal: &Internal, request: hyper::Request<Incoming>) -> R
     }
 }
 
-/// The body of a request signed with the cluster secret, whose digest is
-/// part of what is signed, and that was not taken before; the signature is
+/// The body of a request signed with the cluster secret (for the kind of
+/// connection it came on, `over_tls`), whose digest is part of what is
+/// signed, and that was not taken before; the signature is
 /// checked before a stranger's body is read.
 async fn signed_body(
     secret: &ClusterSecret,
     replays: &wire::ReplayGuard,
     request: hyper::Request<Incoming>,
+    over_tls: bool,
     limit: usize,
 ) -> Result<Bytes, Response> {
     let path_and_query = request
@@ -490,7 +492,6 @@ async fn signed_body(
         .and_then(|value| value.to_str().ok())
         .unwrap_or("")
         .to_owned();
-    let over_tls = request.extensions().get::<OverTls>().is_some();
     if !secret.verify("POST", &path_and_query, &signature, over_tls) {
         tracing::warn!("internal call without a valid cluster signature refused");
         return Err(text_response(

@@ -326,7 +326,6 @@ async fn accept_loop(
         let tls = tls.clone();
         tokio::spawn(async move {
             let Some(acceptor) = tls else {
-                let stream = TokioIo::new(strata_pool::FirstByteDeadline::new(stream));
                 serve_connection(&builder, stream, served, false, peer).await;
                 return;
             };
@@ -338,7 +337,6 @@ async fn accept_loop(
             {
                 Ok(Ok(1)) if first[0] == strata_pool::TLS_HANDSHAKE_BYTE => {}
                 Ok(Ok(1)) => {
-                    let stream = TokioIo::new(strata_pool::FirstByteDeadline::new(stream));
                     serve_connection(&builder, stream, served, false, peer).await;
                     return;
                 }
@@ -346,7 +344,6 @@ async fn accept_loop(
             }
             match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
                 Ok(Ok(stream)) => {
-                    let stream = TokioIo::new(strata_pool::FirstByteDeadline::new(stream));
                     serve_connection(&builder, stream, served, true, peer).await;
                 }
                 Ok(Err(err)) => tracing::debug!(%peer, error = %err, "TLS handshake failed"),
@@ -359,16 +356,18 @@ async fn accept_loop(
 /// The longest a TLS handshake may take once it started.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Serves the requests of one connection, plain or TLS (`over_tls`).
-async fn serve_connection<I>(
+/// Serves the requests of one connection, plain or TLS (`over_tls`), which
+/// must start talking within [`strata_pool::FIRST_BYTE_TIMEOUT`].
+async fn serve_connection<S>(
     builder: &auto::Builder<TokioExecutor>,
-    io: I,
+    stream: S,
     served: Arc<Served>,
     over_tls: bool,
     peer: std::net::SocketAddr,
 ) where
-    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
+    let io = TokioIo::new(strata_pool::FirstByteDeadline::new(stream));
     let service = hyper::service::service_fn(move |mut request: hyper::Request<Incoming>| {
         let served = served.clone();
         if over_tls {

@@ -337,10 +337,16 @@ impl Server {
     /// The command [`Server::aws`] runs, for tests that need to give it a
     /// stdin or run it in the background.
     pub fn aws_command(&self, args: &[&str]) -> Command {
+        self.aws_command_at(&self.endpoint, args)
+    }
+
+    /// [`Server::aws_command`] against another URL of this server (its
+    /// `https://` one, say).
+    pub fn aws_command_at(&self, endpoint: &str, args: &[&str]) -> Command {
         let mut command = Command::new("aws");
         command
             .arg("--endpoint-url")
-            .arg(&self.endpoint)
+            .arg(endpoint)
             .arg("--output")
             .arg("json")
             .args(args);

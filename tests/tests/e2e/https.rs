@@ -30,15 +30,7 @@ fn https_and_http_share_the_port_and_swift_logins_over_tls_get_https_urls() -> R
     let file = work.join("up.bin");
     fs::write(&file, &body)?;
     let aws_over_tls = |args: &[&str]| {
-        let mut command = server.client_command("aws");
-        command.args([
-            "--endpoint-url",
-            &https,
-            "--ca-bundle",
-            ca,
-            "--output",
-            "json",
-        ]);
+        let mut command = server.aws_command_at(&https, &["--ca-bundle", ca]);
         command.args(args);
         run_tool(&mut command, Duration::from_secs(60))?.expect_success()
     };

@@ -915,15 +915,29 @@ impl EdgeCache {
             }
             self.objects.invalidate(&cache_key);
         }
-        // A RAM miss, whether it then waits for a fill, reads an SSD zone or the store.
-        self.metrics.misses.fetch_add(1, Ordering::Relaxed);
         let fill = {
             let mut inflight = self.inflight.lock();
-            inflight
-                .entry(cache_key.clone())
-                .or_insert_with(|| Arc::new(OnceCell::new()))
-                .clone()
+            match inflight.get(&cache_key) {
+                Some(fill) => fill.clone(),
+                None => {
+                    // A fill keeps its copy before it leaves flight: one
+                    // that ended since the lookup above left its copy, to
+                    // be taken rather than read from the store again.
+                    if let Some(cached) = self.objects.get(&cache_key)
+                        && self.trusted(&cached)
+                    {
+                        drop(inflight);
+                        self.metrics.hits.fetch_add(1, Ordering::Relaxed);
+                        return Some((cached, CacheOutcome::Hit));
+                    }
+                    let fill = Arc::new(OnceCell::new());
+                    inflight.insert(cache_key.clone(), fill.clone());
+                    fill
+                }
+            }
         };
+        // A RAM miss, whether it then waits for a fill, reads an SSD zone or the store.
+        self.metrics.misses.fetch_add(1, Ordering::Relaxed);
         let cache = self.self_ref.upgrade()?;
         let (store, key, shared) = (store.clone(), cache_key.clone(), fill.clone());
         // In a task of its own: a client that hangs up while the first

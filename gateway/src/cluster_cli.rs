@@ -52,6 +52,9 @@ pub struct NodeArgs {
     /// Seconds between two audits of every extent.
     #[arg(long, default_value_t = 60)]
     audit_pause: u64,
+    /// Connections held open at once (default: half the open file limit).
+    #[arg(long, env = "STRATA_MAX_CONNECTIONS")]
+    max_connections: Option<usize>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -125,6 +128,7 @@ pub fn node(args: NodeArgs) -> anyhow::Result<()> {
         )?,
         cluster_id: ring.as_ref().map(|ring| ring.cluster_id().to_owned()),
         ring,
+        max_connections: args.max_connections,
         replicator: ReplicatorConfig {
             interval: Duration::from_secs(args.replication_interval.max(1)),
             audit_bytes_per_sec: args.audit_mib_per_sec.max(1) * 1024 * 1024,

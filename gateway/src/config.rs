@@ -212,6 +212,10 @@ pub struct Limits {
     pub max_xml_body: usize,
     /// Largest total size of user metadata on an object (S3: 2 KiB).
     pub max_user_metadata: usize,
+    /// Connections held open at once, on the HTTP port; more wait in the
+    /// kernel's backlog. Default: half the open file limit (raised to its
+    /// hard limit at start).
+    pub max_connections: Option<usize>,
 }
 
 impl Default for Limits {
@@ -221,6 +225,7 @@ impl Default for Limits {
             max_header_bytes: 64 * 1024,
             max_xml_body: 2 * 1024 * 1024,
             max_user_metadata: 2048,
+            max_connections: None,
         }
     }
 }
@@ -473,6 +478,9 @@ impl Config {
         }
         if self.limits.max_header_bytes < 8192 {
             bail!("limits.max_header_bytes must be at least 8192");
+        }
+        if self.limits.max_connections == Some(0) {
+            bail!("limits.max_connections must be positive");
         }
         self.ftp.validate()?;
         Ok(())

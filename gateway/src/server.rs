@@ -12,7 +12,10 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use percent_encoding::{NON_ALPHANUMERIC, utf8_percent_encode};
 use strata_auth::SigV4Config;
-use strata_pool::{ClusterTls, LocalPool, LocalPoolConfig, Pool, RingPool, RingPoolConfig};
+use strata_pool::{
+    Accepted, CappedListener, ClusterTls, ConnectionGauge, LocalPool, LocalPoolConfig, Pool,
+    RingPool, RingPoolConfig,
+};
 use strata_store::{FeedFollower, FollowerTag, Store, StoreConfig};
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
@@ -66,9 +69,13 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     // The listener answers members' internal calls from the start: the
     // members of a replicated metadata service elect a leader before any of
     // them can open its doors.
-    let listener = TcpListener::bind(addr)
-        .await
-        .with_context(|| format!("binding {addr}"))?;
+    let listener = CappedListener::new(
+        TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("binding {addr}"))?,
+        strata_pool::connection_cap(config.limits.max_connections),
+    );
+    let connections = listener.gauge();
     let local = listener.local_addr()?;
     let addresses = config.cluster.metadata_addresses();
     store_config.follower = FollowerTag {
@@ -213,6 +220,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     // Metadata calls before this are answered 503 (starting).
     let _ = served.internal.store.set(store.clone());
     let doors = Arc::new(Doors {
+        connections,
         metadata_service: served.internal.service.clone(),
         edge: edge.clone(),
         cluster,
@@ -286,7 +294,7 @@ impl Served {
 }
 
 async fn accept_loop(
-    listener: TcpListener,
+    listener: CappedListener,
     tls: Option<TlsAcceptor>,
     served: Arc<Served>,
     limits: Limits,
@@ -308,23 +316,16 @@ async fn accept_loop(
         .max_header_list_size(limits.max_header_bytes as u32);
     let builder = Arc::new(builder);
     loop {
-        let (stream, peer) = match listener.accept().await {
-            Ok(accepted) => accepted,
-            Err(err) => {
-                // Out of file descriptors and the like: back off, keep serving.
-                tracing::warn!(error = %err, "accept failed");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
-            }
-        };
-        // Small responses must not wait for a delayed ACK (Nagle).
-        if let Err(err) = stream.set_nodelay(true) {
-            tracing::debug!(error = %err, "could not set TCP_NODELAY");
-        }
+        let Accepted {
+            stream,
+            peer,
+            permit,
+        } = listener.accept().await;
         let served = served.clone();
         let builder = builder.clone();
         let tls = tls.clone();
         tokio::spawn(async move {
+            let _permit = permit;
             let Some(acceptor) = tls else {
                 serve_connection(&builder, stream, served, false, peer).await;
                 return;
@@ -520,6 +521,8 @@ async fn open_pool(
 
 /// Every door of this gateway; a request goes to exactly one.
 struct Doors {
+    /// The HTTP listener's connections, for `/metrics`.
+    connections: ConnectionGauge,
     /// This gateway's membership of a replicated metadata service, for
     /// `/metrics`.
     metadata_service: Option<Arc<MetaService>>,
@@ -558,6 +561,7 @@ impl Doors {
             && own_host()
         {
             let mut metrics = self.edge.metrics_text();
+            metrics.push_str(&self.connections.metrics_text());
             if let Some(cluster) = &self.cluster {
                 metrics.push_str(&cluster.metrics_text());
             }

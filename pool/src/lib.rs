@@ -31,6 +31,7 @@
 
 mod extent_file;
 mod first_byte;
+mod listener;
 mod local;
 pub mod node;
 mod node_client;
@@ -53,6 +54,9 @@ pub(crate) fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, 
 }
 
 pub use first_byte::{FIRST_BYTE_TIMEOUT, FirstByteDeadline};
+pub use listener::{
+    Accepted, CappedListener, ConnectionGauge, connection_cap, raise_open_file_limit,
+};
 pub use local::{LocalPool, LocalPoolConfig};
 pub use node_client::{NodeClient, NodeError};
 pub use ring_pool::{RingPool, RingPoolConfig, RingPoolStats};

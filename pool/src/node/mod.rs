@@ -24,6 +24,7 @@ use strata_ring::Ring;
 use tokio::net::TcpListener;
 
 use crate::first_byte::FirstByteDeadline;
+use crate::listener::{Accepted, CappedListener};
 use crate::lock;
 use crate::node_client::NodeClient;
 use crate::tls::ClusterTls;
@@ -52,6 +53,8 @@ pub struct NodeConfig {
     /// Taken from the first ring when not given.
     pub cluster_id: Option<String>,
     pub replicator: ReplicatorConfig,
+    /// Connections held open at once; `None`: half the open file limit.
+    pub max_connections: Option<usize>,
 }
 
 /// A storage node's shared state. Its mutexes are held briefly and never
@@ -106,7 +109,10 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
     let pool = LocalPool::open(LocalPoolConfig {
         dir: config.data.join("pool"),
     })?;
-    let listener = TcpListener::bind(config.listen).await?;
+    let listener = CappedListener::new(
+        TcpListener::bind(config.listen).await?,
+        crate::connection_cap(config.max_connections),
+    );
     let local = listener.local_addr()?;
     let address = config
         .advertise
@@ -186,38 +192,41 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
     let builder = Arc::new(builder);
     let acceptor = config.tls.as_ref().and_then(ClusterTls::acceptor);
     loop {
-        let (stream, peer) = match listener.accept().await {
-            Ok(accepted) => accepted,
-            Err(err) => {
-                tracing::warn!(error = %err, "accept failed");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
-            }
-        };
-        let _ = stream.set_nodelay(true);
+        let Accepted {
+            stream,
+            peer,
+            permit,
+        } = listener.accept().await;
         let node = node.clone();
         let builder = builder.clone();
         let acceptor = acceptor.clone();
         tokio::spawn(async move {
-            let service = hyper::service::service_fn(move |request: Request<Incoming>| {
-                let node = node.clone();
-                async move { Ok::<_, Infallible>(node.handle(request).await) }
-            });
+            let _permit = permit;
             let Some(acceptor) = acceptor else {
-                let stream = TokioIo::new(FirstByteDeadline::new(stream));
-                let _ = builder.serve_connection(stream, service).await;
+                serve_connection(&builder, stream, node).await;
                 return;
             };
             match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
-                Ok(Ok(stream)) => {
-                    let stream = TokioIo::new(FirstByteDeadline::new(stream));
-                    let _ = builder.serve_connection(stream, service).await;
-                }
+                Ok(Ok(stream)) => serve_connection(&builder, stream, node).await,
                 Ok(Err(err)) => tracing::debug!(%peer, error = %err, "TLS handshake failed"),
                 Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
             }
         });
     }
+}
+
+/// Serves the calls of one connection, plain or TLS, which must start
+/// talking within [`crate::FIRST_BYTE_TIMEOUT`].
+async fn serve_connection<S>(builder: &auto::Builder<TokioExecutor>, stream: S, node: Arc<Node>)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let service = hyper::service::service_fn(move |request: Request<Incoming>| {
+        let node = node.clone();
+        async move { Ok::<_, Infallible>(node.handle(request).await) }
+    });
+    let stream = TokioIo::new(FirstByteDeadline::new(stream));
+    let _ = builder.serve_connection(stream, service).await;
 }
 
 /// The longest a caller may take over its TLS handshake.

@@ -311,3 +311,55 @@ fn refused_upload_closes_its_connection_and_says_so() -> Result<()> {
     server.assert_healthy()?;
     Ok(())
 }
+
+/// A gateway holds at most `limits.max_connections` connections open. One
+/// more is left in the kernel's backlog, unanswered, until one of them
+/// closes (as nginx at `worker_connections`), rather than running the
+/// process out of file descriptors; `/metrics` counts both.
+#[test]
+fn a_connection_past_the_cap_waits_until_one_closes() -> Result<()> {
+    use std::io::{Read as _, Write as _};
+
+    let mut server = Server::start_with_config("[limits]\nmax_connections = 3\n")?;
+    let endpoint = server.endpoint().to_owned();
+    let hold = || -> Result<_> {
+        let (head, reader) = raw_request(&endpoint, "GET", "/health", "")?;
+        ensure!(
+            head.first()
+                .is_some_and(|line| line.starts_with("http/1.1 200")),
+            "{head:?}"
+        );
+        Ok(reader)
+    };
+    let mut held = vec![hold()?, hold()?];
+    // Two held, and the one asking.
+    ensure!(server.metric("strata_connections_open")? == 3);
+    ensure!(server.metric("strata_connections_max")? == 3);
+    // Answered only once the metrics connection has gone: from here the
+    // three held connections are all there are.
+    held.push(hold()?);
+
+    let authority = endpoint.trim_start_matches("http://");
+    let mut waiting = std::net::TcpStream::connect(authority)?;
+    write!(
+        waiting,
+        "GET /health HTTP/1.1\r\nHost: {authority}\r\nConnection: close\r\n\r\n"
+    )?;
+    waiting.set_read_timeout(Some(std::time::Duration::from_secs(1)))?;
+    let mut answer = Vec::new();
+    let early = waiting.read_to_end(&mut answer);
+    ensure!(
+        early.is_err() && answer.is_empty(),
+        "a connection past the cap was answered: {:?}",
+        String::from_utf8_lossy(&answer)
+    );
+    held.pop();
+    waiting.set_read_timeout(Some(std::time::Duration::from_secs(20)))?;
+    waiting.read_to_end(&mut answer)?;
+    let answer = String::from_utf8_lossy(&answer);
+    ensure!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    drop(held);
+    ensure!(server.metric("strata_connections_saturated_total")? >= 1);
+    server.assert_healthy()?;
+    Ok(())
+}

@@ -215,7 +215,13 @@ fn bytes_peers_lack(
         if unsized_handoff {
             continue;
         }
+        let identity = |name| node_identity(name, own_names, digests);
+        let mut shorts_seen = HashSet::new();
         for short in primaries.iter().filter(|name| !own_names.contains(*name)) {
+            // A node the ring names twice lacks its bytes once.
+            if !shorts_seen.insert(identity(short.as_str())) {
+                continue;
+            }
             let Some((their_digest, their_bytes)) = copy(short) else {
                 continue;
             };
@@ -226,7 +232,7 @@ fn bytes_peers_lack(
             // that is this node's.
             let filler = primaries
                 .iter()
-                .filter(|name| *name != short)
+                .filter(|name| identity(name.as_str()) != identity(short.as_str()))
                 .filter_map(|name| Some((name, copy(name)?.1)))
                 .fold(None::<(&String, u64)>, |best, (name, bytes)| match best {
                     Some((_, most)) if most >= bytes => best,
@@ -243,6 +249,19 @@ fn bytes_peers_lack(
         }
     }
     lacking
+}
+
+/// Who a ring name reaches: `None` for this node, a peer by its node id,
+/// or (a name not asked yet) the name itself.
+fn node_identity<'a>(
+    name: &'a str,
+    own_names: &HashSet<String>,
+    digests: &'a HashMap<String, Digests>,
+) -> Option<&'a str> {
+    if own_names.contains(name) {
+        return None;
+    }
+    Some(digests.get(name).map_or(name, |peer| peer.node_id.as_str()))
 }
 
 fn finish_pass(node: &Node, started: u64, report: &PassReport) {
@@ -578,5 +597,30 @@ mod tests {
         );
         let same = digests("b", part, "mine", 100);
         assert_eq!(lacking(&[(&fellow, same)]), 0);
+    }
+
+    /// A fellow primary the ring names twice (two devices, one node) lacks
+    /// its bytes once.
+    #[test]
+    fn a_primary_named_twice_lacks_its_bytes_once() {
+        let mut builder = RingBuilder::new("c", 2, 3).expect("shape");
+        let (me, fellow, alias) = (node(1), node(2), "b.example:7002".to_owned());
+        for (zone, name) in [(1, &me), (2, &fellow), (3, &alias)] {
+            let spec = DeviceSpec {
+                node: name.clone(),
+                region: 1,
+                zone,
+                weight: 100,
+                name: None,
+            };
+            builder.add_device(spec).expect("device");
+        }
+        builder.rebalance().expect("rebalance");
+        let ring = builder.ring().expect("ring");
+        let own = digests("a", 0, "mine", 100);
+        let short = digests("b", 0, "theirs", 10);
+        let peers = HashMap::from([(fellow, short.clone()), (alias, short)]);
+        let own_names = HashSet::from([me]);
+        assert_eq!(bytes_peers_lack(&ring, &own, &peers, &own_names), 90);
     }
 }

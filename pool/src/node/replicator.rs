@@ -533,6 +533,23 @@ mod tests {
         format!("127.0.0.1:{}", 7000 + zone)
     }
 
+    /// A ring of one device per node, each in a zone of its own.
+    fn ring_of(part_power: u8, replicas: u8, nodes: &[&String]) -> Ring {
+        let mut builder = RingBuilder::new("c", part_power, replicas).expect("shape");
+        for (zone, name) in (1..).zip(nodes) {
+            let spec = DeviceSpec {
+                node: (*name).clone(),
+                region: 1,
+                zone,
+                weight: 100,
+                name: None,
+            };
+            builder.add_device(spec).expect("device");
+        }
+        builder.rebalance().expect("rebalance");
+        builder.ring().expect("ring")
+    }
+
     fn digests(node_id: &str, part: u32, digest: &str, bytes: u64) -> Digests {
         Digests {
             node_id: node_id.to_owned(),
@@ -547,20 +564,8 @@ mod tests {
     /// primary under another name holds no handoff bytes.
     #[test]
     fn nodes_are_counted_once_whatever_their_names() {
-        let mut builder = RingBuilder::new("c", 4, 2).expect("shape");
-        for zone in 1..=3 {
-            let spec = DeviceSpec {
-                node: node(zone),
-                region: 1,
-                zone,
-                weight: 100,
-                name: None,
-            };
-            builder.add_device(spec).expect("device");
-        }
-        builder.rebalance().expect("rebalance");
-        let ring = builder.ring().expect("ring");
         let (me, fellow, other) = (node(1), node(2), node(3));
+        let ring = ring_of(4, 2, &[&me, &fellow, &other]);
         let part = (0..16u32)
             .find(|index| {
                 let primaries = ring
@@ -603,20 +608,8 @@ mod tests {
     /// its bytes once.
     #[test]
     fn a_primary_named_twice_lacks_its_bytes_once() {
-        let mut builder = RingBuilder::new("c", 2, 3).expect("shape");
         let (me, fellow, alias) = (node(1), node(2), "b.example:7002".to_owned());
-        for (zone, name) in [(1, &me), (2, &fellow), (3, &alias)] {
-            let spec = DeviceSpec {
-                node: name.clone(),
-                region: 1,
-                zone,
-                weight: 100,
-                name: None,
-            };
-            builder.add_device(spec).expect("device");
-        }
-        builder.rebalance().expect("rebalance");
-        let ring = builder.ring().expect("ring");
+        let ring = ring_of(2, 3, &[&me, &fellow, &alias]);
         let own = digests("a", 0, "mine", 100);
         let short = digests("b", 0, "theirs", 10);
         let peers = HashMap::from([(fellow, short.clone()), (alias, short)]);

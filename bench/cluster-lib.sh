@@ -65,6 +65,41 @@ make_ring() {
     "$STRATA_BIN" ring rebalance "$builder" >/dev/null
 }
 
+# start_three_nodes [NAME]: three fresh storage nodes (NAME-n0..2, default
+# n0..2) on a ring of 2 replicas; `ring` holds the flags a gateway of
+# theirs needs. Nodes belong to the first metadata service that claims
+# them: each set-up with a metadata service of its own needs its own.
+start_three_nodes() {
+    local name=${1:-three} prefix=${1:+$1-} ports=("$(free_port)" "$(free_port)" "$(free_port)") i
+    make_ring "$name" 2 "${ports[@]}"
+    ring=(--ring "$work/$name.builder.ring" --cluster-secret-file "$work/cluster.secret")
+    for i in 0 1 2; do start_node "${prefix}n$i" "${ports[$i]}" "$work/$name.builder.ring"; done
+}
+
+# start_metadata_members: three gateways over those nodes, the members of a
+# replicated metadata service (gateway_pid[member1..3]), once they answer;
+# `members` is their --metadata list, `member_ports` their ports, `leader`
+# the member that leads.
+start_metadata_members() {
+    local i port
+    member_ports=("$(free_port)" "$(free_port)" "$(free_port)")
+    members=$(printf '127.0.0.1:%s,' "${member_ports[@]}")
+    members=${members%,}
+    for i in 0 1 2; do
+        launch_gateway "member$((i + 1))" "${member_ports[$i]}" "${ring[@]}" \
+            --metadata "$members" --metadata-member $((i + 1))
+    done
+    for port in "${member_ports[@]}"; do
+        wait_for "member on $port" curl -fsS "http://127.0.0.1:$port/health"
+    done
+    wait_for "a leader" leader_known
+}
+leader_known() {
+    leader=$(curl -fsS "http://127.0.0.1:${member_ports[0]}/metrics" |
+        awk '$1 == "strata_metadata_leader" { print $2 }')
+    [[ $leader =~ ^[123]$ ]]
+}
+
 # launch_gateway NAME PORT [ARGS...]: strata serve on PORT, not waited for;
 # its pid joins the set-up and is kept in gateway_pid[NAME].
 launch_gateway() {

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# metadata-compare.sh: what replicating the metadata service costs. On one
-# cluster of three storage nodes (2 replicas), the same strata-bench PUT and
-# GET phases run through a gateway in two set-ups, in one run:
+# metadata-compare.sh: what replicating the metadata service costs. Over
+# three storage nodes (2 replicas; fresh ones for each set-up, as nodes
+# belong to the metadata service that first claims them), the same
+# strata-bench PUT and GET phases run through a gateway in two set-ups, in
+# one run:
 #
 #   single    a gateway holds the metadata alone; the requests go through a
 #             second gateway over it (--metadata A): one hop per call
@@ -39,38 +41,22 @@ bench_name=metadata
 source "$repo/bench/cluster-lib.sh"
 
 setup_pids=()
-node_ports=("$(free_port)" "$(free_port)" "$(free_port)")
-make_ring three 2 "${node_ports[@]}"
-ring=(--ring "$work/three.builder.ring" --cluster-secret-file "$work/cluster.secret")
-for i in 0 1 2; do start_node "n$i" "${node_ports[$i]}" "$work/three.builder.ring"; done
-node_pids=("${setup_pids[@]}")
+start_three_nodes
 
 log "single: a gateway over one gateway's metadata"
 start_gateway service "${ring[@]}"
 service_port=$gateway_port
 start_gateway single "${ring[@]}" --metadata "127.0.0.1:$service_port"
 measure single
-kill "${gateway_pid[service]}" "${gateway_pid[single]}"
-wait "${gateway_pid[service]}" "${gateway_pid[single]}" 2>/dev/null || true
-setup_pids=("${node_pids[@]}")
+stop_setup
 
 log "raft: a gateway over a replicated metadata service of three members"
-member_ports=("$(free_port)" "$(free_port)" "$(free_port)")
-members=$(printf '127.0.0.1:%s,' "${member_ports[@]}")
-members=${members%,}
-for i in 0 1 2; do
-    launch_gateway "member$((i + 1))" "${member_ports[$i]}" "${ring[@]}" \
-        --metadata "$members" --metadata-member $((i + 1))
-done
-for port in "${member_ports[@]}"; do
-    wait_for "member on $port" curl -fsS "http://127.0.0.1:$port/health"
-done
+start_three_nodes raft
+start_metadata_members
 start_gateway outsider "${ring[@]}" --metadata "$members"
 measure raft
 
-leader=$(curl -fsS "http://127.0.0.1:${member_ports[0]}/metrics" |
-    awk '$1 == "strata_metadata_leader" { print $2 }')
-[[ $leader =~ ^[123]$ ]] || die "no leader in member 1's /metrics"
+leader_known || die "no leader in member 1's /metrics"
 log "failover: member $leader (the leader) SIGKILLed while PUTs run"
 STRATA_ROOT_SECRET_KEY=$secret python3 "$repo/bench/failover_gap.py" \
     "http://127.0.0.1:$gateway_port" 20 5 "${gateway_pid[member$leader]}" \

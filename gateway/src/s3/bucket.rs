@@ -183,6 +183,29 @@ impl S3Door {
         Ok(xml_response(StatusCode::OK, xml.finish()))
     }
 
+    /// GetObjectTagging: objects carry no tags here (`x-amz-tagging` and
+    /// PutObjectTagging are refused), so an object's set is empty. The aws
+    /// CLI reads it before every multipart copy (`s3 cp` of 8 MiB or more
+    /// from a bucket), and stops the copy if the read fails.
+    pub(crate) async fn get_object_tagging(&self, request: &S3Request) -> S3Result<Response> {
+        self.owned_bucket(request).await?;
+        self.store
+            .head_object(&request.bucket, &request.key)
+            .await?;
+        let mut xml = xml::document("Tagging");
+        xml.open("TagSet").close();
+        Ok(xml_response(StatusCode::OK, xml.finish()))
+    }
+
+    /// DeleteObjectTagging: there is nothing to delete.
+    pub(crate) async fn delete_object_tagging(&self, request: &S3Request) -> S3Result<Response> {
+        self.owned_bucket(request).await?;
+        self.store
+            .head_object(&request.bucket, &request.key)
+            .await?;
+        Ok(empty_response(StatusCode::NO_CONTENT))
+    }
+
     /// PutBucketAcl: the canned `x-amz-acl` (`private`, `public-read`), or
     /// an `AccessControlPolicy` body whose only grant beyond the owner's is
     /// READ to AllUsers.

@@ -165,7 +165,10 @@ impl S3Door {
             }
             _ => {
                 xml.element("Marker", &encoding.apply(query.get("marker").unwrap_or("")));
+                // Only with a delimiter, as S3: without one, clients go on
+                // from the last key.
                 if page.is_truncated
+                    && delimiter.is_some()
                     && let Some(marker) = &page.next_marker
                 {
                     xml.element("NextMarker", &encoding.apply(marker));

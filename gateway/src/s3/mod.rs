@@ -213,6 +213,15 @@ impl S3Door {
         {
             return Ok(response);
         }
+        if matches!(request.op, PutObject | CopyObject | CreateMultipartUpload)
+            && request
+                .headers
+                .get("x-amz-tagging")
+                .is_some_and(|tags| !tags.is_empty())
+        {
+            // Tags a client sets must not vanish unsaid.
+            return Err(S3Error::not_implemented("Object tagging (x-amz-tagging)"));
+        }
         match request.op {
             ListBuckets => self.list_buckets(&request).await,
             CreateBucket => self.create_bucket(&request, body).await,
@@ -221,6 +230,8 @@ impl S3Door {
             GetBucketLocation => self.get_bucket_location(&request).await,
             GetBucketVersioning => self.get_bucket_versioning(&request).await,
             GetBucketAcl | GetObjectAcl => self.get_acl(&request).await,
+            GetObjectTagging => self.get_object_tagging(&request).await,
+            DeleteObjectTagging => self.delete_object_tagging(&request).await,
             PutBucketAcl => self.put_bucket_acl(&request, body).await,
             GetBucketPolicy => self.get_bucket_policy(&request).await,
             PutBucketPolicy => self.put_bucket_policy(&request, body).await,

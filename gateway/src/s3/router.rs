@@ -43,6 +43,8 @@ pub enum S3Op {
     GetObject,
     HeadObject,
     GetObjectAcl,
+    GetObjectTagging,
+    DeleteObjectTagging,
     DeleteObject,
     CreateMultipartUpload,
     UploadPart,
@@ -79,7 +81,6 @@ const UNSUPPORTED_SUBRESOURCES: &[&str] = &[
     "retention",
     "select",
     "session",
-    "tagging",
     "torrent",
 ];
 
@@ -101,6 +102,14 @@ pub fn route(
     let op = match (method.as_str(), bucket, key) {
         ("GET", false, _) => ListBuckets,
         (_, false, _) => return Err(method_not_allowed()),
+
+        // Objects carry no tags: their (empty) set can be read and
+        // deleted, as the aws CLI does around copies, not written.
+        ("GET", true, true) if query.has("tagging") => GetObjectTagging,
+        ("DELETE", true, true) if query.has("tagging") => DeleteObjectTagging,
+        (_, true, _) if query.has("tagging") => {
+            return Err(S3Error::not_implemented("The ?tagging sub-resource"));
+        }
 
         ("PUT", true, false) if query.has("versioning") => {
             return Err(S3Error::not_implemented("Changing versioning"));
@@ -245,6 +254,8 @@ impl S3Op {
             GetObject => "GetObject",
             HeadObject => "HeadObject",
             GetObjectAcl => "GetObjectAcl",
+            GetObjectTagging => "GetObjectTagging",
+            DeleteObjectTagging => "DeleteObjectTagging",
             DeleteObject => "DeleteObject",
             CreateMultipartUpload => "CreateMultipartUpload",
             UploadPart => "UploadPart",
@@ -394,7 +405,24 @@ mod tests {
     #[test]
     fn refusals() {
         check("PUT /examplebucket?tagging", false, Err("NotImplemented"));
+        check("GET /examplebucket?tagging", false, Err("NotImplemented"));
+        check(
+            "DELETE /examplebucket?tagging",
+            false,
+            Err("NotImplemented"),
+        );
         check("PUT /examplebucket/k?tagging", false, Err("NotImplemented"));
+        check("PUT /examplebucket/k?tagging", true, Err("NotImplemented"));
+        check(
+            "GET /examplebucket/k?tagging",
+            false,
+            Ok(S3Op::GetObjectTagging),
+        );
+        check(
+            "DELETE /examplebucket/k?tagging",
+            false,
+            Ok(S3Op::DeleteObjectTagging),
+        );
         check(
             "DELETE /examplebucket?metadataTable",
             false,

@@ -375,8 +375,8 @@ fn list_objects_v1_marker_and_versions() -> Result<()> {
     upload_listing_tree(&server, &bucket)?;
     let all: Vec<String> = LISTING_TREE.iter().map(|key| key.to_string()).collect();
 
-    // Pages of 3 with --marker. Without a delimiter S3 may omit NextMarker;
-    // clients continue from the last key then.
+    // Pages of 3 with --marker. Without a delimiter S3 sends no NextMarker;
+    // clients continue from the last key.
     let mut marker = String::new();
     let mut paged = Vec::new();
     let mut n_pages = 0;
@@ -402,13 +402,14 @@ fn list_objects_v1_marker_and_versions() -> Result<()> {
         if page["IsTruncated"] != json!(true) {
             break;
         }
-        marker = match page.get("NextMarker").and_then(Value::as_str) {
-            Some(next) => next.to_string(),
-            None => keys
-                .last()
-                .cloned()
-                .context("truncated page without keys")?,
-        };
+        ensure!(
+            page.get("NextMarker").is_none(),
+            "NextMarker without a delimiter: {page:#}"
+        );
+        marker = keys
+            .last()
+            .cloned()
+            .context("truncated page without keys")?;
     }
     ensure!(paged == all, "v1 keys over pages {paged:?}");
     ensure!(n_pages == 3, "{n_pages} pages of 3 for 8 keys");

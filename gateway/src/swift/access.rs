@@ -201,8 +201,26 @@ pub(crate) fn acl(bucket: &BucketInfo, attr: &str) -> ContainerAcl {
     parsed.unwrap_or_default()
 }
 
+/// The metadata names (account or container) that hold TempURL keys: shown
+/// only to the account's owners (Swift's `swift_owner_headers`), since
+/// whoever knows one signs URLs for any method.
+pub(crate) const TEMP_URL_KEY_NAMES: [&str; 2] = ["temp-url-key", "temp-url-key-2"];
+
+/// Whether metadata `name` (without its `X-*-Meta-` prefix) is a TempURL key.
+pub(crate) fn is_temp_url_key(name: &str) -> bool {
+    TEMP_URL_KEY_NAMES
+        .iter()
+        .any(|key| key.eq_ignore_ascii_case(name))
+}
+
+/// Whether the caller administers the request's account, and so sees its
+/// ACLs and TempURL keys.
+pub(crate) fn is_owner(request: &SwiftRequest) -> bool {
+    matches!(&request.caller, Caller::User(principal) if principal.administers(&request.account))
+}
+
 fn temp_url_keys(get: impl Fn(&str) -> Option<String>) -> impl Iterator<Item = String> {
-    ["temp-url-key", "temp-url-key-2"]
+    TEMP_URL_KEY_NAMES
         .into_iter()
         .filter_map(get)
         .filter(|key| !key.is_empty())

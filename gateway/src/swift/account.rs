@@ -3,7 +3,7 @@
 
 use http::{HeaderMap, StatusCode};
 
-use super::access::Access;
+use super::access::{Access, is_owner, is_temp_url_key};
 use super::error::{SwiftError, SwiftResult};
 use super::listing::{self, AccountEntry, ContainerEntry, ListParams};
 use super::meta::{MetaKind, apply_changes, meta_changes};
@@ -15,7 +15,12 @@ impl SwiftDoor {
     pub(crate) async fn head_account(&self, request: &SwiftRequest) -> SwiftResult<Response> {
         let (record, containers) = self.account_state(request).await?;
         let mut response = empty_response(StatusCode::NO_CONTENT);
-        account_headers(response.headers_mut(), &record, &containers);
+        account_headers(
+            response.headers_mut(),
+            &record,
+            &containers,
+            is_owner(request),
+        );
         Ok(response)
     }
 
@@ -67,7 +72,12 @@ impl SwiftDoor {
             page.push(AccountEntry::Container(entry.clone()));
         }
         let mut response = listing::account_listing(format, &request.account, &page)?;
-        account_headers(response.headers_mut(), &record, &containers);
+        account_headers(
+            response.headers_mut(),
+            &record,
+            &containers,
+            is_owner(request),
+        );
         Ok(response)
     }
 
@@ -109,7 +119,13 @@ impl SwiftDoor {
     }
 }
 
-fn account_headers(headers: &mut HeaderMap, record: &AccountRecord, containers: &[ContainerEntry]) {
+/// `owner`: the caller administers the account, and sees its TempURL keys.
+fn account_headers(
+    headers: &mut HeaderMap,
+    record: &AccountRecord,
+    containers: &[ContainerEntry],
+    owner: bool,
+) {
     let objects: u64 = containers.iter().map(|entry| entry.count).sum();
     let bytes: u64 = containers.iter().map(|entry| entry.bytes).sum();
     put_header(
@@ -121,6 +137,8 @@ fn account_headers(headers: &mut HeaderMap, record: &AccountRecord, containers: 
     put_header(headers, "x-account-bytes-used", &bytes.to_string());
     put_header(headers, "x-timestamp", &swift_timestamp(record.created_ms));
     for (name, value) in &record.meta {
-        put_header(headers, &MetaKind::Account.header(name), value);
+        if owner || !is_temp_url_key(name) {
+            put_header(headers, &MetaKind::Account.header(name), value);
+        }
     }
 }

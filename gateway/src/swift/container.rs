@@ -73,7 +73,7 @@ impl SwiftDoor {
         self.authorize(request, bucket.as_ref(), None, Access::List)?;
         let bucket = bucket.ok_or_else(SwiftError::not_found)?;
         let usage = self.store.bucket_usage(name).await?;
-        let show_acls = matches!(&request.caller, Caller::User(principal) if principal.administers(&request.account));
+        let owner = super::access::is_owner(request);
         let mut response = if head {
             empty_response(StatusCode::NO_CONTENT)
         } else {
@@ -81,7 +81,7 @@ impl SwiftDoor {
             let (entries, _) = self.list_entries(name, &params).await?;
             listing::container_listing(listing::format_of(request), name, &entries)?
         };
-        container_headers(response.headers_mut(), &bucket, usage, show_acls);
+        container_headers(response.headers_mut(), &bucket, usage, owner);
         Ok(response)
     }
 
@@ -295,7 +295,7 @@ fn container_headers(
     headers: &mut HeaderMap,
     bucket: &BucketInfo,
     usage: BucketUsage,
-    show_acls: bool,
+    owner: bool,
 ) {
     put_header(
         headers,
@@ -306,11 +306,13 @@ fn container_headers(
     put_header(headers, "x-timestamp", &swift_timestamp(bucket.created_ms));
     put_header(headers, "x-storage-policy", "default");
     for (name, value) in &bucket.attrs {
-        if let Some(meta) = name.strip_prefix(ATTR_META_PREFIX) {
+        if let Some(meta) = name.strip_prefix(ATTR_META_PREFIX)
+            && (owner || !super::access::is_temp_url_key(meta))
+        {
             put_header(headers, &MetaKind::Container.header(meta), value);
         }
     }
-    if show_acls {
+    if owner {
         for (attr, header) in [
             (ATTR_READ_ACL, "x-container-read"),
             (ATTR_WRITE_ACL, "x-container-write"),

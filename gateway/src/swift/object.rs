@@ -28,6 +28,7 @@ impl SwiftDoor {
         body: Incoming,
     ) -> SwiftResult<Response> {
         self.writable_container(request, container, key).await?;
+        if_none_match_any(request)?;
         if let Some(source) = request.header("x-copy-from") {
             let (source_container, source_key) = copy_path(source)?;
             return self
@@ -276,6 +277,7 @@ impl SwiftDoor {
         container: &str,
         key: &str,
     ) -> SwiftResult<Response> {
+        if_none_match_any(request)?;
         let destination = request
             .header("destination")
             .ok_or_else(|| SwiftError::precondition_failed("Destination header required"))?;
@@ -392,9 +394,7 @@ fn object_meta(
     base: Option<&ObjectInfo>,
 ) -> SwiftResult<ObjectMeta> {
     let is_copy = request.header("x-copy-from").is_some() || request.method.as_str() == "COPY";
-    let fresh = request
-        .header("x-fresh-metadata")
-        .is_some_and(|value| value.eq_ignore_ascii_case("true"));
+    let fresh = request.header("x-fresh-metadata").is_some_and(truthy);
     let mut meta = ObjectMeta::default();
     if let Some(base) = base {
         meta.content_type = base.meta.content_type.clone();
@@ -431,7 +431,8 @@ fn object_meta(
     {
         meta.content_type = Some(content_type.to_owned());
     }
-    if meta.content_type.is_none() {
+    // X-Detect-Content-Type: the name's type wins over one sent, as in Swift.
+    if meta.content_type.is_none() || request.header("x-detect-content-type").is_some_and(truthy) {
         meta.content_type = Some(content_type_for(key));
     }
     for name in REPRESENTATION_HEADERS {
@@ -456,22 +457,29 @@ fn object_meta(
     Ok(meta)
 }
 
-/// `X-Delete-At` (unix seconds) or `X-Delete-After` (seconds from now);
-/// a time in the past is refused.
+/// `X-Delete-After` (seconds from now), which wins as in Swift, or
+/// `X-Delete-At` (unix seconds): integers, as Swift's `int()` takes them; a
+/// time in the past is refused.
 fn delete_at(request: &SwiftRequest) -> SwiftResult<Option<u64>> {
+    // Any size, as Python's ints: a time too far to store is forever.
     let parse = |name: &str, text: &str| {
         text.trim()
-            .split('.')
-            .next()
-            .and_then(|whole| whole.parse::<u64>().ok())
-            .ok_or_else(|| SwiftError::bad_request(format!("Non-integer {name}")))
+            .parse::<i128>()
+            .map_err(|_| SwiftError::bad_request(format!("Non-integer {name}")))
     };
+    let clamp = |value: i128| u64::try_from(value.max(0)).unwrap_or(u64::MAX);
     let at = match (
-        request.header("x-delete-at"),
         request.header("x-delete-after"),
+        request.header("x-delete-at"),
     ) {
-        (Some(at), _) => parse("X-Delete-At", at)?,
-        (None, Some(after)) => request.now.saturating_add(parse("X-Delete-After", after)?),
+        (Some(after), _) => {
+            let after = parse("X-Delete-After", after)?;
+            if after < 0 {
+                return Err(SwiftError::bad_request("X-Delete-After in past"));
+            }
+            request.now.saturating_add(clamp(after))
+        }
+        (None, Some(at)) => clamp(parse("X-Delete-At", at)?),
         (None, None) => return Ok(None),
     };
     if at <= request.now {
@@ -480,13 +488,29 @@ fn delete_at(request: &SwiftRequest) -> SwiftResult<Option<u64>> {
     Ok(Some(at))
 }
 
+/// A header's yes, as Swift's `config_true_value` reads it.
+fn truthy(value: &str) -> bool {
+    ["true", "1", "yes", "on", "t", "y"]
+        .iter()
+        .any(|yes| value.trim().eq_ignore_ascii_case(yes))
+}
+
+/// `If-None-Match` on a PUT: only `*` (create, never overwrite) means
+/// something to Swift, which refuses any other value rather than ignore it.
+fn if_none_match_any(request: &SwiftRequest) -> SwiftResult<bool> {
+    match request.header("if-none-match") {
+        None => Ok(false),
+        Some(value) if value.split(',').any(|tag| tag.trim() == "*") => Ok(true),
+        Some(_) => Err(SwiftError::bad_request("If-None-Match only supports *")),
+    }
+}
+
 /// A container is the account's: the write was allowed on that account's.
 fn put_conditions(request: &SwiftRequest) -> PutConditions {
     PutConditions {
         if_match: None,
-        if_none_match_any: request
-            .header("if-none-match")
-            .is_some_and(|value| value.trim() == "*"),
+        // Refused at the start of the request otherwise.
+        if_none_match_any: if_none_match_any(request).unwrap_or(false),
         bucket_owner: Some(request.account.clone()),
     }
 }

@@ -858,6 +858,78 @@ fn objects_conditions_ranges_and_bad_input() -> Result<()> {
         &[("X-Delete-At", "1000")],
     )?
     .expect_status(400)?;
+    // Swift's int(): no fractions; a negative X-Delete-After is in the
+    // past; with both headers, X-Delete-After wins.
+    let fraction = format!("{far}.5");
+    for (headers, refusal) in [
+        (
+            vec![("X-Delete-At", fraction.as_str())],
+            "Non-integer X-Delete-At",
+        ),
+        (vec![("X-Delete-After", "-5")], "X-Delete-After in past"),
+        (
+            vec![("If-None-Match", "\"d41d8cd98f00b204e9800998ecf8427e\"")],
+            "If-None-Match only supports *",
+        ),
+    ] {
+        let refused = swift_http(
+            &server,
+            &token,
+            "PUT",
+            &format!("{object}-bad"),
+            Some(b"x"),
+            &headers,
+        )?;
+        refused.expect_status(400)?;
+        ensure!(refused.body_text().contains(refusal), "{refused}");
+    }
+    swift_http(&server, &token, "HEAD", &format!("{object}-bad"), None, &[])?.expect_status(404)?;
+    let both = [("X-Delete-At", far.as_str()), ("X-Delete-After", "3600")];
+    swift_http(
+        &server,
+        &token,
+        "PUT",
+        &format!("{object}-both"),
+        Some(b"x"),
+        &both,
+    )?
+    .expect_status(201)?;
+    let head = swift_http(
+        &server,
+        &token,
+        "HEAD",
+        &format!("{object}-both"),
+        None,
+        &[],
+    )?;
+    let at: u64 = head
+        .header("x-delete-at")
+        .context("no X-Delete-At")?
+        .parse()?;
+    ensure!(
+        at <= strata_tests::unix_now() + 3600,
+        "X-Delete-At won over X-Delete-After: {head}"
+    );
+    // X-Detect-Content-Type: the name's type over the one sent.
+    let page = format!("{base}/{container}/page.html");
+    swift_http(
+        &server,
+        &token,
+        "PUT",
+        &page,
+        Some(b"<p>hi</p>"),
+        &[
+            ("Content-Type", "application/octet-stream"),
+            ("X-Detect-Content-Type", "true"),
+        ],
+    )?
+    .expect_status(201)?;
+    let head = swift_http(&server, &token, "HEAD", &page, None, &[])?;
+    ensure!(
+        head.header("content-type")
+            .is_some_and(|value| value.starts_with("text/html")),
+        "{head}"
+    );
     std::thread::sleep(std::time::Duration::from_millis(2100));
     swift_http(
         &server,
@@ -1062,6 +1134,91 @@ fn auth_matrix_refuses_every_forbidden_request() -> Result<()> {
     // Nothing forbidden happened: the object is as alice wrote it.
     let current = call(&alice, "GET", &object, None, &[])?;
     ensure!(current.body == b"classified", "{current}");
+    Ok(())
+}
+
+/// TempURL keys sign URLs for any method: like Swift (`swift_owner_headers`),
+/// only the account's admins see them, on the account and on its
+/// containers. Readers, other accounts granted a container, and anonymous
+/// readers of a public container see the rest of the metadata.
+#[test]
+fn temp_url_keys_are_shown_to_account_admins_only() -> Result<()> {
+    let server = Server::start()?;
+    let alice = server.create_user("keys", "alice", "admin")?;
+    let rita = server.create_user("keys", "rita", "reader")?;
+    let bob = server.create_user("elsewhere", "bob", "admin")?;
+    let call = |who: &SwiftUser, method: &str, path: &str, headers: &[(&str, &str)]| {
+        let (token, _) = server.swift_token(who)?;
+        swift_http(&server, &token, method, path, None, headers)
+    };
+    let base = "/v1/AUTH_keys";
+    let container = format!("{base}/{}", unique_bucket("keys"));
+    call(
+        &alice,
+        "PUT",
+        &container,
+        &[
+            ("X-Container-Meta-Temp-URL-Key", "container-secret"),
+            ("X-Container-Meta-Temp-URL-Key-2", "container-secret-2"),
+            ("X-Container-Meta-Color", "red"),
+            ("X-Container-Read", ".r:*,.rlistings,elsewhere:bob"),
+        ],
+    )?
+    .expect_status(201)?;
+    call(
+        &alice,
+        "POST",
+        base,
+        &[
+            ("X-Account-Meta-Temp-URL-Key", "account-secret"),
+            ("X-Account-Meta-Color", "blue"),
+        ],
+    )?
+    .expect_status(204)?;
+
+    let shows_keys = |response: &strata_tests::HttpResponse, kind: &str| -> Result<bool> {
+        let color = format!("x-{kind}-meta-color");
+        ensure!(
+            response.header(&color).is_some(),
+            "{color} missing\n{response}"
+        );
+        Ok(response
+            .header(&format!("x-{kind}-meta-temp-url-key"))
+            .is_some()
+            || response
+                .header(&format!("x-{kind}-meta-temp-url-key-2"))
+                .is_some())
+    };
+    for method in ["HEAD", "GET"] {
+        let own = call(&alice, method, &container, &[])?;
+        ensure!(
+            shows_keys(&own, "container")?,
+            "the admin lost the keys\n{own}"
+        );
+        let own = call(&alice, method, base, &[])?;
+        ensure!(
+            shows_keys(&own, "account")?,
+            "the admin lost the key\n{own}"
+        );
+        for (who, response) in [
+            ("a reader", call(&rita, method, &container, &[])?),
+            ("another account", call(&bob, method, &container, &[])?),
+            (
+                "anyone",
+                server.http(method, &container, Signing::Anonymous, None, &[])?,
+            ),
+        ] {
+            ensure!(
+                !shows_keys(&response, "container")?,
+                "{who} was shown the container's TempURL keys\n{response}"
+            );
+        }
+        let read = call(&rita, method, base, &[])?;
+        ensure!(
+            !shows_keys(&read, "account")?,
+            "a reader was shown the account's TempURL key\n{read}"
+        );
+    }
     Ok(())
 }
 

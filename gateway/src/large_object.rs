@@ -75,24 +75,26 @@ pub fn is_slo(info: &ObjectInfo) -> bool {
 /// What a listing shows: a static large object's assembled size and ETag,
 /// any other object's own.
 pub fn listed_view(info: &ObjectInfo) -> ListedView {
-    if is_slo(info) {
-        let size = info
-            .meta
-            .headers
-            .get(HDR_SLO_SIZE)
-            .and_then(|size| size.parse().ok());
-        let etag = info.meta.headers.get(HDR_SLO_ETAG);
-        if let (Some(size), Some(etag)) = (size, etag) {
-            return ListedView {
-                size,
-                etag: etag.clone(),
-            };
-        }
+    match recorded_slo(info) {
+        Some((size, etag)) => ListedView {
+            size,
+            etag: etag.to_owned(),
+        },
+        None => ListedView {
+            size: info.size,
+            etag: info.etag.clone(),
+        },
     }
-    ListedView {
-        size: info.size,
-        etag: info.etag.clone(),
+}
+
+/// A static large object's assembled size and ETag as its manifest's PUT
+/// recorded them; `None` for another object (or a record without them).
+pub fn recorded_slo(info: &ObjectInfo) -> Option<(u64, &str)> {
+    if !is_slo(info) {
+        return None;
     }
+    let size = info.meta.headers.get(HDR_SLO_SIZE)?.parse().ok()?;
+    Some((size, info.meta.headers.get(HDR_SLO_ETAG)?))
 }
 
 /// The record as a reader of the assembled object sees it: the segments'

@@ -838,6 +838,21 @@ fn objects_conditions_ranges_and_bad_input() -> Result<()> {
         "after a POST the SLO reads {} bytes",
         read.body.len()
     );
+    // A HEAD answers from what the manifest's PUT recorded, as Swift's: a
+    // segment gone since shows only when the object is read.
+    let whole = swift_http(&server, &token, "HEAD", &slo_path, None, &[])?;
+    whole.expect_status(200)?;
+    let copy_segment = format!("{base}/{container}/thing-copy");
+    swift_http(&server, &token, "DELETE", &copy_segment, None, &[])?.expect_status(204)?;
+    let head = swift_http(&server, &token, "HEAD", &slo_path, None, &[])?;
+    head.expect_status(200)?;
+    ensure!(
+        head.header("content-length") == Some("2000")
+            && head.header("etag") == whole.header("etag")
+            && head.header("x-static-large-object").is_some(),
+        "HEAD of an SLO missing a segment: {head}\nbefore: {whole}"
+    );
+    swift_http(&server, &token, "GET", &slo_path, None, &[])?.expect_status(409)?;
 
     // Expiry: gone from reads and listings once X-Delete-At passes.
     swift_http(

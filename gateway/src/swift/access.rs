@@ -178,6 +178,36 @@ impl SwiftDoor {
     }
 }
 
+/// A TempURL is for its one object, and its signature is all the request
+/// has: whatever would make it act on other objects is refused, since
+/// every object the request touched would be granted by that signature. A
+/// copy's source (`X-Copy-From`, `COPY`'s destination), a manifest made
+/// here (`X-Object-Manifest`, as Swift refuses since CVE-2015-5223, or an
+/// SLO's `multipart-manifest=put`: its segments could be any object of the
+/// account, read back through a GET TempURL) and an SLO's segments
+/// deleted with it. Reading a large object stored by its owner stays
+/// allowed, as in Swift.
+pub(crate) fn refuse_other_objects(request: &SwiftRequest) -> SwiftResult<()> {
+    let refused = if request.method.as_str() == "COPY" || request.header("x-copy-from").is_some() {
+        Some("A copy is")
+    } else if request.header("x-object-manifest").is_some() {
+        Some("X-Object-Manifest is")
+    } else if matches!(
+        request.query.get("multipart-manifest"),
+        Some("put" | "delete")
+    ) {
+        Some("multipart-manifest=put or delete is")
+    } else {
+        None
+    };
+    match refused {
+        Some(what) => Err(SwiftError::bad_request(format!(
+            "{what} not allowed through a TempURL"
+        ))),
+        None => Ok(()),
+    }
+}
+
 /// The ACL stored on a container; one that no longer parses grants nothing.
 /// Whether `principal` may read in `bucket` without a token's other routes:
 /// by their role in its account, or by a user grant of its read ACL

@@ -201,6 +201,9 @@ impl SwiftDoor {
     async fn dispatch(&self, request: SwiftRequest, body: Incoming) -> SwiftResult<Response> {
         let target = request.target.clone();
         let method = request.method.clone();
+        if matches!(request.caller, Caller::TempUrl) {
+            access::refuse_other_objects(&request)?;
+        }
         if request.query.has("bulk-delete")
             && target == Target::Account
             && (method == Method::POST || method == Method::DELETE)

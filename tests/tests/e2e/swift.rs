@@ -1103,18 +1103,19 @@ fn auth_matrix_refuses_every_forbidden_request() -> Result<()> {
         &[("X-Account-Meta-Temp-URL-Key", "sekrit")],
     )?
     .expect_status(204)?;
-    let temp_url = |seconds: &str, absolute: bool| -> Result<String> {
+    let temp_url_for = |method: &str, seconds: &str, absolute: bool| -> Result<String> {
         let mut args = vec!["tempurl"];
         if absolute {
             args.push("--absolute");
         }
-        args.extend(["GET", seconds, object.as_str(), "sekrit"]);
+        args.extend([method, seconds, object.as_str(), "sekrit"]);
         Ok(server
             .swift_ok(&alice, &args)?
             .stdout_text()
             .trim()
             .to_owned())
     };
+    let temp_url = |seconds: &str, absolute: bool| temp_url_for("GET", seconds, absolute);
     let valid = temp_url("600", false)?;
     let fetched = anonymous("GET", &valid, None)?;
     fetched.expect_status(200)?;
@@ -1128,6 +1129,33 @@ fn auth_matrix_refuses_every_forbidden_request() -> Result<()> {
     anonymous("GET", &tampered, None)?.expect_status(401)?;
     let expired = temp_url("1000000000", true)?;
     anonymous("GET", &expired, None)?.expect_status(401)?;
+    // A PUT TempURL writes its object and nothing else: no copy of another
+    // object, no manifest naming others (read back through a GET TempURL).
+    let put_url = temp_url_for("PUT", "600", false)?;
+    for (query, headers) in [
+        ("", vec![("X-Object-Manifest", format!("{container}/"))]),
+        (
+            "",
+            vec![("X-Copy-From", format!("{container}/secret.txt.w"))],
+        ),
+        ("&multipart-manifest=put", vec![]),
+    ] {
+        let headers: Vec<(&str, &str)> = headers.iter().map(|(n, v)| (*n, v.as_str())).collect();
+        server
+            .http(
+                "PUT",
+                &format!("{put_url}{query}"),
+                Signing::Anonymous,
+                Some(b"[]"),
+                &headers,
+            )?
+            .expect_status(400)?;
+    }
+    let current = call(&alice, "GET", &object, None, &[])?;
+    ensure!(
+        current.body == b"classified",
+        "a refused TempURL PUT wrote: {current}"
+    );
 
     // A revoked user's token; a rotated key.
     let (rita_token, _) = server.swift_token(&rita)?;

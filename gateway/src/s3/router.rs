@@ -3,6 +3,8 @@
 
 use http::Method;
 
+use strata_auth::Role;
+
 use super::error::{S3Error, S3Result};
 
 pub use crate::wire::Query;
@@ -220,6 +222,35 @@ impl S3Op {
                 | S3Op::ListObjectsV2
                 | S3Op::Preflight
         )
+    }
+
+    /// The least role a signer needs in the bucket's account, as the Swift
+    /// door decides for the same users: readers read, writers also write
+    /// and delete objects, account admins manage buckets and their
+    /// settings (ACLs and policies are read by them only, as Swift shows
+    /// container ACLs to admins only).
+    pub fn least_role(self) -> Role {
+        use S3Op::*;
+        match self {
+            ListBuckets | HeadBucket | GetBucketLocation | GetBucketVersioning | GetBucketCors
+            | GetBucketWebsite | Preflight | ListObjects | ListObjectsV2 | ListObjectVersions
+            | ListMultipartUploads | GetObject | HeadObject | GetObjectTagging | ListParts => {
+                Role::Reader
+            }
+            PutObject
+            | CopyObject
+            | DeleteObject
+            | DeleteObjects
+            | DeleteObjectTagging
+            | CreateMultipartUpload
+            | UploadPart
+            | UploadPartCopy
+            | CompleteMultipartUpload
+            | AbortMultipartUpload => Role::Writer,
+            CreateBucket | DeleteBucket | GetBucketAcl | PutBucketAcl | GetObjectAcl
+            | PutBucketCors | DeleteBucketCors | GetBucketPolicy | PutBucketPolicy
+            | DeleteBucketPolicy | PutBucketWebsite | DeleteBucketWebsite => Role::AccountAdmin,
+        }
     }
 
     /// The operation's name in AWS's API reference, for logs and traces.

@@ -3,7 +3,7 @@
 //! path traversal, absurd parameters, clients that hang up. Every one must
 //! get an S3 XML error, and the server must keep answering `/health`.
 
-use anyhow::{Result, ensure};
+use anyhow::{Context, Result, ensure};
 use strata_tests::{
     Server, Signing, content_md5, md5_hex, random_bytes, raw_request, sha256_hex, unique_bucket,
 };
@@ -360,6 +360,80 @@ fn a_connection_past_the_cap_waits_until_one_closes() -> Result<()> {
     ensure!(answer.starts_with("HTTP/1.1 200"), "{answer}");
     drop(held);
     ensure!(server.metric("strata_connections_saturated_total")? >= 1);
+    server.assert_healthy()?;
+    Ok(())
+}
+
+/// S3 keys act with their user's role, as the same users' Swift tokens
+/// do: readers read, writers also write and delete objects, account admins
+/// manage buckets and their ACLs. Refusals change nothing.
+#[test]
+fn s3_keys_act_with_their_users_role() -> Result<()> {
+    let mut server = Server::start()?;
+    let keys = |user: &strata_tests::SwiftUser| Signing::Keys {
+        access_key: user.access_key.clone(),
+        secret_key: user.secret_key.clone(),
+    };
+    let admin = server.create_user("shop", "owner", "admin")?;
+    let writer = server.create_user("shop", "editor", "writer")?;
+    let reader = server.create_user("shop", "viewer", "reader")?;
+    let bucket = format!("/{}", unique_bucket("roles"));
+    let object = format!("{bucket}/page.html");
+    server
+        .http("PUT", &bucket, keys(&admin), Some(b""), &[])?
+        .expect_status(200)?;
+    server
+        .http("PUT", &object, keys(&admin), Some(b"v1"), &[])?
+        .expect_status(200)?;
+
+    let other_bucket = format!("/{}", unique_bucket("roles-new"));
+    let public = [("x-amz-acl", "public-read")];
+    for (who, user) in [("reader", &reader), ("writer", &writer)] {
+        let refused = |method: &str, path: &str, body: Option<&[u8]>, headers: &[(&str, &str)]| {
+            let response = server.http(method, path, keys(user), body, headers)?;
+            response
+                .expect_s3_error(403, "AccessDenied")
+                .map(drop)
+                .with_context(|| format!("{who} {method} {path}"))
+        };
+        server
+            .http("GET", &bucket, keys(user), None, &[])?
+            .expect_status(200)?;
+        let read = server.http("GET", &object, keys(user), None, &[])?;
+        read.expect_status(200)?;
+        refused("PUT", &other_bucket, Some(b""), &[])?;
+        refused("DELETE", &bucket, None, &[])?;
+        refused("PUT", &format!("{bucket}?acl="), Some(b""), &public)?;
+        refused("GET", &format!("{bucket}?policy="), None, &[])?;
+        if who == "reader" {
+            refused("PUT", &object, Some(b"reader"), &[])?;
+            refused("DELETE", &object, None, &[])?;
+        }
+    }
+    let read = server.http("GET", &object, keys(&admin), None, &[])?;
+    ensure!(
+        read.body == b"v1",
+        "a refused request changed the object: {read}"
+    );
+    server
+        .http("GET", &object, Signing::Anonymous, None, &[])?
+        .expect_s3_error(403, "AccessDenied")?;
+
+    server
+        .http("PUT", &object, keys(&writer), Some(b"v2"), &[])?
+        .expect_status(200)?;
+    server
+        .http("DELETE", &object, keys(&writer), None, &[])?
+        .expect_status(204)?;
+    server
+        .http(
+            "PUT",
+            &format!("{bucket}?acl="),
+            keys(&admin),
+            Some(b""),
+            &public,
+        )?
+        .expect_status(200)?;
     server.assert_healthy()?;
     Ok(())
 }

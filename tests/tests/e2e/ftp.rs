@@ -457,6 +457,53 @@ fn ftp_refuses_wrong_passwords_foreign_containers_and_missing_roles() -> Result<
         !browsed.success(),
         "a public-read container was listed over FTP\n{browsed}"
     );
+    // APPE by a user who may write but not read: the size it appends at
+    // is unknown, so it is refused, never taken as 0 (which replaced the
+    // file with the appended bytes).
+    server
+        .swift_as(
+            &boss,
+            "POST",
+            &format!("/v1/AUTH_media/{drop_box}"),
+            None,
+            &[("X-Container-Write", "media:viewer,outsiders:olga")],
+        )?
+        .expect_status(204)?;
+    let kept = format!("/v1/AUTH_media/{drop_box}/kept.txt");
+    server
+        .swift_as(&boss, "PUT", &kept, Some(b"kept"), &[])?
+        .expect_status(201)?;
+    fs::write(work.join("tail.txt"), b"-tail")?;
+    let host = server.ftp_endpoint().trim_start_matches("ftp://");
+    let olga_url = format!(
+        "ftp://{}:{}@{host}/{drop_box}/kept.txt",
+        url_encode(&outsider.login(), b""),
+        url_encode(&outsider.key, b"")
+    );
+    // Olga does reach the drop box: a plain upload goes in.
+    server
+        .curl(&[
+            "-sS",
+            // No CWD: the drop box is not Olga's to browse.
+            "--ftp-method",
+            "nocwd",
+            "-T",
+            utf8(&work.join("tail.txt"))?,
+            &olga_url.replace("kept.txt", "from-olga.txt"),
+        ])?
+        .expect_success()?;
+    let appended = server.curl(&[
+        "-sS",
+        "--ftp-method",
+        "nocwd",
+        "--append",
+        "-T",
+        utf8(&work.join("tail.txt"))?,
+        &olga_url,
+    ])?;
+    ensure!(!appended.success(), "APPE without read access\n{appended}");
+    let read = server.swift_as(&boss, "GET", &kept, None, &[])?;
+    ensure!(read.body == b"kept", "APPE replaced the file: {read}");
     Ok(())
 }
 
@@ -481,6 +528,26 @@ fn interrupted_ftp_uploads_leave_nothing_and_the_last_complete_one_wins() -> Res
             &[],
         )?
         .expect_status(404)?;
+    server.assert_healthy()?;
+    Ok(())
+}
+
+/// REST applies to the next transfer only: after a failed resumed RETR or
+/// STOR, later transfers of the session start at 0 (libunftp kept the
+/// offset until a transfer succeeded; strata's vendored copy clears it).
+#[test]
+fn a_rest_offset_does_not_outlive_a_failed_transfer() -> Result<()> {
+    let mut server = Server::start()?;
+    let root = SwiftUser::root();
+    let container = unique_bucket("ftprest");
+    server
+        .swift_as_root("PUT", &format!("/v1/AUTH_admin/{container}"), None, &[])?
+        .expect_status(201)?;
+    let output = server.python_ok(
+        "ftp_rest_offsets.py",
+        &[server.ftp_endpoint(), &root.login(), &root.key, &container],
+    )?;
+    ensure!(output.stdout_text().contains("ok"), "{output}");
     server.assert_healthy()?;
     Ok(())
 }

@@ -112,8 +112,13 @@ where
         // TODO: Use configured timeout
         tokio::select! {
             Some(command) = data_cmd_rx.recv() => {
-                let session = session_arc.lock().await;
-                self.handle_incoming(DataChanMsg::ExternalCommand(command), session.start_pos).await;
+                let mut session = session_arc.lock().await;
+                // strata: a REST offset is for the next transfer only, whatever
+                // its outcome; it was cleared only after a successful one, so a
+                // failed or cancelled RETR left every later RETR truncated and
+                // every later STOR spliced onto the old file's head.
+                let start_pos = std::mem::take(&mut session.start_pos);
+                self.handle_incoming(DataChanMsg::ExternalCommand(command), start_pos).await;
             },
             Some(_) = data_abort_rx.recv() => {
                 self.handle_incoming(DataChanMsg::Abort, 0).await;
@@ -326,7 +331,16 @@ where
         // Get current file size, or 0 if file doesn't exist
         let start_pos = match self.storage.metadata((*self.user).as_ref().unwrap(), &path).await {
             Ok(meta) => meta.len(),
-            Err(_) => 0,
+            Err(err) if err.kind() == ErrorKind::PermanentFileNotAvailable => 0,
+            // strata: any other failure (no read permission, a store that did
+            // not answer) is not "empty": appending at 0 replaced the file.
+            Err(err) => {
+                slog::warn!(self.logger, "APPE could not read the size of {:?}: {:?}", &path, err);
+                if let Err(err) = tx.send(ControlChanMsg::StorageError(err)).await {
+                    slog::error!(self.logger, "Could not notify control channel of error with APPE: {:?}", err);
+                }
+                return;
+            }
         };
 
         let start_time = Instant::now();
@@ -566,13 +580,13 @@ where
             FtpsConfig::Off => Box::new(MeasuringWriter::new(socket, command)) as Box<dyn AsyncWrite + Send + Unpin + Sync>,
             FtpsConfig::Building { .. } => panic!("Illegal state"),
             FtpsConfig::On { tls_config } => {
-                let io = async move {
-                    let acceptor: TlsAcceptor = tls_config.into();
-                    let tls_stream = acceptor.accept(socket).await.unwrap();
-                    MeasuringWriter::new(tls_stream, command)
+                let acceptor: TlsAcceptor = tls_config.into();
+                // strata: a failed handshake fails the transfer; it panicked the
+                // data task, leaving the session's data channel busy for good.
+                match acceptor.accept(socket).await {
+                    Ok(tls_stream) => Box::new(MeasuringWriter::new(tls_stream, command)) as Box<dyn AsyncWrite + Send + Unpin + Sync>,
+                    Err(err) => Box::new(FailedHandshake(err.kind())),
                 }
-                .await;
-                Box::new(io) as Box<dyn AsyncWrite + Send + Unpin + Sync>
             }
         }
     }
@@ -583,13 +597,11 @@ where
             FtpsConfig::Off => Box::new(MeasuringReader::new(socket, command)) as Box<dyn AsyncRead + Send + Unpin + Sync>,
             FtpsConfig::Building { .. } => panic!("Illegal state"),
             FtpsConfig::On { tls_config } => {
-                let io = async move {
-                    let acceptor: TlsAcceptor = tls_config.into();
-                    let tls_stream = acceptor.accept(socket).await.unwrap();
-                    MeasuringReader::new(tls_stream, command)
+                let acceptor: TlsAcceptor = tls_config.into();
+                match acceptor.accept(socket).await {
+                    Ok(tls_stream) => Box::new(MeasuringReader::new(tls_stream, command)) as Box<dyn AsyncRead + Send + Unpin + Sync>,
+                    Err(err) => Box::new(FailedHandshake(err.kind())),
                 }
-                .await;
-                Box::new(io) as Box<dyn AsyncRead + Send + Unpin + Sync>
             }
         }
     }
@@ -825,5 +837,29 @@ impl ListCommand {
             ListCommand::List => "list",
             ListCommand::Nlst => "nlst",
         }
+    }
+}
+
+/// strata: the data connection of a transfer whose TLS handshake failed:
+/// every read and write fails, so the transfer ends with an error reply.
+struct FailedHandshake(std::io::ErrorKind);
+
+impl AsyncRead for FailedHandshake {
+    fn poll_read(self: std::pin::Pin<&mut Self>, _: &mut std::task::Context<'_>, _: &mut ReadBuf<'_>) -> std::task::Poll<std::io::Result<()>> {
+        std::task::Poll::Ready(Err(std::io::Error::new(self.0, "the data connection's TLS handshake failed")))
+    }
+}
+
+impl AsyncWrite for FailedHandshake {
+    fn poll_write(self: std::pin::Pin<&mut Self>, _: &mut std::task::Context<'_>, _: &[u8]) -> std::task::Poll<std::io::Result<usize>> {
+        std::task::Poll::Ready(Err(std::io::Error::new(self.0, "the data connection's TLS handshake failed")))
+    }
+
+    fn poll_flush(self: std::pin::Pin<&mut Self>, _: &mut std::task::Context<'_>) -> std::task::Poll<std::io::Result<()>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(self: std::pin::Pin<&mut Self>, _: &mut std::task::Context<'_>) -> std::task::Poll<std::io::Result<()>> {
+        std::task::Poll::Ready(Ok(()))
     }
 }

@@ -507,19 +507,27 @@ fn ftp_refuses_wrong_passwords_foreign_containers_and_missing_roles() -> Result<
     Ok(())
 }
 
-#[test]
-fn interrupted_ftp_uploads_leave_nothing_and_the_last_complete_one_wins() -> Result<()> {
-    let mut server = Server::start()?;
+/// Runs `tests/py/<script> FTP_URL LOGIN PASSWORD CONTAINER` as the root
+/// user against a fresh server and a new container, which it returns once
+/// the script said `ok`.
+fn ftp_script_passes(script: &str, prefix: &str) -> Result<(Server, String)> {
+    let server = Server::start()?;
     let root = SwiftUser::root();
-    let container = unique_bucket("ftpcut");
+    let container = unique_bucket(prefix);
     server
         .swift_as_root("PUT", &format!("/v1/AUTH_admin/{container}"), None, &[])?
         .expect_status(201)?;
     let output = server.python_ok(
-        "ftp_interrupted_upload.py",
+        script,
         &[server.ftp_endpoint(), &root.login(), &root.key, &container],
     )?;
     ensure!(output.stdout_text().contains("ok"), "{output}");
+    Ok((server, container))
+}
+
+#[test]
+fn interrupted_ftp_uploads_leave_nothing_and_the_last_complete_one_wins() -> Result<()> {
+    let (mut server, container) = ftp_script_passes("ftp_interrupted_upload.py", "ftpcut")?;
     server
         .swift_as_root(
             "HEAD",
@@ -537,17 +545,7 @@ fn interrupted_ftp_uploads_leave_nothing_and_the_last_complete_one_wins() -> Res
 /// offset until a transfer succeeded; strata's vendored copy clears it).
 #[test]
 fn a_rest_offset_does_not_outlive_a_failed_transfer() -> Result<()> {
-    let mut server = Server::start()?;
-    let root = SwiftUser::root();
-    let container = unique_bucket("ftprest");
-    server
-        .swift_as_root("PUT", &format!("/v1/AUTH_admin/{container}"), None, &[])?
-        .expect_status(201)?;
-    let output = server.python_ok(
-        "ftp_rest_offsets.py",
-        &[server.ftp_endpoint(), &root.login(), &root.key, &container],
-    )?;
-    ensure!(output.stdout_text().contains("ok"), "{output}");
+    let (mut server, _) = ftp_script_passes("ftp_rest_offsets.py", "ftprest")?;
     server.assert_healthy()?;
     Ok(())
 }

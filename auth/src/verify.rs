@@ -494,16 +494,19 @@ fn push_signed_header_values(
     request: &Request<'_>,
     name: &str,
 ) -> Result<(), AuthError> {
+    // The host is the one the request is routed by: the target's authority
+    // when it has one (HTTP/2's `:authority`; HTTP/1.1's absolute form,
+    // for which RFC 9112 §3.2.2 has the Host header ignored), else the
+    // Host header. Checking the Host header while routing by the target
+    // would accept a request signed for one bucket's host sent to another.
+    if name == HOST.as_str()
+        && let Some(authority) = request.uri.authority()
+    {
+        push_canonical_header_value(out, authority.as_str().as_bytes());
+        return Ok(());
+    }
     let mut values = request.headers.get_all(name).iter().peekable();
     if values.peek().is_none() {
-        // HTTP/2 carries the host in the `:authority` pseudo-header, which
-        // ends up in the URI rather than in the header map.
-        if name == HOST.as_str()
-            && let Some(authority) = request.uri.authority()
-        {
-            push_canonical_header_value(out, authority.as_str().as_bytes());
-            return Ok(());
-        }
         return Err(AuthError::SignatureDoesNotMatch);
     }
     for (index, value) in values.enumerate() {

@@ -437,3 +437,56 @@ fn s3_keys_act_with_their_users_role() -> Result<()> {
     server.assert_healthy()?;
     Ok(())
 }
+
+/// A signature covers the host the request is routed by: with an
+/// absolute-form target (whose host wins over the Host header, RFC 9112
+/// §3.2.2), a request signed for one host and aimed at another is refused,
+/// as a presigned URL for one virtual-hosted bucket sent to another must be.
+#[test]
+fn a_signature_is_checked_against_the_host_the_request_goes_to() -> Result<()> {
+    let mut server = Server::start()?;
+    let bucket = unique_bucket("target-host");
+    server
+        .http("PUT", &format!("/{bucket}"), Signing::Root, Some(b""), &[])?
+        .expect_status(200)?;
+    let authority = server.endpoint().trim_start_matches("http://").to_owned();
+    let signed_get = |target_host: &str| -> Result<String> {
+        let user = format!(
+            "{}:{}",
+            strata_tests::ROOT_ACCESS_KEY,
+            strata_tests::ROOT_SECRET_KEY
+        );
+        let empty_sha256 = format!("x-amz-content-sha256: {}", sha256_hex(b""));
+        let target = format!("http://{target_host}/{bucket}");
+        let url = format!("{}/{bucket}", server.endpoint());
+        Ok(server
+            .curl(&[
+                "-sS",
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_code}",
+                "--aws-sigv4",
+                "aws:amz:us-east-1:s3",
+                "--user",
+                &user,
+                "-H",
+                &empty_sha256,
+                "--request-target",
+                &target,
+                &url,
+            ])?
+            .expect_success()?
+            .stdout_text())
+    };
+    // curl signs the Host header of its URL, the gateway's address.
+    let same = signed_get(&authority)?;
+    ensure!(same == "200", "a signed request to its own host: {same}");
+    let other = signed_get("other-bucket.example")?;
+    ensure!(
+        other == "403",
+        "a request signed for one host was taken by another: {other}"
+    );
+    server.assert_healthy()?;
+    Ok(())
+}

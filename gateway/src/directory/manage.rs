@@ -232,7 +232,9 @@ impl Directory {
                 access_key: keys.access_key.clone(),
                 secret_key: keys.secret_key.clone(),
             }],
-            token_generation: 0,
+            // Random, not 0: a user deleted and created again under its
+            // name must not bring back the tokens issued before.
+            token_generation: rand::random(),
             created_ms: now_ms(),
         };
         let encoded = serde_json::to_vec(&record).map_err(corrupt)?;

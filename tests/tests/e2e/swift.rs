@@ -1169,6 +1169,16 @@ fn auth_matrix_refuses_every_forbidden_request() -> Result<()> {
     );
     call(&walt_new, "GET", &object, None, &[])?.expect_status(200)?;
 
+    // A user deleted and created again under the name, with the same role:
+    // the tokens of the one before do not come back.
+    let vic = server.create_user("acme", "vic", "writer")?;
+    let (vic_token, _) = server.swift_token(&vic)?;
+    swift_http(&server, &vic_token, "GET", &object, None, &[])?.expect_status(200)?;
+    server.strata_ok(&["user", "delete", "acme", "vic"])?;
+    swift_http(&server, &vic_token, "GET", &object, None, &[])?.expect_status(401)?;
+    server.create_user("acme", "vic", "writer")?;
+    swift_http(&server, &vic_token, "GET", &object, None, &[])?.expect_status(401)?;
+
     // An expired token.
     let (alice_token, _) = server.swift_token(&alice)?;
     std::thread::sleep(std::time::Duration::from_millis(3500));

@@ -552,6 +552,7 @@ impl StorageBackend<FtpUser> for StoreFileSystem {
         };
         Ok(entries
             .into_iter()
+            .filter(|(name, _)| listable(name))
             .map(|(name, metadata)| Fileinfo {
                 path: path.join(name),
                 metadata,
@@ -757,4 +758,19 @@ impl<R: AsyncRead + Unpin> AsyncRead for SyncReader<R> {
             Err(_) => Poll::Ready(Err(io::Error::other("reader poisoned"))),
         }
     }
+}
+
+/// Whether a name can be shown in an FTP listing: one with a control
+/// character (keys may hold CR and LF, made through S3 or Swift) would end
+/// its line early and make the rest a fake entry of the listing, and no
+/// FTP command could name it anyway.
+fn listable(name: &str) -> bool {
+    let shown = !name.chars().any(char::is_control);
+    if !shown {
+        tracing::debug!(
+            name = name.escape_debug().to_string(),
+            "left out of an FTP listing"
+        );
+    }
+    shown
 }

@@ -1002,3 +1002,36 @@ fn a_listing_over_the_configured_size_is_refused_whole() -> Result<()> {
     ensure!(file.success() && file.stdout_text() == "x", "{file}");
     Ok(())
 }
+
+/// A key holding CR or LF (possible through S3 and Swift) is left out of
+/// FTP listings: shown, its line break would turn the rest of its name
+/// into a listing entry of its own.
+#[test]
+fn names_with_line_breaks_do_not_forge_listing_entries() -> Result<()> {
+    let server = Server::start()?;
+    let container = unique_bucket("ftpnames");
+    let base = format!("/v1/AUTH_admin/{container}");
+    server
+        .swift_as_root("PUT", &base, None, &[])?
+        .expect_status(201)?;
+    server
+        .swift_as_root("PUT", &format!("{base}/plain.txt"), Some(b"plain"), &[])?
+        .expect_status(201)?;
+    let forged = "a%0D%0A-rw-r--r--%201%20ftp%20ftp%209%20Jan%2001%2000:00%20invoice.pdf";
+    server
+        .swift_as_root("PUT", &format!("{base}/{forged}"), Some(b"x"), &[])?
+        .expect_status(201)?;
+    for (what, extra) in [("LIST", None), ("NLST", Some("--list-only"))] {
+        let mut args = vec!["-sS"];
+        args.extend(extra);
+        let url = curl_url(&server, &format!("/{container}/"));
+        args.push(&url);
+        let listed = server.curl(&args)?.expect_success()?.stdout_text();
+        ensure!(listed.contains("plain.txt"), "{what}: {listed}");
+        ensure!(
+            !listed.contains("invoice.pdf"),
+            "{what} shows a forged entry:\n{listed}"
+        );
+    }
+    Ok(())
+}

@@ -124,7 +124,7 @@ impl SwiftDoor {
                     let bucket = bucket.filter(|bucket| bucket.account == request.account);
                     return Ok(crate::cors::preflight(bucket.as_deref(), &request.headers));
                 }
-                cors_container = Some(container.clone());
+                cors_container = Some((container.clone(), request.account.clone()));
                 anonymous = matches!(request.caller, access::Caller::Anonymous);
             }
             self.dispatch(request, body).await
@@ -146,8 +146,12 @@ impl SwiftDoor {
         // Referer where they had the record: a public hit looks it up once.
         let vary_referrer =
             anonymous && !response.headers().contains_key(crate::wire::names::X_CACHE);
-        if let Some(container) = cors_container.filter(|_| origin.is_some() || vary_referrer)
+        // Only the path's own account's container: another's rules would
+        // not apply, and would tell that it exists.
+        if let Some((container, account)) =
+            cors_container.filter(|_| origin.is_some() || vary_referrer)
             && let Ok(Some(bucket)) = self.edge.bucket(&self.store, &container).await
+            && bucket.account == account
         {
             if let Some(origin) = &origin {
                 let request = crate::cors::CorsRequest {

@@ -1248,6 +1248,17 @@ fn cors_preflights_and_headers_for_allowed_origins_only() -> Result<()> {
         other.status == 200 && other.header("access-control-allow-origin").is_none(),
         "{other}"
     );
+    // Under another account's path the container's rules do not apply (nor
+    // say that it exists).
+    let foreign = anonymous(
+        &server,
+        &format!("/v1/AUTH_someone/{container}/app.js"),
+        &[("Origin", "https://app.example")],
+    )?;
+    ensure!(
+        foreign.header("access-control-allow-origin").is_none() && foreign.header("vary").is_none(),
+        "{foreign}"
+    );
     // Without an Origin the answer still varies by it, for shared caches.
     let plain = anonymous(&server, &object, &[])?;
     ensure!(

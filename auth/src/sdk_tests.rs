@@ -52,6 +52,7 @@ fn lookup() -> HashMap<String, Credential> {
                 secret_key: (*secret).to_owned(),
                 account: "account".to_owned(),
                 user: format!("user-{access}"),
+                role: crate::Role::AccountAdmin,
             };
             ((*access).to_owned(), credential)
         })

@@ -17,6 +17,7 @@ use crate::canonical::{
     QueryParam, canonical_query, canonical_uri, parse_query, push_canonical_header_value,
 };
 use crate::error::AuthError;
+use crate::principal::Role;
 use crate::signing::{
     ALGORITHM, ChunkSigner, hmac_sha256, parse_signature, request_string_to_sign, signatures_match,
     signing_key,
@@ -43,6 +44,8 @@ pub struct Credential {
     pub account: String,
     /// The user within the account the key belongs to.
     pub user: String,
+    /// The user's role: what the key may do in its account.
+    pub role: Role,
 }
 
 impl fmt::Debug for Credential {
@@ -53,6 +56,7 @@ impl fmt::Debug for Credential {
             .field("secret_key", &"<redacted>")
             .field("account", &self.account)
             .field("user", &self.user)
+            .field("role", &self.role)
             .finish()
     }
 }
@@ -792,6 +796,7 @@ pub(crate) mod tests {
             secret_key: SECRET_KEY.to_owned(),
             account: "example-account".to_owned(),
             user: "example-user".to_owned(),
+            role: Role::AccountAdmin,
         };
         HashMap::from([(ACCESS_KEY.to_owned(), credential)])
     }

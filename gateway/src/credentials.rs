@@ -101,6 +101,7 @@ fn root(access_key: String, secret_key: String) -> Credential {
         secret_key,
         account: ROOT_ACCOUNT.to_owned(),
         user: ROOT_ACCOUNT.to_owned(),
+        role: strata_auth::Role::ResellerAdmin,
     }
 }
 

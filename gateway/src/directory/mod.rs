@@ -521,6 +521,7 @@ impl CredentialLookup for Directory {
             secret_key: key.secret_key.clone(),
             account: record.account.clone(),
             user: record.user.clone(),
+            role: record.role()?,
         })
     }
 }
@@ -564,6 +565,7 @@ mod tests {
             secret_key: "root/secret".into(),
             account: "admin".into(),
             user: "admin".into(),
+            role: Role::ResellerAdmin,
         }
     }
 

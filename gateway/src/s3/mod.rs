@@ -213,16 +213,12 @@ impl S3Door {
         {
             return Ok(response);
         }
-        // The signer's role, read now: a role changed or a user removed
-        // since the key was made takes effect at once.
-        if let Some(credential) = &request.credential {
-            let allowed = self
-                .credentials
-                .principal(&credential.account, &credential.user)
-                .is_some_and(|principal| principal.role >= request.op.least_role());
-            if !allowed {
-                return Err(S3Error::access_denied());
-            }
+        // The signer's role, as the directory held it when the key was
+        // looked up for this request's signature.
+        if let Some(credential) = &request.credential
+            && credential.role < request.op.least_role()
+        {
+            return Err(S3Error::access_denied());
         }
         if matches!(request.op, PutObject | CopyObject | CreateMultipartUpload)
             && request

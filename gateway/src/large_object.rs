@@ -108,13 +108,22 @@ pub fn assembled_size(segments: &[Segment]) -> u64 {
         .sum()
 }
 
-pub fn assembled_view(mut view: ObjectInfo, segments: &[Segment]) -> ObjectInfo {
+pub fn assembled_view(view: ObjectInfo, segments: &[Segment]) -> ObjectInfo {
     let mut etags = Md5::new();
     for segment in segments {
         etags.update(segment.info.etag.as_bytes());
     }
-    view.size = assembled_size(segments);
-    view.etag = hex::encode(etags.finalize());
+    large_view(
+        view,
+        assembled_size(segments),
+        hex::encode(etags.finalize()),
+    )
+}
+
+/// A large object's record shown with its assembled `size` and `etag`.
+pub fn large_view(mut view: ObjectInfo, size: u64, etag: String) -> ObjectInfo {
+    view.size = size;
+    view.etag = etag;
     // The manifest's own checksum and parts describe the manifest.
     view.checksum = None;
     view.part_sizes = Vec::new();

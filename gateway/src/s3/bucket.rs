@@ -155,12 +155,7 @@ impl S3Door {
 
     /// The owner has full control, and nobody else has any: the only policy today.
     pub(crate) async fn get_acl(&self, request: &S3Request) -> S3Result<Response> {
-        let info = self.owned_bucket(request).await?;
-        if !request.key.is_empty() {
-            self.store
-                .head_object(&request.bucket, &request.key)
-                .await?;
-        }
+        let info = self.owned_bucket_and_object(request).await?;
         let mut xml = xml::document("AccessControlPolicy");
         xml.open("Owner")
             .element("ID", &info.account)
@@ -188,10 +183,7 @@ impl S3Door {
     /// CLI reads it before every multipart copy (`s3 cp` of 8 MiB or more
     /// from a bucket), and stops the copy if the read fails.
     pub(crate) async fn get_object_tagging(&self, request: &S3Request) -> S3Result<Response> {
-        self.owned_bucket(request).await?;
-        self.store
-            .head_object(&request.bucket, &request.key)
-            .await?;
+        self.owned_bucket_and_object(request).await?;
         let mut xml = xml::document("Tagging");
         xml.open("TagSet").close();
         Ok(xml_response(StatusCode::OK, xml.finish()))
@@ -199,11 +191,20 @@ impl S3Door {
 
     /// DeleteObjectTagging: there is nothing to delete.
     pub(crate) async fn delete_object_tagging(&self, request: &S3Request) -> S3Result<Response> {
-        self.owned_bucket(request).await?;
-        self.store
-            .head_object(&request.bucket, &request.key)
-            .await?;
+        self.owned_bucket_and_object(request).await?;
         Ok(empty_response(StatusCode::NO_CONTENT))
+    }
+
+    /// [`S3Door::owned_bucket`], and the request's object in it when it
+    /// names one (`NoSuchKey` otherwise).
+    async fn owned_bucket_and_object(&self, request: &S3Request) -> S3Result<BucketInfo> {
+        let info = self.owned_bucket(request).await?;
+        if !request.key.is_empty() {
+            self.store
+                .head_object(&request.bucket, &request.key)
+                .await?;
+        }
+        Ok(info)
     }
 
     /// PutBucketAcl: the canned `x-amz-acl` (`private`, `public-read`), or

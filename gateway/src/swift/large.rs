@@ -73,11 +73,8 @@ impl SwiftDoor {
             && let Some((size, etag)) = crate::large_object::recorded_slo(&info)
         {
             let etag = etag.to_owned();
-            let mut view = crate::large_object::assembled_view(info, &[]);
-            view.size = size;
-            view.etag = etag;
             return Ok(Assembled {
-                view,
+                view: crate::large_object::large_view(info, size, etag),
                 segments: Some(Vec::new()),
             });
         }

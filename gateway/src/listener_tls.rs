@@ -229,20 +229,21 @@ impl ResolvesServerCert for ListenerCertificates {
     fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
         if let Some(name) = hello.server_name() {
             let name = name.trim_end_matches('.').to_ascii_lowercase();
-            // A name the default certificate covers gets it: members call
-            // each other by names the cluster's certificates hold, which a
-            // customer's wildcard must not take over.
-            if let Some(default) = &self.default
-                && check_names(default, &name).is_ok()
-            {
-                return Some(default.clone());
-            }
             let hosts = self.hosts.read().clone();
             let wildcard = || {
                 let (_, parent) = name.split_once('.')?;
                 hosts.get(&format!("*.{parent}"))
             };
-            if let Some(key) = hosts.get(&name).or_else(wildcard) {
+            // A name the default certificate covers gets it: members call
+            // each other by names the cluster's certificates hold, which a
+            // customer's wildcard must not take over. (Parsed only when a
+            // host's file would be chosen, not at every handshake.)
+            if let Some(key) = hosts.get(&name).or_else(wildcard)
+                && self
+                    .default
+                    .as_ref()
+                    .is_none_or(|default| check_names(default, &name).is_err())
+            {
                 return Some(key.clone());
             }
         }

@@ -5,27 +5,19 @@ content; of two clients' complete uploads of one name, the last one wins.
 usage: ftp_interrupted_upload.py FTP_URL LOGIN PASSWORD CONTAINER
 """
 
-import ftplib
 import io
 import socket
 import struct
 import sys
 import time
-import urllib.parse
 
-
-def connect(url, login, password):
-    parsed = urllib.parse.urlsplit(url)
-    ftp = ftplib.FTP()
-    ftp.connect(parsed.hostname, parsed.port, timeout=20)
-    ftp.login(login, password)
-    return ftp
+from strata_env import ftp_connect
 
 
 def crash_mid_upload(url, login, password, path, n_sent):
     """A client that dies mid-upload: its data connection and then its
     control connection end with RST, without waiting for any reply."""
-    ftp = connect(url, login, password)
+    ftp = ftp_connect(url, login, password)
     ftp.voidcmd("TYPE I")
     data = ftp.transfercmd(f"STOR {path}")
     data.sendall(b"x" * n_sent)
@@ -42,7 +34,7 @@ def names(ftp, directory):
 
 def main():
     url, login, password, container = sys.argv[1:5]
-    ftp = connect(url, login, password)
+    ftp = ftp_connect(url, login, password)
     ftp.storbinary(f"STOR /{container}/kept.txt", io.BytesIO(b"old content"))
 
     crash_mid_upload(url, login, password, f"/{container}/new.bin", 2 * 1024 * 1024)
@@ -53,7 +45,7 @@ def main():
     # a cut upload has done so before we look (and we look again at the end).
     time.sleep(0.5)
     ftp.quit()
-    ftp = connect(url, login, password)
+    ftp = ftp_connect(url, login, password)
     listed = names(ftp, f"/{container}")
     assert "new.bin" not in listed, f"a reset upload left new.bin: {listed}"
     kept = io.BytesIO()
@@ -61,7 +53,7 @@ def main():
     assert kept.getvalue() == b"old content", f"kept.txt changed: {kept.getvalue()[:40]!r}"
 
     # Two clients, one name: both complete, the last one wins whole.
-    other = connect(url, login, password)
+    other = ftp_connect(url, login, password)
     ftp.storbinary(f"STOR /{container}/race.bin", io.BytesIO(b"a" * 300_000))
     other.storbinary(f"STOR /{container}/race.bin", io.BytesIO(b"b" * 200_000))
     raced = io.BytesIO()

@@ -8,15 +8,13 @@ usage: ftp_rest_offsets.py FTP_URL LOGIN PASSWORD CONTAINER
 import ftplib
 import io
 import sys
-import urllib.parse
+
+from strata_env import ftp_connect
 
 
 def main():
     url, login, password, container = sys.argv[1:5]
-    parsed = urllib.parse.urlsplit(url)
-    ftp = ftplib.FTP()
-    ftp.connect(parsed.hostname, parsed.port, timeout=20)
-    ftp.login(login, password)
+    ftp = ftp_connect(url, login, password)
     ftp.voidcmd("TYPE I")
     ftp.storbinary(f"STOR /{container}/ten.txt", io.BytesIO(b"0123456789"))
 

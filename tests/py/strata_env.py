@@ -8,11 +8,13 @@ so no local profile changes what boto3 sends.
 """
 
 import base64
+import ftplib
 import hashlib
 import os
 import random
 import sys
 import traceback
+import urllib.parse
 
 try:
     import boto3
@@ -65,6 +67,16 @@ def client(access_key=None, secret_key=None, **config_overrides):
         config=Config(**settings),
         **credentials,
     )
+
+
+def ftp_connect(url, login, password):
+    """An ftplib session, logged in, with the FTP door at `url`
+    (ftp://host:port, as the harness passes it)."""
+    parsed = urllib.parse.urlsplit(url)
+    ftp = ftplib.FTP()
+    ftp.connect(parsed.hostname, parsed.port, timeout=20)
+    ftp.login(login, password)
+    return ftp
 
 
 def check(condition, message):

@@ -550,6 +550,25 @@ fn a_rest_offset_does_not_outlive_a_failed_transfer() -> Result<()> {
     Ok(())
 }
 
+/// ABOR cancels an upload while its data connection is open: the file it
+/// would have replaced keeps its bytes, and a new name is not created
+/// (libunftp held the session's lock for the whole transfer, so ABOR was
+/// answered only after the upload had been stored).
+#[test]
+fn an_aborted_upload_stores_nothing() -> Result<()> {
+    let (mut server, container) = ftp_script_passes("ftp_abort.py", "ftpabort")?;
+    server
+        .swift_as_root(
+            "HEAD",
+            &format!("/v1/AUTH_admin/{container}/never.txt"),
+            None,
+            &[],
+        )?
+        .expect_status(404)?;
+    server.assert_healthy()?;
+    Ok(())
+}
+
 /// RNFR/RNTO of a folder (FileZilla's "rename" on a directory) moves every
 /// key below it, its marker and subfolders included; renaming onto a folder
 /// that has keys, or into itself, is refused and moves nothing.

@@ -156,6 +156,10 @@ fn add_error_metric(error: &ControlChanErrorKind, evt_type_label: String, evt_la
 fn add_reply_metric(reply: &Reply, evt_type_label: String, evt_label: String) {
     match *reply {
         Reply::None => {}
+        Reply::AbortedTransfer => {
+            add_replycode_metric(ReplyCode::ConnectionClosed, evt_type_label.clone(), evt_label.clone());
+            add_replycode_metric(ReplyCode::ClosingDataConnection, evt_type_label, evt_label);
+        }
         Reply::CodeAndMsg { code, .. } => add_replycode_metric(code, evt_type_label, evt_label),
         Reply::MultiLine { code, .. } => add_replycode_metric(code, evt_type_label, evt_label),
     }

@@ -13,6 +13,23 @@ use thiserror::Error;
 use tokio::sync::mpsc::{Receiver, Sender};
 use tokio::sync::oneshot;
 
+/// strata: what ABOR sends the data loop. The data loop answers on it only
+/// when it cancelled a transfer in flight, and drops it otherwise (no
+/// transfer started, or the transfer already over), so that ABOR can give
+/// the replies RFC 959 asks for in each case.
+pub type AbortRequest = oneshot::Sender<()>;
+
+/// strata: hands a transfer command to the data loop at once, before the
+/// command's 150 reply goes out, so that an ABOR sent after that reply finds
+/// the transfer started. The send was spawned and could come after the
+/// ABOR, which then ended the idle data loop and left the command without
+/// its final reply.
+pub(crate) fn start_transfer(tx: Sender<DataChanCmd>, command: DataChanCmd, logger: &slog::Logger) {
+    if let Err(err) = tx.try_send(command) {
+        slog::warn!(logger, "Could not hand the command to the data channel: {}", err);
+    }
+}
+
 // Commands that can be sent to the data channel / data loop.
 #[derive(PartialEq, Eq, Debug)]
 pub enum DataChanMsg {

@@ -1,7 +1,7 @@
 //! Contains code pertaining to the FTP *data* channel
 
 use super::{
-    chancomms::{ControlChanMsg, DataChanMsg},
+    chancomms::{AbortRequest, ControlChanMsg, DataChanMsg},
     tls::FtpsConfig,
 };
 use crate::server::session::SharedSession;
@@ -34,7 +34,7 @@ where
     pub ftps_mode: FtpsConfig,
     pub logger: slog::Logger,
     pub data_cmd_rx: Option<Receiver<DataChanCmd>>,
-    pub data_abort_rx: Option<Receiver<()>>,
+    pub data_abort_rx: Option<Receiver<AbortRequest>>,
 }
 
 use std::fmt;
@@ -111,14 +111,30 @@ where
         let mut timeout_delay = Box::pin(tokio::time::sleep(std::time::Duration::from_secs(5 * 60)));
         // TODO: Use configured timeout
         tokio::select! {
+            // strata: a command sent before ABOR has started; ABOR cancels it
+            // below rather than racing it here.
+            biased;
             Some(command) = data_cmd_rx.recv() => {
-                let mut session = session_arc.lock().await;
                 // strata: a REST offset is for the next transfer only, whatever
                 // its outcome; it was cleared only after a successful one, so a
                 // failed or cancelled RETR left every later RETR truncated and
                 // every later STOR spliced onto the old file's head.
-                let start_pos = std::mem::take(&mut session.start_pos);
-                self.handle_incoming(DataChanMsg::ExternalCommand(command), start_pos).await;
+                let start_pos = std::mem::take(&mut session_arc.lock().await.start_pos);
+                // strata: the session's lock is not held during the transfer
+                // (it was, which kept ABOR waiting until the transfer ended),
+                // and ABOR cancels it: the transfer is dropped with its data
+                // connection, and an upload the storage back-end has not
+                // committed yet is not stored.
+                let logger = self.logger.clone();
+                let transfer = self.handle_incoming(DataChanMsg::ExternalCommand(command), start_pos);
+                tokio::select! {
+                    biased;
+                    Some(cancelled) = data_abort_rx.recv() => {
+                        slog::info!(logger, "Data channel transfer cancelled by ABOR");
+                        let _ = cancelled.send(());
+                    },
+                    () = transfer => {},
+                }
             },
             Some(_) = data_abort_rx.recv() => {
                 self.handle_incoming(DataChanMsg::Abort, 0).await;

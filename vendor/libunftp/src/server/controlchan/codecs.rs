@@ -1,6 +1,9 @@
-use super::{Reply, command::Command, error::ControlChanError, line_parser};
+use super::{Reply, ReplyCode, command::Command, error::ControlChanError, line_parser};
 
-use bytes::BytesMut;
+use bytes::{Buf, BytesMut};
+
+/// Telnet's "interpret as command" byte, which starts a Telnet command.
+const TELNET_IAC: u8 = 0xFF;
 use std::io::Write;
 use tokio_util::codec::{Decoder, Encoder};
 
@@ -29,7 +32,15 @@ impl Decoder for FtpCodec {
     fn decode(&mut self, buf: &mut BytesMut) -> Result<Option<Command>, Self::Error> {
         if let Some(newline_offset) = buf[self.next_index..].iter().position(|b| *b == b'\n') {
             let newline_index = newline_offset + self.next_index;
-            let line = buf.split_to(newline_index + 1);
+            let mut line = buf.split_to(newline_index + 1);
+            // strata: Telnet commands before a command (IAC IP, IAC DM: the
+            // interrupt and Synch RFC 959 4.1.3 has clients send before
+            // ABOR) are not part of it.
+            let telnet = line
+                .chunks_exact(2)
+                .take_while(|pair| pair[0] == TELNET_IAC && (0xF0..TELNET_IAC).contains(&pair[1]))
+                .count();
+            line.advance(telnet * 2);
             self.next_index = 0;
             Ok(Some(line_parser::parse(line)?))
         } else {
@@ -48,6 +59,14 @@ impl Encoder<Reply> for FtpCodec {
         match reply {
             Reply::None => {
                 return Ok(());
+            }
+            Reply::AbortedTransfer => {
+                write!(
+                    buffer,
+                    "{} Connection closed; transfer aborted\r\n{} Abort successful\r\n",
+                    ReplyCode::ConnectionClosed as u32,
+                    ReplyCode::ClosingDataConnection as u32
+                )?;
             }
             Reply::CodeAndMsg { code, msg } => {
                 if msg.is_empty() {

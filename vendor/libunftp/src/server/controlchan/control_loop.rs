@@ -21,6 +21,7 @@ use crate::{
             log::LoggingMiddleware,
             middleware::ControlChanMiddleware,
             notify::EventDispatcherMiddleware,
+            urgent,
         },
         failed_logins::FailedLoginsCache,
         ftpserver::options::{FtpsRequired, PassiveHost, SiteCommandHandler, SiteMd5},
@@ -180,7 +181,7 @@ where
     };
 
     let codec = FtpCodec::new();
-    let cmd_and_reply_stream: Framed<Box<dyn AsyncReadAsyncWriteSendUnpin>, FtpCodec> = codec.framed(Box::new(tcp_stream));
+    let cmd_and_reply_stream: Framed<Box<dyn AsyncReadAsyncWriteSendUnpin>, FtpCodec> = codec.framed(Box::new(urgent::UrgentInline::new(tcp_stream)?));
     let (mut reply_sink, mut command_source) = cmd_and_reply_stream.split();
 
     reply_sink.send(Reply::new(ReplyCode::ServiceReady, config.greeting)).await?;

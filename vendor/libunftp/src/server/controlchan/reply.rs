@@ -19,6 +19,10 @@ pub enum Reply {
         /// The individual lines of the response body.
         lines: Vec<String>,
     },
+    /// strata: ABOR's answer when it cancelled a transfer in flight (RFC 959
+    /// 4.1.3): 426 for the transfer's command, then 226 for ABOR itself,
+    /// written together so that no other reply can come between them.
+    AbortedTransfer,
 }
 
 // A custom debug implementation to avoid spamming the log with a large amount of data
@@ -26,6 +30,7 @@ impl fmt::Debug for Reply {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Reply::None => write!(f, "None"),
+            Reply::AbortedTransfer => write!(f, "AbortedTransfer"),
             Reply::CodeAndMsg { code, msg } => write!(f, "CodeAndMsg {{ code: {:?}, msg: {:?} }}", code, msg),
             Reply::MultiLine { code, lines } => {
                 if lines.len() > 1 {
@@ -215,6 +220,7 @@ impl Reply {
     pub fn is_positive(&self) -> bool {
         match self {
             Reply::None => true, // Or false, depending on desired behavior for no-reply
+            Reply::AbortedTransfer => true,
             Reply::CodeAndMsg { code, .. } | Reply::MultiLine { code, .. } => {
                 let code_val = *code as u32;
                 (200..=399).contains(&code_val)

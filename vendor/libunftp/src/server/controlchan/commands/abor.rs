@@ -15,6 +15,7 @@ use crate::server::controlchan::{
     handler::{CommandContext, CommandHandler},
 };
 use async_trait::async_trait;
+use tokio::sync::oneshot;
 use unftp_core::auth::UserDetail;
 use unftp_core::storage::{Metadata, StorageBackend};
 
@@ -30,18 +31,21 @@ where
 {
     #[tracing_attributes::instrument]
     async fn handle(&self, args: CommandContext<Storage, User>) -> Result<Reply, ControlChanError> {
-        let mut session = args.session.lock().await;
-        let logger = args.logger;
-        match session.data_abort_tx.take() {
-            Some(tx) => {
-                tokio::spawn(async move {
-                    if let Err(err) = tx.send(()).await {
-                        slog::warn!(logger, "abort failed: {}", err);
-                    }
-                });
-                Ok(Reply::new(ReplyCode::ClosingDataConnection, "Closed data channel"))
-            }
-            None => Ok(Reply::new(ReplyCode::ClosingDataConnection, "Data channel already closed")),
+        // strata: ABOR stops a transfer in flight, and a cancelled upload
+        // stores nothing. The data loop no longer holds the session's lock
+        // during a transfer, so this runs while it does; before, ABOR waited
+        // for the transfer to end, and a client that cancelled an upload and
+        // closed the data connection had its first part stored in place of
+        // the file.
+        let abort_tx = args.session.lock().await.data_abort_tx.take();
+        let Some(abort_tx) = abort_tx else {
+            return Ok(Reply::new(ReplyCode::ClosingDataConnection, "Data channel already closed"));
+        };
+        let (cancelled_tx, cancelled_rx) = oneshot::channel();
+        if abort_tx.send(cancelled_tx).await.is_ok() && cancelled_rx.await.is_ok() {
+            slog::info!(args.logger, "Transfer aborted");
+            return Ok(Reply::AbortedTransfer);
         }
+        Ok(Reply::new(ReplyCode::ClosingDataConnection, "Closed data channel"))
     }
 }

@@ -6,7 +6,7 @@
 // pathname exists at the server site, the data shall be
 // appended to that file; otherwise the file shall be created.
 
-use crate::server::chancomms::DataChanCmd;
+use crate::server::chancomms::{DataChanCmd, start_transfer};
 use crate::{
     auth::UserDetail,
     server::controlchan::{
@@ -44,11 +44,7 @@ where
         let logger = args.logger;
         match session.data_cmd_tx.take() {
             Some(tx) => {
-                tokio::spawn(async move {
-                    if let Err(err) = tx.send(cmd).await {
-                        slog::warn!(logger, "APPE: could not notify data channel. {}", err);
-                    }
-                });
+                start_transfer(tx, cmd, &logger);
                 Ok(Reply::new(ReplyCode::FileStatusOkay, "Ready to receive data"))
             }
             None => {

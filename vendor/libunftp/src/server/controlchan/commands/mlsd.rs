@@ -6,7 +6,7 @@
 // format defined in RFC 3659, making it much easier for FTP clients to parse
 // compared to the traditional LIST command output.
 
-use crate::server::chancomms::DataChanCmd;
+use crate::server::chancomms::{DataChanCmd, start_transfer};
 use crate::{
     auth::UserDetail,
     server::controlchan::{
@@ -41,11 +41,7 @@ where
         let logger = args.logger;
         match session.data_cmd_tx.take() {
             Some(tx) => {
-                tokio::spawn(async move {
-                    if let Err(err) = tx.send(cmd).await {
-                        slog::warn!(logger, "MLSD: could not notify data channel to respond with MLSD. {}", err);
-                    }
-                });
+                start_transfer(tx, cmd, &logger);
                 Ok(Reply::new(ReplyCode::FileStatusOkay, "Sending directory list"))
             }
             None => {

@@ -13,7 +13,7 @@
 // further process the files automatically.  For example, in
 // the implementation of a "multiple get" function.
 
-use crate::server::chancomms::DataChanCmd;
+use crate::server::chancomms::{DataChanCmd, start_transfer};
 use crate::{
     auth::UserDetail,
     server::controlchan::{
@@ -49,11 +49,7 @@ where
         let logger = args.logger;
         match session.data_cmd_tx.take() {
             Some(tx) => {
-                tokio::spawn(async move {
-                    if let Err(err) = tx.send(cmd).await {
-                        slog::warn!(logger, "NLST: could not notify data channel to respond with NLST. {}", err);
-                    }
-                });
+                start_transfer(tx, cmd, &logger);
                 Ok(Reply::new(ReplyCode::FileStatusOkay, "Sending directory list"))
             }
             None => {

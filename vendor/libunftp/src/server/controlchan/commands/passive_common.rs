@@ -4,7 +4,7 @@ use crate::{
     auth::UserDetail,
     server::{
         ControlChanErrorKind, ControlChanMsg,
-        chancomms::{DataChanCmd, PortAllocationError, SwitchboardMessage, SwitchboardSender},
+        chancomms::{AbortRequest, DataChanCmd, PortAllocationError, SwitchboardMessage, SwitchboardSender},
         controlchan::{Reply, ReplyCode, error::ControlChanError, handler::CommandContext},
         datachan,
         session::SharedSession,
@@ -69,7 +69,7 @@ where
     S::Metadata: Metadata,
 {
     let (cmd_tx, cmd_rx): (Sender<DataChanCmd>, Receiver<DataChanCmd>) = channel(1);
-    let (data_abort_tx, data_abort_rx): (Sender<()>, Receiver<()>) = channel(1);
+    let (data_abort_tx, data_abort_rx): (Sender<AbortRequest>, Receiver<AbortRequest>) = channel(1);
 
     let mut session = session.lock().await;
     session.data_cmd_tx = Some(cmd_tx);

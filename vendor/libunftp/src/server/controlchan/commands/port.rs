@@ -20,7 +20,7 @@ use crate::{
     auth::UserDetail,
     server::{
         ControlChanMsg,
-        chancomms::DataChanCmd,
+        chancomms::{AbortRequest, DataChanCmd},
         controlchan::{
             Reply, ReplyCode,
             error::ControlChanError,
@@ -57,7 +57,7 @@ impl Port {
         S::Metadata: Metadata,
     {
         let (cmd_tx, cmd_rx): (Sender<DataChanCmd>, Receiver<DataChanCmd>) = channel(1);
-        let (data_abort_tx, data_abort_rx): (Sender<()>, Receiver<()>) = channel(1);
+        let (data_abort_tx, data_abort_rx): (Sender<AbortRequest>, Receiver<AbortRequest>) = channel(1);
 
         let mut session = session.lock().await;
         session.data_cmd_tx = Some(cmd_tx);

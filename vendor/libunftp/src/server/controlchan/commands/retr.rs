@@ -9,7 +9,7 @@ use crate::{
     auth::UserDetail,
     server::{
         ReplyCode,
-        chancomms::DataChanCmd,
+        chancomms::{DataChanCmd, start_transfer},
         controlchan::{
             Reply,
             command::Command,
@@ -45,11 +45,7 @@ where
         let logger = args.logger;
         match session.data_cmd_tx.take() {
             Some(tx) => {
-                tokio::spawn(async move {
-                    if let Err(err) = tx.send(cmd).await {
-                        slog::warn!(logger, "RETR: could not notify data channel to respond with RETR. {}", err);
-                    }
-                });
+                start_transfer(tx, cmd, &logger);
                 Ok(Reply::new(ReplyCode::FileStatusOkay, "Sending data"))
             }
             None => {

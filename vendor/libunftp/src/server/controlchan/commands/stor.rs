@@ -8,7 +8,7 @@
 // created at the server site if the file specified in the
 // pathname does not already exist.
 
-use crate::server::chancomms::DataChanCmd;
+use crate::server::chancomms::{DataChanCmd, start_transfer};
 use crate::{
     auth::UserDetail,
     server::controlchan::{
@@ -46,11 +46,7 @@ where
         let logger = args.logger;
         match session.data_cmd_tx.take() {
             Some(tx) => {
-                tokio::spawn(async move {
-                    if let Err(err) = tx.send(cmd).await {
-                        slog::warn!(logger, "STOR: could not notify data channel to respond with STOR. {}", err);
-                    }
-                });
+                start_transfer(tx, cmd, &logger);
                 Ok(Reply::new(ReplyCode::FileStatusOkay, "Ready to receive data"))
             }
             None => {

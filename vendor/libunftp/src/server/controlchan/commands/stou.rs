@@ -1,6 +1,6 @@
 //! The RFC 959 Store File Uniquely (`STOU`) command
 
-use crate::server::chancomms::DataChanCmd;
+use crate::server::chancomms::{DataChanCmd, start_transfer};
 use crate::{
     auth::UserDetail,
     server::controlchan::{
@@ -34,11 +34,7 @@ where
         let logger = args.logger;
         match session.data_cmd_tx.take() {
             Some(tx) => {
-                tokio::spawn(async move {
-                    if let Err(err) = tx.send(DataChanCmd::Stor { path }).await {
-                        slog::warn!(logger, "STOU: could not send Stor command over data channel. {}", err);
-                    }
-                });
+                start_transfer(tx, DataChanCmd::Stor { path }, &logger);
                 Ok(Reply::new_with_string(ReplyCode::FileStatusOkay, filename.to_string_lossy().to_string()))
             }
             None => {

@@ -224,7 +224,7 @@ mod tests {
     impl Reply {
         fn matches_code(&self, code: ReplyCode) -> bool {
             match self {
-                Reply::None => false,
+                Reply::None | Reply::AbortedTransfer => false,
                 Reply::CodeAndMsg { code: c, .. } | Reply::MultiLine { code: c, .. } => c == &code,
             }
         }

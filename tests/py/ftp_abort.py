@@ -1,0 +1,80 @@
+"""ABOR cancels an upload in flight (RFC 959 4.1.3): nothing of it is
+stored, the file it would have replaced keeps its bytes, the aborted STOR
+gets 426 and ABOR 226, and the session goes on.
+
+Two clients' ways of sending ABOR: Python ftplib's `abort()`, the whole
+line as urgent data, and BSD ftp's, Telnet IP and Synch (IAC IP IAC DM)
+before the line, the last IAC urgent. Each ABOR is sent while the data
+connection is still open, so the server cannot take the upload as ended.
+
+usage: ftp_abort.py FTP_URL LOGIN PASSWORD CONTAINER
+"""
+
+import io
+import socket
+import sys
+
+from strata_env import ftp_connect
+
+ORIGINAL = b"the file as it was before the cancelled uploads\n" * 64
+
+
+def cancelled_upload(ftp, path, send_abor):
+    """Starts STOR of `path`, sends part of a body, aborts, and returns the
+    two replies the abort got; closes the data connection only after them."""
+    data = ftp.transfercmd(f"STOR {path}")
+    data.sendall(b"first part of an upload that is cancelled\n" * 2048)
+    first = send_abor(ftp)
+    second = ftp.getmultiline()
+    data.close()
+    return first, second
+
+
+def ftplib_abort(ftp):
+    return ftp.abort()
+
+
+def bsd_ftp_abort(ftp):
+    # IAC IP, then IAC as urgent data, then DM and the command.
+    ftp.sock.sendall(b"\xff\xf4")
+    ftp.sock.sendall(b"\xff", socket.MSG_OOB)
+    ftp.sock.sendall(b"\xf2ABOR\r\n")
+    return ftp.getmultiline()
+
+
+def content(ftp, path):
+    got = io.BytesIO()
+    ftp.retrbinary(f"RETR {path}", got.write)
+    return got.getvalue()
+
+
+def main():
+    url, login, password, container = sys.argv[1:5]
+    ftp = ftp_connect(url, login, password)
+    ftp.voidcmd("TYPE I")
+    path = f"/{container}/kept.txt"
+    ftp.storbinary(f"STOR {path}", io.BytesIO(ORIGINAL))
+
+    for send_abor in (ftplib_abort, bsd_ftp_abort):
+        first, second = cancelled_upload(ftp, path, send_abor)
+        assert first.startswith("426"), f"{send_abor.__name__}: STOR got {first!r}"
+        assert second.startswith("226"), f"{send_abor.__name__}: ABOR got {second!r}"
+        assert ftp.voidcmd("NOOP").startswith("200")
+        got = content(ftp, path)
+        assert got == ORIGINAL, f"{send_abor.__name__}: the file became {got[:60]!r}… ({len(got)} bytes)"
+
+    # A cancelled upload of a new name leaves no file behind.
+    first, _ = cancelled_upload(ftp, f"/{container}/never.txt", ftplib_abort)
+    assert first.startswith("426"), f"STOR of a new name got {first!r}"
+    assert "never.txt" not in ftp.nlst(f"/{container}"), "a cancelled upload left a file"
+
+    # ABOR with no transfer running is answered 226 and changes nothing.
+    assert ftp.sendcmd("ABOR").startswith("226")
+    ftp.storbinary(f"STOR {path}", io.BytesIO(b"replaced on purpose"))
+    assert content(ftp, path) == b"replaced on purpose"
+    ftp.quit()
+    print("ok")
+
+
+if __name__ == "__main__":
+    main()

@@ -68,8 +68,18 @@ def main():
     assert first.startswith("426"), f"STOR of a new name got {first!r}"
     assert "never.txt" not in ftp.nlst(f"/{container}"), "a cancelled upload left a file"
 
+    # ABOR before the data connection came: the STOR waiting for it is
+    # cancelled; after a PASV alone there is nothing to cancel.
+    ftp.sendcmd("PASV")
+    assert ftp.sendcmd(f"STOR /{container}/unconnected.txt").startswith("150")
+    first, second = ftp.abort(), ftp.getmultiline()
+    assert (first[:3], second[:3]) == ("426", "226"), f"unconnected STOR: {first!r}, {second!r}"
+    ftp.sendcmd("PASV")
+    assert ftp.abort().startswith("226")
+
     # ABOR with no transfer running is answered 226 and changes nothing.
     assert ftp.sendcmd("ABOR").startswith("226")
+    assert "unconnected.txt" not in ftp.nlst(f"/{container}")
     ftp.storbinary(f"STOR {path}", io.BytesIO(b"replaced on purpose"))
     assert content(ftp, path) == b"replaced on purpose"
     ftp.quit()

@@ -105,6 +105,9 @@ pub enum ControlChanMsg {
     },
     /// Data connection was unexpectedly closed
     ConnectionReset,
+    /// strata: ABOR found no transfer to cancel; its 226 comes through here,
+    /// after any final reply of a transfer that ended meanwhile.
+    NothingToAbort,
     /// Data connection was closed on purpose or not on purpose. We don't know, but that is FTP
     DataConnectionClosedAfterStor,
     /// Failed to write data to disk

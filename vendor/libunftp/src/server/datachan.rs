@@ -119,10 +119,15 @@ where
                 // its outcome; it was cleared only after a successful one, so a
                 // failed or cancelled RETR left every later RETR truncated and
                 // every later STOR spliced onto the old file's head.
-                let start_pos = std::mem::take(&mut session_arc.lock().await.start_pos);
+                let (start_pos, gate) = {
+                    let mut session = session_arc.lock().await;
+                    (std::mem::take(&mut session.start_pos), session.transfer_gate.clone())
+                };
+                let _transfer = gate.lock_owned().await;
                 // strata: the session's lock is not held during the transfer
-                // (it was, which kept ABOR waiting until the transfer ended),
-                // and ABOR cancels it: the transfer is dropped with its data
+                // (it was, which kept ABOR waiting until the transfer ended;
+                // other commands wait for `transfer_gate` instead), and ABOR
+                // cancels it: the transfer is dropped with its data
                 // connection, and an upload the storage back-end has not
                 // committed yet is not stored.
                 let logger = self.logger.clone();

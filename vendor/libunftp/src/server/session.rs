@@ -111,6 +111,11 @@ where
     // Tells if the data loop is running. The control channel need to know if the data channel is
     // busy so that it doesn't time out while the session is still in progress.
     pub data_busy: bool,
+    // strata: held by the data loop for the length of a transfer; the control
+    // loop waits for it before every command but ABOR, so that commands
+    // still wait for a transfer to end (as when the data loop held the
+    // session's lock throughout) while ABOR can cancel it.
+    pub transfer_gate: Arc<tokio::sync::Mutex<()>>,
     // The client certificate chain if it was received.
     pub cert_chain: Option<Vec<unftp_core::auth::ClientCert>>,
     // The failed logins cache can monitor successive failed logins and apply a policy to deter brute force attacks.
@@ -148,6 +153,7 @@ where
             collect_metrics: false,
             start_pos: 0,
             data_busy: false,
+            transfer_gate: Arc::default(),
             cert_chain: None,
             failed_logins: None,
             binder: None,

@@ -196,6 +196,15 @@ where
                 let mut incoming = None;
                 let mut timeout_delay = Box::pin(tokio::time::sleep(idle_session_timeout));
                 tokio::select! {
+                    // strata: what the data loop reported comes before the
+                    // next command, so that a transfer's final reply is not
+                    // overtaken by the reply to a command sent after it, and
+                    // the channel (one message) is empty when a command
+                    // waits for a transfer to end.
+                    biased;
+                    Some(msg) = control_msg_rx.recv() => {
+                        incoming = Some(Ok(Event::InternalMsg(msg)));
+                    },
                     cmd = command_source.next() => {
                         match cmd {
                             Some(cmd_result) => incoming = Some(cmd_result.map(Event::Command)),
@@ -204,9 +213,6 @@ where
                                 incoming = Some(Ok(Event::InternalMsg(ControlChanMsg::ExitControlLoop)))
                             }
                         }
-                    },
-                    Some(msg) = control_msg_rx.recv() => {
-                        incoming = Some(Ok(Event::InternalMsg(msg)));
                     },
                     _ = &mut timeout_delay => {
                         let session = shared_session.lock().await;
@@ -358,18 +364,13 @@ where
         match msg {
             NotFound => Ok(Reply::new(ReplyCode::FileError, "File not found")),
             PermissionDenied => Ok(Reply::new(ReplyCode::FileError, "Permision denied")),
-            SentData { .. } => {
-                let mut session = self.session.lock().await;
-                session.start_pos = 0;
-                Ok(Reply::new(ReplyCode::ClosingDataConnection, "Successfully sent"))
-            }
+            // strata: the data loop takes the REST offset when the transfer
+            // starts; clearing it here also cleared a REST sent after it.
+            SentData { .. } => Ok(Reply::new(ReplyCode::ClosingDataConnection, "Successfully sent")),
             WriteFailed => Ok(Reply::new(ReplyCode::TransientFileError, "Failed to write file")),
             ConnectionReset => Ok(Reply::new(ReplyCode::ConnectionClosed, "Datachannel unexpectedly closed")),
-            WrittenData { .. } => {
-                let mut session = self.session.lock().await;
-                session.start_pos = 0;
-                Ok(Reply::new(ReplyCode::ClosingDataConnection, "File successfully written"))
-            }
+            NothingToAbort => Ok(Reply::new(ReplyCode::ClosingDataConnection, "Closed data channel")),
+            WrittenData { .. } => Ok(Reply::new(ReplyCode::ClosingDataConnection, "File successfully written")),
             DataConnectionClosedAfterStor => Ok(Reply::new(ReplyCode::FileActionOkay, "unFTP holds your data for you")),
             DirectorySuccessfullyListed => Ok(Reply::new(ReplyCode::ClosingDataConnection, "Listed the directory")),
             DirectoryListFailure => Ok(Reply::new(ReplyCode::ClosingDataConnection, "Failed to list the directory")),
@@ -496,7 +497,14 @@ where
 {
     async fn handle(&mut self, event: Event) -> Result<Reply, ControlChanError> {
         match event {
-            Event::Command(cmd) => self.handle_command(cmd).await,
+            Event::Command(cmd) => {
+                // strata: see `Session::transfer_gate`.
+                if cmd != Command::Abor {
+                    let gate = self.session.lock().await.transfer_gate.clone();
+                    drop(gate.lock().await);
+                }
+                self.handle_command(cmd).await
+            }
             Event::InternalMsg(msg) => self.handle_internal_msg(msg).await,
         }
     }

@@ -4,18 +4,17 @@
 //! Clients send ABOR, or the Telnet IP and Synch before it, as TCP urgent
 //! data (RFC 959 4.1.3; Python's ftplib sends the whole `ABOR\r\n` so). The
 //! connection keeps urgent bytes inline (`SO_OOBINLINE`), but Linux ends a
-//! read at the urgent mark, and tokio takes a read shorter than its buffer
-//! for a drained socket and waits for the next readiness edge, which the
-//! bytes already past the mark never give: ABOR sat unread until the client
-//! sent something else. After every read this one reads on, without
-//! waiting, until the socket is empty or the buffer full.
+//! read at the urgent mark, and tokio's `poll_read` takes a read shorter
+//! than its buffer for a drained socket and waits for the next readiness
+//! edge, which the bytes past the mark never give: ABOR sat unread until the
+//! client sent something else. Reads here forget readiness only when the
+//! socket says it has nothing (`try_read`'s WouldBlock).
 
 use std::io;
-use std::os::fd::AsRawFd;
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 
-use nix::sys::socket::{MsgFlags, recv, setsockopt, sockopt::OobInline};
+use nix::sys::socket::{setsockopt, sockopt::OobInline};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
@@ -30,21 +29,21 @@ impl UrgentInline {
 
 impl AsyncRead for UrgentInline {
     fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
-        let this = self.get_mut();
-        let before = buf.filled().len();
-        ready!(Pin::new(&mut this.0).poll_read(cx, buf))?;
-        if buf.filled().len() == before {
+        let stream = &self.get_mut().0;
+        if buf.remaining() == 0 {
             return Poll::Ready(Ok(()));
         }
-        while buf.remaining() > 0 {
-            // End of stream and "nothing more yet" both stop here; tokio
-            // keeps a seen end of stream for the next read.
-            match recv(this.0.as_raw_fd(), buf.initialize_unfilled(), MsgFlags::MSG_DONTWAIT) {
-                Ok(0) | Err(_) => break,
-                Ok(read) => buf.advance(read),
+        loop {
+            ready!(stream.poll_read_ready(cx))?;
+            match stream.try_read(buf.initialize_unfilled()) {
+                Ok(read) => {
+                    buf.advance(read);
+                    return Poll::Ready(Ok(()));
+                }
+                Err(err) if err.kind() == io::ErrorKind::WouldBlock => continue,
+                Err(err) => return Poll::Ready(Err(err)),
             }
         }
-        Poll::Ready(Ok(()))
     }
 }
 

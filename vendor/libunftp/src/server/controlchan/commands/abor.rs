@@ -14,10 +14,16 @@ use crate::server::controlchan::{
     error::ControlChanError,
     handler::{CommandContext, CommandHandler},
 };
+use crate::server::chancomms::ControlChanMsg;
 use async_trait::async_trait;
+use std::time::Duration;
 use tokio::sync::oneshot;
 use unftp_core::auth::UserDetail;
 use unftp_core::storage::{Metadata, StorageBackend};
+
+/// strata: how long ABOR waits for the data loop to say whether it cancelled
+/// a transfer; it answers at once, unless it is gone, which also answers.
+const ABORT_WAIT: Duration = Duration::from_secs(10);
 
 #[derive(Debug)]
 pub struct Abor;
@@ -37,15 +43,36 @@ where
         // for the transfer to end, and a client that cancelled an upload and
         // closed the data connection had its first part stored in place of
         // the file.
-        let abort_tx = args.session.lock().await.data_abort_tx.take();
+        let abort_tx = {
+            let mut session = args.session.lock().await;
+            if session.data_abort_rx.take().is_some() {
+                // No data connection came (yet): no data loop runs, and none
+                // will for this PASV/PORT. A transfer command waiting for one
+                // is cancelled with it.
+                session.data_abort_tx = None;
+                let waiting = session.data_cmd_rx.take().is_some_and(|mut commands| commands.try_recv().is_ok());
+                return Ok(if waiting {
+                    Reply::AbortedTransfer
+                } else {
+                    Reply::new(ReplyCode::ClosingDataConnection, "Closed data channel")
+                });
+            }
+            session.data_abort_tx.take()
+        };
         let Some(abort_tx) = abort_tx else {
             return Ok(Reply::new(ReplyCode::ClosingDataConnection, "Data channel already closed"));
         };
         let (cancelled_tx, cancelled_rx) = oneshot::channel();
-        if abort_tx.send(cancelled_tx).await.is_ok() && cancelled_rx.await.is_ok() {
+        if abort_tx.send(cancelled_tx).await.is_ok() && matches!(tokio::time::timeout(ABORT_WAIT, cancelled_rx).await, Ok(Ok(()))) {
             slog::info!(args.logger, "Transfer aborted");
             return Ok(Reply::AbortedTransfer);
         }
-        Ok(Reply::new(ReplyCode::ClosingDataConnection, "Closed data channel"))
+        // Nothing was cancelled: a transfer that ended meanwhile has its final
+        // reply queued already, and ABOR's 226 must come after it.
+        let control = args.tx_control_chan.clone();
+        tokio::spawn(async move {
+            let _ = control.send(ControlChanMsg::NothingToAbort).await;
+        });
+        Ok(Reply::none())
     }
 }

@@ -49,11 +49,15 @@ where
         let logger = args.logger;
         match (args.tls_configured, self.protocol.clone()) {
             (true, AuthParam::Tls) => {
-                tokio::spawn(async move {
-                    if let Err(err) = tx.send(ControlChanMsg::SecureControlChannel).await {
-                        slog::warn!(logger, "AUTH: Could not send internal message to notify of TLS upgrade: {}", err);
-                    }
-                });
+                // strata: queued before the 234 goes out, so that the control
+                // loop (which takes queued messages before reading on)
+                // upgrades before it reads the client's TLS handshake; a
+                // spawned send could come after the handshake had been read
+                // as a command.
+                if let Err(err) = tx.try_send(ControlChanMsg::SecureControlChannel) {
+                    slog::warn!(logger, "AUTH: Could not send internal message to notify of TLS upgrade: {}", err);
+                    return Ok(Reply::new(ReplyCode::LocalError, "Could not upgrade to TLS"));
+                }
                 Ok(Reply::new(ReplyCode::AuthOkayNoDataNeeded, "Upgrading to TLS"))
             }
             (true, AuthParam::Ssl) => Ok(Reply::new(ReplyCode::CommandNotImplementedForParameter, "Auth SSL not implemented")),

@@ -73,7 +73,31 @@ pub enum StageError<E> {
 /// a blocking thread so MD5 over 4 MiB does not stall the async workers.
 const INLINE_HASH_LEN: usize = 64 * 1024;
 
-type InFlight = JoinHandle<(BodyHasher, Result<ExtentRef, StoreError>)>;
+/// An extent being hashed and written. When a staging is dropped before it
+/// awaited this (its caller was cancelled: a client went away, an FTP
+/// upload was aborted), the write still lands; the extent is then deleted,
+/// rather than left to the orphan sweep a day later.
+struct InFlight {
+    write: Option<JoinHandle<(BodyHasher, Result<ExtentRef, StoreError>)>>,
+    pool: Arc<dyn Pool>,
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        let Some(write) = self.write.take() else {
+            return;
+        };
+        let pool = self.pool.clone();
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        runtime.spawn(async move {
+            if let Ok((_, Ok(extent))) = write.await {
+                delete_in_background(pool, vec![extent]);
+            }
+        });
+    }
+}
 
 /// Streams `body` into pool extents. A body of at most `inline_max` bytes is kept in
 /// memory instead, to be stored inside its metadata record.
@@ -170,20 +194,28 @@ fn take_hasher<E>(hasher: &mut Option<BodyHasher>) -> Result<BodyHasher, StageEr
 }
 
 async fn finish_in_flight<E>(
-    handle: InFlight,
+    mut in_flight: InFlight,
     staged: &mut StagedBody,
 ) -> Result<BodyHasher, StageError<E>> {
-    let (hasher, extent) = handle
-        .await
-        .map_err(|err| StageError::Store(StoreError::Internal(err.to_string())))?;
+    let Some(write) = in_flight.write.as_mut() else {
+        return Err(StageError::Store(StoreError::Internal(
+            "extent write lost".into(),
+        )));
+    };
+    // Awaited in place, so that a cancellation here leaves it to `Drop`.
+    let joined = write.await;
+    in_flight.write = None;
+    let (hasher, extent) =
+        joined.map_err(|err| StageError::Store(StoreError::Internal(err.to_string())))?;
     staged.extents.push(extent.map_err(StageError::Store)?);
     Ok(hasher)
 }
 
 fn spawn_extent(pool: Arc<dyn Pool>, mut hasher: BodyHasher, data: Bytes) -> InFlight {
-    tokio::spawn(async move {
+    let writer = pool.clone();
+    let write = tokio::spawn(async move {
         let len = data.len() as u64;
-        let write = pool.write_extent(data.clone());
+        let write = writer.write_extent(data.clone());
         let hashed = async {
             if data.len() <= INLINE_HASH_LEN {
                 hasher.update(&data);
@@ -211,5 +243,9 @@ fn spawn_extent(pool: Arc<dyn Pool>, mut hasher: BodyHasher, data: Bytes) -> InF
             .map(|id| ExtentRef { id, len })
             .map_err(StoreError::from);
         (hasher, extent)
-    })
+    });
+    InFlight {
+        write: Some(write),
+        pool,
+    }
 }

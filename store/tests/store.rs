@@ -8,7 +8,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use futures::{StreamExt, stream};
 use proptest::prelude::*;
-use strata_pool::{LocalPool, LocalPoolConfig};
+use strata_pool::{LocalPool, LocalPoolConfig, Pool};
 use strata_store::{
     CatalogWrite, ChangeKind, CompletedPart, ListEntry, ListQuery, ObjectMeta, PutConditions,
     StageOptions, Store, StoreConfig, StoreError,
@@ -140,6 +140,37 @@ async fn orphaned_extents_are_swept_and_referenced_ones_kept() {
     assert_eq!(store.sweep_orphans(later).await.unwrap(), 1);
     assert_eq!(store.sweep_orphans(later).await.unwrap(), 0);
     assert_eq!(get(&store, "b", "kept").await.unwrap(), body);
+}
+
+/// A staging dropped while an extent was being written (its caller was
+/// cancelled: a client went away, an FTP upload was aborted) deletes that
+/// extent once it has landed, rather than leaving it to the orphan sweep.
+#[tokio::test]
+async fn a_cancelled_staging_deletes_the_extent_it_was_writing() {
+    let dir = tempfile::tempdir().unwrap();
+    let pool = Arc::new(
+        LocalPool::open(LocalPoolConfig {
+            dir: dir.path().join("pool"),
+        })
+        .unwrap(),
+    );
+    let store = Store::open(StoreConfig::new(dir.path().join("meta")), pool.clone()).unwrap();
+    // A whole extent, then a body that never goes on.
+    let first = Bytes::from(vec![7u8; strata_pool::MAX_EXTENT_LEN]);
+    let body = stream::iter([Ok::<_, std::io::Error>(first)]).chain(stream::pending());
+    let options = options();
+    let staging = store.stage(body, &options);
+    let cancelled = tokio::time::timeout(std::time::Duration::from_millis(300), staging).await;
+    assert!(cancelled.is_err(), "a body that never ends was staged");
+
+    let later = std::time::SystemTime::now() + std::time::Duration::from_secs(3600);
+    for _ in 0..500 {
+        if pool.list_extents(later).await.unwrap().is_empty() {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    panic!("the extent being written was left behind");
 }
 
 #[tokio::test]

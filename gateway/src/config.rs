@@ -216,6 +216,12 @@ pub struct Limits {
     /// kernel's backlog. Default: half the open file limit (raised to its
     /// hard limit at start).
     pub max_connections: Option<usize>,
+    /// Refused keys an address may send the token endpoints, each within
+    /// `login_block_secs` of the one before, before its token requests are
+    /// refused (429) for `login_block_secs`; 0: never (behind a proxy,
+    /// where every client has the proxy's address).
+    pub max_failed_logins: u32,
+    pub login_block_secs: u64,
 }
 
 impl Default for Limits {
@@ -226,6 +232,8 @@ impl Default for Limits {
             max_xml_body: 2 * 1024 * 1024,
             max_user_metadata: 2048,
             max_connections: None,
+            max_failed_logins: 5,
+            login_block_secs: 300,
         }
     }
 }

@@ -28,6 +28,7 @@ pub mod edge;
 pub mod ftp;
 pub mod large_object;
 pub mod listener_tls;
+pub mod login_guard;
 mod metadata;
 mod orphan_sweep;
 pub mod public;

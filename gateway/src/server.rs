@@ -2,6 +2,7 @@
 //! serves HTTP until the process is stopped.
 
 use std::convert::Infallible;
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -232,6 +233,10 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             token_lifetime_secs: config.token_lifetime_secs,
             public_url: config.public_url.clone(),
             region: config.region.clone(),
+            login_guard: crate::login_guard::LoginGuard::new(
+                config.limits.max_failed_logins,
+                Duration::from_secs(config.limits.login_block_secs),
+            ),
         },
         admin: AdminDoor {
             store: store.clone(),
@@ -282,12 +287,13 @@ struct Served {
 }
 
 impl Served {
-    async fn handle(&self, request: hyper::Request<Incoming>) -> Response {
+    /// `peer`: the address the request came from.
+    async fn handle(&self, request: hyper::Request<Incoming>, peer: IpAddr) -> Response {
         if crate::metadata::serves(&request) {
             return crate::metadata::handle(&self.internal, request).await;
         }
         match self.doors.get() {
-            Some(doors) => doors.handle(request).await,
+            Some(doors) => doors.handle(request, peer).await,
             None => text_response(StatusCode::SERVICE_UNAVAILABLE, "starting\n"),
         }
     }
@@ -378,7 +384,7 @@ async fn serve_connection<S>(
             let expects_continue = expects_continue_without_body(request.headers());
             let may_leave_body_unread =
                 request.version() <= http::Version::HTTP_11 && frames_a_body(request.headers());
-            let mut response = served.handle(request).await;
+            let mut response = served.handle(request, peer.ip()).await;
             let status = response.status();
             if expects_continue
                 || (may_leave_body_unread && (status.is_client_error() || status.is_server_error()))
@@ -542,7 +548,7 @@ struct Doors {
 }
 
 impl Doors {
-    async fn handle(&self, request: hyper::Request<Incoming>) -> Response {
+    async fn handle(&self, request: hyper::Request<Incoming>, peer: IpAddr) -> Response {
         let (request, remapped) = match self.remap_domain(request) {
             Ok(remapped) => remapped,
             Err(response) => return response,
@@ -604,7 +610,7 @@ impl Doors {
             DoorKind::Auth if AdminDoor::serves(path) => self.admin.handle(request).await,
             DoorKind::Auth => {
                 let trans_id = format!("tx{}", hex::encode(rand::random::<[u8; 12]>()));
-                self.tokens.handle(request, &trans_id).await
+                self.tokens.handle(request, &trans_id, peer).await
             }
             DoorKind::Swift => self.swift.handle(request).await,
             DoorKind::S3 => self.s3.handle(request).await,

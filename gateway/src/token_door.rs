@@ -10,7 +10,11 @@
 //!   `X-Subject-Token` and a catalog whose `object-store` endpoints point at
 //!   `/v1/AUTH_<project>`. `GET /v3` answers version discovery.
 //!
-//! Both issue the same self-contained signed tokens (`Directory::issue_token`).
+//! Both issue the same self-contained signed tokens (`Directory::issue_token`),
+//! and refuse keys the same way: slowly, and not at all from an address
+//! that guessed too often (`LoginGuard`: 429).
+
+use std::net::IpAddr;
 
 use http::{HeaderMap, HeaderValue, Method, StatusCode};
 use http_body_util::BodyExt as _;
@@ -18,7 +22,10 @@ use hyper::body::Incoming;
 use serde::Deserialize;
 use serde_json::json;
 
+use strata_auth::TokenClaims;
+
 use crate::directory::{Directory, Refusal};
+use crate::login_guard::{LoginGuard, REFUSAL_DELAY};
 use crate::wire::{Origin, Response, header_str, json_response, text_response, unix_now};
 
 /// Largest Keystone request body.
@@ -34,6 +41,17 @@ pub struct TokenDoor {
     pub public_url: Option<String>,
     /// The region Keystone catalogs name.
     pub region: String,
+    pub login_guard: LoginGuard,
+}
+
+/// Why a token was not issued.
+enum NotIssued {
+    /// The key was refused.
+    Refused,
+    /// The client's address is blocked for refused keys.
+    Blocked,
+    /// See [`Refusal::Stale`].
+    Stale,
 }
 
 impl TokenDoor {
@@ -45,17 +63,23 @@ impl TokenDoor {
         )
     }
 
-    pub async fn handle(&self, request: http::Request<Incoming>, trans_id: &str) -> Response {
+    /// `client`: the address the request came from.
+    pub async fn handle(
+        &self,
+        request: http::Request<Incoming>,
+        trans_id: &str,
+        client: IpAddr,
+    ) -> Response {
         let (parts, body) = request.into_parts();
         let path = parts.uri.path();
         let base = self.base_url(&parts);
         let mut response = match (path, &parts.method) {
             ("/v3" | "/v3/", &Method::GET | &Method::HEAD) => self.discovery(&base),
-            ("/v3/auth/tokens", &Method::POST) => self.keystone(body, &base).await,
+            ("/v3/auth/tokens", &Method::POST) => self.keystone(body, &base, client).await,
             ("/v3" | "/v3/" | "/v3/auth/tokens", _) => {
                 keystone_error(StatusCode::METHOD_NOT_ALLOWED, "Method Not Allowed")
             }
-            (_, &Method::GET | &Method::HEAD) => self.swift_v1(&parts.headers, &base),
+            (_, &Method::GET | &Method::HEAD) => self.swift_v1(&parts.headers, &base, client).await,
             _ => text_response(StatusCode::METHOD_NOT_ALLOWED, "Method Not Allowed"),
         };
         if let Ok(value) = HeaderValue::from_str(trans_id) {
@@ -67,8 +91,40 @@ impl TokenDoor {
         response
     }
 
+    /// A token for `account:user` if `key` is theirs, checked as
+    /// [`LoginGuard`] says.
+    async fn issue(
+        &self,
+        client: IpAddr,
+        account: &str,
+        user: &str,
+        key: &str,
+        now: u64,
+    ) -> Result<(String, TokenClaims), NotIssued> {
+        if self.login_guard.is_blocked(client) {
+            tracing::debug!(%client, account, user, "token refused: too many failed logins");
+            return Err(NotIssued::Blocked);
+        }
+        match self
+            .directory
+            .issue_token(account, user, key, now, self.token_lifetime_secs)
+        {
+            Ok(issued) => {
+                self.login_guard.succeeded(client);
+                Ok(issued)
+            }
+            Err(Refusal::Stale) => Err(NotIssued::Stale),
+            Err(refusal) => {
+                tracing::debug!(%client, account, user, ?refusal, "token refused");
+                self.login_guard.failed(client);
+                tokio::time::sleep(REFUSAL_DELAY).await;
+                Err(NotIssued::Refused)
+            }
+        }
+    }
+
     /// `base`: the URL the storage URLs handed out start with.
-    fn swift_v1(&self, headers: &HeaderMap, base: &str) -> Response {
+    async fn swift_v1(&self, headers: &HeaderMap, base: &str, client: IpAddr) -> Response {
         let header = |names: &[&str]| names.iter().find_map(|name| header_str(headers, *name));
         let (Some(auth_user), Some(key)) = (
             header(&["x-auth-user", "x-storage-user"]),
@@ -80,18 +136,14 @@ impl TokenDoor {
             return unauthorized();
         };
         let now = unix_now();
-        let (token, claims) =
-            match self
-                .directory
-                .issue_token(account, user, key, now, self.token_lifetime_secs)
-            {
-                Ok(issued) => issued,
-                Err(Refusal::Stale) => return stale(),
-                Err(refusal) => {
-                    tracing::debug!(account, user, ?refusal, "token refused");
-                    return unauthorized();
-                }
-            };
+        let (token, claims) = match self.issue(client, account, user, key, now).await {
+            Ok(issued) => issued,
+            Err(NotIssued::Refused) => return unauthorized(),
+            Err(NotIssued::Blocked) => {
+                return text_response(StatusCode::TOO_MANY_REQUESTS, TOO_MANY_FAILURES);
+            }
+            Err(NotIssued::Stale) => return stale(),
+        };
         let storage_url = storage_url(base, &claims.principal.account);
         let mut response = text_response(StatusCode::OK, "");
         let out = response.headers_mut();
@@ -111,7 +163,7 @@ impl TokenDoor {
         response
     }
 
-    async fn keystone(&self, body: Incoming, base: &str) -> Response {
+    async fn keystone(&self, body: Incoming, base: &str, client: IpAddr) -> Response {
         let body = match http_body_util::Limited::new(body, MAX_KEYSTONE_BODY)
             .collect()
             .await
@@ -166,30 +218,24 @@ impl TokenDoor {
             }
         };
         let now = unix_now();
-        let (token, claims) = match self.directory.issue_token(
-            &account,
-            &user_name,
-            &user.password,
-            now,
-            self.token_lifetime_secs,
-        ) {
+        let (token, claims) = match self
+            .issue(client, &account, &user_name, &user.password, now)
+            .await
+        {
             Ok(issued) => issued,
-            Err(Refusal::Stale) => {
-                return keystone_error(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "The metadata service is unreachable; try again.",
-                );
-            }
-            Err(refusal) => {
-                tracing::debug!(
-                    account,
-                    user = user_name,
-                    ?refusal,
-                    "keystone token refused"
-                );
+            Err(NotIssued::Refused) => {
                 return keystone_error(
                     StatusCode::UNAUTHORIZED,
                     "The request you have made requires authentication.",
+                );
+            }
+            Err(NotIssued::Blocked) => {
+                return keystone_error(StatusCode::TOO_MANY_REQUESTS, TOO_MANY_FAILURES.trim_end());
+            }
+            Err(NotIssued::Stale) => {
+                return keystone_error(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "The metadata service is unreachable; try again.",
                 );
             }
         };
@@ -303,6 +349,9 @@ struct KeystoneProject {
 }
 
 /// Keys are not checked against a directory that may be stale.
+/// The answer to an address blocked for refused keys.
+const TOO_MANY_FAILURES: &str = "Too many failed logins from this address; try again later.\n";
+
 fn stale() -> Response {
     text_response(
         StatusCode::SERVICE_UNAVAILABLE,

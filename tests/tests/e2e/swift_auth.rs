@@ -83,3 +83,58 @@ fn wrong_credentials_get_401() -> Result<()> {
     server.assert_healthy()?;
     Ok(())
 }
+
+/// An address that sent `max_failed_logins` wrong keys, each within
+/// `login_block_secs` of the last, is refused by both token endpoints (429)
+/// even with the right key, until `login_block_secs` have passed since its
+/// last failure; a right key before that starts the count again.
+#[test]
+fn an_address_that_guesses_keys_is_blocked_for_a_while() -> Result<()> {
+    let mut server =
+        Server::start_with_config("[limits]\nmax_failed_logins = 3\nlogin_block_secs = 4\n")?;
+    let guess = |count: usize| -> Result<()> {
+        for _ in 0..count {
+            token_request(&server, "/auth/v1.0", "admin:admin", "guess")?.expect_status(401)?;
+        }
+        Ok(())
+    };
+    let right_key = || token_request(&server, "/auth/v1.0", "admin:admin", ROOT_SECRET_KEY);
+    let keystone_right_key = || {
+        let body = format!(
+            r#"{{"auth": {{"identity": {{"methods": ["password"], "password": {{"user": {{"name": "admin", "password": "{ROOT_SECRET_KEY}"}}}}}}, "scope": {{"project": {{"name": "admin"}}}}}}}}"#
+        );
+        server.http(
+            "POST",
+            "/v3/auth/tokens",
+            Signing::Anonymous,
+            Some(body.as_bytes()),
+            &[("Content-Type", "application/json")],
+        )
+    };
+
+    guess(2)?;
+    right_key()?.expect_status(200)?;
+    guess(2)?;
+    right_key()?.expect_status(200)?;
+    keystone_right_key()?.expect_status(201)?;
+
+    guess(3)?;
+    let blocked = right_key()?;
+    blocked.expect_status(429)?;
+    ensure!(
+        blocked.header("x-auth-token").is_none(),
+        "a blocked address got a token"
+    );
+    keystone_right_key()?.expect_status(429)?;
+
+    // The block ends 4 s after the last failure (the 429s do not extend it).
+    let mut waited = 0;
+    while right_key()?.status == 429 {
+        ensure!(waited < 40, "still blocked after 20 s");
+        std::thread::sleep(std::time::Duration::from_millis(500));
+        waited += 1;
+    }
+    right_key()?.expect_status(200)?;
+    server.assert_healthy()?;
+    Ok(())
+}

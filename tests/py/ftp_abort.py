@@ -12,9 +12,8 @@ usage: ftp_abort.py FTP_URL LOGIN PASSWORD CONTAINER
 
 import io
 import socket
-import sys
 
-from strata_env import ftp_connect
+from strata_env import ftp_script_session
 
 ORIGINAL = b"the file as it was before the cancelled uploads\n" * 64
 
@@ -49,9 +48,7 @@ def content(ftp, path):
 
 
 def main():
-    url, login, password, container = sys.argv[1:5]
-    ftp = ftp_connect(url, login, password)
-    ftp.voidcmd("TYPE I")
+    ftp, container = ftp_script_session()
     path = f"/{container}/kept.txt"
     ftp.storbinary(f"STOR {path}", io.BytesIO(ORIGINAL))
 

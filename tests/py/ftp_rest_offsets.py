@@ -7,15 +7,12 @@ usage: ftp_rest_offsets.py FTP_URL LOGIN PASSWORD CONTAINER
 
 import ftplib
 import io
-import sys
 
-from strata_env import ftp_connect
+from strata_env import ftp_script_session
 
 
 def main():
-    url, login, password, container = sys.argv[1:5]
-    ftp = ftp_connect(url, login, password)
-    ftp.voidcmd("TYPE I")
+    ftp, container = ftp_script_session()
     ftp.storbinary(f"STOR /{container}/ten.txt", io.BytesIO(b"0123456789"))
 
     # A resumed download that fails: the offset must not outlive it.

@@ -79,6 +79,15 @@ def ftp_connect(url, login, password):
     return ftp
 
 
+def ftp_script_session():
+    """For a script run as `SCRIPT FTP_URL LOGIN PASSWORD CONTAINER`: its
+    session, logged in and in binary mode, and its container."""
+    url, login, password, container = sys.argv[1:5]
+    ftp = ftp_connect(url, login, password)
+    ftp.voidcmd("TYPE I")
+    return ftp, container
+
+
 def check(condition, message):
     if not condition:
         raise Failure(message)

@@ -550,6 +550,14 @@ fn a_rest_offset_does_not_outlive_a_failed_transfer() -> Result<()> {
     Ok(())
 }
 
+/// SIZE of a folder or container is 550, not the 213 0 of an empty file.
+#[test]
+fn size_is_of_files_only() -> Result<()> {
+    let (mut server, _) = ftp_script_passes("ftp_size.py", "ftpsize")?;
+    server.assert_healthy()?;
+    Ok(())
+}
+
 /// ABOR cancels an upload while its data connection is open: the file it
 /// would have replaced keeps its bytes, and a new name is not created
 /// (libunftp held the session's lock for the whole transfer, so ABOR was

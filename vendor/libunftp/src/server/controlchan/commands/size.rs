@@ -8,7 +8,7 @@ use crate::{
             handler::{CommandContext, CommandHandler},
         },
     },
-    storage::{Metadata, StorageBackend},
+    storage::{ErrorKind, Metadata, StorageBackend},
 };
 use async_trait::async_trait;
 use std::{path::PathBuf, sync::Arc};
@@ -43,7 +43,16 @@ where
         let logger = args.logger;
 
         tokio::spawn(async move {
-            match storage.metadata((*user).as_ref().unwrap(), &path).await {
+            // strata: a folder has no size (RFC 3659 4: SIZE is of a file);
+            // its 213 0 read as an empty file to clients that probe with SIZE.
+            let metadata = storage
+                .metadata((*user).as_ref().unwrap(), &path)
+                .await
+                .and_then(|metadata| match metadata.is_dir() {
+                    true => Err(ErrorKind::PermanentFileNotAvailable.into()),
+                    false => Ok(metadata),
+                });
+            match metadata {
                 Ok(metadata) => {
                     let file_len = metadata.len();
                     slog::info!(logger, "SIZE: Successful size command for file {:?}: (size: {})", &path, file_len);

@@ -50,6 +50,10 @@ pub struct Config {
     /// for a wildcard) presented to clients that ask for HOST over TLS,
     /// reread while serving; `tls_cert` serves the other names.
     pub tls_cert_dir: Option<PathBuf>,
+    /// Who may read `/metrics` (host names, member ids, ring versions,
+    /// traffic): addresses and CIDR ranges; loopback and the private
+    /// networks unless set. Others get 403.
+    pub metrics_from: Vec<crate::address_range::AddressRange>,
 }
 
 /// Where a gateway keeps extents when it is part of a cluster.
@@ -199,6 +203,9 @@ impl DoorKind {
     pub const ALL: [DoorKind; 3] = [DoorKind::Auth, DoorKind::Swift, DoorKind::S3];
 }
 
+/// The longest `[limits] login_block_secs`.
+const MAX_LOGIN_BLOCK_SECS: u64 = 30 * 24 * 3600;
+
 /// Request limits: what is refused, and with which error, is decided here rather
 /// than by accident of buffer sizes.
 #[derive(Debug, Clone, Deserialize)]
@@ -257,6 +264,7 @@ impl Default for Config {
             tls_cert: None,
             tls_key: None,
             tls_cert_dir: None,
+            metrics_from: crate::address_range::AddressRange::private_networks(),
         }
     }
 }
@@ -414,6 +422,9 @@ impl Config {
             bail!("storage_domain and s3_domain must differ");
         }
         self.cache.validate()?;
+        if self.limits.login_block_secs > MAX_LOGIN_BLOCK_SECS {
+            bail!("login_block_secs must be at most {MAX_LOGIN_BLOCK_SECS} (30 days)");
+        }
         if self.cluster.ring.is_some() != self.cluster.secret_file.is_some() {
             bail!("a cluster needs both a ring and a cluster secret file");
         }
@@ -506,6 +517,13 @@ mod tests {
         assert_eq!(config.data, PathBuf::from("strata-data"));
         assert!(Config::parse_toml("lsten = \"x\"").is_err());
         assert!(Config::parse_toml("[limits]\nmax_object_size = 10\n").is_ok());
+        let metrics = Config::parse_toml("metrics_from = [\"10.0.0.0/8\", \"::1\"]\n").unwrap();
+        assert_eq!(metrics.metrics_from.len(), 2);
+        let refused = Config::parse_toml("metrics_from = [\"10.0.0.0/33\"]\n").unwrap_err();
+        assert!(
+            format!("{refused:#}").contains("10.0.0.0/33"),
+            "{refused:#}"
+        );
 
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("strata.toml");

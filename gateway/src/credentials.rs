@@ -13,6 +13,8 @@ pub const ROOT_ACCOUNT: &str = "admin";
 const FILE_NAME: &str = "root-credentials.toml";
 pub const ENV_ACCESS_KEY: &str = "STRATA_ROOT_ACCESS_KEY";
 pub const ENV_SECRET_KEY: &str = "STRATA_ROOT_SECRET_KEY";
+/// Characters below which a root secret from the environment is warned of.
+pub const STRONG_SECRET_LEN: usize = 32;
 
 #[derive(Serialize, Deserialize)]
 struct StoredKeys {

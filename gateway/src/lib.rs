@@ -16,6 +16,7 @@
 //!
 //! May depend on every strata library crate; nothing depends on it.
 
+pub mod address_range;
 mod admin_client;
 pub mod admin_door;
 pub mod cli;

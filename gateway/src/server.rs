@@ -21,6 +21,7 @@ use strata_store::{FeedFollower, FollowerTag, Store, StoreConfig};
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 
+use crate::address_range::AddressRange;
 use crate::admin_door::AdminDoor;
 use crate::config::Limits;
 use crate::config::{Config, DoorKind};
@@ -165,6 +166,19 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         }
         false => Some(credentials::load_or_create(&config.data)?),
     };
+    if let Some(RootKeys::FromEnvironment(credential)) = &root
+        && credential.secret_key.chars().count() < credentials::STRONG_SECRET_LEN
+    {
+        // S3 signatures are checked as fast as they come, without a count
+        // per address (the token endpoints have one).
+        tracing::warn!(
+            "{} has {} characters: a guessable root secret; use {} random ones \
+             (the generated secret has 40)",
+            credentials::ENV_SECRET_KEY,
+            credential.secret_key.chars().count(),
+            credentials::STRONG_SECRET_LEN
+        );
+    }
     if let Some(RootKeys::Generated(credential)) = &root {
         println!(
             "created root account {}: access key {} secret key {} (stored in {}, shown only once)",
@@ -228,6 +242,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         served: config.only.clone(),
         directory: directory.clone(),
         storage_domain: config.storage_domain.clone(),
+        metrics_from: config.metrics_from.clone(),
         tokens: TokenDoor {
             directory: directory.clone(),
             token_lifetime_secs: config.token_lifetime_secs,
@@ -541,6 +556,8 @@ struct Doors {
     edge: Arc<EdgeCache>,
     /// The storage nodes' pool, when extents live on a ring.
     cluster: Option<RingPool>,
+    /// Who may read `/metrics`.
+    metrics_from: Vec<AddressRange>,
     tokens: TokenDoor,
     admin: AdminDoor,
     swift: SwiftDoor,
@@ -566,6 +583,12 @@ impl Doors {
             && !request.headers().contains_key(http::header::AUTHORIZATION)
             && own_host()
         {
+            if !self.metrics_from.iter().any(|range| range.contains(peer)) {
+                return text_response(
+                    StatusCode::FORBIDDEN,
+                    "Forbidden: /metrics is served to the addresses of metrics_from only\n",
+                );
+            }
             let mut metrics = self.edge.metrics_text();
             metrics.push_str(&self.connections.metrics_text());
             if let Some(cluster) = &self.cluster {

@@ -12,7 +12,7 @@
 //!
 //! Both issue the same self-contained signed tokens (`Directory::issue_token`),
 //! and refuse keys the same way: slowly, and not at all from an address
-//! that guessed too often (`LoginGuard`: 429).
+//! that guessed too often (`LoginGuard`: 429 with `Retry-After`).
 
 use std::net::IpAddr;
 
@@ -101,26 +101,37 @@ impl TokenDoor {
         key: &str,
         now: u64,
     ) -> Result<(String, TokenClaims), NotIssued> {
-        if self.login_guard.is_blocked(client) {
+        let Some(attempt) = self.login_guard.attempt(client) else {
             tracing::debug!(%client, account, user, "token refused: too many failed logins");
             return Err(NotIssued::Blocked);
-        }
+        };
         match self
             .directory
             .issue_token(account, user, key, now, self.token_lifetime_secs)
         {
             Ok(issued) => {
-                self.login_guard.succeeded(client);
+                attempt.succeeded();
                 Ok(issued)
             }
-            Err(Refusal::Stale) => Err(NotIssued::Stale),
+            Err(Refusal::Stale) => {
+                attempt.succeeded();
+                Err(NotIssued::Stale)
+            }
             Err(refusal) => {
                 tracing::debug!(%client, account, user, ?refusal, "token refused");
-                self.login_guard.failed(client);
                 tokio::time::sleep(REFUSAL_DELAY).await;
                 Err(NotIssued::Refused)
             }
         }
+    }
+
+    /// `response` (a 429) with the longest the block can last from now.
+    fn blocked(&self, mut response: Response) -> Response {
+        response.headers_mut().insert(
+            http::header::RETRY_AFTER,
+            HeaderValue::from(self.login_guard.block().as_secs()),
+        );
+        response
     }
 
     /// `base`: the URL the storage URLs handed out start with.
@@ -140,7 +151,10 @@ impl TokenDoor {
             Ok(issued) => issued,
             Err(NotIssued::Refused) => return unauthorized(),
             Err(NotIssued::Blocked) => {
-                return text_response(StatusCode::TOO_MANY_REQUESTS, TOO_MANY_FAILURES);
+                return self.blocked(text_response(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    TOO_MANY_FAILURES,
+                ));
             }
             Err(NotIssued::Stale) => return stale(),
         };
@@ -230,7 +244,10 @@ impl TokenDoor {
                 );
             }
             Err(NotIssued::Blocked) => {
-                return keystone_error(StatusCode::TOO_MANY_REQUESTS, TOO_MANY_FAILURES.trim_end());
+                return self.blocked(keystone_error(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    TOO_MANY_FAILURES.trim_end(),
+                ));
             }
             Err(NotIssued::Stale) => {
                 return keystone_error(
@@ -348,10 +365,10 @@ struct KeystoneProject {
     id: Option<String>,
 }
 
-/// Keys are not checked against a directory that may be stale.
 /// The answer to an address blocked for refused keys.
 const TOO_MANY_FAILURES: &str = "Too many failed logins from this address; try again later.\n";
 
+/// Keys are not checked against a directory that may be stale.
 fn stale() -> Response {
     text_response(
         StatusCode::SERVICE_UNAVAILABLE,

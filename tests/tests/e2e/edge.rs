@@ -15,6 +15,27 @@ fn anonymous(server: &Server, path: &str, headers: &[(&str, &str)]) -> Result<Ht
     server.http("GET", path, Signing::Anonymous, None, headers)
 }
 
+/// `/metrics` answers the addresses `metrics_from` names (loopback and the
+/// private networks by default, as the other tests use it) and refuses
+/// every other with 403.
+#[test]
+fn metrics_are_served_to_the_configured_addresses_only() -> Result<()> {
+    let mut elsewhere = Server::start_with_config("metrics_from = [\"10.0.0.0/8\", \"::1\"]\n")?;
+    let refused = anonymous(&elsewhere, "/metrics", &[])?;
+    refused.expect_status(403)?;
+    ensure!(
+        !refused.body_text().contains("strata_"),
+        "a refused /metrics carried metrics: {refused}"
+    );
+    elsewhere.assert_healthy()?;
+
+    let here = Server::start_with_config("metrics_from = [\"127.0.0.1\"]\n")?;
+    let served = anonymous(&here, "/metrics", &[])?;
+    served.expect_status(200)?;
+    ensure!(served.body_text().contains("strata_"), "{served}");
+    Ok(())
+}
+
 /// The first anonymous GET of `path` that is a cache HIT. A fill hands the
 /// last bytes to its clients a moment before it keeps the copy; a request
 /// in between joins the finished fill (a MISS that reads nothing more).

@@ -2,6 +2,9 @@
 stored, the file it would have replaced keeps its bytes, the aborted STOR
 gets 426 and ABOR 226, and the session goes on.
 
+A command sent during a transfer is answered too (it waits for the
+transfer, or, sent before the data connection came, goes first).
+
 Two clients' ways of sending ABOR: Python ftplib's `abort()`, the whole
 line as urgent data, and BSD ftp's, Telnet IP and Synch (IAC IP IAC DM)
 before the line, the last IAC urgent. Each ABOR is sent while the data
@@ -73,6 +76,15 @@ def main():
     assert (first[:3], second[:3]) == ("426", "226"), f"unconnected STOR: {first!r}, {second!r}"
     ftp.sendcmd("PASV")
     assert ftp.abort().startswith("226")
+
+    # A command sent during an upload is answered as well as the upload.
+    data = ftp.transfercmd(f"STOR /{container}/during.txt")
+    data.sendall(b"written while CWD waits\n")
+    ftp.putcmd(f"CWD /{container}")
+    data.close()
+    replies = sorted([ftp.getmultiline()[:3], ftp.getmultiline()[:3]])
+    assert replies == ["226", "250"], f"STOR and CWD: {replies}"
+    assert content(ftp, f"/{container}/during.txt") == b"written while CWD waits\n"
 
     # ABOR with no transfer running is answered 226 and changes nothing.
     assert ftp.sendcmd("ABOR").startswith("226")

@@ -116,6 +116,11 @@ where
     // still wait for a transfer to end (as when the data loop held the
     // session's lock throughout) while ABOR can cancel it.
     pub transfer_gate: Arc<tokio::sync::Mutex<()>>,
+    // strata: the task waiting for the data connection of the last PASV/EPSV.
+    // A new one, or an ABOR before the connection came, stops it: a
+    // connection it took late would take the newer command's channels
+    // (and serve a later RETR to a socket the client no longer reads).
+    pub pending_accept: Option<tokio::task::AbortHandle>,
     // The client certificate chain if it was received.
     pub cert_chain: Option<Vec<unftp_core::auth::ClientCert>>,
     // The failed logins cache can monitor successive failed logins and apply a policy to deter brute force attacks.
@@ -154,6 +159,7 @@ where
             start_pos: 0,
             data_busy: false,
             transfer_gate: Arc::default(),
+            pending_accept: None,
             cert_chain: None,
             failed_logins: None,
             binder: None,

@@ -46,6 +46,11 @@ use tokio::{
 };
 use tokio_util::codec::{Decoder, Framed};
 
+/// strata: messages to the control loop that can wait at once: a session
+/// has one transfer and one command at a time, plus what spawned command
+/// handlers report.
+const CONTROL_MESSAGES: usize = 16;
+
 trait AsyncReadAsyncWriteSendUnpin: AsyncRead + AsyncWrite + Send + Unpin {}
 
 impl<T: AsyncRead + AsyncWrite + Send + Unpin> AsyncReadAsyncWriteSendUnpin for T {}
@@ -112,7 +117,11 @@ where
 
     let tls_configured = matches!(ftps_config, FtpsConfig::On { .. });
     let storage_features = storage.supported_features();
-    let (control_msg_tx, mut control_msg_rx): (Sender<ControlChanMsg>, Receiver<ControlChanMsg>) = channel(1);
+    // strata: room for more than one message. CWD, RMD and RNTO send their
+    // result from inside the control loop; with room for one, a command
+    // that had waited for a transfer found the slot taken by the
+    // transfer's final reply, which only the loop it blocked could take.
+    let (control_msg_tx, mut control_msg_rx): (Sender<ControlChanMsg>, Receiver<ControlChanMsg>) = channel(CONTROL_MESSAGES);
     let local_addr = tcp_stream.local_addr()?;
     let mut session: Session<Storage, User> = Session::new(Arc::new(storage), tcp_stream.peer_addr()?)
         .ftps(ftps_config.clone())

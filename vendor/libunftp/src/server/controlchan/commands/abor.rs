@@ -48,8 +48,12 @@ where
             if session.data_abort_rx.take().is_some() {
                 // No data connection came (yet): no data loop runs, and none
                 // will for this PASV/PORT. A transfer command waiting for one
-                // is cancelled with it.
+                // is cancelled with it, and a connection coming late is not
+                // taken (`Session::pending_accept`).
                 session.data_abort_tx = None;
+                if let Some(accepting) = session.pending_accept.take() {
+                    accepting.abort();
+                }
                 let waiting = session.data_cmd_rx.take().is_some_and(|mut commands| commands.try_recv().is_ok());
                 return Ok(if waiting {
                     Reply::AbortedTransfer

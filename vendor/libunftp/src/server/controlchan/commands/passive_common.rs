@@ -103,10 +103,15 @@ where
 
     let reply = cmd.build_reply(&args, port).await?;
     if reply.is_positive() {
+        // strata: see `Session::pending_accept`.
+        if let Some(previous) = args.session.lock().await.pending_accept.take() {
+            previous.abort();
+        }
         setup_inter_loop_comms(args.session.clone(), args.tx_control_chan.clone()).await;
+        let session = args.session.clone();
         // Open the data connection in a new task and process it.
         // We cannot await this since we first need to let the client know where to connect :-)
-        tokio::spawn(async move {
+        let accepting = tokio::spawn(async move {
             // Timeout if the client doesn't connect to the socket in a while, to avoid leaving the socket hanging open permanently.
             let r = tokio::time::timeout(Duration::from_secs(15), listener.accept()).await;
             match r {
@@ -115,6 +120,7 @@ where
                 Err(_) => slog::warn!(args.logger, "Client did not connect to data port in time"),
             }
         });
+        session.lock().await.pending_accept = Some(accepting.abort_handle());
     }
 
     Ok(reply)

@@ -61,13 +61,22 @@ impl S3Door {
         Ok(response)
     }
 
+    /// A copy onto the source itself is allowed, as in S3, when it keeps the
+    /// metadata but asks for a storage class, encryption or a website
+    /// redirect: `aws s3 cp s3://b/k s3://b/k --storage-class …` is how
+    /// tools change an object's class. strata keeps one class and accepts
+    /// these headers on every write without acting on them, so such a copy
+    /// rewrites the object as it is.
     pub(crate) async fn copy_object(&self, request: &S3Request) -> S3Result<Response> {
         let copied = self.copy_source(request).await?;
         let source = &copied.record;
         let directive = header_str(&request.headers, "x-amz-metadata-directive").unwrap_or("COPY");
         let meta = match directive {
             "COPY" => {
-                if source.bucket == request.bucket && source.key == request.key {
+                if source.bucket == request.bucket
+                    && source.key == request.key
+                    && !changes_more_than_metadata(&request.headers)
+                {
                     return Err(S3Error::invalid_request(
                         "This copy request is illegal because it is trying to copy an object to itself without changing the object's metadata, storage class, website redirect location or encryption attributes.",
                     ));
@@ -573,4 +582,17 @@ pub(crate) fn put_etag_and_checksum(
     {
         headers.insert(name, value);
     }
+}
+
+/// Whether a copy asks for something besides metadata that S3 lets a copy
+/// onto itself change (see [`S3Door::copy_object`]).
+fn changes_more_than_metadata(headers: &HeaderMap) -> bool {
+    [
+        "x-amz-storage-class",
+        "x-amz-server-side-encryption",
+        "x-amz-server-side-encryption-customer-algorithm",
+        "x-amz-website-redirect-location",
+    ]
+    .iter()
+    .any(|name| headers.contains_key(*name))
 }

@@ -686,9 +686,11 @@ fn copy_object_directives() -> Result<()> {
     ])?;
     check_body(&server, &other_bucket, "elsewhere", &content, &work)?;
 
-    // Copying an object onto itself without REPLACE is refused by S3.
-    server.aws_error(
-        &[
+    // Copying an object onto itself without REPLACE is refused by S3; with
+    // a storage class it is how tools change an object's class, and S3
+    // takes it (strata keeps one class and rewrites the object as it is).
+    let onto_itself = |extra: &[&'static str]| {
+        let mut args = vec![
             "s3api",
             "copy-object",
             "--bucket",
@@ -697,9 +699,13 @@ fn copy_object_directives() -> Result<()> {
             source_key,
             "--copy-source",
             &copy_source,
-        ],
-        "InvalidRequest",
-    )?;
+        ];
+        args.extend_from_slice(extra);
+        args
+    };
+    server.aws_error(&onto_itself(&[]), "InvalidRequest")?;
+    server.aws_ok(&onto_itself(&["--storage-class", "STANDARD"]))?;
+    check_body(&server, &bucket, source_key, &content, &work)?;
 
     server.aws_error(
         &[

@@ -3,7 +3,9 @@ stored, the file it would have replaced keeps its bytes, the aborted STOR
 gets 426 and ABOR 226, and the session goes on.
 
 A command sent during a transfer is answered too (it waits for the
-transfer, or, sent before the data connection came, goes first).
+transfer, or, sent before the data connection came, goes first), and a
+transfer runs in the directory it was sent in, whatever CWD comes before
+its data connection.
 
 Two clients' ways of sending ABOR: Python ftplib's `abort()`, the whole
 line as urgent data, and BSD ftp's, Telnet IP and Synch (IAC IP IAC DM)
@@ -13,6 +15,7 @@ connection is still open, so the server cannot take the upload as ended.
 usage: ftp_abort.py FTP_URL LOGIN PASSWORD CONTAINER
 """
 
+import ftplib
 import io
 import socket
 
@@ -85,6 +88,22 @@ def main():
     replies = sorted([ftp.getmultiline()[:3], ftp.getmultiline()[:3]])
     assert replies == ["226", "250"], f"STOR and CWD: {replies}"
     assert content(ftp, f"/{container}/during.txt") == b"written while CWD waits\n"
+
+    # STOR of a relative name, then CWD before the data connection comes:
+    # the file goes where the STOR was sent.
+    ftp.cwd(f"/{container}")
+    ftp.mkd("a")
+    ftp.mkd("b")
+    ftp.cwd(f"/{container}/a")
+    host, port = ftplib.parse227(ftp.sendcmd("PASV"))
+    ftp.putcmd("STOR relative.txt")
+    assert ftp.getmultiline().startswith("150")
+    assert ftp.sendcmd(f"CWD /{container}/b").startswith("250")
+    with socket.create_connection((host, port), timeout=20) as data:
+        data.sendall(b"sent in a")
+    assert ftp.getmultiline().startswith("226")
+    assert content(ftp, f"/{container}/a/relative.txt") == b"sent in a"
+    assert "relative.txt" not in ftp.nlst(f"/{container}/b")
 
     # ABOR with no transfer running is answered 226 and changes nothing.
     assert ftp.sendcmd("ABOR").startswith("226")

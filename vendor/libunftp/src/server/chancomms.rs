@@ -19,13 +19,23 @@ use tokio::sync::oneshot;
 /// the replies RFC 959 asks for in each case.
 pub type AbortRequest = oneshot::Sender<()>;
 
+/// strata: a transfer command with the working directory it was given in.
+/// The data loop took the directory of when its connection came, so a CWD
+/// sent after `STOR name` but before the data connection put the file in
+/// the new directory.
+#[derive(Debug)]
+pub struct DataChanRequest {
+    pub command: DataChanCmd,
+    pub cwd: std::path::PathBuf,
+}
+
 /// strata: hands a transfer command to the data loop at once, before the
 /// command's 150 reply goes out, so that an ABOR sent after that reply finds
 /// the transfer started. The send was spawned and could come after the
 /// ABOR, which then ended the idle data loop and left the command without
 /// its final reply.
-pub(crate) fn start_transfer(tx: Sender<DataChanCmd>, command: DataChanCmd, logger: &slog::Logger) {
-    if let Err(err) = tx.try_send(command) {
+pub(crate) fn start_transfer(tx: Sender<DataChanRequest>, command: DataChanCmd, cwd: std::path::PathBuf, logger: &slog::Logger) {
+    if let Err(err) = tx.try_send(DataChanRequest { command, cwd }) {
         slog::warn!(logger, "Could not hand the command to the data channel: {}", err);
     }
 }

@@ -1,7 +1,7 @@
 //! Contains code pertaining to the FTP *data* channel
 
 use super::{
-    chancomms::{AbortRequest, ControlChanMsg, DataChanMsg},
+    chancomms::{AbortRequest, ControlChanMsg, DataChanMsg, DataChanRequest},
     tls::FtpsConfig,
 };
 use crate::server::session::SharedSession;
@@ -33,7 +33,7 @@ where
     pub cwd: PathBuf,
     pub ftps_mode: FtpsConfig,
     pub logger: slog::Logger,
-    pub data_cmd_rx: Option<Receiver<DataChanCmd>>,
+    pub data_cmd_rx: Option<Receiver<DataChanRequest>>,
     pub data_abort_rx: Option<Receiver<AbortRequest>>,
 }
 
@@ -114,7 +114,8 @@ where
             // strata: a command sent before ABOR has started; ABOR cancels it
             // below rather than racing it here.
             biased;
-            Some(command) = data_cmd_rx.recv() => {
+            Some(DataChanRequest { command, cwd }) = data_cmd_rx.recv() => {
+                self.cwd = cwd;
                 // strata: a REST offset is for the next transfer only, whatever
                 // its outcome; it was cleared only after a successful one, so a
                 // failed or cancelled RETR left every later RETR truncated and

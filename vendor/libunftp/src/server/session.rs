@@ -6,7 +6,7 @@ use super::{
     tls::FtpsConfig,
 };
 use crate::metrics;
-use crate::server::chancomms::DataChanCmd;
+use crate::server::chancomms::DataChanRequest;
 use crate::server::failed_logins::FailedLoginsCache;
 use crate::server::switchboard::SocketAddrPair;
 use crate::server::switchboard::SwitchboardKey;
@@ -75,9 +75,9 @@ where
     // The storage back-end instance.
     pub storage: Arc<Storage>,
     // The control loop uses this to send commands to the data loop
-    pub data_cmd_tx: Option<Sender<DataChanCmd>>,
+    pub data_cmd_tx: Option<Sender<DataChanRequest>>,
     // The data loop uses this receive messages from the control loop
-    pub data_cmd_rx: Option<Receiver<DataChanCmd>>,
+    pub data_cmd_rx: Option<Receiver<DataChanRequest>>,
     // The control loop uses this to ask the data loop to exit.
     pub data_abort_tx: Option<Sender<AbortRequest>>,
     // The data loop listens to this so it can know when to exit.

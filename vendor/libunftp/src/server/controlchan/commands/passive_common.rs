@@ -4,7 +4,7 @@ use crate::{
     auth::UserDetail,
     server::{
         ControlChanErrorKind, ControlChanMsg,
-        chancomms::{AbortRequest, DataChanCmd, PortAllocationError, SwitchboardMessage, SwitchboardSender},
+        chancomms::{AbortRequest, DataChanRequest, PortAllocationError, SwitchboardMessage, SwitchboardSender},
         controlchan::{Reply, ReplyCode, error::ControlChanError, handler::CommandContext},
         datachan,
         session::SharedSession,
@@ -68,7 +68,7 @@ where
     S: StorageBackend<U> + 'static,
     S::Metadata: Metadata,
 {
-    let (cmd_tx, cmd_rx): (Sender<DataChanCmd>, Receiver<DataChanCmd>) = channel(1);
+    let (cmd_tx, cmd_rx): (Sender<DataChanRequest>, Receiver<DataChanRequest>) = channel(1);
     let (data_abort_tx, data_abort_rx): (Sender<AbortRequest>, Receiver<AbortRequest>) = channel(1);
 
     let mut session = session.lock().await;

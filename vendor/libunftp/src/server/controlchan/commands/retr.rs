@@ -45,7 +45,7 @@ where
         let logger = args.logger;
         match session.data_cmd_tx.take() {
             Some(tx) => {
-                start_transfer(tx, cmd, &logger);
+                start_transfer(tx, cmd, session.cwd.clone(), &logger);
                 Ok(Reply::new(ReplyCode::FileStatusOkay, "Sending data"))
             }
             None => {

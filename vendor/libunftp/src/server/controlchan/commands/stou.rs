@@ -34,7 +34,7 @@ where
         let logger = args.logger;
         match session.data_cmd_tx.take() {
             Some(tx) => {
-                start_transfer(tx, DataChanCmd::Stor { path }, &logger);
+                start_transfer(tx, DataChanCmd::Stor { path }, session.cwd.clone(), &logger);
                 Ok(Reply::new_with_string(ReplyCode::FileStatusOkay, filename.to_string_lossy().to_string()))
             }
             None => {

@@ -7,7 +7,7 @@ use http::{HeaderMap, StatusCode};
 use strata_auth::ContainerAcl;
 use strata_store::{BucketInfo, BucketUsage, ListEntry, ListQuery, StoreError};
 
-use super::access::{Access, Caller};
+use super::access::{Access, Caller, is_owner, is_temp_url_key};
 use super::error::{SwiftError, SwiftResult};
 use super::large::listed_view;
 use super::listing::{self, ListParams, ObjectEntry};
@@ -73,7 +73,7 @@ impl SwiftDoor {
         self.authorize(request, bucket.as_ref(), None, Access::List)?;
         let bucket = bucket.ok_or_else(SwiftError::not_found)?;
         let usage = self.store.bucket_usage(name).await?;
-        let owner = super::access::is_owner(request);
+        let owner = is_owner(request);
         let mut response = if head {
             empty_response(StatusCode::NO_CONTENT)
         } else {
@@ -307,7 +307,7 @@ fn container_headers(
     put_header(headers, "x-storage-policy", "default");
     for (name, value) in &bucket.attrs {
         if let Some(meta) = name.strip_prefix(ATTR_META_PREFIX)
-            && (owner || !super::access::is_temp_url_key(meta))
+            && (owner || !is_temp_url_key(meta))
         {
             put_header(headers, &MetaKind::Container.header(meta), value);
         }

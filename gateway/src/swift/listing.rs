@@ -58,12 +58,7 @@ impl ListParams {
                 .filter(|text| !text.is_empty())
                 .map(str::to_owned)
         };
-        let reverse = query.get("reverse").is_some_and(|text| {
-            matches!(
-                text.to_ascii_lowercase().as_str(),
-                "true" | "1" | "yes" | "on" | "t" | "y"
-            )
-        });
+        let reverse = query.get("reverse").is_some_and(super::truthy);
         Ok(ListParams {
             prefix: query.get("prefix").unwrap_or("").to_owned(),
             delimiter: delimiter.map(str::to_owned),

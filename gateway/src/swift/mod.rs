@@ -363,6 +363,14 @@ fn error_response(err: SwiftError, is_head: bool) -> Response {
 }
 
 /// `1733150000.12345`: Swift's `X-Timestamp` form.
+/// A yes in a header or query value, as Swift's `config_true_value` reads
+/// it (header values come without surrounding whitespace).
+pub(crate) fn truthy(value: &str) -> bool {
+    ["true", "1", "yes", "on", "t", "y"]
+        .iter()
+        .any(|yes| value.eq_ignore_ascii_case(yes))
+}
+
 pub(crate) fn swift_timestamp(ms: i64) -> String {
     format!("{}.{:03}00", ms.div_euclid(1000), ms.rem_euclid(1000))
 }

@@ -10,7 +10,7 @@ use super::access::{Access, Caller};
 use super::error::{SwiftError, SwiftResult};
 use super::large::{HDR_OBJECT_MANIFEST, HDR_SLO, is_slo};
 use super::meta::{MetaKind, apply_changes, meta_changes};
-use super::{SwiftDoor, SwiftRequest, put_header, swift_timestamp};
+use super::{SwiftDoor, SwiftRequest, put_header, swift_timestamp, truthy};
 use crate::edge::Dialect;
 use crate::large_object::{read_assembled, select_range};
 use crate::wire::{
@@ -486,13 +486,6 @@ fn delete_at(request: &SwiftRequest) -> SwiftResult<Option<u64>> {
         return Err(SwiftError::bad_request("X-Delete-At in past"));
     }
     Ok(Some(at))
-}
-
-/// A header's yes, as Swift's `config_true_value` reads it.
-fn truthy(value: &str) -> bool {
-    ["true", "1", "yes", "on", "t", "y"]
-        .iter()
-        .any(|yes| value.trim().eq_ignore_ascii_case(yes))
 }
 
 /// `If-None-Match` on a PUT: only `*` (create, never overwrite) means

@@ -53,13 +53,15 @@ fn delete_in_background(pool: Arc<dyn Pool>, extents: Vec<ExtentRef>) {
     let Ok(runtime) = tokio::runtime::Handle::try_current() else {
         return;
     };
-    runtime.spawn(async move {
-        for extent in extents {
-            if let Err(err) = pool.delete_extent(extent.id).await {
-                tracing::warn!(extent = %extent.id, error = %err, "could not delete unused extent");
-            }
+    runtime.spawn(delete_unused(pool, extents));
+}
+
+async fn delete_unused(pool: Arc<dyn Pool>, extents: Vec<ExtentRef>) {
+    for extent in extents {
+        if let Err(err) = pool.delete_extent(extent.id).await {
+            tracing::warn!(extent = %extent.id, error = %err, "could not delete unused extent");
         }
-    });
+    }
 }
 
 /// Why staging failed: the body stream's own error, or the store's.
@@ -93,7 +95,7 @@ impl Drop for InFlight {
         };
         runtime.spawn(async move {
             if let Ok((_, Ok(extent))) = write.await {
-                delete_in_background(pool, vec![extent]);
+                delete_unused(pool, vec![extent]).await;
             }
         });
     }

@@ -167,15 +167,15 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         false => Some(credentials::load_or_create(&config.data)?),
     };
     if let Some(RootKeys::FromEnvironment(credential)) = &root
-        && credential.secret_key.chars().count() < credentials::STRONG_SECRET_LEN
+        && let length = credential.secret_key.chars().count()
+        && length < credentials::STRONG_SECRET_LEN
     {
         // S3 signatures are checked as fast as they come, without a count
         // per address (the token endpoints have one).
         tracing::warn!(
-            "{} has {} characters: a guessable root secret; use {} random ones \
-             (the generated secret has 40)",
+            "{} has {length} characters: a guessable root secret; use {} random \
+             ones (the generated secret has 40)",
             credentials::ENV_SECRET_KEY,
-            credential.secret_key.chars().count(),
             credentials::STRONG_SECRET_LEN
         );
     }

@@ -508,10 +508,11 @@ fn ftp_refuses_wrong_passwords_foreign_containers_and_missing_roles() -> Result<
 }
 
 /// Runs `tests/py/<script> FTP_URL LOGIN PASSWORD CONTAINER` as the root
-/// user against a fresh server and a new container, which it returns once
-/// the script said `ok`.
-fn ftp_script_passes(script: &str, prefix: &str) -> Result<(Server, String)> {
-    let server = Server::start()?;
+/// user against a fresh server and a new container; passes once the script
+/// said `ok`, the keys `absent` are not in the container (as Swift sees
+/// it), and the server still serves.
+fn ftp_script_passes(script: &str, prefix: &str, absent: &[&str]) -> Result<()> {
+    let mut server = Server::start()?;
     let root = SwiftUser::root();
     let container = unique_bucket(prefix);
     server
@@ -522,22 +523,22 @@ fn ftp_script_passes(script: &str, prefix: &str) -> Result<(Server, String)> {
         &[server.ftp_endpoint(), &root.login(), &root.key, &container],
     )?;
     ensure!(output.stdout_text().contains("ok"), "{output}");
-    Ok((server, container))
+    for key in absent {
+        server
+            .swift_as_root(
+                "HEAD",
+                &format!("/v1/AUTH_admin/{container}/{key}"),
+                None,
+                &[],
+            )?
+            .expect_status(404)?;
+    }
+    server.assert_healthy()
 }
 
 #[test]
 fn interrupted_ftp_uploads_leave_nothing_and_the_last_complete_one_wins() -> Result<()> {
-    let (mut server, container) = ftp_script_passes("ftp_interrupted_upload.py", "ftpcut")?;
-    server
-        .swift_as_root(
-            "HEAD",
-            &format!("/v1/AUTH_admin/{container}/new.bin"),
-            None,
-            &[],
-        )?
-        .expect_status(404)?;
-    server.assert_healthy()?;
-    Ok(())
+    ftp_script_passes("ftp_interrupted_upload.py", "ftpcut", &["new.bin"])
 }
 
 /// REST applies to the next transfer only: after a failed resumed RETR or
@@ -545,17 +546,13 @@ fn interrupted_ftp_uploads_leave_nothing_and_the_last_complete_one_wins() -> Res
 /// offset until a transfer succeeded; strata's vendored copy clears it).
 #[test]
 fn a_rest_offset_does_not_outlive_a_failed_transfer() -> Result<()> {
-    let (mut server, _) = ftp_script_passes("ftp_rest_offsets.py", "ftprest")?;
-    server.assert_healthy()?;
-    Ok(())
+    ftp_script_passes("ftp_rest_offsets.py", "ftprest", &[])
 }
 
 /// SIZE of a folder or container is 550, not the 213 0 of an empty file.
 #[test]
 fn size_is_of_files_only() -> Result<()> {
-    let (mut server, _) = ftp_script_passes("ftp_size.py", "ftpsize")?;
-    server.assert_healthy()?;
-    Ok(())
+    ftp_script_passes("ftp_size.py", "ftpsize", &[])
 }
 
 /// ABOR cancels an upload while its data connection is open: the file it
@@ -564,17 +561,7 @@ fn size_is_of_files_only() -> Result<()> {
 /// answered only after the upload had been stored).
 #[test]
 fn an_aborted_upload_stores_nothing() -> Result<()> {
-    let (mut server, container) = ftp_script_passes("ftp_abort.py", "ftpabort")?;
-    server
-        .swift_as_root(
-            "HEAD",
-            &format!("/v1/AUTH_admin/{container}/never.txt"),
-            None,
-            &[],
-        )?
-        .expect_status(404)?;
-    server.assert_healthy()?;
-    Ok(())
+    ftp_script_passes("ftp_abort.py", "ftpabort", &["never.txt"])
 }
 
 /// RNFR/RNTO of a folder (FileZilla's "rename" on a directory) moves every

@@ -323,8 +323,9 @@ async fn accept_loop(
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(Duration::from_secs(30))
+        // `IdleDeadline` cuts idle connections and trickled heads, with
+        // one timer for all of a connection's requests.
+        .header_read_timeout(None)
         .max_buf_size(limits.max_header_bytes)
         .keep_alive(true);
     // HTTP/2 (offered to TLS clients through ALPN) has no header timeout:
@@ -378,8 +379,8 @@ async fn accept_loop(
 /// The longest a TLS handshake may take once it started.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Serves the requests of one connection, plain or TLS (`over_tls`), which
-/// must start talking within [`strata_pool::FIRST_BYTE_TIMEOUT`].
+/// Serves the requests of one connection, plain or TLS (`over_tls`), cut
+/// once idle for [`strata_pool::IDLE_TIMEOUT`].
 async fn serve_connection<S>(
     builder: &auto::Builder<TokioExecutor>,
     stream: S,
@@ -389,9 +390,11 @@ async fn serve_connection<S>(
 ) where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
-    let io = TokioIo::new(strata_pool::FirstByteDeadline::new(stream));
+    let requests = Arc::new(strata_pool::RequestCount::default());
+    let io = TokioIo::new(strata_pool::IdleDeadline::new(stream, requests.clone()));
     let service = hyper::service::service_fn(move |mut request: hyper::Request<Incoming>| {
         let served = served.clone();
+        let in_progress = requests.start();
         if over_tls {
             request.extensions_mut().insert(OverTls);
         }
@@ -408,6 +411,7 @@ async fn serve_connection<S>(
                     .headers_mut()
                     .insert(http::header::CONNECTION, HeaderValue::from_static("close"));
             }
+            drop(in_progress);
             Ok::<_, Infallible>(response)
         }
     });

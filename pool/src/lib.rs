@@ -30,7 +30,7 @@
 //! buckets, keys or client protocols.
 
 mod extent_file;
-mod first_byte;
+mod idle_deadline;
 mod listener;
 mod local;
 pub mod node;
@@ -53,7 +53,7 @@ pub(crate) fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, 
         .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-pub use first_byte::{FIRST_BYTE_TIMEOUT, FirstByteDeadline};
+pub use idle_deadline::{FIRST_BYTE_TIMEOUT, IDLE_TIMEOUT, IdleDeadline, RequestCount};
 pub use listener::{
     Accepted, CappedListener, ConnectionGauge, connection_cap, raise_open_file_limit,
 };

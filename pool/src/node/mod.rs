@@ -18,12 +18,12 @@ use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt as _, Full, Limited};
 use hyper::body::Incoming;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use strata_ring::Ring;
 use tokio::net::TcpListener;
 
-use crate::first_byte::FirstByteDeadline;
+use crate::idle_deadline::{IdleDeadline, RequestCount};
 use crate::listener::{Accepted, CappedListener};
 use crate::lock;
 use crate::node_client::NodeClient;
@@ -186,8 +186,9 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(Duration::from_secs(30))
+        // `IdleDeadline` cuts idle connections, with one timer for all
+        // of a connection's requests.
+        .header_read_timeout(None)
         .keep_alive(true);
     let builder = Arc::new(builder);
     let acceptor = config.tls.as_ref().and_then(ClusterTls::acceptor);
@@ -215,17 +216,23 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
     }
 }
 
-/// Serves the calls of one connection, plain or TLS, which must start
-/// talking within [`crate::FIRST_BYTE_TIMEOUT`].
+/// Serves the calls of one connection, plain or TLS, cut once idle for
+/// [`crate::IDLE_TIMEOUT`].
 async fn serve_connection<S>(builder: &auto::Builder<TokioExecutor>, stream: S, node: Arc<Node>)
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
+    let requests = Arc::new(RequestCount::default());
+    let stream = TokioIo::new(IdleDeadline::new(stream, requests.clone()));
     let service = hyper::service::service_fn(move |request: Request<Incoming>| {
         let node = node.clone();
-        async move { Ok::<_, Infallible>(node.handle(request).await) }
+        let in_progress = requests.start();
+        async move {
+            let response = node.handle(request).await;
+            drop(in_progress);
+            Ok::<_, Infallible>(response)
+        }
     });
-    let stream = TokioIo::new(FirstByteDeadline::new(stream));
     let _ = builder.serve_connection(stream, service).await;
 }
 

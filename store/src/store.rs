@@ -1462,13 +1462,13 @@ pub fn validate_key(key: &str) -> Result<()> {
     if key.contains('\0') {
         return invalid("key contains NUL");
     }
-    let segments: Vec<&str> = key.split('/').collect();
-    let last = segments.len() - 1;
-    for (idx, segment) in segments.iter().enumerate() {
-        if *segment == "." || *segment == ".." {
+    let mut segments = key.split('/').peekable();
+    while let Some(segment) = segments.next() {
+        if segment == "." || segment == ".." {
             return invalid("key has a '.' or '..' segment");
         }
-        if segment.is_empty() && idx != last {
+        let is_last = segments.peek().is_none();
+        if segment.is_empty() && !is_last {
             return invalid("key has an empty segment");
         }
     }

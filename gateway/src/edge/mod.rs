@@ -641,7 +641,7 @@ pub struct CacheMetrics {
 
 mod ssd;
 
-use ssd::{ObjectKey, SsdCopy, SsdZone};
+use ssd::{ObjectKey, ObjectKeyRef, SsdCopy, SsdZone};
 
 /// A miss in progress: resolved with the answer to every request that
 /// missed the key while it is in `EdgeCache::inflight`.
@@ -897,8 +897,7 @@ impl EdgeCache {
         bucket: &str,
         key: &str,
     ) -> Option<(Arc<CachedObject>, CacheOutcome)> {
-        let cache_key = (bucket.to_owned(), key.to_owned());
-        if let Some(cached) = self.objects.get(&cache_key) {
+        if let Some(cached) = self.objects.get(&ObjectKeyRef(bucket, key)) {
             if self.trusted(&cached) {
                 self.metrics.hits.fetch_add(1, Ordering::Relaxed);
                 return Some((cached, CacheOutcome::Hit));
@@ -913,8 +912,9 @@ impl EdgeCache {
                 self.metrics.revalidations.fetch_add(1, Ordering::Relaxed);
                 return Some((cached, CacheOutcome::Revalidated));
             }
-            self.objects.invalidate(&cache_key);
+            self.objects.invalidate(&ObjectKeyRef(bucket, key));
         }
+        let cache_key = (bucket.to_owned(), key.to_owned());
         let fill = {
             let mut inflight = self.inflight.lock();
             match inflight.get(&cache_key) {

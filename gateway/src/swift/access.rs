@@ -156,16 +156,16 @@ impl SwiftDoor {
         let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
         // Clients sign the path either as sent or decoded; Swift's middleware
         // sees the decoded one.
-        let decoded = percent_encoding::percent_decode_str(&request.raw_path)
+        let decoded = percent_encoding::percent_decode_str(request.raw_path())
             .decode_utf8_lossy()
             .into_owned();
         let method = request.method.as_str();
         let outcome =
             verify_temp_url(method, &decoded, params, &keys, request.now).or_else(|err| {
-                if decoded == request.raw_path {
+                if decoded == request.raw_path() {
                     Err(err)
                 } else {
-                    verify_temp_url(method, &request.raw_path, params, &keys, request.now)
+                    verify_temp_url(method, request.raw_path(), params, &keys, request.now)
                 }
             });
         match outcome {

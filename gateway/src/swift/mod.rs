@@ -63,11 +63,11 @@ pub(crate) struct SwiftRequest {
     pub method: Method,
     pub headers: HeaderMap,
     pub query: Query,
-    /// The path as sent, still percent-encoded: TempURL signatures cover it.
-    pub raw_path: String,
-    /// The path the visitor sent, before a custom domain's rewrite into
-    /// `raw_path`: website redirects point at it.
-    pub path_as_sent: String,
+    /// The target, still percent-encoded: TempURL signatures cover its path.
+    pub uri: http::Uri,
+    /// The path the visitor sent, when a custom domain's rewrite made
+    /// `uri` another: website redirects point at it.
+    pub rewritten_from: Option<String>,
     pub account: String,
     pub target: Target,
     pub caller: Caller,
@@ -76,6 +76,16 @@ pub(crate) struct SwiftRequest {
 }
 
 impl SwiftRequest {
+    /// The path as sent, still percent-encoded.
+    pub fn raw_path(&self) -> &str {
+        self.uri.path()
+    }
+
+    /// The path the visitor sent, before any custom domain's rewrite.
+    pub fn path_as_sent(&self) -> &str {
+        self.rewritten_from.as_deref().unwrap_or(self.uri.path())
+    }
+
     pub fn header(&self, name: &str) -> Option<&str> {
         crate::wire::header_str(&self.headers, name)
     }
@@ -176,12 +186,11 @@ impl SwiftDoor {
     }
 
     fn prepare(&self, parts: http::request::Parts) -> SwiftResult<SwiftRequest> {
-        let raw_path = parts.uri.path().to_owned();
-        let path_as_sent = parts
+        let rewritten_from = parts
             .extensions
             .get::<crate::wire::PathAsSent>()
-            .map_or_else(|| raw_path.clone(), |path| path.0.clone());
-        let (account, target) = parse_path(&raw_path)?;
+            .map(|path| path.0.clone());
+        let (account, target) = parse_path(parts.uri.path())?;
         let query = Query::parse(parts.uri.query())
             .ok_or_else(|| SwiftError::bad_request("Invalid UTF8 in the query string"))?;
         let now = crate::wire::unix_now();
@@ -193,8 +202,8 @@ impl SwiftDoor {
             method: parts.method,
             headers: parts.headers,
             query,
-            raw_path,
-            path_as_sent,
+            uri: parts.uri,
+            rewritten_from,
             account,
             target,
             caller,

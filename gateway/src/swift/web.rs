@@ -92,9 +92,9 @@ impl SwiftDoor {
         // The container's root as `/v1/AUTH_a/c`: relative links need `c/`.
         if dir.is_empty()
             && (site.index.is_some() || site.listings)
-            && !request.path_as_sent.ends_with('/')
+            && !request.path_as_sent().ends_with('/')
             && let Some(redirect) =
-                crate::website::redirect_with_slash(&request.path_as_sent, site.directory_redirect)
+                crate::website::redirect_with_slash(request.path_as_sent(), site.directory_redirect)
         {
             return Ok(Some(redirect));
         }
@@ -169,7 +169,7 @@ impl SwiftDoor {
         };
         if self.is_web_directory(request, &bucket, &site, key).await
             && let Some(redirect) =
-                crate::website::redirect_with_slash(&request.path_as_sent, site.directory_redirect)
+                crate::website::redirect_with_slash(request.path_as_sent(), site.directory_redirect)
         {
             return Ok(redirect);
         }

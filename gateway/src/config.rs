@@ -203,6 +203,9 @@ impl DoorKind {
     pub const ALL: [DoorKind; 3] = [DoorKind::Auth, DoorKind::Swift, DoorKind::S3];
 }
 
+/// The longest `[limits] idle_timeout_secs`: connections are a capped
+/// resource, and one idle longer is better opened again.
+const MAX_IDLE_TIMEOUT_SECS: u64 = 3600;
 /// The longest `[limits] login_block_secs`.
 const MAX_LOGIN_BLOCK_SECS: u64 = 30 * 24 * 3600;
 
@@ -229,6 +232,13 @@ pub struct Limits {
     /// where every client has the proxy's address).
     pub max_failed_logins: u32,
     pub login_block_secs: u64,
+    /// Seconds an HTTP connection may go without starting a request,
+    /// having one in progress or sending a byte of an answer, before it
+    /// is cut (checked once a period, so it goes after one to two): the
+    /// keep-alive timeout, the time to send a request's head and the time
+    /// a client may stop reading an answer, as nginx's
+    /// `keepalive_timeout`, `client_header_timeout` and `send_timeout`.
+    pub idle_timeout_secs: u64,
 }
 
 impl Default for Limits {
@@ -241,6 +251,7 @@ impl Default for Limits {
             max_connections: None,
             max_failed_logins: 5,
             login_block_secs: 300,
+            idle_timeout_secs: strata_pool::IDLE_TIMEOUT.as_secs(),
         }
     }
 }
@@ -500,6 +511,9 @@ impl Config {
         }
         if self.limits.max_connections == Some(0) {
             bail!("limits.max_connections must be positive");
+        }
+        if !(1..=MAX_IDLE_TIMEOUT_SECS).contains(&self.limits.idle_timeout_secs) {
+            bail!("limits.idle_timeout_secs must be from 1 to {MAX_IDLE_TIMEOUT_SECS} (one hour)");
         }
         self.ftp.validate()?;
         Ok(())

@@ -337,6 +337,7 @@ async fn accept_loop(
         .keep_alive_timeout(Duration::from_secs(20))
         .max_header_list_size(limits.max_header_bytes as u32);
     let builder = Arc::new(builder);
+    let idle_timeout = Duration::from_secs(limits.idle_timeout_secs);
     loop {
         let Accepted {
             stream,
@@ -349,7 +350,7 @@ async fn accept_loop(
         tokio::spawn(async move {
             let _permit = permit;
             let Some(acceptor) = tls else {
-                serve_connection(&builder, stream, served, false, peer).await;
+                serve_connection(&builder, stream, served, false, peer, idle_timeout).await;
                 return;
             };
             // One port for both: a TLS connection opens with a handshake
@@ -360,14 +361,14 @@ async fn accept_loop(
             {
                 Ok(Ok(1)) if first[0] == strata_pool::TLS_HANDSHAKE_BYTE => {}
                 Ok(Ok(1)) => {
-                    serve_connection(&builder, stream, served, false, peer).await;
+                    serve_connection(&builder, stream, served, false, peer, idle_timeout).await;
                     return;
                 }
                 _ => return,
             }
             match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
                 Ok(Ok(stream)) => {
-                    serve_connection(&builder, stream, served, true, peer).await;
+                    serve_connection(&builder, stream, served, true, peer, idle_timeout).await;
                 }
                 Ok(Err(err)) => tracing::debug!(%peer, error = %err, "TLS handshake failed"),
                 Err(_) => tracing::debug!(%peer, "no TLS handshake in time"),
@@ -380,18 +381,23 @@ async fn accept_loop(
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Serves the requests of one connection, plain or TLS (`over_tls`), cut
-/// once idle for [`strata_pool::IDLE_TIMEOUT`].
+/// once idle for `idle_timeout` (`[limits] idle_timeout_secs`).
 async fn serve_connection<S>(
     builder: &auto::Builder<TokioExecutor>,
     stream: S,
     served: Arc<Served>,
     over_tls: bool,
     peer: std::net::SocketAddr,
+    idle_timeout: Duration,
 ) where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     let requests = Arc::new(strata_pool::RequestCount::default());
-    let io = TokioIo::new(strata_pool::IdleDeadline::new(stream, requests.clone()));
+    let io = TokioIo::new(strata_pool::IdleDeadline::within(
+        stream,
+        requests.clone(),
+        idle_timeout,
+    ));
     let service = hyper::service::service_fn(move |mut request: hyper::Request<Incoming>| {
         let served = served.clone();
         let in_progress = requests.start();

@@ -490,3 +490,146 @@ fn a_signature_is_checked_against_the_host_the_request_goes_to() -> Result<()> {
     server.assert_healthy()?;
     Ok(())
 }
+
+/// `[limits] idle_timeout_secs`: a connection is cut once it goes that
+/// long (checked once a period, so within two) without starting a request,
+/// having one in progress or writing a byte of an answer: an idle
+/// keep-alive connection, a client trickling a request's head, one that
+/// stops reading an answer. An upload sent slowly, or a download read
+/// slowly, over several periods is not cut.
+#[test]
+fn connections_without_progress_are_cut_after_the_idle_timeout() -> Result<()> {
+    use std::io::{Read as _, Write as _};
+    use std::time::{Duration, Instant};
+
+    let mut server = Server::start_with_config("[limits]\nidle_timeout_secs = 1\n")?;
+    let endpoint = server.endpoint().to_owned();
+    let authority = endpoint.trim_start_matches("http://").to_owned();
+    let (token, storage_url) = server.swift_token(&strata_tests::SwiftUser::root())?;
+    let account_path = storage_url
+        .strip_prefix(&endpoint)
+        .with_context(|| format!("storage URL {storage_url} is not under {endpoint}"))?
+        .to_owned();
+    let container = format!("{account_path}/{}", unique_bucket("idle"));
+    let auth = format!("X-Auth-Token: {token}\r\n");
+    let connect = || -> Result<std::net::TcpStream> {
+        let stream = std::net::TcpStream::connect(&authority)?;
+        stream.set_read_timeout(Some(Duration::from_secs(20)))?;
+        Ok(stream)
+    };
+    // A slow writer: the request head, then the body a piece at a time.
+    let send_slowly = |stream: &mut std::net::TcpStream, head: &str, pieces: &[&[u8]]| {
+        stream.write_all(head.as_bytes())?;
+        for piece in pieces {
+            std::thread::sleep(Duration::from_millis(900));
+            stream.write_all(piece)?;
+        }
+        anyhow::Ok(())
+    };
+    let status_of = |reader: &mut std::io::BufReader<std::net::TcpStream>| -> Result<String> {
+        let head = strata_tests::read_response_head(reader)?;
+        Ok(head.first().cloned().unwrap_or_default())
+    };
+
+    // An idle keep-alive connection is closed after its answer.
+    let (head, mut idle) = raw_request(&endpoint, "GET", "/health", "")?;
+    ensure!(head[0].starts_with("http/1.1 200"), "{head:?}");
+    let began = Instant::now();
+    let mut rest = Vec::new();
+    idle.read_to_end(&mut rest)?;
+    ensure!(rest == b"ok\n", "{:?}", String::from_utf8_lossy(&rest));
+    ensure!(
+        began.elapsed() < Duration::from_secs(5),
+        "an idle connection was held {:?}",
+        began.elapsed()
+    );
+
+    // A head trickled a byte at a time is cut, unanswered.
+    let mut trickled = connect()?;
+    let mut writer = trickled.try_clone()?;
+    let trickle_head = format!("GET /health HTTP/1.1\r\nHost: {authority}\r\nX-Slow: ");
+    let trickler = std::thread::spawn(move || {
+        let began = Instant::now();
+        writer.write_all(trickle_head.as_bytes())?;
+        while began.elapsed() < Duration::from_secs(8) {
+            writer.write_all(b"a")?;
+            std::thread::sleep(Duration::from_millis(250));
+        }
+        anyhow::Ok(())
+    });
+    let began = Instant::now();
+    let mut answer = Vec::new();
+    let _ = trickled.read_to_end(&mut answer);
+    ensure!(
+        answer.is_empty() && began.elapsed() < Duration::from_secs(5),
+        "a trickled head got {:?} after {:?}",
+        String::from_utf8_lossy(&answer),
+        began.elapsed()
+    );
+    drop(trickled);
+    let _ = trickler.join();
+
+    // An upload whose body takes several periods is stored.
+    let mut creating = connect()?;
+    send_slowly(
+        &mut creating,
+        &format!(
+            "PUT {container} HTTP/1.1\r\nHost: {authority}\r\n{auth}Content-Length: 0\r\n\r\n"
+        ),
+        &[],
+    )?;
+    let status = status_of(&mut std::io::BufReader::new(creating))?;
+    ensure!(status.starts_with("http/1.1 20"), "container PUT: {status}");
+    let mut uploading = connect()?;
+    send_slowly(
+        &mut uploading,
+        &format!(
+            "PUT {container}/slow HTTP/1.1\r\nHost: {authority}\r\n{auth}Content-Length: 4\r\n\r\n"
+        ),
+        &[b"a", b"b", b"c", b"d"],
+    )?;
+    let status = status_of(&mut std::io::BufReader::new(uploading))?;
+    ensure!(status.starts_with("http/1.1 201"), "slow upload: {status}");
+
+    // A large object, read slowly over several periods, arrives whole;
+    // a client that stops reading it is cut.
+    let content = random_bytes(24 << 20);
+    let mut storing = connect()?;
+    write!(
+        storing,
+        "PUT {container}/big HTTP/1.1\r\nHost: {authority}\r\n{auth}Content-Length: {}\r\n\r\n",
+        content.len()
+    )?;
+    storing.write_all(&content)?;
+    let status = status_of(&mut std::io::BufReader::new(storing))?;
+    ensure!(status.starts_with("http/1.1 201"), "large upload: {status}");
+    let download = |pause: Duration, wait_first: Duration| -> Result<Vec<u8>> {
+        let (head, mut reader) = raw_request(&endpoint, "GET", &format!("{container}/big"), &auth)?;
+        ensure!(head[0].starts_with("http/1.1 200"), "{head:?}");
+        std::thread::sleep(wait_first);
+        let mut body = Vec::new();
+        let mut chunk = vec![0u8; 1 << 20];
+        while body.len() < content.len() {
+            match reader.read(&mut chunk) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => body.extend_from_slice(&chunk[..n]),
+            }
+            std::thread::sleep(pause);
+        }
+        Ok(body)
+    };
+    let slow = download(Duration::from_millis(150), Duration::ZERO)?;
+    ensure!(
+        slow.len() == content.len() && slow == content,
+        "a download read slowly got {} of {} bytes",
+        slow.len(),
+        content.len()
+    );
+    let stalled = download(Duration::ZERO, Duration::from_secs(4))?;
+    ensure!(
+        stalled.len() < content.len(),
+        "a client that stopped reading for 4 s still got the whole answer"
+    );
+    server.assert_healthy()?;
+    Ok(())
+}

@@ -9,7 +9,7 @@ use std::time::Duration;
 use anyhow::Context;
 use http::{HeaderValue, StatusCode};
 use hyper::body::Incoming;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use percent_encoding::{NON_ALPHANUMERIC, utf8_percent_encode};
 use strata_auth::SigV4Config;
@@ -328,13 +328,12 @@ async fn accept_loop(
         .header_read_timeout(None)
         .max_buf_size(limits.max_header_bytes)
         .keep_alive(true);
-    // HTTP/2 (offered to TLS clients through ALPN) has no header timeout:
-    // pings find the peers that went away.
+    // HTTP/2 (offered to TLS clients through ALPN) sends no pings of its
+    // own: their writes would count as progress and keep idle connections
+    // for ever, and `IdleDeadline` finds the peers that went away (their
+    // connections stop taking bytes).
     builder
         .http2()
-        .timer(TokioTimer::new())
-        .keep_alive_interval(Some(Duration::from_secs(20)))
-        .keep_alive_timeout(Duration::from_secs(20))
         .max_header_list_size(limits.max_header_bytes as u32);
     let builder = Arc::new(builder);
     let idle_timeout = Duration::from_secs(limits.idle_timeout_secs);
@@ -417,8 +416,7 @@ async fn serve_connection<S>(
                     .headers_mut()
                     .insert(http::header::CONNECTION, HeaderValue::from_static("close"));
             }
-            drop(in_progress);
-            Ok::<_, Infallible>(response)
+            Ok::<_, Infallible>(response.map(|body| in_progress.answer(body)))
         }
     });
     if let Err(err) = builder.serve_connection(io, service).await {

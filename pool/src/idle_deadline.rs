@@ -15,43 +15,124 @@ use tokio::time::{Instant, Sleep};
 pub const FIRST_BYTE_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// How long a connection may go without progress: without starting a
-/// request, with none in progress and without a byte of an answer written.
-/// A silent connection is cut after this; an idle keep-alive connection,
-/// one trickling a request's head or one whose client stopped reading an
-/// answer after one to two of these.
+/// request, without its server working on one (a handler running, an
+/// answer's next piece not ready) and without a byte of an answer
+/// written. A silent connection is cut after this; an idle keep-alive
+/// connection, one trickling a request's head or one whose client stopped
+/// reading an answer after one to two of these.
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// The requests of one connection, counted by the service that answers
-/// them, which [`IdleDeadline`] reads to tell a busy connection from an
-/// idle one.
+/// What the service of one connection is doing, which [`IdleDeadline`]
+/// reads to tell a connection waiting for its server from an idle one:
+/// how many of its handlers and answers are being worked on, and a count
+/// of changes to that. Handlers of HTTP/2 streams run in tasks of their
+/// own, hence atomics.
 #[derive(Debug, Default)]
 pub struct RequestCount {
-    started: AtomicU64,
-    ended: AtomicU64,
+    /// Handlers running, plus answers whose next piece is not ready.
+    busy: AtomicU64,
+    /// Bumped whenever one of those begins or ends.
+    events: AtomicU64,
 }
 
-/// A request in progress; it ends when this is dropped (answered, or its
-/// handler cancelled).
-#[derive(Debug)]
-pub struct RequestInProgress(Arc<RequestCount>);
-
 impl RequestCount {
-    pub fn start(self: &Arc<Self>) -> RequestInProgress {
-        self.started.fetch_add(1, Ordering::Relaxed);
-        RequestInProgress(self.clone())
+    /// A request's handler begins; it ends when the guard is dropped or
+    /// turned into its answer's body ([`HandlerRunning::answer`]).
+    pub fn start(self: &Arc<Self>) -> HandlerRunning {
+        self.begin();
+        HandlerRunning(Some(self.clone()))
+    }
+
+    fn begin(&self) {
+        self.busy.fetch_add(1, Ordering::SeqCst);
+        self.events.fetch_add(1, Ordering::SeqCst);
+    }
+
+    fn end(&self) {
+        // The event first: who reads `busy` fallen sees the event.
+        self.events.fetch_add(1, Ordering::SeqCst);
+        self.busy.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
-impl Drop for RequestInProgress {
+/// A request's handler, running (see [`RequestCount::start`]).
+#[derive(Debug)]
+pub struct HandlerRunning(Option<Arc<RequestCount>>);
+
+impl HandlerRunning {
+    /// The handler is done: `body` is its answer's, counted as busy while
+    /// its next piece is not ready.
+    pub fn answer<B>(mut self, body: B) -> CountedBody<B> {
+        let requests = self.0.take().unwrap_or_default();
+        requests.end();
+        CountedBody {
+            inner: body,
+            requests,
+            producing: false,
+        }
+    }
+}
+
+impl Drop for HandlerRunning {
     fn drop(&mut self) {
-        self.0.ended.fetch_add(1, Ordering::Relaxed);
+        if let Some(requests) = &self.0 {
+            requests.end();
+        }
+    }
+}
+
+/// An answer's body that counts as busy while it is not ready with its
+/// next piece: a download whose bytes come slowly from the store is not
+/// idle, while one waiting for its client to read is (hyper then stops
+/// asking the body for more).
+#[derive(Debug)]
+pub struct CountedBody<B> {
+    inner: B,
+    requests: Arc<RequestCount>,
+    producing: bool,
+}
+
+impl<B: hyper::body::Body + Unpin> hyper::body::Body for CountedBody<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<hyper::body::Frame<B::Data>, B::Error>>> {
+        let this = self.get_mut();
+        let polled = Pin::new(&mut this.inner).poll_frame(cx);
+        match (polled.is_pending(), this.producing) {
+            (true, false) => this.requests.begin(),
+            (false, true) => this.requests.end(),
+            _ => {}
+        }
+        this.producing = polled.is_pending();
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl<B> Drop for CountedBody<B> {
+    fn drop(&mut self) {
+        if self.producing {
+            self.requests.end();
+        }
     }
 }
 
 /// A stream cut (reads and writes fail with `TimedOut`) once a period of
-/// [`IDLE_TIMEOUT`] passed without progress: no request started, none in
-/// progress and no byte written. Bytes read do not count, or a client
-/// trickling a request's head would hold the connection for ever.
+/// [`IDLE_TIMEOUT`] passed without progress: no request started, its
+/// server not working on one and no byte written. Bytes read do not
+/// count, or a client trickling a request's head would hold the
+/// connection for ever.
 ///
 /// It replaces hyper's header timeout, which arms and cancels a timer for
 /// every request (two takes of the runtime's timer lock per request on a
@@ -61,8 +142,8 @@ pub struct IdleDeadline<S> {
     requests: Arc<RequestCount>,
     limit: Duration,
     timer: Pin<Box<Sleep>>,
-    /// Requests started when the timer was last armed.
-    started_when_armed: u64,
+    /// `requests.events` when the timer was last armed.
+    events_when_armed: u64,
     /// Whether bytes were written since the timer was last armed.
     wrote: bool,
 }
@@ -80,7 +161,7 @@ impl<S> IdleDeadline<S> {
             requests,
             limit,
             timer: Box::pin(tokio::time::sleep(limit)),
-            started_when_armed: 0,
+            events_when_armed: 0,
             wrote: false,
         }
     }
@@ -90,12 +171,12 @@ impl<S> IdleDeadline<S> {
     /// measured saw no progress. A period with progress arms the next.
     fn idled_out(&mut self, cx: &mut Context<'_>) -> bool {
         while self.timer.as_mut().poll(cx).is_ready() {
-            let started = self.requests.started.load(Ordering::Relaxed);
-            let in_progress = started != self.requests.ended.load(Ordering::Relaxed);
-            if !in_progress && !self.wrote && started == self.started_when_armed {
+            let busy = self.requests.busy.load(Ordering::SeqCst) > 0;
+            let events = self.requests.events.load(Ordering::SeqCst);
+            if !busy && !self.wrote && events == self.events_when_armed {
                 return true;
             }
-            self.started_when_armed = started;
+            self.events_when_armed = events;
             self.wrote = false;
             let next = Instant::now() + self.limit;
             self.timer.as_mut().reset(next);
@@ -167,12 +248,24 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for IdleDeadline<S> {
         self.inner.is_write_vectored()
     }
 
+    // A TLS stream takes writes into its buffer and waits here for the
+    // client to read them.
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+        let this = self.get_mut();
+        let flushed = Pin::new(&mut this.inner).poll_flush(cx);
+        if flushed.is_pending() && this.idled_out(cx) {
+            return timed_out();
+        }
+        flushed
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+        let this = self.get_mut();
+        let closed = Pin::new(&mut this.inner).poll_shutdown(cx);
+        if closed.is_pending() && this.idled_out(cx) {
+            return timed_out();
+        }
+        closed
     }
 }
 
@@ -276,6 +369,44 @@ mod tests {
         // Then nothing: cut.
         let (_, read) = reader.await.unwrap();
         assert_eq!(read.unwrap_err().kind(), std::io::ErrorKind::TimedOut);
+    }
+
+    /// An answer whose next piece takes several periods to come (from a
+    /// slow store) keeps the connection; once it has ended, nothing does.
+    #[tokio::test]
+    async fn an_answer_produced_slowly_keeps_the_connection() {
+        use http_body_util::BodyExt as _;
+
+        /// One piece, once its sleep has passed.
+        struct Late(Pin<Box<Sleep>>, bool);
+        impl hyper::body::Body for Late {
+            type Data = bytes::Bytes;
+            type Error = std::convert::Infallible;
+            fn poll_frame(
+                mut self: Pin<&mut Self>,
+                cx: &mut Context<'_>,
+            ) -> Poll<Option<Result<hyper::body::Frame<bytes::Bytes>, Self::Error>>> {
+                if self.1 {
+                    return Poll::Ready(None);
+                }
+                std::task::ready!(self.0.as_mut().poll(cx));
+                self.1 = true;
+                Poll::Ready(Some(Ok(hyper::body::Frame::data("late".into()))))
+            }
+        }
+
+        let (_client, server) = tokio::io::duplex(64);
+        let (mut waiting, requests) = deadline(server);
+        let reader = tokio::spawn(async move { waiting.read(&mut [0u8; 8]).await });
+        let late = Late(Box::pin(tokio::time::sleep(LIMIT * 4 + LIMIT / 2)), false);
+        let mut body = requests.start().answer(late);
+        let piece = body.frame().await.unwrap().unwrap();
+        assert_eq!(piece.into_data().unwrap(), "late");
+        assert!(!reader.is_finished(), "cut while its answer was coming");
+        assert!(body.frame().await.is_none());
+        drop(body);
+        let cut = reader.await.unwrap().unwrap_err();
+        assert_eq!(cut.kind(), std::io::ErrorKind::TimedOut);
     }
 
     /// A client that stops reading an answer is cut: the write waits,

@@ -53,7 +53,9 @@ pub(crate) fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, 
         .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-pub use idle_deadline::{FIRST_BYTE_TIMEOUT, IDLE_TIMEOUT, IdleDeadline, RequestCount};
+pub use idle_deadline::{
+    CountedBody, FIRST_BYTE_TIMEOUT, HandlerRunning, IDLE_TIMEOUT, IdleDeadline, RequestCount,
+};
 pub use listener::{
     Accepted, CappedListener, ConnectionGauge, connection_cap, raise_open_file_limit,
 };

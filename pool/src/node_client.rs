@@ -122,7 +122,10 @@ impl Connections {
         connector.set_nodelay(true);
         connector.set_connect_timeout(Some(Duration::from_secs(2)));
         let mut builder = Client::builder(TokioExecutor::new());
-        builder.pool_idle_timeout(Duration::from_secs(30));
+        // Below what members cut idle connections after (`IDLE_TIMEOUT`,
+        // one to two periods), so a pooled connection is not taken as its
+        // member closes it.
+        builder.pool_idle_timeout(crate::IDLE_TIMEOUT * 2 / 3);
         match tls {
             None => Connections::Plain(builder.build(connector)),
             Some(tls) => {

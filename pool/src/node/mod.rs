@@ -229,8 +229,7 @@ where
         let in_progress = requests.start();
         async move {
             let response = node.handle(request).await;
-            drop(in_progress);
-            Ok::<_, Infallible>(response)
+            Ok::<_, Infallible>(response.map(|body| in_progress.answer(body)))
         }
     });
     let _ = builder.serve_connection(stream, service).await;

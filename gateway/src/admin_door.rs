@@ -17,8 +17,8 @@
 //! | `PUT /admin/v1/domains/HOST?account=A[&container=C]` | maps a host to an account (and container) |
 //! | `DELETE /admin/v1/domains/HOST` | removes the mapping |
 
+use crate::wire::RequestBody;
 use http::{Method, StatusCode};
-use hyper::body::Incoming;
 use serde_json::json;
 use strata_auth::Role;
 use strata_store::{ListEntry, ListQuery, Store};
@@ -69,7 +69,7 @@ impl AdminDoor {
         path.starts_with(PREFIX)
     }
 
-    pub async fn handle(&self, request: http::Request<Incoming>) -> Response {
+    pub async fn handle(&self, request: http::Request<RequestBody>) -> Response {
         let outcome = self.answer(&request).await;
         match outcome {
             Ok(response) => response,
@@ -82,7 +82,7 @@ impl AdminDoor {
         }
     }
 
-    async fn answer(&self, request: &http::Request<Incoming>) -> AdminResult<Response> {
+    async fn answer(&self, request: &http::Request<RequestBody>) -> AdminResult<Response> {
         let now = unix_now();
         let token = header_str(request.headers(), "x-auth-token").unwrap_or("");
         let principal = self.directory.verify_token(token, now).ok_or_else(|| {

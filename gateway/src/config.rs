@@ -233,12 +233,14 @@ pub struct Limits {
     pub max_failed_logins: u32,
     pub login_block_secs: u64,
     /// Seconds an HTTP connection may go without starting a request,
-    /// without the gateway working on one (a handler running, an answer's
-    /// next piece not ready) and without sending a byte of an answer,
-    /// before it is cut (checked once a period, so it goes after one to
-    /// two): the keep-alive timeout, the time to send a request's head and
-    /// the time a client may stop reading an answer, as nginx's
-    /// `keepalive_timeout`, `client_header_timeout` and `send_timeout`.
+    /// without the gateway working on one (a handler running, but not one
+    /// waiting for more of its request's body; an answer's next piece not
+    /// ready) and without sending a byte of an answer, before it is cut
+    /// (checked once a period, so it goes after one to two): the
+    /// keep-alive timeout and the time a client may take over a request's
+    /// head, between two pieces of its body or stop reading an answer, as
+    /// nginx's `keepalive_timeout`, `client_header_timeout`,
+    /// `client_body_timeout` and `send_timeout`.
     /// (An HTTP/2 client's own pings are answered, and count as bytes sent.)
     pub idle_timeout_secs: u64,
 }

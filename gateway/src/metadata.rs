@@ -19,11 +19,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use crate::wire::RequestBody;
 use async_trait::async_trait;
 use bytes::Bytes;
 use http::StatusCode;
 use http_body_util::BodyExt as _;
-use hyper::body::Incoming;
 use strata_meta::{MembershipChange, MetaService, RaftRpc, RaftTransport, Routed};
 use strata_pool::wire::{self, ClusterSecret};
 use strata_pool::{ClusterTls, NodeClient};
@@ -386,7 +386,7 @@ pub struct Internal {
 /// Whether a request is for the metadata service: its path, signed as
 /// members sign (so an S3 object `v1/meta` in a bucket `internal` stays
 /// reachable).
-pub fn serves(request: &hyper::Request<Incoming>) -> bool {
+pub fn serves(request: &hyper::Request<RequestBody>) -> bool {
     let path = request.uri().path();
     (path == META_PATH || path == MEMBERS_PATH || path.starts_with(RAFT_PATH))
         && request.headers().contains_key(wire::AUTH_HEADER)
@@ -394,7 +394,7 @@ pub fn serves(request: &hyper::Request<Incoming>) -> bool {
 
 /// Answers a metadata call or a Raft message from another gateway, if it
 /// carries the cluster's signature.
-pub async fn handle(internal: &Internal, request: hyper::Request<Incoming>) -> Response {
+pub async fn handle(internal: &Internal, request: hyper::Request<RequestBody>) -> Response {
     let Some(secret) = &internal.secret else {
         return text_response(
             StatusCode::NOT_FOUND,
@@ -477,7 +477,7 @@ pub async fn handle(internal: &Internal, request: hyper::Request<Incoming>) -> R
 async fn signed_body(
     secret: &ClusterSecret,
     replays: &wire::ReplayGuard,
-    request: hyper::Request<Incoming>,
+    request: hyper::Request<RequestBody>,
     over_tls: bool,
     limit: usize,
 ) -> Result<Bytes, Response> {

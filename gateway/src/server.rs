@@ -32,7 +32,7 @@ use crate::metadata::{HttpMetaTransport, HttpRaftTransport, Internal};
 use crate::s3::{Response, S3Door};
 use crate::swift::SwiftDoor;
 use crate::token_door::TokenDoor;
-use crate::wire::{OverTls, PathAsSent, text_response};
+use crate::wire::{OverTls, PathAsSent, RequestBody, text_response};
 use strata_meta::{Compaction, Joining, MetaService};
 
 pub async fn run(config: Config) -> anyhow::Result<()> {
@@ -303,7 +303,7 @@ struct Served {
 
 impl Served {
     /// `peer`: the address the request came from.
-    async fn handle(&self, request: hyper::Request<Incoming>, peer: IpAddr) -> Response {
+    async fn handle(&self, request: hyper::Request<RequestBody>, peer: IpAddr) -> Response {
         if crate::metadata::serves(&request) {
             return crate::metadata::handle(&self.internal, request).await;
         }
@@ -397,9 +397,10 @@ async fn serve_connection<S>(
         requests.clone(),
         idle_timeout,
     ));
-    let service = hyper::service::service_fn(move |mut request: hyper::Request<Incoming>| {
+    let service = hyper::service::service_fn(move |request: hyper::Request<Incoming>| {
         let served = served.clone();
         let in_progress = requests.start();
+        let mut request = request.map(|body| requests.request_body(body));
         if over_tls {
             request.extensions_mut().insert(OverTls);
         }
@@ -573,7 +574,7 @@ struct Doors {
 }
 
 impl Doors {
-    async fn handle(&self, request: hyper::Request<Incoming>, peer: IpAddr) -> Response {
+    async fn handle(&self, request: hyper::Request<RequestBody>, peer: IpAddr) -> Response {
         let (request, remapped) = match self.remap_domain(request) {
             Ok(remapped) => remapped,
             Err(response) => return response,
@@ -677,8 +678,8 @@ impl Doors {
     #[allow(clippy::result_large_err)]
     fn remap_domain(
         &self,
-        mut request: hyper::Request<Incoming>,
-    ) -> Result<(hyper::Request<Incoming>, bool), Response> {
+        mut request: hyper::Request<RequestBody>,
+    ) -> Result<(hyper::Request<RequestBody>, bool), Response> {
         if self.storage_domain.is_none() && !self.directory.has_domains() {
             return Ok((request, false));
         }

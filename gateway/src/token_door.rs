@@ -16,9 +16,9 @@
 
 use std::net::IpAddr;
 
+use crate::wire::RequestBody;
 use http::{HeaderMap, HeaderValue, Method, StatusCode};
 use http_body_util::BodyExt as _;
-use hyper::body::Incoming;
 use serde::Deserialize;
 use serde_json::json;
 
@@ -66,7 +66,7 @@ impl TokenDoor {
     /// `client`: the address the request came from.
     pub async fn handle(
         &self,
-        request: http::Request<Incoming>,
+        request: http::Request<RequestBody>,
         trans_id: &str,
         client: IpAddr,
     ) -> Response {
@@ -177,7 +177,7 @@ impl TokenDoor {
         response
     }
 
-    async fn keystone(&self, body: Incoming, base: &str, client: IpAddr) -> Response {
+    async fn keystone(&self, body: RequestBody, base: &str, client: IpAddr) -> Response {
         let body = match http_body_util::Limited::new(body, MAX_KEYSTONE_BODY)
             .collect()
             .await

@@ -15,10 +15,11 @@ use tokio::time::{Instant, Sleep};
 pub const FIRST_BYTE_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// How long a connection may go without progress: without starting a
-/// request, without its server working on one (a handler running, an
-/// answer's next piece not ready) and without a byte of an answer
-/// written. A silent connection is cut after this; an idle keep-alive
-/// connection, one trickling a request's head or one whose client stopped
+/// request, without its server working on one (a handler running, unless
+/// it waits for more of its request's body; an answer's next piece not
+/// ready) and without a byte of an answer written. A silent connection is
+/// cut after this; an idle keep-alive connection, one trickling a
+/// request's head, one whose body stopped coming or whose client stopped
 /// reading an answer after one to two of these.
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -40,7 +41,7 @@ impl RequestCount {
     /// turned into its answer's body ([`HandlerRunning::answer`]).
     pub fn start(self: &Arc<Self>) -> HandlerRunning {
         self.begin();
-        HandlerRunning(Some(self.clone()))
+        HandlerRunning(self.clone())
     }
 
     fn begin(&self) {
@@ -55,16 +56,77 @@ impl RequestCount {
     }
 }
 
-/// A request's handler, running (see [`RequestCount::start`]).
+/// A request's body, read by its handler: while the handler waits for
+/// more of it, the handler does not count as busy, so an upload that
+/// stops coming is cut (nginx's `client_body_timeout`) and one that keeps
+/// coming, a piece at least every period, is not.
 #[derive(Debug)]
-pub struct HandlerRunning(Option<Arc<RequestCount>>);
+pub struct CountedRequestBody<B> {
+    inner: B,
+    requests: Arc<RequestCount>,
+    /// Whether the last poll waited (the handler's count then taken back).
+    waiting: bool,
+}
+
+impl RequestCount {
+    /// `body`, the body of a request whose handler this counts.
+    pub fn request_body<B>(self: &Arc<Self>, body: B) -> CountedRequestBody<B> {
+        CountedRequestBody {
+            inner: body,
+            requests: self.clone(),
+            waiting: false,
+        }
+    }
+}
+
+impl<B: hyper::body::Body + Unpin> hyper::body::Body for CountedRequestBody<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<hyper::body::Frame<B::Data>, B::Error>>> {
+        let this = self.get_mut();
+        let polled = Pin::new(&mut this.inner).poll_frame(cx);
+        match (polled.is_pending(), this.waiting) {
+            (true, false) => this.requests.end(),
+            (false, true) => this.requests.begin(),
+            _ => {}
+        }
+        this.waiting = polled.is_pending();
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl<B> Drop for CountedRequestBody<B> {
+    // The handler's count, given back: its guard takes it once more.
+    fn drop(&mut self) {
+        if self.waiting {
+            self.requests.begin();
+        }
+    }
+}
+
+/// A request's handler, running (see [`RequestCount::start`]); it ends
+/// when this is dropped.
+#[derive(Debug)]
+pub struct HandlerRunning(Arc<RequestCount>);
 
 impl HandlerRunning {
     /// The handler is done: `body` is its answer's, counted as busy while
     /// its next piece is not ready.
-    pub fn answer<B>(mut self, body: B) -> CountedBody<B> {
-        let requests = self.0.take().unwrap_or_default();
-        requests.end();
+    pub fn answer<B>(self, body: B) -> CountedBody<B> {
+        let requests = self.0.clone();
+        drop(self);
         CountedBody {
             inner: body,
             requests,
@@ -75,9 +137,7 @@ impl HandlerRunning {
 
 impl Drop for HandlerRunning {
     fn drop(&mut self) {
-        if let Some(requests) = &self.0 {
-            requests.end();
-        }
+        self.0.end();
     }
 }
 
@@ -367,7 +427,10 @@ mod tests {
         reader = wait_for_bytes(keeps(reader).await);
 
         // Then nothing: cut.
-        let (_, read) = reader.await.unwrap();
+        let (_, read) = tokio::time::timeout(LIMIT * 5, reader)
+            .await
+            .expect("not cut once nothing happened")
+            .unwrap();
         assert_eq!(read.unwrap_err().kind(), std::io::ErrorKind::TimedOut);
     }
 
@@ -405,8 +468,63 @@ mod tests {
         assert!(!reader.is_finished(), "cut while its answer was coming");
         assert!(body.frame().await.is_none());
         drop(body);
-        let cut = reader.await.unwrap().unwrap_err();
+        let cut = tokio::time::timeout(LIMIT * 5, reader)
+            .await
+            .expect("not cut once its answer ended")
+            .unwrap()
+            .unwrap_err();
         assert_eq!(cut.kind(), std::io::ErrorKind::TimedOut);
+    }
+
+    /// A handler waiting for its request's body does not keep the
+    /// connection once the body stops coming (nginx's
+    /// `client_body_timeout`); while a piece comes every half period, it
+    /// does.
+    #[tokio::test]
+    async fn an_upload_that_stops_coming_is_cut() {
+        use http_body_util::BodyExt as _;
+
+        /// A body whose pieces come through a channel.
+        struct Pieces(tokio::sync::mpsc::Receiver<u8>);
+        impl hyper::body::Body for Pieces {
+            type Data = bytes::Bytes;
+            type Error = std::convert::Infallible;
+            fn poll_frame(
+                mut self: Pin<&mut Self>,
+                cx: &mut Context<'_>,
+            ) -> Poll<Option<Result<hyper::body::Frame<bytes::Bytes>, Self::Error>>> {
+                let piece = std::task::ready!(self.0.poll_recv(cx));
+                Poll::Ready(piece.map(|byte| Ok(hyper::body::Frame::data(vec![byte].into()))))
+            }
+        }
+
+        let (_client, server) = tokio::io::duplex(64);
+        let (mut waiting, requests) = deadline(server);
+        let reader = tokio::spawn(async move { waiting.read(&mut [0u8; 8]).await });
+        let (sender, receiver) = tokio::sync::mpsc::channel(1);
+        let handler = requests.start();
+        let mut body = requests.request_body(Pieces(receiver));
+        let uploader = tokio::spawn(async move {
+            for piece in 0..8 {
+                tokio::time::sleep(LIMIT / 2).await;
+                sender.send(piece).await.unwrap();
+            }
+            sender
+        });
+        for _ in 0..8 {
+            body.frame().await.unwrap().unwrap();
+        }
+        assert!(!reader.is_finished(), "cut while the upload kept coming");
+        let _stopped = uploader.await.unwrap();
+        let handling = tokio::spawn(async move { body.frame().await.is_none() });
+        let cut = tokio::time::timeout(LIMIT * 5, reader)
+            .await
+            .expect("a handler waiting for a stopped upload kept the connection")
+            .unwrap()
+            .unwrap_err();
+        assert_eq!(cut.kind(), std::io::ErrorKind::TimedOut);
+        handling.abort();
+        drop(handler);
     }
 
     /// A client that stops reading an answer is cut: the write waits,

@@ -4,13 +4,13 @@
 
 use std::sync::Arc;
 
+use crate::wire::RequestBody;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use bytes::{Bytes, BytesMut};
 use futures::{Stream, StreamExt as _, stream};
 use http::{HeaderMap, StatusCode};
 use http_body_util::BodyExt as _;
-use hyper::body::Incoming;
 use parking_lot::Mutex;
 use strata_auth::{AuthError, AwsChunkedDecoder, ChunkLimits, PayloadMode};
 use strata_store::{ChecksumAlgorithm, Digests, StageError, StageOptions, StagedBody};
@@ -63,14 +63,14 @@ pub type ChunkedSlot = Arc<Mutex<Option<ChunkedOutcome>>>;
 /// body was aws-chunked, the slot holds its length and trailers once the stream
 /// has ended.
 pub fn payload_stream(
-    body: Incoming,
+    body: RequestBody,
     payload: &PayloadMode,
 ) -> (
     impl Stream<Item = Result<Bytes, BodyError>> + Send + 'static,
     ChunkedSlot,
 ) {
     struct State {
-        body: Incoming,
+        body: RequestBody,
         decoder: Option<AwsChunkedDecoder>,
         slot: ChunkedSlot,
         done: bool,
@@ -206,7 +206,7 @@ impl DeclaredDigests {
 pub async fn stage_request_body(
     door: &super::S3Door,
     request: &S3Request,
-    body: Incoming,
+    body: RequestBody,
     part: bool,
 ) -> S3Result<(StagedBody, Option<(ChecksumAlgorithm, String)>)> {
     let declared = DeclaredDigests::from_headers(&request.headers)?;
@@ -318,7 +318,11 @@ fn verify_digests(
 
 /// Reads a small request body (an XML document) whole, refusing more than `limit`
 /// bytes, and checks its declared digests.
-pub async fn read_small_body(request: &S3Request, body: Incoming, limit: usize) -> S3Result<Bytes> {
+pub async fn read_small_body(
+    request: &S3Request,
+    body: RequestBody,
+    limit: usize,
+) -> S3Result<Bytes> {
     let declared = DeclaredDigests::from_headers(&request.headers)?;
     let (stream, slot) = payload_stream(body, &request.payload);
     let mut stream = std::pin::pin!(stream);

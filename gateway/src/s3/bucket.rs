@@ -1,7 +1,7 @@
 //! Bucket operations: list, create, head, delete, location, versioning, ACL.
 
+use crate::wire::RequestBody;
 use http::{HeaderValue, StatusCode};
-use hyper::body::Incoming;
 use strata_store::BucketInfo;
 
 use super::body::read_small_body;
@@ -81,7 +81,7 @@ impl S3Door {
     pub(crate) async fn create_bucket(
         &self,
         request: &S3Request,
-        body: Incoming,
+        body: RequestBody,
     ) -> S3Result<Response> {
         validate_bucket_name(&request.bucket)?;
         let document = read_small_body(request, body, self.limits.max_xml_body).await?;
@@ -213,7 +213,7 @@ impl S3Door {
     pub(crate) async fn put_bucket_acl(
         &self,
         request: &S3Request,
-        body: Incoming,
+        body: RequestBody,
     ) -> S3Result<Response> {
         self.owned_bucket(request).await?;
         let acl = match canned_acl(&request.headers)? {
@@ -241,7 +241,7 @@ impl S3Door {
     pub(crate) async fn put_bucket_cors(
         &self,
         request: &S3Request,
-        body: Incoming,
+        body: RequestBody,
     ) -> S3Result<Response> {
         self.owned_bucket(request).await?;
         let document = read_small_body(request, body, self.limits.max_xml_body).await?;
@@ -324,7 +324,7 @@ impl S3Door {
     pub(crate) async fn put_bucket_policy(
         &self,
         request: &S3Request,
-        body: Incoming,
+        body: RequestBody,
     ) -> S3Result<Response> {
         self.owned_bucket(request).await?;
         let document = read_small_body(request, body, self.limits.max_xml_body).await?;

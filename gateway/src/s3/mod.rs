@@ -15,8 +15,8 @@ mod xml;
 
 use std::time::SystemTime;
 
+use crate::wire::RequestBody;
 use http::{HeaderMap, HeaderValue, Method, StatusCode, Uri};
-use hyper::body::Incoming;
 use strata_auth::{AuthError, Credential, PayloadMode, SigV4Config, verify_request};
 use strata_store::Store;
 use tracing::Instrument as _;
@@ -74,7 +74,7 @@ impl S3Request {
 
 impl S3Door {
     /// Answers one HTTP request; never fails (errors become S3 error responses).
-    pub async fn handle(&self, request: http::Request<Incoming>) -> Response {
+    pub async fn handle(&self, request: http::Request<RequestBody>) -> Response {
         let request_id = hex::encode_upper(rand::random::<[u8; 8]>());
         let (parts, body) = request.into_parts();
         let is_head = parts.method == Method::HEAD;
@@ -206,7 +206,7 @@ impl S3Door {
         (!bucket.is_empty()).then(|| bucket.to_owned())
     }
 
-    async fn dispatch(&self, request: S3Request, body: Incoming) -> S3Result<Response> {
+    async fn dispatch(&self, request: S3Request, body: RequestBody) -> S3Result<Response> {
         use S3Op::*;
         if request.credential.is_none()
             && let Some(response) = self.website_read(&request).await?

@@ -1,8 +1,8 @@
 //! Multipart uploads: create, upload (and copy) parts, list parts, complete,
 //! abort.
 
+use crate::wire::RequestBody;
 use http::StatusCode;
-use hyper::body::Incoming;
 use strata_store::{CompletedPart, UploadInfo};
 
 use super::body::{read_small_body, stage_request_body};
@@ -52,7 +52,7 @@ impl S3Door {
     pub(crate) async fn upload_part(
         &self,
         request: &S3Request,
-        body: Incoming,
+        body: RequestBody,
     ) -> S3Result<Response> {
         let part_number = part_number(request)?;
         let upload = self.current_upload(request).await?;
@@ -91,7 +91,7 @@ impl S3Door {
     pub(crate) async fn complete_upload(
         &self,
         request: &S3Request,
-        body: Incoming,
+        body: RequestBody,
     ) -> S3Result<Response> {
         let mut conditions = put_conditions(&request.headers)?;
         // `current_upload` checked that the caller's account owns the bucket.

@@ -3,8 +3,8 @@
 
 use std::ops::Range;
 
+use crate::wire::RequestBody;
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
-use hyper::body::Incoming;
 use strata_store::{
     ChecksumAlgorithm, ObjectInfo, PutConditions, StageError, StageOptions, StoreError,
 };
@@ -38,7 +38,7 @@ impl S3Door {
     pub(crate) async fn put_object(
         &self,
         request: &S3Request,
-        body: Incoming,
+        body: RequestBody,
     ) -> S3Result<Response> {
         let meta = meta_from_request(&request.headers, self.limits.max_user_metadata)?;
         let mut conditions = put_conditions(&request.headers)?;
@@ -333,7 +333,7 @@ impl S3Door {
     pub(crate) async fn delete_objects(
         &self,
         request: &S3Request,
-        body: Incoming,
+        body: RequestBody,
     ) -> S3Result<Response> {
         self.owned_bucket(request).await?;
         let document = read_small_body(request, body, self.limits.max_xml_body).await?;

@@ -4,8 +4,8 @@
 //! serves them to anonymous GET/HEAD on every URL form of the bucket, and
 //! signed requests keep the REST answers.
 
+use crate::wire::RequestBody;
 use http::{HeaderMap, StatusCode};
-use hyper::body::Incoming;
 use strata_store::{BucketInfo, StoreError};
 
 use super::body::read_small_body;
@@ -26,7 +26,7 @@ impl S3Door {
     pub(crate) async fn put_bucket_website(
         &self,
         request: &S3Request,
-        body: Incoming,
+        body: RequestBody,
     ) -> S3Result<Response> {
         self.owned_bucket(request).await?;
         let document = read_small_body(request, body, self.limits.max_xml_body).await?;

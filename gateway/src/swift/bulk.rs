@@ -2,8 +2,8 @@
 //! `/container[/object]` per line) and the report it answers with, which
 //! SLO deletion shares.
 
+use crate::wire::RequestBody;
 use http::StatusCode;
-use hyper::body::Incoming;
 use serde::Serialize;
 use strata_store::StoreError;
 
@@ -82,7 +82,7 @@ impl SwiftDoor {
     pub(crate) async fn bulk_delete(
         &self,
         request: &SwiftRequest,
-        body: Incoming,
+        body: RequestBody,
     ) -> SwiftResult<Response> {
         // Each name is authorized on its own, but nobody without an identity
         // gets as far as reading the list.

@@ -12,11 +12,11 @@
 //! The record's `meta.headers` hold the door's bookkeeping under the names
 //! below; the S3 door does not show them.
 
+use crate::wire::RequestBody;
 use bytes::Bytes;
 use futures::{StreamExt as _, stream};
 use http::StatusCode;
 use http_body_util::BodyExt as _;
-use hyper::body::Incoming;
 use md5::{Digest as _, Md5};
 use serde::Deserialize;
 use strata_store::{ObjectInfo, ObjectMeta, PutConditions, StageOptions, StoreError};
@@ -203,7 +203,7 @@ impl SwiftDoor {
         request: &SwiftRequest,
         container: &str,
         key: &str,
-        body: Incoming,
+        body: RequestBody,
         meta: ObjectMeta,
     ) -> SwiftResult<Response> {
         let document = read_body(body, MAX_MANIFEST_SIZE).await?;
@@ -377,7 +377,7 @@ fn split_segment_path(path: &str) -> SwiftResult<(String, String)> {
 }
 
 /// A small request body, whole; larger than `limit` is 413.
-pub(crate) async fn read_body(body: Incoming, limit: usize) -> SwiftResult<Vec<u8>> {
+pub(crate) async fn read_body(body: RequestBody, limit: usize) -> SwiftResult<Vec<u8>> {
     let limited = http_body_util::Limited::new(body, limit);
     match limited.collect().await {
         Ok(collected) => Ok(collected.to_bytes().to_vec()),

@@ -21,8 +21,8 @@ mod meta;
 mod object;
 mod web;
 
+use crate::wire::RequestBody;
 use http::{HeaderMap, HeaderValue, Method};
-use hyper::body::Incoming;
 use strata_store::{BucketInfo, Store};
 use tracing::Instrument as _;
 
@@ -94,7 +94,7 @@ impl SwiftRequest {
 impl SwiftDoor {
     /// Whether a request is for this door: `/info`, or a path under
     /// `/v1/AUTH_` without an AWS signature (an S3 bucket may be called `v1`).
-    pub fn serves(request: &http::Request<Incoming>) -> bool {
+    pub fn serves(request: &http::Request<RequestBody>) -> bool {
         let path = request.uri().path();
         let swift_path = path == "/info" || path.starts_with("/v1/AUTH_");
         let aws_signed = request
@@ -110,7 +110,7 @@ impl SwiftDoor {
     }
 
     /// Answers one request; never fails (errors become Swift error responses).
-    pub async fn handle(&self, request: http::Request<Incoming>) -> Response {
+    pub async fn handle(&self, request: http::Request<RequestBody>) -> Response {
         let trans_id = new_trans_id();
         let (parts, body) = request.into_parts();
         let is_head = parts.method == Method::HEAD;
@@ -211,7 +211,7 @@ impl SwiftDoor {
         })
     }
 
-    async fn dispatch(&self, request: SwiftRequest, body: Incoming) -> SwiftResult<Response> {
+    async fn dispatch(&self, request: SwiftRequest, body: RequestBody) -> SwiftResult<Response> {
         let target = request.target.clone();
         let method = request.method.clone();
         if matches!(request.caller, Caller::TempUrl) {

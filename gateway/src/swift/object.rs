@@ -1,9 +1,9 @@
 //! Object requests: PUT (with ETag check, `X-Copy-From`, manifests), GET and
 //! HEAD (conditions, ranges, large objects), POST (metadata), DELETE, COPY.
 
+use crate::wire::RequestBody;
 use http::{HeaderMap, StatusCode};
 use http_body_util::BodyDataStream;
-use hyper::body::Incoming;
 use strata_store::{ObjectInfo, ObjectMeta, PutConditions, StageError, StageOptions};
 
 use super::access::{Access, Caller};
@@ -25,7 +25,7 @@ impl SwiftDoor {
         request: &SwiftRequest,
         container: &str,
         key: &str,
-        body: Incoming,
+        body: RequestBody,
     ) -> SwiftResult<Response> {
         self.writable_container(request, container, key).await?;
         if_none_match_any(request)?;

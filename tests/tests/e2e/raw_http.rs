@@ -495,8 +495,9 @@ fn a_signature_is_checked_against_the_host_the_request_goes_to() -> Result<()> {
 /// long (checked once a period, so within two) without starting a request,
 /// having one in progress or writing a byte of an answer: an idle
 /// keep-alive connection, a client trickling a request's head, one that
-/// stops reading an answer. An upload sent slowly, or a download read
-/// slowly, over several periods is not cut.
+/// promises a body and does not send it, one that stops reading an
+/// answer. An upload sent slowly, or a download read slowly, over several
+/// periods is not cut.
 #[test]
 fn connections_without_progress_are_cut_after_the_idle_timeout() -> Result<()> {
     use std::io::{Read as _, Write as _};
@@ -521,7 +522,7 @@ fn connections_without_progress_are_cut_after_the_idle_timeout() -> Result<()> {
     let send_slowly = |stream: &mut std::net::TcpStream, head: &str, pieces: &[&[u8]]| {
         stream.write_all(head.as_bytes())?;
         for piece in pieces {
-            std::thread::sleep(Duration::from_millis(900));
+            std::thread::sleep(Duration::from_millis(500));
             stream.write_all(piece)?;
         }
         anyhow::Ok(())
@@ -569,7 +570,25 @@ fn connections_without_progress_are_cut_after_the_idle_timeout() -> Result<()> {
     drop(trickled);
     let _ = trickler.join();
 
-    // An upload whose body takes several periods is stored.
+    // A body promised and never sent is cut, even with a handler waiting
+    // for it (here an anonymous token request).
+    let mut promised = connect()?;
+    write!(
+        promised,
+        "POST /v3/auth/tokens HTTP/1.1\r\nHost: {authority}\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n{{"
+    )?;
+    let began = Instant::now();
+    let mut answer = Vec::new();
+    let _ = promised.read_to_end(&mut answer);
+    ensure!(
+        began.elapsed() < Duration::from_secs(5),
+        "a promised body that never came held its connection {:?}: {:?}",
+        began.elapsed(),
+        String::from_utf8_lossy(&answer)
+    );
+
+    // An upload whose body takes several periods, a piece every half
+    // period, is stored.
     let mut creating = connect()?;
     send_slowly(
         &mut creating,
@@ -584,9 +603,9 @@ fn connections_without_progress_are_cut_after_the_idle_timeout() -> Result<()> {
     send_slowly(
         &mut uploading,
         &format!(
-            "PUT {container}/slow HTTP/1.1\r\nHost: {authority}\r\n{auth}Content-Length: 4\r\n\r\n"
+            "PUT {container}/slow HTTP/1.1\r\nHost: {authority}\r\n{auth}Content-Length: 8\r\n\r\n"
         ),
-        &[b"a", b"b", b"c", b"d"],
+        &[b"a".as_slice(); 8],
     )?;
     let status = status_of(&mut std::io::BufReader::new(uploading))?;
     ensure!(status.starts_with("http/1.1 201"), "slow upload: {status}");

@@ -24,7 +24,7 @@ pub const REPRESENTATION_HEADERS: [&str; 5] = [
 pub type ResponseBody = UnsyncBoxBody<Bytes, std::io::Error>;
 /// A request's body, as the doors read it: while they wait for more of
 /// it, the connection counts as idle (`strata_pool::IdleDeadline`).
-pub type RequestBody = strata_pool::CountedRequestBody<hyper::body::Incoming>;
+pub type RequestBody = strata_pool::CountedBody<hyper::body::Incoming>;
 pub type Response = http::Response<ResponseBody>;
 
 pub fn full_body(bytes: impl Into<Bytes>) -> ResponseBody {

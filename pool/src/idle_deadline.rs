@@ -56,63 +56,14 @@ impl RequestCount {
     }
 }
 
-/// A request's body, read by its handler: while the handler waits for
-/// more of it, the handler does not count as busy, so an upload that
-/// stops coming is cut (nginx's `client_body_timeout`) and one that keeps
-/// coming, a piece at least every period, is not.
-#[derive(Debug)]
-pub struct CountedRequestBody<B> {
-    inner: B,
-    requests: Arc<RequestCount>,
-    /// Whether the last poll waited (the handler's count then taken back).
-    waiting: bool,
-}
-
 impl RequestCount {
-    /// `body`, the body of a request whose handler this counts.
-    pub fn request_body<B>(self: &Arc<Self>, body: B) -> CountedRequestBody<B> {
-        CountedRequestBody {
-            inner: body,
-            requests: self.clone(),
-            waiting: false,
-        }
-    }
-}
-
-impl<B: hyper::body::Body + Unpin> hyper::body::Body for CountedRequestBody<B> {
-    type Data = B::Data;
-    type Error = B::Error;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<hyper::body::Frame<B::Data>, B::Error>>> {
-        let this = self.get_mut();
-        let polled = Pin::new(&mut this.inner).poll_frame(cx);
-        match (polled.is_pending(), this.waiting) {
-            (true, false) => this.requests.end(),
-            (false, true) => this.requests.begin(),
-            _ => {}
-        }
-        this.waiting = polled.is_pending();
-        polled
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> hyper::body::SizeHint {
-        self.inner.size_hint()
-    }
-}
-
-impl<B> Drop for CountedRequestBody<B> {
-    // The handler's count, given back: its guard takes it once more.
-    fn drop(&mut self) {
-        if self.waiting {
-            self.requests.begin();
-        }
+    /// `body`, the body of a request whose handler this counts: while
+    /// the handler waits for more of it, the handler does not count as
+    /// busy, so an upload that stops coming is cut (nginx's
+    /// `client_body_timeout`) and one that keeps coming, a piece at least
+    /// every period, is not.
+    pub fn request_body<B>(self: &Arc<Self>, body: B) -> CountedBody<B> {
+        CountedBody::new(body, self.clone(), Waiting::ForClient)
     }
 }
 
@@ -123,15 +74,13 @@ pub struct HandlerRunning(Arc<RequestCount>);
 
 impl HandlerRunning {
     /// The handler is done: `body` is its answer's, counted as busy while
-    /// its next piece is not ready.
+    /// its next piece is not ready. A download whose bytes come slowly
+    /// from the store is not idle, while one waiting for its client to
+    /// read is (hyper then stops asking the body for more).
     pub fn answer<B>(self, body: B) -> CountedBody<B> {
         let requests = self.0.clone();
         drop(self);
-        CountedBody {
-            inner: body,
-            requests,
-            producing: false,
-        }
+        CountedBody::new(body, requests, Waiting::ForServer)
     }
 }
 
@@ -141,15 +90,50 @@ impl Drop for HandlerRunning {
     }
 }
 
-/// An answer's body that counts as busy while it is not ready with its
-/// next piece: a download whose bytes come slowly from the store is not
-/// idle, while one waiting for its client to read is (hyper then stops
-/// asking the body for more).
+/// Who a body that is not ready waits for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Waiting {
+    /// A request's body: the client, while its handler (counted as busy)
+    /// is not working.
+    ForClient,
+    /// An answer's body: the server, which is then busy.
+    ForServer,
+}
+
+/// A body that tells the connection's [`RequestCount`] while its next
+/// piece is not ready: a request's takes its handler's count back, an
+/// answer's counts as busy.
 #[derive(Debug)]
 pub struct CountedBody<B> {
     inner: B,
     requests: Arc<RequestCount>,
-    producing: bool,
+    kind: Waiting,
+    /// Whether its last poll was pending.
+    pending: bool,
+}
+
+impl<B> CountedBody<B> {
+    fn new(inner: B, requests: Arc<RequestCount>, kind: Waiting) -> Self {
+        CountedBody {
+            inner,
+            requests,
+            kind,
+            pending: false,
+        }
+    }
+
+    /// Tells the count that the body now waits (`pending`) or no longer.
+    fn set_pending(&mut self, pending: bool) {
+        if pending == self.pending {
+            return;
+        }
+        self.pending = pending;
+        if pending == (self.kind == Waiting::ForServer) {
+            self.requests.begin();
+        } else {
+            self.requests.end();
+        }
+    }
 }
 
 impl<B: hyper::body::Body + Unpin> hyper::body::Body for CountedBody<B> {
@@ -162,12 +146,7 @@ impl<B: hyper::body::Body + Unpin> hyper::body::Body for CountedBody<B> {
     ) -> Poll<Option<Result<hyper::body::Frame<B::Data>, B::Error>>> {
         let this = self.get_mut();
         let polled = Pin::new(&mut this.inner).poll_frame(cx);
-        match (polled.is_pending(), this.producing) {
-            (true, false) => this.requests.begin(),
-            (false, true) => this.requests.end(),
-            _ => {}
-        }
-        this.producing = polled.is_pending();
+        this.set_pending(polled.is_pending());
         polled
     }
 
@@ -181,10 +160,10 @@ impl<B: hyper::body::Body + Unpin> hyper::body::Body for CountedBody<B> {
 }
 
 impl<B> Drop for CountedBody<B> {
+    // A request's body gives its handler's count back (the handler's
+    // guard takes it once more); an answer's stops being busy.
     fn drop(&mut self) {
-        if self.producing {
-            self.requests.end();
-        }
+        self.set_pending(false);
     }
 }
 

@@ -54,8 +54,7 @@ pub(crate) fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, 
 }
 
 pub use idle_deadline::{
-    CountedBody, CountedRequestBody, FIRST_BYTE_TIMEOUT, HandlerRunning, IDLE_TIMEOUT,
-    IdleDeadline, RequestCount,
+    CountedBody, FIRST_BYTE_TIMEOUT, HandlerRunning, IDLE_TIMEOUT, IdleDeadline, RequestCount,
 };
 pub use listener::{
     Accepted, CappedListener, ConnectionGauge, connection_cap, raise_open_file_limit,

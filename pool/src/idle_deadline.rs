@@ -223,20 +223,29 @@ impl<S> IdleDeadline<S> {
         false
     }
 
-    fn wrote(&mut self, written: &Poll<std::io::Result<usize>>) -> bool {
-        match written {
-            Poll::Ready(Ok(count)) => {
-                self.wrote |= *count > 0;
-                false
-            }
-            Poll::Ready(Err(_)) => false,
-            Poll::Pending => true,
+    /// `polled`, or a cut if it waits and the connection idled out.
+    fn checked<T>(
+        &mut self,
+        cx: &mut Context<'_>,
+        polled: Poll<std::io::Result<T>>,
+    ) -> Poll<std::io::Result<T>> {
+        if polled.is_pending() && self.idled_out(cx) {
+            return Poll::Ready(Err(std::io::ErrorKind::TimedOut.into()));
         }
+        polled
     }
-}
 
-fn timed_out<T>() -> Poll<std::io::Result<T>> {
-    Poll::Ready(Err(std::io::ErrorKind::TimedOut.into()))
+    /// [`Self::checked`] for a write, whose bytes are progress.
+    fn written(
+        &mut self,
+        cx: &mut Context<'_>,
+        polled: Poll<std::io::Result<usize>>,
+    ) -> Poll<std::io::Result<usize>> {
+        if let Poll::Ready(Ok(count)) = polled {
+            self.wrote |= count > 0;
+        }
+        self.checked(cx, polled)
+    }
 }
 
 impl<S: AsyncRead + Unpin> AsyncRead for IdleDeadline<S> {
@@ -247,10 +256,7 @@ impl<S: AsyncRead + Unpin> AsyncRead for IdleDeadline<S> {
     ) -> Poll<std::io::Result<()>> {
         let this = self.get_mut();
         let read = Pin::new(&mut this.inner).poll_read(cx, buf);
-        if read.is_pending() && this.idled_out(cx) {
-            return timed_out();
-        }
-        read
+        this.checked(cx, read)
     }
 }
 
@@ -262,10 +268,7 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for IdleDeadline<S> {
     ) -> Poll<std::io::Result<usize>> {
         let this = self.get_mut();
         let written = Pin::new(&mut this.inner).poll_write(cx, buf);
-        if this.wrote(&written) && this.idled_out(cx) {
-            return timed_out();
-        }
-        written
+        this.written(cx, written)
     }
 
     // Responses go out as one gathered write of head and body: delegated,
@@ -277,10 +280,7 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for IdleDeadline<S> {
     ) -> Poll<std::io::Result<usize>> {
         let this = self.get_mut();
         let written = Pin::new(&mut this.inner).poll_write_vectored(cx, bufs);
-        if this.wrote(&written) && this.idled_out(cx) {
-            return timed_out();
-        }
-        written
+        this.written(cx, written)
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -292,19 +292,13 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for IdleDeadline<S> {
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         let this = self.get_mut();
         let flushed = Pin::new(&mut this.inner).poll_flush(cx);
-        if flushed.is_pending() && this.idled_out(cx) {
-            return timed_out();
-        }
-        flushed
+        this.checked(cx, flushed)
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         let this = self.get_mut();
         let closed = Pin::new(&mut this.inner).poll_shutdown(cx);
-        if closed.is_pending() && this.idled_out(cx) {
-            return timed_out();
-        }
-        closed
+        this.checked(cx, closed)
     }
 }
 

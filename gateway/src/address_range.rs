@@ -1,7 +1,6 @@
 //! Address ranges in CIDR notation (`10.0.0.0/8`, `fc00::/7`, or one
 //! address), as configuration names who may read `/metrics`.
 
-use std::fmt;
 use std::net::IpAddr;
 use std::str::FromStr;
 
@@ -35,10 +34,7 @@ impl AddressRange {
 
     pub fn contains(&self, address: IpAddr) -> bool {
         // An IPv4 client on an IPv6 socket arrives mapped (::ffff:a.b.c.d).
-        let address = match address {
-            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(address, IpAddr::V4),
-            IpAddr::V4(_) => address,
-        };
+        let address = address.to_canonical();
         match (self.network, address) {
             (IpAddr::V4(network), IpAddr::V4(address)) => same_prefix(
                 u32::from(network).into(),
@@ -97,12 +93,6 @@ impl TryFrom<String> for AddressRange {
 
     fn try_from(text: String) -> Result<Self, Self::Error> {
         text.parse()
-    }
-}
-
-impl fmt::Display for AddressRange {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}", self.network, self.prefix)
     }
 }
 

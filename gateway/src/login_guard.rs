@@ -101,7 +101,10 @@ impl Attempt<'_> {
             .failures
             .entry(self.site)
             .and_compute_with(|failures| match failures {
-                Some(entry) => moka::ops::compute::Op::Put(entry.into_value().saturating_sub(1)),
+                Some(entry) => match entry.into_value().saturating_sub(1) {
+                    0 => moka::ops::compute::Op::Remove,
+                    left => moka::ops::compute::Op::Put(left),
+                },
                 None => moka::ops::compute::Op::Nop,
             });
     }
@@ -110,12 +113,9 @@ impl Attempt<'_> {
 /// The key an address is counted under: IPv4 as it is (also when mapped
 /// into IPv6), IPv6 by its /64.
 fn site(client: IpAddr) -> IpAddr {
-    match client {
-        IpAddr::V4(_) => client,
-        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-            Some(v4) => IpAddr::V4(v4),
-            None => IpAddr::V6((u128::from(v6) & !u128::from(u64::MAX)).into()),
-        },
+    match client.to_canonical() {
+        IpAddr::V6(v6) => IpAddr::V6((u128::from(v6) & !u128::from(u64::MAX)).into()),
+        v4 => v4,
     }
 }
 

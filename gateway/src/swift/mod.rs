@@ -185,11 +185,11 @@ impl SwiftDoor {
         response
     }
 
-    fn prepare(&self, parts: http::request::Parts) -> SwiftResult<SwiftRequest> {
+    fn prepare(&self, mut parts: http::request::Parts) -> SwiftResult<SwiftRequest> {
         let rewritten_from = parts
             .extensions
-            .get::<crate::wire::PathAsSent>()
-            .map(|path| path.0.clone());
+            .remove::<crate::wire::PathAsSent>()
+            .map(|path| path.0);
         let (account, target) = parse_path(parts.uri.path())?;
         let query = Query::parse(parts.uri.query())
             .ok_or_else(|| SwiftError::bad_request("Invalid UTF8 in the query string"))?;
@@ -371,7 +371,6 @@ fn error_response(err: SwiftError, is_head: bool) -> Response {
     response
 }
 
-/// `1733150000.12345`: Swift's `X-Timestamp` form.
 /// A yes in a header or query value, as Swift's `config_true_value` reads
 /// it (header values come without surrounding whitespace).
 pub(crate) fn truthy(value: &str) -> bool {
@@ -380,6 +379,7 @@ pub(crate) fn truthy(value: &str) -> bool {
         .any(|yes| value.eq_ignore_ascii_case(yes))
 }
 
+/// `1733150000.12345`: Swift's `X-Timestamp` form.
 pub(crate) fn swift_timestamp(ms: i64) -> String {
     format!("{}.{:03}00", ms.div_euclid(1000), ms.rem_euclid(1000))
 }

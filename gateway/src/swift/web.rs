@@ -52,12 +52,7 @@ impl WebSite {
         let site = WebSite {
             index: meta("web-index"),
             error: meta("web-error").map(ErrorPage::StatusPrefixed),
-            listings: meta("web-listings").is_some_and(|value| {
-                matches!(
-                    value.to_ascii_lowercase().as_str(),
-                    "true" | "yes" | "on" | "1"
-                )
-            }),
+            listings: meta("web-listings").is_some_and(|value| super::truthy(&value)),
             directory_redirect: StatusCode::MOVED_PERMANENTLY,
         };
         if site.index.is_some() || site.error.is_some() || site.listings {

@@ -185,7 +185,7 @@ impl HttpMetaTransport {
         let Some(local) = &self.local else {
             return Err(None);
         };
-        match tokio::time::timeout_at(deadline, local.call(request)).await {
+        match tokio::time::timeout_at(deadline, local.call(request, None)).await {
             Ok(Routed::Answer(answer)) => Ok(Ok(Bytes::from(answer))),
             // Not confirmed by a majority: as a leader's 503.
             Ok(Routed::Unavailable(why)) => Ok(Err(TransportError::Unknown(why))),
@@ -410,10 +410,11 @@ pub async fn handle(internal: &Internal, request: hyper::Request<RequestBody>) -
         false => MAX_CALL_BYTES,
     };
     let over_tls = request.extensions().get::<OverTls>().is_some();
-    let body = match signed_body(secret, &internal.replays, request, over_tls, limit).await {
-        Ok(body) => body,
-        Err(response) => return response,
-    };
+    let (body, signature) =
+        match signed_body(secret, &internal.replays, request, over_tls, limit).await {
+            Ok(signed) => signed,
+            Err(response) => return response,
+        };
     // Refused only once its signature was taken: a call that a misconfigured
     // member sent in plain text cannot be replayed over TLS.
     if internal.requires_tls && !over_tls {
@@ -456,11 +457,11 @@ pub async fn handle(internal: &Internal, request: hyper::Request<RequestBody>) -
         };
     }
     if let Some(service) = &internal.service {
-        return routed_response(service.call(&body).await);
+        return routed_response(service.call(&body, signature).await);
     }
     match internal.store.get() {
         Some(store) if !store.is_remote() => {
-            json_response(StatusCode::OK, store.serve_meta(&body).await)
+            json_response(StatusCode::OK, store.serve_meta(&body, signature).await)
         }
         Some(_) => text_response(
             StatusCode::MISDIRECTED_REQUEST,
@@ -472,15 +473,16 @@ pub async fn handle(internal: &Internal, request: hyper::Request<RequestBody>) -
 
 /// The body of a request signed with the cluster secret (for the kind of
 /// connection it came on, `over_tls`), whose digest is part of what is
-/// signed, and that was not taken before; the signature is
-/// checked before a stranger's body is read.
+/// signed, and that this process did not take before, with its signature
+/// (for the store to refuse a replay this process cannot tell); the
+/// signature is checked before a stranger's body is read.
 async fn signed_body(
     secret: &ClusterSecret,
     replays: &wire::ReplayGuard,
     request: hyper::Request<RequestBody>,
     over_tls: bool,
     limit: usize,
-) -> Result<Bytes, Response> {
+) -> Result<(Bytes, Option<wire::CallSignature>), Response> {
     let path_and_query = request
         .uri()
         .path_and_query()
@@ -520,7 +522,7 @@ async fn signed_body(
     }
     // Checked last: a request refused above must not use up its signature.
     match replays.first_use(&path_and_query, &signature) {
-        Ok(true) => Ok(body),
+        Ok(true) => Ok((body, wire::CallSignature::of(&path_and_query, &signature))),
         Ok(false) => {
             tracing::warn!("internal call taken before refused (a replay)");
             Err(text_response(

@@ -28,7 +28,7 @@ use std::time::Duration;
 use openraft::error::{CheckIsLeaderError, RaftError};
 use openraft::{BasicNode, Config, Raft, SnapshotPolicy};
 use serde::{Deserialize, Serialize};
-use strata_store::Store;
+use strata_store::{CallSignature, Store};
 
 pub use network::{RaftRpc, RaftTransport};
 pub use state_machine::SnapshotFile;
@@ -63,6 +63,11 @@ pub struct LoggedCall {
     pub at_ms: i64,
     /// Random bytes the leader drew for the call.
     pub nonce: [u8; 16],
+    /// The signature the call came with from another gateway, so that
+    /// every member refuses it sent again (see
+    /// [`strata_store::ApplyContext::signature`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signature: Option<CallSignature>,
 }
 
 /// The store's answers to an applied entry's calls, in order (JSON, as
@@ -300,20 +305,22 @@ impl MetaService {
         Ok(service)
     }
 
-    /// Routes one metadata call (the body of the service's endpoint).
-    pub async fn call(&self, request: &[u8]) -> Routed {
+    /// Routes one metadata call (the body of the service's endpoint), and
+    /// the signature it came with from another gateway, if any: a change
+    /// whose signature the log applied before is refused.
+    pub async fn call(&self, request: &[u8], signature: Option<CallSignature>) -> Routed {
         let Some(writes) = Store::meta_call_writes(request) else {
             // The store answers with the decoding error.
-            return Routed::Answer(self.store.serve_meta(request).await);
+            return Routed::Answer(self.store.serve_meta(request, None).await);
         };
         if writes {
-            self.write(request).await
+            self.write(request, signature).await
         } else {
             self.read(request).await
         }
     }
 
-    async fn write(&self, request: &[u8]) -> Routed {
+    async fn write(&self, request: &[u8], signature: Option<CallSignature>) -> Routed {
         if let Err(refusal) = self.leading().await {
             return refusal;
         }
@@ -324,13 +331,14 @@ impl MetaService {
             call,
             at_ms: unix_ms(),
             nonce: rand::random(),
+            signature,
         };
         self.batcher.write(call).await
     }
 
     async fn read(&self, request: &[u8]) -> Routed {
         match self.confirm_leadership().await {
-            None => Routed::Answer(self.store.serve_meta(request).await),
+            None => Routed::Answer(self.store.serve_meta(request, None).await),
             Some(refusal) => refusal,
         }
     }
@@ -593,13 +601,14 @@ async fn maintain_while_leading(service: std::sync::Weak<MetaService>) {
         };
         let now_secs = (unix_ms().max(0) as u64) / 1000;
         if service.store.expiry_due(now_secs).await.unwrap_or(false)
-            && let Routed::Unavailable(why) = service.write(&Store::expiry_call(now_secs)).await
+            && let Routed::Unavailable(why) =
+                service.write(&Store::expiry_call(now_secs), None).await
         {
             tracing::debug!(%why, "expiry not logged");
         }
         match service.store.feed_trim_call(since).await {
             Ok(Some(call)) => {
-                if let Routed::Unavailable(why) = service.write(&call).await {
+                if let Routed::Unavailable(why) = service.write(&call, None).await {
                     tracing::debug!(%why, "feed trimming not logged");
                 }
             }

@@ -267,6 +267,7 @@ impl Applier {
                             nonce: call.nonce,
                             marker: serde_json::to_vec(&next).map_err(state_error)?,
                             answered: proposed_here,
+                            signature: call.signature,
                         };
                         // A failure of this member's own database is not
                         // the call's answer: the replica would no longer
@@ -721,6 +722,7 @@ mod tests {
             call: call.to_string(),
             at_ms: 1_700_000_000_000,
             nonce: [7; 16],
+            signature: None,
         }
     }
 
@@ -799,6 +801,89 @@ mod tests {
         let (last_applied, _) = machine.applied_state().await.expect("applied state");
         assert_eq!(last_applied, Some(log_id));
         assert_eq!(machine.applied.partial, None);
+    }
+
+    /// A signed call is applied once, whatever member it reaches and
+    /// however much later in the log: sent again (a capture replayed after
+    /// a change of leader), it is refused and changes nothing, at a restart
+    /// too. So is one that changed nothing the first time, and one signed
+    /// too long before the entry's clock.
+    #[tokio::test]
+    async fn a_signed_call_is_applied_once() {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let pool = local_pool(dir.path());
+        let at_ms = 1_700_000_000_000;
+        let signed = |call: LoggedCall, id: u8, seconds_later: i64| LoggedCall {
+            at_ms: at_ms + seconds_later * 1000,
+            signature: Some(strata_store::CallSignature {
+                signed_at: (at_ms / 1000) as u64,
+                id: [id; 16],
+            }),
+            ..call
+        };
+        let delete_bucket =
+            |name: &str| logged(serde_json::json!({"op": "delete_bucket", "name": name}));
+        let outcome = |answer: &[u8]| -> serde_json::Value {
+            serde_json::from_slice::<serde_json::Value>(answer).expect("an answer")["outcome"]
+                .clone()
+        };
+        let replay_refused = |answer: &[u8]| {
+            let outcome = outcome(answer);
+            let why = outcome["Err"]["InvalidArgument"]
+                .as_str()
+                .unwrap_or_default();
+            assert!(why.contains("replay"), "{outcome}");
+        };
+        {
+            let (mut machine, store) = open(dir.path(), &pool).await;
+            let answers = machine
+                .apply([
+                    entry(1, vec![signed(create_bucket("a"), 1, 0)]),
+                    entry(2, vec![delete_bucket("a")]),
+                    entry(3, vec![signed(create_bucket("a"), 1, 10)]),
+                    // Refused the first time (it exists), so committing
+                    // nothing: still taken.
+                    entry(
+                        4,
+                        vec![create_bucket("b"), signed(create_bucket("b"), 2, 0)],
+                    ),
+                    entry(
+                        5,
+                        vec![delete_bucket("b"), signed(create_bucket("b"), 2, 20)],
+                    ),
+                    // Signed more than the window before the entry's clock.
+                    entry(6, vec![signed(create_bucket("c"), 3, 400)]),
+                    // A signature of its own: taken.
+                    entry(7, vec![signed(create_bucket("d"), 4, 0)]),
+                ])
+                .await
+                .expect("applied");
+            assert!(outcome(&answers[0].0[0])["Ok"].is_object());
+            replay_refused(&answers[2].0[0]);
+            assert_eq!(outcome(&answers[3].0[1])["Err"], "BucketAlreadyOwnedByYou");
+            replay_refused(&answers[4].0[1]);
+            let too_old = outcome(&answers[5].0[0]);
+            assert!(
+                too_old["Err"]["InvalidArgument"]
+                    .as_str()
+                    .is_some_and(|why| why.contains("too old")),
+                "{too_old}"
+            );
+            assert!(outcome(&answers[6].0[0])["Ok"].is_object());
+            for absent in ["a", "b", "c"] {
+                assert!(store.bucket(absent).await.is_err(), "{absent} exists");
+            }
+            assert!(store.bucket("d").await.is_ok());
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        // The records outlive the process.
+        let (mut machine, store) = open(dir.path(), &pool).await;
+        let answers = machine
+            .apply([entry(8, vec![signed(create_bucket("a"), 1, 30)])])
+            .await
+            .expect("applied");
+        replay_refused(&answers[0].0[0]);
+        assert!(store.bucket("a").await.is_err());
     }
 
     fn entry(index: u64, calls: Vec<LoggedCall>) -> Entry<TypeConfig> {

@@ -164,7 +164,7 @@ impl Group {
         let request = serde_json::to_vec(&call).expect("encodable call");
         for _ in 0..200 {
             for service in self.running() {
-                match service.call(&request).await {
+                match service.call(&request, None).await {
                     Routed::Answer(answer) => {
                         return serde_json::from_slice(&answer).expect("JSON answer");
                     }
@@ -400,7 +400,7 @@ async fn a_member_that_does_not_lead_sends_callers_to_the_leader() {
         "region": "r1", "attrs": {}
     }))
     .expect("call");
-    match follower.call(&request).await {
+    match follower.call(&request, None).await {
         Routed::NotLeader(Some(address)) => assert_eq!(address, format!("member-{leader}")),
         other => panic!("a follower answered {other:?}"),
     }
@@ -499,7 +499,7 @@ async fn concurrent_changes_share_log_entries() {
             let leader = leader.clone();
             let request = serde_json::to_vec(&put_call(&format!("k{index}"), b"body", None))
                 .expect("encodable call");
-            tokio::spawn(async move { leader.call(&request).await })
+            tokio::spawn(async move { leader.call(&request, None).await })
         })
         .collect();
     for (index, answered) in futures_join(puts).await.into_iter().enumerate() {
@@ -622,7 +622,7 @@ async fn a_running_leader_removes_itself_and_steps_down() {
     let put = serde_json::to_vec(&put_call("during", b"x", None)).expect("call");
     let mut stepped_down = false;
     for _ in 0..100 {
-        if let Routed::NotLeader(_) = leader.call(&put).await {
+        if let Routed::NotLeader(_) = leader.call(&put, None).await {
             stepped_down = true;
             break;
         }

@@ -132,8 +132,9 @@ pub const NONCE_PARAM: &str = "nonce";
 ///
 /// It is one process's memory: a call replayed to another member than the
 /// one that took it (senders try members in turn), or to the same after a
-/// restart, is not caught. Closing that needs the signatures in the
-/// replicated log, where every member applies the same ones once.
+/// restart, is not caught here. The metadata store records the
+/// [`CallSignature`] of each change it applies, so that one is refused
+/// there: in a replicated service, by every member alike.
 pub struct ReplayGuard {
     seen: std::sync::Mutex<Seen>,
 }
@@ -167,15 +168,10 @@ impl ReplayGuard {
         if query_param(path_and_query, NONCE_PARAM).is_none() {
             return Ok(true);
         }
-        let Some((time, tag)) = header.split_once(':') else {
+        let Some(signature) = CallSignature::of(path_and_query, header) else {
             return Ok(false);
         };
-        let (Ok(time), Some(Ok(tag))) = (
-            time.parse::<u64>(),
-            tag.get(..16).map(|hex| u64::from_str_radix(hex, 16)),
-        ) else {
-            return Ok(false);
-        };
+        let (time, tag) = (signature.signed_at, signature.short_id());
         let now = unix_now();
         // Checked again with the clock that prunes: a body read slowly must
         // not bring a signature in after its second was forgotten.
@@ -197,6 +193,36 @@ impl ReplayGuard {
         let first = seen.by_second.entry(time).or_default().insert(tag);
         seen.count += usize::from(first);
         Ok(first)
+    }
+}
+
+/// What tells one signed call from every other: the second it was signed
+/// in and the first half of its signature (HMAC-SHA256 over the method,
+/// the path and query with its nonce, and that second). Only calls with a
+/// [`NONCE_PARAM`] have one; older senders sign two equal calls in one
+/// second alike.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CallSignature {
+    pub signed_at: u64,
+    pub id: [u8; 16],
+}
+
+impl CallSignature {
+    /// The signature of a request to `path_and_query` whose `x-strata-auth`
+    /// value is `header` (verified by the caller with
+    /// [`ClusterSecret::verify`]); `None` without a nonce or in another form.
+    pub fn of(path_and_query: &str, header: &str) -> Option<CallSignature> {
+        query_param(path_and_query, NONCE_PARAM)?;
+        let (time, tag) = header.split_once(':')?;
+        let signed_at = time.parse::<u64>().ok()?;
+        let id = hex::decode(tag.get(..32)?).ok()?.try_into().ok()?;
+        Some(CallSignature { signed_at, id })
+    }
+
+    fn short_id(&self) -> u64 {
+        let mut first = [0u8; 8];
+        first.copy_from_slice(&self.id[..8]);
+        u64::from_be_bytes(first)
     }
 }
 
@@ -380,6 +406,28 @@ mod tests {
         assert!(!body_matches("/internal/v1/meta", b"call"));
         let other_digest = path.replace(&body_digest(b"call"), &body_digest(b"other call"));
         assert!(!secret.verify("POST", &other_digest, &header, false));
+    }
+
+    #[test]
+    fn a_call_signature_is_its_second_and_the_first_half_of_its_tag() {
+        let secret = ClusterSecret::new("correct horse battery staple").unwrap();
+        let path = format!("/internal/v1/meta?{BODY_DIGEST_PARAM}=00&{NONCE_PARAM}=01");
+        let header = secret.sign("POST", &path, false);
+        let signature = CallSignature::of(&path, &header).unwrap();
+        let (time, tag) = header.split_once(':').unwrap();
+        assert_eq!(signature.signed_at.to_string(), time);
+        assert_eq!(hex::encode(signature.id), tag[..32]);
+        // Another nonce signs differently.
+        let other = path.replace("=01", "=02");
+        let other_header = secret.sign("POST", &other, false);
+        assert_ne!(CallSignature::of(&other, &other_header), Some(signature));
+        // Without a nonce, or in another form: none.
+        assert_eq!(
+            CallSignature::of("/internal/v1/meta?sha256=00", &header),
+            None
+        );
+        assert_eq!(CallSignature::of(&path, "12:zz"), None);
+        assert_eq!(CallSignature::of(&path, &header[..20]), None);
     }
 
     #[test]

@@ -39,6 +39,7 @@ mod read;
 mod records;
 mod remote;
 mod replica;
+mod signed_calls;
 mod store;
 mod usage;
 mod write;
@@ -56,5 +57,6 @@ pub use replica::{ReplicaCheckpoint, Tally};
 pub use store::{
     ChangeListener, FeedLease, PutConditions, Store, StoreConfig, WeakStore, validate_key,
 };
+pub use strata_pool::wire::CallSignature;
 pub use usage::BucketUsage;
 pub use write::{StageError, StageOptions, StagedBody};

@@ -30,6 +30,7 @@ use bytes::Bytes;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use strata_pool::Pool;
+use strata_pool::wire::CallSignature;
 
 use crate::catalog::CatalogWrite;
 use crate::checksum::ChecksumAlgorithm;
@@ -320,6 +321,10 @@ pub struct ApplyContext {
     /// an entry answers its callers: the others apply it and skip keeping
     /// its events and encoding an answer nobody reads.
     pub answered: bool,
+    /// The signature the call came with from another gateway: a call
+    /// whose signature was applied before is refused (a replay), alike on
+    /// every replica.
+    pub signature: Option<CallSignature>,
 }
 
 /// The service's answer: the outcome, and the events committed meanwhile.
@@ -579,7 +584,11 @@ impl Store {
     /// Answers one metadata call from another gateway (the request body of
     /// the service's endpoint) with the answer's bytes. Never fails: errors
     /// travel inside the answer.
-    pub async fn serve_meta(&self, request: &[u8]) -> Vec<u8> {
+    ///
+    /// `signature`: the one the call came with. A change whose signature
+    /// this store took before (kept across restarts) is refused as a
+    /// replay.
+    pub async fn serve_meta(&self, request: &[u8], signature: Option<CallSignature>) -> Vec<u8> {
         let Engine::Local(inner) = &self.engine else {
             return encode_answer(
                 Err(StoreError::Internal(
@@ -588,13 +597,30 @@ impl Store {
                 Vec::new(),
             );
         };
-        match decode_call(request) {
-            Ok(call) => {
-                let (outcome, events) = self.answer_call(inner, call).await;
-                encode_answer(outcome, events)
+        let call = match decode_call(request) {
+            Ok(call) => call,
+            Err(err) => return encode_answer(Err(err), Vec::new()),
+        };
+        if let (Some(signature), true) = (signature, call.writes()) {
+            // Recorded before the call runs, without an fsync of its own:
+            // the call's batch syncs the WAL, this record included. A
+            // call refused after this keeps its record, which only a
+            // replay would find.
+            let taken = self
+                .blocking(move |inner| {
+                    let now_secs = inner.now_secs();
+                    inner.check_signed_call(&signature, now_secs)?;
+                    let mut batch = rocksdb::WriteBatch::default();
+                    inner.record_signed_call(&mut batch, &signature, now_secs)?;
+                    Ok(inner.db.write(batch)?)
+                })
+                .await;
+            if let Err(refusal) = taken {
+                return encode_answer(Err(refusal), Vec::new());
             }
-            Err(err) => encode_answer(Err(err), Vec::new()),
         }
+        let (outcome, events) = self.answer_call(inner, call).await;
+        encode_answer(outcome, events)
     }
 
     /// Whether a metadata call (as [`Store::serve_meta`] takes it) may change
@@ -667,13 +693,45 @@ impl Store {
             Ok(call) => call,
             Err(err) => return Ok(encode_answer(Err(err), Vec::new())),
         };
+        if let Some(signature) = context.signature {
+            let now_secs = (context.at_ms.max(0) as u64) / 1000;
+            match self
+                .blocking(move |inner| inner.check_signed_call(&signature, now_secs))
+                .await
+            {
+                Ok(()) => {}
+                Err(err @ StoreError::Db(_)) => return Err(err),
+                // Refused alike on every replica; nothing is recorded.
+                Err(refusal) if context.answered => {
+                    return Ok(encode_answer(Err(refusal), Vec::new()));
+                }
+                Err(_) => return Ok(Vec::new()),
+            }
+        }
         *inner.pinned.lock() = Some(Pinned {
             at_ms: context.at_ms,
             nonce: context.nonce,
             marker: context.marker,
             events: context.answered.then(Vec::new),
+            signature: context.signature,
         });
-        let outcome = self.run_call(inner, call).await;
+        let mut outcome = self.run_call(inner, call).await;
+        // A call that committed nothing (refused, or a delete of nothing)
+        // is recorded all the same: replayed later, it could find
+        // something to change.
+        let unrecorded = inner
+            .pinned
+            .lock()
+            .as_ref()
+            .is_some_and(|pinned| pinned.signature.is_some());
+        if unrecorded
+            && !matches!(outcome, Err(StoreError::Db(_)))
+            && let Err(err) = self
+                .blocking(|inner| inner.commit(rocksdb::WriteBatch::default()))
+                .await
+        {
+            outcome = Err(err);
+        }
         // Not unpinned when the future is dropped (only at shutdown): the
         // blocking part of the call may still commit, and must do so with
         // the entry's marker and clock; the next entry pins its own.

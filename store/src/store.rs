@@ -13,6 +13,7 @@ use parking_lot::{Mutex, RwLock};
 use rocksdb::{
     ColumnFamilyDescriptor, DB, Direction, IteratorMode, Options, WriteBatch, WriteOptions,
 };
+use strata_pool::wire::CallSignature;
 use strata_pool::{ExtentId, Pool};
 use tokio::sync::broadcast;
 
@@ -167,6 +168,9 @@ pub(crate) struct Pinned {
     /// The events the entry's call published, for its answer (kept only
     /// when someone waits for it).
     pub(crate) events: Option<Vec<ChangeEvent>>,
+    /// The call's signature, recorded by the batch that applies it
+    /// (`signed_calls.rs`) and then taken out.
+    pub(crate) signature: Option<CallSignature>,
 }
 
 /// Called with every change as it is committed, before the write returns.
@@ -1171,9 +1175,13 @@ impl Inner {
     /// holds it durably, and a batch lost in a crash (with its marker) is
     /// applied again from the log at restart.
     pub(crate) fn commit(&self, mut batch: WriteBatch) -> Result<()> {
-        let applying = match &*self.pinned.lock() {
+        let applying = match &mut *self.pinned.lock() {
             Some(pinned) => {
                 batch.put(APPLIED_MARKER, &pinned.marker);
+                if let Some(signature) = pinned.signature.take() {
+                    let now_secs = (pinned.at_ms.max(0) as u64) / 1000;
+                    self.record_signed_call(&mut batch, &signature, now_secs)?;
+                }
                 true
             }
             None => false,

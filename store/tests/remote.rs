@@ -46,7 +46,7 @@ impl MetaTransport for Direct {
         if self.cut.load(Ordering::SeqCst) {
             return Err(TransportError::Unknown("no answer".into()));
         }
-        Ok(Bytes::from(self.service.serve_meta(&request).await))
+        Ok(Bytes::from(self.service.serve_meta(&request, None).await))
     }
 }
 
@@ -750,4 +750,59 @@ async fn a_commit_that_never_left_deletes_its_staged_body_and_an_unanswered_one_
         extents().await > 0,
         "a body whose commit may have landed was deleted"
     );
+}
+
+/// A signed change is taken once by a service of its own too, across a
+/// restart (a gateway's memory of the signatures it took goes with its
+/// process): replayed, it is refused and changes nothing. A read is never
+/// refused, and a change signed too long ago is not taken.
+#[tokio::test]
+async fn a_signed_change_replayed_after_a_restart_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let pool: Arc<dyn Pool> = Arc::new(
+        LocalPool::open(LocalPoolConfig {
+            dir: dir.path().join("pool"),
+        })
+        .unwrap(),
+    );
+    let config = StoreConfig::new(dir.path().join("meta"));
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let signed = |id: u8, signed_at: u64| {
+        Some(strata_store::CallSignature {
+            signed_at,
+            id: [id; 16],
+        })
+    };
+    let create = br#"{"op":"create_bucket","account":"acct","name":"b","region":"r1","attrs":{}}"#;
+    let delete = br#"{"op":"delete_bucket","name":"b"}"#;
+    let outcome = |answer: Vec<u8>| -> serde_json::Value {
+        serde_json::from_slice::<serde_json::Value>(&answer).unwrap()["outcome"].clone()
+    };
+    {
+        let service = Store::open(config.clone(), pool.clone()).unwrap();
+        assert!(outcome(service.serve_meta(create, signed(1, now)).await)["Ok"].is_object());
+        let replayed = outcome(service.serve_meta(create, signed(1, now)).await);
+        assert!(replayed.to_string().contains("replay"), "{replayed}");
+        let deleted = outcome(service.serve_meta(delete, None).await);
+        assert!(deleted.get("Ok").is_some(), "{deleted}");
+        // Reads carry no record.
+        let read = br#"{"op":"feed_head"}"#;
+        for _ in 0..2 {
+            assert!(outcome(service.serve_meta(read, signed(2, now)).await)["Ok"].is_number());
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let service = Store::open(config, pool).unwrap();
+    let replayed = outcome(service.serve_meta(create, signed(1, now)).await);
+    assert!(replayed.to_string().contains("replay"), "{replayed}");
+    let stale = outcome(service.serve_meta(create, signed(3, now - 3600)).await);
+    assert!(stale.to_string().contains("too old"), "{stale}");
+    assert!(matches!(
+        service.bucket("b").await,
+        Err(StoreError::NoSuchBucket)
+    ));
+    assert!(outcome(service.serve_meta(create, signed(4, now)).await)["Ok"].is_object());
 }

@@ -269,6 +269,31 @@ impl Cluster {
         self.dir.path().join("secret").display().to_string()
     }
 
+    /// A metadata call `body` signed with the cluster's secret as members
+    /// sign theirs, with a nonce of its own, to be sent in plain text or
+    /// over TLS: its path and its `x-strata-auth` header line. What a
+    /// member's call shows someone watching a plain-text network.
+    pub fn signed_meta_call(&self, body: &str, over_tls: bool) -> Result<(String, String)> {
+        use hmac::Mac as _;
+        let secret = fs::read_to_string(self.secret())?;
+        let path = format!(
+            "/internal/v1/meta?sha256={}&nonce={:016x}",
+            crate::sha256_hex(body.as_bytes()),
+            rand::random::<u64>()
+        );
+        let time = unix_now();
+        let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(secret.trim().as_bytes())?;
+        mac.update(format!("POST\n{path}\n{time}").as_bytes());
+        if over_tls {
+            mac.update(b"\ntls");
+        }
+        let signature = format!(
+            "x-strata-auth: {time}:{}",
+            hex::encode(mac.finalize().into_bytes())
+        );
+        Ok((path, signature))
+    }
+
     /// The CA and the certificate of a cluster that speaks TLS.
     pub fn tls(&self) -> Option<&Certificates> {
         self.tls.as_ref()

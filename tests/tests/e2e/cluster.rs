@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail, ensure};
 use strata_tests::{
     Certificates, Cluster, KillOnDrop, Partition, Server, Signing, SwiftUser, Tmpfs,
-    assert_same_tree, random_bytes, sha256_hex, unique_bucket, unix_now, utf8, write_tree,
+    assert_same_tree, random_bytes, unique_bucket, unix_now, utf8, write_tree,
 };
 
 const OBJECTS: usize = 1000;
@@ -279,7 +279,7 @@ fn nodes_refuse_strangers() -> Result<()> {
 fn a_replayed_internal_call_is_refused() -> Result<()> {
     let cluster = Cluster::start(1, 2, 1)?;
     let server = cluster.gateway()?;
-    let (path, signature) = signed_feed_head(&cluster, false)?;
+    let (path, signature) = cluster.signed_meta_call(FEED_HEAD, false)?;
     let url = format!("{}{path}", server.endpoint());
     let send = || {
         cluster_curl(&[
@@ -301,30 +301,6 @@ fn a_replayed_internal_call_is_refused() -> Result<()> {
 
 /// A metadata call that changes nothing.
 const FEED_HEAD: &str = r#"{"op":"feed_head"}"#;
-
-/// The path and the `x-strata-auth` header of a [`FEED_HEAD`] call signed
-/// with the cluster's secret as members sign it, with a nonce of its own,
-/// to be sent in plain text or over TLS.
-fn signed_feed_head(cluster: &Cluster, over_tls: bool) -> Result<(String, String)> {
-    use hmac::Mac as _;
-    let secret = fs::read_to_string(cluster.secret())?;
-    let path = format!(
-        "/internal/v1/meta?sha256={}&nonce={:016x}",
-        sha256_hex(FEED_HEAD.as_bytes()),
-        rand::random::<u64>()
-    );
-    let time = unix_now();
-    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(secret.trim().as_bytes())?;
-    mac.update(format!("POST\n{path}\n{time}").as_bytes());
-    if over_tls {
-        mac.update(b"\ntls");
-    }
-    let signature = format!(
-        "x-strata-auth: {time}:{}",
-        hex::encode(mac.finalize().into_bytes())
-    );
-    Ok((path, signature))
-}
 
 /// Members that speak TLS: nodes serve TLS only; the members of a
 /// replicated metadata service send Raft's messages, and gateways their
@@ -390,7 +366,7 @@ fn a_cluster_speaking_tls_keeps_member_calls_off_plain_text() -> Result<()> {
         args.push(&url);
         cluster_curl(&args)
     };
-    let captured = signed_feed_head(&cluster, false)?;
+    let captured = cluster.signed_meta_call(FEED_HEAD, false)?;
     let in_plain_text = call(service.endpoint(), &[], &captured)?;
     ensure!(
         in_plain_text == "403",
@@ -409,7 +385,7 @@ fn a_cluster_speaking_tls_keeps_member_calls_off_plain_text() -> Result<()> {
     let over_tls = call(
         &https,
         &["--cacert", &ca],
-        &signed_feed_head(&cluster, true)?,
+        &cluster.signed_meta_call(FEED_HEAD, true)?,
     )?;
     ensure!(over_tls == "200", "a call over TLS got {over_tls}");
 

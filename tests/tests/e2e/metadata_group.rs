@@ -184,6 +184,89 @@ fn a_replicated_metadata_service_outlives_its_leader_and_refuses_changes_without
     same_log_applied(&members)
 }
 
+/// A member's change, captured on a plain-text network and sent again to
+/// the next leader after the one that took it died (a member whose memory
+/// of the signatures it took never saw it), is refused by the log: the
+/// object written since stays. Before, it deleted it.
+#[test]
+fn a_captured_change_replayed_to_the_next_leader_is_refused() -> Result<()> {
+    let cluster = Cluster::start(1, 2, 1)?;
+    let mut members = cluster.metadata_group(3)?;
+    let bucket = unique_bucket("replay");
+    members[0].aws_ok(&["s3api", "create-bucket", "--bucket", &bucket])?;
+    ensure!(put(&members[0], &bucket, "kept", b"first")? == 200);
+    let all: Vec<&Server> = members.iter().collect();
+    let leader = agreed_leader(&all)? as usize - 1;
+
+    let delete = format!(r#"{{"op":"delete_object","bucket":"{bucket}","key":"kept"}}"#);
+    let (path, header) = cluster.signed_meta_call(&delete, false)?;
+    let (_, signature) = header.split_once(": ").context("a header line")?;
+    let send = |member: &Server| {
+        member.http(
+            "POST",
+            &path,
+            Signing::Anonymous,
+            Some(delete.as_bytes()),
+            &[("x-strata-auth", signature)],
+        )
+    };
+    let taken = send(&members[leader])?;
+    ensure!(
+        taken.status == 200 && !taken.body_text().contains("Err"),
+        "the call itself got {}: {}",
+        taken.status,
+        taken.body_text()
+    );
+    until_missing(&members[leader], &bucket, "kept")?;
+    ensure!(put(&members[leader], &bucket, "kept", b"second")? == 200);
+
+    members[leader].kill9()?;
+    let survivors: Vec<&Server> = (0..3)
+        .filter(|index| *index != leader)
+        .map(|index| &members[index])
+        .collect();
+    let started = Instant::now();
+    let next = loop {
+        let next = agreed_leader(&survivors)? as usize - 1;
+        if next != leader {
+            break &members[next];
+        }
+        ensure!(
+            started.elapsed() < FAILOVER_BOUND,
+            "no other leader after the leader's death"
+        );
+        thread::sleep(Duration::from_millis(100));
+    };
+    let replayed = send(next)?;
+    ensure!(
+        replayed.status == 200 && replayed.body_text().contains("was taken before"),
+        "the replayed call got {}: {}",
+        replayed.status,
+        replayed.body_text()
+    );
+    ensure!(
+        get(next, &bucket, "kept")? == (200, b"second".to_vec()),
+        "the replay deleted the object written since"
+    );
+    members[leader].restart()?;
+    let all: Vec<&Server> = members.iter().collect();
+    agreed_leader(&all)?;
+    same_log_applied(&members)
+}
+
+/// Waits until `gateway` answers 404 for `bucket/key`.
+fn until_missing(gateway: &Server, bucket: &str, key: &str) -> Result<()> {
+    let started = Instant::now();
+    while get(gateway, bucket, key)?.0 != 404 {
+        ensure!(
+            started.elapsed() < FAILOVER_BOUND,
+            "{bucket}/{key} is still there"
+        );
+        thread::sleep(Duration::from_millis(100));
+    }
+    Ok(())
+}
+
 /// Waits until every member applied the same amount of the log (calls are
 /// answered by the leader's replica; this is what says the others hold
 /// the same).

@@ -1,0 +1,102 @@
+//! Signed metadata calls taken once, across restarts and members.
+//!
+//! A gateway's `ReplayGuard` remembers the signatures it took in memory
+//! only: a captured call sent again to another member of a replicated
+//! service (after a change of leader) or to the same after a restart
+//! would apply a second time — a delete replayed over the object written
+//! since. So the store keeps the [`CallSignature`] of every change it
+//! applies, in the batch that applies it, and refuses one it holds. In a
+//! replicated service the record is part of the replicated state: every
+//! member decides alike, from the log alone (the entry's clock, never the
+//! member's own).
+//!
+//! Records are kept [`RETAINED_SECS`] past their signature, then pruned in
+//! one range deletion a minute at most; the prune's boundary is itself a
+//! record ([`PRUNED_BELOW`]), and a call signed before it is refused, so a
+//! replica that pruned and one that did not still decide alike.
+
+use rocksdb::WriteBatch;
+use strata_pool::wire::{CallSignature, MAX_CLOCK_SKEW_SECS};
+
+use crate::error::{Result, StoreError};
+use crate::store::Inner;
+
+/// Key prefix (default column family) of a taken call: then the second it
+/// was signed (big-endian, so records sort by age) and its signature's id.
+const TAKEN_PREFIX: &[u8] = b"signed-call/";
+/// Key of the second below which records were pruned (big-endian).
+const PRUNED_BELOW: &[u8] = b"signed-calls-pruned-below";
+/// How late after its signature a call may still be applied: members
+/// refuse calls signed further than [`MAX_CLOCK_SKEW_SECS`] from their
+/// clock, and the leader's batching and quorum wait add seconds.
+const LATE_SECS: u64 = MAX_CLOCK_SKEW_SECS + 60;
+/// How long a record is kept: well past [`LATE_SECS`], so that a leader
+/// whose clock is behind the one before by up to ten minutes still finds
+/// every call it could accept.
+const RETAINED_SECS: u64 = 3 * MAX_CLOCK_SKEW_SECS;
+/// Prunes happen when their boundary moved at least this far.
+const PRUNE_STEP_SECS: u64 = 60;
+
+fn taken_key(signed_at: u64, id: &[u8; 16]) -> Vec<u8> {
+    let mut key = Vec::with_capacity(TAKEN_PREFIX.len() + 8 + id.len());
+    key.extend_from_slice(TAKEN_PREFIX);
+    key.extend_from_slice(&signed_at.to_be_bytes());
+    key.extend_from_slice(id);
+    key
+}
+
+impl Inner {
+    /// Refuses a call taken before, or too late after its signature to
+    /// tell (`now_secs`: the applied entry's clock, or this store's own
+    /// when it is the only service). `Db` is this store's failure; any
+    /// other error is the call's answer.
+    pub(crate) fn check_signed_call(&self, call: &CallSignature, now_secs: u64) -> Result<()> {
+        if call.signed_at.saturating_add(LATE_SECS) < now_secs
+            || call.signed_at < self.signed_calls_pruned_below()?
+        {
+            return Err(StoreError::InvalidArgument(
+                "this signed call is too old to be taken (it may be a replay)".into(),
+            ));
+        }
+        if self
+            .db
+            .get_pinned(taken_key(call.signed_at, &call.id))?
+            .is_some()
+        {
+            return Err(StoreError::InvalidArgument(
+                "this signed call was taken before (a replay)".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Adds the record of `call` to `batch`, and the pruning of records
+    /// older than [`RETAINED_SECS`] when it is due. Deterministic: the
+    /// same batches on every replica applying the same entries.
+    pub(crate) fn record_signed_call(
+        &self,
+        batch: &mut WriteBatch,
+        call: &CallSignature,
+        now_secs: u64,
+    ) -> Result<()> {
+        batch.put(taken_key(call.signed_at, &call.id), []);
+        let pruned_below = self.signed_calls_pruned_below()?;
+        let prune_below = now_secs.saturating_sub(RETAINED_SECS);
+        if prune_below >= pruned_below.saturating_add(PRUNE_STEP_SECS) {
+            batch.delete_range(taken_key(0, &[0; 16]), taken_key(prune_below, &[0; 16]));
+            batch.put(PRUNED_BELOW, prune_below.to_be_bytes());
+        }
+        Ok(())
+    }
+
+    fn signed_calls_pruned_below(&self) -> Result<u64> {
+        Ok(match self.db.get_pinned(PRUNED_BELOW)? {
+            Some(bytes) => <[u8; 8]>::try_from(bytes.as_ref())
+                .map(u64::from_be_bytes)
+                .map_err(|_| {
+                    StoreError::Corrupt("signed-calls prune mark is not 8 bytes".into())
+                })?,
+            None => 0,
+        })
+    }
+}

@@ -13,7 +13,9 @@
 //! limit.
 
 use std::net::IpAddr;
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+use moka::ops::compute::Op;
 
 /// What a refused key costs the client that sent it.
 pub const REFUSAL_DELAY: Duration = Duration::from_millis(750);
@@ -27,17 +29,47 @@ const MAX_ADDRESSES: u64 = 100_000;
 pub struct LoginGuard {
     max_failures: u32,
     block: Duration,
-    /// Failures per address, and attempts whose key is being checked; an
-    /// entry expires `block` after its last write.
-    failures: moka::sync::Cache<IpAddr, u32>,
+    /// Each address's failures and the attempts being checked. The cache's
+    /// own expiry, `block` after an entry's last write, only bounds memory:
+    /// right keys write the entry too, so whether failures still count is
+    /// decided by the time of the last one ([`Site::failures_at`]).
+    sites: moka::sync::Cache<IpAddr, Site>,
 }
 
-/// A login being checked, counted as a failure unless it [`succeeded`].
+/// One address's record.
+#[derive(Clone, Copy, Default)]
+struct Site {
+    failures: u32,
+    /// Attempts whose key is being checked: failures until they succeed.
+    checking: u32,
+    last_failure: Option<Instant>,
+}
+
+impl Site {
+    /// Failures that still count at `now`: those of a run whose last one
+    /// is less than `block` old.
+    fn failures_at(&self, now: Instant, block: Duration) -> u32 {
+        match self.last_failure {
+            Some(last) if now.saturating_duration_since(last) < block => self.failures,
+            _ => 0,
+        }
+    }
+
+    fn into_op(self) -> Op<Site> {
+        match (self.failures, self.checking) {
+            (0, 0) => Op::Remove,
+            _ => Op::Put(self),
+        }
+    }
+}
+
+/// A login being checked: a failure when dropped, unless it [`succeeded`].
 ///
 /// [`succeeded`]: Attempt::succeeded
 pub struct Attempt<'a> {
     guard: &'a LoginGuard,
     site: IpAddr,
+    succeeded: bool,
 }
 
 impl LoginGuard {
@@ -47,7 +79,7 @@ impl LoginGuard {
         LoginGuard {
             max_failures,
             block,
-            failures: moka::sync::Cache::builder()
+            sites: moka::sync::Cache::builder()
                 .max_capacity(MAX_ADDRESSES)
                 .eviction_policy(moka::policy::EvictionPolicy::lru())
                 .time_to_live(block)
@@ -63,50 +95,63 @@ impl LoginGuard {
     /// A login from `client` to check, or None while the address is
     /// blocked. Blocked requests are not counted, so that a client that
     /// keeps trying is let in once `block` has passed since its last
-    /// refused key.
+    /// refused key; nor are attempts past the limit that arrive while
+    /// others are being checked.
     pub fn attempt(&self, client: IpAddr) -> Option<Attempt<'_>> {
         let site = site(client);
-        if self.max_failures == 0 {
-            return Some(Attempt { guard: self, site });
-        }
-        if self
-            .failures
-            .get(&site)
-            .is_some_and(|failures| failures >= self.max_failures)
-        {
+        if self.max_failures > 0 && !self.let_in(site) {
             return None;
         }
-        let counted = self
-            .failures
-            .entry(site)
-            .and_upsert_with(|failures| failures.map_or(1, |entry| entry.into_value() + 1))
-            .into_value();
-        if counted > self.max_failures {
-            // Parallel attempts passed the check above together: the ones
-            // past the limit are refused, and do not count.
-            Attempt { guard: self, site }.succeeded();
-            return None;
-        }
-        Some(Attempt { guard: self, site })
+        Some(Attempt {
+            guard: self,
+            site,
+            succeeded: false,
+        })
+    }
+
+    /// Counts an attempt from `site` as being checked, unless its failures
+    /// and the attempts being checked reach the limit.
+    fn let_in(&self, site: IpAddr) -> bool {
+        let now = Instant::now();
+        let mut let_in = false;
+        self.sites.entry(site).and_compute_with(|entry| {
+            let mut record = entry.map(|entry| entry.into_value()).unwrap_or_default();
+            let failures = record.failures_at(now, self.block);
+            if failures.saturating_add(record.checking) >= self.max_failures {
+                return Op::Nop;
+            }
+            let_in = true;
+            record.failures = failures;
+            record.checking += 1;
+            Op::Put(record)
+        });
+        let_in
     }
 }
 
 impl Attempt<'_> {
     /// The key was right (or not checked): the attempt is not a failure.
-    pub fn succeeded(self) {
-        if self.guard.max_failures == 0 {
+    pub fn succeeded(mut self) {
+        self.succeeded = true;
+    }
+}
+
+impl Drop for Attempt<'_> {
+    fn drop(&mut self) {
+        let guard = self.guard;
+        if guard.max_failures == 0 {
             return;
         }
-        self.guard
-            .failures
-            .entry(self.site)
-            .and_compute_with(|failures| match failures {
-                Some(entry) => match entry.into_value().saturating_sub(1) {
-                    0 => moka::ops::compute::Op::Remove,
-                    left => moka::ops::compute::Op::Put(left),
-                },
-                None => moka::ops::compute::Op::Nop,
-            });
+        let now = Instant::now();
+        guard.sites.entry(self.site).and_compute_with(|entry| {
+            let mut record = entry.map(|entry| entry.into_value()).unwrap_or_default();
+            record.checking = record.checking.saturating_sub(1);
+            if !self.succeeded {
+                record.failures = record.failures_at(now, guard.block) + 1;
+                record.last_failure = Some(now);
+            }
+            record.into_op()
+        });
     }
 }
 
@@ -157,6 +202,36 @@ mod tests {
         }
         assert!(refused(&guard, "192.0.2.7"));
         assert!(blocked(&guard, "192.0.2.7"));
+    }
+
+    /// Failures count within `block` of the last one, however many right
+    /// keys the address sent since: users who keep logging in from one
+    /// address do not add up its typos of last week.
+    #[test]
+    fn failures_expire_while_right_keys_keep_coming() {
+        let block = Duration::from_millis(300);
+        let guard = LoginGuard::new(3, block);
+        let client: IpAddr = "192.0.2.7".parse().unwrap();
+        assert!(refused(&guard, "192.0.2.7"));
+        assert!(refused(&guard, "192.0.2.7"));
+        let until = Instant::now() + block * 2;
+        while Instant::now() < until {
+            guard.attempt(client).unwrap().succeeded();
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert!(refused(&guard, "192.0.2.7"));
+        assert!(refused(&guard, "192.0.2.7"));
+        assert!(
+            refused(&guard, "192.0.2.7"),
+            "failures older than the block still counted"
+        );
+        assert!(blocked(&guard, "192.0.2.7"));
+        // Blocked until `block` has passed since the last failure, however
+        // often it tries meanwhile.
+        std::thread::sleep(block / 2);
+        assert!(blocked(&guard, "192.0.2.7"));
+        std::thread::sleep(block);
+        assert!(guard.attempt(client).map(Attempt::succeeded).is_some());
     }
 
     #[test]

@@ -866,6 +866,18 @@ impl EdgeCache {
         if following && let Some(bucket) = self.buckets.read().get(name) {
             return Ok(Some(bucket.clone()));
         }
+        // Boxed: the store's call is a large future, and a request's future
+        // is as large as its largest path (see `SwiftDoor::dispatch`).
+        Box::pin(self.bucket_from_store(store, name, following)).await
+    }
+
+    /// The bucket `name` read from the store, kept while `following`.
+    async fn bucket_from_store(
+        &self,
+        store: &Store,
+        name: &str,
+        following: bool,
+    ) -> strata_store::Result<Option<Arc<BucketInfo>>> {
         let epoch = self.bucket_epoch.load(Ordering::SeqCst);
         match store.bucket(name).await {
             Ok(bucket) => {
@@ -897,11 +909,27 @@ impl EdgeCache {
         bucket: &str,
         key: &str,
     ) -> Option<(Arc<CachedObject>, CacheOutcome)> {
-        if let Some(cached) = self.objects.get(&ObjectKeyRef(bucket, key)) {
-            if self.trusted(&cached) {
-                self.metrics.hits.fetch_add(1, Ordering::Relaxed);
-                return Some((cached, CacheOutcome::Hit));
-            }
+        let cached = self.objects.get(&ObjectKeyRef(bucket, key));
+        if let Some(cached) = &cached
+            && self.trusted(cached)
+        {
+            self.metrics.hits.fetch_add(1, Ordering::Relaxed);
+            return Some((cached.clone(), CacheOutcome::Hit));
+        }
+        // Boxed, as `bucket`'s store path.
+        Box::pin(self.get_uncached(store, bucket, key, cached)).await
+    }
+
+    /// `get` past a RAM hit: `cached`, the RAM zone's copy that needs
+    /// revalidating, if any.
+    async fn get_uncached(
+        &self,
+        store: &Store,
+        bucket: &str,
+        key: &str,
+        cached: Option<Arc<CachedObject>>,
+    ) -> Option<(Arc<CachedObject>, CacheOutcome)> {
+        if let Some(cached) = cached {
             // Stale: keep the bytes if the store still has that version
             // (and, while it does not answer, for when it does: the caller
             // reads the store itself meanwhile).

@@ -211,6 +211,10 @@ impl SwiftDoor {
         })
     }
 
+    /// Every path but an object's GET and HEAD is boxed: a request's
+    /// future is as large as its largest path, and hyper copies each
+    /// request's future whole. A public hit's was 8 KiB with every path
+    /// inline, 4.5 KiB now; the boxed paths pay an allocation instead.
     async fn dispatch(&self, request: SwiftRequest, body: RequestBody) -> SwiftResult<Response> {
         let target = request.target.clone();
         let method = request.method.clone();
@@ -221,39 +225,41 @@ impl SwiftDoor {
             && target == Target::Account
             && (method == Method::POST || method == Method::DELETE)
         {
-            return self.bulk_delete(&request, body).await;
+            return Box::pin(self.bulk_delete(&request, body)).await;
         }
         match (&target, method) {
-            (Target::Account, Method::HEAD) => self.head_account(&request).await,
-            (Target::Account, Method::GET) => self.list_account(&request).await,
-            (Target::Account, Method::POST) => self.post_account(&request).await,
+            (Target::Account, Method::HEAD) => Box::pin(self.head_account(&request)).await,
+            (Target::Account, Method::GET) => Box::pin(self.list_account(&request)).await,
+            (Target::Account, Method::POST) => Box::pin(self.post_account(&request)).await,
             (Target::Container(container), Method::PUT) => {
-                self.put_container(&request, container).await
+                Box::pin(self.put_container(&request, container)).await
             }
             (Target::Container(container), Method::HEAD | Method::GET) => {
                 let head = request.method == Method::HEAD;
                 if matches!(request.caller, Caller::Anonymous)
-                    && let Some(page) = self.web_directory(&request, container, "", head).await?
+                    && let Some(page) =
+                        Box::pin(self.web_directory(&request, container, "", head)).await?
                 {
                     return Ok(page);
                 }
-                self.get_container(&request, container, head).await
+                Box::pin(self.get_container(&request, container, head)).await
             }
             (Target::Container(container), Method::POST) => {
-                self.post_container(&request, container).await
+                Box::pin(self.post_container(&request, container)).await
             }
             (Target::Container(container), Method::DELETE) => {
-                self.delete_container(&request, container).await
+                Box::pin(self.delete_container(&request, container)).await
             }
             (Target::Object(container, key), Method::PUT) => {
-                self.put_object(&request, container, key, body).await
+                Box::pin(self.put_object(&request, container, key, body)).await
             }
             (Target::Object(container, key), Method::HEAD | Method::GET) => {
                 let head = request.method == Method::HEAD;
                 let anonymous = matches!(request.caller, Caller::Anonymous);
                 if anonymous
                     && key.ends_with('/')
-                    && let Some(page) = self.web_directory(&request, container, key, head).await?
+                    && let Some(page) =
+                        Box::pin(self.web_directory(&request, container, key, head)).await?
                 {
                     return Ok(page);
                 }
@@ -265,20 +271,19 @@ impl SwiftDoor {
                                 http::StatusCode::NOT_FOUND | http::StatusCode::UNAUTHORIZED
                             ) =>
                     {
-                        self.web_object_missing(&request, container, key, err, head)
-                            .await
+                        Box::pin(self.web_object_missing(&request, container, key, err, head)).await
                     }
                     answer => answer,
                 }
             }
             (Target::Object(container, key), Method::POST) => {
-                self.post_object(&request, container, key).await
+                Box::pin(self.post_object(&request, container, key)).await
             }
             (Target::Object(container, key), Method::DELETE) => {
-                self.delete_object(&request, container, key).await
+                Box::pin(self.delete_object(&request, container, key)).await
             }
             (Target::Object(container, key), method) if method.as_str() == "COPY" => {
-                self.copy_method(&request, container, key).await
+                Box::pin(self.copy_method(&request, container, key)).await
             }
             _ => Err(SwiftError::method_not_allowed()),
         }

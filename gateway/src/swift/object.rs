@@ -97,6 +97,20 @@ impl SwiftDoor {
         {
             return Ok(response);
         }
+        // Boxed: a request's future is as large as its largest path, and
+        // this one holds far more across its awaits than a hit does.
+        Box::pin(self.get_object_from_store(request, container, key, head)).await
+    }
+
+    /// A GET or HEAD answered from the store: large objects assembled,
+    /// conditions and ranges applied.
+    async fn get_object_from_store(
+        &self,
+        request: &SwiftRequest,
+        container: &str,
+        key: &str,
+        head: bool,
+    ) -> SwiftResult<Response> {
         let info = self.readable_object(request, container, key).await?;
         let assembled = self.assemble(request, info).await?;
         let view = &assembled.view;

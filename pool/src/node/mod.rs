@@ -204,11 +204,13 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
         tokio::spawn(async move {
             let _permit = permit;
             let Some(acceptor) = acceptor else {
-                serve_connection(&builder, stream, node).await;
+                serve_connection(&builder, stream, node, crate::IDLE_TIMEOUT).await;
                 return;
             };
             match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
-                Ok(Ok(stream)) => serve_connection(&builder, stream, node).await,
+                Ok(Ok(stream)) => {
+                    serve_connection(&builder, stream, node, crate::IDLE_TIMEOUT).await
+                }
                 Ok(Err(err)) => tracing::debug!(%peer, error = %err, "TLS handshake failed"),
                 Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
             }
@@ -216,17 +218,27 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
     }
 }
 
+/// A call as the node reads it: its body counted for the idle deadline
+/// ([`RequestCount::request_body`]).
+type NodeRequest = Request<crate::CountedBody<Incoming>>;
+
 /// Serves the calls of one connection, plain or TLS, cut once idle for
 /// [`crate::IDLE_TIMEOUT`].
-async fn serve_connection<S>(builder: &auto::Builder<TokioExecutor>, stream: S, node: Arc<Node>)
-where
+async fn serve_connection<S>(
+    builder: &auto::Builder<TokioExecutor>,
+    stream: S,
+    node: Arc<Node>,
+    idle_timeout: Duration,
+) where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     let requests = Arc::new(RequestCount::default());
-    let stream = TokioIo::new(IdleDeadline::new(stream, requests.clone()));
+    let stream = TokioIo::new(IdleDeadline::within(stream, requests.clone(), idle_timeout));
     let service = hyper::service::service_fn(move |request: Request<Incoming>| {
         let node = node.clone();
         let in_progress = requests.start();
+        // A member that stops sending an extent is not busy: cut once idle.
+        let request = request.map(|body| requests.request_body(body));
         async move {
             let response = node.handle(request).await;
             Ok::<_, Infallible>(response.map(|body| in_progress.answer(body)))
@@ -375,7 +387,7 @@ impl Node {
         }
     }
 
-    async fn handle(&self, request: Request<Incoming>) -> NodeResponse {
+    async fn handle(&self, request: NodeRequest) -> NodeResponse {
         let method = request.method().clone();
         let path_and_query = request
             .uri()
@@ -505,7 +517,7 @@ impl Node {
         Ok(Claim::Taken)
     }
 
-    async fn put(&self, id: ExtentId, request: Request<Incoming>) -> NodeResponse {
+    async fn put(&self, id: ExtentId, request: NodeRequest) -> NodeResponse {
         let expected_crc = request
             .headers()
             .get(wire::CRC_HEADER)
@@ -707,12 +719,78 @@ impl Node {
     }
 }
 
-async fn read_body(request: Request<Incoming>, limit: usize) -> Result<Bytes, NodeResponse> {
+async fn read_body(request: NodeRequest, limit: usize) -> Result<Bytes, NodeResponse> {
     match Limited::new(request.into_body(), limit).collect().await {
         Ok(collected) => Ok(collected.to_bytes()),
         Err(err) => Err(reply(
             StatusCode::BAD_REQUEST,
             format!("body unreadable or over {limit} bytes: {err}\n"),
         )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+    use super::*;
+
+    fn node(data: &Path, secret: &ClusterSecret) -> Arc<Node> {
+        let pool = LocalPool::open(LocalPoolConfig {
+            dir: data.join("pool"),
+        })
+        .expect("pool");
+        Arc::new(Node {
+            address: "127.0.0.1:1".into(),
+            names: Mutex::new(HashSet::from(["127.0.0.1:1".to_owned()])),
+            node_id: "test".into(),
+            reclaim_age: Duration::from_secs(3600),
+            data: data.to_owned(),
+            pool,
+            secret: secret.clone(),
+            serves_tls: false,
+            client: NodeClient::new(secret.clone(), None, Duration::from_secs(1)),
+            ring: Mutex::new(None),
+            ring_install: Mutex::new(()),
+            index: Mutex::new(Index::default()),
+            status: Mutex::new(ReplicationStatus::default()),
+            refusals: Mutex::new((0, None)),
+        })
+    }
+
+    const LIMIT: Duration = Duration::from_millis(200);
+
+    /// A signed extent write whose body stops coming is cut once idle: a
+    /// handler waiting for its body is not busy, or a member that stalls
+    /// mid-extent would hold the connection (and its permit) for ever.
+    #[tokio::test]
+    async fn an_extent_whose_body_stops_coming_is_cut() {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let secret = ClusterSecret::new("correct horse battery staple").expect("secret");
+        let node = node(dir.path(), &secret);
+        let mut builder = auto::Builder::new(TokioExecutor::new());
+        builder.http1().header_read_timeout(None).keep_alive(true);
+        let (mut client, server) = tokio::io::duplex(64 * 1024);
+        let served =
+            tokio::spawn(async move { serve_connection(&builder, server, node, LIMIT).await });
+
+        let path = format!("/v1/extents/{}", "ab".repeat(16));
+        let signature = secret.sign("PUT", &path, false);
+        let head = format!(
+            "PUT {path} HTTP/1.1\r\nhost: n\r\n{}: {signature}\r\ncontent-length: 1000\r\n\r\n",
+            wire::AUTH_HEADER
+        );
+        client.write_all(head.as_bytes()).await.expect("head");
+        client.write_all(&[7; 10]).await.expect("first bytes");
+        let began = tokio::time::Instant::now();
+        let mut answer = Vec::new();
+        let read =
+            tokio::time::timeout(crate::IDLE_TIMEOUT * 4, client.read_to_end(&mut answer)).await;
+        assert!(
+            read.is_ok(),
+            "the stalled upload still holds its connection"
+        );
+        assert!(began.elapsed() <= crate::IDLE_TIMEOUT * 2 + Duration::from_secs(1));
+        served.await.expect("connection task");
     }
 }

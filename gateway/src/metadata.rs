@@ -220,6 +220,22 @@ impl MetaTransport for HttpMetaTransport {
             Err(leader) => leader.unwrap_or_else(|| self.leader.load(Ordering::Relaxed)),
         };
         let mut not_sent = 0;
+        // Every attempt of this call carries the same nonce: the service
+        // applies one of them at most, whichever member each reached
+        // (`wire::CallSignature`).
+        let nonce = rand::random::<u64>();
+        // A change that reached a member in plain text, even one that
+        // refused it, may have been captured, and applied later by a
+        // replay: not "nothing was done", so its staged body is kept (the
+        // orphan sweep takes it if nothing names it).
+        let writes = Store::meta_call_writes(&request) == Some(true);
+        let mut sent_in_clear = false;
+        let unsent = |sent_in_clear: bool, why: String| match sent_in_clear {
+            false => TransportError::NotSent(why),
+            true => TransportError::Unknown(format!(
+                "{why} (a refused attempt went in plain text, and a replay could still apply it)"
+            )),
+        };
         loop {
             let (n_members, address) = {
                 let addresses = self.addresses.read();
@@ -234,17 +250,25 @@ impl MetaTransport for HttpMetaTransport {
             let left = deadline.saturating_duration_since(tokio::time::Instant::now());
             if left.is_zero() {
                 // Only calls that nothing was done for come round again.
-                return Err(TransportError::NotSent(format!(
-                    "no member of the metadata service answered within {timeout:?}"
-                )));
+                return Err(unsent(
+                    sent_in_clear,
+                    format!("no member of the metadata service answered within {timeout:?}"),
+                ));
             }
             let client = self.client.with_timeout(left);
-            let attempt = client.post_bound(&address, META_PATH, request.clone());
+            let attempt = client.post_call(&address, META_PATH, request.clone(), nonce);
             // `None`: the member asked was deposed and will not answer.
             let sent = tokio::select! {
                 sent = attempt => Some(sent),
                 () = self.deposed(&address, &request) => None,
             };
+            sent_in_clear |= writes
+                && !self.client.over_tls()
+                && match &sent {
+                    Some(Ok(_)) => true,
+                    Some(Err(err)) => !err.never_reached(),
+                    None => false,
+                };
             // Where to go when nothing was done here: the leader a member
             // named, else the next member.
             let hint = match sent {
@@ -303,7 +327,8 @@ impl MetaTransport for HttpMetaTransport {
                 // Every member so far was unreachable or not the leader:
                 // none of them took the call.
                 if tokio::time::Instant::now() >= election_deadline {
-                    return Err(TransportError::NotSent(
+                    return Err(unsent(
+                        sent_in_clear,
                         "the metadata service has no leader".into(),
                     ));
                 }

@@ -182,16 +182,34 @@ impl NodeClient {
         path: &str,
         body: Bytes,
     ) -> Result<(StatusCode, Bytes), NodeError> {
+        self.post_call(member, path, body, rand::random()).await
+    }
+
+    /// [`NodeClient::post_bound`] with the random bytes given: each
+    /// attempt of one metadata change carries the same, so that the
+    /// service applies one of them at most ([`wire::CallSignature`]),
+    /// whichever member they reach.
+    pub async fn post_call(
+        &self,
+        member: &str,
+        path: &str,
+        body: Bytes,
+        nonce: u64,
+    ) -> Result<(StatusCode, Bytes), NodeError> {
         let separator = if path.contains('?') { '&' } else { '?' };
         let path_and_query = format!(
-            "{path}{separator}{}={}&{}={:016x}",
+            "{path}{separator}{}={}&{}={nonce:016x}",
             wire::BODY_DIGEST_PARAM,
             wire::body_digest(&body),
             wire::NONCE_PARAM,
-            rand::random::<u64>()
         );
         self.send(member, Method::POST, &path_and_query, body, MAX_JSON_LEN)
             .await
+    }
+
+    /// Whether calls go over TLS (the cluster has a CA).
+    pub fn over_tls(&self) -> bool {
+        self.http.is_tls()
     }
 
     /// The same client, connections included, with another time limit per

@@ -168,10 +168,9 @@ impl ReplayGuard {
         if query_param(path_and_query, NONCE_PARAM).is_none() {
             return Ok(true);
         }
-        let Some(signature) = CallSignature::of(path_and_query, header) else {
+        let Some((time, tag)) = signed_parts(header) else {
             return Ok(false);
         };
-        let (time, tag) = (signature.signed_at, signature.short_id());
         let now = unix_now();
         // Checked again with the clock that prunes: a body read slowly must
         // not bring a signature in after its second was forgotten.
@@ -196,11 +195,13 @@ impl ReplayGuard {
     }
 }
 
-/// What tells one signed call from every other: the second it was signed
-/// in and the first half of its signature (HMAC-SHA256 over the method,
-/// the path and query with its nonce, and that second). Only calls with a
-/// [`NONCE_PARAM`] have one; older senders sign two equal calls in one
-/// second alike.
+/// What names one metadata change however many times it is sent: the
+/// second its attempt was signed in, and (the first half of the SHA-256
+/// of) its [`NONCE_PARAM`], which every attempt of one change carries
+/// ([`crate::NodeClient::post_call`]) under a signature of its own. The
+/// store applies one change once ([`MAX_CLOCK_SKEW_SECS`] and more), so a
+/// captured attempt refused by a member that did not lead cannot be
+/// applied beside the attempt that was. Only calls with a nonce have one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CallSignature {
     pub signed_at: u64,
@@ -208,22 +209,27 @@ pub struct CallSignature {
 }
 
 impl CallSignature {
-    /// The signature of a request to `path_and_query` whose `x-strata-auth`
+    /// The change a request to `path_and_query` whose `x-strata-auth`
     /// value is `header` (verified by the caller with
-    /// [`ClusterSecret::verify`]); `None` without a nonce or in another form.
+    /// [`ClusterSecret::verify`]) names; `None` without a nonce or with a
+    /// header in another form.
     pub fn of(path_and_query: &str, header: &str) -> Option<CallSignature> {
-        query_param(path_and_query, NONCE_PARAM)?;
-        let (time, tag) = header.split_once(':')?;
-        let signed_at = time.parse::<u64>().ok()?;
-        let id = hex::decode(tag.get(..32)?).ok()?.try_into().ok()?;
+        use sha2::Digest as _;
+        let nonce = query_param(path_and_query, NONCE_PARAM)?;
+        let (signed_at, _) = signed_parts(header)?;
+        let digest = Sha256::digest(nonce.as_bytes());
+        let id = digest.get(..16)?.try_into().ok()?;
         Some(CallSignature { signed_at, id })
     }
+}
 
-    fn short_id(&self) -> u64 {
-        let mut first = [0u8; 8];
-        first.copy_from_slice(&self.id[..8]);
-        u64::from_be_bytes(first)
-    }
+/// The signed second and the first 64 bits of the tag of an
+/// `x-strata-auth` value.
+fn signed_parts(header: &str) -> Option<(u64, u64)> {
+    let (time, tag) = header.split_once(':')?;
+    let signed_at = time.parse::<u64>().ok()?;
+    let first = u64::from_str_radix(tag.get(..16)?, 16).ok()?;
+    Some((signed_at, first))
 }
 
 impl Default for ReplayGuard {
@@ -409,18 +415,31 @@ mod tests {
     }
 
     #[test]
-    fn a_call_signature_is_its_second_and_the_first_half_of_its_tag() {
+    fn a_call_signature_names_the_change_by_its_nonce() {
         let secret = ClusterSecret::new("correct horse battery staple").unwrap();
         let path = format!("/internal/v1/meta?{BODY_DIGEST_PARAM}=00&{NONCE_PARAM}=01");
         let header = secret.sign("POST", &path, false);
         let signature = CallSignature::of(&path, &header).unwrap();
-        let (time, tag) = header.split_once(':').unwrap();
+        let (time, _) = header.split_once(':').unwrap();
         assert_eq!(signature.signed_at.to_string(), time);
-        assert_eq!(hex::encode(signature.id), tag[..32]);
-        // Another nonce signs differently.
+        // Another attempt of the same change, signed later: the same id.
+        let later = format!(
+            "{}:{}",
+            signature.signed_at + 7,
+            &header[header.len() - 64..]
+        );
+        let again = CallSignature::of(&path, &later).unwrap();
+        assert_eq!(
+            (again.id, again.signed_at),
+            (signature.id, signature.signed_at + 7)
+        );
+        // Another nonce is another change.
         let other = path.replace("=01", "=02");
         let other_header = secret.sign("POST", &other, false);
-        assert_ne!(CallSignature::of(&other, &other_header), Some(signature));
+        assert_ne!(
+            CallSignature::of(&other, &other_header).map(|other| other.id),
+            Some(signature.id)
+        );
         // Without a nonce, or in another form: none.
         assert_eq!(
             CallSignature::of("/internal/v1/meta?sha256=00", &header),

@@ -1,19 +1,25 @@
-//! Signed metadata calls taken once, across restarts and members.
+//! Signed metadata changes applied once, across restarts and members.
 //!
 //! A gateway's `ReplayGuard` remembers the signatures it took in memory
 //! only: a captured call sent again to another member of a replicated
-//! service (after a change of leader) or to the same after a restart
+//! service (after a change of leader), or to the same after a restart,
 //! would apply a second time — a delete replayed over the object written
-//! since. So the store keeps the [`CallSignature`] of every change it
-//! applies, in the batch that applies it, and refuses one it holds. In a
-//! replicated service the record is part of the replicated state: every
-//! member decides alike, from the log alone (the entry's clock, never the
-//! member's own).
+//! since. And a change's sender signs each attempt anew: an attempt that
+//! a member refused because it did not lead, captured, could be applied
+//! beside the one the leader took. So every attempt of one change carries
+//! the same nonce, the store keeps the [`CallSignature`] of every change
+//! it applies, by that nonce, in the batch that applies it, and refuses
+//! one it holds. In a replicated service the record is part of the
+//! replicated state: every member decides alike, from the log alone (the
+//! entry's clock, never the member's own).
 //!
-//! Records are kept [`RETAINED_SECS`] past their signature, then pruned in
-//! one range deletion a minute at most; the prune's boundary is itself a
-//! record ([`PRUNED_BELOW`]), and a call signed before it is refused, so a
-//! replica that pruned and one that did not still decide alike.
+//! Records are kept [`RETAINED_SECS`] past their signature, then pruned a
+//! minute's worth at a time, by a second index ordered by time. How far
+//! pruning went is itself a record ([`PRUNED_BELOW`]), so every replica
+//! prunes in the same batches and holds the same records. A change signed
+//! more than [`LATE_SECS`] before the clock that applies it is refused
+//! (its record may be pruned). A leader whose clock jumped far ahead
+//! prunes records early, but refuses nothing it should take.
 
 use rocksdb::WriteBatch;
 use strata_pool::wire::{CallSignature, MAX_CLOCK_SKEW_SECS};
@@ -21,9 +27,12 @@ use strata_pool::wire::{CallSignature, MAX_CLOCK_SKEW_SECS};
 use crate::error::{Result, StoreError};
 use crate::store::Inner;
 
-/// Key prefix (default column family) of a taken call: then the second it
-/// was signed (big-endian, so records sort by age) and its signature's id.
+/// Key prefix (default column family) of a taken change, by its id; the
+/// value is the second it was signed in.
 const TAKEN_PREFIX: &[u8] = b"signed-call/";
+/// Key prefix of the same records by the second they were signed in
+/// (big-endian, so they sort by age), then the id: what pruning walks.
+const TAKEN_BY_TIME_PREFIX: &[u8] = b"signed-call-at/";
 /// Key of the second below which records were pruned (big-endian).
 const PRUNED_BELOW: &[u8] = b"signed-calls-pruned-below";
 /// How late after its signature a call may still be applied: members
@@ -37,12 +46,12 @@ const RETAINED_SECS: u64 = 3 * MAX_CLOCK_SKEW_SECS;
 /// Prunes happen when their boundary moved at least this far.
 const PRUNE_STEP_SECS: u64 = 60;
 
-fn taken_key(signed_at: u64, id: &[u8; 16]) -> Vec<u8> {
-    let mut key = Vec::with_capacity(TAKEN_PREFIX.len() + 8 + id.len());
-    key.extend_from_slice(TAKEN_PREFIX);
-    key.extend_from_slice(&signed_at.to_be_bytes());
-    key.extend_from_slice(id);
-    key
+fn taken_key(id: &[u8; 16]) -> Vec<u8> {
+    [TAKEN_PREFIX, id].concat()
+}
+
+fn taken_by_time_key(signed_at: u64, id: &[u8]) -> Vec<u8> {
+    [TAKEN_BY_TIME_PREFIX, &signed_at.to_be_bytes(), id].concat()
 }
 
 impl Inner {
@@ -51,18 +60,12 @@ impl Inner {
     /// when it is the only service). `Db` is this store's failure; any
     /// other error is the call's answer.
     pub(crate) fn check_signed_call(&self, call: &CallSignature, now_secs: u64) -> Result<()> {
-        if call.signed_at.saturating_add(LATE_SECS) < now_secs
-            || call.signed_at < self.signed_calls_pruned_below()?
-        {
+        if call.signed_at.saturating_add(LATE_SECS) < now_secs {
             return Err(StoreError::InvalidArgument(
                 "this signed call is too old to be taken (it may be a replay)".into(),
             ));
         }
-        if self
-            .db
-            .get_pinned(taken_key(call.signed_at, &call.id))?
-            .is_some()
-        {
+        if self.db.get_pinned(taken_key(&call.id))?.is_some() {
             return Err(StoreError::InvalidArgument(
                 "this signed call was taken before (a replay)".into(),
             ));
@@ -79,11 +82,27 @@ impl Inner {
         call: &CallSignature,
         now_secs: u64,
     ) -> Result<()> {
-        batch.put(taken_key(call.signed_at, &call.id), []);
+        batch.put(taken_key(&call.id), call.signed_at.to_be_bytes());
+        batch.put(taken_by_time_key(call.signed_at, &call.id), []);
         let pruned_below = self.signed_calls_pruned_below()?;
         let prune_below = now_secs.saturating_sub(RETAINED_SECS);
         if prune_below >= pruned_below.saturating_add(PRUNE_STEP_SECS) {
-            batch.delete_range(taken_key(0, &[0; 16]), taken_key(prune_below, &[0; 16]));
+            // The same records on every replica: the same deletions.
+            let end = taken_by_time_key(prune_below, &[]);
+            let from =
+                rocksdb::IteratorMode::From(TAKEN_BY_TIME_PREFIX, rocksdb::Direction::Forward);
+            for item in self.db.iterator(from) {
+                let (key, _) = item?;
+                if key.as_ref() >= end.as_slice() {
+                    break;
+                }
+                let id = key
+                    .get(TAKEN_BY_TIME_PREFIX.len() + 8..)
+                    .and_then(|id| <&[u8; 16]>::try_from(id).ok())
+                    .ok_or_else(|| StoreError::Corrupt("a signed-call record's key".into()))?;
+                batch.delete(taken_key(id));
+                batch.delete(&key);
+            }
             batch.put(PRUNED_BELOW, prune_below.to_be_bytes());
         }
         Ok(())

@@ -10,7 +10,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
-use strata_tests::{Cluster, Partition, Server, Signing, unique_bucket};
+use strata_tests::{Cluster, HttpResponse, Partition, Server, Signing, unique_bucket};
 
 /// How long the group may take to elect a new leader and take changes
 /// again (a follower stands for election after 2.5–3 s without a
@@ -199,26 +199,9 @@ fn a_captured_change_replayed_to_the_next_leader_is_refused() -> Result<()> {
     let leader = agreed_leader(&all)? as usize - 1;
 
     let delete = format!(r#"{{"op":"delete_object","bucket":"{bucket}","key":"kept"}}"#);
-    let (path, header) = cluster.signed_meta_call(&delete, false)?;
-    let (_, signature) = header.split_once(": ").context("a header line")?;
-    let send = |member: &Server| {
-        member.http(
-            "POST",
-            &path,
-            Signing::Anonymous,
-            Some(delete.as_bytes()),
-            &[("x-strata-auth", signature)],
-        )
-    };
-    let taken = send(&members[leader])?;
-    ensure!(
-        taken.status == 200 && !taken.body_text().contains("Err"),
-        "the call itself got {}: {}",
-        taken.status,
-        taken.body_text()
-    );
-    until_missing(&members[leader], &bucket, "kept")?;
-    ensure!(put(&members[leader], &bucket, "kept", b"second")? == 200);
+    let captured = cluster.signed_meta_call(&delete, false)?;
+    let send = |member: &Server| post_meta(member, &delete, &captured);
+    deleted_then_written_again(&members[leader], &send(&members[leader])?, &bucket)?;
 
     members[leader].kill9()?;
     let survivors: Vec<&Server> = (0..3)
@@ -252,6 +235,84 @@ fn a_captured_change_replayed_to_the_next_leader_is_refused() -> Result<()> {
     let all: Vec<&Server> = members.iter().collect();
     agreed_leader(&all)?;
     same_log_applied(&members)
+}
+
+/// A change's attempt that a member refused because it does not lead,
+/// captured and sent to the leader after the attempt the leader took (the
+/// same change, signed anew), is refused: the object written since stays.
+#[test]
+fn a_captured_attempt_refused_by_a_follower_is_not_applied_beside_the_one_taken() -> Result<()> {
+    let cluster = Cluster::start(1, 2, 1)?;
+    let members = cluster.metadata_group(3)?;
+    let bucket = unique_bucket("attempt");
+    members[0].aws_ok(&["s3api", "create-bucket", "--bucket", &bucket])?;
+    ensure!(put(&members[0], &bucket, "kept", b"first")? == 200);
+    let all: Vec<&Server> = members.iter().collect();
+    let leader = agreed_leader(&all)? as usize - 1;
+    let follower = (leader + 1) % members.len();
+
+    let delete = format!(r#"{{"op":"delete_object","bucket":"{bucket}","key":"kept"}}"#);
+    let nonce = rand::random::<u64>();
+    let send = |member: &Server, attempt: &(String, String)| post_meta(member, &delete, attempt);
+    let refused_attempt = cluster.signed_meta_attempt(&delete, false, nonce)?;
+    let refused = send(&members[follower], &refused_attempt)?;
+    ensure!(
+        refused.status == 421,
+        "a follower answered {}: {}",
+        refused.status,
+        refused.body_text()
+    );
+    // Signed in another second: another signature, the same change.
+    thread::sleep(Duration::from_millis(1100));
+    let taken = send(
+        &members[leader],
+        &cluster.signed_meta_attempt(&delete, false, nonce)?,
+    )?;
+    deleted_then_written_again(&members[leader], &taken, &bucket)?;
+
+    let replayed = send(&members[leader], &refused_attempt)?;
+    ensure!(
+        replayed.status == 200 && replayed.body_text().contains("was taken before"),
+        "the captured attempt got {}: {}",
+        replayed.status,
+        replayed.body_text()
+    );
+    ensure!(
+        get(&members[leader], &bucket, "kept")? == (200, b"second".to_vec()),
+        "the captured attempt deleted the object written since"
+    );
+    Ok(())
+}
+
+/// POSTs the metadata call `body` to `member` as `signed` (its path and
+/// `x-strata-auth` header line) says, as another member would.
+fn post_meta(
+    member: &Server,
+    body: &str,
+    (path, header): &(String, String),
+) -> Result<HttpResponse> {
+    let (_, signature) = header.split_once(": ").context("a header line")?;
+    member.http(
+        "POST",
+        path,
+        Signing::Anonymous,
+        Some(body.as_bytes()),
+        &[("x-strata-auth", signature)],
+    )
+}
+
+/// Checks that the signed delete of `bucket/kept` that `leader` answered
+/// with `taken` was applied, then writes the object again ("second").
+fn deleted_then_written_again(leader: &Server, taken: &HttpResponse, bucket: &str) -> Result<()> {
+    ensure!(
+        taken.status == 200 && !taken.body_text().contains("Err"),
+        "the signed delete got {}: {}",
+        taken.status,
+        taken.body_text()
+    );
+    until_missing(leader, bucket, "kept")?;
+    ensure!(put(leader, bucket, "kept", b"second")? == 200);
+    Ok(())
 }
 
 /// Waits until `gateway` answers 404 for `bucket/key`.

@@ -177,15 +177,19 @@ impl HttpMetaTransport {
     /// answer, or the refusal to return, or `Err` with the member to send
     /// the call to (`None`: not a member, or it knows no leader, as while
     /// it joins: the members configured are asked then).
+    /// `nonce`: the call's, which the member records as the others would
+    /// (an attempt it refused elsewhere, replayed, is then refused too).
     async fn ask_local(
         &self,
         request: &Bytes,
+        nonce: u64,
         deadline: tokio::time::Instant,
     ) -> Result<Result<Bytes, TransportError>, Option<usize>> {
         let Some(local) = &self.local else {
             return Err(None);
         };
-        match tokio::time::timeout_at(deadline, local.call(request, None)).await {
+        let signature = wire::CallSignature::for_nonce(nonce, wire::unix_now());
+        match tokio::time::timeout_at(deadline, local.call(request, Some(signature))).await {
             Ok(Routed::Answer(answer)) => Ok(Ok(Bytes::from(answer))),
             // Not confirmed by a majority: as a leader's 503.
             Ok(Routed::Unavailable(why)) => Ok(Err(TransportError::Unknown(why))),
@@ -215,15 +219,16 @@ impl MetaTransport for HttpMetaTransport {
     async fn call(&self, request: Bytes, timeout: Duration) -> Result<Bytes, TransportError> {
         let deadline = tokio::time::Instant::now() + timeout;
         let election_deadline = tokio::time::Instant::now() + LEADER_PATIENCE.min(timeout);
-        let mut index = match self.ask_local(&request, deadline).await {
-            Ok(outcome) => return outcome,
-            Err(leader) => leader.unwrap_or_else(|| self.leader.load(Ordering::Relaxed)),
-        };
-        let mut not_sent = 0;
         // Every attempt of this call carries the same nonce: the service
         // applies one of them at most, whichever member each reached
         // (`wire::CallSignature`).
         let nonce = rand::random::<u64>();
+        let mut attempt = 0;
+        let mut index = match self.ask_local(&request, nonce, deadline).await {
+            Ok(outcome) => return outcome,
+            Err(leader) => leader.unwrap_or_else(|| self.leader.load(Ordering::Relaxed)),
+        };
+        let mut not_sent = 0;
         // A change that reached a member in plain text, even one that
         // refused it, may have been captured, and applied later by a
         // replay: not "nothing was done", so its staged body is kept (the
@@ -243,7 +248,8 @@ impl MetaTransport for HttpMetaTransport {
                 (addresses.len(), addresses.get(index).cloned())
             };
             let Some(address) = address else {
-                return Err(TransportError::NotSent(
+                return Err(unsent(
+                    sent_in_clear,
                     "no metadata service configured".into(),
                 ));
             };
@@ -256,7 +262,8 @@ impl MetaTransport for HttpMetaTransport {
                 ));
             }
             let client = self.client.with_timeout(left);
-            let attempt = client.post_call(&address, META_PATH, request.clone(), nonce);
+            attempt += 1;
+            let attempt = client.post_call(&address, META_PATH, request.clone(), nonce, attempt);
             // `None`: the member asked was deposed and will not answer.
             let sent = tokio::select! {
                 sent = attempt => Some(sent),
@@ -277,7 +284,7 @@ impl MetaTransport for HttpMetaTransport {
                 // elect a leader (its last leader may still be named by the
                 // rest meanwhile).
                 Some(Err(err)) if err.never_reached() && n_members == 1 => {
-                    return Err(TransportError::NotSent(err.to_string()));
+                    return Err(unsent(sent_in_clear, err.to_string()));
                 }
                 Some(Err(err)) if err.never_reached() => None,
                 Some(Ok((StatusCode::OK, body))) => {
@@ -344,7 +351,7 @@ impl MetaTransport for HttpMetaTransport {
                     if not_sent % n_members != 0 {
                         tokio::time::sleep(Duration::from_millis(100)).await;
                     }
-                    match self.ask_local(&request, deadline).await {
+                    match self.ask_local(&request, nonce, deadline).await {
                         Ok(outcome) => return outcome,
                         Err(leader) => leader.unwrap_or((index + 1) % n_members),
                     }

@@ -182,26 +182,30 @@ impl NodeClient {
         path: &str,
         body: Bytes,
     ) -> Result<(StatusCode, Bytes), NodeError> {
-        self.post_call(member, path, body, rand::random()).await
+        self.post_call(member, path, body, rand::random(), 0).await
     }
 
     /// [`NodeClient::post_bound`] with the random bytes given: each
     /// attempt of one metadata change carries the same, so that the
     /// service applies one of them at most ([`wire::CallSignature`]),
-    /// whichever member they reach.
+    /// whichever member they reach; `attempt` numbers them, so that each
+    /// signs differently (a member takes one signature once).
     pub async fn post_call(
         &self,
         member: &str,
         path: &str,
         body: Bytes,
         nonce: u64,
+        attempt: u32,
     ) -> Result<(StatusCode, Bytes), NodeError> {
         let separator = if path.contains('?') { '&' } else { '?' };
         let path_and_query = format!(
-            "{path}{separator}{}={}&{}={nonce:016x}",
+            "{path}{separator}{}={}&{}={}&{}={attempt}",
             wire::BODY_DIGEST_PARAM,
             wire::body_digest(&body),
             wire::NONCE_PARAM,
+            wire::nonce_text(nonce),
+            wire::ATTEMPT_PARAM,
         );
         self.send(member, Method::POST, &path_and_query, body, MAX_JSON_LEN)
             .await

@@ -214,14 +214,35 @@ impl CallSignature {
     /// [`ClusterSecret::verify`]) names; `None` without a nonce or with a
     /// header in another form.
     pub fn of(path_and_query: &str, header: &str) -> Option<CallSignature> {
-        use sha2::Digest as _;
         let nonce = query_param(path_and_query, NONCE_PARAM)?;
         let (signed_at, _) = signed_parts(header)?;
+        Some(CallSignature::named(nonce, signed_at))
+    }
+
+    /// The change whose attempts carry `nonce` (as
+    /// [`crate::NodeClient::post_call`] sends it), taken at `signed_at`
+    /// without a request: by the gateway's own member of the service.
+    pub fn for_nonce(nonce: u64, signed_at: u64) -> CallSignature {
+        CallSignature::named(&nonce_text(nonce), signed_at)
+    }
+
+    fn named(nonce: &str, signed_at: u64) -> CallSignature {
+        use sha2::Digest as _;
         let digest = Sha256::digest(nonce.as_bytes());
-        let id = digest.get(..16)?.try_into().ok()?;
-        Some(CallSignature { signed_at, id })
+        let mut id = [0; 16];
+        id.copy_from_slice(&digest[..16]);
+        CallSignature { signed_at, id }
     }
 }
+
+/// How a nonce is written in a query.
+pub fn nonce_text(nonce: u64) -> String {
+    format!("{nonce:016x}")
+}
+
+/// The query parameter numbering the attempts of one call, so that two
+/// sent to one member within a second sign differently.
+pub const ATTEMPT_PARAM: &str = "attempt";
 
 /// The signed second and the first 64 bits of the tag of an
 /// `x-strata-auth` value.

@@ -45,6 +45,9 @@ const LATE_SECS: u64 = MAX_CLOCK_SKEW_SECS + 60;
 const RETAINED_SECS: u64 = 3 * MAX_CLOCK_SKEW_SECS;
 /// Prunes happen when their boundary moved at least this far.
 const PRUNE_STEP_SECS: u64 = 60;
+/// Records one batch deletes at most (a minute of 10,000 signed changes
+/// a second is 600,000).
+const MAX_PRUNED_PER_BATCH: usize = 20_000;
 
 fn taken_key(id: &[u8; 16]) -> Vec<u8> {
     [TAKEN_PREFIX, id].concat()
@@ -87,23 +90,32 @@ impl Inner {
         let pruned_below = self.signed_calls_pruned_below()?;
         let prune_below = now_secs.saturating_sub(RETAINED_SECS);
         if prune_below >= pruned_below.saturating_add(PRUNE_STEP_SECS) {
-            // The same records on every replica: the same deletions.
-            let end = taken_by_time_key(prune_below, &[]);
-            let from =
-                rocksdb::IteratorMode::From(TAKEN_BY_TIME_PREFIX, rocksdb::Direction::Forward);
-            for item in self.db.iterator(from) {
+            // The same records on every replica: the same deletions. From
+            // where the last prune stopped, and at most a bounded number
+            // of records per batch: a backlog goes over later batches.
+            let mut options = rocksdb::ReadOptions::default();
+            options.set_iterate_upper_bound(taken_by_time_key(prune_below, &[]));
+            let start = taken_by_time_key(pruned_below, &[]);
+            let from = rocksdb::IteratorMode::From(&start, rocksdb::Direction::Forward);
+            let mut reached = prune_below;
+            for (pruned, item) in self.db.iterator_opt(from, options).enumerate() {
                 let (key, _) = item?;
-                if key.as_ref() >= end.as_slice() {
+                let (signed_at, id) = key
+                    .get(TAKEN_BY_TIME_PREFIX.len()..)
+                    .and_then(|rest| rest.split_first_chunk::<8>())
+                    .and_then(|(at, id)| {
+                        Some((u64::from_be_bytes(*at), <&[u8; 16]>::try_from(id).ok()?))
+                    })
+                    .ok_or_else(|| StoreError::Corrupt("a signed-call record's key".into()))?;
+                if pruned == MAX_PRUNED_PER_BATCH {
+                    // The rest of this second and after, next time.
+                    reached = signed_at;
                     break;
                 }
-                let id = key
-                    .get(TAKEN_BY_TIME_PREFIX.len() + 8..)
-                    .and_then(|id| <&[u8; 16]>::try_from(id).ok())
-                    .ok_or_else(|| StoreError::Corrupt("a signed-call record's key".into()))?;
                 batch.delete(taken_key(id));
                 batch.delete(&key);
             }
-            batch.put(PRUNED_BELOW, prune_below.to_be_bytes());
+            batch.put(PRUNED_BELOW, reached.to_be_bytes());
         }
         Ok(())
     }

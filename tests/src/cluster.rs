@@ -274,21 +274,22 @@ impl Cluster {
     /// over TLS: its path and its `x-strata-auth` header line. What a
     /// member's call shows someone watching a plain-text network.
     pub fn signed_meta_call(&self, body: &str, over_tls: bool) -> Result<(String, String)> {
-        self.signed_meta_attempt(body, over_tls, rand::random())
+        self.signed_meta_attempt(body, over_tls, rand::random(), 0)
     }
 
-    /// One attempt of a metadata call whose attempts all carry `nonce`,
-    /// as a member's are, each signed when it is sent.
+    /// Attempt number `attempt` of a metadata call whose attempts all
+    /// carry `nonce`, as a member's are, each signed when it is sent.
     pub fn signed_meta_attempt(
         &self,
         body: &str,
         over_tls: bool,
         nonce: u64,
+        attempt: u32,
     ) -> Result<(String, String)> {
         use hmac::Mac as _;
         let secret = fs::read_to_string(self.secret())?;
         let path = format!(
-            "/internal/v1/meta?sha256={}&nonce={nonce:016x}",
+            "/internal/v1/meta?sha256={}&nonce={nonce:016x}&attempt={attempt}",
             crate::sha256_hex(body.as_bytes()),
         );
         let time = unix_now();

@@ -131,3 +131,82 @@ impl Inner {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use strata_pool::{LocalPool, LocalPoolConfig};
+
+    use super::*;
+    use crate::store::{Engine, Store, StoreConfig};
+
+    fn records(inner: &Inner) -> usize {
+        let from = rocksdb::IteratorMode::From(TAKEN_BY_TIME_PREFIX, rocksdb::Direction::Forward);
+        inner
+            .db
+            .iterator(from)
+            .map_while(|item| item.ok())
+            .take_while(|(key, _)| key.starts_with(TAKEN_BY_TIME_PREFIX))
+            .count()
+    }
+
+    /// Records leave once [`RETAINED_SECS`] old, both keys of each, at most
+    /// [`MAX_PRUNED_PER_BATCH`] a batch: a backlog goes over the next
+    /// batches, each starting where the last stopped.
+    #[test]
+    fn records_are_pruned_a_bounded_batch_at_a_time() {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let pool = LocalPool::open(LocalPoolConfig {
+            dir: dir.path().join("pool"),
+        })
+        .expect("pool");
+        let store =
+            Store::open(StoreConfig::new(dir.path().join("meta")), Arc::new(pool)).expect("store");
+        let Engine::Local(inner) = &store.engine else {
+            panic!("a local store");
+        };
+        let t0 = 1_700_000_000;
+        let call = |n: u32, signed_at: u64| CallSignature {
+            signed_at,
+            id: [n.to_be_bytes(), [0; 4], [0; 4], [1; 4]]
+                .concat()
+                .try_into()
+                .expect("16 bytes"),
+        };
+        let record = |call: &CallSignature, now_secs: u64| {
+            let mut batch = WriteBatch::default();
+            inner
+                .record_signed_call(&mut batch, call, now_secs)
+                .expect("recorded");
+            inner.db.write(batch).expect("written");
+        };
+        let backlog = MAX_PRUNED_PER_BATCH as u32 + 5_000;
+        for n in 0..backlog {
+            record(&call(n, t0), t0);
+        }
+        assert_eq!(records(inner), backlog as usize);
+        assert!(inner.check_signed_call(&call(7, t0), t0).is_err(), "taken");
+
+        // Old enough: a bounded batch, then the rest.
+        let later = call(backlog, t0 + 1000);
+        record(&later, t0 + 1000);
+        assert_eq!(records(inner), backlog as usize + 1 - MAX_PRUNED_PER_BATCH);
+        assert_eq!(inner.signed_calls_pruned_below().expect("mark"), t0);
+        record(&call(backlog + 1, t0 + 1001), t0 + 1001);
+        assert_eq!(records(inner), 2);
+        assert_eq!(
+            inner.signed_calls_pruned_below().expect("mark"),
+            t0 + 1001 - RETAINED_SECS
+        );
+        // Both keys went; the recent records stay taken.
+        assert!(
+            inner
+                .db
+                .get(taken_key(&call(7, t0).id))
+                .expect("read")
+                .is_none()
+        );
+        assert!(inner.check_signed_call(&later, t0 + 1001).is_err());
+    }
+}

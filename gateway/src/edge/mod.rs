@@ -909,15 +909,14 @@ impl EdgeCache {
         bucket: &str,
         key: &str,
     ) -> Option<(Arc<CachedObject>, CacheOutcome)> {
-        let cached = self.objects.get(&ObjectKeyRef(bucket, key));
-        if let Some(cached) = &cached
-            && self.trusted(cached)
-        {
-            self.metrics.hits.fetch_add(1, Ordering::Relaxed);
-            return Some((cached.clone(), CacheOutcome::Hit));
+        match self.objects.get(&ObjectKeyRef(bucket, key)) {
+            Some(cached) if self.trusted(&cached) => {
+                self.metrics.hits.fetch_add(1, Ordering::Relaxed);
+                Some((cached, CacheOutcome::Hit))
+            }
+            // Boxed, as `bucket`'s store path.
+            stale => Box::pin(self.get_uncached(store, bucket, key, stale)).await,
         }
-        // Boxed, as `bucket`'s store path.
-        Box::pin(self.get_uncached(store, bucket, key, cached)).await
     }
 
     /// `get` past a RAM hit: `cached`, the RAM zone's copy that needs

@@ -319,6 +319,15 @@ mod tests {
         )
     }
 
+    /// A body of the pieces `pieces` yields, as they come.
+    fn body_of(
+        pieces: impl futures::Stream<Item = bytes::Bytes> + Send + 'static,
+    ) -> impl hyper::body::Body<Data = bytes::Bytes, Error = std::convert::Infallible> + Unpin {
+        use futures::StreamExt as _;
+        let frames = pieces.map(|piece| Ok(hyper::body::Frame::data(piece)));
+        http_body_util::StreamBody::new(Box::pin(frames))
+    }
+
     /// A connection that never speaks is cut within one period.
     #[tokio::test]
     async fn a_silent_connection_is_cut() {
@@ -413,28 +422,14 @@ mod tests {
     async fn an_answer_produced_slowly_keeps_the_connection() {
         use http_body_util::BodyExt as _;
 
-        /// One piece, once its sleep has passed.
-        struct Late(Pin<Box<Sleep>>, bool);
-        impl hyper::body::Body for Late {
-            type Data = bytes::Bytes;
-            type Error = std::convert::Infallible;
-            fn poll_frame(
-                mut self: Pin<&mut Self>,
-                cx: &mut Context<'_>,
-            ) -> Poll<Option<Result<hyper::body::Frame<bytes::Bytes>, Self::Error>>> {
-                if self.1 {
-                    return Poll::Ready(None);
-                }
-                std::task::ready!(self.0.as_mut().poll(cx));
-                self.1 = true;
-                Poll::Ready(Some(Ok(hyper::body::Frame::data("late".into()))))
-            }
-        }
-
         let (_client, server) = tokio::io::duplex(64);
         let (mut waiting, requests) = deadline(server);
         let reader = tokio::spawn(async move { waiting.read(&mut [0u8; 8]).await });
-        let late = Late(Box::pin(tokio::time::sleep(LIMIT * 4 + LIMIT / 2)), false);
+        // One piece, once its sleep has passed.
+        let late = body_of(futures::stream::once(async {
+            tokio::time::sleep(LIMIT * 4 + LIMIT / 2).await;
+            bytes::Bytes::from_static(b"late")
+        }));
         let mut body = requests.start().answer(late);
         let piece = body.frame().await.unwrap().unwrap();
         assert_eq!(piece.into_data().unwrap(), "late");
@@ -457,26 +452,17 @@ mod tests {
     async fn an_upload_that_stops_coming_is_cut() {
         use http_body_util::BodyExt as _;
 
-        /// A body whose pieces come through a channel.
-        struct Pieces(tokio::sync::mpsc::Receiver<u8>);
-        impl hyper::body::Body for Pieces {
-            type Data = bytes::Bytes;
-            type Error = std::convert::Infallible;
-            fn poll_frame(
-                mut self: Pin<&mut Self>,
-                cx: &mut Context<'_>,
-            ) -> Poll<Option<Result<hyper::body::Frame<bytes::Bytes>, Self::Error>>> {
-                let piece = std::task::ready!(self.0.poll_recv(cx));
-                Poll::Ready(piece.map(|byte| Ok(hyper::body::Frame::data(vec![byte].into()))))
-            }
-        }
-
         let (_client, server) = tokio::io::duplex(64);
         let (mut waiting, requests) = deadline(server);
         let reader = tokio::spawn(async move { waiting.read(&mut [0u8; 8]).await });
         let (sender, receiver) = tokio::sync::mpsc::channel(1);
         let handler = requests.start();
-        let mut body = requests.request_body(Pieces(receiver));
+        // Its pieces come through a channel.
+        let pieces = futures::stream::unfold(receiver, |mut receiver| async move {
+            let byte = receiver.recv().await?;
+            Some((bytes::Bytes::from(vec![byte]), receiver))
+        });
+        let mut body = requests.request_body(body_of(pieces));
         let uploader = tokio::spawn(async move {
             for piece in 0..8 {
                 tokio::time::sleep(LIMIT / 2).await;

@@ -107,16 +107,24 @@ fn refuses_without_majority(member: &Server, bucket: &str, known: &str) -> Resul
 /// failed refuses calls at once until its next poll is answered (clients
 /// retry a 503; the load script does not).
 fn until_serving(gateway: &Server, bucket: &str, key: &str) -> Result<()> {
+    until_status(gateway, bucket, key, 200)
+}
+
+/// Waits until a GET of `bucket/key` through `gateway` answers `status`.
+fn until_status(gateway: &Server, bucket: &str, key: &str, status: u16) -> Result<()> {
     let started = Instant::now();
-    while get(gateway, bucket, key)?.0 != 200 {
+    loop {
+        let answered = get(gateway, bucket, key)?.0;
+        if answered == status {
+            return Ok(());
+        }
         ensure!(
             started.elapsed() < FAILOVER_BOUND,
-            "{} does not serve {bucket}/{key} again",
+            "{} still answers {answered} for {bucket}/{key}, not {status}",
             gateway.endpoint()
         );
         thread::sleep(Duration::from_millis(100));
     }
-    Ok(())
 }
 
 #[test]
@@ -317,21 +325,8 @@ fn deleted_then_written_again(leader: &Server, taken: &HttpResponse, bucket: &st
         taken.status,
         taken.body_text()
     );
-    until_missing(leader, bucket, "kept")?;
+    until_status(leader, bucket, "kept", 404)?;
     ensure!(put(leader, bucket, "kept", b"second")? == 200);
-    Ok(())
-}
-
-/// Waits until `gateway` answers 404 for `bucket/key`.
-fn until_missing(gateway: &Server, bucket: &str, key: &str) -> Result<()> {
-    let started = Instant::now();
-    while get(gateway, bucket, key)?.0 != 404 {
-        ensure!(
-            started.elapsed() < FAILOVER_BOUND,
-            "{bucket}/{key} is still there"
-        );
-        thread::sleep(Duration::from_millis(100));
-    }
     Ok(())
 }
 

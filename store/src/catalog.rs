@@ -7,13 +7,13 @@
 //! `CatalogDeleted`, the namespace in `bucket`), which is how other gateways
 //! and the invalidator learn of it.
 
-use rocksdb::{Direction, IteratorMode, WriteBatch};
+use rocksdb::{Direction, IteratorMode};
 
 use crate::error::{Result, StoreError};
 use crate::feed::ChangeKind;
 use crate::keys::{self, CF_CATALOG};
 use crate::remote::{Base64, Base64Opt, MetaCall};
-use crate::store::{Store, cf};
+use crate::store::Store;
 
 /// What [`Store::catalog_update`] does with the record.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -36,7 +36,7 @@ impl Store {
             return Ok(value);
         }
         let db_key = keys::object_key(namespace, key);
-        self.blocking(move |inner| Ok(inner.db.get_cf(cf(&inner.db, CF_CATALOG)?, db_key)?))
+        self.blocking(move |inner| inner.space().get(CF_CATALOG, &db_key))
             .await
     }
 
@@ -55,11 +55,10 @@ impl Store {
         }
         let prefix = keys::bucket_prefix(namespace);
         self.blocking(move |inner| {
-            let catalog = cf(&inner.db, CF_CATALOG)?;
             let mut records = Vec::new();
             for item in inner
-                .db
-                .iterator_cf(catalog, IteratorMode::From(&prefix, Direction::Forward))
+                .space()
+                .iter(CF_CATALOG, IteratorMode::From(&prefix, Direction::Forward))?
             {
                 let (db_key, value) = item?;
                 let Some(key) = db_key.strip_prefix(prefix.as_slice()) else {
@@ -98,22 +97,21 @@ impl Store {
         let (namespace, key) = (namespace.to_owned(), key.to_owned());
         self.blocking(move |inner| {
             let _guard = inner.catalog_lock.lock();
-            let catalog = cf(&inner.db, CF_CATALOG)?;
             let db_key = keys::object_key(&namespace, &key);
-            let current = inner.db.get_cf(catalog, &db_key)?;
+            let current = inner.space().get(CF_CATALOG, &db_key)?;
             let (write, outcome) = decide(current.as_deref())?;
-            let mut batch = WriteBatch::default();
+            let mut batch = inner.batch();
             let kind = match write {
                 CatalogWrite::Keep => return Ok(outcome),
                 CatalogWrite::Put(value) => {
-                    batch.put_cf(catalog, &db_key, value);
+                    batch.put(CF_CATALOG, &db_key, value)?;
                     ChangeKind::CatalogPut
                 }
                 CatalogWrite::Delete => {
                     if current.is_none() {
                         return Ok(outcome);
                     }
-                    batch.delete_cf(catalog, &db_key);
+                    batch.delete(CF_CATALOG, &db_key)?;
                     ChangeKind::CatalogDeleted
                 }
             };

@@ -7,17 +7,30 @@
 //! object was overwritten or deleted since — so the sweeper deletes an object
 //! only if its record still carries that very time.
 
-use rocksdb::{IteratorMode, WriteBatch};
+use rocksdb::IteratorMode;
 
 use crate::error::{Result, StoreError};
 use crate::feed::ChangeKind;
 use crate::keys::{self, CF_EXPIRY, CF_OBJECTS};
 use crate::records::ObjectInfo;
-use crate::store::{Inner, Store, cf, now_ms};
+use crate::space::Batch;
+use crate::store::{Inner, Store, now_ms};
 use crate::usage::UsageDelta;
 
 /// Most expired objects one sweep deletes; the next tick takes the rest.
 const SWEEP_BATCH: usize = 1000;
+
+/// Expiry times from here on (Swift's "forever" is `u64::MAX`) are never
+/// reached, and not indexed: the index's keys stay below the groups' key
+/// spaces (`space.rs`).
+const NEVER_DUE: u64 = 1 << 56;
+
+/// Whether `key` of the index names a time that can come: an index written
+/// before [`NEVER_DUE`] may hold others, which an import leaves out.
+pub(crate) fn is_indexed(key: &[u8]) -> bool {
+    key.first_chunk::<8>()
+        .is_some_and(|due| u64::from_be_bytes(*due) < NEVER_DUE)
+}
 
 impl ObjectInfo {
     /// Whether the object's expiry time has passed at `now_secs`.
@@ -44,13 +57,9 @@ fn index_key(due: u64, bucket: &str, key: &str) -> Vec<u8> {
 
 impl Inner {
     /// Adds `info`'s expiry, if it has one, to the index in `batch`.
-    pub(crate) fn index_expiry(&self, batch: &mut WriteBatch, info: &ObjectInfo) -> Result<()> {
-        if let Some(due) = info.meta.delete_at {
-            batch.put_cf(
-                cf(&self.db, CF_EXPIRY)?,
-                index_key(due, &info.bucket, &info.key),
-                b"",
-            );
+    pub(crate) fn index_expiry(&self, batch: &mut Batch<'_>, info: &ObjectInfo) -> Result<()> {
+        if let Some(due) = info.meta.delete_at.filter(|due| *due < NEVER_DUE) {
+            batch.put(CF_EXPIRY, &index_key(due, &info.bucket, &info.key), b"")?;
         }
         Ok(())
     }
@@ -60,8 +69,7 @@ impl Store {
     /// Whether some object's expiry time is at or before `now_secs`.
     pub async fn expiry_due(&self, now_secs: u64) -> Result<bool> {
         self.blocking(move |inner| {
-            let index = cf(&inner.db, CF_EXPIRY)?;
-            let Some(first) = inner.db.iterator_cf(index, IteratorMode::Start).next() else {
+            let Some(first) = inner.space().iter(CF_EXPIRY, IteratorMode::Start)?.next() else {
                 return Ok(false);
             };
             let (raw, _) = first?;
@@ -78,11 +86,10 @@ impl Store {
     /// Deletes the objects whose expiry time is at or before `now_secs`.
     pub async fn expire_due(&self, now_secs: u64) -> Result<usize> {
         self.blocking(move |inner| {
-            let index = cf(&inner.db, CF_EXPIRY)?;
             let mut due = Vec::new();
             for item in inner
-                .db
-                .iterator_cf(index, IteratorMode::Start)
+                .space()
+                .iter(CF_EXPIRY, IteratorMode::Start)?
                 .take(SWEEP_BATCH)
             {
                 let (raw, _) = item?;
@@ -107,17 +114,17 @@ impl Store {
             // so no commit interleaves): a replica applying it from the log
             // holds all of it or none of it.
             let _exclusive = inner.bucket_lock.write();
-            let mut batch = WriteBatch::default();
+            let mut batch = inner.batch();
             let mut events = Vec::new();
             for (raw, when, bucket, key) in due {
-                batch.delete_cf(index, &raw);
+                batch.delete(CF_EXPIRY, &raw)?;
                 let Some(current) = inner
                     .object_info(&bucket, &key)?
                     .filter(|current| current.meta.delete_at == Some(when))
                 else {
                     continue;
                 };
-                batch.delete_cf(cf(&inner.db, CF_OBJECTS)?, keys::object_key(&bucket, &key));
+                batch.delete(CF_OBJECTS, &keys::object_key(&bucket, &key))?;
                 inner.add_usage(&mut batch, &bucket, UsageDelta::remove(&current))?;
                 inner.schedule_gc(&mut batch, &current.extents)?;
                 events.push(inner.feed_event(

@@ -4,6 +4,9 @@
 //! separates the parts and byte order of the RocksDB key equals the order of
 //! (bucket, key) — listings are plain range scans.
 
+/// Single records: the markers of the replicated log, the feed's
+/// followers, signed calls (RocksDB's own default family).
+pub const CF_DEFAULT: &str = "default";
 pub const CF_BUCKETS: &str = "buckets";
 pub const CF_OBJECTS: &str = "objects";
 pub const CF_UPLOADS: &str = "uploads";

@@ -40,6 +40,7 @@ mod records;
 mod remote;
 mod replica;
 mod signed_calls;
+mod space;
 mod store;
 mod usage;
 mod write;

@@ -9,7 +9,7 @@ use crate::keys::{self, CF_OBJECTS, CF_UPLOADS};
 use crate::multipart::UploadInfo;
 use crate::records::{self, ObjectInfo};
 use crate::remote::MetaCall;
-use crate::store::{Inner, Store, cf, decode_object};
+use crate::store::{Inner, Store, decode_object};
 
 /// One page of an object listing.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -100,17 +100,16 @@ impl Store {
             if query.reverse {
                 return list_descending(inner, &bucket, &query);
             }
-            let objects = cf(&inner.db, CF_OBJECTS)?;
             let bucket_prefix = keys::bucket_prefix(&bucket);
             let scan_prefix = keys::object_key(&bucket, &query.prefix);
             let delimiter = query.delimiter.as_deref().filter(|delim| !delim.is_empty());
             let marker = query.start_after.as_deref();
 
             let mut page = ListPage::default();
-            let mut iter = inner.db.raw_iterator_cf(objects);
+            let mut iter = inner.space().cursor(CF_OBJECTS)?;
             match marker {
                 Some(marker) if marker >= query.prefix.as_str() => {
-                    iter.seek(keys::object_key(&bucket, marker))
+                    iter.seek(&keys::object_key(&bucket, marker))
                 }
                 _ => iter.seek(&scan_prefix),
             }
@@ -172,9 +171,8 @@ impl Store {
         }
         self.blocking(move |inner| {
             inner.bucket_info(&bucket)?;
-            let uploads = cf(&inner.db, CF_UPLOADS)?;
             let scan_prefix = keys::object_key(&bucket, &query.prefix);
-            let mut iter = inner.db.raw_iterator_cf(uploads);
+            let mut iter = inner.space().cursor(CF_UPLOADS)?;
             iter.seek(&scan_prefix);
             let mut page = UploadListPage::default();
             while iter.valid() {
@@ -213,7 +211,6 @@ impl Store {
 /// [`Store::list_objects`] walking keys downwards: from just below the
 /// marker (or the end of the prefix) to just above `end_before`.
 fn list_descending(inner: &Inner, bucket: &str, query: &ListQuery) -> Result<ListPage> {
-    let objects = cf(&inner.db, CF_OBJECTS)?;
     let bucket_prefix = keys::bucket_prefix(bucket);
     let scan_prefix = keys::object_key(bucket, &query.prefix);
     let delimiter = query.delimiter.as_deref().filter(|delim| !delim.is_empty());
@@ -221,10 +218,10 @@ fn list_descending(inner: &Inner, bucket: &str, query: &ListQuery) -> Result<Lis
     let above = query.end_before.as_deref();
 
     let mut page = ListPage::default();
-    let mut iter = inner.db.raw_iterator_cf(objects);
+    let mut iter = inner.space().cursor(CF_OBJECTS)?;
     let top = keys::after_prefix(&scan_prefix);
     match below.map(|marker| keys::object_key(bucket, marker)) {
-        Some(marker) if marker < top => iter.seek_for_prev(marker),
+        Some(marker) if marker < top => iter.seek_for_prev(&marker),
         _ => iter.seek_for_prev(&top),
     }
     while iter.valid() {

@@ -4,7 +4,7 @@
 //! concatenated.
 
 use md5::{Digest as _, Md5};
-use rocksdb::{Direction, IteratorMode, WriteBatch};
+use rocksdb::{Direction, IteratorMode};
 use serde::{Deserialize, Serialize};
 
 use crate::checksum::ChecksumAlgorithm;
@@ -12,7 +12,8 @@ use crate::error::{Result, StoreError};
 use crate::keys::{self, CF_PARTS, CF_UPLOADS};
 use crate::records::{self, ExtentRef, ObjectInfo, ObjectMeta};
 use crate::remote::MetaCall;
-use crate::store::{Inner, PutConditions, Store, cf, hand_over, validate_key};
+use crate::space::Batch;
+use crate::store::{Inner, PutConditions, Store, hand_over, validate_key};
 use crate::write::{self, StageError, StageOptions, StagedBody};
 
 /// An unfinished multipart upload.
@@ -76,12 +77,12 @@ impl Store {
         self.blocking(move |inner| {
             let _shared = inner.bucket_lock.read();
             inner.bucket_info(&upload.bucket)?;
-            let mut batch = WriteBatch::default();
-            batch.put_cf(
-                cf(&inner.db, CF_UPLOADS)?,
-                keys::upload_key(&upload.bucket, &upload.key, &upload.upload_id),
+            let mut batch = inner.batch();
+            batch.put(
+                CF_UPLOADS,
+                &keys::upload_key(&upload.bucket, &upload.key, &upload.upload_id),
                 records::encode(&upload)?,
-            );
+            )?;
             inner.commit(batch)?;
             Ok(upload)
         })
@@ -196,7 +197,7 @@ impl Store {
         self.blocking(move |inner| {
             let _key_guard = inner.lock_key(&upload.bucket, &upload.key);
             inner.upload_info(&upload.bucket, &upload.key, &upload.upload_id)?;
-            let mut batch = WriteBatch::default();
+            let mut batch = inner.batch();
             let mut freed = Vec::new();
             inner.drop_upload(&upload, &mut batch, &mut freed)?;
             inner.schedule_gc(&mut batch, &freed)?;
@@ -300,14 +301,13 @@ impl Inner {
     fn commit_part(&self, upload: &UploadInfo, part: &PartInfo) -> Result<()> {
         let _key_guard = self.lock_key(&upload.bucket, &upload.key);
         self.upload_info(&upload.bucket, &upload.key, &upload.upload_id)?;
-        let parts = cf(&self.db, CF_PARTS)?;
         let part_key = keys::part_key(&upload.upload_id, part.part_number);
-        let mut batch = WriteBatch::default();
-        if let Some(previous) = self.db.get_cf(parts, &part_key)? {
+        let mut batch = self.batch();
+        if let Some(previous) = self.space().get(CF_PARTS, &part_key)? {
             let previous: PartInfo = records::decode(&previous)?;
             self.schedule_gc(&mut batch, &previous.extents)?;
         }
-        batch.put_cf(parts, &part_key, records::encode(part)?);
+        batch.put(CF_PARTS, &part_key, records::encode(part)?)?;
         self.commit(batch)
     }
 
@@ -317,10 +317,9 @@ impl Inner {
         key: &str,
         upload_id: &str,
     ) -> Result<UploadInfo> {
-        let uploads = cf(&self.db, CF_UPLOADS)?;
         match self
-            .db
-            .get_cf(uploads, keys::upload_key(bucket, key, upload_id))?
+            .space()
+            .get(CF_UPLOADS, &keys::upload_key(bucket, key, upload_id))?
         {
             Some(value) => records::decode(&value),
             None => {
@@ -331,12 +330,11 @@ impl Inner {
     }
 
     fn parts_of(&self, upload_id: &str) -> Result<Vec<PartInfo>> {
-        let parts = cf(&self.db, CF_PARTS)?;
         let prefix = keys::part_prefix(upload_id);
         let mut out = Vec::new();
         for item in self
-            .db
-            .iterator_cf(parts, IteratorMode::From(&prefix, Direction::Forward))
+            .space()
+            .iter(CF_PARTS, IteratorMode::From(&prefix, Direction::Forward))?
         {
             let (key, value) = item?;
             if !key.starts_with(&prefix) {
@@ -352,33 +350,34 @@ impl Inner {
     fn drop_upload(
         &self,
         upload: &UploadInfo,
-        batch: &mut WriteBatch,
+        batch: &mut Batch<'_>,
         freed: &mut Vec<ExtentRef>,
     ) -> Result<()> {
-        let parts = cf(&self.db, CF_PARTS)?;
         for part in self.parts_of(&upload.upload_id)? {
             freed.extend_from_slice(&part.extents);
-            batch.delete_cf(parts, keys::part_key(&upload.upload_id, part.part_number));
+            batch.delete(
+                CF_PARTS,
+                &keys::part_key(&upload.upload_id, part.part_number),
+            )?;
         }
-        batch.delete_cf(
-            cf(&self.db, CF_UPLOADS)?,
-            keys::upload_key(&upload.bucket, &upload.key, &upload.upload_id),
-        );
+        batch.delete(
+            CF_UPLOADS,
+            &keys::upload_key(&upload.bucket, &upload.key, &upload.upload_id),
+        )?;
         Ok(())
     }
 
     pub(crate) fn drop_uploads_of_bucket(
         &self,
         bucket: &str,
-        batch: &mut WriteBatch,
+        batch: &mut Batch<'_>,
         freed: &mut Vec<ExtentRef>,
     ) -> Result<()> {
-        let uploads = cf(&self.db, CF_UPLOADS)?;
         let prefix = keys::bucket_prefix(bucket);
         let mut found = Vec::new();
         for item in self
-            .db
-            .iterator_cf(uploads, IteratorMode::From(&prefix, Direction::Forward))
+            .space()
+            .iter(CF_UPLOADS, IteratorMode::From(&prefix, Direction::Forward))?
         {
             let (key, value) = item?;
             if !key.starts_with(&prefix) {

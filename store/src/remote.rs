@@ -36,6 +36,7 @@ use crate::catalog::CatalogWrite;
 use crate::checksum::ChecksumAlgorithm;
 use crate::error::{Result, StoreError};
 use crate::feed::{ChangeEvent, ChangeKind, FollowerTag};
+use crate::keys::CF_DEFAULT;
 use crate::list::{ListQuery, UploadListQuery};
 use crate::multipart::{CompletedPart, PartInfo, UploadInfo};
 use crate::records::{BucketInfo, ObjectInfo, ObjectMeta};
@@ -610,9 +611,9 @@ impl Store {
                 .blocking(move |inner| {
                     let now_secs = inner.now_secs();
                     inner.check_signed_call(&signature, now_secs)?;
-                    let mut batch = rocksdb::WriteBatch::default();
+                    let mut batch = inner.batch();
                     inner.record_signed_call(&mut batch, &signature, now_secs)?;
-                    Ok(inner.db.write(batch)?)
+                    batch.write(false)
                 })
                 .await;
             if let Err(refusal) = taken {
@@ -726,9 +727,7 @@ impl Store {
             .is_some_and(|pinned| pinned.signature.is_some());
         if unrecorded
             && !matches!(outcome, Err(StoreError::Db(_)))
-            && let Err(err) = self
-                .blocking(|inner| inner.commit(rocksdb::WriteBatch::default()))
-                .await
+            && let Err(err) = self.blocking(|inner| inner.commit(inner.batch())).await
         {
             outcome = Err(err);
         }
@@ -755,7 +754,7 @@ impl Store {
     /// The marker of the last applied entry whose call changed something
     /// (entries after it changed nothing, or are not applied yet).
     pub async fn applied_marker(&self) -> Result<Option<Vec<u8>>> {
-        self.blocking(|inner| Ok(inner.db.get(APPLIED_MARKER)?))
+        self.blocking(|inner| inner.space().get(CF_DEFAULT, APPLIED_MARKER))
             .await
     }
 
@@ -763,8 +762,8 @@ impl Store {
     /// (membership changes) but must not be applied twice either.
     pub async fn record_applied_marker(&self, marker: Vec<u8>) -> Result<()> {
         self.blocking(move |inner| {
-            let mut batch = rocksdb::WriteBatch::default();
-            batch.put(APPLIED_MARKER, marker);
+            let mut batch = inner.batch();
+            batch.put(CF_DEFAULT, APPLIED_MARKER, marker)?;
             inner.commit(batch)
         })
         .await

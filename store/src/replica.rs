@@ -3,7 +3,8 @@
 //! was compacted past what another member lacks sends it this instead.
 //!
 //! An export is every record of every column family (the applied marker
-//! included) at one instant: `STRATAR2`, then records of a family index
+//! included) of the store's key space (`space.rs`), in the space's keys,
+//! at one instant: `STRATAR2`, then records of a family index
 //! byte, the key and the value, each length-prefixed (u32 little-endian),
 //! then an end: the byte 0xFF, the number of records (u64) and the CRC32C
 //! of every byte before the CRC (both little-endian), so an export cut
@@ -23,11 +24,12 @@ use std::io::{BufReader, BufWriter, Read, Write};
 use std::path::PathBuf;
 
 use rocksdb::checkpoint::Checkpoint;
-use rocksdb::{DB, IteratorMode, WriteBatch, WriteOptions};
+use rocksdb::{DB, IteratorMode};
 
 use crate::error::{Result, StoreError};
-use crate::keys::ALL_CFS;
-use crate::store::{Inner, Store, cf, db_options, family_descriptors};
+use crate::keys::{ALL_CFS, CF_DEFAULT, CF_EXPIRY};
+use crate::space::{Batch, KeySpace, Space};
+use crate::store::{Inner, Store, db_options, family_descriptors};
 
 const FORMAT: &[u8; 8] = b"STRATAR2";
 /// The format before exports had an end.
@@ -46,19 +48,19 @@ const MAX_PART_BYTES: usize = 64 << 20;
 const IO_BUFFER_BYTES: usize = 1 << 20;
 
 /// Family 0 is the default one; 1.. are [`ALL_CFS`] in order.
-fn family_name(index: u8) -> Option<Option<&'static str>> {
+fn family_name(index: u8) -> Option<&'static str> {
     match index {
-        0 => Some(None),
-        n => ALL_CFS.get(usize::from(n) - 1).map(|name| Some(*name)),
+        0 => Some(CF_DEFAULT),
+        n => ALL_CFS.get(usize::from(n) - 1).copied(),
     }
 }
 
-fn families() -> impl Iterator<Item = (u8, Option<&'static str>)> {
-    std::iter::once((0, None)).chain(
+fn families() -> impl Iterator<Item = (u8, &'static str)> {
+    std::iter::once((0, CF_DEFAULT)).chain(
         ALL_CFS
             .iter()
             .enumerate()
-            .map(|(index, name)| (index as u8 + 1, Some(*name))),
+            .map(|(index, name)| (index as u8 + 1, *name)),
     )
 }
 
@@ -70,6 +72,8 @@ fn io_error(doing: &str) -> impl Fn(std::io::Error) -> StoreError + '_ {
 /// checkpoint in a directory of its own, removed when this is dropped.
 pub struct ReplicaCheckpoint {
     dir: PathBuf,
+    /// The store's space: the checkpoint holds every group's records.
+    keys: KeySpace,
 }
 
 impl ReplicaCheckpoint {
@@ -86,12 +90,12 @@ impl ReplicaCheckpoint {
         let fail = io_error("writing a replica export");
         out.write_all(FORMAT).map_err(&fail)?;
         let mut written = 0u64;
+        let space = Space {
+            db: &db,
+            keys: &self.keys,
+        };
         for (index, name) in families() {
-            let records = match name {
-                None => db.iterator(IteratorMode::Start),
-                Some(name) => db.iterator_cf(cf(&db, name)?, IteratorMode::Start),
-            };
-            for record in records {
+            for record in space.iter(name, IteratorMode::Start)? {
                 let (key, value) = record?;
                 if index == 0 && &*key == IMPORTING {
                     continue;
@@ -134,8 +138,11 @@ impl Store {
                 }
                 _ => {}
             }
-            Checkpoint::new(&inner.db)?.create_checkpoint(&dir)?;
-            Ok(ReplicaCheckpoint { dir })
+            Checkpoint::new(inner.database())?.create_checkpoint(&dir)?;
+            Ok(ReplicaCheckpoint {
+                dir,
+                keys: inner.keys().clone(),
+            })
         })
         .await
     }
@@ -168,23 +175,24 @@ impl Store {
     {
         self.blocking(move |inner| {
             let mut source = BufReader::with_capacity(IO_BUFFER_BYTES, source);
-            let mut started = WriteBatch::default();
-            started.put(IMPORTING, b"");
-            write(inner, started, true)?;
+            let mut started = inner.batch();
+            started.put(CF_DEFAULT, IMPORTING, b"")?;
+            started.write(true)?;
             let mut batch = wipe(inner)?;
-            batch.put(IMPORTING, b"");
+            batch.put(CF_DEFAULT, IMPORTING, b"")?;
             for_each_record(&mut source, |family, key, value| {
-                match family {
-                    None => batch.put(key, value),
-                    Some(name) => batch.put_cf(cf(&inner.db, name)?, key, value),
+                if family == CF_EXPIRY && !crate::expiry::is_indexed(key) {
+                    // A time that never comes, from an older member.
+                    return Ok(());
                 }
+                batch.put(family, key, value)?;
                 if batch.size_in_bytes() >= BATCH_BYTES {
-                    write(inner, std::mem::take(&mut batch), false)?;
+                    std::mem::replace(&mut batch, inner.batch()).write(false)?;
                 }
                 Ok(())
             })?;
-            batch.delete(IMPORTING);
-            write(inner, batch, true)?;
+            batch.delete(CF_DEFAULT, IMPORTING)?;
+            batch.write(true)?;
             inner.reset_feed_seq()?;
             inner.adopt_recorded_followers()
         })
@@ -196,15 +204,14 @@ impl Store {
     /// Whether an import was cut short (a crash midway): the records are
     /// then a mix of old and new, good for nothing but [`Store::wipe_replica`].
     pub async fn replica_import_interrupted(&self) -> Result<bool> {
-        self.blocking(|inner| Ok(inner.db.get(IMPORTING)?.is_some()))
+        self.blocking(|inner| Ok(inner.space().get(CF_DEFAULT, IMPORTING)?.is_some()))
             .await
     }
 
     /// Removes every record of this replica.
     pub async fn wipe_replica(&self) -> Result<()> {
         self.blocking(|inner| {
-            let batch = wipe(inner)?;
-            write(inner, batch, true)?;
+            wipe(inner)?.write(true)?;
             inner.reset_feed_seq()
         })
         .await?;
@@ -220,34 +227,13 @@ impl Store {
     }
 }
 
-/// A batch that deletes every record of every family: from the empty key
-/// to just past the last one.
-fn wipe(inner: &Inner) -> Result<WriteBatch> {
-    let mut batch = WriteBatch::default();
+/// A batch that deletes every record of the store's space, in every family.
+fn wipe(inner: &Inner) -> Result<Batch<'_>> {
+    let mut batch = inner.batch();
     for (_, name) in families() {
-        let family = name.map(|name| cf(&inner.db, name)).transpose()?;
-        let mut from_end = match family {
-            None => inner.db.iterator(IteratorMode::End),
-            Some(family) => inner.db.iterator_cf(family, IteratorMode::End),
-        };
-        let Some((last, _)) = from_end.next().transpose()? else {
-            continue;
-        };
-        let mut end = last.to_vec();
-        end.push(0);
-        match family {
-            None => batch.delete_range(&[][..], &end[..]),
-            Some(family) => batch.delete_range_cf(family, &[][..], &end[..]),
-        }
+        batch.delete_all(name)?;
     }
     Ok(batch)
-}
-
-fn write(inner: &Inner, batch: WriteBatch, sync: bool) -> Result<()> {
-    let mut options = WriteOptions::default();
-    options.set_sync(sync);
-    inner.db.write_opt(batch, &options)?;
-    Ok(())
 }
 
 /// Calls `each` with every record of the export `source`, in order, and
@@ -256,7 +242,7 @@ fn write(inner: &Inner, batch: WriteBatch, sync: bool) -> Result<()> {
 /// passed to `each` by the time the end is checked.
 fn for_each_record(
     source: &mut impl Read,
-    mut each: impl FnMut(Option<&'static str>, &[u8], &[u8]) -> Result<()>,
+    mut each: impl FnMut(&'static str, &[u8], &[u8]) -> Result<()>,
 ) -> Result<()> {
     let corrupt = |why: &str| StoreError::Corrupt(format!("a replica export {why}"));
     let cut_short = |err: std::io::Error| match err.kind() {

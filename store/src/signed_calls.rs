@@ -21,10 +21,11 @@
 //! (its record may be pruned). A leader whose clock jumped far ahead
 //! prunes records early, but refuses nothing it should take.
 
-use rocksdb::WriteBatch;
 use strata_pool::wire::{CallSignature, MAX_CLOCK_SKEW_SECS};
 
 use crate::error::{Result, StoreError};
+use crate::keys::CF_DEFAULT;
+use crate::space::Batch;
 use crate::store::Inner;
 
 /// Key prefix (default column family) of a taken change, by its id; the
@@ -68,7 +69,11 @@ impl Inner {
                 "this signed call is too old to be taken (it may be a replay)".into(),
             ));
         }
-        if self.db.get_pinned(taken_key(&call.id))?.is_some() {
+        if self
+            .space()
+            .get_pinned(CF_DEFAULT, &taken_key(&call.id))?
+            .is_some()
+        {
             return Err(StoreError::InvalidArgument(
                 "this signed call was taken before (a replay)".into(),
             ));
@@ -81,24 +86,28 @@ impl Inner {
     /// same batches on every replica applying the same entries.
     pub(crate) fn record_signed_call(
         &self,
-        batch: &mut WriteBatch,
+        batch: &mut Batch<'_>,
         call: &CallSignature,
         now_secs: u64,
     ) -> Result<()> {
-        batch.put(taken_key(&call.id), call.signed_at.to_be_bytes());
-        batch.put(taken_by_time_key(call.signed_at, &call.id), []);
+        batch.put(
+            CF_DEFAULT,
+            &taken_key(&call.id),
+            call.signed_at.to_be_bytes(),
+        )?;
+        batch.put(CF_DEFAULT, &taken_by_time_key(call.signed_at, &call.id), [])?;
         let pruned_below = self.signed_calls_pruned_below()?;
         let prune_below = now_secs.saturating_sub(RETAINED_SECS);
         if prune_below >= pruned_below.saturating_add(PRUNE_STEP_SECS) {
             // The same records on every replica: the same deletions. From
             // where the last prune stopped, and at most a bounded number
             // of records per batch: a backlog goes over later batches.
-            let mut options = rocksdb::ReadOptions::default();
-            options.set_iterate_upper_bound(taken_by_time_key(prune_below, &[]));
+            let end = taken_by_time_key(prune_below, &[]);
             let start = taken_by_time_key(pruned_below, &[]);
             let from = rocksdb::IteratorMode::From(&start, rocksdb::Direction::Forward);
             let mut reached = prune_below;
-            for (pruned, item) in self.db.iterator_opt(from, options).enumerate() {
+            let records = self.space().iter_below(CF_DEFAULT, from, Some(&end))?;
+            for (pruned, item) in records.enumerate() {
                 let (key, _) = item?;
                 let (signed_at, id) = key
                     .get(TAKEN_BY_TIME_PREFIX.len()..)
@@ -112,16 +121,16 @@ impl Inner {
                     reached = signed_at;
                     break;
                 }
-                batch.delete(taken_key(id));
-                batch.delete(&key);
+                batch.delete(CF_DEFAULT, &taken_key(id))?;
+                batch.delete(CF_DEFAULT, &key)?;
             }
-            batch.put(PRUNED_BELOW, reached.to_be_bytes());
+            batch.put(CF_DEFAULT, PRUNED_BELOW, reached.to_be_bytes())?;
         }
         Ok(())
     }
 
     fn signed_calls_pruned_below(&self) -> Result<u64> {
-        Ok(match self.db.get_pinned(PRUNED_BELOW)? {
+        Ok(match self.space().get_pinned(CF_DEFAULT, PRUNED_BELOW)? {
             Some(bytes) => <[u8; 8]>::try_from(bytes.as_ref())
                 .map(u64::from_be_bytes)
                 .map_err(|_| {
@@ -144,8 +153,9 @@ mod tests {
     fn records(inner: &Inner) -> usize {
         let from = rocksdb::IteratorMode::From(TAKEN_BY_TIME_PREFIX, rocksdb::Direction::Forward);
         inner
-            .db
-            .iterator(from)
+            .space()
+            .iter(CF_DEFAULT, from)
+            .expect("scan")
             .map_while(|item| item.ok())
             .take_while(|(key, _)| key.starts_with(TAKEN_BY_TIME_PREFIX))
             .count()
@@ -175,11 +185,11 @@ mod tests {
                 .expect("16 bytes"),
         };
         let record = |call: &CallSignature, now_secs: u64| {
-            let mut batch = WriteBatch::default();
+            let mut batch = inner.batch();
             inner
                 .record_signed_call(&mut batch, call, now_secs)
                 .expect("recorded");
-            inner.db.write(batch).expect("written");
+            batch.write(false).expect("written");
         };
         let backlog = MAX_PRUNED_PER_BATCH as u32 + 5_000;
         for n in 0..backlog {
@@ -202,8 +212,8 @@ mod tests {
         // Both keys went; the recent records stay taken.
         assert!(
             inner
-                .db
-                .get(taken_key(&call(7, t0).id))
+                .space()
+                .get(CF_DEFAULT, &taken_key(&call(7, t0).id))
                 .expect("read")
                 .is_none()
         );

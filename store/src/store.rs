@@ -10,18 +10,17 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures::Stream;
 use parking_lot::{Mutex, RwLock};
-use rocksdb::{
-    ColumnFamilyDescriptor, DB, Direction, IteratorMode, Options, WriteBatch, WriteOptions,
-};
+use rocksdb::{ColumnFamilyDescriptor, DB, Direction, IteratorMode, Options};
 use strata_pool::wire::CallSignature;
 use strata_pool::{ExtentId, Pool};
 use tokio::sync::broadcast;
 
 use crate::error::{Result, StoreError};
 use crate::feed::{ChangeEvent, ChangeKind, FeedFollower, FollowerTag, Followers, RecordedMark};
-use crate::keys::{self, CF_BUCKETS, CF_FEED, CF_GC, CF_OBJECTS, CF_USAGE};
+use crate::keys::{self, CF_BUCKETS, CF_DEFAULT, CF_FEED, CF_GC, CF_OBJECTS, CF_USAGE};
 use crate::records::{self, BucketInfo, ExtentRef, ObjectInfo, ObjectMeta};
 use crate::remote::{FEED_LEASE, MetaCall, Remote};
+use crate::space::{Batch, KeySpace, Space, family, unprefixed};
 use crate::usage::{self, UsageDelta};
 use crate::write::{self, StageError, StageOptions, StagedBody};
 
@@ -140,7 +139,10 @@ const ORPHAN_SWEEP_INTERVAL: Duration = Duration::from_secs(6 * 3600);
 const KEY_LOCK_STRIPES: usize = 256;
 
 pub(crate) struct Inner {
-    pub(crate) db: DB,
+    /// Shared with the stores of the other groups in the database
+    /// ([`Store::open_group`]); read and written through [`Inner::space`].
+    db: Arc<DB>,
+    keys: KeySpace,
     pub(crate) pool: Arc<dyn Pool>,
     pub(crate) config: StoreConfig,
     /// Object commits hold it shared; creating and deleting buckets hold it
@@ -156,6 +158,9 @@ pub(crate) struct Inner {
     pub(crate) pinned: Mutex<Option<Pinned>>,
     /// Who follows this store's feed from other gateways, and how far.
     pub(crate) followers: Followers,
+    /// The groups' stores opened beside this one (the root's): one store
+    /// per space, or two would number events and lock keys apart.
+    groups: Mutex<std::collections::HashMap<u16, std::sync::Weak<Inner>>>,
 }
 
 /// What makes applying one log entry the same on every replica: the time
@@ -265,14 +270,70 @@ impl Store {
         // A database from before per-bucket usage counters gets them counted once.
         let existing = DB::list_cf(&options, &config.dir).unwrap_or_default();
         let count_usage = !existing.is_empty() && !existing.iter().any(|name| name == CF_USAGE);
-        let db = DB::open_cf_descriptors(&options, &config.dir, family_descriptors())?;
+        let db = Arc::new(DB::open_cf_descriptors(
+            &options,
+            &config.dir,
+            family_descriptors(),
+        )?);
+        let root = KeySpace::root();
         if count_usage {
-            usage::rebuild(&db)?;
+            usage::rebuild(Space {
+                db: &db,
+                keys: &root,
+            })?;
         }
-        let next_feed_seq = feed_seq_after_last(&db)?;
+        Self::open_space(db, root, config, pool)
+    }
+
+    /// Opens the store of metadata group `group` in this store's database:
+    /// its records live beside this one's, under keys of their own
+    /// ([`crate::space`]), and its commits share the database's log. The
+    /// pool is this store's; `config.dir` is not used. A group already open
+    /// is that store, whatever `config` says. For the index groups of
+    /// `docs/design/index-on-the-ring.md`.
+    pub fn open_group(&self, group: u16, config: StoreConfig) -> Result<Store> {
+        let Engine::Local(inner) = &self.engine else {
+            return Err(StoreError::Internal(
+                "a group opened beside a remote store".into(),
+            ));
+        };
+        if inner.keys != KeySpace::root() {
+            return Err(StoreError::Internal(
+                "a group opened beside another group's store".into(),
+            ));
+        }
+        let mut groups = inner.groups.lock();
+        if let Some(open) = groups.get(&group).and_then(std::sync::Weak::upgrade) {
+            return Ok(Store {
+                engine: Engine::Local(open),
+            });
+        }
+        let store = Self::open_space(
+            inner.db.clone(),
+            KeySpace::group(group),
+            config,
+            inner.pool.clone(),
+        )?;
+        if let Engine::Local(opened) = &store.engine {
+            groups.insert(group, Arc::downgrade(opened));
+        }
+        Ok(store)
+    }
+
+    fn open_space(
+        db: Arc<DB>,
+        keys: KeySpace,
+        config: StoreConfig,
+        pool: Arc<dyn Pool>,
+    ) -> Result<Store> {
+        let next_feed_seq = feed_seq_after_last(Space {
+            db: &db,
+            keys: &keys,
+        })?;
         let store = Store {
             engine: Engine::Local(Arc::new(Inner {
                 db,
+                keys,
                 pool,
                 config,
                 bucket_lock: RwLock::new(()),
@@ -282,6 +343,7 @@ impl Store {
                 events: Events::new(),
                 pinned: Mutex::new(None),
                 followers: Followers::new(),
+                groups: Mutex::new(Default::default()),
             })),
         };
         if let Engine::Local(inner) = &store.engine {
@@ -367,12 +429,11 @@ impl Store {
                 .await;
         }
         self.blocking(move |inner| {
-            let feed = cf(&inner.db, CF_FEED)?;
             let start = (after + 1).to_be_bytes();
             let mut events = Vec::new();
             for item in inner
-                .db
-                .iterator_cf(feed, IteratorMode::From(&start, Direction::Forward))
+                .space()
+                .iter(CF_FEED, IteratorMode::From(&start, Direction::Forward))?
                 .take(limit)
             {
                 let (_, value) = item?;
@@ -424,8 +485,7 @@ impl Store {
         };
         self.blocking(move |inner| {
             let _exclusive = inner.bucket_lock.write();
-            let buckets = cf(&inner.db, CF_BUCKETS)?;
-            if let Some(existing) = inner.db.get_cf(buckets, info.name.as_bytes())? {
+            if let Some(existing) = inner.space().get(CF_BUCKETS, info.name.as_bytes())? {
                 let existing: BucketInfo = records::decode(&existing)?;
                 return Err(if existing.account == info.account {
                     StoreError::BucketAlreadyOwnedByYou
@@ -433,8 +493,8 @@ impl Store {
                     StoreError::BucketAlreadyExists
                 });
             }
-            let mut batch = WriteBatch::default();
-            batch.put_cf(buckets, info.name.as_bytes(), records::encode(&info)?);
+            let mut batch = inner.batch();
+            batch.put(CF_BUCKETS, info.name.as_bytes(), records::encode(&info)?)?;
             let event = inner.feed_event(
                 &mut batch,
                 ChangeKind::BucketCreated,
@@ -471,12 +531,8 @@ impl Store {
             info.name = name.clone();
             info.account = owner;
             info.created_ms = created_ms;
-            let mut batch = WriteBatch::default();
-            batch.put_cf(
-                cf(&inner.db, CF_BUCKETS)?,
-                name.as_bytes(),
-                records::encode(&info)?,
-            );
+            let mut batch = inner.batch();
+            batch.put(CF_BUCKETS, name.as_bytes(), records::encode(&info)?)?;
             let event =
                 inner.feed_event(&mut batch, ChangeKind::BucketUpdated, &name, None, None)?;
             inner.commit(batch)?;
@@ -501,9 +557,8 @@ impl Store {
             return remote.call(MetaCall::ListBuckets { account }).await;
         }
         self.blocking(move |inner| {
-            let buckets = cf(&inner.db, CF_BUCKETS)?;
             let mut out = Vec::new();
-            for item in inner.db.iterator_cf(buckets, IteratorMode::Start) {
+            for item in inner.space().iter(CF_BUCKETS, IteratorMode::Start)? {
                 let (_, value) = item?;
                 let info: BucketInfo = records::decode(&value)?;
                 if info.account == account {
@@ -525,20 +580,19 @@ impl Store {
             let _exclusive = inner.bucket_lock.write();
             inner.bucket_info(&name)?;
             let prefix = keys::bucket_prefix(&name);
-            let objects = cf(&inner.db, CF_OBJECTS)?;
             let mut scan = inner
-                .db
-                .iterator_cf(objects, IteratorMode::From(&prefix, Direction::Forward));
+                .space()
+                .iter(CF_OBJECTS, IteratorMode::From(&prefix, Direction::Forward))?;
             if let Some(item) = scan.next() {
                 let (key, _) = item?;
                 if key.starts_with(&prefix) {
                     return Err(StoreError::BucketNotEmpty);
                 }
             }
-            let mut batch = WriteBatch::default();
+            let mut batch = inner.batch();
             let mut freed = Vec::new();
             inner.drop_uploads_of_bucket(&name, &mut batch, &mut freed)?;
-            batch.delete_cf(cf(&inner.db, CF_BUCKETS)?, name.as_bytes());
+            batch.delete(CF_BUCKETS, name.as_bytes())?;
             inner.clear_usage(&mut batch, &name)?;
             inner.schedule_gc(&mut batch, &freed)?;
             let event =
@@ -650,8 +704,8 @@ impl Store {
             let Some(current) = inner.object_info(&bucket, &key)? else {
                 return Ok(None);
             };
-            let mut batch = WriteBatch::default();
-            batch.delete_cf(cf(&inner.db, CF_OBJECTS)?, keys::object_key(&bucket, &key));
+            let mut batch = inner.batch();
+            batch.delete(CF_OBJECTS, &keys::object_key(&bucket, &key))?;
             inner.add_usage(&mut batch, &bucket, UsageDelta::remove(&current))?;
             inner.schedule_gc(&mut batch, &current.extents)?;
             let event = inner.feed_event(
@@ -706,17 +760,16 @@ impl Store {
                 return Ok(info);
             }
             let replaced = inner.object_info(&to_bucket, &to_key)?;
-            let objects = cf(&inner.db, CF_OBJECTS)?;
-            let mut batch = WriteBatch::default();
-            batch.delete_cf(objects, keys::object_key(&bucket, &key));
+            let mut batch = inner.batch();
+            batch.delete(CF_OBJECTS, &keys::object_key(&bucket, &key))?;
             inner.add_usage(&mut batch, &bucket, UsageDelta::remove(&info))?;
             info.bucket.clone_from(&to_bucket);
             info.key.clone_from(&to_key);
-            batch.put_cf(
-                objects,
-                keys::object_key(&to_bucket, &to_key),
+            batch.put(
+                CF_OBJECTS,
+                &keys::object_key(&to_bucket, &to_key),
                 encode_object(&info)?,
-            );
+            )?;
             inner.add_usage(
                 &mut batch,
                 &to_bucket,
@@ -781,13 +834,13 @@ impl Store {
             }
             info.meta = meta;
             info.last_modified_ms = inner.now_ms();
-            let mut batch = WriteBatch::default();
+            let mut batch = inner.batch();
             inner.index_expiry(&mut batch, &info)?;
-            batch.put_cf(
-                cf(&inner.db, CF_OBJECTS)?,
-                keys::object_key(&bucket, &key),
+            batch.put(
+                CF_OBJECTS,
+                &keys::object_key(&bucket, &key),
                 encode_object(&info)?,
-            );
+            )?;
             let event = inner.feed_event(
                 &mut batch,
                 ChangeKind::ObjectPut,
@@ -885,9 +938,8 @@ impl Store {
     pub(crate) async fn collect_garbage(&self, now_ms: u64) -> Result<usize> {
         let due: Vec<(Vec<u8>, ExtentId)> = self
             .blocking(move |inner| {
-                let gc = cf(&inner.db, CF_GC)?;
                 let mut due = Vec::new();
-                for item in inner.db.iterator_cf(gc, IteratorMode::Start).take(1024) {
+                for item in inner.space().iter(CF_GC, IteratorMode::Start)?.take(1024) {
                     let (key, _) = item?;
                     let Some((when, extent)) = key.split_at_checked(8) else {
                         return Err(StoreError::Corrupt("short gc key".into()));
@@ -917,14 +969,12 @@ impl Store {
         let n_done = done.len();
         if n_done > 0 {
             self.blocking(move |inner| {
-                let gc = cf(&inner.db, CF_GC)?;
-                let mut batch = WriteBatch::default();
+                let mut batch = inner.batch();
                 for key in done {
-                    batch.delete_cf(gc, key);
+                    batch.delete(CF_GC, &key)?;
                 }
                 // Losing these deletes in a crash only repeats idempotent work.
-                inner.db.write(batch)?;
-                Ok(())
+                batch.write(false)
             })
             .await?;
         }
@@ -1028,11 +1078,14 @@ impl Inner {
 
     /// Cuts the feed as `trim` says, recording its marks in the same batch.
     pub(crate) fn trim_feed(&self, trim: &FeedTrim) -> Result<()> {
-        let feed = cf(&self.db, CF_FEED)?;
         let keep_from = trim.keep_from.min(self.next_feed_seq());
-        let mut batch = WriteBatch::default();
-        batch.delete_range_cf(feed, 0u64.to_be_bytes(), keep_from.to_be_bytes());
-        batch.put(FEED_FOLLOWERS, records::encode(&trim.followers)?);
+        let mut batch = self.batch();
+        batch.delete_range(CF_FEED, &0u64.to_be_bytes(), &keep_from.to_be_bytes())?;
+        batch.put(
+            CF_DEFAULT,
+            FEED_FOLLOWERS,
+            records::encode(&trim.followers)?,
+        )?;
         self.commit(batch)?;
         self.followers.adopt(&trim.followers);
         Ok(())
@@ -1040,7 +1093,7 @@ impl Inner {
 
     /// The follower marks the last trim recorded.
     fn recorded_followers(&self) -> Result<Vec<RecordedMark>> {
-        match self.db.get(FEED_FOLLOWERS)? {
+        match self.space().get(CF_DEFAULT, FEED_FOLLOWERS)? {
             Some(bytes) => records::decode(&bytes),
             None => Ok(Vec::new()),
         }
@@ -1052,6 +1105,9 @@ impl Inner {
         Ok(())
     }
 
+    /// Every extent a record of the database names, in any group's space:
+    /// the groups share the pool, and an extent only another group knows
+    /// is not an orphan.
     fn referenced_extents(&self) -> Result<std::collections::HashSet<ExtentId>> {
         // One snapshot for the three scans: an extent moves between them in
         // one batch (a completed upload's parts become its object's, a
@@ -1059,19 +1115,19 @@ impl Inner {
         // moments could each miss it.
         let snapshot = self.db.snapshot();
         let mut referenced = std::collections::HashSet::new();
-        for item in snapshot.iterator_cf(cf(&self.db, CF_OBJECTS)?, IteratorMode::Start) {
+        for item in snapshot.iterator_cf(family(&self.db, CF_OBJECTS)?, IteratorMode::Start) {
             let (_, value) = item?;
             let info: ObjectInfo = records::decode(&value)?;
             referenced.extend(info.extents.iter().map(|extent| extent.id));
         }
-        for item in snapshot.iterator_cf(cf(&self.db, keys::CF_PARTS)?, IteratorMode::Start) {
+        for item in snapshot.iterator_cf(family(&self.db, keys::CF_PARTS)?, IteratorMode::Start) {
             let (_, value) = item?;
             let part: crate::multipart::PartInfo = records::decode(&value)?;
             referenced.extend(part.extents.iter().map(|extent| extent.id));
         }
-        for item in snapshot.iterator_cf(cf(&self.db, CF_GC)?, IteratorMode::Start) {
+        for item in snapshot.iterator_cf(family(&self.db, CF_GC)?, IteratorMode::Start) {
             let (key, _) = item?;
-            if let Some(id) = key
+            if let Some(id) = unprefixed(&key)
                 .get(8..24)
                 .and_then(|raw| <[u8; 16]>::try_from(raw).ok())
             {
@@ -1082,16 +1138,17 @@ impl Inner {
     }
 
     pub(crate) fn bucket_info(&self, name: &str) -> Result<BucketInfo> {
-        let buckets = cf(&self.db, CF_BUCKETS)?;
-        match self.db.get_cf(buckets, name.as_bytes())? {
+        match self.space().get(CF_BUCKETS, name.as_bytes())? {
             Some(value) => records::decode(&value),
             None => Err(StoreError::NoSuchBucket),
         }
     }
 
     pub(crate) fn object_info(&self, bucket: &str, key: &str) -> Result<Option<ObjectInfo>> {
-        let objects = cf(&self.db, CF_OBJECTS)?;
-        match self.db.get_cf(objects, keys::object_key(bucket, key))? {
+        match self
+            .space()
+            .get(CF_OBJECTS, &keys::object_key(bucket, key))?
+        {
             Some(value) => Ok(Some(decode_object(bucket, key, &value)?)),
             None => Ok(None),
         }
@@ -1135,20 +1192,20 @@ impl Inner {
         bucket: &str,
         key: &str,
         conditions: &PutConditions,
-        build: impl FnOnce(&Inner, &mut WriteBatch) -> Result<ObjectInfo>,
+        build: impl FnOnce(&Inner, &mut Batch<'_>) -> Result<ObjectInfo>,
     ) -> Result<ObjectInfo> {
         let _shared = self.bucket_lock.read();
         let bucket_info = self.bucket_info(bucket)?;
         let _key_guard = self.lock_key(bucket, key);
         let current = self.object_info(bucket, key)?;
         conditions.check(&bucket_info, current.as_ref())?;
-        let mut batch = WriteBatch::default();
+        let mut batch = self.batch();
         let info = build(self, &mut batch)?;
-        batch.put_cf(
-            cf(&self.db, CF_OBJECTS)?,
-            keys::object_key(bucket, key),
+        batch.put(
+            CF_OBJECTS,
+            &keys::object_key(bucket, key),
             encode_object(&info)?,
-        );
+        )?;
         self.add_usage(
             &mut batch,
             bucket,
@@ -1174,10 +1231,10 @@ impl Inner {
     /// except for an entry of a replicated log, applied without an fsync: the log
     /// holds it durably, and a batch lost in a crash (with its marker) is
     /// applied again from the log at restart.
-    pub(crate) fn commit(&self, mut batch: WriteBatch) -> Result<()> {
+    pub(crate) fn commit(&self, mut batch: Batch<'_>) -> Result<()> {
         let applying = match &mut *self.pinned.lock() {
             Some(pinned) => {
-                batch.put(APPLIED_MARKER, &pinned.marker);
+                batch.put(CF_DEFAULT, APPLIED_MARKER, &pinned.marker)?;
                 if let Some(signature) = pinned.signature.take() {
                     let now_secs = (pinned.at_ms.max(0) as u64) / 1000;
                     self.record_signed_call(&mut batch, &signature, now_secs)?;
@@ -1186,27 +1243,46 @@ impl Inner {
             }
             None => false,
         };
-        let mut options = WriteOptions::default();
-        options.set_sync(!applying);
-        self.db.write_opt(batch, &options)?;
-        Ok(())
+        batch.write(!applying)
     }
 
-    pub(crate) fn schedule_gc(&self, batch: &mut WriteBatch, extents: &[ExtentRef]) -> Result<()> {
+    /// Reads of this store's records.
+    pub(crate) fn space(&self) -> Space<'_> {
+        Space {
+            db: &self.db,
+            keys: &self.keys,
+        }
+    }
+
+    /// A batch of changes to this store's records, for [`Inner::commit`].
+    pub(crate) fn batch(&self) -> Batch<'_> {
+        Batch::new(self.space())
+    }
+
+    /// The database itself, for what must see every group's records or
+    /// none (checkpoints).
+    pub(crate) fn database(&self) -> &DB {
+        &self.db
+    }
+
+    pub(crate) fn keys(&self) -> &KeySpace {
+        &self.keys
+    }
+
+    pub(crate) fn schedule_gc(&self, batch: &mut Batch<'_>, extents: &[ExtentRef]) -> Result<()> {
         if extents.is_empty() {
             return Ok(());
         }
-        let gc = cf(&self.db, CF_GC)?;
         let due = self.now_ms() as u64 + self.config.gc_grace.as_millis() as u64;
         for extent in extents {
-            batch.put_cf(gc, keys::gc_key(due, &extent.id.0), b"");
+            batch.put(CF_GC, &keys::gc_key(due, &extent.id.0), b"")?;
         }
         Ok(())
     }
 
     pub(crate) fn feed_event(
         &self,
-        batch: &mut WriteBatch,
+        batch: &mut Batch<'_>,
         kind: ChangeKind,
         bucket: &str,
         key: Option<&str>,
@@ -1221,19 +1297,14 @@ impl Inner {
             etag: etag.map(str::to_owned),
             at_ms: self.now_ms(),
         };
-        batch.put_cf(
-            cf(&self.db, CF_FEED)?,
-            seq.to_be_bytes(),
-            records::encode(&event)?,
-        );
+        batch.put(CF_FEED, &seq.to_be_bytes(), records::encode(&event)?)?;
         Ok(event)
     }
 
     /// The number of the oldest change-feed event kept (the next one's when
     /// none is).
     pub(crate) fn oldest_feed_seq(&self) -> Result<u64> {
-        let feed = cf(&self.db, CF_FEED)?;
-        match self.db.iterator_cf(feed, IteratorMode::Start).next() {
+        match self.space().iter(CF_FEED, IteratorMode::Start)?.next() {
             Some(item) => {
                 let (key, _) = item?;
                 let bytes: [u8; 8] = key.as_ref().try_into().map_err(|_| {
@@ -1248,7 +1319,7 @@ impl Inner {
     /// Numbers events after the feed's last again (its records were
     /// replaced wholesale).
     pub(crate) fn reset_feed_seq(&self) -> Result<()> {
-        let next = feed_seq_after_last(&self.db)?;
+        let next = feed_seq_after_last(self.space())?;
         self.next_feed_seq.store(next, Ordering::SeqCst);
         Ok(())
     }
@@ -1357,11 +1428,6 @@ pub(crate) fn family_descriptors() -> impl Iterator<Item = ColumnFamilyDescripto
     })
 }
 
-pub(crate) fn cf<'a>(db: &'a DB, name: &str) -> Result<&'a rocksdb::ColumnFamily> {
-    db.cf_handle(name)
-        .ok_or_else(|| StoreError::Internal(format!("column family {name} missing")))
-}
-
 /// Records do not repeat their own bucket and key; the database key holds them.
 pub(crate) fn encode_object(info: &ObjectInfo) -> Result<Vec<u8>> {
     let mut stored = info.clone();
@@ -1377,10 +1443,9 @@ pub(crate) fn decode_object(bucket: &str, key: &str, value: &[u8]) -> Result<Obj
     Ok(info)
 }
 
-/// The number the next change-feed event of `db` gets.
-fn feed_seq_after_last(db: &DB) -> Result<u64> {
-    let feed = cf(db, CF_FEED)?;
-    let mut last = db.iterator_cf(feed, IteratorMode::End);
+/// The number the next change-feed event of `space` gets.
+fn feed_seq_after_last(space: Space<'_>) -> Result<u64> {
+    let mut last = space.iter(CF_FEED, IteratorMode::End)?;
     match last.next().transpose()? {
         Some((key, _)) => Ok(seq_from_key(&key)? + 1),
         None => Ok(1),

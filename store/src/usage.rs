@@ -5,13 +5,14 @@
 //! for a shared record. Swift reports these figures on every account and
 //! container HEAD and listing.
 
-use rocksdb::{DB, IteratorMode, MergeOperands, WriteBatch};
+use rocksdb::{IteratorMode, MergeOperands};
 
 use crate::error::{Result, StoreError};
 use crate::keys::{CF_OBJECTS, CF_USAGE};
 use crate::records::{self, BucketInfo, ObjectInfo};
 use crate::remote::MetaCall;
-use crate::store::{Inner, Store, cf};
+use crate::space::{Batch, Space};
+use crate::store::{Inner, Store};
 
 /// What a bucket holds.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -87,23 +88,22 @@ pub(crate) fn merge_usage(
 impl Inner {
     pub(crate) fn add_usage(
         &self,
-        batch: &mut WriteBatch,
+        batch: &mut Batch<'_>,
         bucket: &str,
         delta: UsageDelta,
     ) -> Result<()> {
         if delta != UsageDelta::default() {
-            batch.merge_cf(cf(&self.db, CF_USAGE)?, bucket.as_bytes(), delta.encode());
+            batch.merge(CF_USAGE, bucket.as_bytes(), delta.encode())?;
         }
         Ok(())
     }
 
-    pub(crate) fn clear_usage(&self, batch: &mut WriteBatch, bucket: &str) -> Result<()> {
-        batch.delete_cf(cf(&self.db, CF_USAGE)?, bucket.as_bytes());
-        Ok(())
+    pub(crate) fn clear_usage(&self, batch: &mut Batch<'_>, bucket: &str) -> Result<()> {
+        batch.delete(CF_USAGE, bucket.as_bytes())
     }
 
     fn usage_of(&self, bucket: &str) -> Result<BucketUsage> {
-        let raw = self.db.get_cf(cf(&self.db, CF_USAGE)?, bucket.as_bytes())?;
+        let raw = self.space().get(CF_USAGE, bucket.as_bytes())?;
         let delta = raw
             .as_deref()
             .map(|raw| {
@@ -121,9 +121,9 @@ impl Inner {
 
 /// Counts every bucket's objects from scratch: for a database created before
 /// the usage column family existed.
-pub(crate) fn rebuild(db: &DB) -> Result<()> {
+pub(crate) fn rebuild(space: Space<'_>) -> Result<()> {
     let mut totals: std::collections::BTreeMap<String, UsageDelta> = Default::default();
-    for item in db.iterator_cf(cf(db, CF_OBJECTS)?, IteratorMode::Start) {
+    for item in space.iter(CF_OBJECTS, IteratorMode::Start)? {
         let (key, value) = item?;
         let Some(split) = key.iter().position(|byte| *byte == 0) else {
             continue;
@@ -133,13 +133,11 @@ pub(crate) fn rebuild(db: &DB) -> Result<()> {
         let total = totals.entry(bucket).or_default();
         *total = total.add(UsageDelta::replace(None, info.size));
     }
-    let mut batch = WriteBatch::default();
-    let usage = cf(db, CF_USAGE)?;
+    let mut batch = Batch::new(space);
     for (bucket, total) in totals {
-        batch.put_cf(usage, bucket.as_bytes(), total.encode());
+        batch.put(CF_USAGE, bucket.as_bytes(), total.encode())?;
     }
-    db.write(batch)?;
-    Ok(())
+    batch.write(true)
 }
 
 impl Store {

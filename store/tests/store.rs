@@ -943,3 +943,172 @@ async fn a_replica_export_replaces_another_replicas_records() {
     assert!(target.head_object("kept", "x").await.is_err());
     assert!(target.feed_since(0, 100).await.unwrap().is_empty());
 }
+
+/// Index groups (`docs/design/index-on-the-ring.md`) keep their records in
+/// one database under keys of their own: the same bucket and key names in
+/// three groups are three objects, each with its own listing, feed, usage
+/// and catalog; one group's orphan sweep keeps the extents only another
+/// names; one group's export, import and wipe touch that group alone; and
+/// all of it survives a restart.
+#[tokio::test]
+async fn groups_share_a_database_without_seeing_each_others_records() {
+    let dir = tempfile::tempdir().unwrap();
+    let big = |fill: u8| vec![fill; 100_000];
+    let group_config = || {
+        let mut config = StoreConfig::new(dir.path().join("unused"));
+        config.min_part_size = 8;
+        config
+    };
+    {
+        let root = open(dir.path());
+        let groups = [
+            root.open_group(1, group_config()).unwrap(),
+            root.open_group(2, group_config()).unwrap(),
+        ];
+        assert!(groups[0].open_group(3, group_config()).is_err());
+        // A group opened again is the store already open: one feed.
+        let again = root.open_group(1, group_config()).unwrap();
+        again.create_bucket("other", "c", "r").await.unwrap();
+        again.delete_bucket("c").await.unwrap();
+        let stores = [&root, &groups[0], &groups[1]];
+        for (n, store) in stores.iter().enumerate() {
+            let account = format!("account-{n}");
+            store.create_bucket(&account, "b", "r").await.unwrap();
+            put(store, "b", "k", format!("body {n}").as_bytes())
+                .await
+                .unwrap();
+            put(store, "b", "big", &big(n as u8)).await.unwrap();
+            store
+                .catalog_put("users", "alice", vec![n as u8])
+                .await
+                .unwrap();
+        }
+        put(&groups[0], "b", "only-in-1", b"x").await.unwrap();
+        // Numbered by one counter, the two handles' events are all kept.
+        let feed = groups[0].feed_since(0, 100).await.unwrap();
+        assert!(feed.iter().any(|event| event.bucket == "c"), "{feed:?}");
+        let upload = groups[0]
+            .create_upload("b", "parts", ObjectMeta::default(), None)
+            .await
+            .unwrap();
+        assert!(root.upload("b", "parts", &upload.upload_id).await.is_err());
+        assert_group_state(&stores, &big).await;
+
+        // A deletion in one group leaves the others' records as they were.
+        groups[1].delete_object("b", "only-in-1").await.unwrap();
+        groups[0].delete_object("b", "only-in-1").await.unwrap();
+        put(&groups[0], "b", "only-in-1", b"x").await.unwrap();
+        assert_group_state(&stores, &big).await;
+
+        // Every group's extents are referenced: none is an orphan.
+        let later = std::time::SystemTime::now() + std::time::Duration::from_secs(1);
+        assert_eq!(groups[0].sweep_orphans(later).await.unwrap(), 0);
+        assert_eq!(root.sweep_orphans(later).await.unwrap(), 0);
+        assert_group_state(&stores, &big).await;
+    }
+
+    // After a restart, each group finds its records and numbers its events on.
+    let root = reopen(dir.path()).await;
+    let groups = [
+        root.open_group(1, group_config()).unwrap(),
+        root.open_group(2, group_config()).unwrap(),
+    ];
+    let stores = [&root, &groups[0], &groups[1]];
+    assert_group_state(&stores, &big).await;
+    for store in stores {
+        let next = store.feed_since(0, 100).await.unwrap().len() as u64 + 1;
+        put(store, "b", "after", b"y").await.unwrap();
+        let feed = store.feed_since(0, 100).await.unwrap();
+        assert_eq!(feed.last().unwrap().seq, next);
+    }
+
+    // Group 1's export replaces group 2's records, and no one else's.
+    let checkpoint = groups[0]
+        .checkpoint_replica(dir.path().join("checkpoint"))
+        .await
+        .unwrap();
+    let mut blob = Vec::new();
+    checkpoint.export(&mut blob).unwrap();
+    drop(checkpoint);
+    groups[1]
+        .import_replica(std::io::Cursor::new(blob))
+        .await
+        .unwrap();
+    assert_eq!(get(&groups[1], "b", "k").await.unwrap(), b"body 1");
+    assert_eq!(
+        serde_json::to_string(&groups[1].feed_since(0, 100).await.unwrap()).unwrap(),
+        serde_json::to_string(&groups[0].feed_since(0, 100).await.unwrap()).unwrap()
+    );
+    groups[0].delete_object("b", "after").await.unwrap();
+    assert!(groups[1].head_object("b", "after").await.is_ok());
+    assert!(groups[1].head_object("b", "only-in-1").await.is_ok());
+    assert_eq!(get(&root, "b", "k").await.unwrap(), b"body 0");
+    assert_eq!(root.bucket("b").await.unwrap().account, "account-0");
+
+    // Wiping group 2 leaves it empty and the others whole.
+    groups[1].wipe_replica().await.unwrap();
+    assert!(matches!(
+        groups[1].bucket("b").await,
+        Err(StoreError::NoSuchBucket)
+    ));
+    assert!(groups[1].feed_since(0, 100).await.unwrap().is_empty());
+    assert_eq!(groups[1].catalog_get("users", "alice").await.unwrap(), None);
+    assert_eq!(get(&groups[0], "b", "k").await.unwrap(), b"body 1");
+    assert_eq!(get(&root, "b", "big").await.unwrap(), big(0));
+    assert_eq!(
+        root.catalog_get("users", "alice").await.unwrap(),
+        Some(vec![0])
+    );
+}
+
+/// What `groups_share_a_database_without_seeing_each_others_records`
+/// expects of each group: its own bucket owner, bodies, listing, catalog
+/// record, usage and feed.
+async fn assert_group_state(stores: &[&Store; 3], big: &impl Fn(u8) -> Vec<u8>) {
+    for (n, store) in stores.iter().enumerate() {
+        let bucket = store.bucket("b").await.unwrap();
+        assert_eq!(bucket.account, format!("account-{n}"));
+        assert_eq!(
+            store
+                .list_buckets(&format!("account-{n}"))
+                .await
+                .unwrap()
+                .len(),
+            1
+        );
+        let other = format!("account-{}", (n + 1) % 3);
+        assert!(store.list_buckets(&other).await.unwrap().is_empty());
+        assert_eq!(
+            get(store, "b", "k").await.unwrap(),
+            format!("body {n}").as_bytes()
+        );
+        assert_eq!(get(store, "b", "big").await.unwrap(), big(n as u8));
+        let everything = ListQuery {
+            max_keys: 1000,
+            ..ListQuery::default()
+        };
+        let listed = store.list_objects("b", everything).await.unwrap();
+        let mut expected = vec!["big", "k"];
+        if n == 1 {
+            expected.push("only-in-1");
+        }
+        assert_eq!(keys_of(&listed.entries), expected, "group {n}");
+        assert_eq!(
+            store.catalog_get("users", "alice").await.unwrap(),
+            Some(vec![n as u8])
+        );
+        assert_eq!(
+            store.catalog_list("users").await.unwrap(),
+            vec![("alice".to_owned(), vec![n as u8])]
+        );
+        let usage = store.bucket_usage("b").await.unwrap();
+        assert_eq!(usage.objects, expected.len() as u64, "group {n}");
+        // Each group numbers its own events, and has only its own.
+        let feed = store.feed_since(0, 100).await.unwrap();
+        assert_eq!(feed.first().unwrap().seq, 1, "group {n}");
+        let names_only_in_1 = feed
+            .iter()
+            .any(|event| event.key.as_deref() == Some("only-in-1"));
+        assert_eq!(names_only_in_1, n == 1, "group {n}");
+    }
+}

@@ -1,0 +1,334 @@
+//! Key spaces: several metadata groups in one database.
+//!
+//! A [`Store`](crate::Store) keeps every record of every column family in
+//! its [`KeySpace`]. The root space has unprefixed keys, which is every
+//! database written before there were groups; a group's keys start with
+//! `0xFF`, then its id (u32 big-endian). No root key starts with `0xFF`:
+//! bucket names, upload ids, catalog namespaces and the default family's
+//! markers are text, and the big-endian numbers that lead the feed, gc and
+//! expiry keys stay below 2^56 (expiry times beyond are not indexed:
+//! `expiry.rs`). So the root space is every key below
+//! `[0xFF]`, and group `g` every key from `0xFF·g` to `0xFF·g+1`.
+//!
+//! Every read and write of a store goes through [`Space`] and [`Batch`],
+//! which add the prefix on the way in, bound every scan to the space and
+//! strip the prefix on the way out: the code above them sees the keys of a
+//! database of its own. Groups share the database's write-ahead log, so a
+//! commit is one fsync whichever group makes it (the reason for prefixes
+//! rather than a database per group; see `docs/design/index-on-the-ring.md`).
+
+use std::borrow::Cow;
+
+use rocksdb::{
+    ColumnFamily, DB, DBPinnableSlice, DBRawIterator, IteratorMode, ReadOptions, WriteBatch,
+    WriteOptions,
+};
+
+use crate::error::{Result, StoreError};
+
+/// The first byte of every key of a group's space.
+const GROUP_MARK: u8 = 0xFF;
+/// The mark and the group's id.
+const GROUP_PREFIX_LEN: usize = 5;
+
+/// Where one store's records lie in the database.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct KeySpace {
+    prefix: Vec<u8>,
+    /// The smallest key above the space.
+    end: Vec<u8>,
+}
+
+impl KeySpace {
+    /// Unprefixed keys: the one space of a database without groups.
+    pub(crate) fn root() -> KeySpace {
+        KeySpace {
+            prefix: Vec::new(),
+            end: vec![GROUP_MARK],
+        }
+    }
+
+    pub(crate) fn group(id: u16) -> KeySpace {
+        let mark = |id: u32| [[GROUP_MARK].as_slice(), &id.to_be_bytes()].concat();
+        KeySpace {
+            prefix: mark(u32::from(id)),
+            end: mark(u32::from(id) + 1),
+        }
+    }
+
+    /// The database key of the space's `key`.
+    pub(crate) fn key<'k>(&self, key: &'k [u8]) -> Cow<'k, [u8]> {
+        if self.prefix.is_empty() {
+            Cow::Borrowed(key)
+        } else {
+            Cow::Owned([self.prefix.as_slice(), key].concat())
+        }
+    }
+
+    /// The database key of `key`, written to the space: a root key must
+    /// not reach into the groups' keys (an import from a damaged export).
+    fn key_to_write<'k>(&self, key: &'k [u8]) -> Result<Cow<'k, [u8]>> {
+        let key = self.key(key);
+        if key.as_ref() >= self.end.as_slice() {
+            return Err(StoreError::Corrupt(
+                "a record's key falls outside its store's space".into(),
+            ));
+        }
+        Ok(key)
+    }
+
+    /// The space's key of a database key it holds.
+    fn strip<'k>(&self, key: &'k [u8]) -> &'k [u8] {
+        key.get(self.prefix.len()..).unwrap_or_default()
+    }
+
+    fn read_options(&self, upper: Option<&[u8]>) -> ReadOptions {
+        let mut options = ReadOptions::default();
+        if !self.prefix.is_empty() {
+            options.set_iterate_lower_bound(self.prefix.clone());
+        }
+        options.set_iterate_upper_bound(match upper {
+            Some(upper) => self.key(upper).into_owned(),
+            None => self.end.clone(),
+        });
+        options
+    }
+}
+
+/// A database key of any space, without its space's prefix: for the scans
+/// that must see every group's records (which extents are referenced).
+pub(crate) fn unprefixed(key: &[u8]) -> &[u8] {
+    match key.first() {
+        Some(&GROUP_MARK) => key.get(GROUP_PREFIX_LEN..).unwrap_or_default(),
+        _ => key,
+    }
+}
+
+/// The column family named `name` (`"default"` included).
+pub(crate) fn family<'a>(db: &'a DB, name: &str) -> Result<&'a ColumnFamily> {
+    db.cf_handle(name)
+        .ok_or_else(|| StoreError::Internal(format!("column family {name} missing")))
+}
+
+/// Reads of one space.
+#[derive(Clone, Copy)]
+pub(crate) struct Space<'a> {
+    pub(crate) db: &'a DB,
+    pub(crate) keys: &'a KeySpace,
+}
+
+/// A record of a scan: the space's key and the value.
+pub(crate) type Record = (Box<[u8]>, Box<[u8]>);
+
+impl<'a> Space<'a> {
+    pub(crate) fn get(&self, family_name: &str, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        let family = family(self.db, family_name)?;
+        Ok(self.db.get_cf(family, self.keys.key(key))?)
+    }
+
+    pub(crate) fn get_pinned(
+        &self,
+        family_name: &str,
+        key: &[u8],
+    ) -> Result<Option<DBPinnableSlice<'a>>> {
+        let family = family(self.db, family_name)?;
+        Ok(self.db.get_pinned_cf(family, self.keys.key(key))?)
+    }
+
+    /// The space's records of a family from `mode` on (`From` names a key
+    /// of the space), in the space's keys.
+    pub(crate) fn iter(
+        &self,
+        family_name: &str,
+        mode: IteratorMode<'_>,
+    ) -> Result<impl Iterator<Item = Result<Record>> + use<'a>> {
+        self.iter_below(family_name, mode, None)
+    }
+
+    /// [`Space::iter`], forward scans stopping before the key `upper`.
+    pub(crate) fn iter_below(
+        &self,
+        family_name: &str,
+        mode: IteratorMode<'_>,
+        upper: Option<&[u8]>,
+    ) -> Result<impl Iterator<Item = Result<Record>> + use<'a>> {
+        let family = family(self.db, family_name)?;
+        let options = self.keys.read_options(upper);
+        let from;
+        let mode = match mode {
+            IteratorMode::From(key, direction) => {
+                from = self.keys.key(key);
+                IteratorMode::From(&from, direction)
+            }
+            other => other,
+        };
+        let strip = self.keys.prefix.len();
+        Ok(self
+            .db
+            .iterator_cf_opt(family, options, mode)
+            .map(move |item| {
+                let (key, value) = item?;
+                let key = if strip == 0 {
+                    key
+                } else {
+                    key.get(strip..).unwrap_or_default().into()
+                };
+                Ok((key, value))
+            }))
+    }
+
+    /// A cursor over the space's records of a family (listings).
+    pub(crate) fn cursor(&self, family_name: &str) -> Result<Cursor<'a>> {
+        let family = family(self.db, family_name)?;
+        Ok(Cursor {
+            iter: self
+                .db
+                .raw_iterator_cf_opt(family, self.keys.read_options(None)),
+            keys: self.keys,
+        })
+    }
+}
+
+/// RocksDB's raw iterator within one space, in the space's keys.
+pub(crate) struct Cursor<'a> {
+    iter: DBRawIterator<'a>,
+    keys: &'a KeySpace,
+}
+
+impl Cursor<'_> {
+    pub(crate) fn seek(&mut self, key: &[u8]) {
+        self.iter.seek(self.keys.key(key));
+    }
+
+    pub(crate) fn seek_for_prev(&mut self, key: &[u8]) {
+        self.iter.seek_for_prev(self.keys.key(key));
+    }
+
+    pub(crate) fn valid(&self) -> bool {
+        self.iter.valid()
+    }
+
+    pub(crate) fn key(&self) -> Option<&[u8]> {
+        self.iter.key().map(|key| self.keys.strip(key))
+    }
+
+    pub(crate) fn value(&self) -> Option<&[u8]> {
+        self.iter.value()
+    }
+
+    pub(crate) fn next(&mut self) {
+        self.iter.next();
+    }
+
+    pub(crate) fn prev(&mut self) {
+        self.iter.prev();
+    }
+
+    pub(crate) fn status(&self) -> Result<()> {
+        Ok(self.iter.status()?)
+    }
+}
+
+/// A write batch of one space.
+pub(crate) struct Batch<'a> {
+    batch: WriteBatch,
+    space: Space<'a>,
+}
+
+impl<'a> Batch<'a> {
+    pub(crate) fn new(space: Space<'a>) -> Batch<'a> {
+        Batch {
+            batch: WriteBatch::default(),
+            space,
+        }
+    }
+
+    /// The family and the database key a change of `key` goes to.
+    fn target<'k>(
+        &self,
+        family_name: &str,
+        key: &'k [u8],
+    ) -> Result<(&'a ColumnFamily, Cow<'k, [u8]>)> {
+        let family = family(self.space.db, family_name)?;
+        Ok((family, self.space.keys.key_to_write(key)?))
+    }
+
+    pub(crate) fn put(&mut self, family: &str, key: &[u8], value: impl AsRef<[u8]>) -> Result<()> {
+        let (family, key) = self.target(family, key)?;
+        self.batch.put_cf(family, key, value);
+        Ok(())
+    }
+
+    pub(crate) fn merge(
+        &mut self,
+        family: &str,
+        key: &[u8],
+        value: impl AsRef<[u8]>,
+    ) -> Result<()> {
+        let (family, key) = self.target(family, key)?;
+        self.batch.merge_cf(family, key, value);
+        Ok(())
+    }
+
+    pub(crate) fn delete(&mut self, family: &str, key: &[u8]) -> Result<()> {
+        let (family, key) = self.target(family, key)?;
+        self.batch.delete_cf(family, key);
+        Ok(())
+    }
+
+    /// Deletes the space's keys from `from` up to, not including, `to`.
+    pub(crate) fn delete_range(&mut self, family_name: &str, from: &[u8], to: &[u8]) -> Result<()> {
+        let family = family(self.space.db, family_name)?;
+        let keys = self.space.keys;
+        self.batch
+            .delete_range_cf(family, keys.key(from), keys.key(to));
+        Ok(())
+    }
+
+    /// Deletes every record the space holds in a family.
+    pub(crate) fn delete_all(&mut self, family_name: &str) -> Result<()> {
+        let family = family(self.space.db, family_name)?;
+        let keys = self.space.keys;
+        self.batch
+            .delete_range_cf(family, keys.prefix.as_slice(), keys.end.as_slice());
+        Ok(())
+    }
+
+    pub(crate) fn size_in_bytes(&self) -> usize {
+        self.batch.size_in_bytes()
+    }
+
+    /// Applies the batch, fsynced when `sync` (the write-ahead log is the
+    /// database's, so a sync makes every group's earlier writes durable too).
+    pub(crate) fn write(self, sync: bool) -> Result<()> {
+        let mut options = WriteOptions::default();
+        options.set_sync(sync);
+        self.space.db.write_opt(self.batch, &options)?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn spaces_are_disjoint_and_ordered() {
+        let root = KeySpace::root();
+        let first = KeySpace::group(0);
+        let last = KeySpace::group(u16::MAX);
+        // Root keys (text, big-endian numbers below 2^56) sort below every group.
+        for key in [&b"bucket\0key"[..], &u64::MAX.wrapping_shr(8).to_be_bytes()] {
+            assert!(root.key(key).as_ref() < root.end.as_slice());
+            assert!(root.key(key).as_ref() < first.prefix.as_slice());
+        }
+        assert_eq!(first.end, KeySpace::group(1).prefix);
+        assert!(last.key(&[0xFF; 8]).as_ref() < last.end.as_slice());
+        assert_eq!(unprefixed(&first.key(b"gc-key")), b"gc-key");
+        assert_eq!(unprefixed(&root.key(b"gc-key")), b"gc-key");
+        assert_eq!(first.strip(&first.key(b"k")), b"k");
+        // A root key in a group's keys is refused; any key of a group fits.
+        assert!(root.key_to_write(&[0xFF, 0, 0, 0, 1, b'k']).is_err());
+        assert!(last.key_to_write(&[0xFF; 8]).is_ok());
+    }
+}

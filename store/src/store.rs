@@ -887,6 +887,9 @@ impl Store {
             return;
         };
         let weak = Arc::downgrade(inner);
+        // The sweep reads every space's references: the root's store runs
+        // it for the whole database, a group's would only repeat it.
+        let sweeps_orphans = inner.keys == KeySpace::root();
         runtime.spawn(async move {
             let mut ticker = tokio::time::interval(Duration::from_secs(5));
             ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -898,6 +901,7 @@ impl Store {
                     engine: Engine::Local(inner),
                 };
                 if let Some(orphan_age) = store.config().orphan_age
+                    && sweeps_orphans
                     && last_sweep.is_none_or(|at| at.elapsed() > ORPHAN_SWEEP_INTERVAL)
                 {
                     last_sweep = Some(std::time::Instant::now());

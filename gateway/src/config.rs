@@ -203,6 +203,9 @@ impl DoorKind {
     pub const ALL: [DoorKind; 3] = [DoorKind::Auth, DoorKind::Swift, DoorKind::S3];
 }
 
+/// The most `[limits] connection_threads`: far above any machine's cores.
+const MAX_CONNECTION_THREADS: usize = 1024;
+
 /// The longest `[limits] idle_timeout_secs`: connections are a capped
 /// resource, and one idle longer is better opened again.
 const MAX_IDLE_TIMEOUT_SECS: u64 = 3600;
@@ -243,6 +246,20 @@ pub struct Limits {
     /// `client_body_timeout` and `send_timeout`.
     /// (An HTTP/2 client's own pings are answered, and count as bytes sent.)
     pub idle_timeout_secs: u64,
+    /// Threads that serve the HTTP port's connections, each holding its
+    /// connections from accept to close (`connection_threads.rs`); 0: the
+    /// runtime the rest of the gateway runs on serves them. Default: one
+    /// per core.
+    pub connection_threads: Option<usize>,
+}
+
+impl Limits {
+    /// `connection_threads`, its default filled in.
+    pub fn connection_threads(&self) -> usize {
+        self.connection_threads.unwrap_or_else(|| {
+            std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+        })
+    }
 }
 
 impl Default for Limits {
@@ -256,6 +273,7 @@ impl Default for Limits {
             max_failed_logins: 5,
             login_block_secs: 300,
             idle_timeout_secs: strata_pool::IDLE_TIMEOUT.as_secs(),
+            connection_threads: None,
         }
     }
 }
@@ -512,6 +530,13 @@ impl Config {
         }
         if self.limits.max_header_bytes < 8192 {
             bail!("limits.max_header_bytes must be at least 8192");
+        }
+        if self
+            .limits
+            .connection_threads
+            .is_some_and(|count| count > MAX_CONNECTION_THREADS)
+        {
+            bail!("limits.connection_threads must be at most {MAX_CONNECTION_THREADS}");
         }
         if self.limits.max_connections == Some(0) {
             bail!("limits.max_connections must be positive");

@@ -22,6 +22,7 @@ pub mod admin_door;
 pub mod cli;
 pub mod cluster_cli;
 pub mod config;
+pub mod connection_threads;
 pub mod cors;
 mod credentials;
 pub mod directory;

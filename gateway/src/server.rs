@@ -18,13 +18,14 @@ use strata_pool::{
     RingPool, RingPoolConfig,
 };
 use strata_store::{FeedFollower, FollowerTag, Store, StoreConfig};
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsAcceptor;
 
 use crate::address_range::AddressRange;
 use crate::admin_door::AdminDoor;
 use crate::config::Limits;
 use crate::config::{Config, DoorKind};
+use crate::connection_threads::ConnectionThreads;
 use crate::credentials::{self, RootKeys};
 use crate::directory::{Directory, DomainRecord, request_host};
 use crate::edge::EdgeCache;
@@ -120,11 +121,16 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             replays: strata_pool::wire::ReplayGuard::new(),
         },
     });
-    let accepting = tokio::spawn(accept_loop(
+    let threads = match config.limits.connection_threads() {
+        0 => None,
+        count => Some(Arc::new(ConnectionThreads::start(count)?)),
+    };
+    let mut accepting = tokio::spawn(accept_loop(
         listener,
         listener_tls,
         served.clone(),
         config.limits.clone(),
+        threads.clone(),
     ));
     let store = match &cluster_secret {
         Some(secret) if !addresses.is_empty() => {
@@ -236,6 +242,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let _ = served.internal.store.set(store.clone());
     let doors = Arc::new(Doors {
         connections,
+        connection_threads: threads.clone(),
         metadata_service: served.internal.service.clone(),
         edge: edge.clone(),
         cluster,
@@ -285,8 +292,16 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let shutdown = shutdown_signal();
     tokio::pin!(shutdown);
     tokio::select! {
-        ended = accepting => ended.context("accept loop")?,
+        ended = &mut accepting => ended.context("accept loop")?,
         () = &mut shutdown => tracing::info!("shutting down"),
+    }
+    accepting.abort();
+    // Before the metadata service: the commits requests started finish
+    // while it still answers.
+    if let Some(threads) = threads {
+        tokio::task::spawn_blocking(move || threads.stop())
+            .await
+            .context("stopping the connection threads")?;
     }
     if let Some(service) = &served.internal.service {
         service.shutdown().await;
@@ -315,11 +330,14 @@ impl Served {
     }
 }
 
+/// Accepts the HTTP port's connections and serves each on one of
+/// `threads`, or on this runtime without them.
 async fn accept_loop(
     listener: CappedListener,
     tls: Option<TlsAcceptor>,
     served: Arc<Served>,
     limits: Limits,
+    threads: Option<Arc<ConnectionThreads>>,
 ) {
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
@@ -347,7 +365,7 @@ async fn accept_loop(
         let served = served.clone();
         let builder = builder.clone();
         let tls = tls.clone();
-        tokio::spawn(async move {
+        let accepted = move |stream: TcpStream| async move {
             let _permit = permit;
             let Some(acceptor) = tls else {
                 serve_connection(&builder, stream, served, false, peer, idle_timeout).await;
@@ -373,7 +391,13 @@ async fn accept_loop(
                 Ok(Err(err)) => tracing::debug!(%peer, error = %err, "TLS handshake failed"),
                 Err(_) => tracing::debug!(%peer, "no TLS handshake in time"),
             }
-        });
+        };
+        match &threads {
+            Some(threads) => threads.serve(stream, accepted),
+            None => {
+                tokio::spawn(accepted(stream));
+            }
+        }
     }
 }
 
@@ -554,6 +578,8 @@ async fn open_pool(
 struct Doors {
     /// The HTTP listener's connections, for `/metrics`.
     connections: ConnectionGauge,
+    /// Which threads serve them, for `/metrics`.
+    connection_threads: Option<Arc<ConnectionThreads>>,
     /// This gateway's membership of a replicated metadata service, for
     /// `/metrics`.
     metadata_service: Option<Arc<MetaService>>,
@@ -601,6 +627,9 @@ impl Doors {
             }
             let mut metrics = self.edge.metrics_text();
             metrics.push_str(&self.connections.metrics_text());
+            if let Some(threads) = &self.connection_threads {
+                metrics.push_str(&threads.metrics_text());
+            }
             if let Some(cluster) = &self.cluster {
                 metrics.push_str(&cluster.metrics_text());
             }

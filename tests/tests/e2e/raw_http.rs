@@ -315,12 +315,14 @@ fn refused_upload_closes_its_connection_and_says_so() -> Result<()> {
 /// A gateway holds at most `limits.max_connections` connections open. One
 /// more is left in the kernel's backlog, unanswered, until one of them
 /// closes (as nginx at `worker_connections`), rather than running the
-/// process out of file descriptors; `/metrics` counts both.
+/// process out of file descriptors; `/metrics` counts both, and the
+/// connections each connection thread holds.
 #[test]
 fn a_connection_past_the_cap_waits_until_one_closes() -> Result<()> {
     use std::io::{Read as _, Write as _};
 
-    let mut server = Server::start_with_config("[limits]\nmax_connections = 3\n")?;
+    let mut server =
+        Server::start_with_config("[limits]\nmax_connections = 3\nconnection_threads = 2\n")?;
     let endpoint = server.endpoint().to_owned();
     let hold = || -> Result<_> {
         let (head, reader) = raw_request(&endpoint, "GET", "/health", "")?;
@@ -332,8 +334,24 @@ fn a_connection_past_the_cap_waits_until_one_closes() -> Result<()> {
         Ok(reader)
     };
     let mut held = vec![hold()?, hold()?];
-    // Two held, and the one asking.
-    ensure!(server.metric("strata_connections_open")? == 3);
+    // Two held, and the one asking, spread over the two threads.
+    let metrics = server.metrics()?;
+    let series = |name: &str| {
+        metrics
+            .lines()
+            .find_map(|line| line.strip_prefix(name)?.strip_prefix(' '))
+            .and_then(|value| value.trim().parse::<u64>().ok())
+    };
+    let on_threads = [0, 1].map(|thread| {
+        series(&format!(
+            "strata_connection_thread_connections{{thread=\"{thread}\"}}"
+        ))
+    });
+    ensure!(series("strata_connections_open") == Some(3), "{metrics}");
+    ensure!(
+        on_threads == [Some(2), Some(1)] || on_threads == [Some(1), Some(2)],
+        "{metrics}"
+    );
     ensure!(server.metric("strata_connections_max")? == 3);
     // Answered only once the metrics connection has gone: from here the
     // three held connections are all there are.

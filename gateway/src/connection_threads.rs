@@ -1,0 +1,263 @@
+//! The threads that serve the HTTP port's connections: each runs a
+//! current-thread tokio runtime, and a connection stays on the thread it
+//! was handed when accepted, as a connection of nginx stays with one
+//! worker process.
+//!
+//! Why not the multi-thread runtime everything else runs on: there, a
+//! worker that finds a ready connection wakes an idle sibling to steal
+//! work, and the futex wake and context switch that follow cost a cached
+//! hit more than the hit itself does in user space. On 2 cores with the
+//! load generator beside it, a 1 KiB hit cost 11.1 µs of CPU served on the
+//! shared runtime and 9.6 µs on threads of its own, 0.96x then 1.14x
+//! nginx's req/s (`bench/runs/2026-12-06-vm-edge-threads.md`).
+//!
+//! What a request starts (`tokio::spawn`, `spawn_blocking`: a cache fill,
+//! a metadata batch, a database commit) runs on its connection's thread
+//! and that thread's blocking pool, and so does every call another member
+//! makes (Raft's included, which share their thread with its other
+//! connections); the accept loop, FTP, the store's background work and
+//! the metadata service's own tasks stay on the shared runtime. A
+//! connection stays on its thread: one client's HTTP/2 streams get one
+//! core, as one nginx worker's connections do.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use anyhow::Context as _;
+use parking_lot::Mutex;
+use tokio::net::TcpStream;
+use tokio::runtime::Handle;
+use tokio::sync::oneshot;
+
+/// How long a stopping thread waits for the blocking work its requests
+/// started (a database commit's fsync) before it lets go.
+const BLOCKING_WORK_AT_STOP: Duration = Duration::from_secs(10);
+
+/// The connection threads, and how many connections each holds.
+pub struct ConnectionThreads {
+    threads: Vec<Thread>,
+}
+
+struct Thread {
+    runtime: Handle,
+    connections: Arc<AtomicUsize>,
+    /// Ends the thread's runtime: sent, or dropped, by [`ConnectionThreads::stop`].
+    stop: Mutex<Option<oneshot::Sender<()>>>,
+    joined: Mutex<Option<std::thread::JoinHandle<()>>>,
+}
+
+/// Counts a connection on its thread until the connection ends.
+struct Holding(Arc<AtomicUsize>);
+
+impl Drop for Holding {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl ConnectionThreads {
+    /// Starts `count` threads (at least one), which run until
+    /// [`ConnectionThreads::stop`]. Blocks while each thread builds its
+    /// runtime (at start: milliseconds).
+    pub fn start(count: usize) -> anyhow::Result<ConnectionThreads> {
+        let threads = (0..count.max(1))
+            .map(Thread::start)
+            .collect::<anyhow::Result<_>>()?;
+        Ok(ConnectionThreads { threads })
+    }
+
+    /// Serves `stream` with `serve` on the thread holding the fewest
+    /// connections. The stream leaves the accepting runtime's reactor for
+    /// that thread's.
+    pub fn serve<F, Fut>(&self, stream: TcpStream, serve: F)
+    where
+        F: FnOnce(TcpStream) -> Fut + Send + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        let Some(thread) = self
+            .threads
+            .iter()
+            .min_by_key(|thread| thread.connections.load(Ordering::Relaxed))
+        else {
+            return;
+        };
+        let peer = stream.peer_addr().ok();
+        let stream = match stream.into_std() {
+            Ok(stream) => stream,
+            Err(err) => {
+                tracing::warn!(?peer, error = %err, "handing a connection to its thread");
+                return;
+            }
+        };
+        thread.connections.fetch_add(1, Ordering::Relaxed);
+        let holding = Holding(thread.connections.clone());
+        thread.runtime.spawn(async move {
+            let _holding = holding;
+            // Registered with the reactor of the runtime it now runs on.
+            match TcpStream::from_std(stream) {
+                Ok(stream) => serve(stream).await,
+                Err(err) => {
+                    tracing::warn!(?peer, error = %err, "taking a connection on its thread");
+                }
+            }
+        });
+    }
+
+    /// Connections each thread holds.
+    pub fn connections(&self) -> Vec<usize> {
+        self.threads
+            .iter()
+            .map(|thread| thread.connections.load(Ordering::Relaxed))
+            .collect()
+    }
+
+    /// The connections each thread holds, for `/metrics`.
+    pub fn metrics_text(&self) -> String {
+        let mut out = String::from("# TYPE strata_connection_thread_connections gauge\n");
+        for (index, open) in self.connections().into_iter().enumerate() {
+            out.push_str(&format!(
+                "strata_connection_thread_connections{{thread=\"{index}\"}} {open}\n"
+            ));
+        }
+        out
+    }
+
+    /// Ends every thread: its connections are dropped, and the blocking
+    /// work their requests started is waited for, a while. Blocks: call it
+    /// off the async runtime.
+    pub fn stop(&self) {
+        for thread in &self.threads {
+            drop(thread.stop.lock().take());
+        }
+        for thread in &self.threads {
+            if let Some(joined) = thread.joined.lock().take()
+                && joined.join().is_err()
+            {
+                tracing::warn!("a connection thread panicked");
+            }
+        }
+    }
+}
+
+impl Thread {
+    fn start(index: usize) -> anyhow::Result<Thread> {
+        let (built, runtime) = std::sync::mpsc::channel();
+        let (stop, stopped) = oneshot::channel::<()>();
+        // The runtime is built and dropped on its own thread: dropped on
+        // an async one it would panic.
+        let joined = std::thread::Builder::new()
+            .name(format!("strata-conn-{index}"))
+            .spawn(move || {
+                let runtime = match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .thread_name(format!("strata-conn-{index}-blocking"))
+                    .build()
+                {
+                    Ok(runtime) => runtime,
+                    Err(err) => {
+                        let _ = built.send(Err(err));
+                        return;
+                    }
+                };
+                let _ = built.send(Ok(runtime.handle().clone()));
+                runtime.block_on(async {
+                    let _ = stopped.await;
+                });
+                runtime.shutdown_timeout(BLOCKING_WORK_AT_STOP);
+            })
+            .context("starting a connection thread")?;
+        let runtime = runtime
+            .recv()
+            .context("a connection thread ended while starting")?
+            .context("starting a connection thread's runtime")?;
+        Ok(Thread {
+            runtime,
+            connections: Arc::new(AtomicUsize::new(0)),
+            stop: Mutex::new(Some(stop)),
+            joined: Mutex::new(Some(joined)),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Connections go to the thread holding fewest, are served on a thread
+    /// of the set (not the accepting runtime's), and leave their count when
+    /// they end.
+    #[tokio::test]
+    async fn connections_spread_over_the_threads_and_leave_when_done() {
+        let threads = ConnectionThreads::start(2).expect("threads");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let address = listener.local_addr().expect("address");
+        let mut clients = Vec::new();
+        let (served_on, mut names) = tokio::sync::mpsc::unbounded_channel();
+        for _ in 0..4 {
+            clients.push(TcpStream::connect(address).await.expect("connect"));
+            let (stream, _) = listener.accept().await.expect("accept");
+            let served_on = served_on.clone();
+            threads.serve(stream, move |mut stream| async move {
+                let name = std::thread::current().name().map(str::to_owned);
+                let _ = served_on.send(name);
+                // Held until the client closes.
+                let mut byte = [0u8; 1];
+                let _ = tokio::io::AsyncReadExt::read(&mut stream, &mut byte).await;
+            });
+        }
+        let mut seen = Vec::new();
+        for _ in 0..4 {
+            seen.push(names.recv().await.expect("served").expect("a named thread"));
+        }
+        seen.sort();
+        assert_eq!(
+            seen,
+            [
+                "strata-conn-0",
+                "strata-conn-0",
+                "strata-conn-1",
+                "strata-conn-1"
+            ]
+        );
+        assert_eq!(threads.connections(), [2, 2]);
+
+        // One of thread 1's connections ends (the second: ties go to the
+        // first thread), and the next goes there, though thread 0 would be
+        // next in turn.
+        drop(clients.remove(1));
+        until(|| threads.connections() == [2, 1]).await;
+        clients.push(TcpStream::connect(address).await.expect("connect"));
+        let (stream, _) = listener.accept().await.expect("accept");
+        let served_on = served_on.clone();
+        threads.serve(stream, move |_stream| async move {
+            let _ = served_on.send(std::thread::current().name().map(str::to_owned));
+            std::future::pending::<()>().await;
+        });
+        let fifth = names.recv().await.expect("served");
+        assert_eq!(fifth.as_deref(), Some("strata-conn-1"));
+
+        drop(clients);
+        until(|| threads.connections() == [0, 1]).await;
+        // Stopping drops what the threads still serve.
+        tokio::task::spawn_blocking(move || {
+            threads.stop();
+            assert_eq!(threads.connections(), [0, 0]);
+        })
+        .await
+        .expect("stopped");
+    }
+
+    async fn until(mut reached: impl FnMut() -> bool) {
+        for _ in 0..500 {
+            if reached() {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        panic!("not reached in 5 s");
+    }
+}

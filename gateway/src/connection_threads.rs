@@ -21,6 +21,7 @@
 //! core, as one nginx worker's connections do.
 
 use std::future::Future;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -43,9 +44,9 @@ pub struct ConnectionThreads {
 struct Thread {
     runtime: Handle,
     connections: Arc<AtomicUsize>,
-    /// Ends the thread's runtime: sent, or dropped, by [`ConnectionThreads::stop`].
-    stop: Mutex<Option<oneshot::Sender<()>>>,
-    joined: Mutex<Option<std::thread::JoinHandle<()>>>,
+    /// Until [`ConnectionThreads::stop`]: what ends the thread's runtime
+    /// (sent, or dropped), and the thread to join.
+    running: Mutex<Option<(oneshot::Sender<()>, std::thread::JoinHandle<()>)>>,
 }
 
 /// Counts a connection on its thread until the connection ends.
@@ -68,10 +69,10 @@ impl ConnectionThreads {
         Ok(ConnectionThreads { threads })
     }
 
-    /// Serves `stream` with `serve` on the thread holding the fewest
-    /// connections. The stream leaves the accepting runtime's reactor for
-    /// that thread's.
-    pub fn serve<F, Fut>(&self, stream: TcpStream, serve: F)
+    /// Serves `stream` (from `peer`) with `serve` on the thread holding
+    /// the fewest connections. The stream leaves the accepting runtime's
+    /// reactor for that thread's.
+    pub fn serve<F, Fut>(&self, stream: TcpStream, peer: SocketAddr, serve: F)
     where
         F: FnOnce(TcpStream) -> Fut + Send + 'static,
         Fut: Future<Output = ()> + Send + 'static,
@@ -83,11 +84,10 @@ impl ConnectionThreads {
         else {
             return;
         };
-        let peer = stream.peer_addr().ok();
         let stream = match stream.into_std() {
             Ok(stream) => stream,
             Err(err) => {
-                tracing::warn!(?peer, error = %err, "handing a connection to its thread");
+                tracing::warn!(%peer, error = %err, "handing a connection to its thread");
                 return;
             }
         };
@@ -99,7 +99,7 @@ impl ConnectionThreads {
             match TcpStream::from_std(stream) {
                 Ok(stream) => serve(stream).await,
                 Err(err) => {
-                    tracing::warn!(?peer, error = %err, "taking a connection on its thread");
+                    tracing::warn!(%peer, error = %err, "taking a connection on its thread");
                 }
             }
         });
@@ -128,13 +128,18 @@ impl ConnectionThreads {
     /// work their requests started is waited for, a while. Blocks: call it
     /// off the async runtime.
     pub fn stop(&self) {
-        for thread in &self.threads {
-            drop(thread.stop.lock().take());
-        }
-        for thread in &self.threads {
-            if let Some(joined) = thread.joined.lock().take()
-                && joined.join().is_err()
-            {
+        // All told first, so that they wind down together.
+        let stopping: Vec<_> = self
+            .threads
+            .iter()
+            .filter_map(|thread| thread.running.lock().take())
+            .map(|(stop, joined)| {
+                drop(stop);
+                joined
+            })
+            .collect();
+        for joined in stopping {
+            if joined.join().is_err() {
                 tracing::warn!("a connection thread panicked");
             }
         }
@@ -175,8 +180,7 @@ impl Thread {
         Ok(Thread {
             runtime,
             connections: Arc::new(AtomicUsize::new(0)),
-            stop: Mutex::new(Some(stop)),
-            joined: Mutex::new(Some(joined)),
+            running: Mutex::new(Some((stop, joined))),
         })
     }
 }
@@ -199,9 +203,9 @@ mod tests {
         let (served_on, mut names) = tokio::sync::mpsc::unbounded_channel();
         for _ in 0..4 {
             clients.push(TcpStream::connect(address).await.expect("connect"));
-            let (stream, _) = listener.accept().await.expect("accept");
+            let (stream, peer) = listener.accept().await.expect("accept");
             let served_on = served_on.clone();
-            threads.serve(stream, move |mut stream| async move {
+            threads.serve(stream, peer, move |mut stream| async move {
                 let name = std::thread::current().name().map(str::to_owned);
                 let _ = served_on.send(name);
                 // Held until the client closes.
@@ -231,9 +235,9 @@ mod tests {
         drop(clients.remove(1));
         until(|| threads.connections() == [2, 1]).await;
         clients.push(TcpStream::connect(address).await.expect("connect"));
-        let (stream, _) = listener.accept().await.expect("accept");
+        let (stream, peer) = listener.accept().await.expect("accept");
         let served_on = served_on.clone();
-        threads.serve(stream, move |_stream| async move {
+        threads.serve(stream, peer, move |_stream| async move {
             let _ = served_on.send(std::thread::current().name().map(str::to_owned));
             std::future::pending::<()>().await;
         });

@@ -393,7 +393,7 @@ async fn accept_loop(
             }
         };
         match &threads {
-            Some(threads) => threads.serve(stream, accepted),
+            Some(threads) => threads.serve(stream, peer, accepted),
             None => {
                 tokio::spawn(accepted(stream));
             }

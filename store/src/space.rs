@@ -32,7 +32,7 @@ const GROUP_MARK: u8 = 0xFF;
 const GROUP_PREFIX_LEN: usize = 5;
 
 /// Where one store's records lie in the database.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub(crate) struct KeySpace {
     prefix: Vec<u8>,
     /// The smallest key above the space.
@@ -48,6 +48,11 @@ impl KeySpace {
         }
     }
 
+    /// Whether this is the root space (a database's only one before groups).
+    pub(crate) fn is_root(&self) -> bool {
+        self.prefix.is_empty()
+    }
+
     pub(crate) fn group(id: u16) -> KeySpace {
         let mark = |id: u32| [[GROUP_MARK].as_slice(), &id.to_be_bytes()].concat();
         KeySpace {
@@ -58,7 +63,7 @@ impl KeySpace {
 
     /// The database key of the space's `key`.
     pub(crate) fn key<'k>(&self, key: &'k [u8]) -> Cow<'k, [u8]> {
-        if self.prefix.is_empty() {
+        if self.is_root() {
             Cow::Borrowed(key)
         } else {
             Cow::Owned([self.prefix.as_slice(), key].concat())
@@ -84,7 +89,7 @@ impl KeySpace {
 
     fn read_options(&self, upper: Option<&[u8]>) -> ReadOptions {
         let mut options = ReadOptions::default();
-        if !self.prefix.is_empty() {
+        if !self.is_root() {
             options.set_iterate_lower_bound(self.prefix.clone());
         }
         options.set_iterate_upper_bound(match upper {

@@ -297,7 +297,7 @@ impl Store {
                 "a group opened beside a remote store".into(),
             ));
         };
-        if inner.keys != KeySpace::root() {
+        if !inner.keys.is_root() {
             return Err(StoreError::Internal(
                 "a group opened beside another group's store".into(),
             ));
@@ -889,7 +889,7 @@ impl Store {
         let weak = Arc::downgrade(inner);
         // The sweep reads every space's references: the root's store runs
         // it for the whole database, a group's would only repeat it.
-        let sweeps_orphans = inner.keys == KeySpace::root();
+        let sweeps_orphans = inner.keys.is_root();
         runtime.spawn(async move {
             let mut ticker = tokio::time::interval(Duration::from_secs(5));
             ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

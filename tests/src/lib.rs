@@ -49,7 +49,7 @@ pub use fixtures::{
 pub use proxy::{Partition, Proxy};
 pub use server::{
     RCLONE_REMOTE, REGION, ROOT_ACCESS_KEY, ROOT_SECRET_KEY, Server, SwiftUser, http_get_status,
-    raw_request, read_response_head,
+    metric_in, raw_request, read_response_head,
 };
 pub use tmpfs::Tmpfs;
 pub use tools::{

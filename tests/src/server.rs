@@ -242,11 +242,7 @@ impl Server {
     /// (`strata_cluster_nodes{state="up"}`).
     pub fn metric(&self, series: &str) -> Result<u64> {
         let metrics = self.metrics()?;
-        metrics
-            .lines()
-            .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
-            .and_then(|value| value.trim().parse::<u64>().ok())
-            .with_context(|| format!("no {series} in /metrics:\n{metrics}"))
+        metric_in(&metrics, series).with_context(|| format!("no {series} in /metrics:\n{metrics}"))
     }
 
     /// `ftp://127.0.0.1:PORT` of the running server's FTP door (every test
@@ -1023,6 +1019,16 @@ impl Drop for Server {
             self.log_tail(LOG_TAIL_LINES)
         );
     }
+}
+
+/// The value of the series `series` (as written in `/metrics`) in the
+/// metrics text `metrics`, read once for several series that must be of
+/// one moment.
+pub fn metric_in(metrics: &str, series: &str) -> Option<u64> {
+    metrics
+        .lines()
+        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
+        .and_then(|value| value.trim().parse::<u64>().ok())
 }
 
 /// Status code of an unauthenticated `GET path` against `endpoint`

@@ -5,7 +5,8 @@
 
 use anyhow::{Context, Result, ensure};
 use strata_tests::{
-    Server, Signing, content_md5, md5_hex, random_bytes, raw_request, sha256_hex, unique_bucket,
+    Server, Signing, content_md5, md5_hex, metric_in, random_bytes, raw_request, sha256_hex,
+    unique_bucket,
 };
 
 #[test]
@@ -336,18 +337,16 @@ fn a_connection_past_the_cap_waits_until_one_closes() -> Result<()> {
     let mut held = vec![hold()?, hold()?];
     // Two held, and the one asking, spread over the two threads.
     let metrics = server.metrics()?;
-    let series = |name: &str| {
-        metrics
-            .lines()
-            .find_map(|line| line.strip_prefix(name)?.strip_prefix(' '))
-            .and_then(|value| value.trim().parse::<u64>().ok())
-    };
     let on_threads = [0, 1].map(|thread| {
-        series(&format!(
-            "strata_connection_thread_connections{{thread=\"{thread}\"}}"
-        ))
+        metric_in(
+            &metrics,
+            &format!("strata_connection_thread_connections{{thread=\"{thread}\"}}"),
+        )
     });
-    ensure!(series("strata_connections_open") == Some(3), "{metrics}");
+    ensure!(
+        metric_in(&metrics, "strata_connections_open") == Some(3),
+        "{metrics}"
+    );
     ensure!(
         on_threads == [Some(2), Some(1)] || on_threads == [Some(1), Some(2)],
         "{metrics}"

@@ -7,7 +7,9 @@
 //! POST /internal/v1/meta?sha256=HEX         a JSON call  → 200 JSON answer
 //!                                                         421 {"leader": ADDR|null}: ask the leader
 //!                                                         503 no quorum, or outcome unknown
-//! POST /internal/v1/raft/{append,vote,snapshot}?sha256=HEX  → 200 JSON Result
+//! POST /internal/v1/raft/{append,vote,snapshot}?sha256=HEX  → 200 JSON Result (root group)
+//! POST /internal/v1/raft/{index}/{append,vote,snapshot}?sha256=HEX  (index group: 404 until
+//!                                                         gateways run index groups)
 //! POST /internal/v1/members?sha256=HEX      a JSON MembershipChange → 200 JSON Membership
 //!                                                         421 {"leader": ADDR|null}: ask the leader
 //! ```
@@ -24,7 +26,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use http::StatusCode;
 use http_body_util::BodyExt as _;
-use strata_meta::{MembershipChange, MetaService, RaftRpc, RaftTransport, Routed};
+use strata_meta::{GroupId, MembershipChange, MetaService, RaftRpc, RaftTransport, Routed};
 use strata_pool::wire::{self, ClusterSecret};
 use strata_pool::{ClusterTls, NodeClient};
 use strata_store::{MetaTransport, Store, TransportError};
@@ -39,6 +41,30 @@ const MAX_CALL_BYTES: usize = 16 << 20;
 const MAX_RAFT_BYTES: usize = 64 << 20;
 
 pub const RAFT_PATH: &str = "/internal/v1/raft/";
+
+/// Where `group`'s Raft messages go: the root group's where they went
+/// before there were groups; an index group's one level below, which a
+/// member that has no groups answers with a 404, never as the root's.
+fn raft_path(group: GroupId, rpc: RaftRpc) -> String {
+    match group {
+        GroupId::Root => format!("{RAFT_PATH}{}", rpc.name()),
+        GroupId::Index(index) => format!("{RAFT_PATH}{index}/{}", rpc.name()),
+    }
+}
+
+/// The group and message a path under [`RAFT_PATH`] names.
+fn parse_raft_path(path: &str) -> Option<(GroupId, RaftRpc)> {
+    let rest = path.strip_prefix(RAFT_PATH)?;
+    let (group, name) = match rest.split_once('/') {
+        None => (GroupId::Root, rest),
+        Some((index, name)) => {
+            // Digits only: `u16::from_str` would take a leading `+`.
+            let digits = !index.is_empty() && index.bytes().all(|byte| byte.is_ascii_digit());
+            (GroupId::Index(index.parse().ok().filter(|_| digits)?), name)
+        }
+    };
+    Some((group, RaftRpc::from_name(name)?))
+}
 
 /// Changes (or shows) a replicated service's members: `strata metadata`.
 pub const MEMBERS_PATH: &str = "/internal/v1/members";
@@ -380,11 +406,12 @@ impl RaftTransport for HttpRaftTransport {
     async fn send(
         &self,
         address: &str,
+        group: GroupId,
         rpc: RaftRpc,
         body: Bytes,
         timeout: Duration,
     ) -> Result<Bytes, String> {
-        let path = format!("{RAFT_PATH}{}", rpc.name());
+        let path = raft_path(group, rpc);
         let (status, body) = self
             .client
             .with_timeout(timeout)
@@ -455,9 +482,18 @@ pub async fn handle(internal: &Internal, request: hyper::Request<RequestBody>) -
             "members of this cluster speak TLS: call over https\n",
         );
     }
-    if let Some(name) = path.strip_prefix(RAFT_PATH) {
-        let (Some(service), Some(rpc)) = (&internal.service, RaftRpc::from_name(name)) else {
-            return text_response(StatusCode::NOT_FOUND, "no such raft endpoint here\n");
+    if path.starts_with(RAFT_PATH) {
+        let (service, rpc) = match (&internal.service, parse_raft_path(&path)) {
+            (Some(service), Some((GroupId::Root, rpc))) => (service, rpc),
+            (_, Some((group, _))) => {
+                return text_response(
+                    StatusCode::NOT_FOUND,
+                    format!("this gateway is not a member of the metadata service's {group}\n"),
+                );
+            }
+            (_, None) => {
+                return text_response(StatusCode::NOT_FOUND, "no such raft endpoint here\n");
+            }
         };
         return match service.handle_rpc(rpc, &body).await {
             Ok(answer) => json_response(StatusCode::OK, answer),
@@ -591,4 +627,36 @@ fn json_response(status: StatusCode, body: Vec<u8>) -> Response {
         http::HeaderValue::from_static("application/json"),
     );
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn raft_paths_name_their_group_and_message() {
+        let rpcs = [RaftRpc::Append, RaftRpc::Vote, RaftRpc::Snapshot];
+        for group in [GroupId::Root, GroupId::Index(0), GroupId::Index(u16::MAX)] {
+            for rpc in rpcs {
+                assert_eq!(parse_raft_path(&raft_path(group, rpc)), Some((group, rpc)));
+            }
+        }
+        // What members before groups sent is the root group's.
+        assert_eq!(
+            parse_raft_path("/internal/v1/raft/vote"),
+            Some((GroupId::Root, RaftRpc::Vote))
+        );
+        for path in [
+            "/internal/v1/raft/",
+            "/internal/v1/raft/elect",
+            "/internal/v1/raft//append",
+            "/internal/v1/raft/+1/append",
+            "/internal/v1/raft/65536/append",
+            "/internal/v1/raft/1/2/append",
+            "/internal/v1/raft/1/",
+            "/internal/v1/meta",
+        ] {
+            assert_eq!(parse_raft_path(path), None, "{path}");
+        }
+    }
 }

@@ -1,8 +1,13 @@
-//! The replicated metadata service: a Raft group (openraft) of gateways whose
-//! log holds every metadata call that changes something, and whose state
+//! The replicated metadata service: Raft groups (openraft) of gateways whose
+//! logs hold every metadata call that changes something, and whose state
 //! machine on each member is a local [`strata_store::Store`].
 //!
-//! Owns: the log's storage (`log_store.rs`, RocksDB), the state machine
+//! A member may belong to several groups (the root group, and the index
+//! groups of `docs/design/index-on-the-ring.md`): each has its own log,
+//! leader and replica, a key space of the member's one log database
+//! ([`MetaLog`]) and of its one store database (`Store::open_group`).
+//!
+//! Owns: the logs' storage (`log_store.rs`, RocksDB), the state machine
 //! (`state_machine.rs`: entries applied with [`Store::apply_meta`], so every
 //! member holds the same records and the same change feed), the encoding of
 //! Raft's messages (`network.rs`), and [`MetaService`], which decides where a
@@ -30,6 +35,7 @@ use openraft::{BasicNode, Config, Raft, SnapshotPolicy};
 use serde::{Deserialize, Serialize};
 use strata_store::{CallSignature, Store};
 
+pub use log_store::MetaLog;
 pub use network::{RaftRpc, RaftTransport};
 pub use state_machine::SnapshotFile;
 
@@ -95,6 +101,28 @@ impl Routed {
             Routed::Answer(_) => Routed::Unavailable("no answer".into()),
             Routed::NotLeader(leader) => Routed::NotLeader(leader.clone()),
             Routed::Unavailable(why) => Routed::Unavailable(why.clone()),
+        }
+    }
+}
+
+/// Which of the groups a member belongs to: each has its own log, leader,
+/// and replica (a key space of the member's store: `Store::open_group`),
+/// and all of them share the member's log database ([`MetaLog`]), its
+/// replica database and its address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum GroupId {
+    /// The group that holds everything while the index is not split: the
+    /// catalog, buckets, and today every object record.
+    Root,
+    /// A group of the object index (`docs/design/index-on-the-ring.md`).
+    Index(u16),
+}
+
+impl std::fmt::Display for GroupId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            GroupId::Root => f.write_str("root group"),
+            GroupId::Index(index) => write!(f, "index group {index}"),
         }
     }
 }
@@ -175,16 +203,12 @@ impl Default for Compaction {
     }
 }
 
-/// Where a member keeps its snapshot: beside the log's database, not in it.
-fn snapshot_dir(log_dir: &Path) -> std::path::PathBuf {
-    let mut name = log_dir.file_name().unwrap_or_default().to_owned();
-    name.push("-snapshots");
-    log_dir.with_file_name(name)
-}
-
-/// One member of the replicated metadata service.
+/// One member of one group of the replicated metadata service.
 pub struct MetaService {
     id: u64,
+    group: GroupId,
+    /// Held until the group's Raft stopped.
+    claim: log_store::GroupClaim,
     raft: Raft<TypeConfig>,
     store: Store,
     batcher: Arc<batch::Batcher>,
@@ -228,12 +252,29 @@ impl MetaService {
         .await
     }
 
-    /// [`MetaService::start`] of a member that founds the group or joins
-    /// it, compacting the log as `compaction` says.
+    /// [`MetaService::start`] of a member that founds the root group or
+    /// joins it, compacting the log as `compaction` says.
     pub async fn start_with(
         id: u64,
         joining: Joining,
         log_dir: &Path,
+        store: Store,
+        transport: Arc<dyn RaftTransport>,
+        compaction: Compaction,
+    ) -> Result<Arc<MetaService>, String> {
+        let log = MetaLog::open(log_dir)?;
+        let group = GroupId::Root;
+        Self::start_group(id, group, joining, &log, store, transport, compaction).await
+    }
+
+    /// Starts member `id` of `group`, its log in the member's `log`
+    /// beside its other groups', `store` its replica (the root store, or a
+    /// group's store opened beside it).
+    pub async fn start_group(
+        id: u64,
+        group: GroupId,
+        joining: Joining,
+        log: &MetaLog,
         store: Store,
         transport: Arc<dyn RaftTransport>,
         compaction: Compaction,
@@ -244,7 +285,7 @@ impl MetaService {
             return Err(format!("member {id} is not among the members {members:?}"));
         }
         let config = Config {
-            cluster_name: "strata-metadata".into(),
+            cluster_name: format!("strata-metadata {group}"),
             // Also the timeout of one append (openraft's): room for a batch
             // of large entries and an fsync on a loaded machine.
             heartbeat_interval: 500,
@@ -272,13 +313,19 @@ impl MetaService {
         }
         .validate()
         .map_err(|err| format!("raft configuration: {err}"))?;
-        let log_store = log_store::LogStore::open(log_dir)?;
+        let claim = log.claim(group)?;
         let state_machine =
-            state_machine::StateMachine::open(id, store.clone(), &snapshot_dir(log_dir)).await?;
-        let network = network::Network::new(transport);
-        let raft = Raft::new(id, Arc::new(config), network, log_store, state_machine)
-            .await
-            .map_err(|err| format!("starting raft: {err}"))?;
+            state_machine::StateMachine::open(id, store.clone(), &log.snapshot_dir(group)).await?;
+        let network = network::Network::new(transport, group);
+        let raft = Raft::new(
+            id,
+            Arc::new(config),
+            network,
+            log.group(group),
+            state_machine,
+        )
+        .await
+        .map_err(|err| format!("starting raft: {err}"))?;
         let initialized = raft
             .is_initialized()
             .await
@@ -296,6 +343,8 @@ impl MetaService {
         }
         let service = Arc::new(MetaService {
             id,
+            group,
+            claim,
             batcher: batch::Batcher::new(id, raft.clone()),
             raft,
             store,
@@ -387,6 +436,11 @@ impl MetaService {
     /// Answers a Raft message from another member.
     pub async fn handle_rpc(&self, rpc: RaftRpc, body: &[u8]) -> Result<Vec<u8>, String> {
         network::serve(&self.raft, rpc, body).await
+    }
+
+    /// The group this member belongs to.
+    pub fn group(&self) -> GroupId {
+        self.group
     }
 
     /// This member's view of the group, for `/metrics` and status pages.
@@ -551,11 +605,13 @@ impl MetaService {
         }
     }
 
-    /// Stops taking part in the group (the log and the replica stay).
+    /// Stops taking part in the group (the log and the replica stay; the
+    /// group may be started again over the same [`MetaLog`]).
     pub async fn shutdown(&self) {
         if let Err(err) = self.raft.shutdown().await {
             tracing::warn!(error = %err, "raft did not shut down cleanly");
         }
+        self.claim.release();
     }
 }
 

@@ -21,7 +21,7 @@ use openraft::{BasicNode, Raft};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::TypeConfig;
+use crate::{GroupId, TypeConfig};
 
 /// The messages members send each other.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -48,13 +48,15 @@ impl RaftRpc {
     }
 }
 
-/// Carries one message to the member at `address` and brings back its
-/// answer's bytes; `Err` when there was no answer.
+/// Carries one message to the member at `address`, for its member of
+/// `group`, and brings back its answer's bytes; `Err` when there was no
+/// answer.
 #[async_trait]
 pub trait RaftTransport: Send + Sync + 'static {
     async fn send(
         &self,
         address: &str,
+        group: GroupId,
         rpc: RaftRpc,
         body: Bytes,
         timeout: Duration,
@@ -63,11 +65,12 @@ pub trait RaftTransport: Send + Sync + 'static {
 
 pub(crate) struct Network {
     transport: Arc<dyn RaftTransport>,
+    group: GroupId,
 }
 
 impl Network {
-    pub(crate) fn new(transport: Arc<dyn RaftTransport>) -> Network {
-        Network { transport }
+    pub(crate) fn new(transport: Arc<dyn RaftTransport>, group: GroupId) -> Network {
+        Network { transport, group }
     }
 }
 
@@ -77,6 +80,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
     async fn new_client(&mut self, target: u64, node: &BasicNode) -> Peer {
         Peer {
             transport: self.transport.clone(),
+            group: self.group,
             target,
             address: node.addr.clone(),
         }
@@ -85,6 +89,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
 
 pub(crate) struct Peer {
     transport: Arc<dyn RaftTransport>,
+    group: GroupId,
     target: u64,
     address: String,
 }
@@ -116,7 +121,13 @@ impl Peer {
             .map_err(|err| RPCError::Network(NetworkError::new(&err)))?;
         let reply = self
             .transport
-            .send(&self.address, rpc, Bytes::from(body), option.hard_ttl())
+            .send(
+                &self.address,
+                self.group,
+                rpc,
+                Bytes::from(body),
+                option.hard_ttl(),
+            )
             .await
             .map_err(|why| RPCError::Unreachable(Unreachable::new(&Failure(why))))?;
         let answer: Result<Answer, E> = serde_json::from_slice(&reply)

@@ -75,8 +75,15 @@ impl StateMachine {
         store: Store,
         snapshot_dir: &Path,
     ) -> Result<StateMachine, String> {
-        std::fs::create_dir_all(snapshot_dir)
-            .map_err(|err| format!("creating {}: {err}", snapshot_dir.display()))?;
+        if !snapshot_dir.exists() {
+            std::fs::create_dir_all(snapshot_dir)
+                .map_err(|err| format!("creating {}: {err}", snapshot_dir.display()))?;
+            // The new directory's name, or a snapshot kept in it could be
+            // lost with it.
+            if let Some(parent) = snapshot_dir.parent() {
+                sync_dir(parent)?;
+            }
+        }
         let interrupted = store
             .replica_import_interrupted()
             .await

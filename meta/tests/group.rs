@@ -12,15 +12,23 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use parking_lot::RwLock;
 use strata_meta::{
-    Compaction, Joining, Members, MembershipChange, MetaService, RaftRpc, RaftTransport, Routed,
+    Compaction, GroupId, Joining, Members, MembershipChange, MetaLog, MetaService, RaftRpc,
+    RaftTransport, Routed,
 };
 use strata_pool::{LocalPool, LocalPoolConfig};
 use strata_store::{Store, StoreConfig};
 
-/// Delivers messages to the member at an address, if it runs.
+/// Delivers messages to a group's member at an address, if it runs.
 #[derive(Default)]
 struct InProcess {
-    members: RwLock<HashMap<String, Weak<MetaService>>>,
+    members: RwLock<HashMap<(String, GroupId), Weak<MetaService>>>,
+}
+
+impl InProcess {
+    fn register(&self, address: String, service: &Arc<MetaService>) {
+        let key = (address, service.group());
+        self.members.write().insert(key, Arc::downgrade(service));
+    }
 }
 
 #[async_trait]
@@ -28,12 +36,14 @@ impl RaftTransport for InProcess {
     async fn send(
         &self,
         address: &str,
+        group: GroupId,
         rpc: RaftRpc,
         body: Bytes,
         _timeout: Duration,
     ) -> Result<Bytes, String> {
-        let member = self.members.read().get(address).and_then(Weak::upgrade);
-        let member = member.ok_or_else(|| format!("{address} does not run"))?;
+        let key = (address.to_owned(), group);
+        let member = self.members.read().get(&key).and_then(Weak::upgrade);
+        let member = member.ok_or_else(|| format!("{group} of {address} does not run"))?;
         member.handle_rpc(rpc, &body).await.map(Bytes::from)
     }
 }
@@ -126,10 +136,7 @@ impl Group {
             )
             .await
             .expect("member starts");
-            transport
-                .members
-                .write()
-                .insert(format!("member-{id}"), Arc::downgrade(&service));
+            transport.register(format!("member-{id}"), &service);
             (service, replica)
         })
     }
@@ -161,20 +168,7 @@ impl Group {
 
     /// Sends `call` to members in turn until the leader takes it.
     async fn call(&self, call: serde_json::Value) -> serde_json::Value {
-        let request = serde_json::to_vec(&call).expect("encodable call");
-        for _ in 0..200 {
-            for service in self.running() {
-                match service.call(&request, None).await {
-                    Routed::Answer(answer) => {
-                        return serde_json::from_slice(&answer).expect("JSON answer");
-                    }
-                    Routed::NotLeader(_) => {}
-                    Routed::Unavailable(why) => panic!("{call}: {why}"),
-                }
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        panic!("no member answered {call}");
+        call_leader(&self.running().cloned().collect::<Vec<_>>(), call).await
     }
 
     /// The member that leads, as the running members know it.
@@ -223,30 +217,9 @@ impl Group {
         assert!(renamed["outcome"]["Ok"].is_object(), "{renamed}");
     }
 
-    /// Waits until every running member applied what the leader applied:
-    /// the same index everywhere, still the same after more than a
-    /// heartbeat (followers learn of a commit with the leader's next
-    /// message, and the leader's own figure may trail its answer).
+    /// Waits until every running member applied what the leader applied.
     async fn settle(&self) {
-        let mut agreed: Option<(Option<u64>, tokio::time::Instant)> = None;
-        for _ in 0..400 {
-            let applied: Vec<_> = self
-                .running()
-                .map(|service| service.status().last_applied)
-                .collect();
-            let same = applied.iter().all(|index| *index == applied[0]) && applied[0].is_some();
-            match (same, agreed) {
-                (true, Some((index, since))) if index == applied[0] => {
-                    if since.elapsed() > Duration::from_millis(700) {
-                        return;
-                    }
-                }
-                (true, _) => agreed = Some((applied[0], tokio::time::Instant::now())),
-                (false, _) => agreed = None,
-            }
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
-        panic!("members did not converge");
+        settle(&self.running().cloned().collect::<Vec<_>>()).await;
     }
 
     /// Every replica's feed, once they are the same on each (followers
@@ -269,6 +242,52 @@ impl Group {
         }
         panic!("the replicas' feeds differ:\n{}", encoded.join("\n"));
     }
+}
+
+/// Waits until every one of `services` (members of one group) applied
+/// what the leader applied: the same index everywhere, still the same
+/// after more than a heartbeat (followers learn of a commit with the
+/// leader's next message, and the leader's own figure may trail its
+/// answer).
+async fn settle(services: &[Arc<MetaService>]) {
+    let mut agreed: Option<(Option<u64>, tokio::time::Instant)> = None;
+    for _ in 0..400 {
+        let applied: Vec<_> = services
+            .iter()
+            .map(|service| service.status().last_applied)
+            .collect();
+        let same = applied.iter().all(|index| *index == applied[0]) && applied[0].is_some();
+        match (same, agreed) {
+            (true, Some((index, since))) if index == applied[0] => {
+                if since.elapsed() > Duration::from_millis(700) {
+                    return;
+                }
+            }
+            (true, _) => agreed = Some((applied[0], tokio::time::Instant::now())),
+            (false, _) => agreed = None,
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("members did not converge");
+}
+
+/// Sends `call` to `services` (members of one group) in turn until the
+/// leader takes it.
+async fn call_leader(services: &[Arc<MetaService>], call: serde_json::Value) -> serde_json::Value {
+    let request = serde_json::to_vec(&call).expect("encodable call");
+    for _ in 0..200 {
+        for service in services {
+            match service.call(&request, None).await {
+                Routed::Answer(answer) => {
+                    return serde_json::from_slice(&answer).expect("JSON answer");
+                }
+                Routed::NotLeader(_) => {}
+                Routed::Unavailable(why) => panic!("{call}: {why}"),
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("no member answered {call}");
 }
 
 fn unix_secs() -> u64 {
@@ -812,4 +831,298 @@ async fn every_member_and_the_next_leader_keep_what_a_follower_has_not_confirmed
     // Back, it confirms a few more on the new leader: trimming follows it.
     group.call(poll(position + 5)).await;
     wait_until_oldest(&group, position + 6, Duration::from_secs(30)).await;
+}
+
+/// The groups every member of [`SharedMembers`] belongs to.
+const GROUPS: [GroupId; 3] = [GroupId::Root, GroupId::Index(1), GroupId::Index(7)];
+
+/// Snapshots every few entries, and logs purged soon after: a member away
+/// for a few dozen changes is sent a snapshot (many chunks of one).
+const SNAPSHOT_OFTEN: Compaction = Compaction {
+    snapshot_every: 20,
+    keep_after_snapshot: 5,
+    snapshot_chunk_bytes: 1024,
+};
+
+/// Three members, each in every group of [`GROUPS`], with one log database
+/// and one replica database for all its groups.
+struct SharedMembers {
+    /// Per running member: its log database and its root store.
+    databases: HashMap<u64, (MetaLog, Store)>,
+    /// Per member and group, while it runs: the service and its replica.
+    services: HashMap<(u64, GroupId), (Arc<MetaService>, Store)>,
+    members: Members,
+    transport: Arc<InProcess>,
+    pool: Arc<LocalPool>,
+    dir: tempfile::TempDir,
+}
+
+impl SharedMembers {
+    async fn start() -> SharedMembers {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let pool = LocalPool::open(LocalPoolConfig {
+            dir: dir.path().join("pool"),
+        })
+        .expect("pool");
+        let mut members = SharedMembers {
+            databases: HashMap::new(),
+            services: HashMap::new(),
+            members: (1..=3).map(|id| (id, format!("member-{id}"))).collect(),
+            transport: Arc::new(InProcess::default()),
+            pool: Arc::new(pool),
+            dir,
+        };
+        // All at once: no group can finish starting on one member alone.
+        let mut starting = Vec::new();
+        for id in 1..=3 {
+            members.open_databases(id);
+            for group in GROUPS {
+                starting.push(members.start_in(id, group));
+            }
+        }
+        members.started(starting).await;
+        members
+    }
+
+    fn open_databases(&mut self, id: u64) {
+        let log = MetaLog::open(&self.dir.path().join(format!("log-{id}"))).expect("log");
+        let root = Store::open(self.replica_config(id), self.pool.clone()).expect("replica");
+        self.databases.insert(id, (log, root));
+    }
+
+    fn replica_config(&self, id: u64) -> StoreConfig {
+        let mut config = StoreConfig::new(self.dir.path().join(format!("replica-{id}")));
+        config.log_replica = true;
+        config
+    }
+
+    /// Starts member `id` of `group` over its open databases.
+    fn start_in(
+        &self,
+        id: u64,
+        group: GroupId,
+    ) -> tokio::task::JoinHandle<(u64, Arc<MetaService>, Store)> {
+        let (log, root) = self.databases[&id].clone();
+        let replica = match group {
+            GroupId::Root => root,
+            GroupId::Index(index) => root
+                .open_group(index, self.replica_config(id))
+                .expect("group replica"),
+        };
+        let joining = Joining::Founding(self.members.clone());
+        let transport = self.transport.clone();
+        tokio::spawn(async move {
+            let service = MetaService::start_group(
+                id,
+                group,
+                joining,
+                &log,
+                replica.clone(),
+                transport.clone(),
+                SNAPSHOT_OFTEN,
+            )
+            .await
+            .expect("member starts");
+            transport.register(format!("member-{id}"), &service);
+            (id, service, replica)
+        })
+    }
+
+    async fn started(
+        &mut self,
+        starting: Vec<tokio::task::JoinHandle<(u64, Arc<MetaService>, Store)>>,
+    ) {
+        for (id, service, replica) in futures_join(starting).await {
+            self.services
+                .insert((id, service.group()), (service, replica));
+        }
+    }
+
+    /// Stops member `id` of `group` only (its databases stay open: its
+    /// other groups go on).
+    async fn stop_in(&mut self, id: u64, group: GroupId) {
+        if let Some((service, _)) = self.services.remove(&(id, group)) {
+            service.shutdown().await;
+        }
+        // Let its tasks end before the group is started again.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    /// Stops member `id` in every group and closes its databases.
+    async fn stop_member(&mut self, id: u64) {
+        for group in GROUPS {
+            self.stop_in(id, group).await;
+        }
+        self.databases.remove(&id);
+        // Let the databases close before they are opened again.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    fn running(&self, group: GroupId) -> Vec<Arc<MetaService>> {
+        (1..=3)
+            .filter_map(|id| self.services.get(&(id, group)))
+            .map(|(service, _)| service.clone())
+            .collect()
+    }
+
+    /// Member `id`'s replica of `group`, whether or not that member runs
+    /// in the group.
+    fn replica(&self, id: u64, group: GroupId) -> Store {
+        let (_, root) = &self.databases[&id];
+        match group {
+            GroupId::Root => root.clone(),
+            GroupId::Index(index) => root
+                .open_group(index, self.replica_config(id))
+                .expect("group replica"),
+        }
+    }
+
+    async fn call(&self, group: GroupId, call: serde_json::Value) -> serde_json::Value {
+        call_leader(&self.running(group), call).await
+    }
+
+    async fn settle(&self) {
+        for group in GROUPS {
+            settle(&self.running(group)).await;
+        }
+    }
+
+    /// Puts `keys` in every group's bucket, with the group's bytes.
+    async fn put_everywhere(&self, keys: &[String]) {
+        for group in GROUPS {
+            for key in keys {
+                let put = self
+                    .call(group, put_call(key, &bytes_of(group), None))
+                    .await;
+                assert!(put["outcome"]["Ok"].is_object(), "{group}: {put}");
+            }
+        }
+    }
+
+    /// Waits until every running member of `group` purged its log past
+    /// entry `index`.
+    async fn wait_for_purge_past(&self, group: GroupId, index: u64) {
+        for _ in 0..400 {
+            let purged = self
+                .running(group)
+                .iter()
+                .map(|service| service.status().purged)
+                .min();
+            if purged.flatten().is_some_and(|purged| purged > index) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        panic!("the {group}'s logs were not purged past entry {index}");
+    }
+
+    /// Checks that every member's replica of every group holds `keys`
+    /// with the group's bytes, in the group's bucket, and nothing else.
+    async fn assert_each_group_holds(&self, keys: &[String]) {
+        for id in 1..=3 {
+            for group in GROUPS {
+                let replica = self.replica(id, group);
+                let bucket = replica.bucket("shared").await.expect("the group's bucket");
+                assert_eq!(bucket.account, owner_of(group), "member {id}, {group}");
+                for key in keys {
+                    let object = replica
+                        .head_object("shared", key)
+                        .await
+                        .unwrap_or_else(|err| panic!("member {id}, {group}, {key}: {err}"));
+                    assert_eq!(object.inline.as_deref(), Some(&bytes_of(group)[..]));
+                }
+                // The bucket's creation and a put per key: no other
+                // group's events.
+                let feed = replica.feed_since(0, 100).await.expect("feed");
+                assert_eq!(feed.len(), 1 + keys.len(), "member {id}, {group}: {feed:?}");
+            }
+        }
+    }
+}
+
+fn owner_of(group: GroupId) -> String {
+    match group {
+        GroupId::Root => "root-owner".into(),
+        GroupId::Index(index) => format!("owner-{index}"),
+    }
+}
+
+fn bytes_of(group: GroupId) -> Vec<u8> {
+    format!("the bytes of the {group}").into_bytes()
+}
+
+fn names(prefix: &str, count: usize) -> Vec<String> {
+    (0..count).map(|n| format!("{prefix}-{n}")).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn groups_on_the_same_members_keep_their_own_logs_leaders_and_replicas() {
+    let mut members = SharedMembers::start().await;
+    // The same bucket and key in every group, each with its owner and bytes.
+    for group in GROUPS {
+        let created = members
+            .call(group, create_bucket_call(&owner_of(group)))
+            .await;
+        assert!(created["outcome"]["Ok"].is_object(), "{group}: {created}");
+    }
+    let mut keys = names("first", 1);
+    members.put_everywhere(&keys).await;
+    members.settle().await;
+    members.assert_each_group_holds(&keys).await;
+
+    // One group loses its leader; the member goes on in the other groups,
+    // and the group goes on with a new leader.
+    let group = GroupId::Index(1);
+    let leader = members.running(group)[0].status().leader.expect("a leader");
+    members.stop_in(leader, group).await;
+    let second = names("second", 1);
+    members.put_everywhere(&second).await;
+    for other in GROUPS.into_iter().filter(|other| *other != group) {
+        settle(&members.running(other)).await;
+        let replica = members.replica(leader, other);
+        assert!(replica.head_object("shared", &second[0]).await.is_ok());
+    }
+    {
+        let behind = members.replica(leader, group);
+        assert!(behind.head_object("shared", &second[0]).await.is_err());
+    }
+    // Back in the group, over the same log database: it catches up.
+    let restarted = members.start_in(leader, group);
+    members.started(vec![restarted]).await;
+    members.settle().await;
+    keys.extend(second);
+    members.assert_each_group_holds(&keys).await;
+
+    // A whole member away for longer than the logs keep: every group
+    // sends it a snapshot of its own replica, and it reads every group's
+    // log back from the shared database.
+    let applied: Vec<(GroupId, u64)> = GROUPS
+        .iter()
+        .map(|group| {
+            let (service, _) = &members.services[&(3, *group)];
+            (
+                *group,
+                service.status().last_applied.expect("applied entries"),
+            )
+        })
+        .collect();
+    members.stop_member(3).await;
+    let third = names("third", 30);
+    members.put_everywhere(&third).await;
+    for (group, applied) in applied {
+        members.wait_for_purge_past(group, applied).await;
+    }
+    members.open_databases(3);
+    let restarting = GROUPS.map(|group| members.start_in(3, group));
+    members.started(restarting.into()).await;
+    members.settle().await;
+    keys.extend(third);
+    members.assert_each_group_holds(&keys).await;
+    for group in GROUPS {
+        let status = members.services[&(3, group)].0.status();
+        assert!(
+            status.snapshot.is_some(),
+            "{group}: no snapshot installed: {status:?}"
+        );
+    }
 }

@@ -307,6 +307,9 @@ mod tests {
     use super::*;
     use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
+    /// The tests run in tokio's paused clock, which moves only when every
+    /// task waits: what they time is the deadline's logic, not the
+    /// machine's load.
     const LIMIT: Duration = Duration::from_millis(100);
 
     fn deadline(
@@ -328,20 +331,20 @@ mod tests {
         http_body_util::StreamBody::new(Box::pin(frames))
     }
 
-    /// A connection that never speaks is cut within one period.
-    #[tokio::test]
+    /// A connection that never speaks is cut after one period, not before.
+    #[tokio::test(start_paused = true)]
     async fn a_silent_connection_is_cut() {
         let (_client, server) = tokio::io::duplex(64);
         let (mut silent, _) = deadline(server);
         let began = Instant::now();
         let cut = silent.read(&mut [0u8; 8]).await.unwrap_err();
         assert_eq!(cut.kind(), std::io::ErrorKind::TimedOut);
-        assert!(began.elapsed() < LIMIT * 2);
+        assert_eq!(began.elapsed(), LIMIT);
     }
 
     /// Bytes of a head that never ends are not progress: a trickling
-    /// client is cut within two periods.
-    #[tokio::test]
+    /// client is cut within two periods, and not within one.
+    #[tokio::test(start_paused = true)]
     async fn a_trickled_head_is_cut() {
         let (mut client, server) = tokio::io::duplex(64);
         let (mut trickled, _) = deadline(server);
@@ -358,7 +361,8 @@ mod tests {
             }
         };
         assert_eq!(cut.kind(), std::io::ErrorKind::TimedOut);
-        assert!(began.elapsed() < LIMIT * 3);
+        let elapsed = began.elapsed();
+        assert!(LIMIT <= elapsed && elapsed <= LIMIT * 2, "{elapsed:?}");
         drop(trickled);
         trickle.await.unwrap();
     }
@@ -366,7 +370,7 @@ mod tests {
     /// A request in progress, requests started in every period, or an
     /// answer being written keep the connection while a read waits,
     /// however long each lasts; then nothing cuts it.
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn a_busy_connection_is_kept() {
         let (mut client, server) = tokio::io::duplex(64);
         let (busy, requests) = deadline(server);
@@ -418,7 +422,7 @@ mod tests {
 
     /// An answer whose next piece takes several periods to come (from a
     /// slow store) keeps the connection; once it has ended, nothing does.
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn an_answer_produced_slowly_keeps_the_connection() {
         use http_body_util::BodyExt as _;
 
@@ -448,7 +452,7 @@ mod tests {
     /// connection once the body stops coming (nginx's
     /// `client_body_timeout`); while a piece comes every half period, it
     /// does.
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn an_upload_that_stops_coming_is_cut() {
         use http_body_util::BodyExt as _;
 
@@ -488,7 +492,7 @@ mod tests {
 
     /// A client that stops reading an answer is cut: the write waits,
     /// the period passes without a byte written.
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn a_client_that_stops_reading_is_cut() {
         let (_client, server) = tokio::io::duplex(64);
         let (mut stalled, _) = deadline(server);

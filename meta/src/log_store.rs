@@ -17,6 +17,7 @@ use openraft::{
     Entry, LogId, LogState, OptionalSend, RaftLogReader, StorageError, StorageIOError, Vote,
 };
 use rocksdb::{ColumnFamilyDescriptor, DB, Direction, IteratorMode, Options, WriteBatch};
+use strata_store::KeySpace;
 
 use crate::{GroupId, TypeConfig};
 
@@ -25,11 +26,6 @@ const CF_STATE: &str = "state";
 const VOTE: &[u8] = b"vote";
 const COMMITTED: &[u8] = b"committed";
 const LAST_PURGED: &[u8] = b"last_purged";
-
-/// The first byte of an index group's keys. The root group's keys, the
-/// only ones before groups, are unprefixed: its log indexes never reach
-/// 2^56 and its state keys are ASCII, so they all sort below it.
-const GROUP_KEYS: u8 = 0xFF;
 
 type StorageResult<T> = Result<T, StorageError<u64>>;
 
@@ -115,21 +111,17 @@ impl MetaLog {
     }
 
     pub(crate) fn group(&self, group: GroupId) -> LogStore {
-        let (prefix, end) = match group {
-            GroupId::Root => (Vec::new(), vec![GROUP_KEYS]),
-            GroupId::Index(index) => {
-                let key = |index: u32| {
-                    let mut key = vec![GROUP_KEYS];
-                    key.extend_from_slice(&index.to_be_bytes());
-                    key
-                };
-                (key(u32::from(index)), key(u32::from(index) + 1))
-            }
+        // The store's layout: the root group's keys, the only ones before
+        // groups, are unprefixed (its log indexes never reach 2^56 and its
+        // state keys are ASCII, so all sort below an index group's 0xFF).
+        let keys = match group {
+            GroupId::Root => KeySpace::root(),
+            GroupId::Index(index) => KeySpace::group(index),
         };
         LogStore {
             db: self.db.clone(),
-            prefix: Arc::from(prefix),
-            end: Arc::from(end),
+            prefix: Arc::from(keys.prefix()),
+            end: Arc::from(keys.end()),
         }
     }
 }

@@ -31,9 +31,11 @@ const GROUP_MARK: u8 = 0xFF;
 /// The mark and the group's id.
 const GROUP_PREFIX_LEN: usize = 5;
 
-/// Where one store's records lie in the database.
-#[derive(Debug, Clone)]
-pub(crate) struct KeySpace {
+/// Where one group's keys lie in a database shared by several groups:
+/// a store's records here, a metadata member's Raft logs in `strata-meta`
+/// (the same layout, so both agree on what a group's keys are).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeySpace {
     prefix: Vec<u8>,
     /// The smallest key above the space.
     end: Vec<u8>,
@@ -41,7 +43,7 @@ pub(crate) struct KeySpace {
 
 impl KeySpace {
     /// Unprefixed keys: the one space of a database without groups.
-    pub(crate) fn root() -> KeySpace {
+    pub fn root() -> KeySpace {
         KeySpace {
             prefix: Vec::new(),
             end: vec![GROUP_MARK],
@@ -53,12 +55,23 @@ impl KeySpace {
         self.prefix.is_empty()
     }
 
-    pub(crate) fn group(id: u16) -> KeySpace {
+    /// The keys of group `id`: `0xFF`, then `id` as u32 big-endian.
+    pub fn group(id: u16) -> KeySpace {
         let mark = |id: u32| [[GROUP_MARK].as_slice(), &id.to_be_bytes()].concat();
         KeySpace {
             prefix: mark(u32::from(id)),
             end: mark(u32::from(id) + 1),
         }
+    }
+
+    /// What every key of the space starts with (nothing, for the root).
+    pub fn prefix(&self) -> &[u8] {
+        &self.prefix
+    }
+
+    /// The smallest key above the space: the bound of every scan in it.
+    pub fn end(&self) -> &[u8] {
+        &self.end
     }
 
     /// The database key of the space's `key`.

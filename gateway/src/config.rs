@@ -41,6 +41,12 @@ pub struct Config {
     /// Seconds a replaced or deleted object's extents are kept, so that
     /// reads already streaming them finish.
     pub gc_grace_secs: u64,
+    /// Index groups the buckets' objects are spread over, beside the root
+    /// group's bucket records and catalog (`docs/design/index-on-the-ring.md`);
+    /// 0 keeps everything in one. Set while the data directory has no
+    /// bucket, and kept for good from then on. For now a single gateway's:
+    /// the metadata service does not route to groups yet.
+    pub index_groups: u16,
     /// PEM certificate chain: the listener also speaks TLS (HTTPS) with it,
     /// on the same port as plain HTTP, to clients and cluster members.
     pub tls_cert: Option<PathBuf>,
@@ -212,6 +218,10 @@ const MAX_IDLE_TIMEOUT_SECS: u64 = 3600;
 /// The longest `[limits] login_block_secs`.
 const MAX_LOGIN_BLOCK_SECS: u64 = 30 * 24 * 3600;
 
+/// The most `index_groups`: each runs its own background tasks, and the
+/// design places 2^8 index partitions on a cluster's nodes.
+const MAX_INDEX_GROUPS: u16 = 256;
+
 /// Request limits: what is refused, and with which error, is decided here rather
 /// than by accident of buffer sizes.
 #[derive(Debug, Clone, Deserialize)]
@@ -294,6 +304,7 @@ impl Default for Config {
             ftp: crate::ftp::FtpConfig::default(),
             cluster: ClusterConfig::default(),
             gc_grace_secs: 600,
+            index_groups: 0,
             tls_cert: None,
             tls_key: None,
             tls_cert_dir: None,
@@ -507,6 +518,15 @@ impl Config {
                      or is a member of its service) needs tls_cert and tls_key"
                 );
             }
+        }
+        if self.index_groups > MAX_INDEX_GROUPS {
+            bail!("index_groups must be at most {MAX_INDEX_GROUPS}");
+        }
+        if self.index_groups > 0 && self.cluster.ring.is_some() {
+            bail!(
+                "index_groups is for a gateway of its own for now: gateways that share \
+                 metadata do not route calls to index groups yet"
+            );
         }
         if self.cluster.orphan_age_secs < 2 {
             bail!("cluster.orphan_age_secs must be at least 2");

@@ -151,7 +151,28 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             tracing::info!(?addresses, "metadata from the metadata service");
             store
         }
-        _ => Store::open(store_config, pool).context("opening the metadata store")?,
+        _ if config.index_groups > 0 => {
+            let root =
+                Store::open(store_config.clone(), pool).context("opening the metadata store")?;
+            let groups = (1..=config.index_groups)
+                .map(|group| root.open_group(group, store_config.clone()))
+                .collect::<Result<Vec<_>, _>>()
+                .context("opening the metadata store's index groups")?;
+            Store::route(root, groups)
+                .await
+                .context("spreading buckets over index groups")?
+        }
+        _ => {
+            let store = Store::open(store_config, pool).context("opening the metadata store")?;
+            let groups = store.index_groups().await?;
+            if groups > 0 {
+                anyhow::bail!(
+                    "the data directory keeps its buckets' objects in {groups} index groups: \
+                     set index_groups = {groups}"
+                );
+            }
+            store
+        }
     };
 
     // The root account's keys belong to the gateway that holds the metadata;

@@ -98,6 +98,7 @@ mod tests {
             account: "acme".into(),
             created_ms: 0,
             region: "us-east-1".into(),
+            incarnation: 0,
             attrs: Default::default(),
         };
         assert_eq!(WebsiteConfig::of(&bucket), None);

@@ -355,8 +355,10 @@ async fn every_member_applies_the_same_changes_alike() {
         .bucket("shared")
         .await
         .expect("bucket on member 1");
+    assert!(bucket.incarnation > 0, "{bucket:?}");
     for replica in &replicas[1..] {
-        // The leader's clock: the same creation time everywhere.
+        // The leader's clock and the replicated counter: the same creation
+        // time and incarnation everywhere.
         assert_eq!(replica.bucket("shared").await.expect("bucket"), bucket);
         // The leader's random bytes: the same upload id everywhere.
         replica

@@ -26,6 +26,9 @@ pub enum CatalogWrite {
 
 impl Store {
     pub async fn catalog_get(&self, namespace: &str, key: &str) -> Result<Option<Vec<u8>>> {
+        if let Some(routed) = self.routed() {
+            return Box::pin(routed.root.catalog_get(namespace, key)).await;
+        }
         validate_name(namespace)?;
         if let Some(remote) = self.remote() {
             let call = MetaCall::CatalogGet {
@@ -42,6 +45,9 @@ impl Store {
 
     /// Every record of `namespace`, by key.
     pub async fn catalog_list(&self, namespace: &str) -> Result<Vec<(String, Vec<u8>)>> {
+        if let Some(routed) = self.routed() {
+            return Box::pin(routed.root.catalog_list(namespace)).await;
+        }
         validate_name(namespace)?;
         if let Some(remote) = self.remote() {
             let call = MetaCall::CatalogList {
@@ -83,6 +89,9 @@ impl Store {
         T: Send + 'static,
         F: FnMut(Option<&[u8]>) -> Result<(CatalogWrite, T)> + Send + 'static,
     {
+        if let Some(routed) = self.routed() {
+            return Box::pin(routed.root.catalog_update(namespace, key, decide)).await;
+        }
         validate_name(namespace)?;
         if key.is_empty() || key.contains('\0') {
             return Err(StoreError::InvalidArgument(

@@ -91,6 +91,9 @@ impl ListPage {
 
 impl Store {
     pub async fn list_objects(&self, bucket: &str, query: ListQuery) -> Result<ListPage> {
+        if let Some(group) = self.routed_group(bucket).await {
+            return Box::pin(group?.list_objects(bucket, query)).await;
+        }
         let bucket = bucket.to_owned();
         if let Some(remote) = self.remote() {
             return remote.call(MetaCall::ListObjects { bucket, query }).await;
@@ -165,6 +168,9 @@ impl Store {
         bucket: &str,
         query: UploadListQuery,
     ) -> Result<UploadListPage> {
+        if let Some(group) = self.routed_group(bucket).await {
+            return Box::pin(group?.list_uploads(bucket, query)).await;
+        }
         let bucket = bucket.to_owned();
         if let Some(remote) = self.remote() {
             return remote.call(MetaCall::ListUploads { bucket, query }).await;

@@ -57,6 +57,11 @@ impl Store {
         checksum_algorithm: Option<ChecksumAlgorithm>,
     ) -> Result<UploadInfo> {
         validate_key(key)?;
+        if let Some(group) = self.routed_group(bucket).await {
+            let group = group?;
+            let created = group.create_upload(bucket, key, meta, checksum_algorithm);
+            return Box::pin(created).await;
+        }
         if let Some(remote) = self.remote() {
             let call = MetaCall::CreateUpload {
                 bucket: bucket.to_owned(),
@@ -90,6 +95,9 @@ impl Store {
     }
 
     pub async fn upload(&self, bucket: &str, key: &str, upload_id: &str) -> Result<UploadInfo> {
+        if let Some(group) = self.routed_group(bucket).await {
+            return Box::pin(group?.upload(bucket, key, upload_id)).await;
+        }
         let (bucket, key, upload_id) = (bucket.to_owned(), key.to_owned(), upload_id.to_owned());
         if let Some(remote) = self.remote() {
             let call = MetaCall::Upload {
@@ -124,6 +132,11 @@ impl Store {
         staged: StagedBody,
         checksum: Option<(ChecksumAlgorithm, String)>,
     ) -> Result<PartInfo> {
+        if let Some(group) = self.routed_group(&upload.bucket).await {
+            let group = group?;
+            let put = group.put_part(upload, part_number, staged, checksum);
+            return Box::pin(put).await;
+        }
         if part_number == 0 || part_number > self.config().max_part_number {
             return Err(StoreError::InvalidArgument(format!(
                 "part number must be an integer between 1 and {}",
@@ -169,6 +182,9 @@ impl Store {
         after: u32,
         max_parts: usize,
     ) -> Result<(Vec<PartInfo>, bool)> {
+        if let Some(group) = self.routed_group(&upload.bucket).await {
+            return Box::pin(group?.list_parts(upload, after, max_parts)).await;
+        }
         let upload = upload.clone();
         if let Some(remote) = self.remote() {
             let call = MetaCall::ListParts {
@@ -190,6 +206,9 @@ impl Store {
     }
 
     pub async fn abort_upload(&self, upload: &UploadInfo) -> Result<()> {
+        if let Some(group) = self.routed_group(&upload.bucket).await {
+            return Box::pin(group?.abort_upload(upload)).await;
+        }
         let upload = upload.clone();
         if let Some(remote) = self.remote() {
             return remote.call(MetaCall::AbortUpload { upload }).await;
@@ -214,6 +233,9 @@ impl Store {
         chosen: Vec<CompletedPart>,
         conditions: PutConditions,
     ) -> Result<ObjectInfo> {
+        if let Some(group) = self.routed_group(&upload.bucket).await {
+            return Box::pin(group?.complete_upload(upload, chosen, conditions)).await;
+        }
         if chosen.is_empty() {
             return Err(StoreError::InvalidArgument("no parts given".into()));
         }

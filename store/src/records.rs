@@ -21,6 +21,15 @@ pub struct BucketInfo {
     /// Creation time, milliseconds since the Unix epoch.
     pub created_ms: i64,
     pub region: String,
+    /// Which bucket of this name it is: numbered by the store that keeps
+    /// the bucket records, in the order of their creation, so a bucket
+    /// deleted and created again is a later incarnation. A write decided
+    /// against an earlier one ([`crate::PutConditions::for_bucket`]) and
+    /// an index group's marker of it cannot be mistaken for it
+    /// ([`crate::Store::put_bucket_marker`]). 0 for buckets created
+    /// before incarnations.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub incarnation: u64,
     /// Settings the doors keep on the bucket (Swift container metadata and
     /// ACLs, S3 canned ACL …), by name; opaque to the store.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
@@ -88,6 +97,10 @@ impl ObjectInfo {
     pub fn parts_count(&self) -> Option<usize> {
         (!self.part_sizes.is_empty()).then_some(self.part_sizes.len())
     }
+}
+
+fn is_zero(number: &u64) -> bool {
+    *number == 0
 }
 
 pub(crate) fn encode<T: Serialize>(record: &T) -> Result<Vec<u8>> {

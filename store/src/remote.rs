@@ -189,6 +189,14 @@ pub(crate) enum MetaCall {
     DeleteBucket {
         name: String,
     },
+    /// An index group's marker of a bucket ([`Store::put_bucket_marker`]).
+    PutBucketMarker {
+        marker: BucketInfo,
+    },
+    DeleteBucketIncarnation {
+        name: String,
+        incarnation: u64,
+    },
     PutObject {
         info: ObjectInfo,
         conditions: PutConditions,
@@ -834,6 +842,10 @@ impl Store {
             MetaCall::Bucket { name } => value(self.bucket(&name).await),
             MetaCall::ListBuckets { account } => value(self.list_buckets(&account).await),
             MetaCall::DeleteBucket { name } => value(self.delete_bucket(&name).await),
+            MetaCall::PutBucketMarker { marker } => value(self.put_bucket_marker(&marker).await),
+            MetaCall::DeleteBucketIncarnation { name, incarnation } => {
+                value(self.delete_bucket_incarnation(&name, incarnation).await)
+            }
             MetaCall::PutObject { info, conditions } => {
                 value(self.commit_put(info, conditions).await)
             }

@@ -143,6 +143,9 @@ pub(crate) fn rebuild(space: Space<'_>) -> Result<()> {
 impl Store {
     /// Objects and bytes in `bucket`.
     pub async fn bucket_usage(&self, bucket: &str) -> Result<BucketUsage> {
+        if let Some(group) = self.routed_group(bucket).await {
+            return Box::pin(group?.bucket_usage(bucket)).await;
+        }
         let bucket = bucket.to_owned();
         if let Some(remote) = self.remote() {
             return remote.call(MetaCall::BucketUsage { bucket }).await;
@@ -156,6 +159,9 @@ impl Store {
 
     /// Every bucket of `account` with its usage, by name.
     pub async fn account_usage(&self, account: &str) -> Result<Vec<(BucketInfo, BucketUsage)>> {
+        if let Some(routed) = self.routed() {
+            return Store::routed_account_usage(routed, account).await;
+        }
         if let Some(remote) = self.remote() {
             let account = account.to_owned();
             return remote.call(MetaCall::AccountUsage { account }).await;

@@ -10,8 +10,8 @@ use futures::{StreamExt, stream};
 use proptest::prelude::*;
 use strata_pool::{LocalPool, LocalPoolConfig, Pool};
 use strata_store::{
-    CatalogWrite, ChangeKind, CompletedPart, ListEntry, ListQuery, ObjectMeta, PutConditions,
-    StageOptions, Store, StoreConfig, StoreError,
+    BucketInfo, CatalogWrite, ChangeKind, CompletedPart, ListEntry, ListQuery, ObjectMeta,
+    PutConditions, StageOptions, Store, StoreConfig, StoreError, grouped,
 };
 
 fn open(dir: &std::path::Path) -> Store {
@@ -405,6 +405,440 @@ async fn a_write_checked_against_one_owner_does_not_land_in_anothers_bucket() {
         .await
         .unwrap();
     assert_eq!(get(&store, "b", "k").await.unwrap(), b"for second");
+}
+
+#[tokio::test]
+async fn a_write_checked_against_one_incarnation_does_not_land_in_the_next() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let first = store.create_bucket("acct", "b", "r").await.unwrap();
+    let other = store.create_bucket("acct", "other", "r").await.unwrap();
+    assert!(first.incarnation > 0, "{first:?}");
+    assert!(other.incarnation > first.incarnation);
+    // Settings change the bucket, not its incarnation.
+    let updated = store
+        .update_bucket("b", |info| {
+            info.attrs.insert("acl".into(), "public-read".into());
+            info.incarnation = 99;
+            Ok(())
+        })
+        .await
+        .unwrap();
+    assert_eq!(updated.incarnation, first.incarnation);
+    // The writer decided against `first`; meanwhile the same account
+    // deleted the bucket and created it again.
+    store.delete_bucket("b").await.unwrap();
+    let second = store.create_bucket("acct", "b", "r").await.unwrap();
+    assert!(second.incarnation > other.incarnation);
+    let mut conditions = PutConditions {
+        if_none_match_any: true,
+        ..Default::default()
+    };
+    conditions.pin_bucket(&first);
+    let refused = put_pinned(&store, "b", "k", conditions).await;
+    assert!(
+        matches!(refused, Err(StoreError::NoSuchBucket)),
+        "{refused:?}"
+    );
+    assert!(matches!(
+        store.head_object("b", "k").await,
+        Err(StoreError::NoSuchKey)
+    ));
+    put_pinned(&store, "b", "k", PutConditions::for_bucket(&second))
+        .await
+        .unwrap();
+    assert_eq!(get(&store, "b", "k").await.unwrap(), b"pinned");
+    // The count survives a restart.
+    drop(store);
+    let store = reopen(dir.path()).await;
+    let third = store.create_bucket("acct", "c", "r").await.unwrap();
+    assert!(third.incarnation > second.incarnation);
+}
+
+/// Creates bucket `name` of account `acct` in `root`, marked in `group`.
+async fn create_grouped(root: &Store, group: &Store, name: &str) -> Result<BucketInfo, StoreError> {
+    grouped::create_bucket(root, group, "acct", name, "r", BTreeMap::new()).await
+}
+
+/// A root store and the store of one index group beside it.
+fn root_and_group(dir: &std::path::Path) -> (Store, Store) {
+    let root = open(dir);
+    let mut config = StoreConfig::new(dir.join("unused"));
+    config.min_part_size = 8;
+    let group = root.open_group(1, config).unwrap();
+    (root, group)
+}
+
+#[tokio::test]
+async fn a_group_marks_the_roots_buckets_by_incarnation() {
+    let dir = tempfile::tempdir().unwrap();
+    let (root, group) = root_and_group(dir.path());
+    let attrs = BTreeMap::from([("acl".to_owned(), "public-read".to_owned())]);
+    let first = grouped::create_bucket(&root, &group, "acct", "b", "r", attrs)
+        .await
+        .unwrap();
+    assert_eq!(root.bucket("b").await.unwrap(), first);
+
+    // The marker: the root's identity of the bucket, not its settings.
+    let marker = group.bucket("b").await.unwrap();
+    assert!(marker.attrs.is_empty(), "{marker:?}");
+    assert_eq!(
+        (&marker.account, marker.incarnation, marker.created_ms),
+        (&first.account, first.incarnation, first.created_ms)
+    );
+    assert_eq!(group.put_bucket_marker(&first).await.unwrap(), marker);
+    assert_eq!(grouped::marker(&root, &group, "b").await.unwrap(), marker);
+    put(&group, "b", "k", b"in the group").await.unwrap();
+    assert!(matches!(
+        root.head_object("b", "k").await,
+        Err(StoreError::NoSuchKey)
+    ));
+    let upload = group
+        .create_upload("b", "mp", ObjectMeta::default(), None)
+        .await
+        .unwrap();
+
+    // Deleting refuses a bucket with objects, and changes nothing.
+    assert!(matches!(
+        grouped::delete_bucket(&root, &group, "b").await,
+        Err(StoreError::BucketNotEmpty)
+    ));
+    assert_eq!(root.bucket("b").await.unwrap(), first);
+    assert_eq!(get(&group, "b", "k").await.unwrap(), b"in the group");
+    // An earlier incarnation's deletion leaves this one alone.
+    group
+        .delete_bucket_incarnation("b", first.incarnation - 1)
+        .await
+        .unwrap();
+    assert_eq!(group.bucket("b").await.unwrap(), marker);
+
+    group.delete_object("b", "k").await.unwrap();
+    grouped::delete_bucket(&root, &group, "b").await.unwrap();
+    for store in [&root, &group] {
+        assert!(matches!(
+            store.bucket("b").await,
+            Err(StoreError::NoSuchBucket)
+        ));
+    }
+    assert!(matches!(
+        group.upload("b", "mp", &upload.upload_id).await,
+        Err(StoreError::NoSuchUpload | StoreError::NoSuchBucket)
+    ));
+    assert!(matches!(
+        put(&group, "b", "k", b"late").await,
+        Err(StoreError::NoSuchBucket)
+    ));
+    // A marker put that comes after the deletion (a repair that read the
+    // root just before it) does not bring the bucket back.
+    assert!(matches!(
+        group.put_bucket_marker(&first).await,
+        Err(StoreError::NoSuchBucket)
+    ));
+    assert!(matches!(
+        group.bucket("b").await,
+        Err(StoreError::NoSuchBucket)
+    ));
+    // Retried, each step is done already.
+    group
+        .delete_bucket_incarnation("b", first.incarnation)
+        .await
+        .unwrap();
+
+    // Created again: a later incarnation, which the fence does not stop,
+    // and which a write decided against the first does not reach.
+    let second = create_grouped(&root, &group, "b").await.unwrap();
+    assert!(second.incarnation > first.incarnation);
+    assert!(matches!(
+        group.put_bucket_marker(&first).await,
+        Err(StoreError::NoSuchBucket)
+    ));
+    let refused = put_pinned(&group, "b", "k", PutConditions::for_bucket(&first)).await;
+    assert!(
+        matches!(refused, Err(StoreError::NoSuchBucket)),
+        "{refused:?}"
+    );
+    put_pinned(&group, "b", "k", PutConditions::for_bucket(&second))
+        .await
+        .unwrap();
+    assert_eq!(get(&group, "b", "k").await.unwrap(), b"pinned");
+}
+
+#[tokio::test]
+async fn a_bucket_life_cut_short_is_finished_by_the_next_call() {
+    let dir = tempfile::tempdir().unwrap();
+    let (root, group) = root_and_group(dir.path());
+
+    // Created in the root, never marked: the first call marks it.
+    let created = root.create_bucket("acct", "b", "r").await.unwrap();
+    assert!(matches!(
+        group.bucket("b").await,
+        Err(StoreError::NoSuchBucket)
+    ));
+    let marker = grouped::marker(&root, &group, "b").await.unwrap();
+    assert_eq!(marker.incarnation, created.incarnation);
+    put(&group, "b", "k", b"x").await.unwrap();
+    group.delete_object("b", "k").await.unwrap();
+
+    // Deleted in the group, not yet in the root: the next call finishes
+    // the deletion rather than marking the bucket again.
+    group
+        .delete_bucket_incarnation("b", created.incarnation)
+        .await
+        .unwrap();
+    assert_eq!(root.bucket("b").await.unwrap(), created);
+    assert!(matches!(
+        grouped::marker(&root, &group, "b").await,
+        Err(StoreError::NoSuchBucket)
+    ));
+    assert!(matches!(
+        root.bucket("b").await,
+        Err(StoreError::NoSuchBucket)
+    ));
+
+    // The same, met by a creation of the name: the deletion is finished,
+    // and the name taken by a new bucket.
+    let before = create_grouped(&root, &group, "e").await.unwrap();
+    group
+        .delete_bucket_incarnation("e", before.incarnation)
+        .await
+        .unwrap();
+    let after = create_grouped(&root, &group, "e").await.unwrap();
+    assert!(after.incarnation > before.incarnation);
+    assert_eq!(
+        group.bucket("e").await.unwrap().incarnation,
+        after.incarnation
+    );
+    assert!(matches!(
+        create_grouped(&root, &group, "e").await,
+        Err(StoreError::BucketAlreadyOwnedByYou)
+    ));
+
+    // Deleted before its marker was ever written: the group still fences
+    // the incarnation.
+    let unmarked = root.create_bucket("acct", "c", "r").await.unwrap();
+    grouped::delete_bucket(&root, &group, "c").await.unwrap();
+    assert!(matches!(
+        group.put_bucket_marker(&unmarked).await,
+        Err(StoreError::NoSuchBucket)
+    ));
+
+    // A marker an earlier bucket of the name left (the root deleted it by
+    // other means) is not written over while it holds objects.
+    let stale = root.create_bucket("acct", "d", "r").await.unwrap();
+    group.put_bucket_marker(&stale).await.unwrap();
+    put(&group, "d", "left", b"earlier").await.unwrap();
+    root.delete_bucket("d").await.unwrap();
+    let later = root.create_bucket("acct", "d", "r").await.unwrap();
+    assert!(matches!(
+        group.put_bucket_marker(&later).await,
+        Err(StoreError::Corrupt(_))
+    ));
+    assert_eq!(get(&group, "d", "left").await.unwrap(), b"earlier");
+    group.delete_object("d", "left").await.unwrap();
+    let replaced = group.put_bucket_marker(&later).await.unwrap();
+    assert_eq!(replaced.incarnation, later.incarnation);
+}
+
+/// The root store in `dir`, the stores of `count` index groups beside it,
+/// and a store routed over all of them.
+async fn routed(
+    dir: &std::path::Path,
+    count: u16,
+) -> (Store, Vec<Store>, Result<Store, StoreError>) {
+    let root = reopen(dir).await;
+    let mut config = StoreConfig::new(dir.join("unused"));
+    config.min_part_size = 8;
+    let groups: Vec<Store> = (1..=count)
+        .map(|group| root.open_group(group, config.clone()).unwrap())
+        .collect();
+    let store = Store::route(root.clone(), groups.clone()).await;
+    (root, groups, store)
+}
+
+/// Which of `groups` holds `bucket/key`.
+async fn holders(groups: &[Store], bucket: &str, key: &str) -> Vec<usize> {
+    let mut found = Vec::new();
+    for (index, group) in groups.iter().enumerate() {
+        if group.head_object(bucket, key).await.is_ok() {
+            found.push(index);
+        }
+    }
+    found
+}
+
+#[tokio::test]
+async fn a_routed_store_keeps_each_buckets_objects_in_one_group() {
+    let dir = tempfile::tempdir().unwrap();
+    let (root, groups, store) = routed(dir.path(), 3).await;
+    let store = store.unwrap();
+    let mut changes = store.subscribe();
+    let names: Vec<String> = (0..12).map(|n| format!("bucket-{n}")).collect();
+    let mut group_of = BTreeMap::new();
+    for name in &names {
+        store.create_bucket("acct", name, "r").await.unwrap();
+        put(&store, name, "k", name.as_bytes()).await.unwrap();
+        // In one group, not in the root, which keeps the bucket record.
+        let holding = holders(&groups, name, "k").await;
+        assert_eq!(holding.len(), 1, "{name}: {holding:?}");
+        group_of.insert(name.clone(), holding[0]);
+        assert!(matches!(
+            root.head_object(name, "k").await,
+            Err(StoreError::NoSuchKey)
+        ));
+        assert_eq!(
+            groups[holding[0]].bucket(name).await.unwrap().attrs.len(),
+            0
+        );
+    }
+    let used: BTreeSet<usize> = group_of.values().copied().collect();
+    assert_eq!(used.len(), 3, "twelve buckets in every group: {group_of:?}");
+    for name in &names {
+        assert_eq!(get(&store, name, "k").await.unwrap(), name.as_bytes());
+        let query = ListQuery {
+            max_keys: 100,
+            ..Default::default()
+        };
+        let page = store.list_objects(name, query).await.unwrap();
+        assert_eq!(keys_of(&page.entries), ["k"]);
+    }
+    // Every group's changes reach the routed store's subscribers.
+    let mut puts = BTreeSet::new();
+    while let Ok(event) = changes.try_recv() {
+        if event.kind == ChangeKind::ObjectPut {
+            puts.insert(event.bucket);
+        }
+    }
+    assert_eq!(puts, names.iter().cloned().collect::<BTreeSet<_>>());
+    let usage = store.account_usage("acct").await.unwrap();
+    assert_eq!(usage.len(), 12);
+    assert!(
+        usage
+            .iter()
+            .all(|(bucket, usage)| usage.objects == 1 && usage.bytes == bucket.name.len() as u64)
+    );
+
+    // Multipart uploads, in the bucket's group.
+    let upload = store
+        .create_upload(&names[0], "mp", ObjectMeta::default(), None)
+        .await
+        .unwrap();
+    let mut chosen = Vec::new();
+    for (number, body) in [(1u32, &b"0123456789"[..]), (2, b"xyz")] {
+        let staged = store
+            .stage_part(
+                stream::iter([Ok::<_, std::io::Error>(Bytes::from_static(body))]),
+                &options(),
+            )
+            .await
+            .ok()
+            .unwrap();
+        let part = store.put_part(&upload, number, staged, None).await.unwrap();
+        chosen.push(CompletedPart {
+            part_number: number,
+            etag: part.etag,
+        });
+    }
+    store
+        .complete_upload(&upload, chosen, PutConditions::default())
+        .await
+        .unwrap();
+    assert_eq!(
+        get(&store, &names[0], "mp").await.unwrap(),
+        b"0123456789xyz"
+    );
+    assert_eq!(
+        holders(&groups, &names[0], "mp").await,
+        [group_of[&names[0]]]
+    );
+
+    // Renames within a group are one batch; across groups they are refused
+    // for now, and change nothing.
+    let same = names[1..]
+        .iter()
+        .find(|name| group_of[*name] == group_of[&names[0]])
+        .expect("two buckets in one group");
+    let other = names
+        .iter()
+        .find(|name| group_of[*name] != group_of[&names[0]])
+        .unwrap();
+    store
+        .rename_object(&names[0], "mp", same, "moved")
+        .await
+        .unwrap();
+    assert_eq!(get(&store, same, "moved").await.unwrap(), b"0123456789xyz");
+    assert!(matches!(
+        store.rename_object(same, "moved", other, "moved").await,
+        Err(StoreError::InvalidArgument(_))
+    ));
+    assert_eq!(get(&store, same, "moved").await.unwrap(), b"0123456789xyz");
+
+    // Deleting goes through both.
+    assert!(matches!(
+        store.delete_bucket(&names[0]).await,
+        Err(StoreError::BucketNotEmpty)
+    ));
+    store.delete_object(&names[0], "k").await.unwrap();
+    store.delete_bucket(&names[0]).await.unwrap();
+    assert!(matches!(
+        root.bucket(&names[0]).await,
+        Err(StoreError::NoSuchBucket)
+    ));
+    assert!(matches!(
+        groups[group_of[&names[0]]].bucket(&names[0]).await,
+        Err(StoreError::NoSuchBucket)
+    ));
+
+    // The number of groups is the store's for good.
+    drop((store, root, groups));
+    let (_, _, refused) = routed(dir.path(), 2).await;
+    assert!(
+        matches!(refused, Err(StoreError::InvalidArgument(ref text)) if text.contains("over 3")),
+        "{:?}",
+        refused.as_ref().err()
+    );
+    drop(refused);
+    let (_, _, store) = routed(dir.path(), 3).await;
+    let store = store.unwrap();
+    assert_eq!(
+        get(&store, &names[5], "k").await.unwrap(),
+        names[5].as_bytes()
+    );
+    assert_eq!(store.list_buckets("acct").await.unwrap().len(), 11);
+}
+
+#[tokio::test]
+async fn a_store_with_buckets_is_not_routed() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    store.create_bucket("acct", "b", "r").await.unwrap();
+    drop(store);
+    let (_, _, refused) = routed(dir.path(), 2).await;
+    assert!(
+        matches!(refused, Err(StoreError::InvalidArgument(ref text)) if text.contains("move")),
+        "{:?}",
+        refused.as_ref().err()
+    );
+}
+
+/// Puts the body `pinned` at `bucket/key` under `conditions`.
+async fn put_pinned(
+    store: &Store,
+    bucket: &str,
+    key: &str,
+    conditions: PutConditions,
+) -> Result<(), StoreError> {
+    let staged = store
+        .stage(
+            stream::iter([Ok::<_, std::io::Error>(Bytes::from_static(b"pinned"))]),
+            &options(),
+        )
+        .await
+        .ok()
+        .unwrap();
+    store
+        .put_object(bucket, key, staged, ObjectMeta::default(), None, conditions)
+        .await
+        .map(drop)
 }
 
 #[tokio::test]

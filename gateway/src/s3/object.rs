@@ -43,7 +43,7 @@ impl S3Door {
         let meta = meta_from_request(&request.headers, self.limits.max_user_metadata)?;
         let mut conditions = put_conditions(&request.headers)?;
         // Refuse before reading a body that has nowhere to go.
-        conditions.bucket_owner = Some(self.owned_bucket(request).await?.account);
+        conditions.pin_bucket(&self.owned_bucket(request).await?);
         let (staged, checksum) = stage_request_body(self, request, body, false).await?;
         let info = self
             .store
@@ -96,7 +96,7 @@ impl S3Door {
             }
         };
         let mut conditions = put_conditions(&request.headers)?;
-        conditions.bucket_owner = Some(self.owned_bucket(request).await?.account);
+        conditions.pin_bucket(&self.owned_bucket(request).await?);
         let algorithm = requested_checksum_algorithm(&request.headers)?
             .or(source.checksum.as_ref().map(|(algo, _)| *algo));
         let staged = self.stage_copy(&copied, None, algorithm, false).await?;

@@ -518,7 +518,7 @@ fn put_conditions(request: &SwiftRequest) -> PutConditions {
         if_match: None,
         // Refused at the start of the request otherwise.
         if_none_match_any: if_none_match_any(request).unwrap_or(false),
-        bucket_owner: Some(request.account.clone()),
+        ..PutConditions::owned_by(&request.account)
     }
 }
 

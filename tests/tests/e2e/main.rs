@@ -16,7 +16,8 @@
 //! error documents with curl), `cluster` (storage nodes on loopback behind a
 //! gateway: node loss during uploads, repair, corruption, rebalancing),
 //! `gateways` (two gateways over one cluster, the second taking its metadata
-//! from the first), `https` (the gateway's port speaking TLS too).
+//! from the first), `https` (the gateway's port speaking TLS too),
+//! `index_groups` (a gateway whose buckets' objects are in index groups).
 
 mod aws_s3;
 mod aws_s3api;
@@ -28,6 +29,7 @@ mod ftp;
 mod fuse_mounts;
 mod gateways;
 mod https;
+mod index_groups;
 mod metadata_group;
 mod multipart;
 mod raw_http;

@@ -1,0 +1,134 @@
+//! A store whose buckets keep their objects in index groups
+//! (`docs/design/index-on-the-ring.md`, step 2): [`Store::route`] puts one
+//! [`Store`] in front of the root group's store and the index groups'
+//! stores, each local ([`Store::open_group`]) or connected, and sends every
+//! call where its records are.
+//!
+//! - The root group keeps the bucket records (with the doors' settings),
+//!   the catalog, and nothing of the objects.
+//! - A bucket's objects, uploads, usage and their events are in one index
+//!   group, chosen by the MD5 of the bucket's name (as Swift places its
+//!   container databases: bucket names are one namespace, and object calls
+//!   carry only the name). The number of groups is fixed when the store is
+//!   created: a bucket never changes group.
+//! - Creating and deleting a bucket go through both ([`crate::grouped`]),
+//!   and every object call first makes sure the group holds the bucket's
+//!   marker, finishing a creation or deletion a crash cut short.
+//! - Every group's change events reach this store's listeners and
+//!   subscribers: the edge purges as it does over one store.
+
+use std::sync::Arc;
+
+use md5::{Digest as _, Md5};
+
+use crate::error::{Result, StoreError};
+use crate::feed::ChangeEvent;
+use crate::grouped;
+use crate::records::BucketInfo;
+use crate::store::{Events, Store};
+
+/// Key (default column family of the root store) of the number of index
+/// groups its buckets are spread over.
+pub(crate) const INDEX_GROUPS: &[u8] = b"index-groups";
+
+pub(crate) struct Routed {
+    pub(crate) root: Store,
+    groups: Vec<Store>,
+    pub(crate) events: Arc<Events>,
+}
+
+impl Routed {
+    pub(crate) fn new(root: Store, groups: Vec<Store>) -> Arc<Routed> {
+        let events = Events::new();
+        for store in std::iter::once(&root).chain(&groups) {
+            let events = events.clone();
+            store.on_change(Arc::new(move |event: &ChangeEvent| {
+                events.publish(event.clone());
+            }));
+        }
+        Arc::new(Routed {
+            root,
+            groups,
+            events,
+        })
+    }
+
+    /// The index group of bucket `name`.
+    pub(crate) fn group(&self, name: &str) -> &Store {
+        let digest = Md5::digest(name.as_bytes());
+        let top = u32::from_be_bytes([digest[0], digest[1], digest[2], digest[3]]);
+        // The top bits pick the group, as a partition ring's do.
+        let index = (u64::from(top) * self.groups.len() as u64) >> 32;
+        &self.groups[index as usize]
+    }
+
+    /// The index group of bucket `name`, once it holds the bucket's marker.
+    pub(crate) async fn marked(&self, name: &str) -> Result<&Store> {
+        let group = self.group(name);
+        grouped::marker(&self.root, group, name).await?;
+        Ok(group)
+    }
+
+    pub(crate) fn group_count(&self) -> u16 {
+        // At most u16::MAX: `Store::route` checked.
+        self.groups.len() as u16
+    }
+
+    pub(crate) fn stores(&self) -> impl Iterator<Item = &Store> {
+        std::iter::once(&self.root).chain(&self.groups)
+    }
+}
+
+impl Store {
+    /// A store that keeps bucket records and the catalog in `root` and each
+    /// bucket's objects in one of `groups` ([`crate::routed`]). The number
+    /// of groups is the store's for good: `root` records it the first time
+    /// (a root that already holds buckets, whose objects would have to
+    /// move, is refused) and refuses another afterwards; whoever opens the
+    /// root without routing it checks [`Store::index_groups`].
+    pub async fn route(root: Store, groups: Vec<Store>) -> Result<Store> {
+        let count = u16::try_from(groups.len())
+            .ok()
+            .filter(|count| *count > 0)
+            .ok_or_else(|| {
+                StoreError::InvalidArgument(format!(
+                    "{} index groups: 1 to 65535 are possible",
+                    groups.len()
+                ))
+            })?;
+        if root.routed().is_some() || groups.iter().any(|group| group.routed().is_some()) {
+            return Err(StoreError::Internal("a routed store routed again".into()));
+        }
+        root.record_index_groups(count).await?;
+        Ok(Store {
+            engine: crate::store::Engine::Routed(Routed::new(root, groups)),
+        })
+    }
+
+    /// Bucket `name`'s index group, for the calls that read its settings
+    /// from the root and its objects from the group.
+    pub(crate) async fn routed_group(&self, name: &str) -> Option<Result<Store>> {
+        let routed = self.routed()?;
+        Some(routed.marked(name).await.cloned())
+    }
+
+    /// Every bucket of `account` with its usage: the root's records, each
+    /// with its group's counters (none yet for a bucket its group has not
+    /// marked).
+    pub(crate) async fn routed_account_usage(
+        routed: &Routed,
+        account: &str,
+    ) -> Result<Vec<(BucketInfo, crate::BucketUsage)>> {
+        let buckets = Box::pin(routed.root.list_buckets(account)).await?;
+        let mut out = Vec::with_capacity(buckets.len());
+        for bucket in buckets {
+            let usage = match Box::pin(routed.group(&bucket.name).bucket_usage(&bucket.name)).await
+            {
+                Err(StoreError::NoSuchBucket) => crate::BucketUsage::default(),
+                usage => usage?,
+            };
+            out.push((bucket, usage));
+        }
+        Ok(out)
+    }
+}

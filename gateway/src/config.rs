@@ -44,8 +44,10 @@ pub struct Config {
     /// Index groups the buckets' objects are spread over, beside the root
     /// group's bucket records and catalog (`docs/design/index-on-the-ring.md`);
     /// 0 keeps everything in one. Set while the data directory has no
-    /// bucket, and kept for good from then on. For now a single gateway's:
-    /// the metadata service does not route to groups yet.
+    /// bucket, and kept for good from then on; a gateway that takes its
+    /// metadata from another names the same number. The members of a
+    /// replicated metadata service run one Raft group per index group
+    /// beside the root's (not yet for a member added later).
     pub index_groups: u16,
     /// PEM certificate chain: the listener also speaks TLS (HTTPS) with it,
     /// on the same port as plain HTTP, to clients and cluster members.
@@ -218,9 +220,11 @@ const MAX_IDLE_TIMEOUT_SECS: u64 = 3600;
 /// The longest `[limits] login_block_secs`.
 const MAX_LOGIN_BLOCK_SECS: u64 = 30 * 24 * 3600;
 
-/// The most `index_groups`: each runs its own background tasks, and the
-/// design places 2^8 index partitions on a cluster's nodes.
-const MAX_INDEX_GROUPS: u16 = 256;
+/// The most `index_groups` for now: each is a Raft group with its own
+/// heartbeats on a replicated service's members, a connection and a feed
+/// long poll from every gateway, and background tasks; until idle groups
+/// cost nothing (`docs/design/index-on-the-ring.md`), a few.
+const MAX_INDEX_GROUPS: u16 = 16;
 
 /// Request limits: what is refused, and with which error, is decided here rather
 /// than by accident of buffer sizes.
@@ -522,10 +526,10 @@ impl Config {
         if self.index_groups > MAX_INDEX_GROUPS {
             bail!("index_groups must be at most {MAX_INDEX_GROUPS}");
         }
-        if self.index_groups > 0 && self.cluster.ring.is_some() {
+        if self.index_groups > 0 && self.cluster.metadata_join {
             bail!(
-                "index_groups is for a gateway of its own for now: gateways that share \
-                 metadata do not route calls to index groups yet"
+                "index_groups is not yet for a member added to a running metadata service: \
+                 membership changes reach the root group only"
             );
         }
         if self.cluster.orphan_age_secs < 2 {

@@ -35,6 +35,30 @@ use crate::wire::{OverTls, Response, full_body, text_response};
 
 pub const META_PATH: &str = "/internal/v1/meta";
 
+/// Where the calls of index group `group` go (0: the root group's, at
+/// [`META_PATH`] as before there were groups).
+fn meta_path(group: u16) -> String {
+    match group {
+        0 => META_PATH.to_owned(),
+        group => format!("{META_PATH}/{group}"),
+    }
+}
+
+/// The group a path under [`META_PATH`] names.
+fn parse_meta_path(path: &str) -> Option<u16> {
+    match path.strip_prefix(META_PATH)? {
+        "" => Some(0),
+        rest => {
+            let number = rest.strip_prefix('/')?;
+            // Digits only: `+1` or `01` are not the group's name.
+            if number.starts_with('0') || !number.bytes().all(|byte| byte.is_ascii_digit()) {
+                return None;
+            }
+            number.parse().ok()
+        }
+    }
+}
+
 /// Largest call accepted (a multipart completion of 10,000 parts is ~1 MB).
 const MAX_CALL_BYTES: usize = 16 << 20;
 /// Largest Raft message accepted (a batch of up to 32 entries).
@@ -90,6 +114,8 @@ pub struct HttpMetaTransport {
     leader: AtomicUsize,
     /// This gateway's own member of the service, when it is one.
     local: Option<Arc<MetaService>>,
+    /// Where calls go: the root group's path, or an index group's.
+    path: String,
 }
 
 impl HttpMetaTransport {
@@ -99,6 +125,24 @@ impl HttpMetaTransport {
             addresses: parking_lot::RwLock::new(addresses),
             leader: AtomicUsize::new(0),
             local: None,
+            path: META_PATH.to_owned(),
+        }
+    }
+
+    /// The transport of index group `group`'s calls (`Store::route`), to
+    /// a gateway that holds the metadata alone or to a replicated service,
+    /// `local` this gateway's member of the group if it is one.
+    pub fn for_index_group(
+        secret: ClusterSecret,
+        tls: Option<&ClusterTls>,
+        addresses: Vec<String>,
+        group: u16,
+        local: Option<Arc<MetaService>>,
+    ) -> Self {
+        HttpMetaTransport {
+            path: meta_path(group),
+            local,
+            ..HttpMetaTransport::new(secret, tls, addresses)
         }
     }
 
@@ -182,7 +226,7 @@ impl HttpMetaTransport {
                 return std::future::pending().await;
             };
             let client = self.client.with_timeout(LEADER_PROBE_INTERVAL);
-            match client.post_bound(&other, META_PATH, probe.clone()).await {
+            match client.post_bound(&other, &self.path, probe.clone()).await {
                 // A leader answers a read once a majority confirmed it
                 // leads: then `waited_on` does not.
                 Ok((StatusCode::OK, _)) => return,
@@ -289,7 +333,7 @@ impl MetaTransport for HttpMetaTransport {
             }
             let client = self.client.with_timeout(left);
             attempt += 1;
-            let attempt = client.post_call(&address, META_PATH, request.clone(), nonce, attempt);
+            let attempt = client.post_call(&address, &self.path, request.clone(), nonce, attempt);
             // `None`: the member asked was deposed and will not answer.
             let sent = tokio::select! {
                 sent = attempt => Some(sent),
@@ -438,8 +482,17 @@ pub struct Internal {
     pub store: std::sync::OnceLock<Store>,
     /// This gateway's membership of a replicated metadata service.
     pub service: Option<Arc<MetaService>>,
+    /// Its memberships of the service's index groups, by number from 1.
+    pub index_services: Vec<Arc<MetaService>>,
     /// The signed calls already taken (a replayed one is refused).
     pub replays: wire::ReplayGuard,
+}
+
+impl Internal {
+    /// This gateway's member of index group `index` (from 1), if it is one.
+    fn index_service(&self, index: u16) -> Option<&Arc<MetaService>> {
+        self.index_services.get(usize::from(index).checked_sub(1)?)
+    }
 }
 
 /// Whether a request is for the metadata service: its path, signed as
@@ -447,7 +500,7 @@ pub struct Internal {
 /// reachable).
 pub fn serves(request: &hyper::Request<RequestBody>) -> bool {
     let path = request.uri().path();
-    (path == META_PATH || path == MEMBERS_PATH || path.starts_with(RAFT_PATH))
+    (parse_meta_path(path).is_some() || path == MEMBERS_PATH || path.starts_with(RAFT_PATH))
         && request.headers().contains_key(wire::AUTH_HEADER)
 }
 
@@ -483,17 +536,19 @@ pub async fn handle(internal: &Internal, request: hyper::Request<RequestBody>) -
         );
     }
     if path.starts_with(RAFT_PATH) {
-        let (service, rpc) = match (&internal.service, parse_raft_path(&path)) {
-            (Some(service), Some((GroupId::Root, rpc))) => (service, rpc),
-            (_, Some((group, _))) => {
-                return text_response(
-                    StatusCode::NOT_FOUND,
-                    format!("this gateway is not a member of the metadata service's {group}\n"),
-                );
-            }
-            (_, None) => {
-                return text_response(StatusCode::NOT_FOUND, "no such raft endpoint here\n");
-            }
+        let Some((group, rpc)) = parse_raft_path(&path) else {
+            return text_response(StatusCode::NOT_FOUND, "no such raft endpoint here\n");
+        };
+        let service = match (&internal.service, group) {
+            (Some(service), GroupId::Root) => Some(service),
+            (Some(_), GroupId::Index(index)) => internal.index_service(index),
+            (None, _) => None,
+        };
+        let Some(service) = service else {
+            return text_response(
+                StatusCode::NOT_FOUND,
+                format!("this gateway is not a member of the metadata service's {group}\n"),
+            );
         };
         return match service.handle_rpc(rpc, &body).await {
             Ok(answer) => json_response(StatusCode::OK, answer),
@@ -516,6 +571,13 @@ pub async fn handle(internal: &Internal, request: hyper::Request<RequestBody>) -
                 );
             }
         };
+        if !internal.index_services.is_empty() && !matches!(change, MembershipChange::Show) {
+            return text_response(
+                StatusCode::CONFLICT,
+                "this metadata service runs index groups, whose members do not change yet: \
+                 a change of the root group's alone would leave them apart\n",
+            );
+        }
         return match service.change_membership(change).await {
             Ok(membership) => json_response(
                 StatusCode::OK,
@@ -524,13 +586,30 @@ pub async fn handle(internal: &Internal, request: hyper::Request<RequestBody>) -
             Err(refusal) => routed_response(refusal),
         };
     }
+    let group = parse_meta_path(&path).unwrap_or_default();
     if let Some(service) = &internal.service {
+        let service = match group {
+            0 => service,
+            index => match internal.index_service(index) {
+                Some(service) => service,
+                None => {
+                    return text_response(
+                        StatusCode::NOT_FOUND,
+                        format!("this member keeps no index group {index}\n"),
+                    );
+                }
+            },
+        };
         return routed_response(service.call(&body, signature).await);
     }
     match internal.store.get() {
-        Some(store) if !store.is_remote() => {
-            json_response(StatusCode::OK, store.serve_meta(&body, signature).await)
-        }
+        Some(store) if !store.is_remote() => match store.group_store(group) {
+            Some(store) => json_response(StatusCode::OK, store.serve_meta(&body, signature).await),
+            None => text_response(
+                StatusCode::NOT_FOUND,
+                format!("this gateway keeps no index group {group}\n"),
+            ),
+        },
         Some(_) => text_response(
             StatusCode::MISDIRECTED_REQUEST,
             "this gateway takes its metadata from another; ask that one\n",
@@ -657,6 +736,26 @@ mod tests {
             "/internal/v1/meta",
         ] {
             assert_eq!(parse_raft_path(path), None, "{path}");
+        }
+    }
+
+    #[test]
+    fn meta_paths_name_their_group() {
+        for group in [0, 1, 7, u16::MAX] {
+            assert_eq!(parse_meta_path(&meta_path(group)), Some(group));
+        }
+        assert_eq!(meta_path(0), META_PATH);
+        for path in [
+            "/internal/v1/meta/",
+            "/internal/v1/meta/0",
+            "/internal/v1/meta/01",
+            "/internal/v1/meta/+1",
+            "/internal/v1/meta/65536",
+            "/internal/v1/meta/1/2",
+            "/internal/v1/metadata",
+            "/internal/v1/members",
+        ] {
+            assert_eq!(parse_meta_path(path), None, "{path}");
         }
     }
 }

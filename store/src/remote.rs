@@ -197,6 +197,14 @@ pub(crate) enum MetaCall {
         name: String,
         incarnation: u64,
     },
+    /// How many index groups the store's buckets are spread over
+    /// ([`Store::index_groups`]).
+    IndexGroups,
+    /// Records the number of index groups, or checks it
+    /// ([`Store::route`]).
+    RecordIndexGroups {
+        count: u16,
+    },
     PutObject {
         info: ObjectInfo,
         conditions: PutConditions,
@@ -307,6 +315,33 @@ impl MetaCall {
                 | MetaCall::ListParts { .. }
                 | MetaCall::BucketUsage { .. }
                 | MetaCall::AccountUsage { .. }
+                | MetaCall::IndexGroups
+        )
+    }
+}
+
+impl MetaCall {
+    /// Whether the call reads or changes a bucket's objects, uploads or
+    /// their counters, or deletes a bucket by its objects alone: what a
+    /// root store that spreads objects over index groups must not take.
+    fn keeps_objects(&self) -> bool {
+        matches!(
+            self,
+            MetaCall::DeleteBucket { .. }
+                | MetaCall::PutObject { .. }
+                | MetaCall::HeadObject { .. }
+                | MetaCall::DeleteObject { .. }
+                | MetaCall::RenameObject { .. }
+                | MetaCall::ReplaceObjectMeta { .. }
+                | MetaCall::ListObjects { .. }
+                | MetaCall::ListUploads { .. }
+                | MetaCall::CreateUpload { .. }
+                | MetaCall::Upload { .. }
+                | MetaCall::PutPart { .. }
+                | MetaCall::ListParts { .. }
+                | MetaCall::AbortUpload { .. }
+                | MetaCall::CompleteUpload { .. }
+                | MetaCall::BucketUsage { .. }
         )
     }
 }
@@ -802,6 +837,9 @@ impl Store {
         fn value<T: Serialize>(result: Result<T>) -> Result<serde_json::Value> {
             serde_json::to_value(result?).map_err(|err| StoreError::Internal(err.to_string()))
         }
+        if call.keeps_objects() {
+            inner.refuse_unrouted_objects()?;
+        }
         match call {
             MetaCall::FeedHead => value(Ok(inner.next_feed_seq() - 1)),
             MetaCall::FeedOldest => value(self.blocking(|inner| inner.oldest_feed_seq()).await),
@@ -846,6 +884,8 @@ impl Store {
             MetaCall::DeleteBucketIncarnation { name, incarnation } => {
                 value(self.delete_bucket_incarnation(&name, incarnation).await)
             }
+            MetaCall::IndexGroups => value(self.index_groups().await),
+            MetaCall::RecordIndexGroups { count } => value(self.record_index_groups(count).await),
             MetaCall::PutObject { info, conditions } => {
                 value(self.commit_put(info, conditions).await)
             }

@@ -179,6 +179,10 @@ pub(crate) struct Inner {
     /// Serialises read-modify-write updates of catalog records.
     pub(crate) catalog_lock: Mutex<()>,
     next_feed_seq: AtomicU64,
+    /// The index groups recorded in this (root) store ([`Store::route`]),
+    /// 0 if none: the calls of another process that would put objects in
+    /// the root's space are refused then.
+    index_groups: std::sync::atomic::AtomicU16,
     pub(crate) events: Arc<Events>,
     /// Set while a replicated log entry is applied: its clock, its random
     /// bytes and the marker its batch records (see `Store::apply_meta`).
@@ -359,10 +363,12 @@ impl Store {
         config: StoreConfig,
         pool: Arc<dyn Pool>,
     ) -> Result<Store> {
-        let next_feed_seq = feed_seq_after_last(Space {
+        let space = Space {
             db: &db,
             keys: &keys,
-        })?;
+        };
+        let next_feed_seq = feed_seq_after_last(space)?;
+        let index_groups = recorded_index_groups(space)?;
         let store = Store {
             engine: Engine::Local(Arc::new(Inner {
                 db,
@@ -373,6 +379,7 @@ impl Store {
                 key_locks: (0..KEY_LOCK_STRIPES).map(|_| Mutex::new(())).collect(),
                 catalog_lock: Mutex::new(()),
                 next_feed_seq: AtomicU64::new(next_feed_seq),
+                index_groups: std::sync::atomic::AtomicU16::new(index_groups),
                 events: Events::new(),
                 pinned: Mutex::new(None),
                 followers: Followers::new(),
@@ -670,24 +677,35 @@ impl Store {
 
     /// How many index groups this store's buckets keep their objects in
     /// ([`Store::route`]): 0 for a store never routed, whose objects are
-    /// its own. A store of another process answers 0 (not known here).
+    /// its own. A connected store asks the store it is connected to.
     pub async fn index_groups(&self) -> Result<u16> {
         if let Some(routed) = self.routed() {
             return Ok(routed.group_count());
         }
-        if self.remote().is_some() {
-            return Ok(0);
+        if let Some(remote) = self.remote() {
+            return remote.call(MetaCall::IndexGroups).await;
         }
         self.blocking(|inner| inner.recorded_index_groups()).await
     }
 
+    /// The store that keeps group `group`'s records, to answer the calls
+    /// another process sends it ([`Store::serve_meta`]): 0 the root's (this
+    /// store itself, unless it is routed), from 1 an index group's.
+    pub fn group_store(&self, group: u16) -> Option<&Store> {
+        match (self.routed(), group) {
+            (None, 0) => Some(self),
+            (None, _) => None,
+            (Some(routed), group) => routed.stores().nth(usize::from(group)),
+        }
+    }
+
     /// Records that this (root) store's buckets keep their objects in
     /// `count` index groups ([`Store::route`]), or checks that it is the
-    /// number recorded. A store of another process (a connected root) is
-    /// trusted to have been checked where it is held.
+    /// number recorded; a connected root, in the store it is connected to
+    /// (a replicated one through its log).
     pub(crate) async fn record_index_groups(&self, count: u16) -> Result<()> {
-        if self.remote().is_some() {
-            return Ok(());
+        if let Some(remote) = self.remote() {
+            return remote.call(MetaCall::RecordIndexGroups { count }).await;
         }
         self.blocking(move |inner| {
             let _exclusive = inner.bucket_lock.write();
@@ -714,7 +732,9 @@ impl Store {
             }
             let mut batch = inner.batch();
             batch.put(CF_DEFAULT, INDEX_GROUPS, count.to_be_bytes())?;
-            inner.commit(batch)
+            inner.commit(batch)?;
+            inner.index_groups.store(count, Ordering::SeqCst);
+            Ok(())
         })
         .await
     }
@@ -1405,12 +1425,7 @@ impl Inner {
 
     /// The index groups recorded by [`Store::route`], 0 if none.
     fn recorded_index_groups(&self) -> Result<u16> {
-        match self.space().get(CF_DEFAULT, INDEX_GROUPS)? {
-            None => Ok(0),
-            Some(raw) => <[u8; 2]>::try_from(raw.as_slice())
-                .map(u16::from_be_bytes)
-                .map_err(|_| StoreError::Corrupt("index group count is not 2 bytes".into())),
-        }
+        recorded_index_groups(self.space())
     }
 
     /// The next number of [`BucketInfo::incarnation`], counted in `batch`.
@@ -1645,12 +1660,28 @@ impl Inner {
         }
     }
 
-    /// Numbers events after the feed's last again (its records were
-    /// replaced wholesale).
+    /// Numbers events after the feed's last again, and reads the index
+    /// group count again (the records were replaced wholesale).
     pub(crate) fn reset_feed_seq(&self) -> Result<()> {
         let next = feed_seq_after_last(self.space())?;
         self.next_feed_seq.store(next, Ordering::SeqCst);
+        let groups = recorded_index_groups(self.space())?;
+        self.index_groups.store(groups, Ordering::SeqCst);
         Ok(())
+    }
+
+    /// Refuses a call that would keep objects in this store's own space
+    /// when it spreads its buckets over index groups: a gateway that does
+    /// not route (configured without the groups, or from before them)
+    /// would write where no routed gateway reads.
+    pub(crate) fn refuse_unrouted_objects(&self) -> Result<()> {
+        match self.index_groups.load(Ordering::SeqCst) {
+            0 => Ok(()),
+            groups => Err(StoreError::InvalidArgument(format!(
+                "this metadata store keeps its buckets' objects in {groups} index groups: \
+                 set index_groups = {groups}"
+            ))),
+        }
     }
 
     /// The number the next change-feed event will get.
@@ -1778,6 +1809,16 @@ fn feed_seq_after_last(space: Space<'_>) -> Result<u64> {
     match last.next().transpose()? {
         Some((key, _)) => Ok(seq_from_key(&key)? + 1),
         None => Ok(1),
+    }
+}
+
+/// The index groups recorded in `space` by [`Store::route`], 0 if none.
+fn recorded_index_groups(space: Space<'_>) -> Result<u16> {
+    match space.get(CF_DEFAULT, INDEX_GROUPS)? {
+        None => Ok(0),
+        Some(raw) => <[u8; 2]>::try_from(raw.as_slice())
+            .map(u16::from_be_bytes)
+            .map_err(|_| StoreError::Corrupt("index group count is not 2 bytes".into())),
     }
 }
 

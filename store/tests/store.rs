@@ -807,6 +807,60 @@ async fn a_routed_store_keeps_each_buckets_objects_in_one_group() {
 }
 
 #[tokio::test]
+async fn a_root_routed_over_groups_refuses_the_object_calls_of_a_gateway_that_is_not() {
+    let dir = tempfile::tempdir().unwrap();
+    let (root, groups, store) = routed(dir.path(), 2).await;
+    let store = store.unwrap();
+    store.create_bucket("acct", "b", "r").await.unwrap();
+    put(&store, "b", "k", b"in its group").await.unwrap();
+    // What another gateway sends the root when it does not route: its
+    // objects would go where no routed gateway looks.
+    let ask = |call: serde_json::Value| {
+        let root = root.clone();
+        async move {
+            let answer = root.serve_meta(call.to_string().as_bytes(), None).await;
+            serde_json::from_slice::<serde_json::Value>(&answer).unwrap()
+        }
+    };
+    for call in [
+        serde_json::json!({"op": "head_object", "bucket": "b", "key": "k"}),
+        serde_json::json!({"op": "list_objects", "bucket": "b", "query": ListQuery::default()}),
+        serde_json::json!({"op": "delete_bucket", "name": "b"}),
+    ] {
+        let answer = ask(call.clone()).await;
+        let refusal = answer["outcome"]["Err"]["InvalidArgument"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        assert!(refusal.contains("set index_groups = 2"), "{call}: {answer}");
+    }
+    // Bucket records and the count are the root's to answer.
+    let answer = ask(serde_json::json!({"op": "bucket", "name": "b"})).await;
+    assert_eq!(answer["outcome"]["Ok"]["name"], "b", "{answer}");
+    let answer = ask(serde_json::json!({"op": "index_groups"})).await;
+    assert_eq!(answer["outcome"]["Ok"], 2, "{answer}");
+    assert_eq!(get(&store, "b", "k").await.unwrap(), b"in its group");
+    // The groups' own stores take them, as their gateways send them.
+    let mut marked = Vec::new();
+    for group in &groups {
+        if group.bucket("b").await.is_ok() {
+            marked.push(group);
+        }
+    }
+    assert_eq!(marked.len(), 1);
+    let answer = marked[0]
+        .serve_meta(
+            serde_json::json!({"op": "head_object", "bucket": "b", "key": "k"})
+                .to_string()
+                .as_bytes(),
+            None,
+        )
+        .await;
+    let answer: serde_json::Value = serde_json::from_slice(&answer).unwrap();
+    assert_eq!(answer["outcome"]["Ok"]["key"], "k", "{answer}");
+}
+
+#[tokio::test]
 async fn a_store_with_buckets_is_not_routed() {
     let dir = tempfile::tempdir().unwrap();
     let store = open(dir.path());

@@ -360,11 +360,25 @@ impl Cluster {
         self.gateway_over_address(&format!("127.0.0.1:{}", service.port()))
     }
 
+    /// Like [`Cluster::gateway_over`], with a config file (empty: none).
+    pub fn gateway_over_with_config(&self, service: &Server, toml: &str) -> Result<Server> {
+        self.gateway_over_address_with_config(&format!("127.0.0.1:{}", service.port()), toml)
+    }
+
     /// A second gateway that reaches the metadata service at `address` (a
     /// [`crate::Proxy`] in front of it, say).
     pub fn gateway_over_address(&self, address: &str) -> Result<Server> {
+        self.gateway_over_address_with_config(address, "")
+    }
+
+    /// Like [`Cluster::gateway_over_address`], with a config file (empty:
+    /// none).
+    pub fn gateway_over_address_with_config(&self, address: &str, toml: &str) -> Result<Server> {
         let args = self.metadata_args(address);
-        Server::start_with_config_and_args("", &args.iter().map(String::as_str).collect::<Vec<_>>())
+        Server::start_with_config_and_args(
+            toml,
+            &args.iter().map(String::as_str).collect::<Vec<_>>(),
+        )
     }
 
     /// Like [`Cluster::gateway_over`], with a ring file of its own at
@@ -386,8 +400,14 @@ impl Cluster {
     /// Starts `n` gateways that are the members of a replicated metadata
     /// service (all at once: none is ready before a majority is up).
     pub fn metadata_group(&self, n: usize) -> Result<Vec<Server>> {
+        self.metadata_group_with_config(n, "")
+    }
+
+    /// Like [`Cluster::metadata_group`], each member with a config file
+    /// (empty: none).
+    pub fn metadata_group_with_config(&self, n: usize, toml: &str) -> Result<Vec<Server>> {
         let addresses = (0..n).map(|_| free_address()).collect::<Result<Vec<_>>>()?;
-        self.start_metadata_group(&addresses, &addresses.join(","))
+        self.start_metadata_group(&addresses, &addresses.join(","), toml)
     }
 
     /// Starts `n` members of a replicated metadata service, each reached
@@ -406,7 +426,7 @@ impl Cluster {
             .map(|(host, address)| Proxy::front(partition, host, "127.0.0.1:0", address))
             .collect::<Result<Vec<_>>>()?;
         let listed: Vec<&str> = fronts.iter().map(|front| front.address.as_str()).collect();
-        let members = self.start_metadata_group(&addresses, &listed.join(","))?;
+        let members = self.start_metadata_group(&addresses, &listed.join(","), "")?;
         for (host, member) in members.iter().enumerate() {
             partition.place(host, member.pid().context("a member is not running")?);
         }
@@ -415,7 +435,12 @@ impl Cluster {
 
     /// Starts the members listening on `addresses`, each told the members
     /// are `members` (all at once: none is ready before a majority is up).
-    fn start_metadata_group(&self, addresses: &[String], members: &str) -> Result<Vec<Server>> {
+    fn start_metadata_group(
+        &self,
+        addresses: &[String],
+        members: &str,
+        toml: &str,
+    ) -> Result<Vec<Server>> {
         std::thread::scope(|scope| {
             let starting: Vec<_> = addresses
                 .iter()
@@ -425,7 +450,7 @@ impl Cluster {
                     args.extend(["--metadata-member".into(), (index + 1).to_string()]);
                     scope.spawn(move || {
                         let args: Vec<&str> = args.iter().map(String::as_str).collect();
-                        Server::start_listening_on(address, "", &args)
+                        Server::start_listening_on(address, toml, &args)
                     })
                 })
                 .collect();

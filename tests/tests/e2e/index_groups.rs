@@ -4,8 +4,10 @@
 //! the public edge, across restarts; the number of groups is the data
 //! directory's for good.
 
-use anyhow::{Result, ensure};
-use strata_tests::{Server, Signing, unique_bucket, utf8};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail, ensure};
+use strata_tests::{Cluster, Server, Signing, unique_bucket, utf8};
 
 const GROUPS: &str = "index_groups = 4\n";
 
@@ -33,7 +35,35 @@ fn until_hit(server: &Server, path: &str) -> Result<()> {
         }
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
-    anyhow::bail!("{path} never became a cache HIT")
+    bail!("{path} never became a cache HIT")
+}
+
+/// `count` public containers of the root account, named from `prefix`,
+/// created through `server` with the objects `keys`, each holding its own
+/// path (`container/key`).
+fn public_containers(
+    server: &Server,
+    prefix: &str,
+    count: usize,
+    keys: &[&str],
+) -> Result<Vec<String>> {
+    let containers: Vec<String> = (0..count)
+        .map(|n| unique_bucket(&format!("{prefix}{n}")))
+        .collect();
+    for container in &containers {
+        let path = format!("/v1/AUTH_admin/{container}");
+        let readable = [("X-Container-Read", ".r:*,.rlistings")];
+        server
+            .swift_as_root("PUT", &path, None, &readable)?
+            .expect_status(201)?;
+        for key in keys {
+            let body = format!("{container}/{key}");
+            server
+                .swift_as_root("PUT", &format!("{path}/{key}"), Some(body.as_bytes()), &[])?
+                .expect_status(201)?;
+        }
+    }
+    Ok(containers)
 }
 
 #[test]
@@ -41,26 +71,8 @@ fn containers_spread_over_groups_list_purge_and_survive_a_restart() -> Result<()
     let mut server = Server::start_with_config(GROUPS)?;
     // Twelve containers: every one of four groups holds some (by the MD5
     // of their names; a group left empty would only make the test weaker).
-    let containers: Vec<String> = (0..12)
-        .map(|n| unique_bucket(&format!("spread{n}")))
-        .collect();
-    for container in &containers {
-        let path = format!("/v1/AUTH_admin/{container}");
-        server
-            .swift_as_root(
-                "PUT",
-                &path,
-                None,
-                &[("X-Container-Read", ".r:*,.rlistings")],
-            )?
-            .expect_status(201)?;
-        for key in ["a/one.txt", "a/two.txt", "b.txt"] {
-            let body = format!("{container}/{key}");
-            server
-                .swift_as_root("PUT", &format!("{path}/{key}"), Some(body.as_bytes()), &[])?
-                .expect_status(201)?;
-        }
-    }
+    let containers =
+        public_containers(&server, "spread", 12, &["a/one.txt", "a/two.txt", "b.txt"])?;
     // The last container is deleted below; the others are checked again
     // after each restart.
     let kept = &containers[..11];
@@ -199,5 +211,183 @@ fn a_store_with_buckets_does_not_start_using_groups() -> Result<()> {
     server.rewrite_config("\n")?;
     server.restart()?;
     server.aws_ok(&["s3api", "head-bucket", "--bucket", &bucket])?;
+    Ok(())
+}
+
+#[test]
+fn two_gateways_over_one_cluster_route_to_the_same_groups() -> Result<()> {
+    let cluster = Cluster::start(3, 6, 2)?;
+    let service = cluster.gateway_with_config(GROUPS)?;
+    let second = cluster.gateway_over_with_config(&service, GROUPS)?;
+
+    // Containers written through the second read back through the first.
+    let containers = public_containers(&second, "shared", 8, &["k.txt"])?;
+    for container in &containers {
+        let path = format!("/v1/AUTH_admin/{container}");
+        let object = service.http(
+            "GET",
+            &format!("{path}/k.txt"),
+            Signing::Anonymous,
+            None,
+            &[],
+        )?;
+        ensure!(
+            object.body_text() == format!("{container}/k.txt"),
+            "{container}: {object}"
+        );
+        let listing = service.swift_as_root("GET", &path, None, &[])?;
+        ensure!(listing.body_text() == "k.txt\n", "{container}: {listing}");
+    }
+
+    // The second's edge hears the groups' feeds: a delete made through the
+    // first purges its copy within a bound.
+    let object = format!("/v1/AUTH_admin/{}/k.txt", containers[0]);
+    until_hit(&second, &object)?;
+    service
+        .swift_as_root("DELETE", &object, None, &[])?
+        .expect_status(204)?;
+    let started = Instant::now();
+    loop {
+        let status = second
+            .http("GET", &object, Signing::Anonymous, None, &[])?
+            .status;
+        if status == 404 {
+            break;
+        }
+        if started.elapsed() > Duration::from_secs(5) {
+            bail!("the second gateway still answers {status} for a deleted object");
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+
+    // A gateway that counts the groups otherwise is refused, and says why.
+    for (config, why) in [
+        ("index_groups = 2\n", "over 4 index groups, not 2"),
+        ("\n", "set index_groups = 4"),
+    ] {
+        match cluster.gateway_over_with_config(&service, config) {
+            Ok(_) => bail!("a gateway configured with {config:?} started over 4 groups"),
+            Err(err) => ensure!(format!("{err:#}").contains(why), "{err:#}"),
+        }
+    }
+    Ok(())
+}
+
+/// A PUT of `/bucket/key` through `gateway`, signed as root: its status.
+fn put(gateway: &Server, bucket: &str, key: &str, body: &[u8]) -> Result<u16> {
+    let path = format!("/{bucket}/{key}");
+    Ok(gateway
+        .http("PUT", &path, Signing::Root, Some(body), &[])?
+        .status)
+}
+
+/// The value of a per-group series of `/metrics` on `member`, for each of
+/// the four groups.
+fn per_group(member: &Server, series: &str) -> Result<Vec<u64>> {
+    let metrics = member.metrics()?;
+    (1..=4)
+        .map(|group| {
+            let name = format!("{series}{{group=\"{group}\"}}");
+            strata_tests::metric_in(&metrics, &name)
+                .with_context(|| format!("no {name} in\n{metrics}"))
+        })
+        .collect()
+}
+
+#[test]
+fn a_replicated_service_runs_each_index_group_as_a_raft_group() -> Result<()> {
+    let cluster = Cluster::start(2, 4, 2)?;
+    let mut members = cluster.metadata_group_with_config(3, GROUPS)?;
+    let addresses: Vec<String> = members
+        .iter()
+        .map(|member| member.endpoint().trim_start_matches("http://").to_owned())
+        .collect();
+    let outsider = cluster.gateway_over_address_with_config(&addresses.join(","), GROUPS)?;
+
+    // Members change in the root group alone, which would leave the index
+    // groups' apart: refused, while showing them is not.
+    let (listed, secret) = (addresses.join(","), cluster.secret());
+    let metadata = |args: &[&str]| {
+        let mut command = vec!["metadata", "--metadata", &listed];
+        command.extend(["--cluster-secret-file", &secret]);
+        command.extend(args);
+        cluster.strata(&command)
+    };
+    metadata(&["show"])?.expect_success()?;
+    let refused = metadata(&["remove", "3"])?;
+    ensure!(
+        !refused.status.success() && refused.stderr_text().contains("index groups"),
+        "{refused:?}"
+    );
+
+    // Buckets over the groups, written through one member, read through
+    // another and the gateway that is not a member. The objects' changes
+    // go through the index groups' logs: a marker per bucket, and at least
+    // two entries for each bucket's ten objects from eight writers.
+    let applied = |member: &Server| -> Result<u64> {
+        Ok(per_group(member, "strata_metadata_group_last_applied")?
+            .iter()
+            .sum())
+    };
+    let before = applied(&members[2])?;
+    let buckets: Vec<String> = (0..6)
+        .map(|n| unique_bucket(&format!("replicated{n}")))
+        .collect();
+    for bucket in &buckets {
+        members[0].aws_ok(&["s3api", "create-bucket", "--bucket", bucket])?;
+        members[1].python_ok("cluster_load.py", &["write", bucket, "10"])?;
+    }
+    for bucket in &buckets {
+        members[2].python_ok("cluster_load.py", &["verify", bucket, "10"])?;
+        outsider.python_ok("cluster_load.py", &["verify", bucket, "10"])?;
+    }
+    let in_groups = applied(&members[2])? - before;
+    ensure!(
+        in_groups >= 18,
+        "the index groups applied {in_groups} entries"
+    );
+
+    // The member that leads the most groups dies: every group goes on with
+    // the other two, and nothing acknowledged is lost.
+    let leaders = per_group(&members[2], "strata_metadata_group_leader")?;
+    let victim = (1..=3u64)
+        .max_by_key(|id| leaders.iter().filter(|leader| *leader == id).count())
+        .unwrap_or(1) as usize
+        - 1;
+    let writer = (victim + 1) % 3;
+    members[victim].kill9()?;
+    for bucket in &buckets {
+        let started = Instant::now();
+        while put(&members[writer], bucket, "after", b"two of three")? != 200 {
+            ensure!(
+                started.elapsed() < Duration::from_secs(30),
+                "{bucket}'s group took no change within 30 s of its leader's death"
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        outsider.python_ok("cluster_load.py", &["verify", bucket, "10"])?;
+    }
+    // Back, it catches up in every group's log.
+    members[victim].restart()?;
+    let caught_up = per_group(&members[writer], "strata_metadata_group_last_applied")?;
+    let started = Instant::now();
+    loop {
+        let now = per_group(&members[victim], "strata_metadata_group_last_applied")?;
+        if now
+            .iter()
+            .zip(&caught_up)
+            .all(|(now, target)| now >= target)
+        {
+            break;
+        }
+        ensure!(
+            started.elapsed() < Duration::from_secs(30),
+            "the member that came back applied {now:?} of {caught_up:?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    for bucket in &buckets {
+        members[victim].python_ok("cluster_load.py", &["verify", bucket, "10"])?;
+    }
     Ok(())
 }

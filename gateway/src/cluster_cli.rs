@@ -216,12 +216,30 @@ pub fn metadata(args: MetadataArgs) -> anyhow::Result<()> {
         Duration::from_secs(150),
     );
     crate::config::refuse_https_without_ca(&args.metadata, args.cluster_tls_ca.is_some())?;
-    let addresses = crate::config::parse_metadata_members(&args.metadata)?
+    let addresses: Vec<String> = crate::config::parse_metadata_members(&args.metadata)?
         .into_iter()
         .map(|(_, address)| address)
         .collect();
+    let changes = !matches!(change, MembershipChange::Show);
     let body = bytes::Bytes::from(serde_json::to_vec(&change)?);
-    let membership = runtime()?.block_on(ask_leader(&client, addresses, body))?;
+    let membership = runtime()?.block_on(async {
+        let membership = ask_leader(&client, addresses.clone(), 0, body.clone()).await?;
+        // The members run one Raft group per index group too: each changes
+        // alike, at its own leader, after the root's.
+        if changes {
+            for group in 1..=membership.index_groups {
+                ask_leader(&client, addresses.clone(), group, body.clone())
+                    .await
+                    .with_context(|| {
+                        format!(
+                            "the root group changed, index group {group} did not: run the \
+                             same command again to finish"
+                        )
+                    })?;
+            }
+        }
+        anyhow::Ok(membership)
+    })?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&membership)?);
         return Ok(());
@@ -244,19 +262,18 @@ pub fn metadata(args: MetadataArgs) -> anyhow::Result<()> {
 async fn ask_leader(
     client: &NodeClient,
     mut addresses: Vec<String>,
+    group: u16,
     body: bytes::Bytes,
 ) -> anyhow::Result<Membership> {
-    use crate::metadata::{MEMBERS_PATH, leader_hint};
+    use crate::metadata::{leader_hint, members_path};
+    let path = members_path(group);
     use http::StatusCode;
     let mut index = 0;
     let mut unreachable = Vec::new();
     // Each member a few times over: an election may be under way.
     for attempt in 0..addresses.len() * 10 {
         let address = addresses[index % addresses.len()].clone();
-        let hint = match client
-            .post_bound(&address, MEMBERS_PATH, body.clone())
-            .await
-        {
+        let hint = match client.post_bound(&address, &path, body.clone()).await {
             Ok((StatusCode::OK, answer)) => return Ok(serde_json::from_slice(&answer)?),
             Ok((StatusCode::MISDIRECTED_REQUEST, answer)) => leader_hint(&answer),
             Ok((status, answer)) => anyhow::bail!(

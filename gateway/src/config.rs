@@ -47,7 +47,8 @@ pub struct Config {
     /// bucket, and kept for good from then on; a gateway that takes its
     /// metadata from another names the same number. The members of a
     /// replicated metadata service run one Raft group per index group
-    /// beside the root's (not yet for a member added later).
+    /// beside the root's, whose members `strata metadata add/remove`
+    /// change alike.
     pub index_groups: u16,
     /// PEM certificate chain: the listener also speaks TLS (HTTPS) with it,
     /// on the same port as plain HTTP, to clients and cluster members.
@@ -525,12 +526,6 @@ impl Config {
         }
         if self.index_groups > MAX_INDEX_GROUPS {
             bail!("index_groups must be at most {MAX_INDEX_GROUPS}");
-        }
-        if self.index_groups > 0 && self.cluster.metadata_join {
-            bail!(
-                "index_groups is not yet for a member added to a running metadata service: \
-                 membership changes reach the root group only"
-            );
         }
         if self.cluster.orphan_age_secs < 2 {
             bail!("cluster.orphan_age_secs must be at least 2");

@@ -38,15 +38,25 @@ pub const META_PATH: &str = "/internal/v1/meta";
 /// Where the calls of index group `group` go (0: the root group's, at
 /// [`META_PATH`] as before there were groups).
 fn meta_path(group: u16) -> String {
-    match group {
-        0 => META_PATH.to_owned(),
-        group => format!("{META_PATH}/{group}"),
-    }
+    group_path(META_PATH, group)
 }
 
 /// The group a path under [`META_PATH`] names.
 fn parse_meta_path(path: &str) -> Option<u16> {
-    match path.strip_prefix(META_PATH)? {
+    parse_group_path(META_PATH, path)
+}
+
+/// `base` for the root group, `base/{group}` for an index group.
+fn group_path(base: &str, group: u16) -> String {
+    match group {
+        0 => base.to_owned(),
+        group => format!("{base}/{group}"),
+    }
+}
+
+/// The group a path of [`group_path`]'s names.
+fn parse_group_path(base: &str, path: &str) -> Option<u16> {
+    match path.strip_prefix(base)? {
         "" => Some(0),
         rest => {
             let number = rest.strip_prefix('/')?;
@@ -92,6 +102,17 @@ fn parse_raft_path(path: &str) -> Option<(GroupId, RaftRpc)> {
 
 /// Changes (or shows) a replicated service's members: `strata metadata`.
 pub const MEMBERS_PATH: &str = "/internal/v1/members";
+
+/// Where the membership changes of index group `group` go (0: the root
+/// group's, at [`MEMBERS_PATH`]).
+pub fn members_path(group: u16) -> String {
+    group_path(MEMBERS_PATH, group)
+}
+
+/// The group a path under [`MEMBERS_PATH`] names.
+fn parse_members_path(path: &str) -> Option<u16> {
+    parse_group_path(MEMBERS_PATH, path)
+}
 
 /// How long a call waits for a group without a leader to elect one.
 const LEADER_PATIENCE: Duration = Duration::from_secs(10);
@@ -493,6 +514,27 @@ impl Internal {
     fn index_service(&self, index: u16) -> Option<&Arc<MetaService>> {
         self.index_services.get(usize::from(index).checked_sub(1)?)
     }
+
+    /// This gateway's member of group `group` (0: `root`, the root
+    /// group's), if it keeps that group.
+    fn member_of<'a>(
+        &'a self,
+        root: &'a Arc<MetaService>,
+        group: u16,
+    ) -> Option<&'a Arc<MetaService>> {
+        match group {
+            0 => Some(root),
+            index => self.index_service(index),
+        }
+    }
+}
+
+/// The answer to a call for an index group this member does not keep.
+fn no_such_group(group: u16) -> Response {
+    text_response(
+        StatusCode::NOT_FOUND,
+        format!("this member keeps no index group {group}\n"),
+    )
 }
 
 /// Whether a request is for the metadata service: its path, signed as
@@ -500,7 +542,9 @@ impl Internal {
 /// reachable).
 pub fn serves(request: &hyper::Request<RequestBody>) -> bool {
     let path = request.uri().path();
-    (parse_meta_path(path).is_some() || path == MEMBERS_PATH || path.starts_with(RAFT_PATH))
+    (parse_meta_path(path).is_some()
+        || parse_members_path(path).is_some()
+        || path.starts_with(RAFT_PATH))
         && request.headers().contains_key(wire::AUTH_HEADER)
 }
 
@@ -555,8 +599,8 @@ pub async fn handle(internal: &Internal, request: hyper::Request<RequestBody>) -
             Err(why) => text_response(StatusCode::BAD_REQUEST, format!("{why}\n")),
         };
     }
-    if path == MEMBERS_PATH {
-        let Some(service) = &internal.service else {
+    if let Some(group) = parse_members_path(&path) {
+        let Some(root) = &internal.service else {
             return text_response(
                 StatusCode::NOT_FOUND,
                 "this gateway is not a member of a replicated metadata service\n",
@@ -571,34 +615,27 @@ pub async fn handle(internal: &Internal, request: hyper::Request<RequestBody>) -
                 );
             }
         };
-        if !internal.index_services.is_empty() && !matches!(change, MembershipChange::Show) {
-            return text_response(
-                StatusCode::CONFLICT,
-                "this metadata service runs index groups, whose members do not change yet: \
-                 a change of the root group's alone would leave them apart\n",
-            );
-        }
+        let Some(service) = internal.member_of(root, group) else {
+            return no_such_group(group);
+        };
         return match service.change_membership(change).await {
-            Ok(membership) => json_response(
-                StatusCode::OK,
-                serde_json::to_vec(&membership).unwrap_or_default(),
-            ),
+            Ok(mut membership) => {
+                // Who changes the root's members changes the groups' next.
+                if group == 0 {
+                    membership.index_groups = internal.index_services.len() as u16;
+                }
+                json_response(
+                    StatusCode::OK,
+                    serde_json::to_vec(&membership).unwrap_or_default(),
+                )
+            }
             Err(refusal) => routed_response(refusal),
         };
     }
     let group = parse_meta_path(&path).unwrap_or_default();
     if let Some(service) = &internal.service {
-        let service = match group {
-            0 => service,
-            index => match internal.index_service(index) {
-                Some(service) => service,
-                None => {
-                    return text_response(
-                        StatusCode::NOT_FOUND,
-                        format!("this member keeps no index group {index}\n"),
-                    );
-                }
-            },
+        let Some(service) = internal.member_of(service, group) else {
+            return no_such_group(group);
         };
         return routed_response(service.call(&body, signature).await);
     }

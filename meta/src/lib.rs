@@ -165,6 +165,15 @@ pub struct Membership {
     pub members: Members,
     /// Members being sent the log, not voting yet.
     pub learners: Members,
+    /// The index groups the members also run, each a group of its own
+    /// whose members change by the same changes (filled in by whoever
+    /// runs them; 0 from a group alone).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub index_groups: u16,
+}
+
+fn is_zero(count: &u16) -> bool {
+    *count == 0
 }
 
 /// How long adding a member waits for it to catch up with the log.
@@ -476,6 +485,10 @@ impl MetaService {
         let known = self.membership();
         let changes = match change {
             MembershipChange::Show => return Ok(known),
+            // Done already (see `Remove` below).
+            MembershipChange::Add { id, address } if known.members.get(&id) == Some(&address) => {
+                return Ok(known);
+            }
             MembershipChange::Add { id, address } => {
                 let listed = known.members.get(&id).or(known.learners.get(&id));
                 if listed.is_some_and(|listed| *listed != address) {
@@ -525,7 +538,9 @@ impl MetaService {
             MembershipChange::Remove { id } if known.learners.contains_key(&id) => {
                 ChangeMembers::RemoveNodes([id].into())
             }
-            MembershipChange::Remove { id } => return refused(format!("there is no member {id}")),
+            // Done already: a change the index groups did not all take is
+            // finished by making it again, which finds the root's done.
+            MembershipChange::Remove { .. } => return Ok(known),
         };
         // openraft commits a change in two entries, the second driven by
         // the caller's future: run it in a task of its own, so that a
@@ -602,6 +617,7 @@ impl MetaService {
             leader: metrics.current_leader,
             members: addresses(&mut config.voter_ids()),
             learners: addresses(&mut config.learner_ids()),
+            index_groups: 0,
         }
     }
 

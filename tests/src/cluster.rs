@@ -470,6 +470,11 @@ impl Cluster {
     /// 1`, to be added with `strata metadata add`. Its `--metadata` names
     /// every member with its id, itself first: ids, not positions.
     pub fn metadata_joiner(&self, members: &[String]) -> Result<Server> {
+        self.metadata_joiner_with_config(members, "")
+    }
+
+    /// Like [`Cluster::metadata_joiner`], with a config file (empty: none).
+    pub fn metadata_joiner_with_config(&self, members: &[String], toml: &str) -> Result<Server> {
         let address = free_address()?;
         let id = (members.len() + 1).to_string();
         let all = std::iter::once(format!("{id}={address}"))
@@ -484,7 +489,17 @@ impl Cluster {
         let metadata_args = self.metadata_args(&all);
         args.extend(metadata_args.iter().map(String::as_str));
         args.extend(["--metadata-member", &id, "--metadata-join"]);
-        Server::start_listening_on(&address, "", &args)
+        Server::start_listening_on(&address, toml, &args)
+    }
+
+    /// `strata metadata ARGS --json` against the replicated metadata
+    /// service whose members `members` lists: its answer.
+    pub fn metadata_json(&self, members: &str, args: &[&str]) -> Result<serde_json::Value> {
+        let secret = self.secret();
+        let mut command = vec!["metadata", "--metadata", members];
+        command.extend(["--cluster-secret-file", &secret, "--json"]);
+        command.extend(args);
+        Ok(serde_json::from_slice(&self.strata_ok(&command)?.stdout)?)
     }
 
     /// Runs `strata ARGS` with the cluster's files at hand.

@@ -294,31 +294,22 @@ fn per_group(member: &Server, series: &str) -> Result<Vec<u64>> {
         .collect()
 }
 
-#[test]
-fn a_replicated_service_runs_each_index_group_as_a_raft_group() -> Result<()> {
-    let cluster = Cluster::start(2, 4, 2)?;
-    let mut members = cluster.metadata_group_with_config(3, GROUPS)?;
-    let addresses: Vec<String> = members
+/// Three members of a replicated metadata service over four index groups,
+/// and their `HOST:PORT`s.
+fn replicated_service(cluster: &Cluster) -> Result<(Vec<Server>, Vec<String>)> {
+    let members = cluster.metadata_group_with_config(3, GROUPS)?;
+    let addresses = members
         .iter()
         .map(|member| member.endpoint().trim_start_matches("http://").to_owned())
         .collect();
-    let outsider = cluster.gateway_over_address_with_config(&addresses.join(","), GROUPS)?;
+    Ok((members, addresses))
+}
 
-    // Members change in the root group alone, which would leave the index
-    // groups' apart: refused, while showing them is not.
-    let (listed, secret) = (addresses.join(","), cluster.secret());
-    let metadata = |args: &[&str]| {
-        let mut command = vec!["metadata", "--metadata", &listed];
-        command.extend(["--cluster-secret-file", &secret]);
-        command.extend(args);
-        cluster.strata(&command)
-    };
-    metadata(&["show"])?.expect_success()?;
-    let refused = metadata(&["remove", "3"])?;
-    ensure!(
-        !refused.status.success() && refused.stderr_text().contains("index groups"),
-        "{refused:?}"
-    );
+#[test]
+fn a_replicated_service_runs_each_index_group_as_a_raft_group() -> Result<()> {
+    let cluster = Cluster::start(2, 4, 2)?;
+    let (mut members, addresses) = replicated_service(&cluster)?;
+    let outsider = cluster.gateway_over_address_with_config(&addresses.join(","), GROUPS)?;
 
     // Buckets over the groups, written through one member, read through
     // another and the gateway that is not a member. The objects' changes
@@ -388,6 +379,56 @@ fn a_replicated_service_runs_each_index_group_as_a_raft_group() -> Result<()> {
     }
     for bucket in &buckets {
         members[victim].python_ok("cluster_load.py", &["verify", bucket, "10"])?;
+    }
+    Ok(())
+}
+
+#[test]
+fn a_member_of_a_service_with_index_groups_is_replaced_in_every_group() -> Result<()> {
+    let cluster = Cluster::start(2, 4, 2)?;
+    let (mut members, addresses) = replicated_service(&cluster)?;
+    let buckets: Vec<String> = (0..4)
+        .map(|n| unique_bucket(&format!("replaced{n}")))
+        .collect();
+    for bucket in &buckets {
+        members[0].aws_ok(&["s3api", "create-bucket", "--bucket", bucket])?;
+        members[1].python_ok("cluster_load.py", &["write", bucket, "10"])?;
+    }
+
+    // A fourth member is added: to the root group and to every index group.
+    let joiner = cluster.metadata_joiner_with_config(&addresses, GROUPS)?;
+    let joiner_address = joiner.endpoint().trim_start_matches("http://").to_owned();
+    let listed = addresses.join(",");
+    let metadata = |args: &[&str]| cluster.metadata_json(&listed, args);
+    let added = metadata(&["add", "4", &joiner_address])?;
+    ensure!(added["index_groups"] == 4, "{added}");
+    ensure!(added["members"]["4"] == joiner_address.as_str(), "{added}");
+
+    // Member 1 goes for good and is removed from every group; then member
+    // 2 dies too. Every group must now be members 3 and 4 of {2, 3, 4}: a
+    // group that had not taken member 4 in, or still counted member 1,
+    // would have no majority left.
+    members[0].kill9()?;
+    let started = Instant::now();
+    loop {
+        // Refused while the groups member 1 led elect another leader.
+        match metadata(&["remove", "1"]) {
+            Ok(_) => break,
+            Err(err) if started.elapsed() > Duration::from_secs(30) => return Err(err),
+            Err(_) => std::thread::sleep(Duration::from_millis(500)),
+        }
+    }
+    members[1].kill9()?;
+    for bucket in &buckets {
+        let started = Instant::now();
+        while put(&joiner, bucket, "after", b"members 3 and 4")? != 200 {
+            ensure!(
+                started.elapsed() < Duration::from_secs(30),
+                "{bucket}'s group took no change from members 3 and 4"
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        joiner.python_ok("cluster_load.py", &["verify", bucket, "10"])?;
     }
     Ok(())
 }

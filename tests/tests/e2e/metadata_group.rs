@@ -436,15 +436,8 @@ fn a_member_is_replaced_with_strata_metadata() -> Result<()> {
 
     let joiner = cluster.metadata_joiner(&addresses)?;
     let joiner_address = joiner.endpoint().trim_start_matches("http://").to_owned();
-    let (listed, secret) = (addresses.join(","), cluster.secret());
-    let metadata = |args: &[&str]| -> Result<serde_json::Value> {
-        let mut command = vec!["metadata", "--metadata", &listed];
-        command.extend(["--cluster-secret-file", &secret, "--json"]);
-        command.extend(args);
-        Ok(serde_json::from_slice(
-            &cluster.strata_ok(&command)?.stdout,
-        )?)
-    };
+    let listed = addresses.join(",");
+    let metadata = |args: &[&str]| cluster.metadata_json(&listed, args);
     let voters = |membership: &serde_json::Value| -> Vec<String> {
         membership["members"]
             .as_object()

@@ -197,9 +197,11 @@ pub enum MetadataCommand {
     /// The members and the leader (the default).
     Show,
     /// Adds member ID at ADDRESS, a gateway started with `--metadata-member
-    /// ID --metadata-join`: it is sent the log, then votes.
+    /// ID --metadata-join`: it is sent the log, then votes (in every index
+    /// group too). Run again, it finishes a change cut short.
     Add { id: u64, address: String },
-    /// Takes member ID out of the group.
+    /// Takes member ID out of the group (and out of every index group).
+    /// Run again, it finishes a change cut short.
     Remove { id: u64 },
 }
 
@@ -270,8 +272,13 @@ async fn ask_leader(
     use http::StatusCode;
     let mut index = 0;
     let mut unreachable = Vec::new();
-    // Each member a few times over: an election may be under way.
-    for attempt in 0..addresses.len() * 10 {
+    // Long enough for an election (2.5–3 s without a leader's heartbeats),
+    // during which members still name the leader that is gone.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    for attempt in 0.. {
+        if attempt > 0 && tokio::time::Instant::now() > deadline {
+            break;
+        }
         let address = addresses[index % addresses.len()].clone();
         let hint = match client.post_bound(&address, &path, body.clone()).await {
             Ok((StatusCode::OK, answer)) => return Ok(serde_json::from_slice(&answer)?),
@@ -284,6 +291,9 @@ async fn ask_leader(
             Err(err) if !err.never_reached() => anyhow::bail!("{address}: {err}"),
             Err(err) => {
                 unreachable.push(format!("{address}: {err}"));
+                // A leader named by a member that has not heard of its
+                // death yet, as likely as not: give the election time.
+                tokio::time::sleep(Duration::from_millis(250)).await;
                 None
             }
         };

@@ -780,7 +780,12 @@ mod tests {
     fn meta_paths_name_their_group() {
         for group in [0, 1, 7, u16::MAX] {
             assert_eq!(parse_meta_path(&meta_path(group)), Some(group));
+            assert_eq!(parse_members_path(&members_path(group)), Some(group));
         }
+        assert_eq!(members_path(0), MEMBERS_PATH);
+        assert_eq!(parse_members_path("/internal/v1/members/01"), None);
+        assert_eq!(parse_members_path("/internal/v1/membersX"), None);
+        assert_eq!(parse_members_path("/internal/v1/meta/1"), None);
         assert_eq!(meta_path(0), META_PATH);
         for path in [
             "/internal/v1/meta/",

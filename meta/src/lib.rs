@@ -148,10 +148,12 @@ pub enum Joining {
 #[serde(tag = "op", rename_all = "snake_case")]
 pub enum MembershipChange {
     /// Sends member `id` (started with [`Joining::Added`]) the log, then
-    /// makes it a voting member once it has caught up.
+    /// makes it a voting member once it has caught up; done already if it
+    /// votes at `address` in a settled membership.
     Add { id: u64, address: String },
     /// Takes member `id` out of the group (it may be the leader, which
-    /// then steps down).
+    /// then steps down); done already if a settled membership does not
+    /// list it.
     Remove { id: u64 },
     /// Changes nothing: the answer is the members.
     Show,
@@ -486,7 +488,9 @@ impl MetaService {
         let changes = match change {
             MembershipChange::Show => return Ok(known),
             // Done already (see `Remove` below).
-            MembershipChange::Add { id, address } if known.members.get(&id) == Some(&address) => {
+            MembershipChange::Add { id, address }
+                if self.membership_settled() && known.members.get(&id) == Some(&address) =>
+            {
                 return Ok(known);
             }
             MembershipChange::Add { id, address } => {
@@ -539,8 +543,16 @@ impl MetaService {
                 ChangeMembers::RemoveNodes([id].into())
             }
             // Done already: a change the index groups did not all take is
-            // finished by making it again, which finds the root's done.
-            MembershipChange::Remove { .. } => return Ok(known),
+            // finished by making it again, which finds the root's done. (A
+            // change cut short in a joint configuration still lists the
+            // member, and goes on to finish it.)
+            MembershipChange::Remove { .. } if self.membership_settled() => return Ok(known),
+            MembershipChange::Remove { id } => {
+                return refused(format!(
+                    "member {id} is not listed, but a membership change is under way: \
+                     make it again in a moment"
+                ));
+            }
         };
         // openraft commits a change in two entries, the second driven by
         // the caller's future: run it in a task of its own, so that a
@@ -603,6 +615,21 @@ impl MetaService {
             // Raft stopped: it will name no other leader.
             std::future::pending::<()>().await;
         }
+    }
+
+    /// Whether the group's membership is one configuration (not the joint
+    /// one of a change cut short) that the group has applied: only then
+    /// does a member listed, or not, mean a change is done.
+    fn membership_settled(&self) -> bool {
+        let metrics = self.raft.metrics().borrow().clone();
+        let stored = &metrics.membership_config;
+        let uniform = stored.membership().get_joint_config().len() == 1;
+        let applied = match (stored.log_id(), metrics.last_applied) {
+            (None, _) => true,
+            (Some(changed), Some(applied)) => changed.index <= applied.index,
+            (Some(_), None) => false,
+        };
+        uniform && applied
     }
 
     /// The members, as this member's latest membership names them.

@@ -607,13 +607,25 @@ async fn a_member_is_replaced_while_the_group_serves() {
     assert!(matches!(refused, Err(Routed::NotLeader(_))));
     let membership = group
         .leader()
-        .change_membership(add)
+        .change_membership(add.clone())
         .await
         .unwrap_or_else(|refusal| panic!("{refusal:?}"));
     assert_eq!(
         membership.members.keys().copied().collect::<Vec<_>>(),
         [1, 2, 3, 4]
     );
+    // Made again (a run the index groups did not all take), it is done
+    // already; at another address, it is refused.
+    let again = group.leader().change_membership(add).await;
+    assert!(
+        again.is_ok_and(|again| again.members == membership.members),
+        "adding a voter again"
+    );
+    let elsewhere = MembershipChange::Add {
+        id: 4,
+        address: "member-4-moved".into(),
+    };
+    assert!(group.leader().change_membership(elsewhere).await.is_err());
 
     group.stop_member(1).await;
     let put = group.call(put_call("three-of-four", b"x", None)).await;
@@ -638,6 +650,17 @@ async fn a_member_is_replaced_while_the_group_serves() {
         removed.members.keys().copied().collect::<Vec<_>>(),
         [2, 3, 4]
     );
+    // Removed again, or never a member: nothing to do.
+    for id in [1, 9] {
+        let again = group
+            .leader()
+            .change_membership(MembershipChange::Remove { id })
+            .await;
+        assert!(
+            again.is_ok_and(|again| again.members == removed.members),
+            "removing member {id} again"
+        );
+    }
 
     group.stop_member(2).await;
     let put = group.call(put_call("two-of-three", b"x", None)).await;

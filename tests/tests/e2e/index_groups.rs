@@ -383,6 +383,19 @@ fn a_replicated_service_runs_each_index_group_as_a_raft_group() -> Result<()> {
     Ok(())
 }
 
+/// Runs `change` until it succeeds, for 60 s at most: a membership change
+/// is refused while a group elects a leader.
+fn until_taken(mut change: impl FnMut() -> Result<serde_json::Value>) -> Result<serde_json::Value> {
+    let started = Instant::now();
+    loop {
+        match change() {
+            Ok(answer) => return Ok(answer),
+            Err(err) if started.elapsed() > Duration::from_secs(60) => return Err(err),
+            Err(_) => std::thread::sleep(Duration::from_millis(500)),
+        }
+    }
+}
+
 #[test]
 fn a_member_of_a_service_with_index_groups_is_replaced_in_every_group() -> Result<()> {
     let cluster = Cluster::start(2, 4, 2)?;
@@ -400,7 +413,9 @@ fn a_member_of_a_service_with_index_groups_is_replaced_in_every_group() -> Resul
     let joiner_address = joiner.endpoint().trim_start_matches("http://").to_owned();
     let listed = addresses.join(",");
     let metadata = |args: &[&str]| cluster.metadata_json(&listed, args);
-    let added = metadata(&["add", "4", &joiner_address])?;
+    // Each group catches the new member up in turn; a run cut short is
+    // finished by the next.
+    let added = until_taken(|| metadata(&["add", "4", &joiner_address]))?;
     ensure!(added["index_groups"] == 4, "{added}");
     ensure!(added["members"]["4"] == joiner_address.as_str(), "{added}");
 
@@ -409,16 +424,28 @@ fn a_member_of_a_service_with_index_groups_is_replaced_in_every_group() -> Resul
     // group that had not taken member 4 in, or still counted member 1,
     // would have no majority left.
     members[0].kill9()?;
+    // Refused while the groups member 1 led elect another leader.
+    let removed = until_taken(|| metadata(&["remove", "1"]))?;
+    let voters: Vec<&String> = removed["members"]
+        .as_object()
+        .map(|voters| voters.keys().collect())
+        .unwrap_or_default();
+    ensure!(voters == ["2", "3", "4"], "{removed}");
+    ensure!(metadata(&["show"])?["index_groups"] == 4);
+    members[1].kill9()?;
+    // Every group elects a leader among members 3 and 4.
     let started = Instant::now();
     loop {
-        // Refused while the groups member 1 led elect another leader.
-        match metadata(&["remove", "1"]) {
-            Ok(_) => break,
-            Err(err) if started.elapsed() > Duration::from_secs(30) => return Err(err),
-            Err(_) => std::thread::sleep(Duration::from_millis(500)),
+        let leaders = per_group(&joiner, "strata_metadata_group_leader")?;
+        if leaders.iter().all(|leader| [3, 4].contains(leader)) {
+            break;
         }
+        ensure!(
+            started.elapsed() < Duration::from_secs(30),
+            "index groups without a leader among members 3 and 4: {leaders:?}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
     }
-    members[1].kill9()?;
     for bucket in &buckets {
         let started = Instant::now();
         while put(&joiner, bucket, "after", b"members 3 and 4")? != 200 {

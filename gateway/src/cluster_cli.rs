@@ -227,18 +227,24 @@ pub fn metadata(args: MetadataArgs) -> anyhow::Result<()> {
     let membership = runtime()?.block_on(async {
         let membership = ask_leader(&client, addresses.clone(), 0, body.clone()).await?;
         // The members run one Raft group per index group too: each changes
-        // alike, at its own leader, after the root's.
+        // alike, at its own leader, after the root's. Every group is tried
+        // even when one refuses (an election under way there), so that as
+        // few as possible stay apart until the command is run again.
+        let mut refused = Vec::new();
         if changes {
             for group in 1..=membership.index_groups {
-                ask_leader(&client, addresses.clone(), group, body.clone())
-                    .await
-                    .with_context(|| {
-                        format!(
-                            "the root group changed, index group {group} did not: run the \
-                             same command again to finish"
-                        )
-                    })?;
+                if let Err(err) = ask_leader(&client, addresses.clone(), group, body.clone()).await
+                {
+                    refused.push(format!("index group {group}: {err:#}"));
+                }
             }
+        }
+        if !refused.is_empty() {
+            anyhow::bail!(
+                "the root group changed, but not every index group did; run the same command \
+                 again to finish:\n  {}",
+                refused.join("\n  ")
+            );
         }
         anyhow::Ok(membership)
     })?;

@@ -91,8 +91,12 @@ impl ListPage {
 
 impl Store {
     pub async fn list_objects(&self, bucket: &str, query: ListQuery) -> Result<ListPage> {
-        if let Some(group) = self.routed_group(bucket).await {
-            return Box::pin(group?.list_objects(bucket, query)).await;
+        if let Some(routed) = self.routed() {
+            let list = |group: Store| {
+                let query = query.clone();
+                async move { Box::pin(group.list_objects(bucket, query)).await }
+            };
+            return routed.in_group(bucket, list).await;
         }
         let bucket = bucket.to_owned();
         if let Some(remote) = self.remote() {
@@ -168,8 +172,12 @@ impl Store {
         bucket: &str,
         query: UploadListQuery,
     ) -> Result<UploadListPage> {
-        if let Some(group) = self.routed_group(bucket).await {
-            return Box::pin(group?.list_uploads(bucket, query)).await;
+        if let Some(routed) = self.routed() {
+            let list = |group: Store| {
+                let query = query.clone();
+                async move { Box::pin(group.list_uploads(bucket, query)).await }
+            };
+            return routed.in_group(bucket, list).await;
         }
         let bucket = bucket.to_owned();
         if let Some(remote) = self.remote() {

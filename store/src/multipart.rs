@@ -57,10 +57,12 @@ impl Store {
         checksum_algorithm: Option<ChecksumAlgorithm>,
     ) -> Result<UploadInfo> {
         validate_key(key)?;
-        if let Some(group) = self.routed_group(bucket).await {
-            let group = group?;
-            let created = group.create_upload(bucket, key, meta, checksum_algorithm);
-            return Box::pin(created).await;
+        if let Some(routed) = self.routed() {
+            let create = |group: Store| {
+                let meta = meta.clone();
+                async move { Box::pin(group.create_upload(bucket, key, meta, checksum_algorithm)).await }
+            };
+            return routed.in_group(bucket, create).await;
         }
         if let Some(remote) = self.remote() {
             let call = MetaCall::CreateUpload {
@@ -95,8 +97,10 @@ impl Store {
     }
 
     pub async fn upload(&self, bucket: &str, key: &str, upload_id: &str) -> Result<UploadInfo> {
-        if let Some(group) = self.routed_group(bucket).await {
-            return Box::pin(group?.upload(bucket, key, upload_id)).await;
+        if let Some(routed) = self.routed() {
+            let find =
+                |group: Store| async move { Box::pin(group.upload(bucket, key, upload_id)).await };
+            return routed.in_group(bucket, find).await;
         }
         let (bucket, key, upload_id) = (bucket.to_owned(), key.to_owned(), upload_id.to_owned());
         if let Some(remote) = self.remote() {
@@ -182,8 +186,11 @@ impl Store {
         after: u32,
         max_parts: usize,
     ) -> Result<(Vec<PartInfo>, bool)> {
-        if let Some(group) = self.routed_group(&upload.bucket).await {
-            return Box::pin(group?.list_parts(upload, after, max_parts)).await;
+        if let Some(routed) = self.routed() {
+            let list = |group: Store| async move {
+                Box::pin(group.list_parts(upload, after, max_parts)).await
+            };
+            return routed.in_group(&upload.bucket, list).await;
         }
         let upload = upload.clone();
         if let Some(remote) = self.remote() {
@@ -206,8 +213,9 @@ impl Store {
     }
 
     pub async fn abort_upload(&self, upload: &UploadInfo) -> Result<()> {
-        if let Some(group) = self.routed_group(&upload.bucket).await {
-            return Box::pin(group?.abort_upload(upload)).await;
+        if let Some(routed) = self.routed() {
+            let abort = |group: Store| async move { Box::pin(group.abort_upload(upload)).await };
+            return routed.in_group(&upload.bucket, abort).await;
         }
         let upload = upload.clone();
         if let Some(remote) = self.remote() {
@@ -233,8 +241,12 @@ impl Store {
         chosen: Vec<CompletedPart>,
         conditions: PutConditions,
     ) -> Result<ObjectInfo> {
-        if let Some(group) = self.routed_group(&upload.bucket).await {
-            return Box::pin(group?.complete_upload(upload, chosen, conditions)).await;
+        if let Some(routed) = self.routed() {
+            let complete = |group: Store| {
+                let (chosen, conditions) = (chosen.clone(), conditions.clone());
+                async move { Box::pin(group.complete_upload(upload, chosen, conditions)).await }
+            };
+            return routed.in_group(&upload.bucket, complete).await;
         }
         if chosen.is_empty() {
             return Err(StoreError::InvalidArgument("no parts given".into()));

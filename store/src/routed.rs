@@ -69,6 +69,28 @@ impl Routed {
         Ok(group)
     }
 
+    /// Runs `call` in bucket `name`'s group. A `NoSuchBucket` there may be
+    /// a marker a crash left unwritten: once [`grouped::marker`] wrote it
+    /// from the root's record, the call runs again. So the marker is read
+    /// only when a call misses it, not before every call.
+    pub(crate) async fn in_group<T, Fut>(
+        &self,
+        name: &str,
+        call: impl Fn(Store) -> Fut,
+    ) -> Result<T>
+    where
+        Fut: std::future::Future<Output = Result<T>>,
+    {
+        let group = self.group(name);
+        match call(group.clone()).await {
+            Err(StoreError::NoSuchBucket) => {
+                grouped::marker(&self.root, group, name).await?;
+                call(group.clone()).await
+            }
+            done => done,
+        }
+    }
+
     pub(crate) fn group_count(&self) -> u16 {
         // At most u16::MAX: `Store::route` checked.
         self.groups.len() as u16
@@ -105,8 +127,9 @@ impl Store {
         })
     }
 
-    /// Bucket `name`'s index group, for the calls that read its settings
-    /// from the root and its objects from the group.
+    /// Bucket `name`'s index group with its marker checked first, for the
+    /// calls that consume a staged body and so cannot run twice
+    /// ([`Routed::in_group`] is for the others).
     pub(crate) async fn routed_group(&self, name: &str) -> Option<Result<Store>> {
         let routed = self.routed()?;
         Some(routed.marked(name).await.cloned())

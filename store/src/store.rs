@@ -932,8 +932,9 @@ impl Store {
     }
 
     pub async fn head_object(&self, bucket: &str, key: &str) -> Result<ObjectInfo> {
-        if let Some(group) = self.routed_group(bucket).await {
-            return Box::pin(group?.head_object(bucket, key)).await;
+        if let Some(routed) = self.routed() {
+            let head = |group: Store| async move { Box::pin(group.head_object(bucket, key)).await };
+            return routed.in_group(bucket, head).await;
         }
         let (bucket, key) = (bucket.to_owned(), key.to_owned());
         if let Some(remote) = self.remote() {
@@ -952,8 +953,10 @@ impl Store {
     /// Deletes `bucket/key` and returns what was deleted; a missing key is not an
     /// error (S3 and Swift both treat deletes as idempotent at this layer).
     pub async fn delete_object(&self, bucket: &str, key: &str) -> Result<Option<ObjectInfo>> {
-        if let Some(group) = self.routed_group(bucket).await {
-            return Box::pin(group?.delete_object(bucket, key)).await;
+        if let Some(routed) = self.routed() {
+            let delete =
+                |group: Store| async move { Box::pin(group.delete_object(bucket, key)).await };
+            return routed.in_group(bucket, delete).await;
         }
         let (bucket, key) = (bucket.to_owned(), key.to_owned());
         if let Some(remote) = self.remote() {
@@ -1085,8 +1088,12 @@ impl Store {
         meta: ObjectMeta,
         etag: Option<String>,
     ) -> Result<ObjectInfo> {
-        if let Some(group) = self.routed_group(bucket).await {
-            return Box::pin(group?.replace_object_meta(bucket, key, meta, etag)).await;
+        if let Some(routed) = self.routed() {
+            let replace = |group: Store| {
+                let (meta, etag) = (meta.clone(), etag.clone());
+                async move { Box::pin(group.replace_object_meta(bucket, key, meta, etag)).await }
+            };
+            return routed.in_group(bucket, replace).await;
         }
         let (bucket, key) = (bucket.to_owned(), key.to_owned());
         if let Some(remote) = self.remote() {

@@ -143,8 +143,9 @@ pub(crate) fn rebuild(space: Space<'_>) -> Result<()> {
 impl Store {
     /// Objects and bytes in `bucket`.
     pub async fn bucket_usage(&self, bucket: &str) -> Result<BucketUsage> {
-        if let Some(group) = self.routed_group(bucket).await {
-            return Box::pin(group?.bucket_usage(bucket)).await;
+        if let Some(routed) = self.routed() {
+            let usage = |group: Store| async move { Box::pin(group.bucket_usage(bucket)).await };
+            return routed.in_group(bucket, usage).await;
         }
         let bucket = bucket.to_owned();
         if let Some(remote) = self.remote() {

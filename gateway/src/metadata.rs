@@ -511,7 +511,7 @@ pub struct Internal {
 
 impl Internal {
     /// This gateway's member of index group `index` (from 1), if it is one.
-    fn index_service(&self, index: u16) -> Option<&Arc<MetaService>> {
+    pub(crate) fn index_service(&self, index: u16) -> Option<&Arc<MetaService>> {
         self.index_services.get(usize::from(index).checked_sub(1)?)
     }
 

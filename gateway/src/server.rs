@@ -195,11 +195,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
                         cluster_tls.as_ref(),
                         addresses.clone(),
                         group,
-                        served
-                            .internal
-                            .index_services
-                            .get(usize::from(group) - 1)
-                            .cloned(),
+                        served.internal.index_service(group).cloned(),
                     );
                     let connected =
                         Store::connect(store_config.clone(), pool.clone(), Arc::new(transport))

@@ -116,11 +116,9 @@ impl PutConditions {
     /// Conditions that pin `bucket` as the writer found it: its owner and
     /// its incarnation.
     pub fn for_bucket(bucket: &BucketInfo) -> PutConditions {
-        PutConditions {
-            bucket_owner: Some(bucket.account.clone()),
-            bucket_incarnation: Some(bucket.incarnation),
-            ..PutConditions::default()
-        }
+        let mut conditions = PutConditions::default();
+        conditions.pin_bucket(bucket);
+        conditions
     }
 
     /// Pins `bucket` as [`PutConditions::for_bucket`] does, keeping the
@@ -670,7 +668,7 @@ impl Store {
         self.blocking(move |inner| {
             let _exclusive = inner.bucket_lock.write();
             inner.bucket_info(&name)?;
-            inner.remove_empty_bucket(&name)
+            inner.remove_empty_bucket(inner.batch(), &name)
         })
         .await
     }
@@ -758,9 +756,6 @@ impl Store {
     /// belong to a bucket the root no longer has, and writing over them
     /// would hide them.
     pub async fn put_bucket_marker(&self, bucket: &BucketInfo) -> Result<BucketInfo> {
-        if let Some(routed) = self.routed() {
-            return Box::pin(routed.group(&bucket.name).put_bucket_marker(bucket)).await;
-        }
         validate_bucket_name(&bucket.name)?;
         let marker = BucketInfo {
             attrs: Default::default(),
@@ -811,10 +806,6 @@ impl Store {
     /// here, or of another incarnation is success, so the step can be
     /// retried.
     pub async fn delete_bucket_incarnation(&self, name: &str, incarnation: u64) -> Result<()> {
-        if let Some(routed) = self.routed() {
-            let group = routed.group(name);
-            return Box::pin(group.delete_bucket_incarnation(name, incarnation)).await;
-        }
         let name = name.to_owned();
         if let Some(remote) = self.remote() {
             let call = MetaCall::DeleteBucketIncarnation { name, incarnation };
@@ -835,17 +826,7 @@ impl Store {
             }
             match inner.bucket_info(&name) {
                 Ok(found) if found.incarnation == incarnation => {
-                    inner.remove_bucket_into(&mut batch, &name)?;
-                    let event = inner.feed_event(
-                        &mut batch,
-                        ChangeKind::BucketDeleted,
-                        &name,
-                        None,
-                        None,
-                    )?;
-                    inner.commit(batch)?;
-                    inner.publish(event);
-                    Ok(())
+                    inner.remove_empty_bucket(batch, &name)
                 }
                 Ok(_) | Err(StoreError::NoSuchBucket) if fenced => Ok(()),
                 Ok(_) | Err(StoreError::NoSuchBucket) => inner.commit(batch),
@@ -1457,9 +1438,9 @@ impl Inner {
     }
 
     /// Deletes bucket `name`, which must hold no object, and announces it.
-    /// The caller holds the bucket lock exclusively.
-    fn remove_empty_bucket(&self, name: &str) -> Result<()> {
-        let mut batch = self.batch();
+    /// The caller holds the bucket lock exclusively; `batch` may hold
+    /// changes of its own, committed with the deletion.
+    fn remove_empty_bucket(&self, mut batch: Batch<'_>, name: &str) -> Result<()> {
         self.remove_bucket_into(&mut batch, name)?;
         let event = self.feed_event(&mut batch, ChangeKind::BucketDeleted, name, None, None)?;
         self.commit(batch)?;

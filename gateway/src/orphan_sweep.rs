@@ -5,7 +5,9 @@
 //! between, or a commit whose outcome stayed unknown and did not happen,
 //! leaves extents that no record names. Only the metadata service holds
 //! every record, so only it deletes them (a replicated service's leader,
-//! from its replica, once a majority confirmed it leads), and only on nodes
+//! from its replica, once a majority confirmed it leads; with index groups,
+//! each group's leader, of the extents tagged with its buckets' hashes),
+//! and only on nodes
 //! that serve it: each node records the first service that claims it and
 //! refuses the others. Two services over the same nodes by mistake would
 //! otherwise delete each other's extents; with the claims, the second
@@ -17,7 +19,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use anyhow::Context as _;
 use http::StatusCode;
 use strata_meta::MetaService;
-use strata_pool::{NodeError, RingPool};
+use strata_pool::{ExtentTags, NodeError, RingPool};
 use strata_store::{CatalogWrite, Store, StoreError, WeakStore};
 
 use crate::directory::NS_CLUSTER;
@@ -36,8 +38,8 @@ const NODE_WAIT_IN_SWEEP: Duration = Duration::from_secs(10);
 pub enum Records {
     /// This gateway's own store is the metadata service.
     Local(WeakStore),
-    /// This gateway is a member of a replicated service: its replica, while
-    /// it leads.
+    /// This gateway is a member of a replicated service: its replica of a
+    /// group (the root, or an index group), while it leads the group.
     Member(Weak<MetaService>),
 }
 
@@ -97,9 +99,15 @@ pub async fn claim_nodes(pool: &RingPool, service: &str) -> anyhow::Result<()> {
 }
 
 /// Deletes, every quarter of `orphan_age` (at most every 6 hours), the
-/// extents older than `orphan_age` that no record names, when every node of
-/// the ring took `service`'s claim.
-pub fn spawn_sweeper(records: Records, pool: RingPool, service: String, orphan_age: Duration) {
+/// extents older than `orphan_age`, with a tag in `tags`, that no record
+/// names, when every node of the ring took `service`'s claim.
+pub fn spawn_sweeper(
+    records: Records,
+    tags: ExtentTags,
+    pool: RingPool,
+    service: String,
+    orphan_age: Duration,
+) {
     let interval = (orphan_age / 4).clamp(Duration::from_secs(1), MAX_SWEEP_INTERVAL);
     tokio::spawn(async move {
         let mut ticker = tokio::time::interval(interval);
@@ -138,7 +146,7 @@ pub fn spawn_sweeper(records: Records, pool: RingPool, service: String, orphan_a
             let older_than = SystemTime::now()
                 .checked_sub(orphan_age)
                 .unwrap_or(UNIX_EPOCH);
-            match store.sweep_orphans(older_than).await {
+            match store.sweep_orphans(older_than, tags.clone()).await {
                 Ok(0) => {}
                 Ok(n_swept) => tracing::info!(n_swept, "deleted extents no record names"),
                 Err(err) => tracing::warn!(error = %err, "orphan sweep failed"),

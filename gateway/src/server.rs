@@ -14,8 +14,8 @@ use hyper_util::server::conn::auto;
 use percent_encoding::{NON_ALPHANUMERIC, utf8_percent_encode};
 use strata_auth::SigV4Config;
 use strata_pool::{
-    Accepted, CappedListener, ClusterTls, ConnectionGauge, LocalPool, LocalPoolConfig, Pool,
-    RingPool, RingPoolConfig,
+    ALL_TAGS, Accepted, CappedListener, ClusterTls, ConnectionGauge, LocalPool, LocalPoolConfig,
+    Pool, RingPool, RingPoolConfig,
 };
 use strata_store::{FeedFollower, FollowerTag, Store, StoreConfig};
 use tokio::net::{TcpListener, TcpStream};
@@ -280,27 +280,32 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         tokio::spawn(pool.clone().watch_health());
         let service = crate::orphan_sweep::service_id(&store).await?;
         crate::orphan_sweep::claim_nodes(pool, &service).await?;
-        let records = match (&served.internal.service, store.is_remote()) {
-            // The root group's confirmed leadership says nothing of how far
-            // this member's replicas of the index groups are: one behind
-            // would have the sweep delete the extents its group committed
-            // meanwhile. Off until each group sweeps its own extents.
-            (Some(_), _) if !served.internal.index_services.is_empty() => {
-                tracing::warn!(
-                    "no orphan sweep on a metadata service with index groups: \
-                     extents of uploads cut short stay on the nodes"
-                );
-                None
-            }
-            (Some(member), _) => Some(crate::orphan_sweep::Records::Member(Arc::downgrade(member))),
-            (None, false) => Some(crate::orphan_sweep::Records::Local(store.downgrade())),
-            (None, true) => None,
+        use crate::orphan_sweep::Records;
+        let index_services = &served.internal.index_services;
+        let sweeps = match (&served.internal.service, store.is_remote()) {
+            // Each index group's leader sweeps the extents of its buckets
+            // against its replica: the root's leadership says nothing of
+            // how far this member's replicas of the groups are. The root
+            // group holds no object records.
+            (Some(_), _) if !index_services.is_empty() => index_services
+                .iter()
+                .enumerate()
+                .filter_map(|(index, member)| {
+                    let tags = strata_store::group_tags(index, index_services.len())?;
+                    Some((Records::Member(Arc::downgrade(member)), tags))
+                })
+                .collect(),
+            (Some(member), _) => vec![(Records::Member(Arc::downgrade(member)), ALL_TAGS)],
+            // A routed store's root reads every group's records.
+            (None, false) => vec![(Records::Local(store.downgrade()), ALL_TAGS)],
+            (None, true) => Vec::new(),
         };
-        if let Some(records) = records {
+        for (records, tags) in sweeps {
             crate::orphan_sweep::spawn_sweeper(
                 records,
+                tags,
                 pool.clone(),
-                service,
+                service.clone(),
                 Duration::from_secs(config.cluster.orphan_age_secs),
             );
         }

@@ -1,7 +1,8 @@
 //! The block pool: where object bytes live.
 //!
 //! The pool stores *extents* — immutable byte strings of at most [`MAX_EXTENT_LEN`]
-//! (4 MiB), addressed by a random [`ExtentId`]. An object is a list of extents; the
+//! (4 MiB), addressed by an [`ExtentId`] (random, but for a tag its writer
+//! chooses, by which listings filter). An object is a list of extents; the
 //! store above keeps that list in its metadata, the pool knows nothing of objects,
 //! buckets or protocols. Later the same pool will hold VM volumes (lists of extents
 //! exported over NBD) and index records.
@@ -67,13 +68,37 @@ pub use tls::{ClusterTls, TLS_HANDSHAKE_BYTE, TlsError};
 /// Largest extent the pool accepts. Objects are cut into extents of this size.
 pub const MAX_EXTENT_LEN: usize = 4 * 1024 * 1024;
 
-/// Address of an extent: 128 random bits, so writers never coordinate on ids.
+/// Address of an extent: 96 random bits, so writers never coordinate on
+/// ids, then the writer's 32-bit [tag](ExtentId::tag).
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ExtentId(pub [u8; 16]);
 
+/// A span of extent tags, for listings of some writers' extents only.
+pub type ExtentTags = std::ops::RangeInclusive<u32>;
+
+/// Every tag: a listing of all extents.
+pub const ALL_TAGS: ExtentTags = 0..=u32::MAX;
+
 impl ExtentId {
+    /// 128 random bits: an id whose tag means nothing.
     pub fn random() -> Self {
         ExtentId(rand::random())
+    }
+
+    /// A random id ending in `tag`.
+    pub fn random_tagged(tag: u32) -> Self {
+        let mut bytes: [u8; 16] = rand::random();
+        bytes[12..].copy_from_slice(&tag.to_be_bytes());
+        ExtentId(bytes)
+    }
+
+    /// The last four bytes, which the writer chose. The store writes there
+    /// the hash of the bucket whose records name the extent, so that each
+    /// index group lists and sweeps only its buckets' extents. The pool
+    /// only filters listings by it: placement hashes the whole id, and the
+    /// directory layout its first byte, both still random.
+    pub fn tag(&self) -> u32 {
+        u32::from_be_bytes([self.0[12], self.0[13], self.0[14], self.0[15]])
     }
 
     pub fn to_hex(&self) -> String {
@@ -145,8 +170,9 @@ pub type Result<T, E = PoolError> = std::result::Result<T, E>;
 /// The interface of every pool engine.
 #[async_trait]
 pub trait Pool: Send + Sync + 'static {
-    /// Stores `data` as a new extent and returns once it is durable.
-    async fn write_extent(&self, data: Bytes) -> Result<ExtentId>;
+    /// Stores `data` as a new extent, its id ending in `tag`, and returns
+    /// once it is durable.
+    async fn write_extent(&self, data: Bytes, tag: u32) -> Result<ExtentId>;
 
     /// Reads `len` bytes at `offset` of an extent, verifying their checksums.
     async fn read_extent(&self, id: ExtentId, offset: u64, len: u64) -> Result<Bytes>;
@@ -155,8 +181,13 @@ pub trait Pool: Send + Sync + 'static {
     /// retried after crashes and must be idempotent.
     async fn delete_extent(&self, id: ExtentId) -> Result<()>;
 
-    /// Every extent the pool holds that was written before `older_than`. The
-    /// store uses it to find extents no record refers to (a crash between
-    /// staging a body and committing it leaves such extents behind).
-    async fn list_extents(&self, older_than: std::time::SystemTime) -> Result<Vec<ExtentId>>;
+    /// Every extent the pool holds that was written before `older_than`,
+    /// with a tag in `tags`. The store uses it to find extents no record
+    /// refers to (a crash between staging a body and committing it leaves
+    /// such extents behind).
+    async fn list_extents(
+        &self,
+        older_than: std::time::SystemTime,
+        tags: ExtentTags,
+    ) -> Result<Vec<ExtentId>>;
 }

@@ -11,7 +11,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 
 use crate::extent_file::{self, FormatError};
-use crate::{ExtentId, MAX_EXTENT_LEN, Pool, PoolError, Result};
+use crate::{ExtentId, ExtentTags, MAX_EXTENT_LEN, Pool, PoolError, Result};
 
 /// Configuration of [`LocalPool`].
 #[derive(Debug, Clone)]
@@ -262,8 +262,8 @@ async fn blocking<T: Send + 'static>(
 
 #[async_trait]
 impl Pool for LocalPool {
-    async fn write_extent(&self, data: Bytes) -> Result<ExtentId> {
-        let id = ExtentId::random();
+    async fn write_extent(&self, data: Bytes, tag: u32) -> Result<ExtentId> {
+        let id = ExtentId::random_tagged(tag);
         self.put_extent(id, data).await?;
         Ok(id)
     }
@@ -286,7 +286,11 @@ impl Pool for LocalPool {
         .await
     }
 
-    async fn list_extents(&self, older_than: std::time::SystemTime) -> Result<Vec<ExtentId>> {
+    async fn list_extents(
+        &self,
+        older_than: std::time::SystemTime,
+        tags: ExtentTags,
+    ) -> Result<Vec<ExtentId>> {
         let extents_dir = self.inner.extents_dir.clone();
         blocking(move || {
             let mut found = Vec::new();
@@ -302,7 +306,9 @@ impl Pool for LocalPool {
                     return Ok(());
                 }
                 if let Some(id) = ExtentId::from_hex(name) {
-                    found.push(id);
+                    if tags.contains(&id.tag()) {
+                        found.push(id);
+                    }
                 } else if name.starts_with('.') {
                     // The temporary file of a write a crash interrupted.
                     let _ = fs::remove_file(entry.path());
@@ -337,14 +343,33 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn listing_finds_old_extents_only() {
+    async fn listing_finds_old_extents_of_the_tags_asked_only() {
         let tmp = tempfile::tempdir().unwrap();
         let pool = open(tmp.path());
-        let id = pool.write_extent(Bytes::from_static(b"x")).await.unwrap();
+        let id = pool
+            .write_extent(Bytes::from_static(b"x"), 7)
+            .await
+            .unwrap();
+        assert_eq!(id.tag(), 7);
+        let other = pool
+            .write_extent(Bytes::from_static(b"y"), 8)
+            .await
+            .unwrap();
         let later = std::time::SystemTime::now() + std::time::Duration::from_secs(1);
-        assert_eq!(pool.list_extents(later).await.unwrap(), vec![id]);
+        let mut all = pool.list_extents(later, crate::ALL_TAGS).await.unwrap();
+        all.sort();
+        let mut both = vec![id, other];
+        both.sort();
+        assert_eq!(all, both);
+        assert_eq!(pool.list_extents(later, 0..=7).await.unwrap(), vec![id]);
+        assert_eq!(pool.list_extents(later, 8..=8).await.unwrap(), vec![other]);
         let earlier = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
-        assert!(pool.list_extents(earlier).await.unwrap().is_empty());
+        assert!(
+            pool.list_extents(earlier, crate::ALL_TAGS)
+                .await
+                .unwrap()
+                .is_empty()
+        );
     }
 
     #[tokio::test]
@@ -352,7 +377,7 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let pool = open(tmp.path());
         let data = Bytes::from(vec![7u8; 100_000]);
-        let id = pool.write_extent(data.clone()).await.unwrap();
+        let id = pool.write_extent(data.clone(), 0).await.unwrap();
         assert_eq!(pool.read_extent(id, 0, 100_000).await.unwrap(), data);
         assert_eq!(
             pool.read_extent(id, 99_990, 10).await.unwrap(),
@@ -418,7 +443,7 @@ mod tests {
         let pool = open(tmp.path());
         let data = Bytes::from(vec![0u8; MAX_EXTENT_LEN + 1]);
         assert!(matches!(
-            pool.write_extent(data).await,
+            pool.write_extent(data, 0).await,
             Err(PoolError::TooLarge(_))
         ));
     }
@@ -428,7 +453,7 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let pool = open(tmp.path());
         let id = pool
-            .write_extent(Bytes::from_static(b"hello world"))
+            .write_extent(Bytes::from_static(b"hello world"), 0)
             .await
             .unwrap();
         let path = pool.path_of(id);

@@ -13,7 +13,7 @@ use serde::de::DeserializeOwned;
 
 use crate::tls::ClusterTls;
 use crate::wire::{self, ClusterSecret, Digests, NodeStatus, PartitionListing};
-use crate::{ExtentId, MAX_EXTENT_LEN};
+use crate::{ExtentId, ExtentTags, MAX_EXTENT_LEN};
 
 /// Why a request to a node failed. `Unavailable` means "try another replica";
 /// the others are answers from a node that is up.
@@ -406,9 +406,14 @@ impl NodeClient {
         &self,
         node: &str,
         older_than_unix: u64,
+        tags: &ExtentTags,
     ) -> Result<Vec<ExtentId>, NodeError> {
-        self.json(node, &format!("/v1/extents?older_than={older_than_unix}"))
-            .await
+        let (first, last) = (tags.start(), tags.end());
+        self.json(
+            node,
+            &format!("/v1/extents?older_than={older_than_unix}&tag_first={first}&tag_last={last}"),
+        )
+        .await
     }
 
     /// Digests of every partition the node holds, and its ring version.

@@ -14,7 +14,7 @@ use strata_ring::{Partition, Ring};
 use crate::lock;
 use crate::node_client::{NodeClient, NodeError};
 use crate::wire::ClusterSecret;
-use crate::{ExtentId, MAX_EXTENT_LEN, Pool, PoolError, Result};
+use crate::{ExtentId, ExtentTags, MAX_EXTENT_LEN, Pool, PoolError, Result};
 
 /// How a gateway reaches the cluster's pool.
 #[derive(Debug, Clone)]
@@ -503,12 +503,12 @@ fn unavailable(detail: String) -> PoolError {
 
 #[async_trait]
 impl Pool for RingPool {
-    async fn write_extent(&self, data: Bytes) -> Result<ExtentId> {
+    async fn write_extent(&self, data: Bytes, tag: u32) -> Result<ExtentId> {
         if data.len() > MAX_EXTENT_LEN {
             return Err(PoolError::TooLarge(data.len()));
         }
         let ring = self.ring();
-        let id = ExtentId::random();
+        let id = ExtentId::random_tagged(tag);
         let part = ring.partition_of(&id.0);
         let primaries = primary_nodes(&ring, part);
         let wanted = primaries.len();
@@ -813,15 +813,26 @@ impl Pool for RingPool {
         )))
     }
 
-    async fn list_extents(&self, older_than: SystemTime) -> Result<Vec<ExtentId>> {
+    async fn list_extents(
+        &self,
+        older_than: SystemTime,
+        tags: ExtentTags,
+    ) -> Result<Vec<ExtentId>> {
         let older_than = older_than
             .duration_since(UNIX_EPOCH)
             .map(|elapsed| elapsed.as_secs())
             .unwrap_or(0);
         let mut found = HashSet::new();
         for node in nodes_of(&self.ring()) {
-            match self.inner.client.list_extents(&node, older_than).await {
-                Ok(ids) => found.extend(ids),
+            match self
+                .inner
+                .client
+                .list_extents(&node, older_than, &tags)
+                .await
+            {
+                // Filtered here too: a node of an earlier version lists
+                // every tag.
+                Ok(ids) => found.extend(ids.into_iter().filter(|id| tags.contains(&id.tag()))),
                 // A node away only means fewer candidates this sweep.
                 Err(err) => tracing::info!(%node, error = %err, "orphan sweep skips a node"),
             }

@@ -57,6 +57,7 @@ pub use read::ObjectReader;
 pub use records::{BucketInfo, ObjectInfo, ObjectMeta};
 pub use remote::{ApplyContext, MetaTransport, TransportError};
 pub use replica::{ReplicaCheckpoint, Tally};
+pub use routed::group_tags;
 pub use space::KeySpace;
 pub use store::{
     ChangeListener, FeedLease, PutConditions, Store, StoreConfig, WeakStore, validate_key,

@@ -119,13 +119,14 @@ impl Store {
     /// extents as they are.
     pub async fn stage_part<S, E>(
         &self,
+        bucket: &str,
         body: S,
         options: &StageOptions,
     ) -> Result<StagedBody, StageError<E>>
     where
         S: futures::Stream<Item = std::result::Result<bytes::Bytes, E>>,
     {
-        write::stage(self.pool().clone(), body, options, 0).await
+        write::stage(self.pool().clone(), bucket, body, options, 0).await
     }
 
     /// Commits a staged part, replacing an earlier upload of the same number.
@@ -136,6 +137,7 @@ impl Store {
         staged: StagedBody,
         checksum: Option<(ChecksumAlgorithm, String)>,
     ) -> Result<PartInfo> {
+        staged.check_bucket(&upload.bucket)?;
         if let Some(group) = self.routed_group(&upload.bucket).await {
             let group = group?;
             let put = group.put_part(upload, part_number, staged, checksum);

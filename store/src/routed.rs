@@ -20,6 +20,7 @@
 use std::sync::Arc;
 
 use md5::{Digest as _, Md5};
+use strata_pool::ExtentTags;
 
 use crate::error::{Result, StoreError};
 use crate::feed::ChangeEvent;
@@ -30,6 +31,32 @@ use crate::store::{Events, Store};
 /// Key (default column family of the root store) of the number of index
 /// groups its buckets are spread over.
 pub(crate) const INDEX_GROUPS: &[u8] = b"index-groups";
+
+/// The top 32 bits of the MD5 of bucket `name`: where its group is, and
+/// the tag of its extents' ids ([`strata_pool::ExtentId::tag`]).
+pub(crate) fn bucket_hash(name: &str) -> u32 {
+    let digest = Md5::digest(name.as_bytes());
+    u32::from_be_bytes([digest[0], digest[1], digest[2], digest[3]])
+}
+
+/// Which of `groups` index groups holds the buckets of `hash`: its top
+/// bits, as a partition ring's.
+fn group_of(hash: u32, groups: usize) -> usize {
+    ((u64::from(hash) * groups as u64) >> 32) as usize
+}
+
+/// The bucket hashes of index group `group` of `groups`: the tags of the
+/// extents only that group's records may name, which its orphan sweep
+/// lists. `None` for a group that does not exist.
+pub fn group_tags(group: usize, groups: usize) -> Option<ExtentTags> {
+    if group >= groups {
+        return None;
+    }
+    // The least hash whose group is at least `group`: ⌈group·2³² / groups⌉.
+    let least = |group: usize| ((group as u64) << 32).div_ceil(groups as u64);
+    let last = least(group + 1) - 1;
+    Some(least(group) as u32..=last as u32)
+}
 
 pub(crate) struct Routed {
     pub(crate) root: Store,
@@ -55,11 +82,7 @@ impl Routed {
 
     /// The index group of bucket `name`.
     pub(crate) fn group(&self, name: &str) -> &Store {
-        let digest = Md5::digest(name.as_bytes());
-        let top = u32::from_be_bytes([digest[0], digest[1], digest[2], digest[3]]);
-        // The top bits pick the group, as a partition ring's do.
-        let index = (u64::from(top) * self.groups.len() as u64) >> 32;
-        &self.groups[index as usize]
+        &self.groups[group_of(bucket_hash(name), self.groups.len())]
     }
 
     /// The index group of bucket `name`, once it holds the bucket's marker.
@@ -153,5 +176,33 @@ impl Store {
             out.push((bucket, usage));
         }
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The spans of the groups tile every hash in order, and each holds
+    /// exactly the hashes `group_of` sends to its group (`group_of` only
+    /// grows with the hash, so checking each span's ends suffices).
+    #[test]
+    fn each_group_s_tags_are_the_hashes_it_holds() {
+        for groups in 1..=256 {
+            let mut next = 0u64;
+            for group in 0..groups {
+                let tags = group_tags(group, groups).expect("a group of the count");
+                assert_eq!(u64::from(*tags.start()), next, "{group} of {groups}");
+                assert!(tags.start() <= tags.end());
+                assert_eq!(group_of(*tags.start(), groups), group);
+                assert_eq!(group_of(*tags.end(), groups), group);
+                if *tags.start() > 0 {
+                    assert_eq!(group_of(tags.start() - 1, groups), group - 1);
+                }
+                next = u64::from(*tags.end()) + 1;
+            }
+            assert_eq!(next, 1 << 32, "{groups} groups leave hashes out");
+            assert_eq!(group_tags(groups, groups), None);
+        }
     }
 }

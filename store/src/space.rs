@@ -100,7 +100,7 @@ impl KeySpace {
         key.get(self.prefix.len()..).unwrap_or_default()
     }
 
-    fn read_options(&self, upper: Option<&[u8]>) -> ReadOptions {
+    pub(crate) fn read_options(&self, upper: Option<&[u8]>) -> ReadOptions {
         let mut options = ReadOptions::default();
         if !self.is_root() {
             options.set_iterate_lower_bound(self.prefix.clone());

@@ -12,7 +12,7 @@ use futures::Stream;
 use parking_lot::{Mutex, RwLock};
 use rocksdb::{ColumnFamilyDescriptor, DB, Direction, IteratorMode, Options};
 use strata_pool::wire::CallSignature;
-use strata_pool::{ExtentId, Pool};
+use strata_pool::{ALL_TAGS, ExtentId, ExtentTags, Pool};
 use tokio::sync::broadcast;
 
 use crate::error::{Result, StoreError};
@@ -842,13 +842,15 @@ impl Store {
     /// committed with [`Store::put_object`]; dropping it releases its extents.
     pub async fn stage<S, E>(
         &self,
+        bucket: &str,
         body: S,
         options: &StageOptions,
     ) -> Result<StagedBody, StageError<E>>
     where
         S: Stream<Item = std::result::Result<Bytes, E>>,
     {
-        write::stage(self.pool().clone(), body, options, self.config().inline_max).await
+        let inline_max = self.config().inline_max;
+        write::stage(self.pool().clone(), bucket, body, options, inline_max).await
     }
 
     /// Makes a staged body the current version of `bucket/key`, atomically and
@@ -864,6 +866,7 @@ impl Store {
         conditions: PutConditions,
     ) -> Result<ObjectInfo> {
         validate_key(key)?;
+        staged.check_bucket(bucket)?;
         if let Some(group) = self.routed_group(bucket).await {
             let group = group?;
             let put = group.put_object(bucket, key, staged, meta, checksum, conditions);
@@ -1173,7 +1176,7 @@ impl Store {
                     let older_than = std::time::SystemTime::now()
                         .checked_sub(orphan_age)
                         .unwrap_or(std::time::UNIX_EPOCH);
-                    match store.sweep_orphans(older_than).await {
+                    match store.sweep_orphans(older_than, ALL_TAGS).await {
                         Ok(0) => {}
                         Ok(n_swept) => tracing::info!(n_swept, "deleted orphaned extents"),
                         Err(err) => tracing::warn!(error = %err, "orphan sweep failed"),
@@ -1250,17 +1253,24 @@ impl Store {
         Ok(n_done)
     }
 
-    /// Deletes extents written before `older_than` that no object, part or
-    /// pending deletion refers to: what a crash between staging and commit
-    /// leaves behind.
-    pub async fn sweep_orphans(&self, older_than: std::time::SystemTime) -> Result<usize> {
+    /// Deletes extents written before `older_than`, with a tag in `tags`,
+    /// that no object, part or pending deletion refers to: what a crash
+    /// between staging and commit leaves behind.
+    ///
+    /// The root store reads the references of every space of its database;
+    /// an index group's store its own only, so its `tags` must be those
+    /// only its records can name ([`crate::group_tags`]).
+    pub async fn sweep_orphans(
+        &self,
+        older_than: std::time::SystemTime,
+        tags: ExtentTags,
+    ) -> Result<usize> {
         if let Some(routed) = self.routed() {
-            // The root's sweep reads every space of its database.
-            return Box::pin(routed.root.sweep_orphans(older_than)).await;
+            return Box::pin(routed.root.sweep_orphans(older_than, tags)).await;
         }
         // List before collecting references: an extent committed in between is
         // then seen as referenced, never swept.
-        let candidates = self.pool().list_extents(older_than).await?;
+        let candidates = self.pool().list_extents(older_than, tags).await?;
         if candidates.is_empty() {
             return Ok(0);
         }
@@ -1382,24 +1392,35 @@ impl Inner {
     /// Every extent a record of the database names, in any group's space:
     /// the groups share the pool, and an extent only another group knows
     /// is not an orphan.
+    /// The extents the records name: of every space of the database for
+    /// the root store, of its own for an index group's.
     fn referenced_extents(&self) -> Result<std::collections::HashSet<ExtentId>> {
         // One snapshot for the three scans: an extent moves between them in
         // one batch (a completed upload's parts become its object's, a
         // replaced object's go to the deletion queue), and scans of three
         // moments could each miss it.
         let snapshot = self.db.snapshot();
+        let scan = |family_name| -> Result<_> {
+            let options = if self.keys.is_root() {
+                rocksdb::ReadOptions::default()
+            } else {
+                self.keys.read_options(None)
+            };
+            let family = family(&self.db, family_name)?;
+            Ok(snapshot.iterator_cf_opt(family, options, IteratorMode::Start))
+        };
         let mut referenced = std::collections::HashSet::new();
-        for item in snapshot.iterator_cf(family(&self.db, CF_OBJECTS)?, IteratorMode::Start) {
+        for item in scan(CF_OBJECTS)? {
             let (_, value) = item?;
             let info: ObjectInfo = records::decode(&value)?;
             referenced.extend(info.extents.iter().map(|extent| extent.id));
         }
-        for item in snapshot.iterator_cf(family(&self.db, keys::CF_PARTS)?, IteratorMode::Start) {
+        for item in scan(keys::CF_PARTS)? {
             let (_, value) = item?;
             let part: crate::multipart::PartInfo = records::decode(&value)?;
             referenced.extend(part.extents.iter().map(|extent| extent.id));
         }
-        for item in snapshot.iterator_cf(family(&self.db, CF_GC)?, IteratorMode::Start) {
+        for item in scan(CF_GC)? {
             let (key, _) = item?;
             if let Some(id) = unprefixed(&key)
                 .get(8..24)

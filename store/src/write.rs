@@ -30,10 +30,25 @@ pub struct StagedBody {
     pub(crate) extents: Vec<ExtentRef>,
     /// The whole body when it was small enough to keep in the metadata record.
     pub(crate) inline: Option<Bytes>,
+    /// The tag of its extents' ids: the hash of the bucket it was staged
+    /// for ([`crate::routed::bucket_hash`]).
+    tag: u32,
     pool: Arc<dyn Pool>,
 }
 
 impl StagedBody {
+    /// Refuses a commit into another bucket than the body was staged for:
+    /// its extents' tag would put them in the orphan sweep of another
+    /// index group than the one whose records name them.
+    pub(crate) fn check_bucket(&self, bucket: &str) -> Result<(), StoreError> {
+        if self.tag != crate::routed::bucket_hash(bucket) {
+            return Err(StoreError::Internal(format!(
+                "a body staged for another bucket was committed to {bucket}"
+            )));
+        }
+        Ok(())
+    }
+
     /// Hands the extents over to a record; the caller now owns their lifetime.
     pub(crate) fn take_extents(mut self) -> Vec<ExtentRef> {
         std::mem::take(&mut self.extents)
@@ -101,10 +116,12 @@ impl Drop for InFlight {
     }
 }
 
-/// Streams `body` into pool extents. A body of at most `inline_max` bytes is kept in
-/// memory instead, to be stored inside its metadata record.
+/// Streams `body` into pool extents, their ids tagged with `bucket`'s hash.
+/// A body of at most `inline_max` bytes is kept in memory instead, to be
+/// stored inside its metadata record.
 pub(crate) async fn stage<S, E>(
     pool: Arc<dyn Pool>,
+    bucket: &str,
     body: S,
     options: &StageOptions,
     inline_max: usize,
@@ -121,8 +138,10 @@ where
         },
         extents: Vec::new(),
         inline: None,
+        tag: crate::routed::bucket_hash(bucket),
         pool: pool.clone(),
     };
+    let tag = staged.tag;
     let mut hasher = Some(BodyHasher::new(options.sha256, options.checksum));
     let mut buffer = BytesMut::new();
     // At most one extent is being hashed and written while the next one fills.
@@ -150,7 +169,7 @@ where
                             Some(handle) => finish_in_flight(handle, &mut staged).await?,
                             None => take_hasher(&mut hasher)?,
                         };
-                        in_flight = Some(spawn_extent(pool.clone(), hasher_now, full));
+                        in_flight = Some(spawn_extent(pool.clone(), tag, hasher_now, full));
                     }
                 }
             }
@@ -182,7 +201,7 @@ where
     };
     if !buffer.is_empty() {
         let tail = buffer.freeze();
-        let handle = spawn_extent(pool, final_hasher, tail);
+        let handle = spawn_extent(pool, tag, final_hasher, tail);
         final_hasher = finish_in_flight(handle, &mut staged).await?;
     }
     staged.digests = final_hasher.finish();
@@ -213,11 +232,11 @@ async fn finish_in_flight<E>(
     Ok(hasher)
 }
 
-fn spawn_extent(pool: Arc<dyn Pool>, mut hasher: BodyHasher, data: Bytes) -> InFlight {
+fn spawn_extent(pool: Arc<dyn Pool>, tag: u32, mut hasher: BodyHasher, data: Bytes) -> InFlight {
     let writer = pool.clone();
     let write = tokio::spawn(async move {
         let len = data.len() as u64;
-        let write = writer.write_extent(data.clone());
+        let write = writer.write_extent(data.clone(), tag);
         let hashed = async {
             if data.len() <= INLINE_HASH_LEN {
                 hasher.update(&data);

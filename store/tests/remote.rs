@@ -107,7 +107,7 @@ async fn put(
     bytes: &'static [u8],
     conditions: PutConditions,
 ) -> Result<String, StoreError> {
-    let staged = store.stage(body(bytes), &options()).await.unwrap();
+    let staged = store.stage("b", body(bytes), &options()).await.unwrap();
     let info = store
         .put_object("b", key, staged, ObjectMeta::default(), None, conditions)
         .await?;
@@ -209,6 +209,7 @@ async fn the_second_store_reads_and_writes_the_first_ones_metadata() {
     for (number, bytes) in [(1u32, &b"0123456789"[..]), (2, b"tail")] {
         let staged = client
             .stage_part(
+                "b",
                 stream::iter([Ok::<_, std::io::Error>(Bytes::from_static(bytes))]),
                 &options(),
             )
@@ -696,7 +697,10 @@ async fn a_commit_that_never_left_deletes_its_staged_body_and_an_unanswered_one_
     let events = record_events(&client);
     let extents = || async {
         let far_future = std::time::SystemTime::now() + Duration::from_secs(3600);
-        pool.list_extents(far_future).await.unwrap().len()
+        pool.list_extents(far_future, strata_pool::ALL_TAGS)
+            .await
+            .unwrap()
+            .len()
     };
     static BIG: [u8; 100_000] = [7; 100_000];
 

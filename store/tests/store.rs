@@ -8,10 +8,10 @@ use std::sync::Arc;
 use bytes::Bytes;
 use futures::{StreamExt, stream};
 use proptest::prelude::*;
-use strata_pool::{LocalPool, LocalPoolConfig, Pool};
+use strata_pool::{ALL_TAGS, LocalPool, LocalPoolConfig, Pool};
 use strata_store::{
     BucketInfo, CatalogWrite, ChangeKind, CompletedPart, ListEntry, ListQuery, ObjectMeta,
-    PutConditions, StageOptions, Store, StoreConfig, StoreError, grouped,
+    PutConditions, StageOptions, Store, StoreConfig, StoreError, group_tags, grouped,
 };
 
 fn open(dir: &std::path::Path) -> Store {
@@ -55,7 +55,7 @@ async fn put(store: &Store, bucket: &str, key: &str, body: &[u8]) -> Result<Stri
         .chunks(100_000)
         .map(|chunk| Ok(Bytes::copy_from_slice(chunk)))
         .collect();
-    let staged = match store.stage(stream::iter(chunks), &options()).await {
+    let staged = match store.stage(bucket, stream::iter(chunks), &options()).await {
         Ok(staged) => staged,
         Err(strata_store::StageError::Store(err)) => return Err(err),
         Err(strata_store::StageError::Body(err)) => panic!("{err}"),
@@ -118,6 +118,15 @@ async fn objects_survive_reopen_and_ranges_read_back() {
     assert_eq!(got, &big[range.start as usize..range.end as usize]);
 }
 
+/// Leaves the extents of `body` staged for `bucket` with no record naming
+/// them, as a crash after staging and before commit does: the staged body
+/// is forgotten, so its drop does not delete them.
+async fn orphan(store: &Store, bucket: &str, body: &[u8]) {
+    let body = stream::iter([Ok::<_, std::io::Error>(Bytes::copy_from_slice(body))]);
+    let staged = store.stage(bucket, body, &options()).await.ok().unwrap();
+    std::mem::forget(staged);
+}
+
 #[tokio::test]
 async fn orphaned_extents_are_swept_and_referenced_ones_kept() {
     let dir = tempfile::tempdir().unwrap();
@@ -125,20 +134,10 @@ async fn orphaned_extents_are_swept_and_referenced_ones_kept() {
     store.create_bucket("a", "b", "r").await.unwrap();
     let body: Vec<u8> = (0..100_000u32).map(|n| n as u8).collect();
     put(&store, "b", "kept", &body).await.unwrap();
-    // A crash after staging and before commit leaves the extents of a body that
-    // no record names; forgetting the staged body reproduces that.
-    let staged = store
-        .stage(
-            stream::iter([Ok::<_, std::io::Error>(Bytes::from(body.clone()))]),
-            &options(),
-        )
-        .await
-        .ok()
-        .unwrap();
-    std::mem::forget(staged);
+    orphan(&store, "b", &body).await;
     let later = std::time::SystemTime::now() + std::time::Duration::from_secs(1);
-    assert_eq!(store.sweep_orphans(later).await.unwrap(), 1);
-    assert_eq!(store.sweep_orphans(later).await.unwrap(), 0);
+    assert_eq!(store.sweep_orphans(later, ALL_TAGS).await.unwrap(), 1);
+    assert_eq!(store.sweep_orphans(later, ALL_TAGS).await.unwrap(), 0);
     assert_eq!(get(&store, "b", "kept").await.unwrap(), body);
 }
 
@@ -159,13 +158,13 @@ async fn a_cancelled_staging_deletes_the_extent_it_was_writing() {
     let first = Bytes::from(vec![7u8; strata_pool::MAX_EXTENT_LEN]);
     let body = stream::iter([Ok::<_, std::io::Error>(first)]).chain(stream::pending());
     let options = options();
-    let staging = store.stage(body, &options);
+    let staging = store.stage("b", body, &options);
     let cancelled = tokio::time::timeout(std::time::Duration::from_millis(300), staging).await;
     assert!(cancelled.is_err(), "a body that never ends was staged");
 
     let later = std::time::SystemTime::now() + std::time::Duration::from_secs(3600);
     for _ in 0..500 {
-        if pool.list_extents(later).await.unwrap().is_empty() {
+        if pool.list_extents(later, ALL_TAGS).await.unwrap().is_empty() {
             return;
         }
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
@@ -333,6 +332,7 @@ async fn conditional_puts() {
     let first = put(&store, "b", "k", b"one").await.unwrap();
     let staged = store
         .stage(
+            "b",
             stream::iter([Ok::<_, std::io::Error>(Bytes::from_static(b"two"))]),
             &options(),
         )
@@ -364,6 +364,7 @@ async fn a_write_checked_against_one_owner_does_not_land_in_anothers_bucket() {
     let options = options();
     let stage = |body: &'static [u8]| {
         store.stage(
+            "b",
             stream::iter([Ok::<_, std::io::Error>(Bytes::from_static(body))]),
             &options,
         )
@@ -666,6 +667,39 @@ async fn holders(groups: &[Store], bucket: &str, key: &str) -> Vec<usize> {
     found
 }
 
+/// Each index group sweeps the extents tagged with its buckets' hashes
+/// (`group_tags`) against its own records only: it deletes its orphans,
+/// and no extent that another group's records name.
+#[tokio::test]
+async fn each_index_group_sweeps_its_own_orphans_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_root, groups, store) = routed(dir.path(), 3).await;
+    let store = store.unwrap();
+    let big = vec![5u8; 100_000];
+    let names: Vec<String> = (0..12).map(|n| format!("bucket-{n}")).collect();
+    let mut group_of = BTreeMap::new();
+    for name in &names {
+        store.create_bucket("acct", name, "r").await.unwrap();
+        put(&store, name, "kept", &big).await.unwrap();
+        group_of.insert(name.clone(), holders(&groups, name, "kept").await[0]);
+    }
+    let used: BTreeSet<usize> = group_of.values().copied().collect();
+    assert_eq!(used.len(), 3, "twelve buckets in every group: {group_of:?}");
+    // In the first bucket's group.
+    orphan(&store, &names[0], &big).await;
+    let later = std::time::SystemTime::now() + std::time::Duration::from_secs(1);
+    for (index, group) in groups.iter().enumerate() {
+        let tags = group_tags(index, groups.len()).unwrap();
+        let swept = group.sweep_orphans(later, tags).await.unwrap();
+        let expected = usize::from(index == group_of[&names[0]]);
+        assert_eq!(swept, expected, "group {index}");
+    }
+    for name in &names {
+        assert_eq!(get(&store, name, "kept").await.unwrap(), big);
+    }
+    assert_eq!(store.sweep_orphans(later, ALL_TAGS).await.unwrap(), 0);
+}
+
 #[tokio::test]
 async fn a_routed_store_keeps_each_buckets_objects_in_one_group() {
     let dir = tempfile::tempdir().unwrap();
@@ -726,6 +760,7 @@ async fn a_routed_store_keeps_each_buckets_objects_in_one_group() {
     for (number, body) in [(1u32, &b"0123456789"[..]), (2, b"xyz")] {
         let staged = store
             .stage_part(
+                &names[0],
                 stream::iter([Ok::<_, std::io::Error>(Bytes::from_static(body))]),
                 &options(),
             )
@@ -883,6 +918,7 @@ async fn put_pinned(
 ) -> Result<(), StoreError> {
     let staged = store
         .stage(
+            bucket,
             stream::iter([Ok::<_, std::io::Error>(Bytes::from_static(b"pinned"))]),
             &options(),
         )
@@ -945,6 +981,7 @@ async fn multipart_assembles_chosen_parts() {
     for (number, body) in [(1u32, &b"0123456789"[..]), (2, b"abcdefghij"), (3, b"xyz")] {
         let staged = store
             .stage_part(
+                "b",
                 stream::iter([Ok::<_, std::io::Error>(Bytes::from_static(body))]),
                 &options(),
             )
@@ -1327,7 +1364,7 @@ async fn rename_moves_the_record_atomically_and_announces_both_names() {
     assert_eq!(get(&store, "c", "dir/moved").await.unwrap(), big);
     // The moved extents survive the old name's garbage collection.
     let later = std::time::SystemTime::now() + std::time::Duration::from_secs(1);
-    store.sweep_orphans(later).await.unwrap();
+    store.sweep_orphans(later, ALL_TAGS).await.unwrap();
     assert_eq!(get(&store, "c", "dir/moved").await.unwrap(), big);
 }
 
@@ -1435,7 +1472,7 @@ async fn a_replica_export_replaces_another_replicas_records() {
 /// Index groups (`docs/design/index-on-the-ring.md`) keep their records in
 /// one database under keys of their own: the same bucket and key names in
 /// three groups are three objects, each with its own listing, feed, usage
-/// and catalog; one group's orphan sweep keeps the extents only another
+/// and catalog; the root's orphan sweep keeps the extents only a group
 /// names; one group's export, import and wipe touch that group alone; and
 /// all of it survives a restart.
 #[tokio::test]
@@ -1490,8 +1527,7 @@ async fn groups_share_a_database_without_seeing_each_others_records() {
 
         // Every group's extents are referenced: none is an orphan.
         let later = std::time::SystemTime::now() + std::time::Duration::from_secs(1);
-        assert_eq!(groups[0].sweep_orphans(later).await.unwrap(), 0);
-        assert_eq!(root.sweep_orphans(later).await.unwrap(), 0);
+        assert_eq!(root.sweep_orphans(later, ALL_TAGS).await.unwrap(), 0);
         assert_group_state(&stores, &big).await;
     }
 

@@ -360,7 +360,7 @@ impl StoreFileSystem {
             max_size: self.max_object_size,
             ..Default::default()
         };
-        let staged = match self.store.stage(body, &options).await {
+        let staged = match self.store.stage(container, body, &options).await {
             Ok(staged) => staged,
             Err(StageError::Store(err)) => return Err(ftp_error(err)),
             // The client went away or the connection broke.

@@ -241,9 +241,11 @@ pub async fn stage_request_body(
     };
     let (stream, slot) = payload_stream(body, &request.payload);
     let staged = if part {
-        door.store.stage_part(stream, &options).await
+        door.store
+            .stage_part(&request.bucket, stream, &options)
+            .await
     } else {
-        door.store.stage(stream, &options).await
+        door.store.stage(&request.bucket, stream, &options).await
     }
     .map_err(stage_error)?;
     let chunked = slot.lock().take();

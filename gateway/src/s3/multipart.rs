@@ -75,7 +75,13 @@ impl S3Door {
             Some(text) => Some(copy_range(text, source.view.size)?),
         };
         let staged = self
-            .stage_copy(&source, range, upload.checksum_algorithm, true)
+            .stage_copy(
+                &upload.bucket,
+                &source,
+                range,
+                upload.checksum_algorithm,
+                true,
+            )
             .await?;
         let checksum = checksum_of(&staged, upload.checksum_algorithm);
         let part = self

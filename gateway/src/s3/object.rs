@@ -99,7 +99,9 @@ impl S3Door {
         conditions.pin_bucket(&self.owned_bucket(request).await?);
         let algorithm = requested_checksum_algorithm(&request.headers)?
             .or(source.checksum.as_ref().map(|(algo, _)| *algo));
-        let staged = self.stage_copy(&copied, None, algorithm, false).await?;
+        let staged = self
+            .stage_copy(&request.bucket, &copied, None, algorithm, false)
+            .await?;
         let checksum = checksum_of(&staged, algorithm);
         let info = self
             .store
@@ -190,9 +192,11 @@ impl S3Door {
         }
     }
 
-    /// Streams (a range of) an existing object into a new staged body.
+    /// Streams (a range of) an existing object into a new staged body for
+    /// `bucket`.
     pub(crate) async fn stage_copy(
         &self,
+        bucket: &str,
         source: &CopySource,
         range: Option<Range<u64>>,
         checksum: Option<ChecksumAlgorithm>,
@@ -209,9 +213,9 @@ impl S3Door {
         };
         let reader = read_assembled(&self.store, &source.record, source.segments.clone(), range);
         let staged = if part {
-            self.store.stage_part(reader, &options).await
+            self.store.stage_part(bucket, reader, &options).await
         } else {
-            self.store.stage(reader, &options).await
+            self.store.stage(bucket, reader, &options).await
         };
         staged.map_err(|err| match err {
             StageError::Body(err) | StageError::Store(err) => S3Error::from(err),

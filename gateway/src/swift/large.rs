@@ -298,6 +298,7 @@ impl SwiftDoor {
         let staged = self
             .store
             .stage(
+                container,
                 stream::once(
                     async move { Ok::<_, std::convert::Infallible>(Bytes::from(manifest)) },
                 ),

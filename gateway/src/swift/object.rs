@@ -47,6 +47,7 @@ impl SwiftDoor {
         let staged = self
             .store
             .stage(
+                container,
                 stream,
                 &StageOptions {
                     sha256: false,
@@ -340,13 +341,13 @@ impl SwiftDoor {
             max_size: u64::MAX,
         };
         let body = read_assembled(&self.store, source, assembled.segments.clone(), None);
-        let staged = self
-            .store
-            .stage(body, &options)
-            .await
-            .map_err(|err| match err {
-                StageError::Body(err) | StageError::Store(err) => SwiftError::from(err),
-            })?;
+        let staged =
+            self.store
+                .stage(container, body, &options)
+                .await
+                .map_err(|err| match err {
+                    StageError::Body(err) | StageError::Store(err) => SwiftError::from(err),
+                })?;
         let info = self
             .store
             .put_object(container, key, staged, meta, None, put_conditions(request))

@@ -433,7 +433,16 @@ impl Node {
                 else {
                     return reply(StatusCode::BAD_REQUEST, "older_than out of range\n");
                 };
-                match self.pool.list_extents(before).await {
+                // A tag span, when the sweep of one index group asks.
+                let tag = |name| match query_u64(&query, name) {
+                    None => Ok(None),
+                    Some(tag) => u32::try_from(tag).map(Some),
+                };
+                let tags = match (tag("tag_first"), tag("tag_last")) {
+                    (Ok(first), Ok(last)) => first.unwrap_or(0)..=last.unwrap_or(u32::MAX),
+                    _ => return reply(StatusCode::BAD_REQUEST, "tag out of range\n"),
+                };
+                match self.pool.list_extents(before, tags).await {
                     Ok(ids) => json_reply(&ids),
                     Err(err) => reply(StatusCode::INTERNAL_SERVER_ERROR, err.to_string()),
                 }

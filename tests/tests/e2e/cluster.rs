@@ -731,37 +731,8 @@ fn extents_no_record_names_are_swept() -> Result<()> {
         "{committed} extent copies for a 5 MiB object"
     );
 
-    // A slow upload through a second gateway, killed once it stored an
-    // extent and before it committed anything.
     let mut second = cluster.gateway_over(&service)?;
-    let (token, storage_url) = second.swift_token(&SwiftUser::root())?;
-    let work = second.work_dir("orphans")?;
-    let big = work.join("big.bin");
-    fs::write(&big, strata_tests::random_bytes(24 << 20))?;
-    let _upload = KillOnDrop(
-        std::process::Command::new("curl")
-            .args([
-                "-sS",
-                "-o",
-                "/dev/null",
-                "--limit-rate",
-                "2M",
-                "-T",
-                utf8(&big)?,
-            ])
-            .args(["-H", &format!("X-Auth-Token: {token}")])
-            .arg(format!("{storage_url}/{container}/big"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .context("spawning curl")?,
-    );
-    within_settle_timeout(|| {
-        let now = extents(&cluster.status()?);
-        Ok((now < committed + 2).then(|| format!("the upload stored no extent ({now} copies)")))
-    })?;
-    second.kill9()?;
-
+    orphan_extents(&cluster, &mut second, &container, committed)?;
     within_settle_timeout(|| {
         let now = extents(&cluster.status()?);
         Ok((now != committed).then(|| format!("{now} extent copies, {committed} committed")))
@@ -944,9 +915,48 @@ fn upload_killing_node(
     Ok(acked)
 }
 
+/// Leaves extents no record names: a slow upload to `container` through
+/// `gateway`, killed with the gateway once the nodes hold more than the
+/// `committed` extent copies and before it committed anything.
+pub(crate) fn orphan_extents(
+    cluster: &Cluster,
+    gateway: &mut Server,
+    container: &str,
+    committed: u64,
+) -> Result<()> {
+    let (token, storage_url) = gateway.swift_token(&SwiftUser::root())?;
+    let big = gateway.work_dir("orphans")?.join("big.bin");
+    fs::write(&big, strata_tests::random_bytes(24 << 20))?;
+    let _upload = KillOnDrop(
+        std::process::Command::new("curl")
+            .args([
+                "-sS",
+                "-o",
+                "/dev/null",
+                "--limit-rate",
+                "2M",
+                "-T",
+                utf8(&big)?,
+            ])
+            .args(["-H", &format!("X-Auth-Token: {token}")])
+            .arg(format!("{storage_url}/{container}/big"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("spawning curl")?,
+    );
+    within_settle_timeout(|| {
+        let now = extents(&cluster.status()?);
+        Ok((now < committed + 2).then(|| format!("the upload stored no extent ({now} copies)")))
+    })?;
+    gateway.kill9()
+}
+
 /// Calls `check` every half second until it finds nothing wrong (`None`);
 /// fails with what it last found once [`SETTLE_TIMEOUT`] has passed.
-fn within_settle_timeout(mut check: impl FnMut() -> Result<Option<String>>) -> Result<()> {
+pub(crate) fn within_settle_timeout(
+    mut check: impl FnMut() -> Result<Option<String>>,
+) -> Result<()> {
     let started = Instant::now();
     loop {
         let Some(wrong) = check()? else {
@@ -967,7 +977,8 @@ fn replication_total(status: &serde_json::Value, counter: &str) -> u64 {
         .sum()
 }
 
-fn extents(status: &serde_json::Value) -> u64 {
+/// The extent copies the nodes hold.
+pub(crate) fn extents(status: &serde_json::Value) -> u64 {
     node_total(status, "extents")
 }
 

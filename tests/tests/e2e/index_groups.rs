@@ -9,6 +9,8 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail, ensure};
 use strata_tests::{Cluster, Server, Signing, unique_bucket, utf8};
 
+use crate::cluster::{extents, orphan_extents, within_settle_timeout};
+
 const GROUPS: &str = "index_groups = 4\n";
 
 #[test]
@@ -297,7 +299,17 @@ fn per_group(member: &Server, series: &str) -> Result<Vec<u64>> {
 /// Three members of a replicated metadata service over four index groups,
 /// and their `HOST:PORT`s.
 fn replicated_service(cluster: &Cluster) -> Result<(Vec<Server>, Vec<String>)> {
-    let members = cluster.metadata_group_with_config(3, GROUPS)?;
+    replicated_service_with(cluster, "")
+}
+
+/// Like [`replicated_service`], with `cluster_toml` in the members'
+/// `[cluster]` section.
+fn replicated_service_with(
+    cluster: &Cluster,
+    cluster_toml: &str,
+) -> Result<(Vec<Server>, Vec<String>)> {
+    let config = format!("{GROUPS}[cluster]\n{cluster_toml}");
+    let members = cluster.metadata_group_with_config(3, &config)?;
     let addresses = members
         .iter()
         .map(|member| member.endpoint().trim_start_matches("http://").to_owned())
@@ -379,6 +391,46 @@ fn a_replicated_service_runs_each_index_group_as_a_raft_group() -> Result<()> {
     }
     for bucket in &buckets {
         members[victim].python_ok("cluster_load.py", &["verify", bucket, "10"])?;
+    }
+    Ok(())
+}
+
+/// Each index group's leader deletes the extents an upload to one of its
+/// buckets left when it was cut short, and no extent that any group's
+/// records name (`orphan_sweep.rs`): each sweeps only the extents tagged
+/// with its buckets' hashes, against its own replica.
+#[test]
+fn each_index_group_sweeps_the_orphans_of_its_buckets() -> Result<()> {
+    let cluster = Cluster::start(2, 4, 2)?;
+    let (members, addresses) = replicated_service_with(&cluster, "orphan_age_secs = 5\n")?;
+    let buckets: Vec<String> = (0..6)
+        .map(|n| unique_bucket(&format!("swept{n}")))
+        .collect();
+    let body = strata_tests::random_bytes(5 << 20);
+    for bucket in &buckets {
+        members[0].aws_ok(&["s3api", "create-bucket", "--bucket", bucket])?;
+        ensure!(put(&members[1], bucket, "kept", &body)? == 200);
+    }
+    // Two extents of two copies each.
+    let committed = extents(&cluster.status()?);
+    ensure!(
+        committed == 4 * 6,
+        "{committed} extent copies for six objects"
+    );
+
+    let mut outsider = cluster.gateway_over_address_with_config(&addresses.join(","), GROUPS)?;
+    orphan_extents(&cluster, &mut outsider, &buckets[0], committed)?;
+    within_settle_timeout(|| {
+        let now = extents(&cluster.status()?);
+        Ok((now != committed).then(|| format!("{now} extent copies, {committed} committed")))
+    })?;
+    for bucket in &buckets {
+        let read = members[2].http("GET", &format!("/{bucket}/kept"), Signing::Root, None, &[])?;
+        ensure!(
+            read.status == 200 && read.body == body,
+            "{bucket}/kept: {}",
+            read.status
+        );
     }
     Ok(())
 }

@@ -287,6 +287,14 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             // against its replica: the root's leadership says nothing of
             // how far this member's replicas of the groups are. The root
             // group holds no object records.
+            (Some(_), _) if !index_services.is_empty() && !store.index_extents_tagged() => {
+                tracing::warn!(
+                    "no orphan sweep: this metadata service's index groups were first \
+                     used by a version that did not tag extents by bucket, so no group \
+                     can tell its own; extents of uploads cut short stay on the nodes"
+                );
+                Vec::new()
+            }
             (Some(_), _) if !index_services.is_empty() => index_services
                 .iter()
                 .enumerate()

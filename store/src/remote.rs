@@ -201,7 +201,9 @@ pub(crate) enum MetaCall {
     /// ([`Store::index_groups`]).
     IndexGroups,
     /// Records the number of index groups, or checks it
-    /// ([`Store::route`]).
+    /// ([`Store::route`]); answers whether their extents are tagged by
+    /// bucket. (An earlier version answered nothing: a gateway and a
+    /// service of the two versions refuse each other at start.)
     RecordIndexGroups {
         count: u16,
     },

@@ -32,6 +32,12 @@ use crate::store::{Events, Store};
 /// groups its buckets are spread over.
 pub(crate) const INDEX_GROUPS: &[u8] = b"index-groups";
 
+/// Key (beside [`INDEX_GROUPS`]) present when the groups were first used by
+/// a version that tags every extent with its bucket's hash: then each
+/// group's orphan sweep may take the extents of its buckets' tags. Stores
+/// routed before tags hold extents whose tags mean nothing.
+pub(crate) const EXTENTS_TAGGED: &[u8] = b"index-groups-extents-tagged";
+
 /// The top 32 bits of the MD5 of bucket `name`: where its group is, and
 /// the tag of its extents' ids ([`strata_pool::ExtentId::tag`]).
 pub(crate) fn bucket_hash(name: &str) -> u32 {
@@ -62,10 +68,13 @@ pub(crate) struct Routed {
     pub(crate) root: Store,
     groups: Vec<Store>,
     pub(crate) events: Arc<Events>,
+    /// Whether every extent the groups' records name is tagged with its
+    /// bucket's hash ([`EXTENTS_TAGGED`]).
+    extents_tagged: bool,
 }
 
 impl Routed {
-    pub(crate) fn new(root: Store, groups: Vec<Store>) -> Arc<Routed> {
+    pub(crate) fn new(root: Store, groups: Vec<Store>, extents_tagged: bool) -> Arc<Routed> {
         let events = Events::new();
         for store in std::iter::once(&root).chain(&groups) {
             let events = events.clone();
@@ -77,6 +86,7 @@ impl Routed {
             root,
             groups,
             events,
+            extents_tagged,
         })
     }
 
@@ -125,6 +135,18 @@ impl Routed {
 }
 
 impl Store {
+    /// Whether each index group's extents are tagged with their buckets'
+    /// hashes, so that the group may sweep the orphans among them
+    /// ([`group_tags`]): true for a routed store whose groups were first
+    /// used by a version that tags, false for one routed before, whose
+    /// extents only the root's sweep of every space may judge, and for a
+    /// store that is not routed.
+    pub fn index_extents_tagged(&self) -> bool {
+        self.routed().is_some_and(|routed| routed.extents_tagged)
+    }
+}
+
+impl Store {
     /// A store that keeps bucket records and the catalog in `root` and each
     /// bucket's objects in one of `groups` ([`crate::routed`]). The number
     /// of groups is the store's for good: `root` records it the first time
@@ -144,9 +166,9 @@ impl Store {
         if root.routed().is_some() || groups.iter().any(|group| group.routed().is_some()) {
             return Err(StoreError::Internal("a routed store routed again".into()));
         }
-        root.record_index_groups(count).await?;
+        let extents_tagged = root.record_index_groups(count).await?;
         Ok(Store {
-            engine: crate::store::Engine::Routed(Routed::new(root, groups)),
+            engine: crate::store::Engine::Routed(Routed::new(root, groups, extents_tagged)),
         })
     }
 

@@ -20,7 +20,7 @@ use crate::feed::{ChangeEvent, ChangeKind, FeedFollower, FollowerTag, Followers,
 use crate::keys::{self, CF_BUCKETS, CF_DEFAULT, CF_FEED, CF_GC, CF_OBJECTS, CF_USAGE};
 use crate::records::{self, BucketInfo, ExtentRef, ObjectInfo, ObjectMeta};
 use crate::remote::{FEED_LEASE, MetaCall, Remote};
-use crate::routed::{INDEX_GROUPS, Routed};
+use crate::routed::{EXTENTS_TAGGED, INDEX_GROUPS, Routed};
 use crate::space::{Batch, KeySpace, Space, family, unprefixed};
 use crate::usage::{self, UsageDelta};
 use crate::write::{self, StageError, StageOptions, StagedBody};
@@ -700,8 +700,9 @@ impl Store {
     /// Records that this (root) store's buckets keep their objects in
     /// `count` index groups ([`Store::route`]), or checks that it is the
     /// number recorded; a connected root, in the store it is connected to
-    /// (a replicated one through its log).
-    pub(crate) async fn record_index_groups(&self, count: u16) -> Result<()> {
+    /// (a replicated one through its log). Answers whether the groups'
+    /// extents are tagged by bucket ([`Store::index_extents_tagged`]).
+    pub(crate) async fn record_index_groups(&self, count: u16) -> Result<bool> {
         if let Some(remote) = self.remote() {
             return remote.call(MetaCall::RecordIndexGroups { count }).await;
         }
@@ -709,7 +710,9 @@ impl Store {
             let _exclusive = inner.bucket_lock.write();
             match inner.recorded_index_groups()? {
                 0 => {}
-                recorded if recorded == count => return Ok(()),
+                recorded if recorded == count => {
+                    return Ok(inner.space().get(CF_DEFAULT, EXTENTS_TAGGED)?.is_some());
+                }
                 recorded => {
                     return Err(StoreError::InvalidArgument(format!(
                         "the store spreads its buckets over {recorded} index groups, not {count}"
@@ -730,9 +733,10 @@ impl Store {
             }
             let mut batch = inner.batch();
             batch.put(CF_DEFAULT, INDEX_GROUPS, count.to_be_bytes())?;
+            batch.put(CF_DEFAULT, EXTENTS_TAGGED, [])?;
             inner.commit(batch)?;
             inner.index_groups.store(count, Ordering::SeqCst);
-            Ok(())
+            Ok(true)
         })
         .await
     }
@@ -1155,8 +1159,9 @@ impl Store {
             return;
         };
         let weak = Arc::downgrade(inner);
-        // The sweep reads every space's references: the root's store runs
-        // it for the whole database, a group's would only repeat it.
+        // The root's store sweeps for the whole database. A group's must
+        // not sweep alone: it reads its own space's references only, and
+        // without its tags' span would take other groups' extents.
         let sweeps_orphans = inner.keys.is_root();
         runtime.spawn(async move {
             let mut ticker = tokio::time::interval(Duration::from_secs(5));
@@ -1389,11 +1394,11 @@ impl Inner {
         Ok(())
     }
 
-    /// Every extent a record of the database names, in any group's space:
-    /// the groups share the pool, and an extent only another group knows
-    /// is not an orphan.
-    /// The extents the records name: of every space of the database for
-    /// the root store, of its own for an index group's.
+    /// The extents the records name: for the root store, those of every
+    /// space of the database (the groups share the pool, and an extent
+    /// only another group knows is not an orphan); for an index group's,
+    /// those of its own space, against which only its buckets' extent tags
+    /// may be swept ([`Store::sweep_orphans`]).
     fn referenced_extents(&self) -> Result<std::collections::HashSet<ExtentId>> {
         // One snapshot for the three scans: an extent moves between them in
         // one batch (a completed upload's parts become its object's, a

@@ -317,11 +317,16 @@ fn json_reply(value: &impl serde::Serialize) -> NodeResponse {
 }
 
 fn query_u64(query: &str, name: &str) -> Option<u64> {
+    query_param(query, name).and_then(|value| value.parse().ok())
+}
+
+/// The value of parameter `name` in `query`, if present.
+fn query_param<'q>(query: &'q str, name: &str) -> Option<&'q str> {
     query
         .split('&')
         .filter_map(|pair| pair.split_once('='))
         .find(|(key, _)| *key == name)
-        .and_then(|(_, value)| value.parse().ok())
+        .map(|(_, value)| value)
 }
 
 impl Node {
@@ -434,13 +439,13 @@ impl Node {
                     return reply(StatusCode::BAD_REQUEST, "older_than out of range\n");
                 };
                 // A tag span, when the sweep of one index group asks.
-                let tag = |name| match query_u64(&query, name) {
-                    None => Ok(None),
-                    Some(tag) => u32::try_from(tag).map(Some),
+                let tag = |name, absent| match query_param(&query, name) {
+                    None => Some(absent),
+                    Some(text) => text.parse::<u32>().ok(),
                 };
-                let tags = match (tag("tag_first"), tag("tag_last")) {
-                    (Ok(first), Ok(last)) => first.unwrap_or(0)..=last.unwrap_or(u32::MAX),
-                    _ => return reply(StatusCode::BAD_REQUEST, "tag out of range\n"),
+                let tags = match (tag("tag_first", 0), tag("tag_last", u32::MAX)) {
+                    (Some(first), Some(last)) => first..=last,
+                    _ => return reply(StatusCode::BAD_REQUEST, "bad tag_first or tag_last\n"),
                 };
                 match self.pool.list_extents(before, tags).await {
                     Ok(ids) => json_reply(&ids),

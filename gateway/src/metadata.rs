@@ -114,7 +114,13 @@ fn parse_members_path(path: &str) -> Option<u16> {
     parse_group_path(MEMBERS_PATH, path)
 }
 
-/// How long a call waits for a group without a leader to elect one.
+/// How much sooner than its caller stops waiting a member answers a long
+/// poll: time for the answer to travel.
+const ANSWER_MARGIN: Duration = Duration::from_secs(1);
+
+/// How long a call waits for a group without a leader to elect one, from
+/// when it first finds none (a feed's long poll may have waited its whole
+/// wait at the last leader before).
 const LEADER_PATIENCE: Duration = Duration::from_secs(10);
 
 /// How long a gateway that is not a member waits on a member's answer
@@ -280,7 +286,9 @@ impl HttpMetaTransport {
             return Err(None);
         };
         let signature = wire::CallSignature::for_nonce(nonce, wire::unix_now());
-        match tokio::time::timeout_at(deadline, local.call(request, Some(signature))).await {
+        let answer_by = deadline.into_std().checked_sub(ANSWER_MARGIN);
+        let call = local.call(request, Some(signature), answer_by);
+        match tokio::time::timeout_at(deadline, call).await {
             Ok(Routed::Answer(answer)) => Ok(Ok(Bytes::from(answer))),
             // Not confirmed by a majority: as a leader's 503.
             Ok(Routed::Unavailable(why)) => Ok(Err(TransportError::Unknown(why))),
@@ -309,7 +317,7 @@ pub(crate) fn leader_hint(body: &[u8]) -> Option<String> {
 impl MetaTransport for HttpMetaTransport {
     async fn call(&self, request: Bytes, timeout: Duration) -> Result<Bytes, TransportError> {
         let deadline = tokio::time::Instant::now() + timeout;
-        let election_deadline = tokio::time::Instant::now() + LEADER_PATIENCE.min(timeout);
+        let mut election_deadline = None;
         // Every attempt of this call carries the same nonce: the service
         // applies one of them at most, whichever member each reached
         // (`wire::CallSignature`).
@@ -424,7 +432,8 @@ impl MetaTransport for HttpMetaTransport {
             if not_sent % n_members == 0 {
                 // Every member so far was unreachable or not the leader:
                 // none of them took the call.
-                if tokio::time::Instant::now() >= election_deadline {
+                let now = tokio::time::Instant::now();
+                if now >= *election_deadline.get_or_insert(now + LEADER_PATIENCE) {
                     return Err(unsent(
                         sent_in_clear,
                         "the metadata service has no leader".into(),
@@ -561,6 +570,13 @@ pub async fn handle(internal: &Internal, request: hyper::Request<RequestBody>) -
         return text_response(StatusCode::METHOD_NOT_ALLOWED, "POST only\n");
     }
     let path = request.uri().path().to_owned();
+    // Taken now: the time to read the body counts.
+    let answer_by = request
+        .uri()
+        .path_and_query()
+        .and_then(|pq| wire::answer_within(pq.as_str()))
+        .and_then(|within| within.checked_sub(ANSWER_MARGIN))
+        .map(|within| std::time::Instant::now() + within);
     let limit = match path.starts_with(RAFT_PATH) {
         true => MAX_RAFT_BYTES,
         false => MAX_CALL_BYTES,
@@ -637,11 +653,14 @@ pub async fn handle(internal: &Internal, request: hyper::Request<RequestBody>) -
         let Some(service) = internal.member_of(service, group) else {
             return no_such_group(group);
         };
-        return routed_response(service.call(&body, signature).await);
+        return routed_response(service.call(&body, signature, answer_by).await);
     }
     match internal.store.get() {
         Some(store) if !store.is_remote() => match store.group_store(group) {
-            Some(store) => json_response(StatusCode::OK, store.serve_meta(&body, signature).await),
+            Some(store) => json_response(
+                StatusCode::OK,
+                store.serve_meta_by(&body, signature, answer_by).await,
+            ),
             None => text_response(
                 StatusCode::NOT_FOUND,
                 format!("this gateway keeps no index group {group}\n"),

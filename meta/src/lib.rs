@@ -367,8 +367,15 @@ impl MetaService {
 
     /// Routes one metadata call (the body of the service's endpoint), and
     /// the signature it came with from another gateway, if any: a change
-    /// whose signature the log applied before is refused.
-    pub async fn call(&self, request: &[u8], signature: Option<CallSignature>) -> Routed {
+    /// whose signature the log applied before is refused. `answer_by`:
+    /// when its caller stops waiting, if it said (a long poll of the feed
+    /// is held until then at the latest).
+    pub async fn call(
+        &self,
+        request: &[u8],
+        signature: Option<CallSignature>,
+        answer_by: Option<std::time::Instant>,
+    ) -> Routed {
         let Some(writes) = Store::meta_call_writes(request) else {
             // The store answers with the decoding error.
             return Routed::Answer(self.store.serve_meta(request, None).await);
@@ -376,7 +383,7 @@ impl MetaService {
         if writes {
             self.write(request, signature).await
         } else {
-            self.read(request).await
+            self.read(request, answer_by).await
         }
     }
 
@@ -396,9 +403,9 @@ impl MetaService {
         self.batcher.write(call).await
     }
 
-    async fn read(&self, request: &[u8]) -> Routed {
+    async fn read(&self, request: &[u8], answer_by: Option<std::time::Instant>) -> Routed {
         match self.confirm_leadership().await {
-            None => Routed::Answer(self.store.serve_meta(request, None).await),
+            None => Routed::Answer(self.store.serve_meta_by(request, None, answer_by).await),
             Some(refusal) => refusal,
         }
     }

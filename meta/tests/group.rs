@@ -277,7 +277,7 @@ async fn call_leader(services: &[Arc<MetaService>], call: serde_json::Value) -> 
     let request = serde_json::to_vec(&call).expect("encodable call");
     for _ in 0..200 {
         for service in services {
-            match service.call(&request, None).await {
+            match service.call(&request, None, None).await {
                 Routed::Answer(answer) => {
                     return serde_json::from_slice(&answer).expect("JSON answer");
                 }
@@ -444,7 +444,7 @@ async fn a_member_that_does_not_lead_sends_callers_to_the_leader() {
             "region": "r1", "attrs": {}
         }))
         .expect("call");
-        let answer = follower.call(&request, None).await;
+        let answer = follower.call(&request, None, None).await;
         if group.agreed_leader().await != leader {
             continue;
         }
@@ -550,7 +550,7 @@ async fn concurrent_changes_share_log_entries() {
             let leader = leader.clone();
             let request = serde_json::to_vec(&put_call(&format!("k{index}"), b"body", None))
                 .expect("encodable call");
-            tokio::spawn(async move { leader.call(&request, None).await })
+            tokio::spawn(async move { leader.call(&request, None, None).await })
         })
         .collect();
     for (index, answered) in futures_join(puts).await.into_iter().enumerate() {
@@ -696,7 +696,7 @@ async fn a_running_leader_removes_itself_and_steps_down() {
     let put = serde_json::to_vec(&put_call("during", b"x", None)).expect("call");
     let mut stepped_down = false;
     for _ in 0..100 {
-        if let Routed::NotLeader(_) = leader.call(&put, None).await {
+        if let Routed::NotLeader(_) = leader.call(&put, None, None).await {
             stepped_down = true;
             break;
         }

@@ -200,12 +200,14 @@ impl NodeClient {
     ) -> Result<(StatusCode, Bytes), NodeError> {
         let separator = if path.contains('?') { '&' } else { '?' };
         let path_and_query = format!(
-            "{path}{separator}{}={}&{}={}&{}={attempt}",
+            "{path}{separator}{}={}&{}={}&{}={attempt}&{}={}",
             wire::BODY_DIGEST_PARAM,
             wire::body_digest(&body),
             wire::NONCE_PARAM,
             wire::nonce_text(nonce),
             wire::ATTEMPT_PARAM,
+            wire::ANSWER_WITHIN_PARAM,
+            self.timeout.as_millis(),
         );
         self.send(member, Method::POST, &path_and_query, body, MAX_JSON_LEN)
             .await

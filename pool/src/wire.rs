@@ -244,6 +244,21 @@ pub fn nonce_text(nonce: u64) -> String {
 /// sent to one member within a second sign differently.
 pub const ATTEMPT_PARAM: &str = "attempt";
 
+/// The query parameter saying how long the caller waits for this attempt's
+/// answer, in milliseconds: a member holds a long poll for less, so that an
+/// attempt sent to a new leader part-way through a call still answers
+/// within it.
+pub const ANSWER_WITHIN_PARAM: &str = "within_ms";
+
+/// How long the caller of a request waits for its answer, if it said
+/// ([`ANSWER_WITHIN_PARAM`]).
+pub fn answer_within(path_and_query: &str) -> Option<std::time::Duration> {
+    query_param(path_and_query, ANSWER_WITHIN_PARAM)?
+        .parse()
+        .ok()
+        .map(std::time::Duration::from_millis)
+}
+
 /// The signed second and the first 64 bits of the tag of an
 /// `x-strata-auth` value.
 fn signed_parts(header: &str) -> Option<(u64, u64)> {

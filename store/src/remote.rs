@@ -91,6 +91,13 @@ const FEED_LINGER: Duration = Duration::from_millis(5);
 const SWAP_ATTEMPTS: u32 = 32;
 /// How long `Store::connect` waits for the service to answer.
 const CONNECT_PATIENCE: Duration = Duration::from_secs(60);
+/// How long after its feed stopped answering a connected store's calls wait
+/// for it to answer again, rather than fail unsent at once. Its polls ride
+/// out an election themselves (the transport waits for a new leader), but
+/// one that failed meanwhile is retried a second later: calls in that gap
+/// wait for it. Later in an outage, calls fail at once: a gateway really
+/// cut off answers 503 without delay.
+const FEED_OUTAGE_PATIENCE: Duration = Duration::from_secs(3);
 /// How long a hole in the feed's numbers is waited for: a number taken by a
 /// commit still in flight fills in, one whose commit failed never does.
 const FEED_HOLE_WAIT: Duration = Duration::from_secs(5);
@@ -113,9 +120,14 @@ pub(crate) struct Remote {
     buckets: parking_lot::Mutex<BucketCache>,
     /// When the feed last answered.
     pub(crate) contact: Arc<FeedContact>,
-    /// Set while the feed's polls fail: calls then fail at once instead of
-    /// each waiting out its timeout on a service that does not answer.
+    /// Set while the feed's polls fail: calls then wait for it to answer
+    /// again for [`FEED_OUTAGE_PATIENCE`] at most, instead of each waiting
+    /// out its timeout on a service that does not answer.
     unreachable: std::sync::atomic::AtomicBool,
+    /// When the feed's polls began to fail, while they do.
+    outage_since: parking_lot::Mutex<Option<tokio::time::Instant>>,
+    /// Woken when the feed answers again after failing.
+    feed_back: tokio::sync::Notify,
 }
 
 /// When a connected store last heard from the service's feed.
@@ -521,13 +533,53 @@ impl Remote {
         &self,
         call: MetaCall,
     ) -> std::result::Result<T, (StoreError, bool)> {
-        if self.unreachable.load(std::sync::atomic::Ordering::Acquire) {
+        if !self.feed_answers().await {
             let err = StoreError::Unavailable(
                 "metadata service unreachable (its feed does not answer)".into(),
             );
             return Err((err, false));
         }
         self.exchange(call, CALL_TIMEOUT).await
+    }
+
+    /// Records whether the feed's last poll answered; true if that changed.
+    /// The outage's start is set before the flag, so a call that sees the
+    /// flag finds it.
+    fn set_reachable(&self, reachable: bool) -> bool {
+        use std::sync::atomic::Ordering;
+        let mut since = self.outage_since.lock();
+        if self.unreachable.load(Ordering::Acquire) != reachable {
+            return false;
+        }
+        *since = (!reachable).then(tokio::time::Instant::now);
+        self.unreachable.store(!reachable, Ordering::Release);
+        if reachable {
+            self.feed_back.notify_waiters();
+        }
+        true
+    }
+
+    /// Whether the feed answers, or answers again before its outage has
+    /// lasted [`FEED_OUTAGE_PATIENCE`].
+    async fn feed_answers(&self) -> bool {
+        use std::sync::atomic::Ordering;
+        if !self.unreachable.load(Ordering::Acquire) {
+            return true;
+        }
+        // Registered before the flag is read again: a recovery in between
+        // still wakes this call.
+        let back = self.feed_back.notified();
+        let mut back = std::pin::pin!(back);
+        back.as_mut().enable();
+        if !self.unreachable.load(Ordering::Acquire) {
+            return true;
+        }
+        let Some(since) = *self.outage_since.lock() else {
+            return false;
+        };
+        tokio::time::timeout_at(since + FEED_OUTAGE_PATIENCE, back)
+            .await
+            .is_ok()
     }
 
     async fn call_within<T: DeserializeOwned>(
@@ -598,6 +650,8 @@ impl Store {
             buckets: parking_lot::Mutex::new(BucketCache::default()),
             contact: Arc::new(FeedContact::new()),
             unreachable: std::sync::atomic::AtomicBool::new(false),
+            outage_since: parking_lot::Mutex::new(None),
+            feed_back: tokio::sync::Notify::new(),
         });
         let deadline = tokio::time::Instant::now() + CONNECT_PATIENCE;
         let mut attempts = 0u32;
@@ -635,6 +689,18 @@ impl Store {
     /// this store took before (kept across restarts) is refused as a
     /// replay.
     pub async fn serve_meta(&self, request: &[u8], signature: Option<CallSignature>) -> Vec<u8> {
+        self.serve_meta_by(request, signature, None).await
+    }
+
+    /// [`Store::serve_meta`] for a caller that waits for the answer until
+    /// `answer_by` at most: a long poll of the feed is held until then at
+    /// the latest, not for the whole wait it asks.
+    pub async fn serve_meta_by(
+        &self,
+        request: &[u8],
+        signature: Option<CallSignature>,
+        answer_by: Option<std::time::Instant>,
+    ) -> Vec<u8> {
         let Engine::Local(inner) = &self.engine else {
             return encode_answer(
                 Err(StoreError::Internal(
@@ -665,7 +731,7 @@ impl Store {
                 return encode_answer(Err(refusal), Vec::new());
             }
         }
-        let (outcome, events) = self.answer_call(inner, call).await;
+        let (outcome, events) = self.answer_call(inner, call, answer_by).await;
         encode_answer(outcome, events)
     }
 
@@ -761,7 +827,7 @@ impl Store {
             events: context.answered.then(Vec::new),
             signature: context.signature,
         });
-        let mut outcome = self.run_call(inner, call).await;
+        let mut outcome = self.run_call(inner, call, None).await;
         // A call that committed nothing (refused, or a delete of nothing)
         // is recorded all the same: replayed later, it could find
         // something to change.
@@ -818,10 +884,11 @@ impl Store {
         &self,
         inner: &Inner,
         call: MetaCall,
+        answer_by: Option<std::time::Instant>,
     ) -> (Result<serde_json::Value>, Vec<ChangeEvent>) {
         let first_seq = inner.next_feed_seq();
         let writes = call.writes();
-        let outcome = self.run_call(inner, call).await;
+        let outcome = self.run_call(inner, call, answer_by).await;
         let next_seq = inner.next_feed_seq();
         // Events of concurrent calls may be among these; purging for them
         // twice is harmless, missing the caller's own is not.
@@ -835,7 +902,12 @@ impl Store {
         (outcome, events)
     }
 
-    async fn run_call(&self, inner: &Inner, call: MetaCall) -> Result<serde_json::Value> {
+    async fn run_call(
+        &self,
+        inner: &Inner,
+        call: MetaCall,
+        answer_by: Option<std::time::Instant>,
+    ) -> Result<serde_json::Value> {
         fn value<T: Serialize>(result: Result<T>) -> Result<serde_json::Value> {
             serde_json::to_value(result?).map_err(|err| StoreError::Internal(err.to_string()))
         }
@@ -854,8 +926,12 @@ impl Store {
                 if let Some(tag) = follower {
                     inner.followers.confirm(tag, after, crate::store::now_ms());
                 }
-                self.feed_wait(after, limit.min(FEED_BATCH), wait_ms.min(MAX_FEED_WAIT_MS))
-                    .await
+                let left = answer_by.map_or(u64::MAX, |by| {
+                    by.saturating_duration_since(std::time::Instant::now())
+                        .as_millis() as u64
+                });
+                let wait_ms = wait_ms.min(MAX_FEED_WAIT_MS).min(left);
+                self.feed_wait(after, limit.min(FEED_BATCH), wait_ms).await
             }),
             MetaCall::CreateBucket {
                 account,
@@ -1102,18 +1178,14 @@ async fn follow_feed(remote: Weak<Remote>, head: u64) {
         {
             Ok(events) => {
                 live.contact.touch();
-                live.unreachable
-                    .store(false, std::sync::atomic::Ordering::Release);
+                live.set_reachable(true);
                 events
             }
             Err(err) => {
                 // Changes may go unseen for a while: read buckets afresh,
                 // and tell the listeners once per outage.
                 live.forget_buckets();
-                if !live
-                    .unreachable
-                    .swap(true, std::sync::atomic::Ordering::AcqRel)
-                {
+                if live.set_reachable(false) {
                     live.publish(resync_event(done));
                 }
                 drop(live);

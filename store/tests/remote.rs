@@ -684,6 +684,59 @@ async fn a_follower_that_lost_the_feed_or_fell_behind_it_tells_its_listeners() {
     assert!(client.feed_lease().holds());
 }
 
+/// A call made just after the feed failed waits for its next poll rather
+/// than fail (the gap an election leaves between a failed poll and the
+/// next); once the outage has lasted a few seconds, calls fail at once.
+#[tokio::test]
+async fn calls_ride_out_a_short_feed_outage_and_fail_at_once_in_a_long_one() {
+    let Pair {
+        service,
+        client,
+        transport,
+        pool: _pool,
+        _dir,
+    } = pair().await;
+    service.create_bucket("acct", "b", "r").await.unwrap();
+    let events = record_events(&client);
+
+    transport.cut.store(true, Ordering::SeqCst);
+    wait_until("the follower noticed the cut", || resyncs(&events) > 0).await;
+    let healing = {
+        let transport = transport.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            transport.cut.store(false, Ordering::SeqCst);
+        })
+    };
+    put(
+        &client,
+        "k",
+        b"during a short outage",
+        PutConditions::default(),
+    )
+    .await
+    .unwrap();
+    healing.await.unwrap();
+
+    transport.cut.store(true, Ordering::SeqCst);
+    wait_until("the follower noticed the second cut", || {
+        resyncs(&events) > 1
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let asked = std::time::Instant::now();
+    let refused = client.head_object("b", "k").await;
+    assert!(
+        matches!(refused, Err(StoreError::Unavailable(_))),
+        "{refused:?}"
+    );
+    assert!(
+        asked.elapsed() < Duration::from_secs(2),
+        "a call long into an outage waited {:?}",
+        asked.elapsed()
+    );
+}
+
 #[tokio::test]
 async fn a_commit_that_never_left_deletes_its_staged_body_and_an_unanswered_one_keeps_it() {
     let Pair {
@@ -809,4 +862,28 @@ async fn a_signed_change_replayed_after_a_restart_is_refused() {
         Err(StoreError::NoSuchBucket)
     ));
     assert!(outcome(service.serve_meta(create, signed(4, now)).await)["Ok"].is_object());
+}
+
+/// A long poll of the feed is answered by the time its caller stops
+/// waiting (an attempt sent to a new leader part-way through its call), not
+/// after the whole wait it asks.
+#[tokio::test]
+async fn a_long_poll_answers_by_the_time_its_caller_stops_waiting() {
+    let Pair { service, _dir, .. } = pair().await;
+    let head = br#"{"op":"feed_head"}"#;
+    let answer: serde_json::Value =
+        serde_json::from_slice(&service.serve_meta(head, None).await).unwrap();
+    let after = answer["outcome"]["Ok"].as_u64().unwrap();
+    let poll = format!(r#"{{"op":"feed_wait","after":{after},"limit":10,"wait_ms":20000}}"#);
+    let asked = std::time::Instant::now();
+    let by = asked + Duration::from_millis(300);
+    let answer: serde_json::Value =
+        serde_json::from_slice(&service.serve_meta_by(poll.as_bytes(), None, Some(by)).await)
+            .unwrap();
+    assert_eq!(answer["outcome"]["Ok"], serde_json::json!([]), "{answer}");
+    assert!(
+        asked.elapsed() < Duration::from_secs(5),
+        "held {:?} past its caller's wait",
+        asked.elapsed()
+    );
 }

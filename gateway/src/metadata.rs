@@ -575,8 +575,9 @@ pub async fn handle(internal: &Internal, request: hyper::Request<RequestBody>) -
         .uri()
         .path_and_query()
         .and_then(|pq| wire::answer_within(pq.as_str()))
-        .and_then(|within| within.checked_sub(ANSWER_MARGIN))
-        .map(|within| std::time::Instant::now() + within);
+        .and_then(|within| {
+            std::time::Instant::now().checked_add(within.saturating_sub(ANSWER_MARGIN))
+        });
     let limit = match path.starts_with(RAFT_PATH) {
         true => MAX_RAFT_BYTES,
         false => MAX_CALL_BYTES,

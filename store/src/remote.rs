@@ -574,8 +574,9 @@ impl Remote {
         if !self.unreachable.load(Ordering::Acquire) {
             return true;
         }
+        // No outage any more: it ended since the flag was read.
         let Some(since) = *self.outage_since.lock() else {
-            return false;
+            return true;
         };
         tokio::time::timeout_at(since + FEED_OUTAGE_PATIENCE, back)
             .await

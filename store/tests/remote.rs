@@ -382,7 +382,8 @@ async fn a_service_that_does_not_answer_makes_calls_unavailable_until_it_does() 
         Err(StoreError::Unavailable(_))
     ));
     // Back: calls work again once the feed answered (the follower retries
-    // each second; until then calls fail at once, without waiting).
+    // each second; until then calls fail, at once this long into the
+    // outage).
     transport.cut.store(false, Ordering::SeqCst);
     let deadline = std::time::Instant::now() + Duration::from_secs(5);
     loop {

@@ -132,8 +132,8 @@ fn two_gateways_serve_one_cluster() -> Result<()> {
     };
     ensure!(head(&service)? == head(&second)?, "the gateways disagree");
 
-    // Without the metadata service, the second gateway answers 503 at once
-    // and keeps serving.
+    // Without the metadata service, the second gateway answers 503 (at
+    // once, 3 s into the outage) and keeps serving.
     service.kill9()?;
     let started = Instant::now();
     let response = second.http(
@@ -328,7 +328,8 @@ fn a_gateway_cut_off_from_the_metadata_service_stops_trusting_its_edge() -> Resu
 
     // Cut off, the second gateway cannot hear of this overwrite. It may
     // serve its copy while its hold on the feed lasts (15 s), not after;
-    // once its feed fails it answers 503 at once rather than hang.
+    // once its feed fails it answers 503 (at once, 3 s into the outage)
+    // rather than hang.
     link.cut();
     service
         .swift_as_root("PUT", &url, Some(b"two"), &[])?

@@ -104,8 +104,8 @@ fn refuses_without_majority(member: &Server, bucket: &str, known: &str) -> Resul
 }
 
 /// Waits until `gateway` reads `bucket/key` again: a gateway whose feed
-/// failed refuses calls at once until its next poll is answered (clients
-/// retry a 503; the load script does not).
+/// failed refuses calls, after waiting up to 3 s for it, until its next
+/// poll is answered (clients retry a 503; the load script does not).
 fn until_serving(gateway: &Server, bucket: &str, key: &str) -> Result<()> {
     until_status(gateway, bucket, key, 200)
 }

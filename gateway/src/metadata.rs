@@ -416,6 +416,19 @@ impl MetaTransport for HttpMetaTransport {
                     self.ask_next_first(index, n_members);
                     return Err(TransportError::Unknown(err.to_string()));
                 }
+                // No such endpoint there (a group it does not keep): the
+                // same wherever it is asked. A refusal sent in plain text
+                // could still be replayed where the endpoint exists.
+                Some(Ok((StatusCode::NOT_FOUND, body))) => {
+                    let why = format!(
+                        "{address} answered 404: {}",
+                        String::from_utf8_lossy(&body).trim()
+                    );
+                    return Err(match sent_in_clear && writes {
+                        true => TransportError::Unknown(why),
+                        false => TransportError::Refused(why),
+                    });
+                }
                 // A leader that could not confirm the outcome (503), among
                 // others: it may still apply.
                 Some(Ok((status, body))) => {

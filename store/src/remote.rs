@@ -66,6 +66,11 @@ pub enum TransportError {
     /// The call may have been received and applied.
     #[error("{0}")]
     Unknown(String),
+    /// The service answered that it takes no such call where it was sent
+    /// (an index group it does not keep, a gateway that is no metadata
+    /// service): nothing was done, and asking again will not change that.
+    #[error("{0}")]
+    Refused(String),
 }
 
 /// The longest a feed long poll is held (`MetaCall::FeedWait`).
@@ -606,10 +611,17 @@ impl Remote {
             .transport
             .call(Bytes::from(request), timeout)
             .await
-            .map_err(|why| {
-                let reached = matches!(why, TransportError::Unknown(_));
-                let err = StoreError::Unavailable(format!("metadata service: {why}"));
-                (err, reached)
+            .map_err(|why| match why {
+                // A misconfiguration: waiting will not mend it.
+                TransportError::Refused(why) => (
+                    StoreError::Internal(format!("metadata service: {why}")),
+                    false,
+                ),
+                why => {
+                    let reached = matches!(why, TransportError::Unknown(_));
+                    let err = StoreError::Unavailable(format!("metadata service: {why}"));
+                    (err, reached)
+                }
             })?;
         self.take_answer(&reply).map_err(|err| (err, true))
     }

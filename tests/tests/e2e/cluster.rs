@@ -954,7 +954,15 @@ pub(crate) fn orphan_extents(
 
 /// Calls `check` every half second until it finds nothing wrong (`None`);
 /// fails with what it last found once [`SETTLE_TIMEOUT`] has passed.
-pub(crate) fn within_settle_timeout(
+pub(crate) fn within_settle_timeout(check: impl FnMut() -> Result<Option<String>>) -> Result<()> {
+    within(SETTLE_TIMEOUT, Duration::from_millis(500), check)
+}
+
+/// Calls `check` every `pause` until it finds nothing wrong (`None`); fails
+/// with what it last found once `bound` has passed.
+pub(crate) fn within(
+    bound: Duration,
+    pause: Duration,
     mut check: impl FnMut() -> Result<Option<String>>,
 ) -> Result<()> {
     let started = Instant::now();
@@ -962,8 +970,8 @@ pub(crate) fn within_settle_timeout(
         let Some(wrong) = check()? else {
             return Ok(());
         };
-        ensure!(started.elapsed() < SETTLE_TIMEOUT, "{wrong}");
-        thread::sleep(Duration::from_millis(500));
+        ensure!(started.elapsed() < bound, "{wrong}");
+        thread::sleep(pause);
     }
 }
 

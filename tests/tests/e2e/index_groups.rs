@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail, ensure};
 use strata_tests::{Cluster, Server, Signing, unique_bucket, utf8};
 
-use crate::cluster::{extents, orphan_extents, within_settle_timeout};
+use crate::cluster::{extents, orphan_extents, within, within_settle_timeout};
 
 const GROUPS: &str = "index_groups = 4\n";
 
@@ -367,35 +367,22 @@ fn a_replicated_service_runs_each_index_group_as_a_raft_group() -> Result<()> {
     let writer = (victim + 1) % 3;
     members[victim].kill9()?;
     for bucket in &buckets {
-        let started = Instant::now();
-        while put(&members[writer], bucket, "after", b"two of three")? != 200 {
-            ensure!(
-                started.elapsed() < Duration::from_secs(30),
-                "{bucket}'s group took no change within 30 s of its leader's death"
-            );
-            std::thread::sleep(Duration::from_millis(200));
-        }
+        within_30s(|| {
+            let refused = put(&members[writer], bucket, "after", b"two of three")? != 200;
+            Ok(refused.then(|| {
+                format!("{bucket}'s group took no change within 30 s of its leader's death")
+            }))
+        })?;
         outsider.python_ok("cluster_load.py", &["verify", bucket, "10"])?;
     }
     // Back, it catches up in every group's log.
     members[victim].restart()?;
     let caught_up = per_group(&members[writer], "strata_metadata_group_last_applied")?;
-    let started = Instant::now();
-    loop {
+    within_30s(|| {
         let now = per_group(&members[victim], "strata_metadata_group_last_applied")?;
-        if now
-            .iter()
-            .zip(&caught_up)
-            .all(|(now, target)| now >= target)
-        {
-            break;
-        }
-        ensure!(
-            started.elapsed() < Duration::from_secs(30),
-            "the member that came back applied {now:?} of {caught_up:?}"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+        let behind = now.iter().zip(&caught_up).any(|(now, target)| now < target);
+        Ok(behind.then(|| format!("the member that came back applied {now:?} of {caught_up:?}")))
+    })?;
     for bucket in &buckets {
         members[victim].python_ok("cluster_load.py", &["verify", bucket, "10"])?;
     }
@@ -440,6 +427,11 @@ fn each_index_group_sweeps_the_orphans_of_its_buckets() -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// [`within`] 30 s, looking every 200 ms: an election's time, with room.
+fn within_30s(check: impl FnMut() -> Result<Option<String>>) -> Result<()> {
+    within(Duration::from_secs(30), Duration::from_millis(200), check)
 }
 
 /// Runs `change` until it succeeds, for 60 s at most: a membership change
@@ -493,27 +485,17 @@ fn a_member_of_a_service_with_index_groups_is_replaced_in_every_group() -> Resul
     ensure!(metadata(&["show"])?["index_groups"] == 4);
     members[1].kill9()?;
     // Every group elects a leader among members 3 and 4.
-    let started = Instant::now();
-    loop {
+    within_30s(|| {
         let leaders = per_group(&joiner, "strata_metadata_group_leader")?;
-        if leaders.iter().all(|leader| [3, 4].contains(leader)) {
-            break;
-        }
-        ensure!(
-            started.elapsed() < Duration::from_secs(30),
-            "index groups without a leader among members 3 and 4: {leaders:?}"
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
+        let elsewhere = !leaders.iter().all(|leader| [3, 4].contains(leader));
+        Ok(elsewhere
+            .then(|| format!("index groups without a leader among members 3 and 4: {leaders:?}")))
+    })?;
     for bucket in &buckets {
-        let started = Instant::now();
-        while put(&joiner, bucket, "after", b"members 3 and 4")? != 200 {
-            ensure!(
-                started.elapsed() < Duration::from_secs(30),
-                "{bucket}'s group took no change from members 3 and 4"
-            );
-            std::thread::sleep(Duration::from_millis(200));
-        }
+        within_30s(|| {
+            let refused = put(&joiner, bucket, "after", b"members 3 and 4")? != 200;
+            Ok(refused.then(|| format!("{bucket}'s group took no change from members 3 and 4")))
+        })?;
         joiner.python_ok("cluster_load.py", &["verify", bucket, "10"])?;
     }
     Ok(())

@@ -384,6 +384,7 @@ mod tests {
                 part_sizes: Vec::new(),
                 extents: Vec::new(),
                 inline: None,
+                copy_nonce: None,
             },
             range: 0..size,
         }

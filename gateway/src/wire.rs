@@ -693,6 +693,7 @@ mod tests {
             part_sizes: Vec::new(),
             extents: Vec::new(),
             inline: None,
+            copy_nonce: None,
         };
         let with = |if_range: Option<&str>| {
             let mut headers = HeaderMap::new();

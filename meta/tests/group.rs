@@ -313,6 +313,7 @@ fn put_call(key: &str, body: &[u8], delete_at: Option<u64>) -> serde_json::Value
         part_sizes: Vec::new(),
         extents: Vec::new(),
         inline: Some(Bytes::copy_from_slice(body)),
+        copy_nonce: None,
     };
     serde_json::json!({
         "op": "put_object",

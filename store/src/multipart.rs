@@ -326,6 +326,7 @@ impl Store {
                     part_sizes,
                     extents,
                     inline: None,
+                    copy_nonce: None,
                 })
             })
         })

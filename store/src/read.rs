@@ -100,6 +100,7 @@ mod tests {
                 })
                 .collect(),
             inline: None,
+            copy_nonce: None,
         }
     }
 

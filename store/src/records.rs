@@ -91,9 +91,29 @@ pub struct ObjectInfo {
         skip_serializing_if = "Option::is_none"
     )]
     pub inline: Option<Bytes>,
+    /// Random, on a copy a rename between index groups made: the copy keeps
+    /// every other attribute of its source (its time too, and an inline body
+    /// has no extents), and this tells the two apart
+    /// ([`ObjectInfo::same_version`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub copy_nonce: Option<u64>,
 }
 
 impl ObjectInfo {
+    /// Whether `other` describes the same version of the object: written by
+    /// the same commit (extents' ids and copies' nonces are random), or by
+    /// one no reader can tell from it (the same bytes, metadata and time).
+    pub fn same_version(&self, other: &ObjectInfo) -> bool {
+        self.etag == other.etag
+            && self.size == other.size
+            && self.last_modified_ms == other.last_modified_ms
+            && self.extents == other.extents
+            && self.copy_nonce == other.copy_nonce
+            && self.meta == other.meta
+            && self.checksum == other.checksum
+            && self.part_sizes == other.part_sizes
+    }
+
     pub fn parts_count(&self) -> Option<usize> {
         (!self.part_sizes.is_empty()).then_some(self.part_sizes.len())
     }

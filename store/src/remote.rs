@@ -236,6 +236,15 @@ pub(crate) enum MetaCall {
         bucket: String,
         key: String,
     },
+    /// Deletes the object only while it is still `version`
+    /// ([`ObjectInfo::same_version`]); a call of its own so that a member
+    /// of an earlier version refuses it instead of deleting whatever is
+    /// there.
+    DeleteObjectVersion {
+        bucket: String,
+        key: String,
+        version: ObjectInfo,
+    },
     RenameObject {
         bucket: String,
         key: String,
@@ -350,6 +359,7 @@ impl MetaCall {
                 | MetaCall::PutObject { .. }
                 | MetaCall::HeadObject { .. }
                 | MetaCall::DeleteObject { .. }
+                | MetaCall::DeleteObjectVersion { .. }
                 | MetaCall::RenameObject { .. }
                 | MetaCall::ReplaceObjectMeta { .. }
                 | MetaCall::ListObjects { .. }
@@ -984,6 +994,14 @@ impl Store {
             MetaCall::DeleteObject { bucket, key } => {
                 value(self.delete_object(&bucket, &key).await)
             }
+            MetaCall::DeleteObjectVersion {
+                bucket,
+                key,
+                version,
+            } => value(
+                self.delete_object_version(&bucket, &key, Some(version))
+                    .await,
+            ),
             MetaCall::RenameObject {
                 bucket,
                 key,

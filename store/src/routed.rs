@@ -16,6 +16,12 @@
 //!   marker, finishing a creation or deletion a crash cut short.
 //! - Every group's change events reach this store's listeners and
 //!   subscribers: the edge purges as it does over one store.
+//! - A rename between buckets of two groups cannot be one batch: it copies
+//!   the bytes into extents tagged for the destination (two records never
+//!   name the same extents, whose orphan sweeps are two groups'), commits
+//!   the copy there, then deletes the source only if it is still the
+//!   version copied. A crash between the two leaves both names, never
+//!   neither.
 
 use std::sync::Arc;
 
@@ -25,8 +31,9 @@ use strata_pool::ExtentTags;
 use crate::error::{Result, StoreError};
 use crate::feed::ChangeEvent;
 use crate::grouped;
-use crate::records::BucketInfo;
-use crate::store::{Events, Store};
+use crate::records::{BucketInfo, ObjectInfo};
+use crate::store::{Events, PutConditions, Store};
+use crate::write::{StageError, StageOptions};
 
 /// Key (default column family of the root store) of the number of index
 /// groups its buckets are spread over.
@@ -178,6 +185,57 @@ impl Store {
     pub(crate) async fn routed_group(&self, name: &str) -> Option<Result<Store>> {
         let routed = self.routed()?;
         Some(routed.marked(name).await.cloned())
+    }
+
+    /// Renames `bucket/key` to `to_bucket/to_key`, a bucket of another
+    /// index group: a copy, committed in the destination's group as the
+    /// same object (its ETag, parts, times and metadata), and the source's
+    /// deletion, which leaves a version written since the copy in place.
+    /// Memory stays bounded: the bytes stream from the pool to the pool.
+    pub(crate) async fn rename_across_groups(
+        &self,
+        routed: &Routed,
+        (bucket, key): (&str, &str),
+        (to_bucket, to_key): (&str, &str),
+    ) -> Result<ObjectInfo> {
+        let (from_group, to_group) = (routed.group(bucket), routed.group(to_bucket));
+        let to_marker = grouped::marker(&routed.root, to_group, to_bucket).await?;
+        let source = Box::pin(from_group.head_object(bucket, key)).await?;
+        let options = StageOptions {
+            sha256: false,
+            checksum: None,
+            max_size: source.size,
+        };
+        let staged = match self
+            .stage(to_bucket, self.read(&source, None), &options)
+            .await
+        {
+            Ok(staged) => staged,
+            Err(StageError::Body(err) | StageError::Store(err)) => return Err(err),
+        };
+        // A single-part object's ETag is its MD5: the copy must have it.
+        let copied_md5 = hex::encode(staged.digests.md5);
+        if staged.size != source.size || (source.part_sizes.is_empty() && copied_md5 != source.etag)
+        {
+            return Err(StoreError::Internal(format!(
+                "the copy of {bucket}/{key} read {} bytes of MD5 {copied_md5}, not {} of {}",
+                staged.size, source.size, source.etag
+            )));
+        }
+        let moved = ObjectInfo {
+            bucket: to_bucket.to_owned(),
+            key: to_key.to_owned(),
+            extents: staged.extents.clone(),
+            inline: staged.inline.clone(),
+            copy_nonce: Some(rand::random()),
+            ..source.clone()
+        };
+        // Pinned to the destination as found: a bucket deleted and made
+        // again meanwhile is another one.
+        let conditions = PutConditions::for_bucket(&to_marker);
+        let moved = Box::pin(to_group.commit_staged(staged, moved, conditions)).await?;
+        Box::pin(from_group.delete_object_version(bucket, key, Some(source))).await?;
+        Ok(moved)
     }
 
     /// Every bucket of `account` with its usage: the root's records, each

@@ -876,21 +876,36 @@ impl Store {
             let put = group.put_object(bucket, key, staged, meta, checksum, conditions);
             return Box::pin(put).await;
         }
-        let size = staged.size;
-        let etag = hex::encode(staged.digests.md5);
-        let inline = staged.inline.clone();
         let info = ObjectInfo {
             bucket: bucket.to_owned(),
             key: key.to_owned(),
-            size,
-            etag,
+            size: staged.size,
+            etag: hex::encode(staged.digests.md5),
             last_modified_ms: self.now_ms(),
             meta,
             checksum,
             part_sizes: Vec::new(),
             extents: staged.extents.clone(),
-            inline,
+            inline: staged.inline.clone(),
+            copy_nonce: None,
         };
+        self.commit_staged(staged, info, conditions).await
+    }
+
+    /// Commits `info`, whose bytes are `staged`'s, into this store (not
+    /// routed: a group's, or one without groups).
+    pub(crate) async fn commit_staged(
+        &self,
+        staged: StagedBody,
+        info: ObjectInfo,
+        conditions: PutConditions,
+    ) -> Result<ObjectInfo> {
+        staged.check_bucket(&info.bucket)?;
+        if self.routed().is_some() {
+            return Err(StoreError::Internal(
+                "a staged body committed past its bucket's group".into(),
+            ));
+        }
         if let Some(remote) = self.remote() {
             let call = MetaCall::PutObject { info, conditions };
             return hand_over(staged, remote.clone(), call).await;
@@ -941,14 +956,40 @@ impl Store {
     /// Deletes `bucket/key` and returns what was deleted; a missing key is not an
     /// error (S3 and Swift both treat deletes as idempotent at this layer).
     pub async fn delete_object(&self, bucket: &str, key: &str) -> Result<Option<ObjectInfo>> {
+        self.delete_object_version(bucket, key, None).await
+    }
+
+    /// [`Store::delete_object`], only while the object is still `version`
+    /// when one is given ([`ObjectInfo::same_version`]): a later write of
+    /// the key is left alone, and nothing is deleted (`None`).
+    pub(crate) async fn delete_object_version(
+        &self,
+        bucket: &str,
+        key: &str,
+        version: Option<ObjectInfo>,
+    ) -> Result<Option<ObjectInfo>> {
         if let Some(routed) = self.routed() {
-            let delete =
-                |group: Store| async move { Box::pin(group.delete_object(bucket, key)).await };
+            let delete = |group: Store| {
+                let version = version.clone();
+                async move { Box::pin(group.delete_object_version(bucket, key, version)).await }
+            };
             return routed.in_group(bucket, delete).await;
         }
         let (bucket, key) = (bucket.to_owned(), key.to_owned());
         if let Some(remote) = self.remote() {
-            return remote.call(MetaCall::DeleteObject { bucket, key }).await;
+            let call = match version {
+                // Its inline body says nothing of the version.
+                Some(version) => MetaCall::DeleteObjectVersion {
+                    bucket,
+                    key,
+                    version: ObjectInfo {
+                        inline: None,
+                        ..version
+                    },
+                },
+                None => MetaCall::DeleteObject { bucket, key },
+            };
+            return remote.call(call).await;
         }
         self.blocking(move |inner| {
             let _shared = inner.bucket_lock.read();
@@ -957,6 +998,9 @@ impl Store {
             let Some(current) = inner.object_info(&bucket, &key)? else {
                 return Ok(None);
             };
+            if version.is_some_and(|version| !current.same_version(&version)) {
+                return Ok(None);
+            }
             let mut batch = inner.batch();
             batch.delete(CF_OBJECTS, &keys::object_key(&bucket, &key))?;
             inner.add_usage(&mut batch, &bucket, UsageDelta::remove(&current))?;
@@ -981,6 +1025,8 @@ impl Store {
     /// one name or the other, never both missing and never half of it. The
     /// change feed gets a delete for the old name and a put for the new, so
     /// caches purge both. FTP's RNFR/RNTO and FUSE renames are built on it.
+    /// Between buckets of two index groups it is a copy and a delete instead
+    /// ([`crate::routed`]): for a moment a reader may see both names.
     pub async fn rename_object(
         &self,
         bucket: &str,
@@ -991,14 +1037,11 @@ impl Store {
         validate_key(to_key)?;
         if let Some(routed) = self.routed() {
             let group = routed.marked(bucket).await?;
-            let to_group = routed.marked(to_bucket).await?;
-            if !std::ptr::eq(group, to_group) {
-                // One batch of two groups is not possible; the move that
-                // takes its place is step 2's next part.
-                return Err(StoreError::InvalidArgument(
-                    "renaming into a bucket of another index group is not supported yet".into(),
-                ));
+            if !std::ptr::eq(group, routed.group(to_bucket)) {
+                let moved = self.rename_across_groups(routed, (bucket, key), (to_bucket, to_key));
+                return Box::pin(moved).await;
             }
+            routed.marked(to_bucket).await?;
             return Box::pin(group.rename_object(bucket, key, to_bucket, to_key)).await;
         }
         let (bucket, key) = (bucket.to_owned(), key.to_owned());

@@ -10,8 +10,8 @@ use futures::{StreamExt, stream};
 use proptest::prelude::*;
 use strata_pool::{ALL_TAGS, LocalPool, LocalPoolConfig, Pool};
 use strata_store::{
-    BucketInfo, CatalogWrite, ChangeKind, CompletedPart, ListEntry, ListQuery, ObjectMeta,
-    PutConditions, StageOptions, Store, StoreConfig, StoreError, group_tags, grouped,
+    BucketInfo, CatalogWrite, ChangeKind, CompletedPart, ListEntry, ListQuery, ObjectInfo,
+    ObjectMeta, PutConditions, StageOptions, Store, StoreConfig, StoreError, group_tags, grouped,
 };
 
 fn open(dir: &std::path::Path) -> Store {
@@ -656,6 +656,36 @@ async fn routed(
     (root, groups, store)
 }
 
+/// Uploads `bucket/key` in parts of `parts`, completed.
+async fn put_multipart(store: &Store, bucket: &str, key: &str, parts: &[&[u8]]) -> ObjectInfo {
+    let upload = store
+        .create_upload(bucket, key, ObjectMeta::default(), None)
+        .await
+        .unwrap();
+    let mut chosen = Vec::new();
+    for (number, body) in (1u32..).zip(parts) {
+        let body = Bytes::copy_from_slice(body);
+        let staged = store
+            .stage_part(
+                bucket,
+                stream::iter([Ok::<_, std::io::Error>(body)]),
+                &options(),
+            )
+            .await
+            .ok()
+            .unwrap();
+        let part = store.put_part(&upload, number, staged, None).await.unwrap();
+        chosen.push(CompletedPart {
+            part_number: number,
+            etag: part.etag,
+        });
+    }
+    store
+        .complete_upload(&upload, chosen, PutConditions::default())
+        .await
+        .unwrap()
+}
+
 /// Which of `groups` holds `bucket/key`.
 async fn holders(groups: &[Store], bucket: &str, key: &str) -> Vec<usize> {
     let mut found = Vec::new();
@@ -752,31 +782,7 @@ async fn a_routed_store_keeps_each_buckets_objects_in_one_group() {
     );
 
     // Multipart uploads, in the bucket's group.
-    let upload = store
-        .create_upload(&names[0], "mp", ObjectMeta::default(), None)
-        .await
-        .unwrap();
-    let mut chosen = Vec::new();
-    for (number, body) in [(1u32, &b"0123456789"[..]), (2, b"xyz")] {
-        let staged = store
-            .stage_part(
-                &names[0],
-                stream::iter([Ok::<_, std::io::Error>(Bytes::from_static(body))]),
-                &options(),
-            )
-            .await
-            .ok()
-            .unwrap();
-        let part = store.put_part(&upload, number, staged, None).await.unwrap();
-        chosen.push(CompletedPart {
-            part_number: number,
-            etag: part.etag,
-        });
-    }
-    store
-        .complete_upload(&upload, chosen, PutConditions::default())
-        .await
-        .unwrap();
+    put_multipart(&store, &names[0], "mp", &[b"0123456789", b"xyz"]).await;
     assert_eq!(
         get(&store, &names[0], "mp").await.unwrap(),
         b"0123456789xyz"
@@ -786,25 +792,17 @@ async fn a_routed_store_keeps_each_buckets_objects_in_one_group() {
         [group_of[&names[0]]]
     );
 
-    // Renames within a group are one batch; across groups they are refused
-    // for now, and change nothing.
+    // Renames within a group are one batch (across groups: the next test).
     let same = names[1..]
         .iter()
         .find(|name| group_of[*name] == group_of[&names[0]])
         .expect("two buckets in one group");
-    let other = names
-        .iter()
-        .find(|name| group_of[*name] != group_of[&names[0]])
-        .unwrap();
-    store
+    let source = store.head_object(&names[0], "mp").await.unwrap();
+    let moved = store
         .rename_object(&names[0], "mp", same, "moved")
         .await
         .unwrap();
-    assert_eq!(get(&store, same, "moved").await.unwrap(), b"0123456789xyz");
-    assert!(matches!(
-        store.rename_object(same, "moved", other, "moved").await,
-        Err(StoreError::InvalidArgument(_))
-    ));
+    assert_eq!(moved.extents, source.extents, "moved without a copy");
     assert_eq!(get(&store, same, "moved").await.unwrap(), b"0123456789xyz");
 
     // Deleting goes through both.
@@ -839,6 +837,204 @@ async fn a_routed_store_keeps_each_buckets_objects_in_one_group() {
         names[5].as_bytes()
     );
     assert_eq!(store.list_buckets("acct").await.unwrap().len(), 11);
+}
+
+/// A rename into a bucket of another index group copies the bytes into
+/// extents of the destination's tag, commits the same object there (ETag,
+/// parts, time, metadata) and deletes the source; only the version copied:
+/// a later write of the source's key stays.
+#[tokio::test]
+async fn a_rename_across_index_groups_copies_then_deletes_the_version_copied() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_root, groups, store) = routed(dir.path(), 3).await;
+    let store = store.unwrap();
+    let names: Vec<String> = (0..12).map(|n| format!("bucket-{n}")).collect();
+    for name in &names {
+        store.create_bucket("acct", name, "r").await.unwrap();
+        put(&store, name, "k", name.as_bytes()).await.unwrap();
+    }
+    let group_of = |name: &str| {
+        let (groups, name) = (groups.clone(), name.to_owned());
+        async move { holders(&groups, &name, "k").await[0] }
+    };
+    let from = &names[0];
+    let mut to = None;
+    for name in &names[1..] {
+        if group_of(name).await != group_of(from).await {
+            to = Some(name.clone());
+            break;
+        }
+    }
+    let to = to.expect("a bucket in another group");
+
+    // A body in extents, with metadata; the destination's key is taken.
+    // Three extents.
+    let body: Vec<u8> = (0..9_000_000u32).map(|n| (n % 253) as u8).collect();
+    let chunks = body
+        .chunks(700_000)
+        .map(|chunk| Ok::<_, std::io::Error>(Bytes::copy_from_slice(chunk)));
+    let staged = store
+        .stage(from, stream::iter(chunks.collect::<Vec<_>>()), &options())
+        .await
+        .ok()
+        .unwrap();
+    let meta = ObjectMeta {
+        content_type: Some("image/gif".into()),
+        user: BTreeMap::from([("colour".into(), "blue".into())]),
+        ..ObjectMeta::default()
+    };
+    store
+        .put_object(
+            from,
+            "big",
+            staged,
+            meta.clone(),
+            None,
+            PutConditions::default(),
+        )
+        .await
+        .unwrap();
+    put(&store, &to, "moved", b"to be replaced").await.unwrap();
+    let source = store.head_object(from, "big").await.unwrap();
+    let before = (
+        store.bucket_usage(from).await.unwrap(),
+        store.bucket_usage(&to).await.unwrap(),
+    );
+    let mut changes = store.subscribe();
+
+    let moved = store
+        .rename_object(from, "big", &to, "moved")
+        .await
+        .unwrap();
+    assert_eq!(
+        (moved.bucket.as_str(), moved.key.as_str()),
+        (to.as_str(), "moved")
+    );
+    assert_eq!(
+        (&moved.etag, moved.size, moved.last_modified_ms),
+        (&source.etag, source.size, source.last_modified_ms)
+    );
+    assert_eq!(moved.meta, meta);
+    assert_eq!(moved.extents.len(), 3);
+    assert!(
+        moved
+            .extents
+            .iter()
+            .all(|extent| !source.extents.contains(extent)),
+        "two records name one extent"
+    );
+    assert_eq!(store.head_object(&to, "moved").await.unwrap(), moved);
+    assert_eq!(get(&store, &to, "moved").await.unwrap(), body);
+    assert!(matches!(
+        store.head_object(from, "big").await,
+        Err(StoreError::NoSuchKey)
+    ));
+    assert_eq!(holders(&groups, &to, "moved").await, [group_of(&to).await]);
+    let after = (
+        store.bucket_usage(from).await.unwrap(),
+        store.bucket_usage(&to).await.unwrap(),
+    );
+    assert_eq!(
+        (after.0.objects, after.0.bytes),
+        (before.0.objects - 1, before.0.bytes - body.len() as u64)
+    );
+    assert_eq!(
+        (after.1.objects, after.1.bytes),
+        (before.1.objects, before.1.bytes - 14 + body.len() as u64)
+    );
+    let mut seen = Vec::new();
+    while let Ok(event) = changes.try_recv() {
+        seen.push((event.kind, event.bucket, event.key.unwrap_or_default()));
+    }
+    assert!(
+        seen.contains(&(ChangeKind::ObjectPut, to.clone(), "moved".into())),
+        "{seen:?}"
+    );
+    assert!(
+        seen.contains(&(ChangeKind::ObjectDeleted, from.clone(), "big".into())),
+        "{seen:?}"
+    );
+
+    // Each group's sweep judges the copy by its own tag: it stays.
+    let later = std::time::SystemTime::now() + std::time::Duration::from_secs(1);
+    for (index, group) in groups.iter().enumerate() {
+        group
+            .sweep_orphans(later, group_tags(index, groups.len()).unwrap())
+            .await
+            .unwrap();
+    }
+    assert_eq!(get(&store, &to, "moved").await.unwrap(), body);
+
+    // A multipart object keeps its ETag and parts; and it comes back.
+    let multipart = put_multipart(&store, &to, "mp", &[b"0123456789", b"xyz"]).await;
+    let back = store.rename_object(&to, "mp", from, "mp").await.unwrap();
+    assert_eq!(
+        (&back.etag, &back.part_sizes),
+        (&multipart.etag, &vec![10, 3])
+    );
+    assert!(back.etag.ends_with("-2"), "{}", back.etag);
+    assert_eq!(get(&store, from, "mp").await.unwrap(), b"0123456789xyz");
+
+    // What is missing changes nothing.
+    assert!(matches!(
+        store.rename_object(from, "nothing", &to, "x").await,
+        Err(StoreError::NoSuchKey)
+    ));
+    assert!(matches!(
+        store.rename_object(from, "mp", "no-such-bucket", "x").await,
+        Err(StoreError::NoSuchBucket)
+    ));
+    assert_eq!(get(&store, from, "mp").await.unwrap(), b"0123456789xyz");
+
+    // The source's deletion takes the version copied only, as a group's
+    // member is asked it: not the same bytes written again since (only the
+    // time tells them apart), and not a copy of the copy (two opposite
+    // renames at once: only the copy's nonce tells it from its source).
+    let group = &groups[group_of(from).await];
+    let delete = |version: &ObjectInfo| {
+        let call = serde_json::json!({
+            "op": "delete_object_version", "bucket": from, "key": "k", "version": version,
+        });
+        let group = group.clone();
+        async move {
+            let answer = group.serve_meta(call.to_string().as_bytes(), None).await;
+            let answer: serde_json::Value = serde_json::from_slice(&answer).unwrap();
+            answer["outcome"].clone()
+        }
+    };
+    let copied = store.head_object(from, "k").await.unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+    put(&store, from, "k", from.as_bytes()).await.unwrap();
+    let rewritten = store.head_object(from, "k").await.unwrap();
+    assert_eq!(rewritten.etag, copied.etag);
+    assert_eq!(delete(&copied).await["Ok"], serde_json::Value::Null);
+    store.rename_object(from, "k", &to, "k").await.unwrap();
+    store.rename_object(&to, "k", from, "k").await.unwrap();
+    let copy_of_copy = store.head_object(from, "k").await.unwrap();
+    assert_eq!(
+        (
+            &copy_of_copy.etag,
+            copy_of_copy.last_modified_ms,
+            &copy_of_copy.extents
+        ),
+        (
+            &rewritten.etag,
+            rewritten.last_modified_ms,
+            &rewritten.extents
+        )
+    );
+    assert_eq!(delete(&rewritten).await["Ok"], serde_json::Value::Null);
+    assert_eq!(get(&store, from, "k").await.unwrap(), from.as_bytes());
+    let deleted = delete(&copy_of_copy).await;
+    assert_eq!(
+        deleted["Ok"]["etag"],
+        copy_of_copy.etag.as_str(),
+        "{deleted}"
+    );
+    assert!(matches!(
+        store.head_object(from, "k").await,
+        Err(StoreError::NoSuchKey)
+    ));
 }
 
 #[tokio::test]

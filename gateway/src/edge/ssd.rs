@@ -344,6 +344,7 @@ impl SsdZone {
             key: key.1.clone(),
             info: ObjectInfo {
                 inline: None,
+                copy_nonce: None,
                 ..info.clone()
             },
             body_len: info.size,
@@ -659,6 +660,7 @@ mod tests {
             part_sizes: Vec::new(),
             extents: Vec::new(),
             inline: None,
+            copy_nonce: None,
         }
     }
 

@@ -7,7 +7,10 @@
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
-use strata_tests::{Cluster, Server, Signing, unique_bucket, utf8};
+use md5::{Digest as _, Md5};
+use strata_tests::{
+    Cluster, Server, Signing, SwiftUser, md5_hex, random_bytes, unique_bucket, utf8,
+};
 
 use crate::cluster::{extents, orphan_extents, within, within_settle_timeout};
 
@@ -198,6 +201,84 @@ fn containers_spread_over_groups_list_purge_and_survive_a_restart() -> Result<()
     server.rewrite_config(GROUPS)?;
     server.restart()?;
     check_all(&server)?;
+    Ok(())
+}
+
+/// Which of the four groups holds bucket `name`, as the router places it:
+/// the top 32 bits of the name's MD5, scaled.
+fn group_of(name: &str) -> u64 {
+    let digest = Md5::digest(name.as_bytes());
+    let hash = u32::from_be_bytes([digest[0], digest[1], digest[2], digest[3]]);
+    (u64::from(hash) * 4) >> 32
+}
+
+/// FTP's upload-then-rename with the rename into a folder of another
+/// container, whose bucket is in another group: lftp's `mv` (RNFR/RNTO)
+/// works, the bytes and ETag arrive whole, the old name is gone at once,
+/// from the edge's cache too, and each container's listing shows it.
+#[test]
+fn ftp_renames_into_a_container_of_another_group() -> Result<()> {
+    let server = Server::start_with_config(GROUPS)?;
+    let containers = public_containers(&server, "ftpmove", 8, &["kept.txt"])?;
+    let from = &containers[0];
+    let to = containers[1..]
+        .iter()
+        .find(|name| group_of(name) != group_of(from))
+        .context("eight containers in one group")?;
+    let root = SwiftUser::root();
+    let work = server.work_dir("ftpmove")?;
+    // One full extent and part of a second; and one the edge caches (up to
+    // 1 MiB in RAM).
+    let files = [
+        ("big.bin", random_bytes(6 * 1024 * 1024 + 123)),
+        ("small.bin", random_bytes(1_000_123)),
+    ];
+    for (name, body) in &files {
+        std::fs::write(work.join(format!("{name}.filepart")), body)?;
+    }
+    server.lftp_ok(
+        &root.login(),
+        &root.key,
+        &format!(
+            "cd {from}; lcd {}; put big.bin.filepart; put small.bin.filepart",
+            work.display()
+        ),
+    )?;
+    until_hit(
+        &server,
+        &format!("/v1/AUTH_admin/{from}/small.bin.filepart"),
+    )?;
+
+    for (name, body) in &files {
+        server.lftp_ok(
+            &root.login(),
+            &root.key,
+            &format!("mv /{from}/{name}.filepart /{to}/docs/{name}"),
+        )?;
+        let path = format!("/v1/AUTH_admin/{to}/docs/{name}");
+        let moved = server.swift_as_root("GET", &path, None, &[])?;
+        moved.expect_status(200)?;
+        ensure!(moved.body == *body, "{name} moved reads other bytes");
+        ensure!(
+            moved.header("etag") == Some(md5_hex(body).as_str()),
+            "{name}: ETag {:?}",
+            moved.header("etag")
+        );
+        let old = format!("/v1/AUTH_admin/{from}/{name}.filepart");
+        server
+            .http("GET", &old, Signing::Anonymous, None, &[])?
+            .expect_status(404)?;
+    }
+    let listing = |container: &str| -> Result<String> {
+        let path = format!("/v1/AUTH_admin/{container}");
+        Ok(server.swift_as_root("GET", &path, None, &[])?.body_text())
+    };
+    ensure!(listing(from)? == "kept.txt\n", "{from}: {}", listing(from)?);
+    ensure!(
+        listing(to)? == "docs/big.bin\ndocs/small.bin\nkept.txt\n",
+        "{to}: {}",
+        listing(to)?
+    );
     Ok(())
 }
 

@@ -105,6 +105,10 @@ impl TokenDoor {
             tracing::debug!(%client, account, user, "token refused: too many failed logins");
             return Err(NotIssued::Blocked);
         };
+        // A view being read again after a failover is waited for, a while.
+        self.directory
+            .current_within(crate::directory::STALE_PATIENCE)
+            .await;
         match self
             .directory
             .issue_token(account, user, key, now, self.token_lifetime_secs)

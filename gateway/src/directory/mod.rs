@@ -22,6 +22,17 @@ use tokio::sync::broadcast::error::RecvError;
 
 use crate::wire::unix_now_ms as now_ms;
 
+/// How long a signed request, a token request or a login waits for a stale
+/// view to be read again before it is refused (503): as long as metadata
+/// calls wait for a feed that stopped answering (the store's
+/// `FEED_OUTAGE_PATIENCE`).
+pub const STALE_PATIENCE: Duration = Duration::from_secs(3);
+/// How often a request waiting for a stale view to be read again looks.
+const STALE_POLL: Duration = Duration::from_millis(20);
+/// The longest pause between attempts to read a stale view again: signed
+/// requests wait for it a few seconds at most ([`Directory::current_within`]).
+const RELOAD_PAUSE_MAX: Duration = Duration::from_secs(1);
+
 mod manage;
 
 pub use manage::{DirectoryError, NewUserKeys, normalize_host, request_host};
@@ -118,13 +129,17 @@ struct View {
     keyring: TokenKeyring,
     /// By host.
     domains: HashMap<String, DomainRecord>,
-    /// Changes may have been missed (the feed failed, fell behind, or a
-    /// change could not be read) and the view not read again since: a key
-    /// revoked meanwhile would still be here.
-    stale: bool,
+    /// Since when changes may have been missed (the feed failed, fell
+    /// behind, or a change could not be read) and the view not read again:
+    /// a key revoked meanwhile would still be here.
+    stale_since: Option<std::time::Instant>,
 }
 
 impl View {
+    fn mark_stale(&mut self) {
+        self.stale_since.get_or_insert_with(std::time::Instant::now);
+    }
+
     fn index_user(&mut self, record: UserRecord) {
         let id = user_id(&record.account, &record.user);
         self.unindex_user(&id);
@@ -259,7 +274,28 @@ impl Directory {
     /// answers, and nothing it may have missed is still to be read again.
     /// Keys are not checked otherwise (callers answer 503).
     pub fn is_current(&self) -> bool {
-        !self.view.read().stale && self.store.feed_lease().holds()
+        self.view.read().stale_since.is_none() && self.store.feed_lease().holds()
+    }
+
+    /// [`Directory::is_current`], or current again before the view has been
+    /// stale for `patience`: a metadata leader's failover makes the view
+    /// stale until it is read again, a second or two, and requests that
+    /// come meanwhile wait rather than fail. Later in an outage (or when
+    /// the feed itself lapsed) the answer is at once.
+    pub async fn current_within(&self, patience: Duration) -> bool {
+        loop {
+            if self.is_current() {
+                return true;
+            }
+            let Some(since) = self.view.read().stale_since else {
+                return false;
+            };
+            let waited = since.elapsed();
+            if waited >= patience {
+                return false;
+            }
+            tokio::time::sleep((patience - waited).min(STALE_POLL)).await;
+        }
     }
 
     /// The principal the user `account:user` acts as, if it exists.
@@ -477,29 +513,29 @@ impl Directory {
                             directory.refresh(&event.bucket, key).await
                         }
                         (ChangeKind::Resync, _) => {
-                            directory.view.write().stale = true;
+                            directory.view.write().mark_stale();
                             directory.reload().await
                         }
                         _ => Ok(()),
                     },
                     // Missed events: read everything again.
                     Err(RecvError::Lagged(_)) => {
-                        directory.view.write().stale = true;
+                        directory.view.write().mark_stale();
                         directory.reload().await
                     }
                     Err(RecvError::Closed) => return,
                 };
                 if let Err(err) = outcome {
-                    directory.view.write().stale = true;
+                    directory.view.write().mark_stale();
                     tracing::error!(error = %err, "could not refresh accounts and users");
                     // A change left unapplied (the metadata service did not
                     // answer) would keep a revoked key valid: read everything
                     // again until that works.
-                    let mut pause = Duration::from_millis(250);
+                    let mut pause = Duration::from_millis(100);
                     while let Err(err) = directory.reload().await {
                         tracing::warn!(error = %err, "reloading accounts and users failed");
                         tokio::time::sleep(pause).await;
-                        pause = (pause * 2).min(Duration::from_secs(5));
+                        pause = (pause * 2).min(RELOAD_PAUSE_MAX);
                     }
                 }
             }
@@ -595,6 +631,52 @@ mod tests {
             tokio::time::sleep(std::time::Duration::from_millis(10)).await;
         }
         panic!("{what} did not happen");
+    }
+
+    /// A view made stale (a failover's resync) is waited for while young:
+    /// a signed request that comes while it is read again goes on once it
+    /// is; one that comes after the patience is answered at once.
+    #[tokio::test]
+    async fn a_stale_view_is_waited_for_while_young() {
+        use futures::FutureExt as _;
+        let dir = tempfile::tempdir().unwrap();
+        let (_store, directory) = open(dir.path(), &root()).await;
+        assert_eq!(
+            directory.current_within(Duration::ZERO).now_or_never(),
+            Some(true)
+        );
+        directory.view.write().mark_stale();
+        assert!(!directory.is_current());
+        assert_eq!(
+            directory.current_within(Duration::ZERO).now_or_never(),
+            Some(false)
+        );
+        assert_eq!(
+            directory
+                .current_within(Duration::from_secs(60))
+                .now_or_never(),
+            None,
+            "waits"
+        );
+        let reloading = directory.clone();
+        let reload = tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            reloading.reload().await.unwrap();
+        });
+        assert!(directory.current_within(Duration::from_secs(60)).await);
+        reload.await.unwrap();
+        assert!(directory.is_current());
+
+        let long_ago = std::time::Instant::now()
+            .checked_sub(Duration::from_secs(5))
+            .unwrap();
+        directory.view.write().stale_since = Some(long_ago);
+        assert_eq!(
+            directory
+                .current_within(Duration::from_secs(3))
+                .now_or_never(),
+            Some(false)
+        );
     }
 
     #[tokio::test]

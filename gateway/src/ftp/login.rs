@@ -64,6 +64,10 @@ impl Authenticator for FtpLogin {
         creds: &Credentials,
     ) -> Result<FtpPrincipal, AuthenticationError> {
         let password = creds.password.as_deref().unwrap_or_default();
+        // A view being read again after a failover is waited for, a while.
+        self.directory
+            .current_within(crate::directory::STALE_PATIENCE)
+            .await;
         let checked = self
             .resolve(username)
             .ok_or(AuthenticationError::BadUser)

@@ -22,7 +22,7 @@ use strata_store::Store;
 use tracing::Instrument as _;
 
 use crate::config::Limits;
-use crate::directory::Directory;
+use crate::directory::{Directory, STALE_PATIENCE};
 use crate::wire::Origin;
 pub use error::{S3Error, S3Result};
 use router::{Query, S3Op};
@@ -80,7 +80,7 @@ impl S3Door {
         let is_head = parts.method == Method::HEAD;
         let origin = crate::wire::header_str(&parts.headers, "origin").map(str::to_owned);
         let method = parts.method.clone();
-        let prepared = self.prepare(parts);
+        let prepared = self.prepare(parts).await;
         let mut cors_bucket = None;
         let (op, response) = match prepared {
             Ok(request) => {
@@ -121,7 +121,7 @@ impl S3Door {
         with_request_id(response, &request_id)
     }
 
-    fn prepare(&self, parts: http::request::Parts) -> S3Result<S3Request> {
+    async fn prepare(&self, parts: http::request::Parts) -> S3Result<S3Request> {
         let (bucket, key) = self.address(&parts.uri, &parts.headers)?;
         let query = router::parse_query(parts.uri.query())?;
         let op = router::route(
@@ -140,8 +140,11 @@ impl S3Door {
             SystemTime::now(),
         );
         // Keys are not judged by a directory that may have missed a change
-        // (a key revoked or added while the metadata service was away).
-        if !matches!(verdict, Err(AuthError::Anonymous)) && !self.credentials.is_current() {
+        // (a key revoked or added while the metadata service was away); one
+        // being read again after a failover is waited for, a while.
+        if !matches!(verdict, Err(AuthError::Anonymous))
+            && !self.credentials.current_within(STALE_PATIENCE).await
+        {
             return Err(S3Error::new(
                 "ServiceUnavailable",
                 StatusCode::SERVICE_UNAVAILABLE,

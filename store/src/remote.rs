@@ -310,6 +310,11 @@ pub(crate) enum MetaCall {
     BucketUsage {
         bucket: String,
     },
+    /// The usage of each of `buckets`, `None` for one the store does not
+    /// hold: an index group's part of an account's listing, in one call.
+    BucketUsages {
+        buckets: Vec<String>,
+    },
     AccountUsage {
         account: String,
     },
@@ -342,6 +347,7 @@ impl MetaCall {
                 | MetaCall::Upload { .. }
                 | MetaCall::ListParts { .. }
                 | MetaCall::BucketUsage { .. }
+                | MetaCall::BucketUsages { .. }
                 | MetaCall::AccountUsage { .. }
                 | MetaCall::IndexGroups
         )
@@ -371,6 +377,7 @@ impl MetaCall {
                 | MetaCall::AbortUpload { .. }
                 | MetaCall::CompleteUpload { .. }
                 | MetaCall::BucketUsage { .. }
+                | MetaCall::BucketUsages { .. }
         )
     }
 }
@@ -1072,6 +1079,7 @@ impl Store {
                 conditions,
             } => value(self.complete_upload(&upload, chosen, conditions).await),
             MetaCall::BucketUsage { bucket } => value(self.bucket_usage(&bucket).await),
+            MetaCall::BucketUsages { buckets } => value(self.bucket_usages(buckets).await),
             MetaCall::AccountUsage { account } => value(self.account_usage(&account).await),
             MetaCall::ExpireDue { now_secs } => value(self.expire_due(now_secs).await),
             MetaCall::TrimFeed { trim } => {

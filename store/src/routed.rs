@@ -23,6 +23,7 @@
 //!   version copied. A crash between the two leaves both names, never
 //!   neither.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use md5::{Digest as _, Md5};
@@ -240,22 +241,43 @@ impl Store {
 
     /// Every bucket of `account` with its usage: the root's records, each
     /// with its group's counters (none yet for a bucket its group has not
-    /// marked).
+    /// marked). One call per group that holds some, all at once: an
+    /// account of thousands of containers is listed in a round trip.
     pub(crate) async fn routed_account_usage(
         routed: &Routed,
         account: &str,
     ) -> Result<Vec<(BucketInfo, crate::BucketUsage)>> {
         let buckets = Box::pin(routed.root.list_buckets(account)).await?;
-        let mut out = Vec::with_capacity(buckets.len());
-        for bucket in buckets {
-            let usage = match Box::pin(routed.group(&bucket.name).bucket_usage(&bucket.name)).await
-            {
-                Err(StoreError::NoSuchBucket) => crate::BucketUsage::default(),
-                usage => usage?,
-            };
-            out.push((bucket, usage));
+        let mut by_group: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
+        for (index, bucket) in buckets.iter().enumerate() {
+            let group = group_of(bucket_hash(&bucket.name), routed.groups.len());
+            by_group.entry(group).or_default().push(index);
         }
-        Ok(out)
+        let asked = by_group.into_iter().map(|(group, indexes)| {
+            let names = indexes
+                .iter()
+                .map(|&index| buckets[index].name.clone())
+                .collect();
+            let store = &routed.groups[group];
+            async move {
+                let usages = Box::pin(store.bucket_usages(names)).await?;
+                if usages.len() != indexes.len() {
+                    return Err(StoreError::Internal(format!(
+                        "{} usages for {} buckets",
+                        usages.len(),
+                        indexes.len()
+                    )));
+                }
+                Ok(indexes.into_iter().zip(usages))
+            }
+        });
+        let mut usages = vec![crate::BucketUsage::default(); buckets.len()];
+        for answered in futures::future::try_join_all(asked).await? {
+            for (index, usage) in answered {
+                usages[index] = usage.unwrap_or_default();
+            }
+        }
+        Ok(buckets.into_iter().zip(usages).collect())
     }
 }
 

@@ -158,6 +158,34 @@ impl Store {
         .await
     }
 
+    /// The usage of each of `buckets`, `None` for a bucket this store does
+    /// not hold (for an index group: not marked yet). Not routed: the
+    /// router asks each group for its buckets'.
+    pub(crate) async fn bucket_usages(
+        &self,
+        buckets: Vec<String>,
+    ) -> Result<Vec<Option<BucketUsage>>> {
+        if self.routed().is_some() {
+            return Err(StoreError::Internal(
+                "bucket usages asked of a routed store".into(),
+            ));
+        }
+        if let Some(remote) = self.remote() {
+            return remote.call(MetaCall::BucketUsages { buckets }).await;
+        }
+        self.blocking(move |inner| {
+            buckets
+                .iter()
+                .map(|bucket| match inner.bucket_info(bucket) {
+                    Ok(_) => inner.usage_of(bucket).map(Some),
+                    Err(StoreError::NoSuchBucket) => Ok(None),
+                    Err(err) => Err(err),
+                })
+                .collect()
+        })
+        .await
+    }
+
     /// Every bucket of `account` with its usage, by name.
     pub async fn account_usage(&self, account: &str) -> Result<Vec<(BucketInfo, BucketUsage)>> {
         if let Some(routed) = self.routed() {

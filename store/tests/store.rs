@@ -830,13 +830,29 @@ async fn a_routed_store_keeps_each_buckets_objects_in_one_group() {
         refused.as_ref().err()
     );
     drop(refused);
-    let (_, _, store) = routed(dir.path(), 3).await;
+    let (root, _, store) = routed(dir.path(), 3).await;
     let store = store.unwrap();
     assert_eq!(
         get(&store, &names[5], "k").await.unwrap(),
         names[5].as_bytes()
     );
     assert_eq!(store.list_buckets("acct").await.unwrap().len(), 11);
+
+    // The account's usage, one call per group: a bucket its group has not
+    // marked yet (a creation cut short) counts nothing.
+    root.create_bucket("acct", "unmarked", "r").await.unwrap();
+    let usage = store.account_usage("acct").await.unwrap();
+    let counted: BTreeMap<&str, u64> = usage
+        .iter()
+        .map(|(bucket, usage)| (bucket.name.as_str(), usage.objects))
+        .collect();
+    assert_eq!(counted.len(), 12, "{counted:?}");
+    assert_eq!(counted["unmarked"], 0);
+    for name in &names[1..] {
+        // `same` holds its own object and the one moved in.
+        let expected = if name == same { 2 } else { 1 };
+        assert_eq!(counted[name.as_str()], expected, "{name}");
+    }
 }
 
 /// A rename into a bucket of another index group copies the bytes into

@@ -321,6 +321,19 @@ fn two_gateways_over_one_cluster_route_to_the_same_groups() -> Result<()> {
         let listing = service.swift_as_root("GET", &path, None, &[])?;
         ensure!(listing.body_text() == "k.txt\n", "{container}: {listing}");
     }
+    // The account's listing through the second: each group asked for its
+    // containers' counts.
+    let account = second.swift_as_root("GET", "/v1/AUTH_admin?format=json", None, &[])?;
+    account.expect_status(200)?;
+    let listed: Vec<serde_json::Value> = serde_json::from_slice(&account.body)?;
+    for container in &containers {
+        ensure!(
+            listed
+                .iter()
+                .any(|entry| entry["name"] == container.as_str() && entry["count"] == 1),
+            "{container} missing or miscounted in {listed:?}"
+        );
+    }
 
     // The second's edge hears the groups' feeds: a delete made through the
     // first purges its copy within a bound.

@@ -58,15 +58,21 @@ fn group_path(base: &str, group: u16) -> String {
 fn parse_group_path(base: &str, path: &str) -> Option<u16> {
     match path.strip_prefix(base)? {
         "" => Some(0),
-        rest => {
-            let number = rest.strip_prefix('/')?;
-            // Digits only: `+1` or `01` are not the group's name.
-            if number.starts_with('0') || !number.bytes().all(|byte| byte.is_ascii_digit()) {
-                return None;
-            }
-            number.parse().ok()
-        }
+        // The root group's path has no number.
+        rest => parse_group_number(rest.strip_prefix('/')?).filter(|group| *group != 0),
     }
+}
+
+/// A group's number as paths write it: decimal digits without a leading
+/// zero, so that each group has one path (`u16::from_str` would also take
+/// `+1` and `01`).
+fn parse_group_number(number: &str) -> Option<u16> {
+    let canonical = number == "0"
+        || (!number.starts_with('0') && number.bytes().all(|byte| byte.is_ascii_digit()));
+    number
+        .parse()
+        .ok()
+        .filter(|_| canonical && !number.is_empty())
 }
 
 /// Largest call accepted (a multipart completion of 10,000 parts is ~1 MB).
@@ -91,11 +97,7 @@ fn parse_raft_path(path: &str) -> Option<(GroupId, RaftRpc)> {
     let rest = path.strip_prefix(RAFT_PATH)?;
     let (group, name) = match rest.split_once('/') {
         None => (GroupId::Root, rest),
-        Some((index, name)) => {
-            // Digits only: `u16::from_str` would take a leading `+`.
-            let digits = !index.is_empty() && index.bytes().all(|byte| byte.is_ascii_digit());
-            (GroupId::Index(index.parse().ok().filter(|_| digits)?), name)
-        }
+        Some((index, name)) => (GroupId::Index(parse_group_number(index)?), name),
     };
     Some((group, RaftRpc::from_name(name)?))
 }
@@ -800,6 +802,8 @@ mod tests {
             "/internal/v1/raft/elect",
             "/internal/v1/raft//append",
             "/internal/v1/raft/+1/append",
+            "/internal/v1/raft/01/append",
+            "/internal/v1/raft/00/append",
             "/internal/v1/raft/65536/append",
             "/internal/v1/raft/1/2/append",
             "/internal/v1/raft/1/",

@@ -224,32 +224,54 @@ pub fn metadata(args: MetadataArgs) -> anyhow::Result<()> {
         .collect();
     let changes = !matches!(change, MembershipChange::Show);
     let body = bytes::Bytes::from(serde_json::to_vec(&change)?);
-    let membership = runtime()?.block_on(async {
+    let (membership, groups) = runtime()?.block_on(async {
         let membership = ask_leader(&client, addresses.clone(), 0, body.clone()).await?;
         // The members run one Raft group per index group too: each changes
-        // alike, at its own leader, after the root's. Every group is tried
-        // even when one refuses (an election under way there), so that as
-        // few as possible stay apart until the command is run again.
+        // alike, at its own leader, after the root's, and each is shown.
+        // Every group is asked even when one refuses (an election under way
+        // there), so that as few as possible stay apart until the command
+        // is run again.
+        let mut groups = Vec::new();
         let mut refused = Vec::new();
-        if changes {
-            for group in 1..=membership.index_groups {
-                if let Err(err) = ask_leader(&client, addresses.clone(), group, body.clone()).await
-                {
-                    refused.push(format!("index group {group}: {err:#}"));
-                }
+        for group in 1..=membership.index_groups {
+            match ask_leader(&client, addresses.clone(), group, body.clone()).await {
+                Ok(answer) => groups.push((group, answer)),
+                Err(err) => refused.push(format!("index group {group}: {err:#}")),
             }
         }
         if !refused.is_empty() {
-            anyhow::bail!(
-                "the root group changed, but not every index group did; run the same command \
-                 again to finish:\n  {}",
-                refused.join("\n  ")
-            );
+            match changes {
+                true => anyhow::bail!(
+                    "the root group changed, but not every index group did; run the same \
+                     command again to finish:\n  {}",
+                    refused.join("\n  ")
+                ),
+                false => anyhow::bail!(
+                    "not every index group answered:\n  {}",
+                    refused.join("\n  ")
+                ),
+            }
         }
-        anyhow::Ok(membership)
+        anyhow::Ok((membership, groups))
     })?;
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&membership)?);
+        let mut shown = serde_json::to_value(&membership)?;
+        if let Some(shown) = shown.as_object_mut()
+            && !groups.is_empty()
+        {
+            let groups = groups
+                .iter()
+                .map(|(group, membership)| {
+                    let mut entry = serde_json::to_value(membership)?;
+                    if let Some(entry) = entry.as_object_mut() {
+                        entry.insert("group".into(), (*group).into());
+                    }
+                    anyhow::Ok(entry)
+                })
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            shown.insert("groups".into(), groups.into());
+        }
+        println!("{}", serde_json::to_string_pretty(&shown)?);
         return Ok(());
     }
     println!("{:<8} {:<24} ROLE", "MEMBER", "ADDRESS");
@@ -262,7 +284,42 @@ pub fn metadata(args: MetadataArgs) -> anyhow::Result<()> {
         };
         println!("{id:<8} {address:<24} {role}");
     }
+    if !groups.is_empty() {
+        println!();
+        print!("{}", group_table(&membership, &groups));
+    }
     Ok(())
+}
+
+/// Each index group's leader and members, beside the root group's: a
+/// group whose members differ was left behind by a change cut short.
+fn group_table(root: &Membership, groups: &[(u16, Membership)]) -> String {
+    let ids = |members: &strata_meta::Members| match members.is_empty() {
+        true => "-".to_owned(),
+        false => members
+            .keys()
+            .map(u64::to_string)
+            .collect::<Vec<_>>()
+            .join(","),
+    };
+    let mut out = format!(
+        "{:<12} {:<8} {:<16} LEARNERS\n",
+        "INDEX GROUP", "LEADER", "VOTERS"
+    );
+    for (group, membership) in groups {
+        let leader = membership
+            .leader
+            .map_or_else(|| "-".to_owned(), |leader| leader.to_string());
+        let (voters, learners) = (ids(&membership.members), ids(&membership.learners));
+        let _ = write!(out, "{group:<12} {leader:<8} {voters:<16} {learners}");
+        if membership.members.keys().ne(root.members.keys())
+            || membership.learners.keys().ne(root.learners.keys())
+        {
+            out.push_str("  (not the root group's members: run the last change again)");
+        }
+        out.push('\n');
+    }
+    out
 }
 
 /// Sends a membership change to the members in turn, following their
@@ -493,4 +550,40 @@ fn table(ring: &Ring, report: &ClusterReport) -> String {
         }
     );
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn membership(leader: u64, voters: &[u64], learners: &[u64]) -> Membership {
+        let members = |ids: &[u64]| ids.iter().map(|id| (*id, format!("h{id}:1"))).collect();
+        Membership {
+            leader: Some(leader),
+            members: members(voters),
+            learners: members(learners),
+            index_groups: 0,
+        }
+    }
+
+    /// The table shows each group's leader and members, and flags the group
+    /// a cut-short change left with other members than the root's.
+    #[test]
+    fn the_group_table_flags_a_group_left_behind() {
+        let root = membership(1, &[1, 2, 3], &[]);
+        let groups = [
+            (1, membership(2, &[1, 2, 3], &[])),
+            (2, membership(3, &[1, 2, 3], &[4])),
+        ];
+        let table = group_table(&root, &groups);
+        let lines: Vec<&str> = table.lines().collect();
+        assert_eq!(lines.len(), 3, "{table}");
+        assert!(
+            lines[1].starts_with("1            2        1,2,3            -"),
+            "{table}"
+        );
+        assert!(!lines[1].contains("run the last change again"), "{table}");
+        assert!(lines[2].contains("1,2,3            4"), "{table}");
+        assert!(lines[2].contains("run the last change again"), "{table}");
+    }
 }

@@ -576,7 +576,18 @@ fn a_member_of_a_service_with_index_groups_is_replaced_in_every_group() -> Resul
         .map(|voters| voters.keys().collect())
         .unwrap_or_default();
     ensure!(voters == ["2", "3", "4"], "{removed}");
-    ensure!(metadata(&["show"])?["index_groups"] == 4);
+    // `strata metadata` shows every group: its leader among its members,
+    // which are the root's.
+    let shown = metadata(&["show"])?;
+    ensure!(shown["index_groups"] == 4, "{shown}");
+    let groups = shown["groups"].as_array().context("no groups shown")?;
+    ensure!(groups.len() == 4, "{shown}");
+    for (group, entry) in (1..).zip(groups) {
+        ensure!(entry["group"] == group, "{shown}");
+        ensure!(entry["members"] == removed["members"], "{shown}");
+        let leader = entry["leader"].as_u64().unwrap_or_default().to_string();
+        ensure!(entry["members"].get(&leader).is_some(), "{shown}");
+    }
     members[1].kill9()?;
     // Every group elects a leader among members 3 and 4.
     within_30s(|| {

@@ -18,6 +18,21 @@ use strata_meta::{
 use strata_pool::{LocalPool, LocalPoolConfig};
 use strata_store::{Store, StoreConfig};
 
+/// Opens a database whose previous instance may still be letting go of its
+/// lock: its background tasks end soon after it is dropped, not at once.
+async fn once_released<T, E: std::fmt::Debug>(
+    what: &str,
+    mut open: impl FnMut() -> Result<T, E>,
+) -> T {
+    for _ in 0..500 {
+        if let Ok(opened) = open() {
+            return opened;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("{what}: {:?}", open().err());
+}
+
 /// Delivers messages to a group's member at an address, if it runs.
 #[derive(Default)]
 struct InProcess {
@@ -125,17 +140,27 @@ impl Group {
         let (pool, transport, compaction) =
             (self.pool.clone(), self.transport.clone(), self.compaction);
         tokio::spawn(async move {
-            let replica = Store::open(config, pool).expect("replica");
-            let service = MetaService::start_with(
-                id,
-                joining,
-                &log_dir,
-                replica.clone(),
-                transport.clone(),
-                compaction,
-            )
-            .await
-            .expect("member starts");
+            let replica =
+                once_released("replica", || Store::open(config.clone(), pool.clone())).await;
+            let mut tries = 0;
+            let service = loop {
+                // Its log's database may still be closing too.
+                let started = MetaService::start_with(
+                    id,
+                    joining.clone(),
+                    &log_dir,
+                    replica.clone(),
+                    transport.clone(),
+                    compaction,
+                )
+                .await;
+                match started {
+                    Ok(service) => break service,
+                    Err(err) if tries == 500 => panic!("member starts: {err:?}"),
+                    Err(_) => tries += 1,
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            };
             transport.register(format!("member-{id}"), &service);
             (service, replica)
         })
@@ -158,8 +183,6 @@ impl Group {
             service.shutdown().await;
         }
         self.replicas[index] = None;
-        // Let the replica's database close before it is opened again.
-        tokio::time::sleep(Duration::from_millis(200)).await;
     }
 
     fn running(&self) -> impl Iterator<Item = &Arc<MetaService>> {
@@ -901,7 +924,7 @@ impl SharedMembers {
         // All at once: no group can finish starting on one member alone.
         let mut starting = Vec::new();
         for id in 1..=3 {
-            members.open_databases(id);
+            members.open_databases(id).await;
             for group in GROUPS {
                 starting.push(members.start_in(id, group));
             }
@@ -910,9 +933,12 @@ impl SharedMembers {
         members
     }
 
-    fn open_databases(&mut self, id: u64) {
-        let log = MetaLog::open(&self.dir.path().join(format!("log-{id}"))).expect("log");
-        let root = Store::open(self.replica_config(id), self.pool.clone()).expect("replica");
+    async fn open_databases(&mut self, id: u64) {
+        let log_dir = self.dir.path().join(format!("log-{id}"));
+        let log = once_released("log", || MetaLog::open(&log_dir)).await;
+        let config = self.replica_config(id);
+        let root =
+            once_released("replica", || Store::open(config.clone(), self.pool.clone())).await;
         self.databases.insert(id, (log, root));
     }
 
@@ -980,8 +1006,6 @@ impl SharedMembers {
             self.stop_in(id, group).await;
         }
         self.databases.remove(&id);
-        // Let the databases close before they are opened again.
-        tokio::time::sleep(Duration::from_millis(200)).await;
     }
 
     fn running(&self, group: GroupId) -> Vec<Arc<MetaService>> {
@@ -1138,7 +1162,7 @@ async fn groups_on_the_same_members_keep_their_own_logs_leaders_and_replicas() {
     for (group, applied) in applied {
         members.wait_for_purge_past(group, applied).await;
     }
-    members.open_databases(3);
+    members.open_databases(3).await;
     let restarting = GROUPS.map(|group| members.start_in(3, group));
     members.started(restarting.into()).await;
     members.settle().await;

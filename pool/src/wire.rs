@@ -102,20 +102,23 @@ impl ClusterSecret {
     }
 }
 
-/// The value of query parameter `name` in a request's path and query.
-fn query_param<'a>(path_and_query: &'a str, name: &str) -> Option<&'a str> {
-    path_and_query
-        .split_once('?')
-        .into_iter()
-        .flat_map(|(_, query)| query.split('&'))
+/// The value of parameter `name` in `query` (the part after `?`).
+pub(crate) fn query_param<'a>(query: &'a str, name: &str) -> Option<&'a str> {
+    query
+        .split('&')
         .find_map(|pair| pair.strip_prefix(name)?.strip_prefix('='))
+}
+
+/// The value of query parameter `name` in a request's path and query.
+fn path_query_param<'a>(path_and_query: &'a str, name: &str) -> Option<&'a str> {
+    query_param(path_and_query.split_once('?')?.1, name)
 }
 
 /// Whether `body` is the one a request's signed query names by its SHA-256
 /// ([`BODY_DIGEST_PARAM`]): with [`ClusterSecret::verify`] on the same
 /// path and query, the body is as signed.
 pub fn body_matches(path_and_query: &str, body: &[u8]) -> bool {
-    query_param(path_and_query, BODY_DIGEST_PARAM) == Some(body_digest(body).as_str())
+    path_query_param(path_and_query, BODY_DIGEST_PARAM) == Some(body_digest(body).as_str())
 }
 
 /// The query parameter holding random bytes, so that two requests of one
@@ -165,7 +168,7 @@ impl ReplayGuard {
     /// `path_and_query` is taken for the first time. Full: refuse it (it
     /// may be a replay), the sender tries again later.
     pub fn first_use(&self, path_and_query: &str, header: &str) -> Result<bool, ReplayGuardFull> {
-        if query_param(path_and_query, NONCE_PARAM).is_none() {
+        if path_query_param(path_and_query, NONCE_PARAM).is_none() {
             return Ok(true);
         }
         let Some((time, tag)) = signed_parts(header) else {
@@ -214,7 +217,7 @@ impl CallSignature {
     /// [`ClusterSecret::verify`]) names; `None` without a nonce or with a
     /// header in another form.
     pub fn of(path_and_query: &str, header: &str) -> Option<CallSignature> {
-        let nonce = query_param(path_and_query, NONCE_PARAM)?;
+        let nonce = path_query_param(path_and_query, NONCE_PARAM)?;
         let (signed_at, _) = signed_parts(header)?;
         Some(CallSignature::named(nonce, signed_at))
     }
@@ -253,7 +256,7 @@ pub const ANSWER_WITHIN_PARAM: &str = "within_ms";
 /// How long the caller of a request waits for its answer, if it said
 /// ([`ANSWER_WITHIN_PARAM`]).
 pub fn answer_within(path_and_query: &str) -> Option<std::time::Duration> {
-    query_param(path_and_query, ANSWER_WITHIN_PARAM)?
+    path_query_param(path_and_query, ANSWER_WITHIN_PARAM)?
         .parse()
         .ok()
         .map(std::time::Duration::from_millis)

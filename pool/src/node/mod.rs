@@ -28,7 +28,7 @@ use crate::listener::{Accepted, CappedListener};
 use crate::lock;
 use crate::node_client::NodeClient;
 use crate::tls::ClusterTls;
-use crate::wire::{self, ClusterSecret, Digests, NodeStatus, ReplicationStatus};
+use crate::wire::{self, ClusterSecret, Digests, NodeStatus, ReplicationStatus, query_param};
 use crate::{ExtentId, LocalPool, LocalPoolConfig, MAX_EXTENT_LEN, Pool, PoolError};
 use index::{Index, State};
 
@@ -318,15 +318,6 @@ fn json_reply(value: &impl serde::Serialize) -> NodeResponse {
 
 fn query_u64(query: &str, name: &str) -> Option<u64> {
     query_param(query, name).and_then(|value| value.parse().ok())
-}
-
-/// The value of parameter `name` in `query`, if present.
-fn query_param<'q>(query: &'q str, name: &str) -> Option<&'q str> {
-    query
-        .split('&')
-        .filter_map(|pair| pair.split_once('='))
-        .find(|(key, _)| *key == name)
-        .map(|(_, value)| value)
 }
 
 impl Node {

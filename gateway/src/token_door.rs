@@ -101,14 +101,16 @@ impl TokenDoor {
         key: &str,
         now: u64,
     ) -> Result<(String, TokenClaims), NotIssued> {
+        // A view being read again after a failover is waited for, a while;
+        // before the attempt counts, so that a client that gives up
+        // meanwhile is not counted as a failed login.
+        self.directory
+            .current_within(crate::directory::STALE_PATIENCE)
+            .await;
         let Some(attempt) = self.login_guard.attempt(client) else {
             tracing::debug!(%client, account, user, "token refused: too many failed logins");
             return Err(NotIssued::Blocked);
         };
-        // A view being read again after a failover is waited for, a while.
-        self.directory
-            .current_within(crate::directory::STALE_PATIENCE)
-            .await;
         match self
             .directory
             .issue_token(account, user, key, now, self.token_lifetime_secs)

@@ -277,11 +277,32 @@ impl Directory {
         self.view.read().stale_since.is_none() && self.store.feed_lease().holds()
     }
 
+    /// `judge`'s verdict by a view that holds every change: the first one
+    /// if the view is current or the verdict did not rest on it
+    /// (`rests_on_view` false: an anonymous request); otherwise, once the
+    /// view is current again within `patience`, a second verdict by what
+    /// was read (a key revoked during the failover is gone by then).
+    /// `None` when the view stays stale.
+    pub async fn judge_by_current<T>(
+        &self,
+        patience: Duration,
+        judge: impl Fn() -> T,
+        rests_on_view: impl Fn(&T) -> bool,
+    ) -> Option<T> {
+        let verdict = judge();
+        if !rests_on_view(&verdict) || self.is_current() {
+            return Some(verdict);
+        }
+        self.current_within(patience).await.then(judge)
+    }
+
     /// [`Directory::is_current`], or current again before the view has been
     /// stale for `patience`: a metadata leader's failover makes the view
     /// stale until it is read again, a second or two, and requests that
-    /// come meanwhile wait rather than fail. Later in an outage (or when
-    /// the feed itself lapsed) the answer is at once.
+    /// come meanwhile wait rather than fail. Later in an outage the answer
+    /// is at once, as it is when only the feed's lease lapsed (the view
+    /// not marked stale: nothing to wait for). Whoever judged a request by
+    /// the stale view judges it again after a wait.
     pub async fn current_within(&self, patience: Duration) -> bool {
         loop {
             if self.is_current() {
@@ -592,6 +613,7 @@ fn user_id(account: &str, user: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use futures::FutureExt as _;
     use strata_pool::{LocalPool, LocalPoolConfig};
     use strata_store::StoreConfig;
 
@@ -633,12 +655,71 @@ mod tests {
         panic!("{what} did not happen");
     }
 
+    /// A verdict given by a stale view is given again once the view is
+    /// read again: a key revoked meanwhile no longer passes.
+    #[tokio::test]
+    async fn a_verdict_by_a_stale_view_is_given_again_by_the_view_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, directory) = open(dir.path(), &root()).await;
+        let judge = || directory.lookup("ROOTKEY").is_some();
+        let by_current = directory.judge_by_current(Duration::ZERO, judge, |_| true);
+        assert_eq!(by_current.await, Some(true));
+        // The view misses the revocation (as one stale after a failover
+        // would), and reads it when it is read again.
+        directory.view.write().mark_stale();
+        let mut root_user: UserRecord = serde_json::from_slice(
+            &store
+                .catalog_get(NS_USERS, "admin:admin")
+                .await
+                .unwrap()
+                .unwrap(),
+        )
+        .unwrap();
+        root_user.s3_keys.clear();
+        let revoked = serde_json::to_vec(&root_user).unwrap();
+        let stale_view = directory.view.read().users.get("admin:admin").cloned();
+        store
+            .catalog_update(NS_USERS, "admin:admin", move |_| {
+                Ok((CatalogWrite::Put(revoked.clone()), ()))
+            })
+            .await
+            .unwrap();
+        eventually("the change applied", || {
+            directory
+                .view
+                .read()
+                .users
+                .get("admin:admin")
+                .map(|user| user.s3_keys.len())
+                != stale_view.as_ref().map(|user| user.s3_keys.len())
+        })
+        .await;
+        // Put back as the stale view had it: only a reload mends it.
+        if let Some(stale_user) = stale_view {
+            directory.view.write().index_user(stale_user);
+        }
+        assert!(judge(), "the stale view still has the key");
+        let reloading = directory.clone();
+        let reload = tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            reloading.reload().await.unwrap();
+        });
+        let by_current = directory.judge_by_current(Duration::from_secs(60), judge, |_| true);
+        assert_eq!(by_current.await, Some(false), "judged by the stale view");
+        reload.await.unwrap();
+        // An anonymous verdict does not wait for the view.
+        directory.view.write().mark_stale();
+        let anonymous = directory.judge_by_current(Duration::from_secs(60), || 7, |_| false);
+        assert_eq!(anonymous.now_or_never(), Some(Some(7)));
+        let kept_stale = directory.judge_by_current(Duration::ZERO, judge, |_| true);
+        assert_eq!(kept_stale.now_or_never(), Some(None));
+    }
+
     /// A view made stale (a failover's resync) is waited for while young:
     /// a signed request that comes while it is read again goes on once it
     /// is; one that comes after the patience is answered at once.
     #[tokio::test]
     async fn a_stale_view_is_waited_for_while_young() {
-        use futures::FutureExt as _;
         let dir = tempfile::tempdir().unwrap();
         let (_store, directory) = open(dir.path(), &root()).await;
         assert_eq!(

@@ -131,26 +131,31 @@ impl S3Door {
             &query,
             parts.headers.contains_key("x-amz-copy-source"),
         )?;
-        let verdict = verify_request(
-            &parts.method,
-            &parts.uri,
-            &parts.headers,
-            &self.credentials,
-            &self.sigv4,
-            SystemTime::now(),
-        );
+        let verify = || {
+            verify_request(
+                &parts.method,
+                &parts.uri,
+                &parts.headers,
+                &self.credentials,
+                &self.sigv4,
+                SystemTime::now(),
+            )
+        };
         // Keys are not judged by a directory that may have missed a change
-        // (a key revoked or added while the metadata service was away); one
-        // being read again after a failover is waited for, a while.
-        if !matches!(verdict, Err(AuthError::Anonymous))
-            && !self.credentials.current_within(STALE_PATIENCE).await
-        {
+        // (a key revoked or added while the metadata service was away). One
+        // being read again after a failover is waited for, a while, and the
+        // request judged again by what it read: the key may be gone.
+        let signed = |verdict: &Result<_, AuthError>| !matches!(verdict, Err(AuthError::Anonymous));
+        let judged = self
+            .credentials
+            .judge_by_current(STALE_PATIENCE, verify, signed);
+        let Some(verdict) = judged.await else {
             return Err(S3Error::new(
                 "ServiceUnavailable",
                 StatusCode::SERVICE_UNAVAILABLE,
                 "Please reduce your request rate.",
             ));
-        }
+        };
         let verified = match verdict {
             Ok(verified) => Some(verified),
             Err(AuthError::Anonymous) if op.allows_anonymous() => None,

@@ -228,32 +228,37 @@ pub fn metadata(args: MetadataArgs) -> anyhow::Result<()> {
         let membership = ask_leader(&client, addresses.clone(), 0, body.clone()).await?;
         // The members run one Raft group per index group too: each changes
         // alike, at its own leader, after the root's, and each is shown.
-        // Every group is asked even when one refuses (an election under way
+        let mut groups = Vec::new();
+        if !changes {
+            // All at once: a group without a leader takes its whole patience
+            // to say so, and is what the operator came to see.
+            let asked = (1..=membership.index_groups).map(|group| {
+                let (client, addresses, body) = (&client, addresses.clone(), body.clone());
+                async move { (group, ask_leader(client, addresses, group, body).await) }
+            });
+            groups = futures::future::join_all(asked).await;
+            return anyhow::Ok((membership, groups));
+        }
+        // Every group is tried even when one refuses (an election under way
         // there), so that as few as possible stay apart until the command
         // is run again.
-        let mut groups = Vec::new();
         let mut refused = Vec::new();
         for group in 1..=membership.index_groups {
             match ask_leader(&client, addresses.clone(), group, body.clone()).await {
-                Ok(answer) => groups.push((group, answer)),
+                Ok(answer) => groups.push((group, Ok(answer))),
                 Err(err) => refused.push(format!("index group {group}: {err:#}")),
             }
         }
         if !refused.is_empty() {
-            match changes {
-                true => anyhow::bail!(
-                    "the root group changed, but not every index group did; run the same \
-                     command again to finish:\n  {}",
-                    refused.join("\n  ")
-                ),
-                false => anyhow::bail!(
-                    "not every index group answered:\n  {}",
-                    refused.join("\n  ")
-                ),
-            }
+            anyhow::bail!(
+                "the root group changed, but not every index group did; run the same command \
+                 again to finish:\n  {}",
+                refused.join("\n  ")
+            );
         }
         anyhow::Ok((membership, groups))
     })?;
+    let unanswered = groups.iter().filter(|(_, answer)| answer.is_err()).count();
     if args.json {
         let mut shown = serde_json::to_value(&membership)?;
         if let Some(shown) = shown.as_object_mut()
@@ -261,8 +266,11 @@ pub fn metadata(args: MetadataArgs) -> anyhow::Result<()> {
         {
             let groups = groups
                 .iter()
-                .map(|(group, membership)| {
-                    let mut entry = serde_json::to_value(membership)?;
+                .map(|(group, answer)| {
+                    let mut entry = match answer {
+                        Ok(membership) => serde_json::to_value(membership)?,
+                        Err(err) => serde_json::json!({ "error": format!("{err:#}") }),
+                    };
                     if let Some(entry) = entry.as_object_mut() {
                         entry.insert("group".into(), (*group).into());
                     }
@@ -272,7 +280,7 @@ pub fn metadata(args: MetadataArgs) -> anyhow::Result<()> {
             shown.insert("groups".into(), groups.into());
         }
         println!("{}", serde_json::to_string_pretty(&shown)?);
-        return Ok(());
+        return unanswered_groups(unanswered);
     }
     println!("{:<8} {:<24} ROLE", "MEMBER", "ADDRESS");
     let voters = membership.members.iter().map(|member| (member, "voter"));
@@ -288,12 +296,21 @@ pub fn metadata(args: MetadataArgs) -> anyhow::Result<()> {
         println!();
         print!("{}", group_table(&membership, &groups));
     }
-    Ok(())
+    unanswered_groups(unanswered)
+}
+
+/// Fails a show that found index groups without a leader to answer, once
+/// everything that did answer is printed.
+fn unanswered_groups(count: usize) -> anyhow::Result<()> {
+    match count {
+        0 => Ok(()),
+        count => anyhow::bail!("{count} index groups did not answer"),
+    }
 }
 
 /// Each index group's leader and members, beside the root group's: a
 /// group whose members differ was left behind by a change cut short.
-fn group_table(root: &Membership, groups: &[(u16, Membership)]) -> String {
+fn group_table(root: &Membership, groups: &[(u16, anyhow::Result<Membership>)]) -> String {
     let ids = |members: &strata_meta::Members| match members.is_empty() {
         true => "-".to_owned(),
         false => members
@@ -306,7 +323,14 @@ fn group_table(root: &Membership, groups: &[(u16, Membership)]) -> String {
         "{:<12} {:<8} {:<16} LEARNERS\n",
         "INDEX GROUP", "LEADER", "VOTERS"
     );
-    for (group, membership) in groups {
+    for (group, answer) in groups {
+        let membership = match answer {
+            Ok(membership) => membership,
+            Err(err) => {
+                let _ = writeln!(out, "{group:<12} -        unreachable: {err:#}");
+                continue;
+            }
+        };
         let leader = membership
             .leader
             .map_or_else(|| "-".to_owned(), |leader| leader.to_string());
@@ -566,18 +590,24 @@ mod tests {
         }
     }
 
-    /// The table shows each group's leader and members, and flags the group
-    /// a cut-short change left with other members than the root's.
+    /// The table shows each group's leader and members, flags the group a
+    /// cut-short change left with other members than the root's, and
+    /// names the group that did not answer.
     #[test]
     fn the_group_table_flags_a_group_left_behind() {
         let root = membership(1, &[1, 2, 3], &[]);
         let groups = [
-            (1, membership(2, &[1, 2, 3], &[])),
-            (2, membership(3, &[1, 2, 3], &[4])),
+            (1, Ok(membership(2, &[1, 2, 3], &[]))),
+            (2, Ok(membership(3, &[1, 2, 3], &[4]))),
+            (3, Err(anyhow::anyhow!("no member led it"))),
         ];
         let table = group_table(&root, &groups);
         let lines: Vec<&str> = table.lines().collect();
-        assert_eq!(lines.len(), 3, "{table}");
+        assert_eq!(lines.len(), 4, "{table}");
+        assert!(
+            lines[3].starts_with("3            -        unreachable: no member led it"),
+            "{table}"
+        );
         assert!(
             lines[1].starts_with("1            2        1,2,3            -"),
             "{table}"

@@ -335,6 +335,33 @@ fn two_gateways_over_one_cluster_route_to_the_same_groups() -> Result<()> {
         );
     }
 
+    // A rename into a container of another group through the second, whose
+    // groups are reached over the network: the copy's commit and the
+    // source's versioned delete are calls to the first.
+    let from = &containers[0];
+    let to = containers[1..]
+        .iter()
+        .find(|name| group_of(name) != group_of(from))
+        .context("eight containers in one group")?;
+    let body = random_bytes(100_000);
+    let source = format!("/v1/AUTH_admin/{from}/moving.bin");
+    second
+        .swift_as_root("PUT", &source, Some(&body), &[])?
+        .expect_status(201)?;
+    let root = SwiftUser::root();
+    second.lftp_ok(
+        &root.login(),
+        &root.key,
+        &format!("mv /{from}/moving.bin /{to}/moved.bin"),
+    )?;
+    let moved =
+        service.swift_as_root("GET", &format!("/v1/AUTH_admin/{to}/moved.bin"), None, &[])?;
+    moved.expect_status(200)?;
+    ensure!(moved.body == body, "the moved object reads other bytes");
+    service
+        .swift_as_root("GET", &source, None, &[])?
+        .expect_status(404)?;
+
     // The second's edge hears the groups' feeds: a delete made through the
     // first purges its copy within a bound.
     let object = format!("/v1/AUTH_admin/{}/k.txt", containers[0]);

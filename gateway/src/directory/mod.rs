@@ -27,8 +27,6 @@ use crate::wire::unix_now_ms as now_ms;
 /// calls wait for a feed that stopped answering (the store's
 /// `FEED_OUTAGE_PATIENCE`).
 pub const STALE_PATIENCE: Duration = Duration::from_secs(3);
-/// How often a request waiting for a stale view to be read again looks.
-const STALE_POLL: Duration = Duration::from_millis(20);
 /// The longest pause between attempts to read a stale view again: signed
 /// requests wait for it a few seconds at most ([`Directory::current_within`]).
 const RELOAD_PAUSE_MAX: Duration = Duration::from_secs(1);
@@ -165,6 +163,9 @@ impl View {
 pub struct Directory {
     store: Store,
     view: Arc<RwLock<View>>,
+    /// Woken each time the view has been read again whole: what requests
+    /// waiting for a stale view to be current wait on.
+    read_again: Arc<tokio::sync::Notify>,
 }
 
 /// How a token request failed; every case is a 401 on the wire.
@@ -189,6 +190,7 @@ impl Directory {
         let directory = Directory {
             store: store.clone(),
             view: Arc::new(RwLock::new(View::default())),
+            read_again: Arc::new(tokio::sync::Notify::new()),
         };
         // Subscribe before loading, so no change falls between the two.
         let changes = store.subscribe();
@@ -289,8 +291,11 @@ impl Directory {
         judge: impl Fn() -> T,
         rests_on_view: impl Fn(&T) -> bool,
     ) -> Option<T> {
+        // Current before the verdict, not after: a reload that ends in
+        // between must not pass off a verdict of the view it replaced.
+        let current = self.is_current();
         let verdict = judge();
-        if !rests_on_view(&verdict) || self.is_current() {
+        if current || !rests_on_view(&verdict) {
             return Some(verdict);
         }
         self.current_within(patience).await.then(judge)
@@ -305,6 +310,11 @@ impl Directory {
     /// the stale view judges it again after a wait.
     pub async fn current_within(&self, patience: Duration) -> bool {
         loop {
+            // Registered before the view is looked at: a reload in between
+            // still wakes this wait.
+            let read_again = self.read_again.notified();
+            let mut read_again = std::pin::pin!(read_again);
+            read_again.as_mut().enable();
             if self.is_current() {
                 return true;
             }
@@ -315,7 +325,12 @@ impl Directory {
             if waited >= patience {
                 return false;
             }
-            tokio::time::sleep((patience - waited).min(STALE_POLL)).await;
+            if tokio::time::timeout(patience - waited, read_again)
+                .await
+                .is_err()
+            {
+                return self.is_current();
+            }
         }
     }
 
@@ -479,6 +494,7 @@ impl Directory {
             view.domains.insert(host, record);
         }
         *self.view.write() = view;
+        self.read_again.notify_waiters();
         Ok(())
     }
 
@@ -521,13 +537,19 @@ impl Directory {
     fn follow(&self, mut changes: tokio::sync::broadcast::Receiver<strata_store::ChangeEvent>) {
         let store = self.store.downgrade();
         let view = Arc::downgrade(&self.view);
+        let read_again = self.read_again.clone();
         tokio::spawn(async move {
             loop {
                 let received = changes.recv().await;
                 let (Some(store), Some(view)) = (store.upgrade(), view.upgrade()) else {
                     return;
                 };
-                let directory = Directory { store, view };
+                let read_again = read_again.clone();
+                let directory = Directory {
+                    store,
+                    view,
+                    read_again,
+                };
                 let outcome = match received {
                     Ok(event) => match (event.kind, event.key.as_deref()) {
                         (ChangeKind::CatalogPut | ChangeKind::CatalogDeleted, Some(key)) => {
@@ -655,6 +677,14 @@ mod tests {
         panic!("{what} did not happen");
     }
 
+    /// `waiting`'s outcome, which the reload wakes long before its patience
+    /// of 600 s would end it.
+    async fn woken_by_reload<T>(waiting: impl std::future::Future<Output = T>) -> T {
+        tokio::time::timeout(Duration::from_secs(60), waiting)
+            .await
+            .expect("the wait was not woken by the view's reload")
+    }
+
     /// A verdict given by a stale view is given again once the view is
     /// read again: a key revoked meanwhile no longer passes.
     #[tokio::test]
@@ -704,8 +734,12 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(100)).await;
             reloading.reload().await.unwrap();
         });
-        let by_current = directory.judge_by_current(Duration::from_secs(60), judge, |_| true);
-        assert_eq!(by_current.await, Some(false), "judged by the stale view");
+        let by_current = directory.judge_by_current(Duration::from_secs(600), judge, |_| true);
+        assert_eq!(
+            woken_by_reload(by_current).await,
+            Some(false),
+            "judged by the stale view"
+        );
         reload.await.unwrap();
         // An anonymous verdict does not wait for the view.
         directory.view.write().mark_stale();
@@ -744,7 +778,7 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(100)).await;
             reloading.reload().await.unwrap();
         });
-        assert!(directory.current_within(Duration::from_secs(60)).await);
+        assert!(woken_by_reload(directory.current_within(Duration::from_secs(600))).await);
         reload.await.unwrap();
         assert!(directory.is_current());
 

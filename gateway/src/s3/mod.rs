@@ -131,6 +131,8 @@ impl S3Door {
             &query,
             parts.headers.contains_key("x-amz-copy-source"),
         )?;
+        // One time for both verdicts: a second one differs only by the view.
+        let now = SystemTime::now();
         let verify = || {
             verify_request(
                 &parts.method,
@@ -138,7 +140,7 @@ impl S3Door {
                 &parts.headers,
                 &self.credentials,
                 &self.sigv4,
-                SystemTime::now(),
+                now,
             )
         };
         // Keys are not judged by a directory that may have missed a change

@@ -235,7 +235,14 @@ impl Store {
         // again meanwhile is another one.
         let conditions = PutConditions::for_bucket(&to_marker);
         let moved = Box::pin(to_group.commit_staged(staged, moved, conditions)).await?;
-        Box::pin(from_group.delete_object_version(bucket, key, Some(source))).await?;
+        let deleted = Box::pin(from_group.delete_object_version(bucket, key, Some(source))).await?;
+        if deleted.is_none() {
+            tracing::debug!(
+                bucket,
+                key,
+                "renamed from a key written again since: it stays"
+            );
+        }
         Ok(moved)
     }
 

@@ -85,7 +85,19 @@ impl AdminDoor {
     async fn answer(&self, request: &http::Request<RequestBody>) -> AdminResult<Response> {
         let now = unix_now();
         let token = header_str(request.headers(), "x-auth-token").unwrap_or("");
-        let principal = self.directory.verify_token(token, now).ok_or_else(|| {
+        // Judged by a current view only, as every token and key is.
+        let verify = || self.directory.verify_token(token, now);
+        let judged = self
+            .directory
+            .judge_by_current(crate::directory::STALE_PATIENCE, verify, |_| true)
+            .await
+            .ok_or_else(|| {
+                AdminError(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "the metadata service did not answer; try again".into(),
+                )
+            })?;
+        let principal = judged.ok_or_else(|| {
             AdminError(
                 StatusCode::UNAUTHORIZED,
                 "a reseller admin token is required".into(),

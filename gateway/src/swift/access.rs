@@ -40,7 +40,9 @@ pub(crate) enum Access {
 
 /// The token's user, or the way an unauthenticated request may still get in.
 /// A token that does not verify is refused outright (401), as Swift does.
-pub(crate) fn authenticate(
+/// A token is judged by a current view only, as S3 keys are: a stale one
+/// (a failover) is waited for a while, then the request is 503.
+pub(crate) async fn authenticate(
     directory: &Directory,
     headers: &HeaderMap,
     query: &Query,
@@ -49,8 +51,11 @@ pub(crate) fn authenticate(
     use crate::wire::names::{X_AUTH_TOKEN, X_STORAGE_TOKEN};
     let token = header_str(headers, X_AUTH_TOKEN).or_else(|| header_str(headers, X_STORAGE_TOKEN));
     if let Some(token) = token {
-        return directory
-            .verify_token(token, now)
+        let verify = || directory.verify_token(token, now);
+        let judged = directory.judge_by_current(crate::directory::STALE_PATIENCE, verify, |_| true);
+        return judged
+            .await
+            .ok_or_else(SwiftError::unavailable)?
             .map(Caller::User)
             .ok_or_else(SwiftError::unauthorized);
     }

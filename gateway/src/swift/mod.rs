@@ -127,7 +127,7 @@ impl SwiftDoor {
             if parts.uri.path() == "/info" {
                 return info::answer(self, &parts.method);
             }
-            let request = self.prepare(parts)?;
+            let request = self.prepare(parts).await?;
             if let Target::Container(container) | Target::Object(container, _) = &request.target {
                 if request.method == Method::OPTIONS {
                     let bucket = self.edge.bucket(&self.store, container).await?;
@@ -185,7 +185,7 @@ impl SwiftDoor {
         response
     }
 
-    fn prepare(&self, mut parts: http::request::Parts) -> SwiftResult<SwiftRequest> {
+    async fn prepare(&self, mut parts: http::request::Parts) -> SwiftResult<SwiftRequest> {
         let rewritten_from = parts
             .extensions
             .remove::<crate::wire::PathAsSent>()
@@ -194,7 +194,7 @@ impl SwiftDoor {
         let query = Query::parse(parts.uri.query())
             .ok_or_else(|| SwiftError::bad_request("Invalid UTF8 in the query string"))?;
         let now = crate::wire::unix_now();
-        let caller = access::authenticate(&self.directory, &parts.headers, &query, now)?;
+        let caller = access::authenticate(&self.directory, &parts.headers, &query, now).await?;
         if let Target::Object(_, key) = &target {
             strata_store::validate_key(key)?;
         }

@@ -390,7 +390,7 @@ fn a_gateway_cut_off_from_the_metadata_service_stops_trusting_its_edge() -> Resu
         started.elapsed()
     );
     // Keys are checked again once accounts have been read afresh (the
-    // directory retries with a pause of up to 5 s).
+    // directory retries with a pause of up to 1 s).
     let started = Instant::now();
     loop {
         let token = token_request(&second)?;

@@ -125,11 +125,9 @@ pub(crate) struct Remote {
     buckets: parking_lot::Mutex<BucketCache>,
     /// When the feed last answered.
     pub(crate) contact: Arc<FeedContact>,
-    /// Set while the feed's polls fail: calls then wait for it to answer
-    /// again for [`FEED_OUTAGE_PATIENCE`] at most, instead of each waiting
-    /// out its timeout on a service that does not answer.
-    unreachable: std::sync::atomic::AtomicBool,
-    /// When the feed's polls began to fail, while they do.
+    /// When the feed's polls began to fail, while they do: calls then wait
+    /// for it to answer again for [`FEED_OUTAGE_PATIENCE`] at most, instead
+    /// of each waiting out its timeout on a service that does not answer.
     outage_since: parking_lot::Mutex<Option<tokio::time::Instant>>,
     /// Woken when the feed answers again after failing.
     feed_back: tokio::sync::Notify,
@@ -565,38 +563,34 @@ impl Remote {
     }
 
     /// Records whether the feed's last poll answered; true if that changed.
-    /// The outage's start is set before the flag, so a call that sees the
-    /// flag finds it.
     fn set_reachable(&self, reachable: bool) -> bool {
-        use std::sync::atomic::Ordering;
         let mut since = self.outage_since.lock();
-        if self.unreachable.load(Ordering::Acquire) != reachable {
+        if since.is_none() == reachable {
             return false;
         }
         *since = (!reachable).then(tokio::time::Instant::now);
-        self.unreachable.store(!reachable, Ordering::Release);
         if reachable {
             self.feed_back.notify_waiters();
         }
         true
     }
 
+    /// Whether the feed's polls fail.
+    fn feed_failing(&self) -> bool {
+        self.outage_since.lock().is_some()
+    }
+
     /// Whether the feed answers, or answers again before its outage has
     /// lasted [`FEED_OUTAGE_PATIENCE`].
     async fn feed_answers(&self) -> bool {
-        use std::sync::atomic::Ordering;
-        if !self.unreachable.load(Ordering::Acquire) {
+        if !self.feed_failing() {
             return true;
         }
-        // Registered before the flag is read again: a recovery in between
+        // Registered before the outage is read again: a recovery in between
         // still wakes this call.
         let back = self.feed_back.notified();
         let mut back = std::pin::pin!(back);
         back.as_mut().enable();
-        if !self.unreachable.load(Ordering::Acquire) {
-            return true;
-        }
-        // No outage any more: it ended since the flag was read.
         let Some(since) = *self.outage_since.lock() else {
             return true;
         };
@@ -679,7 +673,6 @@ impl Store {
             transport,
             buckets: parking_lot::Mutex::new(BucketCache::default()),
             contact: Arc::new(FeedContact::new()),
-            unreachable: std::sync::atomic::AtomicBool::new(false),
             outage_since: parking_lot::Mutex::new(None),
             feed_back: tokio::sync::Notify::new(),
         });
@@ -1198,7 +1191,7 @@ async fn follow_feed(remote: Weak<Remote>, head: u64) {
     let mut hole_since: Option<tokio::time::Instant> = None;
     loop {
         let Some(live) = remote.upgrade() else { return };
-        let failing = live.unreachable.load(std::sync::atomic::Ordering::Acquire);
+        let failing = live.feed_failing();
         // After a failure, a poll that answers at once: calls wait for it.
         let wait = if ahead.is_empty() && !failing {
             FEED_WAIT

@@ -67,12 +67,9 @@ fn parse_group_path(base: &str, path: &str) -> Option<u16> {
 /// zero, so that each group has one path (`u16::from_str` would also take
 /// `+1` and `01`).
 fn parse_group_number(number: &str) -> Option<u16> {
-    let canonical = number == "0"
-        || (!number.starts_with('0') && number.bytes().all(|byte| byte.is_ascii_digit()));
-    number
-        .parse()
-        .ok()
-        .filter(|_| canonical && !number.is_empty())
+    let digits = number.bytes().all(|byte| byte.is_ascii_digit());
+    let canonical = digits && (number == "0" || !number.starts_with('0'));
+    number.parse().ok().filter(|_| canonical)
 }
 
 /// Largest call accepted (a multipart completion of 10,000 parts is ~1 MB).

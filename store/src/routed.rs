@@ -100,7 +100,12 @@ impl Routed {
 
     /// The index group of bucket `name`.
     pub(crate) fn group(&self, name: &str) -> &Store {
-        &self.groups[group_of(bucket_hash(name), self.groups.len())]
+        &self.groups[self.group_index(name)]
+    }
+
+    /// Which of the groups holds bucket `name`.
+    fn group_index(&self, name: &str) -> usize {
+        group_of(bucket_hash(name), self.groups.len())
     }
 
     /// The index group of bucket `name`, once it holds the bucket's marker.
@@ -257,7 +262,7 @@ impl Store {
         let buckets = Box::pin(routed.root.list_buckets(account)).await?;
         let mut by_group: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
         for (index, bucket) in buckets.iter().enumerate() {
-            let group = group_of(bucket_hash(&bucket.name), routed.groups.len());
+            let group = routed.group_index(&bucket.name);
             by_group.entry(group).or_default().push(index);
         }
         let asked = by_group.into_iter().map(|(group, indexes)| {

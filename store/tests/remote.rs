@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use futures::{StreamExt, stream};
+use futures::{FutureExt as _, StreamExt, stream};
 use parking_lot::Mutex;
 use strata_pool::{LocalPool, LocalPoolConfig, Pool};
 use strata_store::{
@@ -725,16 +725,11 @@ async fn calls_ride_out_a_short_feed_outage_and_fail_at_once_in_a_long_one() {
     })
     .await;
     tokio::time::sleep(Duration::from_secs(4)).await;
-    let asked = std::time::Instant::now();
-    let refused = client.head_object("b", "k").await;
+    // Refused without waiting: answered at its first poll.
+    let refused = client.head_object("b", "k").now_or_never();
     assert!(
-        matches!(refused, Err(StoreError::Unavailable(_))),
+        matches!(refused, Some(Err(StoreError::Unavailable(_)))),
         "{refused:?}"
-    );
-    assert!(
-        asked.elapsed() < Duration::from_secs(2),
-        "a call long into an outage waited {:?}",
-        asked.elapsed()
     );
 }
 

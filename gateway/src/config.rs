@@ -99,6 +99,13 @@ pub struct ClusterConfig {
     /// must be longer than any upload takes: an upload's first extents are
     /// named by no record until it commits.
     pub orphan_age_secs: u64,
+    /// A metadata group (the root group, or an index group) that took no
+    /// change for this long, every member holding its log, stops its
+    /// heartbeats until the next change (a follower asked for something
+    /// while its leader is gone stands for election), in seconds: a member
+    /// may run many groups, and most are idle most of the time. 0: never,
+    /// and 0 while any member runs a version from before it.
+    pub metadata_hibernate_after_secs: u64,
     /// PEM file of the cluster's CA: members speak TLS to each other. Calls
     /// to nodes and members go over TLS and trust the certificates this CA
     /// signed, and only those; metadata calls that arrive in plain text are
@@ -191,6 +198,7 @@ impl Default for ClusterConfig {
             metadata_member: None,
             metadata_join: false,
             orphan_age_secs: 24 * 3600,
+            metadata_hibernate_after_secs: 30,
             tls_ca: None,
         }
     }
@@ -221,10 +229,11 @@ const MAX_IDLE_TIMEOUT_SECS: u64 = 3600;
 /// The longest `[limits] login_block_secs`.
 const MAX_LOGIN_BLOCK_SECS: u64 = 30 * 24 * 3600;
 
-/// The most `index_groups` for now: each is a Raft group with its own
-/// heartbeats on a replicated service's members, a connection and a feed
-/// long poll from every gateway, and background tasks; until idle groups
-/// cost nothing (`docs/design/index-on-the-ring.md`), a few.
+/// The most `index_groups` for now: each is a Raft group on a replicated
+/// service's members (whose heartbeats stop while it is idle), a
+/// connection and a feed long poll from every gateway, and background
+/// tasks; until those cost nothing either
+/// (`docs/design/index-on-the-ring.md`), a few.
 const MAX_INDEX_GROUPS: u16 = 16;
 
 /// Request limits: what is refused, and with which error, is decided here rather

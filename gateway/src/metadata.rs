@@ -783,7 +783,12 @@ mod tests {
 
     #[test]
     fn raft_paths_name_their_group_and_message() {
-        let rpcs = [RaftRpc::Append, RaftRpc::Vote, RaftRpc::Snapshot];
+        let rpcs = [
+            RaftRpc::Append,
+            RaftRpc::Vote,
+            RaftRpc::Snapshot,
+            RaftRpc::Probe,
+        ];
         for group in [GroupId::Root, GroupId::Index(0), GroupId::Index(u16::MAX)] {
             for rpc in rpcs {
                 assert_eq!(parse_raft_path(&raft_path(group, rpc)), Some((group, rpc)));

@@ -34,7 +34,7 @@ use crate::s3::{Response, S3Door};
 use crate::swift::SwiftDoor;
 use crate::token_door::TokenDoor;
 use crate::wire::{OverTls, PathAsSent, RequestBody, text_response};
-use strata_meta::{Compaction, GroupId, Joining, MetaLog, MetaService};
+use strata_meta::{GroupId, Joining, MetaLog, MetaService, Tuning};
 
 pub async fn run(config: Config) -> anyhow::Result<()> {
     let addr = config.listen_addr()?;
@@ -101,6 +101,13 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             let log = MetaLog::open(&config.data.join("raft"))
                 .map_err(|why| anyhow::anyhow!("opening the metadata log: {why}"))?;
             let transport = Arc::new(HttpRaftTransport::new(secret.clone(), cluster_tls.as_ref()));
+            let tuning = Tuning {
+                idle_before_hibernating: match config.cluster.metadata_hibernate_after_secs {
+                    0 => None,
+                    secs => Some(Duration::from_secs(secs)),
+                },
+                ..Tuning::default()
+            };
             let mut groups = Vec::new();
             for index in 1..=config.index_groups {
                 let group_replica = replica
@@ -113,7 +120,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
                     &log,
                     group_replica,
                     transport.clone(),
-                    Compaction::default(),
+                    tuning,
                 )
                 .await
                 .map_err(|why| anyhow::anyhow!("starting index group {index}: {why}"))?;
@@ -126,7 +133,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
                 &log,
                 replica,
                 transport,
-                Compaction::default(),
+                tuning,
             )
             .await
             .map_err(|why| anyhow::anyhow!("starting the metadata service: {why}"))?;
@@ -617,13 +624,16 @@ fn metadata_metrics(status: &strata_meta::MetaStatus) -> String {
          # TYPE strata_metadata_snapshot_index gauge\n\
          strata_metadata_snapshot_index {}\n\
          # TYPE strata_metadata_purged_index gauge\n\
-         strata_metadata_purged_index {}\n",
+         strata_metadata_purged_index {}\n\
+         # TYPE strata_metadata_hibernating gauge\n\
+         strata_metadata_hibernating {}\n",
         status.id,
         status.leader.unwrap_or(0),
         status.term,
         status.last_applied.unwrap_or(0),
         status.snapshot.unwrap_or(0),
         status.purged.unwrap_or(0),
+        u8::from(status.hibernating),
     )
 }
 
@@ -634,16 +644,19 @@ fn index_group_metrics(groups: &[Arc<MetaService>]) -> String {
     }
     let mut out = String::from(
         "# TYPE strata_metadata_group_leader gauge\n\
-         # TYPE strata_metadata_group_last_applied gauge\n",
+         # TYPE strata_metadata_group_last_applied gauge\n\
+         # TYPE strata_metadata_group_hibernating gauge\n",
     );
     for (index, group) in groups.iter().enumerate() {
         let status = group.status();
         let number = index + 1;
         out.push_str(&format!(
             "strata_metadata_group_leader{{group=\"{number}\"}} {}\n\
-             strata_metadata_group_last_applied{{group=\"{number}\"}} {}\n",
+             strata_metadata_group_last_applied{{group=\"{number}\"}} {}\n\
+             strata_metadata_group_hibernating{{group=\"{number}\"}} {}\n",
             status.leader.unwrap_or(0),
             status.last_applied.unwrap_or(0),
+            u8::from(status.hibernating),
         ));
     }
     out

@@ -126,7 +126,7 @@ impl Batcher {
             return;
         }
         let written =
-            tokio::time::timeout(QUORUM_WAIT, self.raft.client_write(MetaEntry { calls })).await;
+            tokio::time::timeout(QUORUM_WAIT, self.raft.client_write(MetaEntry::of(calls))).await;
         let why = match written {
             Ok(Ok(written)) => {
                 // One answer per call (the state machine's); a missing one

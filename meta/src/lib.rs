@@ -21,6 +21,7 @@
 //! calls travel through `strata_store::MetaTransport`.
 
 mod batch;
+mod hibernation;
 mod log_store;
 mod network;
 mod state_machine;
@@ -57,6 +58,29 @@ openraft::declare_raft_types!(
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct MetaEntry {
     pub calls: Vec<LoggedCall>,
+    /// The leader of an idle group is about to stop its heartbeats, and
+    /// the followers that apply this their election timers (see
+    /// `hibernation.rs`). No calls. (A member of an earlier version ignores
+    /// the field and applies an entry without calls.)
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub hibernate: bool,
+}
+
+impl MetaEntry {
+    /// An entry of calls.
+    pub fn of(calls: Vec<LoggedCall>) -> MetaEntry {
+        MetaEntry {
+            calls,
+            hibernate: false,
+        }
+    }
+
+    fn hibernate() -> MetaEntry {
+        MetaEntry {
+            calls: Vec::new(),
+            hibernate: true,
+        }
+    }
 }
 
 /// One change: the call as the store takes it, and what makes applying it
@@ -190,26 +214,35 @@ const QUORUM_WAIT: Duration = Duration::from_secs(5);
 /// the change feed in the log.
 const MAINTENANCE_INTERVAL: Duration = Duration::from_secs(5);
 
-/// When the log is compacted: a snapshot of the replica is taken every
-/// `snapshot_every` applied entries, and the log is then purged up to
-/// `keep_after_snapshot` entries before it (a member that was away briefly
-/// catches up from those; one further behind is sent the snapshot, in
-/// messages of `snapshot_chunk_bytes`).
+/// The leader's heartbeat interval, in milliseconds.
+const HEARTBEAT: u64 = 500;
+
+/// When a group compacts its log and when it hibernates.
+///
+/// A snapshot of the replica is taken every `snapshot_every` applied
+/// entries, and the log is then purged up to `keep_after_snapshot` entries
+/// before it (a member that was away briefly catches up from those; one
+/// further behind is sent the snapshot, in messages of
+/// `snapshot_chunk_bytes`). A group that appended nothing for
+/// `idle_before_hibernating` stops its heartbeats until something happens
+/// (`hibernation.rs`); `None`: never.
 #[derive(Debug, Clone, Copy)]
-pub struct Compaction {
+pub struct Tuning {
     pub snapshot_every: u64,
     pub keep_after_snapshot: u64,
     pub snapshot_chunk_bytes: u64,
+    pub idle_before_hibernating: Option<Duration>,
 }
 
-impl Default for Compaction {
+impl Default for Tuning {
     fn default() -> Self {
-        Compaction {
+        Tuning {
             snapshot_every: 50_000,
             keep_after_snapshot: 10_000,
             // openraft's default: about 11 MiB of JSON a message, well
             // under what a member accepts (64 MiB).
             snapshot_chunk_bytes: 3 << 20,
+            idle_before_hibernating: Some(Duration::from_secs(30)),
         }
     }
 }
@@ -224,6 +257,9 @@ pub struct MetaService {
     store: Store,
     batcher: Arc<batch::Batcher>,
     confirmations: Confirmations,
+    hibernation: Arc<hibernation::Hibernation>,
+    /// For the messages a member sends outside Raft's own (a probe).
+    transport: Arc<dyn RaftTransport>,
 }
 
 /// Rounds in which the leader confirms with a majority that it still leads
@@ -258,24 +294,24 @@ impl MetaService {
             log_dir,
             store,
             transport,
-            Compaction::default(),
+            Tuning::default(),
         )
         .await
     }
 
     /// [`MetaService::start`] of a member that founds the root group or
-    /// joins it, compacting the log as `compaction` says.
+    /// joins it, tuned as `tuning` says.
     pub async fn start_with(
         id: u64,
         joining: Joining,
         log_dir: &Path,
         store: Store,
         transport: Arc<dyn RaftTransport>,
-        compaction: Compaction,
+        tuning: Tuning,
     ) -> Result<Arc<MetaService>, String> {
         let log = MetaLog::open(log_dir)?;
         let group = GroupId::Root;
-        Self::start_group(id, group, joining, &log, store, transport, compaction).await
+        Self::start_group(id, group, joining, &log, store, transport, tuning).await
     }
 
     /// Starts member `id` of `group`, its log in the member's `log`
@@ -288,7 +324,7 @@ impl MetaService {
         log: &MetaLog,
         store: Store,
         transport: Arc<dyn RaftTransport>,
-        compaction: Compaction,
+        tuning: Tuning,
     ) -> Result<Arc<MetaService>, String> {
         if let Joining::Founding(members) = &joining
             && !members.contains_key(&id)
@@ -299,7 +335,7 @@ impl MetaService {
             cluster_name: format!("strata-metadata {group}"),
             // Also the timeout of one append (openraft's): room for a batch
             // of large entries and an fsync on a loaded machine.
-            heartbeat_interval: 500,
+            heartbeat_interval: HEARTBEAT,
             // A follower that has known a leader stands for election
             // `election_timeout_max` (the leader's lease, during which the
             // others refuse to vote) plus a random timeout after its last
@@ -317,17 +353,23 @@ impl MetaService {
             // within this: openraft's 200 ms would have the leader send a
             // large snapshot again and again.
             install_snapshot_timeout: 60_000,
-            snapshot_policy: SnapshotPolicy::LogsSinceLast(compaction.snapshot_every),
-            max_in_snapshot_log_to_keep: compaction.keep_after_snapshot,
-            snapshot_max_chunk_size: compaction.snapshot_chunk_bytes,
+            snapshot_policy: SnapshotPolicy::LogsSinceLast(tuning.snapshot_every),
+            max_in_snapshot_log_to_keep: tuning.keep_after_snapshot,
+            snapshot_max_chunk_size: tuning.snapshot_chunk_bytes,
             ..Default::default()
         }
         .validate()
         .map_err(|err| format!("raft configuration: {err}"))?;
         let claim = log.claim(group)?;
-        let state_machine =
-            state_machine::StateMachine::open(id, store.clone(), &log.snapshot_dir(group)).await?;
-        let network = network::Network::new(transport, group);
+        let hibernation = hibernation::Hibernation::new();
+        let state_machine = state_machine::StateMachine::open(
+            id,
+            store.clone(),
+            &log.snapshot_dir(group),
+            hibernation.clone(),
+        )
+        .await?;
+        let network = network::Network::new(transport.clone(), group);
         let raft = Raft::new(
             id,
             Arc::new(config),
@@ -360,8 +402,14 @@ impl MetaService {
             raft,
             store,
             confirmations: Confirmations::default(),
+            hibernation,
+            transport,
         });
         tokio::spawn(maintain_while_leading(Arc::downgrade(&service)));
+        if let Some(idle) = tuning.idle_before_hibernating {
+            tokio::spawn(hibernation::follow(Arc::downgrade(&service)));
+            tokio::spawn(hibernation::sleep_when_idle(Arc::downgrade(&service), idle));
+        }
         Ok(service)
     }
 
@@ -380,17 +428,22 @@ impl MetaService {
             // The store answers with the decoding error.
             return Routed::Answer(self.store.serve_meta(request, None).await);
         };
-        if writes {
+        let routed = if writes {
             self.write(request, signature).await
         } else {
             self.read(request, answer_by).await
+        };
+        if let Routed::NotLeader(_) = routed {
+            self.stir_follower();
         }
+        routed
     }
 
     async fn write(&self, request: &[u8], signature: Option<CallSignature>) -> Routed {
         if let Err(refusal) = self.leading().await {
             return refusal;
         }
+        self.hibernation.stir_leader(&self.raft);
         let Ok(call) = String::from_utf8(request.to_vec()) else {
             return Routed::Unavailable("metadata call is not UTF-8".into());
         };
@@ -453,7 +506,7 @@ impl MetaService {
 
     /// Answers a Raft message from another member.
     pub async fn handle_rpc(&self, rpc: RaftRpc, body: &[u8]) -> Result<Vec<u8>, String> {
-        network::serve(&self.raft, rpc, body).await
+        network::serve(&self.raft, rpc, body, || self.probe()).await
     }
 
     /// The group this member belongs to.
@@ -472,6 +525,7 @@ impl MetaService {
             last_applied: metrics.last_applied.map(|log_id| log_id.index),
             snapshot: metrics.snapshot.map(|log_id| log_id.index),
             purged: metrics.purged.map(|log_id| log_id.index),
+            hibernating: self.hibernation.asleep(),
         }
     }
 
@@ -489,7 +543,13 @@ impl MetaService {
     /// the leader's address); the answer is the members after the change.
     pub async fn change_membership(&self, change: MembershipChange) -> Result<Membership, Routed> {
         use openraft::ChangeMembers;
-        self.leading().await?;
+        if let Err(refusal) = self.leading().await {
+            self.stir_follower();
+            return Err(refusal);
+        }
+        if !matches!(change, MembershipChange::Show) {
+            self.hibernation.stir_leader(&self.raft);
+        }
         let refused = |why: String| Err(Routed::Unavailable(why));
         let known = self.membership();
         let changes = match change {
@@ -677,26 +737,53 @@ pub struct MetaStatus {
     pub snapshot: Option<u64>,
     /// The last entry purged from this member's log.
     pub purged: Option<u64>,
+    /// This member's part of the group sleeps: as the leader, it sends no
+    /// heartbeats; as a follower, it stands for no election.
+    pub hibernating: bool,
 }
 
 /// The leader appends the deletion of expired objects and the trimming of
 /// the change feed now and then: replicas never change anything outside
 /// the log.
 async fn maintain_while_leading(service: std::sync::Weak<MetaService>) {
+    let Some(mut server_metrics) = service
+        .upgrade()
+        .map(|service| service.raft.server_metrics())
+    else {
+        return;
+    };
     let mut ticker = tokio::time::interval(MAINTENANCE_INTERVAL);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     // The term this member leads in, and since when (as seen by this loop:
     // late by a tick at most, which only delays the first trim).
     let mut leading: Option<(u64, std::time::Instant)> = None;
+    let mut follows = false;
     loop {
-        ticker.tick().await;
-        let Some(service) = service.upgrade() else {
+        // A member that does not lead has nothing to do until that changes
+        // (idle groups cost their members as little as can be).
+        let open = match follows {
+            false => {
+                ticker.tick().await;
+                true
+            }
+            true => server_metrics.changed().await.is_ok(),
+        };
+        let Some(service) = service.upgrade().filter(|_| open) else {
             return;
         };
-        let Some(term) = leading_term(&service.raft) else {
+        // Judged by the server metrics, which openraft sends before the
+        // others: what woke this loop is there.
+        let led = {
+            let metrics = server_metrics.borrow_and_update();
+            let leads = metrics.state == openraft::ServerState::Leader;
+            leads.then_some(metrics.vote.leader_id.term)
+        };
+        let Some(term) = led else {
             leading = None;
+            follows = true;
             continue;
         };
+        follows = false;
         let since = match leading {
             Some((led_term, since)) if led_term == term => since,
             _ => {

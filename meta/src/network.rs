@@ -21,14 +21,18 @@ use openraft::{BasicNode, Raft};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use crate::hibernation::ProbeAnswer;
 use crate::{GroupId, TypeConfig};
 
 /// The messages members send each other.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum RaftRpc {
     Append,
     Vote,
     Snapshot,
+    /// Not Raft's: a follower of a hibernating group asks its leader
+    /// whether it still leads (`hibernation.rs`).
+    Probe,
 }
 
 impl RaftRpc {
@@ -38,13 +42,19 @@ impl RaftRpc {
             RaftRpc::Append => "append",
             RaftRpc::Vote => "vote",
             RaftRpc::Snapshot => "snapshot",
+            RaftRpc::Probe => "probe",
         }
     }
 
     pub fn from_name(name: &str) -> Option<RaftRpc> {
-        [RaftRpc::Append, RaftRpc::Vote, RaftRpc::Snapshot]
-            .into_iter()
-            .find(|rpc| rpc.name() == name)
+        [
+            RaftRpc::Append,
+            RaftRpc::Vote,
+            RaftRpc::Snapshot,
+            RaftRpc::Probe,
+        ]
+        .into_iter()
+        .find(|rpc| rpc.name() == name)
     }
 }
 
@@ -165,11 +175,13 @@ impl RaftNetwork<TypeConfig> for Peer {
     }
 }
 
-/// Answers one message from another member with the bytes of its `Result`.
+/// Answers one message from another member with the bytes of its `Result`
+/// (of a probe: what `probe` answers).
 pub(crate) async fn serve(
     raft: &Raft<TypeConfig>,
     rpc: RaftRpc,
     body: &[u8],
+    probe: impl FnOnce() -> ProbeAnswer,
 ) -> Result<Vec<u8>, String> {
     fn decode<T: DeserializeOwned>(body: &[u8]) -> Result<T, String> {
         serde_json::from_slice(body).map_err(|err| format!("undecodable raft message: {err}"))
@@ -181,5 +193,6 @@ pub(crate) async fn serve(
         RaftRpc::Append => encode(&raft.append_entries(decode(body)?).await),
         RaftRpc::Vote => encode(&raft.vote(decode(body)?).await),
         RaftRpc::Snapshot => encode(&raft.install_snapshot(decode(body)?).await),
+        RaftRpc::Probe => encode(&probe()),
     }
 }

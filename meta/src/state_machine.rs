@@ -34,6 +34,7 @@ use serde::{Deserialize, Serialize};
 use strata_store::{ApplyContext, ReplicaCheckpoint, Store, Tally};
 use tokio::io::{AsyncRead, AsyncSeek, AsyncWrite, ReadBuf};
 
+use crate::hibernation::Hibernation;
 use crate::{MetaAnswer, MetaEntry, TypeConfig};
 
 type StorageResult<T> = Result<T, StorageError<u64>>;
@@ -44,6 +45,8 @@ pub(crate) struct StateMachine {
     store: Store,
     applied: Marker,
     snapshots: SnapshotFiles,
+    /// Told whether the last entry applied was a hibernate entry.
+    hibernation: Arc<Hibernation>,
 }
 
 /// What the store records of the log.
@@ -57,6 +60,10 @@ struct Marker {
     /// at its restart, not those again.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     partial: Option<(LogId<u64>, usize)>,
+    /// `last_applied` is a hibernate entry (`hibernation.rs`): a follower
+    /// restarted while its group sleeps falls asleep again.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    hibernate: bool,
 }
 
 fn state_error(why: impl ToString) -> StorageError<u64> {
@@ -74,6 +81,7 @@ impl StateMachine {
         id: u64,
         store: Store,
         snapshot_dir: &Path,
+        hibernation: Arc<Hibernation>,
     ) -> Result<StateMachine, String> {
         if !snapshot_dir.exists() {
             std::fs::create_dir_all(snapshot_dir)
@@ -119,6 +127,9 @@ impl StateMachine {
             Some(bytes) => serde_json::from_slice(&bytes)
                 .map_err(|err| format!("undecodable applied marker: {err}"))?,
         };
+        if let (true, Some(last)) = (applied.hibernate, applied.last_applied) {
+            hibernation.applied(last, true);
+        }
         let snapshots = SnapshotFiles::new(snapshot_dir);
         snapshots.remove_leftovers().await?;
         Ok(StateMachine {
@@ -126,6 +137,7 @@ impl StateMachine {
             store,
             applied,
             snapshots,
+            hibernation,
         })
     }
 }
@@ -147,6 +159,11 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         // The whole batch is applied on one blocking thread: a hop per
         // call, to a thread that had to be woken, cost more than the call.
         let entries: Vec<_> = entries.into_iter().collect();
+        let last = entries.last().map(|entry| {
+            let hibernate =
+                matches!(&entry.payload, EntryPayload::Normal(entry) if entry.hibernate);
+            (entry.log_id, hibernate)
+        });
         let mut applier = Applier {
             id: self.id,
             store: self.store.clone(),
@@ -162,6 +179,9 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             .map_err(state_error)?;
         // Kept even after a failure: it is what the replica holds.
         self.applied = applier.applied;
+        if let (Ok(_), Some((log_id, hibernate))) = (&answers, last) {
+            self.hibernation.applied(log_id, hibernate);
+        }
         answers
     }
 
@@ -226,7 +246,11 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             last_applied: meta.last_log_id,
             membership: meta.last_membership.clone(),
             partial: None,
+            hibernate: false,
         };
+        if let Some(last) = meta.last_log_id {
+            self.hibernation.applied(last, false);
+        }
         tracing::info!(last = ?meta.last_log_id, "metadata snapshot installed");
         Ok(())
     }
@@ -249,7 +273,7 @@ impl Applier {
         let mut answers = Vec::new();
         for entry in entries {
             match entry.payload {
-                EntryPayload::Normal(MetaEntry { calls }) => {
+                EntryPayload::Normal(MetaEntry { calls, hibernate }) => {
                     // The calls applied before a restart are not applied
                     // again (nobody waits for their answers any more).
                     let done = match self.applied.partial {
@@ -263,6 +287,7 @@ impl Applier {
                     let mut answered = vec![Vec::new(); done.min(count)];
                     for (index, call) in calls.into_iter().enumerate().skip(done) {
                         let mut next = self.applied.clone();
+                        next.hibernate = false;
                         if index + 1 == count {
                             next.last_applied = Some(entry.log_id);
                             next.partial = None;
@@ -288,7 +313,17 @@ impl Applier {
                         self.applied = next;
                     }
                     if count == 0 {
+                        // Recorded all the same: a snapshot names the
+                        // entry it was taken after, and the log is purged
+                        // up to it, so the replica must say it is applied.
                         self.applied.last_applied = Some(entry.log_id);
+                        self.applied.partial = None;
+                        self.applied.hibernate = hibernate;
+                        let marker = serde_json::to_vec(&self.applied).map_err(state_error)?;
+                        self.store
+                            .record_applied_marker(marker)
+                            .await
+                            .map_err(state_error)?;
                     }
                     answers.push(MetaAnswer(answered));
                 }
@@ -296,6 +331,7 @@ impl Applier {
                 payload => {
                     self.applied.last_applied = Some(entry.log_id);
                     self.applied.partial = None;
+                    self.applied.hibernate = false;
                     if let EntryPayload::Membership(membership) = payload {
                         self.applied.membership =
                             StoredMembership::new(Some(entry.log_id), membership);
@@ -751,9 +787,10 @@ mod tests {
         let mut config = StoreConfig::new(dir.join("replica"));
         config.log_replica = true;
         let store = Store::open(config, pool.clone()).expect("replica");
-        let machine = StateMachine::open(1, store.clone(), &dir.join("snapshots"))
-            .await
-            .expect("state machine");
+        let machine =
+            StateMachine::open(1, store.clone(), &dir.join("snapshots"), Hibernation::new())
+                .await
+                .expect("state machine");
         (machine, store)
     }
 
@@ -768,7 +805,7 @@ mod tests {
         let log_id = LogId::new(CommittedLeaderId::new(1, 1), 1);
         let entry = |calls| Entry {
             log_id,
-            payload: EntryPayload::Normal(MetaEntry { calls }),
+            payload: EntryPayload::Normal(MetaEntry::of(calls)),
         };
         {
             let (mut machine, _store) = open(dir.path(), &pool).await;
@@ -896,7 +933,7 @@ mod tests {
     fn entry(index: u64, calls: Vec<LoggedCall>) -> Entry<TypeConfig> {
         Entry {
             log_id: LogId::new(CommittedLeaderId::new(1, 1), index),
-            payload: EntryPayload::Normal(MetaEntry { calls }),
+            payload: EntryPayload::Normal(MetaEntry::of(calls)),
         }
     }
 

@@ -12,8 +12,8 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use parking_lot::RwLock;
 use strata_meta::{
-    Compaction, GroupId, Joining, Members, MembershipChange, MetaLog, MetaService, RaftRpc,
-    RaftTransport, Routed,
+    GroupId, Joining, Members, MembershipChange, MetaLog, MetaService, RaftRpc, RaftTransport,
+    Routed, Tuning,
 };
 use strata_pool::{LocalPool, LocalPoolConfig};
 use strata_store::{Store, StoreConfig};
@@ -33,10 +33,19 @@ async fn once_released<T, E: std::fmt::Debug>(
     panic!("{what}: {:?}", open().err());
 }
 
-/// Delivers messages to a group's member at an address, if it runs.
+/// Delivers messages to a group's member at an address, if it runs, and
+/// counts them.
 #[derive(Default)]
 struct InProcess {
     members: RwLock<HashMap<(String, GroupId), Weak<MetaService>>>,
+    sent: parking_lot::Mutex<HashMap<(GroupId, RaftRpc), u64>>,
+}
+
+impl InProcess {
+    /// The messages of `rpc` sent to members of `group` so far.
+    fn sent(&self, group: GroupId, rpc: RaftRpc) -> u64 {
+        self.sent.lock().get(&(group, rpc)).copied().unwrap_or(0)
+    }
 }
 
 impl InProcess {
@@ -56,6 +65,7 @@ impl RaftTransport for InProcess {
         body: Bytes,
         _timeout: Duration,
     ) -> Result<Bytes, String> {
+        *self.sent.lock().entry((group, rpc)).or_default() += 1;
         let key = (address.to_owned(), group);
         let member = self.members.read().get(&key).and_then(Weak::upgrade);
         let member = member.ok_or_else(|| format!("{group} of {address} does not run"))?;
@@ -69,21 +79,21 @@ struct Group {
     members: Members,
     transport: Arc<InProcess>,
     pool: Arc<LocalPool>,
-    compaction: Compaction,
+    tuning: Tuning,
     /// `StoreConfig::feed_retention` of every replica.
     feed_retention: u64,
     dir: tempfile::TempDir,
 }
 
 async fn start_group() -> Group {
-    start_group_with(Compaction::default()).await
+    start_group_with(Tuning::default()).await
 }
 
-async fn start_group_with(compaction: Compaction) -> Group {
-    start_group_tuned(compaction, StoreConfig::new("").feed_retention).await
+async fn start_group_with(tuning: Tuning) -> Group {
+    start_group_tuned(tuning, StoreConfig::new("").feed_retention).await
 }
 
-async fn start_group_tuned(compaction: Compaction, feed_retention: u64) -> Group {
+async fn start_group_tuned(tuning: Tuning, feed_retention: u64) -> Group {
     let dir = tempfile::tempdir().expect("temporary directory");
     let pool = Arc::new(
         LocalPool::open(LocalPoolConfig {
@@ -97,7 +107,7 @@ async fn start_group_tuned(compaction: Compaction, feed_retention: u64) -> Group
         members: (1..=3).map(|id| (id, format!("member-{id}"))).collect(),
         transport: Arc::new(InProcess::default()),
         pool,
-        compaction,
+        tuning,
         feed_retention,
         dir,
     };
@@ -137,8 +147,7 @@ impl Group {
         config.log_replica = true;
         config.feed_retention = self.feed_retention;
         let log_dir = self.dir.path().join(format!("log-{id}"));
-        let (pool, transport, compaction) =
-            (self.pool.clone(), self.transport.clone(), self.compaction);
+        let (pool, transport, tuning) = (self.pool.clone(), self.transport.clone(), self.tuning);
         tokio::spawn(async move {
             let replica =
                 once_released("replica", || Store::open(config.clone(), pool.clone())).await;
@@ -151,7 +160,7 @@ impl Group {
                     &log_dir,
                     replica.clone(),
                     transport.clone(),
-                    compaction,
+                    tuning,
                 )
                 .await;
                 match started {
@@ -490,10 +499,11 @@ async fn a_member_that_does_not_lead_sends_callers_to_the_leader() {
 async fn a_member_behind_the_compacted_log_is_sent_a_snapshot() {
     // Chunks far smaller than the snapshot: it goes in many messages,
     // each written into the receiving member's file at its offset.
-    let mut group = start_group_with(Compaction {
+    let mut group = start_group_with(Tuning {
         snapshot_every: 20,
         keep_after_snapshot: 5,
         snapshot_chunk_bytes: 1024,
+        ..Tuning::default()
     })
     .await;
     group.call(create_bucket_call("acct")).await;
@@ -812,7 +822,7 @@ async fn wait_for<F: std::future::Future<Output = bool>>(
 /// and so does the next leader, which never saw that follower poll.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_member_and_the_next_leader_keep_what_a_follower_has_not_confirmed() {
-    let mut group = start_group_tuned(Compaction::default(), 4).await;
+    let mut group = start_group_tuned(Tuning::default(), 4).await;
     group.call(create_bucket_call("acct")).await;
     group.call(put_call("before", b"x", None)).await;
     let head = group.call(serde_json::json!({"op": "feed_head"})).await;
@@ -887,10 +897,13 @@ const GROUPS: [GroupId; 3] = [GroupId::Root, GroupId::Index(1), GroupId::Index(7
 
 /// Snapshots every few entries, and logs purged soon after: a member away
 /// for a few dozen changes is sent a snapshot (many chunks of one).
-const SNAPSHOT_OFTEN: Compaction = Compaction {
+const SNAPSHOT_OFTEN: Tuning = Tuning {
     snapshot_every: 20,
     keep_after_snapshot: 5,
     snapshot_chunk_bytes: 1024,
+    // Groups fall asleep between the test's steps: losing a leader or a
+    // member, and a restart, find them asleep.
+    idle_before_hibernating: Some(Duration::from_secs(1)),
 };
 
 /// Three members, each in every group of [`GROUPS`], with one log database
@@ -1175,4 +1188,153 @@ async fn groups_on_the_same_members_keep_their_own_logs_leaders_and_replicas() {
             "{group}: no snapshot installed: {status:?}"
         );
     }
+}
+
+/// Waits until every running member of `group` sleeps.
+async fn all_hibernating(group: &Group) {
+    for _ in 0..200 {
+        if group.running().all(|service| service.status().hibernating) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let statuses: Vec<_> = group.running().map(|service| service.status()).collect();
+    panic!("the group does not hibernate: {statuses:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_group_hibernates_and_wakes_for_a_change_a_caller_or_a_lost_leader() {
+    let mut group = start_group_with(Tuning {
+        idle_before_hibernating: Some(Duration::from_secs(1)),
+        ..Tuning::default()
+    })
+    .await;
+    group.call(create_bucket_call("acct")).await;
+    group.call(put_call("before", b"one", None)).await;
+
+    // Asleep, the group sends nothing: an awake leader sends each follower
+    // a heartbeat every 750 ms.
+    all_hibernating(&group).await;
+    let (leader, term) = (group.agreed_leader().await, group.leader().status().term);
+    let appends = group.transport.sent(GroupId::Root, RaftRpc::Append);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(
+        group.transport.sent(GroupId::Root, RaftRpc::Append),
+        appends,
+        "a hibernating group sent messages"
+    );
+
+    // A change wakes it, and is applied everywhere, by the same leader.
+    group.call(put_call("after", b"two", None)).await;
+    group.settle().await;
+    for replica in group.replicas.iter().flatten() {
+        assert!(replica.head_object("shared", "after").await.is_ok());
+    }
+    assert_eq!(group.leader().status().id, leader);
+    assert_eq!(
+        group.leader().status().term,
+        term,
+        "waking took an election"
+    );
+
+    // A caller that reaches a follower first is sent to the leader; the
+    // follower asks the leader whether it still leads, and the group sleeps
+    // on: no heartbeat, no election.
+    let follower = group.a_follower();
+    let head = serde_json::to_vec(&serde_json::json!({
+        "op": "head_object", "bucket": "shared", "key": "after"
+    }))
+    .expect("encodable call");
+    let ask_follower = || async {
+        group.services[follower as usize - 1]
+            .as_ref()
+            .expect("the follower runs")
+            .call(&head, None, None)
+            .await
+    };
+    all_hibernating(&group).await;
+    let appends = group.transport.sent(GroupId::Root, RaftRpc::Append);
+    let probes = group.transport.sent(GroupId::Root, RaftRpc::Probe);
+    let asked = ask_follower().await;
+    assert!(matches!(asked, Routed::NotLeader(Some(_))), "{asked:?}");
+    wait_for(
+        "the follower asks the leader",
+        Duration::from_secs(10),
+        || async { group.transport.sent(GroupId::Root, RaftRpc::Probe) > probes },
+    )
+    .await;
+    // Longer than an election timeout.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert!(group.running().all(|service| service.status().hibernating));
+    assert_eq!(
+        group.transport.sent(GroupId::Root, RaftRpc::Append),
+        appends
+    );
+    assert_eq!(
+        group.leader().status().term,
+        term,
+        "a live leader was deposed"
+    );
+
+    // The leader lost while the group sleeps: a follower asked for a read
+    // finds it gone, and the group elects another.
+    group.stop_member(leader).await;
+    let mut answered = None;
+    for _ in 0..100 {
+        for service in group.running() {
+            if let Routed::Answer(answer) = service.call(&head, None, None).await {
+                answered = Some(answer);
+            }
+        }
+        if answered.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        answered.is_some(),
+        "no member answered a read after the leader was lost"
+    );
+    let successor = group.agreed_leader().await;
+    assert_ne!(successor, leader);
+    assert!(group.leader().status().term > term, "no election");
+    group.call(put_call("lost", b"three", None)).await;
+    group.settle().await;
+    for replica in group.replicas.iter().flatten() {
+        assert!(replica.head_object("shared", "lost").await.is_ok());
+    }
+
+    // Back from a restart, the old leader rejoins, and the group sleeps again.
+    group.restart_member(leader).await;
+    group.settle().await;
+    all_hibernating(&group).await;
+    assert!(
+        group.replicas[leader as usize - 1]
+            .as_ref()
+            .expect("restarted")
+            .head_object("shared", "lost")
+            .await
+            .is_ok()
+    );
+
+    // A follower restarted while the group sleeps falls asleep again
+    // rather than standing for election; a leader restarted in place leads
+    // again in its term, and the group sleeps on.
+    let term = group.leader().status().term;
+    for (restarted, what) in [
+        (group.a_follower(), "a follower"),
+        (successor, "the leader"),
+    ] {
+        group.stop_member(restarted).await;
+        group.restart_member(restarted).await;
+        all_hibernating(&group).await;
+        tokio::time::sleep(Duration::from_secs(4)).await;
+        assert_eq!(group.agreed_leader().await, successor, "{what} restarted");
+        assert_eq!(
+            group.leader().status().term,
+            term,
+            "{what} restarted: an election"
+        );
+    }
+    assert!(group.running().all(|service| service.status().hibernating));
 }

@@ -448,7 +448,9 @@ fn replicated_service_with(
 #[test]
 fn a_replicated_service_runs_each_index_group_as_a_raft_group() -> Result<()> {
     let cluster = Cluster::start(2, 4, 2)?;
-    let (mut members, addresses) = replicated_service(&cluster)?;
+    // Groups that took no change for a second hibernate.
+    let (mut members, addresses) =
+        replicated_service_with(&cluster, "metadata_hibernate_after_secs = 1\n")?;
     let outsider = cluster.gateway_over_address_with_config(&addresses.join(","), GROUPS)?;
 
     // Buckets over the groups, written through one member, read through
@@ -478,8 +480,25 @@ fn a_replicated_service_runs_each_index_group_as_a_raft_group() -> Result<()> {
         "the index groups applied {in_groups} entries"
     );
 
-    // The member that leads the most groups dies: every group goes on with
-    // the other two, and nothing acknowledged is lost.
+    // Idle, every group of every member sleeps, the root group too: the
+    // gateways' polls of the groups' feeds do not keep them awake.
+    within_30s(|| {
+        for member in &members {
+            let asleep = per_group(member, "strata_metadata_group_hibernating")?;
+            let root = strata_tests::metric_in(&member.metrics()?, "strata_metadata_hibernating")
+                .context("no strata_metadata_hibernating")?;
+            if asleep.contains(&0) || root == 0 {
+                return Ok(Some(format!(
+                    "asleep: root group {root}, index groups {asleep:?}"
+                )));
+            }
+        }
+        Ok(None)
+    })?;
+
+    // The member that leads the most groups dies while they sleep: every
+    // group wakes and goes on with the other two, and nothing acknowledged
+    // is lost.
     let leaders = per_group(&members[2], "strata_metadata_group_leader")?;
     let victim = (1..=3u64)
         .max_by_key(|id| leaders.iter().filter(|leader| *leader == id).count())

@@ -115,6 +115,11 @@ impl Hibernation {
         });
     }
 
+    /// The last entry applied, if it is a hibernate entry.
+    pub(crate) fn last_hibernate(&self) -> Option<LogId<u64>> {
+        *self.applied.borrow()
+    }
+
     /// Whether this member's part of the group sleeps.
     pub(crate) fn asleep(&self) -> bool {
         self.leader.lock().asleep_in.is_some() || self.follower.lock().asleep_at.is_some()
@@ -395,7 +400,8 @@ pub(crate) async fn sleep_when_idle(service: Weak<MetaService>, idle: Duration) 
         }
         let last = seen.last_log_index;
         // The last entry is a hibernate entry of this term, applied here.
-        let hibernate_last = (*hibernation.applied.borrow())
+        let hibernate_last = hibernation
+            .last_hibernate()
             .filter(|entry| Some(entry.index) == last && entry.leader_id.term == seen.current_term);
         let (asleep, stirs) = {
             let leader = hibernation.leader.lock();

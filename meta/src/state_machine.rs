@@ -784,14 +784,71 @@ mod tests {
     }
 
     async fn open(dir: &Path, pool: &Arc<LocalPool>) -> (StateMachine, Store) {
+        open_with(dir, pool, Hibernation::new()).await
+    }
+
+    /// Opens the state machine over the replica in `dir`, which an
+    /// instance dropped a moment ago may still be letting go of.
+    async fn open_with(
+        dir: &Path,
+        pool: &Arc<LocalPool>,
+        hibernation: Arc<Hibernation>,
+    ) -> (StateMachine, Store) {
         let mut config = StoreConfig::new(dir.join("replica"));
         config.log_replica = true;
-        let store = Store::open(config, pool.clone()).expect("replica");
-        let machine =
-            StateMachine::open(1, store.clone(), &dir.join("snapshots"), Hibernation::new())
-                .await
-                .expect("state machine");
+        let mut tries = 0;
+        let store = loop {
+            match Store::open(config.clone(), pool.clone()) {
+                Ok(store) => break store,
+                Err(err) if tries == 250 => panic!("replica: {err}"),
+                Err(_) => tries += 1,
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        };
+        let machine = StateMachine::open(1, store.clone(), &dir.join("snapshots"), hibernation)
+            .await
+            .expect("state machine");
         (machine, store)
+    }
+
+    /// A hibernate entry has no calls, but is recorded as applied all the
+    /// same (a snapshot names the entry it was taken after, and the log is
+    /// purged up to it); a member reopened after it knows that its group
+    /// sleeps, until the next entry.
+    #[tokio::test]
+    async fn a_hibernate_entry_is_recorded_and_known_after_a_restart() {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let pool = local_pool(dir.path());
+        let hibernate = Entry {
+            log_id: LogId::new(CommittedLeaderId::new(1, 1), 2),
+            payload: EntryPayload::Normal(MetaEntry::hibernate()),
+        };
+        {
+            let hibernation = Hibernation::new();
+            let (mut machine, _store) = open_with(dir.path(), &pool, hibernation.clone()).await;
+            machine
+                .apply([entry(1, vec![create_bucket("a")]), hibernate.clone()])
+                .await
+                .expect("applied");
+            assert_eq!(hibernation.last_hibernate(), Some(hibernate.log_id));
+        }
+        let hibernation = Hibernation::new();
+        let (mut machine, store) = open_with(dir.path(), &pool, hibernation.clone()).await;
+        let (last_applied, _) = machine.applied_state().await.expect("applied state");
+        assert_eq!(last_applied, Some(hibernate.log_id));
+        assert_eq!(hibernation.last_hibernate(), Some(hibernate.log_id));
+
+        machine
+            .apply([entry(3, vec![create_bucket("b")])])
+            .await
+            .expect("applied");
+        assert_eq!(hibernation.last_hibernate(), None);
+        drop((machine, store));
+        let hibernation = Hibernation::new();
+        let (mut machine, _store) = open_with(dir.path(), &pool, hibernation.clone()).await;
+        let (last_applied, _) = machine.applied_state().await.expect("applied state");
+        assert_eq!(last_applied.map(|log_id| log_id.index), Some(3));
+        assert_eq!(hibernation.last_hibernate(), None);
     }
 
     /// A member that stops between two calls of an entry applies the rest
@@ -816,7 +873,6 @@ mod tests {
                 .expect("applied");
             assert_eq!(answers[0].0.len(), 2);
         }
-        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
         let (mut machine, store) = open(dir.path(), &pool).await;
         let (last_applied, _) = machine.applied_state().await.expect("applied state");
         assert_eq!(last_applied, None, "the entry is not whole");
@@ -839,7 +895,6 @@ mod tests {
         assert!(events.len() == 1 && events[0]["bucket"] == "b", "{second}");
         assert!(store.bucket("b").await.is_ok());
         drop((machine, store));
-        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
 
         let (mut machine, _store) = open(dir.path(), &pool).await;
         let (last_applied, _) = machine.applied_state().await.expect("applied state");
@@ -919,7 +974,6 @@ mod tests {
             }
             assert!(store.bucket("d").await.is_ok());
         }
-        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
         // The records outlive the process.
         let (mut machine, store) = open(dir.path(), &pool).await;
         let answers = machine
@@ -1034,7 +1088,6 @@ mod tests {
         std::fs::write(target_snapshots.join("data-0"), b"unnamed").expect("write");
         std::fs::create_dir(target_snapshots.join("checkpoint-0")).expect("mkdir");
         drop((target, target_store));
-        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
         let (mut target, _target_store) = open(&target_dir, &pool).await;
         assert_eq!(names_in(&target_snapshots).len(), 2);
         let reloaded = target

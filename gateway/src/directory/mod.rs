@@ -276,6 +276,13 @@ impl Directory {
         Ok((principal, record.token_generation))
     }
 
+    /// Makes the view stale, as a failover's resync does, since `ago`.
+    #[cfg(test)]
+    pub(crate) fn mark_stale_for(&self, ago: Duration) {
+        let since = std::time::Instant::now().checked_sub(ago);
+        self.view.write().stale_since = since.or(Some(std::time::Instant::now()));
+    }
+
     /// Whether the view holds every change to accounts and keys: the feed
     /// answers, and nothing it may have missed is still to be read again.
     /// Keys are not checked otherwise (callers answer 503).

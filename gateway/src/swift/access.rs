@@ -11,7 +11,7 @@ use strata_store::BucketInfo;
 
 use super::error::{SwiftError, SwiftResult};
 use super::{ATTR_META_PREFIX, ATTR_READ_ACL, ATTR_WRITE_ACL, SwiftDoor, SwiftRequest};
-use crate::directory::Directory;
+use crate::directory::{Directory, STALE_PATIENCE};
 use crate::public;
 use crate::wire::{Query, header_str};
 
@@ -52,7 +52,7 @@ pub(crate) async fn authenticate(
     let token = header_str(headers, X_AUTH_TOKEN).or_else(|| header_str(headers, X_STORAGE_TOKEN));
     if let Some(token) = token {
         let verify = || directory.verify_token(token, now);
-        let judged = directory.judge_by_current(crate::directory::STALE_PATIENCE, verify, |_| true);
+        let judged = directory.judge_by_current(STALE_PATIENCE, verify, |_| true);
         return judged
             .await
             .ok_or_else(SwiftError::unavailable)?
@@ -60,6 +60,13 @@ pub(crate) async fn authenticate(
             .ok_or_else(SwiftError::unauthorized);
     }
     if query.has("temp_url_sig") {
+        // Its keys are the account's metadata (and the container's): one
+        // removed while the view is stale (a failover) must not pass. The
+        // view is waited for here, as the token door waits, and the
+        // signature judged in `authorize`, a moment later.
+        if !directory.current_within(STALE_PATIENCE).await {
+            return Err(SwiftError::unavailable());
+        }
         return Ok(Caller::TempUrl);
     }
     Ok(Caller::Anonymous)
@@ -266,5 +273,45 @@ fn decide(allowed: bool, reason: &'static str) -> Decision {
         Decision::allow(reason)
     } else {
         Decision::deny(reason)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use futures::FutureExt;
+    use strata_pool::{LocalPool, LocalPoolConfig};
+    use strata_store::{Store, StoreConfig};
+
+    use super::*;
+
+    /// A TempURL is judged by a current view only: while the view is stale
+    /// (a failover) it waits, and once the view has been stale for longer
+    /// than the patience it is refused (503) rather than checked against
+    /// keys the stale view may still hold.
+    #[tokio::test]
+    async fn a_temp_url_is_judged_by_a_current_view_only() {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let pool = LocalPool::open(LocalPoolConfig {
+            dir: dir.path().join("pool"),
+        })
+        .expect("pool");
+        let store =
+            Store::open(StoreConfig::new(dir.path().join("meta")), Arc::new(pool)).expect("store");
+        let directory = Directory::open(store, None).await.expect("directory");
+        let query = Query::parse(Some("temp_url_sig=00&temp_url_expires=1")).expect("query");
+        let headers = HeaderMap::new();
+        let caller = authenticate(&directory, &headers, &query, 0).now_or_never();
+        assert!(matches!(caller, Some(Ok(Caller::TempUrl))), "{caller:?}");
+
+        directory.mark_stale_for(Duration::ZERO);
+        let waiting = authenticate(&directory, &headers, &query, 0).now_or_never();
+        assert!(waiting.is_none(), "judged by a view just made stale");
+        directory.mark_stale_for(STALE_PATIENCE + Duration::from_secs(1));
+        let refused = authenticate(&directory, &headers, &query, 0).now_or_never();
+        let status = refused.map(|caller| caller.map(|_| ()).map_err(|err| err.status));
+        assert_eq!(status, Some(Err(http::StatusCode::SERVICE_UNAVAILABLE)));
     }
 }

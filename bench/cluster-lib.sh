@@ -76,17 +76,18 @@ start_three_nodes() {
     for i in 0 1 2; do start_node "${prefix}n$i" "${ports[$i]}" "$work/$name.builder.ring"; done
 }
 
-# start_metadata_members: three gateways over those nodes, the members of a
-# replicated metadata service (gateway_pid[member1..3]), once they answer;
+# start_metadata_members [PREFIX]: three gateways over those nodes, the members of a
+# replicated metadata service (gateway_pid[PREFIX1..3], PREFIX "member" by
+# default), once they answer;
 # `members` is their --metadata list, `member_ports` their ports, `leader`
 # the member that leads.
 start_metadata_members() {
-    local i port
+    local i port prefix=${1:-member}
     member_ports=("$(free_port)" "$(free_port)" "$(free_port)")
     members=$(printf '127.0.0.1:%s,' "${member_ports[@]}")
     members=${members%,}
     for i in 0 1 2; do
-        launch_gateway "member$((i + 1))" "${member_ports[$i]}" "${ring[@]}" \
+        launch_gateway "$prefix$((i + 1))" "${member_ports[$i]}" "${ring[@]}" \
             --metadata "$members" --metadata-member $((i + 1))
     done
     for port in "${member_ports[@]}"; do

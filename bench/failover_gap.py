@@ -1,13 +1,15 @@
 """How long a replicated metadata service stops taking changes when its
 leader dies.
 
-    python3 bench/failover_gap.py GATEWAY_URL SECONDS KILL_AT LEADER_PID
+    python3 bench/failover_gap.py GATEWAY_URL SECONDS KILL_AT LEADER_PID [--idle]
 
 Through GATEWAY_URL (a gateway that is not a member), PUTs one small object
 after another for SECONDS through the Swift API as the root account
 (STRATA_ROOT_SECRET_KEY in the environment is its key), and SIGKILLs
-LEADER_PID KILL_AT seconds in. Prints one JSON line: PUTs answered and
-failed, and the time from the kill to the first PUT acknowledged after it.
+LEADER_PID KILL_AT seconds in. With --idle, nothing is sent before the kill
+(the group may hibernate meanwhile): the PUTs start with it. Prints one JSON
+line: PUTs answered and failed, and the time from the kill to the first PUT
+acknowledged after it.
 """
 
 import http.client
@@ -21,6 +23,7 @@ import urllib.parse
 
 def main():
     url, seconds, kill_at, leader_pid = sys.argv[1], float(sys.argv[2]), float(sys.argv[3]), int(sys.argv[4])
+    idle = "--idle" in sys.argv[5:]
     parsed = urllib.parse.urlsplit(url)
     conn = http.client.HTTPConnection(parsed.hostname, parsed.port, timeout=30)
     conn.request("GET", "/auth/v1.0", headers={
@@ -36,6 +39,8 @@ def main():
     conn.getresponse().read()
 
     started = time.monotonic()
+    if idle:
+        time.sleep(kill_at)
     killed_at = None
     first_ok_after_kill = None
     answered = failed = 0

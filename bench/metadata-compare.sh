@@ -14,10 +14,12 @@
 #
 # and the CPU time of every strata process is divided by the requests
 # answered. Then the leader is SIGKILLed while small PUTs go through the
-# fourth gateway (`failover_gap.py`), timing how long changes are refused.
+# fourth gateway (`failover_gap.py`), timing how long changes are refused;
+# and again over a fresh service whose group hibernates after 2 s idle, its
+# leader SIGKILLed while the group sleeps, the PUTs starting with the kill.
 # Report: bench/runs/<date>-<host>-metadata.md.
 #
-#   bench/metadata-compare.sh     (about 2 minutes with the defaults)
+#   bench/metadata-compare.sh     (about 3 minutes with the defaults)
 #
 # Objects up to 16 KiB live inside their metadata record: a 4 KiB PUT is a
 # metadata change and nothing else, the case replication costs most.
@@ -63,14 +65,36 @@ STRATA_ROOT_SECRET_KEY=$secret python3 "$repo/bench/failover_gap.py" \
     >"$work/failover.json" || die "failover_gap.py failed"
 stop_setup
 
+log "failover of a hibernating group: its leader SIGKILLed while it sleeps"
+start_three_nodes asleep
+printf '[cluster]\nmetadata_hibernate_after_secs = 2\n' >"$work/asleep.toml"
+export STRATA_CONFIG=$work/asleep.toml
+start_metadata_members asleep-member
+start_gateway outsider-asleep "${ring[@]}" --metadata "$members"
+unset STRATA_CONFIG
+leader_known || die "no leader in member 1's /metrics"
+STRATA_ROOT_SECRET_KEY=$secret python3 "$repo/bench/failover_gap.py" \
+    "http://127.0.0.1:$gateway_port" 15 8 "${gateway_pid[asleep-member$leader]}" --idle \
+    >"$work/failover-asleep.json" &
+gap=$!
+sleep 7
+# A follower's own view, a second before the kill: 1 if it sleeps.
+asleep_before_kill=$(curl -fsS "http://127.0.0.1:${member_ports[$((leader % 3))]}/metrics" |
+    awk '$1 == "strata_metadata_hibernating" { print $2 }')
+wait "$gap" || die "failover_gap.py --idle failed"
+stop_setup
+
 # --- report -------------------------------------------------------------------------
 mkdir -p "$OUT_DIR"
 report=$OUT_DIR/$(date +%F)-$(hostname -s)-metadata.md
-python3 - "$results" "$CONCURRENCY" "$DURATION" "$work/failover.json" >"$report" <<'PY'
+python3 - "$results" "$CONCURRENCY" "$DURATION" "$work/failover.json" \
+    "$work/failover-asleep.json" "$asleep_before_kill" >"$report" <<'PY'
 import json, sys
 rows = [line.rstrip("\n").split("\t") for line in open(sys.argv[1])]
 conc, duration = sys.argv[2], sys.argv[3]
 failover = json.loads(open(sys.argv[4]).read().splitlines()[-1])
+asleep = json.loads(open(sys.argv[5]).read().splitlines()[-1])
+slept = "asleep" if sys.argv[6] == "1" else "NOT asleep"
 table = {(r[0], r[1], r[2]): r for r in rows}
 ratio = lambda a, b: f"{float(a) / float(b):.2f}×" if float(b) else "-"
 print("# Metadata service: one gateway's store, and a Raft group of three\n")
@@ -94,6 +118,14 @@ print("\n## Failover\n")
 print("The leader SIGKILLed 5 s into 20 s of sequential 1 KiB Swift PUTs through the")
 print(f"gateway that is not a member: {failover['answered']} PUTs acknowledged, {failover['failed']} refused;")
 print(f"the first PUT acknowledged after the kill came **{failover['recovery_ms']} ms** after it.")
+print("\n### A hibernating group\n")
+print("A fresh service whose group hibernates after 2 s idle: nothing sent for 8 s, then")
+print(f"the leader SIGKILLed (a follower was {slept} a second before) and the same PUTs")
+print("for 15 s. Nobody notices the loss until a call reaches a sleeping follower, which")
+print("probes the leader, finds it gone and stands for election at once, where an awake")
+print("follower waits out its election timeout:")
+print(f"{asleep['answered']} PUTs acknowledged, {asleep['failed']} refused; the first acknowledged")
+print(f"after the kill came **{asleep['recovery_ms']} ms** after it.")
 PY
 log "report: $report"
 cat "$report"

@@ -52,9 +52,13 @@ use crate::{
 /// whether it still leads, at most.
 const PROBE_INTERVAL: Duration = Duration::from_secs(1);
 
-/// How long a follower waits for its leader to answer a probe: a leader
-/// that is only slow must not be taken for lost.
-const PROBE_WAIT: Duration = QUORUM_WAIT;
+/// How long a follower waits for its leader to answer a probe: as long as
+/// an awake follower goes without a heartbeat before it stands for
+/// election (`election_timeout_max` plus `election_timeout_min`), so a
+/// leader is no more easily taken for lost asleep than awake. (A leader
+/// whose process died refuses the connection at once: its group elects
+/// another without waiting at all.)
+const PROBE_WAIT: Duration = Duration::from_millis(2_500);
 
 /// One member's hibernation in one group.
 pub(crate) struct Hibernation {

@@ -68,19 +68,18 @@ stop_setup
 log "failover of a hibernating group: its leader SIGKILLed while it sleeps"
 start_three_nodes asleep
 printf '[cluster]\nmetadata_hibernate_after_secs = 2\n' >"$work/asleep.toml"
-export STRATA_CONFIG=$work/asleep.toml
-start_metadata_members asleep-member
+STRATA_CONFIG=$work/asleep.toml start_metadata_members asleep-member
 start_gateway outsider-asleep "${ring[@]}" --metadata "$members"
-unset STRATA_CONFIG
 leader_known || die "no leader in member 1's /metrics"
 STRATA_ROOT_SECRET_KEY=$secret python3 "$repo/bench/failover_gap.py" \
     "http://127.0.0.1:$gateway_port" 15 8 "${gateway_pid[asleep-member$leader]}" --idle \
     >"$work/failover-asleep.json" &
 gap=$!
+pids+=("$gap")
 sleep 7
 # A follower's own view, a second before the kill: 1 if it sleeps.
 asleep_before_kill=$(curl -fsS "http://127.0.0.1:${member_ports[$((leader % 3))]}/metrics" |
-    awk '$1 == "strata_metadata_hibernating" { print $2 }')
+    awk '$1 == "strata_metadata_hibernating" { print $2 }') || asleep_before_kill=unknown
 wait "$gap" || die "failover_gap.py --idle failed"
 stop_setup
 
@@ -94,7 +93,7 @@ rows = [line.rstrip("\n").split("\t") for line in open(sys.argv[1])]
 conc, duration = sys.argv[2], sys.argv[3]
 failover = json.loads(open(sys.argv[4]).read().splitlines()[-1])
 asleep = json.loads(open(sys.argv[5]).read().splitlines()[-1])
-slept = "asleep" if sys.argv[6] == "1" else "NOT asleep"
+slept = {"1": "asleep", "0": "NOT asleep"}.get(sys.argv[6], "of unknown state")
 table = {(r[0], r[1], r[2]): r for r in rows}
 ratio = lambda a, b: f"{float(a) / float(b):.2f}×" if float(b) else "-"
 print("# Metadata service: one gateway's store, and a Raft group of three\n")
@@ -121,7 +120,7 @@ print(f"the first PUT acknowledged after the kill came **{failover['recovery_ms'
 print("\n### A hibernating group\n")
 print("A fresh service whose group hibernates after 2 s idle: nothing sent for 8 s, then")
 print(f"the leader SIGKILLed (a follower was {slept} a second before) and the same PUTs")
-print("for 15 s. Nobody notices the loss until a call reaches a sleeping follower, which")
+print("for the remaining 7 s. Nobody notices the loss until a call reaches a sleeping follower, which")
 print("probes the leader, finds it gone and stands for election at once, where an awake")
 print("follower waits out its election timeout:")
 print(f"{asleep['answered']} PUTs acknowledged, {asleep['failed']} refused; the first acknowledged")

@@ -45,7 +45,8 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
 use crate::{
-    GroupId, HEARTBEAT, MetaEntry, MetaService, QUORUM_WAIT, RaftRpc, RaftTransport, TypeConfig,
+    ELECTION_TIMEOUT_MAX, ELECTION_TIMEOUT_MIN, GroupId, HEARTBEAT, MetaEntry, MetaService,
+    QUORUM_WAIT, RaftRpc, RaftTransport, TypeConfig,
 };
 
 /// How often a sleeping follower asked for something asks its leader
@@ -53,12 +54,11 @@ use crate::{
 const PROBE_INTERVAL: Duration = Duration::from_secs(1);
 
 /// How long a follower waits for its leader to answer a probe: as long as
-/// an awake follower goes without a heartbeat before it stands for
-/// election (`election_timeout_max` plus `election_timeout_min`), so a
-/// leader is no more easily taken for lost asleep than awake. (A leader
-/// whose process died refuses the connection at once: its group elects
-/// another without waiting at all.)
-const PROBE_WAIT: Duration = Duration::from_millis(2_500);
+/// an awake follower goes at least without a heartbeat before it stands
+/// for election, so a leader is taken for lost about as readily asleep as
+/// awake. (A leader whose process died refuses the connection at once: its
+/// group elects another without waiting at all.)
+const PROBE_WAIT: Duration = Duration::from_millis(ELECTION_TIMEOUT_MAX + ELECTION_TIMEOUT_MIN);
 
 /// One member's hibernation in one group.
 pub(crate) struct Hibernation {

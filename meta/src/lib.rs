@@ -217,6 +217,14 @@ const MAINTENANCE_INTERVAL: Duration = Duration::from_secs(5);
 /// The leader's heartbeat interval, in milliseconds.
 const HEARTBEAT: u64 = 500;
 
+/// A follower that has known a leader stands for election
+/// `ELECTION_TIMEOUT_MAX` (the leader's lease, during which the others
+/// refuse to vote) plus a random timeout between these two after its last
+/// heartbeat, in milliseconds (see the configuration in
+/// [`MetaService::start_group`]).
+const ELECTION_TIMEOUT_MIN: u64 = 1000;
+const ELECTION_TIMEOUT_MAX: u64 = 1500;
+
 /// When a group compacts its log and when it hibernates.
 ///
 /// A snapshot of the replica is taken every `snapshot_every` applied
@@ -342,8 +350,8 @@ impl MetaService {
             // heartbeat: here 2.5–3 s of silence, five heartbeats missed at
             // the least. (1.5–3 s took 4.5–6 s: changes were refused for
             // 5.5–6.6 s after a leader's SIGKILL.)
-            election_timeout_min: 1000,
-            election_timeout_max: 1500,
+            election_timeout_min: ELECTION_TIMEOUT_MIN,
+            election_timeout_max: ELECTION_TIMEOUT_MAX,
             // An entry may be ~1 MB (a completion of 10,000 parts): a batch
             // stays well under what a member accepts in one message.
             max_payload_entries: 32,

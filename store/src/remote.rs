@@ -531,13 +531,17 @@ impl Remote {
     /// Hands a change to this process's listeners, after dropping what it
     /// makes stale here.
     fn publish(&self, event: ChangeEvent) {
-        if matches!(
-            event.kind,
-            ChangeKind::BucketCreated | ChangeKind::BucketDeleted | ChangeKind::BucketUpdated
-        ) {
-            let mut cache = self.buckets.lock();
-            cache.records.remove(&event.bucket);
-            cache.generation += 1;
+        match event.kind {
+            ChangeKind::BucketCreated | ChangeKind::BucketDeleted | ChangeKind::BucketUpdated => {
+                let mut cache = self.buckets.lock();
+                cache.records.remove(&event.bucket);
+                cache.generation += 1;
+            }
+            // Changes went unseen (the service no longer keeps them, or
+            // the feed failed): any bucket may have changed, its ACLs and
+            // TempURL keys with it.
+            ChangeKind::Resync => self.forget_buckets(),
+            _ => {}
         }
         self.events.publish(event);
     }
@@ -1214,8 +1218,9 @@ async fn follow_feed(remote: Weak<Remote>, head: u64) {
                 events
             }
             Err(err) => {
-                // Changes may go unseen for a while: read buckets afresh,
-                // and tell the listeners once per outage.
+                // Changes may go unseen for a while: read buckets afresh
+                // (at each failure: the resync that also does so is told
+                // once per outage), and tell the listeners.
                 live.forget_buckets();
                 if live.set_reachable(false) {
                     live.publish(resync_event(done));

@@ -280,7 +280,7 @@ impl Directory {
     #[cfg(test)]
     pub(crate) fn mark_stale_for(&self, ago: Duration) {
         let since = std::time::Instant::now().checked_sub(ago);
-        self.view.write().stale_since = since.or(Some(std::time::Instant::now()));
+        self.view.write().stale_since = Some(since.expect("a clock older than `ago`"));
     }
 
     /// Whether the view holds every change to accounts and keys: the feed

@@ -62,8 +62,9 @@ pub(crate) async fn authenticate(
     if query.has("temp_url_sig") {
         // Its keys are the account's metadata (and the container's): one
         // removed while the view is stale (a failover) must not pass. The
-        // view is waited for here, as the token door waits, and the
-        // signature judged in `authorize`, a moment later.
+        // view is waited for here, as the token door waits; `authorize`,
+        // which judges the signature after the container is read, refuses
+        // it if the view went stale again meanwhile.
         if !directory.current_within(STALE_PATIENCE).await {
             return Err(SwiftError::unavailable());
         }
@@ -88,6 +89,12 @@ impl SwiftDoor {
         object: Option<&str>,
         access: Access,
     ) -> SwiftResult<()> {
+        // A TempURL's keys are read below: by a view that became stale
+        // since `authenticate` waited for it (the calls in between may have
+        // outlasted a failover), not at all.
+        if matches!(request.caller, Caller::TempUrl) && !self.directory.is_current() {
+            return Err(SwiftError::unavailable());
+        }
         let owner = request.account.as_str();
         let referrer = request.header("referer");
         let decision = match &request.caller {

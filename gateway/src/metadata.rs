@@ -286,7 +286,7 @@ impl HttpMetaTransport {
         };
         let signature = wire::CallSignature::for_nonce(nonce, wire::unix_now());
         let answer_by = deadline.into_std().checked_sub(ANSWER_MARGIN);
-        let call = local.call(request, Some(signature), answer_by);
+        let call = local.call_first(request, Some(signature), answer_by);
         match tokio::time::timeout_at(deadline, call).await {
             Ok(Routed::Answer(answer)) => Ok(Ok(Bytes::from(answer))),
             // Not confirmed by a majority: as a leader's 503.

@@ -426,7 +426,38 @@ impl MetaService {
     /// whose signature the log applied before is refused. `answer_by`:
     /// when its caller stops waiting, if it said (a long poll of the feed
     /// is held until then at the latest).
+    ///
+    /// A follower of a hibernating group that is sent a call probes its
+    /// leader: the caller may have come here because the leader did not
+    /// answer (`hibernation.rs`).
     pub async fn call(
+        &self,
+        request: &[u8],
+        signature: Option<CallSignature>,
+        answer_by: Option<std::time::Instant>,
+    ) -> Routed {
+        let routed = self.route(request, signature, answer_by).await;
+        if let Routed::NotLeader(_) = routed {
+            self.stir_follower();
+        }
+        routed
+    }
+
+    /// As [`MetaService::call`], for this member's own gateway, which asks
+    /// it first and goes on to the leader itself: a sleeping follower does
+    /// not probe its leader for that (every feed poll would), only for a
+    /// caller that comes to it over the network, as this gateway does once
+    /// the leader fails it.
+    pub async fn call_first(
+        &self,
+        request: &[u8],
+        signature: Option<CallSignature>,
+        answer_by: Option<std::time::Instant>,
+    ) -> Routed {
+        self.route(request, signature, answer_by).await
+    }
+
+    async fn route(
         &self,
         request: &[u8],
         signature: Option<CallSignature>,
@@ -436,15 +467,11 @@ impl MetaService {
             // The store answers with the decoding error.
             return Routed::Answer(self.store.serve_meta(request, None).await);
         };
-        let routed = if writes {
+        if writes {
             self.write(request, signature).await
         } else {
             self.read(request, answer_by).await
-        };
-        if let Routed::NotLeader(_) = routed {
-            self.stir_follower();
         }
-        routed
     }
 
     async fn write(&self, request: &[u8], signature: Option<CallSignature>) -> Routed {

@@ -644,13 +644,13 @@ fn user_id(account: &str, user: &str) -> String {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use futures::FutureExt as _;
     use strata_pool::{LocalPool, LocalPoolConfig};
     use strata_store::StoreConfig;
 
-    fn root() -> Credential {
+    pub(crate) fn root() -> Credential {
         Credential {
             access_key: "ROOTKEY".into(),
             secret_key: "root/secret".into(),
@@ -662,7 +662,7 @@ mod tests {
 
     /// Opens the store in `dir` and a directory over it, waiting for a store
     /// dropped just before to let go of the database lock.
-    async fn open(dir: &std::path::Path, root: &Credential) -> (Store, Directory) {
+    pub(crate) async fn open(dir: &std::path::Path, root: &Credential) -> (Store, Directory) {
         for _ in 0..100 {
             let pool = LocalPool::open(LocalPoolConfig {
                 dir: dir.join("pool"),
@@ -787,10 +787,7 @@ mod tests {
         reload.await.unwrap();
         assert!(directory.is_current());
 
-        let long_ago = std::time::Instant::now()
-            .checked_sub(Duration::from_secs(5))
-            .unwrap();
-        directory.view.write().stale_since = Some(long_ago);
+        directory.mark_stale_for(Duration::from_secs(5));
         assert_eq!(
             directory
                 .current_within(Duration::from_secs(3))

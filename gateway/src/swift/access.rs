@@ -285,14 +285,12 @@ fn decide(allowed: bool, reason: &'static str) -> Decision {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
     use std::time::Duration;
 
     use futures::FutureExt;
-    use strata_pool::{LocalPool, LocalPoolConfig};
-    use strata_store::{Store, StoreConfig};
 
     use super::*;
+    use crate::directory::tests::{open, root};
 
     /// A TempURL is judged by a current view only: while the view is stale
     /// (a failover) it waits, and once the view has been stale for longer
@@ -301,13 +299,7 @@ mod tests {
     #[tokio::test]
     async fn a_temp_url_is_judged_by_a_current_view_only() {
         let dir = tempfile::tempdir().expect("temporary directory");
-        let pool = LocalPool::open(LocalPoolConfig {
-            dir: dir.path().join("pool"),
-        })
-        .expect("pool");
-        let store =
-            Store::open(StoreConfig::new(dir.path().join("meta")), Arc::new(pool)).expect("store");
-        let directory = Directory::open(store, None).await.expect("directory");
+        let (_store, directory) = open(dir.path(), &root()).await;
         let query = Query::parse(Some("temp_url_sig=00&temp_url_expires=1")).expect("query");
         let headers = HeaderMap::new();
         let caller = authenticate(&directory, &headers, &query, 0).now_or_never();

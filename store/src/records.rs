@@ -103,15 +103,32 @@ impl ObjectInfo {
     /// Whether `other` describes the same version of the object: written by
     /// the same commit (extents' ids and copies' nonces are random), or by
     /// one no reader can tell from it (the same bytes, metadata and time).
+    ///
+    /// Every field is named, so that a field added later must be decided
+    /// on here: the name is the same by construction, and an inline body
+    /// is told apart by its ETag and size.
     pub fn same_version(&self, other: &ObjectInfo) -> bool {
-        self.etag == other.etag
-            && self.size == other.size
-            && self.last_modified_ms == other.last_modified_ms
-            && self.extents == other.extents
-            && self.copy_nonce == other.copy_nonce
-            && self.meta == other.meta
-            && self.checksum == other.checksum
-            && self.part_sizes == other.part_sizes
+        let ObjectInfo {
+            bucket: _,
+            key: _,
+            inline: _,
+            size,
+            etag,
+            last_modified_ms,
+            meta,
+            checksum,
+            part_sizes,
+            extents,
+            copy_nonce,
+        } = self;
+        *etag == other.etag
+            && *size == other.size
+            && *last_modified_ms == other.last_modified_ms
+            && *extents == other.extents
+            && *copy_nonce == other.copy_nonce
+            && *meta == other.meta
+            && *checksum == other.checksum
+            && *part_sizes == other.part_sizes
     }
 
     pub fn parts_count(&self) -> Option<usize> {

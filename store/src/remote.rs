@@ -128,36 +128,77 @@ pub(crate) struct Remote {
     /// When the feed's polls began to fail, while they do: calls then wait
     /// for it to answer again for [`FEED_OUTAGE_PATIENCE`] at most, instead
     /// of each waiting out its timeout on a service that does not answer.
-    outage_since: parking_lot::Mutex<Option<tokio::time::Instant>>,
+    outage_since: InstantCell,
     /// Woken when the feed answers again after failing.
     feed_back: tokio::sync::Notify,
 }
 
+/// An instant or none, read and written without a lock (it is read on
+/// every call): milliseconds after `base`, plus one; 0 for none.
+struct InstantCell {
+    base: tokio::time::Instant,
+    at: std::sync::atomic::AtomicU64,
+}
+
+impl InstantCell {
+    fn new() -> InstantCell {
+        InstantCell {
+            base: tokio::time::Instant::now(),
+            at: std::sync::atomic::AtomicU64::new(0),
+        }
+    }
+
+    fn now_code(&self) -> u64 {
+        self.base.elapsed().as_millis() as u64 + 1
+    }
+
+    fn get(&self) -> Option<tokio::time::Instant> {
+        match self.at.load(std::sync::atomic::Ordering::Acquire) {
+            0 => None,
+            code => Some(self.base + Duration::from_millis(code - 1)),
+        }
+    }
+
+    fn set_now(&self) {
+        let now = self.now_code();
+        self.at.store(now, std::sync::atomic::Ordering::Release);
+    }
+
+    /// Sets it to now if none; whether it did.
+    fn set_now_if_none(&self) -> bool {
+        let now = self.now_code();
+        let ordering = std::sync::atomic::Ordering::AcqRel;
+        let loaded = std::sync::atomic::Ordering::Acquire;
+        self.at.compare_exchange(0, now, ordering, loaded).is_ok()
+    }
+
+    /// Clears it; whether it was set.
+    fn clear(&self) -> bool {
+        self.at.swap(0, std::sync::atomic::Ordering::AcqRel) != 0
+    }
+}
+
 /// When a connected store last heard from the service's feed.
 pub(crate) struct FeedContact {
-    base: std::time::Instant,
-    /// Milliseconds after `base`, plus one; 0 until the first answer.
-    last: std::sync::atomic::AtomicU64,
+    last: InstantCell,
 }
 
 impl FeedContact {
     fn new() -> FeedContact {
         FeedContact {
-            base: std::time::Instant::now(),
-            last: std::sync::atomic::AtomicU64::new(0),
+            last: InstantCell::new(),
         }
     }
 
     fn touch(&self) {
-        let now = self.base.elapsed().as_millis() as u64 + 1;
-        self.last.store(now, std::sync::atomic::Ordering::Release);
+        self.last.set_now();
     }
 
     /// Whether the feed answered within [`FEED_LEASE`].
     pub(crate) fn holds(&self) -> bool {
-        let last = self.last.load(std::sync::atomic::Ordering::Acquire);
-        let now = self.base.elapsed().as_millis() as u64 + 1;
-        last != 0 && now.saturating_sub(last) < FEED_LEASE.as_millis() as u64
+        self.last
+            .get()
+            .is_some_and(|last| last.elapsed() < FEED_LEASE)
     }
 }
 
@@ -568,39 +609,40 @@ impl Remote {
 
     /// Records whether the feed's last poll answered; true if that changed.
     fn set_reachable(&self, reachable: bool) -> bool {
-        let mut since = self.outage_since.lock();
-        if since.is_none() == reachable {
-            return false;
+        if !reachable {
+            return self.outage_since.set_now_if_none();
         }
-        *since = (!reachable).then(tokio::time::Instant::now);
-        if reachable {
+        let changed = self.outage_since.clear();
+        if changed {
             self.feed_back.notify_waiters();
         }
-        true
+        changed
     }
 
     /// Whether the feed's polls fail.
     fn feed_failing(&self) -> bool {
-        self.outage_since.lock().is_some()
+        self.outage_since.get().is_some()
     }
 
     /// Whether the feed answers, or answers again before its outage has
     /// lasted [`FEED_OUTAGE_PATIENCE`].
     async fn feed_answers(&self) -> bool {
-        if !self.feed_failing() {
+        let Some(since) = self.outage_since.get() else {
             return true;
+        };
+        let deadline = since + FEED_OUTAGE_PATIENCE;
+        if tokio::time::Instant::now() >= deadline {
+            return false;
         }
         // Registered before the outage is read again: a recovery in between
         // still wakes this call.
         let back = self.feed_back.notified();
         let mut back = std::pin::pin!(back);
         back.as_mut().enable();
-        let Some(since) = *self.outage_since.lock() else {
+        if !self.feed_failing() {
             return true;
-        };
-        tokio::time::timeout_at(since + FEED_OUTAGE_PATIENCE, back)
-            .await
-            .is_ok()
+        }
+        tokio::time::timeout_at(deadline, back).await.is_ok()
     }
 
     async fn call_within<T: DeserializeOwned>(
@@ -677,7 +719,7 @@ impl Store {
             transport,
             buckets: parking_lot::Mutex::new(BucketCache::default()),
             contact: Arc::new(FeedContact::new()),
-            outage_since: parking_lot::Mutex::new(None),
+            outage_since: InstantCell::new(),
             feed_back: tokio::sync::Notify::new(),
         });
         let deadline = tokio::time::Instant::now() + CONNECT_PATIENCE;
@@ -1218,12 +1260,13 @@ async fn follow_feed(remote: Weak<Remote>, head: u64) {
                 events
             }
             Err(err) => {
-                // Changes may go unseen for a while: read buckets afresh
-                // (at each failure: the resync that also does so is told
-                // once per outage), and tell the listeners.
-                live.forget_buckets();
+                // Changes may go unseen for a while: buckets are read
+                // afresh after each failure, and the listeners told once
+                // per outage (a resync, which forgets them too).
                 if live.set_reachable(false) {
                     live.publish(resync_event(done));
+                } else {
+                    live.forget_buckets();
                 }
                 drop(live);
                 tracing::warn!(error = %err, "following the metadata service's feed failed");

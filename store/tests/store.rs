@@ -1023,7 +1023,7 @@ async fn a_rename_across_index_groups_copies_then_deletes_the_version_copied() {
     put(&store, from, "k", from.as_bytes()).await.unwrap();
     let rewritten = store.head_object(from, "k").await.unwrap();
     assert_eq!(rewritten.etag, copied.etag);
-    assert_eq!(delete(&copied).await["Ok"], serde_json::Value::Null);
+    assert_eq!(delete(&copied).await, serde_json::json!({"Ok": null}));
     store.rename_object(from, "k", &to, "k").await.unwrap();
     store.rename_object(&to, "k", from, "k").await.unwrap();
     let copy_of_copy = store.head_object(from, "k").await.unwrap();
@@ -1039,7 +1039,7 @@ async fn a_rename_across_index_groups_copies_then_deletes_the_version_copied() {
             &rewritten.extents
         )
     );
-    assert_eq!(delete(&rewritten).await["Ok"], serde_json::Value::Null);
+    assert_eq!(delete(&rewritten).await, serde_json::json!({"Ok": null}));
     assert_eq!(get(&store, from, "k").await.unwrap(), from.as_bytes());
     let deleted = delete(&copy_of_copy).await;
     assert_eq!(

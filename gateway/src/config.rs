@@ -198,7 +198,9 @@ impl Default for ClusterConfig {
             metadata_member: None,
             metadata_join: false,
             orphan_age_secs: 24 * 3600,
-            metadata_hibernate_after_secs: 30,
+            metadata_hibernate_after_secs: strata_meta::Tuning::default()
+                .idle_before_hibernating
+                .map_or(0, |idle| idle.as_secs()),
             tls_ca: None,
         }
     }

@@ -102,10 +102,9 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
                 .map_err(|why| anyhow::anyhow!("opening the metadata log: {why}"))?;
             let transport = Arc::new(HttpRaftTransport::new(secret.clone(), cluster_tls.as_ref()));
             let tuning = Tuning {
-                idle_before_hibernating: match config.cluster.metadata_hibernate_after_secs {
-                    0 => None,
-                    secs => Some(Duration::from_secs(secs)),
-                },
+                idle_before_hibernating: Some(config.cluster.metadata_hibernate_after_secs)
+                    .filter(|secs| *secs > 0)
+                    .map(Duration::from_secs),
                 ..Tuning::default()
             };
             let mut groups = Vec::new();

@@ -55,7 +55,7 @@ pub use list::{ListEntry, ListPage, ListQuery, UploadListPage, UploadListQuery};
 pub use multipart::{CompletedPart, PartInfo, UploadInfo};
 pub use read::ObjectReader;
 pub use records::{BucketInfo, ObjectInfo, ObjectMeta};
-pub use remote::{ApplyContext, MetaTransport, TransportError};
+pub use remote::{ApplyContext, FEED_OUTAGE_PATIENCE, MetaTransport, TransportError};
 pub use replica::{ReplicaCheckpoint, Tally};
 pub use routed::group_tags;
 pub use space::KeySpace;

@@ -102,7 +102,7 @@ const CONNECT_PATIENCE: Duration = Duration::from_secs(60);
 /// one that failed meanwhile is retried a second later: calls in that gap
 /// wait for it. Later in an outage, calls fail at once: a gateway really
 /// cut off answers 503 without delay.
-const FEED_OUTAGE_PATIENCE: Duration = Duration::from_secs(3);
+pub const FEED_OUTAGE_PATIENCE: Duration = Duration::from_secs(3);
 /// How long a hole in the feed's numbers is waited for: a number taken by a
 /// commit still in flight fills in, one whose commit failed never does.
 const FEED_HOLE_WAIT: Duration = Duration::from_secs(5);

@@ -24,9 +24,8 @@ use crate::wire::unix_now_ms as now_ms;
 
 /// How long a signed request, a token request or a login waits for a stale
 /// view to be read again before it is refused (503): as long as metadata
-/// calls wait for a feed that stopped answering (the store's
-/// `FEED_OUTAGE_PATIENCE`).
-pub const STALE_PATIENCE: Duration = Duration::from_secs(3);
+/// calls wait for a feed that stopped answering.
+pub const STALE_PATIENCE: Duration = strata_store::FEED_OUTAGE_PATIENCE;
 /// The longest pause between attempts to read a stale view again: signed
 /// requests wait for it a few seconds at most ([`Directory::current_within`]).
 const RELOAD_PAUSE_MAX: Duration = Duration::from_secs(1);
@@ -320,6 +319,14 @@ impl Directory {
     /// not marked stale: nothing to wait for). Whoever judged a request by
     /// the stale view judges it again after a wait.
     pub async fn current_within(&self, patience: Duration) -> bool {
+        // Most calls: no waiter registered (it locks a Notify every
+        // request shares).
+        if self.is_current() {
+            return true;
+        }
+        // Fixed at the first stale episode seen: one that follows a reload
+        // (the feed lagged again) does not start a new patience.
+        let mut deadline = None;
         loop {
             // Registered before the view is looked at: a reload in between
             // still wakes this wait.
@@ -332,14 +339,12 @@ impl Directory {
             let Some(since) = self.view.read().stale_since else {
                 return false;
             };
-            let waited = since.elapsed();
-            if waited >= patience {
+            let deadline = *deadline.get_or_insert(since + patience);
+            if std::time::Instant::now() >= deadline {
                 return false;
             }
-            if tokio::time::timeout(patience - waited, read_again)
-                .await
-                .is_err()
-            {
+            let deadline = tokio::time::Instant::from_std(deadline);
+            if tokio::time::timeout_at(deadline, read_again).await.is_err() {
                 return self.is_current();
             }
         }

@@ -335,9 +335,7 @@ struct LeaderState {
 
 /// What [`sleep_when_idle`] waits for before it looks again.
 enum Next {
-    /// Nothing: at once.
-    Now,
-    /// Its next tick (awake, leading).
+    /// Its next tick, the first at once (awake, leading).
     Tick,
     /// A change of vote, state or leader (not leading).
     LeaderChange,
@@ -364,10 +362,9 @@ pub(crate) async fn sleep_when_idle(service: Weak<MetaService>, idle: Duration) 
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     // The leader's state when it was last seen to change, and since when.
     let mut unchanged: Option<(LeaderState, Instant)> = None;
-    let mut next = Next::Now;
+    let mut next = Next::Tick;
     loop {
         let open = match next {
-            Next::Now => true,
             Next::Tick => {
                 ticker.tick().await;
                 true

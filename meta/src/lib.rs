@@ -436,7 +436,7 @@ impl MetaService {
         signature: Option<CallSignature>,
         answer_by: Option<std::time::Instant>,
     ) -> Routed {
-        let routed = self.route(request, signature, answer_by).await;
+        let routed = self.call_first(request, signature, answer_by).await;
         if let Routed::NotLeader(_) = routed {
             self.stir_follower();
         }
@@ -449,15 +449,6 @@ impl MetaService {
     /// caller that comes to it over the network, as this gateway does once
     /// the leader fails it.
     pub async fn call_first(
-        &self,
-        request: &[u8],
-        signature: Option<CallSignature>,
-        answer_by: Option<std::time::Instant>,
-    ) -> Routed {
-        self.route(request, signature, answer_by).await
-    }
-
-    async fn route(
         &self,
         request: &[u8],
         signature: Option<CallSignature>,
@@ -541,7 +532,11 @@ impl MetaService {
 
     /// Answers a Raft message from another member.
     pub async fn handle_rpc(&self, rpc: RaftRpc, body: &[u8]) -> Result<Vec<u8>, String> {
-        network::serve(&self.raft, rpc, body, || self.probe()).await
+        match rpc {
+            RaftRpc::Probe => serde_json::to_vec(&self.probe())
+                .map_err(|err| format!("encoding a probe's answer: {err}")),
+            rpc => network::serve(&self.raft, rpc, body).await,
+        }
     }
 
     /// The group this member belongs to.

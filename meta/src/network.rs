@@ -21,7 +21,6 @@ use openraft::{BasicNode, Raft};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::hibernation::ProbeAnswer;
 use crate::{GroupId, TypeConfig};
 
 /// The messages members send each other.
@@ -175,13 +174,12 @@ impl RaftNetwork<TypeConfig> for Peer {
     }
 }
 
-/// Answers one message from another member with the bytes of its `Result`
-/// (of a probe: what `probe` answers).
+/// Answers one of Raft's messages from another member with the bytes of
+/// its `Result` (a probe is the service's: `MetaService::handle_rpc`).
 pub(crate) async fn serve(
     raft: &Raft<TypeConfig>,
     rpc: RaftRpc,
     body: &[u8],
-    probe: impl FnOnce() -> ProbeAnswer,
 ) -> Result<Vec<u8>, String> {
     fn decode<T: DeserializeOwned>(body: &[u8]) -> Result<T, String> {
         serde_json::from_slice(body).map_err(|err| format!("undecodable raft message: {err}"))
@@ -193,6 +191,6 @@ pub(crate) async fn serve(
         RaftRpc::Append => encode(&raft.append_entries(decode(body)?).await),
         RaftRpc::Vote => encode(&raft.vote(decode(body)?).await),
         RaftRpc::Snapshot => encode(&raft.install_snapshot(decode(body)?).await),
-        RaftRpc::Probe => encode(&probe()),
+        RaftRpc::Probe => Err("a probe is not one of Raft's messages".into()),
     }
 }

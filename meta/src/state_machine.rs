@@ -66,6 +66,16 @@ struct Marker {
     hibernate: bool,
 }
 
+impl Marker {
+    /// Tells `hibernation` whether the last entry applied is a hibernate
+    /// entry.
+    fn tell(&self, hibernation: &Hibernation) {
+        if let Some(last) = self.last_applied {
+            hibernation.applied(last, self.hibernate);
+        }
+    }
+}
+
 fn state_error(why: impl ToString) -> StorageError<u64> {
     StorageIOError::write_state_machine(openraft::AnyError::error(why)).into()
 }
@@ -127,9 +137,7 @@ impl StateMachine {
             Some(bytes) => serde_json::from_slice(&bytes)
                 .map_err(|err| format!("undecodable applied marker: {err}"))?,
         };
-        if let (true, Some(last)) = (applied.hibernate, applied.last_applied) {
-            hibernation.applied(last, true);
-        }
+        applied.tell(&hibernation);
         let snapshots = SnapshotFiles::new(snapshot_dir);
         snapshots.remove_leftovers().await?;
         Ok(StateMachine {
@@ -159,11 +167,6 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         // The whole batch is applied on one blocking thread: a hop per
         // call, to a thread that had to be woken, cost more than the call.
         let entries: Vec<_> = entries.into_iter().collect();
-        let last = entries.last().map(|entry| {
-            let hibernate =
-                matches!(&entry.payload, EntryPayload::Normal(entry) if entry.hibernate);
-            (entry.log_id, hibernate)
-        });
         let mut applier = Applier {
             id: self.id,
             store: self.store.clone(),
@@ -179,8 +182,8 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             .map_err(state_error)?;
         // Kept even after a failure: it is what the replica holds.
         self.applied = applier.applied;
-        if let (Ok(_), Some((log_id, hibernate))) = (&answers, last) {
-            self.hibernation.applied(log_id, hibernate);
+        if answers.is_ok() {
+            self.applied.tell(&self.hibernation);
         }
         answers
     }
@@ -248,9 +251,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             partial: None,
             hibernate: false,
         };
-        if let Some(last) = meta.last_log_id {
-            self.hibernation.applied(last, false);
-        }
+        self.applied.tell(&self.hibernation);
         tracing::info!(last = ?meta.last_log_id, "metadata snapshot installed");
         Ok(())
     }
@@ -316,36 +317,34 @@ impl Applier {
                         // Recorded all the same: a snapshot names the
                         // entry it was taken after, and the log is purged
                         // up to it, so the replica must say it is applied.
-                        self.applied.last_applied = Some(entry.log_id);
-                        self.applied.partial = None;
-                        self.applied.hibernate = hibernate;
-                        let marker = serde_json::to_vec(&self.applied).map_err(state_error)?;
-                        self.store
-                            .record_applied_marker(marker)
-                            .await
-                            .map_err(state_error)?;
+                        self.record_applied(entry.log_id, hibernate).await?;
                     }
                     answers.push(MetaAnswer(answered));
                 }
                 // No call to apply, but not to be applied twice either.
                 payload => {
-                    self.applied.last_applied = Some(entry.log_id);
-                    self.applied.partial = None;
-                    self.applied.hibernate = false;
                     if let EntryPayload::Membership(membership) = payload {
                         self.applied.membership =
                             StoredMembership::new(Some(entry.log_id), membership);
                     }
-                    let marker = serde_json::to_vec(&self.applied).map_err(state_error)?;
-                    self.store
-                        .record_applied_marker(marker)
-                        .await
-                        .map_err(state_error)?;
+                    self.record_applied(entry.log_id, false).await?;
                     answers.push(MetaAnswer::default());
                 }
             }
         }
         Ok(answers)
+    }
+
+    /// Records `log_id`, an entry without calls, as applied.
+    async fn record_applied(&mut self, log_id: LogId<u64>, hibernate: bool) -> StorageResult<()> {
+        self.applied.last_applied = Some(log_id);
+        self.applied.partial = None;
+        self.applied.hibernate = hibernate;
+        let marker = serde_json::to_vec(&self.applied).map_err(state_error)?;
+        self.store
+            .record_applied_marker(marker)
+            .await
+            .map_err(state_error)
     }
 }
 

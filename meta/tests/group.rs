@@ -1255,6 +1255,17 @@ async fn an_idle_group_hibernates_and_wakes_for_a_change_a_caller_or_a_lost_lead
     all_hibernating(&group).await;
     let appends = group.transport.sent(GroupId::Root, RaftRpc::Append);
     let probes = group.transport.sent(GroupId::Root, RaftRpc::Probe);
+    // Its own gateway, which asks it first and goes on to the leader
+    // itself, does not make it probe (every feed poll would).
+    let asked = group.services[follower as usize - 1]
+        .as_ref()
+        .expect("the follower runs")
+        .call_first(&head, None, None)
+        .await;
+    assert!(matches!(asked, Routed::NotLeader(Some(_))), "{asked:?}");
+    // A probe goes out from a task of its own, in well under this.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(group.transport.sent(GroupId::Root, RaftRpc::Probe), probes);
     let asked = ask_follower().await;
     assert!(matches!(asked, Routed::NotLeader(Some(_))), "{asked:?}");
     wait_for(
@@ -1263,18 +1274,8 @@ async fn an_idle_group_hibernates_and_wakes_for_a_change_a_caller_or_a_lost_lead
         || async { group.transport.sent(GroupId::Root, RaftRpc::Probe) > probes },
     )
     .await;
-    // Its own gateway, which asks it first and goes on to the leader
-    // itself, does not make it probe (every feed poll would).
-    let probes = group.transport.sent(GroupId::Root, RaftRpc::Probe);
-    let asked = group.services[follower as usize - 1]
-        .as_ref()
-        .expect("the follower runs")
-        .call_first(&head, None, None)
-        .await;
-    assert!(matches!(asked, Routed::NotLeader(Some(_))), "{asked:?}");
     // Longer than an election timeout.
     tokio::time::sleep(Duration::from_secs(4)).await;
-    assert_eq!(group.transport.sent(GroupId::Root, RaftRpc::Probe), probes);
     assert!(group.running().all(|service| service.status().hibernating));
     assert_eq!(
         group.transport.sent(GroupId::Root, RaftRpc::Append),

@@ -43,9 +43,11 @@ pub struct Config {
     pub gc_grace_secs: u64,
     /// Index groups the buckets' objects are spread over, beside the root
     /// group's bucket records and catalog (`docs/design/index-on-the-ring.md`);
-    /// 0 keeps everything in one. Set while the data directory has no
-    /// bucket, and kept for good from then on; a gateway that takes its
-    /// metadata from another names the same number. The members of a
+    /// 0 keeps everything in one. Kept for good once set: a data
+    /// directory that already holds buckets moves their objects into
+    /// the groups at the first start with them (`store/src/split.rs`),
+    /// which a replicated metadata service cannot do yet; a gateway that
+    /// takes its metadata from another names the same number. The members of a
     /// replicated metadata service run one Raft group per index group
     /// beside the root's, whose members `strata metadata add/remove`
     /// change alike.

@@ -55,11 +55,18 @@ fn index_key(due: u64, bucket: &str, key: &str) -> Vec<u8> {
     out
 }
 
+/// The key of `info`'s entry in the index, if it has an expiry time that
+/// can come.
+pub(crate) fn expiry_index_key(info: &ObjectInfo) -> Option<Vec<u8>> {
+    let due = info.meta.delete_at.filter(|due| *due < NEVER_DUE)?;
+    Some(index_key(due, &info.bucket, &info.key))
+}
+
 impl Inner {
     /// Adds `info`'s expiry, if it has one, to the index in `batch`.
     pub(crate) fn index_expiry(&self, batch: &mut Batch<'_>, info: &ObjectInfo) -> Result<()> {
-        if let Some(due) = info.meta.delete_at.filter(|due| *due < NEVER_DUE) {
-            batch.put(CF_EXPIRY, &index_key(due, &info.bucket, &info.key), b"")?;
+        if let Some(key) = expiry_index_key(info) {
+            batch.put(CF_EXPIRY, &key, b"")?;
         }
         Ok(())
     }

@@ -43,6 +43,7 @@ mod replica;
 mod routed;
 mod signed_calls;
 mod space;
+mod split;
 mod store;
 mod usage;
 mod write;

@@ -59,6 +59,11 @@ fn group_of(hash: u32, groups: usize) -> usize {
     ((u64::from(hash) * groups as u64) >> 32) as usize
 }
 
+/// Which of `groups` index groups (from 0) holds bucket `name`.
+pub(crate) fn group_index(name: &str, groups: usize) -> usize {
+    group_of(bucket_hash(name), groups)
+}
+
 /// The bucket hashes of index group `group` of `groups`: the tags of the
 /// extents only that group's records may name, which its orphan sweep
 /// lists. `None` for a group that does not exist.
@@ -105,7 +110,7 @@ impl Routed {
 
     /// Which of the groups holds bucket `name`.
     fn group_index(&self, name: &str) -> usize {
-        group_of(bucket_hash(name), self.groups.len())
+        group_index(name, self.groups.len())
     }
 
     /// The index group of bucket `name`, once it holds the bucket's marker.
@@ -179,6 +184,7 @@ impl Store {
         if root.routed().is_some() || groups.iter().any(|group| group.routed().is_some()) {
             return Err(StoreError::Internal("a routed store routed again".into()));
         }
+        root.split_into(&groups).await?;
         let extents_tagged = root.record_index_groups(count).await?;
         Ok(Store {
             engine: crate::store::Engine::Routed(Routed::new(root, groups, extents_tagged)),

@@ -326,6 +326,82 @@ impl<'a> Batch<'a> {
     }
 }
 
+/// A batch that moves records from one space of a database to another:
+/// each record leaves one and lands in the other in the same write, so a
+/// crash leaves it in exactly one of them (the split of a store into
+/// index groups, `split.rs`).
+pub(crate) struct MoveBatch<'a> {
+    batch: WriteBatch,
+    from: Space<'a>,
+    to: Space<'a>,
+    records: usize,
+}
+
+impl<'a> MoveBatch<'a> {
+    pub(crate) fn new(from: Space<'a>, to: Space<'a>) -> Result<MoveBatch<'a>> {
+        if !std::ptr::eq(from.db, to.db) || from.keys == to.keys {
+            return Err(StoreError::Internal(
+                "records moved between two databases, or within one space".into(),
+            ));
+        }
+        Ok(MoveBatch {
+            batch: WriteBatch::default(),
+            from,
+            to,
+            records: 0,
+        })
+    }
+
+    /// Moves the record `key` of a family, whose value is `value`.
+    pub(crate) fn move_record(&mut self, family: &str, key: &[u8], value: &[u8]) -> Result<()> {
+        self.relocate(family, key, value, false)
+    }
+
+    /// Moves the record `key` of a family with a merge operator, whose
+    /// merged value is `value`, into a space that may already hold
+    /// operands for it: the two add up.
+    pub(crate) fn merge_record(&mut self, family: &str, key: &[u8], value: &[u8]) -> Result<()> {
+        self.relocate(family, key, value, true)
+    }
+
+    fn relocate(&mut self, family_name: &str, key: &[u8], value: &[u8], merge: bool) -> Result<()> {
+        let family = family(self.from.db, family_name)?;
+        self.batch.delete_cf(family, self.from.keys.key(key));
+        let landing = self.to.keys.key_to_write(key)?;
+        match merge {
+            true => self.batch.merge_cf(family, landing, value),
+            false => self.batch.put_cf(family, landing, value),
+        }
+        self.records += 1;
+        Ok(())
+    }
+
+    /// Writes a record in the destination only.
+    pub(crate) fn put_to(&mut self, family_name: &str, key: &[u8], value: &[u8]) -> Result<()> {
+        let family = family(self.from.db, family_name)?;
+        self.batch
+            .put_cf(family, self.to.keys.key_to_write(key)?, value);
+        self.records += 1;
+        Ok(())
+    }
+
+    /// How many records the batch writes.
+    pub(crate) fn len(&self) -> usize {
+        self.records
+    }
+
+    /// Applies the batch without waiting for the disk: the move's last
+    /// write is synced, and the log is the database's, so that sync makes
+    /// every earlier one durable; a crash before it loses a suffix of the
+    /// moves, which the split makes again.
+    pub(crate) fn write(self) -> Result<()> {
+        let mut options = WriteOptions::default();
+        options.set_sync(false);
+        self.from.db.write_opt(self.batch, &options)?;
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

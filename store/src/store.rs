@@ -725,9 +725,12 @@ impl Store {
                 .next()
                 .is_some()
             {
+                // A local root has moved its buckets' records by now
+                // (`split.rs`); a replicated one cannot yet.
                 return Err(StoreError::InvalidArgument(
-                    "a store with buckets cannot start using index groups: \
-                     their objects would have to move there first"
+                    "a store with buckets starts using index groups only in a gateway that \
+                     holds its metadata alone, which moves their objects there at start; \
+                     a replicated metadata service cannot yet"
                         .into(),
                 ));
             }
@@ -735,7 +738,7 @@ impl Store {
             batch.put(CF_DEFAULT, INDEX_GROUPS, count.to_be_bytes())?;
             batch.put(CF_DEFAULT, EXTENTS_TAGGED, [])?;
             inner.commit(batch)?;
-            inner.index_groups.store(count, Ordering::SeqCst);
+            inner.note_index_groups(count);
             Ok(true)
         })
         .await
@@ -1481,8 +1484,13 @@ impl Inner {
     }
 
     /// The index groups recorded by [`Store::route`], 0 if none.
-    fn recorded_index_groups(&self) -> Result<u16> {
+    pub(crate) fn recorded_index_groups(&self) -> Result<u16> {
         recorded_index_groups(self.space())
+    }
+
+    /// Takes `count` as the index groups recorded, once written.
+    pub(crate) fn note_index_groups(&self, count: u16) {
+        self.index_groups.store(count, Ordering::SeqCst);
     }
 
     /// The next number of [`BucketInfo::incarnation`], counted in `batch`.

@@ -883,3 +883,28 @@ async fn a_long_poll_answers_by_the_time_its_caller_stops_waiting() {
         asked.elapsed()
     );
 }
+
+/// Only the process that holds a store moves its buckets' objects into
+/// index groups (`split.rs`): a gateway connected to it with groups
+/// configured is refused, and the store keeps its objects and its count.
+#[tokio::test]
+async fn a_connected_store_with_buckets_is_not_split_by_its_client() {
+    let Pair {
+        service,
+        client,
+        _dir,
+        ..
+    } = pair().await;
+    client.create_bucket("acct", "b", "r").await.unwrap();
+    put(&client, "k", b"kept", PutConditions::default())
+        .await
+        .unwrap();
+    let refused = Store::route(client.clone(), vec![client.clone()]).await;
+    assert!(
+        matches!(refused, Err(StoreError::InvalidArgument(ref text)) if text.contains("alone")),
+        "{:?}",
+        refused.as_ref().err()
+    );
+    assert_eq!(service.index_groups().await.unwrap(), 0);
+    assert_eq!(get(&client, "k").await.unwrap(), b"kept");
+}

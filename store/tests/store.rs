@@ -1107,18 +1107,121 @@ async fn a_root_routed_over_groups_refuses_the_object_calls_of_a_gateway_that_is
     assert_eq!(answer["outcome"]["Ok"]["key"], "k", "{answer}");
 }
 
+/// A store that kept its buckets' objects itself moves them into their
+/// index groups the first time it is routed (`split.rs`): objects with
+/// their bytes, expiry and usage, uploads under way with their parts. The
+/// root keeps the buckets and nothing of their objects, and a second
+/// start moves nothing again.
 #[tokio::test]
-async fn a_store_with_buckets_is_not_routed() {
+async fn a_store_with_buckets_moves_their_objects_into_index_groups_when_first_routed() {
     let dir = tempfile::tempdir().unwrap();
     let store = open(dir.path());
-    store.create_bucket("acct", "b", "r").await.unwrap();
+    let names: Vec<String> = (0..9).map(|n| format!("bucket-{n}")).collect();
+    let big = vec![7u8; 150_000];
+    let mut expected: BTreeMap<(String, String), Vec<u8>> = BTreeMap::new();
+    for name in &names {
+        store.create_bucket("acct", name, "r").await.unwrap();
+        for (key, body) in [("a/small", b"tiny".to_vec()), ("a/big", big.clone())] {
+            put(&store, name, key, &body).await.unwrap();
+            expected.insert((name.clone(), key.to_owned()), body);
+        }
+        let object = put_multipart(&store, name, "whole", &[b"first part", b"second"]).await;
+        assert_eq!(object.size, 16);
+        expected.insert((name.clone(), "whole".into()), b"first partsecond".to_vec());
+    }
+    let now = expire_in_an_hour(&store, &names[0], "a/small").await;
+    let pending = store
+        .create_upload(&names[1], "later", ObjectMeta::default(), None)
+        .await
+        .unwrap();
+    let staged = store
+        .stage_part(
+            &names[1],
+            stream::iter([Ok::<_, std::io::Error>(Bytes::from_static(
+                b"uploaded early",
+            ))]),
+            &options(),
+        )
+        .await
+        .ok()
+        .unwrap();
+    let early = store.put_part(&pending, 1, staged, None).await.unwrap();
+    let usage_before = store.account_usage("acct").await.unwrap();
     drop(store);
-    let (_, _, refused) = routed(dir.path(), 2).await;
+
+    let (root, groups, store) = routed(dir.path(), 3).await;
+    let store = store.unwrap();
     assert!(
-        matches!(refused, Err(StoreError::InvalidArgument(ref text)) if text.contains("move")),
-        "{:?}",
-        refused.as_ref().err()
+        !store.index_extents_tagged(),
+        "the moved extents carry no tags"
     );
+    let mut used = BTreeSet::new();
+    for ((bucket, key), body) in &expected {
+        assert_eq!(
+            &get(&store, bucket, key).await.unwrap(),
+            body,
+            "{bucket}/{key}"
+        );
+        let holding = holders(&groups, bucket, key).await;
+        assert_eq!(holding.len(), 1, "{bucket}/{key} in groups {holding:?}");
+        used.extend(holding);
+    }
+    assert_eq!(used.len(), 3, "nine buckets in all three groups");
+    for name in &names {
+        let page = store
+            .list_objects(
+                name,
+                ListQuery {
+                    max_keys: 10,
+                    ..Default::default()
+                },
+            )
+            .await
+            .unwrap();
+        assert_eq!(keys_of(&page.entries), ["a/big", "a/small", "whole"]);
+    }
+    assert_eq!(store.account_usage("acct").await.unwrap(), usage_before);
+    // The root holds no object, and not its objects' expiry either.
+    assert_eq!(root.expire_due(now + 3600).await.unwrap(), 0);
+    let expiring_group = holders(&groups, &names[0], "a/small").await[0];
+    assert_eq!(
+        groups[expiring_group].expire_due(now + 3600).await.unwrap(),
+        1
+    );
+    assert!(matches!(
+        store.head_object(&names[0], "a/small").await,
+        Err(StoreError::NoSuchKey)
+    ));
+    // The upload under way goes on where its bucket now is.
+    let pending = store
+        .upload(&names[1], "later", &pending.upload_id)
+        .await
+        .unwrap();
+    let parts = vec![CompletedPart {
+        part_number: 1,
+        etag: early.etag,
+    }];
+    store
+        .complete_upload(&pending, parts, PutConditions::default())
+        .await
+        .unwrap();
+    assert_eq!(
+        get(&store, &names[1], "later").await.unwrap(),
+        b"uploaded early"
+    );
+    drop((root, groups, store));
+
+    // Started again: the split is not made twice, and nothing was lost.
+    let (root, groups, store) = routed(dir.path(), 3).await;
+    let store = store.unwrap();
+    assert_eq!(get(&store, &names[1], "a/big").await.unwrap(), big);
+    assert_eq!(
+        get(&store, &names[1], "later").await.unwrap(),
+        b"uploaded early"
+    );
+    drop((root, groups, store));
+    let (_, _, refused) = routed(dir.path(), 2).await;
+    assert!(refused.is_err(), "the count is the store's for good");
 }
 
 /// Puts the body `pinned` at `bucket/key` under `conditions`.
@@ -1422,13 +1525,9 @@ proptest! {
     }
 }
 
-#[tokio::test]
-async fn expired_objects_are_hidden_then_swept() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(dir.path());
-    store.create_bucket("a", "b", "r").await.unwrap();
-    put(&store, "b", "stays", b"1").await.unwrap();
-    put(&store, "b", "goes", b"22").await.unwrap();
+/// Gives `bucket/key` an expiry time an hour from now; answers now, in
+/// seconds.
+async fn expire_in_an_hour(store: &Store, bucket: &str, key: &str) -> u64 {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
@@ -1438,9 +1537,20 @@ async fn expired_objects_are_hidden_then_swept() {
         ..ObjectMeta::default()
     };
     store
-        .replace_object_meta("b", "goes", expiring, None)
+        .replace_object_meta(bucket, key, expiring, None)
         .await
         .unwrap();
+    now
+}
+
+#[tokio::test]
+async fn expired_objects_are_hidden_then_swept() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    store.create_bucket("a", "b", "r").await.unwrap();
+    put(&store, "b", "stays", b"1").await.unwrap();
+    put(&store, "b", "goes", b"22").await.unwrap();
+    let now = expire_in_an_hour(&store, "b", "goes").await;
     // Not due yet: nothing is swept, the object reads.
     assert_eq!(store.expire_due(now).await.unwrap(), 0);
     assert_eq!(get(&store, "b", "goes").await.unwrap(), b"22");

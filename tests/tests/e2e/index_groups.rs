@@ -71,6 +71,42 @@ fn public_containers(
     Ok(containers)
 }
 
+/// Checks that each of `containers` (made by [`public_containers`] with
+/// the keys `a/one.txt`, `a/two.txt` and `b.txt`) is counted in the
+/// account's listing, lists its pseudo-directory and serves its objects.
+fn containers_serve_as_made(server: &Server, containers: &[String]) -> Result<()> {
+    let account = server.swift_as_root("GET", "/v1/AUTH_admin?format=json", None, &[])?;
+    account.expect_status(200)?;
+    let listed: Vec<serde_json::Value> = serde_json::from_slice(&account.body)?;
+    for container in containers {
+        let entry = listed
+            .iter()
+            .find(|entry| entry["name"] == container.as_str());
+        ensure!(
+            entry.is_some_and(|entry| entry["count"] == 3),
+            "{container} missing or miscounted in {listed:?}"
+        );
+        let path = format!("/v1/AUTH_admin/{container}");
+        let listing = server.swift_as_root("GET", &format!("{path}?prefix=a/"), None, &[])?;
+        ensure!(
+            listing.body_text() == "a/one.txt\na/two.txt\n",
+            "{container}: {listing}"
+        );
+        let object = server.http(
+            "GET",
+            &format!("{path}/b.txt"),
+            Signing::Anonymous,
+            None,
+            &[],
+        )?;
+        ensure!(
+            object.body_text() == format!("{container}/b.txt"),
+            "{container}: {object}"
+        );
+    }
+    Ok(())
+}
+
 #[test]
 fn containers_spread_over_groups_list_purge_and_survive_a_restart() -> Result<()> {
     let mut server = Server::start_with_config(GROUPS)?;
@@ -81,38 +117,7 @@ fn containers_spread_over_groups_list_purge_and_survive_a_restart() -> Result<()
     // The last container is deleted below; the others are checked again
     // after each restart.
     let kept = &containers[..11];
-    let check_all = |server: &Server| -> Result<()> {
-        let account = server.swift_as_root("GET", "/v1/AUTH_admin?format=json", None, &[])?;
-        account.expect_status(200)?;
-        let listed: Vec<serde_json::Value> = serde_json::from_slice(&account.body)?;
-        for container in kept {
-            let entry = listed
-                .iter()
-                .find(|entry| entry["name"] == container.as_str());
-            ensure!(
-                entry.is_some_and(|entry| entry["count"] == 3),
-                "{container} missing or miscounted in {listed:?}"
-            );
-            let path = format!("/v1/AUTH_admin/{container}");
-            let listing = server.swift_as_root("GET", &format!("{path}?prefix=a/"), None, &[])?;
-            ensure!(
-                listing.body_text() == "a/one.txt\na/two.txt\n",
-                "{container}: {listing}"
-            );
-            let object = server.http(
-                "GET",
-                &format!("{path}/b.txt"),
-                Signing::Anonymous,
-                None,
-                &[],
-            )?;
-            ensure!(
-                object.body_text() == format!("{container}/b.txt"),
-                "{container}: {object}"
-            );
-        }
-        Ok(())
-    };
+    let check_all = |server: &Server| containers_serve_as_made(server, kept);
     check_all(&server)?;
 
     // The edge hears every group's changes: a cached object and listing
@@ -282,18 +287,50 @@ fn ftp_renames_into_a_container_of_another_group() -> Result<()> {
     Ok(())
 }
 
+/// A data directory from before its gateway used index groups: at the
+/// first start with `index_groups`, its buckets' objects move into their
+/// groups (`store/src/split.rs`). Every container lists, counts and serves
+/// as before, a multipart upload begun before completes after, and the
+/// directory no longer starts without the groups.
 #[test]
-fn a_store_with_buckets_does_not_start_using_groups() -> Result<()> {
+fn a_store_with_buckets_moves_their_objects_into_index_groups_at_start() -> Result<()> {
     let mut server = Server::start_with_config("\n")?;
-    let bucket = unique_bucket("before-groups");
+    let containers = public_containers(&server, "split", 8, &["a/one.txt", "a/two.txt", "b.txt"])?;
+    let bucket = unique_bucket("split-upload");
     server.aws_ok(&["s3api", "create-bucket", "--bucket", &bucket])?;
+    let upload = crate::multipart::Upload::create(&server, &bucket, "begun-before", &[])?;
+    let first = random_bytes(5 << 20);
+    let first_etag = upload.upload_part(1, &first)?;
+    let upload_id = upload.upload_id;
+
     server.rewrite_config(GROUPS)?;
-    ensure!(server.restart().is_err(), "its bucket would be lost");
-    let log = server.log_tail(20);
-    ensure!(log.contains("would have to move"), "{log}");
-    server.rewrite_config("\n")?;
     server.restart()?;
-    server.aws_ok(&["s3api", "head-bucket", "--bucket", &bucket])?;
+    let log = server.log_tail(200);
+    ensure!(log.contains("moved into their index groups"), "{log}");
+    let check_all = |server: &Server| containers_serve_as_made(server, &containers);
+    check_all(&server)?;
+    let upload = crate::multipart::Upload::resume(&server, &bucket, "begun-before", upload_id)?;
+    let second = b"the last part".to_vec();
+    let second_etag = upload.upload_part(2, &second)?;
+    upload.complete(&[(1, &first_etag), (2, &second_etag)])?;
+    let path = format!("/{bucket}/begun-before");
+    let whole = server.http("GET", &path, Signing::Root, None, &[])?;
+    whole.expect_status(200)?;
+    ensure!(
+        whole.body == [first, second].concat(),
+        "the completed upload's bytes differ"
+    );
+
+    server.rewrite_config("\n")?;
+    ensure!(
+        server.restart().is_err(),
+        "its objects are in the groups now"
+    );
+    let log = server.log_tail(20);
+    ensure!(log.contains("set index_groups = 4"), "{log}");
+    server.rewrite_config(GROUPS)?;
+    server.restart()?;
+    check_all(&server)?;
     Ok(())
 }
 

@@ -14,16 +14,21 @@ use crate::aws_s3api::check_body;
 const MIB: usize = 1024 * 1024;
 
 /// One multipart upload driven through the aws CLI.
-struct Upload<'a> {
+pub(crate) struct Upload<'a> {
     server: &'a Server,
     bucket: String,
     key: String,
-    upload_id: String,
+    pub(crate) upload_id: String,
     work: std::path::PathBuf,
 }
 
 impl<'a> Upload<'a> {
-    fn create(server: &'a Server, bucket: &str, key: &str, extra: &[&str]) -> Result<Upload<'a>> {
+    pub(crate) fn create(
+        server: &'a Server,
+        bucket: &str,
+        key: &str,
+        extra: &[&str],
+    ) -> Result<Upload<'a>> {
         let mut args = vec![
             "s3api",
             "create-multipart-upload",
@@ -47,9 +52,25 @@ impl<'a> Upload<'a> {
         })
     }
 
+    /// The upload `upload_id` of `bucket/key`, created earlier.
+    pub(crate) fn resume(
+        server: &'a Server,
+        bucket: &str,
+        key: &str,
+        upload_id: String,
+    ) -> Result<Upload<'a>> {
+        Ok(Upload {
+            server,
+            bucket: bucket.to_string(),
+            key: key.to_string(),
+            upload_id,
+            work: server.work_dir("multipart")?,
+        })
+    }
+
     /// Uploads `content` as part `part_number`; the answer's ETag must be
     /// the part's MD5.
-    fn upload_part(&self, part_number: u32, content: &[u8]) -> Result<String> {
+    pub(crate) fn upload_part(&self, part_number: u32, content: &[u8]) -> Result<String> {
         let body = self.work.join(format!("part-{part_number}"));
         fs::write(&body, content)?;
         let answer = self.server.aws_json(&[
@@ -96,7 +117,7 @@ impl<'a> Upload<'a> {
         .collect()
     }
 
-    fn complete(&self, parts: &[(u32, &str)]) -> Result<Value> {
+    pub(crate) fn complete(&self, parts: &[(u32, &str)]) -> Result<Value> {
         let args = self.complete_args(parts);
         let arg_refs: Vec<&str> = args.iter().map(String::as_str).collect();
         self.server.aws_json(&arg_refs)

@@ -412,10 +412,11 @@ impl Inner {
     ) -> Result<()> {
         let prefix = keys::bucket_prefix(bucket);
         let mut found = Vec::new();
-        for item in self
-            .space()
-            .iter(CF_UPLOADS, IteratorMode::From(&prefix, Direction::Forward))?
-        {
+        for item in self.space().iter_below(
+            CF_UPLOADS,
+            IteratorMode::From(&prefix, Direction::Forward),
+            Some(&keys::after_prefix(&prefix)),
+        )? {
             let (key, value) = item?;
             if !key.starts_with(&prefix) {
                 break;

@@ -9,8 +9,9 @@
 //! - A bucket's objects, uploads, usage and their events are in one index
 //!   group, chosen by the MD5 of the bucket's name (as Swift places its
 //!   container databases: bucket names are one namespace, and object calls
-//!   carry only the name). The number of groups is fixed when the store is
-//!   created: a bucket never changes group.
+//!   carry only the name). The number of groups is the store's for good
+//!   once recorded (a store that held buckets before moves their records
+//!   into the groups then, `crate::split`): a bucket never changes group.
 //! - Creating and deleting a bucket go through both ([`crate::grouped`]),
 //!   and every object call first makes sure the group holds the bucket's
 //!   marker, finishing a creation or deletion a crash cut short.
@@ -168,9 +169,11 @@ impl Store {
     /// A store that keeps bucket records and the catalog in `root` and each
     /// bucket's objects in one of `groups` ([`crate::routed`]). The number
     /// of groups is the store's for good: `root` records it the first time
-    /// (a root that already holds buckets, whose objects would have to
-    /// move, is refused) and refuses another afterwards; whoever opens the
-    /// root without routing it checks [`Store::index_groups`].
+    /// and refuses another afterwards; whoever opens the root without
+    /// routing it checks [`Store::index_groups`]. A root that already holds
+    /// buckets moves their objects into the groups first when it and the
+    /// groups are this process's, in one database (`crate::split`), and
+    /// is refused otherwise.
     pub async fn route(root: Store, groups: Vec<Store>) -> Result<Store> {
         let count = u16::try_from(groups.len())
             .ok()

@@ -15,12 +15,16 @@
 //!   a record is in exactly one of the two whatever the moment of a crash.
 //!   A replicated service cannot split yet: its moves would go through two
 //!   logs (step 4), and [`Store::route`] refuses it as before.
-//! - **Resumable**: the group count is recorded with a *splitting* mark
-//!   before the first move, and the mark removed by a synced write after
-//!   the last. Whatever a crash cut short, what is left in the root's space
-//!   is what is still to move: a store opened with the mark set finishes
-//!   the split before anything else, and one opened without the groups is
-//!   refused, as any store with groups recorded.
+//! - **Resumable**: the group count is recorded before the first move
+//!   with a *splitting* byte after it, and recorded again without it by a
+//!   synced write after the last. Whatever a crash cut short, what is left
+//!   in the root's space is what is still to move: a store opened with
+//!   the byte there finishes the split before anything else, and one
+//!   opened without the groups is refused, as any store with groups
+//!   recorded. Versions from before the split read a count of two bytes
+//!   only, so none of them opens a store half split (which would serve
+//!   without the objects moved, and take writes the rest of the split
+//!   would overwrite).
 //! - **Alone**: the root's bucket lock is held throughout, so its own
 //!   background work (the expiry sweep) waits; the groups' can only see
 //!   records already moved, each with what belongs with it.
@@ -40,14 +44,14 @@ use crate::keys::{
 use crate::multipart::UploadInfo;
 use crate::records::{self, BucketInfo};
 use crate::routed::{INDEX_GROUPS, group_index};
-use crate::space::{MoveBatch, Space};
+use crate::space::{MoveBatch, Space, family};
 use crate::store::{Engine, Inner, Store, decode_object};
 
 #[cfg(doc)]
 use crate::routed::EXTENTS_TAGGED;
 
-/// Key (default column family of the root) present while a split runs.
-pub(crate) const SPLITTING: &[u8] = b"index-groups-splitting";
+/// The byte after the group count ([`INDEX_GROUPS`]) while a split runs.
+const SPLITTING: u8 = b's';
 
 /// Records moved per write: bounded memory, and a crash repeats little.
 const RECORDS_PER_BATCH: usize = 1000;
@@ -64,6 +68,22 @@ pub(crate) enum Split {
 enum Step {
     GoOn,
     Stop,
+}
+
+/// The index groups recorded in `space` ([`INDEX_GROUPS`]), 0 if none,
+/// and whether a split into them is under way.
+pub(crate) fn recorded_groups(space: Space<'_>) -> Result<(u16, bool)> {
+    let Some(raw) = space.get(CF_DEFAULT, INDEX_GROUPS)? else {
+        return Ok((0, false));
+    };
+    match raw.as_slice() {
+        [high, low] => Ok((u16::from_be_bytes([*high, *low]), false)),
+        [high, low, SPLITTING] => Ok((u16::from_be_bytes([*high, *low]), true)),
+        _ => Err(StoreError::Corrupt(format!(
+            "an index group count of {} bytes",
+            raw.len()
+        ))),
+    }
 }
 
 impl Store {
@@ -89,23 +109,27 @@ pub(crate) async fn split(
         return Ok(Split::Done);
     }
     let count = u16::try_from(groups.len())
-        .map_err(|_| StoreError::InvalidArgument("too many index groups".into()))?;
-    if !root.blocking(move |inner| inner.begin_split(count)).await? {
-        return Ok(Split::Done);
-    }
+        .ok()
+        .filter(|count| *count > 0)
+        .ok_or_else(|| StoreError::InvalidArgument("no index groups to split into".into()))?;
+    // Checked before anything is recorded: a split that cannot run must
+    // leave the store as it was.
     let groups = groups
         .iter()
         .map(|group| match &group.engine {
-            Engine::Local(inner) => Ok(inner.clone()),
+            Engine::Local(inner) if inner.shares_database_with(root) => Ok(inner.clone()),
             _ => Err(StoreError::InvalidArgument(
                 "a store's buckets move into index groups only where one process holds \
-                 them all"
+                 them all, in one database"
                     .into(),
             )),
         })
         .collect::<Result<Vec<_>>>()?;
+    if !root.blocking(move |inner| inner.begin_split(count)).await? {
+        return Ok(Split::Done);
+    }
     let split = root
-        .blocking(move |inner| inner.move_into_groups(&groups, per_batch, batches))
+        .blocking(move |inner| inner.move_into_groups(&groups, count, per_batch, batches))
         .await?;
     if split == Split::Done {
         tracing::info!(
@@ -122,11 +146,18 @@ impl Inner {
     /// begun by an earlier start with the same count.
     fn begin_split(&self, count: u16) -> Result<bool> {
         let _exclusive = self.bucket_lock.write();
-        let splitting = self.space().get(CF_DEFAULT, SPLITTING)?.is_some();
-        match self.recorded_index_groups()? {
-            0 => {}
+        match recorded_groups(self.space())? {
+            (0, _) => {}
             // Another count is refused by `record_index_groups`.
-            recorded => return Ok(splitting && recorded == count),
+            (recorded, splitting) => {
+                if splitting && recorded == count {
+                    tracing::info!(
+                        groups = count,
+                        "resuming the move of buckets into index groups"
+                    );
+                }
+                return Ok(splitting && recorded == count);
+            }
         }
         if self
             .space()
@@ -140,19 +171,21 @@ impl Inner {
             groups = count,
             "moving the store's buckets into index groups"
         );
+        let [high, low] = count.to_be_bytes();
         let mut batch = self.batch();
-        batch.put(CF_DEFAULT, INDEX_GROUPS, count.to_be_bytes())?;
-        batch.put(CF_DEFAULT, SPLITTING, [])?;
+        batch.put(CF_DEFAULT, INDEX_GROUPS, [high, low, SPLITTING])?;
         self.commit(batch)?;
         self.note_index_groups(count);
         Ok(true)
     }
 
     /// Moves every bucket's records into its group (of `groups`, in the
-    /// routed store's order), then clears the splitting mark.
+    /// routed store's order), then records their `count` without the
+    /// splitting byte.
     fn move_into_groups(
         &self,
         groups: &[Arc<Inner>],
+        count: u16,
         per_batch: usize,
         mut batches: Option<usize>,
     ) -> Result<Split> {
@@ -176,8 +209,20 @@ impl Inner {
                 return Ok(Split::Stopped);
             }
         }
+        // The moves left deletions behind: compacted away, or each scan of
+        // the root (its expiry sweep every few seconds) would step over
+        // them, as many as there were objects.
+        let database = self.database();
+        for name in [CF_OBJECTS, CF_EXPIRY, CF_UPLOADS, CF_PARTS, CF_USAGE] {
+            let root_keys = self.keys();
+            database.compact_range_cf(
+                family(database, name)?,
+                Some(root_keys.prefix()),
+                Some(root_keys.end()),
+            );
+        }
         let mut batch = self.batch();
-        batch.delete(CF_DEFAULT, SPLITTING)?;
+        batch.put(CF_DEFAULT, INDEX_GROUPS, count.to_be_bytes())?;
         // Synced: every move before it is durable with it.
         self.commit(batch)?;
         Ok(Split::Done)
@@ -314,8 +359,6 @@ impl<'a> Mover<'a> {
 mod tests {
     #![allow(clippy::unwrap_used)] // a test: a failed unwrap is a failed test
 
-    use std::collections::BTreeMap;
-
     use bytes::Bytes;
     use futures::stream;
     use strata_pool::{LocalPool, LocalPoolConfig};
@@ -382,61 +425,133 @@ mod tests {
         found
     }
 
-    /// A split cut short after any of its writes (a crash) resumes at the
-    /// next start and ends as one never cut: after every write, each
-    /// object, part and upload is in exactly one space, the root's or its
-    /// bucket's group's, and a restart in the middle keeps the mark.
+    /// One bucket's records, as written before the split.
+    struct Planted {
+        name: String,
+        /// Its index group's number (from 1).
+        group: usize,
+        objects: Vec<Vec<u8>>,
+        /// The expiry entry of the last object.
+        expiry: Vec<u8>,
+        parts: Vec<Vec<u8>>,
+        upload: Vec<u8>,
+        usage: crate::usage::BucketUsage,
+    }
+
+    impl Planted {
+        /// Checks where the bucket's records are, `cut` writes into a
+        /// split: each in one space, the root's or its group's; an expiry
+        /// entry with its object; an upload's parts in the group once the
+        /// upload is; the usage counter in one space; the group's marker
+        /// there once any record is. Answers every record's space.
+        async fn check(&self, root: &Store, groups: &[Store], cut: usize) -> Vec<usize> {
+            let place = |family: &'static str, key: Vec<u8>| async move {
+                let found = holders(root, groups, family, &key).await;
+                assert!(
+                    found == [0] || found == [self.group],
+                    "{cut} writes in: {} {family} {key:?} in {found:?}",
+                    self.name
+                );
+                found[0]
+            };
+            let mut places = Vec::new();
+            for object in &self.objects {
+                places.push(place(CF_OBJECTS, object.clone()).await);
+            }
+            let expiry = place(CF_EXPIRY, self.expiry.clone()).await;
+            assert_eq!(
+                Some(&expiry),
+                places.last(),
+                "{cut}: {} expiry apart",
+                self.name
+            );
+            let mut parts = Vec::new();
+            for part in &self.parts {
+                parts.push(place(CF_PARTS, part.clone()).await);
+            }
+            let upload = place(CF_UPLOADS, self.upload.clone()).await;
+            if upload == self.group {
+                assert!(
+                    parts.iter().all(|part| *part == self.group),
+                    "{cut}: {parts:?}"
+                );
+            }
+            let usage = place(crate::keys::CF_USAGE, self.name.clone().into_bytes()).await;
+            places.extend(parts.iter().chain([&expiry, &upload, &usage]));
+            if places.contains(&self.group) {
+                let marker = holders(root, groups, CF_BUCKETS, self.name.as_bytes()).await;
+                assert_eq!(marker, [0, self.group], "{cut}: {} marker", self.name);
+            }
+            places
+        }
+    }
+
+    /// A split stopped after any of its writes resumes at the next start
+    /// and ends as one never stopped. A crash leaves the same as a stop:
+    /// the writes share one log, so a crash keeps a prefix of them. After
+    /// every write the records are where [`Planted::check`] says, the
+    /// store says a split is under way, and a restart in the middle
+    /// changes none of it.
     #[tokio::test]
-    async fn a_split_cut_after_any_write_resumes_and_moves_every_record_once() {
+    async fn a_split_stopped_after_any_write_resumes_and_moves_every_record_once() {
         let dir = tempfile::tempdir().unwrap();
         let (mut root, mut groups) = reopen(dir.path()).await;
         let now_secs = crate::expiry::now_secs();
-        let mut records: Vec<(&'static str, Vec<u8>, usize)> = Vec::new();
-        let mut usage = BTreeMap::new();
+        let mut planted = Vec::new();
         for n in 0..6 {
-            let bucket = format!("bucket-{n}");
-            root.create_bucket("acct", &bucket, "r").await.unwrap();
-            let group = group_index(&bucket, 3) + 1;
+            let name = format!("bucket-{n}");
+            root.create_bucket("acct", &name, "r").await.unwrap();
+            let mut objects = Vec::new();
+            let mut expiry = Vec::new();
             for key in ["a", "b/c", "d"] {
                 let meta = ObjectMeta {
                     delete_at: (key == "d").then_some(now_secs + 3600),
                     ..ObjectMeta::default()
                 };
-                let body = staged(&root, &bucket, b"some bytes").await;
+                let body = staged(&root, &name, b"some bytes").await;
                 let info = root
-                    .put_object(&bucket, key, body, meta, None, PutConditions::default())
+                    .put_object(&name, key, body, meta, None, PutConditions::default())
                     .await
                     .unwrap();
-                records.push((CF_OBJECTS, keys::object_key(&bucket, key), group));
-                if let Some(due) = expiry_index_key(&info) {
-                    records.push((CF_EXPIRY, due, group));
-                }
+                objects.push(keys::object_key(&name, key));
+                expiry = expiry_index_key(&info).unwrap_or_default();
             }
             let upload = root
-                .create_upload(&bucket, "parts", ObjectMeta::default(), None)
+                .create_upload(&name, "parts", ObjectMeta::default(), None)
                 .await
                 .unwrap();
+            let mut parts = Vec::new();
             for number in 1..=3 {
-                let body = staged(&root, &bucket, b"a part").await;
+                let body = staged(&root, &name, b"a part").await;
                 root.put_part(&upload, number, body, None).await.unwrap();
-                let part = keys::part_key(&upload.upload_id, number);
-                records.push((CF_PARTS, part, group));
+                parts.push(keys::part_key(&upload.upload_id, number));
             }
-            let upload_key = keys::upload_key(&bucket, "parts", &upload.upload_id);
-            records.push((CF_UPLOADS, upload_key, group));
-            usage.insert(bucket.clone(), root.bucket_usage(&bucket).await.unwrap());
+            planted.push(Planted {
+                group: group_index(&name, 3) + 1,
+                usage: root.bucket_usage(&name).await.unwrap(),
+                upload: keys::upload_key(&name, "parts", &upload.upload_id),
+                name,
+                objects,
+                expiry,
+                parts,
+            });
         }
 
         let mut writes = 0;
         loop {
             let step = split(&root, &groups, 2, Some(1)).await.unwrap();
-            for (family, key, group) in &records {
-                let found = holders(&root, &groups, family, key).await;
-                assert!(
-                    found == [0] || found == [*group],
-                    "after {writes} writes, {family} {key:?} in {found:?}, not in 0 or {group}"
-                );
+            for bucket in &planted {
+                bucket.check(&root, &groups, writes).await;
             }
+            let recorded = root
+                .blocking(|inner| recorded_groups(inner.space()))
+                .await
+                .unwrap();
+            assert_eq!(
+                recorded,
+                (3, step == Split::Stopped),
+                "after {writes} writes"
+            );
             if step == Split::Done {
                 break;
             }
@@ -447,21 +562,18 @@ mod tests {
             }
         }
         assert!(writes > 20, "{writes} cut points only");
-        for (family, key, group) in &records {
-            assert_eq!(
-                holders(&root, &groups, family, key).await,
-                [*group],
-                "{family} {key:?}"
+        for bucket in &planted {
+            let places = bucket.check(&root, &groups, writes).await;
+            assert!(
+                places.iter().all(|place| *place == bucket.group),
+                "{places:?}"
             );
         }
         let store = Store::route(root, groups).await.unwrap();
-        for (bucket, before) in usage {
-            assert_eq!(
-                store.bucket_usage(&bucket).await.unwrap(),
-                before,
-                "{bucket}"
-            );
-            let object = store.head_object(&bucket, "b/c").await.unwrap();
+        for bucket in &planted {
+            let usage = store.bucket_usage(&bucket.name).await.unwrap();
+            assert_eq!(usage, bucket.usage, "{}", bucket.name);
+            let object = store.head_object(&bucket.name, "b/c").await.unwrap();
             assert_eq!(object.size, 10);
         }
     }

@@ -1488,6 +1488,15 @@ impl Inner {
         recorded_index_groups(self.space())
     }
 
+    /// Whether `store` is local and keeps its records in this store's
+    /// database (a group's space beside the root's).
+    pub(crate) fn shares_database_with(&self, store: &Store) -> bool {
+        match &store.engine {
+            Engine::Local(other) => Arc::ptr_eq(&self.db, &other.db),
+            _ => false,
+        }
+    }
+
     /// Takes `count` as the index groups recorded, once written.
     pub(crate) fn note_index_groups(&self, count: u16) {
         self.index_groups.store(count, Ordering::SeqCst);
@@ -1530,9 +1539,12 @@ impl Inner {
     /// scheduled for collection. `BucketNotEmpty` while it holds an object.
     fn remove_bucket_into(&self, batch: &mut Batch<'_>, name: &str) -> Result<()> {
         let prefix = keys::bucket_prefix(name);
-        let mut scan = self
-            .space()
-            .iter(CF_OBJECTS, IteratorMode::From(&prefix, Direction::Forward))?;
+        // Bounded by the bucket's keys: no step over deletions beyond.
+        let mut scan = self.space().iter_below(
+            CF_OBJECTS,
+            IteratorMode::From(&prefix, Direction::Forward),
+            Some(&keys::after_prefix(&prefix)),
+        )?;
         if let Some(item) = scan.next() {
             let (key, _) = item?;
             if key.starts_with(&prefix) {
@@ -1879,12 +1891,7 @@ fn feed_seq_after_last(space: Space<'_>) -> Result<u64> {
 
 /// The index groups recorded in `space` by [`Store::route`], 0 if none.
 fn recorded_index_groups(space: Space<'_>) -> Result<u16> {
-    match space.get(CF_DEFAULT, INDEX_GROUPS)? {
-        None => Ok(0),
-        Some(raw) => <[u8; 2]>::try_from(raw.as_slice())
-            .map(u16::from_be_bytes)
-            .map_err(|_| StoreError::Corrupt("index group count is not 2 bytes".into())),
-    }
+    Ok(crate::split::recorded_groups(space)?.0)
 }
 
 fn seq_from_key(key: &[u8]) -> Result<u64> {

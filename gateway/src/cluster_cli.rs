@@ -224,8 +224,24 @@ pub fn metadata(args: MetadataArgs) -> anyhow::Result<()> {
         .collect();
     let changes = !matches!(change, MembershipChange::Show);
     let body = bytes::Bytes::from(serde_json::to_vec(&change)?);
-    let (membership, groups) = runtime()?.block_on(async {
-        let membership = ask_leader(&client, addresses.clone(), 0, body.clone()).await?;
+    let patience = match changes {
+        true => CHANGE_PATIENCE,
+        false => SHOW_PATIENCE,
+    };
+    let runtime = runtime()?;
+    let asked = ask_leader(&client, addresses.clone(), 0, body.clone(), patience);
+    let membership = match runtime.block_on(asked) {
+        Ok(membership) => membership,
+        // What the operator came to see: each member's own view.
+        Err(err) if !changes => {
+            let members = crate::config::parse_metadata_members(&args.metadata)?;
+            let views = runtime.block_on(member_views(&client, members));
+            print_member_views(args.json, &err, &views)?;
+            return Err(err);
+        }
+        Err(err) => return Err(err),
+    };
+    let groups = runtime.block_on(async {
         // The members run one Raft group per index group too: each changes
         // alike, at its own leader, after the root's, and each is shown.
         let mut groups = Vec::new();
@@ -234,17 +250,20 @@ pub fn metadata(args: MetadataArgs) -> anyhow::Result<()> {
             // to say so, and is what the operator came to see.
             let asked = (1..=membership.index_groups).map(|group| {
                 let (client, addresses, body) = (&client, addresses.clone(), body.clone());
-                async move { (group, ask_leader(client, addresses, group, body).await) }
+                async move {
+                    let answer = ask_leader(client, addresses, group, body, patience).await;
+                    (group, answer)
+                }
             });
             groups = futures::future::join_all(asked).await;
-            return anyhow::Ok((membership, groups));
+            return anyhow::Ok(groups);
         }
         // Every group is tried even when one refuses (an election under way
         // there), so that as few as possible stay apart until the command
         // is run again.
         let mut refused = Vec::new();
         for group in 1..=membership.index_groups {
-            match ask_leader(&client, addresses.clone(), group, body.clone()).await {
+            match ask_leader(&client, addresses.clone(), group, body.clone(), patience).await {
                 Ok(answer) => groups.push((group, Ok(answer))),
                 Err(err) => refused.push(format!("index group {group}: {err:#}")),
             }
@@ -256,7 +275,7 @@ pub fn metadata(args: MetadataArgs) -> anyhow::Result<()> {
                 refused.join("\n  ")
             );
         }
-        anyhow::Ok((membership, groups))
+        anyhow::Ok(groups)
     })?;
     let unanswered = groups.iter().filter(|(_, answer)| answer.is_err()).count();
     if args.json {
@@ -346,22 +365,104 @@ fn group_table(root: &Membership, groups: &[(u16, anyhow::Result<Membership>)]) 
     out
 }
 
+/// How long a membership change looks for a leader: long enough for an
+/// election (2.5–3 s without a leader's heartbeats), during which members
+/// still name the leader that is gone.
+const CHANGE_PATIENCE: Duration = Duration::from_secs(20);
+
+/// How long `strata metadata` (show) looks for one: a sleeping group's
+/// probe of its leader (2.5 s) and an election, after which the members'
+/// own views are shown instead.
+const SHOW_PATIENCE: Duration = Duration::from_secs(10);
+
+/// How long a member's own view is waited for.
+const VIEW_WAIT: Duration = Duration::from_secs(5);
+
+/// Each member's own view of the root group (`--metadata`'s order), or
+/// why it gave none.
+async fn member_views(
+    client: &NodeClient,
+    members: Vec<(u64, String)>,
+) -> Vec<(u64, String, anyhow::Result<strata_meta::MetaStatus>)> {
+    let asked = members.into_iter().map(|(id, address)| async move {
+        let path = crate::metadata::view_path(0);
+        let asked = client.post_bound(&address, &path, bytes::Bytes::new());
+        let view = match tokio::time::timeout(VIEW_WAIT, asked).await {
+            Err(_) => Err(anyhow::anyhow!("no answer in {VIEW_WAIT:?}")),
+            Ok(Err(err)) => Err(anyhow::anyhow!("{err}")),
+            Ok(Ok((http::StatusCode::OK, answer))) => {
+                serde_json::from_slice(&answer).map_err(anyhow::Error::from)
+            }
+            Ok(Ok((status, answer))) => Err(anyhow::anyhow!(
+                "answered {status}: {}",
+                String::from_utf8_lossy(&answer).trim()
+            )),
+        };
+        (id, address, view)
+    });
+    futures::future::join_all(asked).await
+}
+
+/// Prints the members' own views when none leads (`why`): a table, or
+/// JSON with `error` and `members`.
+fn print_member_views(
+    json: bool,
+    why: &anyhow::Error,
+    views: &[(u64, String, anyhow::Result<strata_meta::MetaStatus>)],
+) -> anyhow::Result<()> {
+    if json {
+        let members = views
+            .iter()
+            .map(|(id, address, view)| {
+                let mut entry = serde_json::json!({ "member": id, "address": address });
+                match view {
+                    Ok(view) => entry["view"] = serde_json::to_value(view)?,
+                    Err(err) => entry["error"] = format!("{err:#}").into(),
+                }
+                anyhow::Ok(entry)
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        let shown = serde_json::json!({ "error": format!("{why:#}"), "members": members });
+        println!("{}", serde_json::to_string_pretty(&shown)?);
+        return Ok(());
+    }
+    println!("no member leads the metadata service; each member's own view:");
+    println!(
+        "{:<8} {:<24} {:<8} {:<8} {:<10} APPLIED",
+        "MEMBER", "ADDRESS", "LEADER", "TERM", "LAST LOG"
+    );
+    let number = |value: Option<u64>| value.map_or_else(|| "-".to_owned(), |n| n.to_string());
+    for (id, address, view) in views {
+        match view {
+            Ok(view) => println!(
+                "{id:<8} {address:<24} {:<8} {:<8} {:<10} {}{}",
+                number(view.leader),
+                view.term,
+                number(view.last_log_index),
+                number(view.last_applied),
+                if view.hibernating { " (asleep)" } else { "" }
+            ),
+            Err(err) => println!("{id:<8} {address:<24} unreachable: {err:#}"),
+        }
+    }
+    Ok(())
+}
+
 /// Sends a membership change to the members in turn, following their
-/// hints to the leader, until one answers it.
+/// hints to the leader, until one answers it or `patience` has passed.
 async fn ask_leader(
     client: &NodeClient,
     mut addresses: Vec<String>,
     group: u16,
     body: bytes::Bytes,
+    patience: Duration,
 ) -> anyhow::Result<Membership> {
     use crate::metadata::{leader_hint, members_path};
     let path = members_path(group);
     use http::StatusCode;
     let mut index = 0;
     let mut unreachable = Vec::new();
-    // Long enough for an election (2.5–3 s without a leader's heartbeats),
-    // during which members still name the leader that is gone.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    let deadline = tokio::time::Instant::now() + patience;
     for attempt in 0.. {
         if attempt > 0 && tokio::time::Instant::now() > deadline {
             break;

@@ -102,6 +102,16 @@ fn parse_raft_path(path: &str) -> Option<(GroupId, RaftRpc)> {
 /// Changes (or shows) a replicated service's members: `strata metadata`.
 pub const MEMBERS_PATH: &str = "/internal/v1/members";
 
+/// A member's own view of a group ([`strata_meta::MetaStatus`]), answered
+/// with or without a leader: what `strata metadata` shows when no member
+/// leads.
+const VIEW_PATH: &str = "/internal/v1/view";
+
+/// Where a member's view of group `group` is asked (0: the root group's).
+pub fn view_path(group: u16) -> String {
+    group_path(VIEW_PATH, group)
+}
+
 /// Where the membership changes of index group `group` go (0: the root
 /// group's, at [`MEMBERS_PATH`]).
 pub fn members_path(group: u16) -> String {
@@ -565,6 +575,7 @@ pub fn serves(request: &hyper::Request<RequestBody>) -> bool {
     let path = request.uri().path();
     (parse_meta_path(path).is_some()
         || parse_members_path(path).is_some()
+        || parse_group_path(VIEW_PATH, path).is_some()
         || path.starts_with(RAFT_PATH))
         && request.headers().contains_key(wire::AUTH_HEADER)
 }
@@ -626,6 +637,19 @@ pub async fn handle(internal: &Internal, request: hyper::Request<RequestBody>) -
         return match service.handle_rpc(rpc, &body).await {
             Ok(answer) => json_response(StatusCode::OK, answer),
             Err(why) => text_response(StatusCode::BAD_REQUEST, format!("{why}\n")),
+        };
+    }
+    if let Some(group) = parse_group_path(VIEW_PATH, &path) {
+        let service = internal
+            .service
+            .as_ref()
+            .and_then(|root| internal.member_of(root, group));
+        return match service {
+            Some(service) => json_response(
+                StatusCode::OK,
+                serde_json::to_vec(&service.status()).unwrap_or_default(),
+            ),
+            None => no_such_group(group),
         };
     }
     if let Some(group) = parse_members_path(&path) {
@@ -820,8 +844,11 @@ mod tests {
         for group in [0, 1, 7, u16::MAX] {
             assert_eq!(parse_meta_path(&meta_path(group)), Some(group));
             assert_eq!(parse_members_path(&members_path(group)), Some(group));
+            assert_eq!(parse_group_path(VIEW_PATH, &view_path(group)), Some(group));
         }
         assert_eq!(members_path(0), MEMBERS_PATH);
+        assert_eq!(view_path(0), VIEW_PATH);
+        assert_eq!(parse_group_path(VIEW_PATH, MEMBERS_PATH), None);
         assert_eq!(parse_members_path("/internal/v1/members/01"), None);
         assert_eq!(parse_members_path("/internal/v1/membersX"), None);
         assert_eq!(parse_members_path("/internal/v1/meta/1"), None);

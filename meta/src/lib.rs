@@ -756,7 +756,7 @@ impl MetaService {
 }
 
 /// A member's view of its group.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct MetaStatus {
     pub id: u64,
     pub leader: Option<u64>,

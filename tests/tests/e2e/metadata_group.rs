@@ -178,6 +178,8 @@ fn a_replicated_metadata_service_outlives_its_leader_and_refuses_changes_without
     // reads (503) instead of answering on its own.
     members[survivors[1]].kill9()?;
     refuses_without_majority(&members[survivors[0]], &bucket, "after-failover")?;
+    // `strata metadata` finds no leader, and shows what each member sees.
+    shows_each_members_view(&cluster, &addresses, survivors[0] as u64 + 1)?;
 
     // Back to a majority: the members that were away catch up from the log.
     members[leader].restart()?;
@@ -190,6 +192,33 @@ fn a_replicated_metadata_service_outlives_its_leader_and_refuses_changes_without
         ensure!(get(member, &bucket, "after-failover")? == (200, b"new leader".to_vec()));
     }
     same_log_applied(&members)
+}
+
+/// Checks that `strata metadata` fails for want of a leader, and prints
+/// each member's own view of the group: the member `alive` answers with
+/// its term and no leader, the others are unreachable.
+fn shows_each_members_view(cluster: &Cluster, addresses: &[String], alive: u64) -> Result<()> {
+    let secret = cluster.secret();
+    let listed = addresses.join(",");
+    let args = ["metadata", "--json", "--metadata", &listed];
+    let shown = cluster.strata(&[&args[..], &["--cluster-secret-file", &secret]].concat())?;
+    ensure!(!shown.status.success(), "no leader, yet {shown}");
+    let views: serde_json::Value = serde_json::from_slice(&shown.stdout)?;
+    ensure!(views["error"].is_string(), "{views:#}");
+    let members = views["members"].as_array().context("no members")?;
+    ensure!(members.len() == 3, "{views:#}");
+    for (id, entry) in (1..).zip(members) {
+        ensure!(entry["member"] == id, "{views:#}");
+        match id == alive {
+            true => {
+                let view = &entry["view"];
+                ensure!(view["id"] == id && view["leader"].is_null(), "{views:#}");
+                ensure!(view["term"].as_u64() > Some(1), "{views:#}");
+            }
+            false => ensure!(entry["error"].is_string(), "{views:#}"),
+        }
+    }
+    Ok(())
 }
 
 /// A member's change, captured on a plain-text network and sent again to

@@ -693,9 +693,19 @@ pub(crate) mod tests {
         panic!("{what} did not happen");
     }
 
-    /// `waiting`'s outcome, which the reload wakes long before its patience
-    /// of 600 s would end it.
-    async fn woken_by_reload<T>(waiting: impl std::future::Future<Output = T>) -> T {
+    /// `waiting`'s outcome when `directory`'s view is read again while it
+    /// waits: it must be waiting first, and be woken by the reload long
+    /// before its patience of 600 s would end it.
+    async fn reloaded_while_waiting<T>(
+        directory: &Directory,
+        waiting: impl std::future::Future<Output = T>,
+    ) -> T {
+        let mut waiting = std::pin::pin!(waiting);
+        assert!(
+            futures::poll!(waiting.as_mut()).is_pending(),
+            "answered before the view was read again"
+        );
+        directory.reload().await.unwrap();
         tokio::time::timeout(Duration::from_secs(60), waiting)
             .await
             .expect("the wait was not woken by the view's reload")
@@ -739,18 +749,12 @@ pub(crate) mod tests {
             directory.view.write().index_user(stale_user);
         }
         assert!(judge(), "the stale view still has the key");
-        let reloading = directory.clone();
-        let reload = tokio::spawn(async move {
-            tokio::time::sleep(Duration::from_millis(100)).await;
-            reloading.reload().await.unwrap();
-        });
         let by_current = directory.judge_by_current(Duration::from_secs(600), judge, |_| true);
         assert_eq!(
-            woken_by_reload(by_current).await,
+            reloaded_while_waiting(&directory, by_current).await,
             Some(false),
             "judged by the stale view"
         );
-        reload.await.unwrap();
         // An anonymous verdict does not wait for the view.
         directory.view.write().mark_stale();
         let anonymous = directory.judge_by_current(Duration::from_secs(60), || 7, |_| false);
@@ -783,13 +787,8 @@ pub(crate) mod tests {
             None,
             "waits"
         );
-        let reloading = directory.clone();
-        let reload = tokio::spawn(async move {
-            tokio::time::sleep(Duration::from_millis(100)).await;
-            reloading.reload().await.unwrap();
-        });
-        assert!(woken_by_reload(directory.current_within(Duration::from_secs(600))).await);
-        reload.await.unwrap();
+        let waiting = directory.current_within(Duration::from_secs(600));
+        assert!(reloaded_while_waiting(&directory, waiting).await);
         assert!(directory.is_current());
 
         directory.mark_stale_for(Duration::from_secs(5));

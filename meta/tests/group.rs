@@ -20,13 +20,18 @@ use strata_store::{Store, StoreConfig};
 
 /// Opens a database whose previous instance may still be letting go of its
 /// lock: its background tasks end soon after it is dropped, not at once.
+/// Any other failure fails at once.
 async fn once_released<T, E: std::fmt::Debug>(
     what: &str,
     mut open: impl FnMut() -> Result<T, E>,
 ) -> T {
     for _ in 0..500 {
-        if let Ok(opened) = open() {
-            return opened;
+        match open() {
+            Ok(opened) => return opened,
+            // RocksDB's "While lock file: …/LOCK: Resource temporarily
+            // unavailable".
+            Err(err) if format!("{err:?}").contains("lock file") => {}
+            Err(err) => panic!("{what}: {err:?}"),
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }

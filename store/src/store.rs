@@ -442,6 +442,17 @@ impl Store {
         }
     }
 
+    /// The store that keeps the catalog (and the bucket records): this one,
+    /// or a routed store's root group's. What follows the catalog alone
+    /// (accounts and keys) holds its feed, not every index group's: an
+    /// index group's outage says nothing of the catalog.
+    pub fn catalog_store(&self) -> Store {
+        match &self.engine {
+            Engine::Routed(routed) => routed.root.clone(),
+            Engine::Local(_) | Engine::Remote(_) => self.clone(),
+        }
+    }
+
     /// The metadata service this store is a client of, if it is one.
     pub(crate) fn remote(&self) -> Option<&Arc<Remote>> {
         match &self.engine {

@@ -58,6 +58,16 @@ struct Pair {
     _dir: tempfile::TempDir,
 }
 
+/// A local pool in `dir`.
+fn local_pool(dir: &std::path::Path) -> Arc<dyn Pool> {
+    Arc::new(
+        LocalPool::open(LocalPoolConfig {
+            dir: dir.join("pool"),
+        })
+        .unwrap(),
+    )
+}
+
 async fn pair() -> Pair {
     pair_with(|_| {}).await
 }
@@ -65,12 +75,7 @@ async fn pair() -> Pair {
 /// A pair whose service runs with `tune`'s settings.
 async fn pair_with(tune: impl FnOnce(&mut StoreConfig)) -> Pair {
     let dir = tempfile::tempdir().unwrap();
-    let pool: Arc<dyn Pool> = Arc::new(
-        LocalPool::open(LocalPoolConfig {
-            dir: dir.path().join("pool"),
-        })
-        .unwrap(),
-    );
+    let pool = local_pool(dir.path());
     let mut config = StoreConfig::new(dir.path().join("meta"));
     config.min_part_size = 8;
     tune(&mut config);
@@ -812,12 +817,7 @@ async fn a_commit_that_never_left_deletes_its_staged_body_and_an_unanswered_one_
 #[tokio::test]
 async fn a_signed_change_replayed_after_a_restart_is_refused() {
     let dir = tempfile::tempdir().unwrap();
-    let pool: Arc<dyn Pool> = Arc::new(
-        LocalPool::open(LocalPoolConfig {
-            dir: dir.path().join("pool"),
-        })
-        .unwrap(),
-    );
+    let pool = local_pool(dir.path());
     let config = StoreConfig::new(dir.path().join("meta"));
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -907,4 +907,61 @@ async fn a_connected_store_with_buckets_is_not_split_by_its_client() {
     );
     assert_eq!(service.index_groups().await.unwrap(), 0);
     assert_eq!(get(&client, "k").await.unwrap(), b"kept");
+}
+
+/// A routed store's feed lease holds while every group's feed answers;
+/// its catalog store's (what the directory of accounts and keys follows)
+/// while the root group's does, whatever an index group's feed does.
+#[tokio::test]
+async fn an_index_groups_feed_outage_leaves_the_catalogs_lease_holding() {
+    let dir = tempfile::tempdir().unwrap();
+    let pool = local_pool(dir.path());
+    let config = StoreConfig::new(dir.path().join("meta"));
+    let holder_root = Store::open(config.clone(), pool.clone()).unwrap();
+    let holder_groups: Vec<Store> = (1..=2)
+        .map(|group| holder_root.open_group(group, config.clone()).unwrap())
+        .collect();
+    let holder = Store::route(holder_root, holder_groups).await.unwrap();
+    let mut client_config = config.clone();
+    client_config.dir = dir.path().join("unused");
+    let connect = |group: u16| {
+        let transport = Arc::new(Direct::new(holder.group_store(group).unwrap().clone()));
+        let (config, pool) = (client_config.clone(), pool.clone());
+        async move {
+            let store = Store::connect(config, pool, transport.clone())
+                .await
+                .unwrap();
+            (store, transport)
+        }
+    };
+    let (root, _) = connect(0).await;
+    let (first, _) = connect(1).await;
+    let (second, second_link) = connect(2).await;
+    let client = Store::route(root, vec![first, second]).await.unwrap();
+    let (lease, catalog_lease) = (client.feed_lease(), client.catalog_store().feed_lease());
+    assert!(lease.holds() && catalog_lease.holds());
+
+    second_link.cut.store(true, Ordering::SeqCst);
+    // A change in every group answers the polls held, so the next ones go
+    // out over the cut link.
+    for n in 0..8 {
+        let bucket = format!("b{n}");
+        holder.create_bucket("acct", &bucket, "r").await.unwrap();
+        let staged = holder.stage(&bucket, body(b"x"), &options()).await.unwrap();
+        let meta = ObjectMeta::default();
+        let put = holder.put_object(&bucket, "k", staged, meta, None, PutConditions::default());
+        put.await.unwrap();
+    }
+    let started = std::time::Instant::now();
+    while lease.holds() {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "the lease held"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        catalog_lease.holds(),
+        "an index group's outage lapsed the catalog's lease"
+    );
 }

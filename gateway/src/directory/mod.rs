@@ -182,13 +182,13 @@ pub enum Refusal {
 }
 
 impl Directory {
-    /// Loads the catalog, follows its changes, and makes sure `root.account`
-    /// exists with the reseller-admin user `root.user`, whose Swift key is the
-    /// root S3 secret and whose only S3 key pair is `root`'s.
     /// Loads the directory and follows its changes. With `root`, makes sure
     /// the root account and user exist with those keys (the gateway that
-    /// holds the metadata); without, takes them as they are.
+    /// holds the metadata); without, takes them as they are. Over index
+    /// groups, only the root group's store is read and followed: its feed
+    /// alone says whether the view is current.
     pub async fn open(store: Store, root: Option<&Credential>) -> anyhow::Result<Directory> {
+        let store = store.catalog_store();
         let directory = Directory {
             store: store.clone(),
             feed: store.feed_lease(),

@@ -230,9 +230,10 @@ pub fn metadata(args: MetadataArgs) -> anyhow::Result<()> {
     };
     let runtime = runtime()?;
     let asked = ask_leader(&client, addresses.clone(), 0, body.clone(), patience);
-    let membership = match runtime.block_on(asked) {
+    let membership = match runtime.block_on(shown_within(changes, asked)) {
         Ok(membership) => membership,
-        // What the operator came to see: each member's own view.
+        // No leader answered (none known, none with a majority, or a
+        // refusal): what the operator came to see is each member's view.
         Err(err) if !changes => {
             let members = crate::config::parse_metadata_members(&args.metadata)?;
             let views = runtime.block_on(member_views(&client, members));
@@ -251,7 +252,8 @@ pub fn metadata(args: MetadataArgs) -> anyhow::Result<()> {
             let asked = (1..=membership.index_groups).map(|group| {
                 let (client, addresses, body) = (&client, addresses.clone(), body.clone());
                 async move {
-                    let answer = ask_leader(client, addresses, group, body, patience).await;
+                    let asked = ask_leader(client, addresses, group, body, patience);
+                    let answer = shown_within(false, asked).await;
                     (group, answer)
                 }
             });
@@ -375,6 +377,22 @@ const CHANGE_PATIENCE: Duration = Duration::from_secs(20);
 /// own views are shown instead.
 const SHOW_PATIENCE: Duration = Duration::from_secs(10);
 
+/// A show's answer within [`SHOW_PATIENCE`] and one more attempt, whatever
+/// a member that takes the call and hangs does (a change, which waits for
+/// a new member to catch up, is not bounded here).
+async fn shown_within(
+    changes: bool,
+    asked: impl std::future::Future<Output = anyhow::Result<Membership>>,
+) -> anyhow::Result<Membership> {
+    if changes {
+        return asked.await;
+    }
+    let bound = SHOW_PATIENCE + VIEW_WAIT;
+    tokio::time::timeout(bound, asked)
+        .await
+        .unwrap_or_else(|_| Err(anyhow::anyhow!("no leader answered within {bound:?}")))
+}
+
 /// How long a member's own view is waited for.
 const VIEW_WAIT: Duration = Duration::from_secs(5);
 
@@ -403,8 +421,8 @@ async fn member_views(
     futures::future::join_all(asked).await
 }
 
-/// Prints the members' own views when none leads (`why`): a table, or
-/// JSON with `error` and `members`.
+/// Prints the members' own views when no leader answered (`why`): a
+/// table, or JSON with `error` and `views`.
 fn print_member_views(
     json: bool,
     why: &anyhow::Error,
@@ -422,11 +440,11 @@ fn print_member_views(
                 anyhow::Ok(entry)
             })
             .collect::<anyhow::Result<Vec<_>>>()?;
-        let shown = serde_json::json!({ "error": format!("{why:#}"), "members": members });
+        let shown = serde_json::json!({ "error": format!("{why:#}"), "views": members });
         println!("{}", serde_json::to_string_pretty(&shown)?);
         return Ok(());
     }
-    println!("no member leads the metadata service; each member's own view:");
+    println!("no leader of the metadata service answered; each member's own view:");
     println!(
         "{:<8} {:<24} {:<8} {:<8} {:<10} APPLIED",
         "MEMBER", "ADDRESS", "LEADER", "TERM", "LAST LOG"

@@ -561,6 +561,13 @@ impl Internal {
 }
 
 /// The answer to a call for an index group this member does not keep.
+fn not_a_member() -> Response {
+    text_response(
+        StatusCode::NOT_FOUND,
+        "this gateway is not a member of a replicated metadata service\n",
+    )
+}
+
 fn no_such_group(group: u16) -> Response {
     text_response(
         StatusCode::NOT_FOUND,
@@ -640,11 +647,10 @@ pub async fn handle(internal: &Internal, request: hyper::Request<RequestBody>) -
         };
     }
     if let Some(group) = parse_group_path(VIEW_PATH, &path) {
-        let service = internal
-            .service
-            .as_ref()
-            .and_then(|root| internal.member_of(root, group));
-        return match service {
+        let Some(root) = &internal.service else {
+            return not_a_member();
+        };
+        return match internal.member_of(root, group) {
             Some(service) => json_response(
                 StatusCode::OK,
                 serde_json::to_vec(&service.status()).unwrap_or_default(),
@@ -654,10 +660,7 @@ pub async fn handle(internal: &Internal, request: hyper::Request<RequestBody>) -
     }
     if let Some(group) = parse_members_path(&path) {
         let Some(root) = &internal.service else {
-            return text_response(
-                StatusCode::NOT_FOUND,
-                "this gateway is not a member of a replicated metadata service\n",
-            );
+            return not_a_member();
         };
         let change = match serde_json::from_slice::<MembershipChange>(&body) {
             Ok(change) => change,

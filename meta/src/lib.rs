@@ -577,8 +577,16 @@ impl MetaService {
             self.stir_follower();
             return Err(refusal);
         }
-        if !matches!(change, MembershipChange::Show) {
-            self.hibernation.stir_leader(&self.raft);
+        match change {
+            // openraft keeps a leader that lost its majority leading: the
+            // members it shows are a leader's only once a majority said so,
+            // as for a read.
+            MembershipChange::Show => {
+                if let Some(refusal) = self.confirm_leadership().await {
+                    return Err(refusal);
+                }
+            }
+            _ => self.hibernation.stir_leader(&self.raft),
         }
         let refused = |why: String| Err(Routed::Unavailable(why));
         let known = self.membership();

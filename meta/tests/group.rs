@@ -500,6 +500,32 @@ async fn a_member_that_does_not_lead_sends_callers_to_the_leader() {
     panic!("the leadership kept moving");
 }
 
+/// openraft keeps a leader that lost its majority leading; it shows the
+/// group's members as a leader's answer only once a majority confirms it,
+/// as for a read, and refuses otherwise (`strata metadata` then shows each
+/// member's own view).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_without_a_majority_refuses_to_show_the_members() {
+    let mut group = start_group().await;
+    group.call(create_bucket_call("acct")).await;
+    let leader = group.agreed_leader().await;
+    let leading = group
+        .running()
+        .find(|service| service.status().id == leader)
+        .cloned()
+        .expect("the leader runs");
+    let shown = leading.change_membership(MembershipChange::Show).await;
+    assert!(shown.is_ok_and(|shown| shown.leader == Some(leader)));
+    for id in (1..=3).filter(|id| *id != leader) {
+        group.stop_member(id).await;
+    }
+    let shown = leading.change_membership(MembershipChange::Show).await;
+    assert!(
+        matches!(shown, Err(Routed::Unavailable(_) | Routed::NotLeader(_))),
+        "{shown:?}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_member_behind_the_compacted_log_is_sent_a_snapshot() {
     // Chunks far smaller than the snapshot: it goes in many messages,

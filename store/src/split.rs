@@ -56,6 +56,9 @@ const SPLITTING: u8 = b's';
 /// Records moved per write: bounded memory, and a crash repeats little.
 const RECORDS_PER_BATCH: usize = 1000;
 
+/// Records moved between two reports of the split's progress in the log.
+const PROGRESS_EVERY: u64 = 100_000;
+
 /// Whether a split ran to its end or stopped where it was told to.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum Split {
@@ -195,7 +198,9 @@ impl Inner {
             let (_, value) = item?;
             buckets.push(records::decode::<BucketInfo>(&value)?);
         }
-        for bucket in &buckets {
+        let mut moved = 0;
+        let mut reported = 0;
+        for (done, bucket) in buckets.iter().enumerate() {
             let group = &groups[group_index(&bucket.name, groups.len())];
             let mut mover = Mover {
                 root: self,
@@ -204,9 +209,21 @@ impl Inner {
                 batch: None,
                 per_batch: per_batch.max(1),
                 batches: &mut batches,
+                moved: &mut moved,
             };
             if mover.bucket(bucket, group)? == Step::Stop {
                 return Ok(Split::Stopped);
+            }
+            // A store of millions of objects takes minutes: say how far.
+            if moved - reported >= PROGRESS_EVERY {
+                reported = moved;
+                let buckets = buckets.len();
+                tracing::info!(
+                    records = moved,
+                    done = done + 1,
+                    buckets,
+                    "moving into index groups"
+                );
             }
         }
         // The moves left deletions behind: compacted away, or each scan of
@@ -238,6 +255,8 @@ struct Mover<'a> {
     per_batch: usize,
     /// Writes left before stopping, when counted.
     batches: &'a mut Option<usize>,
+    /// Records moved so far, in every bucket.
+    moved: &'a mut u64,
 }
 
 impl<'a> Mover<'a> {
@@ -341,7 +360,9 @@ impl<'a> Mover<'a> {
         let Some(batch) = self.batch.take() else {
             return Ok(Step::GoOn);
         };
+        let records = batch.len() as u64;
         batch.write()?;
+        *self.moved += records;
         match self.batches {
             None => Ok(Step::GoOn),
             Some(left) => {

@@ -20,11 +20,13 @@ use strata_store::{
 
 /// Hands each call to the service's `serve_meta`. Cut off, calls go
 /// unanswered (as a link that drops everything: they may have arrived);
-/// refusing, they are refused before anything is sent.
+/// refusing, they are refused before anything is sent. Counts the calls
+/// sent, by operation.
 struct Direct {
     service: Store,
     cut: AtomicBool,
     refusing: AtomicBool,
+    sent: Mutex<std::collections::HashMap<String, u64>>,
 }
 
 impl Direct {
@@ -33,7 +35,13 @@ impl Direct {
             service,
             cut: AtomicBool::new(false),
             refusing: AtomicBool::new(false),
+            sent: Mutex::default(),
         }
+    }
+
+    /// The calls of operation `op` (`"bucket_usages"`, …) sent so far.
+    fn sent(&self, op: &str) -> u64 {
+        self.sent.lock().get(op).copied().unwrap_or(0)
     }
 }
 
@@ -46,6 +54,9 @@ impl MetaTransport for Direct {
         if self.cut.load(Ordering::SeqCst) {
             return Err(TransportError::Unknown("no answer".into()));
         }
+        let call: serde_json::Value = serde_json::from_slice(&request).unwrap_or_default();
+        let op = call["op"].as_str().unwrap_or_default().to_owned();
+        *self.sent.lock().entry(op).or_default() += 1;
         Ok(Bytes::from(self.service.serve_meta(&request, None).await))
     }
 }
@@ -909,35 +920,100 @@ async fn a_connected_store_with_buckets_is_not_split_by_its_client() {
     assert_eq!(get(&client, "k").await.unwrap(), b"kept");
 }
 
-/// A routed store's feed lease holds while every group's feed answers;
-/// its catalog store's (what the directory of accounts and keys follows)
-/// while the root group's does, whatever an index group's feed does.
-#[tokio::test]
-async fn an_index_groups_feed_outage_leaves_the_catalogs_lease_holding() {
+/// A store holding its metadata over `groups` index groups, and a
+/// client routed over one connected store per group, each over its own
+/// link (the root's first).
+struct RoutedPair {
+    holder: Store,
+    client: Store,
+    links: Vec<Arc<Direct>>,
+    _dir: tempfile::TempDir,
+}
+
+async fn routed_pair(groups: u16) -> RoutedPair {
     let dir = tempfile::tempdir().unwrap();
     let pool = local_pool(dir.path());
     let config = StoreConfig::new(dir.path().join("meta"));
     let holder_root = Store::open(config.clone(), pool.clone()).unwrap();
-    let holder_groups: Vec<Store> = (1..=2)
+    let holder_groups: Vec<Store> = (1..=groups)
         .map(|group| holder_root.open_group(group, config.clone()).unwrap())
         .collect();
     let holder = Store::route(holder_root, holder_groups).await.unwrap();
     let mut client_config = config.clone();
     client_config.dir = dir.path().join("unused");
-    let connect = |group: u16| {
-        let transport = Arc::new(Direct::new(holder.group_store(group).unwrap().clone()));
-        let (config, pool) = (client_config.clone(), pool.clone());
-        async move {
-            let store = Store::connect(config, pool, transport.clone())
-                .await
-                .unwrap();
-            (store, transport)
-        }
-    };
-    let (root, _) = connect(0).await;
-    let (first, _) = connect(1).await;
-    let (second, second_link) = connect(2).await;
-    let client = Store::route(root, vec![first, second]).await.unwrap();
+    let mut stores = Vec::new();
+    let mut links = Vec::new();
+    for group in 0..=groups {
+        let link = Arc::new(Direct::new(holder.group_store(group).unwrap().clone()));
+        let connected = Store::connect(client_config.clone(), pool.clone(), link.clone());
+        stores.push(connected.await.unwrap());
+        links.push(link);
+    }
+    let root = stores.remove(0);
+    let client = Store::route(root, stores).await.unwrap();
+    RoutedPair {
+        holder,
+        client,
+        links,
+        _dir: dir,
+    }
+}
+
+/// An account's usage over index groups costs the root's list of its
+/// buckets and one call per group that holds any, not one per bucket.
+#[tokio::test]
+async fn an_accounts_usage_over_index_groups_is_one_call_per_group() {
+    let RoutedPair {
+        client,
+        links,
+        _dir,
+        ..
+    } = routed_pair(3).await;
+    for n in 0..12 {
+        let bucket = format!("b{n}");
+        client.create_bucket("acct", &bucket, "r").await.unwrap();
+        let staged = client
+            .stage(&bucket, body(b"xyz"), &options())
+            .await
+            .unwrap();
+        let meta = ObjectMeta::default();
+        let put = client.put_object(&bucket, "k", staged, meta, None, PutConditions::default());
+        put.await.unwrap();
+    }
+    let before: Vec<u64> = links
+        .iter()
+        .map(|link| link.sent("bucket_usages"))
+        .collect();
+    let listed_before = links[0].sent("list_buckets");
+    let usage = client.account_usage("acct").await.unwrap();
+    assert_eq!(usage.len(), 12);
+    for (bucket, used) in &usage {
+        assert_eq!((used.objects, used.bytes), (1, 3), "{}", bucket.name);
+    }
+    assert_eq!(links[0].sent("list_buckets"), listed_before + 1);
+    // The groups that took a bucket's object are those asked, once each.
+    let mut holding = 0;
+    for (group, link) in links.iter().enumerate().skip(1) {
+        let holds = u64::from(link.sent("put_object") > 0);
+        holding += holds;
+        let asked = link.sent("bucket_usages") - before[group];
+        assert_eq!(asked, holds, "group {group}");
+    }
+    assert!(holding >= 2, "twelve buckets in {holding} group");
+}
+
+/// A routed store's feed lease holds while every group's feed answers;
+/// its catalog store's (what the directory of accounts and keys follows)
+/// while the root group's does, whatever an index group's feed does.
+#[tokio::test]
+async fn an_index_groups_feed_outage_leaves_the_catalogs_lease_holding() {
+    let RoutedPair {
+        holder,
+        client,
+        links,
+        _dir,
+    } = routed_pair(2).await;
+    let second_link = &links[2];
     let (lease, catalog_lease) = (client.feed_lease(), client.catalog_store().feed_lease());
     assert!(lease.holds() && catalog_lease.holds());
 

@@ -245,11 +245,17 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             return Ok(());
         };
         self.store.import_replica(kept).await.map_err(state_error)?;
+        // The replica brings the marker recorded with its last entry: a
+        // snapshot taken at a hibernate entry leaves this member asleep.
+        let recorded = self.store.applied_marker().await.map_err(state_error)?;
+        let hibernate = recorded
+            .and_then(|bytes| serde_json::from_slice::<Marker>(&bytes).ok())
+            .is_some_and(|marker| marker.last_applied == meta.last_log_id && marker.hibernate);
         self.applied = Marker {
             last_applied: meta.last_log_id,
             membership: meta.last_membership.clone(),
             partial: None,
-            hibernate: false,
+            hibernate,
         };
         self.applied.tell(&self.hibernation);
         tracing::info!(last = ?meta.last_log_id, "metadata snapshot installed");
@@ -848,6 +854,47 @@ mod tests {
         let (last_applied, _) = machine.applied_state().await.expect("applied state");
         assert_eq!(last_applied.map(|log_id| log_id.index), Some(3));
         assert_eq!(hibernation.last_hibernate(), None);
+    }
+
+    /// A snapshot taken at a hibernate entry leaves the member that
+    /// installs it asleep, as the members that applied the entry are.
+    #[tokio::test]
+    async fn a_snapshot_taken_at_a_hibernate_entry_is_installed_asleep() {
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let pool = local_pool(dir.path());
+        let (mut source, _source_store) = open(&dir.path().join("source"), &pool).await;
+        let hibernate = Entry {
+            log_id: LogId::new(CommittedLeaderId::new(1, 1), 2),
+            payload: EntryPayload::Normal(MetaEntry::hibernate()),
+        };
+        source
+            .apply([entry(1, vec![create_bucket("a")]), hibernate.clone()])
+            .await
+            .expect("applied");
+        let mut builder = source.get_snapshot_builder().await;
+        let built = builder.build_snapshot().await.expect("built");
+        assert_eq!(built.meta.last_log_id, Some(hibernate.log_id));
+        let mut sent = source
+            .get_current_snapshot()
+            .await
+            .expect("loaded")
+            .expect("a snapshot");
+        let mut bytes = Vec::new();
+        sent.snapshot.read_to_end(&mut bytes).await.expect("read");
+
+        let hibernation = Hibernation::new();
+        let target_dir = dir.path().join("target");
+        let (mut target, _target_store) = open_with(&target_dir, &pool, hibernation.clone()).await;
+        let mut received = target.begin_receiving_snapshot().await.expect("receiving");
+        received.write_all(&bytes).await.expect("write");
+        received.shutdown().await.expect("shutdown");
+        target
+            .install_snapshot(&sent.meta, received)
+            .await
+            .expect("installed");
+        assert_eq!(hibernation.last_hibernate(), Some(hibernate.log_id));
     }
 
     /// A member that stops between two calls of an entry applies the rest

@@ -4,7 +4,6 @@
 //! concatenated.
 
 use md5::{Digest as _, Md5};
-use rocksdb::{Direction, IteratorMode};
 use serde::{Deserialize, Serialize};
 
 use crate::checksum::ChecksumAlgorithm;
@@ -369,14 +368,8 @@ impl Inner {
     fn parts_of(&self, upload_id: &str) -> Result<Vec<PartInfo>> {
         let prefix = keys::part_prefix(upload_id);
         let mut out = Vec::new();
-        for item in self
-            .space()
-            .iter(CF_PARTS, IteratorMode::From(&prefix, Direction::Forward))?
-        {
-            let (key, value) = item?;
-            if !key.starts_with(&prefix) {
-                break;
-            }
+        for item in self.space().iter_prefix(CF_PARTS, &prefix)? {
+            let (_, value) = item?;
             out.push(records::decode(&value)?);
         }
         Ok(out)
@@ -412,15 +405,8 @@ impl Inner {
     ) -> Result<()> {
         let prefix = keys::bucket_prefix(bucket);
         let mut found = Vec::new();
-        for item in self.space().iter_below(
-            CF_UPLOADS,
-            IteratorMode::From(&prefix, Direction::Forward),
-            Some(&keys::after_prefix(&prefix)),
-        )? {
-            let (key, value) = item?;
-            if !key.starts_with(&prefix) {
-                break;
-            }
+        for item in self.space().iter_prefix(CF_UPLOADS, &prefix)? {
+            let (_, value) = item?;
             found.push(records::decode::<UploadInfo>(&value)?);
         }
         for upload in found {

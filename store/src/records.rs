@@ -36,6 +36,17 @@ pub struct BucketInfo {
     pub attrs: BTreeMap<String, String>,
 }
 
+impl BucketInfo {
+    /// The bucket's marker in its index group: its identity (name, owner,
+    /// incarnation) without the settings the root group keeps.
+    pub(crate) fn marker(&self) -> BucketInfo {
+        BucketInfo {
+            attrs: Default::default(),
+            ..self.clone()
+        }
+    }
+}
+
 /// Content type and the metadata a client attached to an object.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ObjectMeta {

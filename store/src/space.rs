@@ -195,6 +195,18 @@ impl<'a> Space<'a> {
             }))
     }
 
+    /// The space's records of a family whose keys start with `prefix` (a
+    /// bucket's, an upload's): the scan ends at the prefix's last key, not
+    /// at the next record beyond it, past any deletions between.
+    pub(crate) fn iter_prefix(
+        &self,
+        family_name: &str,
+        prefix: &[u8],
+    ) -> Result<impl Iterator<Item = Result<Record>> + use<'a>> {
+        let from = IteratorMode::From(prefix, rocksdb::Direction::Forward);
+        self.iter_below(family_name, from, Some(&crate::keys::after_prefix(prefix)))
+    }
+
     /// A cursor over the space's records of a family (listings).
     pub(crate) fn cursor(&self, family_name: &str) -> Result<Cursor<'a>> {
         let family = family(self.db, family_name)?;

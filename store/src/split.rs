@@ -34,7 +34,7 @@
 
 use std::sync::Arc;
 
-use rocksdb::{Direction, IteratorMode};
+use rocksdb::IteratorMode;
 
 use crate::error::{Result, StoreError};
 use crate::expiry::expiry_index_key;
@@ -108,9 +108,9 @@ pub(crate) async fn split(
     per_batch: usize,
     batches: Option<usize>,
 ) -> Result<Split> {
-    if !matches!(root.engine, Engine::Local(_)) {
+    let Engine::Local(root_inner) = &root.engine else {
         return Ok(Split::Done);
-    }
+    };
     let count = u16::try_from(groups.len())
         .ok()
         .filter(|count| *count > 0)
@@ -120,7 +120,9 @@ pub(crate) async fn split(
     let groups = groups
         .iter()
         .map(|group| match &group.engine {
-            Engine::Local(inner) if inner.shares_database_with(root) => Ok(inner.clone()),
+            Engine::Local(inner) if std::ptr::eq(inner.database(), root_inner.database()) => {
+                Ok(inner.clone())
+            }
             _ => Err(StoreError::InvalidArgument(
                 "a store's buckets move into index groups only where one process holds \
                  them all, in one database"
@@ -153,13 +155,14 @@ impl Inner {
             (0, _) => {}
             // Another count is refused by `record_index_groups`.
             (recorded, splitting) => {
-                if splitting && recorded == count {
+                let resume = splitting && recorded == count;
+                if resume {
                     tracing::info!(
                         groups = count,
                         "resuming the move of buckets into index groups"
                     );
                 }
-                return Ok(splitting && recorded == count);
+                return Ok(resume);
             }
         }
         if self
@@ -203,7 +206,6 @@ impl Inner {
         for (done, bucket) in buckets.iter().enumerate() {
             let group = &groups[group_index(&bucket.name, groups.len())];
             let mut mover = Mover {
-                root: self,
                 from: self.space(),
                 to: group.space(),
                 batch: None,
@@ -230,8 +232,8 @@ impl Inner {
         // the root (its expiry sweep every few seconds) would step over
         // them, as many as there were objects.
         let database = self.database();
+        let root_keys = self.keys();
         for name in [CF_OBJECTS, CF_EXPIRY, CF_UPLOADS, CF_PARTS, CF_USAGE] {
-            let root_keys = self.keys();
             database.compact_range_cf(
                 family(database, name)?,
                 Some(root_keys.prefix()),
@@ -248,7 +250,6 @@ impl Inner {
 
 /// The moves of one bucket's records into its group.
 struct Mover<'a> {
-    root: &'a Inner,
     from: Space<'a>,
     to: Space<'a>,
     batch: Option<MoveBatch<'a>>,
@@ -271,11 +272,7 @@ impl<'a> Mover<'a> {
                 )));
             }
             Err(StoreError::NoSuchBucket) => {
-                let marker = BucketInfo {
-                    attrs: Default::default(),
-                    ..bucket.clone()
-                };
-                let value = records::encode(&marker)?;
+                let value = records::encode(&bucket.marker())?;
                 self.batch()?.put_to(CF_BUCKETS, name.as_bytes(), &value)?;
             }
             Err(err) => return Err(err),
@@ -329,14 +326,7 @@ impl<'a> Mover<'a> {
         family: &str,
         prefix: &[u8],
     ) -> Result<impl Iterator<Item = Result<crate::space::Record>> + use<'a>> {
-        let upper = keys::after_prefix(prefix);
-        let from = IteratorMode::From(prefix, Direction::Forward);
-        let records = self.root.space().iter_below(family, from, Some(&upper))?;
-        let prefix = prefix.to_vec();
-        Ok(records.take_while(move |item| {
-            item.as_ref()
-                .map_or(true, |(key, _)| key.starts_with(&prefix))
-        }))
+        self.from.iter_prefix(family, prefix)
     }
 
     fn batch(&mut self) -> Result<&mut MoveBatch<'a>> {

@@ -719,12 +719,18 @@ impl Store {
         }
         self.blocking(move |inner| {
             let _exclusive = inner.bucket_lock.write();
-            match inner.recorded_index_groups()? {
-                0 => {}
-                recorded if recorded == count => {
+            match crate::split::recorded_groups(inner.space())? {
+                (0, _) => {}
+                // Only the process that holds it finishes a split (`split.rs`).
+                (_, true) => {
+                    return Err(StoreError::Unavailable(
+                        "the store's buckets are still moving into their index groups".into(),
+                    ));
+                }
+                (recorded, false) if recorded == count => {
                     return Ok(inner.space().get(CF_DEFAULT, EXTENTS_TAGGED)?.is_some());
                 }
-                recorded => {
+                (recorded, false) => {
                     return Err(StoreError::InvalidArgument(format!(
                         "the store spreads its buckets over {recorded} index groups, not {count}"
                     )));
@@ -775,10 +781,7 @@ impl Store {
     /// would hide them.
     pub async fn put_bucket_marker(&self, bucket: &BucketInfo) -> Result<BucketInfo> {
         validate_bucket_name(&bucket.name)?;
-        let marker = BucketInfo {
-            attrs: Default::default(),
-            ..bucket.clone()
-        };
+        let marker = bucket.marker();
         if let Some(remote) = self.remote() {
             return remote.call(MetaCall::PutBucketMarker { marker }).await;
         }
@@ -1495,17 +1498,8 @@ impl Inner {
     }
 
     /// The index groups recorded by [`Store::route`], 0 if none.
-    pub(crate) fn recorded_index_groups(&self) -> Result<u16> {
+    fn recorded_index_groups(&self) -> Result<u16> {
         recorded_index_groups(self.space())
-    }
-
-    /// Whether `store` is local and keeps its records in this store's
-    /// database (a group's space beside the root's).
-    pub(crate) fn shares_database_with(&self, store: &Store) -> bool {
-        match &store.engine {
-            Engine::Local(other) => Arc::ptr_eq(&self.db, &other.db),
-            _ => false,
-        }
     }
 
     /// Takes `count` as the index groups recorded, once written.
@@ -1550,17 +1544,14 @@ impl Inner {
     /// scheduled for collection. `BucketNotEmpty` while it holds an object.
     fn remove_bucket_into(&self, batch: &mut Batch<'_>, name: &str) -> Result<()> {
         let prefix = keys::bucket_prefix(name);
-        // Bounded by the bucket's keys: no step over deletions beyond.
-        let mut scan = self.space().iter_below(
-            CF_OBJECTS,
-            IteratorMode::From(&prefix, Direction::Forward),
-            Some(&keys::after_prefix(&prefix)),
-        )?;
-        if let Some(item) = scan.next() {
-            let (key, _) = item?;
-            if key.starts_with(&prefix) {
-                return Err(StoreError::BucketNotEmpty);
-            }
+        if self
+            .space()
+            .iter_prefix(CF_OBJECTS, &prefix)?
+            .next()
+            .transpose()?
+            .is_some()
+        {
+            return Err(StoreError::BucketNotEmpty);
         }
         let mut freed = Vec::new();
         self.drop_uploads_of_bucket(name, batch, &mut freed)?;

@@ -218,10 +218,8 @@ pub fn metadata(args: MetadataArgs) -> anyhow::Result<()> {
         Duration::from_secs(150),
     );
     crate::config::refuse_https_without_ca(&args.metadata, args.cluster_tls_ca.is_some())?;
-    let addresses: Vec<String> = crate::config::parse_metadata_members(&args.metadata)?
-        .into_iter()
-        .map(|(_, address)| address)
-        .collect();
+    let members = crate::config::parse_metadata_members(&args.metadata)?;
+    let addresses: Vec<String> = members.iter().map(|(_, address)| address.clone()).collect();
     let changes = !matches!(change, MembershipChange::Show);
     let body = bytes::Bytes::from(serde_json::to_vec(&change)?);
     let patience = match changes {
@@ -235,7 +233,6 @@ pub fn metadata(args: MetadataArgs) -> anyhow::Result<()> {
         // No leader answered (none known, none with a majority, or a
         // refusal): what the operator came to see is each member's view.
         Err(err) if !changes => {
-            let members = crate::config::parse_metadata_members(&args.metadata)?;
             let views = runtime.block_on(member_views(&client, members));
             print_member_views(args.json, &err, &views)?;
             return Err(err);
@@ -402,16 +399,18 @@ async fn member_views(
     client: &NodeClient,
     members: Vec<(u64, String)>,
 ) -> Vec<(u64, String, anyhow::Result<strata_meta::MetaStatus>)> {
+    let client = &client.with_timeout(VIEW_WAIT);
     let asked = members.into_iter().map(|(id, address)| async move {
         let path = crate::metadata::view_path(0);
-        let asked = client.post_bound(&address, &path, bytes::Bytes::new());
-        let view = match tokio::time::timeout(VIEW_WAIT, asked).await {
-            Err(_) => Err(anyhow::anyhow!("no answer in {VIEW_WAIT:?}")),
-            Ok(Err(err)) => Err(anyhow::anyhow!("{err}")),
-            Ok(Ok((http::StatusCode::OK, answer))) => {
+        let view = match client
+            .post_bound(&address, &path, bytes::Bytes::new())
+            .await
+        {
+            Err(err) => Err(anyhow::anyhow!("{err}")),
+            Ok((http::StatusCode::OK, answer)) => {
                 serde_json::from_slice(&answer).map_err(anyhow::Error::from)
             }
-            Ok(Ok((status, answer))) => Err(anyhow::anyhow!(
+            Ok((status, answer)) => Err(anyhow::anyhow!(
                 "answered {status}: {}",
                 String::from_utf8_lossy(&answer).trim()
             )),

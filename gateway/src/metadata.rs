@@ -560,7 +560,7 @@ impl Internal {
     }
 }
 
-/// The answer to a call for an index group this member does not keep.
+/// The answer to a member's call on a gateway that is not one.
 fn not_a_member() -> Response {
     text_response(
         StatusCode::NOT_FOUND,
@@ -568,6 +568,7 @@ fn not_a_member() -> Response {
     )
 }
 
+/// The answer to a call for an index group this member does not keep.
 fn no_such_group(group: u16) -> Response {
     text_response(
         StatusCode::NOT_FOUND,

@@ -310,11 +310,24 @@ pub fn metadata(args: MetadataArgs) -> anyhow::Result<()> {
         };
         println!("{id:<8} {address:<24} {role}");
     }
+    println!("\n{}", log_version_line(membership.log_version));
     if !groups.is_empty() {
         println!();
         print!("{}", group_table(&membership, &groups));
     }
     unanswered_groups(unanswered)
+}
+
+/// The root group's log version, and what one short of this build's means.
+fn log_version_line(version: u32) -> String {
+    let runs = strata_meta::LOG_VERSION;
+    match version < runs {
+        false => format!("log version {version}"),
+        true => format!(
+            "log version {version}: a member runs an earlier build, or the leader has not \
+             raised it yet (this build runs {runs})"
+        ),
+    }
 }
 
 /// Fails a show that found index groups without a leader to answer, once
@@ -705,6 +718,7 @@ mod tests {
             members: members(voters),
             learners: members(learners),
             index_groups: 0,
+            log_version: strata_meta::LOG_VERSION,
         }
     }
 

@@ -625,7 +625,9 @@ fn metadata_metrics(status: &strata_meta::MetaStatus) -> String {
          # TYPE strata_metadata_purged_index gauge\n\
          strata_metadata_purged_index {}\n\
          # TYPE strata_metadata_hibernating gauge\n\
-         strata_metadata_hibernating {}\n",
+         strata_metadata_hibernating {}\n\
+         # TYPE strata_metadata_log_version gauge\n\
+         strata_metadata_log_version {}\n",
         status.id,
         status.leader.unwrap_or(0),
         status.term,
@@ -633,6 +635,7 @@ fn metadata_metrics(status: &strata_meta::MetaStatus) -> String {
         status.snapshot.unwrap_or(0),
         status.purged.unwrap_or(0),
         u8::from(status.hibernating),
+        status.log_version,
     )
 }
 

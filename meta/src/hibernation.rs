@@ -16,7 +16,7 @@
 //!   entry;
 //! - when the leader is lost: a sleeping follower that is asked for
 //!   something (which it sends on to the leader) asks the leader whether it
-//!   still leads ([`RaftRpc::Probe`], once a second at most); one that does
+//!   still leads ([`crate::RaftRpc::Probe`], once a second at most); one that does
 //!   not answer so is taken for lost, and the follower stands for election
 //!   at once, its timers on again;
 //! - when the term or the leader changes (a member without the hibernate
@@ -32,21 +32,19 @@
 //! 0.9 cannot switch off: its tick task wakes every 750 ms even while the
 //! tick is off (it then sends the core nothing).
 //!
-//! Members of an earlier version apply a hibernate entry as an entry
-//! without calls and keep their timers on: while they are members, set
-//! `metadata_hibernate_after_secs = 0`.
+//! Members of an earlier build apply a hibernate entry as an entry without
+//! calls and keep their timers on: a group hibernates only once its log
+//! version says every member sleeps at one (`versions.rs`).
 
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use openraft::{LogId, Raft, ServerState};
-use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
 use crate::{
     ELECTION_TIMEOUT_MAX, ELECTION_TIMEOUT_MIN, GroupId, HEARTBEAT, MetaEntry, MetaService,
-    QUORUM_WAIT, RaftRpc, RaftTransport, TypeConfig,
+    QUORUM_WAIT, RaftTransport, TypeConfig,
 };
 
 /// How often a sleeping follower asked for something asks its leader
@@ -89,13 +87,6 @@ struct FollowerSleep {
     woken_from: Option<LogId<u64>>,
     /// When this member last asked its leader whether it leads.
     probed: Option<Instant>,
-}
-
-/// The answer to a [`RaftRpc::Probe`].
-#[derive(Debug, Serialize, Deserialize)]
-pub(crate) struct ProbeAnswer {
-    /// The member leads the group.
-    pub(crate) leading: bool,
 }
 
 impl Hibernation {
@@ -221,30 +212,11 @@ impl MetaService {
             }
         });
     }
-
-    /// Answers a follower's [`RaftRpc::Probe`]. It does not wake the
-    /// group: a leader needs no heartbeats to answer callers.
-    pub(crate) fn probe(&self) -> ProbeAnswer {
-        ProbeAnswer {
-            leading: crate::leads(&self.raft),
-        }
-    }
 }
 
 /// Whether the member at `address` answers that it leads `group`.
 async fn leads_at(transport: &dyn RaftTransport, address: &str, group: GroupId) -> bool {
-    let sent = transport
-        .send(
-            address,
-            group,
-            RaftRpc::Probe,
-            Bytes::from_static(b"{}"),
-            PROBE_WAIT,
-        )
-        .await;
-    let answer = sent
-        .ok()
-        .and_then(|bytes| serde_json::from_slice::<ProbeAnswer>(&bytes).ok());
+    let answer = crate::network::probe(transport, address, group, PROBE_WAIT).await;
     answer.is_some_and(|answer| answer.leading)
 }
 
@@ -439,7 +411,10 @@ pub(crate) async fn sleep_when_idle(service: Weak<MetaService>, idle: Duration) 
                 .values()
                 .all(|log_id| log_id.map(|log_id| log_id.index) == last)
         });
-        if applied != last || !followers_hold_all || since.elapsed() < idle {
+        // Not before every member keeps its timers off for a hibernate
+        // entry (`versions.rs`).
+        let understood = service.versions.group() >= crate::versions::HIBERNATION;
+        if applied != last || !followers_hold_all || since.elapsed() < idle || !understood {
             continue;
         }
         if hibernate_last.is_some() {

@@ -25,6 +25,7 @@ mod hibernation;
 mod log_store;
 mod network;
 mod state_machine;
+mod versions;
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -39,6 +40,7 @@ use strata_store::{CallSignature, Store};
 pub use log_store::MetaLog;
 pub use network::{RaftRpc, RaftTransport};
 pub use state_machine::SnapshotFile;
+pub use versions::LOG_VERSION;
 
 openraft::declare_raft_types!(
     /// Strata's Raft types: entries carry metadata calls, nodes are named by
@@ -55,7 +57,7 @@ openraft::declare_raft_types!(
 /// before it was being committed, applied in order. Batching them is what
 /// lets concurrent changes share one append, one fsync on each member and
 /// one message to each follower.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct MetaEntry {
     pub calls: Vec<LoggedCall>,
     /// The leader of an idle group is about to stop its heartbeats, and
@@ -64,6 +66,15 @@ pub struct MetaEntry {
     /// the field and applies an entry without calls.)
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub hibernate: bool,
+    /// The log version a member must run to apply this entry as the
+    /// others do (`versions.rs`): one that runs an earlier one stops
+    /// instead. (A member of a build before log versions ignores it.)
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub needs: u32,
+    /// Makes `needs` the group's log version: every member runs it, as its
+    /// leader found. No calls.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub activates: bool,
 }
 
 impl MetaEntry {
@@ -71,14 +82,23 @@ impl MetaEntry {
     pub fn of(calls: Vec<LoggedCall>) -> MetaEntry {
         MetaEntry {
             calls,
-            hibernate: false,
+            ..MetaEntry::default()
         }
     }
 
     fn hibernate() -> MetaEntry {
         MetaEntry {
-            calls: Vec::new(),
             hibernate: true,
+            ..MetaEntry::default()
+        }
+    }
+
+    /// Raises the group's log version to `version`.
+    fn activating(version: u32) -> MetaEntry {
+        MetaEntry {
+            needs: version,
+            activates: true,
+            ..MetaEntry::default()
         }
     }
 }
@@ -196,10 +216,14 @@ pub struct Membership {
     /// runs them; 0 from a group alone).
     #[serde(default, skip_serializing_if = "is_zero")]
     pub index_groups: u16,
+    /// The group's log version (`versions.rs`), as this member applied it;
+    /// 0 from a build before log versions.
+    #[serde(default)]
+    pub log_version: u32,
 }
 
-fn is_zero(count: &u16) -> bool {
-    *count == 0
+fn is_zero<T: Default + PartialEq>(value: &T) -> bool {
+    *value == T::default()
 }
 
 /// How long adding a member waits for it to catch up with the log.
@@ -233,13 +257,16 @@ const ELECTION_TIMEOUT_MAX: u64 = 1500;
 /// further behind is sent the snapshot, in messages of
 /// `snapshot_chunk_bytes`). A group that appended nothing for
 /// `idle_before_hibernating` stops its heartbeats until something happens
-/// (`hibernation.rs`); `None`: never.
+/// (`hibernation.rs`); `None`: never. `log_version` is the newest log
+/// version the member applies: [`LOG_VERSION`], unless a test stands in for
+/// an earlier build.
 #[derive(Debug, Clone, Copy)]
 pub struct Tuning {
     pub snapshot_every: u64,
     pub keep_after_snapshot: u64,
     pub snapshot_chunk_bytes: u64,
     pub idle_before_hibernating: Option<Duration>,
+    pub log_version: u32,
 }
 
 impl Default for Tuning {
@@ -251,6 +278,7 @@ impl Default for Tuning {
             // under what a member accepts (64 MiB).
             snapshot_chunk_bytes: 3 << 20,
             idle_before_hibernating: Some(Duration::from_secs(30)),
+            log_version: LOG_VERSION,
         }
     }
 }
@@ -266,6 +294,12 @@ pub struct MetaService {
     batcher: Arc<batch::Batcher>,
     confirmations: Confirmations,
     hibernation: Arc<hibernation::Hibernation>,
+    versions: Arc<versions::LogVersions>,
+    /// Held by the leader while it raises the group's log version and
+    /// while it adds a member, so that no member is added between the
+    /// probes that found every member runs a version and the entry that
+    /// raises it.
+    version_changes: tokio::sync::Mutex<()>,
     /// For the messages a member sends outside Raft's own (a probe).
     transport: Arc<dyn RaftTransport>,
 }
@@ -370,11 +404,13 @@ impl MetaService {
         .map_err(|err| format!("raft configuration: {err}"))?;
         let claim = log.claim(group)?;
         let hibernation = hibernation::Hibernation::new();
+        let versions = Arc::new(versions::LogVersions::new(tuning.log_version));
         let state_machine = state_machine::StateMachine::open(
             id,
             store.clone(),
             &log.snapshot_dir(group),
             hibernation.clone(),
+            versions.clone(),
         )
         .await?;
         let network = network::Network::new(transport.clone(), group);
@@ -411,6 +447,8 @@ impl MetaService {
             store,
             confirmations: Confirmations::default(),
             hibernation,
+            versions,
+            version_changes: tokio::sync::Mutex::new(()),
             transport,
         });
         tokio::spawn(maintain_while_leading(Arc::downgrade(&service)));
@@ -533,8 +571,14 @@ impl MetaService {
     /// Answers a Raft message from another member.
     pub async fn handle_rpc(&self, rpc: RaftRpc, body: &[u8]) -> Result<Vec<u8>, String> {
         match rpc {
-            RaftRpc::Probe => serde_json::to_vec(&self.probe())
-                .map_err(|err| format!("encoding a probe's answer: {err}")),
+            RaftRpc::Probe => {
+                let answer = network::ProbeAnswer {
+                    leading: leads(&self.raft),
+                    log_version: self.versions.runs(),
+                };
+                serde_json::to_vec(&answer)
+                    .map_err(|err| format!("encoding a probe's answer: {err}"))
+            }
             rpc => network::serve(&self.raft, rpc, body).await,
         }
     }
@@ -556,6 +600,8 @@ impl MetaService {
             snapshot: metrics.snapshot.map(|log_id| log_id.index),
             purged: metrics.purged.map(|log_id| log_id.index),
             hibernating: self.hibernation.asleep(),
+            log_version: self.versions.group(),
+            runs_log_version: self.versions.runs(),
         }
     }
 
@@ -610,10 +656,13 @@ impl MetaService {
                 // moment and answers all the same: the catching up is
                 // waited for here, so a member that does not answer never
                 // becomes a voter.
-                let added = self
-                    .raft
-                    .add_learner(id, BasicNode::new(address), false)
-                    .await;
+                let added = {
+                    let _no_raise = self.version_changes.lock().await;
+                    self.check_log_version_of(id, &address).await?;
+                    self.raft
+                        .add_learner(id, BasicNode::new(address), false)
+                        .await
+                };
                 let target = match added {
                     Ok(added) => added.log_id.index,
                     Err(err) => return Err(self.refusal(err.to_string()).await),
@@ -750,6 +799,7 @@ impl MetaService {
             members: addresses(&mut config.voter_ids()),
             learners: addresses(&mut config.learner_ids()),
             index_groups: 0,
+            log_version: self.versions.group(),
         }
     }
 
@@ -778,6 +828,13 @@ pub struct MetaStatus {
     /// This member's part of the group sleeps: as the leader, it sends no
     /// heartbeats; as a follower, it stands for no election.
     pub hibernating: bool,
+    /// The group's log version (`versions.rs`), as this member applied it.
+    #[serde(default)]
+    pub log_version: u32,
+    /// The newest log version this member applies (0: a build before log
+    /// versions).
+    #[serde(default)]
+    pub runs_log_version: u32,
 }
 
 /// The leader appends the deletion of expired objects and the trimming of
@@ -830,6 +887,12 @@ async fn maintain_while_leading(service: std::sync::Weak<MetaService>) {
                 now
             }
         };
+        if service.versions.group() < service.versions.runs() {
+            // In a task of its own: a member that does not answer holds it
+            // up for a probe's wait, not the expiry and trimming below.
+            let raising = service.clone();
+            tokio::spawn(async move { raising.raise_log_version().await });
+        }
         let now_secs = (unix_ms().max(0) as u64) / 1000;
         if service.store.expiry_due(now_secs).await.unwrap_or(false)
             && let Routed::Unavailable(why) =

@@ -18,8 +18,8 @@ use openraft::raft::{
     VoteRequest, VoteResponse,
 };
 use openraft::{BasicNode, Raft};
-use serde::Serialize;
 use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
 
 use crate::{GroupId, TypeConfig};
 
@@ -30,7 +30,8 @@ pub enum RaftRpc {
     Vote,
     Snapshot,
     /// Not Raft's: a follower of a hibernating group asks its leader
-    /// whether it still leads (`hibernation.rs`).
+    /// whether it still leads (`hibernation.rs`), and a leader asks each
+    /// member which log version it runs (`versions.rs`).
     Probe,
 }
 
@@ -55,6 +56,38 @@ impl RaftRpc {
         .into_iter()
         .find(|rpc| rpc.name() == name)
     }
+}
+
+/// The answer to a [`RaftRpc::Probe`].
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) struct ProbeAnswer {
+    /// The member leads the group.
+    pub(crate) leading: bool,
+    /// The newest log version the member applies (`versions.rs`); 0 from
+    /// a build before log versions.
+    #[serde(default)]
+    pub(crate) log_version: u32,
+}
+
+/// The answer of `group`'s member at `address` to a probe, if it gave one
+/// within `wait`.
+pub(crate) async fn probe(
+    transport: &dyn RaftTransport,
+    address: &str,
+    group: GroupId,
+    wait: Duration,
+) -> Option<ProbeAnswer> {
+    let sent = transport
+        .send(
+            address,
+            group,
+            RaftRpc::Probe,
+            Bytes::from_static(b"{}"),
+            wait,
+        )
+        .await;
+    sent.ok()
+        .and_then(|bytes| serde_json::from_slice::<ProbeAnswer>(&bytes).ok())
 }
 
 /// Carries one message to the member at `address`, for its member of

@@ -35,6 +35,7 @@ use strata_store::{ApplyContext, ReplicaCheckpoint, Store, Tally};
 use tokio::io::{AsyncRead, AsyncSeek, AsyncWrite, ReadBuf};
 
 use crate::hibernation::Hibernation;
+use crate::versions::{LogVersions, too_old};
 use crate::{MetaAnswer, MetaEntry, TypeConfig};
 
 type StorageResult<T> = Result<T, StorageError<u64>>;
@@ -47,6 +48,8 @@ pub(crate) struct StateMachine {
     snapshots: SnapshotFiles,
     /// Told whether the last entry applied was a hibernate entry.
     hibernation: Arc<Hibernation>,
+    /// Told the group's log version.
+    versions: Arc<LogVersions>,
 }
 
 /// What the store records of the log.
@@ -64,15 +67,19 @@ struct Marker {
     /// restarted while its group sleeps falls asleep again.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     hibernate: bool,
+    /// The group's log version (`versions.rs`): the last raised.
+    #[serde(default, skip_serializing_if = "crate::is_zero")]
+    log_version: u32,
 }
 
 impl Marker {
     /// Tells `hibernation` whether the last entry applied is a hibernate
-    /// entry.
-    fn tell(&self, hibernation: &Hibernation) {
+    /// entry, and `versions` the group's log version.
+    fn tell(&self, hibernation: &Hibernation, versions: &LogVersions) {
         if let Some(last) = self.last_applied {
             hibernation.applied(last, self.hibernate);
         }
+        versions.set_group(self.log_version);
     }
 }
 
@@ -92,6 +99,7 @@ impl StateMachine {
         store: Store,
         snapshot_dir: &Path,
         hibernation: Arc<Hibernation>,
+        versions: Arc<LogVersions>,
     ) -> Result<StateMachine, String> {
         if !snapshot_dir.exists() {
             std::fs::create_dir_all(snapshot_dir)
@@ -137,7 +145,12 @@ impl StateMachine {
             Some(bytes) => serde_json::from_slice(&bytes)
                 .map_err(|err| format!("undecodable applied marker: {err}"))?,
         };
-        applied.tell(&hibernation);
+        // A replica its group took to a newer version than this build
+        // applies (a downgrade) would take entries it does not understand.
+        if applied.log_version > versions.runs() {
+            return Err(too_old(versions.runs(), applied.log_version));
+        }
+        applied.tell(&hibernation, &versions);
         let snapshots = SnapshotFiles::new(snapshot_dir);
         snapshots.remove_leftovers().await?;
         Ok(StateMachine {
@@ -146,6 +159,7 @@ impl StateMachine {
             applied,
             snapshots,
             hibernation,
+            versions,
         })
     }
 }
@@ -169,6 +183,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let entries: Vec<_> = entries.into_iter().collect();
         let mut applier = Applier {
             id: self.id,
+            runs: self.versions.runs(),
             store: self.store.clone(),
             applied: self.applied.clone(),
         };
@@ -183,7 +198,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         // Kept even after a failure: it is what the replica holds.
         self.applied = applier.applied;
         if answers.is_ok() {
-            self.applied.tell(&self.hibernation);
+            self.applied.tell(&self.hibernation, &self.versions);
         }
         answers
     }
@@ -246,18 +261,29 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         };
         self.store.import_replica(kept).await.map_err(state_error)?;
         // The replica brings the marker recorded with its last entry: a
-        // snapshot taken at a hibernate entry leaves this member asleep.
-        let recorded = self.store.applied_marker().await.map_err(state_error)?;
+        // snapshot taken at a hibernate entry leaves this member asleep,
+        // and the group's log version comes with it.
+        let recorded = match self.store.applied_marker().await.map_err(state_error)? {
+            Some(bytes) => Some(serde_json::from_slice::<Marker>(&bytes).map_err(state_error)?),
+            None => None,
+        };
         let hibernate = recorded
-            .and_then(|bytes| serde_json::from_slice::<Marker>(&bytes).ok())
+            .as_ref()
             .is_some_and(|marker| marker.last_applied == meta.last_log_id && marker.hibernate);
+        let log_version = recorded.map_or(0, |marker| marker.log_version);
         self.applied = Marker {
             last_applied: meta.last_log_id,
             membership: meta.last_membership.clone(),
             partial: None,
             hibernate,
+            log_version,
         };
-        self.applied.tell(&self.hibernation);
+        if log_version > self.versions.runs() {
+            // Installed all the same (the snapshot kept must match the
+            // replica, which a restart then refuses), and the member stops.
+            return Err(state_error(too_old(self.versions.runs(), log_version)));
+        }
+        self.applied.tell(&self.hibernation, &self.versions);
         tracing::info!(last = ?meta.last_log_id, "metadata snapshot installed");
         Ok(())
     }
@@ -271,6 +297,8 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
 struct Applier {
     /// This member's id.
     id: u64,
+    /// The newest log version this member applies.
+    runs: u32,
     store: Store,
     applied: Marker,
 }
@@ -280,7 +308,21 @@ impl Applier {
         let mut answers = Vec::new();
         for entry in entries {
             match entry.payload {
-                EntryPayload::Normal(MetaEntry { calls, hibernate }) => {
+                EntryPayload::Normal(MetaEntry {
+                    calls,
+                    hibernate,
+                    needs,
+                    activates,
+                }) => {
+                    // Not applied otherwise than the others apply it: the
+                    // member stops (openraft takes a failed apply as fatal).
+                    if needs > self.runs {
+                        return Err(state_error(too_old(self.runs, needs)));
+                    }
+                    let log_version = match activates {
+                        true => self.applied.log_version.max(needs),
+                        false => self.applied.log_version,
+                    };
                     // The calls applied before a restart are not applied
                     // again (nobody waits for their answers any more).
                     let done = match self.applied.partial {
@@ -295,6 +337,7 @@ impl Applier {
                     for (index, call) in calls.into_iter().enumerate().skip(done) {
                         let mut next = self.applied.clone();
                         next.hibernate = false;
+                        next.log_version = log_version;
                         if index + 1 == count {
                             next.last_applied = Some(entry.log_id);
                             next.partial = None;
@@ -323,7 +366,8 @@ impl Applier {
                         // Recorded all the same: a snapshot names the
                         // entry it was taken after, and the log is purged
                         // up to it, so the replica must say it is applied.
-                        self.record_applied(entry.log_id, hibernate).await?;
+                        self.record_applied(entry.log_id, hibernate, log_version)
+                            .await?;
                     }
                     answers.push(MetaAnswer(answered));
                 }
@@ -333,7 +377,9 @@ impl Applier {
                         self.applied.membership =
                             StoredMembership::new(Some(entry.log_id), membership);
                     }
-                    self.record_applied(entry.log_id, false).await?;
+                    let log_version = self.applied.log_version;
+                    self.record_applied(entry.log_id, false, log_version)
+                        .await?;
                     answers.push(MetaAnswer::default());
                 }
             }
@@ -341,16 +387,28 @@ impl Applier {
         Ok(answers)
     }
 
-    /// Records `log_id`, an entry without calls, as applied.
-    async fn record_applied(&mut self, log_id: LogId<u64>, hibernate: bool) -> StorageResult<()> {
-        self.applied.last_applied = Some(log_id);
-        self.applied.partial = None;
-        self.applied.hibernate = hibernate;
-        let marker = serde_json::to_vec(&self.applied).map_err(state_error)?;
+    /// Records `log_id`, an entry without calls, as applied, with the
+    /// group's log version after it.
+    async fn record_applied(
+        &mut self,
+        log_id: LogId<u64>,
+        hibernate: bool,
+        log_version: u32,
+    ) -> StorageResult<()> {
+        let next = Marker {
+            last_applied: Some(log_id),
+            partial: None,
+            hibernate,
+            log_version,
+            membership: self.applied.membership.clone(),
+        };
+        let marker = serde_json::to_vec(&next).map_err(state_error)?;
         self.store
             .record_applied_marker(marker)
             .await
-            .map_err(state_error)
+            .map_err(state_error)?;
+        self.applied = next;
+        Ok(())
     }
 }
 
@@ -799,6 +857,18 @@ mod tests {
         pool: &Arc<LocalPool>,
         hibernation: Arc<Hibernation>,
     ) -> (StateMachine, Store) {
+        let versions = Arc::new(LogVersions::new(crate::LOG_VERSION));
+        let (machine, store) = open_as(dir, pool, hibernation, versions).await;
+        (machine.expect("state machine"), store)
+    }
+
+    /// [`open_with`] as a member that runs `versions`, which may refuse.
+    async fn open_as(
+        dir: &Path,
+        pool: &Arc<LocalPool>,
+        hibernation: Arc<Hibernation>,
+        versions: Arc<LogVersions>,
+    ) -> (Result<StateMachine, String>, Store) {
         let mut config = StoreConfig::new(dir.join("replica"));
         config.log_replica = true;
         let mut tries = 0;
@@ -810,10 +880,33 @@ mod tests {
             }
             tokio::time::sleep(std::time::Duration::from_millis(20)).await;
         };
-        let machine = StateMachine::open(1, store.clone(), &dir.join("snapshots"), hibernation)
-            .await
-            .expect("state machine");
+        let snapshots = dir.join("snapshots");
+        let machine = StateMachine::open(1, store.clone(), &snapshots, hibernation, versions).await;
         (machine, store)
+    }
+
+    /// Builds a snapshot of `source` and installs it in `target`, as
+    /// openraft sends one; its description, once installed.
+    async fn send_snapshot(
+        source: &mut StateMachine,
+        target: &mut StateMachine,
+    ) -> StorageResult<SnapshotMeta<u64, BasicNode>> {
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+        let mut builder = source.get_snapshot_builder().await;
+        builder.build_snapshot().await.expect("built");
+        let mut sent = source
+            .get_current_snapshot()
+            .await
+            .expect("loaded")
+            .expect("a snapshot");
+        let mut bytes = Vec::new();
+        sent.snapshot.read_to_end(&mut bytes).await.expect("read");
+        let mut received = target.begin_receiving_snapshot().await.expect("receiving");
+        received.write_all(&bytes).await.expect("write");
+        received.shutdown().await.expect("shutdown");
+        target.install_snapshot(&sent.meta, received).await?;
+        Ok(sent.meta)
     }
 
     /// A hibernate entry has no calls, but is recorded as applied all the
@@ -860,8 +953,6 @@ mod tests {
     /// installs it asleep, as the members that applied the entry are.
     #[tokio::test]
     async fn a_snapshot_taken_at_a_hibernate_entry_is_installed_asleep() {
-        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-
         let dir = tempfile::tempdir().expect("temporary directory");
         let pool = local_pool(dir.path());
         let (mut source, _source_store) = open(&dir.path().join("source"), &pool).await;
@@ -873,28 +964,101 @@ mod tests {
             .apply([entry(1, vec![create_bucket("a")]), hibernate.clone()])
             .await
             .expect("applied");
-        let mut builder = source.get_snapshot_builder().await;
-        let built = builder.build_snapshot().await.expect("built");
-        assert_eq!(built.meta.last_log_id, Some(hibernate.log_id));
-        let mut sent = source
-            .get_current_snapshot()
-            .await
-            .expect("loaded")
-            .expect("a snapshot");
-        let mut bytes = Vec::new();
-        sent.snapshot.read_to_end(&mut bytes).await.expect("read");
-
         let hibernation = Hibernation::new();
         let target_dir = dir.path().join("target");
         let (mut target, _target_store) = open_with(&target_dir, &pool, hibernation.clone()).await;
-        let mut received = target.begin_receiving_snapshot().await.expect("receiving");
-        received.write_all(&bytes).await.expect("write");
-        received.shutdown().await.expect("shutdown");
-        target
-            .install_snapshot(&sent.meta, received)
-            .await
-            .expect("installed");
+        let sent = send_snapshot(&mut source, &mut target).await.expect("sent");
+        assert_eq!(sent.last_log_id, Some(hibernate.log_id));
         assert_eq!(hibernation.last_hibernate(), Some(hibernate.log_id));
+    }
+
+    /// The group's log version is kept with the replica: after a restart,
+    /// in a snapshot, and against a build that runs an earlier one, which
+    /// refuses to start over it (a downgrade) and to apply an entry that
+    /// needs a newer one.
+    #[tokio::test]
+    async fn a_groups_log_version_is_kept_and_refused_to_an_earlier_build() {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let pool = local_pool(dir.path());
+        let source_dir = dir.path().join("source");
+        let raised = Entry {
+            log_id: LogId::new(CommittedLeaderId::new(1, 1), 2),
+            payload: EntryPayload::Normal(MetaEntry::activating(1)),
+        };
+        {
+            let versions = Arc::new(LogVersions::new(1));
+            let (machine, _store) =
+                open_as(&source_dir, &pool, Hibernation::new(), versions.clone()).await;
+            let mut machine = machine.expect("state machine");
+            assert_eq!(versions.group(), 0, "a new group's version");
+            machine
+                .apply([entry(1, vec![create_bucket("a")]), raised.clone()])
+                .await
+                .expect("applied");
+            assert_eq!(versions.group(), 1);
+        }
+        let versions = Arc::new(LogVersions::new(1));
+        let (machine, source_store) =
+            open_as(&source_dir, &pool, Hibernation::new(), versions.clone()).await;
+        let mut source = machine.expect("state machine");
+        assert_eq!(versions.group(), 1, "after a restart");
+        // A call after it keeps it (its marker is the one a snapshot
+        // brings).
+        source
+            .apply([entry(3, vec![create_bucket("b")])])
+            .await
+            .expect("applied");
+
+        // A snapshot brings it.
+        let versions = Arc::new(LogVersions::new(1));
+        let target_dir = dir.path().join("target");
+        let (target, _target_store) =
+            open_as(&target_dir, &pool, Hibernation::new(), versions.clone()).await;
+        let mut target = target.expect("state machine");
+        send_snapshot(&mut source, &mut target).await.expect("sent");
+        assert_eq!(versions.group(), 1, "installed from a snapshot");
+        // Not to a member of an earlier build, which stops.
+        let earlier = Arc::new(LogVersions::new(0));
+        let (behind, _behind_store) = open_as(
+            &dir.path().join("behind"),
+            &pool,
+            Hibernation::new(),
+            earlier.clone(),
+        )
+        .await;
+        let mut behind = behind.expect("state machine");
+        let installed = send_snapshot(&mut source, &mut behind).await;
+        assert!(installed.is_err(), "a newer group's snapshot installed");
+        assert_eq!(earlier.group(), 0);
+        drop((source, source_store, target));
+
+        // An earlier build does not start over it.
+        let earlier = Arc::new(LogVersions::new(0));
+        let (refused, _store) = open_as(&source_dir, &pool, Hibernation::new(), earlier).await;
+        let why = refused.err().expect("an earlier build refused");
+        assert!(why.contains("runs log version 0"), "{why}");
+
+        // Nor does it apply an entry that needs a newer one, or anything
+        // after it.
+        let fresh_dir = dir.path().join("fresh");
+        let earlier = Arc::new(LogVersions::new(0));
+        let (machine, store) = open_as(&fresh_dir, &pool, Hibernation::new(), earlier).await;
+        let mut machine = machine.expect("state machine");
+        let newer = Entry {
+            log_id: LogId::new(CommittedLeaderId::new(1, 1), 2),
+            payload: EntryPayload::Normal(MetaEntry {
+                needs: 1,
+                ..MetaEntry::of(vec![create_bucket("c")])
+            }),
+        };
+        let applied = machine
+            .apply([entry(1, vec![create_bucket("a")]), newer])
+            .await;
+        assert!(applied.is_err(), "an entry needing a newer build applied");
+        let (last_applied, _) = machine.applied_state().await.expect("applied state");
+        assert_eq!(last_applied.map(|log_id| log_id.index), Some(1));
+        assert!(store.bucket("a").await.is_ok());
+        assert!(store.bucket("c").await.is_err(), "its call was applied");
     }
 
     /// A member that stops between two calls of an entry applies the rest

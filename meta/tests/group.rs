@@ -44,6 +44,9 @@ async fn once_released<T, E: std::fmt::Debug>(
 struct InProcess {
     members: RwLock<HashMap<(String, GroupId), Weak<MetaService>>>,
     sent: parking_lot::Mutex<HashMap<(GroupId, RaftRpc), u64>>,
+    /// Addresses that answer probes only: Raft's own messages to them get
+    /// no answer.
+    probes_only: RwLock<std::collections::HashSet<String>>,
 }
 
 impl InProcess {
@@ -71,6 +74,9 @@ impl RaftTransport for InProcess {
         _timeout: Duration,
     ) -> Result<Bytes, String> {
         *self.sent.lock().entry((group, rpc)).or_default() += 1;
+        if rpc != RaftRpc::Probe && self.probes_only.read().contains(address) {
+            return Err(format!("{address} takes no Raft message"));
+        }
         let key = (address.to_owned(), group);
         let member = self.members.read().get(&key).and_then(Weak::upgrade);
         let member = member.ok_or_else(|| format!("{group} of {address} does not run"))?;
@@ -87,6 +93,9 @@ struct Group {
     tuning: Tuning,
     /// `StoreConfig::feed_retention` of every replica.
     feed_retention: u64,
+    /// Members that run an earlier log version than this build's, as a
+    /// member of an earlier build does.
+    earlier_builds: HashMap<u64, u32>,
     dir: tempfile::TempDir,
 }
 
@@ -99,6 +108,15 @@ async fn start_group_with(tuning: Tuning) -> Group {
 }
 
 async fn start_group_tuned(tuning: Tuning, feed_retention: u64) -> Group {
+    start_group_running(tuning, feed_retention, HashMap::new()).await
+}
+
+/// A group whose members in `earlier_builds` run an earlier log version.
+async fn start_group_running(
+    tuning: Tuning,
+    feed_retention: u64,
+    earlier_builds: HashMap<u64, u32>,
+) -> Group {
     let dir = tempfile::tempdir().expect("temporary directory");
     let pool = Arc::new(
         LocalPool::open(LocalPoolConfig {
@@ -114,6 +132,7 @@ async fn start_group_tuned(tuning: Tuning, feed_retention: u64) -> Group {
         pool,
         tuning,
         feed_retention,
+        earlier_builds,
         dir,
     };
     // All at once: none can finish starting alone.
@@ -152,7 +171,11 @@ impl Group {
         config.log_replica = true;
         config.feed_retention = self.feed_retention;
         let log_dir = self.dir.path().join(format!("log-{id}"));
-        let (pool, transport, tuning) = (self.pool.clone(), self.transport.clone(), self.tuning);
+        let (pool, transport) = (self.pool.clone(), self.transport.clone());
+        let mut tuning = self.tuning;
+        if let Some(version) = self.earlier_builds.get(&id) {
+            tuning.log_version = *version;
+        }
         tokio::spawn(async move {
             let replica =
                 once_released("replica", || Store::open(config.clone(), pool.clone())).await;
@@ -773,7 +796,17 @@ async fn a_running_leader_removes_itself_and_steps_down() {
     let answer = group.call(put_call("after", b"x", None)).await;
     assert!(answer["outcome"]["Ok"].is_object(), "{answer}");
 
-    // A learner that never caught up (nothing runs at its address) goes.
+    // A learner that never caught up (it says which version it runs, but
+    // takes no log) goes.
+    group
+        .transport
+        .probes_only
+        .write()
+        .insert("member-9".into());
+    let (stranded, _stranded_replica) = group
+        .start_member_as(9, Joining::Added)
+        .await
+        .expect("start task");
     let ghost = MembershipChange::Add {
         id: 9,
         address: "member-9".into(),
@@ -781,12 +814,12 @@ async fn a_running_leader_removes_itself_and_steps_down() {
     let mut learners = Default::default();
     for _ in 0..20 {
         // Sent again until the group's leader took it (an election may
-        // still be settling); it never completes: member 9 never answers.
+        // still be settling); it never completes: member 9 takes no log.
         let new_leader = group.leader().clone();
         let ghost = ghost.clone();
         let adding = tokio::spawn(async move { new_leader.change_membership(ghost).await });
         tokio::time::sleep(Duration::from_millis(500)).await;
-        // It must still be waiting (member 9 never answers), unless it
+        // It must still be waiting (member 9 takes no log), unless it
         // went to a member that no longer leads.
         if adding.is_finished() {
             match adding.await {
@@ -807,6 +840,7 @@ async fn a_running_leader_removes_itself_and_steps_down() {
         .await
         .unwrap_or_else(|refusal| panic!("{refusal:?}"));
     assert!(removed.learners.is_empty(), "{removed:?}");
+    stranded.shutdown().await;
     drop(leader);
 }
 
@@ -935,6 +969,7 @@ const SNAPSHOT_OFTEN: Tuning = Tuning {
     // Groups fall asleep between the test's steps: losing a leader or a
     // member, and a restart, find them asleep.
     idle_before_hibernating: Some(Duration::from_secs(1)),
+    log_version: strata_meta::LOG_VERSION,
 };
 
 /// Three members, each in every group of [`GROUPS`], with one log database
@@ -1379,4 +1414,142 @@ async fn an_idle_group_hibernates_and_wakes_for_a_change_a_caller_or_a_lost_lead
         );
     }
     assert!(group.running().all(|service| service.status().hibernating));
+}
+
+/// Every running member's view of the group's log version, once they all
+/// have `version`.
+async fn log_version_everywhere(group: &Group, version: u32) {
+    wait_for(
+        &format!("every member at log version {version}"),
+        Duration::from_secs(20),
+        || async {
+            group
+                .running()
+                .all(|service| service.status().log_version == version)
+        },
+    )
+    .await;
+}
+
+/// A rolling upgrade: while a member runs an earlier build, the group keeps
+/// to the log version that member applies (here: it does not hibernate,
+/// which that build would not follow); once every member runs the newer
+/// one, the leader raises it. A member of an earlier build is then not
+/// added, and a member is not started again with one (a downgrade).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_group_raises_its_log_version_once_every_member_runs_it() {
+    // A build from before log versions, which does not hibernate.
+    let earlier = 0;
+    let tuning = Tuning {
+        idle_before_hibernating: Some(Duration::from_secs(1)),
+        ..Tuning::default()
+    };
+    let retention = StoreConfig::new("").feed_retention;
+    let mut group = start_group_running(tuning, retention, HashMap::from([(3, earlier)])).await;
+    group.call(create_bucket_call("acct")).await;
+    group.call(put_call("before", b"one", None)).await;
+    group.settle().await;
+    // Idle for four times what an upgraded group sleeps after.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    for service in group.running() {
+        let status = service.status();
+        assert_eq!(status.log_version, earlier, "{status:?}");
+        assert!(
+            !status.hibernating,
+            "asleep beside an earlier build: {status:?}"
+        );
+    }
+    let runs: Vec<_> = group
+        .running()
+        .map(|service| service.status().runs_log_version)
+        .collect();
+    assert_eq!(
+        runs,
+        [strata_meta::LOG_VERSION, strata_meta::LOG_VERSION, earlier]
+    );
+
+    // Member 3 upgraded: the group is raised, and then sleeps.
+    group.stop_member(3).await;
+    group.earlier_builds.clear();
+    group.restart_member(3).await;
+    log_version_everywhere(&group, strata_meta::LOG_VERSION).await;
+    all_hibernating(&group).await;
+    group.call(put_call("after", b"two", None)).await;
+    group.settle().await;
+    for replica in group.replicas.iter().flatten() {
+        assert!(replica.head_object("shared", "after").await.is_ok());
+    }
+
+    // A member of the earlier build is not added: it could not apply the
+    // log.
+    group.earlier_builds.insert(4, earlier);
+    let (joiner, _joiner_replica) = group
+        .start_member_as(4, Joining::Added)
+        .await
+        .expect("start task");
+    let add = MembershipChange::Add {
+        id: 4,
+        address: "member-4".into(),
+    };
+    let refused = group.leader().change_membership(add).await;
+    match refused {
+        Err(Routed::Unavailable(why)) => assert!(
+            why.contains(&format!("runs log version {earlier}")),
+            "{why}"
+        ),
+        other => panic!("a member of an earlier build added: {other:?}"),
+    }
+    let membership = group.leader().membership();
+    assert!(
+        !membership.members.contains_key(&4) && !membership.learners.contains_key(&4),
+        "{membership:?}"
+    );
+    joiner.shutdown().await;
+    // Nor one that does not say which it runs (nothing runs there).
+    let add = MembershipChange::Add {
+        id: 5,
+        address: "member-5".into(),
+    };
+    match group.leader().change_membership(add).await {
+        Err(Routed::Unavailable(why)) => assert!(why.contains("does not say"), "{why}"),
+        other => panic!("a member that does not answer added: {other:?}"),
+    }
+
+    // Nor does a member start again with the earlier build.
+    group.stop_member(2).await;
+    let mut config = StoreConfig::new(group.dir.path().join("replica-2"));
+    config.log_replica = true;
+    let pool = group.pool.clone();
+    let replica = once_released("replica", || Store::open(config.clone(), pool.clone())).await;
+    let tuning = Tuning {
+        log_version: earlier,
+        ..group.tuning
+    };
+    let mut refusal = None;
+    for _ in 0..500 {
+        let started = MetaService::start_with(
+            2,
+            Joining::Founding(group.members.clone()),
+            &group.dir.path().join("log-2"),
+            replica.clone(),
+            group.transport.clone(),
+            tuning,
+        )
+        .await;
+        match started {
+            Ok(_) => panic!("a member downgraded below its group's log version started"),
+            // Its log's database may still be closing.
+            Err(err) if err.contains("lock") => {}
+            Err(err) => {
+                refusal = Some(err);
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let refusal = refusal.expect("refused, not only locked");
+    assert!(
+        refusal.contains(&format!("runs log version {earlier}")),
+        "{refusal}"
+    );
 }

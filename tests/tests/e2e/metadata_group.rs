@@ -488,6 +488,10 @@ fn a_member_is_replaced_with_strata_metadata() -> Result<()> {
     let added = metadata(&["add", "4", &joiner_address])?;
     ensure!(voters(&added) == ["1", "2", "3", "4"], "{added}");
     ensure!(added["members"]["4"] == joiner_address.as_str(), "{added}");
+    // Every member runs this build: the leader, which asked each for the
+    // log version it runs (a probe over the cluster's HTTP), raised the
+    // group's to it.
+    ensure!(added["log_version"] == 1, "{added}");
     joiner.python_ok("cluster_load.py", &["verify", &bucket, "20"])?;
 
     members[0].kill9()?;

@@ -674,6 +674,22 @@ impl Server {
         run_tool(&mut command, TOOL_TIMEOUT)
     }
 
+    /// The first anonymous GET of `path` that the edge answers from its
+    /// cache (`X-Cache: HIT`), within 5 s. A fill keeps its copy only if no
+    /// purge or resync came while it read (a gateway just started resyncs
+    /// once), and a request in between joins the fill (a MISS).
+    pub fn until_hit(&self, path: &str) -> Result<HttpResponse> {
+        for _ in 0..50 {
+            let response = self.http("GET", path, Signing::Anonymous, None, &[])?;
+            response.expect_status(200)?;
+            if response.header("x-cache") == Some("HIT") {
+                return Ok(response);
+            }
+            thread::sleep(Duration::from_millis(100));
+        }
+        bail!("{path} never became a cache HIT")
+    }
+
     /// Sends one HTTP request with curl and returns status, headers and
     /// body. `path_and_query` is sent byte for byte (`--path-as-is`).
     ///

@@ -36,21 +36,6 @@ fn metrics_are_served_to_the_configured_addresses_only() -> Result<()> {
     Ok(())
 }
 
-/// The first anonymous GET of `path` that is a cache HIT. A fill hands the
-/// last bytes to its clients a moment before it keeps the copy; a request
-/// in between joins the finished fill (a MISS that reads nothing more).
-fn until_hit(server: &Server, path: &str) -> Result<HttpResponse> {
-    for _ in 0..50 {
-        let response = anonymous(server, path, &[])?;
-        response.expect_status(200)?;
-        if response.header("x-cache") == Some("HIT") {
-            return Ok(response);
-        }
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    }
-    anyhow::bail!("{path} never became a cache HIT")
-}
-
 /// Sleeps until `deadline` (at once if it has passed).
 fn sleep_until(deadline: std::time::Instant) {
     std::thread::sleep(deadline.saturating_duration_since(std::time::Instant::now()));
@@ -307,7 +292,7 @@ fn fills_stay_within_their_memory_budget() -> Result<()> {
             miss.header("x-cache") == Some("MISS") && miss.body == small,
             "{name}: {miss}"
         );
-        ensure!(until_hit(&server, &url)?.body == small);
+        ensure!(server.until_hit(&url)?.body == small);
     }
     ensure!(server.metric("strata_cache_fills_refused_total")? == 0);
     let url = format!("/v1/AUTH_admin/{container}/large.bin");
@@ -385,7 +370,7 @@ fn a_cold_large_object_streams_while_the_cache_fills() -> Result<()> {
     let fills = server.metric("strata_cache_fills_total")? - fills_before;
     ensure!(fills == 1, "two streamed misses made {fills} store reads");
 
-    let again = until_hit(&server, &url)?;
+    let again = server.until_hit(&url)?;
     ensure!(again.body == body, "the kept copy differs from the object");
     let fills = server.metric("strata_cache_fills_total")? - fills_before;
     ensure!(
@@ -440,7 +425,7 @@ fn objects_beyond_memory_fill_straight_to_their_ssd_zone() -> Result<()> {
     ensure!(server.metric("strata_cache_fills_total")? == 1);
     ensure!(server.metric("strata_cache_fills_refused_total")? == 0);
     zone_file(zone.path())?;
-    let hit = until_hit(&server, &url)?;
+    let hit = server.until_hit(&url)?;
     ensure!(hit.body == body, "the SSD copy differs from the object");
     ensure!(server.metric("strata_cache_ssd_hits_total")? >= 1);
     ensure!(server.metric("strata_cache_fills_total")? == 1);
@@ -723,7 +708,7 @@ fn ssd_copies_age_and_revalidate_when_stale() -> Result<()> {
     ensure!(anonymous(&server, &url, &[])?.header("x-cache") == Some("MISS"));
     zone_file(zone.path())?;
     let written = std::time::Instant::now();
-    until_hit(&server, &url)?;
+    server.until_hit(&url)?;
     ensure!(server.metric("strata_cache_ssd_hits_total")? >= 1);
 
     sleep_until(written + std::time::Duration::from_millis(1100));
@@ -759,7 +744,7 @@ fn expiring_objects_leave_the_cache_when_they_expire() -> Result<()> {
         .swift_as_root("PUT", &url, Some(b"brief"), &[("X-Delete-After", "8")])?
         .expect_status(201)?;
     let put_at = std::time::Instant::now();
-    ensure!(until_hit(&server, &url)?.body == b"brief");
+    ensure!(server.until_hit(&url)?.body == b"brief");
     let listing = anonymous(&server, &base, &[])?;
     ensure!(listing.body_text() == "brief.txt\nkept.txt\n", "{listing}");
     let listing = anonymous(&server, &base, &[])?;
@@ -1119,7 +1104,7 @@ fn an_ssd_hit_beyond_the_fill_budget_streams_its_copy() -> Result<()> {
     zone_file(zone.path())?;
     // With room in the budget, the copy (3 MiB: over the RAM zone's 1 MiB
     // objects) is read whole.
-    let hit = until_hit(&server, &url)?;
+    let hit = server.until_hit(&url)?;
     ensure!(hit.body == big, "{hit}");
     ensure!(server.metric("strata_cache_ssd_hits_streamed_total")? == 0);
 
@@ -1153,7 +1138,7 @@ fn ssd_zone_survives_restarts_and_drops_damaged_files() -> Result<()> {
     ensure!(anonymous(&server, &big_url, &[])?.header("x-cache") == Some("MISS"));
     zone_file(zone.path())?;
     // Too large for RAM: the second read comes from the SSD zone.
-    let second = until_hit(&server, &big_url)?;
+    let second = server.until_hit(&big_url)?;
     ensure!(second.body == big, "{second}");
     ensure!(server.metric("strata_cache_ssd_hits_total")? >= 1);
     ensure!(server.metric("strata_cache_zone_reads_total{zone=\"ssd0\"}")? >= 1);
@@ -1520,7 +1505,7 @@ fn large_ssd_copies_stream_checked_blocks() -> Result<()> {
     let file = zone_file(zone.path())?;
 
     let read = || server.metric("strata_cache_zone_bytes_read_total{zone=\"ssd0\"}");
-    ensure!(until_hit(&server, &url)?.body == body);
+    ensure!(server.until_hit(&url)?.body == body);
     let before = read()?;
     let hit = anonymous(&server, &url, &[])?;
     ensure!(
@@ -1599,7 +1584,7 @@ fn large_ssd_copies_stream_checked_blocks() -> Result<()> {
 
     // Damage in the first block a request needs is found before the answer
     // starts: that request reads the store and succeeds.
-    ensure!(until_hit(&server, &url)?.body == body);
+    ensure!(server.until_hit(&url)?.body == body);
     let file = zone_file(zone.path())?;
     let body_start = zone_body_start(&file, body.len())?;
     let mut bytes = std::fs::read(&file)?;

@@ -29,20 +29,6 @@ fn boto3_sees_one_store_over_index_groups() -> Result<()> {
     Ok(())
 }
 
-/// GETs `path` anonymously until the edge answers from its cache: it keeps
-/// a fill's copy a moment after the fill's client has its last byte.
-fn until_hit(server: &Server, path: &str) -> Result<()> {
-    for _ in 0..50 {
-        let response = server.http("GET", path, Signing::Anonymous, None, &[])?;
-        response.expect_status(200)?;
-        if response.header("x-cache") == Some("HIT") {
-            return Ok(());
-        }
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    }
-    bail!("{path} never became a cache HIT")
-}
-
 /// `count` public containers of the root account, named from `prefix`,
 /// created through `server` with the objects `keys`, each holding its own
 /// path (`container/key`).
@@ -138,7 +124,7 @@ fn containers_spread_over_groups_list_purge_and_survive_a_restart() -> Result<()
             )?
             .expect_status(200)?;
     }
-    until_hit(&server, &object)?;
+    server.until_hit(&object)?;
     server
         .swift_as_root("DELETE", &object, None, &[])?
         .expect_status(204)?;
@@ -249,10 +235,7 @@ fn ftp_renames_into_a_container_of_another_group() -> Result<()> {
             work.display()
         ),
     )?;
-    until_hit(
-        &server,
-        &format!("/v1/AUTH_admin/{from}/small.bin.filepart"),
-    )?;
+    server.until_hit(&format!("/v1/AUTH_admin/{from}/small.bin.filepart"))?;
 
     for (name, body) in &files {
         server.lftp_ok(
@@ -402,7 +385,7 @@ fn two_gateways_over_one_cluster_route_to_the_same_groups() -> Result<()> {
     // The second's edge hears the groups' feeds: a delete made through the
     // first purges its copy within a bound.
     let object = format!("/v1/AUTH_admin/{}/k.txt", containers[0]);
-    until_hit(&second, &object)?;
+    second.until_hit(&object)?;
     service
         .swift_as_root("DELETE", &object, None, &[])?
         .expect_status(204)?;

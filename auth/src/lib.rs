@@ -88,7 +88,7 @@ pub use key_hash::{hash_key, key_matches};
 pub use principal::{Principal, Role};
 pub use signing::ChunkSigner;
 pub use swift_acl::{AclError, ContainerAcl, Decision, MAX_ACL_LEN, read_decision, write_decision};
-pub use tempurl::{TEMPURL_DIGESTS, TempUrlError, TempUrlParams, verify_temp_url};
+pub use tempurl::{TEMPURL_DIGESTS, TempUrlError, TempUrlParams, sign_temp_url, verify_temp_url};
 pub use token::{MAX_TOKEN_NAME_LEN, TokenClaims, TokenError, TokenKey, TokenKeyring};
 pub use verify::{
     Credential, CredentialLookup, PayloadMode, SigV4Config, VerifiedRequest, verify_request,

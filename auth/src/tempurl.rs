@@ -167,19 +167,21 @@ fn container_path(path: &str) -> Option<&str> {
     Some(&path[..=end])
 }
 
+/// The signature a client computes for `method` on `path` until
+/// `expires` (unix seconds) with `key`: hex HMAC-SHA256, as
+/// `swift tempurl --digest sha256` prints it.
+pub fn sign_temp_url(method: &str, expires: u64, path: &str, key: &str) -> String {
+    hex::encode(Digest::Sha256.mac(
+        key.as_bytes(),
+        format!("{method}\n{expires}\n{path}").as_bytes(),
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     const PATH: &str = "/v1/AUTH_acme/photos/a%20b.jpg";
-
-    /// The signature a client computes, hex HMAC-SHA256.
-    fn sign_temp_url_sha256(method: &str, expires: u64, path: &str, key: &str) -> String {
-        hex::encode(Digest::Sha256.mac(
-            key.as_bytes(),
-            format!("{method}\n{expires}\n{path}").as_bytes(),
-        ))
-    }
 
     fn params<'a>(sig: &'a str, expires: &'a str) -> TempUrlParams<'a> {
         TempUrlParams {
@@ -232,7 +234,7 @@ mod tests {
 
     #[test]
     fn refusals() {
-        let sig = sign_temp_url_sha256("GET", 2_000_000_000, PATH, "key");
+        let sig = sign_temp_url("GET", 2_000_000_000, PATH, "key");
         let check =
             |method: &str, path: &str, sig: &str, expires: &str, keys: &[&str], expected| {
                 assert_eq!(

@@ -313,4 +313,67 @@ mod tests {
         let status = refused.map(|caller| caller.map(|_| ()).map_err(|err| err.status));
         assert_eq!(status, Some(Err(http::StatusCode::SERVICE_UNAVAILABLE)));
     }
+
+    /// `authorize`'s half: a TempURL that `authenticate` let in is judged by
+    /// its keys while the view is current, and refused (503) by a view that
+    /// went stale since (a failover while the container was read), which
+    /// may still hold a key removed meanwhile.
+    #[tokio::test]
+    async fn a_temp_url_let_in_is_refused_by_a_view_gone_stale_since() {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let (store, directory) = open(dir.path(), &root()).await;
+        let edge = crate::edge::EdgeCache::new(crate::edge::CacheConfig::default(), &store)
+            .expect("edge cache");
+        let door = SwiftDoor {
+            store,
+            directory: directory.clone(),
+            limits: crate::config::Limits::default(),
+            region: "r1".into(),
+            edge,
+        };
+        let container = BucketInfo {
+            name: "photos".into(),
+            account: "admin".into(),
+            created_ms: 0,
+            region: "r1".into(),
+            incarnation: 1,
+            attrs: [(
+                format!("{ATTR_META_PREFIX}temp-url-key"),
+                "container key".to_owned(),
+            )]
+            .into(),
+        };
+        let (path, now) = ("/v1/AUTH_admin/photos/cat.jpg", 1_700_000_000);
+        let expires = now + 600;
+        let request = |key: &str| {
+            let sig = strata_auth::sign_temp_url("GET", expires, path, key);
+            let query = format!("temp_url_sig={sig}&temp_url_expires={expires}");
+            SwiftRequest {
+                method: http::Method::GET,
+                headers: HeaderMap::new(),
+                query: Query::parse(Some(&query)).expect("query"),
+                uri: path.parse().expect("path"),
+                rewritten_from: None,
+                account: "admin".into(),
+                target: super::super::Target::Object("photos".into(), "cat.jpg".into()),
+                caller: Caller::TempUrl,
+                now,
+            }
+        };
+        let judged = |request: &SwiftRequest| {
+            door.authorize(request, Some(&container), Some("cat.jpg"), Access::Read)
+                .map_err(|err| err.status)
+        };
+        assert_eq!(judged(&request("container key")), Ok(()));
+        assert_eq!(
+            judged(&request("another key")),
+            Err(http::StatusCode::UNAUTHORIZED)
+        );
+        directory.mark_stale_for(Duration::ZERO);
+        assert_eq!(
+            judged(&request("container key")),
+            Err(http::StatusCode::SERVICE_UNAVAILABLE),
+            "judged by a stale view"
+        );
+    }
 }

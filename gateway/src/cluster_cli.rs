@@ -300,7 +300,8 @@ pub fn metadata(args: MetadataArgs) -> anyhow::Result<()> {
         println!("{}", serde_json::to_string_pretty(&shown)?);
         return unanswered_groups(unanswered);
     }
-    println!("{:<8} {:<24} ROLE", "MEMBER", "ADDRESS");
+    // VERSION: the log version each member runs ("?": it did not say).
+    println!("{:<8} {:<24} {:<8} ROLE", "MEMBER", "ADDRESS", "VERSION");
     let voters = membership.members.iter().map(|member| (member, "voter"));
     let learners = membership.learners.iter().map(|member| (member, "learner"));
     for ((id, address), role) in voters.chain(learners) {
@@ -308,9 +309,13 @@ pub fn metadata(args: MetadataArgs) -> anyhow::Result<()> {
             true => "leader",
             false => role,
         };
-        println!("{id:<8} {address:<24} {role}");
+        let runs = membership
+            .runs
+            .get(id)
+            .map_or_else(|| "?".to_owned(), u32::to_string);
+        println!("{id:<8} {address:<24} {runs:<8} {role}");
     }
-    println!("\n{}", log_version_line(membership.log_version));
+    println!("\n{}", log_version_line(&membership));
     if !groups.is_empty() {
         println!();
         print!("{}", group_table(&membership, &groups));
@@ -318,14 +323,16 @@ pub fn metadata(args: MetadataArgs) -> anyhow::Result<()> {
     unanswered_groups(unanswered)
 }
 
-/// The root group's log version, and what one short of this build's means.
-fn log_version_line(version: u32) -> String {
-    let runs = strata_meta::LOG_VERSION;
-    match version < runs {
+/// The root group's log version, and what it waits for while a member
+/// runs a newer one.
+fn log_version_line(membership: &Membership) -> String {
+    let version = membership.log_version;
+    let newest = membership.runs.values().copied().max().unwrap_or(version);
+    match version < newest {
         false => format!("log version {version}"),
         true => format!(
-            "log version {version}: a member runs an earlier build, or the leader has not \
-             raised it yet (this build runs {runs})"
+            "log version {version}: raised to {newest} once every member runs it (VERSION \
+             above), within seconds"
         ),
     }
 }
@@ -719,6 +726,7 @@ mod tests {
             learners: members(learners),
             index_groups: 0,
             log_version: strata_meta::LOG_VERSION,
+            runs: Default::default(),
         }
     }
 

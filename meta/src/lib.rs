@@ -220,6 +220,10 @@ pub struct Membership {
     /// 0 from a build before log versions.
     #[serde(default)]
     pub log_version: u32,
+    /// The log version each member says it runs, when asked (a show asks
+    /// them all; one that does not answer is missing).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub runs: BTreeMap<u64, u32>,
 }
 
 fn is_zero<T: Default + PartialEq>(value: &T) -> bool {
@@ -637,7 +641,11 @@ impl MetaService {
         let refused = |why: String| Err(Routed::Unavailable(why));
         let known = self.membership();
         let changes = match change {
-            MembershipChange::Show => return Ok(known),
+            // With the version each member runs: an upgrade's progress.
+            MembershipChange::Show => {
+                let runs = self.member_versions(&known).await;
+                return Ok(Membership { runs, ..known });
+            }
             // Done already (see `Remove` below).
             MembershipChange::Add { id, address }
                 if self.membership_settled() && known.members.get(&id) == Some(&address) =>
@@ -800,6 +808,7 @@ impl MetaService {
             learners: addresses(&mut config.learner_ids()),
             index_groups: 0,
             log_version: self.versions.group(),
+            runs: BTreeMap::new(),
         }
     }
 

@@ -29,10 +29,11 @@
 
 use std::sync::atomic::{AtomicU32, Ordering};
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use crate::network::probe;
-use crate::{MetaService, Routed};
+use crate::{Membership, MetaService, Routed};
 
 /// How long a member is given to say which version it runs.
 const VERSION_PROBE_WAIT: Duration = Duration::from_secs(2);
@@ -101,26 +102,13 @@ impl MetaService {
         };
         let group_version = self.versions.group();
         let membership = self.membership();
-        let mut probes = tokio::task::JoinSet::new();
-        let others = (membership.members.into_iter()).chain(membership.learners);
-        for (id, address) in others.filter(|(id, _)| *id != self.id) {
-            let (transport, group) = (self.transport.clone(), self.group);
-            probes.spawn(async move {
-                let answer = probe(transport.as_ref(), &address, group, VERSION_PROBE_WAIT).await;
-                (id, answer)
-            });
+        let runs = self.member_versions(&membership).await;
+        let members = membership.members.len() + membership.learners.len();
+        if runs.len() < members {
+            tracing::debug!(group = %self.group, "log version not raised: a member does not answer");
+            return;
         }
-        let mut oldest = self.versions.runs();
-        while let Some(probed) = probes.join_next().await {
-            match probed {
-                Ok((_, Some(answer))) => oldest = oldest.min(answer.log_version),
-                Ok((id, None)) => {
-                    tracing::debug!(group = %self.group, member = id, "log version not raised: a member does not answer");
-                    return;
-                }
-                Err(_) => return,
-            }
-        }
+        let oldest = runs.values().copied().min().unwrap_or(group_version);
         if oldest <= group_version {
             return;
         }
@@ -135,6 +123,33 @@ impl MetaService {
             Ok(Err(err)) => tracing::debug!(error = %err, "log version not raised"),
             Err(_) => tracing::debug!("log version not raised in time"),
         }
+    }
+
+    /// The log version each of `membership`'s voters and learners says it
+    /// runs (this one included), asked all at once; one that does not
+    /// answer within [`VERSION_PROBE_WAIT`] is missing.
+    pub(crate) async fn member_versions(&self, membership: &Membership) -> BTreeMap<u64, u32> {
+        let mut runs = BTreeMap::new();
+        let mut probes = tokio::task::JoinSet::new();
+        let members = (membership.members.iter()).chain(&membership.learners);
+        for (id, address) in members {
+            if *id == self.id {
+                runs.insert(self.id, self.versions.runs());
+                continue;
+            }
+            let (id, address) = (*id, address.clone());
+            let (transport, group) = (self.transport.clone(), self.group);
+            probes.spawn(async move {
+                let answer = probe(transport.as_ref(), &address, group, VERSION_PROBE_WAIT).await;
+                (id, answer)
+            });
+        }
+        while let Some(probed) = probes.join_next().await {
+            if let Ok((id, Some(answer))) = probed {
+                runs.insert(id, answer.log_version);
+            }
+        }
+        runs
     }
 
     /// Refuses to add the member at `address` unless it runs the group's

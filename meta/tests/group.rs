@@ -1467,6 +1467,17 @@ async fn a_group_raises_its_log_version_once_every_member_runs_it() {
         runs,
         [strata_meta::LOG_VERSION, strata_meta::LOG_VERSION, earlier]
     );
+    // A show asks each member which it runs.
+    let shown = group
+        .leader()
+        .change_membership(MembershipChange::Show)
+        .await
+        .unwrap_or_else(|refusal| panic!("{refusal:?}"));
+    let current = strata_meta::LOG_VERSION;
+    assert_eq!(
+        shown.runs,
+        [(1, current), (2, current), (3, earlier)].into()
+    );
 
     // Member 3 upgraded: the group is raised, and then sleeps.
     group.stop_member(3).await;

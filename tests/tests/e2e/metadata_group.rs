@@ -492,6 +492,12 @@ fn a_member_is_replaced_with_strata_metadata() -> Result<()> {
     // log version it runs (a probe over the cluster's HTTP), raised the
     // group's to it.
     ensure!(added["log_version"] == 1, "{added}");
+    // A show says which version each member runs.
+    let shown = metadata(&["show"])?;
+    ensure!(
+        shown["runs"] == serde_json::json!({"1": 1, "2": 1, "3": 1, "4": 1}),
+        "{shown}"
+    );
     joiner.python_ok("cluster_load.py", &["verify", &bucket, "20"])?;
 
     members[0].kill9()?;

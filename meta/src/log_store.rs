@@ -120,19 +120,17 @@ impl MetaLog {
         };
         LogStore {
             db: self.db.clone(),
-            prefix: Arc::from(keys.prefix()),
-            end: Arc::from(keys.end()),
+            keys: Arc::new(keys),
         }
     }
 }
 
-/// One group's log and vote: the keys of [`MetaLog`]'s database from
-/// `prefix` (included) to `end` (excluded).
+/// One group's log and vote: the keys of [`MetaLog`]'s database in the
+/// group's key space.
 #[derive(Clone)]
 pub(crate) struct LogStore {
     db: Arc<DB>,
-    prefix: Arc<[u8]>,
-    end: Arc<[u8]>,
+    keys: Arc<KeySpace>,
 }
 
 impl LogStore {
@@ -145,7 +143,7 @@ impl LogStore {
 
     /// The key of `suffix` (a log index or a state's name) in this group.
     fn key(&self, suffix: &[u8]) -> Vec<u8> {
-        [&self.prefix[..], suffix].concat()
+        [self.keys.prefix(), suffix].concat()
     }
 
     fn entry_key(&self, index: u64) -> Vec<u8> {
@@ -159,14 +157,14 @@ impl LogStore {
     ) -> Result<rocksdb::DBIteratorWithThreadMode<'_, DB>, String> {
         let cf = self.cf(CF_LOGS)?;
         let mut bounds = rocksdb::ReadOptions::default();
-        bounds.set_iterate_lower_bound(self.prefix.to_vec());
-        bounds.set_iterate_upper_bound(self.end.to_vec());
+        bounds.set_iterate_lower_bound(self.keys.prefix());
+        bounds.set_iterate_upper_bound(self.keys.end());
         Ok(self.db.iterator_cf_opt(cf, bounds, mode))
     }
 
     /// The index a key of this group's entries stands for.
     fn index_of(&self, key: &[u8]) -> Option<u64> {
-        let index = key.strip_prefix(&self.prefix[..])?;
+        let index = key.strip_prefix(self.keys.prefix())?;
         index.try_into().ok().map(u64::from_be_bytes)
     }
 
@@ -339,7 +337,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         let cf = self.cf(CF_LOGS).map_err(write_error)?;
         let mut batch = WriteBatch::default();
         // To the group's end: every index from `log_id`'s on.
-        batch.delete_range_cf(cf, self.entry_key(log_id.index), self.end.to_vec());
+        batch.delete_range_cf(cf, self.entry_key(log_id.index), self.keys.end().to_vec());
         self.write(batch, true).await.map_err(write_error)
     }
 

@@ -71,12 +71,14 @@ printf '[cluster]\nmetadata_hibernate_after_secs = 2\n' >"$work/asleep.toml"
 STRATA_CONFIG=$work/asleep.toml start_metadata_members asleep-member
 start_gateway outsider-asleep "${ring[@]}" --metadata "$members"
 leader_known || die "no leader in member 1's /metrics"
+# Seconds before the kill: the group sleeps after 2 idle ones.
+kill_at=8
 STRATA_ROOT_SECRET_KEY=$secret python3 "$repo/bench/failover_gap.py" \
-    "http://127.0.0.1:$gateway_port" 15 8 "${gateway_pid[asleep-member$leader]}" --idle \
+    "http://127.0.0.1:$gateway_port" 15 "$kill_at" "${gateway_pid[asleep-member$leader]}" --idle \
     >"$work/failover-asleep.json" &
 gap=$!
 pids+=("$gap")
-sleep 7
+sleep $((kill_at - 1))
 # A follower's own view, a second before the kill: 1 if it sleeps.
 asleep_before_kill=$(curl -fsS "http://127.0.0.1:${member_ports[$((leader % 3))]}/metrics" |
     awk '$1 == "strata_metadata_hibernating" { print $2 }') || asleep_before_kill=unknown

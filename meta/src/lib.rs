@@ -667,13 +667,21 @@ impl MetaService {
                 let added = {
                     let _no_raise = self.version_changes.lock().await;
                     self.check_log_version_of(id, &address).await?;
-                    self.raft
-                        .add_learner(id, BasicNode::new(address), false)
-                        .await
+                    // Bounded: the lock must not be held by an add that
+                    // lost its majority.
+                    let adding = self.raft.add_learner(id, BasicNode::new(address), false);
+                    tokio::time::timeout(QUORUM_WAIT, adding).await
                 };
                 let target = match added {
-                    Ok(added) => added.log_id.index,
-                    Err(err) => return Err(self.refusal(err.to_string()).await),
+                    Ok(Ok(added)) => added.log_id.index,
+                    Ok(Err(err)) => return Err(self.refusal(err.to_string()).await),
+                    Err(_) => {
+                        return refused(
+                            "no majority of the metadata service took the new member in time: \
+                             add it again"
+                                .into(),
+                        );
+                    }
                 };
                 let caught_up = self
                     .raft

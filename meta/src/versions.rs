@@ -157,9 +157,19 @@ impl MetaService {
     /// say. The caller holds `version_changes`: no raise comes between this
     /// and the add.
     pub(crate) async fn check_log_version_of(&self, id: u64, address: &str) -> Result<(), Routed> {
-        // Every raise committed is applied here after this.
         if let Some(refusal) = self.confirm_leadership().await {
             return Err(refusal);
+        }
+        // Every raise this leader appended is applied here: one whose
+        // append outlived its caller's wait may still commit.
+        let appended = self.raft.metrics().borrow().last_log_index;
+        let applied = (self.raft.wait(Some(crate::QUORUM_WAIT)))
+            .applied_index_at_least(appended, "the log applied")
+            .await;
+        if applied.is_err() {
+            return Err(Routed::Unavailable(
+                "the leader did not apply its log in time: add the member again".into(),
+            ));
         }
         let group_version = self.versions.group();
         if group_version == 0 {

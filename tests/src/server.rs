@@ -675,11 +675,11 @@ impl Server {
     }
 
     /// The first anonymous GET of `path` that the edge answers from its
-    /// cache (`X-Cache: HIT`), within 5 s. A fill keeps its copy only if no
+    /// cache (`X-Cache: HIT`), within 10 s. A fill keeps its copy only if no
     /// purge or resync came while it read (a gateway just started resyncs
     /// once), and a request in between joins the fill (a MISS).
     pub fn until_hit(&self, path: &str) -> Result<HttpResponse> {
-        for _ in 0..50 {
+        for _ in 0..100 {
             let response = self.http("GET", path, Signing::Anonymous, None, &[])?;
             response.expect_status(200)?;
             if response.header("x-cache") == Some("HIT") {

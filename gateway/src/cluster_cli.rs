@@ -465,14 +465,15 @@ fn print_member_views(
     }
     println!("no leader of the metadata service answered; each member's own view:");
     println!(
-        "{:<8} {:<24} {:<8} {:<8} {:<10} APPLIED",
-        "MEMBER", "ADDRESS", "LEADER", "TERM", "LAST LOG"
+        "{:<8} {:<24} {:<8} {:<8} {:<8} {:<10} APPLIED",
+        "MEMBER", "ADDRESS", "VERSION", "LEADER", "TERM", "LAST LOG"
     );
     let number = |value: Option<u64>| value.map_or_else(|| "-".to_owned(), |n| n.to_string());
     for (id, address, view) in views {
         match view {
             Ok(view) => println!(
-                "{id:<8} {address:<24} {:<8} {:<8} {:<10} {}{}",
+                "{id:<8} {address:<24} {:<8} {:<8} {:<8} {:<10} {}{}",
+                view.runs_log_version,
                 number(view.leader),
                 view.term,
                 number(view.last_log_index),

@@ -226,6 +226,8 @@ fn shows_each_members_view(cluster: &Cluster, addresses: &[String], alive: u64) 
                 ensure!(leader.is_null() || *leader == id, "{views:#}");
                 // A failover happened: past the first election's term.
                 ensure!(view["term"].as_u64() > Some(1), "{views:#}");
+                // And it says which log version it runs (this build's).
+                ensure!(view["runs_log_version"] == 1, "{views:#}");
             }
             false => ensure!(entry["error"].is_string(), "{views:#}"),
         }

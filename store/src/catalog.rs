@@ -7,8 +7,6 @@
 //! `CatalogDeleted`, the namespace in `bucket`), which is how other gateways
 //! and the invalidator learn of it.
 
-use rocksdb::{Direction, IteratorMode};
-
 use crate::error::{Result, StoreError};
 use crate::feed::ChangeKind;
 use crate::keys::{self, CF_CATALOG};
@@ -62,14 +60,9 @@ impl Store {
         let prefix = keys::bucket_prefix(namespace);
         self.blocking(move |inner| {
             let mut records = Vec::new();
-            for item in inner
-                .space()
-                .iter(CF_CATALOG, IteratorMode::From(&prefix, Direction::Forward))?
-            {
+            for item in inner.space().iter_prefix(CF_CATALOG, &prefix)? {
                 let (db_key, value) = item?;
-                let Some(key) = db_key.strip_prefix(prefix.as_slice()) else {
-                    break;
-                };
+                let key = db_key.get(prefix.len()..).unwrap_or_default();
                 let key = String::from_utf8(key.to_vec())
                     .map_err(|_| StoreError::Corrupt("catalog key is not UTF-8".into()))?;
                 records.push((key, value.to_vec()));

@@ -187,7 +187,7 @@ impl Store {
         if root.routed().is_some() || groups.iter().any(|group| group.routed().is_some()) {
             return Err(StoreError::Internal("a routed store routed again".into()));
         }
-        root.split_into(&groups).await?;
+        root.split_into(&groups, count).await?;
         let extents_tagged = root.record_index_groups(count).await?;
         Ok(Store {
             engine: crate::store::Engine::Routed(Routed::new(root, groups, extents_tagged)),

@@ -94,27 +94,24 @@ impl Store {
     /// buckets and records no groups yet, or finishes a split a crash cut
     /// short; nothing otherwise (a store already split, or never used,
     /// or held by another process, which [`Store::route`] judges after).
-    pub(crate) async fn split_into(&self, groups: &[Store]) -> Result<()> {
-        split(self, groups, RECORDS_PER_BATCH, None).await?;
+    /// `count` is `groups.len()`, as [`Store::route`] checked it.
+    pub(crate) async fn split_into(&self, groups: &[Store], count: u16) -> Result<()> {
+        split(self, (groups, count), RECORDS_PER_BATCH, None).await?;
         Ok(())
     }
 }
 
-/// The split, in batches of `per_batch` records, stopping after
-/// `batches` writes if given (the tests' crash).
+/// The split into `groups` (and their `count`), in batches of `per_batch`
+/// records, stopping after `batches` writes if given (the tests' crash).
 pub(crate) async fn split(
     root: &Store,
-    groups: &[Store],
+    (groups, count): (&[Store], u16),
     per_batch: usize,
     batches: Option<usize>,
 ) -> Result<Split> {
     let Engine::Local(root_inner) = &root.engine else {
         return Ok(Split::Done);
     };
-    let count = u16::try_from(groups.len())
-        .ok()
-        .filter(|count| *count > 0)
-        .ok_or_else(|| StoreError::InvalidArgument("no index groups to split into".into()))?;
     // Checked before anything is recorded: a split that cannot run must
     // leave the store as it was.
     let groups = groups
@@ -550,7 +547,7 @@ mod tests {
 
         let mut writes = 0;
         loop {
-            let step = split(&root, &groups, 2, Some(1)).await.unwrap();
+            let step = split(&root, (&groups, 3), 2, Some(1)).await.unwrap();
             for bucket in &planted {
                 bucket.check(&root, &groups, writes).await;
             }

@@ -447,10 +447,7 @@ impl Store {
     /// (accounts and keys) holds its feed, not every index group's: an
     /// index group's outage says nothing of the catalog.
     pub fn catalog_store(&self) -> Store {
-        match &self.engine {
-            Engine::Routed(routed) => routed.root.clone(),
-            Engine::Local(_) | Engine::Remote(_) => self.clone(),
-        }
+        self.group_store(0).unwrap_or(self).clone()
     }
 
     /// The metadata service this store is a client of, if it is one.
@@ -694,7 +691,8 @@ impl Store {
         if let Some(remote) = self.remote() {
             return remote.call(MetaCall::IndexGroups).await;
         }
-        self.blocking(|inner| inner.recorded_index_groups()).await
+        self.blocking(|inner| recorded_index_groups(inner.space()))
+            .await
     }
 
     /// The store that keeps group `group`'s records, to answer the calls
@@ -1498,10 +1496,6 @@ impl Inner {
     }
 
     /// The index groups recorded by [`Store::route`], 0 if none.
-    fn recorded_index_groups(&self) -> Result<u16> {
-        recorded_index_groups(self.space())
-    }
-
     /// Takes `count` as the index groups recorded, once written.
     pub(crate) fn note_index_groups(&self, count: u16) {
         self.index_groups.store(count, Ordering::SeqCst);

@@ -35,7 +35,7 @@ use strata_store::{ApplyContext, ReplicaCheckpoint, Store, Tally};
 use tokio::io::{AsyncRead, AsyncSeek, AsyncWrite, ReadBuf};
 
 use crate::hibernation::Hibernation;
-use crate::versions::{LogVersions, too_old};
+use crate::versions::{LogVersions, admit};
 use crate::{MetaAnswer, MetaEntry, TypeConfig};
 
 type StorageResult<T> = Result<T, StorageError<u64>>;
@@ -147,9 +147,7 @@ impl StateMachine {
         };
         // A replica its group took to a newer version than this build
         // applies (a downgrade) would take entries it does not understand.
-        if applied.log_version > versions.runs() {
-            return Err(too_old(versions.runs(), applied.log_version));
-        }
+        admit(versions.runs(), applied.log_version)?;
         applied.tell(&hibernation, &versions);
         let snapshots = SnapshotFiles::new(snapshot_dir);
         snapshots.remove_leftovers().await?;
@@ -278,11 +276,9 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             hibernate,
             log_version,
         };
-        if log_version > self.versions.runs() {
-            // Installed all the same (the snapshot kept must match the
-            // replica, which a restart then refuses), and the member stops.
-            return Err(state_error(too_old(self.versions.runs(), log_version)));
-        }
+        // Installed all the same (the snapshot kept must match the replica,
+        // which a restart then refuses), and the member stops.
+        admit(self.versions.runs(), log_version).map_err(state_error)?;
         self.applied.tell(&self.hibernation, &self.versions);
         tracing::info!(last = ?meta.last_log_id, "metadata snapshot installed");
         Ok(())
@@ -316,12 +312,11 @@ impl Applier {
                 }) => {
                     // Not applied otherwise than the others apply it: the
                     // member stops (openraft takes a failed apply as fatal).
-                    if needs > self.runs {
-                        return Err(state_error(too_old(self.runs, needs)));
-                    }
-                    let log_version = match activates {
-                        true => self.applied.log_version.max(needs),
-                        false => self.applied.log_version,
+                    admit(self.runs, needs).map_err(state_error)?;
+                    let log_version = if activates {
+                        self.applied.log_version.max(needs)
+                    } else {
+                        self.applied.log_version
                     };
                     // The calls applied before a restart are not applied
                     // again (nobody waits for their answers any more).
@@ -857,18 +852,19 @@ mod tests {
         pool: &Arc<LocalPool>,
         hibernation: Arc<Hibernation>,
     ) -> (StateMachine, Store) {
-        let versions = Arc::new(LogVersions::new(crate::LOG_VERSION));
-        let (machine, store) = open_as(dir, pool, hibernation, versions).await;
+        let (machine, store, _) = open_as(dir, pool, hibernation, crate::LOG_VERSION).await;
         (machine.expect("state machine"), store)
     }
 
-    /// [`open_with`] as a member that runs `versions`, which may refuse.
+    /// [`open_with`] as a member that runs log version `runs`, which may
+    /// refuse; with the versions the state machine tells.
     async fn open_as(
         dir: &Path,
         pool: &Arc<LocalPool>,
         hibernation: Arc<Hibernation>,
-        versions: Arc<LogVersions>,
-    ) -> (Result<StateMachine, String>, Store) {
+        runs: u32,
+    ) -> (Result<StateMachine, String>, Store, Arc<LogVersions>) {
+        let versions = Arc::new(LogVersions::new(runs));
         let mut config = StoreConfig::new(dir.join("replica"));
         config.log_replica = true;
         let mut tries = 0;
@@ -881,8 +877,9 @@ mod tests {
             tokio::time::sleep(std::time::Duration::from_millis(20)).await;
         };
         let snapshots = dir.join("snapshots");
-        let machine = StateMachine::open(1, store.clone(), &snapshots, hibernation, versions).await;
-        (machine, store)
+        let machine =
+            StateMachine::open(1, store.clone(), &snapshots, hibernation, versions.clone()).await;
+        (machine, store, versions)
     }
 
     /// Builds a snapshot of `source` and installs it in `target`, as
@@ -986,9 +983,8 @@ mod tests {
             payload: EntryPayload::Normal(MetaEntry::activating(1)),
         };
         {
-            let versions = Arc::new(LogVersions::new(1));
-            let (machine, _store) =
-                open_as(&source_dir, &pool, Hibernation::new(), versions.clone()).await;
+            let (machine, _store, versions) =
+                open_as(&source_dir, &pool, Hibernation::new(), 1).await;
             let mut machine = machine.expect("state machine");
             assert_eq!(versions.group(), 0, "a new group's version");
             machine
@@ -997,9 +993,8 @@ mod tests {
                 .expect("applied");
             assert_eq!(versions.group(), 1);
         }
-        let versions = Arc::new(LogVersions::new(1));
-        let (machine, source_store) =
-            open_as(&source_dir, &pool, Hibernation::new(), versions.clone()).await;
+        let (machine, source_store, versions) =
+            open_as(&source_dir, &pool, Hibernation::new(), 1).await;
         let mut source = machine.expect("state machine");
         assert_eq!(versions.group(), 1, "after a restart");
         // A call after it keeps it (its marker is the one a snapshot
@@ -1010,22 +1005,16 @@ mod tests {
             .expect("applied");
 
         // A snapshot brings it.
-        let versions = Arc::new(LogVersions::new(1));
         let target_dir = dir.path().join("target");
-        let (target, _target_store) =
-            open_as(&target_dir, &pool, Hibernation::new(), versions.clone()).await;
+        let (target, _target_store, versions) =
+            open_as(&target_dir, &pool, Hibernation::new(), 1).await;
         let mut target = target.expect("state machine");
         send_snapshot(&mut source, &mut target).await.expect("sent");
         assert_eq!(versions.group(), 1, "installed from a snapshot");
         // Not to a member of an earlier build, which stops.
-        let earlier = Arc::new(LogVersions::new(0));
-        let (behind, _behind_store) = open_as(
-            &dir.path().join("behind"),
-            &pool,
-            Hibernation::new(),
-            earlier.clone(),
-        )
-        .await;
+        let behind_dir = dir.path().join("behind");
+        let (behind, _behind_store, earlier) =
+            open_as(&behind_dir, &pool, Hibernation::new(), 0).await;
         let mut behind = behind.expect("state machine");
         let installed = send_snapshot(&mut source, &mut behind).await;
         assert!(installed.is_err(), "a newer group's snapshot installed");
@@ -1033,16 +1022,13 @@ mod tests {
         drop((source, source_store, target));
 
         // An earlier build does not start over it.
-        let earlier = Arc::new(LogVersions::new(0));
-        let (refused, _store) = open_as(&source_dir, &pool, Hibernation::new(), earlier).await;
+        let (refused, _store, _) = open_as(&source_dir, &pool, Hibernation::new(), 0).await;
         let why = refused.err().expect("an earlier build refused");
         assert!(why.contains("runs log version 0"), "{why}");
 
-        // Nor does it apply an entry that needs a newer one, or anything
-        // after it.
+        // Nor does it apply an entry that needs a newer one.
         let fresh_dir = dir.path().join("fresh");
-        let earlier = Arc::new(LogVersions::new(0));
-        let (machine, store) = open_as(&fresh_dir, &pool, Hibernation::new(), earlier).await;
+        let (machine, store, _) = open_as(&fresh_dir, &pool, Hibernation::new(), 0).await;
         let mut machine = machine.expect("state machine");
         let newer = Entry {
             log_id: LogId::new(CommittedLeaderId::new(1, 1), 2),

@@ -78,13 +78,16 @@ impl LogVersions {
     }
 }
 
-/// Why a member of version `runs` does not take an entry that needs
-/// `needs`.
-pub(crate) fn too_old(runs: u32, needs: u32) -> String {
-    format!(
+/// Refuses what needs log version `needs` to a member that runs `runs`,
+/// saying why.
+pub(crate) fn admit(runs: u32, needs: u32) -> Result<(), String> {
+    if needs <= runs {
+        return Ok(());
+    }
+    Err(format!(
         "this member runs log version {runs}, and its group's entries need version {needs}: \
          start it with a build at least as new as the group's other members"
-    )
+    ))
 }
 
 impl MetaService {
@@ -92,14 +95,13 @@ impl MetaService {
     /// runs a newer one than the group's: each is asked (at once, so an
     /// unreachable one costs one probe's wait), and one that does not
     /// answer leaves the version as it is.
+    /// (Called while the group's version is below this member's.)
     pub(crate) async fn raise_log_version(&self) {
-        if self.versions.group() >= self.versions.runs() {
-            return;
-        }
         // One raise at a time, and none while a member is being added.
         let Ok(_raising) = self.version_changes.try_lock() else {
             return;
         };
+        // Read under the lock: a raise may have ended since the caller's.
         let group_version = self.versions.group();
         let membership = self.membership();
         let runs = self.member_versions(&membership).await;

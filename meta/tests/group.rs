@@ -28,14 +28,19 @@ async fn once_released<T, E: std::fmt::Debug>(
     for _ in 0..500 {
         match open() {
             Ok(opened) => return opened,
-            // RocksDB's "While lock file: …/LOCK: Resource temporarily
-            // unavailable".
-            Err(err) if format!("{err:?}").contains("lock file") => {}
+            Err(err) if still_locked(&format!("{err:?}")) => {}
             Err(err) => panic!("{what}: {err:?}"),
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     panic!("{what}: {:?}", open().err());
+}
+
+/// Whether opening failed only because the previous instance still holds
+/// the database: RocksDB's "While lock file: …/LOCK: Resource temporarily
+/// unavailable".
+fn still_locked(err: &str) -> bool {
+    err.contains("lock file")
 }
 
 /// Delivers messages to a group's member at an address, if it runs, and
@@ -348,6 +353,14 @@ async fn call_leader(services: &[Arc<MetaService>], call: serde_json::Value) -> 
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     panic!("no member answered {call}");
+}
+
+/// The change that adds member `id` at its address in these tests.
+fn adding(id: u64) -> MembershipChange {
+    MembershipChange::Add {
+        id,
+        address: format!("member-{id}"),
+    }
 }
 
 fn unix_secs() -> u64 {
@@ -681,10 +694,7 @@ async fn a_member_is_replaced_while_the_group_serves() {
     }
 
     group.restart_member(4).await;
-    let add = MembershipChange::Add {
-        id: 4,
-        address: "member-4".into(),
-    };
+    let add = adding(4);
     // Only the leader changes members; the others name it.
     let follower = group.a_follower();
     let refused = group.services[follower as usize - 1]
@@ -807,10 +817,7 @@ async fn a_running_leader_removes_itself_and_steps_down() {
         .start_member_as(9, Joining::Added)
         .await
         .expect("start task");
-    let ghost = MembershipChange::Add {
-        id: 9,
-        address: "member-9".into(),
-    };
+    let ghost = adding(9);
     let mut learners = Default::default();
     for _ in 0..20 {
         // Sent again until the group's leader took it (an election may
@@ -1498,10 +1505,7 @@ async fn a_group_raises_its_log_version_once_every_member_runs_it() {
         .start_member_as(4, Joining::Added)
         .await
         .expect("start task");
-    let add = MembershipChange::Add {
-        id: 4,
-        address: "member-4".into(),
-    };
+    let add = adding(4);
     let refused = group.leader().change_membership(add).await;
     match refused {
         Err(Routed::Unavailable(why)) => assert!(
@@ -1517,10 +1521,7 @@ async fn a_group_raises_its_log_version_once_every_member_runs_it() {
     );
     joiner.shutdown().await;
     // Nor one that does not say which it runs (nothing runs there).
-    let add = MembershipChange::Add {
-        id: 5,
-        address: "member-5".into(),
-    };
+    let add = adding(5);
     match group.leader().change_membership(add).await {
         Err(Routed::Unavailable(why)) => assert!(why.contains("does not say"), "{why}"),
         other => panic!("a member that does not answer added: {other:?}"),
@@ -1550,7 +1551,7 @@ async fn a_group_raises_its_log_version_once_every_member_runs_it() {
         match started {
             Ok(_) => panic!("a member downgraded below its group's log version started"),
             // Its log's database may still be closing.
-            Err(err) if err.contains("lock") => {}
+            Err(err) if still_locked(&err) => {}
             Err(err) => {
                 refusal = Some(err);
                 break;

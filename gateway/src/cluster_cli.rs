@@ -228,7 +228,12 @@ pub fn metadata(args: MetadataArgs) -> anyhow::Result<()> {
     };
     let runtime = runtime()?;
     let asked = ask_leader(&client, addresses.clone(), 0, body.clone(), patience);
-    let membership = match runtime.block_on(shown_within(changes, asked)) {
+    let answered = match changes {
+        // A change waits for a new member to catch up: not bounded here.
+        true => runtime.block_on(asked),
+        false => runtime.block_on(shown_within(asked)),
+    };
+    let membership = match answered {
         Ok(membership) => membership,
         // No leader answered (none known, none with a majority, or a
         // refusal): what the operator came to see is each member's view.
@@ -250,7 +255,7 @@ pub fn metadata(args: MetadataArgs) -> anyhow::Result<()> {
                 let (client, addresses, body) = (&client, addresses.clone(), body.clone());
                 async move {
                     let asked = ask_leader(client, addresses, group, body, patience);
-                    let answer = shown_within(false, asked).await;
+                    let answer = shown_within(asked).await;
                     (group, answer)
                 }
             });
@@ -394,20 +399,17 @@ const CHANGE_PATIENCE: Duration = Duration::from_secs(20);
 /// own views are shown instead.
 const SHOW_PATIENCE: Duration = Duration::from_secs(10);
 
-/// A show's answer within [`SHOW_PATIENCE`] and one more attempt, whatever
-/// a member that takes the call and hangs does (a change, which waits for
-/// a new member to catch up, is not bounded here).
+/// How long a show waits at most, whatever a member that takes the call
+/// and hangs does: its patience and one more call's wait.
+const SHOW_BOUND: Duration = SHOW_PATIENCE.saturating_add(VIEW_WAIT);
+
+/// A show's answer within [`SHOW_BOUND`].
 async fn shown_within(
-    changes: bool,
     asked: impl std::future::Future<Output = anyhow::Result<Membership>>,
 ) -> anyhow::Result<Membership> {
-    if changes {
-        return asked.await;
-    }
-    let bound = SHOW_PATIENCE + VIEW_WAIT;
-    tokio::time::timeout(bound, asked)
+    tokio::time::timeout(SHOW_BOUND, asked)
         .await
-        .unwrap_or_else(|_| Err(anyhow::anyhow!("no leader answered within {bound:?}")))
+        .unwrap_or_else(|_| Err(anyhow::anyhow!("no leader answered within {SHOW_BOUND:?}")))
 }
 
 /// How long a member's own view is waited for.
@@ -420,13 +422,10 @@ async fn member_views(
     members: Vec<(u64, String)>,
 ) -> Vec<(u64, String, anyhow::Result<strata_meta::MetaStatus>)> {
     let client = &client.with_timeout(VIEW_WAIT);
+    let path = &crate::metadata::view_path(0);
     let asked = members.into_iter().map(|(id, address)| async move {
-        let path = crate::metadata::view_path(0);
-        let view = match client
-            .post_bound(&address, &path, bytes::Bytes::new())
-            .await
-        {
-            Err(err) => Err(anyhow::anyhow!("{err}")),
+        let view = match client.post_bound(&address, path, bytes::Bytes::new()).await {
+            Err(err) => Err(anyhow::Error::from(err)),
             Ok((http::StatusCode::OK, answer)) => {
                 serde_json::from_slice(&answer).map_err(anyhow::Error::from)
             }

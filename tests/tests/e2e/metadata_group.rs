@@ -494,15 +494,11 @@ fn a_member_is_replaced_with_strata_metadata() -> Result<()> {
     // asks each which it runs (a probe over the cluster's HTTP), raised the
     // group's to it, and a show says what each runs.
     let every_member_at_1 = serde_json::json!({"1": 1, "2": 1, "3": 1, "4": 1});
-    let shown_at = Instant::now();
-    loop {
+    crate::cluster::within(FAILOVER_BOUND, Duration::from_millis(500), || {
         let shown = metadata(&["show"])?;
-        if shown["log_version"] == 1 && shown["runs"] == every_member_at_1 {
-            break;
-        }
-        ensure!(shown_at.elapsed() < FAILOVER_BOUND, "{shown}");
-        thread::sleep(Duration::from_millis(500));
-    }
+        let raised = shown["log_version"] == 1 && shown["runs"] == every_member_at_1;
+        Ok((!raised).then(|| shown.to_string()))
+    })?;
     joiner.python_ok("cluster_load.py", &["verify", &bucket, "20"])?;
 
     members[0].kill9()?;

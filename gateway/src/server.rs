@@ -125,6 +125,12 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
                 .map_err(|why| anyhow::anyhow!("starting index group {index}: {why}"))?;
                 groups.push(group);
             }
+            if !groups.is_empty() {
+                tokio::spawn(strata_meta::compact_index_groups_after_split(
+                    replica.clone(),
+                    groups.clone(),
+                ));
+            }
             let service = MetaService::start_group(
                 member,
                 GroupId::Root,
@@ -295,9 +301,10 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             // group holds no object records.
             (Some(_), _) if !index_services.is_empty() && !store.index_extents_tagged() => {
                 tracing::warn!(
-                    "no orphan sweep: this metadata service's index groups were first \
-                     used by a version that did not tag extents by bucket, so no group \
-                     can tell its own; extents of uploads cut short stay on the nodes"
+                    "no orphan sweep: this metadata service's index groups hold extents \
+                     not tagged by bucket (its buckets were split into them, or a version \
+                     that did not tag used them first), so no group can tell its own; \
+                     extents of uploads cut short stay on the nodes"
                 );
                 Vec::new()
             }
@@ -639,27 +646,31 @@ fn metadata_metrics(status: &strata_meta::MetaStatus) -> String {
     )
 }
 
-/// Each index group's view of its Raft group, labelled by group number.
+/// Each index group's view of its Raft group, labelled by group number
+/// (each series' samples together, as the text format wants them).
 fn index_group_metrics(groups: &[Arc<MetaService>]) -> String {
-    if groups.is_empty() {
-        return String::new();
-    }
-    let mut out = String::from(
-        "# TYPE strata_metadata_group_leader gauge\n\
-         # TYPE strata_metadata_group_last_applied gauge\n\
-         # TYPE strata_metadata_group_hibernating gauge\n",
-    );
-    for (index, group) in groups.iter().enumerate() {
-        let status = group.status();
-        let number = index + 1;
-        out.push_str(&format!(
-            "strata_metadata_group_leader{{group=\"{number}\"}} {}\n\
-             strata_metadata_group_last_applied{{group=\"{number}\"}} {}\n\
-             strata_metadata_group_hibernating{{group=\"{number}\"}} {}\n",
-            status.leader.unwrap_or(0),
-            status.last_applied.unwrap_or(0),
-            u8::from(status.hibernating),
-        ));
+    let statuses: Vec<_> = groups.iter().map(|group| group.status()).collect();
+    type Series = (&'static str, fn(&strata_meta::MetaStatus) -> u64);
+    let series: [Series; 4] = [
+        ("strata_metadata_group_leader", |status| {
+            status.leader.unwrap_or(0)
+        }),
+        ("strata_metadata_group_last_applied", |status| {
+            status.last_applied.unwrap_or(0)
+        }),
+        ("strata_metadata_group_purged_index", |status| {
+            status.purged.unwrap_or(0)
+        }),
+        ("strata_metadata_group_hibernating", |status| {
+            u64::from(status.hibernating)
+        }),
+    ];
+    let mut out = String::new();
+    for (name, value) in series.iter().filter(|_| !statuses.is_empty()) {
+        out.push_str(&format!("# TYPE {name} gauge\n"));
+        for (number, status) in (1..).zip(&statuses) {
+            out.push_str(&format!("{name}{{group=\"{number}\"}} {}\n", value(status)));
+        }
     }
     out
 }

@@ -42,6 +42,8 @@ struct Queue {
 
 struct Waiting {
     call: LoggedCall,
+    /// The log version a member must run to apply the call.
+    needs: u32,
     answer: oneshot::Sender<Routed>,
 }
 
@@ -54,13 +56,18 @@ impl Batcher {
         })
     }
 
-    /// Logs `call` in the next entry: its answer once a majority has the
-    /// entry and it is applied here, or why there is none.
-    pub(crate) async fn write(self: &Arc<Self>, call: LoggedCall) -> Routed {
+    /// Logs `call`, which needs log version `needs`, in the next entry:
+    /// its answer once a majority has the entry and it is applied here, or
+    /// why there is none.
+    pub(crate) async fn write(self: &Arc<Self>, call: LoggedCall, needs: u32) -> Routed {
         let (answer, answered) = oneshot::channel();
         let start = {
             let mut queue = self.queue.lock();
-            queue.waiting.push_back(Waiting { call, answer });
+            queue.waiting.push_back(Waiting {
+                call,
+                needs,
+                answer,
+            });
             !std::mem::replace(&mut queue.committing, true)
         };
         if start {
@@ -111,6 +118,8 @@ impl Batcher {
     }
 
     async fn commit(&self, batch: Vec<Waiting>) {
+        // The entry needs what the newest of its calls needs.
+        let needs = batch.iter().map(|waiting| waiting.needs).max().unwrap_or(0);
         let (calls, answers): (Vec<_>, Vec<_>) = batch
             .into_iter()
             .map(|waiting| (waiting.call, waiting.answer))
@@ -125,8 +134,11 @@ impl Batcher {
             }
             return;
         }
-        let written =
-            tokio::time::timeout(QUORUM_WAIT, self.raft.client_write(MetaEntry::of(calls))).await;
+        let entry = MetaEntry {
+            needs,
+            ..MetaEntry::of(calls)
+        };
+        let written = tokio::time::timeout(QUORUM_WAIT, self.raft.client_write(entry)).await;
         let why = match written {
             Ok(Ok(written)) => {
                 // One answer per call (the state machine's); a missing one

@@ -242,6 +242,43 @@ const QUORUM_WAIT: Duration = Duration::from_secs(5);
 /// the change feed in the log.
 const MAINTENANCE_INTERVAL: Duration = Duration::from_secs(5);
 
+/// How often [`compact_index_groups_after_split`] looks at the root.
+const SPLIT_POLL: Duration = Duration::from_secs(1);
+
+/// Compacts the log of each of this member's index `groups`
+/// ([`MetaService::compact_log`]) once this member's `root` replica records
+/// that its buckets were split into them, if it was never purged: the
+/// split seeded the groups' replicas with records in no group log. Ends
+/// at once for a root that records groups it was not split into.
+pub async fn compact_index_groups_after_split(root: Store, groups: Vec<Arc<MetaService>>) {
+    let split = loop {
+        match root.split_into_index_groups().await {
+            Ok(Some(split)) => break split,
+            Ok(None) => {}
+            Err(err) => tracing::warn!(error = %err, "reading whether the root was split"),
+        }
+        tokio::time::sleep(SPLIT_POLL).await;
+    };
+    if !split {
+        return;
+    }
+    for group in groups {
+        if group.status().purged.is_some() {
+            continue;
+        }
+        match group.compact_log().await {
+            Ok(upto) => tracing::info!(group = %group.group, upto,
+                "index group log purged after the split: a new member is sent a snapshot"),
+            Err(err) => tracing::warn!(group = %group.group, error = %err,
+                "index group log not purged after the split: a member added later may \
+                 have to be removed and added again"),
+        }
+    }
+}
+
+/// How long [`MetaService::compact_log`] waits for its snapshot.
+const COMPACTION_WAIT: Duration = Duration::from_secs(600);
+
 /// The leader's heartbeat interval, in milliseconds.
 const HEARTBEAT: u64 = 500;
 
@@ -263,7 +300,11 @@ const ELECTION_TIMEOUT_MAX: u64 = 1500;
 /// `idle_before_hibernating` stops its heartbeats until something happens
 /// (`hibernation.rs`); `None`: never. `log_version` is the newest log
 /// version the member applies: [`LOG_VERSION`], unless a test stands in for
-/// an earlier build.
+/// an earlier build. With `index_groups_follow_root`, an index group's
+/// replica applies calls only once its member's root, in the same
+/// database, recorded its index groups (`Store::wait_for_root_split`):
+/// off only where groups run beside a root that keeps objects itself
+/// (tests of the groups' machinery).
 #[derive(Debug, Clone, Copy)]
 pub struct Tuning {
     pub snapshot_every: u64,
@@ -271,6 +312,7 @@ pub struct Tuning {
     pub snapshot_chunk_bytes: u64,
     pub idle_before_hibernating: Option<Duration>,
     pub log_version: u32,
+    pub index_groups_follow_root: bool,
 }
 
 impl Default for Tuning {
@@ -283,6 +325,7 @@ impl Default for Tuning {
             snapshot_chunk_bytes: 3 << 20,
             idle_before_hibernating: Some(Duration::from_secs(30)),
             log_version: LOG_VERSION,
+            index_groups_follow_root: true,
         }
     }
 }
@@ -413,8 +456,8 @@ impl MetaService {
             id,
             store.clone(),
             &log.snapshot_dir(group),
-            hibernation.clone(),
-            versions.clone(),
+            (hibernation.clone(), versions.clone()),
+            tuning.index_groups_follow_root,
         )
         .await?;
         let network = network::Network::new(transport.clone(), group);
@@ -496,20 +539,29 @@ impl MetaService {
         signature: Option<CallSignature>,
         answer_by: Option<std::time::Instant>,
     ) -> Routed {
-        let Some(writes) = Store::meta_call_writes(request) else {
+        let Some(kind) = Store::meta_call_kind(request) else {
             // The store answers with the decoding error.
             return Routed::Answer(self.store.serve_meta(request, None).await);
         };
-        if writes {
-            self.write(request, signature).await
+        if kind.writes {
+            self.write(request, kind.log_version, signature).await
         } else {
             self.read(request, answer_by).await
         }
     }
 
-    async fn write(&self, request: &[u8], signature: Option<CallSignature>) -> Routed {
+    async fn write(&self, request: &[u8], needs: u32, signature: Option<CallSignature>) -> Routed {
         if let Err(refusal) = self.leading().await {
             return refusal;
+        }
+        // Not logged before every member applies it (`versions.rs`).
+        let group_version = self.versions.group();
+        if needs > group_version {
+            return Routed::Unavailable(format!(
+                "the call needs log version {needs}, and the {} runs {group_version}: \
+                 its leader raises it seconds after every member runs a build that has it",
+                self.group
+            ));
         }
         self.hibernation.stir_leader(&self.raft);
         let Ok(call) = String::from_utf8(request.to_vec()) else {
@@ -521,7 +573,7 @@ impl MetaService {
             nonce: rand::random(),
             signature,
         };
-        self.batcher.write(call).await
+        self.batcher.write(call, needs).await
     }
 
     async fn read(&self, request: &[u8], answer_by: Option<std::time::Instant>) -> Routed {
@@ -585,6 +637,42 @@ impl MetaService {
             }
             rpc => network::serve(&self.raft, rpc, body).await,
         }
+    }
+
+    /// Snapshots this member's replica and purges its log up to the
+    /// snapshot, whatever `keep_after_snapshot` says. For an index group
+    /// after its member's root split into it: then no member holds an entry
+    /// of the group from before its replica was seeded, and a member added
+    /// later is sent a snapshot, whoever leads
+    /// (`docs/design/index-on-the-ring.md`). `Err` says why not.
+    pub async fn compact_log(&self) -> Result<u64, String> {
+        let Some(applied) = self.status().last_applied else {
+            return Err("nothing applied yet".into());
+        };
+        let fatal = |err: openraft::error::Fatal<u64>| err.to_string();
+        self.raft.trigger().snapshot().await.map_err(fatal)?;
+        let mut metrics = self.raft.metrics();
+        let taken = tokio::time::timeout(COMPACTION_WAIT, async {
+            loop {
+                let snapshot = metrics.borrow().snapshot;
+                if let Some(snapshot) = snapshot.filter(|snapshot| snapshot.index >= applied) {
+                    return Some(snapshot.index);
+                }
+                if metrics.changed().await.is_err() {
+                    return None;
+                }
+            }
+        })
+        .await;
+        let Ok(Some(snapshot)) = taken else {
+            return Err(format!("no snapshot past entry {applied} was taken"));
+        };
+        self.raft
+            .trigger()
+            .purge_log(snapshot)
+            .await
+            .map_err(fatal)?;
+        Ok(snapshot)
     }
 
     /// The group this member belongs to.
@@ -913,13 +1001,13 @@ async fn maintain_while_leading(service: std::sync::Weak<MetaService>) {
         let now_secs = (unix_ms().max(0) as u64) / 1000;
         if service.store.expiry_due(now_secs).await.unwrap_or(false)
             && let Routed::Unavailable(why) =
-                service.write(&Store::expiry_call(now_secs), None).await
+                service.write(&Store::expiry_call(now_secs), 0, None).await
         {
             tracing::debug!(%why, "expiry not logged");
         }
         match service.store.feed_trim_call(since).await {
             Ok(Some(call)) => {
-                if let Routed::Unavailable(why) = service.write(&call, None).await {
+                if let Routed::Unavailable(why) = service.write(&call, 0, None).await {
                     tracing::debug!(%why, "feed trimming not logged");
                 }
             }

@@ -50,6 +50,8 @@ pub(crate) struct StateMachine {
     hibernation: Arc<Hibernation>,
     /// Told the group's log version.
     versions: Arc<LogVersions>,
+    /// An index group of this member's root (`Tuning::index_groups_follow_root`).
+    follows_root: bool,
 }
 
 /// What the store records of the log.
@@ -93,13 +95,16 @@ fn snapshot_error(why: impl ToString) -> StorageError<u64> {
 
 impl StateMachine {
     /// Opens the state machine over `store`, with its snapshot kept in
-    /// `snapshot_dir` (created if missing).
+    /// `snapshot_dir` (created if missing). With `follows_root`, the group
+    /// is an index group of the root in the same database: it applies calls,
+    /// installs and takes snapshots only once that root recorded its index
+    /// groups ([`Store::wait_for_root_split`]).
     pub(crate) async fn open(
         id: u64,
         store: Store,
         snapshot_dir: &Path,
-        hibernation: Arc<Hibernation>,
-        versions: Arc<LogVersions>,
+        (hibernation, versions): (Arc<Hibernation>, Arc<LogVersions>),
+        follows_root: bool,
     ) -> Result<StateMachine, String> {
         if !snapshot_dir.exists() {
             std::fs::create_dir_all(snapshot_dir)
@@ -158,6 +163,7 @@ impl StateMachine {
             snapshots,
             hibernation,
             versions,
+            follows_root,
         })
     }
 }
@@ -184,6 +190,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             runs: self.versions.runs(),
             store: self.store.clone(),
             applied: self.applied.clone(),
+            follows_root: self.follows_root,
         };
         let (applier, answers) = self
             .store
@@ -202,13 +209,22 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     }
 
     async fn get_snapshot_builder(&mut self) -> SnapshotBuilder {
+        // Not of an index group's replica that its root's split is still
+        // to seed: a member that installs it would hold neither.
+        let ready = match self.follows_root {
+            true => self.store.wait_for_root_split(false).await,
+            false => Ok(()),
+        };
         // Taken here, between two applies; the builder writes it out in a
         // task of its own while entries go on being applied.
-        let checkpoint = self
-            .store
-            .checkpoint_replica(self.snapshots.checkpoint_dir())
-            .await
-            .map_err(|err| err.to_string());
+        let checkpoint = match ready {
+            Ok(()) => self
+                .store
+                .checkpoint_replica(self.snapshots.checkpoint_dir())
+                .await
+                .map_err(|err| err.to_string()),
+            Err(err) => Err(err.to_string()),
+        };
         SnapshotBuilder {
             last_log_id: self.applied.last_applied,
             membership: self.applied.membership.clone(),
@@ -227,6 +243,13 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         meta: &SnapshotMeta<u64, BasicNode>,
         snapshot: Box<SnapshotFile>,
     ) -> StorageResult<()> {
+        // Not while this member's root may still split into the replica.
+        if self.follows_root {
+            self.store
+                .wait_for_root_split(false)
+                .await
+                .map_err(state_error)?;
+        }
         // Checked before it replaces the snapshot kept: a damaged transfer
         // must not take the place of a good one. The same read sums the
         // file for its description.
@@ -297,6 +320,7 @@ struct Applier {
     runs: u32,
     store: Store,
     applied: Marker,
+    follows_root: bool,
 }
 
 impl Applier {
@@ -313,6 +337,14 @@ impl Applier {
                     // Not applied otherwise than the others apply it: the
                     // member stops (openraft takes a failed apply as fatal).
                     admit(self.runs, needs).map_err(state_error)?;
+                    // Before any lock of the store is taken: the root's
+                    // split takes the bucket lock.
+                    if self.follows_root && !calls.is_empty() {
+                        self.store
+                            .wait_for_root_split(true)
+                            .await
+                            .map_err(state_error)?;
+                    }
                     let log_version = if activates {
                         self.applied.log_version.max(needs)
                     } else {
@@ -877,8 +909,14 @@ mod tests {
             tokio::time::sleep(std::time::Duration::from_millis(20)).await;
         };
         let snapshots = dir.join("snapshots");
-        let machine =
-            StateMachine::open(1, store.clone(), &snapshots, hibernation, versions.clone()).await;
+        let machine = StateMachine::open(
+            1,
+            store.clone(),
+            &snapshots,
+            (hibernation, versions.clone()),
+            true,
+        )
+        .await;
         (machine, store, versions)
     }
 
@@ -1178,6 +1216,54 @@ mod tests {
             .expect("applied");
         replay_refused(&answers[0].0[0]);
         assert!(store.bucket("a").await.is_err());
+    }
+
+    /// An index group's replica applies no call before its member's root
+    /// records the index groups: a root that lags behind its split would
+    /// move older records over the group's changes.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_index_groups_calls_wait_for_its_members_root() {
+        let dir = tempfile::tempdir().unwrap();
+        let pool = local_pool(dir.path());
+        let (_root_machine, root) = open(dir.path(), &pool).await;
+        let group = root.open_group(1, root.config().clone()).unwrap();
+        let versions = Arc::new(LogVersions::new(crate::LOG_VERSION));
+        let snapshots = dir.path().join("group-snapshots");
+        let mut machine = StateMachine::open(
+            1,
+            group.clone(),
+            &snapshots,
+            (Hibernation::new(), versions),
+            true,
+        )
+        .await
+        .unwrap();
+        let applying = tokio::spawn(async move {
+            let applied = machine
+                .apply(vec![entry(1, vec![create_bucket("b")])])
+                .await;
+            applied.map(|_| machine)
+        });
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        assert!(
+            !applying.is_finished(),
+            "applied before the root recorded groups"
+        );
+        assert!(group.bucket("b").await.is_err());
+
+        let recorded = root
+            .serve_meta(br#"{"op": "record_index_groups", "count": 1}"#, None)
+            .await;
+        assert!(
+            String::from_utf8_lossy(&recorded).contains("Ok"),
+            "{recorded:?}"
+        );
+        let applied = tokio::time::timeout(std::time::Duration::from_secs(10), applying).await;
+        assert!(
+            matches!(applied, Ok(Ok(Ok(_)))),
+            "the call stayed unapplied"
+        );
+        assert!(group.bucket("b").await.is_ok());
     }
 
     fn entry(index: u64, calls: Vec<LoggedCall>) -> Entry<TypeConfig> {

@@ -5,7 +5,9 @@
 //! Each build runs a [`LOG_VERSION`]: the newest kind of entry it applies.
 //! A group has one too, recorded in every replica with the entries applied
 //! (`Marker::log_version`): its leader appends no entry that needs a newer
-//! one (today only the raises themselves need a version).
+//! one: it refuses a call of a newer version than the group's
+//! (`MetaCallKind::log_version`) until the group is raised, and an entry
+//! needs the newest of its calls' versions.
 //! Its leader raises it once every member, voters and learners alike,
 //! answers a probe ([`crate::RaftRpc::Probe`]) with a version at least as new,
 //! by appending an entry that says so (`MetaEntry::activates`); until
@@ -26,6 +28,8 @@
 //! - 1: the gate itself, and hibernation (`hibernation.rs`): a member of
 //!   an earlier build keeps its timers on through a hibernate entry, so a
 //!   group hibernates only at version 1.
+//! - 2: the split of a replicated service into index groups
+//!   (`SplitIntoIndexGroups`, `strata_store`'s `split.rs`).
 
 use std::sync::atomic::{AtomicU32, Ordering};
 
@@ -39,7 +43,10 @@ use crate::{Membership, MetaService, Routed};
 const VERSION_PROBE_WAIT: Duration = Duration::from_secs(2);
 
 /// The newest log version this build writes and applies.
-pub const LOG_VERSION: u32 = 1;
+pub const LOG_VERSION: u32 = 2;
+
+// A call this build sends is one it applies.
+const _: () = assert!(strata_store::NEWEST_CALL_LOG_VERSION <= LOG_VERSION);
 
 /// The log version at which idle groups hibernate.
 pub(crate) const HIBERNATION: u32 = 1;

@@ -56,7 +56,10 @@ pub use list::{ListEntry, ListPage, ListQuery, UploadListPage, UploadListQuery};
 pub use multipart::{CompletedPart, PartInfo, UploadInfo};
 pub use read::ObjectReader;
 pub use records::{BucketInfo, ObjectInfo, ObjectMeta};
-pub use remote::{ApplyContext, FEED_OUTAGE_PATIENCE, MetaTransport, TransportError};
+pub use remote::{
+    ApplyContext, FEED_OUTAGE_PATIENCE, MetaCallKind, MetaTransport, NEWEST_CALL_LOG_VERSION,
+    SPLIT_LOG_VERSION, TransportError,
+};
 pub use replica::{ReplicaCheckpoint, Tally};
 pub use routed::group_tags;
 pub use space::KeySpace;

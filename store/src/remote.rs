@@ -263,6 +263,13 @@ pub(crate) enum MetaCall {
     RecordIndexGroups {
         count: u16,
     },
+    /// Moves the buckets' records of a root that holds buckets and no
+    /// index groups into `count` groups (`split.rs`), every member of a
+    /// replicated service alike; otherwise as `RecordIndexGroups`. Log
+    /// version [`SPLIT_LOG_VERSION`].
+    SplitIntoIndexGroups {
+        count: u16,
+    },
     PutObject {
         info: ObjectInfo,
         conditions: PutConditions,
@@ -394,6 +401,16 @@ impl MetaCall {
 }
 
 impl MetaCall {
+    /// The log version a member of a replicated service must run to apply
+    /// the call (`strata_meta`'s `versions.rs`): 0 for the calls of the
+    /// build that brought log versions.
+    fn log_version(&self) -> u32 {
+        match self {
+            MetaCall::SplitIntoIndexGroups { .. } => SPLIT_LOG_VERSION,
+            _ => 0,
+        }
+    }
+
     /// Whether the call reads or changes a bucket's objects, uploads or
     /// their counters, or deletes a bucket by its objects alone: what a
     /// root store that spreads objects over index groups must not take.
@@ -424,6 +441,22 @@ impl MetaCall {
 fn decode_call(request: &[u8]) -> Result<MetaCall> {
     serde_json::from_slice(request)
         .map_err(|err| StoreError::InvalidArgument(format!("undecodable metadata call: {err}")))
+}
+
+/// The log version of [`MetaCall::SplitIntoIndexGroups`], the first call
+/// that needs one.
+pub const SPLIT_LOG_VERSION: u32 = 2;
+
+/// The newest log version a call of this build needs.
+pub const NEWEST_CALL_LOG_VERSION: u32 = SPLIT_LOG_VERSION;
+
+/// What a replicated service needs to know of a call before it logs it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MetaCallKind {
+    /// Whether it may change something (it goes through the log).
+    pub writes: bool,
+    /// The log version a member must run to apply it.
+    pub log_version: u32,
 }
 
 /// What a replicated log entry brings besides its call (see
@@ -808,7 +841,16 @@ impl Store {
     /// something; `None` when it cannot be decoded. A replicated service
     /// puts such calls in its log and answers the others itself.
     pub fn meta_call_writes(request: &[u8]) -> Option<bool> {
-        decode_call(request).ok().map(|call| call.writes())
+        Self::meta_call_kind(request).map(|kind| kind.writes)
+    }
+
+    /// [`Store::meta_call_writes`], and the log version a replicated
+    /// service's members must run to apply the call.
+    pub fn meta_call_kind(request: &[u8]) -> Option<MetaCallKind> {
+        decode_call(request).ok().map(|call| MetaCallKind {
+            writes: call.writes(),
+            log_version: call.log_version(),
+        })
     }
 
     /// How long the service may hold `request` before answering by design
@@ -1033,6 +1075,7 @@ impl Store {
             }
             MetaCall::IndexGroups => value(self.index_groups().await),
             MetaCall::RecordIndexGroups { count } => value(self.record_index_groups(count).await),
+            MetaCall::SplitIntoIndexGroups { count } => value(self.split_in_place(count).await),
             MetaCall::PutObject { info, conditions } => {
                 value(self.commit_put(info, conditions).await)
             }

@@ -55,6 +55,17 @@ impl KeySpace {
         self.prefix.is_empty()
     }
 
+    /// The group of a group's space; `None` for the root.
+    pub(crate) fn group_id(&self) -> Option<u16> {
+        match self.prefix.as_slice() {
+            [GROUP_MARK, id @ ..] => {
+                let id = u32::from_be_bytes(id.try_into().ok()?);
+                u16::try_from(id).ok()
+            }
+            _ => None,
+        }
+    }
+
     /// The keys of group `id`: `0xFF`, then `id` as u32 big-endian.
     pub fn group(id: u16) -> KeySpace {
         let mark = |id: u32| [[GROUP_MARK].as_slice(), &id.to_be_bytes()].concat();

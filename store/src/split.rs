@@ -53,6 +53,19 @@ use crate::routed::EXTENTS_TAGGED;
 /// The byte after the group count ([`INDEX_GROUPS`]) while a split runs.
 const SPLITTING: u8 = b's';
 
+/// Key (default column family of the root) present once its buckets'
+/// records were moved into index groups by a split: their replicas then
+/// hold records no group log holds, and apply calls only when seeded.
+pub(crate) const SPLIT_DONE: &[u8] = b"index-groups-split";
+
+/// Key (default column family of an index group) present once the split
+/// moved the root's records of its buckets into it, on this member: a
+/// group snapshot carries it.
+pub(crate) const SEEDED: &[u8] = b"index-group-seeded";
+
+/// How often an index group's replica looks again at a root it waits for.
+const ROOT_SPLIT_POLL: std::time::Duration = std::time::Duration::from_millis(100);
+
 /// Records moved per write: bounded memory, and a crash repeats little.
 const RECORDS_PER_BATCH: usize = 1000;
 
@@ -98,6 +111,121 @@ impl Store {
     pub(crate) async fn split_into(&self, groups: &[Store], count: u16) -> Result<()> {
         split(self, (groups, count), RECORDS_PER_BATCH, None).await?;
         Ok(())
+    }
+}
+
+impl Store {
+    /// The split of a replicated service's root, as each member applies it
+    /// from the log (`SplitIntoIndexGroups`): the records of this root's
+    /// buckets move into the `count` index groups' spaces of its database,
+    /// as in one process; a root with no buckets, or already split, records
+    /// or checks the count as [`Store::route`] does. Answers whether the
+    /// groups' extents are tagged (those of a store split are not).
+    ///
+    /// A member that does not run the groups yet (its configuration
+    /// changed after another's) moves the records all the same, into group
+    /// stores opened for the while: its groups start over them later.
+    pub(crate) async fn split_in_place(&self, count: u16) -> Result<bool> {
+        let config = self.config().clone();
+        // A store held by one process is split by that process, at its start.
+        if !config.log_replica {
+            return self.record_index_groups(count).await;
+        }
+        let groups = (1..=count)
+            .map(|group| self.open_group(group, config.clone()))
+            .collect::<Result<Vec<_>>>()?;
+        let groups = groups
+            .iter()
+            .map(|group| match &group.engine {
+                Engine::Local(inner) => Ok(inner.clone()),
+                _ => Err(StoreError::Internal("a remote index group".into())),
+            })
+            .collect::<Result<Vec<_>>>()?;
+        self.blocking(move |inner| {
+            if inner.begin_split(count)? {
+                inner.move_into_groups(&groups, count, RECORDS_PER_BATCH, None)?;
+                tracing::info!(
+                    groups = count,
+                    "the replica's buckets moved into their index groups"
+                );
+                return Ok(false);
+            }
+            inner.record_index_groups(count)
+        })
+        .await
+    }
+
+    /// Whether this root's buckets were moved into index groups by a split:
+    /// `None` while it records no groups, or is splitting.
+    pub async fn split_into_index_groups(&self) -> Result<Option<bool>> {
+        self.blocking(|inner| {
+            let space = inner.space();
+            Ok(match recorded_groups(space)? {
+                (0, _) | (_, true) => None,
+                _ => Some(space.get(CF_DEFAULT, SPLIT_DONE)?.is_some()),
+            })
+        })
+        .await
+    }
+
+    /// For an index group's replica, before it applies a call, installs a
+    /// snapshot or takes one: waits until this member's root records its
+    /// index groups and is not splitting. A group's change applied before
+    /// a lagging root's split would be overwritten by the older record the
+    /// split moves. Then, with `seeded`, refuses a replica of a root that
+    /// was split which the split did not seed: it holds none of the
+    /// records moved, which are in no group log. A root store returns at
+    /// once.
+    pub async fn wait_for_root_split(&self, seeded: bool) -> Result<()> {
+        let Engine::Local(inner) = &self.engine else {
+            return Ok(());
+        };
+        let Some(group) = inner.keys().group_id() else {
+            return Ok(());
+        };
+        let started = std::time::Instant::now();
+        let mut told = None;
+        loop {
+            let root = self
+                .blocking(|inner| {
+                    let root_keys = crate::space::KeySpace::root();
+                    let root = Space {
+                        db: inner.database(),
+                        keys: &root_keys,
+                    };
+                    let split = root.get(CF_DEFAULT, SPLIT_DONE)?.is_some();
+                    let seeded = inner.space().get(CF_DEFAULT, SEEDED)?.is_some();
+                    Ok((recorded_groups(root)?, split, seeded))
+                })
+                .await?;
+            match root {
+                ((count, false), split, is_seeded) if count > 0 => {
+                    if seeded && split && !is_seeded {
+                        return Err(StoreError::Internal(format!(
+                            "this member's replica of index group {group} holds none of the \
+                             records the split of the root moved into it (the member's root \
+                             was caught up by a snapshot taken after the split, and the \
+                             group's by its log): remove the member from the metadata \
+                             service and add it again"
+                        )));
+                    }
+                    return Ok(());
+                }
+                _ => {
+                    let waited = started.elapsed();
+                    if told.is_none_or(|told: std::time::Duration| waited >= told * 2) {
+                        tracing::info!(
+                            group,
+                            waited_secs = waited.as_secs(),
+                            "index group waits for this member's root to record its index \
+                             groups (a split, or the first gateway's start)"
+                        );
+                        told = Some(waited.max(std::time::Duration::from_secs(5)));
+                    }
+                    tokio::time::sleep(ROOT_SPLIT_POLL).await;
+                }
+            }
+        }
     }
 }
 
@@ -177,7 +305,10 @@ impl Inner {
         let [high, low] = count.to_be_bytes();
         let mut batch = self.batch();
         batch.put(CF_DEFAULT, INDEX_GROUPS, [high, low, SPLITTING])?;
-        self.commit(batch)?;
+        // Neither synced nor marked applied (a replica applying the split):
+        // a write the moves follow in the database's log, and the split is
+        // done only with its last write.
+        batch.write(false)?;
         self.note_index_groups(count);
         Ok(true)
     }
@@ -237,9 +368,18 @@ impl Inner {
                 Some(root_keys.end()),
             );
         }
+        // Every group is seeded, even one that took no bucket: a replica
+        // of it applies calls only then (`Store::wait_for_root_split`).
+        for group in groups {
+            let mut seeded = MoveBatch::new(self.space(), group.space())?;
+            seeded.put_to(CF_DEFAULT, SEEDED, b"")?;
+            seeded.write()?;
+        }
         let mut batch = self.batch();
         batch.put(CF_DEFAULT, INDEX_GROUPS, count.to_be_bytes())?;
-        // Synced: every move before it is durable with it.
+        batch.put(CF_DEFAULT, SPLIT_DONE, b"")?;
+        // Synced, or (a replica applying the split) marked applied with the
+        // log's entry: every move before it is durable with it.
         self.commit(batch)?;
         Ok(Split::Done)
     }
@@ -584,5 +724,80 @@ mod tests {
             let object = store.head_object(&bucket.name, "b/c").await.unwrap();
             assert_eq!(object.size, 10);
         }
+    }
+
+    /// The split as a replicated service's member applies it: in place,
+    /// into groups it opens if its process runs none; its index groups'
+    /// replicas wait for it, and a group replica of a split root that the
+    /// split did not seed is refused.
+    #[tokio::test]
+    async fn a_replica_splits_in_place_and_its_groups_wait_for_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let pool = LocalPool::open(LocalPoolConfig {
+            dir: dir.path().join("pool"),
+        })
+        .unwrap();
+        let mut config = StoreConfig::new(dir.path().join("meta"));
+        config.log_replica = true;
+        let root = Store::open(config.clone(), Arc::new(pool)).unwrap();
+        let names: Vec<String> = (0..4).map(|n| format!("bucket-{n}")).collect();
+        for name in &names {
+            root.create_bucket("acct", name, "r").await.unwrap();
+            let body = staged(&root, name, b"moved").await;
+            root.put_object(
+                name,
+                "k",
+                body,
+                ObjectMeta::default(),
+                None,
+                PutConditions::default(),
+            )
+            .await
+            .unwrap();
+        }
+        // Group 2 runs in this process; group 1 does not.
+        let second = root.open_group(2, config.clone()).unwrap();
+        let waiting = tokio::spawn({
+            let second = second.clone();
+            async move { second.wait_for_root_split(true).await }
+        });
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        assert!(
+            !waiting.is_finished(),
+            "a group went on before its root split"
+        );
+        assert_eq!(root.split_into_index_groups().await.unwrap(), None);
+
+        assert!(
+            !root.split_in_place(2).await.unwrap(),
+            "split extents are untagged"
+        );
+        waiting.await.unwrap().unwrap();
+        assert_eq!(root.split_into_index_groups().await.unwrap(), Some(true));
+        let first = root.open_group(1, config.clone()).unwrap();
+        let groups = [first, second];
+        for name in &names {
+            let group = &groups[group_index(name, 2)];
+            assert_eq!(group.head_object(name, "k").await.unwrap().size, 5);
+            assert!(
+                root.head_object(name, "k").await.is_err(),
+                "{name} still in the root"
+            );
+        }
+        // Sent again (another gateway's start), it changes nothing.
+        assert!(!root.split_in_place(2).await.unwrap());
+        assert!(root.split_in_place(3).await.is_err());
+
+        // A group replica emptied (an install cut short) holds none of what
+        // the split moved: it applies no call, but may take a snapshot in.
+        groups[0].wipe_replica().await.unwrap();
+        let refused = groups[0].wait_for_root_split(true).await;
+        assert!(
+            matches!(&refused, Err(StoreError::Internal(why)) if why.contains("holds none")),
+            "{refused:?}"
+        );
+        groups[0].wait_for_root_split(false).await.unwrap();
+        groups[1].wait_for_root_split(true).await.unwrap();
+        root.wait_for_root_split(true).await.unwrap();
     }
 }

@@ -163,6 +163,11 @@ const ORPHAN_SWEEP_INTERVAL: Duration = Duration::from_secs(6 * 3600);
 /// Number of lock stripes serialising commits to the same key.
 const KEY_LOCK_STRIPES: usize = 256;
 
+/// How long a gateway's start asks a replicated service for the split into
+/// index groups while it answers that it cannot yet: about the time a
+/// rolling upgrade takes to bring every member to a build that has it.
+const SPLIT_PATIENCE: Duration = Duration::from_secs(600);
+
 pub(crate) struct Inner {
     /// Shared with the stores of the other groups in the database
     /// ([`Store::open_group`]); read and written through [`Inner::space`].
@@ -189,7 +194,7 @@ pub(crate) struct Inner {
     pub(crate) followers: Followers,
     /// The groups' stores opened beside this one (the root's): one store
     /// per space, or two would number events and lock keys apart.
-    groups: Mutex<std::collections::HashMap<u16, std::sync::Weak<Inner>>>,
+    pub(crate) groups: Mutex<std::collections::HashMap<u16, std::sync::Weak<Inner>>>,
 }
 
 /// What makes applying one log entry the same on every replica: the time
@@ -713,50 +718,41 @@ impl Store {
     /// extents are tagged by bucket ([`Store::index_extents_tagged`]).
     pub(crate) async fn record_index_groups(&self, count: u16) -> Result<bool> {
         if let Some(remote) = self.remote() {
-            return remote.call(MetaCall::RecordIndexGroups { count }).await;
+            return match remote.call(MetaCall::RecordIndexGroups { count }).await {
+                // A root that holds buckets: they move by a split, which a
+                // replicated service logs once every member runs a build
+                // that has it (`split.rs`).
+                Err(StoreError::InvalidArgument(why)) => {
+                    tracing::info!(
+                        groups = count,
+                        reason = %why,
+                        "asking the metadata service to move its buckets into index groups"
+                    );
+                    self.split_remote(remote, count).await
+                }
+                recorded => recorded,
+            };
         }
-        self.blocking(move |inner| {
-            let _exclusive = inner.bucket_lock.write();
-            match crate::split::recorded_groups(inner.space())? {
-                (0, _) => {}
-                // Only the process that holds it finishes a split (`split.rs`).
-                (_, true) => {
-                    return Err(StoreError::Unavailable(
-                        "the store's buckets are still moving into their index groups".into(),
-                    ));
+        self.blocking(move |inner| inner.record_index_groups(count))
+            .await
+    }
+
+    /// Sends the split into `count` groups ([`Store::split_in_place`]) until
+    /// it is answered: a replicated service refuses it (unavailable) until
+    /// its leader found every member runs a build that has it, and a split
+    /// of many records outlasts a call's timeout (sent again, it waits
+    /// behind the first in the log, and finds it done).
+    async fn split_remote(&self, remote: &Remote, count: u16) -> Result<bool> {
+        let started = std::time::Instant::now();
+        loop {
+            match remote.call(MetaCall::SplitIntoIndexGroups { count }).await {
+                Err(StoreError::Unavailable(why)) if started.elapsed() < SPLIT_PATIENCE => {
+                    tracing::info!(reason = %why, "the split into index groups waits");
+                    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
                 }
-                (recorded, false) if recorded == count => {
-                    return Ok(inner.space().get(CF_DEFAULT, EXTENTS_TAGGED)?.is_some());
-                }
-                (recorded, false) => {
-                    return Err(StoreError::InvalidArgument(format!(
-                        "the store spreads its buckets over {recorded} index groups, not {count}"
-                    )));
-                }
+                answered => return answered,
             }
-            if inner
-                .space()
-                .iter(CF_BUCKETS, IteratorMode::Start)?
-                .next()
-                .is_some()
-            {
-                // A local root has moved its buckets' records by now
-                // (`split.rs`); a replicated one cannot yet.
-                return Err(StoreError::InvalidArgument(
-                    "a store with buckets starts using index groups only in a gateway that \
-                     holds its metadata alone, which moves their objects there at start; \
-                     a replicated metadata service cannot yet"
-                        .into(),
-                ));
-            }
-            let mut batch = inner.batch();
-            batch.put(CF_DEFAULT, INDEX_GROUPS, count.to_be_bytes())?;
-            batch.put(CF_DEFAULT, EXTENTS_TAGGED, [])?;
-            inner.commit(batch)?;
-            inner.note_index_groups(count);
-            Ok(true)
-        })
-        .await
+        }
     }
 
     // ---- bucket markers ------------------------------------------------------------
@@ -1661,6 +1657,49 @@ impl Inner {
             None => false,
         };
         batch.write(!applying)
+    }
+
+    /// [`Store::record_index_groups`] in this (root) store.
+    pub(crate) fn record_index_groups(&self, count: u16) -> Result<bool> {
+        let _exclusive = self.bucket_lock.write();
+        match crate::split::recorded_groups(self.space())? {
+            (0, _) => {}
+            // Only the process that holds it finishes a split (`split.rs`).
+            (_, true) => {
+                return Err(StoreError::Unavailable(
+                    "the store's buckets are still moving into their index groups".into(),
+                ));
+            }
+            (recorded, false) if recorded == count => {
+                return Ok(self.space().get(CF_DEFAULT, EXTENTS_TAGGED)?.is_some());
+            }
+            (recorded, false) => {
+                return Err(StoreError::InvalidArgument(format!(
+                    "the store spreads its buckets over {recorded} index groups, not {count}"
+                )));
+            }
+        }
+        if self
+            .space()
+            .iter(CF_BUCKETS, IteratorMode::Start)?
+            .next()
+            .is_some()
+        {
+            // A local root has moved its buckets' records by now; a
+            // replicated one does so by a call of its own (`split.rs`).
+            return Err(StoreError::InvalidArgument(
+                "a store with buckets starts using index groups by a split that moves \
+                 their objects there: at the start of a gateway that holds its metadata \
+                 alone, or through the log of a replicated metadata service"
+                    .into(),
+            ));
+        }
+        let mut batch = self.batch();
+        batch.put(CF_DEFAULT, INDEX_GROUPS, count.to_be_bytes())?;
+        batch.put(CF_DEFAULT, EXTENTS_TAGGED, [])?;
+        self.commit(batch)?;
+        self.note_index_groups(count);
+        Ok(true)
     }
 
     /// Reads of this store's records.

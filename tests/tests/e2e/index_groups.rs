@@ -589,6 +589,16 @@ fn each_index_group_sweeps_the_orphans_of_its_buckets() -> Result<()> {
     Ok(())
 }
 
+/// Waits until `member` sees each index group led by member 3 or 4.
+fn every_group_led_by_members_3_and_4(member: &Server) -> Result<()> {
+    within_30s(|| {
+        let leaders = per_group(member, "strata_metadata_group_leader")?;
+        let elsewhere = !leaders.iter().all(|leader| [3, 4].contains(leader));
+        Ok(elsewhere
+            .then(|| format!("index groups without a leader among members 3 and 4: {leaders:?}")))
+    })
+}
+
 /// [`within`] 30 s, looking every 200 ms: an election's time, with room.
 fn within_30s(check: impl FnMut() -> Result<Option<String>>) -> Result<()> {
     within(Duration::from_secs(30), Duration::from_millis(200), check)
@@ -656,12 +666,7 @@ fn a_member_of_a_service_with_index_groups_is_replaced_in_every_group() -> Resul
     }
     members[1].kill9()?;
     // Every group elects a leader among members 3 and 4.
-    within_30s(|| {
-        let leaders = per_group(&joiner, "strata_metadata_group_leader")?;
-        let elsewhere = !leaders.iter().all(|leader| [3, 4].contains(leader));
-        Ok(elsewhere
-            .then(|| format!("index groups without a leader among members 3 and 4: {leaders:?}")))
-    })?;
+    every_group_led_by_members_3_and_4(&joiner)?;
     for bucket in &buckets {
         within_30s(|| {
             let refused = put(&joiner, bucket, "after", b"members 3 and 4")? != 200;
@@ -669,5 +674,122 @@ fn a_member_of_a_service_with_index_groups_is_replaced_in_every_group() -> Resul
         })?;
         joiner.python_ok("cluster_load.py", &["verify", bucket, "10"])?;
     }
+    Ok(())
+}
+
+/// A replicated service that ran without index groups, started again with
+/// them: the first member's gateway asks for the split, which every member
+/// applies from the root group's log, moving its replica's records into
+/// its own group replicas (`store/src/split.rs`); each member then purges
+/// its groups' logs, so a member added later is sent the groups as
+/// snapshots.
+#[test]
+fn a_replicated_service_moves_its_buckets_into_index_groups() -> Result<()> {
+    let cluster = Cluster::start(2, 4, 2)?;
+    let mut members = cluster.metadata_group_with_config(3, "[cluster]\n")?;
+    let addresses: Vec<String> = members
+        .iter()
+        .map(|member| member.endpoint().trim_start_matches("http://").to_owned())
+        .collect();
+    let containers = public_containers(
+        &members[0],
+        "rsplit",
+        8,
+        &["a/one.txt", "a/two.txt", "b.txt"],
+    )?;
+    let bucket = unique_bucket("rsplit-s3");
+    members[1].aws_ok(&["s3api", "create-bucket", "--bucket", &bucket])?;
+    let body = random_bytes(300_000);
+    ensure!(put(&members[1], &bucket, "big.bin", &body)? == 200);
+
+    // Every member started again with groups, at once: a member's start
+    // waits for the groups to elect leaders, which takes two members.
+    for member in &members {
+        member.rewrite_config(&format!("{GROUPS}[cluster]\n"))?;
+    }
+    std::thread::scope(|scope| {
+        let restarts: Vec<_> = members
+            .iter_mut()
+            .map(|member| scope.spawn(move || member.restart()))
+            .collect();
+        restarts
+            .into_iter()
+            .map(|restart| {
+                restart
+                    .join()
+                    .map_err(|_| anyhow::anyhow!("restart panicked"))?
+            })
+            .collect::<Result<Vec<()>>>()
+    })?;
+    let logs: String = members.iter().map(|member| member.log_tail(400)).collect();
+    ensure!(
+        logs.contains("replica's buckets moved into their index groups"),
+        "{logs}"
+    );
+    let read_back = |gateway: &Server| -> Result<()> {
+        containers_serve_as_made(gateway, &containers)?;
+        let read = gateway.http(
+            "GET",
+            &format!("/{bucket}/big.bin"),
+            Signing::Root,
+            None,
+            &[],
+        )?;
+        ensure!(
+            read.status == 200 && read.body == body,
+            "{bucket}/big.bin: {}",
+            read.status
+        );
+        Ok(())
+    };
+    for member in &members {
+        read_back(member)?;
+    }
+    // Changes go on in the groups.
+    ensure!(put(&members[2], &bucket, "after.txt", b"after the split")? == 200);
+
+    // Each member purged its groups' logs once its root split.
+    within_30s(|| {
+        for member in &members {
+            let purged = per_group(member, "strata_metadata_group_purged_index")?;
+            if purged.contains(&0) {
+                return Ok(Some(format!("index group logs purged up to {purged:?}")));
+            }
+        }
+        Ok(None)
+    })?;
+
+    // A fourth member is added, the first removed and the second killed:
+    // every group is left to members 3 and 4, and serves as before.
+    let joiner = cluster.metadata_joiner_with_config(&addresses, GROUPS)?;
+    let joiner_address = joiner.endpoint().trim_start_matches("http://").to_owned();
+    let listed = addresses.join(",");
+    let metadata = |args: &[&str]| cluster.metadata_json(&listed, args);
+    until_taken(|| metadata(&["add", "4", &joiner_address]))?;
+    let installed = joiner
+        .log_tail(2000)
+        .matches("metadata snapshot installed")
+        .count();
+    ensure!(
+        installed >= 4,
+        "the new member installed {installed} snapshots"
+    );
+    members[0].kill9()?;
+    until_taken(|| metadata(&["remove", "1"]))?;
+    members[1].kill9()?;
+    every_group_led_by_members_3_and_4(&joiner)?;
+    read_back(&joiner)?;
+    let after = joiner.http(
+        "GET",
+        &format!("/{bucket}/after.txt"),
+        Signing::Root,
+        None,
+        &[],
+    )?;
+    ensure!(
+        after.body == b"after the split",
+        "{bucket}/after.txt: {}",
+        after.status
+    );
     Ok(())
 }

@@ -12,6 +12,10 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail, ensure};
 use strata_tests::{Cluster, HttpResponse, Partition, Server, Signing, unique_bucket};
 
+/// The log version this build runs (`strata_meta::LOG_VERSION`; the harness
+/// depends on no strata crate): 2 since the split into index groups.
+const LOG_VERSION: u64 = 2;
+
 /// How long the group may take to elect a new leader and take changes
 /// again (a follower stands for election after 2.5–3 s without a
 /// heartbeat; the bound leaves room for a loaded CI machine).
@@ -227,7 +231,7 @@ fn shows_each_members_view(cluster: &Cluster, addresses: &[String], alive: u64) 
                 // A failover happened: past the first election's term.
                 ensure!(view["term"].as_u64() > Some(1), "{views:#}");
                 // And it says which log version it runs (this build's).
-                ensure!(view["runs_log_version"] == 1, "{views:#}");
+                ensure!(view["runs_log_version"] == LOG_VERSION, "{views:#}");
             }
             false => ensure!(entry["error"].is_string(), "{views:#}"),
         }
@@ -490,13 +494,16 @@ fn a_member_is_replaced_with_strata_metadata() -> Result<()> {
     let added = metadata(&["add", "4", &joiner_address])?;
     ensure!(voters(&added) == ["1", "2", "3", "4"], "{added}");
     ensure!(added["members"]["4"] == joiner_address.as_str(), "{added}");
-    // Every member runs this build (log version 1): the leader, which
-    // asks each which it runs (a probe over the cluster's HTTP), raised the
-    // group's to it, and a show says what each runs.
-    let every_member_at_1 = serde_json::json!({"1": 1, "2": 1, "3": 1, "4": 1});
+    // Every member runs this build: the leader, which asks each which log
+    // version it runs (a probe over the cluster's HTTP), raised the group's
+    // to it, and a show says what each runs.
+    let every_member_at_this_build = serde_json::json!({
+        "1": LOG_VERSION, "2": LOG_VERSION, "3": LOG_VERSION, "4": LOG_VERSION
+    });
     crate::cluster::within(FAILOVER_BOUND, Duration::from_millis(500), || {
         let shown = metadata(&["show"])?;
-        let raised = shown["log_version"] == 1 && shown["runs"] == every_member_at_1;
+        let raised =
+            shown["log_version"] == LOG_VERSION && shown["runs"] == every_member_at_this_build;
         Ok((!raised).then(|| shown.to_string()))
     })?;
     joiner.python_ok("cluster_load.py", &["verify", &bucket, "20"])?;

@@ -143,6 +143,19 @@ pub fn spawn_sweeper(
                     None => return,
                 },
             };
+            // A root group's replica of a service that has index groups
+            // (split while this member, which runs none, was up): the
+            // groups' changes since are not in this database. (A member
+            // that runs them sweeps in each group it leads instead.)
+            if let Records::Member(_) = &records
+                && store.index_groups().await.unwrap_or(1) > 0
+            {
+                tracing::warn!(
+                    "orphan sweep skipped: the metadata service keeps its objects in \
+                     index groups this member does not run (set index_groups and restart it)"
+                );
+                continue;
+            }
             let older_than = SystemTime::now()
                 .checked_sub(orphan_age)
                 .unwrap_or(UNIX_EPOCH);

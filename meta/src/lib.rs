@@ -263,7 +263,9 @@ pub async fn compact_index_groups_after_split(root: Store, groups: Vec<Arc<MetaS
         return;
     }
     for group in groups {
-        if group.status().purged.is_some() {
+        // Purged already, or empty (a member joining, sent snapshots).
+        let status = group.status();
+        if status.purged.is_some() || status.last_applied.is_none() {
             continue;
         }
         match group.compact_log().await {
@@ -339,6 +341,9 @@ pub struct MetaService {
     raft: Raft<TypeConfig>,
     store: Store,
     batcher: Arc<batch::Batcher>,
+    /// An index group of the root in the same database
+    /// (`Tuning::index_groups_follow_root`): reads wait for its split too.
+    follows_root: bool,
     confirmations: Confirmations,
     hibernation: Arc<hibernation::Hibernation>,
     versions: Arc<versions::LogVersions>,
@@ -497,6 +502,7 @@ impl MetaService {
             versions,
             version_changes: tokio::sync::Mutex::new(()),
             transport,
+            follows_root: tuning.index_groups_follow_root && matches!(group, GroupId::Index(_)),
         });
         tokio::spawn(maintain_while_leading(Arc::downgrade(&service)));
         if let Some(idle) = tuning.idle_before_hibernating {
@@ -546,7 +552,7 @@ impl MetaService {
         if kind.writes {
             self.write(request, kind.log_version, signature).await
         } else {
-            self.read(request, answer_by).await
+            self.read(request, kind.keeps_objects, answer_by).await
         }
     }
 
@@ -576,10 +582,46 @@ impl MetaService {
         self.batcher.write(call, needs).await
     }
 
-    async fn read(&self, request: &[u8], answer_by: Option<std::time::Instant>) -> Routed {
+    /// A read at the leader; one of objects (`of_objects`) only once this
+    /// member's root split into its index group, if it is one.
+    async fn read(
+        &self,
+        request: &[u8],
+        of_objects: bool,
+        answer_by: Option<std::time::Instant>,
+    ) -> Routed {
+        // Not the feed's reads: a gateway's start connects to each group
+        // (the head of its feed) before the first records the groups, and
+        // the split moves no event.
+        if of_objects && let Err(refusal) = self.root_split(answer_by).await {
+            return refusal;
+        }
         match self.confirm_leadership().await {
             None => Routed::Answer(self.store.serve_meta_by(request, None, answer_by).await),
             Some(refusal) => refusal,
+        }
+    }
+
+    /// For an index group's replica, waits (until `answer_by`, within
+    /// [`QUORUM_WAIT`]) until this member's root recorded its split into
+    /// the groups, or that it has none to make: before that, the replica
+    /// may lack records the split is still to move into it.
+    async fn root_split(&self, answer_by: Option<std::time::Instant>) -> Result<(), Routed> {
+        if !self.follows_root {
+            return Ok(());
+        }
+        let wait = answer_by.map_or(QUORUM_WAIT, |by| {
+            by.saturating_duration_since(std::time::Instant::now())
+                .min(QUORUM_WAIT)
+        });
+        match tokio::time::timeout(wait, self.store.wait_for_root_split(true)).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(err)) => Err(Routed::Unavailable(err.to_string())),
+            Err(_) => Err(Routed::Unavailable(format!(
+                "the {} waits for this member's root group to record its split into \
+                 index groups",
+                self.group
+            ))),
         }
     }
 
@@ -618,6 +660,7 @@ impl MetaService {
     /// before. For work that reads the whole replica and acts outside the
     /// log, such as deleting the extents no record names (the orphan sweep).
     pub async fn replica_while_leading(&self) -> Option<Store> {
+        self.root_split(None).await.ok()?;
         match self.confirm_leadership().await {
             None => Some(self.store.clone()),
             Some(_) => None,

@@ -12,8 +12,8 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use parking_lot::RwLock;
 use strata_meta::{
-    GroupId, Joining, Members, MembershipChange, MetaLog, MetaService, RaftRpc, RaftTransport,
-    Routed, Tuning,
+    GroupId, Joining, Members, Membership, MembershipChange, MetaLog, MetaService, RaftRpc,
+    RaftTransport, Routed, Tuning,
 };
 use strata_pool::{LocalPool, LocalPoolConfig};
 use strata_store::{Store, StoreConfig};
@@ -255,6 +255,19 @@ impl Group {
         self.running()
             .find(|service| service.status().id == id)
             .expect("the leader runs")
+    }
+
+    /// Makes `change` at the leader, again at the next one should
+    /// leadership move meanwhile (a loaded machine misses heartbeats; a
+    /// change is made once whoever makes it).
+    async fn change_at_leader(&self, change: MembershipChange) -> Result<Membership, Routed> {
+        for _ in 0..100 {
+            match self.leader().change_membership(change.clone()).await {
+                Err(Routed::NotLeader(_)) => tokio::time::sleep(Duration::from_millis(100)).await,
+                made => return made,
+            }
+        }
+        self.leader().change_membership(change).await
     }
 
     /// The leader every running member names, once they all name the
@@ -714,8 +727,7 @@ async fn a_member_is_replaced_while_the_group_serves() {
         .await;
     assert!(matches!(refused, Err(Routed::NotLeader(_))));
     let membership = group
-        .leader()
-        .change_membership(add.clone())
+        .change_at_leader(add.clone())
         .await
         .unwrap_or_else(|refusal| panic!("{refusal:?}"));
     assert_eq!(
@@ -1590,4 +1602,72 @@ async fn a_group_raises_its_log_version_once_every_member_runs_it() {
         refusal.contains(&format!("runs log version {earlier}")),
         "{refusal}"
     );
+}
+
+/// An index group's leader answers no read of objects before its member's
+/// root recorded the index groups (a root still to split would leave the
+/// replica without the records it moves), but reads its feed at once: a
+/// gateway's start connects to every group before it records them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_index_groups_reads_of_objects_wait_for_its_members_root() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let pool = Arc::new(
+        LocalPool::open(LocalPoolConfig {
+            dir: dir.path().join("pool"),
+        })
+        .expect("pool"),
+    );
+    let mut config = StoreConfig::new(dir.path().join("replica"));
+    config.log_replica = true;
+    let root = Store::open(config.clone(), pool).expect("root replica");
+    let group = root.open_group(1, config).expect("group replica");
+    let log = MetaLog::open(&dir.path().join("log")).expect("log");
+    let transport = Arc::new(InProcess::default());
+    let member: Members = [(1, "member-1".to_string())].into();
+    let service = MetaService::start_group(
+        1,
+        GroupId::Index(1),
+        Joining::Founding(member),
+        &log,
+        group,
+        transport.clone(),
+        Tuning::default(),
+    )
+    .await
+    .expect("member starts");
+    transport.register("member-1".into(), &service);
+    let ask = |call: serde_json::Value| {
+        let service = service.clone();
+        async move {
+            let request = serde_json::to_vec(&call).expect("encodable call");
+            for _ in 0..200 {
+                match service.call(&request, None, None).await {
+                    Routed::NotLeader(_) => tokio::time::sleep(Duration::from_millis(25)).await,
+                    routed => return routed,
+                }
+            }
+            panic!("no leader")
+        }
+    };
+    let head = serde_json::json!({"op": "head_object", "bucket": "b", "key": "k"});
+    let feed_head = serde_json::json!({"op": "feed_head"});
+
+    assert!(matches!(ask(feed_head.clone()).await, Routed::Answer(_)));
+    match ask(head.clone()).await {
+        Routed::Unavailable(why) => assert!(why.contains("waits for this member's root"), "{why}"),
+        other => panic!("a read of objects before the root recorded groups: {other:?}"),
+    }
+    let recorded = root
+        .serve_meta(br#"{"op": "record_index_groups", "count": 1}"#, None)
+        .await;
+    assert!(String::from_utf8_lossy(&recorded).contains("Ok"));
+    match ask(head).await {
+        // Answered by the replica: no such bucket there.
+        Routed::Answer(answer) => {
+            let answer = String::from_utf8_lossy(&answer).into_owned();
+            assert!(answer.contains("NoSuchBucket"), "{answer}");
+        }
+        other => panic!("a read of objects once the root recorded groups: {other:?}"),
+    }
+    service.shutdown().await;
 }

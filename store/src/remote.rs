@@ -440,7 +440,16 @@ impl MetaCall {
 
 fn decode_call(request: &[u8]) -> Result<MetaCall> {
     serde_json::from_slice(request)
-        .map_err(|err| StoreError::InvalidArgument(format!("undecodable metadata call: {err}")))
+        .map_err(|err| StoreError::InvalidArgument(format!("{UNDECODABLE}: {err}")))
+}
+
+/// What an undecodable call's refusal starts with.
+const UNDECODABLE: &str = "undecodable metadata call";
+
+/// Whether a refusal says the service did not decode the call: a service of
+/// an earlier build, which does not know it.
+pub(crate) fn undecodable(why: &str) -> bool {
+    why.starts_with(UNDECODABLE)
 }
 
 /// The log version of [`MetaCall::SplitIntoIndexGroups`], the first call
@@ -457,6 +466,9 @@ pub struct MetaCallKind {
     pub writes: bool,
     /// The log version a member must run to apply it.
     pub log_version: u32,
+    /// Whether it reads or changes a bucket's objects, uploads or their
+    /// counters (not the feed, nor the catalog).
+    pub keeps_objects: bool,
 }
 
 /// What a replicated log entry brings besides its call (see
@@ -850,6 +862,7 @@ impl Store {
         decode_call(request).ok().map(|call| MetaCallKind {
             writes: call.writes(),
             log_version: call.log_version(),
+            keeps_objects: call.keeps_objects(),
         })
     }
 

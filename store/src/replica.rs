@@ -229,6 +229,10 @@ impl Store {
 
 /// A batch that deletes every record of the store's space, in every family.
 fn wipe(inner: &Inner) -> Result<Batch<'_>> {
+    // An index group's replica emptied holds nothing its root's split moved.
+    inner
+        .root_split_seen
+        .store(false, std::sync::atomic::Ordering::SeqCst);
     let mut batch = inner.batch();
     for (_, name) in families() {
         batch.delete_all(name)?;

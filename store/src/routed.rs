@@ -172,8 +172,10 @@ impl Store {
     /// and refuses another afterwards; whoever opens the root without
     /// routing it checks [`Store::index_groups`]. A root that already holds
     /// buckets moves their objects into the groups first when it and the
-    /// groups are this process's, in one database (`crate::split`), and
-    /// is refused otherwise.
+    /// groups are this process's, in one database (`crate::split`); a
+    /// connected root is asked to split (a replicated service's members each
+    /// move their own replica's records), and a root held by another
+    /// process alone refuses.
     pub async fn route(root: Store, groups: Vec<Store>) -> Result<Store> {
         let count = u16::try_from(groups.len())
             .ok()

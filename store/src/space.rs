@@ -414,9 +414,10 @@ impl<'a> MoveBatch<'a> {
     }
 
     /// Applies the batch without waiting for the disk: the move's last
-    /// write is synced, and the log is the database's, so that sync makes
-    /// every earlier one durable; a crash before it loses a suffix of the
-    /// moves, which the split makes again.
+    /// write is synced (or, on a replica, marks the log entry applied), and
+    /// the log is the database's, so every earlier write is kept with it; a
+    /// crash before it loses a suffix of the moves, which the split makes
+    /// again.
     pub(crate) fn write(self) -> Result<()> {
         let mut options = WriteOptions::default();
         options.set_sync(false);

@@ -10,14 +10,16 @@
 //!   the first batch. The bucket records, the catalog, the change feed and
 //!   the pending extent deletions stay with the root.
 //! - **Where**: only where the root and its groups share one database (a
-//!   gateway that holds its metadata alone). Each batch takes its records
+//!   gateway that holds its metadata alone, at its start; each member of a
+//!   replicated service, as it applies the root's `SplitIntoIndexGroups`
+//!   from the log: [`Store::split_in_place`]). Each batch takes its records
 //!   out of the root's space and puts them in the group's in one write, so
 //!   a record is in exactly one of the two whatever the moment of a crash.
-//!   A replicated service cannot split yet: its moves would go through two
-//!   logs (step 4), and [`Store::route`] refuses it as before.
 //! - **Resumable**: the group count is recorded before the first move
-//!   with a *splitting* byte after it, and recorded again without it by a
-//!   synced write after the last. Whatever a crash cut short, what is left
+//!   with a *splitting* byte after it, and recorded again without it by the
+//!   last write: synced in one process; on a replica, with the log entry's
+//!   applied marker, so that a member that crashed before it applies the
+//!   entry again. Whatever a crash cut short, what is left
 //!   in the root's space is what is still to move: a store opened with
 //!   the byte there finishes the split before anything else, and one
 //!   opened without the groups is refused, as any store with groups
@@ -169,13 +171,14 @@ impl Store {
     }
 
     /// For an index group's replica, before it applies a call, installs a
-    /// snapshot or takes one: waits until this member's root records its
-    /// index groups and is not splitting. A group's change applied before
-    /// a lagging root's split would be overwritten by the older record the
-    /// split moves. Then, with `seeded`, refuses a replica of a root that
-    /// was split which the split did not seed: it holds none of the
+    /// snapshot, takes one or answers a read: waits until this member's
+    /// root records its index groups and is not splitting. A group's change
+    /// applied before a lagging root's split would be overwritten by the
+    /// older record the split moves, and a read would miss what the split
+    /// has not moved yet. Then, with `seeded`, refuses a replica of a root
+    /// that was split which the split did not seed: it holds none of the
     /// records moved, which are in no group log. A root store returns at
-    /// once.
+    /// once, and so does a group once it saw its root ready.
     pub async fn wait_for_root_split(&self, seeded: bool) -> Result<()> {
         let Engine::Local(inner) = &self.engine else {
             return Ok(());
@@ -186,6 +189,12 @@ impl Store {
         let started = std::time::Instant::now();
         let mut told = None;
         loop {
+            if inner
+                .root_split_seen
+                .load(std::sync::atomic::Ordering::SeqCst)
+            {
+                return Ok(());
+            }
             let root = self
                 .blocking(|inner| {
                     let root_keys = crate::space::KeySpace::root();
@@ -200,7 +209,11 @@ impl Store {
                 .await?;
             match root {
                 ((count, false), split, is_seeded) if count > 0 => {
-                    if seeded && split && !is_seeded {
+                    if !split || is_seeded {
+                        inner
+                            .root_split_seen
+                            .store(true, std::sync::atomic::Ordering::SeqCst);
+                    } else if seeded {
                         return Err(StoreError::Internal(format!(
                             "this member's replica of index group {group} holds none of the \
                              records the split of the root moved into it (the member's root \

@@ -163,10 +163,12 @@ const ORPHAN_SWEEP_INTERVAL: Duration = Duration::from_secs(6 * 3600);
 /// Number of lock stripes serialising commits to the same key.
 const KEY_LOCK_STRIPES: usize = 256;
 
-/// How long a gateway's start asks a replicated service for the split into
-/// index groups while it answers that it cannot yet: about the time a
-/// rolling upgrade takes to bring every member to a build that has it.
-const SPLIT_PATIENCE: Duration = Duration::from_secs(600);
+/// Why a root that began a split and did not end it records no groups.
+const STILL_SPLITTING: &str = "the store's buckets are still moving into their index groups";
+
+/// How often a gateway's start asks again for its index groups to be
+/// recorded while the metadata service cannot answer yet.
+const RECORD_RETRY: Duration = Duration::from_secs(1);
 
 pub(crate) struct Inner {
     /// Shared with the stores of the other groups in the database
@@ -195,6 +197,10 @@ pub(crate) struct Inner {
     /// The groups' stores opened beside this one (the root's): one store
     /// per space, or two would number events and lock keys apart.
     pub(crate) groups: Mutex<std::collections::HashMap<u16, std::sync::Weak<Inner>>>,
+    /// An index group's: its root recorded the groups and, if split, this
+    /// replica is seeded ([`Store::wait_for_root_split`]); a root never
+    /// takes it back, and only a wipe of the replica does.
+    pub(crate) root_split_seen: std::sync::atomic::AtomicBool,
 }
 
 /// What makes applying one log entry the same on every replica: the time
@@ -387,6 +393,7 @@ impl Store {
                 pinned: Mutex::new(None),
                 followers: Followers::new(),
                 groups: Mutex::new(Default::default()),
+                root_split_seen: std::sync::atomic::AtomicBool::new(false),
             })),
         };
         if let Engine::Local(inner) = &store.engine {
@@ -718,41 +725,10 @@ impl Store {
     /// extents are tagged by bucket ([`Store::index_extents_tagged`]).
     pub(crate) async fn record_index_groups(&self, count: u16) -> Result<bool> {
         if let Some(remote) = self.remote() {
-            return match remote.call(MetaCall::RecordIndexGroups { count }).await {
-                // A root that holds buckets: they move by a split, which a
-                // replicated service logs once every member runs a build
-                // that has it (`split.rs`).
-                Err(StoreError::InvalidArgument(why)) => {
-                    tracing::info!(
-                        groups = count,
-                        reason = %why,
-                        "asking the metadata service to move its buckets into index groups"
-                    );
-                    self.split_remote(remote, count).await
-                }
-                recorded => recorded,
-            };
+            return record_index_groups_remotely(remote, count).await;
         }
         self.blocking(move |inner| inner.record_index_groups(count))
             .await
-    }
-
-    /// Sends the split into `count` groups ([`Store::split_in_place`]) until
-    /// it is answered: a replicated service refuses it (unavailable) until
-    /// its leader found every member runs a build that has it, and a split
-    /// of many records outlasts a call's timeout (sent again, it waits
-    /// behind the first in the log, and finds it done).
-    async fn split_remote(&self, remote: &Remote, count: u16) -> Result<bool> {
-        let started = std::time::Instant::now();
-        loop {
-            match remote.call(MetaCall::SplitIntoIndexGroups { count }).await {
-                Err(StoreError::Unavailable(why)) if started.elapsed() < SPLIT_PATIENCE => {
-                    tracing::info!(reason = %why, "the split into index groups waits");
-                    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
-                }
-                answered => return answered,
-            }
-        }
     }
 
     // ---- bucket markers ------------------------------------------------------------
@@ -1664,12 +1640,9 @@ impl Inner {
         let _exclusive = self.bucket_lock.write();
         match crate::split::recorded_groups(self.space())? {
             (0, _) => {}
-            // Only the process that holds it finishes a split (`split.rs`).
-            (_, true) => {
-                return Err(StoreError::Unavailable(
-                    "the store's buckets are still moving into their index groups".into(),
-                ));
-            }
+            // Only the process that holds it finishes a split, or a
+            // replicated service's log (`split.rs`).
+            (_, true) => return Err(StoreError::Unavailable(STILL_SPLITTING.into())),
             (recorded, false) if recorded == count => {
                 return Ok(self.space().get(CF_DEFAULT, EXTENTS_TAGGED)?.is_some());
             }
@@ -2038,6 +2011,70 @@ pub fn validate_key(key: &str) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// [`Store::record_index_groups`] through a connected root. A root that
+/// holds buckets and no groups is asked for the split instead
+/// (`MetaCall::SplitIntoIndexGroups`, `split.rs`), and so is one whose
+/// split has not ended (it resumes, or waits behind it in the log). Both
+/// are asked again while the service cannot answer: a replicated one takes
+/// the split only once every member runs a build that has it (an earlier
+/// leader does not even decode it), and a split of many records outlasts
+/// calls' timeouts. The start of a gateway waits meanwhile, and says why.
+async fn record_index_groups_remotely(remote: &Remote, count: u16) -> Result<bool> {
+    let started = std::time::Instant::now();
+    let mut told = Duration::ZERO;
+    let mut splitting = false;
+    loop {
+        let call = match splitting {
+            false => MetaCall::RecordIndexGroups { count },
+            true => MetaCall::SplitIntoIndexGroups { count },
+        };
+        let why = match remote.call::<bool>(call).await {
+            Ok(tagged) => return Ok(tagged),
+            Err(StoreError::InvalidArgument(why))
+                if splitting && crate::remote::undecodable(&why) =>
+            {
+                why
+            }
+            Err(StoreError::InvalidArgument(why)) if !splitting => {
+                // Refused for its buckets, or for another count: only a
+                // root that records none is to be split.
+                match remote.call::<u16>(MetaCall::IndexGroups).await {
+                    Ok(0) => {
+                        tracing::info!(
+                            groups = count,
+                            "asking the metadata service to move its buckets into index groups"
+                        );
+                        splitting = true;
+                        continue;
+                    }
+                    Ok(_) => return Err(StoreError::InvalidArgument(why)),
+                    Err(err) => err.to_string(),
+                }
+            }
+            // A split cut short by an error (one under way would have been
+            // waited for in the log): the split call resumes it, or says
+            // what stops it.
+            Err(StoreError::Unavailable(why)) if !splitting && why == STILL_SPLITTING => {
+                splitting = true;
+                continue;
+            }
+            Err(StoreError::Unavailable(why)) => why,
+            Err(err) => return Err(err),
+        };
+        let waited = started.elapsed();
+        if waited >= told {
+            tracing::info!(
+                groups = count,
+                waited_secs = waited.as_secs(),
+                reason = %why,
+                "the metadata service cannot record the index groups yet"
+            );
+            told = (waited * 2).max(Duration::from_secs(5));
+        }
+        tokio::time::sleep(RECORD_RETRY).await;
+    }
 }
 
 #[cfg(test)]

@@ -342,9 +342,12 @@ impl Inner {
             let (_, value) = item?;
             buckets.push(records::decode::<BucketInfo>(&value)?);
         }
-        let mut moved = 0;
-        let mut reported = 0;
-        for (done, bucket) in buckets.iter().enumerate() {
+        let mut progress = Progress {
+            buckets: buckets.len(),
+            ..Progress::default()
+        };
+        for (index, bucket) in buckets.iter().enumerate() {
+            progress.bucket = index + 1;
             let group = &groups[group_index(&bucket.name, groups.len())];
             let mut mover = Mover {
                 from: self.space(),
@@ -352,21 +355,10 @@ impl Inner {
                 batch: None,
                 per_batch: per_batch.max(1),
                 batches: &mut batches,
-                moved: &mut moved,
+                progress: &mut progress,
             };
             if mover.bucket(bucket, group)? == Step::Stop {
                 return Ok(Split::Stopped);
-            }
-            // A store of millions of objects takes minutes: say how far.
-            if moved - reported >= PROGRESS_EVERY {
-                reported = moved;
-                let buckets = buckets.len();
-                tracing::info!(
-                    records = moved,
-                    done = done + 1,
-                    buckets,
-                    "moving into index groups"
-                );
             }
         }
         // The moves left deletions behind: compacted away, or each scan of
@@ -398,6 +390,19 @@ impl Inner {
     }
 }
 
+/// How far a split is, to say so every [`PROGRESS_EVERY`] records: a store
+/// of millions of objects takes minutes, in a few buckets or many.
+#[derive(Default)]
+struct Progress {
+    /// Records moved so far, in every bucket.
+    moved: u64,
+    /// `moved` when last said.
+    reported: u64,
+    /// The bucket being moved, from 1, of `buckets`.
+    bucket: usize,
+    buckets: usize,
+}
+
 /// The moves of one bucket's records into its group.
 struct Mover<'a> {
     from: Space<'a>,
@@ -406,8 +411,7 @@ struct Mover<'a> {
     per_batch: usize,
     /// Writes left before stopping, when counted.
     batches: &'a mut Option<usize>,
-    /// Records moved so far, in every bucket.
-    moved: &'a mut u64,
+    progress: &'a mut Progress,
 }
 
 impl<'a> Mover<'a> {
@@ -502,7 +506,17 @@ impl<'a> Mover<'a> {
         };
         let records = batch.len() as u64;
         batch.write()?;
-        *self.moved += records;
+        let progress = &mut *self.progress;
+        progress.moved += records;
+        if progress.moved - progress.reported >= PROGRESS_EVERY {
+            progress.reported = progress.moved;
+            tracing::info!(
+                records = progress.moved,
+                bucket = progress.bucket,
+                buckets = progress.buckets,
+                "moving into index groups"
+            );
+        }
         match self.batches {
             None => Ok(Step::GoOn),
             Some(left) => {

@@ -649,6 +649,9 @@ fn metadata_metrics(status: &strata_meta::MetaStatus) -> String {
 /// Each index group's view of its Raft group, labelled by group number
 /// (each series' samples together, as the text format wants them).
 fn index_group_metrics(groups: &[Arc<MetaService>]) -> String {
+    if groups.is_empty() {
+        return String::new();
+    }
     let statuses: Vec<_> = groups.iter().map(|group| group.status()).collect();
     type Series = (&'static str, fn(&strata_meta::MetaStatus) -> u64);
     let series: [Series; 4] = [
@@ -666,7 +669,7 @@ fn index_group_metrics(groups: &[Arc<MetaService>]) -> String {
         }),
     ];
     let mut out = String::new();
-    for (name, value) in series.iter().filter(|_| !statuses.is_empty()) {
+    for (name, value) in &series {
         out.push_str(&format!("# TYPE {name} gauge\n"));
         for (number, status) in (1..).zip(&statuses) {
             out.push_str(&format!("{name}{{group=\"{number}\"}} {}\n", value(status)));

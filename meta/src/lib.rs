@@ -590,16 +590,18 @@ impl MetaService {
         of_objects: bool,
         answer_by: Option<std::time::Instant>,
     ) -> Routed {
+        if let Some(refusal) = self.confirm_leadership().await {
+            // A follower sends the caller on at once.
+            return refusal;
+        }
         // Not the feed's reads: a gateway's start connects to each group
         // (the head of its feed) before the first records the groups, and
-        // the split moves no event.
+        // the split moves no event. (Waiting after the confirmation only
+        // lets the replica take more in.)
         if of_objects && let Err(refusal) = self.root_split(answer_by).await {
             return refusal;
         }
-        match self.confirm_leadership().await {
-            None => Routed::Answer(self.store.serve_meta_by(request, None, answer_by).await),
-            Some(refusal) => refusal,
-        }
+        Routed::Answer(self.store.serve_meta_by(request, None, answer_by).await)
     }
 
     /// For an index group's replica, waits (until `answer_by`, within
@@ -1041,16 +1043,18 @@ async fn maintain_while_leading(service: std::sync::Weak<MetaService>) {
             let raising = service.clone();
             tokio::spawn(async move { raising.raise_log_version().await });
         }
+        // Each call with the log version it needs, as a caller's.
+        let needs = |call: &[u8]| Store::meta_call_kind(call).map_or(0, |kind| kind.log_version);
         let now_secs = (unix_ms().max(0) as u64) / 1000;
+        let expiry = Store::expiry_call(now_secs);
         if service.store.expiry_due(now_secs).await.unwrap_or(false)
-            && let Routed::Unavailable(why) =
-                service.write(&Store::expiry_call(now_secs), 0, None).await
+            && let Routed::Unavailable(why) = service.write(&expiry, needs(&expiry), None).await
         {
             tracing::debug!(%why, "expiry not logged");
         }
         match service.store.feed_trim_call(since).await {
             Ok(Some(call)) => {
-                if let Routed::Unavailable(why) = service.write(&call, 0, None).await {
+                if let Routed::Unavailable(why) = service.write(&call, needs(&call), None).await {
                     tracing::debug!(%why, "feed trimming not logged");
                 }
             }

@@ -362,15 +362,22 @@ async fn settle(services: &[Arc<MetaService>]) {
 /// Sends `call` to `services` (members of one group) in turn until the
 /// leader takes it.
 async fn call_leader(services: &[Arc<MetaService>], call: serde_json::Value) -> serde_json::Value {
-    let request = serde_json::to_vec(&call).expect("encodable call");
+    match routed_at_leader(services, &call).await {
+        Routed::Answer(answer) => serde_json::from_slice(&answer).expect("JSON answer"),
+        Routed::Unavailable(why) => panic!("{call}: {why}"),
+        Routed::NotLeader(_) => unreachable!("sent on to the leader"),
+    }
+}
+
+/// Sends `call` to `services` in turn until one that leads routes it: its
+/// answer or its refusal.
+async fn routed_at_leader(services: &[Arc<MetaService>], call: &serde_json::Value) -> Routed {
+    let request = serde_json::to_vec(call).expect("encodable call");
     for _ in 0..200 {
         for service in services {
             match service.call(&request, None, None).await {
-                Routed::Answer(answer) => {
-                    return serde_json::from_slice(&answer).expect("JSON answer");
-                }
                 Routed::NotLeader(_) => {}
-                Routed::Unavailable(why) => panic!("{call}: {why}"),
+                routed => return routed,
             }
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -1636,18 +1643,10 @@ async fn an_index_groups_reads_of_objects_wait_for_its_members_root() {
     .await
     .expect("member starts");
     transport.register("member-1".into(), &service);
+    let services = [service.clone()];
     let ask = |call: serde_json::Value| {
-        let service = service.clone();
-        async move {
-            let request = serde_json::to_vec(&call).expect("encodable call");
-            for _ in 0..200 {
-                match service.call(&request, None, None).await {
-                    Routed::NotLeader(_) => tokio::time::sleep(Duration::from_millis(25)).await,
-                    routed => return routed,
-                }
-            }
-            panic!("no leader")
-        }
+        let services = services.clone();
+        async move { routed_at_leader(&services, &call).await }
     };
     let head = serde_json::json!({"op": "head_object", "bucket": "b", "key": "k"});
     let feed_head = serde_json::json!({"op": "feed_head"});

@@ -193,6 +193,7 @@ impl Store {
             })?;
             batch.delete(CF_DEFAULT, IMPORTING)?;
             batch.write(true)?;
+            inner.forget_root_split();
             inner.reset_feed_seq()?;
             inner.adopt_recorded_followers()
         })
@@ -212,6 +213,7 @@ impl Store {
     pub async fn wipe_replica(&self) -> Result<()> {
         self.blocking(|inner| {
             wipe(inner)?.write(true)?;
+            inner.forget_root_split();
             inner.reset_feed_seq()
         })
         .await?;
@@ -229,10 +231,6 @@ impl Store {
 
 /// A batch that deletes every record of the store's space, in every family.
 fn wipe(inner: &Inner) -> Result<Batch<'_>> {
-    // An index group's replica emptied holds nothing its root's split moved.
-    inner
-        .root_split_seen
-        .store(false, std::sync::atomic::Ordering::SeqCst);
     let mut batch = inner.batch();
     for (_, name) in families() {
         batch.delete_all(name)?;

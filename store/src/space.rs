@@ -413,11 +413,11 @@ impl<'a> MoveBatch<'a> {
         self.records
     }
 
-    /// Applies the batch without waiting for the disk: the move's last
-    /// write is synced (or, on a replica, marks the log entry applied), and
-    /// the log is the database's, so every earlier write is kept with it; a
-    /// crash before it loses a suffix of the moves, which the split makes
-    /// again.
+    /// Applies the batch without waiting for the disk: the split's last
+    /// write (not a move's) is synced, or on a replica marks the log entry
+    /// applied, and the log is the database's, so every earlier write is
+    /// kept with it; a crash before it loses a suffix of the moves, which
+    /// the split makes again.
     pub(crate) fn write(self) -> Result<()> {
         let mut options = WriteOptions::default();
         options.set_sync(false);

@@ -129,32 +129,15 @@ impl Store {
     /// stores opened for the while: its groups start over them later.
     pub(crate) async fn split_in_place(&self, count: u16) -> Result<bool> {
         let config = self.config().clone();
-        // A store held by one process is split by that process, at its start.
-        if !config.log_replica {
-            return self.record_index_groups(count).await;
+        // A store held by one process is split by that process, at its
+        // start; a replica here, as `Store::route` does it there.
+        if config.log_replica {
+            let groups = (1..=count)
+                .map(|group| self.open_group(group, config.clone()))
+                .collect::<Result<Vec<_>>>()?;
+            self.split_into(&groups, count).await?;
         }
-        let groups = (1..=count)
-            .map(|group| self.open_group(group, config.clone()))
-            .collect::<Result<Vec<_>>>()?;
-        let groups = groups
-            .iter()
-            .map(|group| match &group.engine {
-                Engine::Local(inner) => Ok(inner.clone()),
-                _ => Err(StoreError::Internal("a remote index group".into())),
-            })
-            .collect::<Result<Vec<_>>>()?;
-        self.blocking(move |inner| {
-            if inner.begin_split(count)? {
-                inner.move_into_groups(&groups, count, RECORDS_PER_BATCH, None)?;
-                tracing::info!(
-                    groups = count,
-                    "the replica's buckets moved into their index groups"
-                );
-                return Ok(false);
-            }
-            inner.record_index_groups(count)
-        })
-        .await
+        self.record_index_groups(count).await
     }
 
     /// Whether this root's buckets were moved into index groups by a split:

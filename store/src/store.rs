@@ -199,7 +199,7 @@ pub(crate) struct Inner {
     pub(crate) groups: Mutex<std::collections::HashMap<u16, std::sync::Weak<Inner>>>,
     /// An index group's: its root recorded the groups and, if split, this
     /// replica is seeded ([`Store::wait_for_root_split`]); a root never
-    /// takes it back, and only a wipe of the replica does.
+    /// takes it back, and only a wipe or an import of the replica does.
     pub(crate) root_split_seen: std::sync::atomic::AtomicBool,
 }
 
@@ -1673,6 +1673,13 @@ impl Inner {
         self.commit(batch)?;
         self.note_index_groups(count);
         Ok(true)
+    }
+
+    /// After this (index group's) replica was emptied or replaced: it may
+    /// hold nothing its root's split moved ([`Store::wait_for_root_split`]
+    /// looks again).
+    pub(crate) fn forget_root_split(&self) {
+        self.root_split_seen.store(false, Ordering::SeqCst);
     }
 
     /// Reads of this store's records.

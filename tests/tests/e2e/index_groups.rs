@@ -13,6 +13,7 @@ use strata_tests::{
 };
 
 use crate::cluster::{extents, orphan_extents, within, within_settle_timeout};
+use crate::metadata_group::addresses_of;
 
 const GROUPS: &str = "index_groups = 4\n";
 
@@ -458,10 +459,7 @@ fn replicated_service_with(
 ) -> Result<(Vec<Server>, Vec<String>)> {
     let config = format!("{GROUPS}[cluster]\n{cluster_toml}");
     let members = cluster.metadata_group_with_config(3, &config)?;
-    let addresses = members
-        .iter()
-        .map(|member| member.endpoint().trim_start_matches("http://").to_owned())
-        .collect();
+    let addresses = addresses_of(&members);
     Ok((members, addresses))
 }
 
@@ -687,10 +685,7 @@ fn a_member_of_a_service_with_index_groups_is_replaced_in_every_group() -> Resul
 fn a_replicated_service_moves_its_buckets_into_index_groups() -> Result<()> {
     let cluster = Cluster::start(2, 4, 2)?;
     let mut members = cluster.metadata_group_with_config(3, "[cluster]\n")?;
-    let addresses: Vec<String> = members
-        .iter()
-        .map(|member| member.endpoint().trim_start_matches("http://").to_owned())
-        .collect();
+    let addresses = addresses_of(&members);
     let containers = public_containers(
         &members[0],
         "rsplit",
@@ -723,7 +718,7 @@ fn a_replicated_service_moves_its_buckets_into_index_groups() -> Result<()> {
             })
             .collect::<Result<Vec<()>>>()
     })?;
-    let moved = "replica's buckets moved into their index groups";
+    let moved = "buckets moved into their index groups";
     within_30s(|| {
         let logs: Vec<String> = members.iter().map(|member| member.log_tail(400)).collect();
         let pending: Vec<usize> = (1..=3).filter(|n| !logs[n - 1].contains(moved)).collect();
@@ -771,14 +766,13 @@ fn a_replicated_service_moves_its_buckets_into_index_groups() -> Result<()> {
     let listed = addresses.join(",");
     let metadata = |args: &[&str]| cluster.metadata_json(&listed, args);
     until_taken(|| metadata(&["add", "4", &joiner_address]))?;
-    let installed = joiner
-        .log_tail(2000)
-        .matches("metadata snapshot installed")
-        .count();
-    ensure!(
-        installed >= 4,
-        "the new member installed {installed} snapshots"
-    );
+    within_30s(|| {
+        let installed = joiner
+            .log_tail(2000)
+            .matches("metadata snapshot installed")
+            .count();
+        Ok((installed < 4).then(|| format!("the new member installed {installed} snapshots")))
+    })?;
     members[0].kill9()?;
     until_taken(|| metadata(&["remove", "1"]))?;
     members[1].kill9()?;

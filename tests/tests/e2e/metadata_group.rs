@@ -45,7 +45,7 @@ fn agreed_leader(members: &[&Server]) -> Result<u64> {
 }
 
 /// `HOST:PORT` of each gateway, as `--metadata` names them.
-fn addresses_of(gateways: &[Server]) -> Vec<String> {
+pub(crate) fn addresses_of(gateways: &[Server]) -> Vec<String> {
     gateways
         .iter()
         .map(|gateway| gateway.endpoint().trim_start_matches("http://").to_owned())

@@ -6,8 +6,10 @@
 //! leaves extents that no record names. Only the metadata service holds
 //! every record, so only it deletes them (a replicated service's leader,
 //! from its replica, once a majority confirmed it leads; with index groups,
-//! each group's leader, of the extents tagged with its buckets' hashes),
-//! and only on nodes
+//! each group's leader, of the extents tagged with its buckets' hashes,
+//! or, for a service split into index groups, the root's leader once its
+//! replica of every group caught up with the group's leader), and only on
+//! nodes
 //! that serve it: each node records the first service that claims it and
 //! refuses the others. Two services over the same nodes by mistake would
 //! otherwise delete each other's extents; with the claims, the second
@@ -41,7 +43,60 @@ pub enum Records {
     /// This gateway is a member of a replicated service: its replica of a
     /// group (the root, or an index group), while it leads the group.
     Member(Weak<MetaService>),
+    /// This gateway is a member of a replicated service whose index groups'
+    /// extents are not tagged by bucket (it was split into them, or a
+    /// version before tags used them first), and runs
+    /// every group: the root's replica, which reads every space of the
+    /// member's database, while it leads the root and every group's
+    /// replica here holds what its group acknowledged.
+    EveryGroup {
+        root: Weak<MetaService>,
+        groups: Vec<Weak<MetaService>>,
+    },
 }
+
+/// How long the sweep waits for the index groups' replicas to apply as far
+/// as their leaders have (all at once).
+const GROUP_CATCH_UP_WAIT: Duration = Duration::from_secs(10);
+
+impl Records {
+    /// The replica to read the records from, if it may be read now; `Err`
+    /// when the records are gone for good (the gateway is stopping).
+    async fn replica(&self) -> Result<Option<Store>, Gone> {
+        let root = match self {
+            Records::Local(store) => return store.upgrade().map(Some).ok_or(Gone),
+            Records::Member(member) | Records::EveryGroup { root: member, .. } => {
+                member.upgrade().ok_or(Gone)?
+            }
+        };
+        // Leadership first: the groups' read points come after it, so each
+        // holds at least what the groups acknowledged before the root's.
+        let Some(replica) = root.replica_while_leading().await else {
+            return Ok(None);
+        };
+        let Records::EveryGroup { groups, .. } = self else {
+            return Ok(Some(replica));
+        };
+        let groups: Vec<_> = groups
+            .iter()
+            .map(Weak::upgrade)
+            .collect::<Option<_>>()
+            .ok_or(Gone)?;
+        let caught_up = groups
+            .iter()
+            .map(|group| group.caught_up(GROUP_CATCH_UP_WAIT));
+        for outcome in futures::future::join_all(caught_up).await {
+            if let Err(why) = outcome {
+                tracing::info!(%why, "orphan sweep put off: an index group's replica is behind");
+                return Ok(None);
+            }
+        }
+        Ok(Some(replica))
+    }
+}
+
+/// The service the records belong to stopped.
+struct Gone;
 
 /// The metadata service's id: random, made by the first gateway to ask.
 pub async fn service_id(store: &Store) -> anyhow::Result<String> {
@@ -128,25 +183,23 @@ pub fn spawn_sweeper(
                 }
                 continue;
             }
-            // Leadership last: the replica read right after it was
-            // confirmed holds every change acknowledged before.
-            let store = match &records {
-                Records::Local(store) => match store.upgrade() {
-                    Some(store) => store,
-                    None => return,
-                },
-                Records::Member(member) => match member.upgrade() {
-                    Some(member) => match member.replica_while_leading().await {
-                        Some(replica) => replica,
-                        None => continue,
-                    },
-                    None => return,
-                },
+            // The age is measured first: an extent is swept only if it was
+            // written `orphan_age` before any of the replicas' confirmations
+            // (below, last but the listing), which each hold every change
+            // acknowledged before them.
+            let older_than = SystemTime::now()
+                .checked_sub(orphan_age)
+                .unwrap_or(UNIX_EPOCH);
+            let store = match records.replica().await {
+                Ok(Some(store)) => store,
+                Ok(None) => continue,
+                Err(Gone) => return,
             };
             // A root group's replica of a service that has index groups
             // (split while this member, which runs none, was up): the
             // groups' changes since are not in this database. (A member
-            // that runs them sweeps in each group it leads instead.)
+            // that runs them sweeps as `EveryGroup`, or in each group it
+            // leads.)
             if let Records::Member(_) = &records
                 && store.index_groups().await.unwrap_or(1) > 0
             {
@@ -156,9 +209,6 @@ pub fn spawn_sweeper(
                 );
                 continue;
             }
-            let older_than = SystemTime::now()
-                .checked_sub(orphan_age)
-                .unwrap_or(UNIX_EPOCH);
             match store.sweep_orphans(older_than, tags.clone()).await {
                 Ok(0) => {}
                 Ok(n_swept) => tracing::info!(n_swept, "deleted extents no record names"),

@@ -295,19 +295,22 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         use crate::orphan_sweep::Records;
         let index_services = &served.internal.index_services;
         let sweeps = match (&served.internal.service, store.is_remote()) {
+            // Extents not tagged by bucket (the buckets were split into the
+            // groups, or a version that did not tag used them first): no
+            // group can tell its own, so the root's leader sweeps them all
+            // against every space of its database, once its replica of
+            // each group caught up with the group's leader.
+            (Some(root), _) if !index_services.is_empty() && !store.index_extents_tagged() => {
+                let records = Records::EveryGroup {
+                    root: Arc::downgrade(root),
+                    groups: index_services.iter().map(Arc::downgrade).collect(),
+                };
+                vec![(records, ALL_TAGS)]
+            }
             // Each index group's leader sweeps the extents of its buckets
             // against its replica: the root's leadership says nothing of
             // how far this member's replicas of the groups are. The root
             // group holds no object records.
-            (Some(_), _) if !index_services.is_empty() && !store.index_extents_tagged() => {
-                tracing::warn!(
-                    "no orphan sweep: this metadata service's index groups hold extents \
-                     not tagged by bucket (its buckets were split into them, or a version \
-                     that did not tag used them first), so no group can tell its own; \
-                     extents of uploads cut short stay on the nodes"
-                );
-                Vec::new()
-            }
             (Some(_), _) if !index_services.is_empty() => index_services
                 .iter()
                 .enumerate()

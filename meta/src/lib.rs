@@ -360,14 +360,26 @@ pub struct MetaService {
 /// (`ensure_linearizable`), one at a time: the reads that arrive during a
 /// round share the next, so concurrent reads cost one round trip, not one
 /// each.
-#[derive(Default)]
 struct Confirmations {
     /// Rounds started so far.
     started: std::sync::atomic::AtomicU64,
     /// Held while a round runs.
     running: tokio::sync::Mutex<()>,
-    /// The last round to finish, and what it found.
-    last: parking_lot::Mutex<(u64, Option<Routed>)>,
+    /// The last round to finish, and what it found: the read point
+    /// (`ensure_linearizable`'s log index, which the leader had applied), or
+    /// the refusal.
+    last: parking_lot::Mutex<(u64, Result<Option<u64>, Routed>)>,
+}
+
+impl Default for Confirmations {
+    fn default() -> Self {
+        Confirmations {
+            started: Default::default(),
+            running: Default::default(),
+            // Round 0, which no caller takes: each waits for a later one.
+            last: parking_lot::Mutex::new((0, Ok(None))),
+        }
+    }
 }
 
 impl MetaService {
@@ -631,6 +643,13 @@ impl MetaService {
     /// (so every change acknowledged before the read is in the replica);
     /// `None` when this member still leads.
     async fn confirm_leadership(&self) -> Option<Routed> {
+        self.confirmed_read_point().await.err()
+    }
+
+    /// [`MetaService::confirm_leadership`], which finds the read point too:
+    /// the index of the last entry committed when the round started, which
+    /// this leader had applied when it ended (`None`: an empty log).
+    async fn confirmed_read_point(&self) -> Result<Option<u64>, Routed> {
         use std::sync::atomic::Ordering;
         let rounds = &self.confirmations;
         let arrived_after = rounds.started.load(Ordering::Acquire);
@@ -638,22 +657,30 @@ impl MetaService {
         {
             let last = rounds.last.lock();
             if last.0 > arrived_after {
-                return last.1.as_ref().map(Routed::clone_refusal);
+                return last
+                    .1
+                    .as_ref()
+                    .map(|read| *read)
+                    .map_err(Routed::clone_refusal);
             }
         }
         let round = rounds.started.fetch_add(1, Ordering::AcqRel) + 1;
         let confirmed = tokio::time::timeout(QUORUM_WAIT, self.raft.ensure_linearizable()).await;
         let outcome = match confirmed {
-            Err(_) => Some(Routed::Unavailable(
+            Err(_) => Err(Routed::Unavailable(
                 "no majority of the metadata service answered in time".into(),
             )),
-            Ok(Ok(_)) => None,
+            Ok(Ok(read_log_id)) => Ok(read_log_id.map(|log_id| log_id.index)),
             Ok(Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(forward)))) => {
-                Some(Routed::NotLeader(forward.leader_node.map(|node| node.addr)))
+                Err(Routed::NotLeader(forward.leader_node.map(|node| node.addr)))
             }
-            Ok(Err(err)) => Some(Routed::Unavailable(format!("metadata read: {err}"))),
+            Ok(Err(err)) => Err(Routed::Unavailable(format!("metadata read: {err}"))),
         };
-        *rounds.last.lock() = (round, outcome.as_ref().map(Routed::clone_refusal));
+        let kept = outcome
+            .as_ref()
+            .map(|read| *read)
+            .map_err(Routed::clone_refusal);
+        *rounds.last.lock() = (round, kept);
         outcome
     }
 
@@ -669,13 +696,82 @@ impl MetaService {
         }
     }
 
+    /// This leader's read point, once a majority confirmed, after this was
+    /// called, that it leads (0 for a log still empty); `None` if it does
+    /// not lead.
+    async fn read_point(&self) -> Option<u64> {
+        let read = self.confirmed_read_point().await.ok()?;
+        Some(read.unwrap_or(0))
+    }
+
+    /// Waits, within `wait`, until this member's replica holds every change
+    /// the group acknowledged before this was called, and, for an index
+    /// group's, its member's root split into it: the leader confirms that
+    /// it leads; a follower asks the leader for its read point and applies
+    /// as far. For work that reads the replicas of several groups on one
+    /// member and acts outside their logs, such as the orphan sweep of a
+    /// service whose buckets were split into index groups. `Err` says why
+    /// not.
+    pub async fn caught_up(&self, wait: Duration) -> Result<(), String> {
+        match tokio::time::timeout(wait, self.catch_up(wait)).await {
+            Ok(caught_up) => caught_up,
+            Err(_) => Err(format!(
+                "this member's replica of the {} did not catch up within {wait:?}",
+                self.group
+            )),
+        }
+    }
+
+    /// [`MetaService::caught_up`], which bounds it by `wait`.
+    async fn catch_up(&self, wait: Duration) -> Result<(), String> {
+        let now = std::time::Instant::now();
+        let by = now.checked_add(wait).unwrap_or(now + QUORUM_WAIT);
+        let refused = |routed: Routed| match routed {
+            Routed::NotLeader(_) => format!("the {} has no leader", self.group),
+            Routed::Unavailable(why) => why,
+            Routed::Answer(_) => "no answer".to_owned(),
+        };
+        self.root_split(Some(by)).await.map_err(refused)?;
+        let leader = match self.confirm_leadership().await {
+            None => return Ok(()),
+            Some(Routed::NotLeader(Some(leader))) => leader,
+            Some(other) => return Err(refused(other)),
+        };
+        let left = || by.saturating_duration_since(std::time::Instant::now());
+        let asked = network::ProbeRequest { read_point: true };
+        let answer = network::probe(self.transport.as_ref(), &leader, self.group, &asked, left());
+        let Some(read_point) = answer.await.and_then(|answer| answer.read_point) else {
+            // A sleeping group's leader may be lost, and no caller may come
+            // to find out: this member looks, as for a caller.
+            self.stir_follower();
+            return Err(format!(
+                "the {}'s leader at {leader} gave no read point (it did not answer, no \
+                 longer leads, or runs an earlier build)",
+                self.group
+            ));
+        };
+        // Until `caught_up`'s deadline.
+        (self.raft.wait(None))
+            .applied_index_at_least(Some(read_point), "the leader's read point applied")
+            .await
+            .map_err(|err| format!("the {} stopped: {err}", self.group))?;
+        Ok(())
+    }
+
     /// Answers a Raft message from another member.
     pub async fn handle_rpc(&self, rpc: RaftRpc, body: &[u8]) -> Result<Vec<u8>, String> {
         match rpc {
             RaftRpc::Probe => {
+                // A body that is not a request asks nothing more.
+                let asked: network::ProbeRequest = serde_json::from_slice(body).unwrap_or_default();
+                let read_point = match asked.read_point {
+                    true => self.read_point().await,
+                    false => None,
+                };
                 let answer = network::ProbeAnswer {
                     leading: leads(&self.raft),
                     log_version: self.versions.runs(),
+                    read_point,
                 };
                 serde_json::to_vec(&answer)
                     .map_err(|err| format!("encoding a probe's answer: {err}"))

@@ -58,6 +58,15 @@ impl RaftRpc {
     }
 }
 
+/// What a [`RaftRpc::Probe`] asks besides whether the member leads.
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub(crate) struct ProbeRequest {
+    /// The leader's read point: see [`ProbeAnswer::read_point`]. (A plain
+    /// probe is `{}`, as before the question.)
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub(crate) read_point: bool,
+}
+
 /// The answer to a [`RaftRpc::Probe`].
 #[derive(Debug, Serialize, Deserialize)]
 pub(crate) struct ProbeAnswer {
@@ -67,24 +76,27 @@ pub(crate) struct ProbeAnswer {
     /// a build before log versions.
     #[serde(default)]
     pub(crate) log_version: u32,
+    /// Asked for: the index the leader had applied once a majority
+    /// confirmed, after the probe arrived, that it leads. A replica that
+    /// applied as far holds every change acknowledged before the probe.
+    /// `None` from a member that does not lead, could not confirm it, or
+    /// is of a build that does not know the question.
+    #[serde(default)]
+    pub(crate) read_point: Option<u64>,
 }
 
-/// The answer of `group`'s member at `address` to a probe, if it gave one
-/// within `wait`.
+/// The answer of `group`'s member at `address` to a probe asking
+/// `request`, if it gave one within `wait`.
 pub(crate) async fn probe(
     transport: &dyn RaftTransport,
     address: &str,
     group: GroupId,
+    request: &ProbeRequest,
     wait: Duration,
 ) -> Option<ProbeAnswer> {
+    let body = serde_json::to_vec(request).ok()?;
     let sent = transport
-        .send(
-            address,
-            group,
-            RaftRpc::Probe,
-            Bytes::from_static(b"{}"),
-            wait,
-        )
+        .send(address, group, RaftRpc::Probe, Bytes::from(body), wait)
         .await;
     sent.ok()
         .and_then(|bytes| serde_json::from_slice::<ProbeAnswer>(&bytes).ok())

@@ -36,7 +36,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use crate::network::probe;
+use crate::network::{ProbeRequest, probe};
 use crate::{Membership, MetaService, Routed};
 
 /// How long a member is given to say which version it runs.
@@ -149,7 +149,15 @@ impl MetaService {
             let (id, address) = (*id, address.clone());
             let (transport, group) = (self.transport.clone(), self.group);
             probes.spawn(async move {
-                let answer = probe(transport.as_ref(), &address, group, VERSION_PROBE_WAIT).await;
+                let plain = ProbeRequest::default();
+                let answer = probe(
+                    transport.as_ref(),
+                    &address,
+                    group,
+                    &plain,
+                    VERSION_PROBE_WAIT,
+                )
+                .await;
                 (id, answer)
             });
         }
@@ -188,6 +196,7 @@ impl MetaService {
             self.transport.as_ref(),
             address,
             self.group,
+            &ProbeRequest::default(),
             VERSION_PROBE_WAIT,
         )
         .await;
@@ -211,7 +220,7 @@ impl MetaService {
 #[cfg(test)]
 mod tests {
     use crate::MetaEntry;
-    use crate::network::ProbeAnswer;
+    use crate::network::{ProbeAnswer, ProbeRequest};
 
     /// A build before log versions reads this build's entries of version 0
     /// as its own (they are written as before), and this build reads its
@@ -226,7 +235,16 @@ mod tests {
             (0, false, false)
         );
         let earlier: ProbeAnswer = serde_json::from_str(r#"{"leading":true}"#).expect("decoded");
-        assert_eq!((earlier.leading, earlier.log_version), (true, 0));
+        assert_eq!(
+            (earlier.leading, earlier.log_version, earlier.read_point),
+            (true, 0, None)
+        );
+        // A plain probe is sent as before read points, which an earlier
+        // build answers without one.
+        let plain = serde_json::to_string(&ProbeRequest::default()).expect("encoded");
+        assert_eq!(plain, "{}");
+        let asked: ProbeRequest = serde_json::from_str(r#"{"read_point":true}"#).expect("decoded");
+        assert!(asked.read_point);
         let raised = serde_json::to_value(MetaEntry::activating(1)).expect("encoded");
         assert_eq!(
             raised,

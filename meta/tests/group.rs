@@ -1670,3 +1670,58 @@ async fn an_index_groups_reads_of_objects_wait_for_its_members_root() {
     }
     service.shutdown().await;
 }
+
+/// What the orphan sweep of a split service relies on: a follower's
+/// replica is caught up only once it applied what the leader had when a
+/// majority confirmed, after the question, that it leads.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follower_is_caught_up_once_it_applied_the_leaders_read_point() {
+    let group = start_group().await;
+    let created = group.call(create_bucket_call("acct")).await;
+    assert!(created["outcome"]["Ok"].is_object(), "{created}");
+    group.settle().await;
+    let follower_id = group.a_follower();
+    let follower = group.services[follower_id as usize - 1]
+        .clone()
+        .expect("the follower runs");
+    let follower_replica = group.replicas[follower_id as usize - 1]
+        .clone()
+        .expect("the follower's replica");
+    follower
+        .caught_up(Duration::from_secs(10))
+        .await
+        .expect("a settled follower is caught up");
+
+    // Cut off from the log (it still answers and sends probes), the
+    // follower misses a change the two others acknowledge.
+    let address = format!("member-{follower_id}");
+    group.transport.probes_only.write().insert(address.clone());
+    let put = group.call(put_call("missed", b"x", None)).await;
+    assert!(put["outcome"]["Ok"].is_object(), "{put}");
+    match follower.caught_up(Duration::from_millis(500)).await {
+        Err(why) => assert!(why.contains("did not catch up within"), "{why}"),
+        Ok(()) => panic!("a follower that missed a change is caught up"),
+    }
+    assert!(
+        follower_replica
+            .head_object("shared", "missed")
+            .await
+            .is_err()
+    );
+
+    // Taking the log again, it applies up to the read point.
+    group.transport.probes_only.write().remove(&address);
+    follower
+        .caught_up(Duration::from_secs(10))
+        .await
+        .expect("the follower catches up");
+    follower_replica
+        .head_object("shared", "missed")
+        .await
+        .expect("the change applied at the read point");
+    group
+        .leader()
+        .caught_up(Duration::from_secs(10))
+        .await
+        .expect("the leader is caught up");
+}

@@ -37,7 +37,7 @@ const FORMAT_WITHOUT_END: &[u8; 8] = b"STRATAR1";
 /// The family index byte that starts an export's end.
 const END: u8 = 0xFF;
 /// Written (synced) before an import starts, removed when it has ended.
-const IMPORTING: &[u8] = b"replica-import-in-progress";
+pub(crate) const IMPORTING: &[u8] = b"replica-import-in-progress";
 /// Records written per batch during an import.
 const BATCH_BYTES: usize = 4 << 20;
 /// The largest key or value an export may name: far above any record

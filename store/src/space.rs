@@ -57,13 +57,7 @@ impl KeySpace {
 
     /// The group of a group's space; `None` for the root.
     pub(crate) fn group_id(&self) -> Option<u16> {
-        match self.prefix.as_slice() {
-            [GROUP_MARK, id @ ..] => {
-                let id = u32::from_be_bytes(id.try_into().ok()?);
-                u16::try_from(id).ok()
-            }
-            _ => None,
-        }
+        group_of_key(&self.prefix)
     }
 
     /// The keys of group `id`: `0xFF`, then `id` as u32 big-endian.
@@ -73,6 +67,12 @@ impl KeySpace {
             prefix: mark(u32::from(id)),
             end: mark(u32::from(id) + 1),
         }
+    }
+
+    /// The group space that holds database key `key`; `None` for a root
+    /// key, or one that no group's could be.
+    pub(crate) fn holding(key: &[u8]) -> Option<KeySpace> {
+        group_of_key(key).map(KeySpace::group)
     }
 
     /// What every key of the space starts with (nothing, for the root).
@@ -121,6 +121,14 @@ impl KeySpace {
             None => self.end.clone(),
         });
         options
+    }
+}
+
+/// The group whose space holds database key `key`, from its prefix.
+fn group_of_key(key: &[u8]) -> Option<u16> {
+    match key {
+        [GROUP_MARK, a, b, c, d, ..] => u16::try_from(u32::from_be_bytes([*a, *b, *c, *d])).ok(),
+        _ => None,
     }
 }
 

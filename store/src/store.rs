@@ -1294,7 +1294,8 @@ impl Store {
     ///
     /// The root store reads the references of every space of its database;
     /// an index group's store its own only, so its `tags` must be those
-    /// only its records can name ([`crate::group_tags`]).
+    /// only its records can name ([`crate::group_tags`]). Refused while a
+    /// space it reads is half imported ([`Store::import_replica`]).
     pub async fn sweep_orphans(
         &self,
         older_than: std::time::SystemTime,
@@ -1435,6 +1436,38 @@ impl Inner {
         // replaced object's go to the deletion queue), and scans of three
         // moments could each miss it.
         let snapshot = self.db.snapshot();
+        // A space half imported (a snapshot installed while the sweep runs)
+        // lacks records it is about to name again.
+        let defaults = family(&self.db, CF_DEFAULT)?;
+        let mut spaces = vec![self.keys.clone()];
+        if self.keys.is_root() {
+            // Each group space of the database in turn: the first key of
+            // the rest, then past the end of its space.
+            let mut from = self.keys.end().to_vec();
+            loop {
+                let mode = IteratorMode::From(&from, Direction::Forward);
+                let Some(first) = snapshot.iterator_cf(defaults, mode).next() else {
+                    break;
+                };
+                let (key, _) = first?;
+                let Some(space) = KeySpace::holding(&key) else {
+                    return Err(StoreError::Corrupt(format!(
+                        "a key of no group's space: {}",
+                        hex::encode(&key)
+                    )));
+                };
+                from = space.end().to_vec();
+                spaces.push(space);
+            }
+        }
+        for space in spaces {
+            let importing = space.key(crate::replica::IMPORTING);
+            if snapshot.get_cf(defaults, importing)?.is_some() {
+                return Err(StoreError::Unavailable(
+                    "a replica import is under way".into(),
+                ));
+            }
+        }
         let scan = |family_name| -> Result<_> {
             let options = if self.keys.is_root() {
                 rocksdb::ReadOptions::default()

@@ -1872,6 +1872,13 @@ async fn groups_share_a_database_without_seeing_each_others_records() {
         assert_eq!(feed.last().unwrap().seq, next);
     }
 
+    // An orphan of a bucket only group 1 holds, for its sweep below.
+    groups[0].create_bucket("a", "only-1", "r").await.unwrap();
+    orphan(&groups[0], "only-1", &big(1)).await;
+    // An extent's tag: the top 32 bits of its bucket name's MD5.
+    let digest = <md5::Md5 as md5::Digest>::digest(b"only-1");
+    let only_1 = u32::from_be_bytes([digest[0], digest[1], digest[2], digest[3]]);
+
     // Group 1's export replaces group 2's records, and no one else's.
     let checkpoint = groups[0]
         .checkpoint_replica(dir.path().join("checkpoint"))
@@ -1880,10 +1887,37 @@ async fn groups_share_a_database_without_seeing_each_others_records() {
     let mut blob = Vec::new();
     checkpoint.export(&mut blob).unwrap();
     drop(checkpoint);
+    // An import cut short leaves group 2 half replaced: no sweep reads it
+    // (it lacks records it is about to name again); group 1's own sweep,
+    // of the tag of a bucket only it holds, goes on.
+    let cut_short = blob[..blob.len() - 13].to_vec();
+    let imported = groups[1].import_replica(std::io::Cursor::new(cut_short));
+    assert!(imported.await.is_err());
+    let later = std::time::SystemTime::now() + std::time::Duration::from_secs(1);
+    for refused in [
+        root.sweep_orphans(later, ALL_TAGS).await,
+        groups[1].sweep_orphans(later, ALL_TAGS).await,
+    ] {
+        assert!(
+            matches!(refused, Err(StoreError::Unavailable(_))),
+            "{refused:?}"
+        );
+    }
+    assert_eq!(
+        groups[0]
+            .sweep_orphans(later, only_1..=only_1)
+            .await
+            .unwrap(),
+        1
+    );
     groups[1]
         .import_replica(std::io::Cursor::new(blob))
         .await
         .unwrap();
+    // Group 2's own big body is named by nothing now; group 1's, which
+    // both name, is kept.
+    assert_eq!(root.sweep_orphans(later, ALL_TAGS).await.unwrap(), 1);
+    assert_eq!(get(&groups[1], "b", "big").await.unwrap(), big(1));
     assert_eq!(get(&groups[1], "b", "k").await.unwrap(), b"body 1");
     assert_eq!(
         serde_json::to_string(&groups[1].feed_since(0, 100).await.unwrap()).unwrap(),

@@ -2089,6 +2089,9 @@ async fn record_index_groups_remotely(remote: &Remote, count: u16) -> Result<boo
                         splitting = true;
                         continue;
                     }
+                    // Another gateway's split began or ended since the
+                    // refusal: asked again, it is taken or waited for.
+                    Ok(recorded) if recorded == count => continue,
                     Ok(_) => return Err(StoreError::InvalidArgument(why)),
                     Err(err) => err.to_string(),
                 }

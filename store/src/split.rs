@@ -525,21 +525,25 @@ mod tests {
     use crate::store::StoreConfig;
     use crate::{ObjectMeta, PutConditions, StageOptions};
 
-    fn open(dir: &std::path::Path) -> Option<Store> {
+    /// The store in `dir`, a replicated service's replica if
+    /// `log_replica` (which only the log changes: no background work of
+    /// its own commits).
+    fn open(dir: &std::path::Path, log_replica: bool) -> Option<Store> {
         let pool = LocalPool::open(LocalPoolConfig {
             dir: dir.join("pool"),
         })
         .unwrap();
         let mut config = StoreConfig::new(dir.join("meta"));
         config.min_part_size = 1;
+        config.log_replica = log_replica;
         Store::open(config, Arc::new(pool)).ok()
     }
 
     /// The root store in `dir` and its three groups, once the dropped ones
     /// have let go of the database.
-    async fn reopen(dir: &std::path::Path) -> (Store, Vec<Store>) {
+    async fn reopen(dir: &std::path::Path, log_replica: bool) -> (Store, Vec<Store>) {
         for _ in 0..200 {
-            if let Some(root) = open(dir) {
+            if let Some(root) = open(dir, log_replica) {
                 let config = root.config().clone();
                 let groups = (1..=3)
                     .map(|group| root.open_group(group, config.clone()).unwrap())
@@ -652,8 +656,41 @@ mod tests {
     /// changes none of it.
     #[tokio::test]
     async fn a_split_stopped_after_any_write_resumes_and_moves_every_record_once() {
+        split_stopped_after_any_write(None).await;
+    }
+
+    /// The same split as a replica applies it from the log entry whose
+    /// applied marker is pinned (`MetaCall::SplitIntoIndexGroups`): the
+    /// marker is written by the last write only, so a member stopped
+    /// before it applies the entry again, and resumes.
+    #[tokio::test]
+    async fn a_replicas_split_marks_its_entry_applied_with_its_last_write_only() {
+        split_stopped_after_any_write(Some(b"the split's entry")).await;
+    }
+
+    /// Pins `marker` as the entry applied, if given, at every start.
+    fn pin(root: &Store, marker: Option<&[u8]>) {
+        let (Engine::Local(inner), Some(marker)) = (&root.engine, marker) else {
+            return;
+        };
+        *inner.pinned.lock() = Some(crate::store::Pinned {
+            at_ms: 0,
+            nonce: [0; 16],
+            marker: marker.to_vec(),
+            events: None,
+            signature: None,
+        });
+    }
+
+    async fn applied_marker(root: &Store) -> Option<Vec<u8>> {
+        root.blocking(|inner| inner.space().get(CF_DEFAULT, crate::store::APPLIED_MARKER))
+            .await
+            .unwrap()
+    }
+
+    async fn split_stopped_after_any_write(marker: Option<&'static [u8]>) {
         let dir = tempfile::tempdir().unwrap();
-        let (mut root, mut groups) = reopen(dir.path()).await;
+        let (mut root, mut groups) = reopen(dir.path(), marker.is_some()).await;
         let now_secs = crate::expiry::now_secs();
         let mut planted = Vec::new();
         for n in 0..6 {
@@ -696,8 +733,17 @@ mod tests {
         }
 
         let mut writes = 0;
+        pin(&root, marker);
         loop {
             let step = split(&root, (&groups, 3), 2, Some(1)).await.unwrap();
+            if marker.is_some() {
+                let marked = applied_marker(&root).await;
+                assert_eq!(
+                    marked.as_deref() == marker,
+                    step == Split::Done,
+                    "the entry marked applied after {writes} writes"
+                );
+            }
             for bucket in &planted {
                 bucket.check(&root, &groups, writes).await;
             }
@@ -716,7 +762,8 @@ mod tests {
             writes += 1;
             if writes == 5 {
                 drop((root, groups));
-                (root, groups) = reopen(dir.path()).await;
+                (root, groups) = reopen(dir.path(), marker.is_some()).await;
+                pin(&root, marker);
             }
         }
         assert!(writes > 20, "{writes} cut points only");

@@ -238,7 +238,7 @@ pub fn metadata(args: MetadataArgs) -> anyhow::Result<()> {
         // No leader answered (none known, none with a majority, or a
         // refusal): what the operator came to see is each member's view.
         Err(err) if !changes => {
-            let views = runtime.block_on(member_views(&client, members));
+            let views = runtime.block_on(member_views(&client, members, 0));
             print_member_views(args.json, &err, &views)?;
             return Err(err);
         }
@@ -282,6 +282,11 @@ pub fn metadata(args: MetadataArgs) -> anyhow::Result<()> {
         anyhow::Ok(groups)
     })?;
     let unanswered = groups.iter().filter(|(_, answer)| answer.is_err()).count();
+    let stopped = match changes {
+        true => Vec::new(),
+        false => runtime.block_on(stopped_replicas(&client, &membership)),
+    };
+    let outcome = unanswered_groups(unanswered).and(stopped_count(stopped.len()));
     if args.json {
         let mut shown = serde_json::to_value(&membership)?;
         if let Some(shown) = shown.as_object_mut()
@@ -302,8 +307,16 @@ pub fn metadata(args: MetadataArgs) -> anyhow::Result<()> {
                 .collect::<anyhow::Result<Vec<_>>>()?;
             shown.insert("groups".into(), groups.into());
         }
+        if let Some(shown) = shown.as_object_mut()
+            && !stopped.is_empty()
+        {
+            let stopped = stopped.iter().map(|(member, group, why)| {
+                serde_json::json!({ "member": member, "group": group, "why": why })
+            });
+            shown.insert("stopped".into(), stopped.collect());
+        }
         println!("{}", serde_json::to_string_pretty(&shown)?);
-        return unanswered_groups(unanswered);
+        return outcome;
     }
     // VERSION: the log version each member runs ("?": it did not say).
     println!("{:<8} {:<24} {:<8} ROLE", "MEMBER", "ADDRESS", "VERSION");
@@ -325,7 +338,65 @@ pub fn metadata(args: MetadataArgs) -> anyhow::Result<()> {
         println!();
         print!("{}", group_table(&membership, &groups));
     }
-    unanswered_groups(unanswered)
+    if !stopped.is_empty() {
+        println!();
+        print!("{}", stopped_lines(&stopped));
+    }
+    outcome
+}
+
+/// A member's replica of a group (0: the root group) that stopped, and why.
+type StoppedReplica = (u64, u16, String);
+
+/// Every member's replica, of every group, that stopped: each member is
+/// asked its own view of each group, all at once. A member that does not
+/// answer is not counted: the group tables show what is unreachable.
+async fn stopped_replicas(client: &NodeClient, membership: &Membership) -> Vec<StoppedReplica> {
+    let members: Vec<(u64, String)> = (membership.members.iter())
+        .chain(&membership.learners)
+        .map(|(id, address)| (*id, address.clone()))
+        .collect();
+    let asked = (0..=membership.index_groups).map(|group| {
+        let members = members.clone();
+        async move { (group, member_views(client, members, group).await) }
+    });
+    let mut stopped = Vec::new();
+    for (group, views) in futures::future::join_all(asked).await {
+        for (member, _, view) in views {
+            if let Ok(strata_meta::MetaStatus {
+                stopped: Some(why), ..
+            }) = view
+            {
+                stopped.push((member, group, why));
+            }
+        }
+    }
+    stopped
+}
+
+/// What a show prints of replicas that stopped.
+fn stopped_lines(stopped: &[StoppedReplica]) -> String {
+    let mut out = String::new();
+    for (member, group, why) in stopped {
+        let group = match group {
+            0 => "the root group".to_owned(),
+            group => format!("index group {group}"),
+        };
+        let _ = writeln!(
+            out,
+            "member {member}'s replica of {group} stopped: {why} (restart the member; if it \
+             stops again, remove it and add it again)"
+        );
+    }
+    out
+}
+
+/// Fails a show that found replicas stopped, once everything is printed.
+fn stopped_count(count: usize) -> anyhow::Result<()> {
+    match count {
+        0 => Ok(()),
+        count => anyhow::bail!("{count} replicas stopped"),
+    }
 }
 
 /// The root group's log version, and what it waits for while a member
@@ -415,14 +486,15 @@ async fn shown_within(
 /// How long a member's own view is waited for.
 const VIEW_WAIT: Duration = Duration::from_secs(5);
 
-/// Each member's own view of the root group (`--metadata`'s order), or
-/// why it gave none.
+/// Each member's own view of `group` (0: the root group; `members`'
+/// order), or why it gave none.
 async fn member_views(
     client: &NodeClient,
     members: Vec<(u64, String)>,
+    group: u16,
 ) -> Vec<(u64, String, anyhow::Result<strata_meta::MetaStatus>)> {
     let client = &client.with_timeout(VIEW_WAIT);
-    let path = &crate::metadata::view_path(0);
+    let path = &crate::metadata::view_path(group);
     let asked = members.into_iter().map(|(id, address)| async move {
         let view = match client.post_bound(&address, path, bytes::Bytes::new()).await {
             Err(err) => Err(anyhow::Error::from(err)),
@@ -477,7 +549,11 @@ fn print_member_views(
                 view.term,
                 number(view.last_log_index),
                 number(view.last_applied),
-                if view.hibernating { " (asleep)" } else { "" }
+                match (&view.stopped, view.hibernating) {
+                    (Some(why), _) => format!(" (stopped: {why})"),
+                    (None, true) => " (asleep)".to_owned(),
+                    (None, false) => String::new(),
+                }
             ),
             Err(err) => println!("{id:<8} {address:<24} unreachable: {err:#}"),
         }
@@ -755,5 +831,29 @@ mod tests {
         assert!(!lines[1].contains("run the last change again"), "{table}");
         assert!(lines[2].contains("1,2,3            4"), "{table}");
         assert!(lines[2].contains("run the last change again"), "{table}");
+    }
+
+    /// A show names each stopped replica, its member, its group and why,
+    /// and fails once it printed them.
+    #[test]
+    fn a_show_names_the_replicas_that_stopped() {
+        let stopped = vec![
+            (3, 0, "storage error".to_owned()),
+            (2, 4, "holds none of what the split moved".to_owned()),
+        ];
+        let lines = stopped_lines(&stopped);
+        let lines: Vec<&str> = lines.lines().collect();
+        assert_eq!(lines.len(), 2, "{lines:?}");
+        assert!(
+            lines[0].starts_with("member 3's replica of the root group stopped: storage error"),
+            "{lines:?}"
+        );
+        assert!(
+            lines[1].starts_with("member 2's replica of index group 4 stopped: holds none"),
+            "{lines:?}"
+        );
+        assert!(stopped_count(0).is_ok());
+        let failed = stopped_count(2).expect_err("a show with stopped replicas fails");
+        assert_eq!(failed.to_string(), "2 replicas stopped");
     }
 }

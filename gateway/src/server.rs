@@ -637,7 +637,9 @@ fn metadata_metrics(status: &strata_meta::MetaStatus) -> String {
          # TYPE strata_metadata_hibernating gauge\n\
          strata_metadata_hibernating {}\n\
          # TYPE strata_metadata_log_version gauge\n\
-         strata_metadata_log_version {}\n",
+         strata_metadata_log_version {}\n\
+         # TYPE strata_metadata_stopped gauge\n\
+         strata_metadata_stopped {}\n",
         status.id,
         status.leader.unwrap_or(0),
         status.term,
@@ -646,6 +648,7 @@ fn metadata_metrics(status: &strata_meta::MetaStatus) -> String {
         status.purged.unwrap_or(0),
         u8::from(status.hibernating),
         status.log_version,
+        u8::from(status.stopped.is_some()),
     )
 }
 
@@ -657,7 +660,7 @@ fn index_group_metrics(groups: &[Arc<MetaService>]) -> String {
     }
     let statuses: Vec<_> = groups.iter().map(|group| group.status()).collect();
     type Series = (&'static str, fn(&strata_meta::MetaStatus) -> u64);
-    let series: [Series; 4] = [
+    let series: [Series; 5] = [
         ("strata_metadata_group_leader", |status| {
             status.leader.unwrap_or(0)
         }),
@@ -669,6 +672,9 @@ fn index_group_metrics(groups: &[Arc<MetaService>]) -> String {
         }),
         ("strata_metadata_group_hibernating", |status| {
             u64::from(status.hibernating)
+        }),
+        ("strata_metadata_group_stopped", |status| {
+            u64::from(status.stopped.is_some())
         }),
     ];
     let mut out = String::new();

@@ -835,6 +835,7 @@ impl MetaService {
             hibernating: self.hibernation.asleep(),
             log_version: self.versions.group(),
             runs_log_version: self.versions.runs(),
+            stopped: metrics.running_state.err().map(|fatal| fatal.to_string()),
         }
     }
 
@@ -1081,6 +1082,12 @@ pub struct MetaStatus {
     /// versions).
     #[serde(default)]
     pub runs_log_version: u32,
+    /// Why this member's part of the group stopped, if it did: it takes no
+    /// message until it restarts (a failure of its replica's database, an
+    /// entry of a newer build, an index group's replica that its root's
+    /// split did not seed: remove the member and add it again).
+    #[serde(default)]
+    pub stopped: Option<String>,
 }
 
 /// The leader appends the deletion of expired objects and the trimming of

@@ -147,6 +147,11 @@ async fn start_group_running(
         group.services[index] = Some(service);
         group.replicas[index] = Some(replica);
     }
+    // The first election of members started at once may be followed by
+    // another (a member whose timer fired before the winner's heartbeat),
+    // which leaves a first change's outcome unknown: the tests' changes
+    // start once every member names one leader.
+    group.agreed_leader().await;
     group
 }
 
@@ -1611,24 +1616,24 @@ async fn a_group_raises_its_log_version_once_every_member_runs_it() {
     );
 }
 
-/// An index group's leader answers no read of objects before its member's
-/// root recorded the index groups (a root still to split would leave the
-/// replica without the records it moves), but reads its feed at once: a
-/// gateway's start connects to every group before it records them.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_index_groups_reads_of_objects_wait_for_its_members_root() {
-    let dir = tempfile::tempdir().expect("temporary directory");
+/// A member's root replica (a log replica) in `dir`, and its configuration.
+fn lone_root_replica(dir: &std::path::Path) -> (Store, StoreConfig) {
     let pool = Arc::new(
         LocalPool::open(LocalPoolConfig {
-            dir: dir.path().join("pool"),
+            dir: dir.join("pool"),
         })
         .expect("pool"),
     );
-    let mut config = StoreConfig::new(dir.path().join("replica"));
+    let mut config = StoreConfig::new(dir.join("replica"));
     config.log_replica = true;
     let root = Store::open(config.clone(), pool).expect("root replica");
-    let group = root.open_group(1, config).expect("group replica");
-    let log = MetaLog::open(&dir.path().join("log")).expect("log");
+    (root, config)
+}
+
+/// Index group 1 of a service of one member, over `group` (a group
+/// replica opened beside its member's root), its log in `dir`.
+async fn lone_index_group(dir: &std::path::Path, group: Store) -> Arc<MetaService> {
+    let log = MetaLog::open(&dir.join("log")).expect("log");
     let transport = Arc::new(InProcess::default());
     let member: Members = [(1, "member-1".to_string())].into();
     let service = MetaService::start_group(
@@ -1643,6 +1648,19 @@ async fn an_index_groups_reads_of_objects_wait_for_its_members_root() {
     .await
     .expect("member starts");
     transport.register("member-1".into(), &service);
+    service
+}
+
+/// An index group's leader answers no read of objects before its member's
+/// root recorded the index groups (a root still to split would leave the
+/// replica without the records it moves), but reads its feed at once: a
+/// gateway's start connects to every group before it records them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_index_groups_reads_of_objects_wait_for_its_members_root() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let (root, config) = lone_root_replica(dir.path());
+    let group = root.open_group(1, config).expect("group replica");
+    let service = lone_index_group(dir.path(), group).await;
     let services = [service.clone()];
     let ask = |call: serde_json::Value| {
         let services = services.clone();
@@ -1724,4 +1742,40 @@ async fn a_follower_is_caught_up_once_it_applied_the_leaders_read_point() {
         .caught_up(Duration::from_secs(10))
         .await
         .expect("the leader is caught up");
+}
+
+/// An index group's replica that its member's root split did not seed (an
+/// install cut short wiped it) stops at the first call rather than apply
+/// it over nothing, and says why in its status (`strata metadata` and
+/// `/metrics` show it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unseeded_index_group_replica_stops_and_says_why() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let (root, config) = lone_root_replica(dir.path());
+    root.create_bucket("acct", "shared", "r")
+        .await
+        .expect("bucket");
+    let split = root
+        .serve_meta(br#"{"op": "split_into_index_groups", "count": 1}"#, None)
+        .await;
+    assert!(String::from_utf8_lossy(&split).contains("Ok"), "{split:?}");
+    let group = root.open_group(1, config).expect("group replica");
+    group.wipe_replica().await.expect("wiped");
+    let service = lone_index_group(dir.path(), group).await;
+    assert_eq!(service.status().stopped, None);
+
+    let services = [service.clone()];
+    let put = routed_at_leader(&services, &put_call("k", b"x", None)).await;
+    assert!(!matches!(put, Routed::Answer(_)), "{put:?}");
+    let mut stopped = None;
+    for _ in 0..200 {
+        stopped = service.status().stopped;
+        if stopped.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    let why = stopped.expect("the replica stopped");
+    assert!(why.contains("holds none"), "{why}");
+    service.shutdown().await;
 }

@@ -469,14 +469,15 @@ impl MetaService {
         let claim = log.claim(group)?;
         let hibernation = hibernation::Hibernation::new();
         let versions = Arc::new(versions::LogVersions::new(tuning.log_version));
-        let state_machine = state_machine::StateMachine::open(
-            id,
-            store.clone(),
-            &log.snapshot_dir(group),
-            (hibernation.clone(), versions.clone()),
-            tuning.index_groups_follow_root,
-        )
-        .await?;
+        let follows_root = tuning.index_groups_follow_root && matches!(group, GroupId::Index(_));
+        let shared = state_machine::Shared {
+            hibernation: hibernation.clone(),
+            versions: versions.clone(),
+            follows_root,
+        };
+        let state_machine =
+            state_machine::StateMachine::open(id, store.clone(), &log.snapshot_dir(group), shared)
+                .await?;
         let network = network::Network::new(transport.clone(), group);
         let raft = Raft::new(
             id,
@@ -514,7 +515,7 @@ impl MetaService {
             versions,
             version_changes: tokio::sync::Mutex::new(()),
             transport,
-            follows_root: tuning.index_groups_follow_root && matches!(group, GroupId::Index(_)),
+            follows_root,
         });
         tokio::spawn(maintain_while_leading(Arc::downgrade(&service)));
         if let Some(idle) = tuning.idle_before_hibernating {

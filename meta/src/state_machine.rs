@@ -50,8 +50,16 @@ pub(crate) struct StateMachine {
     hibernation: Arc<Hibernation>,
     /// Told the group's log version.
     versions: Arc<LogVersions>,
-    /// An index group of this member's root (`Tuning::index_groups_follow_root`).
     follows_root: bool,
+}
+
+/// What a group's state machine shares with its [`crate::MetaService`].
+pub(crate) struct Shared {
+    pub(crate) hibernation: Arc<Hibernation>,
+    pub(crate) versions: Arc<LogVersions>,
+    /// The group is an index group of this member's root, in the same
+    /// database, and waits for its split (`Tuning::index_groups_follow_root`).
+    pub(crate) follows_root: bool,
 }
 
 /// What the store records of the log.
@@ -103,9 +111,13 @@ impl StateMachine {
         id: u64,
         store: Store,
         snapshot_dir: &Path,
-        (hibernation, versions): (Arc<Hibernation>, Arc<LogVersions>),
-        follows_root: bool,
+        shared: Shared,
     ) -> Result<StateMachine, String> {
+        let Shared {
+            hibernation,
+            versions,
+            follows_root,
+        } = shared;
         if !snapshot_dir.exists() {
             std::fs::create_dir_all(snapshot_dir)
                 .map_err(|err| format!("creating {}: {err}", snapshot_dir.display()))?;
@@ -909,14 +921,12 @@ mod tests {
             tokio::time::sleep(std::time::Duration::from_millis(20)).await;
         };
         let snapshots = dir.join("snapshots");
-        let machine = StateMachine::open(
-            1,
-            store.clone(),
-            &snapshots,
-            (hibernation, versions.clone()),
-            true,
-        )
-        .await;
+        let shared = Shared {
+            hibernation,
+            versions: versions.clone(),
+            follows_root: true,
+        };
+        let machine = StateMachine::open(1, store.clone(), &snapshots, shared).await;
         (machine, store, versions)
     }
 
@@ -1229,15 +1239,14 @@ mod tests {
         let group = root.open_group(1, root.config().clone()).unwrap();
         let versions = Arc::new(LogVersions::new(crate::LOG_VERSION));
         let snapshots = dir.path().join("group-snapshots");
-        let mut machine = StateMachine::open(
-            1,
-            group.clone(),
-            &snapshots,
-            (Hibernation::new(), versions),
-            true,
-        )
-        .await
-        .unwrap();
+        let shared = Shared {
+            hibernation: Hibernation::new(),
+            versions,
+            follows_root: true,
+        };
+        let mut machine = StateMachine::open(1, group.clone(), &snapshots, shared)
+            .await
+            .unwrap();
         let applying = tokio::spawn(async move {
             let applied = machine
                 .apply(vec![entry(1, vec![create_bucket("b")])])

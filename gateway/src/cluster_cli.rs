@@ -244,13 +244,14 @@ pub fn metadata(args: MetadataArgs) -> anyhow::Result<()> {
         }
         Err(err) => return Err(err),
     };
-    let groups = runtime.block_on(async {
+    let (groups, stopped) = runtime.block_on(async {
         // The members run one Raft group per index group too: each changes
         // alike, at its own leader, after the root's, and each is shown.
         let mut groups = Vec::new();
         if !changes {
-            // All at once: a group without a leader takes its whole patience
-            // to say so, and is what the operator came to see.
+            // All at once, and the members' views with them: a group
+            // without a leader takes its whole patience to say so, and is
+            // what the operator came to see.
             let asked = (1..=membership.index_groups).map(|group| {
                 let (client, addresses, body) = (&client, addresses.clone(), body.clone());
                 async move {
@@ -259,8 +260,8 @@ pub fn metadata(args: MetadataArgs) -> anyhow::Result<()> {
                     (group, answer)
                 }
             });
-            groups = futures::future::join_all(asked).await;
-            return anyhow::Ok(groups);
+            let stopped = stopped_replicas(&client, &membership);
+            return anyhow::Ok(futures::join!(futures::future::join_all(asked), stopped));
         }
         // Every group is tried even when one refuses (an election under way
         // there), so that as few as possible stay apart until the command
@@ -279,13 +280,9 @@ pub fn metadata(args: MetadataArgs) -> anyhow::Result<()> {
                 refused.join("\n  ")
             );
         }
-        anyhow::Ok(groups)
+        anyhow::Ok((groups, Vec::new()))
     })?;
     let unanswered = groups.iter().filter(|(_, answer)| answer.is_err()).count();
-    let stopped = match changes {
-        true => Vec::new(),
-        false => runtime.block_on(stopped_replicas(&client, &membership)),
-    };
     let outcome = unanswered_groups(unanswered).and(stopped_count(stopped.len()));
     if args.json {
         let mut shown = serde_json::to_value(&membership)?;

@@ -836,7 +836,22 @@ impl MetaService {
             hibernating: self.hibernation.asleep(),
             log_version: self.versions.group(),
             runs_log_version: self.versions.runs(),
-            stopped: metrics.running_state.err().map(|fatal| fatal.to_string()),
+            stopped: self.stopped(&metrics),
+        }
+    }
+
+    /// Why this member's part of the group stopped, if it did on its own:
+    /// a fatal error, or a Raft core that ended (a panic) without saying
+    /// why; not a shutdown. (A panic of the state machine's worker leaves
+    /// the core waiting for it, which nothing here can tell.)
+    fn stopped(&self, metrics: &openraft::RaftMetrics<u64, BasicNode>) -> Option<String> {
+        match &metrics.running_state {
+            Err(openraft::error::Fatal::Stopped) => None,
+            Err(fatal) => Some(fatal.to_string()),
+            Ok(()) if self.raft.metrics().has_changed().is_err() => {
+                Some("the group's Raft core ended".into())
+            }
+            Ok(()) => None,
         }
     }
 

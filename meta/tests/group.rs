@@ -1742,6 +1742,10 @@ async fn a_follower_is_caught_up_once_it_applied_the_leaders_read_point() {
         .caught_up(Duration::from_secs(10))
         .await
         .expect("the leader is caught up");
+
+    // A member shut down did not stop on its own: its status says nothing.
+    follower.shutdown().await;
+    assert_eq!(follower.status().stopped, None);
 }
 
 /// An index group's replica that its member's root split did not seed (an

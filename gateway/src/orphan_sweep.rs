@@ -15,7 +15,8 @@
 //! otherwise delete each other's extents; with the claims, the second
 //! gateway stops at start instead.
 
-use std::sync::Weak;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context as _;
@@ -60,43 +61,114 @@ pub enum Records {
 const GROUP_CATCH_UP_WAIT: Duration = Duration::from_secs(10);
 
 impl Records {
-    /// The replica to read the records from, if it may be read now; `Err`
-    /// when the records are gone for good (the gateway is stopping).
-    async fn replica(&self) -> Result<Option<Store>, Gone> {
+    /// The replica to read the records from, if it may be read now; why
+    /// not otherwise.
+    async fn replica(&self) -> Result<Store, Round> {
         let root = match self {
-            Records::Local(store) => return store.upgrade().map(Some).ok_or(Gone),
+            Records::Local(store) => return store.upgrade().ok_or(Round::Gone),
             Records::Member(member) | Records::EveryGroup { root: member, .. } => {
-                member.upgrade().ok_or(Gone)?
+                member.upgrade().ok_or(Round::Gone)?
             }
         };
         // Leadership first: the groups' read points come after it, so each
         // holds at least what the groups acknowledged before the root's.
         let Some(replica) = root.replica_while_leading().await else {
-            return Ok(None);
+            return Err(Round::NotLeading);
         };
         let Records::EveryGroup { groups, .. } = self else {
-            return Ok(Some(replica));
+            return Ok(replica);
         };
         let groups: Vec<_> = groups
             .iter()
             .map(Weak::upgrade)
             .collect::<Option<_>>()
-            .ok_or(Gone)?;
+            .ok_or(Round::Gone)?;
         let caught_up = groups
             .iter()
             .map(|group| group.caught_up(GROUP_CATCH_UP_WAIT));
         for outcome in futures::future::join_all(caught_up).await {
             if let Err(why) = outcome {
                 tracing::info!(%why, "orphan sweep put off: an index group's replica is behind");
-                return Ok(None);
+                return Err(Round::PutOff);
             }
         }
-        Ok(Some(replica))
+        Ok(replica)
     }
 }
 
-/// The service the records belong to stopped.
-struct Gone;
+/// How one round of a sweep ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Round {
+    /// The extents were listed and judged; this many deleted.
+    Swept(usize),
+    /// This member does not lead the group whose records it would read.
+    NotLeading,
+    /// Not now: a node did not take the claim, or a replica is behind.
+    PutOff,
+    /// The listing, the references or a deletion failed.
+    Failed,
+    /// The service the records belong to stopped (the gateway is stopping).
+    Gone,
+}
+
+/// What this gateway's orphan sweeps did, for `/metrics`: an operator
+/// sees a sweep that keeps being put off, which only logs said.
+#[derive(Default)]
+pub struct SweepCounts {
+    swept: AtomicU64,
+    not_leading: AtomicU64,
+    put_off: AtomicU64,
+    failed: AtomicU64,
+    deleted: AtomicU64,
+    last_swept_unix_secs: AtomicU64,
+}
+
+impl SweepCounts {
+    fn count(&self, round: Round) {
+        let counter = match round {
+            Round::Swept(deleted) => {
+                self.deleted.fetch_add(deleted as u64, Ordering::Relaxed);
+                let now = SystemTime::now()
+                    .duration_since(UNIX_EPOCH)
+                    .unwrap_or_default();
+                self.last_swept_unix_secs
+                    .store(now.as_secs(), Ordering::Relaxed);
+                &self.swept
+            }
+            Round::NotLeading => &self.not_leading,
+            Round::PutOff => &self.put_off,
+            Round::Failed => &self.failed,
+            Round::Gone => return,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The counts in Prometheus' text format.
+    pub fn metrics_text(&self) -> String {
+        let load = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
+        let mut out = String::from("# TYPE strata_orphan_sweep_rounds_total counter\n");
+        for (outcome, counter) in [
+            ("swept", &self.swept),
+            ("not_leading", &self.not_leading),
+            ("put_off", &self.put_off),
+            ("failed", &self.failed),
+        ] {
+            out.push_str(&format!(
+                "strata_orphan_sweep_rounds_total{{outcome=\"{outcome}\"}} {}\n",
+                load(counter)
+            ));
+        }
+        out.push_str(&format!(
+            "# TYPE strata_orphan_extents_deleted_total counter\n\
+             strata_orphan_extents_deleted_total {}\n\
+             # TYPE strata_orphan_sweep_last_swept_timestamp_seconds gauge\n\
+             strata_orphan_sweep_last_swept_timestamp_seconds {}\n",
+            load(&self.deleted),
+            load(&self.last_swept_unix_secs),
+        ));
+        out
+    }
+}
 
 /// The metadata service's id: random, made by the first gateway to ask.
 pub async fn service_id(store: &Store) -> anyhow::Result<String> {
@@ -155,13 +227,15 @@ pub async fn claim_nodes(pool: &RingPool, service: &str) -> anyhow::Result<()> {
 
 /// Deletes, every quarter of `orphan_age` (at most every 6 hours), the
 /// extents older than `orphan_age`, with a tag in `tags`, that no record
-/// names, when every node of the ring took `service`'s claim.
+/// names, when every node of the ring took `service`'s claim; counts each
+/// round in `counts`.
 pub fn spawn_sweeper(
     records: Records,
     tags: ExtentTags,
     pool: RingPool,
     service: String,
     orphan_age: Duration,
+    counts: Arc<SweepCounts>,
 ) {
     let interval = (orphan_age / 4).clamp(Duration::from_secs(1), MAX_SWEEP_INTERVAL);
     tokio::spawn(async move {
@@ -169,51 +243,71 @@ pub fn spawn_sweeper(
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             ticker.tick().await;
-            // A node that did not take the claim (another service's, one
-            // that does not know claims, or one that did not answer and may
-            // answer the listing) may hold extents this service's records do
-            // not name: nothing is swept until every node of the ring took it.
-            let refused = pool.claim_nodes(&service, NODE_WAIT_IN_SWEEP).await;
-            if let Some((node, err)) = refused.first() {
-                match err {
-                    NodeError::Refused { .. } => tracing::error!(%node, error = %err,
-                        "orphan sweep skipped: a node refused this metadata service's claim"),
-                    _ => tracing::info!(%node, error = %err,
-                        "orphan sweep put off: a node did not take the claim"),
-                }
-                continue;
-            }
-            // The age is measured first: an extent is swept only if it was
-            // written `orphan_age` before any of the replicas' confirmations
-            // (below, last but the listing), which each hold every change
-            // acknowledged before them.
-            let older_than = SystemTime::now()
-                .checked_sub(orphan_age)
-                .unwrap_or(UNIX_EPOCH);
-            let store = match records.replica().await {
-                Ok(Some(store)) => store,
-                Ok(None) => continue,
-                Err(Gone) => return,
-            };
-            // A root group's replica of a service that has index groups
-            // (split while this member, which runs none, was up): the
-            // groups' changes since are not in this database. (A member
-            // that runs them sweeps as `EveryGroup`, or in each group it
-            // leads.)
-            if let Records::Member(_) = &records
-                && store.index_groups().await.unwrap_or(1) > 0
-            {
-                tracing::warn!(
-                    "orphan sweep skipped: the metadata service keeps its objects in \
-                     index groups this member does not run (set index_groups and restart it)"
-                );
-                continue;
-            }
-            match store.sweep_orphans(older_than, tags.clone()).await {
-                Ok(0) => {}
-                Ok(n_swept) => tracing::info!(n_swept, "deleted extents no record names"),
-                Err(err) => tracing::warn!(error = %err, "orphan sweep failed"),
+            let round = sweep_round(&records, &tags, &pool, &service, orphan_age).await;
+            counts.count(round);
+            if round == Round::Gone {
+                return;
             }
         }
     });
+}
+
+/// One round of [`spawn_sweeper`]'s.
+async fn sweep_round(
+    records: &Records,
+    tags: &ExtentTags,
+    pool: &RingPool,
+    service: &str,
+    orphan_age: Duration,
+) -> Round {
+    // A node that did not take the claim (another service's, one that does
+    // not know claims, or one that did not answer and may answer the
+    // listing) may hold extents this service's records do not name: nothing
+    // is swept until every node of the ring took it.
+    let refused = pool.claim_nodes(service, NODE_WAIT_IN_SWEEP).await;
+    if let Some((node, err)) = refused.first() {
+        match err {
+            NodeError::Refused { .. } => tracing::error!(%node, error = %err,
+                "orphan sweep skipped: a node refused this metadata service's claim"),
+            _ => tracing::info!(%node, error = %err,
+                "orphan sweep put off: a node did not take the claim"),
+        }
+        return Round::PutOff;
+    }
+    // The age is measured first: an extent is swept only if it was written
+    // `orphan_age` before any of the replicas' confirmations (below, last
+    // but the listing), which each hold every change acknowledged before
+    // them.
+    let older_than = SystemTime::now()
+        .checked_sub(orphan_age)
+        .unwrap_or(UNIX_EPOCH);
+    let store = match records.replica().await {
+        Ok(store) => store,
+        Err(round) => return round,
+    };
+    // A root group's replica of a service that has index groups (split
+    // while this member, which runs none, was up): the groups' changes
+    // since are not in this database. (A member that runs them sweeps as
+    // `EveryGroup`, or in each group it leads.)
+    if let Records::Member(_) = records
+        && store.index_groups().await.unwrap_or(1) > 0
+    {
+        tracing::warn!(
+            "orphan sweep skipped: the metadata service keeps its objects in \
+             index groups this member does not run (set index_groups and restart it)"
+        );
+        return Round::PutOff;
+    }
+    match store.sweep_orphans(older_than, tags.clone()).await {
+        Ok(n_swept) => {
+            if n_swept > 0 {
+                tracing::info!(n_swept, "deleted extents no record names");
+            }
+            Round::Swept(n_swept)
+        }
+        Err(err) => {
+            tracing::warn!(error = %err, "orphan sweep failed");
+            Round::Failed
+        }
+    }
 }

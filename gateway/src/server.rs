@@ -287,6 +287,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let directory = Directory::open(store.clone(), root.as_ref().map(RootKeys::credential))
         .await
         .context("loading accounts and users")?;
+    let mut orphan_sweeps = None;
     if let (Some(pool), Some(ring_path)) = (&cluster, &config.cluster.ring) {
         crate::ring_share::share(&store, pool, ring_path.clone(), ring_loaded).await?;
         tokio::spawn(pool.clone().watch_health());
@@ -324,6 +325,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             (None, false) => vec![(Records::Local(store.downgrade()), ALL_TAGS)],
             (None, true) => Vec::new(),
         };
+        let counts = Arc::new(crate::orphan_sweep::SweepCounts::default());
         for (records, tags) in sweeps {
             crate::orphan_sweep::spawn_sweeper(
                 records,
@@ -331,8 +333,10 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
                 pool.clone(),
                 service.clone(),
                 Duration::from_secs(config.cluster.orphan_age_secs),
+                counts.clone(),
             );
         }
+        orphan_sweeps = Some(counts);
     }
     if config.cluster.metadata_member.is_some()
         && directory.account(credentials::ROOT_ACCOUNT).is_none()
@@ -361,6 +365,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let doors = Arc::new(Doors {
         connections,
         connection_threads: threads.clone(),
+        orphan_sweeps,
         metadata_service: served.internal.service.clone(),
         index_services: served.internal.index_services.clone(),
         edge: edge.clone(),
@@ -746,6 +751,8 @@ struct Doors {
     connections: ConnectionGauge,
     /// Which threads serve them, for `/metrics`.
     connection_threads: Option<Arc<ConnectionThreads>>,
+    /// What the orphan sweeps did, for `/metrics` (on a ring).
+    orphan_sweeps: Option<Arc<crate::orphan_sweep::SweepCounts>>,
     /// This gateway's membership of a replicated metadata service, for
     /// `/metrics`.
     metadata_service: Option<Arc<MetaService>>,
@@ -800,6 +807,9 @@ impl Doors {
             }
             if let Some(cluster) = &self.cluster {
                 metrics.push_str(&cluster.metrics_text());
+            }
+            if let Some(sweeps) = &self.orphan_sweeps {
+                metrics.push_str(&sweeps.metrics_text());
             }
             let followers = match &self.metadata_service {
                 Some(service) => {

@@ -283,7 +283,8 @@ pub fn metadata(args: MetadataArgs) -> anyhow::Result<()> {
         anyhow::Ok((groups, Vec::new()))
     })?;
     let unanswered = groups.iter().filter(|(_, answer)| answer.is_err()).count();
-    let outcome = unanswered_groups(unanswered).and(stopped_count(stopped.len()));
+    let outcome = fail_if_any(unanswered, "index groups did not answer")
+        .and(fail_if_any(stopped.len(), "replicas stopped"));
     if args.json {
         let mut shown = serde_json::to_value(&membership)?;
         if let Some(shown) = shown.as_object_mut()
@@ -388,14 +389,6 @@ fn stopped_lines(stopped: &[StoppedReplica]) -> String {
     out
 }
 
-/// Fails a show that found replicas stopped, once everything is printed.
-fn stopped_count(count: usize) -> anyhow::Result<()> {
-    match count {
-        0 => Ok(()),
-        count => anyhow::bail!("{count} replicas stopped"),
-    }
-}
-
 /// The root group's log version, and what it waits for while a member
 /// runs a newer one.
 fn log_version_line(membership: &Membership) -> String {
@@ -410,12 +403,13 @@ fn log_version_line(membership: &Membership) -> String {
     }
 }
 
-/// Fails a show that found index groups without a leader to answer, once
-/// everything that did answer is printed.
-fn unanswered_groups(count: usize) -> anyhow::Result<()> {
+/// Fails a show that found `count` of something wrong (index groups
+/// without a leader to answer, replicas stopped: `what`), once everything
+/// is printed.
+fn fail_if_any(count: usize, what: &str) -> anyhow::Result<()> {
     match count {
         0 => Ok(()),
-        count => anyhow::bail!("{count} index groups did not answer"),
+        count => anyhow::bail!("{count} {what}"),
     }
 }
 
@@ -849,8 +843,9 @@ mod tests {
             lines[1].starts_with("member 2's replica of index group 4 stopped: holds none"),
             "{lines:?}"
         );
-        assert!(stopped_count(0).is_ok());
-        let failed = stopped_count(2).expect_err("a show with stopped replicas fails");
+        assert!(fail_if_any(0, "replicas stopped").is_ok());
+        let failed =
+            fail_if_any(2, "replicas stopped").expect_err("a show with stopped replicas fails");
         assert_eq!(failed.to_string(), "2 replicas stopped");
     }
 }

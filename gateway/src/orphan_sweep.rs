@@ -41,18 +41,18 @@ const NODE_WAIT_IN_SWEEP: Duration = Duration::from_secs(10);
 pub enum Records {
     /// This gateway's own store is the metadata service.
     Local(WeakStore),
-    /// This gateway is a member of a replicated service: its replica of a
-    /// group (the root, or an index group), while it leads the group.
-    Member(Weak<MetaService>),
-    /// This gateway is a member of a replicated service whose index groups'
-    /// extents are not tagged by bucket (it was split into them, or a
-    /// version before tags used them first), and runs
-    /// every group: the root's replica, which reads every space of the
-    /// member's database, while it leads the root and every group's
-    /// replica here holds what its group acknowledged.
-    EveryGroup {
-        root: Weak<MetaService>,
-        groups: Vec<Weak<MetaService>>,
+    /// This gateway is a member of a replicated service: its replica of
+    /// the group it `leads` (the root, or an index group), while it leads
+    /// it and its replica of each of the `caught_up` groups applied what
+    /// that group acknowledged. A root's replica reads every space of the
+    /// member's database, so a member sweeps from the root's, with every
+    /// index group caught up, when their extents are not tagged by bucket
+    /// (its buckets were split into them, or a version before tags used
+    /// them first); with tags, each group's leader sweeps its own, with
+    /// none to catch up.
+    Member {
+        leads: Weak<MetaService>,
+        caught_up: Vec<Weak<MetaService>>,
     },
 }
 
@@ -64,25 +64,32 @@ impl Records {
     /// The replica to read the records from, if it may be read now; why
     /// not otherwise.
     async fn replica(&self) -> Result<Store, Round> {
-        let root = match self {
+        let (leads, caught_up) = match self {
             Records::Local(store) => return store.upgrade().ok_or(Round::Gone),
-            Records::Member(member) | Records::EveryGroup { root: member, .. } => {
-                member.upgrade().ok_or(Round::Gone)?
-            }
+            Records::Member { leads, caught_up } => (leads, caught_up),
         };
+        let member = leads.upgrade().ok_or(Round::Gone)?;
         // Leadership first: the groups' read points come after it, so each
         // holds at least what the groups acknowledged before the root's.
-        let Some(replica) = root.replica_while_leading().await else {
+        let Some(replica) = member.replica_while_leading().await else {
             return Err(Round::NotLeading);
         };
-        let Records::EveryGroup { groups, .. } = self else {
-            return Ok(replica);
-        };
-        let groups: Vec<_> = groups
+        let groups: Vec<_> = caught_up
             .iter()
             .map(Weak::upgrade)
             .collect::<Option<_>>()
             .ok_or(Round::Gone)?;
+        // A root whose replica records more index groups than this member
+        // runs (it was split while the member ran none): their changes
+        // since are not in this database.
+        let recorded = replica.index_groups().await.map_err(|_| Round::Failed)?;
+        if usize::from(recorded) > groups.len() {
+            tracing::warn!(
+                "orphan sweep skipped: the metadata service keeps its objects in \
+                 index groups this member does not run (set index_groups and restart it)"
+            );
+            return Err(Round::PutOff);
+        }
         let caught_up = groups
             .iter()
             .map(|group| group.caught_up(GROUP_CATCH_UP_WAIT));
@@ -103,56 +110,64 @@ enum Round {
     Swept(usize),
     /// This member does not lead the group whose records it would read.
     NotLeading,
-    /// Not now: a node did not take the claim, or a replica is behind.
+    /// Not now: a node did not answer the claim, a replica it reads is
+    /// behind or half imported, or this member runs fewer index groups than
+    /// its root records (until it is restarted with them).
     PutOff,
-    /// The listing, the references or a deletion failed.
+    /// A node refused the claim (it serves another metadata service), or
+    /// the listing, the references or a deletion failed.
     Failed,
     /// The service the records belong to stopped (the gateway is stopping).
     Gone,
 }
 
-/// What this gateway's orphan sweeps did, for `/metrics`: an operator
-/// sees a sweep that keeps being put off, which only logs said.
+impl Round {
+    /// The outcomes counted, in the order of [`SweepCounts::rounds`].
+    const COUNTED: [&'static str; 4] = ["swept", "not_leading", "put_off", "failed"];
+
+    /// Its place in [`Round::COUNTED`]; `None` for a round not counted.
+    fn counted_as(self) -> Option<usize> {
+        match self {
+            Round::Swept(_) => Some(0),
+            Round::NotLeading => Some(1),
+            Round::PutOff => Some(2),
+            Round::Failed => Some(3),
+            Round::Gone => None,
+        }
+    }
+}
+
+/// What this gateway's orphan sweeps did, for `/metrics` (summed over its
+/// sweepers: with index groups whose extents are tagged, one per group):
+/// an operator sees a sweep that keeps being put off, which only logs
+/// said.
 #[derive(Default)]
 pub struct SweepCounts {
-    swept: AtomicU64,
-    not_leading: AtomicU64,
-    put_off: AtomicU64,
-    failed: AtomicU64,
+    /// Rounds, by outcome ([`Round::COUNTED`]).
+    rounds: [AtomicU64; Round::COUNTED.len()],
     deleted: AtomicU64,
     last_swept_unix_secs: AtomicU64,
 }
 
 impl SweepCounts {
     fn count(&self, round: Round) {
-        let counter = match round {
-            Round::Swept(deleted) => {
-                self.deleted.fetch_add(deleted as u64, Ordering::Relaxed);
-                let now = SystemTime::now()
-                    .duration_since(UNIX_EPOCH)
-                    .unwrap_or_default();
-                self.last_swept_unix_secs
-                    .store(now.as_secs(), Ordering::Relaxed);
-                &self.swept
-            }
-            Round::NotLeading => &self.not_leading,
-            Round::PutOff => &self.put_off,
-            Round::Failed => &self.failed,
-            Round::Gone => return,
-        };
-        counter.fetch_add(1, Ordering::Relaxed);
+        if let Round::Swept(deleted) = round {
+            self.deleted.fetch_add(deleted as u64, Ordering::Relaxed);
+            let now = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .unwrap_or_default();
+            (self.last_swept_unix_secs).store(now.as_secs(), Ordering::Relaxed);
+        }
+        if let Some(index) = round.counted_as() {
+            self.rounds[index].fetch_add(1, Ordering::Relaxed);
+        }
     }
 
     /// The counts in Prometheus' text format.
     pub fn metrics_text(&self) -> String {
         let load = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
         let mut out = String::from("# TYPE strata_orphan_sweep_rounds_total counter\n");
-        for (outcome, counter) in [
-            ("swept", &self.swept),
-            ("not_leading", &self.not_leading),
-            ("put_off", &self.put_off),
-            ("failed", &self.failed),
-        ] {
+        for (outcome, counter) in Round::COUNTED.iter().zip(&self.rounds) {
             out.push_str(&format!(
                 "strata_orphan_sweep_rounds_total{{outcome=\"{outcome}\"}} {}\n",
                 load(counter)
@@ -266,13 +281,18 @@ async fn sweep_round(
     // is swept until every node of the ring took it.
     let refused = pool.claim_nodes(service, NODE_WAIT_IN_SWEEP).await;
     if let Some((node, err)) = refused.first() {
-        match err {
-            NodeError::Refused { .. } => tracing::error!(%node, error = %err,
-                "orphan sweep skipped: a node refused this metadata service's claim"),
-            _ => tracing::info!(%node, error = %err,
-                "orphan sweep put off: a node did not take the claim"),
-        }
-        return Round::PutOff;
+        return match err {
+            NodeError::Refused { .. } => {
+                tracing::error!(%node, error = %err,
+                    "orphan sweep skipped: a node refused this metadata service's claim");
+                Round::Failed
+            }
+            _ => {
+                tracing::info!(%node, error = %err,
+                    "orphan sweep put off: a node did not take the claim");
+                Round::PutOff
+            }
+        };
     }
     // The age is measured first: an extent is swept only if it was written
     // `orphan_age` before any of the replicas' confirmations (below, last
@@ -285,25 +305,17 @@ async fn sweep_round(
         Ok(store) => store,
         Err(round) => return round,
     };
-    // A root group's replica of a service that has index groups (split
-    // while this member, which runs none, was up): the groups' changes
-    // since are not in this database. (A member that runs them sweeps as
-    // `EveryGroup`, or in each group it leads.)
-    if let Records::Member(_) = records
-        && store.index_groups().await.unwrap_or(1) > 0
-    {
-        tracing::warn!(
-            "orphan sweep skipped: the metadata service keeps its objects in \
-             index groups this member does not run (set index_groups and restart it)"
-        );
-        return Round::PutOff;
-    }
     match store.sweep_orphans(older_than, tags.clone()).await {
         Ok(n_swept) => {
             if n_swept > 0 {
                 tracing::info!(n_swept, "deleted extents no record names");
             }
             Round::Swept(n_swept)
+        }
+        // A replica half imported (a snapshot installed meanwhile).
+        Err(StoreError::Unavailable(why)) => {
+            tracing::info!(%why, "orphan sweep put off");
+            Round::PutOff
         }
         Err(err) => {
             tracing::warn!(error = %err, "orphan sweep failed");

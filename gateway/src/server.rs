@@ -295,6 +295,11 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         crate::orphan_sweep::claim_nodes(pool, &service).await?;
         use crate::orphan_sweep::Records;
         let index_services = &served.internal.index_services;
+        let member_of =
+            |leads: &Arc<MetaService>, caught_up: &[Arc<MetaService>]| Records::Member {
+                leads: Arc::downgrade(leads),
+                caught_up: caught_up.iter().map(Arc::downgrade).collect(),
+            };
         let sweeps = match (&served.internal.service, store.is_remote()) {
             // Extents not tagged by bucket (the buckets were split into the
             // groups, or a version that did not tag used them first): no
@@ -302,30 +307,28 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             // against every space of its database, once its replica of
             // each group caught up with the group's leader.
             (Some(root), _) if !index_services.is_empty() && !store.index_extents_tagged() => {
-                let records = Records::EveryGroup {
-                    root: Arc::downgrade(root),
-                    groups: index_services.iter().map(Arc::downgrade).collect(),
-                };
-                vec![(records, ALL_TAGS)]
+                vec![(member_of(root, index_services), ALL_TAGS)]
             }
-            // Each index group's leader sweeps the extents of its buckets
-            // against its replica: the root's leadership says nothing of
-            // how far this member's replicas of the groups are. The root
-            // group holds no object records.
+            // Tagged: each index group's leader sweeps the extents of its
+            // buckets against its replica alone, with no other group to
+            // wait for. The root group holds no object records.
             (Some(_), _) if !index_services.is_empty() => index_services
                 .iter()
                 .enumerate()
-                .filter_map(|(index, member)| {
+                .filter_map(|(index, group)| {
                     let tags = strata_store::group_tags(index, index_services.len())?;
-                    Some((Records::Member(Arc::downgrade(member)), tags))
+                    Some((member_of(group, &[]), tags))
                 })
                 .collect(),
-            (Some(member), _) => vec![(Records::Member(Arc::downgrade(member)), ALL_TAGS)],
+            (Some(root), _) => vec![(member_of(root, &[]), ALL_TAGS)],
             // A routed store's root reads every group's records.
             (None, false) => vec![(Records::Local(store.downgrade()), ALL_TAGS)],
             (None, true) => Vec::new(),
         };
         let counts = Arc::new(crate::orphan_sweep::SweepCounts::default());
+        if !sweeps.is_empty() {
+            orphan_sweeps = Some(counts.clone());
+        }
         for (records, tags) in sweeps {
             crate::orphan_sweep::spawn_sweeper(
                 records,
@@ -336,7 +339,6 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
                 counts.clone(),
             );
         }
-        orphan_sweeps = Some(counts);
     }
     if config.cluster.metadata_member.is_some()
         && directory.account(credentials::ROOT_ACCOUNT).is_none()

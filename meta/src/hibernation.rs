@@ -216,14 +216,7 @@ impl MetaService {
 
 /// Whether the member at `address` answers that it leads `group`.
 async fn leads_at(transport: &dyn RaftTransport, address: &str, group: GroupId) -> bool {
-    let answer = crate::network::probe(
-        transport,
-        address,
-        group,
-        &crate::network::ProbeRequest::default(),
-        PROBE_WAIT,
-    )
-    .await;
+    let answer = crate::network::probe(transport, address, group, PROBE_WAIT).await;
     answer.is_some_and(|answer| answer.leading)
 }
 

@@ -139,6 +139,15 @@ pub enum Routed {
 }
 
 impl Routed {
+    /// Why a call was not answered, in words.
+    fn refusal_text(self) -> String {
+        match self {
+            Routed::NotLeader(_) => "the group has no leader here".to_owned(),
+            Routed::Unavailable(why) => why,
+            Routed::Answer(_) => "answered".to_owned(),
+        }
+    }
+
     /// A refusal, for the other reads of the same round.
     fn clone_refusal(&self) -> Routed {
         match self {
@@ -658,11 +667,7 @@ impl MetaService {
         {
             let last = rounds.last.lock();
             if last.0 > arrived_after {
-                return last
-                    .1
-                    .as_ref()
-                    .map(|read| *read)
-                    .map_err(Routed::clone_refusal);
+                return clone_outcome(&last.1);
             }
         }
         let round = rounds.started.fetch_add(1, Ordering::AcqRel) + 1;
@@ -677,11 +682,7 @@ impl MetaService {
             }
             Ok(Err(err)) => Err(Routed::Unavailable(format!("metadata read: {err}"))),
         };
-        let kept = outcome
-            .as_ref()
-            .map(|read| *read)
-            .map_err(Routed::clone_refusal);
-        *rounds.last.lock() = (round, kept);
+        *rounds.last.lock() = (round, clone_outcome(&outcome));
         outcome
     }
 
@@ -698,11 +699,10 @@ impl MetaService {
     }
 
     /// This leader's read point, once a majority confirmed, after this was
-    /// called, that it leads (0 for a log still empty); `None` if it does
-    /// not lead.
+    /// called, that it leads; `None` if it does not lead (or its log is
+    /// empty, which a leader's never is: it holds its blank entry).
     async fn read_point(&self) -> Option<u64> {
-        let read = self.confirmed_read_point().await.ok()?;
-        Some(read.unwrap_or(0))
+        self.confirmed_read_point().await.ok().flatten()
     }
 
     /// Waits, within `wait`, until this member's replica holds every change
@@ -714,46 +714,46 @@ impl MetaService {
     /// service whose buckets were split into index groups. `Err` says why
     /// not.
     pub async fn caught_up(&self, wait: Duration) -> Result<(), String> {
-        match tokio::time::timeout(wait, self.catch_up(wait)).await {
+        let stage = parking_lot::Mutex::new("waiting for this member's root split");
+        match tokio::time::timeout(wait, self.catch_up(&stage)).await {
             Ok(caught_up) => caught_up,
             Err(_) => Err(format!(
-                "this member's replica of the {} did not catch up within {wait:?}",
-                self.group
+                "this member's replica of the {} did not catch up within {wait:?} ({})",
+                self.group,
+                stage.lock()
             )),
         }
     }
 
-    /// [`MetaService::caught_up`], which bounds it by `wait`.
-    async fn catch_up(&self, wait: Duration) -> Result<(), String> {
-        let now = std::time::Instant::now();
-        let by = now.checked_add(wait).unwrap_or(now + QUORUM_WAIT);
-        let refused = |routed: Routed| match routed {
-            Routed::NotLeader(_) => format!("the {} has no leader", self.group),
-            Routed::Unavailable(why) => why,
-            Routed::Answer(_) => "no answer".to_owned(),
+    /// [`MetaService::caught_up`], which bounds it; says how far it got in
+    /// `stage`.
+    async fn catch_up(&self, stage: &parking_lot::Mutex<&'static str>) -> Result<(), String> {
+        self.root_split(None).await.map_err(Routed::refusal_text)?;
+        *stage.lock() = "confirming the leader";
+        let read_point = match self.confirmed_read_point().await {
+            Ok(read_point) => read_point,
+            Err(Routed::NotLeader(Some(leader))) => {
+                *stage.lock() = "asking the leader for its read point";
+                let asked = network::probe_read_point(self.transport.as_ref(), &leader, self.group);
+                let read_point = asked.await;
+                if read_point.is_none() {
+                    // A sleeping group's leader may be lost, and no caller
+                    // may come to find out: this member looks, as for one.
+                    self.stir_follower();
+                    return Err(format!(
+                        "the {}'s leader at {leader} gave no read point (it did not answer, \
+                         no longer leads, or runs an earlier build)",
+                        self.group
+                    ));
+                }
+                read_point
+            }
+            Err(refused) => return Err(format!("the {}: {}", self.group, refused.refusal_text())),
         };
-        self.root_split(Some(by)).await.map_err(refused)?;
-        let leader = match self.confirm_leadership().await {
-            None => return Ok(()),
-            Some(Routed::NotLeader(Some(leader))) => leader,
-            Some(other) => return Err(refused(other)),
-        };
-        let left = || by.saturating_duration_since(std::time::Instant::now());
-        let asked = network::ProbeRequest { read_point: true };
-        let answer = network::probe(self.transport.as_ref(), &leader, self.group, &asked, left());
-        let Some(read_point) = answer.await.and_then(|answer| answer.read_point) else {
-            // A sleeping group's leader may be lost, and no caller may come
-            // to find out: this member looks, as for a caller.
-            self.stir_follower();
-            return Err(format!(
-                "the {}'s leader at {leader} gave no read point (it did not answer, no \
-                 longer leads, or runs an earlier build)",
-                self.group
-            ));
-        };
-        // Until `caught_up`'s deadline.
+        *stage.lock() = "applying up to the leader's read point";
+        // A leader applied its own before it answered.
         (self.raft.wait(None))
-            .applied_index_at_least(Some(read_point), "the leader's read point applied")
+            .applied_index_at_least(read_point, "the leader's read point applied")
             .await
             .map_err(|err| format!("the {} stopped: {err}", self.group))?;
         Ok(())
@@ -836,7 +836,7 @@ impl MetaService {
             hibernating: self.hibernation.asleep(),
             log_version: self.versions.group(),
             runs_log_version: self.versions.runs(),
-            stopped: self.stopped(&metrics),
+            stopped: self.stopped(),
         }
     }
 
@@ -844,13 +844,15 @@ impl MetaService {
     /// a fatal error, or a Raft core that ended (a panic) without saying
     /// why; not a shutdown. (A panic of the state machine's worker leaves
     /// the core waiting for it, which nothing here can tell.)
-    fn stopped(&self, metrics: &openraft::RaftMetrics<u64, BasicNode>) -> Option<String> {
-        match &metrics.running_state {
+    fn stopped(&self) -> Option<String> {
+        let metrics = self.raft.metrics();
+        // Whether the core went, before its last word: a core shut down
+        // says `Stopped` before it lets go.
+        let ended = metrics.has_changed().is_err();
+        match &metrics.borrow().running_state {
             Err(openraft::error::Fatal::Stopped) => None,
             Err(fatal) => Some(fatal.to_string()),
-            Ok(()) if self.raft.metrics().has_changed().is_err() => {
-                Some("the group's Raft core ended".into())
-            }
+            Ok(()) if ended => Some("the group's Raft core ended".into()),
             Ok(()) => None,
         }
     }
@@ -1186,6 +1188,11 @@ async fn maintain_while_leading(service: std::sync::Weak<MetaService>) {
 /// Whether this member is the leader. Its state says so, not
 /// `current_leader`: a leader that removed itself keeps its own vote (and
 /// so names itself) after it stepped down.
+/// A round's outcome, for the other reads of the same round.
+fn clone_outcome(outcome: &Result<Option<u64>, Routed>) -> Result<Option<u64>, Routed> {
+    outcome.as_ref().copied().map_err(Routed::clone_refusal)
+}
+
 pub(crate) fn leads(raft: &Raft<TypeConfig>) -> bool {
     leading_term(raft).is_some()
 }

@@ -85,9 +85,31 @@ pub(crate) struct ProbeAnswer {
     pub(crate) read_point: Option<u64>,
 }
 
-/// The answer of `group`'s member at `address` to a probe asking
-/// `request`, if it gave one within `wait`.
+/// The answer of `group`'s member at `address` to a probe, if it gave one
+/// within `wait`.
 pub(crate) async fn probe(
+    transport: &dyn RaftTransport,
+    address: &str,
+    group: GroupId,
+    wait: Duration,
+) -> Option<ProbeAnswer> {
+    asked(transport, address, group, &ProbeRequest::default(), wait).await
+}
+
+/// The read point of `group`'s leader at `address` ([`ProbeAnswer::read_point`]),
+/// if it gave one within the time a leader takes to confirm it leads.
+pub(crate) async fn probe_read_point(
+    transport: &dyn RaftTransport,
+    address: &str,
+    group: GroupId,
+) -> Option<u64> {
+    let request = ProbeRequest { read_point: true };
+    let wait = crate::QUORUM_WAIT + Duration::from_secs(1);
+    let answer = asked(transport, address, group, &request, wait).await?;
+    answer.read_point
+}
+
+async fn asked(
     transport: &dyn RaftTransport,
     address: &str,
     group: GroupId,

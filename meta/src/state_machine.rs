@@ -50,6 +50,7 @@ pub(crate) struct StateMachine {
     hibernation: Arc<Hibernation>,
     /// Told the group's log version.
     versions: Arc<LogVersions>,
+    /// See [`Shared::follows_root`].
     follows_root: bool,
 }
 

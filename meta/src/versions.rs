@@ -36,7 +36,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use crate::network::{ProbeRequest, probe};
+use crate::network::probe;
 use crate::{Membership, MetaService, Routed};
 
 /// How long a member is given to say which version it runs.
@@ -149,15 +149,7 @@ impl MetaService {
             let (id, address) = (*id, address.clone());
             let (transport, group) = (self.transport.clone(), self.group);
             probes.spawn(async move {
-                let plain = ProbeRequest::default();
-                let answer = probe(
-                    transport.as_ref(),
-                    &address,
-                    group,
-                    &plain,
-                    VERSION_PROBE_WAIT,
-                )
-                .await;
+                let answer = probe(transport.as_ref(), &address, group, VERSION_PROBE_WAIT).await;
                 (id, answer)
             });
         }
@@ -196,7 +188,6 @@ impl MetaService {
             self.transport.as_ref(),
             address,
             self.group,
-            &ProbeRequest::default(),
             VERSION_PROBE_WAIT,
         )
         .await;

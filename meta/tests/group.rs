@@ -1717,7 +1717,11 @@ async fn a_follower_is_caught_up_once_it_applied_the_leaders_read_point() {
     let put = group.call(put_call("missed", b"x", None)).await;
     assert!(put["outcome"]["Ok"].is_object(), "{put}");
     match follower.caught_up(Duration::from_millis(500)).await {
-        Err(why) => assert!(why.contains("did not catch up within"), "{why}"),
+        Err(why) => assert!(
+            why.contains("did not catch up within")
+                && why.contains("applying up to the leader's read point"),
+            "{why}"
+        ),
         Ok(()) => panic!("a follower that missed a change is caught up"),
     }
     assert!(

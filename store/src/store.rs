@@ -2091,10 +2091,7 @@ async fn record_index_groups_remotely(remote: &Remote, count: u16) -> Result<boo
                     }
                     // Another gateway's split began or ended since the
                     // refusal: asked again, it is taken or waited for.
-                    Ok(recorded) if recorded == count => {
-                        tokio::time::sleep(RECORD_RETRY).await;
-                        continue;
-                    }
+                    Ok(recorded) if recorded == count => why,
                     Ok(_) => return Err(StoreError::InvalidArgument(why)),
                     Err(err) => err.to_string(),
                 }

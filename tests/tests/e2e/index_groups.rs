@@ -775,14 +775,21 @@ fn a_replicated_service_moves_its_buckets_into_index_groups() -> Result<()> {
     for member in &members {
         read_back(member)?;
     }
-    // Swept by the root's leader, as `/metrics` counts; the others did not
-    // lead.
-    let mut deleted = 0;
+    // Swept in one round by the root's leader, as `/metrics` counts; the
+    // others did not lead.
+    let mut deleted = Vec::new();
+    let mut not_leading = 0;
     for member in &members {
-        deleted += member.metric("strata_orphan_extents_deleted_total")?;
-        member.metric(r#"strata_orphan_sweep_rounds_total{outcome="not_leading"}"#)?;
+        deleted.push(member.metric("strata_orphan_extents_deleted_total")?);
+        not_leading +=
+            member.metric(r#"strata_orphan_sweep_rounds_total{outcome="not_leading"}"#)?;
     }
-    ensure!(deleted >= 1, "{deleted} orphaned extents deleted");
+    let sweepers = deleted.iter().filter(|deleted| **deleted > 0).count();
+    ensure!(
+        sweepers == 1,
+        "orphaned extents deleted by each member: {deleted:?}"
+    );
+    ensure!(not_leading > 0, "no member found it did not lead");
 
     // A fourth member is added, the first removed and the second killed:
     // every group is left to members 3 and 4, and serves as before.

@@ -137,12 +137,13 @@ impl Round {
     }
 }
 
-/// What this gateway's orphan sweeps did, for `/metrics` (summed over its
-/// sweepers: with index groups whose extents are tagged, one per group):
-/// an operator sees a sweep that keeps being put off, which only logs
-/// said.
-#[derive(Default)]
+/// What one of this gateway's orphan sweepers did, for `/metrics`: an
+/// operator sees a sweep that keeps being put off, which only logs said.
 pub struct SweepCounts {
+    /// The group whose records the sweeper reads, as `/metrics` labels it:
+    /// `root` (the whole store's, or a root group's), or an index group's
+    /// number.
+    group: String,
     /// Rounds, by outcome ([`Round::COUNTED`]).
     rounds: [AtomicU64; Round::COUNTED.len()],
     deleted: AtomicU64,
@@ -150,6 +151,15 @@ pub struct SweepCounts {
 }
 
 impl SweepCounts {
+    pub fn new(group: String) -> Arc<SweepCounts> {
+        Arc::new(SweepCounts {
+            group,
+            rounds: Default::default(),
+            deleted: AtomicU64::new(0),
+            last_swept_unix_secs: AtomicU64::new(0),
+        })
+    }
+
     fn count(&self, round: Round) {
         if let Round::Swept(deleted) = round {
             self.deleted.fetch_add(deleted as u64, Ordering::Relaxed);
@@ -162,27 +172,43 @@ impl SweepCounts {
             self.rounds[index].fetch_add(1, Ordering::Relaxed);
         }
     }
+}
 
-    /// The counts in Prometheus' text format.
-    pub fn metrics_text(&self) -> String {
-        let load = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
-        let mut out = String::from("# TYPE strata_orphan_sweep_rounds_total counter\n");
-        for (outcome, counter) in Round::COUNTED.iter().zip(&self.rounds) {
+/// The counts of `sweepers` in Prometheus' text format, one series per
+/// sweeper (`group` label).
+pub fn metrics_text(sweepers: &[Arc<SweepCounts>]) -> String {
+    let load = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
+    let mut out = String::from("# TYPE strata_orphan_sweep_rounds_total counter\n");
+    for sweeper in sweepers {
+        for (outcome, counter) in Round::COUNTED.iter().zip(&sweeper.rounds) {
             out.push_str(&format!(
-                "strata_orphan_sweep_rounds_total{{outcome=\"{outcome}\"}} {}\n",
+                "strata_orphan_sweep_rounds_total{{group=\"{}\",outcome=\"{outcome}\"}} {}\n",
+                sweeper.group,
                 load(counter)
             ));
         }
-        out.push_str(&format!(
-            "# TYPE strata_orphan_extents_deleted_total counter\n\
-             strata_orphan_extents_deleted_total {}\n\
-             # TYPE strata_orphan_sweep_last_swept_timestamp_seconds gauge\n\
-             strata_orphan_sweep_last_swept_timestamp_seconds {}\n",
-            load(&self.deleted),
-            load(&self.last_swept_unix_secs),
-        ));
-        out
     }
+    type Series = (&'static str, &'static str, fn(&SweepCounts) -> &AtomicU64);
+    let series: [Series; 2] = [
+        (
+            "strata_orphan_extents_deleted_total",
+            "counter",
+            |sweeper| &sweeper.deleted,
+        ),
+        (
+            "strata_orphan_sweep_last_swept_timestamp_seconds",
+            "gauge",
+            |sweeper| &sweeper.last_swept_unix_secs,
+        ),
+    ];
+    for (name, kind, value) in series {
+        out.push_str(&format!("# TYPE {name} {kind}\n"));
+        for sweeper in sweepers {
+            let value = load(value(sweeper));
+            out.push_str(&format!("{name}{{group=\"{}\"}} {value}\n", sweeper.group));
+        }
+    }
+    out
 }
 
 /// The metadata service's id: random, made by the first gateway to ask.
@@ -321,5 +347,57 @@ async fn sweep_round(
             tracing::warn!(error = %err, "orphan sweep failed");
             Round::Failed
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Each sweeper's rounds and deletions are its own series, labelled
+    /// with its group; each metric is typed once, before its series.
+    #[test]
+    fn each_sweepers_rounds_are_counted_under_its_group() {
+        let (root, third) = (
+            SweepCounts::new("root".into()),
+            SweepCounts::new("3".into()),
+        );
+        root.count(Round::NotLeading);
+        third.count(Round::Swept(2));
+        third.count(Round::Swept(0));
+        third.count(Round::PutOff);
+        third.count(Round::Gone);
+        let text = metrics_text(&[root, third]);
+        let lines: Vec<&str> = text.lines().collect();
+        for expected in [
+            r#"strata_orphan_sweep_rounds_total{group="root",outcome="not_leading"} 1"#,
+            r#"strata_orphan_sweep_rounds_total{group="root",outcome="swept"} 0"#,
+            r#"strata_orphan_sweep_rounds_total{group="3",outcome="swept"} 2"#,
+            r#"strata_orphan_sweep_rounds_total{group="3",outcome="put_off"} 1"#,
+            r#"strata_orphan_sweep_rounds_total{group="3",outcome="failed"} 0"#,
+            r#"strata_orphan_extents_deleted_total{group="root"} 0"#,
+            r#"strata_orphan_extents_deleted_total{group="3"} 2"#,
+            r#"strata_orphan_sweep_last_swept_timestamp_seconds{group="root"} 0"#,
+        ] {
+            assert!(lines.contains(&expected), "{expected} not in:\n{text}");
+        }
+        let typed: Vec<&&str> = lines
+            .iter()
+            .filter(|line| line.starts_with("# TYPE"))
+            .collect();
+        assert_eq!(typed.len(), 3, "{text}");
+        // The groups' series of one metric are one block after its type.
+        let deleted_type = lines
+            .iter()
+            .position(|line| line.starts_with("# TYPE strata_orphan_extents_deleted_total"))
+            .expect("typed");
+        assert!(
+            lines[deleted_type + 1].ends_with(r#"{group="root"} 0"#),
+            "{text}"
+        );
+        assert!(
+            lines[deleted_type + 2].ends_with(r#"{group="3"} 2"#),
+            "{text}"
+        );
     }
 }

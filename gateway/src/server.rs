@@ -287,7 +287,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let directory = Directory::open(store.clone(), root.as_ref().map(RootKeys::credential))
         .await
         .context("loading accounts and users")?;
-    let mut orphan_sweeps = None;
+    let mut orphan_sweeps = Vec::new();
     if let (Some(pool), Some(ring_path)) = (&cluster, &config.cluster.ring) {
         crate::ring_share::share(&store, pool, ring_path.clone(), ring_loaded).await?;
         tokio::spawn(pool.clone().watch_health());
@@ -307,7 +307,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             // against every space of its database, once its replica of
             // each group caught up with the group's leader.
             (Some(root), _) if !index_services.is_empty() && !store.index_extents_tagged() => {
-                vec![(member_of(root, index_services), ALL_TAGS)]
+                vec![(member_of(root, index_services), ALL_TAGS, "root".to_owned())]
             }
             // Tagged: each index group's leader sweeps the extents of its
             // buckets against its replica alone, with no other group to
@@ -317,26 +317,27 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
                 .enumerate()
                 .filter_map(|(index, group)| {
                     let tags = strata_store::group_tags(index, index_services.len())?;
-                    Some((member_of(group, &[]), tags))
+                    Some((member_of(group, &[]), tags, (index + 1).to_string()))
                 })
                 .collect(),
-            (Some(root), _) => vec![(member_of(root, &[]), ALL_TAGS)],
+            (Some(root), _) => vec![(member_of(root, &[]), ALL_TAGS, "root".to_owned())],
             // A routed store's root reads every group's records.
-            (None, false) => vec![(Records::Local(store.downgrade()), ALL_TAGS)],
+            (None, false) => {
+                let records = Records::Local(store.downgrade());
+                vec![(records, ALL_TAGS, "root".to_owned())]
+            }
             (None, true) => Vec::new(),
         };
-        let counts = Arc::new(crate::orphan_sweep::SweepCounts::default());
-        if !sweeps.is_empty() {
-            orphan_sweeps = Some(counts.clone());
-        }
-        for (records, tags) in sweeps {
+        for (records, tags, group) in sweeps {
+            let counts = crate::orphan_sweep::SweepCounts::new(group);
+            orphan_sweeps.push(counts.clone());
             crate::orphan_sweep::spawn_sweeper(
                 records,
                 tags,
                 pool.clone(),
                 service.clone(),
                 Duration::from_secs(config.cluster.orphan_age_secs),
-                counts.clone(),
+                counts,
             );
         }
     }
@@ -753,8 +754,8 @@ struct Doors {
     connections: ConnectionGauge,
     /// Which threads serve them, for `/metrics`.
     connection_threads: Option<Arc<ConnectionThreads>>,
-    /// What the orphan sweeps did, for `/metrics` (on a ring).
-    orphan_sweeps: Option<Arc<crate::orphan_sweep::SweepCounts>>,
+    /// What each orphan sweeper did, for `/metrics` (on a ring).
+    orphan_sweeps: Vec<Arc<crate::orphan_sweep::SweepCounts>>,
     /// This gateway's membership of a replicated metadata service, for
     /// `/metrics`.
     metadata_service: Option<Arc<MetaService>>,
@@ -810,8 +811,8 @@ impl Doors {
             if let Some(cluster) = &self.cluster {
                 metrics.push_str(&cluster.metrics_text());
             }
-            if let Some(sweeps) = &self.orphan_sweeps {
-                metrics.push_str(&sweeps.metrics_text());
+            if !self.orphan_sweeps.is_empty() {
+                metrics.push_str(&crate::orphan_sweep::metrics_text(&self.orphan_sweeps));
             }
             let followers = match &self.metadata_service {
                 Some(service) => {

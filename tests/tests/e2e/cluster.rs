@@ -741,11 +741,13 @@ fn extents_no_record_names_are_swept() -> Result<()> {
     ensure!(read.status == 200 && read.body == kept, "{read}");
     // `/metrics` counts the rounds and what they deleted (two extents of
     // two copies each are at least one extent).
-    let deleted = service.metric("strata_orphan_extents_deleted_total")?;
+    let deleted = service.metric(r#"strata_orphan_extents_deleted_total{group="root"}"#)?;
     ensure!(deleted >= 1, "{deleted} orphaned extents deleted");
-    let swept = service.metric(r#"strata_orphan_sweep_rounds_total{outcome="swept"}"#)?;
+    let swept =
+        service.metric(r#"strata_orphan_sweep_rounds_total{group="root",outcome="swept"}"#)?;
     ensure!(swept >= 1, "{swept} sweeps");
-    ensure!(service.metric("strata_orphan_sweep_last_swept_timestamp_seconds")? > 0);
+    let last = r#"strata_orphan_sweep_last_swept_timestamp_seconds{group="root"}"#;
+    ensure!(service.metric(last)? > 0);
 
     // Another metadata service over the same nodes is refused.
     let refused = Server::serve_until_exit(&[

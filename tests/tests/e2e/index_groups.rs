@@ -576,6 +576,20 @@ fn each_index_group_sweeps_the_orphans_of_its_buckets() -> Result<()> {
         let now = extents(&cluster.status()?);
         Ok((now != committed).then(|| format!("{now} extent copies, {committed} committed")))
     })?;
+    // By the leader of the first bucket's group alone, as `/metrics` says.
+    let mut sweepers = Vec::new();
+    for (member, server) in (1..).zip(&members) {
+        for group in 1..=4 {
+            let series = format!("strata_orphan_extents_deleted_total{{group=\"{group}\"}}");
+            if server.metric(&series)? > 0 {
+                sweepers.push((member, group));
+            }
+        }
+    }
+    ensure!(
+        sweepers.len() == 1,
+        "(member, group) that deleted: {sweepers:?}"
+    );
     for bucket in &buckets {
         let read = members[2].http("GET", &format!("/{bucket}/kept"), Signing::Root, None, &[])?;
         ensure!(
@@ -780,9 +794,9 @@ fn a_replicated_service_moves_its_buckets_into_index_groups() -> Result<()> {
     let mut deleted = Vec::new();
     let mut not_leading = 0;
     for member in &members {
-        deleted.push(member.metric("strata_orphan_extents_deleted_total")?);
-        not_leading +=
-            member.metric(r#"strata_orphan_sweep_rounds_total{outcome="not_leading"}"#)?;
+        deleted.push(member.metric(r#"strata_orphan_extents_deleted_total{group="root"}"#)?);
+        not_leading += member
+            .metric(r#"strata_orphan_sweep_rounds_total{group="root",outcome="not_leading"}"#)?;
     }
     let sweepers = deleted.iter().filter(|deleted| **deleted > 0).count();
     ensure!(

@@ -626,67 +626,49 @@ fn label_value(text: &str) -> String {
         .replace('\n', "\\n")
 }
 
-/// A member's view of the replicated metadata service (a leader of 0: none
-/// known).
+/// A gauge of a member's view of a Raft group: its name after
+/// `strata_metadata_` (the root group's) or `strata_metadata_group_` (an
+/// index group's), and its value.
+type StatusGauge = (&'static str, fn(&strata_meta::MetaStatus) -> u64);
+
+/// What is shown of every group, the root's and each index group's (a
+/// leader of 0: none known).
+const GROUP_GAUGES: [StatusGauge; 5] = [
+    ("leader", |status| status.leader.unwrap_or(0)),
+    ("last_applied", |status| status.last_applied.unwrap_or(0)),
+    ("purged_index", |status| status.purged.unwrap_or(0)),
+    ("hibernating", |status| u64::from(status.hibernating)),
+    ("stopped", |status| u64::from(status.stopped.is_some())),
+];
+
+/// What is shown of the root group only.
+const ROOT_GAUGES: [StatusGauge; 4] = [
+    ("member", |status| status.id),
+    ("term", |status| status.term),
+    ("snapshot_index", |status| status.snapshot.unwrap_or(0)),
+    ("log_version", |status| u64::from(status.log_version)),
+];
+
+/// A member's view of the replicated metadata service's root group.
 fn metadata_metrics(status: &strata_meta::MetaStatus) -> String {
-    format!(
-        "# TYPE strata_metadata_member gauge\n\
-         strata_metadata_member {}\n\
-         # TYPE strata_metadata_leader gauge\n\
-         strata_metadata_leader {}\n\
-         # TYPE strata_metadata_term gauge\n\
-         strata_metadata_term {}\n\
-         # TYPE strata_metadata_last_applied gauge\n\
-         strata_metadata_last_applied {}\n\
-         # TYPE strata_metadata_snapshot_index gauge\n\
-         strata_metadata_snapshot_index {}\n\
-         # TYPE strata_metadata_purged_index gauge\n\
-         strata_metadata_purged_index {}\n\
-         # TYPE strata_metadata_hibernating gauge\n\
-         strata_metadata_hibernating {}\n\
-         # TYPE strata_metadata_log_version gauge\n\
-         strata_metadata_log_version {}\n\
-         # TYPE strata_metadata_stopped gauge\n\
-         strata_metadata_stopped {}\n",
-        status.id,
-        status.leader.unwrap_or(0),
-        status.term,
-        status.last_applied.unwrap_or(0),
-        status.snapshot.unwrap_or(0),
-        status.purged.unwrap_or(0),
-        u8::from(status.hibernating),
-        status.log_version,
-        u8::from(status.stopped.is_some()),
-    )
+    let mut out = String::new();
+    for (name, value) in ROOT_GAUGES.iter().chain(&GROUP_GAUGES) {
+        let name = format!("strata_metadata_{name}");
+        out.push_str(&format!("# TYPE {name} gauge\n{name} {}\n", value(status)));
+    }
+    out
 }
 
 /// Each index group's view of its Raft group, labelled by group number
 /// (each series' samples together, as the text format wants them).
 fn index_group_metrics(groups: &[Arc<MetaService>]) -> String {
-    if groups.is_empty() {
-        return String::new();
-    }
     let statuses: Vec<_> = groups.iter().map(|group| group.status()).collect();
-    type Series = (&'static str, fn(&strata_meta::MetaStatus) -> u64);
-    let series: [Series; 5] = [
-        ("strata_metadata_group_leader", |status| {
-            status.leader.unwrap_or(0)
-        }),
-        ("strata_metadata_group_last_applied", |status| {
-            status.last_applied.unwrap_or(0)
-        }),
-        ("strata_metadata_group_purged_index", |status| {
-            status.purged.unwrap_or(0)
-        }),
-        ("strata_metadata_group_hibernating", |status| {
-            u64::from(status.hibernating)
-        }),
-        ("strata_metadata_group_stopped", |status| {
-            u64::from(status.stopped.is_some())
-        }),
-    ];
     let mut out = String::new();
-    for (name, value) in &series {
+    if statuses.is_empty() {
+        return out;
+    }
+    for (name, value) in &GROUP_GAUGES {
+        let name = format!("strata_metadata_group_{name}");
         out.push_str(&format!("# TYPE {name} gauge\n"));
         for (number, status) in (1..).zip(&statuses) {
             out.push_str(&format!("{name}{{group=\"{number}\"}} {}\n", value(status)));
@@ -1000,6 +982,43 @@ mod tests {
                 )
             })
             .collect()
+    }
+
+    /// The root group's gauges, each typed, with the names dashboards use.
+    #[test]
+    fn a_members_view_of_the_root_group_is_one_gauge_each() {
+        let status = strata_meta::MetaStatus {
+            id: 2,
+            leader: Some(3),
+            term: 7,
+            last_log_index: Some(41),
+            last_applied: Some(40),
+            snapshot: None,
+            purged: Some(12),
+            hibernating: true,
+            log_version: 2,
+            runs_log_version: 2,
+            stopped: Some("storage error".into()),
+        };
+        let text = metadata_metrics(&status);
+        let expected = [
+            ("member", 2),
+            ("term", 7),
+            ("snapshot_index", 0),
+            ("log_version", 2),
+            ("leader", 3),
+            ("last_applied", 40),
+            ("purged_index", 12),
+            ("hibernating", 1),
+            ("stopped", 1),
+        ];
+        let mut lines = text.lines();
+        for (name, value) in expected {
+            let name = format!("strata_metadata_{name}");
+            assert_eq!(lines.next(), Some(format!("# TYPE {name} gauge").as_str()));
+            assert_eq!(lines.next(), Some(format!("{name} {value}").as_str()));
+        }
+        assert_eq!(lines.next(), None, "{text}");
     }
 
     #[test]

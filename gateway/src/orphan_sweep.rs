@@ -163,10 +163,7 @@ impl SweepCounts {
     fn count(&self, round: Round) {
         if let Round::Swept(deleted) = round {
             self.deleted.fetch_add(deleted as u64, Ordering::Relaxed);
-            let now = SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .unwrap_or_default();
-            (self.last_swept_unix_secs).store(now.as_secs(), Ordering::Relaxed);
+            (self.last_swept_unix_secs).store(crate::wire::unix_now(), Ordering::Relaxed);
         }
         if let Some(index) = round.counted_as() {
             self.rounds[index].fetch_add(1, Ordering::Relaxed);

@@ -139,15 +139,6 @@ pub enum Routed {
 }
 
 impl Routed {
-    /// Why a call was not answered, in words.
-    fn refusal_text(self) -> String {
-        match self {
-            Routed::NotLeader(_) => "the group has no leader here".to_owned(),
-            Routed::Unavailable(why) => why,
-            Routed::Answer(_) => "answered".to_owned(),
-        }
-    }
-
     /// A refusal, for the other reads of the same round.
     fn clone_refusal(&self) -> Routed {
         match self {
@@ -260,11 +251,18 @@ const SPLIT_POLL: Duration = Duration::from_secs(1);
 /// split seeded the groups' replicas with records in no group log. Ends
 /// at once for a root that records groups it was not split into.
 pub async fn compact_index_groups_after_split(root: Store, groups: Vec<Arc<MetaService>>) {
+    let mut failures = 0u32;
     let split = loop {
         match root.split_into_index_groups().await {
             Ok(Some(split)) => break split,
             Ok(None) => {}
-            Err(err) => tracing::warn!(error = %err, "reading whether the root was split"),
+            Err(err) => {
+                // Said at the 1st, 2nd, 4th, 8th… failure: it polls each second.
+                failures += 1;
+                if failures.is_power_of_two() {
+                    tracing::warn!(error = %err, failures, "reading whether the root was split");
+                }
+            }
         }
         tokio::time::sleep(SPLIT_POLL).await;
     };
@@ -620,8 +618,8 @@ impl MetaService {
         // (the head of its feed) before the first records the groups, and
         // the split moves no event. (Waiting after the confirmation only
         // lets the replica take more in.)
-        if of_objects && let Err(refusal) = self.root_split(answer_by).await {
-            return refusal;
+        if of_objects && let Err(why) = self.root_split(answer_by).await {
+            return Routed::Unavailable(why);
         }
         Routed::Answer(self.store.serve_meta_by(request, None, answer_by).await)
     }
@@ -630,7 +628,7 @@ impl MetaService {
     /// [`QUORUM_WAIT`]) until this member's root recorded its split into
     /// the groups, or that it has none to make: before that, the replica
     /// may lack records the split is still to move into it.
-    async fn root_split(&self, answer_by: Option<std::time::Instant>) -> Result<(), Routed> {
+    async fn root_split(&self, answer_by: Option<std::time::Instant>) -> Result<(), String> {
         if !self.follows_root {
             return Ok(());
         }
@@ -640,12 +638,12 @@ impl MetaService {
         });
         match tokio::time::timeout(wait, self.store.wait_for_root_split(true)).await {
             Ok(Ok(())) => Ok(()),
-            Ok(Err(err)) => Err(Routed::Unavailable(err.to_string())),
-            Err(_) => Err(Routed::Unavailable(format!(
+            Ok(Err(err)) => Err(err.to_string()),
+            Err(_) => Err(format!(
                 "the {} waits for this member's root group to record its split into \
                  index groups",
                 self.group
-            ))),
+            )),
         }
     }
 
@@ -728,7 +726,7 @@ impl MetaService {
     /// [`MetaService::caught_up`], which bounds it; says how far it got in
     /// `stage`.
     async fn catch_up(&self, stage: &parking_lot::Mutex<&'static str>) -> Result<(), String> {
-        self.root_split(None).await.map_err(Routed::refusal_text)?;
+        self.root_split(None).await?;
         *stage.lock() = "confirming the leader";
         let read_point = match self.confirmed_read_point().await {
             Ok(read_point) => read_point,
@@ -748,7 +746,9 @@ impl MetaService {
                 }
                 read_point
             }
-            Err(refused) => return Err(format!("the {}: {}", self.group, refused.refusal_text())),
+            Err(Routed::Unavailable(why)) => return Err(format!("the {}: {why}", self.group)),
+            // No leader known (a confirmation round answers nothing else).
+            Err(_) => return Err(format!("the {} has no leader here", self.group)),
         };
         *stage.lock() = "applying up to the leader's read point";
         // A leader applied its own before it answered.
@@ -1185,14 +1185,14 @@ async fn maintain_while_leading(service: std::sync::Weak<MetaService>) {
     }
 }
 
-/// Whether this member is the leader. Its state says so, not
-/// `current_leader`: a leader that removed itself keeps its own vote (and
-/// so names itself) after it stepped down.
 /// A round's outcome, for the other reads of the same round.
 fn clone_outcome(outcome: &Result<Option<u64>, Routed>) -> Result<Option<u64>, Routed> {
     outcome.as_ref().copied().map_err(Routed::clone_refusal)
 }
 
+/// Whether this member is the leader. Its state says so, not
+/// `current_leader`: a leader that removed itself keeps its own vote (and
+/// so names itself) after it stepped down.
 pub(crate) fn leads(raft: &Raft<TypeConfig>) -> bool {
     leading_term(raft).is_some()
 }

@@ -922,10 +922,11 @@ mod tests {
             tokio::time::sleep(std::time::Duration::from_millis(20)).await;
         };
         let snapshots = dir.join("snapshots");
+        // A root store: it follows no root.
         let shared = Shared {
             hibernation,
             versions: versions.clone(),
-            follows_root: true,
+            follows_root: false,
         };
         let machine = StateMachine::open(1, store.clone(), &snapshots, shared).await;
         (machine, store, versions)

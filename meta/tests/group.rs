@@ -299,6 +299,12 @@ impl Group {
         (1..=3).find(|id| *id != leader).expect("a follower")
     }
 
+    /// Creates the bucket the tests' changes go to, which must succeed.
+    async fn create_shared_bucket(&self) {
+        let created = self.call(create_bucket_call("acct")).await;
+        assert!(created["outcome"]["Ok"].is_object(), "{created}");
+    }
+
     /// Renames an object of the shared bucket, which must succeed.
     async fn rename(&self, from: &str, to: &str) {
         let renamed = self
@@ -440,8 +446,7 @@ fn create_bucket_call(account: &str) -> serde_json::Value {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_member_applies_the_same_changes_alike() {
     let group = start_group().await;
-    let created = group.call(create_bucket_call("acct")).await;
-    assert!(created["outcome"]["Ok"].is_object(), "{created}");
+    group.create_shared_bucket().await;
     let upload = group
         .call(serde_json::json!({
             "op": "create_upload", "bucket": "shared", "key": "big",
@@ -676,8 +681,7 @@ async fn a_member_behind_the_compacted_log_is_sent_a_snapshot() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_changes_share_log_entries() {
     let group = start_group().await;
-    let created = group.call(create_bucket_call("acct")).await;
-    assert!(created["outcome"]["Ok"].is_object(), "{created}");
+    group.create_shared_bucket().await;
     group.settle().await;
     let leader = group.leader().clone();
     let before = leader.status().last_log_index.expect("a log");
@@ -719,8 +723,7 @@ async fn concurrent_changes_share_log_entries() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_member_is_replaced_while_the_group_serves() {
     let mut group = start_group().await;
-    let created = group.call(create_bucket_call("acct")).await;
-    assert!(created["outcome"]["Ok"].is_object(), "{created}");
+    group.create_shared_bucket().await;
     for n in 0..5 {
         let put = group
             .call(put_call(&format!("before-{n}"), b"x", None))
@@ -1695,8 +1698,7 @@ async fn an_index_groups_reads_of_objects_wait_for_its_members_root() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_follower_is_caught_up_once_it_applied_the_leaders_read_point() {
     let group = start_group().await;
-    let created = group.call(create_bucket_call("acct")).await;
-    assert!(created["outcome"]["Ok"].is_object(), "{created}");
+    group.create_shared_bucket().await;
     group.settle().await;
     let follower_id = group.a_follower();
     let follower = group.services[follower_id as usize - 1]

@@ -359,9 +359,10 @@ impl Inner {
         // Every group is seeded, even one that took no bucket: a replica
         // of it applies calls only then (`Store::wait_for_root_split`).
         for group in groups {
-            let mut seeded = MoveBatch::new(self.space(), group.space())?;
-            seeded.put_to(CF_DEFAULT, SEEDED, b"")?;
-            seeded.write()?;
+            let mut seeded = group.batch();
+            seeded.put(CF_DEFAULT, SEEDED, b"")?;
+            // Not synced: kept with the last write, as a move is.
+            seeded.write(false)?;
         }
         let mut batch = self.batch();
         batch.put(CF_DEFAULT, INDEX_GROUPS, count.to_be_bytes())?;

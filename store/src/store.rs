@@ -196,7 +196,7 @@ pub(crate) struct Inner {
     pub(crate) followers: Followers,
     /// The groups' stores opened beside this one (the root's): one store
     /// per space, or two would number events and lock keys apart.
-    pub(crate) groups: Mutex<std::collections::HashMap<u16, std::sync::Weak<Inner>>>,
+    groups: Mutex<std::collections::HashMap<u16, std::sync::Weak<Inner>>>,
     /// An index group's: its root recorded the groups and, if split, this
     /// replica is seeded ([`Store::wait_for_root_split`]); a root never
     /// takes it back, and only a wipe or an import of the replica does.

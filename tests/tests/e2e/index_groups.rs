@@ -13,7 +13,7 @@ use strata_tests::{
 };
 
 use crate::cluster::{extents, orphan_extents, within, within_settle_timeout};
-use crate::metadata_group::addresses_of;
+use crate::metadata_group::{address_of, addresses_of};
 
 const GROUPS: &str = "index_groups = 4\n";
 
@@ -576,15 +576,12 @@ fn each_index_group_sweeps_the_orphans_of_its_buckets() -> Result<()> {
         let now = extents(&cluster.status()?);
         Ok((now != committed).then(|| format!("{now} extent copies, {committed} committed")))
     })?;
-    // By the leader of the first bucket's group alone, as `/metrics` says.
+    // By one group's leader alone, as `/metrics` says.
     let mut sweepers = Vec::new();
     for (member, server) in (1..).zip(&members) {
-        for group in 1..=4 {
-            let series = format!("strata_orphan_extents_deleted_total{{group=\"{group}\"}}");
-            if server.metric(&series)? > 0 {
-                sweepers.push((member, group));
-            }
-        }
+        let deleted = per_group(server, "strata_orphan_extents_deleted_total")?;
+        let swept = (1..).zip(deleted).filter(|(_, deleted)| *deleted > 0);
+        sweepers.extend(swept.map(|(group, _)| (member, group)));
     }
     ensure!(
         sweepers.len() == 1,
@@ -643,7 +640,7 @@ fn a_member_of_a_service_with_index_groups_is_replaced_in_every_group() -> Resul
 
     // A fourth member is added: to the root group and to every index group.
     let joiner = cluster.metadata_joiner_with_config(&addresses, GROUPS)?;
-    let joiner_address = joiner.endpoint().trim_start_matches("http://").to_owned();
+    let joiner_address = address_of(&joiner);
     let listed = addresses.join(",");
     let metadata = |args: &[&str]| cluster.metadata_json(&listed, args);
     // Each group catches the new member up in turn; a run cut short is
@@ -808,7 +805,7 @@ fn a_replicated_service_moves_its_buckets_into_index_groups() -> Result<()> {
     // A fourth member is added, the first removed and the second killed:
     // every group is left to members 3 and 4, and serves as before.
     let joiner = cluster.metadata_joiner_with_config(&addresses, GROUPS)?;
-    let joiner_address = joiner.endpoint().trim_start_matches("http://").to_owned();
+    let joiner_address = address_of(&joiner);
     let listed = addresses.join(",");
     let metadata = |args: &[&str]| cluster.metadata_json(&listed, args);
     until_taken(|| metadata(&["add", "4", &joiner_address]))?;

@@ -46,10 +46,12 @@ fn agreed_leader(members: &[&Server]) -> Result<u64> {
 
 /// `HOST:PORT` of each gateway, as `--metadata` names them.
 pub(crate) fn addresses_of(gateways: &[Server]) -> Vec<String> {
-    gateways
-        .iter()
-        .map(|gateway| gateway.endpoint().trim_start_matches("http://").to_owned())
-        .collect()
+    gateways.iter().map(address_of).collect()
+}
+
+/// The `HOST:PORT` of `gateway`, as a member is named.
+pub(crate) fn address_of(gateway: &Server) -> String {
+    gateway.endpoint().trim_start_matches("http://").to_owned()
 }
 
 fn put(gateway: &Server, bucket: &str, key: &str, body: &[u8]) -> Result<u16> {
@@ -482,7 +484,7 @@ fn a_member_is_replaced_with_strata_metadata() -> Result<()> {
     members[1].python_ok("cluster_load.py", &["write", &bucket, "20"])?;
 
     let joiner = cluster.metadata_joiner(&addresses)?;
-    let joiner_address = joiner.endpoint().trim_start_matches("http://").to_owned();
+    let joiner_address = address_of(&joiner);
     let listed = addresses.join(",");
     let metadata = |args: &[&str]| cluster.metadata_json(&listed, args);
     let voters = |membership: &serde_json::Value| -> Vec<String> {

@@ -419,12 +419,22 @@ impl Cluster {
         partition: &Arc<Partition>,
         n: usize,
     ) -> Result<(Vec<Server>, Vec<Proxy>)> {
-        let addresses = (0..n).map(|_| free_address()).collect::<Result<Vec<_>>>()?;
+        // The members' ports stay taken while the fronts pick theirs: a
+        // front on a member's port would hand that member the others'
+        // messages for another (openraft's core panics at answers from
+        // the wrong member).
+        let reserved = (0..n)
+            .map(|_| TcpListener::bind("127.0.0.1:0"))
+            .collect::<std::io::Result<Vec<_>>>()?;
+        let addresses = (reserved.iter())
+            .map(|listener| Ok(listener.local_addr()?.to_string()))
+            .collect::<Result<Vec<_>>>()?;
         let fronts = addresses
             .iter()
             .enumerate()
             .map(|(host, address)| Proxy::front(partition, host, "127.0.0.1:0", address))
             .collect::<Result<Vec<_>>>()?;
+        drop(reserved);
         let listed: Vec<&str> = fronts.iter().map(|front| front.address.as_str()).collect();
         let members = self.start_metadata_group(&addresses, &listed.join(","), "")?;
         for (host, member) in members.iter().enumerate() {

@@ -101,6 +101,12 @@ pub struct ClusterConfig {
     /// must be longer than any upload takes: an upload's first extents are
     /// named by no record until it commits.
     pub orphan_age_secs: u64,
+    /// About how many of the pool's extents the orphan sweep takes at once
+    /// (the embedded store's as well): it lists the pool, and collects the
+    /// records' references, a span of ids' first bytes at a time, each
+    /// span holding about this many extents (or one first byte's, should
+    /// that hold more). Each span scans the records once.
+    pub orphan_sweep_batch: u64,
     /// A metadata group (the root group, or an index group) that took no
     /// change for this long, every member holding its log, stops its
     /// heartbeats until the next change (a follower asked for something
@@ -200,6 +206,7 @@ impl Default for ClusterConfig {
             metadata_member: None,
             metadata_join: false,
             orphan_age_secs: 24 * 3600,
+            orphan_sweep_batch: strata_store::DEFAULT_ORPHAN_SWEEP_BATCH,
             metadata_hibernate_after_secs: strata_meta::Tuning::default()
                 .idle_before_hibernating
                 .map_or(0, |idle| idle.as_secs()),
@@ -542,6 +549,9 @@ impl Config {
         }
         if self.cluster.orphan_age_secs < 2 {
             bail!("cluster.orphan_age_secs must be at least 2");
+        }
+        if self.cluster.orphan_sweep_batch == 0 {
+            bail!("cluster.orphan_sweep_batch must be at least 1");
         }
         if self.cluster.write_quorum == Some(0) {
             bail!("cluster.write_quorum must be at least 1");

@@ -23,7 +23,7 @@ use anyhow::Context as _;
 use http::StatusCode;
 use strata_meta::MetaService;
 use strata_pool::{ExtentTags, NodeError, RingPool};
-use strata_store::{CatalogWrite, Store, StoreError, WeakStore};
+use strata_store::{CatalogWrite, Store, StoreError, Swept, WeakStore};
 
 use crate::directory::NS_CLUSTER;
 
@@ -106,8 +106,8 @@ impl Records {
 /// How one round of a sweep ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Round {
-    /// The extents were listed and judged; this many deleted.
-    Swept(usize),
+    /// The extents were listed and judged.
+    Swept(Swept),
     /// This member does not lead the group whose records it would read.
     NotLeading,
     /// Not now: a node did not answer the claim, a replica it reads is
@@ -147,6 +147,9 @@ pub struct SweepCounts {
     /// Rounds, by outcome ([`Round::COUNTED`]).
     rounds: [AtomicU64; Round::COUNTED.len()],
     deleted: AtomicU64,
+    /// Spans the swept rounds took the pool in (`orphan_sweep_batch`): a
+    /// round takes about one per batch of extents the pool holds.
+    spans: AtomicU64,
     last_swept_unix_secs: AtomicU64,
 }
 
@@ -156,13 +159,16 @@ impl SweepCounts {
             group,
             rounds: Default::default(),
             deleted: AtomicU64::new(0),
+            spans: AtomicU64::new(0),
             last_swept_unix_secs: AtomicU64::new(0),
         })
     }
 
     fn count(&self, round: Round) {
-        if let Round::Swept(deleted) = round {
-            self.deleted.fetch_add(deleted as u64, Ordering::Relaxed);
+        if let Round::Swept(swept) = round {
+            self.deleted
+                .fetch_add(swept.deleted as u64, Ordering::Relaxed);
+            self.spans.fetch_add(swept.spans as u64, Ordering::Relaxed);
             (self.last_swept_unix_secs).store(crate::wire::unix_now(), Ordering::Relaxed);
         }
         if let Some(index) = round.counted_as() {
@@ -186,12 +192,15 @@ pub fn metrics_text(sweepers: &[Arc<SweepCounts>]) -> String {
         }
     }
     type Series = (&'static str, &'static str, fn(&SweepCounts) -> &AtomicU64);
-    let series: [Series; 2] = [
+    let series: [Series; 3] = [
         (
             "strata_orphan_extents_deleted_total",
             "counter",
             |sweeper| &sweeper.deleted,
         ),
+        ("strata_orphan_sweep_spans_total", "counter", |sweeper| {
+            &sweeper.spans
+        }),
         (
             "strata_orphan_sweep_last_swept_timestamp_seconds",
             "gauge",
@@ -328,12 +337,19 @@ async fn sweep_round(
         Ok(store) => store,
         Err(round) => return round,
     };
+    // The round takes the pool in spans, each listed and then matched
+    // against the replica, and may last long after the confirmations: a
+    // replica only moves forward, so what it held then it holds still.
     match store.sweep_orphans(older_than, tags.clone()).await {
-        Ok(n_swept) => {
-            if n_swept > 0 {
-                tracing::info!(n_swept, "deleted extents no record names");
+        Ok(swept) => {
+            if swept.deleted > 0 {
+                tracing::info!(
+                    n_swept = swept.deleted,
+                    spans = swept.spans,
+                    "deleted extents no record names"
+                );
             }
-            Round::Swept(n_swept)
+            Round::Swept(swept)
         }
         // A replica half imported (a snapshot installed meanwhile).
         Err(StoreError::Unavailable(why)) => {
@@ -360,8 +376,9 @@ mod tests {
             SweepCounts::new("3".into()),
         );
         root.count(Round::NotLeading);
-        third.count(Round::Swept(2));
-        third.count(Round::Swept(0));
+        let swept = |deleted, spans| Round::Swept(Swept { deleted, spans });
+        third.count(swept(2, 3));
+        third.count(swept(0, 1));
         third.count(Round::PutOff);
         third.count(Round::Gone);
         let text = metrics_text(&[root, third]);
@@ -374,6 +391,8 @@ mod tests {
             r#"strata_orphan_sweep_rounds_total{group="3",outcome="failed"} 0"#,
             r#"strata_orphan_extents_deleted_total{group="root"} 0"#,
             r#"strata_orphan_extents_deleted_total{group="3"} 2"#,
+            r#"strata_orphan_sweep_spans_total{group="root"} 0"#,
+            r#"strata_orphan_sweep_spans_total{group="3"} 4"#,
             r#"strata_orphan_sweep_last_swept_timestamp_seconds{group="root"} 0"#,
         ] {
             assert!(lines.contains(&expected), "{expected} not in:\n{text}");
@@ -382,7 +401,7 @@ mod tests {
             .iter()
             .filter(|line| line.starts_with("# TYPE"))
             .collect();
-        assert_eq!(typed.len(), 3, "{text}");
+        assert_eq!(typed.len(), 4, "{text}");
         // The groups' series of one metric are one block after its type.
         let deleted_type = lines
             .iter()

@@ -63,6 +63,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let mut store_config = StoreConfig::new(config.data.join("meta"));
     store_config.max_object_size = config.limits.max_object_size;
     store_config.gc_grace = Duration::from_secs(config.gc_grace_secs);
+    store_config.orphan_sweep_batch = config.cluster.orphan_sweep_batch;
     if cluster.is_some() {
         // Not the store's own sweep: the nodes hold the extents of every
         // gateway of the cluster, and only the metadata service (its

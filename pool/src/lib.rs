@@ -79,6 +79,52 @@ pub type ExtentTags = std::ops::RangeInclusive<u32>;
 /// Every tag: a listing of all extents.
 pub const ALL_TAGS: ExtentTags = 0..=u32::MAX;
 
+/// A span of first bytes of extent ids ([`ExtentId::lead`]).
+pub type ExtentLeads = std::ops::RangeInclusive<u8>;
+
+/// Every first byte.
+pub const ALL_LEADS: ExtentLeads = 0..=u8::MAX;
+
+/// Which extents a listing covers: those written before `older_than`, with
+/// a tag in `tags` and a first byte in `leads`. Ids are random but for
+/// their tag, so a span of first bytes holds its share of any pool: the
+/// orphan sweep lists a pool a span at a time, and holds a span's ids
+/// only.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExtentFilter {
+    pub older_than: std::time::SystemTime,
+    pub tags: ExtentTags,
+    pub leads: ExtentLeads,
+}
+
+impl ExtentFilter {
+    /// Every extent written before `older_than`.
+    pub fn older_than(older_than: std::time::SystemTime) -> Self {
+        ExtentFilter {
+            older_than,
+            tags: ALL_TAGS,
+            leads: ALL_LEADS,
+        }
+    }
+
+    pub fn tags(self, tags: ExtentTags) -> Self {
+        ExtentFilter { tags, ..self }
+    }
+
+    pub fn leads(self, leads: ExtentLeads) -> Self {
+        ExtentFilter { leads, ..self }
+    }
+
+    /// Whether the id is within the spans (its age is the pool's to judge).
+    pub fn covers(&self, id: ExtentId) -> bool {
+        self.tags.contains(&id.tag()) && self.leads.contains(&id.lead())
+    }
+}
+
+/// How many extents a filter names, by first byte: `counts[b]` have
+/// first byte `b`.
+pub type LeadCounts = [u64; 256];
+
 impl ExtentId {
     /// 128 random bits: an id whose tag means nothing.
     pub fn random() -> Self {
@@ -99,6 +145,11 @@ impl ExtentId {
     /// directory layout its first byte, both still random.
     pub fn tag(&self) -> u32 {
         u32::from_be_bytes([self.0[12], self.0[13], self.0[14], self.0[15]])
+    }
+
+    /// The first byte, which picks an extent's directory in a local pool.
+    pub fn lead(&self) -> u8 {
+        self.0[0]
     }
 
     pub fn to_hex(&self) -> String {
@@ -181,13 +232,14 @@ pub trait Pool: Send + Sync + 'static {
     /// retried after crashes and must be idempotent.
     async fn delete_extent(&self, id: ExtentId) -> Result<()>;
 
-    /// Every extent the pool holds that was written before `older_than`,
-    /// with a tag in `tags`. The store uses it to find extents no record
-    /// refers to (a crash between staging a body and committing it leaves
-    /// such extents behind).
-    async fn list_extents(
-        &self,
-        older_than: std::time::SystemTime,
-        tags: ExtentTags,
-    ) -> Result<Vec<ExtentId>>;
+    /// Every extent the pool holds that the filter names. The store uses it
+    /// to find extents no record refers to (a crash between staging a body
+    /// and committing it leaves such extents behind).
+    async fn list_extents(&self, filter: &ExtentFilter) -> Result<Vec<ExtentId>>;
+
+    /// How many extents [`Pool::list_extents`] would name, by first byte,
+    /// without holding their ids: what the orphan sweep sizes its spans
+    /// by. An estimate where the pool cannot tell (a cluster's node that
+    /// does not answer, or runs an earlier version, counts none).
+    async fn count_extents(&self, filter: &ExtentFilter) -> Result<LeadCounts>;
 }

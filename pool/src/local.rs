@@ -11,7 +11,9 @@ use async_trait::async_trait;
 use bytes::Bytes;
 
 use crate::extent_file::{self, FormatError};
-use crate::{ExtentId, ExtentTags, MAX_EXTENT_LEN, Pool, PoolError, Result};
+use crate::{
+    ExtentFilter, ExtentId, ExtentLeads, LeadCounts, MAX_EXTENT_LEN, Pool, PoolError, Result,
+};
 
 /// Configuration of [`LocalPool`].
 #[derive(Debug, Clone)]
@@ -174,6 +176,42 @@ impl LocalPool {
             .map(|meta| extent_file::data_len(meta.len()))
     }
 
+    /// Folds into `found` the extents the filter names, in one walk of the
+    /// directories of its first bytes, and removes the temporary files
+    /// older than it of writes a crash interrupted.
+    async fn visit_filtered<T: Send + 'static>(
+        &self,
+        filter: ExtentFilter,
+        mut found: T,
+        mut add: impl FnMut(&mut T, ExtentId) + Send + 'static,
+    ) -> Result<T> {
+        let extents_dir = self.inner.extents_dir.clone();
+        blocking(move || {
+            walk(&extents_dir, &filter.leads, |entry, name| {
+                // Files come and go during the walk (writes renaming their
+                // temporary file, deletions): a vanished one is skipped.
+                let modified = match entry.metadata().and_then(|meta| meta.modified()) {
+                    Ok(modified) => modified,
+                    Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(()),
+                    Err(err) => return Err(err),
+                };
+                if modified >= filter.older_than {
+                    return Ok(());
+                }
+                if let Some(id) = ExtentId::from_hex(name) {
+                    if filter.covers(id) {
+                        add(&mut found, id);
+                    }
+                } else if name.starts_with('.') {
+                    let _ = fs::remove_file(entry.path());
+                }
+                Ok(())
+            })?;
+            Ok(found)
+        })
+        .await
+    }
+
     /// Every extent id held, with its data length (from the file's size),
     /// and removes the temporary files of writes a crash interrupted. One
     /// directory walk; no data read.
@@ -181,7 +219,7 @@ impl LocalPool {
         let extents_dir = self.inner.extents_dir.clone();
         blocking(move || {
             let mut found = Vec::new();
-            walk(&extents_dir, |entry, name| {
+            walk(&extents_dir, &crate::ALL_LEADS, |entry, name| {
                 if name.starts_with('.') {
                     let _ = fs::remove_file(entry.path());
                 } else if let Some(id) = ExtentId::from_hex(name) {
@@ -199,14 +237,23 @@ impl LocalPool {
     }
 }
 
-/// Calls `visit` with every file in the fan-out directories, and its name.
+/// Calls `visit` with every file in the fan-out directories of the first
+/// bytes in `leads`, and its name.
 fn walk(
     extents_dir: &Path,
+    leads: &ExtentLeads,
     mut visit: impl FnMut(&fs::DirEntry, &str) -> io::Result<()>,
 ) -> io::Result<()> {
     for fan_out in fs::read_dir(extents_dir)? {
         let fan_out = fan_out?;
         if !fan_out.file_type()?.is_dir() {
+            continue;
+        }
+        let lead = fan_out
+            .file_name()
+            .to_str()
+            .and_then(|name| u8::from_str_radix(name, 16).ok());
+        if lead.is_some_and(|lead| !leads.contains(&lead)) {
             continue;
         }
         for entry in fs::read_dir(fan_out.path())? {
@@ -286,36 +333,14 @@ impl Pool for LocalPool {
         .await
     }
 
-    async fn list_extents(
-        &self,
-        older_than: std::time::SystemTime,
-        tags: ExtentTags,
-    ) -> Result<Vec<ExtentId>> {
-        let extents_dir = self.inner.extents_dir.clone();
-        blocking(move || {
-            let mut found = Vec::new();
-            walk(&extents_dir, |entry, name| {
-                // Files come and go during the walk (writes renaming their
-                // temporary file, deletions): a vanished one is skipped.
-                let modified = match entry.metadata().and_then(|meta| meta.modified()) {
-                    Ok(modified) => modified,
-                    Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(()),
-                    Err(err) => return Err(err),
-                };
-                if modified >= older_than {
-                    return Ok(());
-                }
-                if let Some(id) = ExtentId::from_hex(name) {
-                    if tags.contains(&id.tag()) {
-                        found.push(id);
-                    }
-                } else if name.starts_with('.') {
-                    // The temporary file of a write a crash interrupted.
-                    let _ = fs::remove_file(entry.path());
-                }
-                Ok(())
-            })?;
-            Ok(found)
+    async fn list_extents(&self, filter: &ExtentFilter) -> Result<Vec<ExtentId>> {
+        self.visit_filtered(filter.clone(), Vec::new(), |found, id| found.push(id))
+            .await
+    }
+
+    async fn count_extents(&self, filter: &ExtentFilter) -> Result<LeadCounts> {
+        self.visit_filtered(filter.clone(), [0; 256], |counts, id| {
+            counts[usize::from(id.lead())] += 1;
         })
         .await
     }
@@ -333,6 +358,8 @@ impl Pool for LocalPool {
 
 #[cfg(test)]
 mod tests {
+    use std::time::{Duration, SystemTime};
+
     use super::*;
 
     fn open(dir: &Path) -> LocalPool {
@@ -355,21 +382,66 @@ mod tests {
             .write_extent(Bytes::from_static(b"y"), 8)
             .await
             .unwrap();
-        let later = std::time::SystemTime::now() + std::time::Duration::from_secs(1);
-        let mut all = pool.list_extents(later, crate::ALL_TAGS).await.unwrap();
+        let later = ExtentFilter::older_than(SystemTime::now() + Duration::from_secs(1));
+        let mut all = pool.list_extents(&later).await.unwrap();
         all.sort();
         let mut both = vec![id, other];
         both.sort();
         assert_eq!(all, both);
-        assert_eq!(pool.list_extents(later, 0..=7).await.unwrap(), vec![id]);
-        assert_eq!(pool.list_extents(later, 8..=8).await.unwrap(), vec![other]);
-        let earlier = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
-        assert!(
-            pool.list_extents(earlier, crate::ALL_TAGS)
-                .await
-                .unwrap()
-                .is_empty()
+        let tagged = |tags| later.clone().tags(tags);
+        assert_eq!(pool.list_extents(&tagged(0..=7)).await.unwrap(), vec![id]);
+        assert_eq!(
+            pool.list_extents(&tagged(8..=8)).await.unwrap(),
+            vec![other]
         );
+        let earlier = ExtentFilter::older_than(SystemTime::now() - Duration::from_secs(3600));
+        assert!(pool.list_extents(&earlier).await.unwrap().is_empty());
+        assert_eq!(pool.count_extents(&earlier).await.unwrap(), [0; 256]);
+    }
+
+    /// Spans of first bytes split a listing without overlap, and the counts
+    /// by first byte are what the listings hold.
+    #[tokio::test]
+    async fn spans_of_first_bytes_split_listings_and_counts() {
+        let tmp = tempfile::tempdir().unwrap();
+        let pool = open(tmp.path());
+        let mut written = Vec::new();
+        for tag in 0..64 {
+            let id = pool.write_extent(Bytes::from_static(b"z"), tag % 2).await;
+            written.push(id.unwrap());
+        }
+        written.sort();
+        let later = ExtentFilter::older_than(SystemTime::now() + Duration::from_secs(1));
+        let counts = pool.count_extents(&later).await.unwrap();
+        assert_eq!(counts.iter().sum::<u64>(), 64);
+        let mut halves = Vec::new();
+        for leads in [0..=0x7f, 0x80..=0xff] {
+            let half = pool.list_extents(&later.clone().leads(leads.clone())).await;
+            let half = half.unwrap();
+            assert!(half.iter().all(|id| leads.contains(&id.lead())), "{half:?}");
+            let counted = pool
+                .count_extents(&later.clone().leads(leads.clone()))
+                .await;
+            let counted = counted.unwrap();
+            for lead in 0..=255u8 {
+                let expected = match leads.contains(&lead) {
+                    true => half.iter().filter(|id| id.lead() == lead).count() as u64,
+                    false => 0,
+                };
+                assert_eq!(counted[usize::from(lead)], expected, "first byte {lead}");
+                if leads.contains(&lead) {
+                    assert_eq!(counted[usize::from(lead)], counts[usize::from(lead)]);
+                }
+            }
+            halves.extend(half);
+        }
+        halves.sort();
+        assert_eq!(halves, written);
+        let odd = later.clone().tags(1..=1).leads(0..=0x7f);
+        let listed = pool.list_extents(&odd).await.unwrap();
+        assert!(listed.iter().all(|id| id.tag() == 1 && id.lead() <= 0x7f));
+        let counted = pool.count_extents(&odd).await.unwrap();
+        assert_eq!(counted.iter().sum::<u64>(), listed.len() as u64);
     }
 
     #[tokio::test]

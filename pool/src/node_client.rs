@@ -13,7 +13,7 @@ use serde::de::DeserializeOwned;
 
 use crate::tls::ClusterTls;
 use crate::wire::{self, ClusterSecret, Digests, NodeStatus, PartitionListing};
-use crate::{ExtentId, ExtentTags, MAX_EXTENT_LEN};
+use crate::{ExtentFilter, ExtentId, LeadCounts, MAX_EXTENT_LEN};
 
 /// Why a request to a node failed. `Unavailable` means "try another replica";
 /// the others are answers from a node that is up.
@@ -404,18 +404,36 @@ impl NodeClient {
         }
     }
 
+    /// The extents the node holds that the filter covers (its age to the
+    /// second). A node of an earlier version lists every first byte, and
+    /// one before tags every tag: the caller filters again.
     pub async fn list_extents(
         &self,
         node: &str,
-        older_than_unix: u64,
-        tags: &ExtentTags,
+        filter: &ExtentFilter,
     ) -> Result<Vec<ExtentId>, NodeError> {
-        let (first, last) = (tags.start(), tags.end());
-        self.json(
-            node,
-            &format!("/v1/extents?older_than={older_than_unix}&tag_first={first}&tag_last={last}"),
-        )
-        .await
+        let query = wire::filter_query(filter);
+        self.json(node, &format!("/v1/extents?{query}")).await
+    }
+
+    /// How many extents [`NodeClient::list_extents`] would name, by first
+    /// byte. A node of an earlier version does not count (404).
+    pub async fn count_extents(
+        &self,
+        node: &str,
+        filter: &ExtentFilter,
+    ) -> Result<LeadCounts, NodeError> {
+        let query = wire::filter_query(filter);
+        let counts: Vec<u64> = self
+            .json(node, &format!("/v1/extent-counts?{query}"))
+            .await?;
+        counts
+            .try_into()
+            .map_err(|counts: Vec<u64>| NodeError::Refused {
+                node: node.to_owned(),
+                status: StatusCode::OK,
+                detail: format!("{} counts, not one per first byte", counts.len()),
+            })
     }
 
     /// Digests of every partition the node holds, and its ring version.

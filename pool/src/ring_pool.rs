@@ -4,7 +4,7 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock, Weak};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -14,7 +14,7 @@ use strata_ring::{Partition, Ring};
 use crate::lock;
 use crate::node_client::{NodeClient, NodeError};
 use crate::wire::ClusterSecret;
-use crate::{ExtentId, ExtentTags, MAX_EXTENT_LEN, Pool, PoolError, Result};
+use crate::{ExtentFilter, ExtentId, LeadCounts, MAX_EXTENT_LEN, Pool, PoolError, Result};
 
 /// How a gateway reaches the cluster's pool.
 #[derive(Debug, Clone)]
@@ -64,6 +64,12 @@ struct Inner {
     repairs: std::sync::Mutex<HashSet<ExtentId>>,
     /// The nodes' last reports, for `/metrics` (`watch_health`).
     health: std::sync::Mutex<Option<ClusterHealth>>,
+    /// Nodes that took this gateway's metadata service's claim
+    /// ([`RingPool::claim_nodes`]; a node keeps a claim for good): only
+    /// those are listed for an orphan sweep. A node the ring gained since
+    /// the round's claims may hold another service's extents, which this
+    /// service's records do not name.
+    claimed: std::sync::Mutex<HashSet<String>>,
 }
 
 /// The cluster as the nodes last reported it.
@@ -137,6 +143,7 @@ impl RingPool {
                 stats: RingPoolStats::default(),
                 suspects: std::sync::Mutex::new(HashMap::new()),
                 repairs: std::sync::Mutex::new(HashSet::new()),
+                claimed: std::sync::Mutex::new(HashSet::new()),
                 health: std::sync::Mutex::new(None),
             }),
         })
@@ -348,13 +355,33 @@ impl RingPool {
     /// claim, and why: `NodeError::Refused` with 409 for a node another
     /// service holds. A node silent for `wait` is reported unavailable.
     pub async fn claim_nodes(&self, service: &str, wait: Duration) -> Vec<(String, NodeError)> {
-        self.ask_every_node(wait, |client, node| async move {
-            client.claim(&node, service).await
-        })
-        .await
-        .into_iter()
-        .filter_map(|(node, result)| result.err().map(|err| (node, err)))
-        .collect()
+        let answers = self
+            .ask_every_node(wait, |client, node| async move {
+                client.claim(&node, service).await
+            })
+            .await;
+        let mut refused = Vec::new();
+        for (node, result) in answers {
+            match result {
+                Ok(()) => {
+                    lock(&self.inner.claimed).insert(node);
+                }
+                Err(err) => refused.push((node, err)),
+            }
+        }
+        refused
+    }
+
+    /// The ring's nodes that took the claim ([`Inner::claimed`]).
+    fn claimed_nodes(&self) -> Vec<String> {
+        let claimed = lock(&self.inner.claimed);
+        let (taken, not_yet): (Vec<_>, Vec<_>) = nodes_of(&self.ring())
+            .into_iter()
+            .partition(|node| claimed.contains(node));
+        for node in not_yet {
+            tracing::info!(%node, "orphan sweep skips a node that has not taken the claim");
+        }
+        taken
     }
 
     /// Passes over `node` until it answers a probe again; `down` when a
@@ -813,31 +840,47 @@ impl Pool for RingPool {
         )))
     }
 
-    async fn list_extents(
-        &self,
-        older_than: SystemTime,
-        tags: ExtentTags,
-    ) -> Result<Vec<ExtentId>> {
-        let older_than = older_than
-            .duration_since(UNIX_EPOCH)
-            .map(|elapsed| elapsed.as_secs())
-            .unwrap_or(0);
+    /// The extents of the nodes that took the claim ([`Inner::claimed`]).
+    async fn list_extents(&self, filter: &ExtentFilter) -> Result<Vec<ExtentId>> {
         let mut found = HashSet::new();
-        for node in nodes_of(&self.ring()) {
-            match self
-                .inner
-                .client
-                .list_extents(&node, older_than, &tags)
-                .await
-            {
+        for node in self.claimed_nodes() {
+            match self.inner.client.list_extents(&node, filter).await {
                 // Filtered here too: a node of an earlier version lists
-                // every tag.
-                Ok(ids) => found.extend(ids.into_iter().filter(|id| tags.contains(&id.tag()))),
+                // every first byte, or every tag.
+                Ok(ids) => found.extend(ids.into_iter().filter(|id| filter.covers(*id))),
                 // A node away only means fewer candidates this sweep.
                 Err(err) => tracing::info!(%node, error = %err, "orphan sweep skips a node"),
             }
         }
         Ok(found.into_iter().collect())
+    }
+
+    /// The claimed nodes' counts summed, over the ring's replica count:
+    /// each extent is on that many nodes (more while a handoff holds a
+    /// copy). None at all while a node runs a version that does not count
+    /// (404): it lists every first byte whatever the span, so the sweep
+    /// had better take the pool in one span, as that version's did.
+    async fn count_extents(&self, filter: &ExtentFilter) -> Result<LeadCounts> {
+        let mut summed = [0u64; 256];
+        for node in self.claimed_nodes() {
+            match self.inner.client.count_extents(&node, filter).await {
+                Ok(counts) => {
+                    for (sum, count) in summed.iter_mut().zip(counts) {
+                        *sum = sum.saturating_add(count);
+                    }
+                }
+                Err(NodeError::Refused {
+                    status: http::StatusCode::NOT_FOUND,
+                    ..
+                }) => {
+                    tracing::info!(%node, "a node of an earlier version: the orphan sweep takes the pool in one span");
+                    return Ok([0; 256]);
+                }
+                Err(err) => tracing::info!(%node, error = %err, "extent count skips a node"),
+            }
+        }
+        let copies = self.ring().replicas().max(1) as u64;
+        Ok(summed.map(|sum| sum.div_ceil(copies)))
     }
 }
 

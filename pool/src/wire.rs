@@ -6,7 +6,10 @@
 //! PUT    /v1/extents/{id}                  body: the extent      → 204
 //! GET    /v1/extents/{id}?offset=&len=     → 200 bytes | 404 | 410 deleted | 422 corrupt
 //! DELETE /v1/extents/{id}?at=UNIX          → 204 (leaves a tombstone dated `at`)
-//! GET    /v1/extents?older_than=UNIX       → JSON [id, …]   (orphan sweeps)
+//! GET    /v1/extents?older_than=UNIX&…     → JSON [id, …]   (orphan sweeps)
+//! GET    /v1/extent-counts?older_than=UNIX&… → JSON [count; 256] by the ids' first byte
+//!        (both: optional tag_first=&tag_last= over the ids' last four bytes,
+//!        lead_first=&lead_last= over their first byte; `ExtentFilter`)
 //! GET    /v1/digests                       → JSON Digests (ring version, {partition: digest})
 //! GET    /v1/partitions/{p}                → JSON PartitionListing
 //! GET    /v1/ring   PUT /v1/ring           → the ring's bytes (newer versions only)
@@ -27,7 +30,7 @@ use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 
-use crate::ExtentId;
+use crate::{ExtentFilter, ExtentId};
 
 /// Header carrying the request signature.
 pub const AUTH_HEADER: &str = "x-strata-auth";
@@ -107,6 +110,57 @@ pub(crate) fn query_param<'a>(query: &'a str, name: &str) -> Option<&'a str> {
     query
         .split('&')
         .find_map(|pair| pair.strip_prefix(name)?.strip_prefix('='))
+}
+
+/// The query of a listing or a count of extents (`/v1/extents`,
+/// `/v1/extent-counts`): the filter's age in seconds since the epoch
+/// (rounded down: never younger than asked), and its spans where narrower
+/// than everything, so that a listing of the whole pool is the query it
+/// was before spans.
+pub fn filter_query(filter: &ExtentFilter) -> String {
+    let older_than = filter
+        .older_than
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |elapsed| elapsed.as_secs());
+    let mut query = format!("older_than={older_than}");
+    if filter.tags != crate::ALL_TAGS {
+        let (first, last) = (filter.tags.start(), filter.tags.end());
+        query.push_str(&format!("&tag_first={first}&tag_last={last}"));
+    }
+    if filter.leads != crate::ALL_LEADS {
+        let (first, last) = (filter.leads.start(), filter.leads.end());
+        query.push_str(&format!("&lead_first={first}&lead_last={last}"));
+    }
+    query
+}
+
+/// The filter of [`filter_query`]'s query; what is wrong with it otherwise.
+pub fn parse_filter_query(query: &str) -> Result<ExtentFilter, &'static str> {
+    let older_than = match query_param(query, "older_than") {
+        None => 0,
+        Some(text) => text.parse::<u64>().map_err(|_| "bad older_than")?,
+    };
+    let older_than = UNIX_EPOCH
+        .checked_add(std::time::Duration::from_secs(older_than))
+        .ok_or("older_than out of range")?;
+    fn span<T: std::str::FromStr + Copy>(
+        query: &str,
+        names: [&str; 2],
+        whole: [T; 2],
+    ) -> Option<std::ops::RangeInclusive<T>> {
+        let bound = |name, absent| match query_param(query, name) {
+            None => Some(absent),
+            Some(text) => text.parse::<T>().ok(),
+        };
+        Some(bound(names[0], whole[0])?..=bound(names[1], whole[1])?)
+    }
+    let tags = span(query, ["tag_first", "tag_last"], [0, u32::MAX]);
+    let leads = span(query, ["lead_first", "lead_last"], [0, u8::MAX]);
+    Ok(ExtentFilter {
+        older_than,
+        tags: tags.ok_or("bad tag_first or tag_last")?,
+        leads: leads.ok_or("bad lead_first or lead_last")?,
+    })
 }
 
 /// The value of query parameter `name` in a request's path and query.
@@ -417,6 +471,34 @@ pub struct Digests {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A filter goes over the wire as it is (its age to the second); a
+    /// query without spans is the whole pool's, and bad bounds are refused.
+    #[test]
+    fn extent_filters_cross_the_wire_whole() {
+        let at = UNIX_EPOCH + std::time::Duration::from_secs(1_700_000_000);
+        let whole = ExtentFilter::older_than(at);
+        assert_eq!(filter_query(&whole), "older_than=1700000000");
+        let narrow = whole.clone().tags(5..=9).leads(0x10..=0x3f);
+        for filter in [whole, narrow.clone(), narrow.clone().tags(crate::ALL_TAGS)] {
+            assert_eq!(parse_filter_query(&filter_query(&filter)), Ok(filter));
+        }
+        let later = ExtentFilter::older_than(at + std::time::Duration::from_millis(999));
+        assert_eq!(filter_query(&later), "older_than=1700000000");
+        // What a gateway of the version before spans asks.
+        assert_eq!(
+            parse_filter_query("older_than=1700000000&tag_first=5&tag_last=9"),
+            Ok(ExtentFilter::older_than(at).tags(5..=9))
+        );
+        for bad in [
+            "older_than=x",
+            "older_than=1&tag_first=-1",
+            "older_than=1&lead_last=256",
+            "older_than=18446744073709551615",
+        ] {
+            assert!(parse_filter_query(bad).is_err(), "{bad}");
+        }
+    }
 
     #[test]
     fn signatures_bind_method_path_and_secret() {

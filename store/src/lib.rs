@@ -64,7 +64,8 @@ pub use replica::{ReplicaCheckpoint, Tally};
 pub use routed::group_tags;
 pub use space::KeySpace;
 pub use store::{
-    ChangeListener, FeedLease, PutConditions, Store, StoreConfig, WeakStore, validate_key,
+    ChangeListener, DEFAULT_ORPHAN_SWEEP_BATCH, FeedLease, PutConditions, Store, StoreConfig,
+    Swept, WeakStore, validate_key,
 };
 pub use strata_pool::wire::CallSignature;
 pub use usage::BucketUsage;

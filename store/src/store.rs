@@ -12,7 +12,7 @@ use futures::Stream;
 use parking_lot::{Mutex, RwLock};
 use rocksdb::{ColumnFamilyDescriptor, DB, Direction, IteratorMode, Options};
 use strata_pool::wire::CallSignature;
-use strata_pool::{ALL_TAGS, ExtentId, ExtentTags, Pool};
+use strata_pool::{ALL_TAGS, ExtentFilter, ExtentId, ExtentLeads, ExtentTags, LeadCounts, Pool};
 use tokio::sync::broadcast;
 
 use crate::error::{Result, StoreError};
@@ -57,12 +57,32 @@ pub struct StoreConfig {
     /// exceed the longest time a body can take to upload. `None`: never (a pool
     /// shared with writers this store does not know of).
     pub orphan_age: Option<Duration>,
+    /// About how many extent ids the orphan sweep holds at once: it lists
+    /// the pool and collects the records' references a span of first bytes
+    /// at a time, each span holding about this many of the pool's extents
+    /// (at least one first byte's, a 256th of the pool), so its memory
+    /// stays bounded whatever the pool's size.
+    pub orphan_sweep_batch: u64,
     /// Whether this store is one replica of a replicated metadata log: it
     /// then changes nothing on its own — no expiry sweep, no feed trimming —
     /// and the log's leader puts those changes in the log
     /// ([`Store::expiry_call`], [`Store::feed_trim_call`]).
     pub log_replica: bool,
 }
+
+/// What an orphan sweep did ([`Store::sweep_orphans`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Swept {
+    /// Extents deleted.
+    pub deleted: usize,
+    /// Spans of first bytes the pool was taken in
+    /// ([`StoreConfig::orphan_sweep_batch`]).
+    pub spans: usize,
+}
+
+/// [`StoreConfig::orphan_sweep_batch`]'s default: a span's ids, listed and
+/// referenced, then take tens of megabytes.
+pub const DEFAULT_ORPHAN_SWEEP_BATCH: u64 = 1_000_000;
 
 impl StoreConfig {
     pub fn new(dir: impl Into<PathBuf>) -> Self {
@@ -78,6 +98,7 @@ impl StoreConfig {
             feed_hold_max: 10_000_000,
             follower: FollowerTag::random(),
             orphan_age: Some(Duration::from_secs(24 * 3600)),
+            orphan_sweep_batch: DEFAULT_ORPHAN_SWEEP_BATCH,
             log_replica: false,
         }
     }
@@ -1212,8 +1233,10 @@ impl Store {
                         .checked_sub(orphan_age)
                         .unwrap_or(std::time::UNIX_EPOCH);
                     match store.sweep_orphans(older_than, ALL_TAGS).await {
-                        Ok(0) => {}
-                        Ok(n_swept) => tracing::info!(n_swept, "deleted orphaned extents"),
+                        Ok(Swept { deleted: 0, .. }) => {}
+                        Ok(Swept { deleted, spans }) => {
+                            tracing::info!(n_swept = deleted, spans, "deleted orphaned extents")
+                        }
                         Err(err) => tracing::warn!(error = %err, "orphan sweep failed"),
                     }
                 }
@@ -1296,21 +1319,56 @@ impl Store {
     /// an index group's store its own only, so its `tags` must be those
     /// only its records can name ([`crate::group_tags`]). Refused while a
     /// space it reads is half imported ([`Store::import_replica`]).
+    ///
+    /// It takes the pool a span of ids' first bytes at a time, each span
+    /// holding about [`StoreConfig::orphan_sweep_batch`] of its extents
+    /// (by [`Pool::count_extents`]), listed and then matched against the
+    /// records' references to the span: what it holds at once is bounded
+    /// by the batch, not by the pool.
     pub async fn sweep_orphans(
         &self,
         older_than: std::time::SystemTime,
         tags: ExtentTags,
-    ) -> Result<usize> {
+    ) -> Result<Swept> {
         if let Some(routed) = self.routed() {
             return Box::pin(routed.root.sweep_orphans(older_than, tags)).await;
         }
+        let filter = ExtentFilter::older_than(older_than).tags(tags);
+        let counts = self.pool().count_extents(&filter).await?;
+        let spans = sweep_spans(&counts, self.config().orphan_sweep_batch);
+        let mut swept = Swept {
+            deleted: 0,
+            spans: spans.len(),
+        };
+        for leads in spans {
+            match self.sweep_span(&filter.clone().leads(leads)).await {
+                Ok(deleted) => swept.deleted += deleted,
+                Err(err) => {
+                    if swept.deleted > 0 {
+                        tracing::info!(
+                            n_swept = swept.deleted,
+                            "deleted orphaned extents before a span failed"
+                        );
+                    }
+                    return Err(err);
+                }
+            }
+        }
+        Ok(swept)
+    }
+
+    /// [`Store::sweep_orphans`] over the extents of one span of first bytes.
+    async fn sweep_span(&self, filter: &ExtentFilter) -> Result<usize> {
         // List before collecting references: an extent committed in between is
         // then seen as referenced, never swept.
-        let candidates = self.pool().list_extents(older_than, tags).await?;
+        let candidates = self.pool().list_extents(filter).await?;
         if candidates.is_empty() {
             return Ok(0);
         }
-        let referenced = self.blocking(|inner| inner.referenced_extents()).await?;
+        let leads = filter.leads.clone();
+        let referenced = self
+            .blocking(move |inner| inner.referenced_extents(&leads))
+            .await?;
         let mut n_swept = 0;
         for id in candidates {
             if referenced.contains(&id) {
@@ -1430,7 +1488,12 @@ impl Inner {
     /// only another group knows is not an orphan); for an index group's,
     /// those of its own space, against which only its buckets' extent tags
     /// may be swept ([`Store::sweep_orphans`]).
-    fn referenced_extents(&self) -> Result<std::collections::HashSet<ExtentId>> {
+    /// Only those whose first byte is in `leads` are kept: what the sweep
+    /// holds at once.
+    fn referenced_extents(
+        &self,
+        leads: &ExtentLeads,
+    ) -> Result<std::collections::HashSet<ExtentId>> {
         // One snapshot for the three scans: an extent moves between them in
         // one batch (a completed upload's parts become its object's, a
         // replaced object's go to the deletion queue), and scans of three
@@ -1478,15 +1541,20 @@ impl Inner {
             Ok(snapshot.iterator_cf_opt(family, options, IteratorMode::Start))
         };
         let mut referenced = std::collections::HashSet::new();
+        let mut reference = |id: ExtentId| {
+            if leads.contains(&id.lead()) {
+                referenced.insert(id);
+            }
+        };
         for item in scan(CF_OBJECTS)? {
             let (_, value) = item?;
             let info: ObjectInfo = records::decode(&value)?;
-            referenced.extend(info.extents.iter().map(|extent| extent.id));
+            info.extents.iter().for_each(|extent| reference(extent.id));
         }
         for item in scan(keys::CF_PARTS)? {
             let (_, value) = item?;
             let part: crate::multipart::PartInfo = records::decode(&value)?;
-            referenced.extend(part.extents.iter().map(|extent| extent.id));
+            part.extents.iter().for_each(|extent| reference(extent.id));
         }
         for item in scan(CF_GC)? {
             let (key, _) = item?;
@@ -1494,7 +1562,7 @@ impl Inner {
                 .get(8..24)
                 .and_then(|raw| <[u8; 16]>::try_from(raw).ok())
             {
-                referenced.insert(ExtentId(id));
+                reference(ExtentId(id));
             }
         }
         Ok(referenced)
@@ -2025,6 +2093,25 @@ pub(crate) fn validate_bucket_name(name: &str) -> Result<()> {
     Ok(())
 }
 
+/// The spans of first bytes the orphan sweep takes one at a time: each
+/// holding at most `batch` of the extents counted (or one first byte's),
+/// together every first byte once. A first byte that holds none joins the
+/// span before it (the first span, for those before any that holds some).
+fn sweep_spans(counts: &LeadCounts, batch: u64) -> Vec<ExtentLeads> {
+    let mut spans = Vec::new();
+    let (mut first, mut held) = (0u8, 0u64);
+    for lead in 0..=u8::MAX {
+        let count = counts[usize::from(lead)];
+        if lead > first && count > 0 && held.saturating_add(count) > batch {
+            spans.push(first..=lead - 1);
+            (first, held) = (lead, 0);
+        }
+        held = held.saturating_add(count);
+    }
+    spans.push(first..=u8::MAX);
+    spans
+}
+
 /// Keys are at most 1024 bytes of UTF-8 without NUL, and are paths without empty,
 /// `.` or `..` segments (a trailing `/` is allowed for folder markers): such keys
 /// cannot be mapped onto file systems, FTP or FUSE, and URL normalisation in
@@ -2126,6 +2213,28 @@ mod tests {
 
     fn check(key: &str, valid: bool) {
         assert_eq!(validate_key(key).is_ok(), valid, "{key:?}");
+    }
+
+    #[test]
+    fn sweep_spans_hold_a_batch_each_and_every_first_byte_once() {
+        let mut counts = [0; 256];
+        assert_eq!(sweep_spans(&counts, 10), vec![0..=255]);
+        counts[0] = 4;
+        counts[1] = 6;
+        counts[2] = 1;
+        counts[200] = 25;
+        counts[255] = 3;
+        assert_eq!(
+            sweep_spans(&counts, 10),
+            vec![0..=1, 2..=199, 200..=254, 255..=255]
+        );
+        // Each first byte that holds extents starts a span of its own; the
+        // empty ones after it join it.
+        assert_eq!(
+            sweep_spans(&counts, 0),
+            vec![0..=0, 1..=1, 2..=199, 200..=254, 255..=255]
+        );
+        assert_eq!(sweep_spans(&[u64::MAX; 256], u64::MAX - 1).len(), 256);
     }
 
     #[test]

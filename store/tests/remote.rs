@@ -762,7 +762,7 @@ async fn a_commit_that_never_left_deletes_its_staged_body_and_an_unanswered_one_
     let events = record_events(&client);
     let extents = || async {
         let far_future = std::time::SystemTime::now() + Duration::from_secs(3600);
-        pool.list_extents(far_future, strata_pool::ALL_TAGS)
+        pool.list_extents(&strata_pool::ExtentFilter::older_than(far_future))
             .await
             .unwrap()
             .len()

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use futures::{StreamExt, stream};
 use proptest::prelude::*;
-use strata_pool::{ALL_TAGS, LocalPool, LocalPoolConfig, Pool};
+use strata_pool::{ALL_TAGS, ExtentFilter, LocalPool, LocalPoolConfig, Pool};
 use strata_store::{
     BucketInfo, CatalogWrite, ChangeKind, CompletedPart, ListEntry, ListQuery, ObjectInfo,
     ObjectMeta, PutConditions, StageOptions, Store, StoreConfig, StoreError, group_tags, grouped,
@@ -136,9 +136,90 @@ async fn orphaned_extents_are_swept_and_referenced_ones_kept() {
     put(&store, "b", "kept", &body).await.unwrap();
     orphan(&store, "b", &body).await;
     let later = std::time::SystemTime::now() + std::time::Duration::from_secs(1);
-    assert_eq!(store.sweep_orphans(later, ALL_TAGS).await.unwrap(), 1);
-    assert_eq!(store.sweep_orphans(later, ALL_TAGS).await.unwrap(), 0);
+    assert_eq!(
+        store.sweep_orphans(later, ALL_TAGS).await.unwrap().deleted,
+        1
+    );
+    assert_eq!(
+        store.sweep_orphans(later, ALL_TAGS).await.unwrap().deleted,
+        0
+    );
     assert_eq!(get(&store, "b", "kept").await.unwrap(), body);
+}
+
+/// A sweep over a pool larger than its batch takes it a span of first bytes
+/// at a time: every orphan of every span goes, and every extent a record
+/// names stays, whether an object's, an upload's part's, or a replaced
+/// object's waiting out its grace.
+#[tokio::test]
+async fn a_sweep_in_spans_deletes_every_orphan_and_keeps_every_reference() {
+    let dir = tempfile::tempdir().unwrap();
+    let pool = Arc::new(
+        LocalPool::open(LocalPoolConfig {
+            dir: dir.path().join("pool"),
+        })
+        .unwrap(),
+    );
+    let mut config = StoreConfig::new(dir.path().join("meta"));
+    config.min_part_size = 8;
+    config.orphan_sweep_batch = 3;
+    let store = Store::open(config, pool.clone()).unwrap();
+    store.create_bucket("a", "b", "r").await.unwrap();
+    // Above the inline limit: each body is an extent of its own.
+    let body = |n: u32| -> Vec<u8> { (0..20_000u32).map(|at| (at ^ n) as u8).collect() };
+    for n in 0..24 {
+        put(&store, "b", &format!("kept/{n}"), &body(n))
+            .await
+            .unwrap();
+    }
+    put(&store, "b", "replaced", &body(100)).await.unwrap();
+    put(&store, "b", "replaced", &body(101)).await.unwrap();
+    let upload = store
+        .create_upload("b", "mp", ObjectMeta::default(), None)
+        .await
+        .unwrap();
+    let part = store
+        .stage_part(
+            "b",
+            stream::iter([Ok::<_, std::io::Error>(Bytes::from(body(200)))]),
+            &options(),
+        )
+        .await
+        .ok()
+        .unwrap();
+    store.put_part(&upload, 1, part, None).await.unwrap();
+    for n in 0..12 {
+        orphan(&store, "b", &body(300 + n)).await;
+    }
+    let later = std::time::SystemTime::now() + std::time::Duration::from_secs(1);
+    let counts = pool
+        .count_extents(&ExtentFilter::older_than(later))
+        .await
+        .unwrap();
+    assert_eq!(counts.iter().sum::<u64>(), 24 + 2 + 1 + 12);
+    assert!(
+        counts.iter().filter(|&&count| count > 0).count() > 4,
+        "the extents share too few first bytes for several spans: {counts:?}"
+    );
+
+    let swept = store.sweep_orphans(later, ALL_TAGS).await.unwrap();
+    // More than four first bytes hold extents, and a span holds three at
+    // most unless a single first byte holds more.
+    assert!(swept.spans >= 2, "{swept:?}");
+    assert_eq!(swept.deleted, 12);
+    assert_eq!(
+        store.sweep_orphans(later, ALL_TAGS).await.unwrap().deleted,
+        0
+    );
+    let left = pool.list_extents(&ExtentFilter::older_than(later)).await;
+    assert_eq!(left.unwrap().len(), 24 + 2 + 1);
+    for n in 0..24 {
+        assert_eq!(
+            get(&store, "b", &format!("kept/{n}")).await.unwrap(),
+            body(n)
+        );
+    }
+    assert_eq!(get(&store, "b", "replaced").await.unwrap(), body(101));
 }
 
 /// A staging dropped while an extent was being written (its caller was
@@ -164,7 +245,12 @@ async fn a_cancelled_staging_deletes_the_extent_it_was_writing() {
 
     let later = std::time::SystemTime::now() + std::time::Duration::from_secs(3600);
     for _ in 0..500 {
-        if pool.list_extents(later, ALL_TAGS).await.unwrap().is_empty() {
+        if pool
+            .list_extents(&ExtentFilter::older_than(later))
+            .await
+            .unwrap()
+            .is_empty()
+        {
             return;
         }
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
@@ -720,14 +806,17 @@ async fn each_index_group_sweeps_its_own_orphans_only() {
     let later = std::time::SystemTime::now() + std::time::Duration::from_secs(1);
     for (index, group) in groups.iter().enumerate() {
         let tags = group_tags(index, groups.len()).unwrap();
-        let swept = group.sweep_orphans(later, tags).await.unwrap();
+        let swept = group.sweep_orphans(later, tags).await.unwrap().deleted;
         let expected = usize::from(index == group_of[&names[0]]);
         assert_eq!(swept, expected, "group {index}");
     }
     for name in &names {
         assert_eq!(get(&store, name, "kept").await.unwrap(), big);
     }
-    assert_eq!(store.sweep_orphans(later, ALL_TAGS).await.unwrap(), 0);
+    assert_eq!(
+        store.sweep_orphans(later, ALL_TAGS).await.unwrap().deleted,
+        0
+    );
 }
 
 #[tokio::test]
@@ -1853,7 +1942,10 @@ async fn groups_share_a_database_without_seeing_each_others_records() {
 
         // Every group's extents are referenced: none is an orphan.
         let later = std::time::SystemTime::now() + std::time::Duration::from_secs(1);
-        assert_eq!(root.sweep_orphans(later, ALL_TAGS).await.unwrap(), 0);
+        assert_eq!(
+            root.sweep_orphans(later, ALL_TAGS).await.unwrap().deleted,
+            0
+        );
         assert_group_state(&stores, &big).await;
     }
 
@@ -1907,7 +1999,8 @@ async fn groups_share_a_database_without_seeing_each_others_records() {
         groups[0]
             .sweep_orphans(later, only_1..=only_1)
             .await
-            .unwrap(),
+            .unwrap()
+            .deleted,
         1
     );
     groups[1]
@@ -1916,7 +2009,10 @@ async fn groups_share_a_database_without_seeing_each_others_records() {
         .unwrap();
     // Group 2's own big body is named by nothing now; group 1's, which
     // both name, is kept.
-    assert_eq!(root.sweep_orphans(later, ALL_TAGS).await.unwrap(), 1);
+    assert_eq!(
+        root.sweep_orphans(later, ALL_TAGS).await.unwrap().deleted,
+        1
+    );
     assert_eq!(get(&groups[1], "b", "big").await.unwrap(), big(1));
     assert_eq!(get(&groups[1], "b", "k").await.unwrap(), b"body 1");
     assert_eq!(

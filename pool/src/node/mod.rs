@@ -422,27 +422,20 @@ impl Node {
                 Some(id) => self.delete(id, query_u64(&query, "at")).await,
                 None => reply(StatusCode::BAD_REQUEST, "bad extent id\n"),
             },
-            (&Method::GET, ["v1", "extents"]) => {
-                let older_than = query_u64(&query, "older_than").unwrap_or(0);
-                let Some(before) =
-                    std::time::UNIX_EPOCH.checked_add(Duration::from_secs(older_than))
-                else {
-                    return reply(StatusCode::BAD_REQUEST, "older_than out of range\n");
-                };
-                // A tag span, when the sweep of one index group asks.
-                let tag = |name, absent| match query_param(&query, name) {
-                    None => Some(absent),
-                    Some(text) => text.parse::<u32>().ok(),
-                };
-                let tags = match (tag("tag_first", 0), tag("tag_last", u32::MAX)) {
-                    (Some(first), Some(last)) => first..=last,
-                    _ => return reply(StatusCode::BAD_REQUEST, "bad tag_first or tag_last\n"),
-                };
-                match self.pool.list_extents(before, tags).await {
+            (&Method::GET, ["v1", "extents"]) => match wire::parse_filter_query(&query) {
+                Ok(filter) => match self.pool.list_extents(&filter).await {
                     Ok(ids) => json_reply(&ids),
                     Err(err) => reply(StatusCode::INTERNAL_SERVER_ERROR, err.to_string()),
-                }
-            }
+                },
+                Err(why) => reply(StatusCode::BAD_REQUEST, format!("{why}\n")),
+            },
+            (&Method::GET, ["v1", "extent-counts"]) => match wire::parse_filter_query(&query) {
+                Ok(filter) => match self.pool.count_extents(&filter).await {
+                    Ok(counts) => json_reply(&counts.as_slice()),
+                    Err(err) => reply(StatusCode::INTERNAL_SERVER_ERROR, err.to_string()),
+                },
+                Err(why) => reply(StatusCode::BAD_REQUEST, format!("{why}\n")),
+            },
             (&Method::GET, ["v1", "digests"]) => json_reply(&self.digests()),
             (&Method::GET, ["v1", "partitions", part]) => match part.parse::<u32>() {
                 Ok(part) => json_reply(&lock(&self.index).listing(part)),

@@ -709,26 +709,29 @@ fn a_node_back_with_an_old_copy() -> Result<()> {
 
 /// Extents that no record names, left by a gateway killed in the middle of
 /// an upload, are deleted by the metadata service once older than
-/// `orphan_age_secs`; committed extents are not. A gateway with a metadata
-/// service of its own does not start over nodes that serve another.
+/// `orphan_age_secs`; committed extents are not, though the sweep takes
+/// the pool in spans of one extent's first byte each. A gateway with a
+/// metadata service of its own does not start over nodes that serve
+/// another.
 #[test]
 fn extents_no_record_names_are_swept() -> Result<()> {
     let cluster = Cluster::start(3, 4, 2)?;
-    let service = cluster.gateway_with_config("[cluster]\norphan_age_secs = 5\n")?;
+    let service =
+        cluster.gateway_with_config("[cluster]\norphan_age_secs = 5\norphan_sweep_batch = 1\n")?;
     let container = unique_bucket("orphans");
     let base = format!("/v1/AUTH_admin/{container}");
     service
         .swift_as_root("PUT", &base, None, &[])?
         .expect_status(201)?;
-    // Two extents, two copies each.
-    let kept = strata_tests::random_bytes(5 << 20);
+    // Three extents, two copies each.
+    let kept = strata_tests::random_bytes(9 << 20);
     service
         .swift_as_root("PUT", &format!("{base}/kept"), Some(&kept), &[])?
         .expect_status(201)?;
     let committed = extents(&cluster.status()?);
     ensure!(
-        committed == 4,
-        "{committed} extent copies for a 5 MiB object"
+        committed == 6,
+        "{committed} extent copies for a 9 MiB object"
     );
 
     let mut second = cluster.gateway_over(&service)?;
@@ -748,6 +751,10 @@ fn extents_no_record_names_are_swept() -> Result<()> {
     ensure!(swept >= 1, "{swept} sweeps");
     let last = r#"strata_orphan_sweep_last_swept_timestamp_seconds{group="root"}"#;
     ensure!(service.metric(last)? > 0);
+    // A span per first byte: the nodes' counts split every sweep of the
+    // three kept extents (unless all three ids begin alike, once in 65,536).
+    let spans = service.metric(r#"strata_orphan_sweep_spans_total{group="root"}"#)?;
+    ensure!(spans > swept, "{spans} spans in {swept} sweeps");
 
     // Another metadata service over the same nodes is refused.
     let refused = Server::serve_until_exit(&[

@@ -406,7 +406,7 @@ impl Cluster {
     /// Like [`Cluster::metadata_group`], each member with a config file
     /// (empty: none).
     pub fn metadata_group_with_config(&self, n: usize, toml: &str) -> Result<Vec<Server>> {
-        let addresses = (0..n).map(|_| free_address()).collect::<Result<Vec<_>>>()?;
+        let addresses = free_addresses(n)?;
         self.start_metadata_group(&addresses, &addresses.join(","), toml)
     }
 
@@ -423,9 +423,7 @@ impl Cluster {
         // front on a member's port would hand that member the others'
         // messages for another (openraft's core panics at answers from
         // the wrong member).
-        let reserved = (0..n)
-            .map(|_| TcpListener::bind("127.0.0.1:0"))
-            .collect::<std::io::Result<Vec<_>>>()?;
+        let reserved = (0..n).map(|_| reserve_port()).collect::<Result<Vec<_>>>()?;
         let addresses = (reserved.iter())
             .map(|listener| Ok(listener.local_addr()?.to_string()))
             .collect::<Result<Vec<_>>>()?;
@@ -648,6 +646,39 @@ pub fn unix_now() -> u64 {
 
 /// A loopback address with a port nobody listens on now.
 fn free_address() -> Result<String> {
-    let listener = TcpListener::bind("127.0.0.1:0")?;
-    Ok(listener.local_addr()?.to_string())
+    Ok(reserve_port()?.local_addr()?.to_string())
+}
+
+/// `n` loopback addresses nobody listens on now, all different.
+fn free_addresses(n: usize) -> Result<Vec<String>> {
+    let reserved = (0..n).map(|_| reserve_port()).collect::<Result<Vec<_>>>()?;
+    (reserved.iter())
+        .map(|listener| Ok(listener.local_addr()?.to_string()))
+        .collect()
+}
+
+/// A loopback listener on a port below the kernel's ephemeral range. The
+/// processes a test starts are told their ports before they bind them, and
+/// a port the kernel hands out meanwhile (to a bind on port 0 or to an
+/// outgoing connection, of this test or of another running beside it)
+/// would be taken from under them; below the range, only other such
+/// picks, at random and checked by binding, can take it.
+fn reserve_port() -> Result<TcpListener> {
+    let range = fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range").ok();
+    let ephemeral_start = range
+        .as_deref()
+        .and_then(|range| range.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32768);
+    const LOWEST: u16 = 10_000;
+    if ephemeral_start > LOWEST + 1_000 {
+        for _ in 0..100 {
+            let port = rand::random_range(LOWEST..ephemeral_start);
+            if let Ok(listener) = TcpListener::bind(("127.0.0.1", port)) {
+                return Ok(listener);
+            }
+        }
+    }
+    // A range that starts low, or ports below it all taken: the kernel's
+    // choice.
+    Ok(TcpListener::bind("127.0.0.1:0")?)
 }

@@ -2,9 +2,11 @@
 //! its own byte budget, found again after a restart.
 //!
 //! A file is `<zone>/<hh>/<hash>-<random>.obj`: a magic, the length of a
-//! JSON header (bucket, key, the object's record, the body's length), the
-//! header, the body, then a CRC32C per [`BLOCK`] of the body (u32
-//! little-endian each). The checksums come last so that a copy can be
+//! JSON header (bucket, key, the object's record, the body's length) and
+//! its CRC32C, the header, the body, then a CRC32C per [`BLOCK`] of the
+//! body (u32 little-endian each). The header is checked as the body is: a
+//! flipped bit in a key would otherwise index a copy under another
+//! object's name, and one in its metadata would be served. The checksums come last so that a copy can be
 //! written as its bytes arrive ([`ZoneWriter`]): a fill of an object too
 //! large for memory streams into its file. Files are written to a
 //! temporary name and renamed, so a reader sees a whole file or none. A
@@ -32,8 +34,11 @@ use serde::{Deserialize, Serialize};
 use strata_store::ObjectInfo;
 
 /// Files of earlier layouts (`STRATAC1`: one CRC for the whole body;
-/// `STRATAC2`: the CRCs in the header) are dropped at start.
-const MAGIC: &[u8; 8] = b"STRATAC3";
+/// `STRATAC2`: the CRCs in the header; `STRATAC3`: no CRC of the header)
+/// are dropped at start.
+const MAGIC: &[u8; 8] = b"STRATAC4";
+/// The magic, the header's length and its CRC32C (u32 little-endian each).
+const PREFIX_LEN: usize = MAGIC.len() + 4 + 4;
 /// Bytes of the body under one CRC: what a read checks at once, so a range
 /// reads at most one block beyond each of its ends.
 pub const BLOCK: u64 = 1 << 20;
@@ -342,7 +347,11 @@ impl SsdZone {
         let header = FileHeader {
             bucket: key.0.clone(),
             key: key.1.clone(),
+            // Named as the copy is: revalidation asks the store about the
+            // record's bucket and key.
             info: ObjectInfo {
+                bucket: key.0.clone(),
+                key: key.1.clone(),
                 inline: None,
                 copy_nonce: None,
                 ..info.clone()
@@ -362,7 +371,7 @@ impl SsdZone {
             .create(true)
             .truncate(true)
             .open(&tmp)?;
-        let body_start = (MAGIC.len() + 4 + encoded.len()) as u64;
+        let body_start = (PREFIX_LEN + encoded.len()) as u64;
         // Made first, so that a failure below removes the file.
         let writer = ZoneWriter {
             file: Arc::new(file),
@@ -395,6 +404,7 @@ impl SsdZone {
         let mut file = &*writer.file;
         file.write_all(MAGIC)?;
         file.write_all(&header_len.to_le_bytes())?;
+        file.write_all(&crc32c::crc32c(&encoded).to_le_bytes())?;
         file.write_all(&encoded)?;
         Ok(writer)
     }
@@ -538,19 +548,23 @@ impl SsdCopy {
 /// the header and where the body starts.
 fn read_header(file: &mut fs::File) -> Option<(FileHeader, u64)> {
     let len = file.metadata().ok()?.len();
-    let mut prefix = [0u8; 12];
+    let mut prefix = [0u8; PREFIX_LEN];
     file.read_exact(&mut prefix).ok()?;
     if &prefix[..8] != MAGIC {
         return None;
     }
     let header_len = u32::from_le_bytes(prefix[8..12].try_into().ok()?) as usize;
+    let header_crc = u32::from_le_bytes(prefix[12..16].try_into().ok()?);
     if header_len > MAX_HEADER {
         return None;
     }
     let mut encoded = vec![0u8; header_len];
     file.read_exact(&mut encoded).ok()?;
+    if crc32c::crc32c(&encoded) != header_crc {
+        return None;
+    }
     let header: FileHeader = serde_json::from_slice(&encoded).ok()?;
-    let body_start = 12 + header_len as u64;
+    let body_start = (PREFIX_LEN + header_len) as u64;
     // A file cut short (a crash while it was written) is not worth indexing.
     let whole = len == body_start + header.body_len + crcs_len(header.body_len);
     whole.then_some((header, body_start))
@@ -718,6 +732,41 @@ mod tests {
         zone.index.run_pending_tasks();
         assert!(!first.exists());
         assert_eq!(&read(&zone, &key).unwrap()[..], b"v2");
+    }
+
+    /// A flipped bit in a header, here in the key it names, is caught by the
+    /// header's checksum: the file is neither indexed under the name it
+    /// now bears nor kept.
+    #[test]
+    fn a_damaged_header_is_dropped_at_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, c) = (
+            ("b".to_owned(), "img/a.png".to_owned()),
+            ("b".to_owned(), "img/c.png".to_owned()),
+        );
+        let path = {
+            let zone = open(dir.path());
+            zone.write(&a, &info(5), b"aaaaa").unwrap();
+            zone.index.get(&a).unwrap().path.clone()
+        };
+        let mut bytes = fs::read(&path).unwrap();
+        let header = &bytes[PREFIX_LEN..];
+        let at = PREFIX_LEN
+            + header
+                .windows(b"img/a.png".len())
+                .position(|window| window == b"img/a.png")
+                .unwrap()
+            + "img/".len();
+        bytes[at] ^= b'a' ^ b'c';
+        fs::write(&path, &bytes).unwrap();
+
+        let zone = open(dir.path());
+        assert!(
+            zone.open_copy(&c).is_none(),
+            "served under the flipped name"
+        );
+        assert!(zone.open_copy(&a).is_none());
+        assert!(!path.exists(), "a file whose header fails its check goes");
     }
 
     /// Indexing in the background while fills run: a copy made in this run

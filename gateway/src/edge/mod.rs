@@ -969,24 +969,28 @@ impl EdgeCache {
         let (store, key, shared) = (store.clone(), cache_key.clone(), fill.clone());
         // In a task of its own: a client that hangs up while the first
         // bytes are awaited must not cancel the fill the others wait for
-        // (another would then start it again).
+        // (another would then start it again), nor leave its answer in
+        // flight, where later requests would take it unchecked (past its
+        // freshness, or holding an open file or fill budget) for good.
         let filled = tokio::spawn(async move {
-            shared
-                .get_or_init(|| cache.fill(&store, key, shared.clone()))
+            let filled = (shared.get_or_init(|| cache.fill(&store, key.clone(), shared.clone())))
                 .await
-                .clone()
+                .clone();
+            // A fill still streaming stays in flight until its task ends it.
+            if filled
+                .as_ref()
+                .is_none_or(|(cached, _)| !matches!(cached.streamed, Some(Streamed::Fill(_))))
+            {
+                cache.end_fill(&key, &shared);
+            }
+            filled
         })
-        .await
-        .ok()
-        .flatten();
-        // A fill still streaming stays in flight until its task ends it.
-        if filled
-            .as_ref()
-            .is_none_or(|(cached, _)| !matches!(cached.streamed, Some(Streamed::Fill(_))))
-        {
+        .await;
+        filled.unwrap_or_else(|_| {
+            // The task panicked: nothing will end its fill.
             self.end_fill(&cache_key, &fill);
-        }
-        filled
+            None
+        })
     }
 
     /// Takes `fill` out of flight, unless a purge already replaced it.
@@ -1735,5 +1739,90 @@ impl EdgeCache {
             }
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use strata_pool::{LocalPool, LocalPoolConfig};
+    use strata_store::{ObjectMeta, PutConditions, StageOptions, StoreConfig};
+
+    use super::*;
+
+    /// A store holding `b/k` ("hello"), in `dir`.
+    async fn store_with_one_object(dir: &std::path::Path) -> Store {
+        let pool = LocalPool::open(LocalPoolConfig {
+            dir: dir.join("pool"),
+        })
+        .expect("pool");
+        let store = Store::open(StoreConfig::new(dir.join("meta")), Arc::new(pool)).expect("store");
+        store.create_bucket("a", "b", "r").await.expect("bucket");
+        let body = futures::stream::iter([Ok::<_, std::io::Error>(Bytes::from_static(b"hello"))]);
+        let options = StageOptions {
+            sha256: false,
+            checksum: None,
+            max_size: 1 << 20,
+        };
+        let Ok(staged) = store.stage("b", body, &options).await else {
+            panic!("staging failed");
+        };
+        let meta = ObjectMeta::default();
+        let conditions = PutConditions::default();
+        store
+            .put_object("b", "k", staged, meta, None, conditions)
+            .await
+            .expect("put");
+        store
+    }
+
+    /// Waits, a while at most, until `done`.
+    async fn until(what: &str, mut done: impl FnMut() -> bool) {
+        for _ in 0..500 {
+            if done() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("{what}");
+    }
+
+    /// A request whose client hangs up while its miss is answered from an
+    /// SSD zone leaves that answer to leave flight on its own: one left in
+    /// flight would be taken by later requests without their checks (its
+    /// freshness, the feed), and hold its file or fill budget for good.
+    #[tokio::test]
+    async fn a_request_cancelled_during_its_miss_leaves_nothing_in_flight() {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let store = store_with_one_object(dir.path()).await;
+        let config = CacheConfig {
+            // Smaller than the object: its copy lives in the zone only.
+            ram_max_object_bytes: 4,
+            zone: vec![ZoneConfig {
+                path: dir.path().join("zone"),
+                max_bytes: 1 << 20,
+            }],
+            ..CacheConfig::default()
+        };
+        let cache = EdgeCache::new(config, &store).expect("cache");
+        until("the zone was not indexed", || cache.zones[0].indexed()).await;
+        let (_, outcome) = cache.get(&store, "b", "k").await.expect("filled");
+        assert_eq!(outcome, CacheOutcome::Miss);
+        let key = ("b".to_owned(), "k".to_owned());
+        until("the fill left no copy in the zone", || {
+            cache.inflight.lock().is_empty() && cache.zones[0].open_copy(&key).is_some()
+        })
+        .await;
+
+        // Polled once and dropped: the miss spawned its read of the zone's
+        // copy, which has not run yet on this thread.
+        let cancelled = futures::FutureExt::now_or_never(cache.get(&store, "b", "k"));
+        assert!(cancelled.is_none(), "answered at its first poll");
+        assert_eq!(cache.inflight.lock().len(), 1);
+        until(
+            "the answer of a request that hung up stays in flight",
+            || cache.inflight.lock().is_empty(),
+        )
+        .await;
+        assert!(cache.get(&store, "b", "k").await.is_some());
     }
 }

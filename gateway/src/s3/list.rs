@@ -70,6 +70,20 @@ fn page_size(query: &Query, name: &str) -> S3Result<usize> {
 impl S3Door {
     pub(crate) async fn list_objects(&self, request: &S3Request) -> S3Result<Response> {
         let bucket = self.readable_bucket(request, true).await?;
+        let mut response = self.list_readable(request, &bucket).await?;
+        if request.credential.is_none() {
+            // Allowed by a Swift `.r:host` rule, it was for this Referer.
+            crate::public::vary_by_referrer(&bucket, response.headers_mut());
+        }
+        Ok(response)
+    }
+
+    /// [`S3Door::list_objects`] of `bucket`, which the caller may list.
+    async fn list_readable(
+        &self,
+        request: &S3Request,
+        bucket: &strata_store::BucketInfo,
+    ) -> S3Result<Response> {
         // An anonymous listing (of a public bucket) goes through the edge
         // cache, as a public Swift container's does, under the same
         // per-bucket generation that any change in the bucket bumps.

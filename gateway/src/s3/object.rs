@@ -224,6 +224,22 @@ impl S3Door {
 
     pub(crate) async fn get_object(&self, request: &S3Request, head: bool) -> S3Result<Response> {
         let bucket = self.readable_bucket(request, false).await?;
+        let mut response = self.read_object(request, head, &bucket).await?;
+        if request.credential.is_none() {
+            // Allowed by a Swift `.r:host` rule, it was for this Referer.
+            crate::public::vary_by_referrer(&bucket, response.headers_mut());
+        }
+        Ok(response)
+    }
+
+    /// [`S3Door::get_object`] of an object of `bucket`, which the caller
+    /// may read.
+    async fn read_object(
+        &self,
+        request: &S3Request,
+        head: bool,
+        bucket: &strata_store::BucketInfo,
+    ) -> S3Result<Response> {
         only_null_version(request.query.get("versionId"))?;
         // Anonymous reads of public objects go through the edge cache; with
         // query parameters (partNumber, response-*) they are not plain reads.
@@ -241,7 +257,7 @@ impl S3Door {
             // With an Origin the door's wrapper decorates the answer;
             // without, a shared cache must still know it varies by one.
             if !request.headers.contains_key(http::header::ORIGIN) {
-                crate::cors::vary_by_origin(&bucket, response.headers_mut());
+                crate::cors::vary_by_origin(bucket, response.headers_mut());
             }
             return Ok(response);
         }

@@ -114,6 +114,19 @@ fn hotlink_protected_answers_vary_by_referer() -> Result<()> {
         listing.status == 200 && varies_by(&listing, "Referer") && varies_by(&listing, "Accept"),
         "{listing}"
     );
+    // The same rule read through the S3 door: the object (from the store,
+    // then from the cache) and the listing.
+    for path in [
+        format!("/{container}/logo.gif"),
+        format!("/{container}/logo.gif"),
+        format!("/{container}?list-type=2"),
+    ] {
+        let allowed = anonymous(&server, &path, &from_site)?;
+        ensure!(
+            allowed.status == 200 && varies_by(&allowed, "Referer"),
+            "{path}: {allowed}"
+        );
+    }
     Ok(())
 }
 

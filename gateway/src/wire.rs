@@ -221,7 +221,7 @@ pub fn evaluate_conditions(
     };
     let modified_secs = info.last_modified_ms.div_euclid(1000);
     if let Some(tags) = header(http::header::IF_MATCH) {
-        if !etag_matches(tags, &info.etag) {
+        if !etag_matches_strongly(tags, &info.etag) {
             return ConditionOutcome::PreconditionFailed;
         }
     } else if let Some(date) = header(http::header::IF_UNMODIFIED_SINCE).and_then(parse_date)
@@ -269,11 +269,34 @@ pub fn range_header<'a>(headers: &'a HeaderMap, info: &ObjectInfo) -> Option<&'a
     current.then_some(range)
 }
 
-/// Whether a list of entity tags (`"a", W/"b"`, or `*`) names `etag`.
+/// Whether a list of entity tags (`"a", W/"b"`, or `*`) names `etag`,
+/// weakly: `If-None-Match`'s comparison (RFC 9110 §8.8.3.2).
 pub fn etag_matches(list: &str, etag: &str) -> bool {
     list.split(',')
         .map(str::trim)
         .any(|tag| tag == "*" || tag.trim_start_matches("W/").trim_matches('"') == etag)
+}
+
+/// Whether a list of entity tags names `etag` strongly: `If-Match`'s
+/// comparison, where a weak tag never matches (RFC 9110 §13.1.1), since
+/// what it guards (a write, a resumed read) needs the very bytes.
+pub fn etag_matches_strongly(list: &str, etag: &str) -> bool {
+    list.split(',')
+        .map(str::trim)
+        .any(|tag| tag == "*" || (!tag.starts_with("W/") && tag.trim_matches('"') == etag))
+}
+
+/// The object's stored headers a 304 repeats from the 200 it stands for
+/// (RFC 9110 §15.4.5): `Cache-Control` and `Expires`, so that a cache in
+/// front refreshes its copy's freshness with them.
+pub fn add_freshness_headers(headers: &mut HeaderMap, info: &ObjectInfo) {
+    for name in [http::header::CACHE_CONTROL, http::header::EXPIRES] {
+        if let Some(value) = info.meta.headers.get(name.as_str())
+            && let Ok(value) = HeaderValue::from_str(value)
+        {
+            headers.insert(name, value);
+        }
+    }
 }
 
 /// The path a visitor sent, kept as a request extension when the request
@@ -722,5 +745,9 @@ mod tests {
         assert!(etag_matches("\"x\", W/\"abc\"", "abc"));
         assert!(etag_matches("*", "abc"));
         assert!(!etag_matches("\"abd\"", "abc"));
+        assert!(etag_matches_strongly("\"x\", \"abc\"", "abc"));
+        assert!(etag_matches_strongly("*", "abc"));
+        assert!(!etag_matches_strongly("W/\"abc\"", "abc"));
+        assert!(!etag_matches_strongly("\"abd\"", "abc"));
     }
 }

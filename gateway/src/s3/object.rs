@@ -453,6 +453,7 @@ fn not_modified(info: &ObjectInfo) -> Response {
     if let Ok(date) = HeaderValue::from_str(&super::headers::http_date(info.last_modified_ms)) {
         headers.insert(http::header::LAST_MODIFIED, date);
     }
+    crate::wire::add_freshness_headers(headers, info);
     response
 }
 

@@ -635,6 +635,7 @@ fn not_modified(info: &ObjectInfo, large: bool) -> Response {
         "last-modified",
         &http_date(info.last_modified_ms),
     );
+    crate::wire::add_freshness_headers(response.headers_mut(), info);
     response
 }
 

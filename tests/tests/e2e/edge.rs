@@ -698,6 +698,17 @@ fn stale_entries_revalidate_and_max_age_wins() -> Result<()> {
     let cached = anonymous(&server, &url, &[])?;
     ensure!(cached.header("x-cache") == Some("HIT"), "{cached}");
     ensure!(cached.header("cache-control") == Some(control), "{cached}");
+    // A 304 carries what the 200 would of the object's freshness, so a
+    // cache in front refreshes its copy by it (RFC 9110 §15.4.5).
+    let etag = cached.header("etag").context("no ETag")?.to_owned();
+    let revalidated = anonymous(&server, &url, &[("If-None-Match", &etag)])?;
+    ensure!(
+        revalidated.status == 304 && revalidated.header("cache-control") == Some(control),
+        "{revalidated}"
+    );
+    // If-Match compares strongly: a weak tag is not the object's bytes.
+    let weak = anonymous(&server, &url, &[("If-Match", &format!("W/\"{etag}\""))])?;
+    ensure!(weak.status == 412, "{weak}");
     Ok(())
 }
 

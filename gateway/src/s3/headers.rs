@@ -101,13 +101,33 @@ pub fn add_object_headers(out: &mut HeaderMap, info: &ObjectInfo, with_checksum:
     for (name, value) in &info.meta.user {
         put(&format!("{USER_META_PREFIX}{name}"), value);
     }
-    if with_checksum && let Some((algo, value)) = &info.checksum {
-        put(
-            &format!("x-amz-checksum-{}", algo.name().to_ascii_lowercase()),
-            value,
-        );
-        put("x-amz-checksum-type", "FULL_OBJECT");
+    if with_checksum {
+        add_checksum_headers(out, info);
     }
+}
+
+/// The object's additional checksum, if it has one: asked for with
+/// `x-amz-checksum-mode: ENABLED` ([`checksum_mode`]), on whole reads.
+pub fn add_checksum_headers(out: &mut HeaderMap, info: &ObjectInfo) {
+    if let Some((algo, value)) = &info.checksum
+        && let Ok(name) = HeaderName::try_from(format!(
+            "x-amz-checksum-{}",
+            algo.name().to_ascii_lowercase()
+        ))
+        && let Ok(value) = HeaderValue::from_str(value)
+    {
+        out.insert(name, value);
+        out.insert(
+            HeaderName::from_static("x-amz-checksum-type"),
+            HeaderValue::from_static("FULL_OBJECT"),
+        );
+    }
+}
+
+/// Whether a read asks for the object's checksum.
+pub fn checksum_mode(headers: &HeaderMap) -> bool {
+    crate::wire::header_str(headers, "x-amz-checksum-mode")
+        .is_some_and(|mode| mode.eq_ignore_ascii_case("enabled"))
 }
 
 /// The byte range a `Range` header asks for (see [`crate::wire::byte_range`]);

@@ -298,8 +298,7 @@ impl S3Door {
                 None,
             ),
         };
-        let checksum_mode = header_str(&request.headers, "x-amz-checksum-mode")
-            .is_some_and(|mode| mode.eq_ignore_ascii_case("enabled"));
+        let checksum_mode = super::headers::checksum_mode(&request.headers);
         let overrides = response_overrides(request)?;
 
         let body: ResponseBody = if head {
@@ -485,6 +484,10 @@ async fn cached_response(
             response
                 .headers_mut()
                 .insert(http::header::CONTENT_LENGTH, HeaderValue::from(length));
+            // Not in the rendered headers, which every reader shares.
+            if range.is_none() && super::headers::checksum_mode(&request.headers) {
+                super::headers::add_checksum_headers(response.headers_mut(), info);
+            }
             if let Some(range) = range {
                 *response.status_mut() = StatusCode::PARTIAL_CONTENT;
                 if let Ok(value) = HeaderValue::from_str(&format!(

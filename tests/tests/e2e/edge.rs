@@ -885,6 +885,8 @@ fn s3_public_read_acls_and_policies() -> Result<()> {
             key,
             "--body",
             &file,
+            "--checksum-algorithm",
+            "CRC32",
         ])?;
     }
     let object = format!("/{bucket}/index.html");
@@ -895,6 +897,17 @@ fn s3_public_read_acls_and_policies() -> Result<()> {
         again.header("x-cache") == Some("HIT") && again.body == b"hello public",
         "{again}"
     );
+    // The checksum, asked for, comes from the cache as from the store.
+    let mode = [("x-amz-checksum-mode", "ENABLED")];
+    let stored = server.http("GET", &object, Signing::Root, None, &mode)?;
+    let cached = anonymous(&server, &object, &mode)?;
+    ensure!(
+        cached.header("x-cache") == Some("HIT")
+            && stored.header("x-amz-checksum-crc32").is_some()
+            && cached.header("x-amz-checksum-crc32") == stored.header("x-amz-checksum-crc32"),
+        "{cached}\n{stored}"
+    );
+    ensure!(again.header("x-amz-checksum-crc32").is_none(), "{again}");
     let ranged = anonymous(&server, &object, &[("Range", "bytes=6-11")])?;
     ensure!(ranged.status == 206 && ranged.body == b"public", "{ranged}");
     let list = format!("/{bucket}?list-type=2");

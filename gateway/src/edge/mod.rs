@@ -820,6 +820,13 @@ impl EdgeCache {
         self.buckets.write().clear();
         self.inflight.lock().clear();
         self.listings.invalidate_all();
+        // A copy kept in a zone checked the resync count under its
+        // stripe's lock and is inserted before it lets go: once each lock
+        // was taken here, every copy read before this resync is in the
+        // index, to be marked below, and every later keep sees the count.
+        for stripe in &self.stripe_locks {
+            drop(stripe.lock());
+        }
         for zone in &self.zones {
             zone.revalidate_all();
         }

@@ -265,7 +265,18 @@ impl SsdZone {
     /// checks is dropped. Blocking: call off the runtime.
     pub fn open_copy(self: &Arc<Self>, key: &ObjectKey) -> Option<SsdCopy> {
         let entry = self.index.get(key)?;
-        let opened = fs::File::open(&entry.path).ok().and_then(|mut file| {
+        let file = match fs::File::open(&entry.path) {
+            Ok(file) => Some(file),
+            // Gone from under the zone: dropped below.
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => None,
+            // Says nothing of the copy (out of file descriptors, say): a
+            // miss this time, the copy kept for the next.
+            Err(err) => {
+                tracing::warn!(path = %entry.path.display(), error = %err, "cache file unreadable now");
+                return None;
+            }
+        };
+        let opened = file.and_then(|mut file| {
             let (header, body_start) = read_header(&mut file)?;
             if header.bucket != key.0 || header.key != key.1 || header.info.size != header.body_len
             {

@@ -223,6 +223,9 @@ impl Store {
             return remote.call(MetaCall::AbortUpload { upload }).await;
         }
         self.blocking(move |inner| {
+            // Against a bucket's deletion, which drops its uploads: the
+            // same parts' extents would be scheduled for deletion twice.
+            let _shared = inner.bucket_lock.read();
             let _key_guard = inner.lock_key(&upload.bucket, &upload.key);
             inner.upload_info(&upload.bucket, &upload.key, &upload.upload_id)?;
             let mut batch = inner.batch();
@@ -312,7 +315,10 @@ impl Store {
                 // Parts uploaded but not chosen are released with the upload.
                 let mut unused = Vec::new();
                 inner.drop_upload(&upload, batch, &mut unused)?;
-                unused.retain(|extent| !extents.contains(extent));
+                // A set: an upload of many parts names many extents, and
+                // this runs under the bucket lock.
+                let named: std::collections::HashSet<_> = extents.iter().collect();
+                unused.retain(|extent| !named.contains(extent));
                 inner.schedule_gc(batch, &unused)?;
                 Ok(ObjectInfo {
                     bucket: upload.bucket.clone(),
@@ -335,6 +341,10 @@ impl Store {
 
 impl Inner {
     fn commit_part(&self, upload: &UploadInfo, part: &PartInfo) -> Result<()> {
+        // Against a bucket's deletion, which drops its uploads and parts: a
+        // part committed after it would be named by nothing but itself,
+        // and never collected.
+        let _shared = self.bucket_lock.read();
         let _key_guard = self.lock_key(&upload.bucket, &upload.key);
         self.upload_info(&upload.bucket, &upload.key, &upload.upload_id)?;
         let part_key = keys::part_key(&upload.upload_id, part.part_number);

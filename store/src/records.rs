@@ -67,7 +67,7 @@ pub struct ObjectMeta {
 }
 
 /// One extent of an object's bytes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct ExtentRef {
     #[serde(with = "extent_id_hex")]
     pub id: ExtentId,

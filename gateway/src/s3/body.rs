@@ -138,6 +138,8 @@ pub struct DeclaredDigests {
     /// header (otherwise it is expected in the trailer).
     checksum: Option<(ChecksumAlgorithm, Option<String>)>,
     decoded_length: Option<u64>,
+    /// The trailer `x-amz-trailer` announces, lower case.
+    trailer: Option<String>,
 }
 
 impl DeclaredDigests {
@@ -192,6 +194,7 @@ impl DeclaredDigests {
             content_md5,
             checksum,
             decoded_length,
+            trailer: header("x-amz-trailer").map(|name| name.trim().to_ascii_lowercase()),
         })
     }
 
@@ -288,6 +291,28 @@ fn verify_digests(
             ));
         }
         trailers = outcome.trailers;
+        // The trailer holds the body's checksum, an unsigned payload's only
+        // one: the trailer announced must come, and nothing else.
+        let announced = declared.trailer.as_deref();
+        let came = |name: &str| {
+            trailers
+                .iter()
+                .any(|(sent, _)| sent.eq_ignore_ascii_case(name))
+        };
+        if let Some((name, _)) = trailers.iter().find(|(name, _)| {
+            announced.is_none_or(|announced| !name.eq_ignore_ascii_case(announced))
+        }) {
+            return Err(malformed_trailer(&format!(
+                "The trailer {name} was not announced in x-amz-trailer."
+            )));
+        }
+        if let Some(name) = announced
+            && !came(name)
+        {
+            return Err(malformed_trailer(&format!(
+                "The trailer {name} announced in x-amz-trailer did not come."
+            )));
+        }
     }
     if let Some(expected) = declared.content_md5
         && expected != digests.md5
@@ -316,6 +341,11 @@ fn verify_digests(
         ))),
         _ => Ok(Some((*algo, computed))),
     }
+}
+
+/// S3's refusal of a trailer that breaks the rules of aws-chunked.
+fn malformed_trailer(message: &str) -> S3Error {
+    S3Error::new("MalformedTrailerError", StatusCode::BAD_REQUEST, message)
 }
 
 /// Reads a small request body (an XML document) whole, refusing more than `limit`
@@ -356,4 +386,77 @@ pub async fn read_small_body(
         bytes.len() as u64,
     )?;
     Ok(bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// CRC-32 (IEEE) of `hello`.
+    const HELLO_CRC32: u32 = 0x3610_a686;
+
+    /// The checks of an unsigned aws-chunked body of `hello` whose
+    /// `x-amz-trailer` announced `announced` and whose trailer lines are
+    /// `trailers`: the checksum stored, or the refusal.
+    fn verify_trailers(announced: Option<&str>, trailers: &[(&str, &str)]) -> S3Result<String> {
+        let mut headers = HeaderMap::new();
+        headers.insert("x-amz-decoded-content-length", "5".parse().expect("value"));
+        if let Some(name) = announced {
+            headers.insert("x-amz-trailer", name.parse().expect("value"));
+        }
+        let declared = DeclaredDigests::from_headers(&headers)?;
+        let crc = HELLO_CRC32.to_be_bytes().to_vec();
+        let algo = declared
+            .checksum_algorithm()
+            .unwrap_or(ChecksumAlgorithm::Crc32);
+        let digests = Digests {
+            md5: [0; 16],
+            sha256: None,
+            checksum: Some((algo, crc)),
+        };
+        let outcome = ChunkedOutcome {
+            decoded_len: 5,
+            trailers: (trailers.iter())
+                .map(|(name, value)| (name.to_string(), value.to_string()))
+                .collect(),
+        };
+        let payload = PayloadMode::StreamingUnsignedTrailer;
+        let verified = verify_digests(&payload, &declared, Some(outcome), &digests, 5)?;
+        Ok(verified.map(|(_, value)| value).unwrap_or_default())
+    }
+
+    fn refused_as(outcome: S3Result<String>, code: &str) -> bool {
+        outcome.is_err_and(|err| err.code == code)
+    }
+
+    /// The trailer of an unsigned payload is its only checksum: the one
+    /// announced must come and match, and none may come unannounced.
+    #[test]
+    fn an_unsigned_payloads_trailer_is_the_one_announced() {
+        let name = "x-amz-checksum-crc32";
+        let good = BASE64.encode(HELLO_CRC32.to_be_bytes());
+        assert_eq!(
+            verify_trailers(Some(name), &[(name, &good)]).ok(),
+            Some(good.clone())
+        );
+        assert!(refused_as(
+            verify_trailers(Some(name), &[(name, "AAAAAA==")]),
+            "BadDigest"
+        ));
+        assert!(refused_as(
+            verify_trailers(Some(name), &[]),
+            "MalformedTrailerError"
+        ));
+        assert!(refused_as(
+            verify_trailers(None, &[(name, &good)]),
+            "MalformedTrailerError"
+        ));
+        let other = "x-amz-checksum-sha256";
+        assert!(refused_as(
+            verify_trailers(Some(name), &[(name, &good), (other, "x")]),
+            "MalformedTrailerError"
+        ));
+        // Neither announced nor sent: nothing to check.
+        assert_eq!(verify_trailers(None, &[]).ok(), Some(String::new()));
+    }
 }

@@ -67,11 +67,19 @@ pub struct UploadListQuery {
     /// With `key_marker`: uploads of that key after this upload id.
     pub upload_id_marker: Option<String>,
     pub max_uploads: usize,
+    /// Keys with this after the prefix are rolled up into their common
+    /// prefix, as in an object listing.
+    #[serde(default)]
+    pub delimiter: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct UploadListPage {
     pub uploads: Vec<UploadInfo>,
+    /// The common prefixes of rolled-up keys, in order; each counts as one
+    /// upload against the page's size.
+    #[serde(default)]
+    pub common_prefixes: Vec<String>,
     pub is_truncated: bool,
     pub next_key_marker: Option<String>,
     pub next_upload_id_marker: Option<String>,
@@ -186,8 +194,16 @@ impl Store {
         self.blocking(move |inner| {
             inner.bucket_info(&bucket)?;
             let scan_prefix = keys::object_key(&bucket, &query.prefix);
+            let delimiter = query.delimiter.as_deref().filter(|delim| !delim.is_empty());
             let mut iter = inner.space().cursor(CF_UPLOADS)?;
-            iter.seek(&scan_prefix);
+            // From the marker's key on: each page does not walk the ones
+            // before it again.
+            match query.key_marker.as_deref() {
+                Some(marker) if marker >= query.prefix.as_str() => {
+                    iter.seek(&keys::object_key(&bucket, marker))
+                }
+                _ => iter.seek(&scan_prefix),
+            }
             let mut page = UploadListPage::default();
             while iter.valid() {
                 let (Some(db_key), Some(value)) = (iter.key(), iter.value()) else {
@@ -204,8 +220,27 @@ impl Store {
                         upload.key > *key || (upload.key == *key && upload.upload_id > *id)
                     }
                 };
+                let common_prefix = rolled_up(&upload.key, &query.prefix, delimiter);
+                if let Some(common_prefix) = common_prefix.filter(|_| after_marker) {
+                    // Every upload under it in one seek.
+                    let skip_to = keys::after_prefix(&keys::object_key(&bucket, &common_prefix));
+                    if (query.key_marker.as_deref()).is_some_and(|marker| *common_prefix <= *marker)
+                    {
+                        iter.seek(&skip_to);
+                        continue;
+                    }
+                    if page.uploads.len() + page.common_prefixes.len() >= query.max_uploads {
+                        page.is_truncated = true;
+                        break;
+                    }
+                    page.next_key_marker = Some(common_prefix.clone());
+                    page.next_upload_id_marker = None;
+                    page.common_prefixes.push(common_prefix);
+                    iter.seek(&skip_to);
+                    continue;
+                }
                 if after_marker {
-                    if page.uploads.len() >= query.max_uploads {
+                    if page.uploads.len() + page.common_prefixes.len() >= query.max_uploads {
                         page.is_truncated = true;
                         break;
                     }

@@ -147,6 +147,56 @@ async fn orphaned_extents_are_swept_and_referenced_ones_kept() {
     assert_eq!(get(&store, "b", "kept").await.unwrap(), body);
 }
 
+/// Unfinished uploads list from their key marker on, and with a delimiter
+/// roll up into common prefixes that page as one upload each.
+#[tokio::test]
+async fn uploads_list_by_marker_and_roll_up_by_delimiter() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    store.create_bucket("a", "b", "r").await.unwrap();
+    for key in ["a/1", "a/2", "b", "c/x", "d"] {
+        store
+            .create_upload("b", key, ObjectMeta::default(), None)
+            .await
+            .unwrap();
+    }
+    let list = |key_marker: Option<&str>, delimiter: Option<&str>, max_uploads| {
+        let query = strata_store::UploadListQuery {
+            prefix: String::new(),
+            key_marker: key_marker.map(str::to_owned),
+            upload_id_marker: None,
+            max_uploads,
+            delimiter: delimiter.map(str::to_owned),
+        };
+        let store = store.clone();
+        async move { store.list_uploads("b", query).await.unwrap() }
+    };
+    let keys = |page: &strata_store::UploadListPage| -> Vec<String> {
+        page.uploads
+            .iter()
+            .map(|upload| upload.key.clone())
+            .collect()
+    };
+
+    let after = list(Some("a/1"), None, 10).await;
+    assert_eq!(keys(&after), ["a/2", "b", "c/x", "d"]);
+    assert!(!after.is_truncated);
+
+    let first = list(None, Some("/"), 2).await;
+    assert_eq!(first.common_prefixes, ["a/"]);
+    assert_eq!(keys(&first), ["b"]);
+    assert!(first.is_truncated);
+    assert_eq!(first.next_key_marker.as_deref(), Some("b"));
+    let second = list(first.next_key_marker.as_deref(), Some("/"), 2).await;
+    assert_eq!(second.common_prefixes, ["c/"]);
+    assert_eq!(keys(&second), ["d"]);
+    assert!(!second.is_truncated);
+    // A marker at a common prefix goes past everything under it.
+    let past = list(Some("a/"), Some("/"), 10).await;
+    assert_eq!(past.common_prefixes, ["c/"]);
+    assert_eq!(keys(&past), ["b", "d"]);
+}
+
 /// A sweep over a pool larger than its batch takes it a span of first bytes
 /// at a time: every orphan of every span goes, and every extent a record
 /// names stays, whether an object's, an upload's part's, or a replaced

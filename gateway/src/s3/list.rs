@@ -252,6 +252,10 @@ impl S3Door {
         let encoding = Encoding::from_query(query)?;
         let max_uploads = page_size(query, "max-uploads")?;
         let prefix = query.get("prefix").unwrap_or("").to_owned();
+        let delimiter = query
+            .get("delimiter")
+            .filter(|delimiter| !delimiter.is_empty())
+            .map(str::to_owned);
         let key_marker = query
             .get("key-marker")
             .filter(|m| !m.is_empty())
@@ -270,6 +274,7 @@ impl S3Door {
                     key_marker: key_marker.clone(),
                     upload_id_marker: upload_id_marker.clone(),
                     max_uploads,
+                    delimiter: delimiter.clone(),
                 },
             )
             .await?;
@@ -294,6 +299,9 @@ impl S3Door {
                 "IsTruncated",
                 if page.is_truncated { "true" } else { "false" },
             );
+        if let Some(delimiter) = &delimiter {
+            xml.element("Delimiter", &encoding.apply(delimiter));
+        }
         if encoding.url {
             xml.element("EncodingType", "url");
         }
@@ -309,6 +317,11 @@ impl S3Door {
             }
             xml.element("StorageClass", "STANDARD")
                 .element("Initiated", &iso8601(upload.initiated_ms))
+                .close();
+        }
+        for common_prefix in &page.common_prefixes {
+            xml.open("CommonPrefixes")
+                .element("Prefix", &encoding.apply(common_prefix))
                 .close();
         }
         Ok(xml_response(StatusCode::OK, xml.finish()))

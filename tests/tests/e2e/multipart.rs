@@ -178,6 +178,20 @@ fn complete_with_listings() -> Result<()> {
         upload.listed_by_bucket()?,
         "new upload not in list-multipart-uploads"
     );
+    // With a delimiter, its key rolls up into its folder.
+    let rolled = server.aws_json(&[
+        "s3api",
+        "list-multipart-uploads",
+        "--bucket",
+        &bucket,
+        "--delimiter",
+        "/",
+    ])?;
+    ensure!(
+        rolled.pointer("/CommonPrefixes/0/Prefix") == Some(&json!("mp/"))
+            && rolled.get("Uploads").is_none(),
+        "{rolled:#}"
+    );
 
     let part1 = random_bytes(5 * MIB);
     let part2 = random_bytes(100 * 1024 + 3);

@@ -19,7 +19,7 @@ use http::StatusCode;
 use http_body_util::BodyExt as _;
 use md5::{Digest as _, Md5};
 use serde::Deserialize;
-use strata_store::{ObjectInfo, ObjectMeta, PutConditions, StageOptions, StoreError};
+use strata_store::{ObjectInfo, ObjectMeta, StageOptions, StoreError};
 
 use super::access::Access;
 use super::bulk::DeleteReport;
@@ -288,6 +288,14 @@ impl SwiftDoor {
             )));
         }
         let slo_etag = hex::encode(etags.finalize());
+        // The client's ETag names the manifest's, as Swift checks it.
+        if let Some(expected) = request.header("etag")
+            && expected.trim().trim_matches('"') != slo_etag
+        {
+            return Err(SwiftError::unprocessable(
+                "The ETag given does not match the manifest's",
+            ));
+        }
         let manifest = serde_json::to_vec(&stored).map_err(|_| SwiftError::internal())?;
         let mut meta = meta;
         meta.headers.insert(HDR_SLO.to_owned(), "True".to_owned());
@@ -321,7 +329,8 @@ impl SwiftDoor {
                 staged,
                 meta,
                 None,
-                PutConditions::owned_by(&request.account),
+                // If-None-Match: * holds for a manifest as for any object.
+                super::object::put_conditions(request),
             )
             .await?;
         let mut response = crate::wire::empty_response(StatusCode::CREATED);

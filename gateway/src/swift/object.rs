@@ -327,18 +327,30 @@ impl SwiftDoor {
             .await?;
         let assembled = self.assemble(request, source).await?;
         let source = &assembled.view;
+        // A large object's copy is one plain object of its assembled size.
+        let max_size = self.limits.max_object_size;
+        if source.size > max_size {
+            return Err(too_large(max_size));
+        }
         let mut meta = object_meta(request, key, Some(source))?;
         if assembled.segments.is_some() {
             meta.headers
                 .retain(|name, _| !crate::large_object::is_large_object_header(name));
         }
-        if request.header("x-delete-at").is_none() && request.header("x-delete-after").is_none() {
+        // A copy keeps its source's X-Delete-At, as Swift's does (it must
+        // not outlive the retention of what it copies); a fresh one starts
+        // without, unless the request sets one.
+        let fresh = request.header("x-fresh-metadata").is_some_and(truthy);
+        if fresh
+            && request.header("x-delete-at").is_none()
+            && request.header("x-delete-after").is_none()
+        {
             meta.delete_at = None;
         }
         let options = StageOptions {
             sha256: false,
             checksum: None,
-            max_size: u64::MAX,
+            max_size,
         };
         let body = read_assembled(&self.store, source, assembled.segments.clone(), None);
         let staged =
@@ -514,7 +526,7 @@ fn if_none_match_any(request: &SwiftRequest) -> SwiftResult<bool> {
 }
 
 /// A container is the account's: the write was allowed on that account's.
-fn put_conditions(request: &SwiftRequest) -> PutConditions {
+pub(super) fn put_conditions(request: &SwiftRequest) -> PutConditions {
     PutConditions {
         if_match: None,
         // Refused at the start of the request otherwise.

@@ -593,6 +593,52 @@ fn listings_in_every_format() -> Result<()> {
     Ok(())
 }
 
+/// A large object is copied as one plain object of its assembled size:
+/// past the largest object the server takes, the copy is refused (413), as
+/// Swift refuses it.
+#[test]
+fn a_copy_larger_than_an_object_may_be_is_refused() -> Result<()> {
+    let server = Server::start_with_config("[limits]\nmax_object_size = 1500\n")?;
+    let (token, url) = server.swift_token(&SwiftUser::root())?;
+    let base = url.trim_start_matches(server.endpoint()).to_owned();
+    let name = unique_bucket("copy-limit");
+    let container = format!("{base}/{name}");
+    swift_http(&server, &token, "PUT", &container, None, &[])?.expect_status(201)?;
+    let mut segments = Vec::new();
+    for segment in ["a", "b"] {
+        let path = format!("{container}/{segment}");
+        let bytes = random_bytes(1000);
+        swift_http(&server, &token, "PUT", &path, Some(&bytes), &[])?.expect_status(201)?;
+        segments.push(format!(
+            r#"{{"path": "/{name}/{segment}", "etag": null, "size_bytes": null}}"#
+        ));
+    }
+    let manifest = format!("[{}]", segments.join(","));
+    let slo = format!("{container}/slo");
+    let put = format!("{slo}?multipart-manifest=put");
+    swift_http(&server, &token, "PUT", &put, Some(manifest.as_bytes()), &[])?.expect_status(201)?;
+    let destination = format!("{name}/copy");
+    swift_http(
+        &server,
+        &token,
+        "COPY",
+        &slo,
+        None,
+        &[("Destination", &destination)],
+    )?
+    .expect_status(413)?;
+    swift_http(
+        &server,
+        &token,
+        "HEAD",
+        &format!("{container}/copy"),
+        None,
+        &[],
+    )?
+    .expect_status(404)?;
+    Ok(())
+}
+
 #[test]
 fn objects_conditions_ranges_and_bad_input() -> Result<()> {
     let server = Server::start()?;
@@ -770,6 +816,44 @@ fn objects_conditions_ranges_and_bad_input() -> Result<()> {
         );
     }
 
+    // A copy keeps its source's expiry, as Swift's does; a fresh one not.
+    let far = (strata_tests::unix_now() + 86_400).to_string();
+    swift_http(
+        &server,
+        &token,
+        "POST",
+        &object,
+        None,
+        &[("X-Delete-At", &far)],
+    )?
+    .expect_status(202)?;
+    for (name, fresh, expected) in [
+        ("thing-expiring", "false", Some(far.as_str())),
+        ("thing-fresh", "true", None),
+    ] {
+        swift_http(
+            &server,
+            &token,
+            "COPY",
+            &object,
+            None,
+            &[
+                ("Destination", &format!("{container}/{name}")),
+                ("X-Fresh-Metadata", fresh),
+            ],
+        )?
+        .expect_status(201)?;
+        let head = swift_http(
+            &server,
+            &token,
+            "HEAD",
+            &format!("{base}/{container}/{name}"),
+            None,
+            &[],
+        )?;
+        ensure!(head.header("x-delete-at") == expected, "{name}: {head}");
+    }
+
     // Manifests naming missing or foreign segments are refused.
     let manifest =
         format!(r#"[{{"path": "/{container}/missing", "etag": null, "size_bytes": null}}]"#);
@@ -803,6 +887,32 @@ fn objects_conditions_ranges_and_bad_input() -> Result<()> {
         &[],
     )?;
     slo.expect_status(201)?;
+    // As any PUT: If-None-Match: * finds it there, and an ETag must be the
+    // manifest's.
+    for (headers, status) in [
+        (vec![("If-None-Match", "*")], 412),
+        (vec![("ETag", "\"0123456789abcdef0123456789abcdef\"")], 422),
+    ] {
+        swift_http(
+            &server,
+            &token,
+            "PUT",
+            &format!("{object}-slo?multipart-manifest=put"),
+            Some(good.as_bytes()),
+            &headers,
+        )?
+        .expect_status(status)?;
+    }
+    let slo_etag = slo.header("etag").context("no SLO ETag")?.to_owned();
+    swift_http(
+        &server,
+        &token,
+        "PUT",
+        &format!("{object}-slo?multipart-manifest=put"),
+        Some(good.as_bytes()),
+        &[("ETag", &slo_etag)],
+    )?
+    .expect_status(201)?;
     let assembled = swift_http(&server, &token, "GET", &format!("{object}-slo"), None, &[])?;
     ensure!(
         assembled.body == [bytes.clone(), bytes.clone()].concat(),

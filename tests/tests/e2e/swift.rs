@@ -817,7 +817,6 @@ fn objects_conditions_ranges_and_bad_input() -> Result<()> {
     }
 
     // A copy keeps its source's expiry, as Swift's does; a fresh one not.
-    let far = (strata_tests::unix_now() + 86_400).to_string();
     swift_http(
         &server,
         &token,

@@ -46,12 +46,9 @@ impl SwiftDoor {
             Err(StoreError::BucketAlreadyOwnedByYou) => {
                 // PUT on an existing container updates its settings: 202.
                 if !settings.is_empty() {
+                    let account = request.account.clone();
                     self.store
-                        .update_bucket(name, move |bucket| {
-                            settings
-                                .apply(&mut bucket.attrs)
-                                .map_err(|err| StoreError::InvalidArgument(err.text.into_owned()))
-                        })
+                        .update_bucket(name, move |bucket| settings.apply_to(bucket, &account))
                         .await?;
                 }
                 Ok(empty_response(StatusCode::ACCEPTED))
@@ -176,13 +173,10 @@ impl SwiftDoor {
     ) -> SwiftResult<Response> {
         self.managed_container(request, name).await?;
         let settings = ContainerSettings::from_request(request)?;
+        let account = request.account.clone();
         let outcome = self
             .store
-            .update_bucket(name, move |bucket| {
-                settings
-                    .apply(&mut bucket.attrs)
-                    .map_err(|err| StoreError::InvalidArgument(err.text.into_owned()))
-            })
+            .update_bucket(name, move |bucket| settings.apply_to(bucket, &account))
             .await;
         match outcome {
             Ok(_) => Ok(empty_response(StatusCode::NO_CONTENT)),
@@ -258,6 +252,18 @@ impl ContainerSettings {
 
     fn is_empty(&self) -> bool {
         self.meta.is_empty() && self.read_acl.is_none() && self.write_acl.is_none()
+    }
+
+    /// Applies the settings to `bucket`, in the store's update: only while
+    /// `account` still owns it. The caller's check came before; a bucket
+    /// deleted and created again by another account since is not the
+    /// container it meant.
+    fn apply_to(&self, bucket: &mut BucketInfo, account: &str) -> Result<(), StoreError> {
+        if bucket.account != account {
+            return Err(StoreError::NoSuchBucket);
+        }
+        self.apply(&mut bucket.attrs)
+            .map_err(|err| StoreError::InvalidArgument(err.text.into_owned()))
     }
 
     fn apply(&self, attrs: &mut BTreeMap<String, String>) -> SwiftResult<()> {

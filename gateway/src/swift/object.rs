@@ -30,6 +30,22 @@ impl SwiftDoor {
         self.writable_container(request, container, key).await?;
         if_none_match_any(request)?;
         if let Some(source) = request.header("x-copy-from") {
+            // What the body would say is the source's: Swift refuses one.
+            if declared_length(&request.headers)
+                .ok()
+                .flatten()
+                .is_some_and(|length| length > 0)
+            {
+                return Err(SwiftError::bad_request(
+                    "Copy requests require a zero byte body",
+                ));
+            }
+            if request.query.get("multipart-manifest") == Some("put") {
+                return Err(SwiftError::new(
+                    StatusCode::METHOD_NOT_ALLOWED,
+                    "Copying into a manifest is not allowed",
+                ));
+            }
             let (source_container, source_key) = copy_path(source)?;
             return self
                 .copy_object(request, (&source_container, &source_key), (container, key))

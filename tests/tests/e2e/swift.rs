@@ -782,7 +782,16 @@ fn objects_conditions_ranges_and_bad_input() -> Result<()> {
         "metadata changed by a refused POST: {head}"
     );
 
-    // X-Copy-From and COPY.
+    // X-Copy-From and COPY; a copy with a body of its own is refused.
+    swift_http(
+        &server,
+        &token,
+        "PUT",
+        &format!("{object}-copy"),
+        Some(b"bytes"),
+        &[("X-Copy-From", &format!("{container}/thing"))],
+    )?
+    .expect_status(400)?;
     swift_http(
         &server,
         &token,

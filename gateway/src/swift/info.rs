@@ -12,7 +12,7 @@ use super::listing::LISTING_LIMIT;
 use super::meta::{
     MAX_META_COUNT, MAX_META_NAME_LENGTH, MAX_META_OVERALL_SIZE, MAX_META_VALUE_LENGTH,
 };
-use crate::wire::{Response, empty_response, json_response};
+use crate::wire::{Response, json_response};
 
 pub(crate) fn answer(door: &SwiftDoor, method: &Method) -> SwiftResult<Response> {
     if method != Method::GET && method != Method::HEAD {
@@ -51,8 +51,15 @@ pub(crate) fn answer(door: &SwiftDoor, method: &Method) -> SwiftResult<Response>
         },
         "tempauth": {"account_acls": false},
     });
+    let body = info.to_string();
     if method == Method::HEAD {
-        return Ok(empty_response(StatusCode::OK));
+        // The GET's length, as HEAD answers it.
+        let mut response = json_response(StatusCode::OK, String::new());
+        (response.headers_mut()).insert(
+            http::header::CONTENT_LENGTH,
+            http::HeaderValue::from(body.len()),
+        );
+        return Ok(response);
     }
-    Ok(json_response(StatusCode::OK, info.to_string()))
+    Ok(json_response(StatusCode::OK, body))
 }

@@ -263,7 +263,13 @@ impl SwiftDoor {
             ));
         }
         html.push_str("</table>\n</body></html>\n");
+        let length = html.len();
         let mut response = text_response(StatusCode::OK, if head { String::new() } else { html });
+        if head {
+            // The GET's length, as HEAD answers it.
+            (response.headers_mut())
+                .insert(http::header::CONTENT_LENGTH, HeaderValue::from(length));
+        }
         response.headers_mut().insert(
             http::header::CONTENT_TYPE,
             HeaderValue::from_static("text/html; charset=utf-8"),

@@ -1492,6 +1492,18 @@ fn staticweb_serves_indexes_listings_and_error_pages() -> Result<()> {
         listing.body_text().contains("a &lt;b&gt;.txt"),
         "names are escaped: {listing}"
     );
+    let length = listing.body.len().to_string();
+    let head = server.http(
+        "HEAD",
+        &format!("{base}/files/"),
+        Signing::Anonymous,
+        None,
+        &[],
+    )?;
+    ensure!(
+        head.status == 200 && head.header("content-length") == Some(length.as_str()),
+        "HEAD of a listing page is not the GET's length ({length}): {head}"
+    );
     let missing = anonymous(&server, &format!("{base}/nope.html"), &[])?;
     ensure!(
         missing.status == 404 && missing.body == b"<h1>missing</h1>",

@@ -583,6 +583,12 @@ fn listings_in_every_format() -> Result<()> {
 
     let info = server.http("GET", "/info", Signing::Anonymous, None, &[])?;
     info.expect_status(200)?;
+    let length = info.body.len().to_string();
+    let head = server.http("HEAD", "/info", Signing::Anonymous, None, &[])?;
+    ensure!(
+        head.status == 200 && head.header("content-length") == Some(length.as_str()),
+        "HEAD /info is not the GET's length ({length}): {head}"
+    );
     let info: serde_json::Value = serde_json::from_slice(&info.body)?;
     for capability in ["swift", "slo", "dlo", "tempurl", "bulk_delete"] {
         ensure!(

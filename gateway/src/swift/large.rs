@@ -289,13 +289,7 @@ impl SwiftDoor {
         }
         let slo_etag = hex::encode(etags.finalize());
         // The client's ETag names the manifest's, as Swift checks it.
-        if let Some(expected) = request.header("etag")
-            && expected.trim().trim_matches('"') != slo_etag
-        {
-            return Err(SwiftError::unprocessable(
-                "The ETag given does not match the manifest's",
-            ));
-        }
+        super::object::check_etag(request, &slo_etag)?;
         let manifest = serde_json::to_vec(&stored).map_err(|_| SwiftError::internal())?;
         let mut meta = meta;
         meta.headers.insert(HDR_SLO.to_owned(), "True".to_owned());

@@ -84,15 +84,7 @@ impl SwiftDoor {
                 "The body is shorter than its Content-Length",
             ));
         }
-        let md5 = hex::encode(staged.digests.md5);
-        if let Some(expected) = request.header("etag") {
-            let expected = expected.trim().trim_matches('"').to_ascii_lowercase();
-            if expected != md5 {
-                return Err(SwiftError::unprocessable(
-                    "Unprocessable Entity: the body does not match the ETag header",
-                ));
-            }
-        }
+        check_etag(request, &hex::encode(staged.digests.md5))?;
         let info = self
             .store
             .put_object(container, key, staged, meta, None, put_conditions(request))
@@ -353,16 +345,6 @@ impl SwiftDoor {
             meta.headers
                 .retain(|name, _| !crate::large_object::is_large_object_header(name));
         }
-        // A copy keeps its source's X-Delete-At, as Swift's does (it must
-        // not outlive the retention of what it copies); a fresh one starts
-        // without, unless the request sets one.
-        let fresh = request.header("x-fresh-metadata").is_some_and(truthy);
-        if fresh
-            && request.header("x-delete-at").is_none()
-            && request.header("x-delete-after").is_none()
-        {
-            meta.delete_at = None;
-        }
         let options = StageOptions {
             sha256: false,
             checksum: None,
@@ -458,7 +440,12 @@ fn object_meta(
                 .collect();
         } else {
             meta.headers = base.meta.headers.clone();
-            meta.delete_at = base.meta.delete_at;
+            // A copy keeps its source's X-Delete-At, as Swift's does (it
+            // must not outlive the retention of what it copies); a fresh
+            // one starts without, unless the request sets one (below).
+            if !(is_copy && fresh) {
+                meta.delete_at = base.meta.delete_at;
+            }
         }
         if is_copy && !fresh {
             meta.user = base.meta.user.clone();
@@ -542,6 +529,19 @@ fn if_none_match_any(request: &SwiftRequest) -> SwiftResult<bool> {
 }
 
 /// A container is the account's: the write was allowed on that account's.
+/// The request's `ETag`, if it sent one, must be `etag` (hex MD5, quoted
+/// or not, either case): Swift's 422 otherwise, and nothing is written.
+pub(super) fn check_etag(request: &SwiftRequest, etag: &str) -> SwiftResult<()> {
+    match request.header("etag") {
+        Some(expected) if !expected.trim().trim_matches('"').eq_ignore_ascii_case(etag) => {
+            Err(SwiftError::unprocessable(
+                "Unprocessable Entity: the body does not match the ETag header",
+            ))
+        }
+        _ => Ok(()),
+    }
+}
+
 pub(super) fn put_conditions(request: &SwiftRequest) -> PutConditions {
     PutConditions {
         if_match: None,

@@ -272,18 +272,24 @@ pub fn range_header<'a>(headers: &'a HeaderMap, info: &ObjectInfo) -> Option<&'a
 /// Whether a list of entity tags (`"a", W/"b"`, or `*`) names `etag`,
 /// weakly: `If-None-Match`'s comparison (RFC 9110 §8.8.3.2).
 pub fn etag_matches(list: &str, etag: &str) -> bool {
-    list.split(',')
-        .map(str::trim)
-        .any(|tag| tag == "*" || tag.trim_start_matches("W/").trim_matches('"') == etag)
+    etag_list_names(list, etag, true)
 }
 
 /// Whether a list of entity tags names `etag` strongly: `If-Match`'s
 /// comparison, where a weak tag never matches (RFC 9110 §13.1.1), since
 /// what it guards (a write, a resumed read) needs the very bytes.
 pub fn etag_matches_strongly(list: &str, etag: &str) -> bool {
-    list.split(',')
-        .map(str::trim)
-        .any(|tag| tag == "*" || (!tag.starts_with("W/") && tag.trim_matches('"') == etag))
+    etag_list_names(list, etag, false)
+}
+
+fn etag_list_names(list: &str, etag: &str, weak_matches: bool) -> bool {
+    list.split(',').map(str::trim).any(|tag| {
+        let (weak, tag) = match tag.strip_prefix("W/") {
+            Some(tag) => (true, tag),
+            None => (false, tag),
+        };
+        tag == "*" || ((weak_matches || !weak) && tag.trim_matches('"') == etag)
+    })
 }
 
 /// The object's stored headers a 304 repeats from the 200 it stands for

@@ -138,7 +138,7 @@ pub struct DeclaredDigests {
     /// header (otherwise it is expected in the trailer).
     checksum: Option<(ChecksumAlgorithm, Option<String>)>,
     decoded_length: Option<u64>,
-    /// The trailer `x-amz-trailer` announces, lower case.
+    /// The trailer `x-amz-trailer` announces.
     trailer: Option<String>,
 }
 
@@ -173,9 +173,10 @@ impl DeclaredDigests {
                 checksum = Some((algo, Some(value.trim().to_owned())));
             }
         }
+        let trailer = header("x-amz-trailer").map(str::trim);
         if checksum.is_none() {
-            let named = header("x-amz-trailer")
-                .and_then(|name| name.trim().strip_prefix("x-amz-checksum-"))
+            let named = trailer
+                .and_then(|name| name.strip_prefix("x-amz-checksum-"))
                 .or_else(|| header("x-amz-sdk-checksum-algorithm"));
             if let Some(name) = named {
                 let algo = ChecksumAlgorithm::parse(name.trim()).ok_or_else(|| {
@@ -194,7 +195,7 @@ impl DeclaredDigests {
             content_md5,
             checksum,
             decoded_length,
-            trailer: header("x-amz-trailer").map(|name| name.trim().to_ascii_lowercase()),
+            trailer: trailer.map(str::to_owned),
         })
     }
 

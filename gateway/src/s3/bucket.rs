@@ -25,6 +25,19 @@ impl S3Door {
         Ok(info)
     }
 
+    /// Marks an answer [`S3Door::readable_bucket`] allowed: an anonymous
+    /// caller's may have been allowed by a Swift `.r:host` rule, for this
+    /// Referer only.
+    pub(crate) fn vary_public_answer(
+        request: &S3Request,
+        bucket: &BucketInfo,
+        response: &mut crate::wire::Response,
+    ) {
+        if request.credential.is_none() {
+            public::vary_by_referrer(bucket, response.headers_mut());
+        }
+    }
+
     /// The bucket, if the caller owns it or its settings make the
     /// request's object (`listing`: its listing) public.
     pub(crate) async fn readable_bucket(

@@ -71,10 +71,7 @@ impl S3Door {
     pub(crate) async fn list_objects(&self, request: &S3Request) -> S3Result<Response> {
         let bucket = self.readable_bucket(request, true).await?;
         let mut response = self.list_readable(request, &bucket).await?;
-        if request.credential.is_none() {
-            // Allowed by a Swift `.r:host` rule, it was for this Referer.
-            crate::public::vary_by_referrer(&bucket, response.headers_mut());
-        }
+        Self::vary_public_answer(request, &bucket, &mut response);
         Ok(response)
     }
 

@@ -225,10 +225,7 @@ impl S3Door {
     pub(crate) async fn get_object(&self, request: &S3Request, head: bool) -> S3Result<Response> {
         let bucket = self.readable_bucket(request, false).await?;
         let mut response = self.read_object(request, head, &bucket).await?;
-        if request.credential.is_none() {
-            // Allowed by a Swift `.r:host` rule, it was for this Referer.
-            crate::public::vary_by_referrer(&bucket, response.headers_mut());
-        }
+        Self::vary_public_answer(request, &bucket, &mut response);
         Ok(response)
     }
 

@@ -372,16 +372,13 @@ impl RingPool {
         refused
     }
 
-    /// The ring's nodes that took the claim ([`Inner::claimed`]).
-    fn claimed_nodes(&self) -> Vec<String> {
+    /// The ring's nodes that took the claim ([`Inner::claimed`]), and
+    /// those that have not.
+    fn claimed_nodes(&self) -> (Vec<String>, Vec<String>) {
         let claimed = lock(&self.inner.claimed);
-        let (taken, not_yet): (Vec<_>, Vec<_>) = nodes_of(&self.ring())
+        nodes_of(&self.ring())
             .into_iter()
-            .partition(|node| claimed.contains(node));
-        for node in not_yet {
-            tracing::info!(%node, "orphan sweep skips a node that has not taken the claim");
-        }
-        taken
+            .partition(|node| claimed.contains(node))
     }
 
     /// Passes over `node` until it answers a probe again; `down` when a
@@ -843,7 +840,7 @@ impl Pool for RingPool {
     /// The extents of the nodes that took the claim ([`Inner::claimed`]).
     async fn list_extents(&self, filter: &ExtentFilter) -> Result<Vec<ExtentId>> {
         let mut found = HashSet::new();
-        for node in self.claimed_nodes() {
+        for node in self.claimed_nodes().0 {
             match self.inner.client.list_extents(&node, filter).await {
                 // Filtered here too: a node of an earlier version lists
                 // every first byte, or every tag.
@@ -862,7 +859,12 @@ impl Pool for RingPool {
     /// had better take the pool in one span, as that version's did.
     async fn count_extents(&self, filter: &ExtentFilter) -> Result<LeadCounts> {
         let mut summed = [0u64; 256];
-        for node in self.claimed_nodes() {
+        // Said once a sweep: it counts once, then lists a span at a time.
+        let (claimed, not_yet) = self.claimed_nodes();
+        for node in not_yet {
+            tracing::info!(%node, "orphan sweep skips a node that has not taken the claim");
+        }
+        for node in claimed {
             match self.inner.client.count_extents(&node, filter).await {
                 Ok(counts) => {
                     for (sum, count) in summed.iter_mut().zip(counts) {

@@ -14,27 +14,30 @@ use strata_store::{
     ObjectMeta, PutConditions, StageOptions, Store, StoreConfig, StoreError, group_tags, grouped,
 };
 
-fn open(dir: &std::path::Path) -> Store {
-    let pool = LocalPool::open(LocalPoolConfig {
+/// The pool of the store in `dir`.
+fn pool_in(dir: &std::path::Path) -> Arc<LocalPool> {
+    let config = LocalPoolConfig {
         dir: dir.join("pool"),
-    })
-    .unwrap();
+    };
+    Arc::new(LocalPool::open(config).unwrap())
+}
+
+/// The store in `dir`, with parts as small as tests make them.
+fn config_in(dir: &std::path::Path) -> StoreConfig {
     let mut config = StoreConfig::new(dir.join("meta"));
     config.min_part_size = 8;
-    Store::open(config, Arc::new(pool)).unwrap()
+    config
+}
+
+fn open(dir: &std::path::Path) -> Store {
+    Store::open(config_in(dir), pool_in(dir)).unwrap()
 }
 
 /// Opens again once background work of the dropped instance has let go of the
 /// database lock.
 async fn reopen(dir: &std::path::Path) -> Store {
     for _ in 0..100 {
-        let pool = LocalPool::open(LocalPoolConfig {
-            dir: dir.join("pool"),
-        })
-        .unwrap();
-        let mut config = StoreConfig::new(dir.join("meta"));
-        config.min_part_size = 8;
-        if let Ok(store) = Store::open(config, Arc::new(pool)) {
+        if let Ok(store) = Store::open(config_in(dir), pool_in(dir)) {
             return store;
         }
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
@@ -204,14 +207,8 @@ async fn uploads_list_by_marker_and_roll_up_by_delimiter() {
 #[tokio::test]
 async fn a_sweep_in_spans_deletes_every_orphan_and_keeps_every_reference() {
     let dir = tempfile::tempdir().unwrap();
-    let pool = Arc::new(
-        LocalPool::open(LocalPoolConfig {
-            dir: dir.path().join("pool"),
-        })
-        .unwrap(),
-    );
-    let mut config = StoreConfig::new(dir.path().join("meta"));
-    config.min_part_size = 8;
+    let pool = pool_in(dir.path());
+    let mut config = config_in(dir.path());
     config.orphan_sweep_batch = 3;
     let store = Store::open(config, pool.clone()).unwrap();
     store.create_bucket("a", "b", "r").await.unwrap();
@@ -278,12 +275,7 @@ async fn a_sweep_in_spans_deletes_every_orphan_and_keeps_every_reference() {
 #[tokio::test]
 async fn a_cancelled_staging_deletes_the_extent_it_was_writing() {
     let dir = tempfile::tempdir().unwrap();
-    let pool = Arc::new(
-        LocalPool::open(LocalPoolConfig {
-            dir: dir.path().join("pool"),
-        })
-        .unwrap(),
-    );
+    let pool = pool_in(dir.path());
     let store = Store::open(StoreConfig::new(dir.path().join("meta")), pool.clone()).unwrap();
     // A whole extent, then a body that never goes on.
     let first = Bytes::from(vec![7u8; strata_pool::MAX_EXTENT_LEN]);

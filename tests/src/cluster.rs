@@ -423,10 +423,7 @@ impl Cluster {
         // front on a member's port would hand that member the others'
         // messages for another (openraft's core panics at answers from
         // the wrong member).
-        let reserved = (0..n).map(|_| reserve_port()).collect::<Result<Vec<_>>>()?;
-        let addresses = (reserved.iter())
-            .map(|listener| Ok(listener.local_addr()?.to_string()))
-            .collect::<Result<Vec<_>>>()?;
+        let (reserved, addresses) = reserve_ports(n)?;
         let fronts = addresses
             .iter()
             .enumerate()
@@ -651,10 +648,17 @@ fn free_address() -> Result<String> {
 
 /// `n` loopback addresses nobody listens on now, all different.
 fn free_addresses(n: usize) -> Result<Vec<String>> {
+    Ok(reserve_ports(n)?.1)
+}
+
+/// `n` ports held ([`reserve_port`]) and their addresses: none repeats
+/// while the listeners live.
+fn reserve_ports(n: usize) -> Result<(Vec<TcpListener>, Vec<String>)> {
     let reserved = (0..n).map(|_| reserve_port()).collect::<Result<Vec<_>>>()?;
-    (reserved.iter())
+    let addresses = (reserved.iter())
         .map(|listener| Ok(listener.local_addr()?.to_string()))
-        .collect()
+        .collect::<Result<Vec<_>>>()?;
+    Ok((reserved, addresses))
 }
 
 /// A loopback listener on a port below the kernel's ephemeral range. The

@@ -114,8 +114,8 @@ fn hotlink_protected_answers_vary_by_referer() -> Result<()> {
         listing.status == 200 && varies_by(&listing, "Referer") && varies_by(&listing, "Accept"),
         "{listing}"
     );
-    // The same rule read through the S3 door: the object (from the store,
-    // then from the cache) and the listing.
+    // The same rule read through the S3 door: the object (twice, both from
+    // the copy the Swift reads cached) and the listing.
     for path in [
         format!("/{container}/logo.gif"),
         format!("/{container}/logo.gif"),

@@ -238,6 +238,10 @@ const CATCH_UP_WAIT: Duration = Duration::from_secs(120);
 /// after this rather than hang.
 const QUORUM_WAIT: Duration = Duration::from_secs(5);
 
+/// How soon [`MetaService::caught_up`] asks again when its member names a
+/// leader that is not a member.
+const LEADER_RECHECK: Duration = Duration::from_millis(100);
+
 /// How often the leader puts the expiry of due objects and the trimming of
 /// the change feed in the log.
 const MAINTENANCE_INTERVAL: Duration = Duration::from_secs(5);
@@ -727,8 +731,32 @@ impl MetaService {
     /// `stage`.
     async fn catch_up(&self, stage: &parking_lot::Mutex<&'static str>) -> Result<(), String> {
         self.root_split(None).await?;
-        *stage.lock() = "confirming the leader";
-        let read_point = match self.confirmed_read_point().await {
+        let read_point = loop {
+            *stage.lock() = "confirming the leader";
+            match self.confirmed_read_point().await {
+                // No leader known (a confirmation round answers nothing
+                // else): an election is under way, or this member was cut
+                // off and stood for one. It waits for a leader, within the
+                // caller's bound, rather than put the caller's work off.
+                Err(Routed::NotLeader(None)) => {
+                    *stage.lock() = "waiting for a leader";
+                    self.stir_follower();
+                    let mut metrics = self.raft.metrics();
+                    if metrics.borrow().current_leader.is_some() {
+                        // Named but not a member (a leader that removed
+                        // itself names itself a while): asked again soon.
+                        tokio::time::sleep(LEADER_RECHECK).await;
+                        continue;
+                    }
+                    let known = metrics.wait_for(|metrics| metrics.current_leader.is_some());
+                    known
+                        .await
+                        .map_err(|_| format!("the {} stopped", self.group))?;
+                }
+                outcome => break outcome,
+            }
+        };
+        let read_point = match read_point {
             Ok(read_point) => read_point,
             Err(Routed::NotLeader(Some(leader))) => {
                 *stage.lock() = "asking the leader for its read point";
@@ -747,8 +775,9 @@ impl MetaService {
                 read_point
             }
             Err(Routed::Unavailable(why)) => return Err(format!("the {}: {why}", self.group)),
-            // No leader known (a confirmation round answers nothing else).
-            Err(_) => return Err(format!("the {} has no leader here", self.group)),
+            Err(Routed::NotLeader(None) | Routed::Answer(_)) => {
+                return Err(format!("the {} has no leader here", self.group));
+            }
         };
         *stage.lock() = "applying up to the leader's read point";
         // A leader applied its own before it answered.

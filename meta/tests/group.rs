@@ -1749,6 +1749,30 @@ async fn a_follower_is_caught_up_once_it_applied_the_leaders_read_point() {
         .await
         .expect("the leader is caught up");
 
+    // Cut off past its election timeout, the follower stands for election
+    // and forgets its leader: asked then, it waits for the group's next
+    // leader instead of giving up at once.
+    let leader = follower.status().leader;
+    group.transport.probes_only.write().insert(address.clone());
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while follower.status().leader == leader {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "a cut-off follower kept its leader"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let transport = group.transport.clone();
+    let reconnect = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        transport.probes_only.write().remove(&address);
+    });
+    follower
+        .caught_up(Duration::from_secs(10))
+        .await
+        .expect("a follower without a leader waits for one");
+    reconnect.await.expect("reconnected");
+
     // A member shut down did not stop on its own: its status says nothing.
     follower.shutdown().await;
     assert_eq!(follower.status().stopped, None);

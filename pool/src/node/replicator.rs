@@ -112,7 +112,13 @@ async fn pass(node: &Arc<Node>, ring: &Arc<Ring>) {
                 node.learn_name(&peer, false);
                 if answer.ring_version > Some(ring.version()) {
                     learn_ring(node, &peer).await;
-                    newer_ring = true;
+                    // Only a ring this node took changes placement under the
+                    // pass: one it refused (another part power, a format it
+                    // cannot read, a full disk) would otherwise stop every
+                    // pass for good while that peer answers.
+                    newer_ring |= node
+                        .current_ring()
+                        .is_some_and(|current| current.version() > ring.version());
                 }
                 digests.insert(peer, answer);
             }
@@ -347,7 +353,7 @@ async fn replicate_partition(
         });
     }
     if !primary_here && let Some(confirmed) = confirmed_everywhere {
-        drop_handoff(node, &mine, &confirmed).await;
+        drop_handoff(node, ring, &mine, &confirmed).await;
     }
     outcome
 }
@@ -473,14 +479,32 @@ async fn sync_partition(
 }
 
 /// Drops the handoff copies every primary confirmed holding.
-async fn drop_handoff(node: &Arc<Node>, mine: &PartitionListing, confirmed: &HashSet<ExtentId>) {
+async fn drop_handoff(
+    node: &Arc<Node>,
+    ring: &Ring,
+    mine: &PartitionListing,
+    confirmed: &HashSet<ExtentId>,
+) {
+    // A ring installed while the pass ran may make this node a primary of
+    // the partition, and a former primary, now a handoff on the new ring,
+    // may drop its copy on this one's word: the pass stops dropping.
+    let ring_unchanged = || {
+        node.current_ring()
+            .is_some_and(|current| current.version() == ring.version())
+    };
     for id in mine.live.iter().filter(|id| confirmed.contains(id)) {
+        if !ring_unchanged() {
+            return;
+        }
         if node.pool.delete_extent(*id).await.is_ok() {
             lock(&node.index).forget_live(*id);
             lock(&node.status).handoff_extents_moved += 1;
         }
     }
     for (id, _) in mine.deleted.iter().filter(|(id, _)| confirmed.contains(id)) {
+        if !ring_unchanged() {
+            return;
+        }
         node.reclaim(*id);
     }
 }

@@ -707,6 +707,90 @@ fn a_node_back_with_an_old_copy() -> Result<()> {
     Ok(())
 }
 
+/// A peer holding a newer ring that a node cannot take (another part
+/// power: an operator's mistake, or a format of a later build) does not
+/// stop the node's replicator: it goes on restoring the peer's copies by
+/// its own ring.
+#[test]
+fn a_ring_a_node_refuses_does_not_stop_its_replicator() -> Result<()> {
+    let mut cluster = Cluster::start(2, 2, 2)?;
+    let server = cluster.gateway()?;
+    let bucket = unique_bucket("refused-ring");
+    server.aws_ok(&["s3api", "create-bucket", "--bucket", &bucket])?;
+    for index in 0..8 {
+        let path = format!("/{bucket}/object-{index}");
+        let body = random_bytes(40_000 + index);
+        server
+            .http("PUT", &path, Signing::Root, Some(&body), &[])?
+            .expect_status(200)?;
+    }
+    let copies = node_extent_files(cluster.nodes[0].data_dir())?.len();
+    ensure!(copies >= 8, "node 0 holds {copies} extents");
+
+    // A ring of the same cluster and nodes, of another part power and a
+    // later version: node 1 is started on it, with an empty disk.
+    let foreign = tempfile::tempdir()?;
+    let other = foreign.path().join("other.builder");
+    let other = utf8(&other)?;
+    let create = [
+        "ring",
+        "create",
+        other,
+        "--part-power",
+        "3",
+        "--replicas",
+        "2",
+    ];
+    cluster.strata_ok(&[&create[..], &["--cluster-id", "e2e"]].concat())?;
+    for (zone, node) in (1..).zip(&cluster.nodes) {
+        let zone = zone.to_string();
+        cluster.strata_ok(&[
+            "ring",
+            "add",
+            other,
+            "--node",
+            &node.address,
+            "--zone",
+            &zone,
+            "--weight",
+            "1",
+        ])?;
+    }
+    for weight in ["2", "3", "4", "5"] {
+        cluster.strata_ok(&["ring", "set-weight", other, "0", weight])?;
+    }
+    cluster.strata_ok(&["ring", "rebalance", other])?;
+    let data = cluster.nodes[1].data_dir().to_path_buf();
+    cluster.nodes[1].kill9()?;
+    fs::remove_dir_all(data.join("pool"))?;
+    fs::remove_file(data.join("ring"))?;
+    cluster.nodes[1].set_option("--ring", &format!("{other}.ring"));
+    cluster.nodes[1].restart()?;
+
+    // Node 0 refuses that ring, and still sends node 1 every copy it lacks.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let restored = node_extent_files(&data).map_or(0, |files| files.len());
+        if restored == copies {
+            break;
+        }
+        ensure!(
+            Instant::now() < deadline,
+            "node 1 got {restored} of {copies} copies back; node 0's log:\n{}",
+            cluster.nodes[0].log_tail(20)
+        );
+        thread::sleep(Duration::from_millis(250));
+    }
+    ensure!(
+        cluster.nodes[0]
+            .log_tail(200)
+            .contains("refused a peer's ring"),
+        "node 0 took the other ring:\n{}",
+        cluster.nodes[0].log_tail(20)
+    );
+    Ok(())
+}
+
 /// Extents that no record names, left by a gateway killed in the middle of
 /// an upload, are deleted by the metadata service once older than
 /// `orphan_age_secs`; committed extents are not, though the sweep takes

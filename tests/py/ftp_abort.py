@@ -19,7 +19,7 @@ import ftplib
 import io
 import socket
 
-from strata_env import ftp_script_session
+from strata_env import ftp_read, ftp_script_session
 
 ORIGINAL = b"the file as it was before the cancelled uploads\n" * 64
 
@@ -47,12 +47,6 @@ def bsd_ftp_abort(ftp):
     return ftp.getmultiline()
 
 
-def content(ftp, path):
-    got = io.BytesIO()
-    ftp.retrbinary(f"RETR {path}", got.write)
-    return got.getvalue()
-
-
 def main():
     ftp, container = ftp_script_session()
     path = f"/{container}/kept.txt"
@@ -63,7 +57,7 @@ def main():
         assert first.startswith("426"), f"{send_abor.__name__}: STOR got {first!r}"
         assert second.startswith("226"), f"{send_abor.__name__}: ABOR got {second!r}"
         assert ftp.voidcmd("NOOP").startswith("200")
-        got = content(ftp, path)
+        got = ftp_read(ftp, path)
         assert got == ORIGINAL, f"{send_abor.__name__}: the file became {got[:60]!r}… ({len(got)} bytes)"
 
     # A cancelled upload of a new name leaves no file behind.
@@ -87,7 +81,7 @@ def main():
     data.close()
     replies = sorted([ftp.getmultiline()[:3], ftp.getmultiline()[:3]])
     assert replies == ["226", "250"], f"STOR and CWD: {replies}"
-    assert content(ftp, f"/{container}/during.txt") == b"written while CWD waits\n"
+    assert ftp_read(ftp, f"/{container}/during.txt") == b"written while CWD waits\n"
 
     # STOR of a relative name, then CWD before the data connection comes:
     # the file goes where the STOR was sent.
@@ -102,14 +96,14 @@ def main():
     with socket.create_connection((host, port), timeout=20) as data:
         data.sendall(b"sent in a")
     assert ftp.getmultiline().startswith("226")
-    assert content(ftp, f"/{container}/a/relative.txt") == b"sent in a"
+    assert ftp_read(ftp, f"/{container}/a/relative.txt") == b"sent in a"
     assert "relative.txt" not in ftp.nlst(f"/{container}/b")
 
     # ABOR with no transfer running is answered 226 and changes nothing.
     assert ftp.sendcmd("ABOR").startswith("226")
     assert "unconnected.txt" not in ftp.nlst(f"/{container}")
     ftp.storbinary(f"STOR {path}", io.BytesIO(b"replaced on purpose"))
-    assert content(ftp, path) == b"replaced on purpose"
+    assert ftp_read(ftp, path) == b"replaced on purpose"
     ftp.quit()
     print("ok")
 

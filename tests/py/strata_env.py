@@ -10,6 +10,7 @@ so no local profile changes what boto3 sends.
 import base64
 import ftplib
 import hashlib
+import io
 import os
 import random
 import sys
@@ -86,6 +87,13 @@ def ftp_script_session():
     ftp = ftp_connect(url, login, password)
     ftp.voidcmd("TYPE I")
     return ftp, container
+
+
+def ftp_read(ftp, path):
+    """The bytes RETR of `path` gives."""
+    got = io.BytesIO()
+    ftp.retrbinary(f"RETR {path}", got.write)
+    return got.getvalue()
 
 
 def check(condition, message):

@@ -350,13 +350,13 @@ impl Directory {
         }
     }
 
-    /// The principal the user `account:user` acts as, if it exists.
-    pub fn principal(&self, account: &str, user: &str) -> Option<Principal> {
-        self.view
-            .read()
-            .users
-            .get(&user_id(account, user))?
-            .principal()
+    /// The principal the user `account:user` acts as, if it exists, and
+    /// the user's token generation: a session that outlives its login
+    /// (FTP) holds both, and ends when either changed.
+    pub fn principal(&self, account: &str, user: &str) -> Option<(Principal, u32)> {
+        let view = self.view.read();
+        let record = view.users.get(&user_id(account, user))?;
+        Some((record.principal()?, record.token_generation))
     }
 
     /// The accounts that have a user called `user`: a login name without an

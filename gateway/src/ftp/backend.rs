@@ -24,6 +24,7 @@ use unftp_core::storage::{self, ErrorKind, FEATURE_RESTART, Fileinfo, Metadata, 
 
 use super::login::FtpUser;
 use super::path::FtpPath;
+use crate::directory::Directory;
 use crate::large_object;
 use crate::public::ATTR_SWIFT_WRITE;
 use crate::swift::container_acl;
@@ -39,6 +40,9 @@ const LIST_PAGE: usize = 1000;
 #[derive(Clone)]
 pub struct StoreFileSystem {
     pub store: Store,
+    /// Where each call checks that its session's user is still who logged
+    /// in.
+    pub directory: Directory,
     /// Region new containers are created in.
     pub region: String,
     /// Largest file a STOR may write.
@@ -193,6 +197,28 @@ fn may_write_in(user: &FtpUser, bucket: &BucketInfo) -> bool {
 }
 
 impl StoreFileSystem {
+    /// Refuses every call of a session whose user was deleted, had its keys
+    /// revoked (a new token generation) or its role changed since it
+    /// logged in: an FTP session lasts as long as its client keeps it
+    /// busy, and must not outlive what ends the user's Swift tokens.
+    fn check_session(&self, user: &FtpUser) -> FtpResult<()> {
+        let principal = &user.principal;
+        match self
+            .directory
+            .principal(&principal.account, &principal.user)
+        {
+            Some((now, generation))
+                if generation == user.generation && now.role == principal.role =>
+            {
+                Ok(())
+            }
+            _ => {
+                tracing::info!(user = %user, "ftp session of a revoked or changed user refused");
+                Err(refused(ErrorKind::PermissionDenied))
+            }
+        }
+    }
+
     /// The container `name` if `user` may read it; one they may not is
     /// reported as missing, never shown.
     async fn readable_container(&self, user: &FtpUser, name: &str) -> FtpResult<BucketInfo> {
@@ -338,10 +364,12 @@ impl StoreFileSystem {
         }
         for key in keys {
             let moved = format!("{}{}", to.1, &key[from.1.len()..]);
-            self.store
-                .rename_object(from.0, &key, to.0, &moved)
-                .await
-                .map_err(ftp_error)?;
+            match self.store.rename_object(from.0, &key, to.0, &moved).await {
+                // Deleted since it was listed (by another client, or its
+                // expiry): nothing to move, and the rest still must be.
+                Ok(_) | Err(StoreError::NoSuchKey) => {}
+                Err(err) => return Err(ftp_error(err)),
+            }
         }
         Ok(())
     }
@@ -350,11 +378,11 @@ impl StoreFileSystem {
     /// ended well; a body that fails leaves nothing. Returns the size.
     async fn commit(
         &self,
-        account: &str,
         container: &str,
         key: &str,
         body: impl futures::Stream<Item = io::Result<Bytes>>,
         content_type: String,
+        conditions: PutConditions,
     ) -> FtpResult<u64> {
         let options = StageOptions {
             max_size: self.max_object_size,
@@ -372,14 +400,7 @@ impl StoreFileSystem {
             ..Default::default()
         };
         self.store
-            .put_object(
-                container,
-                key,
-                staged,
-                meta,
-                None,
-                PutConditions::owned_by(account),
-            )
+            .put_object(container, key, staged, meta, None, conditions)
             .await
             .map_err(ftp_error)?;
         Ok(size)
@@ -391,6 +412,16 @@ impl StoreFileSystem {
             Ok(info) => Ok(Some(info)),
             Err(StoreError::NoSuchKey) => Ok(None),
             Err(err) => Err(ftp_error(err)),
+        }
+    }
+
+    /// Refuses (550) to make `key` a file where it names a folder: the
+    /// object would hide the folder (CWD refused, two entries of one name
+    /// listed), where a POSIX server's rename(2) or open(2) says EISDIR.
+    async fn refuse_folder(&self, container: &str, key: &str) -> FtpResult<()> {
+        match self.directory_time(container, &format!("{key}/")).await? {
+            Some(_) => Err(refused(ErrorKind::PermanentFileNotAvailable)),
+            None => Ok(()),
         }
     }
 
@@ -519,6 +550,7 @@ impl StorageBackend<FtpUser> for StoreFileSystem {
         user: &FtpUser,
         path: P,
     ) -> FtpResult<EntryMeta> {
+        self.check_session(user)?;
         self.entry_meta(user, &parse(path.as_ref())?).await
     }
 
@@ -527,6 +559,7 @@ impl StorageBackend<FtpUser> for StoreFileSystem {
         user: &FtpUser,
         path: P,
     ) -> FtpResult<Vec<Fileinfo<PathBuf, EntryMeta>>> {
+        self.check_session(user)?;
         let path = path.as_ref();
         let parsed = parse(path)?;
         let entries = match &parsed {
@@ -566,6 +599,7 @@ impl StorageBackend<FtpUser> for StoreFileSystem {
         path: P,
         start_pos: u64,
     ) -> FtpResult<Box<dyn AsyncRead + Send + Sync + Unpin>> {
+        self.check_session(user)?;
         let (container, key) = Self::file_path(path.as_ref())?;
         let bucket = self.readable_container(user, &container).await?;
         let file = self
@@ -582,24 +616,37 @@ impl StorageBackend<FtpUser> for StoreFileSystem {
         P: AsRef<Path> + Send + fmt::Debug,
         R: AsyncRead + Send + Sync + Unpin + 'static,
     {
+        self.check_session(user)?;
         let (container, key) = Self::file_path(path.as_ref())?;
         let account = self.may_write(user, &container).await?;
+        self.refuse_folder(&container, &key).await?;
         // A resumed upload (REST + STOR) or APPE keeps the first `start_pos`
         // bytes of the current file (a large object's assembled bytes, as
         // RETR shows them) and appends the transfer to them; the result
-        // replaces the object only once the transfer has ended well.
+        // replaces the object only once the transfer has ended well, and
+        // only if it is still the version whose bytes were kept: two
+        // appends at once would otherwise each drop the other's.
+        let mut conditions = PutConditions::owned_by(&account);
         let kept: strata_store::ObjectReader = if start_pos == 0 {
             Box::pin(futures::stream::empty())
         } else {
-            self.file_content(user, &account, &container, &key)
-                .await?
-                .read(&self.store, 0..start_pos)?
+            let content = self.file_content(user, &account, &container, &key).await?;
+            conditions.if_match = Some(vec![content.info.etag.clone()]);
+            content.read(&self.store, 0..start_pos)?
         };
         let kept = kept.map_err(io::Error::other);
         let body = kept.chain(ReaderStream::new(input));
         let size = self
-            .commit(&account, &container, &key, body, content_type_for(&key))
-            .await?;
+            .commit(&container, &key, body, content_type_for(&key), conditions)
+            .await
+            .map_err(|err| match err.kind() {
+                // The file changed during the transfer: the client may
+                // send it again (450).
+                ErrorKind::PermanentFileNotAvailable if start_pos > 0 => {
+                    refused(ErrorKind::TransientFileNotAvailable)
+                }
+                _ => err,
+            })?;
         Ok(size.saturating_sub(start_pos))
     }
 
@@ -608,6 +655,7 @@ impl StorageBackend<FtpUser> for StoreFileSystem {
         user: &FtpUser,
         path: P,
     ) -> FtpResult<()> {
+        self.check_session(user)?;
         let (container, key) = Self::file_path(path.as_ref())?;
         self.may_write(user, &container).await?;
         match self.store.delete_object(&container, &key).await {
@@ -622,6 +670,7 @@ impl StorageBackend<FtpUser> for StoreFileSystem {
         user: &FtpUser,
         path: P,
     ) -> FtpResult<()> {
+        self.check_session(user)?;
         let parsed = parse(path.as_ref())?;
         match &parsed {
             FtpPath::Root => Err(refused(ErrorKind::PermanentFileNotAvailable)),
@@ -645,11 +694,11 @@ impl StorageBackend<FtpUser> for StoreFileSystem {
                 }
                 let empty = futures::stream::empty::<io::Result<Bytes>>();
                 self.commit(
-                    &account,
                     container,
                     &prefix,
                     empty,
                     DIRECTORY_MARKER_TYPE.to_owned(),
+                    PutConditions::owned_by(&account),
                 )
                 .await?;
                 Ok(())
@@ -663,6 +712,7 @@ impl StorageBackend<FtpUser> for StoreFileSystem {
         from: P,
         to: P,
     ) -> FtpResult<()> {
+        self.check_session(user)?;
         let (from_container, from_key) = Self::file_path(from.as_ref())?;
         let (to_container, to_key) = Self::file_path(to.as_ref())?;
         // A rename reads the source (a copy) and writes both places.
@@ -670,6 +720,7 @@ impl StorageBackend<FtpUser> for StoreFileSystem {
         self.may_write(user, &from_container).await?;
         self.may_write(user, &to_container).await?;
         if self.object(&from_container, &from_key).await?.is_some() {
+            self.refuse_folder(&to_container, &to_key).await?;
             return self
                 .store
                 .rename_object(&from_container, &from_key, &to_container, &to_key)
@@ -685,6 +736,10 @@ impl StorageBackend<FtpUser> for StoreFileSystem {
         {
             return Err(refused(ErrorKind::PermanentFileNotAvailable));
         }
+        // A folder moved under a file's name would be out of reach.
+        if self.object(&to_container, &to_key).await?.is_some() {
+            return Err(refused(ErrorKind::PermanentFileNotAvailable));
+        }
         self.rename_directory(
             (&from_container, &from_prefix),
             (&to_container, &format!("{to_key}/")),
@@ -697,6 +752,7 @@ impl StorageBackend<FtpUser> for StoreFileSystem {
         user: &FtpUser,
         path: P,
     ) -> FtpResult<()> {
+        self.check_session(user)?;
         let parsed = parse(path.as_ref())?;
         match &parsed {
             FtpPath::Root => Err(refused(ErrorKind::PermissionDenied)),
@@ -735,6 +791,7 @@ impl StorageBackend<FtpUser> for StoreFileSystem {
         user: &FtpUser,
         path: P,
     ) -> FtpResult<()> {
+        self.check_session(user)?;
         match self.entry_meta(user, &parse(path.as_ref())?).await {
             Ok(meta) if meta.is_dir => Ok(()),
             Ok(_) | Err(_) => Err(refused(ErrorKind::PermanentDirectoryNotAvailable)),

@@ -17,10 +17,13 @@ use crate::directory::{Directory, Refusal};
 /// per-address limit (libunftp's failed-logins policy) blocks the client.
 const REFUSAL_DELAY: Duration = Duration::from_millis(750);
 
-/// The user an FTP session acts as.
+/// The user an FTP session acts as, as at its login.
 #[derive(Debug, Clone)]
 pub struct FtpUser {
     pub principal: Principal,
+    /// The user's token generation at login: bumped (keys revoked), the
+    /// session ends, as the user's Swift tokens do.
+    pub generation: u32,
 }
 
 impl fmt::Display for FtpUser {
@@ -105,13 +108,16 @@ impl UserDetailProvider for FtpLogin {
     type User = FtpUser;
 
     async fn provide_user_detail(&self, login: &FtpPrincipal) -> Result<FtpUser, UserDetailError> {
-        let principal = login
+        let (principal, generation) = login
             .username
             .split_once(':')
             .and_then(|(account, user)| self.directory.principal(account, user))
             .ok_or_else(|| UserDetailError::UserNotFound {
                 username: login.username.clone(),
             })?;
-        Ok(FtpUser { principal })
+        Ok(FtpUser {
+            principal,
+            generation,
+        })
     }
 }

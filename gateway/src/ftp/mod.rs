@@ -141,9 +141,12 @@ pub async fn start(
         return Ok(None);
     };
     let addr = pick_port(listen.parse()?)?;
-    let login = Arc::new(FtpLogin { directory });
+    let login = Arc::new(FtpLogin {
+        directory: directory.clone(),
+    });
     let file_system = StoreFileSystem {
         store,
+        directory,
         region,
         max_object_size,
         max_list_entries: config.max_list_entries,

@@ -3,11 +3,13 @@
 //! explicit FTPS with a certificate of a test CA (`Certificates`).
 
 use std::fs;
+use std::io::{BufRead, BufReader, Read};
 use std::path::Path;
+use std::process::Stdio;
 
 use anyhow::{Context, Result, ensure};
 use strata_tests::{
-    Certificates, ROOT_SECRET_KEY, Server, Signing, SwiftUser, openssl, random_bytes,
+    Certificates, KillOnDrop, ROOT_SECRET_KEY, Server, Signing, SwiftUser, openssl, random_bytes,
     unique_bucket, url_encode, utf8,
 };
 
@@ -533,6 +535,67 @@ fn ftp_script_passes(script: &str, prefix: &str, absent: &[&str]) -> Result<()> 
             )?
             .expect_status(404)?;
     }
+    server.assert_healthy()
+}
+
+/// A file never takes a folder's name by STOR or RNTO, nor a folder a
+/// file's; of two APPEs to one file at once, the second to end is refused
+/// (450) instead of dropping the first's bytes.
+#[test]
+fn ftp_refuses_name_clashes_and_a_lost_append() -> Result<()> {
+    ftp_script_passes("ftp_clashes.py", "ftpclash", &["docs"])
+}
+
+/// An FTP session lasts as long as its client keeps it busy: revoking the
+/// user's tokens ends it too, at its next command, as it ends the user's
+/// Swift tokens.
+#[test]
+fn an_ftp_session_ends_when_its_users_tokens_are_revoked() -> Result<()> {
+    let mut server = Server::start()?;
+    let editor = server.create_user("ftprevoke", "editor", "admin")?;
+    let container = unique_bucket("ftprevoke");
+    let work = server.work_dir("revoke")?;
+    let go_file = work.join("go");
+    let mut command = server.python_command(
+        "ftp_revoked.py",
+        &[
+            server.ftp_endpoint(),
+            &editor.login(),
+            &editor.key,
+            &container,
+            utf8(&go_file)?,
+        ],
+    );
+    command.stdout(Stdio::piped()).stderr(Stdio::piped());
+    let mut session = KillOnDrop(command.spawn().context("spawning the FTP session")?);
+    let stdout = session.0.stdout.take().context("the session's output")?;
+    let mut lines = BufReader::new(stdout).lines();
+    let first = lines.next().transpose()?.unwrap_or_default();
+    ensure!(first == "ready", "the session did not start: {first:?}");
+
+    server.strata_ok(&["user", "revoke", "ftprevoke", "editor"])?;
+    fs::write(&go_file, b"")?;
+    let rest: Vec<String> = lines.collect::<Result<_, _>>()?;
+    let mut stderr = String::new();
+    if let Some(mut err) = session.0.stderr.take() {
+        err.read_to_string(&mut stderr)?;
+    }
+    let status = session.0.wait()?;
+    ensure!(
+        status.success() && rest.iter().any(|line| line == "ok"),
+        "the revoked session ({status}):\n{rest:?}\n{stderr}"
+    );
+    // The refused upload stored nothing (the user's key still works:
+    // revocation ends tokens and sessions, not the key).
+    server
+        .swift_as(
+            &editor,
+            "HEAD",
+            &format!("/v1/AUTH_ftprevoke/{container}/after.txt"),
+            None,
+            &[],
+        )?
+        .expect_status(404)?;
     server.assert_healthy()
 }
 

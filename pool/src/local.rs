@@ -47,6 +47,15 @@ impl LocalPool {
         }
         sync_dir(&extents_dir)?;
         sync_dir(&config.dir)?;
+        // The pool's own entry, which `create_dir_all` may just have made:
+        // lost in a crash, it would take every extent below with it.
+        if let Some(parent) = config
+            .dir
+            .parent()
+            .filter(|parent| !parent.as_os_str().is_empty())
+        {
+            sync_dir(parent)?;
+        }
         Ok(LocalPool {
             inner: Arc::new(Inner {
                 extents_dir,
@@ -294,7 +303,9 @@ fn extent_path(extents_dir: &Path, id: ExtentId) -> PathBuf {
     extents_dir.join(&hex[..2]).join(hex)
 }
 
-fn sync_dir(dir: &Path) -> io::Result<()> {
+/// Makes a directory's entries durable: what a rename or a creation in it
+/// needs before it is acknowledged.
+pub(crate) fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
 }
 

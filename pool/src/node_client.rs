@@ -240,6 +240,25 @@ impl NodeClient {
             detail,
             reached,
         };
+        // In plain text a PUT's signature covers its body too, by its
+        // digest in the signed query (the node's `body_as_signed`).
+        let bound;
+        let path_and_query = match method == Method::PUT && !self.http.is_tls() {
+            true => {
+                let separator = if path_and_query.contains('?') {
+                    '&'
+                } else {
+                    '?'
+                };
+                bound = format!(
+                    "{path_and_query}{separator}{}={}",
+                    wire::BODY_DIGEST_PARAM,
+                    wire::body_digest(&body)
+                );
+                bound.as_str()
+            }
+            false => path_and_query,
+        };
         let mut builder = Request::builder()
             .method(method.clone())
             .uri(format!("{}://{node}{path_and_query}", self.http.scheme()))
@@ -262,11 +281,28 @@ impl NodeClient {
                 .await
                 .map_err(|err| unavailable(format!("{err:?}"), !err.is_connect()))?;
             let status = response.status();
+            let crc = response.headers().get(wire::CRC_HEADER).map(|value| {
+                value
+                    .to_str()
+                    .ok()
+                    .and_then(|text| text.parse::<u32>().ok())
+            });
             let body = Limited::new(response.into_body(), limit)
                 .collect()
                 .await
                 .map_err(|err| unavailable(err.to_string(), true))?
                 .to_bytes();
+            // An extent's bytes come with their CRC32C (a node of an
+            // earlier version sends none): damage in transit is a failed
+            // read, never bytes served or copied by a repair.
+            if let Some(crc) = crc
+                && crc != Some(crc32c::crc32c(&body))
+            {
+                return Err(unavailable(
+                    "answer damaged in transit (CRC32C mismatch)".into(),
+                    true,
+                ));
+            }
             Ok((status, body))
         };
         match tokio::time::timeout(self.timeout, exchange).await {
@@ -493,5 +529,76 @@ impl NodeClient {
             StatusCode::NO_CONTENT | StatusCode::OK => Ok(()),
             _ => Err(Self::refused(node, status, &body)),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+    use super::*;
+
+    /// A node at a loopback address that answers one request with `answer`
+    /// (head and body, as sent on the wire).
+    async fn node_answering(answer: Vec<u8>) -> String {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let address = listener.local_addr().expect("address").to_string();
+        tokio::spawn(async move {
+            let (mut stream, _) = listener.accept().await.expect("accept");
+            let mut request = Vec::new();
+            let mut buffer = [0; 4096];
+            while !request.windows(4).any(|window| window == b"\r\n\r\n") {
+                match stream.read(&mut buffer).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(read) => request.extend_from_slice(&buffer[..read]),
+                }
+            }
+            let _ = stream.write_all(&answer).await;
+        });
+        address
+    }
+
+    fn extent_answer(body: &[u8], crc: u32) -> Vec<u8> {
+        let mut answer = format!(
+            "HTTP/1.1 200 OK\r\ncontent-length: {}\r\n{}: {crc}\r\n\r\n",
+            body.len(),
+            wire::CRC_HEADER
+        )
+        .into_bytes();
+        answer.extend_from_slice(body);
+        answer
+    }
+
+    /// An extent's bytes that do not match the CRC32C the node sent with
+    /// them are a failed read (the next copy is asked), never bytes served
+    /// or copied by a repair.
+    #[tokio::test]
+    async fn bytes_damaged_in_transit_are_a_failed_read() {
+        let secret = ClusterSecret::new("correct horse battery staple").expect("secret");
+        let client = NodeClient::new(secret, None, Duration::from_secs(5));
+        let id = ExtentId::from_hex(&"ab".repeat(16)).expect("id");
+        let sent = b"the extent's bytes";
+
+        let intact = node_answering(extent_answer(sent, crc32c::crc32c(sent))).await;
+        let read = client
+            .read_whole(&intact, id)
+            .await
+            .expect("an intact read");
+        assert_eq!(&read[..], sent);
+
+        let mut damaged = sent.to_vec();
+        damaged[3] ^= 0x20;
+        let node = node_answering(extent_answer(&damaged, crc32c::crc32c(sent))).await;
+        match client.read_whole(&node, id).await {
+            Err(NodeError::Unavailable { detail, .. }) => {
+                assert!(detail.contains("CRC32C"), "{detail}")
+            }
+            other => panic!("damaged bytes read as {other:?}"),
+        }
+        let node = node_answering(extent_answer(&damaged, crc32c::crc32c(sent))).await;
+        let ranged = client.read_extent(&node, id, 0, damaged.len() as u64).await;
+        assert!(ranged.is_err(), "a damaged range read as {ranged:?}");
     }
 }

@@ -20,8 +20,11 @@
 //! A request is signed as `x-strata-auth: UNIX_SECONDS:HEX(HMAC-SHA256(secret,
 //! METHOD "\n" PATH_AND_QUERY "\n" UNIX_SECONDS))`; nodes refuse a missing or
 //! wrong signature and one more than [`MAX_CLOCK_SKEW_SECS`] away from their
-//! clock. Bodies are not signed: extents carry their own checksums and the
-//! node verifies them before storing.
+//! clock. In plain text a PUT's query also names its body's SHA-256
+//! (`sha256=HEX`, [`BODY_DIGEST_PARAM`]), so a captured request cannot be
+//! sent again with another body; over TLS, where none can be captured, it
+//! does not. An extent also carries its CRC32C (`x-strata-crc32c`), which
+//! the node verifies before storing.
 
 use std::collections::BTreeMap;
 use std::time::{SystemTime, UNIX_EPOCH};

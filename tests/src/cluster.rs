@@ -286,23 +286,29 @@ impl Cluster {
         nonce: u64,
         attempt: u32,
     ) -> Result<(String, String)> {
-        use hmac::Mac as _;
-        let secret = fs::read_to_string(self.secret())?;
         let path = format!(
             "/internal/v1/meta?sha256={}&nonce={nonce:016x}&attempt={attempt}",
             crate::sha256_hex(body.as_bytes()),
         );
+        let signature = self.signature("POST", &path, over_tls)?;
+        Ok((path, signature))
+    }
+
+    /// The `x-strata-auth` header line that signs `method path_and_query`
+    /// with the cluster's secret, now, as members sign their requests.
+    pub fn signature(&self, method: &str, path_and_query: &str, over_tls: bool) -> Result<String> {
+        use hmac::Mac as _;
+        let secret = fs::read_to_string(self.secret())?;
         let time = unix_now();
         let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(secret.trim().as_bytes())?;
-        mac.update(format!("POST\n{path}\n{time}").as_bytes());
+        mac.update(format!("{method}\n{path_and_query}\n{time}").as_bytes());
         if over_tls {
             mac.update(b"\ntls");
         }
-        let signature = format!(
+        Ok(format!(
             "x-strata-auth: {time}:{}",
             hex::encode(mac.finalize().into_bytes())
-        );
-        Ok((path, signature))
+        ))
     }
 
     /// The CA and the certificate of a cluster that speaks TLS.

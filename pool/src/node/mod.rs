@@ -25,6 +25,7 @@ use tokio::net::TcpListener;
 
 use crate::idle_deadline::{IdleDeadline, RequestCount};
 use crate::listener::{Accepted, CappedListener};
+use crate::local::sync_dir;
 use crate::lock;
 use crate::node_client::NodeClient;
 use crate::tls::ClusterTls;
@@ -125,6 +126,8 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
     }
     let tombstones = config.data.join(TOMBSTONES);
     fs::create_dir_all(&tombstones)?;
+    // Its entry in the data directory is what keeps every tombstone.
+    sync_dir(&config.data)?;
     for (id, at) in read_tombstones(&tombstones)? {
         // A crash between a tombstone and the removal of its data.
         if let Some(State::Live { .. }) = index.get(id) {
@@ -297,10 +300,6 @@ fn read_tombstones(dir: &Path) -> io::Result<Vec<(ExtentId, u64)>> {
     Ok(found)
 }
 
-fn sync_dir(dir: &Path) -> io::Result<()> {
-    fs::File::open(dir)?.sync_all()
-}
-
 type NodeResponse = Response<Full<Bytes>>;
 
 fn reply(status: StatusCode, body: impl Into<Bytes>) -> NodeResponse {
@@ -411,7 +410,7 @@ impl Node {
         let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
         match (&method, segments.as_slice()) {
             (&Method::PUT, ["v1", "extents", id]) => match ExtentId::from_hex(id) {
-                Some(id) => self.put(id, request).await,
+                Some(id) => self.put(id, request, &path_and_query).await,
                 None => reply(StatusCode::BAD_REQUEST, "bad extent id\n"),
             },
             (&Method::GET, ["v1", "extents", id]) => match ExtentId::from_hex(id) {
@@ -452,6 +451,9 @@ impl Node {
                     Ok(body) => body,
                     Err(response) => return response,
                 };
+                if let Err(response) = self.body_as_signed(&path_and_query, &body) {
+                    return response;
+                }
                 let offered = Ring::from_bytes(&body)
                     .map_err(anyhow::Error::from)
                     .and_then(|ring| self.offer_ring(ring));
@@ -473,6 +475,9 @@ impl Node {
                     Ok(body) => body,
                     Err(response) => return response,
                 };
+                if let Err(response) = self.body_as_signed(&path_and_query, &body) {
+                    return response;
+                }
                 match self.claim(&body) {
                     Ok(Claim::Taken) => reply(StatusCode::NO_CONTENT, ""),
                     Ok(Claim::Another(owner)) => reply(
@@ -515,7 +520,24 @@ impl Node {
         Ok(Claim::Taken)
     }
 
-    async fn put(&self, id: ExtentId, request: NodeRequest) -> NodeResponse {
+    /// Whether a PUT's body is the one its sender signed. In plain text
+    /// the signed query names the body's SHA-256 (`wire::BODY_DIGEST_PARAM`):
+    /// otherwise a request captured on the network could be sent again,
+    /// within the signature's five minutes, with another body (an extent's
+    /// bytes with their CRC32C, a ring). Over TLS nobody can capture one,
+    /// and the digest is not asked for.
+    #[allow(clippy::result_large_err)]
+    fn body_as_signed(&self, path_and_query: &str, body: &[u8]) -> Result<(), NodeResponse> {
+        match self.serves_tls || wire::body_matches(path_and_query, body) {
+            true => Ok(()),
+            false => Err(reply(
+                StatusCode::UNAUTHORIZED,
+                "request body not signed with this cluster's secret\n",
+            )),
+        }
+    }
+
+    async fn put(&self, id: ExtentId, request: NodeRequest, path_and_query: &str) -> NodeResponse {
         let expected_crc = request
             .headers()
             .get(wire::CRC_HEADER)
@@ -525,6 +547,9 @@ impl Node {
             Ok(body) => body,
             Err(response) => return response,
         };
+        if let Err(response) = self.body_as_signed(path_and_query, &body) {
+            return response;
+        }
         if expected_crc != Some(crc32c::crc32c(&body)) {
             return reply(
                 StatusCode::BAD_REQUEST,
@@ -581,7 +606,16 @@ impl Node {
             None => self.pool.read_whole(id).await,
         };
         match read {
-            Ok(bytes) => reply(StatusCode::OK, bytes),
+            Ok(bytes) => {
+                // Checked by the reader: TCP's checksum misses some damage
+                // in transit, and a repair would store what it read.
+                let crc = crc32c::crc32c(&bytes);
+                let mut answer = reply(StatusCode::OK, bytes);
+                answer
+                    .headers_mut()
+                    .insert(wire::CRC_HEADER, http::HeaderValue::from(crc));
+                answer
+            }
             Err(PoolError::NotFound(_)) => reply(StatusCode::NOT_FOUND, "no such extent\n"),
             Err(PoolError::OutOfRange { extent_len, .. }) => {
                 reply(StatusCode::RANGE_NOT_SATISFIABLE, extent_len.to_string())

@@ -213,6 +213,57 @@ fn nodes_refuse_strangers() -> Result<()> {
     let forged = cluster_curl(&["-H", "x-strata-auth: 1:00", &url])?;
     ensure!(forged == "401", "a forged signature got {forged}");
 
+    // In plain text a PUT's signature covers its body: a request seen on
+    // the network, sent again with other bytes (and their CRC32C), or one
+    // whose signature names no body, is refused.
+    let put_extent = |path: &str, signature: &str, body: &str| {
+        let crc = format!("x-strata-crc32c: {}", crc32c::crc32c(body.as_bytes()));
+        let url = format!("http://{node}{path}");
+        cluster_curl(&[
+            "-X",
+            "PUT",
+            "-H",
+            signature,
+            "-H",
+            &crc,
+            "--data-binary",
+            body,
+            &url,
+        ])
+    };
+    let path = format!(
+        "/v1/extents/0123456789abcdef0123456789abcdef?sha256={}",
+        strata_tests::sha256_hex(b"signed bytes")
+    );
+    let signature = cluster.signature("PUT", &path, false)?;
+    let stored = put_extent(&path, &signature, "signed bytes")?;
+    ensure!(stored == "204", "a signed PUT got {stored}");
+    let replayed = put_extent(&path, &signature, "other bytes!")?;
+    ensure!(
+        replayed == "401",
+        "a PUT sent again with other bytes got {replayed}"
+    );
+    let unbound = "/v1/extents/0123456789abcdef0123456789abcdee";
+    let signature = cluster.signature("PUT", unbound, false)?;
+    let refused = put_extent(unbound, &signature, "no digest")?;
+    ensure!(
+        refused == "401",
+        "a PUT whose signature names no body got {refused}"
+    );
+    let extent = "/v1/extents/0123456789abcdef0123456789abcdef";
+    let mut read = std::process::Command::new("curl");
+    read.args(["-s", "-i", "-H", &cluster.signature("GET", extent, false)?])
+        .arg(format!("http://{node}{extent}"));
+    let answer = strata_tests::run_tool(&mut read, Duration::from_secs(30))?.stdout_text();
+    let (head, held) = answer.split_once("\r\n\r\n").unwrap_or_default();
+    ensure!(held == "signed bytes", "the extent holds {held:?}");
+    // With its CRC32C, which the reader checks.
+    let crc = format!("x-strata-crc32c: {}", crc32c::crc32c(b"signed bytes"));
+    ensure!(
+        head.lines().any(|line| line.eq_ignore_ascii_case(&crc)),
+        "no {crc} in\n{head}"
+    );
+
     // `strata status` with another cluster's secret is refused by every node.
     let other_secret = tempfile::NamedTempFile::new()?;
     fs::write(other_secret.path(), "another-cluster-secret-0000\n")?;

@@ -417,16 +417,17 @@ impl SwiftClient {
         }
     }
 
-    /// `len` bytes from `offset` (fewer at the end of the object).
+    /// `len` bytes from `offset` (fewer at the end of the object), and the
+    /// ETag of the version they are of, when the server says.
     pub async fn read_range(
         &self,
         container: &str,
         key: &str,
         offset: u64,
         len: u64,
-    ) -> ClientResult<Bytes> {
+    ) -> ClientResult<(Bytes, Option<String>)> {
         if len == 0 {
-            return Ok(Bytes::new());
+            return Ok((Bytes::new(), None));
         }
         let path = object_path(container, key);
         let range = format!("bytes={offset}-{}", offset + len - 1);
@@ -435,9 +436,14 @@ impl SwiftClient {
                 Ok(empty_body())
             })
             .await?;
+        let etag = response
+            .headers()
+            .get(ETAG)
+            .and_then(|value| value.to_str().ok())
+            .map(str::to_owned);
         match response.status() {
-            StatusCode::RANGE_NOT_SATISFIABLE => Ok(Bytes::new()),
-            StatusCode::PARTIAL_CONTENT => collect(&path, response).await,
+            StatusCode::RANGE_NOT_SATISFIABLE => Ok((Bytes::new(), None)),
+            StatusCode::PARTIAL_CONTENT => Ok((collect(&path, response).await?, etag)),
             // A server that ignores Range sends the whole object.
             StatusCode::OK => {
                 let whole = collect(&path, response).await?;
@@ -445,9 +451,9 @@ impl SwiftClient {
                     .unwrap_or(usize::MAX)
                     .min(whole.len());
                 let end = start.saturating_add(len as usize).min(whole.len());
-                Ok(whole.slice(start..end))
+                Ok((whole.slice(start..end), etag))
             }
-            _ => expect_success(Method::GET, &path, response).map(|_| Bytes::new()),
+            _ => expect_success(Method::GET, &path, response).map(|_| (Bytes::new(), None)),
         }
     }
 
@@ -533,24 +539,10 @@ impl SwiftClient {
     /// python-swiftclient put them (others may be shared with other
     /// manifests). None when there is no such object there.
     async fn own_segments(&self, container: &str, key: &str) -> ClientResult<Vec<String>> {
+        if !self.is_static_large_object(container, key).await? {
+            return Ok(Vec::new());
+        }
         let path = object_path(container, key);
-        let head = self
-            .send(Method::HEAD, &path, &[], &|| Ok(empty_body()))
-            .await?;
-        if head.status() == StatusCode::NOT_FOUND {
-            return Ok(Vec::new());
-        }
-        // A failed HEAD is an error (the caller leaves the segments and
-        // says so), not an object without segments.
-        let head = expect_success(Method::HEAD, &path, head)?;
-        let large = head
-            .headers()
-            .get("x-static-large-object")
-            .and_then(|value| value.to_str().ok())
-            .is_some_and(|value| value.eq_ignore_ascii_case("true"));
-        if !large {
-            return Ok(Vec::new());
-        }
         let manifest_path = format!("{path}?multipart-manifest=get");
         let response = self.call(Method::GET, &manifest_path, &[]).await?;
         let body = response
@@ -653,14 +645,41 @@ impl SwiftClient {
             .to_owned())
     }
 
-    /// Server-side copy of an object (the first half of a rename); the
-    /// segments of a large object it replaces are deleted, as an upload's.
-    pub async fn copy(&self, from: (&str, &str), to: (&str, &str)) -> ClientResult<()> {
+    /// Whether `container/key` is a Static Large Object (false when there
+    /// is no such object). A failed HEAD is an error, not a plain object.
+    async fn is_static_large_object(&self, container: &str, key: &str) -> ClientResult<bool> {
+        let path = object_path(container, key);
+        let head = self
+            .send(Method::HEAD, &path, &[], &|| Ok(empty_body()))
+            .await?;
+        if head.status() == StatusCode::NOT_FOUND {
+            return Ok(false);
+        }
+        let head = expect_success(Method::HEAD, &path, head)?;
+        Ok(head
+            .headers()
+            .get("x-static-large-object")
+            .and_then(|value| value.to_str().ok())
+            .is_some_and(|value| value.eq_ignore_ascii_case("true")))
+    }
+
+    /// Moves an object: a server-side copy, then the source's deletion; the
+    /// segments of a large object the copy replaces are deleted, as an
+    /// upload's. A Static Large Object moves as its manifest, its segments
+    /// staying where they are: copied assembled, it could pass the
+    /// server's largest object (413), and the source's deletion would take
+    /// the segments the copy is made of.
+    pub async fn rename(&self, from: (&str, &str), to: (&str, &str)) -> ClientResult<()> {
+        let large = self.is_static_large_object(from.0, from.1).await?;
         let source = format!("/{}", object_path(from.0, from.1));
         let replaced = self.replaced_segments(to.0, to.1).await;
+        let destination = match large {
+            true => format!("{}?multipart-manifest=get", object_path(to.0, to.1)),
+            false => object_path(to.0, to.1),
+        };
         self.call(
             Method::PUT,
-            &object_path(to.0, to.1),
+            &destination,
             &[
                 ("x-copy-from", source),
                 (CONTENT_LENGTH.as_str(), "0".to_owned()),
@@ -668,7 +687,13 @@ impl SwiftClient {
         )
         .await?;
         self.delete_segments(replaced).await;
-        Ok(())
+        match large {
+            true => self
+                .call(Method::DELETE, &object_path(from.0, from.1), &[])
+                .await
+                .map(drop),
+            false => self.delete_object(from.0, from.1).await,
+        }
     }
 
     /// Deletes an object, and its segments when it is a Static Large Object.

@@ -92,6 +92,8 @@ struct ReadAhead {
     start: u64,
     data: Bytes,
     window: u64,
+    /// The ETag of the version the handle's first read saw.
+    etag: Option<String>,
 }
 
 impl StrataFs {
@@ -393,13 +395,25 @@ impl StrataFs {
         };
         let place = self.place(ino)?;
         let (container, key) = place.object().ok_or(Errno::EISDIR)?;
-        let data = self
+        let (data, etag) = self
             .runtime
             .block_on(
                 self.client
                     .read_range(container, key, offset, size.max(ahead.window)),
             )
             .map_err(|err| errno(&err))?;
+        // A handle reads one version: an object replaced between two of
+        // its reads (`cp` of a file another client overwrites) must not
+        // give the old bytes followed by the new.
+        if let (Some(first), Some(now)) = (&ahead.etag, &etag)
+            && first != now
+        {
+            tracing::info!(container, key, "object replaced while open for reading");
+            return Err(Errno::ESTALE);
+        }
+        if ahead.etag.is_none() {
+            ahead.etag = etag;
+        }
         ahead.start = offset;
         ahead.data = data;
         let len = (size as usize).min(ahead.data.len());
@@ -491,6 +505,12 @@ impl StrataFs {
         {
             Ok(()) => {}
             Err(err) if err.status() == Some(StatusCode::NOT_FOUND) && node.pending => {}
+            Err(err) if err.status() == Some(StatusCode::NOT_FOUND) => {
+                // Deleted by another client since it was listed: `rm` says
+                // so, and `ls` stops showing it at once, not at the TTL.
+                self.tree.lock().remove_child(parent, &name);
+                return Err(Errno::ENOENT);
+            }
             Err(err) => return Err(errno(&err)),
         }
         self.tree.lock().remove_child(parent, &name);
@@ -631,12 +651,10 @@ impl StrataFs {
             self.upload(moved)?;
         }
         self.runtime
-            .block_on(async {
+            .block_on(
                 self.client
-                    .copy((from_container, from_key), (to_container, to_key))
-                    .await?;
-                self.client.delete_object(from_container, from_key).await
-            })
+                    .rename((from_container, from_key), (to_container, to_key)),
+            )
             .map_err(|err| errno(&err))?;
         self.tree
             .lock()
@@ -723,6 +741,7 @@ impl ReadAhead {
             start: 0,
             data: Bytes::new(),
             window: READ_AHEAD_MIN,
+            etag: None,
         }
     }
 }

@@ -516,8 +516,13 @@ fn strata_mount_account_containers_and_large_files() -> Result<()> {
         fs::read(in_mount.join("big.bin"))? == big,
         "the overwritten large object reads back other bytes"
     );
-    // Moved over another large file: the segments of both go, the moved
-    // one's with its manifest, the replaced one's as an overwrite's.
+    // Moved over another large file: the moved one is its manifest, whose
+    // segments stay where they are (copied assembled, a file past the
+    // server's largest object could not move); the replaced one's go, as
+    // an overwrite's.
+    let before = server
+        .swift_as_root("GET", &segments, None, &[])?
+        .body_text();
     write_random_file(&in_mount.join("moved.bin"), 2 * MIB + 1)?;
     fs::rename(in_mount.join("big.bin"), in_mount.join("moved.bin"))?;
     ensure!(
@@ -526,9 +531,9 @@ fn strata_mount_account_containers_and_large_files() -> Result<()> {
     );
     let listed = server.swift_as_root("GET", &segments, None, &[])?;
     ensure!(
-        listed.body.is_empty(),
-        "segments left after the rename:\n{}",
-        String::from_utf8_lossy(&listed.body)
+        listed.body_text() == before,
+        "after the rename, segments\n{}\ninstead of the moved file's\n{before}",
+        listed.body_text()
     );
     let not_empty = fs::remove_dir(&in_mount);
     ensure!(
@@ -536,6 +541,12 @@ fn strata_mount_account_containers_and_large_files() -> Result<()> {
         "rmdir of a container with a file: {not_empty:?}, expected ENOTEMPTY"
     );
     fs::remove_file(in_mount.join("moved.bin"))?;
+    let listed = server.swift_as_root("GET", &segments, None, &[])?;
+    ensure!(
+        listed.body.is_empty(),
+        "segments left after the moved file's removal:\n{}",
+        listed.body_text()
+    );
     fs::remove_dir(&in_mount)?;
     let head = server.swift_as_root("HEAD", &swift_path(""), None, &[])?;
     ensure!(
@@ -740,9 +751,127 @@ fn strata_mount_segments_at_the_servers_largest_object() -> Result<()> {
             sizes == [1_048_576, 1_048_576, 100],
             "{name}: segments of {sizes:?}"
         );
+
+        // `mv` moves the manifest: copied assembled, the file would pass
+        // the server's largest object (EFBIG), and the source's deletion
+        // would take the segments along.
+        let moved = format!("moved-{name}");
+        fs::rename(mountpoint.join(name), mountpoint.join(&moved))?;
+        ensure!(
+            fs::read(mountpoint.join(&moved))? == body,
+            "{moved} reads back other bytes"
+        );
+        server
+            .swift_as_root("HEAD", &path, None, &[])?
+            .expect_status(404)?;
+        let head = server.swift_as_root(
+            "HEAD",
+            &format!("/v1/AUTH_admin/{bucket}/{moved}"),
+            None,
+            &[],
+        )?;
+        ensure!(
+            head.header("x-static-large-object") == Some("True"),
+            "{moved}: {head}"
+        );
     }
     Ok(())
 }
+
+/// A handle reads one version of a file: when another client replaces the
+/// object between two of its reads, the next read fails (ESTALE, as NFS
+/// says of a file replaced under an open handle) rather than return the
+/// new version's bytes after the old one's.
+#[test]
+fn strata_mount_reader_of_a_replaced_file_is_told_so() -> Result<()> {
+    use std::io::Read as _;
+    require_fuse()?;
+    let server = Server::start()?;
+    let bucket = unique_bucket("mount-stale");
+    server.aws_ok(&["s3api", "create-bucket", "--bucket", &bucket])?;
+    let path = format!("/{bucket}/data.bin");
+    let first = random_bytes(1024 * 1024);
+    server
+        .http("PUT", &path, Signing::Root, Some(&first), &[])?
+        .expect_status(200)?;
+    let (mountpoint, _mount) = mount_listing_nothing(&server, &bucket, "stale")?;
+
+    let mut reader = fs::File::open(mountpoint.join("data.bin"))?;
+    let mut head = vec![0; 4096];
+    reader.read_exact(&mut head)?;
+    ensure!(head == first[..4096], "the first read differs");
+    let second = random_bytes(1024 * 1024);
+    server
+        .http("PUT", &path, Signing::Root, Some(&second), &[])?
+        .expect_status(200)?;
+    reader.seek(SeekFrom::Start(900 * 1024))?;
+    let mut tail = vec![0; 4096];
+    match reader.read_exact(&mut tail) {
+        Err(err) if err.raw_os_error() == Some(ESTALE) => {}
+        other => bail!("a read after the replacement gave {other:?}"),
+    }
+    // Opened again, the file is the new version.
+    ensure!(
+        fs::read(mountpoint.join("data.bin"))? == second,
+        "a new handle reads other bytes"
+    );
+    Ok(())
+}
+
+/// `rm` of a file another client deleted since the mount listed it says
+/// ENOENT, and the folder stops showing it at once, not when its listing
+/// expires.
+#[test]
+fn strata_mount_forgets_a_file_deleted_elsewhere_on_rm() -> Result<()> {
+    require_fuse()?;
+    let server = Server::start()?;
+    let bucket = unique_bucket("mount-gone");
+    server.aws_ok(&["s3api", "create-bucket", "--bucket", &bucket])?;
+    for key in ["gone.txt", "kept.txt"] {
+        server
+            .http(
+                "PUT",
+                &format!("/{bucket}/{key}"),
+                Signing::Root,
+                Some(b"x"),
+                &[],
+            )?
+            .expect_status(200)?;
+    }
+    let work = server.work_dir("gone")?;
+    let mountpoint = work.join("mnt");
+    fs::create_dir_all(&mountpoint)?;
+    let url = format!("{}/{bucket}", server.endpoint());
+    let command = strata_mount_command(&server, &url, &mountpoint, &["--listing-ttl", "600"])?;
+    let _mount = start_strata_mount(command, &work, &mountpoint)?;
+    let names = || -> Result<Vec<String>> {
+        let mut names = fs::read_dir(&mountpoint)?
+            .map(|entry| Ok(entry?.file_name().to_string_lossy().into_owned()))
+            .collect::<Result<Vec<_>>>()?;
+        names.sort();
+        Ok(names)
+    };
+    ensure!(names()? == ["gone.txt", "kept.txt"], "{:?}", names()?);
+
+    server
+        .http(
+            "DELETE",
+            &format!("/{bucket}/gone.txt"),
+            Signing::Root,
+            None,
+            &[],
+        )?
+        .expect_status(204)?;
+    match fs::remove_file(mountpoint.join("gone.txt")) {
+        Err(err) if err.kind() == ErrorKind::NotFound => {}
+        other => bail!("rm of a file deleted elsewhere gave {other:?}"),
+    }
+    ensure!(names()? == ["kept.txt"], "after rm: {:?}", names()?);
+    Ok(())
+}
+
+/// "Stale file handle", on Linux.
+const ESTALE: i32 = 116;
 
 /// `bucket` mounted by `strata mount --listing-ttl 0` (every lookup lists
 /// again) in a work directory named `tag`: its mountpoint and guard.

@@ -2,7 +2,76 @@
 //! visible, so the invalidator (and anything else that follows changes) can never
 //! miss one, even across a crash.
 
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
+
+/// A store's feed numbers: the next one, and those taken by commits not
+/// written yet. Numbers are taken before the commit's fsync, so commits of
+/// two keys can land out of order; readers are shown no event at or past
+/// the lowest number still in flight ([`FeedNumbers::readable_below`]), so
+/// a follower never steps over a number whose commit is only slow (a
+/// RocksDB write stall), which would lose its event for every other
+/// gateway's cache. A number whose commit failed is released too, and
+/// stays a hole a follower steps over.
+#[derive(Default)]
+pub(crate) struct FeedNumbers {
+    next: AtomicU64,
+    in_flight: Mutex<BTreeSet<u64>>,
+}
+
+impl FeedNumbers {
+    pub(crate) fn starting_at(next: u64) -> Arc<FeedNumbers> {
+        Arc::new(FeedNumbers {
+            next: AtomicU64::new(next),
+            in_flight: Mutex::default(),
+        })
+    }
+
+    /// The next number, held in flight until the ticket is dropped (after
+    /// its batch was written, or failed).
+    pub(crate) fn take(self: &Arc<Self>) -> FeedTicket {
+        // Under the lock: a reader sees a number either taken and in
+        // flight, or not taken yet.
+        let mut in_flight = self.in_flight.lock();
+        let seq = self.next.fetch_add(1, Ordering::SeqCst);
+        in_flight.insert(seq);
+        FeedTicket {
+            numbers: self.clone(),
+            seq,
+        }
+    }
+
+    /// The number the next event will have.
+    pub(crate) fn next(&self) -> u64 {
+        self.next.load(Ordering::SeqCst)
+    }
+
+    pub(crate) fn reset(&self, next: u64) {
+        self.next.store(next, Ordering::SeqCst);
+    }
+
+    /// Every event numbered below this was written or will never be.
+    pub(crate) fn readable_below(&self) -> u64 {
+        let in_flight = self.in_flight.lock();
+        in_flight.first().copied().unwrap_or_else(|| self.next())
+    }
+}
+
+/// A feed number taken by a batch not written yet ([`FeedNumbers::take`]).
+pub(crate) struct FeedTicket {
+    numbers: Arc<FeedNumbers>,
+    pub(crate) seq: u64,
+}
+
+impl Drop for FeedTicket {
+    fn drop(&mut self) {
+        self.numbers.in_flight.lock().remove(&self.seq);
+    }
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ChangeKind {

@@ -25,6 +25,7 @@ use rocksdb::{
 };
 
 use crate::error::{Result, StoreError};
+use crate::feed::FeedTicket;
 
 /// The first byte of every key of a group's space.
 const GROUP_MARK: u8 = 0xFF;
@@ -282,6 +283,9 @@ impl Cursor<'_> {
 pub(crate) struct Batch<'a> {
     batch: WriteBatch,
     space: Space<'a>,
+    /// The feed numbers of the events this batch appends, in flight until
+    /// it is written or dropped.
+    feed_tickets: Vec<FeedTicket>,
 }
 
 impl<'a> Batch<'a> {
@@ -289,7 +293,13 @@ impl<'a> Batch<'a> {
         Batch {
             batch: WriteBatch::default(),
             space,
+            feed_tickets: Vec::new(),
         }
+    }
+
+    /// Keeps a feed number in flight until this batch is written.
+    pub(crate) fn hold(&mut self, ticket: FeedTicket) {
+        self.feed_tickets.push(ticket);
     }
 
     /// The family and the database key a change of `key` goes to.
@@ -353,6 +363,7 @@ impl<'a> Batch<'a> {
         let mut options = WriteOptions::default();
         options.set_sync(sync);
         self.space.db.write_opt(self.batch, &options)?;
+        // The feed tickets go now, the events readable.
         Ok(())
     }
 }

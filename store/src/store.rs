@@ -4,7 +4,7 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -16,7 +16,9 @@ use strata_pool::{ALL_TAGS, ExtentFilter, ExtentId, ExtentLeads, ExtentTags, Lea
 use tokio::sync::broadcast;
 
 use crate::error::{Result, StoreError};
-use crate::feed::{ChangeEvent, ChangeKind, FeedFollower, FollowerTag, Followers, RecordedMark};
+use crate::feed::{
+    ChangeEvent, ChangeKind, FeedFollower, FeedNumbers, FollowerTag, Followers, RecordedMark,
+};
 use crate::keys::{self, CF_BUCKETS, CF_DEFAULT, CF_FEED, CF_GC, CF_OBJECTS, CF_USAGE};
 use crate::records::{self, BucketInfo, ExtentRef, ObjectInfo, ObjectMeta};
 use crate::remote::{FEED_LEASE, MetaCall, Remote};
@@ -204,7 +206,7 @@ pub(crate) struct Inner {
     key_locks: Vec<Mutex<()>>,
     /// Serialises read-modify-write updates of catalog records.
     pub(crate) catalog_lock: Mutex<()>,
-    next_feed_seq: AtomicU64,
+    feed_numbers: Arc<FeedNumbers>,
     /// The index groups recorded in this (root) store ([`Store::route`]),
     /// 0 if none: the calls of another process that would put objects in
     /// the root's space are refused then.
@@ -408,7 +410,7 @@ impl Store {
                 bucket_lock: RwLock::new(()),
                 key_locks: (0..KEY_LOCK_STRIPES).map(|_| Mutex::new(())).collect(),
                 catalog_lock: Mutex::new(()),
-                next_feed_seq: AtomicU64::new(next_feed_seq),
+                feed_numbers: FeedNumbers::starting_at(next_feed_seq),
                 index_groups: std::sync::atomic::AtomicU16::new(index_groups),
                 events: Events::new(),
                 pinned: Mutex::new(None),
@@ -537,6 +539,9 @@ impl Store {
                 .await;
         }
         self.blocking(move |inner| {
+            // Up to the first number still in flight: a follower then sees
+            // a hole only where a commit failed (`FeedNumbers`).
+            let below = inner.feed_numbers.readable_below();
             let start = (after + 1).to_be_bytes();
             let mut events = Vec::new();
             for item in inner
@@ -545,7 +550,11 @@ impl Store {
                 .take(limit)
             {
                 let (_, value) = item?;
-                events.push(records::decode(&value)?);
+                let event: ChangeEvent = records::decode(&value)?;
+                if event.seq >= below {
+                    break;
+                }
+                events.push(event);
             }
             Ok(events)
         })
@@ -1022,7 +1031,11 @@ impl Store {
             )?;
             inner.commit(batch)?;
             inner.publish(event);
-            Ok(Some(current))
+            // Past its X-Delete-At, it was already gone to every reader:
+            // its record is removed all the same, and the caller told none
+            // was there (Swift's DELETE answers 404).
+            let expired = current.is_expired_at(inner.now_secs());
+            Ok((!expired).then_some(current))
         })
         .await
     }
@@ -1688,7 +1701,13 @@ impl Inner {
         let bucket_info = self.bucket_info(bucket)?;
         let _key_guard = self.lock_key(bucket, key);
         let current = self.object_info(bucket, key)?;
-        conditions.check(&bucket_info, current.as_ref())?;
+        // An object past its X-Delete-At that the sweep has not removed
+        // yet is absent to every read: so it is to the conditions (its
+        // record still counts for usage and its extents' deletion).
+        let live = current
+            .as_ref()
+            .filter(|info| !info.is_expired_at(self.now_secs()));
+        conditions.check(&bucket_info, live)?;
         let mut batch = self.batch();
         let info = build(self, &mut batch)?;
         batch.put(
@@ -1825,7 +1844,9 @@ impl Inner {
         key: Option<&str>,
         etag: Option<&str>,
     ) -> Result<ChangeEvent> {
-        let seq = self.next_feed_seq.fetch_add(1, Ordering::SeqCst);
+        let ticket = self.feed_numbers.take();
+        let seq = ticket.seq;
+        batch.hold(ticket);
         let event = ChangeEvent {
             seq,
             kind,
@@ -1857,7 +1878,7 @@ impl Inner {
     /// group count again (the records were replaced wholesale).
     pub(crate) fn reset_feed_seq(&self) -> Result<()> {
         let next = feed_seq_after_last(self.space())?;
-        self.next_feed_seq.store(next, Ordering::SeqCst);
+        self.feed_numbers.reset(next);
         let groups = recorded_index_groups(self.space())?;
         self.index_groups.store(groups, Ordering::SeqCst);
         Ok(())
@@ -1879,7 +1900,7 @@ impl Inner {
 
     /// The number the next change-feed event will get.
     pub(crate) fn next_feed_seq(&self) -> u64 {
-        self.next_feed_seq.load(Ordering::SeqCst)
+        self.feed_numbers.next()
     }
 
     pub(crate) fn publish(&self, event: ChangeEvent) {
@@ -2235,6 +2256,44 @@ mod tests {
             vec![0..=0, 1..=1, 2..=199, 200..=254, 255..=255]
         );
         assert_eq!(sweep_spans(&[u64::MAX; 256], u64::MAX - 1).len(), 256);
+    }
+
+    /// A feed number taken by a commit still in flight hides the events
+    /// numbered after it, so that a follower never steps over a number
+    /// whose commit is only slow; once it is released (written, or its
+    /// commit failed), they show.
+    #[tokio::test]
+    async fn events_past_a_commit_in_flight_wait_for_it() {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let pool = strata_pool::LocalPool::open(strata_pool::LocalPoolConfig {
+            dir: dir.path().join("pool"),
+        })
+        .expect("pool");
+        let config = StoreConfig::new(dir.path().join("meta"));
+        let store = Store::open(config, Arc::new(pool)).expect("store");
+        store
+            .create_bucket("acct", "first", "r")
+            .await
+            .expect("bucket");
+        let Engine::Local(inner) = &store.engine else {
+            panic!("an embedded store");
+        };
+        let head = inner.next_feed_seq() - 1;
+        let slow_commit = inner.feed_numbers.take();
+        store
+            .create_bucket("acct", "second", "r")
+            .await
+            .expect("bucket");
+        let shown = store.feed_since(head, 10).await.expect("feed");
+        assert!(
+            shown.is_empty(),
+            "events past a commit in flight: {shown:?}"
+        );
+
+        drop(slow_commit);
+        let shown = store.feed_since(head, 10).await.expect("feed");
+        let buckets: Vec<&str> = shown.iter().map(|event| event.bucket.as_str()).collect();
+        assert_eq!(buckets, ["second"]);
     }
 
     #[test]

@@ -1730,6 +1730,45 @@ async fn expired_objects_are_hidden_then_swept() {
     assert_eq!(get(&store, "b", "stays").await.unwrap(), b"333");
 }
 
+/// An object past its X-Delete-At that the sweep has not removed yet is
+/// absent to conditional writes as to reads: `If-None-Match: *` creates
+/// the key, and a DELETE finds nothing there (Swift's 404), though it
+/// removes the record.
+#[tokio::test]
+async fn an_expired_object_not_swept_yet_is_absent_to_writes() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    store.create_bucket("acct", "b", "r").await.unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let expired = ObjectMeta {
+        delete_at: Some(now - 1),
+        ..ObjectMeta::default()
+    };
+    for key in ["created", "deleted"] {
+        put(&store, "b", key, b"old").await.unwrap();
+        store
+            .replace_object_meta("b", key, expired.clone(), None)
+            .await
+            .unwrap();
+        assert!(matches!(
+            store.head_object("b", key).await,
+            Err(StoreError::NoSuchKey)
+        ));
+    }
+    let only_new = PutConditions {
+        if_none_match_any: true,
+        ..Default::default()
+    };
+    put_pinned(&store, "b", "created", only_new).await.unwrap();
+    assert_eq!(get(&store, "b", "created").await.unwrap(), b"pinned");
+    assert!(store.delete_object("b", "deleted").await.unwrap().is_none());
+    let usage = store.bucket_usage("b").await.unwrap();
+    assert_eq!((usage.objects, usage.bytes), (1, 6));
+}
+
 #[tokio::test]
 async fn usage_follows_puts_overwrites_deletes_and_bucket_deletion() {
     let dir = tempfile::tempdir().unwrap();

@@ -63,6 +63,9 @@ pub struct EntryMeta {
     size: u64,
     is_dir: bool,
     modified_ms: i64,
+    /// A Dynamic Large Object's manifest, whose record does not know the
+    /// assembled size (its segments do).
+    dynamic: bool,
 }
 
 impl EntryMeta {
@@ -71,6 +74,7 @@ impl EntryMeta {
             size: 0,
             is_dir: true,
             modified_ms,
+            dynamic: false,
         }
     }
 
@@ -80,6 +84,7 @@ impl EntryMeta {
             size: large_object::listed_view(info).size,
             is_dir: false,
             modified_ms: info.last_modified_ms,
+            dynamic: large_object::is_large_object(info) && !large_object::is_slo(info),
         }
     }
 }
@@ -580,7 +585,20 @@ impl StorageBackend<FtpUser> for StoreFileSystem {
                         metadata: meta,
                     }]);
                 }
-                self.read_dir(container, &parsed.dir_prefix()).await?
+                let prefix = parsed.dir_prefix();
+                let mut entries = self.read_dir(container, &prefix).await?;
+                // A listing says the size SIZE and RETR give: mirroring
+                // clients (lftp mirror, WinSCP sync) compare them.
+                for (name, meta) in entries.iter_mut().filter(|(_, meta)| meta.dynamic) {
+                    let entry = FtpPath::Entry {
+                        container: container.clone(),
+                        key: format!("{prefix}{name}"),
+                    };
+                    if let Ok(assembled) = self.entry_meta(user, &entry).await {
+                        meta.size = assembled.size;
+                    }
+                }
+                entries
             }
         };
         Ok(entries

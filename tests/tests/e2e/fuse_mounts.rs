@@ -466,6 +466,15 @@ fn strata_mount_account_containers_and_large_files() -> Result<()> {
         fs::read(&ftp_dlo)? == b"first part, second part",
         "FTP RETR of a DLO is not its segments"
     );
+    // Listed with its assembled size too, which mirroring clients compare.
+    let listing = server
+        .lftp_ok(&root.login(), &root.key, &format!("cls -l {container}/"))?
+        .stdout_text();
+    let dlo_line = listing.lines().find(|line| line.contains("dlo.txt"));
+    ensure!(
+        dlo_line.is_some_and(|line| line.split_whitespace().any(|word| word == "23")),
+        "the FTP listing of the DLO:\n{listing}"
+    );
     let segments = format!("/v1/AUTH_admin/{container}_segments");
     let listed = server.swift_as_root("GET", &segments, None, &[])?;
     ensure!(

@@ -821,8 +821,15 @@ impl Doors {
             return text_response(StatusCode::BAD_REQUEST, "Bad Request: one Host header\n");
         }
         let path = request.uri().path();
+        // A bucket's own host, or an AWS signature, is S3's whatever the
+        // path (a website's page `/info`, a bucket called `v1.0`); the
+        // other doors' paths are the gateway's own names only.
+        let s3_request = self.s3.is_virtual_host(request.uri(), request.headers())
+            || crate::s3::is_aws_signed(request.uri(), request.headers());
         let kind = if remapped {
             DoorKind::Swift
+        } else if s3_request {
+            DoorKind::S3
         } else if TokenDoor::serves(path) || AdminDoor::serves(path) {
             DoorKind::Auth
         } else if SwiftDoor::serves(&request) {

@@ -355,6 +355,13 @@ impl Server {
         self.aws(args)?.expect_success()
     }
 
+    /// `aws s3api put-bucket-acl --bucket BUCKET --acl ACL`, required to
+    /// succeed.
+    pub fn set_bucket_acl(&self, bucket: &str, acl: &str) -> Result<()> {
+        let args = ["s3api", "put-bucket-acl", "--bucket", bucket, "--acl", acl];
+        self.aws_ok(&args).map(drop)
+    }
+
     /// Runs the aws CLI, requires success and parses its JSON output
     /// (`Value::Null` when the command printed nothing).
     pub fn aws_json(&self, args: &[&str]) -> Result<serde_json::Value> {

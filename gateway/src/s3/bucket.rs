@@ -129,7 +129,9 @@ impl S3Door {
     }
 
     pub(crate) async fn head_bucket(&self, request: &S3Request) -> S3Result<Response> {
-        let info = self.owned_bucket(request).await?;
+        // Whoever may list the bucket may ask whether it exists, as on S3
+        // (a public-read bucket answers anyone).
+        let info = self.readable_bucket(request, true).await?;
         let mut response = empty_response(StatusCode::OK);
         if let Ok(region) = HeaderValue::from_str(&info.region) {
             response.headers_mut().insert("x-amz-bucket-region", region);
@@ -174,15 +176,17 @@ impl S3Door {
             .element("ID", &info.account)
             .element("DisplayName", &info.account)
             .close();
+        // Each grantee says its type, as S3 writes it: s3cmd reads the
+        // attribute unconditionally (and stops with a traceback without it).
         xml.open("AccessControlList").open("Grant");
-        xml.open("Grantee")
+        xml.open_with("Grantee", &grantee_type("CanonicalUser"))
             .element("ID", &info.account)
             .element("DisplayName", &info.account)
             .close();
         xml.element("Permission", "FULL_CONTROL").close();
         if request.key.is_empty() && public::is_public_read(&info) {
             xml.open("Grant")
-                .open("Grantee")
+                .open_with("Grantee", &grantee_type("Group"))
                 .element("URI", ALL_USERS)
                 .close()
                 .element("Permission", "READ")
@@ -474,6 +478,15 @@ fn cors_rules(configuration: xml::CorsConfiguration) -> S3Result<Vec<CorsRule>> 
             })
         })
         .collect()
+}
+
+/// The attributes of an ACL's `<Grantee>` of type `kind` (`CanonicalUser`
+/// or `Group`).
+fn grantee_type(kind: &str) -> [(&str, &str); 2] {
+    [
+        ("xmlns:xsi", "http://www.w3.org/2001/XMLSchema-instance"),
+        ("xsi:type", kind),
+    ]
 }
 
 #[cfg(test)]

@@ -29,7 +29,8 @@ impl S3Door {
     pub(crate) async fn create_upload(&self, request: &S3Request) -> S3Result<Response> {
         let meta = meta_from_request(&request.headers, self.limits.max_user_metadata)?;
         let algorithm = requested_checksum_algorithm(&request.headers)?;
-        self.owned_bucket(request).await?;
+        let bucket = self.owned_bucket(request).await?;
+        super::object::check_object_acl(request, &bucket)?;
         let upload = self
             .store
             .create_upload(&request.bucket, &request.key, meta, algorithm)

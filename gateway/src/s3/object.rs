@@ -6,7 +6,7 @@ use std::ops::Range;
 use crate::wire::RequestBody;
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use strata_store::{
-    ChecksumAlgorithm, ObjectInfo, PutConditions, StageError, StageOptions, StoreError,
+    BucketInfo, ChecksumAlgorithm, ObjectInfo, PutConditions, StageError, StageOptions, StoreError,
 };
 
 use super::body::{read_small_body, stage_request_body};
@@ -34,6 +34,9 @@ const RESPONSE_OVERRIDES: [(&str, &str); 6] = [
     ("response-expires", "expires"),
 ];
 
+/// The most one CopyObject or UploadPartCopy copies (S3's limit).
+const MAX_COPY_SOURCE: u64 = 5 * 1024 * 1024 * 1024;
+
 impl S3Door {
     pub(crate) async fn put_object(
         &self,
@@ -43,7 +46,9 @@ impl S3Door {
         let meta = meta_from_request(&request.headers, self.limits.max_user_metadata)?;
         let mut conditions = put_conditions(&request.headers)?;
         // Refuse before reading a body that has nowhere to go.
-        conditions.pin_bucket(&self.owned_bucket(request).await?);
+        let bucket = self.owned_bucket(request).await?;
+        check_object_acl(request, &bucket)?;
+        conditions.pin_bucket(&bucket);
         let (staged, checksum) = stage_request_body(self, request, body, false).await?;
         let info = self
             .store
@@ -96,7 +101,9 @@ impl S3Door {
             }
         };
         let mut conditions = put_conditions(&request.headers)?;
-        conditions.pin_bucket(&self.owned_bucket(request).await?);
+        let bucket = self.owned_bucket(request).await?;
+        check_object_acl(request, &bucket)?;
+        conditions.pin_bucket(&bucket);
         let algorithm = requested_checksum_algorithm(&request.headers)?
             .or(source.checksum.as_ref().map(|(algo, _)| *algo));
         let staged = self
@@ -202,14 +209,23 @@ impl S3Door {
         checksum: Option<ChecksumAlgorithm>,
         part: bool,
     ) -> S3Result<strata_store::StagedBody> {
+        // S3 copies at most 5 GiB in one request (a larger object is copied
+        // by UploadPartCopy ranges), and no copy may pass the largest
+        // object this gateway takes.
+        let limit = MAX_COPY_SOURCE.min(self.limits.max_object_size);
+        let len = range
+            .as_ref()
+            .map_or(source.view.size, |range| range.end - range.start);
+        if len > limit {
+            return Err(S3Error::invalid_request(format!(
+                "The specified copy source is larger than the maximum allowable size for a \
+                 copy source: {limit}"
+            )));
+        }
         let options = StageOptions {
             sha256: false,
             checksum,
-            max_size: if part {
-                self.limits.max_object_size
-            } else {
-                u64::MAX
-            },
+            max_size: limit,
         };
         let reader = read_assembled(&self.store, &source.record, source.segments.clone(), range);
         let staged = if part {
@@ -616,4 +632,34 @@ fn changes_more_than_metadata(headers: &HeaderMap) -> bool {
     ]
     .iter()
     .any(|name| headers.contains_key(*name))
+}
+
+/// Objects have no ACLs of their own: their bucket's ACL and policy decide
+/// who reads them. A write asking for an object ACL is taken when the
+/// bucket already gives what it asks (`private` and the bucket-owner
+/// grants, which mean the owner here; `public-read` in a bucket whose
+/// objects anyone may read), and refused otherwise, rather than stored
+/// private while the client believes it public.
+pub(crate) fn check_object_acl(request: &S3Request, bucket: &BucketInfo) -> S3Result<()> {
+    if request
+        .headers
+        .keys()
+        .any(|name| name.as_str().starts_with("x-amz-grant-"))
+    {
+        return Err(S3Error::not_implemented(
+            "Object ACL grants (x-amz-grant-*)",
+        ));
+    }
+    match header_str(&request.headers, "x-amz-acl") {
+        None | Some("private" | "bucket-owner-read" | "bucket-owner-full-control") => Ok(()),
+        Some("public-read")
+            if crate::public::anonymous_object_read(bucket, Some(&request.key), None) =>
+        {
+            Ok(())
+        }
+        Some(_) => Err(S3Error::not_implemented(
+            "Object ACLs (x-amz-acl other than private): make the bucket public-read, or \
+             give it a policy granting s3:GetObject",
+        )),
+    }
 }

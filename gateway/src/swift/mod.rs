@@ -97,16 +97,7 @@ impl SwiftDoor {
     pub fn serves(request: &http::Request<RequestBody>) -> bool {
         let path = request.uri().path();
         let swift_path = path == "/info" || path.starts_with("/v1/AUTH_");
-        let aws_signed = request
-            .headers()
-            .get(http::header::AUTHORIZATION)
-            .and_then(|value| value.to_str().ok())
-            .is_some_and(|value| value.starts_with("AWS"))
-            || request
-                .uri()
-                .query()
-                .is_some_and(|query| query.contains("X-Amz-Signature"));
-        swift_path && !aws_signed
+        swift_path && !crate::s3::is_aws_signed(request.uri(), request.headers())
     }
 
     /// Answers one request; never fails (errors become Swift error responses).

@@ -791,14 +791,7 @@ fn get_object_range_and_conditionals() -> Result<()> {
             && overridden.header("content-disposition") == Some(disposition),
         "{overridden}"
     );
-    server.aws_ok(&[
-        "s3api",
-        "put-bucket-acl",
-        "--bucket",
-        &bucket,
-        "--acl",
-        "public-read",
-    ])?;
+    server.set_bucket_acl(&bucket, "public-read")?;
     server
         .http("GET", &object, Signing::Anonymous, None, &[])?
         .expect_status(200)?;
@@ -811,14 +804,7 @@ fn get_object_range_and_conditionals() -> Result<()> {
             &[],
         )?
         .expect_s3_error(400, "InvalidRequest")?;
-    server.aws_ok(&[
-        "s3api",
-        "put-bucket-acl",
-        "--bucket",
-        &bucket,
-        "--acl",
-        "private",
-    ])?;
+    server.set_bucket_acl(&bucket, "private")?;
 
     let target = work.join("part.bin");
     let target_arg = utf8(&target)?;
@@ -1146,5 +1132,106 @@ pub fn check_body(
             "truncated or padded"
         }
     );
+    Ok(())
+}
+
+/// Objects have no ACLs of their own, their bucket decides: a write asking
+/// for `public-read` is taken where the bucket already makes its objects
+/// public, and refused (NotImplemented) where it would stay private;
+/// HeadBucket answers whoever may list the bucket, as on S3.
+#[test]
+fn object_acls_follow_their_bucket() -> Result<()> {
+    let server = Server::start()?;
+    let bucket = unique_bucket("object-acl");
+    server.aws_ok(&["s3api", "create-bucket", "--bucket", &bucket])?;
+    let work = server.work_dir("object-acl")?;
+    let file = work.join("f.txt");
+    fs::write(&file, "x")?;
+    let file = utf8(&file)?;
+    let target = format!("s3://{bucket}/f.txt");
+    let refused = server.aws(&["s3", "cp", "--acl", "public-read", file, &target])?;
+    ensure!(
+        !refused.success() && refused.stderr_text().contains("NotImplemented"),
+        "a public-read object in a private bucket:\n{refused}"
+    );
+    server
+        .http(
+            "HEAD",
+            &format!("/{bucket}/f.txt"),
+            Signing::Root,
+            None,
+            &[],
+        )?
+        .expect_status(404)?;
+    server.aws_ok(&["s3", "cp", "--acl", "private", file, &target])?;
+    let granted = server.aws(&[
+        "s3api",
+        "put-object",
+        "--bucket",
+        &bucket,
+        "--key",
+        "g.txt",
+        "--grant-read",
+        "uri=http://acs.amazonaws.com/groups/global/AllUsers",
+    ])?;
+    ensure!(
+        !granted.success() && granted.stderr_text().contains("NotImplemented"),
+        "an object grant:\n{granted}"
+    );
+    let head_bucket = |signing| server.http("HEAD", &format!("/{bucket}"), signing, None, &[]);
+    head_bucket(Signing::Anonymous)?.expect_status(403)?;
+
+    server.set_bucket_acl(&bucket, "public-read")?;
+    server.aws_ok(&["s3", "cp", "--acl", "public-read", file, &target])?;
+    head_bucket(Signing::Anonymous)?.expect_status(200)?;
+    head_bucket(Signing::Root)?.expect_status(200)?;
+    Ok(())
+}
+
+/// A copy passes neither S3's 5 GiB nor the largest object the gateway
+/// takes: a Swift large object assembled past `max_object_size` is not
+/// copied whole (InvalidRequest), though a range of it fits a part.
+#[test]
+fn copies_stop_at_the_largest_object() -> Result<()> {
+    let server = Server::start_with_config("[limits]\nmax_object_size = 1048576\n")?;
+    let bucket = unique_bucket("copy-limit");
+    server.aws_ok(&["s3api", "create-bucket", "--bucket", &bucket])?;
+    let container = format!("/v1/AUTH_admin/{bucket}");
+    let segment = vec![b's'; 700 * 1024];
+    for n in 1..=2 {
+        server
+            .swift_as_root("PUT", &format!("{container}/seg/{n}"), Some(&segment), &[])?
+            .expect_status(201)?;
+    }
+    let manifest = json!([
+        {"path": format!("/{bucket}/seg/1")},
+        {"path": format!("/{bucket}/seg/2")},
+    ])
+    .to_string();
+    server
+        .swift_as_root(
+            "PUT",
+            &format!("{container}/large?multipart-manifest=put"),
+            Some(manifest.as_bytes()),
+            &[],
+        )?
+        .expect_status(201)?;
+    let copied = server.aws(&[
+        "s3api",
+        "copy-object",
+        "--bucket",
+        &bucket,
+        "--key",
+        "copy",
+        "--copy-source",
+        &format!("{bucket}/large"),
+    ])?;
+    ensure!(
+        !copied.success() && copied.stderr_text().contains("InvalidRequest"),
+        "a copy past the largest object:\n{copied}"
+    );
+    server
+        .http("HEAD", &format!("/{bucket}/copy"), Signing::Root, None, &[])?
+        .expect_status(404)?;
     Ok(())
 }

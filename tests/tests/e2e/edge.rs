@@ -942,14 +942,7 @@ fn s3_public_read_acls_and_policies() -> Result<()> {
     ensure!(anonymous(&server, &swift_path, &[])?.header("x-cache") == Some("HIT"));
 
     // Private again: refused at once, cache included.
-    server.aws_ok(&[
-        "s3api",
-        "put-bucket-acl",
-        "--bucket",
-        &bucket,
-        "--acl",
-        "private",
-    ])?;
+    server.set_bucket_acl(&bucket, "private")?;
     anonymous(&server, &object, &[])?.expect_s3_error(403, "AccessDenied")?;
     anonymous(&server, &swift_path, &[])?.expect_status(401)?;
     anonymous(&server, &format!("/{bucket}"), &[])?.expect_s3_error(403, "AccessDenied")?;

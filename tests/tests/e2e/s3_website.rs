@@ -494,5 +494,23 @@ fn websites_on_virtual_hosts_and_custom_domains() -> Result<()> {
     on_domain("/docs")?.expect_status(404)?;
     anonymous(&server, "/nope.html", &[("Host", &virtual_host)])?
         .expect_s3_error(404, "NoSuchKey")?;
+
+    // On a bucket's host, the gateway's own paths are the bucket's keys: a
+    // page called `info` is not Swift's /info, `v1.0` not a token request.
+    put_pages(
+        &server,
+        &bucket,
+        &[("info", "<h1>about</h1>"), ("v1.0", "v1")],
+    )?;
+    expect_page(
+        &anonymous(&server, "/info", &[("Host", &virtual_host)])?,
+        200,
+        "<h1>about</h1>",
+    )?;
+    expect_page(
+        &anonymous(&server, "/v1.0", &[("Host", &virtual_host)])?,
+        200,
+        "v1",
+    )?;
     Ok(())
 }

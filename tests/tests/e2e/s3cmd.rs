@@ -18,6 +18,9 @@ fn s3cmd_workflow() -> Result<()> {
     let work = server.work_dir("s3cmd")?;
 
     server.s3cmd_ok(&["mb", &url])?;
+    // `s3cmd info` reads the bucket's ACL, each grantee's xsi:type included.
+    let info = server.s3cmd_ok(&["info", &url])?.stdout_text();
+    ensure!(info.contains("FULL_CONTROL"), "s3cmd info {url}:\n{info}");
     let buckets = server.s3cmd_ok(&["ls"])?;
     ensure!(
         buckets.stdout_text().contains(&url),

@@ -34,7 +34,20 @@ impl Store {
             return Box::pin(stream::once(async move { Err(err) }));
         }
         if let Some(inline) = &info.inline {
-            let piece = inline.slice(range.start as usize..range.end as usize);
+            // A record whose size says more than its inline body holds is
+            // damaged (or was sent so): an error, never a panic.
+            let Some(piece) = usize::try_from(range.end)
+                .ok()
+                .filter(|end| *end <= inline.len())
+                .map(|end| inline.slice(range.start as usize..end))
+            else {
+                let err = StoreError::Corrupt(format!(
+                    "a record of {} bytes with {} inline",
+                    info.size,
+                    inline.len()
+                ));
+                return Box::pin(stream::once(async move { Err(err) }));
+            };
             return Box::pin(stream::once(async move { Ok(piece) }));
         }
         let pieces = plan_pieces(info, range);
@@ -110,6 +123,31 @@ mod tests {
             .map(|(id, offset, len)| (id.0[0], offset, len))
             .collect();
         assert_eq!(got, expected);
+    }
+
+    /// A record whose size passes its inline body reads as damaged.
+    #[tokio::test]
+    async fn an_inline_body_shorter_than_its_record_is_an_error() {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let pool = strata_pool::LocalPool::open(strata_pool::LocalPoolConfig {
+            dir: dir.path().join("pool"),
+        })
+        .expect("pool");
+        let config = crate::StoreConfig::new(dir.path().join("meta"));
+        let store = Store::open(config, std::sync::Arc::new(pool)).expect("store");
+        let mut info = object(&[]);
+        info.size = 10;
+        info.inline = Some(Bytes::from_static(b"short"));
+        let mut read = store.read(&info, Some(2..10));
+        assert!(matches!(
+            read.next().await,
+            Some(Err(StoreError::Corrupt(_)))
+        ));
+        let mut read = store.read(&info, Some(1..4));
+        assert_eq!(
+            read.next().await.and_then(Result::ok).as_deref(),
+            Some(&b"hor"[..])
+        );
     }
 
     #[test]

@@ -127,6 +127,25 @@ impl PublicPolicy {
         }
         let mut resources = Vec::new();
         for statement in &statements {
+            // An element this subset does not know (NotResource, NotAction,
+            // a misspelt Conditions) could narrow or widen the statement:
+            // refused, never ignored.
+            if let Some(unknown) = statement.as_object().and_then(|elements| {
+                elements.keys().find(|name| {
+                    !matches!(
+                        name.as_str(),
+                        "Sid"
+                            | "Effect"
+                            | "Principal"
+                            | "Action"
+                            | "Resource"
+                            | "Condition"
+                            | "NotPrincipal"
+                    )
+                })
+            }) {
+                return Err(format!("The statement element {unknown} is not supported"));
+            }
             if statement.get("Effect").and_then(Value::as_str) != Some("Allow") {
                 return Err("Only Allow statements are supported".into());
             }
@@ -224,6 +243,9 @@ mod tests {
             r#"{"Effect": "Allow", "Principal": "*", "Action": "s3:GetObject", "Resource": "arn:aws:s3:::other/*"}"#,
             r#"{"Effect": "Allow", "Principal": "*", "Action": "s3:GetObject", "Resource": "arn:aws:s3:::site/*.gif"}"#,
             r#"{"Effect": "Allow", "Principal": "*", "Action": "s3:GetObject", "Resource": "arn:aws:s3:::site/*", "Condition": {}}"#,
+            // Elements the subset does not know are refused, not ignored.
+            r#"{"Effect": "Allow", "Principal": "*", "Action": "s3:GetObject", "Resource": "arn:aws:s3:::site/*", "NotResource": "arn:aws:s3:::site/private/*"}"#,
+            r#"{"Effect": "Allow", "Principal": "*", "Action": "s3:GetObject", "Resource": "arn:aws:s3:::site/*", "Conditions": {}}"#,
         ] {
             assert!(policy(statement).is_err(), "{statement}");
         }

@@ -14,6 +14,11 @@ use crate::cors::CorsRule;
 use crate::public::{self, PUBLIC_READ, PublicPolicy};
 use strata_store::StoreError;
 
+/// The largest bucket policy S3 takes (20 KB) and CORS configuration
+/// (64 KB): each public read consults them.
+const MAX_POLICY_BYTES: usize = 20 * 1024;
+const MAX_CORS_BYTES: usize = 64 * 1024;
+
 impl S3Door {
     /// The bucket of the request, if the caller's account owns it.
     pub(crate) async fn owned_bucket(&self, request: &S3Request) -> S3Result<BucketInfo> {
@@ -261,7 +266,8 @@ impl S3Door {
         body: RequestBody,
     ) -> S3Result<Response> {
         self.owned_bucket(request).await?;
-        let document = read_small_body(request, body, self.limits.max_xml_body).await?;
+        let limit = MAX_CORS_BYTES.min(self.limits.max_xml_body);
+        let document = read_small_body(request, body, limit).await?;
         let configuration: xml::CorsConfiguration = xml::parse(&document)?;
         let rules = cors_rules(configuration)?;
         let encoded = serde_json::to_string(&rules).map_err(|_| S3Error::malformed_xml())?;
@@ -344,7 +350,8 @@ impl S3Door {
         body: RequestBody,
     ) -> S3Result<Response> {
         self.owned_bucket(request).await?;
-        let document = read_small_body(request, body, self.limits.max_xml_body).await?;
+        let limit = MAX_POLICY_BYTES.min(self.limits.max_xml_body);
+        let document = read_small_body(request, body, limit).await?;
         let text = String::from_utf8(document.to_vec()).map_err(|_| {
             S3Error::new(
                 "MalformedPolicy",

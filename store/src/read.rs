@@ -129,12 +129,7 @@ mod tests {
     #[tokio::test]
     async fn an_inline_body_shorter_than_its_record_is_an_error() {
         let dir = tempfile::tempdir().expect("temporary directory");
-        let pool = strata_pool::LocalPool::open(strata_pool::LocalPoolConfig {
-            dir: dir.path().join("pool"),
-        })
-        .expect("pool");
-        let config = crate::StoreConfig::new(dir.path().join("meta"));
-        let store = Store::open(config, std::sync::Arc::new(pool)).expect("store");
+        let store = crate::store::tests::store_in(dir.path());
         let mut info = object(&[]);
         info.size = 10;
         info.inline = Some(Bytes::from_static(b"short"));

@@ -2229,8 +2229,18 @@ async fn record_index_groups_remotely(remote: &Remote, count: u16) -> Result<boo
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
+
+    /// An embedded store over a local pool in `dir`, for unit tests.
+    pub(crate) fn store_in(dir: &std::path::Path) -> Store {
+        let pool = strata_pool::LocalPool::open(strata_pool::LocalPoolConfig {
+            dir: dir.join("pool"),
+        })
+        .expect("pool");
+        let config = StoreConfig::new(dir.join("meta"));
+        Store::open(config, Arc::new(pool)).expect("store")
+    }
 
     fn check(key: &str, valid: bool) {
         assert_eq!(validate_key(key).is_ok(), valid, "{key:?}");
@@ -2265,12 +2275,7 @@ mod tests {
     #[tokio::test]
     async fn events_past_a_commit_in_flight_wait_for_it() {
         let dir = tempfile::tempdir().expect("temporary directory");
-        let pool = strata_pool::LocalPool::open(strata_pool::LocalPoolConfig {
-            dir: dir.path().join("pool"),
-        })
-        .expect("pool");
-        let config = StoreConfig::new(dir.path().join("meta"));
-        let store = Store::open(config, Arc::new(pool)).expect("store");
+        let store = store_in(dir.path());
         store
             .create_bucket("acct", "first", "r")
             .await

@@ -1017,7 +1017,7 @@ impl Store {
         // Events of concurrent calls may be among these; purging for them
         // twice is harmless, missing the caller's own is not.
         let events = if writes && next_seq > first_seq {
-            self.feed_since(first_seq - 1, (next_seq - first_seq) as usize)
+            self.feed_written_since(first_seq - 1, (next_seq - first_seq) as usize)
                 .await
                 .unwrap_or_default()
         } else {

@@ -256,7 +256,7 @@ impl Store {
             tracing::debug!(
                 bucket,
                 key,
-                "renamed from a key written again since: it stays"
+                "renamed from a key written again or expired since: its record stays, or went with its expiry"
             );
         }
         Ok(moved)

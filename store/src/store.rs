@@ -538,27 +538,26 @@ impl Store {
                 })
                 .await;
         }
+        // Up to the first number still in flight: a follower then sees a
+        // hole only where a commit failed (`FeedNumbers`).
         self.blocking(move |inner| {
-            // Up to the first number still in flight: a follower then sees
-            // a hole only where a commit failed (`FeedNumbers`).
             let below = inner.feed_numbers.readable_below();
-            let start = (after + 1).to_be_bytes();
-            let mut events = Vec::new();
-            for item in inner
-                .space()
-                .iter(CF_FEED, IteratorMode::From(&start, Direction::Forward))?
-                .take(limit)
-            {
-                let (_, value) = item?;
-                let event: ChangeEvent = records::decode(&value)?;
-                if event.seq >= below {
-                    break;
-                }
-                events.push(event);
-            }
-            Ok(events)
+            inner.feed_events(after, limit, below)
         })
         .await
+    }
+
+    /// Up to `limit` events written with a number above `after`, whatever
+    /// is still in flight before them: the events of a call just answered,
+    /// which its caller must see at once (its edge's read-your-writes),
+    /// not when the commits before them land.
+    pub(crate) async fn feed_written_since(
+        &self,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<ChangeEvent>> {
+        self.blocking(move |inner| inner.feed_events(after, limit, u64::MAX))
+            .await
     }
 
     // ---- buckets -------------------------------------------------------------------
@@ -1836,6 +1835,25 @@ impl Inner {
         Ok(())
     }
 
+    /// Up to `limit` stored events numbered above `after` and below `below`.
+    fn feed_events(&self, after: u64, limit: usize, below: u64) -> Result<Vec<ChangeEvent>> {
+        let start = (after + 1).to_be_bytes();
+        let mut events = Vec::new();
+        for item in self
+            .space()
+            .iter(CF_FEED, IteratorMode::From(&start, Direction::Forward))?
+            .take(limit)
+        {
+            let (_, value) = item?;
+            let event: ChangeEvent = records::decode(&value)?;
+            if event.seq >= below {
+                break;
+            }
+            events.push(event);
+        }
+        Ok(events)
+    }
+
     pub(crate) fn feed_event(
         &self,
         batch: &mut Batch<'_>,
@@ -2294,11 +2312,18 @@ pub(crate) mod tests {
             shown.is_empty(),
             "events past a commit in flight: {shown:?}"
         );
+        // The answer to a gateway's own write carries its events all the
+        // same: its edge purges at once (read-your-writes).
+        let call =
+            br#"{"op":"create_bucket","account":"acct","name":"third","region":"r","attrs":{}}"#;
+        let answer: serde_json::Value =
+            serde_json::from_slice(&store.serve_meta(call, None).await).expect("answer");
+        assert_eq!(answer["events"][0]["bucket"], "third", "{answer}");
 
         drop(slow_commit);
         let shown = store.feed_since(head, 10).await.expect("feed");
         let buckets: Vec<&str> = shown.iter().map(|event| event.bucket.as_str()).collect();
-        assert_eq!(buckets, ["second"]);
+        assert_eq!(buckets, ["second", "third"]);
     }
 
     #[test]

@@ -33,6 +33,9 @@ use crate::wire::{content_type_for, unix_now_ms};
 /// Content type of the empty objects that stand for directories made with
 /// MKD (the convention of Swift, s3fs and rclone).
 const DIRECTORY_MARKER_TYPE: &str = "application/x-directory";
+/// Dynamic Large Objects of one listing shown with their assembled size;
+/// past these, with their manifest's.
+const MAX_DLOS_SIZED_PER_LISTING: usize = 100;
 /// Listing page size when reading a directory from the store.
 const LIST_PAGE: usize = 1000;
 
@@ -589,7 +592,9 @@ impl StorageBackend<FtpUser> for StoreFileSystem {
                 let mut entries = self.read_dir(container, &prefix).await?;
                 // A listing says the size SIZE and RETR give: mirroring
                 // clients (lftp mirror, WinSCP sync) compare them.
-                for (name, meta) in entries.iter_mut().filter(|(_, meta)| meta.dynamic) {
+                // Each costs a listing of its segments: a bounded number.
+                let dynamic = entries.iter_mut().filter(|(_, meta)| meta.dynamic);
+                for (name, meta) in dynamic.take(MAX_DLOS_SIZED_PER_LISTING) {
                     let entry = FtpPath::Entry {
                         container: container.clone(),
                         key: format!("{prefix}{name}"),

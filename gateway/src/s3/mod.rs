@@ -282,7 +282,8 @@ impl S3Door {
 }
 
 /// Whether a request carries an AWS signature (a SigV4 or SigV2
-/// `Authorization` header, or a presigned query): it is for the S3 door,
+/// `Authorization` header, or a SigV4 or SigV2 presigned query): it is
+/// for the S3 door,
 /// whatever its path looks like to the others (a bucket may be called
 /// `v1`, `v3`, `auth` or `admin`).
 pub(crate) fn is_aws_signed(uri: &Uri, headers: &HeaderMap) -> bool {
@@ -290,9 +291,10 @@ pub(crate) fn is_aws_signed(uri: &Uri, headers: &HeaderMap) -> bool {
         .get(http::header::AUTHORIZATION)
         .and_then(|value| value.to_str().ok())
         .is_some_and(|value| value.starts_with("AWS"))
-        || uri
-            .query()
-            .is_some_and(|query| query.contains("X-Amz-Signature"))
+        || uri.query().is_some_and(|query| {
+            query.contains("X-Amz-Signature")
+                || (query.contains("AWSAccessKeyId=") && query.contains("Signature="))
+        })
 }
 
 /// `GET /health` without credentials. With credentials it is a listing of a

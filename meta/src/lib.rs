@@ -1197,10 +1197,16 @@ async fn maintain_while_leading(service: std::sync::Weak<MetaService>) {
         let needs = |call: &[u8]| Store::meta_call_kind(call).map_or(0, |kind| kind.log_version);
         let now_secs = (unix_ms().max(0) as u64) / 1000;
         let expiry = Store::expiry_call(now_secs);
-        if service.store.expiry_due(now_secs).await.unwrap_or(false)
-            && let Routed::Unavailable(why) = service.write(&expiry, needs(&expiry), None).await
-        {
-            tracing::debug!(%why, "expiry not logged");
+        // A sweep per entry, while some are due (each applied before the
+        // next is asked for), as the embedded store's round.
+        for _ in 0..strata_store::SWEEPS_PER_ROUND {
+            if !service.store.expiry_due(now_secs).await.unwrap_or(false) {
+                break;
+            }
+            if let Routed::Unavailable(why) = service.write(&expiry, needs(&expiry), None).await {
+                tracing::debug!(%why, "expiry not logged");
+                break;
+            }
         }
         match service.store.feed_trim_call(since).await {
             Ok(Some(call)) => {

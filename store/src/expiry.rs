@@ -17,7 +17,8 @@ use crate::space::Batch;
 use crate::store::{Inner, Store, now_ms};
 use crate::usage::UsageDelta;
 
-/// Most expired objects one sweep deletes; the next tick takes the rest.
+/// Most expired objects one sweep deletes (in one batch, under the
+/// exclusive bucket lock); the next sweep takes the rest.
 const SWEEP_BATCH: usize = 1000;
 
 /// Expiry times from here on (Swift's "forever" is `u64::MAX`) are never
@@ -72,7 +73,25 @@ impl Inner {
     }
 }
 
+/// Sweeps one expiry round makes at most: objects that expire faster than
+/// one sweep a tick (a log container's X-Delete-After) would pile up, and
+/// every listing walks the records not swept yet.
+pub const SWEEPS_PER_ROUND: usize = 20;
+
 impl Store {
+    /// Deletes the objects due at `now_secs`, a sweep at a time while some
+    /// are due, [`SWEEPS_PER_ROUND`] sweeps at most.
+    pub async fn expire_round(&self, now_secs: u64) -> Result<usize> {
+        let mut expired = 0;
+        for _ in 0..SWEEPS_PER_ROUND {
+            if !self.expiry_due(now_secs).await? {
+                break;
+            }
+            expired += self.expire_due(now_secs).await?;
+        }
+        Ok(expired)
+    }
+
     /// Whether some object's expiry time is at or before `now_secs`.
     pub async fn expiry_due(&self, now_secs: u64) -> Result<bool> {
         self.blocking(move |inner| {

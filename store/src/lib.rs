@@ -51,6 +51,7 @@ mod write;
 pub use catalog::CatalogWrite;
 pub use checksum::{BodyHasher, ChecksumAlgorithm, Digests};
 pub use error::{Result, StoreError};
+pub use expiry::SWEEPS_PER_ROUND;
 pub use feed::{ChangeEvent, ChangeKind, FeedFollower, FollowerTag};
 pub use list::{ListEntry, ListPage, ListQuery, UploadListPage, UploadListQuery};
 pub use multipart::{CompletedPart, PartInfo, UploadInfo};

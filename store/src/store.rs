@@ -1267,7 +1267,7 @@ impl Store {
                 if let Err(err) = trimmed {
                     tracing::warn!(error = %err, "change feed trimming failed");
                 }
-                match store.expire_due(crate::expiry::now_secs()).await {
+                match store.expire_round(crate::expiry::now_secs()).await {
                     Ok(0) => {}
                     Ok(n_expired) => tracing::debug!(n_expired, "deleted expired objects"),
                     Err(err) => tracing::warn!(error = %err, "expiry sweep failed"),

@@ -34,6 +34,17 @@ mod manage;
 
 pub use manage::{DirectoryError, NewUserKeys, normalize_host, request_host};
 
+/// How long a start keeps loading accounts while the metadata service
+/// cannot answer, and how often it tries.
+const START_PATIENCE: Duration = Duration::from_secs(60);
+const START_RETRY: Duration = Duration::from_millis(500);
+
+/// Whether `err` is the store's `Unavailable`: no answer now, maybe later.
+fn unavailable(err: &anyhow::Error) -> bool {
+    err.chain()
+        .any(|cause| matches!(cause.downcast_ref(), Some(StoreError::Unavailable(_))))
+}
+
 const NS_ACCOUNTS: &str = "accounts";
 const NS_USERS: &str = "users";
 pub(crate) const NS_CLUSTER: &str = "cluster";
@@ -197,14 +208,37 @@ impl Directory {
         };
         // Subscribe before loading, so no change falls between the two.
         let changes = store.subscribe();
-        directory.reload().await?;
-        if let Some(root) = root {
-            directory.ensure_root(root).await?;
+        // A replicated service may still be electing its first leader as
+        // its gateways start, and a call then fails with its outcome
+        // unknown: the steps are idempotent, and are taken again for a
+        // while rather than stop the start.
+        let deadline = tokio::time::Instant::now() + START_PATIENCE;
+        loop {
+            match directory.load(root).await {
+                Ok(()) => break,
+                Err(err) if unavailable(&err) && tokio::time::Instant::now() < deadline => {
+                    tracing::info!(
+                        error = %format!("{err:#}"),
+                        "the metadata service cannot answer yet: loading accounts again"
+                    );
+                    tokio::time::sleep(START_RETRY).await;
+                }
+                Err(err) => return Err(err),
+            }
         }
-        directory.ensure_keyring().await?;
-        directory.reload().await?;
         directory.follow(changes);
         Ok(directory)
+    }
+
+    /// What a start reads and makes sure of: every account and user, the
+    /// root's keys, the token keyring.
+    async fn load(&self, root: Option<&Credential>) -> anyhow::Result<()> {
+        self.reload().await?;
+        if let Some(root) = root {
+            self.ensure_root(root).await?;
+        }
+        self.ensure_keyring().await?;
+        self.reload().await
     }
 
     /// The account `name`, if it exists.

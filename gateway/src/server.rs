@@ -769,7 +769,9 @@ impl Doors {
         };
         // The gateway's own paths, only on its own names: on a customer's
         // domain or a bucket's host, /health and /metrics are objects.
-        let own_host = || !remapped && !self.s3.is_virtual_host(request.uri(), request.headers());
+        // A bucket's own host: S3's whatever the path, below.
+        let virtual_host = self.s3.is_virtual_host(request.uri(), request.headers());
+        let own_host = || !remapped && !virtual_host;
         if crate::s3::is_health_check(request.method(), request.uri(), request.headers())
             && own_host()
         {
@@ -824,15 +826,14 @@ impl Doors {
         // A bucket's own host, or an AWS signature, is S3's whatever the
         // path (a website's page `/info`, a bucket called `v1.0`); the
         // other doors' paths are the gateway's own names only.
-        let s3_request = self.s3.is_virtual_host(request.uri(), request.headers())
-            || crate::s3::is_aws_signed(request.uri(), request.headers());
+        let s3_request = virtual_host || crate::s3::is_aws_signed(request.uri(), request.headers());
         let kind = if remapped {
             DoorKind::Swift
         } else if s3_request {
             DoorKind::S3
         } else if TokenDoor::serves(path) || AdminDoor::serves(path) {
             DoorKind::Auth
-        } else if SwiftDoor::serves(&request) {
+        } else if SwiftDoor::serves(path) {
             DoorKind::Swift
         } else {
             DoorKind::S3

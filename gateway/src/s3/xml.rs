@@ -189,4 +189,33 @@ mod tests {
         assert!(parse::<DeleteRequest>(b"<Delete><Object><Key>").is_err());
         assert!(parse::<CompleteRequest>(b"not xml").is_err());
     }
+
+    /// A list's elements need not be adjacent: S3 takes a rule's origins and
+    /// methods in any order, and a Quiet between the Objects.
+    #[test]
+    fn lists_may_be_interleaved_with_other_elements() {
+        let cors: CorsConfiguration = parse(
+            b"<CORSConfiguration><CORSRule><AllowedOrigin>https://a.example</AllowedOrigin>\
+              <AllowedMethod>GET</AllowedMethod><AllowedOrigin>https://b.example</AllowedOrigin>\
+              <AllowedHeader>x-a</AllowedHeader><AllowedMethod>PUT</AllowedMethod>\
+              <AllowedHeader>x-b</AllowedHeader></CORSRule></CORSConfiguration>",
+        )
+        .unwrap();
+        let rule = &cors.rules[0];
+        assert_eq!(
+            rule.allowed_origins,
+            ["https://a.example", "https://b.example"]
+        );
+        assert_eq!(rule.allowed_methods, ["GET", "PUT"]);
+        assert_eq!(rule.allowed_headers, ["x-a", "x-b"]);
+
+        let delete: DeleteRequest = parse(
+            b"<Delete><Object><Key>a</Key></Object><Quiet>true</Quiet>\
+              <Object><Key>b</Key></Object></Delete>",
+        )
+        .unwrap();
+        assert!(delete.quiet);
+        let keys: Vec<_> = delete.objects.iter().map(|object| &object.key).collect();
+        assert_eq!(keys, ["a", "b"]);
+    }
 }

@@ -66,9 +66,9 @@ pub struct EntryMeta {
     size: u64,
     is_dir: bool,
     modified_ms: i64,
-    /// A Dynamic Large Object's manifest, whose record does not know the
-    /// assembled size (its segments do).
-    dynamic: bool,
+    /// A Dynamic Large Object's manifest record, which does not know the
+    /// assembled size (its segments do): kept for a listing to size it.
+    dynamic: Option<Box<ObjectInfo>>,
 }
 
 impl EntryMeta {
@@ -77,7 +77,7 @@ impl EntryMeta {
             size: 0,
             is_dir: true,
             modified_ms,
-            dynamic: false,
+            dynamic: None,
         }
     }
 
@@ -87,7 +87,8 @@ impl EntryMeta {
             size: large_object::listed_view(info).size,
             is_dir: false,
             modified_ms: info.last_modified_ms,
-            dynamic: large_object::is_large_object(info) && !large_object::is_slo(info),
+            dynamic: (large_object::is_large_object(info) && !large_object::is_slo(info))
+                .then(|| Box::new(info.clone())),
         }
     }
 }
@@ -593,14 +594,25 @@ impl StorageBackend<FtpUser> for StoreFileSystem {
                 // A listing says the size SIZE and RETR give: mirroring
                 // clients (lftp mirror, WinSCP sync) compare them.
                 // Each costs a listing of its segments: a bounded number.
-                let dynamic = entries.iter_mut().filter(|(_, meta)| meta.dynamic);
-                for (name, meta) in dynamic.take(MAX_DLOS_SIZED_PER_LISTING) {
-                    let entry = FtpPath::Entry {
-                        container: container.clone(),
-                        key: format!("{prefix}{name}"),
+                let mut account = None;
+                let mut sized = 0;
+                for (name, meta) in entries.iter_mut() {
+                    let Some(info) = meta.dynamic.take() else {
+                        continue;
                     };
-                    if let Ok(assembled) = self.entry_meta(user, &entry).await {
-                        meta.size = assembled.size;
+                    if sized == MAX_DLOS_SIZED_PER_LISTING || !listable(name) {
+                        continue;
+                    }
+                    sized += 1;
+                    let account = match &account {
+                        Some(account) => account,
+                        None => {
+                            account.insert(self.readable_container(user, container).await?.account)
+                        }
+                    };
+                    match self.content_of(user, account, *info).await {
+                        Ok(content) => meta.size = content.size,
+                        Err(err) => tracing::debug!(error = %err, "size of a large object unknown"),
                     }
                 }
                 entries

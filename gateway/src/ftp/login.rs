@@ -87,8 +87,8 @@ impl Authenticator for FtpLogin {
                     })
             });
         match checked {
-            Ok((principal, _)) => Ok(FtpPrincipal {
-                username: format!("{}:{}", principal.account, principal.user),
+            Ok((principal, generation)) => Ok(FtpPrincipal {
+                username: session_name(&principal, generation),
             }),
             Err(refusal) => {
                 tracing::debug!(username, source = %creds.source_ip, "ftp login refused");
@@ -107,17 +107,70 @@ impl Authenticator for FtpLogin {
 impl UserDetailProvider for FtpLogin {
     type User = FtpUser;
 
+    /// The session's user, as long as its token generation is still the
+    /// one its password was checked against: a revocation or key rotation
+    /// between the check and now ends the login here, where taking the
+    /// current generation would let the old key's session outlive it.
     async fn provide_user_detail(&self, login: &FtpPrincipal) -> Result<FtpUser, UserDetailError> {
-        let (principal, generation) = login
-            .username
+        let not_found = || UserDetailError::UserNotFound {
+            username: login.username.clone(),
+        };
+        let (name, checked) = login.username.rsplit_once(':').ok_or_else(not_found)?;
+        let checked: u32 = checked.parse().map_err(|_| not_found())?;
+        let (principal, generation) = name
             .split_once(':')
             .and_then(|(account, user)| self.directory.principal(account, user))
-            .ok_or_else(|| UserDetailError::UserNotFound {
-                username: login.username.clone(),
-            })?;
+            .filter(|(_, generation)| *generation == checked)
+            .ok_or_else(not_found)?;
         Ok(FtpUser {
             principal,
             generation,
         })
+    }
+}
+
+/// What a login hands libunftp for its session, whose principal is a name
+/// only: `account:user:generation` (names have no `:`), the generation the
+/// password was checked against.
+fn session_name(principal: &Principal, generation: u32) -> String {
+    format!("{}:{}:{generation}", principal.account, principal.user)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::directory::tests::{open, root};
+
+    /// Tokens revoked between a password's check and the session's start:
+    /// no session. A login after it gets one, with the new generation.
+    #[tokio::test]
+    async fn a_login_raced_by_a_revocation_gets_no_session() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_store, directory) = open(dir.path(), &root()).await;
+        let login = FtpLogin {
+            directory: directory.clone(),
+        };
+        let password = Credentials::from(root().secret_key.as_str());
+        let checked = login.authenticate("admin:admin", &password).await.unwrap();
+        let (_, before) = directory.principal("admin", "admin").unwrap();
+        directory.revoke_tokens("admin", "admin").await.unwrap();
+        for _ in 0..200 {
+            if directory.principal("admin", "admin").unwrap().1 != before {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert!(login.provide_user_detail(&checked).await.is_err());
+
+        let again = login.authenticate("admin", &password).await.unwrap();
+        let user = login.provide_user_detail(&again).await.unwrap();
+        assert_eq!(user.to_string(), "admin:admin");
+        assert_eq!(
+            Some(user.generation),
+            directory
+                .principal("admin", "admin")
+                .map(|(_, generation)| generation)
+        );
+        assert_ne!(user.generation, before);
     }
 }

@@ -61,7 +61,7 @@ pub use listener::{
     Accepted, CappedListener, ConnectionGauge, connection_cap, raise_open_file_limit,
 };
 pub use local::{LocalPool, LocalPoolConfig};
-pub use node_client::{NodeClient, NodeError};
+pub use node_client::{NodeClient, NodeError, SealedExtent};
 pub use ring_pool::{RingPool, RingPoolConfig, RingPoolStats};
 pub use tls::{ClusterTls, TLS_HANDSHAKE_BYTE, TlsError};
 

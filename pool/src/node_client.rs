@@ -55,6 +55,20 @@ impl NodeError {
 /// Largest JSON answer read (a listing of a big partition, a ring).
 const MAX_JSON_LEN: usize = 256 * 1024 * 1024;
 
+/// Bodies shorter than this are checksummed where they are (sealed, or
+/// checked by a node): a hop to the blocking pool costs more than that.
+pub(crate) const SEAL_ON_RUNTIME_BELOW: usize = 64 * 1024;
+
+/// An extent's bytes ready to PUT on any number of nodes
+/// ([`NodeClient::seal`]).
+#[derive(Clone)]
+pub struct SealedExtent {
+    data: Bytes,
+    crc: u32,
+    /// The SHA-256 a plain-text PUT's signed query names; `None` over TLS.
+    digest: Option<String>,
+}
+
 /// A pooled HTTP client for every node of a cluster. Cheap to clone.
 #[derive(Clone)]
 pub struct NodeClient {
@@ -227,6 +241,28 @@ impl NodeClient {
         }
     }
 
+    /// `data`, an extent to PUT, with its CRC32C and (in plain text) its
+    /// SHA-256 taken once for every node it goes to, and off the async
+    /// runtime when large: at 4 MiB they are milliseconds, which would hold
+    /// a gateway's connection thread and the hits it serves.
+    pub async fn seal(&self, data: Bytes) -> SealedExtent {
+        let with_digest = !self.http.is_tls();
+        let seal = move |data: Bytes| SealedExtent {
+            crc: crc32c::crc32c(&data),
+            digest: with_digest.then(|| wire::body_digest(&data)),
+            data,
+        };
+        if data.len() < SEAL_ON_RUNTIME_BELOW {
+            return seal(data);
+        }
+        let kept = data.clone();
+        match tokio::task::spawn_blocking(move || seal(data)).await {
+            Ok(sealed) => sealed,
+            // The blocking pool is shutting down: here, then.
+            Err(_) => seal(kept),
+        }
+    }
+
     async fn send(
         &self,
         node: &str,
@@ -234,6 +270,21 @@ impl NodeClient {
         path_and_query: &str,
         body: Bytes,
         limit: usize,
+    ) -> Result<(StatusCode, Bytes), NodeError> {
+        self.send_sealed(node, method, path_and_query, body, limit, None)
+            .await
+    }
+
+    /// [`NodeClient::send`], with a body's CRC32C and digest taken before
+    /// when `sealed` (by [`NodeClient::seal`]).
+    async fn send_sealed(
+        &self,
+        node: &str,
+        method: Method,
+        path_and_query: &str,
+        body: Bytes,
+        limit: usize,
+        sealed: Option<(u32, Option<&str>)>,
     ) -> Result<(StatusCode, Bytes), NodeError> {
         let unavailable = |detail: String, reached: bool| NodeError::Unavailable {
             node: node.to_owned(),
@@ -250,10 +301,13 @@ impl NodeClient {
                 } else {
                     '?'
                 };
+                let digest = match sealed {
+                    Some((_, Some(digest))) => digest.to_owned(),
+                    _ => wire::body_digest(&body),
+                };
                 bound = format!(
-                    "{path_and_query}{separator}{}={}",
+                    "{path_and_query}{separator}{}={digest}",
                     wire::BODY_DIGEST_PARAM,
-                    wire::body_digest(&body)
                 );
                 bound.as_str()
             }
@@ -268,7 +322,11 @@ impl NodeClient {
                     .sign(method.as_str(), path_and_query, self.http.is_tls()),
             );
         if method == Method::PUT && path_and_query.starts_with("/v1/extents/") {
-            builder = builder.header(wire::CRC_HEADER, crc32c::crc32c(&body));
+            let crc = match sealed {
+                Some((crc, _)) => crc,
+                None => crc32c::crc32c(&body),
+            };
+            builder = builder.header(wire::CRC_HEADER, crc);
         }
         let request = builder
             .body(Full::new(body))
@@ -366,10 +424,20 @@ impl NodeClient {
         }
     }
 
-    /// Stores a copy of an extent on a node; returns once the node fsynced it.
-    pub async fn put_extent(&self, node: &str, id: ExtentId, data: Bytes) -> Result<(), NodeError> {
+    /// Stores `extent` (from [`NodeClient::seal`]) as `id` on `node`;
+    /// returns once the node fsynced it.
+    pub async fn put_extent(
+        &self,
+        node: &str,
+        id: ExtentId,
+        extent: &SealedExtent,
+    ) -> Result<(), NodeError> {
         let path = format!("/v1/extents/{id}");
-        let (status, body) = self.send(node, Method::PUT, &path, data, 4096).await?;
+        let sealed = Some((extent.crc, extent.digest.as_deref()));
+        let data = extent.data.clone();
+        let (status, body) = self
+            .send_sealed(node, Method::PUT, &path, data, 4096, sealed)
+            .await?;
         match status {
             StatusCode::NO_CONTENT | StatusCode::OK | StatusCode::CREATED => Ok(()),
             _ => Err(Self::refused(node, status, &body)),
@@ -558,6 +626,69 @@ mod tests {
             let _ = stream.write_all(&answer).await;
         });
         address
+    }
+
+    /// A node at a loopback address that takes one request whole, answers
+    /// 204, and hands over the request's head (lower-cased) and body.
+    async fn node_recording() -> (String, tokio::sync::oneshot::Receiver<(String, Vec<u8>)>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let address = listener.local_addr().expect("address").to_string();
+        let (recorded, record) = tokio::sync::oneshot::channel();
+        tokio::spawn(async move {
+            let (mut stream, _) = listener.accept().await.expect("accept");
+            let mut request = Vec::new();
+            let mut buffer = [0; 65536];
+            let head_end = loop {
+                if let Some(at) = request.windows(4).position(|window| window == b"\r\n\r\n") {
+                    break at + 4;
+                }
+                match stream.read(&mut buffer).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(read) => request.extend_from_slice(&buffer[..read]),
+                }
+            };
+            let head = String::from_utf8_lossy(&request[..head_end]).to_lowercase();
+            let length: usize = head
+                .lines()
+                .find_map(|line| line.strip_prefix("content-length: "))
+                .and_then(|value| value.trim().parse().ok())
+                .expect("a content-length");
+            while request.len() < head_end + length {
+                match stream.read(&mut buffer).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(read) => request.extend_from_slice(&buffer[..read]),
+                }
+            }
+            let _ = stream.write_all(b"HTTP/1.1 204 No Content\r\n\r\n").await;
+            let _ = recorded.send((head, request[head_end..].to_vec()));
+        });
+        (address, record)
+    }
+
+    /// A sealed extent (large enough to be sealed on the blocking pool)
+    /// goes out with the CRC32C and, in plain text, the SHA-256 of the
+    /// bytes sent.
+    #[tokio::test]
+    async fn a_sealed_extent_carries_the_checksums_of_its_bytes() {
+        let secret = ClusterSecret::new("correct horse battery staple").expect("secret");
+        let client = NodeClient::new(secret, None, Duration::from_secs(5));
+        let id = ExtentId::from_hex(&"cd".repeat(16)).expect("id");
+        let data: Vec<u8> = (0..SEAL_ON_RUNTIME_BELOW * 2)
+            .map(|i| (i % 251) as u8)
+            .collect();
+        let extent = client.seal(Bytes::from(data.clone())).await;
+        for _ in 0..2 {
+            let (node, record) = node_recording().await;
+            client.put_extent(&node, id, &extent).await.expect("stored");
+            let (head, body) = record.await.expect("recorded");
+            assert_eq!(body, data);
+            let digest = format!("{}={}", wire::BODY_DIGEST_PARAM, wire::body_digest(&data));
+            assert!(head.contains(&digest), "{head}");
+            let crc = format!("{}: {}", wire::CRC_HEADER, crc32c::crc32c(&data));
+            assert!(head.contains(&crc.to_lowercase()), "{head}");
+        }
     }
 
     fn extent_answer(body: &[u8], crc: u32) -> Vec<u8> {

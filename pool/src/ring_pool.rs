@@ -440,8 +440,9 @@ impl RingPool {
                 return;
             }
         };
+        let extent = self.inner.client.seal(data).await;
         for node in targets {
-            match self.inner.client.put_extent(&node, id, data.clone()).await {
+            match self.inner.client.put_extent(&node, id, &extent).await {
                 Ok(()) => {
                     self.inner
                         .stats
@@ -587,10 +588,11 @@ impl Pool for RingPool {
             return Err(unavailable(NO_NODE_ANSWERS.to_owned()));
         }
         let client = &self.inner.client;
+        let extent = client.seal(data).await;
         let put = |node: String| {
-            let data = data.clone();
+            let extent = &extent;
             async move {
-                let result = client.put_extent(&node, id, data).await;
+                let result = client.put_extent(&node, id, extent).await;
                 (node, result)
             }
         };

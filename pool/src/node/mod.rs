@@ -27,7 +27,7 @@ use crate::idle_deadline::{IdleDeadline, RequestCount};
 use crate::listener::{Accepted, CappedListener};
 use crate::local::sync_dir;
 use crate::lock;
-use crate::node_client::NodeClient;
+use crate::node_client::{NodeClient, SEAL_ON_RUNTIME_BELOW};
 use crate::tls::ClusterTls;
 use crate::wire::{self, ClusterSecret, Digests, NodeStatus, ReplicationStatus, query_param};
 use crate::{ExtentId, LocalPool, LocalPoolConfig, MAX_EXTENT_LEN, Pool, PoolError};
@@ -308,6 +308,15 @@ fn reply(status: StatusCode, body: impl Into<Bytes>) -> NodeResponse {
     response
 }
 
+/// The answer to a PUT whose body is not the one its signature names
+/// ([`Node::body_as_signed`]).
+fn unsigned_body() -> NodeResponse {
+    reply(
+        StatusCode::UNAUTHORIZED,
+        "request body not signed with this cluster's secret\n",
+    )
+}
+
 fn json_reply(value: &impl serde::Serialize) -> NodeResponse {
     match serde_json::to_vec(value) {
         Ok(body) => reply(StatusCode::OK, body),
@@ -354,6 +363,16 @@ impl Node {
         Ok(true)
     }
 
+    /// [`Node::offer_ring`] of a serialised ring, parsed and installed on
+    /// the blocking pool: the file's fsync (and a large ring's parse) must
+    /// not hold a runtime worker that serves other calls' extents.
+    pub(crate) async fn offer_ring_bytes(self: &Arc<Self>, bytes: Bytes) -> anyhow::Result<bool> {
+        let node = self.clone();
+        tokio::task::spawn_blocking(move || node.offer_ring(Ring::from_bytes(&bytes)?))
+            .await
+            .map_err(anyhow::Error::from)?
+    }
+
     /// Partitions for which one of this node's devices is a primary.
     fn primary_partitions(&self, ring: &Ring) -> HashSet<u32> {
         let names = self.names();
@@ -382,7 +401,7 @@ impl Node {
         }
     }
 
-    async fn handle(&self, request: NodeRequest) -> NodeResponse {
+    async fn handle(self: &Arc<Self>, request: NodeRequest) -> NodeResponse {
         let method = request.method().clone();
         let path_and_query = request
             .uri()
@@ -451,13 +470,21 @@ impl Node {
                     Ok(body) => body,
                     Err(response) => return response,
                 };
-                if let Err(response) = self.body_as_signed(&path_and_query, &body) {
-                    return response;
-                }
-                let offered = Ring::from_bytes(&body)
-                    .map_err(anyhow::Error::from)
-                    .and_then(|ring| self.offer_ring(ring));
-                match offered {
+                // A ring of up to 256 MiB: hashed off the runtime too.
+                let node = self.clone();
+                let signed = path_and_query.clone();
+                let checked = tokio::task::spawn_blocking(move || {
+                    (node.body_as_signed(&signed, &body).is_ok(), body)
+                })
+                .await;
+                let body = match checked {
+                    Ok((true, body)) => body,
+                    Ok((false, _)) => return unsigned_body(),
+                    Err(err) => {
+                        return reply(StatusCode::SERVICE_UNAVAILABLE, format!("{err}\n"));
+                    }
+                };
+                match self.offer_ring_bytes(body).await {
                     Ok(_) => reply(StatusCode::NO_CONTENT, ""),
                     Err(err) => reply(StatusCode::CONFLICT, format!("{err:#}\n")),
                 }
@@ -478,7 +505,12 @@ impl Node {
                 if let Err(response) = self.body_as_signed(&path_and_query, &body) {
                     return response;
                 }
-                match self.claim(&body) {
+                let node = self.clone();
+                let claimed = tokio::task::spawn_blocking(move || node.claim(&body))
+                    .await
+                    .map_err(io::Error::other)
+                    .and_then(|claimed| claimed);
+                match claimed {
                     Ok(Claim::Taken) => reply(StatusCode::NO_CONTENT, ""),
                     Ok(Claim::Another(owner)) => reply(
                         StatusCode::CONFLICT,
@@ -530,14 +562,16 @@ impl Node {
     fn body_as_signed(&self, path_and_query: &str, body: &[u8]) -> Result<(), NodeResponse> {
         match self.serves_tls || wire::body_matches(path_and_query, body) {
             true => Ok(()),
-            false => Err(reply(
-                StatusCode::UNAUTHORIZED,
-                "request body not signed with this cluster's secret\n",
-            )),
+            false => Err(unsigned_body()),
         }
     }
 
-    async fn put(&self, id: ExtentId, request: NodeRequest, path_and_query: &str) -> NodeResponse {
+    async fn put(
+        self: &Arc<Self>,
+        id: ExtentId,
+        request: NodeRequest,
+        path_and_query: &str,
+    ) -> NodeResponse {
         let expected_crc = request
             .headers()
             .get(wire::CRC_HEADER)
@@ -547,10 +581,28 @@ impl Node {
             Ok(body) => body,
             Err(response) => return response,
         };
-        if let Err(response) = self.body_as_signed(path_and_query, &body) {
-            return response;
-        }
-        if expected_crc != Some(crc32c::crc32c(&body)) {
+        let check = |node: &Node, path_and_query: &str, body: &[u8]| {
+            (
+                node.body_as_signed(path_and_query, body),
+                crc32c::crc32c(body),
+            )
+        };
+        // Milliseconds of hashing at 4 MiB: on the blocking pool, not the
+        // worker that serves the node's other calls.
+        let checked = if body.len() < SEAL_ON_RUNTIME_BELOW {
+            Ok(check(self, path_and_query, &body))
+        } else {
+            let body = body.clone();
+            let path_and_query = path_and_query.to_owned();
+            let node = self.clone();
+            tokio::task::spawn_blocking(move || check(&node, &path_and_query, &body)).await
+        };
+        let crc = match checked {
+            Ok((Ok(()), crc)) => crc,
+            Ok((Err(response), _)) => return response,
+            Err(err) => return reply(StatusCode::SERVICE_UNAVAILABLE, format!("{err}\n")),
+        };
+        if expected_crc != Some(crc) {
             return reply(
                 StatusCode::BAD_REQUEST,
                 "extent checksum missing or wrong\n",

@@ -367,10 +367,7 @@ async fn learn_ring(node: &Arc<Node>, peer: &str) {
             return;
         }
     };
-    let offered = strata_ring::Ring::from_bytes(&fetched)
-        .map_err(anyhow::Error::from)
-        .and_then(|ring| node.offer_ring(ring));
-    if let Err(err) = offered {
+    if let Err(err) = node.offer_ring_bytes(fetched).await {
         tracing::warn!(%peer, error = %format!("{err:#}"), "replicator: refused a peer's ring");
     }
 }
@@ -437,7 +434,8 @@ async fn sync_partition(
             }
         };
         let len = data.len() as u64;
-        match node.client.put_extent(peer, id, data).await {
+        let extent = node.client.seal(data).await;
+        match node.client.put_extent(peer, id, &extent).await {
             Ok(()) => {
                 confirmed.insert(id);
                 pushed_since_listing += len;

@@ -216,20 +216,18 @@ fn nodes_refuse_strangers() -> Result<()> {
     // In plain text a PUT's signature covers its body: a request seen on
     // the network, sent again with other bytes (and their CRC32C), or one
     // whose signature names no body, is refused.
+    let put = |path: &str, headers: &[&str], body: &str| {
+        let url = format!("http://{node}{path}");
+        let mut args = vec!["-X", "PUT"];
+        for header in headers {
+            args.extend(["-H", header]);
+        }
+        args.extend(["--data-binary", body, &url]);
+        cluster_curl(&args)
+    };
     let put_extent = |path: &str, signature: &str, body: &str| {
         let crc = format!("x-strata-crc32c: {}", crc32c::crc32c(body.as_bytes()));
-        let url = format!("http://{node}{path}");
-        cluster_curl(&[
-            "-X",
-            "PUT",
-            "-H",
-            signature,
-            "-H",
-            &crc,
-            "--data-binary",
-            body,
-            &url,
-        ])
+        put(path, &[signature, &crc], body)
     };
     let path = format!(
         "/v1/extents/0123456789abcdef0123456789abcdef?sha256={}",
@@ -243,6 +241,26 @@ fn nodes_refuse_strangers() -> Result<()> {
         replayed == "401",
         "a PUT sent again with other bytes got {replayed}"
     );
+    // Signed, but the bytes are not those of their CRC32C.
+    let damaged_path = format!(
+        "/v1/extents/0123456789abcdef0123456789abcded?sha256={}",
+        strata_tests::sha256_hex(b"signed bytes")
+    );
+    let wrong_crc = format!("x-strata-crc32c: {}", crc32c::crc32c(b"signed bytes") ^ 1);
+    let signature = cluster.signature("PUT", &damaged_path, false)?;
+    let damaged = put(&damaged_path, &[&signature, &wrong_crc], "signed bytes")?;
+    ensure!(
+        damaged == "400",
+        "a PUT whose bytes fail their CRC32C got {damaged}"
+    );
+    // A ring's body is bound to its signature as an extent's is.
+    let ring_path = format!(
+        "/v1/ring?sha256={}",
+        strata_tests::sha256_hex(b"the ring that was signed")
+    );
+    let signature = cluster.signature("PUT", &ring_path, false)?;
+    let ring = put(&ring_path, &[&signature], "another ring")?;
+    ensure!(ring == "401", "a ring sent with other bytes got {ring}");
     let unbound = "/v1/extents/0123456789abcdef0123456789abcdee";
     let signature = cluster.signature("PUT", unbound, false)?;
     let refused = put_extent(unbound, &signature, "no digest")?;

@@ -554,6 +554,9 @@ async fn serve_connection<S>(
         idle_timeout,
     ));
     let service = hyper::service::service_fn(move |request: hyper::Request<Incoming>| {
+        // Now, before the request's work: its connection thread's core
+        // may be owed to the threads waiting for it.
+        crate::connection_threads::step_aside_if_due();
         let served = served.clone();
         let in_progress = requests.start();
         let mut request = request.map(|body| requests.request_body(body));

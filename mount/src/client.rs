@@ -534,10 +534,11 @@ impl SwiftClient {
         }
     }
 
-    /// The segments of the Static Large Object at `container/key` that are
-    /// its own: under `<container>_segments/<key>/`, where this client and
-    /// python-swiftclient put them (others may be shared with other
-    /// manifests). None when there is no such object there.
+    /// The segments of the Static Large Object at `container/key` that an
+    /// upload made for it ([`upload_segment`]), wherever the file was
+    /// uploaded first: a moved file keeps its segments under its old name.
+    /// Others, a manifest's own choice, may be shared with other
+    /// manifests. None when there is no such object there.
     async fn own_segments(&self, container: &str, key: &str) -> ClientResult<Vec<String>> {
         if !self.is_static_large_object(container, key).await? {
             return Ok(Vec::new());
@@ -552,11 +553,10 @@ impl SwiftClient {
             .map_err(|err| ClientError::Transport(format!("GET {manifest_path}: {err}")))?
             .to_bytes();
         let manifest: Vec<serde_json::Value> = serde_json::from_slice(&body).unwrap_or_default();
-        let own = format!("/{container}_segments/{key}/");
         Ok(manifest
             .iter()
-            .filter_map(|segment| segment["name"].as_str()?.strip_prefix(&own))
-            .map(|rest| object_path(&format!("{container}_segments"), &format!("{key}/{rest}")))
+            .filter_map(|segment| upload_segment(segment["name"].as_str()?))
+            .map(|(container, object)| object_path(container, object))
             .collect())
     }
 
@@ -812,6 +812,32 @@ fn object_path(container: &str, key: &str) -> String {
     )
 }
 
+/// The container and object of a manifest's segment (`/container/object`,
+/// as `?multipart-manifest=get` names it) when an upload made it for its
+/// manifest alone: in a `…_segments` container, named
+/// `<key>/<time>/<size>/<segment size>/<n>`, as this client and
+/// python-swiftclient name them. The key need not be the manifest's: a
+/// rename moves a manifest and leaves its segments where they are.
+fn upload_segment(name: &str) -> Option<(&str, &str)> {
+    let (container, object) = name.strip_prefix('/')?.split_once('/')?;
+    if !container.ends_with("_segments") {
+        return None;
+    }
+    let mut fields = object.rsplitn(5, '/');
+    let digits = |field: &str| !field.is_empty() && field.bytes().all(|byte| byte.is_ascii_digit());
+    let index = fields.next()?;
+    let (segment_size, size) = (fields.next()?, fields.next()?);
+    let stamp = fields.next()?;
+    let key = fields.next()?;
+    let named = index.len() == 8
+        && digits(index)
+        && digits(segment_size)
+        && digits(size)
+        && stamp.parse::<f64>().is_ok_and(f64::is_finite)
+        && !key.is_empty();
+    named.then_some((container, object))
+}
+
 /// Listings' `2026-12-02T15:06:48.123000` (UTC).
 fn parse_listing_time(text: &str) -> SystemTime {
     chrono::NaiveDateTime::parse_from_str(text, "%Y-%m-%dT%H:%M:%S%.f")
@@ -828,6 +854,33 @@ mod tests {
         assert_eq!(object_path("a b", "x/y z.txt"), "/a%20b/x/y%20z.txt");
         assert_eq!(container_path("c/d"), "/c%2Fd");
         assert_eq!(object_path("c", "ü?#"), "/c/%C3%BC%3F%23");
+    }
+
+    #[test]
+    fn segments_an_upload_made_are_told_from_others() {
+        let made = "/c_segments/dir/big.bin/1764688008.123456/3145728/1048576/00000002";
+        assert_eq!(
+            upload_segment(made),
+            Some((
+                "c_segments",
+                "dir/big.bin/1764688008.123456/3145728/1048576/00000002"
+            ))
+        );
+        for other in [
+            // Not in a segments container.
+            "/c/dir/big.bin/1764688008.123456/3145728/1048576/00000002",
+            // Not an upload's name: no key, a short index, a stamp that
+            // is not a time, sizes that are not numbers.
+            "/c_segments/1764688008.123456/3145728/1048576/00000002",
+            "/c_segments/big.bin/1764688008.123456/3145728/1048576/2",
+            "/c_segments/big.bin/yesterday/3145728/1048576/00000002",
+            "/c_segments/big.bin/1764688008.1/3 MiB/1048576/00000002",
+            "/c_segments/part-1",
+            "c_segments/big.bin/1764688008.123456/3145728/1048576/00000002",
+            "",
+        ] {
+            assert_eq!(upload_segment(other), None, "{other}");
+        }
     }
 
     #[test]

@@ -327,7 +327,8 @@ fn copy_rename_delete(adapter: Adapter) -> Result<()> {
 /// strata mount of a whole account: containers as folders at the root,
 /// files above `--segment-mib` uploaded as segments plus a Static Large
 /// Object manifest (read back whole through Swift and a fresh mount), a
-/// rename of such a file (an assembled copy, the old segments deleted), and
+/// rename of such a file (its manifest moved, its segments kept where they
+/// are, and deleted when it is overwritten or removed after), and
 /// what the root and a non-empty folder refuse.
 #[test]
 fn strata_mount_account_containers_and_large_files() -> Result<()> {
@@ -545,6 +546,20 @@ fn strata_mount_account_containers_and_large_files() -> Result<()> {
         listed.body_text() == before,
         "after the rename, segments\n{}\ninstead of the moved file's\n{before}",
         listed.body_text()
+    );
+    // Overwritten after the move, it leaves none of the segments it kept
+    // under its old name.
+    let moved = write_random_file(&in_mount.join("moved.bin"), 2 * MIB + 5)?;
+    let listed = server
+        .swift_as_root("GET", &segments, None, &[])?
+        .body_text();
+    ensure!(
+        listed.lines().count() == 3 && listed.lines().all(|name| name.starts_with("moved.bin/")),
+        "after overwriting the moved file, expected its 3 new segments:\n{listed}"
+    );
+    ensure!(
+        fs::read(in_mount.join("moved.bin"))? == moved,
+        "the moved file, overwritten, reads back other bytes"
     );
     let not_empty = fs::remove_dir(&in_mount);
     ensure!(

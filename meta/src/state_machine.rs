@@ -390,6 +390,7 @@ impl Applier {
                             marker: serde_json::to_vec(&next).map_err(state_error)?,
                             answered: proposed_here,
                             signature: call.signature,
+                            log_version,
                         };
                         // A failure of this member's own database is not
                         // the call's answer: the replica would no longer

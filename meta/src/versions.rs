@@ -30,6 +30,9 @@
 //!   group hibernates only at version 1.
 //! - 2: the split of a replicated service into index groups
 //!   (`SplitIntoIndexGroups`, `strata_store`'s `split.rs`).
+//! - 3: the bucket pins of deletes, renames and metadata replacements
+//!   (`strata_store::BucketPin`), which an earlier build decodes and
+//!   ignores: below 3, every member applies such calls without their pins.
 
 use std::sync::atomic::{AtomicU32, Ordering};
 
@@ -43,7 +46,7 @@ use crate::{Membership, MetaService, Routed};
 const VERSION_PROBE_WAIT: Duration = Duration::from_secs(2);
 
 /// The newest log version this build writes and applies.
-pub const LOG_VERSION: u32 = 2;
+pub const LOG_VERSION: u32 = 3;
 
 // A call this build sends is one it applies.
 const _: () = assert!(strata_store::NEWEST_CALL_LOG_VERSION <= LOG_VERSION);

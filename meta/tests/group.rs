@@ -436,6 +436,14 @@ fn put_call(key: &str, body: &[u8], delete_at: Option<u64>) -> serde_json::Value
     })
 }
 
+/// Deletes `key` of the shared bucket if `owner` owns it.
+fn pinned_delete_call(key: &str, owner: &str) -> serde_json::Value {
+    serde_json::json!({
+        "op": "delete_object", "bucket": "shared", "key": key,
+        "pin": strata_store::BucketPin::owned_by(owner),
+    })
+}
+
 fn create_bucket_call(account: &str) -> serde_json::Value {
     serde_json::json!({
         "op": "create_bucket", "account": account, "name": "shared",
@@ -1339,10 +1347,16 @@ async fn an_idle_group_hibernates_and_wakes_for_a_change_a_caller_or_a_lost_lead
 
     // A change wakes it, and is applied everywhere, by the same leader.
     group.call(put_call("after", b"two", None)).await;
+    // Raised, the group honours pins: refused alike on every member.
+    let refused = group.call(pinned_delete_call("after", "other")).await;
+    assert_eq!(refused["outcome"]["Err"], "NoSuchBucket", "{refused}");
     group.settle().await;
     for replica in group.replicas.iter().flatten() {
         assert!(replica.head_object("shared", "after").await.is_ok());
     }
+    let deleted = group.call(pinned_delete_call("after", "acct")).await;
+    assert!(deleted["outcome"]["Ok"].is_object(), "{deleted}");
+    group.call(put_call("after", b"two", None)).await;
     assert_eq!(group.leader().status().id, leader);
     assert_eq!(
         group.leader().status().term,
@@ -1539,6 +1553,16 @@ async fn a_group_raises_its_log_version_once_every_member_runs_it() {
         other => panic!("a call of a newer version than the group's: {other:?}"),
     }
 
+    // A delete pinned to another owner's bucket: below the version that
+    // honours pins, every member applies it without its pin, as a member
+    // of the earlier build does.
+    let deleted = group.call(pinned_delete_call("before", "other")).await;
+    assert!(deleted["outcome"]["Ok"].is_object(), "{deleted}");
+    group.settle().await;
+    for replica in group.replicas.iter().flatten() {
+        assert!(replica.head_object("shared", "before").await.is_err());
+    }
+
     // Member 3 upgraded: the group is raised, and then sleeps.
     group.stop_member(3).await;
     group.earlier_builds.clear();
@@ -1546,10 +1570,16 @@ async fn a_group_raises_its_log_version_once_every_member_runs_it() {
     log_version_everywhere(&group, strata_meta::LOG_VERSION).await;
     all_hibernating(&group).await;
     group.call(put_call("after", b"two", None)).await;
+    // Raised, the group honours pins: refused alike on every member.
+    let refused = group.call(pinned_delete_call("after", "other")).await;
+    assert_eq!(refused["outcome"]["Err"], "NoSuchBucket", "{refused}");
     group.settle().await;
     for replica in group.replicas.iter().flatten() {
         assert!(replica.head_object("shared", "after").await.is_ok());
     }
+    let deleted = group.call(pinned_delete_call("after", "acct")).await;
+    assert!(deleted["outcome"]["Ok"].is_object(), "{deleted}");
+    group.call(put_call("after", b"two", None)).await;
 
     // A member of the earlier build is not added: it could not apply the
     // log.

@@ -59,14 +59,14 @@ pub use read::ObjectReader;
 pub use records::{BucketInfo, ObjectInfo, ObjectMeta};
 pub use remote::{
     ApplyContext, FEED_OUTAGE_PATIENCE, MetaCallKind, MetaTransport, NEWEST_CALL_LOG_VERSION,
-    SPLIT_LOG_VERSION, TransportError,
+    PINS_LOG_VERSION, SPLIT_LOG_VERSION, TransportError,
 };
 pub use replica::{ReplicaCheckpoint, Tally};
 pub use routed::group_tags;
 pub use space::KeySpace;
 pub use store::{
-    ChangeListener, DEFAULT_ORPHAN_SWEEP_BATCH, FeedLease, PutConditions, Store, StoreConfig,
-    Swept, WeakStore, validate_key,
+    BucketPin, ChangeListener, DEFAULT_ORPHAN_SWEEP_BATCH, FeedLease, PutConditions, Store,
+    StoreConfig, Swept, WeakStore, validate_key,
 };
 pub use strata_pool::wire::CallSignature;
 pub use usage::BucketUsage;

@@ -41,7 +41,8 @@ use crate::list::{ListQuery, UploadListQuery};
 use crate::multipart::{CompletedPart, PartInfo, UploadInfo};
 use crate::records::{BucketInfo, ObjectInfo, ObjectMeta};
 use crate::store::{
-    APPLIED_MARKER, Engine, Events, FeedTrim, Inner, Pinned, PutConditions, Store, StoreConfig,
+    APPLIED_MARKER, BucketPin, Engine, Events, FeedTrim, Inner, Pinned, PutConditions, Store,
+    StoreConfig,
 };
 
 /// Carries a metadata call to the metadata service and brings back its
@@ -281,6 +282,11 @@ pub(crate) enum MetaCall {
     DeleteObject {
         bucket: String,
         key: String,
+        /// The bucket the caller decided against ([`BucketPin`]); a
+        /// member of an earlier build ignores it, so a replicated group
+        /// honours it only from [`PINS_LOG_VERSION`].
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pin: Option<BucketPin>,
     },
     /// Deletes the object only while it is still `version`
     /// ([`ObjectInfo::same_version`]); a call of its own so that a member
@@ -290,18 +296,28 @@ pub(crate) enum MetaCall {
         bucket: String,
         key: String,
         version: ObjectInfo,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pin: Option<BucketPin>,
     },
     RenameObject {
         bucket: String,
         key: String,
         to_bucket: String,
         to_key: String,
+        /// As `DeleteObject`'s, for each of the two buckets.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pin: Option<BucketPin>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        to_pin: Option<BucketPin>,
     },
     ReplaceObjectMeta {
         bucket: String,
         key: String,
         meta: ObjectMeta,
         etag: Option<String>,
+        /// As `DeleteObject`'s.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pin: Option<BucketPin>,
     },
     CatalogGet {
         namespace: String,
@@ -411,6 +427,20 @@ impl MetaCall {
         }
     }
 
+    /// The call as a member that does not know [`BucketPin`]s applies it:
+    /// what every member of a group below [`PINS_LOG_VERSION`] must do
+    /// alike.
+    fn without_pins(mut self) -> MetaCall {
+        match &mut self {
+            MetaCall::DeleteObject { pin, .. }
+            | MetaCall::DeleteObjectVersion { pin, .. }
+            | MetaCall::ReplaceObjectMeta { pin, .. } => *pin = None,
+            MetaCall::RenameObject { pin, to_pin, .. } => (*pin, *to_pin) = (None, None),
+            _ => {}
+        }
+        self
+    }
+
     /// Whether the call reads or changes a bucket's objects, uploads or
     /// their counters, or deletes a bucket by its objects alone: what a
     /// root store that spreads objects over index groups must not take.
@@ -456,6 +486,14 @@ pub(crate) fn undecodable(why: &str) -> bool {
 /// that needs one.
 pub const SPLIT_LOG_VERSION: u32 = 2;
 
+/// The log version from which a replicated group honours the
+/// [`BucketPin`]s of deletes, renames and metadata replacements. A member
+/// of an earlier build decodes such a call and ignores its pin, so a group
+/// whose members may run one applies it unpinned on every member, and
+/// none refuses what another applies. No call needs it: one sent earlier
+/// is only less strict.
+pub const PINS_LOG_VERSION: u32 = 3;
+
 /// The newest log version a call of this build needs.
 pub const NEWEST_CALL_LOG_VERSION: u32 = SPLIT_LOG_VERSION;
 
@@ -489,6 +527,9 @@ pub struct ApplyContext {
     /// whose signature was applied before is refused (a replay), alike on
     /// every replica.
     pub signature: Option<CallSignature>,
+    /// The group's log version as the entry is applied: what every
+    /// member's build applies alike (see [`PINS_LOG_VERSION`]).
+    pub log_version: u32,
 }
 
 /// The service's answer: the outcome, and the events committed meanwhile.
@@ -926,6 +967,7 @@ impl Store {
             ));
         };
         let call = match decode_call(request) {
+            Ok(call) if context.log_version < PINS_LOG_VERSION => call.without_pins(),
             Ok(call) => call,
             Err(err) => return Ok(encode_answer(Err(err), Vec::new())),
         };
@@ -1093,15 +1135,16 @@ impl Store {
                 value(self.commit_put(info, conditions).await)
             }
             MetaCall::HeadObject { bucket, key } => value(self.head_object(&bucket, &key).await),
-            MetaCall::DeleteObject { bucket, key } => {
-                value(self.delete_object(&bucket, &key).await)
+            MetaCall::DeleteObject { bucket, key, pin } => {
+                value(self.delete_object_version(&bucket, &key, None, pin).await)
             }
             MetaCall::DeleteObjectVersion {
                 bucket,
                 key,
                 version,
+                pin,
             } => value(
-                self.delete_object_version(&bucket, &key, Some(version))
+                self.delete_object_version(&bucket, &key, Some(version), pin)
                     .await,
             ),
             MetaCall::RenameObject {
@@ -1109,13 +1152,25 @@ impl Store {
                 key,
                 to_bucket,
                 to_key,
-            } => value(self.rename_object(&bucket, &key, &to_bucket, &to_key).await),
+                pin,
+                to_pin,
+            } => value(
+                self.rename_object_in(
+                    (&bucket, &key, pin.as_ref()),
+                    (&to_bucket, &to_key, to_pin.as_ref()),
+                )
+                .await,
+            ),
             MetaCall::ReplaceObjectMeta {
                 bucket,
                 key,
                 meta,
                 etag,
-            } => value(self.replace_object_meta(&bucket, &key, meta, etag).await),
+                pin,
+            } => value(
+                self.replace_object_meta_in(&bucket, &key, meta, etag, pin)
+                    .await,
+            ),
             MetaCall::CatalogGet { namespace, key } => {
                 value(self.catalog_get(&namespace, &key).await.map(Base64Opt))
             }

@@ -34,7 +34,7 @@ use crate::error::{Result, StoreError};
 use crate::feed::ChangeEvent;
 use crate::grouped;
 use crate::records::{BucketInfo, ObjectInfo};
-use crate::store::{Events, PutConditions, Store};
+use crate::store::{BucketPin, Events, PutConditions, Store};
 use crate::write::{StageError, StageOptions};
 
 /// Key (default column family of the root store) of the number of index
@@ -212,11 +212,17 @@ impl Store {
     pub(crate) async fn rename_across_groups(
         &self,
         routed: &Routed,
-        (bucket, key): (&str, &str),
-        (to_bucket, to_key): (&str, &str),
+        (bucket, key, pin): (&str, &str, Option<&BucketPin>),
+        (to_bucket, to_key, to_pin): (&str, &str, Option<&BucketPin>),
     ) -> Result<ObjectInfo> {
         let (from_group, to_group) = (routed.group(bucket), routed.group(to_bucket));
         let to_marker = grouped::marker(&routed.root, to_group, to_bucket).await?;
+        if let Some(to_pin) = to_pin {
+            to_pin.check(&to_marker)?;
+        }
+        if let Some(pin) = pin {
+            pin.check(&grouped::marker(&routed.root, from_group, bucket).await?)?;
+        }
         let source = Box::pin(from_group.head_object(bucket, key)).await?;
         let options = StageOptions {
             sha256: false,
@@ -251,7 +257,10 @@ impl Store {
         // again meanwhile is another one.
         let conditions = PutConditions::for_bucket(&to_marker);
         let moved = Box::pin(to_group.commit_staged(staged, moved, conditions)).await?;
-        let deleted = Box::pin(from_group.delete_object_version(bucket, key, Some(source))).await?;
+        // The source's pin again, at its deletion: its bucket may have been
+        // deleted and created again during the copy.
+        let deleted = from_group.delete_object_version(bucket, key, Some(source), pin.cloned());
+        let deleted = Box::pin(deleted).await?;
         if deleted.is_none() {
             tracing::debug!(
                 bucket,

@@ -152,16 +152,11 @@ impl PutConditions {
     }
 
     fn check(&self, bucket: &BucketInfo, current: Option<&ObjectInfo>) -> Result<()> {
-        let other_owner = self
-            .bucket_owner
-            .as_ref()
-            .is_some_and(|owner| *owner != bucket.account);
-        let other_incarnation = self
-            .bucket_incarnation
-            .is_some_and(|incarnation| incarnation != bucket.incarnation);
-        if other_owner || other_incarnation {
-            return Err(StoreError::NoSuchBucket);
-        }
+        still_the_bucket(
+            bucket,
+            self.bucket_owner.as_deref(),
+            self.bucket_incarnation,
+        )?;
         if self.if_none_match_any && current.is_some() {
             return Err(StoreError::PreconditionFailed);
         }
@@ -178,6 +173,64 @@ impl PutConditions {
         }
         Ok(())
     }
+}
+
+/// The bucket a caller decided a change of its objects against (a delete,
+/// a rename, a metadata replacement): the account it found owning it and,
+/// when it read the record, its incarnation. A bucket deleted and created
+/// again since by another account, or by any account when the incarnation
+/// is pinned, is not the bucket it meant: the change is refused
+/// (`NoSuchBucket`) instead of landing there. [`PutConditions`] pins a
+/// write the same way.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct BucketPin {
+    pub owner: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub incarnation: Option<u64>,
+}
+
+impl BucketPin {
+    /// Pins the owner alone: for a caller that only knows the account
+    /// whose bucket it authorised (a Swift URL's, an FTP session's).
+    pub fn owned_by(account: &str) -> BucketPin {
+        BucketPin {
+            owner: account.to_owned(),
+            incarnation: None,
+        }
+    }
+
+    /// Pins `bucket` as the caller found it: its owner and its incarnation.
+    pub fn of(bucket: &BucketInfo) -> BucketPin {
+        BucketPin {
+            owner: bucket.account.clone(),
+            incarnation: Some(bucket.incarnation),
+        }
+    }
+
+    pub(crate) fn check(&self, bucket: &BucketInfo) -> Result<()> {
+        still_the_bucket(bucket, Some(&self.owner), self.incarnation)
+    }
+}
+
+/// `NoSuchBucket` unless `bucket` has the owner and the incarnation a
+/// caller pinned.
+fn still_the_bucket(
+    bucket: &BucketInfo,
+    owner: Option<&str>,
+    incarnation: Option<u64>,
+) -> Result<()> {
+    let other_owner = owner.is_some_and(|owner| owner != bucket.account);
+    let other_incarnation =
+        incarnation.is_some_and(|incarnation| incarnation != bucket.incarnation);
+    if other_owner || other_incarnation {
+        return Err(StoreError::NoSuchBucket);
+    }
+    Ok(())
+}
+
+/// `bucket`'s record checked against `pin`, when there is one.
+fn check_pin(bucket: &BucketInfo, pin: Option<&BucketPin>) -> Result<()> {
+    pin.map_or(Ok(()), |pin| pin.check(bucket))
 }
 
 /// How often the background task looks for orphaned extents.
@@ -972,7 +1025,20 @@ impl Store {
     /// Deletes `bucket/key` and returns what was deleted; a missing key is not an
     /// error (S3 and Swift both treat deletes as idempotent at this layer).
     pub async fn delete_object(&self, bucket: &str, key: &str) -> Result<Option<ObjectInfo>> {
-        self.delete_object_version(bucket, key, None).await
+        self.delete_object_version(bucket, key, None, None).await
+    }
+
+    /// [`Store::delete_object`] in the bucket `pin` names: a bucket of
+    /// that name deleted and created again since is left alone
+    /// (`NoSuchBucket`).
+    pub async fn delete_object_pinned(
+        &self,
+        bucket: &str,
+        key: &str,
+        pin: &BucketPin,
+    ) -> Result<Option<ObjectInfo>> {
+        self.delete_object_version(bucket, key, None, Some(pin.clone()))
+            .await
     }
 
     /// [`Store::delete_object`], only while the object is still `version`
@@ -983,11 +1049,12 @@ impl Store {
         bucket: &str,
         key: &str,
         version: Option<ObjectInfo>,
+        pin: Option<BucketPin>,
     ) -> Result<Option<ObjectInfo>> {
         if let Some(routed) = self.routed() {
             let delete = |group: Store| {
-                let version = version.clone();
-                async move { Box::pin(group.delete_object_version(bucket, key, version)).await }
+                let (version, pin) = (version.clone(), pin.clone());
+                async move { Box::pin(group.delete_object_version(bucket, key, version, pin)).await }
             };
             return routed.in_group(bucket, delete).await;
         }
@@ -1002,14 +1069,15 @@ impl Store {
                         inline: None,
                         ..version
                     },
+                    pin,
                 },
-                None => MetaCall::DeleteObject { bucket, key },
+                None => MetaCall::DeleteObject { bucket, key, pin },
             };
             return remote.call(call).await;
         }
         self.blocking(move |inner| {
             let _shared = inner.bucket_lock.read();
-            inner.bucket_info(&bucket)?;
+            check_pin(&inner.bucket_info(&bucket)?, pin.as_ref())?;
             let _key_guard = inner.lock_key(&bucket, &key);
             let Some(current) = inner.object_info(&bucket, &key)? else {
                 return Ok(None);
@@ -1054,16 +1122,43 @@ impl Store {
         to_bucket: &str,
         to_key: &str,
     ) -> Result<ObjectInfo> {
+        self.rename_object_in((bucket, key, None), (to_bucket, to_key, None))
+            .await
+    }
+
+    /// [`Store::rename_object`] between the buckets the pins name: if
+    /// either was deleted and created again since, nothing moves
+    /// (`NoSuchBucket`).
+    pub async fn rename_object_pinned(
+        &self,
+        (bucket, key, pin): (&str, &str, &BucketPin),
+        (to_bucket, to_key, to_pin): (&str, &str, &BucketPin),
+    ) -> Result<ObjectInfo> {
+        self.rename_object_in((bucket, key, Some(pin)), (to_bucket, to_key, Some(to_pin)))
+            .await
+    }
+
+    pub(crate) async fn rename_object_in(
+        &self,
+        (bucket, key, pin): (&str, &str, Option<&BucketPin>),
+        (to_bucket, to_key, to_pin): (&str, &str, Option<&BucketPin>),
+    ) -> Result<ObjectInfo> {
         validate_key(to_key)?;
         if let Some(routed) = self.routed() {
             let group = routed.marked(bucket).await?;
             if !std::ptr::eq(group, routed.group(to_bucket)) {
-                let moved = self.rename_across_groups(routed, (bucket, key), (to_bucket, to_key));
+                let moved = self.rename_across_groups(
+                    routed,
+                    (bucket, key, pin),
+                    (to_bucket, to_key, to_pin),
+                );
                 return Box::pin(moved).await;
             }
             routed.marked(to_bucket).await?;
-            return Box::pin(group.rename_object(bucket, key, to_bucket, to_key)).await;
+            let renamed = group.rename_object_in((bucket, key, pin), (to_bucket, to_key, to_pin));
+            return Box::pin(renamed).await;
         }
+        let (pin, to_pin) = (pin.cloned(), to_pin.cloned());
         let (bucket, key) = (bucket.to_owned(), key.to_owned());
         let (to_bucket, to_key) = (to_bucket.to_owned(), to_key.to_owned());
         if let Some(remote) = self.remote() {
@@ -1072,13 +1167,15 @@ impl Store {
                 key,
                 to_bucket,
                 to_key,
+                pin,
+                to_pin,
             };
             return remote.call(call).await;
         }
         self.blocking(move |inner| {
             let _shared = inner.bucket_lock.read();
-            inner.bucket_info(&bucket)?;
-            inner.bucket_info(&to_bucket)?;
+            check_pin(&inner.bucket_info(&bucket)?, pin.as_ref())?;
+            check_pin(&inner.bucket_info(&to_bucket)?, to_pin.as_ref())?;
             let _key_guards = inner.lock_key_pair((&bucket, &key), (&to_bucket, &to_key));
             let mut info = inner
                 .object_info(&bucket, &key)?
@@ -1139,10 +1236,36 @@ impl Store {
         meta: ObjectMeta,
         etag: Option<String>,
     ) -> Result<ObjectInfo> {
+        self.replace_object_meta_in(bucket, key, meta, etag, None)
+            .await
+    }
+
+    /// [`Store::replace_object_meta`] in the bucket `pin` names: a bucket
+    /// of that name deleted and created again since is left alone
+    /// (`NoSuchBucket`).
+    pub async fn replace_object_meta_pinned(
+        &self,
+        (bucket, pin): (&str, &BucketPin),
+        key: &str,
+        meta: ObjectMeta,
+        etag: Option<String>,
+    ) -> Result<ObjectInfo> {
+        self.replace_object_meta_in(bucket, key, meta, etag, Some(pin.clone()))
+            .await
+    }
+
+    pub(crate) async fn replace_object_meta_in(
+        &self,
+        bucket: &str,
+        key: &str,
+        meta: ObjectMeta,
+        etag: Option<String>,
+        pin: Option<BucketPin>,
+    ) -> Result<ObjectInfo> {
         if let Some(routed) = self.routed() {
             let replace = |group: Store| {
-                let (meta, etag) = (meta.clone(), etag.clone());
-                async move { Box::pin(group.replace_object_meta(bucket, key, meta, etag)).await }
+                let (meta, etag, pin) = (meta.clone(), etag.clone(), pin.clone());
+                async move { Box::pin(group.replace_object_meta_in(bucket, key, meta, etag, pin)).await }
             };
             return routed.in_group(bucket, replace).await;
         }
@@ -1153,12 +1276,13 @@ impl Store {
                 key,
                 meta,
                 etag,
+                pin,
             };
             return remote.call(call).await;
         }
         self.blocking(move |inner| {
             let _shared = inner.bucket_lock.read();
-            inner.bucket_info(&bucket)?;
+            check_pin(&inner.bucket_info(&bucket)?, pin.as_ref())?;
             let _key_guard = inner.lock_key(&bucket, &key);
             let mut info = inner
                 .object_info(&bucket, &key)?

@@ -10,8 +10,9 @@ use futures::{StreamExt, stream};
 use proptest::prelude::*;
 use strata_pool::{ALL_TAGS, ExtentFilter, LocalPool, LocalPoolConfig, Pool};
 use strata_store::{
-    BucketInfo, CatalogWrite, ChangeKind, CompletedPart, ListEntry, ListQuery, ObjectInfo,
-    ObjectMeta, PutConditions, StageOptions, Store, StoreConfig, StoreError, group_tags, grouped,
+    BucketInfo, BucketPin, CatalogWrite, ChangeKind, CompletedPart, ListEntry, ListQuery,
+    ObjectInfo, ObjectMeta, PutConditions, StageOptions, Store, StoreConfig, StoreError,
+    group_tags, grouped,
 };
 
 /// The pool of the store in `dir`.
@@ -582,6 +583,104 @@ async fn a_write_checked_against_one_incarnation_does_not_land_in_the_next() {
     let store = reopen(dir.path()).await;
     let third = store.create_bucket("acct", "c", "r").await.unwrap();
     assert!(third.incarnation > second.incarnation);
+}
+
+#[tokio::test]
+async fn changes_pinned_to_one_incarnation_leave_the_next_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    pinned_changes_leave_a_later_incarnation_alone(&store, "b", "c").await;
+}
+
+#[tokio::test]
+async fn changes_pinned_to_one_incarnation_leave_the_next_alone_across_index_groups() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_root, groups, store) = routed(dir.path(), 3).await;
+    let store = store.unwrap();
+    // Two buckets of two groups, so that a rename between them is a copy
+    // and a delete.
+    let mut group_of = BTreeMap::new();
+    for n in 0..12 {
+        let name = format!("bucket-{n}");
+        store.create_bucket("acct", &name, "r").await.unwrap();
+        put(&store, &name, "probe", b"").await.unwrap();
+        group_of.insert(holders(&groups, &name, "probe").await[0], name.clone());
+        store.delete_object(&name, "probe").await.unwrap();
+        store.delete_bucket(&name).await.unwrap();
+    }
+    let mut names = group_of.values();
+    let (b, c) = (names.next().unwrap(), names.next().expect("two groups"));
+    pinned_changes_leave_a_later_incarnation_alone(&store, b, c).await;
+}
+
+/// Deletes, renames and metadata replacements pinned to bucket `b` as it
+/// was before it was deleted and created again, or to another owner, are
+/// refused and change nothing; pinned to the buckets as they are, they go
+/// through.
+async fn pinned_changes_leave_a_later_incarnation_alone(store: &Store, b: &str, c: &str) {
+    let first = store.create_bucket("acct", b, "r").await.unwrap();
+    let other = BucketPin::of(&store.create_bucket("acct", c, "r").await.unwrap());
+    store.delete_bucket(b).await.unwrap();
+    let second = store.create_bucket("acct", b, "r").await.unwrap();
+    put(store, b, "k", b"second's").await.unwrap();
+    put(store, c, "x", b"c's").await.unwrap();
+    let stale_meta = ObjectMeta {
+        content_type: Some("text/stale".into()),
+        ..ObjectMeta::default()
+    };
+    for pin in [BucketPin::of(&first), BucketPin::owned_by("stranger")] {
+        let outcomes = [
+            store.delete_object_pinned(b, "k", &pin).await.map(drop),
+            store
+                .replace_object_meta_pinned((b, &pin), "k", stale_meta.clone(), None)
+                .await
+                .map(drop),
+            store
+                .rename_object_pinned((b, "k", &pin), (c, "k", &other))
+                .await
+                .map(drop),
+            store
+                .rename_object_pinned((c, "x", &other), (b, "x", &pin))
+                .await
+                .map(drop),
+        ];
+        for outcome in outcomes {
+            assert!(
+                matches!(outcome, Err(StoreError::NoSuchBucket)),
+                "{pin:?}: {outcome:?}"
+            );
+        }
+    }
+    assert_eq!(get(store, b, "k").await.unwrap(), b"second's");
+    let kept = store.head_object(b, "k").await.unwrap();
+    assert_ne!(kept.meta.content_type.as_deref(), Some("text/stale"));
+    assert_eq!(get(store, c, "x").await.unwrap(), b"c's");
+    for (bucket, key) in [(c, "k"), (b, "x")] {
+        let absent = store.head_object(bucket, key).await;
+        assert!(matches!(absent, Err(StoreError::NoSuchKey)), "{absent:?}");
+    }
+    let current = BucketPin::of(&second);
+    store
+        .rename_object_pinned((c, "x", &other), (b, "x", &current))
+        .await
+        .unwrap();
+    store
+        .replace_object_meta_pinned((b, &current), "x", stale_meta, None)
+        .await
+        .unwrap();
+    let deleted = store.delete_object_pinned(b, "x", &current).await.unwrap();
+    assert_eq!(
+        deleted.and_then(|info| info.meta.content_type).as_deref(),
+        Some("text/stale")
+    );
+    let owner = BucketPin::owned_by("acct");
+    assert!(
+        store
+            .delete_object_pinned(b, "k", &owner)
+            .await
+            .unwrap()
+            .is_some()
+    );
 }
 
 /// Creates bucket `name` of account `acct` in `root`, marked in `group`.

@@ -15,7 +15,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
 use strata_store::{
-    BucketInfo, ListEntry, ListQuery, ObjectInfo, ObjectMeta, PutConditions, StageError,
+    BucketInfo, BucketPin, ListEntry, ListQuery, ObjectInfo, ObjectMeta, PutConditions, StageError,
     StageOptions, Store, StoreError,
 };
 use tokio::io::{AsyncRead, ReadBuf};
@@ -335,7 +335,11 @@ impl StoreFileSystem {
     /// folder's as a whole is not, as with every client that renames
     /// folders in an object store. Refused when `to` holds keys already (no
     /// merging) or `from` more than [`MAX_FOLDER_RENAME`].
-    async fn rename_directory(&self, from: (&str, &str), to: (&str, &str)) -> FtpResult<()> {
+    async fn rename_directory(
+        &self,
+        from: (&str, &str, &BucketPin),
+        to: (&str, &str, &BucketPin),
+    ) -> FtpResult<()> {
         if to.1.starts_with(from.1) && from.0 == to.0 {
             // Into itself: the moved keys would be listed again.
             return Err(refused(ErrorKind::FileNameNotAllowedError));
@@ -373,7 +377,10 @@ impl StoreFileSystem {
         }
         for key in keys {
             let moved = format!("{}{}", to.1, &key[from.1.len()..]);
-            match self.store.rename_object(from.0, &key, to.0, &moved).await {
+            let renamed = self
+                .store
+                .rename_object_pinned((from.0, &key, from.2), (to.0, &moved, to.2));
+            match renamed.await {
                 // Deleted since it was listed (by another client, or its
                 // expiry): nothing to move, and the rest still must be.
                 Ok(_) | Err(StoreError::NoSuchKey) => {}
@@ -692,8 +699,12 @@ impl StorageBackend<FtpUser> for StoreFileSystem {
     ) -> FtpResult<()> {
         self.check_session(user)?;
         let (container, key) = Self::file_path(path.as_ref())?;
-        self.may_write(user, &container).await?;
-        match self.store.delete_object(&container, &key).await {
+        let pin = BucketPin::owned_by(&self.may_write(user, &container).await?);
+        match self
+            .store
+            .delete_object_pinned(&container, &key, &pin)
+            .await
+        {
             Ok(Some(_)) => Ok(()),
             Ok(None) => Err(refused(ErrorKind::PermanentFileNotAvailable)),
             Err(err) => Err(ftp_error(err)),
@@ -752,13 +763,16 @@ impl StorageBackend<FtpUser> for StoreFileSystem {
         let (to_container, to_key) = Self::file_path(to.as_ref())?;
         // A rename reads the source (a copy) and writes both places.
         self.readable_container(user, &from_container).await?;
-        self.may_write(user, &from_container).await?;
-        self.may_write(user, &to_container).await?;
+        let from_pin = BucketPin::owned_by(&self.may_write(user, &from_container).await?);
+        let to_pin = BucketPin::owned_by(&self.may_write(user, &to_container).await?);
         if self.object(&from_container, &from_key).await?.is_some() {
             self.refuse_folder(&to_container, &to_key).await?;
             return self
                 .store
-                .rename_object(&from_container, &from_key, &to_container, &to_key)
+                .rename_object_pinned(
+                    (&from_container, &from_key, &from_pin),
+                    (&to_container, &to_key, &to_pin),
+                )
                 .await
                 .map(drop)
                 .map_err(ftp_error);
@@ -776,8 +790,8 @@ impl StorageBackend<FtpUser> for StoreFileSystem {
             return Err(refused(ErrorKind::PermanentFileNotAvailable));
         }
         self.rename_directory(
-            (&from_container, &from_prefix),
-            (&to_container, &format!("{to_key}/")),
+            (&from_container, &from_prefix, &from_pin),
+            (&to_container, &format!("{to_key}/"), &to_pin),
         )
         .await
     }
@@ -800,7 +814,7 @@ impl StorageBackend<FtpUser> for StoreFileSystem {
                 self.store.delete_bucket(container).await.map_err(ftp_error)
             }
             FtpPath::Entry { container, .. } => {
-                self.may_write(user, container).await?;
+                let pin = BucketPin::owned_by(&self.may_write(user, container).await?);
                 let prefix = parsed.dir_prefix();
                 let below = self.keys_under(container, &prefix, 2).await?;
                 let has_marker = below
@@ -813,7 +827,7 @@ impl StorageBackend<FtpUser> for StoreFileSystem {
                     return Err(refused(ErrorKind::PermanentDirectoryNotAvailable));
                 }
                 self.store
-                    .delete_object(container, &prefix)
+                    .delete_object_pinned(container, &prefix, &pin)
                     .await
                     .map_err(ftp_error)?;
                 Ok(())

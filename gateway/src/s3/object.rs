@@ -6,7 +6,8 @@ use std::ops::Range;
 use crate::wire::RequestBody;
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use strata_store::{
-    BucketInfo, ChecksumAlgorithm, ObjectInfo, PutConditions, StageError, StageOptions, StoreError,
+    BucketInfo, BucketPin, ChecksumAlgorithm, ObjectInfo, PutConditions, StageError, StageOptions,
+    StoreError,
 };
 
 use super::body::{read_small_body, stage_request_body};
@@ -353,11 +354,11 @@ impl S3Door {
     }
 
     pub(crate) async fn delete_object(&self, request: &S3Request) -> S3Result<Response> {
-        self.owned_bucket(request).await?;
+        let bucket = self.owned_bucket(request).await?;
         // Never the current object in place of a version it is not.
         only_null_version(request.query.get("versionId"))?;
         self.store
-            .delete_object(&request.bucket, &request.key)
+            .delete_object_pinned(&request.bucket, &request.key, &BucketPin::of(&bucket))
             .await?;
         Ok(empty_response(StatusCode::NO_CONTENT))
     }
@@ -367,7 +368,7 @@ impl S3Door {
         request: &S3Request,
         body: RequestBody,
     ) -> S3Result<Response> {
-        self.owned_bucket(request).await?;
+        let pin = BucketPin::of(&self.owned_bucket(request).await?);
         let document = read_small_body(request, body, self.limits.max_xml_body).await?;
         if !xml::root_is(&document, "Delete") {
             return Err(S3Error::malformed_xml());
@@ -384,7 +385,7 @@ impl S3Door {
             {
                 Ok(()) => self
                     .store
-                    .delete_object(&request.bucket, &object.key)
+                    .delete_object_pinned(&request.bucket, &object.key, &pin)
                     .await
                     .map(|_| ())
                     .map_err(S3Error::from),

@@ -5,7 +5,7 @@
 use crate::wire::RequestBody;
 use http::StatusCode;
 use serde::Serialize;
-use strata_store::StoreError;
+use strata_store::{BucketPin, StoreError};
 
 use super::access::{Access, Caller};
 use super::error::{SwiftError, SwiftResult};
@@ -139,10 +139,15 @@ impl SwiftDoor {
         match key {
             Some(key) => {
                 self.authorize(request, bucket.as_ref(), Some(key), Access::Write)?;
-                if bucket.is_none() {
+                let Some(bucket) = bucket else {
                     return Err(SwiftError::not_found());
-                }
-                match self.store.delete_object(container, key).await? {
+                };
+                let pin = BucketPin::of(&bucket);
+                match self
+                    .store
+                    .delete_object_pinned(container, key, &pin)
+                    .await?
+                {
                     Some(_) => Ok(()),
                     None => Err(SwiftError::not_found()),
                 }

@@ -4,7 +4,7 @@
 use crate::wire::RequestBody;
 use http::{HeaderMap, StatusCode};
 use http_body_util::BodyDataStream;
-use strata_store::{ObjectInfo, ObjectMeta, PutConditions, StageError, StageOptions};
+use strata_store::{BucketPin, ObjectInfo, ObjectMeta, PutConditions, StageError, StageOptions};
 
 use super::access::{Access, Caller};
 use super::error::{SwiftError, SwiftResult};
@@ -262,11 +262,12 @@ impl SwiftDoor {
         container: &str,
         key: &str,
     ) -> SwiftResult<Response> {
-        self.writable_container(request, container, key).await?;
+        let pin = self.writable_container(request, container, key).await?;
         let current = self.existing_object(container, key).await?;
         let meta = object_meta(request, key, Some(&current))?;
+        let etag = Some(current.etag.clone());
         self.store
-            .replace_object_meta(container, key, meta, Some(current.etag.clone()))
+            .replace_object_meta_pinned((container, &pin), key, meta, etag)
             .await?;
         Ok(empty_response(StatusCode::ACCEPTED))
     }
@@ -277,7 +278,7 @@ impl SwiftDoor {
         container: &str,
         key: &str,
     ) -> SwiftResult<Response> {
-        self.writable_container(request, container, key).await?;
+        let pin = self.writable_container(request, container, key).await?;
         if request.query.get("multipart-manifest") == Some("delete") {
             let current = self.existing_object(container, key).await?;
             if is_slo(&current) {
@@ -285,7 +286,11 @@ impl SwiftDoor {
                 return report.into_response(super::listing::format_of(request));
             }
         }
-        match self.store.delete_object(container, key).await? {
+        match self
+            .store
+            .delete_object_pinned(container, key, &pin)
+            .await?
+        {
             Some(deleted) if !deleted.is_expired_at(request.now) => {
                 Ok(empty_response(StatusCode::NO_CONTENT))
             }
@@ -383,10 +388,12 @@ impl SwiftDoor {
         request: &SwiftRequest,
         container: &str,
         key: &str,
-    ) -> SwiftResult<()> {
+    ) -> SwiftResult<BucketPin> {
         let bucket = self.container_of(&request.account, container).await?;
         self.authorize(request, bucket.as_ref(), Some(key), Access::Write)?;
-        bucket.map(|_| ()).ok_or_else(SwiftError::not_found)
+        bucket
+            .map(|bucket| BucketPin::of(&bucket))
+            .ok_or_else(SwiftError::not_found)
     }
 
     /// The object, if the caller may read it and it has not expired.

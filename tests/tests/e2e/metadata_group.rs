@@ -13,8 +13,8 @@ use anyhow::{Context, Result, bail, ensure};
 use strata_tests::{Cluster, HttpResponse, Partition, Server, Signing, unique_bucket};
 
 /// The log version this build runs (`strata_meta::LOG_VERSION`; the harness
-/// depends on no strata crate): 2 since the split into index groups.
-const LOG_VERSION: u64 = 2;
+/// depends on no strata crate): 3 since bucket pins.
+const LOG_VERSION: u64 = 3;
 
 /// How long the group may take to elect a new leader and take changes
 /// again (a follower stands for election after 2.5–3 s without a

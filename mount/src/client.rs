@@ -3,6 +3,8 @@
 //! spool file (segmented into a Static Large Object when large), server-side
 //! copies, deletes and directory markers.
 
+use std::collections::hash_map::Entry;
+use std::collections::{HashMap, HashSet};
 use std::io::{self, Seek as _, SeekFrom};
 use std::path::Path;
 use std::sync::Arc;
@@ -510,7 +512,7 @@ impl SwiftClient {
     /// [`SwiftClient::own_segments`], for a write about to replace the
     /// object: a failure to read them leaves them, and does not stop the
     /// write.
-    async fn replaced_segments(&self, container: &str, key: &str) -> Vec<String> {
+    async fn replaced_segments(&self, container: &str, key: &str) -> Vec<UploadSegment> {
         self.own_segments(container, key)
             .await
             .unwrap_or_else(|err| {
@@ -519,27 +521,63 @@ impl SwiftClient {
             })
     }
 
-    /// Deletes segments (paths as `own_segments` gives them) of an object
-    /// replaced since. The new object is in place: a segment left is only
-    /// space, and is logged.
-    async fn delete_segments(&self, segments: Vec<String>) {
+    /// Deletes segments of an object replaced since, but those that the
+    /// object they were uploaded for still lists: shared with it (a move
+    /// cut short between its copy and its source's deletion, a manifest
+    /// copied by hand), they are still its bytes. The new object is in
+    /// place: a segment left is only space, and is logged.
+    async fn delete_segments(&self, segments: Vec<UploadSegment>) {
+        let mut still_listed: HashMap<(String, String), Option<HashSet<String>>> = HashMap::new();
         for segment in segments {
-            match self.call(Method::DELETE, &segment, &[]).await {
+            let listed = match still_listed.entry(segment.origin.clone()) {
+                Entry::Occupied(listed) => listed.into_mut(),
+                Entry::Vacant(unread) => {
+                    let (container, key) = unread.key();
+                    let names = match self.manifest_names(container, key).await {
+                        Ok(names) => Some(names.into_iter().collect()),
+                        Err(err) => {
+                            tracing::warn!(container, key, error = %err, "the segments uploaded for an object that could not be read are left");
+                            None
+                        }
+                    };
+                    unread.insert(names)
+                }
+            };
+            // Unread (kept, to be safe) or still listed by its object.
+            let still_used = listed
+                .as_ref()
+                .is_none_or(|names| names.contains(&segment.name));
+            if still_used {
+                continue;
+            }
+            let path = object_path(&segment.container, &segment.object);
+            match self.call(Method::DELETE, &path, &[]).await {
                 Ok(_) => {}
                 Err(err) if err.status() == Some(StatusCode::NOT_FOUND) => {}
                 Err(err) => {
-                    tracing::warn!(%segment, error = %err, "a replaced segment was not deleted")
+                    tracing::warn!(segment = %path, error = %err, "a replaced segment was not deleted")
                 }
             }
         }
     }
 
     /// The segments of the Static Large Object at `container/key` that an
-    /// upload made for it ([`upload_segment`]), wherever the file was
-    /// uploaded first: a moved file keeps its segments under its old name.
-    /// Others, a manifest's own choice, may be shared with other
-    /// manifests. None when there is no such object there.
-    async fn own_segments(&self, container: &str, key: &str) -> ClientResult<Vec<String>> {
+    /// upload made ([`upload_segment`]), wherever the file was uploaded
+    /// first: a moved file keeps its segments under its old name. Others,
+    /// a manifest's own choice, may be shared with other manifests. None
+    /// when there is no such object there.
+    async fn own_segments(&self, container: &str, key: &str) -> ClientResult<Vec<UploadSegment>> {
+        let names = self.manifest_names(container, key).await?;
+        Ok(names
+            .into_iter()
+            .filter_map(|name| upload_segment(&name))
+            .collect())
+    }
+
+    /// The segments the Static Large Object at `container/key` lists, as
+    /// its manifest names them (`/container/object`); none when there is
+    /// no such object there.
+    async fn manifest_names(&self, container: &str, key: &str) -> ClientResult<Vec<String>> {
         if !self.is_static_large_object(container, key).await? {
             return Ok(Vec::new());
         }
@@ -555,8 +593,7 @@ impl SwiftClient {
         let manifest: Vec<serde_json::Value> = serde_json::from_slice(&body).unwrap_or_default();
         Ok(manifest
             .iter()
-            .filter_map(|segment| upload_segment(segment["name"].as_str()?))
-            .map(|(container, object)| object_path(container, object))
+            .filter_map(|segment| Some(segment["name"].as_str()?.to_owned()))
             .collect())
     }
 
@@ -812,30 +849,47 @@ fn object_path(container: &str, key: &str) -> String {
     )
 }
 
-/// The container and object of a manifest's segment (`/container/object`,
-/// as `?multipart-manifest=get` names it) when an upload made it for its
-/// manifest alone: in a `…_segments` container, named
+/// A segment an upload made for its manifest ([`upload_segment`]).
+#[derive(Debug, PartialEq)]
+struct UploadSegment {
+    /// As manifests list it: `/container/object`.
+    name: String,
+    container: String,
+    object: String,
+    /// The container and key it was uploaded for.
+    origin: (String, String),
+}
+
+/// The segment a manifest names `name` (`/container/object`, as
+/// `?multipart-manifest=get` lists it) when an upload made it for its
+/// manifest: in a `<container>_segments` container, named
 /// `<key>/<time>/<size>/<segment size>/<n>`, as this client and
-/// python-swiftclient name them. The key need not be the manifest's: a
-/// rename moves a manifest and leaves its segments where they are.
-fn upload_segment(name: &str) -> Option<(&str, &str)> {
+/// python-swiftclient name them (`<key>/slo/…` for the latter's SLOs). The
+/// key need not be the manifest's: a rename moves a manifest and leaves its
+/// segments where they are.
+fn upload_segment(name: &str) -> Option<UploadSegment> {
     let (container, object) = name.strip_prefix('/')?.split_once('/')?;
-    if !container.ends_with("_segments") {
-        return None;
-    }
+    let origin_container = container.strip_suffix("_segments")?;
     let mut fields = object.rsplitn(5, '/');
     let digits = |field: &str| !field.is_empty() && field.bytes().all(|byte| byte.is_ascii_digit());
     let index = fields.next()?;
     let (segment_size, size) = (fields.next()?, fields.next()?);
     let stamp = fields.next()?;
     let key = fields.next()?;
+    let key = key.strip_suffix("/slo").unwrap_or(key);
     let named = index.len() == 8
         && digits(index)
         && digits(segment_size)
         && digits(size)
         && stamp.parse::<f64>().is_ok_and(f64::is_finite)
-        && !key.is_empty();
-    named.then_some((container, object))
+        && !key.is_empty()
+        && !origin_container.is_empty();
+    named.then(|| UploadSegment {
+        name: name.to_owned(),
+        container: container.to_owned(),
+        object: object.to_owned(),
+        origin: (origin_container.to_owned(), key.to_owned()),
+    })
 }
 
 /// Listings' `2026-12-02T15:06:48.123000` (UTC).
@@ -861,14 +915,21 @@ mod tests {
         let made = "/c_segments/dir/big.bin/1764688008.123456/3145728/1048576/00000002";
         assert_eq!(
             upload_segment(made),
-            Some((
-                "c_segments",
-                "dir/big.bin/1764688008.123456/3145728/1048576/00000002"
-            ))
+            Some(UploadSegment {
+                name: made.to_owned(),
+                container: "c_segments".to_owned(),
+                object: "dir/big.bin/1764688008.123456/3145728/1048576/00000002".to_owned(),
+                origin: ("c".to_owned(), "dir/big.bin".to_owned()),
+            })
         );
+        // python-swiftclient's SLO segments: uploaded for `big.bin`.
+        let swiftclient = "/c_segments/big.bin/slo/1764688008.123456/3145728/1048576/00000000";
+        let origin = upload_segment(swiftclient).map(|segment| segment.origin);
+        assert_eq!(origin, Some(("c".to_owned(), "big.bin".to_owned())));
         for other in [
             // Not in a segments container.
             "/c/dir/big.bin/1764688008.123456/3145728/1048576/00000002",
+            "/_segments/big.bin/1764688008.123456/3145728/1048576/00000002",
             // Not an upload's name: no key, a short index, a stamp that
             // is not a time, sizes that are not numbers.
             "/c_segments/1764688008.123456/3145728/1048576/00000002",

@@ -561,6 +561,31 @@ fn strata_mount_account_containers_and_large_files() -> Result<()> {
         fs::read(in_mount.join("moved.bin"))? == moved,
         "the moved file, overwritten, reads back other bytes"
     );
+    // A manifest copied by hand, as a move cut short between its copy and
+    // its source's deletion leaves one, shares its segments: saving over
+    // the copy leaves those the original still lists.
+    server
+        .swift_as_root(
+            "PUT",
+            &swift_path("/copy.bin?multipart-manifest=get"),
+            Some(b""),
+            &[("X-Copy-From", &format!("{container}/moved.bin"))],
+        )?
+        .expect_status(201)?;
+    // Seen once the mount's listing of the folder is past its TTL.
+    let copy = in_mount.join("copy.bin");
+    let seen_by = Instant::now() + Duration::from_secs(20);
+    while !copy.exists() && Instant::now() < seen_by {
+        thread::sleep(Duration::from_millis(200));
+    }
+    ensure!(copy.exists(), "the mount never showed the copied manifest");
+    fs::write(&copy, b"small now")?;
+    ensure!(
+        fs::read(in_mount.join("moved.bin"))? == moved,
+        "saving over a copy of its manifest took the moved file's segments"
+    );
+    ensure!(fs::read(&copy)? == b"small now", "the copy saved over");
+    fs::remove_file(&copy)?;
     let not_empty = fs::remove_dir(&in_mount);
     ensure!(
         not_empty.as_ref().err().and_then(|err| err.raw_os_error()) == Some(39),

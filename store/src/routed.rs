@@ -257,9 +257,9 @@ impl Store {
         // again meanwhile is another one.
         let conditions = PutConditions::for_bucket(&to_marker);
         let moved = Box::pin(to_group.commit_staged(staged, moved, conditions)).await?;
-        // The source's pin again, at its deletion: its bucket may have been
-        // deleted and created again during the copy.
-        let deleted = from_group.delete_object_version(bucket, key, Some(source), pin.cloned());
+        // Not pinned again: the copy is in place, and a bucket created again
+        // under the source's name meanwhile holds no object of this version.
+        let deleted = from_group.delete_object_version(bucket, key, Some(source), None);
         let deleted = Box::pin(deleted).await?;
         if deleted.is_none() {
             tracing::debug!(

@@ -241,8 +241,9 @@ impl StoreFileSystem {
     }
 
     /// Whether the user may write in the container (a write ACL is enough,
-    /// as in Swift, without read access); its account if so.
-    async fn may_write(&self, user: &FtpUser, container: &str) -> FtpResult<String> {
+    /// as in Swift, without read access); its record if so, which the
+    /// write is pinned to.
+    async fn may_write(&self, user: &FtpUser, container: &str) -> FtpResult<BucketInfo> {
         let bucket = match self.store.bucket(container).await {
             Ok(bucket) => bucket,
             Err(StoreError::NoSuchBucket) => {
@@ -251,7 +252,7 @@ impl StoreFileSystem {
             Err(err) => return Err(ftp_error(err)),
         };
         if may_write_in(user, &bucket) {
-            Ok(bucket.account)
+            Ok(bucket)
         } else if may_read_in(user, &bucket) {
             Err(refused(ErrorKind::PermissionDenied))
         } else {
@@ -660,7 +661,7 @@ impl StorageBackend<FtpUser> for StoreFileSystem {
     {
         self.check_session(user)?;
         let (container, key) = Self::file_path(path.as_ref())?;
-        let account = self.may_write(user, &container).await?;
+        let bucket = self.may_write(user, &container).await?;
         self.refuse_folder(&container, &key).await?;
         // A resumed upload (REST + STOR) or APPE keeps the first `start_pos`
         // bytes of the current file (a large object's assembled bytes, as
@@ -668,11 +669,13 @@ impl StorageBackend<FtpUser> for StoreFileSystem {
         // replaces the object only once the transfer has ended well, and
         // only if it is still the version whose bytes were kept: two
         // appends at once would otherwise each drop the other's.
-        let mut conditions = PutConditions::owned_by(&account);
+        let mut conditions = PutConditions::for_bucket(&bucket);
         let kept: strata_store::ObjectReader = if start_pos == 0 {
             Box::pin(futures::stream::empty())
         } else {
-            let content = self.file_content(user, &account, &container, &key).await?;
+            let content = self
+                .file_content(user, &bucket.account, &container, &key)
+                .await?;
             conditions.if_match = Some(vec![content.info.etag.clone()]);
             content.read(&self.store, 0..start_pos)?
         };
@@ -699,7 +702,7 @@ impl StorageBackend<FtpUser> for StoreFileSystem {
     ) -> FtpResult<()> {
         self.check_session(user)?;
         let (container, key) = Self::file_path(path.as_ref())?;
-        let pin = BucketPin::owned_by(&self.may_write(user, &container).await?);
+        let pin = BucketPin::of(&self.may_write(user, &container).await?);
         match self
             .store
             .delete_object_pinned(&container, &key, &pin)
@@ -731,7 +734,7 @@ impl StorageBackend<FtpUser> for StoreFileSystem {
                 Ok(())
             }
             FtpPath::Entry { container, key } => {
-                let account = self.may_write(user, container).await?;
+                let bucket = self.may_write(user, container).await?;
                 let prefix = parsed.dir_prefix();
                 if self.object(container, key).await?.is_some()
                     || self.directory_time(container, &prefix).await?.is_some()
@@ -744,7 +747,7 @@ impl StorageBackend<FtpUser> for StoreFileSystem {
                     &prefix,
                     empty,
                     DIRECTORY_MARKER_TYPE.to_owned(),
-                    PutConditions::owned_by(&account),
+                    PutConditions::for_bucket(&bucket),
                 )
                 .await?;
                 Ok(())
@@ -763,8 +766,8 @@ impl StorageBackend<FtpUser> for StoreFileSystem {
         let (to_container, to_key) = Self::file_path(to.as_ref())?;
         // A rename reads the source (a copy) and writes both places.
         self.readable_container(user, &from_container).await?;
-        let from_pin = BucketPin::owned_by(&self.may_write(user, &from_container).await?);
-        let to_pin = BucketPin::owned_by(&self.may_write(user, &to_container).await?);
+        let from_pin = BucketPin::of(&self.may_write(user, &from_container).await?);
+        let to_pin = BucketPin::of(&self.may_write(user, &to_container).await?);
         if self.object(&from_container, &from_key).await?.is_some() {
             self.refuse_folder(&to_container, &to_key).await?;
             return self
@@ -814,7 +817,7 @@ impl StorageBackend<FtpUser> for StoreFileSystem {
                 self.store.delete_bucket(container).await.map_err(ftp_error)
             }
             FtpPath::Entry { container, .. } => {
-                let pin = BucketPin::owned_by(&self.may_write(user, container).await?);
+                let pin = BucketPin::of(&self.may_write(user, container).await?);
                 let prefix = parsed.dir_prefix();
                 let below = self.keys_under(container, &prefix, 2).await?;
                 let has_marker = below

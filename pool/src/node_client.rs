@@ -69,6 +69,28 @@ pub struct SealedExtent {
     digest: Option<String>,
 }
 
+/// What a request to a node carries.
+enum Outgoing<'a> {
+    Bytes(Bytes),
+    /// An extent to store, sealed for every node it goes to.
+    Extent(&'a SealedExtent),
+}
+
+impl Outgoing<'_> {
+    fn data(&self) -> &Bytes {
+        match self {
+            Outgoing::Bytes(data) => data,
+            Outgoing::Extent(extent) => &extent.data,
+        }
+    }
+}
+
+impl From<Bytes> for Outgoing<'_> {
+    fn from(data: Bytes) -> Self {
+        Outgoing::Bytes(data)
+    }
+}
+
 /// A pooled HTTP client for every node of a cluster. Cheap to clone.
 #[derive(Clone)]
 pub struct NodeClient {
@@ -263,29 +285,19 @@ impl NodeClient {
         }
     }
 
-    async fn send(
+    /// One signed request to `node`, its answer read up to `limit` bytes.
+    /// An extent's body ([`Outgoing::Extent`]) goes with the CRC32C and
+    /// digest [`NodeClient::seal`] took; any other PUT's digest is taken
+    /// here.
+    async fn send<'a>(
         &self,
         node: &str,
         method: Method,
         path_and_query: &str,
-        body: Bytes,
+        body: impl Into<Outgoing<'a>>,
         limit: usize,
     ) -> Result<(StatusCode, Bytes), NodeError> {
-        self.send_sealed(node, method, path_and_query, body, limit, None)
-            .await
-    }
-
-    /// [`NodeClient::send`], with a body's CRC32C and digest taken before
-    /// when `sealed` (by [`NodeClient::seal`]).
-    async fn send_sealed(
-        &self,
-        node: &str,
-        method: Method,
-        path_and_query: &str,
-        body: Bytes,
-        limit: usize,
-        sealed: Option<(u32, Option<&str>)>,
-    ) -> Result<(StatusCode, Bytes), NodeError> {
+        let body = body.into();
         let unavailable = |detail: String, reached: bool| NodeError::Unavailable {
             node: node.to_owned(),
             detail,
@@ -301,9 +313,12 @@ impl NodeClient {
                 } else {
                     '?'
                 };
-                let digest = match sealed {
-                    Some((_, Some(digest))) => digest.to_owned(),
-                    _ => wire::body_digest(&body),
+                let digest = match &body {
+                    Outgoing::Extent(SealedExtent {
+                        digest: Some(digest),
+                        ..
+                    }) => digest.clone(),
+                    _ => wire::body_digest(body.data()),
                 };
                 bound = format!(
                     "{path_and_query}{separator}{}={digest}",
@@ -321,15 +336,11 @@ impl NodeClient {
                 self.secret
                     .sign(method.as_str(), path_and_query, self.http.is_tls()),
             );
-        if method == Method::PUT && path_and_query.starts_with("/v1/extents/") {
-            let crc = match sealed {
-                Some((crc, _)) => crc,
-                None => crc32c::crc32c(&body),
-            };
-            builder = builder.header(wire::CRC_HEADER, crc);
+        if let Outgoing::Extent(extent) = &body {
+            builder = builder.header(wire::CRC_HEADER, extent.crc);
         }
         let request = builder
-            .body(Full::new(body))
+            .body(Full::new(body.data().clone()))
             .map_err(|err| unavailable(err.to_string(), false))?;
         let exchange = async {
             // A connection that could not be made carried nothing.
@@ -433,10 +444,8 @@ impl NodeClient {
         extent: &SealedExtent,
     ) -> Result<(), NodeError> {
         let path = format!("/v1/extents/{id}");
-        let sealed = Some((extent.crc, extent.digest.as_deref()));
-        let data = extent.data.clone();
         let (status, body) = self
-            .send_sealed(node, Method::PUT, &path, data, 4096, sealed)
+            .send(node, Method::PUT, &path, Outgoing::Extent(extent), 4096)
             .await?;
         match status {
             StatusCode::NO_CONTENT | StatusCode::OK | StatusCode::CREATED => Ok(()),

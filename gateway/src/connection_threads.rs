@@ -27,8 +27,11 @@
 //! share its core wait, clients reading its answers among them. On 2 cores
 //! beside wrk, stepping aside every 0.5 ms took the p99 of a 64 KiB hit
 //! from 7.7–8.0 ms to 2.0–2.6 ms (nginx's: 3.9–5.3 ms), and that of a 1 KiB
-//! hit from 4.0–6.4 ms to 1.6–2.2 ms, with as many hits per second
-//! (`bench/runs/2026-12-07-vm-edge-stepping-aside.md`).
+//! hit from 4.0–6.4 ms to 1.6–2.2 ms
+//! (`bench/runs/2026-12-07-vm-edge-stepping-aside.md`). Hits per second
+//! moved within the machine's noise: interleaved A/B runs of 0.5, 1 and
+//! 2 ms against never found no period consistently ahead
+//! (`bench/runs/2026-12-07-vm-edge-step-period.md`).
 
 use std::cell::RefCell;
 use std::future::Future;
@@ -50,7 +53,7 @@ const BLOCKING_WORK_AT_STOP: Duration = Duration::from_secs(10);
 /// How often at most a connection thread steps aside for the threads that
 /// wait for its core: well under the kernel's slice (3 ms on this
 /// machine), and once a request at most.
-pub const STEP_ASIDE_EVERY: Duration = Duration::from_micros(500);
+const STEP_ASIDE_EVERY: Duration = Duration::from_micros(500);
 
 thread_local! {
     /// On a connection thread: when it last stepped aside, and its count

@@ -229,10 +229,14 @@ fn nodes_refuse_strangers() -> Result<()> {
         let crc = format!("x-strata-crc32c: {}", crc32c::crc32c(body.as_bytes()));
         put(path, &[signature, &crc], body)
     };
-    let path = format!(
-        "/v1/extents/0123456789abcdef0123456789abcdef?sha256={}",
-        strata_tests::sha256_hex(b"signed bytes")
-    );
+    // Extent `id`'s path, signed for the bytes "signed bytes".
+    let signed_path = |id: &str| {
+        format!(
+            "/v1/extents/{id}?sha256={}",
+            strata_tests::sha256_hex(b"signed bytes")
+        )
+    };
+    let path = signed_path("0123456789abcdef0123456789abcdef");
     let signature = cluster.signature("PUT", &path, false)?;
     let stored = put_extent(&path, &signature, "signed bytes")?;
     ensure!(stored == "204", "a signed PUT got {stored}");
@@ -242,10 +246,7 @@ fn nodes_refuse_strangers() -> Result<()> {
         "a PUT sent again with other bytes got {replayed}"
     );
     // Signed, but the bytes are not those of their CRC32C.
-    let damaged_path = format!(
-        "/v1/extents/0123456789abcdef0123456789abcded?sha256={}",
-        strata_tests::sha256_hex(b"signed bytes")
-    );
+    let damaged_path = signed_path("0123456789abcdef0123456789abcded");
     let wrong_crc = format!("x-strata-crc32c: {}", crc32c::crc32c(b"signed bytes") ^ 1);
     let signature = cluster.signature("PUT", &damaged_path, false)?;
     let damaged = put(&damaged_path, &[&signature, &wrong_crc], "signed bytes")?;

@@ -29,6 +29,7 @@ use crate::connection_threads::ConnectionThreads;
 use crate::credentials::{self, RootKeys};
 use crate::directory::{Directory, DomainRecord, request_host};
 use crate::edge::EdgeCache;
+use crate::edge::arena::{RamArena, SendingStream};
 use crate::metadata::{HttpMetaTransport, HttpRaftTransport, Internal};
 use crate::s3::{Response, S3Door};
 use crate::swift::SwiftDoor;
@@ -167,12 +168,16 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         0 => None,
         count => Some(Arc::new(ConnectionThreads::start(count)?)),
     };
+    // Before the doors: the connections accepted while they open send the
+    // cache's bodies from it once they do.
+    let arena = crate::edge::arena_for(&config.cache);
     let mut accepting = tokio::spawn(accept_loop(
         listener,
         listener_tls,
         served.clone(),
         config.limits.clone(),
         threads.clone(),
+        arena.clone(),
     ));
     let store = match &cluster_secret {
         Some(secret) if !addresses.is_empty() => {
@@ -351,7 +356,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         );
     }
 
-    let edge = EdgeCache::new(config.cache.clone(), &store)?;
+    let edge = EdgeCache::new(config.cache.clone(), &store, arena)?;
     if let Some(ftp) = crate::ftp::start(
         &config.ftp,
         store.clone(),
@@ -462,13 +467,15 @@ impl Served {
 }
 
 /// Accepts the HTTP port's connections and serves each on one of
-/// `threads`, or on this runtime without them.
+/// `threads`, or on this runtime without them. Plain connections send the
+/// bodies of `arena` with `sendfile`.
 async fn accept_loop(
     listener: CappedListener,
     tls: Option<TlsAcceptor>,
     served: Arc<Served>,
     limits: Limits,
     threads: Option<Arc<ConnectionThreads>>,
+    arena: Option<Arc<RamArena>>,
 ) {
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
@@ -496,10 +503,12 @@ async fn accept_loop(
         let served = served.clone();
         let builder = builder.clone();
         let tls = tls.clone();
+        let arena = arena.clone();
         let accepted = move |stream: TcpStream| async move {
             let _permit = permit;
+            let plain = |stream| SendingStream::new(stream, arena);
             let Some(acceptor) = tls else {
-                serve_connection(&builder, stream, served, false, peer, idle_timeout).await;
+                serve_connection(&builder, plain(stream), served, false, peer, idle_timeout).await;
                 return;
             };
             // One port for both: a TLS connection opens with a handshake
@@ -510,7 +519,8 @@ async fn accept_loop(
             {
                 Ok(Ok(1)) if first[0] == strata_pool::TLS_HANDSHAKE_BYTE => {}
                 Ok(Ok(1)) => {
-                    serve_connection(&builder, stream, served, false, peer, idle_timeout).await;
+                    serve_connection(&builder, plain(stream), served, false, peer, idle_timeout)
+                        .await;
                     return;
                 }
                 _ => return,

@@ -8,6 +8,8 @@
 //!   domain) shares one entry, so one purge covers them all.
 //! * Eviction: moka's size-aware TinyLFU, weighed in bytes, so one-hit
 //!   wonders do not flush the hot set.
+//! * Bodies from 64 KiB to 512 KiB live in a memfd ([`arena`]) that plain
+//!   connections send from with `sendfile`, without copying them.
 //! * Freshness: `max-age` from the object's `Cache-Control`, else the
 //!   configured TTL; a stale entry is revalidated against the store's ETag
 //!   (`X-Cache: REVALIDATED`) instead of refetched.
@@ -116,6 +118,10 @@ pub struct CacheConfig {
     /// leave them; a miss beyond it is answered from the store, uncached.
     #[serde(deserialize_with = "byte_size")]
     pub fill_memory_bytes: u64,
+    /// Whether plain-HTTP answers send RAM-zone bodies from 64 KiB to
+    /// 512 KiB with `sendfile` from a memfd (`arena.rs`) rather than copy
+    /// them into the socket. On by default, as nginx's `sendfile on`.
+    pub sendfile: bool,
     /// SSD zones (`[[cache.zone]]`), keys spread across them by hash.
     pub zone: Vec<ZoneConfig>,
 }
@@ -209,6 +215,7 @@ impl Default for CacheConfig {
             ram_max_object_bytes: 1024 * 1024,
             default_ttl_secs: 60,
             fill_memory_bytes: 512 * 1024 * 1024,
+            sendfile: true,
             zone: Vec::new(),
         }
     }
@@ -639,8 +646,10 @@ pub struct CacheMetrics {
     pub ram_evictions: Arc<AtomicU64>,
 }
 
+pub mod arena;
 mod ssd;
 
+use arena::RamArena;
 use ssd::{ObjectKey, ObjectKeyRef, SsdCopy, SsdZone};
 
 /// A miss in progress: resolved with the answer to every request that
@@ -675,6 +684,9 @@ pub struct EdgeCache {
     /// Whether this gateway is following the store's changes.
     feed: FeedLease,
     zones: Vec<Arc<SsdZone>>,
+    /// Where the RAM zone keeps the bodies [`arena::takes`], for
+    /// connections to send by reference ([`arena_for`]).
+    arena: Option<Arc<RamArena>>,
     /// For background writes that must see purges made after they began.
     self_ref: std::sync::Weak<EdgeCache>,
     config: CacheConfig,
@@ -683,8 +695,13 @@ pub struct EdgeCache {
 
 impl EdgeCache {
     /// A cache that follows `store`'s changes from now on, with its SSD
-    /// zones reopened (their contents revalidate on first use).
-    pub fn new(config: CacheConfig, store: &Store) -> anyhow::Result<Arc<EdgeCache>> {
+    /// zones reopened (their contents revalidate on first use), keeping its
+    /// larger RAM-zone bodies in `arena` if given.
+    pub fn new(
+        config: CacheConfig,
+        store: &Store,
+        arena: Option<Arc<RamArena>>,
+    ) -> anyhow::Result<Arc<EdgeCache>> {
         let zones = config
             .zone
             .iter()
@@ -699,7 +716,7 @@ impl EdgeCache {
         let objects = moka::sync::Cache::builder()
             .max_capacity(config.ram_bytes)
             .weigher(|key: &ObjectKey, value: &Arc<CachedObject>| {
-                let bytes = key.0.len() + key.1.len() + value.body.len() + 512;
+                let bytes = key.0.len() + key.1.len() + arena::footprint(value.body.len()) + 512;
                 u32::try_from(bytes).unwrap_or(u32::MAX)
             })
             .eviction_listener(move |_key, _value, cause| {
@@ -723,6 +740,7 @@ impl EdgeCache {
                     .min(tokio::sync::Semaphore::MAX_PERMITS),
             )),
             zones,
+            arena,
             bucket_epoch: AtomicU64::new(0),
             listings: moka::sync::Cache::builder()
                 .max_capacity(config.ram_bytes / 8)
@@ -1260,20 +1278,22 @@ impl EdgeCache {
         // hit means the share is back. A copy on its way to a zone file
         // holds its share until the file is written.
         let budget = self.zone_of(bucket, key).is_some().then_some(budget);
+        // The kept copy (in the RAM zone's arena, if it has one) is what
+        // the fill's requests are answered from from here on.
         let kept = self.keep(
             cache_key.clone(),
             info,
-            body.clone(),
+            body,
             (max_age, Instant::now()),
             epochs,
         );
         filling.progress.send_modify(|progress| {
             progress.pieces = Vec::new();
-            progress.end = FillEnd::Whole(body.clone());
+            progress.end = FillEnd::Whole(kept.body.clone());
         });
         // Until the SSD copy is written, requests join this fill (and are
-        // answered from `body`) rather than read the store again.
-        self.write_to_zone(&cache_key, &kept.info, &body, epochs)
+        // answered from the kept copy) rather than read the store again.
+        self.write_to_zone(&cache_key, &kept.info, &kept.body, epochs)
             .await;
         drop(budget);
         ender.finished = true;
@@ -1434,6 +1454,13 @@ impl EdgeCache {
         freshness: (Duration, Instant),
         (epoch, resync): (u64, u64),
     ) -> Arc<CachedObject> {
+        let for_ram = body.len() as u64 <= self.config.ram_max_object_bytes;
+        let body = match &self.arena {
+            Some(arena) if for_ram && arena::takes(body.len()) => {
+                arena.copy_in(&body).unwrap_or(body)
+            }
+            _ => body,
+        };
         let cached = Arc::new(CachedObject::new(
             info,
             body,
@@ -1441,7 +1468,7 @@ impl EdgeCache {
             resync,
             Source::Ram,
         ));
-        if cached.body.len() as u64 <= self.config.ram_max_object_bytes {
+        if for_ram {
             let stripe = self.epoch_index(&cache_key.0, &cache_key.1);
             let _keeping = self.stripe_locks[stripe].lock();
             if self.epochs[stripe].load(Ordering::SeqCst) == epoch {
@@ -1745,8 +1772,38 @@ impl EdgeCache {
                 ));
             }
         }
+        if let Some(arena) = &self.arena {
+            out.push_str(&arena.metrics_text());
+        }
         out
     }
+}
+
+/// The memfd arena for `config`'s RAM zone, when it keeps bodies that
+/// large and `sendfile` is on; `None` (bodies on the heap, sent by copy)
+/// otherwise, where shared memory may use huge pages, or where the kernel
+/// refuses a memfd. Its span is the RAM budget and a quarter more, for the
+/// bodies evicted that answers still send: the file is sparse, only bodies
+/// take memory.
+pub fn arena_for(config: &CacheConfig) -> Option<Arc<RamArena>> {
+    let smallest = *arena::ARENA_BODY_BYTES.start() as u64;
+    if !config.sendfile || config.ram_bytes == 0 || config.ram_max_object_bytes < smallest {
+        return None;
+    }
+    if arena::shared_memory_may_use_huge_pages() {
+        tracing::warn!(
+            "shared memory may use transparent huge pages \
+             (/sys/kernel/mm/transparent_hugepage/shmem_enabled): RAM-zone bodies are \
+             sent by copy, not with sendfile"
+        );
+        return None;
+    }
+    let span = config.ram_bytes.saturating_add(config.ram_bytes / 4);
+    RamArena::open(span)
+        .inspect_err(|err| {
+            tracing::warn!(error = %err, "no memfd for the RAM zone; bodies are sent by copy");
+        })
+        .ok()
 }
 
 #[cfg(test)]
@@ -1810,7 +1867,7 @@ mod tests {
             }],
             ..CacheConfig::default()
         };
-        let cache = EdgeCache::new(config, &store).expect("cache");
+        let cache = EdgeCache::new(config, &store, None).expect("cache");
         until("the zone was not indexed", || cache.zones[0].indexed()).await;
         let (_, outcome) = cache.get(&store, "b", "k").await.expect("filled");
         assert_eq!(outcome, CacheOutcome::Miss);

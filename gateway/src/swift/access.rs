@@ -322,7 +322,7 @@ mod tests {
     async fn a_temp_url_let_in_is_refused_by_a_view_gone_stale_since() {
         let dir = tempfile::tempdir().expect("temporary directory");
         let (store, directory) = open(dir.path(), &root()).await;
-        let edge = crate::edge::EdgeCache::new(crate::edge::CacheConfig::default(), &store)
+        let edge = crate::edge::EdgeCache::new(crate::edge::CacheConfig::default(), &store, None)
             .expect("edge cache");
         let door = SwiftDoor {
             store,

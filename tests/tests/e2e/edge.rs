@@ -235,6 +235,75 @@ fn cache_hits_revalidates_and_purges_on_writes() -> Result<()> {
     Ok(())
 }
 
+/// RAM hits of 16 KiB and more leave from the RAM zone's memfd with
+/// `sendfile`: whole, ranged and after an overwrite, byte for byte, each
+/// body's bytes counted once by `strata_cache_sendfile_bytes_total`. With
+/// `sendfile = false` the same hits are copied into the socket.
+#[test]
+fn large_ram_hits_are_sent_from_the_memfd_byte_for_byte() -> Result<()> {
+    const SENT: &str = "strata_cache_sendfile_bytes_total";
+    let server = Server::start()?;
+    let body = random_bytes(200 * 1024 + 7);
+    let container = public_container(&server, "photo.jpg", &body)?;
+    let url = format!("/v1/AUTH_admin/{container}/photo.jpg");
+    let miss = anonymous(&server, &url, &[])?;
+    ensure!(
+        miss.header("x-cache") == Some("MISS") && miss.body == body,
+        "{miss}"
+    );
+    ensure!(server.metric("strata_cache_ram_arena_bytes")? >= body.len() as u64);
+
+    let before = server.metric(SENT)?;
+    let hit = anonymous(&server, &url, &[])?;
+    ensure!(
+        hit.header("x-cache") == Some("HIT") && hit.body == body,
+        "a hit from the memfd differs from the object"
+    );
+    let after_hit = server.metric(SENT)?;
+    ensure!(
+        after_hit - before == body.len() as u64,
+        "sendfile sent {} bytes of a {}-byte hit",
+        after_hit - before,
+        body.len()
+    );
+    let ranged = anonymous(&server, &url, &[("Range", "bytes=70000-150006")])?;
+    ranged.expect_status(206)?;
+    ensure!(
+        ranged.body == body[70000..150007],
+        "a range from the memfd differs"
+    );
+    ensure!(server.metric(SENT)? - after_hit == 80007);
+
+    // The overwrite's bytes at once, and from the memfd once kept.
+    let second = random_bytes(body.len());
+    server
+        .swift_as_root("PUT", &url, Some(&second), &[])?
+        .expect_status(201)?;
+    for outcome in ["MISS", "HIT"] {
+        let fresh = anonymous(&server, &url, &[])?;
+        ensure!(
+            fresh.header("x-cache") == Some(outcome) && fresh.body == second,
+            "not the overwrite's bytes ({outcome})"
+        );
+    }
+
+    let copied = Server::start_with_config("[cache]\nsendfile = false\n")?;
+    let container = public_container(&copied, "photo.jpg", &body)?;
+    let url = format!("/v1/AUTH_admin/{container}/photo.jpg");
+    for outcome in ["MISS", "HIT"] {
+        let answer = anonymous(&copied, &url, &[])?;
+        ensure!(
+            answer.header("x-cache") == Some(outcome) && answer.body == body,
+            "{answer}"
+        );
+    }
+    ensure!(
+        !copied.metrics()?.contains(SENT),
+        "sendfile = false still sent from a memfd"
+    );
+    Ok(())
+}
+
 #[test]
 fn concurrent_cold_requests_make_one_store_read() -> Result<()> {
     let server = Server::start()?;

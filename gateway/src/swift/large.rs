@@ -201,8 +201,7 @@ impl SwiftDoor {
     pub(crate) async fn put_slo(
         &self,
         request: &SwiftRequest,
-        container: &str,
-        key: &str,
+        (container, key, pin): (&str, &str, &strata_store::BucketPin),
         body: RequestBody,
         meta: ObjectMeta,
     ) -> SwiftResult<Response> {
@@ -315,17 +314,9 @@ impl SwiftDoor {
                 strata_store::StageError::Store(err) => SwiftError::from(err),
                 strata_store::StageError::Body(never) => match never {},
             })?;
+        // If-None-Match: * holds for a manifest as for any object.
         let info = self
-            .store
-            .put_object(
-                container,
-                key,
-                staged,
-                meta,
-                None,
-                // If-None-Match: * holds for a manifest as for any object.
-                super::object::put_conditions(request),
-            )
+            .commit(request, (container, key, pin), staged, meta)
             .await?;
         let mut response = crate::wire::empty_response(StatusCode::CREATED);
         super::put_header(response.headers_mut(), "etag", &format!("\"{slo_etag}\""));

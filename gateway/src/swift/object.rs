@@ -27,7 +27,7 @@ impl SwiftDoor {
         key: &str,
         body: RequestBody,
     ) -> SwiftResult<Response> {
-        self.writable_container(request, container, key).await?;
+        let pin = self.writable_container(request, container, key).await?;
         if_none_match_any(request)?;
         if let Some(source) = request.header("x-copy-from") {
             // What the body would say is the source's: Swift refuses one.
@@ -48,12 +48,18 @@ impl SwiftDoor {
             }
             let (source_container, source_key) = copy_path(source)?;
             return self
-                .copy_object(request, (&source_container, &source_key), (container, key))
+                .copy_object(
+                    request,
+                    (&source_container, &source_key),
+                    (container, key, &pin),
+                )
                 .await;
         }
         let meta = object_meta(request, key, None)?;
         if request.query.get("multipart-manifest") == Some("put") {
-            return self.put_slo(request, container, key, body, meta).await;
+            return self
+                .put_slo(request, (container, key, &pin), body, meta)
+                .await;
         }
         let declared = declared_length(&request.headers)?;
         if declared.is_some_and(|length| length > self.limits.max_object_size) {
@@ -86,8 +92,7 @@ impl SwiftDoor {
         }
         check_etag(request, &hex::encode(staged.digests.md5))?;
         let info = self
-            .store
-            .put_object(container, key, staged, meta, None, put_conditions(request))
+            .commit(request, (container, key, &pin), staged, meta)
             .await?;
         Ok(created(&info, &info.etag))
     }
@@ -311,19 +316,25 @@ impl SwiftDoor {
             .ok_or_else(|| SwiftError::precondition_failed("Destination header required"))?;
         let (dest_container, dest_key) = copy_path(destination)?;
         strata_store::validate_key(&dest_key)?;
-        self.writable_container(request, &dest_container, &dest_key)
+        let pin = self
+            .writable_container(request, &dest_container, &dest_key)
             .await?;
-        self.copy_object(request, (container, key), (&dest_container, &dest_key))
-            .await
+        self.copy_object(
+            request,
+            (container, key),
+            (&dest_container, &dest_key, &pin),
+        )
+        .await
     }
 
-    /// Copies an object within the request's account; a large object is
-    /// copied assembled, unless `multipart-manifest=get` asks for the manifest.
+    /// Copies an object within the request's account into `container` as
+    /// the caller found it writable (`pin`); a large object is copied
+    /// assembled, unless `multipart-manifest=get` asks for the manifest.
     async fn copy_object(
         &self,
         request: &SwiftRequest,
         (source_container, source_key): (&str, &str),
-        (container, key): (&str, &str),
+        (container, key, pin): (&str, &str, &BucketPin),
     ) -> SwiftResult<Response> {
         for header in ["destination-account", "x-copy-from-account"] {
             if let Some(account) = request.header(header)
@@ -364,8 +375,7 @@ impl SwiftDoor {
                     StageError::Body(err) | StageError::Store(err) => SwiftError::from(err),
                 })?;
         let info = self
-            .store
-            .put_object(container, key, staged, meta, None, put_conditions(request))
+            .commit(request, (container, key, pin), staged, meta)
             .await?;
         let mut response = created(&info, &info.etag);
         let headers = response.headers_mut();
@@ -380,6 +390,28 @@ impl SwiftDoor {
             &http_date(source.last_modified_ms),
         );
         Ok(response)
+    }
+
+    /// Stores `staged` as `key` in `container` as the caller found it
+    /// writable (`pin`), with the request's `If-None-Match: *`.
+    pub(super) async fn commit(
+        &self,
+        request: &SwiftRequest,
+        (container, key, pin): (&str, &str, &BucketPin),
+        staged: strata_store::StagedBody,
+        meta: ObjectMeta,
+    ) -> SwiftResult<ObjectInfo> {
+        Ok(self
+            .store
+            .put_object(
+                container,
+                key,
+                staged,
+                meta,
+                None,
+                put_conditions(request, pin),
+            )
+            .await?)
     }
 
     /// Checks the caller may write `key` in `container`, which must exist.
@@ -549,12 +581,16 @@ pub(super) fn check_etag(request: &SwiftRequest, etag: &str) -> SwiftResult<()> 
     }
 }
 
-pub(super) fn put_conditions(request: &SwiftRequest) -> PutConditions {
+/// A write's conditions: `If-None-Match: *`, and the container as the
+/// caller found it writable (`pin`), so that one deleted and created again
+/// since, by any account, is not written to.
+fn put_conditions(request: &SwiftRequest, pin: &BucketPin) -> PutConditions {
     PutConditions {
         if_match: None,
         // Refused at the start of the request otherwise.
         if_none_match_any: if_none_match_any(request).unwrap_or(false),
-        ..PutConditions::owned_by(&request.account)
+        bucket_owner: Some(pin.owner.clone()),
+        bucket_incarnation: pin.incarnation,
     }
 }
 

@@ -1513,3 +1513,59 @@ fn auth_only_gateway_serves_tokens_and_nothing_else() -> Result<()> {
         .expect_status(404)?;
     Ok(())
 }
+
+/// An upload decided against a container that is deleted and created
+/// again before its body has arrived is refused (404), not written into
+/// the new container: the write is pinned to the container it was allowed
+/// into, its incarnation as well as its owner. The `100 Continue` says the
+/// server has checked the container and now reads the body.
+#[test]
+fn an_upload_into_a_container_replaced_meanwhile_is_refused() -> Result<()> {
+    use std::io::Write as _;
+    let server = Server::start()?;
+    let (token, _) = server.swift_token(&SwiftUser::root())?;
+    let container = unique_bucket("pinned");
+    let path = format!("/v1/AUTH_admin/{container}");
+    swift_http(&server, &token, "PUT", &path, None, &[])?.expect_status(201)?;
+
+    let authority = server
+        .endpoint()
+        .strip_prefix("http://")
+        .context("not http")?;
+    let stream = std::net::TcpStream::connect(authority)?;
+    stream.set_read_timeout(Some(std::time::Duration::from_secs(30)))?;
+    let mut writer = stream.try_clone()?;
+    write!(
+        writer,
+        "PUT {path}/late.txt HTTP/1.1\r\nHost: {authority}\r\nX-Auth-Token: {token}\r\n\
+         Transfer-Encoding: chunked\r\nExpect: 100-continue\r\n\r\n"
+    )?;
+    let mut reader = std::io::BufReader::new(stream);
+    let interim = strata_tests::read_response_head(&mut reader)?;
+    ensure!(
+        interim.first().is_some_and(|line| line.contains(" 100 ")),
+        "no 100 Continue: {interim:?}"
+    );
+
+    swift_http(&server, &token, "DELETE", &path, None, &[])?.expect_status(204)?;
+    swift_http(&server, &token, "PUT", &path, None, &[])?.expect_status(201)?;
+    writer.write_all(b"5\r\nhello\r\n0\r\n\r\n")?;
+    let head = strata_tests::read_response_head(&mut reader)?;
+    ensure!(
+        head.first().is_some_and(|line| line.contains(" 404 ")),
+        "the upload was not refused: {head:?}"
+    );
+
+    let listing = swift_http(&server, &token, "GET", &path, None, &[])?;
+    listing.expect_status(204)?;
+    swift_http(
+        &server,
+        &token,
+        "GET",
+        &format!("{path}/late.txt"),
+        None,
+        &[],
+    )?
+    .expect_status(404)?;
+    Ok(())
+}

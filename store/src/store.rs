@@ -723,6 +723,27 @@ impl Store {
         .await
     }
 
+    /// [`Store::update_bucket`] of the bucket as the caller found it
+    /// (`pin`): one deleted and created again since, by another account (or
+    /// at all, when the incarnation is pinned), is refused (`NoSuchBucket`)
+    /// and left as it is. A setting decided for one bucket (public-read, a
+    /// policy) must not land on the next bucket of that name.
+    pub async fn update_bucket_pinned<F>(
+        &self,
+        name: &str,
+        pin: BucketPin,
+        mut change: F,
+    ) -> Result<BucketInfo>
+    where
+        F: FnMut(&mut BucketInfo) -> Result<()> + Send + 'static,
+    {
+        self.update_bucket(name, move |bucket| {
+            pin.check(bucket)?;
+            change(bucket)
+        })
+        .await
+    }
+
     pub async fn bucket(&self, name: &str) -> Result<BucketInfo> {
         if let Some(routed) = self.routed() {
             return Box::pin(routed.root.bucket(name)).await;

@@ -613,10 +613,10 @@ async fn changes_pinned_to_one_incarnation_leave_the_next_alone_across_index_gro
     pinned_changes_leave_a_later_incarnation_alone(&store, b, c).await;
 }
 
-/// Deletes, renames and metadata replacements pinned to bucket `b` as it
-/// was before it was deleted and created again, or to another owner, are
-/// refused and change nothing; pinned to the buckets as they are, they go
-/// through.
+/// Deletes, renames, metadata replacements and bucket setting changes
+/// pinned to bucket `b` as it was before it was deleted and created again,
+/// or to another owner, are refused and change nothing; pinned to the
+/// buckets as they are, they go through.
 async fn pinned_changes_leave_a_later_incarnation_alone(store: &Store, b: &str, c: &str) {
     let first = store.create_bucket("acct", b, "r").await.unwrap();
     let other = BucketPin::of(&store.create_bucket("acct", c, "r").await.unwrap());
@@ -643,6 +643,13 @@ async fn pinned_changes_leave_a_later_incarnation_alone(store: &Store, b: &str, 
                 .rename_object_pinned((c, "x", &other), (b, "x", &pin))
                 .await
                 .map(drop),
+            store
+                .update_bucket_pinned(b, pin.clone(), |bucket| {
+                    bucket.attrs.insert("setting".into(), "stale".into());
+                    Ok(())
+                })
+                .await
+                .map(drop),
         ];
         for outcome in outcomes {
             assert!(
@@ -655,11 +662,20 @@ async fn pinned_changes_leave_a_later_incarnation_alone(store: &Store, b: &str, 
     let kept = store.head_object(b, "k").await.unwrap();
     assert_ne!(kept.meta.content_type.as_deref(), Some("text/stale"));
     assert_eq!(get(store, c, "x").await.unwrap(), b"c's");
+    assert!(!store.bucket(b).await.unwrap().attrs.contains_key("setting"));
     for (bucket, key) in [(c, "k"), (b, "x")] {
         let absent = store.head_object(bucket, key).await;
         assert!(matches!(absent, Err(StoreError::NoSuchKey)), "{absent:?}");
     }
     let current = BucketPin::of(&second);
+    let updated = store
+        .update_bucket_pinned(b, current.clone(), |bucket| {
+            bucket.attrs.insert("setting".into(), "current".into());
+            Ok(())
+        })
+        .await
+        .unwrap();
+    assert_eq!(updated.attrs["setting"], "current");
     store
         .rename_object_pinned((c, "x", &other), (b, "x", &current))
         .await

@@ -2,7 +2,7 @@
 
 use crate::wire::RequestBody;
 use http::{HeaderValue, StatusCode};
-use strata_store::BucketInfo;
+use strata_store::{BucketInfo, BucketPin};
 
 use super::body::read_small_body;
 use super::error::{S3Error, S3Result};
@@ -237,7 +237,7 @@ impl S3Door {
         request: &S3Request,
         body: RequestBody,
     ) -> S3Result<Response> {
-        self.owned_bucket(request).await?;
+        let bucket = self.owned_bucket(request).await?;
         let acl = match canned_acl(&request.headers)? {
             Some(acl) => acl,
             None => {
@@ -246,7 +246,7 @@ impl S3Door {
             }
         };
         self.store
-            .update_bucket(&request.bucket, move |bucket| {
+            .update_bucket_pinned(&request.bucket, BucketPin::of(&bucket), move |bucket| {
                 if acl == PUBLIC_READ {
                     bucket
                         .attrs
@@ -265,14 +265,14 @@ impl S3Door {
         request: &S3Request,
         body: RequestBody,
     ) -> S3Result<Response> {
-        self.owned_bucket(request).await?;
+        let bucket = self.owned_bucket(request).await?;
         let limit = MAX_CORS_BYTES.min(self.limits.max_xml_body);
         let document = read_small_body(request, body, limit).await?;
         let configuration: xml::CorsConfiguration = xml::parse(&document)?;
         let rules = cors_rules(configuration)?;
         let encoded = serde_json::to_string(&rules).map_err(|_| S3Error::malformed_xml())?;
         self.store
-            .update_bucket(&request.bucket, move |bucket| {
+            .update_bucket_pinned(&request.bucket, BucketPin::of(&bucket), move |bucket| {
                 bucket
                     .attrs
                     .insert(crate::cors::ATTR_S3_CORS.to_owned(), encoded.clone());
@@ -317,9 +317,9 @@ impl S3Door {
     }
 
     pub(crate) async fn delete_bucket_cors(&self, request: &S3Request) -> S3Result<Response> {
-        self.owned_bucket(request).await?;
+        let bucket = self.owned_bucket(request).await?;
         self.store
-            .update_bucket(&request.bucket, |bucket| {
+            .update_bucket_pinned(&request.bucket, BucketPin::of(&bucket), |bucket| {
                 bucket.attrs.remove(crate::cors::ATTR_S3_CORS);
                 Ok(())
             })
@@ -349,7 +349,7 @@ impl S3Door {
         request: &S3Request,
         body: RequestBody,
     ) -> S3Result<Response> {
-        self.owned_bucket(request).await?;
+        let bucket = self.owned_bucket(request).await?;
         let limit = MAX_POLICY_BYTES.min(self.limits.max_xml_body);
         let document = read_small_body(request, body, limit).await?;
         let text = String::from_utf8(document.to_vec()).map_err(|_| {
@@ -362,7 +362,7 @@ impl S3Door {
         PublicPolicy::parse(&request.bucket, &text)
             .map_err(|why| S3Error::new("MalformedPolicy", StatusCode::BAD_REQUEST, why))?;
         self.store
-            .update_bucket(&request.bucket, move |bucket| {
+            .update_bucket_pinned(&request.bucket, BucketPin::of(&bucket), move |bucket| {
                 bucket
                     .attrs
                     .insert(public::ATTR_S3_POLICY.to_owned(), text.clone());
@@ -373,9 +373,9 @@ impl S3Door {
     }
 
     pub(crate) async fn delete_bucket_policy(&self, request: &S3Request) -> S3Result<Response> {
-        self.owned_bucket(request).await?;
+        let bucket = self.owned_bucket(request).await?;
         self.store
-            .update_bucket(&request.bucket, |bucket| {
+            .update_bucket_pinned(&request.bucket, BucketPin::of(&bucket), |bucket| {
                 bucket.attrs.remove(public::ATTR_S3_POLICY);
                 Ok(())
             })

@@ -6,7 +6,7 @@
 
 use crate::wire::RequestBody;
 use http::{HeaderMap, StatusCode};
-use strata_store::{BucketInfo, StoreError};
+use strata_store::{BucketInfo, BucketPin, StoreError};
 
 use super::body::read_small_body;
 use super::error::{S3Error, S3Result};
@@ -28,12 +28,12 @@ impl S3Door {
         request: &S3Request,
         body: RequestBody,
     ) -> S3Result<Response> {
-        self.owned_bucket(request).await?;
+        let bucket = self.owned_bucket(request).await?;
         let document = read_small_body(request, body, self.limits.max_xml_body).await?;
         let config = website_config(&document)?;
         let encoded = serde_json::to_string(&config).map_err(|_| S3Error::internal())?;
         self.store
-            .update_bucket(&request.bucket, move |bucket| {
+            .update_bucket_pinned(&request.bucket, BucketPin::of(&bucket), move |bucket| {
                 bucket
                     .attrs
                     .insert(ATTR_S3_WEBSITE.to_owned(), encoded.clone());
@@ -64,9 +64,9 @@ impl S3Door {
     }
 
     pub(crate) async fn delete_bucket_website(&self, request: &S3Request) -> S3Result<Response> {
-        self.owned_bucket(request).await?;
+        let bucket = self.owned_bucket(request).await?;
         self.store
-            .update_bucket(&request.bucket, |bucket| {
+            .update_bucket_pinned(&request.bucket, BucketPin::of(&bucket), |bucket| {
                 bucket.attrs.remove(ATTR_S3_WEBSITE);
                 Ok(())
             })

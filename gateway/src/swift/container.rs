@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use http::{HeaderMap, StatusCode};
 use strata_auth::ContainerAcl;
-use strata_store::{BucketInfo, BucketUsage, ListEntry, ListQuery, StoreError};
+use strata_store::{BucketInfo, BucketPin, BucketUsage, ListEntry, ListQuery, StoreError};
 
 use super::access::{Access, Caller, is_owner, is_temp_url_key};
 use super::error::{SwiftError, SwiftResult};
@@ -46,9 +46,10 @@ impl SwiftDoor {
             Err(StoreError::BucketAlreadyOwnedByYou) => {
                 // PUT on an existing container updates its settings: 202.
                 if !settings.is_empty() {
-                    let account = request.account.clone();
+                    // The account's container, whichever incarnation.
+                    let pin = BucketPin::owned_by(&request.account);
                     self.store
-                        .update_bucket(name, move |bucket| settings.apply_to(bucket, &account))
+                        .update_bucket_pinned(name, pin, move |bucket| settings.apply_to(bucket))
                         .await?;
                 }
                 Ok(empty_response(StatusCode::ACCEPTED))
@@ -171,12 +172,13 @@ impl SwiftDoor {
         request: &SwiftRequest,
         name: &str,
     ) -> SwiftResult<Response> {
-        self.managed_container(request, name).await?;
+        let container = self.managed_container(request, name).await?;
         let settings = ContainerSettings::from_request(request)?;
-        let account = request.account.clone();
         let outcome = self
             .store
-            .update_bucket(name, move |bucket| settings.apply_to(bucket, &account))
+            .update_bucket_pinned(name, BucketPin::of(&container), move |bucket| {
+                settings.apply_to(bucket)
+            })
             .await;
         match outcome {
             Ok(_) => Ok(empty_response(StatusCode::NO_CONTENT)),
@@ -258,10 +260,7 @@ impl ContainerSettings {
     /// `account` still owns it. The caller's check came before; a bucket
     /// deleted and created again by another account since is not the
     /// container it meant.
-    fn apply_to(&self, bucket: &mut BucketInfo, account: &str) -> Result<(), StoreError> {
-        if bucket.account != account {
-            return Err(StoreError::NoSuchBucket);
-        }
+    fn apply_to(&self, bucket: &mut BucketInfo) -> Result<(), StoreError> {
         self.apply(&mut bucket.attrs)
             .map_err(|err| StoreError::InvalidArgument(err.text.into_owned()))
     }

@@ -56,8 +56,18 @@ pub async fn create_bucket(
 
 /// Deletes bucket `name` if it is empty: its marker in `group`, then its
 /// record in `root`.
-pub async fn delete_bucket(root: &Store, group: &Store, name: &str) -> Result<()> {
+pub async fn delete_bucket(
+    root: &Store,
+    group: &Store,
+    name: &str,
+    pin: Option<&crate::BucketPin>,
+) -> Result<()> {
     let info = root.bucket(name).await?;
+    // Exact to the incarnation from here: one created after this read is
+    // not touched, so checking the pin against it is enough.
+    if let Some(pin) = pin {
+        pin.check(&info)?;
+    }
     group
         .delete_bucket_incarnation(name, info.incarnation)
         .await?;

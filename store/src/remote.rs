@@ -245,6 +245,9 @@ pub(crate) enum MetaCall {
     },
     DeleteBucket {
         name: String,
+        /// As `DeleteObject`'s.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pin: Option<BucketPin>,
     },
     /// An index group's marker of a bucket ([`Store::put_bucket_marker`]).
     PutBucketMarker {
@@ -432,7 +435,8 @@ impl MetaCall {
     /// alike.
     fn without_pins(mut self) -> MetaCall {
         match &mut self {
-            MetaCall::DeleteObject { pin, .. }
+            MetaCall::DeleteBucket { pin, .. }
+            | MetaCall::DeleteObject { pin, .. }
             | MetaCall::DeleteObjectVersion { pin, .. }
             | MetaCall::ReplaceObjectMeta { pin, .. } => *pin = None,
             MetaCall::RenameObject { pin, to_pin, .. } => (*pin, *to_pin) = (None, None),
@@ -1123,7 +1127,9 @@ impl Store {
             }
             MetaCall::Bucket { name } => value(self.bucket(&name).await),
             MetaCall::ListBuckets { account } => value(self.list_buckets(&account).await),
-            MetaCall::DeleteBucket { name } => value(self.delete_bucket(&name).await),
+            MetaCall::DeleteBucket { name, pin } => {
+                value(self.delete_bucket_in(&name, pin.as_ref()).await)
+            }
             MetaCall::PutBucketMarker { marker } => value(self.put_bucket_marker(&marker).await),
             MetaCall::DeleteBucketIncarnation { name, incarnation } => {
                 value(self.delete_bucket_incarnation(&name, incarnation).await)

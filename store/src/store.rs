@@ -780,17 +780,34 @@ impl Store {
 
     /// Deletes an empty bucket; its unfinished multipart uploads go with it.
     pub async fn delete_bucket(&self, name: &str) -> Result<()> {
+        self.delete_bucket_in(name, None).await
+    }
+
+    /// [`Store::delete_bucket`] of the bucket as the caller found it
+    /// (`pin`): one deleted and created again since, by another account (or
+    /// at all, when the incarnation is pinned), is left alone
+    /// (`NoSuchBucket`).
+    pub async fn delete_bucket_pinned(&self, name: &str, pin: &BucketPin) -> Result<()> {
+        self.delete_bucket_in(name, Some(pin)).await
+    }
+
+    pub(crate) async fn delete_bucket_in(&self, name: &str, pin: Option<&BucketPin>) -> Result<()> {
         if let Some(routed) = self.routed() {
-            let deleted = crate::grouped::delete_bucket(&routed.root, routed.group(name), name);
+            let group = routed.group(name);
+            let deleted = crate::grouped::delete_bucket(&routed.root, group, name, pin);
             return Box::pin(deleted).await;
         }
         let name = name.to_owned();
+        let pin = pin.cloned();
         if let Some(remote) = self.remote() {
-            return remote.call(MetaCall::DeleteBucket { name }).await;
+            return remote.call(MetaCall::DeleteBucket { name, pin }).await;
         }
         self.blocking(move |inner| {
             let _exclusive = inner.bucket_lock.write();
-            inner.bucket_info(&name)?;
+            let found = inner.bucket_info(&name)?;
+            if let Some(pin) = &pin {
+                pin.check(&found)?;
+            }
             inner.remove_empty_bucket(inner.batch(), &name)
         })
         .await

@@ -613,8 +613,8 @@ async fn changes_pinned_to_one_incarnation_leave_the_next_alone_across_index_gro
     pinned_changes_leave_a_later_incarnation_alone(&store, b, c).await;
 }
 
-/// Deletes, renames, metadata replacements and bucket setting changes
-/// pinned to bucket `b` as it was before it was deleted and created again,
+/// Deletes (of objects and of the bucket), renames, metadata replacements
+/// and bucket setting changes pinned to bucket `b` as it was before it was deleted and created again,
 /// or to another owner, are refused and change nothing; pinned to the
 /// buckets as they are, they go through.
 async fn pinned_changes_leave_a_later_incarnation_alone(store: &Store, b: &str, c: &str) {
@@ -697,6 +697,23 @@ async fn pinned_changes_leave_a_later_incarnation_alone(store: &Store, b: &str, 
             .unwrap()
             .is_some()
     );
+    // Now empty, the bucket is still not the one a stale pin names.
+    for pin in [BucketPin::of(&first), BucketPin::owned_by("stranger")] {
+        let outcome = store.delete_bucket_pinned(b, &pin).await;
+        assert!(
+            matches!(outcome, Err(StoreError::NoSuchBucket)),
+            "{pin:?}: {outcome:?}"
+        );
+    }
+    assert_eq!(
+        store.bucket(b).await.unwrap().incarnation,
+        second.incarnation
+    );
+    store.delete_bucket_pinned(b, &current).await.unwrap();
+    assert!(matches!(
+        store.bucket(b).await,
+        Err(StoreError::NoSuchBucket)
+    ));
 }
 
 /// Creates bucket `name` of account `acct` in `root`, marked in `group`.
@@ -744,7 +761,7 @@ async fn a_group_marks_the_roots_buckets_by_incarnation() {
 
     // Deleting refuses a bucket with objects, and changes nothing.
     assert!(matches!(
-        grouped::delete_bucket(&root, &group, "b").await,
+        grouped::delete_bucket(&root, &group, "b", None).await,
         Err(StoreError::BucketNotEmpty)
     ));
     assert_eq!(root.bucket("b").await.unwrap(), first);
@@ -757,7 +774,9 @@ async fn a_group_marks_the_roots_buckets_by_incarnation() {
     assert_eq!(group.bucket("b").await.unwrap(), marker);
 
     group.delete_object("b", "k").await.unwrap();
-    grouped::delete_bucket(&root, &group, "b").await.unwrap();
+    grouped::delete_bucket(&root, &group, "b", None)
+        .await
+        .unwrap();
     for store in [&root, &group] {
         assert!(matches!(
             store.bucket("b").await,
@@ -860,7 +879,9 @@ async fn a_bucket_life_cut_short_is_finished_by_the_next_call() {
     // Deleted before its marker was ever written: the group still fences
     // the incarnation.
     let unmarked = root.create_bucket("acct", "c", "r").await.unwrap();
-    grouped::delete_bucket(&root, &group, "c").await.unwrap();
+    grouped::delete_bucket(&root, &group, "c", None)
+        .await
+        .unwrap();
     assert!(matches!(
         group.put_bucket_marker(&unmarked).await,
         Err(StoreError::NoSuchBucket)

@@ -814,7 +814,10 @@ impl StorageBackend<FtpUser> for StoreFileSystem {
                 if !user.principal.administers(&bucket.account) {
                     return Err(refused(ErrorKind::PermissionDenied));
                 }
-                self.store.delete_bucket(container).await.map_err(ftp_error)
+                self.store
+                    .delete_bucket_pinned(container, &BucketPin::of(&bucket))
+                    .await
+                    .map_err(ftp_error)
             }
             FtpPath::Entry { container, .. } => {
                 let pin = BucketPin::of(&self.may_write(user, container).await?);

@@ -145,8 +145,10 @@ impl S3Door {
     }
 
     pub(crate) async fn delete_bucket(&self, request: &S3Request) -> S3Result<Response> {
-        self.owned_bucket(request).await?;
-        self.store.delete_bucket(&request.bucket).await?;
+        let bucket = self.owned_bucket(request).await?;
+        self.store
+            .delete_bucket_pinned(&request.bucket, &BucketPin::of(&bucket))
+            .await?;
         Ok(empty_response(StatusCode::NO_CONTENT))
     }
 

@@ -154,10 +154,11 @@ impl SwiftDoor {
             }
             None => {
                 self.authorize(request, None, None, Access::Manage)?;
-                if bucket.is_none() {
+                let Some(bucket) = bucket else {
                     return Err(SwiftError::not_found());
-                }
-                match self.store.delete_bucket(container).await {
+                };
+                let pin = BucketPin::of(&bucket);
+                match self.store.delete_bucket_pinned(container, &pin).await {
                     Ok(()) => Ok(()),
                     Err(StoreError::BucketNotEmpty) => {
                         Err(SwiftError::conflict("Container not empty"))

@@ -191,8 +191,10 @@ impl SwiftDoor {
         request: &SwiftRequest,
         name: &str,
     ) -> SwiftResult<Response> {
-        self.managed_container(request, name).await?;
-        self.store.delete_bucket(name).await?;
+        let container = self.managed_container(request, name).await?;
+        self.store
+            .delete_bucket_pinned(name, &BucketPin::of(&container))
+            .await?;
         Ok(empty_response(StatusCode::NO_CONTENT))
     }
 

@@ -21,7 +21,7 @@ use crate::wire::RequestBody;
 use http::{Method, StatusCode};
 use serde_json::json;
 use strata_auth::Role;
-use strata_store::{ListEntry, ListQuery, Store};
+use strata_store::{BucketPin, ListEntry, ListQuery, Store, StoreError};
 
 use crate::directory::{Directory, DirectoryError};
 use crate::wire::{Query, Response, empty_response, header_str, json_response, unix_now};
@@ -45,10 +45,8 @@ impl From<DirectoryError> for AdminError {
             DirectoryError::NotFound(_) => StatusCode::NOT_FOUND,
             DirectoryError::Exists(_) => StatusCode::CONFLICT,
             DirectoryError::Invalid(_) => StatusCode::BAD_REQUEST,
-            DirectoryError::Store(strata_store::StoreError::Conflict) => StatusCode::CONFLICT,
-            DirectoryError::Store(strata_store::StoreError::Unavailable(_)) => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            DirectoryError::Store(StoreError::Conflict) => StatusCode::CONFLICT,
+            DirectoryError::Store(StoreError::Unavailable(_)) => StatusCode::SERVICE_UNAVAILABLE,
             DirectoryError::Store(store) if !store.is_server_error() => StatusCode::BAD_REQUEST,
             DirectoryError::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
         };
@@ -56,8 +54,8 @@ impl From<DirectoryError> for AdminError {
     }
 }
 
-impl From<strata_store::StoreError> for AdminError {
-    fn from(err: strata_store::StoreError) -> Self {
+impl From<StoreError> for AdminError {
+    fn from(err: StoreError) -> Self {
         DirectoryError::Store(err).into()
     }
 }
@@ -269,29 +267,38 @@ impl AdminDoor {
             ));
         }
         for bucket in buckets {
-            loop {
-                let page = self
-                    .store
-                    .list_objects(
-                        &bucket.name,
-                        ListQuery {
-                            max_keys: 1000,
-                            ..ListQuery::default()
-                        },
-                    )
-                    .await?;
-                for entry in &page.entries {
-                    if let ListEntry::Object(info) = entry {
-                        self.store.delete_object(&bucket.name, &info.key).await?;
-                    }
-                }
-                if page.entries.is_empty() {
-                    break;
-                }
+            // A bucket of that name deleted and created again since, by
+            // another account or not, is not this purge's.
+            match self
+                .purge_bucket(&bucket.name, &BucketPin::of(&bucket))
+                .await
+            {
+                Ok(()) | Err(StoreError::NoSuchBucket) => {}
+                Err(err) => return Err(err.into()),
             }
-            self.store.delete_bucket(&bucket.name).await?;
         }
         self.directory.delete_account(name).await?;
         Ok(empty_response(StatusCode::NO_CONTENT))
+    }
+
+    /// Deletes bucket `name`, as `pin` names it, and every object in it.
+    async fn purge_bucket(&self, name: &str, pin: &BucketPin) -> Result<(), StoreError> {
+        loop {
+            let query = ListQuery {
+                max_keys: 1000,
+                ..ListQuery::default()
+            };
+            let page = self.store.list_objects(name, query).await?;
+            if page.entries.is_empty() {
+                return self.store.delete_bucket_pinned(name, pin).await;
+            }
+            for entry in &page.entries {
+                if let ListEntry::Object(info) = entry {
+                    self.store
+                        .delete_object_pinned(name, &info.key, pin)
+                        .await?;
+                }
+            }
+        }
     }
 }

@@ -62,7 +62,10 @@ pub async fn delete_bucket(
     name: &str,
     pin: Option<&crate::BucketPin>,
 ) -> Result<()> {
-    let info = root.bucket(name).await?;
+    // Read as stored, not from a connected root's cache: a stale record of
+    // an incarnation deleted since would pass its pin and then delete
+    // nothing, answering success while the bucket of the name lives on.
+    let info = root.bucket_as_stored(name).await?;
     // Exact to the incarnation from here: one created after this read is
     // not touched, so checking the pin against it is enough.
     if let Some(pin) = pin {

@@ -744,6 +744,18 @@ impl Store {
         .await
     }
 
+    /// [`Store::bucket`] as the store holds it now, never a connected
+    /// store's cached copy: for a decision a stale record would make wrong.
+    pub(crate) async fn bucket_as_stored(&self, name: &str) -> Result<BucketInfo> {
+        if self.routed().is_none()
+            && let Some(remote) = self.remote()
+        {
+            let name = name.to_owned();
+            return remote.call(MetaCall::Bucket { name }).await;
+        }
+        self.bucket(name).await
+    }
+
     pub async fn bucket(&self, name: &str) -> Result<BucketInfo> {
         if let Some(routed) = self.routed() {
             return Box::pin(routed.root.bucket(name)).await;

@@ -20,7 +20,8 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::IoSlice;
-use std::os::fd::{AsFd as _, OwnedFd};
+use std::os::fd::AsFd as _;
+use std::os::unix::fs::FileExt as _;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -51,16 +52,6 @@ fn page() -> u64 {
 /// Whether the arena takes a body of `length` bytes.
 pub fn takes(length: usize) -> bool {
     ARENA_BODY_BYTES.contains(&length)
-}
-
-/// What a body of `length` bytes takes in the RAM zone: its region's whole
-/// pages if it goes to the arena (the weight the zone's budget counts, so
-/// that the arena's span holds what the budget admits).
-pub fn footprint(length: usize) -> usize {
-    if !takes(length) {
-        return length;
-    }
-    length.next_multiple_of(page() as usize)
 }
 
 /// Whether the kernel may back shared memory with pages larger than the
@@ -103,7 +94,11 @@ fn shmem_huge_pages_in(root: &std::path::Path) -> bool {
 /// regions hold RAM-zone bodies (as [`Bytes`] that free their region when
 /// the last clone drops).
 pub struct RamArena {
-    memfd: OwnedFd,
+    /// Written with `write_all_at`; mapped, sent from and punched through
+    /// its descriptor.
+    memfd: std::fs::File,
+    /// The memory page size, which regions are whole multiples of.
+    page: u64,
     /// The mapping's address, as an integer: the arena only compares it
     /// with the addresses of slices and reads regions it handed out.
     base: usize,
@@ -175,9 +170,10 @@ impl RamArena {
     /// An arena of `span` bytes (rounded up to pages). The memfd is sparse:
     /// only the regions holding bodies take memory.
     pub fn open(span: u64) -> std::io::Result<Arc<RamArena>> {
+        let page = page();
         let span = span
             .max(1)
-            .checked_next_multiple_of(page())
+            .checked_next_multiple_of(page)
             .ok_or(std::io::ErrorKind::InvalidInput)?;
         let length = usize::try_from(span).map_err(|_| std::io::ErrorKind::InvalidInput)?;
         let memfd = rustix::fs::memfd_create("strata-ram-zone", MemfdFlags::CLOEXEC)?;
@@ -198,7 +194,8 @@ impl RamArena {
         let mut free = FreeSpace::default();
         free.insert(0, span);
         Ok(Arc::new(RamArena {
-            memfd,
+            memfd: std::fs::File::from(memfd),
+            page,
             base: base as usize,
             span,
             free: Mutex::new(free),
@@ -209,36 +206,45 @@ impl RamArena {
     /// `body` copied into a region, or `None` when no free run holds it
     /// (the caller keeps it on the heap).
     pub fn copy_in(self: &Arc<Self>, body: &[u8]) -> Option<Bytes> {
-        let length = u64::try_from(body.len()).ok()?;
-        let rounded = length.max(1).next_multiple_of(page());
+        let rounded = self.rounded(body.len()) as u64;
         let Some(offset) = self.free.lock().take(rounded) else {
             self.metrics.full.fetch_add(1, Ordering::Relaxed);
             return None;
         };
         // Counted from here: the region's drop, even a failed write's,
         // takes it off.
-        self.metrics.held_bytes.fetch_add(length, Ordering::Relaxed);
+        self.metrics
+            .held_bytes
+            .fetch_add(body.len() as u64, Ordering::Relaxed);
         let region = Region {
             arena: self.clone(),
             offset,
             length: body.len(),
+            rounded,
         };
         // Written through the file, not the mapping (which is read-only):
         // no reader has the region yet. A failed write drops the region,
         // which punches whatever it wrote.
-        let mut written = 0;
-        while written < body.len() {
-            match rustix::io::pwrite(&self.memfd, &body[written..], offset + written as u64) {
-                Ok(0) => return None,
-                Ok(count) => written += count,
-                Err(rustix::io::Errno::INTR) => {}
-                Err(err) => {
-                    tracing::warn!(error = %err, "writing a body into the RAM zone's memfd");
-                    return None;
-                }
-            }
+        if let Err(err) = self.memfd.write_all_at(body, offset) {
+            tracing::warn!(error = %err, "writing a body into the RAM zone's memfd");
+            return None;
         }
         Some(Bytes::from_owner(region))
+    }
+
+    /// `length` bytes rounded up to whole pages (one at least).
+    fn rounded(&self, length: usize) -> usize {
+        length.max(1).next_multiple_of(self.page as usize)
+    }
+
+    /// What `body` takes of the RAM zone: its region's whole pages if it
+    /// is in the arena (the weight the zone's budget counts, so that the
+    /// span holds what the budget admits), else its length.
+    pub fn footprint(&self, body: &[u8]) -> usize {
+        match self.offset_of(body) {
+            Some(_) => self.rounded(body.len()),
+            None => body.len(),
+        }
     }
 
     /// Where `slice` lies in the memfd, if it is in the arena.
@@ -250,16 +256,21 @@ impl RamArena {
 
     /// Frees a region: punched first, so pages a socket still holds are
     /// not the ones the next body is written to.
-    fn release(&self, offset: u64, length: u64, held: u64) {
-        self.metrics.held_bytes.fetch_sub(held, Ordering::Relaxed);
+    fn release(&self, region: &Region) {
+        let Region {
+            offset, rounded, ..
+        } = *region;
+        self.metrics
+            .held_bytes
+            .fetch_sub(region.length as u64, Ordering::Relaxed);
         let punched = rustix::fs::fallocate(
             &self.memfd,
             FallocateFlags::PUNCH_HOLE | FallocateFlags::KEEP_SIZE,
             offset,
-            length,
+            rounded,
         );
         match punched {
-            Ok(()) => self.free.lock().give_back(offset, length),
+            Ok(()) => self.free.lock().give_back(offset, rounded),
             Err(err) => {
                 self.metrics.lost_regions.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(error = %err, offset, "punching a freed RAM zone region; not reused");
@@ -267,42 +278,36 @@ impl RamArena {
         }
     }
 
-    /// The arena's series for `/metrics`.
-    pub fn metrics_text(&self) -> String {
+    /// The arena's series for `/metrics`: name, type and value.
+    pub fn metrics(&self) -> [(&'static str, &'static str, u64); 4] {
         let metrics = &self.metrics;
-        let mut out = String::new();
-        for (name, kind, value, help) in [
+        let load = |value: &AtomicU64| value.load(Ordering::Relaxed);
+        [
+            // Bytes of RAM-zone bodies in the arena.
             (
                 "strata_cache_ram_arena_bytes",
                 "gauge",
-                &metrics.held_bytes,
-                "Bytes of RAM-zone bodies in the memfd arena.",
+                load(&metrics.held_bytes),
             ),
+            // Bodies kept on the heap because the arena had no room.
             (
                 "strata_cache_ram_arena_full_total",
                 "counter",
-                &metrics.full,
-                "RAM-zone bodies kept on the heap because the arena had no room.",
+                load(&metrics.full),
             ),
+            // Regions not reused because they could not be punched.
             (
                 "strata_cache_ram_arena_lost_regions_total",
                 "counter",
-                &metrics.lost_regions,
-                "Arena regions not reused because they could not be punched.",
+                load(&metrics.lost_regions),
             ),
+            // Body bytes sent from the arena with `sendfile`.
             (
                 "strata_cache_sendfile_bytes_total",
                 "counter",
-                &metrics.sent_bytes,
-                "Body bytes sent from the arena with sendfile.",
+                load(&metrics.sent_bytes),
             ),
-        ] {
-            out.push_str(&format!(
-                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {}\n",
-                value.load(Ordering::Relaxed)
-            ));
-        }
-        out
+        ]
     }
 }
 
@@ -322,6 +327,8 @@ struct Region {
     arena: Arc<RamArena>,
     offset: u64,
     length: usize,
+    /// `length` in whole pages: what the region takes of the memfd.
+    rounded: u64,
 }
 
 impl AsRef<[u8]> for Region {
@@ -342,9 +349,7 @@ impl AsRef<[u8]> for Region {
 
 impl Drop for Region {
     fn drop(&mut self) {
-        let length = self.length as u64;
-        let rounded = length.max(1).next_multiple_of(page());
-        self.arena.release(self.offset, rounded, length);
+        self.arena.release(self);
     }
 }
 
@@ -566,11 +571,13 @@ mod tests {
         assert!(arena.offset_of(&[0u8; 4][..]).is_none());
         drop(first);
         assert!(arena.copy_in(&vec![2; 4 * page() as usize]).is_some());
-        assert!(
-            arena
-                .metrics_text()
-                .contains("strata_cache_ram_arena_full_total 1\n")
+        assert_eq!(
+            arena.metrics()[1],
+            ("strata_cache_ram_arena_full_total", "counter", 1)
         );
+        // The budget weighs a body in the arena by its pages.
+        assert_eq!(arena.footprint(&second), 3 * page() as usize);
+        assert_eq!(arena.footprint(&[0u8; 4][..]), 4);
     }
 
     /// The bytes a client reads are those of the body when it was sent,
@@ -599,10 +606,10 @@ mod tests {
         drop(sent);
         let rewritten = arena.copy_in(&vec![0xBB; 8 * page() as usize]).unwrap();
         assert_eq!(rewritten.as_ptr(), sent_at, "the same region, reused");
-        assert!(arena.metrics_text().contains(&format!(
-            "strata_cache_sendfile_bytes_total {}\n",
-            8 * page()
-        )));
+        assert_eq!(
+            arena.metrics()[3],
+            ("strata_cache_sendfile_bytes_total", "counter", 8 * page())
+        );
 
         let mut read = vec![0; head.len() + 8 * page() as usize];
         let mut client = client;

@@ -713,10 +713,15 @@ impl EdgeCache {
             .collect::<anyhow::Result<Vec<_>>>()?;
         let metrics = CacheMetrics::default();
         let ram_evictions = metrics.ram_evictions.clone();
+        let weighing = arena.clone();
         let objects = moka::sync::Cache::builder()
             .max_capacity(config.ram_bytes)
-            .weigher(|key: &ObjectKey, value: &Arc<CachedObject>| {
-                let bytes = key.0.len() + key.1.len() + arena::footprint(value.body.len()) + 512;
+            .weigher(move |key: &ObjectKey, value: &Arc<CachedObject>| {
+                let body = match &weighing {
+                    Some(arena) => arena.footprint(&value.body),
+                    None => value.body.len(),
+                };
+                let bytes = key.0.len() + key.1.len() + body + 512;
                 u32::try_from(bytes).unwrap_or(u32::MAX)
             })
             .eviction_listener(move |_key, _value, cause| {
@@ -1455,8 +1460,12 @@ impl EdgeCache {
         (epoch, resync): (u64, u64),
     ) -> Arc<CachedObject> {
         let for_ram = body.len() as u64 <= self.config.ram_max_object_bytes;
+        let stripe = self.epoch_index(&cache_key.0, &cache_key.1);
+        // Into the arena only when it may be kept: a copy a purge made
+        // stale meanwhile answers once, from where it is.
+        let keepable = for_ram && self.epochs[stripe].load(Ordering::SeqCst) == epoch;
         let body = match &self.arena {
-            Some(arena) if for_ram && arena::takes(body.len()) => {
+            Some(arena) if keepable && arena::takes(body.len()) => {
                 arena.copy_in(&body).unwrap_or(body)
             }
             _ => body,
@@ -1469,7 +1478,6 @@ impl EdgeCache {
             Source::Ram,
         ));
         if for_ram {
-            let stripe = self.epoch_index(&cache_key.0, &cache_key.1);
             let _keeping = self.stripe_locks[stripe].lock();
             if self.epochs[stripe].load(Ordering::SeqCst) == epoch {
                 self.objects.insert(cache_key, cached.clone());
@@ -1772,8 +1780,8 @@ impl EdgeCache {
                 ));
             }
         }
-        if let Some(arena) = &self.arena {
-            out.push_str(&arena.metrics_text());
+        for (name, kind, value) in self.arena.iter().flat_map(|arena| arena.metrics()) {
+            out.push_str(&format!("# TYPE {name} {kind}\n{name} {value}\n"));
         }
         out
     }

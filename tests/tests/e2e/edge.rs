@@ -235,7 +235,7 @@ fn cache_hits_revalidates_and_purges_on_writes() -> Result<()> {
     Ok(())
 }
 
-/// RAM hits of 16 KiB and more leave from the RAM zone's memfd with
+/// RAM hits from 64 KiB to 512 KiB leave from the RAM zone's memfd with
 /// `sendfile`: whole, ranged and after an overwrite, byte for byte, each
 /// body's bytes counted once by `strata_cache_sendfile_bytes_total`. With
 /// `sendfile = false` the same hits are copied into the socket.

@@ -151,6 +151,16 @@ impl PutConditions {
         self.bucket_incarnation = Some(bucket.incarnation);
     }
 
+    /// Conditions that pin the bucket as `pin` names it (a door that kept
+    /// the [`BucketPin`] of the record it checked).
+    pub fn pinned(pin: &BucketPin) -> PutConditions {
+        PutConditions {
+            bucket_owner: Some(pin.owner.clone()),
+            bucket_incarnation: pin.incarnation,
+            ..PutConditions::default()
+        }
+    }
+
     fn check(&self, bucket: &BucketInfo, current: Option<&ObjectInfo>) -> Result<()> {
         still_the_bucket(
             bucket,

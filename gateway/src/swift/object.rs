@@ -589,8 +589,7 @@ fn put_conditions(request: &SwiftRequest, pin: &BucketPin) -> PutConditions {
         if_match: None,
         // Refused at the start of the request otherwise.
         if_none_match_any: if_none_match_any(request).unwrap_or(false),
-        bucket_owner: Some(pin.owner.clone()),
-        bucket_incarnation: pin.incarnation,
+        ..PutConditions::pinned(pin)
     }
 }
 

@@ -358,6 +358,9 @@ pub struct MetaService {
     confirmations: Confirmations,
     hibernation: Arc<hibernation::Hibernation>,
     versions: Arc<versions::LogVersions>,
+    /// Why the state machine refused an entry, if it did: the reason the
+    /// member stopped, in [`MetaService::status`].
+    apply_failure: state_machine::ApplyFailure,
     /// Held by the leader while it raises the group's log version and
     /// while it adds a member, so that no member is added between the
     /// probes that found every member runs a version and the entry that
@@ -481,10 +484,12 @@ impl MetaService {
         let hibernation = hibernation::Hibernation::new();
         let versions = Arc::new(versions::LogVersions::new(tuning.log_version));
         let follows_root = tuning.index_groups_follow_root && matches!(group, GroupId::Index(_));
+        let apply_failure = state_machine::ApplyFailure::default();
         let shared = state_machine::Shared {
             hibernation: hibernation.clone(),
             versions: versions.clone(),
             follows_root,
+            failure: apply_failure.clone(),
         };
         let state_machine =
             state_machine::StateMachine::open(id, store.clone(), &log.snapshot_dir(group), shared)
@@ -527,6 +532,7 @@ impl MetaService {
             version_changes: tokio::sync::Mutex::new(()),
             transport,
             follows_root,
+            apply_failure,
         });
         tokio::spawn(maintain_while_leading(Arc::downgrade(&service)));
         if let Some(idle) = tuning.idle_before_hibernating {
@@ -878,12 +884,15 @@ impl MetaService {
         // Whether the core went, before its last word: a core shut down
         // says `Stopped` before it lets go.
         let ended = metrics.has_changed().is_err();
-        match &metrics.borrow().running_state {
+        let stopped = match &metrics.borrow().running_state {
             Err(openraft::error::Fatal::Stopped) => None,
             Err(fatal) => Some(fatal.to_string()),
             Ok(()) if ended => Some("the group's Raft core ended".into()),
             Ok(()) => None,
-        }
+        };
+        // The state machine's own words first: the core may have seen
+        // only its worker's channel close.
+        stopped.map(|core| self.apply_failure.lock().clone().unwrap_or(core))
     }
 
     /// The gateways following the group's feed, as the leader, which

@@ -52,7 +52,14 @@ pub(crate) struct StateMachine {
     versions: Arc<LogVersions>,
     /// See [`Shared::follows_root`].
     follows_root: bool,
+    /// See [`Shared::failure`].
+    failure: ApplyFailure,
 }
+
+/// Why the state machine last refused to apply an entry, which stops the
+/// member: its own words, which openraft's core may not pass on (it can
+/// see the worker's channel close first, and say only that).
+pub(crate) type ApplyFailure = Arc<parking_lot::Mutex<Option<String>>>;
 
 /// What a group's state machine shares with its [`crate::MetaService`].
 pub(crate) struct Shared {
@@ -61,6 +68,8 @@ pub(crate) struct Shared {
     /// The group is an index group of this member's root, in the same
     /// database, and waits for its split (`Tuning::index_groups_follow_root`).
     pub(crate) follows_root: bool,
+    /// Told why an apply failed.
+    pub(crate) failure: ApplyFailure,
 }
 
 /// What the store records of the log.
@@ -118,6 +127,7 @@ impl StateMachine {
             hibernation,
             versions,
             follows_root,
+            failure,
         } = shared;
         if !snapshot_dir.exists() {
             std::fs::create_dir_all(snapshot_dir)
@@ -177,6 +187,7 @@ impl StateMachine {
             hibernation,
             versions,
             follows_root,
+            failure,
         })
     }
 }
@@ -205,18 +216,25 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             applied: self.applied.clone(),
             follows_root: self.follows_root,
         };
-        let (applier, answers) = self
+        let applied = self
             .store
             .applying(move || async move {
                 let answers = applier.apply(entries).await;
                 (applier, answers)
             })
             .await
-            .map_err(state_error)?;
-        // Kept even after a failure: it is what the replica holds.
-        self.applied = applier.applied;
-        if answers.is_ok() {
-            self.applied.tell(&self.hibernation, &self.versions);
+            .map_err(state_error);
+        let answers = match applied {
+            Ok((applier, answers)) => {
+                // Kept even after a failure: it is what the replica holds.
+                self.applied = applier.applied;
+                answers
+            }
+            Err(err) => Err(err),
+        };
+        match &answers {
+            Ok(_) => self.applied.tell(&self.hibernation, &self.versions),
+            Err(err) => *self.failure.lock() = Some(err.to_string()),
         }
         answers
     }
@@ -928,6 +946,7 @@ mod tests {
             hibernation,
             versions: versions.clone(),
             follows_root: false,
+            failure: ApplyFailure::default(),
         };
         let machine = StateMachine::open(1, store.clone(), &snapshots, shared).await;
         (machine, store, versions)
@@ -1246,6 +1265,7 @@ mod tests {
             hibernation: Hibernation::new(),
             versions,
             follows_root: true,
+            failure: ApplyFailure::default(),
         };
         let mut machine = StateMachine::open(1, group.clone(), &snapshots, shared)
             .await

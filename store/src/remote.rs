@@ -266,6 +266,11 @@ pub(crate) enum MetaCall {
     /// service of the two versions refuse each other at start.)
     RecordIndexGroups {
         count: u16,
+        /// Who holds the groups, when not the service itself
+        /// ([`Store::route_held_by`]); absent from the calls of earlier
+        /// versions, which held them there.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        held_by: Option<String>,
     },
     /// Moves the buckets' records of a root that holds buckets and no
     /// index groups into `count` groups (`split.rs`), every member of a
@@ -1135,7 +1140,9 @@ impl Store {
                 value(self.delete_bucket_incarnation(&name, incarnation).await)
             }
             MetaCall::IndexGroups => value(self.index_groups().await),
-            MetaCall::RecordIndexGroups { count } => value(self.record_index_groups(count).await),
+            MetaCall::RecordIndexGroups { count, held_by } => {
+                value(self.record_index_groups(count, held_by).await)
+            }
             MetaCall::SplitIntoIndexGroups { count } => value(self.split_in_place(count).await),
             MetaCall::PutObject { info, conditions } => {
                 value(self.commit_put(info, conditions).await)

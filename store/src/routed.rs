@@ -41,6 +41,14 @@ use crate::write::{StageError, StageOptions};
 /// groups its buckets are spread over.
 pub(crate) const INDEX_GROUPS: &[u8] = b"index-groups";
 
+/// Key (beside [`INDEX_GROUPS`]) naming who holds the groups when other
+/// processes do (the storage nodes that `cluster.index_nodes` lists),
+/// absent when the root's own process or service holds them: recorded
+/// with the count, and checked with it, so that a gateway routing to
+/// groups elsewhere never sees a root whose records are in its own
+/// groups, nor the other way round.
+pub(crate) const INDEX_GROUPS_HELD_BY: &[u8] = b"index-groups-held-by";
+
 /// Key (beside [`INDEX_GROUPS`]) present when the groups were first used by
 /// a version that tags every extent with its bucket's hash: then each
 /// group's orphan sweep may take the extents of its buckets' tags. Stores
@@ -175,8 +183,20 @@ impl Store {
     /// groups are this process's, in one database (`crate::split`); a
     /// connected root is asked to split (a replicated service's members each
     /// move their own replica's records), and a root held by another
-    /// process alone refuses.
+    /// process alone refuses. Groups held elsewhere (index groups on
+    /// storage nodes) take only a root without buckets.
     pub async fn route(root: Store, groups: Vec<Store>) -> Result<Store> {
+        Self::route_held_by(root, groups, None).await
+    }
+
+    /// [`Store::route`] over groups that `held_by` holds (a description
+    /// the root records and checks at each start: the storage nodes that
+    /// hold them), or, with `None`, the root's own process or service.
+    pub async fn route_held_by(
+        root: Store,
+        groups: Vec<Store>,
+        held_by: Option<String>,
+    ) -> Result<Store> {
         let count = u16::try_from(groups.len())
             .ok()
             .filter(|count| *count > 0)
@@ -190,7 +210,7 @@ impl Store {
             return Err(StoreError::Internal("a routed store routed again".into()));
         }
         root.split_into(&groups, count).await?;
-        let extents_tagged = root.record_index_groups(count).await?;
+        let extents_tagged = root.record_index_groups(count, held_by).await?;
         Ok(Store {
             engine: crate::store::Engine::Routed(Routed::new(root, groups, extents_tagged)),
         })

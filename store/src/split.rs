@@ -137,7 +137,7 @@ impl Store {
                 .collect::<Result<Vec<_>>>()?;
             self.split_into(&groups, count).await?;
         }
-        self.record_index_groups(count).await
+        self.record_index_groups(count, None).await
     }
 
     /// Whether this root's buckets were moved into index groups by a split:
@@ -151,6 +151,21 @@ impl Store {
             })
         })
         .await
+    }
+
+    /// Readies this store, the root of a database that keeps replicas of
+    /// index groups without their root group (a storage node's,
+    /// `docs/design/index-on-the-ring.md` step 3), for `count` groups: it
+    /// records them as a root never split does, so that the groups'
+    /// replicas apply calls at once ([`Store::wait_for_root_split`]).
+    /// `held_by` describes who holds them (the list of storage nodes),
+    /// kept and checked as [`Store::route_held_by`] does. Refused for a
+    /// store that holds buckets, records another count, or another
+    /// `held_by`.
+    pub async fn hold_index_groups_without_root(&self, count: u16, held_by: String) -> Result<()> {
+        self.record_index_groups(count, Some(held_by))
+            .await
+            .map(|_tagged| ())
     }
 
     /// For an index group's replica, before it applies a call, installs a
@@ -238,19 +253,21 @@ pub(crate) async fn split(
     };
     // Checked before anything is recorded: a split that cannot run must
     // leave the store as it was.
-    let groups = groups
+    let Some(groups) = groups
         .iter()
         .map(|group| match &group.engine {
             Engine::Local(inner) if std::ptr::eq(inner.database(), root_inner.database()) => {
-                Ok(inner.clone())
+                Some(inner.clone())
             }
-            _ => Err(StoreError::InvalidArgument(
-                "a store's buckets move into index groups only where one process holds \
-                 them all, in one database"
-                    .into(),
-            )),
+            _ => None,
         })
-        .collect::<Result<Vec<_>>>()?;
+        .collect::<Option<Vec<_>>>()
+    else {
+        // Groups elsewhere (on storage nodes) take no record in a write of
+        // this database: nothing moves, and a root with buckets to move is
+        // refused when it records the groups (`Inner::record_index_groups`).
+        return Ok(Split::Done);
+    };
     if !root.blocking(move |inner| inner.begin_split(count)).await? {
         return Ok(Split::Done);
     }

@@ -22,7 +22,7 @@ use crate::feed::{
 use crate::keys::{self, CF_BUCKETS, CF_DEFAULT, CF_FEED, CF_GC, CF_OBJECTS, CF_USAGE};
 use crate::records::{self, BucketInfo, ExtentRef, ObjectInfo, ObjectMeta};
 use crate::remote::{FEED_LEASE, MetaCall, Remote};
-use crate::routed::{EXTENTS_TAGGED, INDEX_GROUPS, Routed};
+use crate::routed::{EXTENTS_TAGGED, INDEX_GROUPS, INDEX_GROUPS_HELD_BY, Routed};
 use crate::space::{Batch, KeySpace, Space, family, unprefixed};
 use crate::usage::{self, UsageDelta};
 use crate::write::{self, StageError, StageOptions, StagedBody};
@@ -251,6 +251,18 @@ const KEY_LOCK_STRIPES: usize = 256;
 
 /// Why a root that began a split and did not end it records no groups.
 const STILL_SPLITTING: &str = "the store's buckets are still moving into their index groups";
+
+/// How a refusal for another holder of the index groups starts
+/// ([`Store::route_held_by`]): final, whatever the count recorded.
+const HELD_ELSEWHERE: &str = "the store's index groups are held elsewhere";
+
+/// Who holds a root's index groups, as a refusal says it.
+fn held_by_text(held_by: Option<&str>) -> String {
+    match held_by {
+        Some(held_by) => format!("by {held_by}"),
+        None => "with the root group".into(),
+    }
+}
 
 /// How often a gateway's start asks again for its index groups to be
 /// recorded while the metadata service cannot answer yet.
@@ -511,6 +523,13 @@ impl Store {
             Engine::Remote(remote) => &remote.events,
             Engine::Routed(routed) => &routed.events,
         }
+    }
+
+    /// Whether this routed store's index groups, or any of them, are held
+    /// by other processes (storage nodes) while its root is here.
+    pub fn index_groups_elsewhere(&self) -> bool {
+        self.routed()
+            .is_some_and(|routed| !routed.root.is_remote() && routed.stores().any(Store::is_remote))
     }
 
     /// Whether the metadata lives in another process ([`Store::connect`]).
@@ -865,11 +884,16 @@ impl Store {
     /// number recorded; a connected root, in the store it is connected to
     /// (a replicated one through its log). Answers whether the groups'
     /// extents are tagged by bucket ([`Store::index_extents_tagged`]).
-    pub(crate) async fn record_index_groups(&self, count: u16) -> Result<bool> {
+    /// `held_by`: as [`Store::route_held_by`] takes it.
+    pub(crate) async fn record_index_groups(
+        &self,
+        count: u16,
+        held_by: Option<String>,
+    ) -> Result<bool> {
         if let Some(remote) = self.remote() {
-            return record_index_groups_remotely(remote, count).await;
+            return record_index_groups_remotely(remote, count, held_by).await;
         }
-        self.blocking(move |inner| inner.record_index_groups(count))
+        self.blocking(move |inner| inner.record_index_groups(count, held_by.as_deref()))
             .await
     }
 
@@ -1527,7 +1551,29 @@ impl Store {
         tags: ExtentTags,
     ) -> Result<Swept> {
         if let Some(routed) = self.routed() {
+            // The root reads the references of its database's spaces: of
+            // groups held elsewhere it would see none, and sweep their
+            // extents as orphans.
+            if self.index_groups_elsewhere() {
+                return Err(StoreError::InvalidArgument(
+                    "a root sweeps no orphans beside index groups that other processes \
+                     hold: it sees none of their records"
+                        .into(),
+                ));
+            }
             return Box::pin(routed.root.sweep_orphans(older_than, tags)).await;
+        }
+        if !self.is_remote()
+            && self
+                .blocking(|inner| inner.space().get(CF_DEFAULT, INDEX_GROUPS_HELD_BY))
+                .await?
+                .is_some()
+        {
+            return Err(StoreError::InvalidArgument(
+                "a root whose index groups other processes hold sweeps no orphans: it \
+                 sees none of their records"
+                    .into(),
+            ));
         }
         let filter = ExtentFilter::older_than(older_than).tags(tags);
         let counts = self.pool().count_extents(&filter).await?;
@@ -1939,7 +1985,7 @@ impl Inner {
     }
 
     /// [`Store::record_index_groups`] in this (root) store.
-    pub(crate) fn record_index_groups(&self, count: u16) -> Result<bool> {
+    pub(crate) fn record_index_groups(&self, count: u16, held_by: Option<&str>) -> Result<bool> {
         let _exclusive = self.bucket_lock.write();
         match crate::split::recorded_groups(self.space())? {
             (0, _) => {}
@@ -1947,6 +1993,16 @@ impl Inner {
             // replicated service's log (`split.rs`).
             (_, true) => return Err(StoreError::Unavailable(STILL_SPLITTING.into())),
             (recorded, false) if recorded == count => {
+                let recorded_by = self.space().get(CF_DEFAULT, INDEX_GROUPS_HELD_BY)?;
+                if recorded_by.as_deref() != held_by.map(str::as_bytes) {
+                    let recorded_by =
+                        recorded_by.map(|by| String::from_utf8_lossy(&by).into_owned());
+                    return Err(StoreError::InvalidArgument(format!(
+                        "{HELD_ELSEWHERE}: {}, not {}",
+                        held_by_text(recorded_by.as_deref()),
+                        held_by_text(held_by)
+                    )));
+                }
                 return Ok(self.space().get(CF_DEFAULT, EXTENTS_TAGGED)?.is_some());
             }
             (recorded, false) => {
@@ -1966,13 +2022,17 @@ impl Inner {
             return Err(StoreError::InvalidArgument(
                 "a store with buckets starts using index groups by a split that moves \
                  their objects there: at the start of a gateway that holds its metadata \
-                 alone, or through the log of a replicated metadata service"
+                 alone, or through the log of a replicated metadata service; groups on \
+                 storage nodes start only beside a store without buckets"
                     .into(),
             ));
         }
         let mut batch = self.batch();
         batch.put(CF_DEFAULT, INDEX_GROUPS, count.to_be_bytes())?;
         batch.put(CF_DEFAULT, EXTENTS_TAGGED, [])?;
+        if let Some(held_by) = held_by {
+            batch.put(CF_DEFAULT, INDEX_GROUPS_HELD_BY, held_by.as_bytes())?;
+        }
         self.commit(batch)?;
         self.note_index_groups(count);
         Ok(true)
@@ -2371,13 +2431,23 @@ pub fn validate_key(key: &str) -> Result<()> {
 /// the split only once every member runs a build that has it (an earlier
 /// leader does not even decode it), and a split of many records outlasts
 /// calls' timeouts. The start of a gateway waits meanwhile, and says why.
-async fn record_index_groups_remotely(remote: &Remote, count: u16) -> Result<bool> {
+///
+/// Groups held elsewhere (`held_by`) are never split into: the service's
+/// members would move the records into replicas of their own.
+async fn record_index_groups_remotely(
+    remote: &Remote,
+    count: u16,
+    held_by: Option<String>,
+) -> Result<bool> {
     let started = std::time::Instant::now();
     let mut told = Duration::ZERO;
     let mut splitting = false;
     loop {
         let call = match splitting {
-            false => MetaCall::RecordIndexGroups { count },
+            false => MetaCall::RecordIndexGroups {
+                count,
+                held_by: held_by.clone(),
+            },
             true => MetaCall::SplitIntoIndexGroups { count },
         };
         let why = match remote.call::<bool>(call).await {
@@ -2386,6 +2456,14 @@ async fn record_index_groups_remotely(remote: &Remote, count: u16) -> Result<boo
                 if splitting && crate::remote::undecodable(&why) =>
             {
                 why
+            }
+            Err(StoreError::InvalidArgument(why))
+                if why.starts_with(HELD_ELSEWHERE) || held_by.is_some() =>
+            {
+                return Err(StoreError::InvalidArgument(why));
+            }
+            Err(StoreError::Unavailable(why)) if why == STILL_SPLITTING && held_by.is_some() => {
+                return Err(StoreError::Unavailable(why));
             }
             Err(StoreError::InvalidArgument(why)) if !splitting => {
                 // Refused for its buckets, or for another count: only a

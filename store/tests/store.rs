@@ -1495,6 +1495,62 @@ async fn a_store_with_buckets_moves_their_objects_into_index_groups_when_first_r
     );
 }
 
+/// The root records who holds its index groups with their count: groups
+/// held elsewhere (the storage nodes of a list) are routed to again only
+/// with the same list, never as the root's own, and the other way round;
+/// such a root sweeps no orphans, as it sees none of the groups' records.
+#[tokio::test]
+async fn a_root_records_who_holds_its_index_groups() {
+    let nodes = Some("the storage nodes a:1,b:1,c:1".to_owned());
+    let dir = tempfile::tempdir().unwrap();
+    let root = reopen(dir.path()).await;
+    let groups: Vec<Store> = (1..=2)
+        .map(|group| {
+            root.open_group(group, StoreConfig::new(dir.path().join("unused")))
+                .unwrap()
+        })
+        .collect();
+    Store::route_held_by(root.clone(), groups.clone(), nodes.clone())
+        .await
+        .unwrap();
+    Store::route_held_by(root.clone(), groups.clone(), nodes.clone())
+        .await
+        .unwrap();
+    let refused = |outcome: Result<Store, StoreError>, why: &str| match outcome {
+        Err(StoreError::InvalidArgument(text)) => assert!(text.contains(why), "{text}"),
+        other => panic!("{:?}", other.map(|_| "routed")),
+    };
+    refused(
+        Store::route(root.clone(), groups.clone()).await,
+        "by the storage nodes a:1,b:1,c:1, not with the root group",
+    );
+    refused(
+        Store::route_held_by(
+            root.clone(),
+            groups.clone(),
+            Some("the storage nodes a:1".into()),
+        )
+        .await,
+        "not by the storage nodes a:1",
+    );
+    let swept = root
+        .sweep_orphans(std::time::SystemTime::now(), strata_pool::ALL_TAGS)
+        .await;
+    assert!(
+        matches!(swept, Err(StoreError::InvalidArgument(_))),
+        "{swept:?}"
+    );
+    drop((root, groups));
+
+    let other = tempfile::tempdir().unwrap();
+    let (root, groups, routed) = routed(other.path(), 2).await;
+    routed.unwrap();
+    refused(
+        Store::route_held_by(root, groups, nodes).await,
+        "with the root group, not by the storage nodes",
+    );
+}
+
 /// Puts the body `pinned` at `bucket/key` under `conditions`.
 async fn put_pinned(
     store: &Store,

@@ -5,6 +5,7 @@
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -55,6 +56,24 @@ pub struct NodeArgs {
     /// Connections held open at once (default: half the open file limit).
     #[arg(long, env = "STRATA_MAX_CONNECTIONS")]
     max_connections: Option<usize>,
+    /// Hold index groups: how many the cluster has (its gateways'
+    /// `index_groups`). With --index-nodes.
+    #[arg(long, env = "STRATA_INDEX_GROUPS", requires = "index_nodes")]
+    index_groups: Option<u16>,
+    /// The storage nodes that hold the index groups, comma-separated, as the
+    /// ring names them and in the gateways' order (`cluster.index_nodes`):
+    /// this node runs its member of each group placed on it.
+    #[arg(
+        long,
+        env = "STRATA_INDEX_NODES",
+        value_delimiter = ',',
+        requires = "index_groups"
+    )]
+    index_nodes: Vec<String>,
+    /// With --index-groups: seconds a replaced object's extents are kept
+    /// for reads already streaming them (the gateways' `gc_grace_secs`).
+    #[arg(long, env = "STRATA_GC_GRACE_SECS", default_value_t = 600)]
+    gc_grace_secs: u64,
 }
 
 #[derive(Debug, clap::Args)]
@@ -117,15 +136,50 @@ pub fn node(args: NodeArgs) -> anyhow::Result<()> {
         .parse()
         .with_context(|| format!("listen address {:?} is not HOST:PORT", args.listen))?;
     let ring = args.ring.as_deref().map(load_ring).transpose()?;
+    let secret = load_secret(&args.cluster_secret_file)?;
+    let tls = load_cluster_tls(
+        args.cluster_tls_ca.as_deref(),
+        args.tls_cert.as_deref().zip(args.tls_key.as_deref()),
+    )?;
+    let hosting = match args.index_groups {
+        None | Some(0) => None,
+        Some(groups) => {
+            if groups > crate::config::MAX_INDEX_GROUPS {
+                anyhow::bail!(
+                    "--index-groups must be at most {}",
+                    crate::config::MAX_INDEX_GROUPS
+                );
+            }
+            crate::node_index::check_nodes(&args.index_nodes).context("--index-nodes")?;
+            // The ring the node starts with, or the one it kept.
+            let ring = match &ring {
+                Some(ring) => ring.clone(),
+                None => load_ring(&args.data.join("ring")).context(
+                    "a node that holds index groups needs a ring (--ring) for their stores",
+                )?,
+            };
+            Some(crate::node_index::Hosting {
+                data: args.data.clone(),
+                address: args
+                    .advertise
+                    .clone()
+                    .unwrap_or_else(|| args.listen.clone()),
+                nodes: args.index_nodes,
+                groups,
+                secret: secret.clone(),
+                tls: tls.clone(),
+                ring,
+                gc_grace: Duration::from_secs(args.gc_grace_secs),
+            })
+        }
+    };
+    let served = Arc::new(std::sync::OnceLock::new());
     let config = NodeConfig {
         data: args.data,
         listen,
         advertise: args.advertise,
-        secret: load_secret(&args.cluster_secret_file)?,
-        tls: load_cluster_tls(
-            args.cluster_tls_ca.as_deref(),
-            args.tls_cert.as_deref().zip(args.tls_key.as_deref()),
-        )?,
+        secret: secret.clone(),
+        tls: tls.clone(),
         cluster_id: ring.as_ref().map(|ring| ring.cluster_id().to_owned()),
         ring,
         max_connections: args.max_connections,
@@ -135,12 +189,35 @@ pub fn node(args: NodeArgs) -> anyhow::Result<()> {
             audit_pause: Duration::from_secs(args.audit_pause),
             ..ReplicatorConfig::default()
         },
+        internal: hosting
+            .is_some()
+            .then(|| crate::node_index::calls(served.clone())),
     };
     runtime()?.block_on(async {
-        tokio::select! {
-            served = strata_pool::node::run(config) => served,
-            _ = tokio::signal::ctrl_c() => Ok(()),
+        let serving = strata_pool::node::run(config);
+        tokio::pin!(serving);
+        let mut groups = Vec::new();
+        if let Some(hosting) = hosting {
+            // While the node serves: the other members' calls reach it
+            // as their groups start (answered 503 until this one's are up).
+            let started = tokio::select! {
+                served = &mut serving => return served,
+                started = crate::node_index::start(hosting) => started?,
+            };
+            groups = started.values().cloned().collect();
+            let internal = crate::node_index::serve(secret, tls.is_some(), started);
+            if served.set(internal).is_err() {
+                anyhow::bail!("the index groups started twice");
+            }
         }
+        let stopped = tokio::select! {
+            served = &mut serving => served,
+            _ = tokio::signal::ctrl_c() => Ok(()),
+        };
+        for group in groups {
+            group.shutdown().await;
+        }
+        stopped
     })
 }
 

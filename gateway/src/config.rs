@@ -114,6 +114,12 @@ pub struct ClusterConfig {
     /// may run many groups, and most are idle most of the time. 0: never,
     /// and 0 while any member runs a version from before it.
     pub metadata_hibernate_after_secs: u64,
+    /// `HOST:PORT` of the storage nodes that hold the index groups
+    /// (`index_groups`), as their ring names them, in the order every node
+    /// (`strata node --index-nodes`) and gateway is given: each group is a
+    /// Raft group of three of them (`crate::node_index`). Empty: the
+    /// groups are with the root group, on the gateways.
+    pub index_nodes: Vec<String>,
     /// PEM file of the cluster's CA: members speak TLS to each other. Calls
     /// to nodes and members go over TLS and trust the certificates this CA
     /// signed, and only those; metadata calls that arrive in plain text are
@@ -210,6 +216,7 @@ impl Default for ClusterConfig {
             metadata_hibernate_after_secs: strata_meta::Tuning::default()
                 .idle_before_hibernating
                 .map_or(0, |idle| idle.as_secs()),
+            index_nodes: Vec::new(),
             tls_ca: None,
         }
     }
@@ -245,7 +252,7 @@ const MAX_LOGIN_BLOCK_SECS: u64 = 30 * 24 * 3600;
 /// connection and a feed long poll from every gateway, and background
 /// tasks; until those cost nothing either
 /// (`docs/design/index-on-the-ring.md`), a few.
-const MAX_INDEX_GROUPS: u16 = 16;
+pub(crate) const MAX_INDEX_GROUPS: u16 = 16;
 
 /// Request limits: what is refused, and with which error, is decided here rather
 /// than by accident of buffer sizes.
@@ -547,6 +554,22 @@ impl Config {
         if self.index_groups > MAX_INDEX_GROUPS {
             bail!("index_groups must be at most {MAX_INDEX_GROUPS}");
         }
+        if !self.cluster.index_nodes.is_empty() {
+            crate::node_index::check_nodes(&self.cluster.index_nodes)
+                .context("cluster.index_nodes")?;
+            if self.cluster.ring.is_none() {
+                bail!("cluster.index_nodes names storage nodes: it needs a ring and a secret");
+            }
+            if self.index_groups == 0 {
+                bail!("cluster.index_nodes holds index groups: set index_groups");
+            }
+            if self.cluster.metadata_member.is_some() {
+                bail!(
+                    "cluster.index_nodes beside a replicated metadata service is not built \
+                     yet: its members hold the index groups themselves"
+                );
+            }
+        }
         if self.cluster.orphan_age_secs < 2 {
             bail!("cluster.orphan_age_secs must be at least 2");
         }
@@ -632,6 +655,53 @@ mod tests {
         std::fs::write(&path, "[cluster]\nwrite_quorum = 0\n").unwrap();
         let refused = Config::load(Some(&path), ConfigOverrides::default()).unwrap_err();
         assert!(refused.to_string().contains("write_quorum"), "{refused}");
+    }
+
+    /// Index groups on storage nodes need a cluster, groups to hold, and
+    /// a root group on this gateway or one it takes its metadata from.
+    #[test]
+    fn index_nodes_need_a_ring_groups_and_no_replicated_root() {
+        let dir = tempfile::tempdir().unwrap();
+        let (ring, secret) = (dir.path().join("ring"), dir.path().join("secret"));
+        let file = dir.path().join("strata.toml");
+        let load = |toml: &str, cluster: bool, member: Option<u64>| {
+            std::fs::write(&file, toml).unwrap();
+            let overrides = ConfigOverrides {
+                ring: cluster.then(|| ring.clone()),
+                cluster_secret_file: cluster.then(|| secret.clone()),
+                metadata: member.map(|_| "a:1,b:2,c:3".into()),
+                metadata_member: member,
+                ..Default::default()
+            };
+            Config::load(Some(&file), overrides).map(|config| config.cluster.index_nodes)
+        };
+        let nodes = "[cluster]\nindex_nodes = [\"n1:7000\", \"n2:7000\", \"n3:7000\"]\n";
+        let held = load(&format!("index_groups = 4\n{nodes}"), true, None).unwrap();
+        assert_eq!(held, ["n1:7000", "n2:7000", "n3:7000"]);
+        for (toml, cluster, member, why) in [
+            (
+                format!("index_groups = 4\n{nodes}"),
+                false,
+                None,
+                "needs a ring",
+            ),
+            (nodes.to_owned(), true, None, "set index_groups"),
+            (
+                format!("index_groups = 4\n{nodes}"),
+                true,
+                Some(1),
+                "not built",
+            ),
+            (
+                "index_groups = 4\n[cluster]\nindex_nodes = [\"n1\"]\n".to_owned(),
+                true,
+                None,
+                "HOST:PORT",
+            ),
+        ] {
+            let refused = format!("{:#}", load(&toml, cluster, member).unwrap_err());
+            assert!(refused.contains(why), "{toml}: {refused}");
+        }
     }
 
     /// Members of a replicated metadata service are named by position or

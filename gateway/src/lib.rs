@@ -32,6 +32,7 @@ pub mod large_object;
 pub mod listener_tls;
 pub mod login_guard;
 mod metadata;
+pub mod node_index;
 mod orphan_sweep;
 pub mod public;
 pub mod ring_cli;

@@ -17,6 +17,7 @@
 //! Requests are signed with the cluster secret like every request between
 //! members, and the body's digest is part of what is signed.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -337,6 +338,8 @@ impl MetaTransport for HttpMetaTransport {
             Err(leader) => leader.unwrap_or_else(|| self.leader.load(Ordering::Relaxed)),
         };
         let mut not_sent = 0;
+        // Members that answered that they do not keep the group.
+        let mut missing = 0;
         // A change that reached a member in plain text, even one that
         // refused it, may have been captured, and applied later by a
         // replay: not "nothing was done", so its staged body is kept (the
@@ -425,18 +428,26 @@ impl MetaTransport for HttpMetaTransport {
                     self.ask_next_first(index, n_members);
                     return Err(TransportError::Unknown(err.to_string()));
                 }
-                // No such endpoint there (a group it does not keep): the
-                // same wherever it is asked. A refusal sent in plain text
-                // could still be replayed where the endpoint exists.
+                // No such endpoint there (a group it does not keep): nothing
+                // was done, and the same answer everywhere on gateways,
+                // which run alike; a storage node restarted without the
+                // group may be one of three. Given up once every member
+                // said so. A refusal sent in plain text could still be
+                // replayed where the endpoint exists.
                 Some(Ok((StatusCode::NOT_FOUND, body))) => {
                     let why = format!(
                         "{address} answered 404: {}",
                         String::from_utf8_lossy(&body).trim()
                     );
-                    return Err(match sent_in_clear && writes {
-                        true => TransportError::Unknown(why),
-                        false => TransportError::Refused(why),
-                    });
+                    missing += 1;
+                    if missing >= n_members {
+                        return Err(match sent_in_clear && writes {
+                            true => TransportError::Unknown(why),
+                            false => TransportError::Refused(why),
+                        });
+                    }
+                    self.ask_next_first(index, n_members);
+                    None
                 }
                 // A leader that could not confirm the outcome (503), among
                 // others: it may still apply.
@@ -534,29 +545,33 @@ pub struct Internal {
     pub store: std::sync::OnceLock<Store>,
     /// This gateway's membership of a replicated metadata service.
     pub service: Option<Arc<MetaService>>,
-    /// Its memberships of the service's index groups, by number from 1.
-    pub index_services: Vec<Arc<MetaService>>,
+    /// Its memberships of the service's index groups, by number from 1: a
+    /// member of the service holds every group, a storage node those
+    /// placed on it (`crate::node_index`), with no root group.
+    pub index_services: BTreeMap<u16, Arc<MetaService>>,
     /// The signed calls already taken (a replayed one is refused).
     pub replays: wire::ReplayGuard,
 }
 
 impl Internal {
-    /// This gateway's member of index group `index` (from 1), if it is one.
+    /// This process's member of index group `index` (from 1), if it is one.
     pub(crate) fn index_service(&self, index: u16) -> Option<&Arc<MetaService>> {
-        self.index_services.get(usize::from(index).checked_sub(1)?)
+        self.index_services.get(&index)
     }
 
-    /// This gateway's member of group `group` (0: `root`, the root
+    /// This process's member of group `group` (0: `root`, the root
     /// group's), if it keeps that group.
-    fn member_of<'a>(
-        &'a self,
-        root: &'a Arc<MetaService>,
-        group: u16,
-    ) -> Option<&'a Arc<MetaService>> {
+    fn member_of(&self, group: u16) -> Option<&Arc<MetaService>> {
         match group {
-            0 => Some(root),
+            0 => self.service.as_ref(),
             index => self.index_service(index),
         }
+    }
+
+    /// Whether this process is a member of any group: its calls go to
+    /// its members, not to a store it holds alone.
+    fn is_member(&self) -> bool {
+        self.service.is_some() || !self.index_services.is_empty()
     }
 }
 
@@ -564,7 +579,7 @@ impl Internal {
 fn not_a_member() -> Response {
     text_response(
         StatusCode::NOT_FOUND,
-        "this gateway is not a member of a replicated metadata service\n",
+        "this process is not a member of a replicated metadata service\n",
     )
 }
 
@@ -631,15 +646,14 @@ pub async fn handle(internal: &Internal, request: hyper::Request<RequestBody>) -
         let Some((group, rpc)) = parse_raft_path(&path) else {
             return text_response(StatusCode::NOT_FOUND, "no such raft endpoint here\n");
         };
-        let service = match (&internal.service, group) {
-            (Some(service), GroupId::Root) => Some(service),
-            (Some(_), GroupId::Index(index)) => internal.index_service(index),
-            (None, _) => None,
+        let service = match group {
+            GroupId::Root => internal.service.as_ref(),
+            GroupId::Index(index) => internal.index_service(index),
         };
         let Some(service) = service else {
             return text_response(
                 StatusCode::NOT_FOUND,
-                format!("this gateway is not a member of the metadata service's {group}\n"),
+                format!("this process is not a member of the metadata service's {group}\n"),
             );
         };
         return match service.handle_rpc(rpc, &body).await {
@@ -648,10 +662,10 @@ pub async fn handle(internal: &Internal, request: hyper::Request<RequestBody>) -
         };
     }
     if let Some(group) = parse_group_path(VIEW_PATH, &path) {
-        let Some(root) = &internal.service else {
+        if !internal.is_member() {
             return not_a_member();
-        };
-        return match internal.member_of(root, group) {
+        }
+        return match internal.member_of(group) {
             Some(service) => json_response(
                 StatusCode::OK,
                 serde_json::to_vec(&service.status()).unwrap_or_default(),
@@ -660,9 +674,9 @@ pub async fn handle(internal: &Internal, request: hyper::Request<RequestBody>) -
         };
     }
     if let Some(group) = parse_members_path(&path) {
-        let Some(root) = &internal.service else {
+        if !internal.is_member() {
             return not_a_member();
-        };
+        }
         let change = match serde_json::from_slice::<MembershipChange>(&body) {
             Ok(change) => change,
             Err(err) => {
@@ -672,7 +686,7 @@ pub async fn handle(internal: &Internal, request: hyper::Request<RequestBody>) -
                 );
             }
         };
-        let Some(service) = internal.member_of(root, group) else {
+        let Some(service) = internal.member_of(group) else {
             return no_such_group(group);
         };
         return match service.change_membership(change).await {
@@ -690,8 +704,8 @@ pub async fn handle(internal: &Internal, request: hyper::Request<RequestBody>) -
         };
     }
     let group = parse_meta_path(&path).unwrap_or_default();
-    if let Some(service) = &internal.service {
-        let Some(service) = internal.member_of(service, group) else {
+    if internal.is_member() {
+        let Some(service) = internal.member_of(group) else {
             return no_such_group(group);
         };
         return routed_response(service.call(&body, signature, answer_by).await);

@@ -1,6 +1,7 @@
 //! The composition root: opens the pool and the store, loads credentials, and
 //! serves HTTP until the process is stopped.
 
+use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -109,7 +110,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
                     .map(Duration::from_secs),
                 ..Tuning::default()
             };
-            let mut groups = Vec::new();
+            let mut groups = BTreeMap::new();
             for index in 1..=config.index_groups {
                 let group_replica = replica
                     .open_group(index, replica_config.clone())
@@ -125,12 +126,12 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
                 )
                 .await
                 .map_err(|why| anyhow::anyhow!("starting index group {index}: {why}"))?;
-                groups.push(group);
+                groups.insert(index, group);
             }
             if !groups.is_empty() {
                 tokio::spawn(strata_meta::compact_index_groups_after_split(
                     replica.clone(),
-                    groups.clone(),
+                    groups.values().cloned().collect(),
                 ));
             }
             let service = MetaService::start_group(
@@ -151,7 +152,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     };
     let (service, index_services) = match service {
         Some((service, groups)) => (Some(service), groups),
-        None => (None, Vec::new()),
+        None => (None, BTreeMap::new()),
     };
     let served = Arc::new(Served {
         doors: std::sync::OnceLock::new(),
@@ -208,23 +209,52 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             } else {
                 let mut groups = Vec::new();
                 for group in 1..=config.index_groups {
-                    let transport = HttpMetaTransport::for_index_group(
-                        secret.clone(),
-                        cluster_tls.as_ref(),
-                        addresses.clone(),
-                        group,
-                        served.internal.index_service(group).cloned(),
-                    );
+                    let transport = match config.cluster.index_nodes.is_empty() {
+                        true => HttpMetaTransport::for_index_group(
+                            secret.clone(),
+                            cluster_tls.as_ref(),
+                            addresses.clone(),
+                            group,
+                            served.internal.index_service(group).cloned(),
+                        ),
+                        false => node_group_transport(&config, secret, cluster_tls.as_ref(), group),
+                    };
                     let connected =
                         Store::connect(store_config.clone(), pool.clone(), Arc::new(transport))
                             .await
                             .with_context(|| format!("reaching index group {group}"))?;
                     groups.push(connected);
                 }
-                Store::route(store, groups)
+                let held_by = (!config.cluster.index_nodes.is_empty())
+                    .then(|| crate::node_index::held_by(&config.cluster.index_nodes));
+                Store::route_held_by(store, groups, held_by)
                     .await
                     .context("spreading buckets over index groups")?
             }
+        }
+        // The root here, the index groups on storage nodes.
+        Some(secret) if !config.cluster.index_nodes.is_empty() => {
+            let root = Store::open(store_config.clone(), pool.clone())
+                .context("opening the metadata store")?;
+            let mut groups = Vec::new();
+            for group in 1..=config.index_groups {
+                let transport = node_group_transport(&config, secret, cluster_tls.as_ref(), group);
+                let connected =
+                    Store::connect(store_config.clone(), pool.clone(), Arc::new(transport))
+                        .await
+                        .with_context(|| {
+                            format!("reaching index group {group} on the storage nodes")
+                        })?;
+                groups.push(connected);
+            }
+            tracing::info!(
+                nodes = ?config.cluster.index_nodes,
+                "index groups on the storage nodes"
+            );
+            let held_by = crate::node_index::held_by(&config.cluster.index_nodes);
+            Store::route_held_by(root, groups, Some(held_by))
+                .await
+                .context("spreading buckets over the index groups on the storage nodes")?
         }
         _ if config.index_groups > 0 => {
             let root =
@@ -300,7 +330,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         let service = crate::orphan_sweep::service_id(&store).await?;
         crate::orphan_sweep::claim_nodes(pool, &service).await?;
         use crate::orphan_sweep::Records;
-        let index_services = &served.internal.index_services;
+        let index_services: Vec<_> = served.internal.index_services.values().cloned().collect();
         let member_of =
             |leads: &Arc<MetaService>, caught_up: &[Arc<MetaService>]| Records::Member {
                 leads: Arc::downgrade(leads),
@@ -313,7 +343,11 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             // against every space of its database, once its replica of
             // each group caught up with the group's leader.
             (Some(root), _) if !index_services.is_empty() && !store.index_extents_tagged() => {
-                vec![(member_of(root, index_services), ALL_TAGS, "root".to_owned())]
+                vec![(
+                    member_of(root, &index_services),
+                    ALL_TAGS,
+                    "root".to_owned(),
+                )]
             }
             // Tagged: each index group's leader sweeps the extents of its
             // buckets against its replica alone, with no other group to
@@ -327,6 +361,16 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
                 })
                 .collect(),
             (Some(root), _) => vec![(member_of(root, &[]), ALL_TAGS, "root".to_owned())],
+            // Index groups on storage nodes: their records are not here,
+            // and the nodes do not sweep yet
+            // (`docs/design/index-on-the-ring.md`, step 3).
+            (None, false) if store.index_groups_elsewhere() => {
+                tracing::info!(
+                    "no orphan sweep: the index groups are on storage nodes, which do not \
+                     sweep orphans yet"
+                );
+                Vec::new()
+            }
             // A routed store's root reads every group's records.
             (None, false) => {
                 let records = Records::Local(store.downgrade());
@@ -436,7 +480,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             .await
             .context("stopping the connection threads")?;
     }
-    for group in &served.internal.index_services {
+    for group in served.internal.index_services.values() {
         group.shutdown().await;
     }
     if let Some(service) = &served.internal.service {
@@ -673,10 +717,30 @@ fn metadata_metrics(status: &strata_meta::MetaStatus) -> String {
     out
 }
 
+/// The calls to index group `group` where `cluster.index_nodes` places it.
+fn node_group_transport(
+    config: &Config,
+    secret: &strata_pool::wire::ClusterSecret,
+    tls: Option<&ClusterTls>,
+    group: u16,
+) -> HttpMetaTransport {
+    let members = crate::node_index::group_members(&config.cluster.index_nodes, group);
+    HttpMetaTransport::for_index_group(
+        secret.clone(),
+        tls,
+        members.into_values().collect(),
+        group,
+        None,
+    )
+}
+
 /// Each index group's view of its Raft group, labelled by group number
 /// (each series' samples together, as the text format wants them).
-fn index_group_metrics(groups: &[Arc<MetaService>]) -> String {
-    let statuses: Vec<_> = groups.iter().map(|group| group.status()).collect();
+fn index_group_metrics(groups: &BTreeMap<u16, Arc<MetaService>>) -> String {
+    let statuses: Vec<_> = groups
+        .iter()
+        .map(|(number, group)| (*number, group.status()))
+        .collect();
     let mut out = String::new();
     if statuses.is_empty() {
         return out;
@@ -684,7 +748,7 @@ fn index_group_metrics(groups: &[Arc<MetaService>]) -> String {
     for (name, value) in &GROUP_GAUGES {
         let name = format!("strata_metadata_group_{name}");
         out.push_str(&format!("# TYPE {name} gauge\n"));
-        for (number, status) in (1..).zip(&statuses) {
+        for (number, status) in &statuses {
             out.push_str(&format!("{name}{{group=\"{number}\"}} {}\n", value(status)));
         }
     }
@@ -756,7 +820,7 @@ struct Doors {
     /// `/metrics`.
     metadata_service: Option<Arc<MetaService>>,
     /// Its memberships of the service's index groups, by number from 1.
-    index_services: Vec<Arc<MetaService>>,
+    index_services: BTreeMap<u16, Arc<MetaService>>,
     /// The doors this process answers for (`--only`).
     served: Vec<DoorKind>,
     /// Where custom domains are looked up.

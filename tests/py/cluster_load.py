@@ -5,6 +5,11 @@ usage:
   cluster_load.py write BUCKET COUNT [FIRST]  PUTs from 8 threads, `ACK n` after each:
                                               even n through S3 (boto3), odd n
                                               through Swift (the root user's token)
+  cluster_load.py write-retrying BUCKET COUNT [FIRST]
+                                              as write, but a PUT answered 503 is sent
+                                              again after a pause, up to 5 times, as
+                                              SDKs do by default: a metadata group whose
+                                              leader died refuses the changes it held
   cluster_load.py verify BUCKET COUNT [FIRST] GETs every object, compares every byte
   cluster_load.py delete BUCKET COUNT [FIRST] deletes the objects
   cluster_load.py read-loop BUCKET COUNT STOP reads objects in turn until the file
@@ -62,12 +67,32 @@ def swift_put(login, container, name, body):
         check(answer.status == 201, f"Swift PUT {name}: {answer.status}")
 
 
-def write(bucket, count, first):
+def unavailable(error):
+    """Whether a PUT failed with 503, through S3 or Swift."""
+    s3_status = getattr(error, "response", {}).get("ResponseMetadata", {}).get("HTTPStatusCode")
+    return s3_status == 503 or getattr(error, "code", None) == 503
+
+
+def write(bucket, count, first, retries=0):
     s3 = client(connect_timeout=5, read_timeout=60)
     login = swift_login()
     numbers = iter(range(first, first + count))
     lock = threading.Lock()
     failures = []
+
+    def put(n):
+        for attempt in range(retries + 1):
+            try:
+                if n % 2 == 0:
+                    s3.put_object(Bucket=bucket, Key=key(n), Body=content(n))
+                else:
+                    swift_put(login, bucket, key(n), content(n))
+                return
+            except Exception as error:  # noqa: BLE001 - retried or raised
+                if attempt == retries or not unavailable(error):
+                    raise
+                print(f"RETRY {key(n)}: {error}", file=sys.stderr)
+                time.sleep(0.5 * (attempt + 1))
 
     def writer():
         while not failures:
@@ -76,10 +101,7 @@ def write(bucket, count, first):
             if n is None:
                 return
             try:
-                if n % 2 == 0:
-                    s3.put_object(Bucket=bucket, Key=key(n), Body=content(n))
-                else:
-                    swift_put(login, bucket, key(n), content(n))
+                put(n)
             except Exception as error:  # noqa: BLE001 - reported below
                 failures.append(f"PUT {key(n)}: {type(error).__name__}: {error}")
                 return
@@ -139,6 +161,8 @@ def main(args):
     first = int(args[3]) if len(args) > 3 and mode != "read-loop" else 0
     if mode == "write":
         write(bucket, count, first)
+    elif mode == "write-retrying":
+        write(bucket, count, first, retries=5)
     elif mode == "verify":
         verify(bucket, count, first)
     elif mode == "delete":

@@ -160,6 +160,8 @@ pub struct Cluster {
     partition: Option<Arc<Partition>>,
     /// Members speak TLS, with certificates of this CA.
     tls: Option<Certificates>,
+    /// Index groups the nodes hold (0: none).
+    index_groups: u16,
     dir: TempDir,
 }
 
@@ -167,20 +169,33 @@ impl Cluster {
     /// `n_nodes` nodes, each in its own zone, in a ring of `2^part_power`
     /// partitions and `replicas` copies; every node replicates each second.
     pub fn start(n_nodes: usize, part_power: u8, replicas: u8) -> Result<Cluster> {
-        Self::start_with(n_nodes, part_power, replicas, false, None, false)
+        Self::start_with(n_nodes, part_power, replicas, false, None, false, 0)
+    }
+
+    /// Like [`Cluster::start`], with the nodes holding `groups` index
+    /// groups (`--index-groups`, and `--index-nodes` naming every node in
+    /// order): gateways started with [`Cluster::index_config`] keep their
+    /// buckets' objects there.
+    pub fn start_holding_index_groups(
+        n_nodes: usize,
+        part_power: u8,
+        replicas: u8,
+        groups: u16,
+    ) -> Result<Cluster> {
+        Self::start_with(n_nodes, part_power, replicas, false, None, false, groups)
     }
 
     /// Like [`Cluster::start`], with members that speak TLS to each other:
     /// nodes serve TLS only, and gateways (started with the cluster's
     /// arguments) present a certificate of the cluster's CA, [`Cluster::tls`].
     pub fn start_with_tls(n_nodes: usize, part_power: u8, replicas: u8) -> Result<Cluster> {
-        Self::start_with(n_nodes, part_power, replicas, false, None, true)
+        Self::start_with(n_nodes, part_power, replicas, false, None, true, 0)
     }
 
     /// Like [`Cluster::start`], with each node behind a proxy: the ring names
     /// the proxy, so gateways and peers alike reach the node through it.
     pub fn start_behind_proxies(n_nodes: usize, part_power: u8, replicas: u8) -> Result<Cluster> {
-        Self::start_with(n_nodes, part_power, replicas, true, None, false)
+        Self::start_with(n_nodes, part_power, replicas, true, None, false, 0)
     }
 
     /// Like [`Cluster::start_behind_proxies`], with the proxies the fronts
@@ -199,6 +214,7 @@ impl Cluster {
             true,
             Some(partition.clone()),
             false,
+            0,
         )
     }
 
@@ -209,6 +225,7 @@ impl Cluster {
         behind_proxies: bool,
         partition: Option<Arc<Partition>>,
         tls: bool,
+        index_groups: u16,
     ) -> Result<Cluster> {
         let dir = tempfile::Builder::new()
             .prefix("strata-e2e-cluster-")
@@ -227,6 +244,7 @@ impl Cluster {
             behind_proxies,
             partition,
             tls,
+            index_groups,
         };
         cluster.strata_ok(&[
             "ring",
@@ -247,6 +265,17 @@ impl Cluster {
             cluster.add_node_to_builder()?;
         }
         cluster.rebalance()?;
+        if index_groups > 0 {
+            let nodes = cluster.index_nodes().join(",");
+            for node in &mut cluster.nodes {
+                node.args.extend([
+                    "--index-groups".into(),
+                    index_groups.to_string(),
+                    "--index-nodes".into(),
+                    nodes.clone(),
+                ]);
+            }
+        }
         for node in &mut cluster.nodes {
             node.spawn()?;
         }
@@ -604,6 +633,66 @@ impl Cluster {
         Ok(())
     }
 
+    /// The nodes that hold the index groups, in order: every node the
+    /// cluster started with.
+    fn index_nodes(&self) -> Vec<String> {
+        self.nodes.iter().map(|node| node.address.clone()).collect()
+    }
+
+    /// The config of a gateway whose buckets keep their objects in the
+    /// index groups the nodes hold ([`Cluster::start_holding_index_groups`]).
+    pub fn index_config(&self) -> String {
+        let nodes: Vec<_> = self
+            .index_nodes()
+            .iter()
+            .map(|node| format!("{node:?}"))
+            .collect();
+        format!(
+            "index_groups = {}\n[cluster]\nindex_nodes = [{}]\n",
+            self.index_groups,
+            nodes.join(", ")
+        )
+    }
+
+    /// Node `node`'s view of index group `group` (its `MetaStatus`: leader,
+    /// last applied entry, ...), asked as members ask each other.
+    pub fn group_view(&self, node: usize, group: u16) -> Result<serde_json::Value> {
+        let (status, answer) = self.node_call(node, &format!("/internal/v1/view/{group}"), "")?;
+        ensure_ok(status, &answer)
+            .and_then(|()| Ok(serde_json::from_str(&answer)?))
+            .with_context(|| format!("node {node}'s view of index group {group}"))
+    }
+
+    /// Metadata call `body` (a `MetaCall` in JSON) to index group `group`
+    /// at node `node`, signed as members sign theirs: the status and the
+    /// answer.
+    pub fn node_meta_call(&self, node: usize, group: u16, body: &str) -> Result<(u16, String)> {
+        self.node_call(node, &format!("/internal/v1/meta/{group}"), body)
+    }
+
+    /// A signed internal call `POST path` to node `node` with `body`.
+    fn node_call(&self, node: usize, path: &str, body: &str) -> Result<(u16, String)> {
+        let path = format!(
+            "{path}?sha256={}&nonce={:016x}&attempt=0",
+            crate::sha256_hex(body.as_bytes()),
+            rand::random::<u64>()
+        );
+        let signature = self.signature("POST", &path, false)?;
+        let mut command = Command::new("curl");
+        command
+            .args(["-sS", "-X", "POST", "-H", &signature])
+            .args(["--data-binary", body, "-w", "\n%{http_code}"])
+            .arg(format!("http://{}{path}", self.nodes[node].address));
+        let output = run_tool(&mut command, TOOL_TIMEOUT)?;
+        let text = output.stdout_text();
+        let (answer, status) = text.rsplit_once('\n').unwrap_or(("", &text));
+        let status = status
+            .trim()
+            .parse()
+            .with_context(|| format!("no status from curl: {output}"))?;
+        Ok((status, answer.to_owned()))
+    }
+
     /// `strata status --json`.
     pub fn status(&self) -> Result<serde_json::Value> {
         self.status_with(&self.cluster_args())
@@ -691,4 +780,12 @@ fn reserve_port() -> Result<TcpListener> {
     // A range that starts low, or ports below it all taken: the kernel's
     // choice.
     Ok(TcpListener::bind("127.0.0.1:0")?)
+}
+
+/// Fails with the answer unless `status` is 200.
+fn ensure_ok(status: u16, answer: &str) -> Result<()> {
+    if status != 200 {
+        bail!("answered {status}: {}", answer.trim());
+    }
+    Ok(())
 }

@@ -1,6 +1,9 @@
 //! `strata node`: a storage node. It keeps extents for the partitions the ring
 //! gives its devices in a [`LocalPool`], answers the internal protocol
-//! ([`crate::wire`]) and runs the replicator and the auditor.
+//! ([`crate::wire`]) and runs the replicator and the auditor. Calls under
+//! `/internal/v1/` (the metadata groups a node may host) go, once signed, to
+//! the [`InternalCalls`] its composition root gives it: the pool knows
+//! nothing of the store or the metadata service.
 
 mod index;
 mod replicator;
@@ -56,6 +59,38 @@ pub struct NodeConfig {
     pub replicator: ReplicatorConfig,
     /// Connections held open at once; `None`: half the open file limit.
     pub max_connections: Option<usize>,
+    /// Who answers the calls under [`INTERNAL_PREFIX`]; `None`: 404.
+    pub internal: Option<InternalCalls>,
+}
+
+/// The path under which a node hands calls to [`NodeConfig::internal`].
+pub const INTERNAL_PREFIX: &str = "/internal/v1/";
+
+/// A call as a node reads it: its body counted for the idle deadline
+/// ([`RequestCount::request_body`]).
+pub type NodeRequest = Request<crate::CountedBody<Incoming>>;
+
+/// An answer of a node, whole.
+pub type NodeResponse = Response<Full<Bytes>>;
+
+/// The answer to a call, to come.
+pub type NodeAnswer = std::pin::Pin<Box<dyn Future<Output = NodeResponse> + Send>>;
+
+/// Answers a call under [`INTERNAL_PREFIX`] whose cluster signature the node
+/// checked: given the call, and whether it came over TLS.
+#[derive(Clone)]
+pub struct InternalCalls(Arc<dyn Fn(NodeRequest, bool) -> NodeAnswer + Send + Sync>);
+
+impl InternalCalls {
+    pub fn new(answer: impl Fn(NodeRequest, bool) -> NodeAnswer + Send + Sync + 'static) -> Self {
+        InternalCalls(Arc::new(answer))
+    }
+}
+
+impl std::fmt::Debug for InternalCalls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("InternalCalls")
+    }
 }
 
 /// A storage node's shared state. Its mutexes are held briefly and never
@@ -88,6 +123,7 @@ pub(crate) struct Node {
     status: Mutex<ReplicationStatus>,
     /// Extent writes refused since start, and the reason of the last one.
     refusals: Mutex<(u64, Option<String>)>,
+    internal: Option<InternalCalls>,
 }
 
 const RING_FILE: &str = "ring";
@@ -155,6 +191,7 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
         index: Mutex::new(index),
         status: Mutex::new(ReplicationStatus::default()),
         refusals: Mutex::new((0, None)),
+        internal: config.internal.clone(),
     });
     let stored = match fs::read(config.data.join(RING_FILE)) {
         Ok(bytes) => Some(Ring::from_bytes(&bytes)?),
@@ -220,10 +257,6 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
         });
     }
 }
-
-/// A call as the node reads it: its body counted for the idle deadline
-/// ([`RequestCount::request_body`]).
-type NodeRequest = Request<crate::CountedBody<Incoming>>;
 
 /// Serves the calls of one connection, plain or TLS, cut once idle for
 /// [`crate::IDLE_TIMEOUT`].
@@ -299,8 +332,6 @@ fn read_tombstones(dir: &Path) -> io::Result<Vec<(ExtentId, u64)>> {
     }
     Ok(found)
 }
-
-type NodeResponse = Response<Full<Bytes>>;
 
 fn reply(status: StatusCode, body: impl Into<Bytes>) -> NodeResponse {
     let mut response = Response::new(Full::new(body.into()));
@@ -425,6 +456,12 @@ impl Node {
             );
         }
         let path = request.uri().path().to_owned();
+        if path.starts_with(INTERNAL_PREFIX) {
+            return match &self.internal {
+                Some(internal) => (internal.0)(request, self.serves_tls).await,
+                None => reply(StatusCode::NOT_FOUND, "this node hosts no metadata group\n"),
+            };
+        }
         let query = request.uri().query().unwrap_or("").to_owned();
         let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
         match (&method, segments.as_slice()) {
@@ -839,6 +876,7 @@ mod tests {
             index: Mutex::new(Index::default()),
             status: Mutex::new(ReplicationStatus::default()),
             refusals: Mutex::new((0, None)),
+            internal: None,
         })
     }
 

@@ -34,23 +34,8 @@ fn node_loss_during_uploads_repair_and_corruption() -> Result<()> {
     ensure!(acked == OBJECTS, "{acked} of {OBJECTS} writes acknowledged");
 
     // Swift writes and reads go through the same pool.
-    let root = SwiftUser::root();
-    let container = unique_bucket("cluster-swift");
     let work = server.work_dir("cluster")?;
-    let tree = work.join("tree");
-    write_tree(
-        &tree,
-        &[
-            ("a/one.bin", 20_000),
-            ("a/two.bin", 5 * 1024 * 1024 + 3),
-            ("b/three.bin", 300_000),
-        ],
-    )?;
-    second.swift_ok(&root, &["post", &container])?;
-    second.swift_ok(
-        &root,
-        &["upload", &container, utf8(&tree)?, "--object-name", "t"],
-    )?;
+    let (container, tree) = swift_tree(&second, &work, "cluster-swift")?;
 
     let verify = |when| verify_all(&server, &bucket, &work, &container, &tree, when);
     // Everything reads back while the node is down, through both APIs and
@@ -120,6 +105,113 @@ fn node_loss_during_uploads_repair_and_corruption() -> Result<()> {
     // The gateway counted the copies it sent to handoff nodes.
     let handoffs = server.metric("strata_pool_handoff_writes_total")?;
     ensure!(handoffs > 0, "no write went to a handoff node");
+    Ok(())
+}
+
+/// The index on the storage nodes (`docs/design/index-on-the-ring.md`,
+/// step 3): four index groups, each a Raft group of the three nodes, the
+/// root group with the first gateway. A node is SIGKILLed a tenth of the
+/// way into the upload: every write is acknowledged, every object and
+/// listing reads back through both gateways while it is down, and once
+/// back it catches up in every group.
+#[test]
+fn index_groups_on_the_nodes_outlive_a_node_killed() -> Result<()> {
+    const GROUPS: u16 = 4;
+    let mut cluster = Cluster::start_holding_index_groups(3, 6, 2, GROUPS)?;
+    let index = cluster.index_config();
+    let mut server = cluster.gateway_with_config(&index)?;
+    let second = cluster.gateway_over_with_config(&server, &index)?;
+    let bucket = unique_bucket("index-nodes");
+    server.aws_ok(&["s3api", "create-bucket", "--bucket", &bucket])?;
+
+    // The changes a group's leader held when it died are answered 503
+    // (whether they were applied is not known): the writer sends them
+    // again, as SDKs do.
+    let acked = upload_with_killing_node(
+        "write-retrying",
+        &server,
+        &mut cluster,
+        &bucket,
+        (1, OBJECTS / 10),
+    )?;
+    ensure!(acked == OBJECTS, "{acked} of {OBJECTS} writes acknowledged");
+    let work = server.work_dir("index-nodes")?;
+    let (container, tree) = swift_tree(&second, &work, "index-nodes-swift")?;
+    for gateway in [&server, &second] {
+        verify_all(gateway, &bucket, &work, &container, &tree, "node 1 down")?;
+        let listed = gateway.aws_ok(&[
+            "s3api",
+            "list-objects-v2",
+            "--bucket",
+            &bucket,
+            "--query",
+            "length(Contents)",
+        ])?;
+        ensure!(
+            listed.stdout_text().trim() == OBJECTS.to_string(),
+            "the listing shows {listed} keys, not {OBJECTS}"
+        );
+    }
+
+    // The records are on the nodes: the bucket's index group there (at
+    // its leader, whichever node that is) has the object just written.
+    let one_more = work.join("one-more");
+    fs::write(&one_more, b"one more")?;
+    second.aws_ok(&[
+        "s3",
+        "cp",
+        utf8(&one_more)?,
+        &format!("s3://{bucket}/one-more"),
+    ])?;
+    let head = format!(r#"{{"op":"head_object","bucket":"{bucket}","key":"one-more"}}"#);
+    let mut answers = Vec::new();
+    for group in 1..=GROUPS {
+        for node in [0, 2] {
+            answers.push(cluster.node_meta_call(node, group, &head)?);
+        }
+    }
+    let found = answers.iter().any(|(status, answer)| {
+        *status == 200 && answer.contains(r#""Ok""#) && answer.contains(r#""size":8"#)
+    });
+    ensure!(
+        found,
+        "no index group on the nodes has {bucket}/one-more: {answers:?}"
+    );
+
+    // Back, the node catches up with the others in every group.
+    cluster.nodes[1].restart()?;
+    within_settle_timeout(|| {
+        for group in 1..=GROUPS {
+            // Answered 503 until its groups are up.
+            let behind = match cluster.group_view(1, group) {
+                Ok(view) => view["last_applied"].as_u64(),
+                Err(err) => return Ok(Some(format!("node 1 does not answer: {err:#}"))),
+            };
+            let ahead = cluster.group_view(0, group)?["last_applied"].as_u64();
+            if behind < ahead {
+                return Ok(Some(format!(
+                    "node 1 applied {behind:?} of group {group}'s entries, node 0 {ahead:?}"
+                )));
+            }
+        }
+        Ok(None)
+    })?;
+    verify_all(&second, &bucket, &work, &container, &tree, "node 1 back")?;
+
+    // The root keeps who holds its groups: restarted without the list,
+    // the gateway that holds it is refused rather than serve groups of
+    // its own, empty.
+    server.rewrite_config(&format!("index_groups = {GROUPS}\n"))?;
+    ensure!(server.restart().is_err(), "started with the groups at home");
+    let log = server.log_tail(20);
+    ensure!(log.contains("held elsewhere"), "{log}");
+    server.rewrite_config(&index)?;
+    server.restart()?;
+    let listed = server.aws_ok(&["s3", "ls", &format!("s3://{bucket}/")])?;
+    ensure!(
+        listed.stdout_text().lines().count() == OBJECTS + 1,
+        "after the restart, the listing shows {listed}"
+    );
     Ok(())
 }
 
@@ -1050,8 +1142,19 @@ fn upload_killing_node(
     victim: usize,
     kill_after: usize,
 ) -> Result<usize> {
+    upload_with_killing_node("write", server, cluster, bucket, (victim, kill_after))
+}
+
+/// [`upload_killing_node`] with `cluster_load.py`'s `mode` of writing.
+fn upload_with_killing_node(
+    mode: &str,
+    server: &Server,
+    cluster: &mut Cluster,
+    bucket: &str,
+    (victim, kill_after): (usize, usize),
+) -> Result<usize> {
     let mut command =
-        server.python_command("cluster_load.py", &["write", bucket, &OBJECTS.to_string()]);
+        server.python_command("cluster_load.py", &[mode, bucket, &OBJECTS.to_string()]);
     command.stdout(Stdio::piped()).stderr(Stdio::piped());
     let mut writer = KillOnDrop(command.spawn().context("spawning cluster_load.py")?);
     let stdout = writer.0.stdout.take().context("writer stdout")?;
@@ -1237,6 +1340,33 @@ fn verify_all(
         )
         .with_context(|| format!("swift download, {when}"))?;
     assert_same_tree(tree, &out.join("t")).with_context(|| format!("swift tree, {when}"))
+}
+
+/// A new container (named from `prefix`) holding a tree of three files
+/// under `t/`, one of several extents, uploaded by swiftclient through
+/// `gateway`: the container and the tree, written in `work`.
+fn swift_tree(
+    gateway: &Server,
+    work: &std::path::Path,
+    prefix: &str,
+) -> Result<(String, std::path::PathBuf)> {
+    let root = SwiftUser::root();
+    let container = unique_bucket(prefix);
+    let tree = work.join("tree");
+    write_tree(
+        &tree,
+        &[
+            ("a/one.bin", 20_000),
+            ("a/two.bin", 5 * 1024 * 1024 + 3),
+            ("b/three.bin", 300_000),
+        ],
+    )?;
+    gateway.swift_ok(&root, &["post", &container])?;
+    gateway.swift_ok(
+        &root,
+        &["upload", &container, utf8(&tree)?, "--object-name", "t"],
+    )?;
+    Ok((container, tree))
 }
 
 /// Flips a byte in the middle of the node's largest extent file; returns the

@@ -74,6 +74,11 @@ pub struct NodeArgs {
     /// for reads already streaming them (the gateways' `gc_grace_secs`).
     #[arg(long, env = "STRATA_GC_GRACE_SECS", default_value_t = 600)]
     gc_grace_secs: u64,
+    /// With --index-groups: seconds after which an extent of a group's
+    /// buckets that no record names is deleted by the group's leader (the
+    /// gateways' `cluster.orphan_age_secs`; longer than any upload takes).
+    #[arg(long, env = "STRATA_ORPHAN_AGE_SECS", default_value_t = 24 * 3600)]
+    orphan_age_secs: u64,
 }
 
 #[derive(Debug, clap::Args)]
@@ -151,6 +156,9 @@ pub fn node(args: NodeArgs) -> anyhow::Result<()> {
                 );
             }
             crate::node_index::check_nodes(&args.index_nodes).context("--index-nodes")?;
+            if args.orphan_age_secs < 2 {
+                anyhow::bail!("--orphan-age-secs must be at least 2");
+            }
             // The ring the node starts with, or the one it kept.
             let ring = match &ring {
                 Some(ring) => ring.clone(),
@@ -170,6 +178,7 @@ pub fn node(args: NodeArgs) -> anyhow::Result<()> {
                 tls: tls.clone(),
                 ring,
                 gc_grace: Duration::from_secs(args.gc_grace_secs),
+                orphan_age: Duration::from_secs(args.orphan_age_secs),
             })
         }
     };

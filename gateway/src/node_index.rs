@@ -92,6 +92,10 @@ pub struct Hosting {
     /// already streaming them finish (the gateways' `gc_grace_secs`): the
     /// groups' replicas delete them.
     pub gc_grace: Duration,
+    /// Extents of a group's buckets that no record of it names and older
+    /// than this are deleted by the group's leader (the gateways'
+    /// `cluster.orphan_age_secs`).
+    pub orphan_age: Duration,
 }
 
 /// The answers a node gives under `/internal/v1/`: those of its groups'
@@ -175,8 +179,8 @@ pub async fn start(hosting: Hosting) -> anyhow::Result<BTreeMap<u16, Arc<MetaSer
     let mut config = StoreConfig::new(hosting.data.join("meta"));
     config.log_replica = true;
     config.gc_grace = hosting.gc_grace;
-    // Nor does the gateway beside a root sweep them
-    // (`Store::sweep_orphans`): orphans of groups on nodes are left.
+    // The store's own sweep reads a root's records: each group's leader
+    // sweeps its own instead (`sweep_orphans`).
     config.orphan_age = None;
     let root = Store::open(config.clone(), Arc::new(pool.clone()))
         .context("opening the index groups' database")?;
@@ -216,8 +220,63 @@ pub async fn start(hosting: Hosting) -> anyhow::Result<BTreeMap<u16, Arc<MetaSer
         groups = ?services.keys().collect::<Vec<_>>(),
         "member of the index groups placed on this node"
     );
+    tokio::spawn(sweep_orphans(
+        hosting.data.clone(),
+        services.clone(),
+        hosting.groups,
+        pool.clone(),
+        hosting.orphan_age,
+    ));
     tokio::spawn(follow_ring(pool, hosting.data.join("ring")));
     Ok(services)
+}
+
+/// How often a node looks for the metadata service that claims it, before
+/// its groups can sweep.
+const OWNER_POLL: Duration = Duration::from_secs(2);
+
+/// Once a metadata service claimed the node (the gateway that holds the
+/// root group, at its start), sweeps with each of `groups` while this node
+/// leads it the extents tagged with its buckets' hashes that its replica
+/// does not name (`orphan_sweep.rs`): only a group sees its own records.
+async fn sweep_orphans(
+    data: PathBuf,
+    groups: BTreeMap<u16, Arc<MetaService>>,
+    count: u16,
+    pool: RingPool,
+    orphan_age: Duration,
+) {
+    let service = loop {
+        let read = {
+            let data = data.clone();
+            tokio::task::spawn_blocking(move || strata_pool::node::owner(&data)).await
+        };
+        match read {
+            Ok(Ok(Some(service))) => break service,
+            Ok(Ok(None)) => {}
+            Ok(Err(err)) => tracing::warn!(error = %err, "reading the node's owner"),
+            Err(err) => tracing::warn!(error = %err, "reading the node's owner"),
+        }
+        tokio::time::sleep(OWNER_POLL).await;
+    };
+    for (group, member) in groups {
+        let Some(tags) = strata_store::group_tags(usize::from(group) - 1, usize::from(count))
+        else {
+            continue;
+        };
+        let records = crate::orphan_sweep::Records::Member {
+            leads: Arc::downgrade(&member),
+            caught_up: Vec::new(),
+        };
+        crate::orphan_sweep::spawn_sweeper(
+            records,
+            tags,
+            pool.clone(),
+            service.clone(),
+            orphan_age,
+            crate::orphan_sweep::SweepCounts::new(group.to_string()),
+        );
+    }
 }
 
 /// Hands `pool` each newer ring the node writes to `path` (read off the

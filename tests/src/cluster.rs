@@ -81,6 +81,11 @@ impl StorageNode {
         Ok(())
     }
 
+    /// Gives the node `args` too from its next start.
+    pub fn add_args(&mut self, args: &[&str]) {
+        self.args.extend(args.iter().map(|arg| arg.to_string()));
+    }
+
     /// SIGKILL, and wait until the process is gone.
     pub fn kill9(&mut self) -> Result<()> {
         if let Some(mut child) = self.child.take() {

@@ -298,6 +298,12 @@ pub fn load_or_create_id(data: &Path, file: &str) -> io::Result<String> {
 }
 
 /// A small text file of the node's, trimmed; `None` if there is none.
+/// The metadata service that claimed the node whose data directory is
+/// `data` (what `GET /v1/owner` answers), if one did.
+pub fn owner(data: &Path) -> io::Result<Option<String>> {
+    Ok(read_text(&data.join(OWNER_FILE))?.filter(|owner| !owner.is_empty()))
+}
+
 fn read_text(path: &Path) -> io::Result<Option<String>> {
     match fs::read_to_string(path) {
         Ok(text) => Ok(Some(text.trim().to_owned())),

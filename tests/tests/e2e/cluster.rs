@@ -964,30 +964,8 @@ fn extents_no_record_names_are_swept() -> Result<()> {
     let cluster = Cluster::start(3, 4, 2)?;
     let service =
         cluster.gateway_with_config("[cluster]\norphan_age_secs = 5\norphan_sweep_batch = 1\n")?;
-    let container = unique_bucket("orphans");
-    let base = format!("/v1/AUTH_admin/{container}");
-    service
-        .swift_as_root("PUT", &base, None, &[])?
-        .expect_status(201)?;
-    // Three extents, two copies each.
-    let kept = strata_tests::random_bytes(9 << 20);
-    service
-        .swift_as_root("PUT", &format!("{base}/kept"), Some(&kept), &[])?
-        .expect_status(201)?;
-    let committed = extents(&cluster.status()?);
-    ensure!(
-        committed == 6,
-        "{committed} extent copies for a 9 MiB object"
-    );
-
     let mut second = cluster.gateway_over(&service)?;
-    orphan_extents(&cluster, &mut second, &container, committed)?;
-    within_settle_timeout(|| {
-        let now = extents(&cluster.status()?);
-        Ok((now != committed).then(|| format!("{now} extent copies, {committed} committed")))
-    })?;
-    let read = service.swift_as_root("GET", &format!("{base}/kept"), None, &[])?;
-    ensure!(read.status == 200 && read.body == kept, "{read}");
+    orphans_swept(&cluster, &service, &mut second, "orphans")?;
     // `/metrics` counts the rounds and what they deleted (two extents of
     // two copies each are at least one extent).
     let deleted = service.metric(r#"strata_orphan_extents_deleted_total{group="root"}"#)?;
@@ -1017,6 +995,56 @@ fn extents_no_record_names_are_swept() -> Result<()> {
         refused.stderr_text().contains("another metadata service"),
         "no reason given:\n{refused}"
     );
+    Ok(())
+}
+
+/// With the index groups on the nodes, the leader of the group of the
+/// bucket an upload was cut short in deletes the extents it left, and
+/// none that a record names: each group sweeps the extents tagged with its
+/// buckets' hashes against its own replica.
+#[test]
+fn index_groups_on_the_nodes_sweep_their_orphans() -> Result<()> {
+    let mut cluster = Cluster::start_holding_index_groups(3, 4, 2, 4)?;
+    for node in &mut cluster.nodes {
+        node.add_args(&["--orphan-age-secs", "5"]);
+        node.restart()?;
+    }
+    let service = cluster.gateway_with_config(&cluster.index_config())?;
+    let mut second = cluster.gateway_over_with_config(&service, &cluster.index_config())?;
+    orphans_swept(&cluster, &service, &mut second, "node-orphans")
+}
+
+/// Writes a 9 MiB object (three extents of two copies each) to a new
+/// container (named from `prefix`) through `service`, leaves orphans with
+/// an upload through `second` cut short, and waits until they are swept,
+/// the object still whole.
+fn orphans_swept(
+    cluster: &Cluster,
+    service: &Server,
+    second: &mut Server,
+    prefix: &str,
+) -> Result<()> {
+    let container = unique_bucket(prefix);
+    let base = format!("/v1/AUTH_admin/{container}");
+    service
+        .swift_as_root("PUT", &base, None, &[])?
+        .expect_status(201)?;
+    let kept = strata_tests::random_bytes(9 << 20);
+    service
+        .swift_as_root("PUT", &format!("{base}/kept"), Some(&kept), &[])?
+        .expect_status(201)?;
+    let committed = extents(&cluster.status()?);
+    ensure!(
+        committed == 6,
+        "{committed} extent copies for a 9 MiB object"
+    );
+    orphan_extents(cluster, second, &container, committed)?;
+    within_settle_timeout(|| {
+        let now = extents(&cluster.status()?);
+        Ok((now != committed).then(|| format!("{now} extent copies, {committed} committed")))
+    })?;
+    let read = service.swift_as_root("GET", &format!("{base}/kept"), None, &[])?;
+    ensure!(read.status == 200 && read.body == kept, "{read}");
     Ok(())
 }
 

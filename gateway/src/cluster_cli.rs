@@ -255,7 +255,101 @@ struct ClusterReport {
     /// primaries lack that another primary holds (estimated from partition
     /// sizes: a replaced disk, copies lost).
     bytes_to_move: u64,
+    /// The index groups the nodes hold (`strata node --index-groups`), as
+    /// the members that answered see them.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    index_groups: Vec<IndexGroupReport>,
+    /// Every index group has a leader, and each member that answered has
+    /// applied as much as the one furthest on, none stopped (absent
+    /// without groups).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    index_groups_caught_up: Option<bool>,
     reports: Vec<NodeReport>,
+}
+
+/// One index group as the members on the nodes that answered see it.
+#[derive(Serialize)]
+struct IndexGroupReport {
+    group: u16,
+    /// The leader most of those members follow.
+    leader: Option<u64>,
+    /// The last entry the member furthest on applied.
+    last_applied: u64,
+    members: Vec<GroupMemberReport>,
+}
+
+#[derive(Serialize)]
+struct GroupMemberReport {
+    node: String,
+    id: u64,
+    last_applied: u64,
+    hibernating: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    stopped: Option<String>,
+}
+
+impl IndexGroupReport {
+    fn caught_up(&self) -> bool {
+        self.leader.is_some()
+            && self
+                .members
+                .iter()
+                .all(|member| member.stopped.is_none() && member.last_applied == self.last_applied)
+    }
+}
+
+/// The index groups the nodes of `reports` hold, by group number.
+fn index_group_reports(reports: &[NodeReport]) -> Vec<IndexGroupReport> {
+    let mut groups: std::collections::BTreeMap<u16, Vec<(String, strata_meta::MetaStatus)>> =
+        Default::default();
+    for report in reports {
+        let Some(views) = report
+            .status
+            .as_ref()
+            .and_then(|status| status.index_groups.clone())
+        else {
+            continue;
+        };
+        let Ok(views) = serde_json::from_value::<
+            std::collections::BTreeMap<u16, strata_meta::MetaStatus>,
+        >(views) else {
+            eprintln!("{}: index group views not read", report.node);
+            continue;
+        };
+        for (group, view) in views {
+            groups
+                .entry(group)
+                .or_default()
+                .push((report.node.clone(), view));
+        }
+    }
+    groups
+        .into_iter()
+        .map(|(group, views)| {
+            let mut leaders: Vec<u64> = views.iter().filter_map(|(_, view)| view.leader).collect();
+            leaders.sort_unstable();
+            let leader = leaders
+                .chunk_by(|one, other| one == other)
+                .max_by_key(|same| same.len())
+                .map(|same| same[0]);
+            let members: Vec<GroupMemberReport> = views
+                .into_iter()
+                .map(|(node, view)| GroupMemberReport {
+                    node,
+                    id: view.id,
+                    last_applied: view.last_applied.unwrap_or(0),
+                    hibernating: view.hibernating,
+                    stopped: view.stopped,
+                })
+                .collect();
+            IndexGroupReport {
+                group,
+                leader,
+                last_applied: members.iter().map(|m| m.last_applied).max().unwrap_or(0),
+                members,
+            }
+        })
+        .collect()
 }
 
 #[derive(Debug, clap::Args)]
@@ -755,10 +849,14 @@ pub fn status(args: StatusArgs) -> anyhow::Result<()> {
         .map(|status| status.replication.last_pass_out_of_sync)
         .sum();
     let bytes_to_move = statuses().map(|status| status.bytes_to_move()).sum();
+    let index_groups = index_group_reports(&reports);
     let report = ClusterReport {
         ring_version: ring.version(),
         out_of_sync_partitions,
         bytes_to_move,
+        index_groups_caught_up: (!index_groups.is_empty())
+            .then(|| index_groups.iter().all(IndexGroupReport::caught_up)),
+        index_groups,
         nodes_up: reports.iter().filter(|r| r.status.is_some()).count(),
         nodes: reports.len(),
         settled,
@@ -864,6 +962,56 @@ fn table(ring: &Ring, report: &ClusterReport) -> String {
             "in progress (or a node is down)"
         }
     );
+    out.push_str(&index_group_table(report));
+    out
+}
+
+/// The index groups' lines of [`table`]: none without groups.
+fn index_group_table(report: &ClusterReport) -> String {
+    let mut out = String::new();
+    if report.index_groups.is_empty() {
+        return out;
+    }
+    let _ = writeln!(
+        out,
+        "{:<12} {:>6} {:>9}  MEMBERS (ID@NODE APPLIED)",
+        "INDEX GROUP", "LEADER", "APPLIED"
+    );
+    for group in &report.index_groups {
+        let members: Vec<String> = group
+            .members
+            .iter()
+            .map(|member| {
+                let state = match (&member.stopped, member.hibernating) {
+                    (Some(why), _) => format!(" STOPPED: {why}"),
+                    (None, true) => " asleep".to_owned(),
+                    (None, false) => String::new(),
+                };
+                format!(
+                    "{}@{} {}{state}",
+                    member.id, member.node, member.last_applied
+                )
+            })
+            .collect();
+        let _ = writeln!(
+            out,
+            "{:<12} {:>6} {:>9}  {}",
+            group.group,
+            group
+                .leader
+                .map_or_else(|| "none".to_owned(), |leader| leader.to_string()),
+            group.last_applied,
+            members.join(", ")
+        );
+    }
+    let _ = writeln!(
+        out,
+        "index groups {}",
+        match report.index_groups_caught_up {
+            Some(true) => "caught up",
+            _ => "catching up (or without a leader, or a member stopped)",
+        }
+    );
     out
 }
 
@@ -908,6 +1056,61 @@ mod tests {
         assert!(!lines[1].contains("run the last change again"), "{table}");
         assert!(lines[2].contains("1,2,3            4"), "{table}");
         assert!(lines[2].contains("run the last change again"), "{table}");
+    }
+
+    /// `strata status` puts together each index group from the views of
+    /// the nodes that hold it: the leader most of them follow, the member
+    /// behind or stopped, and a group not caught up.
+    #[test]
+    fn status_reports_each_index_group_from_its_members_views() {
+        let view = |id: u64, leader: Option<u64>, applied: u64| {
+            serde_json::json!({
+                "id": id, "leader": leader, "term": 3, "last_log_index": applied,
+                "last_applied": applied, "snapshot": null, "purged": null,
+                "hibernating": false,
+            })
+        };
+        let node = |name: &str, groups: serde_json::Value| NodeReport {
+            node: name.to_owned(),
+            status: Some(NodeStatus {
+                node: name.to_owned(),
+                index_groups: Some(groups),
+                ..NodeStatus::default()
+            }),
+            error: None,
+        };
+        let reports = [
+            node(
+                "a:1",
+                serde_json::json!({"1": view(1, Some(2), 9), "2": view(1, Some(2), 4)}),
+            ),
+            node(
+                "b:1",
+                serde_json::json!({"1": view(2, Some(2), 9), "2": view(2, Some(2), 5)}),
+            ),
+            node("c:1", serde_json::json!({"1": view(3, None, 9)})),
+        ];
+        let groups = index_group_reports(&reports);
+        assert_eq!(groups.len(), 2);
+        assert_eq!((groups[0].leader, groups[0].last_applied), (Some(2), 9));
+        assert_eq!(groups[0].members.len(), 3);
+        assert!(groups[0].caught_up());
+        assert_eq!(groups[1].last_applied, 5);
+        assert!(!groups[1].caught_up(), "member 1 applied 4 of 5");
+        let report = ClusterReport {
+            ring_version: 1,
+            nodes_up: 3,
+            nodes: 3,
+            settled: true,
+            out_of_sync_partitions: 0,
+            bytes_to_move: 0,
+            index_groups_caught_up: Some(false),
+            index_groups: groups,
+            reports: Vec::new(),
+        };
+        let text = index_group_table(&report);
+        assert!(text.contains("1@a:1 9, 2@b:1 9, 3@c:1 9"), "{text}");
+        assert!(text.contains("index groups catching up"), "{text}");
     }
 
     /// A show names each stopped replica, its member, its group and why,

@@ -99,9 +99,23 @@ pub struct Hosting {
 }
 
 /// The answers a node gives under `/internal/v1/`: those of its groups'
-/// members once [`serve`] set them, 503 before.
+/// members once [`serve`] set them (421 or 503 before), and their views in
+/// its status, by group number.
 pub fn calls(served: Arc<OnceLock<Internal>>) -> InternalCalls {
-    InternalCalls::new(move |mut request, over_tls| {
+    let reported = served.clone();
+    let report = move || {
+        let internal = reported.get()?;
+        let views: serde_json::Map<String, serde_json::Value> = internal
+            .index_services
+            .iter()
+            .map(|(group, member)| {
+                let view = serde_json::to_value(member.status()).unwrap_or_default();
+                (group.to_string(), view)
+            })
+            .collect();
+        Some(serde_json::Value::Object(views))
+    };
+    let answer = move |mut request: strata_pool::node::NodeRequest, over_tls| {
         let served = served.clone();
         Box::pin(async move {
             let Some(internal) = served.get() else {
@@ -131,8 +145,9 @@ pub fn calls(served: Arc<OnceLock<Internal>>) -> InternalCalls {
                     format!("answer not read: {err}\n"),
                 ),
             }
-        })
-    })
+        }) as strata_pool::node::NodeAnswer
+    };
+    InternalCalls::new(answer, report)
 }
 
 /// What answers the calls of `groups` on a node.

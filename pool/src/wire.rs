@@ -393,6 +393,11 @@ pub struct NodeStatus {
     /// it is restarted, after the disk is checked.
     #[serde(default)]
     pub disk_failed: bool,
+    /// The node's members of the index groups it holds, by group number,
+    /// as its composition root reports them (`NodeConfig::internal`): the
+    /// pool does not read them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub index_groups: Option<serde_json::Value>,
 }
 
 impl NodeStatus {

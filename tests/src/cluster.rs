@@ -659,15 +659,6 @@ impl Cluster {
         )
     }
 
-    /// Node `node`'s view of index group `group` (its `MetaStatus`: leader,
-    /// last applied entry, ...), asked as members ask each other.
-    pub fn group_view(&self, node: usize, group: u16) -> Result<serde_json::Value> {
-        let (status, answer) = self.node_call(node, &format!("/internal/v1/view/{group}"), "")?;
-        ensure_ok(status, &answer)
-            .and_then(|()| Ok(serde_json::from_str(&answer)?))
-            .with_context(|| format!("node {node}'s view of index group {group}"))
-    }
-
     /// Metadata call `body` (a `MetaCall` in JSON) to index group `group`
     /// at node `node`, signed as members sign theirs: the status and the
     /// answer.
@@ -785,12 +776,4 @@ fn reserve_port() -> Result<TcpListener> {
     // A range that starts low, or ports below it all taken: the kernel's
     // choice.
     Ok(TcpListener::bind("127.0.0.1:0")?)
-}
-
-/// Fails with the answer unless `status` is 200.
-fn ensure_ok(status: u16, answer: &str) -> Result<()> {
-    if status != 200 {
-        bail!("answered {status}: {}", answer.trim());
-    }
-    Ok(())
 }

@@ -77,13 +77,23 @@ pub type NodeResponse = Response<Full<Bytes>>;
 pub type NodeAnswer = std::pin::Pin<Box<dyn Future<Output = NodeResponse> + Send>>;
 
 /// Answers a call under [`INTERNAL_PREFIX`] whose cluster signature the node
-/// checked: given the call, and whether it came over TLS.
+/// checked (given the call, and whether it came over TLS), and reports what
+/// answers them in the node's status ([`NodeStatus::index_groups`]).
 #[derive(Clone)]
-pub struct InternalCalls(Arc<dyn Fn(NodeRequest, bool) -> NodeAnswer + Send + Sync>);
+pub struct InternalCalls {
+    answer: Arc<dyn Fn(NodeRequest, bool) -> NodeAnswer + Send + Sync>,
+    report: Arc<dyn Fn() -> Option<serde_json::Value> + Send + Sync>,
+}
 
 impl InternalCalls {
-    pub fn new(answer: impl Fn(NodeRequest, bool) -> NodeAnswer + Send + Sync + 'static) -> Self {
-        InternalCalls(Arc::new(answer))
+    pub fn new(
+        answer: impl Fn(NodeRequest, bool) -> NodeAnswer + Send + Sync + 'static,
+        report: impl Fn() -> Option<serde_json::Value> + Send + Sync + 'static,
+    ) -> Self {
+        InternalCalls {
+            answer: Arc::new(answer),
+            report: Arc::new(report),
+        }
     }
 }
 
@@ -464,7 +474,7 @@ impl Node {
         let path = request.uri().path().to_owned();
         if path.starts_with(INTERNAL_PREFIX) {
             return match &self.internal {
-                Some(internal) => (internal.0)(request, self.serves_tls).await,
+                Some(internal) => (internal.answer)(request, self.serves_tls).await,
                 None => reply(StatusCode::NOT_FOUND, "this node hosts no metadata group\n"),
             };
         }
@@ -842,6 +852,10 @@ impl Node {
             writes_refused: refusals.0,
             last_write_refusal: refusals.1,
             disk_failed: self.pool.is_poisoned(),
+            index_groups: self
+                .internal
+                .as_ref()
+                .and_then(|internal| (internal.report)()),
         }
     }
 }

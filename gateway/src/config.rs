@@ -563,12 +563,6 @@ impl Config {
             if self.index_groups == 0 {
                 bail!("cluster.index_nodes holds index groups: set index_groups");
             }
-            if self.cluster.metadata_member.is_some() {
-                bail!(
-                    "cluster.index_nodes beside a replicated metadata service is not built \
-                     yet: its members hold the index groups themselves"
-                );
-            }
         }
         if self.cluster.orphan_age_secs < 2 {
             bail!("cluster.orphan_age_secs must be at least 2");
@@ -658,9 +652,9 @@ mod tests {
     }
 
     /// Index groups on storage nodes need a cluster, groups to hold, and
-    /// a root group on this gateway or one it takes its metadata from.
+    /// a list of `HOST:PORT`s.
     #[test]
-    fn index_nodes_need_a_ring_groups_and_no_replicated_root() {
+    fn index_nodes_need_a_ring_groups_and_addresses() {
         let dir = tempfile::tempdir().unwrap();
         let (ring, secret) = (dir.path().join("ring"), dir.path().join("secret"));
         let file = dir.path().join("strata.toml");
@@ -678,6 +672,8 @@ mod tests {
         let nodes = "[cluster]\nindex_nodes = [\"n1:7000\", \"n2:7000\", \"n3:7000\"]\n";
         let held = load(&format!("index_groups = 4\n{nodes}"), true, None).unwrap();
         assert_eq!(held, ["n1:7000", "n2:7000", "n3:7000"]);
+        // Beside a replicated root group too.
+        load(&format!("index_groups = 4\n{nodes}"), true, Some(1)).unwrap();
         for (toml, cluster, member, why) in [
             (
                 format!("index_groups = 4\n{nodes}"),
@@ -686,12 +682,6 @@ mod tests {
                 "needs a ring",
             ),
             (nodes.to_owned(), true, None, "set index_groups"),
-            (
-                format!("index_groups = 4\n{nodes}"),
-                true,
-                Some(1),
-                "not built",
-            ),
             (
                 "index_groups = 4\n[cluster]\nindex_nodes = [\"n1\"]\n".to_owned(),
                 true,

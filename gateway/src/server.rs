@@ -111,7 +111,12 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
                 ..Tuning::default()
             };
             let mut groups = BTreeMap::new();
-            for index in 1..=config.index_groups {
+            // Held by storage nodes, when `index_nodes` names them.
+            let local_groups = match config.cluster.index_nodes.is_empty() {
+                true => config.index_groups,
+                false => 0,
+            };
+            for index in 1..=local_groups {
                 let group_replica = replica
                     .open_group(index, replica_config.clone())
                     .context("opening an index group's replica")?;
@@ -337,6 +342,15 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
                 caught_up: caught_up.iter().map(Arc::downgrade).collect(),
             };
         let sweeps = match (&served.internal.service, store.is_remote()) {
+            // Index groups on storage nodes: each group's leader there
+            // sweeps its buckets' extents; a root sees none of their
+            // records (`Store::sweep_orphans` refuses).
+            _ if !config.cluster.index_nodes.is_empty() => {
+                tracing::info!(
+                    "orphan sweep left to the storage nodes, which hold the index groups"
+                );
+                Vec::new()
+            }
             // Extents not tagged by bucket (the buckets were split into the
             // groups, or a version that did not tag used them first): no
             // group can tell its own, so the root's leader sweeps them all
@@ -361,16 +375,6 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
                 })
                 .collect(),
             (Some(root), _) => vec![(member_of(root, &[]), ALL_TAGS, "root".to_owned())],
-            // Index groups on storage nodes: their records are not here,
-            // and the nodes do not sweep yet
-            // (`docs/design/index-on-the-ring.md`, step 3).
-            (None, false) if store.index_groups_elsewhere() => {
-                tracing::info!(
-                    "no orphan sweep: the index groups are on storage nodes, which do not \
-                     sweep orphans yet"
-                );
-                Vec::new()
-            }
             // A routed store's root reads every group's records.
             (None, false) => {
                 let records = Records::Local(store.downgrade());

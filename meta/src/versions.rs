@@ -33,6 +33,8 @@
 //! - 3: the bucket pins of deletes, renames and metadata replacements
 //!   (`strata_store::BucketPin`), which an earlier build decodes and
 //!   ignores: below 3, every member applies such calls without their pins.
+//! - 4: index groups held by storage nodes (`RecordIndexGroups` with
+//!   `held_by`), which an earlier build would record as its own.
 
 use std::sync::atomic::{AtomicU32, Ordering};
 
@@ -46,7 +48,7 @@ use crate::{Membership, MetaService, Routed};
 const VERSION_PROBE_WAIT: Duration = Duration::from_secs(2);
 
 /// The newest log version this build writes and applies.
-pub const LOG_VERSION: u32 = 3;
+pub const LOG_VERSION: u32 = 4;
 
 // A call this build sends is one it applies.
 const _: () = assert!(strata_store::NEWEST_CALL_LOG_VERSION <= LOG_VERSION);

@@ -58,8 +58,8 @@ pub use multipart::{CompletedPart, PartInfo, UploadInfo};
 pub use read::ObjectReader;
 pub use records::{BucketInfo, ObjectInfo, ObjectMeta};
 pub use remote::{
-    ApplyContext, FEED_OUTAGE_PATIENCE, MetaCallKind, MetaTransport, NEWEST_CALL_LOG_VERSION,
-    PINS_LOG_VERSION, SPLIT_LOG_VERSION, TransportError,
+    ApplyContext, FEED_OUTAGE_PATIENCE, HELD_BY_LOG_VERSION, MetaCallKind, MetaTransport,
+    NEWEST_CALL_LOG_VERSION, PINS_LOG_VERSION, SPLIT_LOG_VERSION, TransportError,
 };
 pub use replica::{ReplicaCheckpoint, Tally};
 pub use routed::group_tags;

@@ -431,6 +431,9 @@ impl MetaCall {
     fn log_version(&self) -> u32 {
         match self {
             MetaCall::SplitIntoIndexGroups { .. } => SPLIT_LOG_VERSION,
+            MetaCall::RecordIndexGroups {
+                held_by: Some(_), ..
+            } => HELD_BY_LOG_VERSION,
             _ => 0,
         }
     }
@@ -503,8 +506,13 @@ pub const SPLIT_LOG_VERSION: u32 = 2;
 /// is only less strict.
 pub const PINS_LOG_VERSION: u32 = 3;
 
+/// The log version of [`MetaCall::RecordIndexGroups`] naming who holds
+/// the groups (storage nodes): a member of an earlier build would decode
+/// it and record the groups as its own.
+pub const HELD_BY_LOG_VERSION: u32 = 4;
+
 /// The newest log version a call of this build needs.
-pub const NEWEST_CALL_LOG_VERSION: u32 = SPLIT_LOG_VERSION;
+pub const NEWEST_CALL_LOG_VERSION: u32 = HELD_BY_LOG_VERSION;
 
 /// What a replicated service needs to know of a call before it logs it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

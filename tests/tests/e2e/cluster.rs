@@ -997,6 +997,47 @@ fn extents_no_record_names_are_swept() -> Result<()> {
     Ok(())
 }
 
+/// The whole index replicated: the root group on three gateways (a
+/// replicated metadata service), the index groups on the three nodes. A
+/// node, then a gateway, is lost: what was written before and after reads
+/// back through the others, the listing whole.
+#[test]
+fn a_replicated_root_beside_index_groups_on_the_nodes() -> Result<()> {
+    let mut cluster = Cluster::start_holding_index_groups(3, 4, 2, 4)?;
+    let mut members = cluster.metadata_group_with_config(3, &cluster.index_config())?;
+    let bucket = unique_bucket("replicated-root");
+    members[0].aws_ok(&["s3api", "create-bucket", "--bucket", &bucket])?;
+    members[1].python_ok("cluster_load.py", &["write-retrying", &bucket, "40"])?;
+    members[2].python_ok("cluster_load.py", &["verify", &bucket, "40"])?;
+
+    cluster.nodes[0].kill9()?;
+    members[0].python_ok("cluster_load.py", &["write-retrying", &bucket, "40", "40"])?;
+    members[0].kill9()?;
+    // Until the root group elects a leader among the two left.
+    within_settle_timeout(|| {
+        let listed = members[1].aws(&["s3", "ls", &format!("s3://{bucket}/")])?;
+        let keys = listed.stdout_text().lines().count();
+        Ok((!listed.success() || keys != 80).then(|| format!("{keys} keys listed: {listed}")))
+    })?;
+    members[2].python_ok("cluster_load.py", &["verify", &bucket, "80"])?;
+    members[1].python_ok("cluster_load.py", &["write-retrying", &bucket, "10", "80"])?;
+    members[2].python_ok("cluster_load.py", &["verify", &bucket, "90"])?;
+
+    // A member restarted without the list is refused: the other members
+    // hold no index group, and the root group records who does.
+    members[1].rewrite_config("index_groups = 4\n")?;
+    ensure!(
+        members[1].restart().is_err(),
+        "started with the groups at home"
+    );
+    let log = members[1].log_tail(400);
+    ensure!(
+        log.contains("keeps no index group") || log.contains("held elsewhere"),
+        "{log}"
+    );
+    Ok(())
+}
+
 /// With the index groups on the nodes, the leader of the group of the
 /// bucket an upload was cut short in deletes the extents it left, and
 /// none that a record names: each group sweeps the extents tagged with its

@@ -14,7 +14,7 @@ use strata_tests::{Cluster, HttpResponse, Partition, Server, Signing, unique_buc
 
 /// The log version this build runs (`strata_meta::LOG_VERSION`; the harness
 /// depends on no strata crate): 3 since bucket pins.
-const LOG_VERSION: u64 = 3;
+const LOG_VERSION: u64 = 4;
 
 /// How long the group may take to elect a new leader and take changes
 /// again (a follower stands for election after 2.5–3 s without a

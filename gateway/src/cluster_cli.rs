@@ -147,7 +147,17 @@ pub fn node(args: NodeArgs) -> anyhow::Result<()> {
         args.tls_cert.as_deref().zip(args.tls_key.as_deref()),
     )?;
     let hosting = match args.index_groups {
-        None | Some(0) => None,
+        None | Some(0) => {
+            // Its members would be missing from their groups, silently.
+            if args.data.join("raft").exists() {
+                anyhow::bail!(
+                    "{} holds index groups (raft): start the node with --index-groups and \
+                     --index-nodes as before",
+                    args.data.display()
+                );
+            }
+            None
+        }
         Some(groups) => {
             if groups > crate::config::MAX_INDEX_GROUPS {
                 anyhow::bail!(

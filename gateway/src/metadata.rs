@@ -339,7 +339,7 @@ impl MetaTransport for HttpMetaTransport {
         };
         let mut not_sent = 0;
         // Members that answered that they do not keep the group.
-        let mut missing = 0;
+        let mut missing = std::collections::BTreeSet::new();
         // A change that reached a member in plain text, even one that
         // refused it, may have been captured, and applied later by a
         // replay: not "nothing was done", so its staged body is kept (the
@@ -439,8 +439,8 @@ impl MetaTransport for HttpMetaTransport {
                         "{address} answered 404: {}",
                         String::from_utf8_lossy(&body).trim()
                     );
-                    missing += 1;
-                    if missing >= n_members {
+                    missing.insert(index);
+                    if missing.len() >= n_members {
                         return Err(match sent_in_clear && writes {
                             true => TransportError::Unknown(why),
                             false => TransportError::Refused(why),

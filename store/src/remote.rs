@@ -266,11 +266,14 @@ pub(crate) enum MetaCall {
     /// service of the two versions refuse each other at start.)
     RecordIndexGroups {
         count: u16,
-        /// Who holds the groups, when not the service itself
-        /// ([`Store::route_held_by`]); absent from the calls of earlier
-        /// versions, which held them there.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        held_by: Option<String>,
+    },
+    /// [`MetaCall::RecordIndexGroups`] for groups that `held_by` holds
+    /// (storage nodes, [`Store::route_held_by`]). Log version
+    /// [`HELD_BY_LOG_VERSION`]: a leader of an earlier build does not
+    /// even decode it, so none appends it.
+    RecordIndexGroupsHeldBy {
+        count: u16,
+        held_by: String,
     },
     /// Moves the buckets' records of a root that holds buckets and no
     /// index groups into `count` groups (`split.rs`), every member of a
@@ -431,9 +434,7 @@ impl MetaCall {
     fn log_version(&self) -> u32 {
         match self {
             MetaCall::SplitIntoIndexGroups { .. } => SPLIT_LOG_VERSION,
-            MetaCall::RecordIndexGroups {
-                held_by: Some(_), ..
-            } => HELD_BY_LOG_VERSION,
+            MetaCall::RecordIndexGroupsHeldBy { .. } => HELD_BY_LOG_VERSION,
             _ => 0,
         }
     }
@@ -506,9 +507,8 @@ pub const SPLIT_LOG_VERSION: u32 = 2;
 /// is only less strict.
 pub const PINS_LOG_VERSION: u32 = 3;
 
-/// The log version of [`MetaCall::RecordIndexGroups`] naming who holds
-/// the groups (storage nodes): a member of an earlier build would decode
-/// it and record the groups as its own.
+/// The log version of [`MetaCall::RecordIndexGroupsHeldBy`]: a member of
+/// an earlier build would record the groups as its own.
 pub const HELD_BY_LOG_VERSION: u32 = 4;
 
 /// The newest log version a call of this build needs.
@@ -1148,8 +1148,11 @@ impl Store {
                 value(self.delete_bucket_incarnation(&name, incarnation).await)
             }
             MetaCall::IndexGroups => value(self.index_groups().await),
-            MetaCall::RecordIndexGroups { count, held_by } => {
-                value(self.record_index_groups(count, held_by).await)
+            MetaCall::RecordIndexGroups { count } => {
+                value(self.record_index_groups(count, None).await)
+            }
+            MetaCall::RecordIndexGroupsHeldBy { count, held_by } => {
+                value(self.record_index_groups(count, Some(held_by)).await)
             }
             MetaCall::SplitIntoIndexGroups { count } => value(self.split_in_place(count).await),
             MetaCall::PutObject { info, conditions } => {

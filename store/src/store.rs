@@ -924,6 +924,7 @@ impl Store {
         self.blocking(move |inner| {
             let _exclusive = inner.bucket_lock.write();
             let name = marker.name.as_str();
+            inner.check_marker_group(name)?;
             if inner
                 .removed_incarnation(name)?
                 .is_some_and(|removed| marker.incarnation <= removed)
@@ -1575,6 +1576,25 @@ impl Store {
                     .into(),
             ));
         }
+        // An index group that holds no bucket knows none of its tags' owners
+        // (a group just founded beside a pool already in use): it sweeps
+        // nothing.
+        let holds_no_bucket = self
+            .blocking(|inner| {
+                Ok(inner.keys().group_id().is_some()
+                    && inner
+                        .space()
+                        .iter(CF_BUCKETS, IteratorMode::Start)?
+                        .next()
+                        .is_none())
+            })
+            .await?;
+        if holds_no_bucket {
+            return Ok(Swept {
+                deleted: 0,
+                spans: 0,
+            });
+        }
         let filter = ExtentFilter::older_than(older_than).tags(tags);
         let counts = self.pool().count_extents(&filter).await?;
         let spans = sweep_spans(&counts, self.config().orphan_sweep_batch);
@@ -1982,6 +2002,36 @@ impl Inner {
             None => false,
         };
         batch.write(!applying)
+    }
+
+    /// Refuses, in index group `g`, the marker of a bucket that the count
+    /// of groups its root records does not place in `g`: a gateway routing
+    /// by another count (nodes given another `--index-groups`) is refused
+    /// before it writes anything, and no group holds records of a bucket
+    /// whose extents carry another group's tags, which that group's orphan
+    /// sweep takes. A root that records no groups (a bare group) checks
+    /// nothing.
+    fn check_marker_group(&self, name: &str) -> Result<()> {
+        let Some(group) = self.keys().group_id() else {
+            return Ok(());
+        };
+        let root_keys = KeySpace::root();
+        let root = Space {
+            db: self.database(),
+            keys: &root_keys,
+        };
+        let (count, _splitting) = crate::split::recorded_groups(root)?;
+        if count == 0 {
+            return Ok(());
+        }
+        let placed = crate::routed::group_index(name, usize::from(count)) + 1;
+        if placed != usize::from(group) {
+            return Err(StoreError::InvalidArgument(format!(
+                "bucket {name} belongs to index group {placed} of {count}, not {group}: \
+                 the gateways and the groups count the groups alike"
+            )));
+        }
+        Ok(())
     }
 
     /// [`Store::record_index_groups`] in this (root) store.
@@ -2443,17 +2493,19 @@ async fn record_index_groups_remotely(
     let mut told = Duration::ZERO;
     let mut splitting = false;
     loop {
-        let call = match splitting {
-            false => MetaCall::RecordIndexGroups {
+        let call = match (splitting, &held_by) {
+            (true, _) => MetaCall::SplitIntoIndexGroups { count },
+            (false, Some(held_by)) => MetaCall::RecordIndexGroupsHeldBy {
                 count,
                 held_by: held_by.clone(),
             },
-            true => MetaCall::SplitIntoIndexGroups { count },
+            (false, None) => MetaCall::RecordIndexGroups { count },
         };
         let why = match remote.call::<bool>(call).await {
             Ok(tagged) => return Ok(tagged),
+            // A leader of an earlier build: until the service is upgraded.
             Err(StoreError::InvalidArgument(why))
-                if splitting && crate::remote::undecodable(&why) =>
+                if (splitting || held_by.is_some()) && crate::remote::undecodable(&why) =>
             {
                 why
             }

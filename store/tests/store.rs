@@ -997,6 +997,58 @@ async fn each_index_group_sweeps_its_own_orphans_only() {
     );
 }
 
+/// An index group takes only the markers of buckets that its root's count
+/// of groups places in it, and one that holds no bucket sweeps nothing,
+/// whatever its tags hold: a gateway counting the groups otherwise (nodes
+/// given another `--index-groups`) writes nothing there, and a group
+/// founded beside a pool in use deletes nothing.
+#[tokio::test]
+async fn a_group_takes_only_its_own_buckets_and_sweeps_only_with_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let (root, groups, store) = routed(dir.path(), 3).await;
+    let store = store.unwrap();
+    store.create_bucket("acct", "bucket-0", "r").await.unwrap();
+    let bucket = root.bucket("bucket-0").await.unwrap();
+    let held = holders_of_marker(&groups, "bucket-0").await;
+    assert_eq!(held.len(), 1, "{held:?}");
+    for (index, group) in groups.iter().enumerate() {
+        let taken = group.put_bucket_marker(&bucket).await;
+        match index == held[0] {
+            true => assert!(taken.is_ok(), "{taken:?}"),
+            false => assert!(
+                matches!(&taken, Err(StoreError::InvalidArgument(why)) if why.contains("belongs to index group")),
+                "group {index}: {taken:?}"
+            ),
+        }
+    }
+
+    // An orphan of bucket-0, under its group's tags: the group without a
+    // bucket that sweeps those tags (as if it counted otherwise) keeps it.
+    let big = vec![3u8; 100_000];
+    orphan(&store, "bucket-0", &big).await;
+    let later = std::time::SystemTime::now() + std::time::Duration::from_secs(1);
+    let empty = (0..groups.len()).find(|index| *index != held[0]).unwrap();
+    let tags = group_tags(held[0], groups.len()).unwrap();
+    let swept = groups[empty]
+        .sweep_orphans(later, tags.clone())
+        .await
+        .unwrap();
+    assert_eq!(swept.deleted, 0);
+    let swept = groups[held[0]].sweep_orphans(later, tags).await.unwrap();
+    assert_eq!(swept.deleted, 1);
+}
+
+/// The groups (by index) that hold a marker of `bucket`.
+async fn holders_of_marker(groups: &[Store], bucket: &str) -> Vec<usize> {
+    let mut holding = Vec::new();
+    for (index, group) in groups.iter().enumerate() {
+        if group.bucket(bucket).await.is_ok() {
+            holding.push(index);
+        }
+    }
+    holding
+}
+
 #[tokio::test]
 async fn a_routed_store_keeps_each_buckets_objects_in_one_group() {
     let dir = tempfile::tempdir().unwrap();

@@ -824,6 +824,11 @@ impl Node {
             .map(|ring| self.primary_partitions(ring))
             .unwrap_or_default();
         let refusals = lock(&self.refusals).clone();
+        // Before the index's lock: the report asks the groups' members.
+        let index_groups = self
+            .internal
+            .as_ref()
+            .and_then(|internal| (internal.report)());
         let index = lock(&self.index);
         let (extents, bytes, tombstones) = index.totals();
         let mut primary_partitions = 0;
@@ -852,10 +857,7 @@ impl Node {
             writes_refused: refusals.0,
             last_write_refusal: refusals.1,
             disk_failed: self.pool.is_poisoned(),
-            index_groups: self
-                .internal
-                .as_ref()
-                .and_then(|internal| (internal.report)()),
+            index_groups,
         }
     }
 }

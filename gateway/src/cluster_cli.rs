@@ -286,6 +286,10 @@ struct IndexGroupReport {
     /// The last entry the member furthest on applied.
     last_applied: u64,
     members: Vec<GroupMemberReport>,
+    /// Voters of the group (as the members that answered know them) that
+    /// did not answer: their nodes are down, or do not run the group.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    missing: Vec<u64>,
 }
 
 #[derive(Serialize)]
@@ -301,6 +305,7 @@ struct GroupMemberReport {
 impl IndexGroupReport {
     fn caught_up(&self) -> bool {
         self.leader.is_some()
+            && self.missing.is_empty()
             && self
                 .members
                 .iter()
@@ -342,6 +347,14 @@ fn index_group_reports(reports: &[NodeReport]) -> Vec<IndexGroupReport> {
                 .chunk_by(|one, other| one == other)
                 .max_by_key(|same| same.len())
                 .map(|same| same[0]);
+            let voters: std::collections::BTreeSet<u64> = views
+                .iter()
+                .flat_map(|(_, view)| view.voters.iter().copied())
+                .collect();
+            let missing = voters
+                .into_iter()
+                .filter(|voter| !views.iter().any(|(_, view)| view.id == *voter))
+                .collect();
             let members: Vec<GroupMemberReport> = views
                 .into_iter()
                 .map(|(node, view)| GroupMemberReport {
@@ -357,6 +370,7 @@ fn index_group_reports(reports: &[NodeReport]) -> Vec<IndexGroupReport> {
                 leader,
                 last_applied: members.iter().map(|m| m.last_applied).max().unwrap_or(0),
                 members,
+                missing,
             }
         })
         .collect()
@@ -1003,9 +1017,19 @@ fn index_group_table(report: &ClusterReport) -> String {
                 )
             })
             .collect();
+        let missing = match group.missing.as_slice() {
+            [] => String::new(),
+            ids => format!(
+                "; not answering: {}",
+                ids.iter()
+                    .map(u64::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        };
         let _ = writeln!(
             out,
-            "{:<12} {:>6} {:>9}  {}",
+            "{:<12} {:>6} {:>9}  {}{missing}",
             group.group,
             group
                 .leader
@@ -1077,7 +1101,7 @@ mod tests {
             serde_json::json!({
                 "id": id, "leader": leader, "term": 3, "last_log_index": applied,
                 "last_applied": applied, "snapshot": null, "purged": null,
-                "hibernating": false,
+                "hibernating": false, "voters": [1, 2, 3],
             })
         };
         let node = |name: &str, groups: serde_json::Value| NodeReport {
@@ -1107,6 +1131,8 @@ mod tests {
         assert!(groups[0].caught_up());
         assert_eq!(groups[1].last_applied, 5);
         assert!(!groups[1].caught_up(), "member 1 applied 4 of 5");
+        // Member 3's node does not answer for group 2.
+        assert_eq!(groups[1].missing, [3]);
         let report = ClusterReport {
             ring_version: 1,
             nodes_up: 3,
@@ -1120,6 +1146,7 @@ mod tests {
         };
         let text = index_group_table(&report);
         assert!(text.contains("1@a:1 9, 2@b:1 9, 3@c:1 9"), "{text}");
+        assert!(text.contains("; not answering: 3"), "{text}");
         assert!(text.contains("index groups catching up"), "{text}");
     }
 

@@ -1089,6 +1089,7 @@ mod tests {
             log_version: 2,
             runs_log_version: 2,
             stopped: Some("storage error".into()),
+            voters: vec![1, 2, 3],
         };
         let text = metadata_metrics(&status);
         let expected = [

@@ -872,6 +872,7 @@ impl MetaService {
             log_version: self.versions.group(),
             runs_log_version: self.versions.runs(),
             stopped: self.stopped(),
+            voters: metrics.membership_config.membership().voter_ids().collect(),
         }
     }
 
@@ -1144,6 +1145,10 @@ pub struct MetaStatus {
     /// split did not seed: remove the member and add it again).
     #[serde(default)]
     pub stopped: Option<String>,
+    /// The group's voting members, as this member last learnt them (empty
+    /// from a build before it said).
+    #[serde(default)]
+    pub voters: Vec<u64>,
 }
 
 /// The leader appends the deletion of expired objects and the trimming of

@@ -178,6 +178,24 @@ fn index_groups_on_the_nodes_outlive_a_node_killed() -> Result<()> {
         "no index group on the nodes has {bucket}/one-more: {answers:?}"
     );
 
+    // `strata status` names the member that does not answer (node 1 is
+    // member 2 of every group).
+    let status = cluster.status()?;
+    let missing: Vec<_> = status["index_groups"]
+        .as_array()
+        .map(|groups| {
+            groups
+                .iter()
+                .map(|group| group["missing"].clone())
+                .collect()
+        })
+        .unwrap_or_default();
+    ensure!(
+        status["index_groups_caught_up"] == false
+            && missing == vec![serde_json::json!([2]); GROUPS as usize],
+        "with node 1 down: {status:#}"
+    );
+
     // Back, the node catches up with the others in every group, as
     // `strata status` reports it.
     cluster.nodes[1].restart()?;

@@ -316,6 +316,12 @@ struct NotLeader {
     leader: Option<String>,
 }
 
+/// What a member that is not the leader answers with (421), naming the
+/// leader it follows, if any.
+pub(crate) fn not_leader_body(leader: Option<String>) -> Vec<u8> {
+    serde_json::to_vec(&NotLeader { leader }).unwrap_or_default()
+}
+
 /// The leader a 421 answer (`NotLeader`) names, if any.
 pub(crate) fn leader_hint(body: &[u8]) -> Option<String> {
     serde_json::from_slice::<NotLeader>(body)
@@ -799,10 +805,9 @@ async fn signed_body(
 fn routed_response(refusal: Routed) -> Response {
     match refusal {
         Routed::Answer(answer) => json_response(StatusCode::OK, answer),
-        Routed::NotLeader(leader) => json_response(
-            StatusCode::MISDIRECTED_REQUEST,
-            serde_json::to_vec(&NotLeader { leader }).unwrap_or_default(),
-        ),
+        Routed::NotLeader(leader) => {
+            json_response(StatusCode::MISDIRECTED_REQUEST, not_leader_body(leader))
+        }
         Routed::Unavailable(why) => {
             text_response(StatusCode::SERVICE_UNAVAILABLE, format!("{why}\n"))
         }

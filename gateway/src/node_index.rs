@@ -37,9 +37,6 @@ pub const MEMBERS_PER_GROUP: usize = 3;
 /// groups' stores delete replaced extents where the current ring puts them.
 const RING_FOLLOW_INTERVAL: Duration = Duration::from_secs(5);
 
-/// What a member that knows no leader answers a metadata call with.
-const NO_LEADER: &str = r#"{"leader":null}"#;
-
 /// Refuses a list of nodes that is not `HOST:PORT` entries, each once.
 pub fn check_nodes(nodes: &[String]) -> anyhow::Result<()> {
     for (index, node) in nodes.iter().enumerate() {
@@ -124,7 +121,10 @@ pub fn calls(served: Arc<OnceLock<Internal>>) -> InternalCalls {
                 // leader answers. Raft's messages are sent again.
                 return match request.uri().path().starts_with(RAFT_PATH) {
                     true => whole(StatusCode::SERVICE_UNAVAILABLE, "starting\n"),
-                    false => whole(StatusCode::MISDIRECTED_REQUEST, NO_LEADER),
+                    false => whole(
+                        StatusCode::MISDIRECTED_REQUEST,
+                        crate::metadata::not_leader_body(None),
+                    ),
                 };
             };
             if internal.index_services.is_empty() {

@@ -209,6 +209,13 @@ impl Store {
         if root.routed().is_some() || groups.iter().any(|group| group.routed().is_some()) {
             return Err(StoreError::Internal("a routed store routed again".into()));
         }
+        // The root records who holds groups of other processes, which keeps
+        // its orphan sweep off their extents (`Store::sweep_orphans`).
+        if held_by.is_none() && !root.is_remote() && groups.iter().any(Store::is_remote) {
+            return Err(StoreError::InvalidArgument(
+                "index groups that other processes hold are routed to with who holds them".into(),
+            ));
+        }
         root.split_into(&groups, count).await?;
         let extents_tagged = root.record_index_groups(count, held_by).await?;
         Ok(Store {

@@ -525,13 +525,6 @@ impl Store {
         }
     }
 
-    /// Whether this routed store's index groups, or any of them, are held
-    /// by other processes (storage nodes) while its root is here.
-    pub fn index_groups_elsewhere(&self) -> bool {
-        self.routed()
-            .is_some_and(|routed| !routed.root.is_remote() && routed.stores().any(Store::is_remote))
-    }
-
     /// Whether the metadata lives in another process ([`Store::connect`]).
     pub fn is_remote(&self) -> bool {
         match &self.engine {
@@ -1552,43 +1545,31 @@ impl Store {
         tags: ExtentTags,
     ) -> Result<Swept> {
         if let Some(routed) = self.routed() {
-            // The root reads the references of its database's spaces: of
-            // groups held elsewhere it would see none, and sweep their
-            // extents as orphans.
-            if self.index_groups_elsewhere() {
-                return Err(StoreError::InvalidArgument(
-                    "a root sweeps no orphans beside index groups that other processes \
-                     hold: it sees none of their records"
-                        .into(),
-                ));
-            }
             return Box::pin(routed.root.sweep_orphans(older_than, tags)).await;
         }
-        if !self.is_remote()
-            && self
-                .blocking(|inner| inner.space().get(CF_DEFAULT, INDEX_GROUPS_HELD_BY))
-                .await?
-                .is_some()
-        {
+        // Neither sweeps: a root whose index groups other processes hold
+        // (`Store::route_held_by` recorded them), which sees none of their
+        // records; an index group that holds no bucket, which knows none of
+        // its tags' owners (a group just founded beside a pool in use).
+        let (held_elsewhere, holds_no_bucket) = self
+            .blocking(|inner| {
+                let space = inner.space();
+                let held_elsewhere = space.get(CF_DEFAULT, INDEX_GROUPS_HELD_BY)?.is_some();
+                let holds_no_bucket = inner.keys().group_id().is_some()
+                    && space
+                        .iter(CF_BUCKETS, IteratorMode::Start)?
+                        .next()
+                        .is_none();
+                Ok((held_elsewhere, holds_no_bucket))
+            })
+            .await?;
+        if held_elsewhere {
             return Err(StoreError::InvalidArgument(
                 "a root whose index groups other processes hold sweeps no orphans: it \
                  sees none of their records"
                     .into(),
             ));
         }
-        // An index group that holds no bucket knows none of its tags' owners
-        // (a group just founded beside a pool already in use): it sweeps
-        // nothing.
-        let holds_no_bucket = self
-            .blocking(|inner| {
-                Ok(inner.keys().group_id().is_some()
-                    && inner
-                        .space()
-                        .iter(CF_BUCKETS, IteratorMode::Start)?
-                        .next()
-                        .is_none())
-            })
-            .await?;
         if holds_no_bucket {
             return Ok(Swept {
                 deleted: 0,

@@ -70,6 +70,18 @@ pub struct NodeArgs {
         requires = "index_groups"
     )]
     index_nodes: Vec<String>,
+    /// Nodes of --index-nodes lost for good and the nodes that replaced
+    /// them, `OLD=NEW`, comma-separated (the gateways'
+    /// `cluster.index_replaced`): a node named NEW joins the groups of OLD's
+    /// position and takes OLD's member out of them. --index-nodes stays as
+    /// the groups were founded.
+    #[arg(
+        long,
+        env = "STRATA_INDEX_REPLACED",
+        value_delimiter = ',',
+        requires = "index_nodes"
+    )]
+    index_replaced: Vec<String>,
     /// With --index-groups: seconds a replaced object's extents are kept
     /// for reads already streaming them (the gateways' `gc_grace_secs`).
     #[arg(long, env = "STRATA_GC_GRACE_SECS", default_value_t = 600)]
@@ -165,7 +177,8 @@ pub fn node(args: NodeArgs) -> anyhow::Result<()> {
                     crate::config::MAX_INDEX_GROUPS
                 );
             }
-            crate::node_index::check_nodes(&args.index_nodes).context("--index-nodes")?;
+            let nodes = crate::node_index::IndexNodes::new(&args.index_nodes, &args.index_replaced)
+                .context("--index-nodes and --index-replaced")?;
             if args.orphan_age_secs < 2 {
                 anyhow::bail!("--orphan-age-secs must be at least 2");
             }
@@ -182,7 +195,7 @@ pub fn node(args: NodeArgs) -> anyhow::Result<()> {
                     .advertise
                     .clone()
                     .unwrap_or_else(|| args.listen.clone()),
-                nodes: args.index_nodes,
+                nodes,
                 groups,
                 secret: secret.clone(),
                 tls: tls.clone(),
@@ -758,7 +771,7 @@ fn print_member_views(
 
 /// Sends a membership change to the members in turn, following their
 /// hints to the leader, until one answers it or `patience` has passed.
-async fn ask_leader(
+pub(crate) async fn ask_leader(
     client: &NodeClient,
     mut addresses: Vec<String>,
     group: u16,

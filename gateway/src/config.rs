@@ -120,6 +120,11 @@ pub struct ClusterConfig {
     /// Raft group of three of them (`crate::node_index`). Empty: the
     /// groups are with the root group, on the gateways.
     pub index_nodes: Vec<String>,
+    /// Nodes of `index_nodes` lost for good and the nodes that replaced
+    /// them, `"OLD=NEW"` each, as the new nodes were given them (`strata
+    /// node --index-replaced`): `index_nodes` itself never changes once the
+    /// groups exist.
+    pub index_replaced: Vec<String>,
     /// PEM file of the cluster's CA: members speak TLS to each other. Calls
     /// to nodes and members go over TLS and trust the certificates this CA
     /// signed, and only those; metadata calls that arrive in plain text are
@@ -144,6 +149,11 @@ impl ClusterConfig {
             .as_deref()
             .and_then(|metadata| parse_metadata_members(metadata).ok())
             .unwrap_or_default()
+    }
+
+    /// The storage nodes that hold the index groups (validated at load).
+    pub fn index_nodes(&self) -> anyhow::Result<crate::node_index::IndexNodes> {
+        crate::node_index::IndexNodes::new(&self.index_nodes, &self.index_replaced)
     }
 }
 
@@ -217,6 +227,7 @@ impl Default for ClusterConfig {
                 .idle_before_hibernating
                 .map_or(0, |idle| idle.as_secs()),
             index_nodes: Vec::new(),
+            index_replaced: Vec::new(),
             tls_ca: None,
         }
     }
@@ -554,9 +565,13 @@ impl Config {
         if self.index_groups > MAX_INDEX_GROUPS {
             bail!("index_groups must be at most {MAX_INDEX_GROUPS}");
         }
+        if !self.cluster.index_replaced.is_empty() && self.cluster.index_nodes.is_empty() {
+            bail!("cluster.index_replaced replaces nodes of cluster.index_nodes: set it");
+        }
         if !self.cluster.index_nodes.is_empty() {
-            crate::node_index::check_nodes(&self.cluster.index_nodes)
-                .context("cluster.index_nodes")?;
+            self.cluster
+                .index_nodes()
+                .context("cluster.index_nodes and cluster.index_replaced")?;
             if self.cluster.ring.is_none() {
                 bail!("cluster.index_nodes names storage nodes: it needs a ring and a secret");
             }
@@ -674,6 +689,12 @@ mod tests {
         assert_eq!(held, ["n1:7000", "n2:7000", "n3:7000"]);
         // Beside a replicated root group too.
         load(&format!("index_groups = 4\n{nodes}"), true, Some(1)).unwrap();
+        // With a node replaced: the list stays as the groups were founded.
+        let replaced = format!("index_groups = 4\n{nodes}index_replaced = [\"n2:7000=n4:7000\"]\n");
+        assert_eq!(
+            load(&replaced, true, None).unwrap(),
+            ["n1:7000", "n2:7000", "n3:7000"]
+        );
         for (toml, cluster, member, why) in [
             (
                 format!("index_groups = 4\n{nodes}"),
@@ -687,6 +708,18 @@ mod tests {
                 true,
                 None,
                 "HOST:PORT",
+            ),
+            (
+                "index_groups = 4\n[cluster]\nindex_replaced = [\"n1:7000=n4:7000\"]\n".to_owned(),
+                true,
+                None,
+                "set it",
+            ),
+            (
+                format!("index_groups = 4\n{nodes}index_replaced = [\"n9:7000=n4:7000\"]\n"),
+                true,
+                None,
+                "no node of the list",
             ),
         ] {
             let refused = format!("{:#}", load(&toml, cluster, member).unwrap_err());

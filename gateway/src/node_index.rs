@@ -4,12 +4,15 @@
 //! node's internal hook ([`strata_pool::node::InternalCalls`]).
 //!
 //! Placement follows one list, given alike to every node
-//! (`--index-nodes`) and gateway (`cluster.index_nodes`): group `g` is held
-//! by [`MEMBERS_PER_GROUP`] consecutive nodes of the list from position
-//! `g - 1`, each node a member by its position from 1. A group stays
-//! with the members it was founded with: moving groups (a node replaced,
-//! the list or the ring changed) is not built yet, so the list must not
-//! change once the groups exist.
+//! (`--index-nodes`) and gateway (`cluster.index_nodes`): group `g` is
+//! founded by [`MEMBERS_PER_GROUP`] consecutive nodes of the list from
+//! position `g - 1`, each node a member by its position from 1. The list
+//! never changes once the groups exist. A node lost for good is replaced
+//! in its position (`--index-replaced OLD=NEW`, `cluster.index_replaced`):
+//! the new node joins each group of the position under a member id of its
+//! own (a Raft membership change, caught up before it votes) and then
+//! takes the old one out ([`join_group`]). Placing groups by the ring, and
+//! moving them at its rebalances, is not built.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -38,7 +41,7 @@ pub const MEMBERS_PER_GROUP: usize = 3;
 const RING_FOLLOW_INTERVAL: Duration = Duration::from_secs(5);
 
 /// Refuses a list of nodes that is not `HOST:PORT` entries, each once.
-pub fn check_nodes(nodes: &[String]) -> anyhow::Result<()> {
+fn check_nodes(nodes: &[String]) -> anyhow::Result<()> {
     for (index, node) in nodes.iter().enumerate() {
         let port = node.rsplit_once(':').map(|(_, port)| port);
         if node.contains('/') || port.is_none_or(|port| port.parse::<u16>().is_err()) {
@@ -51,11 +54,101 @@ pub fn check_nodes(nodes: &[String]) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Who holds the index groups, as the root records it
-/// ([`strata_store::Store::route_held_by`]) and each node's database too:
-/// a gateway or node given another list is refused at start.
-pub fn held_by(nodes: &[String]) -> String {
-    format!("the storage nodes {}", nodes.join(","))
+/// The nodes that hold the index groups: the list they were founded on,
+/// and the nodes that replaced those lost for good, position by position.
+#[derive(Clone, Debug)]
+pub struct IndexNodes {
+    /// Each position's names, the founding one first, the current last.
+    names: Vec<Vec<String>>,
+}
+
+impl IndexNodes {
+    /// The list `founding` (`HOST:PORT`s, each once) with the replacements
+    /// `replaced` (`OLD=NEW` each, `OLD` a name of the list or of an
+    /// earlier replacement, `NEW` a name never used: a node that lost its
+    /// disk comes back under another address, or it would answer for the
+    /// member it was).
+    pub fn new(founding: &[String], replaced: &[String]) -> anyhow::Result<Self> {
+        check_nodes(founding)?;
+        let mut next: BTreeMap<&str, &str> = BTreeMap::new();
+        let mut used: Vec<&str> = founding.iter().map(String::as_str).collect();
+        for entry in replaced {
+            let Some((old, new)) = entry.split_once('=') else {
+                bail!("{entry:?} is not OLD=NEW");
+            };
+            check_nodes(&[new.to_owned()]).with_context(|| format!("in {entry:?}"))?;
+            if next.insert(old, new).is_some() {
+                bail!("{old} is replaced twice");
+            }
+            if used.contains(&new) {
+                bail!("{new} is named before {entry:?}: a replacement takes a new address");
+            }
+            used.push(new);
+        }
+        let names: Vec<Vec<String>> = founding
+            .iter()
+            .map(|first| {
+                let mut names = vec![first.clone()];
+                // Each name is used once, so this ends within `used`.
+                while let Some(new) = next.remove(names[names.len() - 1].as_str()) {
+                    names.push(new.to_owned());
+                }
+                names
+            })
+            .collect();
+        if let Some(old) = next.keys().next() {
+            bail!("{old} is replaced, but it is no node of the list nor a replacement");
+        }
+        Ok(IndexNodes { names })
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.names.is_empty()
+    }
+
+    /// The nodes that hold each position now.
+    pub fn current(&self) -> Vec<String> {
+        self.names
+            .iter()
+            .filter_map(|names| names.last().cloned())
+            .collect()
+    }
+
+    /// The list the groups were founded on.
+    pub fn founding(&self) -> Vec<String> {
+        self.names
+            .iter()
+            .filter_map(|names| names.first().cloned())
+            .collect()
+    }
+
+    /// Who holds the index groups, as the root records it
+    /// ([`strata_store::Store::route_held_by`]) and each node's database
+    /// too: a gateway or node given another founding list is refused at
+    /// start (replacements leave it as it is).
+    pub fn held_by(&self) -> String {
+        format!("the storage nodes {}", self.founding().join(","))
+    }
+
+    /// Where `address` holds its position now, and the nodes that held it
+    /// before (none for a founding node).
+    fn position_of(&self, address: &str) -> Option<(usize, &[String])> {
+        self.names.iter().enumerate().find_map(|(position, names)| {
+            let (current, before) = names.split_last()?;
+            (current == address).then_some((position, before))
+        })
+    }
+
+    /// The node that replaced `address`, if it was replaced.
+    fn replacement_of(&self, address: &str) -> Option<&str> {
+        self.names.iter().find_map(|names| {
+            let (current, before) = names.split_last()?;
+            before
+                .iter()
+                .any(|name| name == address)
+                .then_some(current.as_str())
+        })
+    }
 }
 
 /// The founding members of index group `group` (from 1) among `nodes`:
@@ -78,7 +171,7 @@ pub struct Hosting {
     pub data: PathBuf,
     /// The node's name in `nodes` (its address in the ring).
     pub address: String,
-    pub nodes: Vec<String>,
+    pub nodes: IndexNodes,
     /// The cluster's index groups (the gateways' `index_groups`).
     pub groups: u16,
     pub secret: ClusterSecret,
@@ -166,21 +259,33 @@ pub fn serve(
     }
 }
 
-/// Starts this node's member of each index group placed on it, founding
-/// the groups never started with the members [`group_members`] places.
+/// Starts this node's member of each index group placed on it: founding
+/// the groups never started with the members [`group_members`] places, or,
+/// for a node that replaced another, joining them ([`join_group`]).
 pub async fn start(hosting: Hosting) -> anyhow::Result<BTreeMap<u16, Arc<MetaService>>> {
-    let Some(position) = hosting
-        .nodes
-        .iter()
-        .position(|node| *node == hosting.address)
-    else {
+    let Some((position, replaced)) = hosting.nodes.position_of(&hosting.address) else {
+        if let Some(by) = hosting.nodes.replacement_of(&hosting.address) {
+            bail!(
+                "this node ({}) was replaced by {by} (--index-replaced): it holds no index group",
+                hosting.address
+            );
+        }
         bail!(
             "this node ({}) is not among --index-nodes {:?}: name it as the ring does",
             hosting.address,
-            hosting.nodes
+            hosting.nodes.current()
         );
     };
-    let member = position as u64 + 1;
+    let founding = hosting.nodes.founding();
+    // The position's member in the groups founded on the list.
+    let founding_member = position as u64 + 1;
+    let member = match replaced.is_empty() {
+        true => {
+            refuse_member_file(&hosting.data)?;
+            founding_member
+        }
+        false => replacing_member(&hosting.data)?,
+    };
     let pool = RingPool::new(
         hosting.ring,
         RingPoolConfig {
@@ -199,7 +304,7 @@ pub async fn start(hosting: Hosting) -> anyhow::Result<BTreeMap<u16, Arc<MetaSer
     config.orphan_age = None;
     let root = Store::open(config.clone(), Arc::new(pool.clone()))
         .context("opening the index groups' database")?;
-    root.hold_index_groups_without_root(hosting.groups, held_by(&hosting.nodes))
+    root.hold_index_groups_without_root(hosting.groups, hosting.nodes.held_by())
         .await
         .context("readying the index groups' database (--index-groups and --index-nodes are kept for good once given)")?;
     let log = MetaLog::open(&hosting.data.join("raft"))
@@ -208,19 +313,24 @@ pub async fn start(hosting: Hosting) -> anyhow::Result<BTreeMap<u16, Arc<MetaSer
         hosting.secret.clone(),
         hosting.tls.as_ref(),
     ));
+    let current = hosting.nodes.current();
     let mut services = BTreeMap::new();
     for group in 1..=hosting.groups {
-        let members = group_members(&hosting.nodes, group);
-        if !members.contains_key(&member) {
+        let members = group_members(&founding, group);
+        if !members.contains_key(&founding_member) {
             continue;
         }
         let replica = root
             .open_group(group, config.clone())
             .with_context(|| format!("opening index group {group}'s replica"))?;
+        let joining = match replaced.is_empty() {
+            true => Joining::Founding(members),
+            false => Joining::Added,
+        };
         let service = MetaService::start_group(
             member,
             GroupId::Index(group),
-            Joining::Founding(members),
+            joining,
             &log,
             replica,
             transport.clone(),
@@ -229,6 +339,24 @@ pub async fn start(hosting: Hosting) -> anyhow::Result<BTreeMap<u16, Arc<MetaSer
         .await
         .map_err(|why| anyhow::anyhow!("starting index group {group}: {why}"))?;
         services.insert(group, service);
+        if !replaced.is_empty() {
+            let others = group_members(&current, group)
+                .into_values()
+                .filter(|address| *address != hosting.address)
+                .collect();
+            tokio::spawn(join_group(Joiner {
+                client: strata_pool::NodeClient::new(
+                    hosting.secret.clone(),
+                    hosting.tls.as_ref(),
+                    JOIN_TIMEOUT,
+                ),
+                group,
+                member,
+                address: hosting.address.clone(),
+                others,
+                replaced: replaced.to_vec(),
+            }));
+        }
     }
     tracing::info!(
         member,
@@ -244,6 +372,135 @@ pub async fn start(hosting: Hosting) -> anyhow::Result<BTreeMap<u16, Arc<MetaSer
     ));
     tokio::spawn(follow_ring(pool, hosting.data.join("ring")));
     Ok(services)
+}
+
+/// Where a node that replaced another keeps its member id in the groups.
+const MEMBER_FILE: &str = "index-member";
+
+/// The member id of a node that replaced another, drawn at its first start
+/// and kept: ids above any position's, and new for each data directory, so
+/// that a node that lost its disk never answers as the member it was.
+fn replacing_member(data: &Path) -> anyhow::Result<u64> {
+    let path = data.join(MEMBER_FILE);
+    match std::fs::read_to_string(&path) {
+        Ok(text) => text
+            .trim()
+            .parse()
+            .with_context(|| format!("{} is not a member id", path.display())),
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
+            // A log without the file is a founding member's.
+            if data.join("raft").exists() {
+                bail!(
+                    "{} holds the index groups of a founding node: a replacement starts on a \
+                     data directory of its own",
+                    data.display()
+                );
+            }
+            let member = rand::random_range(1u64 << 32..1u64 << 62);
+            // The node's own server may not have made the directory yet.
+            std::fs::create_dir_all(data).with_context(|| format!("making {}", data.display()))?;
+            crate::ring_cli::write_atomically(&path, format!("{member}\n").as_bytes())?;
+            Ok(member)
+        }
+        Err(err) => Err(err).with_context(|| format!("reading {}", path.display())),
+    }
+}
+
+/// Refuses to found groups over the data directory of a replacement: its
+/// log holds another member.
+fn refuse_member_file(data: &Path) -> anyhow::Result<()> {
+    match data.join(MEMBER_FILE).exists() {
+        true => bail!(
+            "{} is a replacement's (it has {MEMBER_FILE}): start it with --index-replaced as before",
+            data.display()
+        ),
+        false => Ok(()),
+    }
+}
+
+/// How long a join may wait for the group's leader: adding a member
+/// returns once the member caught up, a snapshot and the log after it.
+const JOIN_TIMEOUT: Duration = Duration::from_secs(600);
+
+/// A node's member joining an index group in the place of the nodes it
+/// replaced.
+struct Joiner {
+    client: strata_pool::NodeClient,
+    group: u16,
+    member: u64,
+    address: String,
+    /// The group's other members, where the current list places them: the
+    /// leader answers, the others name it.
+    others: Vec<String>,
+    /// The nodes that held this position before: their members leave.
+    replaced: Vec<String>,
+}
+
+/// Adds the node's member to its group, a learner until caught up and
+/// then a voter, and only then takes out the members of the nodes it
+/// replaced: the group keeps a majority of three all along. Each step is
+/// done already when run again, so a node restarted half way finishes;
+/// refusals (no leader yet, a change under way) are retried.
+async fn join_group(joiner: Joiner) {
+    let mut pause = Duration::from_secs(1);
+    loop {
+        match join_once(&joiner).await {
+            Ok(removed) => {
+                tracing::info!(
+                    group = joiner.group,
+                    member = joiner.member,
+                    ?removed,
+                    "joined the index group in the place of the nodes replaced"
+                );
+                return;
+            }
+            Err(err) => tracing::warn!(
+                group = joiner.group,
+                error = format!("{err:#}"),
+                "joining the index group; trying again"
+            ),
+        }
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_secs(30));
+    }
+}
+
+/// One attempt of [`join_group`]: the ids of the members it took out.
+async fn join_once(joiner: &Joiner) -> anyhow::Result<Vec<u64>> {
+    use strata_meta::MembershipChange;
+    if joiner.others.is_empty() {
+        bail!("no other member holds the group: a node that held it alone cannot be replaced");
+    }
+    let ask = |change: &MembershipChange| {
+        let body = serde_json::to_vec(change).map(bytes::Bytes::from);
+        async move {
+            crate::cluster_cli::ask_leader(
+                &joiner.client,
+                joiner.others.clone(),
+                joiner.group,
+                body?,
+                JOIN_TIMEOUT,
+            )
+            .await
+        }
+    };
+    let joined = ask(&MembershipChange::Add {
+        id: joiner.member,
+        address: joiner.address.clone(),
+    })
+    .await
+    .context("adding this node's member")?;
+    let leaving: Vec<u64> = (joined.members.iter())
+        .chain(&joined.learners)
+        .filter(|(id, address)| **id != joiner.member && joiner.replaced.contains(address))
+        .map(|(id, _)| *id)
+        .collect();
+    for id in &leaving {
+        ask(&MembershipChange::Remove { id: *id })
+            .await
+            .with_context(|| format!("taking out member {id} of a node replaced"))?;
+    }
+    Ok(leaving)
 }
 
 /// How often a node looks for the metadata service that claims it, before
@@ -387,5 +644,81 @@ mod tests {
         ] {
             assert!(check_nodes(&bad).is_err(), "{bad:?} taken");
         }
+    }
+
+    #[test]
+    fn replacements_follow_each_position_and_keep_the_founding_list() {
+        let founding = nodes(3);
+        let entries = ["10.0.0.1:7000=10.0.0.9:7000", "10.0.0.9:7000=10.0.0.8:7000"];
+        let mut entries: Vec<String> = entries.iter().map(|entry| entry.to_string()).collect();
+        let listed = IndexNodes::new(&founding, &entries).unwrap();
+        assert_eq!(
+            listed.current(),
+            ["10.0.0.0:7000", "10.0.0.8:7000", "10.0.0.2:7000"]
+        );
+        assert_eq!(listed.founding(), founding);
+        let unreplaced = IndexNodes::new(&founding, &[]).unwrap();
+        assert_eq!(listed.held_by(), unreplaced.held_by());
+        let before = ["10.0.0.1:7000".to_owned(), "10.0.0.9:7000".to_owned()];
+        assert_eq!(listed.position_of("10.0.0.8:7000"), Some((1, &before[..])));
+        assert_eq!(listed.position_of("10.0.0.0:7000"), Some((0, &[][..])));
+        assert_eq!(listed.position_of("10.0.0.9:7000"), None);
+        assert_eq!(
+            listed.replacement_of("10.0.0.1:7000"),
+            Some("10.0.0.8:7000")
+        );
+        assert_eq!(listed.replacement_of("10.0.0.0:7000"), None);
+        // The order of the entries does not matter.
+        entries.reverse();
+        let reversed = IndexNodes::new(&founding, &entries).unwrap();
+        assert_eq!(reversed.current(), listed.current());
+    }
+
+    #[test]
+    fn a_replacement_that_reuses_a_name_or_replaces_no_node_is_refused() {
+        let founding = nodes(3);
+        for (entries, why) in [
+            (vec!["10.0.0.1:7000=10.0.0.2:7000"], "new address"),
+            (vec!["10.0.0.1:7000=10.0.0.1:7000"], "new address"),
+            (vec!["10.0.0.1:7000"], "OLD=NEW"),
+            (vec!["10.0.0.1:7000=10.0.0.9"], "HOST:PORT"),
+            (vec!["10.0.0.7:7000=10.0.0.9:7000"], "no node of the list"),
+            (
+                vec!["10.0.0.1:7000=10.0.0.8:7000", "10.0.0.1:7000=10.0.0.9:7000"],
+                "replaced twice",
+            ),
+            (
+                vec!["10.0.0.1:7000=10.0.0.8:7000", "10.0.0.2:7000=10.0.0.8:7000"],
+                "new address",
+            ),
+            // A cycle reached from no node of the list.
+            (
+                vec!["10.0.0.8:7000=10.0.0.9:7000", "10.0.0.9:7000=10.0.0.8:7000"],
+                "no node of the list",
+            ),
+        ] {
+            let entries: Vec<String> = entries.iter().map(|entry| entry.to_string()).collect();
+            let refused = format!("{:#}", IndexNodes::new(&founding, &entries).unwrap_err());
+            assert!(refused.contains(why), "{entries:?}: {refused}");
+        }
+    }
+
+    #[test]
+    fn a_replacement_draws_its_member_id_once_and_founding_data_stays_founding() {
+        let dir = tempfile::tempdir().unwrap();
+        let member = replacing_member(dir.path()).unwrap();
+        assert!(member > u64::from(u16::MAX), "{member} may be a position's");
+        assert_eq!(replacing_member(dir.path()).unwrap(), member);
+        let refused = refuse_member_file(dir.path()).unwrap_err();
+        assert!(
+            refused.to_string().contains("--index-replaced"),
+            "{refused}"
+        );
+        // A founding member's log, without the file: not taken over.
+        let founding = tempfile::tempdir().unwrap();
+        std::fs::create_dir(founding.path().join("raft")).unwrap();
+        assert!(refuse_member_file(founding.path()).is_ok());
+        let refused = replacing_member(founding.path()).unwrap_err();
+        assert!(refused.to_string().contains("founding node"), "{refused}");
     }
 }

@@ -195,7 +195,7 @@ fn save(path: &Path, ring: &RingBuilder) -> anyhow::Result<()> {
 
 /// Writes `bytes` to a temporary file beside `path`, fsyncs it and renames
 /// it over `path`, so a crash leaves the old file or the new one.
-fn write_atomically(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+pub(crate) fn write_atomically(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
     let dir = match path.parent() {
         Some(dir) if !dir.as_os_str().is_empty() => dir,
         _ => Path::new("."),

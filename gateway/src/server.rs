@@ -222,7 +222,9 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
                             group,
                             served.internal.index_service(group).cloned(),
                         ),
-                        false => node_group_transport(&config, secret, cluster_tls.as_ref(), group),
+                        false => {
+                            node_group_transport(&config, secret, cluster_tls.as_ref(), group)?
+                        }
                     };
                     let connected =
                         Store::connect(store_config.clone(), pool.clone(), Arc::new(transport))
@@ -231,7 +233,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
                     groups.push(connected);
                 }
                 let held_by = (!config.cluster.index_nodes.is_empty())
-                    .then(|| crate::node_index::held_by(&config.cluster.index_nodes));
+                    .then(|| config.cluster.index_nodes().map(|nodes| nodes.held_by()))
+                    .transpose()?;
                 Store::route_held_by(store, groups, held_by)
                     .await
                     .context("spreading buckets over index groups")?
@@ -243,7 +246,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
                 .context("opening the metadata store")?;
             let mut groups = Vec::new();
             for group in 1..=config.index_groups {
-                let transport = node_group_transport(&config, secret, cluster_tls.as_ref(), group);
+                let transport = node_group_transport(&config, secret, cluster_tls.as_ref(), group)?;
                 let connected =
                     Store::connect(store_config.clone(), pool.clone(), Arc::new(transport))
                         .await
@@ -254,9 +257,10 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             }
             tracing::info!(
                 nodes = ?config.cluster.index_nodes,
+                replaced = ?config.cluster.index_replaced,
                 "index groups on the storage nodes"
             );
-            let held_by = crate::node_index::held_by(&config.cluster.index_nodes);
+            let held_by = config.cluster.index_nodes()?.held_by();
             Store::route_held_by(root, groups, Some(held_by))
                 .await
                 .context("spreading buckets over the index groups on the storage nodes")?
@@ -721,21 +725,23 @@ fn metadata_metrics(status: &strata_meta::MetaStatus) -> String {
     out
 }
 
-/// The calls to index group `group` where `cluster.index_nodes` places it.
+/// The calls to index group `group` where `cluster.index_nodes` places it,
+/// at the nodes that hold its positions now (`cluster.index_replaced`).
 fn node_group_transport(
     config: &Config,
     secret: &strata_pool::wire::ClusterSecret,
     tls: Option<&ClusterTls>,
     group: u16,
-) -> HttpMetaTransport {
-    let members = crate::node_index::group_members(&config.cluster.index_nodes, group);
-    HttpMetaTransport::for_index_group(
+) -> anyhow::Result<HttpMetaTransport> {
+    let current = config.cluster.index_nodes()?.current();
+    let members = crate::node_index::group_members(&current, group);
+    Ok(HttpMetaTransport::for_index_group(
         secret.clone(),
         tls,
         members.into_values().collect(),
         group,
         None,
-    )
+    ))
 }
 
 /// Each index group's view of its Raft group, labelled by group number

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result, bail, ensure};
 use tempfile::TempDir;
 
 use crate::certs::Certificates;
@@ -167,6 +167,10 @@ pub struct Cluster {
     tls: Option<Certificates>,
     /// Index groups the nodes hold (0: none).
     index_groups: u16,
+    /// The nodes the index groups were founded on, in order.
+    index_nodes: Vec<String>,
+    /// Nodes of `index_nodes` replaced, `OLD=NEW` each.
+    index_replaced: Vec<String>,
     dir: TempDir,
 }
 
@@ -250,6 +254,8 @@ impl Cluster {
             partition,
             tls,
             index_groups,
+            index_nodes: Vec::new(),
+            index_replaced: Vec::new(),
         };
         cluster.strata_ok(&[
             "ring",
@@ -271,14 +277,14 @@ impl Cluster {
         }
         cluster.rebalance()?;
         if index_groups > 0 {
-            let nodes = cluster.index_nodes().join(",");
+            cluster.index_nodes = cluster
+                .nodes
+                .iter()
+                .map(|node| node.address.clone())
+                .collect();
+            let args = cluster.index_args();
             for node in &mut cluster.nodes {
-                node.args.extend([
-                    "--index-groups".into(),
-                    index_groups.to_string(),
-                    "--index-nodes".into(),
-                    nodes.clone(),
-                ]);
+                node.args.extend(args.iter().cloned());
             }
         }
         for node in &mut cluster.nodes {
@@ -638,24 +644,50 @@ impl Cluster {
         Ok(())
     }
 
-    /// The nodes that hold the index groups, in order: every node the
-    /// cluster started with.
-    fn index_nodes(&self) -> Vec<String> {
-        self.nodes.iter().map(|node| node.address.clone()).collect()
+    /// A node's arguments for holding its index groups.
+    fn index_args(&self) -> Vec<String> {
+        let mut args = vec![
+            "--index-groups".into(),
+            self.index_groups.to_string(),
+            "--index-nodes".into(),
+            self.index_nodes.join(","),
+        ];
+        if !self.index_replaced.is_empty() {
+            args.extend(["--index-replaced".into(), self.index_replaced.join(",")]);
+        }
+        args
+    }
+
+    /// Replaces node `index`, lost for good, in the index groups and the
+    /// ring: a new node (a free port, a zone and data of its own) started
+    /// with `--index-replaced OLD=NEW` joins the groups of the old one's
+    /// position and takes it out of them, and the ring trades the old
+    /// device for the new one. Gateways started with
+    /// [`Cluster::index_config`] from now on name it. The new node's index.
+    pub fn replace_index_node(&mut self, index: usize) -> Result<usize> {
+        ensure!(self.index_groups > 0, "the nodes hold no index group");
+        let new = self.add_node_to_builder()?;
+        let entry = format!("{}={}", self.nodes[index].address, self.nodes[new].address);
+        self.index_replaced.push(entry);
+        let args = self.index_args();
+        self.nodes[new].args.extend(args);
+        self.nodes[new].spawn()?;
+        self.remove_node(index)?;
+        Ok(new)
     }
 
     /// The config of a gateway whose buckets keep their objects in the
     /// index groups the nodes hold ([`Cluster::start_holding_index_groups`]).
     pub fn index_config(&self) -> String {
-        let nodes: Vec<_> = self
-            .index_nodes()
-            .iter()
-            .map(|node| format!("{node:?}"))
-            .collect();
+        let quoted = |names: &[String]| {
+            let quoted: Vec<_> = names.iter().map(|name| format!("{name:?}")).collect();
+            quoted.join(", ")
+        };
         format!(
-            "index_groups = {}\n[cluster]\nindex_nodes = [{}]\n",
+            "index_groups = {}\n[cluster]\nindex_nodes = [{}]\nindex_replaced = [{}]\n",
             self.index_groups,
-            nodes.join(", ")
+            quoted(&self.index_nodes),
+            quoted(&self.index_replaced)
         )
     }
 

@@ -299,6 +299,10 @@ struct IndexGroupReport {
     /// The last entry the member furthest on applied.
     last_applied: u64,
     members: Vec<GroupMemberReport>,
+    /// The group's voters, as the members that answered know them (all of
+    /// their views together: one that has not applied a change yet adds
+    /// the voters it still knows).
+    voters: Vec<u64>,
     /// Voters of the group (as the members that answered know them) that
     /// did not answer: their nodes are down, or do not run the group.
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -365,7 +369,8 @@ fn index_group_reports(reports: &[NodeReport]) -> Vec<IndexGroupReport> {
                 .flat_map(|(_, view)| view.voters.iter().copied())
                 .collect();
             let missing = voters
-                .into_iter()
+                .iter()
+                .copied()
                 .filter(|voter| !views.iter().any(|(_, view)| view.id == *voter))
                 .collect();
             let members: Vec<GroupMemberReport> = views
@@ -383,6 +388,7 @@ fn index_group_reports(reports: &[NodeReport]) -> Vec<IndexGroupReport> {
                 leader,
                 last_applied: members.iter().map(|m| m.last_applied).max().unwrap_or(0),
                 members,
+                voters: voters.into_iter().collect(),
                 missing,
             }
         })
@@ -1145,6 +1151,7 @@ mod tests {
         assert_eq!(groups[1].last_applied, 5);
         assert!(!groups[1].caught_up(), "member 1 applied 4 of 5");
         // Member 3's node does not answer for group 2.
+        assert_eq!(groups[1].voters, [1, 2, 3]);
         assert_eq!(groups[1].missing, [3]);
         let report = ClusterReport {
             ring_version: 1,

@@ -90,6 +90,19 @@ fn raft_path(group: GroupId, rpc: RaftRpc) -> String {
     }
 }
 
+/// The query parameter naming the member a Raft message is for.
+const RAFT_TARGET_PARAM: &str = "to";
+
+/// The member a Raft message's query names, if it names one.
+fn raft_target(query: Option<&str>) -> Result<Option<u64>, String> {
+    let Some(to) = query.and_then(|query| wire::query_param(query, RAFT_TARGET_PARAM)) else {
+        return Ok(None);
+    };
+    to.parse()
+        .map(Some)
+        .map_err(|_| format!("{RAFT_TARGET_PARAM}={to} is not a member id\n"))
+}
+
 /// The group and message a path under [`RAFT_PATH`] names.
 fn parse_raft_path(path: &str) -> Option<(GroupId, RaftRpc)> {
     let rest = path.strip_prefix(RAFT_PATH)?;
@@ -520,11 +533,15 @@ impl RaftTransport for HttpRaftTransport {
         &self,
         address: &str,
         group: GroupId,
+        target: Option<u64>,
         rpc: RaftRpc,
         body: Bytes,
         timeout: Duration,
     ) -> Result<Bytes, String> {
-        let path = raft_path(group, rpc);
+        let mut path = raft_path(group, rpc);
+        if let Some(target) = target {
+            path.push_str(&format!("?{RAFT_TARGET_PARAM}={target}"));
+        }
         let (status, body) = self
             .client
             .with_timeout(timeout)
@@ -622,6 +639,7 @@ pub async fn handle(internal: &Internal, request: hyper::Request<RequestBody>) -
         return text_response(StatusCode::METHOD_NOT_ALLOWED, "POST only\n");
     }
     let path = request.uri().path().to_owned();
+    let raft_target = raft_target(request.uri().query());
     // Taken now: the time to read the body counts.
     let answer_by = request
         .uri()
@@ -662,7 +680,11 @@ pub async fn handle(internal: &Internal, request: hyper::Request<RequestBody>) -
                 format!("this process is not a member of the metadata service's {group}\n"),
             );
         };
-        return match service.handle_rpc(rpc, &body).await {
+        let to = match raft_target {
+            Ok(to) => to,
+            Err(why) => return text_response(StatusCode::BAD_REQUEST, why),
+        };
+        return match service.handle_rpc(rpc, &body, to).await {
             Ok(answer) => json_response(StatusCode::OK, answer),
             Err(why) => text_response(StatusCode::BAD_REQUEST, format!("{why}\n")),
         };
@@ -860,6 +882,15 @@ mod tests {
         ] {
             assert_eq!(parse_raft_path(path), None, "{path}");
         }
+    }
+
+    #[test]
+    fn raft_messages_name_their_target_member_or_none() {
+        assert_eq!(raft_target(None), Ok(None));
+        assert_eq!(raft_target(Some("sha256=ab&nonce=1")), Ok(None));
+        assert_eq!(raft_target(Some("to=42&sha256=ab")), Ok(Some(42)));
+        assert_eq!(raft_target(Some("sha256=ab&to=7")), Ok(Some(7)));
+        assert!(raft_target(Some("to=seven")).is_err());
     }
 
     #[test]

@@ -284,7 +284,7 @@ pub async fn start(hosting: Hosting) -> anyhow::Result<BTreeMap<u16, Arc<MetaSer
             refuse_member_file(&hosting.data)?;
             founding_member
         }
-        false => replacing_member(&hosting.data)?,
+        false => replacing_member(&hosting.data, &hosting.address)?,
     };
     let pool = RingPool::new(
         hosting.ring,
@@ -348,7 +348,7 @@ pub async fn start(hosting: Hosting) -> anyhow::Result<BTreeMap<u16, Arc<MetaSer
                 client: strata_pool::NodeClient::new(
                     hosting.secret.clone(),
                     hosting.tls.as_ref(),
-                    JOIN_TIMEOUT,
+                    JOIN_CALL_TIMEOUT,
                 ),
                 group,
                 member,
@@ -378,15 +378,29 @@ pub async fn start(hosting: Hosting) -> anyhow::Result<BTreeMap<u16, Arc<MetaSer
 const MEMBER_FILE: &str = "index-member";
 
 /// The member id of a node that replaced another, drawn at its first start
-/// and kept: ids above any position's, and new for each data directory, so
-/// that a node that lost its disk never answers as the member it was.
-fn replacing_member(data: &Path) -> anyhow::Result<u64> {
+/// and kept with the node's address: ids above any position's (and within
+/// what JSON numbers hold exactly), and new for each data directory, so
+/// that a replacement that lost its disk is a new member. A data directory
+/// moved to another address is refused: its member joined at the old one.
+fn replacing_member(data: &Path, address: &str) -> anyhow::Result<u64> {
     let path = data.join(MEMBER_FILE);
     match std::fs::read_to_string(&path) {
-        Ok(text) => text
-            .trim()
-            .parse()
-            .with_context(|| format!("{} is not a member id", path.display())),
+        Ok(text) => {
+            let kept = text
+                .split_once(' ')
+                .and_then(|(id, at)| Some((id.parse::<u64>().ok()?, at.trim())));
+            let Some((member, at)) = kept else {
+                bail!("{} is not a member id and an address", path.display());
+            };
+            if at != address {
+                bail!(
+                    "{} holds member {member} of the index groups at {at}, not {address}: \
+                     a replacement at a new address starts on a data directory of its own",
+                    data.display()
+                );
+            }
+            Ok(member)
+        }
         Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
             // A log without the file is a founding member's.
             if data.join("raft").exists() {
@@ -396,10 +410,11 @@ fn replacing_member(data: &Path) -> anyhow::Result<u64> {
                     data.display()
                 );
             }
-            let member = rand::random_range(1u64 << 32..1u64 << 62);
+            let member = rand::random_range(1u64 << 32..1u64 << 53);
             // The node's own server may not have made the directory yet.
             std::fs::create_dir_all(data).with_context(|| format!("making {}", data.display()))?;
-            crate::ring_cli::write_atomically(&path, format!("{member}\n").as_bytes())?;
+            let kept = format!("{member} {address}\n");
+            crate::ring_cli::write_atomically(&path, kept.as_bytes())?;
             Ok(member)
         }
         Err(err) => Err(err).with_context(|| format!("reading {}", path.display())),
@@ -418,9 +433,10 @@ fn refuse_member_file(data: &Path) -> anyhow::Result<()> {
     }
 }
 
-/// How long a join may wait for the group's leader: adding a member
-/// returns once the member caught up, a snapshot and the log after it.
-const JOIN_TIMEOUT: Duration = Duration::from_secs(600);
+/// How long one call of a join waits for its answer: adding a member
+/// returns once the member caught up (a snapshot and the log after it);
+/// a call cut short is made again, and finds what was done.
+const JOIN_CALL_TIMEOUT: Duration = Duration::from_secs(150);
 
 /// A node's member joining an index group in the place of the nodes it
 /// replaced.
@@ -438,10 +454,11 @@ struct Joiner {
 
 /// Adds the node's member to its group, a learner until caught up and
 /// then a voter, and only then takes out the members of the nodes it
-/// replaced: the group keeps a majority of three all along. Each step is
+/// replaced: the group never has fewer than three voters, but between the
+/// two steps it has four and needs three of them. Each step is
 /// done already when run again, so a node restarted half way finishes;
 /// refusals (no leader yet, a change under way) are retried.
-async fn join_group(joiner: Joiner) {
+async fn join_group(mut joiner: Joiner) {
     let mut pause = Duration::from_secs(1);
     loop {
         match join_once(&joiner).await {
@@ -462,6 +479,9 @@ async fn join_group(joiner: Joiner) {
         }
         tokio::time::sleep(pause).await;
         pause = (pause * 2).min(Duration::from_secs(30));
+        // Another member first next time: one that takes calls and never
+        // answers must not hold up every attempt.
+        joiner.others.rotate_left(1);
     }
 }
 
@@ -479,7 +499,7 @@ async fn join_once(joiner: &Joiner) -> anyhow::Result<Vec<u64>> {
                 joiner.others.clone(),
                 joiner.group,
                 body?,
-                JOIN_TIMEOUT,
+                JOIN_CALL_TIMEOUT,
             )
             .await
         }
@@ -490,9 +510,14 @@ async fn join_once(joiner: &Joiner) -> anyhow::Result<Vec<u64>> {
     })
     .await
     .context("adding this node's member")?;
+    // And a member of an earlier data directory at this address, which
+    // this node does not answer for (`MetaService::handle_rpc`).
     let leaving: Vec<u64> = (joined.members.iter())
         .chain(&joined.learners)
-        .filter(|(id, address)| **id != joiner.member && joiner.replaced.contains(address))
+        .filter(|(id, address)| {
+            **id != joiner.member
+                && (joiner.replaced.contains(address) || **address == joiner.address)
+        })
         .map(|(id, _)| *id)
         .collect();
     for id in &leaving {
@@ -706,9 +731,16 @@ mod tests {
     #[test]
     fn a_replacement_draws_its_member_id_once_and_founding_data_stays_founding() {
         let dir = tempfile::tempdir().unwrap();
-        let member = replacing_member(dir.path()).unwrap();
+        let member = replacing_member(dir.path(), "10.0.0.9:7000").unwrap();
         assert!(member > u64::from(u16::MAX), "{member} may be a position's");
-        assert_eq!(replacing_member(dir.path()).unwrap(), member);
+        assert!(member < 1 << 53, "{member} is not a JSON number");
+        assert_eq!(
+            replacing_member(dir.path(), "10.0.0.9:7000").unwrap(),
+            member
+        );
+        // Moved to another address, the directory is not that member.
+        let moved = replacing_member(dir.path(), "10.0.0.8:7000").unwrap_err();
+        assert!(moved.to_string().contains("not 10.0.0.8:7000"), "{moved}");
         let refused = refuse_member_file(dir.path()).unwrap_err();
         assert!(
             refused.to_string().contains("--index-replaced"),
@@ -718,7 +750,7 @@ mod tests {
         let founding = tempfile::tempdir().unwrap();
         std::fs::create_dir(founding.path().join("raft")).unwrap();
         assert!(refuse_member_file(founding.path()).is_ok());
-        let refused = replacing_member(founding.path()).unwrap_err();
+        let refused = replacing_member(founding.path(), "10.0.0.9:7000").unwrap_err();
         assert!(refused.to_string().contains("founding node"), "{refused}");
     }
 }

@@ -795,7 +795,26 @@ impl MetaService {
     }
 
     /// Answers a Raft message from another member.
-    pub async fn handle_rpc(&self, rpc: RaftRpc, body: &[u8]) -> Result<Vec<u8>, String> {
+    /// Answers one of Raft's messages (or a probe) sent to member `to`:
+    /// refused when that is not this member. Messages go by address, and a
+    /// node that replaced another at an address it once had, or a member
+    /// started again with another id, must not answer for a member it is
+    /// not (its votes and log are not that member's). `None`: a sender
+    /// that does not say (a probe, or a build before targets).
+    pub async fn handle_rpc(
+        &self,
+        rpc: RaftRpc,
+        body: &[u8],
+        to: Option<u64>,
+    ) -> Result<Vec<u8>, String> {
+        if let Some(to) = to
+            && to != self.id
+        {
+            return Err(format!(
+                "this is member {} of the {}, not member {to}",
+                self.id, self.group
+            ));
+        }
         match rpc {
             RaftRpc::Probe => {
                 // A body that is not a request asks nothing more.

@@ -118,7 +118,14 @@ async fn asked(
 ) -> Option<ProbeAnswer> {
     let body = serde_json::to_vec(request).ok()?;
     let sent = transport
-        .send(address, group, RaftRpc::Probe, Bytes::from(body), wait)
+        .send(
+            address,
+            group,
+            None,
+            RaftRpc::Probe,
+            Bytes::from(body),
+            wait,
+        )
         .await;
     sent.ok()
         .and_then(|bytes| serde_json::from_slice::<ProbeAnswer>(&bytes).ok())
@@ -129,10 +136,16 @@ async fn asked(
 /// answer.
 #[async_trait]
 pub trait RaftTransport: Send + Sync + 'static {
+    /// `target` is the member the message is for, which the receiver
+    /// checks against its own ([`MetaService::handle_rpc`]); a probe asks
+    /// whoever runs the group at `address`.
+    ///
+    /// [`MetaService::handle_rpc`]: crate::MetaService::handle_rpc
     async fn send(
         &self,
         address: &str,
         group: GroupId,
+        target: Option<u64>,
         rpc: RaftRpc,
         body: Bytes,
         timeout: Duration,
@@ -200,6 +213,7 @@ impl Peer {
             .send(
                 &self.address,
                 self.group,
+                Some(self.target),
                 rpc,
                 Bytes::from(body),
                 option.hard_ttl(),

@@ -75,6 +75,7 @@ impl RaftTransport for InProcess {
         &self,
         address: &str,
         group: GroupId,
+        target: Option<u64>,
         rpc: RaftRpc,
         body: Bytes,
         _timeout: Duration,
@@ -86,7 +87,7 @@ impl RaftTransport for InProcess {
         let key = (address.to_owned(), group);
         let member = self.members.read().get(&key).and_then(Weak::upgrade);
         let member = member.ok_or_else(|| format!("{group} of {address} does not run"))?;
-        member.handle_rpc(rpc, &body).await.map(Bytes::from)
+        member.handle_rpc(rpc, &body, target).await.map(Bytes::from)
     }
 }
 
@@ -582,6 +583,36 @@ async fn a_member_that_does_not_lead_sends_callers_to_the_leader() {
         return;
     }
     panic!("the leadership kept moving");
+}
+
+/// Raft's messages go by address: a member refuses one meant for another
+/// member (a node that took over an address once another's), and changes
+/// nothing, while the group goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_refuses_raft_messages_meant_for_another() {
+    let group = start_group().await;
+    group.call(create_bucket_call("acct")).await;
+    group.settle().await;
+    let member = group.running().next().expect("a member");
+    let id = member.status().id;
+    let before = member.status().last_applied;
+    let vote = serde_json::json!({
+        "vote": { "leader_id": { "term": 1_000, "node_id": id + 1 }, "committed": false },
+        "last_log_id": null
+    });
+    let body = serde_json::to_vec(&vote).expect("vote");
+    let refused = member
+        .handle_rpc(RaftRpc::Vote, &body, Some(id + 100))
+        .await
+        .expect_err("a vote for another member taken");
+    assert!(
+        refused.contains(&format!("not member {}", id + 100)),
+        "{refused}"
+    );
+    assert_eq!(member.status().last_applied, before);
+    assert!(member.status().term < 1_000, "{:?}", member.status());
+    // The group takes changes as before.
+    group.call(put_call("after", b"one", None)).await;
 }
 
 /// openraft keeps a leader that lost its majority leading; it shows the

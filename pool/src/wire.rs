@@ -109,7 +109,7 @@ impl ClusterSecret {
 }
 
 /// The value of parameter `name` in `query` (the part after `?`).
-pub(crate) fn query_param<'a>(query: &'a str, name: &str) -> Option<&'a str> {
+pub fn query_param<'a>(query: &'a str, name: &str) -> Option<&'a str> {
     query
         .split('&')
         .find_map(|pair| pair.strip_prefix(name)?.strip_prefix('='))

@@ -698,6 +698,13 @@ impl Cluster {
         self.node_call(node, &format!("/internal/v1/meta/{group}"), body)
     }
 
+    /// Membership call `body` (a `MembershipChange` in JSON) to index
+    /// group `group` at node `node`, signed as members sign theirs: the
+    /// status and the answer.
+    pub fn node_members_call(&self, node: usize, group: u16, body: &str) -> Result<(u16, String)> {
+        self.node_call(node, &format!("/internal/v1/members/{group}"), body)
+    }
+
     /// A signed internal call `POST path` to node `node` with `body`.
     fn node_call(&self, node: usize, path: &str, body: &str) -> Result<(u16, String)> {
         let path = format!(

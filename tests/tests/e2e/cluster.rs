@@ -264,10 +264,16 @@ fn an_index_node_lost_for_good_is_replaced_in_its_groups() -> Result<()> {
                 nodes
             })
             .collect();
-        // `missing` empty: no member's view keeps the lost node a voter.
+        // Three voters, each among those that answered (`missing` empty):
+        // the new node votes and no member's view keeps the lost one.
         let replaced = status["index_groups_caught_up"] == true
             && held == vec![expected.clone(); GROUPS as usize]
-            && groups.iter().all(|group| group.get("missing").is_none());
+            && groups.iter().all(|group| {
+                group.get("missing").is_none()
+                    && group["voters"]
+                        .as_array()
+                        .is_some_and(|voters| voters.len() == 3)
+            });
         Ok((!replaced).then(|| format!("the lost node is not replaced yet: {groups:#?}")))
     })?;
     cluster.wait_settled(since, SETTLE_TIMEOUT)?;
@@ -282,6 +288,22 @@ fn an_index_node_lost_for_good_is_replaced_in_its_groups() -> Result<()> {
     // leaders through the one left; a gateway started now names the new
     // node.
     cluster.nodes[0].kill9()?;
+    // Every group's leader shows its members, which it does only once a
+    // majority confirms it leads.
+    within(SETTLE_TIMEOUT, Duration::from_millis(500), || {
+        for group in 1..=GROUPS {
+            let mut answers = Vec::new();
+            for node in [2, new] {
+                answers.push(cluster.node_members_call(node, group, r#"{"op":"show"}"#)?);
+            }
+            if !answers.iter().any(|(status, _)| *status == 200) {
+                return Ok(Some(format!(
+                    "index group {group} shows no leader: {answers:?}"
+                )));
+            }
+        }
+        Ok(None)
+    })?;
     let second = cluster.gateway_over_with_config(&server, &cluster.index_config())?;
     for (name, gateway) in [("first", &server), ("second", &second)] {
         ensure_listed(gateway, &bucket, COUNT).with_context(|| format!("the {name} gateway"))?;

@@ -431,7 +431,11 @@ pub enum MetadataCommand {
 pub fn metadata(args: MetadataArgs) -> anyhow::Result<()> {
     let change = match args.command.unwrap_or(MetadataCommand::Show) {
         MetadataCommand::Show => MembershipChange::Show,
-        MetadataCommand::Add { id, address } => MembershipChange::Add { id, address },
+        MetadataCommand::Add { id, address } => MembershipChange::Add {
+            id,
+            address,
+            replacing: Vec::new(),
+        },
         MetadataCommand::Remove { id } => MembershipChange::Remove { id },
     };
     // Adding waits for the new member to catch up (2 minutes at most).

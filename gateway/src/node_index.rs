@@ -452,10 +452,11 @@ struct Joiner {
     replaced: Vec<String>,
 }
 
-/// Adds the node's member to its group, a learner until caught up and
-/// then a voter, and only then takes out the members of the nodes it
-/// replaced: the group never has fewer than three voters, but between the
-/// two steps it has four and needs three of them. Each step is
+/// Adds the node's member to its group, a learner until caught up, and
+/// then, in one joint change, makes it a voter as the members of the nodes
+/// it replaced leave: while the change is made, a majority of the old
+/// voters and one of the new must agree, so the group never needs more of
+/// its live members than before. Each step is
 /// done already when run again, so a node restarted half way finishes;
 /// refusals (no leader yet, a change under way) are retried.
 async fn join_group(mut joiner: Joiner) {
@@ -504,28 +505,42 @@ async fn join_once(joiner: &Joiner) -> anyhow::Result<Vec<u64>> {
             .await
         }
     };
+    // The members of the nodes it replaced leave as this one comes to
+    // vote, in one joint change; and any other member at this address, of
+    // an earlier data directory, which this node does not answer for
+    // (`MetaService::handle_rpc`).
+    let shown = ask(&MembershipChange::Show)
+        .await
+        .context("asking the group's members")?;
+    let leaving_of = |membership: &strata_meta::Membership| -> Vec<u64> {
+        (membership.members.iter())
+            .chain(&membership.learners)
+            .filter(|(id, address)| {
+                **id != joiner.member
+                    && (joiner.replaced.contains(address) || **address == joiner.address)
+            })
+            .map(|(id, _)| *id)
+            .collect()
+    };
+    let mut left = leaving_of(&shown);
     let joined = ask(&MembershipChange::Add {
         id: joiner.member,
         address: joiner.address.clone(),
+        replacing: left.clone(),
     })
     .await
     .context("adding this node's member")?;
-    // And a member of an earlier data directory at this address, which
-    // this node does not answer for (`MetaService::handle_rpc`).
-    let leaving: Vec<u64> = (joined.members.iter())
-        .chain(&joined.learners)
-        .filter(|(id, address)| {
-            **id != joiner.member
-                && (joiner.replaced.contains(address) || **address == joiner.address)
-        })
-        .map(|(id, _)| *id)
-        .collect();
+    // A leader of an earlier build only adds: the others leave one by one.
+    let leaving = leaving_of(&joined);
     for id in &leaving {
         ask(&MembershipChange::Remove { id: *id })
             .await
             .with_context(|| format!("taking out member {id} of a node replaced"))?;
     }
-    Ok(leaving)
+    left.extend(leaving);
+    left.sort_unstable();
+    left.dedup();
+    Ok(left)
 }
 
 /// How often a node looks for the metadata service that claims it, before

@@ -27,7 +27,7 @@ mod network;
 mod state_machine;
 mod versions;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -187,14 +187,27 @@ pub enum Joining {
 
 /// A change of the group's members, made by the leader. Members change one
 /// at a time, so every majority of the old members overlaps every majority
-/// of the new ones.
+/// of the new ones, or, for a replacement, through a joint configuration
+/// that needs a majority of both.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case")]
 pub enum MembershipChange {
     /// Sends member `id` (started with [`Joining::Added`]) the log, then
     /// makes it a voting member once it has caught up; done already if it
     /// votes at `address` in a settled membership.
-    Add { id: u64, address: String },
+    ///
+    /// With `replacing`, the voters it names leave in the same change as
+    /// member `id` comes to vote (a joint change from the old voters to the
+    /// new: a majority of each must agree while it is made, so the group
+    /// never needs more of its live members than before). Leaders of
+    /// builds before it ignore the field and only add: the caller then
+    /// removes them.
+    Add {
+        id: u64,
+        address: String,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        replacing: Vec<u64>,
+    },
     /// Takes member `id` out of the group (it may be the leader, which
     /// then steps down); done already if a settled membership does not
     /// list it.
@@ -953,18 +966,43 @@ impl MetaService {
                 return Ok(Membership { runs, ..known });
             }
             // Done already (see `Remove` below).
-            MembershipChange::Add { id, address }
-                if self.membership_settled() && known.members.get(&id) == Some(&address) =>
+            MembershipChange::Add {
+                id,
+                address,
+                replacing,
+            } if self.membership_settled()
+                && known.members.get(&id) == Some(&address)
+                && !replacing.iter().any(|old| known.members.contains_key(old)) =>
             {
                 return Ok(known);
             }
-            MembershipChange::Add { id, address } => {
+            MembershipChange::Add {
+                id,
+                address,
+                replacing,
+            } => {
                 let listed = known.members.get(&id).or(known.learners.get(&id));
                 if listed.is_some_and(|listed| *listed != address) {
                     return refused(format!(
                         "member {id} is already at {}: remove it first",
                         listed.map_or("", String::as_str)
                     ));
+                }
+                let leaving: BTreeSet<u64> = replacing
+                    .into_iter()
+                    .filter(|old| *old != id && known.members.contains_key(old))
+                    .collect();
+                // Voting already (an add whose replacement was cut short):
+                // only the replaced leave.
+                if known.members.contains_key(&id) {
+                    if leaving.is_empty() {
+                        return refused(
+                            "a membership change is under way: make it again in a moment".into(),
+                        );
+                    }
+                    let voters = known.members.keys().copied();
+                    let staying = voters.filter(|voter| !leaving.contains(voter)).collect();
+                    return self.changed(ChangeMembers::ReplaceAllVoters(staying)).await;
                 }
                 // openraft's own blocking add gives up waiting after a
                 // moment and answers all the same: the catching up is
@@ -1010,7 +1048,14 @@ impl MetaService {
                         CATCH_UP_WAIT.as_secs()
                     ));
                 }
-                ChangeMembers::AddVoterIds([id].into())
+                match leaving.is_empty() {
+                    true => ChangeMembers::AddVoterIds([id].into()),
+                    false => {
+                        let voters = known.members.keys().copied();
+                        let staying = voters.filter(|voter| !leaving.contains(voter));
+                        ChangeMembers::ReplaceAllVoters(staying.chain([id]).collect())
+                    }
+                }
             }
             MembershipChange::Remove { id } if known.members.contains_key(&id) => {
                 ChangeMembers::RemoveVoters([id].into())
@@ -1030,6 +1075,16 @@ impl MetaService {
                 ));
             }
         };
+        self.changed(changes).await
+    }
+
+    /// Makes `changes` to the group's members (removed voters leave
+    /// altogether); the answer is the members after.
+    async fn changed(
+        &self,
+        changes: openraft::ChangeMembers<u64, BasicNode>,
+    ) -> Result<Membership, Routed> {
+        let refused = |why: String| Err(Routed::Unavailable(why));
         // openraft commits a change in two entries, the second driven by
         // the caller's future: run it in a task of its own, so that a
         // caller that gives up does not leave the group between the two.

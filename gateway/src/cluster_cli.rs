@@ -226,6 +226,9 @@ pub fn node(args: NodeArgs) -> anyhow::Result<()> {
             .then(|| crate::node_index::calls(served.clone())),
     };
     runtime()?.block_on(async {
+        if let Some(hosting) = &hosting {
+            crate::node_index::refuse_lost_data(hosting).await?;
+        }
         let serving = strata_pool::node::run(config);
         tokio::pin!(serving);
         let mut groups = Vec::new();

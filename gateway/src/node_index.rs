@@ -307,13 +307,13 @@ pub async fn start(hosting: Hosting) -> anyhow::Result<BTreeMap<u16, Arc<MetaSer
     root.hold_index_groups_without_root(hosting.groups, hosting.nodes.held_by())
         .await
         .context("readying the index groups' database (--index-groups and --index-nodes are kept for good once given)")?;
-    let log = MetaLog::open(&hosting.data.join("raft"))
-        .map_err(|why| anyhow::anyhow!("opening the index groups' log: {why}"))?;
     let transport = Arc::new(HttpRaftTransport::new(
         hosting.secret.clone(),
         hosting.tls.as_ref(),
     ));
     let current = hosting.nodes.current();
+    let log = MetaLog::open(&hosting.data.join("raft"))
+        .map_err(|why| anyhow::anyhow!("opening the index groups' log: {why}"))?;
     let mut services = BTreeMap::new();
     for group in 1..=hosting.groups {
         let members = group_members(&founding, group);
@@ -374,6 +374,62 @@ pub async fn start(hosting: Hosting) -> anyhow::Result<BTreeMap<u16, Arc<MetaSer
     Ok(services)
 }
 
+/// How long a starting node waits for each other member's answer to
+/// whether it was heard from before.
+const LOST_DATA_PROBE_WAIT: Duration = Duration::from_secs(3);
+
+/// Refuses to start the member of a founding node at `position` with an
+/// empty log when a group's leader has heard that member acknowledge
+/// entries: its data was lost (a new disk at the old address), and it
+/// would vote and acknowledge again as the member it was, with none of
+/// what it promised. A node that never took part yet (the last of a new
+/// cluster to start) is not refused. Leaders elected since the member
+/// last answered cannot tell, nor can members that do not answer: this
+/// catches the common case, not every one.
+///
+/// Called before the node serves anything, so that a node refused never
+/// took a request.
+pub async fn refuse_lost_data(hosting: &Hosting) -> anyhow::Result<()> {
+    let Some((position, [])) = hosting.nodes.position_of(&hosting.address) else {
+        // A replacement (a member of its own), or refused by `start`.
+        return Ok(());
+    };
+    if hosting.data.join("raft").exists() {
+        return Ok(());
+    }
+    let transport = HttpRaftTransport::new(hosting.secret.clone(), hosting.tls.as_ref());
+    let (founding, current) = (hosting.nodes.founding(), hosting.nodes.current());
+    let member = position as u64 + 1;
+    for group in 1..=hosting.groups {
+        let members = group_members(&founding, group);
+        if !members.contains_key(&member) {
+            continue;
+        }
+        for other in members.keys().filter(|other| **other != member) {
+            let Some(address) = current.get(*other as usize - 1) else {
+                continue;
+            };
+            let heard = strata_meta::leader_heard_from(
+                &transport,
+                address,
+                GroupId::Index(group),
+                member,
+                LOST_DATA_PROBE_WAIT,
+            )
+            .await;
+            if heard == Some(true) {
+                bail!(
+                    "index group {group}'s leader ({address}) has heard this node's member \
+                     before, but its log is empty: its data was lost. Start a node at a new \
+                     address in its place (--index-replaced {}=NEW)",
+                    current[position]
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Where a node that replaced another keeps its member id in the groups.
 const MEMBER_FILE: &str = "index-member";
 
@@ -386,6 +442,14 @@ fn replacing_member(data: &Path, address: &str) -> anyhow::Result<u64> {
     let path = data.join(MEMBER_FILE);
     match std::fs::read_to_string(&path) {
         Ok(text) => {
+            let text = text.trim();
+            // A bare id: written by the first build of replacements, which
+            // kept no address; it is this node's from now on.
+            if let Ok(member) = text.parse::<u64>() {
+                let kept = format!("{member} {address}\n");
+                crate::ring_cli::write_atomically(&path, kept.as_bytes())?;
+                return Ok(member);
+            }
             let kept = text
                 .split_once(' ')
                 .and_then(|(id, at)| Some((id.parse::<u64>().ok()?, at.trim())));
@@ -756,6 +820,11 @@ mod tests {
         // Moved to another address, the directory is not that member.
         let moved = replacing_member(dir.path(), "10.0.0.8:7000").unwrap_err();
         assert!(moved.to_string().contains("not 10.0.0.8:7000"), "{moved}");
+        // A bare id, as the first build kept it, takes the address.
+        std::fs::write(dir.path().join(MEMBER_FILE), "4611686018427387904\n").unwrap();
+        let kept = replacing_member(dir.path(), "10.0.0.9:7000").unwrap();
+        assert_eq!(kept, 1 << 62);
+        assert!(replacing_member(dir.path(), "10.0.0.8:7000").is_err());
         let refused = refuse_member_file(dir.path()).unwrap_err();
         assert!(
             refused.to_string().contains("--index-replaced"),

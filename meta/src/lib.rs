@@ -38,7 +38,7 @@ use serde::{Deserialize, Serialize};
 use strata_store::{CallSignature, Store};
 
 pub use log_store::MetaLog;
-pub use network::{RaftRpc, RaftTransport};
+pub use network::{RaftRpc, RaftTransport, leader_heard_from};
 pub use state_machine::SnapshotFile;
 pub use versions::LOG_VERSION;
 
@@ -836,10 +836,19 @@ impl MetaService {
                     true => self.read_point().await,
                     false => None,
                 };
+                let leading = leads(&self.raft);
+                let acknowledged = asked.acknowledged_by.filter(|_| leading).map(|id| {
+                    let metrics = self.raft.metrics().borrow().clone();
+                    let matched = metrics
+                        .replication
+                        .and_then(|matched| matched.get(&id).cloned());
+                    matched.flatten().is_some()
+                });
                 let answer = network::ProbeAnswer {
-                    leading: leads(&self.raft),
+                    leading,
                     log_version: self.versions.runs(),
                     read_point,
+                    acknowledged,
                 };
                 serde_json::to_vec(&answer)
                     .map_err(|err| format!("encoding a probe's answer: {err}"))
@@ -972,7 +981,7 @@ impl MetaService {
                 replacing,
             } if self.membership_settled()
                 && known.members.get(&id) == Some(&address)
-                && !replacing.iter().any(|old| known.members.contains_key(old)) =>
+                && !(replacing.iter()).any(|old| *old != id && known.members.contains_key(old)) =>
             {
                 return Ok(known);
             }
@@ -992,17 +1001,15 @@ impl MetaService {
                     .into_iter()
                     .filter(|old| *old != id && known.members.contains_key(old))
                     .collect();
-                // Voting already (an add whose replacement was cut short):
-                // only the replaced leave.
+                // Voting already: a change cut short, which this finishes
+                // (openraft takes a joint configuration on to its last
+                // one), and only the replaced leave.
                 if known.members.contains_key(&id) {
-                    if leaving.is_empty() {
-                        return refused(
-                            "a membership change is under way: make it again in a moment".into(),
-                        );
-                    }
-                    let voters = known.members.keys().copied();
-                    let staying = voters.filter(|voter| !leaving.contains(voter)).collect();
-                    return self.changed(ChangeMembers::ReplaceAllVoters(staying)).await;
+                    let change = match leaving.is_empty() {
+                        true => ChangeMembers::AddVoterIds([id].into()),
+                        false => ChangeMembers::ReplaceAllVoters(self.voters_after(&leaving, None)),
+                    };
+                    return self.changed(change).await;
                 }
                 // openraft's own blocking add gives up waiting after a
                 // moment and answers all the same: the catching up is
@@ -1050,11 +1057,7 @@ impl MetaService {
                 }
                 match leaving.is_empty() {
                     true => ChangeMembers::AddVoterIds([id].into()),
-                    false => {
-                        let voters = known.members.keys().copied();
-                        let staying = voters.filter(|voter| !leaving.contains(voter));
-                        ChangeMembers::ReplaceAllVoters(staying.chain([id]).collect())
-                    }
+                    false => ChangeMembers::ReplaceAllVoters(self.voters_after(&leaving, Some(id))),
                 }
             }
             MembershipChange::Remove { id } if known.members.contains_key(&id) => {
@@ -1076,6 +1079,21 @@ impl MetaService {
             }
         };
         self.changed(changes).await
+    }
+
+    /// The voters of the group's latest configuration (read now: the
+    /// members may have changed while a new one caught up), less `leaving`
+    /// and with `joining`. Not the union of a joint configuration, which
+    /// would bring back a voter a change cut short was taking out.
+    fn voters_after(&self, leaving: &BTreeSet<u64>, joining: Option<u64>) -> BTreeSet<u64> {
+        let metrics = self.raft.metrics().borrow().clone();
+        let configs = metrics.membership_config.membership().get_joint_config();
+        let latest = configs.last().cloned().unwrap_or_default();
+        latest
+            .into_iter()
+            .filter(|voter| !leaving.contains(voter))
+            .chain(joining)
+            .collect()
     }
 
     /// Makes `changes` to the group's members (removed voters leave

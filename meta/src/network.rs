@@ -65,6 +65,10 @@ pub(crate) struct ProbeRequest {
     /// probe is `{}`, as before the question.)
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub(crate) read_point: bool,
+    /// Whether the leader has heard member `id` acknowledge entries: see
+    /// [`ProbeAnswer::acknowledged`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) acknowledged_by: Option<u64>,
 }
 
 /// The answer to a [`RaftRpc::Probe`].
@@ -83,6 +87,12 @@ pub(crate) struct ProbeAnswer {
     /// is of a build that does not know the question.
     #[serde(default)]
     pub(crate) read_point: Option<u64>,
+    /// Asked for: whether this member, leading, has heard the member asked
+    /// about acknowledge entries of its log since it was elected. `None`
+    /// from a member that does not lead, or of a build that does not know
+    /// the question.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) acknowledged: Option<bool>,
 }
 
 /// The answer of `group`'s member at `address` to a probe, if it gave one
@@ -96,6 +106,27 @@ pub(crate) async fn probe(
     asked(transport, address, group, &ProbeRequest::default(), wait).await
 }
 
+/// Whether `group`'s member at `address`, leading, has heard member
+/// `member` acknowledge entries of its log ([`ProbeAnswer::acknowledged`]);
+/// `None` when it does not lead or did not answer. A member that starts
+/// with an empty log while the leader says so has lost its data: it must
+/// not vote, nor acknowledge, as the member it was.
+pub async fn leader_heard_from(
+    transport: &dyn RaftTransport,
+    address: &str,
+    group: GroupId,
+    member: u64,
+    wait: Duration,
+) -> Option<bool> {
+    let request = ProbeRequest {
+        acknowledged_by: Some(member),
+        ..ProbeRequest::default()
+    };
+    asked(transport, address, group, &request, wait)
+        .await?
+        .acknowledged
+}
+
 /// The read point of `group`'s leader at `address` ([`ProbeAnswer::read_point`]),
 /// if it gave one within the time a leader takes to confirm it leads.
 pub(crate) async fn probe_read_point(
@@ -103,7 +134,10 @@ pub(crate) async fn probe_read_point(
     address: &str,
     group: GroupId,
 ) -> Option<u64> {
-    let request = ProbeRequest { read_point: true };
+    let request = ProbeRequest {
+        read_point: true,
+        ..ProbeRequest::default()
+    };
     let wait = crate::QUORUM_WAIT + Duration::from_secs(1);
     let answer = asked(transport, address, group, &request, wait).await?;
     answer.read_point

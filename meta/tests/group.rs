@@ -616,6 +616,37 @@ async fn a_member_refuses_raft_messages_meant_for_another() {
     group.call(put_call("after", b"one", None)).await;
 }
 
+/// A leader says whether it has heard a member acknowledge entries, which
+/// a member starting with an empty log asks before it takes part: one that
+/// was heard from lost its data. A follower does not say.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_says_whether_it_heard_from_a_member() {
+    let group = start_group().await;
+    group.create_shared_bucket().await;
+    group.settle().await;
+    let leader = group.agreed_leader().await;
+    let follower = group.a_follower();
+    let ask = |at: u64, about: u64| {
+        let transport = group.transport.clone();
+        let group_id = group.leader().group();
+        async move {
+            let address = format!("member-{at}");
+            strata_meta::leader_heard_from(
+                &*transport,
+                &address,
+                group_id,
+                about,
+                Duration::from_secs(5),
+            )
+            .await
+        }
+    };
+    assert_eq!(ask(leader, follower).await, Some(true));
+    // A member never heard of (the last of a new cluster to start).
+    assert_eq!(ask(leader, 9).await, Some(false));
+    assert_eq!(ask(follower, leader).await, None);
+}
+
 /// openraft keeps a leader that lost its majority leading; it shows the
 /// group's members as a leader's answer only once a majority confirms it,
 /// as for a read, and refuses otherwise (`strata metadata` then shows each
@@ -860,6 +891,9 @@ async fn a_lost_member_is_replaced_in_one_joint_change() {
     let put = group.call(put_call("before", b"x", None)).await;
     assert!(put["outcome"]["Ok"].is_object(), "{put}");
     group.stop_member(2).await;
+    // A leader among the others (member 2 may have led).
+    let put = group.call(put_call("without-2", b"x", None)).await;
+    assert!(put["outcome"]["Ok"].is_object(), "{put}");
 
     group.restart_member(4).await;
     let replace = MembershipChange::Add {

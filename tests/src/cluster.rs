@@ -95,6 +95,22 @@ impl StorageNode {
         Ok(())
     }
 
+    /// Whether the node's process exits within `bound`, and how.
+    pub fn exits_within(&mut self, bound: Duration) -> Result<Option<std::process::ExitStatus>> {
+        let deadline = Instant::now() + bound;
+        while let Some(child) = self.child.as_mut() {
+            if let Some(status) = child.try_wait()? {
+                self.child = None;
+                return Ok(Some(status));
+            }
+            if Instant::now() > deadline {
+                return Ok(None);
+            }
+            thread::sleep(Duration::from_millis(50));
+        }
+        Ok(None)
+    }
+
     /// Starts the node again on the same address and data.
     pub fn restart(&mut self) -> Result<()> {
         self.kill9()?;

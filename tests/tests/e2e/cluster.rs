@@ -237,14 +237,47 @@ fn an_index_node_lost_for_good_is_replaced_in_its_groups() -> Result<()> {
     let stop = work.join("stop");
     let reader = Reader::start(&server, &bucket, COUNT, utf8(&stop)?)?;
 
-    // Node 1 (member 2 of every group) is lost with its disk.
-    cluster.nodes[1].kill9()?;
-    fs::remove_dir_all(cluster.nodes[1].data_dir())?;
+    // A node (a member of every group) is lost with its disk: the one that
+    // leads fewest groups, so that a leader elsewhere has heard its member.
+    // Started again empty under its address, it is refused before it
+    // serves, rather than vote as the member it was with none of its log.
+    let leaders: Vec<Option<u64>> = index_group_reports(&cluster.status()?)
+        .iter()
+        .map(|group| group["leader"].as_u64())
+        .collect();
+    let leads = |node: usize| {
+        let member = node as u64 + 1;
+        leaders
+            .iter()
+            .filter(|leader| **leader == Some(member))
+            .count()
+    };
+    let lost = (0..3).min_by_key(|node| leads(*node)).unwrap_or(1);
+    let (down_next, left) = match lost {
+        0 => (1, 2),
+        1 => (0, 2),
+        _ => (0, 1),
+    };
+    let led_elsewhere =
+        leads(lost) < GROUPS as usize && leaders.iter().all(|leader| leader.is_some());
+    cluster.nodes[lost].kill9()?;
+    fs::remove_dir_all(cluster.nodes[lost].data_dir())?;
+    if led_elsewhere {
+        let _ = cluster.nodes[lost].restart();
+        let exited = cluster.nodes[lost].exits_within(Duration::from_secs(30))?;
+        let log = cluster.nodes[lost].log_tail(10);
+        ensure!(
+            exited.is_some_and(|status| !status.success()) && log.contains("its data was lost"),
+            "node {lost} started again on an empty disk ({exited:?}): {log}"
+        );
+    } else {
+        eprintln!("node {lost} led every group ({leaders:?}): no leader left to have heard it");
+    }
     let since = unix_now();
-    let new = cluster.replace_index_node(1)?;
+    let new = cluster.replace_index_node(lost)?;
     let mut expected = vec![
-        cluster.nodes[0].address.clone(),
-        cluster.nodes[2].address.clone(),
+        cluster.nodes[down_next].address.clone(),
+        cluster.nodes[left].address.clone(),
         cluster.nodes[new].address.clone(),
     ];
     expected.sort();
@@ -280,20 +313,20 @@ fn an_index_node_lost_for_good_is_replaced_in_its_groups() -> Result<()> {
     fs::write(&stop, "")?;
     let output = reader.finish()?;
     ensure!(output.contains("none failed"), "reader: {output}");
-    eprintln!("reader while node 1 was replaced: {}", output.trim());
+    eprintln!("reader while node {lost} was replaced: {}", output.trim());
 
     // One more node down: every group keeps two of its three members,
-    // which it would not have with node 1's member still in it. The first
-    // gateway still names the groups' founding nodes, and finds their
-    // leaders through the one left; a gateway started now names the new
-    // node.
-    cluster.nodes[0].kill9()?;
+    // which it would not have with the lost node's member still in it.
+    // The first gateway still names the groups' founding nodes, and finds
+    // their leaders through the one left; a gateway started now names the
+    // new node.
+    cluster.nodes[down_next].kill9()?;
     // Every group's leader shows its members, which it does only once a
     // majority confirms it leads.
     within(SETTLE_TIMEOUT, Duration::from_millis(500), || {
         for group in 1..=GROUPS {
             let mut answers = Vec::new();
-            for node in [2, new] {
+            for node in [left, new] {
                 answers.push(cluster.node_members_call(node, group, r#"{"op":"show"}"#)?);
             }
             if !answers.iter().any(|(status, _)| *status == 200) {

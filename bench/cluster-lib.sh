@@ -41,11 +41,11 @@ cpu_ticks() {
 }
 ticks_per_sec=$(getconf CLK_TCK)
 
-# start_node NAME PORT RING: a storage node; its pid joins the set-up.
+# start_node NAME PORT RING [ARGS...]: a storage node; its pid joins the set-up.
 start_node() {
     "$STRATA_BIN" node --data "$work/$1" --listen "127.0.0.1:$2" \
         --cluster-secret-file "$work/cluster.secret" --ring "$3" \
-        --replication-interval 1 --audit-pause 3600 >"$work/log/$1.log" 2>&1 &
+        --replication-interval 1 --audit-pause 3600 "${@:4}" >"$work/log/$1.log" 2>&1 &
     pids+=("$!")
     setup_pids+=("$!")
     node_pid[$1]=$!
@@ -65,15 +65,26 @@ make_ring() {
     "$STRATA_BIN" ring rebalance "$builder" >/dev/null
 }
 
-# start_three_nodes [NAME]: three fresh storage nodes (NAME-n0..2, default
-# n0..2) on a ring of 2 replicas; `ring` holds the flags a gateway of
-# theirs needs. Nodes belong to the first metadata service that claims
-# them: each set-up with a metadata service of its own needs its own.
+# start_three_nodes [NAME [INDEX_GROUPS]]: three fresh storage nodes
+# (NAME-n0..2, default n0..2) on a ring of 2 replicas, holding INDEX_GROUPS
+# index groups if given; `ring` holds the flags a gateway of theirs needs,
+# `index_nodes` their addresses as a TOML list. Nodes belong to the first
+# metadata service that claims them: each set-up with a metadata service
+# of its own needs its own.
 start_three_nodes() {
     local name=${1:-three} prefix=${1:+$1-} ports=("$(free_port)" "$(free_port)" "$(free_port)") i
+    local list index_args=()
     make_ring "$name" 2 "${ports[@]}"
     ring=(--ring "$work/$name.builder.ring" --cluster-secret-file "$work/cluster.secret")
-    for i in 0 1 2; do start_node "${prefix}n$i" "${ports[$i]}" "$work/$name.builder.ring"; done
+    list=$(printf '127.0.0.1:%s,' "${ports[@]}")
+    list=${list%,}
+    index_nodes="\"${list//,/\", \"}\""
+    if [[ -n ${2:-} ]]; then
+        index_args=(--index-groups "$2" --index-nodes "$list")
+    fi
+    for i in 0 1 2; do
+        start_node "${prefix}n$i" "${ports[$i]}" "$work/$name.builder.ring" "${index_args[@]}"
+    done
 }
 
 # start_metadata_members [PREFIX]: three gateways over those nodes, the members of a

@@ -2,7 +2,7 @@
 # metadata-compare.sh: what replicating the metadata service costs. Over
 # three storage nodes (2 replicas; fresh ones for each set-up, as nodes
 # belong to the metadata service that first claims them), the same
-# strata-bench PUT and GET phases run through a gateway in two set-ups, in
+# strata-bench PUT and GET phases run through a gateway in three set-ups, in
 # one run:
 #
 #   single    a gateway holds the metadata alone; the requests go through a
@@ -11,6 +11,13 @@
 #             service (--metadata A,B,C --metadata-member N); the requests go
 #             through a fourth gateway over them: one hop to the leader, which
 #             has a majority fsync each change in its log before applying it
+#   index nodes
+#             a gateway holds the root (buckets, accounts) alone, and the
+#             objects' records are in 4 index groups on the three storage
+#             nodes (`--index-groups`, `index_nodes`); the requests go
+#             through a second gateway: one hop to the root for the
+#             bucket (cached), one to the group's leader on a node, which
+#             has a majority fsync each change
 #
 # and the CPU time of every strata process is divided by the requests
 # answered. Then the leader is SIGKILLed while small PUTs go through the
@@ -19,7 +26,7 @@
 # leader SIGKILLed while the group sleeps, the PUTs starting with the kill.
 # Report: bench/runs/<date>-<host>-metadata.md.
 #
-#   bench/metadata-compare.sh     (about 3 minutes with the defaults)
+#   bench/metadata-compare.sh     (about 4 minutes with the defaults)
 #
 # Objects up to 16 KiB live inside their metadata record: a 4 KiB PUT is a
 # metadata change and nothing else, the case replication costs most.
@@ -50,6 +57,16 @@ start_gateway service "${ring[@]}"
 service_port=$gateway_port
 start_gateway single "${ring[@]}" --metadata "127.0.0.1:$service_port"
 measure single
+stop_setup
+
+log "index nodes: a gateway over one gateway's root, the index groups on the three nodes"
+start_three_nodes index 4
+printf 'index_groups = 4\n[cluster]\nindex_nodes = [%s]\n' "$index_nodes" >"$work/index.toml"
+STRATA_CONFIG=$work/index.toml start_gateway index-root "${ring[@]}"
+root_port=$gateway_port
+STRATA_CONFIG=$work/index.toml start_gateway index-outsider "${ring[@]}" \
+    --metadata "127.0.0.1:$root_port"
+measure "index nodes"
 stop_setup
 
 log "raft: a gateway over a replicated metadata service of three members"
@@ -103,13 +120,16 @@ print(f"strata-bench, {conc} connections, {duration} per phase, through a gatewa
 print("a member; three storage nodes, 2 replicas. CPU = user + system time of every")
 print("strata process (gateways and nodes) per request answered.\n")
 print("## Ratios\n")
-print("| size | op | raft / single req/s | raft / single CPU per request |")
-print("|---|---|---|---|")
+print("| size | op | raft / single req/s | raft / single CPU per request | index nodes / raft req/s | index nodes / raft CPU per request |")
+print("|---|---|---|---|---|---|")
 for (setup, op, size), r in table.items():
-    base = table.get(("single", op, size))
-    if setup != "raft" or not base:
+    base, nodes = table.get(("single", op, size)), table.get(("index nodes", op, size))
+    if setup != "raft" or not base or not nodes:
         continue
-    print(f"| {size} | {op} | {ratio(r[3], base[3])} | {ratio(r[6], base[6])} |")
+    print(f"| {size} | {op} | {ratio(r[3], base[3])} | {ratio(r[6], base[6])} "
+          f"| {ratio(nodes[3], r[3])} | {ratio(nodes[6], r[6])} |")
+print("\nindex nodes: the objects' records replicated by Raft groups on the storage")
+print("nodes instead of a service of three gateways; both fsync each change on a majority.")
 print("\n## Figures\n")
 print("| set-up | op | size | req/s | MB/s | p99 ms | CPU µs/request | errors |")
 print("|---|---|---|---|---|---|---|---|")

@@ -384,8 +384,9 @@ const LOST_DATA_PROBE_WAIT: Duration = Duration::from_secs(3);
 /// would vote and acknowledge again as the member it was, with none of
 /// what it promised. A node that never took part yet (the last of a new
 /// cluster to start) is not refused. Leaders elected since the member
-/// last answered cannot tell, nor can members that do not answer: this
-/// catches the common case, not every one.
+/// last answered cannot tell, nor can members that do not answer or do
+/// not lead (a whole cluster starting again at once): this catches the
+/// common case, not every one.
 ///
 /// Called before the node serves anything, so that a node refused never
 /// took a request.
@@ -400,6 +401,9 @@ pub async fn refuse_lost_data(hosting: &Hosting) -> anyhow::Result<()> {
     let transport = HttpRaftTransport::new(hosting.secret.clone(), hosting.tls.as_ref());
     let (founding, current) = (hosting.nodes.founding(), hosting.nodes.current());
     let member = position as u64 + 1;
+    // Every group's other members at once: the node serves nothing until
+    // they answered or the wait passed.
+    let mut asked = Vec::new();
     for group in 1..=hosting.groups {
         let members = group_members(&founding, group);
         if !members.contains_key(&member) {
@@ -409,23 +413,28 @@ pub async fn refuse_lost_data(hosting: &Hosting) -> anyhow::Result<()> {
             let Some(address) = current.get(*other as usize - 1) else {
                 continue;
             };
-            let heard = strata_meta::leader_heard_from(
-                &transport,
-                address,
-                GroupId::Index(group),
-                member,
-                LOST_DATA_PROBE_WAIT,
-            )
-            .await;
-            if heard == Some(true) {
-                bail!(
-                    "index group {group}'s leader ({address}) has heard this node's member \
-                     before, but its log is empty: its data was lost. Start a node at a new \
-                     address in its place (--index-replaced {}=NEW)",
-                    current[position]
-                );
-            }
+            let transport = &transport;
+            asked.push(async move {
+                let heard = strata_meta::leader_heard_from(
+                    transport,
+                    address,
+                    GroupId::Index(group),
+                    member,
+                    LOST_DATA_PROBE_WAIT,
+                )
+                .await;
+                (group, address, heard)
+            });
         }
+    }
+    let answers = futures::future::join_all(asked).await;
+    if let Some((group, address, _)) = answers.iter().find(|(_, _, heard)| *heard == Some(true)) {
+        bail!(
+            "index group {group}'s leader ({address}) has heard this node's member \
+             before, but its log is empty: its data was lost. Start a node at a new \
+             address in its place (--index-replaced {}=NEW)",
+            current[position]
+        );
     }
     Ok(())
 }

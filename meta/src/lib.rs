@@ -1007,7 +1007,11 @@ impl MetaService {
                 if known.members.contains_key(&id) {
                     let change = match leaving.is_empty() {
                         true => ChangeMembers::AddVoterIds([id].into()),
-                        false => ChangeMembers::ReplaceAllVoters(self.voters_after(&leaving, None)),
+                        // With `id`: a change cut short may have been
+                        // taking it out, leaving it only in the old half.
+                        false => {
+                            ChangeMembers::ReplaceAllVoters(self.voters_after(&leaving, Some(id)))
+                        }
                     };
                     return self.changed(change).await;
                 }

@@ -216,30 +216,6 @@ pub enum MembershipChange {
     Show,
 }
 
-/// How long a founding member that is not its group's preferred founder
-/// waits for it to found the group before founding it itself.
-const FOUNDING_GRACE: Duration = Duration::from_millis(3 * ELECTION_TIMEOUT_MAX);
-
-/// The member that founds `group` first, and so is its first leader: the
-/// root group's lowest id, and index group `g`'s `g`th member (counting
-/// round), so that each member leads its share of the groups.
-fn preferred_founder(group: GroupId, members: &Members) -> Option<u64> {
-    let ids: Vec<u64> = members.keys().copied().collect();
-    let index = match group {
-        GroupId::Root => 0,
-        GroupId::Index(g) => usize::from(g.saturating_sub(1)) % ids.len().max(1),
-    };
-    ids.get(index).copied()
-}
-
-/// Proposes the group's first membership `nodes` (done already if the
-/// group was founded meanwhile).
-async fn initialize(raft: &Raft<TypeConfig>, nodes: BTreeMap<u64, BasicNode>) {
-    if let Err(err) = raft.initialize(nodes).await {
-        tracing::debug!(error = %err, "raft group already initialised");
-    }
-}
-
 /// The group's members as one member sees them.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Membership {
@@ -311,14 +287,6 @@ pub async fn compact_index_groups_after_split(root: Store, groups: Vec<Arc<MetaS
         return;
     }
     for group in groups {
-        // A founding member that is not its group's preferred founder has
-        // none of the log until the founder sends it (or the grace passes).
-        let waiting = group.raft.wait(Some(FOUNDING_GRACE * 3));
-        let founded = waiting.metrics(
-            |metrics| metrics.last_applied.is_some(),
-            "the group founded",
-        );
-        let _ = founded.await;
         // Purged already, or empty (a member joining, sent snapshots).
         let status = group.status();
         if status.purged.is_some() || status.last_applied.is_none() {
@@ -559,30 +527,9 @@ impl MetaService {
                 .map(|(id, address)| (*id, BasicNode::new(address)))
                 .collect();
             // Every member proposes the same first membership: whichever is
-            // first, the others' proposals are the same entry. The one that
-            // proposes stands for election at once, so the group's first
-            // leader is its preferred founder (groups sleep when idle, and
-            // keep their leader: founded this way, they spread their
-            // leaders over the members); the others propose only if it has
-            // not founded the group within a few election timeouts (it is
-            // down), and until then take its vote requests and its log.
-            match preferred_founder(group, members) == Some(id) {
-                true => initialize(&raft, nodes).await,
-                false => {
-                    let raft = raft.clone();
-                    tokio::spawn(async move {
-                        let founded = raft
-                            .wait(Some(FOUNDING_GRACE))
-                            .metrics(
-                                |metrics| metrics.membership_config.log_id().is_some(),
-                                "founded by the preferred member",
-                            )
-                            .await;
-                        if founded.is_err() {
-                            initialize(&raft, nodes).await;
-                        }
-                    });
-                }
+            // first, the others' proposals are the same entry.
+            if let Err(err) = raft.initialize(nodes).await {
+                tracing::debug!(error = %err, "raft group already initialised");
             }
         }
         let service = Arc::new(MetaService {
@@ -1419,23 +1366,4 @@ fn unix_ms() -> i64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|elapsed| elapsed.as_millis() as i64)
         .unwrap_or(0)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn each_index_group_prefers_another_founder_in_turn() {
-        let members: Members = [(1, "a"), (2, "b"), (5, "e")]
-            .into_iter()
-            .map(|(id, address)| (id, address.to_owned()))
-            .collect();
-        assert_eq!(preferred_founder(GroupId::Root, &members), Some(1));
-        let preferred: Vec<_> = (1..=4)
-            .map(|g| preferred_founder(GroupId::Index(g), &members))
-            .collect();
-        assert_eq!(preferred, [Some(1), Some(2), Some(5), Some(1)]);
-        assert_eq!(preferred_founder(GroupId::Index(3), &Members::new()), None);
-    }
 }

@@ -258,7 +258,6 @@ fn an_index_node_lost_for_good_is_replaced_in_its_groups() -> Result<()> {
             .filter(|leader| **leader == Some(member))
             .count()
     };
-    eprintln!("index group leaders (members): {leaders:?}");
     // Three nodes, four groups: it leads one at most.
     let lost = (0..3).min_by_key(|node| leads(*node)).unwrap_or(1);
     let (down_next, left) = match lost {

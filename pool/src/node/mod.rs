@@ -76,8 +76,9 @@ pub type NodeResponse = Response<Full<Bytes>>;
 /// The answer to a call, to come.
 pub type NodeAnswer = std::pin::Pin<Box<dyn Future<Output = NodeResponse> + Send>>;
 
-/// Answers a call under [`INTERNAL_PREFIX`] whose cluster signature the node
-/// checked (given the call, and whether it came over TLS), and reports what
+/// Answers a call under [`INTERNAL_PREFIX`], which it checks is signed with
+/// the cluster's secret (given the call, and whether it came over TLS: the
+/// node checks no signature of these), and reports what
 /// answers them in the node's status ([`NodeStatus::index_groups`]).
 #[derive(Clone)]
 pub struct InternalCalls {
@@ -307,13 +308,13 @@ pub fn load_or_create_id(data: &Path, file: &str) -> io::Result<String> {
     Ok(id)
 }
 
-/// A small text file of the node's, trimmed; `None` if there is none.
 /// The metadata service that claimed the node whose data directory is
 /// `data` (what `GET /v1/owner` answers), if one did.
 pub fn owner(data: &Path) -> io::Result<Option<String>> {
     Ok(read_text(&data.join(OWNER_FILE))?.filter(|owner| !owner.is_empty()))
 }
 
+/// A small text file of the node's, trimmed; `None` if there is none.
 fn read_text(path: &Path) -> io::Result<Option<String>> {
     match fs::read_to_string(path) {
         Ok(text) => Ok(Some(text.trim().to_owned())),
@@ -449,6 +450,15 @@ impl Node {
     }
 
     async fn handle(self: &Arc<Self>, request: NodeRequest) -> NodeResponse {
+        // Internal calls are checked where they are answered (their
+        // signature, body digest and replay, once): a Raft message is not
+        // verified twice.
+        if request.uri().path().starts_with(INTERNAL_PREFIX) {
+            return match &self.internal {
+                Some(internal) => (internal.answer)(request, self.serves_tls).await,
+                None => reply(StatusCode::NOT_FOUND, "this node hosts no metadata group\n"),
+            };
+        }
         let method = request.method().clone();
         let path_and_query = request
             .uri()
@@ -472,12 +482,6 @@ impl Node {
             );
         }
         let path = request.uri().path().to_owned();
-        if path.starts_with(INTERNAL_PREFIX) {
-            return match &self.internal {
-                Some(internal) => (internal.answer)(request, self.serves_tls).await,
-                None => reply(StatusCode::NOT_FOUND, "this node hosts no metadata group\n"),
-            };
-        }
         let query = request.uri().query().unwrap_or("").to_owned();
         let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
         match (&method, segments.as_slice()) {

@@ -333,6 +333,11 @@ impl IndexGroupReport {
     }
 }
 
+/// Whether every index group is caught up (`None`: the nodes hold none).
+fn index_groups_caught_up(groups: &[IndexGroupReport]) -> Option<bool> {
+    (!groups.is_empty()).then(|| groups.iter().all(IndexGroupReport::caught_up))
+}
+
 /// The index groups the nodes of `reports` hold, by group number.
 fn index_group_reports(reports: &[NodeReport]) -> Vec<IndexGroupReport> {
     let mut groups: std::collections::BTreeMap<u16, Vec<(String, strata_meta::MetaStatus)>> =
@@ -904,8 +909,7 @@ pub fn status(args: StatusArgs) -> anyhow::Result<()> {
         ring_version: ring.version(),
         out_of_sync_partitions,
         bytes_to_move,
-        index_groups_caught_up: (!index_groups.is_empty())
-            .then(|| index_groups.iter().all(IndexGroupReport::caught_up)),
+        index_groups_caught_up: index_groups_caught_up(&index_groups),
         index_groups,
         nodes_up: reports.iter().filter(|r| r.status.is_some()).count(),
         nodes: reports.len(),
@@ -1167,7 +1171,7 @@ mod tests {
             settled: true,
             out_of_sync_partitions: 0,
             bytes_to_move: 0,
-            index_groups_caught_up: Some(false),
+            index_groups_caught_up: index_groups_caught_up(&groups),
             index_groups: groups,
             reports: Vec::new(),
         };

@@ -211,31 +211,35 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
                     );
                 }
                 store
-            } else {
+            } else if config.cluster.index_nodes.is_empty() {
                 let mut groups = Vec::new();
                 for group in 1..=config.index_groups {
-                    let transport = match config.cluster.index_nodes.is_empty() {
-                        true => HttpMetaTransport::for_index_group(
-                            secret.clone(),
-                            cluster_tls.as_ref(),
-                            addresses.clone(),
-                            group,
-                            served.internal.index_service(group).cloned(),
-                        ),
-                        false => {
-                            node_group_transport(&config, secret, cluster_tls.as_ref(), group)?
-                        }
-                    };
+                    let transport = HttpMetaTransport::for_index_group(
+                        secret.clone(),
+                        cluster_tls.as_ref(),
+                        addresses.clone(),
+                        group,
+                        served.internal.index_service(group).cloned(),
+                    );
                     let connected =
                         Store::connect(store_config.clone(), pool.clone(), Arc::new(transport))
                             .await
                             .with_context(|| format!("reaching index group {group}"))?;
                     groups.push(connected);
                 }
-                let held_by = (!config.cluster.index_nodes.is_empty())
-                    .then(|| config.cluster.index_nodes().map(|nodes| nodes.held_by()))
-                    .transpose()?;
-                Store::route_held_by(store, groups, held_by)
+                Store::route(store, groups)
+                    .await
+                    .context("spreading buckets over index groups")?
+            } else {
+                let (groups, held_by) = connect_node_groups(
+                    &config,
+                    &store_config,
+                    &pool,
+                    secret,
+                    cluster_tls.as_ref(),
+                )
+                .await?;
+                Store::route_held_by(store, groups, Some(held_by))
                     .await
                     .context("spreading buckets over index groups")?
             }
@@ -244,23 +248,9 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         Some(secret) if !config.cluster.index_nodes.is_empty() => {
             let root = Store::open(store_config.clone(), pool.clone())
                 .context("opening the metadata store")?;
-            let mut groups = Vec::new();
-            for group in 1..=config.index_groups {
-                let transport = node_group_transport(&config, secret, cluster_tls.as_ref(), group)?;
-                let connected =
-                    Store::connect(store_config.clone(), pool.clone(), Arc::new(transport))
-                        .await
-                        .with_context(|| {
-                            format!("reaching index group {group} on the storage nodes")
-                        })?;
-                groups.push(connected);
-            }
-            tracing::info!(
-                nodes = ?config.cluster.index_nodes,
-                replaced = ?config.cluster.index_replaced,
-                "index groups on the storage nodes"
-            );
-            let held_by = config.cluster.index_nodes()?.held_by();
+            let (groups, held_by) =
+                connect_node_groups(&config, &store_config, &pool, secret, cluster_tls.as_ref())
+                    .await?;
             Store::route_held_by(root, groups, Some(held_by))
                 .await
                 .context("spreading buckets over the index groups on the storage nodes")?
@@ -725,23 +715,39 @@ fn metadata_metrics(status: &strata_meta::MetaStatus) -> String {
     out
 }
 
-/// The calls to index group `group` where `cluster.index_nodes` places it,
-/// at the nodes that hold its positions now (`cluster.index_replaced`).
-fn node_group_transport(
+/// One connected store per index group, each at the nodes that hold its
+/// positions now (`cluster.index_nodes`, `cluster.index_replaced`), and
+/// who holds them, as the root records it.
+async fn connect_node_groups(
     config: &Config,
+    store_config: &StoreConfig,
+    pool: &Arc<dyn Pool>,
     secret: &strata_pool::wire::ClusterSecret,
     tls: Option<&ClusterTls>,
-    group: u16,
-) -> anyhow::Result<HttpMetaTransport> {
-    let current = config.cluster.index_nodes()?.current();
-    let members = crate::node_index::group_members(&current, group);
-    Ok(HttpMetaTransport::for_index_group(
-        secret.clone(),
-        tls,
-        members.into_values().collect(),
-        group,
-        None,
-    ))
+) -> anyhow::Result<(Vec<Store>, String)> {
+    let nodes = config.cluster.index_nodes()?;
+    let current = nodes.current();
+    let mut groups = Vec::new();
+    for group in 1..=config.index_groups {
+        let members = crate::node_index::group_members(&current, group);
+        let transport = HttpMetaTransport::for_index_group(
+            secret.clone(),
+            tls,
+            members.into_values().collect(),
+            group,
+            None,
+        );
+        let connected = Store::connect(store_config.clone(), pool.clone(), Arc::new(transport))
+            .await
+            .with_context(|| format!("reaching index group {group} on the storage nodes"))?;
+        groups.push(connected);
+    }
+    tracing::info!(
+        nodes = ?config.cluster.index_nodes,
+        replaced = ?config.cluster.index_replaced,
+        "index groups on the storage nodes"
+    );
+    Ok((groups, nodes.held_by()))
 }
 
 /// Each index group's view of its Raft group, labelled by group number

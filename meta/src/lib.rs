@@ -837,13 +837,9 @@ impl MetaService {
                     false => None,
                 };
                 let leading = leads(&self.raft);
-                let acknowledged = asked.acknowledged_by.filter(|_| leading).map(|id| {
-                    let metrics = self.raft.metrics().borrow().clone();
-                    let matched = metrics
-                        .replication
-                        .and_then(|matched| matched.get(&id).cloned());
-                    matched.flatten().is_some()
-                });
+                let acknowledged = (asked.acknowledged_by)
+                    .filter(|_| leading)
+                    .map(|id| matched(&self.raft.metrics().borrow(), id).is_some());
                 let answer = network::ProbeAnswer {
                     leading,
                     log_version: self.versions.runs(),
@@ -1005,15 +1001,7 @@ impl MetaService {
                 // (openraft takes a joint configuration on to its last
                 // one), and only the replaced leave.
                 if known.members.contains_key(&id) {
-                    let change = match leaving.is_empty() {
-                        true => ChangeMembers::AddVoterIds([id].into()),
-                        // With `id`: a change cut short may have been
-                        // taking it out, leaving it only in the old half.
-                        false => {
-                            ChangeMembers::ReplaceAllVoters(self.voters_after(&leaving, Some(id)))
-                        }
-                    };
-                    return self.changed(change).await;
+                    return self.changed(self.voting(id, &leaving)).await;
                 }
                 // openraft's own blocking add gives up waiting after a
                 // moment and answers all the same: the catching up is
@@ -1043,11 +1031,7 @@ impl MetaService {
                     .wait(Some(CATCH_UP_WAIT))
                     .metrics(
                         |metrics| {
-                            metrics
-                                .replication
-                                .as_ref()
-                                .and_then(|matched| matched.get(&id).cloned().flatten())
-                                .is_some_and(|matched| matched.index >= target)
+                            matched(metrics, id).is_some_and(|matched| matched.index >= target)
                         },
                         "the new member caught up",
                     )
@@ -1059,10 +1043,7 @@ impl MetaService {
                         CATCH_UP_WAIT.as_secs()
                     ));
                 }
-                match leaving.is_empty() {
-                    true => ChangeMembers::AddVoterIds([id].into()),
-                    false => ChangeMembers::ReplaceAllVoters(self.voters_after(&leaving, Some(id))),
-                }
+                self.voting(id, &leaving)
             }
             MembershipChange::Remove { id } if known.members.contains_key(&id) => {
                 ChangeMembers::RemoveVoters([id].into())
@@ -1085,19 +1066,23 @@ impl MetaService {
         self.changed(changes).await
     }
 
-    /// The voters of the group's latest configuration (read now: the
-    /// members may have changed while a new one caught up), less `leaving`
-    /// and with `joining`. Not the union of a joint configuration, which
-    /// would bring back a voter a change cut short was taking out.
-    fn voters_after(&self, leaving: &BTreeSet<u64>, joining: Option<u64>) -> BTreeSet<u64> {
+    /// The change that makes member `id` (a learner caught up, or a voter
+    /// of a change cut short) vote, `leaving` leaving in the same change.
+    /// The voters are those of the group's latest configuration, read now
+    /// (the members may have changed while a new one caught up), not the
+    /// union of a joint configuration, which would bring back a voter a
+    /// change cut short was taking out; and always with `id`, which such a
+    /// change may have been taking out.
+    fn voting(&self, id: u64, leaving: &BTreeSet<u64>) -> openraft::ChangeMembers<u64, BasicNode> {
+        use openraft::ChangeMembers;
+        if leaving.is_empty() {
+            return ChangeMembers::AddVoterIds([id].into());
+        }
         let metrics = self.raft.metrics().borrow().clone();
         let configs = metrics.membership_config.membership().get_joint_config();
         let latest = configs.last().cloned().unwrap_or_default();
-        latest
-            .into_iter()
-            .filter(|voter| !leaving.contains(voter))
-            .chain(joining)
-            .collect()
+        let voters = latest.into_iter().filter(|voter| !leaving.contains(voter));
+        ChangeMembers::ReplaceAllVoters(voters.chain([id]).collect())
     }
 
     /// Makes `changes` to the group's members (removed voters leave
@@ -1338,6 +1323,16 @@ fn clone_outcome(outcome: &Result<Option<u64>, Routed>) -> Result<Option<u64>, R
 /// Whether this member is the leader. Its state says so, not
 /// `current_leader`: a leader that removed itself keeps its own vote (and
 /// so names itself) after it stepped down.
+/// The last log entry the leader whose `metrics` these are knows member
+/// `id` holds (`None`: it has not heard `id` acknowledge any, or does not
+/// lead).
+fn matched(
+    metrics: &openraft::RaftMetrics<u64, BasicNode>,
+    id: u64,
+) -> Option<openraft::LogId<u64>> {
+    metrics.replication.as_ref()?.get(&id).cloned().flatten()
+}
+
 pub(crate) fn leads(raft: &Raft<TypeConfig>) -> bool {
     leading_term(raft).is_some()
 }

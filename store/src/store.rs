@@ -2001,7 +2001,7 @@ impl Inner {
             db: self.database(),
             keys: &root_keys,
         };
-        let (count, _splitting) = crate::split::recorded_groups(root)?;
+        let count = recorded_index_groups(root)?;
         if count == 0 {
             return Ok(());
         }

@@ -260,11 +260,8 @@ fn an_index_node_lost_for_good_is_replaced_in_its_groups() -> Result<()> {
     };
     // Three nodes, four groups: it leads one at most.
     let lost = (0..3).min_by_key(|node| leads(*node)).unwrap_or(1);
-    let (down_next, left) = match lost {
-        0 => (1, 2),
-        1 => (0, 2),
-        _ => (0, 1),
-    };
+    let others: Vec<usize> = (0..3).filter(|node| *node != lost).collect();
+    let (down_next, left) = (others[0], others[1]);
     cluster.nodes[lost].kill9()?;
     fs::remove_dir_all(cluster.nodes[lost].data_dir())?;
     let _ = cluster.nodes[lost].restart();
